@@ -1,0 +1,18 @@
+//! Seam's vocabulary and its versioned wire objects.
+//!
+//! Holds the objects the controller stores and serves ([`Segment`], [`Node`], [`Block`],
+//! [`Endpoint`]), the watch events it streams, and the request/reply of the agent socket that
+//! `seam-cni` talks to ([`agent_rpc`]). Every object rejects unknown fields on entry and has a
+//! `validate()` that reports every problem with its field path.
+//!
+//! Architecture invariant: this crate does no I/O and depends on no other Seam crate.
+//! Start reading at [`Segment`].
+
+pub mod agent_rpc;
+mod error;
+mod mac;
+mod objects;
+
+pub use error::{FieldError, ValidationError};
+pub use mac::{endpoint_mac, gateway_mac, MacAddr};
+pub use objects::*;

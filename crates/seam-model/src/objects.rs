@@ -1,0 +1,349 @@
+//! The objects the controller stores and serves. JSON field names are camelCase; unknown fields
+//! are rejected so that a typo is an error, not a silently ignored setting.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Problems, ValidationError};
+use crate::mac::MacAddr;
+
+/// The API group and version of every object in this module.
+pub const API_VERSION: &str = "seam.dev/v1alpha1";
+
+/// Largest VXLAN network identifier (24 bits).
+pub const MAX_VNI: u32 = (1 << 24) - 1;
+
+/// True when `name` is 1..=63 characters of `a-z 0-9 - .`, starting and ending alphanumeric
+/// (Kubernetes' DNS-1123 rules, shortened to one label's length).
+pub fn is_valid_name(name: &str) -> bool {
+    let ok_chars = name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+    let ok_ends = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .last()
+            .is_some_and(|c| c.is_ascii_alphanumeric());
+    !name.is_empty() && name.len() <= 63 && ok_chars && ok_ends
+}
+
+fn check_name(problems: &mut Problems, path: &str, name: &str) {
+    if !is_valid_name(name) {
+        problems.add(path, format!("{name:?} is not a valid name (1-63 of a-z, 0-9, '-', '.', alphanumeric at both ends)"));
+    }
+}
+
+/// A logical switch: one subnet, one VNI, one anycast gateway that is the same on every node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Segment {
+    /// Unique name.
+    pub name: String,
+    /// Isolation domain the segment belongs to.
+    pub tenant: String,
+    /// The segment's subnet; endpoint addresses come from per-node blocks carved from it.
+    pub subnet: Ipv4Net,
+    /// The distributed gateway address, inside `subnet`, present on every node's bridge.
+    pub gateway: Ipv4Addr,
+    /// VXLAN network identifier (1..=16777215), unique across segments.
+    pub vni: u32,
+    /// Prefix length of the per-node address blocks carved from `subnet`.
+    pub block_prefix: u8,
+    /// The Kubernetes-style namespace this segment serves (`None` for the flat cluster segment
+    /// or for explicit segments, e.g. for VMs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+impl Segment {
+    /// Checks every field and reports all problems at once.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        let mut p = Problems::default();
+        check_name(&mut p, "name", &self.name);
+        check_name(&mut p, "tenant", &self.tenant);
+        if self.subnet != self.subnet.trunc() {
+            p.add(
+                "subnet",
+                format!(
+                    "{} has host bits set (did you mean {}?)",
+                    self.subnet,
+                    self.subnet.trunc()
+                ),
+            );
+        }
+        if self.subnet.prefix_len() > 30 {
+            p.add(
+                "subnet",
+                format!(
+                    "{} is too small: a segment needs at least a /30",
+                    self.subnet
+                ),
+            );
+        }
+        if !self.subnet.contains(&self.gateway)
+            || self.gateway == self.subnet.network()
+            || self.gateway == self.subnet.broadcast()
+        {
+            p.add(
+                "gateway",
+                format!("{} is not a host address of {}", self.gateway, self.subnet),
+            );
+        }
+        if self.vni == 0 || self.vni > MAX_VNI {
+            p.add("vni", format!("{} is outside 1..={MAX_VNI}", self.vni));
+        }
+        if self.block_prefix < self.subnet.prefix_len() || self.block_prefix > 30 {
+            p.add(
+                "blockPrefix",
+                format!(
+                    "/{} must lie between the subnet's /{} and /30",
+                    self.block_prefix,
+                    self.subnet.prefix_len()
+                ),
+            );
+        }
+        if let Some(ns) = &self.namespace {
+            check_name(&mut p, "namespace", ns);
+        }
+        p.finish("Segment", &self.name)
+    }
+}
+
+/// What a node does besides running pods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeRole {
+    /// Runs pods.
+    #[default]
+    Worker,
+    /// Runs VMs (and may run pods).
+    Hypervisor,
+    /// Joins the overlay to an external network.
+    Gateway,
+}
+
+/// A machine that runs `seamd`, known by its underlay address (the VXLAN tunnel endpoint).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Node {
+    /// Unique node name.
+    pub name: String,
+    /// The address VXLAN packets to this node's endpoints are sent to.
+    pub underlay_ip: Ipv4Addr,
+    /// The node's role.
+    #[serde(default)]
+    pub role: NodeRole,
+}
+
+impl Node {
+    /// Checks every field and reports all problems at once.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        let mut p = Problems::default();
+        check_name(&mut p, "name", &self.name);
+        let ip = self.underlay_ip;
+        if ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() || ip.is_loopback() {
+            p.add("underlayIp", format!("{ip} cannot be a tunnel endpoint"));
+        }
+        p.finish("Node", &self.name)
+    }
+}
+
+/// A range of a segment's addresses that one node hands out on its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Block {
+    /// The segment the block belongs to.
+    pub segment: String,
+    /// The node that owns the block.
+    pub node: String,
+    /// The block's addresses.
+    pub cidr: Ipv4Net,
+}
+
+impl Block {
+    /// The store name of a block: unique because blocks of a segment never overlap.
+    pub fn key(&self) -> String {
+        block_key(&self.segment, self.cidr)
+    }
+}
+
+/// The store name of the block `cidr` of `segment`.
+pub fn block_key(segment: &str, cidr: Ipv4Net) -> String {
+    format!("{segment}/{}-{}", cidr.network(), cidr.prefix_len())
+}
+
+/// What an endpoint is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum EndpointKind {
+    /// A container sandbox attached by the CNI plug-in.
+    #[default]
+    Pod,
+    /// A virtual machine attached on a hypervisor host.
+    Vm,
+    /// A node itself.
+    Host,
+    /// A server outside the overlay, reached through a gateway.
+    External,
+}
+
+/// Anything with an address on a segment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Endpoint {
+    /// Unique name: for pods `<namespace>/<pod>` when known, else the container id and interface.
+    pub name: String,
+    /// What it is.
+    pub kind: EndpointKind,
+    /// Kubernetes-style namespace.
+    pub namespace: String,
+    /// Segment it is attached to.
+    pub segment: String,
+    /// Node it is attached on.
+    pub node: String,
+    /// Its address on the segment.
+    pub ip: Ipv4Addr,
+    /// Its interface MAC.
+    pub mac: MacAddr,
+    /// Labels for group selectors.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// The runtime's container id, for pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
+    /// The interface name inside the sandbox, for pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ifname: Option<String>,
+}
+
+impl Endpoint {
+    /// Checks every field and reports all problems at once.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        let mut p = Problems::default();
+        if self.name.is_empty()
+            || self.name.len() > 253
+            || self.name.chars().any(|c| c.is_control() || c == ' ')
+        {
+            p.add(
+                "name",
+                format!("{:?} is not a valid endpoint name", self.name),
+            );
+        }
+        check_name(&mut p, "namespace", &self.namespace);
+        check_name(&mut p, "segment", &self.segment);
+        check_name(&mut p, "node", &self.node);
+        if !self.mac.is_unicast() {
+            p.add("mac", format!("{} is not a unicast MAC", self.mac));
+        }
+        p.finish("Endpoint", &self.name)
+    }
+}
+
+/// The kinds of object the controller stores; also the path segment of their API resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum ObjectKind {
+    /// [`Node`]
+    Node,
+    /// [`Segment`]
+    Segment,
+    /// [`Block`]
+    Block,
+    /// [`Endpoint`]
+    Endpoint,
+}
+
+impl ObjectKind {
+    /// Every kind, in the order a consumer should apply them (segments before endpoints).
+    pub const ALL: [ObjectKind; 4] = [
+        ObjectKind::Node,
+        ObjectKind::Segment,
+        ObjectKind::Block,
+        ObjectKind::Endpoint,
+    ];
+
+    /// The plural resource name used in URLs and store keys.
+    pub fn plural(self) -> &'static str {
+        match self {
+            ObjectKind::Node => "nodes",
+            ObjectKind::Segment => "segments",
+            ObjectKind::Block => "blocks",
+            ObjectKind::Endpoint => "endpoints",
+        }
+    }
+
+    /// Parses a plural resource name.
+    pub fn from_plural(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.plural() == s)
+    }
+}
+
+/// Everything the controller holds, as of one store revision. Agents start from this and then
+/// follow [`WatchEvent`]s from `revision + 1`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Snapshot {
+    /// The store revision the snapshot was read at.
+    pub revision: u64,
+    /// All nodes.
+    pub nodes: Vec<Node>,
+    /// All segments.
+    pub segments: Vec<Segment>,
+    /// All blocks.
+    pub blocks: Vec<Block>,
+    /// All endpoints.
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// One change in the controller's store, as streamed by `GET /v1/watch`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WatchEvent {
+    /// Store revision of the change.
+    pub revision: u64,
+    /// Object kind.
+    pub kind: ObjectKind,
+    /// Object name (for blocks, [`Block::key`]).
+    pub name: String,
+    /// The new object; `None` when it was deleted.
+    #[serde(default)]
+    pub object: Option<serde_json::Value>,
+}
+
+/// Asks the controller for the segment that serves a namespace (created on first use in
+/// per-namespace mode).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EnsureSegment {
+    /// Namespace of the endpoint being attached.
+    pub namespace: String,
+}
+
+/// Asks the controller for a new address block of a segment for a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClaimBlock {
+    /// The segment.
+    pub segment: String,
+    /// The node that will own the block.
+    pub node: String,
+}
+
+/// A structured API error body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApiError {
+    /// Machine-readable reason, e.g. `Invalid`, `NotFound`, `Conflict`, `Exhausted`, `Gone`.
+    pub reason: String,
+    /// What went wrong, for a person.
+    pub message: String,
+}
+
+#[cfg(test)]
+mod tests;
