@@ -1,0 +1,398 @@
+//! [`ControllerClient`]: one typed method per controller route.
+
+use std::time::Duration;
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::{Method, Request, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use seam_model::{
+    ApiError, Block, ClaimBlock, EnsureSegment, Endpoint, Node, ObjectKind, Segment, Snapshot,
+};
+
+use crate::error::{ClientError, Result};
+use crate::transport::{encode_segment, read_body, Target};
+use crate::watch::WatchStream;
+
+/// Timeout of every request except the watch stream, unless changed with
+/// [`ControllerClient::with_timeout`].
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a watch may stay silent (the controller sends a heartbeat every ~10 s) before
+/// [`WatchStream::next`] fails with [`ClientError::Timeout`].
+pub const DEFAULT_WATCH_IDLE_TIMEOUT: Duration = Duration::from_secs(35);
+
+/// A response as received, for callers that send bodies the typed methods cannot express
+/// (tests, the CLI's raw mode).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawResponse {
+    /// HTTP status code.
+    pub status: u16,
+    /// The whole body.
+    pub body: Vec<u8>,
+}
+
+/// A client for one controller endpoint. Cheap to clone; holds no connection.
+#[derive(Debug, Clone)]
+pub struct ControllerClient {
+    endpoint: String,
+    target: Target,
+    timeout: Duration,
+    watch_idle_timeout: Duration,
+}
+
+impl ControllerClient {
+    /// A client for `endpoint`: `unix:/path/to/socket` or `http://host:port`.
+    pub fn new(endpoint: &str) -> Result<Self> {
+        let target = Target::parse(endpoint).ok_or_else(|| ClientError::InvalidEndpoint {
+            endpoint: endpoint.to_string(),
+        })?;
+        Ok(ControllerClient {
+            endpoint: endpoint.to_string(),
+            target,
+            timeout: DEFAULT_TIMEOUT,
+            watch_idle_timeout: DEFAULT_WATCH_IDLE_TIMEOUT,
+        })
+    }
+
+    /// The same client with another per-request timeout.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The same client with another watch idle timeout.
+    pub fn with_watch_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.watch_idle_timeout = timeout;
+        self
+    }
+
+    /// The endpoint this client talks to, as given to [`ControllerClient::new`].
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// `GET /healthz`: succeeds when the controller answers 200.
+    pub async fn healthz(&self) -> Result<()> {
+        self.call_unit(Method::GET, "/healthz".to_string(), None)
+            .await
+    }
+
+    /// `GET /v1/snapshot`: every object, read at one store revision.
+    pub async fn snapshot(&self) -> Result<Snapshot> {
+        self.call(Method::GET, "/v1/snapshot".to_string(), None, "Snapshot")
+            .await
+    }
+
+    /// `PUT /v1/nodes/{name}`: creates or replaces a node.
+    pub async fn put_node(&self, node: &Node) -> Result<Node> {
+        let path = object_path(ObjectKind::Node, &node.name);
+        self.call(Method::PUT, path, Some(encode(node)?), "Node").await
+    }
+
+    /// `GET /v1/nodes/{name}`.
+    pub async fn get_node(&self, name: &str) -> Result<Node> {
+        self.call(Method::GET, object_path(ObjectKind::Node, name), None, "Node")
+            .await
+    }
+
+    /// `DELETE /v1/nodes/{name}`: refused (409) while blocks or endpoints use the node.
+    pub async fn delete_node(&self, name: &str) -> Result<()> {
+        self.call_unit(Method::DELETE, object_path(ObjectKind::Node, name), None)
+            .await
+    }
+
+    /// `GET /v1/nodes`.
+    pub async fn list_nodes(&self) -> Result<Vec<Node>> {
+        self.list(ObjectKind::Node, "Node list").await
+    }
+
+    /// `PUT /v1/segments/{name}`: creates or replaces an explicit segment.
+    pub async fn put_segment(&self, segment: &Segment) -> Result<Segment> {
+        let path = object_path(ObjectKind::Segment, &segment.name);
+        self.call(Method::PUT, path, Some(encode(segment)?), "Segment")
+            .await
+    }
+
+    /// `GET /v1/segments/{name}`.
+    pub async fn get_segment(&self, name: &str) -> Result<Segment> {
+        let path = object_path(ObjectKind::Segment, name);
+        self.call(Method::GET, path, None, "Segment").await
+    }
+
+    /// `DELETE /v1/segments/{name}`: refused (409) while blocks or endpoints use it.
+    pub async fn delete_segment(&self, name: &str) -> Result<()> {
+        self.call_unit(Method::DELETE, object_path(ObjectKind::Segment, name), None)
+            .await
+    }
+
+    /// `GET /v1/segments`.
+    pub async fn list_segments(&self) -> Result<Vec<Segment>> {
+        self.list(ObjectKind::Segment, "Segment list").await
+    }
+
+    /// `POST /v1/ensure-segment`: the segment that serves `namespace`, created on first use.
+    pub async fn ensure_segment(&self, namespace: &str) -> Result<Segment> {
+        let body = encode(&EnsureSegment {
+            namespace: namespace.to_string(),
+        })?;
+        self.call(
+            Method::POST,
+            "/v1/ensure-segment".to_string(),
+            Some(body),
+            "Segment",
+        )
+        .await
+    }
+
+    /// `POST /v1/claim-block`: a new address block of `segment` owned by `node`.
+    pub async fn claim_block(&self, segment: &str, node: &str) -> Result<Block> {
+        let body = encode(&ClaimBlock {
+            segment: segment.to_string(),
+            node: node.to_string(),
+        })?;
+        self.call(
+            Method::POST,
+            "/v1/claim-block".to_string(),
+            Some(body),
+            "Block",
+        )
+        .await
+    }
+
+    /// `DELETE /v1/blocks/{key}` ([`Block::key`]): refused (409) while endpoints use it.
+    pub async fn release_block(&self, key: &str) -> Result<()> {
+        self.call_unit(Method::DELETE, object_path(ObjectKind::Block, key), None)
+            .await
+    }
+
+    /// `GET /v1/blocks`.
+    pub async fn list_blocks(&self) -> Result<Vec<Block>> {
+        self.list(ObjectKind::Block, "Block list").await
+    }
+
+    /// `PUT /v1/endpoints/{name}`: creates or replaces an endpoint.
+    pub async fn put_endpoint(&self, endpoint: &Endpoint) -> Result<Endpoint> {
+        let path = object_path(ObjectKind::Endpoint, &endpoint.name);
+        self.call(Method::PUT, path, Some(encode(endpoint)?), "Endpoint")
+            .await
+    }
+
+    /// `GET /v1/endpoints/{name}`.
+    pub async fn get_endpoint(&self, name: &str) -> Result<Endpoint> {
+        let path = object_path(ObjectKind::Endpoint, name);
+        self.call(Method::GET, path, None, "Endpoint").await
+    }
+
+    /// `DELETE /v1/endpoints/{name}`: succeeds also when the endpoint is already gone.
+    pub async fn delete_endpoint(&self, name: &str) -> Result<()> {
+        self.call_unit(Method::DELETE, object_path(ObjectKind::Endpoint, name), None)
+            .await
+    }
+
+    /// `GET /v1/endpoints`.
+    pub async fn list_endpoints(&self) -> Result<Vec<Endpoint>> {
+        self.list(ObjectKind::Endpoint, "Endpoint list").await
+    }
+
+    /// `GET /v1/watch?revision={from_revision}`: every change with revision ≥ `from_revision`,
+    /// then live changes. Fails with [`ClientError::Gone`] when that revision was compacted.
+    pub async fn watch(&self, from_revision: u64) -> Result<WatchStream> {
+        let path = format!("/v1/watch?revision={from_revision}");
+        let request = format!("GET {path}");
+        let http = self.build(Method::GET, &path, None)?;
+        let response = self
+            .timed(&request, async {
+                self.target.send(http).await.map_err(|source| ClientError::Transport {
+                    endpoint: self.endpoint.clone(),
+                    request: request.clone(),
+                    source,
+                })
+            })
+            .await?;
+        let (parts, body) = response.into_parts();
+        if parts.status != StatusCode::OK {
+            let bytes = self
+                .timed(&request, async {
+                    read_body(body).await.map_err(|source| ClientError::Transport {
+                        endpoint: self.endpoint.clone(),
+                        request: request.clone(),
+                        source,
+                    })
+                })
+                .await?;
+            return Err(self.api_error(&request, parts.status, &bytes));
+        }
+        Ok(WatchStream::new(
+            body,
+            self.watch_idle_timeout,
+            self.endpoint.clone(),
+            request,
+        ))
+    }
+
+    /// Sends `body` as-is to `path` (which must start with `/`) and returns status and body
+    /// without interpreting them.
+    pub async fn request_raw(
+        &self,
+        method: &str,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<RawResponse> {
+        let request = format!("{method} {path}");
+        let method = Method::from_bytes(method.as_bytes()).map_err(|e| ClientError::Transport {
+            endpoint: self.endpoint.clone(),
+            request: request.clone(),
+            source: Box::new(e),
+        })?;
+        let (status, body) = self.exchange(method, path, Some(body)).await?;
+        Ok(RawResponse {
+            status: status.as_u16(),
+            body: body.to_vec(),
+        })
+    }
+
+    async fn list<T: DeserializeOwned>(&self, kind: ObjectKind, what: &str) -> Result<Vec<T>> {
+        self.call(Method::GET, format!("/v1/{}", kind.plural()), None, what)
+            .await
+    }
+
+    /// Sends a request and decodes a 2xx body as `T`.
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: String,
+        body: Option<Vec<u8>>,
+        what: &str,
+    ) -> Result<T> {
+        let request = format!("{method} {path}");
+        let (status, bytes) = self.exchange(method, &path, body).await?;
+        if !status.is_success() {
+            return Err(self.api_error(&request, status, &bytes));
+        }
+        serde_json::from_slice(&bytes).map_err(|source| ClientError::Decode {
+            endpoint: self.endpoint.clone(),
+            request,
+            what: what.to_string(),
+            source,
+        })
+    }
+
+    /// Sends a request whose 2xx body is not needed.
+    async fn call_unit(&self, method: Method, path: String, body: Option<Vec<u8>>) -> Result<()> {
+        let request = format!("{method} {path}");
+        let (status, bytes) = self.exchange(method, &path, body).await?;
+        if !status.is_success() {
+            return Err(self.api_error(&request, status, &bytes));
+        }
+        Ok(())
+    }
+
+    /// One timed request/response exchange.
+    async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(StatusCode, Bytes)> {
+        let request = format!("{method} {path}");
+        let http = self.build(method, path, body)?;
+        self.timed(&request, async {
+            let transport = |source| ClientError::Transport {
+                endpoint: self.endpoint.clone(),
+                request: request.clone(),
+                source,
+            };
+            let response = self.target.send(http).await.map_err(transport)?;
+            let (parts, body) = response.into_parts();
+            let bytes = read_body(body).await.map_err(transport)?;
+            Ok((parts.status, bytes))
+        })
+        .await
+    }
+
+    fn build(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Request<Full<Bytes>>> {
+        let mut builder = Request::builder()
+            .method(method.clone())
+            .uri(path)
+            .header(hyper::header::HOST, self.target.host())
+            .header(hyper::header::ACCEPT, "application/json");
+        if body.is_some() {
+            builder = builder.header(hyper::header::CONTENT_TYPE, "application/json");
+        }
+        builder
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| ClientError::Transport {
+                endpoint: self.endpoint.clone(),
+                request: format!("{method} {path}"),
+                source: Box::new(e),
+            })
+    }
+
+    async fn timed<T>(
+        &self,
+        request: &str,
+        fut: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        tokio::time::timeout(self.timeout, fut)
+            .await
+            .unwrap_or_else(|_| {
+                Err(ClientError::Timeout {
+                    endpoint: self.endpoint.clone(),
+                    request: request.to_string(),
+                    after: self.timeout,
+                })
+            })
+    }
+
+    /// Turns a non-2xx answer into [`ClientError::Api`] or [`ClientError::Gone`].
+    fn api_error(&self, request: &str, status: StatusCode, body: &[u8]) -> ClientError {
+        let parsed: Option<ApiError> = serde_json::from_slice(body).ok();
+        let (reason, message) = match parsed {
+            Some(e) => (e.reason, e.message),
+            None => (
+                status
+                    .canonical_reason()
+                    .unwrap_or("Unknown")
+                    .replace(' ', ""),
+                String::from_utf8_lossy(body).trim().to_string(),
+            ),
+        };
+        if status == StatusCode::GONE || reason == "Gone" {
+            return ClientError::Gone {
+                endpoint: self.endpoint.clone(),
+                request: request.to_string(),
+                message,
+            };
+        }
+        ClientError::Api {
+            endpoint: self.endpoint.clone(),
+            request: request.to_string(),
+            status: status.as_u16(),
+            reason,
+            message,
+        }
+    }
+}
+
+fn object_path(kind: ObjectKind, name: &str) -> String {
+    format!("/v1/{}/{}", kind.plural(), encode_segment(name))
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+    // Serializing the model's own types to JSON cannot fail (string keys, no custom errors);
+    // the error is still mapped rather than unwrapped.
+    serde_json::to_vec(value).map_err(|source| ClientError::Decode {
+        endpoint: String::new(),
+        request: String::new(),
+        what: "request body (encoding)".to_string(),
+        source,
+    })
+}

@@ -1,0 +1,20 @@
+//! Typed HTTP client for the `seam-controller` API.
+//!
+//! [`ControllerClient`] speaks HTTP/1 over a Unix socket (`unix:/run/seam/controller.sock`) or
+//! TCP (`http://127.0.0.1:7070`), one connection per request, with a timeout on every request
+//! except the watch stream ([`WatchStream`], which instead fails when not even a heartbeat
+//! arrives for a while). Errors keep the controller's status, reason and message
+//! ([`ClientError::Api`]); a compacted watch revision is its own variant ([`ClientError::Gone`]).
+//!
+//! Architecture invariant: depends only on `seam-model` and the hyper stack, never on the
+//! controller or the store, so the node agent and the CLI can link it cheaply.
+//! Start reading at [`ControllerClient`].
+
+mod client;
+mod error;
+mod transport;
+mod watch;
+
+pub use client::{ControllerClient, RawResponse, DEFAULT_TIMEOUT, DEFAULT_WATCH_IDLE_TIMEOUT};
+pub use error::{BoxError, ClientError, Result};
+pub use watch::WatchStream;

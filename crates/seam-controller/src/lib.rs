@@ -1,0 +1,1 @@
+//! Seam control plane (being written).
