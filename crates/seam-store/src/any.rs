@@ -1,0 +1,80 @@
+//! The closed set of backends, chosen at run time.
+
+use std::path::Path;
+
+use crate::embedded::EmbeddedStore;
+use crate::error::Result;
+use crate::memory::MemoryStore;
+use crate::types::{Datastore, KeyValue, Txn, TxnOutcome};
+use crate::watch::Watch;
+
+/// One of the store backends; implements [`Datastore`] by dispatch.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum AnyStore {
+    /// In memory, for tests.
+    Memory(MemoryStore),
+    /// One redb file.
+    Embedded(EmbeddedStore),
+}
+
+impl AnyStore {
+    /// A fresh in-memory store.
+    pub fn memory() -> Self {
+        AnyStore::Memory(MemoryStore::new())
+    }
+
+    /// Opens (or creates) the embedded store file at `path`.
+    pub fn open_embedded(path: impl AsRef<Path>) -> Result<Self> {
+        Ok(AnyStore::Embedded(EmbeddedStore::open(path)?))
+    }
+}
+
+impl From<MemoryStore> for AnyStore {
+    fn from(store: MemoryStore) -> Self {
+        AnyStore::Memory(store)
+    }
+}
+
+impl From<EmbeddedStore> for AnyStore {
+    fn from(store: EmbeddedStore) -> Self {
+        AnyStore::Embedded(store)
+    }
+}
+
+impl Datastore for AnyStore {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
+        match self {
+            AnyStore::Memory(s) => s.get(key).await,
+            AnyStore::Embedded(s) => s.get(key).await,
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<(u64, Vec<KeyValue>)> {
+        match self {
+            AnyStore::Memory(s) => s.list(prefix).await,
+            AnyStore::Embedded(s) => s.list(prefix).await,
+        }
+    }
+
+    async fn txn(&self, txn: Txn) -> Result<TxnOutcome> {
+        match self {
+            AnyStore::Memory(s) => s.txn(txn).await,
+            AnyStore::Embedded(s) => s.txn(txn).await,
+        }
+    }
+
+    async fn watch(&self, prefix: &str, from_revision: u64) -> Result<Watch> {
+        match self {
+            AnyStore::Memory(s) => s.watch(prefix, from_revision).await,
+            AnyStore::Embedded(s) => s.watch(prefix, from_revision).await,
+        }
+    }
+
+    async fn revision(&self) -> Result<u64> {
+        match self {
+            AnyStore::Memory(s) => s.revision().await,
+            AnyStore::Embedded(s) => s.revision().await,
+        }
+    }
+}

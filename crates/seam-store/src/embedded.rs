@@ -1,0 +1,330 @@
+//! The embedded backend: one redb file, crash-safe.
+//!
+//! Tables:
+//! - `kv`: key -> (create_revision, mod_revision, value);
+//! - `log`: (revision, index in txn) -> (key, value or `None` for a delete), trimmed to the
+//!   last [`StoreConfig::history`] events, whole revisions at a time;
+//! - `meta`: `revision` (current store revision) and `compacted` (every revision up to it is
+//!   gone from `log`).
+//!
+//! Every commit uses `Durability::Immediate`, so a txn that returned `Committed` survives a
+//! crash. redb calls block (a commit fsyncs), so every operation runs in
+//! `tokio::task::spawn_blocking`. Writes and watch registration also take a `std::sync::Mutex`
+//! (never held across an await) so events are fanned out in revision order and a new watch
+//! sees every revision exactly once. Reads use redb's MVCC snapshots and take no lock.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+};
+
+use crate::error::{Error, Result};
+use crate::types::{Datastore, Event, KeyValue, Op, StoreConfig, Txn, TxnOutcome};
+use crate::watch::{start_revision, Hub, Watch};
+
+const KV: TableDefinition<&str, (u64, u64, &[u8])> = TableDefinition::new("kv");
+/// A change-log record: the key and its new value (`None` for a delete).
+type LogRecord<'a> = (&'a str, Option<&'a [u8]>);
+const LOG: TableDefinition<(u64, u32), LogRecord> = TableDefinition::new("log");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const META_REVISION: &str = "revision";
+const META_COMPACTED: &str = "compacted";
+
+struct Inner {
+    db: Database,
+    path: PathBuf,
+    config: StoreConfig,
+    /// Held while committing and while registering a watch.
+    hub: Mutex<Hub>,
+}
+
+/// A [`Datastore`] in one redb file. Cheap to clone; clones share the open database.
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedStore")
+            .field("path", &self.inner.path)
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn backend<'a>(op: &'static str, key: &'a str) -> impl FnOnce(redb::Error) -> Error + 'a {
+    move |source| Error::Backend {
+        op,
+        key: key.to_string(),
+        source: Box::new(source),
+    }
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) the store file at `path` with the default [`StoreConfig`].
+    /// Blocks while redb opens (and, after a crash, repairs) the file.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(path, StoreConfig::default())
+    }
+
+    /// Opens (or creates) the store file at `path` with the given tunables.
+    pub fn open_with(path: impl AsRef<Path>, config: StoreConfig) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let open_err = |source: redb::Error| Error::Open {
+            path: path.clone(),
+            source: Box::new(source),
+        };
+        let db = Database::create(&path).map_err(|e| open_err(e.into()))?;
+        // Create the tables so that readers never see them missing.
+        let mut wtx = db.begin_write().map_err(|e| open_err(e.into()))?;
+        wtx.set_durability(Durability::Immediate)
+            .map_err(|e| open_err(e.into()))?;
+        {
+            wtx.open_table(KV).map_err(|e| open_err(e.into()))?;
+            wtx.open_table(LOG).map_err(|e| open_err(e.into()))?;
+            wtx.open_table(META).map_err(|e| open_err(e.into()))?;
+        }
+        wtx.commit().map_err(|e| open_err(e.into()))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                db,
+                path,
+                config,
+                hub: Mutex::default(),
+            }),
+        })
+    }
+
+    /// Number of live watchers.
+    pub fn watcher_count(&self) -> usize {
+        lock(&self.inner.hub).len()
+    }
+
+    async fn blocking<T, F>(&self, op: &'static str, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> Result<T> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(|source| Error::Task { op, source })?
+    }
+}
+
+/// A poisoned lock still guards a consistent hub: `publish` finishes before anything can panic.
+fn lock(hub: &Mutex<Hub>) -> MutexGuard<'_, Hub> {
+    hub.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn read_meta(
+    table: &impl ReadableTable<&'static str, u64>,
+    name: &str,
+) -> redb::Result<u64, redb::Error> {
+    Ok(table.get(name)?.map_or(0, |v| v.value()))
+}
+
+fn get_sync(inner: &Inner, key: &str) -> Result<Option<KeyValue>> {
+    let run = || -> Result<Option<KeyValue>, redb::Error> {
+        let rtx = inner.db.begin_read()?;
+        let table = rtx.open_table(KV)?;
+        Ok(table.get(key)?.map(|g| {
+            let (create_revision, mod_revision, value) = g.value();
+            KeyValue {
+                key: key.to_string(),
+                value: value.to_vec(),
+                create_revision,
+                mod_revision,
+            }
+        }))
+    };
+    run().map_err(backend("get", key))
+}
+
+fn list_sync(inner: &Inner, prefix: &str) -> Result<(u64, Vec<KeyValue>)> {
+    let run = || -> Result<(u64, Vec<KeyValue>), redb::Error> {
+        let rtx = inner.db.begin_read()?;
+        let revision = read_meta(&rtx.open_table(META)?, META_REVISION)?;
+        let table = rtx.open_table(KV)?;
+        let mut out = Vec::new();
+        for entry in table.range::<&str>(prefix..)? {
+            let (k, v) = entry?;
+            let key = k.value();
+            if !key.starts_with(prefix) {
+                break;
+            }
+            let (create_revision, mod_revision, value) = v.value();
+            out.push(KeyValue {
+                key: key.to_string(),
+                value: value.to_vec(),
+                create_revision,
+                mod_revision,
+            });
+        }
+        Ok((revision, out))
+    };
+    run().map_err(backend("list", prefix))
+}
+
+fn txn_sync(inner: &Inner, txn: Txn) -> Result<TxnOutcome> {
+    txn.check()?;
+    let first_key = txn
+        .success
+        .first()
+        .map(|op| op.key().to_string())
+        .unwrap_or_default();
+    let mut hub = lock(&inner.hub);
+    let run = || -> Result<(TxnOutcome, Vec<Event>), redb::Error> {
+        let mut wtx = inner.db.begin_write()?;
+        wtx.set_durability(Durability::Immediate)?;
+        let mut events = Vec::new();
+        let revision;
+        {
+            let mut kv = wtx.open_table(KV)?;
+            for compare in &txn.compares {
+                let current = kv.get(compare.key())?.map(|g| g.value().1);
+                if !compare.holds(current) {
+                    drop(kv);
+                    wtx.abort()?;
+                    return Ok((TxnOutcome::CompareFailed, events));
+                }
+            }
+            let mut meta = wtx.open_table(META)?;
+            let current = read_meta(&meta, META_REVISION)?;
+            revision = current + 1;
+            for op in &txn.success {
+                match op {
+                    Op::Put { key, value } => {
+                        let create = kv.get(key.as_str())?.map_or(revision, |g| g.value().0);
+                        kv.insert(key.as_str(), (create, revision, value.as_slice()))?;
+                        events.push(Event {
+                            revision,
+                            key: key.clone(),
+                            value: Some(value.clone()),
+                        });
+                    }
+                    Op::Delete { key } => {
+                        if kv.remove(key.as_str())?.is_some() {
+                            events.push(Event {
+                                revision,
+                                key: key.clone(),
+                                value: None,
+                            });
+                        }
+                    }
+                }
+            }
+            if events.is_empty() {
+                drop((kv, meta));
+                wtx.abort()?;
+                return Ok((TxnOutcome::Committed { revision: current }, events));
+            }
+            meta.insert(META_REVISION, revision)?;
+            let mut log = wtx.open_table(LOG)?;
+            for (index, event) in (0u32..).zip(&events) {
+                log.insert(
+                    (revision, index),
+                    (event.key.as_str(), event.value.as_deref()),
+                )?;
+            }
+            let mut compacted = read_meta(&meta, META_COMPACTED)?;
+            let history = u64::try_from(inner.config.history).unwrap_or(u64::MAX);
+            let mut len = log.len()?;
+            while len > history {
+                // The newest revision stays whole, even when it alone exceeds `history`.
+                let Some(oldest) = log.first()?.map(|(k, _)| k.value().0) else {
+                    break;
+                };
+                if oldest == revision {
+                    break;
+                }
+                let removed = log
+                    .extract_from_if((oldest, 0)..=(oldest, u32::MAX), |_, _| true)?
+                    .count();
+                len = len.saturating_sub(u64::try_from(removed).unwrap_or(u64::MAX));
+                compacted = oldest;
+            }
+            meta.insert(META_COMPACTED, compacted)?;
+        }
+        wtx.commit()?;
+        Ok((TxnOutcome::Committed { revision }, events))
+    };
+    let (outcome, events) = run().map_err(backend("txn", &first_key))?;
+    if !events.is_empty() {
+        hub.publish(&events);
+    }
+    Ok(outcome)
+}
+
+fn watch_sync(inner: &Inner, prefix: &str, from_revision: u64) -> Result<Watch> {
+    let mut hub = lock(&inner.hub);
+    let run = || -> Result<Result<(u64, VecDeque<Event>)>, redb::Error> {
+        let rtx = inner.db.begin_read()?;
+        let meta = rtx.open_table(META)?;
+        let current = read_meta(&meta, META_REVISION)?;
+        let compacted = read_meta(&meta, META_COMPACTED)?;
+        let from = match start_revision(from_revision, current, compacted) {
+            Ok(from) => from,
+            Err(e) => return Ok(Err(e)),
+        };
+        let log = rtx.open_table(LOG)?;
+        let mut replay = VecDeque::new();
+        for entry in log.range((from, 0)..)? {
+            let (k, v) = entry?;
+            let (key, value) = v.value();
+            if key.starts_with(prefix) {
+                replay.push_back(Event {
+                    revision: k.value().0,
+                    key: key.to_string(),
+                    value: value.map(<[u8]>::to_vec),
+                });
+            }
+        }
+        Ok(Ok((from.max(current + 1), replay)))
+    };
+    let (live_from, replay) = run().map_err(backend("watch", prefix))??;
+    Ok(hub.register(prefix, live_from, replay, inner.config.watch_buffer))
+}
+
+fn revision_sync(inner: &Inner) -> Result<u64> {
+    let run = || -> Result<u64, redb::Error> {
+        let rtx = inner.db.begin_read()?;
+        read_meta(&rtx.open_table(META)?, META_REVISION)
+    };
+    run().map_err(backend("revision", ""))
+}
+
+impl Datastore for EmbeddedStore {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
+        let key = key.to_string();
+        self.blocking("get", move |inner| get_sync(inner, &key))
+            .await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<(u64, Vec<KeyValue>)> {
+        let prefix = prefix.to_string();
+        self.blocking("list", move |inner| list_sync(inner, &prefix))
+            .await
+    }
+
+    async fn txn(&self, txn: Txn) -> Result<TxnOutcome> {
+        self.blocking("txn", move |inner| txn_sync(inner, txn))
+            .await
+    }
+
+    async fn watch(&self, prefix: &str, from_revision: u64) -> Result<Watch> {
+        let prefix = prefix.to_string();
+        self.blocking("watch", move |inner| {
+            watch_sync(inner, &prefix, from_revision)
+        })
+        .await
+    }
+
+    async fn revision(&self) -> Result<u64> {
+        self.blocking("revision", revision_sync).await
+    }
+}

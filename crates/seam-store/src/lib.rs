@@ -1,0 +1,30 @@
+//! Seam's revisioned key-value store with watch.
+//!
+//! Holds the [`Datastore`] trait (etcd v3 semantics: one store revision per committed txn,
+//! compare-and-swap on `mod_revision`, prefix watches that replay history and then stream live
+//! changes) and its backends: [`EmbeddedStore`] (one crash-safe redb file) and [`MemoryStore`]
+//! (for tests), dispatched through [`AnyStore`]. An etcd backend will join them.
+//!
+//! Architecture invariants: this crate depends on no other Seam crate, knows nothing about
+//! what the keys and values mean, and is the only crate that links redb (or etcd). It must never
+//! block a tokio worker: redb work runs in `spawn_blocking`, and writers never wait on a slow
+//! watcher (it is dropped with [`Error::WatcherLagged`] instead).
+//!
+//! Start reading at [`Datastore`].
+
+mod any;
+mod embedded;
+mod error;
+mod memory;
+mod types;
+mod watch;
+
+pub use any::AnyStore;
+pub use embedded::EmbeddedStore;
+pub use error::{Error, Result};
+pub use memory::MemoryStore;
+pub use types::{Compare, Datastore, Event, KeyValue, Op, StoreConfig, Txn, TxnOutcome};
+pub use watch::Watch;
+
+#[cfg(test)]
+mod tests;
