@@ -1,0 +1,55 @@
+use crate::types::{DesiredNode, LinkOp, Observed};
+
+/// The operations that turn `observed` into `desired`, in a safe order: segments first (so
+/// entries have a device to live on), then additions, then removals (so traffic that is being
+/// moved never meets a window without an entry), stale segments last.
+///
+/// Adoption: whatever already matches is left alone, so a restarted agent changes nothing on a
+/// node that is already right.
+pub fn plan(desired: &DesiredNode, observed: &Observed) -> Vec<LinkOp> {
+    let mut ops = Vec::new();
+    for (vni, spec) in &desired.segments {
+        let ok = observed.segments.get(vni).is_some_and(|s| s.bridge_ok && s.vxlan_ok && s.gateway_ok);
+        if !ok {
+            ops.push(LinkOp::EnsureSegment { spec: spec.clone(), underlay: desired.underlay.clone() });
+        }
+    }
+    let wanted_remote = desired.remote.iter().filter(|r| desired.segments.contains_key(&r.vni));
+    for r in wanted_remote.clone() {
+        if !observed.fdb.contains(&(r.vni, r.mac, r.node_ip)) {
+            ops.push(LinkOp::FdbAdd(*r));
+        }
+        if !observed.neighbours.contains(&(r.vni, r.ip, r.mac)) {
+            ops.push(LinkOp::NeighAdd { vni: r.vni, ip: r.ip, mac: r.mac });
+        }
+    }
+    for &(vni, mac, dst) in &observed.fdb {
+        let keep = desired.segments.contains_key(&vni)
+            && wanted_remote.clone().any(|r| r.vni == vni && r.mac == mac && r.node_ip == dst);
+        if !keep && desired.segments.contains_key(&vni) {
+            ops.push(LinkOp::FdbDel { vni, mac, dst });
+        }
+    }
+    for &(vni, ip, mac) in &observed.neighbours {
+        let keep = wanted_remote.clone().any(|r| r.vni == vni && r.ip == ip);
+        let replaced = wanted_remote.clone().any(|r| r.vni == vni && r.ip == ip && r.mac != mac);
+        if !keep && !replaced && desired.segments.contains_key(&vni) {
+            ops.push(LinkOp::NeighDel { vni, ip });
+        }
+    }
+    for name in observed.host_ports.keys() {
+        if !desired.local_ports.contains_key(name) {
+            ops.push(LinkOp::DeletePort { host_ifname: name.clone() });
+        }
+    }
+    for vni in observed.segments.keys() {
+        let in_use = desired.local_ports.values().any(|v| v == vni);
+        if !desired.segments.contains_key(vni) && !in_use {
+            ops.push(LinkOp::DeleteSegment { vni: *vni });
+        }
+    }
+    ops
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,154 @@
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use seam_model::MacAddr;
+
+/// One segment as a node realizes it: a bridge holding the anycast gateway and a VXLAN device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentSpec {
+    /// VXLAN network identifier; also names the bridge and VXLAN device.
+    pub vni: u32,
+    /// Gateway address with the segment's prefix length, put on the bridge.
+    pub gateway: Ipv4Net,
+    /// Gateway MAC (the same on every node), put on the bridge.
+    pub gateway_mac: MacAddr,
+    /// MTU of the bridge, the VXLAN device and every port.
+    pub mtu: u32,
+}
+
+/// Where VXLAN packets leave the node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Underlay {
+    /// Underlay interface name (`eth0`).
+    pub ifname: String,
+    /// This node's tunnel endpoint address.
+    pub ip: Ipv4Addr,
+}
+
+/// An endpoint on another node: reached through the VXLAN device with static entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RemoteEntry {
+    /// Segment VNI.
+    pub vni: u32,
+    /// Endpoint address.
+    pub ip: Ipv4Addr,
+    /// Endpoint MAC.
+    pub mac: MacAddr,
+    /// Underlay address of the endpoint's node.
+    pub node_ip: Ipv4Addr,
+}
+
+/// Everything Seam wants on one node, apart from the attachments' own veths.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredNode {
+    /// The underlay.
+    pub underlay: Underlay,
+    /// Segments by VNI.
+    pub segments: BTreeMap<u32, SegmentSpec>,
+    /// Endpoints on other nodes.
+    pub remote: BTreeSet<RemoteEntry>,
+    /// Host ports of local attachments that must stay, by name, with their segment VNI.
+    pub local_ports: BTreeMap<String, u32>,
+}
+
+/// What Seam finds of its own on a node.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Observed {
+    /// Segments found, by VNI.
+    pub segments: BTreeMap<u32, ObservedSegment>,
+    /// Static VXLAN FDB entries `(vni, mac, dst)`.
+    pub fdb: BTreeSet<(u32, MacAddr, Ipv4Addr)>,
+    /// Static neighbour entries on VXLAN devices `(vni, ip, mac)`.
+    pub neighbours: BTreeSet<(u32, Ipv4Addr, MacAddr)>,
+    /// Host ports found, with the VNI of the bridge they are plugged into (if any).
+    pub host_ports: BTreeMap<String, Option<u32>>,
+}
+
+/// What exists of one segment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObservedSegment {
+    /// The bridge exists, is up, has the gateway MAC and MTU.
+    pub bridge_ok: bool,
+    /// The VXLAN device exists with the right VNI/local address, is up and plugged in.
+    pub vxlan_ok: bool,
+    /// The gateway address is on the bridge.
+    pub gateway_ok: bool,
+}
+
+/// One change to a node's dataplane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkOp {
+    /// Create or repair the bridge, VXLAN device and gateway of a segment (idempotent).
+    EnsureSegment {
+        /// The segment.
+        spec: SegmentSpec,
+        /// The underlay to bind the VXLAN device to.
+        underlay: Underlay,
+    },
+    /// Remove a segment's bridge and VXLAN device (`ip link del`).
+    DeleteSegment {
+        /// Its VNI.
+        vni: u32,
+    },
+    /// `bridge fdb add MAC dev seam-vVNI dst NODE self permanent` (+ the bridge's master entry).
+    FdbAdd(RemoteEntry),
+    /// Removes a static FDB entry.
+    FdbDel {
+        /// Segment VNI.
+        vni: u32,
+        /// Endpoint MAC.
+        mac: MacAddr,
+        /// Node address it pointed at.
+        dst: Ipv4Addr,
+    },
+    /// `ip neigh replace IP lladdr MAC dev seam-vVNI nud permanent` (answered by VXLAN proxy ARP).
+    NeighAdd {
+        /// Segment VNI.
+        vni: u32,
+        /// Endpoint address.
+        ip: Ipv4Addr,
+        /// Endpoint MAC.
+        mac: MacAddr,
+    },
+    /// Removes a static neighbour entry.
+    NeighDel {
+        /// Segment VNI.
+        vni: u32,
+        /// Endpoint address.
+        ip: Ipv4Addr,
+    },
+    /// Removes a stale attachment's host veth.
+    DeletePort {
+        /// Its name.
+        host_ifname: String,
+    },
+}
+
+/// One sandbox attachment to create or check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodAttach {
+    /// Host-side veth name.
+    pub host_ifname: String,
+    /// Path of the sandbox network namespace.
+    pub netns: String,
+    /// Interface name inside the sandbox.
+    pub ifname: String,
+    /// Address with the segment prefix length.
+    pub address: Ipv4Net,
+    /// Default gateway.
+    pub gateway: Ipv4Addr,
+    /// Sandbox interface MAC.
+    pub mac: MacAddr,
+    /// Segment VNI (names the bridge to plug into).
+    pub vni: u32,
+    /// MTU of both ends.
+    pub mtu: u32,
+}
+
+/// What attach built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachedPort {
+    /// Host-side veth MAC.
+    pub host_mac: MacAddr,
+}

@@ -1,0 +1,14 @@
+//! Everything Seam does to the Linux kernel: the rtnetlink implementation of
+//! [`seam_dataplane::NodeKernel`], network namespace helpers and sysctls.
+//!
+//! Architecture invariant: this is the only crate that opens netlink sockets or enters network
+//! namespaces. Namespace switching happens on a dedicated short-lived thread
+//! ([`netns::run_in`]), never on a tokio worker. Start reading at [`LinuxKernel`].
+
+mod error;
+mod kernel;
+pub mod netns;
+pub mod sysctl;
+
+pub use error::{Error, Result};
+pub use kernel::LinuxKernel;
