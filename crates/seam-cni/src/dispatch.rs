@@ -4,7 +4,6 @@
 //! exit). Nothing here reads the process environment or writes to stdout, so every path is
 //! testable in-process; the binary only gathers inputs and prints the [`Outcome`].
 
-use std::error::Error as _;
 use std::ffi::OsString;
 use std::io;
 
@@ -78,17 +77,10 @@ pub fn run_with(vars: &EnvVars, stdin: &[u8], transport: &dyn AgentTransport) ->
 fn failure(version: CniVersion, e: &Error, log: Vec<String>) -> Outcome {
     // `msg` carries the whole cause chain: runtimes show only `msg` in events and logs, and
     // "not reachable at /run/seam/seamd.sock" is not actionable without "connection refused".
-    let mut msg = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        msg.push_str(": ");
-        msg.push_str(&cause.to_string());
-        source = cause.source();
-    }
     let mut object = json!({
         "cniVersion": version.as_str(),
         "code": e.code(),
-        "msg": msg,
+        "msg": e.message(),
     });
     let details = details(e);
     if !details.is_empty() {

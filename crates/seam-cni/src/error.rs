@@ -154,11 +154,24 @@ pub enum Error {
     #[error("cannot encode the CNI result")]
     EncodeResult(#[source] serde_json::Error),
     /// The agent reported a CNI error; it is passed through unchanged.
-    #[error("{}", .0.msg)]
+    #[error("{}", agent_msg(.0))]
     Agent(AgentError),
 }
 
 impl Error {
+    /// The message with its whole cause chain, `: `-separated, as CNI's `msg` carries it.
+    pub fn message(&self) -> String {
+        use std::error::Error as _;
+        let mut msg = self.to_string();
+        let mut source = self.source();
+        while let Some(cause) = source {
+            msg.push_str(": ");
+            msg.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        msg
+    }
+
     /// The CNI error code for this failure.
     pub fn code(&self) -> u32 {
         match self {
@@ -183,6 +196,15 @@ impl Error {
             Error::Agent(e) if e.code == 0 => code::INTERNAL,
             Error::Agent(e) => e.code,
         }
+    }
+}
+
+/// The agent's message, or a stand-in when it sent none (`msg` must never be empty).
+fn agent_msg(e: &AgentError) -> String {
+    if e.msg.is_empty() {
+        format!("seam agent reported error code {} without a message", e.code)
+    } else {
+        e.msg.clone()
     }
 }
 
