@@ -19,8 +19,7 @@ const MAX_REPLY_BYTES: u64 = 1 << 20;
 /// Sends one request to the agent and returns its reply.
 pub trait AgentTransport {
     /// Calls the agent listening on `socket`, giving up after `timeout` without a reply.
-    fn call(&self, socket: &Path, timeout: Duration, request: &AgentRequest)
-        -> Result<AgentReply>;
+    fn call(&self, socket: &Path, timeout: Duration, request: &AgentRequest) -> Result<AgentReply>;
 }
 
 /// The real transport: a blocking [`UnixStream`] with read and write timeouts.
@@ -28,12 +27,7 @@ pub trait AgentTransport {
 pub struct UnixTransport;
 
 impl AgentTransport for UnixTransport {
-    fn call(
-        &self,
-        socket: &Path,
-        timeout: Duration,
-        request: &AgentRequest,
-    ) -> Result<AgentReply> {
+    fn call(&self, socket: &Path, timeout: Duration, request: &AgentRequest) -> Result<AgentReply> {
         let path = socket.to_path_buf();
         // Connecting a Unix socket does not wait for the peer to accept (the kernel queues
         // it), so only reads and writes need a timeout.

@@ -67,7 +67,8 @@ pub fn run_with(vars: &EnvVars, stdin: &[u8], transport: &dyn AgentTransport) ->
             log: call.log.into_lines(),
         },
         Err(e) => {
-            call.log.line(|| format!("failed with code {}: {e:?}", e.code()));
+            call.log
+                .line(|| format!("failed with code {}: {e:?}", e.code()));
             failure(call.reply_version, &e, call.log.into_lines())
         }
     }
@@ -144,8 +145,10 @@ impl Invocation<'_> {
         }
         let conf = NetConf::from_value(&config)?;
         if !conf.capabilities.is_empty() {
-            self.log
-                .line(|| "capabilities declared, but seam-cni implements none; runtimeConfig is ignored".to_string());
+            self.log.line(|| {
+                "capabilities declared, but seam-cni implements none; runtimeConfig is ignored"
+                    .to_string()
+            });
         }
         let timeout = env::timeout(vars)?;
         let call = |this: &mut Self, op: AgentOp| -> Result<AgentReply> {
@@ -160,9 +163,7 @@ impl Invocation<'_> {
                     serde_json::to_string(&request).unwrap_or_default()
                 )
             });
-            let reply = this
-                .transport
-                .call(&conf.agent_socket, timeout, &request)?;
+            let reply = this.transport.call(&conf.agent_socket, timeout, &request)?;
             this.log.line(|| format!("seam agent replied: {reply:?}"));
             Ok(reply)
         };
@@ -208,7 +209,8 @@ impl Invocation<'_> {
                     )]));
                 };
                 if conf.disable_check {
-                    self.log.line(|| "disableCheck is set; CHECK does nothing".to_string());
+                    self.log
+                        .line(|| "disableCheck is set; CHECK does nothing".to_string());
                     return Ok(String::new());
                 }
                 let att = env::attachment_env(command, vars)?;
@@ -223,7 +225,8 @@ impl Invocation<'_> {
             Command::Gc => {
                 require_version(command, conf.cni_version, CniVersion::V1_1_0)?;
                 if conf.disable_gc {
-                    self.log.line(|| "disableGC is set; GC does nothing".to_string());
+                    self.log
+                        .line(|| "disableGC is set; GC does nothing".to_string());
                     return Ok(String::new());
                 }
                 // Without the list, GC would release every attachment of the network; the

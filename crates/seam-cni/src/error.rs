@@ -202,7 +202,10 @@ impl Error {
 /// The agent's message, or a stand-in when it sent none (`msg` must never be empty).
 fn agent_msg(e: &AgentError) -> String {
     if e.msg.is_empty() {
-        format!("seam agent reported error code {} without a message", e.code)
+        format!(
+            "seam agent reported error code {} without a message",
+            e.code
+        )
     } else {
         e.msg.clone()
     }

@@ -91,7 +91,11 @@ impl NetConf {
         let cni_version = match obj.get("cniVersion") {
             Some(Value::String(s)) => match CniVersion::parse(s) {
                 Some(v) => Some(v),
-                None => return Err(Error::IncompatibleVersion { requested: s.clone() }),
+                None => {
+                    return Err(Error::IncompatibleVersion {
+                        requested: s.clone(),
+                    })
+                }
             },
             Some(other) => {
                 p.wrong_type("cniVersion", "a string", other);

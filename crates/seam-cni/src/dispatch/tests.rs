@@ -33,17 +33,17 @@ impl AgentTransport for FakeAgent {
 fn attached_reply() -> Result<AgentReply> {
     Ok(AgentReply::Attached(AttachResult {
         host_ifname: "seamabc".into(),
-        host_mac: "0a:58:0a:01:00:01".parse().map_err(|_| Error::AgentNoReply {
-            path: "/".into(),
-        })?,
+        host_mac: "0a:58:0a:01:00:01"
+            .parse()
+            .map_err(|_| Error::AgentNoReply { path: "/".into() })?,
         container_ifname: "eth0".into(),
-        container_mac: "0a:58:0a:01:00:05".parse().map_err(|_| Error::AgentNoReply {
-            path: "/".into(),
-        })?,
+        container_mac: "0a:58:0a:01:00:05"
+            .parse()
+            .map_err(|_| Error::AgentNoReply { path: "/".into() })?,
         sandbox: "/".into(),
-        address: "10.1.0.5/24".parse().map_err(|_| Error::AgentNoReply {
-            path: "/".into(),
-        })?,
+        address: "10.1.0.5/24"
+            .parse()
+            .map_err(|_| Error::AgentNoReply { path: "/".into() })?,
         gateway: std::net::Ipv4Addr::new(10, 1, 0, 1),
         mtu: 1450,
         segment: "web".into(),
@@ -134,15 +134,31 @@ fn agent_errors_pass_through() {
 #[test]
 fn agent_down_is_11_for_add_and_del_and_50_for_status() {
     let agent = FakeAgent::new(down);
-    assert_eq!(error_code(&run_with(&env("ADD"), config("1.1.0").as_bytes(), &agent)), 11);
-    assert_eq!(error_code(&run_with(&env("DEL"), config("1.1.0").as_bytes(), &agent)), 11);
-    assert_eq!(error_code(&run_with(&env("STATUS"), config("1.1.0").as_bytes(), &agent)), 50);
+    assert_eq!(
+        error_code(&run_with(&env("ADD"), config("1.1.0").as_bytes(), &agent)),
+        11
+    );
+    assert_eq!(
+        error_code(&run_with(&env("DEL"), config("1.1.0").as_bytes(), &agent)),
+        11
+    );
+    assert_eq!(
+        error_code(&run_with(
+            &env("STATUS"),
+            config("1.1.0").as_bytes(),
+            &agent
+        )),
+        50
+    );
 }
 
 #[test]
 fn unexpected_reply_is_internal() {
     let agent = FakeAgent::new(done_reply);
-    assert_eq!(error_code(&run_with(&env("ADD"), config("1.1.0").as_bytes(), &agent)), 999);
+    assert_eq!(
+        error_code(&run_with(&env("ADD"), config("1.1.0").as_bytes(), &agent)),
+        999
+    );
 }
 
 #[test]
@@ -151,7 +167,13 @@ fn version_gates() {
     for (command, version) in [("GC", "1.0.0"), ("STATUS", "0.4.0"), ("CHECK", "0.3.1")] {
         let out = run_with(&env(command), config(version).as_bytes(), &agent);
         assert_eq!(error_code(&out), 1, "{command} {version}");
-        assert!(out.stdout.contains(&format!("{command} is not supported for cniVersion {version}")), "{}", out.stdout);
+        assert!(
+            out.stdout.contains(&format!(
+                "{command} is not supported for cniVersion {version}"
+            )),
+            "{}",
+            out.stdout
+        );
     }
     assert!(agent.requests.borrow().is_empty());
 }
@@ -169,10 +191,21 @@ fn check_needs_prev_result_and_compares_it() {
         )
     };
     let ok = run_with(&env("CHECK"), prev("10.1.0.5/24").as_bytes(), &agent);
-    assert_eq!(ok, Outcome { stdout: String::new(), exit_code: 0, log: vec![] });
+    assert_eq!(
+        ok,
+        Outcome {
+            stdout: String::new(),
+            exit_code: 0,
+            log: vec![]
+        }
+    );
     let bad = run_with(&env("CHECK"), prev("10.1.0.6/24").as_bytes(), &agent);
     assert_eq!(error_code(&bad), 7);
-    assert!(bad.stdout.contains("holds address 10.1.0.5/24"), "{}", bad.stdout);
+    assert!(
+        bad.stdout.contains("holds address 10.1.0.5/24"),
+        "{}",
+        bad.stdout
+    );
 }
 
 #[test]
@@ -201,7 +234,10 @@ fn disable_flags_skip_the_agent() {
     let gc = r#"{"cniVersion":"1.1.0","name":"seam","type":"seam-cni","disableGC":true}"#;
     assert_eq!(run_with(&env("GC"), gc.as_bytes(), &agent).exit_code, 0);
     let check = r#"{"cniVersion":"1.1.0","name":"seam","type":"seam-cni","disableCheck":true,"prevResult":{}}"#;
-    assert_eq!(run_with(&env("CHECK"), check.as_bytes(), &agent).exit_code, 0);
+    assert_eq!(
+        run_with(&env("CHECK"), check.as_bytes(), &agent).exit_code,
+        0
+    );
     assert!(agent.requests.borrow().is_empty());
 }
 
@@ -214,7 +250,10 @@ fn version_echoes_a_supported_config_version() {
         serde_json::from_str(&run_with(&vars, stdin.as_bytes(), &agent).stdout).unwrap()
     };
     let all = json!(["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]);
-    assert_eq!(v(r#"{"cniVersion":"0.4.0"}"#), json!({"cniVersion":"0.4.0","supportedVersions":all}));
+    assert_eq!(
+        v(r#"{"cniVersion":"0.4.0"}"#),
+        json!({"cniVersion":"0.4.0","supportedVersions":all})
+    );
     assert_eq!(v(r#"{"cniVersion":"7.0.0"}"#)["cniVersion"], "1.1.0");
     assert_eq!(v("")["cniVersion"], "1.1.0");
 }
@@ -236,7 +275,11 @@ fn debug_log_only_when_asked() {
     let mut vars = env("DEL");
     vars.insert("SEAM_CNI_LOG".into(), "debug".into());
     let out = run_with(&vars, config("1.1.0").as_bytes(), &agent);
-    assert!(out.log.iter().any(|l| l.contains("calling seam agent")), "{:?}", out.log);
+    assert!(
+        out.log.iter().any(|l| l.contains("calling seam agent")),
+        "{:?}",
+        out.log
+    );
     assert_eq!(out.stdout, "");
 }
 
@@ -262,10 +305,15 @@ fn assert_well_formed(out: &Outcome, extra_codes: &[u32]) {
     let v: Value = serde_json::from_str(&out.stdout).unwrap();
     let obj = v.as_object().unwrap();
     let c = u32::try_from(obj["code"].as_u64().unwrap()).unwrap();
-    assert!(code::ALL.contains(&c) || extra_codes.contains(&c), "code {c}: {v}");
+    assert!(
+        code::ALL.contains(&c) || extra_codes.contains(&c),
+        "code {c}: {v}"
+    );
     assert!(CniVersion::parse(obj["cniVersion"].as_str().unwrap()).is_some());
     assert!(!obj["msg"].as_str().unwrap().is_empty());
-    assert!(obj.keys().all(|k| ["cniVersion", "code", "msg", "details"].contains(&k.as_str())));
+    assert!(obj
+        .keys()
+        .all(|k| ["cniVersion", "code", "msg", "details"].contains(&k.as_str())));
 }
 
 fn arb_json() -> impl Strategy<Value = Value> {
@@ -276,8 +324,13 @@ fn arb_json() -> impl Strategy<Value = Value> {
         any::<f64>().prop_map(|n| json!(n)),
         "[a-z0-9./:-]{0,12}".prop_map(Value::String),
         prop_oneof![
-            Just("1.1.0"), Just("0.4.0"), Just("0.3.1"), Just("seam-cni"), Just("10.1.0.5/24"),
-            Just("/run/x.sock"), Just("eth0")
+            Just("1.1.0"),
+            Just("0.4.0"),
+            Just("0.3.1"),
+            Just("seam-cni"),
+            Just("10.1.0.5/24"),
+            Just("/run/x.sock"),
+            Just("eth0")
         ]
         .prop_map(|s| Value::String(s.to_string())),
     ];
@@ -293,11 +346,34 @@ fn arb_json() -> impl Strategy<Value = Value> {
 fn arb_key() -> impl Strategy<Value = String> {
     prop_oneof![
         prop::sample::select(vec![
-            "cniVersion", "name", "type", "agentSocket", "segment", "defaultNamespace", "dns",
-            "labels", "capabilities", "runtimeConfig", "args", "prevResult",
-            "cni.dev/valid-attachments", "disableCheck", "disableGC", "ipam", "interfaces",
-            "ips", "routes", "address", "gateway", "interface", "containerID", "ifname",
-            "nameservers", "version", "dst", "gw",
+            "cniVersion",
+            "name",
+            "type",
+            "agentSocket",
+            "segment",
+            "defaultNamespace",
+            "dns",
+            "labels",
+            "capabilities",
+            "runtimeConfig",
+            "args",
+            "prevResult",
+            "cni.dev/valid-attachments",
+            "disableCheck",
+            "disableGC",
+            "ipam",
+            "interfaces",
+            "ips",
+            "routes",
+            "address",
+            "gateway",
+            "interface",
+            "containerID",
+            "ifname",
+            "nameservers",
+            "version",
+            "dst",
+            "gw",
         ])
         .prop_map(str::to_string),
         "[a-zA-Z]{1,6}",
@@ -306,26 +382,48 @@ fn arb_key() -> impl Strategy<Value = String> {
 
 /// A valid config with one field replaced by an arbitrary value.
 fn arb_mutated_config() -> impl Strategy<Value = Value> {
-    (arb_key(), arb_json(), prop::sample::select(vec!["0.3.0", "0.4.0", "1.0.0", "1.1.0"])).prop_map(
-        |(key, value, version)| {
+    (
+        arb_key(),
+        arb_json(),
+        prop::sample::select(vec!["0.3.0", "0.4.0", "1.0.0", "1.1.0"]),
+    )
+        .prop_map(|(key, value, version)| {
             let mut base = json!({"cniVersion": version, "name": "seam", "type": "seam-cni",
                 "cni.dev/valid-attachments": [], "prevResult": {"ips": [{"address": "10.1.0.5/24"}],
                 "interfaces": [{"name": "eth0", "sandbox": "/"}]}});
             base[key.as_str()] = value;
             base
-        },
-    )
+        })
 }
 
 fn arb_env() -> impl Strategy<Value = EnvVars> {
     let value = prop_oneof![
         ".{0,20}",
-        prop::sample::select(vec!["ADD", "DEL", "CHECK", "GC", "STATUS", "VERSION", "/", "eth0", "c1", "", "K8S_POD_NAME=a;IgnoreUnknown=1", "250"])
-            .prop_map(str::to_string),
+        prop::sample::select(vec![
+            "ADD",
+            "DEL",
+            "CHECK",
+            "GC",
+            "STATUS",
+            "VERSION",
+            "/",
+            "eth0",
+            "c1",
+            "",
+            "K8S_POD_NAME=a;IgnoreUnknown=1",
+            "250"
+        ])
+        .prop_map(str::to_string),
     ];
     let name = prop::sample::select(vec![
-        "CNI_COMMAND", "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_ARGS", "CNI_PATH",
-        "SEAM_CNI_TIMEOUT_MS", "SEAM_CNI_LOG",
+        "CNI_COMMAND",
+        "CNI_CONTAINERID",
+        "CNI_NETNS",
+        "CNI_IFNAME",
+        "CNI_ARGS",
+        "CNI_PATH",
+        "SEAM_CNI_TIMEOUT_MS",
+        "SEAM_CNI_LOG",
     ]);
     prop::collection::btree_map(name.prop_map(str::to_string), value, 0..8)
 }
@@ -339,8 +437,19 @@ fn reply_for(n: u8) -> fn() -> Result<AgentReply> {
         0 => attached_reply,
         1 => done_reply,
         2 => down,
-        3 => || Ok(AgentReply::Error(AgentError { code: 0, msg: String::new(), details: String::new() })),
-        _ => || Err(Error::AgentTimeout { path: "/x".into(), timeout_ms: 1 }),
+        3 => || {
+            Ok(AgentReply::Error(AgentError {
+                code: 0,
+                msg: String::new(),
+                details: String::new(),
+            }))
+        },
+        _ => || {
+            Err(Error::AgentTimeout {
+                path: "/x".into(),
+                timeout_ms: 1,
+            })
+        },
     }
 }
 

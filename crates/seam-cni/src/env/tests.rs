@@ -60,24 +60,67 @@ fn good_environment_is_accepted() {
     assert_eq!(env.args, CniArgs::default());
 }
 
+/// (command, environment, expected problems).
+type Case = (
+    Command,
+    Vec<(&'static str, &'static str)>,
+    Vec<(&'static str, EnvProblem)>,
+);
+
 #[test]
 fn environment_cases() {
     use EnvProblem::*;
-    let cases: Vec<(Command, Vec<(&str, &str)>, Vec<(&str, EnvProblem)>)> = vec![
-        (Command::Add, with(&[(CNI_IFNAME, "a23456789012345")]), vec![]),
+    let cases: Vec<Case> = vec![
+        (
+            Command::Add,
+            with(&[(CNI_IFNAME, "a23456789012345")]),
+            vec![],
+        ),
         (
             Command::Add,
             with(&[(CNI_IFNAME, "a234567890123456")]),
             vec![(CNI_IFNAME, IfnameTooLong { len: 16 })],
         ),
-        (Command::Add, with(&[(CNI_IFNAME, "")]), vec![(CNI_IFNAME, Empty)]),
-        (Command::Add, with(&[(CNI_IFNAME, "..")]), vec![(CNI_IFNAME, IfnameReserved)]),
-        (Command::Add, with(&[(CNI_IFNAME, ".")]), vec![(CNI_IFNAME, IfnameReserved)]),
-        (Command::Add, with(&[(CNI_IFNAME, "a/b")]), vec![(CNI_IFNAME, IfnameChar { ch: '/' })]),
-        (Command::Add, with(&[(CNI_IFNAME, "a:b")]), vec![(CNI_IFNAME, IfnameChar { ch: ':' })]),
-        (Command::Add, with(&[(CNI_IFNAME, "a b")]), vec![(CNI_IFNAME, IfnameChar { ch: ' ' })]),
-        (Command::Add, with(&[(CNI_IFNAME, "<unset>")]), vec![(CNI_IFNAME, Missing)]),
-        (Command::Add, with(&[(CNI_CONTAINERID, "")]), vec![(CNI_CONTAINERID, Empty)]),
+        (
+            Command::Add,
+            with(&[(CNI_IFNAME, "")]),
+            vec![(CNI_IFNAME, Empty)],
+        ),
+        (
+            Command::Add,
+            with(&[(CNI_IFNAME, "..")]),
+            vec![(CNI_IFNAME, IfnameReserved)],
+        ),
+        (
+            Command::Add,
+            with(&[(CNI_IFNAME, ".")]),
+            vec![(CNI_IFNAME, IfnameReserved)],
+        ),
+        (
+            Command::Add,
+            with(&[(CNI_IFNAME, "a/b")]),
+            vec![(CNI_IFNAME, IfnameChar { ch: '/' })],
+        ),
+        (
+            Command::Add,
+            with(&[(CNI_IFNAME, "a:b")]),
+            vec![(CNI_IFNAME, IfnameChar { ch: ':' })],
+        ),
+        (
+            Command::Add,
+            with(&[(CNI_IFNAME, "a b")]),
+            vec![(CNI_IFNAME, IfnameChar { ch: ' ' })],
+        ),
+        (
+            Command::Add,
+            with(&[(CNI_IFNAME, "<unset>")]),
+            vec![(CNI_IFNAME, Missing)],
+        ),
+        (
+            Command::Add,
+            with(&[(CNI_CONTAINERID, "")]),
+            vec![(CNI_CONTAINERID, Empty)],
+        ),
         (
             Command::Add,
             with(&[(CNI_CONTAINERID, "a b")]),
@@ -88,10 +131,26 @@ fn environment_cases() {
             with(&[(CNI_CONTAINERID, "x/y")]),
             vec![(CNI_CONTAINERID, ContainerIdChar { ch: '/' })],
         ),
-        (Command::Add, with(&[(CNI_NETNS, "<unset>")]), vec![(CNI_NETNS, Missing)]),
-        (Command::Add, with(&[(CNI_NETNS, "")]), vec![(CNI_NETNS, Empty)]),
-        (Command::Check, with(&[(CNI_NETNS, "")]), vec![(CNI_NETNS, Empty)]),
-        (Command::Add, with(&[(CNI_NETNS, "var/run/netns/x")]), vec![(CNI_NETNS, NetnsNotAbsolute)]),
+        (
+            Command::Add,
+            with(&[(CNI_NETNS, "<unset>")]),
+            vec![(CNI_NETNS, Missing)],
+        ),
+        (
+            Command::Add,
+            with(&[(CNI_NETNS, "")]),
+            vec![(CNI_NETNS, Empty)],
+        ),
+        (
+            Command::Check,
+            with(&[(CNI_NETNS, "")]),
+            vec![(CNI_NETNS, Empty)],
+        ),
+        (
+            Command::Add,
+            with(&[(CNI_NETNS, "var/run/netns/x")]),
+            vec![(CNI_NETNS, NetnsNotAbsolute)],
+        ),
         (
             Command::Add,
             with(&[(CNI_NETNS, "/nonexistent/seam-cni/netns")]),
@@ -100,8 +159,16 @@ fn environment_cases() {
         // DEL: the namespace may already be gone, or never have been passed.
         (Command::Del, with(&[(CNI_NETNS, "")]), vec![]),
         (Command::Del, with(&[(CNI_NETNS, "<unset>")]), vec![]),
-        (Command::Del, with(&[(CNI_NETNS, "/nonexistent/seam-cni/netns")]), vec![]),
-        (Command::Del, with(&[(CNI_NETNS, "relative")]), vec![(CNI_NETNS, NetnsNotAbsolute)]),
+        (
+            Command::Del,
+            with(&[(CNI_NETNS, "/nonexistent/seam-cni/netns")]),
+            vec![],
+        ),
+        (
+            Command::Del,
+            with(&[(CNI_NETNS, "relative")]),
+            vec![(CNI_NETNS, NetnsNotAbsolute)],
+        ),
         // Every problem is reported at once.
         (
             Command::Add,
@@ -110,7 +177,12 @@ fn environment_cases() {
                 (CNI_CONTAINERID, Missing),
                 (CNI_IFNAME, Missing),
                 (CNI_NETNS, Missing),
-                (CNI_ARGS, ArgMalformed { entry: "bogus".into() }),
+                (
+                    CNI_ARGS,
+                    ArgMalformed {
+                        entry: "bogus".into(),
+                    },
+                ),
             ],
         ),
     ];
@@ -121,8 +193,11 @@ fn environment_cases() {
 
 #[test]
 fn env_error_message_names_the_variable_and_value() {
-    let e = attachment_env(Command::Add, &vars(&with(&[(CNI_IFNAME, "a234567890123456")])))
-        .unwrap_err();
+    let e = attachment_env(
+        Command::Add,
+        &vars(&with(&[(CNI_IFNAME, "a234567890123456")])),
+    )
+    .unwrap_err();
     assert_eq!(e.code(), 4);
     assert_eq!(
         e.to_string(),
@@ -135,7 +210,8 @@ fn cni_args_cases() {
     use EnvProblem::*;
     let ok = |raw: &str| CniArgs::parse(raw).unwrap();
     assert_eq!(ok(""), CniArgs::default());
-    let full = ok("K8S_POD_NAMESPACE=ns;K8S_POD_NAME=p;K8S_POD_INFRA_CONTAINER_ID=c;K8S_POD_UID=u;");
+    let full =
+        ok("K8S_POD_NAMESPACE=ns;K8S_POD_NAME=p;K8S_POD_INFRA_CONTAINER_ID=c;K8S_POD_UID=u;");
     assert_eq!(full.pod_namespace.as_deref(), Some("ns"));
     assert_eq!(full.pod_name.as_deref(), Some("p"));
     assert_eq!(full.pod_infra_container_id.as_deref(), Some("c"));
@@ -162,14 +238,24 @@ fn cni_args_cases() {
     assert_eq!(errs("Foo=1"), vec![ArgUnknown { key: "Foo".into() }]);
     assert_eq!(
         errs("Foo=1;IgnoreUnknown=0;Bar=2"),
-        vec![ArgUnknown { key: "Foo".into() }, ArgUnknown { key: "Bar".into() }]
+        vec![
+            ArgUnknown { key: "Foo".into() },
+            ArgUnknown { key: "Bar".into() }
+        ]
     );
     assert_eq!(errs("IgnoreUnknown=yes"), vec![ArgBadBool]);
     assert_eq!(errs("=x"), vec![ArgMalformed { entry: "=x".into() }]);
-    assert_eq!(errs("novalue"), vec![ArgMalformed { entry: "novalue".into() }]);
+    assert_eq!(
+        errs("novalue"),
+        vec![ArgMalformed {
+            entry: "novalue".into()
+        }]
+    );
     assert_eq!(
         errs("K8S_POD_NAME=a;K8S_POD_NAME=b"),
-        vec![ArgDuplicate { key: "K8S_POD_NAME".into() }]
+        vec![ArgDuplicate {
+            key: "K8S_POD_NAME".into()
+        }]
     );
 }
 

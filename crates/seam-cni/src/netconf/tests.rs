@@ -147,7 +147,10 @@ fn rejection_cases() {
     for (input, code, needle) in cases {
         let (got_code, msg) = rejects(&input);
         assert_eq!(got_code, code, "{input}: {msg}");
-        assert!(msg.contains(needle), "{input}:\n  got  {msg}\n  want {needle}");
+        assert!(
+            msg.contains(needle),
+            "{input}:\n  got  {msg}\n  want {needle}"
+        );
     }
 }
 

@@ -87,8 +87,13 @@ fn no_dns_in_config_means_no_dns_in_result() {
     let v = serde_json::to_value(add_result(CniVersion::V1_0_0, &attached(), None, None)).unwrap();
     assert!(v.get("dns").is_none());
     let empty = Dns::default();
-    let v = serde_json::to_value(add_result(CniVersion::V1_0_0, &attached(), Some(&empty), None))
-        .unwrap();
+    let v = serde_json::to_value(add_result(
+        CniVersion::V1_0_0,
+        &attached(),
+        Some(&empty),
+        None,
+    ))
+    .unwrap();
     assert!(v.get("dns").is_none());
 }
 
@@ -103,8 +108,13 @@ fn prev_result_is_extended_with_fixed_interface_indexes() {
         "vendorExtension": {"k": "v"}
     }))
     .unwrap();
-    let v = serde_json::to_value(add_result(CniVersion::V1_0_0, &attached(), None, Some(&prev)))
-        .unwrap();
+    let v = serde_json::to_value(add_result(
+        CniVersion::V1_0_0,
+        &attached(),
+        None,
+        Some(&prev),
+    ))
+    .unwrap();
     assert_eq!(
         v,
         json!({
