@@ -98,7 +98,7 @@ fn failure(version: CniVersion, e: &Error, log: Vec<String>) -> Outcome {
 fn details(e: &Error) -> String {
     match e {
         Error::Agent(agent) => agent.details.clone(),
-        Error::AgentUnreachable { .. } | Error::AgentNotAvailable { .. } => {
+        Error::AgentUnreachable { .. } | Error::AgentNotAvailable(_) => {
             "check that seamd runs on this node and that agentSocket in the network config names its socket".to_string()
         }
         Error::IncompatibleVersion { .. } | Error::CommandNeedsNewerVersion { .. } => {
@@ -254,9 +254,10 @@ impl Invocation<'_> {
                 // STATUS reports "not available" (50) rather than "try again" (11): the runtime
                 // then marks the network not ready instead of retrying a call.
                 let reply = call(self, op).map_err(|e| match e {
-                    Error::AgentUnreachable { path, source } => {
-                        Error::AgentNotAvailable { path, source }
-                    }
+                    Error::AgentUnreachable { .. }
+                    | Error::AgentTimeout { .. }
+                    | Error::AgentIo { .. }
+                    | Error::AgentNoReply { .. } => Error::AgentNotAvailable(Box::new(e)),
                     other => other,
                 })?;
                 match reply {

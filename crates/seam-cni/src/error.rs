@@ -101,15 +101,10 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    /// STATUS: the agent cannot be reached, so the plug-in cannot serve ADD.
-    #[error("seam-cni is not available: seam agent is not reachable at {}", path.display())]
-    AgentNotAvailable {
-        /// The agent socket path.
-        path: PathBuf,
-        /// Why `connect` failed.
-        #[source]
-        source: io::Error,
-    },
+    /// STATUS: the agent could not be asked (unreachable, timed out, hung up), so the plug-in
+    /// cannot serve ADD.
+    #[error("seam-cni is not available")]
+    AgentNotAvailable(#[source] Box<Error>),
     /// The agent accepted the connection but did not answer in time.
     #[error("seam agent at {} did not answer within {timeout_ms} ms", path.display())]
     AgentTimeout {

@@ -9,7 +9,7 @@
 //! CNI error object on stdout with a code from [`error::code`].
 //!
 //! Start reading at [`dispatch`]: [`run_with`] is one invocation from environment and stdin
-//! to stdout and exit status. Then [`netconf`] for the accepted config fields, [`env`] and
+//! to stdout and exit status. Then [`netconf`] for the accepted config fields, [`env`](mod@env) and
 //! [`args`] for the environment, and [`result`] for the result shapes per `cniVersion`.
 
 #![warn(missing_docs)]

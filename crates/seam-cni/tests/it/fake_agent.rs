@@ -52,6 +52,14 @@ impl FakeAgent {
     /// Answers the next connection with `reply` on a thread, checking the line is one
     /// well-formed `AgentRequest`.
     pub fn serve(&self, reply: AgentReply) -> Serving {
+        let mut answer = serde_json::to_string(&reply).unwrap();
+        answer.push('\n');
+        self.serve_raw(Some(answer))
+    }
+
+    /// Reads the next request and answers with `answer` verbatim, or with nothing at all
+    /// (holding the connection open for a while) when `answer` is `None`.
+    pub fn serve_raw(&self, answer: Option<String>) -> Serving {
         let listener = self.listener.try_clone().unwrap();
         Serving(thread::spawn(move || {
             let started = Instant::now();
@@ -74,9 +82,11 @@ impl FakeAgent {
             BufReader::new(&stream).read_line(&mut line).unwrap();
             assert!(line.ends_with('\n'), "request must be one line: {line:?}");
             let request: AgentRequest = serde_json::from_str(&line).unwrap();
-            let mut answer = serde_json::to_string(&reply).unwrap();
-            answer.push('\n');
-            (&stream).write_all(answer.as_bytes()).unwrap();
+            match answer {
+                Some(answer) => (&stream).write_all(answer.as_bytes()).unwrap(),
+                // Longer than the plug-in's timeout in the tests that use this.
+                None => thread::sleep(Duration::from_secs(1)),
+            }
             request
         }))
     }

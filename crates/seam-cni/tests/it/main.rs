@@ -409,3 +409,59 @@ fn debug_log_goes_to_stderr_only() {
     assert_eq!(run.stdout, "");
     assert!(run.stderr.contains("calling seam agent"), "{}", run.stderr);
 }
+
+#[test]
+fn silent_agent_times_out_with_try_again_and_status_not_available() {
+    let agent = FakeAgent::start();
+    let netns = agent.dir_str();
+    let server = agent.serve_raw(None);
+    let mut env = attach_env("ADD", &netns);
+    env.push(("SEAM_CNI_TIMEOUT_MS", "200"));
+    let run = seam_cni(&env, &config("1.1.0", &agent));
+    assert_ne!(run.status, 0);
+    let v = run.json();
+    assert_eq!(v["code"], 11);
+    assert!(
+        v["msg"]
+            .as_str()
+            .unwrap()
+            .contains("did not answer within 200 ms"),
+        "{v}"
+    );
+    server.request();
+
+    let server = agent.serve_raw(None);
+    let run = seam_cni(
+        &[("CNI_COMMAND", "STATUS"), ("SEAM_CNI_TIMEOUT_MS", "200")],
+        &config("1.1.0", &agent),
+    );
+    let v = run.json();
+    assert_eq!(v["code"], 50);
+    assert!(
+        v["msg"]
+            .as_str()
+            .unwrap()
+            .starts_with("seam-cni is not available: seam agent at "),
+        "{v}"
+    );
+    server.request();
+}
+
+#[test]
+fn garbage_reply_is_internal_error() {
+    let agent = FakeAgent::start();
+    let netns = agent.dir_str();
+    let server = agent.serve_raw(Some("{\"attached\":42}\n".into()));
+    let run = seam_cni(&attach_env("ADD", &netns), &config("1.1.0", &agent));
+    assert_ne!(run.status, 0);
+    let v = run.json();
+    assert_eq!(v["code"], 999);
+    assert!(
+        v["msg"]
+            .as_str()
+            .unwrap()
+            .contains("sent an unreadable reply"),
+        "{v}"
+    );
+    server.request();
+}
