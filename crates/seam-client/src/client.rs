@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use seam_model::{
-    ApiError, Block, ClaimBlock, EnsureSegment, Endpoint, Node, ObjectKind, Segment, Snapshot,
+    ApiError, Block, ClaimBlock, Endpoint, EnsureSegment, Node, ObjectKind, Segment, Snapshot,
 };
 
 use crate::error::{ClientError, Result};
@@ -89,13 +89,19 @@ impl ControllerClient {
     /// `PUT /v1/nodes/{name}`: creates or replaces a node.
     pub async fn put_node(&self, node: &Node) -> Result<Node> {
         let path = object_path(ObjectKind::Node, &node.name);
-        self.call(Method::PUT, path, Some(encode(node)?), "Node").await
+        self.call(Method::PUT, path, Some(encode(node)?), "Node")
+            .await
     }
 
     /// `GET /v1/nodes/{name}`.
     pub async fn get_node(&self, name: &str) -> Result<Node> {
-        self.call(Method::GET, object_path(ObjectKind::Node, name), None, "Node")
-            .await
+        self.call(
+            Method::GET,
+            object_path(ObjectKind::Node, name),
+            None,
+            "Node",
+        )
+        .await
     }
 
     /// `DELETE /v1/nodes/{name}`: refused (409) while blocks or endpoints use the node.
@@ -188,8 +194,12 @@ impl ControllerClient {
 
     /// `DELETE /v1/endpoints/{name}`: succeeds also when the endpoint is already gone.
     pub async fn delete_endpoint(&self, name: &str) -> Result<()> {
-        self.call_unit(Method::DELETE, object_path(ObjectKind::Endpoint, name), None)
-            .await
+        self.call_unit(
+            Method::DELETE,
+            object_path(ObjectKind::Endpoint, name),
+            None,
+        )
+        .await
     }
 
     /// `GET /v1/endpoints`.
@@ -205,22 +215,27 @@ impl ControllerClient {
         let http = self.build(Method::GET, &path, None)?;
         let response = self
             .timed(&request, async {
-                self.target.send(http).await.map_err(|source| ClientError::Transport {
-                    endpoint: self.endpoint.clone(),
-                    request: request.clone(),
-                    source,
-                })
+                self.target
+                    .send(http)
+                    .await
+                    .map_err(|source| ClientError::Transport {
+                        endpoint: self.endpoint.clone(),
+                        request: request.clone(),
+                        source,
+                    })
             })
             .await?;
         let (parts, body) = response.into_parts();
         if parts.status != StatusCode::OK {
             let bytes = self
                 .timed(&request, async {
-                    read_body(body).await.map_err(|source| ClientError::Transport {
-                        endpoint: self.endpoint.clone(),
-                        request: request.clone(),
-                        source,
-                    })
+                    read_body(body)
+                        .await
+                        .map_err(|source| ClientError::Transport {
+                            endpoint: self.endpoint.clone(),
+                            request: request.clone(),
+                            source,
+                        })
                 })
                 .await?;
             return Err(self.api_error(&request, parts.status, &bytes));

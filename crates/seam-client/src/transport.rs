@@ -115,7 +115,15 @@ mod tests {
             Target::parse("http://127.0.0.1:7070/"),
             Some(Target::Tcp("127.0.0.1:7070".into()))
         );
-        for bad in ["", "unix:", "https://a:1", "http://", "http://host", "tcp:1.2.3.4:5", "http://a:1/x"] {
+        for bad in [
+            "",
+            "unix:",
+            "https://a:1",
+            "http://",
+            "http://host",
+            "tcp:1.2.3.4:5",
+            "http://a:1/x",
+        ] {
             assert_eq!(Target::parse(bad), None, "{bad}");
         }
     }

@@ -1,1 +1,28 @@
-//! Seam control plane (being written).
+//! Seam's control plane.
+//!
+//! Holds the desired state (nodes, segments, per-node address blocks, endpoints) in a
+//! [`seam_store`] datastore under `/seam/v1/<plural>/<name>` (see [`keys`]), and serves it as a
+//! versioned HTTP API with a watch stream ([`router`], [`serve`]). Segments are created on
+//! demand per namespace or as one flat cluster segment ([`ControllerConfig`]); address blocks are
+//! handed to nodes so each node allocates addresses on its own.
+//!
+//! Architecture invariants: no global state (several controllers may share a process); every
+//! write is validated before it touches the store and is one store txn guarded by compares on
+//! what it read; allocation is pure ([`allocate`]). The `seam-controller` binary is a thin
+//! wrapper around [`serve`].
+//!
+//! Start reading at [`Controller`], then [`router`].
+
+pub mod allocate;
+mod config;
+mod controller;
+mod error;
+mod http;
+pub mod keys;
+mod serve;
+
+pub use config::{ControllerConfig, Listener, SegmentMode, FLAT_SEGMENT, NAMESPACE_SEGMENT_PREFIX};
+pub use controller::Controller;
+pub use error::{reason, ConfigError, Error, Result, ServeError};
+pub use http::{router, HEARTBEAT_INTERVAL};
+pub use serve::{serve, serve_controller};

@@ -1,0 +1,252 @@
+//! What the controller is told at start: how segments are mapped and where addresses come from,
+//! and where it listens.
+
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use ipnet::Ipv4Net;
+use seam_model::MAX_VNI;
+
+use crate::error::ConfigError;
+
+/// How namespaces map to segments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SegmentMode {
+    /// One segment per namespace (NSX style): `ns-<namespace>`, carved from the pool on first use.
+    #[default]
+    PerNamespace,
+    /// One segment, `cluster`, holding the whole pool, for every namespace.
+    Flat,
+}
+
+impl FromStr for SegmentMode {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "namespace" | "per-namespace" => Ok(SegmentMode::PerNamespace),
+            "flat" => Ok(SegmentMode::Flat),
+            other => Err(ConfigError::Invalid {
+                field: "segment-mode",
+                value: other.to_string(),
+                expected: "namespace or flat",
+            }),
+        }
+    }
+}
+
+impl fmt::Display for SegmentMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SegmentMode::PerNamespace => "namespace",
+            SegmentMode::Flat => "flat",
+        })
+    }
+}
+
+/// The name and tenant of the flat mode's single segment.
+pub const FLAT_SEGMENT: &str = "cluster";
+
+/// The prefix of per-namespace segment names (`ns-<namespace>`).
+pub const NAMESPACE_SEGMENT_PREFIX: &str = "ns-";
+
+/// How the controller maps namespaces to segments and allocates subnets, blocks and VNIs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControllerConfig {
+    /// Per-namespace or flat segments.
+    pub segment_mode: SegmentMode,
+    /// The pool segment subnets are carved from (flat mode: the one segment's subnet).
+    pub pool: Ipv4Net,
+    /// Prefix length of per-namespace segments.
+    pub segment_prefix: u8,
+    /// Prefix length of per-node address blocks in segments the controller creates.
+    pub block_prefix: u8,
+    /// Lowest VNI handed to segments the controller creates.
+    pub vni_base: u32,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        ControllerConfig {
+            segment_mode: SegmentMode::PerNamespace,
+            pool: Ipv4Net::new_assert(Ipv4Addr::new(10, 240, 0, 0), 12),
+            segment_prefix: 20,
+            block_prefix: 26,
+            vni_base: 4096,
+        }
+    }
+}
+
+impl ControllerConfig {
+    /// Checks that the pool, prefixes and VNI base fit together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let pool = self.pool;
+        if pool != pool.trunc() {
+            return Err(ConfigError::Invalid {
+                field: "pool",
+                value: pool.to_string(),
+                expected: "a network address without host bits set",
+            });
+        }
+        // The segment size only matters in per-namespace mode; in flat mode the pool is the
+        // segment.
+        let segment_len = match self.segment_mode {
+            SegmentMode::PerNamespace => self.segment_prefix,
+            SegmentMode::Flat => pool.prefix_len(),
+        };
+        if self.segment_mode == SegmentMode::PerNamespace
+            && (self.segment_prefix < pool.prefix_len() || self.segment_prefix > 30)
+        {
+            return Err(ConfigError::Invalid {
+                field: "segment-prefix",
+                value: self.segment_prefix.to_string(),
+                expected: "a prefix length between the pool's and 30",
+            });
+        }
+        if segment_len > 30 {
+            return Err(ConfigError::Invalid {
+                field: "pool",
+                value: pool.to_string(),
+                expected: "at least a /30",
+            });
+        }
+        if self.block_prefix < segment_len || self.block_prefix > 30 {
+            return Err(ConfigError::Invalid {
+                field: "block-prefix",
+                value: self.block_prefix.to_string(),
+                expected: "a prefix length between the segments' and 30",
+            });
+        }
+        if self.vni_base == 0 || self.vni_base > MAX_VNI {
+            return Err(ConfigError::Invalid {
+                field: "vni-base",
+                value: self.vni_base.to_string(),
+                expected: "a VNI in 1..=16777215",
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Where the controller accepts connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listener {
+    /// A Unix stream socket (created with mode 0600; a stale socket file is replaced).
+    Unix(PathBuf),
+    /// A TCP address.
+    Tcp(SocketAddr),
+}
+
+impl FromStr for Listener {
+    type Err = ConfigError;
+    /// Parses `unix:/path` or `tcp:ADDR:PORT`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || ConfigError::Invalid {
+            field: "listen",
+            value: s.to_string(),
+            expected: "unix:/absolute/path or tcp:ADDR:PORT",
+        };
+        if let Some(path) = s.strip_prefix("unix:") {
+            let path = PathBuf::from(path);
+            if !path.is_absolute() {
+                return Err(bad());
+            }
+            return Ok(Listener::Unix(path));
+        }
+        if let Some(addr) = s.strip_prefix("tcp:") {
+            return addr.parse().map(Listener::Tcp).map_err(|_| bad());
+        }
+        Err(bad())
+    }
+}
+
+impl fmt::Display for Listener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Listener::Unix(path) => write!(f, "unix:{}", path.display()),
+            Listener::Tcp(addr) => write!(f, "tcp:{addr}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_is_valid() {
+        assert_eq!(ControllerConfig::default().validate(), Ok(()));
+        let flat = ControllerConfig {
+            segment_mode: SegmentMode::Flat,
+            ..ControllerConfig::default()
+        };
+        assert_eq!(flat.validate(), Ok(()));
+    }
+
+    #[test]
+    fn bad_configs_name_the_field() {
+        let base = ControllerConfig::default();
+        let cases = [
+            (
+                ControllerConfig {
+                    pool: "10.240.0.1/12".parse().unwrap(),
+                    ..base.clone()
+                },
+                "pool",
+            ),
+            (
+                ControllerConfig {
+                    segment_prefix: 8,
+                    ..base.clone()
+                },
+                "segment-prefix",
+            ),
+            (
+                ControllerConfig {
+                    block_prefix: 19,
+                    ..base.clone()
+                },
+                "block-prefix",
+            ),
+            (
+                ControllerConfig {
+                    vni_base: 0,
+                    ..base.clone()
+                },
+                "vni-base",
+            ),
+        ];
+        for (config, field) in cases {
+            match config.validate() {
+                Err(ConfigError::Invalid { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("{field}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn listeners_parse() {
+        assert_eq!(
+            "unix:/run/seam/c.sock".parse::<Listener>().unwrap(),
+            Listener::Unix("/run/seam/c.sock".into())
+        );
+        assert_eq!(
+            "tcp:127.0.0.1:7070".parse::<Listener>().unwrap(),
+            Listener::Tcp("127.0.0.1:7070".parse().unwrap())
+        );
+        for bad in ["", "unix:relative", "tcp:nope", "http://x:1"] {
+            assert!(bad.parse::<Listener>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn segment_modes_parse() {
+        assert_eq!("flat".parse::<SegmentMode>().unwrap(), SegmentMode::Flat);
+        assert_eq!(
+            "namespace".parse::<SegmentMode>().unwrap(),
+            SegmentMode::PerNamespace
+        );
+        assert!("nsx".parse::<SegmentMode>().is_err());
+    }
+}

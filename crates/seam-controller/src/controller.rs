@@ -1,0 +1,741 @@
+//! [`Controller`]: the desired-state operations behind the HTTP API, on top of the store.
+//!
+//! Every mutating operation validates first (nothing is written for bad input), then reads what
+//! it checks against and writes with one store txn whose compares cover the keys it read
+//! (`Absent` for creates, `ModRevision` for replaces and for the segment and node a block or
+//! endpoint refers to). Within one process, mutating operations also take a write lock, so
+//! checks that span many keys (overlapping subnets, duplicate addresses) cannot race each
+//! other; across processes, only the leader writes.
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use ipnet::Ipv4Net;
+use seam_model::{
+    is_valid_name, Block, Endpoint, FieldError, Node, ObjectKind, Segment, Snapshot,
+    ValidationError, MAX_VNI,
+};
+use seam_store::{AnyStore, Compare, Datastore, Txn, TxnOutcome};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::{watch, Mutex};
+
+use crate::allocate::{lowest_free_subnet, lowest_free_vni};
+use crate::config::{ControllerConfig, SegmentMode, FLAT_SEGMENT, NAMESPACE_SEGMENT_PREFIX};
+use crate::error::{ConfigError, Error, Result};
+use crate::keys::{kind_prefix, object_key, parse_key, segment_blocks_prefix, ROOT};
+
+/// How many times a create is retried when its compare fails (another writer got there first).
+const ATTEMPTS: u32 = 8;
+
+/// The controller: configuration, store and write lock. Cheap to clone; no global state, so
+/// several may live in one process (tests, controller + agent on one machine).
+#[derive(Clone)]
+pub struct Controller {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: ControllerConfig,
+    store: AnyStore,
+    writes: Mutex<()>,
+    stop: watch::Sender<bool>,
+}
+
+/// An object as read from the store, with its `mod_revision` for compare-and-swap.
+struct Stored<T> {
+    object: T,
+    mod_revision: u64,
+}
+
+impl std::fmt::Debug for Controller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Controller")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Controller {
+    /// A controller over `store`, after checking `config`.
+    pub fn new(config: ControllerConfig, store: AnyStore) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let (stop, _) = watch::channel(false);
+        Ok(Controller {
+            inner: Arc::new(Inner {
+                config,
+                store,
+                writes: Mutex::new(()),
+                stop,
+            }),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ControllerConfig {
+        &self.inner.config
+    }
+
+    /// Ends every open watch stream (used on shutdown, so connections can close).
+    pub fn stop_watches(&self) {
+        self.inner.stop.send_replace(true);
+    }
+
+    /// Resolves once [`Controller::stop_watches`] was called.
+    pub(crate) fn stopped(&self) -> watch::Receiver<bool> {
+        self.inner.stop.subscribe()
+    }
+
+    fn store(&self) -> &AnyStore {
+        &self.inner.store
+    }
+
+    /// Every object, read at one store revision.
+    pub async fn snapshot(&self) -> Result<Snapshot> {
+        let (revision, kvs) = self
+            .store()
+            .list(ROOT)
+            .await
+            .map_err(|source| Error::Store {
+                op: "list",
+                key: ROOT.to_string(),
+                source,
+            })?;
+        let mut snapshot = Snapshot {
+            revision,
+            ..Snapshot::default()
+        };
+        for kv in kvs {
+            let Some((kind, _)) = parse_key(&kv.key) else {
+                continue;
+            };
+            match kind {
+                ObjectKind::Node => snapshot.nodes.push(decode(&kv.key, &kv.value)?),
+                ObjectKind::Segment => snapshot.segments.push(decode(&kv.key, &kv.value)?),
+                ObjectKind::Block => snapshot.blocks.push(decode(&kv.key, &kv.value)?),
+                ObjectKind::Endpoint => snapshot.endpoints.push(decode(&kv.key, &kv.value)?),
+            }
+        }
+        Ok(snapshot)
+    }
+
+    /// Every object of `kind`, as JSON, in name order.
+    pub async fn list_json(&self, kind: ObjectKind) -> Result<Vec<serde_json::Value>> {
+        Ok(self
+            .read_all::<serde_json::Value>(kind)
+            .await?
+            .into_iter()
+            .map(|s| s.object)
+            .collect())
+    }
+
+    /// One object of `kind`, as JSON.
+    pub async fn get_json(&self, kind: ObjectKind, name: &str) -> Result<serde_json::Value> {
+        self.read::<serde_json::Value>(kind, name)
+            .await?
+            .map(|s| s.object)
+            .ok_or_else(|| not_found(kind, name))
+    }
+
+    /// Creates or replaces a node. Underlay addresses are unique.
+    pub async fn put_node(&self, node: Node) -> Result<Node> {
+        node.validate()?;
+        let _guard = self.inner.writes.lock().await;
+        let nodes = self.read_all::<Node>(ObjectKind::Node).await?;
+        if let Some(other) = nodes
+            .iter()
+            .find(|n| n.object.name != node.name && n.object.underlay_ip == node.underlay_ip)
+        {
+            return Err(Error::UnderlayIpTaken {
+                node: node.name.clone(),
+                ip: node.underlay_ip,
+                other: other.object.name.clone(),
+            });
+        }
+        let current = nodes.iter().find(|n| n.object.name == node.name);
+        let key = object_key(ObjectKind::Node, &node.name);
+        let txn = Txn::new()
+            .when(same_as_read(&key, current.map(|c| c.mod_revision)))
+            .put(&key, encode(ObjectKind::Node, &node.name, &node)?);
+        self.commit_once(txn, ObjectKind::Node, &node.name).await?;
+        Ok(node)
+    }
+
+    /// Deletes a node; refused while blocks or endpoints refer to it.
+    pub async fn delete_node(&self, name: &str) -> Result<()> {
+        let _guard = self.inner.writes.lock().await;
+        let current = self
+            .read::<Node>(ObjectKind::Node, name)
+            .await?
+            .ok_or_else(|| not_found(ObjectKind::Node, name))?;
+        let blocks = self.read_all::<Block>(ObjectKind::Block).await?;
+        if let Some(b) = blocks.iter().find(|b| b.object.node == name) {
+            return Err(in_use(
+                ObjectKind::Node,
+                name,
+                ObjectKind::Block,
+                b.object.key(),
+            ));
+        }
+        let endpoints = self.read_all::<Endpoint>(ObjectKind::Endpoint).await?;
+        if let Some(e) = endpoints.iter().find(|e| e.object.node == name) {
+            return Err(in_use(
+                ObjectKind::Node,
+                name,
+                ObjectKind::Endpoint,
+                e.object.name.clone(),
+            ));
+        }
+        let key = object_key(ObjectKind::Node, name);
+        let txn = Txn::new()
+            .when(Compare::ModRevision(key.clone(), current.mod_revision))
+            .delete(&key);
+        self.commit_once(txn, ObjectKind::Node, name).await
+    }
+
+    /// Creates or replaces an explicit segment. Its subnet may not overlap another segment's,
+    /// its VNI must be unused, and while blocks or endpoints use it its subnet and block size
+    /// cannot change.
+    pub async fn put_segment(&self, segment: Segment) -> Result<Segment> {
+        segment.validate()?;
+        let _guard = self.inner.writes.lock().await;
+        let segments = self.read_all::<Segment>(ObjectKind::Segment).await?;
+        check_segment_fits(&segment, segments.iter().map(|s| &s.object))?;
+        let current = segments.iter().find(|s| s.object.name == segment.name);
+        if let Some(current) = current {
+            let old = &current.object;
+            if old.subnet != segment.subnet || old.block_prefix != segment.block_prefix {
+                self.check_segment_unused(&segment.name).await?;
+            }
+        }
+        let key = object_key(ObjectKind::Segment, &segment.name);
+        let txn = Txn::new()
+            .when(same_as_read(&key, current.map(|c| c.mod_revision)))
+            .put(&key, encode(ObjectKind::Segment, &segment.name, &segment)?);
+        self.commit_once(txn, ObjectKind::Segment, &segment.name)
+            .await?;
+        Ok(segment)
+    }
+
+    /// Deletes a segment; refused while blocks or endpoints use it.
+    pub async fn delete_segment(&self, name: &str) -> Result<()> {
+        let _guard = self.inner.writes.lock().await;
+        let current = self
+            .read::<Segment>(ObjectKind::Segment, name)
+            .await?
+            .ok_or_else(|| not_found(ObjectKind::Segment, name))?;
+        self.check_segment_unused(name).await?;
+        let key = object_key(ObjectKind::Segment, name);
+        let txn = Txn::new()
+            .when(Compare::ModRevision(key.clone(), current.mod_revision))
+            .delete(&key);
+        self.commit_once(txn, ObjectKind::Segment, name).await
+    }
+
+    /// The segment serving `namespace`, created on first use: `ns-<namespace>` with the lowest
+    /// free subnet of the pool in per-namespace mode, or the one `cluster` segment in flat mode.
+    /// Concurrent calls for one namespace all get the same segment.
+    pub async fn ensure_segment(&self, namespace: &str) -> Result<Segment> {
+        let config = self.config();
+        let name = match config.segment_mode {
+            SegmentMode::PerNamespace => format!("{NAMESPACE_SEGMENT_PREFIX}{namespace}"),
+            SegmentMode::Flat => FLAT_SEGMENT.to_string(),
+        };
+        let mut problems = Vec::new();
+        if !is_valid_name(namespace) {
+            problems.push(field_error(
+                "namespace",
+                format!("{namespace:?} is not a valid namespace name"),
+            ));
+        } else if !is_valid_name(&name) {
+            problems.push(field_error(
+                "namespace",
+                format!("{namespace:?} is too long: segment name {name:?} exceeds 63 characters"),
+            ));
+        }
+        invalid_if_any("EnsureSegment", namespace, problems)?;
+
+        // Fast path without the write lock: the segment usually exists.
+        if let Some(found) = self.read::<Segment>(ObjectKind::Segment, &name).await? {
+            return self.serving(found.object, namespace);
+        }
+        let _guard = self.inner.writes.lock().await;
+        let key = object_key(ObjectKind::Segment, &name);
+        for _ in 0..ATTEMPTS {
+            let segments = self.read_all::<Segment>(ObjectKind::Segment).await?;
+            if let Some(found) = segments.iter().find(|s| s.object.name == name) {
+                return self.serving(found.object.clone(), namespace);
+            }
+            let segment = self.new_segment(&name, namespace, segments.iter().map(|s| &s.object))?;
+            let txn = Txn::new()
+                .when(Compare::Absent(key.clone()))
+                .put(&key, encode(ObjectKind::Segment, &name, &segment)?);
+            if self.commit(txn, &key).await? {
+                tracing::info!(segment = %name, subnet = %segment.subnet, vni = segment.vni, "created segment");
+                return Ok(segment);
+            }
+        }
+        Err(Error::Contended {
+            kind: ObjectKind::Segment,
+            name,
+            attempts: ATTEMPTS,
+        })
+    }
+
+    /// Hands `node` the lowest free block of `segment`. A block is never handed out twice:
+    /// the write requires the block key to be absent.
+    pub async fn claim_block(&self, segment: &str, node: &str) -> Result<Block> {
+        let mut problems = Vec::new();
+        if !is_valid_name(segment) {
+            problems.push(field_error(
+                "segment",
+                format!("{segment:?} is not a valid name"),
+            ));
+        }
+        if !is_valid_name(node) {
+            problems.push(field_error("node", format!("{node:?} is not a valid name")));
+        }
+        invalid_if_any("ClaimBlock", segment, problems)?;
+
+        let _guard = self.inner.writes.lock().await;
+        for _ in 0..ATTEMPTS {
+            let seg = self
+                .read::<Segment>(ObjectKind::Segment, segment)
+                .await?
+                .ok_or_else(|| not_found(ObjectKind::Segment, segment))?;
+            let owner = self
+                .read::<Node>(ObjectKind::Node, node)
+                .await?
+                .ok_or_else(|| not_found(ObjectKind::Node, node))?;
+            let prefix = segment_blocks_prefix(segment);
+            let taken: Vec<Ipv4Net> = self
+                .list_prefix::<Block>(&prefix)
+                .await?
+                .into_iter()
+                .map(|b| b.object.cidr)
+                .collect();
+            let subnet = seg.object.subnet;
+            let cidr = lowest_free_subnet(subnet, seg.object.block_prefix, &taken).ok_or(
+                Error::BlocksExhausted {
+                    segment: segment.to_string(),
+                    subnet,
+                    block_prefix: seg.object.block_prefix,
+                },
+            )?;
+            let block = Block {
+                segment: segment.to_string(),
+                node: node.to_string(),
+                cidr,
+            };
+            let key = object_key(ObjectKind::Block, &block.key());
+            let txn = Txn::new()
+                .when(Compare::Absent(key.clone()))
+                .when(Compare::ModRevision(
+                    object_key(ObjectKind::Segment, segment),
+                    seg.mod_revision,
+                ))
+                .when(Compare::ModRevision(
+                    object_key(ObjectKind::Node, node),
+                    owner.mod_revision,
+                ))
+                .put(&key, encode(ObjectKind::Block, &block.key(), &block)?);
+            if self.commit(txn, &key).await? {
+                tracing::info!(block = %block.key(), node, "claimed block");
+                return Ok(block);
+            }
+        }
+        Err(Error::Contended {
+            kind: ObjectKind::Block,
+            name: segment.to_string(),
+            attempts: ATTEMPTS,
+        })
+    }
+
+    /// Releases a block ([`Block::key`]); refused while endpoints hold addresses in it.
+    pub async fn release_block(&self, key: &str) -> Result<()> {
+        let _guard = self.inner.writes.lock().await;
+        let current = self
+            .read::<Block>(ObjectKind::Block, key)
+            .await?
+            .ok_or_else(|| not_found(ObjectKind::Block, key))?;
+        let block = &current.object;
+        let endpoints = self.read_all::<Endpoint>(ObjectKind::Endpoint).await?;
+        if let Some(e) = endpoints
+            .iter()
+            .find(|e| e.object.segment == block.segment && block.cidr.contains(&e.object.ip))
+        {
+            return Err(in_use(
+                ObjectKind::Block,
+                key,
+                ObjectKind::Endpoint,
+                e.object.name.clone(),
+            ));
+        }
+        let store_key = object_key(ObjectKind::Block, key);
+        let txn = Txn::new()
+            .when(Compare::ModRevision(
+                store_key.clone(),
+                current.mod_revision,
+            ))
+            .delete(&store_key);
+        self.commit_once(txn, ObjectKind::Block, key).await
+    }
+
+    /// Creates or replaces an endpoint. Its segment and node must exist, its address must be a
+    /// host address of the segment other than the gateway, and no other endpoint of the segment
+    /// may hold the same address or MAC.
+    pub async fn put_endpoint(&self, endpoint: Endpoint) -> Result<Endpoint> {
+        endpoint.validate()?;
+        let _guard = self.inner.writes.lock().await;
+        let seg = self
+            .read::<Segment>(ObjectKind::Segment, &endpoint.segment)
+            .await?
+            .ok_or_else(|| not_found(ObjectKind::Segment, &endpoint.segment))?;
+        let node = self
+            .read::<Node>(ObjectKind::Node, &endpoint.node)
+            .await?
+            .ok_or_else(|| not_found(ObjectKind::Node, &endpoint.node))?;
+        check_endpoint_address(&endpoint, &seg.object)?;
+        let endpoints = self.read_all::<Endpoint>(ObjectKind::Endpoint).await?;
+        for other in endpoints.iter().map(|e| &e.object) {
+            if other.name == endpoint.name || other.segment != endpoint.segment {
+                continue;
+            }
+            if other.ip == endpoint.ip {
+                return Err(Error::AddressTaken {
+                    endpoint: endpoint.name.clone(),
+                    ip: endpoint.ip,
+                    segment: endpoint.segment.clone(),
+                    other: other.name.clone(),
+                });
+            }
+            if other.mac == endpoint.mac {
+                return Err(Error::MacTaken {
+                    endpoint: endpoint.name.clone(),
+                    mac: endpoint.mac,
+                    segment: endpoint.segment.clone(),
+                    other: other.name.clone(),
+                });
+            }
+        }
+        let current = endpoints.iter().find(|e| e.object.name == endpoint.name);
+        let key = object_key(ObjectKind::Endpoint, &endpoint.name);
+        let txn = Txn::new()
+            .when(same_as_read(&key, current.map(|c| c.mod_revision)))
+            .when(Compare::ModRevision(
+                object_key(ObjectKind::Segment, &endpoint.segment),
+                seg.mod_revision,
+            ))
+            .when(Compare::ModRevision(
+                object_key(ObjectKind::Node, &endpoint.node),
+                node.mod_revision,
+            ))
+            .put(
+                &key,
+                encode(ObjectKind::Endpoint, &endpoint.name, &endpoint)?,
+            );
+        self.commit_once(txn, ObjectKind::Endpoint, &endpoint.name)
+            .await?;
+        Ok(endpoint)
+    }
+
+    /// Deletes an endpoint; succeeds also when it does not exist. Returns whether it existed.
+    pub async fn delete_endpoint(&self, name: &str) -> Result<bool> {
+        let _guard = self.inner.writes.lock().await;
+        let key = object_key(ObjectKind::Endpoint, name);
+        let Some(current) = self
+            .read::<serde_json::Value>(ObjectKind::Endpoint, name)
+            .await?
+        else {
+            return Ok(false);
+        };
+        let txn = Txn::new()
+            .when(Compare::ModRevision(key.clone(), current.mod_revision))
+            .delete(&key);
+        self.commit_once(txn, ObjectKind::Endpoint, name).await?;
+        Ok(true)
+    }
+
+    /// A store watch on every object, from `from_revision` (0: only future changes).
+    pub async fn watch(&self, from_revision: u64) -> Result<seam_store::Watch> {
+        self.store()
+            .watch(ROOT, from_revision)
+            .await
+            .map_err(|source| match source {
+                seam_store::Error::Compacted { .. } => Error::Compacted {
+                    revision: from_revision,
+                    source,
+                },
+                source => Error::Store {
+                    op: "watch",
+                    key: ROOT.to_string(),
+                    source,
+                },
+            })
+    }
+
+    /// The segment a namespace maps to, if it really serves that namespace.
+    fn serving(&self, segment: Segment, namespace: &str) -> Result<Segment> {
+        let ok = match self.config().segment_mode {
+            SegmentMode::PerNamespace => segment.namespace.as_deref() == Some(namespace),
+            SegmentMode::Flat => true,
+        };
+        if ok {
+            Ok(segment)
+        } else {
+            Err(Error::NamespaceMismatch {
+                segment: segment.name,
+                namespace: namespace.to_string(),
+            })
+        }
+    }
+
+    /// Builds the segment `name` for `namespace` from the pool, avoiding `existing`.
+    fn new_segment<'a>(
+        &self,
+        name: &str,
+        namespace: &str,
+        existing: impl Iterator<Item = &'a Segment> + Clone,
+    ) -> Result<Segment> {
+        let config = self.config();
+        let subnets: Vec<Ipv4Net> = existing.clone().map(|s| s.subnet).collect();
+        let used: BTreeSet<u32> = existing.clone().map(|s| s.vni).collect();
+        let vni = lowest_free_vni(config.vni_base, MAX_VNI, &used).ok_or(Error::VniExhausted {
+            base: config.vni_base,
+        })?;
+        let (subnet, tenant, ns) = match config.segment_mode {
+            SegmentMode::PerNamespace => {
+                let subnet = lowest_free_subnet(config.pool, config.segment_prefix, &subnets)
+                    .ok_or(Error::PoolExhausted {
+                        pool: config.pool,
+                        prefix: config.segment_prefix,
+                    })?;
+                (subnet, namespace.to_string(), Some(namespace.to_string()))
+            }
+            SegmentMode::Flat => (config.pool, FLAT_SEGMENT.to_string(), None),
+        };
+        let segment = Segment {
+            name: name.to_string(),
+            tenant,
+            subnet,
+            gateway: first_host(subnet),
+            vni,
+            block_prefix: config.block_prefix,
+            namespace: ns,
+        };
+        // Flat mode takes the whole pool, which an explicit segment may already overlap.
+        check_segment_fits(&segment, existing)?;
+        segment.validate()?;
+        Ok(segment)
+    }
+
+    async fn check_segment_unused(&self, name: &str) -> Result<()> {
+        let blocks = self
+            .list_prefix::<Block>(&segment_blocks_prefix(name))
+            .await?;
+        if let Some(b) = blocks.first() {
+            return Err(in_use(
+                ObjectKind::Segment,
+                name,
+                ObjectKind::Block,
+                b.object.key(),
+            ));
+        }
+        let endpoints = self.read_all::<Endpoint>(ObjectKind::Endpoint).await?;
+        if let Some(e) = endpoints.iter().find(|e| e.object.segment == name) {
+            return Err(in_use(
+                ObjectKind::Segment,
+                name,
+                ObjectKind::Endpoint,
+                e.object.name.clone(),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn read<T: DeserializeOwned>(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+    ) -> Result<Option<Stored<T>>> {
+        let key = object_key(kind, name);
+        let kv = self
+            .store()
+            .get(&key)
+            .await
+            .map_err(|source| Error::Store {
+                op: "get",
+                key: key.clone(),
+                source,
+            })?;
+        kv.map(|kv| {
+            Ok(Stored {
+                object: decode(&kv.key, &kv.value)?,
+                mod_revision: kv.mod_revision,
+            })
+        })
+        .transpose()
+    }
+
+    async fn read_all<T: DeserializeOwned>(&self, kind: ObjectKind) -> Result<Vec<Stored<T>>> {
+        self.list_prefix(&kind_prefix(kind)).await
+    }
+
+    async fn list_prefix<T: DeserializeOwned>(&self, prefix: &str) -> Result<Vec<Stored<T>>> {
+        let (_, kvs) = self
+            .store()
+            .list(prefix)
+            .await
+            .map_err(|source| Error::Store {
+                op: "list",
+                key: prefix.to_string(),
+                source,
+            })?;
+        kvs.into_iter()
+            .map(|kv| {
+                Ok(Stored {
+                    object: decode(&kv.key, &kv.value)?,
+                    mod_revision: kv.mod_revision,
+                })
+            })
+            .collect()
+    }
+
+    /// Runs `txn`; `Ok(false)` when a compare failed.
+    async fn commit(&self, txn: Txn, key: &str) -> Result<bool> {
+        match self.store().txn(txn).await {
+            Ok(TxnOutcome::Committed { .. }) => Ok(true),
+            Ok(TxnOutcome::CompareFailed) => Ok(false),
+            Err(source) => Err(Error::Store {
+                op: "txn",
+                key: key.to_string(),
+                source,
+            }),
+        }
+    }
+
+    /// Runs `txn` under the write lock: a failed compare means another process wrote.
+    async fn commit_once(&self, txn: Txn, kind: ObjectKind, name: &str) -> Result<()> {
+        if self.commit(txn, &object_key(kind, name)).await? {
+            Ok(())
+        } else {
+            Err(Error::Contended {
+                kind,
+                name: name.to_string(),
+                attempts: 1,
+            })
+        }
+    }
+}
+
+/// `Absent` when the key was not there, else `ModRevision` of what was read.
+fn same_as_read(key: &str, mod_revision: Option<u64>) -> Compare {
+    match mod_revision {
+        Some(rev) => Compare::ModRevision(key.to_string(), rev),
+        None => Compare::Absent(key.to_string()),
+    }
+}
+
+/// Checks a segment's subnet and VNI against every other segment.
+fn check_segment_fits<'a>(
+    segment: &Segment,
+    existing: impl Iterator<Item = &'a Segment>,
+) -> Result<()> {
+    for other in existing.filter(|o| o.name != segment.name) {
+        if other.subnet.contains(&segment.subnet.network())
+            || segment.subnet.contains(&other.subnet.network())
+        {
+            return Err(Error::SubnetOverlap {
+                segment: segment.name.clone(),
+                subnet: segment.subnet,
+                other: other.name.clone(),
+                other_subnet: other.subnet,
+            });
+        }
+        if other.vni == segment.vni {
+            return Err(Error::VniTaken {
+                segment: segment.name.clone(),
+                vni: segment.vni,
+                other: other.name.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn check_endpoint_address(endpoint: &Endpoint, segment: &Segment) -> Result<()> {
+    let ip = endpoint.ip;
+    let subnet = segment.subnet;
+    let problem = if !subnet.contains(&ip) {
+        Some(format!(
+            "{ip} is outside segment {:?} subnet {subnet}",
+            segment.name
+        ))
+    } else if ip == segment.gateway {
+        Some(format!("{ip} is the gateway of segment {:?}", segment.name))
+    } else if ip == subnet.network() || ip == subnet.broadcast() {
+        Some(format!("{ip} is not a host address of {subnet}"))
+    } else {
+        None
+    };
+    invalid_if_any(
+        "Endpoint",
+        &endpoint.name,
+        problem.map(|m| field_error("ip", m)).into_iter().collect(),
+    )
+}
+
+fn first_host(subnet: Ipv4Net) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(subnet.network()).saturating_add(1))
+}
+
+fn field_error(path: &str, message: String) -> FieldError {
+    FieldError {
+        path: path.to_string(),
+        message,
+    }
+}
+
+fn invalid_if_any(kind: &'static str, name: &str, errors: Vec<FieldError>) -> Result<()> {
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Invalid(ValidationError {
+            kind,
+            name: name.to_string(),
+            errors,
+        }))
+    }
+}
+
+fn not_found(kind: ObjectKind, name: &str) -> Error {
+    Error::NotFound {
+        kind,
+        name: name.to_string(),
+    }
+}
+
+fn in_use(kind: ObjectKind, name: &str, user_kind: ObjectKind, user: String) -> Error {
+    Error::InUse {
+        kind,
+        name: name.to_string(),
+        user_kind,
+        user,
+    }
+}
+
+fn decode<T: DeserializeOwned>(key: &str, value: &[u8]) -> Result<T> {
+    serde_json::from_slice(value).map_err(|source| Error::Corrupt {
+        key: key.to_string(),
+        source,
+    })
+}
+
+fn encode<T: Serialize>(kind: ObjectKind, name: &str, value: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|source| Error::Encode {
+        kind,
+        name: name.to_string(),
+        source,
+    })
+}

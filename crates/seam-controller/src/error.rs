@@ -1,0 +1,325 @@
+//! The controller's errors: [`Error`] for API operations (each maps to one HTTP status and
+//! [`seam_model::ApiError`] reason), [`ConfigError`] for start-up settings and [`ServeError`]
+//! for binding and serving.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use ipnet::Ipv4Net;
+use seam_model::{MacAddr, ObjectKind, ValidationError};
+
+/// Result with the controller's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why an API operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The request body is not JSON of the expected shape (syntax, type, unknown field).
+    #[error("invalid {kind} body at {path}")]
+    InvalidBody {
+        /// The type the body should have been, e.g. `Node`.
+        kind: &'static str,
+        /// Field path where decoding failed (`.` for the top level).
+        path: String,
+        /// What serde reported.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The request decoded but its fields are invalid; every problem is listed with its path.
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    /// The named object does not exist.
+    #[error("{} {name:?} not found", kind_name(*kind))]
+    NotFound {
+        /// Its kind.
+        kind: ObjectKind,
+        /// Its name.
+        name: String,
+    },
+    /// A segment's subnet overlaps another segment's.
+    #[error("segment {segment:?} subnet {subnet} overlaps segment {other:?} ({other_subnet})")]
+    SubnetOverlap {
+        /// The segment being written.
+        segment: String,
+        /// Its subnet.
+        subnet: Ipv4Net,
+        /// The segment it overlaps.
+        other: String,
+        /// That segment's subnet.
+        other_subnet: Ipv4Net,
+    },
+    /// A segment's VNI is already used by another segment.
+    #[error("segment {segment:?} vni {vni} is already used by segment {other:?}")]
+    VniTaken {
+        /// The segment being written.
+        segment: String,
+        /// The VNI.
+        vni: u32,
+        /// The segment holding it.
+        other: String,
+    },
+    /// An object cannot be deleted or changed while another one refers to it.
+    #[error("{} {name:?} is in use by {} {user:?}", kind_name(*kind), kind_name(*user_kind))]
+    InUse {
+        /// The kind of the object being deleted or changed.
+        kind: ObjectKind,
+        /// Its name.
+        name: String,
+        /// The kind of the object that uses it.
+        user_kind: ObjectKind,
+        /// The name of the object that uses it.
+        user: String,
+    },
+    /// Another endpoint of the segment already holds the address.
+    #[error("endpoint {endpoint:?} ip {ip} is already held by endpoint {other:?} in segment {segment:?}")]
+    AddressTaken {
+        /// The endpoint being written.
+        endpoint: String,
+        /// The address.
+        ip: Ipv4Addr,
+        /// The segment.
+        segment: String,
+        /// The endpoint holding the address.
+        other: String,
+    },
+    /// Another endpoint of the segment already holds the MAC.
+    #[error("endpoint {endpoint:?} mac {mac} is already held by endpoint {other:?} in segment {segment:?}")]
+    MacTaken {
+        /// The endpoint being written.
+        endpoint: String,
+        /// The MAC.
+        mac: MacAddr,
+        /// The segment.
+        segment: String,
+        /// The endpoint holding the MAC.
+        other: String,
+    },
+    /// Another node already uses the underlay address.
+    #[error("node {node:?} underlayIp {ip} is already used by node {other:?}")]
+    UnderlayIpTaken {
+        /// The node being written.
+        node: String,
+        /// The address.
+        ip: Ipv4Addr,
+        /// The node using it.
+        other: String,
+    },
+    /// The segment a namespace maps to exists but serves something else.
+    #[error("segment {segment:?} exists but does not serve namespace {namespace:?}")]
+    NamespaceMismatch {
+        /// The segment name.
+        segment: String,
+        /// The namespace asked for.
+        namespace: String,
+    },
+    /// The object kept changing under concurrent writers; the request may be retried.
+    #[error("{} {name:?} kept changing concurrently, gave up after {attempts} attempts", kind_name(*kind))]
+    Contended {
+        /// Its kind.
+        kind: ObjectKind,
+        /// Its name.
+        name: String,
+        /// How many times the write was tried.
+        attempts: u32,
+    },
+    /// The segment has no free address block left.
+    #[error("segment {segment:?} ({subnet}) has no free /{block_prefix} block left")]
+    BlocksExhausted {
+        /// The segment.
+        segment: String,
+        /// Its subnet.
+        subnet: Ipv4Net,
+        /// The block size asked for.
+        block_prefix: u8,
+    },
+    /// The pool has no free segment subnet left.
+    #[error("pool {pool} has no free /{prefix} left for a new segment")]
+    PoolExhausted {
+        /// The pool.
+        pool: Ipv4Net,
+        /// The segment size.
+        prefix: u8,
+    },
+    /// No VNI is free at or above the configured base.
+    #[error("no free vni at or above {base}")]
+    VniExhausted {
+        /// The configured lowest VNI.
+        base: u32,
+    },
+    /// A watch asked for a revision the store no longer holds.
+    #[error("watch from revision {revision} is compacted; re-list with /v1/snapshot")]
+    Compacted {
+        /// The revision asked for.
+        revision: u64,
+        /// The store's error, with the oldest revision still held.
+        #[source]
+        source: seam_store::Error,
+    },
+    /// The store failed.
+    #[error("store {op} of {key:?} failed")]
+    Store {
+        /// The operation: `get`, `list`, `txn`, `watch`.
+        op: &'static str,
+        /// The key or prefix.
+        key: String,
+        /// The store's error.
+        #[source]
+        source: seam_store::Error,
+    },
+    /// A stored value does not decode as the object its key says it is.
+    #[error("stored object {key:?} is corrupt")]
+    Corrupt {
+        /// The store key.
+        key: String,
+        /// What serde reported.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// An object could not be encoded for the store.
+    #[error("cannot encode {} {name:?}", kind_name(*kind))]
+    Encode {
+        /// Its kind.
+        kind: ObjectKind,
+        /// Its name.
+        name: String,
+        /// What serde reported.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// The reason strings of [`seam_model::ApiError`], one per status class.
+pub mod reason {
+    /// 400: the request is malformed or invalid.
+    pub const INVALID: &str = "Invalid";
+    /// 404: the object does not exist.
+    pub const NOT_FOUND: &str = "NotFound";
+    /// 409: existing state forbids the change.
+    pub const CONFLICT: &str = "Conflict";
+    /// 409: no subnet, block or VNI left.
+    pub const EXHAUSTED: &str = "Exhausted";
+    /// 410: the watch revision was compacted.
+    pub const GONE: &str = "Gone";
+    /// 500: the controller or its store failed.
+    pub const INTERNAL: &str = "Internal";
+}
+
+impl Error {
+    /// The HTTP status this error is answered with.
+    pub fn status(&self) -> u16 {
+        match self {
+            Error::InvalidBody { .. } | Error::Invalid(_) => 400,
+            Error::NotFound { .. } => 404,
+            Error::SubnetOverlap { .. }
+            | Error::VniTaken { .. }
+            | Error::InUse { .. }
+            | Error::AddressTaken { .. }
+            | Error::MacTaken { .. }
+            | Error::UnderlayIpTaken { .. }
+            | Error::NamespaceMismatch { .. }
+            | Error::Contended { .. }
+            | Error::BlocksExhausted { .. }
+            | Error::PoolExhausted { .. }
+            | Error::VniExhausted { .. } => 409,
+            Error::Compacted { .. } => 410,
+            Error::Store { .. } | Error::Corrupt { .. } | Error::Encode { .. } => 500,
+        }
+    }
+
+    /// The machine-readable reason of the [`seam_model::ApiError`] body.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::BlocksExhausted { .. }
+            | Error::PoolExhausted { .. }
+            | Error::VniExhausted { .. } => reason::EXHAUSTED,
+            _ => match self.status() {
+                400 => reason::INVALID,
+                404 => reason::NOT_FOUND,
+                409 => reason::CONFLICT,
+                410 => reason::GONE,
+                _ => reason::INTERNAL,
+            },
+        }
+    }
+
+    /// The message of the [`seam_model::ApiError`] body: this error and its causes, joined
+    /// with `: ` (so a body error names the field serde stopped at, and why).
+    pub fn message(&self) -> String {
+        let mut message = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(cause) = source {
+            message.push_str(": ");
+            message.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        message
+    }
+}
+
+fn kind_name(kind: ObjectKind) -> &'static str {
+    match kind {
+        ObjectKind::Node => "node",
+        ObjectKind::Segment => "segment",
+        ObjectKind::Block => "block",
+        ObjectKind::Endpoint => "endpoint",
+    }
+}
+
+/// A start-up setting is unusable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The setting `field` has a value it cannot have.
+    #[error("invalid {field} {value:?}: expected {expected}")]
+    Invalid {
+        /// The setting, named as its command-line flag (without `--`).
+        field: &'static str,
+        /// The value given.
+        value: String,
+        /// What would be accepted.
+        expected: &'static str,
+    },
+}
+
+/// Why [`crate::serve`] could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// No listener was given.
+    #[error("no listener given")]
+    NoListener,
+    /// A listener could not be bound.
+    #[error("cannot listen on {listener}")]
+    Bind {
+        /// The listener, e.g. `unix:/run/seam/controller.sock`.
+        listener: String,
+        /// The I/O cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The socket path is held by a running server (it accepted a connection).
+    #[error("socket {path} is in use by a running server")]
+    SocketInUse {
+        /// The socket path.
+        path: PathBuf,
+    },
+    /// The socket path exists and is not a socket, so it is not removed.
+    #[error("{path} exists and is not a socket; refusing to replace it")]
+    NotASocket {
+        /// The path.
+        path: PathBuf,
+    },
+    /// Serving on a listener failed.
+    #[error("serving on {listener} failed")]
+    Serve {
+        /// The listener.
+        listener: String,
+        /// The I/O cause.
+        #[source]
+        source: std::io::Error,
+    },
+}

@@ -1,0 +1,380 @@
+//! The HTTP API: routes, body decoding and the mapping of [`Error`] to status + [`ApiError`].
+//!
+//! API boundary: the routes and JSON bodies here are Seam's versioned controller API (`/v1`),
+//! spoken by `seam-client`.
+
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use seam_model::{
+    ApiError, ClaimBlock, Endpoint, EnsureSegment, FieldError, Node, ObjectKind, Segment,
+    ValidationError, WatchEvent,
+};
+use serde::de::DeserializeOwned;
+
+use crate::controller::Controller;
+use crate::error::{reason, Error};
+use crate::keys::parse_key;
+
+/// How often an idle watch stream sends an empty line, so clients can tell a quiet stream
+/// from a dead connection.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The controller's HTTP API on `controller`. Serve it with [`crate::serve`] or call it
+/// in-process (tests).
+pub fn router(controller: Controller) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/v1/snapshot", get(snapshot))
+        .route("/v1/watch", get(watch))
+        .route("/v1/ensure-segment", post(ensure_segment))
+        .route("/v1/claim-block", post(claim_block))
+        .route("/v1/nodes", get(list_nodes))
+        .route(
+            "/v1/nodes/{*name}",
+            put(put_node).get(get_node).delete(delete_node),
+        )
+        .route("/v1/segments", get(list_segments))
+        .route(
+            "/v1/segments/{*name}",
+            put(put_segment).get(get_segment).delete(delete_segment),
+        )
+        .route("/v1/blocks", get(list_blocks))
+        .route("/v1/blocks/{*key}", get(get_block).delete(delete_block))
+        .route("/v1/endpoints", get(list_endpoints))
+        .route(
+            "/v1/endpoints/{*name}",
+            put(put_endpoint).get(get_endpoint).delete(delete_endpoint),
+        )
+        .fallback(no_route)
+        .with_state(controller)
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let message = self.message();
+        if status.is_server_error() {
+            tracing::error!(status = status.as_u16(), %message, "request failed");
+        } else {
+            tracing::debug!(status = status.as_u16(), %message, "request refused");
+        }
+        let body = ApiError {
+            reason: self.reason().to_string(),
+            message,
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+type ApiResult<T> = Result<T, Error>;
+
+async fn no_route() -> Response {
+    let body = ApiError {
+        reason: reason::NOT_FOUND.to_string(),
+        message: "no such route".to_string(),
+    };
+    (StatusCode::NOT_FOUND, Json(body)).into_response()
+}
+
+/// Decodes a JSON body, rejecting unknown fields (the model types deny them) and naming the
+/// field where decoding stopped.
+fn decode_body<T: DeserializeOwned>(kind: &'static str, body: &[u8]) -> ApiResult<T> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        Error::InvalidBody {
+            kind,
+            path,
+            source: e.into_inner(),
+        }
+    })?;
+    de.end().map_err(|source| Error::InvalidBody {
+        kind,
+        path: ".".to_string(),
+        source,
+    })?;
+    Ok(value)
+}
+
+/// The name in the path must be the name in the body.
+fn check_name(kind: &'static str, path_name: &str, body_name: &str) -> ApiResult<()> {
+    if path_name == body_name {
+        return Ok(());
+    }
+    Err(Error::Invalid(ValidationError {
+        kind,
+        name: body_name.to_string(),
+        errors: vec![FieldError {
+            path: "name".to_string(),
+            message: format!("{body_name:?} does not match the name in the path {path_name:?}"),
+        }],
+    }))
+}
+
+async fn snapshot(State(c): State<Controller>) -> ApiResult<Response> {
+    Ok(Json(c.snapshot().await?).into_response())
+}
+
+async fn list(c: &Controller, kind: ObjectKind) -> ApiResult<Response> {
+    Ok(Json(c.list_json(kind).await?).into_response())
+}
+
+async fn get_one(c: &Controller, kind: ObjectKind, name: &str) -> ApiResult<Response> {
+    Ok(Json(c.get_json(kind, name).await?).into_response())
+}
+
+async fn list_nodes(State(c): State<Controller>) -> ApiResult<Response> {
+    list(&c, ObjectKind::Node).await
+}
+
+async fn get_node(State(c): State<Controller>, Path(name): Path<String>) -> ApiResult<Response> {
+    get_one(&c, ObjectKind::Node, &name).await
+}
+
+async fn put_node(
+    State(c): State<Controller>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let node: Node = decode_body("Node", &body)?;
+    check_name("Node", &name, &node.name)?;
+    Ok(Json(c.put_node(node).await?).into_response())
+}
+
+async fn delete_node(
+    State(c): State<Controller>,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    c.delete_node(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_segments(State(c): State<Controller>) -> ApiResult<Response> {
+    list(&c, ObjectKind::Segment).await
+}
+
+async fn get_segment(State(c): State<Controller>, Path(name): Path<String>) -> ApiResult<Response> {
+    get_one(&c, ObjectKind::Segment, &name).await
+}
+
+async fn put_segment(
+    State(c): State<Controller>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let segment: Segment = decode_body("Segment", &body)?;
+    check_name("Segment", &name, &segment.name)?;
+    Ok(Json(c.put_segment(segment).await?).into_response())
+}
+
+async fn delete_segment(
+    State(c): State<Controller>,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    c.delete_segment(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn ensure_segment(State(c): State<Controller>, body: Bytes) -> ApiResult<Response> {
+    let req: EnsureSegment = decode_body("EnsureSegment", &body)?;
+    Ok(Json(c.ensure_segment(&req.namespace).await?).into_response())
+}
+
+async fn claim_block(State(c): State<Controller>, body: Bytes) -> ApiResult<Response> {
+    let req: ClaimBlock = decode_body("ClaimBlock", &body)?;
+    let block = c.claim_block(&req.segment, &req.node).await?;
+    Ok((StatusCode::CREATED, Json(block)).into_response())
+}
+
+async fn list_blocks(State(c): State<Controller>) -> ApiResult<Response> {
+    list(&c, ObjectKind::Block).await
+}
+
+async fn get_block(State(c): State<Controller>, Path(key): Path<String>) -> ApiResult<Response> {
+    get_one(&c, ObjectKind::Block, &key).await
+}
+
+async fn delete_block(
+    State(c): State<Controller>,
+    Path(key): Path<String>,
+) -> ApiResult<StatusCode> {
+    c.release_block(&key).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_endpoints(State(c): State<Controller>) -> ApiResult<Response> {
+    list(&c, ObjectKind::Endpoint).await
+}
+
+async fn get_endpoint(
+    State(c): State<Controller>,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    get_one(&c, ObjectKind::Endpoint, &name).await
+}
+
+async fn put_endpoint(
+    State(c): State<Controller>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let endpoint: Endpoint = decode_body("Endpoint", &body)?;
+    check_name("Endpoint", &name, &endpoint.name)?;
+    Ok(Json(c.put_endpoint(endpoint).await?).into_response())
+}
+
+async fn delete_endpoint(
+    State(c): State<Controller>,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    c.delete_endpoint(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Parses the watch query: `revision=N` (optional, default 0 = only future changes).
+fn watch_revision(query: Option<&str>) -> ApiResult<u64> {
+    let mut revision = 0;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let problem = match key {
+            "revision" => match value.parse() {
+                Ok(n) => {
+                    revision = n;
+                    None
+                }
+                Err(_) => Some(("revision", format!("{value:?} is not a revision number"))),
+            },
+            other => Some(("query", format!("unknown parameter {other:?}"))),
+        };
+        if let Some((path, message)) = problem {
+            return Err(Error::Invalid(ValidationError {
+                kind: "WatchQuery",
+                name: String::new(),
+                errors: vec![FieldError {
+                    path: path.to_string(),
+                    message,
+                }],
+            }));
+        }
+    }
+    Ok(revision)
+}
+
+/// `GET /v1/watch?revision=N`: newline-delimited [`WatchEvent`]s, an empty line as heartbeat.
+async fn watch(State(c): State<Controller>, RawQuery(query): RawQuery) -> ApiResult<Response> {
+    let revision = watch_revision(query.as_deref())?;
+    let store_watch = c.watch(revision).await?;
+    let stream = WatchBody {
+        watch: store_watch,
+        stop: c.stopped(),
+        heartbeat: tokio::time::interval_at(
+            tokio::time::Instant::now() + HEARTBEAT_INTERVAL,
+            HEARTBEAT_INTERVAL,
+        ),
+    }
+    .into_stream();
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+struct WatchBody {
+    watch: seam_store::Watch,
+    stop: tokio::sync::watch::Receiver<bool>,
+    heartbeat: tokio::time::Interval,
+}
+
+impl WatchBody {
+    fn into_stream(
+        self,
+    ) -> impl futures::Stream<Item = Result<Bytes, std::convert::Infallible>> + Send {
+        futures::stream::unfold(self, |mut st| async move {
+            let line = st.next_line().await?;
+            Some((Ok(line), st))
+        })
+    }
+
+    /// The next line to send; `None` ends the stream (store closed, watcher lagged, shutdown).
+    async fn next_line(&mut self) -> Option<Bytes> {
+        loop {
+            // `Watch::next` and `Interval::tick` are cancel-safe, so losing a race loses nothing.
+            let event = tokio::select! {
+                event = self.watch.next() => event,
+                _ = self.heartbeat.tick() => return Some(Bytes::from_static(b"\n")),
+                _ = self.stop.wait_for(|stopped| *stopped) => return None,
+            };
+            let event = match event? {
+                Ok(event) => event,
+                Err(e) => {
+                    tracing::warn!(error = %e, "watch stream ended by the store");
+                    return None;
+                }
+            };
+            let Some((kind, name)) = parse_key(&event.key) else {
+                continue;
+            };
+            let object = match event.value.as_deref().map(serde_json::from_slice) {
+                None => None,
+                Some(Ok(value)) => Some(value),
+                Some(Err(e)) => {
+                    tracing::error!(key = %event.key, error = %e, "skipping corrupt stored object in watch");
+                    continue;
+                }
+            };
+            let out = WatchEvent {
+                revision: event.revision,
+                kind,
+                name: name.to_string(),
+                object,
+            };
+            match serde_json::to_vec(&out) {
+                Ok(mut line) => {
+                    line.push(b'\n');
+                    return Some(Bytes::from(line));
+                }
+                Err(e) => {
+                    tracing::error!(key = %event.key, error = %e, "cannot encode watch event");
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watch_query_parses() {
+        assert_eq!(watch_revision(None).unwrap(), 0);
+        assert_eq!(watch_revision(Some("revision=42")).unwrap(), 42);
+        assert!(watch_revision(Some("revision=x")).is_err());
+        assert!(watch_revision(Some("rev=1")).is_err());
+    }
+
+    #[test]
+    fn body_errors_name_the_field() {
+        let err = decode_body::<Node>("Node", br#"{"name":"n","underlayIp":7}"#).unwrap_err();
+        assert!(err.message().contains("underlayIp"), "{}", err.message());
+        let err = decode_body::<Node>("Node", br#"{"name":"n","underlayIp":"1.2.3.4","x":1}"#)
+            .unwrap_err();
+        assert!(
+            err.message().contains("unknown field `x`"),
+            "{}",
+            err.message()
+        );
+        let err =
+            decode_body::<Node>("Node", br#"{"name":"n","underlayIp":"1.2.3.4"} x"#).unwrap_err();
+        assert_eq!(err.status(), 400);
+    }
+}
