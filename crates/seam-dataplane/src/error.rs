@@ -39,12 +39,24 @@ pub enum Error {
 impl Error {
     /// True when the error is the kernel saying the object already exists.
     pub fn is_exists(&self) -> bool {
-        matches!(self, Error::Kernel { errno: Some(17), .. })
+        matches!(
+            self,
+            Error::Kernel {
+                errno: Some(17),
+                ..
+            }
+        )
     }
 
     /// True when the error is the kernel saying the object does not exist.
     pub fn is_not_found(&self) -> bool {
-        matches!(self, Error::Kernel { errno: Some(2 | 19), .. })
+        matches!(
+            self,
+            Error::Kernel {
+                errno: Some(2 | 19),
+                ..
+            }
+        )
     }
 }
 

@@ -41,7 +41,9 @@ impl FakeKernel {
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, FakeState>> {
-        self.state.lock().map_err(|_| Error::Unsupported("fake kernel state poisoned".into()))
+        self.state
+            .lock()
+            .map_err(|_| Error::Unsupported("fake kernel state poisoned".into()))
     }
 }
 
@@ -61,7 +63,14 @@ impl NodeKernel for FakeKernel {
         let o = &mut s.observed;
         match op {
             LinkOp::EnsureSegment { spec, .. } => {
-                o.segments.insert(spec.vni, ObservedSegment { bridge_ok: true, vxlan_ok: true, gateway_ok: true });
+                o.segments.insert(
+                    spec.vni,
+                    ObservedSegment {
+                        bridge_ok: true,
+                        vxlan_ok: true,
+                        gateway_ok: true,
+                    },
+                );
             }
             LinkOp::DeleteSegment { vni } => {
                 o.segments.remove(vni);
@@ -99,7 +108,12 @@ impl NodeKernel for FakeKernel {
     async fn attach(&self, spec: &PodAttach) -> Result<AttachedPort> {
         let mut s = self.lock()?;
         if let Some(message) = s.fail_next_attach.take() {
-            return Err(Error::Kernel { operation: "attach", object: spec.host_ifname.clone(), errno: None, message });
+            return Err(Error::Kernel {
+                operation: "attach",
+                object: spec.host_ifname.clone(),
+                errno: None,
+                message,
+            });
         }
         if !s.observed.segments.contains_key(&spec.vni) {
             return Err(Error::Kernel {
@@ -109,9 +123,13 @@ impl NodeKernel for FakeKernel {
                 message: "no such device".into(),
             });
         }
-        s.observed.host_ports.insert(spec.host_ifname.clone(), Some(spec.vni));
+        s.observed
+            .host_ports
+            .insert(spec.host_ifname.clone(), Some(spec.vni));
         s.attachments.insert(spec.host_ifname.clone(), spec.clone());
-        Ok(AttachedPort { host_mac: host_mac(&spec.host_ifname) })
+        Ok(AttachedPort {
+            host_mac: host_mac(&spec.host_ifname),
+        })
     }
 
     async fn detach(&self, host_ifname: &str) -> Result<()> {
@@ -121,12 +139,20 @@ impl NodeKernel for FakeKernel {
         Ok(())
     }
 
-    async fn check(&self, spec: &PodAttach) -> Result<()> {
+    async fn check(&self, spec: &PodAttach) -> Result<AttachedPort> {
         let s = self.lock()?;
         match s.attachments.get(&spec.host_ifname) {
-            Some(found) if found == spec => Ok(()),
-            Some(found) => Err(Error::Drift { what: spec.ifname.clone(), detail: format!("found {found:?}") }),
-            None => Err(Error::Drift { what: spec.host_ifname.clone(), detail: "host port is missing".into() }),
+            Some(found) if found == spec => Ok(AttachedPort {
+                host_mac: host_mac(&spec.host_ifname),
+            }),
+            Some(found) => Err(Error::Drift {
+                what: spec.ifname.clone(),
+                detail: format!("found {found:?}"),
+            }),
+            None => Err(Error::Drift {
+                what: spec.host_ifname.clone(),
+                detail: "host port is missing".into(),
+            }),
         }
     }
 }

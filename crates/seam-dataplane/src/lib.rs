@@ -14,26 +14,30 @@ mod plan;
 mod types;
 
 pub use error::{Error, Result};
-pub use names::{bridge_name, host_ifname, is_host_port, vni_of_bridge, vni_of_vxlan, vxlan_name, HOST_PORT_PREFIX};
+pub use names::{
+    bridge_name, host_ifname, is_host_port, vni_of_bridge, vni_of_vxlan, vxlan_name,
+    HOST_PORT_PREFIX,
+};
 pub use plan::plan;
 pub use types::*;
 
+use std::future::Future;
+
 /// The kernel as the agent needs it. Each method names the `ip`/`bridge` command it mirrors.
-#[allow(async_fn_in_trait)]
 pub trait NodeKernel: Send + Sync {
     /// One snapshot of everything Seam owns on the node (`ip -d link`, `bridge fdb`, `ip neigh`).
-    async fn observe(&self) -> Result<Observed>;
+    fn observe(&self) -> impl Future<Output = Result<Observed>> + Send;
     /// Executes one planned operation; "already exists" on create and "not found" on delete
     /// count as success.
-    async fn apply(&self, op: &LinkOp) -> Result<()>;
+    fn apply(&self, op: &LinkOp) -> impl Future<Output = Result<()>> + Send;
     /// Creates the sandbox's veth pair, moves one end into `spec.netns` as `spec.ifname` with its
     /// address, MAC, MTU and default route, and plugs the other end into the segment bridge.
     /// On error nothing of the attachment is left behind.
-    async fn attach(&self, spec: &PodAttach) -> Result<AttachedPort>;
+    fn attach(&self, spec: &PodAttach) -> impl Future<Output = Result<AttachedPort>> + Send;
     /// Removes the attachment's host veth (`ip link del`), which removes the sandbox end too.
     /// Absent is success.
-    async fn detach(&self, host_ifname: &str) -> Result<()>;
+    fn detach(&self, host_ifname: &str) -> impl Future<Output = Result<()>> + Send;
     /// Verifies that the sandbox interface, its address and default route, and the host port
-    /// are all as `spec` says; the error says what is missing.
-    async fn check(&self, spec: &PodAttach) -> Result<()>;
+    /// are all as `spec` says, and returns the host port; the error says what is missing.
+    fn check(&self, spec: &PodAttach) -> impl Future<Output = Result<AttachedPort>> + Send;
 }

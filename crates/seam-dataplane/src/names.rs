@@ -37,7 +37,13 @@ pub fn is_host_port(name: &str) -> bool {
 /// and the name must survive an upgrade.
 pub fn host_ifname(network: &str, container_id: &str, ifname: &str) -> String {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in network.bytes().chain([0]).chain(container_id.bytes()).chain([0]).chain(ifname.bytes()) {
+    for byte in network
+        .bytes()
+        .chain([0])
+        .chain(container_id.bytes())
+        .chain([0])
+        .chain(ifname.bytes())
+    {
         hash ^= u64::from(byte);
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
     }

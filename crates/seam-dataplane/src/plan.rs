@@ -9,37 +9,56 @@ use crate::types::{DesiredNode, LinkOp, Observed};
 pub fn plan(desired: &DesiredNode, observed: &Observed) -> Vec<LinkOp> {
     let mut ops = Vec::new();
     for (vni, spec) in &desired.segments {
-        let ok = observed.segments.get(vni).is_some_and(|s| s.bridge_ok && s.vxlan_ok && s.gateway_ok);
+        let ok = observed
+            .segments
+            .get(vni)
+            .is_some_and(|s| s.bridge_ok && s.vxlan_ok && s.gateway_ok);
         if !ok {
-            ops.push(LinkOp::EnsureSegment { spec: spec.clone(), underlay: desired.underlay.clone() });
+            ops.push(LinkOp::EnsureSegment {
+                spec: spec.clone(),
+                underlay: desired.underlay.clone(),
+            });
         }
     }
-    let wanted_remote = desired.remote.iter().filter(|r| desired.segments.contains_key(&r.vni));
+    let wanted_remote = desired
+        .remote
+        .iter()
+        .filter(|r| desired.segments.contains_key(&r.vni));
     for r in wanted_remote.clone() {
         if !observed.fdb.contains(&(r.vni, r.mac, r.node_ip)) {
             ops.push(LinkOp::FdbAdd(*r));
         }
         if !observed.neighbours.contains(&(r.vni, r.ip, r.mac)) {
-            ops.push(LinkOp::NeighAdd { vni: r.vni, ip: r.ip, mac: r.mac });
+            ops.push(LinkOp::NeighAdd {
+                vni: r.vni,
+                ip: r.ip,
+                mac: r.mac,
+            });
         }
     }
     for &(vni, mac, dst) in &observed.fdb {
         let keep = desired.segments.contains_key(&vni)
-            && wanted_remote.clone().any(|r| r.vni == vni && r.mac == mac && r.node_ip == dst);
+            && wanted_remote
+                .clone()
+                .any(|r| r.vni == vni && r.mac == mac && r.node_ip == dst);
         if !keep && desired.segments.contains_key(&vni) {
             ops.push(LinkOp::FdbDel { vni, mac, dst });
         }
     }
     for &(vni, ip, mac) in &observed.neighbours {
         let keep = wanted_remote.clone().any(|r| r.vni == vni && r.ip == ip);
-        let replaced = wanted_remote.clone().any(|r| r.vni == vni && r.ip == ip && r.mac != mac);
+        let replaced = wanted_remote
+            .clone()
+            .any(|r| r.vni == vni && r.ip == ip && r.mac != mac);
         if !keep && !replaced && desired.segments.contains_key(&vni) {
             ops.push(LinkOp::NeighDel { vni, ip });
         }
     }
     for name in observed.host_ports.keys() {
         if !desired.local_ports.contains_key(name) {
-            ops.push(LinkOp::DeletePort { host_ifname: name.clone() });
+            ops.push(LinkOp::DeletePort {
+                host_ifname: name.clone(),
+            });
         }
     }
     for vni in observed.segments.keys() {

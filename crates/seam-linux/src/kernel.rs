@@ -18,8 +18,8 @@ use rtnetlink::{
     Handle, LinkBridge, LinkBridgePort, LinkUnspec, LinkVeth, LinkVxlan, RouteMessageBuilder,
 };
 use seam_dataplane::{
-    bridge_name, is_host_port, vni_of_bridge, vni_of_vxlan, vxlan_name, AttachedPort, Error, LinkOp,
-    NodeKernel, Observed, ObservedSegment, PodAttach, Result, SegmentSpec, Underlay,
+    bridge_name, is_host_port, vni_of_bridge, vni_of_vxlan, vxlan_name, AttachedPort, Error,
+    LinkOp, NodeKernel, Observed, ObservedSegment, PodAttach, Result, SegmentSpec, Underlay,
 };
 use seam_model::MacAddr;
 
@@ -46,7 +46,10 @@ impl LinuxKernel {
 /// runtime thread ever changes namespace) and spawns it on the current runtime.
 fn connect_in(path: &Path) -> Result<Handle> {
     let runtime = tokio::runtime::Handle::current();
-    let netns_err = |source| Error::Netns { path: path.display().to_string(), source };
+    let netns_err = |source| Error::Netns {
+        path: path.display().to_string(),
+        source,
+    };
     crate::netns::run_in(path, move || {
         let _guard = runtime.enter();
         let (conn, handle, _) = rtnetlink::new_connection()?;
@@ -57,14 +60,22 @@ fn connect_in(path: &Path) -> Result<Handle> {
     .map_err(netns_err)
 }
 
-fn kernel_err(operation: &'static str, object: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> Error {
+fn kernel_err(
+    operation: &'static str,
+    object: impl Into<String>,
+) -> impl FnOnce(rtnetlink::Error) -> Error {
     let object = object.into();
     move |e| {
         let errno = match &e {
             rtnetlink::Error::NetlinkError(m) => m.code.map(|c| -c.get()),
             _ => None,
         };
-        Error::Kernel { operation, object, errno, message: e.to_string() }
+        Error::Kernel {
+            operation,
+            object,
+            errno,
+            message: e.to_string(),
+        }
     }
 }
 
@@ -108,7 +119,14 @@ fn is_up(link: &LinkMessage) -> bool {
 }
 
 async fn link_by_name(handle: &Handle, name: &str) -> Result<Option<LinkMessage>> {
-    match handle.link().get().match_name(name.to_string()).execute().try_next().await {
+    match handle
+        .link()
+        .get()
+        .match_name(name.to_string())
+        .execute()
+        .try_next()
+        .await
+    {
         Ok(link) => Ok(link),
         Err(e) => {
             let e = kernel_err("get link", name)(e);
@@ -122,22 +140,44 @@ async fn link_by_name(handle: &Handle, name: &str) -> Result<Option<LinkMessage>
 }
 
 async fn require_link(handle: &Handle, name: &str) -> Result<LinkMessage> {
-    link_by_name(handle, name).await?.ok_or_else(|| Error::Kernel {
-        operation: "get link",
-        object: name.to_string(),
-        errno: Some(19),
-        message: "no such device".into(),
-    })
+    link_by_name(handle, name)
+        .await?
+        .ok_or_else(|| Error::Kernel {
+            operation: "get link",
+            object: name.to_string(),
+            errno: Some(19),
+            message: "no such device".into(),
+        })
 }
 
 async fn delete_link(handle: &Handle, name: &str) -> Result<()> {
-    let Some(link) = link_by_name(handle, name).await? else { return Ok(()) };
-    ok_if_absent(handle.link().del(link.header.index).execute().await.map_err(kernel_err("delete link", name)))
+    let Some(link) = link_by_name(handle, name).await? else {
+        return Ok(());
+    };
+    ok_if_absent(
+        handle
+            .link()
+            .del(link.header.index)
+            .execute()
+            .await
+            .map_err(kernel_err("delete link", name)),
+    )
 }
 
-async fn add_address(handle: &Handle, index: u32, object: &str, ip: Ipv4Addr, prefix: u8) -> Result<()> {
+async fn add_address(
+    handle: &Handle,
+    index: u32,
+    object: &str,
+    ip: Ipv4Addr,
+    prefix: u8,
+) -> Result<()> {
     ok_if_exists(
-        handle.address().add(index, IpAddr::V4(ip), prefix).execute().await.map_err(kernel_err("add address", object)),
+        handle
+            .address()
+            .add(index, IpAddr::V4(ip), prefix)
+            .execute()
+            .await
+            .map_err(kernel_err("add address", object)),
     )
 }
 
@@ -149,16 +189,41 @@ impl LinuxKernel {
         let bridge = match link_by_name(h, &br).await? {
             Some(link) => link,
             None => {
-                let msg = LinkBridge::new(&br).mtu(spec.mtu).address(spec.gateway_mac.0.to_vec()).up().build();
-                ok_if_exists(h.link().add(msg).execute().await.map_err(kernel_err("create bridge", &br)))?;
+                let msg = LinkBridge::new(&br)
+                    .mtu(spec.mtu)
+                    .address(spec.gateway_mac.0.to_vec())
+                    .up()
+                    .build();
+                ok_if_exists(
+                    h.link()
+                        .add(msg)
+                        .execute()
+                        .await
+                        .map_err(kernel_err("create bridge", &br)),
+                )?;
                 require_link(h, &br).await?
             }
         };
         let br_index = bridge.header.index;
         // Repair drift on an adopted bridge without recreating it (that would cut traffic).
-        let fix = LinkUnspec::new_with_index(br_index).mtu(spec.mtu).address(spec.gateway_mac.0.to_vec()).up().build();
-        h.link().set(fix).execute().await.map_err(kernel_err("set bridge", &br))?;
-        add_address(h, br_index, &br, spec.gateway.addr(), spec.gateway.prefix_len()).await?;
+        let fix = LinkUnspec::new_with_index(br_index)
+            .mtu(spec.mtu)
+            .address(spec.gateway_mac.0.to_vec())
+            .up()
+            .build();
+        h.link()
+            .set(fix)
+            .execute()
+            .await
+            .map_err(kernel_err("set bridge", &br))?;
+        add_address(
+            h,
+            br_index,
+            &br,
+            spec.gateway.addr(),
+            spec.gateway.prefix_len(),
+        )
+        .await?;
 
         let vxlan = match link_by_name(h, &vx).await? {
             Some(link) => link,
@@ -175,15 +240,33 @@ impl LinuxKernel {
                     .udp_csum(true)
                     .mtu(spec.mtu)
                     .build();
-                ok_if_exists(h.link().add(msg).execute().await.map_err(kernel_err("create vxlan", &vx)))?;
+                ok_if_exists(
+                    h.link()
+                        .add(msg)
+                        .execute()
+                        .await
+                        .map_err(kernel_err("create vxlan", &vx)),
+                )?;
                 require_link(h, &vx).await?
             }
         };
         let vx_index = vxlan.header.index;
-        let plug = LinkUnspec::new_with_index(vx_index).controller(br_index).mtu(spec.mtu).up().build();
-        h.link().set(plug).execute().await.map_err(kernel_err("plug vxlan", &vx))?;
+        let plug = LinkUnspec::new_with_index(vx_index)
+            .controller(br_index)
+            .mtu(spec.mtu)
+            .up()
+            .build();
+        h.link()
+            .set(plug)
+            .execute()
+            .await
+            .map_err(kernel_err("plug vxlan", &vx))?;
         let port = LinkBridgePort::new(vx_index).learning(false).build();
-        h.link().set_port(port).execute().await.map_err(kernel_err("set vxlan bridge port", &vx))?;
+        h.link()
+            .set_port(port)
+            .execute()
+            .await
+            .map_err(kernel_err("set vxlan bridge port", &vx))?;
         Ok(())
     }
 
@@ -195,8 +278,13 @@ impl LinuxKernel {
 impl NodeKernel for LinuxKernel {
     async fn observe(&self) -> Result<Observed> {
         let h = &self.handle;
-        let links: Vec<LinkMessage> =
-            h.link().get().execute().try_collect().await.map_err(kernel_err("list links", "all"))?;
+        let links: Vec<LinkMessage> = h
+            .link()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(kernel_err("list links", "all"))?;
         let mut by_index = BTreeMap::new();
         for link in &links {
             if let Some(name) = link_name(link) {
@@ -207,30 +295,52 @@ impl NodeKernel for LinuxKernel {
         let mut vxlan_vni = BTreeMap::new();
         let mut bridge_vni = BTreeMap::new();
         for link in &links {
-            let Some(name) = link_name(link) else { continue };
+            let Some(name) = link_name(link) else {
+                continue;
+            };
             if let Some(vni) = vni_of_bridge(name) {
                 bridge_vni.insert(link.header.index, vni);
-                let seg = observed.segments.entry(vni).or_insert_with(ObservedSegment::default);
+                let seg = observed
+                    .segments
+                    .entry(vni)
+                    .or_insert_with(ObservedSegment::default);
                 seg.bridge_ok = is_up(link);
             } else if let Some(vni) = vni_of_vxlan(name) {
                 vxlan_vni.insert(link.header.index, vni);
-                let plugged = link_controller(link).and_then(|c| by_index.get(&c)).is_some_and(|b| *b == bridge_name(vni));
-                let seg = observed.segments.entry(vni).or_insert_with(ObservedSegment::default);
+                let plugged = link_controller(link)
+                    .and_then(|c| by_index.get(&c))
+                    .is_some_and(|b| *b == bridge_name(vni));
+                let seg = observed
+                    .segments
+                    .entry(vni)
+                    .or_insert_with(ObservedSegment::default);
                 seg.vxlan_ok = is_up(link) && plugged;
             }
         }
         for link in &links {
-            let Some(name) = link_name(link) else { continue };
+            let Some(name) = link_name(link) else {
+                continue;
+            };
             if is_host_port(name) {
-                let vni = link_controller(link).and_then(|c| bridge_vni.get(&c)).copied();
+                let vni = link_controller(link)
+                    .and_then(|c| bridge_vni.get(&c))
+                    .copied();
                 observed.host_ports.insert(name.to_string(), vni);
             }
         }
-        let addrs: Vec<_> =
-            h.address().get().execute().try_collect().await.map_err(kernel_err("list addresses", "all"))?;
+        let addrs: Vec<_> = h
+            .address()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(kernel_err("list addresses", "all"))?;
         for addr in addrs {
             if let Some(vni) = bridge_vni.get(&addr.header.index) {
-                let has_v4 = addr.attributes.iter().any(|a| matches!(a, AddressAttribute::Address(IpAddr::V4(_))));
+                let has_v4 = addr
+                    .attributes
+                    .iter()
+                    .any(|a| matches!(a, AddressAttribute::Address(IpAddr::V4(_))));
                 if has_v4 {
                     if let Some(seg) = observed.segments.get_mut(vni) {
                         seg.gateway_ok = true;
@@ -247,7 +357,9 @@ impl NodeKernel for LinuxKernel {
             .await
             .map_err(kernel_err("list fdb", "all"))?;
         for entry in fdb {
-            let Some(vni) = vxlan_vni.get(&entry.header.ifindex) else { continue };
+            let Some(vni) = vxlan_vni.get(&entry.header.ifindex) else {
+                continue;
+            };
             if !entry.header.flags.contains(NeighbourFlags::Own) {
                 continue;
             }
@@ -266,7 +378,9 @@ impl NodeKernel for LinuxKernel {
             .await
             .map_err(kernel_err("list neighbours", "all"))?;
         for entry in neigh {
-            let Some(vni) = vxlan_vni.get(&entry.header.ifindex) else { continue };
+            let Some(vni) = vxlan_vni.get(&entry.header.ifindex) else {
+                continue;
+            };
             if entry.header.state != NeighbourState::Permanent {
                 continue;
             }
@@ -296,7 +410,10 @@ impl NodeKernel for LinuxKernel {
                     .replace()
                     .execute()
                     .await
-                    .map_err(kernel_err("fdb add", format!("{} dst {} dev {vx}", r.mac, r.node_ip)))?;
+                    .map_err(kernel_err(
+                        "fdb add",
+                        format!("{} dst {} dev {vx}", r.mac, r.node_ip),
+                    ))?;
                 // The bridge's own entry sends the frame straight to the VXLAN port instead of
                 // flooding it to every local port first.
                 h.neighbours()
@@ -310,21 +427,39 @@ impl NodeKernel for LinuxKernel {
             }
             LinkOp::FdbDel { vni, mac, dst } => {
                 let vx = vxlan_name(*vni);
-                let Some(link) = link_by_name(h, &vx).await? else { return Ok(()) };
+                let Some(link) = link_by_name(h, &vx).await? else {
+                    return Ok(());
+                };
                 let mut msg = NeighbourMessage::default();
                 msg.header.family = AddressFamily::Bridge;
                 msg.header.ifindex = link.header.index;
                 msg.header.flags = NeighbourFlags::Own;
-                msg.attributes.push(NeighbourAttribute::LinkLayerAddress(mac.0.to_vec()));
-                msg.attributes.push(NeighbourAttribute::Destination(NeighbourAddress::Inet(*dst)));
-                ok_if_absent(h.neighbours().del(msg).execute().await.map_err(kernel_err("fdb del", mac.to_string())))?;
+                msg.attributes
+                    .push(NeighbourAttribute::LinkLayerAddress(mac.0.to_vec()));
+                msg.attributes
+                    .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(
+                        *dst,
+                    )));
+                ok_if_absent(
+                    h.neighbours()
+                        .del(msg)
+                        .execute()
+                        .await
+                        .map_err(kernel_err("fdb del", mac.to_string())),
+                )?;
                 let mut master = NeighbourMessage::default();
                 master.header.family = AddressFamily::Bridge;
                 master.header.ifindex = link.header.index;
                 master.header.flags = NeighbourFlags::Controller;
-                master.attributes.push(NeighbourAttribute::LinkLayerAddress(mac.0.to_vec()));
+                master
+                    .attributes
+                    .push(NeighbourAttribute::LinkLayerAddress(mac.0.to_vec()));
                 ok_if_absent(
-                    h.neighbours().del(master).execute().await.map_err(kernel_err("fdb del master", mac.to_string())),
+                    h.neighbours()
+                        .del(master)
+                        .execute()
+                        .await
+                        .map_err(kernel_err("fdb del master", mac.to_string())),
                 )
             }
             LinkOp::NeighAdd { vni, ip, mac } => {
@@ -341,12 +476,21 @@ impl NodeKernel for LinuxKernel {
             }
             LinkOp::NeighDel { vni, ip } => {
                 let vx = vxlan_name(*vni);
-                let Some(link) = link_by_name(h, &vx).await? else { return Ok(()) };
+                let Some(link) = link_by_name(h, &vx).await? else {
+                    return Ok(());
+                };
                 let mut msg = NeighbourMessage::default();
                 msg.header.family = AddressFamily::Inet;
                 msg.header.ifindex = link.header.index;
-                msg.attributes.push(NeighbourAttribute::Destination(NeighbourAddress::Inet(*ip)));
-                ok_if_absent(h.neighbours().del(msg).execute().await.map_err(kernel_err("neigh del", ip.to_string())))
+                msg.attributes
+                    .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(*ip)));
+                ok_if_absent(
+                    h.neighbours()
+                        .del(msg)
+                        .execute()
+                        .await
+                        .map_err(kernel_err("neigh del", ip.to_string())),
+                )
             }
             LinkOp::DeletePort { host_ifname } => delete_link(h, host_ifname).await,
         }
@@ -367,23 +511,38 @@ impl NodeKernel for LinuxKernel {
         delete_link(&self.handle, host_ifname).await
     }
 
-    async fn check(&self, spec: &PodAttach) -> Result<()> {
-        let drift = |what: &str, detail: String| Error::Drift { what: what.to_string(), detail };
+    async fn check(&self, spec: &PodAttach) -> Result<AttachedPort> {
+        let drift = |what: &str, detail: String| Error::Drift {
+            what: what.to_string(),
+            detail,
+        };
         let host = link_by_name(&self.handle, &spec.host_ifname)
             .await?
             .ok_or_else(|| drift(&spec.host_ifname, "host veth is missing".into()))?;
         let bridge = self.index_of(&bridge_name(spec.vni)).await.ok();
         if bridge.is_none() || link_controller(&host) != bridge {
-            return Err(drift(&spec.host_ifname, format!("host veth is not plugged into {}", bridge_name(spec.vni))));
+            return Err(drift(
+                &spec.host_ifname,
+                format!("host veth is not plugged into {}", bridge_name(spec.vni)),
+            ));
         }
-        let netns_err = |source| Error::Netns { path: spec.netns.clone(), source };
+        let netns_err = |source| Error::Netns {
+            path: spec.netns.clone(),
+            source,
+        };
         std::fs::metadata(&spec.netns).map_err(netns_err)?;
         let inner = connect_in(Path::new(&spec.netns))?;
-        let link = link_by_name(&inner, &spec.ifname)
-            .await?
-            .ok_or_else(|| drift(&spec.ifname, format!("interface is missing in {}", spec.netns)))?;
+        let link = link_by_name(&inner, &spec.ifname).await?.ok_or_else(|| {
+            drift(
+                &spec.ifname,
+                format!("interface is missing in {}", spec.netns),
+            )
+        })?;
         if link_mac(&link) != Some(spec.mac) {
-            return Err(drift(&spec.ifname, format!("MAC is {:?}, recorded {}", link_mac(&link), spec.mac)));
+            return Err(drift(
+                &spec.ifname,
+                format!("MAC is {:?}, recorded {}", link_mac(&link), spec.mac),
+            ));
         }
         let addrs: Vec<_> = inner
             .address()
@@ -396,10 +555,15 @@ impl NodeKernel for LinuxKernel {
         let want = IpAddr::V4(spec.address.addr());
         let has = addrs.iter().any(|a| {
             a.header.prefix_len == spec.address.prefix_len()
-                && a.attributes.iter().any(|at| matches!(at, AddressAttribute::Address(ip) if *ip == want))
+                && a.attributes
+                    .iter()
+                    .any(|at| matches!(at, AddressAttribute::Address(ip) if *ip == want))
         });
         if !has {
-            return Err(drift(&spec.ifname, format!("address {} is missing", spec.address)));
+            return Err(drift(
+                &spec.ifname,
+                format!("address {} is missing", spec.address),
+            ));
         }
         let routes: Vec<_> = inner
             .route()
@@ -413,44 +577,101 @@ impl NodeKernel for LinuxKernel {
                 && r.attributes.iter().any(|a| matches!(a, RouteAttribute::Gateway(RouteAddress::Inet(g)) if *g == spec.gateway))
         });
         if !default_ok {
-            return Err(drift(&spec.ifname, format!("default route via {} is missing", spec.gateway)));
+            return Err(drift(
+                &spec.ifname,
+                format!("default route via {} is missing", spec.gateway),
+            ));
         }
-        Ok(())
+        let host_mac = link_mac(&host)
+            .ok_or_else(|| drift(&spec.host_ifname, "host veth has no MAC".into()))?;
+        Ok(AttachedPort { host_mac })
     }
 }
 
 impl LinuxKernel {
     async fn attach_inner(&self, spec: &PodAttach) -> Result<AttachedPort> {
         let h = &self.handle;
-        let netns = std::fs::File::open(&spec.netns)
-            .map_err(|source| Error::Netns { path: spec.netns.clone(), source })?;
+        let netns = std::fs::File::open(&spec.netns).map_err(|source| Error::Netns {
+            path: spec.netns.clone(),
+            source,
+        })?;
         let bridge = self.index_of(&bridge_name(spec.vni)).await?;
         // The peer gets a temporary name unique to this attachment, then is renamed to
         // `spec.ifname` in the same request that moves it (the kernel applies IFLA_IFNAME as the
         // name in the target namespace), so concurrent ADDs never collide on `eth0`.
         let peer = format!("sp{}", &spec.host_ifname[2..]);
-        let veth = LinkVeth::new(&spec.host_ifname, &peer).mtu(spec.mtu).build();
-        h.link().add(veth).execute().await.map_err(kernel_err("create veth", &spec.host_ifname))?;
+        let veth = LinkVeth::new(&spec.host_ifname, &peer)
+            .mtu(spec.mtu)
+            .build();
+        h.link()
+            .add(veth)
+            .execute()
+            .await
+            .map_err(kernel_err("create veth", &spec.host_ifname))?;
         let peer_index = self.index_of(&peer).await?;
-        let move_peer =
-            LinkUnspec::new_with_index(peer_index).setns_by_fd(netns.as_raw_fd()).name(spec.ifname.clone()).build();
-        h.link().set(move_peer).execute().await.map_err(kernel_err("move veth into sandbox", &spec.netns))?;
+        let move_peer = LinkUnspec::new_with_index(peer_index)
+            .setns_by_fd(netns.as_raw_fd())
+            .name(spec.ifname.clone())
+            .build();
+        h.link()
+            .set(move_peer)
+            .execute()
+            .await
+            .map_err(kernel_err("move veth into sandbox", &spec.netns))?;
         let host_index = self.index_of(&spec.host_ifname).await?;
-        let plug = LinkUnspec::new_with_index(host_index).controller(bridge).mtu(spec.mtu).up().build();
-        h.link().set(plug).execute().await.map_err(kernel_err("plug host veth", &spec.host_ifname))?;
+        let plug = LinkUnspec::new_with_index(host_index)
+            .controller(bridge)
+            .mtu(spec.mtu)
+            .up()
+            .build();
+        h.link()
+            .set(plug)
+            .execute()
+            .await
+            .map_err(kernel_err("plug host veth", &spec.host_ifname))?;
 
         let inner = connect_in(Path::new(&spec.netns))?;
         if let Some(lo) = link_by_name(&inner, "lo").await? {
             let up = LinkUnspec::new_with_index(lo.header.index).up().build();
-            inner.link().set(up).execute().await.map_err(kernel_err("set lo up", &spec.netns))?;
+            inner
+                .link()
+                .set(up)
+                .execute()
+                .await
+                .map_err(kernel_err("set lo up", &spec.netns))?;
         }
         let eth = require_link(&inner, &spec.ifname).await?;
-        let conf =
-            LinkUnspec::new_with_index(eth.header.index).address(spec.mac.0.to_vec()).mtu(spec.mtu).up().build();
-        inner.link().set(conf).execute().await.map_err(kernel_err("configure sandbox interface", &spec.ifname))?;
-        add_address(&inner, eth.header.index, &spec.ifname, spec.address.addr(), spec.address.prefix_len()).await?;
-        let route = RouteMessageBuilder::<Ipv4Addr>::new().gateway(spec.gateway).output_interface(eth.header.index).build();
-        ok_if_exists(inner.route().add(route).execute().await.map_err(kernel_err("add default route", &spec.ifname)))?;
+        let conf = LinkUnspec::new_with_index(eth.header.index)
+            .address(spec.mac.0.to_vec())
+            .mtu(spec.mtu)
+            .up()
+            .build();
+        inner
+            .link()
+            .set(conf)
+            .execute()
+            .await
+            .map_err(kernel_err("configure sandbox interface", &spec.ifname))?;
+        add_address(
+            &inner,
+            eth.header.index,
+            &spec.ifname,
+            spec.address.addr(),
+            spec.address.prefix_len(),
+        )
+        .await?;
+        let route = RouteMessageBuilder::<Ipv4Addr>::new()
+            .gateway(spec.gateway)
+            .output_interface(eth.header.index)
+            .build();
+        ok_if_exists(
+            inner
+                .route()
+                .add(route)
+                .execute()
+                .await
+                .map_err(kernel_err("add default route", &spec.ifname)),
+        )?;
 
         let host = require_link(h, &spec.host_ifname).await?;
         let host_mac = link_mac(&host).ok_or_else(|| Error::Kernel {
@@ -465,7 +686,9 @@ impl LinuxKernel {
 
 fn neigh_mac(entry: &NeighbourMessage) -> Option<MacAddr> {
     entry.attributes.iter().find_map(|a| match a {
-        NeighbourAttribute::LinkLayerAddress(b) => <[u8; 6]>::try_from(b.as_slice()).ok().map(MacAddr),
+        NeighbourAttribute::LinkLayerAddress(b) => {
+            <[u8; 6]>::try_from(b.as_slice()).ok().map(MacAddr)
+        }
         _ => None,
     })
 }
@@ -475,4 +698,43 @@ fn neigh_v4(entry: &NeighbourMessage) -> Option<Ipv4Addr> {
         NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
         _ => None,
     })
+}
+
+impl LinuxKernel {
+    /// The first IPv4 address and the MTU of `ifname` (`ip -4 addr show dev IFNAME`), used to
+    /// find the node's tunnel endpoint and the overlay MTU.
+    pub async fn interface_ipv4(&self, ifname: &str) -> Result<(Ipv4Addr, u32)> {
+        let link = require_link(&self.handle, ifname).await?;
+        let mtu = link
+            .attributes
+            .iter()
+            .find_map(|a| match a {
+                LinkAttribute::Mtu(m) => Some(*m),
+                _ => None,
+            })
+            .unwrap_or(1500);
+        let addrs: Vec<_> = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(link.header.index)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(kernel_err("list addresses", ifname))?;
+        let ip = addrs
+            .iter()
+            .flat_map(|a| a.attributes.iter())
+            .find_map(|a| match a {
+                AddressAttribute::Address(IpAddr::V4(ip)) => Some(*ip),
+                _ => None,
+            })
+            .ok_or_else(|| Error::Kernel {
+                operation: "find underlay address",
+                object: ifname.to_string(),
+                errno: None,
+                message: "the interface has no IPv4 address".into(),
+            })?;
+        Ok((ip, mtu))
+    }
 }

@@ -21,17 +21,31 @@ pub fn path_of(name: &str) -> PathBuf {
 /// Creates the named namespace `name` (`ip netns add NAME`) with its loopback up is left to the
 /// caller. Fails if it already exists.
 pub fn create(name: &str) -> Result<PathBuf> {
-    let err = |source| Error::Netns { operation: "create", name: name.to_string(), source };
+    let err = |source| Error::Netns {
+        operation: "create",
+        name: name.to_string(),
+        source,
+    };
     std::fs::create_dir_all(NETNS_DIR).map_err(err)?;
     let path = path_of(name);
-    std::fs::OpenOptions::new().write(true).create_new(true).open(&path).map_err(err)?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(err)?;
     // A fresh thread unshares its own network namespace and pins it with a bind mount; the
     // namespace outlives the thread, and no other thread ever changes namespace.
     let target = path.clone();
     let made = std::thread::spawn(move || -> io::Result<()> {
         unshare(CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
-        mount(Some("/proc/thread-self/ns/net"), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-            .map_err(io::Error::from)
+        mount(
+            Some("/proc/thread-self/ns/net"),
+            &target,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(io::Error::from)
     })
     .join()
     .unwrap_or_else(|_| Err(io::Error::other("namespace thread panicked")));
@@ -52,21 +66,33 @@ pub fn delete(name: &str) -> Result<()> {
     match std::fs::remove_file(&path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(Error::Netns { operation: "delete", name: name.to_string(), source }),
+        Err(source) => Err(Error::Netns {
+            operation: "delete",
+            name: name.to_string(),
+            source,
+        }),
     }
 }
 
 /// Names of all named namespaces (`ip netns list`).
 pub fn list() -> Vec<String> {
     std::fs::read_dir(NETNS_DIR)
-        .map(|dir| dir.filter_map(|e| e.ok()).filter_map(|e| e.file_name().into_string().ok()).collect())
+        .map(|dir| {
+            dir.filter_map(|e| e.ok())
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 /// Moves the calling thread into the namespace at `path`. Use it only on a thread that will do
 /// nothing else (or at the start of a single-threaded process, before any runtime starts).
 pub fn enter(path: &Path) -> Result<()> {
-    let err = |source| Error::Netns { operation: "enter", name: path.display().to_string(), source };
+    let err = |source| Error::Netns {
+        operation: "enter",
+        name: path.display().to_string(),
+        source,
+    };
     let file = File::open(path).map_err(err)?;
     setns(&file, CloneFlags::CLONE_NEWNET).map_err(|e| err(io::Error::from(e)))
 }

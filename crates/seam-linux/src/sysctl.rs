@@ -4,5 +4,8 @@ use crate::error::{Error, Result};
 
 /// Writes `value` to `/proc/sys/<key>` (`sysctl -w`), e.g. `net/ipv4/ip_forward`.
 pub fn write(key: &str, value: &str) -> Result<()> {
-    std::fs::write(format!("/proc/sys/{key}"), value).map_err(|source| Error::Sysctl { key: key.to_string(), source })
+    std::fs::write(format!("/proc/sys/{key}"), value).map_err(|source| Error::Sysctl {
+        key: key.to_string(),
+        source,
+    })
 }

@@ -15,7 +15,10 @@ fn desired() -> DesiredNode {
     };
     let remote_ip = Ipv4Addr::new(10, 240, 0, 66);
     DesiredNode {
-        underlay: Underlay { ifname: "eth0".into(), ip: Ipv4Addr::new(198, 18, 0, 11) },
+        underlay: Underlay {
+            ifname: "eth0".into(),
+            ip: Ipv4Addr::new(198, 18, 0, 11),
+        },
         segments: BTreeMap::from([(4096, spec)]),
         remote: BTreeSet::from([RemoteEntry {
             vni: 4096,
@@ -32,11 +35,24 @@ fn realized(d: &DesiredNode) -> Observed {
         segments: d
             .segments
             .keys()
-            .map(|v| (*v, ObservedSegment { bridge_ok: true, vxlan_ok: true, gateway_ok: true }))
+            .map(|v| {
+                (
+                    *v,
+                    ObservedSegment {
+                        bridge_ok: true,
+                        vxlan_ok: true,
+                        gateway_ok: true,
+                    },
+                )
+            })
             .collect(),
         fdb: d.remote.iter().map(|r| (r.vni, r.mac, r.node_ip)).collect(),
         neighbours: d.remote.iter().map(|r| (r.vni, r.ip, r.mac)).collect(),
-        host_ports: d.local_ports.iter().map(|(k, v)| (k.clone(), Some(*v))).collect(),
+        host_ports: d
+            .local_ports
+            .iter()
+            .map(|(k, v)| (k.clone(), Some(*v)))
+            .collect(),
     }
 }
 
@@ -61,25 +77,41 @@ fn a_moved_endpoint_is_added_at_its_new_node_before_the_old_entry_goes() {
     let observed = realized(&d);
     let mut moved = d.clone();
     let old = *d.remote.iter().next().unwrap();
-    moved.remote = BTreeSet::from([RemoteEntry { node_ip: Ipv4Addr::new(198, 18, 0, 13), ..old }]);
+    moved.remote = BTreeSet::from([RemoteEntry {
+        node_ip: Ipv4Addr::new(198, 18, 0, 13),
+        ..old
+    }]);
     let ops = plan(&moved, &observed);
-    let add = ops.iter().position(|o| matches!(o, LinkOp::FdbAdd(_))).unwrap();
-    let del = ops.iter().position(|o| matches!(o, LinkOp::FdbDel { .. })).unwrap();
+    let add = ops
+        .iter()
+        .position(|o| matches!(o, LinkOp::FdbAdd(_)))
+        .unwrap();
+    let del = ops
+        .iter()
+        .position(|o| matches!(o, LinkOp::FdbDel { .. }))
+        .unwrap();
     assert!(add < del, "{ops:?}");
-    assert!(!ops.iter().any(|o| matches!(o, LinkOp::NeighDel { .. })), "same ip/mac: neighbour stays");
+    assert!(
+        !ops.iter().any(|o| matches!(o, LinkOp::NeighDel { .. })),
+        "same ip/mac: neighbour stays"
+    );
 }
 
 #[test]
 fn stale_ports_and_segments_are_removed_but_segments_in_use_stay() {
     let d = desired();
     let mut observed = realized(&d);
-    observed.host_ports.insert("sv00000000dead".into(), Some(4096));
+    observed
+        .host_ports
+        .insert("sv00000000dead".into(), Some(4096));
     observed.segments.insert(5000, ObservedSegment::default());
     observed.segments.insert(5001, ObservedSegment::default());
     let mut d2 = d.clone();
     d2.local_ports.insert("sv000000000002".into(), 5001);
     let ops = plan(&d2, &observed);
-    assert!(ops.contains(&LinkOp::DeletePort { host_ifname: "sv00000000dead".into() }));
+    assert!(ops.contains(&LinkOp::DeletePort {
+        host_ifname: "sv00000000dead".into()
+    }));
     assert!(ops.contains(&LinkOp::DeleteSegment { vni: 5000 }));
     assert!(!ops.contains(&LinkOp::DeleteSegment { vni: 5001 }));
 }

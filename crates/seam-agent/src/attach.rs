@@ -1,0 +1,374 @@
+//! The CNI verbs, on the agent's side of the socket.
+
+use std::collections::BTreeSet;
+
+use ipnet::Ipv4Net;
+use seam_dataplane::{host_ifname, LinkOp, NodeKernel, PodAttach, SegmentSpec};
+use seam_ipam::{IpamError, Lease, LeaseKey};
+use seam_model::agent_rpc::{
+    AgentError as RpcError, AgentOp, AgentReply, AttachResult, Attachment, AttachmentId,
+};
+use seam_model::{endpoint_mac, gateway_mac, Endpoint, EndpointKind, Segment};
+
+use crate::error::AgentError;
+use crate::sync::Publish;
+use crate::Agent;
+
+/// CNI error codes the agent uses.
+mod code {
+    pub const INVALID_CONFIG: u32 = 7;
+    pub const UNKNOWN_CONTAINER: u32 = 3;
+    pub const IO: u32 = 5;
+    pub const TRY_AGAIN: u32 = 11;
+    pub const NOT_AVAILABLE: u32 = 50;
+    /// Plug-in specific (100+): the attachment is not as ADD left it.
+    pub const DRIFT: u32 = 100;
+    pub const INTERNAL: u32 = 999;
+}
+
+fn rpc_error(
+    code: u32,
+    msg: impl Into<String>,
+    cause: Option<&dyn std::error::Error>,
+) -> AgentReply {
+    let mut details = String::new();
+    let mut next = cause;
+    while let Some(e) = next {
+        if !details.is_empty() {
+            details.push_str(": ");
+        }
+        details.push_str(&e.to_string());
+        next = e.source();
+    }
+    AgentReply::Error(RpcError {
+        code,
+        msg: msg.into(),
+        details,
+    })
+}
+
+/// Maps an internal failure to the CNI code a runtime can act on.
+fn reply_for(err: &AgentError, what: &str) -> AgentReply {
+    let code = match err {
+        AgentError::Controller { .. } => code::TRY_AGAIN,
+        AgentError::Ipam(IpamError::Exhausted { .. }) => code::TRY_AGAIN,
+        AgentError::Kernel(seam_dataplane::Error::Netns { .. }) => code::IO,
+        AgentError::Kernel(seam_dataplane::Error::Drift { .. }) => code::DRIFT,
+        _ => code::INTERNAL,
+    };
+    rpc_error(code, format!("{what}: {err}"), Some(err))
+}
+
+impl<K: NodeKernel + 'static> Agent<K> {
+    /// Handles one request from the plug-in.
+    pub async fn handle(&self, op: AgentOp) -> AgentReply {
+        match op {
+            AgentOp::Add(a) => self.add(a).await,
+            AgentOp::Del(id) => self.del(id).await,
+            AgentOp::Check(a) => self.check(a).await,
+            AgentOp::Gc { network, valid } => self.gc(&network, valid).await,
+            AgentOp::Status { .. } => {
+                if self.is_ready() {
+                    AgentReply::Done
+                } else {
+                    rpc_error(
+                        code::NOT_AVAILABLE,
+                        "seam agent has not completed its first sync with the controller",
+                        None,
+                    )
+                }
+            }
+        }
+    }
+
+    async fn segment_for(&self, a: &Attachment) -> Result<Segment, AgentReply> {
+        if let Some(name) = &a.segment {
+            return self
+                .view
+                .read()
+                .await
+                .segments
+                .get(name)
+                .cloned()
+                .ok_or_else(|| {
+                    rpc_error(
+                        code::INVALID_CONFIG,
+                        format!("segment {name:?} named in the network config does not exist"),
+                        None,
+                    )
+                });
+        }
+        if let Some(seg) = self.view.read().await.segment_for_namespace(&a.namespace) {
+            return Ok(seg.clone());
+        }
+        let seg = self
+            .client
+            .ensure_segment(&a.namespace)
+            .await
+            .map_err(|source| {
+                reply_for(
+                    &AgentError::Controller {
+                        step: "ensure segment",
+                        source,
+                    },
+                    "find segment",
+                )
+            })?;
+        let mut view = self.view.write().await;
+        view.namespace_segment
+            .insert(a.namespace.clone(), seg.name.clone());
+        view.segments.insert(seg.name.clone(), seg.clone());
+        Ok(seg)
+    }
+
+    fn segment_spec(&self, seg: &Segment) -> SegmentSpec {
+        SegmentSpec {
+            vni: seg.vni,
+            gateway: Ipv4Net::new(seg.gateway, seg.subnet.prefix_len()).unwrap_or(seg.subnet),
+            gateway_mac: gateway_mac(seg.vni),
+            mtu: self.config.mtu,
+        }
+    }
+
+    /// Makes sure the segment's bridge and VXLAN device exist before a port is plugged in.
+    async fn ensure_segment_devices(&self, seg: &Segment) -> Result<(), AgentError> {
+        let _guard = self.segment_lock.lock().await;
+        let observed = self.kernel.observe().await?;
+        let ready = observed
+            .segments
+            .get(&seg.vni)
+            .is_some_and(|s| s.bridge_ok && s.vxlan_ok && s.gateway_ok);
+        if !ready {
+            let op = LinkOp::EnsureSegment {
+                spec: self.segment_spec(seg),
+                underlay: self.config.underlay.clone(),
+            };
+            self.kernel.apply(&op).await?;
+        }
+        Ok(())
+    }
+
+    fn pod_attach(&self, lease: &Lease, seg: &Segment, netns: &str) -> PodAttach {
+        PodAttach {
+            host_ifname: host_ifname(
+                &lease.key.network,
+                &lease.key.container_id,
+                &lease.key.ifname,
+            ),
+            netns: netns.to_string(),
+            ifname: lease.key.ifname.clone(),
+            address: Ipv4Net::new(lease.ip, seg.subnet.prefix_len()).unwrap_or(seg.subnet),
+            gateway: seg.gateway,
+            mac: endpoint_mac(lease.ip),
+            vni: seg.vni,
+            mtu: self.config.mtu,
+        }
+    }
+
+    /// Reserves an address, claiming a new block from the controller when the node's are full.
+    async fn reserve(
+        &self,
+        key: LeaseKey,
+        seg: &Segment,
+        netns: &str,
+    ) -> Result<Lease, AgentError> {
+        let mut book = self.leases.lock().await;
+        book.learn_segment(seg).await?;
+        match book.reserve(key.clone(), &seg.name, netns).await {
+            Err(AgentError::Ipam(IpamError::Exhausted { .. })) => {
+                let block = self
+                    .client
+                    .claim_block(&seg.name, &self.config.node)
+                    .await
+                    .map_err(|source| AgentError::Controller {
+                        step: "claim address block",
+                        source,
+                    })?;
+                tracing::info!(segment = %seg.name, cidr = %block.cidr, "claimed address block");
+                book.add_block(&block).await?;
+                book.reserve(key, &seg.name, netns).await
+            }
+            other => other,
+        }
+    }
+
+    async fn add(&self, a: Attachment) -> AgentReply {
+        let seg = match self.segment_for(&a).await {
+            Ok(seg) => seg,
+            Err(reply) => return reply,
+        };
+        let key = LeaseKey::new(&a.network, &a.key.container_id, &a.key.ifname);
+        let lease = match self.reserve(key.clone(), &seg, &a.netns).await {
+            Ok(lease) => lease,
+            Err(e) => return reply_for(&e, "reserve address"),
+        };
+        let spec = self.pod_attach(&lease, &seg, &a.netns);
+        // A repeated ADD of a complete attachment returns the same result without touching it.
+        if lease.state == seam_ipam::LeaseState::Bound
+            && lease.netns == a.netns
+            && self.kernel.check(&spec).await.is_ok()
+        {
+            return self.attached(&spec, &seg).await;
+        }
+        let attached = match self.ensure_segment_devices(&seg).await {
+            Ok(()) => {
+                // A leftover port of an earlier, failed attempt would make the create fail.
+                let _ = self.kernel.detach(&spec.host_ifname).await;
+                self.kernel.attach(&spec).await.map_err(AgentError::from)
+            }
+            Err(e) => Err(e),
+        };
+        let port = match attached {
+            Ok(port) => port,
+            Err(e) => {
+                // All or nothing: the lease goes too, so a failed ADD leaves nothing behind.
+                if let Err(release) = self.leases.lock().await.release(&key).await {
+                    tracing::error!(%key, error = %release, "could not release the lease of a failed ADD");
+                }
+                return reply_for(&e, "attach sandbox");
+            }
+        };
+        let endpoint = Endpoint {
+            name: match &a.pod_name {
+                Some(pod) if a.key.ifname == "eth0" => format!("{}/{pod}", a.namespace),
+                Some(pod) => format!("{}/{pod}/{}", a.namespace, a.key.ifname),
+                None => format!("{}/{}/{}", a.namespace, a.key.container_id, a.key.ifname),
+            },
+            kind: EndpointKind::Pod,
+            namespace: a.namespace.clone(),
+            segment: seg.name.clone(),
+            node: self.config.node.clone(),
+            ip: lease.ip,
+            mac: spec.mac,
+            labels: a.labels.clone(),
+            container_id: Some(a.key.container_id.clone()),
+            ifname: Some(a.key.ifname.clone()),
+        };
+        if let Err(e) = self.leases.lock().await.bind(&key, endpoint.clone()).await {
+            let _ = self.kernel.detach(&spec.host_ifname).await;
+            let _ = self.leases.lock().await.release(&key).await;
+            return reply_for(&e, "record attachment");
+        }
+        let _ = self.publish_tx.send(Publish::Put(endpoint));
+        AgentReply::Attached(AttachResult {
+            host_ifname: spec.host_ifname.clone(),
+            host_mac: port.host_mac,
+            container_ifname: spec.ifname.clone(),
+            container_mac: spec.mac,
+            sandbox: spec.netns.clone(),
+            address: spec.address,
+            gateway: spec.gateway,
+            mtu: spec.mtu,
+            segment: seg.name.clone(),
+        })
+    }
+
+    async fn attached(&self, spec: &PodAttach, seg: &Segment) -> AgentReply {
+        let port = match self.kernel.check(spec).await {
+            Ok(port) => port,
+            Err(e) => return reply_for(&AgentError::from(e), "check attachment"),
+        };
+        AgentReply::Attached(AttachResult {
+            host_ifname: spec.host_ifname.clone(),
+            host_mac: port.host_mac,
+            container_ifname: spec.ifname.clone(),
+            container_mac: spec.mac,
+            sandbox: spec.netns.clone(),
+            address: spec.address,
+            gateway: spec.gateway,
+            mtu: spec.mtu,
+            segment: seg.name.clone(),
+        })
+    }
+
+    async fn del(&self, id: AttachmentId) -> AgentReply {
+        let key = LeaseKey::new(&id.network, &id.key.container_id, &id.key.ifname);
+        // The port name is derived from the identity, so DEL cleans up even without a lease.
+        let port = host_ifname(&key.network, &key.container_id, &key.ifname);
+        if let Err(e) = self.kernel.detach(&port).await {
+            return reply_for(&AgentError::from(e), "remove host veth");
+        }
+        match self.leases.lock().await.release(&key).await {
+            Ok(Some((_, Some(endpoint)))) => {
+                let _ = self.publish_tx.send(Publish::Delete(endpoint.name));
+                AgentReply::Done
+            }
+            Ok(_) => AgentReply::Done,
+            Err(e) => reply_for(&e, "release lease"),
+        }
+    }
+
+    async fn check(&self, a: Attachment) -> AgentReply {
+        let key = LeaseKey::new(&a.network, &a.key.container_id, &a.key.ifname);
+        let Some(lease) = self.leases.lock().await.lease(&key).cloned() else {
+            return rpc_error(
+                code::UNKNOWN_CONTAINER,
+                format!("no attachment recorded for {key}"),
+                None,
+            );
+        };
+        let Some(seg) = self.view.read().await.segments.get(&lease.segment).cloned() else {
+            return rpc_error(
+                code::INTERNAL,
+                format!("segment {:?} of {key} is unknown", lease.segment),
+                None,
+            );
+        };
+        let spec = self.pod_attach(&lease, &seg, &a.netns);
+        self.attached(&spec, &seg).await
+    }
+
+    async fn gc(
+        &self,
+        network: &str,
+        valid: Vec<seam_model::agent_rpc::AttachmentKey>,
+    ) -> AgentReply {
+        let valid: BTreeSet<(String, String)> = valid
+            .into_iter()
+            .map(|k| (k.container_id, k.ifname))
+            .collect();
+        let stale = self.leases.lock().await.not_in(network, &valid);
+        let mut failures = Vec::new();
+        for key in stale {
+            let port = host_ifname(&key.network, &key.container_id, &key.ifname);
+            if let Err(e) = self.kernel.detach(&port).await {
+                failures.push(format!("{key}: {e}"));
+                continue;
+            }
+            match self.leases.lock().await.release(&key).await {
+                Ok(Some((_, Some(endpoint)))) => {
+                    let _ = self.publish_tx.send(Publish::Delete(endpoint.name));
+                }
+                Ok(_) => {}
+                Err(e) => failures.push(format!("{key}: {e}")),
+            }
+        }
+        if failures.is_empty() {
+            AgentReply::Done
+        } else {
+            // Teardown keeps going past a failure and reports every one.
+            rpc_error(
+                code::INTERNAL,
+                format!("gc could not release {} attachment(s)", failures.len()),
+                None,
+            )
+            .with_details(failures.join("; "))
+        }
+    }
+}
+
+trait WithDetails {
+    fn with_details(self, details: String) -> Self;
+}
+
+impl WithDetails for AgentReply {
+    fn with_details(self, details: String) -> Self {
+        match self {
+            AgentReply::Error(mut e) => {
+                e.details = details;
+                AgentReply::Error(e)
+            }
+            other => other,
+        }
+    }
+}

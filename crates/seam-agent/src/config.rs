@@ -1,0 +1,23 @@
+use std::path::PathBuf;
+
+use seam_dataplane::Underlay;
+use seam_model::NodeRole;
+
+/// What the agent needs to know about its node.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Node name, as registered with the controller.
+    pub node: String,
+    /// Node role.
+    pub role: NodeRole,
+    /// Underlay interface and tunnel address.
+    pub underlay: Underlay,
+    /// MTU of every segment device and endpoint interface (underlay MTU − 50 for VXLAN).
+    pub mtu: u32,
+    /// The CNI socket (created with mode 0600).
+    pub socket: PathBuf,
+    /// Controller endpoint: `unix:/path` or `http://host:port`.
+    pub controller: String,
+    /// How long a released address stays out of use.
+    pub quarantine_ms: u64,
+}

@@ -1,0 +1,281 @@
+//! Durable leases: the IPAM state machine plus the local store it is persisted in.
+//!
+//! Store layout (local to the node, one redb file by default):
+//! `/leases/<network>/<container id>/<ifname>` lease JSON, `/quarantine/<segment>/<ip>` release
+//! time, `/blocks/<block key>` the node's blocks, `/segments/<name>` cached segments,
+//! `/endpoints/<network>/<container id>/<ifname>` the endpoint published for a lease.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use seam_dataplane::{host_ifname, NodeKernel};
+use seam_ipam::{Change, Ipam, Lease, LeaseKey, LeaseState};
+use seam_model::{Block, Endpoint, Segment};
+use seam_store::{AnyStore, Datastore, Txn};
+use serde::de::DeserializeOwned;
+
+use crate::error::{AgentError, Result};
+use crate::now_ms;
+
+const LEASES: &str = "/leases/";
+const QUARANTINE: &str = "/quarantine/";
+const BLOCKS: &str = "/blocks/";
+const SEGMENTS: &str = "/segments/";
+const ENDPOINTS: &str = "/endpoints/";
+
+fn lease_path(key: &LeaseKey) -> String {
+    format!("{}/{}/{}", key.network, key.container_id, key.ifname)
+}
+
+/// The IPAM state machine with its durable copy.
+pub struct LeaseBook {
+    store: AnyStore,
+    ipam: Ipam,
+    endpoints: BTreeMap<LeaseKey, Endpoint>,
+    segments: BTreeMap<String, Segment>,
+}
+
+async fn load<T: DeserializeOwned>(store: &AnyStore, prefix: &str) -> Result<Vec<(String, T)>> {
+    let (_, kvs) = store
+        .list(prefix)
+        .await
+        .map_err(|source| AgentError::Store {
+            step: "load",
+            source,
+        })?;
+    kvs.into_iter()
+        .map(|kv| {
+            serde_json::from_slice(&kv.value)
+                .map(|v| (kv.key.clone(), v))
+                .map_err(|source| AgentError::Corrupt {
+                    key: kv.key,
+                    source,
+                })
+        })
+        .collect()
+}
+
+impl LeaseBook {
+    /// Loads every lease, quarantine entry, block and cached segment from `store`.
+    pub async fn open(store: AnyStore, quarantine_ms: u64) -> Result<Self> {
+        let mut ipam = Ipam::new(quarantine_ms);
+        let segments: Vec<(String, Segment)> = load(&store, SEGMENTS).await?;
+        for (_, s) in &segments {
+            ipam.add_segment(&s.name, s.subnet, s.gateway)?;
+        }
+        let blocks: Vec<(String, Block)> = load(&store, BLOCKS).await?;
+        for (_, b) in &blocks {
+            ipam.add_block(&b.segment, b.cidr)?;
+        }
+        let leases: Vec<(String, Lease)> = load(&store, LEASES).await?;
+        let quarantine: Vec<(String, u64)> = load(&store, QUARANTINE).await?;
+        let quarantine = quarantine
+            .into_iter()
+            .filter_map(|(key, at)| {
+                let rest = key.strip_prefix(QUARANTINE)?;
+                let (segment, ip) = rest.rsplit_once('/')?;
+                Some((segment.to_string(), ip.parse::<Ipv4Addr>().ok()?, at))
+            })
+            .collect();
+        let repairs = ipam.restore(leases.into_iter().map(|(_, l)| l).collect(), quarantine)?;
+        let endpoints: Vec<(String, Endpoint)> = load(&store, ENDPOINTS).await?;
+        let endpoints = endpoints
+            .into_iter()
+            .filter_map(|(key, ep)| {
+                let rest = key.strip_prefix(ENDPOINTS)?;
+                let mut parts = rest.splitn(3, '/');
+                Some((
+                    LeaseKey::new(parts.next()?, parts.next()?, parts.next()?),
+                    ep,
+                ))
+            })
+            .collect();
+        let mut book = Self {
+            store,
+            ipam,
+            endpoints,
+            segments: segments
+                .into_iter()
+                .map(|(_, s)| (s.name.clone(), s))
+                .collect(),
+        };
+        book.persist(&repairs, Vec::new()).await?;
+        Ok(book)
+    }
+
+    /// Writes IPAM changes (and extra puts/deletes) in one durable transaction.
+    async fn persist(
+        &mut self,
+        changes: &[Change],
+        extra: Vec<(String, Option<Vec<u8>>)>,
+    ) -> Result<()> {
+        if changes.is_empty() && extra.is_empty() {
+            return Ok(());
+        }
+        let mut txn = Txn::new();
+        for change in changes {
+            txn = match change {
+                Change::PutLease(lease) => {
+                    let value =
+                        serde_json::to_vec(lease).map_err(|source| AgentError::Corrupt {
+                            key: lease_path(&lease.key),
+                            source,
+                        })?;
+                    txn.put(format!("{LEASES}{}", lease_path(&lease.key)), value)
+                }
+                Change::DeleteLease(key) => txn.delete(format!("{LEASES}{}", lease_path(key))),
+                Change::PutQuarantine {
+                    segment,
+                    ip,
+                    released_ms,
+                } => txn.put(
+                    format!("{QUARANTINE}{segment}/{ip}"),
+                    released_ms.to_string(),
+                ),
+                Change::DeleteQuarantine { segment, ip } => {
+                    txn.delete(format!("{QUARANTINE}{segment}/{ip}"))
+                }
+            };
+        }
+        for (key, value) in extra {
+            txn = match value {
+                Some(v) => txn.put(key, v),
+                None => txn.delete(key),
+            };
+        }
+        self.store
+            .txn(txn)
+            .await
+            .map_err(|source| AgentError::Store {
+                step: "commit",
+                source,
+            })?;
+        Ok(())
+    }
+
+    /// Segments cached from the controller.
+    pub async fn cached_segments(&self) -> Result<Vec<Segment>> {
+        Ok(self.segments.values().cloned().collect())
+    }
+
+    /// Remembers a segment (so ADD works while the controller is away) and tells IPAM about it.
+    pub async fn learn_segment(&mut self, segment: &Segment) -> Result<()> {
+        if self.segments.get(&segment.name) == Some(segment) {
+            return Ok(());
+        }
+        self.ipam
+            .add_segment(&segment.name, segment.subnet, segment.gateway)?;
+        let value = serde_json::to_vec(segment).map_err(|source| AgentError::Corrupt {
+            key: segment.name.clone(),
+            source,
+        })?;
+        self.persist(
+            &[],
+            vec![(format!("{SEGMENTS}{}", segment.name), Some(value))],
+        )
+        .await?;
+        self.segments.insert(segment.name.clone(), segment.clone());
+        Ok(())
+    }
+
+    /// Adds a block the controller gave this node.
+    pub async fn add_block(&mut self, block: &Block) -> Result<()> {
+        self.ipam.add_block(&block.segment, block.cidr)?;
+        let value = serde_json::to_vec(block).map_err(|source| AgentError::Corrupt {
+            key: block.key(),
+            source,
+        })?;
+        self.persist(&[], vec![(format!("{BLOCKS}{}", block.key()), Some(value))])
+            .await
+    }
+
+    /// Reserves (or finds) the lease of `key`, durably, before anything is configured.
+    pub async fn reserve(&mut self, key: LeaseKey, segment: &str, netns: &str) -> Result<Lease> {
+        let (lease, changes) = self.ipam.reserve(key, segment, netns, now_ms())?;
+        self.persist(&changes, Vec::new()).await?;
+        Ok(lease)
+    }
+
+    /// Marks a lease bound and records the endpoint published for it, durably.
+    pub async fn bind(&mut self, key: &LeaseKey, endpoint: Endpoint) -> Result<Lease> {
+        let (lease, changes) = self.ipam.bind(key)?;
+        let value = serde_json::to_vec(&endpoint).map_err(|source| AgentError::Corrupt {
+            key: endpoint.name.clone(),
+            source,
+        })?;
+        self.persist(
+            &changes,
+            vec![(format!("{ENDPOINTS}{}", lease_path(key)), Some(value))],
+        )
+        .await?;
+        self.endpoints.insert(key.clone(), endpoint);
+        Ok(lease)
+    }
+
+    /// Releases a lease (its address goes to quarantine); returns it and its endpoint.
+    pub async fn release(&mut self, key: &LeaseKey) -> Result<Option<(Lease, Option<Endpoint>)>> {
+        let Some((lease, changes)) = self.ipam.release(key, now_ms()) else {
+            return Ok(None);
+        };
+        self.persist(
+            &changes,
+            vec![(format!("{ENDPOINTS}{}", lease_path(key)), None)],
+        )
+        .await?;
+        Ok(Some((lease, self.endpoints.remove(key))))
+    }
+
+    /// The lease of `key`, if any.
+    pub fn lease(&self, key: &LeaseKey) -> Option<&Lease> {
+        self.ipam.lease(key)
+    }
+
+    /// Every lease.
+    pub fn leases(&self) -> impl Iterator<Item = &Lease> {
+        self.ipam.leases()
+    }
+
+    /// Every published endpoint of a bound lease.
+    pub fn endpoints(&self) -> impl Iterator<Item = &Endpoint> {
+        self.endpoints.values()
+    }
+
+    /// Leases of `network` that are not in `valid` (for CNI GC).
+    pub fn not_in(
+        &self,
+        network: &str,
+        valid: &std::collections::BTreeSet<(String, String)>,
+    ) -> Vec<LeaseKey> {
+        self.ipam
+            .leases()
+            .filter(|l| {
+                l.key.network == network
+                    && !valid.contains(&(l.key.container_id.clone(), l.key.ifname.clone()))
+            })
+            .map(|l| l.key.clone())
+            .collect()
+    }
+
+    /// Free addresses of `segment` in this node's blocks.
+    pub fn free_count(&self, segment: &str) -> usize {
+        self.ipam.free_count(segment)
+    }
+
+    /// Rolls back every lease still `Pending`: its ADD never completed (the agent died in the
+    /// middle), so the runtime saw a failure and the half-made veth must go.
+    pub async fn roll_back_pending<K: NodeKernel>(&mut self, kernel: &K) -> Result<usize> {
+        let pending: Vec<LeaseKey> = self
+            .ipam
+            .leases()
+            .filter(|l| l.state == LeaseState::Pending)
+            .map(|l| l.key.clone())
+            .collect();
+        for key in &pending {
+            kernel
+                .detach(&host_ifname(&key.network, &key.container_id, &key.ifname))
+                .await?;
+            self.release(key).await?;
+        }
+        Ok(pending.len())
+    }
+}

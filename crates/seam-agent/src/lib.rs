@@ -1,0 +1,125 @@
+//! The node agent as a library.
+//!
+//! [`Agent`] serves `seam-cni` on a Unix socket ([`server`]), keeps durable address leases
+//! ([`leases`]), follows the controller ([`sync`]) and reconciles the node's dataplane
+//! ([`reconcile`]). It is generic over [`seam_dataplane::NodeKernel`]: `seamd` plugs in the
+//! rtnetlink kernel, tests plug in the in-memory fake.
+//!
+//! Architecture invariant: a lease is written to the local store before any interface is
+//! configured, and a restart rolls back every lease that never completed; the dataplane is never
+//! flushed — the reconcile loop adopts what matches and removes only what is stale, and it does
+//! not run at all before the first full view of the controller has arrived.
+//! Start reading at [`Agent::start`].
+
+mod attach;
+mod config;
+mod error;
+pub mod leases;
+pub mod reconcile;
+pub mod server;
+pub mod sync;
+mod view;
+
+pub use config::AgentConfig;
+pub use error::{AgentError, Result};
+pub use view::ClusterView;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use seam_dataplane::NodeKernel;
+use seam_store::AnyStore;
+use tokio::sync::{mpsc, Mutex, Notify, RwLock};
+
+/// Everything the agent's tasks share.
+pub struct Agent<K> {
+    /// Static configuration.
+    pub config: AgentConfig,
+    /// The kernel.
+    pub kernel: Arc<K>,
+    /// The controller.
+    pub client: seam_client::ControllerClient,
+    /// Durable leases and their in-memory index.
+    pub leases: Mutex<leases::LeaseBook>,
+    /// What the agent knows of the cluster.
+    pub view: RwLock<ClusterView>,
+    /// Serializes creation of segment devices on the ADD path.
+    segment_lock: Mutex<()>,
+    /// Wakes the reconcile loop.
+    pub reconcile_now: Notify,
+    /// Set once the first full view of the controller has been applied.
+    pub synced: AtomicBool,
+    publish_tx: mpsc::UnboundedSender<sync::Publish>,
+}
+
+/// Handles of a running agent's background tasks.
+pub struct Running<K> {
+    /// The shared agent.
+    pub agent: Arc<Agent<K>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl<K> Running<K> {
+    /// Stops every background task (the dataplane stays as it is).
+    pub fn abort(self) {
+        for t in self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl<K: NodeKernel + 'static> Agent<K> {
+    /// Opens the lease store, rolls back leases a crash left half-done, then starts the CNI
+    /// server, the controller sync and the reconcile loop.
+    pub async fn start(config: AgentConfig, kernel: K, store: AnyStore) -> Result<Running<K>> {
+        let client = seam_client::ControllerClient::new(&config.controller).map_err(|source| {
+            AgentError::Controller {
+                step: "parse endpoint",
+                source,
+            }
+        })?;
+        let kernel = Arc::new(kernel);
+        let mut book = leases::LeaseBook::open(store, config.quarantine_ms).await?;
+        let rolled_back = book.roll_back_pending(kernel.as_ref()).await?;
+        if rolled_back > 0 {
+            tracing::warn!(
+                count = rolled_back,
+                "rolled back attachments a crash left half-done"
+            );
+        }
+        let cached = book.cached_segments().await?;
+        let (publish_tx, publish_rx) = mpsc::unbounded_channel();
+        let agent = Arc::new(Agent {
+            config,
+            kernel,
+            client,
+            leases: Mutex::new(book),
+            view: RwLock::new(ClusterView::with_segments(cached)),
+            segment_lock: Mutex::new(()),
+            reconcile_now: Notify::new(),
+            synced: AtomicBool::new(false),
+            publish_tx,
+        });
+        let listener = server::bind(&agent.config.socket)?;
+        let tasks = vec![
+            tokio::spawn(server::serve(agent.clone(), listener)),
+            tokio::spawn(sync::run(agent.clone())),
+            tokio::spawn(sync::publisher(agent.clone(), publish_rx)),
+            tokio::spawn(reconcile::run(agent.clone())),
+        ];
+        Ok(Running { agent, tasks })
+    }
+
+    /// True once the agent can serve ADD (it has had a full view of the controller).
+    pub fn is_ready(&self) -> bool {
+        self.synced.load(Ordering::Acquire)
+    }
+}
+
+/// Milliseconds since the Unix epoch (lease and quarantine times).
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}

@@ -1,0 +1,108 @@
+//! The level-triggered loop that keeps the node's dataplane equal to the desired state.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::Ipv4Net;
+use seam_dataplane::{host_ifname, plan, DesiredNode, NodeKernel, RemoteEntry, SegmentSpec};
+use seam_model::gateway_mac;
+
+use crate::Agent;
+
+/// Even without events, look again this often (catches drift made by hand).
+const RESYNC: Duration = Duration::from_secs(30);
+
+/// Runs forever. Waits for the first full controller view: before it, "not desired" would
+/// mean "not known yet", and removing it would cut traffic.
+pub async fn run<K: NodeKernel + 'static>(agent: Arc<Agent<K>>) {
+    loop {
+        let _ = tokio::time::timeout(RESYNC, agent.reconcile_now.notified()).await;
+        if !agent.is_ready() {
+            continue;
+        }
+        // Coalesce a burst of watch events into one pass.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        if let Err(e) = reconcile_once(&agent).await {
+            tracing::warn!(error = %e, "reconcile failed; will retry");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            agent.reconcile_now.notify_one();
+        }
+    }
+}
+
+/// The node's desired dataplane, from the view and the leases.
+pub async fn desired<K: NodeKernel + 'static>(agent: &Agent<K>) -> DesiredNode {
+    let view = agent.view.read().await;
+    let segments: BTreeMap<u32, SegmentSpec> = view
+        .segments
+        .values()
+        .map(|s| {
+            let spec = SegmentSpec {
+                vni: s.vni,
+                gateway: Ipv4Net::new(s.gateway, s.subnet.prefix_len()).unwrap_or(s.subnet),
+                gateway_mac: gateway_mac(s.vni),
+                mtu: agent.config.mtu,
+            };
+            (s.vni, spec)
+        })
+        .collect();
+    let mut remote = BTreeSet::new();
+    for ep in view.endpoints.values() {
+        if ep.node == agent.config.node {
+            continue;
+        }
+        let (Some(seg), Some(node)) = (view.segments.get(&ep.segment), view.nodes.get(&ep.node))
+        else {
+            continue;
+        };
+        remote.insert(RemoteEntry {
+            vni: seg.vni,
+            ip: ep.ip,
+            mac: ep.mac,
+            node_ip: node.underlay_ip,
+        });
+    }
+    let book = agent.leases.lock().await;
+    let local_ports = book
+        .leases()
+        .filter_map(|l| {
+            let vni = view.segments.get(&l.segment)?.vni;
+            Some((
+                host_ifname(&l.key.network, &l.key.container_id, &l.key.ifname),
+                vni,
+            ))
+        })
+        .collect();
+    DesiredNode {
+        underlay: agent.config.underlay.clone(),
+        segments,
+        remote,
+        local_ports,
+    }
+}
+
+/// Observes once, plans, applies every operation (continuing past failures), and reports how
+/// many operations it ran.
+pub async fn reconcile_once<K: NodeKernel + 'static>(
+    agent: &Agent<K>,
+) -> Result<usize, seam_dataplane::Error> {
+    let want = desired(agent).await;
+    let _guard = agent.segment_lock.lock().await;
+    let observed = agent.kernel.observe().await?;
+    let ops = plan(&want, &observed);
+    let mut first_error = None;
+    for op in &ops {
+        if let Err(e) = agent.kernel.apply(op).await {
+            tracing::warn!(?op, error = %e, "dataplane operation failed");
+            first_error.get_or_insert(e);
+        }
+    }
+    if !ops.is_empty() {
+        tracing::info!(operations = ops.len(), "dataplane reconciled");
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(ops.len()),
+    }
+}

@@ -1,0 +1,86 @@
+//! The CNI socket: one JSON request line in, one JSON reply line out, per connection.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use seam_dataplane::NodeKernel;
+use seam_model::agent_rpc::{AgentError as RpcError, AgentReply, AgentRequest, PROTOCOL_VERSION};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+use crate::error::{AgentError, Result};
+use crate::Agent;
+
+/// Largest request accepted; a CNI config with a prevResult is a few KiB.
+const MAX_REQUEST: usize = 1 << 20;
+
+/// Binds the socket with mode 0600, replacing a stale socket file from an earlier run.
+pub fn bind(path: &Path) -> Result<UnixListener> {
+    let err = |source| AgentError::Socket {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e)),
+    }
+    let listener = UnixListener::bind(path).map_err(err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+    Ok(listener)
+}
+
+/// Accepts connections forever, one task per connection.
+pub async fn serve<K: NodeKernel + 'static>(agent: Arc<Agent<K>>, listener: UnixListener) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let agent = agent.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = serve_one(agent, stream).await {
+                        tracing::warn!(error = %e, "cni connection failed");
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "accept on cni socket failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn serve_one<K: NodeKernel + 'static>(
+    agent: Arc<Agent<K>>,
+    stream: UnixStream,
+) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read.take(MAX_REQUEST as u64));
+    let mut line = String::new();
+    reader.read_line(&mut line).await?;
+    let reply = match serde_json::from_str::<AgentRequest>(&line) {
+        Ok(req) if req.protocol == PROTOCOL_VERSION => {
+            let started = std::time::Instant::now();
+            let op = format!("{:?}", std::mem::discriminant(&req.op));
+            let reply = agent.handle(req.op).await;
+            tracing::debug!(%op, elapsed_us = started.elapsed().as_micros() as u64, "cni request");
+            reply
+        }
+        Ok(req) => AgentReply::Error(RpcError {
+            code: 1,
+            msg: format!("agent speaks socket protocol {PROTOCOL_VERSION}, plug-in sent {}: upgrade seam-cni and seamd together", req.protocol),
+            details: String::new(),
+        }),
+        Err(e) => AgentReply::Error(RpcError { code: 6, msg: format!("malformed request on the agent socket: {e}"), details: String::new() }),
+    };
+    let mut out = serde_json::to_vec(&reply).unwrap_or_else(|_| {
+        b"{\"error\":{\"code\":999,\"msg\":\"reply encoding failed\",\"details\":\"\"}}".to_vec()
+    });
+    out.push(b'\n');
+    write.write_all(&out).await?;
+    write.shutdown().await
+}

@@ -1,0 +1,96 @@
+use std::collections::BTreeMap;
+
+use seam_model::{Block, Endpoint, Node, ObjectKind, Segment, Snapshot, WatchEvent};
+
+/// The agent's copy of the controller's objects.
+#[derive(Debug, Default, Clone)]
+pub struct ClusterView {
+    /// Last revision applied.
+    pub revision: u64,
+    /// Nodes by name.
+    pub nodes: BTreeMap<String, Node>,
+    /// Segments by name.
+    pub segments: BTreeMap<String, Segment>,
+    /// Blocks by key.
+    pub blocks: BTreeMap<String, Block>,
+    /// Endpoints by name.
+    pub endpoints: BTreeMap<String, Endpoint>,
+    /// Which segment the controller said serves a namespace (flat mode has one for all).
+    pub namespace_segment: BTreeMap<String, String>,
+}
+
+impl ClusterView {
+    /// A view that knows only the segments cached locally (before the controller answers).
+    pub fn with_segments(segments: Vec<Segment>) -> Self {
+        Self {
+            segments: segments.into_iter().map(|s| (s.name.clone(), s)).collect(),
+            ..Self::default()
+        }
+    }
+
+    /// Replaces everything with a snapshot.
+    pub fn reset(&mut self, snap: Snapshot) {
+        self.revision = snap.revision;
+        self.nodes = snap
+            .nodes
+            .into_iter()
+            .map(|o| (o.name.clone(), o))
+            .collect();
+        self.segments = snap
+            .segments
+            .into_iter()
+            .map(|o| (o.name.clone(), o))
+            .collect();
+        self.blocks = snap.blocks.into_iter().map(|o| (o.key(), o)).collect();
+        self.endpoints = snap
+            .endpoints
+            .into_iter()
+            .map(|o| (o.name.clone(), o))
+            .collect();
+    }
+
+    /// Applies one watch event. A malformed object is logged with its key and skipped, so one
+    /// bad record never stops the agent.
+    pub fn apply(&mut self, event: WatchEvent) {
+        self.revision = self.revision.max(event.revision);
+        fn put<T: serde::de::DeserializeOwned>(
+            map: &mut BTreeMap<String, T>,
+            name: String,
+            object: Option<serde_json::Value>,
+        ) {
+            match object {
+                None => {
+                    map.remove(&name);
+                }
+                Some(value) => match serde_json::from_value(value) {
+                    Ok(obj) => {
+                        map.insert(name, obj);
+                    }
+                    Err(e) => {
+                        tracing::warn!(%name, error = %e, "skipping malformed object from the controller")
+                    }
+                },
+            }
+        }
+        match event.kind {
+            ObjectKind::Node => put(&mut self.nodes, event.name, event.object),
+            ObjectKind::Segment => put(&mut self.segments, event.name, event.object),
+            ObjectKind::Block => put(&mut self.blocks, event.name, event.object),
+            ObjectKind::Endpoint => put(&mut self.endpoints, event.name, event.object),
+        }
+    }
+
+    /// The segment serving `namespace`, if known.
+    pub fn segment_for_namespace(&self, namespace: &str) -> Option<&Segment> {
+        if let Some(seg) = self
+            .namespace_segment
+            .get(namespace)
+            .and_then(|n| self.segments.get(n))
+        {
+            return Some(seg);
+        }
+        self.segments
+            .values()
+            .find(|s| s.namespace.as_deref() == Some(namespace))
+    }
+}

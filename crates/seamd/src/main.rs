@@ -1,0 +1,145 @@
+//! `seamd`, the node agent: serves `seam-cni`, keeps leases, follows the controller and owns the
+//! node's dataplane through netlink.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use seam_agent::{Agent, AgentConfig};
+use seam_dataplane::Underlay;
+use seam_linux::LinuxKernel;
+use seam_model::NodeRole;
+use seam_store::AnyStore;
+
+/// VXLAN adds 50 bytes (outer Ethernet 14, IPv4 20, UDP 8, VXLAN 8) to every frame.
+const VXLAN_OVERHEAD: u32 = 50;
+
+#[derive(Parser, Debug)]
+#[command(name = "seamd", version, about = "Seam node agent")]
+struct Args {
+    /// This node's name.
+    #[arg(long, env = "SEAM_NODE")]
+    node: String,
+    /// Controller endpoint: unix:/path or http://host:port.
+    #[arg(long, env = "SEAM_CONTROLLER")]
+    controller: String,
+    /// CNI socket path (mode 0600).
+    #[arg(long, default_value = "/run/seam/seamd.sock")]
+    socket: PathBuf,
+    /// Local lease store (one redb file).
+    #[arg(long, default_value = "/var/lib/seam/agent.redb")]
+    state: PathBuf,
+    /// Underlay interface: VXLAN packets leave through it, its address is the tunnel endpoint.
+    #[arg(long, default_value = "eth0")]
+    underlay_interface: String,
+    /// Enter this network namespace (a name under /run/netns or a path) before anything else.
+    #[arg(long)]
+    netns: Option<String>,
+    /// Node role.
+    #[arg(long, value_enum, default_value = "worker")]
+    role: Role,
+    /// How long a released address stays out of use, in milliseconds.
+    #[arg(long, default_value_t = 30_000)]
+    quarantine_ms: u64,
+    /// Log format.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Role {
+    Worker,
+    Hypervisor,
+    Gateway,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("seamd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(ns) = &args.netns {
+        // Before the runtime starts: every thread it spawns inherits this namespace.
+        let path = if ns.contains('/') {
+            PathBuf::from(ns)
+        } else {
+            seam_linux::netns::path_of(ns)
+        };
+        seam_linux::netns::enter(&path).with_context(|| format!("enter network namespace {ns}"))?;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("start async runtime")?;
+    runtime.block_on(serve(args))
+}
+
+async fn serve(args: Args) -> anyhow::Result<()> {
+    let kernel = LinuxKernel::connect().context("open netlink")?;
+    let (underlay_ip, underlay_mtu) = kernel
+        .interface_ipv4(&args.underlay_interface)
+        .await
+        .with_context(|| format!("read underlay interface {}", args.underlay_interface))?;
+    seam_linux::sysctl::write("net/ipv4/ip_forward", "1").context("enable forwarding")?;
+    if let Some(dir) = args.state.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    }
+    let store = AnyStore::open_embedded(&args.state)
+        .with_context(|| format!("open lease store {}", args.state.display()))?;
+    let config = AgentConfig {
+        node: args.node.clone(),
+        role: match args.role {
+            Role::Worker => NodeRole::Worker,
+            Role::Hypervisor => NodeRole::Hypervisor,
+            Role::Gateway => NodeRole::Gateway,
+        },
+        underlay: Underlay {
+            ifname: args.underlay_interface.clone(),
+            ip: underlay_ip,
+        },
+        mtu: underlay_mtu.saturating_sub(VXLAN_OVERHEAD),
+        socket: args.socket.clone(),
+        controller: args.controller.clone(),
+        quarantine_ms: args.quarantine_ms,
+    };
+    let running = Agent::start(config, kernel, store)
+        .await
+        .context("start agent")?;
+    tracing::info!(node = %args.node, %underlay_ip, socket = %args.socket.display(), "seamd serving");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("signal handler")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    // The dataplane stays as it is: pods keep forwarding while the agent is down.
+    tracing::info!("seamd stopping; dataplane left in place");
+    running.abort();
+    let _ = std::fs::remove_file(&args.socket);
+    Ok(())
+}
