@@ -59,7 +59,13 @@ pub async fn serve_controller(
     let mut tasks = JoinSet::new();
     let mut socket_paths = Vec::new();
     for (listener, b) in listeners.iter().zip(bound) {
-        let name = listener.to_string();
+        // For `tcp:ADDR:0` the name shows the port the OS picked.
+        let name = match &b {
+            Bound::Tcp(l) => l
+                .local_addr()
+                .map_or_else(|_| listener.to_string(), |a| format!("tcp:{a}")),
+            Bound::Unix(..) => listener.to_string(),
+        };
         let app = app.clone();
         let mut stop = stop_rx.clone();
         let graceful = async move {

@@ -1,8 +1,12 @@
 //! In-process tests of the controller API, driven through `seam-client` over a temporary Unix
 //! socket (no root needed).
 
+// Test helpers outside `#[test]` functions may fail loudly too.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod api;
 mod blocks;
 mod fuzz;
+mod process;
 mod server;
 mod watch;

@@ -104,3 +104,30 @@ async fn bad_watch_query_is_invalid() {
     assert_eq!(resp.status, 400);
     srv.stop().await;
 }
+
+/// An idle stream sends an empty line every ten seconds (paused clock: no real waiting).
+#[tokio::test(start_paused = true)]
+async fn idle_watch_sends_heartbeats() {
+    use axum::body::Body;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    let c =
+        seam_controller::Controller::new(ControllerConfig::default(), AnyStore::memory()).unwrap();
+    let request = axum::http::Request::get("/v1/watch?revision=0")
+        .body(Body::empty())
+        .unwrap();
+    let resp = seam_controller::router(c.clone())
+        .oneshot(request)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let before = tokio::time::Instant::now();
+    let frame = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(&frame[..], b"\n");
+    assert!(before.elapsed() >= seam_controller::HEARTBEAT_INTERVAL);
+    // Stopping watches ends the stream.
+    c.stop_watches();
+    assert!(body.frame().await.is_none());
+}
