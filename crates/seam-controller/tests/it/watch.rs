@@ -131,3 +131,18 @@ async fn idle_watch_sends_heartbeats() {
     c.stop_watches();
     assert!(body.frame().await.is_none());
 }
+
+/// A watch that receives nothing, not even a heartbeat, fails instead of hanging.
+#[tokio::test]
+async fn silent_watch_times_out_on_the_client() {
+    let srv = Server::memory().await;
+    let client = srv
+        .client
+        .clone()
+        .with_watch_idle_timeout(Duration::from_millis(200));
+    let mut w = client.watch(0).await.unwrap();
+    let err = w.next().await.unwrap().unwrap_err();
+    assert!(matches!(err, ClientError::Timeout { .. }), "{err}");
+    assert!(w.next().await.is_none());
+    srv.stop().await;
+}
