@@ -28,6 +28,8 @@ pub struct LabSpec {
     pub segment_mode: String,
     /// Directory holding `seamd`, `seam-controller` and `seam-cni`.
     pub bin_dir: PathBuf,
+    /// Extra `seam-controller` flags (e.g. `--pool 10.250.0.0/28`).
+    pub controller_args: Vec<String>,
 }
 
 /// One node of a running lab.
@@ -92,6 +94,8 @@ pub struct Lab {
     pub cni_plugin: PathBuf,
     /// Directory of plug-ins (`CNI_PATH`): seam-cni's and Debian's reference plug-ins.
     pub cni_path: String,
+    /// Directory holding the binaries.
+    pub bin_dir: PathBuf,
     /// The nodes.
     pub nodes: Vec<NodeInfo>,
     /// The pods.
@@ -379,7 +383,8 @@ fn build(spec: &LabSpec) -> Result<Lab> {
                 "embedded:{}",
                 dir.join("controller.redb").display()
             ))
-            .args(["--segment-mode", &spec.segment_mode]),
+            .args(["--segment-mode", &spec.segment_mode])
+            .args(&spec.controller_args),
         &controller_log,
     )?;
     let controller = format!("unix:{}", controller_sock.display());
@@ -393,6 +398,7 @@ fn build(spec: &LabSpec) -> Result<Lab> {
         controller_log,
         cni_plugin: spec.bin_dir.join("seam-cni"),
         cni_path,
+        bin_dir: spec.bin_dir.clone(),
         nodes: Vec::new(),
         pods: Vec::new(),
     };
@@ -469,6 +475,66 @@ fn build(spec: &LabSpec) -> Result<Lab> {
         wait_for_agent(&lab, node)?;
     }
     Ok(lab)
+}
+
+fn spawn_agent(lab: &Lab, node: &NodeInfo, append_log: bool) -> Result<u32> {
+    if append_log {
+        // Keep the previous run's log: a restart test wants to read both.
+        let mut old = std::fs::read(&node.agent_log).unwrap_or_default();
+        old.extend_from_slice(b"\n--- agent restarted ---\n");
+        let _ = std::fs::write(node.agent_log.with_extension("log.prev"), old);
+    }
+    spawn_logged(
+        Command::new(lab.bin_dir.join("seamd"))
+            .args([
+                "--node",
+                &node.name,
+                "--netns",
+                &node.netns,
+                "--controller",
+                &lab.controller,
+            ])
+            .arg("--socket")
+            .arg(&node.agent_socket)
+            .arg("--state")
+            .arg(&node.agent_state),
+        &node.agent_log,
+    )
+}
+
+impl Lab {
+    /// Sends `signal` (e.g. `KILL`, `TERM`) to `node`'s agent and waits until it is gone.
+    pub fn kill_agent(&self, node: &str, signal: &str) -> Result<()> {
+        let pid = self.node(node)?.agent_pid;
+        run(Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string()))?;
+        wait_for(
+            &format!("agent {pid} to exit"),
+            Duration::from_secs(10),
+            || {
+                // A zombie still has /proc/<pid>; its state line says Z.
+                std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .map(|s| {
+                        s.split(") ")
+                            .nth(1)
+                            .is_some_and(|rest| rest.starts_with('Z'))
+                    })
+                    .unwrap_or(true)
+            },
+        )
+    }
+
+    /// Starts `node`'s agent again (same socket, same lease store) and waits until it is ready.
+    pub fn start_agent(&mut self, node: &str) -> Result<()> {
+        let info = self.node(node)?.clone();
+        let pid = spawn_agent(self, &info, true)?;
+        if let Some(n) = self.nodes.iter_mut().find(|n| n.name == node) {
+            n.agent_pid = pid;
+        }
+        self.save()?;
+        wait_for_agent(self, self.node(node)?)
+    }
 }
 
 /// Waits until `node`'s agent answers CNI STATUS with success.

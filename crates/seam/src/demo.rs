@@ -14,6 +14,7 @@ pub fn run(name: &str, keep: bool, bin_dir: PathBuf) -> anyhow::Result<()> {
         name: name.into(),
         nodes: 2,
         segment_mode: "namespace".into(),
+        controller_args: Vec::new(),
         bin_dir,
     })?;
     let result = scenario(&mut lab);

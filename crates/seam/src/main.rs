@@ -176,6 +176,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     name,
                     nodes,
                     segment_mode,
+                    controller_args: Vec::new(),
                     bin_dir: bin_dir()?,
                 })?;
                 print_lab(&lab, json)

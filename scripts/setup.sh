@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what Seam needs on a fresh Debian machine (as root) and builds the workspace.
+# Idempotent: packages already present are not reinstalled.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PACKAGES=(
+  iproute2 nftables iputils-ping netcat-openbsd iperf3
+  containernetworking-plugins containerd runc busybox-static iptables
+  protobuf-compiler libprotobuf-dev
+)
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "== installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if ! command -v cargo >/dev/null; then
+  echo "cargo is required (https://rustup.rs); the pinned toolchain is in rust-toolchain.toml" >&2
+  exit 1
+fi
+profile=${SEAM_PROFILE:-release}
+echo "== building Seam ($profile)"
+if [ "$profile" = release ]; then
+  cargo build --locked --release --workspace --bins
+else
+  cargo build --locked --workspace --bins
+fi

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# All of Seam's checks, as CI runs them (as root on Debian):
+#   formatting, clippy, tier-1 tests (no root), then the privileged tests (network namespaces,
+#   the lab, real seam-cni/seamd binaries) with -- --ignored.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SEAM_PROFILE=debug ./scripts/setup.sh
+
+on_failure() {
+  echo "== FAILED: state left behind, for diagnosis"
+  ip netns list || true
+  for log in /run/seam-lab/*/controller.log /run/seam-lab/*/*/seamd.log; do
+    [ -f "$log" ] && { echo "--- $log"; tail -n 40 "$log"; }
+  done
+  for lab in /run/seam-lab/*/; do
+    [ -d "$lab" ] && ./target/debug/seam lab down --name "$(basename "$lab")" || true
+  done
+}
+trap on_failure ERR
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --locked --workspace --all-targets --all-features -- -D warnings
+echo "== tier 1: unit, property and in-process tests"
+cargo test --locked --workspace
+echo "== tier 2/3: privileged tests (network namespaces, lab, real binaries)"
+[ "$(id -u)" -eq 0 ] || { echo "the privileged tests need root" >&2; exit 1; }
+cargo test --locked --workspace -- --ignored --test-threads=1
+echo "== all tests passed"
