@@ -696,6 +696,13 @@ fn neigh_mac(entry: &NeighbourMessage) -> Option<MacAddr> {
 fn neigh_v4(entry: &NeighbourMessage) -> Option<Ipv4Addr> {
     entry.attributes.iter().find_map(|a| match a {
         NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
+        // In an AF_BRIDGE (FDB) message the VXLAN remote is raw bytes: the parser decodes
+        // NDA_DST by the message's family, which is not an IP family there.
+        NeighbourAttribute::Destination(NeighbourAddress::Other(bytes)) => {
+            <[u8; 4]>::try_from(bytes.as_slice())
+                .ok()
+                .map(Ipv4Addr::from)
+        }
         _ => None,
     })
 }

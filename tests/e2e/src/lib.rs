@@ -1,0 +1,133 @@
+//! Shared fixtures for the end-to-end tests: a lab that always goes away, and helpers that read
+//! the kernel the way a user would (`ip -j`, `bridge -j`).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use seam_lab::{Lab, LabSpec, NodeInfo};
+
+/// The directory with the built binaries: `SEAM_BIN_DIR`, else the workspace's `target/debug`.
+pub fn bin_dir() -> PathBuf {
+    std::env::var_os("SEAM_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/debug"))
+}
+
+/// Fails loudly when not root: a privileged test never passes by skipping.
+pub fn require_root() {
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        });
+    assert_eq!(
+        uid,
+        Some(true),
+        "this test needs root (network namespaces); run it through scripts/test.sh"
+    );
+}
+
+/// A running lab that is torn down when dropped, also when the test panics.
+pub struct LabGuard {
+    /// The lab.
+    pub lab: Lab,
+}
+
+impl LabGuard {
+    /// Brings up lab `name` with `nodes` nodes (names are per test, so tests never collide).
+    pub fn up(name: &str, nodes: usize, controller_args: &[&str]) -> LabGuard {
+        require_root();
+        let _ = seam_lab::down(name);
+        let spec = LabSpec {
+            name: name.to_string(),
+            nodes,
+            segment_mode: "namespace".to_string(),
+            bin_dir: bin_dir(),
+            controller_args: controller_args.iter().map(|s| s.to_string()).collect(),
+        };
+        match seam_lab::up(&spec) {
+            Ok(lab) => LabGuard { lab },
+            Err(e) => panic!("lab up {name}: {e}"),
+        }
+    }
+
+    /// The node called `name`.
+    pub fn node(&self, name: &str) -> NodeInfo {
+        self.lab
+            .node(name)
+            .cloned()
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+}
+
+impl Drop for LabGuard {
+    fn drop(&mut self) {
+        if let Err(e) = seam_lab::down(&self.lab.name) {
+            eprintln!("lab down {}: {e}", self.lab.name);
+        }
+    }
+}
+
+/// `ip -j -n NETNS args…` parsed.
+pub fn ip_json(netns: &str, args: &[&str]) -> serde_json::Value {
+    let out = Command::new("ip")
+        .arg("-j")
+        .arg("-n")
+        .arg(netns)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("ip: {e}"));
+    assert!(
+        out.status.success(),
+        "ip -n {netns} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+}
+
+/// Names of Seam's host-side veths in a node namespace.
+pub fn host_ports(node: &NodeInfo) -> Vec<String> {
+    ip_json(&node.netns, &["link", "show"])
+        .as_array()
+        .map(|links| {
+            links
+                .iter()
+                .filter_map(|l| l["ifname"].as_str())
+                .filter(|n| n.starts_with("sv"))
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `bridge -j -n NETNS fdb show dev DEV` entries with a `dst` (the static VXLAN entries).
+pub fn vxlan_fdb(netns: &str, dev: &str) -> Vec<(String, String)> {
+    let out = Command::new("bridge")
+        .args(["-j", "-n", netns, "fdb", "show", "dev", dev])
+        .output()
+        .unwrap_or_else(|e| panic!("bridge: {e}"));
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|e| {
+                    Some((
+                        e["mac"].as_str()?.to_string(),
+                        e["dst"].as_str()?.to_string(),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The namespace name of a pod's netns path.
+pub fn netns_name(path: &std::path::Path) -> String {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .to_string()
+}

@@ -1,0 +1,76 @@
+use std::time::Duration;
+
+use seam_e2e::{host_ports, ip_json, netns_name, vxlan_fdb, LabGuard};
+use seam_lab::probe;
+
+#[test]
+#[ignore = "privileged: netns"]
+fn pods_on_different_nodes_and_segments_reach_each_other_over_vxlan() {
+    let mut g = LabGuard::up("e2e-overlay", 2, &[]);
+    let a = g.lab.add_pod("n1", "blue", "a").unwrap();
+    let b = g.lab.add_pod("n2", "blue", "b").unwrap();
+    let c = g.lab.add_pod("n2", "green", "c").unwrap();
+    for p in [&a, &b, &c] {
+        probe::serve_tcp(&p.netns_path, 8080, p.name.clone()).unwrap();
+    }
+    // The pod's interface: MTU = underlay 1500 − 50, its address, a default route to the gateway.
+    let link = ip_json(&netns_name(&a.netns_path), &["link", "show", "eth0"]);
+    assert_eq!(link[0]["mtu"], 1450, "{link}");
+    let routes = ip_json(&netns_name(&a.netns_path), &["route", "show", "default"]);
+    assert_eq!(routes[0]["gateway"], "10.240.0.1", "{routes}");
+    std::thread::sleep(Duration::from_millis(300));
+    for (src, dst) in [(&a, &b), (&b, &a), (&a, &c), (&c, &a), (&b, &c)] {
+        let got = probe::tcp(&src.netns_path, dst.ip, 8080, Duration::from_secs(2)).unwrap();
+        assert_eq!(
+            got.as_deref(),
+            Some(dst.name.as_str()),
+            "tcp {} -> {}",
+            src.name,
+            dst.name
+        );
+        assert!(
+            probe::ping(&src.netns_path, dst.ip, 2).unwrap(),
+            "ping {} -> {}",
+            src.name,
+            dst.name
+        );
+    }
+    // n1 reaches b (on n2) through a static FDB entry pointing at n2's underlay address.
+    let n1 = g.node("n1");
+    let fdb = vxlan_fdb(&n1.netns, "seam-v4096");
+    assert!(fdb.iter().any(|(_, dst)| dst == "198.18.0.12"), "{fdb:?}");
+    // Removing b removes its entries on n1 and its veth on n2.
+    g.lab.del_pod("blue", "b").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(vxlan_fdb(&n1.netns, "seam-v4096")
+        .iter()
+        .all(|(_, dst)| dst != "198.18.0.12"));
+    assert_eq!(
+        host_ports(&g.node("n2")).len(),
+        1,
+        "only c's veth is left on n2"
+    );
+}
+
+#[test]
+#[ignore = "privileged: netns"]
+fn lab_down_cleans_up_after_a_crash() {
+    let g = LabGuard::up("e2e-crash", 1, &[]);
+    let name = g.lab.name.clone();
+    // Simulate a crashed lab: its state file is gone, its processes still run.
+    std::fs::remove_file(g.lab.dir.join("lab.json")).unwrap();
+    seam_lab::down(&name).unwrap();
+    let left: Vec<_> = seam_linux::netns::list()
+        .into_iter()
+        .filter(|n| n.starts_with(&format!("{name}-")))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    let cmdlines = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(&format!("/run/seam-lab/{name}/")))
+        .collect::<Vec<_>>();
+    assert!(cmdlines.is_empty(), "{cmdlines:?}");
+}
