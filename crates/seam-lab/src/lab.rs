@@ -412,7 +412,7 @@ fn build(spec: &LabSpec) -> Result<Lab> {
         let netns = format!("{}-{name}", spec.name);
         let netns_path = seam_linux::netns::create(&netns)?;
         let underlay_ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 0, 10)) + i as u32);
-        let port = format!("{name}");
+        let port = name.clone();
         ip(
             &underlay,
             &[

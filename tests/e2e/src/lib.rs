@@ -1,6 +1,9 @@
 //! Shared fixtures for the end-to-end tests: a lab that always goes away, and helpers that read
 //! the kernel the way a user would (`ip -j`, `bridge -j`).
 
+// Test fixtures: failing loudly is how they report a broken lab to the test using them.
+#![allow(clippy::panic)]
+
 use std::path::PathBuf;
 use std::process::Command;
 

@@ -69,11 +69,11 @@ fn two_hundred_concurrent_adds_and_dels_never_share_an_address() {
                 for (i, _) in live.iter().take(2) {
                     assert_eq!(del(&g, &format!("c{i}"), &paths[*i]), 0);
                 }
-                for idx in 0..2 {
-                    let i = live[idx].0;
+                for entry in live.iter_mut().take(2) {
+                    let i = entry.0;
                     let (status, out) = add(&g, &format!("c{i}"), &paths[i]);
                     assert_eq!(status, 0, "{out}");
-                    live[idx].1 = address(&out);
+                    entry.1 = address(&out);
                 }
                 live
             })

@@ -1,6 +1,9 @@
 //! End-to-end tests on the lab. Each needs root and makes its own uniquely named lab, removed
 //! on drop; `scripts/test.sh` runs them with `-- --ignored`.
 
+// A test binary: unwrap and panic are how its helpers fail the test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod chain;
 mod cni;
 mod crash;
