@@ -200,7 +200,7 @@ impl<K: NodeKernel + 'static> Agent<K> {
         let key = LeaseKey::new(&a.network, &a.key.container_id, &a.key.ifname);
         let lease = match self.reserve(key.clone(), &seg, &a.netns).await {
             Ok(lease) => lease,
-            Err(e) => return reply_for(&e, "reserve address"),
+            Err(e) => return reply_for(&e, &format!("reserve address in segment {}", seg.name)),
         };
         let spec = self.pod_attach(&lease, &seg, &a.netns);
         // A repeated ADD of a complete attachment returns the same result without touching it.

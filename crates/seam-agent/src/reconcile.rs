@@ -87,9 +87,13 @@ pub async fn desired<K: NodeKernel + 'static>(agent: &Agent<K>) -> DesiredNode {
 pub async fn reconcile_once<K: NodeKernel + 'static>(
     agent: &Agent<K>,
 ) -> Result<usize, seam_dataplane::Error> {
-    let want = desired(agent).await;
     let _guard = agent.segment_lock.lock().await;
+    // Observe before reading the leases: an ADD reserves its lease before it creates its port,
+    // so every port seen here that is still wanted has its lease in `want`. The other order
+    // deletes the port of an ADD that ran between the two reads (its lease too new for `want`,
+    // its port old enough for `observed`).
     let observed = agent.kernel.observe().await?;
+    let want = desired(agent).await;
     let ops = plan(&want, &observed);
     let mut first_error = None;
     for op in &ops {

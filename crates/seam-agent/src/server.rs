@@ -60,9 +60,11 @@ async fn serve_one<K: NodeKernel + 'static>(
 ) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read.take(MAX_REQUEST as u64));
-    let mut line = String::new();
-    reader.read_line(&mut line).await?;
-    let reply = match serde_json::from_str::<AgentRequest>(&line) {
+    // Bytes, not a String: invalid UTF-8 is a malformed request that gets a reply, not an I/O
+    // error that drops the connection without one.
+    let mut line = Vec::new();
+    reader.read_until(b'\n', &mut line).await?;
+    let reply = match serde_json::from_slice::<AgentRequest>(&line) {
         Ok(req) if req.protocol == PROTOCOL_VERSION => {
             let started = std::time::Instant::now();
             let op = format!("{:?}", std::mem::discriminant(&req.op));

@@ -1,0 +1,281 @@
+//! Shared set-up: an in-process controller on a Unix socket (memory store), agents on fake
+//! kernels, and a client that speaks the real agent socket protocol.
+
+use std::future::Future;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use seam_agent::{Agent, AgentConfig, Running};
+use seam_client::ControllerClient;
+use seam_controller::{ControllerConfig, Listener};
+use seam_dataplane::fake::FakeKernel;
+use seam_dataplane::{NodeKernel, Underlay};
+use seam_model::agent_rpc::{
+    AgentOp, AgentReply, AgentRequest, AttachResult, Attachment, AttachmentId, AttachmentKey,
+    PROTOCOL_VERSION,
+};
+use seam_model::{Endpoint, NodeRole};
+use seam_store::AnyStore;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+use tokio::sync::oneshot;
+
+/// The CNI network name every test uses unless it says otherwise.
+pub const NETWORK: &str = "seam";
+
+/// How long any "eventually" condition may take before the test fails.
+const PATIENCE: Duration = Duration::from_secs(15);
+
+/// A controller serving on a Unix socket until dropped.
+pub struct Controller {
+    /// Its socket.
+    pub sock: PathBuf,
+    /// A client for assertions.
+    pub client: ControllerClient,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl Controller {
+    /// Starts a controller (memory store) on `sock` and waits until it answers.
+    pub async fn start(sock: &Path, config: ControllerConfig) -> Controller {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let listeners = vec![Listener::Unix(sock.to_path_buf())];
+        tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.await;
+            };
+            if let Err(e) =
+                seam_controller::serve(config, AnyStore::memory(), listeners, shutdown).await
+            {
+                panic!("controller failed: {e}");
+            }
+        });
+        let client = ControllerClient::new(&endpoint(sock)).unwrap();
+        eventually("controller answers", || async {
+            client.healthz().await.is_ok()
+        })
+        .await;
+        Controller {
+            sock: sock.to_path_buf(),
+            client,
+            stop: Some(stop),
+        }
+    }
+
+    /// Every endpoint on the controller, by name.
+    pub async fn endpoints(&self) -> Vec<Endpoint> {
+        self.client.list_endpoints().await.unwrap()
+    }
+
+    /// The endpoint called `name`, if the controller has it.
+    pub async fn endpoint(&self, name: &str) -> Option<Endpoint> {
+        self.endpoints().await.into_iter().find(|e| e.name == name)
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// `unix:<path>`.
+pub fn endpoint(sock: &Path) -> String {
+    format!("unix:{}", sock.display())
+}
+
+/// The agent configuration the brief prescribes, for node `node` with underlay address `ip`.
+pub fn agent_config(dir: &Path, node: &str, ip: Ipv4Addr, controller: &Path) -> AgentConfig {
+    AgentConfig {
+        node: node.to_string(),
+        role: NodeRole::Worker,
+        underlay: Underlay {
+            ifname: "eth0".into(),
+            ip,
+        },
+        mtu: 1450,
+        socket: dir.join(format!("{node}-seamd.sock")),
+        controller: endpoint(controller),
+        quarantine_ms: 60_000,
+    }
+}
+
+/// The standard set-up: a temp dir, a per-namespace controller, and agent `n1` on a fake kernel.
+pub struct Cluster {
+    /// Holds every socket; removed on drop.
+    pub dir: tempfile::TempDir,
+    /// The controller.
+    pub ctl: Controller,
+    /// Agent `n1`.
+    pub n1: Running<FakeKernel>,
+    /// Its CNI socket.
+    pub sock: PathBuf,
+}
+
+impl Cluster {
+    /// Default controller configuration.
+    pub async fn start() -> Cluster {
+        Cluster::with_config(ControllerConfig::default()).await
+    }
+
+    /// A controller with `config`, and `n1` once it reports ready.
+    pub async fn with_config(config: ControllerConfig) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let ctl = Controller::start(&dir.path().join("ctl.sock"), config).await;
+        let cfg = agent_config(dir.path(), "n1", Ipv4Addr::new(198, 18, 0, 11), &ctl.sock);
+        let sock = cfg.socket.clone();
+        let n1 = Agent::start(cfg, FakeKernel::default(), AnyStore::memory())
+            .await
+            .unwrap();
+        wait_ready(&sock).await;
+        Cluster { dir, ctl, n1, sock }
+    }
+
+    /// The fake kernel of `n1`.
+    pub fn kernel(&self) -> &FakeKernel {
+        &self.n1.agent.kernel
+    }
+}
+
+/// Sends one request line and reads one reply line, as `seam-cni` does.
+pub async fn call(sock: &Path, op: AgentOp) -> AgentReply {
+    let mut line = serde_json::to_vec(&AgentRequest {
+        protocol: PROTOCOL_VERSION,
+        op,
+    })
+    .unwrap();
+    line.push(b'\n');
+    let reply = raw_call(sock, &line).await;
+    serde_json::from_str(&reply)
+        .unwrap_or_else(|e| panic!("reply is not an AgentReply ({e}): {reply:?}"))
+}
+
+/// Sends `bytes`, closes the write half and returns the one reply line.
+pub async fn raw_call(sock: &Path, bytes: &[u8]) -> String {
+    let io = async {
+        let mut stream = connect(sock).await?;
+        stream.write_all(bytes).await?;
+        stream.shutdown().await?;
+        let mut reply = String::new();
+        BufReader::new(stream).read_line(&mut reply).await?;
+        Ok::<_, std::io::Error>(reply)
+    };
+    match tokio::time::timeout(PATIENCE, io).await {
+        Ok(Ok(reply)) => reply,
+        Ok(Err(e)) => panic!("agent socket {}: {e}", sock.display()),
+        Err(_) => panic!("agent socket {} did not answer", sock.display()),
+    }
+}
+
+/// Connects, waiting while the listen backlog is full (a non-blocking connect to a busy Unix
+/// socket fails with EAGAIN where the plug-in's blocking connect would wait).
+async fn connect(sock: &Path) -> std::io::Result<UnixStream> {
+    loop {
+        match UnixStream::connect(sock).await {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Polls STATUS until the agent says it can serve ADD.
+pub async fn wait_ready(sock: &Path) {
+    eventually("agent reports ready", || async {
+        sock.exists() && call(sock, status()).await == AgentReply::Done
+    })
+    .await;
+}
+
+/// Waits until `check` holds, failing the test after a while.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if check().await {
+            return;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// An ADD of pod `pod` in namespace `ns` (container id = pod name, interface eth0).
+pub fn pod(ns: &str, pod: &str) -> Attachment {
+    Attachment {
+        network: NETWORK.into(),
+        key: AttachmentKey {
+            container_id: pod.into(),
+            ifname: "eth0".into(),
+        },
+        netns: format!("/var/run/netns/{pod}"),
+        namespace: ns.into(),
+        pod_name: Some(pod.into()),
+        segment: None,
+        labels: Default::default(),
+    }
+}
+
+/// STATUS.
+pub fn status() -> AgentOp {
+    AgentOp::Status {
+        network: NETWORK.into(),
+    }
+}
+
+/// ADD that must succeed.
+pub async fn add(sock: &Path, a: &Attachment) -> AttachResult {
+    match call(sock, AgentOp::Add(a.clone())).await {
+        AgentReply::Attached(r) => r,
+        other => panic!("ADD {} failed: {other:?}", a.key.container_id),
+    }
+}
+
+/// DEL of `container_id`/eth0 in [`NETWORK`].
+pub async fn del(sock: &Path, container_id: &str) -> AgentReply {
+    call(
+        sock,
+        AgentOp::Del(AttachmentId {
+            network: NETWORK.into(),
+            key: AttachmentKey {
+                container_id: container_id.into(),
+                ifname: "eth0".into(),
+            },
+            netns: String::new(),
+        }),
+    )
+    .await
+}
+
+/// The host port name of `container_id`/eth0 in [`NETWORK`].
+pub fn port(container_id: &str) -> String {
+    seam_dataplane::host_ifname(NETWORK, container_id, "eth0")
+}
+
+/// Every lease of an agent as (container id, ifname) → (ip, bound?).
+pub async fn leases<K: NodeKernel + 'static>(
+    running: &Running<K>,
+) -> std::collections::BTreeMap<String, (Ipv4Addr, bool)> {
+    running
+        .agent
+        .leases
+        .lock()
+        .await
+        .leases()
+        .map(|l| {
+            (
+                l.key.container_id.clone(),
+                (l.ip, l.state == seam_ipam::LeaseState::Bound),
+            )
+        })
+        .collect()
+}

@@ -1,0 +1,12 @@
+//! Tier-1 tests of the node agent: a real controller in-process on a Unix socket, agents on the
+//! in-memory fake kernel, and every CNI verb sent through the agent's socket with the real
+//! protocol. No root needed.
+
+// Test helpers outside `#[test]` functions: failing loudly is the point.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod cni;
+mod crash;
+mod harness;
+mod reconcile;
+mod socket;
