@@ -1,0 +1,220 @@
+//! Nothing a benchmark makes outlives it.
+//!
+//! Every lab is named `<kind>-<pid>` (so concurrent runs never collide) and everything else a
+//! benchmark creates (reference-plug-in namespaces, pod namespaces) carries that lab's prefix,
+//! so `seam_lab::down` removes it all. Three layers: a [`LabGuard`] tears its lab down on drop
+//! (errors and early returns), a signal thread tears down every registered lab on
+//! SIGINT/SIGTERM/SIGHUP, and [`sweep_stale`] removes labs of earlier runs that were killed
+//! outright. iperf3 servers are [`ChildGuard`]s, killed on drop or signal.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::sync::Mutex;
+
+use anyhow::Context;
+use seam_lab::{Lab, LabSpec};
+
+/// Lab name prefixes this tool uses.
+pub const KINDS: [&str; 3] = ["bcni", "bmem", "btput"];
+
+static LABS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+fn with<T>(m: &Mutex<Vec<T>>, f: impl FnOnce(&mut Vec<T>)) {
+    match m.lock() {
+        Ok(mut g) => f(&mut g),
+        Err(poisoned) => f(&mut poisoned.into_inner()),
+    }
+}
+
+/// A running lab, removed when dropped (or explicitly with [`LabGuard::finish`]).
+pub struct LabGuard {
+    /// The lab.
+    pub lab: Lab,
+    done: bool,
+}
+
+impl LabGuard {
+    /// Builds lab `<kind>-<pid>` with `nodes` nodes, per-namespace segments.
+    pub fn up(kind: &str, nodes: usize, bin_dir: &Path) -> anyhow::Result<LabGuard> {
+        let name = format!("{kind}-{}", std::process::id());
+        with(&LABS, |v| v.push(name.clone()));
+        let _ = seam_lab::down(&name);
+        match seam_lab::up(&LabSpec {
+            name: name.clone(),
+            nodes,
+            segment_mode: "namespace".into(),
+            bin_dir: bin_dir.to_path_buf(),
+            controller_args: Vec::new(),
+        }) {
+            Ok(lab) => Ok(LabGuard { lab, done: false }),
+            Err(e) => {
+                with(&LABS, |v| v.retain(|n| n != &name));
+                Err(anyhow::Error::new(e).context(format!(
+                    "build lab {name} (binaries from {})",
+                    bin_dir.display()
+                )))
+            }
+        }
+    }
+
+    /// Tears the lab down and reports whether that worked.
+    pub fn finish(mut self) -> anyhow::Result<()> {
+        self.done = true;
+        let name = self.lab.name.clone();
+        let result = seam_lab::down(&name).with_context(|| format!("tear down lab {name}"));
+        with(&LABS, |v| v.retain(|n| n != &name));
+        result
+    }
+}
+
+impl Drop for LabGuard {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = seam_lab::down(&self.lab.name);
+            with(&LABS, |v| v.retain(|n| n != &self.lab.name));
+        }
+    }
+}
+
+/// A child process killed (and reaped) when dropped.
+pub struct ChildGuard(pub Child);
+
+impl ChildGuard {
+    /// Guards `child`.
+    pub fn new(child: Child) -> ChildGuard {
+        let pid = child.id();
+        with(&CHILDREN, |v| v.push(pid));
+        ChildGuard(child)
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let pid = self.0.id();
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        with(&CHILDREN, |v| v.retain(|p| *p != pid));
+    }
+}
+
+fn kill(pid: u32) {
+    let _ = std::process::Command::new("kill")
+        .arg("-KILL")
+        .arg(pid.to_string())
+        .status();
+}
+
+/// Kills guarded children and tears down every registered lab.
+fn cleanup_all() {
+    let mut children = Vec::new();
+    with(&CHILDREN, |v| children = std::mem::take(v));
+    for pid in children {
+        kill(pid);
+    }
+    let mut labs = Vec::new();
+    with(&LABS, |v| labs = std::mem::take(v));
+    for name in labs {
+        if let Err(e) = seam_lab::down(&name) {
+            eprintln!("seam-bench: tearing down {name}: {e}");
+        }
+    }
+}
+
+/// On SIGINT, SIGTERM or SIGHUP: tear everything down and exit 130.
+pub fn install_signal_handler() {
+    std::thread::spawn(|| {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async {
+            use tokio::signal::unix::{signal, SignalKind};
+            let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+                signal(SignalKind::hangup()),
+            ) else {
+                return;
+            };
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+                _ = hup.recv() => {}
+            }
+            eprintln!("\nseam-bench: interrupted, tearing down");
+            cleanup_all();
+            std::process::exit(130);
+        });
+    });
+}
+
+/// `kind-pid` of a lab name or of one of its namespaces, when it is one of ours.
+fn owner(name: &str) -> Option<(String, u32)> {
+    let mut parts = name.splitn(3, '-');
+    let kind = parts.next()?;
+    let pid: u32 = parts.next()?.parse().ok()?;
+    KINDS
+        .contains(&kind)
+        .then(|| (format!("{kind}-{pid}"), pid))
+}
+
+fn alive_bench(pid: u32) -> bool {
+    if pid == std::process::id() {
+        return true;
+    }
+    let named_so = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .is_ok_and(|c| c.trim() == "seam-bench");
+    // A killed run can linger as a zombie until it is reaped: that is not alive.
+    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next().map(|st| st == "Z"))
+        })
+        .unwrap_or(true);
+    named_so && !zombie
+}
+
+/// Removes labs (and namespaces) left by seam-bench runs that no longer exist.
+pub fn sweep_stale() {
+    let mut names: Vec<String> = seam_linux::netns::list();
+    if let Ok(dir) = std::fs::read_dir(seam_lab_state_root()) {
+        names.extend(
+            dir.flatten()
+                .filter_map(|e| e.file_name().into_string().ok()),
+        );
+    }
+    let stale: BTreeSet<String> = names
+        .iter()
+        .filter_map(|n| owner(n))
+        .filter(|(_, pid)| !alive_bench(*pid))
+        .map(|(lab, _)| lab)
+        .collect();
+    for lab in stale {
+        eprintln!("seam-bench: removing lab {lab} left by an earlier, killed run");
+        if let Err(e) = seam_lab::down(&lab) {
+            eprintln!("seam-bench: {e}");
+        }
+    }
+}
+
+fn seam_lab_state_root() -> PathBuf {
+    PathBuf::from("/run/seam-lab")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owners() {
+        assert_eq!(owner("bcni-42-n1"), Some(("bcni-42".into(), 42)));
+        assert_eq!(owner("btput-7"), Some(("btput-7".into(), 7)));
+        assert_eq!(owner("demo-n1"), None);
+        assert_eq!(owner("bcni-x-n1"), None);
+    }
+}

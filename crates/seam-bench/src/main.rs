@@ -1,0 +1,226 @@
+//! `seam-bench`: measures Seam on a lab (network namespaces on this machine) — CNI latency
+//! against Debian's reference plug-ins, agent memory with many pods, overlay throughput
+//! against the underlay. Needs root; never touches the root network namespace.
+
+mod cleanup;
+mod cni;
+mod memory;
+mod stats;
+mod throughput;
+mod util;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::stats::{ratio, verdict};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "seam-bench",
+    about = "Benchmarks of Seam on a lab of network namespaces"
+)]
+struct Cli {
+    /// Directory holding seamd, seam-controller and seam-cni (default: next to seam-bench).
+    #[arg(long, global = true)]
+    bin_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// CNI ADD/DEL latency of seam-cni against bridge+host-local, and ADD under concurrency.
+    Cni(cni::CniOpts),
+    /// seamd's resident memory with many pods on its node.
+    Memory(memory::MemoryOpts),
+    /// Pod-to-pod iperf3 throughput across nodes against the underlay.
+    Throughput(throughput::ThroughputOpts),
+    /// All three with their defaults (or the options given here), then a summary.
+    All(AllOpts),
+}
+
+#[derive(Debug, clap::Args)]
+struct AllOpts {
+    /// ADD+DEL pairs per plug-in (cni).
+    #[arg(long, default_value_t = 100)]
+    calls: usize,
+    /// Pods (memory).
+    #[arg(long, default_value_t = 500)]
+    pods: usize,
+    /// Seconds per iperf3 run (throughput).
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    cleanup::install_signal_handler();
+    cleanup::sweep_stale();
+    match run(cli) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("seam-bench: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn default_bin_dir() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("locate seam-bench")?;
+    exe.parent()
+        .map(Path::to_path_buf)
+        .context("seam-bench has no parent directory")
+}
+
+fn check_bins(dir: &Path) -> anyhow::Result<()> {
+    for bin in ["seamd", "seam-controller", "seam-cni"] {
+        if !dir.join(bin).is_file() {
+            anyhow::bail!(
+                "{} not found; build with `cargo build --release -p seamd -p seam-controller \
+                 -p seam-cni -p seam-bench` or pass --bin-dir",
+                dir.join(bin).display()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn reproduce(args: &str) {
+    let exe = std::env::args()
+        .next()
+        .unwrap_or_else(|| "seam-bench".into());
+    println!("   reproduce: sudo {exe} {args}\n");
+}
+
+/// Runs the command; `Ok(false)` when a target was missed.
+fn run(cli: Cli) -> anyhow::Result<bool> {
+    let bin_dir = match cli.bin_dir {
+        Some(d) => d,
+        None => default_bin_dir()?,
+    };
+    check_bins(&bin_dir)?;
+    match cli.command {
+        Cmd::Cni(o) => {
+            let s = cni::run(&bin_dir, &o)?;
+            reproduce(&o.command());
+            Ok(s.latency_ok() && s.concurrency_ok())
+        }
+        Cmd::Memory(o) => {
+            let s = memory::run(&bin_dir, &o)?;
+            reproduce(&o.command());
+            Ok(s.ok())
+        }
+        Cmd::Throughput(o) => {
+            let s = throughput::run(&bin_dir, &o)?;
+            reproduce(&o.command());
+            Ok(s.ok())
+        }
+        Cmd::All(a) => all(&bin_dir, &a),
+    }
+}
+
+fn all(bin_dir: &Path, a: &AllOpts) -> anyhow::Result<bool> {
+    let cni_o = cni::CniOpts {
+        calls: a.calls,
+        warmup: 2,
+        threads: 20,
+        per_thread: 5,
+        ref_dir: PathBuf::from("/usr/lib/cni"),
+    };
+    let tput_o = throughput::ThroughputOpts {
+        seconds: a.seconds,
+        rounds: 3,
+    };
+    let mem_o = memory::MemoryOpts {
+        pods: a.pods,
+        threads: 4,
+        namespaces: 1,
+    };
+    let c = cni::run(bin_dir, &cni_o)?;
+    reproduce(&cni_o.command());
+    // Namespace teardown finishes in the kernel after `ip netns del`; let it settle.
+    std::thread::sleep(Duration::from_secs(2));
+    let t = throughput::run(bin_dir, &tput_o)?;
+    reproduce(&tput_o.command());
+    std::thread::sleep(Duration::from_secs(2));
+    let m = memory::run(bin_dir, &mem_o)?;
+    reproduce(&mem_o.command());
+
+    println!("== summary");
+    println!(
+        "   {:<42} {:>22} {:>16} {:>6}",
+        "measure", "seam", "target", ""
+    );
+    let line = |what: &str, value: String, target: &str, ok: bool| {
+        println!("   {what:<42} {value:>22} {target:>16} {:>6}", verdict(ok));
+    };
+    let add_r = ratio(c.seam_add.median, c.ref_add.median);
+    let del_r = ratio(c.seam_del.median, c.ref_del.median);
+    line(
+        "CNI ADD median, seam / bridge+host-local",
+        format!(
+            "{:.2} / {:.2} ms = {add_r:.2}",
+            c.seam_add.median, c.ref_add.median
+        ),
+        "<= 0.50",
+        add_r <= 0.5,
+    );
+    line(
+        "CNI DEL median, seam / bridge+host-local",
+        format!(
+            "{:.2} / {:.2} ms = {del_r:.2}",
+            c.seam_del.median, c.ref_del.median
+        ),
+        "<= 0.50",
+        del_r <= 0.5,
+    );
+    line(
+        &format!("CNI ADD p95, {} concurrent ADDs", c.seam_conc.add.n),
+        format!("{:.2} ms", c.seam_conc.add.p95),
+        "< 15 ms",
+        c.seam_conc.add.p95 < 15.0,
+    );
+    line(
+        "  ... errors / sv* veths left after DEL",
+        format!(
+            "{} / {}",
+            c.seam_conc.errors.len(),
+            c.seam_conc.leftover.len()
+        ),
+        "0 / 0",
+        c.seam_conc.errors.is_empty() && c.seam_conc.leftover.is_empty(),
+    );
+    line(
+        "iperf3 overlay / underlay (medians)",
+        format!(
+            "{:.2} / {:.2} = {:.2}",
+            t.overlay_median(),
+            t.underlay_median(),
+            t.ratio()
+        ),
+        ">= 0.85",
+        t.ok(),
+    );
+    line(
+        &format!("seamd VmRSS with {} pods", m.pods),
+        format!("{:.1} MiB", m.rss_kib as f64 / 1024.0),
+        "< 30 MiB",
+        m.ok(),
+    );
+    line(
+        &format!("time to create {} pods", m.pods),
+        format!("{:.1} s (ADD p50 {:.1} ms)", m.create_secs, m.add.median),
+        "-",
+        true,
+    );
+    reproduce(&format!(
+        "all --calls {} --pods {} --seconds {}",
+        a.calls, a.pods, a.seconds
+    ));
+    Ok(c.latency_ok() && c.concurrency_ok() && t.ok() && m.ok())
+}
