@@ -26,5 +26,7 @@ echo "== tier 1: unit, property and in-process tests"
 cargo test --locked --workspace
 echo "== tier 2/3: privileged tests (network namespaces, lab, real binaries)"
 [ "$(id -u)" -eq 0 ] || { echo "the privileged tests need root" >&2; exit 1; }
+# The privileged tests drive the debug binaries setup.sh just built.
+export SEAM_BIN_DIR="$PWD/target/debug" SEAM_E2E_NO_BUILD=1
 cargo test --locked --workspace -- --ignored --test-threads=1
 echo "== all tests passed"

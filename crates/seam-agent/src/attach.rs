@@ -132,6 +132,12 @@ impl<K: NodeKernel + 'static> Agent<K> {
 
     /// Makes sure the segment's bridge and VXLAN device exist before a port is plugged in.
     async fn ensure_segment_devices(&self, seg: &Segment) -> Result<(), AgentError> {
+        // Once a segment's devices have been seen or made, ADD trusts that they stay: a full
+        // observe per ADD would dump every link on the node. If someone removes them, the
+        // attach fails, the segment is forgotten here, and the reconcile loop rebuilds them.
+        if self.ready_segments.lock().await.contains(&seg.vni) {
+            return Ok(());
+        }
         let _guard = self.segment_lock.lock().await;
         let observed = self.kernel.observe().await?;
         let ready = observed
@@ -145,6 +151,7 @@ impl<K: NodeKernel + 'static> Agent<K> {
             };
             self.kernel.apply(&op).await?;
         }
+        self.ready_segments.lock().await.insert(seg.vni);
         Ok(())
     }
 
@@ -212,7 +219,9 @@ impl<K: NodeKernel + 'static> Agent<K> {
         }
         let attached = match self.ensure_segment_devices(&seg).await {
             Ok(()) => {
-                // A leftover port of an earlier, failed attempt would make the create fail.
+                // A leftover port of an earlier attempt (or one a DEL is still removing) would
+                // make the create fail.
+                self.wait_detached(&spec.host_ifname).await;
                 let _ = self.kernel.detach(&spec.host_ifname).await;
                 self.kernel.attach(&spec).await.map_err(AgentError::from)
             }
@@ -221,6 +230,7 @@ impl<K: NodeKernel + 'static> Agent<K> {
         let port = match attached {
             Ok(port) => port,
             Err(e) => {
+                self.ready_segments.lock().await.remove(&seg.vni);
                 // All or nothing: the lease goes too, so a failed ADD leaves nothing behind.
                 if let Err(release) = self.leases.lock().await.release(&key).await {
                     tracing::error!(%key, error = %release, "could not release the lease of a failed ADD");
@@ -285,16 +295,41 @@ impl<K: NodeKernel + 'static> Agent<K> {
         let key = LeaseKey::new(&id.network, &id.key.container_id, &id.key.ifname);
         // The port name is derived from the identity, so DEL cleans up even without a lease.
         let port = host_ifname(&key.network, &key.container_id, &key.ifname);
-        if let Err(e) = self.kernel.detach(&port).await {
-            return reply_for(&AgentError::from(e), "remove host veth");
-        }
-        match self.leases.lock().await.release(&key).await {
+        let reply = match self.leases.lock().await.release(&key).await {
             Ok(Some((_, Some(endpoint)))) => {
                 let _ = self.publish_tx.send(Publish::Delete(endpoint.name));
                 AgentReply::Done
             }
             Ok(_) => AgentReply::Done,
-            Err(e) => reply_for(&e, "release lease"),
+            Err(e) => return reply_for(&e, "release lease"),
+        };
+        self.detach_later(port).await;
+        reply
+    }
+
+    /// Removes a host veth in the background. Deleting a link waits for an RCU grace period
+    /// in the kernel (≈16 ms here), and nothing the runtime does next depends on it: the lease
+    /// is already released (into quarantine, so the address is not reused meanwhile), an ADD
+    /// of the same attachment waits for the deletion ([`Self::wait_detached`]), and after a
+    /// crash the reconcile loop removes any port that has no lease.
+    async fn detach_later(&self, port: String) {
+        let kernel = self.kernel.clone();
+        let name = port.clone();
+        let task = tokio::spawn(async move {
+            if let Err(e) = kernel.detach(&name).await {
+                tracing::warn!(host_ifname = %name, error = %e, "background removal of host veth failed");
+            }
+        });
+        let mut pending = self.pending_detach.lock().await;
+        pending.retain(|_, t| !t.is_finished());
+        pending.insert(port, task);
+    }
+
+    /// Waits until a background removal of `port` (from an earlier DEL) has finished.
+    async fn wait_detached(&self, port: &str) {
+        let task = self.pending_detach.lock().await.remove(port);
+        if let Some(task) = task {
+            let _ = task.await;
         }
     }
 

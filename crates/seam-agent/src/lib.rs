@@ -45,6 +45,10 @@ pub struct Agent<K> {
     pub view: RwLock<ClusterView>,
     /// Serializes creation of segment devices on the ADD path.
     segment_lock: Mutex<()>,
+    /// VNIs whose bridge and VXLAN device the ADD path has seen or made.
+    ready_segments: Mutex<std::collections::BTreeSet<u32>>,
+    /// Host veths a DEL is still removing in the background, by name.
+    pending_detach: Mutex<std::collections::BTreeMap<String, tokio::task::JoinHandle<()>>>,
     /// Wakes the reconcile loop.
     pub reconcile_now: Notify,
     /// Set once the first full view of the controller has been applied.
@@ -96,6 +100,8 @@ impl<K: NodeKernel + 'static> Agent<K> {
             leases: Mutex::new(book),
             view: RwLock::new(ClusterView::with_segments(cached)),
             segment_lock: Mutex::new(()),
+            pending_detach: Mutex::new(std::collections::BTreeMap::new()),
+            ready_segments: Mutex::new(std::collections::BTreeSet::new()),
             reconcile_now: Notify::new(),
             synced: AtomicBool::new(false),
             publish_tx,

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::Ipv4Net;
-use seam_dataplane::{host_ifname, plan, DesiredNode, NodeKernel, RemoteEntry, SegmentSpec};
+use seam_dataplane::{
+    host_ifname, plan, DesiredNode, LinkOp, NodeKernel, RemoteEntry, SegmentSpec,
+};
 use seam_model::gateway_mac;
 
 use crate::Agent;
@@ -97,7 +99,23 @@ pub async fn reconcile_once<K: NodeKernel + 'static>(
     let ops = plan(&want, &observed);
     let mut first_error = None;
     for op in &ops {
-        if let Err(e) = agent.kernel.apply(op).await {
+        let result = match op {
+            // The plan was made from a snapshot; by now an ADD may have leased this very
+            // attachment again (a re-ADD after DEL reuses the derived port name). Decide and
+            // delete under the lease lock, so no ADD can lease it in between.
+            LinkOp::DeletePort { host_ifname: port } => {
+                let book = agent.leases.lock().await;
+                let leased = book.leases().any(|l| {
+                    host_ifname(&l.key.network, &l.key.container_id, &l.key.ifname) == *port
+                });
+                if leased {
+                    continue;
+                }
+                agent.kernel.apply(op).await
+            }
+            _ => agent.kernel.apply(op).await,
+        };
+        if let Err(e) = result {
             tracing::warn!(?op, error = %e, "dataplane operation failed");
             first_error.get_or_insert(e);
         }

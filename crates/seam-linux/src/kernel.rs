@@ -7,7 +7,9 @@ use std::path::Path;
 
 use futures::TryStreamExt;
 use netlink_packet_route::address::AddressAttribute;
-use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use netlink_packet_route::link::{
+    InfoData, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+};
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
@@ -596,28 +598,24 @@ impl LinuxKernel {
             source,
         })?;
         let bridge = self.index_of(&bridge_name(spec.vni)).await?;
-        // The peer gets a temporary name unique to this attachment, then is renamed to
-        // `spec.ifname` in the same request that moves it (the kernel applies IFLA_IFNAME as the
-        // name in the target namespace), so concurrent ADDs never collide on `eth0`.
-        let peer = format!("sp{}", &spec.host_ifname[2..]);
-        let veth = LinkVeth::new(&spec.host_ifname, &peer)
+        // The sandbox end is created directly inside the sandbox namespace, already named,
+        // addressed (MAC) and sized. Moving an existing link between namespaces waits for an
+        // RCU grace period in the kernel (≈16 ms here), which creating it in place does not.
+        let mut veth = LinkVeth::new(&spec.host_ifname, &spec.ifname)
             .mtu(spec.mtu)
             .build();
+        set_veth_peer(&mut veth, |peer| {
+            peer.attributes
+                .push(LinkAttribute::NetNsFd(netns.as_raw_fd()));
+            peer.attributes
+                .push(LinkAttribute::Address(spec.mac.0.to_vec()));
+            peer.attributes.push(LinkAttribute::Mtu(spec.mtu));
+        });
         h.link()
             .add(veth)
             .execute()
             .await
             .map_err(kernel_err("create veth", &spec.host_ifname))?;
-        let peer_index = self.index_of(&peer).await?;
-        let move_peer = LinkUnspec::new_with_index(peer_index)
-            .setns_by_fd(netns.as_raw_fd())
-            .name(spec.ifname.clone())
-            .build();
-        h.link()
-            .set(move_peer)
-            .execute()
-            .await
-            .map_err(kernel_err("move veth into sandbox", &spec.netns))?;
         let host_index = self.index_of(&spec.host_ifname).await?;
         let plug = LinkUnspec::new_with_index(host_index)
             .controller(bridge)
@@ -681,6 +679,20 @@ impl LinuxKernel {
             message: "no address attribute".into(),
         })?;
         Ok(AttachedPort { host_mac })
+    }
+}
+
+/// Edits the peer half of a veth creation request.
+fn set_veth_peer(msg: &mut LinkMessage, edit: impl FnOnce(&mut LinkMessage)) {
+    for attr in &mut msg.attributes {
+        if let LinkAttribute::LinkInfo(infos) = attr {
+            for info in infos {
+                if let LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))) = info {
+                    edit(peer);
+                    return;
+                }
+            }
+        }
     }
 }
 

@@ -28,6 +28,11 @@ impl AnyStore {
     pub fn open_embedded(path: impl AsRef<Path>) -> Result<Self> {
         Ok(AnyStore::Embedded(EmbeddedStore::open(path)?))
     }
+
+    /// Opens (or creates) the embedded store file at `path` with the given tunables.
+    pub fn open_embedded_with(path: impl AsRef<Path>, config: crate::StoreConfig) -> Result<Self> {
+        Ok(AnyStore::Embedded(EmbeddedStore::open_with(path, config)?))
+    }
 }
 
 impl From<MemoryStore> for AnyStore {

@@ -78,7 +78,12 @@ impl EmbeddedStore {
             path: path.clone(),
             source: Box::new(source),
         };
-        let db = Database::create(&path).map_err(|e| open_err(e.into()))?;
+        // redb's page cache grows to its limit (1 GiB by default) as pages are touched; a node agent
+        // must stay small, so the limit is the caller's choice.
+        let db = redb::Builder::new()
+            .set_cache_size(config.cache_bytes)
+            .create(&path)
+            .map_err(|e| open_err(e.into()))?;
         // Create the tables so that readers never see them missing.
         let mut wtx = db.begin_write().map_err(|e| open_err(e.into()))?;
         wtx.set_durability(Durability::Immediate)

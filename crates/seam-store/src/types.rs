@@ -188,6 +188,8 @@ pub struct StoreConfig {
     /// Capacity of each watcher's channel; a watcher that falls this far behind is dropped
     /// with [`Error::WatcherLagged`].
     pub watch_buffer: usize,
+    /// Upper bound of the embedded store's page cache, in bytes.
+    pub cache_bytes: usize,
 }
 
 impl Default for StoreConfig {
@@ -195,6 +197,7 @@ impl Default for StoreConfig {
         Self {
             history: 10_000,
             watch_buffer: 1024,
+            cache_bytes: 16 << 20,
         }
     }
 }

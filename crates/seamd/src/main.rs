@@ -109,7 +109,13 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     if let Some(dir) = args.state.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     }
-    let store = AnyStore::open_embedded(&args.state)
+    // The lease store is small (one record per attachment); a 2 MiB page cache keeps the
+    // agent's memory flat as pods come and go.
+    let store_config = seam_store::StoreConfig {
+        cache_bytes: 2 << 20,
+        ..seam_store::StoreConfig::default()
+    };
+    let store = AnyStore::open_embedded_with(&args.state, store_config)
         .with_context(|| format!("open lease store {}", args.state.display()))?;
     let config = AgentConfig {
         node: args.node.clone(),

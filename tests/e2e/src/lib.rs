@@ -134,3 +134,16 @@ pub fn netns_name(path: &std::path::Path) -> String {
         .unwrap_or_default()
         .to_string()
 }
+
+/// Waits up to two seconds for `cond`: the agent removes a DEL'd veth in the background (the
+/// kernel's link deletion takes an RCU grace period), so "gone" is checked with a deadline.
+pub fn eventually(what: &str, cond: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}

@@ -1,7 +1,7 @@
 //! seam-cni inside a conflist, followed by Debian's reference portmap and bandwidth plug-ins,
 //! driven the way libcni drives a chain: each plug-in gets the previous result as prevResult.
 
-use seam_e2e::{host_ports, LabGuard};
+use seam_e2e::{eventually, host_ports, LabGuard};
 use seam_lab::CniCall;
 use serde_json::{json, Value};
 
@@ -103,6 +103,8 @@ fn portmap_and_bandwidth_follow_seam_in_a_chain() {
     chained(&g, "bandwidth", "DEL", &path, &r3, bandwidth);
     chained(&g, "portmap", "DEL", &path, &r3, portmap);
     chained(&g, "seam-cni", "DEL", &path, &r3, socket);
-    assert!(host_ports(&g.node("n1")).is_empty());
+    eventually("seam's veth removed", || {
+        host_ports(&g.node("n1")).is_empty()
+    });
     let _ = seam_linux::netns::delete("e2e-chain-p");
 }

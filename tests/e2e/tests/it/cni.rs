@@ -1,6 +1,6 @@
 //! The CNI protocol against the real binary and agent.
 
-use seam_e2e::{host_ports, ip_json, LabGuard};
+use seam_e2e::{eventually, host_ports, ip_json, LabGuard};
 use seam_lab::CniCall;
 use serde_json::{json, Value};
 
@@ -87,14 +87,15 @@ fn add_check_del_gc_follow_the_spec() {
     assert_eq!(run(&g, &del).0, 0);
     assert_eq!(run(&g, &call(&g, "DEL", "c1", "")).0, 0);
     assert_eq!(run(&g, &call(&g, "DEL", "never-added", "")).0, 0);
-    assert!(host_ports(&g.node("n1")).is_empty());
-    assert_eq!(
+    eventually("host veth removed after DEL", || {
+        host_ports(&g.node("n1")).is_empty()
+    });
+    eventually("only lo is left in the sandbox", || {
         ip_json(&ns.0, &["link", "show"])
             .as_array()
-            .map(|a| a.len()),
-        Some(1),
-        "only lo is left"
-    );
+            .map(|a| a.len())
+            == Some(1)
+    });
 
     // GC releases every attachment not listed as valid.
     let nss: Vec<Netns> = (0..3)

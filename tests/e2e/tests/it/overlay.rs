@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use seam_e2e::{host_ports, ip_json, netns_name, vxlan_fdb, LabGuard};
+use seam_e2e::{eventually, host_ports, ip_json, netns_name, vxlan_fdb, LabGuard};
 use seam_lab::probe;
 
 #[test]
@@ -41,15 +41,14 @@ fn pods_on_different_nodes_and_segments_reach_each_other_over_vxlan() {
     assert!(fdb.iter().any(|(_, dst)| dst == "198.18.0.12"), "{fdb:?}");
     // Removing b removes its entries on n1 and its veth on n2.
     g.lab.del_pod("blue", "b").unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(vxlan_fdb(&n1.netns, "seam-v4096")
-        .iter()
-        .all(|(_, dst)| dst != "198.18.0.12"));
-    assert_eq!(
-        host_ports(&g.node("n2")).len(),
-        1,
-        "only c's veth is left on n2"
-    );
+    eventually("n1's entries for b removed", || {
+        vxlan_fdb(&n1.netns, "seam-v4096")
+            .iter()
+            .all(|(_, dst)| dst != "198.18.0.12")
+    });
+    eventually("only c's veth is left on n2", || {
+        host_ports(&g.node("n2")).len() == 1
+    });
 }
 
 #[test]
