@@ -219,11 +219,18 @@ impl<K: NodeKernel + 'static> Agent<K> {
         }
         let attached = match self.ensure_segment_devices(&seg).await {
             Ok(()) => {
-                // A leftover port of an earlier attempt (or one a DEL is still removing) would
-                // make the create fail.
-                self.wait_detached(&spec.host_ifname).await;
+                // A leftover port of an earlier attempt (or one a DEL retired and the reaper
+                // has not deleted yet) would make the create fail.
                 let _ = self.kernel.detach(&spec.host_ifname).await;
-                self.kernel.attach(&spec).await.map_err(AgentError::from)
+                match self.kernel.attach(&spec).await {
+                    // The sandbox may still hold the interface of a retired port (a runtime
+                    // that reuses a namespace): delete retired ports now and try once more.
+                    Err(e) if e.is_exists() => {
+                        let _ = self.kernel.reap().await;
+                        self.kernel.attach(&spec).await.map_err(AgentError::from)
+                    }
+                    other => other.map_err(AgentError::from),
+                }
             }
             Err(e) => Err(e),
         };
@@ -303,34 +310,18 @@ impl<K: NodeKernel + 'static> Agent<K> {
             Ok(_) => AgentReply::Done,
             Err(e) => return reply_for(&e, "release lease"),
         };
-        self.detach_later(port).await;
-        reply
-    }
-
-    /// Removes a host veth in the background. Deleting a link waits for an RCU grace period
-    /// in the kernel (≈16 ms here), and nothing the runtime does next depends on it: the lease
-    /// is already released (into quarantine, so the address is not reused meanwhile), an ADD
-    /// of the same attachment waits for the deletion ([`Self::wait_detached`]), and after a
-    /// crash the reconcile loop removes any port that has no lease.
-    async fn detach_later(&self, port: String) {
-        let kernel = self.kernel.clone();
-        let name = port.clone();
-        let task = tokio::spawn(async move {
-            if let Err(e) = kernel.detach(&name).await {
-                tracing::warn!(host_ifname = %name, error = %e, "background removal of host veth failed");
-            }
-        });
-        let mut pending = self.pending_detach.lock().await;
-        pending.retain(|_, t| !t.is_finished());
-        pending.insert(port, task);
-    }
-
-    /// Waits until a background removal of `port` (from an earlier DEL) has finished.
-    async fn wait_detached(&self, port: &str) {
-        let task = self.pending_detach.lock().await.remove(port);
-        if let Some(task) = task {
-            let _ = task.await;
+        // Retiring is cheap (a link group on the host end; the sandbox end set down and
+        // renamed out of the way); the reaper deletes retired ports in batches, so
+        // the kernel's per-deletion grace period (≈16 ms here) is paid once per batch, not
+        // once per DEL. The lease is already released (into quarantine), an ADD of the same
+        // attachment deletes a retired port of the same name first, and after a crash the
+        // reaper runs again at start.
+        let sandbox = Some((id.netns.as_str(), id.key.ifname.as_str()));
+        if let Err(e) = self.kernel.retire(&port, sandbox).await {
+            return reply_for(&AgentError::from(e), "retire host veth");
         }
+        self.reap_now.notify_one();
+        reply
     }
 
     async fn check(&self, a: Attachment) -> AgentReply {
@@ -366,7 +357,7 @@ impl<K: NodeKernel + 'static> Agent<K> {
         let mut failures = Vec::new();
         for key in stale {
             let port = host_ifname(&key.network, &key.container_id, &key.ifname);
-            if let Err(e) = self.kernel.detach(&port).await {
+            if let Err(e) = self.kernel.retire(&port, None).await {
                 failures.push(format!("{key}: {e}"));
                 continue;
             }
@@ -378,6 +369,7 @@ impl<K: NodeKernel + 'static> Agent<K> {
                 Err(e) => failures.push(format!("{key}: {e}")),
             }
         }
+        self.reap_now.notify_one();
         if failures.is_empty() {
             AgentReply::Done
         } else {

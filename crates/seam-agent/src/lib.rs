@@ -47,8 +47,8 @@ pub struct Agent<K> {
     segment_lock: Mutex<()>,
     /// VNIs whose bridge and VXLAN device the ADD path has seen or made.
     ready_segments: Mutex<std::collections::BTreeSet<u32>>,
-    /// Host veths a DEL is still removing in the background, by name.
-    pending_detach: Mutex<std::collections::BTreeMap<String, tokio::task::JoinHandle<()>>>,
+    /// Wakes the reaper of retired host ports.
+    pub reap_now: Notify,
     /// Wakes the reconcile loop.
     pub reconcile_now: Notify,
     /// Set once the first full view of the controller has been applied.
@@ -100,7 +100,7 @@ impl<K: NodeKernel + 'static> Agent<K> {
             leases: Mutex::new(book),
             view: RwLock::new(ClusterView::with_segments(cached)),
             segment_lock: Mutex::new(()),
-            pending_detach: Mutex::new(std::collections::BTreeMap::new()),
+            reap_now: Notify::new(),
             ready_segments: Mutex::new(std::collections::BTreeSet::new()),
             reconcile_now: Notify::new(),
             synced: AtomicBool::new(false),
@@ -112,6 +112,7 @@ impl<K: NodeKernel + 'static> Agent<K> {
             tokio::spawn(sync::run(agent.clone())),
             tokio::spawn(sync::publisher(agent.clone(), publish_rx)),
             tokio::spawn(reconcile::run(agent.clone())),
+            tokio::spawn(reconcile::reaper(agent.clone())),
         ];
         Ok(Running { agent, tasks })
     }

@@ -128,3 +128,18 @@ pub async fn reconcile_once<K: NodeKernel + 'static>(
         None => Ok(ops.len()),
     }
 }
+
+/// How long retired ports wait, so that the DELs of a burst share one kernel deletion.
+const REAP_BATCH: Duration = Duration::from_millis(200);
+
+/// Deletes retired host ports in batches: at start (a crash may have left some) and shortly
+/// after any DEL retired one.
+pub async fn reaper<K: NodeKernel + 'static>(agent: Arc<Agent<K>>) {
+    loop {
+        if let Err(e) = agent.kernel.reap().await {
+            tracing::warn!(error = %e, "deleting retired host ports failed; will retry");
+        }
+        agent.reap_now.notified().await;
+        tokio::time::sleep(REAP_BATCH).await;
+    }
+}

@@ -102,11 +102,21 @@ impl Plugin {
         Ok(self.call("DEL", cid, pod_netns, pod, Some(prev))?.0)
     }
 
+    /// Host ports still present once removal had its chance: seamd deletes DEL'd veths in
+    /// batches shortly after DEL returns (the kernel's per-link grace period is paid once per
+    /// batch), so this waits up to 3 s before calling a port left behind.
     fn leftover_ports(&self) -> anyhow::Result<Vec<String>> {
-        Ok(util::links(&util::netns_name(&self.node_netns))?
-            .into_iter()
-            .filter(|l| l.starts_with(self.port_prefix))
-            .collect())
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        loop {
+            let left: Vec<String> = util::links(&util::netns_name(&self.node_netns))?
+                .into_iter()
+                .filter(|l| l.starts_with(self.port_prefix))
+                .collect();
+            if left.is_empty() || std::time::Instant::now() >= deadline {
+                return Ok(left);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 }
 

@@ -17,6 +17,8 @@ pub struct FakeState {
     pub observed: Observed,
     /// Attachments by host port name.
     pub attachments: BTreeMap<String, PodAttach>,
+    /// Ports retired and not yet reaped.
+    pub retired: Vec<String>,
     /// When set, the next `attach` fails with this message (and leaves nothing behind).
     pub fail_next_attach: Option<String>,
 }
@@ -134,9 +136,26 @@ impl NodeKernel for FakeKernel {
 
     async fn detach(&self, host_ifname: &str) -> Result<()> {
         let mut s = self.lock()?;
+        s.retired.retain(|r| r != host_ifname);
         s.observed.host_ports.remove(host_ifname);
         s.attachments.remove(host_ifname);
         Ok(())
+    }
+
+    async fn retire(&self, host_ifname: &str, _sandbox: Option<(&str, &str)>) -> Result<()> {
+        let mut s = self.lock()?;
+        if s.observed.host_ports.remove(host_ifname).is_some() {
+            s.attachments.remove(host_ifname);
+            s.retired.push(host_ifname.to_string());
+        }
+        Ok(())
+    }
+
+    async fn reap(&self) -> Result<bool> {
+        let mut s = self.lock()?;
+        let any = !s.retired.is_empty();
+        s.retired.clear();
+        Ok(any)
     }
 
     async fn check(&self, spec: &PodAttach) -> Result<AttachedPort> {

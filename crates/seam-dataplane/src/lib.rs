@@ -14,6 +14,9 @@ mod plan;
 mod types;
 
 pub use error::{Error, Result};
+/// The link group that marks retired host ports (`RETIRED_GROUP` = 0x5ea0).
+pub const RETIRED_GROUP: u32 = 0x5ea0;
+
 pub use names::{
     bridge_name, host_ifname, is_host_port, vni_of_bridge, vni_of_vxlan, vxlan_name,
     HOST_PORT_PREFIX,
@@ -37,6 +40,21 @@ pub trait NodeKernel: Send + Sync {
     /// Removes the attachment's host veth (`ip link del`), which removes the sandbox end too.
     /// Absent is success.
     fn detach(&self, host_ifname: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Marks a host veth for removal by the next [`NodeKernel::reap`] (`ip link set NAME group
+    /// RETIRED`). Cheap: the kernel's per-link deletion cost (an RCU grace period) is paid
+    /// once per batch instead. A retired port no longer shows in [`Observed::host_ports`].
+    ///
+    /// When `sandbox` names the sandbox namespace and interface, that interface is also set
+    /// down and renamed out of the way, so a runtime that reuses the namespace can attach again
+    /// at once (the old interface's routes go with it).
+    fn retire(
+        &self,
+        host_ifname: &str,
+        sandbox: Option<(&str, &str)>,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// Deletes every retired port in one batch (`ip link del group RETIRED`); returns whether
+    /// there were any.
+    fn reap(&self) -> impl Future<Output = Result<bool>> + Send;
     /// Verifies that the sandbox interface, its address and default route, and the host port
     /// are all as `spec` says, and returns the host port; the error says what is missing.
     fn check(&self, spec: &PodAttach) -> impl Future<Output = Result<AttachedPort>> + Send;

@@ -22,6 +22,7 @@ use rtnetlink::{
 use seam_dataplane::{
     bridge_name, is_host_port, vni_of_bridge, vni_of_vxlan, vxlan_name, AttachedPort, Error,
     LinkOp, NodeKernel, Observed, ObservedSegment, PodAttach, Result, SegmentSpec, Underlay,
+    RETIRED_GROUP,
 };
 use seam_model::MacAddr;
 
@@ -323,7 +324,11 @@ impl NodeKernel for LinuxKernel {
             let Some(name) = link_name(link) else {
                 continue;
             };
-            if is_host_port(name) {
+            let retired = link
+                .attributes
+                .iter()
+                .any(|a| matches!(a, LinkAttribute::Group(RETIRED_GROUP)));
+            if is_host_port(name) && !retired {
                 let vni = link_controller(link)
                     .and_then(|c| bridge_vni.get(&c))
                     .copied();
@@ -513,6 +518,49 @@ impl NodeKernel for LinuxKernel {
         delete_link(&self.handle, host_ifname).await
     }
 
+    async fn retire(&self, host_ifname: &str, sandbox: Option<(&str, &str)>) -> Result<()> {
+        let h = &self.handle;
+        if let Some((netns, ifname)) = sandbox {
+            if !netns.is_empty() && Path::new(netns).exists() {
+                if let Err(e) = retire_sandbox_end(netns, ifname, host_ifname).await {
+                    // Not fatal: the reaper still deletes the pair; only a reuse of this
+                    // namespace would have to wait for it.
+                    tracing::debug!(%netns, %ifname, error = %e, "could not move the sandbox interface aside");
+                }
+            }
+        }
+        let Some(link) = link_by_name(h, host_ifname).await? else {
+            return Ok(());
+        };
+        let mark = LinkUnspec::new_with_index(link.header.index)
+            .link_group(RETIRED_GROUP)
+            .build();
+        ok_if_absent(
+            h.link()
+                .set(mark)
+                .execute()
+                .await
+                .map_err(kernel_err("retire host veth", host_ifname)),
+        )
+    }
+
+    async fn reap(&self) -> Result<bool> {
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::Group(RETIRED_GROUP));
+        match self
+            .handle
+            .link()
+            .del_with_message(msg)
+            .execute()
+            .await
+            .map_err(kernel_err("delete retired ports", "group"))
+        {
+            Ok(()) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn check(&self, spec: &PodAttach) -> Result<AttachedPort> {
         let drift = |what: &str, detail: String| Error::Drift {
             what: what.to_string(),
@@ -680,6 +728,33 @@ impl LinuxKernel {
         })?;
         Ok(AttachedPort { host_mac })
     }
+}
+
+/// Sets the sandbox end of a retiring pair down (which also drops its routes) and renames it
+/// (`sx…`, unique per attachment) so that the sandbox's interface name is free again. Both are
+/// cheap, unlike deleting the link.
+async fn retire_sandbox_end(netns: &str, ifname: &str, host_ifname: &str) -> Result<()> {
+    let inner = connect_in(Path::new(netns))?;
+    let Some(link) = link_by_name(&inner, ifname).await? else {
+        return Ok(());
+    };
+    let down = LinkUnspec::new_with_index(link.header.index).down().build();
+    inner
+        .link()
+        .set(down)
+        .execute()
+        .await
+        .map_err(kernel_err("set sandbox interface down", ifname))?;
+    let aside = format!("sx{}", host_ifname.get(2..).unwrap_or(host_ifname));
+    let rename = LinkUnspec::new_with_index(link.header.index)
+        .name(aside)
+        .build();
+    inner
+        .link()
+        .set(rename)
+        .execute()
+        .await
+        .map_err(kernel_err("rename sandbox interface", ifname))
 }
 
 /// Edits the peer half of a veth creation request.

@@ -50,6 +50,18 @@ impl NodeKernel for StallingKernel {
         self.inner.detach(host_ifname).await
     }
 
+    async fn retire(
+        &self,
+        host_ifname: &str,
+        sandbox: Option<(&str, &str)>,
+    ) -> seam_dataplane::Result<()> {
+        self.inner.retire(host_ifname, sandbox).await
+    }
+
+    async fn reap(&self) -> seam_dataplane::Result<bool> {
+        self.inner.reap().await
+    }
+
     async fn check(&self, spec: &PodAttach) -> seam_dataplane::Result<AttachedPort> {
         self.inner.check(spec).await
     }

@@ -107,13 +107,15 @@ fn add_check_del_gc_follow_the_spec() {
     let mut gc = call(&g, "GC", "", "");
     gc.config["cni.dev/valid-attachments"] = json!([{"containerID": "gc1", "ifname": "eth0"}]);
     assert_eq!(run(&g, &gc).0, 0, "{:?}", run(&g, &gc));
-    assert_eq!(host_ports(&g.node("n1")).len(), 1);
-    assert_eq!(
+    eventually("GC removed the two stale veths", || {
+        host_ports(&g.node("n1")).len() == 1
+    });
+    eventually("GC emptied the stale sandbox", || {
         ip_json(&nss[0].0, &["link", "show"])
             .as_array()
-            .map(|a| a.len()),
-        Some(1)
-    );
+            .map(|a| a.len())
+            == Some(1)
+    });
     assert_eq!(
         ip_json(&nss[1].0, &["link", "show"])
             .as_array()
