@@ -45,22 +45,48 @@ impl LinuxKernel {
     }
 }
 
+/// A netlink connection opened inside a sandbox namespace, closed when dropped.
+///
+/// rtnetlink's connection task only ends once its unsolicited-message channel notices its
+/// receiver is gone, which never happens on a socket that gets no unsolicited messages; without
+/// the abort every ADD would leak a task, a socket and its buffers.
+struct SandboxConn {
+    handle: Handle,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl std::ops::Deref for SandboxConn {
+    type Target = Handle;
+    fn deref(&self) -> &Handle {
+        &self.handle
+    }
+}
+
+impl Drop for SandboxConn {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// Opens a netlink connection inside the namespace at `path` (on a short-lived thread, so no
 /// runtime thread ever changes namespace) and spawns it on the current runtime.
-fn connect_in(path: &Path) -> Result<Handle> {
+fn connect_in(path: &Path) -> Result<SandboxConn> {
     let runtime = tokio::runtime::Handle::current();
     let netns_err = |source| Error::Netns {
         path: path.display().to_string(),
         source,
     };
-    crate::netns::run_in(path, move || {
-        let _guard = runtime.enter();
-        let (conn, handle, _) = rtnetlink::new_connection()?;
-        tokio::spawn(conn);
-        Ok::<_, std::io::Error>(handle)
-    })
-    .map_err(|e| netns_err(std::io::Error::other(e.to_string())))?
-    .map_err(netns_err)
+    static WORKER: std::sync::OnceLock<crate::netns::NetnsWorker> = std::sync::OnceLock::new();
+    WORKER
+        .get_or_init(crate::netns::NetnsWorker::default)
+        .run(path, move || {
+            let _guard = runtime.enter();
+            let (conn, handle, _) = rtnetlink::new_connection()?;
+            let task = tokio::spawn(conn);
+            Ok::<_, std::io::Error>(SandboxConn { handle, task })
+        })
+        .map_err(|e| netns_err(std::io::Error::other(e.to_string())))?
+        .map_err(netns_err)
 }
 
 fn kernel_err(
@@ -281,68 +307,73 @@ impl LinuxKernel {
 impl NodeKernel for LinuxKernel {
     async fn observe(&self) -> Result<Observed> {
         let h = &self.handle;
-        let links: Vec<LinkMessage> = h
-            .link()
-            .get()
-            .execute()
-            .try_collect()
+        // Dumps are consumed as streams and only Seam's own links are kept, in compact form:
+        // a node with hundreds of pods must not materialize every message of every dump.
+        struct Facts {
+            index: u32,
+            name: String,
+            up: bool,
+            controller: Option<u32>,
+            retired: bool,
+        }
+        let mut facts = Vec::new();
+        let mut links = h.link().get().execute();
+        while let Some(link) = links
+            .try_next()
             .await
-            .map_err(kernel_err("list links", "all"))?;
-        let mut by_index = BTreeMap::new();
-        for link in &links {
-            if let Some(name) = link_name(link) {
-                by_index.insert(link.header.index, name.to_string());
+            .map_err(kernel_err("list links", "all"))?
+        {
+            let Some(name) = link_name(&link) else {
+                continue;
+            };
+            let ours =
+                vni_of_bridge(name).is_some() || vni_of_vxlan(name).is_some() || is_host_port(name);
+            if ours {
+                facts.push(Facts {
+                    index: link.header.index,
+                    name: name.to_string(),
+                    up: is_up(&link),
+                    controller: link_controller(&link),
+                    retired: link
+                        .attributes
+                        .iter()
+                        .any(|a| matches!(a, LinkAttribute::Group(RETIRED_GROUP))),
+                });
             }
         }
         let mut observed = Observed::default();
         let mut vxlan_vni = BTreeMap::new();
         let mut bridge_vni = BTreeMap::new();
-        for link in &links {
-            let Some(name) = link_name(link) else {
-                continue;
-            };
-            if let Some(vni) = vni_of_bridge(name) {
-                bridge_vni.insert(link.header.index, vni);
-                let seg = observed
+        for f in &facts {
+            if let Some(vni) = vni_of_bridge(&f.name) {
+                bridge_vni.insert(f.index, vni);
+                observed
                     .segments
                     .entry(vni)
-                    .or_insert_with(ObservedSegment::default);
-                seg.bridge_ok = is_up(link);
-            } else if let Some(vni) = vni_of_vxlan(name) {
-                vxlan_vni.insert(link.header.index, vni);
-                let plugged = link_controller(link)
-                    .and_then(|c| by_index.get(&c))
-                    .is_some_and(|b| *b == bridge_name(vni));
-                let seg = observed
+                    .or_insert_with(ObservedSegment::default)
+                    .bridge_ok = f.up;
+            }
+        }
+        for f in &facts {
+            if let Some(vni) = vni_of_vxlan(&f.name) {
+                vxlan_vni.insert(f.index, vni);
+                let plugged = f.controller.and_then(|c| bridge_vni.get(&c)) == Some(&vni);
+                observed
                     .segments
                     .entry(vni)
-                    .or_insert_with(ObservedSegment::default);
-                seg.vxlan_ok = is_up(link) && plugged;
+                    .or_insert_with(ObservedSegment::default)
+                    .vxlan_ok = f.up && plugged;
+            } else if is_host_port(&f.name) && !f.retired {
+                let vni = f.controller.and_then(|c| bridge_vni.get(&c)).copied();
+                observed.host_ports.insert(f.name.clone(), vni);
             }
         }
-        for link in &links {
-            let Some(name) = link_name(link) else {
-                continue;
-            };
-            let retired = link
-                .attributes
-                .iter()
-                .any(|a| matches!(a, LinkAttribute::Group(RETIRED_GROUP)));
-            if is_host_port(name) && !retired {
-                let vni = link_controller(link)
-                    .and_then(|c| bridge_vni.get(&c))
-                    .copied();
-                observed.host_ports.insert(name.to_string(), vni);
-            }
-        }
-        let addrs: Vec<_> = h
-            .address()
-            .get()
-            .execute()
-            .try_collect()
+        let mut addrs = h.address().get().execute();
+        while let Some(addr) = addrs
+            .try_next()
             .await
-            .map_err(kernel_err("list addresses", "all"))?;
-        for addr in addrs {
+            .map_err(kernel_err("list addresses", "all"))?
+        {
             if let Some(vni) = bridge_vni.get(&addr.header.index) {
                 let has_v4 = addr
                     .attributes
@@ -355,15 +386,16 @@ impl NodeKernel for LinuxKernel {
                 }
             }
         }
-        let fdb: Vec<NeighbourMessage> = h
+        let mut fdb = h
             .neighbours()
             .get()
             .set_address_family(AddressFamily::Bridge)
-            .execute()
-            .try_collect()
+            .execute();
+        while let Some(entry) = fdb
+            .try_next()
             .await
-            .map_err(kernel_err("list fdb", "all"))?;
-        for entry in fdb {
+            .map_err(kernel_err("list fdb", "all"))?
+        {
             let Some(vni) = vxlan_vni.get(&entry.header.ifindex) else {
                 continue;
             };
@@ -376,15 +408,16 @@ impl NodeKernel for LinuxKernel {
                 }
             }
         }
-        let neigh: Vec<NeighbourMessage> = h
+        let mut neigh = h
             .neighbours()
             .get()
             .set_address_family(AddressFamily::Inet)
-            .execute()
-            .try_collect()
+            .execute();
+        while let Some(entry) = neigh
+            .try_next()
             .await
-            .map_err(kernel_err("list neighbours", "all"))?;
-        for entry in neigh {
+            .map_err(kernel_err("list neighbours", "all"))?
+        {
             let Some(vni) = vxlan_vni.get(&entry.header.ifindex) else {
                 continue;
             };

@@ -116,3 +116,69 @@ pub fn run_in<T: Send>(path: &Path, f: impl FnOnce() -> T + Send) -> Result<T> {
             })
     })
 }
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// One long-lived thread that runs short jobs inside other namespaces and returns to its own
+/// namespace after each. The agent opens a netlink socket in a sandbox on every ADD; doing that
+/// on a fresh thread each time would make glibc create (and keep) a malloc arena per thread.
+#[derive(Default)]
+pub struct NetnsWorker {
+    jobs: std::sync::Mutex<Option<std::sync::mpsc::Sender<Job>>>,
+}
+
+impl NetnsWorker {
+    /// Runs `f` inside the namespace at `path` on the worker thread and returns its result.
+    pub fn run<T: Send + 'static>(
+        &self,
+        path: &Path,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T> {
+        let err = |source| Error::Netns {
+            operation: "run in",
+            name: path.display().to_string(),
+            source,
+        };
+        let (reply_tx, reply_rx) = std::sync::mpsc::channel();
+        let target = path.to_path_buf();
+        let job: Job = Box::new(move || {
+            let result = enter(&target).map(|()| f());
+            let _ = reply_tx.send(result);
+        });
+        self.sender()
+            .map_err(err)?
+            .send(job)
+            .map_err(|_| err(io::Error::other("namespace worker is gone")))?;
+        reply_rx
+            .recv()
+            .map_err(|_| err(io::Error::other("namespace worker stopped")))?
+    }
+
+    fn sender(&self) -> io::Result<std::sync::mpsc::Sender<Job>> {
+        let mut slot = self
+            .jobs
+            .lock()
+            .map_err(|_| io::Error::other("namespace worker lock poisoned"))?;
+        if let Some(tx) = slot.as_ref() {
+            return Ok(tx.clone());
+        }
+        let home = File::open("/proc/thread-self/ns/net")?;
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("seam-netns".into())
+            .spawn(move || {
+                for job in rx {
+                    job();
+                    // Back home after every job; a thread that cannot return must not run more.
+                    if setns(&home, CloneFlags::CLONE_NEWNET).is_err() {
+                        tracing::error!(
+                            "namespace worker could not return to its namespace; retiring it"
+                        );
+                        return;
+                    }
+                }
+            })?;
+        *slot = Some(tx.clone());
+        Ok(tx)
+    }
+}
