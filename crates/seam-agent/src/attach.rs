@@ -205,6 +205,7 @@ impl<K: NodeKernel + 'static> Agent<K> {
             Err(reply) => return reply,
         };
         let key = LeaseKey::new(&a.network, &a.key.container_id, &a.key.ifname);
+        let t0 = std::time::Instant::now();
         let lease = match self.reserve(key.clone(), &seg, &a.netns).await {
             Ok(lease) => lease,
             Err(e) => return reply_for(&e, &format!("reserve address in segment {}", seg.name)),
@@ -217,6 +218,7 @@ impl<K: NodeKernel + 'static> Agent<K> {
         {
             return self.attached(&spec, &seg).await;
         }
+        let t_reserved = t0.elapsed();
         let attached = match self.ensure_segment_devices(&seg).await {
             Ok(()) => {
                 // A leftover port of an earlier attempt (or one a DEL retired and the reaper
@@ -261,11 +263,18 @@ impl<K: NodeKernel + 'static> Agent<K> {
             container_id: Some(a.key.container_id.clone()),
             ifname: Some(a.key.ifname.clone()),
         };
+        let t_attached = t0.elapsed();
         if let Err(e) = self.leases.lock().await.bind(&key, endpoint.clone()).await {
             let _ = self.kernel.detach(&spec.host_ifname).await;
             let _ = self.leases.lock().await.release(&key).await;
             return reply_for(&e, "record attachment");
         }
+        tracing::debug!(
+            reserve_us = t_reserved.as_micros() as u64,
+            attach_us = (t_attached - t_reserved).as_micros() as u64,
+            bind_us = (t0.elapsed() - t_attached).as_micros() as u64,
+            "add phases"
+        );
         let _ = self.publish_tx.send(Publish::Put(endpoint));
         AgentReply::Attached(AttachResult {
             host_ifname: spec.host_ifname.clone(),

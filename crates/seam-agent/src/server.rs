@@ -67,7 +67,13 @@ async fn serve_one<K: NodeKernel + 'static>(
     let reply = match serde_json::from_slice::<AgentRequest>(&line) {
         Ok(req) if req.protocol == PROTOCOL_VERSION => {
             let started = std::time::Instant::now();
-            let op = format!("{:?}", std::mem::discriminant(&req.op));
+            let op = match &req.op {
+                seam_model::agent_rpc::AgentOp::Add(_) => "ADD",
+                seam_model::agent_rpc::AgentOp::Del(_) => "DEL",
+                seam_model::agent_rpc::AgentOp::Check(_) => "CHECK",
+                seam_model::agent_rpc::AgentOp::Gc { .. } => "GC",
+                seam_model::agent_rpc::AgentOp::Status { .. } => "STATUS",
+            };
             let reply = agent.handle(req.op).await;
             tracing::debug!(%op, elapsed_us = started.elapsed().as_micros() as u64, "cni request");
             reply

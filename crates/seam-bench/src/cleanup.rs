@@ -47,6 +47,7 @@ impl LabGuard {
             segment_mode: "namespace".into(),
             bin_dir: bin_dir.to_path_buf(),
             controller_args: Vec::new(),
+            one_process: false,
         }) {
             Ok(lab) => Ok(LabGuard { lab, done: false }),
             Err(e) => {

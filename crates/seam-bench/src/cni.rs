@@ -507,8 +507,8 @@ fn agent_log_times(log: &Path, offset: u64) -> Option<(Stats, Stats)> {
         };
         let Ok(us) = us.parse::<f64>() else { continue };
         match op.as_str() {
-            "Discriminant(0)" => add.push(us / 1e3),
-            "Discriminant(1)" => del.push(us / 1e3),
+            "ADD" => add.push(us / 1e3),
+            "DEL" => del.push(us / 1e3),
             _ => {}
         }
     }

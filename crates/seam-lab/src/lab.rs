@@ -30,6 +30,9 @@ pub struct LabSpec {
     pub bin_dir: PathBuf,
     /// Extra `seam-controller` flags (e.g. `--pool 10.250.0.0/28`).
     pub controller_args: Vec<String>,
+    /// One-machine mode: node n1's `seamd` also runs the controller (`--with-controller`)
+    /// instead of a separate `seam-controller` process.
+    pub one_process: bool,
 }
 
 /// One node of a running lab.
@@ -96,6 +99,12 @@ pub struct Lab {
     pub cni_path: String,
     /// Directory holding the binaries.
     pub bin_dir: PathBuf,
+    /// Node n1's agent also runs the controller.
+    #[serde(default)]
+    pub one_process: bool,
+    /// The controller's segment mode.
+    #[serde(default)]
+    pub segment_mode: String,
     /// The nodes.
     pub nodes: Vec<NodeInfo>,
     /// The pods.
@@ -372,21 +381,25 @@ fn build(spec: &LabSpec) -> Result<Lab> {
 
     let controller_sock = dir.join("controller.sock");
     let controller_log = dir.join("controller.log");
-    let controller_pid = spawn_logged(
-        Command::new("ip")
-            .args(["netns", "exec", &underlay])
-            .arg(spec.bin_dir.join("seam-controller"))
-            .arg("--listen")
-            .arg(format!("unix:{}", controller_sock.display()))
-            .arg("--store")
-            .arg(format!(
-                "embedded:{}",
-                dir.join("controller.redb").display()
-            ))
-            .args(["--segment-mode", &spec.segment_mode])
-            .args(&spec.controller_args),
-        &controller_log,
-    )?;
+    let controller_pid = if spec.one_process {
+        0
+    } else {
+        spawn_logged(
+            Command::new("ip")
+                .args(["netns", "exec", &underlay])
+                .arg(spec.bin_dir.join("seam-controller"))
+                .arg("--listen")
+                .arg(format!("unix:{}", controller_sock.display()))
+                .arg("--store")
+                .arg(format!(
+                    "embedded:{}",
+                    dir.join("controller.redb").display()
+                ))
+                .args(["--segment-mode", &spec.segment_mode])
+                .args(&spec.controller_args),
+            &controller_log,
+        )?
+    };
     let controller = format!("unix:{}", controller_sock.display());
     let cni_path = format!("{}:/usr/lib/cni:/opt/cni/bin", spec.bin_dir.display());
     let mut lab = Lab {
@@ -399,13 +412,17 @@ fn build(spec: &LabSpec) -> Result<Lab> {
         cni_plugin: spec.bin_dir.join("seam-cni"),
         cni_path,
         bin_dir: spec.bin_dir.clone(),
+        one_process: spec.one_process,
+        segment_mode: spec.segment_mode.clone(),
         nodes: Vec::new(),
         pods: Vec::new(),
     };
     lab.save()?;
-    wait_for("the controller socket", Duration::from_secs(10), || {
-        controller_sock.exists()
-    })?;
+    if !spec.one_process {
+        wait_for("the controller socket", Duration::from_secs(10), || {
+            controller_sock.exists()
+        })?;
+    }
 
     for i in 1..=spec.nodes {
         let name = format!("n{i}");
@@ -442,23 +459,7 @@ fn build(spec: &LabSpec) -> Result<Lab> {
             serde_json::to_vec_pretty(&conflist).unwrap_or_default(),
         )
         .map_err(io_err(&cni_config))?;
-        let agent_pid = spawn_logged(
-            Command::new(spec.bin_dir.join("seamd"))
-                .args([
-                    "--node",
-                    &name,
-                    "--netns",
-                    &netns,
-                    "--controller",
-                    &controller,
-                ])
-                .arg("--socket")
-                .arg(&agent_socket)
-                .arg("--state")
-                .arg(&agent_state),
-            &agent_log,
-        )?;
-        lab.nodes.push(NodeInfo {
+        let mut node = NodeInfo {
             name,
             netns,
             netns_path,
@@ -467,8 +468,18 @@ fn build(spec: &LabSpec) -> Result<Lab> {
             agent_state,
             agent_log,
             cni_config,
-            agent_pid,
-        });
+            agent_pid: 0,
+        };
+        node.agent_pid = spawn_agent(&lab, &node, false)?;
+        if spec.one_process && i == 1 {
+            lab.controller_pid = node.agent_pid;
+            wait_for(
+                "the embedded controller socket",
+                Duration::from_secs(10),
+                || controller_sock.exists(),
+            )?;
+        }
+        lab.nodes.push(node);
         lab.save()?;
     }
     for node in &lab.nodes {
@@ -484,22 +495,28 @@ fn spawn_agent(lab: &Lab, node: &NodeInfo, append_log: bool) -> Result<u32> {
         old.extend_from_slice(b"\n--- agent restarted ---\n");
         let _ = std::fs::write(node.agent_log.with_extension("log.prev"), old);
     }
-    spawn_logged(
-        Command::new(lab.bin_dir.join("seamd"))
-            .args([
-                "--node",
-                &node.name,
-                "--netns",
-                &node.netns,
-                "--controller",
-                &lab.controller,
-            ])
-            .arg("--socket")
-            .arg(&node.agent_socket)
-            .arg("--state")
-            .arg(&node.agent_state),
-        &node.agent_log,
-    )
+    let mut cmd = Command::new(lab.bin_dir.join("seamd"));
+    cmd.args([
+        "--node",
+        &node.name,
+        "--netns",
+        &node.netns,
+        "--controller",
+        &lab.controller,
+    ])
+    .arg("--socket")
+    .arg(&node.agent_socket)
+    .arg("--state")
+    .arg(&node.agent_state);
+    if lab.one_process && node.name == "n1" {
+        let socket = lab.controller.trim_start_matches("unix:");
+        cmd.arg("--with-controller")
+            .arg(format!("unix:{socket}"))
+            .arg("--controller-store")
+            .arg(lab.dir.join("controller.redb"))
+            .args(["--segment-mode", &lab.segment_mode]);
+    }
+    spawn_logged(&mut cmd, &node.agent_log)
 }
 
 impl Lab {
@@ -561,6 +578,10 @@ fn leftovers(name: &str) -> Vec<String> {
 }
 
 fn kill(pid: u32) {
+    // 0 would signal our own process group, 1 is init: a pid not yet recorded is never killed.
+    if pid <= 1 {
+        return;
+    }
     let _ = Command::new("kill")
         .arg("-TERM")
         .arg(pid.to_string())

@@ -15,6 +15,7 @@ pub fn run(name: &str, keep: bool, bin_dir: PathBuf) -> anyhow::Result<()> {
         nodes: 2,
         segment_mode: "namespace".into(),
         controller_args: Vec::new(),
+        one_process: false,
         bin_dir,
     })?;
     let result = scenario(&mut lab);

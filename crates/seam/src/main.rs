@@ -54,6 +54,9 @@ enum LabCmd {
         /// Print the lab description as JSON.
         #[arg(long)]
         json: bool,
+        /// One-machine mode: node n1's seamd also runs the controller (no separate process).
+        #[arg(long)]
+        one_process: bool,
     },
     /// Stop a lab and remove everything it made (also after a crash).
     Down {
@@ -119,6 +122,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
@@ -171,12 +175,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 nodes,
                 segment_mode,
                 json,
+                one_process,
             } => {
                 let lab = seam_lab::up(&LabSpec {
                     name,
                     nodes,
                     segment_mode,
                     controller_args: Vec::new(),
+                    one_process,
                     bin_dir: bin_dir()?,
                 })?;
                 print_lab(&lab, json)

@@ -21,9 +21,24 @@ struct Args {
     /// This node's name.
     #[arg(long, env = "SEAM_NODE")]
     node: String,
-    /// Controller endpoint: unix:/path or http://host:port.
-    #[arg(long, env = "SEAM_CONTROLLER")]
-    controller: String,
+    /// Controller endpoint: unix:/path or http://host:port. With --with-controller it defaults
+    /// to that listener.
+    #[arg(
+        long,
+        env = "SEAM_CONTROLLER",
+        required_unless_present = "with_controller"
+    )]
+    controller: Option<String>,
+    /// One-machine mode: also run the controller in this process, listening here
+    /// (unix:/path or tcp:ADDR:PORT).
+    #[arg(long, value_name = "LISTENER")]
+    with_controller: Option<seam_controller::Listener>,
+    /// The controller's store in one-machine mode (one redb file).
+    #[arg(long, default_value = "/var/lib/seam/controller.redb")]
+    controller_store: PathBuf,
+    /// Segment mode of the controller in one-machine mode.
+    #[arg(long, value_enum, default_value = "namespace")]
+    segment_mode: SegmentModeArg,
     /// CNI socket path (mode 0600).
     #[arg(long, default_value = "/run/seam/seamd.sock")]
     socket: PathBuf,
@@ -55,6 +70,12 @@ enum Role {
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
+enum SegmentModeArg {
+    Namespace,
+    Flat,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
 enum LogFormat {
     Text,
     Json,
@@ -66,7 +87,8 @@ fn main() -> ExitCode {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match args.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -120,6 +142,18 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     };
     let store = AnyStore::open_embedded_with(&args.state, store_config)
         .with_context(|| format!("open lease store {}", args.state.display()))?;
+    let controller = match (&args.with_controller, &args.controller) {
+        (Some(listener), given) => {
+            let endpoint = given.clone().unwrap_or_else(|| match listener {
+                seam_controller::Listener::Unix(path) => format!("unix:{}", path.display()),
+                seam_controller::Listener::Tcp(addr) => format!("http://{addr}"),
+            });
+            start_controller(&args, listener.clone()).await?;
+            endpoint
+        }
+        (None, Some(endpoint)) => endpoint.clone(),
+        (None, None) => anyhow::bail!("--controller or --with-controller is required"),
+    };
     let config = AgentConfig {
         node: args.node.clone(),
         role: match args.role {
@@ -133,7 +167,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         },
         mtu: underlay_mtu.saturating_sub(VXLAN_OVERHEAD),
         socket: args.socket.clone(),
-        controller: args.controller.clone(),
+        controller,
         quarantine_ms: args.quarantine_ms,
     };
     let running = Agent::start(config, kernel, store)
@@ -150,5 +184,45 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     tracing::info!("seamd stopping; dataplane left in place");
     running.abort();
     let _ = std::fs::remove_file(&args.socket);
+    Ok(())
+}
+
+/// Starts the controller inside this process (one-machine mode) and waits until it listens.
+async fn start_controller(args: &Args, listener: seam_controller::Listener) -> anyhow::Result<()> {
+    if let Some(dir) = args.controller_store.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    }
+    let store = AnyStore::open_embedded(&args.controller_store)
+        .with_context(|| format!("open controller store {}", args.controller_store.display()))?;
+    let config = seam_controller::ControllerConfig {
+        segment_mode: match args.segment_mode {
+            SegmentModeArg::Namespace => seam_controller::SegmentMode::PerNamespace,
+            SegmentModeArg::Flat => seam_controller::SegmentMode::Flat,
+        },
+        ..seam_controller::ControllerConfig::default()
+    };
+    let socket = match &listener {
+        seam_controller::Listener::Unix(path) => Some(path.clone()),
+        seam_controller::Listener::Tcp(_) => None,
+    };
+    tokio::spawn(async move {
+        if let Err(e) =
+            seam_controller::serve(config, store, vec![listener], std::future::pending()).await
+        {
+            tracing::error!("embedded controller stopped: {e}");
+        }
+    });
+    if let Some(path) = socket {
+        for _ in 0..200 {
+            if path.exists() {
+                return Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        anyhow::bail!(
+            "embedded controller did not start listening on {}",
+            path.display()
+        );
+    }
     Ok(())
 }

@@ -41,6 +41,16 @@ pub struct LabGuard {
 impl LabGuard {
     /// Brings up lab `name` with `nodes` nodes (names are per test, so tests never collide).
     pub fn up(name: &str, nodes: usize, controller_args: &[&str]) -> LabGuard {
+        Self::up_with(name, nodes, controller_args, false)
+    }
+
+    /// Like [`LabGuard::up`]; with `one_process`, node n1's agent also runs the controller.
+    pub fn up_with(
+        name: &str,
+        nodes: usize,
+        controller_args: &[&str],
+        one_process: bool,
+    ) -> LabGuard {
         require_root();
         let _ = seam_lab::down(name);
         let spec = LabSpec {
@@ -49,6 +59,7 @@ impl LabGuard {
             segment_mode: "namespace".to_string(),
             bin_dir: bin_dir(),
             controller_args: controller_args.iter().map(|s| s.to_string()).collect(),
+            one_process,
         };
         match seam_lab::up(&spec) {
             Ok(lab) => LabGuard { lab },

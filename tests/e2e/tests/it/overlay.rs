@@ -73,3 +73,24 @@ fn lab_down_cleans_up_after_a_crash() {
         .collect::<Vec<_>>();
     assert!(cmdlines.is_empty(), "{cmdlines:?}");
 }
+
+#[test]
+#[ignore = "privileged: netns"]
+fn one_process_holds_controller_and_agent() {
+    let mut g = LabGuard::up_with("e2e-one", 2, &[], true);
+    assert_eq!(
+        g.lab.controller_pid,
+        g.node("n1").agent_pid,
+        "n1's seamd is the controller"
+    );
+    let a = g.lab.add_pod("n1", "blue", "a").unwrap();
+    let b = g.lab.add_pod("n2", "blue", "b").unwrap();
+    probe::serve_tcp(&b.netns_path, 8080, "b".into()).unwrap();
+    eventually("n1 learned b", || {
+        probe::tcp(&a.netns_path, b.ip, 8080, Duration::from_secs(1))
+            .unwrap()
+            .as_deref()
+            == Some("b")
+    });
+    assert!(probe::ping(&a.netns_path, b.ip, 2).unwrap());
+}
