@@ -679,11 +679,18 @@ impl LinuxKernel {
             source,
         })?;
         let bridge = self.index_of(&bridge_name(spec.vni)).await?;
-        // The sandbox end is created directly inside the sandbox namespace, already named,
-        // addressed (MAC) and sized. Moving an existing link between namespaces waits for an
-        // RCU grace period in the kernel (≈16 ms here), which creating it in place does not.
+        let host_mac = host_port_mac(&spec.host_ifname);
+        // One request makes the whole pair: the host end already plugged into the bridge, up,
+        // with its MAC; the sandbox end created directly inside the sandbox namespace, named,
+        // addressed (MAC) and sized. (It cannot also be brought up here: the kernel opens it
+        // before linking it to its peer, which veth refuses.) Moving an existing link between
+        // namespaces waits for an RCU grace period (≈16 ms here), and every extra request
+        // queues on the kernel's RTNL lock behind concurrent ADDs.
         let mut veth = LinkVeth::new(&spec.host_ifname, &spec.ifname)
             .mtu(spec.mtu)
+            .address(host_mac.0.to_vec())
+            .controller(bridge)
+            .up()
             .build();
         set_veth_peer(&mut veth, |peer| {
             peer.attributes
@@ -697,40 +704,24 @@ impl LinuxKernel {
             .execute()
             .await
             .map_err(kernel_err("create veth", &spec.host_ifname))?;
-        let host_index = self.index_of(&spec.host_ifname).await?;
-        let plug = LinkUnspec::new_with_index(host_index)
-            .controller(bridge)
-            .mtu(spec.mtu)
-            .up()
-            .build();
-        h.link()
-            .set(plug)
-            .execute()
-            .await
-            .map_err(kernel_err("plug host veth", &spec.host_ifname))?;
 
         let inner = connect_in(Path::new(&spec.netns))?;
-        if let Some(lo) = link_by_name(&inner, "lo").await? {
-            let up = LinkUnspec::new_with_index(lo.header.index).up().build();
-            inner
-                .link()
-                .set(up)
-                .execute()
-                .await
-                .map_err(kernel_err("set lo up", &spec.netns))?;
-        }
-        let eth = require_link(&inner, &spec.ifname).await?;
-        let conf = LinkUnspec::new_with_index(eth.header.index)
-            .address(spec.mac.0.to_vec())
-            .mtu(spec.mtu)
-            .up()
-            .build();
+        // A new network namespace's loopback is always ifindex 1.
+        let lo_up = LinkUnspec::new_with_index(1).up().build();
         inner
             .link()
-            .set(conf)
+            .set(lo_up)
             .execute()
             .await
-            .map_err(kernel_err("configure sandbox interface", &spec.ifname))?;
+            .map_err(kernel_err("set lo up", &spec.netns))?;
+        let eth = require_link(&inner, &spec.ifname).await?;
+        let up = LinkUnspec::new_with_index(eth.header.index).up().build();
+        inner
+            .link()
+            .set(up)
+            .execute()
+            .await
+            .map_err(kernel_err("set sandbox interface up", &spec.ifname))?;
         add_address(
             &inner,
             eth.header.index,
@@ -752,13 +743,6 @@ impl LinuxKernel {
                 .map_err(kernel_err("add default route", &spec.ifname)),
         )?;
 
-        let host = require_link(h, &spec.host_ifname).await?;
-        let host_mac = link_mac(&host).ok_or_else(|| Error::Kernel {
-            operation: "read host veth MAC",
-            object: spec.host_ifname.clone(),
-            errno: None,
-            message: "no address attribute".into(),
-        })?;
         Ok(AttachedPort { host_mac })
     }
 }
@@ -788,6 +772,17 @@ async fn retire_sandbox_end(netns: &str, ifname: &str, host_ifname: &str) -> Res
         .execute()
         .await
         .map_err(kernel_err("rename sandbox interface", ifname))
+}
+
+/// The host end's MAC, derived from its name (itself derived from the attachment identity):
+/// locally administered (`0a:5f:` + the last 32 bits of the name's hash), so it needs no
+/// read-back after creation.
+fn host_port_mac(host_ifname: &str) -> MacAddr {
+    let hex = host_ifname
+        .get(host_ifname.len().saturating_sub(8)..)
+        .unwrap_or_default();
+    let bits = u32::from_str_radix(hex, 16).unwrap_or(0).to_be_bytes();
+    MacAddr([0x0a, 0x5f, bits[0], bits[1], bits[2], bits[3]])
 }
 
 /// Edits the peer half of a veth creation request.
