@@ -1,0 +1,42 @@
+//! Seam's policy engine: the policy objects, the inventory they are evaluated against, and the reference
+//! evaluator behind `seam explain` and the conformance runner.
+//!
+//! - Objects ([`PolicyObject`]): Kubernetes [`NetworkPolicy`] (networking.k8s.io/v1), [`AdminNetworkPolicy`] and
+//!   [`BaselineAdminNetworkPolicy`] (policy.networking.k8s.io/v1alpha1), Seam's [`EndpointGroup`] and
+//!   [`Contract`] (seam.dev/v1alpha1). [`parse_json`] and [`parse_yaml`] decode and validate them; unknown fields
+//!   and unsupported features are errors with the field path, never silently dropped.
+//! - Facts ([`Inventory`]): tenants and their [`IsolationMode`], namespaces, endpoints of every kind.
+//! - Semantics ([`evaluate`]): one flow in, a [`Verdict`] per direction out, with the tier and the [`RuleRef`]
+//!   that decided. `SEMANTICS.md` next to this crate's `Cargo.toml` is the specification.
+//!
+//! Architecture invariant: this crate is pure. It opens no file or socket, starts no process, and depends on no
+//! runtime (tokio), kernel (nix, netlink) or other Seam crate.
+//!
+//! Start reading at [`evaluate`] in `eval.rs`.
+
+mod anp;
+mod contract;
+mod error;
+mod eval;
+mod group;
+mod inventory;
+mod meta;
+mod netpol;
+mod object;
+mod selector;
+
+pub use anp::*;
+pub use contract::*;
+pub use error::{EvalError, FieldError, ParseError, ValidationError};
+pub use eval::{
+    evaluate, Decision, Direction, DirectionVerdict, Flow, FlowEnd, Reason, RuleRef, Tier, Verdict,
+};
+pub use group::*;
+pub use inventory::*;
+pub use meta::{ObjectMeta, Protocol};
+pub use netpol::*;
+pub use object::{parse_json, parse_yaml, ObjectKey, PolicyKind, PolicyObject, PolicySet};
+pub use selector::{LabelSelector, LabelSelectorRequirement, Labels, SelectorOperator};
+
+#[cfg(test)]
+mod tests;
