@@ -119,7 +119,7 @@ pub(crate) fn check_label_key(p: &mut Problems, path: &str, key: &str) {
         Some((prefix, name)) => (Some(prefix), name),
         None => (None, key),
     };
-    let prefix_ok = prefix.is_none_or(|pre| is_dns_subdomain(pre));
+    let prefix_ok = prefix.is_none_or(is_dns_subdomain);
     if !prefix_ok || !is_label_name(name) || name.is_empty() {
         p.add(path, format!("{key:?} is not a valid label key"));
     }
