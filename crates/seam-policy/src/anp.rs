@@ -257,11 +257,16 @@ impl NamespacedPods {
     fn validate(&self, p: &mut Problems, path: &str) {
         self.namespace_selector
             .validate(p, &format!("{path}.namespaceSelector"));
-        self.pod_selector.validate(p, &format!("{path}.podSelector"));
+        self.pod_selector
+            .validate(p, &format!("{path}.podSelector"));
     }
 }
 
-fn validate_rules<A>(p: &mut Problems, ingress: &[AdminIngressRule<A>], egress: &[AdminEgressRule<A>]) {
+fn validate_rules<A>(
+    p: &mut Problems,
+    ingress: &[AdminIngressRule<A>],
+    egress: &[AdminEgressRule<A>],
+) {
     if ingress.len() > 100 {
         p.add("spec.ingress", "at most 100 rules");
     }
@@ -333,7 +338,12 @@ fn validate_rules<A>(p: &mut Problems, ingress: &[AdminIngressRule<A>], egress: 
     }
 }
 
-fn validate_rule_common(p: &mut Problems, path: &str, name: Option<&str>, ports: Option<&[AdminPort]>) {
+fn validate_rule_common(
+    p: &mut Problems,
+    path: &str,
+    name: Option<&str>,
+    ports: Option<&[AdminPort]>,
+) {
     if let Some(name) = name {
         if name.len() > 100 {
             p.add(format!("{path}.name"), "at most 100 characters");
@@ -385,6 +395,9 @@ fn validate_rule_common(p: &mut Problems, path: &str, name: Option<&str>, ports:
 
 fn check_protocol(p: &mut Problems, path: &str, protocol: Option<Protocol>) {
     if protocol == Some(Protocol::Icmp) {
-        p.add(path, "admin network policies support TCP, UDP and SCTP only");
+        p.add(
+            path,
+            "admin network policies support TCP, UDP and SCTP only",
+        );
     }
 }

@@ -127,7 +127,10 @@ impl Contract {
         let mut p = Problems::default();
         self.metadata.validate(&mut p, false);
         let spec = &self.spec;
-        for (field, groups) in [("consumers", &spec.consumers), ("providers", &spec.providers)] {
+        for (field, groups) in [
+            ("consumers", &spec.consumers),
+            ("providers", &spec.providers),
+        ] {
             if groups.is_empty() {
                 p.add(format!("spec.{field}"), "must name at least one group");
             }
@@ -190,7 +193,10 @@ impl Filter {
         }
         if let Some(t) = self.icmp_type {
             if !(0..=255).contains(&t) {
-                p.add(format!("{path}.icmpType"), format!("{t} is outside 0..=255"));
+                p.add(
+                    format!("{path}.icmpType"),
+                    format!("{t} is outside 0..=255"),
+                );
             }
         }
     }
@@ -216,6 +222,7 @@ impl Filter {
 
 fn is_group_reference(g: &str) -> bool {
     g == CLUSTER_GROUP
-        || g.strip_prefix(NAMESPACE_GROUP_PREFIX).is_some_and(is_dns_label)
+        || g.strip_prefix(NAMESPACE_GROUP_PREFIX)
+            .is_some_and(is_dns_label)
         || is_dns_subdomain(g)
 }

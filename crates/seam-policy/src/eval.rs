@@ -251,7 +251,11 @@ struct Ctx<'a> {
 /// the admin, namespace and baseline tiers (see `SEMANTICS.md`).
 ///
 /// Fails only when a flow end names an endpoint the inventory does not hold.
-pub fn evaluate(policies: &PolicySet, inventory: &Inventory, flow: &Flow) -> Result<Verdict, EvalError> {
+pub fn evaluate(
+    policies: &PolicySet,
+    inventory: &Inventory,
+    flow: &Flow,
+) -> Result<Verdict, EvalError> {
     let ctx = Ctx {
         set: policies,
         inv: inventory,
@@ -265,7 +269,12 @@ pub fn evaluate(policies: &PolicySet, inventory: &Inventory, flow: &Flow) -> Res
     })
 }
 
-fn verdict(direction: Direction, decision: Decision, tier: Tier, reason: Reason) -> DirectionVerdict {
+fn verdict(
+    direction: Direction,
+    decision: Decision,
+    tier: Tier,
+    reason: Reason,
+) -> DirectionVerdict {
     DirectionVerdict {
         direction,
         decision,
@@ -309,7 +318,12 @@ impl Ctx<'_> {
         let mut entries: Vec<(i64, u8, &str, AdminEntry<'_>)> = Vec::new();
         for anp in self.set.admin_network_policies() {
             if self.subject_selects(&anp.spec.subject, ep) {
-                entries.push((anp.spec.priority, 0, &anp.metadata.name, AdminEntry::Anp(anp)));
+                entries.push((
+                    anp.spec.priority,
+                    0,
+                    &anp.metadata.name,
+                    AdminEntry::Anp(anp),
+                ));
             }
         }
         for c in self.set.contracts() {
@@ -323,18 +337,24 @@ impl Ctx<'_> {
             match entry {
                 AdminEntry::Anp(anp) => {
                     let hit = match dir {
-                        Direction::Ingress => anp.spec.ingress.iter().enumerate().find_map(|(i, r)| {
-                            (r.from.iter().any(|p| self.ingress_peer_matches(p, peer))
-                                && self.admin_ports_match(r.ports.as_deref()))
-                            .then(|| (i, r.name.clone(), r.action))
-                        }),
-                        Direction::Egress => anp.spec.egress.iter().enumerate().find_map(|(i, r)| {
-                            (r.to.iter().any(|p| self.egress_peer_matches(p, peer))
-                                && self.admin_ports_match(r.ports.as_deref()))
-                            .then(|| (i, r.name.clone(), r.action))
-                        }),
+                        Direction::Ingress => {
+                            anp.spec.ingress.iter().enumerate().find_map(|(i, r)| {
+                                (r.from.iter().any(|p| self.ingress_peer_matches(p, peer))
+                                    && self.admin_ports_match(r.ports.as_deref()))
+                                .then(|| (i, r.name.clone(), r.action))
+                            })
+                        }
+                        Direction::Egress => {
+                            anp.spec.egress.iter().enumerate().find_map(|(i, r)| {
+                                (r.to.iter().any(|p| self.egress_peer_matches(p, peer))
+                                    && self.admin_ports_match(r.ports.as_deref()))
+                                .then(|| (i, r.name.clone(), r.action))
+                            })
+                        }
                     };
-                    let Some((i, rule_name, action)) = hit else { continue };
+                    let Some((i, rule_name, action)) = hit else {
+                        continue;
+                    };
                     let rule = RuleRef {
                         kind: PolicyKind::AdminNetworkPolicy,
                         namespace: None,
@@ -372,22 +392,35 @@ impl Ctx<'_> {
     }
 
     fn pods_match(&self, pods: &NamespacedPods, ep: &Endpoint) -> bool {
-        pods.namespace_selector.matches(self.ns_labels(&ep.namespace)) && pods.pod_selector.matches(&ep.labels)
+        pods.namespace_selector
+            .matches(self.ns_labels(&ep.namespace))
+            && pods.pod_selector.matches(&ep.labels)
     }
 
     fn namespaces_match(&self, sel: &LabelSelector, end: End<'_>) -> bool {
-        end.pod().is_some_and(|e| sel.matches(self.ns_labels(&e.namespace)))
+        end.pod()
+            .is_some_and(|e| sel.matches(self.ns_labels(&e.namespace)))
     }
 
     fn ingress_peer_matches(&self, p: &AdminIngressPeer, end: End<'_>) -> bool {
-        p.namespaces.as_ref().is_some_and(|s| self.namespaces_match(s, end))
-            || p.pods.as_ref().is_some_and(|s| end.pod().is_some_and(|e| self.pods_match(s, e)))
+        p.namespaces
+            .as_ref()
+            .is_some_and(|s| self.namespaces_match(s, end))
+            || p.pods
+                .as_ref()
+                .is_some_and(|s| end.pod().is_some_and(|e| self.pods_match(s, e)))
     }
 
     fn egress_peer_matches(&self, p: &AdminEgressPeer, end: End<'_>) -> bool {
-        p.namespaces.as_ref().is_some_and(|s| self.namespaces_match(s, end))
-            || p.pods.as_ref().is_some_and(|s| end.pod().is_some_and(|e| self.pods_match(s, e)))
-            || p.networks.as_ref().is_some_and(|nets| nets.iter().any(|n| end.in_net(n)))
+        p.namespaces
+            .as_ref()
+            .is_some_and(|s| self.namespaces_match(s, end))
+            || p.pods
+                .as_ref()
+                .is_some_and(|s| end.pod().is_some_and(|e| self.pods_match(s, e)))
+            || p.networks
+                .as_ref()
+                .is_some_and(|nets| nets.iter().any(|n| end.in_net(n)))
     }
 
     fn admin_ports_match(&self, ports: Option<&[AdminPort]>) -> bool {
@@ -395,7 +428,8 @@ impl Ctx<'_> {
         let (proto, port) = (self.flow.protocol, self.flow.port);
         ports.iter().any(|p| {
             if let Some(n) = &p.port_number {
-                return n.protocol.unwrap_or(Protocol::Tcp) == proto && port_u16(n.port) == Some(port);
+                return n.protocol.unwrap_or(Protocol::Tcp) == proto
+                    && port_u16(n.port) == Some(port);
             }
             if let Some(r) = &p.port_range {
                 return r.protocol.unwrap_or(Protocol::Tcp) == proto
@@ -426,27 +460,43 @@ impl Ctx<'_> {
     /// The index of the subject of `c` that matches the flow, if the source is a consumer, the destination a
     /// provider and the scope allows the pair.
     fn contract_match(&self, c: &Contract) -> Option<usize> {
-        let consumer = c.spec.consumers.iter().any(|g| self.group_contains(g, self.src));
-        let provider = c.spec.providers.iter().any(|g| self.group_contains(g, self.dst));
+        let consumer = c
+            .spec
+            .consumers
+            .iter()
+            .any(|g| self.group_contains(g, self.src));
+        let provider = c
+            .spec
+            .providers
+            .iter()
+            .any(|g| self.group_contains(g, self.dst));
         if !consumer || !provider {
             return None;
         }
         if c.spec.scope == ContractScope::Tenant {
             let same = match (self.src.endpoint, self.dst.endpoint) {
-                (Some(s), Some(d)) => self.inv.tenant_name(&s.namespace) == self.inv.tenant_name(&d.namespace),
+                (Some(s), Some(d)) => {
+                    self.inv.tenant_name(&s.namespace) == self.inv.tenant_name(&d.namespace)
+                }
                 _ => false,
             };
             if !same {
                 return None;
             }
         }
-        c.spec
-            .subjects
-            .iter()
-            .position(|s| s.filters.iter().any(|f| f.matches(self.flow.protocol, self.flow.port)))
+        c.spec.subjects.iter().position(|s| {
+            s.filters
+                .iter()
+                .any(|f| f.matches(self.flow.protocol, self.flow.port))
+        })
     }
 
-    fn contract_verdict(&self, dir: Direction, c: &Contract, tier: Tier) -> Option<DirectionVerdict> {
+    fn contract_verdict(
+        &self,
+        dir: Direction,
+        c: &Contract,
+        tier: Tier,
+    ) -> Option<DirectionVerdict> {
         let i = self.contract_match(c)?;
         let decision = match c.spec.action {
             ContractAction::Allow => Decision::Allow,
@@ -463,14 +513,19 @@ impl Ctx<'_> {
 
     fn group_contains(&self, group: &str, end: End<'_>) -> bool {
         if group == CLUSTER_GROUP {
-            return end.endpoint.is_some_and(|e| e.kind != EndpointKind::External);
+            return end
+                .endpoint
+                .is_some_and(|e| e.kind != EndpointKind::External);
         }
         if let Some(ns) = group.strip_prefix(NAMESPACE_GROUP_PREFIX) {
             return end.endpoint.is_some_and(|e| e.namespace == ns);
         }
-        self.set
-            .endpoint_group(group)
-            .is_some_and(|g| g.spec.selectors.iter().any(|s| self.selector_matches(s, end)))
+        self.set.endpoint_group(group).is_some_and(|g| {
+            g.spec
+                .selectors
+                .iter()
+                .any(|s| self.selector_matches(s, end))
+        })
     }
 
     fn selector_matches(&self, s: &EndpointSelector, end: End<'_>) -> bool {
@@ -491,7 +546,12 @@ impl Ctx<'_> {
     // ---- namespace tier ---------------------------------------------------------------------------------------
 
     /// `None` when the end is not isolated in this direction and nothing matched: the baseline tier decides.
-    fn namespace_tier(&self, dir: Direction, ep: &Endpoint, peer: End<'_>) -> Option<DirectionVerdict> {
+    fn namespace_tier(
+        &self,
+        dir: Direction,
+        ep: &Endpoint,
+        peer: End<'_>,
+    ) -> Option<DirectionVerdict> {
         let mut contracts: Vec<&Contract> = self
             .set
             .contracts()
@@ -499,7 +559,10 @@ impl Ctx<'_> {
             .collect();
         contracts.sort_by_key(|c| (c.priority(), c.metadata.name.as_str()));
         // A matching deny contract wins over every allow of the tier, whatever the priorities.
-        for c in contracts.iter().filter(|c| c.spec.action == ContractAction::Deny) {
+        for c in contracts
+            .iter()
+            .filter(|c| c.spec.action == ContractAction::Deny)
+        {
             if let Some(v) = self.contract_verdict(dir, c, Tier::Namespace) {
                 return Some(v);
             }
@@ -521,14 +584,24 @@ impl Ctx<'_> {
                 }
                 isolating.push(np_ref(np, None));
                 if allowed_by.is_none() {
-                    allowed_by = self.np_rule_match(np, dir, peer).map(|i| np_ref(np, Some(i)));
+                    allowed_by = self
+                        .np_rule_match(np, dir, peer)
+                        .map(|i| np_ref(np, Some(i)));
                 }
             }
         }
         if let Some(rule) = allowed_by {
-            return Some(verdict(dir, Decision::Allow, Tier::Namespace, Reason::Rule(rule)));
+            return Some(verdict(
+                dir,
+                Decision::Allow,
+                Tier::Namespace,
+                Reason::Rule(rule),
+            ));
         }
-        for c in contracts.iter().filter(|c| c.spec.action == ContractAction::Allow) {
+        for c in contracts
+            .iter()
+            .filter(|c| c.spec.action == ContractAction::Allow)
+        {
             if let Some(v) = self.contract_verdict(dir, c, Tier::Namespace) {
                 return Some(v);
             }
@@ -538,8 +611,15 @@ impl Ctx<'_> {
                 endpoint: Some(ep),
                 addr: self.dst.addr,
             };
-            for c in contracts.iter().filter(|c| c.spec.action == ContractAction::Allow) {
-                if c.spec.providers.iter().any(|g| self.group_contains(g, local)) {
+            for c in contracts
+                .iter()
+                .filter(|c| c.spec.action == ContractAction::Allow)
+            {
+                if c.spec
+                    .providers
+                    .iter()
+                    .any(|g| self.group_contains(g, local))
+                {
                     isolating.push(contract_ref(c, None));
                 }
             }
@@ -547,7 +627,12 @@ impl Ctx<'_> {
         if isolating.is_empty() {
             None
         } else {
-            Some(verdict(dir, Decision::Deny, Tier::Namespace, Reason::Isolated(isolating)))
+            Some(verdict(
+                dir,
+                Decision::Deny,
+                Tier::Namespace,
+                Reason::Isolated(isolating),
+            ))
         }
     }
 
@@ -574,7 +659,10 @@ impl Ctx<'_> {
             Some(sel) => sel.matches(self.ns_labels(&e.namespace)),
             None => e.namespace == policy_ns,
         };
-        ns_ok && p.pod_selector.as_ref().is_none_or(|sel| sel.matches(&e.labels))
+        ns_ok
+            && p.pod_selector
+                .as_ref()
+                .is_none_or(|sel| sel.matches(&e.labels))
     }
 
     fn np_ports_match(&self, ports: &[NetworkPolicyPort]) -> bool {
@@ -601,11 +689,13 @@ impl Ctx<'_> {
         if let Some(banp) = self.set.baseline() {
             if self.subject_selects(&banp.spec.subject, ep) {
                 let hit = match dir {
-                    Direction::Ingress => banp.spec.ingress.iter().enumerate().find_map(|(i, r)| {
-                        (r.from.iter().any(|p| self.ingress_peer_matches(p, peer))
-                            && self.admin_ports_match(r.ports.as_deref()))
-                        .then(|| (i, r.name.clone(), r.action))
-                    }),
+                    Direction::Ingress => {
+                        banp.spec.ingress.iter().enumerate().find_map(|(i, r)| {
+                            (r.from.iter().any(|p| self.ingress_peer_matches(p, peer))
+                                && self.admin_ports_match(r.ports.as_deref()))
+                            .then(|| (i, r.name.clone(), r.action))
+                        })
+                    }
                     Direction::Egress => banp.spec.egress.iter().enumerate().find_map(|(i, r)| {
                         (r.to.iter().any(|p| self.egress_peer_matches(p, peer))
                             && self.admin_ports_match(r.ports.as_deref()))
@@ -637,7 +727,9 @@ impl Ctx<'_> {
                 // Addresses outside the inventory belong to no tenant: multitenant mode separates tenants from
                 // each other, not from the outside world (policies do that).
                 None => Decision::Allow,
-                Some(pt) if pt == tenant_name || tenant.global || self.inv.tenant(pt).global => Decision::Allow,
+                Some(pt) if pt == tenant_name || tenant.global || self.inv.tenant(pt).global => {
+                    Decision::Allow
+                }
                 Some(_) => Decision::Deny,
             },
         };
@@ -670,6 +762,8 @@ fn contract_ref(c: &Contract, subject: Option<usize>) -> RuleRef {
         namespace: None,
         name: c.metadata.name.clone(),
         rule_index: subject,
-        rule_name: subject.and_then(|i| c.spec.subjects.get(i)).and_then(|s| s.name.clone()),
+        rule_name: subject
+            .and_then(|i| c.spec.subjects.get(i))
+            .and_then(|s| s.name.clone()),
     }
 }

@@ -135,7 +135,9 @@ impl std::str::FromStr for Protocol {
             "UDP" => Ok(Protocol::Udp),
             "SCTP" => Ok(Protocol::Sctp),
             "ICMP" => Ok(Protocol::Icmp),
-            _ => Err(format!("unknown protocol {s:?} (expected TCP, UDP, SCTP or ICMP)")),
+            _ => Err(format!(
+                "unknown protocol {s:?} (expected TCP, UDP, SCTP or ICMP)"
+            )),
         }
     }
 }

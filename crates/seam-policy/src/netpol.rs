@@ -230,10 +230,7 @@ fn validate_ports(p: &mut Problems, path: &str, ports: &[NetworkPolicyPort]) {
                 if let Some(end) = end {
                     check_port(p, &format!("{pp}.endPort"), end);
                     if end < *n {
-                        p.add(
-                            format!("{pp}.endPort"),
-                            format!("{end} is below port {n}"),
-                        );
+                        p.add(format!("{pp}.endPort"), format!("{end} is below port {n}"));
                     }
                 }
             }

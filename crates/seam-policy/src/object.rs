@@ -48,7 +48,9 @@ impl PolicyKind {
     pub fn api_version(self) -> &'static str {
         match self {
             PolicyKind::NetworkPolicy => NETWORKING_V1,
-            PolicyKind::AdminNetworkPolicy | PolicyKind::BaselineAdminNetworkPolicy => POLICY_V1ALPHA1,
+            PolicyKind::AdminNetworkPolicy | PolicyKind::BaselineAdminNetworkPolicy => {
+                POLICY_V1ALPHA1
+            }
             PolicyKind::EndpointGroup | PolicyKind::Contract => SEAM_V1ALPHA1,
         }
     }
@@ -177,7 +179,8 @@ fn split_list(value: Value) -> Vec<Value> {
     match value {
         Value::Array(items) => items,
         Value::Object(mut map)
-            if map.get("kind").and_then(Value::as_str) == Some("List") && map.contains_key("items") =>
+            if map.get("kind").and_then(Value::as_str) == Some("List")
+                && map.contains_key("items") =>
         {
             match map.remove("items") {
                 Some(Value::Array(items)) => items,
@@ -246,7 +249,11 @@ fn decode_document(document: usize, value: Value) -> Result<PolicyObject, ParseE
     Ok(object)
 }
 
-fn decode<T: DeserializeOwned>(document: usize, kind: PolicyKind, body: Value) -> Result<T, ParseError> {
+fn decode<T: DeserializeOwned>(
+    document: usize,
+    kind: PolicyKind,
+    body: Value,
+) -> Result<T, ParseError> {
     serde_path_to_error::deserialize(body).map_err(|e| {
         let path = e.path().to_string();
         ParseError::Decode {
@@ -283,7 +290,9 @@ impl PolicySet {
     }
 
     /// A set holding `objects`, each validated; a later object replaces an earlier one with the same key.
-    pub fn from_objects(objects: impl IntoIterator<Item = PolicyObject>) -> Result<Self, ValidationError> {
+    pub fn from_objects(
+        objects: impl IntoIterator<Item = PolicyObject>,
+    ) -> Result<Self, ValidationError> {
         let mut set = Self::new();
         for o in objects {
             set.insert(o)?;
@@ -292,7 +301,10 @@ impl PolicySet {
     }
 
     /// Validates `object` and stores it, replacing (and returning) the object with the same key.
-    pub fn insert(&mut self, object: PolicyObject) -> Result<Option<PolicyObject>, ValidationError> {
+    pub fn insert(
+        &mut self,
+        object: PolicyObject,
+    ) -> Result<Option<PolicyObject>, ValidationError> {
         object.validate()?;
         Ok(self.objects.insert(object.key(), object))
     }

@@ -44,7 +44,9 @@ fn substitute(text: &str, plan: &BTreeMap<String, Ipv4Addr>) -> String {
             "ip" => out.push_str(&plan[arg].to_string()),
             "net" => {
                 let (pod, len) = arg.rsplit_once('/').unwrap();
-                let net = ipnet::Ipv4Net::new(plan[pod], len.parse().unwrap()).unwrap().trunc();
+                let net = ipnet::Ipv4Net::new(plan[pod], len.parse().unwrap())
+                    .unwrap()
+                    .trunc();
                 out.push_str(&net.to_string());
             }
             other => panic!("unknown symbol {other}"),
@@ -55,7 +57,11 @@ fn substitute(text: &str, plan: &BTreeMap<String, Ipv4Addr>) -> String {
     out
 }
 
-fn policy_set(policies: &Value, plan: &BTreeMap<String, Ipv4Addr>, drop: bool) -> Result<PolicySet, String> {
+fn policy_set(
+    policies: &Value,
+    plan: &BTreeMap<String, Ipv4Addr>,
+    drop: bool,
+) -> Result<PolicySet, String> {
     if drop {
         return Ok(PolicySet::new());
     }
@@ -73,7 +79,13 @@ fn xyz_inventory(model: &Value, case: &Value, plan: &BTreeMap<String, Ipv4Addr>)
             Some(l) => labels(l),
             None => labels(&ns["labels"]),
         };
-        inv.namespaces.insert(name.to_string(), Namespace { labels, tenant: None });
+        inv.namespaces.insert(
+            name.to_string(),
+            Namespace {
+                labels,
+                tenant: None,
+            },
+        );
     }
     for pod in model["pods"].as_array().unwrap() {
         let reference = pod["ref"].as_str().unwrap();
@@ -184,9 +196,12 @@ fn check_matrix(
                 }
                 bad.push(format!(
                     "{src}->{dst} {}/{}: want {want}, got egress {:?} ({:?}) ingress {:?} ({:?})",
-                    probe["port"], probe["protocol"].as_str().unwrap(),
-                    verdict.egress.decision, verdict.egress.reason,
-                    verdict.ingress.decision, verdict.ingress.reason,
+                    probe["port"],
+                    probe["protocol"].as_str().unwrap(),
+                    verdict.egress.decision,
+                    verdict.egress.reason,
+                    verdict.ingress.decision,
+                    verdict.ingress.reason,
                 ));
             }
         }
@@ -220,7 +235,9 @@ fn run(drop_policies: bool) -> (usize, usize) {
                 continue;
             }
         };
-        let self_enforced = case["self_probes_enforced_upstream"].as_bool().unwrap_or(true);
+        let self_enforced = case["self_probes_enforced_upstream"]
+            .as_bool()
+            .unwrap_or(true);
         let mut probes = vec![(&case["probe"], &case["expected"])];
         if let Some(extra) = case["additional_probes"].as_array() {
             probes.extend(extra.iter().map(|p| (&p["probe"], &p["expected"])));
@@ -255,14 +272,19 @@ fn run(drop_policies: bool) -> (usize, usize) {
         };
         let mut bad = Vec::new();
         for probe in case["probes"].as_array().unwrap() {
-            let (src, dst) = (probe["from"].as_str().unwrap(), probe["to"].as_str().unwrap());
+            let (src, dst) = (
+                probe["from"].as_str().unwrap(),
+                probe["to"].as_str().unwrap(),
+            );
             let want = probe["expected"].as_bool().unwrap();
             let verdict = evaluate(&set, &anp_inv, &flow(src, dst, probe)).unwrap();
             if verdict.allowed() != want {
                 bad.push(format!(
                     "{src}->{dst} {}/{}: want {want}, got egress {:?} ingress {:?}",
-                    probe["port"], probe["protocol"].as_str().unwrap(),
-                    verdict.egress.reason, verdict.ingress.reason,
+                    probe["port"],
+                    probe["protocol"].as_str().unwrap(),
+                    verdict.egress.reason,
+                    verdict.ingress.reason,
                 ));
             }
         }
@@ -271,7 +293,11 @@ fn run(drop_policies: bool) -> (usize, usize) {
         } else {
             failed += 1;
             if !drop_policies {
-                println!("FAIL {id}: {} probe(s) differ; first: {}", bad.len(), bad[0]);
+                println!(
+                    "FAIL {id}: {} probe(s) differ; first: {}",
+                    bad.len(),
+                    bad[0]
+                );
             }
         }
     }
@@ -285,12 +311,19 @@ fn run(drop_policies: bool) -> (usize, usize) {
 fn netpol_and_anp_cases() {
     let (passed, failed) = run(false);
     assert_eq!(failed, 0, "{failed} conformance case(s) failed");
-    assert_eq!(passed, 113 + 17, "every case of cases.json and anp_cases.json ran");
+    assert_eq!(
+        passed,
+        113 + 17,
+        "every case of cases.json and anp_cases.json ran"
+    );
 }
 
 /// The harness itself can fail: without the policies most cases must differ.
 #[test]
 fn harness_detects_a_wrong_engine() {
     let (_, failed) = run(true);
-    assert!(failed > 100, "only {failed} cases failed with no policies applied");
+    assert!(
+        failed > 100,
+        "only {failed} cases failed with no policies applied"
+    );
 }

@@ -5,12 +5,16 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use seam_policy::{
-    evaluate, parse_yaml, ContainerPort, Decision, Endpoint, EndpointKind, EvalError, Flow, FlowEnd,
-    Inventory, IsolationMode, Namespace, PolicyKind, PolicySet, Protocol, Reason, Tenant, Tier,
+    evaluate, parse_yaml, ContainerPort, Decision, Endpoint, EndpointKind, EvalError, Flow,
+    FlowEnd, Inventory, IsolationMode, Namespace, PolicyKind, PolicySet, Protocol, Reason, Tenant,
+    Tier,
 };
 
 fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 fn ep(ns: &str, name: &str, kind: EndpointKind, l: &[(&str, &str)], addr: [u8; 4]) -> Endpoint {
@@ -32,7 +36,13 @@ fn ep(ns: &str, name: &str, kind: EndpointKind, l: &[(&str, &str)], addr: [u8; 4
 /// default/node1 (host).
 fn inventory() -> Inventory {
     let mut inv = Inventory::default();
-    for (ns, tenant) in [("shop", "blue"), ("lab", "blue"), ("bank", "red"), ("ext", "blue"), ("infra", "ops")] {
+    for (ns, tenant) in [
+        ("shop", "blue"),
+        ("lab", "blue"),
+        ("bank", "red"),
+        ("ext", "blue"),
+        ("infra", "ops"),
+    ] {
         inv.namespaces.insert(
             ns.into(),
             Namespace {
@@ -42,15 +52,57 @@ fn inventory() -> Inventory {
         );
     }
     for t in ["blue", "red"] {
-        inv.tenants.insert(t.into(), Tenant { isolation: IsolationMode::Multitenant, global: false });
+        inv.tenants.insert(
+            t.into(),
+            Tenant {
+                isolation: IsolationMode::Multitenant,
+                global: false,
+            },
+        );
     }
-    inv.tenants.insert("ops".into(), Tenant { isolation: IsolationMode::Multitenant, global: true });
+    inv.tenants.insert(
+        "ops".into(),
+        Tenant {
+            isolation: IsolationMode::Multitenant,
+            global: true,
+        },
+    );
     inv.endpoints = vec![
-        ep("shop", "client", EndpointKind::Pod, &[("role", "client")], [10, 0, 0, 1]),
-        ep("shop", "web", EndpointKind::Pod, &[("role", "web")], [10, 0, 0, 2]),
-        ep("lab", "vm1", EndpointKind::Vm, &[("role", "client")], [10, 0, 1, 1]),
-        ep("bank", "db", EndpointKind::Pod, &[("role", "db")], [10, 0, 2, 1]),
-        ep("ext", "srv", EndpointKind::External, &[("role", "legacy")], [203, 0, 113, 5]),
+        ep(
+            "shop",
+            "client",
+            EndpointKind::Pod,
+            &[("role", "client")],
+            [10, 0, 0, 1],
+        ),
+        ep(
+            "shop",
+            "web",
+            EndpointKind::Pod,
+            &[("role", "web")],
+            [10, 0, 0, 2],
+        ),
+        ep(
+            "lab",
+            "vm1",
+            EndpointKind::Vm,
+            &[("role", "client")],
+            [10, 0, 1, 1],
+        ),
+        ep(
+            "bank",
+            "db",
+            EndpointKind::Pod,
+            &[("role", "db")],
+            [10, 0, 2, 1],
+        ),
+        ep(
+            "ext",
+            "srv",
+            EndpointKind::External,
+            &[("role", "legacy")],
+            [203, 0, 113, 5],
+        ),
         ep("infra", "mon", EndpointKind::Pod, &[], [10, 0, 3, 1]),
     ];
     inv.validate().unwrap();
@@ -62,7 +114,12 @@ fn set(yaml: &str) -> PolicySet {
 }
 
 fn flow(src: &str, dst: &str, protocol: Protocol, port: u16) -> Flow {
-    Flow { src: src.parse().unwrap(), dst: dst.parse().unwrap(), protocol, port }
+    Flow {
+        src: src.parse().unwrap(),
+        dst: dst.parse().unwrap(),
+        protocol,
+        port,
+    }
 }
 
 const DEMO: &str = r#"
@@ -95,20 +152,42 @@ fn contract_allows_consumers_and_isolates_providers() {
         let v = evaluate(&pol, &inv, &flow(src, "shop/web", Protocol::Tcp, 443)).unwrap();
         assert!(v.allowed(), "{src}: {v:?}");
         let rule = v.ingress.rule().unwrap();
-        assert_eq!((rule.kind, rule.name.as_str(), rule.rule_index, rule.rule_name.as_deref()),
-                   (PolicyKind::Contract, "contract-web", Some(0), Some("web")));
+        assert_eq!(
+            (
+                rule.kind,
+                rule.name.as_str(),
+                rule.rule_index,
+                rule.rule_name.as_deref()
+            ),
+            (PolicyKind::Contract, "contract-web", Some(0), Some("web"))
+        );
         assert_eq!(v.ingress.tier, Tier::Namespace);
         assert!(v.ingress.log);
     }
     // Another port: the provider is isolated for ingress.
-    let v = evaluate(&pol, &inv, &flow("shop/client", "shop/web", Protocol::Tcp, 22)).unwrap();
+    let v = evaluate(
+        &pol,
+        &inv,
+        &flow("shop/client", "shop/web", Protocol::Tcp, 22),
+    )
+    .unwrap();
     assert_eq!(v.ingress.decision, Decision::Deny);
     assert!(matches!(&v.ingress.reason, Reason::Isolated(refs) if refs[0].name == "contract-web"));
     // A non-consumer cannot reach the provider.
-    let v = evaluate(&pol, &inv, &flow("infra/mon", "shop/web", Protocol::Tcp, 80)).unwrap();
+    let v = evaluate(
+        &pol,
+        &inv,
+        &flow("infra/mon", "shop/web", Protocol::Tcp, 80),
+    )
+    .unwrap();
     assert!(!v.allowed());
     // Consumers are not isolated for egress: the client still reaches other endpoints of its tenant.
-    let v = evaluate(&pol, &inv, &flow("shop/client", "lab/vm1", Protocol::Udp, 53)).unwrap();
+    let v = evaluate(
+        &pol,
+        &inv,
+        &flow("shop/client", "lab/vm1", Protocol::Udp, 53),
+    )
+    .unwrap();
     assert!(v.allowed(), "{v:?}");
     assert_eq!(v.egress.tier, Tier::Baseline);
 }
@@ -127,45 +206,103 @@ spec:
   subjects: [{filters: [{protocol: TCP, portRanges: [{from: 5432, to: 5433}]}]}]
 "#;
     // Multitenant would deny blue -> red, but the contract allows it at both ends (namespace tier).
-    assert!(!evaluate(&PolicySet::new(), &inv, &flow("shop/client", "bank/db", Protocol::Tcp, 5433)).unwrap().allowed());
-    assert!(evaluate(&set(yaml), &inv, &flow("shop/client", "bank/db", Protocol::Tcp, 5433)).unwrap().allowed());
+    assert!(!evaluate(
+        &PolicySet::new(),
+        &inv,
+        &flow("shop/client", "bank/db", Protocol::Tcp, 5433)
+    )
+    .unwrap()
+    .allowed());
+    assert!(evaluate(
+        &set(yaml),
+        &inv,
+        &flow("shop/client", "bank/db", Protocol::Tcp, 5433)
+    )
+    .unwrap()
+    .allowed());
     let scoped = yaml.replace("action: allow", "action: allow\n  scope: tenant");
-    assert!(!evaluate(&set(&scoped), &inv, &flow("shop/client", "bank/db", Protocol::Tcp, 5433)).unwrap().allowed());
+    assert!(!evaluate(
+        &set(&scoped),
+        &inv,
+        &flow("shop/client", "bank/db", Protocol::Tcp, 5433)
+    )
+    .unwrap()
+    .allowed());
 }
 
 #[test]
 fn multitenant_mode_global_tenants_and_outside_addresses() {
     let (inv, pol) = (inventory(), PolicySet::new());
-    let allowed = |s: &str, d: &str| evaluate(&pol, &inv, &flow(s, d, Protocol::Tcp, 80)).unwrap().allowed();
+    let allowed = |s: &str, d: &str| {
+        evaluate(&pol, &inv, &flow(s, d, Protocol::Tcp, 80))
+            .unwrap()
+            .allowed()
+    };
     assert!(allowed("shop/client", "lab/vm1"), "same tenant");
     assert!(!allowed("shop/client", "bank/db"), "across tenants");
-    assert!(allowed("infra/mon", "bank/db") && allowed("bank/db", "infra/mon"), "global tenant");
-    assert!(allowed("198.51.100.7", "bank/db"), "outside address belongs to no tenant");
-    let v = evaluate(&pol, &inv, &flow("shop/client", "bank/db", Protocol::Tcp, 80)).unwrap();
+    assert!(
+        allowed("infra/mon", "bank/db") && allowed("bank/db", "infra/mon"),
+        "global tenant"
+    );
+    assert!(
+        allowed("198.51.100.7", "bank/db"),
+        "outside address belongs to no tenant"
+    );
+    let v = evaluate(
+        &pol,
+        &inv,
+        &flow("shop/client", "bank/db", Protocol::Tcp, 80),
+    )
+    .unwrap();
     assert_eq!(
         v.egress.reason,
-        Reason::IsolationMode { mode: IsolationMode::Multitenant, tenant: "blue".into(), peer_tenant: Some("red".into()) }
+        Reason::IsolationMode {
+            mode: IsolationMode::Multitenant,
+            tenant: "blue".into(),
+            peer_tenant: Some("red".into())
+        }
     );
     // Flat and policy modes allow across tenants.
     let mut flat = inv.clone();
     for t in flat.tenants.values_mut() {
         t.isolation = IsolationMode::Flat;
     }
-    assert!(evaluate(&pol, &flat, &flow("shop/client", "bank/db", Protocol::Tcp, 80)).unwrap().allowed());
+    assert!(evaluate(
+        &pol,
+        &flat,
+        &flow("shop/client", "bank/db", Protocol::Tcp, 80)
+    )
+    .unwrap()
+    .allowed());
 }
 
 #[test]
 fn external_endpoints_and_outside_addresses_are_unenforced() {
     let (inv, pol) = (inventory(), set(DEMO));
-    let v = evaluate(&pol, &inv, &flow("ext/srv", "shop/client", Protocol::Tcp, 80)).unwrap();
+    let v = evaluate(
+        &pol,
+        &inv,
+        &flow("ext/srv", "shop/client", Protocol::Tcp, 80),
+    )
+    .unwrap();
     assert_eq!(v.egress.tier, Tier::Unenforced);
-    let v = evaluate(&pol, &inv, &flow("shop/client", "192.0.2.1", Protocol::Tcp, 80)).unwrap();
+    let v = evaluate(
+        &pol,
+        &inv,
+        &flow("shop/client", "192.0.2.1", Protocol::Tcp, 80),
+    )
+    .unwrap();
     assert_eq!(v.ingress.tier, Tier::Unenforced);
     // An address of an inventory endpoint resolves to it.
     let v = evaluate(&pol, &inv, &flow("10.0.0.1", "10.0.0.2", Protocol::Tcp, 80)).unwrap();
     assert_eq!(v.ingress.rule().unwrap().name, "contract-web");
     assert_eq!(
-        evaluate(&pol, &inv, &flow("shop/nope", "shop/web", Protocol::Tcp, 80)).unwrap_err(),
+        evaluate(
+            &pol,
+            &inv,
+            &flow("shop/nope", "shop/web", Protocol::Tcp, 80)
+        )
+        .unwrap_err(),
         EvalError::UnknownEndpoint("shop/nope".into())
     );
     assert!("nonsense".parse::<FlowEnd>().is_err());
@@ -196,14 +333,22 @@ spec:
 "#;
     let run = |prio: &str, action: &str| {
         let pol = set(&base.replace("PRIO", prio).replace("ACTION", action));
-        evaluate(&pol, &inv, &flow("lab/vm1", "shop/web", Protocol::Tcp, 80)).unwrap().ingress
+        evaluate(&pol, &inv, &flow("lab/vm1", "shop/web", Protocol::Tcp, 80))
+            .unwrap()
+            .ingress
     };
     // ANP at priority 10 comes first.
     let v = run("10", "Allow");
-    assert_eq!((v.decision, v.rule().unwrap().kind), (Decision::Allow, PolicyKind::AdminNetworkPolicy));
+    assert_eq!(
+        (v.decision, v.rule().unwrap().kind),
+        (Decision::Allow, PolicyKind::AdminNetworkPolicy)
+    );
     // ANP at priority 30 comes after the admin contract at 20.
     let v = run("30", "Allow");
-    assert_eq!((v.decision, v.rule().unwrap().kind), (Decision::Deny, PolicyKind::Contract));
+    assert_eq!(
+        (v.decision, v.rule().unwrap().kind),
+        (Decision::Deny, PolicyKind::Contract)
+    );
     // Pass at 10 skips the admin contract too: the namespace tier and then the mode decide (same tenant: allow).
     let v = run("10", "Pass");
     assert_eq!((v.decision, v.tier), (Decision::Allow, Tier::Baseline));
@@ -228,7 +373,10 @@ spec:
   subjects: [{filters: [{protocol: TCP, ports: [22]}]}]
 "#);
     let v = evaluate(&pol, &inv, &flow("lab/vm1", "shop/web", Protocol::Tcp, 22)).unwrap();
-    assert_eq!((v.ingress.decision, v.ingress.rule().unwrap().name.as_str()), (Decision::Deny, "no-ssh"));
+    assert_eq!(
+        (v.ingress.decision, v.ingress.rule().unwrap().name.as_str()),
+        (Decision::Deny, "no-ssh")
+    );
     let v = evaluate(&pol, &inv, &flow("lab/vm1", "shop/web", Protocol::Tcp, 80)).unwrap();
     assert_eq!(v.ingress.rule().unwrap().name, "allow-all");
 }
@@ -246,10 +394,17 @@ spec:
   - ports: [{port: http}]
   - ports: [{protocol: UDP, port: 1000, endPort: 2000}]
 "#);
-    let allowed = |proto, port| evaluate(&pol, &inv, &flow("shop/client", "shop/web", proto, port)).unwrap().allowed();
+    let allowed = |proto, port| {
+        evaluate(&pol, &inv, &flow("shop/client", "shop/web", proto, port))
+            .unwrap()
+            .allowed()
+    };
     assert!(allowed(Protocol::Tcp, 8080));
     assert!(!allowed(Protocol::Tcp, 80));
-    assert!(!allowed(Protocol::Udp, 8080), "named port keeps its protocol");
+    assert!(
+        !allowed(Protocol::Udp, 8080),
+        "named port keeps its protocol"
+    );
     assert!(allowed(Protocol::Udp, 1000) && allowed(Protocol::Udp, 2000));
     assert!(!allowed(Protocol::Udp, 2001) && !allowed(Protocol::Tcp, 1500));
 }
@@ -257,7 +412,22 @@ spec:
 #[test]
 fn icmp_filters_use_the_type() {
     let inv = inventory();
-    let pol = set(&DEMO.replace("{protocol: TCP, ports: [80, 443]}", "{protocol: ICMP, icmpType: 8}"));
-    assert!(evaluate(&pol, &inv, &flow("shop/client", "shop/web", Protocol::Icmp, 8)).unwrap().allowed());
-    assert!(!evaluate(&pol, &inv, &flow("shop/client", "shop/web", Protocol::Icmp, 13)).unwrap().allowed());
+    let pol = set(&DEMO.replace(
+        "{protocol: TCP, ports: [80, 443]}",
+        "{protocol: ICMP, icmpType: 8}",
+    ));
+    assert!(evaluate(
+        &pol,
+        &inv,
+        &flow("shop/client", "shop/web", Protocol::Icmp, 8)
+    )
+    .unwrap()
+    .allowed());
+    assert!(!evaluate(
+        &pol,
+        &inv,
+        &flow("shop/client", "shop/web", Protocol::Icmp, 13)
+    )
+    .unwrap()
+    .allowed());
 }

@@ -150,9 +150,18 @@ spec:
   - {name: pass-ten, action: Pass, to: [{networks: [10.0.0.0/8]}], ports: [{portNumber: {port: 0}, namedPort: web}]}
 "#);
     assert!(e.contains("spec.priority: 1001 is outside 0..=1000"), "{e}");
-    assert!(e.contains("spec.egress[0].to[0].nodes: nodes peers are not supported"), "{e}");
-    assert!(e.contains("spec.egress[1].ports[0]: must set exactly one"), "{e}");
-    assert!(e.contains("spec.egress[1].ports[0].portNumber.port: 0 is not a port number"), "{e}");
+    assert!(
+        e.contains("spec.egress[0].to[0].nodes: nodes peers are not supported"),
+        "{e}"
+    );
+    assert!(
+        e.contains("spec.egress[1].ports[0]: must set exactly one"),
+        "{e}"
+    );
+    assert!(
+        e.contains("spec.egress[1].ports[0].portNumber.port: 0 is not a port number"),
+        "{e}"
+    );
 
     // BANP actions have no Pass; the decoder names the field.
     let e = err(r#"
@@ -204,13 +213,22 @@ metadata: {name: g, namespace: x}
 spec: {selectors: [{}]}
 "#);
     assert!(e.contains("metadata.namespace: must be absent"), "{e}");
-    assert!(e.contains("spec.selectors[0]: must set at least one"), "{e}");
+    assert!(
+        e.contains("spec.selectors[0]: must set at least one"),
+        "{e}"
+    );
 }
 
 #[test]
 fn bad_yaml_and_non_mapping_documents() {
-    assert!(matches!(parse_yaml("a: [1, 2"), Err(ParseError::Yaml { .. })));
-    assert!(matches!(parse_yaml("- 1\n- 2\n"), Err(ParseError::Header { .. })));
+    assert!(matches!(
+        parse_yaml("a: [1, 2"),
+        Err(ParseError::Yaml { .. })
+    ));
+    assert!(matches!(
+        parse_yaml("- 1\n- 2\n"),
+        Err(ParseError::Header { .. })
+    ));
     assert!(parse_yaml("").unwrap().is_empty());
     assert!(matches!(parse_json("{"), Err(ParseError::Json { .. })));
 }
