@@ -51,12 +51,23 @@ impl LabGuard {
         controller_args: &[&str],
         one_process: bool,
     ) -> LabGuard {
+        Self::up_spec(name, nodes, controller_args, one_process, "namespace")
+    }
+
+    /// Like [`LabGuard::up_with`], with the controller's segment mode (`namespace` or `flat`).
+    pub fn up_spec(
+        name: &str,
+        nodes: usize,
+        controller_args: &[&str],
+        one_process: bool,
+        segment_mode: &str,
+    ) -> LabGuard {
         require_root();
         let _ = seam_lab::down(name);
         let spec = LabSpec {
             name: name.to_string(),
             nodes,
-            segment_mode: "namespace".to_string(),
+            segment_mode: segment_mode.to_string(),
             bin_dir: bin_dir(),
             controller_args: controller_args.iter().map(|s| s.to_string()).collect(),
             one_process,

@@ -94,3 +94,31 @@ fn one_process_holds_controller_and_agent() {
     });
     assert!(probe::ping(&a.netns_path, b.ip, 2).unwrap());
 }
+
+#[test]
+#[ignore = "privileged: netns"]
+fn flat_mode_puts_every_namespace_on_one_segment() {
+    let mut g = LabGuard::up_spec("e2e-flat", 2, &[], false, "flat");
+    let a = g.lab.add_pod("n1", "blue", "a").unwrap();
+    let b = g.lab.add_pod("n2", "green", "b").unwrap();
+    // One subnet, one gateway, one VNI for both namespaces: b is on a's link, no routing.
+    let routes = ip_json(&netns_name(&a.netns_path), &["route", "show", "default"]);
+    let gw = routes[0]["gateway"].as_str().unwrap().to_string();
+    let routes_b = ip_json(&netns_name(&b.netns_path), &["route", "show", "default"]);
+    assert_eq!(routes_b[0]["gateway"].as_str(), Some(gw.as_str()));
+    let n1 = g.node("n1");
+    let vxlans: Vec<String> = ip_json(&n1.netns, &["link", "show", "type", "vxlan"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["ifname"].as_str().map(String::from))
+        .collect();
+    assert_eq!(vxlans.len(), 1, "{vxlans:?}");
+    probe::serve_tcp(&b.netns_path, 8080, "b".into()).unwrap();
+    eventually("a reaches b across nodes in one flat segment", || {
+        probe::tcp(&a.netns_path, b.ip, 8080, Duration::from_secs(1))
+            .unwrap()
+            .as_deref()
+            == Some("b")
+    });
+}
