@@ -1,0 +1,185 @@
+//! IPv4 address sets as sorted, disjoint, inclusive intervals: what an nftables `flags interval` set holds.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+
+/// A set of IPv4 addresses (single addresses, CIDRs, CIDRs minus exceptions), kept as sorted, disjoint,
+/// non-adjacent inclusive ranges, so equal sets have equal representations and render identically.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct AddrSet {
+    ranges: Vec<(u32, u32)>,
+}
+
+impl AddrSet {
+    /// The empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A set holding `addrs`.
+    pub fn from_addrs(addrs: impl IntoIterator<Item = Ipv4Addr>) -> Self {
+        let mut s = Self::new();
+        for a in addrs {
+            s.insert_addr(a);
+        }
+        s
+    }
+
+    /// Whether the set holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
+    }
+
+    /// Adds one address.
+    pub fn insert_addr(&mut self, addr: Ipv4Addr) {
+        let a = u32::from(addr);
+        self.insert_range(a, a);
+    }
+
+    /// Adds every address of `net`.
+    pub fn insert_net(&mut self, net: Ipv4Net) {
+        self.insert_range(u32::from(net.network()), u32::from(net.broadcast()));
+    }
+
+    /// Adds the inclusive range `start..=end` (nothing when `end < start`).
+    pub fn insert_range(&mut self, start: u32, end: u32) {
+        if end < start {
+            return;
+        }
+        self.ranges.push((start, end));
+        self.normalize();
+    }
+
+    /// Removes every address of `net`.
+    pub fn remove_net(&mut self, net: Ipv4Net) {
+        let (lo, hi) = (u32::from(net.network()), u32::from(net.broadcast()));
+        let mut out = Vec::with_capacity(self.ranges.len() + 1);
+        for &(s, e) in &self.ranges {
+            if e < lo || s > hi {
+                out.push((s, e));
+                continue;
+            }
+            if s < lo {
+                out.push((s, lo - 1));
+            }
+            if e > hi {
+                out.push((hi + 1, e));
+            }
+        }
+        self.ranges = out;
+    }
+
+    /// Adds every address of `other`.
+    pub fn extend(&mut self, other: &AddrSet) {
+        self.ranges.extend_from_slice(&other.ranges);
+        self.normalize();
+    }
+
+    /// The addresses in both sets.
+    pub fn intersection(&self, other: &AddrSet) -> AddrSet {
+        let mut out = Vec::new();
+        let (mut i, mut j) = (0, 0);
+        while let (Some(&(a0, a1)), Some(&(b0, b1))) = (self.ranges.get(i), other.ranges.get(j)) {
+            let (lo, hi) = (a0.max(b0), a1.min(b1));
+            if lo <= hi {
+                out.push((lo, hi));
+            }
+            if a1 < b1 {
+                i += 1;
+            } else {
+                j += 1;
+            }
+        }
+        let mut s = AddrSet { ranges: out };
+        s.normalize();
+        s
+    }
+
+    /// Whether `addr` is in the set.
+    pub fn contains(&self, addr: Ipv4Addr) -> bool {
+        let a = u32::from(addr);
+        let i = self.ranges.partition_point(|&(_, e)| e < a);
+        self.ranges.get(i).is_some_and(|&(s, _)| s <= a)
+    }
+
+    /// The inclusive ranges, sorted.
+    pub fn ranges(&self) -> impl Iterator<Item = (Ipv4Addr, Ipv4Addr)> + '_ {
+        self.ranges
+            .iter()
+            .map(|&(s, e)| (Ipv4Addr::from(s), Ipv4Addr::from(e)))
+    }
+
+    /// The elements as nftables writes them: `a.b.c.d`, `a.b.c.d/n` when a range is exactly one CIDR, else
+    /// `a.b.c.d-e.f.g.h`.
+    pub fn elements(&self) -> Vec<String> {
+        self.ranges
+            .iter()
+            .map(|&(s, e)| {
+                if s == e {
+                    return Ipv4Addr::from(s).to_string();
+                }
+                let size = u64::from(e) - u64::from(s) + 1;
+                if size.is_power_of_two() && u64::from(s) % size == 0 {
+                    let len = 32 - size.trailing_zeros();
+                    return format!("{}/{len}", Ipv4Addr::from(s));
+                }
+                format!("{}-{}", Ipv4Addr::from(s), Ipv4Addr::from(e))
+            })
+            .collect()
+    }
+
+    fn normalize(&mut self) {
+        self.ranges.sort_unstable();
+        let mut out: Vec<(u32, u32)> = Vec::with_capacity(self.ranges.len());
+        for &(s, e) in &self.ranges {
+            match out.last_mut() {
+                Some(last) if u64::from(s) <= u64::from(last.1) + 1 => last.1 = last.1.max(e),
+                _ => out.push((s, e)),
+            }
+        }
+        self.ranges = out;
+    }
+}
+
+impl fmt::Display for AddrSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{{ {} }}", self.elements().join(", "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(s: &str) -> Ipv4Net {
+        s.parse().unwrap_or_else(|_| Ipv4Net::default())
+    }
+
+    #[test]
+    fn merges_and_renders() {
+        let mut s = AddrSet::new();
+        s.insert_net(net("10.0.0.0/25"));
+        s.insert_net(net("10.0.0.128/25"));
+        s.insert_addr(Ipv4Addr::new(10, 0, 2, 1));
+        s.insert_addr(Ipv4Addr::new(10, 0, 2, 2));
+        assert_eq!(s.elements(), ["10.0.0.0/24", "10.0.2.1-10.0.2.2"]);
+        assert!(s.contains(Ipv4Addr::new(10, 0, 0, 77)));
+        assert!(!s.contains(Ipv4Addr::new(10, 0, 1, 0)));
+    }
+
+    #[test]
+    fn except_and_intersection() {
+        let mut s = AddrSet::new();
+        s.insert_net(net("10.0.0.0/8"));
+        s.remove_net(net("10.1.0.0/16"));
+        assert!(!s.contains(Ipv4Addr::new(10, 1, 2, 3)));
+        assert!(s.contains(Ipv4Addr::new(10, 2, 0, 0)));
+        let other = AddrSet::from_addrs([Ipv4Addr::new(10, 1, 0, 1), Ipv4Addr::new(10, 3, 0, 1)]);
+        assert_eq!(s.intersection(&other).elements(), ["10.3.0.1"]);
+        let mut all = AddrSet::new();
+        all.insert_net(net("0.0.0.0/0"));
+        assert_eq!(all.elements(), ["0.0.0.0/0"]);
+    }
+}

@@ -1,0 +1,214 @@
+//! The compiler proved against the engine: for every conformance case, the IR compiled for all pods on one node,
+//! and for the pods spread over three nodes, decides every pair and probe as `seam_policy::evaluate` does — the
+//! same decision per direction, by the rule `verdict_rule_id` names — and the forward path of the nodes involved
+//! (egress on the source's node, ingress on the destination's) passes exactly the flows the engine allows.
+
+use std::collections::BTreeMap;
+
+use seam_firewall::{compile, evaluate_packet, verdict_rule_id, NodeRuleset, RuleVerdict};
+use seam_policy::{evaluate, Decision, Direction, Flow, FlowEnd, Inventory, PolicySet, Protocol};
+use serde_json::Value;
+
+use crate::cases::{anp_inventory, ip_plan, load, policy_set, probes, xyz_inventory};
+
+/// Endpoints (`ns/name`) per node.
+type Placement = Vec<Vec<String>>;
+
+/// Every mismatch between the IR on `placement` and the engine, over all endpoint pairs and `probes`.
+pub fn mismatches(
+    set: &PolicySet,
+    inv: &Inventory,
+    placement: &Placement,
+    probes: &[(u16, Protocol)],
+) -> Vec<String> {
+    let rulesets: Vec<NodeRuleset> = placement
+        .iter()
+        .map(|eps| compile(set, inv, eps).unwrap())
+        .collect();
+    let node_of: BTreeMap<&str, usize> = placement
+        .iter()
+        .enumerate()
+        .flat_map(|(n, eps)| eps.iter().map(move |e| (e.as_str(), n)))
+        .collect();
+    let mut bad = Vec::new();
+    for src in &inv.endpoints {
+        for dst in &inv.endpoints {
+            let (s, d) = (src.reference(), dst.reference());
+            let (sa, da) = (src.addresses[0], dst.addresses[0]);
+            let (sn, dn) = (node_of[s.as_str()], node_of[d.as_str()]);
+            for &(port, protocol) in probes {
+                let flow = Flow {
+                    src: FlowEnd::Endpoint(s.clone()),
+                    dst: FlowEnd::Endpoint(d.clone()),
+                    protocol,
+                    port,
+                };
+                let want = evaluate(set, inv, &flow).unwrap();
+                // An end its node does not enforce (external endpoints) is unenforced: no rule decides.
+                let unenforced = RuleVerdict {
+                    decision: Decision::Allow,
+                    tier: None,
+                    rule: None,
+                };
+                let eg = if rulesets[sn].is_local(sa) {
+                    rulesets[sn].evaluate_direction(Direction::Egress, sa, da, protocol, port)
+                } else {
+                    unenforced.clone()
+                };
+                let ing = if rulesets[dn].is_local(da) {
+                    rulesets[dn].evaluate_direction(Direction::Ingress, sa, da, protocol, port)
+                } else {
+                    unenforced
+                };
+                let got_allowed = if sn == dn {
+                    evaluate_packet(&rulesets[sn], sa, da, protocol, port).allowed()
+                } else {
+                    evaluate_packet(&rulesets[sn], sa, da, protocol, port).allowed()
+                        && evaluate_packet(&rulesets[dn], sa, da, protocol, port).allowed()
+                };
+                let checks = [
+                    ("egress", &want.egress, &eg),
+                    ("ingress", &want.ingress, &ing),
+                ];
+                for (what, w, g) in checks {
+                    let want_id = verdict_rule_id(w);
+                    if w.decision != g.decision || want_id != g.rule {
+                        bad.push(format!(
+                            "{s}->{d} {port}/{protocol} {what}: engine {:?} by {want_id:?}, IR {:?} by {:?}",
+                            w.decision, g.decision, g.rule
+                        ));
+                    }
+                }
+                if got_allowed != want.allowed() {
+                    bad.push(format!(
+                        "{s}->{d} {port}/{protocol}: engine allowed={}, forward path allowed={got_allowed}",
+                        want.allowed()
+                    ));
+                }
+            }
+        }
+    }
+    bad
+}
+
+fn one_node(inv: &Inventory) -> Placement {
+    vec![inv.endpoints.iter().map(|e| e.reference()).collect()]
+}
+
+/// Namespaces spread round-robin (in name order) over three nodes: x on n1, y on n2, z on n3.
+fn three_nodes(inv: &Inventory) -> Placement {
+    let namespaces: Vec<&String> = inv.namespaces.keys().collect();
+    let mut nodes = vec![Vec::new(), Vec::new(), Vec::new()];
+    for e in &inv.endpoints {
+        let i = namespaces.iter().position(|n| **n == e.namespace).unwrap();
+        nodes[i % 3].push(e.reference());
+    }
+    nodes
+}
+
+/// Runs every case; with `drop_policies` the IR is compiled from no policies (to prove the check can fail).
+/// Returns the failing case ids and the number of cases.
+fn run(drop_policies: bool) -> (Vec<String>, usize) {
+    let model = load("model.json");
+    let plan = ip_plan(&model["reference_ip_plan"]["pods"]);
+    let anp_plan = ip_plan(&model["reference_ip_plan"]["anp_pods"]);
+    let anp_inv = anp_inventory(&model, &anp_plan);
+    let mut work: Vec<(String, Inventory, PolicySet, Vec<(u16, Protocol)>)> = Vec::new();
+    for case in load("cases.json").as_array().unwrap() {
+        let inv = xyz_inventory(&model, case, &plan);
+        work.push((
+            case["id"].as_str().unwrap().to_string(),
+            inv,
+            policy_set(&case["policies"], &plan),
+            probes(case),
+        ));
+    }
+    for case in load("anp_cases.json").as_array().unwrap() {
+        work.push((
+            case["id"].as_str().unwrap().to_string(),
+            anp_inv.clone(),
+            policy_set(&case["policies"], &anp_plan),
+            probes(case),
+        ));
+    }
+    let total = work.len();
+    let mut failed = Vec::new();
+    for (id, inv, set, probes) in work {
+        let empty = PolicySet::new();
+        let compiled_from = if drop_policies { &empty } else { &set };
+        for (layout, placement) in [("1 node", one_node(&inv)), ("3 nodes", three_nodes(&inv))] {
+            // The engine always sees the real policies; only the IR may be built from none.
+            let bad = if drop_policies {
+                mismatches_against(compiled_from, &set, &inv, &placement, &probes)
+            } else {
+                mismatches(&set, &inv, &placement, &probes)
+            };
+            if !bad.is_empty() {
+                if !drop_policies {
+                    println!("FAIL {id} ({layout}): {} mismatch(es); first: {}", bad.len(), bad[0]);
+                }
+                failed.push(format!("{id} ({layout})"));
+            }
+        }
+    }
+    (failed, total)
+}
+
+/// Like [`mismatches`], but the IR is compiled from `compiled` while the engine evaluates `reference`.
+fn mismatches_against(
+    compiled: &PolicySet,
+    reference: &PolicySet,
+    inv: &Inventory,
+    placement: &Placement,
+    probes: &[(u16, Protocol)],
+) -> Vec<String> {
+    let rulesets: Vec<NodeRuleset> = placement
+        .iter()
+        .map(|eps| compile(compiled, inv, eps).unwrap())
+        .collect();
+    let mut bad = Vec::new();
+    for src in &inv.endpoints {
+        for dst in &inv.endpoints {
+            for &(port, protocol) in probes {
+                let flow = Flow {
+                    src: FlowEnd::Endpoint(src.reference()),
+                    dst: FlowEnd::Endpoint(dst.reference()),
+                    protocol,
+                    port,
+                };
+                let want = evaluate(reference, inv, &flow).unwrap().allowed();
+                let got = rulesets.iter().all(|rs| {
+                    evaluate_packet(rs, src.addresses[0], dst.addresses[0], protocol, port).allowed()
+                });
+                if want != got {
+                    bad.push(format!("{} -> {}", src.reference(), dst.reference()));
+                }
+            }
+        }
+    }
+    bad
+}
+
+#[test]
+fn every_conformance_case_on_one_node_and_on_three() {
+    let (failed, total) = run(false);
+    assert_eq!(total, 113 + 17, "every case ran");
+    assert!(failed.is_empty(), "{} case layout(s) differ: {failed:?}", failed.len());
+}
+
+/// The check itself can fail: an IR compiled from no policies must disagree with the engine on most cases.
+#[test]
+fn the_check_detects_a_wrong_compiler() {
+    let (failed, _) = run(true);
+    assert!(failed.len() > 200, "only {} case layouts failed", failed.len());
+}
+
+/// Sanity: the model assumed above.
+#[test]
+fn model_has_nine_pods_in_three_namespaces() {
+    let model = load("model.json");
+    let plan = ip_plan(&model["reference_ip_plan"]["pods"]);
+    let inv = xyz_inventory(&model, &Value::Null, &plan);
+    assert_eq!(inv.endpoints.len(), 9);
+    assert_eq!(three_nodes(&inv).iter().map(Vec::len).collect::<Vec<_>>(), [3, 3, 3]);
+}

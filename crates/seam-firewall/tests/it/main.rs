@@ -1,0 +1,7 @@
+//! Integration tests of seam-firewall: the compiled IR against the reference engine, and the renderer.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod cases;
+mod conformance;
+mod contracts;
+mod render;
