@@ -77,6 +77,7 @@ impl ClusterView {
             ObjectKind::Segment => put(&mut self.segments, event.name, event.object),
             ObjectKind::Block => put(&mut self.blocks, event.name, event.object),
             ObjectKind::Endpoint => put(&mut self.endpoints, event.name, event.object),
+            ObjectKind::Namespace | ObjectKind::Policy => {} // not used by the agent yet
         }
     }
 

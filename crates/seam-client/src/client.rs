@@ -9,7 +9,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use seam_model::{
-    ApiError, Block, ClaimBlock, Endpoint, EnsureSegment, Node, ObjectKind, Segment, Snapshot,
+    ApiError, Block, ClaimBlock, Endpoint, EnsureSegment, Namespace, Node, ObjectKind, Segment,
+    Snapshot, CLUSTER_SCOPE,
 };
 
 use crate::error::{ClientError, Result};
@@ -207,6 +208,79 @@ impl ControllerClient {
         self.list(ObjectKind::Endpoint, "Endpoint list").await
     }
 
+    /// `PUT /v1/namespaces/{name}`: creates or replaces a namespace (the controller sets its
+    /// `kubernetes.io/metadata.name` label).
+    pub async fn put_namespace(&self, namespace: &Namespace) -> Result<Namespace> {
+        let path = object_path(ObjectKind::Namespace, &namespace.name);
+        self.call(Method::PUT, path, Some(encode(namespace)?), "Namespace")
+            .await
+    }
+
+    /// `GET /v1/namespaces/{name}`.
+    pub async fn get_namespace(&self, name: &str) -> Result<Namespace> {
+        let path = object_path(ObjectKind::Namespace, name);
+        self.call(Method::GET, path, None, "Namespace").await
+    }
+
+    /// `DELETE /v1/namespaces/{name}`: refused (409) while endpoints are in it.
+    pub async fn delete_namespace(&self, name: &str) -> Result<()> {
+        self.call_unit(
+            Method::DELETE,
+            object_path(ObjectKind::Namespace, name),
+            None,
+        )
+        .await
+    }
+
+    /// `GET /v1/namespaces`.
+    pub async fn list_namespaces(&self) -> Result<Vec<Namespace>> {
+        self.list(ObjectKind::Namespace, "Namespace list").await
+    }
+
+    /// `PUT /v1/policies/{kind}/{namespace}/{name}`: creates or replaces a policy object
+    /// (`object` with `apiVersion`, `kind`, `metadata`, `spec`). `kind` is the object's kind
+    /// (`NetworkPolicy`) or its plural (`networkpolicies`); `namespace` is `None` for
+    /// cluster-scoped kinds. Returns the object as stored (canonical form). A bad object is
+    /// refused with 400 `Invalid` naming the field, and nothing is stored.
+    pub async fn put_policy(
+        &self,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+        object: &serde_json::Value,
+    ) -> Result<serde_json::Value> {
+        let path = policy_path(kind, namespace, name);
+        self.call(Method::PUT, path, Some(encode(object)?), "policy object")
+            .await
+    }
+
+    /// `GET /v1/policies/{kind}/{namespace}/{name}`.
+    pub async fn get_policy(
+        &self,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<serde_json::Value> {
+        let path = policy_path(kind, namespace, name);
+        self.call(Method::GET, path, None, "policy object").await
+    }
+
+    /// `DELETE /v1/policies/{kind}/{namespace}/{name}`: 404 when it does not exist.
+    pub async fn delete_policy(
+        &self,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<()> {
+        self.call_unit(Method::DELETE, policy_path(kind, namespace, name), None)
+            .await
+    }
+
+    /// `GET /v1/policies`: every policy object, in kind, namespace, name order.
+    pub async fn list_policies(&self) -> Result<Vec<serde_json::Value>> {
+        self.list(ObjectKind::Policy, "policy list").await
+    }
+
     /// `GET /v1/watch?revision={from_revision}`: every change with revision ≥ `from_revision`,
     /// then live changes. Fails with [`ClientError::Gone`] when that revision was compacted.
     pub async fn watch(&self, from_revision: u64) -> Result<WatchStream> {
@@ -399,6 +473,15 @@ impl ControllerClient {
 
 fn object_path(kind: ObjectKind, name: &str) -> String {
     format!("/v1/{}/{}", kind.plural(), encode_segment(name))
+}
+
+fn policy_path(kind: &str, namespace: Option<&str>, name: &str) -> String {
+    format!(
+        "/v1/policies/{}/{}/{}",
+        encode_segment(kind),
+        encode_segment(namespace.unwrap_or(CLUSTER_SCOPE)),
+        encode_segment(name)
+    )
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {

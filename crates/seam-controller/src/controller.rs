@@ -33,20 +33,20 @@ const ATTEMPTS: u32 = 8;
 /// several may live in one process (tests, controller + agent on one machine).
 #[derive(Clone)]
 pub struct Controller {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     config: ControllerConfig,
     store: AnyStore,
-    writes: Mutex<()>,
+    pub(crate) writes: Mutex<()>,
     stop: watch::Sender<bool>,
 }
 
 /// An object as read from the store, with its `mod_revision` for compare-and-swap.
-struct Stored<T> {
-    object: T,
-    mod_revision: u64,
+pub(crate) struct Stored<T> {
+    pub(crate) object: T,
+    pub(crate) mod_revision: u64,
 }
 
 impl std::fmt::Debug for Controller {
@@ -115,6 +115,8 @@ impl Controller {
                 ObjectKind::Segment => snapshot.segments.push(decode(&kv.key, &kv.value)?),
                 ObjectKind::Block => snapshot.blocks.push(decode(&kv.key, &kv.value)?),
                 ObjectKind::Endpoint => snapshot.endpoints.push(decode(&kv.key, &kv.value)?),
+                ObjectKind::Namespace => snapshot.namespaces.push(decode(&kv.key, &kv.value)?),
+                ObjectKind::Policy => snapshot.policies.push(decode(&kv.key, &kv.value)?),
             }
         }
         Ok(snapshot)
@@ -235,8 +237,16 @@ impl Controller {
 
     /// The segment serving `namespace`, created on first use: `ns-<namespace>` with the lowest
     /// free subnet of the pool in per-namespace mode, or the one `cluster` segment in flat mode.
-    /// Concurrent calls for one namespace all get the same segment.
+    /// Concurrent calls for one namespace all get the same segment. The [`seam_model::Namespace`]
+    /// object is created too when absent (labels: just its name label), so policies can select
+    /// the namespace by name.
     pub async fn ensure_segment(&self, namespace: &str) -> Result<Segment> {
+        let segment = self.segment_for_namespace(namespace).await?;
+        self.ensure_namespace(namespace).await?;
+        Ok(segment)
+    }
+
+    async fn segment_for_namespace(&self, namespace: &str) -> Result<Segment> {
         let config = self.config();
         let name = match config.segment_mode {
             SegmentMode::PerNamespace => format!("{NAMESPACE_SEGMENT_PREFIX}{namespace}"),
@@ -554,7 +564,7 @@ impl Controller {
         Ok(())
     }
 
-    async fn read<T: DeserializeOwned>(
+    pub(crate) async fn read<T: DeserializeOwned>(
         &self,
         kind: ObjectKind,
         name: &str,
@@ -578,7 +588,10 @@ impl Controller {
         .transpose()
     }
 
-    async fn read_all<T: DeserializeOwned>(&self, kind: ObjectKind) -> Result<Vec<Stored<T>>> {
+    pub(crate) async fn read_all<T: DeserializeOwned>(
+        &self,
+        kind: ObjectKind,
+    ) -> Result<Vec<Stored<T>>> {
         self.list_prefix(&kind_prefix(kind)).await
     }
 
@@ -603,7 +616,7 @@ impl Controller {
     }
 
     /// Runs `txn`; `Ok(false)` when a compare failed.
-    async fn commit(&self, txn: Txn, key: &str) -> Result<bool> {
+    pub(crate) async fn commit(&self, txn: Txn, key: &str) -> Result<bool> {
         match self.store().txn(txn).await {
             Ok(TxnOutcome::Committed { .. }) => Ok(true),
             Ok(TxnOutcome::CompareFailed) => Ok(false),
@@ -616,7 +629,7 @@ impl Controller {
     }
 
     /// Runs `txn` under the write lock: a failed compare means another process wrote.
-    async fn commit_once(&self, txn: Txn, kind: ObjectKind, name: &str) -> Result<()> {
+    pub(crate) async fn commit_once(&self, txn: Txn, kind: ObjectKind, name: &str) -> Result<()> {
         if self.commit(txn, &object_key(kind, name)).await? {
             Ok(())
         } else {
@@ -630,7 +643,7 @@ impl Controller {
 }
 
 /// `Absent` when the key was not there, else `ModRevision` of what was read.
-fn same_as_read(key: &str, mod_revision: Option<u64>) -> Compare {
+pub(crate) fn same_as_read(key: &str, mod_revision: Option<u64>) -> Compare {
     match mod_revision {
         Some(rev) => Compare::ModRevision(key.to_string(), rev),
         None => Compare::Absent(key.to_string()),
@@ -690,14 +703,18 @@ fn first_host(subnet: Ipv4Net) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(subnet.network()).saturating_add(1))
 }
 
-fn field_error(path: &str, message: String) -> FieldError {
+pub(crate) fn field_error(path: &str, message: String) -> FieldError {
     FieldError {
         path: path.to_string(),
         message,
     }
 }
 
-fn invalid_if_any(kind: &'static str, name: &str, errors: Vec<FieldError>) -> Result<()> {
+pub(crate) fn invalid_if_any(
+    kind: &'static str,
+    name: &str,
+    errors: Vec<FieldError>,
+) -> Result<()> {
     if errors.is_empty() {
         Ok(())
     } else {
@@ -709,14 +726,14 @@ fn invalid_if_any(kind: &'static str, name: &str, errors: Vec<FieldError>) -> Re
     }
 }
 
-fn not_found(kind: ObjectKind, name: &str) -> Error {
+pub(crate) fn not_found(kind: ObjectKind, name: &str) -> Error {
     Error::NotFound {
         kind,
         name: name.to_string(),
     }
 }
 
-fn in_use(kind: ObjectKind, name: &str, user_kind: ObjectKind, user: String) -> Error {
+pub(crate) fn in_use(kind: ObjectKind, name: &str, user_kind: ObjectKind, user: String) -> Error {
     Error::InUse {
         kind,
         name: name.to_string(),
@@ -732,7 +749,7 @@ fn decode<T: DeserializeOwned>(key: &str, value: &[u8]) -> Result<T> {
     })
 }
 
-fn encode<T: Serialize>(kind: ObjectKind, name: &str, value: &T) -> Result<Vec<u8>> {
+pub(crate) fn encode<T: Serialize>(kind: ObjectKind, name: &str, value: &T) -> Result<Vec<u8>> {
     serde_json::to_vec(value).map_err(|source| Error::Encode {
         kind,
         name: name.to_string(),

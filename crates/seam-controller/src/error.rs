@@ -29,6 +29,16 @@ pub enum Error {
     /// The request decoded but its fields are invalid; every problem is listed with its path.
     #[error(transparent)]
     Invalid(#[from] ValidationError),
+    /// A policy object is not one the engine supports (unknown kind, unknown field, bad value);
+    /// the cause names the field path of every problem.
+    #[error("invalid policy object {name:?}")]
+    InvalidPolicy {
+        /// The object as named in the request path (`<kind>/<namespace>/<name>`).
+        name: String,
+        /// What seam-policy reported.
+        #[source]
+        source: seam_policy::ParseError,
+    },
     /// The named object does not exist.
     #[error("{} {name:?} not found", kind_name(*kind))]
     NotFound {
@@ -209,7 +219,7 @@ impl Error {
     /// The HTTP status this error is answered with.
     pub fn status(&self) -> u16 {
         match self {
-            Error::InvalidBody { .. } | Error::Invalid(_) => 400,
+            Error::InvalidBody { .. } | Error::Invalid(_) | Error::InvalidPolicy { .. } => 400,
             Error::NotFound { .. } => 404,
             Error::SubnetOverlap { .. }
             | Error::VniTaken { .. }
@@ -263,6 +273,8 @@ fn kind_name(kind: ObjectKind) -> &'static str {
         ObjectKind::Segment => "segment",
         ObjectKind::Block => "block",
         ObjectKind::Endpoint => "endpoint",
+        ObjectKind::Namespace => "namespace",
+        ObjectKind::Policy => "policy",
     }
 }
 

@@ -12,8 +12,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use seam_model::{
-    ApiError, ClaimBlock, Endpoint, EnsureSegment, FieldError, Node, ObjectKind, Segment,
-    ValidationError, WatchEvent,
+    ApiError, ClaimBlock, Endpoint, EnsureSegment, FieldError, Namespace, Node, ObjectKind,
+    Segment, ValidationError, WatchEvent,
 };
 use serde::de::DeserializeOwned;
 
@@ -46,6 +46,18 @@ pub fn router(controller: Controller) -> Router {
         )
         .route("/v1/blocks", get(list_blocks))
         .route("/v1/blocks/{*key}", get(get_block).delete(delete_block))
+        .route("/v1/namespaces", get(list_namespaces))
+        .route(
+            "/v1/namespaces/{*name}",
+            put(put_namespace)
+                .get(get_namespace)
+                .delete(delete_namespace),
+        )
+        .route("/v1/policies", get(list_policies))
+        .route(
+            "/v1/policies/{kind}/{*name}",
+            put(put_policy).get(get_policy).delete(delete_policy),
+        )
         .route("/v1/endpoints", get(list_endpoints))
         .route(
             "/v1/endpoints/{*name}",
@@ -235,6 +247,65 @@ async fn delete_endpoint(
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
     c.delete_endpoint(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_namespaces(State(c): State<Controller>) -> ApiResult<Response> {
+    list(&c, ObjectKind::Namespace).await
+}
+
+async fn get_namespace(
+    State(c): State<Controller>,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    get_one(&c, ObjectKind::Namespace, &name).await
+}
+
+async fn put_namespace(
+    State(c): State<Controller>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let namespace: Namespace = decode_body("Namespace", &body)?;
+    check_name("Namespace", &name, &namespace.name)?;
+    Ok(Json(c.put_namespace(namespace).await?).into_response())
+}
+
+async fn delete_namespace(
+    State(c): State<Controller>,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    c.delete_namespace(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_policies(State(c): State<Controller>) -> ApiResult<Response> {
+    list(&c, ObjectKind::Policy).await
+}
+
+async fn get_policy(
+    State(c): State<Controller>,
+    Path((kind, name)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    Ok(Json(c.get_policy(&kind, &name).await?).into_response())
+}
+
+/// The body is decoded as plain JSON here; seam-policy decodes and validates the object itself
+/// (unknown fields and unsupported kinds are rejected there, with the field path).
+async fn put_policy(
+    State(c): State<Controller>,
+    Path((kind, name)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let value: serde_json::Value = decode_body("policy object", &body)?;
+    Ok(Json(c.put_policy(&kind, &name, value).await?).into_response())
+}
+
+async fn delete_policy(
+    State(c): State<Controller>,
+    Path((kind, name)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    c.delete_policy(&kind, &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -1,4 +1,6 @@
-//! The store key layout: `/seam/v1/<plural>/<name>`, values are the objects' JSON.
+//! The store key layout: `/seam/v1/<plural>/<name>`, values are the objects' JSON. Policy
+//! objects are `/seam/v1/policies/<Kind>/<namespace or _>/<name>`
+//! ([`seam_model::policy_name`]); namespaces `/seam/v1/namespaces/<name>`.
 //!
 //! API boundary: other tools (backups, an etcd operator) may read these keys; change them only
 //! with a migration.

@@ -1,6 +1,7 @@
 //! Seam's control plane.
 //!
-//! Holds the desired state (nodes, segments, per-node address blocks, endpoints) in a
+//! Holds the desired state (nodes, segments, per-node address blocks, endpoints, namespaces,
+//! policy objects validated by [`seam_policy`]) in a
 //! [`seam_store`] datastore under `/seam/v1/<plural>/<name>` (see [`keys`]), and serves it as a
 //! versioned HTTP API with a watch stream ([`router`], [`serve`]). Segments are created on
 //! demand per namespace or as one flat cluster segment ([`ControllerConfig`]); address blocks are
@@ -19,10 +20,12 @@ mod controller;
 mod error;
 mod http;
 pub mod keys;
+mod policies;
 mod serve;
 
 pub use config::{ControllerConfig, Listener, SegmentMode, FLAT_SEGMENT, NAMESPACE_SEGMENT_PREFIX};
 pub use controller::Controller;
 pub use error::{reason, ConfigError, Error, Result, ServeError};
 pub use http::{router, HEARTBEAT_INTERVAL};
+pub use policies::{policy_kind_from_path, policy_store_name};
 pub use serve::{serve, serve_controller};

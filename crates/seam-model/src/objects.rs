@@ -257,15 +257,24 @@ pub enum ObjectKind {
     Block,
     /// [`Endpoint`]
     Endpoint,
+    /// [`Namespace`]
+    Namespace,
+    /// A policy object (NetworkPolicy, AdminNetworkPolicy, BaselineAdminNetworkPolicy,
+    /// EndpointGroup, Contract) as JSON; its name is `<Kind>/<namespace or _>/<name>`
+    /// ([`policy_name`]). seam-model does not know the policy types: the controller validates them
+    /// with seam-policy.
+    Policy,
 }
 
 impl ObjectKind {
     /// Every kind, in the order a consumer should apply them (segments before endpoints).
-    pub const ALL: [ObjectKind; 4] = [
+    pub const ALL: [ObjectKind; 6] = [
         ObjectKind::Node,
         ObjectKind::Segment,
         ObjectKind::Block,
+        ObjectKind::Namespace,
         ObjectKind::Endpoint,
+        ObjectKind::Policy,
     ];
 
     /// The plural resource name used in URLs and store keys.
@@ -275,6 +284,8 @@ impl ObjectKind {
             ObjectKind::Segment => "segments",
             ObjectKind::Block => "blocks",
             ObjectKind::Endpoint => "endpoints",
+            ObjectKind::Namespace => "namespaces",
+            ObjectKind::Policy => "policies",
         }
     }
 
@@ -284,10 +295,112 @@ impl ObjectKind {
     }
 }
 
+/// The store name of a policy object: `<Kind>/<namespace>/<name>`, with `_` for the namespace of
+/// cluster-scoped kinds (namespace names are DNS labels, so `_` never collides).
+pub fn policy_name(kind: &str, namespace: Option<&str>, name: &str) -> String {
+    format!("{kind}/{}/{name}", namespace.unwrap_or(CLUSTER_SCOPE))
+}
+
+/// The namespace part of [`policy_name`] for cluster-scoped policy objects.
+pub const CLUSTER_SCOPE: &str = "_";
+
+/// The label every namespace carries with its own name (set by the controller, as the
+/// Kubernetes API server does), so that namespace selectors can pick a namespace by name.
+pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
+/// A Kubernetes-style namespace: what namespace selectors of policies read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Namespace {
+    /// Unique name.
+    pub name: String,
+    /// Labels (the controller always sets [`NAMESPACE_NAME_LABEL`] to the name).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// The tenant (isolation domain); absent = the default tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+}
+
+impl Namespace {
+    /// A namespace with just its name label, in the default tenant.
+    pub fn named(name: &str) -> Self {
+        let mut ns = Namespace {
+            name: name.to_string(),
+            labels: BTreeMap::new(),
+            tenant: None,
+        };
+        ns.set_name_label();
+        ns
+    }
+
+    /// Sets [`NAMESPACE_NAME_LABEL`] to the name.
+    pub fn set_name_label(&mut self) {
+        self.labels
+            .insert(NAMESPACE_NAME_LABEL.to_string(), self.name.clone());
+    }
+
+    /// Checks every field and reports all problems at once.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        let mut p = Problems::default();
+        check_name(&mut p, "name", &self.name);
+        for (k, v) in &self.labels {
+            if !is_valid_label_key(k) {
+                p.add(
+                    &format!("labels.{k}"),
+                    format!("{k:?} is not a valid label key ([prefix/]name, name 1-63 of a-z A-Z 0-9 - _ .)"),
+                );
+            }
+            if !is_valid_label_value(v) {
+                p.add(
+                    &format!("labels.{k}"),
+                    format!("{v:?} is not a valid label value (0-63 of a-z A-Z 0-9 - _ ., alphanumeric at both ends)"),
+                );
+            }
+        }
+        if let Some(t) = &self.tenant {
+            check_name(&mut p, "tenant", t);
+        }
+        p.finish("Namespace", &self.name)
+    }
+}
+
+/// Kubernetes label value syntax: empty, or 1-63 of `A-Z a-z 0-9 - _ .` with alphanumeric ends.
+fn is_valid_label_value(v: &str) -> bool {
+    v.is_empty()
+        || (v.len() <= 63
+            && v.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && v.ends_with(|c: char| c.is_ascii_alphanumeric())
+            && v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+}
+
+/// Kubernetes label key syntax: an optional DNS-subdomain prefix and `/`, then a non-empty value.
+fn is_valid_label_key(k: &str) -> bool {
+    let (prefix, name) = match k.rsplit_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, k),
+    };
+    let prefix_ok = prefix.is_none_or(|p| {
+        !p.is_empty()
+            && p.len() <= 253
+            && p.split('.').all(|l| {
+                !l.is_empty()
+                    && l.chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            })
+    });
+    prefix_ok && !name.is_empty() && is_valid_label_value(name)
+}
+
 /// Everything the controller holds, as of one store revision. Agents start from this and then
 /// follow [`WatchEvent`]s from `revision + 1`.
+///
+/// Unknown fields are tolerated (this is the controller's answer, not user input), so a client
+/// built before a field was added still reads newer snapshots; fields added later carry
+/// `#[serde(default)]` so newer clients read older snapshots.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct Snapshot {
     /// The store revision the snapshot was read at.
     pub revision: u64,
@@ -299,6 +412,13 @@ pub struct Snapshot {
     pub blocks: Vec<Block>,
     /// All endpoints.
     pub endpoints: Vec<Endpoint>,
+    /// All namespaces.
+    #[serde(default)]
+    pub namespaces: Vec<Namespace>,
+    /// All policy objects, each in its wire form (`apiVersion`, `kind`, `metadata`, `spec`),
+    /// in store-name order.
+    #[serde(default)]
+    pub policies: Vec<serde_json::Value>,
 }
 
 /// One change in the controller's store, as streamed by `GET /v1/watch`.

@@ -7,6 +7,7 @@
 mod api;
 mod blocks;
 mod fuzz;
+mod policies;
 mod process;
 mod server;
 mod watch;

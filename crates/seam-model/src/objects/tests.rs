@@ -62,3 +62,46 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn namespace_validation_reports_every_problem() {
+    let ns = Namespace::named("blue");
+    assert_eq!(ns.validate(), Ok(()));
+    assert_eq!(ns.labels[NAMESPACE_NAME_LABEL], "blue");
+    let bad = Namespace {
+        name: "Blue".into(),
+        labels: [
+            ("ok/key".to_string(), "-bad".to_string()),
+            ("/x".to_string(), "v".to_string()),
+        ]
+        .into_iter()
+        .collect(),
+        tenant: Some("T".into()),
+    };
+    let err = bad.validate().unwrap_err();
+    let paths: Vec<&str> = err.errors.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(paths, ["name", "labels./x", "labels.ok/key", "tenant"]);
+}
+
+#[test]
+fn snapshots_parse_across_versions() {
+    // A snapshot from before namespaces and policies existed.
+    let old = r#"{"revision":3,"nodes":[],"segments":[],"blocks":[],"endpoints":[]}"#;
+    let snap: Snapshot = serde_json::from_str(old).unwrap();
+    assert!(snap.namespaces.is_empty() && snap.policies.is_empty());
+    // A snapshot with fields this version does not know.
+    let newer = r#"{"revision":3,"nodes":[],"segments":[],"blocks":[],"endpoints":[],"future":1}"#;
+    assert!(serde_json::from_str::<Snapshot>(newer).is_ok());
+}
+
+#[test]
+fn policy_names_mark_cluster_scope() {
+    assert_eq!(policy_name("Contract", None, "web"), "Contract/_/web");
+    assert_eq!(
+        policy_name("NetworkPolicy", Some("x"), "deny"),
+        "NetworkPolicy/x/deny"
+    );
+    for kind in ObjectKind::ALL {
+        assert_eq!(ObjectKind::from_plural(kind.plural()), Some(kind));
+    }
+}
