@@ -26,8 +26,8 @@ use seam_policy::{
 use crate::addr::AddrSet;
 use crate::error::CompileError;
 use crate::ir::{
-    Action, AddrMatch, L4Match, LocalEndpoint, NodeRuleset, PortRange, Rule, RuleId, SetName,
-    Tier, TierChain, LOCAL_SET,
+    Action, AddrMatch, L4Match, LocalEndpoint, NodeRuleset, PortRange, Rule, RuleId, SetName, Tier,
+    TierChain, LOCAL_SET,
 };
 
 static NO_LABELS: Labels = Labels::new();
@@ -827,7 +827,13 @@ impl<'a> Compiler<'a> {
                     .spec
                     .ingress
                     .iter()
-                    .map(|r| (r.ports.as_deref(), act(r.action), self.ingress_peers(&r.from)))
+                    .map(|r| {
+                        (
+                            r.ports.as_deref(),
+                            act(r.action),
+                            self.ingress_peers(&r.from),
+                        )
+                    })
                     .collect(),
                 Direction::Egress => banp
                     .spec

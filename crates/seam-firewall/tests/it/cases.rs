@@ -4,10 +4,15 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use seam_policy::{ContainerPort, Endpoint, EndpointKind, Inventory, Namespace, PolicySet, Protocol};
+use seam_policy::{
+    ContainerPort, Endpoint, EndpointKind, Inventory, Namespace, PolicySet, Protocol,
+};
 use serde_json::Value;
 
-pub const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../seam-policy/test_data/netpol");
+pub const DATA: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../seam-policy/test_data/netpol"
+);
 
 pub fn load(name: &str) -> Value {
     let text = std::fs::read_to_string(format!("{DATA}/{name}")).unwrap();

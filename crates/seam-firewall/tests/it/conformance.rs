@@ -145,7 +145,11 @@ fn run(drop_policies: bool) -> (Vec<String>, usize) {
             };
             if !bad.is_empty() {
                 if !drop_policies {
-                    println!("FAIL {id} ({layout}): {} mismatch(es); first: {}", bad.len(), bad[0]);
+                    println!(
+                        "FAIL {id} ({layout}): {} mismatch(es); first: {}",
+                        bad.len(),
+                        bad[0]
+                    );
                 }
                 failed.push(format!("{id} ({layout})"));
             }
@@ -178,7 +182,8 @@ fn mismatches_against(
                 };
                 let want = evaluate(reference, inv, &flow).unwrap().allowed();
                 let got = rulesets.iter().all(|rs| {
-                    evaluate_packet(rs, src.addresses[0], dst.addresses[0], protocol, port).allowed()
+                    evaluate_packet(rs, src.addresses[0], dst.addresses[0], protocol, port)
+                        .allowed()
                 });
                 if want != got {
                     bad.push(format!("{} -> {}", src.reference(), dst.reference()));
@@ -193,14 +198,22 @@ fn mismatches_against(
 fn every_conformance_case_on_one_node_and_on_three() {
     let (failed, total) = run(false);
     assert_eq!(total, 113 + 17, "every case ran");
-    assert!(failed.is_empty(), "{} case layout(s) differ: {failed:?}", failed.len());
+    assert!(
+        failed.is_empty(),
+        "{} case layout(s) differ: {failed:?}",
+        failed.len()
+    );
 }
 
 /// The check itself can fail: an IR compiled from no policies must disagree with the engine on most cases.
 #[test]
 fn the_check_detects_a_wrong_compiler() {
     let (failed, _) = run(true);
-    assert!(failed.len() > 200, "only {} case layouts failed", failed.len());
+    assert!(
+        failed.len() > 200,
+        "only {} case layouts failed",
+        failed.len()
+    );
 }
 
 /// Sanity: the model assumed above.
@@ -210,5 +223,8 @@ fn model_has_nine_pods_in_three_namespaces() {
     let plan = ip_plan(&model["reference_ip_plan"]["pods"]);
     let inv = xyz_inventory(&model, &Value::Null, &plan);
     assert_eq!(inv.endpoints.len(), 9);
-    assert_eq!(three_nodes(&inv).iter().map(Vec::len).collect::<Vec<_>>(), [3, 3, 3]);
+    assert_eq!(
+        three_nodes(&inv).iter().map(Vec::len).collect::<Vec<_>>(),
+        [3, 3, 3]
+    );
 }

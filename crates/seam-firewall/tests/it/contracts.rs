@@ -38,7 +38,13 @@ pub fn inventory() -> Inventory {
         ("shared", IsolationMode::Multitenant, true),
         ("green", IsolationMode::Flat, false),
     ] {
-        inv.tenants.insert(t.to_string(), Tenant { isolation: mode, global });
+        inv.tenants.insert(
+            t.to_string(),
+            Tenant {
+                isolation: mode,
+                global,
+            },
+        );
     }
     for (ns, tenant) in [
         ("b1", Some("blue")),
@@ -206,7 +212,12 @@ fn contracts_tenants_and_kinds_on_one_node_and_per_namespace() {
     let set = policies();
     let all: Vec<String> = inv.endpoints.iter().map(|e| e.reference()).collect();
     let bad = mismatches(&set, &inv, &vec![all], &PROBES);
-    assert!(bad.is_empty(), "{} mismatch(es): {:#?}", bad.len(), &bad[..bad.len().min(10)]);
+    assert!(
+        bad.is_empty(),
+        "{} mismatch(es): {:#?}",
+        bad.len(),
+        &bad[..bad.len().min(10)]
+    );
     // Every namespace on its own node.
     let mut per_ns: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for e in &inv.endpoints {
@@ -214,7 +225,12 @@ fn contracts_tenants_and_kinds_on_one_node_and_per_namespace() {
     }
     let placement: Vec<Vec<String>> = per_ns.into_values().collect();
     let bad = mismatches(&set, &inv, &placement, &PROBES);
-    assert!(bad.is_empty(), "{} mismatch(es): {:#?}", bad.len(), &bad[..bad.len().min(10)]);
+    assert!(
+        bad.is_empty(),
+        "{} mismatch(es): {:#?}",
+        bad.len(),
+        &bad[..bad.len().min(10)]
+    );
 }
 
 #[test]
@@ -225,9 +241,15 @@ fn a_node_gets_only_what_its_endpoints_need() {
     let rs = compile(&set, &inv, &["g1/web"]).unwrap();
     assert!(rs.sets["local"].contains(Ipv4Addr::new(10, 1, 0, 8)));
     assert!(!rs.sets.contains_key("np/b1/web-egress/subject"));
-    assert!(!rs.sets.keys().any(|k| k.starts_with("tenant/")), "green is flat");
+    assert!(
+        !rs.sets.keys().any(|k| k.starts_with("tenant/")),
+        "green is flat"
+    );
     let external_only = compile(&set, &inv, &["d1/legacy"]).unwrap();
-    assert!(external_only.local.is_empty(), "external endpoints are never enforced");
+    assert!(
+        external_only.local.is_empty(),
+        "external endpoints are never enforced"
+    );
     assert!(compile(&set, &inv, &["nope/nothing"]).is_err());
 }
 
@@ -235,8 +257,15 @@ fn a_node_gets_only_what_its_endpoints_need() {
 fn rule_count_grows_with_policies_not_with_pods() {
     let mut inv = inventory();
     let set = policies();
-    let small = compile(&set, &inv, &inv.endpoints.iter().map(|e| e.reference()).collect::<Vec<_>>())
-        .unwrap();
+    let small = compile(
+        &set,
+        &inv,
+        &inv.endpoints
+            .iter()
+            .map(|e| e.reference())
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
     for i in 0..200u8 {
         let mut e = inv.endpoints[i as usize % 9].clone();
         e.name = format!("{}-{i}", e.name);
