@@ -106,6 +106,9 @@ fn three_nodes(inv: &Inventory) -> Placement {
     nodes
 }
 
+/// A case ready to check: id, inventory, policies, probes.
+type Case = (String, Inventory, PolicySet, Vec<(u16, Protocol)>);
+
 /// Runs every case; with `drop_policies` the IR is compiled from no policies (to prove the check can fail).
 /// Returns the failing case ids and the number of cases.
 fn run(drop_policies: bool) -> (Vec<String>, usize) {
@@ -113,7 +116,7 @@ fn run(drop_policies: bool) -> (Vec<String>, usize) {
     let plan = ip_plan(&model["reference_ip_plan"]["pods"]);
     let anp_plan = ip_plan(&model["reference_ip_plan"]["anp_pods"]);
     let anp_inv = anp_inventory(&model, &anp_plan);
-    let mut work: Vec<(String, Inventory, PolicySet, Vec<(u16, Protocol)>)> = Vec::new();
+    let mut work: Vec<Case> = Vec::new();
     for case in load("cases.json").as_array().unwrap() {
         let inv = xyz_inventory(&model, case, &plan);
         work.push((
