@@ -276,17 +276,7 @@ impl<K: NodeKernel + 'static> Agent<K> {
             "add phases"
         );
         let _ = self.publish_tx.send(Publish::Put(endpoint));
-        AgentReply::Attached(AttachResult {
-            host_ifname: spec.host_ifname.clone(),
-            host_mac: port.host_mac,
-            container_ifname: spec.ifname.clone(),
-            container_mac: spec.mac,
-            sandbox: spec.netns.clone(),
-            address: spec.address,
-            gateway: spec.gateway,
-            mtu: spec.mtu,
-            segment: seg.name.clone(),
-        })
+        attach_result(&spec, port.host_mac, &seg)
     }
 
     async fn attached(&self, spec: &PodAttach, seg: &Segment) -> AgentReply {
@@ -294,17 +284,7 @@ impl<K: NodeKernel + 'static> Agent<K> {
             Ok(port) => port,
             Err(e) => return reply_for(&AgentError::from(e), "check attachment"),
         };
-        AgentReply::Attached(AttachResult {
-            host_ifname: spec.host_ifname.clone(),
-            host_mac: port.host_mac,
-            container_ifname: spec.ifname.clone(),
-            container_mac: spec.mac,
-            sandbox: spec.netns.clone(),
-            address: spec.address,
-            gateway: spec.gateway,
-            mtu: spec.mtu,
-            segment: seg.name.clone(),
-        })
+        attach_result(spec, port.host_mac, seg)
     }
 
     async fn del(&self, id: AttachmentId) -> AgentReply {
@@ -391,6 +371,21 @@ impl<K: NodeKernel + 'static> Agent<K> {
             .with_details(failures.join("; "))
         }
     }
+}
+
+/// The reply for an attachment that is in place.
+fn attach_result(spec: &PodAttach, host_mac: seam_model::MacAddr, seg: &Segment) -> AgentReply {
+    AgentReply::Attached(AttachResult {
+        host_ifname: spec.host_ifname.clone(),
+        host_mac,
+        container_ifname: spec.ifname.clone(),
+        container_mac: spec.mac,
+        sandbox: spec.netns.clone(),
+        address: spec.address,
+        gateway: spec.gateway,
+        mtu: spec.mtu,
+        segment: seg.name.clone(),
+    })
 }
 
 trait WithDetails {
