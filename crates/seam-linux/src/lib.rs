@@ -1,5 +1,6 @@
 //! Everything Seam does to the Linux kernel: the rtnetlink implementation of
-//! [`seam_dataplane::NodeKernel`], network namespace helpers and sysctls.
+//! [`seam_dataplane::NodeKernel`], network namespace helpers, sysctls, and the nftables edge
+//! ([`nft`]: apply a rendered transaction, read rule counters back).
 //!
 //! Architecture invariant: this is the only crate that opens netlink sockets or enters network
 //! namespaces. Namespace switching happens on a dedicated short-lived thread
@@ -8,7 +9,9 @@
 mod error;
 mod kernel;
 pub mod netns;
+pub mod nft;
 pub mod sysctl;
 
 pub use error::{Error, Result};
 pub use kernel::LinuxKernel;
+pub use nft::{apply_ruleset, delete_table, read_counters, NftError, RuleCounter};

@@ -1,0 +1,211 @@
+//! The nftables edge: apply one rendered transaction (`nft -f -`), read rule counters back
+//! (`nft -j list table inet seam`), delete the table.
+//!
+//! Everything runs in the calling thread's network namespace (the `nft` child inherits it): callers
+//! that act on another namespace wrap the call in [`crate::netns::run_in`]. The text comes from
+//! `seam_firewall::render`, which replaces the table in one batch, so applying is atomic.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+/// The table Seam owns.
+pub const TABLE_FAMILY: &str = "inet";
+/// Its name.
+pub const TABLE_NAME: &str = "seam";
+
+/// What went wrong talking to nftables.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NftError {
+    /// The `nft` program could not be run (not installed, or no permission).
+    #[error("run nft to {operation}: {source}")]
+    Spawn {
+        /// What was being done: `apply ruleset`, `list table`, `delete table`.
+        operation: &'static str,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `nft` refused the input or the request.
+    #[error("nft rejected {operation} (exit status {status:?}): {stderr}{}", line_context(.line))]
+    Rejected {
+        /// What was being done.
+        operation: &'static str,
+        /// nft's exit status.
+        status: Option<i32>,
+        /// nft's standard error, trimmed.
+        stderr: String,
+        /// The offending input line (number, text) when nft named one.
+        line: Option<(usize, String)>,
+    },
+    /// `table inet seam` does not exist in this namespace.
+    #[error("table inet seam does not exist")]
+    NoTable,
+    /// `nft -j` printed something that is not the JSON expected.
+    #[error("parse nft -j output: {source}")]
+    Json {
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+fn line_context(line: &Option<(usize, String)>) -> String {
+    match line {
+        Some((n, text)) => format!(" (input line {n}: {})", text.trim()),
+        None => String::new(),
+    }
+}
+
+/// Packets and bytes a rule's counter has seen.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RuleCounter {
+    /// Packets.
+    pub packets: u64,
+    /// Bytes.
+    pub bytes: u64,
+}
+
+/// Runs `nft args…` with `input` on stdin; returns stdout.
+fn run(operation: &'static str, args: &[&str], input: Option<&str>) -> Result<Vec<u8>, NftError> {
+    let mut child = Command::new("nft")
+        .args(args)
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| NftError::Spawn { operation, source })?;
+    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+        // nft reads its whole input before it answers, so writing first cannot deadlock.
+        stdin
+            .write_all(text.as_bytes())
+            .map_err(|source| NftError::Spawn { operation, source })?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|source| NftError::Spawn { operation, source })?;
+    if out.status.success() {
+        return Ok(out.stdout);
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    if stderr.contains("No such file or directory") && operation == "list table" {
+        return Err(NftError::NoTable);
+    }
+    let line = input.and_then(|text| offending_line(&stderr, text));
+    Err(NftError::Rejected {
+        operation,
+        status: out.status.code(),
+        stderr,
+        line,
+    })
+}
+
+/// The input line nft's error names (`/dev/stdin:12:5-20: Error: …`).
+fn offending_line(stderr: &str, input: &str) -> Option<(usize, String)> {
+    stderr.lines().find_map(|l| {
+        let rest = l.split_once(':')?.1;
+        let n: usize = rest.split(':').next()?.trim().parse().ok()?;
+        let text = input.lines().nth(n.checked_sub(1)?)?;
+        Some((n, text.to_string()))
+    })
+}
+
+/// Applies one nftables transaction (`nft -f -`), e.g. the output of `seam_firewall::render`.
+/// The kernel applies it all or nothing.
+pub fn apply_ruleset(text: &str) -> Result<(), NftError> {
+    run("apply ruleset", &["-f", "-"], Some(text)).map(|_| ())
+}
+
+/// Deletes `table inet seam`; absent is success.
+pub fn delete_table() -> Result<(), NftError> {
+    let text = format!(
+        "table {TABLE_FAMILY} {TABLE_NAME} {{}}\ndelete table {TABLE_FAMILY} {TABLE_NAME}\n"
+    );
+    run("delete table", &["-f", "-"], Some(&text)).map(|_| ())
+}
+
+/// The counters of every rule of `table inet seam` that has a comment, summed by comment (the
+/// renderer gives every rule of one policy rule the same comment: `seam_firewall::nft_comment`).
+pub fn read_counters() -> Result<BTreeMap<String, RuleCounter>, NftError> {
+    let out = run(
+        "list table",
+        &["-j", "list", "table", TABLE_FAMILY, TABLE_NAME],
+        None,
+    )?;
+    let value: Value = serde_json::from_slice(&out).map_err(|source| NftError::Json { source })?;
+    Ok(counters_from_json(&value))
+}
+
+/// Sums the counters of the commented rules in `nft -j` output. Unknown objects and expressions
+/// are skipped.
+pub fn counters_from_json(value: &Value) -> BTreeMap<String, RuleCounter> {
+    let mut out: BTreeMap<String, RuleCounter> = BTreeMap::new();
+    let items = value
+        .get("nftables")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    for item in items {
+        let Some(rule) = item.get("rule") else {
+            continue;
+        };
+        let Some(comment) = rule.get("comment").and_then(Value::as_str) else {
+            continue;
+        };
+        let exprs = rule
+            .get("expr")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        for e in exprs {
+            if let Some(c) = e.get("counter") {
+                let entry = out.entry(comment.to_string()).or_default();
+                entry.packets += c.get("packets").and_then(Value::as_u64).unwrap_or(0);
+                entry.bytes += c.get("bytes").and_then(Value::as_u64).unwrap_or(0);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_are_summed_by_comment() {
+        let json = r#"{"nftables": [{"metainfo": {}}, {"table": {"name": "seam"}},
+          {"rule": {"chain": "a", "comment": "np/x/p/ingress/0", "expr": [{"match": {}}, {"counter": {"packets": 2, "bytes": 120}}, {"return": null}]}},
+          {"rule": {"chain": "a", "comment": "np/x/p/ingress/0", "expr": [{"counter": {"packets": 1, "bytes": 60}}, {"return": null}]}},
+          {"rule": {"chain": "a", "expr": [{"counter": {"packets": 9, "bytes": 9}}]}},
+          {"rule": {"chain": "b", "comment": "default/egress", "expr": [{"counter": {"packets": 0, "bytes": 0}}]}}]}"#;
+        let value: Value = serde_json::from_str(json).unwrap_or_default();
+        let c = counters_from_json(&value);
+        assert_eq!(c.len(), 2);
+        assert_eq!(
+            c.get("np/x/p/ingress/0"),
+            Some(&RuleCounter {
+                packets: 3,
+                bytes: 180
+            })
+        );
+    }
+
+    #[test]
+    fn offending_line_is_found() {
+        let input = "table inet seam {}\nbogus line here\n";
+        let stderr =
+            "/dev/stdin:2:1-5: Error: syntax error, unexpected string\nbogus line here\n^^^^^";
+        assert_eq!(
+            offending_line(stderr, input),
+            Some((2, "bogus line here".to_string()))
+        );
+    }
+}
