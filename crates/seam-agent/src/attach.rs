@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 
 use ipnet::Ipv4Net;
-use seam_dataplane::{host_ifname, LinkOp, NodeKernel, PodAttach, SegmentSpec};
+use seam_dataplane::{host_ifname, Firewall, LinkOp, NodeKernel, PodAttach, SegmentSpec};
 use seam_ipam::{IpamError, Lease, LeaseKey};
 use seam_model::agent_rpc::{
     AgentError as RpcError, AgentOp, AgentReply, AttachResult, Attachment, AttachmentId,
@@ -59,7 +59,7 @@ fn reply_for(err: &AgentError, what: &str) -> AgentReply {
     rpc_error(code, format!("{what}: {err}"), Some(err))
 }
 
-impl<K: NodeKernel + 'static> Agent<K> {
+impl<K: NodeKernel + Firewall + 'static> Agent<K> {
     /// Handles one request from the plug-in.
     pub async fn handle(&self, op: AgentOp) -> AgentReply {
         match op {

@@ -27,7 +27,7 @@ pub use view::ClusterView;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use seam_dataplane::NodeKernel;
+use seam_dataplane::{Firewall, NodeKernel};
 use seam_store::AnyStore;
 use tokio::sync::{mpsc, Mutex, Notify, RwLock};
 
@@ -47,6 +47,8 @@ pub struct Agent<K> {
     segment_lock: Mutex<()>,
     /// VNIs whose bridge and VXLAN device the ADD path has seen or made.
     ready_segments: Mutex<std::collections::BTreeSet<u32>>,
+    /// The firewall transaction last applied (the next pass applies only when it changes).
+    pub applied_ruleset: Mutex<Option<String>>,
     /// Wakes the reaper of retired host ports.
     pub reap_now: Notify,
     /// Wakes the reconcile loop.
@@ -72,7 +74,7 @@ impl<K> Running<K> {
     }
 }
 
-impl<K: NodeKernel + 'static> Agent<K> {
+impl<K: NodeKernel + Firewall + 'static> Agent<K> {
     /// Opens the lease store, rolls back leases a crash left half-done, then starts the CNI
     /// server, the controller sync and the reconcile loop.
     pub async fn start(config: AgentConfig, kernel: K, store: AnyStore) -> Result<Running<K>> {
@@ -101,6 +103,7 @@ impl<K: NodeKernel + 'static> Agent<K> {
             view: RwLock::new(ClusterView::with_segments(cached)),
             segment_lock: Mutex::new(()),
             reap_now: Notify::new(),
+            applied_ruleset: Mutex::new(None),
             ready_segments: Mutex::new(std::collections::BTreeSet::new()),
             reconcile_now: Notify::new(),
             synced: AtomicBool::new(false),

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use ipnet::Ipv4Net;
 use seam_dataplane::{
-    host_ifname, plan, DesiredNode, LinkOp, NodeKernel, RemoteEntry, SegmentSpec,
+    host_ifname, plan, DesiredNode, Firewall, LinkOp, NodeKernel, RemoteEntry, SegmentSpec,
 };
 use seam_model::gateway_mac;
 
@@ -17,7 +17,7 @@ const RESYNC: Duration = Duration::from_secs(30);
 
 /// Runs forever. Waits for the first full controller view: before it, "not desired" would
 /// mean "not known yet", and removing it would cut traffic.
-pub async fn run<K: NodeKernel + 'static>(agent: Arc<Agent<K>>) {
+pub async fn run<K: NodeKernel + Firewall + 'static>(agent: Arc<Agent<K>>) {
     loop {
         let _ = tokio::time::timeout(RESYNC, agent.reconcile_now.notified()).await;
         if !agent.is_ready() {
@@ -34,7 +34,7 @@ pub async fn run<K: NodeKernel + 'static>(agent: Arc<Agent<K>>) {
 }
 
 /// The node's desired dataplane, from the view and the leases.
-pub async fn desired<K: NodeKernel + 'static>(agent: &Agent<K>) -> DesiredNode {
+pub async fn desired<K: NodeKernel + Firewall + 'static>(agent: &Agent<K>) -> DesiredNode {
     let view = agent.view.read().await;
     let segments: BTreeMap<u32, SegmentSpec> = view
         .segments
@@ -84,9 +84,38 @@ pub async fn desired<K: NodeKernel + 'static>(agent: &Agent<K>) -> DesiredNode {
     }
 }
 
+/// Compiles this node's firewall from the view (policies, namespaces, endpoints; only the
+/// node's own endpoints get rules) and renders it as one nftables transaction.
+pub async fn firewall_ruleset<K: NodeKernel + Firewall + 'static>(
+    agent: &Agent<K>,
+) -> Result<String, String> {
+    let view = agent.view.read().await;
+    let inventory =
+        seam_firewall::cluster::inventory(view.namespaces.values(), view.endpoints.values());
+    let (policies, warnings) = seam_firewall::cluster::policy_set(view.policies.values());
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
+    let local: Vec<String> = view
+        .endpoints
+        .values()
+        .filter(|e| e.node == agent.config.node)
+        .map(|e| {
+            format!(
+                "{}/{}",
+                e.namespace,
+                seam_firewall::cluster::inventory_name(e)
+            )
+        })
+        .collect();
+    let ruleset =
+        seam_firewall::compile(&policies, &inventory, &local).map_err(|e| e.to_string())?;
+    Ok(seam_firewall::render(&ruleset))
+}
+
 /// Observes once, plans, applies every operation (continuing past failures), and reports how
 /// many operations it ran.
-pub async fn reconcile_once<K: NodeKernel + 'static>(
+pub async fn reconcile_once<K: NodeKernel + Firewall + 'static>(
     agent: &Agent<K>,
 ) -> Result<usize, seam_dataplane::Error> {
     let _guard = agent.segment_lock.lock().await;
@@ -123,6 +152,28 @@ pub async fn reconcile_once<K: NodeKernel + 'static>(
     if !ops.is_empty() {
         tracing::info!(operations = ops.len(), "dataplane reconciled");
     }
+    // The firewall follows the same level-triggered pass: compile from the view, apply only
+    // when the rendered transaction changed (the kernel swaps the table atomically).
+    match firewall_ruleset(agent).await {
+        Ok(text) => {
+            let mut applied = agent.applied_ruleset.lock().await;
+            if applied.as_deref() != Some(text.as_str()) {
+                match agent.kernel.apply_ruleset(&text).await {
+                    Ok(()) => {
+                        tracing::info!(bytes = text.len(), "firewall applied");
+                        *applied = Some(text);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "applying the firewall failed");
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "compiling the firewall failed; the previous one stays")
+        }
+    }
     match first_error {
         Some(e) => Err(e),
         None => Ok(ops.len()),
@@ -134,7 +185,7 @@ const REAP_BATCH: Duration = Duration::from_millis(200);
 
 /// Deletes retired host ports in batches: at start (a crash may have left some) and shortly
 /// after any DEL retired one.
-pub async fn reaper<K: NodeKernel + 'static>(agent: Arc<Agent<K>>) {
+pub async fn reaper<K: NodeKernel + Firewall + 'static>(agent: Arc<Agent<K>>) {
     loop {
         if let Err(e) = agent.kernel.reap().await {
             tracing::warn!(error = %e, "deleting retired host ports failed; will retry");

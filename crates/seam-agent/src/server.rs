@@ -4,7 +4,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use seam_dataplane::NodeKernel;
+use seam_dataplane::{Firewall, NodeKernel};
 use seam_model::agent_rpc::{AgentError as RpcError, AgentReply, AgentRequest, PROTOCOL_VERSION};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
@@ -35,7 +35,10 @@ pub fn bind(path: &Path) -> Result<UnixListener> {
 }
 
 /// Accepts connections forever, one task per connection.
-pub async fn serve<K: NodeKernel + 'static>(agent: Arc<Agent<K>>, listener: UnixListener) {
+pub async fn serve<K: NodeKernel + Firewall + 'static>(
+    agent: Arc<Agent<K>>,
+    listener: UnixListener,
+) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
@@ -54,7 +57,7 @@ pub async fn serve<K: NodeKernel + 'static>(agent: Arc<Agent<K>>, listener: Unix
     }
 }
 
-async fn serve_one<K: NodeKernel + 'static>(
+async fn serve_one<K: NodeKernel + Firewall + 'static>(
     agent: Arc<Agent<K>>,
     stream: UnixStream,
 ) -> std::io::Result<()> {

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use seam_dataplane::NodeKernel;
+use seam_dataplane::{Firewall, NodeKernel};
 use seam_model::{Endpoint, Node};
 use tokio::sync::mpsc;
 
@@ -24,7 +24,7 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// Runs forever: (re)connects with backoff, never touching the dataplane while away.
-pub async fn run<K: NodeKernel + 'static>(agent: Arc<Agent<K>>) {
+pub async fn run<K: NodeKernel + Firewall + 'static>(agent: Arc<Agent<K>>) {
     let mut backoff = BACKOFF_MIN;
     loop {
         match sync_once(&agent).await {
@@ -38,7 +38,7 @@ pub async fn run<K: NodeKernel + 'static>(agent: Arc<Agent<K>>) {
     }
 }
 
-async fn sync_once<K: NodeKernel + 'static>(
+async fn sync_once<K: NodeKernel + Firewall + 'static>(
     agent: &Arc<Agent<K>>,
 ) -> Result<(), seam_client::ClientError> {
     let node = Node {
@@ -71,7 +71,7 @@ async fn sync_once<K: NodeKernel + 'static>(
 /// Makes the controller's list of this node's endpoints match the bound leases: republishes
 /// what it lacks (e.g. after it lost them, or ADDs done while it was away) and removes what no
 /// lease backs (e.g. DELs done while it was away).
-async fn resync_endpoints<K: NodeKernel + 'static>(agent: &Arc<Agent<K>>) {
+async fn resync_endpoints<K: NodeKernel + Firewall + 'static>(agent: &Arc<Agent<K>>) {
     let local: Vec<Endpoint> = agent.leases.lock().await.endpoints().cloned().collect();
     let remote: Vec<Endpoint> = agent
         .view
@@ -95,7 +95,7 @@ async fn resync_endpoints<K: NodeKernel + 'static>(agent: &Arc<Agent<K>>) {
 }
 
 /// Sends endpoint changes to the controller in order, retrying each until it lands.
-pub async fn publisher<K: NodeKernel + 'static>(
+pub async fn publisher<K: NodeKernel + Firewall + 'static>(
     agent: Arc<Agent<K>>,
     mut rx: mpsc::UnboundedReceiver<Publish>,
 ) {

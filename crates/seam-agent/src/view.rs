@@ -15,6 +15,10 @@ pub struct ClusterView {
     pub blocks: BTreeMap<String, Block>,
     /// Endpoints by name.
     pub endpoints: BTreeMap<String, Endpoint>,
+    /// Namespaces by name (labels and tenant, for policy selectors).
+    pub namespaces: BTreeMap<String, seam_model::Namespace>,
+    /// Policy documents by store name (`<Kind>/<namespace or _>/<name>`).
+    pub policies: BTreeMap<String, serde_json::Value>,
     /// Which segment the controller said serves a namespace (flat mode has one for all).
     pub namespace_segment: BTreeMap<String, String>,
 }
@@ -42,6 +46,16 @@ impl ClusterView {
             .map(|o| (o.name.clone(), o))
             .collect();
         self.blocks = snap.blocks.into_iter().map(|o| (o.key(), o)).collect();
+        self.namespaces = snap
+            .namespaces
+            .into_iter()
+            .map(|o| (o.name.clone(), o))
+            .collect();
+        self.policies = snap
+            .policies
+            .into_iter()
+            .filter_map(|p| Some((policy_name(&p)?, p)))
+            .collect();
         self.endpoints = snap
             .endpoints
             .into_iter()
@@ -77,7 +91,15 @@ impl ClusterView {
             ObjectKind::Segment => put(&mut self.segments, event.name, event.object),
             ObjectKind::Block => put(&mut self.blocks, event.name, event.object),
             ObjectKind::Endpoint => put(&mut self.endpoints, event.name, event.object),
-            ObjectKind::Namespace | ObjectKind::Policy => {} // not used by the agent yet
+            ObjectKind::Namespace => put(&mut self.namespaces, event.name, event.object),
+            ObjectKind::Policy => match event.object {
+                Some(doc) => {
+                    self.policies.insert(event.name, doc);
+                }
+                None => {
+                    self.policies.remove(&event.name);
+                }
+            },
         }
     }
 
@@ -94,4 +116,14 @@ impl ClusterView {
             .values()
             .find(|s| s.namespace.as_deref() == Some(namespace))
     }
+}
+
+/// The store name of a policy document in a snapshot (`<Kind>/<namespace or _>/<name>`), the
+/// same name its watch events carry.
+fn policy_name(doc: &serde_json::Value) -> Option<String> {
+    let kind = doc.get("kind")?.as_str()?;
+    let meta = doc.get("metadata")?;
+    let name = meta.get("name")?.as_str()?;
+    let ns = meta.get("namespace").and_then(|n| n.as_str());
+    Some(seam_model::policy_name(kind, ns, name))
 }

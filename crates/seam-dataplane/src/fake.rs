@@ -8,7 +8,7 @@ use seam_model::MacAddr;
 
 use crate::error::{Error, Result};
 use crate::types::{AttachedPort, LinkOp, Observed, ObservedSegment, PodAttach};
-use crate::NodeKernel;
+use crate::{Firewall, NodeKernel};
 
 /// The fake kernel's state, open for assertions.
 #[derive(Debug, Default, Clone)]
@@ -17,6 +17,10 @@ pub struct FakeState {
     pub observed: Observed,
     /// Attachments by host port name.
     pub attachments: BTreeMap<String, PodAttach>,
+    /// The last ruleset applied, and how many were applied.
+    pub ruleset: Option<String>,
+    /// How many rulesets were applied.
+    pub ruleset_applies: usize,
     /// Ports retired and not yet reaped.
     pub retired: Vec<String>,
     /// When set, the next `attach` fails with this message (and leaves nothing behind).
@@ -173,5 +177,14 @@ impl NodeKernel for FakeKernel {
                 detail: "host port is missing".into(),
             }),
         }
+    }
+}
+
+impl Firewall for FakeKernel {
+    async fn apply_ruleset(&self, ruleset: &str) -> Result<()> {
+        let mut s = self.lock()?;
+        s.ruleset = Some(ruleset.to_string());
+        s.ruleset_applies += 1;
+        Ok(())
     }
 }

@@ -22,6 +22,7 @@ pub use names::{
     HOST_PORT_PREFIX,
 };
 pub use plan::plan;
+
 pub use types::*;
 
 use std::future::Future;
@@ -58,4 +59,11 @@ pub trait NodeKernel: Send + Sync {
     /// Verifies that the sandbox interface, its address and default route, and the host port
     /// are all as `spec` says, and returns the host port; the error says what is missing.
     fn check(&self, spec: &PodAttach) -> impl Future<Output = Result<AttachedPort>> + Send;
+}
+
+/// The node's firewall, as the agent needs it: one atomic transaction replacing Seam's table.
+pub trait Firewall: Send + Sync {
+    /// Applies a rendered ruleset as one transaction (`nft -f -`): the kernel switches from the
+    /// old table to the new one atomically, so no packet sees a half-applied policy.
+    fn apply_ruleset(&self, ruleset: &str) -> impl Future<Output = Result<()>> + Send;
 }

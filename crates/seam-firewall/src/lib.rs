@@ -12,6 +12,7 @@
 //! Start reading at [`compile()`].
 
 pub mod addr;
+pub mod cluster;
 pub mod compile;
 mod error;
 pub mod ir;

@@ -225,6 +225,18 @@ impl Lab {
 
     /// Creates pod `namespace/name` on `node`: a new network namespace, attached by `seam-cni ADD`.
     pub fn add_pod(&mut self, node: &str, namespace: &str, name: &str) -> Result<PodInfo> {
+        self.add_pod_with_labels(node, namespace, name, &std::collections::BTreeMap::new())
+    }
+
+    /// Like [`Lab::add_pod`], with pod labels (passed in the plug-in config's `labels`, which
+    /// seam-cni publishes with the endpoint) for policy selectors.
+    pub fn add_pod_with_labels(
+        &mut self,
+        node: &str,
+        namespace: &str,
+        name: &str,
+        labels: &std::collections::BTreeMap<String, String>,
+    ) -> Result<PodInfo> {
         if self
             .pods
             .iter()
@@ -240,13 +252,16 @@ impl Lab {
         let netns_path = seam_linux::netns::create(&netns)?;
         let container_id = format!("{}-{namespace}-{name}", self.name);
         let args = format!("IgnoreUnknown=1;K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={name}");
-        let call = self.cni_call(
+        let mut call = self.cni_call(
             &node,
             "ADD",
             &container_id,
             &netns_path.display().to_string(),
             &args,
         )?;
+        if !labels.is_empty() {
+            call.config["labels"] = serde_json::json!(labels);
+        }
         let result = call
             .run_in(&node.netns_path)
             .and_then(|out| out.json("ADD"));

@@ -860,3 +860,24 @@ impl LinuxKernel {
         Ok((ip, mtu))
     }
 }
+
+impl seam_dataplane::Firewall for LinuxKernel {
+    async fn apply_ruleset(&self, ruleset: &str) -> Result<()> {
+        let text = ruleset.to_string();
+        // `nft` is a child process: keep it off the runtime thread.
+        tokio::task::spawn_blocking(move || crate::nft::apply_ruleset(&text))
+            .await
+            .map_err(|e| Error::Kernel {
+                operation: "apply firewall",
+                object: "table inet seam".into(),
+                errno: None,
+                message: e.to_string(),
+            })?
+            .map_err(|e| Error::Kernel {
+                operation: "apply firewall",
+                object: "table inet seam".into(),
+                errno: None,
+                message: e.to_string(),
+            })
+    }
+}

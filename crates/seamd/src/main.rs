@@ -131,6 +131,14 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("read underlay interface {}", args.underlay_interface))?;
     seam_linux::sysctl::write("net/ipv4/ip_forward", "1").context("enable forwarding")?;
+    // Policy between endpoints on one bridge is enforced in the inet forward hook, which sees
+    // bridged IPv4 only through br_netfilter (a per-namespace setting).
+    if let Err(e) = seam_linux::sysctl::write("net/bridge/bridge-nf-call-iptables", "1") {
+        tracing::warn!(
+            "br_netfilter is not available ({e}): traffic bridged within a segment on this node is not filtered; \
+             load the br_netfilter module"
+        );
+    }
     if let Some(dir) = args.state.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     }

@@ -169,3 +169,18 @@ pub fn eventually(what: &str, cond: impl Fn() -> bool) {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
+
+/// Runs one controller API call against the lab's controller (a tiny runtime per call).
+pub fn controller<T>(
+    lab: &Lab,
+    call: impl AsyncFnOnce(seam_client::ControllerClient) -> Result<T, seam_client::ClientError>,
+) -> T {
+    let client = seam_client::ControllerClient::new(&lab.controller)
+        .unwrap_or_else(|e| panic!("client: {e}"));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("runtime: {e}"));
+    rt.block_on(call(client))
+        .unwrap_or_else(|e| panic!("controller call: {e}"))
+}

@@ -215,3 +215,9 @@ fn a_restarted_agent_keeps_its_leases_and_rolls_back_half_done_adds() {
     drop(ctl);
     drop(main);
 }
+
+impl seam_dataplane::Firewall for StallingKernel {
+    async fn apply_ruleset(&self, ruleset: &str) -> seam_dataplane::Result<()> {
+        self.inner.apply_ruleset(ruleset).await
+    }
+}

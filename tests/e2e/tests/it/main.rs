@@ -8,3 +8,4 @@ mod chain;
 mod cni;
 mod crash;
 mod overlay;
+mod policy;

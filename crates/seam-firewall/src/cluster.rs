@@ -1,0 +1,89 @@
+//! From the controller's objects (seam-model) to the engine's inputs (seam-policy): the one
+//! place that maps namespaces, endpoints and stored policy documents, shared by the agent (which
+//! compiles its node's ruleset) and the CLI (`seam explain`).
+
+use seam_policy::{Endpoint, EndpointKind, Inventory, Namespace, PolicyObject, PolicySet};
+
+/// The inventory name of a controller endpoint: its name without the `namespace/` prefix, with
+/// any further `/` (secondary interfaces: `pod/net1`) turned into `:`.
+pub fn inventory_name(endpoint: &seam_model::Endpoint) -> String {
+    let prefix = format!("{}/", endpoint.namespace);
+    endpoint
+        .name
+        .strip_prefix(&prefix)
+        .unwrap_or(&endpoint.name)
+        .replace('/', ":")
+}
+
+fn kind(k: seam_model::EndpointKind) -> EndpointKind {
+    match k {
+        seam_model::EndpointKind::Pod => EndpointKind::Pod,
+        seam_model::EndpointKind::Vm => EndpointKind::Vm,
+        seam_model::EndpointKind::Host => EndpointKind::Host,
+        seam_model::EndpointKind::External => EndpointKind::External,
+    }
+}
+
+/// The engine's inventory: the namespaces (plus, for endpoints in a namespace the controller has
+/// no object for, one with just the name label) and the endpoints with labels and addresses.
+/// Every tenant a namespace names is listed with the default mode (`policy`). Named container
+/// ports are not known to the controller yet, so named-port rules match nothing.
+pub fn inventory<'a>(
+    namespaces: impl IntoIterator<Item = &'a seam_model::Namespace>,
+    endpoints: impl IntoIterator<Item = &'a seam_model::Endpoint>,
+) -> Inventory {
+    let mut inv = Inventory::default();
+    for ns in namespaces {
+        inv.namespaces.insert(
+            ns.name.clone(),
+            Namespace {
+                labels: ns.labels.clone(),
+                tenant: ns.tenant.clone(),
+            },
+        );
+        if let Some(t) = &ns.tenant {
+            inv.tenants.entry(t.clone()).or_default();
+        }
+    }
+    for e in endpoints {
+        inv.namespaces
+            .entry(e.namespace.clone())
+            .or_insert_with(|| Namespace {
+                labels: seam_model::Namespace::named(&e.namespace).labels,
+                tenant: None,
+            });
+        inv.endpoints.push(Endpoint {
+            name: inventory_name(e),
+            namespace: e.namespace.clone(),
+            kind: kind(e.kind),
+            labels: e.labels.clone(),
+            addresses: vec![e.ip],
+            ports: Vec::new(),
+        });
+    }
+    inv
+}
+
+/// The policies in force from stored documents. Objects the engine refuses (which the
+/// controller should never have stored) are left out and returned as warnings, as are
+/// contracts naming groups nobody defines.
+pub fn policy_set<'a>(
+    documents: impl IntoIterator<Item = &'a serde_json::Value>,
+) -> (PolicySet, Vec<String>) {
+    let mut set = PolicySet::new();
+    let mut warnings = Vec::new();
+    for value in documents {
+        match PolicyObject::from_value(value.clone()) {
+            Ok(object) => {
+                if let Err(e) = set.insert(object) {
+                    warnings.push(format!("stored policy object ignored: {e}"));
+                }
+            }
+            Err(e) => warnings.push(format!("stored policy object ignored: {e}")),
+        }
+    }
+    for (contract, group) in set.dangling_group_references() {
+        warnings.push(format!("Contract {contract} names group {group:?}, which no EndpointGroup defines (no members)"));
+    }
+    (set, warnings)
+}
