@@ -1,5 +1,6 @@
 //! `seam`, the one user-facing command: cluster objects and the lab.
 
+mod cli;
 mod demo;
 
 use std::path::PathBuf;
@@ -20,6 +21,27 @@ struct Cli {
     command: Cmd,
 }
 
+/// Where the controller is.
+#[derive(clap::Args, Debug, Clone)]
+struct Target {
+    /// Controller endpoint (unix:/path or http://host:port); defaults to the lab's.
+    #[arg(long, env = "SEAM_CONTROLLER")]
+    controller: Option<String>,
+    /// Lab whose controller to ask when --controller is not given.
+    #[arg(long, default_value = "seam")]
+    lab: String,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum Output {
+    /// One line per object.
+    Table,
+    /// JSON (a list).
+    Json,
+    /// YAML (one document per object).
+    Yaml,
+}
+
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Build, inspect and remove a lab of network namespaces on this machine.
@@ -27,16 +49,75 @@ enum Cmd {
         #[command(subcommand)]
         command: LabCmd,
     },
-    /// List objects of a kind from the controller: nodes, segments, blocks, endpoints.
+    /// Create or replace objects from a file (YAML documents or JSON): NetworkPolicy,
+    /// AdminNetworkPolicy, BaselineAdminNetworkPolicy, EndpointGroup, Contract, v1 Namespace.
+    /// Every document is validated first; one bad document and nothing is applied.
+    Apply {
+        /// The file, or - for standard input.
+        #[arg(short = 'f', long = "filename")]
+        file: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// List objects of a kind: policies, networkpolicies, adminnetworkpolicies,
+    /// baselineadminnetworkpolicies, endpointgroups, contracts, namespaces, nodes, segments,
+    /// blocks, endpoints.
     Get {
         /// The kind (plural).
         kind: String,
-        /// Controller endpoint (unix:/path or http://host:port); defaults to the lab's.
-        #[arg(long, env = "SEAM_CONTROLLER")]
-        controller: Option<String>,
-        /// Lab whose controller to ask when --controller is not given.
-        #[arg(long, default_value = "seam")]
-        lab: String,
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value = "table")]
+        output: Output,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Delete one object: KIND is a policy kind (networkpolicy, contract, ...; singular or
+    /// plural) or namespace.
+    Delete {
+        /// The kind.
+        kind: String,
+        /// The name.
+        name: String,
+        /// The namespace (NetworkPolicy only).
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Explain the policy verdict for a new connection, per direction, from the engine.
+    Explain {
+        /// Source: namespace/name of an endpoint, or an IPv4 address.
+        src: String,
+        /// Destination: namespace/name of an endpoint, or an IPv4 address.
+        dst: String,
+        /// PORT/PROTO: 80/tcp, 53/udp, 8/icmp (ICMP type), or just a TCP port.
+        port: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Conformance suites.
+    Conformance {
+        #[command(subcommand)]
+        command: ConformanceCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ConformanceCmd {
+    /// Kubernetes NetworkPolicy and AdminNetworkPolicy cases (cases.json / anp_cases.json).
+    Netpol {
+        /// The cases file; the kind of case is detected from its shape.
+        #[arg(long)]
+        cases: PathBuf,
+        /// The model; default: model.json next to the cases file.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Check with real packets through the lab's dataplane (not implemented yet).
+        #[arg(long)]
+        dataplane: bool,
     },
 }
 
@@ -125,7 +206,7 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("seam: {e:#}");
             ExitCode::FAILURE
@@ -167,72 +248,77 @@ fn print_lab(lab: &Lab, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Cmd::Lab { command } => match command {
-            LabCmd::Up {
+        Cmd::Lab { command } => run_lab(command)?,
+        Cmd::Apply { file, target } => cli::apply(&file, &target)?,
+        Cmd::Get {
+            kind,
+            output,
+            target,
+        } => cli::get(&kind, output, &target)?,
+        Cmd::Delete {
+            kind,
+            name,
+            namespace,
+            target,
+        } => cli::delete(&kind, &name, namespace.as_deref(), &target)?,
+        Cmd::Explain {
+            src,
+            dst,
+            port,
+            json,
+            target,
+        } => cli::explain(&src, &dst, &port, json, &target)?,
+        Cmd::Conformance {
+            command:
+                ConformanceCmd::Netpol {
+                    cases,
+                    model,
+                    dataplane,
+                },
+        } => return cli::conformance(&cases, model.as_deref(), dataplane),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_lab(command: LabCmd) -> anyhow::Result<()> {
+    match command {
+        LabCmd::Up {
+            name,
+            nodes,
+            segment_mode,
+            json,
+            one_process,
+        } => {
+            let lab = seam_lab::up(&LabSpec {
                 name,
                 nodes,
                 segment_mode,
-                json,
+                controller_args: Vec::new(),
                 one_process,
-            } => {
-                let lab = seam_lab::up(&LabSpec {
-                    name,
-                    nodes,
-                    segment_mode,
-                    controller_args: Vec::new(),
-                    one_process,
-                    bin_dir: bin_dir()?,
-                })?;
-                print_lab(&lab, json)
-            }
-            LabCmd::Down { name } => Ok(seam_lab::down(&name)?),
-            LabCmd::Status { name, json } => print_lab(&Lab::load(&name)?, json),
-            LabCmd::PodAdd {
-                name,
-                node,
-                namespace,
-                pod,
-            } => {
-                let mut lab = Lab::load(&name)?;
-                let p = lab.add_pod(&node, &namespace, &pod)?;
-                println!("{}", serde_json::to_string_pretty(&p)?);
-                Ok(())
-            }
-            LabCmd::PodDel {
-                name,
-                namespace,
-                pod,
-            } => Ok(Lab::load(&name)?.del_pod(&namespace, &pod)?),
-            LabCmd::Demo { name, keep } => demo::run(&name, keep, bin_dir()?),
-        },
-        Cmd::Get {
-            kind,
-            controller,
-            lab,
-        } => {
-            let endpoint = match controller {
-                Some(c) => c,
-                None => Lab::load(&lab)?.controller,
-            };
-            let client = seam_client::ControllerClient::new(&endpoint)?;
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            let value = rt.block_on(async {
-                anyhow::Ok(match kind.as_str() {
-                    "nodes" => serde_json::to_value(client.list_nodes().await?)?,
-                    "segments" => serde_json::to_value(client.list_segments().await?)?,
-                    "blocks" => serde_json::to_value(client.list_blocks().await?)?,
-                    "endpoints" => serde_json::to_value(client.list_endpoints().await?)?,
-                    other => anyhow::bail!(
-                        "unknown kind {other:?}: use nodes, segments, blocks or endpoints"
-                    ),
-                })
+                bin_dir: bin_dir()?,
             })?;
-            println!("{}", serde_json::to_string_pretty(&value)?);
+            print_lab(&lab, json)
+        }
+        LabCmd::Down { name } => Ok(seam_lab::down(&name)?),
+        LabCmd::Status { name, json } => print_lab(&Lab::load(&name)?, json),
+        LabCmd::PodAdd {
+            name,
+            node,
+            namespace,
+            pod,
+        } => {
+            let mut lab = Lab::load(&name)?;
+            let p = lab.add_pod(&node, &namespace, &pod)?;
+            println!("{}", serde_json::to_string_pretty(&p)?);
             Ok(())
         }
+        LabCmd::PodDel {
+            name,
+            namespace,
+            pod,
+        } => Ok(Lab::load(&name)?.del_pod(&namespace, &pod)?),
+        LabCmd::Demo { name, keep } => demo::run(&name, keep, bin_dir()?),
     }
 }

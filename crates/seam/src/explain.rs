@@ -1,0 +1,429 @@
+//! `seam explain`: the engine's inputs built from a controller [`Snapshot`], one flow evaluated,
+//! and the verdict rendered per direction.
+//!
+//! What the controller does not know yet is said, not guessed: endpoints carry no named ports
+//! (rules on named ports match nothing here), and whether a rule is realized in a node's
+//! nftables table is not read back yet ([`Realization`]).
+
+use std::net::Ipv4Addr;
+
+use seam_model::Snapshot;
+use seam_policy::{
+    evaluate, DirectionVerdict, Endpoint, EndpointKind, Flow, FlowEnd, Inventory, Namespace,
+    PolicyObject, PolicySet, Protocol, Reason, Tier, Verdict,
+};
+use serde_json::{json, Value};
+
+use crate::error::ExplainError;
+
+/// The caveat printed with every explanation until the controller learns container ports.
+pub const NAMED_PORTS_CAVEAT: &str =
+    "named ports are not known to the controller yet: rules that name a port match nothing here";
+
+/// Whether the deciding rule is present in the node's dataplane.
+///
+/// Hook for the firewall work: reading the rule (and its counter) back from the node's
+/// `inet seam` table fills this in. Until then every explanation says [`Realization::Unknown`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Realization {
+    /// Not read back: the dataplane is not wired to explain yet.
+    Unknown,
+}
+
+impl Realization {
+    fn describe(&self) -> &'static str {
+        match self {
+            Realization::Unknown => "unknown (dataplane not wired yet)",
+        }
+    }
+}
+
+/// The inventory name of a controller endpoint: its name without the `namespace/` prefix, with
+/// any further `/` (secondary interfaces: `pod/net1`) turned into `:`.
+pub fn inventory_name(endpoint: &seam_model::Endpoint) -> String {
+    let prefix = format!("{}/", endpoint.namespace);
+    endpoint
+        .name
+        .strip_prefix(&prefix)
+        .unwrap_or(&endpoint.name)
+        .replace('/', ":")
+}
+
+fn kind(k: seam_model::EndpointKind) -> EndpointKind {
+    match k {
+        seam_model::EndpointKind::Pod => EndpointKind::Pod,
+        seam_model::EndpointKind::Vm => EndpointKind::Vm,
+        seam_model::EndpointKind::Host => EndpointKind::Host,
+        seam_model::EndpointKind::External => EndpointKind::External,
+    }
+}
+
+/// The engine's inventory from a snapshot: its namespaces (plus, for endpoints in a namespace
+/// the controller has no object for, one with just the name label) and endpoints with labels
+/// and addresses. Every tenant named by a namespace is listed with the default mode (`policy`).
+pub fn inventory(snapshot: &Snapshot) -> Inventory {
+    let mut inv = Inventory::default();
+    for ns in &snapshot.namespaces {
+        inv.namespaces.insert(
+            ns.name.clone(),
+            Namespace {
+                labels: ns.labels.clone(),
+                tenant: ns.tenant.clone(),
+            },
+        );
+        if let Some(t) = &ns.tenant {
+            inv.tenants.entry(t.clone()).or_default();
+        }
+    }
+    for e in &snapshot.endpoints {
+        inv.namespaces
+            .entry(e.namespace.clone())
+            .or_insert_with(|| Namespace {
+                labels: seam_model::Namespace::named(&e.namespace).labels,
+                tenant: None,
+            });
+        inv.endpoints.push(Endpoint {
+            name: inventory_name(e),
+            namespace: e.namespace.clone(),
+            kind: kind(e.kind),
+            labels: e.labels.clone(),
+            addresses: vec![e.ip],
+            ports: Vec::new(),
+        });
+    }
+    inv
+}
+
+/// The policies in force from a snapshot. Objects the engine refuses (which the controller
+/// should never have stored) are left out and returned as warnings.
+pub fn policy_set(snapshot: &Snapshot) -> (PolicySet, Vec<String>) {
+    let mut set = PolicySet::new();
+    let mut warnings = Vec::new();
+    for value in &snapshot.policies {
+        match PolicyObject::from_value(value.clone()) {
+            Ok(object) => {
+                if let Err(e) = set.insert(object) {
+                    warnings.push(format!("stored policy object ignored: {e}"));
+                }
+            }
+            Err(e) => warnings.push(format!("stored policy object ignored: {e}")),
+        }
+    }
+    for (contract, group) in set.dangling_group_references() {
+        warnings.push(format!(
+            "Contract {contract} names group {group:?}, which no EndpointGroup defines (no members)"
+        ));
+    }
+    (set, warnings)
+}
+
+/// Parses `PORT/PROTO` (`80/tcp`, `53/UDP`, `8/icmp`), `PORT` (TCP) or `icmp` (type 8, echo).
+pub fn parse_port_protocol(s: &str) -> Result<(u16, Protocol), ExplainError> {
+    let bad = || ExplainError::PortProtocol(s.to_string());
+    let (port, proto) = match s.split_once('/') {
+        Some((port, proto)) => (port, proto),
+        None if s.eq_ignore_ascii_case("icmp") => ("8", "ICMP"),
+        None => (s, "TCP"),
+    };
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    let proto: Protocol = proto.to_ascii_uppercase().parse().map_err(|_| bad())?;
+    Ok((port, proto))
+}
+
+/// A flow end from the command line: an IPv4 address or `namespace/name`.
+pub fn parse_end(s: &str) -> Result<FlowEnd, ExplainError> {
+    s.parse::<FlowEnd>()
+        .map_err(|_| ExplainError::End(s.to_string()))
+}
+
+/// One explained flow.
+#[derive(Debug, Clone)]
+pub struct Explanation {
+    /// The flow.
+    pub flow: Flow,
+    /// The source as resolved (`blue/web-1 10.1.0.5 on n1`).
+    pub src: String,
+    /// The destination as resolved.
+    pub dst: String,
+    /// The engine's verdict.
+    pub verdict: Verdict,
+    /// Whether the deciding rules are in the dataplane.
+    pub realized: Realization,
+    /// Warnings about the inputs (ignored objects, dangling groups).
+    pub warnings: Vec<String>,
+}
+
+fn describe_end(snapshot: &Snapshot, inv: &Inventory, end: &FlowEnd) -> String {
+    let endpoint = match end {
+        FlowEnd::Endpoint(r) => inv.endpoint(r),
+        FlowEnd::Address(a) => inv.endpoint_by_address(*a),
+    };
+    let Some(e) = endpoint else {
+        return format!("{end} (outside address)");
+    };
+    let addr = e
+        .addresses
+        .first()
+        .copied()
+        .unwrap_or(Ipv4Addr::UNSPECIFIED);
+    let node = snapshot
+        .endpoints
+        .iter()
+        .find(|m| m.ip == addr && m.namespace == e.namespace && inventory_name(m) == e.name)
+        .map(|m| m.node.as_str())
+        .unwrap_or("?");
+    format!("{} {addr} on {node}", e.reference())
+}
+
+/// Evaluates `flow` against what `snapshot` holds.
+pub fn explain(snapshot: &Snapshot, flow: Flow) -> Result<Explanation, ExplainError> {
+    let inv = inventory(snapshot);
+    let (set, warnings) = policy_set(snapshot);
+    let verdict = evaluate(&set, &inv, &flow).map_err(ExplainError::Eval)?;
+    Ok(Explanation {
+        src: describe_end(snapshot, &inv, &flow.src),
+        dst: describe_end(snapshot, &inv, &flow.dst),
+        flow,
+        verdict,
+        realized: Realization::Unknown,
+        warnings,
+    })
+}
+
+fn tier(t: Tier) -> &'static str {
+    match t {
+        Tier::Admin => "admin",
+        Tier::Namespace => "namespace",
+        Tier::Baseline => "baseline",
+        Tier::Unenforced => "unenforced",
+    }
+}
+
+/// Why a direction got its decision, in one line.
+pub fn reason_text(reason: &Reason) -> String {
+    match reason {
+        Reason::Rule(r) => r.to_string(),
+        Reason::Isolated(by) => format!(
+            "isolated by {}; no rule of theirs matched",
+            by.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Reason::IsolationMode {
+            mode,
+            tenant,
+            peer_tenant,
+        } => {
+            let mode = serde_json::to_value(mode)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_else(|| format!("{mode:?}"));
+            match peer_tenant {
+                Some(p) => format!(
+                    "no policy decided: isolation mode {mode} of tenant {tenant} (peer tenant {p})"
+                ),
+                None => format!(
+                    "no policy decided: isolation mode {mode} of tenant {tenant} (peer outside)"
+                ),
+            }
+        }
+        Reason::Unenforced => "nothing is enforced at this end".to_string(),
+    }
+}
+
+fn decision(d: &DirectionVerdict) -> &'static str {
+    if d.allowed() {
+        "allow"
+    } else {
+        "deny"
+    }
+}
+
+/// The human layout.
+pub fn render_text(x: &Explanation) -> String {
+    let mut out = String::new();
+    let flow = &x.flow;
+    out.push_str(&format!(
+        "flow     {} -> {}  {}/{}\n",
+        x.src,
+        x.dst,
+        flow.port,
+        flow.protocol.as_str()
+    ));
+    out.push_str(&format!(
+        "verdict  {}\n",
+        if x.verdict.allowed() {
+            "ALLOWED"
+        } else {
+            "DENIED"
+        }
+    ));
+    for (name, d) in [
+        ("egress", &x.verdict.egress),
+        ("ingress", &x.verdict.ingress),
+    ] {
+        out.push_str(&format!(
+            "  {name:<8} {:<5}  tier {:<10}  {}{}\n",
+            decision(d),
+            tier(d.tier),
+            reason_text(&d.reason),
+            if d.log { "  [log]" } else { "" }
+        ));
+    }
+    out.push_str(&format!("realized: {}\n", x.realized.describe()));
+    out.push_str(&format!("note: {NAMED_PORTS_CAVEAT}\n"));
+    for w in &x.warnings {
+        out.push_str(&format!("warning: {w}\n"));
+    }
+    out
+}
+
+fn direction_json(d: &DirectionVerdict) -> Value {
+    let rule = d.rule().map(|r| {
+        json!({
+            "kind": r.kind.as_str(),
+            "namespace": r.namespace,
+            "name": r.name,
+            "ruleIndex": r.rule_index,
+            "ruleName": r.rule_name,
+            "text": r.to_string(),
+        })
+    });
+    json!({
+        "decision": decision(d),
+        "tier": tier(d.tier),
+        "reason": reason_text(&d.reason),
+        "rule": rule,
+        "log": d.log,
+    })
+}
+
+/// The `--json` layout.
+pub fn render_json(x: &Explanation) -> Value {
+    json!({
+        "src": x.flow.src.to_string(),
+        "dst": x.flow.dst.to_string(),
+        "srcResolved": x.src,
+        "dstResolved": x.dst,
+        "port": x.flow.port,
+        "protocol": x.flow.protocol.as_str(),
+        "allowed": x.verdict.allowed(),
+        "egress": direction_json(&x.verdict.egress),
+        "ingress": direction_json(&x.verdict.ingress),
+        "realized": x.realized.describe(),
+        "notes": [NAMED_PORTS_CAVEAT],
+        "warnings": x.warnings,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use seam_model::{endpoint_mac, EndpointKind as K};
+    use std::collections::BTreeMap;
+
+    fn ep(ns: &str, pod: &str, ip: [u8; 4], app: &str) -> seam_model::Endpoint {
+        seam_model::Endpoint {
+            name: format!("{ns}/{pod}"),
+            kind: K::Pod,
+            namespace: ns.into(),
+            segment: format!("ns-{ns}"),
+            node: "n1".into(),
+            ip: ip.into(),
+            mac: endpoint_mac(ip.into()),
+            labels: BTreeMap::from([("app".to_string(), app.to_string())]),
+            container_id: None,
+            ifname: None,
+        }
+    }
+
+    fn snapshot() -> Snapshot {
+        let policies = seam_policy::parse_yaml(
+            r#"
+apiVersion: seam.dev/v1alpha1
+kind: EndpointGroup
+metadata: {name: epg-client}
+spec: {selectors: [{namespaces: [green]}]}
+---
+apiVersion: seam.dev/v1alpha1
+kind: EndpointGroup
+metadata: {name: epg-webserver}
+spec: {selectors: [{namespaces: [blue]}]}
+---
+apiVersion: seam.dev/v1alpha1
+kind: Contract
+metadata: {name: contract-web}
+spec:
+  consumers: [epg-client]
+  providers: [epg-webserver]
+  subjects: [{name: web, filters: [{protocol: TCP, ports: [80, 443]}]}]
+  action: allow
+"#,
+        )
+        .unwrap();
+        Snapshot {
+            endpoints: vec![
+                ep("blue", "web-1", [10, 1, 0, 5], "web"),
+                ep("green", "db-1", [10, 2, 0, 5], "db"),
+            ],
+            namespaces: vec![seam_model::Namespace::named("blue")],
+            policies: policies.iter().map(PolicyObject::to_value).collect(),
+            ..Snapshot::default()
+        }
+    }
+
+    fn flow(src: &str, dst: &str, pp: &str) -> Flow {
+        let (port, protocol) = parse_port_protocol(pp).unwrap();
+        Flow {
+            src: parse_end(src).unwrap(),
+            dst: parse_end(dst).unwrap(),
+            protocol,
+            port,
+        }
+    }
+
+    #[test]
+    fn contract_allows_and_isolates() {
+        let snap = snapshot();
+        let x = explain(&snap, flow("green/db-1", "blue/web-1", "443/tcp")).unwrap();
+        assert!(x.verdict.allowed());
+        let text = render_text(&x);
+        assert!(text.contains("ALLOWED"), "{text}");
+        assert!(
+            text.contains("Contract contract-web rule 0 (web)"),
+            "{text}"
+        );
+        assert!(text.contains("green/db-1 10.2.0.5 on n1"), "{text}");
+        assert!(text.contains("realized: unknown (dataplane not wired yet)"));
+
+        // By address, and a port the contract does not open: the provider is isolated.
+        let x = explain(&snap, flow("10.2.0.5", "10.1.0.5", "8080")).unwrap();
+        assert!(!x.verdict.allowed());
+        let j = render_json(&x);
+        assert_eq!(j["ingress"]["decision"], "deny");
+        assert_eq!(j["ingress"]["tier"], "namespace");
+        assert!(j["ingress"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("isolated by Contract contract-web"));
+        assert_eq!(j["egress"]["decision"], "allow");
+    }
+
+    #[test]
+    fn inputs_are_checked() {
+        assert_eq!(parse_port_protocol("53/udp").unwrap(), (53, Protocol::Udp));
+        assert_eq!(parse_port_protocol("icmp").unwrap(), (8, Protocol::Icmp));
+        assert!(parse_port_protocol("x/tcp").is_err());
+        assert!(parse_port_protocol("80/gre").is_err());
+        assert!(parse_end("nope").is_err());
+        let err = explain(&snapshot(), flow("blue/nope", "blue/web-1", "80")).unwrap_err();
+        assert!(matches!(err, ExplainError::Eval(_)));
+        // Endpoints without a namespace object get the name label.
+        let inv = inventory(&snapshot());
+        assert_eq!(
+            inv.namespaces["green"].labels["kubernetes.io/metadata.name"],
+            "green"
+        );
+    }
+}

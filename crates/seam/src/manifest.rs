@@ -1,0 +1,393 @@
+//! Manifests for `seam apply`: one or more YAML documents (`---`) or JSON (an object, a list,
+//! or a Kubernetes `List`), each a policy object seam-policy supports or a `v1 Namespace`.
+//!
+//! Every document is decoded and validated before anything is returned, and every problem of
+//! every document is reported, so that a manifest is applied whole or not at all.
+
+use std::collections::BTreeMap;
+
+use seam_policy::{ParseError, PolicyKind, PolicyObject};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::error::{ManifestError, ManifestProblem};
+
+/// The annotation of a `v1 Namespace` that names its Seam tenant.
+pub const TENANT_ANNOTATION: &str = "seam.dev/tenant";
+
+/// One object of a manifest.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Manifest {
+    /// A policy object (NetworkPolicy, AdminNetworkPolicy, BaselineAdminNetworkPolicy,
+    /// EndpointGroup, Contract).
+    Policy(Box<PolicyObject>),
+    /// A namespace (`apiVersion: v1`, `kind: Namespace`).
+    Namespace(seam_model::Namespace),
+}
+
+impl Manifest {
+    /// `Kind namespace/name`, for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            Manifest::Policy(p) => format!("{} {}", p.kind(), p.metadata().display_name()),
+            Manifest::Namespace(n) => format!("Namespace {}", n.name),
+        }
+    }
+}
+
+/// `metadata` of a `v1 Namespace`: only what Seam keeps; anything else is an error.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct NamespaceMeta {
+    name: String,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+}
+
+/// A `v1 Namespace` document (without `apiVersion` and `kind`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NamespaceDoc {
+    metadata: NamespaceMeta,
+}
+
+/// Parses `text` (JSON when it starts with `{` or `[`, else YAML) into objects, validating each.
+/// On any problem, returns every problem of every document and no object.
+pub fn parse_manifests(text: &str) -> Result<Vec<Manifest>, ManifestError> {
+    let trimmed = text.trim_start();
+    let docs: Vec<Value> = if trimmed.starts_with('{') || trimmed.starts_with('[') {
+        let v: Value = serde_json::from_str(text).map_err(|e| ManifestError::Syntax {
+            format: "JSON",
+            message: e.to_string(),
+        })?;
+        vec![v]
+    } else {
+        serde_saphyr::from_multiple(text).map_err(|e| ManifestError::Syntax {
+            format: "YAML",
+            message: e.to_string(),
+        })?
+    };
+    let docs: Vec<Value> = docs.into_iter().flat_map(split_list).collect();
+    if docs.is_empty() {
+        return Err(ManifestError::Empty);
+    }
+    let mut objects = Vec::new();
+    let mut problems = Vec::new();
+    for (i, doc) in docs.into_iter().enumerate() {
+        match decode(i + 1, doc) {
+            Ok(o) => objects.push(o),
+            Err(mut p) => problems.append(&mut p),
+        }
+    }
+    if problems.is_empty() {
+        Ok(objects)
+    } else {
+        Err(ManifestError::Invalid(problems))
+    }
+}
+
+fn split_list(value: Value) -> Vec<Value> {
+    match value {
+        Value::Array(items) => items,
+        Value::Object(mut map)
+            if map.get("kind").and_then(Value::as_str) == Some("List")
+                && map.contains_key("items") =>
+        {
+            match map.remove("items") {
+                Some(Value::Array(items)) => items,
+                Some(other) => vec![other],
+                None => Vec::new(),
+            }
+        }
+        Value::Null => Vec::new(),
+        other => vec![other],
+    }
+}
+
+fn problem(
+    document: usize,
+    object: Option<String>,
+    path: &str,
+    message: String,
+) -> ManifestProblem {
+    ManifestProblem {
+        document,
+        object,
+        path: path.to_string(),
+        message,
+    }
+}
+
+/// A short name of what a document claims to be, for messages.
+fn claimed(doc: &Value) -> Option<String> {
+    let kind = doc.get("kind")?.as_str()?;
+    let meta = doc.get("metadata");
+    let name = meta.and_then(|m| m.get("name")).and_then(Value::as_str)?;
+    Some(
+        match meta
+            .and_then(|m| m.get("namespace"))
+            .and_then(Value::as_str)
+        {
+            Some(ns) => format!("{kind} {ns}/{name}"),
+            None => format!("{kind} {name}"),
+        },
+    )
+}
+
+fn decode(document: usize, doc: Value) -> Result<Manifest, Vec<ManifestProblem>> {
+    let object = claimed(&doc);
+    if doc.get("apiVersion").and_then(Value::as_str) == Some("v1")
+        && doc.get("kind").and_then(Value::as_str) == Some("Namespace")
+    {
+        return decode_namespace(document, object, doc);
+    }
+    PolicyObject::from_value(doc)
+        .map(|p| Manifest::Policy(Box::new(p)))
+        .map_err(|e| parse_problems(document, object, e))
+}
+
+fn decode_namespace(
+    document: usize,
+    object: Option<String>,
+    mut doc: Value,
+) -> Result<Manifest, Vec<ManifestProblem>> {
+    if let Value::Object(map) = &mut doc {
+        map.remove("apiVersion");
+        map.remove("kind");
+    }
+    let parsed: NamespaceDoc = decode_with_path(doc)
+        .map_err(|(path, message)| vec![problem(document, object.clone(), &path, message)])?;
+    let meta = parsed.metadata;
+    let mut problems = Vec::new();
+    let mut tenant = None;
+    for (k, v) in meta.annotations {
+        if k == TENANT_ANNOTATION {
+            tenant = Some(v);
+        } else {
+            problems.push(problem(
+                document,
+                object.clone(),
+                &format!("metadata.annotations.{k}"),
+                format!("unsupported annotation (Seam reads only {TENANT_ANNOTATION})"),
+            ));
+        }
+    }
+    let mut ns = seam_model::Namespace {
+        name: meta.name,
+        labels: meta.labels,
+        tenant,
+    };
+    ns.set_name_label();
+    if let Err(e) = ns.validate() {
+        for f in e.errors {
+            let path = match f.path.as_str() {
+                "name" => "metadata.name".to_string(),
+                "tenant" => format!("metadata.annotations.{TENANT_ANNOTATION}"),
+                other => format!("metadata.{other}"),
+            };
+            problems.push(problem(document, object.clone(), &path, f.message));
+        }
+    }
+    if problems.is_empty() {
+        Ok(Manifest::Namespace(ns))
+    } else {
+        Err(problems)
+    }
+}
+
+/// Decodes `value`, returning the field path where decoding stopped and why.
+fn decode_with_path<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, (String, String)> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        (path, e.into_inner().to_string())
+    })
+}
+
+fn parse_problems(document: usize, object: Option<String>, e: ParseError) -> Vec<ManifestProblem> {
+    match e {
+        ParseError::Header { path, message, .. } => {
+            vec![problem(document, object, path, message)]
+        }
+        ParseError::UnknownKind {
+            api_version,
+            kind,
+            supported,
+            ..
+        } => vec![problem(
+            document,
+            object,
+            "",
+            format!(
+                "unsupported object kind {kind:?} in apiVersion {api_version:?} (supported: {supported}, v1 Namespace)"
+            ),
+        )],
+        ParseError::Decode { path, message, .. } => vec![problem(document, object, &path, message)],
+        ParseError::Invalid { source, .. } => source
+            .errors
+            .into_iter()
+            .map(|f| problem(document, object.clone(), &f.path, f.message))
+            .collect(),
+        other => vec![problem(document, object, "", other.to_string())],
+    }
+}
+
+/// Every policy kind.
+pub const POLICY_KINDS: [PolicyKind; 5] = [
+    PolicyKind::NetworkPolicy,
+    PolicyKind::AdminNetworkPolicy,
+    PolicyKind::BaselineAdminNetworkPolicy,
+    PolicyKind::EndpointGroup,
+    PolicyKind::Contract,
+];
+
+/// The lower-case plural of a policy kind (`networkpolicies`), as the controller's paths take.
+pub fn policy_plural(kind: PolicyKind) -> &'static str {
+    match kind {
+        PolicyKind::NetworkPolicy => "networkpolicies",
+        PolicyKind::AdminNetworkPolicy => "adminnetworkpolicies",
+        PolicyKind::BaselineAdminNetworkPolicy => "baselineadminnetworkpolicies",
+        PolicyKind::EndpointGroup => "endpointgroups",
+        PolicyKind::Contract => "contracts",
+    }
+}
+
+/// A policy kind named on the command line: `NetworkPolicy`, `networkpolicy`,
+/// `networkpolicies` (any case), or the short forms `netpol`, `anp`, `banp`, `epg`.
+pub fn policy_kind_by_name(s: &str) -> Option<PolicyKind> {
+    let lower = s.to_ascii_lowercase();
+    let short = match lower.as_str() {
+        "netpol" | "netpols" => Some(PolicyKind::NetworkPolicy),
+        "anp" | "anps" => Some(PolicyKind::AdminNetworkPolicy),
+        "banp" | "banps" => Some(PolicyKind::BaselineAdminNetworkPolicy),
+        "epg" | "epgs" => Some(PolicyKind::EndpointGroup),
+        _ => None,
+    };
+    short.or_else(|| {
+        POLICY_KINDS
+            .into_iter()
+            .find(|k| k.as_str().eq_ignore_ascii_case(&lower) || policy_plural(*k) == lower)
+    })
+}
+
+/// Whether objects of `kind` live in a namespace (only NetworkPolicy).
+pub fn is_namespaced(kind: PolicyKind) -> bool {
+    kind == PolicyKind::NetworkPolicy
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kind_names() {
+        for k in POLICY_KINDS {
+            assert_eq!(policy_kind_by_name(k.as_str()), Some(k));
+            assert_eq!(policy_kind_by_name(policy_plural(k)), Some(k));
+        }
+        assert_eq!(policy_kind_by_name("contract"), Some(PolicyKind::Contract));
+        assert_eq!(policy_kind_by_name("EPG"), Some(PolicyKind::EndpointGroup));
+        assert_eq!(policy_kind_by_name("pods"), None);
+    }
+
+    #[test]
+    fn yaml_documents_and_namespaces() {
+        let text = r#"
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: blue
+  labels: {team: a}
+  annotations: {seam.dev/tenant: t1}
+---
+apiVersion: seam.dev/v1alpha1
+kind: EndpointGroup
+metadata: {name: epg-client}
+spec:
+  selectors: [{namespaces: [blue]}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: db, namespace: blue}
+spec:
+  podSelector: {}
+"#;
+        let objects = parse_manifests(text).unwrap();
+        let names: Vec<String> = objects.iter().map(Manifest::describe).collect();
+        assert_eq!(
+            names,
+            [
+                "Namespace blue",
+                "EndpointGroup epg-client",
+                "NetworkPolicy blue/db"
+            ]
+        );
+        let Manifest::Namespace(ns) = &objects[0] else {
+            panic!("not a namespace")
+        };
+        assert_eq!(ns.tenant.as_deref(), Some("t1"));
+        assert_eq!(ns.labels["kubernetes.io/metadata.name"], "blue");
+    }
+
+    #[test]
+    fn every_problem_of_every_document_is_listed() {
+        let text = r#"
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: ok, namespace: x}
+spec: {podSelector: {}}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: bad, namespace: x}
+spec:
+  podSelector: {}
+  ingress:
+  - ports: [{port: http, endPort: 90}, {port: 99, endPort: 10}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: p}
+---
+apiVersion: seam.dev/v1alpha1
+kind: Contract
+metadata: {name: c}
+spec: {consumers: [a], providers: [b], subjects: [], action: allow, colour: red}
+"#;
+        let Err(ManifestError::Invalid(problems)) = parse_manifests(text) else {
+            panic!("accepted")
+        };
+        let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        assert_eq!(lines.len(), 4, "{lines:#?}");
+        assert!(lines[0]
+            .starts_with("document 2 (NetworkPolicy x/bad): spec.ingress[0].ports[0].endPort"));
+        assert!(lines[1]
+            .starts_with("document 2 (NetworkPolicy x/bad): spec.ingress[0].ports[1].endPort"));
+        assert!(
+            lines[2].contains("document 3") && lines[2].contains("unsupported object kind \"Pod\"")
+        );
+        assert!(
+            lines[3].contains("document 4") && lines[3].contains("colour"),
+            "{}",
+            lines[3]
+        );
+    }
+
+    #[test]
+    fn json_lists_and_syntax_errors() {
+        let text = r#"{"kind": "List", "items": [
+            {"apiVersion": "seam.dev/v1alpha1", "kind": "EndpointGroup",
+             "metadata": {"name": "g"}, "spec": {"selectors": [{"namespaces": ["x"]}]}}]}"#;
+        assert_eq!(parse_manifests(text).unwrap().len(), 1);
+        assert!(matches!(
+            parse_manifests("{nope"),
+            Err(ManifestError::Syntax { format: "JSON", .. })
+        ));
+        assert!(matches!(
+            parse_manifests("---\n"),
+            Err(ManifestError::Empty)
+        ));
+    }
+}

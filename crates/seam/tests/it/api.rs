@@ -1,0 +1,261 @@
+//! apply / get / explain / delete through the binary against an in-process controller.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use seam_client::ControllerClient;
+use seam_controller::{ControllerConfig, Listener};
+use seam_model::{endpoint_mac, Endpoint, EndpointKind, Node, NodeRole, Segment};
+use seam_store::AnyStore;
+
+struct Controller {
+    endpoint: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    dir: tempfile::TempDir,
+}
+
+impl Controller {
+    fn start() -> Controller {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("controller.sock");
+        let endpoint = format!("unix:{}", path.display());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(seam_controller::serve(
+                ControllerConfig::default(),
+                AnyStore::memory(),
+                vec![Listener::Unix(path)],
+                async {
+                    let _ = stopped.await;
+                },
+            ))
+            .unwrap();
+        });
+        let c = Controller {
+            endpoint,
+            stop: Some(stop),
+            thread: Some(thread),
+            dir,
+        };
+        c.block_on(|client| async move {
+            for _ in 0..300 {
+                if client.healthz().await.is_ok() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            panic!("controller did not come up");
+        });
+        c
+    }
+
+    fn block_on<F, Fut, T>(&self, f: F) -> T
+    where
+        F: FnOnce(ControllerClient) -> Fut,
+        Fut: std::future::Future<Output = T>,
+    {
+        let client = ControllerClient::new(&self.endpoint).unwrap();
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f(client))
+    }
+
+    fn file(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    /// Runs `seam ARGS --controller …` with `stdin`; returns (success, stdout, stderr).
+    fn seam(&self, args: &[&str], stdin: &str) -> (bool, String, String) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_seam"))
+            .args(args)
+            .args(["--controller", &self.endpoint])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let (ok, stdout, stderr) = self.seam(args, "");
+        assert!(ok, "seam {args:?} failed:\n{stdout}{stderr}");
+        stdout
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn segment(name: &str, third: u8, vni: u32) -> Segment {
+    Segment {
+        name: name.into(),
+        tenant: name.into(),
+        subnet: format!("10.{third}.0.0/24").parse().unwrap(),
+        gateway: [10, third, 0, 1].into(),
+        vni,
+        block_prefix: 26,
+        namespace: Some(name.into()),
+    }
+}
+
+fn endpoint(ns: &str, pod: &str, third: u8) -> Endpoint {
+    let ip = [10, third, 0, 5].into();
+    Endpoint {
+        name: format!("{ns}/{pod}"),
+        kind: EndpointKind::Pod,
+        namespace: ns.into(),
+        segment: ns.into(),
+        node: "n1".into(),
+        ip,
+        mac: endpoint_mac(ip),
+        labels: BTreeMap::from([("app".to_string(), pod.to_string())]),
+        container_id: None,
+        ifname: None,
+    }
+}
+
+const SEED: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: blue, labels: {tier: web}}
+---
+apiVersion: seam.dev/v1alpha1
+kind: EndpointGroup
+metadata: {name: epg-client}
+spec: {selectors: [{namespaces: [green]}]}
+---
+apiVersion: seam.dev/v1alpha1
+kind: EndpointGroup
+metadata: {name: epg-webserver}
+spec: {selectors: [{namespaceSelector: {matchLabels: {tier: web}}}]}
+---
+apiVersion: seam.dev/v1alpha1
+kind: Contract
+metadata: {name: contract-web}
+spec:
+  consumers: [epg-client]
+  providers: [epg-webserver]
+  subjects: [{name: web, filters: [{protocol: TCP, ports: [80, 443]}]}]
+  action: allow
+"#;
+
+#[test]
+fn apply_get_explain_delete() {
+    let ctl = Controller::start();
+    ctl.block_on(|c| async move {
+        c.put_node(&Node {
+            name: "n1".into(),
+            underlay_ip: [198, 18, 0, 1].into(),
+            role: NodeRole::Worker,
+        })
+        .await
+        .unwrap();
+        c.put_segment(&segment("blue", 1, 100)).await.unwrap();
+        c.put_segment(&segment("green", 2, 101)).await.unwrap();
+        c.put_endpoint(&endpoint("blue", "web-1", 1)).await.unwrap();
+        c.put_endpoint(&endpoint("green", "db-1", 2)).await.unwrap();
+    });
+
+    // One bad document: nothing applied, every problem listed with its path.
+    let bad = format!(
+        "{SEED}---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: x, namespace: blue}}\n\
+         spec: {{podSelector: {{}}, ingress: [{{ports: [{{port: 99, endPort: 10}}], frm: []}}]}}\n"
+    );
+    let (ok, _, stderr) = ctl.seam(
+        &["apply", "-f", ctl.file("bad.yaml", &bad).to_str().unwrap()],
+        "",
+    );
+    assert!(!ok);
+    assert!(
+        stderr.contains("nothing applied") && stderr.contains("document 5"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("frm"), "{stderr}");
+    assert_eq!(ctl.ok(&["get", "policies", "-o", "json"]).trim(), "[]");
+    assert!(!ctl.ok(&["get", "namespaces"]).contains("tier=web"));
+
+    // The seed's example, from standard input.
+    let (ok, stdout, stderr) = ctl.seam(&["apply", "-f", "-"], SEED);
+    assert!(ok, "{stdout}{stderr}");
+    assert_eq!(stdout.lines().count(), 4, "{stdout}");
+    assert!(stdout.contains("Contract contract-web applied"), "{stdout}");
+    assert!(stderr.is_empty(), "{stderr}");
+
+    let table = ctl.ok(&["get", "policies"]);
+    assert!(table.starts_with("KIND"), "{table}");
+    assert_eq!(table.lines().count(), 4, "{table}");
+    let yaml = ctl.ok(&["get", "contracts", "-o", "yaml"]);
+    assert!(
+        yaml.contains("kind: Contract") && !yaml.contains("EndpointGroup"),
+        "{yaml}"
+    );
+    let ns = ctl.ok(&["get", "namespaces"]);
+    assert!(ns.contains("tier=web"), "{ns}");
+
+    let allowed = ctl.ok(&["explain", "green/db-1", "blue/web-1", "443/tcp"]);
+    assert!(allowed.contains("verdict  ALLOWED"), "{allowed}");
+    assert!(
+        allowed.contains("Contract contract-web rule 0 (web)"),
+        "{allowed}"
+    );
+    assert!(
+        allowed.contains("realized: unknown (dataplane not wired yet)"),
+        "{allowed}"
+    );
+    let denied = ctl.ok(&["explain", "10.2.0.5", "10.1.0.5", "8080/tcp", "--json"]);
+    let j: serde_json::Value = serde_json::from_str(&denied).unwrap();
+    assert_eq!(j["allowed"], false);
+    assert_eq!(j["ingress"]["decision"], "deny");
+    assert_eq!(j["egress"]["decision"], "allow");
+
+    let (ok, _, stderr) = ctl.seam(&["explain", "blue/nope", "blue/web-1", "80"], "");
+    assert!(!ok && stderr.contains("unknown endpoint"), "{stderr}");
+
+    // Delete: the provider is no longer isolated.
+    ctl.ok(&["delete", "contract", "contract-web"]);
+    let (ok, _, stderr) = ctl.seam(&["delete", "contract", "contract-web"], "");
+    assert!(!ok && stderr.contains("not found"), "{stderr}");
+    let (ok, _, stderr) = ctl.seam(&["delete", "networkpolicy", "x"], "");
+    assert!(!ok && stderr.contains("-n"), "{stderr}");
+    let after = ctl.ok(&["explain", "green/db-1", "blue/web-1", "8080/tcp"]);
+    assert!(after.contains("verdict  ALLOWED"), "{after}");
+    assert_eq!(
+        ctl.ok(&["get", "endpointgroups", "-o", "json"])
+            .matches("\"kind\"")
+            .count(),
+        2
+    );
+}
