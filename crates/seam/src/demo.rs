@@ -78,5 +78,73 @@ fn scenario(lab: &mut Lab) -> anyhow::Result<()> {
         "{failures} pair(s) failed; see the agent logs under {}",
         lab.dir.display()
     );
+    policy_example(lab)
+}
+
+/// The seed's example: clients (namespace green) reach web servers (namespace blue) on TCP 80
+/// and 443 through one contract.
+const SEED_EXAMPLE: &str = r#"
+apiVersion: seam.dev/v1alpha1
+kind: EndpointGroup
+metadata: {name: epg-client}
+spec: {selectors: [{namespaces: [green]}]}
+---
+apiVersion: seam.dev/v1alpha1
+kind: EndpointGroup
+metadata: {name: epg-webserver}
+spec: {selectors: [{namespaces: [blue]}]}
+---
+apiVersion: seam.dev/v1alpha1
+kind: Contract
+metadata: {name: contract-web}
+spec:
+  consumers: [epg-client]
+  providers: [epg-webserver]
+  subjects: [{name: web, filters: [{protocol: TCP, ports: [80, 443]}]}]
+  action: allow
+"#;
+
+fn policy_example(lab: &Lab) -> anyhow::Result<()> {
+    println!(
+        "\n== policy: EPG-Client (green) -> Contract-Web (TCP 80, 443) -> EPG-Webserver (blue)"
+    );
+    let objects = seam::manifest::parse_manifests(SEED_EXAMPLE)?;
+    let client = seam_client::ControllerClient::new(&lab.controller)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let snapshot = rt.block_on(async {
+        for object in &objects {
+            if let seam::manifest::Manifest::Policy(p) = object {
+                let key = p.key();
+                client
+                    .put_policy(
+                        key.kind.as_str(),
+                        key.namespace.as_deref(),
+                        &key.name,
+                        &p.to_value(),
+                    )
+                    .await?;
+                println!("   {} applied", object.describe());
+            }
+        }
+        anyhow::Ok(client.snapshot().await?)
+    })?;
+    for (port, what) in [
+        (80, "allowed by the contract"),
+        (PORT, "not in the contract"),
+    ] {
+        println!("\n$ seam explain green/db-1 blue/web-1 {port}/tcp   # {what}");
+        let flow = seam_policy::Flow {
+            src: seam::explain::parse_end("green/db-1")?,
+            dst: seam::explain::parse_end("blue/web-1")?,
+            protocol: seam_policy::Protocol::Tcp,
+            port,
+        };
+        print!(
+            "{}",
+            seam::explain::render_text(&seam::explain::explain(&snapshot, flow)?)
+        );
+    }
     Ok(())
 }
