@@ -6,6 +6,7 @@
 //! sets, so the number of rules grows with the policies, and the sets with the endpoints.
 //!
 //! Set names (all deterministic): `local`; `anp/<name>/subject`, `anp/<name>/<dir>/<i>/peer`;
+//! `cnp/<name>/subject`, `cnp/<name>/<dir>/<i>/peer` (ClusterNetworkPolicy, either tier);
 //! `banp/<name>/subject`, `banp/<name>/<dir>/<i>/peer`; `np/<ns>/<name>/subject`, `np/<ns>/<name>/<dir>/<i>/peer`;
 //! `contract/<name>/consumers|providers[/tenant/<t>][/local]`; `port/<name>/<proto>/<port>` (holders of a named
 //! port); `ns-isolation/<dir>`; `tenant/<t>`, `tenant/<t>/local`, `tenants/non-global`. Subject sets hold only the
@@ -16,7 +17,8 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::IpNet;
 use seam_policy::{
-    AdminEgressPeer, AdminIngressPeer, AdminPort, AdminSubject, AnpAction, BanpAction, Contract,
+    AdminEgressPeer, AdminEgressRule, AdminIngressPeer, AdminIngressRule, AdminPort, AdminSubject,
+    AnpAction, BanpAction, ClusterNetworkPolicy, Contract,
     ContractAction, ContractScope, ContractTier, Direction, DirectionVerdict, Endpoint,
     EndpointKind, EndpointSelector, Filter, Inventory, IsolationMode, Labels, NamespacedPods,
     NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort, PolicyKind, PolicySet, PolicyType,
@@ -41,7 +43,7 @@ pub fn direction_str(direction: Direction) -> &'static str {
 }
 
 /// The id of the IR rule that realizes a policy rule in one direction: `np/<ns>/<name>/<dir>/<i>`,
-/// `anp/<name>/<dir>/<i>`, `banp/<name>/<dir>/<i>`, `contract/<name>/<dir>/<subject>` (`*` when the reference
+/// `anp/<name>/<dir>/<i>`, `cnp/<name>/<dir>/<i>`, `banp/<name>/<dir>/<i>`, `contract/<name>/<dir>/<subject>` (`*` when the reference
 /// names the object as a whole).
 pub fn rule_id(rule: &RuleRef, direction: Direction) -> RuleId {
     let dir = direction_str(direction);
@@ -56,6 +58,7 @@ pub fn rule_id(rule: &RuleRef, direction: Direction) -> RuleId {
         ),
         PolicyKind::AdminNetworkPolicy => format!("anp/{}/{dir}/{index}", rule.name),
         PolicyKind::BaselineAdminNetworkPolicy => format!("banp/{}/{dir}/{index}", rule.name),
+        PolicyKind::ClusterNetworkPolicy => format!("cnp/{}/{dir}/{index}", rule.name),
         PolicyKind::Contract => format!("contract/{}/{dir}/{index}", rule.name),
         PolicyKind::EndpointGroup => format!("group/{}/{dir}", rule.name),
     };
@@ -172,6 +175,9 @@ enum PortAlt {
 
 /// The L4 tests a rule expands to, each with the set of destinations it is limited to (named ports).
 type L4Alts = Vec<(Option<SetName>, L4Match)>;
+
+/// Per rule of an ANP, CNP or BANP in one direction: its ports, its IR action (`None`: not realized) and its peers.
+type AdminRules<'r> = Vec<(Option<&'r [AdminPort]>, Option<Action>, AddrSet)>;
 
 struct Compiler<'a> {
     set: &'a PolicySet,
@@ -616,47 +622,36 @@ impl<'a> Compiler<'a> {
     fn admin_tier(&mut self, dir: Direction) -> Vec<Rule> {
         enum Entry<'p> {
             Anp(&'p seam_policy::AdminNetworkPolicy),
+            Cnp(&'p ClusterNetworkPolicy),
             Contract(&'p Contract),
         }
         let mut entries: Vec<(i64, u8, &str, Entry<'a>)> = Vec::new();
         for anp in self.set.admin_network_policies() {
             entries.push((anp.spec.priority, 0, &anp.metadata.name, Entry::Anp(anp)));
         }
-        for c in self.set.contracts() {
-            if c.spec.tier == ContractTier::Admin {
-                entries.push((c.priority(), 1, &c.metadata.name, Entry::Contract(c)));
+        for cnp in self.set.cluster_network_policies() {
+            if cnp.is_admin() {
+                entries.push((cnp.spec.priority, 1, &cnp.metadata.name, Entry::Cnp(cnp)));
             }
         }
+        for c in self.set.contracts() {
+            if c.spec.tier == ContractTier::Admin {
+                entries.push((c.priority(), 2, &c.metadata.name, Entry::Contract(c)));
+            }
+        }
+        // The engine's order: priority, then ANPs before CNPs before Contracts, then name.
         entries.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+        let anp_action = |a: AnpAction| match a {
+            AnpAction::Allow => Some(Action::Allow),
+            AnpAction::Deny => Some(Action::Deny),
+            AnpAction::Pass => Some(Action::Pass),
+        };
         let mut out = Vec::new();
         for (_, _, _, entry) in entries {
             match entry {
                 Entry::Anp(anp) => {
-                    let rules: Vec<(Option<&[AdminPort]>, AnpAction, AddrSet)> = match dir {
-                        Direction::Ingress => anp
-                            .spec
-                            .ingress
-                            .iter()
-                            .map(|r| (r.ports.as_deref(), r.action, self.ingress_peers(&r.from)))
-                            .collect(),
-                        Direction::Egress => anp
-                            .spec
-                            .egress
-                            .iter()
-                            .map(|r| (r.ports.as_deref(), r.action, self.egress_peers(&r.to)))
-                            .collect(),
-                    };
-                    let rules = rules
-                        .into_iter()
-                        .map(|(ports, action, peers)| {
-                            let action = match action {
-                                AnpAction::Allow => Action::Allow,
-                                AnpAction::Deny => Action::Deny,
-                                AnpAction::Pass => Action::Pass,
-                            };
-                            (ports, action, peers)
-                        })
-                        .collect();
+                    let rules =
+                        self.policy_rules(dir, &anp.spec.ingress, &anp.spec.egress, anp_action);
                     self.admin_rules(
                         dir,
                         &format!("anp/{}", anp.metadata.name),
@@ -665,10 +660,59 @@ impl<'a> Compiler<'a> {
                         &mut out,
                     );
                 }
+                Entry::Cnp(cnp) => self.cnp_rules(dir, cnp, anp_action, &mut out),
                 Entry::Contract(c) => self.contract_rules(dir, c, &mut out),
             }
         }
         out
+    }
+
+    /// The rules of a CNP (lowered to the ANP shape) for the local endpoints its subject selects.
+    fn cnp_rules(
+        &mut self,
+        dir: Direction,
+        cnp: &ClusterNetworkPolicy,
+        action: impl Fn(AnpAction) -> Option<Action>,
+        out: &mut Vec<Rule>,
+    ) {
+        let (ingress, egress) = match dir {
+            Direction::Ingress => (cnp.ingress_rules(), Vec::new()),
+            Direction::Egress => (Vec::new(), cnp.egress_rules()),
+        };
+        let rules = self.policy_rules(dir, &ingress, &egress, action);
+        self.admin_rules(
+            dir,
+            &format!("cnp/{}", cnp.metadata.name),
+            &cnp.spec.subject,
+            rules,
+            out,
+        );
+    }
+
+    /// Ports, IR action (`None`: the rule is not realized) and peer set of each rule of the direction.
+    fn policy_rules<'r, A: Copy>(
+        &self,
+        dir: Direction,
+        ingress: &'r [AdminIngressRule<A>],
+        egress: &'r [AdminEgressRule<A>],
+        action: impl Fn(A) -> Option<Action>,
+    ) -> AdminRules<'r> {
+        match dir {
+            Direction::Ingress => ingress
+                .iter()
+                .map(|r| {
+                    (
+                        r.ports.as_deref(),
+                        action(r.action),
+                        self.ingress_peers(&r.from),
+                    )
+                })
+                .collect(),
+            Direction::Egress => egress
+                .iter()
+                .map(|r| (r.ports.as_deref(), action(r.action), self.egress_peers(&r.to)))
+                .collect(),
+        }
     }
 
     fn ingress_peers(&self, peers: &[AdminIngressPeer]) -> AddrSet {
@@ -691,23 +735,24 @@ impl<'a> Compiler<'a> {
         s
     }
 
-    /// Rules of an ANP or the BANP (`prefix` = `anp/<name>` or `banp/<name>`) for the local endpoints its subject
-    /// selects.
+    /// Rules of an ANP, a CNP or the BANP (`prefix` = `anp/<name>`, `cnp/<name>` or `banp/<name>`) for the local
+    /// endpoints its subject selects; rules without an action are skipped (their index stays in the ids).
     fn admin_rules(
         &mut self,
         dir: Direction,
         prefix: &str,
         subject: &AdminSubject,
-        rules: Vec<(Option<&[AdminPort]>, Action, AddrSet)>,
+        rules: AdminRules<'_>,
         out: &mut Vec<Rule>,
     ) {
         let subject = self.subject_set(subject);
-        if subject.is_empty() || rules.is_empty() {
+        if subject.is_empty() || rules.iter().all(|r| r.1.is_none()) {
             return;
         }
         let subject = self.intern(format!("{prefix}/subject"), subject);
         let d = direction_str(dir);
         for (i, (ports, action, peers)) in rules.into_iter().enumerate() {
+            let Some(action) = action else { continue };
             let peer = self.intern(format!("{prefix}/{d}/{i}/peer"), peers);
             let alts = self.l4_alts(Self::admin_port_alts(ports));
             let (src, dst) = sides(
@@ -817,31 +862,28 @@ impl<'a> Compiler<'a> {
 
     fn baseline_tier(&mut self, dir: Direction) -> Vec<Rule> {
         let mut out = Vec::new();
+        // Baseline-tier CNPs by (priority, name), then the BANP (the engine's order).
+        let mut cnps: Vec<&'a ClusterNetworkPolicy> = self
+            .set
+            .cluster_network_policies()
+            .filter(|c| !c.is_admin())
+            .collect();
+        cnps.sort_by_key(|c| (c.spec.priority, c.metadata.name.as_str()));
+        for cnp in cnps {
+            // Pass cannot pass validation in this tier; the engine lets such a rule match nothing.
+            let action = |a: AnpAction| match a {
+                AnpAction::Allow => Some(Action::Allow),
+                AnpAction::Deny => Some(Action::Deny),
+                AnpAction::Pass => None,
+            };
+            self.cnp_rules(dir, cnp, action, &mut out);
+        }
         if let Some(banp) = self.set.baseline() {
             let act = |a: BanpAction| match a {
-                BanpAction::Allow => Action::Allow,
-                BanpAction::Deny => Action::Deny,
+                BanpAction::Allow => Some(Action::Allow),
+                BanpAction::Deny => Some(Action::Deny),
             };
-            let rules: Vec<(Option<&[AdminPort]>, Action, AddrSet)> = match dir {
-                Direction::Ingress => banp
-                    .spec
-                    .ingress
-                    .iter()
-                    .map(|r| {
-                        (
-                            r.ports.as_deref(),
-                            act(r.action),
-                            self.ingress_peers(&r.from),
-                        )
-                    })
-                    .collect(),
-                Direction::Egress => banp
-                    .spec
-                    .egress
-                    .iter()
-                    .map(|r| (r.ports.as_deref(), act(r.action), self.egress_peers(&r.to)))
-                    .collect(),
-            };
+            let rules = self.policy_rules(dir, &banp.spec.ingress, &banp.spec.egress, act);
             self.admin_rules(
                 dir,
                 &format!("banp/{}", banp.metadata.name),

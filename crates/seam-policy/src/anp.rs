@@ -245,7 +245,7 @@ impl BaselineAdminNetworkPolicy {
     }
 }
 
-fn validate_subject(p: &mut Problems, s: &AdminSubject) {
+pub(crate) fn validate_subject(p: &mut Problems, s: &AdminSubject) {
     match (&s.namespaces, &s.pods) {
         (Some(ns), None) => ns.validate(p, "spec.subject.namespaces"),
         (None, Some(pods)) => pods.validate(p, "spec.subject.pods"),
@@ -254,7 +254,7 @@ fn validate_subject(p: &mut Problems, s: &AdminSubject) {
 }
 
 impl NamespacedPods {
-    fn validate(&self, p: &mut Problems, path: &str) {
+    pub(crate) fn validate(&self, p: &mut Problems, path: &str) {
         self.namespace_selector
             .validate(p, &format!("{path}.namespaceSelector"));
         self.pod_selector

@@ -110,6 +110,15 @@ pub enum EvalError {
     UnknownEndpoint(String),
 }
 
+/// Why a tenant operation on an [`crate::Inventory`] (join, isolate, make-global) was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TenantError {
+    /// The namespace is not in the inventory's `namespaces`.
+    #[error("unknown namespace {0:?} (tenant operations apply to namespaces the inventory lists)")]
+    UnknownNamespace(String),
+}
+
 /// Collects field errors for one object.
 #[derive(Debug, Default)]
 pub(crate) struct Problems(Vec<FieldError>);

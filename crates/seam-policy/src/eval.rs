@@ -10,9 +10,10 @@ use std::str::FromStr;
 use ipnet::IpNet;
 
 use crate::anp::{
-    AdminEgressPeer, AdminIngressPeer, AdminNetworkPolicy, AdminPort, AdminSubject, AnpAction,
-    BanpAction, NamespacedPods,
+    AdminEgressPeer, AdminEgressRule, AdminIngressPeer, AdminIngressRule, AdminNetworkPolicy,
+    AdminPort, AdminSubject, AnpAction, BanpAction, NamespacedPods,
 };
+use crate::cnp::ClusterNetworkPolicy;
 use crate::contract::{Contract, ContractAction, ContractScope, ContractTier};
 use crate::error::EvalError;
 use crate::group::{EndpointSelector, CLUSTER_GROUP, NAMESPACE_GROUP_PREFIX};
@@ -286,7 +287,21 @@ fn verdict(
 
 enum AdminEntry<'a> {
     Anp(&'a AdminNetworkPolicy),
+    Cnp(&'a ClusterNetworkPolicy),
     Contract(&'a Contract),
+}
+
+/// The first rule of a direction that matches: (index, name, action).
+type RuleHit<A> = Option<(usize, Option<String>, A)>;
+
+fn cnp_ref(cnp: &ClusterNetworkPolicy, i: usize, rule_name: Option<String>) -> RuleRef {
+    RuleRef {
+        kind: PolicyKind::ClusterNetworkPolicy,
+        namespace: None,
+        name: cnp.metadata.name.clone(),
+        rule_index: Some(i),
+        rule_name,
+    }
 }
 
 impl Ctx<'_> {
@@ -326,32 +341,27 @@ impl Ctx<'_> {
                 ));
             }
         }
-        for c in self.set.contracts() {
-            if c.spec.tier == ContractTier::Admin {
-                entries.push((c.priority(), 1, &c.metadata.name, AdminEntry::Contract(c)));
+        for cnp in self.set.cluster_network_policies() {
+            if cnp.is_admin() && self.subject_selects(&cnp.spec.subject, ep) {
+                entries.push((
+                    cnp.spec.priority,
+                    1,
+                    &cnp.metadata.name,
+                    AdminEntry::Cnp(cnp),
+                ));
             }
         }
-        // Lower priority first; at equal priority ANPs before Contracts, then by name, so the order is total.
+        for c in self.set.contracts() {
+            if c.spec.tier == ContractTier::Admin {
+                entries.push((c.priority(), 2, &c.metadata.name, AdminEntry::Contract(c)));
+            }
+        }
+        // Lower priority first; at equal priority ANPs, then CNPs, then Contracts, each by name: a total order.
         entries.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
         for (_, _, _, entry) in entries {
-            match entry {
+            let (rule, action) = match entry {
                 AdminEntry::Anp(anp) => {
-                    let hit = match dir {
-                        Direction::Ingress => {
-                            anp.spec.ingress.iter().enumerate().find_map(|(i, r)| {
-                                (r.from.iter().any(|p| self.ingress_peer_matches(p, peer))
-                                    && self.admin_ports_match(r.ports.as_deref()))
-                                .then(|| (i, r.name.clone(), r.action))
-                            })
-                        }
-                        Direction::Egress => {
-                            anp.spec.egress.iter().enumerate().find_map(|(i, r)| {
-                                (r.to.iter().any(|p| self.egress_peer_matches(p, peer))
-                                    && self.admin_ports_match(r.ports.as_deref()))
-                                .then(|| (i, r.name.clone(), r.action))
-                            })
-                        }
-                    };
+                    let hit = self.rule_hit(dir, &anp.spec.ingress, &anp.spec.egress, peer, |_| true);
                     let Some((i, rule_name, action)) = hit else {
                         continue;
                     };
@@ -362,22 +372,70 @@ impl Ctx<'_> {
                         rule_index: Some(i),
                         rule_name,
                     };
-                    let decision = match action {
-                        AnpAction::Allow => Decision::Allow,
-                        AnpAction::Deny => Decision::Deny,
-                        // Pass skips the rest of the admin tier, admin-tier Contracts included.
-                        AnpAction::Pass => return None,
+                    (rule, action)
+                }
+                AdminEntry::Cnp(cnp) => {
+                    let hit = self.cnp_hit(dir, cnp, peer, |_| true);
+                    let Some((i, rule_name, action)) = hit else {
+                        continue;
                     };
-                    return Some(verdict(dir, decision, Tier::Admin, Reason::Rule(rule)));
+                    (cnp_ref(cnp, i, rule_name), action)
                 }
                 AdminEntry::Contract(c) => {
                     if let Some(v) = self.contract_verdict(dir, c, Tier::Admin) {
                         return Some(v);
                     }
+                    continue;
                 }
-            }
+            };
+            let decision = match action {
+                AnpAction::Allow => Decision::Allow,
+                AnpAction::Deny => Decision::Deny,
+                // Pass skips the rest of the admin tier (ANPs, CNPs and admin-tier Contracts alike).
+                AnpAction::Pass => return None,
+            };
+            return Some(verdict(dir, decision, Tier::Admin, Reason::Rule(rule)));
         }
         None
+    }
+
+    /// The first rule of the direction whose peers and ports match and whose action `usable` accepts.
+    fn rule_hit<A: Copy>(
+        &self,
+        dir: Direction,
+        ingress: &[AdminIngressRule<A>],
+        egress: &[AdminEgressRule<A>],
+        peer: End<'_>,
+        usable: impl Fn(A) -> bool,
+    ) -> RuleHit<A> {
+        match dir {
+            Direction::Ingress => ingress.iter().enumerate().find_map(|(i, r)| {
+                (usable(r.action)
+                    && r.from.iter().any(|p| self.ingress_peer_matches(p, peer))
+                    && self.admin_ports_match(r.ports.as_deref()))
+                .then(|| (i, r.name.clone(), r.action))
+            }),
+            Direction::Egress => egress.iter().enumerate().find_map(|(i, r)| {
+                (usable(r.action)
+                    && r.to.iter().any(|p| self.egress_peer_matches(p, peer))
+                    && self.admin_ports_match(r.ports.as_deref()))
+                .then(|| (i, r.name.clone(), r.action))
+            }),
+        }
+    }
+
+    /// [`Self::rule_hit`] over a CNP's rules, lowered to the ANP shape.
+    fn cnp_hit(
+        &self,
+        dir: Direction,
+        cnp: &ClusterNetworkPolicy,
+        peer: End<'_>,
+        usable: impl Fn(AnpAction) -> bool,
+    ) -> RuleHit<AnpAction> {
+        match dir {
+            Direction::Ingress => self.rule_hit(dir, &cnp.ingress_rules(), &[], peer, usable),
+            Direction::Egress => self.rule_hit(dir, &[], &cnp.egress_rules(), peer, usable),
+        }
     }
 
     fn subject_selects(&self, subject: &AdminSubject, ep: &Endpoint) -> bool {
@@ -686,22 +744,30 @@ impl Ctx<'_> {
     // ---- baseline tier ----------------------------------------------------------------------------------------
 
     fn baseline_tier(&self, dir: Direction, ep: &Endpoint, peer: End<'_>) -> DirectionVerdict {
+        // Baseline-tier CNPs by (priority, name), then the BANP: the BANP has no priority and is the last word
+        // before the isolation mode.
+        let mut cnps: Vec<&ClusterNetworkPolicy> = self
+            .set
+            .cluster_network_policies()
+            .filter(|c| !c.is_admin() && self.subject_selects(&c.spec.subject, ep))
+            .collect();
+        cnps.sort_by_key(|c| (c.spec.priority, c.metadata.name.as_str()));
+        for cnp in cnps {
+            // Validation rejects Pass in the baseline tier; were one there, it would match nothing.
+            let hit = self.cnp_hit(dir, cnp, peer, |a| a != AnpAction::Pass);
+            if let Some((i, rule_name, action)) = hit {
+                let decision = if action == AnpAction::Allow {
+                    Decision::Allow
+                } else {
+                    Decision::Deny
+                };
+                let rule = cnp_ref(cnp, i, rule_name);
+                return verdict(dir, decision, Tier::Baseline, Reason::Rule(rule));
+            }
+        }
         if let Some(banp) = self.set.baseline() {
             if self.subject_selects(&banp.spec.subject, ep) {
-                let hit = match dir {
-                    Direction::Ingress => {
-                        banp.spec.ingress.iter().enumerate().find_map(|(i, r)| {
-                            (r.from.iter().any(|p| self.ingress_peer_matches(p, peer))
-                                && self.admin_ports_match(r.ports.as_deref()))
-                            .then(|| (i, r.name.clone(), r.action))
-                        })
-                    }
-                    Direction::Egress => banp.spec.egress.iter().enumerate().find_map(|(i, r)| {
-                        (r.to.iter().any(|p| self.egress_peer_matches(p, peer))
-                            && self.admin_ports_match(r.ports.as_deref()))
-                        .then(|| (i, r.name.clone(), r.action))
-                    }),
-                };
+                let hit = self.rule_hit(dir, &banp.spec.ingress, &banp.spec.egress, peer, |_| true);
                 if let Some((i, rule_name, action)) = hit {
                     let decision = match action {
                         BanpAction::Allow => Decision::Allow,

@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Problems, ValidationError};
+use crate::error::{Problems, TenantError, ValidationError};
 use crate::meta::Protocol;
 use crate::selector::Labels;
 
@@ -174,6 +174,72 @@ impl Inventory {
             isolation: self.default_isolation,
             global: false,
         })
+    }
+
+    // ---- tenant operations (OpenShift SDN's `oc adm pod-network join-projects / isolate-projects /
+    // make-projects-global`) -------------------------------------------------------------------------------------
+
+    /// Puts namespace `ns_b` in the tenant of `ns_a` (OpenShift `join-projects --to=ns_a ns_b`): from now on they
+    /// are one isolation domain. `ns_a` keeps its tenant; if that tenant is global, `ns_b` becomes global with it.
+    /// The tenant `ns_b` leaves stays listed (other namespaces may still use it).
+    pub fn join(&mut self, ns_a: &str, ns_b: &str) -> Result<(), TenantError> {
+        let tenant = self
+            .namespaces
+            .get(ns_a)
+            .ok_or_else(|| TenantError::UnknownNamespace(ns_a.to_string()))?
+            .tenant
+            .clone();
+        let b = self
+            .namespaces
+            .get_mut(ns_b)
+            .ok_or_else(|| TenantError::UnknownNamespace(ns_b.to_string()))?;
+        b.tenant = tenant;
+        Ok(())
+    }
+
+    /// Gives namespace `ns` a tenant of its own, not global, with the isolation mode of the tenant it leaves
+    /// (OpenShift `isolate-projects`): it is cut off from the namespaces it was joined with and, if it was global,
+    /// it no longer is. Returns the new tenant's name: the namespace's name, or `<ns>-2`, `<ns>-3`, … when another
+    /// namespace already uses that tenant name.
+    pub fn isolate(&mut self, ns: &str) -> Result<String, TenantError> {
+        self.own_tenant(ns, false)
+    }
+
+    /// Makes namespace `ns` global (OpenShift `make-projects-global`): it moves to a tenant of its own, marked
+    /// global, with the isolation mode of the tenant it leaves, so it reaches and is reached by every tenant. Only
+    /// this namespace changes, not the namespaces it was joined with. Returns the tenant's name (as
+    /// [`Inventory::isolate`] chooses it).
+    pub fn make_global(&mut self, ns: &str) -> Result<String, TenantError> {
+        self.own_tenant(ns, true)
+    }
+
+    fn own_tenant(&mut self, ns: &str, global: bool) -> Result<String, TenantError> {
+        if !self.namespaces.contains_key(ns) {
+            return Err(TenantError::UnknownNamespace(ns.to_string()));
+        }
+        let old = self.tenant(self.tenant_name(ns));
+        let used_by_others = |name: &str| {
+            self.namespaces
+                .keys()
+                .any(|other| other != ns && self.tenant_name(other) == name)
+        };
+        let mut name = ns.to_string();
+        let mut n = 2u32;
+        while used_by_others(&name) {
+            name = format!("{ns}-{n}");
+            n += 1;
+        }
+        self.tenants.insert(
+            name.clone(),
+            Tenant {
+                isolation: old.isolation,
+                global,
+            },
+        );
+        if let Some(entry) = self.namespaces.get_mut(ns) {
+            entry.tenant = Some(name.clone());
+        }
+        Ok(name)
     }
 
     /// Checks that endpoint references and addresses are unique.

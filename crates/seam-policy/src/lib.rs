@@ -2,10 +2,12 @@
 //! evaluator behind `seam explain` and the conformance runner.
 //!
 //! - Objects ([`PolicyObject`]): Kubernetes [`NetworkPolicy`] (networking.k8s.io/v1), [`AdminNetworkPolicy`] and
-//!   [`BaselineAdminNetworkPolicy`] (policy.networking.k8s.io/v1alpha1), Seam's [`EndpointGroup`] and
+//!   [`BaselineAdminNetworkPolicy`] (policy.networking.k8s.io/v1alpha1), their successor [`ClusterNetworkPolicy`]
+//!   (policy.networking.k8s.io/v1alpha2, Admin and Baseline tiers), Seam's [`EndpointGroup`] and
 //!   [`Contract`] (seam.dev/v1alpha1). [`parse_json`] and [`parse_yaml`] decode and validate them; unknown fields
 //!   and unsupported features are errors with the field path, never silently dropped.
-//! - Facts ([`Inventory`]): tenants and their [`IsolationMode`], namespaces, endpoints of every kind.
+//! - Facts ([`Inventory`]): tenants and their [`IsolationMode`], namespaces, endpoints of every kind; the
+//!   OpenShift-style tenant operations [`Inventory::join`], [`Inventory::isolate`] and [`Inventory::make_global`].
 //! - Semantics ([`evaluate`]): one flow in, a [`Verdict`] per direction out, with the tier and the [`RuleRef`]
 //!   that decided. `SEMANTICS.md` next to this crate's `Cargo.toml` is the specification.
 //!
@@ -15,6 +17,7 @@
 //! Start reading at [`evaluate`] in `eval.rs`.
 
 mod anp;
+mod cnp;
 mod contract;
 mod error;
 mod eval;
@@ -26,8 +29,9 @@ mod object;
 mod selector;
 
 pub use anp::*;
+pub use cnp::*;
 pub use contract::*;
-pub use error::{EvalError, FieldError, ParseError, ValidationError};
+pub use error::{EvalError, FieldError, ParseError, TenantError, ValidationError};
 pub use eval::{
     evaluate, Decision, Direction, DirectionVerdict, Flow, FlowEnd, Reason, RuleRef, Tier, Verdict,
 };

@@ -6,6 +6,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::anp::{AdminNetworkPolicy, BaselineAdminNetworkPolicy};
+use crate::cnp::ClusterNetworkPolicy;
 use crate::contract::Contract;
 use crate::error::{ParseError, ValidationError};
 use crate::group::EndpointGroup;
@@ -14,8 +15,9 @@ use crate::netpol::NetworkPolicy;
 
 const NETWORKING_V1: &str = "networking.k8s.io/v1";
 const POLICY_V1ALPHA1: &str = "policy.networking.k8s.io/v1alpha1";
+const POLICY_V1ALPHA2: &str = "policy.networking.k8s.io/v1alpha2";
 const SEAM_V1ALPHA1: &str = "seam.dev/v1alpha1";
-const SUPPORTED: &str = "networking.k8s.io/v1 NetworkPolicy, policy.networking.k8s.io/v1alpha1 AdminNetworkPolicy and BaselineAdminNetworkPolicy, seam.dev/v1alpha1 EndpointGroup and Contract";
+const SUPPORTED: &str = "networking.k8s.io/v1 NetworkPolicy, policy.networking.k8s.io/v1alpha1 AdminNetworkPolicy and BaselineAdminNetworkPolicy, policy.networking.k8s.io/v1alpha2 ClusterNetworkPolicy, seam.dev/v1alpha1 EndpointGroup and Contract";
 
 /// The kinds of policy object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -30,6 +32,8 @@ pub enum PolicyKind {
     EndpointGroup,
     /// seam.dev/v1alpha1 Contract.
     Contract,
+    /// policy.networking.k8s.io/v1alpha2 ClusterNetworkPolicy.
+    ClusterNetworkPolicy,
 }
 
 impl PolicyKind {
@@ -41,6 +45,7 @@ impl PolicyKind {
             PolicyKind::BaselineAdminNetworkPolicy => "BaselineAdminNetworkPolicy",
             PolicyKind::EndpointGroup => "EndpointGroup",
             PolicyKind::Contract => "Contract",
+            PolicyKind::ClusterNetworkPolicy => "ClusterNetworkPolicy",
         }
     }
 
@@ -51,20 +56,42 @@ impl PolicyKind {
             PolicyKind::AdminNetworkPolicy | PolicyKind::BaselineAdminNetworkPolicy => {
                 POLICY_V1ALPHA1
             }
+            PolicyKind::ClusterNetworkPolicy => POLICY_V1ALPHA2,
             PolicyKind::EndpointGroup | PolicyKind::Contract => SEAM_V1ALPHA1,
         }
     }
 
+    /// Every kind, in declaration order.
+    pub const ALL: [PolicyKind; 6] = [
+        PolicyKind::NetworkPolicy,
+        PolicyKind::AdminNetworkPolicy,
+        PolicyKind::BaselineAdminNetworkPolicy,
+        PolicyKind::EndpointGroup,
+        PolicyKind::Contract,
+        PolicyKind::ClusterNetworkPolicy,
+    ];
+
+    /// The lower-case plural resource name (`networkpolicies`, `clusternetworkpolicies`, …).
+    pub fn plural(self) -> &'static str {
+        match self {
+            PolicyKind::NetworkPolicy => "networkpolicies",
+            PolicyKind::AdminNetworkPolicy => "adminnetworkpolicies",
+            PolicyKind::BaselineAdminNetworkPolicy => "baselineadminnetworkpolicies",
+            PolicyKind::EndpointGroup => "endpointgroups",
+            PolicyKind::Contract => "contracts",
+            PolicyKind::ClusterNetworkPolicy => "clusternetworkpolicies",
+        }
+    }
+
+    /// Whether objects of this kind live in a namespace (only NetworkPolicy).
+    pub fn is_namespaced(self) -> bool {
+        self == PolicyKind::NetworkPolicy
+    }
+
     fn from_type(api_version: &str, kind: &str) -> Option<Self> {
-        [
-            PolicyKind::NetworkPolicy,
-            PolicyKind::AdminNetworkPolicy,
-            PolicyKind::BaselineAdminNetworkPolicy,
-            PolicyKind::EndpointGroup,
-            PolicyKind::Contract,
-        ]
-        .into_iter()
-        .find(|k| k.api_version() == api_version && k.as_str() == kind)
+        Self::ALL
+            .into_iter()
+            .find(|k| k.api_version() == api_version && k.as_str() == kind)
     }
 }
 
@@ -88,6 +115,8 @@ pub enum PolicyObject {
     EndpointGroup(EndpointGroup),
     /// A Seam Contract.
     Contract(Contract),
+    /// A ClusterNetworkPolicy (Admin or Baseline tier).
+    ClusterNetworkPolicy(ClusterNetworkPolicy),
 }
 
 impl PolicyObject {
@@ -104,6 +133,7 @@ impl PolicyObject {
             PolicyObject::BaselineAdminNetworkPolicy(_) => PolicyKind::BaselineAdminNetworkPolicy,
             PolicyObject::EndpointGroup(_) => PolicyKind::EndpointGroup,
             PolicyObject::Contract(_) => PolicyKind::Contract,
+            PolicyObject::ClusterNetworkPolicy(_) => PolicyKind::ClusterNetworkPolicy,
         }
     }
 
@@ -115,6 +145,7 @@ impl PolicyObject {
             PolicyObject::BaselineAdminNetworkPolicy(o) => &o.metadata,
             PolicyObject::EndpointGroup(o) => &o.metadata,
             PolicyObject::Contract(o) => &o.metadata,
+            PolicyObject::ClusterNetworkPolicy(o) => &o.metadata,
         }
     }
 
@@ -135,6 +166,7 @@ impl PolicyObject {
             PolicyObject::BaselineAdminNetworkPolicy(o) => o.validate(),
             PolicyObject::EndpointGroup(o) => o.validate(),
             PolicyObject::Contract(o) => o.validate(),
+            PolicyObject::ClusterNetworkPolicy(o) => o.validate(),
         }
     }
 
@@ -146,6 +178,7 @@ impl PolicyObject {
             PolicyObject::BaselineAdminNetworkPolicy(o) => serde_json::to_value(o),
             PolicyObject::EndpointGroup(o) => serde_json::to_value(o),
             PolicyObject::Contract(o) => serde_json::to_value(o),
+            PolicyObject::ClusterNetworkPolicy(o) => serde_json::to_value(o),
         };
         // Serializing plain structs with string keys cannot fail; an empty object is a safe fallback.
         let mut map = match body {
@@ -242,6 +275,9 @@ fn decode_document(document: usize, value: Value) -> Result<PolicyObject, ParseE
         }
         PolicyKind::EndpointGroup => PolicyObject::EndpointGroup(decode(document, kind, body)?),
         PolicyKind::Contract => PolicyObject::Contract(decode(document, kind, body)?),
+        PolicyKind::ClusterNetworkPolicy => {
+            PolicyObject::ClusterNetworkPolicy(decode(document, kind, body)?)
+        }
     };
     object
         .validate()
@@ -339,6 +375,14 @@ impl PolicySet {
     pub fn baseline(&self) -> Option<&BaselineAdminNetworkPolicy> {
         self.objects.values().find_map(|o| match o {
             PolicyObject::BaselineAdminNetworkPolicy(p) => Some(p),
+            _ => None,
+        })
+    }
+
+    /// ClusterNetworkPolicies of both tiers, by name.
+    pub fn cluster_network_policies(&self) -> impl Iterator<Item = &ClusterNetworkPolicy> {
+        self.objects.values().filter_map(|o| match o {
+            PolicyObject::ClusterNetworkPolicy(p) => Some(p),
             _ => None,
         })
     }
