@@ -18,11 +18,11 @@ use std::net::{IpAddr, Ipv4Addr};
 use ipnet::IpNet;
 use seam_policy::{
     AdminEgressPeer, AdminEgressRule, AdminIngressPeer, AdminIngressRule, AdminPort, AdminSubject,
-    AnpAction, BanpAction, ClusterNetworkPolicy, Contract,
-    ContractAction, ContractScope, ContractTier, Direction, DirectionVerdict, Endpoint,
-    EndpointKind, EndpointSelector, Filter, Inventory, IsolationMode, Labels, NamespacedPods,
-    NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort, PolicyKind, PolicySet, PolicyType,
-    PortRef, Protocol, Reason, RuleRef, CLUSTER_GROUP, NAMESPACE_GROUP_PREFIX,
+    AnpAction, BanpAction, ClusterNetworkPolicy, Contract, ContractAction, ContractScope,
+    ContractTier, Direction, DirectionVerdict, Endpoint, EndpointKind, EndpointSelector, Filter,
+    Inventory, IsolationMode, Labels, NamespacedPods, NetworkPolicy, NetworkPolicyPeer,
+    NetworkPolicyPort, PolicyKind, PolicySet, PolicyType, PortRef, Protocol, Reason, RuleRef,
+    CLUSTER_GROUP, NAMESPACE_GROUP_PREFIX,
 };
 
 use crate::addr::AddrSet;
@@ -710,7 +710,13 @@ impl<'a> Compiler<'a> {
                 .collect(),
             Direction::Egress => egress
                 .iter()
-                .map(|r| (r.ports.as_deref(), action(r.action), self.egress_peers(&r.to)))
+                .map(|r| {
+                    (
+                        r.ports.as_deref(),
+                        action(r.action),
+                        self.egress_peers(&r.to),
+                    )
+                })
                 .collect(),
         }
     }

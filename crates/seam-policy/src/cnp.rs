@@ -455,7 +455,11 @@ fn validate_rule_common(
                 );
             }
         }
-        for (key, m) in [("tcp", &proto.tcp), ("udp", &proto.udp), ("sctp", &proto.sctp)] {
+        for (key, m) in [
+            ("tcp", &proto.tcp),
+            ("udp", &proto.udp),
+            ("sctp", &proto.sctp),
+        ] {
             let Some(m) = m else { continue };
             let mp = format!("{pp}.{key}");
             let Some(port) = &m.destination_port else {

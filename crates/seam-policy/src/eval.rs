@@ -361,7 +361,8 @@ impl Ctx<'_> {
         for (_, _, _, entry) in entries {
             let (rule, action) = match entry {
                 AdminEntry::Anp(anp) => {
-                    let hit = self.rule_hit(dir, &anp.spec.ingress, &anp.spec.egress, peer, |_| true);
+                    let hit =
+                        self.rule_hit(dir, &anp.spec.ingress, &anp.spec.egress, peer, |_| true);
                     let Some((i, rule_name, action)) = hit else {
                         continue;
                     };

@@ -57,3 +57,67 @@ fn filter_matching() {
     };
     assert!(any.matches(Protocol::Udp, 1) && any.matches(Protocol::Udp, 65535));
 }
+
+#[test]
+fn cnp_protocols_lower_to_anp_ports() {
+    let number = |n| CnpPort {
+        number: Some(n),
+        range: None,
+    };
+    let tcp = CnpProtocol {
+        tcp: Some(CnpProtocolMatch {
+            destination_port: Some(number(80)),
+        }),
+        ..CnpProtocol::default()
+    };
+    let port = tcp.as_admin_port().unwrap();
+    assert_eq!(
+        port.port_number,
+        Some(AdminPortNumber {
+            protocol: Some(Protocol::Tcp),
+            port: 80
+        })
+    );
+    let sctp = CnpProtocol {
+        sctp: Some(CnpProtocolMatch {
+            destination_port: Some(CnpPort {
+                number: None,
+                range: Some(CnpPortRange { start: 1, end: 9 }),
+            }),
+        }),
+        ..CnpProtocol::default()
+    };
+    let r = sctp.as_admin_port().unwrap().port_range.unwrap();
+    assert_eq!((r.protocol, r.start, r.end), (Some(Protocol::Sctp), 1, 9));
+    let named = CnpProtocol {
+        destination_named_port: Some("dns".into()),
+        ..CnpProtocol::default()
+    };
+    assert_eq!(
+        named.as_admin_port().unwrap().named_port.as_deref(),
+        Some("dns")
+    );
+    // Nothing set, or a protocol without a port: nothing to lower (validation rejects both).
+    assert!(CnpProtocol::default().as_admin_port().is_none());
+    let bare = CnpProtocol {
+        udp: Some(CnpProtocolMatch::default()),
+        ..CnpProtocol::default()
+    };
+    assert!(bare.as_admin_port().is_none());
+    assert_eq!(CnpAction::Accept.as_anp_action(), AnpAction::Allow);
+    assert_eq!(CnpAction::Pass.as_anp_action(), AnpAction::Pass);
+}
+
+#[test]
+fn every_kind_is_listed_once_with_its_plural() {
+    let plurals: std::collections::BTreeSet<&str> =
+        PolicyKind::ALL.iter().map(|k| k.plural()).collect();
+    assert_eq!(plurals.len(), PolicyKind::ALL.len());
+    for k in PolicyKind::ALL {
+        assert_eq!(
+            k.plural(),
+            format!("{}s", k.as_str().to_ascii_lowercase()).replace("ys", "ies")
+        );
+        assert_eq!(k.is_namespaced(), k == PolicyKind::NetworkPolicy);
+    }
+}

@@ -11,9 +11,9 @@ use seam_policy::{
 };
 use serde_json::Value;
 
-const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/test_data/netpol");
+pub const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/test_data/netpol");
 
-fn load(name: &str) -> Value {
+pub fn load(name: &str) -> Value {
     let text = std::fs::read_to_string(format!("{DATA}/{name}")).unwrap();
     serde_json::from_str(&text).unwrap()
 }
@@ -32,7 +32,7 @@ fn protocol(v: &Value) -> Protocol {
 
 /// Replaces `{{ip:NS/POD}}` with the pod's address and `{{net:NS/POD/N}}` with the canonical /N network holding
 /// it (model.json `symbolic_values`).
-fn substitute(text: &str, plan: &BTreeMap<String, Ipv4Addr>) -> String {
+pub fn substitute(text: &str, plan: &BTreeMap<String, Ipv4Addr>) -> String {
     let mut out = String::new();
     let mut rest = text;
     while let Some(start) = rest.find("{{") {
@@ -115,7 +115,7 @@ fn xyz_inventory(model: &Value, case: &Value, plan: &BTreeMap<String, Ipv4Addr>)
     inv
 }
 
-fn anp_inventory(model: &Value, plan: &BTreeMap<String, Ipv4Addr>) -> Inventory {
+pub fn anp_inventory(model: &Value, plan: &BTreeMap<String, Ipv4Addr>) -> Inventory {
     let anp = &model["anp_model"];
     let mut inv = Inventory::default();
     for ns in anp["namespaces"].as_array().unwrap() {
@@ -157,7 +157,7 @@ fn anp_inventory(model: &Value, plan: &BTreeMap<String, Ipv4Addr>) -> Inventory 
     inv
 }
 
-fn ip_plan(v: &Value) -> BTreeMap<String, Ipv4Addr> {
+pub fn ip_plan(v: &Value) -> BTreeMap<String, Ipv4Addr> {
     v.as_object()
         .unwrap()
         .iter()
@@ -165,7 +165,7 @@ fn ip_plan(v: &Value) -> BTreeMap<String, Ipv4Addr> {
         .collect()
 }
 
-fn flow(src: &str, dst: &str, probe: &Value) -> Flow {
+pub fn flow(src: &str, dst: &str, probe: &Value) -> Flow {
     Flow {
         src: FlowEnd::Endpoint(src.to_string()),
         dst: FlowEnd::Endpoint(dst.to_string()),

@@ -34,7 +34,7 @@ fn ep(ns: &str, name: &str, kind: EndpointKind, l: &[(&str, &str)], addr: [u8; 4
 
 /// shop/client (pod), shop/web (pod), lab/vm1 (vm, role=client), bank/db (pod), ext/srv (external),
 /// default/node1 (host).
-fn inventory() -> Inventory {
+pub fn inventory() -> Inventory {
     let mut inv = Inventory::default();
     for (ns, tenant) in [
         ("shop", "blue"),
@@ -109,11 +109,11 @@ fn inventory() -> Inventory {
     inv
 }
 
-fn set(yaml: &str) -> PolicySet {
+pub fn set(yaml: &str) -> PolicySet {
     PolicySet::from_objects(parse_yaml(yaml).unwrap()).unwrap()
 }
 
-fn flow(src: &str, dst: &str, protocol: Protocol, port: u16) -> Flow {
+pub fn flow(src: &str, dst: &str, protocol: Protocol, port: u16) -> Flow {
     Flow {
         src: src.parse().unwrap(),
         dst: dst.parse().unwrap(),

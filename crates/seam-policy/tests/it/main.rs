@@ -2,7 +2,9 @@
 //! property tests.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod cnp;
 mod conformance;
 mod eval;
 mod parse;
 mod props;
+mod tenants;
