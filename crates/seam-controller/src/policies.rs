@@ -15,12 +15,13 @@ use crate::error::{Error, Result};
 use crate::keys::object_key;
 
 /// Every policy kind, for lookups.
-const KINDS: [PolicyKind; 5] = [
+const KINDS: [PolicyKind; 6] = [
     PolicyKind::NetworkPolicy,
     PolicyKind::AdminNetworkPolicy,
     PolicyKind::BaselineAdminNetworkPolicy,
     PolicyKind::EndpointGroup,
     PolicyKind::Contract,
+    PolicyKind::ClusterNetworkPolicy,
 ];
 
 /// The lower-case plural resource name of a policy kind (`networkpolicies`, `contracts`, …).
@@ -31,6 +32,7 @@ pub fn policy_plural(kind: PolicyKind) -> &'static str {
         PolicyKind::BaselineAdminNetworkPolicy => "baselineadminnetworkpolicies",
         PolicyKind::EndpointGroup => "endpointgroups",
         PolicyKind::Contract => "contracts",
+        PolicyKind::ClusterNetworkPolicy => "clusternetworkpolicies",
     }
 }
 

@@ -305,7 +305,29 @@ pub fn explain(
     };
     let client = client(target)?;
     let snapshot = block_on(async { Ok(client.snapshot().await?) })?;
-    let x = explain::explain(&snapshot, flow)?;
+    // Inside a lab the nodes' tables can be read directly from their namespaces; a real
+    // cluster will ask each agent instead.
+    let lab = if target.controller.is_none() {
+        Lab::load(&target.lab).ok()
+    } else {
+        None
+    };
+    let read = |node: &str| -> Result<std::collections::BTreeMap<String, (u64, u64)>, String> {
+        let lab = lab.as_ref().ok_or("no lab")?;
+        let info = lab.node(node).map_err(|e| e.to_string())?;
+        let table = seam_linux::netns::run_in(&info.netns_path, seam_linux::nft::read_counters)
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        Ok(table
+            .into_iter()
+            .map(|(k, c)| (k, (c.packets, c.bytes)))
+            .collect())
+    };
+    let x = explain::explain(
+        &snapshot,
+        flow,
+        lab.as_ref().map(|_| &read as explain::CounterReader<'_>),
+    )?;
     if json {
         println!(
             "{}",

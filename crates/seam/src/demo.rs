@@ -37,48 +37,88 @@ fn scenario(lab: &mut Lab) -> anyhow::Result<()> {
     ];
     for (ns, pod, node) in layout {
         let p = lab.add_pod(node, ns, pod)?;
-        probe::serve_tcp(&p.netns_path, PORT, format!("{ns}/{pod}"))?;
+        for port in [80, PORT] {
+            probe::serve_tcp(&p.netns_path, port, format!("{ns}/{pod}"))?;
+        }
         println!("   pod {ns}/{pod:<6} on {node}  {}", p.ip);
     }
     // Give the agents a moment to install the remote entries they learn from the controller.
     std::thread::sleep(Duration::from_millis(300));
-    println!("\n== connectivity (TCP {PORT} answered by the right pod / ICMP echo), rows = client");
+    let open = matrix(lab, "no policy yet")?;
+    anyhow::ensure!(
+        open.iter().all(|row| row.iter().all(|c| *c == [true; 3])),
+        "some pairs failed without any policy; see the agent logs under {}",
+        lab.dir.display()
+    );
+    println!("   all {} pairs connected", lab.pods.len().pow(2));
+    policy_example(lab)
+}
+
+/// Probes every ordered pair at once (TCP 80, TCP {PORT}, ICMP) and prints the matrix.
+fn matrix(lab: &Lab, title: &str) -> anyhow::Result<Vec<Vec<[bool; 3]>>> {
+    let pods = &lab.pods;
+    let cells: Vec<Vec<anyhow::Result<[bool; 3]>>> = std::thread::scope(|scope| {
+        let rows: Vec<Vec<_>> = pods
+            .iter()
+            .map(|src| {
+                pods.iter()
+                    .map(|dst| {
+                        scope.spawn(move || -> anyhow::Result<[bool; 3]> {
+                            let expect = format!("{}/{}", dst.namespace, dst.name);
+                            let tcp = |port| -> anyhow::Result<bool> {
+                                Ok(probe::tcp(
+                                    &src.netns_path,
+                                    dst.ip,
+                                    port,
+                                    Duration::from_millis(800),
+                                )?
+                                .as_deref()
+                                    == Some(expect.as_str()))
+                            };
+                            Ok([
+                                tcp(80)?,
+                                tcp(PORT)?,
+                                probe::ping(&src.netns_path, dst.ip, 1)?,
+                            ])
+                        })
+                    })
+                    .collect()
+            })
+            .collect();
+        rows.into_iter()
+            .map(|row| {
+                row.into_iter()
+                    .map(|h| {
+                        h.join()
+                            .unwrap_or_else(|_| Err(anyhow::anyhow!("probe thread panicked")))
+                    })
+                    .collect()
+            })
+            .collect()
+    });
+    println!("\n== connectivity, {title}: rows = client; cell = TCP 80, TCP {PORT}, ICMP (Y answered, - dropped)");
     print!("{:>12}", "");
-    for dst in &lab.pods {
+    for dst in pods {
         print!(" {:>12}", format!("{}/{}", dst.namespace, dst.name));
     }
     println!();
-    let mut failures = 0;
-    for src in &lab.pods {
+    let mut out = Vec::new();
+    for (src, row) in pods.iter().zip(cells) {
         print!("{:>12}", format!("{}/{}", src.namespace, src.name));
-        for dst in &lab.pods {
-            let expect = format!("{}/{}", dst.namespace, dst.name);
-            let tcp = probe::tcp(&src.netns_path, dst.ip, PORT, Duration::from_secs(2))?.as_deref()
-                == Some(expect.as_str());
-            let icmp = probe::ping(&src.netns_path, dst.ip, 2)?;
-            if !(tcp && icmp) {
-                failures += 1;
-            }
-            let cell = format!(
-                "{}/{}",
-                if tcp { "tcp" } else { "TCP-FAIL" },
-                if icmp { "icmp" } else { "ICMP-FAIL" }
+        let mut results = Vec::new();
+        for cell in row {
+            let c = cell?;
+            let mark = |b: bool| if b { "Y" } else { "-" };
+            print!(
+                " {:>12}",
+                format!("{} {} {}", mark(c[0]), mark(c[1]), mark(c[2]))
             );
-            print!(" {cell:>12}");
+            results.push(c);
         }
         println!();
+        out.push(results);
     }
-    println!(
-        "\n{} of {} pairs fully connected (no policy yet: everything should pass)",
-        lab.pods.len().pow(2) - failures,
-        lab.pods.len().pow(2)
-    );
-    anyhow::ensure!(
-        failures == 0,
-        "{failures} pair(s) failed; see the agent logs under {}",
-        lab.dir.display()
-    );
-    policy_example(lab)
+    Ok(out)
 }
 
 /// The seed's example: clients (namespace green) reach web servers (namespace blue) on TCP 80
@@ -130,6 +170,55 @@ fn policy_example(lab: &Lab) -> anyhow::Result<()> {
         }
         anyhow::Ok(client.snapshot().await?)
     })?;
+    // Wait until the nodes enforce it: green -> blue on a port outside the contract is dropped.
+    let db1 = lab
+        .pods
+        .iter()
+        .find(|p| p.name == "db-1")
+        .ok_or_else(|| anyhow::anyhow!("no db-1"))?;
+    let web1 = lab
+        .pods
+        .iter()
+        .find(|p| p.name == "web-1")
+        .ok_or_else(|| anyhow::anyhow!("no web-1"))?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while probe::tcp(&db1.netns_path, web1.ip, PORT, Duration::from_millis(300))?.is_some() {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the contract was not enforced within 10 s"
+        );
+    }
+    let after = matrix(lab, "after Contract-Web")?;
+    let ns_of = |i: usize| lab.pods[i].namespace.as_str();
+    for (i, row) in after.iter().enumerate() {
+        for (j, c) in row.iter().enumerate() {
+            // Expected: green -> blue only TCP 80; blue (the providers) admits nothing else;
+            // green is not isolated.
+            let want = match (ns_of(i), ns_of(j)) {
+                ("green", "blue") => [true, false, false],
+                (_, "blue") if i == j => *c, // a pod talking to itself never crosses the firewall
+                (_, "blue") => [false, false, false],
+                _ => [true, true, true],
+            };
+            anyhow::ensure!(
+                *c == want,
+                "{} -> {}: got {c:?}, expected {want:?}",
+                lab.pods[i].name,
+                lab.pods[j].name
+            );
+        }
+    }
+    println!("   matrix as the contract says (intra-EPG traffic in blue is isolated too: providers admit only consumers)");
+    let read = |node: &str| -> Result<std::collections::BTreeMap<String, (u64, u64)>, String> {
+        let info = lab.node(node).map_err(|e| e.to_string())?;
+        let table = seam_linux::netns::run_in(&info.netns_path, seam_linux::nft::read_counters)
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        Ok(table
+            .into_iter()
+            .map(|(k, c)| (k, (c.packets, c.bytes)))
+            .collect())
+    };
     for (port, what) in [
         (80, "allowed by the contract"),
         (PORT, "not in the contract"),
@@ -141,10 +230,8 @@ fn policy_example(lab: &Lab) -> anyhow::Result<()> {
             protocol: seam_policy::Protocol::Tcp,
             port,
         };
-        print!(
-            "{}",
-            seam::explain::render_text(&seam::explain::explain(&snapshot, flow)?)
-        );
+        let x = seam::explain::explain(&snapshot, flow, Some(&read))?;
+        print!("{}", seam::explain::render_text(&x));
     }
     Ok(())
 }

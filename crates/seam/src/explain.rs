@@ -9,8 +9,8 @@ use std::net::Ipv4Addr;
 
 use seam_model::Snapshot;
 use seam_policy::{
-    evaluate, DirectionVerdict, Endpoint, EndpointKind, Flow, FlowEnd, Inventory, Namespace,
-    PolicyObject, PolicySet, Protocol, Reason, Tier, Verdict,
+    evaluate, DirectionVerdict, Flow, FlowEnd, Inventory, PolicySet, Protocol, Reason, Tier,
+    Verdict,
 };
 use serde_json::{json, Value};
 
@@ -20,101 +20,85 @@ use crate::error::ExplainError;
 pub const NAMED_PORTS_CAVEAT: &str =
     "named ports are not known to the controller yet: rules that name a port match nothing here";
 
-/// Whether the deciding rule is present in the node's dataplane.
-///
-/// Hook for the firewall work: reading the rule (and its counter) back from the node's
-/// `inet seam` table fills this in. Until then every explanation says [`Realization::Unknown`].
+/// Where a direction's verdict is enforced, and what the node's kernel says about its rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Realized {
+    /// `egress` or `ingress`.
+    pub direction: &'static str,
+    /// The node whose table enforces it (the source's node for egress, the destination's for
+    /// ingress).
+    pub node: String,
+    /// The deciding rule's id in the node's IR (`np/blue/web/ingress/0`), when one rule decides.
+    pub rule_id: Option<String>,
+    /// What reading the node's `table inet seam` found.
+    pub state: RuleState,
+}
+
+/// The kernel side of one deciding rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuleState {
+    /// The rule is in the table; its counter.
+    Present {
+        /// Packets that matched it.
+        packets: u64,
+        /// Bytes that matched it.
+        bytes: u64,
+    },
+    /// The table has no rule with that id: the node has not applied it (yet).
+    Missing,
+    /// The table could not be read; why.
+    Unreadable(String),
+    /// No single rule decides (nothing is enforced at this end).
+    NotApplicable,
+}
+
+/// Whether the deciding rules are in the dataplane.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Realization {
-    /// Not read back: the dataplane is not wired to explain yet.
-    Unknown,
+    /// Not looked up (no way to read the nodes' tables from here).
+    Unknown(String),
+    /// One entry per enforced direction.
+    Checked(Vec<Realized>),
 }
 
 impl Realization {
-    fn describe(&self) -> &'static str {
+    fn describe(&self) -> String {
         match self {
-            Realization::Unknown => "unknown (dataplane not wired yet)",
+            Realization::Unknown(why) => format!("unknown ({why})"),
+            Realization::Checked(rows) => rows
+                .iter()
+                .map(|r| {
+                    let rule = r.rule_id.as_deref().unwrap_or("-");
+                    let state = match &r.state {
+                        RuleState::Present { packets, bytes } => {
+                            format!("in the table, counter {packets} packets / {bytes} bytes")
+                        }
+                        RuleState::Missing => "NOT in the table".to_string(),
+                        RuleState::Unreadable(why) => format!("table unreadable: {why}"),
+                        RuleState::NotApplicable => "nothing to realize".to_string(),
+                    };
+                    format!("{} on {}: {rule}: {state}", r.direction, r.node)
+                })
+                .collect::<Vec<_>>()
+                .join("; "),
         }
     }
 }
 
-/// The inventory name of a controller endpoint: its name without the `namespace/` prefix, with
-/// any further `/` (secondary interfaces: `pod/net1`) turned into `:`.
-pub fn inventory_name(endpoint: &seam_model::Endpoint) -> String {
-    let prefix = format!("{}/", endpoint.namespace);
-    endpoint
-        .name
-        .strip_prefix(&prefix)
-        .unwrap_or(&endpoint.name)
-        .replace('/', ":")
-}
+/// Reads one node's rule counters (by nft comment); `Err` says why it could not.
+pub type CounterReader<'a> =
+    &'a dyn Fn(&str) -> Result<std::collections::BTreeMap<String, (u64, u64)>, String>;
 
-fn kind(k: seam_model::EndpointKind) -> EndpointKind {
-    match k {
-        seam_model::EndpointKind::Pod => EndpointKind::Pod,
-        seam_model::EndpointKind::Vm => EndpointKind::Vm,
-        seam_model::EndpointKind::Host => EndpointKind::Host,
-        seam_model::EndpointKind::External => EndpointKind::External,
-    }
-}
+pub use seam_firewall::cluster::inventory_name;
 
-/// The engine's inventory from a snapshot: its namespaces (plus, for endpoints in a namespace
-/// the controller has no object for, one with just the name label) and endpoints with labels
-/// and addresses. Every tenant named by a namespace is listed with the default mode (`policy`).
+/// The engine's inventory from a snapshot (see [`seam_firewall::cluster::inventory`]).
 pub fn inventory(snapshot: &Snapshot) -> Inventory {
-    let mut inv = Inventory::default();
-    for ns in &snapshot.namespaces {
-        inv.namespaces.insert(
-            ns.name.clone(),
-            Namespace {
-                labels: ns.labels.clone(),
-                tenant: ns.tenant.clone(),
-            },
-        );
-        if let Some(t) = &ns.tenant {
-            inv.tenants.entry(t.clone()).or_default();
-        }
-    }
-    for e in &snapshot.endpoints {
-        inv.namespaces
-            .entry(e.namespace.clone())
-            .or_insert_with(|| Namespace {
-                labels: seam_model::Namespace::named(&e.namespace).labels,
-                tenant: None,
-            });
-        inv.endpoints.push(Endpoint {
-            name: inventory_name(e),
-            namespace: e.namespace.clone(),
-            kind: kind(e.kind),
-            labels: e.labels.clone(),
-            addresses: vec![e.ip],
-            ports: Vec::new(),
-        });
-    }
-    inv
+    seam_firewall::cluster::inventory(&snapshot.namespaces, &snapshot.endpoints)
 }
 
-/// The policies in force from a snapshot. Objects the engine refuses (which the controller
-/// should never have stored) are left out and returned as warnings.
+/// The policies in force from a snapshot, with warnings about what was left out.
 pub fn policy_set(snapshot: &Snapshot) -> (PolicySet, Vec<String>) {
-    let mut set = PolicySet::new();
-    let mut warnings = Vec::new();
-    for value in &snapshot.policies {
-        match PolicyObject::from_value(value.clone()) {
-            Ok(object) => {
-                if let Err(e) = set.insert(object) {
-                    warnings.push(format!("stored policy object ignored: {e}"));
-                }
-            }
-            Err(e) => warnings.push(format!("stored policy object ignored: {e}")),
-        }
-    }
-    for (contract, group) in set.dangling_group_references() {
-        warnings.push(format!(
-            "Contract {contract} names group {group:?}, which no EndpointGroup defines (no members)"
-        ));
-    }
-    (set, warnings)
+    seam_firewall::cluster::policy_set(&snapshot.policies)
 }
 
 /// Parses `PORT/PROTO` (`80/tcp`, `53/UDP`, `8/icmp`), `PORT` (TCP) or `icmp` (type 8, echo).
@@ -175,17 +159,70 @@ fn describe_end(snapshot: &Snapshot, inv: &Inventory, end: &FlowEnd) -> String {
     format!("{} {addr} on {node}", e.reference())
 }
 
-/// Evaluates `flow` against what `snapshot` holds.
-pub fn explain(snapshot: &Snapshot, flow: Flow) -> Result<Explanation, ExplainError> {
+fn node_of(snapshot: &Snapshot, inv: &Inventory, end: &FlowEnd) -> Option<String> {
+    let e = match end {
+        FlowEnd::Endpoint(r) => inv.endpoint(r),
+        FlowEnd::Address(a) => inv.endpoint_by_address(*a),
+    }?;
+    let addr = e.addresses.first().copied()?;
+    snapshot
+        .endpoints
+        .iter()
+        .find(|m| m.ip == addr && m.namespace == e.namespace && inventory_name(m) == e.name)
+        .map(|m| m.node.clone())
+}
+
+/// Evaluates `flow` against what `snapshot` holds; with `counters`, also checks that each
+/// deciding rule is in the enforcing node's table and reads its counter.
+pub fn explain(
+    snapshot: &Snapshot,
+    flow: Flow,
+    counters: Option<CounterReader<'_>>,
+) -> Result<Explanation, ExplainError> {
     let inv = inventory(snapshot);
     let (set, warnings) = policy_set(snapshot);
     let verdict = evaluate(&set, &inv, &flow).map_err(ExplainError::Eval)?;
+    let realized = match counters {
+        None => Realization::Unknown("pass --lab to read the nodes' tables".into()),
+        Some(read) => {
+            let mut rows = Vec::new();
+            for (direction, d, end) in [
+                ("egress", &verdict.egress, &flow.src),
+                ("ingress", &verdict.ingress, &flow.dst),
+            ] {
+                let Some(node) = node_of(snapshot, &inv, end) else {
+                    continue;
+                };
+                let rule_id = seam_firewall::verdict_rule_id(d);
+                let state = match (&rule_id, d.tier) {
+                    (_, Tier::Unenforced) | (None, _) => RuleState::NotApplicable,
+                    (Some(id), _) => match read(&node) {
+                        Err(why) => RuleState::Unreadable(why),
+                        Ok(table) => match table.get(&seam_firewall::nft_comment(id)) {
+                            Some((packets, bytes)) => RuleState::Present {
+                                packets: *packets,
+                                bytes: *bytes,
+                            },
+                            None => RuleState::Missing,
+                        },
+                    },
+                };
+                rows.push(Realized {
+                    direction,
+                    node,
+                    rule_id: rule_id.map(|r| r.as_str().to_string()),
+                    state,
+                });
+            }
+            Realization::Checked(rows)
+        }
+    };
     Ok(Explanation {
         src: describe_end(snapshot, &inv, &flow.src),
         dst: describe_end(snapshot, &inv, &flow.dst),
         flow,
         verdict,
-        realized: Realization::Unknown,
+        realized,
         warnings,
     })
 }
@@ -368,7 +405,10 @@ spec:
                 ep("green", "db-1", [10, 2, 0, 5], "db"),
             ],
             namespaces: vec![seam_model::Namespace::named("blue")],
-            policies: policies.iter().map(PolicyObject::to_value).collect(),
+            policies: policies
+                .iter()
+                .map(seam_policy::PolicyObject::to_value)
+                .collect(),
             ..Snapshot::default()
         }
     }
@@ -386,7 +426,7 @@ spec:
     #[test]
     fn contract_allows_and_isolates() {
         let snap = snapshot();
-        let x = explain(&snap, flow("green/db-1", "blue/web-1", "443/tcp")).unwrap();
+        let x = explain(&snap, flow("green/db-1", "blue/web-1", "443/tcp"), None).unwrap();
         assert!(x.verdict.allowed());
         let text = render_text(&x);
         assert!(text.contains("ALLOWED"), "{text}");
@@ -395,10 +435,33 @@ spec:
             "{text}"
         );
         assert!(text.contains("green/db-1 10.2.0.5 on n1"), "{text}");
-        assert!(text.contains("realized: unknown (dataplane not wired yet)"));
+        assert!(text.contains("realized: unknown (pass --lab"), "{text}");
+        // With the nodes' tables: the egress rule is present with its counter, the ingress rule
+        // is missing from the destination node's table.
+        let read = |node: &str| -> Result<std::collections::BTreeMap<String, (u64, u64)>, String> {
+            assert_eq!(node, "n1");
+            Ok([("contract/contract-web/egress/0".to_string(), (3, 180))].into())
+        };
+        let x = explain(
+            &snap,
+            flow("green/db-1", "blue/web-1", "443/tcp"),
+            Some(&read),
+        )
+        .unwrap();
+        let text = render_text(&x);
+        assert!(
+            text.contains(
+                "egress on n1: contract/contract-web/egress/0: in the table, counter 3 packets"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("ingress on n1: contract/contract-web/ingress/0: NOT in the table"),
+            "{text}"
+        );
 
         // By address, and a port the contract does not open: the provider is isolated.
-        let x = explain(&snap, flow("10.2.0.5", "10.1.0.5", "8080")).unwrap();
+        let x = explain(&snap, flow("10.2.0.5", "10.1.0.5", "8080"), None).unwrap();
         assert!(!x.verdict.allowed());
         let j = render_json(&x);
         assert_eq!(j["ingress"]["decision"], "deny");
@@ -417,7 +480,7 @@ spec:
         assert!(parse_port_protocol("x/tcp").is_err());
         assert!(parse_port_protocol("80/gre").is_err());
         assert!(parse_end("nope").is_err());
-        let err = explain(&snapshot(), flow("blue/nope", "blue/web-1", "80")).unwrap_err();
+        let err = explain(&snapshot(), flow("blue/nope", "blue/web-1", "80"), None).unwrap_err();
         assert!(matches!(err, ExplainError::Eval(_)));
         // Endpoints without a namespace object get the name label.
         let inv = inventory(&snapshot());

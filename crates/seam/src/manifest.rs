@@ -235,12 +235,13 @@ fn parse_problems(document: usize, object: Option<String>, e: ParseError) -> Vec
 }
 
 /// Every policy kind.
-pub const POLICY_KINDS: [PolicyKind; 5] = [
+pub const POLICY_KINDS: [PolicyKind; 6] = [
     PolicyKind::NetworkPolicy,
     PolicyKind::AdminNetworkPolicy,
     PolicyKind::BaselineAdminNetworkPolicy,
     PolicyKind::EndpointGroup,
     PolicyKind::Contract,
+    PolicyKind::ClusterNetworkPolicy,
 ];
 
 /// The lower-case plural of a policy kind (`networkpolicies`), as the controller's paths take.
@@ -251,6 +252,7 @@ pub fn policy_plural(kind: PolicyKind) -> &'static str {
         PolicyKind::BaselineAdminNetworkPolicy => "baselineadminnetworkpolicies",
         PolicyKind::EndpointGroup => "endpointgroups",
         PolicyKind::Contract => "contracts",
+        PolicyKind::ClusterNetworkPolicy => "clusternetworkpolicies",
     }
 }
 
