@@ -232,7 +232,7 @@ fn apply_get_explain_delete() {
         "{allowed}"
     );
     assert!(
-        allowed.contains("realized: unknown (dataplane not wired yet)"),
+        allowed.contains("realized: unknown (pass --lab to read the nodes' tables)"),
         "{allowed}"
     );
     let denied = ctl.ok(&["explain", "10.2.0.5", "10.1.0.5", "8080/tcp", "--json"]);
