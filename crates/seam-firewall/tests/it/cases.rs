@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 use seam_policy::{
     ContainerPort, Endpoint, EndpointKind, Inventory, Namespace, PolicySet, Protocol,
 };
-use serde_json::Value;
+use serde_json::{json, Value};
 
 pub const DATA: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -185,4 +185,87 @@ pub fn probes(case: &Value) -> Vec<(u16, Protocol)> {
         }
     }
     out
+}
+
+// ---- ANP/BANP → ClusterNetworkPolicy (v1alpha2), as seam-policy's tests/it/cnp.rs rewrites them -------------
+
+/// `ports` (v1alpha1) → `protocols` (v1alpha2).
+fn convert_ports(ports: &Value) -> Value {
+    let out: Vec<Value> = ports
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let proto = |v: &Value| v["protocol"].as_str().unwrap_or("TCP").to_ascii_lowercase();
+            if let Some(n) = p.get("portNumber") {
+                json!({ proto(n): {"destinationPort": {"number": n["port"]}} })
+            } else if let Some(r) = p.get("portRange") {
+                let port = if r["start"] == r["end"] {
+                    json!({"number": r["start"]})
+                } else {
+                    json!({"range": {"start": r["start"], "end": r["end"]}})
+                };
+                json!({ proto(r): {"destinationPort": port} })
+            } else {
+                json!({"destinationNamedPort": p["namedPort"]})
+            }
+        })
+        .collect();
+    Value::Array(out)
+}
+
+fn convert_rules(rules: Option<&Value>) -> Value {
+    let Some(rules) = rules else {
+        return json!([]);
+    };
+    let out: Vec<Value> = rules
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let mut m = r.as_object().unwrap().clone();
+            if m["action"] == "Allow" {
+                m.insert("action".into(), "Accept".into());
+            }
+            if let Some(ports) = m.remove("ports") {
+                m.insert("protocols".into(), convert_ports(&ports));
+            }
+            Value::Object(m)
+        })
+        .collect();
+    Value::Array(out)
+}
+
+/// Every ANP as an Admin-tier CNP (Allow → Accept, `ports` → `protocols`), the BANP as a Baseline-tier CNP
+/// (priority 0, named `banp-default`); other objects unchanged.
+pub fn to_cnps(policies: &Value) -> Value {
+    let out: Vec<Value> = policies
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let (tier, priority, name) = match p["kind"].as_str().unwrap() {
+                "AdminNetworkPolicy" => (
+                    "Admin",
+                    p["spec"]["priority"].clone(),
+                    p["metadata"]["name"].clone(),
+                ),
+                "BaselineAdminNetworkPolicy" => ("Baseline", json!(0), json!("banp-default")),
+                _ => return p.clone(),
+            };
+            json!({
+                "apiVersion": "policy.networking.k8s.io/v1alpha2",
+                "kind": "ClusterNetworkPolicy",
+                "metadata": {"name": name},
+                "spec": {
+                    "tier": tier,
+                    "priority": priority,
+                    "subject": p["spec"]["subject"],
+                    "ingress": convert_rules(p["spec"].get("ingress")),
+                    "egress": convert_rules(p["spec"].get("egress")),
+                }
+            })
+        })
+        .collect();
+    Value::Array(out)
 }

@@ -1,4 +1,5 @@
-//! The compiler proved against the engine: for every conformance case, the IR compiled for all pods on one node,
+//! The compiler proved against the engine: for every conformance case (the ANP cases twice: as written, and
+//! rewritten as ClusterNetworkPolicies), the IR compiled for all pods on one node,
 //! and for the pods spread over three nodes, decides every pair and probe as `seam_policy::evaluate` does — the
 //! same decision per direction, by the rule `verdict_rule_id` names — and the forward path of the nodes involved
 //! (egress on the source's node, ingress on the destination's) passes exactly the flows the engine allows.
@@ -9,7 +10,7 @@ use seam_firewall::{compile, evaluate_packet, verdict_rule_id, NodeRuleset, Rule
 use seam_policy::{evaluate, Decision, Direction, Flow, FlowEnd, Inventory, PolicySet, Protocol};
 use serde_json::Value;
 
-use crate::cases::{anp_inventory, ip_plan, load, policy_set, probes, xyz_inventory};
+use crate::cases::{anp_inventory, ip_plan, load, policy_set, probes, to_cnps, xyz_inventory};
 
 /// Endpoints (`ns/name`) per node.
 type Placement = Vec<Vec<String>>;
@@ -133,6 +134,15 @@ fn run(drop_policies: bool) -> (Vec<String>, usize) {
             policy_set(&case["policies"], &anp_plan),
             probes(case),
         ));
+        // The same case with its ANPs and BANP rewritten as ClusterNetworkPolicies (v1alpha2).
+        let converted = policy_set(&to_cnps(&case["policies"]), &anp_plan);
+        assert!(converted.admin_network_policies().next().is_none());
+        work.push((
+            format!("{} (as CNPs)", case["id"].as_str().unwrap()),
+            anp_inv.clone(),
+            converted,
+            probes(case),
+        ));
     }
     let total = work.len();
     let mut failed = Vec::new();
@@ -200,7 +210,11 @@ fn mismatches_against(
 #[test]
 fn every_conformance_case_on_one_node_and_on_three() {
     let (failed, total) = run(false);
-    assert_eq!(total, 113 + 17, "every case ran");
+    assert_eq!(
+        total,
+        113 + 17 + 17,
+        "every case ran, the ANP cases also as CNPs"
+    );
     assert!(
         failed.is_empty(),
         "{} case layout(s) differ: {failed:?}",

@@ -193,7 +193,7 @@ pub fn policies() -> PolicySet {
     PolicySet::from_objects(seam_policy::parse_yaml(POLICIES).unwrap()).unwrap()
 }
 
-const PROBES: [(u16, Protocol); 10] = [
+pub const PROBES: [(u16, Protocol); 10] = [
     (80, Protocol::Tcp),
     (443, Protocol::Tcp),
     (8080, Protocol::Tcp),

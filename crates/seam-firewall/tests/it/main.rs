@@ -2,6 +2,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod cases;
+mod cnp;
 mod conformance;
 mod contracts;
 mod render;
+mod tenants;
