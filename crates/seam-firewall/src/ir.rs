@@ -28,7 +28,7 @@ pub type SetName = String;
 /// The name of the set of the node's own endpoint addresses.
 pub const LOCAL_SET: &str = "local";
 
-/// A stable rule identifier, e.g. `np/x/allow-web/ingress/0`, `anp/deny-slytherin/egress/1`,
+/// A stable rule identifier, e.g. `np/x/allow-web/ingress/0`, `anp/deny-slytherin/egress/1`, `cnp/guard/ingress/2`,
 /// `contract/web/ingress/0`, `ns-isolation/ingress`, `mode/multitenant/blue/egress`, `default/egress`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RuleId(pub String);
@@ -58,11 +58,11 @@ pub struct LocalEndpoint {
 /// The tiers of DESIGN §3, in evaluation order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Tier {
-    /// AdminNetworkPolicies and admin-tier Contracts.
+    /// AdminNetworkPolicies, Admin-tier ClusterNetworkPolicies and admin-tier Contracts.
     Admin,
     /// NetworkPolicies, namespace-tier Contracts and the isolation they imply.
     Namespace,
-    /// The BaselineAdminNetworkPolicy, then the isolation mode's default.
+    /// Baseline-tier ClusterNetworkPolicies, the BaselineAdminNetworkPolicy, then the isolation mode's default.
     Baseline,
 }
 

@@ -94,11 +94,11 @@ pub enum Decision {
 /// The tier that decided a direction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Tier {
-    /// AdminNetworkPolicies and admin-tier Contracts.
+    /// AdminNetworkPolicies, Admin-tier ClusterNetworkPolicies and admin-tier Contracts.
     Admin,
     /// NetworkPolicies and namespace-tier Contracts.
     Namespace,
-    /// The BaselineAdminNetworkPolicy, then the isolation mode.
+    /// Baseline-tier ClusterNetworkPolicies, the BaselineAdminNetworkPolicy, then the isolation mode.
     Baseline,
     /// Nothing is enforced at this end (an external endpoint or an address outside the inventory).
     Unenforced,
