@@ -20,6 +20,11 @@ fn arb_json() -> impl Strategy<Value = Value> {
             "NetworkPolicy",
             "AdminNetworkPolicy",
             "policy.networking.k8s.io/v1alpha1",
+            "policy.networking.k8s.io/v1alpha2",
+            "ClusterNetworkPolicy",
+            "Admin",
+            "Baseline",
+            "Accept",
             "seam.dev/v1alpha1",
             "Contract",
             "EndpointGroup",
@@ -65,6 +70,16 @@ fn arb_json() -> impl Strategy<Value = Value> {
             "filters",
             "selectors",
             "policyTypes",
+            "tier",
+            "protocols",
+            "tcp",
+            "udp",
+            "destinationPort",
+            "destinationNamedPort",
+            "number",
+            "range",
+            "start",
+            "end",
         ]);
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
@@ -87,7 +102,7 @@ proptest! {
     }
 
     #[test]
-    fn structured_documents_never_panic(mut doc in arb_json(), kind in 0usize..5) {
+    fn structured_documents_never_panic(mut doc in arb_json(), kind in 0usize..6) {
         // Give most documents a real header so decoding and validation run, not just the header check.
         let headers = [
             ("networking.k8s.io/v1", "NetworkPolicy"),
@@ -95,6 +110,7 @@ proptest! {
             ("policy.networking.k8s.io/v1alpha1", "BaselineAdminNetworkPolicy"),
             ("seam.dev/v1alpha1", "EndpointGroup"),
             ("seam.dev/v1alpha1", "Contract"),
+            ("policy.networking.k8s.io/v1alpha2", "ClusterNetworkPolicy"),
         ];
         if let Value::Object(map) = &mut doc {
             map.insert("apiVersion".into(), json!(headers[kind].0));
