@@ -14,32 +14,15 @@ use crate::controller::{
 use crate::error::{Error, Result};
 use crate::keys::object_key;
 
-/// Every policy kind, for lookups.
-const KINDS: [PolicyKind; 6] = [
-    PolicyKind::NetworkPolicy,
-    PolicyKind::AdminNetworkPolicy,
-    PolicyKind::BaselineAdminNetworkPolicy,
-    PolicyKind::EndpointGroup,
-    PolicyKind::Contract,
-    PolicyKind::ClusterNetworkPolicy,
-];
-
 /// The lower-case plural resource name of a policy kind (`networkpolicies`, `contracts`, …).
 pub fn policy_plural(kind: PolicyKind) -> &'static str {
-    match kind {
-        PolicyKind::NetworkPolicy => "networkpolicies",
-        PolicyKind::AdminNetworkPolicy => "adminnetworkpolicies",
-        PolicyKind::BaselineAdminNetworkPolicy => "baselineadminnetworkpolicies",
-        PolicyKind::EndpointGroup => "endpointgroups",
-        PolicyKind::Contract => "contracts",
-        PolicyKind::ClusterNetworkPolicy => "clusternetworkpolicies",
-    }
+    kind.plural()
 }
 
 /// The policy kind a request path names: the kind (`NetworkPolicy`, any case) or its plural
 /// (`networkpolicies`).
 pub fn policy_kind_from_path(s: &str) -> Option<PolicyKind> {
-    KINDS
+    PolicyKind::ALL
         .into_iter()
         .find(|k| k.as_str().eq_ignore_ascii_case(s) || policy_plural(*k) == s)
 }
@@ -61,7 +44,7 @@ fn split_path_name(path_name: &str) -> (Option<&str>, &str) {
 }
 
 fn unknown_kind(kind: &str) -> Error {
-    let supported: Vec<String> = KINDS
+    let supported: Vec<String> = PolicyKind::ALL
         .iter()
         .map(|k| format!("{} ({})", k.as_str(), policy_plural(*k)))
         .collect();

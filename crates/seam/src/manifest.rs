@@ -234,26 +234,12 @@ fn parse_problems(document: usize, object: Option<String>, e: ParseError) -> Vec
     }
 }
 
-/// Every policy kind.
-pub const POLICY_KINDS: [PolicyKind; 6] = [
-    PolicyKind::NetworkPolicy,
-    PolicyKind::AdminNetworkPolicy,
-    PolicyKind::BaselineAdminNetworkPolicy,
-    PolicyKind::EndpointGroup,
-    PolicyKind::Contract,
-    PolicyKind::ClusterNetworkPolicy,
-];
+/// Every policy kind the API stores.
+pub const POLICY_KINDS: [PolicyKind; 6] = PolicyKind::ALL;
 
 /// The lower-case plural of a policy kind (`networkpolicies`), as the controller's paths take.
 pub fn policy_plural(kind: PolicyKind) -> &'static str {
-    match kind {
-        PolicyKind::NetworkPolicy => "networkpolicies",
-        PolicyKind::AdminNetworkPolicy => "adminnetworkpolicies",
-        PolicyKind::BaselineAdminNetworkPolicy => "baselineadminnetworkpolicies",
-        PolicyKind::EndpointGroup => "endpointgroups",
-        PolicyKind::Contract => "contracts",
-        PolicyKind::ClusterNetworkPolicy => "clusternetworkpolicies",
-    }
+    kind.plural()
 }
 
 /// A policy kind named on the command line: `NetworkPolicy`, `networkpolicy`,
