@@ -262,6 +262,7 @@ impl<K: NodeKernel + Firewall + 'static> Agent<K> {
             labels: a.labels.clone(),
             container_id: Some(a.key.container_id.clone()),
             ifname: Some(a.key.ifname.clone()),
+            ports: a.ports.clone(),
         };
         let t_attached = t0.elapsed();
         if let Err(e) = self.leases.lock().await.bind(&key, endpoint.clone()).await {

@@ -90,26 +90,16 @@ pub async fn firewall_ruleset<K: NodeKernel + Firewall + 'static>(
     agent: &Agent<K>,
 ) -> Result<String, String> {
     let view = agent.view.read().await;
-    let inventory =
-        seam_firewall::cluster::inventory(view.namespaces.values(), view.endpoints.values());
-    let (policies, warnings) = seam_firewall::cluster::policy_set(view.policies.values());
+    let (ruleset, warnings) = seam_firewall::cluster::node_ruleset(
+        view.namespaces.values(),
+        view.endpoints.values(),
+        view.policies.values(),
+        &agent.config.node,
+    )
+    .map_err(|e| e.to_string())?;
     for w in warnings {
         tracing::warn!("{w}");
     }
-    let local: Vec<String> = view
-        .endpoints
-        .values()
-        .filter(|e| e.node == agent.config.node)
-        .map(|e| {
-            format!(
-                "{}/{}",
-                e.namespace,
-                seam_firewall::cluster::inventory_name(e)
-            )
-        })
-        .collect();
-    let ruleset =
-        seam_firewall::compile(&policies, &inventory, &local).map_err(|e| e.to_string())?;
     Ok(seam_firewall::render(&ruleset))
 }
 

@@ -286,6 +286,7 @@ fn attachment(conf: &NetConf, att: AttachmentEnv) -> Attachment {
         pod_name: att.args.pod_name,
         segment: conf.segment.clone(),
         labels: conf.labels.clone(),
+        ports: conf.ports.clone(),
     }
 }
 

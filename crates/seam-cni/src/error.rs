@@ -378,6 +378,30 @@ pub enum FieldProblem {
         /// The value.
         value: String,
     },
+    /// A port name in `ports` is not an IANA service name.
+    #[error("{value:?} is not a valid port name: 1 to 15 of a-z, 0-9 and '-', at least one letter, no '-' at either end, no \"--\"")]
+    BadPortName {
+        /// The value.
+        value: String,
+    },
+    /// A port name in `ports` is used twice.
+    #[error("{value:?} names another port already")]
+    DuplicatePortName {
+        /// The value.
+        value: String,
+    },
+    /// A port number in `ports` is outside 1..=65535.
+    #[error("{value} is not a port number: use 1 to 65535")]
+    BadPort {
+        /// The value, as written.
+        value: String,
+    },
+    /// A protocol in `ports` is not one a container port can have.
+    #[error("{value:?} is not a port protocol: use \"TCP\", \"UDP\" or \"SCTP\"")]
+    BadProtocol {
+        /// The value.
+        value: String,
+    },
     /// `prevResult` is not a CNI result.
     #[error("is not a CNI result: {reason}")]
     BadPrevResult {

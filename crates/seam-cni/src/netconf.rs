@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use seam_model::agent_rpc::AttachmentKey;
+use seam_model::{is_valid_port_name, ContainerPort, PortProtocol};
 use serde_json::{Map, Value};
 
 use crate::env::{check_container_id, check_ifname};
@@ -41,6 +42,8 @@ pub struct NetConf {
     pub dns: Option<Dns>,
     /// `labels`: published with every endpoint of this network.
     pub labels: BTreeMap<String, String>,
+    /// `ports`: named container ports published with every endpoint of this network.
+    pub ports: Vec<ContainerPort>,
     /// `capabilities`: accepted; seam-cni implements none, so `runtimeConfig` is ignored.
     pub capabilities: BTreeMap<String, bool>,
     /// `prevResult`: the result of the previous plug-in in a chain (and ADD's, on CHECK/DEL).
@@ -115,6 +118,7 @@ impl NetConf {
             default_namespace: DEFAULT_NAMESPACE.to_string(),
             dns: None,
             labels: BTreeMap::new(),
+            ports: Vec::new(),
             capabilities: BTreeMap::new(),
             prev_result: None,
             valid_attachments: None,
@@ -166,6 +170,7 @@ impl NetConf {
                 }
                 "dns" => conf.dns = p.dns(value),
                 "labels" => conf.labels = p.string_map(key, value),
+                "ports" => conf.ports = p.ports(value),
                 "capabilities" => conf.capabilities = p.bool_map(key, value),
                 // Accepted and ignored: the runtime fills runtimeConfig only for declared
                 // capabilities, and seam-cni declares none. `args` carries runtime hints
@@ -328,6 +333,92 @@ impl Problems {
                 None
             }
         }
+    }
+
+    /// `ports`: `[{name, port, protocol}]`, names unique IANA service names, ports 1..=65535,
+    /// protocol `TCP`, `UDP` or `SCTP`.
+    fn ports(&mut self, v: &Value) -> Vec<ContainerPort> {
+        let Value::Array(items) = v else {
+            self.wrong_type("ports", "an array of objects", v);
+            return Vec::new();
+        };
+        let mut ports: Vec<ContainerPort> = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let base = format!("ports[{i}]");
+            let Some(m) = self.object(&base, item) else {
+                continue;
+            };
+            let (mut name, mut port, mut protocol) = (None, None, None);
+            for (key, field) in m {
+                let path = format!("{base}.{key}");
+                match key.as_str() {
+                    "name" => {
+                        name = self.string(&path, field).and_then(|value| {
+                            if !is_valid_port_name(&value) {
+                                self.push(path, FieldProblem::BadPortName { value });
+                                None
+                            } else if ports.iter().any(|p| p.name == value) {
+                                self.push(path, FieldProblem::DuplicatePortName { value });
+                                None
+                            } else {
+                                Some(value)
+                            }
+                        })
+                    }
+                    "port" => {
+                        port = match field.as_u64() {
+                            Some(n) => match u16::try_from(n) {
+                                Ok(n) if n > 0 => Some(n),
+                                _ => {
+                                    self.push(
+                                        path,
+                                        FieldProblem::BadPort {
+                                            value: field.to_string(),
+                                        },
+                                    );
+                                    None
+                                }
+                            },
+                            None if field.is_number() => {
+                                self.push(
+                                    path,
+                                    FieldProblem::BadPort {
+                                        value: field.to_string(),
+                                    },
+                                );
+                                None
+                            }
+                            None => {
+                                self.wrong_type(&path, "a number", field);
+                                None
+                            }
+                        }
+                    }
+                    "protocol" => {
+                        protocol = self.string(&path, field).and_then(|value| {
+                            PortProtocol::parse(&value).or_else(|| {
+                                self.push(path, FieldProblem::BadProtocol { value });
+                                None
+                            })
+                        })
+                    }
+                    _ => self.push(path, FieldProblem::Unknown),
+                }
+            }
+            for required in ["name", "port", "protocol"] {
+                if !m.contains_key(required) {
+                    self.push(format!("{base}.{required}"), FieldProblem::Missing);
+                }
+            }
+            if let (Some(name), Some(port), Some(protocol)) = (name, port, protocol) {
+                ports.push(ContainerPort {
+                    name,
+                    port,
+                    protocol,
+                });
+            }
+        }
+        ports
     }
 
     fn valid_attachments(&mut self, v: &Value) -> Option<Vec<AttachmentKey>> {

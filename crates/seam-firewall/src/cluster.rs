@@ -2,7 +2,11 @@
 //! place that maps namespaces, endpoints and stored policy documents, shared by the agent (which
 //! compiles its node's ruleset) and the CLI (`seam explain`).
 
-use seam_policy::{Endpoint, EndpointKind, Inventory, Namespace, PolicyObject, PolicySet};
+use seam_policy::{
+    ContainerPort, Endpoint, EndpointKind, Inventory, Namespace, PolicyObject, PolicySet, Protocol,
+};
+
+use crate::{CompileError, NodeRuleset};
 
 /// The inventory name of a controller endpoint: its name without the `namespace/` prefix, with
 /// any further `/` (secondary interfaces: `pod/net1`) turned into `:`.
@@ -27,7 +31,7 @@ fn kind(k: seam_model::EndpointKind) -> EndpointKind {
 /// The engine's inventory: the namespaces (plus, for endpoints in a namespace the controller has
 /// no object for, one with just the name label) and the endpoints with labels and addresses.
 /// Every tenant a namespace names is listed with the default mode (`policy`). Named container
-/// ports are not known to the controller yet, so named-port rules match nothing.
+/// ports come from the endpoint's `ports` (the CNI config's `ports`, published by the agent).
 pub fn inventory<'a>(
     namespaces: impl IntoIterator<Item = &'a seam_model::Namespace>,
     endpoints: impl IntoIterator<Item = &'a seam_model::Endpoint>,
@@ -58,10 +62,47 @@ pub fn inventory<'a>(
             kind: kind(e.kind),
             labels: e.labels.clone(),
             addresses: vec![e.ip],
-            ports: Vec::new(),
+            ports: e.ports.iter().map(container_port).collect(),
         });
     }
     inv
+}
+
+fn container_port(p: &seam_model::ContainerPort) -> ContainerPort {
+    ContainerPort {
+        name: Some(p.name.clone()),
+        port: p.port,
+        protocol: match p.protocol {
+            seam_model::PortProtocol::Tcp => Protocol::Tcp,
+            seam_model::PortProtocol::Udp => Protocol::Udp,
+            seam_model::PortProtocol::Sctp => Protocol::Sctp,
+        },
+    }
+}
+
+/// One node's compiled ruleset from the controller's objects, exactly as that node's agent
+/// builds it: every namespace and endpoint in the inventory (in name order, as the agent's view
+/// holds them), rules only for the endpoints on `node`. Returns the ruleset and the
+/// [`policy_set`] warnings. The agent and `seam conformance netpol --dataplane` (which checks
+/// that every node applied what it should) both call this, so they cannot drift apart.
+pub fn node_ruleset<'a>(
+    namespaces: impl IntoIterator<Item = &'a seam_model::Namespace>,
+    endpoints: impl IntoIterator<Item = &'a seam_model::Endpoint>,
+    documents: impl IntoIterator<Item = &'a serde_json::Value>,
+    node: &str,
+) -> Result<(NodeRuleset, Vec<String>), CompileError> {
+    let mut namespaces: Vec<_> = namespaces.into_iter().collect();
+    namespaces.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut endpoints: Vec<_> = endpoints.into_iter().collect();
+    endpoints.sort_by(|a, b| a.name.cmp(&b.name));
+    let inv = inventory(namespaces, endpoints.iter().copied());
+    let (policies, warnings) = policy_set(documents);
+    let local: Vec<String> = endpoints
+        .iter()
+        .filter(|e| e.node == node)
+        .map(|e| format!("{}/{}", e.namespace, inventory_name(e)))
+        .collect();
+    Ok((crate::compile(&policies, &inv, &local)?, warnings))
 }
 
 /// The policies in force from stored documents. Objects the engine refuses (which the

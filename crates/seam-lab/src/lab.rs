@@ -237,6 +237,19 @@ impl Lab {
         name: &str,
         labels: &std::collections::BTreeMap<String, String>,
     ) -> Result<PodInfo> {
+        self.add_pod_with(node, namespace, name, labels, &[])
+    }
+
+    /// Like [`Lab::add_pod_with_labels`], with named container ports (the plug-in config's
+    /// `ports`, published with the endpoint) for NetworkPolicies that name a port.
+    pub fn add_pod_with(
+        &mut self,
+        node: &str,
+        namespace: &str,
+        name: &str,
+        labels: &std::collections::BTreeMap<String, String>,
+        ports: &[seam_model::ContainerPort],
+    ) -> Result<PodInfo> {
         if self
             .pods
             .iter()
@@ -261,6 +274,9 @@ impl Lab {
         )?;
         if !labels.is_empty() {
             call.config["labels"] = serde_json::json!(labels);
+        }
+        if !ports.is_empty() {
+            call.config["ports"] = serde_json::json!(ports);
         }
         let result = call
             .run_in(&node.netns_path)

@@ -134,13 +134,48 @@ pub fn delete_table() -> Result<(), NftError> {
 /// The counters of every rule of `table inet seam` that has a comment, summed by comment (the
 /// renderer gives every rule of one policy rule the same comment: `seam_firewall::nft_comment`).
 pub fn read_counters() -> Result<BTreeMap<String, RuleCounter>, NftError> {
+    Ok(counters_from_json(&list_table()?))
+}
+
+/// `table inet seam` as the kernel holds it (`nft -j list table inet seam`).
+pub fn list_table() -> Result<Value, NftError> {
     let out = run(
         "list table",
         &["-j", "list", "table", TABLE_FAMILY, TABLE_NAME],
         None,
     )?;
-    let value: Value = serde_json::from_slice(&out).map_err(|source| NftError::Json { source })?;
-    Ok(counters_from_json(&value))
+    serde_json::from_slice(&out).map_err(|source| NftError::Json { source })
+}
+
+/// The kernel's listing of a table without what differs between two tables made from the same
+/// text: `metainfo`, object handles and counter values. Two namespaces given the same ruleset
+/// have equal canonical listings, whatever traffic they saw.
+pub fn canonical_listing(value: &Value) -> Value {
+    fn strip(v: &Value) -> Value {
+        match v {
+            Value::Object(m) => Value::Object(
+                m.iter()
+                    .filter(|(k, _)| k.as_str() != "handle")
+                    .map(|(k, v)| {
+                        if k == "counter" && v.is_object() {
+                            (k.clone(), Value::Null)
+                        } else {
+                            (k.clone(), strip(v))
+                        }
+                    })
+                    .collect(),
+            ),
+            Value::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .filter(|i| i.get("metainfo").is_none())
+                    .map(strip)
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
+    }
+    strip(value)
 }
 
 /// Sums the counters of the commented rules in `nft -j` output. Unknown objects and expressions
@@ -178,6 +213,20 @@ pub fn counters_from_json(value: &Value) -> BTreeMap<String, RuleCounter> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn canonical_listings_ignore_handles_counters_and_metainfo() {
+        let a: Value = serde_json::from_str(r#"{"nftables": [{"metainfo": {"version": "1"}},
+          {"table": {"family": "inet", "name": "seam", "handle": 3}},
+          {"rule": {"chain": "a", "handle": 7, "comment": "x", "expr": [{"counter": {"packets": 2, "bytes": 120}}]}}]}"#).unwrap_or_default();
+        let b: Value = serde_json::from_str(r#"{"nftables": [{"metainfo": {"version": "2"}},
+          {"table": {"family": "inet", "name": "seam", "handle": 9}},
+          {"rule": {"chain": "a", "handle": 1, "comment": "x", "expr": [{"counter": {"packets": 0, "bytes": 0}}]}}]}"#).unwrap_or_default();
+        assert_eq!(canonical_listing(&a), canonical_listing(&b));
+        let c = b.to_string().replace("\"x\"", "\"y\"");
+        let c: Value = serde_json::from_str(&c).unwrap_or_default();
+        assert_ne!(canonical_listing(&a), canonical_listing(&c));
+    }
 
     #[test]
     fn counters_are_summed_by_comment() {

@@ -12,6 +12,7 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
 use crate::mac::MacAddr;
+use crate::objects::ContainerPort;
 
 /// Version of this protocol; the agent refuses requests of another version.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -94,6 +95,9 @@ pub struct Attachment {
     /// Labels to publish with the endpoint.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// Named container ports to publish with the endpoint.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<ContainerPort>,
 }
 
 /// The outcome of one call.

@@ -220,6 +220,92 @@ pub struct Endpoint {
     /// The interface name inside the sandbox, for pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ifname: Option<String>,
+    /// Named container ports, for policies that name a port (`port: serve-80-tcp`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<ContainerPort>,
+}
+
+/// The transport protocols a container port can have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum PortProtocol {
+    /// TCP.
+    #[serde(rename = "TCP")]
+    Tcp,
+    /// UDP.
+    #[serde(rename = "UDP")]
+    Udp,
+    /// SCTP.
+    #[serde(rename = "SCTP")]
+    Sctp,
+}
+
+impl PortProtocol {
+    /// `TCP`, `UDP` or `SCTP`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PortProtocol::Tcp => "TCP",
+            PortProtocol::Udp => "UDP",
+            PortProtocol::Sctp => "SCTP",
+        }
+    }
+
+    /// Parses `TCP`, `UDP` or `SCTP` (upper case, as Kubernetes writes them).
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "TCP" => Some(PortProtocol::Tcp),
+            "UDP" => Some(PortProtocol::Udp),
+            "SCTP" => Some(PortProtocol::Sctp),
+            _ => None,
+        }
+    }
+}
+
+/// A named port of an endpoint (Kubernetes' `containerPort` with a `name`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ContainerPort {
+    /// The name policies use: an IANA service name ([`is_valid_port_name`]).
+    pub name: String,
+    /// The port number, 1..=65535.
+    pub port: u16,
+    /// The protocol.
+    pub protocol: PortProtocol,
+}
+
+/// True when `name` is an IANA service name as Kubernetes checks port names
+/// (`IsValidPortName`): 1..=15 characters of `a-z 0-9 -`, at least one letter, no `-` at
+/// either end and no `--`.
+pub fn is_valid_port_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 15
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && name.chars().any(|c| c.is_ascii_lowercase())
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+        && !name.contains("--")
+}
+
+/// Checks a list of named ports: valid names, ports 1..=65535, no name twice.
+fn check_ports(problems: &mut Problems, path: &str, ports: &[ContainerPort]) {
+    for (i, p) in ports.iter().enumerate() {
+        if !is_valid_port_name(&p.name) {
+            problems.add(
+                &format!("{path}[{i}].name"),
+                format!("{:?} is not a valid port name (1-15 of a-z, 0-9, '-', at least one letter, no '-' at the ends, no '--')", p.name),
+            );
+        }
+        if p.port == 0 {
+            problems.add(&format!("{path}[{i}].port"), "must be 1..=65535");
+        }
+        if ports[..i].iter().any(|q| q.name == p.name) {
+            problems.add(
+                &format!("{path}[{i}].name"),
+                format!("{:?} is named twice", p.name),
+            );
+        }
+    }
 }
 
 impl Endpoint {
@@ -241,6 +327,7 @@ impl Endpoint {
         if !self.mac.is_unicast() {
             p.add("mac", format!("{} is not a unicast MAC", self.mac));
         }
+        check_ports(&mut p, "ports", &self.ports);
         p.finish("Endpoint", &self.name)
     }
 }

@@ -372,6 +372,7 @@ mod tests {
             labels: BTreeMap::from([("app".to_string(), app.to_string())]),
             container_id: None,
             ifname: None,
+            ports: Vec::new(),
         }
     }
 

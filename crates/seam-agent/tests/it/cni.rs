@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 use seam_agent::Agent;
 use seam_controller::ControllerConfig;
 use seam_dataplane::fake::FakeKernel;
-use seam_model::agent_rpc::{AgentOp, AgentReply, AttachmentKey};
+use seam_model::agent_rpc::{AgentOp, AgentReply, Attachment, AttachmentKey};
 use seam_model::EndpointKind;
 use seam_store::AnyStore;
 
@@ -49,7 +49,19 @@ async fn status_is_not_available_until_the_controller_answers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn add_returns_an_address_of_the_namespace_segment_and_publishes_the_endpoint() {
     let c = Cluster::start().await;
-    let r = add(&c.sock, &pod("web", "frontend-1")).await;
+    let named = seam_model::ContainerPort {
+        name: "http".into(),
+        port: 8080,
+        protocol: seam_model::PortProtocol::Tcp,
+    };
+    let r = add(
+        &c.sock,
+        &Attachment {
+            ports: vec![named.clone()],
+            ..pod("web", "frontend-1")
+        },
+    )
+    .await;
 
     let seg = c.ctl.client.get_segment(&r.segment).await.unwrap();
     assert_eq!(seg.namespace.as_deref(), Some("web"));
@@ -87,6 +99,7 @@ async fn add_returns_an_address_of_the_namespace_segment_and_publishes_the_endpo
     assert_eq!(ep.mac, r.container_mac);
     assert_eq!(ep.container_id.as_deref(), Some("frontend-1"));
     assert_eq!(ep.ifname.as_deref(), Some("eth0"));
+    assert_eq!(ep.ports, vec![named], "named ports are published");
 
     // Without a pod name the endpoint is named by namespace, container id and interface.
     let mut anonymous = pod("web", "c0ffee");

@@ -222,6 +222,7 @@ pub fn pod(ns: &str, pod: &str) -> Attachment {
         pod_name: Some(pod.into()),
         segment: None,
         labels: Default::default(),
+        ports: Vec::new(),
     }
 }
 

@@ -108,6 +108,7 @@ fn add_sends_the_attachment_and_prints_the_result() {
                 pod_name: Some("web-0".into()),
                 segment: None,
                 labels: [("a".to_string(), "b".to_string())].into_iter().collect(),
+                ports: Vec::new(),
             }),
         }]
     );

@@ -25,6 +25,7 @@ fn minimal_config_gets_defaults() {
     assert_eq!(conf.segment, None);
     assert_eq!(conf.dns, None);
     assert!(conf.labels.is_empty());
+    assert!(conf.ports.is_empty());
     assert!(conf.prev_result.is_none());
     assert!(conf.valid_attachments.is_none());
     assert!(!conf.disable_check && !conf.disable_gc);
@@ -38,6 +39,9 @@ fn full_config_is_accepted() {
         "dns": {"nameservers": ["10.96.0.10"], "domain": "cluster.local",
                 "search": ["svc.cluster.local"], "options": ["ndots:5"]},
         "labels": {"tier": "web"},
+        "ports": [{"name": "serve-80-tcp", "port": 80, "protocol": "TCP"},
+                  {"name": "dns", "port": 53, "protocol": "UDP"},
+                  {"name": "sig", "port": 65535, "protocol": "SCTP"}],
         "capabilities": {"portMappings": true},
         "runtimeConfig": {"portMappings": []},
         "args": {"cni": {"x": 1}},
@@ -55,6 +59,19 @@ fn full_config_is_accepted() {
     assert_eq!(dns.nameservers, vec!["10.96.0.10"]);
     assert_eq!(dns.domain.as_deref(), Some("cluster.local"));
     assert_eq!(conf.labels.get("tier").map(String::as_str), Some("web"));
+    let ports: Vec<(&str, u16, &str)> = conf
+        .ports
+        .iter()
+        .map(|p| (p.name.as_str(), p.port, p.protocol.as_str()))
+        .collect();
+    assert_eq!(
+        ports,
+        vec![
+            ("serve-80-tcp", 80, "TCP"),
+            ("dns", 53, "UDP"),
+            ("sig", 65535, "SCTP")
+        ]
+    );
     assert_eq!(conf.capabilities.get("portMappings"), Some(&true));
     let prev = conf.prev_result.unwrap();
     assert_eq!(prev.interfaces[0].name, "eth0");
@@ -126,6 +143,20 @@ fn rejection_cases() {
         (with_field("disableGC", r#""yes""#), 7, "field `disableGC` has the wrong type: expected a boolean, found a string"),
         (with_field("labels", r#"{"a":1}"#), 7, "field `labels.a` has the wrong type: expected a string, found a number"),
         (with_field("labels", "[]"), 7, "field `labels` has the wrong type: expected an object, found an array"),
+        (with_field("ports", "{}"), 7, "field `ports` has the wrong type: expected an array of objects, found an object"),
+        (with_field("ports", "[1]"), 7, "field `ports[0]` has the wrong type: expected an object, found a number"),
+        (with_field("ports", r#"[{"name":"http","port":80}]"#), 7, "field `ports[0].protocol` is required"),
+        (with_field("ports", r#"[{"name":"http","port":80,"protocol":"tcp"}]"#), 7, "field `ports[0].protocol` \"tcp\" is not a port protocol: use \"TCP\", \"UDP\" or \"SCTP\""),
+        (with_field("ports", r#"[{"name":"http","port":0,"protocol":"TCP"}]"#), 7, "field `ports[0].port` 0 is not a port number: use 1 to 65535"),
+        (with_field("ports", r#"[{"name":"http","port":65536,"protocol":"TCP"}]"#), 7, "field `ports[0].port` 65536 is not a port number"),
+        (with_field("ports", r#"[{"name":"http","port":-1,"protocol":"TCP"}]"#), 7, "field `ports[0].port` -1 is not a port number"),
+        (with_field("ports", r#"[{"name":"http","port":"80","protocol":"TCP"}]"#), 7, "field `ports[0].port` has the wrong type: expected a number, found a string"),
+        (with_field("ports", r#"[{"name":"serve-80-tcp-long","port":80,"protocol":"TCP"}]"#), 7, "field `ports[0].name` \"serve-80-tcp-long\" is not a valid port name"),
+        (with_field("ports", r#"[{"name":"80","port":80,"protocol":"TCP"}]"#), 7, "field `ports[0].name` \"80\" is not a valid port name"),
+        (with_field("ports", r#"[{"name":"Web","port":80,"protocol":"TCP"}]"#), 7, "is not a valid port name"),
+        (with_field("ports", r#"[{"name":"a--b","port":80,"protocol":"TCP"}]"#), 7, "is not a valid port name"),
+        (with_field("ports", r#"[{"name":"web","port":80,"protocol":"TCP"},{"name":"web","port":81,"protocol":"UDP"}]"#), 7, "field `ports[1].name` \"web\" names another port already"),
+        (with_field("ports", r#"[{"name":"web","port":80,"protocol":"TCP","hostPort":8080}]"#), 7, "field `ports[0].hostPort` is not a seam-cni config field"),
         (with_field("capabilities", r#"{"portMappings":"yes"}"#), 7, "field `capabilities.portMappings` has the wrong type: expected a boolean"),
         (with_field("runtimeConfig", "null"), 7, "field `runtimeConfig` has the wrong type: expected an object, found null"),
         (with_field("dns", r#"{"nameservers":"8.8.8.8"}"#), 7, "field `dns.nameservers` has the wrong type: expected an array of strings, found a string"),

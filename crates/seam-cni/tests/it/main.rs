@@ -63,7 +63,8 @@ fn config(version: &str, agent: &FakeAgent) -> String {
         "agentSocket": agent.socket_str(),
         "segment": "web",
         "dns": {"nameservers": ["10.96.0.10"], "search": ["svc.cluster.local"]},
-        "labels": {"team": "shop"}
+        "labels": {"team": "shop"},
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]
     })
     .to_string()
 }
@@ -111,6 +112,11 @@ fn expected_add(netns: &str) -> AgentRequest {
             pod_name: Some("web-0".into()),
             segment: Some("web".into()),
             labels: [("team".to_string(), "shop".to_string())].into(),
+            ports: vec![seam_model::ContainerPort {
+                name: "http".into(),
+                port: 8080,
+                protocol: seam_model::PortProtocol::Tcp,
+            }],
         }),
     }
 }

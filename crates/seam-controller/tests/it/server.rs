@@ -96,5 +96,6 @@ pub fn endpoint(name: &str, segment: &str, node: &str, ip: [u8; 4]) -> Endpoint 
         labels: BTreeMap::from([("app".to_string(), "web".to_string())]),
         container_id: Some("c0ffee".to_string()),
         ifname: Some("eth0".to_string()),
+        ports: Vec::new(),
     }
 }

@@ -105,3 +105,57 @@ fn policy_names_mark_cluster_scope() {
         assert_eq!(ObjectKind::from_plural(kind.plural()), Some(kind));
     }
 }
+
+#[test]
+fn endpoint_ports_round_trip_default_to_none_and_are_validated() {
+    let old = r#"{"name":"x/a","kind":"pod","namespace":"x","segment":"x","node":"n1","ip":"10.240.0.2","mac":"0a:58:0a:f0:00:02"}"#;
+    let mut ep: Endpoint = serde_json::from_str(old).unwrap();
+    assert!(ep.ports.is_empty());
+    assert!(!serde_json::to_string(&ep).unwrap().contains("ports"));
+    ep.ports = vec![ContainerPort {
+        name: "serve-80-tcp".into(),
+        port: 80,
+        protocol: PortProtocol::Tcp,
+    }];
+    let text = serde_json::to_string(&ep).unwrap();
+    assert!(
+        text.contains(r#""ports":[{"name":"serve-80-tcp","port":80,"protocol":"TCP"}]"#),
+        "{text}"
+    );
+    assert_eq!(serde_json::from_str::<Endpoint>(&text).unwrap(), ep);
+    assert!(ep.validate().is_ok());
+    ep.ports.push(ContainerPort {
+        name: "Bad--".into(),
+        port: 0,
+        protocol: PortProtocol::Udp,
+    });
+    ep.ports.push(ContainerPort {
+        name: "serve-80-tcp".into(),
+        port: 81,
+        protocol: PortProtocol::Udp,
+    });
+    let err = ep.validate().unwrap_err().to_string();
+    for needle in [
+        "ports[1].name",
+        "ports[1].port",
+        "ports[2].name: \"serve-80-tcp\" is named twice",
+    ] {
+        assert!(err.contains(needle), "{needle}: {err}");
+    }
+    for (name, ok) in [
+        ("http", true),
+        ("a", true),
+        ("123456789012345", false),
+        ("12345678901234a", true),
+        ("1", false),
+        ("-a", false),
+        ("a-", false),
+        ("a--b", false),
+        ("a-b", true),
+        ("UP", false),
+    ] {
+        assert_eq!(is_valid_port_name(name), ok, "{name}");
+    }
+    let bad = text.replace(r#""protocol":"TCP""#, r#""protocol":"ICMP""#);
+    assert!(serde_json::from_str::<Endpoint>(&bad).is_err());
+}

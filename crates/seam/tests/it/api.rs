@@ -144,6 +144,7 @@ fn endpoint(ns: &str, pod: &str, third: u8) -> Endpoint {
         labels: BTreeMap::from([("app".to_string(), pod.to_string())]),
         container_id: None,
         ifname: None,
+        ports: Vec::new(),
     }
 }
 
