@@ -343,13 +343,8 @@ pub fn explain(
 pub fn conformance(
     cases: &Path,
     model: Option<&Path>,
-    dataplane: bool,
+    dataplane: Option<&crate::dataplane::Options>,
 ) -> anyhow::Result<ExitCode> {
-    anyhow::ensure!(
-        !dataplane,
-        "--dataplane is not implemented yet: it needs the nftables dataplane in the lab; \
-         run without it to check the cases against the engine"
-    );
     let model_path = match model {
         Some(m) => m.to_path_buf(),
         None => cases.parent().unwrap_or(Path::new(".")).join("model.json"),
@@ -358,13 +353,24 @@ pub fn conformance(
         let text = std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()))?;
         serde_json::from_str(&text).with_context(|| format!("parse {} as JSON", p.display()))
     };
-    let report = seam::conformance::run(&read(cases)?, &read(&model_path)?)
-        .with_context(|| format!("run {}", cases.display()))?;
-    for line in &report.failures {
-        println!("{line}");
-    }
-    println!("{}", report.summary());
-    Ok(if report.failed() == 0 {
+    let (cases_doc, model_doc) = (read(cases)?, read(&model_path)?);
+    let (failed, summary) = match dataplane {
+        Some(opts) => {
+            let report = crate::dataplane::run(&cases_doc, &model_doc, opts)
+                .with_context(|| format!("run {} through the dataplane", cases.display()))?;
+            (report.failed(), report.summary())
+        }
+        None => {
+            let report = seam::conformance::run(&cases_doc, &model_doc)
+                .with_context(|| format!("run {}", cases.display()))?;
+            for line in &report.failures {
+                println!("{line}");
+            }
+            (report.failed(), report.summary())
+        }
+    };
+    println!("{summary}");
+    Ok(if failed == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -131,7 +131,7 @@ const CASES: Doc = Doc { file: "cases" };
 
 /// Replaces `{{ip:NS/POD}}` with the pod's address and `{{net:NS/POD/N}}` with the canonical /N
 /// network holding it.
-fn substitute(text: &str, plan: &BTreeMap<String, Ipv4Addr>) -> Result<String, String> {
+pub fn substitute(text: &str, plan: &BTreeMap<String, Ipv4Addr>) -> Result<String, String> {
     let mut out = String::new();
     let mut rest = text;
     while let Some(start) = rest.find("{{") {
@@ -498,6 +498,437 @@ fn anp_case(
         }
     }
     Ok(bad)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The dataplane runner's pure half: what to build, what to apply and probe per case, and how a
+// probe's outcome is judged. `seam conformance netpol --dataplane` (the binary) does the I/O.
+
+/// A pod the dataplane runner creates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelPod {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// The model's labels (cases may override them).
+    pub labels: BTreeMap<String, String>,
+    /// Named container ports (published with the endpoint).
+    pub named_ports: Vec<(String, u16, Protocol)>,
+    /// What it serves.
+    pub serves: Vec<(u16, Protocol)>,
+}
+
+impl ModelPod {
+    /// `namespace/name`, as cases write pods.
+    pub fn reference(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
+/// The cluster a case file needs: the x/y/z model for NetworkPolicy cases, the ANP model for
+/// ANP cases, or both.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DataplaneModel {
+    /// Namespaces with the model's labels.
+    pub namespaces: Vec<(String, BTreeMap<String, String>)>,
+    /// Pods.
+    pub pods: Vec<ModelPod>,
+}
+
+/// One probe of a case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedProbe {
+    /// Client pod (`ns/pod`).
+    pub from: String,
+    /// Server pod (`ns/pod`).
+    pub to: String,
+    /// Port.
+    pub port: u16,
+    /// Protocol.
+    pub protocol: Protocol,
+    /// Whether the connection must succeed.
+    pub expected: bool,
+}
+
+/// One case, ready to apply.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedCase {
+    /// The case id.
+    pub id: String,
+    /// ANP case: a denied probe must time out (a refusal fails it).
+    pub anp: bool,
+    /// Whether upstream fails a case on a self pair (x/a → x/a).
+    pub self_enforced: bool,
+    /// Namespace labels that differ from the model at this step (full label sets).
+    pub namespace_labels: BTreeMap<String, BTreeMap<String, String>>,
+    /// Pod labels that differ from the model at this step, by `ns/pod` (full label sets).
+    pub pod_labels: BTreeMap<String, BTreeMap<String, String>>,
+    /// The policy objects, with symbolic addresses still in them ([`policy_documents`]).
+    pub policies: Value,
+    /// Every probe.
+    pub probes: Vec<PlannedProbe>,
+}
+
+/// What a case file asks of the dataplane: the model to build and the cases in order.
+pub fn dataplane_plan(
+    cases: &Value,
+    model: &Value,
+) -> Result<(DataplaneModel, Vec<PlannedCase>), ConformanceError> {
+    let list = CASES.array(cases, "")?;
+    let mut out = DataplaneModel::default();
+    if list.iter().any(|c| !is_anp_case(c)) {
+        let servers = servers(MODEL.get(model, "", "servers")?, "servers")?;
+        for (i, ns) in MODEL
+            .array(MODEL.get(model, "", "namespaces")?, "namespaces")?
+            .iter()
+            .enumerate()
+        {
+            let path = format!("namespaces[{i}]");
+            out.namespaces.push((
+                MODEL.str(MODEL.get(ns, &path, "name")?, &path)?.to_string(),
+                MODEL.labels(MODEL.get(ns, &path, "labels")?, &path)?,
+            ));
+        }
+        for (i, pod) in MODEL
+            .array(MODEL.get(model, "", "pods")?, "pods")?
+            .iter()
+            .enumerate()
+        {
+            let path = format!("pods[{i}]");
+            let ports = container_ports(
+                MODEL.get(pod, &path, "container_ports")?,
+                &format!("{path}.container_ports"),
+            )?;
+            out.pods.push(ModelPod {
+                namespace: MODEL
+                    .str(MODEL.get(pod, &path, "namespace")?, &path)?
+                    .to_string(),
+                name: MODEL
+                    .str(MODEL.get(pod, &path, "name")?, &path)?
+                    .to_string(),
+                labels: MODEL.labels(MODEL.get(pod, &path, "labels")?, &path)?,
+                named_ports: ports
+                    .into_iter()
+                    .filter_map(|p| Some((p.name?, p.port, p.protocol)))
+                    .collect(),
+                serves: servers.clone(),
+            });
+        }
+    }
+    if list.iter().any(is_anp_case) {
+        let anp = MODEL.get(model, "", "anp_model")?;
+        let inv = anp_inventory(model, &anp_plan_placeholder(model)?)?;
+        let serves = servers(MODEL.get(anp, "anp_model", "servers")?, "anp_model.servers")?;
+        for (name, ns) in &inv.namespaces {
+            out.namespaces.push((name.clone(), ns.labels.clone()));
+        }
+        for e in inv.endpoints {
+            out.pods.push(ModelPod {
+                namespace: e.namespace,
+                name: e.name,
+                labels: e.labels,
+                named_ports: e
+                    .ports
+                    .into_iter()
+                    .filter_map(|p| Some((p.name?, p.port, p.protocol)))
+                    .collect(),
+                serves: serves.clone(),
+            });
+        }
+    }
+    let mut planned = Vec::new();
+    for (i, case) in list.iter().enumerate() {
+        let path = format!("[{i}]");
+        let id = CASES.str(CASES.get(case, &path, "id")?, &format!("{path}.id"))?;
+        let anp = is_anp_case(case);
+        let mut probes = Vec::new();
+        if anp {
+            for (j, probe) in CASES
+                .array(CASES.get(case, &path, "probes")?, &path)?
+                .iter()
+                .enumerate()
+            {
+                let p = format!("{path}.probes[{j}]");
+                probes.push(PlannedProbe {
+                    from: CASES.str(CASES.get(probe, &p, "from")?, &p)?.to_string(),
+                    to: CASES.str(CASES.get(probe, &p, "to")?, &p)?.to_string(),
+                    port: CASES.u16(CASES.get(probe, &p, "port")?, &p)?,
+                    protocol: CASES.protocol(CASES.get(probe, &p, "protocol")?, &p)?,
+                    expected: CASES.bool(CASES.get(probe, &p, "expected")?, &p)?,
+                });
+            }
+        } else {
+            let order = MODEL
+                .array(MODEL.get(model, "", "pods_order")?, "pods_order")?
+                .iter()
+                .map(|v| MODEL.str(v, "pods_order"))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut matrices = vec![(
+                CASES.get(case, &path, "probe")?,
+                CASES.get(case, &path, "expected")?,
+            )];
+            if let Some(extra) = case.get("additional_probes").and_then(Value::as_array) {
+                for (j, p) in extra.iter().enumerate() {
+                    let p_path = format!("{path}.additional_probes[{j}]");
+                    matrices.push((
+                        CASES.get(p, &p_path, "probe")?,
+                        CASES.get(p, &p_path, "expected")?,
+                    ));
+                }
+            }
+            for (probe, expected) in matrices {
+                let p_path = format!("{path}.probe");
+                let port = CASES.u16(CASES.get(probe, &p_path, "port")?, &p_path)?;
+                let protocol = CASES.protocol(CASES.get(probe, &p_path, "protocol")?, &p_path)?;
+                for src in &order {
+                    for dst in &order {
+                        let e_path = format!("{path}.expected.{src}.{dst}");
+                        let want = CASES.bool(
+                            expected
+                                .get(*src)
+                                .and_then(|row| row.get(*dst))
+                                .ok_or_else(|| CASES.err(&e_path, "is missing"))?,
+                            &e_path,
+                        )?;
+                        probes.push(PlannedProbe {
+                            from: src.to_string(),
+                            to: dst.to_string(),
+                            port,
+                            protocol,
+                            expected: want,
+                        });
+                    }
+                }
+            }
+        }
+        let label_sets =
+            |key: &str| -> Result<BTreeMap<String, BTreeMap<String, String>>, ConformanceError> {
+                let Some(map) = case.get(key).and_then(Value::as_object) else {
+                    return Ok(BTreeMap::new());
+                };
+                map.iter()
+                    .map(|(k, v)| Ok((k.clone(), CASES.labels(v, &format!("{path}.{key}.{k}"))?)))
+                    .collect()
+            };
+        planned.push(PlannedCase {
+            id: id.to_string(),
+            anp,
+            self_enforced: case
+                .get("self_probes_enforced_upstream")
+                .and_then(Value::as_bool)
+                .unwrap_or(true),
+            namespace_labels: label_sets("namespace_labels")?,
+            pod_labels: label_sets("pod_labels")?,
+            policies: CASES.get(case, &path, "policies")?.clone(),
+            probes,
+        });
+    }
+    Ok((out, planned))
+}
+
+/// The ANP model's pods need some address to build their inventory; the runner only reads
+/// names, labels and ports from it.
+fn anp_plan_placeholder(model: &Value) -> Result<BTreeMap<String, Ipv4Addr>, ConformanceError> {
+    let plans = MODEL.get(model, "", "reference_ip_plan")?;
+    MODEL.ip_plan(
+        MODEL.get(plans, "reference_ip_plan", "anp_pods")?,
+        "reference_ip_plan.anp_pods",
+    )
+}
+
+fn servers(list: &Value, path: &str) -> Result<Vec<(u16, Protocol)>, ConformanceError> {
+    MODEL
+        .array(list, path)?
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let p = format!("{path}[{i}]");
+            Ok((
+                MODEL.u16(MODEL.get(s, &p, "port")?, &p)?,
+                MODEL.protocol(MODEL.get(s, &p, "protocol")?, &p)?,
+            ))
+        })
+        .collect()
+}
+
+/// The case's policy objects with the lab's real addresses substituted, each checked by the
+/// engine's parser (a rejected object fails the case before anything is applied).
+pub fn policy_documents(
+    policies: &Value,
+    addresses: &BTreeMap<String, Ipv4Addr>,
+) -> Result<Vec<Value>, String> {
+    let text = substitute(&policies.to_string(), addresses)?;
+    let docs: Vec<Value> = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    seam_policy::parse_json(&text).map_err(|e| e.to_string())?;
+    Ok(docs)
+}
+
+/// How one probe ended, as the runner observed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Observed {
+    /// Connected (TCP handshake, UDP echo).
+    Connected,
+    /// Refused (RST, ICMP port unreachable).
+    Refused,
+    /// No answer within the timeout.
+    TimedOut,
+    /// Another failure.
+    Failed(String),
+    /// Not probed: the protocol cannot be probed here (SCTP without kernel support).
+    Skipped,
+}
+
+/// The verdicts of one case.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CaseOutcome {
+    /// Probes whose outcome disagrees with the expectation.
+    pub mismatches: Vec<String>,
+    /// Probes that were checked and agree.
+    pub checked: usize,
+    /// Probes not made (see [`Observed::Skipped`]).
+    pub skipped: usize,
+    /// Self-pair mismatches not counted because upstream does not enforce them.
+    pub ignored_self: usize,
+    /// Self pairs expected denied where upstream enforces them: a pod probing its own address
+    /// never leaves its namespace (upstream probes through a Service, i.e. hairpin), so no
+    /// firewall can be checked; neither passed nor failed.
+    pub uncheckable_self: usize,
+}
+
+/// Judges one probe: a NetworkPolicy probe is blocked by any failure; an ANP probe expected
+/// denied must time out (a refusal means the packet was rejected, not dropped).
+pub fn judge(case: &PlannedCase, probe: &PlannedProbe, observed: &Observed, out: &mut CaseOutcome) {
+    if *observed == Observed::Skipped {
+        out.skipped += 1;
+        return;
+    }
+    let connected = *observed == Observed::Connected;
+    let self_pair = probe.from == probe.to;
+    if self_pair && !probe.expected && !connected {
+        out.checked += 1;
+        return;
+    }
+    if self_pair && !probe.expected {
+        if case.self_enforced {
+            out.uncheckable_self += 1;
+        } else {
+            out.ignored_self += 1;
+        }
+        return;
+    }
+    let bad = if probe.expected {
+        !connected
+    } else {
+        connected || (case.anp && *observed == Observed::Refused)
+    };
+    if bad {
+        out.mismatches.push(format!(
+            "{}->{} {}/{}: want {}, got {}",
+            probe.from,
+            probe.to,
+            probe.port,
+            probe.protocol.as_str(),
+            if probe.expected {
+                "connect"
+            } else if case.anp {
+                "drop (timeout)"
+            } else {
+                "blocked"
+            },
+            match observed {
+                Observed::Connected => "connected".to_string(),
+                Observed::Refused => "refused".to_string(),
+                Observed::TimedOut => "timeout".to_string(),
+                Observed::Failed(e) => format!("error: {e}"),
+                Observed::Skipped => "skipped".to_string(),
+            }
+        ));
+    } else {
+        out.checked += 1;
+    }
+}
+
+/// The outcome of a dataplane run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DataplaneReport {
+    /// Cases whose every checked probe matched (and at least one probe was checked).
+    pub passed: usize,
+    /// One line per failing case: `FAIL <id>: …`.
+    pub failures: Vec<String>,
+    /// Cases with no probe that could be made (SCTP-only cases without SCTP).
+    pub skipped_cases: Vec<String>,
+    /// Probes not made.
+    pub skipped_probes: usize,
+    /// See [`CaseOutcome::ignored_self`].
+    pub ignored_self: usize,
+    /// See [`CaseOutcome::uncheckable_self`].
+    pub uncheckable_self: usize,
+}
+
+impl DataplaneReport {
+    /// Adds one case's outcome.
+    pub fn record(&mut self, id: &str, outcome: CaseOutcome) {
+        self.skipped_probes += outcome.skipped;
+        self.ignored_self += outcome.ignored_self;
+        self.uncheckable_self += outcome.uncheckable_self;
+        if let Some(first) = outcome.mismatches.first() {
+            self.failures.push(format!(
+                "FAIL {id}: {} mismatch(es); first: {first}",
+                outcome.mismatches.len()
+            ));
+        } else if outcome.checked == 0 {
+            self.skipped_cases.push(id.to_string());
+        } else {
+            self.passed += 1;
+        }
+    }
+
+    /// Records a case that could not be run (its policies were refused, the nodes never applied
+    /// them, …) as failed.
+    pub fn fail(&mut self, id: &str, why: &str) {
+        self.failures.push(format!("FAIL {id}: {why}"));
+    }
+
+    /// How many cases failed.
+    pub fn failed(&self) -> usize {
+        self.failures.len()
+    }
+
+    /// The closing line: `N passed, M failed`, then what was not checked.
+    pub fn summary(&self) -> String {
+        let mut s = format!("{} passed, {} failed", self.passed, self.failed());
+        let mut notes = Vec::new();
+        if !self.skipped_cases.is_empty() {
+            notes.push(format!(
+                "{} case(s) skipped, every probe SCTP: {}",
+                self.skipped_cases.len(),
+                self.skipped_cases.join(", ")
+            ));
+        }
+        if self.skipped_probes > 0 {
+            notes.push(format!(
+                "{} SCTP probe(s) skipped, not passed: this kernel has no SCTP sockets",
+                self.skipped_probes
+            ));
+        }
+        if self.uncheckable_self > 0 {
+            notes.push(format!(
+                "{} self-pair denials not checkable: a pod probing its own address never crosses the firewall",
+                self.uncheckable_self
+            ));
+        }
+        if self.ignored_self > 0 {
+            notes.push(format!(
+                "{} self-pair denials ignored where upstream ignores them",
+                self.ignored_self
+            ));
+        }
+        if !notes.is_empty() {
+            s.push_str(&format!(" ({})", notes.join("; ")));
+        }
+        s
+    }
 }
 
 #[cfg(test)]

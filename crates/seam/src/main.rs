@@ -1,6 +1,7 @@
 //! `seam`, the one user-facing command: cluster objects and the lab.
 
 mod cli;
+mod dataplane;
 mod demo;
 
 use std::path::PathBuf;
@@ -115,9 +116,22 @@ enum ConformanceCmd {
         /// The model; default: model.json next to the cases file.
         #[arg(long)]
         model: Option<PathBuf>,
-        /// Check with real packets through the lab's dataplane (not implemented yet).
+        /// Check with real packets through the dataplane of a fresh lab (needs root): the model's
+        /// pods, each case's policies applied through the API, every pair probed.
         #[arg(long)]
         dataplane: bool,
+        /// --dataplane: name of the lab to build (removed afterwards).
+        #[arg(long, default_value = "conf")]
+        lab_name: String,
+        /// --dataplane: number of nodes the pods are spread over.
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        /// --dataplane: probe timeout in milliseconds (a denied probe waits this long).
+        #[arg(long, default_value_t = 1000)]
+        probe_timeout_ms: u64,
+        /// --dataplane: keep the lab afterwards.
+        #[arg(long)]
+        keep: bool,
     },
 }
 
@@ -276,8 +290,26 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     cases,
                     model,
                     dataplane,
+                    lab_name,
+                    nodes,
+                    probe_timeout_ms,
+                    keep,
                 },
-        } => return cli::conformance(&cases, model.as_deref(), dataplane),
+        } => {
+            let dataplane = if dataplane {
+                Some(dataplane::Options {
+                    lab: lab_name,
+                    nodes,
+                    bin_dir: bin_dir()?,
+                    timeout: std::time::Duration::from_millis(probe_timeout_ms),
+                    keep,
+                    converge: std::time::Duration::from_secs(20),
+                })
+            } else {
+                None
+            };
+            return cli::conformance(&cases, model.as_deref(), dataplane.as_ref());
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
