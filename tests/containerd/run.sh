@@ -270,7 +270,7 @@ POD_ETH0=$(cri exec --container "$CONTAINER_ID" -- ip -4 -o addr show dev eth0 |
 [ "$POD_ETH0" = "$POD_IP" ] || fail "pod eth0 has $POD_ETH0, PodSandboxStatus says $POD_IP"
 
 say "seam endpoints"
-"$SEAM" get endpoints --lab "$LAB" > "$W/endpoints.json"
+"$SEAM" get endpoints -o json --lab "$LAB" > "$W/endpoints.json"
 python3 - "$W/endpoints.json" "$CTR_IP" "$POD_IP" <<'EOF'
 import json, sys
 eps = json.load(open(sys.argv[1]))
@@ -295,7 +295,7 @@ CTR_RUN_PID=""
 [ -z "$(ctr -a "$(sock "$CTR_NODE")" containers ls -q)" ] || fail "ctr run --rm left its container"
 
 say "checks"
-left=$("$SEAM" get endpoints --lab "$LAB")
+left=$("$SEAM" get endpoints -o json --lab "$LAB")
 python3 -c 'import json,sys; e=json.loads(sys.argv[1]); assert e == [], f"endpoints left: {e}"' "$left" ||
   fail "controller still has endpoints: $left"
 echo "controller endpoints after CNI DEL: $left"
