@@ -987,4 +987,149 @@ mod tests {
         let err = run(&cases, &model).unwrap_err();
         assert!(err.to_string().starts_with("cases: "), "{err}");
     }
+
+    #[test]
+    fn the_dataplane_plan_holds_both_models_and_every_probe() {
+        let model = load("model.json");
+        let (xyz, cases) = dataplane_plan(&load("cases.json"), &model).unwrap();
+        assert_eq!(xyz.namespaces.len(), 3);
+        assert_eq!(xyz.pods.len(), 9);
+        let xa = &xyz.pods[0];
+        assert_eq!(xa.reference(), "x/a");
+        assert!(xa
+            .named_ports
+            .contains(&("serve-81-udp".to_string(), 81, Protocol::Udp)));
+        assert_eq!(xa.serves.len(), 6);
+        assert_eq!(cases.len(), 113);
+        let first = &cases[0];
+        assert_eq!(first.probes.len(), 81);
+        assert!(!first.self_enforced && !first.anp);
+        let relabel = cases
+            .iter()
+            .find(|c| c.id == "e2e-ingress-from-updated-pod-s2")
+            .unwrap();
+        assert_eq!(relabel.pod_labels["x/b"]["pod2"], "updated");
+        // cyclonus cases carry five more matrices.
+        assert!(cases.iter().any(|c| c.probes.len() == 6 * 81));
+
+        let (anp, cases) = dataplane_plan(&load("anp_cases.json"), &model).unwrap();
+        assert_eq!(anp.pods.len(), 8, "host-network pods are not built");
+        assert!(anp.pods[0]
+            .named_ports
+            .contains(&("web".to_string(), 80, Protocol::Tcp)));
+        assert!(cases.iter().all(|c| c.anp));
+    }
+
+    #[test]
+    fn policy_documents_use_the_real_addresses() {
+        let plan = BTreeMap::from([("x/a".to_string(), Ipv4Addr::new(10, 240, 0, 2))]);
+        let policies = serde_json::json!([{
+            "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": "p", "namespace": "x"},
+            "spec": {"podSelector": {}, "policyTypes": ["Egress"],
+                     "egress": [{"to": [{"ipBlock": {"cidr": "{{net:x/a/4}}", "except": ["{{ip:x/a}}/32"]}}]}]}
+        }]);
+        let docs = policy_documents(&policies, &plan).unwrap();
+        let block = &docs[0]["spec"]["egress"][0]["to"][0]["ipBlock"];
+        assert_eq!(block["cidr"], "0.0.0.0/4");
+        assert_eq!(block["except"][0], "10.240.0.2/32");
+        assert!(policy_documents(&serde_json::json!([{"kind": "Nope"}]), &plan).is_err());
+        let unknown = serde_json::json!([{"x": "{{ip:q/q}}"}]);
+        assert!(policy_documents(&unknown, &plan)
+            .unwrap_err()
+            .contains("q/q"));
+    }
+
+    #[test]
+    fn probes_are_judged_as_upstream_judges_them() {
+        let case = |anp, self_enforced| PlannedCase {
+            id: "c".into(),
+            anp,
+            self_enforced,
+            namespace_labels: BTreeMap::new(),
+            pod_labels: BTreeMap::new(),
+            policies: Value::Null,
+            probes: Vec::new(),
+        };
+        let probe = |from: &str, to: &str, expected| PlannedProbe {
+            from: from.into(),
+            to: to.into(),
+            port: 80,
+            protocol: Protocol::Tcp,
+            expected,
+        };
+        let run = |c: &PlannedCase, p: &PlannedProbe, o: Observed| {
+            let mut out = CaseOutcome::default();
+            judge(c, p, &o, &mut out);
+            out
+        };
+        let np = case(false, true);
+        let anp = case(true, true);
+        // Allowed must connect; denied may be refused or time out for NetworkPolicy.
+        assert_eq!(
+            run(&np, &probe("x/a", "x/b", true), Observed::Connected).checked,
+            1
+        );
+        assert_eq!(
+            run(&np, &probe("x/a", "x/b", true), Observed::TimedOut)
+                .mismatches
+                .len(),
+            1
+        );
+        assert_eq!(
+            run(&np, &probe("x/a", "x/b", false), Observed::Refused).checked,
+            1
+        );
+        assert_eq!(
+            run(&np, &probe("x/a", "x/b", false), Observed::Connected)
+                .mismatches
+                .len(),
+            1
+        );
+        // ANP: a denial must be a drop.
+        assert_eq!(
+            run(&anp, &probe("a/0", "b/0", false), Observed::TimedOut).checked,
+            1
+        );
+        let refused = run(&anp, &probe("a/0", "b/0", false), Observed::Refused);
+        assert!(
+            refused.mismatches[0].contains("want drop (timeout), got refused"),
+            "{refused:?}"
+        );
+        // Self pairs never cross the firewall.
+        assert_eq!(
+            run(&np, &probe("x/a", "x/a", false), Observed::Connected).uncheckable_self,
+            1
+        );
+        assert_eq!(
+            run(
+                &case(false, false),
+                &probe("x/a", "x/a", false),
+                Observed::Connected
+            )
+            .ignored_self,
+            1
+        );
+        // Skipped probes are never passed.
+        let mut sctp = probe("x/a", "x/b", true);
+        sctp.protocol = Protocol::Sctp;
+        let skipped = run(&np, &sctp, Observed::Skipped);
+        assert_eq!((skipped.skipped, skipped.checked), (1, 0));
+        let mut report = DataplaneReport::default();
+        report.record("sctp-only", skipped);
+        report.record(
+            "ok",
+            run(&np, &probe("x/a", "x/b", true), Observed::Connected),
+        );
+        report.record(
+            "bad",
+            run(&np, &probe("x/a", "x/b", true), Observed::TimedOut),
+        );
+        assert_eq!(report.passed, 1);
+        assert_eq!(
+            report.failures,
+            vec!["FAIL bad: 1 mismatch(es); first: x/a->x/b 80/TCP: want connect, got timeout"]
+        );
+        assert!(report.summary().starts_with("1 passed, 1 failed (1 case(s) skipped, every probe SCTP: sctp-only; 1 SCTP probe(s) skipped"), "{}", report.summary());
+    }
 }

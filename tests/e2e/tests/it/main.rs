@@ -6,6 +6,7 @@
 
 mod chain;
 mod cni;
+mod conformance;
 mod crash;
 mod overlay;
 mod policy;
