@@ -128,3 +128,42 @@ pub fn policy_set<'a>(
     }
     (set, warnings)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn named_ports_reach_the_inventory() {
+        let ip = std::net::Ipv4Addr::new(10, 240, 0, 2);
+        let ep = seam_model::Endpoint {
+            name: "x/a".into(),
+            kind: seam_model::EndpointKind::Pod,
+            namespace: "x".into(),
+            segment: "x".into(),
+            node: "n1".into(),
+            ip,
+            mac: seam_model::endpoint_mac(ip),
+            labels: Default::default(),
+            container_id: None,
+            ifname: None,
+            ports: vec![seam_model::ContainerPort {
+                name: "serve-81-udp".into(),
+                port: 81,
+                protocol: seam_model::PortProtocol::Udp,
+            }],
+        };
+        let inv = inventory([], [&ep]);
+        assert_eq!(
+            inv.endpoints[0].ports,
+            vec![ContainerPort {
+                name: Some("serve-81-udp".into()),
+                port: 81,
+                protocol: Protocol::Udp,
+            }]
+        );
+        let (ruleset, warnings) = node_ruleset([], [&ep], [], "n1").unwrap();
+        assert!(warnings.is_empty());
+        assert_eq!(ruleset.local.len(), 1);
+    }
+}

@@ -44,8 +44,6 @@ pub struct Options {
     pub lab: String,
     /// Nodes.
     pub nodes: usize,
-    /// Directory with seamd, seam-controller, seam-cni.
-    pub bin_dir: PathBuf,
     /// Probe timeout (a denied probe takes this long).
     pub timeout: Duration,
     /// Keep the lab afterwards.
@@ -57,7 +55,9 @@ pub struct Options {
 /// Runs the cases through a fresh lab and returns the report. The lab is removed afterwards
 /// (unless `keep`), also when this fails.
 pub fn run(cases: &Value, model: &Value, opts: &Options) -> anyhow::Result<DataplaneReport> {
+    // Malformed cases fail here, before anything is built.
     let (model, planned) = conformance::dataplane_plan(cases, model)?;
+    let bin_dir = crate::bin_dir()?;
     teardown_on_signal(opts.lab.clone());
     let _ = seam_lab::down(&opts.lab);
     eprintln!(
@@ -73,7 +73,7 @@ pub fn run(cases: &Value, model: &Value, opts: &Options) -> anyhow::Result<Datap
         segment_mode: "namespace".into(),
         controller_args: Vec::new(),
         one_process: false,
-        bin_dir: opts.bin_dir.clone(),
+        bin_dir,
     })
     .context("bring up the lab")?;
     let result = Runner::new(&mut lab, opts).and_then(|mut r| r.run(&model, &planned));

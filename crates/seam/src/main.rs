@@ -300,7 +300,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Some(dataplane::Options {
                     lab: lab_name,
                     nodes,
-                    bin_dir: bin_dir()?,
                     timeout: std::time::Duration::from_millis(probe_timeout_ms),
                     keep,
                     converge: std::time::Duration::from_secs(20),

@@ -69,10 +69,28 @@ fn a_failing_case_is_listed_and_fails_the_run() {
     assert_eq!(lines[1], "16 passed, 1 failed");
 }
 
+/// Malformed cases are refused before a lab is built (the dataplane run itself needs root and
+/// lives in tests/e2e).
 #[test]
-fn dataplane_mode_says_it_is_not_there_yet() {
-    let cases = format!("{DATA}/cases.json");
-    let (ok, _, stderr) = run(&["conformance", "netpol", "--dataplane", "--cases", &cases]);
+fn dataplane_mode_checks_the_cases_before_building_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cases.json");
+    std::fs::write(
+        &path,
+        r#"[{"id": "x", "policies": [], "probe": {"port": 80}}]"#,
+    )
+    .unwrap();
+    std::fs::copy(format!("{DATA}/model.json"), dir.path().join("model.json")).unwrap();
+    let (ok, _, stderr) = run(&[
+        "conformance",
+        "netpol",
+        "--dataplane",
+        "--lab-name",
+        "never-built",
+        "--cases",
+        path.to_str().unwrap(),
+    ]);
     assert!(!ok);
-    assert!(stderr.contains("not implemented yet"), "{stderr}");
+    assert!(stderr.contains("cases: "), "{stderr}");
+    assert!(!std::path::Path::new("/run/seam-lab/never-built").exists());
 }
