@@ -16,7 +16,7 @@ use anyhow::Context;
 use seam_lab::{Lab, LabSpec};
 
 /// Lab name prefixes this tool uses.
-pub const KINDS: [&str; 3] = ["bcni", "bmem", "btput"];
+pub const KINDS: [&str; 4] = ["bcni", "bmem", "btput", "bpol"];
 
 static LABS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
@@ -75,6 +75,46 @@ impl Drop for LabGuard {
         if !self.done {
             let _ = seam_lab::down(&self.lab.name);
             with(&LABS, |v| v.retain(|n| n != &self.lab.name));
+        }
+    }
+}
+
+/// Namespaces without a lab: every one is named `<kind>-<pid>-<tag>`, and all of them are
+/// removed when the guard is dropped or finished, on a signal, or by the next run's sweep.
+pub struct ScopeGuard {
+    name: String,
+    done: bool,
+}
+
+impl ScopeGuard {
+    /// Registers scope `<kind>-<pid>` (removing anything an earlier process of this pid left).
+    pub fn new(kind: &str) -> ScopeGuard {
+        let name = format!("{kind}-{}", std::process::id());
+        with(&LABS, |v| v.push(name.clone()));
+        let _ = seam_lab::down(&name);
+        ScopeGuard { name, done: false }
+    }
+
+    /// The name of namespace `tag` of this scope.
+    pub fn netns(&self, tag: &str) -> String {
+        format!("{}-{tag}", self.name)
+    }
+
+    /// Removes every namespace of the scope and reports whether that worked.
+    pub fn finish(mut self) -> anyhow::Result<()> {
+        self.done = true;
+        let result = seam_lab::down(&self.name)
+            .with_context(|| format!("remove namespaces {}-*", self.name));
+        with(&LABS, |v| v.retain(|n| n != &self.name));
+        result
+    }
+}
+
+impl Drop for ScopeGuard {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = seam_lab::down(&self.name);
+            with(&LABS, |v| v.retain(|n| n != &self.name));
         }
     }
 }
@@ -215,6 +255,7 @@ mod tests {
     fn owners() {
         assert_eq!(owner("bcni-42-n1"), Some(("bcni-42".into(), 42)));
         assert_eq!(owner("btput-7"), Some(("btput-7".into(), 7)));
+        assert_eq!(owner("bpol-9-node"), Some(("bpol-9".into(), 9)));
         assert_eq!(owner("demo-n1"), None);
         assert_eq!(owner("bcni-x-n1"), None);
     }

@@ -11,6 +11,8 @@ pub struct Stats {
     pub median: f64,
     /// 95th percentile, nearest rank as in `bench-cni-adddel.py`.
     pub p95: f64,
+    /// 99th percentile, nearest rank.
+    pub p99: f64,
     /// Smallest sample.
     pub min: f64,
     /// Largest sample.
@@ -35,6 +37,7 @@ impl Stats {
             n,
             median,
             p95: percentile(&s, 95.0),
+            p99: percentile(&s, 99.0),
             min: s[0],
             max: s[n - 1],
         }
@@ -81,6 +84,7 @@ mod tests {
         let s = Stats::of(&v);
         assert_eq!(s.median, 50.5);
         assert_eq!(s.p95, 96.0);
+        assert_eq!(s.p99, 100.0);
         assert_eq!(s.min, 1.0);
         assert_eq!(s.max, 100.0);
         assert_eq!(Stats::of(&[3.0, 1.0, 2.0]).median, 2.0);
