@@ -84,13 +84,14 @@ pub async fn desired<K: NodeKernel + Firewall + 'static>(agent: &Agent<K>) -> De
     }
 }
 
-/// Compiles this node's firewall from the view (policies, namespaces, endpoints; only the
+/// Compiles this node's firewall from the view (policies, tenants, namespaces, endpoints; only the
 /// node's own endpoints get rules) and renders it as one nftables transaction.
 pub async fn firewall_ruleset<K: NodeKernel + Firewall + 'static>(
     agent: &Agent<K>,
 ) -> Result<String, String> {
     let view = agent.view.read().await;
     let (ruleset, warnings) = seam_firewall::cluster::node_ruleset(
+        view.tenants.values(),
         view.namespaces.values(),
         view.endpoints.values(),
         view.policies.values(),

@@ -17,6 +17,8 @@ pub struct ClusterView {
     pub endpoints: BTreeMap<String, Endpoint>,
     /// Namespaces by name (labels and tenant, for policy selectors).
     pub namespaces: BTreeMap<String, seam_model::Namespace>,
+    /// Tenants by name (isolation mode and global flag).
+    pub tenants: BTreeMap<String, seam_model::Tenant>,
     /// Policy documents by store name (`<Kind>/<namespace or _>/<name>`).
     pub policies: BTreeMap<String, serde_json::Value>,
     /// Which segment the controller said serves a namespace (flat mode has one for all).
@@ -48,6 +50,11 @@ impl ClusterView {
         self.blocks = snap.blocks.into_iter().map(|o| (o.key(), o)).collect();
         self.namespaces = snap
             .namespaces
+            .into_iter()
+            .map(|o| (o.name.clone(), o))
+            .collect();
+        self.tenants = snap
+            .tenants
             .into_iter()
             .map(|o| (o.name.clone(), o))
             .collect();
@@ -92,6 +99,7 @@ impl ClusterView {
             ObjectKind::Block => put(&mut self.blocks, event.name, event.object),
             ObjectKind::Endpoint => put(&mut self.endpoints, event.name, event.object),
             ObjectKind::Namespace => put(&mut self.namespaces, event.name, event.object),
+            ObjectKind::Tenant => put(&mut self.tenants, event.name, event.object),
             ObjectKind::Policy => match event.object {
                 Some(doc) => {
                     self.policies.insert(event.name, doc);

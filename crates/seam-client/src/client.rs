@@ -9,8 +9,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use seam_model::{
-    ApiError, Block, ClaimBlock, Endpoint, EnsureSegment, Namespace, Node, ObjectKind, Segment,
-    Snapshot, CLUSTER_SCOPE,
+    ApiError, Block, ClaimBlock, Endpoint, EnsureSegment, JoinTenant, Namespace, Node, ObjectKind,
+    Segment, Snapshot, Tenant, TenantChange, TenantOperation, CLUSTER_SCOPE,
 };
 
 use crate::error::{ClientError, Result};
@@ -235,6 +235,66 @@ impl ControllerClient {
     /// `GET /v1/namespaces`.
     pub async fn list_namespaces(&self) -> Result<Vec<Namespace>> {
         self.list(ObjectKind::Namespace, "Namespace list").await
+    }
+
+    /// `PUT /v1/tenants/{name}`: creates or replaces a tenant.
+    pub async fn put_tenant(&self, tenant: &Tenant) -> Result<Tenant> {
+        let path = object_path(ObjectKind::Tenant, &tenant.name);
+        self.call(Method::PUT, path, Some(encode(tenant)?), "Tenant")
+            .await
+    }
+
+    /// `GET /v1/tenants/{name}`.
+    pub async fn get_tenant(&self, name: &str) -> Result<Tenant> {
+        let path = object_path(ObjectKind::Tenant, name);
+        self.call(Method::GET, path, None, "Tenant").await
+    }
+
+    /// `DELETE /v1/tenants/{name}`: refused (409) while a namespace names it.
+    pub async fn delete_tenant(&self, name: &str) -> Result<()> {
+        self.call_unit(Method::DELETE, object_path(ObjectKind::Tenant, name), None)
+            .await
+    }
+
+    /// `GET /v1/tenants`.
+    pub async fn list_tenants(&self) -> Result<Vec<Tenant>> {
+        self.list(ObjectKind::Tenant, "Tenant list").await
+    }
+
+    /// `POST /v1/tenants/join`: `namespace` joins the tenant of namespace `into`.
+    pub async fn join_tenant(&self, namespace: &str, into: &str) -> Result<TenantChange> {
+        let body = encode(&JoinTenant {
+            namespace: namespace.to_string(),
+            into: into.to_string(),
+        })?;
+        self.call(
+            Method::POST,
+            "/v1/tenants/join".to_string(),
+            Some(body),
+            "TenantChange",
+        )
+        .await
+    }
+
+    /// `POST /v1/tenants/isolate`: `namespace` gets a tenant of its own (named after it), with
+    /// the isolation mode of the tenant it leaves.
+    pub async fn isolate_namespace(&self, namespace: &str) -> Result<TenantChange> {
+        self.tenant_operation("/v1/tenants/isolate", namespace)
+            .await
+    }
+
+    /// `POST /v1/tenants/make-global`: `namespace` gets a global tenant of its own.
+    pub async fn make_namespace_global(&self, namespace: &str) -> Result<TenantChange> {
+        self.tenant_operation("/v1/tenants/make-global", namespace)
+            .await
+    }
+
+    async fn tenant_operation(&self, path: &str, namespace: &str) -> Result<TenantChange> {
+        let body = encode(&TenantOperation {
+            namespace: namespace.to_string(),
+        })?;
+        self.call(Method::POST, path.to_string(), Some(body), "TenantChange")
+            .await
     }
 
     /// `PUT /v1/policies/{kind}/{namespace}/{name}`: creates or replaces a policy object

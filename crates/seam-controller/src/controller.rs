@@ -116,6 +116,7 @@ impl Controller {
                 ObjectKind::Block => snapshot.blocks.push(decode(&kv.key, &kv.value)?),
                 ObjectKind::Endpoint => snapshot.endpoints.push(decode(&kv.key, &kv.value)?),
                 ObjectKind::Namespace => snapshot.namespaces.push(decode(&kv.key, &kv.value)?),
+                ObjectKind::Tenant => snapshot.tenants.push(decode(&kv.key, &kv.value)?),
                 ObjectKind::Policy => snapshot.policies.push(decode(&kv.key, &kv.value)?),
             }
         }

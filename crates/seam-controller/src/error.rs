@@ -274,6 +274,7 @@ fn kind_name(kind: ObjectKind) -> &'static str {
         ObjectKind::Block => "block",
         ObjectKind::Endpoint => "endpoint",
         ObjectKind::Namespace => "namespace",
+        ObjectKind::Tenant => "tenant",
         ObjectKind::Policy => "policy",
     }
 }

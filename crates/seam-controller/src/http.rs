@@ -12,8 +12,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use seam_model::{
-    ApiError, ClaimBlock, Endpoint, EnsureSegment, FieldError, Namespace, Node, ObjectKind,
-    Segment, ValidationError, WatchEvent,
+    ApiError, ClaimBlock, Endpoint, EnsureSegment, FieldError, JoinTenant, Namespace, Node,
+    ObjectKind, Segment, Tenant, TenantOperation, ValidationError, WatchEvent,
 };
 use serde::de::DeserializeOwned;
 
@@ -52,6 +52,14 @@ pub fn router(controller: Controller) -> Router {
             put(put_namespace)
                 .get(get_namespace)
                 .delete(delete_namespace),
+        )
+        .route("/v1/tenants", get(list_tenants))
+        .route("/v1/tenants/join", post(join_tenant))
+        .route("/v1/tenants/isolate", post(isolate_namespace))
+        .route("/v1/tenants/make-global", post(make_namespace_global))
+        .route(
+            "/v1/tenants/{name}",
+            put(put_tenant).get(get_tenant).delete(delete_tenant),
         )
         .route("/v1/policies", get(list_policies))
         .route(
@@ -277,6 +285,47 @@ async fn delete_namespace(
 ) -> ApiResult<StatusCode> {
     c.delete_namespace(&name).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_tenants(State(c): State<Controller>) -> ApiResult<Response> {
+    list(&c, ObjectKind::Tenant).await
+}
+
+async fn get_tenant(State(c): State<Controller>, Path(name): Path<String>) -> ApiResult<Response> {
+    get_one(&c, ObjectKind::Tenant, &name).await
+}
+
+async fn put_tenant(
+    State(c): State<Controller>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let tenant: Tenant = decode_body("Tenant", &body)?;
+    check_name("Tenant", &name, &tenant.name)?;
+    Ok(Json(c.put_tenant(tenant).await?).into_response())
+}
+
+async fn delete_tenant(
+    State(c): State<Controller>,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    c.delete_tenant(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn join_tenant(State(c): State<Controller>, body: Bytes) -> ApiResult<Response> {
+    let req: JoinTenant = decode_body("JoinTenant", &body)?;
+    Ok(Json(c.join_tenant(&req.namespace, &req.into).await?).into_response())
+}
+
+async fn isolate_namespace(State(c): State<Controller>, body: Bytes) -> ApiResult<Response> {
+    let req: TenantOperation = decode_body("TenantOperation", &body)?;
+    Ok(Json(c.isolate_namespace(&req.namespace).await?).into_response())
+}
+
+async fn make_namespace_global(State(c): State<Controller>, body: Bytes) -> ApiResult<Response> {
+    let req: TenantOperation = decode_body("TenantOperation", &body)?;
+    Ok(Json(c.make_namespace_global(&req.namespace).await?).into_response())
 }
 
 async fn list_policies(State(c): State<Controller>) -> ApiResult<Response> {

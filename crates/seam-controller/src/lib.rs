@@ -1,6 +1,7 @@
 //! Seam's control plane.
 //!
 //! Holds the desired state (nodes, segments, per-node address blocks, endpoints, namespaces,
+//! tenants (with the join / isolate / make-global operations),
 //! policy objects validated by [`seam_policy`]) in a
 //! [`seam_store`] datastore under `/seam/v1/<plural>/<name>` (see [`keys`]), and serves it as a
 //! versioned HTTP API with a watch stream ([`router`], [`serve`]). Segments are created on
@@ -22,6 +23,7 @@ mod http;
 pub mod keys;
 mod policies;
 mod serve;
+mod tenants;
 
 pub use config::{ControllerConfig, Listener, SegmentMode, FLAT_SEGMENT, NAMESPACE_SEGMENT_PREFIX};
 pub use controller::Controller;

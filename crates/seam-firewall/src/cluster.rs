@@ -3,7 +3,8 @@
 //! compiles its node's ruleset) and the CLI (`seam explain`).
 
 use seam_policy::{
-    ContainerPort, Endpoint, EndpointKind, Inventory, Namespace, PolicyObject, PolicySet, Protocol,
+    ContainerPort, Endpoint, EndpointKind, Inventory, IsolationMode, Namespace, PolicyObject,
+    PolicySet, Protocol, Tenant,
 };
 
 use crate::{CompileError, NodeRuleset};
@@ -28,15 +29,44 @@ fn kind(k: seam_model::EndpointKind) -> EndpointKind {
     }
 }
 
-/// The engine's inventory: the namespaces (plus, for endpoints in a namespace the controller has
-/// no object for, one with just the name label) and the endpoints with labels and addresses.
-/// Every tenant a namespace names is listed with the default mode (`policy`). Named container
-/// ports come from the endpoint's `ports` (the CNI config's `ports`, published by the agent).
+/// The engine's isolation mode for the controller's.
+pub fn isolation_mode(mode: seam_model::IsolationMode) -> IsolationMode {
+    match mode {
+        seam_model::IsolationMode::Flat => IsolationMode::Flat,
+        seam_model::IsolationMode::Multitenant => IsolationMode::Multitenant,
+        seam_model::IsolationMode::Policy => IsolationMode::Policy,
+    }
+}
+
+/// [`tenant_inventory`] without `Tenant` objects: every tenant has the default mode (`policy`).
 pub fn inventory<'a>(
     namespaces: impl IntoIterator<Item = &'a seam_model::Namespace>,
     endpoints: impl IntoIterator<Item = &'a seam_model::Endpoint>,
 ) -> Inventory {
+    tenant_inventory([], namespaces, endpoints)
+}
+
+/// The engine's inventory: the tenants (isolation mode, global flag), the namespaces (plus, for
+/// endpoints in a namespace the controller has no object for, one with just the name label) and
+/// the endpoints with labels and addresses. A tenant a namespace names without a `Tenant` object
+/// is listed with the default mode (`policy`), not global; a `Tenant` object named `default`
+/// sets the mode of namespaces that name no tenant. Named container ports come from the
+/// endpoint's `ports` (the CNI config's `ports`, published by the agent).
+pub fn tenant_inventory<'a>(
+    tenants: impl IntoIterator<Item = &'a seam_model::Tenant>,
+    namespaces: impl IntoIterator<Item = &'a seam_model::Namespace>,
+    endpoints: impl IntoIterator<Item = &'a seam_model::Endpoint>,
+) -> Inventory {
     let mut inv = Inventory::default();
+    for t in tenants {
+        inv.tenants.insert(
+            t.name.clone(),
+            Tenant {
+                isolation: isolation_mode(t.isolation),
+                global: t.global,
+            },
+        );
+    }
     for ns in namespaces {
         inv.namespaces.insert(
             ns.name.clone(),
@@ -81,11 +111,12 @@ fn container_port(p: &seam_model::ContainerPort) -> ContainerPort {
 }
 
 /// One node's compiled ruleset from the controller's objects, exactly as that node's agent
-/// builds it: every namespace and endpoint in the inventory (in name order, as the agent's view
+/// builds it: every tenant, namespace and endpoint in the inventory (in name order, as the agent's view
 /// holds them), rules only for the endpoints on `node`. Returns the ruleset and the
 /// [`policy_set`] warnings. The agent and `seam conformance netpol --dataplane` (which checks
 /// that every node applied what it should) both call this, so they cannot drift apart.
 pub fn node_ruleset<'a>(
+    tenants: impl IntoIterator<Item = &'a seam_model::Tenant>,
     namespaces: impl IntoIterator<Item = &'a seam_model::Namespace>,
     endpoints: impl IntoIterator<Item = &'a seam_model::Endpoint>,
     documents: impl IntoIterator<Item = &'a serde_json::Value>,
@@ -95,7 +126,7 @@ pub fn node_ruleset<'a>(
     namespaces.sort_by(|a, b| a.name.cmp(&b.name));
     let mut endpoints: Vec<_> = endpoints.into_iter().collect();
     endpoints.sort_by(|a, b| a.name.cmp(&b.name));
-    let inv = inventory(namespaces, endpoints.iter().copied());
+    let inv = tenant_inventory(tenants, namespaces, endpoints.iter().copied());
     let (policies, warnings) = policy_set(documents);
     let local: Vec<String> = endpoints
         .iter()
@@ -162,8 +193,33 @@ mod tests {
                 protocol: Protocol::Udp,
             }]
         );
-        let (ruleset, warnings) = node_ruleset([], [&ep], [], "n1").unwrap();
+        let (ruleset, warnings) = node_ruleset([], [], [&ep], [], "n1").unwrap();
         assert!(warnings.is_empty());
         assert_eq!(ruleset.local.len(), 1);
+    }
+
+    #[test]
+    fn tenant_objects_set_modes_and_unlisted_tenants_get_the_default() {
+        let t = seam_model::Tenant {
+            name: "tb".into(),
+            isolation: seam_model::IsolationMode::Multitenant,
+            global: true,
+        };
+        let mut blue = seam_model::Namespace::named("blue");
+        blue.tenant = Some("tb".into());
+        let mut green = seam_model::Namespace::named("green");
+        green.tenant = Some("tg".into());
+        let inv = tenant_inventory([&t], [&blue, &green], []);
+        assert_eq!(
+            inv.tenant("tb"),
+            Tenant {
+                isolation: IsolationMode::Multitenant,
+                global: true
+            }
+        );
+        assert_eq!(inv.tenant("tg"), Tenant::default());
+        assert_eq!(inv.tenant_name("green"), "tg");
+        assert!(inv.validate().is_ok());
+        assert_eq!(inventory([&blue], []).tenant("tb"), Tenant::default());
     }
 }

@@ -1,7 +1,7 @@
 //! Seam's vocabulary and its versioned wire objects.
 //!
 //! Holds the objects the controller stores and serves ([`Segment`], [`Node`], [`Block`],
-//! [`Endpoint`], [`Namespace`]; policy objects travel as JSON and are typed by seam-policy),
+//! [`Endpoint`], [`Namespace`], [`Tenant`]; policy objects travel as JSON and are typed by seam-policy),
 //! the watch events it streams, and the request/reply of the agent socket that
 //! `seam-cni` talks to ([`agent_rpc`]). Every object rejects unknown fields on entry and has a
 //! `validate()` that reports every problem with its field path.

@@ -346,6 +346,8 @@ pub enum ObjectKind {
     Endpoint,
     /// [`Namespace`]
     Namespace,
+    /// [`Tenant`]
+    Tenant,
     /// A policy object (NetworkPolicy, AdminNetworkPolicy, BaselineAdminNetworkPolicy,
     /// EndpointGroup, Contract) as JSON; its name is `<Kind>/<namespace or _>/<name>`
     /// ([`policy_name`]). seam-model does not know the policy types: the controller validates them
@@ -355,10 +357,11 @@ pub enum ObjectKind {
 
 impl ObjectKind {
     /// Every kind, in the order a consumer should apply them (segments before endpoints).
-    pub const ALL: [ObjectKind; 6] = [
+    pub const ALL: [ObjectKind; 7] = [
         ObjectKind::Node,
         ObjectKind::Segment,
         ObjectKind::Block,
+        ObjectKind::Tenant,
         ObjectKind::Namespace,
         ObjectKind::Endpoint,
         ObjectKind::Policy,
@@ -372,6 +375,7 @@ impl ObjectKind {
             ObjectKind::Block => "blocks",
             ObjectKind::Endpoint => "endpoints",
             ObjectKind::Namespace => "namespaces",
+            ObjectKind::Tenant => "tenants",
             ObjectKind::Policy => "policies",
         }
     }
@@ -452,6 +456,97 @@ impl Namespace {
     }
 }
 
+/// What the baseline tier does at a tenant's endpoints when no policy decided (seam-policy
+/// SEMANTICS §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IsolationMode {
+    /// Allow: one flat network (OpenShift "subnet"); policies still apply.
+    Flat,
+    /// Allow within the tenant and to/from global tenants, deny across tenants.
+    Multitenant,
+    /// Allow; isolation comes from policies only (Kubernetes' default).
+    #[default]
+    Policy,
+}
+
+impl IsolationMode {
+    /// `flat`, `multitenant` or `policy`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IsolationMode::Flat => "flat",
+            IsolationMode::Multitenant => "multitenant",
+            IsolationMode::Policy => "policy",
+        }
+    }
+}
+
+/// The tenant namespaces without one belong to.
+pub const DEFAULT_TENANT: &str = "default";
+
+/// A tenant: an isolation domain namespaces belong to (by [`Namespace::tenant`]). A tenant a
+/// namespace names without a `Tenant` object has the default mode (`policy`) and is not global.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Tenant {
+    /// Unique name.
+    pub name: String,
+    /// The isolation mode of its endpoints.
+    #[serde(default)]
+    pub isolation: IsolationMode,
+    /// A global tenant reaches and is reached by every tenant (OpenShift's make-global).
+    #[serde(default)]
+    pub global: bool,
+}
+
+impl Tenant {
+    /// A tenant with the default mode (`policy`), not global.
+    pub fn named(name: &str) -> Self {
+        Tenant {
+            name: name.to_string(),
+            isolation: IsolationMode::default(),
+            global: false,
+        }
+    }
+
+    /// Checks every field and reports all problems at once.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        let mut p = Problems::default();
+        check_name(&mut p, "name", &self.name);
+        p.finish("Tenant", &self.name)
+    }
+}
+
+/// `POST /v1/tenants/join`: `namespace` moves into the tenant of `into` (OpenShift
+/// `join-projects --to=into namespace`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JoinTenant {
+    /// The namespace that moves.
+    pub namespace: String,
+    /// The namespace whose tenant it joins.
+    pub into: String,
+}
+
+/// `POST /v1/tenants/isolate` and `POST /v1/tenants/make-global`: the namespace they act on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TenantOperation {
+    /// The namespace.
+    pub namespace: String,
+}
+
+/// The answer of a tenant operation: the namespace as stored now, and the tenant it is in (as a
+/// `Tenant` object says, or the default mode when there is none).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TenantChange {
+    /// The namespace.
+    pub namespace: Namespace,
+    /// Its tenant.
+    pub tenant: Tenant,
+}
+
 /// Kubernetes label value syntax: empty, or 1-63 of `A-Z a-z 0-9 - _ .` with alphanumeric ends.
 fn is_valid_label_value(v: &str) -> bool {
     v.is_empty()
@@ -502,6 +597,9 @@ pub struct Snapshot {
     /// All namespaces.
     #[serde(default)]
     pub namespaces: Vec<Namespace>,
+    /// All tenants.
+    #[serde(default)]
+    pub tenants: Vec<Tenant>,
     /// All policy objects, each in its wire form (`apiVersion`, `kind`, `metadata`, `spec`),
     /// in store-name order.
     #[serde(default)]

@@ -63,6 +63,7 @@ pub fn apply(file: &str, target: &Target) -> anyhow::Result<()> {
         for (done, object) in objects.iter().enumerate() {
             let result = match object {
                 Manifest::Namespace(ns) => client.put_namespace(ns).await.map(|_| ()),
+                Manifest::Tenant(t) => client.put_tenant(t).await.map(|_| ()),
                 Manifest::Policy(p) => {
                     let key = p.key();
                     client
@@ -177,6 +178,13 @@ fn table(kind: &str, items: &[Value]) -> Vec<Vec<String>> {
                 .map(|o| vec![s(&o["name"]), s(&o["tenant"]), labels_text(&o["labels"])])
                 .collect(),
         ),
+        "tenants" => (
+            vec!["NAME", "ISOLATION", "GLOBAL"],
+            items
+                .iter()
+                .map(|o| vec![s(&o["name"]), s(&o["isolation"]), s(&o["global"])])
+                .collect(),
+        ),
         _ => (
             vec!["KIND", "NAMESPACE", "NAME"],
             items.iter().map(policy_row).collect(),
@@ -219,10 +227,11 @@ pub fn get(kind: &str, output: Output, target: &Target) -> anyhow::Result<()> {
         ("blocks" | "block", _) => "blocks",
         ("endpoints" | "endpoint", _) => "endpoints",
         ("namespaces" | "namespace" | "ns", _) => "namespaces",
+        ("tenants" | "tenant", _) => "tenants",
         (other, None) => anyhow::bail!(
             "unknown kind {other:?}: use policies, networkpolicies, adminnetworkpolicies, \
-             baselineadminnetworkpolicies, endpointgroups, contracts, namespaces, nodes, \
-             segments, blocks or endpoints"
+             baselineadminnetworkpolicies, endpointgroups, contracts, namespaces, tenants, \
+             nodes, segments, blocks or endpoints"
         ),
     };
     let client = client(target)?;
@@ -233,6 +242,7 @@ pub fn get(kind: &str, output: Output, target: &Target) -> anyhow::Result<()> {
             "blocks" => serde_json::to_value(client.list_blocks().await?)?,
             "endpoints" => serde_json::to_value(client.list_endpoints().await?)?,
             "namespaces" => serde_json::to_value(client.list_namespaces().await?)?,
+            "tenants" => serde_json::to_value(client.list_tenants().await?)?,
             _ => Value::Array(client.list_policies().await?),
         })
     })
@@ -272,8 +282,14 @@ pub fn delete(
         println!("Namespace {name} deleted");
         return Ok(());
     }
+    if matches!(kind, "tenant" | "tenants") {
+        anyhow::ensure!(namespace.is_none(), "a tenant is not in a namespace");
+        block_on(async { Ok(client.delete_tenant(name).await?) })?;
+        println!("Tenant {name} deleted");
+        return Ok(());
+    }
     let k = manifest::policy_kind_by_name(kind).with_context(|| {
-        format!("unknown kind {kind:?}: use a policy kind (networkpolicy, adminnetworkpolicy, baselineadminnetworkpolicy, endpointgroup, contract) or namespace")
+        format!("unknown kind {kind:?}: use a policy kind (networkpolicy, adminnetworkpolicy, baselineadminnetworkpolicy, endpointgroup, contract), namespace or tenant")
     })?;
     match (manifest::is_namespaced(k), namespace) {
         (true, None) => anyhow::bail!("{k} is namespaced: give its namespace with -n"),
@@ -285,6 +301,43 @@ pub fn delete(
         Some(ns) => println!("{k} {ns}/{name} deleted"),
         None => println!("{k} {name} deleted"),
     }
+    Ok(())
+}
+
+/// A tenant operation of `seam tenant`.
+#[derive(Debug, Clone)]
+pub enum TenantOp {
+    /// `seam tenant join NS INTO`: NS joins the tenant of INTO.
+    Join {
+        /// The namespace that moves.
+        namespace: String,
+        /// The namespace whose tenant it joins.
+        into: String,
+    },
+    /// `seam tenant isolate NS`.
+    Isolate(String),
+    /// `seam tenant make-global NS`.
+    MakeGlobal(String),
+}
+
+/// `seam tenant join|isolate|make-global`: prints where the namespace is now.
+pub fn tenant(op: TenantOp, target: &Target) -> anyhow::Result<()> {
+    let client = client(target)?;
+    let change = block_on(async {
+        Ok(match &op {
+            TenantOp::Join { namespace, into } => client.join_tenant(namespace, into).await?,
+            TenantOp::Isolate(ns) => client.isolate_namespace(ns).await?,
+            TenantOp::MakeGlobal(ns) => client.make_namespace_global(ns).await?,
+        })
+    })?;
+    let t = &change.tenant;
+    println!(
+        "Namespace {} is in tenant {} (isolation {}{})",
+        change.namespace.name,
+        t.name,
+        t.isolation.as_str(),
+        if t.global { ", global" } else { "" }
+    );
     Ok(())
 }
 

@@ -401,6 +401,7 @@ impl<'a> Runner<'a> {
         let mut expected = BTreeMap::new();
         for node in &self.lab.nodes {
             let (ruleset, _warnings) = seam_firewall::cluster::node_ruleset(
+                &snapshot.tenants,
                 &snapshot.namespaces,
                 &snapshot.endpoints,
                 &snapshot.policies,

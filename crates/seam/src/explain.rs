@@ -91,9 +91,13 @@ pub type CounterReader<'a> =
 
 pub use seam_firewall::cluster::inventory_name;
 
-/// The engine's inventory from a snapshot (see [`seam_firewall::cluster::inventory`]).
+/// The engine's inventory from a snapshot (see [`seam_firewall::cluster::tenant_inventory`]).
 pub fn inventory(snapshot: &Snapshot) -> Inventory {
-    seam_firewall::cluster::inventory(&snapshot.namespaces, &snapshot.endpoints)
+    seam_firewall::cluster::tenant_inventory(
+        &snapshot.tenants,
+        &snapshot.namespaces,
+        &snapshot.endpoints,
+    )
 }
 
 /// The policies in force from a snapshot, with warnings about what was left out.

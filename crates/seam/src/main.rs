@@ -51,7 +51,8 @@ enum Cmd {
         command: LabCmd,
     },
     /// Create or replace objects from a file (YAML documents or JSON): NetworkPolicy,
-    /// AdminNetworkPolicy, BaselineAdminNetworkPolicy, EndpointGroup, Contract, v1 Namespace.
+    /// AdminNetworkPolicy, BaselineAdminNetworkPolicy, EndpointGroup, Contract, v1 Namespace,
+    /// Tenant.
     /// Every document is validated first; one bad document and nothing is applied.
     Apply {
         /// The file, or - for standard input.
@@ -61,8 +62,8 @@ enum Cmd {
         target: Target,
     },
     /// List objects of a kind: policies, networkpolicies, adminnetworkpolicies,
-    /// baselineadminnetworkpolicies, endpointgroups, contracts, namespaces, nodes, segments,
-    /// blocks, endpoints.
+    /// baselineadminnetworkpolicies, endpointgroups, contracts, namespaces, tenants, nodes,
+    /// segments, blocks, endpoints.
     Get {
         /// The kind (plural).
         kind: String,
@@ -73,7 +74,7 @@ enum Cmd {
         target: Target,
     },
     /// Delete one object: KIND is a policy kind (networkpolicy, contract, ...; singular or
-    /// plural) or namespace.
+    /// plural), namespace or tenant.
     Delete {
         /// The kind.
         kind: String,
@@ -99,10 +100,42 @@ enum Cmd {
         #[command(flatten)]
         target: Target,
     },
+    /// Tenant operations (OpenShift's `oc adm pod-network`): join, isolate, make-global.
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCmd,
+    },
     /// Conformance suites.
     Conformance {
         #[command(subcommand)]
         command: ConformanceCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TenantCmd {
+    /// NS joins the tenant of namespace INTO (INTO is unchanged).
+    Join {
+        /// The namespace that moves.
+        namespace: String,
+        /// The namespace whose tenant it joins.
+        into: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// NS gets a tenant of its own (named after it), with the mode of the tenant it leaves.
+    Isolate {
+        /// The namespace.
+        namespace: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// NS gets a global tenant of its own: it reaches and is reached by every tenant.
+    MakeGlobal {
+        /// The namespace.
+        namespace: String,
+        #[command(flatten)]
+        target: Target,
     },
 }
 
@@ -284,6 +317,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
             target,
         } => cli::explain(&src, &dst, &port, json, &target)?,
+        Cmd::Tenant { command } => {
+            let (op, target) = match command {
+                TenantCmd::Join {
+                    namespace,
+                    into,
+                    target,
+                } => (cli::TenantOp::Join { namespace, into }, target),
+                TenantCmd::Isolate { namespace, target } => {
+                    (cli::TenantOp::Isolate(namespace), target)
+                }
+                TenantCmd::MakeGlobal { namespace, target } => {
+                    (cli::TenantOp::MakeGlobal(namespace), target)
+                }
+            };
+            cli::tenant(op, &target)?
+        }
         Cmd::Conformance {
             command:
                 ConformanceCmd::Netpol {

@@ -1,5 +1,6 @@
 //! Manifests for `seam apply`: one or more YAML documents (`---`) or JSON (an object, a list,
-//! or a Kubernetes `List`), each a policy object seam-policy supports or a `v1 Namespace`.
+//! or a Kubernetes `List`), each a policy object seam-policy supports, a `v1 Namespace` or a
+//! `seam.dev/v1alpha1 Tenant`.
 //!
 //! Every document is decoded and validated before anything is returned, and every problem of
 //! every document is reported, so that a manifest is applied whole or not at all.
@@ -23,6 +24,9 @@ pub enum Manifest {
     Policy(Box<PolicyObject>),
     /// A namespace (`apiVersion: v1`, `kind: Namespace`).
     Namespace(seam_model::Namespace),
+    /// A tenant (`apiVersion: seam.dev/v1alpha1`, `kind: Tenant`,
+    /// `spec: {isolation: flat|multitenant|policy, global: bool}`).
+    Tenant(seam_model::Tenant),
 }
 
 impl Manifest {
@@ -31,6 +35,7 @@ impl Manifest {
         match self {
             Manifest::Policy(p) => format!("{} {}", p.kind(), p.metadata().display_name()),
             Manifest::Namespace(n) => format!("Namespace {}", n.name),
+            Manifest::Tenant(t) => format!("Tenant {}", t.name),
         }
     }
 }
@@ -51,6 +56,32 @@ struct NamespaceMeta {
 #[serde(deny_unknown_fields)]
 struct NamespaceDoc {
     metadata: NamespaceMeta,
+}
+
+/// `metadata` of a Tenant: just its name.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TenantMeta {
+    name: String,
+}
+
+/// `spec` of a Tenant.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct TenantSpec {
+    #[serde(default)]
+    isolation: seam_model::IsolationMode,
+    #[serde(default)]
+    global: bool,
+}
+
+/// A `seam.dev/v1alpha1 Tenant` document (without `apiVersion` and `kind`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TenantDoc {
+    metadata: TenantMeta,
+    #[serde(default)]
+    spec: TenantSpec,
 }
 
 /// Parses `text` (JSON when it starts with `{` or `[`, else YAML) into objects, validating each.
@@ -143,6 +174,11 @@ fn decode(document: usize, doc: Value) -> Result<Manifest, Vec<ManifestProblem>>
     {
         return decode_namespace(document, object, doc);
     }
+    if doc.get("apiVersion").and_then(Value::as_str) == Some(seam_model::API_VERSION)
+        && doc.get("kind").and_then(Value::as_str) == Some("Tenant")
+    {
+        return decode_tenant(document, object, doc);
+    }
     PolicyObject::from_value(doc)
         .map(|p| Manifest::Policy(Box::new(p)))
         .map_err(|e| parse_problems(document, object, e))
@@ -197,6 +233,37 @@ fn decode_namespace(
     }
 }
 
+fn decode_tenant(
+    document: usize,
+    object: Option<String>,
+    mut doc: Value,
+) -> Result<Manifest, Vec<ManifestProblem>> {
+    if let Value::Object(map) = &mut doc {
+        map.remove("apiVersion");
+        map.remove("kind");
+    }
+    let parsed: TenantDoc = decode_with_path(doc)
+        .map_err(|(path, message)| vec![problem(document, object.clone(), &path, message)])?;
+    let tenant = seam_model::Tenant {
+        name: parsed.metadata.name,
+        isolation: parsed.spec.isolation,
+        global: parsed.spec.global,
+    };
+    tenant.validate().map_err(|e| {
+        e.errors
+            .into_iter()
+            .map(|f| {
+                let path = match f.path.as_str() {
+                    "name" => "metadata.name".to_string(),
+                    other => format!("spec.{other}"),
+                };
+                problem(document, object.clone(), &path, f.message)
+            })
+            .collect::<Vec<_>>()
+    })?;
+    Ok(Manifest::Tenant(tenant))
+}
+
 /// Decodes `value`, returning the field path where decoding stopped and why.
 fn decode_with_path<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, (String, String)> {
     serde_path_to_error::deserialize(value).map_err(|e| {
@@ -221,7 +288,7 @@ fn parse_problems(document: usize, object: Option<String>, e: ParseError) -> Vec
             object,
             "",
             format!(
-                "unsupported object kind {kind:?} in apiVersion {api_version:?} (supported: {supported}, v1 Namespace)"
+                "unsupported object kind {kind:?} in apiVersion {api_version:?} (supported: {supported}, v1 Namespace, seam.dev/v1alpha1 Tenant)"
             ),
         )],
         ParseError::Decode { path, message, .. } => vec![problem(document, object, &path, message)],
@@ -317,6 +384,55 @@ spec:
         };
         assert_eq!(ns.tenant.as_deref(), Some("t1"));
         assert_eq!(ns.labels["kubernetes.io/metadata.name"], "blue");
+    }
+
+    #[test]
+    fn tenants() {
+        let text = r#"
+apiVersion: seam.dev/v1alpha1
+kind: Tenant
+metadata: {name: t1}
+spec: {isolation: multitenant, global: true}
+---
+apiVersion: seam.dev/v1alpha1
+kind: Tenant
+metadata: {name: t2}
+"#;
+        let objects = parse_manifests(text).unwrap();
+        assert_eq!(
+            objects,
+            [
+                Manifest::Tenant(seam_model::Tenant {
+                    name: "t1".into(),
+                    isolation: seam_model::IsolationMode::Multitenant,
+                    global: true,
+                }),
+                Manifest::Tenant(seam_model::Tenant::named("t2")),
+            ]
+        );
+        let bad = r#"
+apiVersion: seam.dev/v1alpha1
+kind: Tenant
+metadata: {name: t1}
+spec: {isolation: subnet}
+---
+apiVersion: seam.dev/v1alpha1
+kind: Tenant
+metadata: {name: t2}
+spec: {mode: flat}
+---
+apiVersion: seam.dev/v1alpha1
+kind: Tenant
+metadata: {name: Bad_Name}
+"#;
+        let Err(ManifestError::Invalid(problems)) = parse_manifests(bad) else {
+            panic!("accepted")
+        };
+        let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        assert_eq!(lines.len(), 3, "{lines:#?}");
+        assert!(lines[0].contains("spec.isolation"), "{}", lines[0]);
+        assert!(lines[1].contains("mode"), "{}", lines[1]);
+        assert!(lines[2].contains("metadata.name"), "{}", lines[2]);
     }
 
     #[test]

@@ -10,4 +10,5 @@ mod fuzz;
 mod policies;
 mod process;
 mod server;
+mod tenants;
 mod watch;

@@ -159,3 +159,30 @@ fn endpoint_ports_round_trip_default_to_none_and_are_validated() {
     let bad = text.replace(r#""protocol":"TCP""#, r#""protocol":"ICMP""#);
     assert!(serde_json::from_str::<Endpoint>(&bad).is_err());
 }
+
+#[test]
+fn tenants_default_to_policy_reject_unknown_fields_and_are_validated() {
+    let t: Tenant = serde_json::from_str(r#"{"name":"t1"}"#).unwrap();
+    assert_eq!(t, Tenant::named("t1"));
+    assert_eq!(t.isolation, IsolationMode::Policy);
+    let t: Tenant =
+        serde_json::from_str(r#"{"name":"t1","isolation":"multitenant","global":true}"#).unwrap();
+    assert_eq!(t.isolation, IsolationMode::Multitenant);
+    assert!(t.global);
+    assert_eq!(
+        serde_json::to_value(&t).unwrap(),
+        serde_json::json!({"name": "t1", "isolation": "multitenant", "global": true})
+    );
+    assert!(serde_json::from_str::<Tenant>(r#"{"name":"t1","isolation":"subnet"}"#).is_err());
+    assert!(serde_json::from_str::<Tenant>(r#"{"name":"t1","mode":"flat"}"#).is_err());
+    assert!(t.validate().is_ok());
+    let err = Tenant::named("Bad_Name").validate().unwrap_err();
+    assert_eq!(err.errors[0].path, "name");
+    assert_eq!(ObjectKind::from_plural("tenants"), Some(ObjectKind::Tenant));
+    // Snapshots from before tenants existed still decode.
+    let snap: Snapshot = serde_json::from_str(
+        r#"{"revision":1,"nodes":[],"segments":[],"blocks":[],"endpoints":[]}"#,
+    )
+    .unwrap();
+    assert!(snap.tenants.is_empty());
+}

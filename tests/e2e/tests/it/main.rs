@@ -10,3 +10,4 @@ mod conformance;
 mod crash;
 mod overlay;
 mod policy;
+mod tenants;
