@@ -585,7 +585,8 @@ impl Lab {
     }
 }
 
-/// Waits until `node`'s agent answers CNI STATUS with success.
+/// Waits until `node`'s agent answers CNI STATUS with success. Generous: on a loaded 2-core
+/// machine (CI building in parallel) a restarted agent has been seen to need well over 20 s.
 pub fn wait_for_agent(lab: &Lab, node: &NodeInfo) -> Result<()> {
     let call = lab.cni_call(node, "STATUS", "", "", "")?;
     wait_for(
@@ -594,7 +595,7 @@ pub fn wait_for_agent(lab: &Lab, node: &NodeInfo) -> Result<()> {
             node.name,
             node.agent_log.display()
         ),
-        Duration::from_secs(20),
+        Duration::from_secs(60),
         || call.run_here().map(|o| o.status == 0).unwrap_or(false),
     )
 }

@@ -89,6 +89,23 @@ impl LabGuard {
 
 impl Drop for LabGuard {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // The lab's logs go with the lab: show them while they still exist.
+            for node in &self.lab.nodes {
+                for log in [
+                    node.agent_log.with_extension("log.prev"),
+                    node.agent_log.clone(),
+                ] {
+                    if let Ok(text) = std::fs::read_to_string(&log) {
+                        let tail: Vec<&str> = text.lines().rev().take(25).collect();
+                        eprintln!("--- {} (last lines)", log.display());
+                        for line in tail.iter().rev() {
+                            eprintln!("{line}");
+                        }
+                    }
+                }
+            }
+        }
         if let Err(e) = seam_lab::down(&self.lab.name) {
             eprintln!("lab down {}: {e}", self.lab.name);
         }
