@@ -48,7 +48,7 @@ enum Cmd {
     #[command(hide = true)]
     PolicyMemory(policy::MemoryChildOpts),
     /// cni, throughput and memory with their defaults (or the options given here), then a
-    /// summary. `policy` is not included: it takes about 20 minutes.
+    /// summary. `policy` is not included: it takes about 25 minutes.
     All(AllOpts),
 }
 
