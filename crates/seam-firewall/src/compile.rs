@@ -358,6 +358,7 @@ impl<'a> Compiler<'a> {
             }
             return out;
         }
+        let mut members = Vec::new();
         for e in &self.inv.endpoints {
             let ok = (s.kinds.is_empty() || s.kinds.contains(&e.kind))
                 && (s.namespaces.is_empty() || s.namespaces.contains(&e.namespace))
@@ -370,10 +371,12 @@ impl<'a> Compiler<'a> {
             }
             for a in &e.addresses {
                 if s.cidrs.is_empty() || s.cidrs.iter().any(|n| in_net(n, *a)) {
-                    out.insert_addr(*a);
+                    members.push(*a);
                 }
             }
         }
+        // Collected first and merged once: see `AddrSet::from_addrs`.
+        out.extend(&AddrSet::from_addrs(members));
         out
     }
 
