@@ -128,6 +128,7 @@ pub fn compile<S: AsRef<str>>(
         locals,
         local_addrs,
         sets: BTreeMap::new(),
+        group_cache: std::cell::RefCell::new(BTreeMap::new()),
     };
     c.sets.insert(LOCAL_SET.to_string(), c.local_addrs.clone());
     let mut out = NodeRuleset::default();
@@ -185,6 +186,9 @@ struct Compiler<'a> {
     locals: Vec<&'a Endpoint>,
     local_addrs: AddrSet,
     sets: BTreeMap<SetName, AddrSet>,
+    /// Members of each group by name: contracts name the same groups again and again (per
+    /// contract, per direction, and for isolation), and each computation scans every endpoint.
+    group_cache: std::cell::RefCell<BTreeMap<String, AddrSet>>,
 }
 
 fn in_net(net: &IpNet, addr: Ipv4Addr) -> bool {
@@ -382,6 +386,17 @@ impl<'a> Compiler<'a> {
 
     /// Members of a group: `cluster`, `namespace/<ns>` or an EndpointGroup (none when undefined).
     fn group_set(&self, group: &str) -> AddrSet {
+        if let Some(hit) = self.group_cache.borrow().get(group) {
+            return hit.clone();
+        }
+        let members = self.group_set_uncached(group);
+        self.group_cache
+            .borrow_mut()
+            .insert(group.to_string(), members.clone());
+        members
+    }
+
+    fn group_set_uncached(&self, group: &str) -> AddrSet {
         if group == CLUSTER_GROUP {
             return Self::addrs(
                 self.inv
