@@ -179,6 +179,28 @@ async fn require_link(handle: &Handle, name: &str) -> Result<LinkMessage> {
         })
 }
 
+/// The link called `name`, created from `build()` first when it does not exist (`ip link add`
+/// unless present); a concurrent creator winning the race is fine.
+async fn get_or_create(
+    handle: &Handle,
+    name: &str,
+    operation: &'static str,
+    build: impl FnOnce() -> LinkMessage,
+) -> Result<LinkMessage> {
+    if let Some(link) = link_by_name(handle, name).await? {
+        return Ok(link);
+    }
+    ok_if_exists(
+        handle
+            .link()
+            .add(build())
+            .execute()
+            .await
+            .map_err(kernel_err(operation, name)),
+    )?;
+    require_link(handle, name).await
+}
+
 async fn delete_link(handle: &Handle, name: &str) -> Result<()> {
     let Some(link) = link_by_name(handle, name).await? else {
         return Ok(());
@@ -215,24 +237,14 @@ impl LinuxKernel {
         let h = &self.handle;
         let br = bridge_name(spec.vni);
         let vx = vxlan_name(spec.vni);
-        let bridge = match link_by_name(h, &br).await? {
-            Some(link) => link,
-            None => {
-                let msg = LinkBridge::new(&br)
-                    .mtu(spec.mtu)
-                    .address(spec.gateway_mac.0.to_vec())
-                    .up()
-                    .build();
-                ok_if_exists(
-                    h.link()
-                        .add(msg)
-                        .execute()
-                        .await
-                        .map_err(kernel_err("create bridge", &br)),
-                )?;
-                require_link(h, &br).await?
-            }
-        };
+        let bridge = get_or_create(h, &br, "create bridge", || {
+            LinkBridge::new(&br)
+                .mtu(spec.mtu)
+                .address(spec.gateway_mac.0.to_vec())
+                .up()
+                .build()
+        })
+        .await?;
         let br_index = bridge.header.index;
         // Repair drift on an adopted bridge without recreating it (that would cut traffic).
         let fix = LinkUnspec::new_with_index(br_index)
@@ -260,23 +272,18 @@ impl LinuxKernel {
                 let dev = require_link(h, &underlay.ifname).await?;
                 // Learning off and proxy on: remote MACs and ARP answers come only from the
                 // static entries the control plane installs, so nothing floods the underlay.
-                let msg = LinkVxlan::new(&vx, spec.vni)
-                    .dev(dev.header.index)
-                    .local(underlay.ip)
-                    .port(VXLAN_PORT)
-                    .learning(false)
-                    .proxy(true)
-                    .udp_csum(true)
-                    .mtu(spec.mtu)
-                    .build();
-                ok_if_exists(
-                    h.link()
-                        .add(msg)
-                        .execute()
-                        .await
-                        .map_err(kernel_err("create vxlan", &vx)),
-                )?;
-                require_link(h, &vx).await?
+                get_or_create(h, &vx, "create vxlan", || {
+                    LinkVxlan::new(&vx, spec.vni)
+                        .dev(dev.header.index)
+                        .local(underlay.ip)
+                        .port(VXLAN_PORT)
+                        .learning(false)
+                        .proxy(true)
+                        .udp_csum(true)
+                        .mtu(spec.mtu)
+                        .build()
+                })
+                .await?
             }
         };
         let vx_index = vxlan.header.index;
