@@ -1,0 +1,158 @@
+//! `seam-k8s`: reads flags, connects to the Kubernetes API (in-cluster config by default) and
+//! runs the adapter against a Seam controller until SIGTERM or SIGINT. Everything else lives in
+//! the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use seam_client::ControllerClient;
+use seam_k8s::{Adapter, WatchedKind};
+
+/// EX_USAGE from sysexits.h: the command line or configuration is wrong.
+const EXIT_USAGE: u8 = 64;
+
+/// Seam's Kubernetes adapter: maps Namespaces, Pods, network policies and Seam's CRDs into the
+/// Seam controller.
+#[derive(Debug, Parser)]
+#[command(name = "seam-k8s", version)]
+struct Args {
+    /// The controller API: unix:/path or http://host:port.
+    #[arg(long, value_name = "ENDPOINT", env = "SEAM_CONTROLLER")]
+    controller: String,
+    /// A kubeconfig file; without it the in-cluster service account is used.
+    #[arg(long, value_name = "PATH")]
+    kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use (default: its current context).
+    #[arg(long, requires = "kubeconfig")]
+    context: Option<String>,
+    /// Do not watch the policy.networking.k8s.io kinds (AdminNetworkPolicy,
+    /// BaselineAdminNetworkPolicy, ClusterNetworkPolicy), e.g. when their CRDs are not installed.
+    #[arg(long)]
+    no_cluster_policies: bool,
+    /// Do not watch Seam's own CRDs (EndpointGroup, Contract, Tenant).
+    #[arg(long)]
+    no_seam_crds: bool,
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(e) => {
+            let usage = e.use_stderr();
+            let _ = e.print();
+            return if usage {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    init_tracing(args.log_format);
+    // The endpoint is checked before anything connects.
+    let controller = match ControllerClient::new(&args.controller) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("seam-k8s: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    match run(args, controller) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("seam-k8s: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn run(args: Args, controller: ControllerClient) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("start the tokio runtime")?;
+    runtime.block_on(async {
+        let config = match &args.kubeconfig {
+            Some(path) => {
+                let kubeconfig = Kubeconfig::read_from(path)
+                    .with_context(|| format!("read kubeconfig {}", path.display()))?;
+                let options = KubeConfigOptions {
+                    context: args.context.clone(),
+                    ..KubeConfigOptions::default()
+                };
+                kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+                    .await
+                    .with_context(|| format!("use kubeconfig {}", path.display()))?
+            }
+            None => kube::Config::incluster()
+                .context("read the in-cluster config (not in a pod? pass --kubeconfig)")?,
+        };
+        let client = kube::Client::try_from(config).context("build the Kubernetes client")?;
+        let kinds = WatchedKind::ALL.into_iter().filter(|k| {
+            let cluster_policy = matches!(
+                k,
+                WatchedKind::AdminNetworkPolicy
+                    | WatchedKind::BaselineAdminNetworkPolicy
+                    | WatchedKind::ClusterNetworkPolicy
+            );
+            let seam_crd = matches!(
+                k,
+                WatchedKind::EndpointGroup | WatchedKind::Contract | WatchedKind::Tenant
+            );
+            let skipped =
+                (args.no_cluster_policies && cluster_policy) || (args.no_seam_crds && seam_crd);
+            !skipped
+        });
+        tracing::info!(controller = %controller.endpoint(), "starting Kubernetes adapter");
+        Adapter::new(client, controller)
+            .with_kinds(kinds)
+            .run(shutdown_signal())
+            .await;
+        Ok(())
+    })
+}
+
+/// Resolves on SIGTERM or SIGINT. If the handlers cannot be installed the adapter runs until
+/// killed, which is what a pod's adapter does anyway.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            tracing::warn!("cannot install signal handlers; running until killed");
+            std::future::pending::<()>().await;
+        }
+    }
+}
