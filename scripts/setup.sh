@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 PACKAGES=(
   iproute2 nftables iputils-ping netcat-openbsd iperf3
   containernetworking-plugins containerd runc busybox-static iptables
-  protobuf-compiler libprotobuf-dev
+  protobuf-compiler libprotobuf-dev etcd-server etcd-client
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -5,7 +5,10 @@
 //! - `log`: (revision, index in txn) -> (key, value or `None` for a delete), trimmed to the
 //!   last [`StoreConfig::history`] events, whole revisions at a time;
 //! - `meta`: `revision` (current store revision) and `compacted` (every revision up to it is
-//!   gone from `log`).
+//!   gone from `log`);
+//! - `lease_keys`: key -> lease of every key bound to a lease. Leases live in memory
+//!   ([`crate::lease`]); on open, the keys bound to the previous run's leases are deleted, as
+//!   their holder is gone.
 //!
 //! Every commit uses `Durability::Immediate`, so a txn that returned `Committed` survives a
 //! crash. redb calls block (a commit fsyncs), so every operation runs in
@@ -15,14 +18,16 @@
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Duration;
 
 use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
 };
 
 use crate::error::{Error, Result};
-use crate::types::{Datastore, Event, KeyValue, Op, StoreConfig, Txn, TxnOutcome};
+use crate::lease::{spawn_expiry, LeaseTable};
+use crate::types::{Datastore, Event, KeyValue, LeaseId, Op, StoreConfig, Txn, TxnOutcome};
 use crate::watch::{start_revision, Hub, Watch};
 
 const KV: TableDefinition<&str, (u64, u64, &[u8])> = TableDefinition::new("kv");
@@ -32,13 +37,21 @@ const LOG: TableDefinition<(u64, u32), LogRecord> = TableDefinition::new("log");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const META_REVISION: &str = "revision";
 const META_COMPACTED: &str = "compacted";
+const LEASE_KEYS: TableDefinition<&str, i64> = TableDefinition::new("lease_keys");
 
 struct Inner {
     db: Database,
     path: PathBuf,
     config: StoreConfig,
     /// Held while committing and while registering a watch.
-    hub: Mutex<Hub>,
+    hub: Mutex<Shared>,
+}
+
+/// What writers and watch registration share under one lock.
+#[derive(Default)]
+struct Shared {
+    hub: Hub,
+    leases: LeaseTable,
 }
 
 /// A [`Datastore`] in one redb file. Cheap to clone; clones share the open database.
@@ -93,20 +106,37 @@ impl EmbeddedStore {
             wtx.open_table(LOG).map_err(|e| open_err(e.into()))?;
             wtx.open_table(META).map_err(|e| open_err(e.into()))?;
         }
+        let orphans = {
+            let table = wtx.open_table(LEASE_KEYS).map_err(|e| open_err(e.into()))?;
+            let mut keys = Vec::new();
+            for entry in table.iter().map_err(|e| open_err(e.into()))? {
+                let (k, _) = entry.map_err(|e| open_err(e.into()))?;
+                keys.push(k.value().to_string());
+            }
+            keys
+        };
         wtx.commit().map_err(|e| open_err(e.into()))?;
+        let inner = Inner {
+            db,
+            path,
+            config,
+            hub: Mutex::default(),
+        };
+        if !orphans.is_empty() {
+            tracing::info!(
+                keys = orphans.len(),
+                "deleting keys bound to the previous run's leases"
+            );
+            txn_sync(&inner, orphans.into_iter().fold(Txn::new(), Txn::delete))?;
+        }
         Ok(Self {
-            inner: Arc::new(Inner {
-                db,
-                path,
-                config,
-                hub: Mutex::default(),
-            }),
+            inner: Arc::new(inner),
         })
     }
 
     /// Number of live watchers.
     pub fn watcher_count(&self) -> usize {
-        lock(&self.inner.hub).len()
+        lock(&self.inner.hub).hub.len()
     }
 
     async fn blocking<T, F>(&self, op: &'static str, f: F) -> Result<T>
@@ -122,7 +152,7 @@ impl EmbeddedStore {
 }
 
 /// A poisoned lock still guards a consistent hub: `publish` finishes before anything can panic.
-fn lock(hub: &Mutex<Hub>) -> MutexGuard<'_, Hub> {
+fn lock(hub: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
     hub.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -177,13 +207,18 @@ fn list_sync(inner: &Inner, prefix: &str) -> Result<(u64, Vec<KeyValue>)> {
 
 fn txn_sync(inner: &Inner, txn: Txn) -> Result<TxnOutcome> {
     txn.check()?;
+    let mut shared = lock(&inner.hub);
+    txn_locked(inner, &mut shared, txn)
+}
+
+/// Commits `txn` with the shared state locked.
+fn txn_locked(inner: &Inner, shared: &mut Shared, txn: Txn) -> Result<TxnOutcome> {
     let first_key = txn
         .success
         .first()
         .map(|op| op.key().to_string())
         .unwrap_or_default();
-    let mut hub = lock(&inner.hub);
-    let run = || -> Result<(TxnOutcome, Vec<Event>), redb::Error> {
+    let run = || -> Result<(Result<TxnOutcome>, Vec<Event>), redb::Error> {
         let mut wtx = inner.db.begin_write()?;
         wtx.set_durability(Durability::Immediate)?;
         let mut events = Vec::new();
@@ -195,15 +230,36 @@ fn txn_sync(inner: &Inner, txn: Txn) -> Result<TxnOutcome> {
                 if !compare.holds(current) {
                     drop(kv);
                     wtx.abort()?;
-                    return Ok((TxnOutcome::CompareFailed, events));
+                    return Ok((Ok(TxnOutcome::CompareFailed), events));
                 }
             }
+            if let Err(e) = shared.leases.check(&txn) {
+                drop(kv);
+                wtx.abort()?;
+                return Ok((Err(e), events));
+            }
             let mut meta = wtx.open_table(META)?;
+            let mut lease_keys = wtx.open_table(LEASE_KEYS)?;
             let current = read_meta(&meta, META_REVISION)?;
             revision = current + 1;
             for op in &txn.success {
                 match op {
-                    Op::Put { key, value } => {
+                    Op::Put {
+                        lease: Some(lease),
+                        key,
+                        ..
+                    } => {
+                        lease_keys.insert(key.as_str(), lease.0)?;
+                    }
+                    Op::Put {
+                        key, lease: None, ..
+                    }
+                    | Op::Delete { key } => {
+                        lease_keys.remove(key.as_str())?;
+                    }
+                }
+                match op {
+                    Op::Put { key, value, .. } => {
                         let create = kv.get(key.as_str())?.map_or(revision, |g| g.value().0);
                         kv.insert(key.as_str(), (create, revision, value.as_slice()))?;
                         events.push(Event {
@@ -224,9 +280,9 @@ fn txn_sync(inner: &Inner, txn: Txn) -> Result<TxnOutcome> {
                 }
             }
             if events.is_empty() {
-                drop((kv, meta));
+                drop((kv, meta, lease_keys));
                 wtx.abort()?;
-                return Ok((TxnOutcome::Committed { revision: current }, events));
+                return Ok((Ok(TxnOutcome::Committed { revision: current }), events));
             }
             meta.insert(META_REVISION, revision)?;
             let mut log = wtx.open_table(LOG)?;
@@ -256,13 +312,32 @@ fn txn_sync(inner: &Inner, txn: Txn) -> Result<TxnOutcome> {
             meta.insert(META_COMPACTED, compacted)?;
         }
         wtx.commit()?;
-        Ok((TxnOutcome::Committed { revision }, events))
+        Ok((Ok(TxnOutcome::Committed { revision }), events))
     };
     let (outcome, events) = run().map_err(backend("txn", &first_key))?;
+    let outcome = outcome?;
+    if let TxnOutcome::Committed { .. } = outcome {
+        for op in &txn.success {
+            shared.leases.apply(op);
+        }
+    }
     if !events.is_empty() {
-        hub.publish(&events);
+        shared.hub.publish(&events);
     }
     Ok(outcome)
+}
+
+/// Deletes the keys of `lease` if it has expired; the next deadline otherwise.
+fn expire_sync(inner: &Inner, lease: LeaseId) -> Option<tokio::time::Instant> {
+    let mut shared = lock(&inner.hub);
+    let Some(txn) = shared.leases.remove_if_expired(lease) else {
+        return shared.leases.deadline(lease);
+    };
+    tracing::debug!(%lease, "lease expired");
+    if let Err(e) = txn_locked(inner, &mut shared, txn) {
+        tracing::warn!(%lease, error = %e, "cannot delete the keys of an expired lease");
+    }
+    None
 }
 
 fn watch_sync(inner: &Inner, prefix: &str, from_revision: u64) -> Result<Watch> {
@@ -292,7 +367,9 @@ fn watch_sync(inner: &Inner, prefix: &str, from_revision: u64) -> Result<Watch> 
         Ok(Ok((from.max(current + 1), replay)))
     };
     let (live_from, replay) = run().map_err(backend("watch", prefix))??;
-    Ok(hub.register(prefix, live_from, replay, inner.config.watch_buffer))
+    Ok(hub
+        .hub
+        .register(prefix, live_from, replay, inner.config.watch_buffer))
 }
 
 fn revision_sync(inner: &Inner) -> Result<u64> {
@@ -331,5 +408,36 @@ impl Datastore for EmbeddedStore {
 
     async fn revision(&self) -> Result<u64> {
         self.blocking("revision", revision_sync).await
+    }
+
+    async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId> {
+        let (lease, deadline) = lock(&self.inner.hub).leases.grant(ttl);
+        let inner: Weak<Inner> = Arc::downgrade(&self.inner);
+        spawn_expiry(deadline, move || {
+            let inner = inner.clone();
+            async move {
+                let inner = inner.upgrade()?;
+                tokio::task::spawn_blocking(move || expire_sync(&inner, lease))
+                    .await
+                    .ok()
+                    .flatten()
+            }
+        });
+        Ok(lease)
+    }
+
+    async fn keep_alive(&self, lease: LeaseId) -> Result<()> {
+        lock(&self.inner.hub).leases.keep_alive(lease)
+    }
+
+    async fn revoke_lease(&self, lease: LeaseId) -> Result<()> {
+        self.blocking("revoke_lease", move |inner| {
+            let mut shared = lock(&inner.hub);
+            if let Some(txn) = shared.leases.remove(lease) {
+                txn_locked(inner, &mut shared, txn)?;
+            }
+            Ok(())
+        })
+        .await
     }
 }

@@ -60,6 +60,33 @@ pub enum Error {
         /// The repeated key.
         key: String,
     },
+    /// The lease does not exist (it expired, was revoked or was never granted).
+    #[error("lease {lease} not found (expired or revoked)")]
+    LeaseNotFound {
+        /// The lease.
+        lease: crate::LeaseId,
+    },
+    /// The etcd backend failed (etcd unreachable, no quorum, request refused). Callers retry;
+    /// nothing is known about whether a txn that failed this way was applied.
+    #[error("etcd {op} failed on {key:?}")]
+    Etcd {
+        /// The operation: `connect`, `get`, `list`, `txn`, `watch`, `revision`, `compact` or a lease
+        /// operation.
+        op: &'static str,
+        /// The key or prefix (without the namespace), empty when none.
+        key: String,
+        /// What the etcd client reported.
+        #[source]
+        source: Box<etcd_client::Error>,
+    },
+    /// etcd answered with something the store cannot use.
+    #[error("etcd {op} returned an unexpected response: {reason}")]
+    EtcdResponse {
+        /// The operation.
+        op: &'static str,
+        /// What was wrong.
+        reason: String,
+    },
     /// A stored record could not be decoded.
     #[error("stored record for {key:?} is corrupt: {reason}")]
     Corrupt {

@@ -2,10 +2,12 @@
 //! one, nothing survives the process.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Duration;
 
 use crate::error::Result;
-use crate::types::{Datastore, Event, KeyValue, Op, StoreConfig, Txn, TxnOutcome};
+use crate::lease::{spawn_expiry, LeaseTable};
+use crate::types::{Datastore, Event, KeyValue, LeaseId, Op, StoreConfig, Txn, TxnOutcome};
 use crate::watch::{start_revision, Hub, Watch};
 
 #[derive(Default)]
@@ -16,6 +18,7 @@ struct State {
     /// Every revision `<= compacted` is gone from `log`.
     compacted: u64,
     hub: Hub,
+    leases: LeaseTable,
 }
 
 /// An in-memory [`Datastore`]. Cheap to clone; clones share the data.
@@ -61,60 +64,84 @@ impl MemoryStore {
     fn txn_sync(&self, txn: Txn) -> Result<TxnOutcome> {
         txn.check()?;
         let mut guard = self.lock();
-        let state = &mut *guard;
-        let holds = txn
-            .compares
-            .iter()
-            .all(|c| c.holds(state.data.get(c.key()).map(|kv| kv.mod_revision)));
-        if !holds {
-            return Ok(TxnOutcome::CompareFailed);
-        }
-        let revision = state.revision + 1;
-        let mut events = Vec::new();
-        for op in txn.success {
-            match op {
-                Op::Put { key, value } => {
-                    let create_revision = state
-                        .data
-                        .get(&key)
-                        .map_or(revision, |kv| kv.create_revision);
-                    state.data.insert(
-                        key.clone(),
-                        KeyValue {
-                            key: key.clone(),
-                            value: value.clone(),
-                            create_revision,
-                            mod_revision: revision,
-                        },
-                    );
+        apply(&mut guard, self.config.history, txn)
+    }
+}
+
+/// Applies `txn` to the locked state: compares, writes, lease bindings, log and fan-out.
+fn apply(state: &mut State, history: usize, txn: Txn) -> Result<TxnOutcome> {
+    let holds = txn
+        .compares
+        .iter()
+        .all(|c| c.holds(state.data.get(c.key()).map(|kv| kv.mod_revision)));
+    if !holds {
+        return Ok(TxnOutcome::CompareFailed);
+    }
+    state.leases.check(&txn)?;
+    let revision = state.revision + 1;
+    let mut events = Vec::new();
+    for op in txn.success {
+        state.leases.apply(&op);
+        match op {
+            Op::Put { key, value, .. } => {
+                let create_revision = state
+                    .data
+                    .get(&key)
+                    .map_or(revision, |kv| kv.create_revision);
+                state.data.insert(
+                    key.clone(),
+                    KeyValue {
+                        key: key.clone(),
+                        value: value.clone(),
+                        create_revision,
+                        mod_revision: revision,
+                    },
+                );
+                events.push(Event {
+                    revision,
+                    key,
+                    value: Some(value),
+                });
+            }
+            Op::Delete { key } => {
+                if state.data.remove(&key).is_some() {
                     events.push(Event {
                         revision,
                         key,
-                        value: Some(value),
+                        value: None,
                     });
-                }
-                Op::Delete { key } => {
-                    if state.data.remove(&key).is_some() {
-                        events.push(Event {
-                            revision,
-                            key,
-                            value: None,
-                        });
-                    }
                 }
             }
         }
-        if events.is_empty() {
-            return Ok(TxnOutcome::Committed {
-                revision: state.revision,
-            });
-        }
-        state.revision = revision;
-        state.log.extend(events.iter().cloned());
-        compact(&mut state.log, &mut state.compacted, self.config.history);
-        state.hub.publish(&events);
-        Ok(TxnOutcome::Committed { revision })
     }
+    if events.is_empty() {
+        return Ok(TxnOutcome::Committed {
+            revision: state.revision,
+        });
+    }
+    state.revision = revision;
+    state.log.extend(events.iter().cloned());
+    compact(&mut state.log, &mut state.compacted, history);
+    state.hub.publish(&events);
+    Ok(TxnOutcome::Committed { revision })
+}
+
+/// Deletes the keys of `lease` if it has expired; the next deadline otherwise.
+fn expire(
+    state: &Weak<Mutex<State>>,
+    history: usize,
+    lease: LeaseId,
+) -> Option<tokio::time::Instant> {
+    let state = state.upgrade()?;
+    let mut guard = state.lock().unwrap_or_else(PoisonError::into_inner);
+    let Some(txn) = guard.leases.remove_if_expired(lease) else {
+        return guard.leases.deadline(lease);
+    };
+    tracing::debug!(%lease, "lease expired");
+    if let Err(e) = apply(&mut guard, history, txn) {
+        tracing::warn!(%lease, error = %e, "cannot delete the keys of an expired lease");
+    }
+    None
 }
 
 /// Drops whole revisions from the front of the log until it holds at most `history` events
@@ -178,5 +205,28 @@ impl Datastore for MemoryStore {
 
     async fn revision(&self) -> Result<u64> {
         Ok(self.lock().revision)
+    }
+
+    async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId> {
+        let (lease, deadline) = self.lock().leases.grant(ttl);
+        let state = Arc::downgrade(&self.state);
+        let history = self.config.history;
+        spawn_expiry(deadline, move || {
+            let next = expire(&state, history, lease);
+            async move { next }
+        });
+        Ok(lease)
+    }
+
+    async fn keep_alive(&self, lease: LeaseId) -> Result<()> {
+        self.lock().leases.keep_alive(lease)
+    }
+
+    async fn revoke_lease(&self, lease: LeaseId) -> Result<()> {
+        let mut guard = self.lock();
+        if let Some(txn) = guard.leases.remove(lease) {
+            apply(&mut guard, self.config.history, txn)?;
+        }
+        Ok(())
     }
 }

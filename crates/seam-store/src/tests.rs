@@ -1,12 +1,14 @@
-//! The store contract suite, run against every backend, plus embedded-only tests
-//! (reopen, crash safety).
+//! The store contract suite, run against every backend (etcd: a real etcd per test), plus
+//! backend-specific tests (embedded: reopen, crash safety; etcd: namespaces, a killed member,
+//! an outage).
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::testing::EtcdCluster;
 use crate::{
-    AnyStore, Compare, Datastore, EmbeddedStore, Error, Event, MemoryStore, Op, StoreConfig, Txn,
-    TxnOutcome, Watch,
+    AnyStore, Compare, Datastore, EmbeddedStore, Error, EtcdStore, Event, MemoryStore, Op,
+    StoreConfig, Txn, TxnOutcome, Watch,
 };
 
 /// The generic contract every [`Datastore`] must meet.
@@ -203,7 +205,7 @@ mod contract {
     }
 
     pub(super) async fn watch_compacted(store: impl Datastore) {
-        // The store keeps 5 events.
+        // The store keeps 5 events (etcd: 5 revisions; here one event each).
         for i in 0..20 {
             put(&store, &format!("c/{i}"), "x").await;
         }
@@ -219,6 +221,15 @@ mod contract {
         for rev in 16..=20 {
             assert_eq!(next_event(&mut watch).await.revision, rev);
         }
+    }
+
+    /// The local stores count history in events and drop whole revisions (etcd counts
+    /// revisions, so this part of compaction is theirs alone).
+    pub(super) async fn history_counts_events(store: impl Datastore) {
+        // The store keeps 5 events.
+        for i in 0..20 {
+            put(&store, &format!("c/{i}"), "x").await;
+        }
         // A multi-event txn is compacted as a whole.
         let big = (0..7).fold(Txn::new(), |t, i| t.put(format!("big/{i}"), "x"));
         assert_eq!(
@@ -233,6 +244,64 @@ mod contract {
         for _ in 0..7 {
             assert_eq!(next_event(&mut watch).await.revision, 21);
         }
+    }
+
+    /// Keys bound to a lease live while it is kept alive and go when it expires or is revoked,
+    /// with a delete event; keys without the lease stay.
+    pub(super) async fn leases(store: impl Datastore) {
+        let lease = store.grant_lease(Duration::from_secs(1)).await.unwrap();
+        let mut watch = store.watch("l/", 0).await.unwrap();
+        let held = Txn::new()
+            .put_with_lease("l/held", "x", lease)
+            .put("l/plain", "y");
+        let TxnOutcome::Committed { revision: put_rev } = store.txn(held).await.unwrap() else {
+            panic!("unconditional put failed");
+        };
+        assert_eq!(next_event(&mut watch).await.key, "l/held");
+        assert_eq!(next_event(&mut watch).await.key, "l/plain");
+
+        // Kept alive past its TTL: still there.
+        for _ in 0..6 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            store.keep_alive(lease).await.unwrap();
+        }
+        assert!(store.get("l/held").await.unwrap().is_some());
+
+        // Left alone: deleted (etcd checks expiry with some delay), with an event.
+        let gone = next_event(&mut watch).await;
+        assert_eq!((gone.key.as_str(), gone.value), ("l/held", None));
+        assert!(gone.revision > put_rev);
+        assert_eq!(store.get("l/held").await.unwrap(), None);
+        assert!(store.get("l/plain").await.unwrap().is_some());
+        assert!(matches!(
+            store.keep_alive(lease).await,
+            Err(Error::LeaseNotFound { lease: l }) if l == lease
+        ));
+        let late = Txn::new().put_with_lease("l/late", "x", lease);
+        assert!(matches!(
+            store.txn(late).await,
+            Err(Error::LeaseNotFound { .. })
+        ));
+        assert_eq!(store.get("l/late").await.unwrap(), None);
+
+        // Revoke deletes every key of the lease under one revision; a key re-put without the
+        // lease is no longer bound to it.
+        let lease = store.grant_lease(Duration::from_secs(30)).await.unwrap();
+        let txn = Txn::new()
+            .put_with_lease("l/a", "1", lease)
+            .put_with_lease("l/b", "2", lease)
+            .put_with_lease("l/c", "3", lease);
+        store.txn(txn).await.unwrap();
+        put(&store, "l/c", "unbound").await;
+        let mut watch = store.watch("l/", 0).await.unwrap();
+        store.revoke_lease(lease).await.unwrap();
+        let a = next_event(&mut watch).await;
+        let b = next_event(&mut watch).await;
+        assert_eq!((a.key.as_str(), b.key.as_str()), ("l/a", "l/b"));
+        assert_eq!((a.value, b.value), (None, None));
+        assert_eq!(a.revision, b.revision);
+        assert_eq!(store.get("l/c").await.unwrap().unwrap().value, b"unbound");
+        store.revoke_lease(lease).await.unwrap();
     }
 
     pub(super) async fn watch_lagging_is_dropped(store: impl Datastore) {
@@ -303,37 +372,37 @@ macro_rules! contract_suite {
         mod $name {
             use super::*;
 
-            fn make(config: StoreConfig) -> (AnyStore, Box<dyn std::any::Any>) {
-                ($make)(config)
+            async fn make(config: StoreConfig) -> (AnyStore, Box<dyn std::any::Any>) {
+                ($make)(config).await
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn put_get_list() {
-                let (store, _guard) = make(StoreConfig::default());
+                let (store, _guard) = make(StoreConfig::default()).await;
                 contract::put_get_list(store).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn txn_compares() {
-                let (store, _guard) = make(StoreConfig::default());
+                let (store, _guard) = make(StoreConfig::default()).await;
                 contract::txn_compares(store).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn revisions_monotonic() {
-                let (store, _guard) = make(StoreConfig::default());
+                let (store, _guard) = make(StoreConfig::default()).await;
                 contract::revisions_monotonic(store).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn watch_replay_then_live() {
-                let (store, _guard) = make(StoreConfig::default());
+                let (store, _guard) = make(StoreConfig::default()).await;
                 contract::watch_replay_then_live(store).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn watch_no_gap_under_writes() {
-                let (store, _guard) = make(StoreConfig::default());
+                let (store, _guard) = make(StoreConfig::default()).await;
                 contract::watch_no_gap_under_writes(store).await;
             }
 
@@ -342,7 +411,8 @@ macro_rules! contract_suite {
                 let (store, _guard) = make(StoreConfig {
                     history: 5,
                     ..StoreConfig::default()
-                });
+                })
+                .await;
                 contract::watch_compacted(store).await;
             }
 
@@ -351,30 +421,74 @@ macro_rules! contract_suite {
                 let (store, _guard) = make(StoreConfig {
                     watch_buffer: 4,
                     ..StoreConfig::default()
-                });
+                })
+                .await;
                 contract::watch_lagging_is_dropped(store).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn concurrent_cas() {
-                let (store, _guard) = make(StoreConfig::default());
+                let (store, _guard) = make(StoreConfig::default()).await;
                 contract::concurrent_cas(store).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn leases() {
+                let (store, _guard) = make(StoreConfig::default()).await;
+                contract::leases(store).await;
             }
         }
     };
 }
 
-contract_suite!(memory, |config| {
+async fn memory_store(config: StoreConfig) -> (AnyStore, Box<dyn std::any::Any>) {
     let guard: Box<dyn std::any::Any> = Box::new(());
     (AnyStore::from(MemoryStore::with_config(config)), guard)
-});
+}
 
-contract_suite!(embedded, |config| {
+async fn embedded_store(config: StoreConfig) -> (AnyStore, Box<dyn std::any::Any>) {
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open_with(dir.path().join("seam.redb"), config).unwrap();
     let guard: Box<dyn std::any::Any> = Box::new(dir);
     (AnyStore::from(store), guard)
-});
+}
+
+/// A fresh etcd per test (the contract checks exact revisions), under a namespace so the
+/// prefix mapping is exercised too. Fails, never skips, when etcd is not installed.
+async fn etcd_store(config: StoreConfig) -> (AnyStore, Box<dyn std::any::Any>) {
+    let cluster = EtcdCluster::start()
+        .await
+        .unwrap_or_else(|e| panic!("the etcd contract tests need a real etcd: {e}"));
+    let store = EtcdStore::connect_with(cluster.config("/test-ns"), config)
+        .await
+        .unwrap();
+    let guard: Box<dyn std::any::Any> = Box::new(cluster);
+    (AnyStore::from(store), guard)
+}
+
+contract_suite!(memory, memory_store);
+contract_suite!(embedded, embedded_store);
+contract_suite!(etcd, etcd_store);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_history_counts_events() {
+    let (store, _guard) = memory_store(StoreConfig {
+        history: 5,
+        ..StoreConfig::default()
+    })
+    .await;
+    contract::history_counts_events(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_history_counts_events() {
+    let (store, _guard) = embedded_store(StoreConfig {
+        history: 5,
+        ..StoreConfig::default()
+    })
+    .await;
+    contract::history_counts_events(store).await;
+}
 
 /// Tests only the embedded backend can pass: durability across reopen and crashes.
 mod embedded_only {
@@ -453,5 +567,171 @@ mod embedded_only {
         let (_, kvs) = store.list("crash/").await.unwrap();
         assert_eq!(kvs.len(), usize::try_from(CRASH_WRITES).unwrap());
         assert_eq!(contract::put(&store, "after", "x").await, CRASH_WRITES + 1);
+    }
+}
+
+/// Tests only etcd can pass: shared clusters, a killed member, an outage.
+mod etcd_only {
+    use super::*;
+
+    async fn cluster(members: usize) -> EtcdCluster {
+        EtcdCluster::start_members(members)
+            .await
+            .unwrap_or_else(|e| panic!("the etcd tests need a real etcd: {e}"))
+    }
+
+    /// Retries `op` until it succeeds or `within` passes; returns the result and how many
+    /// attempts failed.
+    async fn retry<T, F, Fut>(within: Duration, mut op: F) -> (T, u32)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = crate::Result<T>>,
+    {
+        let start = std::time::Instant::now();
+        let mut failures = 0;
+        loop {
+            match op().await {
+                Ok(v) => return (v, failures),
+                Err(e) if start.elapsed() < within => {
+                    failures += 1;
+                    eprintln!("attempt failed: {e:?}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("still failing after {within:?}: {e}"),
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn namespaces_share_one_etcd_without_seeing_each_other() {
+        let etcd = cluster(1).await;
+        let a = EtcdStore::connect(etcd.config("/cluster-a")).await.unwrap();
+        let b = EtcdStore::connect(etcd.config("/cluster-b")).await.unwrap();
+        let mut watch_b = b.watch("", 0).await.unwrap();
+        contract::put(&a, "/seam/v1/nodes/n1", "a").await;
+        contract::put(&b, "/seam/v1/nodes/n1", "b").await;
+        assert_eq!(
+            a.get("/seam/v1/nodes/n1").await.unwrap().unwrap().value,
+            b"a"
+        );
+        let (_, listed) = b.list("").await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].key, "/seam/v1/nodes/n1");
+        assert_eq!(listed[0].value, b"b");
+        // b's watch sees only b's write, with b's key.
+        let e = tokio::time::timeout(Duration::from_secs(5), watch_b.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (e.key.as_str(), e.value),
+            ("/seam/v1/nodes/n1", Some(b"b".to_vec()))
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn lists_larger_than_a_page_are_one_snapshot() {
+        let etcd = cluster(1).await;
+        let store = EtcdStore::connect(etcd.config("/p")).await.unwrap();
+        for chunk in 0..25 {
+            let txn = (0..100).fold(Txn::new(), |t, i| {
+                t.put(format!("k/{chunk:02}-{i:03}"), "x")
+            });
+            store.txn(txn).await.unwrap();
+        }
+        let (rev, kvs) = store.list("k/").await.unwrap();
+        assert_eq!(rev, 25);
+        assert_eq!(kvs.len(), 2500);
+        assert!(kvs.windows(2).all(|w| w[0].key < w[1].key));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn three_members_keep_serving_with_one_killed() {
+        let mut etcd = cluster(3).await;
+        let store = EtcdStore::connect(etcd.config("/ha")).await.unwrap();
+        for i in 0..10 {
+            contract::put(&store, &format!("k/{i}"), "before").await;
+        }
+        let mut watch = store.watch("k/", 1).await.unwrap();
+        etcd.kill(0);
+        // The store sends requests refused by the dead member to the others. A write in flight
+        // while the killed member was the raft leader can still time out (its outcome unknown),
+        // so writes are retried as the controller's callers do: the Absent compare makes a
+        // retry of an applied write harmless.
+        let started = std::time::Instant::now();
+        let mut failed = 0;
+        for i in 10..30 {
+            let key = format!("k/{i}");
+            let (_, f) = retry(Duration::from_secs(10), || {
+                store.txn(
+                    Txn::new()
+                        .when(Compare::Absent(key.clone()))
+                        .put(&key, "after"),
+                )
+            })
+            .await;
+            failed += f;
+        }
+        let (_, kvs) = store.list("k/").await.unwrap();
+        assert_eq!(kvs.len(), 30);
+        eprintln!(
+            "20 writes after the kill: {failed} failed attempts, {:?}",
+            started.elapsed()
+        );
+        assert!(started.elapsed() < Duration::from_secs(15));
+        // A watch opened before the kill either streams on without a gap or ends with an error
+        // (it was on the killed member); a new watch from where it stopped sees the rest.
+        let mut next = 1;
+        loop {
+            match tokio::time::timeout(Duration::from_secs(5), watch.next()).await {
+                Ok(Some(Ok(e))) => {
+                    assert_eq!(e.revision, next);
+                    next += 1;
+                    if next > 30 {
+                        break;
+                    }
+                }
+                Ok(Some(Err(e))) => {
+                    eprintln!("watch ended at revision {next}: {e}");
+                    break;
+                }
+                other => panic!("watch neither streamed nor failed: {other:?}"),
+            }
+        }
+        let mut rewatch = retry(Duration::from_secs(10), || store.watch("k/", next))
+            .await
+            .0;
+        for rev in next..=30 {
+            let e = tokio::time::timeout(Duration::from_secs(5), rewatch.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            assert_eq!(e.revision, rev);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_outage_fails_requests_then_the_same_client_recovers() {
+        let mut etcd = cluster(1).await;
+        let store = EtcdStore::connect(etcd.config("/outage")).await.unwrap();
+        contract::put(&store, "k/1", "x").await;
+        etcd.kill(0);
+        let started = std::time::Instant::now();
+        let err = store.get("k/1").await.unwrap_err();
+        assert!(matches!(err, Error::Etcd { op: "get", .. }), "{err:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "{:?}",
+            started.elapsed()
+        );
+        let err = store.txn(Txn::new().put("k/2", "x")).await.unwrap_err();
+        assert!(matches!(err, Error::Etcd { op: "txn", .. }), "{err:?}");
+
+        etcd.restart(0).await.unwrap();
+        let (kv, _) = retry(Duration::from_secs(15), || store.get("k/1")).await;
+        assert_eq!(kv.unwrap().value, b"x");
+        assert_eq!(contract::put(&store, "k/2", "y").await, 2);
     }
 }

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 use std::future::Future;
+use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::watch::Watch;
@@ -54,6 +55,9 @@ pub enum Op {
         key: String,
         /// The new value.
         value: Vec<u8>,
+        /// The lease the key is bound to: it is deleted when the lease expires or is revoked.
+        /// `None` also unbinds a key from the lease it had.
+        lease: Option<LeaseId>,
     },
     /// Delete a key (a no-op when it is absent).
     Delete {
@@ -107,6 +111,23 @@ impl Txn {
         self.then(Op::Put {
             key: key.into(),
             value: value.into(),
+            lease: None,
+        })
+    }
+
+    /// Adds a put of `key` bound to `lease` on success (the txn fails with
+    /// [`Error::LeaseNotFound`] when the lease is gone).
+    #[must_use]
+    pub fn put_with_lease(
+        self,
+        key: impl Into<String>,
+        value: impl Into<Vec<u8>>,
+        lease: LeaseId,
+    ) -> Self {
+        self.then(Op::Put {
+            key: key.into(),
+            value: value.into(),
+            lease: Some(lease),
         })
     }
 
@@ -127,6 +148,17 @@ impl Txn {
             }
         }
         Ok(())
+    }
+}
+
+/// A lease granted by [`Datastore::grant_lease`]: keys put with it live as long as it is kept
+/// alive (the holder's liveness, e.g. the controller leader's key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LeaseId(pub i64);
+
+impl std::fmt::Display for LeaseId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:x}", self.0)
     }
 }
 
@@ -178,6 +210,18 @@ pub trait Datastore: Send + Sync {
 
     /// The current store revision (0 for a store that was never written).
     fn revision(&self) -> impl Future<Output = Result<u64>> + Send;
+
+    /// Grants a lease that expires `ttl` after its last keep-alive (etcd may round the TTL up to
+    /// whole seconds and its minimum).
+    fn grant_lease(&self, ttl: Duration) -> impl Future<Output = Result<LeaseId>> + Send;
+
+    /// Renews `lease` for another TTL. Fails with [`Error::LeaseNotFound`] when it expired or
+    /// was revoked: its keys are gone by then.
+    fn keep_alive(&self, lease: LeaseId) -> impl Future<Output = Result<()>> + Send;
+
+    /// Revokes `lease`, deleting every key bound to it under one revision. Revoking a lease
+    /// that is already gone succeeds.
+    fn revoke_lease(&self, lease: LeaseId) -> impl Future<Output = Result<()>> + Send;
 }
 
 /// Tunables shared by the backends.

@@ -17,15 +17,36 @@ use crate::types::Event;
 #[derive(Debug)]
 pub struct Watch {
     replay: VecDeque<Event>,
+    /// History the etcd backend is still fetching: unbounded like `replay`, drained first;
+    /// closed once the pump reaches live events.
+    replay_rx: Option<mpsc::UnboundedReceiver<Event>>,
     rx: mpsc::Receiver<Result<Event>>,
 }
 
 impl Watch {
+    /// A watch fed only by a channel (the etcd backend's pump task).
+    pub(crate) fn from_channels(
+        replay_rx: mpsc::UnboundedReceiver<Event>,
+        rx: mpsc::Receiver<Result<Event>>,
+    ) -> Self {
+        Watch {
+            replay: VecDeque::new(),
+            replay_rx: Some(replay_rx),
+            rx,
+        }
+    }
+
     /// The next event, or an error after which the stream ends. `None` when the store is gone
     /// or the stream ended after an error.
     pub async fn next(&mut self) -> Option<Result<Event>> {
         if let Some(event) = self.replay.pop_front() {
             return Some(Ok(event));
+        }
+        if let Some(replay_rx) = &mut self.replay_rx {
+            match replay_rx.recv().await {
+                Some(event) => return Some(Ok(event)),
+                None => self.replay_rx = None,
+            }
         }
         self.rx.recv().await
     }
@@ -61,7 +82,11 @@ impl Hub {
             from_revision,
             tx,
         });
-        Watch { replay, rx }
+        Watch {
+            replay,
+            replay_rx: None,
+            rx,
+        }
     }
 
     /// Sends the events of one committed txn to every watcher they concern.
