@@ -21,6 +21,8 @@ pub struct FakeState {
     pub ruleset: Option<String>,
     /// How many rulesets were applied.
     pub ruleset_applies: usize,
+    /// The in-place changes applied, in order.
+    pub deltas: Vec<crate::FirewallDelta>,
     /// Ports retired and not yet reaped.
     pub retired: Vec<String>,
     /// When set, the next `attach` fails with this message (and leaves nothing behind).
@@ -186,5 +188,15 @@ impl Firewall for FakeKernel {
         s.ruleset = Some(ruleset.to_string());
         s.ruleset_applies += 1;
         Ok(())
+    }
+
+    async fn apply_delta(&self, delta: &crate::FirewallDelta) -> Result<()> {
+        let mut s = self.lock()?;
+        s.deltas.push(delta.clone());
+        Ok(())
+    }
+
+    async fn list_table(&self) -> Result<Option<String>> {
+        Ok(None)
     }
 }

@@ -1,24 +1,16 @@
-//! The nftables realization of a [`NodeRuleset`]: one `nft -f` transaction for `table inet seam`.
-//!
-//! The text first makes sure the table exists (`table inet seam {}`), deletes it and defines it in full, all in
-//! one batch: the kernel applies a batch atomically, so packets see either the old table or the new one, never a
-//! window without policy. Conntrack entries live outside the table, so established connections survive it.
-//!
-//! Layout:
-//! - one named set per IR set (`type ipv4_addr; flags interval`), `local` holding the node's endpoints;
-//! - base chain `forward` (hook forward, priority filter, policy accept): `ct state established,related accept`,
-//!   `ct state invalid drop`, `ip saddr @local jump egress_admin`, `ip daddr @local jump ingress_admin`, `accept`;
-//! - per direction the chains `<dir>_admin`, `<dir>_namespace`, `<dir>_baseline`, each ending in a `goto` to the
-//!   next tier. Allow is `return` (back to `forward`, which goes on to ingress: an `accept` would end the hook
-//!   before the destination's ingress ran), Deny is `drop` (never reject: probes must time out), Pass is `goto` to
-//!   the next tier's chain. Every policy rule has a `counter` and `comment "<rule id>"` ([`nft_comment`]).
+//! The nftables realization of a [`NodeRuleset`]: `table inet seam`, written in full as one `nft -f`
+//! transaction ([`render`]) or changed in place ([`table::delta`]). The layout and why it is so: [`table`].
+//! Every policy rule has a `counter` and `comment "<rule id>"` ([`nft_comment`]), which is how `explain` reads
+//! a rule's counter back from the kernel.
+
+pub mod table;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use seam_policy::{Direction, Protocol};
+use seam_policy::Protocol;
 
-use crate::ir::{Action, AddrMatch, L4Match, NodeRuleset, Rule, RuleId, Tier, TierChain};
+use crate::ir::{Action, AddrMatch, L4Match, NodeRuleset, Rule, RuleId};
 
 /// The table: family `inet`, name `seam`.
 pub const TABLE: &str = "inet seam";
@@ -29,7 +21,7 @@ const MAX_COMMENT: usize = 127;
 /// The longest set name rendered as is.
 const MAX_SET_NAME: usize = 200;
 
-fn fnv1a(text: &str) -> u64 {
+pub(crate) fn fnv1a(text: &str) -> u64 {
     text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })
@@ -86,14 +78,6 @@ pub fn nft_set_name(name: &str) -> String {
     format!("x_{prefix}_{:016x}", fnv1a(name))
 }
 
-fn dir_str(d: Direction) -> &'static str {
-    crate::compile::direction_str(d)
-}
-
-fn chain_name(d: Direction, t: Tier) -> String {
-    format!("{}_{}", dir_str(d), t.as_str())
-}
-
 fn proto(p: Protocol) -> &'static str {
     match p {
         Protocol::Tcp => "tcp",
@@ -142,7 +126,9 @@ fn l4_text(out: &mut String, l4: &L4Match) {
     }
 }
 
-fn rule_text(rule: &Rule, next_chain: Option<&str>) -> String {
+/// A rule as nft text. Allow is `accept` (it ends only the base chain of its direction), Deny is `drop`,
+/// Pass is `return` (to the class chain, which goes on with the next tier).
+pub(crate) fn rule_text(rule: &Rule) -> String {
     let mut out = String::new();
     addr_tests(&mut out, "saddr", &rule.src);
     addr_tests(&mut out, "daddr", &rule.dst);
@@ -153,61 +139,17 @@ fn rule_text(rule: &Rule, next_chain: Option<&str>) -> String {
         let prefix: String = comment.chars().take(100).collect();
         let _ = write!(out, "log prefix \"seam {prefix} \" ");
     }
-    let verdict = match (rule.action, next_chain) {
-        (Action::Allow, _) | (Action::Pass, None) => "return".to_string(),
-        (Action::Deny, _) => "drop".to_string(),
-        (Action::Pass, Some(next)) => format!("goto {next}"),
+    let verdict = match rule.action {
+        Action::Allow => "accept",
+        Action::Deny => "drop",
+        Action::Pass => "return",
     };
     let _ = write!(out, "{verdict} comment \"{comment}\"");
     out
 }
 
-fn render_chains(out: &mut String, dir: Direction, chains: &[TierChain]) {
-    for (i, chain) in chains.iter().enumerate() {
-        let next = chains.get(i + 1).map(|c| chain_name(dir, c.tier));
-        let _ = writeln!(out, "\tchain {} {{", chain_name(dir, chain.tier));
-        for r in &chain.rules {
-            let _ = writeln!(out, "\t\t{}", rule_text(r, next.as_deref()));
-        }
-        if let Some(next) = &next {
-            let _ = writeln!(out, "\t\tgoto {next}");
-        }
-        out.push_str("\t}\n");
-    }
-}
-
-/// Renders the ruleset as one nftables transaction that atomically replaces `table inet seam`. The output is
+/// Renders the ruleset as one nftables transaction that atomically replaces Seam's tables. The output is
 /// deterministic: equal rulesets render to equal text.
 pub fn render(ruleset: &NodeRuleset) -> String {
-    let mut out = String::new();
-    let _ = writeln!(out, "table {TABLE} {{}}");
-    let _ = writeln!(out, "delete table {TABLE}");
-    let _ = writeln!(out, "table {TABLE} {{");
-    for (name, set) in &ruleset.sets {
-        let _ = writeln!(out, "\tset {} {{", nft_set_name(name));
-        out.push_str("\t\ttype ipv4_addr\n\t\tflags interval\n");
-        if !set.is_empty() {
-            let _ = writeln!(out, "\t\telements = {{ {} }}", set.elements().join(", "));
-        }
-        out.push_str("\t}\n");
-    }
-    out.push_str("\tchain forward {\n");
-    out.push_str("\t\ttype filter hook forward priority filter; policy accept;\n");
-    out.push_str("\t\tct state established,related accept\n");
-    out.push_str("\t\tct state invalid drop\n");
-    for (dir, field) in [(Direction::Egress, "saddr"), (Direction::Ingress, "daddr")] {
-        if let Some(first) = ruleset.chains(dir).first() {
-            let _ = writeln!(
-                out,
-                "\t\tip {field} @{} jump {}",
-                crate::ir::LOCAL_SET,
-                chain_name(dir, first.tier)
-            );
-        }
-    }
-    out.push_str("\t\taccept\n\t}\n");
-    render_chains(&mut out, Direction::Egress, &ruleset.egress);
-    render_chains(&mut out, Direction::Ingress, &ruleset.ingress);
-    out.push_str("}\n");
-    out
+    table::full_text(&table::model(ruleset))
 }

@@ -868,23 +868,37 @@ impl LinuxKernel {
     }
 }
 
+fn firewall_error(e: impl std::fmt::Display) -> Error {
+    Error::Kernel {
+        operation: "apply firewall",
+        object: "table inet seam".into(),
+        errno: None,
+        message: e.to_string(),
+    }
+}
+
 impl seam_dataplane::Firewall for LinuxKernel {
     async fn apply_ruleset(&self, ruleset: &str) -> Result<()> {
         let text = ruleset.to_string();
         // `nft` is a child process: keep it off the runtime thread.
         tokio::task::spawn_blocking(move || crate::nft::apply_ruleset(&text))
             .await
-            .map_err(|e| Error::Kernel {
-                operation: "apply firewall",
-                object: "table inet seam".into(),
-                errno: None,
-                message: e.to_string(),
-            })?
-            .map_err(|e| Error::Kernel {
-                operation: "apply firewall",
-                object: "table inet seam".into(),
-                errno: None,
-                message: e.to_string(),
-            })
+            .map_err(firewall_error)?
+            .map_err(firewall_error)
+    }
+
+    async fn apply_delta(&self, delta: &seam_dataplane::FirewallDelta) -> Result<()> {
+        let delta = delta.clone();
+        tokio::task::spawn_blocking(move || crate::nft::apply_delta(&delta))
+            .await
+            .map_err(firewall_error)?
+            .map_err(firewall_error)
+    }
+
+    async fn list_table(&self) -> Result<Option<String>> {
+        tokio::task::spawn_blocking(crate::nft::list_table_text)
+            .await
+            .map_err(firewall_error)?
+            .map_err(firewall_error)
     }
 }

@@ -9,9 +9,10 @@
 mod error;
 mod kernel;
 pub mod netns;
+pub mod nfnl;
 pub mod nft;
 pub mod sysctl;
 
 pub use error::{Error, Result};
 pub use kernel::LinuxKernel;
-pub use nft::{apply_ruleset, delete_table, read_counters, NftError, RuleCounter};
+pub use nft::{apply_delta, apply_ruleset, delete_table, read_counters, NftError, RuleCounter};

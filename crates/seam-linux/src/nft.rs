@@ -44,6 +44,9 @@ pub enum NftError {
     /// `table inet seam` does not exist in this namespace.
     #[error("table inet seam does not exist")]
     NoTable,
+    /// The kernel refused (or never answered) an nf_tables netlink batch; nothing of it applied.
+    #[error("{0}")]
+    Batch(#[from] crate::nfnl::NfnlError),
     /// `nft -j` printed something that is not the JSON expected.
     #[error("parse nft -j output: {source}")]
     Json {
@@ -123,10 +126,34 @@ pub fn apply_ruleset(text: &str) -> Result<(), NftError> {
     run("apply ruleset", &["-f", "-"], Some(text)).map(|_| ())
 }
 
-/// Deletes `table inet seam`; absent is success.
+/// Changes `table inet seam` in place: `prepare` through `nft -f`, then the `switch` batch, then the
+/// `cleanup` batch (see [`seam_dataplane::FirewallDelta`]).
+pub fn apply_delta(delta: &seam_dataplane::FirewallDelta) -> Result<(), NftError> {
+    if let Some(text) = &delta.prepare {
+        run("apply ruleset", &["-f", "-"], Some(text))?;
+    }
+    crate::nfnl::apply_batch(TABLE_NAME, &delta.switch)?;
+    crate::nfnl::apply_batch(TABLE_NAME, &delta.cleanup)?;
+    Ok(())
+}
+
+/// `nft -j list table inet seam` as text, `None` when the table does not exist.
+pub fn list_table_text() -> Result<Option<String>, NftError> {
+    match run(
+        "list table",
+        &["-j", "list", "table", TABLE_FAMILY, TABLE_NAME],
+        None,
+    ) {
+        Ok(out) => Ok(Some(String::from_utf8_lossy(&out).into_owned())),
+        Err(NftError::NoTable) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Deletes Seam's tables (`inet seam` and `bridge seam`); absent is success.
 pub fn delete_table() -> Result<(), NftError> {
     let text = format!(
-        "table {TABLE_FAMILY} {TABLE_NAME} {{}}\ndelete table {TABLE_FAMILY} {TABLE_NAME}\n"
+        "table {TABLE_FAMILY} {TABLE_NAME} {{}}\ndelete table {TABLE_FAMILY} {TABLE_NAME}\ntable bridge {TABLE_NAME} {{}}\ndelete table bridge {TABLE_NAME}\n"
     );
     run("delete table", &["-f", "-"], Some(&text)).map(|_| ())
 }
@@ -148,9 +175,29 @@ pub fn list_table() -> Result<Value, NftError> {
 }
 
 /// The kernel's listing of a table without what differs between two tables made from the same
-/// text: `metainfo`, object handles and counter values. Two namespaces given the same ruleset
-/// have equal canonical listings, whatever traffic they saw.
+/// text: `metainfo`, object handles, counter values and the order objects were created in (a table
+/// changed in place lists its chains in another order than one written whole). Rules keep their
+/// order within their chain. Two namespaces given the same ruleset have equal canonical listings,
+/// whatever traffic they saw and however the table got there.
 pub fn canonical_listing(value: &Value) -> Value {
+    let stripped = strip_listing(value);
+    let Some(items) = stripped.get("nftables").and_then(Value::as_array) else {
+        return stripped;
+    };
+    let (mut rules, mut objects): (Vec<Value>, Vec<Value>) =
+        items.iter().cloned().partition(|i| i.get("rule").is_some());
+    objects.sort_by_cached_key(Value::to_string);
+    rules.sort_by_cached_key(|r| {
+        r.get("rule")
+            .and_then(|r| r.get("chain"))
+            .map(Value::to_string)
+            .unwrap_or_default()
+    });
+    objects.extend(rules);
+    serde_json::json!({ "nftables": objects })
+}
+
+fn strip_listing(value: &Value) -> Value {
     fn strip(v: &Value) -> Value {
         match v {
             Value::Object(m) => Value::Object(

@@ -220,4 +220,15 @@ impl seam_dataplane::Firewall for StallingKernel {
     async fn apply_ruleset(&self, ruleset: &str) -> seam_dataplane::Result<()> {
         self.inner.apply_ruleset(ruleset).await
     }
+
+    async fn apply_delta(
+        &self,
+        delta: &seam_dataplane::FirewallDelta,
+    ) -> seam_dataplane::Result<()> {
+        self.inner.apply_delta(delta).await
+    }
+
+    async fn list_table(&self) -> seam_dataplane::Result<Option<String>> {
+        self.inner.list_table().await
+    }
 }

@@ -15,8 +15,12 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use seam_firewall::{compile, nft_comment, render, verdict_rule_id};
-use seam_linux::{apply_ruleset, delete_table, netns, read_counters, sysctl, NftError};
+use seam_firewall::render::table;
+use seam_firewall::{compile, nft_comment, verdict_rule_id};
+use seam_linux::nft::list_table_text;
+use seam_linux::{
+    apply_delta, apply_ruleset, delete_table, netns, read_counters, sysctl, NftError,
+};
 use seam_policy::{
     evaluate, ContainerPort, Decision, Endpoint, EndpointKind, Flow, FlowEnd, Inventory, Namespace,
     PolicySet, Protocol,
@@ -29,7 +33,7 @@ const DATA: &str = concat!(
 );
 const TIMEOUT: Duration = Duration::from_millis(800);
 
-fn require_root() {
+pub(crate) fn require_root() {
     // The effective uid is the second field of `Uid:` in /proc/self/status.
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let euid = status
@@ -226,10 +230,17 @@ fn run_case(
 ) -> Vec<String> {
     let names: Vec<String> = inv.endpoints.iter().map(|e| e.reference()).collect();
     let ruleset = compile(set, inv, &names).unwrap();
-    let text = render(&ruleset);
-    netns::run_in(&lab.node_path(), || apply_ruleset(&text))
-        .unwrap()
-        .unwrap_or_else(|e| panic!("{id}: apply: {e}"));
+    // As the agent does: change the table the kernel holds in place (read back, diffed, applied as
+    // netlink batches), or write it whole when there is none.
+    let model = table::model(&ruleset);
+    netns::run_in(&lab.node_path(), || -> Result<(), NftError> {
+        match list_table_text()?.and_then(|t| table::from_nft_json(&t)) {
+            Some(old) => apply_delta(&table::delta(&old, &model)),
+            None => apply_ruleset(&table::full_text(&model)),
+        }
+    })
+    .unwrap()
+    .unwrap_or_else(|e| panic!("{id}: apply: {e}"));
 
     // Every ordered pair of distinct pods (traffic to oneself never crosses the bridge) and probe,
     // all in parallel.
@@ -306,7 +317,7 @@ fn run_case(
 
 // ---- the x/y/z × a/b/c model -------------------------------------------------------------------
 
-fn load(name: &str) -> Value {
+pub(crate) fn load(name: &str) -> Value {
     serde_json::from_str(&std::fs::read_to_string(format!("{DATA}/{name}")).unwrap()).unwrap()
 }
 
@@ -319,7 +330,7 @@ fn labels(v: &Value) -> BTreeMap<String, String> {
 }
 
 /// The lab's address plan: pod `i` of the model gets 10.77.0.(11 + i).
-fn plan(refs: &[String]) -> BTreeMap<String, Ipv4Addr> {
+pub(crate) fn plan(refs: &[String]) -> BTreeMap<String, Ipv4Addr> {
     refs.iter()
         .enumerate()
         .map(|(i, r)| {
@@ -355,12 +366,16 @@ fn substitute(text: &str, plan: &BTreeMap<String, Ipv4Addr>) -> String {
     out
 }
 
-fn policies(v: &Value, plan: &BTreeMap<String, Ipv4Addr>) -> PolicySet {
+pub(crate) fn policies(v: &Value, plan: &BTreeMap<String, Ipv4Addr>) -> PolicySet {
     let text = substitute(&v.to_string(), plan);
     PolicySet::from_objects(seam_policy::parse_json(&text).unwrap()).unwrap()
 }
 
-fn xyz_inventory(model: &Value, case: &Value, plan: &BTreeMap<String, Ipv4Addr>) -> Inventory {
+pub(crate) fn xyz_inventory(
+    model: &Value,
+    case: &Value,
+    plan: &BTreeMap<String, Ipv4Addr>,
+) -> Inventory {
     let mut inv = Inventory::default();
     for ns in model["namespaces"].as_array().unwrap() {
         let name = ns["name"].as_str().unwrap();

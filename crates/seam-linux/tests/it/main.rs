@@ -3,4 +3,5 @@
 //! nothing touches the root namespace.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod delta;
 mod firewall;

@@ -1,0 +1,652 @@
+//! The kernel objects of `table inet seam` as a value ([`TableModel`]), built from a [`NodeRuleset`], written
+//! out in full ([`full_text`]), diffed into an in-place change ([`delta`]) and read back from the kernel's
+//! listing ([`from_nft_json`]).
+//!
+//! Layout (why: a new connection should pass only the rules of the policies that select its endpoints, so the
+//! cost of a SYN does not grow with the number of policies on the node):
+//! - two base chains on the forward hook, `egress` (priority filter) and `ingress` (filter + 10). Each accepts
+//!   established flows, drops invalid ones and dispatches on the local endpoint's address through a verdict map
+//!   (`egress_dispatch` by source, `ingress_dispatch` by destination) to that endpoint's *class chain*. An
+//!   `accept` ends only the base chain it is in, so a flow allowed by egress still meets ingress.
+//! - a class chain (`c_<hash>`) per set of local endpoints that the same namespace-tier policies select:
+//!   `jump` to the direction's admin chain (`a_<hash>`), `jump` to each namespace-tier block that selects the
+//!   class (`b_<hash>`, one per policy, in tier order), then `goto` the baseline chain (`z_<hash>`).
+//! - Allow is `accept`, Deny `drop` (never reject: probes must time out), Pass `return` (back to the class
+//!   chain, which goes on with the namespace tier). A block's rules still test their subject set, so the
+//!   dispatch only saves work and never changes a verdict.
+//! - chain names are hashes of their contents: a changed policy is a new chain, an unchanged one keeps its
+//!   name, rules and counters. That is also what lets an agent that restarts adopt the kernel's table: the
+//!   names it reads back say what the chains hold.
+//! - `table bridge seam` drops IPv6 frames that enter Seam's bridges from endpoint ports (`sv…`) or the
+//!   overlay (`seam-v…`): segments are IPv4 only, and IPv6 between
+//!   endpoints would otherwise pass unfiltered.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+
+use seam_dataplane::{FirewallDelta, TableOp};
+use seam_policy::Direction;
+use serde_json::Value;
+
+use super::{fnv1a, nft_set_name, rule_text, TABLE};
+use crate::ir::{AddrMatch, NodeRuleset, Rule, Tier};
+
+/// The verdict map of a direction.
+pub fn dispatch_map(direction: Direction) -> &'static str {
+    match direction {
+        Direction::Egress => "egress_dispatch",
+        Direction::Ingress => "ingress_dispatch",
+    }
+}
+
+const BASE_CHAINS: [&str; 2] = ["egress", "ingress"];
+const CHAIN_PREFIXES: [&str; 4] = ["a_", "b_", "c_", "z_"];
+
+/// What a regular chain holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChainBody {
+    /// Rules, as nft text.
+    Rules(Vec<String>),
+    /// `jump` to each chain, then `goto` the last one.
+    Dispatch {
+        /// Chains jumped to, in order.
+        jumps: Vec<String>,
+        /// The chain the class ends in.
+        goto: String,
+    },
+    /// Read back from the kernel: the name says what it holds.
+    Adopted,
+}
+
+/// The objects of `table inet seam` that change with policy (the base chains and maps are fixed).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TableModel {
+    /// Interval sets by nftables name: inclusive ranges, sorted.
+    pub sets: BTreeMap<String, Vec<(Ipv4Addr, Ipv4Addr)>>,
+    /// Regular chains by name.
+    pub chains: BTreeMap<String, ChainBody>,
+    /// `egress_dispatch`: local source address → class chain.
+    pub egress: BTreeMap<Ipv4Addr, String>,
+    /// `ingress_dispatch`: local destination address → class chain.
+    pub ingress: BTreeMap<Ipv4Addr, String>,
+}
+
+impl TableModel {
+    fn dispatch(&self, direction: Direction) -> &BTreeMap<Ipv4Addr, String> {
+        match direction {
+            Direction::Egress => &self.egress,
+            Direction::Ingress => &self.ingress,
+        }
+    }
+
+    fn dispatch_mut(&mut self, direction: Direction) -> &mut BTreeMap<Ipv4Addr, String> {
+        match direction {
+            Direction::Egress => &mut self.egress,
+            Direction::Ingress => &mut self.ingress,
+        }
+    }
+}
+
+fn hashed(prefix: &str, parts: &[&str]) -> String {
+    format!("{prefix}{:016x}", fnv1a(&parts.join("\n")))
+}
+
+/// The policy a rule id belongs to: the id up to its direction (`np/x/web/ingress/0` → `np/x/web`).
+fn block_key(rule: &Rule) -> &str {
+    let id = rule.id.as_str();
+    for marker in ["/egress", "/ingress"] {
+        if let Some(i) = id.find(marker) {
+            let rest = &id[i + marker.len()..];
+            if rest.is_empty() || rest.starts_with('/') {
+                return &id[..i];
+            }
+        }
+    }
+    id
+}
+
+/// The set every rule of a block tests the local end against, when there is one.
+fn block_subject<'r>(direction: Direction, rules: &[&'r Rule]) -> Option<&'r str> {
+    let local = |r: &'r Rule| -> &'r [AddrMatch] {
+        match direction {
+            Direction::Egress => &r.src,
+            Direction::Ingress => &r.dst,
+        }
+    };
+    let first = rules.first()?;
+    local(first).iter().find_map(|m| match m {
+        AddrMatch::In(name)
+            if rules
+                .iter()
+                .all(|r| local(r).contains(&AddrMatch::In(name.clone()))) =>
+        {
+            Some(name.as_str())
+        }
+        _ => None,
+    })
+}
+
+fn texts(rules: &[&Rule]) -> Vec<String> {
+    rules.iter().map(|r| rule_text(r)).collect()
+}
+
+/// The kernel objects that realize `ruleset`.
+pub fn model(ruleset: &NodeRuleset) -> TableModel {
+    let mut out = TableModel {
+        sets: ruleset
+            .sets
+            .iter()
+            .map(|(name, set)| (nft_set_name(name), set.ranges().collect()))
+            .collect(),
+        ..TableModel::default()
+    };
+    let locals: Vec<Ipv4Addr> = ruleset
+        .local
+        .iter()
+        .flat_map(|e| e.addresses.iter().copied())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    for dir in [Direction::Egress, Direction::Ingress] {
+        let d = crate::compile::direction_str(dir);
+        let tier = |t: Tier| -> Vec<&Rule> {
+            ruleset
+                .chains(dir)
+                .iter()
+                .filter(|c| c.tier == t)
+                .flat_map(|c| c.rules.iter())
+                .collect()
+        };
+        let mut prefix: Vec<String> = Vec::new();
+        let admin = tier(Tier::Admin);
+        if !admin.is_empty() {
+            let body = texts(&admin);
+            let mut parts = vec![d, "admin"];
+            parts.extend(body.iter().map(String::as_str));
+            let name = hashed("a_", &parts);
+            out.chains.insert(name.clone(), ChainBody::Rules(body));
+            prefix.push(name);
+        }
+        let baseline = {
+            let body = texts(&tier(Tier::Baseline));
+            let mut parts = vec![d, "baseline"];
+            parts.extend(body.iter().map(String::as_str));
+            let name = hashed("z_", &parts);
+            out.chains.insert(name.clone(), ChainBody::Rules(body));
+            name
+        };
+        // Namespace-tier blocks (one per policy, consecutive rules) and the local addresses each selects.
+        let mut per_addr: HashMap<Ipv4Addr, Vec<usize>> =
+            locals.iter().map(|a| (*a, Vec::new())).collect();
+        let mut blocks: Vec<String> = Vec::new();
+        let namespace = tier(Tier::Namespace);
+        let mut start = 0;
+        while start < namespace.len() {
+            let key = block_key(namespace[start]);
+            let len = namespace[start..]
+                .iter()
+                .take_while(|r| block_key(r) == key)
+                .count();
+            let rules = &namespace[start..start + len];
+            start += len;
+            let body = texts(rules);
+            let mut parts = vec![d, "namespace"];
+            parts.extend(body.iter().map(String::as_str));
+            let name = hashed("b_", &parts);
+            out.chains.insert(name.clone(), ChainBody::Rules(body));
+            let index = blocks.len();
+            blocks.push(name);
+            let subject = block_subject(dir, rules).and_then(|s| ruleset.sets.get(s));
+            match subject {
+                None => per_addr.values_mut().for_each(|v| v.push(index)),
+                Some(set) => {
+                    for (s, e) in set.ranges() {
+                        let (s, e) = (u32::from(s), u32::from(e));
+                        if e - s < 4096 {
+                            for a in s..=e {
+                                if let Some(v) = per_addr.get_mut(&Ipv4Addr::from(a)) {
+                                    v.push(index);
+                                }
+                            }
+                        } else {
+                            for a in &locals {
+                                if (s..=e).contains(&u32::from(*a)) {
+                                    if let Some(v) = per_addr.get_mut(a) {
+                                        v.push(index);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let mut classes: BTreeMap<Vec<usize>, String> = BTreeMap::new();
+        for addr in &locals {
+            let selected = per_addr.remove(addr).unwrap_or_default();
+            let class = classes.entry(selected).or_insert_with_key(|selected| {
+                let jumps: Vec<String> = prefix
+                    .iter()
+                    .cloned()
+                    .chain(selected.iter().filter_map(|i| blocks.get(*i).cloned()))
+                    .collect();
+                let mut parts = vec![d, "class", baseline.as_str()];
+                parts.extend(jumps.iter().map(String::as_str));
+                let name = hashed("c_", &parts);
+                out.chains.insert(
+                    name.clone(),
+                    ChainBody::Dispatch {
+                        jumps,
+                        goto: baseline.clone(),
+                    },
+                );
+                name
+            });
+            out.dispatch_mut(dir).insert(*addr, class.clone());
+        }
+    }
+    out
+}
+
+fn range_text(&(s, e): &(Ipv4Addr, Ipv4Addr)) -> String {
+    if s == e {
+        s.to_string()
+    } else {
+        format!("{s}-{e}")
+    }
+}
+
+fn chain_lines(out: &mut String, body: &ChainBody) {
+    match body {
+        ChainBody::Rules(rules) => {
+            for r in rules {
+                let _ = writeln!(out, "\t\t{r}");
+            }
+        }
+        ChainBody::Dispatch { jumps, goto } => {
+            for j in jumps {
+                let _ = writeln!(out, "\t\tjump {j}");
+            }
+            let _ = writeln!(out, "\t\tgoto {goto}");
+        }
+        ChainBody::Adopted => {}
+    }
+}
+
+/// One `nft -f` transaction that replaces Seam's tables with `model` atomically (the kernel applies a batch
+/// all or nothing, so packets see the old tables or the new ones, never neither).
+pub fn full_text(model: &TableModel) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "table {TABLE} {{}}");
+    let _ = writeln!(out, "delete table {TABLE}");
+    out.push_str("table bridge seam {}\ndelete table bridge seam\n");
+    let _ = writeln!(out, "table {TABLE} {{");
+    for (name, ranges) in &model.sets {
+        let _ = writeln!(out, "\tset {name} {{");
+        out.push_str("\t\ttype ipv4_addr\n\t\tflags interval\n");
+        if !ranges.is_empty() {
+            let items: Vec<String> = ranges.iter().map(range_text).collect();
+            let _ = writeln!(out, "\t\telements = {{ {} }}", items.join(", "));
+        }
+        out.push_str("\t}\n");
+    }
+    for dir in [Direction::Egress, Direction::Ingress] {
+        let _ = writeln!(out, "\tmap {} {{", dispatch_map(dir));
+        out.push_str("\t\ttype ipv4_addr : verdict\n");
+        let entries = model.dispatch(dir);
+        if !entries.is_empty() {
+            let items: Vec<String> = entries
+                .iter()
+                .map(|(a, c)| format!("{a} : goto {c}"))
+                .collect();
+            let _ = writeln!(out, "\t\telements = {{ {} }}", items.join(", "));
+        }
+        out.push_str("\t}\n");
+    }
+    for (name, body) in &model.chains {
+        let _ = writeln!(out, "\tchain {name} {{");
+        chain_lines(&mut out, body);
+        out.push_str("\t}\n");
+    }
+    for (dir, field, priority) in [
+        (Direction::Egress, "saddr", "filter"),
+        (Direction::Ingress, "daddr", "filter + 10"),
+    ] {
+        let _ = writeln!(
+            out,
+            "\tchain {} {{\n\t\ttype filter hook forward priority {priority}; policy accept;\n\t\tct state established,related accept\n\t\tct state invalid drop\n\t\tip {field} vmap @{}\n\t}}",
+            crate::compile::direction_str(dir),
+            dispatch_map(dir)
+        );
+    }
+    out.push_str("}\n");
+    out.push_str(
+        "table bridge seam {\n\tchain forward {\n\t\ttype filter hook forward priority filter; policy accept;\n\t\tiifname \"sv*\" ether type ip6 counter drop comment \"ipv6-on-segments\"\n\t\tiifname \"seam-v*\" ether type ip6 counter drop comment \"ipv6-on-segments\"\n\t}\n}\n",
+    );
+    out
+}
+
+/// The in-place change from the table the kernel holds (`old`) to `new`; see [`FirewallDelta`] for the steps.
+pub fn delta(old: &TableModel, new: &TableModel) -> FirewallDelta {
+    let mut prepare = String::new();
+    let mut switch = Vec::new();
+    let mut cleanup = Vec::new();
+    for name in new.sets.keys() {
+        if !old.sets.contains_key(name) {
+            let _ = writeln!(
+                prepare,
+                "add set {TABLE} {name} {{ type ipv4_addr; flags interval; }}"
+            );
+        }
+    }
+    // Dispatch chains come first in the switch: the map entries added after them refer to them.
+    for (name, body) in &new.chains {
+        if old.chains.contains_key(name) {
+            continue;
+        }
+        match body {
+            ChainBody::Rules(rules) => {
+                let _ = writeln!(prepare, "add chain {TABLE} {name}");
+                for r in rules {
+                    let _ = writeln!(prepare, "add rule {TABLE} {name} {r}");
+                }
+            }
+            ChainBody::Dispatch { jumps, goto } => {
+                switch.push(TableOp::AddChain { name: name.clone() });
+                for j in jumps {
+                    switch.push(TableOp::AddJump {
+                        chain: name.clone(),
+                        target: j.clone(),
+                        goto: false,
+                    });
+                }
+                switch.push(TableOp::AddJump {
+                    chain: name.clone(),
+                    target: goto.clone(),
+                    goto: true,
+                });
+            }
+            ChainBody::Adopted => {}
+        }
+    }
+    let empty = Vec::new();
+    for (name, ranges) in &new.sets {
+        let before = old.sets.get(name).unwrap_or(&empty);
+        if before == ranges {
+            continue;
+        }
+        let was: BTreeSet<_> = before.iter().collect();
+        let now: BTreeSet<_> = ranges.iter().collect();
+        let gone: Vec<_> = was.difference(&now).map(|r| **r).collect();
+        let added: Vec<_> = now.difference(&was).map(|r| **r).collect();
+        if !gone.is_empty() {
+            switch.push(TableOp::DeleteRanges {
+                set: name.clone(),
+                ranges: gone,
+            });
+        }
+        if !added.is_empty() {
+            switch.push(TableOp::AddRanges {
+                set: name.clone(),
+                ranges: added,
+            });
+        }
+    }
+    for dir in [Direction::Egress, Direction::Ingress] {
+        let (before, now) = (old.dispatch(dir), new.dispatch(dir));
+        let stale: Vec<Ipv4Addr> = before
+            .iter()
+            .filter(|(a, c)| now.get(a) != Some(c))
+            .map(|(a, _)| *a)
+            .collect();
+        let fresh: Vec<(Ipv4Addr, String)> = now
+            .iter()
+            .filter(|(a, c)| before.get(a) != Some(c))
+            .map(|(a, c)| (*a, c.clone()))
+            .collect();
+        let map = dispatch_map(dir).to_string();
+        if !stale.is_empty() {
+            switch.push(TableOp::DeleteKeys {
+                map: map.clone(),
+                keys: stale,
+            });
+        }
+        if !fresh.is_empty() {
+            switch.push(TableOp::AddGotos {
+                map,
+                entries: fresh,
+            });
+        }
+    }
+    // Class chains refer to the others, so they go first.
+    let mut gone: Vec<&String> = old
+        .chains
+        .keys()
+        .filter(|n| !new.chains.contains_key(*n))
+        .collect();
+    gone.sort_by_key(|n| (!n.starts_with("c_"), n.as_str()));
+    for name in gone {
+        cleanup.push(TableOp::DeleteChain { name: name.clone() });
+    }
+    for name in old.sets.keys() {
+        if !new.sets.contains_key(name) {
+            cleanup.push(TableOp::DeleteSet { name: name.clone() });
+        }
+    }
+    FirewallDelta {
+        prepare: (!prepare.is_empty()).then_some(prepare),
+        switch,
+        cleanup,
+    }
+}
+
+fn parse_addr(v: &Value) -> Option<Ipv4Addr> {
+    v.as_str()?.parse().ok()
+}
+
+fn parse_range(v: &Value) -> Option<(Ipv4Addr, Ipv4Addr)> {
+    if let Some(a) = parse_addr(v) {
+        return Some((a, a));
+    }
+    if let Some(p) = v.get("prefix") {
+        let addr = u32::from(parse_addr(p.get("addr")?)?);
+        let len = u32::try_from(p.get("len")?.as_u64()?).ok()?;
+        let size = 1u64.checked_shl(32u32.checked_sub(len)?)?;
+        let end = u64::from(addr) + size - 1;
+        return Some((
+            Ipv4Addr::from(addr),
+            Ipv4Addr::from(u32::try_from(end).ok()?),
+        ));
+    }
+    let r = v.get("range")?.as_array()?;
+    Some((parse_addr(r.first()?)?, parse_addr(r.get(1)?)?))
+}
+
+/// The model of the table the kernel holds, from `nft -j list table inet seam`; `None` when it is not a table
+/// this renderer made (another layout or version, or anything it cannot read), which the caller replaces whole.
+pub fn from_nft_json(text: &str) -> Option<TableModel> {
+    let value: Value = serde_json::from_str(text).ok()?;
+    let mut out = TableModel::default();
+    let mut base = BTreeSet::new();
+    let mut maps = BTreeSet::new();
+    for item in value.get("nftables")?.as_array()? {
+        if let Some(chain) = item.get("chain") {
+            let name = chain.get("name")?.as_str()?;
+            if BASE_CHAINS.contains(&name) {
+                base.insert(name.to_string());
+            } else if CHAIN_PREFIXES.iter().any(|p| name.starts_with(p)) {
+                out.chains.insert(name.to_string(), ChainBody::Adopted);
+            } else {
+                return None;
+            }
+        } else if let Some(set) = item.get("set") {
+            let name = set.get("name")?.as_str()?;
+            if set.get("type")?.as_str()? != "ipv4_addr" {
+                return None;
+            }
+            let mut ranges = Vec::new();
+            for e in set
+                .get("elem")
+                .and_then(Value::as_array)
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+            {
+                ranges.push(parse_range(e)?);
+            }
+            ranges.sort_unstable();
+            out.sets.insert(name.to_string(), ranges);
+        } else if let Some(map) = item.get("map") {
+            let name = map.get("name")?.as_str()?;
+            let dir = [Direction::Egress, Direction::Ingress]
+                .into_iter()
+                .find(|d| dispatch_map(*d) == name)?;
+            maps.insert(name.to_string());
+            for e in map
+                .get("elem")
+                .and_then(Value::as_array)
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+            {
+                let pair = e.as_array()?;
+                let key = parse_addr(pair.first()?)?;
+                let target = pair.get(1)?.get("goto")?.get("target")?.as_str()?;
+                out.dispatch_mut(dir).insert(key, target.to_string());
+            }
+        }
+    }
+    (base.len() == BASE_CHAINS.len() && maps.len() == 2).then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    fn sample() -> TableModel {
+        let mut m = TableModel::default();
+        m.sets.insert(
+            "np/x/a/subject".into(),
+            vec![(a("10.0.0.1"), a("10.0.0.1"))],
+        );
+        m.chains.insert(
+            "b_1".into(),
+            ChainBody::Rules(vec!["counter accept".into()]),
+        );
+        m.chains
+            .insert("z_1".into(), ChainBody::Rules(vec!["accept".into()]));
+        m.chains.insert(
+            "c_1".into(),
+            ChainBody::Dispatch {
+                jumps: vec!["b_1".into()],
+                goto: "z_1".into(),
+            },
+        );
+        m.ingress.insert(a("10.0.0.1"), "c_1".into());
+        m
+    }
+
+    #[test]
+    fn no_change_is_an_empty_delta() {
+        assert!(delta(&sample(), &sample()).is_empty());
+    }
+
+    #[test]
+    fn a_new_member_is_one_element_change_and_nothing_else() {
+        let old = sample();
+        let mut new = old.clone();
+        new.sets.insert(
+            "np/x/a/subject".into(),
+            vec![(a("10.0.0.1"), a("10.0.0.2"))],
+        );
+        new.ingress.insert(a("10.0.0.2"), "c_1".into());
+        let d = delta(&old, &new);
+        assert_eq!(d.prepare, None);
+        assert!(d.cleanup.is_empty());
+        assert_eq!(
+            d.switch,
+            vec![
+                TableOp::DeleteRanges {
+                    set: "np/x/a/subject".into(),
+                    ranges: vec![(a("10.0.0.1"), a("10.0.0.1"))]
+                },
+                TableOp::AddRanges {
+                    set: "np/x/a/subject".into(),
+                    ranges: vec![(a("10.0.0.1"), a("10.0.0.2"))]
+                },
+                TableOp::AddGotos {
+                    map: "ingress_dispatch".into(),
+                    entries: vec![(a("10.0.0.2"), "c_1".into())]
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn replaced_chains_are_made_before_and_deleted_after_the_switch() {
+        let old = sample();
+        let mut new = old.clone();
+        new.chains.remove("b_1");
+        new.chains.remove("c_1");
+        new.chains
+            .insert("b_2".into(), ChainBody::Rules(vec!["counter drop".into()]));
+        new.chains.insert(
+            "c_2".into(),
+            ChainBody::Dispatch {
+                jumps: vec!["b_2".into()],
+                goto: "z_1".into(),
+            },
+        );
+        new.ingress.insert(a("10.0.0.1"), "c_2".into());
+        let d = delta(&old, &new);
+        assert_eq!(
+            d.prepare.as_deref(),
+            Some("add chain inet seam b_2\nadd rule inet seam b_2 counter drop\n")
+        );
+        assert_eq!(
+            d.switch.first(),
+            Some(&TableOp::AddChain { name: "c_2".into() })
+        );
+        assert!(d.switch.contains(&TableOp::DeleteKeys {
+            map: "ingress_dispatch".into(),
+            keys: vec![a("10.0.0.1")]
+        }));
+        assert_eq!(
+            d.cleanup,
+            vec![
+                TableOp::DeleteChain { name: "c_1".into() },
+                TableOp::DeleteChain { name: "b_1".into() }
+            ]
+        );
+    }
+
+    #[test]
+    fn listings_are_read_back() {
+        let json = r#"{"nftables": [{"metainfo": {}}, {"table": {"family": "inet", "name": "seam"}},
+          {"set": {"family": "inet", "name": "s", "table": "seam", "type": "ipv4_addr", "flags": ["interval"],
+            "elem": ["10.0.0.4", {"prefix": {"addr": "10.0.1.0", "len": 30}}, {"range": ["10.0.2.1", "10.0.2.9"]}]}},
+          {"map": {"family": "inet", "name": "egress_dispatch", "table": "seam", "type": "ipv4_addr", "map": "verdict",
+            "elem": [["10.0.0.4", {"goto": {"target": "c_ab"}}]]}},
+          {"map": {"family": "inet", "name": "ingress_dispatch", "table": "seam", "type": "ipv4_addr", "map": "verdict"}},
+          {"chain": {"family": "inet", "table": "seam", "name": "c_ab"}},
+          {"chain": {"family": "inet", "table": "seam", "name": "egress"}},
+          {"chain": {"family": "inet", "table": "seam", "name": "ingress"}}]}"#;
+        let m = from_nft_json(json).unwrap();
+        assert_eq!(
+            m.sets["s"],
+            vec![
+                (a("10.0.0.4"), a("10.0.0.4")),
+                (a("10.0.1.0"), a("10.0.1.3")),
+                (a("10.0.2.1"), a("10.0.2.9"))
+            ]
+        );
+        assert_eq!(m.egress[&a("10.0.0.4")], "c_ab");
+        assert_eq!(m.chains["c_ab"], ChainBody::Adopted);
+        // A table of another layout (the old single `forward` chain) is not adopted.
+        let old = json.replace("\"name\": \"ingress\"", "\"name\": \"forward\"");
+        assert_eq!(from_nft_json(&old), None);
+    }
+}

@@ -1,0 +1,434 @@
+//! nf_tables over netlink, for the changes `nft` is too slow for: set elements, dispatch map entries and
+//! chains of `jump`s, sent as one batch that the kernel applies atomically.
+//!
+//! Why by hand: `nft` 1.0.6 lists every element of every set in the table before it applies even one
+//! `add element` (about a second with 10,000 endpoints), and the Rust nftables crates are either C
+//! bindings without maps or GPL. The messages needed here are few and small; their layout follows
+//! `include/uapi/linux/netfilter/nf_tables.h` and what `nft --debug=netlink` sends (an interval
+//! `[a, b]` is a start element `a` and an end element `b + 1`; the first add also sends the
+//! `0.0.0.0` end element nft puts in every interval set).
+
+use std::net::Ipv4Addr;
+use std::os::fd::AsFd;
+use std::time::Duration;
+
+use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
+use seam_dataplane::TableOp;
+
+const NLMSG_ERROR: u16 = 2;
+const NLM_F_REQUEST: u16 = 0x1;
+const NLM_F_ACK: u16 = 0x4;
+const NLM_F_CREATE: u16 = 0x400;
+const NLM_F_APPEND: u16 = 0x800;
+const NLA_F_NESTED: u16 = 0x8000;
+
+const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
+const NFNL_MSG_BATCH_END: u16 = 0x11;
+const NFNL_SUBSYS_NFTABLES: u16 = 10;
+const NFPROTO_INET: u8 = 1;
+
+const NFT_MSG_NEWCHAIN: u16 = 3;
+const NFT_MSG_DELCHAIN: u16 = 5;
+const NFT_MSG_NEWRULE: u16 = 6;
+const NFT_MSG_DELRULE: u16 = 8;
+const NFT_MSG_DELSET: u16 = 11;
+const NFT_MSG_NEWSETELEM: u16 = 12;
+const NFT_MSG_DELSETELEM: u16 = 14;
+
+const NFTA_CHAIN_TABLE: u16 = 1;
+const NFTA_CHAIN_NAME: u16 = 3;
+const NFTA_RULE_TABLE: u16 = 1;
+const NFTA_RULE_CHAIN: u16 = 2;
+const NFTA_RULE_EXPRESSIONS: u16 = 4;
+const NFTA_LIST_ELEM: u16 = 1;
+const NFTA_EXPR_NAME: u16 = 1;
+const NFTA_EXPR_DATA: u16 = 2;
+const NFTA_IMMEDIATE_DREG: u16 = 1;
+const NFTA_IMMEDIATE_DATA: u16 = 2;
+const NFTA_DATA_VALUE: u16 = 1;
+const NFTA_DATA_VERDICT: u16 = 2;
+const NFTA_VERDICT_CODE: u16 = 1;
+const NFTA_VERDICT_CHAIN: u16 = 2;
+const NFTA_SET_TABLE: u16 = 1;
+const NFTA_SET_NAME: u16 = 2;
+const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
+const NFTA_SET_ELEM_LIST_SET: u16 = 2;
+const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
+const NFTA_SET_ELEM_KEY: u16 = 1;
+const NFTA_SET_ELEM_DATA: u16 = 2;
+const NFTA_SET_ELEM_FLAGS: u16 = 3;
+const NFT_SET_ELEM_INTERVAL_END: u32 = 1;
+const NFT_REG_VERDICT: u32 = 0;
+const NFT_JUMP: i32 = -3;
+const NFT_GOTO: i32 = -4;
+
+/// Elements per message: keeps every message far below netlink's size limits.
+const ELEMENTS_PER_MESSAGE: usize = 256;
+
+/// How long to wait for the kernel's answer to a batch.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What went wrong sending a batch.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NfnlError {
+    /// The netlink socket could not be opened, written or read.
+    #[error("nf_tables netlink socket: {0}")]
+    Io(#[from] std::io::Error),
+    /// The kernel refused the batch (nothing of it was applied).
+    #[error("the kernel refused the nf_tables batch: {operation}: {errno}")]
+    Refused {
+        /// The first refused operation.
+        operation: String,
+        /// Its error.
+        errno: nix::errno::Errno,
+    },
+    /// The kernel did not answer in time.
+    #[error("no answer from nf_tables within {0:?}")]
+    Timeout(Duration),
+}
+
+/// One netlink attribute writer.
+struct Msg {
+    buf: Vec<u8>,
+    nests: Vec<usize>,
+}
+
+impl Msg {
+    fn new(kind: u16, flags: u16, seq: u32, family: u8, res_id: u16) -> Self {
+        let mut buf = Vec::with_capacity(256);
+        buf.extend_from_slice(&0u32.to_ne_bytes());
+        buf.extend_from_slice(&kind.to_ne_bytes());
+        buf.extend_from_slice(&flags.to_ne_bytes());
+        buf.extend_from_slice(&seq.to_ne_bytes());
+        buf.extend_from_slice(&0u32.to_ne_bytes());
+        buf.push(family);
+        buf.push(0);
+        buf.extend_from_slice(&res_id.to_be_bytes());
+        Msg {
+            buf,
+            nests: Vec::new(),
+        }
+    }
+
+    fn nft(msg: u16, flags: u16, seq: u32) -> Self {
+        Msg::new(
+            (NFNL_SUBSYS_NFTABLES << 8) | msg,
+            NLM_F_REQUEST | NLM_F_ACK | flags,
+            seq,
+            NFPROTO_INET,
+            0,
+        )
+    }
+
+    fn pad(&mut self) {
+        while !self.buf.len().is_multiple_of(4) {
+            self.buf.push(0);
+        }
+    }
+
+    fn attr(&mut self, kind: u16, payload: &[u8]) -> &mut Self {
+        let len = u16::try_from(4 + payload.len()).unwrap_or(u16::MAX);
+        self.buf.extend_from_slice(&len.to_ne_bytes());
+        self.buf.extend_from_slice(&kind.to_ne_bytes());
+        self.buf.extend_from_slice(payload);
+        self.pad();
+        self
+    }
+
+    fn strz(&mut self, kind: u16, text: &str) -> &mut Self {
+        let mut payload = text.as_bytes().to_vec();
+        payload.push(0);
+        self.attr(kind, &payload)
+    }
+
+    fn be32(&mut self, kind: u16, value: u32) -> &mut Self {
+        self.attr(kind, &value.to_be_bytes())
+    }
+
+    fn open(&mut self, kind: u16) -> &mut Self {
+        self.nests.push(self.buf.len());
+        self.buf.extend_from_slice(&0u16.to_ne_bytes());
+        self.buf
+            .extend_from_slice(&(kind | NLA_F_NESTED).to_ne_bytes());
+        self
+    }
+
+    fn close(&mut self) -> &mut Self {
+        if let Some(start) = self.nests.pop() {
+            let len = u16::try_from(self.buf.len() - start).unwrap_or(u16::MAX);
+            self.buf[start..start + 2].copy_from_slice(&len.to_ne_bytes());
+        }
+        self
+    }
+
+    fn verdict(&mut self, code: i32, chain: &str) -> &mut Self {
+        self.open(NFTA_DATA_VERDICT)
+            .be32(NFTA_VERDICT_CODE, code as u32)
+            .strz(NFTA_VERDICT_CHAIN, chain)
+            .close()
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        let len = u32::try_from(self.buf.len()).unwrap_or(u32::MAX);
+        self.buf[0..4].copy_from_slice(&len.to_ne_bytes());
+        self.buf
+    }
+}
+
+/// One element of an interval set or a map: a key, its flags and, for a map, the chain it jumps to.
+struct Element {
+    key: Ipv4Addr,
+    end: bool,
+    goto: Option<String>,
+}
+
+fn interval_elements(ranges: &[(Ipv4Addr, Ipv4Addr)], adding: bool) -> Vec<Element> {
+    let mut out = Vec::new();
+    if adding {
+        out.push(Element {
+            key: Ipv4Addr::UNSPECIFIED,
+            end: true,
+            goto: None,
+        });
+    }
+    for &(start, end) in ranges {
+        out.push(Element {
+            key: start,
+            end: false,
+            goto: None,
+        });
+        if let Some(after) = u32::from(end).checked_add(1) {
+            out.push(Element {
+                key: Ipv4Addr::from(after),
+                end: true,
+                goto: None,
+            });
+        }
+    }
+    out
+}
+
+fn element_messages(
+    out: &mut Vec<(String, Vec<u8>)>,
+    seq: &mut u32,
+    add: bool,
+    set: &str,
+    table: &str,
+    elements: &[Element],
+) {
+    for chunk in elements.chunks(ELEMENTS_PER_MESSAGE) {
+        let (kind, flags) = if add {
+            (NFT_MSG_NEWSETELEM, NLM_F_CREATE)
+        } else {
+            (NFT_MSG_DELSETELEM, 0)
+        };
+        *seq += 1;
+        let mut m = Msg::nft(kind, flags, *seq);
+        m.strz(NFTA_SET_ELEM_LIST_TABLE, table)
+            .strz(NFTA_SET_ELEM_LIST_SET, set)
+            .open(NFTA_SET_ELEM_LIST_ELEMENTS);
+        for e in chunk {
+            m.open(NFTA_LIST_ELEM)
+                .open(NFTA_SET_ELEM_KEY)
+                .attr(NFTA_DATA_VALUE, &e.key.octets())
+                .close();
+            if e.end {
+                m.be32(NFTA_SET_ELEM_FLAGS, NFT_SET_ELEM_INTERVAL_END);
+            }
+            if let Some(chain) = &e.goto {
+                m.open(NFTA_SET_ELEM_DATA).verdict(NFT_GOTO, chain).close();
+            }
+            m.close();
+        }
+        m.close();
+        let what = format!(
+            "{} {} element(s) of {set}",
+            if add { "add" } else { "delete" },
+            chunk.len()
+        );
+        out.push((what, m.finish()));
+    }
+}
+
+/// The messages of one operation, each with a description for errors.
+fn messages(op: &TableOp, table: &str, seq: &mut u32, out: &mut Vec<(String, Vec<u8>)>) {
+    match op {
+        TableOp::AddRanges { set, ranges } => {
+            element_messages(out, seq, true, set, table, &interval_elements(ranges, true))
+        }
+        TableOp::DeleteRanges { set, ranges } => element_messages(
+            out,
+            seq,
+            false,
+            set,
+            table,
+            &interval_elements(ranges, false),
+        ),
+        TableOp::AddGotos { map, entries } => {
+            let elements: Vec<Element> = entries
+                .iter()
+                .map(|(key, chain)| Element {
+                    key: *key,
+                    end: false,
+                    goto: Some(chain.clone()),
+                })
+                .collect();
+            element_messages(out, seq, true, map, table, &elements)
+        }
+        TableOp::DeleteKeys { map, keys } => {
+            let elements: Vec<Element> = keys
+                .iter()
+                .map(|key| Element {
+                    key: *key,
+                    end: false,
+                    goto: None,
+                })
+                .collect();
+            element_messages(out, seq, false, map, table, &elements)
+        }
+        TableOp::AddChain { name } => {
+            *seq += 1;
+            let mut m = Msg::nft(NFT_MSG_NEWCHAIN, NLM_F_CREATE, *seq);
+            m.strz(NFTA_CHAIN_TABLE, table).strz(NFTA_CHAIN_NAME, name);
+            out.push((format!("add chain {name}"), m.finish()));
+        }
+        TableOp::AddJump {
+            chain,
+            target,
+            goto,
+        } => {
+            *seq += 1;
+            let mut m = Msg::nft(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, *seq);
+            m.strz(NFTA_RULE_TABLE, table)
+                .strz(NFTA_RULE_CHAIN, chain)
+                .open(NFTA_RULE_EXPRESSIONS)
+                .open(NFTA_LIST_ELEM)
+                .strz(NFTA_EXPR_NAME, "immediate")
+                .open(NFTA_EXPR_DATA)
+                .be32(NFTA_IMMEDIATE_DREG, NFT_REG_VERDICT)
+                .open(NFTA_IMMEDIATE_DATA)
+                .verdict(if *goto { NFT_GOTO } else { NFT_JUMP }, target)
+                .close()
+                .close()
+                .close()
+                .close();
+            out.push((
+                format!(
+                    "add rule {chain} {} {target}",
+                    if *goto { "goto" } else { "jump" }
+                ),
+                m.finish(),
+            ));
+        }
+        TableOp::DeleteChain { name } => {
+            // Flush first: a chain is deleted only once it holds no rules.
+            *seq += 1;
+            let mut m = Msg::nft(NFT_MSG_DELRULE, 0, *seq);
+            m.strz(NFTA_RULE_TABLE, table).strz(NFTA_RULE_CHAIN, name);
+            out.push((format!("flush chain {name}"), m.finish()));
+            *seq += 1;
+            let mut m = Msg::nft(NFT_MSG_DELCHAIN, 0, *seq);
+            m.strz(NFTA_CHAIN_TABLE, table).strz(NFTA_CHAIN_NAME, name);
+            out.push((format!("delete chain {name}"), m.finish()));
+        }
+        TableOp::DeleteSet { name } => {
+            *seq += 1;
+            let mut m = Msg::nft(NFT_MSG_DELSET, 0, *seq);
+            m.strz(NFTA_SET_TABLE, table).strz(NFTA_SET_NAME, name);
+            out.push((format!("delete set {name}"), m.finish()));
+        }
+    }
+}
+
+fn batch_marker(kind: u16, seq: u32) -> Vec<u8> {
+    Msg::new(kind, NLM_F_REQUEST, seq, 0, NFNL_SUBSYS_NFTABLES).finish()
+}
+
+/// Applies `ops` to `table inet <table>` as one nf_tables batch, in the calling thread's network
+/// namespace: all of it or, when the kernel refuses any operation, none of it.
+pub fn apply_batch(table: &str, ops: &[TableOp]) -> Result<(), NfnlError> {
+    if ops.is_empty() {
+        return Ok(());
+    }
+    let mut seq: u32 = 0;
+    let mut msgs = Vec::new();
+    for op in ops {
+        messages(op, table, &mut seq, &mut msgs);
+    }
+    let first_seq = 1;
+    let last_seq = seq;
+    let mut buf = batch_marker(NFNL_MSG_BATCH_BEGIN, 0);
+    for (_, m) in &msgs {
+        buf.extend_from_slice(m);
+    }
+    buf.extend_from_slice(&batch_marker(NFNL_MSG_BATCH_END, last_seq + 1));
+
+    let mut socket = Socket::new(NETLINK_NETFILTER)?;
+    socket.bind_auto()?;
+    socket.connect(&SocketAddr::new(0, 0))?;
+    let timeout =
+        nix::sys::time::TimeVal::new(i64::try_from(ANSWER_TIMEOUT.as_secs()).unwrap_or(5), 0);
+    nix::sys::socket::setsockopt(
+        &socket.as_fd(),
+        nix::sys::socket::sockopt::ReceiveTimeout,
+        &timeout,
+    )
+    .map_err(std::io::Error::from)?;
+    socket.send(&buf, 0)?;
+
+    let mut answered = 0usize;
+    let mut refused: Option<NfnlError> = None;
+    let mut rx = vec![0u8; 1 << 16];
+    while answered < msgs.len() {
+        rx.clear();
+        let n = match socket.recv(&mut rx, 0) {
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(refused.unwrap_or(NfnlError::Timeout(ANSWER_TIMEOUT)));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let mut at = 0;
+        while at + 16 <= n {
+            let word = |i: usize| -> u32 {
+                let b = rx.get(i..i + 4).unwrap_or(&[0, 0, 0, 0]);
+                u32::from_ne_bytes([b[0], b[1], b[2], b[3]])
+            };
+            let len = word(at) as usize;
+            let kind = u16::try_from(word(at + 4) & 0xffff).unwrap_or(0);
+            let seq = word(at + 8);
+            if len < 16 || at + len > n {
+                break;
+            }
+            if kind == NLMSG_ERROR && len >= 20 {
+                answered += 1;
+                let code = word(at + 16) as i32;
+                if code != 0 && refused.is_none() {
+                    let index = seq.checked_sub(first_seq).map(|i| i as usize);
+                    let operation = index
+                        .and_then(|i| msgs.get(i))
+                        .map(|(what, _)| what.clone())
+                        .unwrap_or_else(|| format!("message {seq}"));
+                    refused = Some(NfnlError::Refused {
+                        operation,
+                        errno: nix::errno::Errno::from_raw(-code),
+                    });
+                }
+                if seq == last_seq {
+                    answered = msgs.len();
+                }
+            }
+            at += (len + 3) & !3;
+        }
+    }
+    match refused {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
