@@ -9,7 +9,7 @@ use tokio::task::JoinSet;
 use crate::resource::WatchedKind;
 use crate::sync::Sync;
 use crate::view::ViewHandle;
-use crate::watch::{watch_endpoints, watch_kind};
+use crate::watch::{watch_controller, watch_kind};
 
 /// The Kubernetes adapter: watches the Kubernetes API through `kube` and keeps the controller in
 /// step through `seam-client`.
@@ -60,7 +60,7 @@ impl Adapter {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut tasks = JoinSet::new();
         tasks.spawn(Sync::new(self.controller.clone(), self.view.clone()).run(rx));
-        tasks.spawn(watch_endpoints(self.controller.clone(), tx.clone()));
+        tasks.spawn(watch_controller(self.controller.clone(), tx.clone()));
         for kind in &self.kinds {
             tracing::info!(%kind, "watching");
             tasks.spawn(watch_kind(self.kube.clone(), *kind, tx.clone()));

@@ -15,7 +15,7 @@ use std::fmt;
 use std::time::Duration;
 
 use seam_client::{ClientError, ControllerClient};
-use seam_model::{Endpoint, EndpointKind};
+use seam_model::{Endpoint, EndpointKind, ObjectKind, Snapshot, WatchEvent, CLUSTER_SCOPE};
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -41,10 +41,10 @@ pub(crate) enum Input {
     Applied(WatchedKind, RawObject),
     /// An object was deleted.
     Deleted(WatchedKind, RawObject),
-    /// Every endpoint the controller holds (after a snapshot).
-    Endpoints(Vec<Endpoint>),
-    /// One endpoint changed in the controller (`None`: deleted).
-    Endpoint(String, Option<Endpoint>),
+    /// Everything the controller holds (after it was (re)connected).
+    ControllerSnapshot(Box<Snapshot>),
+    /// One change in the controller.
+    ControllerEvent(WatchEvent),
 }
 
 /// One object the adapter manages in the controller.
@@ -202,30 +202,78 @@ impl Sync {
                 self.applied_object(kind, obj);
             }
             Input::Deleted(kind, obj) => self.deleted(kind, &obj),
-            Input::Endpoints(endpoints) => {
-                self.endpoints = endpoints.into_iter().map(|e| (e.name.clone(), e)).collect();
-                let pods: Vec<Target> = self
-                    .desired
-                    .keys()
-                    .filter(|t| matches!(t, Target::Pod(_)))
-                    .cloned()
-                    .collect();
-                self.dirty.extend(pods);
-            }
-            Input::Endpoint(name, endpoint) => {
-                let target = pod_target_of(&name);
-                match endpoint {
-                    Some(e) => {
-                        self.endpoints.insert(name, e);
+            Input::ControllerSnapshot(snapshot) => self.controller_snapshot(*snapshot),
+            Input::ControllerEvent(event) => self.controller_event(event),
+        }
+    }
+
+    /// The controller was (re)connected: its endpoints replace the copy kept here, and every
+    /// object this adapter applied that the controller no longer has (it lost its store, or
+    /// someone deleted it) is applied again.
+    fn controller_snapshot(&mut self, snapshot: Snapshot) {
+        self.endpoints = snapshot
+            .endpoints
+            .into_iter()
+            .map(|e| (e.name.clone(), e))
+            .collect();
+        let mut present: BTreeSet<Target> = BTreeSet::new();
+        present.extend(snapshot.tenants.into_iter().map(|t| Target::Tenant(t.name)));
+        present.extend(
+            snapshot
+                .namespaces
+                .into_iter()
+                .map(|n| Target::Namespace(n.name)),
+        );
+        present.extend(snapshot.policies.iter().filter_map(policy_target_of_object));
+        let lost: Vec<Target> = self
+            .applied
+            .keys()
+            .filter(|t| !matches!(t, Target::Pod(_)) && !present.contains(*t))
+            .cloned()
+            .collect();
+        for target in lost {
+            tracing::info!(%target, "the controller lost an object; applying it again");
+            self.applied.remove(&target);
+            self.dirty.insert(target);
+        }
+        let pods: Vec<Target> = self
+            .desired
+            .keys()
+            .filter(|t| matches!(t, Target::Pod(_)))
+            .cloned()
+            .collect();
+        self.dirty.extend(pods);
+    }
+
+    fn controller_event(&mut self, event: WatchEvent) {
+        let target = match event.kind {
+            ObjectKind::Endpoint => {
+                let target = pod_target_of(&event.name);
+                match event.object.map(serde_json::from_value::<Endpoint>) {
+                    Some(Ok(endpoint)) => {
+                        self.endpoints.insert(event.name, endpoint);
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(endpoint = %event.name, error = %e, "cannot decode endpoint from the controller's watch");
+                        return;
                     }
                     None => {
-                        self.endpoints.remove(&name);
+                        self.endpoints.remove(&event.name);
                     }
                 }
-                if let Some(target) = target.filter(|t| self.desired.contains_key(t)) {
-                    self.dirty.insert(target);
-                }
+                target
             }
+            // Someone else deleted an object this adapter manages: apply it again.
+            ObjectKind::Tenant if event.object.is_none() => Some(Target::Tenant(event.name)),
+            ObjectKind::Namespace if event.object.is_none() => Some(Target::Namespace(event.name)),
+            ObjectKind::Policy if event.object.is_none() => policy_target_of_name(&event.name),
+            _ => None,
+        };
+        if let Some(target) = target.filter(|t| self.desired.contains_key(t)) {
+            if !matches!(target, Target::Pod(_)) {
+                self.applied.remove(&target);
+            }
+            self.dirty.insert(target);
         }
     }
 
@@ -344,18 +392,15 @@ impl Sync {
         };
         let kinds = std::mem::take(&mut self.gc_pending);
         for object in policies.iter().filter(|o| translate::is_managed(o)) {
-            let kind_name = object.get("kind").and_then(Value::as_str);
-            let Some(kind) = kinds.iter().find(|k| Some(k.kind()) == kind_name) else {
+            let Some(target) = policy_target_of_object(object) else {
                 continue;
             };
-            let meta = object.get("metadata");
-            let text = |f: &str| meta.and_then(|m| m.get(f)).and_then(Value::as_str);
-            let Some(name) = text("name") else { continue };
-            let target = Target::Policy {
-                kind: kind.kind(),
-                namespace: text("namespace").map(str::to_string),
-                name: name.to_string(),
+            let Target::Policy { kind, .. } = &target else {
+                continue;
             };
+            if !kinds.iter().any(|k| k.kind() == *kind) {
+                continue;
+            }
             if !self.desired.contains_key(&target) {
                 tracing::info!(%target, "removing policy whose Kubernetes object is gone");
                 self.dirty.insert(target);
@@ -575,6 +620,37 @@ fn is_policy(kind: WatchedKind) -> bool {
             | WatchedKind::EndpointGroup
             | WatchedKind::Contract
     )
+}
+
+/// The target of a policy object as the controller returns it (canonical form).
+fn policy_target_of_object(object: &Value) -> Option<Target> {
+    let kind = policy_kind(object.get("kind")?.as_str()?)?;
+    let meta = object.get("metadata")?;
+    Some(Target::Policy {
+        kind: kind.kind(),
+        namespace: meta
+            .get("namespace")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        name: meta.get("name")?.as_str()?.to_string(),
+    })
+}
+
+/// The target of a policy's store name `<Kind>/<namespace or _>/<name>` (seam_model::policy_name).
+fn policy_target_of_name(name: &str) -> Option<Target> {
+    let mut parts = name.splitn(3, '/');
+    let (kind, namespace, name) = (parts.next()?, parts.next()?, parts.next()?);
+    Some(Target::Policy {
+        kind: policy_kind(kind)?.kind(),
+        namespace: (namespace != CLUSTER_SCOPE).then(|| namespace.to_string()),
+        name: name.to_string(),
+    })
+}
+
+fn policy_kind(kind: &str) -> Option<WatchedKind> {
+    WatchedKind::ALL
+        .into_iter()
+        .find(|k| is_policy(*k) && k.kind() == kind)
 }
 
 /// The pod target of an endpoint name `ns/pod` or `ns/pod/<ifname>`.

@@ -8,7 +8,6 @@ use futures::StreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::Api;
 use seam_client::{ClientError, ControllerClient};
-use seam_model::{Endpoint, ObjectKind};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::resource::{RawObject, WatchedKind};
@@ -84,13 +83,13 @@ pub(crate) async fn watch_kind(
     }
 }
 
-/// Follows the controller's endpoints (snapshot, then watch; again from a snapshot after any
-/// failure), so pods are relabelled as soon as their agent publishes them, and again whenever
-/// an agent republishes them without the labels.
-pub(crate) async fn watch_endpoints(client: ControllerClient, tx: UnboundedSender<Input>) {
+/// Follows the controller (snapshot, then watch; again from a snapshot after any failure), so
+/// pods are relabelled as soon as their agent publishes them (and again whenever an agent
+/// republishes them without the labels), and objects the controller lost are applied again.
+pub(crate) async fn watch_controller(client: ControllerClient, tx: UnboundedSender<Input>) {
     let mut backoff = BACKOFF_MIN;
     loop {
-        match follow_endpoints(&client, &tx, &mut backoff).await {
+        match follow_controller(&client, &tx, &mut backoff).await {
             Ok(()) => return,
             Err(e @ ClientError::Gone { .. }) => {
                 tracing::info!(error = %error_chain(&e), "controller watch compacted; re-reading");
@@ -108,33 +107,23 @@ pub(crate) async fn watch_endpoints(client: ControllerClient, tx: UnboundedSende
 }
 
 /// One snapshot + watch; `Ok` only when the writer is gone.
-async fn follow_endpoints(
+async fn follow_controller(
     client: &ControllerClient,
     tx: &UnboundedSender<Input>,
     backoff: &mut Duration,
 ) -> Result<(), ClientError> {
     let snapshot = client.snapshot().await?;
-    if tx.send(Input::Endpoints(snapshot.endpoints)).is_err() {
+    let from = snapshot.revision + 1;
+    if tx
+        .send(Input::ControllerSnapshot(Box::new(snapshot)))
+        .is_err()
+    {
         return Ok(());
     }
-    let mut watch = client.watch(snapshot.revision + 1).await?;
+    let mut watch = client.watch(from).await?;
     *backoff = BACKOFF_MIN;
     while let Some(event) = watch.next().await {
-        let event = event?;
-        if event.kind != ObjectKind::Endpoint {
-            continue;
-        }
-        let endpoint = match event.object {
-            None => None,
-            Some(value) => match serde_json::from_value::<Endpoint>(value) {
-                Ok(e) => Some(e),
-                Err(e) => {
-                    tracing::warn!(endpoint = %event.name, error = %e, "cannot decode endpoint from controller watch");
-                    continue;
-                }
-            },
-        };
-        if tx.send(Input::Endpoint(event.name, endpoint)).is_err() {
+        if tx.send(Input::ControllerEvent(event?)).is_err() {
             return Ok(());
         }
     }
