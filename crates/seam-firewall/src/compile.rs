@@ -12,7 +12,8 @@
 //! port); `ns-isolation/<dir>`; `tenant/<t>`, `tenant/<t>/local`, `tenants/non-global`. Subject sets hold only the
 //! node's own endpoints; peer and group sets hold every member.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::cell::{OnceCell, RefCell};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::IpNet;
@@ -20,9 +21,9 @@ use seam_policy::{
     AdminEgressPeer, AdminEgressRule, AdminIngressPeer, AdminIngressRule, AdminPort, AdminSubject,
     AnpAction, BanpAction, ClusterNetworkPolicy, Contract, ContractAction, ContractScope,
     ContractTier, Direction, DirectionVerdict, Endpoint, EndpointKind, EndpointSelector, Filter,
-    Inventory, IsolationMode, Labels, NamespacedPods, NetworkPolicy, NetworkPolicyPeer,
-    NetworkPolicyPort, PolicyKind, PolicySet, PolicyType, PortRef, Protocol, Reason, RuleRef,
-    CLUSTER_GROUP, NAMESPACE_GROUP_PREFIX,
+    Inventory, IsolationMode, Labels, Namespace, NamespacedPods, NetworkPolicy, NetworkPolicyPeer,
+    NetworkPolicyPort, PolicyKind, PolicyObject, PolicySet, PolicyType, PortRef, Protocol, Reason,
+    RuleRef, Tenant, CLUSTER_GROUP, DEFAULT_TENANT, NAMESPACE_GROUP_PREFIX,
 };
 
 use crate::addr::AddrSet;
@@ -109,60 +110,358 @@ pub fn compile<S: AsRef<str>>(
     inventory: &Inventory,
     node_endpoints: &[S],
 ) -> Result<NodeRuleset, CompileError> {
-    let mut locals = Vec::new();
+    // The first endpoint of each reference, as `Inventory::endpoint` finds it, without its linear scan per name
+    // (1,000 node endpoints × 10,000 endpoints).
+    let mut by_ref: HashMap<(&str, &str), &Endpoint> = HashMap::new();
+    for e in &inventory.endpoints {
+        by_ref
+            .entry((e.namespace.as_str(), e.name.as_str()))
+            .or_insert(e);
+    }
+    let mut locals: Vec<&Endpoint> = Vec::new();
+    let mut seen: HashSet<*const Endpoint> = HashSet::new();
     for name in node_endpoints {
         let name = name.as_ref();
-        let ep = inventory
-            .endpoint(name)
+        let ep = name
+            .split_once('/')
+            .and_then(|(ns, n)| by_ref.get(&(ns, n)).copied())
             .ok_or_else(|| CompileError::UnknownEndpoint {
                 name: name.to_string(),
             })?;
-        if ep.kind.is_enforced() && !locals.iter().any(|e: &&Endpoint| std::ptr::eq(*e, ep)) {
+        if ep.kind.is_enforced() && seen.insert(std::ptr::from_ref(ep)) {
             locals.push(ep);
         }
     }
-    let local_addrs = AddrSet::from_addrs(locals.iter().flat_map(|e| e.addresses.iter().copied()));
-    let mut c = Compiler {
-        set: policies,
-        inv: inventory,
-        locals,
-        local_addrs,
-        sets: BTreeMap::new(),
-        group_cache: std::cell::RefCell::new(BTreeMap::new()),
-    };
-    c.sets.insert(LOCAL_SET.to_string(), c.local_addrs.clone());
-    let mut out = NodeRuleset::default();
-    for dir in [Direction::Egress, Direction::Ingress] {
-        let chains = vec![
-            TierChain {
-                tier: Tier::Admin,
-                rules: c.admin_tier(dir),
-            },
-            TierChain {
-                tier: Tier::Namespace,
-                rules: c.namespace_tier(dir),
-            },
-            TierChain {
-                tier: Tier::Baseline,
-                rules: c.baseline_tier(dir),
-            },
-        ];
-        match dir {
-            Direction::Egress => out.egress = chains,
-            Direction::Ingress => out.ingress = chains,
+    let index = Index::new(
+        &inventory.namespaces,
+        &inventory.tenants,
+        inventory.default_isolation,
+        &inventory.endpoints,
+    );
+    let local_addrs = addrs(locals.iter().copied());
+    let groups = RefCell::new(BTreeMap::new());
+    let ctx = Ctx::new(policies, &index, &locals, &local_addrs, &groups);
+    let mut order: Vec<(Slot, &PolicyObject)> = policies
+        .objects()
+        .filter_map(|o| slot_of(o).map(|s| (s, o)))
+        .collect();
+    order.sort_by(|a, b| a.0.cmp(&b.0));
+
+    let mut chains: [[Vec<Rule>; 3]; 2] = Default::default();
+    let mut sets: BTreeMap<SetName, AddrSet> = BTreeMap::new();
+    sets.insert(LOCAL_SET.to_string(), local_addrs.clone());
+    let mut iso: [Vec<AddrSet>; 2] = Default::default();
+    let mut add = |tier: usize, frag: FragOut, iso: &mut [Vec<AddrSet>; 2]| {
+        let FragOut {
+            rules,
+            sets: frag_sets,
+            iso: frag_iso,
+        } = frag;
+        for (d, rules) in rules.into_iter().enumerate() {
+            chains[d][tier].extend(rules);
         }
+        for (name, set) in frag_sets {
+            // Equal names always hold equal sets (a set is a function of its name), so the first one is kept.
+            sets.entry(name).or_insert(set);
+        }
+        for (d, s) in frag_iso.into_iter().enumerate() {
+            if !s.is_empty() {
+                iso[d].push(s);
+            }
+        }
+    };
+    for (slot, o) in &order {
+        add(slot.tier(), ctx.fragment(o), &mut iso);
     }
-    out.local = c
-        .locals
+    let isolated = [union_all(&iso[0]), union_all(&iso[1])];
+    add(1, isolation_fragment(&isolated), &mut iso);
+    add(2, ctx.tenancy_fragment(), &mut iso);
+    add(2, default_fragment(), &mut iso);
+
+    let [egress, ingress] = chains;
+    Ok(NodeRuleset {
+        sets,
+        local: local_endpoints(&locals),
+        egress: tier_chains(egress),
+        ingress: tier_chains(ingress),
+    })
+}
+
+/// The tiers in chain order.
+pub(crate) const TIERS: [Tier; 3] = [Tier::Admin, Tier::Namespace, Tier::Baseline];
+
+/// The directions, in the order of [`FragOut::rules`]: egress, then ingress.
+pub(crate) const DIRS: [Direction; 2] = [Direction::Egress, Direction::Ingress];
+
+/// Index of a direction in [`DIRS`].
+pub(crate) fn dir_index(dir: Direction) -> usize {
+    match dir {
+        Direction::Egress => 0,
+        Direction::Ingress => 1,
+    }
+}
+
+pub(crate) fn tier_chains(rules: [Vec<Rule>; 3]) -> Vec<TierChain> {
+    TIERS
+        .into_iter()
+        .zip(rules)
+        .map(|(tier, rules)| TierChain { tier, rules })
+        .collect()
+}
+
+pub(crate) fn local_endpoints(locals: &[&Endpoint]) -> Vec<LocalEndpoint> {
+    locals
         .iter()
         .map(|e| LocalEndpoint {
             name: e.reference(),
             addresses: e.addresses.clone(),
         })
-        .collect();
-    out.sets = c.sets;
-    Ok(out)
+        .collect()
 }
+
+// ---- fragments ------------------------------------------------------------------------------------------------
+//
+// The ruleset is cut into fragments: one per policy object (both directions), plus the namespace tier's isolation
+// rule, the tenants' multitenant rules and the default rules. Each fragment's rules form one contiguous run of its
+// tier chain, in the order of its [`Slot`]; a fragment depends only on its own object, the inventory and the node's
+// endpoints, never on another fragment (the isolation rule depends on the `iso` sets the fragments hand in). The
+// full compile computes every fragment; the incremental compiler recomputes only those a change touches.
+
+/// Where a fragment's rules go: the variant order is the chain order (admin, namespace, baseline tier), and within
+/// a variant the fields order fragments as the engine orders the objects.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum Slot {
+    /// ANP (kind 0), Admin-tier CNP (1) or admin-tier Contract (2): by (priority, kind, name).
+    Admin(i64, u8, String),
+    /// Namespace-tier deny Contract: by (priority, name).
+    NsDeny(i64, String),
+    /// NetworkPolicy: by (namespace, name).
+    Np(String, String),
+    /// Namespace-tier allow Contract: by (priority, name).
+    NsAllow(i64, String),
+    /// The namespace tier's isolation rule.
+    Isolation,
+    /// Baseline-tier CNP: by (priority, name).
+    Baseline(i64, String),
+    /// The BANP.
+    Banp(String),
+    /// Multitenant tenants' deny rules.
+    Tenancy,
+    /// The default allow rules.
+    Default,
+}
+
+impl Slot {
+    /// Index of its tier in [`TIERS`].
+    pub(crate) fn tier(&self) -> usize {
+        match self {
+            Slot::Admin(..) => 0,
+            Slot::NsDeny(..) | Slot::Np(..) | Slot::NsAllow(..) | Slot::Isolation => 1,
+            Slot::Baseline(..) | Slot::Banp(..) | Slot::Tenancy | Slot::Default => 2,
+        }
+    }
+}
+
+/// The slot of a policy object's fragment; `None` for EndpointGroups (they have no rules of their own).
+pub(crate) fn slot_of(o: &PolicyObject) -> Option<Slot> {
+    Some(match o {
+        PolicyObject::NetworkPolicy(np) => {
+            Slot::Np(np.namespace().to_string(), np.metadata.name.clone())
+        }
+        PolicyObject::AdminNetworkPolicy(anp) => {
+            Slot::Admin(anp.spec.priority, 0, anp.metadata.name.clone())
+        }
+        PolicyObject::ClusterNetworkPolicy(cnp) if cnp.is_admin() => {
+            Slot::Admin(cnp.spec.priority, 1, cnp.metadata.name.clone())
+        }
+        PolicyObject::ClusterNetworkPolicy(cnp) => {
+            Slot::Baseline(cnp.spec.priority, cnp.metadata.name.clone())
+        }
+        PolicyObject::BaselineAdminNetworkPolicy(banp) => Slot::Banp(banp.metadata.name.clone()),
+        PolicyObject::Contract(c) => {
+            let name = c.metadata.name.clone();
+            match (c.spec.tier, c.spec.action) {
+                (ContractTier::Admin, _) => Slot::Admin(c.priority(), 2, name),
+                (ContractTier::Namespace, ContractAction::Deny) => Slot::NsDeny(c.priority(), name),
+                (ContractTier::Namespace, ContractAction::Allow) => {
+                    Slot::NsAllow(c.priority(), name)
+                }
+            }
+        }
+        _ => return None,
+    })
+}
+
+/// What one fragment contributes to the ruleset.
+#[derive(Debug, Default)]
+pub(crate) struct FragOut {
+    /// Its rules, egress then ingress (see [`DIRS`]), for its slot's tier.
+    pub(crate) rules: [Vec<Rule>; 2],
+    /// The sets its rules reference.
+    pub(crate) sets: BTreeMap<SetName, AddrSet>,
+    /// Per direction, the node's addresses it isolates in the namespace tier (NetworkPolicy subjects; for ingress
+    /// also the local providers of an allow Contract).
+    pub(crate) iso: [AddrSet; 2],
+}
+
+impl FragOut {
+    fn intern(&mut self, name: String, set: AddrSet) -> SetName {
+        self.sets.entry(name.clone()).or_insert(set);
+        name
+    }
+}
+
+/// The union of many sets, merged once (extending one by one re-sorts the growing union every time).
+pub(crate) fn union_all(sets: &[AddrSet]) -> AddrSet {
+    let total: u64 = sets
+        .iter()
+        .flat_map(|s| s.ranges())
+        .map(|(a, b)| u64::from(u32::from(b)) - u64::from(u32::from(a)) + 1)
+        .sum();
+    // The sets this serves hold the node's own addresses; a huge union (CIDRs) falls back to merging.
+    if total <= 1 << 20 {
+        return AddrSet::from_addrs(
+            sets.iter()
+                .flat_map(|s| s.ranges())
+                .flat_map(|(a, b)| (u32::from(a)..=u32::from(b)).map(Ipv4Addr::from)),
+        );
+    }
+    let mut out = AddrSet::new();
+    for s in sets {
+        out.extend(s);
+    }
+    out
+}
+
+/// The namespace tier's isolation rule of each direction, over the union of the fragments' `iso` sets.
+pub(crate) fn isolation_fragment(isolated: &[AddrSet; 2]) -> FragOut {
+    let mut f = FragOut::default();
+    for dir in DIRS {
+        let set = &isolated[dir_index(dir)];
+        if set.is_empty() {
+            continue;
+        }
+        let name = f.intern(format!("ns-isolation/{}", direction_str(dir)), set.clone());
+        let (src, dst) = sides(dir, vec![AddrMatch::In(name)], Vec::new());
+        emit(
+            &mut f.rules[dir_index(dir)],
+            &isolation_rule_id(dir),
+            &src,
+            &dst,
+            &vec![(None, L4Match::Any)],
+            Action::Deny,
+            false,
+        );
+    }
+    f
+}
+
+/// The final allow rule of each direction.
+pub(crate) fn default_fragment() -> FragOut {
+    let mut f = FragOut::default();
+    for dir in DIRS {
+        f.rules[dir_index(dir)].push(Rule {
+            id: default_rule_id(dir),
+            src: Vec::new(),
+            dst: Vec::new(),
+            l4: L4Match::Any,
+            action: Action::Allow,
+            log: false,
+        });
+    }
+    f
+}
+
+// ---- the inventory, indexed ----------------------------------------------------------------------------------
+
+/// The inventory as the compiler reads it: endpoints grouped by namespace (most selectors look at one namespace,
+/// or first pick namespaces by their labels), and by the names of their named ports.
+pub(crate) struct Index<'a> {
+    namespaces: &'a BTreeMap<String, Namespace>,
+    tenants: &'a BTreeMap<String, Tenant>,
+    default_isolation: IsolationMode,
+    by_ns: BTreeMap<&'a str, Vec<&'a Endpoint>>,
+    named_ports: BTreeMap<&'a str, Vec<&'a Endpoint>>,
+}
+
+impl<'a> Index<'a> {
+    pub(crate) fn new(
+        namespaces: &'a BTreeMap<String, Namespace>,
+        tenants: &'a BTreeMap<String, Tenant>,
+        default_isolation: IsolationMode,
+        endpoints: impl IntoIterator<Item = &'a Endpoint>,
+    ) -> Self {
+        let mut by_ns: BTreeMap<&'a str, Vec<&'a Endpoint>> = BTreeMap::new();
+        let mut named_ports: BTreeMap<&'a str, Vec<&'a Endpoint>> = BTreeMap::new();
+        // Endpoints sorted by name come in runs of one namespace: one map lookup per run.
+        let mut run: Vec<&'a Endpoint> = Vec::new();
+        for e in endpoints {
+            if run.last().is_some_and(|r| r.namespace != e.namespace) {
+                let ns = run[0].namespace.as_str();
+                by_ns.entry(ns).or_default().append(&mut run);
+            }
+            run.push(e);
+            for cp in &e.ports {
+                if let Some(name) = cp.name.as_deref() {
+                    let holders = named_ports.entry(name).or_default();
+                    if !holders.last().is_some_and(|h| std::ptr::eq(*h, e)) {
+                        holders.push(e);
+                    }
+                }
+            }
+        }
+        if let Some(first) = run.first() {
+            let ns = first.namespace.as_str();
+            by_ns.entry(ns).or_default().append(&mut run);
+        }
+        Index {
+            namespaces,
+            tenants,
+            default_isolation,
+            by_ns,
+            named_ports,
+        }
+    }
+
+    pub(crate) fn ns_labels(&self, ns: &str) -> &'a Labels {
+        self.namespaces.get(ns).map_or(&NO_LABELS, |n| &n.labels)
+    }
+
+    pub(crate) fn tenant_name(&self, ns: &str) -> &'a str {
+        self.namespaces
+            .get(ns)
+            .and_then(|n| n.tenant.as_deref())
+            .unwrap_or(DEFAULT_TENANT)
+    }
+
+    pub(crate) fn tenant(&self, name: &str) -> Tenant {
+        self.tenants.get(name).copied().unwrap_or(Tenant {
+            isolation: self.default_isolation,
+            global: false,
+        })
+    }
+
+    fn all(&self) -> impl Iterator<Item = &'a Endpoint> + '_ {
+        self.by_ns.values().flatten().copied()
+    }
+
+    fn in_ns(&self, ns: &str) -> impl Iterator<Item = &'a Endpoint> + '_ {
+        self.by_ns.get(ns).into_iter().flatten().copied()
+    }
+
+    /// Endpoints of the namespaces whose labels pass `keep`.
+    fn in_namespaces<'s>(
+        &'s self,
+        keep: impl Fn(&Labels) -> bool + 's,
+    ) -> impl Iterator<Item = &'a Endpoint> + 's {
+        self.by_ns
+            .iter()
+            .filter(move |(ns, _)| keep(self.ns_labels(ns)))
+            .flat_map(|(_, eps)| eps.iter().copied())
+    }
+}
+
+// ---- the compiler of one fragment ------------------------------------------------------------------------------
 
 /// One way a rule's ports can match.
 enum PortAlt {
@@ -180,15 +479,19 @@ type L4Alts = Vec<(Option<SetName>, L4Match)>;
 /// Per rule of an ANP, CNP or BANP in one direction: its ports, its IR action (`None`: not realized) and its peers.
 type AdminRules<'r> = Vec<(Option<&'r [AdminPort]>, Option<Action>, AddrSet)>;
 
-struct Compiler<'a> {
-    set: &'a PolicySet,
-    inv: &'a Inventory,
-    locals: Vec<&'a Endpoint>,
-    local_addrs: AddrSet,
-    sets: BTreeMap<SetName, AddrSet>,
-    /// Members of each group by name: contracts name the same groups again and again (per
-    /// contract, per direction, and for isolation), and each computation scans every endpoint.
-    group_cache: std::cell::RefCell<BTreeMap<String, AddrSet>>,
+/// What compiling a fragment reads: the policies (for EndpointGroups), the indexed inventory, the node's endpoints,
+/// and the memberships of groups (shared by every contract naming a group; the incremental compiler keeps them
+/// between passes).
+pub(crate) struct Ctx<'c, 'a> {
+    set: &'c PolicySet,
+    idx: &'c Index<'a>,
+    locals: &'c [&'a Endpoint],
+    local_addrs: &'c AddrSet,
+    groups: &'c RefCell<BTreeMap<String, AddrSet>>,
+    /// Addresses per tenant (tenants that have endpoints), computed on first use.
+    tenant_members: OnceCell<BTreeMap<&'a str, AddrSet>>,
+    /// Addresses of every endpoint of a non-global tenant, computed on first use.
+    non_global: OnceCell<AddrSet>,
 }
 
 fn in_net(net: &IpNet, addr: Ipv4Addr) -> bool {
@@ -252,30 +555,118 @@ fn emit(
     }
 }
 
-impl<'a> Compiler<'a> {
-    fn intern(&mut self, name: String, set: AddrSet) -> SetName {
-        self.sets.entry(name.clone()).or_insert(set);
-        name
+/// The addresses of `endpoints`, merged once.
+pub(crate) fn addrs<'e>(endpoints: impl IntoIterator<Item = &'e Endpoint>) -> AddrSet {
+    // Collected first and merged once: see `AddrSet::from_addrs`.
+    AddrSet::from_addrs(
+        endpoints
+            .into_iter()
+            .flat_map(|e| e.addresses.iter().copied()),
+    )
+}
+
+fn anp_action(a: AnpAction) -> Option<Action> {
+    Some(match a {
+        AnpAction::Allow => Action::Allow,
+        AnpAction::Deny => Action::Deny,
+        AnpAction::Pass => Action::Pass,
+    })
+}
+
+/// Pass cannot pass validation in the baseline tier; the engine lets such a rule match nothing.
+fn baseline_action(a: AnpAction) -> Option<Action> {
+    match a {
+        AnpAction::Allow => Some(Action::Allow),
+        AnpAction::Deny => Some(Action::Deny),
+        AnpAction::Pass => None,
+    }
+}
+
+fn banp_action(a: BanpAction) -> Option<Action> {
+    Some(match a {
+        BanpAction::Allow => Action::Allow,
+        BanpAction::Deny => Action::Deny,
+    })
+}
+
+impl<'c, 'a> Ctx<'c, 'a> {
+    pub(crate) fn new(
+        set: &'c PolicySet,
+        idx: &'c Index<'a>,
+        locals: &'c [&'a Endpoint],
+        local_addrs: &'c AddrSet,
+        groups: &'c RefCell<BTreeMap<String, AddrSet>>,
+    ) -> Self {
+        Ctx {
+            set,
+            idx,
+            locals,
+            local_addrs,
+            groups,
+            tenant_members: OnceCell::new(),
+            non_global: OnceCell::new(),
+        }
+    }
+
+    /// The fragment of one policy object (empty for an EndpointGroup).
+    pub(crate) fn fragment(&self, o: &PolicyObject) -> FragOut {
+        let mut f = FragOut::default();
+        match o {
+            PolicyObject::NetworkPolicy(np) => self.np_fragment(&mut f, np),
+            PolicyObject::AdminNetworkPolicy(anp) => {
+                for dir in DIRS {
+                    let rules =
+                        self.policy_rules(dir, &anp.spec.ingress, &anp.spec.egress, anp_action);
+                    self.admin_rules(
+                        &mut f,
+                        dir,
+                        &format!("anp/{}", anp.metadata.name),
+                        &anp.spec.subject,
+                        rules,
+                    );
+                }
+            }
+            PolicyObject::ClusterNetworkPolicy(cnp) => {
+                let action = if cnp.is_admin() {
+                    anp_action
+                } else {
+                    baseline_action
+                };
+                for dir in DIRS {
+                    self.cnp_rules(&mut f, dir, cnp, action);
+                }
+            }
+            PolicyObject::BaselineAdminNetworkPolicy(banp) => {
+                for dir in DIRS {
+                    let rules =
+                        self.policy_rules(dir, &banp.spec.ingress, &banp.spec.egress, banp_action);
+                    self.admin_rules(
+                        &mut f,
+                        dir,
+                        &format!("banp/{}", banp.metadata.name),
+                        &banp.spec.subject,
+                        rules,
+                    );
+                }
+            }
+            PolicyObject::Contract(c) => {
+                for dir in DIRS {
+                    self.contract_rules(&mut f, dir, c);
+                }
+                if c.spec.tier == ContractTier::Namespace && c.spec.action == ContractAction::Allow
+                {
+                    // Providers of a namespace-tier allow contract are isolated for ingress.
+                    let providers = self.groups_set(&c.spec.providers);
+                    f.iso[dir_index(Direction::Ingress)] = providers.intersection(self.local_addrs);
+                }
+            }
+            _ => {}
+        }
+        f
     }
 
     fn ns_labels(&self, ns: &str) -> &'a Labels {
-        self.inv.namespace_labels(ns).unwrap_or(&NO_LABELS)
-    }
-
-    fn tenant_of(&self, e: &Endpoint) -> &'a str {
-        self.inv.tenant_name(&e.namespace)
-    }
-
-    fn addrs<'e>(endpoints: impl IntoIterator<Item = &'e Endpoint>) -> AddrSet {
-        AddrSet::from_addrs(
-            endpoints
-                .into_iter()
-                .flat_map(|e| e.addresses.iter().copied()),
-        )
-    }
-
-    fn podlike(&self) -> impl Iterator<Item = &'a Endpoint> {
-        self.inv.endpoints.iter().filter(|e| e.kind.is_podlike())
+        self.idx.ns_labels(ns)
     }
 
     // ---- selectors ------------------------------------------------------------------------------------------
@@ -299,7 +690,7 @@ impl<'a> Compiler<'a> {
 
     /// Local endpoints an admin subject selects.
     fn subject_set(&self, subject: &AdminSubject) -> AddrSet {
-        Self::addrs(
+        addrs(
             self.locals
                 .iter()
                 .copied()
@@ -313,10 +704,23 @@ impl<'a> Compiler<'a> {
         pods: Option<&NamespacedPods>,
         networks: Option<&Vec<IpNet>>,
     ) -> AddrSet {
-        let mut s = Self::addrs(self.podlike().filter(|e| {
-            namespaces.is_some_and(|sel| sel.matches(self.ns_labels(&e.namespace)))
-                || pods.is_some_and(|p| self.pods_match(p, e))
-        }));
+        let mut s = addrs(
+            self.idx
+                .by_ns
+                .iter()
+                .filter_map(|(ns, eps)| {
+                    let labels = self.ns_labels(ns);
+                    let whole = namespaces.is_some_and(|sel| sel.matches(labels));
+                    let some = pods.filter(|p| p.namespace_selector.matches(labels));
+                    (whole || some.is_some()).then_some((whole, some, eps))
+                })
+                .flat_map(|(whole, some, eps)| {
+                    eps.iter().copied().filter(move |e| {
+                        e.kind.is_podlike()
+                            && (whole || some.is_some_and(|p| p.pod_selector.matches(&e.labels)))
+                    })
+                }),
+        );
         for n in networks.into_iter().flatten() {
             insert_ipnet(&mut s, n);
         }
@@ -340,16 +744,17 @@ impl<'a> Compiler<'a> {
                 s.extend(&b);
                 continue;
             }
-            s.extend(&Self::addrs(self.podlike().filter(|e| {
-                let ns_ok = match &p.namespace_selector {
-                    Some(sel) => sel.matches(self.ns_labels(&e.namespace)),
-                    None => e.namespace == policy_ns,
-                };
-                ns_ok
+            let pod_ok = |e: &&Endpoint| {
+                e.kind.is_podlike()
                     && p.pod_selector
                         .as_ref()
                         .is_none_or(|sel| sel.matches(&e.labels))
-            })));
+            };
+            let members = match &p.namespace_selector {
+                Some(sel) => addrs(self.idx.in_namespaces(|l| sel.matches(l)).filter(pod_ok)),
+                None => addrs(self.idx.in_ns(policy_ns).filter(pod_ok)),
+            };
+            s.extend(&members);
         }
         s
     }
@@ -362,51 +767,53 @@ impl<'a> Compiler<'a> {
             }
             return out;
         }
+        let ns_ok = |l: &Labels| {
+            s.namespace_selector
+                .as_ref()
+                .is_none_or(|sel| sel.matches(l))
+        };
         let mut members = Vec::new();
-        for e in &self.inv.endpoints {
-            let ok = (s.kinds.is_empty() || s.kinds.contains(&e.kind))
-                && (s.namespaces.is_empty() || s.namespaces.contains(&e.namespace))
-                && s.namespace_selector
-                    .as_ref()
-                    .is_none_or(|sel| sel.matches(self.ns_labels(&e.namespace)))
-                && s.labels.as_ref().is_none_or(|sel| sel.matches(&e.labels));
-            if !ok {
+        for (ns, eps) in &self.idx.by_ns {
+            if !(s.namespaces.is_empty() || s.namespaces.iter().any(|n| n == ns))
+                || !ns_ok(self.ns_labels(ns))
+            {
                 continue;
             }
-            for a in &e.addresses {
-                if s.cidrs.is_empty() || s.cidrs.iter().any(|n| in_net(n, *a)) {
-                    members.push(*a);
+            for e in eps {
+                let ok = (s.kinds.is_empty() || s.kinds.contains(&e.kind))
+                    && s.labels.as_ref().is_none_or(|sel| sel.matches(&e.labels));
+                if !ok {
+                    continue;
+                }
+                for a in &e.addresses {
+                    if s.cidrs.is_empty() || s.cidrs.iter().any(|n| in_net(n, *a)) {
+                        members.push(*a);
+                    }
                 }
             }
         }
         // Collected first and merged once: see `AddrSet::from_addrs`.
-        out.extend(&AddrSet::from_addrs(members));
-        out
+        AddrSet::from_addrs(members)
     }
 
     /// Members of a group: `cluster`, `namespace/<ns>` or an EndpointGroup (none when undefined).
-    fn group_set(&self, group: &str) -> AddrSet {
-        if let Some(hit) = self.group_cache.borrow().get(group) {
+    pub(crate) fn group_set(&self, group: &str) -> AddrSet {
+        if let Some(hit) = self.groups.borrow().get(group) {
             return hit.clone();
         }
         let members = self.group_set_uncached(group);
-        self.group_cache
+        self.groups
             .borrow_mut()
             .insert(group.to_string(), members.clone());
         members
     }
 
-    fn group_set_uncached(&self, group: &str) -> AddrSet {
+    pub(crate) fn group_set_uncached(&self, group: &str) -> AddrSet {
         if group == CLUSTER_GROUP {
-            return Self::addrs(
-                self.inv
-                    .endpoints
-                    .iter()
-                    .filter(|e| e.kind != EndpointKind::External),
-            );
+            return addrs(self.idx.all().filter(|e| e.kind != EndpointKind::External));
         }
         if let Some(ns) = group.strip_prefix(NAMESPACE_GROUP_PREFIX) {
-            return Self::addrs(self.inv.endpoints.iter().filter(|e| e.namespace == ns));
+            return addrs(self.idx.in_ns(ns));
         }
         let mut out = AddrSet::new();
         if let Some(g) = self.set.endpoint_group(group) {
@@ -425,16 +832,44 @@ impl<'a> Compiler<'a> {
         out
     }
 
+    fn tenant_members(&self) -> &BTreeMap<&'a str, AddrSet> {
+        self.tenant_members.get_or_init(|| {
+            let mut by_tenant: BTreeMap<&'a str, Vec<Ipv4Addr>> = BTreeMap::new();
+            for (ns, eps) in &self.idx.by_ns {
+                by_tenant
+                    .entry(self.idx.tenant_name(ns))
+                    .or_default()
+                    .extend(eps.iter().flat_map(|e| e.addresses.iter().copied()));
+            }
+            by_tenant
+                .into_iter()
+                .map(|(t, a)| (t, AddrSet::from_addrs(a)))
+                .collect()
+        })
+    }
+
+    fn non_global(&self) -> &AddrSet {
+        self.non_global.get_or_init(|| {
+            addrs(
+                self.idx
+                    .by_ns
+                    .iter()
+                    .filter(|(ns, _)| !self.idx.tenant(self.idx.tenant_name(ns)).global)
+                    .flat_map(|(_, eps)| eps.iter().copied()),
+            )
+        })
+    }
+
     // ---- ports ----------------------------------------------------------------------------------------------
 
     /// Expands port alternatives; `None` (no port restriction) is one alternative matching everything.
-    fn l4_alts(&mut self, alts: Option<Vec<PortAlt>>) -> L4Alts {
+    fn l4_alts(&self, f: &mut FragOut, alts: Option<Vec<PortAlt>>) -> L4Alts {
         let Some(alts) = alts else {
             return vec![(None, L4Match::Any)];
         };
         let mut any: BTreeSet<Protocol> = BTreeSet::new();
         let mut ranges: BTreeMap<Protocol, Vec<PortRange>> = BTreeMap::new();
-        let mut named: BTreeMap<(Protocol, u16, String), AddrSet> = BTreeMap::new();
+        let mut named: BTreeMap<(Protocol, u16, String), Vec<Ipv4Addr>> = BTreeMap::new();
         for alt in alts {
             match alt {
                 PortAlt::AnyPort(p) => {
@@ -444,7 +879,8 @@ impl<'a> Compiler<'a> {
                     ranges.entry(p).or_default().push(PortRange { start, end })
                 }
                 PortAlt::Named(name, proto) => {
-                    for e in &self.inv.endpoints {
+                    let holders = self.idx.named_ports.get(name.as_str());
+                    for e in holders.into_iter().flatten() {
                         for cp in &e.ports {
                             if cp.name.as_deref() == Some(name.as_str())
                                 && proto.is_none_or(|p| p == cp.protocol)
@@ -452,7 +888,7 @@ impl<'a> Compiler<'a> {
                                 named
                                     .entry((cp.protocol, cp.port, name.clone()))
                                     .or_default()
-                                    .extend(&Self::addrs([e]));
+                                    .extend(e.addresses.iter().copied());
                             }
                         }
                     }
@@ -476,7 +912,10 @@ impl<'a> Compiler<'a> {
             ));
         }
         for ((p, port, name), holders) in named {
-            let set = self.intern(format!("port/{name}/{}/{port}", proto_str(p)), holders);
+            let set = f.intern(
+                format!("port/{name}/{}/{port}", proto_str(p)),
+                AddrSet::from_addrs(holders),
+            );
             out.push((
                 Some(set),
                 L4Match::Ports {
@@ -565,7 +1004,7 @@ impl<'a> Compiler<'a> {
 
     // ---- contracts ------------------------------------------------------------------------------------------
 
-    fn contract_rules(&mut self, dir: Direction, c: &Contract, out: &mut Vec<Rule>) {
+    fn contract_rules(&self, f: &mut FragOut, dir: Direction, c: &Contract) {
         let name = &c.metadata.name;
         let consumers = self.groups_set(&c.spec.consumers);
         let providers = self.groups_set(&c.spec.providers);
@@ -574,16 +1013,11 @@ impl<'a> Compiler<'a> {
         match c.spec.scope {
             ContractScope::Global => pairs.push((String::new(), consumers, providers)),
             ContractScope::Tenant => {
-                let mut tenants: BTreeMap<&str, Vec<&Endpoint>> = BTreeMap::new();
-                for e in &self.inv.endpoints {
-                    tenants.entry(self.tenant_of(e)).or_default().push(e);
-                }
-                for (t, eps) in tenants {
-                    let members = Self::addrs(eps.iter().copied());
+                for (t, members) in self.tenant_members() {
                     pairs.push((
                         format!("/tenant/{t}"),
-                        consumers.intersection(&members),
-                        providers.intersection(&members),
+                        consumers.intersection(members),
+                        providers.intersection(members),
                     ));
                 }
             }
@@ -601,8 +1035,8 @@ impl<'a> Compiler<'a> {
         };
         for (suffix, cons, prov) in pairs {
             let (cons, prov) = match dir {
-                Direction::Egress => (cons.intersection(&self.local_addrs), prov),
-                Direction::Ingress => (cons, prov.intersection(&self.local_addrs)),
+                Direction::Egress => (cons.intersection(self.local_addrs), prov),
+                Direction::Ingress => (cons, prov.intersection(self.local_addrs)),
             };
             if cons.is_empty() || prov.is_empty() {
                 continue;
@@ -611,14 +1045,14 @@ impl<'a> Compiler<'a> {
                 Direction::Egress => ("consumers", "providers"),
                 Direction::Ingress => ("providers", "consumers"),
             };
-            let cons_name = self.intern(
+            let cons_name = f.intern(
                 format!(
                     "contract/{name}/consumers{suffix}{}",
                     if local.0 == "consumers" { "/local" } else { "" }
                 ),
                 cons,
             );
-            let prov_name = self.intern(
+            let prov_name = f.intern(
                 format!(
                     "contract/{name}/providers{suffix}{}",
                     if local.0 == "providers" { "/local" } else { "" }
@@ -630,68 +1064,28 @@ impl<'a> Compiler<'a> {
             for (i, l4s) in &subjects {
                 let id = RuleId(format!("contract/{name}/{}/{i}", direction_str(dir)));
                 let alts: L4Alts = l4s.iter().map(|l| (None, l.clone())).collect();
-                emit(out, &id, &src, &dst, &alts, action, c.spec.log);
+                emit(
+                    &mut f.rules[dir_index(dir)],
+                    &id,
+                    &src,
+                    &dst,
+                    &alts,
+                    action,
+                    c.spec.log,
+                );
             }
         }
     }
 
-    // ---- tiers ----------------------------------------------------------------------------------------------
-
-    fn admin_tier(&mut self, dir: Direction) -> Vec<Rule> {
-        enum Entry<'p> {
-            Anp(&'p seam_policy::AdminNetworkPolicy),
-            Cnp(&'p ClusterNetworkPolicy),
-            Contract(&'p Contract),
-        }
-        let mut entries: Vec<(i64, u8, &str, Entry<'a>)> = Vec::new();
-        for anp in self.set.admin_network_policies() {
-            entries.push((anp.spec.priority, 0, &anp.metadata.name, Entry::Anp(anp)));
-        }
-        for cnp in self.set.cluster_network_policies() {
-            if cnp.is_admin() {
-                entries.push((cnp.spec.priority, 1, &cnp.metadata.name, Entry::Cnp(cnp)));
-            }
-        }
-        for c in self.set.contracts() {
-            if c.spec.tier == ContractTier::Admin {
-                entries.push((c.priority(), 2, &c.metadata.name, Entry::Contract(c)));
-            }
-        }
-        // The engine's order: priority, then ANPs before CNPs before Contracts, then name.
-        entries.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
-        let anp_action = |a: AnpAction| match a {
-            AnpAction::Allow => Some(Action::Allow),
-            AnpAction::Deny => Some(Action::Deny),
-            AnpAction::Pass => Some(Action::Pass),
-        };
-        let mut out = Vec::new();
-        for (_, _, _, entry) in entries {
-            match entry {
-                Entry::Anp(anp) => {
-                    let rules =
-                        self.policy_rules(dir, &anp.spec.ingress, &anp.spec.egress, anp_action);
-                    self.admin_rules(
-                        dir,
-                        &format!("anp/{}", anp.metadata.name),
-                        &anp.spec.subject,
-                        rules,
-                        &mut out,
-                    );
-                }
-                Entry::Cnp(cnp) => self.cnp_rules(dir, cnp, anp_action, &mut out),
-                Entry::Contract(c) => self.contract_rules(dir, c, &mut out),
-            }
-        }
-        out
-    }
+    // ---- admin-style policies -------------------------------------------------------------------------------
 
     /// The rules of a CNP (lowered to the ANP shape) for the local endpoints its subject selects.
     fn cnp_rules(
-        &mut self,
+        &self,
+        f: &mut FragOut,
         dir: Direction,
         cnp: &ClusterNetworkPolicy,
         action: impl Fn(AnpAction) -> Option<Action>,
-        out: &mut Vec<Rule>,
     ) {
         let (ingress, egress) = match dir {
             Direction::Ingress => (cnp.ingress_rules(), Vec::new()),
@@ -699,11 +1093,11 @@ impl<'a> Compiler<'a> {
         };
         let rules = self.policy_rules(dir, &ingress, &egress, action);
         self.admin_rules(
+            f,
             dir,
             &format!("cnp/{}", cnp.metadata.name),
             &cnp.spec.subject,
             rules,
-            out,
         );
     }
 
@@ -762,70 +1156,62 @@ impl<'a> Compiler<'a> {
     /// Rules of an ANP, a CNP or the BANP (`prefix` = `anp/<name>`, `cnp/<name>` or `banp/<name>`) for the local
     /// endpoints its subject selects; rules without an action are skipped (their index stays in the ids).
     fn admin_rules(
-        &mut self,
+        &self,
+        f: &mut FragOut,
         dir: Direction,
         prefix: &str,
         subject: &AdminSubject,
         rules: AdminRules<'_>,
-        out: &mut Vec<Rule>,
     ) {
         let subject = self.subject_set(subject);
         if subject.is_empty() || rules.iter().all(|r| r.1.is_none()) {
             return;
         }
-        let subject = self.intern(format!("{prefix}/subject"), subject);
+        let subject = f.intern(format!("{prefix}/subject"), subject);
         let d = direction_str(dir);
         for (i, (ports, action, peers)) in rules.into_iter().enumerate() {
             let Some(action) = action else { continue };
-            let peer = self.intern(format!("{prefix}/{d}/{i}/peer"), peers);
-            let alts = self.l4_alts(Self::admin_port_alts(ports));
+            let peer = f.intern(format!("{prefix}/{d}/{i}/peer"), peers);
+            let alts = self.l4_alts(f, Self::admin_port_alts(ports));
             let (src, dst) = sides(
                 dir,
                 vec![AddrMatch::In(subject.clone())],
                 vec![AddrMatch::In(peer)],
             );
             let id = RuleId(format!("{prefix}/{d}/{i}"));
-            emit(out, &id, &src, &dst, &alts, action, false);
+            emit(
+                &mut f.rules[dir_index(dir)],
+                &id,
+                &src,
+                &dst,
+                &alts,
+                action,
+                false,
+            );
         }
     }
 
-    fn namespace_tier(&mut self, dir: Direction) -> Vec<Rule> {
-        let mut contracts: Vec<&'a Contract> = self
-            .set
-            .contracts()
-            .filter(|c| c.spec.tier == ContractTier::Namespace)
-            .collect();
-        contracts.sort_by_key(|c| (c.priority(), c.metadata.name.as_str()));
-        let mut out = Vec::new();
-        for c in contracts
-            .iter()
-            .filter(|c| c.spec.action == ContractAction::Deny)
-        {
-            self.contract_rules(dir, c, &mut out);
-        }
+    // ---- NetworkPolicies ------------------------------------------------------------------------------------
 
-        let policy_type = match dir {
-            Direction::Ingress => PolicyType::Ingress,
-            Direction::Egress => PolicyType::Egress,
-        };
-        let mut isolated = AddrSet::new();
-        let nps: Vec<&'a NetworkPolicy> = self.set.network_policies().collect();
-        for np in nps {
+    fn np_fragment(&self, f: &mut FragOut, np: &NetworkPolicy) {
+        for dir in DIRS {
+            let policy_type = match dir {
+                Direction::Ingress => PolicyType::Ingress,
+                Direction::Egress => PolicyType::Egress,
+            };
             if !np.isolates(policy_type) {
                 continue;
             }
-            let subject = Self::addrs(self.locals.iter().copied().filter(|e| {
-                e.kind.is_podlike()
-                    && e.namespace == np.namespace()
-                    && np.spec.pod_selector.matches(&e.labels)
+            let ns = np.namespace();
+            let subject = addrs(self.locals.iter().copied().filter(|e| {
+                e.kind.is_podlike() && e.namespace == ns && np.spec.pod_selector.matches(&e.labels)
             }));
             if subject.is_empty() {
                 continue;
             }
-            isolated.extend(&subject);
-            let ns = np.namespace();
+            f.iso[dir_index(dir)] = subject.clone();
             let prefix = format!("np/{ns}/{}", np.metadata.name);
-            let subject = self.intern(format!("{prefix}/subject"), subject);
+            let subject = f.intern(format!("{prefix}/subject"), subject);
             let d = direction_str(dir);
             let rules: Vec<(&[NetworkPolicyPeer], &[NetworkPolicyPort])> = match dir {
                 Direction::Ingress => np
@@ -847,120 +1233,65 @@ impl<'a> Compiler<'a> {
                 } else {
                     let set = self.np_peer_set(ns, peers);
                     vec![AddrMatch::In(
-                        self.intern(format!("{prefix}/{d}/{i}/peer"), set),
+                        f.intern(format!("{prefix}/{d}/{i}/peer"), set),
                     )]
                 };
-                let alts = self.l4_alts(Self::np_port_alts(ports));
+                let alts = self.l4_alts(f, Self::np_port_alts(ports));
                 let (src, dst) = sides(dir, vec![AddrMatch::In(subject.clone())], peer);
                 let id = RuleId(format!("{prefix}/{d}/{i}"));
-                emit(&mut out, &id, &src, &dst, &alts, Action::Allow, false);
+                emit(
+                    &mut f.rules[dir_index(dir)],
+                    &id,
+                    &src,
+                    &dst,
+                    &alts,
+                    Action::Allow,
+                    false,
+                );
             }
         }
-
-        for c in contracts
-            .iter()
-            .filter(|c| c.spec.action == ContractAction::Allow)
-        {
-            self.contract_rules(dir, c, &mut out);
-            if dir == Direction::Ingress {
-                let providers = self.groups_set(&c.spec.providers);
-                isolated.extend(&providers.intersection(&self.local_addrs));
-            }
-        }
-        if !isolated.is_empty() {
-            let d = direction_str(dir);
-            let set = self.intern(format!("ns-isolation/{d}"), isolated);
-            let (src, dst) = sides(dir, vec![AddrMatch::In(set)], Vec::new());
-            emit(
-                &mut out,
-                &isolation_rule_id(dir),
-                &src,
-                &dst,
-                &vec![(None, L4Match::Any)],
-                Action::Deny,
-                false,
-            );
-        }
-        out
     }
 
-    fn baseline_tier(&mut self, dir: Direction) -> Vec<Rule> {
-        let mut out = Vec::new();
-        // Baseline-tier CNPs by (priority, name), then the BANP (the engine's order).
-        let mut cnps: Vec<&'a ClusterNetworkPolicy> = self
-            .set
-            .cluster_network_policies()
-            .filter(|c| !c.is_admin())
-            .collect();
-        cnps.sort_by_key(|c| (c.spec.priority, c.metadata.name.as_str()));
-        for cnp in cnps {
-            // Pass cannot pass validation in this tier; the engine lets such a rule match nothing.
-            let action = |a: AnpAction| match a {
-                AnpAction::Allow => Some(Action::Allow),
-                AnpAction::Deny => Some(Action::Deny),
-                AnpAction::Pass => None,
-            };
-            self.cnp_rules(dir, cnp, action, &mut out);
-        }
-        if let Some(banp) = self.set.baseline() {
-            let act = |a: BanpAction| match a {
-                BanpAction::Allow => Some(Action::Allow),
-                BanpAction::Deny => Some(Action::Deny),
-            };
-            let rules = self.policy_rules(dir, &banp.spec.ingress, &banp.spec.egress, act);
-            self.admin_rules(
-                dir,
-                &format!("banp/{}", banp.metadata.name),
-                &banp.spec.subject,
-                rules,
-                &mut out,
-            );
-        }
+    // ---- tenants --------------------------------------------------------------------------------------------
 
-        // Multitenant tenants with local endpoints deny peers of other non-global tenants.
+    /// Multitenant tenants with local endpoints deny peers of other non-global tenants.
+    pub(crate) fn tenancy_fragment(&self) -> FragOut {
+        let mut f = FragOut::default();
         let mut local_tenants: BTreeMap<&str, Vec<&Endpoint>> = BTreeMap::new();
-        for e in &self.locals {
-            local_tenants.entry(self.tenant_of(e)).or_default().push(e);
+        for e in self.locals {
+            local_tenants
+                .entry(self.idx.tenant_name(&e.namespace))
+                .or_default()
+                .push(e);
         }
-        for (t, eps) in local_tenants {
-            let tenant = self.inv.tenant(t);
-            if tenant.isolation != IsolationMode::Multitenant || tenant.global {
-                continue;
+        for dir in DIRS {
+            for (t, eps) in &local_tenants {
+                let tenant = self.idx.tenant(t);
+                if tenant.isolation != IsolationMode::Multitenant || tenant.global {
+                    continue;
+                }
+                let members = self.tenant_members().get(t).cloned().unwrap_or_default();
+                let non_global =
+                    f.intern("tenants/non-global".to_string(), self.non_global().clone());
+                let members = f.intern(format!("tenant/{t}"), members);
+                let local = f.intern(format!("tenant/{t}/local"), addrs(eps.iter().copied()));
+                let (src, dst) = sides(
+                    dir,
+                    vec![AddrMatch::In(local)],
+                    vec![AddrMatch::In(non_global), AddrMatch::NotIn(members)],
+                );
+                emit(
+                    &mut f.rules[dir_index(dir)],
+                    &multitenant_rule_id(t, dir),
+                    &src,
+                    &dst,
+                    &vec![(None, L4Match::Any)],
+                    Action::Deny,
+                    false,
+                );
             }
-            let non_global = Self::addrs(
-                self.inv
-                    .endpoints
-                    .iter()
-                    .filter(|e| !self.inv.tenant(self.tenant_of(e)).global),
-            );
-            let members = Self::addrs(self.inv.endpoints.iter().filter(|e| self.tenant_of(e) == t));
-            let non_global = self.intern("tenants/non-global".to_string(), non_global);
-            let members = self.intern(format!("tenant/{t}"), members);
-            let local = self.intern(format!("tenant/{t}/local"), Self::addrs(eps));
-            let (src, dst) = sides(
-                dir,
-                vec![AddrMatch::In(local)],
-                vec![AddrMatch::In(non_global), AddrMatch::NotIn(members)],
-            );
-            emit(
-                &mut out,
-                &multitenant_rule_id(t, dir),
-                &src,
-                &dst,
-                &vec![(None, L4Match::Any)],
-                Action::Deny,
-                false,
-            );
         }
-        out.push(Rule {
-            id: default_rule_id(dir),
-            src: Vec::new(),
-            dst: Vec::new(),
-            l4: L4Match::Any,
-            action: Action::Allow,
-            log: false,
-        });
-        out
+        f
     }
 }
 
