@@ -47,8 +47,9 @@ pub struct Agent<K> {
     segment_lock: Mutex<()>,
     /// VNIs whose bridge and VXLAN device the ADD path has seen or made.
     ready_segments: Mutex<std::collections::BTreeSet<u32>>,
-    /// The firewall transaction last applied (the next pass applies only when it changes).
-    pub applied_ruleset: Mutex<Option<String>>,
+    /// The firewall table the kernel holds, as far as the agent knows; `None` until it has read the
+    /// kernel's table back or written it whole (at start, and after a failed change).
+    pub applied_firewall: Mutex<Option<seam_firewall::render::table::TableModel>>,
     /// Wakes the reaper of retired host ports.
     pub reap_now: Notify,
     /// Wakes the reconcile loop.
@@ -103,7 +104,7 @@ impl<K: NodeKernel + Firewall + 'static> Agent<K> {
             view: RwLock::new(ClusterView::with_segments(cached)),
             segment_lock: Mutex::new(()),
             reap_now: Notify::new(),
-            applied_ruleset: Mutex::new(None),
+            applied_firewall: Mutex::new(None),
             ready_segments: Mutex::new(std::collections::BTreeSet::new()),
             reconcile_now: Notify::new(),
             synced: AtomicBool::new(false),

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::Ipv4Net;
+use seam_firewall::render::table::{self, TableModel};
 use seam_dataplane::{
     host_ifname, plan, DesiredNode, Firewall, LinkOp, NodeKernel, RemoteEntry, SegmentSpec,
 };
@@ -85,10 +86,10 @@ pub async fn desired<K: NodeKernel + Firewall + 'static>(agent: &Agent<K>) -> De
 }
 
 /// Compiles this node's firewall from the view (policies, tenants, namespaces, endpoints; only the
-/// node's own endpoints get rules) and renders it as one nftables transaction.
+/// node's own endpoints get rules) into the kernel objects that realize it.
 pub async fn firewall_ruleset<K: NodeKernel + Firewall + 'static>(
     agent: &Agent<K>,
-) -> Result<String, String> {
+) -> Result<TableModel, String> {
     let view = agent.view.read().await;
     let (ruleset, warnings) = seam_firewall::cluster::node_ruleset(
         view.tenants.values(),
@@ -101,7 +102,7 @@ pub async fn firewall_ruleset<K: NodeKernel + Firewall + 'static>(
     for w in warnings {
         tracing::warn!("{w}");
     }
-    Ok(seam_firewall::render(&ruleset))
+    Ok(table::model(&ruleset))
 }
 
 /// Observes once, plans, applies every operation (continuing past failures), and reports how
@@ -143,22 +144,12 @@ pub async fn reconcile_once<K: NodeKernel + Firewall + 'static>(
     if !ops.is_empty() {
         tracing::info!(operations = ops.len(), "dataplane reconciled");
     }
-    // The firewall follows the same level-triggered pass: compile from the view, apply only
-    // when the rendered transaction changed (the kernel swaps the table atomically).
+    // The firewall follows the same level-triggered pass: compile from the view, then change the
+    // kernel's table in place by what differs (see `seam_firewall::render::table`).
     match firewall_ruleset(agent).await {
-        Ok(text) => {
-            let mut applied = agent.applied_ruleset.lock().await;
-            if applied.as_deref() != Some(text.as_str()) {
-                match agent.kernel.apply_ruleset(&text).await {
-                    Ok(()) => {
-                        tracing::info!(bytes = text.len(), "firewall applied");
-                        *applied = Some(text);
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "applying the firewall failed");
-                        first_error.get_or_insert(e);
-                    }
-                }
+        Ok(model) => {
+            if let Err(e) = apply_firewall(agent, model).await {
+                first_error.get_or_insert(e);
             }
         }
         Err(e) => {
@@ -168,6 +159,66 @@ pub async fn reconcile_once<K: NodeKernel + Firewall + 'static>(
     match first_error {
         Some(e) => Err(e),
         None => Ok(ops.len()),
+    }
+}
+
+/// Brings the kernel's table to `model`: in place from what the kernel holds (known from the last
+/// pass, or read back after a start), or written whole when the kernel's table is missing or not
+/// one this agent can read. An agent that restarts adopts the table: chains whose names (hashes of
+/// their contents) it still wants stay as they are, with their counters, and traffic never sees a
+/// table without policy. A failed change is followed by a whole, atomic rewrite.
+async fn apply_firewall<K: NodeKernel + Firewall + 'static>(
+    agent: &Agent<K>,
+    model: TableModel,
+) -> Result<(), seam_dataplane::Error> {
+    let mut applied = agent.applied_firewall.lock().await;
+    if applied.is_none() {
+        match agent.kernel.list_table().await {
+            Ok(Some(text)) => {
+                *applied = table::from_nft_json(&text);
+                if applied.is_some() {
+                    tracing::info!("adopted the kernel's firewall table");
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "reading the kernel's firewall table failed"),
+        }
+    }
+    if let Some(old) = applied.as_ref() {
+        let delta = table::delta(old, &model);
+        if delta.is_empty() {
+            *applied = Some(model);
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        match agent.kernel.apply_delta(&delta).await {
+            Ok(()) => {
+                tracing::info!(
+                    operations = delta.switch.len() + delta.cleanup.len(),
+                    new_chains_text = delta.prepare.as_ref().map_or(0, String::len),
+                    micros = started.elapsed().as_micros() as u64,
+                    "firewall changed in place"
+                );
+                *applied = Some(model);
+                return Ok(());
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "changing the firewall in place failed; writing it whole");
+            }
+        }
+    }
+    *applied = None;
+    let text = table::full_text(&model);
+    match agent.kernel.apply_ruleset(&text).await {
+        Ok(()) => {
+            tracing::info!(bytes = text.len(), "firewall written whole");
+            *applied = Some(model);
+            Ok(())
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "applying the firewall failed");
+            Err(e)
+        }
     }
 }
 
