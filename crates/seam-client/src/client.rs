@@ -1,5 +1,7 @@
 //! [`ControllerClient`]: one typed method per controller route.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::Full;
@@ -35,27 +37,71 @@ pub struct RawResponse {
     pub body: Vec<u8>,
 }
 
-/// A client for one controller endpoint. Cheap to clone; holds no connection.
+/// A controller replica's answer to `GET /v1/leader`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct LeaderInfo {
+    /// `leader`, `standby` or `single` (a controller without replicas).
+    pub role: String,
+    /// The replica's id (`None` for a single controller).
+    pub id: Option<String>,
+    /// The leader's advertised address, when known.
+    pub leader: Option<String>,
+}
+
+/// A client for a controller, or for a list of controller replicas. Cheap to clone (clones
+/// share which replica they prefer); holds no connection.
+///
+/// With several endpoints, a request goes to the replica that answered last; when that one
+/// cannot be reached, times out or answers 503 (a standby's `NotLeader`, or its store is
+/// unreachable), the request moves on to the next endpoint, once around the list.
 #[derive(Debug, Clone)]
 pub struct ControllerClient {
-    endpoint: String,
-    target: Target,
+    endpoints: Arc<[(String, Target)]>,
+    /// Index into `endpoints` of the replica to try first.
+    current: Arc<AtomicUsize>,
     timeout: Duration,
     watch_idle_timeout: Duration,
 }
 
 impl ControllerClient {
-    /// A client for `endpoint`: `unix:/path/to/socket` or `http://host:port`.
+    /// A client for `endpoint`: `unix:/path/to/socket` or `http://host:port`, or a
+    /// comma-separated list of them (controller replicas).
     pub fn new(endpoint: &str) -> Result<Self> {
-        let target = Target::parse(endpoint).ok_or_else(|| ClientError::InvalidEndpoint {
-            endpoint: endpoint.to_string(),
-        })?;
+        let endpoints = endpoint
+            .split(',')
+            .map(|e| {
+                let e = e.trim();
+                Target::parse(e).map(|t| (e.to_string(), t)).ok_or_else(|| {
+                    ClientError::InvalidEndpoint {
+                        endpoint: endpoint.to_string(),
+                    }
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok(ControllerClient {
-            endpoint: endpoint.to_string(),
-            target,
+            endpoints: endpoints.into(),
+            current: Arc::new(AtomicUsize::new(0)),
             timeout: DEFAULT_TIMEOUT,
             watch_idle_timeout: DEFAULT_WATCH_IDLE_TIMEOUT,
         })
+    }
+
+    /// The endpoint tried first now and its target.
+    fn current(&self) -> (usize, &str, &Target) {
+        let i = self.current.load(Ordering::Relaxed) % self.endpoints.len().max(1);
+        match self.endpoints.get(i) {
+            Some((e, t)) => (i, e, t),
+            // `new` never builds an empty list (split yields at least one item).
+            None => (0, "", &self.endpoints[0].1),
+        }
+    }
+
+    /// Moves on from replica `from` to the next one (unless another request already did).
+    fn rotate(&self, from: usize) {
+        let next = (from + 1) % self.endpoints.len().max(1);
+        let _ = self
+            .current
+            .compare_exchange(from, next, Ordering::Relaxed, Ordering::Relaxed);
     }
 
     /// The same client with another per-request timeout.
@@ -70,14 +116,20 @@ impl ControllerClient {
         self
     }
 
-    /// The endpoint this client talks to, as given to [`ControllerClient::new`].
+    /// The endpoint this client talks to now (with several replicas, the one it tries first).
     pub fn endpoint(&self) -> &str {
-        &self.endpoint
+        self.current().1
     }
 
     /// `GET /healthz`: succeeds when the controller answers 200.
     pub async fn healthz(&self) -> Result<()> {
         self.call_unit(Method::GET, "/healthz".to_string(), None)
+            .await
+    }
+
+    /// `GET /v1/leader` of the replica tried first: its role and who leads, as it knows.
+    pub async fn leader(&self) -> Result<LeaderInfo> {
+        self.call(Method::GET, "/v1/leader".to_string(), None, "LeaderInfo")
             .await
     }
 
@@ -346,38 +398,56 @@ impl ControllerClient {
     pub async fn watch(&self, from_revision: u64) -> Result<WatchStream> {
         let path = format!("/v1/watch?revision={from_revision}");
         let request = format!("GET {path}");
-        let http = self.build(Method::GET, &path, None)?;
-        let response = self
-            .timed(&request, async {
-                self.target
-                    .send(http)
-                    .await
-                    .map_err(|source| ClientError::Transport {
-                        endpoint: self.endpoint.clone(),
-                        request: request.clone(),
-                        source,
-                    })
-            })
-            .await?;
+        // Every replica serves watches: move on only from one that cannot be reached.
+        let mut attempts = self.endpoints.len();
+        let response = loop {
+            let (index, endpoint, target) = self.current();
+            let http = self.build(target, Method::GET, &path, None)?;
+            let sent = self
+                .timed(endpoint, &request, async {
+                    target
+                        .send(http)
+                        .await
+                        .map_err(|source| ClientError::Transport {
+                            endpoint: endpoint.to_string(),
+                            request: request.clone(),
+                            source,
+                        })
+                })
+                .await;
+            attempts -= 1;
+            match sent {
+                Ok(response) => break response,
+                Err(e) if attempts > 0 => {
+                    tracing::debug!(error = %e, "controller replica unreachable, trying the next");
+                    self.rotate(index);
+                }
+                Err(e) => {
+                    self.rotate(index);
+                    return Err(e);
+                }
+            }
+        };
+        let endpoint = self.endpoint().to_string();
         let (parts, body) = response.into_parts();
         if parts.status != StatusCode::OK {
             let bytes = self
-                .timed(&request, async {
+                .timed(&endpoint, &request, async {
                     read_body(body)
                         .await
                         .map_err(|source| ClientError::Transport {
-                            endpoint: self.endpoint.clone(),
+                            endpoint: endpoint.clone(),
                             request: request.clone(),
                             source,
                         })
                 })
                 .await?;
-            return Err(self.api_error(&request, parts.status, &bytes));
+            return Err(api_error(&endpoint, &request, parts.status, &bytes));
         }
         Ok(WatchStream::new(
             body,
             self.watch_idle_timeout,
-            self.endpoint.clone(),
+            endpoint,
             request,
         ))
     }
@@ -392,11 +462,11 @@ impl ControllerClient {
     ) -> Result<RawResponse> {
         let request = format!("{method} {path}");
         let method = Method::from_bytes(method.as_bytes()).map_err(|e| ClientError::Transport {
-            endpoint: self.endpoint.clone(),
+            endpoint: self.endpoint().to_string(),
             request: request.clone(),
             source: Box::new(e),
         })?;
-        let (status, body) = self.exchange(method, path, Some(body)).await?;
+        let (status, body, _) = self.exchange(method, path, Some(body)).await?;
         Ok(RawResponse {
             status: status.as_u16(),
             body: body.to_vec(),
@@ -417,12 +487,12 @@ impl ControllerClient {
         what: &str,
     ) -> Result<T> {
         let request = format!("{method} {path}");
-        let (status, bytes) = self.exchange(method, &path, body).await?;
+        let (status, bytes, endpoint) = self.exchange(method, &path, body).await?;
         if !status.is_success() {
-            return Err(self.api_error(&request, status, &bytes));
+            return Err(api_error(&endpoint, &request, status, &bytes));
         }
         serde_json::from_slice(&bytes).map_err(|source| ClientError::Decode {
-            endpoint: self.endpoint.clone(),
+            endpoint,
             request,
             what: what.to_string(),
             source,
@@ -432,38 +502,59 @@ impl ControllerClient {
     /// Sends a request whose 2xx body is not needed.
     async fn call_unit(&self, method: Method, path: String, body: Option<Vec<u8>>) -> Result<()> {
         let request = format!("{method} {path}");
-        let (status, bytes) = self.exchange(method, &path, body).await?;
+        let (status, bytes, endpoint) = self.exchange(method, &path, body).await?;
         if !status.is_success() {
-            return Err(self.api_error(&request, status, &bytes));
+            return Err(api_error(&endpoint, &request, status, &bytes));
         }
         Ok(())
     }
 
-    /// One timed request/response exchange.
+    /// One timed request/response exchange, moving on to the next replica while the one tried
+    /// cannot be reached, times out or answers 503.
     async fn exchange(
         &self,
         method: Method,
         path: &str,
         body: Option<Vec<u8>>,
-    ) -> Result<(StatusCode, Bytes)> {
+    ) -> Result<(StatusCode, Bytes, String)> {
         let request = format!("{method} {path}");
-        let http = self.build(method, path, body)?;
-        self.timed(&request, async {
-            let transport = |source| ClientError::Transport {
-                endpoint: self.endpoint.clone(),
-                request: request.clone(),
-                source,
+        let mut attempts = self.endpoints.len();
+        loop {
+            let (index, endpoint, target) = self.current();
+            let http = self.build(target, method.clone(), path, body.clone())?;
+            let result = self
+                .timed(endpoint, &request, async {
+                    let transport = |source| ClientError::Transport {
+                        endpoint: endpoint.to_string(),
+                        request: request.clone(),
+                        source,
+                    };
+                    let response = target.send(http).await.map_err(transport)?;
+                    let (parts, body) = response.into_parts();
+                    let bytes = read_body(body).await.map_err(transport)?;
+                    Ok((parts.status, bytes, endpoint.to_string()))
+                })
+                .await;
+            attempts -= 1;
+            let failed_over = match &result {
+                Ok((status, ..)) => *status == StatusCode::SERVICE_UNAVAILABLE,
+                Err(ClientError::Transport { .. } | ClientError::Timeout { .. }) => true,
+                Err(_) => false,
             };
-            let response = self.target.send(http).await.map_err(transport)?;
-            let (parts, body) = response.into_parts();
-            let bytes = read_body(body).await.map_err(transport)?;
-            Ok((parts.status, bytes))
-        })
-        .await
+            if !failed_over || self.endpoints.len() < 2 {
+                return result;
+            }
+            self.rotate(index);
+            if attempts == 0 {
+                return result;
+            }
+            tracing::debug!(%endpoint, %request, "controller replica unavailable, trying the next");
+        }
     }
 
     fn build(
         &self,
+        target: &Target,
         method: Method,
         path: &str,
         body: Option<Vec<u8>>,
@@ -471,7 +562,7 @@ impl ControllerClient {
         let mut builder = Request::builder()
             .method(method.clone())
             .uri(path)
-            .header(hyper::header::HOST, self.target.host())
+            .header(hyper::header::HOST, target.host())
             .header(hyper::header::ACCEPT, "application/json");
         if body.is_some() {
             builder = builder.header(hyper::header::CONTENT_TYPE, "application/json");
@@ -479,7 +570,7 @@ impl ControllerClient {
         builder
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| ClientError::Transport {
-                endpoint: self.endpoint.clone(),
+                endpoint: self.endpoint().to_string(),
                 request: format!("{method} {path}"),
                 source: Box::new(e),
             })
@@ -487,6 +578,7 @@ impl ControllerClient {
 
     async fn timed<T>(
         &self,
+        endpoint: &str,
         request: &str,
         fut: impl std::future::Future<Output = Result<T>>,
     ) -> Result<T> {
@@ -494,40 +586,40 @@ impl ControllerClient {
             .await
             .unwrap_or_else(|_| {
                 Err(ClientError::Timeout {
-                    endpoint: self.endpoint.clone(),
+                    endpoint: endpoint.to_string(),
                     request: request.to_string(),
                     after: self.timeout,
                 })
             })
     }
+}
 
-    /// Turns a non-2xx answer into [`ClientError::Api`] or [`ClientError::Gone`].
-    fn api_error(&self, request: &str, status: StatusCode, body: &[u8]) -> ClientError {
-        let parsed: Option<ApiError> = serde_json::from_slice(body).ok();
-        let (reason, message) = match parsed {
-            Some(e) => (e.reason, e.message),
-            None => (
-                status
-                    .canonical_reason()
-                    .unwrap_or("Unknown")
-                    .replace(' ', ""),
-                String::from_utf8_lossy(body).trim().to_string(),
-            ),
-        };
-        if status == StatusCode::GONE || reason == "Gone" {
-            return ClientError::Gone {
-                endpoint: self.endpoint.clone(),
-                request: request.to_string(),
-                message,
-            };
-        }
-        ClientError::Api {
-            endpoint: self.endpoint.clone(),
+/// Turns a non-2xx answer into [`ClientError::Api`] or [`ClientError::Gone`].
+fn api_error(endpoint: &str, request: &str, status: StatusCode, body: &[u8]) -> ClientError {
+    let parsed: Option<ApiError> = serde_json::from_slice(body).ok();
+    let (reason, message) = match parsed {
+        Some(e) => (e.reason, e.message),
+        None => (
+            status
+                .canonical_reason()
+                .unwrap_or("Unknown")
+                .replace(' ', ""),
+            String::from_utf8_lossy(body).trim().to_string(),
+        ),
+    };
+    if status == StatusCode::GONE || reason == "Gone" {
+        return ClientError::Gone {
+            endpoint: endpoint.to_string(),
             request: request.to_string(),
-            status: status.as_u16(),
-            reason,
             message,
-        }
+        };
+    }
+    ClientError::Api {
+        endpoint: endpoint.to_string(),
+        request: request.to_string(),
+        status: status.as_u16(),
+        reason,
+        message,
     }
 }
 

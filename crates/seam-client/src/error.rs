@@ -111,6 +111,11 @@ impl ClientError {
         self.reason() == Some("Exhausted")
     }
 
+    /// True when every replica tried was a standby (a leader is being elected): retry later.
+    pub fn is_not_leader(&self) -> bool {
+        self.reason() == Some("NotLeader")
+    }
+
     /// True when the controller rejected the request body or path as invalid.
     pub fn is_invalid(&self) -> bool {
         self.reason() == Some("Invalid")

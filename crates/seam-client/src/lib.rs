@@ -1,7 +1,9 @@
 //! Typed HTTP client for the `seam-controller` API.
 //!
 //! [`ControllerClient`] speaks HTTP/1 over a Unix socket (`unix:/run/seam/controller.sock`) or
-//! TCP (`http://127.0.0.1:7070`), one connection per request, with a timeout on every request
+//! TCP (`http://127.0.0.1:7070`), to one controller or to a comma-separated list of replicas
+//! (moving on to the next one while a replica is unreachable or answers 503), one connection
+//! per request, with a timeout on every request
 //! except the watch stream ([`WatchStream`], which instead fails when not even a heartbeat
 //! arrives for a while). Errors keep the controller's status, reason and message
 //! ([`ClientError::Api`]); a compacted watch revision is its own variant ([`ClientError::Gone`]).
@@ -15,6 +17,8 @@ mod error;
 mod transport;
 mod watch;
 
-pub use client::{ControllerClient, RawResponse, DEFAULT_TIMEOUT, DEFAULT_WATCH_IDLE_TIMEOUT};
+pub use client::{
+    ControllerClient, LeaderInfo, RawResponse, DEFAULT_TIMEOUT, DEFAULT_WATCH_IDLE_TIMEOUT,
+};
 pub use error::{BoxError, ClientError, Result};
 pub use watch::WatchStream;

@@ -5,7 +5,9 @@
 //! (`Absent` for creates, `ModRevision` for replaces and for the segment and node a block or
 //! endpoint refers to). Within one process, mutating operations also take a write lock, so
 //! checks that span many keys (overlapping subnets, duplicate addresses) cannot race each
-//! other; across processes, only the leader writes.
+//! other; across processes, only the leader writes, and every txn of a replicated leader also
+//! compares the leader key's revision (its fence, see [`crate::election`]), so a deposed leader
+//! commits nothing.
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
@@ -23,6 +25,7 @@ use tokio::sync::{watch, Mutex};
 
 use crate::allocate::{lowest_free_subnet, lowest_free_vni};
 use crate::config::{ControllerConfig, SegmentMode, FLAT_SEGMENT, NAMESPACE_SEGMENT_PREFIX};
+use crate::election::{ReplicaConfig, LEADER_KEY};
 use crate::error::{ConfigError, Error, Result};
 use crate::keys::{kind_prefix, object_key, parse_key, segment_blocks_prefix, ROOT};
 
@@ -41,6 +44,27 @@ pub(crate) struct Inner {
     store: AnyStore,
     pub(crate) writes: Mutex<()>,
     stop: watch::Sender<bool>,
+    /// `Some` for a replica that elects a leader with its peers.
+    replica: Option<ReplicaConfig>,
+    role: watch::Sender<Role>,
+}
+
+/// Whether this controller may write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Role {
+    /// The only controller of its store (no election): always writes.
+    Single,
+    /// The elected leader: writes, each txn fenced on the leader key's `mod_revision`.
+    Leader {
+        /// `mod_revision` of the leader key this replica wrote.
+        fence: u64,
+    },
+    /// A standby replica: serves reads and watches, refuses writes.
+    Standby {
+        /// The leader's advertised address, when known.
+        leader: Option<String>,
+    },
 }
 
 /// An object as read from the store, with its `mod_revision` for compare-and-swap.
@@ -60,16 +84,84 @@ impl std::fmt::Debug for Controller {
 impl Controller {
     /// A controller over `store`, after checking `config`.
     pub fn new(config: ControllerConfig, store: AnyStore) -> Result<Self, ConfigError> {
+        Self::build(config, store, None)
+    }
+
+    /// A replica over a store shared with other replicas: it starts as a standby and writes
+    /// only while [`Controller::run_election`] (spawned by [`crate::serve_controller`]) has
+    /// made it the leader.
+    pub fn replicated(
+        config: ControllerConfig,
+        store: AnyStore,
+        replica: ReplicaConfig,
+    ) -> Result<Self, ConfigError> {
+        Self::build(config, store, Some(replica))
+    }
+
+    fn build(
+        config: ControllerConfig,
+        store: AnyStore,
+        replica: Option<ReplicaConfig>,
+    ) -> Result<Self, ConfigError> {
         config.validate()?;
         let (stop, _) = watch::channel(false);
+        let role = if replica.is_some() {
+            Role::Standby { leader: None }
+        } else {
+            Role::Single
+        };
         Ok(Controller {
             inner: Arc::new(Inner {
                 config,
                 store,
                 writes: Mutex::new(()),
                 stop,
+                replica,
+                role: watch::Sender::new(role),
             }),
         })
+    }
+
+    /// Campaigns for leadership and leads or stands by until [`Controller::stop_watches`];
+    /// returns at once for a controller that is not a replica.
+    pub async fn run_election(&self) {
+        if let Some(replica) = self.inner.replica.clone() {
+            crate::election::run(self.clone(), replica, self.stopped()).await;
+        }
+    }
+
+    /// This controller's current role.
+    pub fn role(&self) -> Role {
+        self.inner.role.borrow().clone()
+    }
+
+    /// Follows role changes (tests, the benchmark).
+    pub fn role_changes(&self) -> watch::Receiver<Role> {
+        self.inner.role.subscribe()
+    }
+
+    /// The replica settings, `None` for a single controller.
+    pub fn replica(&self) -> Option<&ReplicaConfig> {
+        self.inner.replica.as_ref()
+    }
+
+    pub(crate) fn set_role(&self, role: Role) {
+        self.inner.role.send_if_modified(|current| {
+            if *current == role {
+                return false;
+            }
+            tracing::info!(?role, "controller role changed");
+            *current = role;
+            true
+        });
+    }
+
+    /// The write lock, refused right away on a standby.
+    pub(crate) async fn write_lock(&self) -> Result<tokio::sync::MutexGuard<'_, ()>> {
+        if let Role::Standby { leader } = self.role() {
+            return Err(Error::NotLeader { leader });
+        }
+        Ok(self.inner.writes.lock().await)
     }
 
     /// The configuration.
@@ -87,7 +179,7 @@ impl Controller {
         self.inner.stop.subscribe()
     }
 
-    fn store(&self) -> &AnyStore {
+    pub(crate) fn store(&self) -> &AnyStore {
         &self.inner.store
     }
 
@@ -144,7 +236,7 @@ impl Controller {
     /// Creates or replaces a node. Underlay addresses are unique.
     pub async fn put_node(&self, node: Node) -> Result<Node> {
         node.validate()?;
-        let _guard = self.inner.writes.lock().await;
+        let _guard = self.write_lock().await?;
         let nodes = self.read_all::<Node>(ObjectKind::Node).await?;
         if let Some(other) = nodes
             .iter()
@@ -167,7 +259,7 @@ impl Controller {
 
     /// Deletes a node; refused while blocks or endpoints refer to it.
     pub async fn delete_node(&self, name: &str) -> Result<()> {
-        let _guard = self.inner.writes.lock().await;
+        let _guard = self.write_lock().await?;
         let current = self
             .read::<Node>(ObjectKind::Node, name)
             .await?
@@ -202,7 +294,7 @@ impl Controller {
     /// cannot change.
     pub async fn put_segment(&self, segment: Segment) -> Result<Segment> {
         segment.validate()?;
-        let _guard = self.inner.writes.lock().await;
+        let _guard = self.write_lock().await?;
         let segments = self.read_all::<Segment>(ObjectKind::Segment).await?;
         check_segment_fits(&segment, segments.iter().map(|s| &s.object))?;
         let current = segments.iter().find(|s| s.object.name == segment.name);
@@ -223,7 +315,7 @@ impl Controller {
 
     /// Deletes a segment; refused while blocks or endpoints use it.
     pub async fn delete_segment(&self, name: &str) -> Result<()> {
-        let _guard = self.inner.writes.lock().await;
+        let _guard = self.write_lock().await?;
         let current = self
             .read::<Segment>(ObjectKind::Segment, name)
             .await?
@@ -271,7 +363,7 @@ impl Controller {
         if let Some(found) = self.read::<Segment>(ObjectKind::Segment, &name).await? {
             return self.serving(found.object, namespace);
         }
-        let _guard = self.inner.writes.lock().await;
+        let _guard = self.write_lock().await?;
         let key = object_key(ObjectKind::Segment, &name);
         for _ in 0..ATTEMPTS {
             let segments = self.read_all::<Segment>(ObjectKind::Segment).await?;
@@ -309,7 +401,7 @@ impl Controller {
         }
         invalid_if_any("ClaimBlock", segment, problems)?;
 
-        let _guard = self.inner.writes.lock().await;
+        let _guard = self.write_lock().await?;
         for _ in 0..ATTEMPTS {
             let seg = self
                 .read::<Segment>(ObjectKind::Segment, segment)
@@ -365,7 +457,7 @@ impl Controller {
 
     /// Releases a block ([`Block::key`]); refused while endpoints hold addresses in it.
     pub async fn release_block(&self, key: &str) -> Result<()> {
-        let _guard = self.inner.writes.lock().await;
+        let _guard = self.write_lock().await?;
         let current = self
             .read::<Block>(ObjectKind::Block, key)
             .await?
@@ -398,7 +490,7 @@ impl Controller {
     /// may hold the same address or MAC.
     pub async fn put_endpoint(&self, endpoint: Endpoint) -> Result<Endpoint> {
         endpoint.validate()?;
-        let _guard = self.inner.writes.lock().await;
+        let _guard = self.write_lock().await?;
         let seg = self
             .read::<Segment>(ObjectKind::Segment, &endpoint.segment)
             .await?
@@ -453,7 +545,7 @@ impl Controller {
 
     /// Deletes an endpoint; succeeds also when it does not exist. Returns whether it existed.
     pub async fn delete_endpoint(&self, name: &str) -> Result<bool> {
-        let _guard = self.inner.writes.lock().await;
+        let _guard = self.write_lock().await?;
         let key = object_key(ObjectKind::Endpoint, name);
         let Some(current) = self
             .read::<serde_json::Value>(ObjectKind::Endpoint, name)
@@ -616,17 +708,56 @@ impl Controller {
             .collect()
     }
 
-    /// Runs `txn`; `Ok(false)` when a compare failed.
+    /// Runs `txn`; `Ok(false)` when a compare failed. A replica commits only as the leader,
+    /// fenced on the leader key, and fails with [`Error::NotLeader`] once it lost the key.
     pub(crate) async fn commit(&self, txn: Txn, key: &str) -> Result<bool> {
+        let fence = match self.role() {
+            Role::Single => None,
+            Role::Leader { fence } => Some(fence),
+            Role::Standby { leader } => return Err(Error::NotLeader { leader }),
+        };
+        let txn = match fence {
+            Some(fence) => txn.when(Compare::ModRevision(LEADER_KEY.to_string(), fence)),
+            None => txn,
+        };
         match self.store().txn(txn).await {
             Ok(TxnOutcome::Committed { .. }) => Ok(true),
-            Ok(TxnOutcome::CompareFailed) => Ok(false),
+            Ok(TxnOutcome::CompareFailed) => {
+                if let Some(fence) = fence {
+                    self.check_fence(fence).await?;
+                }
+                Ok(false)
+            }
             Err(source) => Err(Error::Store {
                 op: "txn",
                 key: key.to_string(),
                 source,
             }),
         }
+    }
+
+    /// After a failed compare: was it the fence? Then this replica no longer leads.
+    async fn check_fence(&self, fence: u64) -> Result<()> {
+        let current = self
+            .store()
+            .get(LEADER_KEY)
+            .await
+            .map_err(|source| Error::Store {
+                op: "get",
+                key: LEADER_KEY.to_string(),
+                source,
+            })?;
+        if current.as_ref().map(|kv| kv.mod_revision) == Some(fence) {
+            return Ok(());
+        }
+        tracing::warn!(fence, "lost the leader key; refusing writes");
+        let leader = current
+            .and_then(|kv| serde_json::from_slice::<crate::election::LeaderRecord>(&kv.value).ok())
+            .map(|r| r.address);
+        self.set_role(Role::Standby {
+            leader: leader.clone(),
+        });
+        Err(Error::NotLeader { leader })
     }
 
     /// Runs `txn` under the write lock: a failed compare means another process wrote.

@@ -157,6 +157,12 @@ pub enum Error {
         /// The configured lowest VNI.
         base: u32,
     },
+    /// This replica is a standby (or just lost its leadership): writes go to the leader.
+    #[error("this controller replica is not the leader; {}", leader_hint(leader.as_deref()))]
+    NotLeader {
+        /// The leader's advertised address, when one is known.
+        leader: Option<String>,
+    },
     /// A watch asked for a revision the store no longer holds.
     #[error("watch from revision {revision} is compacted; re-list with /v1/snapshot")]
     Compacted {
@@ -213,6 +219,10 @@ pub mod reason {
     pub const GONE: &str = "Gone";
     /// 500: the controller or its store failed.
     pub const INTERNAL: &str = "Internal";
+    /// 503: this replica does not lead; send writes to another endpoint.
+    pub const NOT_LEADER: &str = "NotLeader";
+    /// 503: the store cannot be reached for now; retry.
+    pub const UNAVAILABLE: &str = "Unavailable";
 }
 
 impl Error {
@@ -233,6 +243,11 @@ impl Error {
             | Error::PoolExhausted { .. }
             | Error::VniExhausted { .. } => 409,
             Error::Compacted { .. } => 410,
+            Error::NotLeader { .. }
+            | Error::Store {
+                source: seam_store::Error::Etcd { .. },
+                ..
+            } => 503,
             Error::Store { .. } | Error::Corrupt { .. } | Error::Encode { .. } => 500,
         }
     }
@@ -243,11 +258,13 @@ impl Error {
             Error::BlocksExhausted { .. }
             | Error::PoolExhausted { .. }
             | Error::VniExhausted { .. } => reason::EXHAUSTED,
+            Error::NotLeader { .. } => reason::NOT_LEADER,
             _ => match self.status() {
                 400 => reason::INVALID,
                 404 => reason::NOT_FOUND,
                 409 => reason::CONFLICT,
                 410 => reason::GONE,
+                503 => reason::UNAVAILABLE,
                 _ => reason::INTERNAL,
             },
         }
@@ -264,6 +281,13 @@ impl Error {
             source = cause.source();
         }
         message
+    }
+}
+
+fn leader_hint(leader: Option<&str>) -> String {
+    match leader {
+        Some(address) => format!("the leader is at {address}"),
+        None => "no leader is elected right now".to_string(),
     }
 }
 

@@ -17,7 +17,7 @@ use seam_model::{
 };
 use serde::de::DeserializeOwned;
 
-use crate::controller::Controller;
+use crate::controller::{Controller, Role};
 use crate::error::{reason, Error};
 use crate::keys::parse_key;
 
@@ -30,6 +30,7 @@ pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
 pub fn router(controller: Controller) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/v1/leader", get(leader))
         .route("/v1/snapshot", get(snapshot))
         .route("/v1/watch", get(watch))
         .route("/v1/ensure-segment", post(ensure_segment))
@@ -136,6 +137,18 @@ fn check_name(kind: &'static str, path_name: &str, body_name: &str) -> ApiResult
             message: format!("{body_name:?} does not match the name in the path {path_name:?}"),
         }],
     }))
+}
+
+/// `GET /v1/leader`: this replica's role and the leader's address, as far as it knows
+/// (`{"role": "leader"|"standby"|"single", "id": …, "leader": …}`).
+async fn leader(State(c): State<Controller>) -> Response {
+    let id = c.replica().map(|r| r.id.clone());
+    let (role, leader) = match c.role() {
+        Role::Leader { .. } => ("leader", c.replica().map(|r| r.advertise.clone())),
+        Role::Standby { leader } => ("standby", leader),
+        _ => ("single", None),
+    };
+    Json(serde_json::json!({ "role": role, "id": id, "leader": leader })).into_response()
 }
 
 async fn snapshot(State(c): State<Controller>) -> ApiResult<Response> {

@@ -13,11 +13,16 @@
 //! what it read; allocation is pure ([`allocate`]). The `seam-controller` binary is a thin
 //! wrapper around [`serve`].
 //!
+//! Replicas: several controllers may share one etcd; they elect a leader ([`election`]), only
+//! the leader writes (fenced on the leader key), standbys serve reads and answer writes with
+//! 503 `NotLeader`.
+//!
 //! Start reading at [`Controller`], then [`router`].
 
 pub mod allocate;
 mod config;
 mod controller;
+pub mod election;
 mod error;
 mod http;
 pub mod keys;
@@ -26,7 +31,8 @@ mod serve;
 mod tenants;
 
 pub use config::{ControllerConfig, Listener, SegmentMode, FLAT_SEGMENT, NAMESPACE_SEGMENT_PREFIX};
-pub use controller::Controller;
+pub use controller::{Controller, Role};
+pub use election::{ReplicaConfig, DEFAULT_LEASE_TTL, LEADER_KEY};
 pub use error::{reason, ConfigError, Error, Result, ServeError};
 pub use http::{router, HEARTBEAT_INTERVAL};
 pub use policies::{policy_kind_from_path, policy_store_name};

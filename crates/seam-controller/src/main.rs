@@ -3,12 +3,13 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
 use ipnet::Ipv4Net;
-use seam_controller::{ControllerConfig, Listener, SegmentMode};
-use seam_store::AnyStore;
+use seam_controller::{Controller, ControllerConfig, Listener, ReplicaConfig, SegmentMode};
+use seam_store::{AnyStore, EtcdConfig};
 
 /// EX_USAGE from sysexits.h: the command line or configuration is wrong.
 const EXIT_USAGE: u8 = 64;
@@ -24,13 +25,30 @@ struct Args {
         default_value = "unix:/run/seam/controller.sock"
     )]
     listen: Vec<Listener>,
-    /// The datastore: embedded:/path/file.redb or memory.
+    /// The datastore: embedded:/path/file.redb, memory, or etcd:http://host:port[,http://…]
+    /// (an etcd cluster shared by several controller replicas, which elect a leader).
     #[arg(
         long,
         value_name = "STORE",
         default_value = "embedded:/var/lib/seam/controller.redb"
     )]
     store: StoreSpec,
+    /// With an etcd store: a prefix put in front of every key, so several Seam clusters can
+    /// share one etcd (e.g. /cluster-a).
+    #[arg(long, value_name = "PREFIX", default_value = "")]
+    store_prefix: String,
+    /// With an etcd store: where clients reach this replica (published while it leads).
+    /// Defaults to the first tcp listener.
+    #[arg(long, value_name = "URL")]
+    advertise: Option<String>,
+    /// With an etcd store: this replica's unique id. Defaults to the advertised address, the
+    /// host name and the process id.
+    #[arg(long, value_name = "ID")]
+    replica_id: Option<String>,
+    /// With an etcd store: TTL of the leader lease in milliseconds; a dead leader is replaced
+    /// after about this long.
+    #[arg(long, value_name = "MS", default_value_t = 2000)]
+    lease_ttl_ms: u64,
     /// How namespaces map to segments: namespace (one segment each) or flat (one for all).
     #[arg(long, value_name = "MODE", default_value = "namespace")]
     segment_mode: SegmentMode,
@@ -51,10 +69,12 @@ struct Args {
     log_format: LogFormat,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum StoreSpec {
     Memory,
     Embedded(PathBuf),
+    /// Client URLs of the etcd members.
+    Etcd(Vec<String>),
 }
 
 impl std::str::FromStr for StoreSpec {
@@ -63,13 +83,53 @@ impl std::str::FromStr for StoreSpec {
         if s == "memory" {
             return Ok(StoreSpec::Memory);
         }
+        if let Some(list) = s.strip_prefix("etcd:") {
+            let endpoints: Vec<String> = list.split(',').map(str::to_string).collect();
+            let valid = |e: &String| {
+                e.strip_prefix("http://")
+                    .or_else(|| e.strip_prefix("https://"))
+                    .is_some_and(|rest| rest.contains(':') && !rest.starts_with(':'))
+            };
+            if endpoints.iter().all(valid) {
+                return Ok(StoreSpec::Etcd(endpoints));
+            }
+            return Err(format!(
+                "invalid store {s:?}: expected etcd:http://host:port[,http://host:port...]"
+            ));
+        }
         match s.strip_prefix("embedded:") {
             Some(path) if !path.is_empty() => Ok(StoreSpec::Embedded(PathBuf::from(path))),
             _ => Err(format!(
-                "invalid store {s:?}: expected embedded:/path/file.redb or memory"
+                "invalid store {s:?}: expected embedded:/path/file.redb, memory or etcd:http://host:port[,...]"
             )),
         }
     }
+}
+
+/// The replica identity for an etcd store (None for the local stores: one controller).
+fn replica_config(args: &Args) -> Option<ReplicaConfig> {
+    if !matches!(args.store, StoreSpec::Etcd(_)) {
+        return None;
+    }
+    let advertise = args.advertise.clone().unwrap_or_else(|| {
+        args.listen
+            .iter()
+            .find_map(|l| match l {
+                Listener::Tcp(addr) => Some(format!("http://{addr}")),
+                Listener::Unix(_) => None,
+            })
+            .or_else(|| args.listen.first().map(|l| l.to_string()))
+            .unwrap_or_default()
+    });
+    let id = args.replica_id.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        format!("{advertise}@{}#{}", host.trim(), std::process::id())
+    });
+    Some(ReplicaConfig {
+        id,
+        advertise,
+        lease_ttl: Duration::from_millis(args.lease_ttl_ms),
+    })
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -115,7 +175,12 @@ fn main() -> ExitCode {
         eprintln!("seam-controller: {e}");
         return ExitCode::from(EXIT_USAGE);
     }
-    match run(config, args.store, args.listen) {
+    if args.lease_ttl_ms < 1000 {
+        eprintln!("seam-controller: invalid lease-ttl-ms {}: expected at least 1000 (etcd counts whole seconds)", args.lease_ttl_ms);
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let replica = replica_config(&args);
+    match run(config, args.store, args.store_prefix, replica, args.listen) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("seam-controller: {e:#}");
@@ -137,7 +202,13 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
-fn run(config: ControllerConfig, store: StoreSpec, listen: Vec<Listener>) -> anyhow::Result<()> {
+fn run(
+    config: ControllerConfig,
+    store: StoreSpec,
+    store_prefix: String,
+    replica: Option<ReplicaConfig>,
+    listen: Vec<Listener>,
+) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -153,9 +224,25 @@ fn run(config: ControllerConfig, store: StoreSpec, listen: Vec<Listener>) -> any
                 AnyStore::open_embedded(&path)
                     .with_context(|| format!("opening store {}", path.display()))?
             }
+            // Connecting is lazy: the controller starts while etcd is down and its election
+            // retries with backoff until etcd answers.
+            StoreSpec::Etcd(endpoints) => AnyStore::connect_etcd(EtcdConfig {
+                endpoints,
+                namespace: store_prefix,
+            })
+            .await
+            .context("connecting to etcd")?,
         };
+        let controller = match replica {
+            Some(replica) => {
+                tracing::info!(id = %replica.id, advertise = %replica.advertise, "running as a replica; electing a leader");
+                Controller::replicated(config, store, replica)
+            }
+            None => Controller::new(config, store),
+        }
+        .context("checking the configuration")?;
         let shutdown = shutdown_signal()?;
-        seam_controller::serve(config, store, listen, shutdown)
+        seam_controller::serve_controller(controller, listen, shutdown)
             .await
             .context("serving the controller API")
     })
@@ -172,4 +259,30 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + S
             _ = int.recv() => tracing::info!("received SIGINT"),
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_specs_parse() {
+        assert_eq!("memory".parse(), Ok(StoreSpec::Memory));
+        assert_eq!(
+            "etcd:http://127.0.0.1:2379,http://10.0.0.2:2379".parse(),
+            Ok(StoreSpec::Etcd(vec![
+                "http://127.0.0.1:2379".to_string(),
+                "http://10.0.0.2:2379".to_string()
+            ]))
+        );
+        for bad in [
+            "etcd:",
+            "etcd:127.0.0.1:2379",
+            "etcd:http://a:1,",
+            "embedded:",
+            "redis:x",
+        ] {
+            assert!(bad.parse::<StoreSpec>().is_err(), "{bad}");
+        }
+    }
 }

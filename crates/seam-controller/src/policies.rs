@@ -112,7 +112,7 @@ impl Controller {
         invalid_if_any(key.kind.as_str(), &store_name, problems)?;
 
         let stored = object.to_value();
-        let _guard = self.inner.writes.lock().await;
+        let _guard = self.write_lock().await?;
         let current = self
             .read::<serde_json::Value>(ObjectKind::Policy, &store_name)
             .await?;
@@ -140,7 +140,7 @@ impl Controller {
     pub async fn delete_policy(&self, kind: &str, path_name: &str) -> Result<()> {
         let kind = policy_kind_from_path(kind).ok_or_else(|| unknown_kind(kind))?;
         let store_name = policy_store_name(kind, path_name);
-        let _guard = self.inner.writes.lock().await;
+        let _guard = self.write_lock().await?;
         let current = self
             .read::<serde_json::Value>(ObjectKind::Policy, &store_name)
             .await?
@@ -156,7 +156,7 @@ impl Controller {
     pub async fn put_namespace(&self, mut namespace: Namespace) -> Result<Namespace> {
         namespace.set_name_label();
         namespace.validate()?;
-        let _guard = self.inner.writes.lock().await;
+        let _guard = self.write_lock().await?;
         let current = self
             .read::<serde_json::Value>(ObjectKind::Namespace, &namespace.name)
             .await?;
@@ -174,7 +174,7 @@ impl Controller {
 
     /// Deletes a namespace; refused while endpoints are in it, 404 when it does not exist.
     pub async fn delete_namespace(&self, name: &str) -> Result<()> {
-        let _guard = self.inner.writes.lock().await;
+        let _guard = self.write_lock().await?;
         let current = self
             .read::<serde_json::Value>(ObjectKind::Namespace, name)
             .await?

@@ -89,9 +89,21 @@ pub async fn serve_controller(
             }
         }
     }
+    // A replica campaigns while it serves; `stop_watches` below also ends the election, which
+    // then hands the lead over at once.
+    let election = tokio::spawn({
+        let controller = controller.clone();
+        async move { controller.run_election().await }
+    });
     shutdown.await;
     tracing::info!("shutting down controller API");
     controller.stop_watches();
+    if tokio::time::timeout(std::time::Duration::from_secs(5), election)
+        .await
+        .is_err()
+    {
+        tracing::warn!("leader election did not stop within 5 s");
+    }
     stop_tx.send_replace(true);
     let mut first_error = None;
     while let Some(joined) = tasks.join_next().await {

@@ -50,7 +50,7 @@ impl Controller {
     /// Creates or replaces a tenant.
     pub async fn put_tenant(&self, tenant: Tenant) -> Result<Tenant> {
         tenant.validate()?;
-        let _guard = self.inner.writes.lock().await;
+        let _guard = self.write_lock().await?;
         let current = self
             .read::<serde_json::Value>(ObjectKind::Tenant, &tenant.name)
             .await?;
@@ -66,7 +66,7 @@ impl Controller {
 
     /// Deletes a tenant; refused while a namespace names it, 404 when it does not exist.
     pub async fn delete_tenant(&self, name: &str) -> Result<()> {
-        let _guard = self.inner.writes.lock().await;
+        let _guard = self.write_lock().await?;
         let current = self
             .read::<serde_json::Value>(ObjectKind::Tenant, name)
             .await?
@@ -95,7 +95,7 @@ impl Controller {
     pub async fn join_tenant(&self, namespace: &str, into: &str) -> Result<TenantChange> {
         check_namespace_name("JoinTenant", "namespace", namespace)?;
         check_namespace_name("JoinTenant", "into", into)?;
-        let _guard = self.inner.writes.lock().await;
+        let _guard = self.write_lock().await?;
         let moving = self
             .read::<Namespace>(ObjectKind::Namespace, namespace)
             .await?
@@ -148,7 +148,7 @@ impl Controller {
         global: bool,
     ) -> Result<TenantChange> {
         check_namespace_name(op, "namespace", namespace)?;
-        let _guard = self.inner.writes.lock().await;
+        let _guard = self.write_lock().await?;
         let namespaces = self.read_all::<Namespace>(ObjectKind::Namespace).await?;
         let current = namespaces
             .iter()

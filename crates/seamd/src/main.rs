@@ -21,8 +21,9 @@ struct Args {
     /// This node's name.
     #[arg(long, env = "SEAM_NODE")]
     node: String,
-    /// Controller endpoint: unix:/path or http://host:port. With --with-controller it defaults
-    /// to that listener.
+    /// Controller endpoint: unix:/path or http://host:port, or a comma-separated list of
+    /// controller replicas (the agent moves on to the next while one is unreachable or a
+    /// standby). With --with-controller it defaults to that listener.
     #[arg(
         long,
         env = "SEAM_CONTROLLER",

@@ -9,6 +9,7 @@ mod blocks;
 mod fuzz;
 mod policies;
 mod process;
+mod replicas;
 mod server;
 mod tenants;
 mod watch;
