@@ -175,7 +175,17 @@ async fn a_thousand_allocations_across_a_fail_over_are_unique() {
                     .map(|b| blocks.push(b))
             };
             match result {
-                Ok(()) => break,
+                Ok(()) => {
+                    if i == 500 {
+                        if let Some(at) = killed_at {
+                            eprintln!(
+                                "first write after the leader kill served after {:?}",
+                                at.elapsed()
+                            );
+                        }
+                    }
+                    break;
+                }
                 // During the fail-over no replica leads (503) or the dead one is unreachable.
                 Err(e) if started.elapsed() < Duration::from_secs(10) => {
                     retries += 1;
