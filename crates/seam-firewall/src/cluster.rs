@@ -20,7 +20,7 @@ pub fn inventory_name(endpoint: &seam_model::Endpoint) -> String {
         .replace('/', ":")
 }
 
-fn kind(k: seam_model::EndpointKind) -> EndpointKind {
+pub(crate) fn kind(k: seam_model::EndpointKind) -> EndpointKind {
     match k {
         seam_model::EndpointKind::Pod => EndpointKind::Pod,
         seam_model::EndpointKind::Vm => EndpointKind::Vm,
@@ -82,23 +82,33 @@ pub fn tenant_inventory<'a>(
     for e in endpoints {
         inv.namespaces
             .entry(e.namespace.clone())
-            .or_insert_with(|| Namespace {
-                labels: seam_model::Namespace::named(&e.namespace).labels,
-                tenant: None,
-            });
-        inv.endpoints.push(Endpoint {
-            name: inventory_name(e),
-            namespace: e.namespace.clone(),
-            kind: kind(e.kind),
-            labels: e.labels.clone(),
-            addresses: vec![e.ip],
-            ports: e.ports.iter().map(container_port).collect(),
-        });
+            .or_insert_with(|| implicit_namespace(&e.namespace));
+        inv.endpoints.push(endpoint(e));
     }
     inv
 }
 
-fn container_port(p: &seam_model::ContainerPort) -> ContainerPort {
+/// The inventory's namespace for endpoints of a namespace the controller has no object for.
+pub(crate) fn implicit_namespace(name: &str) -> Namespace {
+    Namespace {
+        labels: seam_model::Namespace::named(name).labels,
+        tenant: None,
+    }
+}
+
+/// The inventory's endpoint for a controller endpoint.
+pub(crate) fn endpoint(e: &seam_model::Endpoint) -> Endpoint {
+    Endpoint {
+        name: inventory_name(e),
+        namespace: e.namespace.clone(),
+        kind: kind(e.kind),
+        labels: e.labels.clone(),
+        addresses: vec![e.ip],
+        ports: e.ports.iter().map(container_port).collect(),
+    }
+}
+
+pub(crate) fn container_port(p: &seam_model::ContainerPort) -> ContainerPort {
     ContainerPort {
         name: Some(p.name.clone()),
         port: p.port,
@@ -145,19 +155,34 @@ pub fn policy_set<'a>(
     let mut set = PolicySet::new();
     let mut warnings = Vec::new();
     for value in documents {
-        match PolicyObject::from_value(value.clone()) {
+        match parse_document(value) {
             Ok(object) => {
                 if let Err(e) = set.insert(object) {
-                    warnings.push(format!("stored policy object ignored: {e}"));
+                    warnings.push(ignored(e));
                 }
             }
-            Err(e) => warnings.push(format!("stored policy object ignored: {e}")),
+            Err(w) => warnings.push(w),
         }
     }
-    for (contract, group) in set.dangling_group_references() {
-        warnings.push(format!("Contract {contract} names group {group:?}, which no EndpointGroup defines (no members)"));
-    }
+    warnings.extend(dangling_warnings(&set));
     (set, warnings)
+}
+
+/// One stored document decoded and validated, or the warning that reports it ignored.
+pub(crate) fn parse_document(value: &serde_json::Value) -> Result<PolicyObject, String> {
+    PolicyObject::from_value(value.clone()).map_err(ignored)
+}
+
+fn ignored(e: impl std::fmt::Display) -> String {
+    format!("stored policy object ignored: {e}")
+}
+
+/// The warnings about contracts naming groups nobody defines.
+pub(crate) fn dangling_warnings(set: &PolicySet) -> Vec<String> {
+    set.dangling_group_references()
+        .into_iter()
+        .map(|(contract, group)| format!("Contract {contract} names group {group:?}, which no EndpointGroup defines (no members)"))
+        .collect()
 }
 
 #[cfg(test)]

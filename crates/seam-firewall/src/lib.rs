@@ -14,13 +14,16 @@
 pub mod addr;
 pub mod cluster;
 pub mod compile;
+mod deps;
 mod error;
+mod incremental;
 pub mod ir;
 pub mod render;
 
 pub use addr::AddrSet;
 pub use compile::{compile, rule_id, verdict_rule_id};
 pub use error::{CompileError, Result};
+pub use incremental::IncrementalCompiler;
 pub use ir::{
     evaluate_packet, Action, AddrMatch, L4Match, LocalEndpoint, NodeRuleset, PacketVerdict,
     PortRange, Rule, RuleId, RuleVerdict, SetName, Tier, TierChain, LOCAL_SET,

@@ -5,5 +5,7 @@ mod cases;
 mod cnp;
 mod conformance;
 mod contracts;
+mod incremental;
+mod legacy;
 mod render;
 mod tenants;

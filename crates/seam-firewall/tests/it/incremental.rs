@@ -1,0 +1,641 @@
+//! The incremental compiler against the full one: random sequences of changes to a small cluster (endpoints added,
+//! removed, relabelled, moved between nodes, given other ports, addresses or kinds; namespaces relabelled, moved
+//! between tenants, created and deleted; tenants changed; policies of every kind added, edited, removed, reordered,
+//! duplicated and broken), and after every step `IncrementalCompiler::sync` must return exactly what
+//! `cluster::node_ruleset` returns (sets, rules in order, local endpoints, warnings) on every node. Each step also
+//! checks the restructured `compile` against the compiler as it was before (`legacy.rs`).
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+use seam_firewall::cluster::{node_ruleset, policy_set, tenant_inventory};
+use seam_firewall::{IncrementalCompiler, NodeRuleset};
+use serde_json::{json, Value};
+
+use crate::legacy;
+
+const NAMESPACES: [&str; 5] = ["alpha", "beta", "gamma", "delta", "omega"];
+const NODES: [&str; 3] = ["n1", "n2", "n3"];
+const APPS: [&str; 4] = ["web", "db", "api", "cache"];
+const TIERS: [&str; 3] = ["frontend", "backend", "data"];
+const TEAMS: [&str; 3] = ["red", "blue", "green"];
+const ENVS: [&str; 2] = ["prod", "dev"];
+const TENANTS: [&str; 3] = ["t0", "t1", "t2"];
+
+/// One change to the cluster; the numbers pick from small pools, so that changes collide often.
+#[derive(Debug, Clone)]
+enum Op {
+    AddEndpoint {
+        ns: u8,
+        pod: u8,
+        node: u8,
+        app: u8,
+        tier: u8,
+        kind: u8,
+        ports: u8,
+    },
+    RemoveEndpoint(u8),
+    Relabel {
+        ep: u8,
+        app: u8,
+        tier: u8,
+    },
+    Move {
+        ep: u8,
+        node: u8,
+    },
+    Ports {
+        ep: u8,
+        ports: u8,
+    },
+    Readdress {
+        ep: u8,
+        ip: u8,
+    },
+    Kind {
+        ep: u8,
+        kind: u8,
+    },
+    NamespaceLabels {
+        ns: u8,
+        team: u8,
+        env: u8,
+    },
+    NamespaceTenant {
+        ns: u8,
+        tenant: u8,
+    },
+    NamespaceToggle(u8),
+    Tenant {
+        t: u8,
+        mode: u8,
+        global: bool,
+        remove: bool,
+    },
+    PutPolicy {
+        at: u8,
+        recipe: [u8; 5],
+    },
+    RemovePolicy(u8),
+    SwapPolicies(u8, u8),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let b = any::<u8>;
+    prop_oneof![
+        6 => (b(), b(), b(), b(), b(), b(), b()).prop_map(|(ns, pod, node, app, tier, kind, ports)| Op::AddEndpoint {
+            ns, pod, node, app, tier, kind, ports
+        }),
+        2 => b().prop_map(Op::RemoveEndpoint),
+        3 => (b(), b(), b()).prop_map(|(ep, app, tier)| Op::Relabel { ep, app, tier }),
+        2 => (b(), b()).prop_map(|(ep, node)| Op::Move { ep, node }),
+        1 => (b(), b()).prop_map(|(ep, ports)| Op::Ports { ep, ports }),
+        1 => (b(), b()).prop_map(|(ep, ip)| Op::Readdress { ep, ip }),
+        1 => (b(), b()).prop_map(|(ep, kind)| Op::Kind { ep, kind }),
+        2 => (b(), b(), b()).prop_map(|(ns, team, env)| Op::NamespaceLabels { ns, team, env }),
+        1 => (b(), b()).prop_map(|(ns, tenant)| Op::NamespaceTenant { ns, tenant }),
+        1 => b().prop_map(Op::NamespaceToggle),
+        1 => (b(), b(), any::<bool>(), prop::bool::weighted(0.2))
+            .prop_map(|(t, mode, global, remove)| Op::Tenant { t, mode, global, remove }),
+        6 => (b(), any::<[u8; 5]>()).prop_map(|(at, recipe)| Op::PutPolicy { at, recipe }),
+        2 => b().prop_map(Op::RemovePolicy),
+        1 => (b(), b()).prop_map(|(a, c)| Op::SwapPolicies(a, c)),
+    ]
+}
+
+fn pick<'a>(items: &[&'a str], i: u8) -> &'a str {
+    items[usize::from(i) % items.len()]
+}
+
+/// What the agent's view holds.
+#[derive(Debug, Default, Clone)]
+struct View {
+    tenants: BTreeMap<String, seam_model::Tenant>,
+    namespaces: BTreeMap<String, seam_model::Namespace>,
+    endpoints: BTreeMap<String, seam_model::Endpoint>,
+    docs: Vec<Value>,
+    next_ip: u32,
+}
+
+fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn ports(p: u8) -> Vec<seam_model::ContainerPort> {
+    let port = |name: &str, port: u16, protocol| seam_model::ContainerPort {
+        name: name.into(),
+        port,
+        protocol,
+    };
+    match p % 5 {
+        0 | 1 => Vec::new(),
+        2 => vec![port("http", 80, seam_model::PortProtocol::Tcp)],
+        3 => vec![
+            port("http", 8080, seam_model::PortProtocol::Tcp),
+            port("dns", 53, seam_model::PortProtocol::Udp),
+        ],
+        _ => vec![port("dns", 5353, seam_model::PortProtocol::Udp)],
+    }
+}
+
+fn kind(k: u8) -> seam_model::EndpointKind {
+    match k % 8 {
+        0..=4 => seam_model::EndpointKind::Pod,
+        5 => seam_model::EndpointKind::Vm,
+        6 => seam_model::EndpointKind::Host,
+        _ => seam_model::EndpointKind::External,
+    }
+}
+
+impl View {
+    fn nth_endpoint(&mut self, i: u8) -> Option<&mut seam_model::Endpoint> {
+        let n = self.endpoints.len();
+        if n == 0 {
+            return None;
+        }
+        self.endpoints.values_mut().nth(usize::from(i) % n)
+    }
+
+    fn apply(&mut self, op: &Op) {
+        match *op {
+            Op::AddEndpoint {
+                ns,
+                pod,
+                node,
+                app,
+                tier,
+                kind: k,
+                ports: p,
+            } => {
+                let ns = pick(&NAMESPACES, ns);
+                // Now and then a secondary interface (`pod/net1`, inventory name `pod:net1`).
+                let name = if pod % 7 == 6 {
+                    format!("{ns}/p{}/net1", pod % 5)
+                } else {
+                    format!("{ns}/p{}", pod % 12)
+                };
+                self.next_ip += 1;
+                let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 244, 0, 0)) + self.next_ip);
+                let ep = seam_model::Endpoint {
+                    name: name.clone(),
+                    kind: kind(k),
+                    namespace: ns.into(),
+                    segment: ns.into(),
+                    node: pick(&NODES, node).into(),
+                    ip,
+                    mac: seam_model::endpoint_mac(ip),
+                    labels: labels(&[("app", pick(&APPS, app)), ("tier", pick(&TIERS, tier))]),
+                    container_id: None,
+                    ifname: None,
+                    ports: ports(p),
+                };
+                self.endpoints.insert(name, ep);
+            }
+            Op::RemoveEndpoint(i) => {
+                let n = self.endpoints.len();
+                if n > 0 {
+                    let key = self.endpoints.keys().nth(usize::from(i) % n).cloned();
+                    if let Some(k) = key {
+                        self.endpoints.remove(&k);
+                    }
+                }
+            }
+            Op::Relabel { ep, app, tier } => {
+                if let Some(e) = self.nth_endpoint(ep) {
+                    if app % 5 == 4 {
+                        e.labels.remove("app");
+                    } else {
+                        e.labels.insert("app".into(), pick(&APPS, app).into());
+                    }
+                    e.labels.insert("tier".into(), pick(&TIERS, tier).into());
+                }
+            }
+            Op::Move { ep, node } => {
+                if let Some(e) = self.nth_endpoint(ep) {
+                    e.node = pick(&NODES, node).into();
+                }
+            }
+            Op::Ports { ep, ports: p } => {
+                if let Some(e) = self.nth_endpoint(ep) {
+                    e.ports = ports(p);
+                }
+            }
+            Op::Readdress { ep, ip } => {
+                // From a small pool: two endpoints sometimes share an address.
+                if let Some(e) = self.nth_endpoint(ep) {
+                    e.ip = Ipv4Addr::new(10, 245, 0, ip % 16);
+                }
+            }
+            Op::Kind { ep, kind: k } => {
+                if let Some(e) = self.nth_endpoint(ep) {
+                    e.kind = kind(k);
+                }
+            }
+            Op::NamespaceLabels { ns, team, env } => {
+                let name = pick(&NAMESPACES, ns);
+                let n = self
+                    .namespaces
+                    .entry(name.to_string())
+                    .or_insert_with(|| seam_model::Namespace::named(name));
+                if team % 4 == 3 {
+                    n.labels.remove("team");
+                } else {
+                    n.labels.insert("team".into(), pick(&TEAMS, team).into());
+                }
+                n.labels.insert("env".into(), pick(&ENVS, env).into());
+            }
+            Op::NamespaceTenant { ns, tenant } => {
+                let name = pick(&NAMESPACES, ns);
+                let n = self
+                    .namespaces
+                    .entry(name.to_string())
+                    .or_insert_with(|| seam_model::Namespace::named(name));
+                n.tenant = match tenant % 5 {
+                    0 => None,
+                    1 => Some("default".into()),
+                    t => Some(TENANTS[usize::from(t - 2)].into()),
+                };
+            }
+            Op::NamespaceToggle(ns) => {
+                let name = pick(&NAMESPACES, ns);
+                if self.namespaces.remove(name).is_none() {
+                    let mut n = seam_model::Namespace::named(name);
+                    n.labels.insert("team".into(), pick(&TEAMS, ns / 5).into());
+                    self.namespaces.insert(name.into(), n);
+                }
+            }
+            Op::Tenant {
+                t,
+                mode,
+                global,
+                remove,
+            } => {
+                let name = if t % 4 == 3 {
+                    "default"
+                } else {
+                    pick(&TENANTS, t)
+                };
+                if remove {
+                    self.tenants.remove(name);
+                } else {
+                    self.tenants.insert(
+                        name.into(),
+                        seam_model::Tenant {
+                            name: name.into(),
+                            isolation: match mode % 3 {
+                                0 => seam_model::IsolationMode::Multitenant,
+                                1 => seam_model::IsolationMode::Flat,
+                                _ => seam_model::IsolationMode::Policy,
+                            },
+                            global,
+                        },
+                    );
+                }
+            }
+            Op::PutPolicy { at, recipe } => {
+                let doc = policy(recipe);
+                let n = self.docs.len();
+                // Mostly replace in place (an edit when the key matches), sometimes append (maybe a duplicate key).
+                if n > 0 && at % 3 != 0 {
+                    self.docs[usize::from(at) % n] = doc;
+                } else {
+                    self.docs.push(doc);
+                }
+            }
+            Op::RemovePolicy(i) => {
+                let n = self.docs.len();
+                if n > 0 {
+                    self.docs.remove(usize::from(i) % n);
+                }
+            }
+            Op::SwapPolicies(a, c) => {
+                let n = self.docs.len();
+                if n > 1 {
+                    self.docs.swap(usize::from(a) % n, usize::from(c) % n);
+                }
+            }
+        }
+    }
+}
+
+fn sel(k: &str, v: &str) -> Value {
+    json!({"matchLabels": {k: v}})
+}
+
+/// A policy document of any kind from five small numbers.
+fn policy(r: [u8; 5]) -> Value {
+    let [kind, a, b, c, d] = r;
+    let ns = pick(&NAMESPACES, a);
+    let app = pick(&APPS, b);
+    let other = pick(&APPS, c);
+    let team = pick(&TEAMS, c);
+    let env = pick(&ENVS, d);
+    let tier = pick(&TIERS, d);
+    match kind % 16 {
+        0..=4 => {
+            let spec = match c % 9 {
+                0 => json!({"podSelector": sel("app", app),
+                            "ingress": [{"from": [{"podSelector": sel("app", other)}], "ports": [{"port": 80}]}]}),
+                1 => json!({"podSelector": sel("app", app),
+                            "ingress": [{"from": [{"namespaceSelector": sel("team", team)}]}]}),
+                2 => json!({"podSelector": {},
+                            "ingress": [{"from": [{"namespaceSelector": sel("env", env), "podSelector": sel("tier", tier)}],
+                                         "ports": [{"port": "http"}, {"protocol": "UDP", "port": "dns"}]}]}),
+                3 => json!({"podSelector": sel("tier", tier), "policyTypes": ["Egress"],
+                            "egress": [{"to": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.245.0.0/16"]}}]},
+                                       {"to": [{"podSelector": {}}], "ports": [{"protocol": "UDP", "port": 53}]}]}),
+                4 => json!({"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}),
+                5 => {
+                    json!({"podSelector": {"matchExpressions": [{"key": "app", "operator": "NotIn", "values": [app]}]},
+                            "ingress": [{"from": [{"podSelector": {"matchExpressions": [{"key": "tier", "operator": "In", "values": [tier, "data"]}]}}],
+                                         "ports": [{"protocol": "UDP", "port": 5000, "endPort": 5100}]}]})
+                }
+                6 => json!({"podSelector": sel("app", app),
+                            "egress": [{"to": [{"namespaceSelector": {}}], "ports": [{"protocol": "UDP", "port": "dns"}, {"port": "http"}]}]}),
+                7 => json!({"podSelector": sel("app", app), "ingress": [{}],
+                            "egress": [{"to": [{"namespaceSelector": {"matchExpressions": [{"key": "team", "operator": "Exists"}]}}]}]}),
+                _ => {
+                    json!({"podSelector": {"matchExpressions": [{"key": "app", "operator": "DoesNotExist"}]},
+                            "ingress": [{"from": [{"namespaceSelector": sel("kubernetes.io/metadata.name", pick(&NAMESPACES, d))}],
+                                         "ports": [{"protocol": "SCTP"}]}]})
+                }
+            };
+            json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                   "metadata": {"namespace": ns, "name": format!("np-{}", b % 4)}, "spec": spec})
+        }
+        5 | 6 => {
+            let subject = if d % 2 == 0 {
+                json!({"namespaces": sel("team", team)})
+            } else {
+                json!({"pods": {"namespaceSelector": sel("env", env), "podSelector": sel("app", app)}})
+            };
+            let action = ["Allow", "Deny", "Pass"][usize::from(d % 3)];
+            let ports = match b % 4 {
+                0 => json!([{"portNumber": {"port": 80}}]),
+                1 => json!([{"namedPort": "http"}]),
+                2 => {
+                    json!([{"portRange": {"protocol": "UDP", "start": 50, "end": 60}}, {"namedPort": "dns"}])
+                }
+                _ => Value::Null,
+            };
+            let mut ingress = json!({"action": action, "from": [{"pods": {"namespaceSelector": {}, "podSelector": sel("app", other)}}]});
+            if !ports.is_null() {
+                ingress["ports"] = ports;
+            }
+            json!({"apiVersion": "policy.networking.k8s.io/v1alpha1", "kind": "AdminNetworkPolicy",
+                   "metadata": {"name": format!("anp-{}", a % 3)},
+                   "spec": {"priority": i64::from(c % 4) * 10, "subject": subject,
+                            "ingress": [ingress],
+                            "egress": [{"action": "Deny", "to": [{"networks": ["10.245.0.0/28"]}]},
+                                       {"action": "Allow", "to": [{"namespaces": sel("env", env)}]}]}})
+        }
+        7 => {
+            json!({"apiVersion": "policy.networking.k8s.io/v1alpha1", "kind": "BaselineAdminNetworkPolicy",
+                    "metadata": {"name": "default"},
+                    "spec": {"subject": {"namespaces": if b % 2 == 0 { json!({}) } else { sel("team", team) }},
+                             "ingress": [{"action": "Deny", "from": [{"namespaces": sel("env", env)}]}],
+                             "egress": [{"action": "Allow", "to": [{"pods": {"namespaceSelector": {}, "podSelector": sel("tier", tier)}}],
+                                         "ports": [{"namedPort": "http"}]}]}})
+        }
+        8 | 9 => {
+            let admin = d % 2 == 0;
+            let action = if admin {
+                ["Accept", "Deny", "Pass"][usize::from(c % 3)]
+            } else {
+                ["Accept", "Deny"][usize::from(c % 2)]
+            };
+            json!({"apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy",
+                   "metadata": {"name": format!("cnp-{}", a % 3)},
+                   "spec": {"tier": if admin { "Admin" } else { "Baseline" }, "priority": i64::from(b % 3),
+                            "subject": {"pods": {"namespaceSelector": sel("team", team), "podSelector": {}}},
+                            "ingress": [{"action": action, "from": [{"namespaces": sel("env", env)}],
+                                         "protocols": [{"destinationNamedPort": "http"}, {"tcp": {"destinationPort": {"number": 443}}}]}],
+                            "egress": [{"action": "Deny", "to": [{"pods": {"namespaceSelector": {}, "podSelector": sel("app", app)}}],
+                                        "protocols": [{"udp": {"destinationPort": {"range": {"start": 1000, "end": 2000}}}}]}]}})
+        }
+        10 | 11 => {
+            let selector = match c % 6 {
+                0 => json!({"namespaces": [ns, pick(&NAMESPACES, d)], "labels": sel("app", app)}),
+                1 => json!({"namespaceSelector": sel("team", team), "labels": sel("tier", tier)}),
+                2 => json!({"kinds": ["host", "vm"]}),
+                3 => json!({"cidrs": ["10.245.0.0/29", "192.168.0.0/24"]}),
+                4 => json!({"labels": sel("app", app), "cidrs": ["10.244.0.0/28"]}),
+                _ => json!({"namespaceSelector": sel("env", env)}),
+            };
+            json!({"apiVersion": "seam.dev/v1alpha1", "kind": "EndpointGroup",
+                   "metadata": {"name": format!("g-{}", a % 4)},
+                   "spec": {"selectors": [selector]}})
+        }
+        12..=14 => {
+            let group = |x: u8| match x % 7 {
+                0..=3 => format!("g-{}", x % 4),
+                4 => "cluster".to_string(),
+                5 => format!("namespace/{}", pick(&NAMESPACES, x / 7)),
+                // Nobody defines it: a warning, no members.
+                _ => "g-9".to_string(),
+            };
+            let admin = d % 3 == 0;
+            let mut spec = json!({
+                "consumers": [group(b)],
+                "providers": [group(c), group(d / 3)],
+                "subjects": [{"filters": [{"protocol": "TCP", "ports": [80, 443]}]},
+                             {"filters": [{"protocol": "ICMP", "icmpType": 8}, {"protocol": "UDP"}]}],
+                "action": if d % 4 == 1 { "deny" } else { "allow" },
+                "tier": if admin { "admin" } else { "namespace" },
+                "scope": if c % 3 == 0 { "tenant" } else { "global" },
+                "log": b % 5 == 0,
+            });
+            if admin || d % 2 == 0 {
+                spec["priority"] = json!(i64::from(a % 3) * 5);
+            }
+            json!({"apiVersion": "seam.dev/v1alpha1", "kind": "Contract",
+                   "metadata": {"name": format!("c-{}", a % 4)}, "spec": spec})
+        }
+        // Invalid: ignored with a warning.
+        _ => json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                    "metadata": {"namespace": ns, "name": format!("np-{}", b % 4)},
+                    "spec": {"podSelector": {}, "bogus": true}}),
+    }
+}
+
+fn full(view: &View, node: &str) -> (NodeRuleset, Vec<String>) {
+    node_ruleset(
+        view.tenants.values(),
+        view.namespaces.values(),
+        view.endpoints.values(),
+        &view.docs,
+        node,
+    )
+    .unwrap()
+}
+
+fn check(view: &View, compilers: &mut [IncrementalCompiler], step: usize) {
+    for (node, inc) in NODES.iter().zip(compilers.iter_mut()) {
+        let want = full(view, node);
+        let (got, warnings) = inc
+            .sync(
+                view.tenants.values(),
+                view.namespaces.values(),
+                view.endpoints.values(),
+                &view.docs,
+            )
+            .unwrap();
+        assert_eq!(warnings, want.1, "warnings on {node} after step {step}");
+        if *got != want.0 {
+            let diff = describe_diff(got, &want.0);
+            panic!("ruleset of {node} after step {step} differs from a full compile:\n{diff}");
+        }
+    }
+    // The restructured compiler against the one before it.
+    let inv = tenant_inventory(
+        view.tenants.values(),
+        view.namespaces.values(),
+        view.endpoints.values(),
+    );
+    let (set, _) = policy_set(&view.docs);
+    let local: Vec<String> = view
+        .endpoints
+        .values()
+        .filter(|e| e.node == "n1")
+        .map(|e| {
+            format!(
+                "{}/{}",
+                e.namespace,
+                seam_firewall::cluster::inventory_name(e)
+            )
+        })
+        .collect();
+    let new = seam_firewall::compile(&set, &inv, &local).unwrap();
+    let old = legacy::compile(&set, &inv, &local).unwrap();
+    if new != old {
+        panic!(
+            "compile differs from the legacy compiler after step {step}:\n{}",
+            describe_diff(&new, &old)
+        );
+    }
+}
+
+fn describe_diff(got: &NodeRuleset, want: &NodeRuleset) -> String {
+    let mut out = String::new();
+    for (name, s) in &want.sets {
+        match got.sets.get(name) {
+            None => out.push_str(&format!("missing set {name} = {s}\n")),
+            Some(g) if g != s => out.push_str(&format!("set {name}: got {g}, want {s}\n")),
+            _ => {}
+        }
+    }
+    for name in got.sets.keys() {
+        if !want.sets.contains_key(name) {
+            out.push_str(&format!("extra set {name}\n"));
+        }
+    }
+    if got.local != want.local {
+        out.push_str(&format!(
+            "local: got {:?}, want {:?}\n",
+            got.local, want.local
+        ));
+    }
+    for (what, g, w) in [
+        ("egress", &got.egress, &want.egress),
+        ("ingress", &got.ingress, &want.ingress),
+    ] {
+        for (gc, wc) in g.iter().zip(w) {
+            if gc != wc {
+                let gi: Vec<_> = gc.rules.iter().map(|r| r.id.as_str()).collect();
+                let wi: Vec<_> = wc.rules.iter().map(|r| r.id.as_str()).collect();
+                out.push_str(&format!(
+                    "{what} {:?}: got {gi:?}\n  want {wi:?}\n",
+                    gc.tier
+                ));
+                if gi == wi {
+                    for (a, b) in gc.rules.iter().zip(&wc.rules) {
+                        if a != b {
+                            out.push_str(&format!("  got {a:?}\n  want {b:?}\n"));
+                        }
+                    }
+                }
+            }
+        }
+        if g.len() != w.len() {
+            out.push_str(&format!("{what}: {} chains, want {}\n", g.len(), w.len()));
+        }
+    }
+    out
+}
+
+fn run(ops: &[Op]) {
+    let mut view = View::default();
+    let mut compilers: Vec<IncrementalCompiler> =
+        NODES.iter().map(|n| IncrementalCompiler::new(*n)).collect();
+    check(&view, &mut compilers, 0);
+    for (i, op) in ops.iter().enumerate() {
+        view.apply(op);
+        check(&view, &mut compilers, i + 1);
+    }
+    // Nothing changed: still equal.
+    check(&view, &mut compilers, ops.len() + 1);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(96),
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn incremental_equals_full_after_every_change(ops in prop::collection::vec(op(), 1..80)) {
+        run(&ops);
+    }
+}
+
+/// A long sequence from a start with many objects: more fragments at once than the proptest's shrinkable
+/// sequences reach.
+#[test]
+fn long_sequences_stay_equal() {
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let mut byte = || any::<u8>().new_tree(&mut runner).unwrap().current();
+    let mut ops = Vec::new();
+    for _ in 0..40 {
+        ops.push(Op::AddEndpoint {
+            ns: byte(),
+            pod: byte(),
+            node: byte(),
+            app: byte(),
+            tier: byte(),
+            kind: byte() % 5,
+            ports: byte(),
+        });
+    }
+    for _ in 0..30 {
+        let recipe = [byte(), byte(), byte(), byte(), byte()];
+        ops.push(Op::PutPolicy { at: 0, recipe });
+    }
+    for ns in 0..5 {
+        ops.push(Op::NamespaceLabels {
+            ns,
+            team: byte(),
+            env: byte(),
+        });
+    }
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    for _ in 0..300 {
+        ops.push(op().new_tree(&mut runner).unwrap().current());
+    }
+    run(&ops);
+}
+
+#[test]
+fn every_recipe_kind_parses_except_the_invalid_one() {
+    for kind in 0..16u8 {
+        for x in 0..24u8 {
+            let doc = policy([kind, x, x / 2, x / 3, x]);
+            let parsed = seam_policy::PolicyObject::from_value(doc.clone());
+            assert_eq!(parsed.is_ok(), kind != 15, "{doc}: {parsed:?}");
+        }
+    }
+}
