@@ -53,7 +53,7 @@ pub(crate) async fn watch_kind(
                 }
                 Err(watcher::Error::WatchError(status)) if status.code == GONE => {
                     // The watcher itself starts over with a list after an ERROR event 410.
-                    tracing::info!(%kind, message = %status.message, "resourceVersion too old; re-listing");
+                    tracing::info!(%kind, status = %status.message, "resourceVersion too old; re-listing");
                     None
                 }
                 Err(watcher::Error::WatchStartFailed(kube::Error::Api(status)))
@@ -61,7 +61,7 @@ pub(crate) async fn watch_kind(
                 {
                     // Answered with HTTP 410 instead of an ERROR event, the watcher would retry
                     // the same resourceVersion forever; a new watcher starts with a list.
-                    tracing::info!(%kind, message = %status.message, "resourceVersion too old (HTTP 410); re-listing");
+                    tracing::info!(%kind, status = %status.message, "resourceVersion too old (HTTP 410); re-listing");
                     break;
                 }
                 Err(e) => {

@@ -94,6 +94,7 @@ impl Env {
 
     /// Starts only the adapter: its controller socket does not exist yet.
     pub fn adapter_only(api: ApiServer) -> Env {
+        init_logs();
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("controller.sock");
         let client = ControllerClient::new(&format!("unix:{}", socket.display())).unwrap();
@@ -231,6 +232,15 @@ impl Env {
         };
         c.put_endpoint(&endpoint).await.unwrap()
     }
+}
+
+/// Logs to the test's output when `RUST_LOG` is set (e.g. `RUST_LOG=seam_k8s=debug`), to see
+/// what the adapter logged for a skipped or refused object.
+fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
 }
 
 type AdapterTask = (oneshot::Sender<()>, JoinHandle<()>);
