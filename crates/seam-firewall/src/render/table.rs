@@ -8,9 +8,11 @@
 //!   established flows, drops invalid ones and dispatches on the local endpoint's address through a verdict map
 //!   (`egress_dispatch` by source, `ingress_dispatch` by destination) to that endpoint's *class chain*. An
 //!   `accept` ends only the base chain it is in, so a flow allowed by egress still meets ingress.
-//! - a class chain (`c_<hash>`) per set of local endpoints that the same namespace-tier policies select:
-//!   `jump` to the direction's admin chain (`a_<hash>`), `jump` to each namespace-tier block that selects the
-//!   class (`b_<hash>`, one per policy, in tier order), then `goto` the baseline chain (`z_<hash>`).
+//! - a class chain (`c_<hash>`) per set of local endpoints that the same policies select: `jump` to an admin
+//!   chain (`a_<hash>`) holding the rules of the admin-tier policies that select the class, `jump` to each
+//!   namespace-tier block that selects it (`b_<hash>`, one per policy, in tier order), then `goto` the
+//!   direction's baseline chain (`z_<hash>`). Admin rules are inlined per distinct set of admin policies
+//!   rather than shared per policy, because a Pass must skip the rest of the admin tier at once.
 //! - Allow is `accept`, Deny `drop` (never reject: probes must time out), Pass `return` (back to the class
 //!   chain, which goes on with the namespace tier). A block's rules still test their subject set, so the
 //!   dispatch only saves work and never changes a verdict.
@@ -131,6 +133,65 @@ fn texts(rules: &[&Rule]) -> Vec<String> {
     rules.iter().map(|r| rule_text(r)).collect()
 }
 
+/// The rules of one tier cut into blocks (one per policy: consecutive rules of one policy id), and for
+/// each local address (in the order given) the blocks that select it.
+struct Blocks {
+    bodies: Vec<Vec<String>>,
+    selected: Vec<Vec<usize>>,
+}
+
+impl Blocks {
+    fn split(
+        ruleset: &NodeRuleset,
+        dir: Direction,
+        rules: &[&Rule],
+        locals: &[Ipv4Addr],
+    ) -> Blocks {
+        let index: HashMap<Ipv4Addr, usize> =
+            locals.iter().enumerate().map(|(i, a)| (*a, i)).collect();
+        let mut out = Blocks {
+            bodies: Vec::new(),
+            selected: vec![Vec::new(); locals.len()],
+        };
+        let mut start = 0;
+        while start < rules.len() {
+            let key = block_key(rules[start]);
+            let len = rules[start..]
+                .iter()
+                .take_while(|r| block_key(r) == key)
+                .count();
+            let block = &rules[start..start + len];
+            start += len;
+            let b = out.bodies.len();
+            out.bodies.push(texts(block));
+            let subject = block_subject(dir, block).and_then(|s| ruleset.sets.get(s));
+            let Some(set) = subject else {
+                out.selected.iter_mut().for_each(|v| v.push(b));
+                continue;
+            };
+            // Subject sets hold local endpoints, so walking their addresses is cheap; a wide range is
+            // checked against the local addresses instead.
+            for (s, e) in set.ranges() {
+                let (s, e) = (u32::from(s), u32::from(e));
+                if e - s < 4096 {
+                    for a in s..=e {
+                        if let Some(i) = index.get(&Ipv4Addr::from(a)) {
+                            out.selected[*i].push(b);
+                        }
+                    }
+                } else {
+                    for (i, a) in locals.iter().enumerate() {
+                        if (s..=e).contains(&u32::from(*a)) {
+                            out.selected[i].push(b);
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
 /// The kernel objects that realize `ruleset`.
 pub fn model(ruleset: &NodeRuleset) -> TableModel {
     let mut out = TableModel {
@@ -158,16 +219,6 @@ pub fn model(ruleset: &NodeRuleset) -> TableModel {
                 .flat_map(|c| c.rules.iter())
                 .collect()
         };
-        let mut prefix: Vec<String> = Vec::new();
-        let admin = tier(Tier::Admin);
-        if !admin.is_empty() {
-            let body = texts(&admin);
-            let mut parts = vec![d, "admin"];
-            parts.extend(body.iter().map(String::as_str));
-            let name = hashed("a_", &parts);
-            out.chains.insert(name.clone(), ChainBody::Rules(body));
-            prefix.push(name);
-        }
         let baseline = {
             let body = texts(&tier(Tier::Baseline));
             let mut parts = vec![d, "baseline"];
@@ -176,61 +227,50 @@ pub fn model(ruleset: &NodeRuleset) -> TableModel {
             out.chains.insert(name.clone(), ChainBody::Rules(body));
             name
         };
-        // Namespace-tier blocks (one per policy, consecutive rules) and the local addresses each selects.
-        let mut per_addr: HashMap<Ipv4Addr, Vec<usize>> =
-            locals.iter().map(|a| (*a, Vec::new())).collect();
-        let mut blocks: Vec<String> = Vec::new();
-        let namespace = tier(Tier::Namespace);
-        let mut start = 0;
-        while start < namespace.len() {
-            let key = block_key(namespace[start]);
-            let len = namespace[start..]
-                .iter()
-                .take_while(|r| block_key(r) == key)
-                .count();
-            let rules = &namespace[start..start + len];
-            start += len;
-            let body = texts(rules);
-            let mut parts = vec![d, "namespace"];
-            parts.extend(body.iter().map(String::as_str));
-            let name = hashed("b_", &parts);
-            out.chains.insert(name.clone(), ChainBody::Rules(body));
-            let index = blocks.len();
-            blocks.push(name);
-            let subject = block_subject(dir, rules).and_then(|s| ruleset.sets.get(s));
-            match subject {
-                None => per_addr.values_mut().for_each(|v| v.push(index)),
-                Some(set) => {
-                    for (s, e) in set.ranges() {
-                        let (s, e) = (u32::from(s), u32::from(e));
-                        if e - s < 4096 {
-                            for a in s..=e {
-                                if let Some(v) = per_addr.get_mut(&Ipv4Addr::from(a)) {
-                                    v.push(index);
-                                }
-                            }
-                        } else {
-                            for a in &locals {
-                                if (s..=e).contains(&u32::from(*a)) {
-                                    if let Some(v) = per_addr.get_mut(a) {
-                                        v.push(index);
-                                    }
-                                }
-                            }
-                        }
-                    }
+        let admin = Blocks::split(ruleset, dir, &tier(Tier::Admin), &locals);
+        let namespace = Blocks::split(ruleset, dir, &tier(Tier::Namespace), &locals);
+        // Namespace-tier blocks are chains of their own, shared by every class that jumps to them.
+        let namespace_chains: Vec<String> = namespace
+            .bodies
+            .iter()
+            .map(|body| {
+                let mut parts = vec![d, "namespace"];
+                parts.extend(body.iter().map(String::as_str));
+                let name = hashed("b_", &parts);
+                out.chains
+                    .insert(name.clone(), ChainBody::Rules(body.clone()));
+                name
+            })
+            .collect();
+        let mut classes: BTreeMap<(&[usize], &[usize]), String> = BTreeMap::new();
+        for (i, addr) in locals.iter().enumerate() {
+            let key = (
+                admin.selected[i].as_slice(),
+                namespace.selected[i].as_slice(),
+            );
+            let class = classes.entry(key).or_insert_with(|| {
+                let mut jumps = Vec::new();
+                // The admin blocks that select the class, inlined in one chain: a Pass must leave the
+                // whole admin tier, which a `return` from that one chain does.
+                if !key.0.is_empty() {
+                    let body: Vec<String> = key
+                        .0
+                        .iter()
+                        .filter_map(|b| admin.bodies.get(*b))
+                        .flatten()
+                        .cloned()
+                        .collect();
+                    let mut parts = vec![d, "admin"];
+                    parts.extend(body.iter().map(String::as_str));
+                    let name = hashed("a_", &parts);
+                    out.chains.insert(name.clone(), ChainBody::Rules(body));
+                    jumps.push(name);
                 }
-            }
-        }
-        let mut classes: BTreeMap<Vec<usize>, String> = BTreeMap::new();
-        for addr in &locals {
-            let selected = per_addr.remove(addr).unwrap_or_default();
-            let class = classes.entry(selected).or_insert_with_key(|selected| {
-                let jumps: Vec<String> = prefix
-                    .iter()
-                    .cloned()
-                    .chain(selected.iter().filter_map(|i| blocks.get(*i).cloned()))
-                    .collect();
+                jumps.extend(
+                    key.1
+                        .iter()
+                        .filter_map(|b| namespace_chains.get(*b).cloned()),
+                );
                 let mut parts = vec![d, "class", baseline.as_str()];
                 parts.extend(jumps.iter().map(String::as_str));
                 let name = hashed("c_", &parts);
