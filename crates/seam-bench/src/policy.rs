@@ -729,7 +729,11 @@ fn incremental(
         let t = Instant::now();
         let kernel_rules = kernel_rule_count()?;
         let list_ms = ms(t.elapsed());
-        let mut last = full_text.to_string();
+        // As the agent does: the kernel's table is changed in place by the delta from what it holds.
+        let mut applied = seam_firewall::render::table::from_nft_json(
+            &seam_linux::nft::list_table_text()?.unwrap_or_default(),
+        )
+        .context("read back the table just written")?;
         let mut out = Vec::new();
         for kind in [Change::PodAdded, Change::LabelChanged, Change::PolicyEdited] {
             let mut tm = Timings::default();
@@ -741,19 +745,20 @@ fn incremental(
                 let t1 = Instant::now();
                 let rs = compile(&set, &inv, &local)?;
                 let t2 = Instant::now();
-                let text = render(&rs);
+                let model = seam_firewall::render::table::model(&rs);
+                let delta = seam_firewall::render::table::delta(&applied, &model);
                 let t3 = Instant::now();
-                apply_ruleset(&text).context("apply an incremental ruleset")?;
+                seam_linux::apply_delta(&delta).context("apply an incremental change")?;
                 let t4 = Instant::now();
                 tm.convert.push(ms(t1 - t0));
                 tm.compile.push(ms(t2 - t1));
                 tm.render.push(ms(t3 - t2));
                 tm.nft.push(ms(t4 - t3));
                 tm.total.push(ms(t4 - t1));
-                if text != last {
+                if !delta.is_empty() {
                     tm.changed += 1;
                 }
-                last = text;
+                applied = model;
             }
             out.push((kind, tm));
         }
