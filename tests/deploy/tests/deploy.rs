@@ -1272,8 +1272,13 @@ fn config_reference_lists_every_flag_field_and_key_with_its_default() {
                 .find(|r| r.contains(&format!("`{}`", f.long)))
                 .unwrap_or_else(|| panic!("CONFIG.md does not list {bin} {}", f.long));
             if let Some(default) = &f.default {
+                let shown = if default.is_empty() {
+                    "| empty |".to_string()
+                } else {
+                    format!("`{default}`")
+                };
                 assert!(
-                    row.contains(&format!("`{default}`")),
+                    row.contains(&shown),
                     "CONFIG.md: {bin} {} should say its default `{default}`: {row}",
                     f.long
                 );
