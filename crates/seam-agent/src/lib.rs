@@ -50,6 +50,8 @@ pub struct Agent<K> {
     /// The firewall table the kernel holds, as far as the agent knows; `None` until it has read the
     /// kernel's table back or written it whole (at start, and after a failed change).
     pub applied_firewall: Mutex<Option<seam_firewall::render::table::TableModel>>,
+    /// Compiles the node's firewall from the view on every pass, recomputing only what changed.
+    pub firewall_compiler: Mutex<seam_firewall::IncrementalCompiler>,
     /// Wakes the reaper of retired host ports.
     pub reap_now: Notify,
     /// Wakes the reconcile loop.
@@ -96,6 +98,9 @@ impl<K: NodeKernel + Firewall + 'static> Agent<K> {
         }
         let cached = book.cached_segments().await?;
         let (publish_tx, publish_rx) = mpsc::unbounded_channel();
+        let firewall_compiler = Mutex::new(seam_firewall::IncrementalCompiler::new(
+            config.node.clone(),
+        ));
         let agent = Arc::new(Agent {
             config,
             kernel,
@@ -105,6 +110,7 @@ impl<K: NodeKernel + Firewall + 'static> Agent<K> {
             segment_lock: Mutex::new(()),
             reap_now: Notify::new(),
             applied_firewall: Mutex::new(None),
+            firewall_compiler,
             ready_segments: Mutex::new(std::collections::BTreeSet::new()),
             reconcile_now: Notify::new(),
             synced: AtomicBool::new(false),

@@ -91,18 +91,19 @@ pub async fn firewall_ruleset<K: NodeKernel + Firewall + 'static>(
     agent: &Agent<K>,
 ) -> Result<TableModel, String> {
     let view = agent.view.read().await;
-    let (ruleset, warnings) = seam_firewall::cluster::node_ruleset(
-        view.tenants.values(),
-        view.namespaces.values(),
-        view.endpoints.values(),
-        view.policies.values(),
-        &agent.config.node,
-    )
-    .map_err(|e| e.to_string())?;
+    let mut compiler = agent.firewall_compiler.lock().await;
+    let (ruleset, warnings) = compiler
+        .sync(
+            view.tenants.values(),
+            view.namespaces.values(),
+            view.endpoints.values(),
+            view.policies.values(),
+        )
+        .map_err(|e| e.to_string())?;
     for w in warnings {
         tracing::warn!("{w}");
     }
-    Ok(table::model(&ruleset))
+    Ok(table::model(ruleset))
 }
 
 /// Observes once, plans, applies every operation (continuing past failures), and reports how
