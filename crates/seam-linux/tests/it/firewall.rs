@@ -58,7 +58,7 @@ fn ip(args: &[&str]) {
 }
 
 /// Network namespaces that are deleted on drop, servers stopped first.
-struct Lab {
+pub(crate) struct Lab {
     node: String,
     pods: Vec<(String, Ipv4Addr)>,
     stop: Arc<AtomicBool>,
@@ -81,7 +81,7 @@ impl Drop for Lab {
 impl Lab {
     /// A node namespace with bridge `br0` and one pod namespace per address, serving `tcp` and
     /// `udp` ports.
-    fn build(tag: &str, addrs: &[Ipv4Addr], tcp: &[u16], udp: &[u16]) -> Lab {
+    pub(crate) fn build(tag: &str, addrs: &[Ipv4Addr], tcp: &[u16], udp: &[u16]) -> Lab {
         require_root();
         let base = format!("sfw{}{tag}", std::process::id());
         let mut lab = Lab {
@@ -183,6 +183,13 @@ enum Outcome {
     Error,
 }
 
+/// UDP source ports handed out in turn (20000..60000) so that no two probes of a run share one.
+fn next_udp_port() -> u16 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed) % 40_000;
+    20_000 + u16::try_from(n).unwrap()
+}
+
 /// One probe from inside the source pod's namespace.
 fn probe(src_ns: &Path, dst: Ipv4Addr, port: u16, protocol: Protocol) -> Outcome {
     netns::run_in(src_ns, || {
@@ -197,7 +204,9 @@ fn probe(src_ns: &Path, dst: Ipv4Addr, port: u16, protocol: Protocol) -> Outcome
                 Err(_) => Outcome::Error,
             },
             Protocol::Udp => {
-                let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+                // A fresh source port per probe: a reused one would match the conntrack entry of an
+                // earlier case's allowed probe and pass as established, whatever the new policy says.
+                let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, next_udp_port())).unwrap();
                 s.set_read_timeout(Some(TIMEOUT)).unwrap();
                 if s.send_to(b"seam", to).is_err() {
                     return Outcome::Error;
@@ -221,7 +230,7 @@ fn probe(src_ns: &Path, dst: Ipv4Addr, port: u16, protocol: Protocol) -> Outcome
 }
 
 /// Compiles, applies and probes one case; returns the failures.
-fn run_case(
+pub(crate) fn run_case(
     lab: &Lab,
     id: &str,
     set: &PolicySet,

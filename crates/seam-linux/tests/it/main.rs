@@ -5,3 +5,4 @@
 
 mod delta;
 mod firewall;
+mod random;
