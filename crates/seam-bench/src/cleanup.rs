@@ -48,6 +48,8 @@ impl LabGuard {
             bin_dir: bin_dir.to_path_buf(),
             controller_args: Vec::new(),
             one_process: false,
+            store: seam_lab::LabStore::Embedded,
+            controllers: 1,
         }) {
             Ok(lab) => Ok(LabGuard { lab, done: false }),
             Err(e) => {

@@ -33,6 +33,77 @@ pub struct LabSpec {
     /// One-machine mode: node n1's `seamd` also runs the controller (`--with-controller`)
     /// instead of a separate `seam-controller` process.
     pub one_process: bool,
+    /// The controller's datastore.
+    pub store: LabStore,
+    /// Number of `seam-controller` replicas (1 with the embedded store; 1..=5 with etcd).
+    pub controllers: usize,
+}
+
+/// The datastore of a lab's controller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LabStore {
+    /// One controller with an embedded redb file (the default).
+    #[default]
+    Embedded,
+    /// A 3-member etcd cluster on the underlay namespace's addresses 198.18.0.2–.4, shared
+    /// by the controller replicas, which elect a leader.
+    Etcd,
+}
+
+impl std::str::FromStr for LabStore {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s {
+            "embedded" => Ok(LabStore::Embedded),
+            "etcd" => Ok(LabStore::Etcd),
+            _ => Err(format!("invalid store {s:?}: expected embedded or etcd")),
+        }
+    }
+}
+
+impl std::fmt::Display for LabStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LabStore::Embedded => "embedded",
+            LabStore::Etcd => "etcd",
+        })
+    }
+}
+
+/// Number of etcd members of a lab with `--store etcd`.
+pub const ETCD_MEMBERS: usize = 3;
+
+/// One `seam-controller` replica of a running lab.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicaInfo {
+    /// Replica id (`c1`, …), also its `--replica-id`.
+    pub name: String,
+    /// Its API endpoint (`unix:/…`).
+    pub endpoint: String,
+    /// Its log.
+    pub log: PathBuf,
+    /// Its process id (0 while stopped).
+    pub pid: u32,
+}
+
+/// One etcd member of a running lab (it runs in the underlay namespace).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EtcdMemberInfo {
+    /// Member name (`e1`, …).
+    pub name: String,
+    /// Client URL (`http://198.18.0.2:2379`).
+    pub client_url: String,
+    /// Peer URL.
+    pub peer_url: String,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Its log.
+    pub log: PathBuf,
+    /// Its process id (0 while stopped).
+    pub pid: u32,
 }
 
 /// One node of a running lab.
@@ -87,9 +158,10 @@ pub struct Lab {
     pub dir: PathBuf,
     /// The underlay namespace name.
     pub underlay_netns: String,
-    /// Controller API endpoint (`unix:/…`).
+    /// Controller API endpoint (`unix:/…`); with replicas, all of them, comma-separated (the
+    /// form `seamd --controller` and seam-client take).
     pub controller: String,
-    /// Controller process id.
+    /// Controller process id (with replicas, the first replica's at start).
     pub controller_pid: u32,
     /// Controller log.
     pub controller_log: PathBuf,
@@ -105,6 +177,18 @@ pub struct Lab {
     /// The controller's segment mode.
     #[serde(default)]
     pub segment_mode: String,
+    /// The controller's datastore.
+    #[serde(default)]
+    pub store: LabStore,
+    /// Extra `seam-controller` flags (kept to restart replicas with them).
+    #[serde(default)]
+    pub controller_args: Vec<String>,
+    /// The controller replicas (one entry with the embedded store, too).
+    #[serde(default)]
+    pub replicas: Vec<ReplicaInfo>,
+    /// The etcd members (empty with the embedded store).
+    #[serde(default)]
+    pub etcd: Vec<EtcdMemberInfo>,
     /// The nodes.
     pub nodes: Vec<NodeInfo>,
     /// The pods.
@@ -357,7 +441,11 @@ fn spawn_logged(cmd: &mut Command, log: &Path) -> Result<u32> {
     Ok(child.id())
 }
 
-fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) -> Result<()> {
+fn wait_for(
+    what: &str,
+    timeout: Duration,
+    mut ready: impl FnMut() -> bool,
+) -> Result<()> {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if ready() {
@@ -388,6 +476,17 @@ pub fn up(spec: &LabSpec) -> Result<Lab> {
             spec.name
         )));
     }
+    let controllers_ok = match spec.store {
+        LabStore::Embedded => spec.controllers == 1,
+        LabStore::Etcd => (1..=5).contains(&spec.controllers) && !spec.one_process,
+    };
+    if !controllers_ok {
+        return Err(LabError::Invalid(format!(
+            "--controllers {} with --store {}: the embedded store serves exactly 1 controller, \
+             etcd 1..=5 (and no --one-process)",
+            spec.controllers, spec.store
+        )));
+    }
     if state_dir(&spec.name).join("lab.json").exists() || !leftovers(&spec.name).is_empty() {
         return Err(LabError::AlreadyUp(spec.name.clone()));
     }
@@ -411,49 +510,83 @@ fn build(spec: &LabSpec) -> Result<Lab> {
     ip(&underlay, &["link", "set", "ul0", "up"])?;
 
     let controller_sock = dir.join("controller.sock");
-    let controller_log = dir.join("controller.log");
-    let controller_pid = if spec.one_process {
-        0
-    } else {
-        spawn_logged(
-            Command::new("ip")
-                .args(["netns", "exec", &underlay])
-                .arg(spec.bin_dir.join("seam-controller"))
-                .arg("--listen")
-                .arg(format!("unix:{}", controller_sock.display()))
-                .arg("--store")
-                .arg(format!(
-                    "embedded:{}",
-                    dir.join("controller.redb").display()
-                ))
-                .args(["--segment-mode", &spec.segment_mode])
-                .args(&spec.controller_args),
-            &controller_log,
-        )?
-    };
-    let controller = format!("unix:{}", controller_sock.display());
     let cni_path = format!("{}:/usr/lib/cni:/opt/cni/bin", spec.bin_dir.display());
     let mut lab = Lab {
         name: spec.name.clone(),
         dir: dir.clone(),
         underlay_netns: underlay.clone(),
-        controller: controller.clone(),
-        controller_pid,
-        controller_log,
+        controller: format!("unix:{}", controller_sock.display()),
+        controller_pid: 0,
+        controller_log: dir.join("controller.log"),
         cni_plugin: spec.bin_dir.join("seam-cni"),
         cni_path,
         bin_dir: spec.bin_dir.clone(),
         one_process: spec.one_process,
         segment_mode: spec.segment_mode.clone(),
+        store: spec.store,
+        controller_args: spec.controller_args.clone(),
+        replicas: Vec::new(),
+        etcd: Vec::new(),
         nodes: Vec::new(),
         pods: Vec::new(),
     };
-    lab.save()?;
-    if !spec.one_process {
+    if spec.store == LabStore::Etcd {
+        for i in 1..=ETCD_MEMBERS {
+            let address = etcd_address(i);
+            ip(
+                &underlay,
+                &["addr", "add", &format!("{address}/15"), "dev", "ul0"],
+            )?;
+            let name = format!("e{i}");
+            lab.etcd.push(EtcdMemberInfo {
+                client_url: format!("http://{address}:2379"),
+                peer_url: format!("http://{address}:2380"),
+                data_dir: dir.join("etcd").join(&name),
+                log: dir.join(format!("etcd-{name}.log")),
+                name,
+                pid: 0,
+            });
+        }
+        lab.save()?;
+        for i in 0..lab.etcd.len() {
+            lab.start_etcd(i)?;
+        }
+        let mut endpoints = Vec::new();
+        for i in 1..=spec.controllers {
+            let name = format!("c{i}");
+            let socket = dir.join(format!("controller-{name}.sock"));
+            endpoints.push(format!("unix:{}", socket.display()));
+            lab.replicas.push(ReplicaInfo {
+                endpoint: format!("unix:{}", socket.display()),
+                log: dir.join(format!("controller-{name}.log")),
+                name,
+                pid: 0,
+            });
+        }
+        lab.controller = endpoints.join(",");
+        lab.controller_log = lab.replicas[0].log.clone();
+        lab.save()?;
+        for i in 0..lab.replicas.len() {
+            lab.start_controller(i)?;
+        }
+        lab.controller_pid = lab.replicas[0].pid;
+        lab.save()?;
+        lab.wait_for_leader(Duration::from_secs(30))?;
+    } else if !spec.one_process {
+        lab.replicas.push(ReplicaInfo {
+            name: "c1".into(),
+            endpoint: lab.controller.clone(),
+            log: lab.controller_log.clone(),
+            pid: 0,
+        });
+        lab.start_controller(0)?;
+        lab.controller_pid = lab.replicas[0].pid;
+        lab.save()?;
         wait_for("the controller socket", Duration::from_secs(10), || {
             controller_sock.exists()
         })?;
     }
+    lab.save()?;
 
     for i in 1..=spec.nodes {
         let name = format!("n{i}");
@@ -501,7 +634,7 @@ fn build(spec: &LabSpec) -> Result<Lab> {
             cni_config,
             agent_pid: 0,
         };
-        node.agent_pid = spawn_agent(&lab, &node, false)?;
+        node.agent_pid = spawn_agent(&lab, &node, false, None)?;
         if spec.one_process && i == 1 {
             lab.controller_pid = node.agent_pid;
             wait_for(
@@ -519,14 +652,22 @@ fn build(spec: &LabSpec) -> Result<Lab> {
     Ok(lab)
 }
 
-fn spawn_agent(lab: &Lab, node: &NodeInfo, append_log: bool) -> Result<u32> {
+fn spawn_agent(
+    lab: &Lab,
+    node: &NodeInfo,
+    append_log: bool,
+    binary: Option<&Path>,
+) -> Result<u32> {
     if append_log {
         // Keep the previous run's log: a restart test wants to read both.
         let mut old = std::fs::read(&node.agent_log).unwrap_or_default();
         old.extend_from_slice(b"\n--- agent restarted ---\n");
         let _ = std::fs::write(node.agent_log.with_extension("log.prev"), old);
     }
-    let mut cmd = Command::new(lab.bin_dir.join("seamd"));
+    let seamd = binary
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| lab.bin_dir.join("seamd"));
+    let mut cmd = Command::new(seamd);
     cmd.args([
         "--node",
         &node.name,
@@ -553,36 +694,257 @@ fn spawn_agent(lab: &Lab, node: &NodeInfo, append_log: bool) -> Result<u32> {
 impl Lab {
     /// Sends `signal` (e.g. `KILL`, `TERM`) to `node`'s agent and waits until it is gone.
     pub fn kill_agent(&self, node: &str, signal: &str) -> Result<()> {
-        let pid = self.node(node)?.agent_pid;
-        run(Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(pid.to_string()))?;
-        wait_for(
-            &format!("agent {pid} to exit"),
-            Duration::from_secs(10),
-            || {
-                // A zombie still has /proc/<pid>; its state line says Z.
-                std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                    .map(|s| {
-                        s.split(") ")
-                            .nth(1)
-                            .is_some_and(|rest| rest.starts_with('Z'))
-                    })
-                    .unwrap_or(true)
-            },
-        )
+        signal_and_wait(self.node(node)?.agent_pid, signal)
     }
 
     /// Starts `node`'s agent again (same socket, same lease store) and waits until it is ready.
     pub fn start_agent(&mut self, node: &str) -> Result<()> {
+        self.start_agent_from(node, None)
+    }
+
+    /// Like [`Lab::start_agent`], from another `seamd` binary (an upgrade: new binary, same
+    /// state) when `binary` is given.
+    pub fn start_agent_from(&mut self, node: &str, binary: Option<&Path>) -> Result<()> {
         let info = self.node(node)?.clone();
-        let pid = spawn_agent(self, &info, true)?;
+        let pid = spawn_agent(self, &info, true, binary)?;
         if let Some(n) = self.nodes.iter_mut().find(|n| n.name == node) {
             n.agent_pid = pid;
         }
         self.save()?;
         wait_for_agent(self, self.node(node)?)
     }
+
+    /// Starts controller replica `index` (0-based; again after [`Lab::kill_controller`], with
+    /// its old socket and log appended). Does not wait for it.
+    pub fn start_controller(&mut self, index: usize) -> Result<()> {
+        let replica = self.replica(index)?.clone();
+        let socket = replica.endpoint.trim_start_matches("unix:").to_string();
+        let _ = std::fs::remove_file(&socket);
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.underlay_netns])
+            .arg(self.bin_dir.join("seam-controller"))
+            .arg("--listen")
+            .arg(&replica.endpoint);
+        match self.store {
+            LabStore::Embedded => {
+                cmd.arg("--store").arg(format!(
+                    "embedded:{}",
+                    self.dir.join("controller.redb").display()
+                ));
+            }
+            LabStore::Etcd => {
+                let urls: Vec<&str> = self.etcd.iter().map(|m| m.client_url.as_str()).collect();
+                cmd.arg("--store")
+                    .arg(format!("etcd:{}", urls.join(",")))
+                    .args(["--replica-id", &replica.name]);
+            }
+        }
+        cmd.args(["--segment-mode", &self.segment_mode])
+            .args(&self.controller_args);
+        let pid = spawn_logged_append(&mut cmd, &replica.log)?;
+        if let Some(r) = self.replicas.get_mut(index) {
+            r.pid = pid;
+        }
+        self.save()
+    }
+
+    /// Sends `signal` to controller replica `index` and waits until it is gone.
+    pub fn kill_controller(&mut self, index: usize, signal: &str) -> Result<()> {
+        let pid = self.replica(index)?.pid;
+        signal_and_wait(pid, signal)?;
+        if let Some(r) = self.replicas.get_mut(index) {
+            r.pid = 0;
+        }
+        self.save()
+    }
+
+    fn replica(&self, index: usize) -> Result<&ReplicaInfo> {
+        self.replicas.get(index).ok_or_else(|| {
+            LabError::Invalid(format!(
+                "lab {} has {} controller replicas, no index {index}",
+                self.name,
+                self.replicas.len()
+            ))
+        })
+    }
+
+    /// What replica `index` says it is (`leader`, `standby`, `single`), or `None` when it does
+    /// not answer `GET /v1/leader`.
+    pub fn replica_role(&self, index: usize) -> Option<String> {
+        let replica = self.replicas.get(index)?;
+        let body = http_get_unix(
+            replica.endpoint.trim_start_matches("unix:"),
+            "/v1/leader",
+            Duration::from_secs(2),
+        )?;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        v["role"].as_str().map(str::to_string)
+    }
+
+    /// The index of the replica that leads now, if exactly one says so.
+    pub fn leader(&self) -> Option<usize> {
+        let leaders: Vec<usize> = (0..self.replicas.len())
+            .filter(|&i| {
+                self.replicas[i].pid != 0
+                    && matches!(self.replica_role(i).as_deref(), Some("leader" | "single"))
+            })
+            .collect();
+        match leaders[..] {
+            [one] => Some(one),
+            _ => None,
+        }
+    }
+
+    /// Waits until exactly one replica leads and returns its index.
+    pub fn wait_for_leader(&self, timeout: Duration) -> Result<usize> {
+        let mut found = None;
+        wait_for(
+            &format!(
+                "a controller leader (logs: {})",
+                self.replicas
+                    .iter()
+                    .map(|r| r.log.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            timeout,
+            || {
+                found = self.leader();
+                found.is_some()
+            },
+        )?;
+        found.ok_or_else(|| LabError::Timeout("a controller leader".into()))
+    }
+
+    /// Starts etcd member `index` (0-based; again after [`Lab::kill_etcd`], with its data).
+    /// Does not wait for it.
+    pub fn start_etcd(&mut self, index: usize) -> Result<()> {
+        let member = self.etcd_member(index)?.clone();
+        let initial_cluster = self
+            .etcd
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer_url))
+            .collect::<Vec<_>>()
+            .join(",");
+        std::fs::create_dir_all(&member.data_dir).map_err(io_err(&member.data_dir))?;
+        let pid = spawn_logged_append(
+            Command::new("ip")
+                .args(["netns", "exec", &self.underlay_netns, "etcd"])
+                .args(["--name", &member.name, "--data-dir"])
+                .arg(&member.data_dir)
+                .args([
+                    "--listen-client-urls",
+                    &member.client_url,
+                    "--advertise-client-urls",
+                    &member.client_url,
+                    "--listen-peer-urls",
+                    &member.peer_url,
+                    "--initial-advertise-peer-urls",
+                    &member.peer_url,
+                    "--initial-cluster",
+                    &initial_cluster,
+                    "--initial-cluster-state",
+                    "new",
+                    "--initial-cluster-token",
+                    &format!("seam-lab-{}", self.name),
+                    // Short elections: a killed etcd leader is replaced within about a second.
+                    "--heartbeat-interval",
+                    "50",
+                    "--election-timeout",
+                    "500",
+                ]),
+            &member.log,
+        )?;
+        if let Some(m) = self.etcd.get_mut(index) {
+            m.pid = pid;
+        }
+        self.save()
+    }
+
+    /// Sends `signal` to etcd member `index` and waits until it is gone.
+    pub fn kill_etcd(&mut self, index: usize, signal: &str) -> Result<()> {
+        let pid = self.etcd_member(index)?.pid;
+        signal_and_wait(pid, signal)?;
+        if let Some(m) = self.etcd.get_mut(index) {
+            m.pid = 0;
+        }
+        self.save()
+    }
+
+    fn etcd_member(&self, index: usize) -> Result<&EtcdMemberInfo> {
+        self.etcd.get(index).ok_or_else(|| {
+            LabError::Invalid(format!(
+                "lab {} has {} etcd members, no index {index}",
+                self.name,
+                self.etcd.len()
+            ))
+        })
+    }
+}
+
+/// Underlay address of etcd member `i` (1-based): 198.18.0.2, .3, …
+fn etcd_address(i: usize) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 0, 1)) + i as u32)
+}
+
+fn spawn_logged_append(cmd: &mut Command, log: &Path) -> Result<u32> {
+    if log.exists() {
+        let mut old = std::fs::read(log).unwrap_or_default();
+        old.extend_from_slice(b"\n--- restarted ---\n");
+        let _ = std::fs::write(log.with_extension("log.prev"), old);
+    }
+    spawn_logged(cmd, log)
+}
+
+fn gone(pid: u32) -> bool {
+    // A zombie still has /proc/<pid>; its state line says Z.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.split(") ")
+                .nth(1)
+                .is_some_and(|rest| rest.starts_with('Z'))
+        })
+        .unwrap_or(true)
+}
+
+/// Sends `signal` to `pid` and waits (10 s) until it is gone; a pid of 0 (stopped) is a no-op.
+fn signal_and_wait(pid: u32, signal: &str) -> Result<()> {
+    if pid <= 1 {
+        return Ok(());
+    }
+    run(Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string()))?;
+    wait_for(
+        &format!("process {pid} to exit"),
+        Duration::from_secs(10),
+        || gone(pid),
+    )
+}
+
+/// `GET path` over a Unix socket with HTTP/1.0 semantics (the response ends with the
+/// connection); the body when the status is 200.
+fn http_get_unix(socket: &str, path: &str, timeout: Duration) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).ok()?;
+    stream.set_read_timeout(Some(timeout)).ok()?;
+    stream.set_write_timeout(Some(timeout)).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: seam\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).ok()?;
+    let text = String::from_utf8_lossy(&response);
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return None;
+    }
+    // A chunked body: the JSON object is the part between the first `{` and the last `}`.
+    let start = body.find('{')?;
+    let end = body.rfind('}')?;
+    Some(body[start..=end].to_string())
 }
 
 /// Waits until `node`'s agent answers CNI STATUS with success. Generous: on a loaded 2-core
@@ -609,13 +971,13 @@ fn leftovers(name: &str) -> Vec<String> {
         .collect()
 }
 
-fn kill(pid: u32) {
+fn kill(pid: u32, signal: &str) {
     // 0 would signal our own process group, 1 is init: a pid not yet recorded is never killed.
     if pid <= 1 {
         return;
     }
     let _ = Command::new("kill")
-        .arg("-TERM")
+        .arg(format!("-{signal}"))
         .arg(pid.to_string())
         .status();
 }
@@ -624,14 +986,15 @@ fn kill(pid: u32) {
 /// file when there is one and by name prefix in any case, so it also cleans up after a crash.
 pub fn down(name: &str) -> Result<()> {
     let mut errors = Vec::new();
+    let mut pids = Vec::new();
     if let Ok(lab) = Lab::load(name) {
-        for node in &lab.nodes {
-            kill(node.agent_pid);
-        }
-        kill(lab.controller_pid);
+        pids.extend(lab.nodes.iter().map(|n| n.agent_pid));
+        pids.push(lab.controller_pid);
+        pids.extend(lab.replicas.iter().map(|r| r.pid));
+        pids.extend(lab.etcd.iter().map(|m| m.pid));
     }
     // Daemons whose pid was never recorded (a crash during `up`) are found by their sockets'
-    // directory on the command line.
+    // or data directory on the command line.
     let marker = state_dir(name).display().to_string() + "/";
     if let Ok(procs) = std::fs::read_dir("/proc") {
         for entry in procs.flatten() {
@@ -641,11 +1004,35 @@ pub fn down(name: &str) -> Result<()> {
             let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
             let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
             if cmdline.contains(&marker)
-                && (cmdline.contains("seamd") || cmdline.contains("seam-controller"))
+                && (cmdline.contains("seamd")
+                    || cmdline.contains("seam-controller")
+                    || cmdline.contains("etcd"))
             {
-                kill(pid);
+                pids.push(pid);
             }
         }
+    }
+    pids.sort_unstable();
+    pids.dedup();
+    // A recorded pid may since belong to another process: only signal ours.
+    pids.retain(|&pid| {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        String::from_utf8_lossy(&cmdline).contains(&marker)
+    });
+    for &pid in &pids {
+        // etcd's data goes with the lab, and a last member without quorum hangs on TERM.
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let etcd = cmdline.split(|&b| b == 0).next() == Some(b"etcd".as_slice());
+        kill(pid, if etcd { "KILL" } else { "TERM" });
+    }
+    // etcd and the stores must be gone before their directories are removed.
+    let _ = wait_for(
+        "the lab's processes to exit",
+        Duration::from_secs(5),
+        || pids.iter().all(|&pid| gone(pid)),
+    );
+    for &pid in pids.iter().filter(|&&pid| !gone(pid)) {
+        kill(pid, "KILL");
     }
     std::thread::sleep(Duration::from_millis(100));
     for ns in leftovers(name) {

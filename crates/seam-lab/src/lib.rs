@@ -17,4 +17,6 @@ pub mod probe;
 
 pub use cni::{CniCall, CniOutput};
 pub use error::{LabError, Result};
-pub use lab::{down, up, Lab, LabSpec, NodeInfo, PodInfo};
+pub use lab::{
+    down, up, EtcdMemberInfo, Lab, LabSpec, LabStore, NodeInfo, PodInfo, ReplicaInfo, ETCD_MEMBERS,
+};

@@ -73,6 +73,8 @@ pub fn run(cases: &Value, model: &Value, opts: &Options) -> anyhow::Result<Datap
         segment_mode: "namespace".into(),
         controller_args: Vec::new(),
         one_process: false,
+        store: seam_lab::LabStore::Embedded,
+        controllers: 1,
         bin_dir,
     })
     .context("bring up the lab")?;

@@ -16,6 +16,8 @@ pub fn run(name: &str, keep: bool, bin_dir: PathBuf) -> anyhow::Result<()> {
         segment_mode: "namespace".into(),
         controller_args: Vec::new(),
         one_process: false,
+        store: seam_lab::LabStore::Embedded,
+        controllers: 1,
         bin_dir,
     })?;
     let result = scenario(&mut lab);

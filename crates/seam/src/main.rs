@@ -3,13 +3,14 @@
 mod cli;
 mod dataplane;
 mod demo;
+mod external_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use seam_lab::{Lab, LabSpec};
+use seam_lab::{Lab, LabSpec, LabStore};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -100,6 +101,11 @@ enum Cmd {
         #[command(flatten)]
         target: Target,
     },
+    /// External endpoints: servers outside the overlay reached through a gateway node, no NAT.
+    External {
+        #[command(subcommand)]
+        command: external_cmd::ExternalCmd,
+    },
     /// Tenant operations (OpenShift's `oc adm pod-network`): join, isolate, make-global.
     Tenant {
         #[command(subcommand)]
@@ -185,6 +191,14 @@ enum LabCmd {
         /// One-machine mode: node n1's seamd also runs the controller (no separate process).
         #[arg(long)]
         one_process: bool,
+        /// The controller's datastore: `embedded` (one controller, a redb file) or `etcd` (a
+        /// 3-member etcd cluster in the underlay namespace, shared by --controllers replicas
+        /// that elect a leader; agents are given every replica).
+        #[arg(long, default_value = "embedded")]
+        store: LabStore,
+        /// Number of seam-controller replicas (1 with the embedded store, 1..=5 with etcd).
+        #[arg(long, default_value_t = 1)]
+        controllers: usize,
     },
     /// Stop a lab and remove everything it made (also after a crash).
     Down {
@@ -217,6 +231,33 @@ enum LabCmd {
         namespace: String,
         #[arg(long)]
         pod: String,
+    },
+    /// Add a gateway node (seamd --role gateway) on the underlay and on the lab's external
+    /// network (203.0.113.0/24).
+    GatewayAdd {
+        #[arg(long, default_value = "seam")]
+        name: String,
+        /// The gateway node's name.
+        #[arg(long, default_value = "gw1")]
+        node: String,
+    },
+    /// Add a bare-metal server on the external network, with static routes to the pod and VM
+    /// prefixes via its gateway (`ip route add PREFIX via GATEWAY`).
+    ServerAdd {
+        #[arg(long, default_value = "seam")]
+        name: String,
+        /// The server's name.
+        #[arg(long)]
+        server: String,
+        /// Its address on the external network (203.0.113.0/24).
+        #[arg(long)]
+        address: std::net::Ipv4Addr,
+        /// The gateway node its routes point at.
+        #[arg(long, default_value = "gw1")]
+        gateway: String,
+        /// Prefixes routed via the gateway (the controller's pool by default).
+        #[arg(long = "route", default_value = seam_lab::gateway::DEFAULT_POOL)]
+        routes: Vec<String>,
     },
     /// The demo: 2 nodes, 2 namespaces with 2 pods each, a measured connectivity matrix.
     Demo {
@@ -272,6 +313,32 @@ fn print_lab(lab: &Lab, json: bool) -> anyhow::Result<()> {
         lab.dir.display(),
         lab.controller
     );
+    if lab.store == LabStore::Etcd {
+        for (i, r) in lab.replicas.iter().enumerate() {
+            let role = if r.pid == 0 {
+                "stopped".to_string()
+            } else {
+                lab.replica_role(i)
+                    .unwrap_or_else(|| "not answering".to_string())
+            };
+            println!(
+                "  controller {} {} pid {} {role} log {}",
+                r.name,
+                r.endpoint,
+                r.pid,
+                r.log.display()
+            );
+        }
+        for m in &lab.etcd {
+            println!(
+                "  etcd {} {} pid {} data {}",
+                m.name,
+                m.client_url,
+                m.pid,
+                m.data_dir.display()
+            );
+        }
+    }
     for n in &lab.nodes {
         println!(
             "  node {} netns {} underlay {} agent {} cni {}",
@@ -317,6 +384,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
             target,
         } => cli::explain(&src, &dst, &port, json, &target)?,
+        Cmd::External { command } => external_cmd::run(command)?,
         Cmd::Tenant { command } => {
             let (op, target) = match command {
                 TenantCmd::Join {
@@ -370,6 +438,8 @@ fn run_lab(command: LabCmd) -> anyhow::Result<()> {
             segment_mode,
             json,
             one_process,
+            store,
+            controllers,
         } => {
             let lab = seam_lab::up(&LabSpec {
                 name,
@@ -377,6 +447,8 @@ fn run_lab(command: LabCmd) -> anyhow::Result<()> {
                 segment_mode,
                 controller_args: Vec::new(),
                 one_process,
+                store,
+                controllers,
                 bin_dir: bin_dir()?,
             })?;
             print_lab(&lab, json)
@@ -399,6 +471,14 @@ fn run_lab(command: LabCmd) -> anyhow::Result<()> {
             namespace,
             pod,
         } => Ok(Lab::load(&name)?.del_pod(&namespace, &pod)?),
+        LabCmd::GatewayAdd { name, node } => external_cmd::lab_gateway_add(&name, &node),
+        LabCmd::ServerAdd {
+            name,
+            server,
+            address,
+            gateway,
+            routes,
+        } => external_cmd::lab_server_add(&name, &server, address, &gateway, &routes),
         LabCmd::Demo { name, keep } => demo::run(&name, keep, bin_dir()?),
     }
 }

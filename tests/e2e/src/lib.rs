@@ -71,6 +71,8 @@ impl LabGuard {
             bin_dir: bin_dir(),
             controller_args: controller_args.iter().map(|s| s.to_string()).collect(),
             one_process,
+            store: seam_lab::LabStore::Embedded,
+            controllers: 1,
         };
         match seam_lab::up(&spec) {
             Ok(lab) => LabGuard { lab },
