@@ -83,8 +83,18 @@ async fn resync_endpoints<K: NodeKernel + Firewall + 'static>(agent: &Arc<Agent<
         .cloned()
         .collect();
     for ep in &local {
-        if !remote.contains(ep) {
-            let _ = agent.publish_tx.send(Publish::Put(ep.clone()));
+        match remote.iter().find(|r| r.name == ep.name) {
+            // Labels set through the API (the Kubernetes adapter, `seam` by hand) are the
+            // controller's: republishing the CNI's labels would undo them at every resync.
+            Some(r) if same_but_labels(r, ep) => {}
+            Some(r) => {
+                let mut ep = ep.clone();
+                ep.labels = r.labels.clone();
+                let _ = agent.publish_tx.send(Publish::Put(ep));
+            }
+            None => {
+                let _ = agent.publish_tx.send(Publish::Put(ep.clone()));
+            }
         }
     }
     for ep in remote {
@@ -92,6 +102,13 @@ async fn resync_endpoints<K: NodeKernel + Firewall + 'static>(agent: &Arc<Agent<
             let _ = agent.publish_tx.send(Publish::Delete(ep.name));
         }
     }
+}
+
+/// Whether two records of one endpoint differ in nothing but their labels.
+fn same_but_labels(a: &Endpoint, b: &Endpoint) -> bool {
+    let mut b = b.clone();
+    b.labels = a.labels.clone();
+    *a == b
 }
 
 /// Sends endpoint changes to the controller in order, retrying each until it lands.

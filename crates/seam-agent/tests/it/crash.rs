@@ -232,3 +232,68 @@ impl seam_dataplane::Firewall for StallingKernel {
         self.inner.list_table().await
     }
 }
+
+#[test]
+fn labels_set_through_the_api_survive_the_agents_resync() {
+    let main = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let store_path = dir.path().join("leases.redb");
+    let ctl = main.block_on(Controller::start(
+        &dir.path().join("ctl.sock"),
+        ControllerConfig::default(),
+    ));
+    let cfg = agent_config(dir.path(), "n1", Ipv4Addr::new(198, 18, 0, 11), &ctl.sock);
+    let sock = cfg.socket.clone();
+    let fake = Arc::new(FakeKernel::default());
+    let first_rt = runtime();
+    let first = first_rt
+        .block_on(Agent::start(
+            cfg.clone(),
+            StallingKernel {
+                inner: fake.clone(),
+                hang_on: String::new(),
+                stalled: Arc::new(Notify::new()),
+            },
+            AnyStore::open_embedded(&store_path).unwrap(),
+        ))
+        .unwrap();
+    let name = main.block_on(async {
+        wait_ready(&sock).await;
+        add(&sock, &pod("web", "a")).await;
+        eventually("the agent publishes its endpoint", || async {
+            ctl.endpoints().await.iter().any(|e| e.namespace == "web")
+        })
+        .await;
+        // The Kubernetes adapter (or an operator) labels the endpoint through the API.
+        let mut ep = ctl
+            .endpoints()
+            .await
+            .into_iter()
+            .find(|e| e.namespace == "web")
+            .unwrap();
+        ep.labels.insert("app".into(), "web".into());
+        ctl.client.put_endpoint(&ep).await.unwrap();
+        ep.name
+    });
+    // The agent restarts: its resync compares its leases with the controller's endpoints.
+    drop(first);
+    drop(first_rt);
+    let kernel = FakeKernel::default();
+    let old_state = fake.state();
+    kernel.with_state(|s| *s = old_state.clone());
+    let second = main
+        .block_on(Agent::start(cfg, kernel, reopen(&store_path)))
+        .unwrap();
+    main.block_on(async {
+        wait_ready(&sock).await;
+        // Give the resync (and a publish it might wrongly make) time to land.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let ep = ctl.endpoint(&name).await.unwrap();
+        assert_eq!(
+            ep.labels.get("app").map(String::as_str),
+            Some("web"),
+            "the resync undid the API's labels: {ep:?}"
+        );
+    });
+    drop(second);
+}
