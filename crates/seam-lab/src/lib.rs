@@ -14,6 +14,7 @@ mod cni;
 mod error;
 mod lab;
 pub mod probe;
+pub mod traffic;
 
 pub use cni::{CniCall, CniOutput};
 pub use error::{LabError, Result};

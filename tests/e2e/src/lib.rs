@@ -80,6 +80,27 @@ impl LabGuard {
         }
     }
 
+    /// Brings up lab `name` with `nodes` nodes on a 3-member etcd cluster with `controllers`
+    /// controller replicas (`seam lab up --store etcd --controllers N`).
+    pub fn up_etcd(name: &str, nodes: usize, controllers: usize) -> LabGuard {
+        require_root();
+        let _ = seam_lab::down(name);
+        let spec = LabSpec {
+            name: name.to_string(),
+            nodes,
+            segment_mode: "namespace".to_string(),
+            bin_dir: bin_dir(),
+            controller_args: Vec::new(),
+            one_process: false,
+            store: seam_lab::LabStore::Etcd,
+            controllers,
+        };
+        match seam_lab::up(&spec) {
+            Ok(lab) => LabGuard { lab },
+            Err(e) => panic!("lab up {name} --store etcd: {e}"),
+        }
+    }
+
     /// The node called `name`.
     pub fn node(&self, name: &str) -> NodeInfo {
         self.lab
@@ -93,6 +114,17 @@ impl Drop for LabGuard {
     fn drop(&mut self) {
         if std::thread::panicking() {
             // The lab's logs go with the lab: show them while they still exist.
+            let replicas = self.lab.replicas.iter().map(|r| r.log.clone());
+            let etcd = self.lab.etcd.iter().map(|m| m.log.clone());
+            for log in replicas.chain(etcd) {
+                if let Ok(text) = std::fs::read_to_string(&log) {
+                    let tail: Vec<&str> = text.lines().rev().take(10).collect();
+                    eprintln!("--- {} (last lines)", log.display());
+                    for line in tail.iter().rev() {
+                        eprintln!("{line}");
+                    }
+                }
+            }
             for node in &self.lab.nodes {
                 for log in [
                     node.agent_log.with_extension("log.prev"),

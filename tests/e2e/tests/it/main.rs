@@ -10,4 +10,5 @@ mod conformance;
 mod crash;
 mod overlay;
 mod policy;
+mod replicas;
 mod tenants;
