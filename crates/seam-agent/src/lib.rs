@@ -18,6 +18,7 @@ pub mod leases;
 pub mod reconcile;
 pub mod server;
 pub mod sync;
+pub mod transit;
 mod view;
 
 pub use config::AgentConfig;

@@ -79,7 +79,8 @@ async fn resync_endpoints<K: NodeKernel + Firewall + 'static>(agent: &Arc<Agent<
         .await
         .endpoints
         .values()
-        .filter(|e| e.node == agent.config.node)
+        // External endpoints name their gateway node but are the controller's, not a lease's.
+        .filter(|e| e.node == agent.config.node && e.kind != seam_model::EndpointKind::External)
         .cloned()
         .collect();
     for ep in &local {

@@ -260,6 +260,29 @@ impl ControllerClient {
         self.list(ObjectKind::Endpoint, "Endpoint list").await
     }
 
+    /// `POST /v1/externals`: registers or replaces an external endpoint (a server reached through
+    /// a gateway node); answers its endpoint records, one per address.
+    pub async fn put_external(&self, external: &seam_model::External) -> Result<Vec<Endpoint>> {
+        self.call(
+            Method::POST,
+            "/v1/externals".to_string(),
+            Some(encode(external)?),
+            "External",
+        )
+        .await
+    }
+
+    /// `DELETE /v1/externals/{namespace}/{name}`: removes every record of an external endpoint
+    /// (404 when there is none).
+    pub async fn delete_external(&self, namespace: &str, name: &str) -> Result<()> {
+        self.call_unit(
+            Method::DELETE,
+            format!("/v1/externals/{namespace}/{name}"),
+            None,
+        )
+        .await
+    }
+
     /// `PUT /v1/namespaces/{name}`: creates or replaces a namespace (the controller sets its
     /// `kubernetes.io/metadata.name` label).
     pub async fn put_namespace(&self, namespace: &Namespace) -> Result<Namespace> {

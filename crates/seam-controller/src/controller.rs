@@ -297,6 +297,7 @@ impl Controller {
         let _guard = self.write_lock().await?;
         let segments = self.read_all::<Segment>(ObjectKind::Segment).await?;
         check_segment_fits(&segment, segments.iter().map(|s| &s.object))?;
+        self.check_segment_against_externals(&segment).await?;
         let current = segments.iter().find(|s| s.object.name == segment.name);
         if let Some(current) = current {
             let old = &current.object;
@@ -490,6 +491,7 @@ impl Controller {
     /// may hold the same address or MAC.
     pub async fn put_endpoint(&self, endpoint: Endpoint) -> Result<Endpoint> {
         endpoint.validate()?;
+        Self::refuse_external_record(&endpoint)?;
         let _guard = self.write_lock().await?;
         let seg = self
             .read::<Segment>(ObjectKind::Segment, &endpoint.segment)

@@ -67,6 +67,11 @@ pub fn router(controller: Controller) -> Router {
             "/v1/policies/{kind}/{*name}",
             put(put_policy).get(get_policy).delete(delete_policy),
         )
+        .route("/v1/externals", post(put_external))
+        .route(
+            "/v1/externals/{namespace}/{name}",
+            axum::routing::delete(delete_external),
+        )
         .route("/v1/endpoints", get(list_endpoints))
         .route(
             "/v1/endpoints/{*name}",
@@ -261,6 +266,21 @@ async fn put_endpoint(
     let endpoint: Endpoint = decode_body("Endpoint", &body)?;
     check_name("Endpoint", &name, &endpoint.name)?;
     Ok(Json(c.put_endpoint(endpoint).await?).into_response())
+}
+
+/// `POST /v1/externals`: registers an external endpoint; answers its endpoint records.
+async fn put_external(State(c): State<Controller>, body: Bytes) -> ApiResult<Response> {
+    let external: seam_model::External = decode_body("External", &body)?;
+    Ok(Json(c.put_external(external).await?).into_response())
+}
+
+/// `DELETE /v1/externals/<namespace>/<name>`: removes every record of an external endpoint.
+async fn delete_external(
+    State(c): State<Controller>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    c.delete_external(&namespace, &name).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn delete_endpoint(

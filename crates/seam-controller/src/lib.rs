@@ -24,6 +24,7 @@ mod config;
 mod controller;
 pub mod election;
 mod error;
+mod externals;
 mod http;
 pub mod keys;
 mod policies;

@@ -12,6 +12,7 @@ pub mod fake;
 pub mod firewall;
 mod names;
 mod plan;
+pub mod transit;
 mod types;
 
 pub use error::{Error, Result};
@@ -24,6 +25,10 @@ pub use names::{
     HOST_PORT_PREFIX,
 };
 pub use plan::plan;
+pub use transit::{
+    plan_transit, DesiredTransit, ObservedTransit, TransitKernel, TransitOp, TransitRoute,
+    TRANSIT_DEVICE,
+};
 
 pub use types::*;
 

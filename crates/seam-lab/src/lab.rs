@@ -217,15 +217,15 @@ fn run(cmd: &mut Command) -> Result<()> {
 
 /// `ip -n NETNS args…` — the lab wires its imitation of a physical network with iproute2; the
 /// agent itself never shells out (it uses netlink).
-fn ip(netns: &str, args: &[&str]) -> Result<()> {
+pub(crate) fn ip(netns: &str, args: &[&str]) -> Result<()> {
     run(Command::new("ip").arg("-n").arg(netns).args(args))
 }
 
-fn state_dir(name: &str) -> PathBuf {
+pub(crate) fn state_dir(name: &str) -> PathBuf {
     Path::new(STATE_ROOT).join(name)
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> LabError + '_ {
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> LabError + '_ {
     move |source| LabError::Io {
         path: path.to_path_buf(),
         source,
@@ -441,7 +441,7 @@ fn spawn_logged(cmd: &mut Command, log: &Path) -> Result<u32> {
     Ok(child.id())
 }
 
-fn wait_for(
+pub(crate) fn wait_for(
     what: &str,
     timeout: Duration,
     mut ready: impl FnMut() -> bool,
@@ -652,7 +652,7 @@ fn build(spec: &LabSpec) -> Result<Lab> {
     Ok(lab)
 }
 
-fn spawn_agent(
+pub(crate) fn spawn_agent(
     lab: &Lab,
     node: &NodeInfo,
     append_log: bool,
@@ -680,6 +680,10 @@ fn spawn_agent(
     .arg(&node.agent_socket)
     .arg("--state")
     .arg(&node.agent_state);
+    // A node's role other than worker is kept next to its socket (`role`), so restarts keep it.
+    if let Some(role) = crate::gateway::node_role(node) {
+        cmd.args(["--role", &role]);
+    }
     if lab.one_process && node.name == "n1" {
         let socket = lab.controller.trim_start_matches("unix:");
         cmd.arg("--with-controller")

@@ -12,6 +12,7 @@
 
 mod cni;
 mod error;
+pub mod gateway;
 mod lab;
 pub mod probe;
 pub mod traffic;

@@ -27,6 +27,29 @@ pub fn serve_tcp(netns: &Path, port: u16, reply: String) -> Result<()> {
     Ok(())
 }
 
+/// Starts a TCP server on `port` inside the namespace at `netns` that answers every connection
+/// with `<reply> <peer address>`: the address the connection came from, as this end sees it (a
+/// NAT on the way would show here).
+pub fn serve_tcp_peer(netns: &Path, port: u16, reply: String) -> Result<()> {
+    let listener = seam_linux::netns::run_in(netns, || {
+        TcpListener::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)))
+    })?
+    .map_err(|source| LabError::Io {
+        path: netns.to_path_buf(),
+        source,
+    })?;
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let peer = conn
+                .peer_addr()
+                .map(|a| a.ip().to_string())
+                .unwrap_or_default();
+            let _ = conn.write_all(format!("{reply} {peer}").as_bytes());
+        }
+    });
+    Ok(())
+}
+
 /// Connects from inside `netns` to `ip:port` and returns what the server said, or `None` when
 /// the connection failed or timed out.
 pub fn tcp(netns: &Path, ip: Ipv4Addr, port: u16, timeout: Duration) -> Result<Option<String>> {

@@ -27,12 +27,12 @@ use seam_dataplane::{
 use seam_model::MacAddr;
 
 /// VXLAN's IANA port.
-const VXLAN_PORT: u16 = 4789;
+pub(crate) const VXLAN_PORT: u16 = 4789;
 
 /// The node's kernel, through one rtnetlink connection opened in the agent's own namespace.
 #[derive(Clone)]
 pub struct LinuxKernel {
-    handle: Handle,
+    pub(crate) handle: Handle,
 }
 
 impl LinuxKernel {
@@ -89,7 +89,7 @@ fn connect_in(path: &Path) -> Result<SandboxConn> {
         .map_err(netns_err)
 }
 
-fn kernel_err(
+pub(crate) fn kernel_err(
     operation: &'static str,
     object: impl Into<String>,
 ) -> impl FnOnce(rtnetlink::Error) -> Error {
@@ -108,14 +108,14 @@ fn kernel_err(
     }
 }
 
-fn ok_if_exists(r: Result<()>) -> Result<()> {
+pub(crate) fn ok_if_exists(r: Result<()>) -> Result<()> {
     match r {
         Err(e) if e.is_exists() => Ok(()),
         other => other,
     }
 }
 
-fn ok_if_absent(r: Result<()>) -> Result<()> {
+pub(crate) fn ok_if_absent(r: Result<()>) -> Result<()> {
     match r {
         Err(e) if e.is_not_found() => Ok(()),
         other => other,
@@ -136,18 +136,18 @@ fn link_controller(link: &LinkMessage) -> Option<u32> {
     })
 }
 
-fn link_mac(link: &LinkMessage) -> Option<MacAddr> {
+pub(crate) fn link_mac(link: &LinkMessage) -> Option<MacAddr> {
     link.attributes.iter().find_map(|a| match a {
         LinkAttribute::Address(b) => <[u8; 6]>::try_from(b.as_slice()).ok().map(MacAddr),
         _ => None,
     })
 }
 
-fn is_up(link: &LinkMessage) -> bool {
+pub(crate) fn is_up(link: &LinkMessage) -> bool {
     link.header.flags.contains(LinkFlags::Up)
 }
 
-async fn link_by_name(handle: &Handle, name: &str) -> Result<Option<LinkMessage>> {
+pub(crate) async fn link_by_name(handle: &Handle, name: &str) -> Result<Option<LinkMessage>> {
     match handle
         .link()
         .get()
@@ -168,7 +168,7 @@ async fn link_by_name(handle: &Handle, name: &str) -> Result<Option<LinkMessage>
     }
 }
 
-async fn require_link(handle: &Handle, name: &str) -> Result<LinkMessage> {
+pub(crate) async fn require_link(handle: &Handle, name: &str) -> Result<LinkMessage> {
     link_by_name(handle, name)
         .await?
         .ok_or_else(|| Error::Kernel {
@@ -201,7 +201,7 @@ async fn get_or_create(
     require_link(handle, name).await
 }
 
-async fn delete_link(handle: &Handle, name: &str) -> Result<()> {
+pub(crate) async fn delete_link(handle: &Handle, name: &str) -> Result<()> {
     let Some(link) = link_by_name(handle, name).await? else {
         return Ok(());
     };
@@ -215,7 +215,7 @@ async fn delete_link(handle: &Handle, name: &str) -> Result<()> {
     )
 }
 
-async fn add_address(
+pub(crate) async fn add_address(
     handle: &Handle,
     index: u32,
     object: &str,
@@ -806,7 +806,7 @@ fn set_veth_peer(msg: &mut LinkMessage, edit: impl FnOnce(&mut LinkMessage)) {
     }
 }
 
-fn neigh_mac(entry: &NeighbourMessage) -> Option<MacAddr> {
+pub(crate) fn neigh_mac(entry: &NeighbourMessage) -> Option<MacAddr> {
     entry.attributes.iter().find_map(|a| match a {
         NeighbourAttribute::LinkLayerAddress(b) => {
             <[u8; 6]>::try_from(b.as_slice()).ok().map(MacAddr)
@@ -815,7 +815,7 @@ fn neigh_mac(entry: &NeighbourMessage) -> Option<MacAddr> {
     })
 }
 
-fn neigh_v4(entry: &NeighbourMessage) -> Option<Ipv4Addr> {
+pub(crate) fn neigh_v4(entry: &NeighbourMessage) -> Option<Ipv4Addr> {
     entry.attributes.iter().find_map(|a| match a {
         NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
         // In an AF_BRIDGE (FDB) message the VXLAN remote is raw bytes: the parser decodes

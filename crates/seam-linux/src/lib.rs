@@ -12,6 +12,7 @@ pub mod netns;
 pub mod nfnl;
 pub mod nft;
 pub mod sysctl;
+mod transit;
 
 pub use error::{Error, Result};
 pub use kernel::LinuxKernel;

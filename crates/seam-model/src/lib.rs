@@ -11,9 +11,11 @@
 
 pub mod agent_rpc;
 mod error;
+mod external;
 mod mac;
 mod objects;
 
 pub use error::{FieldError, ValidationError};
+pub use external::*;
 pub use mac::{endpoint_mac, gateway_mac, MacAddr};
 pub use objects::*;

@@ -182,6 +182,8 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let running = Agent::start(config, kernel, store)
         .await
         .context("start agent")?;
+    // Routes to external endpoints through gateway nodes, and the gateway role's transit.
+    let transit = tokio::spawn(seam_agent::transit::run(running.agent.clone()));
     tracing::info!(node = %args.node, %underlay_ip, socket = %args.socket.display(), "seamd serving");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("signal handler")?;
@@ -191,6 +193,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     }
     // The dataplane stays as it is: pods keep forwarding while the agent is down.
     tracing::info!("seamd stopping; dataplane left in place");
+    transit.abort();
     running.abort();
     let _ = std::fs::remove_file(&args.socket);
     Ok(())

@@ -1,0 +1,110 @@
+//! Gateway role and routes to external endpoints: keeps the node's transit to gateway nodes
+//! (`seam_dataplane::transit`) equal to what the view says.
+//!
+//! Every node routes each external endpoint's address (an `Endpoint` of kind `external`, whose
+//! `node` is its gateway) as a /32 through the transit VXLAN device to that gateway node; a
+//! gateway node keeps the device up to receive (loose rp_filter on it) and routes on to its
+//! external network with its own routes (connected or static, the operator's), without NAT.
+//! Return traffic needs nothing here: the gateway holds every segment like any node.
+//!
+//! Level-triggered like [`crate::reconcile`], in its own loop so the segment reconciler stays as
+//! it is: it looks at the view's revision every [`POLL`] and plans when it changed, and at least
+//! every [`RESYNC`] (catches drift made by hand).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use seam_dataplane::{
+    plan_transit, DesiredTransit, Firewall, NodeKernel, TransitKernel, TransitRoute,
+};
+use seam_model::{transit_mac, EndpointKind, NodeRole, TRANSIT_VNI};
+
+use crate::Agent;
+
+/// How often the loop looks for a new view revision.
+pub const POLL: Duration = Duration::from_millis(100);
+/// How often it plans even without changes.
+pub const RESYNC: Duration = Duration::from_secs(30);
+
+/// The node's desired transit, from the view.
+pub async fn desired_transit<K>(agent: &Agent<K>) -> DesiredTransit {
+    let view = agent.view.read().await;
+    let me = &agent.config.node;
+    let mut routes = BTreeSet::new();
+    for ep in view.endpoints.values() {
+        if ep.kind != EndpointKind::External || &ep.node == me {
+            continue;
+        }
+        let Some(gw) = view.nodes.get(&ep.node) else {
+            continue;
+        };
+        if gw.role != NodeRole::Gateway {
+            continue;
+        }
+        routes.insert(TransitRoute {
+            dst: ep.ip,
+            gateway_ip: gw.underlay_ip,
+            gateway_mac: transit_mac(gw.underlay_ip),
+        });
+    }
+    let gateway = agent.config.role == NodeRole::Gateway;
+    DesiredTransit {
+        present: gateway || !routes.is_empty(),
+        vni: TRANSIT_VNI,
+        mac: transit_mac(agent.config.underlay.ip),
+        mtu: agent.config.mtu,
+        underlay: agent.config.underlay.clone(),
+        gateway,
+        routes,
+    }
+}
+
+/// Observes, plans and applies once; returns the number of operations.
+pub async fn reconcile_transit<K: TransitKernel>(
+    kernel: &K,
+    want: &DesiredTransit,
+) -> seam_dataplane::Result<usize> {
+    let observed = kernel.observe_transit(want).await?;
+    let ops = plan_transit(want, &observed);
+    let mut first_error = None;
+    for op in &ops {
+        if let Err(e) = kernel.apply_transit(op).await {
+            tracing::warn!(?op, error = %e, "transit operation failed");
+            first_error.get_or_insert(e);
+        }
+    }
+    if !ops.is_empty() {
+        tracing::info!(
+            operations = ops.len(),
+            routes = want.routes.len(),
+            "transit reconciled"
+        );
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(ops.len()),
+    }
+}
+
+/// Runs forever (spawned by `seamd`). Nothing happens before the first full controller view.
+pub async fn run<K: NodeKernel + Firewall + TransitKernel + 'static>(agent: Arc<Agent<K>>) {
+    let mut seen: Option<u64> = None;
+    let mut last_pass = Instant::now();
+    loop {
+        tokio::time::sleep(POLL).await;
+        if !agent.is_ready() {
+            continue;
+        }
+        let revision = agent.view.read().await.revision;
+        if seen == Some(revision) && last_pass.elapsed() < RESYNC {
+            continue;
+        }
+        let want = desired_transit(&agent).await;
+        last_pass = Instant::now();
+        match reconcile_transit(agent.kernel.as_ref(), &want).await {
+            Ok(_) => seen = Some(revision),
+            Err(e) => tracing::warn!(error = %e, "transit reconcile failed; will retry"),
+        }
+    }
+}

@@ -1,0 +1,289 @@
+//! The transit to gateway nodes: how a node sends traffic for external endpoints (servers outside
+//! the overlay) to the gateway node they are reached through, without NAT.
+//!
+//! Every node that routes to external endpoints, and every gateway node, has one extra VXLAN
+//! device, [`TRANSIT_DEVICE`] (VNI [`seam_model::TRANSIT_VNI`], not in any bridge: an L3
+//! interface), whose MAC is derived from the node's underlay address
+//! ([`seam_model::transit_mac`]). A node that is not the gateway of an external address holds
+//! `ADDR/32 via GW_UNDERLAY dev seam-xt onlink`, a permanent neighbour entry
+//! `GW_UNDERLAY lladdr transit_mac(GW) dev seam-xt` and a static FDB entry
+//! `transit_mac(GW) dev seam-xt dst GW_UNDERLAY`: a pod's packet routed by its node's segment
+//! gateway leaves encapsulated towards the gateway node, whose transit device owns that MAC and
+//! hands it to its IP stack, which routes it to the external network with the pod's own source
+//! address. Replies come back by the distributed router: the gateway node holds every segment's
+//! bridge and the static entries of every endpoint like any node, so it routes the reply into the
+//! pod's segment and the VXLAN FDB takes it to the pod's node.
+//!
+//! Like [`crate::plan`], [`plan_transit`] is pure: observe once, plan, apply.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::net::Ipv4Addr;
+
+use seam_model::MacAddr;
+
+use crate::types::Underlay;
+use crate::Result;
+
+/// The transit VXLAN device's name (outside the `seam-b`/`seam-v`/`sv` name spaces, so the
+/// segment reconciler never mistakes it for one of its own).
+pub const TRANSIT_DEVICE: &str = "seam-xt";
+
+/// An external address routed to a gateway node through the transit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TransitRoute {
+    /// The external endpoint's address (routed as a /32).
+    pub dst: Ipv4Addr,
+    /// The gateway node's underlay address (the next hop and the VXLAN destination).
+    pub gateway_ip: Ipv4Addr,
+    /// The gateway node's transit MAC.
+    pub gateway_mac: MacAddr,
+}
+
+/// What the node's transit should look like.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredTransit {
+    /// Whether the transit device should exist (a gateway node, or routes to install).
+    pub present: bool,
+    /// The device's VNI.
+    pub vni: u32,
+    /// The device's MAC (this node's transit MAC).
+    pub mac: MacAddr,
+    /// The device's MTU (the segments' MTU).
+    pub mtu: u32,
+    /// The underlay the device sends through.
+    pub underlay: Underlay,
+    /// This node is a gateway: traffic arrives on the transit device with pod source addresses
+    /// whose routes point into the segments, so reverse-path filtering there is loose.
+    pub gateway: bool,
+    /// External addresses routed to their gateway.
+    pub routes: BTreeSet<TransitRoute>,
+}
+
+/// What exists of the transit on the node.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObservedTransit {
+    /// The device exists.
+    pub exists: bool,
+    /// It exists with the desired VNI and MAC and is up (filled by comparing with the desired
+    /// state's `vni`/`mac` when observing).
+    pub device_ok: bool,
+    /// Routes on the device `(dst /32, via)`.
+    pub routes: BTreeSet<(Ipv4Addr, Ipv4Addr)>,
+    /// Permanent neighbour entries on the device `(ip, mac)`.
+    pub neighbours: BTreeSet<(Ipv4Addr, MacAddr)>,
+    /// Static FDB entries on the device `(mac, dst)`.
+    pub fdb: BTreeSet<(MacAddr, Ipv4Addr)>,
+}
+
+/// One change to the transit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransitOp {
+    /// Create or repair the device (VNI, MAC, MTU, up; loose rp_filter on a gateway).
+    EnsureDevice {
+        /// VNI.
+        vni: u32,
+        /// MAC.
+        mac: MacAddr,
+        /// MTU.
+        mtu: u32,
+        /// Underlay.
+        underlay: Underlay,
+        /// Gateway node.
+        gateway: bool,
+    },
+    /// Remove the device (and with it every route and entry on it).
+    DeleteDevice,
+    /// The neighbour and FDB entries of a gateway next hop.
+    NextHopAdd {
+        /// The gateway's underlay address.
+        ip: Ipv4Addr,
+        /// Its transit MAC.
+        mac: MacAddr,
+    },
+    /// Removes a next hop's neighbour and FDB entries.
+    NextHopDel {
+        /// The gateway's underlay address.
+        ip: Ipv4Addr,
+        /// Its transit MAC.
+        mac: MacAddr,
+    },
+    /// `ip route replace DST/32 via VIA dev seam-xt onlink`.
+    RouteAdd {
+        /// External address.
+        dst: Ipv4Addr,
+        /// Gateway underlay address.
+        via: Ipv4Addr,
+    },
+    /// Removes a route.
+    RouteDel {
+        /// External address.
+        dst: Ipv4Addr,
+        /// Gateway underlay address it pointed at.
+        via: Ipv4Addr,
+    },
+}
+
+/// The operations that turn `observed` into `desired`: device first, next hops before the
+/// routes that use them, removals after additions.
+pub fn plan_transit(desired: &DesiredTransit, observed: &ObservedTransit) -> Vec<TransitOp> {
+    let mut ops = Vec::new();
+    if !desired.present {
+        if observed.exists {
+            ops.push(TransitOp::DeleteDevice);
+        }
+        return ops;
+    }
+    if !observed.device_ok {
+        ops.push(TransitOp::EnsureDevice {
+            vni: desired.vni,
+            mac: desired.mac,
+            mtu: desired.mtu,
+            underlay: desired.underlay.clone(),
+            gateway: desired.gateway,
+        });
+    }
+    let hops: BTreeSet<(Ipv4Addr, MacAddr)> = desired
+        .routes
+        .iter()
+        .map(|r| (r.gateway_ip, r.gateway_mac))
+        .collect();
+    for &(ip, mac) in &hops {
+        if !observed.neighbours.contains(&(ip, mac)) || !observed.fdb.contains(&(mac, ip)) {
+            ops.push(TransitOp::NextHopAdd { ip, mac });
+        }
+    }
+    for r in &desired.routes {
+        if !observed.routes.contains(&(r.dst, r.gateway_ip)) {
+            ops.push(TransitOp::RouteAdd {
+                dst: r.dst,
+                via: r.gateway_ip,
+            });
+        }
+    }
+    for &(dst, via) in &observed.routes {
+        if !desired
+            .routes
+            .iter()
+            .any(|r| r.dst == dst && r.gateway_ip == via)
+        {
+            ops.push(TransitOp::RouteDel { dst, via });
+        }
+    }
+    let stale_hops: BTreeSet<(Ipv4Addr, MacAddr)> = observed
+        .neighbours
+        .iter()
+        .copied()
+        .chain(observed.fdb.iter().map(|&(mac, ip)| (ip, mac)))
+        .filter(|h| !hops.contains(h))
+        .collect();
+    for (ip, mac) in stale_hops {
+        ops.push(TransitOp::NextHopDel { ip, mac });
+    }
+    ops
+}
+
+/// The kernel side of the transit (implemented over rtnetlink by `seam-linux`).
+pub trait TransitKernel: Send + Sync {
+    /// What exists of the transit; `desired` says which VNI and MAC count as right.
+    fn observe_transit(
+        &self,
+        desired: &DesiredTransit,
+    ) -> impl Future<Output = Result<ObservedTransit>> + Send;
+    /// Executes one operation; "already exists" on create and "not found" on delete succeed.
+    fn apply_transit(&self, op: &TransitOp) -> impl Future<Output = Result<()>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn desired(routes: &[(u8, u8)]) -> DesiredTransit {
+        DesiredTransit {
+            present: true,
+            vni: 16_777_215,
+            mac: seam_model::transit_mac(Ipv4Addr::new(198, 18, 0, 11)),
+            mtu: 1450,
+            underlay: Underlay {
+                ifname: "eth0".into(),
+                ip: Ipv4Addr::new(198, 18, 0, 11),
+            },
+            gateway: false,
+            routes: routes
+                .iter()
+                .map(|&(d, g)| {
+                    let gateway_ip = Ipv4Addr::new(198, 18, 0, g);
+                    TransitRoute {
+                        dst: Ipv4Addr::new(203, 0, 113, d),
+                        gateway_ip,
+                        gateway_mac: seam_model::transit_mac(gateway_ip),
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    fn realized(d: &DesiredTransit) -> ObservedTransit {
+        ObservedTransit {
+            exists: true,
+            device_ok: true,
+            routes: d.routes.iter().map(|r| (r.dst, r.gateway_ip)).collect(),
+            neighbours: d
+                .routes
+                .iter()
+                .map(|r| (r.gateway_ip, r.gateway_mac))
+                .collect(),
+            fdb: d
+                .routes
+                .iter()
+                .map(|r| (r.gateway_mac, r.gateway_ip))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn from_nothing_device_then_next_hop_then_routes() {
+        let d = desired(&[(10, 20), (11, 20)]);
+        let ops = plan_transit(&d, &ObservedTransit::default());
+        assert!(matches!(ops[0], TransitOp::EnsureDevice { .. }));
+        assert!(matches!(ops[1], TransitOp::NextHopAdd { .. }));
+        assert_eq!(ops.len(), 4, "{ops:?}");
+    }
+
+    #[test]
+    fn realized_state_needs_nothing_and_a_moved_route_is_swapped() {
+        let d = desired(&[(10, 20)]);
+        assert!(plan_transit(&d, &realized(&d)).is_empty());
+        let moved = desired(&[(10, 21)]);
+        let ops = plan_transit(&moved, &realized(&d));
+        let gw20 = Ipv4Addr::new(198, 18, 0, 20);
+        let gw21 = Ipv4Addr::new(198, 18, 0, 21);
+        let dst = Ipv4Addr::new(203, 0, 113, 10);
+        assert_eq!(
+            ops,
+            vec![
+                TransitOp::NextHopAdd {
+                    ip: gw21,
+                    mac: seam_model::transit_mac(gw21)
+                },
+                TransitOp::RouteAdd { dst, via: gw21 },
+                TransitOp::RouteDel { dst, via: gw20 },
+                TransitOp::NextHopDel {
+                    ip: gw20,
+                    mac: seam_model::transit_mac(gw20)
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn not_wanted_removes_the_device() {
+        let mut d = desired(&[]);
+        d.present = false;
+        assert_eq!(
+            plan_transit(&d, &realized(&desired(&[(1, 2)]))),
+            vec![TransitOp::DeleteDevice]
+        );
+        assert!(plan_transit(&d, &ObservedTransit::default()).is_empty());
+    }
+}

@@ -1,0 +1,306 @@
+//! Gateway nodes and the "external network" with bare-metal servers behind them.
+//!
+//! `add_gateway` makes a node namespace `<lab>-<name>` on the underlay (`eth0` = 198.18.1.K,
+//! K = 1, 2, … per gateway) whose `seamd` runs with `--role gateway`, and joins it by a second
+//! interface (`eth1` = 203.0.113.K/24) to the external network: namespace `<lab>-xn` holding a
+//! bridge `xn0` (a plain L2 switch, no address). `add_server` makes a bare-metal server
+//! `<lab>-x-<name>` on that switch with its address and, as an operator would configure the
+//! external network, static routes to the pod and VM prefixes via its gateway's external address
+//! (`ip route add 10.240.0.0/12 via 203.0.113.K`): no NAT anywhere, the server sees pod
+//! addresses and pods see the server's.
+//!
+//! The state is kept in `<state dir>/external.json`; a gateway node is also an ordinary entry of
+//! `lab.json`'s nodes (so `down`, `status`, `kill_agent`/`start_agent` work on it), and its role
+//! is kept in the file `role` next to its agent socket.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{LabError, Result};
+use crate::lab::{io_err, ip, spawn_agent, state_dir, wait_for_agent, Lab, NodeInfo, NETWORK};
+
+/// The external network's prefix length (203.0.113.0/24, a documentation range).
+pub const EXTERNAL_PREFIX: u8 = 24;
+
+/// The pod and VM prefix servers route to the gateway by default: the controller's default pool.
+pub const DEFAULT_POOL: &str = "10.240.0.0/12";
+
+/// A gateway node of the lab.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayInfo {
+    /// Node name.
+    pub name: String,
+    /// Its underlay address.
+    pub underlay_ip: Ipv4Addr,
+    /// Its address on the external network (`eth1`), the next hop of the servers' routes.
+    pub external_ip: Ipv4Addr,
+}
+
+/// A bare-metal server on the external network.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerInfo {
+    /// Server name.
+    pub name: String,
+    /// Its network namespace path.
+    pub netns_path: PathBuf,
+    /// Its address.
+    pub ip: Ipv4Addr,
+    /// The gateway its routes to the pod prefixes point at.
+    pub gateway: String,
+    /// The prefixes routed via the gateway (`ip route add P via GW`).
+    pub routes: Vec<String>,
+}
+
+/// The lab's gateways and servers.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalState {
+    /// Gateway nodes, in creation order.
+    pub gateways: Vec<GatewayInfo>,
+    /// Servers.
+    pub servers: Vec<ServerInfo>,
+}
+
+/// The role a node's agent runs with, when it is not a worker (from the file `role` next to its
+/// socket).
+pub fn node_role(node: &NodeInfo) -> Option<String> {
+    let dir = node.agent_socket.parent()?;
+    let role = std::fs::read_to_string(dir.join("role")).ok()?;
+    let role = role.trim();
+    (!role.is_empty()).then(|| role.to_string())
+}
+
+fn external_netns(lab: &str) -> String {
+    format!("{lab}-xn")
+}
+
+fn check_name(what: &str, name: &str, max: usize) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= max
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(LabError::Invalid(format!(
+            "{what} name {name:?} must be 1-{max} of a-z, 0-9, '-', starting with a letter"
+        )))
+    }
+}
+
+impl Lab {
+    /// The lab's gateways and servers (empty when there are none).
+    pub fn external_state(&self) -> Result<ExternalState> {
+        let path = state_dir(&self.name).join("external.json");
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                serde_json::from_str(&text).map_err(|source| LabError::State { path, source })
+            }
+            Err(_) => Ok(ExternalState::default()),
+        }
+    }
+
+    fn save_external_state(&self, state: &ExternalState) -> Result<()> {
+        let path = state_dir(&self.name).join("external.json");
+        let tmp = path.with_extension("json.tmp");
+        let text = serde_json::to_vec_pretty(state).map_err(|source| LabError::State {
+            path: path.clone(),
+            source,
+        })?;
+        std::fs::write(&tmp, text).map_err(io_err(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io_err(&path))
+    }
+
+    /// Adds gateway node `name`: on the underlay and on the external network (made on first
+    /// use), its `seamd` started with `--role gateway`; waits until the agent is ready.
+    pub fn add_gateway(&mut self, name: &str) -> Result<GatewayInfo> {
+        check_name("gateway", name, 12)?;
+        if self.nodes.iter().any(|n| n.name == name) {
+            return Err(LabError::Invalid(format!(
+                "lab {} already has a node {name:?}",
+                self.name
+            )));
+        }
+        let mut state = self.external_state()?;
+        let k = u8::try_from(state.gateways.len() + 1)
+            .ok()
+            .filter(|k| *k < 200)
+            .ok_or_else(|| LabError::Invalid("too many gateways".into()))?;
+        let underlay_ip = Ipv4Addr::new(198, 18, 1, k);
+        let external_ip = Ipv4Addr::new(203, 0, 113, k);
+        let netns = format!("{}-{name}", self.name);
+        let netns_path = seam_linux::netns::create(&netns)?;
+        let ul = self.underlay_netns.clone();
+        ip(
+            &ul,
+            &[
+                "link", "add", name, "type", "veth", "peer", "name", "eth0", "netns", &netns,
+            ],
+        )?;
+        ip(&ul, &["link", "set", name, "master", "ul0", "up"])?;
+        ip(&netns, &["link", "set", "lo", "up"])?;
+        ip(
+            &netns,
+            &["addr", "add", &format!("{underlay_ip}/15"), "dev", "eth0"],
+        )?;
+        ip(&netns, &["link", "set", "eth0", "up"])?;
+        // The external network: one switch.
+        let xn = external_netns(&self.name);
+        if !seam_linux::netns::list().contains(&xn) {
+            seam_linux::netns::create(&xn)?;
+            ip(&xn, &["link", "set", "lo", "up"])?;
+            ip(&xn, &["link", "add", "xn0", "type", "bridge"])?;
+            ip(&xn, &["link", "set", "xn0", "up"])?;
+        }
+        let port = format!("g-{name}");
+        ip(
+            &xn,
+            &[
+                "link", "add", &port, "type", "veth", "peer", "name", "eth1", "netns", &netns,
+            ],
+        )?;
+        ip(&xn, &["link", "set", &port, "master", "xn0", "up"])?;
+        ip(
+            &netns,
+            &[
+                "addr",
+                "add",
+                &format!("{external_ip}/{EXTERNAL_PREFIX}"),
+                "dev",
+                "eth1",
+            ],
+        )?;
+        ip(&netns, &["link", "set", "eth1", "up"])?;
+
+        let node_dir = self.dir.join(name);
+        std::fs::create_dir_all(node_dir.join("cni")).map_err(io_err(&node_dir))?;
+        let role = node_dir.join("role");
+        std::fs::write(&role, "gateway\n").map_err(io_err(&role))?;
+        let cni_config = node_dir.join("cni").join("10-seam.conflist");
+        let agent_socket = node_dir.join("seamd.sock");
+        let conflist = serde_json::json!({
+            "cniVersion": "1.1.0",
+            "name": NETWORK,
+            "plugins": [{ "type": "seam-cni", "agentSocket": agent_socket }],
+        });
+        std::fs::write(
+            &cni_config,
+            serde_json::to_vec_pretty(&conflist).unwrap_or_default(),
+        )
+        .map_err(io_err(&cni_config))?;
+        let mut node = NodeInfo {
+            name: name.to_string(),
+            netns,
+            netns_path,
+            underlay_ip,
+            agent_socket,
+            agent_state: node_dir.join("agent.redb"),
+            agent_log: node_dir.join("seamd.log"),
+            cni_config,
+            agent_pid: 0,
+        };
+        node.agent_pid = spawn_agent(self, &node, false, None)?;
+        self.nodes.push(node.clone());
+        self.save()?;
+        let info = GatewayInfo {
+            name: name.to_string(),
+            underlay_ip,
+            external_ip,
+        };
+        state.gateways.push(info.clone());
+        self.save_external_state(&state)?;
+        wait_for_agent(self, &node)?;
+        Ok(info)
+    }
+
+    /// Adds bare-metal server `name` with address `address` on the external network, with static
+    /// routes to `routes` (the pod and VM prefixes) via `gateway`'s external address.
+    pub fn add_server(
+        &mut self,
+        name: &str,
+        address: Ipv4Addr,
+        gateway: &str,
+        routes: &[&str],
+    ) -> Result<ServerInfo> {
+        check_name("server", name, 12)?;
+        let mut state = self.external_state()?;
+        if state.servers.iter().any(|s| s.name == name) {
+            return Err(LabError::Invalid(format!(
+                "lab {} already has a server {name:?}",
+                self.name
+            )));
+        }
+        let gw = state
+            .gateways
+            .iter()
+            .find(|g| g.name == gateway)
+            .cloned()
+            .ok_or_else(|| {
+                LabError::Invalid(format!(
+                    "lab {} has no gateway {gateway:?} (add one with `seam lab gateway-add`)",
+                    self.name
+                ))
+            })?;
+        let netns = format!("{}-x-{name}", self.name);
+        let netns_path = seam_linux::netns::create(&netns)?;
+        let xn = external_netns(&self.name);
+        let port = format!("x-{name}");
+        let wired = (|| -> Result<()> {
+            ip(
+                &xn,
+                &[
+                    "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &netns,
+                ],
+            )?;
+            ip(&xn, &["link", "set", &port, "master", "xn0", "up"])?;
+            ip(&netns, &["link", "set", "lo", "up"])?;
+            ip(
+                &netns,
+                &[
+                    "addr",
+                    "add",
+                    &format!("{address}/{EXTERNAL_PREFIX}"),
+                    "dev",
+                    "eth0",
+                ],
+            )?;
+            ip(&netns, &["link", "set", "eth0", "up"])?;
+            for r in routes {
+                ip(
+                    &netns,
+                    &["route", "add", r, "via", &gw.external_ip.to_string()],
+                )?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = wired {
+            let _ = seam_linux::netns::delete(&netns);
+            return Err(e);
+        }
+        let info = ServerInfo {
+            name: name.to_string(),
+            netns_path,
+            ip: address,
+            gateway: gateway.to_string(),
+            routes: routes.iter().map(|r| r.to_string()).collect(),
+        };
+        state.servers.push(info.clone());
+        self.save_external_state(&state)?;
+        Ok(info)
+    }
+
+    /// The server called `name`.
+    pub fn server(&self, name: &str) -> Result<ServerInfo> {
+        self.external_state()?
+            .servers
+            .into_iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| LabError::Invalid(format!("lab {} has no server {name:?}", self.name)))
+    }
+}
