@@ -492,6 +492,9 @@ pub(crate) struct Ctx<'c, 'a> {
     tenant_members: OnceCell<BTreeMap<&'a str, AddrSet>>,
     /// Addresses of every endpoint of a non-global tenant, computed on first use.
     non_global: OnceCell<AddrSet>,
+    /// Members of peers by their definition: many policies name the same peer (`team: x`, `env: prod` + a
+    /// tier), and each computation scans the namespaces it selects.
+    peers: RefCell<HashMap<String, AddrSet>>,
 }
 
 fn in_net(net: &IpNet, addr: Ipv4Addr) -> bool {
@@ -605,6 +608,7 @@ impl<'c, 'a> Ctx<'c, 'a> {
             groups,
             tenant_members: OnceCell::new(),
             non_global: OnceCell::new(),
+            peers: RefCell::new(HashMap::new()),
         }
     }
 
@@ -650,13 +654,14 @@ impl<'c, 'a> Ctx<'c, 'a> {
                 }
             }
             PolicyObject::Contract(c) => {
+                let consumers = self.groups_set(&c.spec.consumers);
+                let providers = self.groups_set(&c.spec.providers);
                 for dir in DIRS {
-                    self.contract_rules(&mut f, dir, c);
+                    self.contract_rules(&mut f, dir, c, &consumers, &providers);
                 }
                 if c.spec.tier == ContractTier::Namespace && c.spec.action == ContractAction::Allow
                 {
                     // Providers of a namespace-tier allow contract are isolated for ingress.
-                    let providers = self.groups_set(&c.spec.providers);
                     f.iso[dir_index(Direction::Ingress)] = providers.intersection(self.local_addrs);
                 }
             }
@@ -698,13 +703,42 @@ impl<'c, 'a> Ctx<'c, 'a> {
         )
     }
 
+    /// The members of a peer, computed once per definition (`None`: a definition that cannot be written down,
+    /// never remembered).
+    fn peer_members(&self, key: Option<String>, members: impl FnOnce() -> AddrSet) -> AddrSet {
+        let Some(key) = key else {
+            return members();
+        };
+        if let Some(hit) = self.peers.borrow().get(&key) {
+            return hit.clone();
+        }
+        let set = members();
+        self.peers.borrow_mut().insert(key, set.clone());
+        set
+    }
+
     fn admin_peer_set(
         &self,
         namespaces: Option<&seam_policy::LabelSelector>,
         pods: Option<&NamespacedPods>,
         networks: Option<&Vec<IpNet>>,
     ) -> AddrSet {
-        let mut s = addrs(
+        let key = serde_json::to_string(&(namespaces, pods))
+            .ok()
+            .map(|k| format!("admin\0{k}"));
+        let mut s = self.peer_members(key, || self.admin_peer_members(namespaces, pods));
+        for n in networks.into_iter().flatten() {
+            insert_ipnet(&mut s, n);
+        }
+        s
+    }
+
+    fn admin_peer_members(
+        &self,
+        namespaces: Option<&seam_policy::LabelSelector>,
+        pods: Option<&NamespacedPods>,
+    ) -> AddrSet {
+        addrs(
             self.idx
                 .by_ns
                 .iter()
@@ -720,11 +754,7 @@ impl<'c, 'a> Ctx<'c, 'a> {
                             && (whole || some.is_some_and(|p| p.pod_selector.matches(&e.labels)))
                     })
                 }),
-        );
-        for n in networks.into_iter().flatten() {
-            insert_ipnet(&mut s, n);
-        }
-        s
+        )
     }
 
     fn np_peer_set(&self, policy_ns: &str, peers: &[NetworkPolicyPeer]) -> AddrSet {
@@ -750,10 +780,19 @@ impl<'c, 'a> Ctx<'c, 'a> {
                         .as_ref()
                         .is_none_or(|sel| sel.matches(&e.labels))
             };
-            let members = match &p.namespace_selector {
+            // A peer without a namespace selector means the policy's namespace: part of its definition.
+            let key = serde_json::to_string(p).ok().map(|k| {
+                let ns = if p.namespace_selector.is_none() {
+                    policy_ns
+                } else {
+                    ""
+                };
+                format!("np\0{ns}\0{k}")
+            });
+            let members = self.peer_members(key, || match &p.namespace_selector {
                 Some(sel) => addrs(self.idx.in_namespaces(|l| sel.matches(l)).filter(pod_ok)),
                 None => addrs(self.idx.in_ns(policy_ns).filter(pod_ok)),
-            };
+            });
             s.extend(&members);
         }
         s
@@ -814,6 +853,13 @@ impl<'c, 'a> Ctx<'c, 'a> {
         }
         if let Some(ns) = group.strip_prefix(NAMESPACE_GROUP_PREFIX) {
             return addrs(self.idx.in_ns(ns));
+        }
+        if let Some(d) = seam_policy::deployment_group(group) {
+            return addrs(
+                self.idx
+                    .in_ns(d.0)
+                    .filter(|e| seam_policy::in_deployment(d, &e.namespace, &e.labels)),
+            );
         }
         let mut out = AddrSet::new();
         if let Some(g) = self.set.endpoint_group(group) {
@@ -1004,14 +1050,21 @@ impl<'c, 'a> Ctx<'c, 'a> {
 
     // ---- contracts ------------------------------------------------------------------------------------------
 
-    fn contract_rules(&self, f: &mut FragOut, dir: Direction, c: &Contract) {
+    fn contract_rules(
+        &self,
+        f: &mut FragOut,
+        dir: Direction,
+        c: &Contract,
+        consumers: &AddrSet,
+        providers: &AddrSet,
+    ) {
         let name = &c.metadata.name;
-        let consumers = self.groups_set(&c.spec.consumers);
-        let providers = self.groups_set(&c.spec.providers);
         // (suffix, consumers, providers): one pair per tenant when the scope is the tenant.
         let mut pairs: Vec<(String, AddrSet, AddrSet)> = Vec::new();
         match c.spec.scope {
-            ContractScope::Global => pairs.push((String::new(), consumers, providers)),
+            ContractScope::Global => {
+                pairs.push((String::new(), consumers.clone(), providers.clone()))
+            }
             ContractScope::Tenant => {
                 for (t, members) in self.tenant_members() {
                     pairs.push((

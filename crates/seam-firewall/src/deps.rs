@@ -64,6 +64,8 @@ enum Item<'p> {
     Cluster,
     /// The implicit group `namespace/<ns>`.
     Namespace(&'p str),
+    /// The implicit group `deployment/<ns>/<name>`.
+    Deployment((&'p str, &'p str)),
 }
 
 fn pods_match(pods: &NamespacedPods, e: &Endpoint, idx: &Index<'_>) -> bool {
@@ -123,6 +125,7 @@ impl Item<'_> {
             }
             Item::Cluster => e.kind != EndpointKind::External,
             Item::Namespace(ns) => e.namespace == *ns,
+            Item::Deployment(d) => seam_policy::in_deployment(*d, &e.namespace, &e.labels),
         }
     }
 
@@ -138,9 +141,11 @@ impl Item<'_> {
                 [*namespaces, pods.map(|p| &p.namespace_selector)]
             }
             Item::GroupSelector(s) => [s.namespace_selector.as_ref(), None],
-            Item::NpSubject { .. } | Item::NamedPort(_) | Item::Cluster | Item::Namespace(_) => {
-                [None, None]
-            }
+            Item::NpSubject { .. }
+            | Item::NamedPort(_)
+            | Item::Cluster
+            | Item::Namespace(_)
+            | Item::Deployment(_) => [None, None],
         }
     }
 
@@ -268,6 +273,9 @@ fn visit_group<'p>(name: &'p str, set: &'p PolicySet, f: &mut dyn FnMut(Item<'p>
     }
     if let Some(ns) = name.strip_prefix(NAMESPACE_GROUP_PREFIX) {
         return f(Item::Namespace(ns));
+    }
+    if let Some(d) = seam_policy::deployment_group(name) {
+        return f(Item::Deployment(d));
     }
     set.endpoint_group(name)
         .is_some_and(|g| g.spec.selectors.iter().any(|s| f(Item::GroupSelector(s))))

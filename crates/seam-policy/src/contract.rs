@@ -138,7 +138,7 @@ impl Contract {
                 if !is_group_reference(g) {
                     p.add(
                         format!("spec.{field}[{i}]"),
-                        format!("{g:?} is not a group name, {CLUSTER_GROUP:?} or \"{NAMESPACE_GROUP_PREFIX}<namespace>\""),
+                        format!("{g:?} is not a group name, {CLUSTER_GROUP:?}, \"{NAMESPACE_GROUP_PREFIX}<namespace>\" or \"deployment/<namespace>/<name>\""),
                     );
                 }
             }
@@ -221,7 +221,8 @@ impl Filter {
 }
 
 fn is_group_reference(g: &str) -> bool {
-    g == CLUSTER_GROUP
+    crate::group::deployment_group(g).is_some()
+        || g == CLUSTER_GROUP
         || g.strip_prefix(NAMESPACE_GROUP_PREFIX)
             .is_some_and(is_dns_label)
         || is_dns_subdomain(g)

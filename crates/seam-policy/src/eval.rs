@@ -579,6 +579,11 @@ impl Ctx<'_> {
         if let Some(ns) = group.strip_prefix(NAMESPACE_GROUP_PREFIX) {
             return end.endpoint.is_some_and(|e| e.namespace == ns);
         }
+        if let Some(d) = crate::group::deployment_group(group) {
+            return end
+                .endpoint
+                .is_some_and(|e| crate::group::in_deployment(d, &e.namespace, &e.labels));
+        }
         self.set.endpoint_group(group).is_some_and(|g| {
             g.spec
                 .selectors

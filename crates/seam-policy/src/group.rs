@@ -15,6 +15,33 @@ pub const CLUSTER_GROUP: &str = "cluster";
 /// Prefix of the implicit per-namespace groups: `namespace/<name>` holds every endpoint of that namespace.
 pub const NAMESPACE_GROUP_PREFIX: &str = "namespace/";
 
+/// Prefix of the implicit per-Deployment groups (ACI's mapping of a Deployment to an EPG):
+/// `deployment/<namespace>/<name>` holds the endpoints of that namespace labelled
+/// [`DEPLOYMENT_LABEL`]` = <name>`.
+pub const DEPLOYMENT_GROUP_PREFIX: &str = "deployment/";
+
+/// The label that names an endpoint's Deployment. The Kubernetes adapter (seam-k8s) sets it from the
+/// Pod's owner (its ReplicaSet's name without the pod-template hash); a CNI config's `labels` or the API
+/// can set it for anything else.
+pub const DEPLOYMENT_LABEL: &str = "seam.dev/deployment";
+
+/// The namespace and Deployment an implicit `deployment/<namespace>/<name>` group reference names.
+pub fn deployment_group(reference: &str) -> Option<(&str, &str)> {
+    let (ns, name) = reference
+        .strip_prefix(DEPLOYMENT_GROUP_PREFIX)?
+        .split_once('/')?;
+    (is_dns_label(ns) && crate::selector::is_dns_subdomain(name)).then_some((ns, name))
+}
+
+/// Whether an endpoint of `namespace` with `labels` is a member of the Deployment group `(ns, name)`.
+pub fn in_deployment(
+    group: (&str, &str),
+    namespace: &str,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> bool {
+    namespace == group.0 && labels.get(DEPLOYMENT_LABEL).map(String::as_str) == Some(group.1)
+}
+
 /// An EndpointGroup (cluster-scoped). Its members are the endpoints matched by any of its selectors.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -415,7 +415,8 @@ impl PolicySet {
         for c in self.contracts() {
             for g in c.spec.consumers.iter().chain(&c.spec.providers) {
                 let implicit = g == crate::group::CLUSTER_GROUP
-                    || g.starts_with(crate::group::NAMESPACE_GROUP_PREFIX);
+                    || g.starts_with(crate::group::NAMESPACE_GROUP_PREFIX)
+                    || crate::group::deployment_group(g).is_some();
                 if !implicit && self.endpoint_group(g).is_none() {
                     out.push((c.metadata.name.clone(), g.clone()));
                 }

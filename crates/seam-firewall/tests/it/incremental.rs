@@ -189,7 +189,11 @@ impl View {
                     node: pick(&NODES, node).into(),
                     ip,
                     mac: seam_model::endpoint_mac(ip),
-                    labels: labels(&[("app", pick(&APPS, app)), ("tier", pick(&TIERS, tier))]),
+                    labels: labels(&[
+                        ("app", pick(&APPS, app)),
+                        ("tier", pick(&TIERS, tier)),
+                        (seam_policy::DEPLOYMENT_LABEL, pick(&TIERS, tier)),
+                    ]),
                     container_id: None,
                     ifname: None,
                     ports: ports(p),
@@ -213,6 +217,12 @@ impl View {
                         e.labels.insert("app".into(), pick(&APPS, app).into());
                     }
                     e.labels.insert("tier".into(), pick(&TIERS, tier).into());
+                    // Deployment membership follows the tier label, so relabelling moves
+                    // endpoints in and out of implicit `deployment/<ns>/<name>` groups.
+                    e.labels.insert(
+                        seam_policy::DEPLOYMENT_LABEL.into(),
+                        pick(&TIERS, tier).into(),
+                    );
                 }
             }
             Op::Move { ep, node } => {
@@ -432,10 +442,15 @@ fn policy(r: [u8; 5]) -> Value {
                    "spec": {"selectors": [selector]}})
         }
         12..=14 => {
-            let group = |x: u8| match x % 7 {
+            let group = |x: u8| match x % 8 {
                 0..=3 => format!("g-{}", x % 4),
                 4 => "cluster".to_string(),
                 5 => format!("namespace/{}", pick(&NAMESPACES, x / 7)),
+                6 => format!(
+                    "deployment/{}/{}",
+                    pick(&NAMESPACES, x / 8),
+                    pick(&TIERS, x / 3)
+                ),
                 // Nobody defines it: a warning, no members.
                 _ => "g-9".to_string(),
             };

@@ -398,6 +398,14 @@ impl<'a> Compiler<'a> {
         if let Some(ns) = group.strip_prefix(NAMESPACE_GROUP_PREFIX) {
             return Self::addrs(self.inv.endpoints.iter().filter(|e| e.namespace == ns));
         }
+        if let Some(d) = seam_policy::deployment_group(group) {
+            return Self::addrs(
+                self.inv
+                    .endpoints
+                    .iter()
+                    .filter(|e| seam_policy::in_deployment(d, &e.namespace, &e.labels)),
+            );
+        }
         let mut out = AddrSet::new();
         if let Some(g) = self.set.endpoint_group(group) {
             for s in &g.spec.selectors {

@@ -431,3 +431,45 @@ fn icmp_filters_use_the_type() {
     .unwrap()
     .allowed());
 }
+
+#[test]
+fn deployment_groups_hold_the_pods_labelled_with_their_deployment() {
+    // ACI's mapping: a Deployment is an EPG. `deployment/<ns>/<name>` needs no EndpointGroup object.
+    let mut inv = inventory();
+    for e in inv.endpoints.iter_mut().filter(|e| e.namespace == "shop") {
+        let name = if e.name == "web" { "web" } else { "frontend" };
+        e.labels
+            .insert(seam_policy::DEPLOYMENT_LABEL.into(), name.into());
+    }
+    let pol = set(r#"
+apiVersion: seam.dev/v1alpha1
+kind: Contract
+metadata: {name: front-to-web}
+spec:
+  consumers: [deployment/shop/frontend]
+  providers: [deployment/shop/web]
+  action: allow
+  subjects: [{filters: [{protocol: TCP, ports: [80]}]}]
+"#);
+    assert!(pol.dangling_group_references().is_empty());
+    let v = evaluate(
+        &pol,
+        &inv,
+        &flow("shop/client", "shop/web", Protocol::Tcp, 80),
+    )
+    .unwrap();
+    assert!(v.allowed(), "{v:?}");
+    assert_eq!(
+        v.ingress.rule().map(|r| r.name.as_str()),
+        Some("front-to-web")
+    );
+    // The VM has the client role but is not in the Deployment: the provider is isolated from it.
+    let v = evaluate(&pol, &inv, &flow("lab/vm1", "shop/web", Protocol::Tcp, 80)).unwrap();
+    assert!(!v.allowed(), "{v:?}");
+    // A malformed implicit reference is refused with its path.
+    let bad = seam_policy::parse_yaml(
+        "apiVersion: seam.dev/v1alpha1\nkind: Contract\nmetadata: {name: c}\nspec:\n  consumers: [deployment/shop]\n  providers: [cluster]\n  action: allow\n  subjects: [{filters: [{protocol: TCP}]}]\n",
+    );
+    let err = bad.map(|_| ()).unwrap_err().to_string();
+    assert!(err.contains("spec.consumers[0]"), "{err}");
+}
