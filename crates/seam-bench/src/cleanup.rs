@@ -16,7 +16,9 @@ use anyhow::Context;
 use seam_lab::{Lab, LabSpec};
 
 /// Lab name prefixes this tool uses.
-pub const KINDS: [&str; 4] = ["bcni", "bmem", "btput", "bpol"];
+pub const KINDS: [&str; 8] = [
+    "bcni", "bmem", "btput", "bpol", "bprop", "bfail", "brst", "bcmem",
+];
 
 static LABS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
@@ -38,6 +40,17 @@ pub struct LabGuard {
 impl LabGuard {
     /// Builds lab `<kind>-<pid>` with `nodes` nodes, per-namespace segments.
     pub fn up(kind: &str, nodes: usize, bin_dir: &Path) -> anyhow::Result<LabGuard> {
+        Self::up_with(kind, nodes, bin_dir, seam_lab::LabStore::Embedded, 1)
+    }
+
+    /// Like [`LabGuard::up`], with the controller's store and number of replicas.
+    pub fn up_with(
+        kind: &str,
+        nodes: usize,
+        bin_dir: &Path,
+        store: seam_lab::LabStore,
+        controllers: usize,
+    ) -> anyhow::Result<LabGuard> {
         let name = format!("{kind}-{}", std::process::id());
         with(&LABS, |v| v.push(name.clone()));
         let _ = seam_lab::down(&name);
@@ -48,8 +61,8 @@ impl LabGuard {
             bin_dir: bin_dir.to_path_buf(),
             controller_args: Vec::new(),
             one_process: false,
-            store: seam_lab::LabStore::Embedded,
-            controllers: 1,
+            store,
+            controllers,
         }) {
             Ok(lab) => Ok(LabGuard { lab, done: false }),
             Err(e) => {
