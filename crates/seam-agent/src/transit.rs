@@ -87,8 +87,13 @@ pub async fn reconcile_transit<K: TransitKernel>(
     }
 }
 
-/// Runs forever (spawned by `seamd`). Nothing happens before the first full controller view.
-pub async fn run<K: NodeKernel + Firewall + TransitKernel + 'static>(agent: Arc<Agent<K>>) {
+/// Runs forever (spawned by `seamd`) on `kernel`, a connection of its own (netlink allows one
+/// dump at a time per socket, and the segment reconciler dumps on the agent's). Nothing happens
+/// before the first full controller view.
+pub async fn run<K: NodeKernel + Firewall + 'static, T: TransitKernel>(
+    agent: Arc<Agent<K>>,
+    kernel: T,
+) {
     let mut seen: Option<u64> = None;
     let mut last_pass = Instant::now();
     loop {
@@ -102,7 +107,7 @@ pub async fn run<K: NodeKernel + Firewall + TransitKernel + 'static>(agent: Arc<
         }
         let want = desired_transit(&agent).await;
         last_pass = Instant::now();
-        match reconcile_transit(agent.kernel.as_ref(), &want).await {
+        match reconcile_transit(&kernel, &want).await {
             Ok(_) => seen = Some(revision),
             Err(e) => tracing::warn!(error = %e, "transit reconcile failed; will retry"),
         }

@@ -183,7 +183,11 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         .await
         .context("start agent")?;
     // Routes to external endpoints through gateway nodes, and the gateway role's transit.
-    let transit = tokio::spawn(seam_agent::transit::run(running.agent.clone()));
+    let transit_kernel = LinuxKernel::connect().context("open netlink for the transit")?;
+    let transit = tokio::spawn(seam_agent::transit::run(
+        running.agent.clone(),
+        transit_kernel,
+    ));
     tracing::info!(node = %args.node, %underlay_ip, socket = %args.socket.display(), "seamd serving");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("signal handler")?;

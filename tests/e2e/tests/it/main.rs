@@ -8,6 +8,7 @@ mod chain;
 mod cni;
 mod conformance;
 mod crash;
+mod gateway;
 mod overlay;
 mod policy;
 mod replicas;

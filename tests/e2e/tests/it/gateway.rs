@@ -1,0 +1,286 @@
+//! Bare metal behind a gateway node, without NAT: a server on the lab's external network reaches
+//! pods on two nodes and pods reach it, each side seeing the other's own address; then the seed's
+//! scenario (EPG-Client with the server, Contract-Web TCP 80/443, EPG-Webserver with the pods of a
+//! web Deployment) with real traffic and `seam explain`; and bad input refused with nothing
+//! changed. Driven with the `seam` binary as a user would.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use seam_e2e::{bin_dir, controller, LabGuard};
+use seam_lab::probe::{self, Outcome};
+use seam_lab::PodInfo;
+use serde_json::json;
+
+const SERVER_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(203, 0, 113, 10);
+
+fn seam(lab: &str, args: &[&str]) -> std::process::Output {
+    Command::new(bin_dir().join("seam"))
+        .args(args)
+        .args(["--lab", lab])
+        .output()
+        .unwrap()
+}
+
+fn ok(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "seam failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Waits up to `secs` for `cond` (agents apply changes asynchronously).
+fn within(secs: u64, what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+struct Setup {
+    g: LabGuard,
+    server: seam_lab::gateway::ServerInfo,
+    webs: Vec<PodInfo>,
+}
+
+/// 2 worker nodes, gateway gw1, server bm1 (203.0.113.10) registered as an external endpoint
+/// with role=client, and the web Deployment's pods (app=web) on n1 and n2.
+fn setup(name: &str) -> Setup {
+    let mut g = LabGuard::up(name, 2, &[]);
+    g.lab.add_gateway("gw1").unwrap();
+    let server = g
+        .lab
+        .add_server("bm1", SERVER_IP, "gw1", &[seam_lab::gateway::DEFAULT_POOL])
+        .unwrap();
+    let web_labels: BTreeMap<String, String> = [("app".to_string(), "web".to_string())].into();
+    let webs: Vec<PodInfo> = ["n1", "n2"]
+        .iter()
+        .enumerate()
+        .map(|(i, node)| {
+            g.lab
+                .add_pod_with_labels(node, "web", &format!("web-{}", i + 1), &web_labels)
+                .unwrap()
+        })
+        .collect();
+    ok(&seam(
+        &g.lab.name,
+        &[
+            "external",
+            "add",
+            "bm1",
+            "--gateway",
+            "gw1",
+            "--address",
+            &SERVER_IP.to_string(),
+            "--labels",
+            "role=client",
+        ],
+    ));
+    for p in &webs {
+        for port in [80, 443, 22, 8080] {
+            probe::serve_tcp_peer(&p.netns_path, port, p.name.clone()).unwrap();
+        }
+    }
+    probe::serve_tcp_peer(&server.netns_path, 9000, "bm1".into()).unwrap();
+    Setup { g, server, webs }
+}
+
+fn said(netns: &std::path::Path, ip: std::net::Ipv4Addr, port: u16) -> Option<String> {
+    probe::tcp(netns, ip, port, Duration::from_millis(800)).unwrap()
+}
+
+#[test]
+#[ignore = "privileged: netns"]
+fn a_server_behind_the_gateway_and_pods_see_each_others_own_addresses() {
+    let s = setup("e2e-gw");
+    for web in &s.webs {
+        // Server -> pod: the pod sees the server's address.
+        let want = format!("{} {SERVER_IP}", web.name);
+        within(10, &format!("bm1 reaches {}", web.name), || {
+            said(&s.server.netns_path, web.ip, 80).as_deref() == Some(want.as_str())
+        });
+        // Pod -> server: the server sees the pod's address (no SNAT on the gateway).
+        assert_eq!(
+            said(&web.netns_path, SERVER_IP, 9000).as_deref(),
+            Some(format!("bm1 {}", web.ip).as_str()),
+        );
+        assert!(probe::ping(&s.server.netns_path, web.ip, 1).unwrap());
+    }
+    // The worker's route to the server points into the transit towards the gateway.
+    let routes = seam_e2e::ip_json(&s.g.node("n1").netns, &["route", "show", "dev", "seam-xt"]);
+    assert_eq!(routes[0]["dst"], SERVER_IP.to_string(), "{routes}");
+    assert_eq!(routes[0]["gateway"], "198.18.1.1", "{routes}");
+    // Removing the external endpoint removes the routes on the workers.
+    ok(&seam(&s.g.lab.name, &["external", "del", "bm1"]));
+    within(5, "the route goes with the endpoint", || {
+        seam_e2e::ip_json(
+            &s.g.node("n1").netns,
+            &["route", "show", &SERVER_IP.to_string()],
+        )
+        .as_array()
+        .is_none_or(|r| r.is_empty())
+    });
+    assert_eq!(said(&s.webs[0].netns_path, SERVER_IP, 9000), None);
+}
+
+/// The seed's scenario. The web pods' egress is isolated (a NetworkPolicy with no egress rule),
+/// since nothing is enforced at an external end: that is what keeps the pods from opening
+/// connections to the clients unless a contract allows it.
+const SCENARIO: &str = r#"
+apiVersion: seam.dev/v1alpha1
+kind: EndpointGroup
+metadata: {name: epg-client}
+spec: {selectors: [{labels: {matchLabels: {role: client}}}]}
+---
+apiVersion: seam.dev/v1alpha1
+kind: EndpointGroup
+metadata: {name: epg-webserver}
+spec: {selectors: [{labels: {matchLabels: {app: web}}}]}
+---
+apiVersion: seam.dev/v1alpha1
+kind: Contract
+metadata: {name: contract-web}
+spec:
+  consumers: [epg-client]
+  providers: [epg-webserver]
+  subjects: [{name: web, filters: [{protocol: TCP, ports: [80, 443]}]}]
+  action: allow
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: web-no-egress, namespace: web}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  policyTypes: [Egress]
+"#;
+
+#[test]
+#[ignore = "privileged: netns"]
+fn contract_web_from_a_bare_metal_server_to_the_web_pods() {
+    let s = setup("e2e-gwc");
+    let web1 = &s.webs[0];
+    within(10, "bm1 reaches web-1 before any policy", || {
+        said(&s.server.netns_path, web1.ip, 22).is_some()
+    });
+    let file = s.g.lab.dir.join("scenario.yaml");
+    std::fs::write(&file, SCENARIO).unwrap();
+    ok(&seam(
+        &s.g.lab.name,
+        &["apply", "-f", file.to_str().unwrap()],
+    ));
+    within(10, "the contract is enforced", || {
+        said(&s.server.netns_path, web1.ip, 22).is_none()
+    });
+    let dropped = |from: &std::path::Path, ip, port| {
+        probe::tcp_connect(from, ip, port, Duration::from_millis(700)).unwrap() == Outcome::TimedOut
+    };
+    for web in &s.webs {
+        for port in [80, 443] {
+            assert_eq!(
+                said(&s.server.netns_path, web.ip, port),
+                Some(format!("{} {SERVER_IP}", web.name)),
+                "bm1 -> {}:{port} is allowed by contract-web",
+                web.name
+            );
+        }
+        for port in [22, 8080] {
+            assert!(
+                dropped(&s.server.netns_path, web.ip, port),
+                "bm1 -> {}:{port} is dropped",
+                web.name
+            );
+        }
+        assert!(
+            !probe::ping(&s.server.netns_path, web.ip, 1).unwrap(),
+            "ICMP is dropped"
+        );
+        assert!(
+            dropped(&web.netns_path, SERVER_IP, 9000),
+            "{} cannot open a connection to the client",
+            web.name
+        );
+    }
+    let explain =
+        |src: &str, dst: &str, port: &str| ok(&seam(&s.g.lab.name, &["explain", src, dst, port]));
+    let allowed = explain("external/bm1", "web/web-1", "80/tcp");
+    assert!(allowed.contains("contract-web"), "{allowed}");
+    let ssh = explain("external/bm1", "web/web-2", "22/tcp");
+    assert!(ssh.contains("contract-web"), "{ssh}");
+    let reverse = explain("web/web-1", "external/bm1", "9000/tcp");
+    assert!(reverse.contains("web-no-egress"), "{reverse}");
+}
+
+#[test]
+#[ignore = "privileged: netns"]
+fn bad_external_endpoints_are_refused_and_nothing_changes() {
+    let mut g = LabGuard::up("e2e-gwbad", 1, &[]);
+    g.lab.add_gateway("gw1").unwrap();
+    let pod = g.lab.add_pod("n1", "web", "web-1").unwrap();
+    let lab = g.lab.name.clone();
+    ok(&seam(
+        &lab,
+        &[
+            "external",
+            "add",
+            "bm1",
+            "--gateway",
+            "gw1",
+            "--address",
+            "203.0.113.10",
+        ],
+    ));
+    let before = controller(&g.lab, async |c| c.list_endpoints().await);
+    let leased = pod.ip.to_string();
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["--gateway", "gw1", "--address", &leased],
+            "inside segment",
+        ),
+        (
+            &["--gateway", "gw1", "--address", "203.0.113.20,10.250.0.9"],
+            "inside the controller's pool",
+        ),
+        (
+            &["--gateway", "gw1", "--address", "203.0.113.10"],
+            "already held by endpoint \"external/bm1\"",
+        ),
+        (
+            &["--gateway", "n1", "--address", "203.0.113.21"],
+            "not gateway",
+        ),
+        (
+            &["--gateway", "gw9", "--address", "203.0.113.21"],
+            "not found",
+        ),
+    ];
+    for (args, want) in cases {
+        let mut all = vec!["external", "add", "bad"];
+        all.extend_from_slice(args);
+        let out = seam(&lab, &all);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} was accepted");
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert!(err.contains("nothing changed"), "{err}");
+    }
+    let after = controller(&g.lab, async |c| c.list_endpoints().await);
+    assert_eq!(
+        serde_json::to_value(&before).unwrap(),
+        serde_json::to_value(&after).unwrap(),
+        "a refused external endpoint changed nothing"
+    );
+    // A segment over an external endpoint's address is refused too.
+    let seg = json!({"name": "over", "tenant": "t", "subnet": "203.0.113.0/24",
+        "gateway": "203.0.113.1", "vni": 9999, "blockPrefix": 26});
+    let client = seam_client::ControllerClient::new(&g.lab.controller).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let refused = rt.block_on(client.put_segment(&serde_json::from_value(seg).unwrap()));
+    let err = refused.unwrap_err().to_string();
+    assert!(err.contains("external/bm1"), "{err}");
+}
