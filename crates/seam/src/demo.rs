@@ -6,6 +6,10 @@ use std::time::Duration;
 use seam_lab::{probe, Lab, LabSpec};
 
 const PORT: u16 = 8080;
+/// The bare-metal server behind the gateway.
+const SERVER_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(203, 0, 113, 10);
+/// The port the server listens on (pods probe it).
+const SERVER_PORT: u16 = 9000;
 
 pub fn run(name: &str, keep: bool, bin_dir: PathBuf) -> anyhow::Result<()> {
     let _ = seam_lab::down(name);
@@ -42,8 +46,12 @@ fn scenario(lab: &mut Lab) -> anyhow::Result<()> {
         for port in [80, PORT] {
             probe::serve_tcp(&p.netns_path, port, format!("{ns}/{pod}"))?;
         }
+        for port in [443, 22] {
+            probe::serve_tcp_peer(&p.netns_path, port, format!("{ns}/{pod}"))?;
+        }
         println!("   pod {ns}/{pod:<6} on {node}  {}", p.ip);
     }
+    let server = add_external_server(lab)?;
     // Give the agents a moment to install the remote entries they learn from the controller.
     std::thread::sleep(Duration::from_millis(300));
     let open = matrix(lab, "no policy yet")?;
@@ -53,7 +61,109 @@ fn scenario(lab: &mut Lab) -> anyhow::Result<()> {
         lab.dir.display()
     );
     println!("   all {} pairs connected", lab.pods.len().pow(2));
-    policy_example(lab)
+    server_checks(lab, &server, false)?;
+    policy_example(lab)?;
+    server_checks(lab, &server, true)
+}
+
+/// Gateway gw1 on the underlay and the external network, bare-metal server bm1 behind it, and
+/// bm1 registered as an external endpoint labelled role=client.
+///
+/// VM hook (issue 5 item 4): when `seam vm attach` is available, attach a VM labelled
+/// role=client on a hypervisor node here; EPG-Client selects it by that label as it selects bm1.
+fn add_external_server(lab: &mut Lab) -> anyhow::Result<seam_lab::gateway::ServerInfo> {
+    println!("\n== gateway gw1 joins the overlay to the external network 203.0.113.0/24 (routes, no NAT)");
+    let gw = lab.add_gateway("gw1")?;
+    let pool = seam_lab::gateway::DEFAULT_POOL;
+    let server = lab.add_server("bm1", SERVER_IP, "gw1", &[pool])?;
+    probe::serve_tcp_peer(&server.netns_path, SERVER_PORT, "bm1".into())?;
+    let external = seam_model::External {
+        name: "bm1".into(),
+        namespace: seam_model::EXTERNAL_NAMESPACE.into(),
+        gateway: "gw1".into(),
+        addresses: vec![SERVER_IP],
+        labels: [("role".to_string(), "client".to_string())].into(),
+    };
+    let client = seam_client::ControllerClient::new(&lab.controller)?;
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(client.put_external(&external))?;
+    println!(
+        "   gateway gw1: underlay {}, external {}",
+        gw.underlay_ip, gw.external_ip
+    );
+    println!("   server bm1 {SERVER_IP} (external endpoint external/bm1, role=client); its static route: ip route add {pool} via {}", gw.external_ip);
+    Ok(server)
+}
+
+/// What bm1 gets through to the blue pods (TCP 80, 443, 22, {PORT}, ICMP) and whether the pods
+/// can open connections to bm1; before the policy also which addresses each side sees.
+fn server_checks(
+    lab: &Lab,
+    server: &seam_lab::gateway::ServerInfo,
+    policy: bool,
+) -> anyhow::Result<()> {
+    let timeout = Duration::from_millis(800);
+    let webs: Vec<_> = lab.pods.iter().filter(|p| p.namespace == "blue").collect();
+    // The transit routes reach the workers asynchronously.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while probe::tcp(&webs[0].netns_path, SERVER_IP, SERVER_PORT, timeout)?.is_none() && !policy {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "blue/web-1 does not reach bm1 through the gateway; see {}",
+            lab.dir.display()
+        );
+    }
+    let title = if policy {
+        "after Contract-Web"
+    } else {
+        "no policy yet"
+    };
+    println!("\n== bare metal <-> pods through gw1, {title}: TCP 80, 443, 22, {PORT}, ICMP (Y answered, - dropped)");
+    for web in &webs {
+        let mut marks = Vec::new();
+        let mut got = Vec::new();
+        for port in [80, 443, 22, PORT] {
+            let ok = probe::tcp(&server.netns_path, web.ip, port, timeout)?.is_some();
+            got.push(ok);
+            marks.push(if ok { "Y" } else { "-" });
+        }
+        let ping = probe::ping(&server.netns_path, web.ip, 1)?;
+        got.push(ping);
+        marks.push(if ping { "Y" } else { "-" });
+        let back = probe::tcp(&web.netns_path, SERVER_IP, SERVER_PORT, timeout)?;
+        println!(
+            "   bm1 -> blue/{:<6} {}    blue/{} -> bm1:{SERVER_PORT} {}",
+            web.name,
+            marks.join(" "),
+            web.name,
+            if back.is_some() { "Y" } else { "-" }
+        );
+        if !policy {
+            let seen = probe::tcp(&server.netns_path, web.ip, 443, timeout)?.unwrap_or_default();
+            println!(
+                "      the pod answers \"{seen}\" (the server's own address); the server answers \"{}\" (the pod's own address)",
+                back.clone().unwrap_or_default()
+            );
+            anyhow::ensure!(
+                got.iter().all(|g| *g) && back.is_some(),
+                "bm1 <-> {} failed without any policy",
+                web.name
+            );
+        } else {
+            anyhow::ensure!(
+                got == [true, true, false, false, false] && back.is_none(),
+                "bm1 <-> {}: got {got:?}, pods -> bm1 {}; expected only TCP 80 and 443 from bm1",
+                web.name,
+                back.is_some()
+            );
+        }
+    }
+    if policy {
+        println!("   as Contract-Web says: bm1 reaches the web pods on TCP 80 and 443 only; the pods cannot open connections to bm1");
+    }
+    Ok(())
 }
 
 /// Probes every ordered pair at once (TCP 80, TCP {PORT}, ICMP) and prints the matrix.
@@ -129,7 +239,7 @@ const SEED_EXAMPLE: &str = r#"
 apiVersion: seam.dev/v1alpha1
 kind: EndpointGroup
 metadata: {name: epg-client}
-spec: {selectors: [{namespaces: [green]}]}
+spec: {selectors: [{namespaces: [green]}, {labels: {matchLabels: {role: client}}}]}
 ---
 apiVersion: seam.dev/v1alpha1
 kind: EndpointGroup
@@ -144,11 +254,18 @@ spec:
   providers: [epg-webserver]
   subjects: [{name: web, filters: [{protocol: TCP, ports: [80, 443]}]}]
   action: allow
+---
+# Nothing is enforced at an external end, so the web pods' own egress is isolated: they cannot
+# open connections to the clients (or anything else) unless a contract allows it.
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: web-no-egress, namespace: blue}
+spec: {podSelector: {}, policyTypes: [Egress]}
 "#;
 
 fn policy_example(lab: &Lab) -> anyhow::Result<()> {
     println!(
-        "\n== policy: EPG-Client (green) -> Contract-Web (TCP 80, 443) -> EPG-Webserver (blue)"
+        "\n== policy: EPG-Client (green, bm1) -> Contract-Web (TCP 80, 443) -> EPG-Webserver (blue)"
     );
     let objects = seam::manifest::parse_manifests(SEED_EXAMPLE)?;
     let client = seam_client::ControllerClient::new(&lab.controller)?;
@@ -197,9 +314,11 @@ fn policy_example(lab: &Lab) -> anyhow::Result<()> {
             // Expected: green -> blue only TCP 80; blue (the providers) admits nothing else;
             // green is not isolated.
             let want = match (ns_of(i), ns_of(j)) {
+                _ if i == j => *c, // a pod talking to itself never crosses the firewall
                 ("green", "blue") => [true, false, false],
-                (_, "blue") if i == j => *c, // a pod talking to itself never crosses the firewall
                 (_, "blue") => [false, false, false],
+                // blue's egress is isolated (web-no-egress): the servers open no connections.
+                ("blue", _) => [false, false, false],
                 _ => [true, true, true],
             };
             anyhow::ensure!(
@@ -210,7 +329,7 @@ fn policy_example(lab: &Lab) -> anyhow::Result<()> {
             );
         }
     }
-    println!("   matrix as the contract says (intra-EPG traffic in blue is isolated too: providers admit only consumers)");
+    println!("   matrix as the contract says (intra-EPG traffic in blue is isolated too: providers admit only consumers; blue opens nothing: web-no-egress)");
     let read = |node: &str| -> Result<std::collections::BTreeMap<String, (u64, u64)>, String> {
         let info = lab.node(node).map_err(|e| e.to_string())?;
         let table = seam_linux::netns::run_in(&info.netns_path, seam_linux::nft::read_counters)
@@ -221,14 +340,32 @@ fn policy_example(lab: &Lab) -> anyhow::Result<()> {
             .map(|(k, c)| (k, (c.packets, c.bytes)))
             .collect())
     };
-    for (port, what) in [
-        (80, "allowed by the contract"),
-        (PORT, "not in the contract"),
+    for (src, dst, port, what) in [
+        ("green/db-1", "blue/web-1", 80, "allowed by the contract"),
+        ("green/db-1", "blue/web-1", PORT, "not in the contract"),
+        (
+            "external/bm1",
+            "blue/web-2",
+            443,
+            "bare metal, allowed by the contract",
+        ),
+        (
+            "external/bm1",
+            "blue/web-2",
+            22,
+            "bare metal, SSH: not in the contract",
+        ),
+        (
+            "blue/web-1",
+            "external/bm1",
+            SERVER_PORT,
+            "a web pod opening a connection to the client",
+        ),
     ] {
-        println!("\n$ seam explain green/db-1 blue/web-1 {port}/tcp   # {what}");
+        println!("\n$ seam explain {src} {dst} {port}/tcp   # {what}");
         let flow = seam_policy::Flow {
-            src: seam::explain::parse_end("green/db-1")?,
-            dst: seam::explain::parse_end("blue/web-1")?,
+            src: seam::explain::parse_end(src)?,
+            dst: seam::explain::parse_end(dst)?,
             protocol: seam_policy::Protocol::Tcp,
             port,
         };
