@@ -4,6 +4,7 @@
 
 mod cleanup;
 mod cni;
+mod gateway;
 mod control;
 mod memory;
 mod policy;
@@ -42,6 +43,9 @@ enum Cmd {
     Memory(memory::MemoryOpts),
     /// Pod-to-pod iperf3 throughput across nodes against the underlay.
     Throughput(throughput::ThroughputOpts),
+    /// Pod to bare-metal server through a gateway node against the gateway's underlay path
+    /// (iperf3; target ratio >= 0.8).
+    Gateway(gateway::GatewayOpts),
     /// The policy compiler and nftables at scale: compile time, incremental changes applied to
     /// a real table, rules per node, memory, connection latency with 10 and 1,000 policies.
     Policy(policy::PolicyOpts),
@@ -154,6 +158,11 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         }
         Cmd::Memory(o) => {
             let s = memory::run(&bin_dir, &o)?;
+            reproduce(&o.command());
+            Ok(s.ok())
+        }
+        Cmd::Gateway(o) => {
+            let s = gateway::run(&bin_dir, &o)?;
             reproduce(&o.command());
             Ok(s.ok())
         }

@@ -164,7 +164,12 @@ fn print(s: &ThroughputSummary) {
 }
 
 /// One iperf3 run: a server in `server_ns` bound to `ip`, a client in `client_ns`; Gbit/s received.
-fn iperf(server_ns: &Path, client_ns: &Path, ip: Ipv4Addr, seconds: u64) -> anyhow::Result<f64> {
+pub(crate) fn iperf(
+    server_ns: &Path,
+    client_ns: &Path,
+    ip: Ipv4Addr,
+    seconds: u64,
+) -> anyhow::Result<f64> {
     let ip_s = ip.to_string();
     let port = PORT.to_string();
     let child = seam_linux::netns::run_in(server_ns, || {

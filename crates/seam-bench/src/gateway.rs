@@ -1,0 +1,196 @@
+//! `seam-bench gateway`: iperf3 from a pod to a bare-metal server through the gateway node
+//! (pod -> node -> transit VXLAN -> gateway -> external network, no NAT) against the gateway's
+//! underlay path (node -> underlay -> gateway -> external network, routed, not encapsulated),
+//! alternated in one run. Target: ratio >= 0.8.
+//!
+//! The server holds two addresses: 203.0.113.10 is registered as the external endpoint (so every
+//! node routes it as a /32 through the transit), 203.0.113.11 is not and is reached by plain
+//! routes (`ip route add 203.0.113.0/24 via <gateway underlay>` on the node, `ip route add
+//! 198.18.0.0/15 via 203.0.113.1` on the server).
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use seam_lab::probe;
+
+use crate::cleanup::LabGuard;
+use crate::stats::{ratio, verdict, Stats};
+use crate::throughput::iperf;
+use crate::util;
+
+const OVERLAY_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+const UNDERLAY_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 11);
+
+/// Options of `seam-bench gateway`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GatewayOpts {
+    /// Seconds per iperf3 run.
+    #[arg(long, default_value_t = 5)]
+    pub seconds: u64,
+    /// Rounds; each measures both paths once, alternating which goes first.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+}
+
+impl GatewayOpts {
+    /// The command line that reproduces this run.
+    pub fn command(&self) -> String {
+        format!(
+            "gateway --seconds {} --rounds {}",
+            self.seconds, self.rounds
+        )
+    }
+}
+
+/// The results (Gbit/s).
+#[derive(Debug, Clone, Default)]
+pub struct GatewaySummary {
+    /// Pod -> server through the gateway, per round.
+    pub gateway: Vec<f64>,
+    /// Node -> server over the gateway's underlay path, per round.
+    pub underlay: Vec<f64>,
+}
+
+impl GatewaySummary {
+    /// Median through-gateway / median underlay.
+    pub fn ratio(&self) -> f64 {
+        ratio(
+            Stats::of(&self.gateway).median,
+            Stats::of(&self.underlay).median,
+        )
+    }
+    /// Ratio at least 0.8.
+    pub fn ok(&self) -> bool {
+        self.ratio() >= 0.8
+    }
+}
+
+/// Runs the benchmark on a fresh lab (1 worker, gateway gw1, server bm1) and removes it again.
+pub fn run(bin_dir: &Path, opts: &GatewayOpts) -> anyhow::Result<GatewaySummary> {
+    println!(
+        "== seam-bench {}  ({} CPUs, load {})",
+        opts.command(),
+        util::cpus(),
+        util::loadavg()
+    );
+    let mut guard = LabGuard::up("bgw", 1, bin_dir)?;
+    let result = bench(&mut guard, opts);
+    let down = guard.finish();
+    let summary = result?;
+    down?;
+    Ok(summary)
+}
+
+fn bench(guard: &mut LabGuard, opts: &GatewayOpts) -> anyhow::Result<GatewaySummary> {
+    let gw = guard.lab.add_gateway("gw1")?;
+    let server =
+        guard
+            .lab
+            .add_server("bm1", OVERLAY_IP, "gw1", &[seam_lab::gateway::DEFAULT_POOL])?;
+    let pod = guard.lab.add_pod("n1", "tput", "client")?;
+    let lab = &guard.lab;
+    let n1 = lab.node("n1")?;
+    let server_ns = util::netns_name(&server.netns_path);
+    util::ip(
+        &server_ns,
+        &["addr", "add", &format!("{UNDERLAY_IP}/24"), "dev", "eth0"],
+    )?;
+    util::ip(
+        &server_ns,
+        &[
+            "route",
+            "add",
+            "198.18.0.0/15",
+            "via",
+            &gw.external_ip.to_string(),
+        ],
+    )?;
+    util::ip(
+        &n1.netns,
+        &[
+            "route",
+            "add",
+            "203.0.113.0/24",
+            "via",
+            &gw.underlay_ip.to_string(),
+        ],
+    )?;
+    let external = seam_model::External {
+        name: "bm1".into(),
+        namespace: seam_model::EXTERNAL_NAMESPACE.into(),
+        gateway: "gw1".into(),
+        addresses: vec![OVERLAY_IP],
+        labels: Default::default(),
+    };
+    let client = seam_client::ControllerClient::new(&lab.controller)?;
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(client.put_external(&external))?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !probe::ping(&pod.netns_path, OVERLAY_IP, 1)? {
+        if Instant::now() > deadline {
+            bail!(
+                "pod {} cannot reach bm1 {OVERLAY_IP} through gw1 (see {})",
+                pod.ip,
+                lab.dir.display()
+            );
+        }
+    }
+    anyhow::ensure!(
+        probe::ping(&n1.netns_path, UNDERLAY_IP, 2)?,
+        "n1 cannot reach bm1 {UNDERLAY_IP} over the underlay path"
+    );
+    println!(
+        "   gateway : pod {} (n1) -> transit -> gw1 -> bm1 {OVERLAY_IP}",
+        pod.ip
+    );
+    println!(
+        "   underlay: node n1 {} -> gw1 {} (routed, no encapsulation) -> bm1 {UNDERLAY_IP}",
+        n1.underlay_ip, gw.underlay_ip
+    );
+    let mut s = GatewaySummary::default();
+    for round in 0..opts.rounds.max(1) {
+        for through_gateway in [round % 2 == 0, round % 2 != 0] {
+            if through_gateway {
+                s.gateway.push(
+                    iperf(
+                        &server.netns_path,
+                        &pod.netns_path,
+                        OVERLAY_IP,
+                        opts.seconds,
+                    )
+                    .context("iperf3 through the gateway")?,
+                );
+            } else {
+                s.underlay.push(
+                    iperf(
+                        &server.netns_path,
+                        &n1.netns_path,
+                        UNDERLAY_IP,
+                        opts.seconds,
+                    )
+                    .context("iperf3 over the underlay path")?,
+                );
+            }
+        }
+    }
+    let row = |label: &str, v: &[f64]| {
+        let rounds: String = v.iter().map(|g| format!(" {g:>7.2}")).collect();
+        println!(
+            "   {label:<32}{rounds}   median {:>6.2}",
+            Stats::of(v).median
+        );
+    };
+    println!("   (Gbit/s, iperf3 sum_received)");
+    row("pod -> bm1 through gw1", &s.gateway);
+    row("n1 -> bm1 underlay path", &s.underlay);
+    println!(
+        "   ratio gateway/underlay (medians): {:.2}   target >= 0.8: {}",
+        s.ratio(),
+        verdict(s.ok())
+    );
+    Ok(s)
+}
