@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use seam_dataplane::{Firewall, NodeKernel};
-use seam_model::{Endpoint, Node};
+use seam_model::{Endpoint, EndpointKind, Node};
 use tokio::sync::mpsc;
 
 use crate::Agent;
@@ -79,8 +79,13 @@ async fn resync_endpoints<K: NodeKernel + Firewall + 'static>(agent: &Arc<Agent<
         .await
         .endpoints
         .values()
+        // VM endpoints belong to the controller's VM records, not to this agent's leases.
         // External endpoints name their gateway node but are the controller's, not a lease's.
-        .filter(|e| e.node == agent.config.node && e.kind != seam_model::EndpointKind::External)
+        .filter(|e| {
+            e.node == agent.config.node
+                && e.kind != EndpointKind::Vm
+                && e.kind != EndpointKind::External
+        })
         .cloned()
         .collect();
     for ep in &local {

@@ -475,6 +475,49 @@ impl ControllerClient {
         ))
     }
 
+    /// `POST /v1/vms/{name}/attach`: defines the VM if new (address and MAC leased) and
+    /// attaches it on its hypervisor host; an existing VM keeps its address and MAC.
+    pub async fn attach_vm(&self, request: &seam_model::VmAttach) -> Result<seam_model::Vm> {
+        let path = format!("/v1/vms/{}/attach", encode_segment(&request.name));
+        self.call(Method::POST, path, Some(encode(request)?), "Vm")
+            .await
+    }
+
+    /// `POST /v1/vms/{name}/detach`: stops the VM (its endpoint goes; the lease stays).
+    pub async fn detach_vm(&self, name: &str) -> Result<seam_model::Vm> {
+        let path = format!("/v1/vms/{}/detach", encode_segment(name));
+        self.call(Method::POST, path, Some(b"{}".to_vec()), "Vm")
+            .await
+    }
+
+    /// `POST /v1/vms/{name}/move`: the VM now runs on `host`, same address and MAC.
+    pub async fn move_vm(&self, name: &str, host: &str) -> Result<seam_model::Vm> {
+        let path = format!("/v1/vms/{}/move", encode_segment(name));
+        let body = seam_model::VmMove {
+            host: host.to_string(),
+        };
+        self.call(Method::POST, path, Some(encode(&body)?), "Vm")
+            .await
+    }
+
+    /// `DELETE /v1/vms/{name}`: deletes the VM and releases its address and MAC.
+    pub async fn delete_vm(&self, name: &str) -> Result<()> {
+        let path = format!("/v1/vms/{}", encode_segment(name));
+        self.call_unit(Method::DELETE, path, None).await
+    }
+
+    /// `GET /v1/vms/{name}`.
+    pub async fn get_vm(&self, name: &str) -> Result<seam_model::Vm> {
+        let path = format!("/v1/vms/{}", encode_segment(name));
+        self.call(Method::GET, path, None, "Vm").await
+    }
+
+    /// `GET /v1/vms`.
+    pub async fn list_vms(&self) -> Result<Vec<seam_model::Vm>> {
+        self.call(Method::GET, "/v1/vms".to_string(), None, "Vm list")
+            .await
+    }
+
     /// Sends `body` as-is to `path` (which must start with `/`) and returns status and body
     /// without interpreting them.
     pub async fn request_raw(

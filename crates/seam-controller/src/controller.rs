@@ -413,12 +413,19 @@ impl Controller {
                 .await?
                 .ok_or_else(|| not_found(ObjectKind::Node, node))?;
             let prefix = segment_blocks_prefix(segment);
-            let taken: Vec<Ipv4Net> = self
+            let mut taken: Vec<Ipv4Net> = self
                 .list_prefix::<Block>(&prefix)
                 .await?
                 .into_iter()
                 .map(|b| b.object.cidr)
                 .collect();
+            // A block never holds a VM's address: the node would hand it out to a pod.
+            taken.extend(
+                self.vm_addresses(segment)
+                    .await?
+                    .into_iter()
+                    .map(Ipv4Net::from),
+            );
             let subnet = seg.object.subnet;
             let cidr = lowest_free_subnet(subnet, seg.object.block_prefix, &taken).ok_or(
                 Error::BlocksExhausted {
@@ -690,7 +697,10 @@ impl Controller {
         self.list_prefix(&kind_prefix(kind)).await
     }
 
-    async fn list_prefix<T: DeserializeOwned>(&self, prefix: &str) -> Result<Vec<Stored<T>>> {
+    pub(crate) async fn list_prefix<T: DeserializeOwned>(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<Stored<T>>> {
         let (_, kvs) = self
             .store()
             .list(prefix)
@@ -876,7 +886,7 @@ pub(crate) fn in_use(kind: ObjectKind, name: &str, user_kind: ObjectKind, user: 
     }
 }
 
-fn decode<T: DeserializeOwned>(key: &str, value: &[u8]) -> Result<T> {
+pub(crate) fn decode<T: DeserializeOwned>(key: &str, value: &[u8]) -> Result<T> {
     serde_json::from_slice(value).map_err(|source| Error::Corrupt {
         key: key.to_string(),
         source,

@@ -193,6 +193,10 @@ pub enum Error {
         source: serde_json::Error,
     },
     /// An object could not be encoded for the store.
+    #[error("vm {name:?} not found")]
+    VmNotFound { name: String },
+    #[error("segment {segment:?} has no free address left for a VM outside the nodes' pod blocks")]
+    VmAddressesExhausted { segment: String },
     #[error("cannot encode {} {name:?}", kind_name(*kind))]
     Encode {
         /// Its kind.
@@ -230,7 +234,8 @@ impl Error {
     pub fn status(&self) -> u16 {
         match self {
             Error::InvalidBody { .. } | Error::Invalid(_) | Error::InvalidPolicy { .. } => 400,
-            Error::NotFound { .. } => 404,
+            Error::NotFound { .. } | Error::VmNotFound { .. } => 404,
+            Error::VmAddressesExhausted { .. } => 409,
             Error::SubnetOverlap { .. }
             | Error::VniTaken { .. }
             | Error::InUse { .. }
@@ -256,6 +261,7 @@ impl Error {
     pub fn reason(&self) -> &'static str {
         match self {
             Error::BlocksExhausted { .. }
+            | Error::VmAddressesExhausted { .. }
             | Error::PoolExhausted { .. }
             | Error::VniExhausted { .. } => reason::EXHAUSTED,
             Error::NotLeader { .. } => reason::NOT_LEADER,

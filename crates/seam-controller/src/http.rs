@@ -77,6 +77,7 @@ pub fn router(controller: Controller) -> Router {
             "/v1/endpoints/{*name}",
             put(put_endpoint).get(get_endpoint).delete(delete_endpoint),
         )
+        .merge(crate::vms::routes())
         .fallback(no_route)
         .with_state(controller)
 }
@@ -111,7 +112,7 @@ async fn no_route() -> Response {
 
 /// Decodes a JSON body, rejecting unknown fields (the model types deny them) and naming the
 /// field where decoding stopped.
-fn decode_body<T: DeserializeOwned>(kind: &'static str, body: &[u8]) -> ApiResult<T> {
+pub(crate) fn decode_body<T: DeserializeOwned>(kind: &'static str, body: &[u8]) -> ApiResult<T> {
     let mut de = serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -130,7 +131,7 @@ fn decode_body<T: DeserializeOwned>(kind: &'static str, body: &[u8]) -> ApiResul
 }
 
 /// The name in the path must be the name in the body.
-fn check_name(kind: &'static str, path_name: &str, body_name: &str) -> ApiResult<()> {
+pub(crate) fn check_name(kind: &'static str, path_name: &str, body_name: &str) -> ApiResult<()> {
     if path_name == body_name {
         return Ok(());
     }

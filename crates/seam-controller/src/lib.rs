@@ -30,6 +30,7 @@ pub mod keys;
 mod policies;
 mod serve;
 mod tenants;
+mod vms;
 
 pub use config::{ControllerConfig, Listener, SegmentMode, FLAT_SEGMENT, NAMESPACE_SEGMENT_PREFIX};
 pub use controller::{Controller, Role};

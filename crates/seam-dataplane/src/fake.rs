@@ -109,6 +109,25 @@ impl NodeKernel for FakeKernel {
                 o.host_ports.remove(host_ifname);
                 s.attachments.remove(host_ifname);
             }
+            LinkOp::PlugVmPort { ifname, vni, mtu } => {
+                let Some(port) = o.vm_ports.get_mut(ifname) else {
+                    return Err(Error::Kernel {
+                        operation: "plug vm port",
+                        object: ifname.clone(),
+                        errno: Some(19),
+                        message: "no such device".into(),
+                    });
+                };
+                port.vni = Some(*vni);
+                port.mtu = *mtu;
+                port.up = true;
+            }
+            LinkOp::UnplugVmPort { ifname } => {
+                if let Some(port) = o.vm_ports.get_mut(ifname) {
+                    port.vni = None;
+                    port.up = false;
+                }
+            }
         }
         Ok(())
     }

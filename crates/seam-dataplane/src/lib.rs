@@ -21,8 +21,8 @@ pub use firewall::{FirewallDelta, TableOp};
 pub const RETIRED_GROUP: u32 = 0x5ea0;
 
 pub use names::{
-    bridge_name, host_ifname, is_host_port, vni_of_bridge, vni_of_vxlan, vxlan_name,
-    HOST_PORT_PREFIX,
+    bridge_name, host_ifname, is_host_port, is_vm_port, vm_port_name, vni_of_bridge, vni_of_vxlan,
+    vxlan_name, HOST_PORT_PREFIX, VM_PORT_PREFIX,
 };
 pub use plan::plan;
 pub use transit::{

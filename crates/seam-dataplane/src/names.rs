@@ -26,6 +26,8 @@ pub fn vni_of_vxlan(name: &str) -> Option<u32> {
     name.strip_prefix(VXLAN_PREFIX)?.parse().ok()
 }
 
+pub use seam_model::{is_vm_port, vm_port_name, VM_PORT_PREFIX};
+
 /// True for a host-side attachment veth name (`sv` + 12 hex digits).
 pub fn is_host_port(name: &str) -> bool {
     name.strip_prefix(HOST_PORT_PREFIX)

@@ -41,7 +41,12 @@ pub fn plan(desired: &DesiredNode, observed: &Observed) -> Vec<LinkOp> {
             && wanted_remote
                 .clone()
                 .any(|r| r.vni == vni && r.mac == mac && r.node_ip == dst);
-        if !keep && desired.segments.contains_key(&vni) {
+        // An endpoint that moved (a VM) gets its entry replaced by `FdbAdd` above; deleting the
+        // old one afterwards would also remove the bridge's entry the add just made.
+        let moved = wanted_remote
+            .clone()
+            .any(|r| r.vni == vni && r.mac == mac && r.node_ip != dst);
+        if !keep && !moved && desired.segments.contains_key(&vni) {
             ops.push(LinkOp::FdbDel { vni, mac, dst });
         }
     }
@@ -61,8 +66,31 @@ pub fn plan(desired: &DesiredNode, observed: &Observed) -> Vec<LinkOp> {
             });
         }
     }
+    for (name, &vni) in &desired.vm_ports {
+        let Some(found) = observed.vm_ports.get(name) else {
+            // Not made by the hypervisor yet: plugged once it appears.
+            continue;
+        };
+        let spec_mtu = desired.segments.get(&vni).map(|s| s.mtu);
+        let ok = found.vni == Some(vni) && found.up && spec_mtu.is_none_or(|m| m == found.mtu);
+        if !ok && desired.segments.contains_key(&vni) {
+            ops.push(LinkOp::PlugVmPort {
+                ifname: name.clone(),
+                vni,
+                mtu: spec_mtu.unwrap_or(found.mtu),
+            });
+        }
+    }
+    for (name, found) in &observed.vm_ports {
+        if !desired.vm_ports.contains_key(name) && (found.vni.is_some() || found.up) {
+            ops.push(LinkOp::UnplugVmPort {
+                ifname: name.clone(),
+            });
+        }
+    }
     for vni in observed.segments.keys() {
-        let in_use = desired.local_ports.values().any(|v| v == vni);
+        let in_use = desired.local_ports.values().any(|v| v == vni)
+            || desired.vm_ports.values().any(|v| v == vni);
         if !desired.segments.contains_key(vni) && !in_use {
             ops.push(LinkOp::DeleteSegment { vni: *vni });
         }

@@ -50,6 +50,9 @@ pub struct DesiredNode {
     pub remote: BTreeSet<RemoteEntry>,
     /// Host ports of local attachments that must stay, by name, with their segment VNI.
     pub local_ports: BTreeMap<String, u32>,
+    /// Ports of the VMs on this node ([`seam_model::vm_port_name`]), with their segment VNI.
+    /// The hypervisor makes the device (a tap, or a lab VM's veth); the agent plugs it in.
+    pub vm_ports: BTreeMap<String, u32>,
 }
 
 /// What Seam finds of its own on a node.
@@ -63,6 +66,20 @@ pub struct Observed {
     pub neighbours: BTreeSet<(u32, Ipv4Addr, MacAddr)>,
     /// Host ports found, with the VNI of the bridge they are plugged into (if any).
     pub host_ports: BTreeMap<String, Option<u32>>,
+    /// VM ports found (`tv…`), with the VNI of the bridge they are plugged into (if any) and
+    /// whether they are up with the segment MTU.
+    pub vm_ports: BTreeMap<String, ObservedVmPort>,
+}
+
+/// What exists of one VM port.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ObservedVmPort {
+    /// The VNI of the Seam bridge it is plugged into.
+    pub vni: Option<u32>,
+    /// Its MTU.
+    pub mtu: u32,
+    /// Administratively up.
+    pub up: bool,
 }
 
 /// What exists of one segment.
@@ -122,6 +139,22 @@ pub enum LinkOp {
     DeletePort {
         /// Its name.
         host_ifname: String,
+    },
+    /// Plugs a VM's port into its segment's bridge, with the segment MTU, and sets it up
+    /// (`ip link set tv… master seam-bVNI mtu MTU up`).
+    PlugVmPort {
+        /// The port.
+        ifname: String,
+        /// Segment VNI.
+        vni: u32,
+        /// Segment MTU.
+        mtu: u32,
+    },
+    /// Takes a port of a VM that no longer runs here out of its bridge and sets it down
+    /// (`ip link set tv… nomaster down`). The device belongs to the hypervisor: never deleted.
+    UnplugVmPort {
+        /// The port.
+        ifname: String,
     },
 }
 

@@ -16,6 +16,7 @@ pub mod gateway;
 mod lab;
 pub mod probe;
 pub mod traffic;
+pub mod vm;
 
 pub use cni::{CniCall, CniOutput};
 pub use error::{LabError, Result};

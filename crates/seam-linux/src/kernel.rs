@@ -20,9 +20,9 @@ use rtnetlink::{
     Handle, LinkBridge, LinkBridgePort, LinkUnspec, LinkVeth, LinkVxlan, RouteMessageBuilder,
 };
 use seam_dataplane::{
-    bridge_name, is_host_port, vni_of_bridge, vni_of_vxlan, vxlan_name, AttachedPort, Error,
-    LinkOp, NodeKernel, Observed, ObservedSegment, PodAttach, Result, SegmentSpec, Underlay,
-    RETIRED_GROUP,
+    bridge_name, is_host_port, is_vm_port, vni_of_bridge, vni_of_vxlan, vxlan_name, AttachedPort,
+    Error, LinkOp, NodeKernel, Observed, ObservedSegment, ObservedVmPort, PodAttach, Result,
+    SegmentSpec, Underlay, RETIRED_GROUP,
 };
 use seam_model::MacAddr;
 
@@ -141,6 +141,16 @@ pub(crate) fn link_mac(link: &LinkMessage) -> Option<MacAddr> {
         LinkAttribute::Address(b) => <[u8; 6]>::try_from(b.as_slice()).ok().map(MacAddr),
         _ => None,
     })
+}
+
+fn link_mtu(link: &LinkMessage) -> u32 {
+    link.attributes
+        .iter()
+        .find_map(|a| match a {
+            LinkAttribute::Mtu(m) => Some(*m),
+            _ => None,
+        })
+        .unwrap_or(0)
 }
 
 pub(crate) fn is_up(link: &LinkMessage) -> bool {
@@ -322,6 +332,7 @@ impl NodeKernel for LinuxKernel {
             up: bool,
             controller: Option<u32>,
             retired: bool,
+            mtu: u32,
         }
         let mut facts = Vec::new();
         let mut links = h.link().get().execute();
@@ -333,8 +344,10 @@ impl NodeKernel for LinuxKernel {
             let Some(name) = link_name(&link) else {
                 continue;
             };
-            let ours =
-                vni_of_bridge(name).is_some() || vni_of_vxlan(name).is_some() || is_host_port(name);
+            let ours = vni_of_bridge(name).is_some()
+                || vni_of_vxlan(name).is_some()
+                || is_host_port(name)
+                || is_vm_port(name);
             if ours {
                 facts.push(Facts {
                     index: link.header.index,
@@ -345,6 +358,7 @@ impl NodeKernel for LinuxKernel {
                         .attributes
                         .iter()
                         .any(|a| matches!(a, LinkAttribute::Group(RETIRED_GROUP))),
+                    mtu: link_mtu(&link),
                 });
             }
         }
@@ -373,6 +387,14 @@ impl NodeKernel for LinuxKernel {
             } else if is_host_port(&f.name) && !f.retired {
                 let vni = f.controller.and_then(|c| bridge_vni.get(&c)).copied();
                 observed.host_ports.insert(f.name.clone(), vni);
+            } else if is_vm_port(&f.name) {
+                let vni = f.controller.and_then(|c| bridge_vni.get(&c)).copied();
+                let port = ObservedVmPort {
+                    vni,
+                    mtu: f.mtu,
+                    up: f.up,
+                };
+                observed.vm_ports.insert(f.name.clone(), port);
             }
         }
         let mut addrs = h.address().get().execute();
@@ -540,6 +562,36 @@ impl NodeKernel for LinuxKernel {
                 )
             }
             LinkOp::DeletePort { host_ifname } => delete_link(h, host_ifname).await,
+            LinkOp::PlugVmPort { ifname, vni, mtu } => {
+                let bridge = self.index_of(&bridge_name(*vni)).await?;
+                let port = self.index_of(ifname).await?;
+                let plug = LinkUnspec::new_with_index(port)
+                    .controller(bridge)
+                    .mtu(*mtu)
+                    .up()
+                    .build();
+                h.link()
+                    .set(plug)
+                    .execute()
+                    .await
+                    .map_err(kernel_err("plug vm port", ifname))
+            }
+            LinkOp::UnplugVmPort { ifname } => {
+                let Some(link) = link_by_name(h, ifname).await? else {
+                    return Ok(());
+                };
+                let unplug = LinkUnspec::new_with_index(link.header.index)
+                    .nocontroller()
+                    .down()
+                    .build();
+                ok_if_absent(
+                    h.link()
+                        .set(unplug)
+                        .execute()
+                        .await
+                        .map_err(kernel_err("unplug vm port", ifname)),
+                )
+            }
         }
     }
 

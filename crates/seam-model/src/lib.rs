@@ -14,8 +14,10 @@ mod error;
 mod external;
 mod mac;
 mod objects;
+mod vm;
 
 pub use error::{FieldError, ValidationError};
 pub use external::*;
 pub use mac::{endpoint_mac, gateway_mac, MacAddr};
 pub use objects::*;
+pub use vm::*;

@@ -33,7 +33,7 @@ pub fn is_valid_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= 63 && ok_chars && ok_ends
 }
 
-fn check_name(problems: &mut Problems, path: &str, name: &str) {
+pub(crate) fn check_name(problems: &mut Problems, path: &str, name: &str) {
     if !is_valid_name(name) {
         problems.add(path, format!("{name:?} is not a valid name (1-63 of a-z, 0-9, '-', '.', alphanumeric at both ends)"));
     }
@@ -288,7 +288,7 @@ pub fn is_valid_port_name(name: &str) -> bool {
 }
 
 /// Checks a list of named ports: valid names, ports 1..=65535, no name twice.
-fn check_ports(problems: &mut Problems, path: &str, ports: &[ContainerPort]) {
+pub(crate) fn check_ports(problems: &mut Problems, path: &str, ports: &[ContainerPort]) {
     for (i, p) in ports.iter().enumerate() {
         if !is_valid_port_name(&p.name) {
             problems.add(
@@ -548,7 +548,7 @@ pub struct TenantChange {
 }
 
 /// Kubernetes label value syntax: empty, or 1-63 of `A-Z a-z 0-9 - _ .` with alphanumeric ends.
-fn is_valid_label_value(v: &str) -> bool {
+pub(crate) fn is_valid_label_value(v: &str) -> bool {
     v.is_empty()
         || (v.len() <= 63
             && v.starts_with(|c: char| c.is_ascii_alphanumeric())
@@ -558,7 +558,7 @@ fn is_valid_label_value(v: &str) -> bool {
 }
 
 /// Kubernetes label key syntax: an optional DNS-subdomain prefix and `/`, then a non-empty value.
-fn is_valid_label_key(k: &str) -> bool {
+pub(crate) fn is_valid_label_key(k: &str) -> bool {
     let (prefix, name) = match k.rsplit_once('/') {
         Some((prefix, name)) => (Some(prefix), name),
         None => (None, k),

@@ -16,7 +16,7 @@ use seam::manifest::{self, Manifest};
 
 use crate::{Output, Target};
 
-fn client(target: &Target) -> anyhow::Result<ControllerClient> {
+pub(crate) fn client(target: &Target) -> anyhow::Result<ControllerClient> {
     let endpoint = match &target.controller {
         Some(c) => c.clone(),
         None => {
@@ -33,7 +33,9 @@ fn client(target: &Target) -> anyhow::Result<ControllerClient> {
     Ok(ControllerClient::new(&endpoint)?)
 }
 
-fn block_on<T>(fut: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+pub(crate) fn block_on<T>(
+    fut: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

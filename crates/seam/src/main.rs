@@ -4,6 +4,7 @@ mod cli;
 mod dataplane;
 mod demo;
 mod external_cmd;
+mod vm;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -105,6 +106,11 @@ enum Cmd {
     External {
         #[command(subcommand)]
         command: external_cmd::ExternalCmd,
+    },
+    /// VMs on hypervisor hosts: attach, detach, move, delete, list.
+    Vm {
+        #[command(subcommand)]
+        command: vm::VmCmd,
     },
     /// Tenant operations (OpenShift's `oc adm pod-network`): join, isolate, make-global.
     Tenant {
@@ -385,6 +391,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             target,
         } => cli::explain(&src, &dst, &port, json, &target)?,
         Cmd::External { command } => external_cmd::run(command)?,
+        Cmd::Vm { command } => vm::run(command)?,
         Cmd::Tenant { command } => {
             let (op, target) = match command {
                 TenantCmd::Join {

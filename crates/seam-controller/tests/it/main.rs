@@ -12,4 +12,5 @@ mod process;
 mod replicas;
 mod server;
 mod tenants;
+mod vms;
 mod watch;

@@ -13,3 +13,4 @@ mod overlay;
 mod policy;
 mod replicas;
 mod tenants;
+mod vm;

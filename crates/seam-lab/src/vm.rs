@@ -1,0 +1,485 @@
+//! Hypervisor hosts and VMs in the lab.
+//!
+//! A hypervisor host is a lab node whose `seamd` runs with `--role hypervisor`
+//! ([`Lab::make_hypervisor`]: its role is kept in the file `role` next to its agent socket and
+//! the agent is restarted with it). A lab VM is a network namespace `<lab>-v-<name>` behind a
+//! veth: the host end, named as Seam names a VM's port ([`seam_model::vm_port_name`], `tv…`),
+//! lives in the host's namespace, where a hypervisor would create the VM's tap; the VM end is the
+//! VM's `eth0` with the address and MAC the controller leased, its MTU and a default route to the
+//! segment's gateway (what a guest would configure). The controller is driven through the real
+//! `seam vm` CLI, as an operator would. State is kept in `<state dir>/vms.json`.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{LabError, Result};
+use crate::lab::Lab;
+
+/// The MTU of a lab VM's interface: the lab underlay's 1500 minus VXLAN's 50.
+pub const VM_MTU: u32 = 1450;
+
+/// A VM of the lab.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct VmInfo {
+    /// VM name.
+    pub name: String,
+    /// Namespace of its endpoint.
+    pub namespace: String,
+    /// The hypervisor host it runs on.
+    pub host: String,
+    /// Its network namespace path.
+    pub netns_path: PathBuf,
+    /// Its segment.
+    pub segment: String,
+    /// Its leased address.
+    pub ip: Ipv4Addr,
+    /// Its prefix length on the segment.
+    pub prefix_len: u8,
+    /// The segment's gateway.
+    pub gateway: Ipv4Addr,
+    /// Its MAC.
+    pub mac: String,
+    /// The host-side port name (`tv…`).
+    pub port: String,
+    /// False while stopped (its lease stays).
+    pub running: bool,
+}
+
+impl VmInfo {
+    /// The namespace name.
+    pub fn netns(&self) -> String {
+        self.netns_path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+/// Optional settings of [`Lab::add_vm`].
+#[derive(Debug, Clone, Default)]
+pub struct VmOptions {
+    /// A fixed address.
+    pub ip: Option<Ipv4Addr>,
+    /// A fixed MAC.
+    pub mac: Option<String>,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// The namespace of its endpoint.
+    pub namespace: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct VmState {
+    vms: Vec<VmInfo>,
+}
+
+/// What a `seam` command printed.
+#[derive(Debug, Clone)]
+pub struct SeamOutput {
+    /// Exit status (0 = success).
+    pub status: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+fn state_dir(lab: &str) -> PathBuf {
+    std::path::Path::new(crate::lab::STATE_ROOT).join(lab)
+}
+
+fn io_err(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> LabError + '_ {
+    move |source| LabError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// `ip -n NETNS args…`.
+fn ip(netns: &str, args: &[&str]) -> Result<()> {
+    let out = Command::new("ip")
+        .arg("-n")
+        .arg(netns)
+        .args(args)
+        .output()
+        .map_err(|source| LabError::Io {
+            path: PathBuf::from("ip"),
+            source,
+        })?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(LabError::Command {
+            what: format!("ip -n {netns} {}", args.join(" ")),
+            detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
+    }
+}
+
+fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) -> Result<()> {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if ready() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(LabError::Timeout(what.to_string()))
+}
+
+fn vm_netns(lab: &str, vm: &str) -> String {
+    format!("{lab}-v-{vm}")
+}
+
+impl Lab {
+    fn vm_state(&self) -> Result<VmState> {
+        let path = state_dir(&self.name).join("vms.json");
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                serde_json::from_str(&text).map_err(|source| LabError::State { path, source })
+            }
+            Err(_) => Ok(VmState::default()),
+        }
+    }
+
+    fn save_vm_state(&self, state: &VmState) -> Result<()> {
+        let path = state_dir(&self.name).join("vms.json");
+        let tmp = path.with_extension("json.tmp");
+        let text = serde_json::to_vec_pretty(state).map_err(|source| LabError::State {
+            path: path.clone(),
+            source,
+        })?;
+        std::fs::write(&tmp, text).map_err(io_err(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io_err(&path))
+    }
+
+    /// The lab's VMs.
+    pub fn vms(&self) -> Result<Vec<VmInfo>> {
+        Ok(self.vm_state()?.vms)
+    }
+
+    /// VM `name`.
+    pub fn vm(&self, name: &str) -> Result<VmInfo> {
+        self.vms()?
+            .into_iter()
+            .find(|v| v.name == name)
+            .ok_or_else(|| LabError::Invalid(format!("lab {} has no vm {name:?}", self.name)))
+    }
+
+    /// Runs the `seam` CLI (next to the lab's other binaries) against the lab's controller.
+    pub fn seam(&self, args: &[&str]) -> Result<SeamOutput> {
+        let bin = self.bin_dir.join("seam");
+        let out = Command::new(&bin)
+            .args(args)
+            .arg("--controller")
+            .arg(&self.controller)
+            .output()
+            .map_err(|source| LabError::Io { path: bin, source })?;
+        Ok(SeamOutput {
+            status: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+
+    fn seam_ok(&self, args: &[&str]) -> Result<String> {
+        let out = self.seam(args)?;
+        if out.status == 0 {
+            Ok(out.stdout)
+        } else {
+            Err(LabError::Command {
+                what: format!("seam {}", args.join(" ")),
+                detail: out.stderr.trim().to_string(),
+            })
+        }
+    }
+
+    /// Makes `node` a hypervisor host: its agent restarts with `--role hypervisor` (and keeps
+    /// that role across later restarts) and registers the role with the controller.
+    pub fn make_hypervisor(&mut self, node: &str) -> Result<()> {
+        let info = self.node(node)?.clone();
+        let dir = info
+            .agent_socket
+            .parent()
+            .map(PathBuf::from)
+            .unwrap_or_else(|| self.dir.join(node));
+        let role = dir.join("role");
+        std::fs::write(&role, "hypervisor\n").map_err(io_err(&role))?;
+        self.kill_agent(node, "TERM")?;
+        self.start_agent(node)?;
+        wait_for(
+            &format!("node {node} registered as hypervisor"),
+            Duration::from_secs(20),
+            || {
+                self.seam_ok(&["get", "nodes", "-o", "json"])
+                    .ok()
+                    .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                    .and_then(|v| {
+                        v.as_array()?
+                            .iter()
+                            .find(|n| n["name"] == node)
+                            .map(|n| n["role"] == "hypervisor")
+                    })
+                    .unwrap_or(false)
+            },
+        )
+    }
+
+    fn segment_of(&self, segment: &str) -> Result<(u8, Ipv4Addr)> {
+        let text = self.seam_ok(&["get", "segments", "-o", "json"])?;
+        let all: serde_json::Value =
+            serde_json::from_str(&text).map_err(|source| LabError::State {
+                path: PathBuf::from("seam get segments"),
+                source,
+            })?;
+        let seg = all
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s["name"] == segment))
+            .ok_or_else(|| LabError::Invalid(format!("no segment {segment:?}")))?;
+        let prefix = seg["subnet"]
+            .as_str()
+            .and_then(|s| s.split('/').nth(1))
+            .and_then(|p| p.parse().ok());
+        let gateway = seg["gateway"].as_str().and_then(|g| g.parse().ok());
+        match (prefix, gateway) {
+            (Some(p), Some(g)) => Ok((p, g)),
+            _ => Err(LabError::Invalid(format!("segment {segment:?}: {seg}"))),
+        }
+    }
+
+    /// Creates VM `name` on hypervisor `host` on `segment` with `seam vm attach`, then its
+    /// namespace and interface (as a hypervisor starts a VM with its tap). Returns once the
+    /// interface exists; the host's agent plugs it in within a reconcile pass.
+    pub fn add_vm(
+        &mut self,
+        name: &str,
+        host: &str,
+        segment: &str,
+        options: &VmOptions,
+    ) -> Result<VmInfo> {
+        let mut state = self.vm_state()?;
+        if state.vms.iter().any(|v| v.name == name) {
+            return Err(LabError::Invalid(format!(
+                "lab {} already has a vm {name:?}",
+                self.name
+            )));
+        }
+        self.node(host)?;
+        let labels = options
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let ip = options.ip.map(|i| i.to_string());
+        let mut args = vec![
+            "vm",
+            "attach",
+            name,
+            "--segment",
+            segment,
+            "--host",
+            host,
+            "--json",
+        ];
+        if let Some(ip) = &ip {
+            args.extend(["--ip", ip.as_str()]);
+        }
+        if let Some(mac) = &options.mac {
+            args.extend(["--mac", mac.as_str()]);
+        }
+        if !labels.is_empty() {
+            args.extend(["--labels", labels.as_str()]);
+        }
+        if let Some(ns) = &options.namespace {
+            args.extend(["--namespace", ns.as_str()]);
+        }
+        let vm = self.seam_attach(&args)?;
+        let (prefix_len, gateway) = self.segment_of(segment)?;
+        let netns = vm_netns(&self.name, name);
+        let netns_path = seam_linux::netns::create(&netns)?;
+        let info = VmInfo {
+            name: name.to_string(),
+            namespace: str_field(&vm, "namespace"),
+            host: host.to_string(),
+            netns_path,
+            segment: segment.to_string(),
+            ip: str_field(&vm, "ip").parse().map_err(|_| bad_vm(&vm))?,
+            prefix_len,
+            gateway,
+            mac: str_field(&vm, "mac"),
+            port: str_field(&vm, "port"),
+            running: true,
+        };
+        if let Err(e) = self.plug_vm(&info, host) {
+            let _ = seam_linux::netns::delete(&netns);
+            return Err(e);
+        }
+        state.vms.push(info.clone());
+        self.save_vm_state(&state)?;
+        Ok(info)
+    }
+
+    fn seam_attach(&self, args: &[&str]) -> Result<serde_json::Value> {
+        let text = self.seam_ok(args)?;
+        serde_json::from_str(&text).map_err(|source| LabError::State {
+            path: PathBuf::from("seam vm attach"),
+            source,
+        })
+    }
+
+    /// The VM's interface: a veth from `host`'s namespace (port `tv…`) to the VM's `eth0`,
+    /// configured as the guest would configure itself.
+    fn plug_vm(&self, vm: &VmInfo, host: &str) -> Result<()> {
+        let host_ns = self.node(host)?.netns.clone();
+        let netns = vm.netns();
+        ip(
+            &host_ns,
+            &[
+                "link", "add", &vm.port, "type", "veth", "peer", "name", "eth0", "netns", &netns,
+            ],
+        )?;
+        let mtu = VM_MTU.to_string();
+        ip(&netns, &["link", "set", "lo", "up"])?;
+        ip(
+            &netns,
+            &["link", "set", "eth0", "address", &vm.mac, "mtu", &mtu, "up"],
+        )?;
+        ip(
+            &netns,
+            &[
+                "addr",
+                "add",
+                &format!("{}/{}", vm.ip, vm.prefix_len),
+                "dev",
+                "eth0",
+            ],
+        )?;
+        ip(
+            &netns,
+            &["route", "add", "default", "via", &vm.gateway.to_string()],
+        )
+    }
+
+    fn unplug_vm(&self, vm: &VmInfo) -> Result<()> {
+        let host_ns = self.node(&vm.host)?.netns.clone();
+        ip(&host_ns, &["link", "del", &vm.port])
+    }
+
+    fn update_vm(&self, vm: VmInfo) -> Result<()> {
+        let mut state = self.vm_state()?;
+        if let Some(slot) = state.vms.iter_mut().find(|v| v.name == vm.name) {
+            *slot = vm;
+        }
+        self.save_vm_state(&state)
+    }
+
+    /// Stops VM `name` (`seam vm detach`, its interface goes); its address and MAC stay leased.
+    pub fn stop_vm(&mut self, name: &str) -> Result<()> {
+        let mut vm = self.vm(name)?;
+        self.seam_ok(&["vm", "detach", name])?;
+        self.unplug_vm(&vm)?;
+        vm.running = false;
+        self.update_vm(vm)
+    }
+
+    /// Starts stopped VM `name` again on `host` (`seam vm attach`): same address and MAC.
+    pub fn start_vm(&mut self, name: &str, host: &str) -> Result<VmInfo> {
+        let mut vm = self.vm(name)?;
+        let leased = self.seam_attach(&[
+            "vm",
+            "attach",
+            name,
+            "--segment",
+            &vm.segment,
+            "--host",
+            host,
+            "--json",
+        ])?;
+        vm.ip = str_field(&leased, "ip")
+            .parse()
+            .map_err(|_| bad_vm(&leased))?;
+        vm.mac = str_field(&leased, "mac");
+        vm.host = host.to_string();
+        self.plug_vm(&vm, host)?;
+        vm.running = true;
+        self.update_vm(vm.clone())?;
+        Ok(vm)
+    }
+
+    /// Moves running VM `name` to hypervisor `host` as a live migration does: the VM's interface
+    /// leaves the old host and appears on the new one (same MAC, same address), then `seam vm
+    /// move` tells the controller, whose change every node follows.
+    pub fn move_vm(&mut self, name: &str, host: &str) -> Result<VmInfo> {
+        let mut vm = self.vm(name)?;
+        self.node(host)?;
+        // A live-migrated guest keeps its memory, its ARP cache included; the lab re-creates the
+        // VM's interface, so it carries the neighbour entries over (as `stale`: used at once,
+        // confirmed later), as the guest would still hold them.
+        let neighbours = vm_neighbours(&vm.netns());
+        self.unplug_vm(&vm)?;
+        self.plug_vm(&vm, host)?;
+        let netns = vm.netns();
+        for (addr, mac) in &neighbours {
+            ip(
+                &netns,
+                &[
+                    "neigh", "replace", addr, "lladdr", mac, "dev", "eth0", "nud", "stale",
+                ],
+            )?;
+        }
+        self.seam_ok(&["vm", "move", name, "--host", host])?;
+        vm.host = host.to_string();
+        self.update_vm(vm.clone())?;
+        Ok(vm)
+    }
+
+    /// Deletes VM `name` (`seam vm delete`: its address and MAC are released) and its namespace.
+    pub fn del_vm(&mut self, name: &str) -> Result<()> {
+        let vm = self.vm(name)?;
+        self.seam_ok(&["vm", "delete", name])?;
+        seam_linux::netns::delete(&vm.netns())?;
+        let mut state = self.vm_state()?;
+        state.vms.retain(|v| v.name != name);
+        self.save_vm_state(&state)
+    }
+}
+
+/// The VM's resolved neighbours on `eth0` (address, MAC).
+fn vm_neighbours(netns: &str) -> Vec<(String, String)> {
+    let out = Command::new("ip")
+        .args(["-j", "-n", netns, "neigh", "show", "dev", "eth0"])
+        .output();
+    let Ok(out) = out else {
+        return Vec::new();
+    };
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    list.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|n| {
+                    Some((
+                        n["dst"].as_str()?.to_string(),
+                        n["lladdr"].as_str()?.to_string(),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn str_field(v: &serde_json::Value, field: &str) -> String {
+    v[field].as_str().unwrap_or_default().to_string()
+}
+
+fn bad_vm(v: &serde_json::Value) -> LabError {
+    LabError::Invalid(format!("unexpected answer of seam vm attach: {v}"))
+}
