@@ -11,6 +11,7 @@ mod crash;
 mod gateway;
 mod overlay;
 mod policy;
+mod qemu;
 mod replicas;
 mod tenants;
 mod vm;
