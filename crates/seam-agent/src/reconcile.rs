@@ -114,15 +114,21 @@ pub async fn desired<K: NodeKernel + Firewall + 'static>(agent: &Agent<K>) -> De
 pub async fn firewall_ruleset<K: NodeKernel + Firewall + 'static>(
     agent: &Agent<K>,
 ) -> Result<TableModel, String> {
-    let view = agent.view.read().await;
+    // What changed is taken and compiled under one hold of the view (write, then read): no event can
+    // land between the two and be missed. The compiler compares only the named objects, or everything
+    // after a re-list and on its first pass.
+    let mut view = agent.view.write().await;
+    let changes = view.take_firewall_changes();
+    let view = view.downgrade();
     let mut compiler = agent.firewall_compiler.lock().await;
+    let keyed = seam_firewall::KeyedView {
+        tenants: &view.tenants,
+        namespaces: &view.namespaces,
+        endpoints: &view.endpoints,
+        documents: &view.policies,
+    };
     let (ruleset, warnings) = compiler
-        .sync(
-            view.tenants.values(),
-            view.namespaces.values(),
-            view.endpoints.values(),
-            view.policies.values(),
-        )
+        .sync_changes(keyed, &changes)
         .map_err(|e| e.to_string())?;
     for w in warnings {
         tracing::warn!("{w}");

@@ -1,9 +1,10 @@
 use std::collections::BTreeMap;
 
+use seam_firewall::ViewChanges;
 use seam_model::{Block, Endpoint, Node, ObjectKind, Segment, Snapshot, WatchEvent};
 
 /// The agent's copy of the controller's objects.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct ClusterView {
     /// Last revision applied.
     pub revision: u64,
@@ -23,6 +24,28 @@ pub struct ClusterView {
     pub policies: BTreeMap<String, serde_json::Value>,
     /// Which segment the controller said serves a namespace (flat mode has one for all).
     pub namespace_segment: BTreeMap<String, String>,
+    /// What the firewall reads (tenants, namespaces, endpoints, policies) that may have changed since the
+    /// firewall compiler last took it: lets a pass compare only those objects. Kept by [`ClusterView::reset`]
+    /// and [`ClusterView::apply`]; whoever changes those maps another way must record it here too.
+    firewall_changes: ViewChanges,
+}
+
+impl Default for ClusterView {
+    fn default() -> Self {
+        Self {
+            revision: 0,
+            nodes: BTreeMap::new(),
+            segments: BTreeMap::new(),
+            blocks: BTreeMap::new(),
+            endpoints: BTreeMap::new(),
+            namespaces: BTreeMap::new(),
+            tenants: BTreeMap::new(),
+            policies: BTreeMap::new(),
+            namespace_segment: BTreeMap::new(),
+            // Nobody has counted yet.
+            firewall_changes: ViewChanges::everything(),
+        }
+    }
 }
 
 impl ClusterView {
@@ -34,8 +57,16 @@ impl ClusterView {
         }
     }
 
+    /// What the firewall reads that may have changed since the last call (everything at first and after a
+    /// [`ClusterView::reset`]); the next call starts counting afresh.
+    pub fn take_firewall_changes(&mut self) -> ViewChanges {
+        std::mem::take(&mut self.firewall_changes)
+    }
+
     /// Replaces everything with a snapshot.
     pub fn reset(&mut self, snap: Snapshot) {
+        // A re-list says what is, not what changed.
+        self.firewall_changes = ViewChanges::everything();
         self.revision = snap.revision;
         self.nodes = snap
             .nodes
@@ -91,6 +122,19 @@ impl ClusterView {
                         tracing::warn!(%name, error = %e, "skipping malformed object from the controller")
                     }
                 },
+            }
+        }
+        let changes = &mut self.firewall_changes;
+        if !changes.everything {
+            let names = match event.kind {
+                ObjectKind::Endpoint => Some(&mut changes.endpoints),
+                ObjectKind::Namespace => Some(&mut changes.namespaces),
+                ObjectKind::Tenant => Some(&mut changes.tenants),
+                ObjectKind::Policy => Some(&mut changes.documents),
+                ObjectKind::Node | ObjectKind::Segment | ObjectKind::Block => None,
+            };
+            if let Some(names) = names {
+                names.insert(event.name.clone());
             }
         }
         match event.kind {

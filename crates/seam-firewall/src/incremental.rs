@@ -68,6 +68,9 @@ struct World {
     ref_count: HashMap<u64, u32>,
     shared_refs: usize,
     docs: Vec<Doc>,
+    /// The store names of `docs` (sorted, as a map by name gives them), when the last inputs came by name with
+    /// every tenant, namespace and endpoint under its own name: only then can a pass take changes by name.
+    doc_names: Option<Vec<String>>,
     policies: PolicySet,
     warnings: Vec<String>,
 }
@@ -147,6 +150,69 @@ struct Built {
 /// The splice found the chains out of step with the fragments (a bug): the caller compiles in full.
 #[derive(Debug)]
 struct Inconsistent;
+
+/// An agent's view of the cluster by name (tenants, namespaces and endpoints under their own names, policy
+/// documents under their store names), for [`IncrementalCompiler::sync_changes`].
+#[derive(Debug, Clone, Copy)]
+pub struct KeyedView<'a> {
+    /// Tenants by name.
+    pub tenants: &'a BTreeMap<String, seam_model::Tenant>,
+    /// Namespaces by name.
+    pub namespaces: &'a BTreeMap<String, seam_model::Namespace>,
+    /// Endpoints by name.
+    pub endpoints: &'a BTreeMap<String, seam_model::Endpoint>,
+    /// Policy documents by store name.
+    pub documents: &'a BTreeMap<String, Value>,
+}
+
+/// The names whose objects may have changed (added, edited or removed) in a [`KeyedView`] since the compiler
+/// last read it. A name may be listed without a change; an object that changed must be listed, else the
+/// compiler keeps what it had of it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ViewChanges {
+    /// Anything may have changed (a re-list, or nobody kept count): the next pass compares the whole view.
+    pub everything: bool,
+    /// Tenants by name.
+    pub tenants: BTreeSet<String>,
+    /// Namespaces by name.
+    pub namespaces: BTreeSet<String>,
+    /// Endpoints by name.
+    pub endpoints: BTreeSet<String>,
+    /// Policy documents by store name.
+    pub documents: BTreeSet<String>,
+}
+
+impl ViewChanges {
+    /// "Anything may have changed".
+    pub fn everything() -> Self {
+        ViewChanges {
+            everything: true,
+            ..ViewChanges::default()
+        }
+    }
+
+    /// Nothing changed.
+    pub fn is_empty(&self) -> bool {
+        !self.everything
+            && self.tenants.is_empty()
+            && self.namespaces.is_empty()
+            && self.endpoints.is_empty()
+            && self.documents.is_empty()
+    }
+
+    /// Adds `other`'s names (for a reader that skipped a pass).
+    pub fn merge(&mut self, other: ViewChanges) {
+        if self.everything || other.everything {
+            // The names no longer matter.
+            *self = ViewChanges::everything();
+            return;
+        }
+        self.tenants.extend(other.tenants);
+        self.namespaces.extend(other.namespaces);
+        self.endpoints.extend(other.endpoints);
+        self.documents.extend(other.documents);
+    }
+}
 
 fn hash_of(v: &impl Hash) -> u64 {
     let mut h = DefaultHasher::new();
@@ -295,24 +361,191 @@ impl World {
             }
         }
         for name in removals {
-            if let Some(old) = self.endpoints.remove(&name) {
-                self.forget(&old, &mut touched_ns);
-                ch.endpoints.push((name, Some(old)));
-            }
+            self.remove_endpoint(name, &mut touched_ns, &mut ch);
         }
         for m in upserts {
-            let state = EpState {
-                ep: cluster::endpoint(m),
-                local: m.node == node,
-            };
-            self.count(&state, &mut touched_ns);
-            let old = self.endpoints.insert(m.name.clone(), state);
-            if let Some(old) = &old {
-                self.forget(old, &mut touched_ns);
-            }
-            ch.endpoints.push((m.name.clone(), old));
+            self.upsert_endpoint(node, m, &mut touched_ns, &mut ch);
         }
+        self.settle(touched_ns, tenants_changed, ns_objects_changed, &mut ch);
+        self.update_docs(docs, &mut ch);
+        ch
+    }
 
+    /// Brings the world to `view` comparing only the objects `hints` names. `None` (nothing done) when the
+    /// world did not come from a view by name, or a named object is not under its own name: the caller then
+    /// compares everything ([`World::update_keyed`]).
+    fn update_hinted(
+        &mut self,
+        node: &str,
+        view: &KeyedView<'_>,
+        hints: &ViewChanges,
+    ) -> Option<Changes> {
+        if hints.everything || self.doc_names.is_none() {
+            return None;
+        }
+        // A name that is not the object's own would be kept under the object's (as `update` does): later
+        // changes by name would not find it.
+        let misnamed = hints
+            .tenants
+            .iter()
+            .any(|k| view.tenants.get(k).is_some_and(|t| t.name != *k))
+            || hints
+                .namespaces
+                .iter()
+                .any(|k| view.namespaces.get(k).is_some_and(|n| n.name != *k))
+            || hints
+                .endpoints
+                .iter()
+                .any(|k| view.endpoints.get(k).is_some_and(|e| e.name != *k));
+        if misnamed {
+            return None;
+        }
+        let mut ch = Changes::default();
+        let mut tenants_changed = false;
+        for k in &hints.tenants {
+            let new = view.tenants.get(k);
+            if self.tenant_objects.get(k) == new {
+                continue;
+            }
+            tenants_changed = true;
+            match new {
+                Some(t) => self.tenant_objects.insert(k.clone(), t.clone()),
+                None => self.tenant_objects.remove(k),
+            };
+        }
+        let mut touched_ns: BTreeSet<String> = BTreeSet::new();
+        for k in &hints.namespaces {
+            let new = view.namespaces.get(k);
+            if self.namespace_objects.get(k) == new {
+                continue;
+            }
+            touched_ns.insert(k.clone());
+            match new {
+                Some(n) => self.namespace_objects.insert(k.clone(), n.clone()),
+                None => self.namespace_objects.remove(k),
+            };
+        }
+        let ns_objects_changed = !touched_ns.is_empty();
+        for k in &hints.endpoints {
+            match (self.endpoints.get(k), view.endpoints.get(k)) {
+                (None, None) => {}
+                (Some(_), None) => self.remove_endpoint(k.clone(), &mut touched_ns, &mut ch),
+                (Some(s), Some(m)) if same_endpoint(s, m, node) => {}
+                (_, Some(m)) => self.upsert_endpoint(node, m, &mut touched_ns, &mut ch),
+            }
+        }
+        self.settle(touched_ns, tenants_changed, ns_objects_changed, &mut ch);
+
+        // Documents: kept in store-name order, as the map gives them (the order decides between two documents
+        // of one key); only the named ones compared and parsed.
+        let mut changed_keys: BTreeSet<ObjectKey> = BTreeSet::new();
+        let mut docs_changed = false;
+        let mut names = self.doc_names.take().unwrap_or_default();
+        for k in &hints.documents {
+            let new = view.documents.get(k);
+            match (names.binary_search(k), new) {
+                (Err(_), None) => {}
+                (Ok(i), Some(v)) if self.docs.get(i).is_some_and(|d| d.value == *v) => {}
+                (Ok(i), new) => {
+                    docs_changed = true;
+                    let old = match new {
+                        Some(v) => {
+                            let parsed = cluster::parse_document(v);
+                            if let Ok(o) = &parsed {
+                                changed_keys.insert(o.key());
+                            }
+                            let doc = Doc {
+                                value: v.clone(),
+                                parsed,
+                            };
+                            self.docs.get_mut(i).map(|d| std::mem::replace(d, doc))
+                        }
+                        None => {
+                            names.remove(i);
+                            (i < self.docs.len()).then(|| self.docs.remove(i))
+                        }
+                    };
+                    if let Some(Ok(o)) = old.map(|d| d.parsed) {
+                        changed_keys.insert(o.key());
+                    }
+                }
+                (Err(i), Some(v)) => {
+                    docs_changed = true;
+                    let parsed = cluster::parse_document(v);
+                    if let Ok(o) = &parsed {
+                        changed_keys.insert(o.key());
+                    }
+                    names.insert(i, k.clone());
+                    self.docs.insert(
+                        i.min(self.docs.len()),
+                        Doc {
+                            value: v.clone(),
+                            parsed,
+                        },
+                    );
+                }
+            }
+        }
+        self.doc_names = Some(names);
+        self.settle_policies(changed_keys, docs_changed, &mut ch);
+        Some(ch)
+    }
+
+    /// [`World::update`] from a view by name, remembering the documents' names for the passes by name that
+    /// follow.
+    fn update_keyed(&mut self, node: &str, view: &KeyedView<'_>) -> Changes {
+        let tenants: Vec<&seam_model::Tenant> = view.tenants.values().collect();
+        let namespaces: Vec<&seam_model::Namespace> = view.namespaces.values().collect();
+        let endpoints: Vec<&seam_model::Endpoint> = view.endpoints.values().collect();
+        let docs: Vec<&Value> = view.documents.values().collect();
+        let ch = self.update(node, &tenants, &namespaces, &endpoints, &docs);
+        let own_names = view.tenants.iter().all(|(k, t)| *k == t.name)
+            && view.namespaces.iter().all(|(k, n)| *k == n.name)
+            && view.endpoints.iter().all(|(k, e)| *k == e.name);
+        self.doc_names = own_names.then(|| view.documents.keys().cloned().collect());
+        ch
+    }
+
+    fn remove_endpoint(
+        &mut self,
+        name: String,
+        touched_ns: &mut BTreeSet<String>,
+        ch: &mut Changes,
+    ) {
+        if let Some(old) = self.endpoints.remove(&name) {
+            self.forget(&old, touched_ns);
+            ch.endpoints.push((name, Some(old)));
+        }
+    }
+
+    fn upsert_endpoint(
+        &mut self,
+        node: &str,
+        m: &seam_model::Endpoint,
+        touched_ns: &mut BTreeSet<String>,
+        ch: &mut Changes,
+    ) {
+        let state = EpState {
+            ep: cluster::endpoint(m),
+            local: m.node == node,
+        };
+        self.count(&state, touched_ns);
+        let old = self.endpoints.insert(m.name.clone(), state);
+        if let Some(old) = &old {
+            self.forget(old, touched_ns);
+        }
+        ch.endpoints.push((m.name.clone(), old));
+    }
+
+    /// After the objects changed: the inventory's namespaces (those in `touched_ns`) and tenants, and whether
+    /// the incremental reasoning still applies.
+    fn settle(
+        &mut self,
+        touched_ns: BTreeSet<String>,
+        tenants_changed: bool,
+        ns_objects_changed: bool,
+        ch: &mut Changes,
+    ) {
         // The inventory's namespaces: an object's labels and tenant, or the implicit namespace of endpoints.
         for name in touched_ns {
             let want = match self.namespace_objects.get(&name) {
@@ -360,8 +593,6 @@ impl World {
             }
         }
         ch.anomaly |= self.shared_addrs > 0 || self.shared_refs > 0;
-        self.update_docs(docs, &mut ch);
-        ch
     }
 
     fn count(&mut self, s: &EpState, touched_ns: &mut BTreeSet<String>) {
@@ -497,6 +728,16 @@ impl World {
                     .map(PolicyObject::key),
             );
         }
+        self.settle_policies(changed_keys, docs_changed, ch);
+    }
+
+    /// After the documents changed: the objects in force for the keys that changed, and the warnings.
+    fn settle_policies(
+        &mut self,
+        changed_keys: BTreeSet<ObjectKey>,
+        docs_changed: bool,
+        ch: &mut Changes,
+    ) {
         for key in changed_keys {
             let want = self
                 .docs
@@ -570,23 +811,65 @@ impl IncrementalCompiler {
         let changes = self
             .world
             .update(&self.node, &tenants, &namespaces, &endpoints, &documents);
+        // The documents came without names: a pass by name has to compare them all first.
+        self.world.doc_names = None;
+        self.finish(&changes, |node| {
+            cluster::node_ruleset(
+                tenants.iter().copied(),
+                namespaces.iter().copied(),
+                endpoints.iter().copied(),
+                documents.iter().copied(),
+                node,
+            )
+        })
+    }
+
+    /// Same result as [`IncrementalCompiler::sync`] on the view's objects in name order, comparing only the
+    /// objects `changes` names with what the compiler saw last: a single change costs what it touches, not the
+    /// size of the view. `changes` must name every object that changed since the last call (see
+    /// [`ViewChanges`]); everything is compared when it says so, on the first call, after a call of `sync`, and
+    /// while some object of the view is not under its own name.
+    pub fn sync_changes(
+        &mut self,
+        view: KeyedView<'_>,
+        changes: &ViewChanges,
+    ) -> Result<(&NodeRuleset, Vec<String>), CompileError> {
+        let ch = match self.world.update_hinted(&self.node, &view, changes) {
+            Some(ch) => ch,
+            None => self.world.update_keyed(&self.node, &view),
+        };
+        self.finish(&ch, |node| {
+            cluster::node_ruleset(
+                view.tenants.values(),
+                view.namespaces.values(),
+                view.endpoints.values(),
+                view.documents.values(),
+                node,
+            )
+        })
+    }
+
+    /// Recompiles what the world's `changes` touch, or everything as `node_ruleset` does (`full_compile`) when
+    /// the incremental reasoning does not apply.
+    fn finish(
+        &mut self,
+        changes: &Changes,
+        full_compile: impl FnOnce(&str) -> Result<(NodeRuleset, Vec<String>), CompileError>,
+    ) -> Result<(&NodeRuleset, Vec<String>), CompileError> {
         let full = !self.built.valid || changes.endpoints.len() > FULL_ABOVE;
         let done = !changes.anomaly
-            && (self.built.pass(&self.world, &changes, full).is_ok()
+            && (self.built.pass(&self.world, changes, full).is_ok()
                 || self
                     .built
                     .pass(&self.world, &Changes::default(), true)
                     .is_ok());
         if !done {
+            // The world has moved on already: should the full compile fail, the next pass must not splice into
+            // the ruleset of an older world.
+            self.built.valid = false;
             // What the dependency reasoning does not cover is compiled as `node_ruleset` does; the next pass
             // starts over from the world.
-            let (out, warnings) = cluster::node_ruleset(
-                tenants.iter().copied(),
-                namespaces.iter().copied(),
-                endpoints.iter().copied(),
-                documents.iter().copied(),
-                &self.node,
-            )?;
+            let (out, warnings) = full_compile(&self.node)?;
             self.built = Built {
                 out,
                 ..Built::default()

@@ -23,7 +23,7 @@ pub mod render;
 pub use addr::AddrSet;
 pub use compile::{compile, rule_id, verdict_rule_id};
 pub use error::{CompileError, Result};
-pub use incremental::IncrementalCompiler;
+pub use incremental::{IncrementalCompiler, KeyedView, ViewChanges};
 pub use ir::{
     evaluate_packet, Action, AddrMatch, L4Match, LocalEndpoint, NodeRuleset, PacketVerdict,
     PortRange, Rule, RuleId, RuleVerdict, SetName, Tier, TierChain, LOCAL_SET,

@@ -2,8 +2,11 @@
 //! removed, relabelled, moved between nodes, given other ports, addresses or kinds; namespaces relabelled, moved
 //! between tenants, created and deleted; tenants changed; policies of every kind added, edited, removed, reordered,
 //! duplicated and broken), and after every step `IncrementalCompiler::sync` must return exactly what
-//! `cluster::node_ruleset` returns (sets, rules in order, local endpoints, warnings) on every node. Each step also
-//! checks the restructured `compile` against the compiler as it was before (`legacy.rs`).
+//! `cluster::node_ruleset` returns (sets, rules in order, local endpoints, warnings) on every node. So must
+//! `IncrementalCompiler::sync_changes`, given the view by name and the names each step touched, as the agent's
+//! view records them from watch events (a re-list now and then says "everything"); one more compiler of it reads
+//! only every third step, with the names of the steps in between merged. Each step also checks the restructured
+//! `compile` against the compiler as it was before (`legacy.rs`).
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -11,7 +14,7 @@ use std::net::Ipv4Addr;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use seam_firewall::cluster::{node_ruleset, policy_set, tenant_inventory};
-use seam_firewall::{IncrementalCompiler, NodeRuleset};
+use seam_firewall::{IncrementalCompiler, KeyedView, NodeRuleset, ViewChanges};
 use serde_json::{json, Value};
 
 use crate::legacy;
@@ -80,6 +83,8 @@ enum Op {
     },
     RemovePolicy(u8),
     SwapPolicies(u8, u8),
+    /// The agent lost its watch and listed everything again: nothing changed, but the view cannot say what.
+    Relist,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -102,6 +107,7 @@ fn op() -> impl Strategy<Value = Op> {
         6 => (b(), any::<[u8; 5]>()).prop_map(|(at, recipe)| Op::PutPolicy { at, recipe }),
         2 => b().prop_map(Op::RemovePolicy),
         1 => (b(), b()).prop_map(|(a, c)| Op::SwapPolicies(a, c)),
+        1 => Just(Op::Relist),
     ]
 }
 
@@ -109,14 +115,17 @@ fn pick<'a>(items: &[&'a str], i: u8) -> &'a str {
     items[usize::from(i) % items.len()]
 }
 
-/// What the agent's view holds.
+/// What the agent's view holds. Documents are kept by a name that keeps their order (the agent's view keeps them
+/// by store name, ordered the same way), so two documents of one key, reordered ones and broken ones all reach the
+/// compilers by name.
 #[derive(Debug, Default, Clone)]
 struct View {
     tenants: BTreeMap<String, seam_model::Tenant>,
     namespaces: BTreeMap<String, seam_model::Namespace>,
     endpoints: BTreeMap<String, seam_model::Endpoint>,
-    docs: Vec<Value>,
+    docs: BTreeMap<String, Value>,
     next_ip: u32,
+    next_doc: u32,
 }
 
 fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -161,7 +170,23 @@ impl View {
         self.endpoints.values_mut().nth(usize::from(i) % n)
     }
 
-    fn apply(&mut self, op: &Op) {
+    fn nth_doc(&self, i: u8) -> Option<String> {
+        let n = self.docs.len();
+        if n == 0 {
+            return None;
+        }
+        self.docs.keys().nth(usize::from(i) % n).cloned()
+    }
+
+    /// Applies `op` and returns what the agent's view would record of it: the name of every object an event
+    /// put or removed (changed or not), or "everything" after a re-list.
+    fn apply(&mut self, op: &Op) -> ViewChanges {
+        let mut hints = ViewChanges::default();
+        self.apply_noting(op, &mut hints);
+        hints
+    }
+
+    fn apply_noting(&mut self, op: &Op, hints: &mut ViewChanges) {
         match *op {
             Op::AddEndpoint {
                 ns,
@@ -198,6 +223,7 @@ impl View {
                     ifname: None,
                     ports: ports(p),
                 };
+                hints.endpoints.insert(name.clone());
                 self.endpoints.insert(name, ep);
             }
             Op::RemoveEndpoint(i) => {
@@ -206,11 +232,13 @@ impl View {
                     let key = self.endpoints.keys().nth(usize::from(i) % n).cloned();
                     if let Some(k) = key {
                         self.endpoints.remove(&k);
+                        hints.endpoints.insert(k);
                     }
                 }
             }
             Op::Relabel { ep, app, tier } => {
                 if let Some(e) = self.nth_endpoint(ep) {
+                    hints.endpoints.insert(e.name.clone());
                     if app % 5 == 4 {
                         e.labels.remove("app");
                     } else {
@@ -227,27 +255,32 @@ impl View {
             }
             Op::Move { ep, node } => {
                 if let Some(e) = self.nth_endpoint(ep) {
+                    hints.endpoints.insert(e.name.clone());
                     e.node = pick(&NODES, node).into();
                 }
             }
             Op::Ports { ep, ports: p } => {
                 if let Some(e) = self.nth_endpoint(ep) {
+                    hints.endpoints.insert(e.name.clone());
                     e.ports = ports(p);
                 }
             }
             Op::Readdress { ep, ip } => {
                 // From a small pool: two endpoints sometimes share an address.
                 if let Some(e) = self.nth_endpoint(ep) {
+                    hints.endpoints.insert(e.name.clone());
                     e.ip = Ipv4Addr::new(10, 245, 0, ip % 16);
                 }
             }
             Op::Kind { ep, kind: k } => {
                 if let Some(e) = self.nth_endpoint(ep) {
+                    hints.endpoints.insert(e.name.clone());
                     e.kind = kind(k);
                 }
             }
             Op::NamespaceLabels { ns, team, env } => {
                 let name = pick(&NAMESPACES, ns);
+                hints.namespaces.insert(name.to_string());
                 let n = self
                     .namespaces
                     .entry(name.to_string())
@@ -261,6 +294,7 @@ impl View {
             }
             Op::NamespaceTenant { ns, tenant } => {
                 let name = pick(&NAMESPACES, ns);
+                hints.namespaces.insert(name.to_string());
                 let n = self
                     .namespaces
                     .entry(name.to_string())
@@ -273,6 +307,7 @@ impl View {
             }
             Op::NamespaceToggle(ns) => {
                 let name = pick(&NAMESPACES, ns);
+                hints.namespaces.insert(name.to_string());
                 if self.namespaces.remove(name).is_none() {
                     let mut n = seam_model::Namespace::named(name);
                     n.labels.insert("team".into(), pick(&TEAMS, ns / 5).into());
@@ -290,6 +325,7 @@ impl View {
                 } else {
                     pick(&TENANTS, t)
                 };
+                hints.tenants.insert(name.to_string());
                 if remove {
                     self.tenants.remove(name);
                 } else {
@@ -309,26 +345,37 @@ impl View {
             }
             Op::PutPolicy { at, recipe } => {
                 let doc = policy(recipe);
-                let n = self.docs.len();
                 // Mostly replace in place (an edit when the key matches), sometimes append (maybe a duplicate key).
-                if n > 0 && at % 3 != 0 {
-                    self.docs[usize::from(at) % n] = doc;
-                } else {
-                    self.docs.push(doc);
-                }
+                let name = match self.nth_doc(at) {
+                    Some(name) if at % 3 != 0 => name,
+                    _ => {
+                        self.next_doc += 1;
+                        format!("doc/{:06}", self.next_doc)
+                    }
+                };
+                hints.documents.insert(name.clone());
+                self.docs.insert(name, doc);
             }
             Op::RemovePolicy(i) => {
-                let n = self.docs.len();
-                if n > 0 {
-                    self.docs.remove(usize::from(i) % n);
+                if let Some(name) = self.nth_doc(i) {
+                    self.docs.remove(&name);
+                    hints.documents.insert(name);
                 }
             }
             Op::SwapPolicies(a, c) => {
-                let n = self.docs.len();
-                if n > 1 {
-                    self.docs.swap(usize::from(a) % n, usize::from(c) % n);
+                if let (Some(x), Some(y)) = (self.nth_doc(a), self.nth_doc(c)) {
+                    if x == y {
+                        return;
+                    }
+                    if let (Some(dx), Some(dy)) = (self.docs.remove(&x), self.docs.remove(&y)) {
+                        self.docs.insert(x.clone(), dy);
+                        self.docs.insert(y.clone(), dx);
+                    }
+                    hints.documents.insert(x);
+                    hints.documents.insert(y);
                 }
             }
+            Op::Relist => hints.everything = true,
         }
     }
 }
@@ -483,21 +530,92 @@ fn full(view: &View, node: &str) -> (NodeRuleset, Vec<String>) {
         view.tenants.values(),
         view.namespaces.values(),
         view.endpoints.values(),
-        &view.docs,
+        view.docs.values(),
         node,
     )
     .unwrap()
 }
 
-fn check(view: &View, compilers: &mut [IncrementalCompiler], step: usize) {
-    for (node, inc) in NODES.iter().zip(compilers.iter_mut()) {
-        let want = full(view, node);
+impl View {
+    fn keyed(&self) -> KeyedView<'_> {
+        KeyedView {
+            tenants: &self.tenants,
+            namespaces: &self.namespaces,
+            endpoints: &self.endpoints,
+            documents: &self.docs,
+        }
+    }
+}
+
+/// Compilers of the path by name: one per node reading every step, and one on `n1` reading every third step;
+/// each with the names seen since it last read.
+struct Hinted {
+    every: Vec<(IncrementalCompiler, ViewChanges)>,
+    lagging: (IncrementalCompiler, ViewChanges),
+}
+
+impl Hinted {
+    fn new() -> Self {
+        Hinted {
+            every: NODES
+                .iter()
+                .map(|n| (IncrementalCompiler::new(*n), ViewChanges::everything()))
+                .collect(),
+            lagging: (
+                IncrementalCompiler::new(NODES[0]),
+                ViewChanges::everything(),
+            ),
+        }
+    }
+
+    fn note(&mut self, hints: &ViewChanges) {
+        for (_, pending) in self.every.iter_mut().chain([&mut self.lagging]) {
+            pending.merge(hints.clone());
+        }
+    }
+
+    fn check(&mut self, view: &View, wants: &[(NodeRuleset, Vec<String>)], step: usize) {
+        let run = |inc: &mut IncrementalCompiler,
+                   pending: &mut ViewChanges,
+                   node: &str,
+                   want: &(NodeRuleset, Vec<String>),
+                   what: &str| {
+            let hints = std::mem::take(pending);
+            let (got, warnings) = inc.sync_changes(view.keyed(), &hints).unwrap();
+            assert_eq!(
+                warnings, want.1,
+                "warnings of {what} on {node} after step {step}"
+            );
+            if *got != want.0 {
+                let diff = describe_diff(got, &want.0);
+                panic!("ruleset of {what} on {node} after step {step} (changes {hints:?}) differs from a full compile:\n{diff}");
+            }
+        };
+        for ((node, (inc, pending)), want) in NODES.iter().zip(&mut self.every).zip(wants) {
+            run(inc, pending, node, want, "sync_changes");
+        }
+        if step.is_multiple_of(3) {
+            let (inc, pending) = &mut self.lagging;
+            run(
+                inc,
+                pending,
+                NODES[0],
+                &wants[0],
+                "sync_changes every third step",
+            );
+        }
+    }
+}
+
+fn check(view: &View, compilers: &mut [IncrementalCompiler], hinted: &mut Hinted, step: usize) {
+    let wants: Vec<(NodeRuleset, Vec<String>)> = NODES.iter().map(|n| full(view, n)).collect();
+    for ((node, inc), want) in NODES.iter().zip(compilers.iter_mut()).zip(&wants) {
         let (got, warnings) = inc
             .sync(
                 view.tenants.values(),
                 view.namespaces.values(),
                 view.endpoints.values(),
-                &view.docs,
+                view.docs.values(),
             )
             .unwrap();
         assert_eq!(warnings, want.1, "warnings on {node} after step {step}");
@@ -506,13 +624,14 @@ fn check(view: &View, compilers: &mut [IncrementalCompiler], step: usize) {
             panic!("ruleset of {node} after step {step} differs from a full compile:\n{diff}");
         }
     }
+    hinted.check(view, &wants, step);
     // The restructured compiler against the one before it.
     let inv = tenant_inventory(
         view.tenants.values(),
         view.namespaces.values(),
         view.endpoints.values(),
     );
-    let (set, _) = policy_set(&view.docs);
+    let (set, _) = policy_set(view.docs.values());
     let local: Vec<String> = view
         .endpoints
         .values()
@@ -587,13 +706,15 @@ fn run(ops: &[Op]) {
     let mut view = View::default();
     let mut compilers: Vec<IncrementalCompiler> =
         NODES.iter().map(|n| IncrementalCompiler::new(*n)).collect();
-    check(&view, &mut compilers, 0);
+    let mut hinted = Hinted::new();
+    check(&view, &mut compilers, &mut hinted, 0);
     for (i, op) in ops.iter().enumerate() {
-        view.apply(op);
-        check(&view, &mut compilers, i + 1);
+        let hints = view.apply(op);
+        hinted.note(&hints);
+        check(&view, &mut compilers, &mut hinted, i + 1);
     }
     // Nothing changed: still equal.
-    check(&view, &mut compilers, ops.len() + 1);
+    check(&view, &mut compilers, &mut hinted, ops.len() + 1);
 }
 
 proptest! {
