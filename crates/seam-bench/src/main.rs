@@ -4,8 +4,8 @@
 
 mod cleanup;
 mod cni;
-mod gateway;
 mod control;
+mod gateway;
 mod memory;
 mod policy;
 mod policy_gen;

@@ -106,10 +106,16 @@ fn link_local(pod: &seam_lab::PodInfo) -> Option<String> {
 /// Packets `table bridge seam` dropped as IPv6 in a node.
 fn ipv6_drops(node: &str) -> u64 {
     let out = std::process::Command::new("ip")
-        .args(["netns", "exec", node, "nft", "-j", "list", "table", "bridge", "seam"])
+        .args([
+            "netns", "exec", node, "nft", "-j", "list", "table", "bridge", "seam",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     seam_linux::nft::counters_from_json(&v)
         .get("ipv6-on-segments")
@@ -141,18 +147,37 @@ fn ipv6_between_endpoints_is_dropped_on_segments() {
             if let Some(ll) = link_local(p) {
                 break ll;
             }
-            assert!(std::time::Instant::now() < deadline, "{} has no usable link-local address", p.name);
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} has no usable link-local address",
+                p.name
+            );
             std::thread::sleep(Duration::from_millis(200));
         };
         lls.push(ll);
     }
-    assert!(probe::ping(&a.netns_path, b.ip, 2).unwrap(), "IPv4 on one node");
-    assert!(probe::ping(&a.netns_path, c.ip, 2).unwrap(), "IPv4 across nodes");
-    assert!(!ping6(&a, &lls[0]), "IPv6 to a pod on the same bridge must be dropped");
-    assert!(!ping6(&a, &lls[1]), "IPv6 to a pod across the overlay must be dropped");
+    assert!(
+        probe::ping(&a.netns_path, b.ip, 2).unwrap(),
+        "IPv4 on one node"
+    );
+    assert!(
+        probe::ping(&a.netns_path, c.ip, 2).unwrap(),
+        "IPv4 across nodes"
+    );
+    assert!(
+        !ping6(&a, &lls[0]),
+        "IPv6 to a pod on the same bridge must be dropped"
+    );
+    assert!(
+        !ping6(&a, &lls[1]),
+        "IPv6 to a pod across the overlay must be dropped"
+    );
     // Dropped by Seam's rule (not lost for another reason).
     let n1 = seam_e2e::netns_name(&g.node("n1").netns_path);
-    assert!(ipv6_drops(&n1) > 0, "no IPv6 packet was counted as dropped on n1");
+    assert!(
+        ipv6_drops(&n1) > 0,
+        "no IPv6 packet was counted as dropped on n1"
+    );
 }
 
 #[test]
