@@ -59,6 +59,9 @@ pub struct Agent<K> {
     pub reconcile_now: Notify,
     /// Set once the first full view of the controller has been applied.
     pub synced: AtomicBool,
+    /// Set by a reconcile pass that found a local VM's port not made yet by the hypervisor: the
+    /// loop then looks again soon instead of waiting for the next event.
+    pub vm_ports_missing: AtomicBool,
     publish_tx: mpsc::UnboundedSender<sync::Publish>,
 }
 
@@ -114,6 +117,7 @@ impl<K: NodeKernel + Firewall + 'static> Agent<K> {
             ready_segments: Mutex::new(std::collections::BTreeSet::new()),
             reconcile_now: Notify::new(),
             synced: AtomicBool::new(false),
+            vm_ports_missing: AtomicBool::new(false),
             publish_tx,
         });
         let listener = server::bind(&agent.config.socket)?;

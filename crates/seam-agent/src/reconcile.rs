@@ -9,18 +9,30 @@ use seam_dataplane::{
     host_ifname, plan, DesiredNode, Firewall, LinkOp, NodeKernel, RemoteEntry, SegmentSpec,
 };
 use seam_firewall::render::table::{self, TableModel};
-use seam_model::gateway_mac;
+use seam_model::{gateway_mac, vm_port_name, EndpointKind};
 
 use crate::Agent;
 
 /// Even without events, look again this often (catches drift made by hand).
 const RESYNC: Duration = Duration::from_secs(30);
 
+/// While a local VM's port is missing (the hypervisor has not made its tap yet), look again
+/// this often, so a VM's first packet does not wait for [`RESYNC`].
+const VM_PORT_POLL: Duration = Duration::from_millis(100);
+
 /// Runs forever. Waits for the first full controller view: before it, "not desired" would
 /// mean "not known yet", and removing it would cut traffic.
 pub async fn run<K: NodeKernel + Firewall + 'static>(agent: Arc<Agent<K>>) {
     loop {
-        let _ = tokio::time::timeout(RESYNC, agent.reconcile_now.notified()).await;
+        let wait = if agent
+            .vm_ports_missing
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            VM_PORT_POLL
+        } else {
+            RESYNC
+        };
+        let _ = tokio::time::timeout(wait, agent.reconcile_now.notified()).await;
         if !agent.is_ready() {
             continue;
         }
@@ -66,6 +78,17 @@ pub async fn desired<K: NodeKernel + Firewall + 'static>(agent: &Agent<K>) -> De
             node_ip: node.underlay_ip,
         });
     }
+    // VMs running here: their ports (made by the hypervisor) go into their segment's bridge.
+    let vm_ports = view
+        .endpoints
+        .values()
+        .filter(|e| e.kind == EndpointKind::Vm && e.node == agent.config.node)
+        .filter_map(|e| {
+            let vni = view.segments.get(&e.segment)?.vni;
+            let name = e.name.split_once('/').map_or(e.name.as_str(), |(_, n)| n);
+            Some((vm_port_name(name), vni))
+        })
+        .collect();
     let book = agent.leases.lock().await;
     let local_ports = book
         .leases()
@@ -82,6 +105,7 @@ pub async fn desired<K: NodeKernel + Firewall + 'static>(agent: &Agent<K>) -> De
         segments,
         remote,
         local_ports,
+        vm_ports,
     }
 }
 
@@ -90,15 +114,21 @@ pub async fn desired<K: NodeKernel + Firewall + 'static>(agent: &Agent<K>) -> De
 pub async fn firewall_ruleset<K: NodeKernel + Firewall + 'static>(
     agent: &Agent<K>,
 ) -> Result<TableModel, String> {
-    let view = agent.view.read().await;
+    // What changed is taken and compiled under one hold of the view (write, then read): no event can
+    // land between the two and be missed. The compiler compares only the named objects, or everything
+    // after a re-list and on its first pass.
+    let mut view = agent.view.write().await;
+    let changes = view.take_firewall_changes();
+    let view = view.downgrade();
     let mut compiler = agent.firewall_compiler.lock().await;
+    let keyed = seam_firewall::KeyedView {
+        tenants: &view.tenants,
+        namespaces: &view.namespaces,
+        endpoints: &view.endpoints,
+        documents: &view.policies,
+    };
     let (ruleset, warnings) = compiler
-        .sync(
-            view.tenants.values(),
-            view.namespaces.values(),
-            view.endpoints.values(),
-            view.policies.values(),
-        )
+        .sync_changes(keyed, &changes)
         .map_err(|e| e.to_string())?;
     for w in warnings {
         tracing::warn!("{w}");
@@ -119,6 +149,13 @@ pub async fn reconcile_once<K: NodeKernel + Firewall + 'static>(
     let observed = agent.kernel.observe().await?;
     let want = desired(agent).await;
     let ops = plan(&want, &observed);
+    let vm_ports_missing = want
+        .vm_ports
+        .keys()
+        .any(|p| !observed.vm_ports.contains_key(p));
+    agent
+        .vm_ports_missing
+        .store(vm_ports_missing, std::sync::atomic::Ordering::Release);
     let mut first_error = None;
     for op in &ops {
         let result = match op {
