@@ -12,6 +12,7 @@ mod policy_gen;
 mod stats;
 mod throughput;
 mod util;
+mod vm;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -46,6 +47,9 @@ enum Cmd {
     /// Pod to bare-metal server through a gateway node against the gateway's underlay path
     /// (iperf3; target ratio >= 0.8).
     Gateway(gateway::GatewayOpts),
+    /// VMs on a hypervisor host: attach-to-first-packet time, and iperf3 VM->pod across nodes
+    /// against pod->pod across nodes (target ratio >= 0.9).
+    Vm(vm::VmOpts),
     /// The policy compiler and nftables at scale: compile time, incremental changes applied to
     /// a real table, rules per node, memory, connection latency with 10 and 1,000 policies.
     Policy(policy::PolicyOpts),
@@ -163,6 +167,11 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         }
         Cmd::Gateway(o) => {
             let s = gateway::run(&bin_dir, &o)?;
+            reproduce(&o.command());
+            Ok(s.ok())
+        }
+        Cmd::Vm(o) => {
+            let s = vm::run(&bin_dir, &o)?;
             reproduce(&o.command());
             Ok(s.ok())
         }
