@@ -856,6 +856,15 @@ impl IncrementalCompiler {
         changes: &Changes,
         full_compile: impl FnOnce(&str) -> Result<(NodeRuleset, Vec<String>), CompileError>,
     ) -> Result<(&NodeRuleset, Vec<String>), CompileError> {
+        let unchanged = changes.endpoints.is_empty()
+            && changes.namespaces.is_empty()
+            && !changes.tenants
+            && changes.policies.is_empty()
+            && !changes.anomaly;
+        if self.built.valid && unchanged {
+            // The ruleset is the world's already; a pass would still index every endpoint to find nothing.
+            return Ok((&self.built.out, self.world.warnings.clone()));
+        }
         let full = !self.built.valid || changes.endpoints.len() > FULL_ABOVE;
         let done = !changes.anomaly
             && (self.built.pass(&self.world, changes, full).is_ok()
