@@ -21,6 +21,19 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
+# The QEMU guest test boots a distribution kernel. A machine (or container) without one in /boot
+# gets Debian's current one unpacked under /var/lib/seam-test/kernel — not installed: no boot
+# loader or initramfs hooks run. scripts/test.sh points SEAM_VM_KERNEL at it.
+if ! ls /boot/vmlinuz-* >/dev/null 2>&1 && ! ls /var/lib/seam-test/kernel/boot/vmlinuz-* >/dev/null 2>&1; then
+  echo "== unpacking a Debian kernel for the QEMU guest test"
+  kpkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-/{print $2; exit}')
+  tmp=$(mktemp -d)
+  (cd "$tmp" && apt-get download -q "$kpkg")
+  mkdir -p /var/lib/seam-test/kernel
+  dpkg-deb -x "$tmp"/*.deb /var/lib/seam-test/kernel
+  rm -rf "$tmp"
+fi
+
 if ! command -v cargo >/dev/null; then
   echo "cargo is required (https://rustup.rs); the pinned toolchain is in rust-toolchain.toml" >&2
   exit 1

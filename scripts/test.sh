@@ -28,5 +28,9 @@ echo "== tier 2/3: privileged tests (network namespaces, lab, real binaries)"
 [ "$(id -u)" -eq 0 ] || { echo "the privileged tests need root" >&2; exit 1; }
 # The privileged tests drive the debug binaries setup.sh just built.
 export SEAM_BIN_DIR="$PWD/target/debug" SEAM_E2E_NO_BUILD=1
+if ! ls /boot/vmlinuz-* >/dev/null 2>&1 && [ -z "${SEAM_VM_KERNEL:-}" ]; then
+  SEAM_VM_KERNEL=$(ls /var/lib/seam-test/kernel/boot/vmlinuz-* | tail -n 1)
+  export SEAM_VM_KERNEL
+fi
 cargo test --locked --workspace -- --ignored --test-threads=1
 echo "== all tests passed"

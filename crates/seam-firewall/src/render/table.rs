@@ -19,8 +19,8 @@
 //! - chain names are hashes of their contents: a changed policy is a new chain, an unchanged one keeps its
 //!   name, rules and counters. That is also what lets an agent that restarts adopt the kernel's table: the
 //!   names it reads back say what the chains hold.
-//! - `table bridge seam` drops IPv6 frames that enter Seam's bridges from endpoint ports (`sv…`) or the
-//!   overlay (`seam-v…`): segments are IPv4 only, and IPv6 between
+//! - `table bridge seam` drops IPv6 frames that enter Seam's bridges from endpoint ports (`sv…` pods, `tv…`
+//!   VMs) or the overlay (`seam-v…`): segments are IPv4 only, and IPv6 between
 //!   endpoints would otherwise pass unfiltered.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -362,7 +362,7 @@ pub fn full_text(model: &TableModel) -> String {
     }
     out.push_str("}\n");
     out.push_str(
-        "table bridge seam {\n\tchain forward {\n\t\ttype filter hook forward priority filter; policy accept;\n\t\tiifname \"sv*\" ether type ip6 counter drop comment \"ipv6-on-segments\"\n\t\tiifname \"seam-v*\" ether type ip6 counter drop comment \"ipv6-on-segments\"\n\t}\n}\n",
+        "table bridge seam {\n\tchain forward {\n\t\ttype filter hook forward priority filter; policy accept;\n\t\tiifname \"sv*\" ether type ip6 counter drop comment \"ipv6-on-segments\"\n\t\tiifname \"seam-v*\" ether type ip6 counter drop comment \"ipv6-on-segments\"\n\t\tiifname \"tv*\" ether type ip6 counter drop comment \"ipv6-on-segments\"\n\t}\n}\n",
     );
     out
 }

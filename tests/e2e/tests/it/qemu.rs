@@ -50,14 +50,24 @@ fn kernel() -> (PathBuf, String) {
 
 /// Copies the virtio-net modules of kernel `version` (when they are modules) into `root`,
 /// uncompressed, in load order; returns their names.
-fn modules(version: &str, root: &Path) -> Vec<String> {
-    let base = PathBuf::from("/lib/modules").join(version).join("kernel");
+fn modules(kernel: &Path, version: &str, root: &Path) -> Vec<String> {
+    // A kernel unpacked from its Debian package (scripts/setup.sh does that on machines without
+    // one in /boot) keeps its modules beside it: <root>/boot/vmlinuz-V, <root>/lib/modules/V.
+    let unpacked = kernel
+        .parent()
+        .and_then(Path::parent)
+        .map(|r| r.join("lib/modules").join(version))
+        .filter(|d| d.is_dir());
+    let base = unpacked
+        .unwrap_or_else(|| PathBuf::from("/lib/modules").join(version))
+        .join("kernel");
     let mut loaded = Vec::new();
     for rel in [
         "net/core/failover",
         "drivers/net/net_failover",
-        "drivers/virtio/virtio",
+        // virtio_ring first: virtio uses its symbols (no modprobe in the guest to sort them).
         "drivers/virtio/virtio_ring",
+        "drivers/virtio/virtio",
         "drivers/virtio/virtio_pci_modern_dev",
         "drivers/virtio/virtio_pci_legacy_dev",
         "drivers/virtio/virtio_pci",
@@ -90,7 +100,15 @@ fn modules(version: &str, root: &Path) -> Vec<String> {
 
 /// An initramfs whose /init configures eth0 and pings `target` up to 60 times, printing
 /// SEAM-PING-OK on the first reply, then powers off.
-fn initramfs(dir: &Path, version: &str, ip: &str, prefix: u8, gw: &str, target: &str) -> PathBuf {
+fn initramfs(
+    dir: &Path,
+    kernel: &Path,
+    version: &str,
+    ip: &str,
+    prefix: u8,
+    gw: &str,
+    target: &str,
+) -> PathBuf {
     let root = dir.join("root");
     for d in ["bin", "proc", "sys", "dev"] {
         std::fs::create_dir_all(root.join(d)).unwrap();
@@ -100,10 +118,10 @@ fn initramfs(dir: &Path, version: &str, ip: &str, prefix: u8, gw: &str, target: 
         .find(|p| Path::new(p).exists())
         .expect("busybox-static is installed (scripts/setup.sh)");
     std::fs::copy(busybox, root.join("bin/busybox")).unwrap();
-    let mods = modules(version, &root);
+    let mods = modules(kernel, version, &root);
     let insmods: String = mods
         .iter()
-        .map(|m| format!("insmod /{m} 2>/dev/null\n"))
+        .map(|m| format!("insmod /{m} || echo SEAM-INSMOD-FAILED {m}\n"))
         .collect();
     let init = format!(
         "#!/bin/busybox sh\n/bin/busybox --install -s /bin\nmount -t proc proc /proc\nmount -t sysfs sys /sys\n{insmods}\
@@ -165,6 +183,7 @@ fn a_qemu_guest_attached_by_tap_pings_a_pod() {
     std::fs::create_dir_all(&dir).unwrap();
     let image = initramfs(
         &dir,
+        &kernel,
         &version,
         vm["ip"].as_str().unwrap(),
         seg.subnet.prefix_len(),
