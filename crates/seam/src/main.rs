@@ -265,6 +265,32 @@ enum LabCmd {
         #[arg(long = "route", default_value = seam_lab::gateway::DEFAULT_POOL)]
         routes: Vec<String>,
     },
+    /// Make a node a hypervisor host (restarts its seamd with --role hypervisor).
+    Hypervisor {
+        #[arg(long, default_value = "seam")]
+        name: String,
+        /// The node.
+        #[arg(long)]
+        node: String,
+    },
+    /// Start a lab VM (a namespace behind a veth named as Seam names the VM's port) on a
+    /// hypervisor node and attach it through the API (`seam vm attach`).
+    VmAdd {
+        #[arg(long, default_value = "seam")]
+        name: String,
+        /// The VM's name.
+        #[arg(long)]
+        vm: String,
+        /// The hypervisor node.
+        #[arg(long)]
+        host: String,
+        /// The segment.
+        #[arg(long)]
+        segment: String,
+        /// Labels: k=v[,k=v…].
+        #[arg(long, default_value = "")]
+        labels: String,
+    },
     /// The demo: 2 nodes, 2 namespaces with 2 pods each, a measured connectivity matrix.
     Demo {
         #[arg(long, default_value = "seamdemo")]
@@ -486,6 +512,25 @@ fn run_lab(command: LabCmd) -> anyhow::Result<()> {
             gateway,
             routes,
         } => external_cmd::lab_server_add(&name, &server, address, &gateway, &routes),
+        LabCmd::Hypervisor { name, node } => Ok(Lab::load(&name)?.make_hypervisor(&node)?),
+        LabCmd::VmAdd {
+            name,
+            vm,
+            host,
+            segment,
+            labels,
+        } => {
+            let mut options = seam_lab::vm::VmOptions::default();
+            for pair in labels.split(',').filter(|p| !p.is_empty()) {
+                let (k, v) = pair
+                    .split_once('=')
+                    .ok_or_else(|| anyhow::anyhow!("label {pair:?} is not k=v"))?;
+                options.labels.insert(k.to_string(), v.to_string());
+            }
+            let info = Lab::load(&name)?.add_vm(&vm, &host, &segment, &options)?;
+            println!("{}", serde_json::to_string_pretty(&info)?);
+            Ok(())
+        }
         LabCmd::Demo { name, keep } => demo::run(&name, keep, bin_dir()?),
     }
 }
