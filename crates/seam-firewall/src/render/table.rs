@@ -8,11 +8,11 @@
 //!   established flows, drops invalid ones and dispatches on the local endpoint's address through a verdict map
 //!   (`egress_dispatch` by source, `ingress_dispatch` by destination) to that endpoint's *class chain*. An
 //!   `accept` ends only the base chain it is in, so a flow allowed by egress still meets ingress.
-//! - a class chain (`c_<hash>`) per set of local endpoints that the same policies select: `jump` to an admin
-//!   chain (`a_<hash>`) holding the rules of the admin-tier policies that select the class, `jump` to each
-//!   namespace-tier block that selects it (`b_<hash>`, one per policy, in tier order), then `goto` the
-//!   direction's baseline chain (`z_<hash>`). Admin rules are inlined per distinct set of admin policies
-//!   rather than shared per policy, because a Pass must skip the rest of the admin tier at once.
+//! - a class chain (`c_<hash>`) per set of local endpoints that the same policies select: `jump` to each
+//!   admin-tier policy that selects the class (`a_<hash>`), then to each namespace-tier one (`b_<hash>`), in
+//!   tier order, then `goto` the direction's baseline chain (`z_<hash>`). Policy chains are shared by every
+//!   class that selects them; only from the first admin policy with a Pass rule on are the class's admin
+//!   rules inlined in one chain, because a Pass must skip the rest of the admin tier at once.
 //! - Allow is `accept`, Deny `drop` (never reject: probes must time out), Pass `return` (back to the class
 //!   chain, which goes on with the namespace tier). A block's rules still test their subject set, so the
 //!   dispatch only saves work and never changes a verdict.
@@ -137,6 +137,8 @@ fn texts(rules: &[&Rule]) -> Vec<String> {
 /// each local address (in the order given) the blocks that select it.
 struct Blocks {
     bodies: Vec<Vec<String>>,
+    /// Whether the block has a Pass rule.
+    passes: Vec<bool>,
     selected: Vec<Vec<usize>>,
 }
 
@@ -151,6 +153,7 @@ impl Blocks {
             locals.iter().enumerate().map(|(i, a)| (*a, i)).collect();
         let mut out = Blocks {
             bodies: Vec::new(),
+            passes: Vec::new(),
             selected: vec![Vec::new(); locals.len()],
         };
         let mut start = 0;
@@ -164,6 +167,8 @@ impl Blocks {
             start += len;
             let b = out.bodies.len();
             out.bodies.push(texts(block));
+            out.passes
+                .push(block.iter().any(|r| r.action == crate::ir::Action::Pass));
             let subject = block_subject(dir, block).and_then(|s| ruleset.sets.get(s));
             let Some(set) = subject else {
                 out.selected.iter_mut().for_each(|v| v.push(b));
@@ -250,11 +255,28 @@ pub fn model(ruleset: &NodeRuleset) -> TableModel {
             );
             let class = classes.entry(key).or_insert_with(|| {
                 let mut jumps = Vec::new();
-                // The admin blocks that select the class, inlined in one chain: a Pass must leave the
+                // Admin blocks without a Pass are chains of their own, shared like namespace blocks
+                // (so a new endpoint rarely needs a new rule chain). From the first block with a Pass
+                // on, the class's remaining admin blocks are inlined in one chain: a Pass must leave the
                 // whole admin tier, which a `return` from that one chain does.
-                if !key.0.is_empty() {
-                    let body: Vec<String> = key
-                        .0
+                let first_pass = key
+                    .0
+                    .iter()
+                    .position(|b| admin.passes.get(*b).copied().unwrap_or(true))
+                    .unwrap_or(key.0.len());
+                for b in &key.0[..first_pass] {
+                    let Some(body) = admin.bodies.get(*b) else {
+                        continue;
+                    };
+                    let mut parts = vec![d, "admin-block"];
+                    parts.extend(body.iter().map(String::as_str));
+                    let name = hashed("a_", &parts);
+                    out.chains
+                        .insert(name.clone(), ChainBody::Rules(body.clone()));
+                    jumps.push(name);
+                }
+                if first_pass < key.0.len() {
+                    let body: Vec<String> = key.0[first_pass..]
                         .iter()
                         .filter_map(|b| admin.bodies.get(*b))
                         .flatten()
