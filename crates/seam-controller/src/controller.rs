@@ -202,15 +202,26 @@ impl Controller {
             let Some((kind, _)) = parse_key(&kv.key) else {
                 continue;
             };
+            // A malformed stored object (written by hand, or by another version) is logged with
+            // its key and left out, as the watch does: one bad record must not stop every agent
+            // from syncing. Writes that read it still fail closed.
+            let skip = |e: Error| tracing::error!(key = %kv.key, error = %e, "skipping corrupt stored object in snapshot");
             match kind {
-                ObjectKind::Node => snapshot.nodes.push(decode(&kv.key, &kv.value)?),
-                ObjectKind::Segment => snapshot.segments.push(decode(&kv.key, &kv.value)?),
-                ObjectKind::Block => snapshot.blocks.push(decode(&kv.key, &kv.value)?),
-                ObjectKind::Endpoint => snapshot.endpoints.push(decode(&kv.key, &kv.value)?),
-                ObjectKind::Namespace => snapshot.namespaces.push(decode(&kv.key, &kv.value)?),
-                ObjectKind::Tenant => snapshot.tenants.push(decode(&kv.key, &kv.value)?),
-                ObjectKind::Policy => snapshot.policies.push(decode(&kv.key, &kv.value)?),
+                ObjectKind::Node => decode(&kv.key, &kv.value).map(|o| snapshot.nodes.push(o)),
+                ObjectKind::Segment => {
+                    decode(&kv.key, &kv.value).map(|o| snapshot.segments.push(o))
+                }
+                ObjectKind::Block => decode(&kv.key, &kv.value).map(|o| snapshot.blocks.push(o)),
+                ObjectKind::Endpoint => {
+                    decode(&kv.key, &kv.value).map(|o| snapshot.endpoints.push(o))
+                }
+                ObjectKind::Namespace => {
+                    decode(&kv.key, &kv.value).map(|o| snapshot.namespaces.push(o))
+                }
+                ObjectKind::Tenant => decode(&kv.key, &kv.value).map(|o| snapshot.tenants.push(o)),
+                ObjectKind::Policy => decode(&kv.key, &kv.value).map(|o| snapshot.policies.push(o)),
             }
+            .unwrap_or_else(skip);
         }
         Ok(snapshot)
     }

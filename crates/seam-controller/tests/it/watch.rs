@@ -146,3 +146,24 @@ async fn silent_watch_times_out_on_the_client() {
     assert!(w.next().await.is_none());
     srv.stop().await;
 }
+
+/// A malformed object in the store (written by hand into etcd, say) is skipped with a log line by
+/// the snapshot and the watch, so agents keep syncing everything else.
+#[tokio::test]
+async fn a_corrupt_stored_object_is_skipped_by_snapshot_and_watch() {
+    use seam_store::{Datastore, Op, Txn};
+
+    let store = AnyStore::memory();
+    let c = seam_controller::Controller::new(ControllerConfig::default(), store.clone()).unwrap();
+    let client_before = c.snapshot().await.unwrap();
+    let mut corrupt = Txn::new();
+    corrupt.success.push(Op::Put {
+        key: "/seam/v1/endpoints/blue/broken".into(),
+        value: b"{not json".to_vec(),
+        lease: None,
+    });
+    store.txn(corrupt).await.unwrap();
+    let snap = c.snapshot().await.unwrap();
+    assert!(snap.revision > client_before.revision);
+    assert!(snap.endpoints.is_empty(), "{:?}", snap.endpoints);
+}
