@@ -158,6 +158,47 @@ fn an_etcd_member_killed_keeps_the_cluster_serving() {
     assert_eq!(report.lost(), 0, "{}", report.summary);
 }
 
+#[test]
+#[ignore = "privileged: netns, etcd"]
+fn etcd_unreachable_for_a_while_forwarding_goes_on_and_the_controllers_recover_by_themselves() {
+    let mut g = LabGuard::up_etcd("e2e-haeout", 2, 3);
+    let a = g.lab.add_pod("n1", "blue", "a").unwrap();
+    let b = g.lab.add_pod("n2", "blue", "b").unwrap();
+    wait_ping(&a, &b);
+    let pinger = Pinger::start(&a.netns_path, b.ip, PING_INTERVAL, 600).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+
+    // The whole etcd cluster goes away for a while; the controllers keep running.
+    for i in 0..3 {
+        g.lab.kill_etcd(i, "KILL").unwrap();
+    }
+    std::thread::sleep(Duration::from_secs(5));
+    // Nothing was restarted or told anything: etcd simply comes back.
+    for i in 0..3 {
+        g.lab.start_etcd(i).unwrap();
+    }
+    // The controllers reconnect (with backoff) and one leads again; new pods attach and are
+    // reachable across nodes, as a runtime would retry a sandbox the outage refused.
+    g.lab.wait_for_leader(Duration::from_secs(20)).unwrap();
+    let start = Instant::now();
+    let c = loop {
+        match g.lab.add_pod("n2", "green", "c") {
+            Ok(p) => break p,
+            Err(e) if start.elapsed() < Duration::from_secs(20) => {
+                eprintln!("ADD green/c refused while the control plane recovers, retried: {e}");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) => panic!("ADD green/c still fails 20 s after etcd returned: {e}"),
+        }
+    };
+    let d = add_pod_as_a_runtime_would(&mut g, "n1", "green", "d");
+    wait_ping(&d, &c);
+    assert!(endpoints(&g).contains(&"green/c".to_string()));
+
+    let report = pinger.finish().unwrap();
+    assert_eq!(report.lost(), 0, "{}", report.summary);
+}
+
 /// A copy of `seamd` under another path: what an upgrade puts in place (new binary, same
 /// state dir and socket).
 fn upgraded_seamd(g: &LabGuard) -> std::path::PathBuf {
