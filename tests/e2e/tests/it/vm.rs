@@ -294,3 +294,88 @@ fn a_moved_vm_keeps_address_and_mac_and_traffic_resumes_within_a_second() {
     assert!(!reach_vm(), "the policy followed the VM to n3");
     assert!(probe::ping(&vm.netns_path, web.ip, 1).unwrap());
 }
+
+/// The seed's "VM EPG ↔ Namespace EPG" case, both ways as written: a group of VMs consumes a
+/// namespace's web port, and the namespace consumes a port of the VMs; everything else between
+/// them, and from other namespaces, is dropped.
+#[test]
+#[ignore = "privileged: netns"]
+fn a_contract_between_a_namespace_and_a_group_of_vms_works_both_ways() {
+    let mut g = LabGuard::up("e2e-vmns", 3, &[]);
+    g.lab.make_hypervisor("n3").unwrap();
+    let web1 = g
+        .lab
+        .add_pod_with_labels("n1", "shop", "web-1", &labels(&[("app", "web")]))
+        .unwrap();
+    let web2 = g
+        .lab
+        .add_pod_with_labels("n2", "shop", "web-2", &labels(&[("app", "web")]))
+        .unwrap();
+    let other = g.lab.add_pod("n1", "misc", "other").unwrap();
+    let opts = VmOptions {
+        labels: labels(&[("role", "legacy")]),
+        namespace: Some("legacy".into()),
+        ..VmOptions::default()
+    };
+    let vm = g.lab.add_vm("vm1", "n3", "ns-misc", &opts).unwrap();
+    for (p, name) in [(&web1.netns_path, "web-1"), (&web2.netns_path, "web-2")] {
+        for port in [80, 81] {
+            probe::serve_tcp(p, port, name.into()).unwrap();
+        }
+    }
+    for port in [22, 8080] {
+        probe::serve_tcp(&vm.netns_path, port, "vm1".into()).unwrap();
+    }
+    let reach = |from: &std::path::Path, ip: std::net::Ipv4Addr, port: u16| {
+        probe::tcp(from, ip, port, Duration::from_millis(700))
+            .unwrap()
+            .is_some()
+    };
+    eventually("everything reachable before any policy", 15, || {
+        reach(&vm.netns_path, web1.ip, 81)
+            && reach(&other.netns_path, vm.ip, 8080)
+            && reach(&web1.netns_path, vm.ip, 22)
+    });
+    let objects = [
+        (
+            "EndpointGroup",
+            "legacy-vms",
+            json!({"apiVersion": "seam.dev/v1alpha1", "kind": "EndpointGroup",
+                   "metadata": {"name": "legacy-vms"},
+                   "spec": {"selectors": [{"kinds": ["vm"], "labels": {"matchLabels": {"role": "legacy"}}}]}}),
+        ),
+        (
+            "Contract",
+            "vms-to-shop",
+            json!({"apiVersion": "seam.dev/v1alpha1", "kind": "Contract",
+                   "metadata": {"name": "vms-to-shop"},
+                   "spec": {"consumers": ["legacy-vms"], "providers": ["namespace/shop"], "action": "allow",
+                            "subjects": [{"filters": [{"protocol": "TCP", "ports": [80]}]}]}}),
+        ),
+        (
+            "Contract",
+            "shop-to-vms",
+            json!({"apiVersion": "seam.dev/v1alpha1", "kind": "Contract",
+                   "metadata": {"name": "shop-to-vms"},
+                   "spec": {"consumers": ["namespace/shop"], "providers": ["legacy-vms"], "action": "allow",
+                            "subjects": [{"filters": [{"protocol": "TCP", "ports": [8080]}]}]}}),
+        ),
+    ];
+    for (kind, name, doc) in &objects {
+        controller(&g.lab, async |c| c.put_policy(kind, None, name, doc).await);
+    }
+    eventually("the contracts are enforced", 15, || {
+        !reach(&other.netns_path, vm.ip, 8080) && !reach(&vm.netns_path, web1.ip, 81)
+    });
+    // VMs -> namespace: the contract's port, on both web pods (two nodes); nothing else.
+    assert!(reach(&vm.netns_path, web1.ip, 80), "vm1 -> web-1:80");
+    assert!(reach(&vm.netns_path, web2.ip, 80), "vm1 -> web-2:80 (other node)");
+    assert!(!reach(&vm.netns_path, web2.ip, 81), "vm1 -> web-2:81 is not in the contract");
+    // Namespace -> VMs: the other contract's port; not the VM's SSH.
+    assert!(reach(&web1.netns_path, vm.ip, 8080), "web-1 -> vm1:8080");
+    assert!(reach(&web2.netns_path, vm.ip, 8080), "web-2 -> vm1:8080");
+    assert!(!reach(&web1.netns_path, vm.ip, 22), "web-1 -> vm1:22 is not in the contract");
+    // Neither group's consumers include misc/other.
+    assert!(!reach(&other.netns_path, vm.ip, 8080), "misc/other -> vm1");
+    assert!(!reach(&other.netns_path, web1.ip, 80), "misc/other -> web-1");
+}
