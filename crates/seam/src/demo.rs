@@ -52,6 +52,19 @@ fn scenario(lab: &mut Lab) -> anyhow::Result<()> {
         println!("   pod {ns}/{pod:<6} on {node}  {}", p.ip);
     }
     let server = add_external_server(lab)?;
+    let vm = add_client_vm(lab)?;
+    let clients = [
+        Client {
+            name: "bm1",
+            netns_path: server.netns_path.clone(),
+            ip: SERVER_IP,
+        },
+        Client {
+            name: "vm1",
+            netns_path: vm.netns_path.clone(),
+            ip: vm.ip,
+        },
+    ];
     // Give the agents a moment to install the remote entries they learn from the controller.
     std::thread::sleep(Duration::from_millis(300));
     let open = matrix(lab, "no policy yet")?;
@@ -61,16 +74,48 @@ fn scenario(lab: &mut Lab) -> anyhow::Result<()> {
         lab.dir.display()
     );
     println!("   all {} pairs connected", lab.pods.len().pow(2));
-    server_checks(lab, &server, false)?;
+    for c in &clients {
+        client_checks(lab, c, false)?;
+    }
     policy_example(lab)?;
-    server_checks(lab, &server, true)
+    for c in &clients {
+        client_checks(lab, c, true)?;
+    }
+    Ok(())
+}
+
+/// A client outside the pods: the bare-metal server behind the gateway, or the VM.
+struct Client {
+    name: &'static str,
+    netns_path: PathBuf,
+    ip: std::net::Ipv4Addr,
+}
+
+/// n2 becomes a hypervisor host and runs VM vm1 (a namespace behind a `tv…` port, attached with
+/// `seam vm attach`), labelled role=client: EPG-Client selects it by that label, as it selects bm1.
+fn add_client_vm(lab: &mut Lab) -> anyhow::Result<seam_lab::vm::VmInfo> {
+    println!(
+        "
+== n2 becomes a hypervisor host; VM vm1 joins segment ns-green (role=client)"
+    );
+    lab.make_hypervisor("n2")?;
+    let options = seam_lab::vm::VmOptions {
+        labels: [("role".to_string(), "client".to_string())].into(),
+        namespace: Some("vms".into()),
+        ..seam_lab::vm::VmOptions::default()
+    };
+    let vm = lab.add_vm("vm1", "n2", "ns-green", &options)?;
+    probe::serve_tcp_peer(&vm.netns_path, SERVER_PORT, "vm1".into())?;
+    println!(
+        "   vm vm1 {} on n2 (endpoint vms/vm1, port {}, MAC {})",
+        vm.ip, vm.port, vm.mac
+    );
+    Ok(vm)
 }
 
 /// Gateway gw1 on the underlay and the external network, bare-metal server bm1 behind it, and
 /// bm1 registered as an external endpoint labelled role=client.
 ///
-/// VM hook (issue 5 item 4): when `seam vm attach` is available, attach a VM labelled
-/// role=client on a hypervisor node here; EPG-Client selects it by that label as it selects bm1.
 fn add_external_server(lab: &mut Lab) -> anyhow::Result<seam_lab::gateway::ServerInfo> {
     println!("\n== gateway gw1 joins the overlay to the external network 203.0.113.0/24 (routes, no NAT)");
     let gw = lab.add_gateway("gw1")?;
@@ -97,21 +142,19 @@ fn add_external_server(lab: &mut Lab) -> anyhow::Result<seam_lab::gateway::Serve
     Ok(server)
 }
 
-/// What bm1 gets through to the blue pods (TCP 80, 443, 22, {PORT}, ICMP) and whether the pods
-/// can open connections to bm1; before the policy also which addresses each side sees.
-fn server_checks(
-    lab: &Lab,
-    server: &seam_lab::gateway::ServerInfo,
-    policy: bool,
-) -> anyhow::Result<()> {
+/// What a client (bm1, vm1) gets through to the blue pods (TCP 80, 443, 22, {PORT}, ICMP) and
+/// whether the pods can open connections to it; before the policy also which addresses each side
+/// sees.
+fn client_checks(lab: &Lab, client: &Client, policy: bool) -> anyhow::Result<()> {
+    let name = client.name;
     let timeout = Duration::from_millis(800);
     let webs: Vec<_> = lab.pods.iter().filter(|p| p.namespace == "blue").collect();
     // The transit routes reach the workers asynchronously.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while probe::tcp(&webs[0].netns_path, SERVER_IP, SERVER_PORT, timeout)?.is_none() && !policy {
+    while probe::tcp(&webs[0].netns_path, client.ip, SERVER_PORT, timeout)?.is_none() && !policy {
         anyhow::ensure!(
             std::time::Instant::now() < deadline,
-            "blue/web-1 does not reach bm1 through the gateway; see {}",
+            "blue/web-1 does not reach {name}; see {}",
             lab.dir.display()
         );
     }
@@ -120,48 +163,53 @@ fn server_checks(
     } else {
         "no policy yet"
     };
-    println!("\n== bare metal <-> pods through gw1, {title}: TCP 80, 443, 22, {PORT}, ICMP (Y answered, - dropped)");
+    let path = if name == "bm1" {
+        "bare metal <-> pods through gw1"
+    } else {
+        "VM <-> pods over the overlay"
+    };
+    println!("\n== {path}, {title}: TCP 80, 443, 22, {PORT}, ICMP (Y answered, - dropped)");
     for web in &webs {
         let mut marks = Vec::new();
         let mut got = Vec::new();
         for port in [80, 443, 22, PORT] {
-            let ok = probe::tcp(&server.netns_path, web.ip, port, timeout)?.is_some();
+            let ok = probe::tcp(&client.netns_path, web.ip, port, timeout)?.is_some();
             got.push(ok);
             marks.push(if ok { "Y" } else { "-" });
         }
-        let ping = probe::ping(&server.netns_path, web.ip, 1)?;
+        let ping = probe::ping(&client.netns_path, web.ip, 1)?;
         got.push(ping);
         marks.push(if ping { "Y" } else { "-" });
-        let back = probe::tcp(&web.netns_path, SERVER_IP, SERVER_PORT, timeout)?;
+        let back = probe::tcp(&web.netns_path, client.ip, SERVER_PORT, timeout)?;
         println!(
-            "   bm1 -> blue/{:<6} {}    blue/{} -> bm1:{SERVER_PORT} {}",
+            "   {name} -> blue/{:<6} {}    blue/{} -> {name}:{SERVER_PORT} {}",
             web.name,
             marks.join(" "),
             web.name,
             if back.is_some() { "Y" } else { "-" }
         );
         if !policy {
-            let seen = probe::tcp(&server.netns_path, web.ip, 443, timeout)?.unwrap_or_default();
+            let seen = probe::tcp(&client.netns_path, web.ip, 443, timeout)?.unwrap_or_default();
             println!(
-                "      the pod answers \"{seen}\" (the server's own address); the server answers \"{}\" (the pod's own address)",
+                "      the pod answers \"{seen}\" ({name}'s own address); {name} answers \"{}\" (the pod's own address)",
                 back.clone().unwrap_or_default()
             );
             anyhow::ensure!(
                 got.iter().all(|g| *g) && back.is_some(),
-                "bm1 <-> {} failed without any policy",
+                "{name} <-> {} failed without any policy",
                 web.name
             );
         } else {
             anyhow::ensure!(
                 got == [true, true, false, false, false] && back.is_none(),
-                "bm1 <-> {}: got {got:?}, pods -> bm1 {}; expected only TCP 80 and 443 from bm1",
+                "{name} <-> {}: got {got:?}, pods -> {name} {}; expected only TCP 80 and 443 from {name}",
                 web.name,
                 back.is_some()
             );
         }
     }
     if policy {
-        println!("   as Contract-Web says: bm1 reaches the web pods on TCP 80 and 443 only; the pods cannot open connections to bm1");
+        println!("   as Contract-Web says: {name} reaches the web pods on TCP 80 and 443 only; the pods cannot open connections to {name}");
     }
     Ok(())
 }
@@ -265,7 +313,7 @@ spec: {podSelector: {}, policyTypes: [Egress]}
 
 fn policy_example(lab: &Lab) -> anyhow::Result<()> {
     println!(
-        "\n== policy: EPG-Client (green, bm1) -> Contract-Web (TCP 80, 443) -> EPG-Webserver (blue)"
+        "\n== policy: EPG-Client (green, bm1, vm1) -> Contract-Web (TCP 80, 443) -> EPG-Webserver (blue)"
     );
     let objects = seam::manifest::parse_manifests(SEED_EXAMPLE)?;
     let client = seam_client::ControllerClient::new(&lab.controller)?;
@@ -360,6 +408,18 @@ fn policy_example(lab: &Lab) -> anyhow::Result<()> {
             "external/bm1",
             SERVER_PORT,
             "a web pod opening a connection to the client",
+        ),
+        (
+            "vms/vm1",
+            "blue/web-1",
+            80,
+            "the VM, allowed by the contract",
+        ),
+        (
+            "vms/vm1",
+            "blue/web-1",
+            22,
+            "the VM, SSH: not in the contract",
         ),
     ] {
         println!("\n$ seam explain {src} {dst} {port}/tcp   # {what}");

@@ -16,10 +16,6 @@ use serde_json::{json, Value};
 
 use crate::error::ExplainError;
 
-/// The caveat printed with every explanation until the controller learns container ports.
-pub const NAMED_PORTS_CAVEAT: &str =
-    "named ports are not known to the controller yet: rules that name a port match nothing here";
-
 /// Where a direction's verdict is enforced, and what the node's kernel says about its rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Realized {
@@ -313,7 +309,6 @@ pub fn render_text(x: &Explanation) -> String {
         ));
     }
     out.push_str(&format!("realized: {}\n", x.realized.describe()));
-    out.push_str(&format!("note: {NAMED_PORTS_CAVEAT}\n"));
     for w in &x.warnings {
         out.push_str(&format!("warning: {w}\n"));
     }
@@ -353,7 +348,6 @@ pub fn render_json(x: &Explanation) -> Value {
         "egress": direction_json(&x.verdict.egress),
         "ingress": direction_json(&x.verdict.ingress),
         "realized": x.realized.describe(),
-        "notes": [NAMED_PORTS_CAVEAT],
         "warnings": x.warnings,
     })
 }
