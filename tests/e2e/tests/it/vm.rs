@@ -369,13 +369,25 @@ fn a_contract_between_a_namespace_and_a_group_of_vms_works_both_ways() {
     });
     // VMs -> namespace: the contract's port, on both web pods (two nodes); nothing else.
     assert!(reach(&vm.netns_path, web1.ip, 80), "vm1 -> web-1:80");
-    assert!(reach(&vm.netns_path, web2.ip, 80), "vm1 -> web-2:80 (other node)");
-    assert!(!reach(&vm.netns_path, web2.ip, 81), "vm1 -> web-2:81 is not in the contract");
+    assert!(
+        reach(&vm.netns_path, web2.ip, 80),
+        "vm1 -> web-2:80 (other node)"
+    );
+    assert!(
+        !reach(&vm.netns_path, web2.ip, 81),
+        "vm1 -> web-2:81 is not in the contract"
+    );
     // Namespace -> VMs: the other contract's port; not the VM's SSH.
     assert!(reach(&web1.netns_path, vm.ip, 8080), "web-1 -> vm1:8080");
     assert!(reach(&web2.netns_path, vm.ip, 8080), "web-2 -> vm1:8080");
-    assert!(!reach(&web1.netns_path, vm.ip, 22), "web-1 -> vm1:22 is not in the contract");
+    assert!(
+        !reach(&web1.netns_path, vm.ip, 22),
+        "web-1 -> vm1:22 is not in the contract"
+    );
     // Neither group's consumers include misc/other.
     assert!(!reach(&other.netns_path, vm.ip, 8080), "misc/other -> vm1");
-    assert!(!reach(&other.netns_path, web1.ip, 80), "misc/other -> web-1");
+    assert!(
+        !reach(&other.netns_path, web1.ip, 80),
+        "misc/other -> web-1"
+    );
 }
