@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SEAM_PROFILE=debug ./scripts/setup.sh
+# Where cargo puts the binaries (CARGO_TARGET_DIR is honoured if set).
+target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
 
 on_failure() {
   echo "== FAILED: state left behind, for diagnosis"
@@ -13,7 +15,7 @@ on_failure() {
     [ -f "$log" ] && { echo "--- $log"; tail -n 40 "$log"; }
   done
   for lab in /run/seam-lab/*/; do
-    [ -d "$lab" ] && ./target/debug/seam lab down --name "$(basename "$lab")" || true
+    [ -d "$lab" ] && "$target_dir/debug/seam" lab down --name "$(basename "$lab")" || true
   done
 }
 trap on_failure ERR
@@ -27,7 +29,7 @@ cargo test --locked --workspace
 echo "== tier 2/3: privileged tests (network namespaces, lab, real binaries)"
 [ "$(id -u)" -eq 0 ] || { echo "the privileged tests need root" >&2; exit 1; }
 # The privileged tests drive the debug binaries setup.sh just built.
-export SEAM_BIN_DIR="$PWD/target/debug" SEAM_E2E_NO_BUILD=1
+export SEAM_BIN_DIR="$target_dir/debug" SEAM_E2E_NO_BUILD=1
 if ! ls /boot/vmlinuz-* >/dev/null 2>&1 && [ -z "${SEAM_VM_KERNEL:-}" ]; then
   SEAM_VM_KERNEL=$(ls /var/lib/seam-test/kernel/boot/vmlinuz-* | tail -n 1)
   export SEAM_VM_KERNEL
