@@ -157,6 +157,56 @@ pub(crate) fn is_up(link: &LinkMessage) -> bool {
     link.header.flags.contains(LinkFlags::Up)
 }
 
+/// `ip neigh del IP dev INDEX`; absent is success.
+pub(crate) async fn neigh_del(
+    h: &Handle,
+    index: u32,
+    ip: Ipv4Addr,
+    operation: &'static str,
+) -> Result<()> {
+    let mut msg = NeighbourMessage::default();
+    msg.header.family = AddressFamily::Inet;
+    msg.header.ifindex = index;
+    msg.attributes
+        .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
+    ok_if_absent(
+        h.neighbours()
+            .del(msg)
+            .execute()
+            .await
+            .map_err(kernel_err(operation, ip.to_string())),
+    )
+}
+
+/// `bridge fdb del MAC dev INDEX [dst DST]` of the entry with `flags` (`Own` for the device's
+/// entry, `Controller` for the bridge's); absent is success.
+pub(crate) async fn fdb_del(
+    h: &Handle,
+    index: u32,
+    mac: MacAddr,
+    dst: Option<Ipv4Addr>,
+    flags: NeighbourFlags,
+    operation: &'static str,
+) -> Result<()> {
+    let mut msg = NeighbourMessage::default();
+    msg.header.family = AddressFamily::Bridge;
+    msg.header.ifindex = index;
+    msg.header.flags = flags;
+    msg.attributes
+        .push(NeighbourAttribute::LinkLayerAddress(mac.0.to_vec()));
+    if let Some(dst) = dst {
+        msg.attributes
+            .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(dst)));
+    }
+    ok_if_absent(
+        h.neighbours()
+            .del(msg)
+            .execute()
+            .await
+            .map_err(kernel_err(operation, mac.to_string())),
+    )
+}
+
 pub(crate) async fn link_by_name(handle: &Handle, name: &str) -> Result<Option<LinkMessage>> {
     match handle
         .link()
@@ -499,37 +549,17 @@ impl NodeKernel for LinuxKernel {
                 let Some(link) = link_by_name(h, &vx).await? else {
                     return Ok(());
                 };
-                let mut msg = NeighbourMessage::default();
-                msg.header.family = AddressFamily::Bridge;
-                msg.header.ifindex = link.header.index;
-                msg.header.flags = NeighbourFlags::Own;
-                msg.attributes
-                    .push(NeighbourAttribute::LinkLayerAddress(mac.0.to_vec()));
-                msg.attributes
-                    .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(
-                        *dst,
-                    )));
-                ok_if_absent(
-                    h.neighbours()
-                        .del(msg)
-                        .execute()
-                        .await
-                        .map_err(kernel_err("fdb del", mac.to_string())),
-                )?;
-                let mut master = NeighbourMessage::default();
-                master.header.family = AddressFamily::Bridge;
-                master.header.ifindex = link.header.index;
-                master.header.flags = NeighbourFlags::Controller;
-                master
-                    .attributes
-                    .push(NeighbourAttribute::LinkLayerAddress(mac.0.to_vec()));
-                ok_if_absent(
-                    h.neighbours()
-                        .del(master)
-                        .execute()
-                        .await
-                        .map_err(kernel_err("fdb del master", mac.to_string())),
+                let index = link.header.index;
+                fdb_del(h, index, *mac, Some(*dst), NeighbourFlags::Own, "fdb del").await?;
+                fdb_del(
+                    h,
+                    index,
+                    *mac,
+                    None,
+                    NeighbourFlags::Controller,
+                    "fdb del master",
                 )
+                .await
             }
             LinkOp::NeighAdd { vni, ip, mac } => {
                 let vx = vxlan_name(*vni);
@@ -548,18 +578,7 @@ impl NodeKernel for LinuxKernel {
                 let Some(link) = link_by_name(h, &vx).await? else {
                     return Ok(());
                 };
-                let mut msg = NeighbourMessage::default();
-                msg.header.family = AddressFamily::Inet;
-                msg.header.ifindex = link.header.index;
-                msg.attributes
-                    .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(*ip)));
-                ok_if_absent(
-                    h.neighbours()
-                        .del(msg)
-                        .execute()
-                        .await
-                        .map_err(kernel_err("neigh del", ip.to_string())),
-                )
+                neigh_del(h, link.header.index, *ip, "neigh del").await
             }
             LinkOp::DeletePort { host_ifname } => delete_link(h, host_ifname).await,
             LinkOp::PlugVmPort { ifname, vni, mtu } => {

@@ -4,9 +4,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use futures::TryStreamExt;
-use netlink_packet_route::neighbour::{
-    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
-};
+use netlink_packet_route::neighbour::{NeighbourFlags, NeighbourState};
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
 use netlink_packet_route::AddressFamily;
 use rtnetlink::{LinkUnspec, LinkVxlan, RouteMessageBuilder};
@@ -16,8 +14,8 @@ use seam_dataplane::{
 use seam_model::MacAddr;
 
 use crate::kernel::{
-    add_address, delete_link, is_up, kernel_err, link_by_name, link_mac, neigh_mac, neigh_v4,
-    ok_if_absent, ok_if_exists, require_link, LinuxKernel, VXLAN_PORT,
+    add_address, delete_link, fdb_del, is_up, kernel_err, link_by_name, link_mac, neigh_del,
+    neigh_mac, neigh_v4, ok_if_absent, ok_if_exists, require_link, LinuxKernel, VXLAN_PORT,
 };
 
 /// The address of a gateway's transit device (see the rp_filter note in `EnsureDevice`).
@@ -50,34 +48,16 @@ fn route_fields(route: &RouteMessage) -> (Option<u32>, Option<Ipv4Addr>, Option<
 impl LinuxKernel {
     async fn next_hop_del(&self, index: u32, ip: Ipv4Addr, mac: MacAddr) -> Result<()> {
         let h = &self.handle;
-        let mut neigh = NeighbourMessage::default();
-        neigh.header.family = AddressFamily::Inet;
-        neigh.header.ifindex = index;
-        neigh
-            .attributes
-            .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
-        ok_if_absent(
-            h.neighbours()
-                .del(neigh)
-                .execute()
-                .await
-                .map_err(kernel_err("transit neigh del", ip.to_string())),
-        )?;
-        let mut fdb = NeighbourMessage::default();
-        fdb.header.family = AddressFamily::Bridge;
-        fdb.header.ifindex = index;
-        fdb.header.flags = NeighbourFlags::Own;
-        fdb.attributes
-            .push(NeighbourAttribute::LinkLayerAddress(mac.0.to_vec()));
-        fdb.attributes
-            .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
-        ok_if_absent(
-            h.neighbours()
-                .del(fdb)
-                .execute()
-                .await
-                .map_err(kernel_err("transit fdb del", mac.to_string())),
+        neigh_del(h, index, ip, "transit neigh del").await?;
+        fdb_del(
+            h,
+            index,
+            mac,
+            Some(ip),
+            NeighbourFlags::Own,
+            "transit fdb del",
         )
+        .await
     }
 }
 
