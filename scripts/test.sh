@@ -3,6 +3,8 @@
 #   formatting, clippy, tier-1 tests (no root), then the privileged tests (network namespaces,
 #   the lab, real seam-cni/seamd binaries) with -- --ignored.
 set -euo pipefail
+# Incremental caches double the size of the target tree and a clean CI clone gains nothing from them.
+export CARGO_INCREMENTAL=0
 cd "$(dirname "$0")/.."
 SEAM_PROFILE=debug ./scripts/setup.sh
 # Where cargo puts the binaries (CARGO_TARGET_DIR is honoured if set).
