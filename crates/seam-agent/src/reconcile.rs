@@ -233,7 +233,6 @@ async fn apply_firewall<K: NodeKernel + Firewall + 'static>(
             Ok(()) => {
                 tracing::info!(
                     operations = delta.switch.len() + delta.cleanup.len(),
-                    new_chains_text = delta.prepare.as_ref().map_or(0, String::len),
                     micros = started.elapsed().as_micros() as u64,
                     "firewall changed in place"
                 );

@@ -16,7 +16,7 @@ pub mod transit;
 mod types;
 
 pub use error::{Error, Result};
-pub use firewall::{FirewallDelta, TableOp};
+pub use firewall::{AddrField, FirewallDelta, NftMatch, NftRule, NftVerdict, TableOp};
 /// The link group that marks retired host ports (`RETIRED_GROUP` = 0x5ea0).
 pub const RETIRED_GROUP: u32 = 0x5ea0;
 

@@ -6,8 +6,8 @@
 pub mod table;
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 
+use seam_dataplane::{AddrField, NftMatch, NftRule, NftVerdict};
 use seam_policy::Protocol;
 
 use crate::ir::{Action, AddrMatch, L4Match, NodeRuleset, Rule, RuleId};
@@ -78,74 +78,65 @@ pub fn nft_set_name(name: &str) -> String {
     format!("x_{prefix}_{:016x}", fnv1a(name))
 }
 
-fn proto(p: Protocol) -> &'static str {
+fn protocol_number(p: Protocol) -> u8 {
     match p {
-        Protocol::Tcp => "tcp",
-        Protocol::Udp => "udp",
-        Protocol::Sctp => "sctp",
-        Protocol::Icmp => "icmp",
+        Protocol::Tcp => 6,
+        Protocol::Udp => 17,
+        Protocol::Sctp => 132,
+        Protocol::Icmp => 1,
     }
 }
 
-fn addr_tests(out: &mut String, field: &str, tests: &[AddrMatch]) {
+fn addr_matches(out: &mut Vec<NftMatch>, field: AddrField, tests: &[AddrMatch]) {
     for t in tests {
-        let (op, name) = match t {
-            AddrMatch::In(n) => ("", n),
-            AddrMatch::NotIn(n) => ("!= ", n),
+        let (negate, name) = match t {
+            AddrMatch::In(n) => (false, n),
+            AddrMatch::NotIn(n) => (true, n),
         };
-        let _ = write!(out, "ip {field} {op}@{} ", nft_set_name(name));
+        out.push(NftMatch::AddrInSet {
+            field,
+            set: nft_set_name(name),
+            negate,
+        });
     }
 }
 
-fn l4_text(out: &mut String, l4: &L4Match) {
-    match l4 {
+/// A rule as the kernel holds it. Allow is `accept` (it ends only the base chain of its direction),
+/// Deny is `drop`, Pass is `return` (to the class chain, which goes on with the next tier).
+pub(crate) fn nft_rule(rule: &Rule) -> NftRule {
+    let mut matches = Vec::new();
+    addr_matches(&mut matches, AddrField::Source, &rule.src);
+    addr_matches(&mut matches, AddrField::Destination, &rule.dst);
+    match &rule.l4 {
         L4Match::Any => {}
-        L4Match::Protocol(p) => {
-            let _ = write!(out, "meta l4proto {} ", proto(*p));
-        }
+        L4Match::Protocol(p) => matches.push(NftMatch::L4Proto(protocol_number(*p))),
         L4Match::Ports { protocol, ranges } => {
-            let items: Vec<String> = ranges
-                .iter()
-                .map(|r| {
-                    if r.start == r.end {
-                        r.start.to_string()
-                    } else {
-                        format!("{}-{}", r.start, r.end)
-                    }
-                })
-                .collect();
-            let ports = match items.as_slice() {
-                [one] => one.clone(),
-                _ => format!("{{ {} }}", items.join(", ")),
-            };
-            let _ = write!(out, "meta l4proto {} th dport {ports} ", proto(*protocol));
+            matches.push(NftMatch::L4Proto(protocol_number(*protocol)));
+            matches.push(NftMatch::DstPorts(
+                ranges.iter().map(|r| (r.start, r.end)).collect(),
+            ));
         }
         L4Match::IcmpType(t) => {
-            let _ = write!(out, "meta l4proto icmp icmp type {t} ");
+            matches.push(NftMatch::L4Proto(protocol_number(Protocol::Icmp)));
+            matches.push(NftMatch::IcmpType(*t));
         }
     }
-}
-
-/// A rule as nft text. Allow is `accept` (it ends only the base chain of its direction), Deny is `drop`,
-/// Pass is `return` (to the class chain, which goes on with the next tier).
-pub(crate) fn rule_text(rule: &Rule) -> String {
-    let mut out = String::new();
-    addr_tests(&mut out, "saddr", &rule.src);
-    addr_tests(&mut out, "daddr", &rule.dst);
-    l4_text(&mut out, &rule.l4);
-    out.push_str("counter ");
     let comment = nft_comment(&rule.id);
-    if rule.log {
+    let log_prefix = rule.log.then(|| {
         let prefix: String = comment.chars().take(100).collect();
-        let _ = write!(out, "log prefix \"seam {prefix} \" ");
-    }
+        format!("seam {prefix} ")
+    });
     let verdict = match rule.action {
-        Action::Allow => "accept",
-        Action::Deny => "drop",
-        Action::Pass => "return",
+        Action::Allow => NftVerdict::Accept,
+        Action::Deny => NftVerdict::Drop,
+        Action::Pass => NftVerdict::Return,
     };
-    let _ = write!(out, "{verdict} comment \"{comment}\"");
-    out
+    NftRule {
+        matches,
+        log_prefix,
+        verdict,
+        comment,
+    }
 }
 
 /// Renders the ruleset as one nftables transaction that atomically replaces Seam's tables. The output is

@@ -126,12 +126,9 @@ pub fn apply_ruleset(text: &str) -> Result<(), NftError> {
     run("apply ruleset", &["-f", "-"], Some(text)).map(|_| ())
 }
 
-/// Changes `table inet seam` in place: `prepare` through `nft -f`, then the `switch` batch, then the
-/// `cleanup` batch (see [`seam_dataplane::FirewallDelta`]).
+/// Changes `table inet seam` in place: the `switch` batch, then the `cleanup` batch (see
+/// [`seam_dataplane::FirewallDelta`]).
 pub fn apply_delta(delta: &seam_dataplane::FirewallDelta) -> Result<(), NftError> {
-    if let Some(text) = &delta.prepare {
-        run("apply ruleset", &["-f", "-"], Some(text))?;
-    }
     crate::nfnl::apply_batch(TABLE_NAME, &delta.switch)?;
     crate::nfnl::apply_batch(TABLE_NAME, &delta.cleanup)?;
     Ok(())

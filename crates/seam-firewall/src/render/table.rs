@@ -27,11 +27,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
-use seam_dataplane::{FirewallDelta, TableOp};
+use seam_dataplane::{FirewallDelta, NftRule, TableOp};
 use seam_policy::Direction;
 use serde_json::Value;
 
-use super::{fnv1a, nft_set_name, rule_text, TABLE};
+use super::{fnv1a, nft_rule, nft_set_name, TABLE};
 use crate::ir::{AddrMatch, NodeRuleset, Rule, Tier};
 
 /// The verdict map of a direction.
@@ -48,8 +48,8 @@ const CHAIN_PREFIXES: [&str; 4] = ["a_", "b_", "c_", "z_"];
 /// What a regular chain holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChainBody {
-    /// Rules, as nft text.
-    Rules(Vec<String>),
+    /// Policy rules.
+    Rules(Vec<NftRule>),
     /// `jump` to each chain, then `goto` the last one.
     Dispatch {
         /// Chains jumped to, in order.
@@ -129,14 +129,18 @@ fn block_subject<'r>(direction: Direction, rules: &[&'r Rule]) -> Option<&'r str
     })
 }
 
-fn texts(rules: &[&Rule]) -> Vec<String> {
-    rules.iter().map(|r| rule_text(r)).collect()
+/// The kernel rules of `rules`, and their text (which names the chain holding them).
+fn body(rules: &[&Rule]) -> (Vec<NftRule>, Vec<String>) {
+    let rules: Vec<NftRule> = rules.iter().map(|r| nft_rule(r)).collect();
+    let texts = rules.iter().map(NftRule::to_string).collect();
+    (rules, texts)
 }
 
 /// The rules of one tier cut into blocks (one per policy: consecutive rules of one policy id), and for
 /// each local address (in the order given) the blocks that select it.
 struct Blocks {
-    bodies: Vec<Vec<String>>,
+    bodies: Vec<Vec<NftRule>>,
+    texts: Vec<Vec<String>>,
     /// Whether the block has a Pass rule.
     passes: Vec<bool>,
     selected: Vec<Vec<usize>>,
@@ -153,6 +157,7 @@ impl Blocks {
             locals.iter().enumerate().map(|(i, a)| (*a, i)).collect();
         let mut out = Blocks {
             bodies: Vec::new(),
+            texts: Vec::new(),
             passes: Vec::new(),
             selected: vec![Vec::new(); locals.len()],
         };
@@ -166,7 +171,9 @@ impl Blocks {
             let block = &rules[start..start + len];
             start += len;
             let b = out.bodies.len();
-            out.bodies.push(texts(block));
+            let (rules, texts) = body(block);
+            out.bodies.push(rules);
+            out.texts.push(texts);
             out.passes
                 .push(block.iter().any(|r| r.action == crate::ir::Action::Pass));
             let subject = block_subject(dir, block).and_then(|s| ruleset.sets.get(s));
@@ -225,11 +232,11 @@ pub fn model(ruleset: &NodeRuleset) -> TableModel {
                 .collect()
         };
         let baseline = {
-            let body = texts(&tier(Tier::Baseline));
+            let (rules, texts) = body(&tier(Tier::Baseline));
             let mut parts = vec![d, "baseline"];
-            parts.extend(body.iter().map(String::as_str));
+            parts.extend(texts.iter().map(String::as_str));
             let name = hashed("z_", &parts);
-            out.chains.insert(name.clone(), ChainBody::Rules(body));
+            out.chains.insert(name.clone(), ChainBody::Rules(rules));
             name
         };
         let admin = Blocks::split(ruleset, dir, &tier(Tier::Admin), &locals);
@@ -238,12 +245,13 @@ pub fn model(ruleset: &NodeRuleset) -> TableModel {
         let namespace_chains: Vec<String> = namespace
             .bodies
             .iter()
-            .map(|body| {
+            .zip(&namespace.texts)
+            .map(|(rules, texts)| {
                 let mut parts = vec![d, "namespace"];
-                parts.extend(body.iter().map(String::as_str));
+                parts.extend(texts.iter().map(String::as_str));
                 let name = hashed("b_", &parts);
                 out.chains
-                    .insert(name.clone(), ChainBody::Rules(body.clone()));
+                    .insert(name.clone(), ChainBody::Rules(rules.clone()));
                 name
             })
             .collect();
@@ -265,27 +273,35 @@ pub fn model(ruleset: &NodeRuleset) -> TableModel {
                     .position(|b| admin.passes.get(*b).copied().unwrap_or(true))
                     .unwrap_or(key.0.len());
                 for b in &key.0[..first_pass] {
-                    let Some(body) = admin.bodies.get(*b) else {
+                    let (Some(rules), Some(texts)) = (admin.bodies.get(*b), admin.texts.get(*b))
+                    else {
                         continue;
                     };
                     let mut parts = vec![d, "admin-block"];
-                    parts.extend(body.iter().map(String::as_str));
+                    parts.extend(texts.iter().map(String::as_str));
                     let name = hashed("a_", &parts);
                     out.chains
-                        .insert(name.clone(), ChainBody::Rules(body.clone()));
+                        .insert(name.clone(), ChainBody::Rules(rules.clone()));
                     jumps.push(name);
                 }
                 if first_pass < key.0.len() {
-                    let body: Vec<String> = key.0[first_pass..]
+                    let inlined = &key.0[first_pass..];
+                    let rules: Vec<NftRule> = inlined
                         .iter()
                         .filter_map(|b| admin.bodies.get(*b))
                         .flatten()
                         .cloned()
                         .collect();
                     let mut parts = vec![d, "admin"];
-                    parts.extend(body.iter().map(String::as_str));
+                    parts.extend(
+                        inlined
+                            .iter()
+                            .filter_map(|b| admin.texts.get(*b))
+                            .flatten()
+                            .map(String::as_str),
+                    );
                     let name = hashed("a_", &parts);
-                    out.chains.insert(name.clone(), ChainBody::Rules(body));
+                    out.chains.insert(name.clone(), ChainBody::Rules(rules));
                     jumps.push(name);
                 }
                 jumps.extend(
@@ -391,29 +407,30 @@ pub fn full_text(model: &TableModel) -> String {
 
 /// The in-place change from the table the kernel holds (`old`) to `new`; see [`FirewallDelta`] for the steps.
 pub fn delta(old: &TableModel, new: &TableModel) -> FirewallDelta {
-    let mut prepare = String::new();
     let mut switch = Vec::new();
     let mut cleanup = Vec::new();
+    // What is referred to comes before what refers to it: sets, then rule chains, then the class
+    // chains that jump to them, then the map entries that go to those.
     for name in new.sets.keys() {
         if !old.sets.contains_key(name) {
-            let _ = writeln!(
-                prepare,
-                "add set {TABLE} {name} {{ type ipv4_addr; flags interval; }}"
-            );
+            switch.push(TableOp::AddSet { name: name.clone() });
         }
     }
-    // Dispatch chains come first in the switch: the map entries added after them refer to them.
+    for (name, body) in &new.chains {
+        if let (ChainBody::Rules(rules), false) = (body, old.chains.contains_key(name)) {
+            switch.push(TableOp::AddChain { name: name.clone() });
+            switch.extend(rules.iter().map(|rule| TableOp::AddRule {
+                chain: name.clone(),
+                rule: rule.clone(),
+            }));
+        }
+    }
     for (name, body) in &new.chains {
         if old.chains.contains_key(name) {
             continue;
         }
         match body {
-            ChainBody::Rules(rules) => {
-                let _ = writeln!(prepare, "add chain {TABLE} {name}");
-                for r in rules {
-                    let _ = writeln!(prepare, "add rule {TABLE} {name} {r}");
-                }
-            }
+            ChainBody::Rules(_) => {}
             ChainBody::Dispatch { jumps, goto } => {
                 switch.push(TableOp::AddChain { name: name.clone() });
                 for j in jumps {
@@ -496,11 +513,7 @@ pub fn delta(old: &TableModel, new: &TableModel) -> FirewallDelta {
             cleanup.push(TableOp::DeleteSet { name: name.clone() });
         }
     }
-    FirewallDelta {
-        prepare: (!prepare.is_empty()).then_some(prepare),
-        switch,
-        cleanup,
-    }
+    FirewallDelta { switch, cleanup }
 }
 
 fn parse_addr(v: &Value) -> Option<Ipv4Addr> {
@@ -588,6 +601,15 @@ mod tests {
         s.parse().unwrap()
     }
 
+    fn rule(verdict: seam_dataplane::NftVerdict) -> NftRule {
+        NftRule {
+            matches: Vec::new(),
+            log_prefix: None,
+            verdict,
+            comment: "r".into(),
+        }
+    }
+
     fn sample() -> TableModel {
         let mut m = TableModel::default();
         m.sets.insert(
@@ -596,10 +618,12 @@ mod tests {
         );
         m.chains.insert(
             "b_1".into(),
-            ChainBody::Rules(vec!["counter accept".into()]),
+            ChainBody::Rules(vec![rule(seam_dataplane::NftVerdict::Accept)]),
         );
-        m.chains
-            .insert("z_1".into(), ChainBody::Rules(vec!["accept".into()]));
+        m.chains.insert(
+            "z_1".into(),
+            ChainBody::Rules(vec![rule(seam_dataplane::NftVerdict::Accept)]),
+        );
         m.chains.insert(
             "c_1".into(),
             ChainBody::Dispatch {
@@ -626,7 +650,6 @@ mod tests {
         );
         new.ingress.insert(a("10.0.0.2"), "c_1".into());
         let d = delta(&old, &new);
-        assert_eq!(d.prepare, None);
         assert!(d.cleanup.is_empty());
         assert_eq!(
             d.switch,
@@ -653,8 +676,9 @@ mod tests {
         let mut new = old.clone();
         new.chains.remove("b_1");
         new.chains.remove("c_1");
+        let drop = rule(seam_dataplane::NftVerdict::Drop);
         new.chains
-            .insert("b_2".into(), ChainBody::Rules(vec!["counter drop".into()]));
+            .insert("b_2".into(), ChainBody::Rules(vec![drop.clone()]));
         new.chains.insert(
             "c_2".into(),
             ChainBody::Dispatch {
@@ -664,13 +688,22 @@ mod tests {
         );
         new.ingress.insert(a("10.0.0.1"), "c_2".into());
         let d = delta(&old, &new);
+        // The new rule chain, then the class chain that jumps to it, then the map entry.
         assert_eq!(
-            d.prepare.as_deref(),
-            Some("add chain inet seam b_2\nadd rule inet seam b_2 counter drop\n")
-        );
-        assert_eq!(
-            d.switch.first(),
-            Some(&TableOp::AddChain { name: "c_2".into() })
+            d.switch[..4],
+            [
+                TableOp::AddChain { name: "b_2".into() },
+                TableOp::AddRule {
+                    chain: "b_2".into(),
+                    rule: drop
+                },
+                TableOp::AddChain { name: "c_2".into() },
+                TableOp::AddJump {
+                    chain: "c_2".into(),
+                    target: "b_2".into(),
+                    goto: false
+                },
+            ]
         );
         assert!(d.switch.contains(&TableOp::DeleteKeys {
             map: "ingress_dispatch".into(),

@@ -105,3 +105,137 @@ fn changes_in_place_equal_the_whole_table() {
     let last = previous.unwrap();
     assert!(table::delta(&last, &last).is_empty());
 }
+
+/// The rules of `chain` in a listing, without what differs between two chains holding equal rules.
+fn chain_rules(listing: &Value, chain: &str) -> Vec<Value> {
+    listing["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i.get("rule"))
+        .filter(|r| r["chain"] == chain)
+        .map(|r| serde_json::json!({ "expr": r["expr"], "comment": r["comment"] }))
+        .collect()
+}
+
+#[test]
+#[ignore = "privileged: netns"]
+fn every_rule_form_sent_over_netlink_reads_back_as_its_text() {
+    use seam_dataplane::{AddrField, NftMatch, NftRule, NftVerdict, TableOp};
+    require_root();
+    let guard = Namespaces(vec![format!("sdr{}", std::process::id())]);
+    netns::create(&guard.0[0]).unwrap();
+    let addr = |field, set: &str, negate| NftMatch::AddrInSet {
+        field,
+        set: set.into(),
+        negate,
+    };
+    let rule = |matches: Vec<NftMatch>, log: bool, verdict, comment: &str| NftRule {
+        matches,
+        log_prefix: log.then(|| format!("seam {comment} ")),
+        verdict,
+        comment: comment.into(),
+    };
+    let rules = [
+        rule(
+            vec![
+                addr(AddrField::Source, "g/web", false),
+                addr(AddrField::Destination, "np/x/a/except", true),
+                NftMatch::L4Proto(6),
+                NftMatch::DstPorts(vec![(80, 80), (443, 443)]),
+            ],
+            true,
+            NftVerdict::Accept,
+            "contract/web/ingress/0",
+        ),
+        rule(
+            vec![
+                addr(AddrField::Destination, "g/web", false),
+                NftMatch::L4Proto(17),
+                NftMatch::DstPorts(vec![(53, 53)]),
+            ],
+            false,
+            NftVerdict::Drop,
+            "np/x/dns/egress/0",
+        ),
+        rule(
+            vec![
+                NftMatch::L4Proto(132),
+                NftMatch::DstPorts(vec![(8000, 8080)]),
+            ],
+            false,
+            NftVerdict::Return,
+            "anp/pass/ingress/1",
+        ),
+        rule(
+            vec![
+                NftMatch::L4Proto(6),
+                NftMatch::DstPorts(vec![(22, 22), (8000, 8080), (65000, 65535)]),
+            ],
+            false,
+            NftVerdict::Accept,
+            "np/x/ranges/ingress/0",
+        ),
+        rule(
+            vec![
+                addr(AddrField::Source, "g/web", true),
+                NftMatch::L4Proto(1),
+                NftMatch::IcmpType(8),
+            ],
+            true,
+            NftVerdict::Drop,
+            "anp/icmp/egress/0",
+        ),
+        rule(
+            vec![NftMatch::L4Proto(17)],
+            false,
+            NftVerdict::Accept,
+            "cnp/udp/egress/0",
+        ),
+        rule(Vec::new(), false, NftVerdict::Drop, "default/ingress"),
+    ];
+    let text_chain: String = rules.iter().map(|r| format!("\t\t{r}\n")).collect();
+    let listing = netns::run_in(&netns::path_of(&guard.0[0]), || {
+        apply_ruleset(
+            "table inet seam {\n\tset g/web { type ipv4_addr; flags interval; elements = { 10.0.0.1 } }\n}\n",
+        )
+        .unwrap();
+        // The other set and the chain arrive with their rules in one batch, as a policy edit does.
+        let mut ops = vec![
+            TableOp::AddSet {
+                name: "np/x/a/except".into(),
+            },
+            TableOp::AddChain {
+                name: "from_netlink".into(),
+            },
+        ];
+        ops.extend(rules.iter().map(|r| TableOp::AddRule {
+            chain: "from_netlink".into(),
+            rule: r.clone(),
+        }));
+        seam_linux::nfnl::apply_batch("seam", &ops).unwrap();
+        apply_ruleset(&format!(
+            "table inet seam {{\n\tchain from_text {{\n{text_chain}\t}}\n}}\n"
+        ))
+        .unwrap();
+        list_table().unwrap()
+    })
+    .unwrap();
+    let (text, netlink) = (
+        chain_rules(&listing, "from_text"),
+        chain_rules(&listing, "from_netlink"),
+    );
+    assert_eq!(text.len(), rules.len());
+    for (i, (t, n)) in text.iter().zip(&netlink).enumerate() {
+        assert_eq!(t, n, "rule {i} ({}) differs", rules[i]);
+    }
+    assert_eq!(text.len(), netlink.len());
+    let set = listing["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|i| i.get("set").filter(|s| s["name"] == "np/x/a/except"))
+        .expect("the set made over netlink is listed");
+    assert_eq!(set["type"], "ipv4_addr");
+    assert_eq!(set["flags"], serde_json::json!(["interval"]));
+}
