@@ -998,7 +998,7 @@ fn incremental(
     let (first_apply, kernel_rules, list_ms, out) = result??;
     delete?;
     println!(
-        "== incremental changes on {node}, {changes} of each, in namespace {ns_name}, as the agent makes them: IncrementalCompiler::sync_changes, table model + delta, applied in place (nf_tables netlink batches; nft -f only for new rule chains)"
+        "== incremental changes on {node}, {changes} of each, in namespace {ns_name}, as the agent makes them: IncrementalCompiler::sync_changes, table model + delta, applied in place (nf_tables netlink batches)"
     );
     println!(
         "   first full apply: {first_apply:.0} ms; the kernel then holds {kernel_rules} rules with counters (nft -j list table: {list_ms:.0} ms)"

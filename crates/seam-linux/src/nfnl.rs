@@ -657,6 +657,47 @@ pub fn apply_batch(table: &str, ops: &[TableOp]) -> Result<(), NfnlError> {
     }
     buf.extend_from_slice(&batch_marker(NFNL_MSG_BATCH_END, last_seq + 1));
 
+    let mut socket = match CACHED.with(|c| c.borrow_mut().take()) {
+        Some((ns, socket)) if Some(ns) == netns_id() => socket,
+        _ => open_socket()?,
+    };
+    // One answer per message: a big batch must not overflow the receive buffer, or answers are
+    // lost and the wait times out. Raising it needs CAP_NET_ADMIN, which applying needs anyway.
+    let answers = msgs.len().saturating_mul(64).max(1 << 18);
+    if let Err(e) = nix::sys::socket::setsockopt(
+        &socket.as_fd(),
+        nix::sys::socket::sockopt::RcvBufForce,
+        &answers,
+    ) {
+        tracing::debug!(error = %e, "raising the nf_tables socket's receive buffer failed");
+    }
+    socket.send(&buf, 0)?;
+    let outcome = read_answers(&mut socket, &msgs, first_seq, last_seq);
+    // Only a socket whose every answer was read is clean enough to reuse.
+    if outcome.is_ok() {
+        if let Some(ns) = netns_id() {
+            CACHED.with(|c| *c.borrow_mut() = Some((ns, socket)));
+        }
+    }
+    outcome
+}
+
+thread_local! {
+    /// The thread's nf_tables socket and the network namespace it was opened in. Why keep it: closing
+    /// a netfilter netlink socket waits for the kernel to free the last batch's transaction (an RCU
+    /// grace period, 5–12 ms here), which would double the time of every change.
+    static CACHED: std::cell::RefCell<Option<(u64, Socket)>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The calling thread's network namespace (a socket belongs to the namespace it was opened in).
+fn netns_id() -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/thread-self/ns/net")
+        .ok()
+        .map(|m| m.ino())
+}
+
+fn open_socket() -> Result<Socket, NfnlError> {
     let mut socket = Socket::new(NETLINK_NETFILTER)?;
     socket.bind_auto()?;
     socket.connect(&SocketAddr::new(0, 0))?;
@@ -668,18 +709,16 @@ pub fn apply_batch(table: &str, ops: &[TableOp]) -> Result<(), NfnlError> {
         &timeout,
     )
     .map_err(std::io::Error::from)?;
-    // One answer per message: a big batch must not overflow the default receive buffer, or answers
-    // are lost and the wait times out. Raising it needs CAP_NET_ADMIN, which applying needs anyway.
-    let answers = msgs.len().saturating_mul(64).max(1 << 18);
-    if let Err(e) = nix::sys::socket::setsockopt(
-        &socket.as_fd(),
-        nix::sys::socket::sockopt::RcvBufForce,
-        &answers,
-    ) {
-        tracing::debug!(error = %e, "raising the nf_tables socket's receive buffer failed");
-    }
-    socket.send(&buf, 0)?;
+    Ok(socket)
+}
 
+/// Reads the kernel's answer to every message of a batch; the first refusal is the error.
+fn read_answers(
+    socket: &mut Socket,
+    msgs: &[(String, Vec<u8>)],
+    first_seq: u32,
+    last_seq: u32,
+) -> Result<(), NfnlError> {
     let mut answered = 0usize;
     let mut refused: Option<NfnlError> = None;
     let mut rx = vec![0u8; 1 << 16];
