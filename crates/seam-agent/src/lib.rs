@@ -51,8 +51,12 @@ pub struct Agent<K> {
     /// The firewall table the kernel holds, as far as the agent knows; `None` until it has read the
     /// kernel's table back or written it whole (at start, and after a failed change).
     pub applied_firewall: Mutex<Option<seam_firewall::render::table::TableModel>>,
-    /// Compiles the node's firewall from the view on every pass, recomputing only what changed.
-    pub firewall_compiler: Mutex<seam_firewall::IncrementalCompiler>,
+    /// Compiles the node's firewall from the view on every pass, recomputing only what changed, and
+    /// renders it into kernel objects, rendering only the rules and sets that changed.
+    pub firewall_compiler: Mutex<(
+        seam_firewall::IncrementalCompiler,
+        seam_firewall::render::table::Renderer,
+    )>,
     /// Wakes the reaper of retired host ports.
     pub reap_now: Notify,
     /// Wakes the reconcile loop.
@@ -102,8 +106,10 @@ impl<K: NodeKernel + Firewall + 'static> Agent<K> {
         }
         let cached = book.cached_segments().await?;
         let (publish_tx, publish_rx) = mpsc::unbounded_channel();
-        let firewall_compiler =
-            Mutex::new(seam_firewall::IncrementalCompiler::new(config.node.clone()));
+        let firewall_compiler = Mutex::new((
+            seam_firewall::IncrementalCompiler::new(config.node.clone()),
+            seam_firewall::render::table::Renderer::default(),
+        ));
         let agent = Arc::new(Agent {
             config,
             kernel,

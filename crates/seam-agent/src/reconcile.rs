@@ -120,7 +120,8 @@ pub async fn firewall_ruleset<K: NodeKernel + Firewall + 'static>(
     let mut view = agent.view.write().await;
     let changes = view.take_firewall_changes();
     let view = view.downgrade();
-    let mut compiler = agent.firewall_compiler.lock().await;
+    let mut guard = agent.firewall_compiler.lock().await;
+    let (compiler, renderer) = &mut *guard;
     let keyed = seam_firewall::KeyedView {
         tenants: &view.tenants,
         namespaces: &view.namespaces,
@@ -133,7 +134,7 @@ pub async fn firewall_ruleset<K: NodeKernel + Firewall + 'static>(
     for w in warnings {
         tracing::warn!("{w}");
     }
-    Ok(table::model(ruleset))
+    Ok(renderer.model(ruleset))
 }
 
 /// Observes once, plans, applies every operation (continuing past failures), and reports how

@@ -943,7 +943,9 @@ fn incremental(
             .map(|e| (e.name.clone(), e.clone()))
             .collect();
         let mut compiler = seam_firewall::IncrementalCompiler::new(node);
-        compiler.sync_changes(
+        // The agent's renderer keeps what it rendered last; it starts from the table just written.
+        let mut renderer = seam_firewall::render::table::Renderer::default();
+        let (first, _) = compiler.sync_changes(
             seam_firewall::KeyedView {
                 tenants: &tenants,
                 namespaces: &namespaces,
@@ -952,6 +954,7 @@ fn incremental(
             },
             &seam_firewall::ViewChanges::everything(),
         )?;
+        renderer.model(first);
         let mut out = Vec::new();
         for kind in [Change::PodAdded, Change::LabelChanged, Change::PolicyEdited] {
             let mut tm = Timings::default();
@@ -975,7 +978,7 @@ fn incremental(
                     &changed,
                 )?;
                 let t2 = Instant::now();
-                let model = seam_firewall::render::table::model(rs);
+                let model = renderer.model(rs);
                 let delta = seam_firewall::render::table::delta(&applied, &model);
                 let t3 = Instant::now();
                 seam_linux::apply_delta(&delta).context("apply an incremental change")?;

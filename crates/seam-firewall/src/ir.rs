@@ -125,7 +125,7 @@ pub enum L4Match {
 }
 
 /// One rule of a tier chain: every test must hold for the action to apply.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Rule {
     /// The policy rule this realizes.
     pub id: RuleId,

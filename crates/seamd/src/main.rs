@@ -1,6 +1,9 @@
 //! `seamd`, the node agent: serves `seam-cni`, keeps leases, follows the controller and owns the
 //! node's dataplane through netlink.
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -26,12 +26,14 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use seam_dataplane::{FirewallDelta, NftRule, TableOp};
 use seam_policy::Direction;
 use serde_json::Value;
 
 use super::{fnv1a, nft_rule, nft_set_name, TABLE};
+use crate::addr::AddrSet;
 use crate::ir::{AddrMatch, NodeRuleset, Rule, Tier};
 
 /// The verdict map of a direction.
@@ -49,7 +51,7 @@ const CHAIN_PREFIXES: [&str; 4] = ["a_", "b_", "c_", "z_"];
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChainBody {
     /// Policy rules.
-    Rules(Vec<NftRule>),
+    Rules(Vec<Arc<NftRule>>),
     /// `jump` to each chain, then `goto` the last one.
     Dispatch {
         /// Chains jumped to, in order.
@@ -64,34 +66,30 @@ pub enum ChainBody {
 /// The objects of `table inet seam` that change with policy (the base chains and maps are fixed).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TableModel {
-    /// Interval sets by nftables name: inclusive ranges, sorted.
-    pub sets: BTreeMap<String, Vec<(Ipv4Addr, Ipv4Addr)>>,
+    /// Interval sets by nftables name: inclusive ranges, sorted and disjoint.
+    pub sets: BTreeMap<String, Arc<[(Ipv4Addr, Ipv4Addr)]>>,
     /// Regular chains by name.
     pub chains: BTreeMap<String, ChainBody>,
     /// `egress_dispatch`: local source address → class chain.
-    pub egress: BTreeMap<Ipv4Addr, String>,
+    pub egress: BTreeMap<Ipv4Addr, Arc<str>>,
     /// `ingress_dispatch`: local destination address → class chain.
-    pub ingress: BTreeMap<Ipv4Addr, String>,
+    pub ingress: BTreeMap<Ipv4Addr, Arc<str>>,
 }
 
 impl TableModel {
-    fn dispatch(&self, direction: Direction) -> &BTreeMap<Ipv4Addr, String> {
+    fn dispatch(&self, direction: Direction) -> &BTreeMap<Ipv4Addr, Arc<str>> {
         match direction {
             Direction::Egress => &self.egress,
             Direction::Ingress => &self.ingress,
         }
     }
 
-    fn dispatch_mut(&mut self, direction: Direction) -> &mut BTreeMap<Ipv4Addr, String> {
+    fn dispatch_mut(&mut self, direction: Direction) -> &mut BTreeMap<Ipv4Addr, Arc<str>> {
         match direction {
             Direction::Egress => &mut self.egress,
             Direction::Ingress => &mut self.ingress,
         }
     }
-}
-
-fn hashed(prefix: &str, parts: &[&str]) -> String {
-    format!("{prefix}{:016x}", fnv1a(&parts.join("\n")))
 }
 
 /// The policy a rule id belongs to: the id up to its direction (`np/x/web/ingress/0` → `np/x/web`).
@@ -129,18 +127,82 @@ fn block_subject<'r>(direction: Direction, rules: &[&'r Rule]) -> Option<&'r str
     })
 }
 
-/// The kernel rules of `rules`, and their text (which names the chain holding them).
-fn body(rules: &[&Rule]) -> (Vec<NftRule>, Vec<String>) {
-    let rules: Vec<NftRule> = rules.iter().map(|r| nft_rule(r)).collect();
-    let texts = rules.iter().map(NftRule::to_string).collect();
-    (rules, texts)
+/// A rendered rule: the kernel's rule and a hash of its text (chain names are made of these).
+#[derive(Debug, Clone)]
+struct Rendered {
+    rule: Arc<NftRule>,
+    hash: u64,
+}
+
+/// An address set as the kernel holds it, with the members it was rendered from.
+#[derive(Debug)]
+struct RenderedSet {
+    members: AddrSet,
+    name: String,
+    ranges: Arc<[(Ipv4Addr, Ipv4Addr)]>,
+}
+
+/// What the last build rendered, kept so that the next build renders only what changed: a pod added
+/// or a policy edited changes a few of thousands of rules and sets, and rendering them all again
+/// took most of a change's time. [`model`] builds without it.
+#[derive(Debug, Default)]
+pub struct Renderer {
+    rules: RuleCache,
+    /// By IR name, sorted.
+    sets: Vec<(String, RenderedSet)>,
+}
+
+type RuleCache = HashMap<Rule, Rendered, foldhash::fast::RandomState>;
+
+impl Renderer {
+    /// A rule rendered by this build, by the last one, or now.
+    fn rule(&mut self, last: &mut RuleCache, rule: &Rule) -> Rendered {
+        if let Some(r) = self.rules.get(rule) {
+            return r.clone();
+        }
+        let (key, rendered) = last.remove_entry(rule).unwrap_or_else(|| {
+            let nft = nft_rule(rule);
+            let hash = fnv1a(&nft.to_string());
+            (
+                rule.clone(),
+                Rendered {
+                    rule: Arc::new(nft),
+                    hash,
+                },
+            )
+        });
+        self.rules.insert(key, rendered.clone());
+        rendered
+    }
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+fn fnv_feed(hash: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(hash, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// A chain's name: its prefix and a hash of what it holds (labels, then its rules' hashes).
+fn chain_name(prefix: &str, labels: &[&str], rules: impl IntoIterator<Item = u64>) -> String {
+    let mut h = FNV_OFFSET;
+    for l in labels {
+        h = fnv_feed(h, l.as_bytes());
+        h = fnv_feed(h, b"\n");
+    }
+    for r in rules {
+        h = fnv_feed(h, &r.to_le_bytes());
+    }
+    format!("{prefix}{h:016x}")
 }
 
 /// The rules of one tier cut into blocks (one per policy: consecutive rules of one policy id), and for
 /// each local address (in the order given) the blocks that select it.
 struct Blocks {
-    bodies: Vec<Vec<NftRule>>,
-    texts: Vec<Vec<String>>,
+    bodies: Vec<Vec<Arc<NftRule>>>,
+    /// The hashes of each block's rules.
+    hashes: Vec<Vec<u64>>,
     /// Whether the block has a Pass rule.
     passes: Vec<bool>,
     selected: Vec<Vec<usize>>,
@@ -148,16 +210,17 @@ struct Blocks {
 
 impl Blocks {
     fn split(
+        renderer: &mut Renderer,
+        last: &mut RuleCache,
         ruleset: &NodeRuleset,
         dir: Direction,
         rules: &[&Rule],
+        index: &HashMap<Ipv4Addr, usize, foldhash::fast::RandomState>,
         locals: &[Ipv4Addr],
     ) -> Blocks {
-        let index: HashMap<Ipv4Addr, usize> =
-            locals.iter().enumerate().map(|(i, a)| (*a, i)).collect();
         let mut out = Blocks {
             bodies: Vec::new(),
-            texts: Vec::new(),
+            hashes: Vec::new(),
             passes: Vec::new(),
             selected: vec![Vec::new(); locals.len()],
         };
@@ -171,9 +234,10 @@ impl Blocks {
             let block = &rules[start..start + len];
             start += len;
             let b = out.bodies.len();
-            let (rules, texts) = body(block);
-            out.bodies.push(rules);
-            out.texts.push(texts);
+            let rendered: Vec<Rendered> = block.iter().map(|r| renderer.rule(last, r)).collect();
+            out.hashes.push(rendered.iter().map(|r| r.hash).collect());
+            out.bodies
+                .push(rendered.into_iter().map(|r| r.rule).collect());
             out.passes
                 .push(block.iter().any(|r| r.action == crate::ir::Action::Pass));
             let subject = block_subject(dir, block).and_then(|s| ruleset.sets.get(s));
@@ -204,127 +268,205 @@ impl Blocks {
     }
 }
 
-/// The kernel objects that realize `ruleset`.
+/// The kernel objects that realize `ruleset`, rendered from scratch.
 pub fn model(ruleset: &NodeRuleset) -> TableModel {
-    let mut out = TableModel {
-        sets: ruleset
-            .sets
+    Renderer::default().model(ruleset)
+}
+
+impl Renderer {
+    /// The kernel objects that realize `ruleset`, rendering only the rules and sets the last build did
+    /// not have.
+    pub fn model(&mut self, ruleset: &NodeRuleset) -> TableModel {
+        let mut out = TableModel::default();
+        // Both sorted by name: one walk pairs each set with what the last build made of it.
+        let mut last_sets = std::mem::take(&mut self.sets).into_iter().peekable();
+        let mut sets = Vec::with_capacity(ruleset.sets.len());
+        for (name, members) in &ruleset.sets {
+            while last_sets.next_if(|(n, _)| n < name).is_some() {}
+            let set = match last_sets.next_if(|(n, _)| n == name) {
+                Some((n, set)) if set.members == *members => (n, set),
+                _ => (
+                    name.clone(),
+                    RenderedSet {
+                        members: members.clone(),
+                        name: nft_set_name(name),
+                        ranges: members.ranges().collect(),
+                    },
+                ),
+            };
+            sets.push(set);
+        }
+        out.sets = sets
             .iter()
-            .map(|(name, set)| (nft_set_name(name), set.ranges().collect()))
-            .collect(),
-        ..TableModel::default()
-    };
-    let locals: Vec<Ipv4Addr> = ruleset
-        .local
-        .iter()
-        .flat_map(|e| e.addresses.iter().copied())
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    for dir in [Direction::Egress, Direction::Ingress] {
-        let d = crate::compile::direction_str(dir);
-        let tier = |t: Tier| -> Vec<&Rule> {
-            ruleset
-                .chains(dir)
-                .iter()
-                .filter(|c| c.tier == t)
-                .flat_map(|c| c.rules.iter())
-                .collect()
-        };
-        let baseline = {
-            let (rules, texts) = body(&tier(Tier::Baseline));
-            let mut parts = vec![d, "baseline"];
-            parts.extend(texts.iter().map(String::as_str));
-            let name = hashed("z_", &parts);
-            out.chains.insert(name.clone(), ChainBody::Rules(rules));
-            name
-        };
-        let admin = Blocks::split(ruleset, dir, &tier(Tier::Admin), &locals);
-        let namespace = Blocks::split(ruleset, dir, &tier(Tier::Namespace), &locals);
-        // Namespace-tier blocks are chains of their own, shared by every class that jumps to them.
-        let namespace_chains: Vec<String> = namespace
-            .bodies
-            .iter()
-            .zip(&namespace.texts)
-            .map(|(rules, texts)| {
-                let mut parts = vec![d, "namespace"];
-                parts.extend(texts.iter().map(String::as_str));
-                let name = hashed("b_", &parts);
-                out.chains
-                    .insert(name.clone(), ChainBody::Rules(rules.clone()));
-                name
-            })
+            .map(|(_, s)| (s.name.clone(), s.ranges.clone()))
             .collect();
-        let mut classes: BTreeMap<(&[usize], &[usize]), String> = BTreeMap::new();
-        for (i, addr) in locals.iter().enumerate() {
-            let key = (
-                admin.selected[i].as_slice(),
-                namespace.selected[i].as_slice(),
-            );
-            let class = classes.entry(key).or_insert_with(|| {
-                let mut jumps = Vec::new();
-                // Admin blocks without a Pass are chains of their own, shared like namespace blocks
-                // (so a new endpoint rarely needs a new rule chain). From the first block with a Pass
-                // on, the class's remaining admin blocks are inlined in one chain: a Pass must leave the
-                // whole admin tier, which a `return` from that one chain does.
-                let first_pass = key
-                    .0
+        self.sets = sets;
+        let mut last_rules = std::mem::take(&mut self.rules);
+        let locals: Vec<Ipv4Addr> = ruleset
+            .local
+            .iter()
+            .flat_map(|e| e.addresses.iter().copied())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let index: HashMap<Ipv4Addr, usize, foldhash::fast::RandomState> =
+            locals.iter().enumerate().map(|(i, a)| (*a, i)).collect();
+        for dir in [Direction::Egress, Direction::Ingress] {
+            let d = crate::compile::direction_str(dir);
+            let tier = |t: Tier| -> Vec<&Rule> {
+                ruleset
+                    .chains(dir)
                     .iter()
-                    .position(|b| admin.passes.get(*b).copied().unwrap_or(true))
-                    .unwrap_or(key.0.len());
-                for b in &key.0[..first_pass] {
-                    let (Some(rules), Some(texts)) = (admin.bodies.get(*b), admin.texts.get(*b))
-                    else {
-                        continue;
-                    };
-                    let mut parts = vec![d, "admin-block"];
-                    parts.extend(texts.iter().map(String::as_str));
-                    let name = hashed("a_", &parts);
-                    out.chains
-                        .insert(name.clone(), ChainBody::Rules(rules.clone()));
-                    jumps.push(name);
-                }
-                if first_pass < key.0.len() {
-                    let inlined = &key.0[first_pass..];
-                    let rules: Vec<NftRule> = inlined
-                        .iter()
-                        .filter_map(|b| admin.bodies.get(*b))
-                        .flatten()
-                        .cloned()
-                        .collect();
-                    let mut parts = vec![d, "admin"];
-                    parts.extend(
-                        inlined
-                            .iter()
-                            .filter_map(|b| admin.texts.get(*b))
-                            .flatten()
-                            .map(String::as_str),
-                    );
-                    let name = hashed("a_", &parts);
-                    out.chains.insert(name.clone(), ChainBody::Rules(rules));
-                    jumps.push(name);
-                }
-                jumps.extend(
-                    key.1
-                        .iter()
-                        .filter_map(|b| namespace_chains.get(*b).cloned()),
-                );
-                let mut parts = vec![d, "class", baseline.as_str()];
-                parts.extend(jumps.iter().map(String::as_str));
-                let name = hashed("c_", &parts);
+                    .filter(|c| c.tier == t)
+                    .flat_map(|c| c.rules.iter())
+                    .collect()
+            };
+            let baseline = {
+                let rendered: Vec<Rendered> = tier(Tier::Baseline)
+                    .into_iter()
+                    .map(|r| self.rule(&mut last_rules, r))
+                    .collect();
+                let name = chain_name("z_", &[d, "baseline"], rendered.iter().map(|r| r.hash));
                 out.chains.insert(
                     name.clone(),
-                    ChainBody::Dispatch {
-                        jumps,
-                        goto: baseline.clone(),
-                    },
+                    ChainBody::Rules(rendered.into_iter().map(|r| r.rule).collect()),
                 );
                 name
-            });
-            out.dispatch_mut(dir).insert(*addr, class.clone());
+            };
+            let admin = Blocks::split(
+                self,
+                &mut last_rules,
+                ruleset,
+                dir,
+                &tier(Tier::Admin),
+                &index,
+                &locals,
+            );
+            let namespace = Blocks::split(
+                self,
+                &mut last_rules,
+                ruleset,
+                dir,
+                &tier(Tier::Namespace),
+                &index,
+                &locals,
+            );
+            // Namespace-tier blocks are chains of their own, shared by every class that jumps to them.
+            let namespace_chains: Vec<String> = namespace
+                .bodies
+                .iter()
+                .zip(&namespace.hashes)
+                .map(|(rules, hashes)| {
+                    let name = chain_name("b_", &[d, "namespace"], hashes.iter().copied());
+                    out.chains
+                        .insert(name.clone(), ChainBody::Rules(rules.clone()));
+                    name
+                })
+                .collect();
+            // Admin blocks before a class's first Pass are shared chains too, named once here rather
+            // than once per class that jumps to them.
+            let admin_chains: Vec<String> = admin
+                .hashes
+                .iter()
+                .map(|hashes| chain_name("a_", &[d, "admin-block"], hashes.iter().copied()))
+                .collect();
+            let mut classes: HashMap<(&[usize], &[usize]), Arc<str>, foldhash::fast::RandomState> =
+                HashMap::default();
+            for (i, addr) in locals.iter().enumerate() {
+                let key = (
+                    admin.selected[i].as_slice(),
+                    namespace.selected[i].as_slice(),
+                );
+                let class = classes.entry(key).or_insert_with(|| {
+                    let mut jumps = Vec::new();
+                    // Admin blocks without a Pass are chains of their own, shared like namespace
+                    // blocks (so a new endpoint rarely needs a new rule chain). From the first block
+                    // with a Pass on, the class's remaining admin blocks are inlined in one chain: a
+                    // Pass must leave the whole admin tier, which a `return` from that one chain does.
+                    let first_pass = key
+                        .0
+                        .iter()
+                        .position(|b| admin.passes.get(*b).copied().unwrap_or(true))
+                        .unwrap_or(key.0.len());
+                    for b in &key.0[..first_pass] {
+                        let (Some(rules), Some(name)) =
+                            (admin.bodies.get(*b), admin_chains.get(*b))
+                        else {
+                            continue;
+                        };
+                        if !out.chains.contains_key(name) {
+                            out.chains
+                                .insert(name.clone(), ChainBody::Rules(rules.clone()));
+                        }
+                        jumps.push(name.clone());
+                    }
+                    if first_pass < key.0.len() {
+                        let inlined = &key.0[first_pass..];
+                        let rules: Vec<Arc<NftRule>> = inlined
+                            .iter()
+                            .filter_map(|b| admin.bodies.get(*b))
+                            .flatten()
+                            .cloned()
+                            .collect();
+                        let name = chain_name(
+                            "a_",
+                            &[d, "admin"],
+                            inlined
+                                .iter()
+                                .filter_map(|b| admin.hashes.get(*b))
+                                .flatten()
+                                .copied(),
+                        );
+                        out.chains.insert(name.clone(), ChainBody::Rules(rules));
+                        jumps.push(name);
+                    }
+                    jumps.extend(
+                        key.1
+                            .iter()
+                            .filter_map(|b| namespace_chains.get(*b).cloned()),
+                    );
+                    let mut labels = vec![d, "class", baseline.as_str()];
+                    labels.extend(jumps.iter().map(String::as_str));
+                    let name = chain_name("c_", &labels, []);
+                    out.chains.insert(
+                        name.clone(),
+                        ChainBody::Dispatch {
+                            jumps,
+                            goto: baseline.clone(),
+                        },
+                    );
+                    Arc::from(name)
+                });
+                out.dispatch_mut(dir).insert(*addr, class.clone());
+            }
+        }
+        out
+    }
+}
+
+/// What is in `old` and not in `new`, and what is in `new` and not in `old` (both sorted).
+fn sorted_difference<T: Ord + Copy>(old: &[T], new: &[T]) -> (Vec<T>, Vec<T>) {
+    let (mut gone, mut added) = (Vec::new(), Vec::new());
+    let (mut i, mut j) = (0, 0);
+    while i < old.len() && j < new.len() {
+        match old[i].cmp(&new[j]) {
+            std::cmp::Ordering::Less => {
+                gone.push(old[i]);
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                added.push(new[j]);
+                j += 1;
+            }
+            std::cmp::Ordering::Equal => {
+                i += 1;
+                j += 1;
+            }
         }
     }
-    out
+    gone.extend_from_slice(&old[i..]);
+    added.extend_from_slice(&new[j..]);
+    (gone, added)
 }
 
 fn range_text(&(s, e): &(Ipv4Addr, Ipv4Addr)) -> String {
@@ -405,85 +547,107 @@ pub fn full_text(model: &TableModel) -> String {
     out
 }
 
+/// The keys of two sorted maps in one walk, each with its value in `old` and in `new`.
+fn paired<'a, K: Ord, V>(
+    old: &'a BTreeMap<K, V>,
+    new: &'a BTreeMap<K, V>,
+) -> impl Iterator<Item = (&'a K, Option<&'a V>, Option<&'a V>)> {
+    let (mut o, mut n) = (old.iter().peekable(), new.iter().peekable());
+    std::iter::from_fn(move || match (o.peek(), n.peek()) {
+        (Some((ko, _)), Some((kn, _))) => match ko.cmp(kn) {
+            std::cmp::Ordering::Less => o.next().map(|(k, v)| (k, Some(v), None)),
+            std::cmp::Ordering::Greater => n.next().map(|(k, v)| (k, None, Some(v))),
+            std::cmp::Ordering::Equal => {
+                let (k, vo) = o.next()?;
+                let (_, vn) = n.next()?;
+                Some((k, Some(vo), Some(vn)))
+            }
+        },
+        (Some(_), None) => o.next().map(|(k, v)| (k, Some(v), None)),
+        (None, Some(_)) => n.next().map(|(k, v)| (k, None, Some(v))),
+        (None, None) => None,
+    })
+}
+
 /// The in-place change from the table the kernel holds (`old`) to `new`; see [`FirewallDelta`] for the steps.
 pub fn delta(old: &TableModel, new: &TableModel) -> FirewallDelta {
     let mut switch = Vec::new();
     let mut cleanup = Vec::new();
+    let mut elements = Vec::new();
     // What is referred to comes before what refers to it: sets, then rule chains, then the class
     // chains that jump to them, then the map entries that go to those.
-    for name in new.sets.keys() {
-        if !old.sets.contains_key(name) {
-            switch.push(TableOp::AddSet { name: name.clone() });
+    for (name, before, now) in paired(&old.sets, &new.sets) {
+        match (before, now) {
+            (None, Some(_)) => switch.push(TableOp::AddSet { name: name.clone() }),
+            (Some(_), None) => cleanup.push(TableOp::DeleteSet { name: name.clone() }),
+            _ => {}
         }
-    }
-    for (name, body) in &new.chains {
-        if let (ChainBody::Rules(rules), false) = (body, old.chains.contains_key(name)) {
-            switch.push(TableOp::AddChain { name: name.clone() });
-            switch.extend(rules.iter().map(|rule| TableOp::AddRule {
-                chain: name.clone(),
-                rule: rule.clone(),
-            }));
-        }
-    }
-    for (name, body) in &new.chains {
-        if old.chains.contains_key(name) {
+        // A set deleted goes with its elements.
+        let kept = now.is_some();
+        let before: &[(Ipv4Addr, Ipv4Addr)] = before.map_or(&[], |r| r);
+        let now: &[(Ipv4Addr, Ipv4Addr)] = now.map_or(&[], |r| r);
+        if std::ptr::eq(before, now) || before == now {
             continue;
         }
-        match body {
-            ChainBody::Rules(_) => {}
-            ChainBody::Dispatch { jumps, goto } => {
-                switch.push(TableOp::AddChain { name: name.clone() });
-                for j in jumps {
-                    switch.push(TableOp::AddJump {
-                        chain: name.clone(),
-                        target: j.clone(),
-                        goto: false,
-                    });
-                }
-                switch.push(TableOp::AddJump {
-                    chain: name.clone(),
-                    target: goto.clone(),
-                    goto: true,
-                });
-            }
-            ChainBody::Adopted => {}
-        }
-    }
-    let empty = Vec::new();
-    for (name, ranges) in &new.sets {
-        let before = old.sets.get(name).unwrap_or(&empty);
-        if before == ranges {
-            continue;
-        }
-        let was: BTreeSet<_> = before.iter().collect();
-        let now: BTreeSet<_> = ranges.iter().collect();
-        let gone: Vec<_> = was.difference(&now).map(|r| **r).collect();
-        let added: Vec<_> = now.difference(&was).map(|r| **r).collect();
-        if !gone.is_empty() {
-            switch.push(TableOp::DeleteRanges {
+        let (gone, added) = sorted_difference(before, now);
+        if !gone.is_empty() && kept {
+            elements.push(TableOp::DeleteRanges {
                 set: name.clone(),
                 ranges: gone,
             });
         }
         if !added.is_empty() {
-            switch.push(TableOp::AddRanges {
+            elements.push(TableOp::AddRanges {
                 set: name.clone(),
                 ranges: added,
             });
         }
     }
+    let mut dispatch_chains = Vec::new();
+    let mut gone_chains: Vec<&String> = Vec::new();
+    for (name, before, now) in paired(&old.chains, &new.chains) {
+        match (before, now) {
+            (None, Some(ChainBody::Rules(rules))) => {
+                switch.push(TableOp::AddChain { name: name.clone() });
+                switch.extend(rules.iter().map(|rule| TableOp::AddRule {
+                    chain: name.clone(),
+                    rule: NftRule::clone(rule),
+                }));
+            }
+            (None, Some(ChainBody::Dispatch { jumps, goto })) => {
+                dispatch_chains.push(TableOp::AddChain { name: name.clone() });
+                for j in jumps {
+                    dispatch_chains.push(TableOp::AddJump {
+                        chain: name.clone(),
+                        target: j.clone(),
+                        goto: false,
+                    });
+                }
+                dispatch_chains.push(TableOp::AddJump {
+                    chain: name.clone(),
+                    target: goto.clone(),
+                    goto: true,
+                });
+            }
+            (Some(_), None) => gone_chains.push(name),
+            _ => {}
+        }
+    }
+    switch.append(&mut dispatch_chains);
+    switch.append(&mut elements);
     for dir in [Direction::Egress, Direction::Ingress] {
-        let (before, now) = (old.dispatch(dir), new.dispatch(dir));
-        let stale: Vec<Ipv4Addr> = before
-            .iter()
-            .filter(|(a, c)| now.get(a) != Some(c))
-            .map(|(a, _)| *a)
-            .collect();
-        let fresh: Vec<(Ipv4Addr, String)> = now
-            .iter()
-            .filter(|(a, c)| before.get(a) != Some(c))
-            .map(|(a, c)| (*a, c.clone()))
-            .collect();
+        let (mut stale, mut fresh) = (Vec::new(), Vec::new());
+        for (addr, before, now) in paired(old.dispatch(dir), new.dispatch(dir)) {
+            if before == now {
+                continue;
+            }
+            if before.is_some() {
+                stale.push(*addr);
+            }
+            if let Some(class) = now {
+                fresh.push((*addr, class.to_string()));
+            }
+        }
         let map = dispatch_map(dir).to_string();
         if !stale.is_empty() {
             switch.push(TableOp::DeleteKeys {
@@ -499,21 +663,16 @@ pub fn delta(old: &TableModel, new: &TableModel) -> FirewallDelta {
         }
     }
     // Class chains refer to the others, so they go first.
-    let mut gone: Vec<&String> = old
-        .chains
-        .keys()
-        .filter(|n| !new.chains.contains_key(*n))
+    gone_chains.sort_by_key(|n| (!n.starts_with("c_"), n.as_str()));
+    let mut chain_cleanup: Vec<TableOp> = gone_chains
+        .into_iter()
+        .map(|name| TableOp::DeleteChain { name: name.clone() })
         .collect();
-    gone.sort_by_key(|n| (!n.starts_with("c_"), n.as_str()));
-    for name in gone {
-        cleanup.push(TableOp::DeleteChain { name: name.clone() });
+    chain_cleanup.append(&mut cleanup);
+    FirewallDelta {
+        switch,
+        cleanup: chain_cleanup,
     }
-    for name in old.sets.keys() {
-        if !new.sets.contains_key(name) {
-            cleanup.push(TableOp::DeleteSet { name: name.clone() });
-        }
-    }
-    FirewallDelta { switch, cleanup }
 }
 
 fn parse_addr(v: &Value) -> Option<Ipv4Addr> {
@@ -570,7 +729,7 @@ pub fn from_nft_json(text: &str) -> Option<TableModel> {
                 ranges.push(parse_range(e)?);
             }
             ranges.sort_unstable();
-            out.sets.insert(name.to_string(), ranges);
+            out.sets.insert(name.to_string(), ranges.into());
         } else if let Some(map) = item.get("map") {
             let name = map.get("name")?.as_str()?;
             let dir = [Direction::Egress, Direction::Ingress]
@@ -586,7 +745,7 @@ pub fn from_nft_json(text: &str) -> Option<TableModel> {
                 let pair = e.as_array()?;
                 let key = parse_addr(pair.first()?)?;
                 let target = pair.get(1)?.get("goto")?.get("target")?.as_str()?;
-                out.dispatch_mut(dir).insert(key, target.to_string());
+                out.dispatch_mut(dir).insert(key, Arc::from(target));
             }
         }
     }
@@ -614,15 +773,15 @@ mod tests {
         let mut m = TableModel::default();
         m.sets.insert(
             "np/x/a/subject".into(),
-            vec![(a("10.0.0.1"), a("10.0.0.1"))],
+            vec![(a("10.0.0.1"), a("10.0.0.1"))].into(),
         );
         m.chains.insert(
             "b_1".into(),
-            ChainBody::Rules(vec![rule(seam_dataplane::NftVerdict::Accept)]),
+            ChainBody::Rules(vec![rule(seam_dataplane::NftVerdict::Accept).into()]),
         );
         m.chains.insert(
             "z_1".into(),
-            ChainBody::Rules(vec![rule(seam_dataplane::NftVerdict::Accept)]),
+            ChainBody::Rules(vec![rule(seam_dataplane::NftVerdict::Accept).into()]),
         );
         m.chains.insert(
             "c_1".into(),
@@ -646,7 +805,7 @@ mod tests {
         let mut new = old.clone();
         new.sets.insert(
             "np/x/a/subject".into(),
-            vec![(a("10.0.0.1"), a("10.0.0.2"))],
+            vec![(a("10.0.0.1"), a("10.0.0.2"))].into(),
         );
         new.ingress.insert(a("10.0.0.2"), "c_1".into());
         let d = delta(&old, &new);
@@ -678,7 +837,7 @@ mod tests {
         new.chains.remove("c_1");
         let drop = rule(seam_dataplane::NftVerdict::Drop);
         new.chains
-            .insert("b_2".into(), ChainBody::Rules(vec![drop.clone()]));
+            .insert("b_2".into(), ChainBody::Rules(vec![drop.clone().into()]));
         new.chains.insert(
             "c_2".into(),
             ChainBody::Dispatch {
@@ -731,14 +890,14 @@ mod tests {
           {"chain": {"family": "inet", "table": "seam", "name": "ingress"}}]}"#;
         let m = from_nft_json(json).unwrap();
         assert_eq!(
-            m.sets["s"],
-            vec![
+            m.sets["s"][..],
+            [
                 (a("10.0.0.4"), a("10.0.0.4")),
                 (a("10.0.1.0"), a("10.0.1.3")),
                 (a("10.0.2.1"), a("10.0.2.9"))
             ]
         );
-        assert_eq!(m.egress[&a("10.0.0.4")], "c_ab");
+        assert_eq!(&*m.egress[&a("10.0.0.4")], "c_ab");
         assert_eq!(m.chains["c_ab"], ChainBody::Adopted);
         // A table of another layout (the old single `forward` chain) is not adopted.
         let old = json.replace("\"name\": \"ingress\"", "\"name\": \"forward\"");

@@ -552,6 +552,8 @@ impl View {
 struct Hinted {
     every: Vec<(IncrementalCompiler, ViewChanges)>,
     lagging: (IncrementalCompiler, ViewChanges),
+    /// One per node, fed what the node's compiler returns, as the agent's renderer is.
+    renderers: Vec<seam_firewall::render::table::Renderer>,
 }
 
 impl Hinted {
@@ -565,6 +567,7 @@ impl Hinted {
                 IncrementalCompiler::new(NODES[0]),
                 ViewChanges::everything(),
             ),
+            renderers: NODES.iter().map(|_| Default::default()).collect(),
         }
     }
 
@@ -591,8 +594,19 @@ impl Hinted {
                 panic!("ruleset of {what} on {node} after step {step} (changes {hints:?}) differs from a full compile:\n{diff}");
             }
         };
-        for ((node, (inc, pending)), want) in NODES.iter().zip(&mut self.every).zip(wants) {
+        for (((node, (inc, pending)), want), renderer) in NODES
+            .iter()
+            .zip(&mut self.every)
+            .zip(wants)
+            .zip(&mut self.renderers)
+        {
             run(inc, pending, node, want, "sync_changes");
+            // The renderer reuses what it rendered for earlier steps; the kernel objects must be
+            // those rendered from scratch.
+            assert!(
+                renderer.model(&want.0) == seam_firewall::render::table::model(&want.0),
+                "the kernel objects rendered for {node} after step {step} differ from a fresh render"
+            );
         }
         if step.is_multiple_of(3) {
             let (inc, pending) = &mut self.lagging;
