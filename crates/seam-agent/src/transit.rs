@@ -7,6 +7,12 @@
 //! external network with its own routes (connected or static, the operator's), without NAT.
 //! Return traffic needs nothing here: the gateway holds every segment like any node.
 //!
+//! The same loop keeps the egress of segments with `snat` on (`seam_dataplane::snat`): on every
+//! node that is not a gateway, policy rules send their traffic for destinations the node has no
+//! specific route to through the transit to the egress gateway (the first gateway node by name);
+//! on every node, `table ip seam-nat` masquerades what leaves Seam from those segments towards a
+//! destination Seam does not know.
+//!
 //! Level-triggered like [`crate::reconcile`], in its own loop so the segment reconciler stays as
 //! it is: it looks at the view's revision every [`POLL`] and plans when it changed, and at least
 //! every [`RESYNC`] (catches drift made by hand).
@@ -15,8 +21,10 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ipnet::Ipv4Net;
 use seam_dataplane::{
-    plan_transit, DesiredTransit, Firewall, NodeKernel, TransitKernel, TransitRoute,
+    plan_transit, DesiredNat, DesiredTransit, Egress, Firewall, NodeKernel, TransitKernel,
+    TransitRoute,
 };
 use seam_model::{transit_mac, EndpointKind, NodeRole, TRANSIT_VNI};
 
@@ -49,14 +57,51 @@ pub async fn desired_transit<K>(agent: &Agent<K>) -> DesiredTransit {
         });
     }
     let gateway = agent.config.role == NodeRole::Gateway;
+    let sources: BTreeSet<Ipv4Net> = view
+        .segments
+        .values()
+        .filter(|s| s.snat)
+        .map(|s| s.subnet)
+        .collect();
+    let nat = (!sources.is_empty()).then(|| DesiredNat {
+        sources: sources.clone(),
+        known: view
+            .segments
+            .values()
+            .map(|s| s.subnet)
+            .chain(view.nodes.values().map(|n| Ipv4Net::from(n.underlay_ip)))
+            .chain(
+                view.endpoints
+                    .values()
+                    .filter(|e| matches!(e.kind, EndpointKind::External | EndpointKind::Host))
+                    .map(|e| Ipv4Net::from(e.ip)),
+            )
+            .collect(),
+    });
+    // A gateway is its own exit; any other node sends the egress to the first gateway by name
+    // (every node picks the same one, and only a change of gateways moves it).
+    let egress = if gateway || sources.is_empty() {
+        None
+    } else {
+        view.nodes
+            .values()
+            .find(|n| n.role == NodeRole::Gateway && n.name != *me)
+            .map(|gw| Egress {
+                gateway_ip: gw.underlay_ip,
+                gateway_mac: transit_mac(gw.underlay_ip),
+                sources,
+            })
+    };
     DesiredTransit {
-        present: gateway || !routes.is_empty(),
+        present: gateway || !routes.is_empty() || egress.is_some(),
         vni: TRANSIT_VNI,
         mac: transit_mac(agent.config.underlay.ip),
         mtu: agent.config.mtu,
         underlay: agent.config.underlay.clone(),
         gateway,
         routes,
+        egress,
+        nat,
     }
 }
 
@@ -78,6 +123,8 @@ pub async fn reconcile_transit<K: TransitKernel>(
         tracing::info!(
             operations = ops.len(),
             routes = want.routes.len(),
+            snat_segments = want.nat.as_ref().map_or(0, |n| n.sources.len()),
+            egress = ?want.egress.as_ref().map(|e| e.gateway_ip),
             "transit reconciled"
         );
     }

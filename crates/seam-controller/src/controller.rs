@@ -646,6 +646,7 @@ impl Controller {
             vni,
             block_prefix: config.block_prefix,
             namespace: ns,
+            snat: false,
         };
         // Flat mode takes the whole pool, which an explicit segment may already overlap.
         check_segment_fits(&segment, existing)?;

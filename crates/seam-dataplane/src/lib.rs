@@ -12,6 +12,7 @@ pub mod fake;
 pub mod firewall;
 mod names;
 mod plan;
+pub mod snat;
 pub mod transit;
 mod types;
 
@@ -25,9 +26,10 @@ pub use names::{
     vxlan_name, HOST_PORT_PREFIX, VM_PORT_PREFIX,
 };
 pub use plan::plan;
+pub use snat::{plan_nat, render_nat, DesiredNat, NatOp, ObservedNat};
 pub use transit::{
-    plan_transit, DesiredTransit, ObservedTransit, TransitKernel, TransitOp, TransitRoute,
-    TRANSIT_DEVICE,
+    plan_transit, DesiredTransit, Egress, EgressRule, ObservedTransit, TransitKernel, TransitOp,
+    TransitRoute, TRANSIT_DEVICE,
 };
 
 pub use types::*;

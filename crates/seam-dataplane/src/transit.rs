@@ -14,14 +14,19 @@
 //! bridge and the static entries of every endpoint like any node, so it routes the reply into the
 //! pod's segment and the VXLAN FDB takes it to the pod's node.
 //!
+//! The same device carries the egress of segments with `snat` on to the egress gateway
+//! ([`Egress`], see [`crate::snat`]).
+//!
 //! Like [`crate::plan`], [`plan_transit`] is pure: observe once, plan, apply.
 
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::net::Ipv4Addr;
 
+use ipnet::Ipv4Net;
 use seam_model::MacAddr;
 
+use crate::snat::{DesiredNat, NatOp, ObservedNat};
 use crate::types::Underlay;
 use crate::Result;
 
@@ -38,6 +43,27 @@ pub struct TransitRoute {
     pub gateway_ip: Ipv4Addr,
     /// The gateway node's transit MAC.
     pub gateway_mac: MacAddr,
+}
+
+/// Where the node sends the egress of SNAT segments: the egress gateway, through the transit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Egress {
+    /// The egress gateway's underlay address (next hop and VXLAN destination).
+    pub gateway_ip: Ipv4Addr,
+    /// Its transit MAC.
+    pub gateway_mac: MacAddr,
+    /// The subnets of the segments with `snat` on (one pair of policy rules each).
+    pub sources: BTreeSet<Ipv4Net>,
+}
+
+/// The two policy rules per SNAT source (see [`crate::snat`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum EgressRule {
+    /// `from SRC lookup main suppress_prefixlength 0` at [`crate::snat::EGRESS_RULE_PRIORITY`]:
+    /// every route of the node but its default still applies.
+    KeepSpecific,
+    /// `from SRC lookup EGRESS_TABLE` at the next priority: the rest goes to the gateway.
+    ToGateway,
 }
 
 /// What the node's transit should look like.
@@ -58,6 +84,11 @@ pub struct DesiredTransit {
     pub gateway: bool,
     /// External addresses routed to their gateway.
     pub routes: BTreeSet<TransitRoute>,
+    /// The egress of SNAT segments through a gateway (`None` on a gateway node, or when no
+    /// segment has `snat` on or no gateway exists).
+    pub egress: Option<Egress>,
+    /// The node's NAT table (`None`: no segment has `snat` on, no table).
+    pub nat: Option<DesiredNat>,
 }
 
 /// What exists of the transit on the node.
@@ -74,6 +105,12 @@ pub struct ObservedTransit {
     pub neighbours: BTreeSet<(Ipv4Addr, MacAddr)>,
     /// Static FDB entries on the device `(mac, dst)`.
     pub fdb: BTreeSet<(MacAddr, Ipv4Addr)>,
+    /// Seam's egress policy rules (whether or not the device exists).
+    pub egress_rules: BTreeSet<(EgressRule, Ipv4Net)>,
+    /// Next hops of default routes in the egress table.
+    pub egress_routes: BTreeSet<Ipv4Addr>,
+    /// The NAT table.
+    pub nat: ObservedNat,
 }
 
 /// One change to the transit.
@@ -122,12 +159,57 @@ pub enum TransitOp {
         /// Gateway underlay address it pointed at.
         via: Ipv4Addr,
     },
+    /// `ip route replace default via VIA dev seam-xt onlink table EGRESS_TABLE`.
+    EgressRouteAdd {
+        /// The egress gateway's underlay address.
+        via: Ipv4Addr,
+    },
+    /// Removes a default route of the egress table.
+    EgressRouteDel {
+        /// The next hop it pointed at.
+        via: Ipv4Addr,
+    },
+    /// Adds one egress policy rule for a SNAT segment's subnet.
+    EgressRuleAdd {
+        /// Which of the two.
+        rule: EgressRule,
+        /// The subnet (`from`).
+        source: Ipv4Net,
+    },
+    /// Removes one egress policy rule.
+    EgressRuleDel {
+        /// Which of the two.
+        rule: EgressRule,
+        /// The subnet (`from`).
+        source: Ipv4Net,
+    },
+    /// Replaces or removes the NAT table.
+    Nat(NatOp),
 }
 
 /// The operations that turn `observed` into `desired`: device first, next hops before the
 /// routes that use them, removals after additions.
+///
+/// Stale egress rules go first and the NAT table comes next (before the device), so this node
+/// translates before it routes anything new towards the gateway and stops routing before it
+/// stops translating; new egress rules come after the route they lead to.
 pub fn plan_transit(desired: &DesiredTransit, observed: &ObservedTransit) -> Vec<TransitOp> {
     let mut ops = Vec::new();
+    let want_rules: BTreeSet<(EgressRule, Ipv4Net)> = desired
+        .egress
+        .iter()
+        .flat_map(|e| {
+            e.sources
+                .iter()
+                .flat_map(|s| [(EgressRule::KeepSpecific, *s), (EgressRule::ToGateway, *s)])
+        })
+        .collect();
+    for &(rule, source) in observed.egress_rules.difference(&want_rules) {
+        ops.push(TransitOp::EgressRuleDel { rule, source });
+    }
+    if let Some(op) = crate::snat::plan_nat(desired.nat.as_ref(), &observed.nat) {
+        ops.push(TransitOp::Nat(op));
+    }
     if !desired.present {
         if observed.exists {
             ops.push(TransitOp::DeleteDevice);
@@ -147,6 +229,7 @@ pub fn plan_transit(desired: &DesiredTransit, observed: &ObservedTransit) -> Vec
         .routes
         .iter()
         .map(|r| (r.gateway_ip, r.gateway_mac))
+        .chain(desired.egress.iter().map(|e| (e.gateway_ip, e.gateway_mac)))
         .collect();
     for &(ip, mac) in &hops {
         if !observed.neighbours.contains(&(ip, mac)) || !observed.fdb.contains(&(mac, ip)) {
@@ -159,6 +242,20 @@ pub fn plan_transit(desired: &DesiredTransit, observed: &ObservedTransit) -> Vec
                 dst: r.dst,
                 via: r.gateway_ip,
             });
+        }
+    }
+    let egress_via = desired.egress.as_ref().map(|e| e.gateway_ip);
+    if let Some(via) = egress_via {
+        if !observed.egress_routes.contains(&via) {
+            ops.push(TransitOp::EgressRouteAdd { via });
+        }
+        for &(rule, source) in want_rules.difference(&observed.egress_rules) {
+            ops.push(TransitOp::EgressRuleAdd { rule, source });
+        }
+    }
+    for &via in &observed.egress_routes {
+        if Some(via) != egress_via {
+            ops.push(TransitOp::EgressRouteDel { via });
         }
     }
     for &(dst, via) in &observed.routes {
@@ -220,6 +317,8 @@ mod tests {
                     }
                 })
                 .collect(),
+            egress: None,
+            nat: None,
         }
     }
 
@@ -238,6 +337,7 @@ mod tests {
                 .iter()
                 .map(|r| (r.gateway_mac, r.gateway_ip))
                 .collect(),
+            ..ObservedTransit::default()
         }
     }
 
@@ -285,5 +385,91 @@ mod tests {
             vec![TransitOp::DeleteDevice]
         );
         assert!(plan_transit(&d, &ObservedTransit::default()).is_empty());
+    }
+
+    #[test]
+    fn snat_egress_routes_the_segments_to_the_gateway_and_goes_away_whole() {
+        let gw = Ipv4Addr::new(198, 18, 1, 1);
+        let subnet: Ipv4Net = "10.240.1.0/24".parse().unwrap_or_else(|_| unreachable!());
+        let mut d = desired(&[]);
+        d.egress = Some(Egress {
+            gateway_ip: gw,
+            gateway_mac: seam_model::transit_mac(gw),
+            sources: [subnet].into(),
+        });
+        d.nat = Some(crate::snat::DesiredNat {
+            sources: [subnet].into(),
+            known: [subnet].into(),
+        });
+        let ops = plan_transit(&d, &ObservedTransit::default());
+        assert!(matches!(
+            ops[0],
+            TransitOp::Nat(crate::snat::NatOp::Replace(_))
+        ));
+        assert!(matches!(ops[1], TransitOp::EnsureDevice { .. }));
+        assert_eq!(
+            ops[2..],
+            [
+                TransitOp::NextHopAdd {
+                    ip: gw,
+                    mac: seam_model::transit_mac(gw)
+                },
+                TransitOp::EgressRouteAdd { via: gw },
+                TransitOp::EgressRuleAdd {
+                    rule: EgressRule::KeepSpecific,
+                    source: subnet
+                },
+                TransitOp::EgressRuleAdd {
+                    rule: EgressRule::ToGateway,
+                    source: subnet
+                },
+            ]
+        );
+        // Realized: nothing to do.
+        let mut done = realized(&d);
+        done.neighbours.insert((gw, seam_model::transit_mac(gw)));
+        done.fdb.insert((seam_model::transit_mac(gw), gw));
+        done.egress_routes.insert(gw);
+        done.egress_rules = [
+            (EgressRule::KeepSpecific, subnet),
+            (EgressRule::ToGateway, subnet),
+        ]
+        .into();
+        done.nat = crate::snat::ObservedNat {
+            exists: true,
+            sources: crate::snat::merge_ranges([(
+                Ipv4Addr::new(10, 240, 1, 0),
+                Ipv4Addr::new(10, 240, 1, 255),
+            )]),
+            known: crate::snat::merge_ranges([(
+                Ipv4Addr::new(10, 240, 1, 0),
+                Ipv4Addr::new(10, 240, 1, 255),
+            )]),
+            rule_ok: true,
+        };
+        assert_eq!(plan_transit(&d, &done), vec![]);
+        // The option turned off (and nothing else needs the transit): rules first, then the
+        // table, then the device.
+        let off = DesiredTransit {
+            present: false,
+            egress: None,
+            nat: None,
+            ..d
+        };
+        assert_eq!(
+            plan_transit(&off, &done),
+            vec![
+                TransitOp::EgressRuleDel {
+                    rule: EgressRule::KeepSpecific,
+                    source: subnet
+                },
+                TransitOp::EgressRuleDel {
+                    rule: EgressRule::ToGateway,
+                    source: subnet
+                },
+                TransitOp::Nat(crate::snat::NatOp::Delete),
+                TransitOp::DeleteDevice,
+            ]
+        );
     }
 }

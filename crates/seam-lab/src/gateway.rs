@@ -9,6 +9,12 @@
 //! (`ip route add 10.240.0.0/12 via 203.0.113.K`): no NAT anywhere, the server sees pod
 //! addresses and pods see the server's.
 //!
+//! `add_internet_host` puts a host on "the internet": a network (198.51.100.0/24, a
+//! documentation range) behind a router `<lab>-xr` on the external switch (203.0.113.254), which
+//! every gateway uses as its default route. The router knows no route to the pod prefixes (as the
+//! internet would not), so a pod reaches such a host only through a segment with `snat` on, whose
+//! egress the gateway masquerades to its external address.
+//!
 //! The state is kept in `<state dir>/external.json`; a gateway node is also an ordinary entry of
 //! `lab.json`'s nodes (so `down`, `status`, `kill_agent`/`start_agent` work on it), and its role
 //! is kept in the file `role` next to its agent socket.
@@ -26,6 +32,25 @@ pub const EXTERNAL_PREFIX: u8 = 24;
 
 /// The pod and VM prefix servers route to the gateway by default: the controller's default pool.
 pub const DEFAULT_POOL: &str = "10.240.0.0/12";
+
+/// The router between the external network and the lab's "internet", on the external side.
+pub const INTERNET_ROUTER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 254);
+/// The router's address on the "internet" network, its hosts' default route.
+pub const INTERNET_GATEWAY: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+/// The "internet" network's prefix length (198.51.100.0/24, a documentation range).
+pub const INTERNET_PREFIX: u8 = 24;
+
+/// A host on the lab's "internet", reached only through the gateways' default route.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct InternetHost {
+    /// Host name.
+    pub name: String,
+    /// Its network namespace path.
+    pub netns_path: PathBuf,
+    /// Its address (198.51.100.0/24).
+    pub ip: Ipv4Addr,
+}
 
 /// A gateway node of the lab.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -63,6 +88,9 @@ pub struct ExternalState {
     pub gateways: Vec<GatewayInfo>,
     /// Servers.
     pub servers: Vec<ServerInfo>,
+    /// Hosts on the "internet" behind the router.
+    #[serde(default)]
+    pub internet: Vec<InternetHost>,
 }
 
 /// The role a node's agent runs with, when it is not a worker (from the file `role` next to its
@@ -76,6 +104,10 @@ pub fn node_role(node: &NodeInfo) -> Option<String> {
 
 fn external_netns(lab: &str) -> String {
     format!("{lab}-xn")
+}
+
+fn router_netns(lab: &str) -> String {
+    format!("{lab}-xr")
 }
 
 fn check_name(what: &str, name: &str, max: usize) -> Result<()> {
@@ -177,6 +209,18 @@ impl Lab {
             ],
         )?;
         ip(&netns, &["link", "set", "eth1", "up"])?;
+        if seam_linux::netns::list().contains(&router_netns(&self.name)) {
+            ip(
+                &netns,
+                &[
+                    "route",
+                    "add",
+                    "default",
+                    "via",
+                    &INTERNET_ROUTER.to_string(),
+                ],
+            )?;
+        }
 
         let node_dir = self.dir.join(name);
         std::fs::create_dir_all(node_dir.join("cni")).map_err(io_err(&node_dir))?;
@@ -302,5 +346,151 @@ impl Lab {
             .into_iter()
             .find(|s| s.name == name)
             .ok_or_else(|| LabError::Invalid(format!("lab {} has no server {name:?}", self.name)))
+    }
+
+    /// Adds host `name` with `address` (in 198.51.100.0/24) on the lab's "internet": made on first
+    /// use, a router on the external network whose address becomes every gateway's default
+    /// route. Nothing there routes to the pod prefixes.
+    pub fn add_internet_host(&mut self, name: &str, address: Ipv4Addr) -> Result<InternetHost> {
+        check_name("internet host", name, 12)?;
+        let [a, b, c, host] = address.octets();
+        let [ga, gb, gc, _] = INTERNET_GATEWAY.octets();
+        if [a, b, c] != [ga, gb, gc] || host == 0 || host == 255 || address == INTERNET_GATEWAY {
+            return Err(LabError::Invalid(format!(
+                "internet host address {address} must be a host address of {ga}.{gb}.{gc}.0/{INTERNET_PREFIX} other than {INTERNET_GATEWAY}"
+            )));
+        }
+        let mut state = self.external_state()?;
+        if state.gateways.is_empty() {
+            return Err(LabError::Invalid(format!(
+                "lab {} has no gateway to reach the internet through (add one with `seam lab gateway-add`)",
+                self.name
+            )));
+        }
+        if state
+            .internet
+            .iter()
+            .any(|h| h.name == name || h.ip == address)
+        {
+            return Err(LabError::Invalid(format!(
+                "lab {} already has an internet host {name:?} or {address}",
+                self.name
+            )));
+        }
+        let router = router_netns(&self.name);
+        if !seam_linux::netns::list().contains(&router) {
+            self.add_internet_router(&router, &state.gateways)?;
+        }
+        let netns = format!("{}-i-{name}", self.name);
+        let netns_path = seam_linux::netns::create(&netns)?;
+        let port = format!("i-{name}");
+        let wired = (|| -> Result<()> {
+            ip(
+                &router,
+                &[
+                    "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &netns,
+                ],
+            )?;
+            ip(&router, &["link", "set", &port, "master", "in0", "up"])?;
+            ip(&netns, &["link", "set", "lo", "up"])?;
+            ip(
+                &netns,
+                &[
+                    "addr",
+                    "add",
+                    &format!("{address}/{INTERNET_PREFIX}"),
+                    "dev",
+                    "eth0",
+                ],
+            )?;
+            ip(&netns, &["link", "set", "eth0", "up"])?;
+            ip(
+                &netns,
+                &[
+                    "route",
+                    "add",
+                    "default",
+                    "via",
+                    &INTERNET_GATEWAY.to_string(),
+                ],
+            )
+        })();
+        if let Err(e) = wired {
+            let _ = seam_linux::netns::delete(&netns);
+            return Err(e);
+        }
+        let host = InternetHost {
+            name: name.to_string(),
+            netns_path,
+            ip: address,
+        };
+        state.internet.push(host.clone());
+        self.save_external_state(&state)?;
+        Ok(host)
+    }
+
+    /// The router: `eth0` on the external switch, bridge `in0` for the internet hosts, forwarding
+    /// on; every gateway's default route points at it.
+    fn add_internet_router(&self, router: &str, gateways: &[GatewayInfo]) -> Result<()> {
+        let path = seam_linux::netns::create(router)?;
+        let xn = external_netns(&self.name);
+        ip(
+            &xn,
+            &[
+                "link", "add", "r-xr", "type", "veth", "peer", "name", "eth0", "netns", router,
+            ],
+        )?;
+        ip(&xn, &["link", "set", "r-xr", "master", "xn0", "up"])?;
+        ip(router, &["link", "set", "lo", "up"])?;
+        ip(
+            router,
+            &[
+                "addr",
+                "add",
+                &format!("{INTERNET_ROUTER}/{EXTERNAL_PREFIX}"),
+                "dev",
+                "eth0",
+            ],
+        )?;
+        ip(router, &["link", "set", "eth0", "up"])?;
+        ip(router, &["link", "add", "in0", "type", "bridge"])?;
+        ip(
+            router,
+            &[
+                "addr",
+                "add",
+                &format!("{INTERNET_GATEWAY}/{INTERNET_PREFIX}"),
+                "dev",
+                "in0",
+            ],
+        )?;
+        ip(router, &["link", "set", "in0", "up"])?;
+        seam_linux::netns::run_in(&path, || {
+            seam_linux::sysctl::write("net/ipv4/ip_forward", "1")
+        })??;
+        for gw in gateways {
+            ip(
+                &format!("{}-{}", self.name, gw.name),
+                &[
+                    "route",
+                    "replace",
+                    "default",
+                    "via",
+                    &INTERNET_ROUTER.to_string(),
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The internet host called `name`.
+    pub fn internet_host(&self, name: &str) -> Result<InternetHost> {
+        self.external_state()?
+            .internet
+            .into_iter()
+            .find(|h| h.name == name)
+            .ok_or_else(|| {
+                LabError::Invalid(format!("lab {} has no internet host {name:?}", self.name))
+            })
     }
 }

@@ -147,6 +147,105 @@ pub fn list_table_text() -> Result<Option<String>, NftError> {
     }
 }
 
+/// Seam's NAT table as the kernel holds it (`nft -j list table ip seam-nat`), `None` when
+/// absent.
+pub fn list_nat_table() -> Result<Option<seam_dataplane::ObservedNat>, NftError> {
+    use seam_dataplane::snat::{NAT_FAMILY, NAT_TABLE};
+    match run(
+        "list table",
+        &["-j", "list", "table", NAT_FAMILY, NAT_TABLE],
+        None,
+    ) {
+        Ok(out) => {
+            let value: Value =
+                serde_json::from_slice(&out).map_err(|source| NftError::Json { source })?;
+            Ok(Some(nat_from_json(&value)))
+        }
+        Err(NftError::NoTable) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Reads Seam's NAT table out of `nft -j` output: the two sets as merged ranges, and whether the
+/// base chain holds exactly Seam's masquerade rule. Unknown objects are tolerated (they only
+/// make `rule_ok` false when they are rules).
+pub fn nat_from_json(value: &Value) -> seam_dataplane::ObservedNat {
+    use seam_dataplane::snat::{
+        merge_ranges, NAT_CHAIN, NAT_KNOWN_SET, NAT_RULE_COMMENT, NAT_SOURCES_SET,
+    };
+    let items = value
+        .get("nftables")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let mut observed = seam_dataplane::ObservedNat {
+        exists: true,
+        ..Default::default()
+    };
+    let mut chain_ok = false;
+    let mut rules = Vec::new();
+    for item in items {
+        if let Some(set) = item.get("set") {
+            let ranges = merge_ranges(
+                set.get("elem")
+                    .and_then(Value::as_array)
+                    .map(Vec::as_slice)
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(element_range),
+            );
+            match set.get("name").and_then(Value::as_str) {
+                Some(NAT_SOURCES_SET) => observed.sources = ranges,
+                Some(NAT_KNOWN_SET) => observed.known = ranges,
+                _ => {}
+            }
+        } else if let Some(chain) = item.get("chain") {
+            if chain.get("name").and_then(Value::as_str) == Some(NAT_CHAIN) {
+                chain_ok = chain.get("type").and_then(Value::as_str) == Some("nat")
+                    && chain.get("hook").and_then(Value::as_str) == Some("postrouting");
+            }
+        } else if let Some(rule) = item.get("rule") {
+            rules.push(rule);
+        }
+    }
+    observed.rule_ok = chain_ok
+        && matches!(rules.as_slice(), [rule]
+        if rule.get("chain").and_then(Value::as_str) == Some(NAT_CHAIN)
+            && rule.get("comment").and_then(Value::as_str) == Some(NAT_RULE_COMMENT)
+            && rule.get("expr").and_then(Value::as_array).is_some_and(|e| {
+                e.iter().any(|x| x.get("masquerade").is_some())
+            }));
+    observed
+}
+
+/// One element of an `ipv4_addr` interval set in `nft -j` output (an address, a prefix or a
+/// range) as an inclusive range.
+fn element_range(elem: &Value) -> Option<(std::net::Ipv4Addr, std::net::Ipv4Addr)> {
+    let addr = |v: &Value| v.as_str()?.parse::<std::net::Ipv4Addr>().ok();
+    if let Some(a) = addr(elem) {
+        return Some((a, a));
+    }
+    // A set element with options (counter, timeout) wraps the value in `elem.val`.
+    if let Some(inner) = elem.get("elem").and_then(|e| e.get("val")) {
+        return element_range(inner);
+    }
+    if let Some(p) = elem.get("prefix") {
+        let net = ipnet::Ipv4Net::new(
+            addr(p.get("addr")?)?,
+            u8::try_from(p.get("len")?.as_u64()?).ok()?,
+        )
+        .ok()?;
+        return Some((net.network(), net.broadcast()));
+    }
+    let range = elem.get("range")?.as_array()?;
+    Some((addr(range.first()?)?, addr(range.get(1)?)?))
+}
+
+/// Applies `nft -f` text that touches tables other than `inet seam` (Seam's NAT table).
+pub fn apply_text(operation: &'static str, text: &str) -> Result<(), NftError> {
+    run(operation, &["-f", "-"], Some(text)).map(|_| ())
+}
+
 /// Deletes Seam's tables (`inet seam` and `bridge seam`); absent is success.
 pub fn delete_table() -> Result<(), NftError> {
     let text = format!(
@@ -289,6 +388,43 @@ mod tests {
                 bytes: 180
             })
         );
+    }
+
+    #[test]
+    fn the_nat_table_is_read_in_canonical_form() {
+        // As nft 1.0.6 lists what `seam_dataplane::render_nat` wrote.
+        let json = r#"{"nftables": [{"metainfo": {"version": "1.0.6"}},
+          {"table": {"family": "ip", "name": "seam-nat", "handle": 5}},
+          {"set": {"family": "ip", "name": "snat_sources", "table": "seam-nat", "type": "ipv4_addr", "handle": 1, "flags": ["interval"], "elem": [{"prefix": {"addr": "10.240.1.0", "len": 24}}]}},
+          {"set": {"family": "ip", "name": "not_masqueraded", "table": "seam-nat", "type": "ipv4_addr", "handle": 2, "flags": ["interval"],
+            "elem": [{"prefix": {"addr": "10.240.0.0", "len": 23}}, {"range": ["198.18.0.11", "198.18.0.12"]}, "203.0.113.10"]}},
+          {"chain": {"family": "ip", "table": "seam-nat", "name": "postrouting", "handle": 3, "type": "nat", "hook": "postrouting", "prio": 100, "policy": "accept"}},
+          {"rule": {"family": "ip", "table": "seam-nat", "chain": "postrouting", "handle": 4, "comment": "seam snat",
+            "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": "@snat_sources"}}, {"masquerade": null}]}}]}"#;
+        let value: Value = serde_json::from_str(json).unwrap_or_default();
+        let desired = seam_dataplane::DesiredNat {
+            sources: ["10.240.1.0/24".parse().unwrap_or_else(|_| unreachable!())].into(),
+            known: [
+                "10.240.0.0/24",
+                "10.240.1.0/24",
+                "198.18.0.11/32",
+                "198.18.0.12/32",
+                "203.0.113.10/32",
+            ]
+            .iter()
+            .map(|s| s.parse().unwrap_or_else(|_| unreachable!()))
+            .collect(),
+        };
+        let observed = nat_from_json(&value);
+        assert!(observed.rule_ok, "{observed:?}");
+        assert_eq!(seam_dataplane::plan_nat(Some(&desired), &observed), None);
+        // A rule added by hand to Seam's chain gets the table rewritten.
+        let extra = json.replace(
+            r#"{"metainfo""#,
+            r#"{"rule": {"chain": "postrouting", "expr": [{"accept": null}]}}, {"metainfo""#,
+        );
+        let value: Value = serde_json::from_str(&extra).unwrap_or_default();
+        assert!(!nat_from_json(&value).rule_ok);
     }
 
     #[test]

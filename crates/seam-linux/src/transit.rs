@@ -1,15 +1,21 @@
 //! [`TransitKernel`] over rtnetlink: the transit VXLAN device to gateway nodes, its next-hop
-//! entries and the routes of external addresses (see `seam_dataplane::transit`).
+//! entries and the routes of external addresses (see `seam_dataplane::transit`); the egress of
+//! SNAT segments (policy rules and the egress table) and the NAT table through `nft`
+//! (`seam_dataplane::snat`).
 
 use std::net::{IpAddr, Ipv4Addr};
 
 use futures::TryStreamExt;
+use ipnet::Ipv4Net;
 use netlink_packet_route::neighbour::{NeighbourFlags, NeighbourState};
-use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage};
+use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
 use netlink_packet_route::AddressFamily;
-use rtnetlink::{LinkUnspec, LinkVxlan, RouteMessageBuilder};
+use rtnetlink::{IpVersion, LinkUnspec, LinkVxlan, RouteMessageBuilder};
+use seam_dataplane::snat::{EGRESS_RULE_PRIORITY, EGRESS_TABLE, REMOVE_NAT};
 use seam_dataplane::{
-    DesiredTransit, ObservedTransit, Result, TransitKernel, TransitOp, TRANSIT_DEVICE,
+    DesiredTransit, EgressRule, NatOp, ObservedTransit, Result, TransitKernel, TransitOp,
+    TRANSIT_DEVICE,
 };
 use seam_model::MacAddr;
 
@@ -30,6 +36,78 @@ fn route_message(dst: Ipv4Addr, via: Ipv4Addr, index: u32) -> RouteMessage {
         .build()
 }
 
+/// `default via VIA dev seam-xt onlink table EGRESS_TABLE`.
+fn egress_route_message(via: Ipv4Addr, index: u32) -> RouteMessage {
+    RouteMessageBuilder::<Ipv4Addr>::new()
+        .table_id(EGRESS_TABLE)
+        .gateway(via)
+        .output_interface(index)
+        .onlink()
+        .build()
+}
+
+fn route_table(route: &RouteMessage) -> u32 {
+    route
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            RouteAttribute::Table(t) => Some(*t),
+            _ => None,
+        })
+        .unwrap_or(u32::from(route.header.table))
+}
+
+/// The rule message of one egress rule (`ip rule add from SRC …`); the same message deletes it.
+fn egress_rule_message(rule: EgressRule, source: Ipv4Net) -> RuleMessage {
+    let mut m = RuleMessage::default();
+    m.header.family = AddressFamily::Inet;
+    m.header.src_len = source.prefix_len();
+    m.header.action = RuleAction::ToTable;
+    m.attributes
+        .push(RuleAttribute::Source(IpAddr::V4(source.network())));
+    match rule {
+        EgressRule::KeepSpecific => {
+            m.header.table = RouteHeader::RT_TABLE_MAIN;
+            m.attributes
+                .push(RuleAttribute::Priority(EGRESS_RULE_PRIORITY));
+            m.attributes
+                .push(RuleAttribute::Table(u32::from(RouteHeader::RT_TABLE_MAIN)));
+            // Routes of prefix length 0 (the default) are ignored: only the node's specific
+            // routes apply, and the rest falls through to the next rule.
+            m.attributes.push(RuleAttribute::SuppressPrefixLen(0));
+        }
+        EgressRule::ToGateway => {
+            m.header.table = RouteHeader::RT_TABLE_UNSPEC;
+            m.attributes
+                .push(RuleAttribute::Priority(EGRESS_RULE_PRIORITY + 1));
+            m.attributes.push(RuleAttribute::Table(EGRESS_TABLE));
+        }
+    }
+    m
+}
+
+fn nft_error(
+    operation: &'static str,
+) -> impl FnOnce(crate::nft::NftError) -> seam_dataplane::Error {
+    move |e| seam_dataplane::Error::Kernel {
+        operation,
+        object: "table ip seam-nat".to_string(),
+        errno: None,
+        message: e.to_string(),
+    }
+}
+
+fn join_error(
+    operation: &'static str,
+) -> impl FnOnce(tokio::task::JoinError) -> seam_dataplane::Error {
+    move |e| seam_dataplane::Error::Kernel {
+        operation,
+        object: "table ip seam-nat".to_string(),
+        errno: None,
+        message: e.to_string(),
+    }
+}
+
 fn route_fields(route: &RouteMessage) -> (Option<u32>, Option<Ipv4Addr>, Option<Ipv4Addr>) {
     let mut oif = None;
     let mut dst = None;
@@ -46,6 +124,38 @@ fn route_fields(route: &RouteMessage) -> (Option<u32>, Option<Ipv4Addr>, Option<
 }
 
 impl LinuxKernel {
+    /// Seam's egress rules (`ip rule list`, priorities [`EGRESS_RULE_PRIORITY`] and `+ 1`).
+    async fn observe_egress_rules(
+        &self,
+    ) -> Result<std::collections::BTreeSet<(EgressRule, Ipv4Net)>> {
+        let mut out = std::collections::BTreeSet::new();
+        let mut rules = self.handle.rule().get(IpVersion::V4).execute();
+        while let Some(rule) = rules
+            .try_next()
+            .await
+            .map_err(kernel_err("list rules", "egress"))?
+        {
+            let mut priority = None;
+            let mut source = None;
+            for a in &rule.attributes {
+                match a {
+                    RuleAttribute::Priority(p) => priority = Some(*p),
+                    RuleAttribute::Source(IpAddr::V4(s)) => source = Some(*s),
+                    _ => {}
+                }
+            }
+            let kind = match priority {
+                Some(EGRESS_RULE_PRIORITY) => EgressRule::KeepSpecific,
+                Some(p) if p == EGRESS_RULE_PRIORITY + 1 => EgressRule::ToGateway,
+                _ => continue,
+            };
+            if let Some(net) = source.and_then(|s| Ipv4Net::new(s, rule.header.src_len).ok()) {
+                out.insert((kind, net));
+            }
+        }
+        Ok(out)
+    }
+
     async fn next_hop_del(&self, index: u32, ip: Ipv4Addr, mac: MacAddr) -> Result<()> {
         let h = &self.handle;
         neigh_del(h, index, ip, "transit neigh del").await?;
@@ -64,7 +174,16 @@ impl LinuxKernel {
 impl TransitKernel for LinuxKernel {
     async fn observe_transit(&self, desired: &DesiredTransit) -> Result<ObservedTransit> {
         let h = &self.handle;
-        let mut observed = ObservedTransit::default();
+        let mut observed = ObservedTransit {
+            egress_rules: self.observe_egress_rules().await?,
+            ..ObservedTransit::default()
+        };
+        // `nft` is a child process: keep it off the runtime thread.
+        observed.nat = tokio::task::spawn_blocking(crate::nft::list_nat_table)
+            .await
+            .map_err(join_error("list nat table"))?
+            .map_err(nft_error("list nat table"))?
+            .unwrap_or_default();
         let Some(link) = link_by_name(h, TRANSIT_DEVICE).await? else {
             return Ok(observed);
         };
@@ -80,6 +199,14 @@ impl TransitKernel for LinuxKernel {
             .await
             .map_err(kernel_err("list routes", TRANSIT_DEVICE))?
         {
+            if route.header.destination_prefix_length == 0 && route_table(&route) == EGRESS_TABLE {
+                if let (Some(oif), _, Some(via)) = route_fields(&route) {
+                    if oif == index {
+                        observed.egress_routes.insert(via);
+                    }
+                }
+                continue;
+            }
             if route.header.destination_prefix_length != 32 {
                 continue;
             }
@@ -240,6 +367,61 @@ impl TransitKernel for LinuxKernel {
                         "transit route add",
                         format!("{dst}/32 via {via} dev {TRANSIT_DEVICE}"),
                     ))
+            }
+            TransitOp::EgressRouteAdd { via } => {
+                let index = require_link(h, TRANSIT_DEVICE).await?.header.index;
+                h.route()
+                    .add(egress_route_message(*via, index))
+                    .replace()
+                    .execute()
+                    .await
+                    .map_err(kernel_err(
+                        "egress route add",
+                        format!("default via {via} dev {TRANSIT_DEVICE} table {EGRESS_TABLE}"),
+                    ))
+            }
+            TransitOp::EgressRouteDel { via } => {
+                let Some(link) = link_by_name(h, TRANSIT_DEVICE).await? else {
+                    return Ok(());
+                };
+                ok_if_absent(
+                    h.route()
+                        .del(egress_route_message(*via, link.header.index))
+                        .execute()
+                        .await
+                        .map_err(kernel_err(
+                            "egress route del",
+                            format!("default via {via} table {EGRESS_TABLE}"),
+                        )),
+                )
+            }
+            TransitOp::EgressRuleAdd { rule, source } => {
+                let mut add = h.rule().add().v4();
+                *add.message_mut() = egress_rule_message(*rule, *source);
+                ok_if_exists(add.execute().await.map_err(kernel_err(
+                    "egress rule add",
+                    format!("from {source} ({rule:?})"),
+                )))
+            }
+            TransitOp::EgressRuleDel { rule, source } => ok_if_absent(
+                h.rule()
+                    .del(egress_rule_message(*rule, *source))
+                    .execute()
+                    .await
+                    .map_err(kernel_err(
+                        "egress rule del",
+                        format!("from {source} ({rule:?})"),
+                    )),
+            ),
+            TransitOp::Nat(op) => {
+                let (operation, text) = match op {
+                    NatOp::Replace(text) => ("apply nat table", text.clone()),
+                    NatOp::Delete => ("delete nat table", REMOVE_NAT.to_string()),
+                };
+                tokio::task::spawn_blocking(move || crate::nft::apply_text(operation, &text))
+                    .await
+                    .map_err(join_error(operation))?
+                    .map_err(nft_error(operation))
             }
             TransitOp::RouteDel { dst, via } => {
                 let Some(link) = link_by_name(h, TRANSIT_DEVICE).await? else {

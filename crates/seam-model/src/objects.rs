@@ -59,6 +59,12 @@ pub struct Segment {
     /// or for explicit segments, e.g. for VMs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
+    /// Masquerade the segment's egress: traffic from its endpoints to destinations Seam does not
+    /// know (no segment's subnet, no node, no external endpoint) leaves through a gateway node with
+    /// the address of the gateway's outgoing interface. Off (the default), endpoints keep their own
+    /// addresses everywhere and reach only what the network routes back to them.
+    #[serde(default)]
+    pub snat: bool,
 }
 
 impl Segment {

@@ -136,7 +136,7 @@ fn table(kind: &str, items: &[Value]) -> Vec<Vec<String>> {
                 .collect(),
         ),
         "segments" => (
-            vec!["NAME", "SUBNET", "VNI", "TENANT", "NAMESPACE"],
+            vec!["NAME", "SUBNET", "VNI", "TENANT", "NAMESPACE", "SNAT"],
             items
                 .iter()
                 .map(|o| {
@@ -146,6 +146,12 @@ fn table(kind: &str, items: &[Value]) -> Vec<Vec<String>> {
                         s(&o["vni"]),
                         s(&o["tenant"]),
                         s(&o["namespace"]),
+                        if o["snat"] == Value::Bool(true) {
+                            "on"
+                        } else {
+                            "off"
+                        }
+                        .to_string(),
                     ]
                 })
                 .collect(),

@@ -52,7 +52,7 @@ pub enum ExternalCmd {
     },
 }
 
-fn client(target: &Target) -> anyhow::Result<ControllerClient> {
+pub(crate) fn client(target: &Target) -> anyhow::Result<ControllerClient> {
     let endpoint = match &target.controller {
         Some(c) => c.clone(),
         None => {
@@ -69,7 +69,9 @@ fn client(target: &Target) -> anyhow::Result<ControllerClient> {
     Ok(ControllerClient::new(&endpoint)?)
 }
 
-fn block_on<T>(fut: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+pub(crate) fn block_on<T>(
+    fut: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -4,6 +4,7 @@ mod cli;
 mod dataplane;
 mod demo;
 mod external_cmd;
+mod segment_cmd;
 mod vm;
 
 use std::path::PathBuf;
@@ -106,6 +107,11 @@ enum Cmd {
     External {
         #[command(subcommand)]
         command: external_cmd::ExternalCmd,
+    },
+    /// Segments: create or replace one from a file, turn its SNAT on or off.
+    Segment {
+        #[command(subcommand)]
+        command: segment_cmd::SegmentCmd,
     },
     /// VMs on hypervisor hosts: attach, detach, move, delete, list.
     Vm {
@@ -265,6 +271,19 @@ enum LabCmd {
         #[arg(long = "route", default_value = seam_lab::gateway::DEFAULT_POOL)]
         routes: Vec<String>,
     },
+    /// Add a host on the lab's "internet" (198.51.100.0/24): behind a router on the external
+    /// network that every gateway uses as its default route, with no route to the pod prefixes,
+    /// so pods reach it only from segments with SNAT on (`seam segment snat`).
+    InternetAdd {
+        #[arg(long, default_value = "seam")]
+        name: String,
+        /// The host's name.
+        #[arg(long)]
+        host: String,
+        /// Its address (198.51.100.0/24, not .1: the router).
+        #[arg(long)]
+        address: std::net::Ipv4Addr,
+    },
     /// Make a node a hypervisor host (restarts its seamd with --role hypervisor).
     Hypervisor {
         #[arg(long, default_value = "seam")]
@@ -417,6 +436,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             target,
         } => cli::explain(&src, &dst, &port, json, &target)?,
         Cmd::External { command } => external_cmd::run(command)?,
+        Cmd::Segment { command } => segment_cmd::run(command)?,
         Cmd::Vm { command } => vm::run(command)?,
         Cmd::Tenant { command } => {
             let (op, target) = match command {
@@ -512,6 +532,15 @@ fn run_lab(command: LabCmd) -> anyhow::Result<()> {
             gateway,
             routes,
         } => external_cmd::lab_server_add(&name, &server, address, &gateway, &routes),
+        LabCmd::InternetAdd {
+            name,
+            host,
+            address,
+        } => {
+            let h = Lab::load(&name)?.add_internet_host(&host, address)?;
+            println!("{}", serde_json::to_string_pretty(&h)?);
+            Ok(())
+        }
         LabCmd::Hypervisor { name, node } => Ok(Lab::load(&name)?.make_hypervisor(&node)?),
         LabCmd::VmAdd {
             name,

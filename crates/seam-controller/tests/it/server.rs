@@ -81,6 +81,7 @@ pub fn segment(name: &str, subnet: &str, vni: u32) -> Segment {
         vni,
         block_prefix: 28,
         namespace: None,
+        snat: false,
     }
 }
 

@@ -10,6 +10,7 @@ fn segment() -> Segment {
         vni: 4097,
         block_prefix: 26,
         namespace: Some("default".into()),
+        snat: false,
     }
 }
 
@@ -42,6 +43,25 @@ fn unknown_fields_are_rejected() {
         .map(|e| e.to_string())
         .unwrap_or_default();
     assert!(err.contains("unknown field `vlan`"), "{err}");
+}
+
+#[test]
+fn snat_defaults_to_off_round_trips_and_must_be_a_boolean() {
+    let old = r#"{"name":"a","tenant":"t","subnet":"10.0.0.0/24","gateway":"10.0.0.1","vni":1,"blockPrefix":26}"#;
+    let mut s: Segment = serde_json::from_str(old).unwrap();
+    assert!(
+        !s.snat,
+        "a segment written before the option existed does not masquerade"
+    );
+    s.snat = true;
+    let text = serde_json::to_string(&s).unwrap();
+    assert!(text.contains(r#""snat":true"#), "{text}");
+    assert_eq!(serde_json::from_str::<Segment>(&text).unwrap(), s);
+    let wrong = old.replace('}', r#","snat":"yes"}"#);
+    let err = serde_json::from_str::<Segment>(&wrong)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("expected a boolean"), "{err}");
 }
 
 proptest! {

@@ -128,6 +128,7 @@ fn segment(name: &str, third: u8, vni: u32) -> Segment {
         vni,
         block_prefix: 26,
         namespace: Some(name.into()),
+        snat: false,
     }
 }
 

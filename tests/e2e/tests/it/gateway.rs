@@ -1,8 +1,9 @@
 //! Bare metal behind a gateway node, without NAT: a server on the lab's external network reaches
 //! pods on two nodes and pods reach it, each side seeing the other's own address; then the seed's
-//! scenario (EPG-Client with the server, Contract-Web TCP 80/443, EPG-Webserver with the pods of a
-//! web Deployment) with real traffic and `seam explain`; and bad input refused with nothing
-//! changed. Driven with the `seam` binary as a user would.
+//! scenario (EPG-Client with the server and a VM on a hypervisor host, Contract-Web TCP 80/443,
+//! EPG-Webserver with the pods of a web Deployment on two nodes) with real traffic and `seam
+//! explain`; and bad input refused with nothing changed. Driven with the `seam` binary as a user
+//! would.
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -160,58 +161,97 @@ spec:
 
 #[test]
 #[ignore = "privileged: netns"]
-fn contract_web_from_a_bare_metal_server_to_the_web_pods() {
-    let s = setup("e2e-gwc");
+fn contract_web_from_a_bare_metal_server_and_a_vm_to_the_web_pods() {
+    let mut s = setup("e2e-gwc");
+    // The VM client: on hypervisor host n2, in a segment of its own (namespace clients), so its
+    // traffic to the web pods is routed between segments, on its host and across to n1.
+    s.g.lab.make_hypervisor("n2").unwrap();
+    controller(&s.g.lab, async |c| c.ensure_segment("clients").await);
+    let vm_options = seam_lab::vm::VmOptions {
+        labels: [("role".to_string(), "client".to_string())].into(),
+        ..Default::default()
+    };
+    let vm =
+        s.g.lab
+            .add_vm("vm1", "n2", "ns-clients", &vm_options)
+            .unwrap();
+    probe::serve_tcp_peer(&vm.netns_path, 9000, "vm1".into()).unwrap();
+    // (netns, address, endpoint name) of each client in EPG-Client.
+    let clients = [
+        (
+            s.server.netns_path.clone(),
+            SERVER_IP,
+            "external/bm1".to_string(),
+        ),
+        (
+            vm.netns_path.clone(),
+            vm.ip,
+            format!("{}/vm1", vm.namespace),
+        ),
+    ];
     let web1 = &s.webs[0];
-    within(10, "bm1 reaches web-1 before any policy", || {
-        said(&s.server.netns_path, web1.ip, 22).is_some()
-    });
+    for (netns, _, name) in &clients {
+        within(
+            10,
+            &format!("{name} reaches web-1 before any policy"),
+            || said(netns, web1.ip, 22).is_some(),
+        );
+    }
     let file = s.g.lab.dir.join("scenario.yaml");
     std::fs::write(&file, SCENARIO).unwrap();
     ok(&seam(
         &s.g.lab.name,
         &["apply", "-f", file.to_str().unwrap()],
     ));
-    within(10, "the contract is enforced", || {
-        said(&s.server.netns_path, web1.ip, 22).is_none()
-    });
+    for (netns, _, name) in &clients {
+        within(10, &format!("the contract is enforced for {name}"), || {
+            said(netns, web1.ip, 22).is_none()
+        });
+    }
     let dropped = |from: &std::path::Path, ip, port| {
         probe::tcp_connect(from, ip, port, Duration::from_millis(700)).unwrap() == Outcome::TimedOut
     };
-    for web in &s.webs {
-        for port in [80, 443] {
-            assert_eq!(
-                said(&s.server.netns_path, web.ip, port),
-                Some(format!("{} {SERVER_IP}", web.name)),
-                "bm1 -> {}:{port} is allowed by contract-web",
-                web.name
-            );
-        }
-        for port in [22, 8080] {
+    for (netns, client_ip, name) in &clients {
+        for web in &s.webs {
+            for port in [80, 443] {
+                assert_eq!(
+                    said(netns, web.ip, port),
+                    Some(format!("{} {client_ip}", web.name)),
+                    "{name} -> {}:{port} is allowed by contract-web",
+                    web.name
+                );
+            }
+            for port in [22, 8080] {
+                assert!(
+                    dropped(netns, web.ip, port),
+                    "{name} -> {}:{port} is dropped",
+                    web.name
+                );
+            }
             assert!(
-                dropped(&s.server.netns_path, web.ip, port),
-                "bm1 -> {}:{port} is dropped",
+                !probe::ping(netns, web.ip, 1).unwrap(),
+                "ICMP from {name} to {} is dropped",
+                web.name
+            );
+            assert!(
+                dropped(&web.netns_path, *client_ip, 9000),
+                "{} cannot open a connection to {name}",
                 web.name
             );
         }
-        assert!(
-            !probe::ping(&s.server.netns_path, web.ip, 1).unwrap(),
-            "ICMP is dropped"
-        );
-        assert!(
-            dropped(&web.netns_path, SERVER_IP, 9000),
-            "{} cannot open a connection to the client",
-            web.name
-        );
     }
     let explain =
         |src: &str, dst: &str, port: &str| ok(&seam(&s.g.lab.name, &["explain", src, dst, port]));
-    let allowed = explain("external/bm1", "web/web-1", "80/tcp");
-    assert!(allowed.contains("contract-web"), "{allowed}");
-    let ssh = explain("external/bm1", "web/web-2", "22/tcp");
-    assert!(ssh.contains("contract-web"), "{ssh}");
-    let reverse = explain("web/web-1", "external/bm1", "9000/tcp");
-    assert!(reverse.contains("web-no-egress"), "{reverse}");
+    for (_, _, name) in &clients {
+        let allowed = explain(name, "web/web-1", "80/tcp");
+        assert!(allowed.contains("contract-web"), "{allowed}");
+        let https = explain(name, "web/web-2", "443/tcp");
+        assert!(https.contains("contract-web"), "{https}");
+        let ssh = explain(name, "web/web-2", "22/tcp");
+        assert!(ssh.contains("contract-web"), "{ssh}");
+        let reverse = explain("web/web-1", name, "9000/tcp");
+        assert!(reverse.contains("web-no-egress"), "{reverse}");
+    }
 }
 
 #[test]

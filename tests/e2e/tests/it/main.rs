@@ -13,5 +13,6 @@ mod overlay;
 mod policy;
 mod qemu;
 mod replicas;
+mod snat;
 mod tenants;
 mod vm;

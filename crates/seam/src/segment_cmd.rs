@@ -1,0 +1,132 @@
+//! `seam segment put|snat`: explicit segments, and a segment's SNAT option, through the API.
+
+use anyhow::Context;
+use clap::Subcommand;
+use seam_model::Segment;
+use serde_json::Value;
+
+use crate::external_cmd::{block_on, client};
+use crate::Target;
+
+#[derive(Subcommand, Debug)]
+pub enum SegmentCmd {
+    /// Create or replace a segment from a file: one Segment object as JSON (the API's form) or
+    /// YAML with the same fields (name, tenant, subnet, gateway, vni, blockPrefix, namespace,
+    /// snat). Unknown fields, wrong types and invalid values are refused, and nothing changes.
+    Put {
+        /// The file, or - for standard input.
+        #[arg(short = 'f', long = "filename")]
+        file: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Turn the segment's SNAT on or off. On: traffic from its endpoints to destinations Seam
+    /// does not know (no segment, node or external endpoint) leaves through a gateway node,
+    /// masqueraded to the gateway's address. Off (the default): no NAT anywhere.
+    Snat {
+        /// The segment (`seam get segments`; a namespace's is `ns-<namespace>`).
+        name: String,
+        /// `on` or `off`.
+        #[arg(value_enum)]
+        state: OnOff,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+/// A switch.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnOff {
+    /// On.
+    On,
+    /// Off.
+    Off,
+}
+
+/// Decodes one Segment from JSON or YAML text; the error names the field that is wrong.
+pub fn parse_segment(text: &str) -> anyhow::Result<Segment> {
+    let trimmed = text.trim_start();
+    let value: Value = if trimmed.starts_with('{') {
+        serde_json::from_str(text).context("parse JSON")?
+    } else {
+        serde_saphyr::from_str(text).context("parse YAML")?
+    };
+    let segment: Segment = serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        anyhow::anyhow!("Segment field {path}: {}", e.into_inner())
+    })?;
+    segment.validate()?;
+    Ok(segment)
+}
+
+pub fn run(command: SegmentCmd) -> anyhow::Result<()> {
+    match command {
+        SegmentCmd::Put { file, target } => {
+            let text = if file == "-" {
+                std::io::read_to_string(std::io::stdin()).context("read standard input")?
+            } else {
+                std::fs::read_to_string(&file).with_context(|| format!("read {file}"))?
+            };
+            let segment =
+                parse_segment(&text).with_context(|| format!("{file}: nothing changed"))?;
+            let client = client(&target)?;
+            let stored = block_on(async { Ok(client.put_segment(&segment).await?) })
+                .with_context(|| format!("segment {}: nothing changed", segment.name))?;
+            println!(
+                "segment {} {} vni {} snat {}",
+                stored.name,
+                stored.subnet,
+                stored.vni,
+                if stored.snat { "on" } else { "off" }
+            );
+            Ok(())
+        }
+        SegmentCmd::Snat {
+            name,
+            state,
+            target,
+        } => {
+            let client = client(&target)?;
+            let on = state == OnOff::On;
+            block_on(async {
+                let mut segment = client.get_segment(&name).await?;
+                if segment.snat != on {
+                    segment.snat = on;
+                    client.put_segment(&segment).await?;
+                }
+                Ok(())
+            })
+            .with_context(|| format!("segment {name}"))?;
+            println!("segment {name} snat {}", if on { "on" } else { "off" });
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const YAML: &str = "name: vms\ntenant: default\nsubnet: 192.168.10.0/24\ngateway: 192.168.10.1\nvni: 100\nblockPrefix: 28\nsnat: true\n";
+
+    #[test]
+    fn a_segment_reads_from_yaml_and_json_alike() {
+        let from_yaml = parse_segment(YAML).unwrap();
+        assert!(from_yaml.snat);
+        let json = serde_json::to_string(&from_yaml).unwrap();
+        assert_eq!(parse_segment(&json).unwrap(), from_yaml);
+    }
+
+    #[test]
+    fn unknown_fields_and_wrong_types_name_the_field() {
+        let typo = parse_segment(&YAML.replace("snat:", "snta:")).unwrap_err();
+        assert!(
+            format!("{typo:#}").contains("unknown field `snta`"),
+            "{typo:#}"
+        );
+        let wrong = parse_segment(&YAML.replace("snat: true", "snat: sometimes")).unwrap_err();
+        assert!(format!("{wrong:#}").contains("field snat"), "{wrong:#}");
+        let bad = parse_segment(&YAML.replace("192.168.10.1", "10.0.0.1")).unwrap_err();
+        assert!(format!("{bad:#}").contains("gateway"), "{bad:#}");
+    }
+}
