@@ -2,6 +2,9 @@
 //! against Debian's reference plug-ins, agent memory with many pods, overlay throughput
 //! against the underlay. Needs root; never touches the root network namespace.
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod cleanup;
 mod cni;
 mod control;
@@ -13,9 +16,6 @@ mod stats;
 mod throughput;
 mod util;
 mod vm;
-
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -917,6 +917,9 @@ fn incremental(
     let mut cluster = cluster.clone();
     let mut rng = Rng::new(opts.seed ^ 0xC4A7_6E00);
     let changes = opts.changes;
+    if let Some(dump) = std::env::var_os("SEAM_BENCH_DUMP_TABLE") {
+        std::fs::write(dump, full_text)?;
+    }
     let result = netns::run_in(&path, || -> anyhow::Result<_> {
         let t = Instant::now();
         apply_ruleset(full_text).context("apply the full ruleset")?;

@@ -129,10 +129,26 @@ impl fmt::Display for NftRule {
 /// One nf_tables change of `table inet seam`, executed inside a netlink batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TableOp {
-    /// Creates an empty interval set of IPv4 addresses.
+    /// Creates an empty set of IPv4 addresses.
     AddSet {
         /// Its name.
         name: String,
+        /// An interval set (elements are ranges) rather than a hash set of single addresses.
+        interval: bool,
+    },
+    /// Adds single addresses to a hash set.
+    AddAddrs {
+        /// The set's nftables name.
+        set: String,
+        /// Addresses.
+        addrs: Vec<Ipv4Addr>,
+    },
+    /// Removes single addresses from a hash set.
+    DeleteAddrs {
+        /// The set's nftables name.
+        set: String,
+        /// Addresses.
+        addrs: Vec<Ipv4Addr>,
     },
     /// Appends a policy rule to a chain.
     AddRule {

@@ -87,7 +87,12 @@ fn protocol_number(p: Protocol) -> u8 {
     }
 }
 
-fn addr_matches(out: &mut Vec<NftMatch>, field: AddrField, tests: &[AddrMatch]) {
+fn addr_matches(
+    out: &mut Vec<NftMatch>,
+    field: AddrField,
+    tests: &[AddrMatch],
+    set_name: &impl Fn(&str) -> String,
+) {
     for t in tests {
         let (negate, name) = match t {
             AddrMatch::In(n) => (false, n),
@@ -95,7 +100,7 @@ fn addr_matches(out: &mut Vec<NftMatch>, field: AddrField, tests: &[AddrMatch]) 
         };
         out.push(NftMatch::AddrInSet {
             field,
-            set: nft_set_name(name),
+            set: set_name(name),
             negate,
         });
     }
@@ -103,10 +108,11 @@ fn addr_matches(out: &mut Vec<NftMatch>, field: AddrField, tests: &[AddrMatch]) 
 
 /// A rule as the kernel holds it. Allow is `accept` (it ends only the base chain of its direction),
 /// Deny is `drop`, Pass is `return` (to the class chain, which goes on with the next tier).
-pub(crate) fn nft_rule(rule: &Rule) -> NftRule {
+/// `set_name` gives the kernel's name of an IR set.
+pub(crate) fn nft_rule(rule: &Rule, set_name: &impl Fn(&str) -> String) -> NftRule {
     let mut matches = Vec::new();
-    addr_matches(&mut matches, AddrField::Source, &rule.src);
-    addr_matches(&mut matches, AddrField::Destination, &rule.dst);
+    addr_matches(&mut matches, AddrField::Source, &rule.src, set_name);
+    addr_matches(&mut matches, AddrField::Destination, &rule.dst, set_name);
     match &rule.l4 {
         L4Match::Any => {}
         L4Match::Protocol(p) => matches.push(NftMatch::L4Proto(protocol_number(*p))),

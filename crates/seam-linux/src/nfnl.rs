@@ -414,12 +414,24 @@ fn messages(op: &TableOp, table: &str, seq: &mut u32, out: &mut Vec<(String, Vec
                 .collect();
             element_messages(out, seq, false, map, table, &elements)
         }
-        TableOp::AddSet { name } => {
+        TableOp::AddAddrs { set, addrs } | TableOp::DeleteAddrs { set, addrs } => {
+            let elements: Vec<Element> = addrs
+                .iter()
+                .map(|key| Element {
+                    key: *key,
+                    end: false,
+                    goto: None,
+                })
+                .collect();
+            let add = matches!(op, TableOp::AddAddrs { .. });
+            element_messages(out, seq, add, set, table, &elements)
+        }
+        TableOp::AddSet { name, interval } => {
             *seq += 1;
             let mut m = Msg::nft(NFT_MSG_NEWSET, NLM_F_CREATE, *seq);
             m.strz(NFTA_SET_TABLE, table)
                 .strz(NFTA_SET_NAME, name)
-                .be32(NFTA_SET_FLAGS, NFT_SET_INTERVAL)
+                .be32(NFTA_SET_FLAGS, if *interval { NFT_SET_INTERVAL } else { 0 })
                 .be32(NFTA_SET_KEY_TYPE, TYPE_IPADDR)
                 .be32(NFTA_SET_KEY_LEN, 4)
                 .be32(NFTA_SET_ID, *seq);

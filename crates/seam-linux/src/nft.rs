@@ -302,6 +302,11 @@ fn strip_listing(value: &Value) -> Value {
                     .map(|(k, v)| {
                         if k == "counter" && v.is_object() {
                             (k.clone(), Value::Null)
+                        } else if let (true, Value::Array(elems)) = (k == "elem", v) {
+                            // A hash set lists its elements in the kernel's hash order.
+                            let mut elems: Vec<Value> = elems.iter().map(strip).collect();
+                            elems.sort_by_cached_key(Value::to_string);
+                            (k.clone(), Value::Array(elems))
                         } else {
                             (k.clone(), strip(v))
                         }

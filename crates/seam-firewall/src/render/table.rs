@@ -63,11 +63,56 @@ pub enum ChainBody {
     Adopted,
 }
 
+/// An address set as the kernel holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelSet {
+    /// An interval set (`flags interval`, elements are ranges); otherwise a hash set of single
+    /// addresses.
+    pub interval: bool,
+    /// The addresses, as inclusive ranges, sorted, disjoint and not adjacent.
+    pub ranges: Arc<[(Ipv4Addr, Ipv4Addr)]>,
+}
+
+/// The widest range and the most addresses a set may hold to be a hash set. Why hash sets: adding
+/// one element to an interval set costs the kernel (6.x rbtree, overlap checks) time in proportion
+/// to the set's size, about 0.2 ms at 2,000 elements, and a pod added joins dozens of sets; a hash
+/// set's insert costs the same at any size. Sets of endpoints, and narrow address blocks, are hash
+/// sets; sets with wide blocks (an `ipBlock` of /19 or wider) stay interval sets. A set that crosses
+/// the line gets another name (hash sets' names start with `h/`), so the rules that test it are
+/// new rules and the change is made like any other.
+const HASH_SET_MAX_RANGE: u64 = 4096;
+const HASH_SET_MAX_ADDRS: u64 = 65536;
+
+fn range_len(&(s, e): &(Ipv4Addr, Ipv4Addr)) -> u64 {
+    u64::from(u32::from(e)) - u64::from(u32::from(s)) + 1
+}
+
+fn is_interval(ranges: &[(Ipv4Addr, Ipv4Addr)]) -> bool {
+    ranges.iter().any(|r| range_len(r) > HASH_SET_MAX_RANGE)
+        || ranges.iter().map(range_len).sum::<u64>() > HASH_SET_MAX_ADDRS
+}
+
+/// The kernel's name of an IR set of this kind.
+fn kernel_set_name(ir_name: &str, interval: bool) -> String {
+    if interval {
+        nft_set_name(ir_name)
+    } else {
+        format!("h/{}", nft_set_name(ir_name))
+    }
+}
+
+fn addrs_of(ranges: &[(Ipv4Addr, Ipv4Addr)]) -> Vec<Ipv4Addr> {
+    ranges
+        .iter()
+        .flat_map(|(s, e)| (u32::from(*s)..=u32::from(*e)).map(Ipv4Addr::from))
+        .collect()
+}
+
 /// The objects of `table inet seam` that change with policy (the base chains and maps are fixed).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TableModel {
-    /// Interval sets by nftables name: inclusive ranges, sorted and disjoint.
-    pub sets: BTreeMap<String, Arc<[(Ipv4Addr, Ipv4Addr)]>>,
+    /// Address sets by nftables name.
+    pub sets: BTreeMap<String, KernelSet>,
     /// Regular chains by name.
     pub chains: BTreeMap<String, ChainBody>,
     /// `egress_dispatch`: local source address → class chain.
@@ -132,6 +177,8 @@ fn block_subject<'r>(direction: Direction, rules: &[&'r Rule]) -> Option<&'r str
 struct Rendered {
     rule: Arc<NftRule>,
     hash: u64,
+    /// Which of the rule's sets (in order) were interval sets: their kernel names depend on it.
+    kinds: u64,
 }
 
 /// An address set as the kernel holds it, with the members it was rendered from.
@@ -139,7 +186,7 @@ struct Rendered {
 struct RenderedSet {
     members: AddrSet,
     name: String,
-    ranges: Arc<[(Ipv4Addr, Ipv4Addr)]>,
+    set: KernelSet,
 }
 
 /// What the last build rendered, kept so that the next build renders only what changed: a pod added
@@ -154,26 +201,67 @@ pub struct Renderer {
 
 type RuleCache = HashMap<Rule, Rendered, foldhash::fast::RandomState>;
 
-impl Renderer {
-    /// A rule rendered by this build, by the last one, or now.
-    fn rule(&mut self, last: &mut RuleCache, rule: &Rule) -> Rendered {
-        if let Some(r) = self.rules.get(rule) {
-            return r.clone();
-        }
-        let (key, rendered) = last.remove_entry(rule).unwrap_or_else(|| {
-            let nft = nft_rule(rule);
+/// Whether each IR set is an interval set in the kernel, by IR name.
+type Kinds<'a> = HashMap<&'a str, bool, foldhash::fast::RandomState>;
+
+fn rule_kinds(rule: &Rule, kinds: &Kinds<'_>) -> u64 {
+    rule.src
+        .iter()
+        .chain(&rule.dst)
+        .enumerate()
+        .fold(0, |acc, (i, m)| {
+            let (AddrMatch::In(name) | AddrMatch::NotIn(name)) = m;
+            if kinds.get(name.as_str()).copied().unwrap_or(true) && i < 64 {
+                acc | (1 << i)
+            } else {
+                acc
+            }
+        })
+}
+
+/// Renders the rules of one build: what it rendered, what the last build rendered, and the kinds of
+/// this build's sets.
+struct RuleRender<'a, 'k> {
+    current: &'a mut RuleCache,
+    last: &'a mut RuleCache,
+    kinds: &'a Kinds<'k>,
+}
+
+impl RuleRender<'_, '_> {
+    /// A rule rendered by this build, by the last one (when its sets are of the same kinds), or now.
+    fn rule(&mut self, rule: &Rule) -> Rendered {
+        rendered_rule(self.current, self.last, self.kinds, rule)
+    }
+}
+
+fn rendered_rule(
+    current: &mut RuleCache,
+    last: &mut RuleCache,
+    kinds: &Kinds<'_>,
+    rule: &Rule,
+) -> Rendered {
+    let want = rule_kinds(rule, kinds);
+    if let Some(r) = current.get(rule).filter(|r| r.kinds == want) {
+        return r.clone();
+    }
+    let (key, rendered) = match last.remove_entry(rule) {
+        Some((key, r)) if r.kinds == want => (key, r),
+        _ => {
+            let name = |ir: &str| kernel_set_name(ir, kinds.get(ir).copied().unwrap_or(true));
+            let nft = nft_rule(rule, &name);
             let hash = fnv1a(&nft.to_string());
             (
                 rule.clone(),
                 Rendered {
                     rule: Arc::new(nft),
                     hash,
+                    kinds: want,
                 },
             )
-        });
-        self.rules.insert(key, rendered.clone());
-        rendered
-    }
+        }
+    };
+    current.insert(key, rendered.clone());
+    rendered
 }
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
@@ -210,8 +298,7 @@ struct Blocks {
 
 impl Blocks {
     fn split(
-        renderer: &mut Renderer,
-        last: &mut RuleCache,
+        render: &mut RuleRender<'_, '_>,
         ruleset: &NodeRuleset,
         dir: Direction,
         rules: &[&Rule],
@@ -234,7 +321,7 @@ impl Blocks {
             let block = &rules[start..start + len];
             start += len;
             let b = out.bodies.len();
-            let rendered: Vec<Rendered> = block.iter().map(|r| renderer.rule(last, r)).collect();
+            let rendered: Vec<Rendered> = block.iter().map(|r| render.rule(r)).collect();
             out.hashes.push(rendered.iter().map(|r| r.hash).collect());
             out.bodies
                 .push(rendered.into_iter().map(|r| r.rule).collect());
@@ -285,23 +372,38 @@ impl Renderer {
             while last_sets.next_if(|(n, _)| n < name).is_some() {}
             let set = match last_sets.next_if(|(n, _)| n == name) {
                 Some((n, set)) if set.members == *members => (n, set),
-                _ => (
-                    name.clone(),
-                    RenderedSet {
-                        members: members.clone(),
-                        name: nft_set_name(name),
-                        ranges: members.ranges().collect(),
-                    },
-                ),
+                _ => {
+                    let ranges: Vec<(Ipv4Addr, Ipv4Addr)> = members.ranges().collect();
+                    let interval = is_interval(&ranges);
+                    (
+                        name.clone(),
+                        RenderedSet {
+                            members: members.clone(),
+                            name: kernel_set_name(name, interval),
+                            set: KernelSet {
+                                interval,
+                                ranges: ranges.into(),
+                            },
+                        },
+                    )
+                }
             };
             sets.push(set);
         }
         out.sets = sets
             .iter()
-            .map(|(_, s)| (s.name.clone(), s.ranges.clone()))
+            .map(|(_, s)| (s.name.clone(), s.set.clone()))
             .collect();
-        self.sets = sets;
+        let kinds: Kinds<'_> = sets
+            .iter()
+            .map(|(n, s)| (n.as_str(), s.set.interval))
+            .collect();
         let mut last_rules = std::mem::take(&mut self.rules);
+        let mut render = RuleRender {
+            current: &mut self.rules,
+            last: &mut last_rules,
+            kinds: &kinds,
+        };
         let locals: Vec<Ipv4Addr> = ruleset
             .local
             .iter()
@@ -324,7 +426,7 @@ impl Renderer {
             let baseline = {
                 let rendered: Vec<Rendered> = tier(Tier::Baseline)
                     .into_iter()
-                    .map(|r| self.rule(&mut last_rules, r))
+                    .map(|r| render.rule(r))
                     .collect();
                 let name = chain_name("z_", &[d, "baseline"], rendered.iter().map(|r| r.hash));
                 out.chains.insert(
@@ -334,8 +436,7 @@ impl Renderer {
                 name
             };
             let admin = Blocks::split(
-                self,
-                &mut last_rules,
+                &mut render,
                 ruleset,
                 dir,
                 &tier(Tier::Admin),
@@ -343,8 +444,7 @@ impl Renderer {
                 &locals,
             );
             let namespace = Blocks::split(
-                self,
-                &mut last_rules,
+                &mut render,
                 ruleset,
                 dir,
                 &tier(Tier::Namespace),
@@ -440,6 +540,8 @@ impl Renderer {
                 out.dispatch_mut(dir).insert(*addr, class.clone());
             }
         }
+        drop(kinds);
+        self.sets = sets;
         out
     }
 }
@@ -502,11 +604,21 @@ pub fn full_text(model: &TableModel) -> String {
     let _ = writeln!(out, "delete table {TABLE}");
     out.push_str("table bridge seam {}\ndelete table bridge seam\n");
     let _ = writeln!(out, "table {TABLE} {{");
-    for (name, ranges) in &model.sets {
+    for (name, set) in &model.sets {
         let _ = writeln!(out, "\tset {name} {{");
-        out.push_str("\t\ttype ipv4_addr\n\t\tflags interval\n");
-        if !ranges.is_empty() {
-            let items: Vec<String> = ranges.iter().map(range_text).collect();
+        out.push_str("\t\ttype ipv4_addr\n");
+        if set.interval {
+            out.push_str("\t\tflags interval\n");
+        }
+        if !set.ranges.is_empty() {
+            let items: Vec<String> = if set.interval {
+                set.ranges.iter().map(range_text).collect()
+            } else {
+                addrs_of(&set.ranges)
+                    .iter()
+                    .map(Ipv4Addr::to_string)
+                    .collect()
+            };
             let _ = writeln!(out, "\t\telements = {{ {} }}", items.join(", "));
         }
         out.push_str("\t}\n");
@@ -578,29 +690,49 @@ pub fn delta(old: &TableModel, new: &TableModel) -> FirewallDelta {
     // chains that jump to them, then the map entries that go to those.
     for (name, before, now) in paired(&old.sets, &new.sets) {
         match (before, now) {
-            (None, Some(_)) => switch.push(TableOp::AddSet { name: name.clone() }),
+            (None, Some(set)) => switch.push(TableOp::AddSet {
+                name: name.clone(),
+                interval: set.interval,
+            }),
             (Some(_), None) => cleanup.push(TableOp::DeleteSet { name: name.clone() }),
             _ => {}
         }
         // A set deleted goes with its elements.
-        let kept = now.is_some();
-        let before: &[(Ipv4Addr, Ipv4Addr)] = before.map_or(&[], |r| r);
-        let now: &[(Ipv4Addr, Ipv4Addr)] = now.map_or(&[], |r| r);
-        if std::ptr::eq(before, now) || before == now {
+        let Some(now) = now else {
+            continue;
+        };
+        let before: &[(Ipv4Addr, Ipv4Addr)] = before.map_or(&[], |s| &s.ranges);
+        if std::ptr::eq(before, &*now.ranges) || before == &now.ranges[..] {
             continue;
         }
-        let (gone, added) = sorted_difference(before, now);
-        if !gone.is_empty() && kept {
-            elements.push(TableOp::DeleteRanges {
-                set: name.clone(),
-                ranges: gone,
-            });
-        }
-        if !added.is_empty() {
-            elements.push(TableOp::AddRanges {
-                set: name.clone(),
-                ranges: added,
-            });
+        if now.interval {
+            let (gone, added) = sorted_difference(before, &now.ranges);
+            if !gone.is_empty() {
+                elements.push(TableOp::DeleteRanges {
+                    set: name.clone(),
+                    ranges: gone,
+                });
+            }
+            if !added.is_empty() {
+                elements.push(TableOp::AddRanges {
+                    set: name.clone(),
+                    ranges: added,
+                });
+            }
+        } else {
+            let (gone, added) = sorted_difference(&addrs_of(before), &addrs_of(&now.ranges));
+            if !gone.is_empty() {
+                elements.push(TableOp::DeleteAddrs {
+                    set: name.clone(),
+                    addrs: gone,
+                });
+            }
+            if !added.is_empty() {
+                elements.push(TableOp::AddAddrs {
+                    set: name.clone(),
+                    addrs: added,
+                });
+            }
         }
     }
     let mut dispatch_chains = Vec::new();
@@ -675,6 +807,22 @@ pub fn delta(old: &TableModel, new: &TableModel) -> FirewallDelta {
     }
 }
 
+/// Sorted ranges with the adjacent and overlapping ones joined.
+fn merge_adjacent(sorted: &[(Ipv4Addr, Ipv4Addr)]) -> Vec<(Ipv4Addr, Ipv4Addr)> {
+    let mut out: Vec<(Ipv4Addr, Ipv4Addr)> = Vec::with_capacity(sorted.len());
+    for &(s, e) in sorted {
+        match out.last_mut() {
+            Some((_, last)) if u64::from(u32::from(s)) <= u64::from(u32::from(*last)) + 1 => {
+                if e > *last {
+                    *last = e;
+                }
+            }
+            _ => out.push((s, e)),
+        }
+    }
+    out
+}
+
 fn parse_addr(v: &Value) -> Option<Ipv4Addr> {
     v.as_str()?.parse().ok()
 }
@@ -719,6 +867,10 @@ pub fn from_nft_json(text: &str) -> Option<TableModel> {
             if set.get("type")?.as_str()? != "ipv4_addr" {
                 return None;
             }
+            let interval = set
+                .get("flags")
+                .and_then(Value::as_array)
+                .is_some_and(|f| f.iter().any(|f| f == "interval"));
             let mut ranges = Vec::new();
             for e in set
                 .get("elem")
@@ -729,7 +881,17 @@ pub fn from_nft_json(text: &str) -> Option<TableModel> {
                 ranges.push(parse_range(e)?);
             }
             ranges.sort_unstable();
-            out.sets.insert(name.to_string(), ranges.into());
+            if !interval {
+                // A hash set's elements are single addresses; the model holds them as runs.
+                ranges = merge_adjacent(&ranges);
+            }
+            out.sets.insert(
+                name.to_string(),
+                KernelSet {
+                    interval,
+                    ranges: ranges.into(),
+                },
+            );
         } else if let Some(map) = item.get("map") {
             let name = map.get("name")?.as_str()?;
             let dir = [Direction::Egress, Direction::Ingress]
@@ -772,8 +934,11 @@ mod tests {
     fn sample() -> TableModel {
         let mut m = TableModel::default();
         m.sets.insert(
-            "np/x/a/subject".into(),
-            vec![(a("10.0.0.1"), a("10.0.0.1"))].into(),
+            "h/np/x/a/subject".into(),
+            KernelSet {
+                interval: false,
+                ranges: vec![(a("10.0.0.1"), a("10.0.0.1"))].into(),
+            },
         );
         m.chains.insert(
             "b_1".into(),
@@ -804,8 +969,11 @@ mod tests {
         let old = sample();
         let mut new = old.clone();
         new.sets.insert(
-            "np/x/a/subject".into(),
-            vec![(a("10.0.0.1"), a("10.0.0.2"))].into(),
+            "h/np/x/a/subject".into(),
+            KernelSet {
+                interval: false,
+                ranges: vec![(a("10.0.0.1"), a("10.0.0.2"))].into(),
+            },
         );
         new.ingress.insert(a("10.0.0.2"), "c_1".into());
         let d = delta(&old, &new);
@@ -813,13 +981,9 @@ mod tests {
         assert_eq!(
             d.switch,
             vec![
-                TableOp::DeleteRanges {
-                    set: "np/x/a/subject".into(),
-                    ranges: vec![(a("10.0.0.1"), a("10.0.0.1"))]
-                },
-                TableOp::AddRanges {
-                    set: "np/x/a/subject".into(),
-                    ranges: vec![(a("10.0.0.1"), a("10.0.0.2"))]
+                TableOp::AddAddrs {
+                    set: "h/np/x/a/subject".into(),
+                    addrs: vec![a("10.0.0.2")]
                 },
                 TableOp::AddGotos {
                     map: "ingress_dispatch".into(),
@@ -878,6 +1042,37 @@ mod tests {
     }
 
     #[test]
+    fn sets_of_endpoints_are_hash_sets_and_wide_blocks_interval_sets() {
+        let pods = [
+            (a("10.0.0.1"), a("10.0.0.40")),
+            (a("10.0.1.7"), a("10.0.1.7")),
+        ];
+        assert!(!is_interval(&pods));
+        assert!(is_interval(&[(a("10.0.0.0"), a("10.0.255.255"))]));
+        // A hash set lists single addresses; read back, they are runs again.
+        let json = r#"{"nftables": [
+          {"set": {"family": "inet", "name": "h/s", "table": "seam", "type": "ipv4_addr",
+            "elem": ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.9"]}},
+          {"map": {"family": "inet", "name": "egress_dispatch", "table": "seam", "type": "ipv4_addr", "map": "verdict"}},
+          {"map": {"family": "inet", "name": "ingress_dispatch", "table": "seam", "type": "ipv4_addr", "map": "verdict"}},
+          {"chain": {"family": "inet", "table": "seam", "name": "egress"}},
+          {"chain": {"family": "inet", "table": "seam", "name": "ingress"}}]}"#;
+        let m = from_nft_json(json).unwrap();
+        assert!(!m.sets["h/s"].interval);
+        assert_eq!(
+            m.sets["h/s"].ranges[..],
+            [
+                (a("10.0.0.1"), a("10.0.0.3")),
+                (a("10.0.0.9"), a("10.0.0.9"))
+            ]
+        );
+        assert_eq!(
+            addrs_of(&m.sets["h/s"].ranges),
+            ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.9"].map(a)
+        );
+    }
+
+    #[test]
     fn listings_are_read_back() {
         let json = r#"{"nftables": [{"metainfo": {}}, {"table": {"family": "inet", "name": "seam"}},
           {"set": {"family": "inet", "name": "s", "table": "seam", "type": "ipv4_addr", "flags": ["interval"],
@@ -890,13 +1085,14 @@ mod tests {
           {"chain": {"family": "inet", "table": "seam", "name": "ingress"}}]}"#;
         let m = from_nft_json(json).unwrap();
         assert_eq!(
-            m.sets["s"][..],
+            m.sets["s"].ranges[..],
             [
                 (a("10.0.0.4"), a("10.0.0.4")),
                 (a("10.0.1.0"), a("10.0.1.3")),
                 (a("10.0.2.1"), a("10.0.2.9"))
             ]
         );
+        assert!(m.sets["s"].interval);
         assert_eq!(&*m.egress[&a("10.0.0.4")], "c_ab");
         assert_eq!(m.chains["c_ab"], ChainBody::Adopted);
         // A table of another layout (the old single `forward` chain) is not adopted.

@@ -204,6 +204,7 @@ fn every_rule_form_sent_over_netlink_reads_back_as_its_text() {
         let mut ops = vec![
             TableOp::AddSet {
                 name: "np/x/a/except".into(),
+                interval: true,
             },
             TableOp::AddChain {
                 name: "from_netlink".into(),
