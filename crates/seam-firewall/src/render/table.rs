@@ -179,6 +179,8 @@ struct Rendered {
     hash: u64,
     /// Which of the rule's sets (in order) were interval sets: their kernel names depend on it.
     kinds: u64,
+    /// The last build that used it.
+    used: u64,
 }
 
 /// An address set as the kernel holds it, with the members it was rendered from.
@@ -195,6 +197,8 @@ struct RenderedSet {
 #[derive(Debug, Default)]
 pub struct Renderer {
     rules: RuleCache,
+    /// Counts builds; rules the last build did not use are dropped.
+    build: u64,
     /// By IR name, sorted.
     sets: Vec<(String, RenderedSet)>,
 }
@@ -219,49 +223,42 @@ fn rule_kinds(rule: &Rule, kinds: &Kinds<'_>) -> u64 {
         })
 }
 
-/// Renders the rules of one build: what it rendered, what the last build rendered, and the kinds of
-/// this build's sets.
+/// Renders the rules of one build from the cache, marking what this build used.
 struct RuleRender<'a, 'k> {
-    current: &'a mut RuleCache,
-    last: &'a mut RuleCache,
+    cache: &'a mut RuleCache,
+    build: u64,
     kinds: &'a Kinds<'k>,
 }
 
 impl RuleRender<'_, '_> {
-    /// A rule rendered by this build, by the last one (when its sets are of the same kinds), or now.
+    /// A rule as rendered before (when its sets are of the same kinds), or rendered now. One hash
+    /// lookup per rule: most of a build's rules were in the last one.
     fn rule(&mut self, rule: &Rule) -> Rendered {
-        rendered_rule(self.current, self.last, self.kinds, rule)
+        let want = rule_kinds(rule, self.kinds);
+        if let Some(r) = self.cache.get_mut(rule) {
+            if r.kinds != want {
+                *r = render_rule(rule, self.kinds, want);
+            }
+            r.used = self.build;
+            return r.clone();
+        }
+        let mut r = render_rule(rule, self.kinds, want);
+        r.used = self.build;
+        self.cache.insert(rule.clone(), r.clone());
+        r
     }
 }
 
-fn rendered_rule(
-    current: &mut RuleCache,
-    last: &mut RuleCache,
-    kinds: &Kinds<'_>,
-    rule: &Rule,
-) -> Rendered {
-    let want = rule_kinds(rule, kinds);
-    if let Some(r) = current.get(rule).filter(|r| r.kinds == want) {
-        return r.clone();
+fn render_rule(rule: &Rule, kinds: &Kinds<'_>, want: u64) -> Rendered {
+    let name = |ir: &str| kernel_set_name(ir, kinds.get(ir).copied().unwrap_or(true));
+    let nft = nft_rule(rule, &name);
+    let hash = fnv1a(&nft.to_string());
+    Rendered {
+        rule: Arc::new(nft),
+        hash,
+        kinds: want,
+        used: 0,
     }
-    let (key, rendered) = match last.remove_entry(rule) {
-        Some((key, r)) if r.kinds == want => (key, r),
-        _ => {
-            let name = |ir: &str| kernel_set_name(ir, kinds.get(ir).copied().unwrap_or(true));
-            let nft = nft_rule(rule, &name);
-            let hash = fnv1a(&nft.to_string());
-            (
-                rule.clone(),
-                Rendered {
-                    rule: Arc::new(nft),
-                    hash,
-                    kinds: want,
-                },
-            )
-        }
-    };
-    current.insert(key, rendered.clone());
-    rendered
 }
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
@@ -398,10 +395,11 @@ impl Renderer {
             .iter()
             .map(|(n, s)| (n.as_str(), s.set.interval))
             .collect();
-        let mut last_rules = std::mem::take(&mut self.rules);
+        self.build += 1;
+        let build = self.build;
         let mut render = RuleRender {
-            current: &mut self.rules,
-            last: &mut last_rules,
+            cache: &mut self.rules,
+            build,
             kinds: &kinds,
         };
         let locals: Vec<Ipv4Addr> = ruleset
@@ -541,6 +539,7 @@ impl Renderer {
             }
         }
         drop(kinds);
+        self.rules.retain(|_, r| r.used == build);
         self.sets = sets;
         out
     }
