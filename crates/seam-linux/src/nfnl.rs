@@ -290,6 +290,17 @@ struct Element {
     goto: Option<String>,
 }
 
+/// Elements that are keys alone: a hash set's addresses, or a map's keys to delete.
+fn key_elements(keys: &[Ipv4Addr]) -> Vec<Element> {
+    keys.iter()
+        .map(|key| Element {
+            key: *key,
+            end: false,
+            goto: None,
+        })
+        .collect()
+}
+
 /// The elements of an anonymous set of ports: big-endian keys, and for an interval set the start and
 /// (one past the) end of each range, as nft sends them.
 fn port_elements(ranges: &[(u16, u16)], interval: bool) -> Vec<([u8; 2], bool)> {
@@ -404,27 +415,11 @@ fn messages(op: &TableOp, table: &str, seq: &mut u32, out: &mut Vec<(String, Vec
             element_messages(out, seq, true, map, table, &elements)
         }
         TableOp::DeleteKeys { map, keys } => {
-            let elements: Vec<Element> = keys
-                .iter()
-                .map(|key| Element {
-                    key: *key,
-                    end: false,
-                    goto: None,
-                })
-                .collect();
-            element_messages(out, seq, false, map, table, &elements)
+            element_messages(out, seq, false, map, table, &key_elements(keys))
         }
         TableOp::AddAddrs { set, addrs } | TableOp::DeleteAddrs { set, addrs } => {
-            let elements: Vec<Element> = addrs
-                .iter()
-                .map(|key| Element {
-                    key: *key,
-                    end: false,
-                    goto: None,
-                })
-                .collect();
             let add = matches!(op, TableOp::AddAddrs { .. });
-            element_messages(out, seq, add, set, table, &elements)
+            element_messages(out, seq, add, set, table, &key_elements(addrs))
         }
         TableOp::AddSet { name, interval } => {
             *seq += 1;

@@ -16,7 +16,7 @@ use serde_json::json;
 
 const SERVER_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(203, 0, 113, 10);
 
-fn seam(lab: &str, args: &[&str]) -> std::process::Output {
+pub(crate) fn seam(lab: &str, args: &[&str]) -> std::process::Output {
     Command::new(bin_dir().join("seam"))
         .args(args)
         .args(["--lab", lab])
@@ -24,7 +24,7 @@ fn seam(lab: &str, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-fn ok(out: &std::process::Output) -> String {
+pub(crate) fn ok(out: &std::process::Output) -> String {
     assert!(
         out.status.success(),
         "seam failed: {}",
@@ -34,7 +34,7 @@ fn ok(out: &std::process::Output) -> String {
 }
 
 /// Waits up to `secs` for `cond` (agents apply changes asynchronously).
-fn within(secs: u64, what: &str, cond: impl Fn() -> bool) {
+pub(crate) fn within(secs: u64, what: &str, cond: impl Fn() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while !cond() {
         assert!(Instant::now() < deadline, "timed out waiting for: {what}");

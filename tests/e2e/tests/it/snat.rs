@@ -8,40 +8,17 @@
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use seam_e2e::{bin_dir, controller, ip_json, LabGuard};
+use seam_e2e::{controller, ip_json, LabGuard};
 use seam_lab::probe;
+
+use crate::gateway::{ok, seam, within};
 
 const SERVER_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 const WWW_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
 /// gw1's address on the external network (`eth1`), the masquerade address.
 const GW1_EXTERNAL: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
-
-fn seam(lab: &str, args: &[&str]) -> std::process::Output {
-    Command::new(bin_dir().join("seam"))
-        .args(args)
-        .args(["--lab", lab])
-        .output()
-        .unwrap()
-}
-
-fn ok(out: &std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "seam failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn within(secs: u64, what: &str, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 /// What the TCP server at `ip:port` says to a connection from `netns` ("NAME PEER-ADDRESS").
 fn said(netns: &Path, ip: Ipv4Addr, port: u16) -> Option<String> {
