@@ -292,41 +292,16 @@ impl Lab {
                 ))
             })?;
         let netns = format!("{}-x-{name}", self.name);
-        let netns_path = seam_linux::netns::create(&netns)?;
-        let xn = external_netns(&self.name);
-        let port = format!("x-{name}");
-        let wired = (|| -> Result<()> {
-            ip(
-                &xn,
-                &[
-                    "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &netns,
-                ],
-            )?;
-            ip(&xn, &["link", "set", &port, "master", "xn0", "up"])?;
-            ip(&netns, &["link", "set", "lo", "up"])?;
-            ip(
-                &netns,
-                &[
-                    "addr",
-                    "add",
-                    &format!("{address}/{EXTERNAL_PREFIX}"),
-                    "dev",
-                    "eth0",
-                ],
-            )?;
-            ip(&netns, &["link", "set", "eth0", "up"])?;
-            for r in routes {
-                ip(
-                    &netns,
-                    &["route", "add", r, "via", &gw.external_ip.to_string()],
-                )?;
-            }
-            Ok(())
-        })();
-        if let Err(e) = wired {
-            let _ = seam_linux::netns::delete(&netns);
-            return Err(e);
-        }
+        let via = gw.external_ip.to_string();
+        let routes_via: Vec<[&str; 2]> = routes.iter().map(|r| [*r, via.as_str()]).collect();
+        let netns_path = add_host(
+            &external_netns(&self.name),
+            "xn0",
+            &format!("x-{name}"),
+            &netns,
+            &format!("{address}/{EXTERNAL_PREFIX}"),
+            &routes_via,
+        )?;
         let info = ServerInfo {
             name: name.to_string(),
             netns_path,
@@ -382,43 +357,14 @@ impl Lab {
             self.add_internet_router(&router, &state.gateways)?;
         }
         let netns = format!("{}-i-{name}", self.name);
-        let netns_path = seam_linux::netns::create(&netns)?;
-        let port = format!("i-{name}");
-        let wired = (|| -> Result<()> {
-            ip(
-                &router,
-                &[
-                    "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &netns,
-                ],
-            )?;
-            ip(&router, &["link", "set", &port, "master", "in0", "up"])?;
-            ip(&netns, &["link", "set", "lo", "up"])?;
-            ip(
-                &netns,
-                &[
-                    "addr",
-                    "add",
-                    &format!("{address}/{INTERNET_PREFIX}"),
-                    "dev",
-                    "eth0",
-                ],
-            )?;
-            ip(&netns, &["link", "set", "eth0", "up"])?;
-            ip(
-                &netns,
-                &[
-                    "route",
-                    "add",
-                    "default",
-                    "via",
-                    &INTERNET_GATEWAY.to_string(),
-                ],
-            )
-        })();
-        if let Err(e) = wired {
-            let _ = seam_linux::netns::delete(&netns);
-            return Err(e);
-        }
+        let netns_path = add_host(
+            &router,
+            "in0",
+            &format!("i-{name}"),
+            &netns,
+            &format!("{address}/{INTERNET_PREFIX}"),
+            &[["default", &INTERNET_GATEWAY.to_string()]],
+        )?;
         let host = InternetHost {
             name: name.to_string(),
             netns_path,
@@ -492,5 +438,42 @@ impl Lab {
             .ok_or_else(|| {
                 LabError::Invalid(format!("lab {} has no internet host {name:?}", self.name))
             })
+    }
+}
+
+/// A host namespace `netns` whose `eth0` is plugged into `bridge` of `hub` (as port `port`), with
+/// `address` (a CIDR) and `routes` (`[destination, via]`); the namespace is removed again when any
+/// step fails.
+fn add_host(
+    hub: &str,
+    bridge: &str,
+    port: &str,
+    netns: &str,
+    address: &str,
+    routes: &[[&str; 2]],
+) -> Result<std::path::PathBuf> {
+    let path = seam_linux::netns::create(netns)?;
+    let wired = (|| -> Result<()> {
+        ip(
+            hub,
+            &[
+                "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", netns,
+            ],
+        )?;
+        ip(hub, &["link", "set", port, "master", bridge, "up"])?;
+        ip(netns, &["link", "set", "lo", "up"])?;
+        ip(netns, &["addr", "add", address, "dev", "eth0"])?;
+        ip(netns, &["link", "set", "eth0", "up"])?;
+        for [dest, via] in routes {
+            ip(netns, &["route", "add", dest, "via", via])?;
+        }
+        Ok(())
+    })();
+    match wired {
+        Ok(()) => Ok(path),
+        Err(e) => {
+            let _ = seam_linux::netns::delete(netns);
+            Err(e)
+        }
     }
 }
