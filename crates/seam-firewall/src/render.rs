@@ -21,10 +21,18 @@ const MAX_COMMENT: usize = 127;
 /// The longest set name rendered as is.
 const MAX_SET_NAME: usize = 200;
 
-pub(crate) fn fnv1a(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+/// The FNV-1a offset basis: the hash of nothing.
+pub(crate) const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// FNV-1a over `bytes`, continuing from `hash`.
+pub(crate) fn fnv_feed(hash: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(hash, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
     })
+}
+
+pub(crate) fn fnv1a(text: &str) -> u64 {
+    fnv_feed(FNV_OFFSET, text.as_bytes())
 }
 
 /// The `comment` a rule with this id carries in the kernel: the id itself when it fits nftables' 127 bytes and is

@@ -32,7 +32,7 @@ use seam_dataplane::{FirewallDelta, NftRule, TableOp};
 use seam_policy::Direction;
 use serde_json::Value;
 
-use super::{fnv1a, nft_rule, nft_set_name, TABLE};
+use super::{fnv1a, fnv_feed, nft_rule, nft_set_name, FNV_OFFSET, TABLE};
 use crate::addr::AddrSet;
 use crate::ir::{AddrMatch, NodeRuleset, Rule, Tier};
 
@@ -259,14 +259,6 @@ fn render_rule(rule: &Rule, kinds: &Kinds<'_>, want: u64) -> Rendered {
         kinds: want,
         used: 0,
     }
-}
-
-const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-
-fn fnv_feed(hash: u64, bytes: &[u8]) -> u64 {
-    bytes.iter().fold(hash, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 /// A chain's name: its prefix and a hash of what it holds (labels, then its rules' hashes).
