@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 
 use seam_dataplane::Underlay;
-use seam_model::NodeRole;
+use seam_model::{NodeRole, TransitEncap};
 
 /// What the agent needs to know about its node.
 #[derive(Debug, Clone)]
@@ -12,6 +12,8 @@ pub struct AgentConfig {
     pub role: NodeRole,
     /// Underlay interface and tunnel address.
     pub underlay: Underlay,
+    /// How other nodes reach this node when it is a gateway (published with its `Node`).
+    pub transit_encap: TransitEncap,
     /// MTU of every segment device and endpoint interface (underlay MTU − 50 for VXLAN).
     pub mtu: u32,
     /// The CNI socket (created with mode 0600).

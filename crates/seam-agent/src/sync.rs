@@ -45,6 +45,7 @@ async fn sync_once<K: NodeKernel + Firewall + 'static>(
         name: agent.config.node.clone(),
         underlay_ip: agent.config.underlay.ip,
         role: agent.config.role,
+        transit_encap: agent.config.transit_encap,
     };
     agent.client.put_node(&node).await?;
     let snapshot = agent.client.snapshot().await?;

@@ -2,9 +2,12 @@
 //! (`seam_dataplane::transit`) equal to what the view says.
 //!
 //! Every node routes each external endpoint's address (an `Endpoint` of kind `external`, whose
-//! `node` is its gateway) as a /32 through the transit VXLAN device to that gateway node; a
-//! gateway node keeps the device up to receive (loose rp_filter on it) and routes on to its
-//! external network with its own routes (connected or static, the operator's), without NAT.
+//! `node` is its gateway) as a /32 to that gateway node: over the underlay without encapsulation
+//! when the gateway publishes `transitEncap: crossSubnet` and its underlay address is in this
+//! node's underlay subnet, else through the transit VXLAN device. A gateway node keeps the
+//! device up to receive (loose rp_filter on it, and on its underlay interface when it accepts
+//! the routed transit) and routes on to its external network with its own routes (connected or
+//! static, the operator's), without NAT.
 //! Return traffic needs nothing here: the gateway holds every segment like any node.
 //!
 //! The same loop keeps the egress of segments with `snat` on (`seam_dataplane::snat`): on every
@@ -26,7 +29,7 @@ use seam_dataplane::{
     plan_transit, DesiredNat, DesiredTransit, Egress, Firewall, NodeKernel, TransitKernel,
     TransitRoute,
 };
-use seam_model::{transit_mac, EndpointKind, NodeRole, TRANSIT_VNI};
+use seam_model::{transit_mac, EndpointKind, Node, NodeRole, TransitEncap, TRANSIT_VNI};
 
 use crate::Agent;
 
@@ -39,24 +42,38 @@ pub const RESYNC: Duration = Duration::from_secs(30);
 pub async fn desired_transit<K>(agent: &Agent<K>) -> DesiredTransit {
     let view = agent.view.read().await;
     let me = &agent.config.node;
+    let local = LocalNode {
+        name: me,
+        role: agent.config.role,
+        transit_encap: agent.config.transit_encap,
+        on_link: agent.config.underlay.subnet(),
+    };
+    let gateway = agent.config.role == NodeRole::Gateway;
     let mut routes = BTreeSet::new();
     for ep in view.endpoints.values() {
-        if ep.kind != EndpointKind::External || &ep.node == me {
+        if &ep.node == me {
             continue;
         }
-        let Some(gw) = view.nodes.get(&ep.node) else {
+        let Some(node) = view.nodes.get(&ep.node) else {
             continue;
         };
-        if gw.role != NodeRole::Gateway {
-            continue;
+        let direct = routed_directly(&local, node);
+        let wanted = match ep.kind {
+            EndpointKind::External => node.role == NodeRole::Gateway,
+            // The way back from a gateway, where the routed transit applies; else the
+            // segment's bridge and VXLAN carry it.
+            EndpointKind::Pod | EndpointKind::Vm => gateway && direct,
+            EndpointKind::Host => false,
+        };
+        if wanted {
+            routes.insert(TransitRoute {
+                dst: ep.ip,
+                via: node.underlay_ip,
+                via_mac: transit_mac(node.underlay_ip),
+                direct,
+            });
         }
-        routes.insert(TransitRoute {
-            dst: ep.ip,
-            gateway_ip: gw.underlay_ip,
-            gateway_mac: transit_mac(gw.underlay_ip),
-        });
     }
-    let gateway = agent.config.role == NodeRole::Gateway;
     let sources: BTreeSet<Ipv4Net> = view
         .segments
         .values()
@@ -93,16 +110,41 @@ pub async fn desired_transit<K>(agent: &Agent<K>) -> DesiredTransit {
             })
     };
     DesiredTransit {
-        present: gateway || !routes.is_empty() || egress.is_some(),
+        present: gateway || routes.iter().any(|r| !r.direct) || egress.is_some(),
         vni: TRANSIT_VNI,
         mac: transit_mac(agent.config.underlay.ip),
         mtu: agent.config.mtu,
         underlay: agent.config.underlay.clone(),
         gateway,
+        accept_routed: view.nodes.values().any(|n| routed_directly(&local, n)),
         routes,
         egress,
         nat,
     }
+}
+
+/// This node, as the routed transit sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct LocalNode<'a> {
+    /// Its name.
+    pub name: &'a str,
+    /// Its role.
+    pub role: NodeRole,
+    /// Its `--transit-encap`.
+    pub transit_encap: TransitEncap,
+    /// Its underlay subnet.
+    pub on_link: Ipv4Net,
+}
+
+/// Whether this node and `peer` send each other the transit's traffic without encapsulation:
+/// one of them is a gateway, both publish `crossSubnet` (an agent from before the setting
+/// publishes nothing, which reads as `always`) and they share an underlay subnet.
+pub fn routed_directly(local: &LocalNode<'_>, peer: &Node) -> bool {
+    peer.name != local.name
+        && (local.role == NodeRole::Gateway || peer.role == NodeRole::Gateway)
+        && local.transit_encap == TransitEncap::CrossSubnet
+        && peer.transit_encap == TransitEncap::CrossSubnet
+        && local.on_link.contains(&peer.underlay_ip)
 }
 
 /// Observes, plans and applies once; returns the number of operations.
@@ -158,5 +200,69 @@ pub async fn run<K: NodeKernel + Firewall + 'static, T: TransitKernel>(
             Ok(_) => seen = Some(revision),
             Err(e) => tracing::warn!(error = %e, "transit reconcile failed; will retry"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str, ip: [u8; 4], role: NodeRole, transit_encap: TransitEncap) -> Node {
+        Node {
+            name: name.into(),
+            underlay_ip: ip.into(),
+            role,
+            transit_encap,
+        }
+    }
+
+    #[test]
+    fn only_a_gateway_and_a_node_that_both_accept_it_in_one_subnet_are_routed_directly() {
+        use NodeRole::{Gateway, Worker};
+        use TransitEncap::{Always, CrossSubnet};
+        let local = |role, transit_encap| LocalNode {
+            name: "n1",
+            role,
+            transit_encap,
+            on_link: "198.18.0.11/24".parse().unwrap(),
+        };
+        let n1 = local(Worker, CrossSubnet);
+        assert!(routed_directly(
+            &n1,
+            &node("gw1", [198, 18, 0, 1], Gateway, CrossSubnet)
+        ));
+        // Another subnet: a router between them, encapsulated.
+        assert!(!routed_directly(
+            &n1,
+            &node("gw1", [198, 18, 1, 1], Gateway, CrossSubnet)
+        ));
+        // Either side asks for encapsulation.
+        assert!(!routed_directly(
+            &n1,
+            &node("gw1", [198, 18, 0, 1], Gateway, Always)
+        ));
+        assert!(!routed_directly(
+            &local(Worker, Always),
+            &node("gw1", [198, 18, 0, 1], Gateway, CrossSubnet)
+        ));
+        // An agent from before the setting publishes nothing: encapsulated.
+        let old: Node =
+            serde_json::from_str(r#"{"name":"gw1","underlayIp":"198.18.0.1","role":"gateway"}"#)
+                .unwrap();
+        assert!(!routed_directly(&n1, &old));
+        // Two workers use the segments' VXLAN, whatever they publish; a gateway routes back.
+        assert!(!routed_directly(
+            &n1,
+            &node("n2", [198, 18, 0, 12], Worker, CrossSubnet)
+        ));
+        assert!(routed_directly(
+            &local(Gateway, CrossSubnet),
+            &node("n2", [198, 18, 0, 12], Worker, CrossSubnet)
+        ));
+        // Not with itself.
+        assert!(!routed_directly(
+            &local(Gateway, CrossSubnet),
+            &node("n1", [198, 18, 0, 11], Gateway, CrossSubnet)
+        ));
     }
 }

@@ -1,7 +1,12 @@
-//! `seam-bench gateway`: iperf3 from a pod to a bare-metal server through the gateway node
-//! (pod -> node -> transit VXLAN -> gateway -> external network, no NAT) against the gateway's
-//! underlay path (node -> underlay -> gateway -> external network, routed, not encapsulated),
-//! alternated in one run. Target: ratio >= 0.8.
+//! `seam-bench gateway`: iperf3 between a pod and a bare-metal server through the gateway node
+//! (pod -> node -> transit -> gateway -> external network, no NAT; the way back through the
+//! segment's VXLAN) against the gateway's underlay path (node -> underlay -> gateway -> external
+//! network, routed, not encapsulated), in both directions, alternated in one run. Target: ratio
+//! >= 0.8 each way.
+//!
+//! The gateway runs with `--transit-encap cross-subnet` (seamd's default: the node shares its
+//! underlay subnet, so the transit is routed without encapsulation) or, with
+//! `--transit-encap always`, through the transit VXLAN device.
 //!
 //! The server holds two addresses: 203.0.113.10 is registered as the external endpoint (so every
 //! node routes it as a /32 through the transit), 203.0.113.11 is not and is reached by plain
@@ -17,7 +22,7 @@ use seam_lab::probe;
 
 use crate::cleanup::LabGuard;
 use crate::stats::{ratio, verdict, Stats};
-use crate::throughput::iperf;
+use crate::throughput::iperf_towards;
 use crate::util;
 
 const OVERLAY_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
@@ -32,38 +37,52 @@ pub struct GatewayOpts {
     /// Rounds; each measures both paths once, alternating which goes first.
     #[arg(long, default_value_t = 3)]
     pub rounds: usize,
+    /// The gateway's `seamd --transit-encap` (`cross-subnet`, the default, or `always`).
+    #[arg(long, default_value = "cross-subnet", value_parser = ["always", "cross-subnet"])]
+    pub transit_encap: String,
 }
 
 impl GatewayOpts {
     /// The command line that reproduces this run.
     pub fn command(&self) -> String {
         format!(
-            "gateway --seconds {} --rounds {}",
-            self.seconds, self.rounds
+            "gateway --seconds {} --rounds {} --transit-encap {}",
+            self.seconds, self.rounds, self.transit_encap
         )
     }
 }
 
-/// The results (Gbit/s).
+/// The results (Gbit/s, per round).
 #[derive(Debug, Clone, Default)]
 pub struct GatewaySummary {
-    /// Pod -> server through the gateway, per round.
+    /// Pod -> server through the gateway.
     pub gateway: Vec<f64>,
-    /// Node -> server over the gateway's underlay path, per round.
+    /// Node -> server over the gateway's underlay path.
     pub underlay: Vec<f64>,
+    /// Server -> pod through the gateway.
+    pub gateway_back: Vec<f64>,
+    /// Server -> node over the underlay path.
+    pub underlay_back: Vec<f64>,
 }
 
 impl GatewaySummary {
-    /// Median through-gateway / median underlay.
+    /// Median through-gateway / median underlay, pod -> server.
     pub fn ratio(&self) -> f64 {
         ratio(
             Stats::of(&self.gateway).median,
             Stats::of(&self.underlay).median,
         )
     }
-    /// Ratio at least 0.8.
+    /// The same, server -> pod.
+    pub fn ratio_back(&self) -> f64 {
+        ratio(
+            Stats::of(&self.gateway_back).median,
+            Stats::of(&self.underlay_back).median,
+        )
+    }
+    /// Both ratios at least 0.8.
     pub fn ok(&self) -> bool {
-        self.ratio() >= 0.8
+        self.ratio() >= 0.8 && self.ratio_back() >= 0.8
     }
 }
 
@@ -85,6 +104,9 @@ pub fn run(bin_dir: &Path, opts: &GatewayOpts) -> anyhow::Result<GatewaySummary>
 
 fn bench(guard: &mut LabGuard, opts: &GatewayOpts) -> anyhow::Result<GatewaySummary> {
     let gw = guard.lab.add_gateway("gw1")?;
+    if opts.transit_encap != "cross-subnet" {
+        guard.lab.set_transit_encap("gw1", &opts.transit_encap)?;
+    }
     let server =
         guard
             .lab
@@ -143,8 +165,13 @@ fn bench(guard: &mut LabGuard, opts: &GatewayOpts) -> anyhow::Result<GatewaySumm
         probe::ping(&n1.netns_path, UNDERLAY_IP, 2)?,
         "n1 cannot reach bm1 {UNDERLAY_IP} over the underlay path"
     );
+    let transit = if opts.transit_encap == "always" {
+        "transit VXLAN"
+    } else {
+        "routed transit"
+    };
     println!(
-        "   gateway : pod {} (n1) -> transit -> gw1 -> bm1 {OVERLAY_IP}",
+        "   gateway : pod {} (n1) -> {transit} -> gw1 -> bm1 {OVERLAY_IP}, back through the segment VXLAN",
         pod.ip
     );
     println!(
@@ -152,27 +179,21 @@ fn bench(guard: &mut LabGuard, opts: &GatewayOpts) -> anyhow::Result<GatewaySumm
         n1.underlay_ip, gw.underlay_ip
     );
     let mut s = GatewaySummary::default();
+    // Each round runs the four measurements, the through-gateway ones first in even rounds.
     for round in 0..opts.rounds.max(1) {
         for through_gateway in [round % 2 == 0, round % 2 != 0] {
-            if through_gateway {
-                s.gateway.push(
-                    iperf(
-                        &server.netns_path,
-                        &pod.netns_path,
-                        OVERLAY_IP,
-                        opts.seconds,
-                    )
-                    .context("iperf3 through the gateway")?,
-                );
-            } else {
-                s.underlay.push(
-                    iperf(
-                        &server.netns_path,
-                        &n1.netns_path,
-                        UNDERLAY_IP,
-                        opts.seconds,
-                    )
-                    .context("iperf3 over the underlay path")?,
+            for back in [false, true] {
+                let (client, address, series) = match (through_gateway, back) {
+                    (true, false) => (&pod.netns_path, OVERLAY_IP, &mut s.gateway),
+                    (true, true) => (&pod.netns_path, OVERLAY_IP, &mut s.gateway_back),
+                    (false, false) => (&n1.netns_path, UNDERLAY_IP, &mut s.underlay),
+                    (false, true) => (&n1.netns_path, UNDERLAY_IP, &mut s.underlay_back),
+                };
+                series.push(
+                    iperf_towards(&server.netns_path, client, address, opts.seconds, back)
+                        .with_context(|| {
+                            format!("iperf3 to {address} (reverse: {back}) in round {round}")
+                        })?,
                 );
             }
         }
@@ -187,9 +208,12 @@ fn bench(guard: &mut LabGuard, opts: &GatewayOpts) -> anyhow::Result<GatewaySumm
     println!("   (Gbit/s, iperf3 sum_received)");
     row("pod -> bm1 through gw1", &s.gateway);
     row("n1 -> bm1 underlay path", &s.underlay);
+    row("bm1 -> pod through gw1", &s.gateway_back);
+    row("bm1 -> n1 underlay path", &s.underlay_back);
     println!(
-        "   ratio gateway/underlay (medians): {:.2}   target >= 0.8: {}",
+        "   ratio gateway/underlay (medians): pod -> bm1 {:.2}, bm1 -> pod {:.2}   target >= 0.8: {}",
         s.ratio(),
+        s.ratio_back(),
         verdict(s.ok())
     );
     Ok(s)

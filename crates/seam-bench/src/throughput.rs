@@ -170,6 +170,17 @@ pub(crate) fn iperf(
     ip: Ipv4Addr,
     seconds: u64,
 ) -> anyhow::Result<f64> {
+    iperf_towards(server_ns, client_ns, ip, seconds, false)
+}
+
+/// Like [`iperf`]; with `reverse` the data flows from the server to the client (`iperf3 -R`).
+pub(crate) fn iperf_towards(
+    server_ns: &Path,
+    client_ns: &Path,
+    ip: Ipv4Addr,
+    seconds: u64,
+    reverse: bool,
+) -> anyhow::Result<f64> {
     let ip_s = ip.to_string();
     let port = PORT.to_string();
     let child = seam_linux::netns::run_in(server_ns, || {
@@ -197,6 +208,7 @@ pub(crate) fn iperf(
                 "--connect-timeout",
                 "3000",
             ])
+            .args(reverse.then_some("-R"))
             .stdin(Stdio::null())
             .output()
     })?

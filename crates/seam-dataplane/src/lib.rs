@@ -29,7 +29,7 @@ pub use plan::plan;
 pub use snat::{plan_nat, render_nat, DesiredNat, NatOp, ObservedNat};
 pub use transit::{
     plan_transit, DesiredTransit, Egress, EgressRule, ObservedTransit, TransitKernel, TransitOp,
-    TransitRoute, TRANSIT_DEVICE,
+    TransitRoute, TRANSIT_DEVICE, TRANSIT_ROUTE_PROTOCOL,
 };
 
 pub use types::*;

@@ -14,8 +14,23 @@
 //! bridge and the static entries of every endpoint like any node, so it routes the reply into the
 //! pod's segment and the VXLAN FDB takes it to the pod's node.
 //!
+//! The routed transit: two nodes that both publish `transitEncap: crossSubnet` (the `seamd`
+//! default), share an underlay subnet and of which one is a gateway send each other this traffic
+//! without encapsulation. The node routes `ADDR/32 via GW_UNDERLAY proto 83` (a [`TransitRoute`]
+//! with `direct`) over its underlay interface, and the gateway routes the way back the same way:
+//! `POD/32 via NODE_UNDERLAY proto 83` for every pod and VM on such a node, instead of into the
+//! segment's bridge and VXLAN. Both keep reverse-path filtering loose on their underlay
+//! interface, where the other side's overlay source addresses now arrive. The two share an L2
+//! segment, so no router sits between them to drop those addresses, and a packet is routed as it
+//! is, as on the gateway's own underlay path, instead of paying for the VXLAN encapsulation (a
+//! fifth of the throughput in `seam-bench gateway`). Nodes in other subnets, and nodes or
+//! gateways started with `--transit-encap always`, keep the encapsulation. Calico's `CrossSubnet`
+//! mode and Antrea's hybrid mode make the same choice for pod traffic.
+//!
 //! The same device carries the egress of segments with `snat` on to the egress gateway
-//! ([`Egress`], see [`crate::snat`]).
+//! ([`Egress`], see [`crate::snat`]), always encapsulated: the node's NAT rule tells traffic that
+//! leaves Seam by its output device, and a packet leaving by the underlay interface would be
+//! translated by the node itself.
 //!
 //! Like [`crate::plan`], [`plan_transit`] is pure: observe once, plan, apply.
 
@@ -34,15 +49,23 @@ use crate::Result;
 /// segment reconciler never mistakes it for one of its own).
 pub const TRANSIT_DEVICE: &str = "seam-xt";
 
-/// An external address routed to a gateway node through the transit.
+/// The routing protocol number (`ip route … proto 83`) that marks the routes Seam adds to the
+/// underlay interface for the routed transit, so it can tell them from the operator's routes.
+pub const TRANSIT_ROUTE_PROTOCOL: u8 = 83;
+
+/// An address routed as a /32 to another node: an external endpoint's to its gateway node, or
+/// (on a gateway, routed transit only) a pod's or VM's to its node, for the way back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TransitRoute {
-    /// The external endpoint's address (routed as a /32).
+    /// The routed address.
     pub dst: Ipv4Addr,
-    /// The gateway node's underlay address (the next hop and the VXLAN destination).
-    pub gateway_ip: Ipv4Addr,
-    /// The gateway node's transit MAC.
-    pub gateway_mac: MacAddr,
+    /// The other node's underlay address (the next hop, and the VXLAN destination).
+    pub via: Ipv4Addr,
+    /// The other node's transit MAC.
+    pub via_mac: MacAddr,
+    /// Routed over the underlay interface without encapsulation (both nodes accept it and
+    /// share an underlay subnet); else through the transit device.
+    pub direct: bool,
 }
 
 /// Where the node sends the egress of SNAT segments: the egress gateway, through the transit.
@@ -82,6 +105,9 @@ pub struct DesiredTransit {
     /// This node is a gateway: traffic arrives on the transit device with pod source addresses
     /// whose routes point into the segments, so reverse-path filtering there is loose.
     pub gateway: bool,
+    /// This node is a gateway that receives the routed transit: reverse-path filtering is loose
+    /// on its underlay interface too.
+    pub accept_routed: bool,
     /// External addresses routed to their gateway.
     pub routes: BTreeSet<TransitRoute>,
     /// The egress of SNAT segments through a gateway (`None` on a gateway node, or when no
@@ -101,6 +127,10 @@ pub struct ObservedTransit {
     pub device_ok: bool,
     /// Routes on the device `(dst /32, via)`.
     pub routes: BTreeSet<(Ipv4Addr, Ipv4Addr)>,
+    /// Routes of the routed transit `(dst /32, via)` (protocol [`TRANSIT_ROUTE_PROTOCOL`]).
+    pub direct_routes: BTreeSet<(Ipv4Addr, Ipv4Addr)>,
+    /// Reverse-path filtering on the underlay interface is loose (`rp_filter` 2).
+    pub underlay_loose: bool,
     /// Permanent neighbour entries on the device `(ip, mac)`.
     pub neighbours: BTreeSet<(Ipv4Addr, MacAddr)>,
     /// Static FDB entries on the device `(mac, dst)`.
@@ -131,6 +161,11 @@ pub enum TransitOp {
     },
     /// Remove the device (and with it every route and entry on it).
     DeleteDevice,
+    /// `rp_filter` 2 on the underlay interface (a gateway that receives the routed transit).
+    LooseUnderlay {
+        /// The underlay interface.
+        ifname: String,
+    },
     /// The neighbour and FDB entries of a gateway next hop.
     NextHopAdd {
         /// The gateway's underlay address.
@@ -145,12 +180,16 @@ pub enum TransitOp {
         /// Its transit MAC.
         mac: MacAddr,
     },
-    /// `ip route replace DST/32 via VIA dev seam-xt onlink`.
+    /// `ip route replace DST/32 via VIA dev seam-xt onlink`, or with `direct`
+    /// `ip route replace DST/32 via VIA dev UNDERLAY proto 83` (replacing the route of the other
+    /// kind, so a switch between them leaves no gap).
     RouteAdd {
         /// External address.
         dst: Ipv4Addr,
         /// Gateway underlay address.
         via: Ipv4Addr,
+        /// Routed transit.
+        direct: bool,
     },
     /// Removes a route.
     RouteDel {
@@ -158,6 +197,8 @@ pub enum TransitOp {
         dst: Ipv4Addr,
         /// Gateway underlay address it pointed at.
         via: Ipv4Addr,
+        /// Routed transit.
+        direct: bool,
     },
     /// `ip route replace default via VIA dev seam-xt onlink table EGRESS_TABLE`.
     EgressRouteAdd {
@@ -188,11 +229,13 @@ pub enum TransitOp {
 }
 
 /// The operations that turn `observed` into `desired`: device first, next hops before the
-/// routes that use them, removals after additions.
+/// routes that use them, additions before removals.
 ///
 /// Stale egress rules go first and the NAT table comes next (before the device), so this node
 /// translates before it routes anything new towards the gateway and stops routing before it
-/// stops translating; new egress rules come after the route they lead to.
+/// stops translating; new egress rules come after the route they lead to. Routes of the routed
+/// transit are added before the device goes and removed after the device's routes are added,
+/// so a switch between the two kinds replaces each route in place.
 pub fn plan_transit(desired: &DesiredTransit, observed: &ObservedTransit) -> Vec<TransitOp> {
     let mut ops = Vec::new();
     let want_rules: BTreeSet<(EgressRule, Ipv4Net)> = desired
@@ -210,13 +253,16 @@ pub fn plan_transit(desired: &DesiredTransit, observed: &ObservedTransit) -> Vec
     if let Some(op) = crate::snat::plan_nat(desired.nat.as_ref(), &observed.nat) {
         ops.push(TransitOp::Nat(op));
     }
-    if !desired.present {
-        if observed.exists {
-            ops.push(TransitOp::DeleteDevice);
-        }
-        return ops;
-    }
-    if !observed.device_ok {
+    let want_routes = |direct: bool| -> BTreeSet<(Ipv4Addr, Ipv4Addr)> {
+        desired
+            .routes
+            .iter()
+            .filter(|r| r.direct == direct)
+            .map(|r| (r.dst, r.via))
+            .collect()
+    };
+    let (want_direct, want_device) = (want_routes(true), want_routes(false));
+    if desired.present && !observed.device_ok {
         ops.push(TransitOp::EnsureDevice {
             vni: desired.vni,
             mac: desired.mac,
@@ -225,10 +271,46 @@ pub fn plan_transit(desired: &DesiredTransit, observed: &ObservedTransit) -> Vec
             gateway: desired.gateway,
         });
     }
+    if desired.accept_routed && !observed.underlay_loose {
+        ops.push(TransitOp::LooseUnderlay {
+            ifname: desired.underlay.ifname.clone(),
+        });
+    }
+    for &(dst, via) in want_direct.difference(&observed.direct_routes) {
+        ops.push(TransitOp::RouteAdd {
+            dst,
+            via,
+            direct: true,
+        });
+    }
+    if desired.present {
+        plan_device(desired, observed, &want_rules, &want_device, &mut ops);
+    } else if observed.exists {
+        ops.push(TransitOp::DeleteDevice);
+    }
+    for &(dst, via) in observed.direct_routes.difference(&want_direct) {
+        ops.push(TransitOp::RouteDel {
+            dst,
+            via,
+            direct: true,
+        });
+    }
+    ops
+}
+
+/// The device's next hops, routes and egress (the device exists or is created before these).
+fn plan_device(
+    desired: &DesiredTransit,
+    observed: &ObservedTransit,
+    want_rules: &BTreeSet<(EgressRule, Ipv4Net)>,
+    want_device: &BTreeSet<(Ipv4Addr, Ipv4Addr)>,
+    ops: &mut Vec<TransitOp>,
+) {
     let hops: BTreeSet<(Ipv4Addr, MacAddr)> = desired
         .routes
         .iter()
-        .map(|r| (r.gateway_ip, r.gateway_mac))
+        .filter(|r| !r.direct)
+        .map(|r| (r.via, r.via_mac))
         .chain(desired.egress.iter().map(|e| (e.gateway_ip, e.gateway_mac)))
         .collect();
     for &(ip, mac) in &hops {
@@ -236,13 +318,12 @@ pub fn plan_transit(desired: &DesiredTransit, observed: &ObservedTransit) -> Vec
             ops.push(TransitOp::NextHopAdd { ip, mac });
         }
     }
-    for r in &desired.routes {
-        if !observed.routes.contains(&(r.dst, r.gateway_ip)) {
-            ops.push(TransitOp::RouteAdd {
-                dst: r.dst,
-                via: r.gateway_ip,
-            });
-        }
+    for &(dst, via) in want_device.difference(&observed.routes) {
+        ops.push(TransitOp::RouteAdd {
+            dst,
+            via,
+            direct: false,
+        });
     }
     let egress_via = desired.egress.as_ref().map(|e| e.gateway_ip);
     if let Some(via) = egress_via {
@@ -258,14 +339,12 @@ pub fn plan_transit(desired: &DesiredTransit, observed: &ObservedTransit) -> Vec
             ops.push(TransitOp::EgressRouteDel { via });
         }
     }
-    for &(dst, via) in &observed.routes {
-        if !desired
-            .routes
-            .iter()
-            .any(|r| r.dst == dst && r.gateway_ip == via)
-        {
-            ops.push(TransitOp::RouteDel { dst, via });
-        }
+    for &(dst, via) in observed.routes.difference(want_device) {
+        ops.push(TransitOp::RouteDel {
+            dst,
+            via,
+            direct: false,
+        });
     }
     let stale_hops: BTreeSet<(Ipv4Addr, MacAddr)> = observed
         .neighbours
@@ -277,7 +356,6 @@ pub fn plan_transit(desired: &DesiredTransit, observed: &ObservedTransit) -> Vec
     for (ip, mac) in stale_hops {
         ops.push(TransitOp::NextHopDel { ip, mac });
     }
-    ops
 }
 
 /// The kernel side of the transit (implemented over rtnetlink by `seam-linux`).
@@ -304,16 +382,19 @@ mod tests {
             underlay: Underlay {
                 ifname: "eth0".into(),
                 ip: Ipv4Addr::new(198, 18, 0, 11),
+                prefix_len: 24,
             },
             gateway: false,
+            accept_routed: false,
             routes: routes
                 .iter()
                 .map(|&(d, g)| {
                     let gateway_ip = Ipv4Addr::new(198, 18, 0, g);
                     TransitRoute {
                         dst: Ipv4Addr::new(203, 0, 113, d),
-                        gateway_ip,
-                        gateway_mac: seam_model::transit_mac(gateway_ip),
+                        via: gateway_ip,
+                        via_mac: seam_model::transit_mac(gateway_ip),
+                        direct: false,
                     }
                 })
                 .collect(),
@@ -326,17 +407,9 @@ mod tests {
         ObservedTransit {
             exists: true,
             device_ok: true,
-            routes: d.routes.iter().map(|r| (r.dst, r.gateway_ip)).collect(),
-            neighbours: d
-                .routes
-                .iter()
-                .map(|r| (r.gateway_ip, r.gateway_mac))
-                .collect(),
-            fdb: d
-                .routes
-                .iter()
-                .map(|r| (r.gateway_mac, r.gateway_ip))
-                .collect(),
+            routes: d.routes.iter().map(|r| (r.dst, r.via)).collect(),
+            neighbours: d.routes.iter().map(|r| (r.via, r.via_mac)).collect(),
+            fdb: d.routes.iter().map(|r| (r.via_mac, r.via)).collect(),
             ..ObservedTransit::default()
         }
     }
@@ -366,14 +439,96 @@ mod tests {
                     ip: gw21,
                     mac: seam_model::transit_mac(gw21)
                 },
-                TransitOp::RouteAdd { dst, via: gw21 },
-                TransitOp::RouteDel { dst, via: gw20 },
+                TransitOp::RouteAdd {
+                    dst,
+                    via: gw21,
+                    direct: false
+                },
+                TransitOp::RouteDel {
+                    dst,
+                    via: gw20,
+                    direct: false
+                },
                 TransitOp::NextHopDel {
                     ip: gw20,
                     mac: seam_model::transit_mac(gw20)
                 },
             ]
         );
+    }
+
+    #[test]
+    fn a_switch_to_the_routed_transit_adds_the_route_before_the_device_goes_and_back() {
+        let encapsulated = desired(&[(10, 20)]);
+        let mut routed = desired(&[(10, 20)]);
+        routed.routes = routed
+            .routes
+            .iter()
+            .map(|r| TransitRoute { direct: true, ..*r })
+            .collect();
+        // Only direct routes: no device wanted.
+        routed.present = false;
+        let dst = Ipv4Addr::new(203, 0, 113, 10);
+        let via = Ipv4Addr::new(198, 18, 0, 20);
+        assert_eq!(
+            plan_transit(&routed, &realized(&encapsulated)),
+            vec![
+                TransitOp::RouteAdd {
+                    dst,
+                    via,
+                    direct: true
+                },
+                TransitOp::DeleteDevice,
+            ]
+        );
+        let routed_state = ObservedTransit {
+            direct_routes: [(dst, via)].into(),
+            ..ObservedTransit::default()
+        };
+        assert!(plan_transit(&routed, &routed_state).is_empty());
+        let back = plan_transit(&encapsulated, &routed_state);
+        assert!(
+            matches!(back[0], TransitOp::EnsureDevice { .. }),
+            "{back:?}"
+        );
+        assert_eq!(
+            back[1..],
+            [
+                TransitOp::NextHopAdd {
+                    ip: via,
+                    mac: seam_model::transit_mac(via)
+                },
+                TransitOp::RouteAdd {
+                    dst,
+                    via,
+                    direct: false
+                },
+                TransitOp::RouteDel {
+                    dst,
+                    via,
+                    direct: true
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_gateway_that_accepts_the_routed_transit_keeps_its_underlay_loose() {
+        let mut gw = desired(&[]);
+        gw.gateway = true;
+        gw.accept_routed = true;
+        let ops = plan_transit(&gw, &ObservedTransit::default());
+        assert_eq!(
+            ops[1..],
+            [TransitOp::LooseUnderlay {
+                ifname: "eth0".into()
+            }]
+        );
+        let done = ObservedTransit {
+            underlay_loose: true,
+            ..realized(&gw)
+        };
+        assert!(plan_transit(&gw, &done).is_empty());
     }
 
     #[test]

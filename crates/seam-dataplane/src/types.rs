@@ -24,6 +24,18 @@ pub struct Underlay {
     pub ifname: String,
     /// This node's tunnel endpoint address.
     pub ip: Ipv4Addr,
+    /// The prefix length of that address on the interface: the nodes inside that subnet share
+    /// an L2 segment with this one.
+    pub prefix_len: u8,
+}
+
+impl Underlay {
+    /// The on-link subnet of the underlay address (the address itself when the prefix length is
+    /// out of range).
+    pub fn subnet(&self) -> ipnet::Ipv4Net {
+        ipnet::Ipv4Net::new(self.ip, self.prefix_len)
+            .unwrap_or_else(|_| ipnet::Ipv4Net::from(self.ip))
+    }
 }
 
 /// An endpoint on another node: reached through the VXLAN device with static entries.

@@ -102,6 +102,16 @@ pub fn node_role(node: &NodeInfo) -> Option<String> {
     (!role.is_empty()).then(|| role.to_string())
 }
 
+/// The `--transit-encap` a gateway's agent runs with, when set by
+/// [`Lab::set_transit_encap`] (the file `transit-encap` next to its socket); else `seamd`'s
+/// default.
+pub fn node_transit_encap(node: &NodeInfo) -> Option<String> {
+    let dir = node.agent_socket.parent()?;
+    let mode = std::fs::read_to_string(dir.join("transit-encap")).ok()?;
+    let mode = mode.trim();
+    (!mode.is_empty()).then(|| mode.to_string())
+}
+
 fn external_netns(lab: &str) -> String {
     format!("{lab}-xn")
 }
@@ -147,6 +157,26 @@ impl Lab {
         })?;
         std::fs::write(&tmp, text).map_err(io_err(&tmp))?;
         std::fs::rename(&tmp, &path).map_err(io_err(&path))
+    }
+
+    /// Restarts gateway `name`'s agent with `--transit-encap MODE` (`always` or `cross-subnet`),
+    /// kept for later restarts; waits until the agent is ready.
+    pub fn set_transit_encap(&mut self, name: &str, mode: &str) -> Result<()> {
+        if !["always", "cross-subnet"].contains(&mode) {
+            return Err(LabError::Invalid(format!(
+                "transit encapsulation {mode:?} is not one of always, cross-subnet"
+            )));
+        }
+        let node = self.node(name)?.clone();
+        if node_role(&node).as_deref() != Some("gateway") {
+            return Err(LabError::Invalid(format!("node {name:?} is not a gateway")));
+        }
+        if let Some(dir) = node.agent_socket.parent() {
+            let file = dir.join("transit-encap");
+            std::fs::write(&file, format!("{mode}\n")).map_err(io_err(&file))?;
+        }
+        self.kill_agent(name, "TERM")?;
+        self.start_agent(name)
     }
 
     /// Adds gateway node `name`: on the underlay and on the external network (made on first

@@ -684,6 +684,9 @@ pub(crate) fn spawn_agent(
     if let Some(role) = crate::gateway::node_role(node) {
         cmd.args(["--role", &role]);
     }
+    if let Some(mode) = crate::gateway::node_transit_encap(node) {
+        cmd.args(["--transit-encap", &mode]);
+    }
     if lab.one_process && node.name == "n1" {
         let socket = lab.controller.trim_start_matches("unix:");
         cmd.arg("--with-controller")

@@ -903,7 +903,8 @@ pub(crate) fn neigh_v4(entry: &NeighbourMessage) -> Option<Ipv4Addr> {
 impl LinuxKernel {
     /// The first IPv4 address and the MTU of `ifname` (`ip -4 addr show dev IFNAME`), used to
     /// find the node's tunnel endpoint and the overlay MTU.
-    pub async fn interface_ipv4(&self, ifname: &str) -> Result<(Ipv4Addr, u32)> {
+    /// Returns the interface's first IPv4 address, its prefix length and the interface's MTU.
+    pub async fn interface_ipv4(&self, ifname: &str) -> Result<(Ipv4Addr, u8, u32)> {
         let link = require_link(&self.handle, ifname).await?;
         let mtu = link
             .attributes
@@ -924,10 +925,11 @@ impl LinuxKernel {
             .map_err(kernel_err("list addresses", ifname))?;
         let ip = addrs
             .iter()
-            .flat_map(|a| a.attributes.iter())
-            .find_map(|a| match a {
-                AddressAttribute::Address(IpAddr::V4(ip)) => Some(*ip),
-                _ => None,
+            .find_map(|m| {
+                m.attributes.iter().find_map(|a| match a {
+                    AddressAttribute::Address(IpAddr::V4(ip)) => Some((*ip, m.header.prefix_len)),
+                    _ => None,
+                })
             })
             .ok_or_else(|| Error::Kernel {
                 operation: "find underlay address",
@@ -935,7 +937,7 @@ impl LinuxKernel {
                 errno: None,
                 message: "the interface has no IPv4 address".into(),
             })?;
-        Ok((ip, mtu))
+        Ok((ip.0, ip.1, mtu))
     }
 }
 

@@ -9,3 +9,13 @@ pub fn write(key: &str, value: &str) -> Result<()> {
         source,
     })
 }
+
+/// Reads `/proc/sys/<key>`, trimmed (`sysctl -n`).
+pub fn read(key: &str) -> Result<String> {
+    std::fs::read_to_string(format!("/proc/sys/{key}"))
+        .map(|v| v.trim().to_string())
+        .map_err(|source| Error::Sysctl {
+            key: key.to_string(),
+            source,
+        })
+}

@@ -8,14 +8,16 @@ use std::net::{IpAddr, Ipv4Addr};
 use futures::TryStreamExt;
 use ipnet::Ipv4Net;
 use netlink_packet_route::neighbour::{NeighbourFlags, NeighbourState};
-use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol,
+};
 use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
 use netlink_packet_route::AddressFamily;
 use rtnetlink::{IpVersion, LinkUnspec, LinkVxlan, RouteMessageBuilder};
 use seam_dataplane::snat::{EGRESS_RULE_PRIORITY, EGRESS_TABLE, REMOVE_NAT};
 use seam_dataplane::{
     DesiredTransit, EgressRule, NatOp, ObservedTransit, Result, TransitKernel, TransitOp,
-    TRANSIT_DEVICE,
+    TRANSIT_DEVICE, TRANSIT_ROUTE_PROTOCOL,
 };
 use seam_model::MacAddr;
 
@@ -34,6 +36,42 @@ fn route_message(dst: Ipv4Addr, via: Ipv4Addr, index: u32) -> RouteMessage {
         .output_interface(index)
         .onlink()
         .build()
+}
+
+/// `DST/32 via VIA proto 83`. No device: the kernel finds the one the gateway's underlay address
+/// is on-link on (the planner routes directly only to such a gateway).
+fn direct_route_message(dst: Ipv4Addr, via: Ipv4Addr) -> RouteMessage {
+    RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(dst, 32)
+        .gateway(via)
+        .protocol(RouteProtocol::Other(TRANSIT_ROUTE_PROTOCOL))
+        .build()
+}
+
+/// Whether reverse-path filtering on `ifname` is not strict: the kernel applies the larger of
+/// `all` and the interface's value, and 1 is the only strict one.
+fn rp_filter_loose(ifname: &str) -> Result<bool> {
+    let value = |key: String| -> Result<u8> {
+        let text =
+            crate::sysctl::read(&key).map_err(|e| sysctl_error("read rp_filter", ifname, e))?;
+        Ok(text.parse().unwrap_or(1))
+    };
+    let all = value("net/ipv4/conf/all/rp_filter".into())?;
+    let own = value(format!("net/ipv4/conf/{ifname}/rp_filter"))?;
+    Ok(all.max(own) != 1)
+}
+
+fn sysctl_error(
+    operation: &'static str,
+    object: &str,
+    e: crate::error::Error,
+) -> seam_dataplane::Error {
+    seam_dataplane::Error::Kernel {
+        operation,
+        object: object.to_string(),
+        errno: None,
+        message: e.to_string(),
+    }
 }
 
 /// `default via VIA dev seam-xt onlink table EGRESS_TABLE`.
@@ -184,12 +222,15 @@ impl TransitKernel for LinuxKernel {
             .map_err(join_error("list nat table"))?
             .map_err(nft_error("list nat table"))?
             .unwrap_or_default();
-        let Some(link) = link_by_name(h, TRANSIT_DEVICE).await? else {
-            return Ok(observed);
-        };
-        let index = link.header.index;
-        observed.exists = true;
-        observed.device_ok = is_up(&link) && link_mac(&link) == Some(desired.mac);
+        if desired.accept_routed {
+            observed.underlay_loose = rp_filter_loose(&desired.underlay.ifname)?;
+        }
+        let link = link_by_name(h, TRANSIT_DEVICE).await?;
+        let index = link.as_ref().map(|l| l.header.index);
+        if let Some(link) = &link {
+            observed.exists = true;
+            observed.device_ok = is_up(link) && link_mac(link) == Some(desired.mac);
+        }
         let mut routes = h
             .route()
             .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
@@ -199,6 +240,17 @@ impl TransitKernel for LinuxKernel {
             .await
             .map_err(kernel_err("list routes", TRANSIT_DEVICE))?
         {
+            if route.header.protocol == RouteProtocol::Other(TRANSIT_ROUTE_PROTOCOL)
+                && route.header.destination_prefix_length == 32
+            {
+                if let (_, Some(dst), Some(via)) = route_fields(&route) {
+                    observed.direct_routes.insert((dst, via));
+                }
+                continue;
+            }
+            let Some(index) = index else {
+                continue;
+            };
             if route.header.destination_prefix_length == 0 && route_table(&route) == EGRESS_TABLE {
                 if let (Some(oif), _, Some(via)) = route_fields(&route) {
                     if oif == index {
@@ -216,6 +268,9 @@ impl TransitKernel for LinuxKernel {
                 }
             }
         }
+        let Some(index) = index else {
+            return Ok(observed);
+        };
         let mut neigh = h
             .neighbours()
             .get()
@@ -356,7 +411,39 @@ impl TransitKernel for LinuxKernel {
                 };
                 self.next_hop_del(link.header.index, *ip, *mac).await
             }
-            TransitOp::RouteAdd { dst, via } => {
+            TransitOp::LooseUnderlay { ifname } => {
+                crate::sysctl::write(&format!("net/ipv4/conf/{ifname}/rp_filter"), "2")
+                    .map_err(|e| sysctl_error("set rp_filter", ifname, e))
+            }
+            TransitOp::RouteAdd {
+                dst,
+                via,
+                direct: true,
+            } => h
+                .route()
+                .add(direct_route_message(*dst, *via))
+                .replace()
+                .execute()
+                .await
+                .map_err(kernel_err(
+                    "transit route add",
+                    format!("{dst}/32 via {via} proto {TRANSIT_ROUTE_PROTOCOL}"),
+                )),
+            TransitOp::RouteDel {
+                dst,
+                via,
+                direct: true,
+            } => ok_if_absent(
+                h.route()
+                    .del(direct_route_message(*dst, *via))
+                    .execute()
+                    .await
+                    .map_err(kernel_err(
+                        "transit route del",
+                        format!("{dst}/32 via {via}"),
+                    )),
+            ),
+            TransitOp::RouteAdd { dst, via, .. } => {
                 let index = require_link(h, TRANSIT_DEVICE).await?.header.index;
                 h.route()
                     .add(route_message(*dst, *via, index))
@@ -423,7 +510,7 @@ impl TransitKernel for LinuxKernel {
                     .map_err(join_error(operation))?
                     .map_err(nft_error(operation))
             }
-            TransitOp::RouteDel { dst, via } => {
+            TransitOp::RouteDel { dst, via, .. } => {
                 let Some(link) = link_by_name(h, TRANSIT_DEVICE).await? else {
                     return Ok(());
                 };

@@ -145,6 +145,31 @@ pub struct Node {
     /// The node's role.
     #[serde(default)]
     pub role: NodeRole,
+    /// How other nodes send this gateway the traffic for its external endpoints. Absent means
+    /// `always` (what a gateway without the setting, which keeps strict reverse-path filtering
+    /// on its underlay interface, can receive).
+    #[serde(default, skip_serializing_if = "TransitEncap::is_always")]
+    pub transit_encap: TransitEncap,
+}
+
+/// How nodes reach a gateway node (`seamd --transit-encap`), after Calico's `vxlanMode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum TransitEncap {
+    /// Always through the transit VXLAN device.
+    #[default]
+    Always,
+    /// Routed without encapsulation from a node whose underlay subnet holds the gateway's
+    /// underlay address (one L2 segment, no router between them to drop pod source
+    /// addresses); encapsulated from any other node.
+    CrossSubnet,
+}
+
+impl TransitEncap {
+    /// The default, left out of the wire form.
+    pub fn is_always(&self) -> bool {
+        *self == TransitEncap::Always
+    }
 }
 
 impl Node {

@@ -12,7 +12,7 @@ use clap::{Parser, ValueEnum};
 use seam_agent::{Agent, AgentConfig};
 use seam_dataplane::Underlay;
 use seam_linux::LinuxKernel;
-use seam_model::NodeRole;
+use seam_model::{NodeRole, TransitEncap};
 use seam_store::AnyStore;
 
 /// VXLAN adds 50 bytes (outer Ethernet 14, IPv4 20, UDP 8, VXLAN 8) to every frame.
@@ -58,6 +58,13 @@ struct Args {
     /// Node role.
     #[arg(long, value_enum, default_value = "worker")]
     role: Role,
+    /// On a gateway node: how the other nodes send it the traffic for its external endpoints.
+    /// `cross-subnet` routes it without encapsulation from nodes in this node's underlay subnet
+    /// (reverse-path filtering on the underlay interface is set loose, where their pods' source
+    /// addresses arrive) and through the transit VXLAN from the rest; `always` encapsulates
+    /// from every node (for an underlay whose switches drop addresses they do not know).
+    #[arg(long, value_enum, default_value = "cross-subnet")]
+    transit_encap: TransitEncapArg,
     /// How long a released address stays out of use, in milliseconds.
     #[arg(long, default_value_t = 30_000)]
     quarantine_ms: u64,
@@ -71,6 +78,12 @@ enum Role {
     Worker,
     Hypervisor,
     Gateway,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum TransitEncapArg {
+    Always,
+    CrossSubnet,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -130,7 +143,7 @@ fn run(args: Args) -> anyhow::Result<()> {
 
 async fn serve(args: Args) -> anyhow::Result<()> {
     let kernel = LinuxKernel::connect().context("open netlink")?;
-    let (underlay_ip, underlay_mtu) = kernel
+    let (underlay_ip, underlay_prefix, underlay_mtu) = kernel
         .interface_ipv4(&args.underlay_interface)
         .await
         .with_context(|| format!("read underlay interface {}", args.underlay_interface))?;
@@ -176,6 +189,11 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         underlay: Underlay {
             ifname: args.underlay_interface.clone(),
             ip: underlay_ip,
+            prefix_len: underlay_prefix,
+        },
+        transit_encap: match args.transit_encap {
+            TransitEncapArg::Always => TransitEncap::Always,
+            TransitEncapArg::CrossSubnet => TransitEncap::CrossSubnet,
         },
         mtu: underlay_mtu.saturating_sub(VXLAN_OVERHEAD),
         socket: args.socket.clone(),

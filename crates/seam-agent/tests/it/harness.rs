@@ -15,7 +15,7 @@ use seam_model::agent_rpc::{
     AgentOp, AgentReply, AgentRequest, AttachResult, Attachment, AttachmentId, AttachmentKey,
     PROTOCOL_VERSION,
 };
-use seam_model::{Endpoint, NodeRole};
+use seam_model::{Endpoint, NodeRole, TransitEncap};
 use seam_store::AnyStore;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
@@ -95,7 +95,9 @@ pub fn agent_config(dir: &Path, node: &str, ip: Ipv4Addr, controller: &Path) -> 
         underlay: Underlay {
             ifname: "eth0".into(),
             ip,
+            prefix_len: 15,
         },
+        transit_encap: TransitEncap::CrossSubnet,
         mtu: 1450,
         socket: dir.join(format!("{node}-seamd.sock")),
         controller: endpoint(controller),

@@ -68,6 +68,7 @@ pub fn node(name: &str, last_octet: u8) -> Node {
         name: name.to_string(),
         underlay_ip: [198, 18, 0, last_octet].into(),
         role: NodeRole::Worker,
+        transit_encap: Default::default(),
     }
 }
 

@@ -18,6 +18,7 @@ fn desired() -> DesiredNode {
         underlay: Underlay {
             ifname: "eth0".into(),
             ip: Ipv4Addr::new(198, 18, 0, 11),
+            prefix_len: 15,
         },
         segments: BTreeMap::from([(4096, spec)]),
         remote: BTreeSet::from([RemoteEntry {

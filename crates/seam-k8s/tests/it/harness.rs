@@ -201,6 +201,7 @@ impl Env {
             name: node.to_string(),
             underlay_ip: [198, 18, 0, 1].into(),
             role: NodeRole::Worker,
+            transit_encap: Default::default(),
         })
         .await
         .unwrap();

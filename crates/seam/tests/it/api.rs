@@ -182,6 +182,7 @@ fn apply_get_explain_delete() {
             name: "n1".into(),
             underlay_ip: [198, 18, 0, 1].into(),
             role: NodeRole::Worker,
+            transit_encap: Default::default(),
         })
         .await
         .unwrap();

@@ -42,6 +42,23 @@ pub(crate) fn within(secs: u64, what: &str, cond: impl Fn() -> bool) {
     }
 }
 
+/// Strict reverse-path filtering on `nodes`, as on distributions that default to it: the
+/// routed transit has to set what it needs itself.
+pub(crate) fn strict_rp_filter(lab: &seam_lab::Lab, nodes: &[&str]) {
+    for node in nodes {
+        let netns = format!("{}-{node}", lab.name);
+        let out = Command::new("ip")
+            .args(["netns", "exec", &netns, "sysctl", "-qw"])
+            .args([
+                "net.ipv4.conf.all.rp_filter=1",
+                "net.ipv4.conf.default.rp_filter=1",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+}
+
 struct Setup {
     g: LabGuard,
     server: seam_lab::gateway::ServerInfo,
@@ -53,6 +70,7 @@ struct Setup {
 fn setup(name: &str) -> Setup {
     let mut g = LabGuard::up(name, 2, &[]);
     g.lab.add_gateway("gw1").unwrap();
+    strict_rp_filter(&g.lab, &["n1", "n2", "gw1"]);
     let server = g
         .lab
         .add_server("bm1", SERVER_IP, "gw1", &[seam_lab::gateway::DEFAULT_POOL])
@@ -97,24 +115,88 @@ fn said(netns: &std::path::Path, ip: std::net::Ipv4Addr, port: u16) -> Option<St
 #[test]
 #[ignore = "privileged: netns"]
 fn a_server_behind_the_gateway_and_pods_see_each_others_own_addresses() {
-    let s = setup("e2e-gw");
-    for web in &s.webs {
-        // Server -> pod: the pod sees the server's address.
-        let want = format!("{} {SERVER_IP}", web.name);
-        within(10, &format!("bm1 reaches {}", web.name), || {
-            said(&s.server.netns_path, web.ip, 80).as_deref() == Some(want.as_str())
-        });
-        // Pod -> server: the server sees the pod's address (no SNAT on the gateway).
-        assert_eq!(
-            said(&web.netns_path, SERVER_IP, 9000).as_deref(),
-            Some(format!("bm1 {}", web.ip).as_str()),
-        );
-        assert!(probe::ping(&s.server.netns_path, web.ip, 1).unwrap());
-    }
-    // The worker's route to the server points into the transit towards the gateway.
-    let routes = seam_e2e::ip_json(&s.g.node("n1").netns, &["route", "show", "dev", "seam-xt"]);
-    assert_eq!(routes[0]["dst"], SERVER_IP.to_string(), "{routes}");
-    assert_eq!(routes[0]["gateway"], "198.18.1.1", "{routes}");
+    let mut s = setup("e2e-gw");
+    let both_ways_with_own_addresses = |s: &Setup| {
+        for web in &s.webs {
+            // Server -> pod: the pod sees the server's address.
+            let want = format!("{} {SERVER_IP}", web.name);
+            within(10, &format!("bm1 reaches {}", web.name), || {
+                said(&s.server.netns_path, web.ip, 80).as_deref() == Some(want.as_str())
+            });
+            // Pod -> server: the server sees the pod's address (no SNAT on the gateway).
+            within(5, &format!("{} reaches bm1", web.name), || {
+                said(&web.netns_path, SERVER_IP, 9000).as_deref()
+                    == Some(format!("bm1 {}", web.ip).as_str())
+            });
+            assert!(probe::ping(&s.server.netns_path, web.ip, 1).unwrap());
+        }
+    };
+    both_ways_with_own_addresses(&s);
+    // The gateway shares the workers' underlay subnet and runs with the default
+    // `--transit-encap cross-subnet`: the worker routes the server over the underlay, without
+    // the transit device.
+    let n1 = s.g.node("n1").netns.clone();
+    let server_route = |n1: &str| {
+        seam_e2e::ip_json(n1, &["route", "show", &format!("{SERVER_IP}/32")])
+            .as_array()
+            .and_then(|r| r.first().cloned())
+            .unwrap_or_default()
+    };
+    let route = server_route(&n1);
+    assert_eq!(route["gateway"], "198.18.1.1", "{route}");
+    assert_eq!(route["dev"], "eth0", "{route}");
+    assert_eq!(route["protocol"], "83", "{route}");
+    assert!(
+        !seam_e2e::ip_json(&n1, &["link", "show"])
+            .as_array()
+            .is_some_and(|l| l.iter().any(|link| link["ifname"] == "seam-xt")),
+        "n1 needs no transit device"
+    );
+    // The way back is routed the same way: the gateway routes each web pod to its node.
+    let gw1 = format!("{}-gw1", s.g.lab.name);
+    let routed_back = |gw1: &str| -> BTreeMap<String, String> {
+        seam_e2e::ip_json(gw1, &["route", "show", "proto", "83"])
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| {
+                (
+                    r["dst"].as_str().unwrap_or_default().to_string(),
+                    r["gateway"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    };
+    let want: BTreeMap<String, String> = s
+        .webs
+        .iter()
+        .zip(["n1", "n2"])
+        .map(|(web, node)| (web.ip.to_string(), s.g.node(node).underlay_ip.to_string()))
+        .collect();
+    within(5, "gw1 routes the web pods to their nodes", || {
+        routed_back(&gw1) == want
+    });
+    // The gateway switched to `always`: the route moves into the transit VXLAN device and the
+    // traffic still flows.
+    s.g.lab.set_transit_encap("gw1", "always").unwrap();
+    within(5, "the route moves into the transit device", || {
+        server_route(&n1)["dev"] == "seam-xt"
+    });
+    let route = server_route(&n1);
+    assert_eq!(route["gateway"], "198.18.1.1", "{route}");
+    assert_eq!(
+        seam_e2e::ip_json(&n1, &["route", "show", &format!("{SERVER_IP}/32")])
+            .as_array()
+            .map(Vec::len),
+        Some(1),
+        "one route to the server"
+    );
+    within(
+        5,
+        "gw1 sends the way back through the segments again",
+        || routed_back(&gw1).is_empty(),
+    );
+    both_ways_with_own_addresses(&s);
     // Removing the external endpoint removes the routes on the workers.
     ok(&seam(&s.g.lab.name, &["external", "del", "bm1"]));
     within(5, "the route goes with the endpoint", || {

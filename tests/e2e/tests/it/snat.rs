@@ -13,7 +13,7 @@ use std::time::Duration;
 use seam_e2e::{controller, ip_json, LabGuard};
 use seam_lab::probe;
 
-use crate::gateway::{ok, seam, within};
+use crate::gateway::{ok, seam, strict_rp_filter, within};
 
 const SERVER_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 const WWW_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
@@ -63,6 +63,7 @@ fn snat_of(lab: &seam_lab::Lab, segment: &str) -> bool {
 fn snat_segments_reach_the_internet_with_the_gateways_address_and_nothing_else_changes() {
     let mut g = LabGuard::up("e2e-snat", 2, &[]);
     g.lab.add_gateway("gw1").unwrap();
+    strict_rp_filter(&g.lab, &["n1", "n2", "gw1"]);
     let server = g
         .lab
         .add_server("bm1", SERVER_IP, "gw1", &[seam_lab::gateway::DEFAULT_POOL])
