@@ -157,9 +157,12 @@ pub fn run(command: ExternalCmd) -> anyhow::Result<()> {
 }
 
 /// `seam lab gateway-add`.
-pub fn lab_gateway_add(lab: &str, node: &str) -> anyhow::Result<()> {
+pub fn lab_gateway_add(lab: &str, node: &str, transit_encap: &str) -> anyhow::Result<()> {
     let mut lab = Lab::load(lab)?;
     let gw = lab.add_gateway(node)?;
+    if transit_encap != "cross-subnet" {
+        lab.set_transit_encap(node, transit_encap)?;
+    }
     println!("{}", serde_json::to_string_pretty(&gw)?);
     Ok(())
 }

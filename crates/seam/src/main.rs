@@ -252,6 +252,10 @@ enum LabCmd {
         /// The gateway node's name.
         #[arg(long, default_value = "gw1")]
         node: String,
+        /// Its `seamd --transit-encap`: `cross-subnet` routes to and from the lab's nodes (one
+        /// underlay subnet) without encapsulation, `always` through the transit VXLAN.
+        #[arg(long, default_value = "cross-subnet", value_parser = ["always", "cross-subnet"])]
+        transit_encap: String,
     },
     /// Add a bare-metal server on the external network, with static routes to the pod and VM
     /// prefixes via its gateway (`ip route add PREFIX via GATEWAY`).
@@ -524,7 +528,11 @@ fn run_lab(command: LabCmd) -> anyhow::Result<()> {
             namespace,
             pod,
         } => Ok(Lab::load(&name)?.del_pod(&namespace, &pod)?),
-        LabCmd::GatewayAdd { name, node } => external_cmd::lab_gateway_add(&name, &node),
+        LabCmd::GatewayAdd {
+            name,
+            node,
+            transit_encap,
+        } => external_cmd::lab_gateway_add(&name, &node, &transit_encap),
         LabCmd::ServerAdd {
             name,
             server,
