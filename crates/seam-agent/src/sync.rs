@@ -46,6 +46,7 @@ async fn sync_once<K: NodeKernel + Firewall + 'static>(
         underlay_ip: agent.config.underlay.ip,
         role: agent.config.role,
         transit_encap: agent.config.transit_encap,
+        underlay_prefix_len: Some(agent.config.underlay.prefix_len),
     };
     agent.client.put_node(&node).await?;
     let snapshot = agent.client.snapshot().await?;

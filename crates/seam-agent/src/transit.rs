@@ -138,13 +138,20 @@ pub struct LocalNode<'a> {
 
 /// Whether this node and `peer` send each other the transit's traffic without encapsulation:
 /// one of them is a gateway, both publish `crossSubnet` (an agent from before the setting
-/// publishes nothing, which reads as `always`) and they share an underlay subnet.
+/// publishes nothing, which reads as `always`) and each one's underlay subnet holds the other's
+/// address. Both ends compute the same answer from the same two `Node`s, so neither routes
+/// directly to a peer that would not route back directly (and keep strict filtering).
 pub fn routed_directly(local: &LocalNode<'_>, peer: &Node) -> bool {
+    let peer_on_link = peer
+        .underlay_prefix_len
+        .and_then(|len| Ipv4Net::new(peer.underlay_ip, len).ok())
+        .is_some_and(|net| net.contains(&local.on_link.addr()));
     peer.name != local.name
         && (local.role == NodeRole::Gateway || peer.role == NodeRole::Gateway)
         && local.transit_encap == TransitEncap::CrossSubnet
         && peer.transit_encap == TransitEncap::CrossSubnet
         && local.on_link.contains(&peer.underlay_ip)
+        && peer_on_link
 }
 
 /// Observes, plans and applies once; returns the number of operations.
@@ -213,6 +220,7 @@ mod tests {
             underlay_ip: ip.into(),
             role,
             transit_encap,
+            underlay_prefix_len: Some(24),
         }
     }
 
@@ -259,6 +267,17 @@ mod tests {
             &local(Gateway, CrossSubnet),
             &node("n2", [198, 18, 0, 12], Worker, CrossSubnet)
         ));
+        // The gateway's own subnet must hold this node as well: 198.18.0.16/28 does not.
+        let narrow = Node {
+            underlay_prefix_len: Some(28),
+            ..node("gw1", [198, 18, 0, 20], Gateway, CrossSubnet)
+        };
+        assert!(!routed_directly(&n1, &narrow));
+        let unknown = Node {
+            underlay_prefix_len: None,
+            ..narrow
+        };
+        assert!(!routed_directly(&n1, &unknown));
         // Not with itself.
         assert!(!routed_directly(
             &local(Gateway, CrossSubnet),

@@ -150,6 +150,10 @@ pub struct Node {
     /// on its underlay interface, can receive).
     #[serde(default, skip_serializing_if = "TransitEncap::is_always")]
     pub transit_encap: TransitEncap,
+    /// The prefix length of `underlayIp` on its interface: with it, two nodes can both tell
+    /// whether they share an underlay subnet (the routed transit needs both to agree).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub underlay_prefix_len: Option<u8>,
 }
 
 /// How nodes reach a gateway node (`seamd --transit-encap`), after Calico's `vxlanMode`.
@@ -180,6 +184,9 @@ impl Node {
         let ip = self.underlay_ip;
         if ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() || ip.is_loopback() {
             p.add("underlayIp", format!("{ip} cannot be a tunnel endpoint"));
+        }
+        if let Some(len) = self.underlay_prefix_len.filter(|l| *l > 32) {
+            p.add("underlayPrefixLen", format!("/{len} is longer than /32"));
         }
         p.finish("Node", &self.name)
     }

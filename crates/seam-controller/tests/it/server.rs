@@ -69,6 +69,7 @@ pub fn node(name: &str, last_octet: u8) -> Node {
         underlay_ip: [198, 18, 0, last_octet].into(),
         role: NodeRole::Worker,
         transit_encap: Default::default(),
+        underlay_prefix_len: None,
     }
 }
 

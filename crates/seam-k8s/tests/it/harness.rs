@@ -202,6 +202,7 @@ impl Env {
             underlay_ip: [198, 18, 0, 1].into(),
             role: NodeRole::Worker,
             transit_encap: Default::default(),
+            underlay_prefix_len: None,
         })
         .await
         .unwrap();

@@ -183,6 +183,7 @@ fn apply_get_explain_delete() {
             underlay_ip: [198, 18, 0, 1].into(),
             role: NodeRole::Worker,
             transit_encap: Default::default(),
+            underlay_prefix_len: None,
         })
         .await
         .unwrap();
