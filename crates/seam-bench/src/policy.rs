@@ -884,8 +884,10 @@ fn incremental_compile(
                 "{:.2} / {:.2} ms ({:.2} / {:.2})",
                 s.median, s.p99, c.median, c.p99
             ),
-            "p99 < 5 ms",
-            s.p99 < 5.0,
+            // Reported, not judged: issue 3's target (p99 < 20 ms) is for a change compiled
+            // and applied, the incremental-apply rows; this is one part of it.
+            "-",
+            true,
         );
     }
     println!("   (CPU time: the thread's own, from /proc/thread-self/schedstat; wall time also counts waiting for a CPU on a busy machine)");
