@@ -139,6 +139,7 @@ fn add_external_server(lab: &mut Lab) -> anyhow::Result<seam_lab::gateway::Serve
         gw.underlay_ip, gw.external_ip
     );
     println!("   server bm1 {SERVER_IP} (external endpoint external/bm1, role=client); its static route: ip route add {pool} via {}", gw.external_ip);
+    println!("   the nodes share gw1's underlay subnet: their pods' traffic with bm1 is routed without encapsulation both ways (seamd --transit-encap cross-subnet)");
     Ok(server)
 }
 

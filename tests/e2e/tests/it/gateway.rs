@@ -197,6 +197,22 @@ fn a_server_behind_the_gateway_and_pods_see_each_others_own_addresses() {
         || routed_back(&gw1).is_empty(),
     );
     both_ways_with_own_addresses(&s);
+    // And back to the routed transit: the route leaves the device again, in place.
+    s.g.lab.set_transit_encap("gw1", "cross-subnet").unwrap();
+    within(5, "the route is routed again", || {
+        server_route(&n1)["protocol"] == "83"
+    });
+    within(5, "gw1 routes the web pods to their nodes again", || {
+        routed_back(&gw1) == want
+    });
+    assert_eq!(
+        seam_e2e::ip_json(&n1, &["route", "show", &format!("{SERVER_IP}/32")])
+            .as_array()
+            .map(Vec::len),
+        Some(1),
+        "one route to the server"
+    );
+    both_ways_with_own_addresses(&s);
     // Removing the external endpoint removes the routes on the workers.
     ok(&seam(&s.g.lab.name, &["external", "del", "bm1"]));
     within(5, "the route goes with the endpoint", || {
