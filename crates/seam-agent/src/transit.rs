@@ -49,6 +49,13 @@ pub async fn desired_transit<K>(agent: &Agent<K>) -> DesiredTransit {
         on_link: agent.config.underlay.subnet(),
     };
     let gateway = agent.config.role == NodeRole::Gateway;
+    // Decided once per peer node, not per endpoint.
+    let routed_peers: BTreeSet<&str> = view
+        .nodes
+        .values()
+        .filter(|n| routed_directly(&local, n))
+        .map(|n| n.name.as_str())
+        .collect();
     let mut routes = BTreeSet::new();
     for ep in view.endpoints.values() {
         if &ep.node == me {
@@ -57,7 +64,7 @@ pub async fn desired_transit<K>(agent: &Agent<K>) -> DesiredTransit {
         let Some(node) = view.nodes.get(&ep.node) else {
             continue;
         };
-        let direct = routed_directly(&local, node);
+        let direct = routed_peers.contains(node.name.as_str());
         let wanted = match ep.kind {
             EndpointKind::External => node.role == NodeRole::Gateway,
             // The way back from a gateway, where the routed transit applies; else the
@@ -116,7 +123,7 @@ pub async fn desired_transit<K>(agent: &Agent<K>) -> DesiredTransit {
         mtu: agent.config.mtu,
         underlay: agent.config.underlay.clone(),
         gateway,
-        accept_routed: view.nodes.values().any(|n| routed_directly(&local, n)),
+        accept_routed: !routed_peers.is_empty(),
         routes,
         egress,
         nat,

@@ -38,7 +38,7 @@ pub struct GatewayOpts {
     #[arg(long, default_value_t = 3)]
     pub rounds: usize,
     /// The gateway's `seamd --transit-encap` (`cross-subnet`, the default, or `always`).
-    #[arg(long, default_value = "cross-subnet", value_parser = ["always", "cross-subnet"])]
+    #[arg(long, default_value = "cross-subnet", value_parser = seam_lab::gateway::TRANSIT_ENCAP_MODES)]
     pub transit_encap: String,
 }
 

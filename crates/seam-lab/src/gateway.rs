@@ -102,6 +102,9 @@ pub fn node_role(node: &NodeInfo) -> Option<String> {
     (!role.is_empty()).then(|| role.to_string())
 }
 
+/// The values of `seamd --transit-encap`.
+pub const TRANSIT_ENCAP_MODES: [&str; 2] = ["always", "cross-subnet"];
+
 /// The `--transit-encap` a gateway's agent runs with, when set by
 /// [`Lab::set_transit_encap`] (the file `transit-encap` next to its socket); else `seamd`'s
 /// default.
@@ -162,7 +165,7 @@ impl Lab {
     /// Restarts gateway `name`'s agent with `--transit-encap MODE` (`always` or `cross-subnet`),
     /// kept for later restarts; waits until the agent is ready.
     pub fn set_transit_encap(&mut self, name: &str, mode: &str) -> Result<()> {
-        if !["always", "cross-subnet"].contains(&mode) {
+        if !TRANSIT_ENCAP_MODES.contains(&mode) {
             return Err(LabError::Invalid(format!(
                 "transit encapsulation {mode:?} is not one of always, cross-subnet"
             )));

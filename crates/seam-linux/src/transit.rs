@@ -61,6 +61,12 @@ fn rp_filter_loose(ifname: &str) -> Result<bool> {
     Ok(all.max(own) != 1)
 }
 
+/// `rp_filter` 2 (loose) on `ifname`.
+fn loosen_rp_filter(ifname: &str) -> Result<()> {
+    crate::sysctl::write(&format!("net/ipv4/conf/{ifname}/rp_filter"), "2")
+        .map_err(|e| sysctl_error("set rp_filter", ifname, e))
+}
+
 fn sysctl_error(
     operation: &'static str,
     object: &str,
@@ -368,13 +374,7 @@ impl TransitKernel for LinuxKernel {
                         32,
                     )
                     .await?;
-                    crate::sysctl::write(&format!("net/ipv4/conf/{TRANSIT_DEVICE}/rp_filter"), "2")
-                        .map_err(|e| seam_dataplane::Error::Kernel {
-                            operation: "set rp_filter",
-                            object: TRANSIT_DEVICE.to_string(),
-                            errno: None,
-                            message: e.to_string(),
-                        })?;
+                    loosen_rp_filter(TRANSIT_DEVICE)?;
                 }
                 Ok(())
             }
@@ -411,10 +411,7 @@ impl TransitKernel for LinuxKernel {
                 };
                 self.next_hop_del(link.header.index, *ip, *mac).await
             }
-            TransitOp::LooseUnderlay { ifname } => {
-                crate::sysctl::write(&format!("net/ipv4/conf/{ifname}/rp_filter"), "2")
-                    .map_err(|e| sysctl_error("set rp_filter", ifname, e))
-            }
+            TransitOp::LooseUnderlay { ifname } => loosen_rp_filter(ifname),
             TransitOp::RouteAdd {
                 dst,
                 via,

@@ -254,7 +254,7 @@ enum LabCmd {
         node: String,
         /// Its `seamd --transit-encap`: `cross-subnet` routes to and from the lab's nodes (one
         /// underlay subnet) without encapsulation, `always` through the transit VXLAN.
-        #[arg(long, default_value = "cross-subnet", value_parser = ["always", "cross-subnet"])]
+        #[arg(long, default_value = "cross-subnet", value_parser = seam_lab::gateway::TRANSIT_ENCAP_MODES)]
         transit_encap: String,
     },
     /// Add a bare-metal server on the external network, with static routes to the pod and VM

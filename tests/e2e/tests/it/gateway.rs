@@ -59,6 +59,22 @@ pub(crate) fn strict_rp_filter(lab: &seam_lab::Lab, nodes: &[&str]) {
     }
 }
 
+/// `seam external add bm1 --gateway gw1 --address ADDRESS` plus `extra` arguments.
+pub(crate) fn add_bm1(lab: &str, address: std::net::Ipv4Addr, extra: &[&str]) {
+    let address = address.to_string();
+    let mut args = vec![
+        "external",
+        "add",
+        "bm1",
+        "--gateway",
+        "gw1",
+        "--address",
+        &address,
+    ];
+    args.extend_from_slice(extra);
+    ok(&seam(lab, &args));
+}
+
 struct Setup {
     g: LabGuard,
     server: seam_lab::gateway::ServerInfo,
@@ -85,20 +101,7 @@ fn setup(name: &str) -> Setup {
                 .unwrap()
         })
         .collect();
-    ok(&seam(
-        &g.lab.name,
-        &[
-            "external",
-            "add",
-            "bm1",
-            "--gateway",
-            "gw1",
-            "--address",
-            &SERVER_IP.to_string(),
-            "--labels",
-            "role=client",
-        ],
-    ));
+    add_bm1(&g.lab.name, SERVER_IP, &["--labels", "role=client"]);
     for p in &webs {
         for port in [80, 443, 22, 8080] {
             probe::serve_tcp_peer(&p.netns_path, port, p.name.clone()).unwrap();
@@ -136,12 +139,13 @@ fn a_server_behind_the_gateway_and_pods_see_each_others_own_addresses() {
     // `--transit-encap cross-subnet`: the worker routes the server over the underlay, without
     // the transit device.
     let n1 = s.g.node("n1").netns.clone();
-    let server_route = |n1: &str| {
+    let server_routes = |n1: &str| -> Vec<serde_json::Value> {
         seam_e2e::ip_json(n1, &["route", "show", &format!("{SERVER_IP}/32")])
             .as_array()
-            .and_then(|r| r.first().cloned())
+            .cloned()
             .unwrap_or_default()
     };
+    let server_route = |n1: &str| server_routes(n1).first().cloned().unwrap_or_default();
     let route = server_route(&n1);
     assert_eq!(route["gateway"], "198.18.1.1", "{route}");
     assert_eq!(route["dev"], "eth0", "{route}");
@@ -184,13 +188,7 @@ fn a_server_behind_the_gateway_and_pods_see_each_others_own_addresses() {
     });
     let route = server_route(&n1);
     assert_eq!(route["gateway"], "198.18.1.1", "{route}");
-    assert_eq!(
-        seam_e2e::ip_json(&n1, &["route", "show", &format!("{SERVER_IP}/32")])
-            .as_array()
-            .map(Vec::len),
-        Some(1),
-        "one route to the server"
-    );
+    assert_eq!(server_routes(&n1).len(), 1, "one route to the server");
     within(
         5,
         "gw1 sends the way back through the segments again",
@@ -205,23 +203,12 @@ fn a_server_behind_the_gateway_and_pods_see_each_others_own_addresses() {
     within(5, "gw1 routes the web pods to their nodes again", || {
         routed_back(&gw1) == want
     });
-    assert_eq!(
-        seam_e2e::ip_json(&n1, &["route", "show", &format!("{SERVER_IP}/32")])
-            .as_array()
-            .map(Vec::len),
-        Some(1),
-        "one route to the server"
-    );
+    assert_eq!(server_routes(&n1).len(), 1, "one route to the server");
     both_ways_with_own_addresses(&s);
     // Removing the external endpoint removes the routes on the workers.
     ok(&seam(&s.g.lab.name, &["external", "del", "bm1"]));
     within(5, "the route goes with the endpoint", || {
-        seam_e2e::ip_json(
-            &s.g.node("n1").netns,
-            &["route", "show", &SERVER_IP.to_string()],
-        )
-        .as_array()
-        .is_none_or(|r| r.is_empty())
+        server_routes(&n1).is_empty()
     });
     assert_eq!(said(&s.webs[0].netns_path, SERVER_IP, 9000), None);
 }
@@ -359,18 +346,7 @@ fn bad_external_endpoints_are_refused_and_nothing_changes() {
     g.lab.add_gateway("gw1").unwrap();
     let pod = g.lab.add_pod("n1", "web", "web-1").unwrap();
     let lab = g.lab.name.clone();
-    ok(&seam(
-        &lab,
-        &[
-            "external",
-            "add",
-            "bm1",
-            "--gateway",
-            "gw1",
-            "--address",
-            "203.0.113.10",
-        ],
-    ));
+    add_bm1(&lab, SERVER_IP, &[]);
     let before = controller(&g.lab, async |c| c.list_endpoints().await);
     let leased = pod.ip.to_string();
     let cases: [(&[&str], &str); 5] = [

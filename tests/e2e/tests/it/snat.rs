@@ -13,7 +13,7 @@ use std::time::Duration;
 use seam_e2e::{controller, ip_json, LabGuard};
 use seam_lab::probe;
 
-use crate::gateway::{ok, seam, strict_rp_filter, within};
+use crate::gateway::{add_bm1, ok, seam, strict_rp_filter, within};
 
 const SERVER_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 const WWW_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
@@ -72,18 +72,7 @@ fn snat_segments_reach_the_internet_with_the_gateways_address_and_nothing_else_c
     let web = g.lab.add_pod("n1", "web", "web-1").unwrap();
     let db = g.lab.add_pod("n2", "db", "db-1").unwrap();
     let lab = g.lab.name.clone();
-    ok(&seam(
-        &lab,
-        &[
-            "external",
-            "add",
-            "bm1",
-            "--gateway",
-            "gw1",
-            "--address",
-            &SERVER_IP.to_string(),
-        ],
-    ));
+    add_bm1(&lab, SERVER_IP, &[]);
     probe::serve_tcp_peer(&www.netns_path, 9000, "www1".into()).unwrap();
     probe::serve_tcp_peer(&server.netns_path, 9000, "bm1".into()).unwrap();
     probe::serve_tcp_peer(&db.netns_path, 9000, "db-1".into()).unwrap();
