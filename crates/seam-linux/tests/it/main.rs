@@ -5,4 +5,5 @@
 
 mod delta;
 mod firewall;
+mod netns;
 mod random;

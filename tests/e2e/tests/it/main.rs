@@ -9,6 +9,7 @@ mod cni;
 mod conformance;
 mod crash;
 mod gateway;
+mod netns;
 mod overlay;
 mod policy;
 mod qemu;
