@@ -235,7 +235,13 @@ impl<K: NodeKernel + Firewall + 'static> Agent<K> {
         // controller would refuse fails here, not after a lease and a port exist.
         let mut endpoint = match self.draft_endpoint(&a) {
             Ok(endpoint) => endpoint,
-            Err(reply) => return reply,
+            Err(problem) => {
+                return rpc_error(
+                    code::INVALID_CONFIG,
+                    format!("the attachment cannot be published: {problem}"),
+                    None,
+                )
+            }
         };
         let seg = match self.segment_for(&a).await {
             Ok(seg) => seg,
@@ -308,7 +314,7 @@ impl<K: NodeKernel + Firewall + 'static> Agent<K> {
 
     /// The endpoint an ADD will publish, with everything but its segment, address and MAC, and
     /// validated as the controller will (with a stand-in segment name of the same length rules).
-    fn draft_endpoint(&self, a: &Attachment) -> Result<Endpoint, AgentReply> {
+    fn draft_endpoint(&self, a: &Attachment) -> Result<Endpoint, String> {
         // The endpoint's own check would report a bad namespace too; a bad namespace must not
         // reach the controller's ensure-segment either.
         let segment = a
@@ -343,11 +349,7 @@ impl<K: NodeKernel + Firewall + 'static> Agent<K> {
         };
         match invalid {
             None => Ok(endpoint),
-            Some(problem) => Err(rpc_error(
-                code::INVALID_CONFIG,
-                format!("the attachment cannot be published: {problem}"),
-                None,
-            )),
+            Some(problem) => Err(problem),
         }
     }
 
