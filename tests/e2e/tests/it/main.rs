@@ -9,6 +9,7 @@ mod cni;
 mod conformance;
 mod crash;
 mod gateway;
+mod names;
 mod overlay;
 mod policy;
 mod qemu;
