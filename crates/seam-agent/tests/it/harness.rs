@@ -284,8 +284,9 @@ pub async fn leases<K: NodeKernel + 'static>(
 }
 
 /// What a [`GatedController`] answers `PUT /v1/endpoints/…` with instead of the controller:
-/// status, reason and message of the error body; `None` lets the request through.
-pub type Gate = std::sync::Arc<std::sync::Mutex<Option<(u16, &'static str, String)>>>;
+/// status, reason and message of the error body, after a delay; `None` lets the request
+/// through.
+pub type Gate = std::sync::Arc<std::sync::Mutex<Option<(u16, &'static str, String, Duration)>>>;
 
 /// A real controller (memory store) whose endpoint writes the test can answer itself: a newer
 /// controller with a rule this agent cannot check, a conflict, a standby with no leader.
@@ -333,7 +334,12 @@ impl GatedController {
 
     /// Answers endpoint writes with `status` from now on (`None`: lets them through).
     pub fn answer(&self, answer: Option<(u16, &'static str, &str)>) {
-        *self.gate.lock().unwrap() = answer.map(|(s, r, m)| (s, r, m.to_string()));
+        *self.gate.lock().unwrap() = answer.map(|(s, r, m)| (s, r, m.to_string(), Duration::ZERO));
+    }
+
+    /// Holds endpoint writes for `delay`, then answers 503 (a controller that hangs).
+    pub fn hang(&self, delay: Duration) {
+        *self.gate.lock().unwrap() = Some((503, "Unavailable", "hung".to_string(), delay));
     }
 
     /// The endpoint called `name`, if the controller has it.
@@ -359,10 +365,11 @@ async fn gated(
     use axum::response::IntoResponse;
     let answer = gate.lock().unwrap().clone();
     match answer {
-        Some((status, reason, message))
+        Some((status, reason, message, delay))
             if request.method() == axum::http::Method::PUT
                 && request.uri().path().starts_with("/v1/endpoints/") =>
         {
+            tokio::time::sleep(delay).await;
             let body = seam_model::ApiError {
                 reason: reason.to_string(),
                 message,

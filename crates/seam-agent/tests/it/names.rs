@@ -219,3 +219,23 @@ async fn a_refusal_in_the_background_is_retried_reported_and_repaired() {
         AgentReply::Attached(_)
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hung_controller_delays_add_by_the_bounded_wait_and_the_endpoint_lands_later() {
+    let g = gated().await;
+    g.ctl.hang(std::time::Duration::from_secs(6));
+    let started = std::time::Instant::now();
+    let r = add(&g.sock, &pod("web", "p1")).await;
+    let took = started.elapsed();
+    // The ADD waited for the controller (3 s), not for the hung request (6 s).
+    assert!(
+        took >= std::time::Duration::from_secs(3) && took < std::time::Duration::from_millis(5500),
+        "ADD took {took:?}"
+    );
+    assert!(g.ctl.endpoint("web/p1").await.is_none());
+    g.ctl.answer(None);
+    eventually("the publisher lands the endpoint", || async {
+        g.ctl.endpoint("web/p1").await.map(|e| e.ip) == Some(r.address.addr())
+    })
+    .await;
+}
