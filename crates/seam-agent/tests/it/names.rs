@@ -239,3 +239,37 @@ async fn a_hung_controller_delays_add_by_the_bounded_wait_and_the_endpoint_lands
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stale_queued_change_never_undoes_a_newer_add_of_the_same_pod_name() {
+    let g = gated().await;
+    // While the controller is away, pod p's first sandbox comes and goes: its record and its
+    // delete wait in the publisher's queue.
+    g.ctl
+        .answer(Some((503, "NotLeader", "no leader elected yet")));
+    let first = pod("web", "p");
+    add(&g.sock, &first).await;
+    assert_eq!(del(&g.sock, "p").await, AgentReply::Done);
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    // The controller is back and the pod's new sandbox (a StatefulSet reuses the name) is
+    // published by its ADD at once, before the queue is retried.
+    g.ctl.answer(None);
+    let second = Attachment {
+        key: seam_model::agent_rpc::AttachmentKey {
+            container_id: "p-2".into(),
+            ifname: "eth0".into(),
+        },
+        ..pod("web", "p")
+    };
+    let r = add(&g.sock, &second).await;
+    let now = g.ctl.endpoint("web/p").await;
+    assert_eq!(now.as_ref().map(|e| e.ip), Some(r.address.addr()));
+    // The queued record and delete of the first sandbox, sent now, would overwrite and then
+    // delete it; the publisher sends what the leases say instead.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let after = g.ctl.endpoint("web/p").await;
+    assert_eq!(
+        after.map(|e| (e.ip, e.container_id)),
+        Some((r.address.addr(), Some("p-2".to_string())))
+    );
+}
