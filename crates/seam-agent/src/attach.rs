@@ -1,6 +1,7 @@
 //! The CNI verbs, on the agent's side of the socket.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use ipnet::Ipv4Net;
 use seam_dataplane::{host_ifname, Firewall, LinkOp, NodeKernel, PodAttach, SegmentSpec};
@@ -8,10 +9,13 @@ use seam_ipam::{IpamError, Lease, LeaseKey};
 use seam_model::agent_rpc::{
     AgentError as RpcError, AgentOp, AgentReply, AttachResult, Attachment, AttachmentId,
 };
-use seam_model::{endpoint_mac, gateway_mac, Endpoint, EndpointKind, Segment};
+use seam_model::{
+    endpoint_mac, gateway_mac, is_valid_name, namespace_segment_name, pod_endpoint_name, Endpoint,
+    EndpointKind, Segment,
+};
 
 use crate::error::AgentError;
-use crate::sync::Publish;
+use crate::sync::{is_refusal, Publish};
 use crate::Agent;
 
 /// CNI error codes the agent uses.
@@ -23,6 +27,9 @@ mod code {
     pub const NOT_AVAILABLE: u32 = 50;
     /// Plug-in specific (100+): the attachment is not as ADD left it.
     pub const DRIFT: u32 = 100;
+    /// Plug-in specific: the controller refused the attachment's endpoint or segment (a 4xx
+    /// other than the transient ones, see `controller_code`); the same ADD fails the same way.
+    pub const REFUSED: u32 = 101;
     pub const INTERNAL: u32 = 999;
 }
 
@@ -47,10 +54,34 @@ fn rpc_error(
     })
 }
 
+/// How long ADD waits for the controller to accept the endpoint before it replies anyway and
+/// leaves the endpoint to the background publisher. A healthy controller answers in
+/// milliseconds, and an unreachable one fails at once (connection refused, 503 with no leader);
+/// the wait only bounds what a hung controller or a black-holed TCP peer (the client's own
+/// timeout is 10 s per replica) adds to every ADD, at a tenth of the plug-in's 30 s timeout.
+const PUBLISH_WAIT: Duration = Duration::from_secs(3);
+
+/// The CNI code for a controller failure. The runtime retries ADD on 11, so only what a retry
+/// can cure gets it: an outage (no answer, timeout, 5xx, 503 with no leader), and the 4xx that
+/// describe the controller's state rather than the request: 404 (a segment or node record
+/// missing for now: the retry ensures it again), 409 (a conflict with another record — a
+/// concurrent write, an address a deleted pod's stale record still holds — or no free block,
+/// which a DEL or a reclaimed block ends; Kubernetes keeps such a pod pending and retries, as
+/// it does with every IPAM exhaustion), 408 and 429. Every other 4xx (400/422 invalid, 413 too
+/// large) refuses the request itself: permanent.
+fn controller_code(source: &seam_client::ClientError) -> u32 {
+    match source.status() {
+        Some(404 | 408 | 409 | 425 | 429) => code::TRY_AGAIN,
+        Some(status) if (400..500).contains(&status) => code::REFUSED,
+        _ => code::TRY_AGAIN,
+    }
+}
+
 /// Maps an internal failure to the CNI code a runtime can act on.
 fn reply_for(err: &AgentError, what: &str) -> AgentReply {
     let code = match err {
-        AgentError::Controller { .. } => code::TRY_AGAIN,
+        AgentError::Controller { source, .. } => controller_code(source),
+        // The node's blocks are full and no block could be claimed: retried like a 409.
         AgentError::Ipam(IpamError::Exhausted { .. }) => code::TRY_AGAIN,
         AgentError::Kernel(seam_dataplane::Error::Netns { .. }) => code::IO,
         AgentError::Kernel(seam_dataplane::Error::Drift { .. }) => code::DRIFT,
@@ -200,6 +231,18 @@ impl<K: NodeKernel + Firewall + 'static> Agent<K> {
     }
 
     async fn add(&self, a: Attachment) -> AgentReply {
+        // Everything the agent can check is checked before anything is made: a name the
+        // controller would refuse fails here, not after a lease and a port exist.
+        let mut endpoint = match self.draft_endpoint(&a) {
+            Ok(endpoint) => endpoint,
+            Err(problem) => {
+                return rpc_error(
+                    code::INVALID_CONFIG,
+                    format!("the attachment cannot be published: {problem}"),
+                    None,
+                )
+            }
+        };
         let seg = match self.segment_for(&a).await {
             Ok(seg) => seg,
             Err(reply) => return reply,
@@ -247,23 +290,9 @@ impl<K: NodeKernel + Firewall + 'static> Agent<K> {
                 return reply_for(&e, "attach sandbox");
             }
         };
-        let endpoint = Endpoint {
-            name: match &a.pod_name {
-                Some(pod) if a.key.ifname == "eth0" => format!("{}/{pod}", a.namespace),
-                Some(pod) => format!("{}/{pod}/{}", a.namespace, a.key.ifname),
-                None => format!("{}/{}/{}", a.namespace, a.key.container_id, a.key.ifname),
-            },
-            kind: EndpointKind::Pod,
-            namespace: a.namespace.clone(),
-            segment: seg.name.clone(),
-            node: self.config.node.clone(),
-            ip: lease.ip,
-            mac: spec.mac,
-            labels: a.labels.clone(),
-            container_id: Some(a.key.container_id.clone()),
-            ifname: Some(a.key.ifname.clone()),
-            ports: a.ports.clone(),
-        };
+        endpoint.segment = seg.name.clone();
+        endpoint.ip = lease.ip;
+        endpoint.mac = spec.mac;
         let t_attached = t0.elapsed();
         if let Err(e) = self.leases.lock().await.bind(&key, endpoint.clone()).await {
             let _ = self.kernel.detach(&spec.host_ifname).await;
@@ -276,8 +305,90 @@ impl<K: NodeKernel + Firewall + 'static> Agent<K> {
             bind_us = (t0.elapsed() - t_attached).as_micros() as u64,
             "add phases"
         );
-        let _ = self.publish_tx.send(Publish::Put(endpoint));
+        if let Some(refusal) = self.publish(&endpoint).await {
+            self.roll_back(&key, &spec.host_ifname).await;
+            return refusal;
+        }
         attach_result(&spec, port.host_mac, &seg)
+    }
+
+    /// The endpoint an ADD will publish, with everything but its segment, address and MAC, and
+    /// validated as the controller will (with a stand-in segment name of the same length rules).
+    fn draft_endpoint(&self, a: &Attachment) -> Result<Endpoint, String> {
+        // The endpoint's own check would report a bad namespace too; a bad namespace must not
+        // reach the controller's ensure-segment either.
+        let segment = a
+            .segment
+            .clone()
+            .unwrap_or_else(|| namespace_segment_name(&a.namespace));
+        let endpoint = Endpoint {
+            name: pod_endpoint_name(
+                &a.namespace,
+                a.pod_name.as_deref(),
+                &a.key.container_id,
+                &a.key.ifname,
+            ),
+            kind: EndpointKind::Pod,
+            namespace: a.namespace.clone(),
+            segment,
+            node: self.config.node.clone(),
+            ip: std::net::Ipv4Addr::UNSPECIFIED,
+            mac: endpoint_mac(std::net::Ipv4Addr::UNSPECIFIED),
+            labels: a.labels.clone(),
+            container_id: Some(a.key.container_id.clone()),
+            ifname: Some(a.key.ifname.clone()),
+            ports: a.ports.clone(),
+        };
+        let invalid = if is_valid_name(&a.namespace) {
+            endpoint.validate().err().map(|e| e.to_string())
+        } else {
+            Some(format!(
+                "namespace {:?} is not a valid namespace name (1-63 of a-z, 0-9, '-', '.', alphanumeric at both ends)",
+                a.namespace
+            ))
+        };
+        match invalid {
+            None => Ok(endpoint),
+            Some(problem) => Err(problem),
+        }
+    }
+
+    /// Publishes an ADD's endpoint, waiting up to [`PUBLISH_WAIT`]. `Some` is the reply for a
+    /// refusal (the ADD must be undone); an outage leaves the endpoint to the background
+    /// publisher, which sends it until it lands.
+    async fn publish(&self, endpoint: &Endpoint) -> Option<AgentReply> {
+        let outage = match tokio::time::timeout(PUBLISH_WAIT, self.client.put_endpoint(endpoint))
+            .await
+        {
+            Ok(Ok(_)) => {
+                self.refused.lock().await.remove(&endpoint.name);
+                return None;
+            }
+            Ok(Err(e)) if is_refusal(&e) => {
+                tracing::warn!(endpoint = %endpoint.name, error = %e, "controller refused the endpoint of an ADD; undoing the ADD");
+                return Some(rpc_error(
+                    controller_code(&e),
+                    format!("the controller refused endpoint {:?}: {e}", endpoint.name),
+                    None,
+                ));
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {} ms", PUBLISH_WAIT.as_millis()),
+        };
+        tracing::warn!(endpoint = %endpoint.name, error = %outage, "controller unavailable; the endpoint is published in the background");
+        let _ = self.publish_tx.send(Publish::Put(endpoint.clone()));
+        None
+    }
+
+    /// Undoes an ADD whose devices and lease exist: the port goes, the lease is released
+    /// durably.
+    async fn roll_back(&self, key: &LeaseKey, host_ifname: &str) {
+        if let Err(e) = self.kernel.detach(host_ifname).await {
+            tracing::error!(%key, error = %e, "could not remove the port of an undone ADD");
+        }
+        if let Err(e) = self.leases.lock().await.release(key).await {
+            tracing::error!(%key, error = %e, "could not release the lease of an undone ADD");
+        }
     }
 
     async fn attached(&self, spec: &PodAttach, seg: &Segment) -> AgentReply {
@@ -331,6 +442,21 @@ impl<K: NodeKernel + Firewall + 'static> Agent<K> {
             );
         };
         let spec = self.pod_attach(&lease, &seg, &a.netns);
+        let endpoint = self
+            .leases
+            .lock()
+            .await
+            .endpoint(&key)
+            .map(|e| e.name.clone());
+        if let Some(name) = endpoint {
+            if let Some(why) = self.refused.lock().await.get(&name) {
+                return rpc_error(
+                    code::REFUSED,
+                    format!("the controller refuses endpoint {name:?}, so no other endpoint can reach this one (the agent keeps publishing it): {why}"),
+                    None,
+                );
+            }
+        }
         self.attached(&spec, &seg).await
     }
 

@@ -235,6 +235,11 @@ impl LeaseBook {
         self.ipam.leases()
     }
 
+    /// The endpoint of the bound lease `key`, if any.
+    pub fn endpoint(&self, key: &LeaseKey) -> Option<&Endpoint> {
+        self.endpoints.get(key)
+    }
+
     /// Every published endpoint of a bound lease.
     pub fn endpoints(&self) -> impl Iterator<Item = &Endpoint> {
         self.endpoints.values()

@@ -67,6 +67,9 @@ pub struct Agent<K> {
     /// loop then looks again soon instead of waiting for the next event.
     pub vm_ports_missing: AtomicBool,
     publish_tx: mpsc::UnboundedSender<sync::Publish>,
+    /// Endpoints of this node the controller refuses for now, by name, with its answer: the
+    /// publisher keeps retrying them, and CHECK of their attachment reports the refusal.
+    refused: Mutex<std::collections::BTreeMap<String, String>>,
 }
 
 /// Handles of a running agent's background tasks.
@@ -125,6 +128,7 @@ impl<K: NodeKernel + Firewall + 'static> Agent<K> {
             synced: AtomicBool::new(false),
             vm_ports_missing: AtomicBool::new(false),
             publish_tx,
+            refused: Mutex::new(std::collections::BTreeMap::new()),
         });
         let listener = server::bind(&agent.config.socket)?;
         let tasks = vec![
@@ -140,6 +144,12 @@ impl<K: NodeKernel + Firewall + 'static> Agent<K> {
     /// True once the agent can serve ADD (it has had a full view of the controller).
     pub fn is_ready(&self) -> bool {
         self.synced.load(Ordering::Acquire)
+    }
+
+    /// The endpoints of this node the controller refuses for now (the publisher keeps
+    /// retrying them), by name, with the controller's answer.
+    pub async fn refused_endpoints(&self) -> std::collections::BTreeMap<String, String> {
+        self.refused.lock().await.clone()
     }
 }
 

@@ -12,8 +12,8 @@ use tokio::net::{UnixListener, UnixStream};
 use crate::error::{AgentError, Result};
 use crate::Agent;
 
-/// Largest request accepted; a CNI config with a prevResult is a few KiB.
-const MAX_REQUEST: usize = 1 << 20;
+/// Largest request accepted.
+const MAX_REQUEST: usize = seam_model::agent_rpc::MAX_REQUEST_BYTES;
 
 /// Binds the socket with mode 0600, replacing a stale socket file from an earlier run.
 pub fn bind(path: &Path) -> Result<UnixListener> {

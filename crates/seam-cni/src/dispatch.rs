@@ -9,7 +9,7 @@ use std::io;
 
 use seam_model::agent_rpc::{
     AgentOp, AgentReply, AgentRequest, AttachResult, Attachment, AttachmentId, AttachmentKey,
-    PROTOCOL_VERSION,
+    MAX_REQUEST_BYTES, PROTOCOL_VERSION,
 };
 use serde_json::{json, Value};
 
@@ -139,6 +139,17 @@ impl Invocation<'_> {
             return Ok(version_object(stdin));
         }
 
+        // Too big is permanent (code 7): sent on, it would break the agent connection half-way,
+        // which the runtime is told to retry.
+        if stdin.len() > MAX_REQUEST_BYTES {
+            return Err(Error::InvalidConfig(vec![FieldError::new(
+                "",
+                FieldProblem::TooLarge {
+                    bytes: stdin.len(),
+                    max: MAX_REQUEST_BYTES,
+                },
+            )]));
+        }
         let config = netconf::decode(stdin)?;
         if let Some(v) = netconf::requested_version(&config) {
             self.reply_version = v;
@@ -163,6 +174,13 @@ impl Invocation<'_> {
                     serde_json::to_string(&request).unwrap_or_default()
                 )
             });
+            let bytes = serde_json::to_vec(&request).map_or(0, |line| line.len() + 1);
+            if bytes > MAX_REQUEST_BYTES {
+                return Err(Error::RequestTooLarge {
+                    bytes,
+                    max: MAX_REQUEST_BYTES,
+                });
+            }
             let reply = this.transport.call(&conf.agent_socket, timeout, &request)?;
             this.log.line(|| format!("seam agent replied: {reply:?}"));
             Ok(reply)

@@ -148,6 +148,15 @@ pub enum Error {
     /// Writing the result as JSON failed (a bug: the result types always serialize).
     #[error("cannot encode the CNI result")]
     EncodeResult(#[source] serde_json::Error),
+    /// The request to the agent would be larger than the agent reads (a config just under the
+    /// limit with a huge `CNI_CONTAINERID`, say); the same call fails the same way every time.
+    #[error("the request to the seam agent would be {bytes} bytes; the agent reads at most {max} (network config and CNI_* values together)")]
+    RequestTooLarge {
+        /// The encoded request's size.
+        bytes: usize,
+        /// The agent's limit.
+        max: usize,
+    },
     /// The agent reported a CNI error; it is passed through unchanged.
     #[error("{}", agent_msg(.0))]
     Agent(AgentError),
@@ -176,7 +185,9 @@ impl Error {
             Error::InvalidEnv(_) => code::INVALID_ENV,
             Error::ReadStdin(_) => code::IO,
             Error::Decode(_) => code::DECODE,
-            Error::InvalidConfig(_) | Error::PrevResultMismatch(_) => code::INVALID_NETWORK_CONFIG,
+            Error::InvalidConfig(_)
+            | Error::PrevResultMismatch(_)
+            | Error::RequestTooLarge { .. } => code::INVALID_NETWORK_CONFIG,
             // The runtime retries ADD and DEL on 11; an agent that is restarting or briefly
             // overloaded is exactly that case.
             Error::AgentUnreachable { .. }
@@ -401,6 +412,14 @@ pub enum FieldProblem {
     BadProtocol {
         /// The value.
         value: String,
+    },
+    /// The whole config is larger than seam-cni accepts.
+    #[error("is {bytes} bytes long; seam-cni accepts at most {max}")]
+    TooLarge {
+        /// Its size.
+        bytes: usize,
+        /// The limit.
+        max: usize,
     },
     /// `prevResult` is not a CNI result.
     #[error("is not a CNI result: {reason}")]

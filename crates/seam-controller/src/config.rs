@@ -49,7 +49,7 @@ impl fmt::Display for SegmentMode {
 pub const FLAT_SEGMENT: &str = "cluster";
 
 /// The prefix of per-namespace segment names (`ns-<namespace>`).
-pub const NAMESPACE_SEGMENT_PREFIX: &str = "ns-";
+pub const NAMESPACE_SEGMENT_PREFIX: &str = seam_model::NAMESPACE_SEGMENT_PREFIX;
 
 /// How the controller maps namespaces to segments and allocates subnets, blocks and VNIs.
 #[derive(Debug, Clone, PartialEq, Eq)]

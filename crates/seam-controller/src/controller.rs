@@ -15,8 +15,8 @@ use std::sync::Arc;
 
 use ipnet::Ipv4Net;
 use seam_model::{
-    is_valid_name, Block, Endpoint, FieldError, Node, ObjectKind, Segment, Snapshot,
-    ValidationError, MAX_VNI,
+    is_valid_name, is_valid_segment_name, namespace_segment_name, Block, Endpoint, FieldError,
+    Node, ObjectKind, Segment, Snapshot, ValidationError, MAX_VNI,
 };
 use seam_store::{AnyStore, Compare, Datastore, Txn, TxnOutcome};
 use serde::de::DeserializeOwned;
@@ -24,7 +24,7 @@ use serde::Serialize;
 use tokio::sync::{watch, Mutex};
 
 use crate::allocate::{lowest_free_subnet, lowest_free_vni};
-use crate::config::{ControllerConfig, SegmentMode, FLAT_SEGMENT, NAMESPACE_SEGMENT_PREFIX};
+use crate::config::{ControllerConfig, SegmentMode, FLAT_SEGMENT};
 use crate::election::{ReplicaConfig, LEADER_KEY};
 use crate::error::{ConfigError, Error, Result};
 use crate::keys::{kind_prefix, object_key, parse_key, segment_blocks_prefix, ROOT};
@@ -354,7 +354,7 @@ impl Controller {
     async fn segment_for_namespace(&self, namespace: &str) -> Result<Segment> {
         let config = self.config();
         let name = match config.segment_mode {
-            SegmentMode::PerNamespace => format!("{NAMESPACE_SEGMENT_PREFIX}{namespace}"),
+            SegmentMode::PerNamespace => namespace_segment_name(namespace),
             SegmentMode::Flat => FLAT_SEGMENT.to_string(),
         };
         let mut problems = Vec::new();
@@ -363,10 +363,10 @@ impl Controller {
                 "namespace",
                 format!("{namespace:?} is not a valid namespace name"),
             ));
-        } else if !is_valid_name(&name) {
+        } else if !is_valid_segment_name(&name) {
             problems.push(field_error(
                 "namespace",
-                format!("{namespace:?} is too long: segment name {name:?} exceeds 63 characters"),
+                format!("{namespace:?} gives the invalid segment name {name:?}"),
             ));
         }
         invalid_if_any("EnsureSegment", namespace, problems)?;
@@ -402,7 +402,7 @@ impl Controller {
     /// the write requires the block key to be absent.
     pub async fn claim_block(&self, segment: &str, node: &str) -> Result<Block> {
         let mut problems = Vec::new();
-        if !is_valid_name(segment) {
+        if !is_valid_segment_name(segment) {
             problems.push(field_error(
                 "segment",
                 format!("{segment:?} is not a valid name"),

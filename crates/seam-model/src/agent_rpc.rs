@@ -17,6 +17,11 @@ use crate::objects::ContainerPort;
 /// Version of this protocol; the agent refuses requests of another version.
 pub const PROTOCOL_VERSION: u32 = 1;
 
+/// Longest request line the agent reads (a CNI config with a prevResult is a few KiB). The
+/// plug-in refuses a larger config or request itself: the agent would stop reading half-way
+/// and the plug-in would see a broken connection, which looks transient and is not.
+pub const MAX_REQUEST_BYTES: usize = 1 << 20;
+
 /// One call from the plug-in.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

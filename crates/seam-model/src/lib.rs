@@ -13,11 +13,13 @@ pub mod agent_rpc;
 mod error;
 mod external;
 mod mac;
+mod names;
 mod objects;
 mod vm;
 
 pub use error::{FieldError, ValidationError};
 pub use external::*;
 pub use mac::{endpoint_mac, gateway_mac, MacAddr};
+pub use names::*;
 pub use objects::*;
 pub use vm::*;

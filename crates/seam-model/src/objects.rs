@@ -19,23 +19,19 @@ pub const MAX_VNI: u32 = (1 << 24) - 1;
 /// True when `name` is 1..=63 characters of `a-z 0-9 - .`, starting and ending alphanumeric
 /// (Kubernetes' DNS-1123 rules, shortened to one label's length).
 pub fn is_valid_name(name: &str) -> bool {
-    let ok_chars = name
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
-    let ok_ends = name
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphanumeric())
-        && name
-            .chars()
-            .last()
-            .is_some_and(|c| c.is_ascii_alphanumeric());
-    !name.is_empty() && name.len() <= 63 && ok_chars && ok_ends
+    crate::names::is_dns_name(name, 63)
 }
 
 pub(crate) fn check_name(problems: &mut Problems, path: &str, name: &str) {
     if !is_valid_name(name) {
         problems.add(path, format!("{name:?} is not a valid name (1-63 of a-z, 0-9, '-', '.', alphanumeric at both ends)"));
+    }
+}
+
+/// Segment names may be longer than other names: `ns-<namespace>` must fit any namespace.
+pub(crate) fn check_segment_name(problems: &mut Problems, path: &str, name: &str) {
+    if !crate::names::is_valid_segment_name(name) {
+        problems.add(path, format!("{name:?} is not a valid segment name (1-{} of a-z, 0-9, '-', '.', alphanumeric at both ends)", crate::names::MAX_SEGMENT_NAME));
     }
 }
 
@@ -71,7 +67,7 @@ impl Segment {
     /// Checks every field and reports all problems at once.
     pub fn validate(&self) -> Result<(), ValidationError> {
         let mut p = Problems::default();
-        check_name(&mut p, "name", &self.name);
+        check_segment_name(&mut p, "name", &self.name);
         check_name(&mut p, "tenant", &self.tenant);
         if self.subnet != self.subnet.trunc() {
             p.add(
@@ -350,17 +346,18 @@ impl Endpoint {
     /// Checks every field and reports all problems at once.
     pub fn validate(&self) -> Result<(), ValidationError> {
         let mut p = Problems::default();
-        if self.name.is_empty()
-            || self.name.len() > 253
-            || self.name.chars().any(|c| c.is_control() || c == ' ')
-        {
+        if !crate::names::is_valid_endpoint_name(&self.name) {
             p.add(
                 "name",
-                format!("{:?} is not a valid endpoint name", self.name),
+                format!(
+                    "{:?} is not a valid endpoint name (1-{} bytes, no space or control character)",
+                    self.name,
+                    crate::names::MAX_ENDPOINT_NAME
+                ),
             );
         }
         check_name(&mut p, "namespace", &self.namespace);
-        check_name(&mut p, "segment", &self.segment);
+        check_segment_name(&mut p, "segment", &self.segment);
         check_name(&mut p, "node", &self.node);
         if !self.mac.is_unicast() {
             p.add("mac", format!("{} is not a unicast MAC", self.mac));

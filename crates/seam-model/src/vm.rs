@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Problems, ValidationError};
 use crate::mac::MacAddr;
 use crate::objects::{
-    check_name, check_ports, is_valid_label_key, is_valid_label_value, ContainerPort, Endpoint,
-    EndpointKind,
+    check_name, check_ports, check_segment_name, is_valid_label_key, is_valid_label_value,
+    ContainerPort, Endpoint, EndpointKind,
 };
 
 /// Prefix of the host-side interface of a VM (its tap, or the host end of a lab VM's veth).
@@ -115,7 +115,7 @@ impl Vm {
         let mut p = Problems::default();
         check_name(&mut p, "name", &self.name);
         check_name(&mut p, "namespace", &self.namespace);
-        check_name(&mut p, "segment", &self.segment);
+        check_segment_name(&mut p, "segment", &self.segment);
         check_name(&mut p, "host", &self.host);
         if !self.mac.is_unicast() {
             p.add("mac", format!("{} is not a unicast MAC", self.mac));
@@ -169,7 +169,7 @@ impl VmAttach {
     pub fn validate(&self) -> Result<(), ValidationError> {
         let mut p = Problems::default();
         check_name(&mut p, "name", &self.name);
-        check_name(&mut p, "segment", &self.segment);
+        check_segment_name(&mut p, "segment", &self.segment);
         check_name(&mut p, "host", &self.host);
         if let Some(ns) = &self.namespace {
             check_name(&mut p, "namespace", ns);

@@ -282,3 +282,104 @@ pub async fn leases<K: NodeKernel + 'static>(
         })
         .collect()
 }
+
+/// What a [`GatedController`] answers `PUT /v1/endpoints/…` with instead of the controller:
+/// status, reason and message of the error body, after a delay; `None` lets the request
+/// through.
+pub type Gate = std::sync::Arc<std::sync::Mutex<Option<(u16, &'static str, String, Duration)>>>;
+
+/// A real controller (memory store) whose endpoint writes the test can answer itself: a newer
+/// controller with a rule this agent cannot check, a conflict, a standby with no leader.
+pub struct GatedController {
+    /// Its socket.
+    pub sock: PathBuf,
+    /// A client for assertions.
+    pub client: ControllerClient,
+    /// The answer to endpoint writes.
+    pub gate: Gate,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl GatedController {
+    /// Starts it on `sock`, letting everything through, and waits until it answers.
+    pub async fn start(sock: &Path) -> GatedController {
+        let controller =
+            seam_controller::Controller::new(ControllerConfig::default(), AnyStore::memory())
+                .unwrap();
+        let gate = Gate::default();
+        let app = seam_controller::router(controller)
+            .layer(axum::middleware::from_fn_with_state(gate.clone(), gated));
+        let listener = tokio::net::UnixListener::bind(sock).unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.await;
+            };
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await;
+        });
+        let client = ControllerClient::new(&endpoint(sock)).unwrap();
+        eventually("controller answers", || async {
+            client.healthz().await.is_ok()
+        })
+        .await;
+        GatedController {
+            sock: sock.to_path_buf(),
+            client,
+            gate,
+            stop: Some(stop),
+        }
+    }
+
+    /// Answers endpoint writes with `status` from now on (`None`: lets them through).
+    pub fn answer(&self, answer: Option<(u16, &'static str, &str)>) {
+        *self.gate.lock().unwrap() = answer.map(|(s, r, m)| (s, r, m.to_string(), Duration::ZERO));
+    }
+
+    /// Holds endpoint writes for `delay`, then answers 503 (a controller that hangs).
+    pub fn hang(&self, delay: Duration) {
+        *self.gate.lock().unwrap() = Some((503, "Unavailable", "hung".to_string(), delay));
+    }
+
+    /// The endpoint called `name`, if the controller has it.
+    pub async fn endpoint(&self, name: &str) -> Option<Endpoint> {
+        let all = self.client.list_endpoints().await.unwrap();
+        all.into_iter().find(|e| e.name == name)
+    }
+}
+
+impl Drop for GatedController {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+async fn gated(
+    axum::extract::State(gate): axum::extract::State<Gate>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let answer = gate.lock().unwrap().clone();
+    match answer {
+        Some((status, reason, message, delay))
+            if request.method() == axum::http::Method::PUT
+                && request.uri().path().starts_with("/v1/endpoints/") =>
+        {
+            tokio::time::sleep(delay).await;
+            let body = seam_model::ApiError {
+                reason: reason.to_string(),
+                message,
+            };
+            (
+                axum::http::StatusCode::from_u16(status).unwrap(),
+                axum::Json(body),
+            )
+                .into_response()
+        }
+        _ => next.run(request).await,
+    }
+}

@@ -349,6 +349,30 @@ fn unknown_field_is_rejected_before_the_agent_is_called() {
 }
 
 #[test]
+fn a_config_over_1_mib_is_a_permanent_error_before_the_agent_is_called() {
+    let agent = FakeAgent::start();
+    let netns = agent.dir_str();
+    let mut conf: Value = serde_json::from_str(&config("1.1.0", &agent)).unwrap();
+    // Valid labels, 1.3 MiB of them: before, the agent stopped reading at 1 MiB, the plug-in's
+    // write broke and the runtime was told to try again (11) for ever.
+    let labels: serde_json::Map<String, Value> = (0..20_000)
+        .map(|i| (format!("k{i}"), json!("v".repeat(60))))
+        .collect();
+    conf["labels"] = Value::Object(labels);
+    let stdin = conf.to_string();
+    assert!(stdin.len() > 1 << 20);
+    let run = seam_cni(&attach_env("ADD", &netns), &stdin);
+    assert_ne!(run.status, 0);
+    let v = run.json();
+    assert_eq!(v["code"], 7, "{v}");
+    assert!(
+        v["msg"].as_str().unwrap().contains("at most 1048576"),
+        "{v}"
+    );
+    assert!(agent.no_connection(), "the agent must not be called");
+}
+
+#[test]
 fn ipam_section_is_rejected() {
     let agent = FakeAgent::start();
     let netns = agent.dir_str();

@@ -155,9 +155,13 @@ async fn per_namespace_segments_are_carved_from_the_pool() {
         err.is_invalid() && err.to_string().contains("namespace"),
         "{err}"
     );
-    let err = c.ensure_segment(&"x".repeat(62)).await.unwrap_err();
+    // Every namespace Kubernetes allows gets a segment (issue 15: 61+ characters did not).
+    let long = c.ensure_segment(&"x".repeat(63)).await.unwrap();
+    assert_eq!(long.name, format!("ns-{}", "x".repeat(63)));
+    assert_eq!(c.get_segment(&long.name).await.unwrap(), long);
+    let err = c.ensure_segment(&"x".repeat(64)).await.unwrap_err();
     assert!(
-        err.is_invalid() && err.to_string().contains("too long"),
+        err.is_invalid() && err.to_string().contains("namespace"),
         "{err}"
     );
     srv.stop().await;

@@ -303,3 +303,36 @@ async fn services_slices_and_nodes_are_kept_in_the_view() {
     assert!(env.client.list_nodes().await.unwrap().is_empty());
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_longest_kubernetes_names_label_their_endpoints_too() {
+    // A namespace of 63 and a pod name of 253 characters: before issue 15, the namespace got no
+    // segment and the pod's endpoint (`ns/pod`, 317 characters) was refused.
+    let ns = format!("shop-{}", "s".repeat(58));
+    let name = format!(
+        "{}.{}.{}.{}",
+        "w".repeat(63),
+        "e".repeat(63),
+        "b".repeat(63),
+        "x".repeat(61)
+    );
+    assert_eq!((ns.len(), name.len()), (63, 253));
+    let api = ApiServer::start().await;
+    api.apply(K::Namespace, namespace(&ns, json!({}), json!({})));
+    api.apply(K::Pod, pod(&ns, &name, json!({"app": "web"}), None));
+    let env = Env::start(api).await;
+    let c = &env.client;
+    eventually("the namespace", || async {
+        c.get_namespace(&ns).await.ok()
+    })
+    .await;
+    env.publish_pod(&ns, &name, "n1", 0).await;
+    let ep_name = format!("{ns}/{name}");
+    let ep = eventually("endpoint labelled", || async {
+        let ep = c.get_endpoint(&ep_name).await.ok()?;
+        (ep.labels == labels(&[("app", "web")])).then_some(ep)
+    })
+    .await;
+    assert_eq!(ep.segment, format!("ns-{ns}"));
+    env.stop().await;
+}

@@ -9,6 +9,7 @@ mod cni;
 mod conformance;
 mod crash;
 mod gateway;
+mod names;
 mod netns;
 mod overlay;
 mod policy;
