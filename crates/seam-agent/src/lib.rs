@@ -2,8 +2,9 @@
 //!
 //! [`Agent`] serves `seam-cni` on a Unix socket ([`server`]), keeps durable address leases
 //! ([`leases`]), follows the controller ([`sync`]), reconciles the node's dataplane
-//! ([`reconcile`]) and gives idle address blocks back ([`blocks`]). It is generic over [`seam_dataplane::NodeKernel`]: `seamd` plugs in the
-//! rtnetlink kernel, tests plug in the in-memory fake.
+//! ([`reconcile`]) and gives idle address blocks back ([`blocks`]). It is generic over
+//! [`seam_dataplane::NodeKernel`]: `seamd` plugs in the rtnetlink kernel, tests plug in the
+//! in-memory fake.
 //!
 //! Architecture invariant: a lease is written to the local store before any interface is
 //! configured, and a restart rolls back every lease that never completed; the dataplane is never
