@@ -119,12 +119,17 @@ async fn churn_ends_with_the_blocks_the_live_pods_need_and_never_exhausts_the_se
         tokio::spawn(async move {
             let start = Instant::now();
             let mut series = Vec::new();
-            while !done.load(Ordering::Acquire) {
+            loop {
+                // One more sample once told to stop: the series ends with the final count.
+                let last = done.load(Ordering::Acquire);
                 let Ok(blocks) = client.list_blocks().await else {
                     break;
                 };
                 let count = blocks.iter().filter(|b| b.node == "n1").count();
                 series.push((start.elapsed().as_millis(), count));
+                if last {
+                    break;
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             series
