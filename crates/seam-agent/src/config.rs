@@ -22,4 +22,7 @@ pub struct AgentConfig {
     pub controller: String,
     /// How long a released address stays out of use.
     pub quarantine_ms: u64,
+    /// How long an address block stays with the node after its last lease ended (and its
+    /// quarantine) before it goes back to the segment.
+    pub block_release_after_ms: u64,
 }

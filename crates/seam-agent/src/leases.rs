@@ -64,8 +64,11 @@ impl LeaseBook {
             ipam.add_segment(&s.name, s.subnet, s.gateway)?;
         }
         let blocks: Vec<(String, Block)> = load(&store, BLOCKS).await?;
+        // The idle clock of a block restarts with the agent: how long it sat unused before is
+        // not recorded, and waiting once more only delays a release.
+        let now = now_ms();
         for (_, b) in &blocks {
-            ipam.add_block(&b.segment, b.cidr)?;
+            ipam.add_block_at(&b.segment, b.cidr, now)?;
         }
         let leases: Vec<(String, Lease)> = load(&store, LEASES).await?;
         let quarantine: Vec<(String, u64)> = load(&store, QUARANTINE).await?;
@@ -180,13 +183,55 @@ impl LeaseBook {
 
     /// Adds a block the controller gave this node.
     pub async fn add_block(&mut self, block: &Block) -> Result<()> {
-        self.ipam.add_block(&block.segment, block.cidr)?;
+        self.ipam
+            .add_block_at(&block.segment, block.cidr, now_ms())?;
         let value = serde_json::to_vec(block).map_err(|source| AgentError::Corrupt {
             key: block.key(),
             source,
         })?;
         self.persist(&[], vec![(format!("{BLOCKS}{}", block.key()), Some(value))])
             .await
+    }
+
+    /// Whether this node's book holds `block`: only then may a lease land in it.
+    pub fn holds_block(&self, block: &Block) -> bool {
+        self.ipam.holds_block(&block.segment, block.cidr)
+    }
+
+    /// Retires every block with no lease and no quarantined address whose last use ended
+    /// `idle_ms` or more ago, and that `may_go` accepts: each is gone from the book, durably,
+    /// before this returns, so no lease lands in it again and a restart does not bring it
+    /// back. Giving it back to the controller is the caller's next step. Returns the blocks
+    /// retired.
+    pub async fn retire_idle_blocks(
+        &mut self,
+        node: &str,
+        idle_ms: u64,
+        may_go: impl Fn(&Block) -> bool,
+    ) -> Result<Vec<Block>> {
+        let now = now_ms();
+        let mut retired = Vec::new();
+        for (segment, cidr) in self.ipam.idle_blocks(now, idle_ms) {
+            let block = Block {
+                segment,
+                node: node.to_string(),
+                cidr,
+            };
+            if !may_go(&block) {
+                continue;
+            }
+            let changes = self.ipam.retire_block(&block.segment, cidr, now)?;
+            let gone = vec![(format!("{BLOCKS}{}", block.key()), None)];
+            if let Err(e) = self.persist(&changes, gone).await {
+                // Still on disk, so still ours: keep using it rather than let the controller
+                // take back a block a restart would bring back. Its expired quarantine entries
+                // are lost from memory only, and an expired entry changes nothing.
+                self.ipam.add_block_at(&block.segment, cidr, now)?;
+                return Err(e);
+            }
+            retired.push(block);
+        }
+        Ok(retired)
     }
 
     /// Reserves (or finds) the lease of `key`, durably, before anything is configured.

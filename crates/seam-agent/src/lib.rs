@@ -1,9 +1,10 @@
 //! The node agent as a library.
 //!
 //! [`Agent`] serves `seam-cni` on a Unix socket ([`server`]), keeps durable address leases
-//! ([`leases`]), follows the controller ([`sync`]) and reconciles the node's dataplane
-//! ([`reconcile`]). It is generic over [`seam_dataplane::NodeKernel`]: `seamd` plugs in the
-//! rtnetlink kernel, tests plug in the in-memory fake.
+//! ([`leases`]), follows the controller ([`sync`]), reconciles the node's dataplane
+//! ([`reconcile`]) and gives idle address blocks back ([`blocks`]). It is generic over
+//! [`seam_dataplane::NodeKernel`]: `seamd` plugs in the rtnetlink kernel, tests plug in the
+//! in-memory fake.
 //!
 //! Architecture invariant: a lease is written to the local store before any interface is
 //! configured, and a restart rolls back every lease that never completed; the dataplane is never
@@ -12,6 +13,7 @@
 //! Start reading at [`Agent::start`].
 
 mod attach;
+pub mod blocks;
 mod config;
 mod error;
 pub mod leases;
@@ -63,6 +65,8 @@ pub struct Agent<K> {
     pub reconcile_now: Notify,
     /// Set once the first full view of the controller has been applied.
     pub synced: AtomicBool,
+    /// Set while the agent follows the controller's watch (cleared when it is lost).
+    pub controller_connected: AtomicBool,
     /// Set by a reconcile pass that found a local VM's port not made yet by the hypervisor: the
     /// loop then looks again soon instead of waiting for the next event.
     pub vm_ports_missing: AtomicBool,
@@ -126,6 +130,7 @@ impl<K: NodeKernel + Firewall + 'static> Agent<K> {
             ready_segments: Mutex::new(std::collections::BTreeSet::new()),
             reconcile_now: Notify::new(),
             synced: AtomicBool::new(false),
+            controller_connected: AtomicBool::new(false),
             vm_ports_missing: AtomicBool::new(false),
             publish_tx,
             refused: Mutex::new(std::collections::BTreeMap::new()),
@@ -137,6 +142,7 @@ impl<K: NodeKernel + Firewall + 'static> Agent<K> {
             tokio::spawn(sync::publisher(agent.clone(), publish_rx)),
             tokio::spawn(reconcile::run(agent.clone())),
             tokio::spawn(reconcile::reaper(agent.clone())),
+            tokio::spawn(blocks::run(agent.clone())),
         ];
         Ok(Running { agent, tasks })
     }

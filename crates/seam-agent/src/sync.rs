@@ -28,7 +28,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 pub async fn run<K: NodeKernel + Firewall + 'static>(agent: Arc<Agent<K>>) {
     let mut backoff = BACKOFF_MIN;
     loop {
-        match sync_once(&agent).await {
+        let result = sync_once(&agent).await;
+        agent.controller_connected.store(false, Ordering::Release);
+        match result {
             Ok(()) => backoff = BACKOFF_MIN,
             Err(e) => {
                 tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "controller sync interrupted");
@@ -63,6 +65,7 @@ async fn sync_once<K: NodeKernel + Firewall + 'static>(
     agent.reconcile_now.notify_one();
     tracing::info!(revision = from - 1, "synced with controller");
     let mut watch = agent.client.watch(from).await?;
+    agent.controller_connected.store(true, Ordering::Release);
     while let Some(event) = watch.next().await {
         let event = event?;
         agent.view.write().await.apply(event);

@@ -740,19 +740,33 @@ fn controller_memory_on(
             client.put_node(&node).await?;
         }
         let mut segments = Vec::new();
+        // A pod's address is in a block of its node: one block per node and segment, ten
+        // endpoints in each.
+        let mut blocks = std::collections::BTreeMap::new();
         for k in 0..namespaces {
-            segments.push(client.ensure_segment(&format!("mem{k}")).await?);
+            let segment = client.ensure_segment(&format!("mem{k}")).await?;
+            for n in 0..10 {
+                let block = client.claim_block(&segment.name, &format!("m{n}")).await?;
+                blocks.insert((k, n), block.cidr.network());
+            }
+            segments.push(segment);
         }
+        let blocks = std::sync::Arc::new(blocks);
         // 8 writers; the controller serializes writes anyway.
         let mut tasks = Vec::new();
         for w in 0..8 {
             let client = client.clone();
             let segments = segments.clone();
+            let blocks = blocks.clone();
             let total = opts.endpoints;
             tasks.push(tokio::spawn(async move {
                 for e in (w..total).step_by(8) {
                     let seg = &segments[e / 100];
-                    let ip = std::net::Ipv4Addr::from(u32::from(seg.subnet.network()) + 2 + (e % 100) as u32);
+                    let block = blocks
+                        .get(&(e / 100, e % 10))
+                        .copied()
+                        .context("no block claimed for the endpoint's node")?;
+                    let ip = std::net::Ipv4Addr::from(u32::from(block) + 2 + (e % 100 / 10) as u32);
                     let o = ip.octets();
                     let endpoint: seam_model::Endpoint = serde_json::from_value(serde_json::json!({
                         "name": format!("mem{}/pod-{e}", e / 100),

@@ -227,6 +227,17 @@ impl ControllerClient {
             .await
     }
 
+    /// `DELETE /v1/blocks/{key}?node={node}`: how a node gives a block back; refused (409)
+    /// unless `node` holds it, and while endpoints use it.
+    pub async fn release_block_held_by(&self, key: &str, node: &str) -> Result<()> {
+        let path = format!(
+            "{}?node={}",
+            object_path(ObjectKind::Block, key),
+            encode_segment(node)
+        );
+        self.call_unit(Method::DELETE, path, None).await
+    }
+
     /// `GET /v1/blocks`.
     pub async fn list_blocks(&self) -> Result<Vec<Block>> {
         self.list(ObjectKind::Block, "Block list").await

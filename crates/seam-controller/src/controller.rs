@@ -15,8 +15,8 @@ use std::sync::Arc;
 
 use ipnet::Ipv4Net;
 use seam_model::{
-    is_valid_name, is_valid_segment_name, namespace_segment_name, Block, Endpoint, FieldError,
-    Node, ObjectKind, Segment, Snapshot, ValidationError, MAX_VNI,
+    is_valid_name, is_valid_segment_name, namespace_segment_name, Block, Endpoint, EndpointKind,
+    FieldError, Node, ObjectKind, Segment, Snapshot, ValidationError, MAX_VNI,
 };
 use seam_store::{AnyStore, Compare, Datastore, Txn, TxnOutcome};
 use serde::de::DeserializeOwned;
@@ -437,6 +437,15 @@ impl Controller {
                     .into_iter()
                     .map(Ipv4Net::from),
             );
+            // Nor an address an endpoint still holds (its block record deleted by hand, say):
+            // the new holder would hand it out a second time.
+            taken.extend(
+                self.read_all::<Endpoint>(ObjectKind::Endpoint)
+                    .await?
+                    .into_iter()
+                    .filter(|e| e.object.segment == segment)
+                    .map(|e| Ipv4Net::from(e.object.ip)),
+            );
             let subnet = seg.object.subnet;
             let cidr = lowest_free_subnet(subnet, seg.object.block_prefix, &taken).ok_or(
                 Error::BlocksExhausted {
@@ -474,14 +483,33 @@ impl Controller {
         })
     }
 
-    /// Releases a block ([`Block::key`]); refused while endpoints hold addresses in it.
+    /// Releases a block ([`Block::key`]) as an administrator; refused while endpoints hold
+    /// addresses in it. Agents give blocks back with [`Controller::release_block_held_by`].
     pub async fn release_block(&self, key: &str) -> Result<()> {
+        self.release(key, None).await
+    }
+
+    /// Releases a block on behalf of `node`: refused unless `node` holds it, and while
+    /// endpoints hold addresses in it. So an agent that acts on an old view of the blocks never
+    /// gives back a block another node got since.
+    pub async fn release_block_held_by(&self, key: &str, node: &str) -> Result<()> {
+        self.release(key, Some(node)).await
+    }
+
+    async fn release(&self, key: &str, node: Option<&str>) -> Result<()> {
         let _guard = self.write_lock().await?;
         let current = self
             .read::<Block>(ObjectKind::Block, key)
             .await?
             .ok_or_else(|| not_found(ObjectKind::Block, key))?;
         let block = &current.object;
+        if let Some(node) = node.filter(|n| *n != block.node) {
+            return Err(Error::BlockNotHeld {
+                block: key.to_string(),
+                holder: block.node.clone(),
+                node: node.to_string(),
+            });
+        }
         let endpoints = self.read_all::<Endpoint>(ObjectKind::Endpoint).await?;
         if let Some(e) = endpoints
             .iter()
@@ -505,8 +533,8 @@ impl Controller {
     }
 
     /// Creates or replaces an endpoint. Its segment and node must exist, its address must be a
-    /// host address of the segment other than the gateway, and no other endpoint of the segment
-    /// may hold the same address or MAC.
+    /// host address of the segment other than the gateway (for a pod, inside a block its node
+    /// holds), and no other endpoint of the segment may hold the same address or MAC.
     pub async fn put_endpoint(&self, endpoint: Endpoint) -> Result<Endpoint> {
         endpoint.validate()?;
         Self::refuse_external_record(&endpoint)?;
@@ -520,6 +548,7 @@ impl Controller {
             .await?
             .ok_or_else(|| not_found(ObjectKind::Node, &endpoint.node))?;
         check_endpoint_address(&endpoint, &seg.object)?;
+        let block = self.node_block_of(&endpoint).await?;
         let endpoints = self.read_all::<Endpoint>(ObjectKind::Endpoint).await?;
         for other in endpoints.iter().map(|e| &e.object) {
             if other.name == endpoint.name || other.segment != endpoint.segment {
@@ -553,14 +582,45 @@ impl Controller {
             .when(Compare::ModRevision(
                 object_key(ObjectKind::Node, &endpoint.node),
                 node.mod_revision,
-            ))
-            .put(
-                &key,
-                encode(ObjectKind::Endpoint, &endpoint.name, &endpoint)?,
-            );
+            ));
+        // The block must still be the node's when the endpoint lands.
+        let txn = match block {
+            Some((block_key, revision)) => txn.when(Compare::ModRevision(block_key, revision)),
+            None => txn,
+        }
+        .put(
+            &key,
+            encode(ObjectKind::Endpoint, &endpoint.name, &endpoint)?,
+        );
         self.commit_once(txn, ObjectKind::Endpoint, &endpoint.name)
             .await?;
         Ok(endpoint)
+    }
+
+    /// For a pod endpoint, the store key and revision of the block of its node that holds its
+    /// address; refused when its node holds no such block (the address is another node's to
+    /// hand out, or nobody's). Other kinds get their addresses elsewhere: `None`.
+    async fn node_block_of(&self, endpoint: &Endpoint) -> Result<Option<(String, u64)>> {
+        if endpoint.kind != EndpointKind::Pod {
+            return Ok(None);
+        }
+        let blocks = self
+            .list_prefix::<Block>(&segment_blocks_prefix(&endpoint.segment))
+            .await?;
+        blocks
+            .into_iter()
+            .find(|b| b.object.node == endpoint.node && b.object.cidr.contains(&endpoint.ip))
+            .map(|b| {
+                Some((
+                    object_key(ObjectKind::Block, &b.object.key()),
+                    b.mod_revision,
+                ))
+            })
+            .ok_or_else(|| Error::AddressNotInNodeBlock {
+                endpoint: endpoint.name.clone(),
+                ip: endpoint.ip,
+                node: endpoint.node.clone(),
+            })
     }
 
     /// Deletes an endpoint; succeeds also when it does not exist. Returns whether it existed.

@@ -143,6 +143,27 @@ pub enum Error {
         /// The block size asked for.
         block_prefix: u8,
     },
+    /// A node asked to release a block another node holds.
+    #[error("block {block:?} is held by node {holder:?}, not by node {node:?}")]
+    BlockNotHeld {
+        /// The block's key.
+        block: String,
+        /// The node holding it.
+        holder: String,
+        /// The node that asked.
+        node: String,
+    },
+    /// A pod endpoint's address is not in a block its node holds: only the holder of a block
+    /// hands out its addresses.
+    #[error("address {ip} of endpoint {endpoint:?} is not in a block held by node {node:?}")]
+    AddressNotInNodeBlock {
+        /// The endpoint being written.
+        endpoint: String,
+        /// Its address.
+        ip: Ipv4Addr,
+        /// Its node.
+        node: String,
+    },
     /// The pool has no free segment subnet left.
     #[error("pool {pool} has no free /{prefix} left for a new segment")]
     PoolExhausted {
@@ -245,6 +266,8 @@ impl Error {
             | Error::NamespaceMismatch { .. }
             | Error::Contended { .. }
             | Error::BlocksExhausted { .. }
+            | Error::BlockNotHeld { .. }
+            | Error::AddressNotInNodeBlock { .. }
             | Error::PoolExhausted { .. }
             | Error::VniExhausted { .. } => 409,
             Error::Compacted { .. } => 410,

@@ -240,12 +240,45 @@ async fn get_block(State(c): State<Controller>, Path(key): Path<String>) -> ApiR
     get_one(&c, ObjectKind::Block, &key).await
 }
 
+/// `DELETE /v1/blocks/{key}`: an administrator's release; with `?node=NAME` (how agents give
+/// blocks back) refused unless that node holds the block.
 async fn delete_block(
     State(c): State<Controller>,
     Path(key): Path<String>,
+    RawQuery(query): RawQuery,
 ) -> ApiResult<StatusCode> {
-    c.release_block(&key).await?;
+    match release_node(query.as_deref())? {
+        Some(node) => c.release_block_held_by(&key, &node).await?,
+        None => c.release_block(&key).await?,
+    }
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Parses the block release query: `node=NAME` (optional).
+fn release_node(query: Option<&str>) -> ApiResult<Option<String>> {
+    let mut node = None;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let problem = match key {
+            "node" if seam_model::is_valid_name(value) => {
+                node = Some(value.to_string());
+                None
+            }
+            "node" => Some(("node", format!("{value:?} is not a valid node name"))),
+            other => Some(("query", format!("unknown parameter {other:?}"))),
+        };
+        if let Some((path, message)) = problem {
+            return Err(Error::Invalid(ValidationError {
+                kind: "ReleaseBlockQuery",
+                name: String::new(),
+                errors: vec![FieldError {
+                    path: path.to_string(),
+                    message,
+                }],
+            }));
+        }
+    }
+    Ok(node)
 }
 
 async fn list_endpoints(State(c): State<Controller>) -> ApiResult<Response> {

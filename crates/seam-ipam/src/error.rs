@@ -116,4 +116,38 @@ pub enum IpamError {
         /// The address.
         ip: Ipv4Addr,
     },
+    /// A block was named that the node does not hold in that segment.
+    #[error("this node holds no block {block} in segment {segment:?}")]
+    UnknownBlock {
+        /// The segment.
+        segment: String,
+        /// The block.
+        block: Ipv4Net,
+    },
+    /// A block cannot be given back: an address of it is leased.
+    #[error("block {block} of segment {segment:?} is in use: {ip} is leased to {key}")]
+    BlockLeased {
+        /// The segment.
+        segment: String,
+        /// The block.
+        block: Ipv4Net,
+        /// A leased address in it.
+        ip: Ipv4Addr,
+        /// Who holds that address (boxed to keep the error small).
+        key: Box<LeaseKey>,
+    },
+    /// A block cannot be given back yet: an address of it is still in quarantine.
+    #[error(
+        "block {block} of segment {segment:?} is in use: {ip} is in quarantine until {until_ms} ms"
+    )]
+    BlockQuarantined {
+        /// The segment.
+        segment: String,
+        /// The block.
+        block: Ipv4Net,
+        /// A quarantined address in it.
+        ip: Ipv4Addr,
+        /// When that address's quarantine ends.
+        until_ms: u64,
+    },
 }

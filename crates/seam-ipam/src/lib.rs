@@ -36,6 +36,8 @@ struct Segment {
     subnet: Ipv4Net,
     gateway: Ipv4Addr,
     blocks: Vec<Ipv4Net>,
+    /// When the node got each block: a block no lease ever used counts as idle from then.
+    held_since: BTreeMap<Ipv4Net, u64>,
     /// Usable addresses never handed out (not leased, not quarantined).
     fresh: BTreeSet<Ipv4Addr>,
     /// Released addresses and when they were released.
@@ -60,6 +62,29 @@ impl Segment {
         true
     }
 
+    /// Whether an address of `block` is leased (the first one found), or still in quarantine at
+    /// `now_ms` (with the time its quarantine ends).
+    fn block_busy(&self, block: Ipv4Net, now_ms: u64, quarantine_ms: u64) -> Option<Busy> {
+        let range = block.network()..=block.broadcast();
+        if let Some((ip, key)) = self.leased.range(range.clone()).next() {
+            return Some(Busy::Leased(*ip, key.clone()));
+        }
+        self.quarantine
+            .range(range)
+            .map(|(ip, released)| (*ip, released.saturating_add(quarantine_ms)))
+            .find(|(_, until)| *until > now_ms)
+            .map(|(ip, until)| Busy::Quarantined(ip, until))
+    }
+
+    /// When the last use of `block` ended: its latest release, else when the node got it.
+    fn block_last_used(&self, block: Ipv4Net) -> u64 {
+        let since = self.held_since.get(&block).copied().unwrap_or(0);
+        self.quarantine
+            .range(block.network()..=block.broadcast())
+            .map(|(_, released)| *released)
+            .fold(since, u64::max)
+    }
+
     fn in_blocks(&self, ip: Ipv4Addr) -> bool {
         self.blocks.iter().any(|b| b.contains(&ip))
     }
@@ -80,6 +105,12 @@ impl Segment {
             .min_by_key(|(ip, released)| (**released, **ip))
             .map(|(ip, _)| *ip)
     }
+}
+
+/// Why a block cannot be given back yet.
+enum Busy {
+    Leased(Ipv4Addr, LeaseKey),
+    Quarantined(Ipv4Addr, u64),
 }
 
 /// The IPAM state of one node: segments, their blocks, leases and quarantine.
@@ -126,6 +157,7 @@ impl Ipam {
                 subnet,
                 gateway,
                 blocks: Vec::new(),
+                held_since: BTreeMap::new(),
                 fresh: BTreeSet::new(),
                 quarantine: BTreeMap::new(),
                 leased: BTreeMap::new(),
@@ -135,10 +167,17 @@ impl Ipam {
         Ok(())
     }
 
-    /// Gives the node an address block of a segment. The block must lie inside the segment's
+    /// Gives the node an address block of a segment, held since time 0; see
+    /// [`Ipam::add_block_at`].
+    pub fn add_block(&mut self, segment: &str, block: Ipv4Net) -> Result<()> {
+        self.add_block_at(segment, block, 0)
+    }
+
+    /// Gives the node an address block of a segment at `now_ms` (a block no lease uses counts
+    /// as idle from then, see [`Ipam::idle_blocks`]). The block must lie inside the segment's
     /// subnet and must not overlap any block already held; adding the same block to the same
     /// segment again is a no-op.
-    pub fn add_block(&mut self, segment: &str, block: Ipv4Net) -> Result<()> {
+    pub fn add_block_at(&mut self, segment: &str, block: Ipv4Net, now_ms: u64) -> Result<()> {
         let block = block.trunc();
         for (name, seg) in &self.segments {
             for other in &seg.blocks {
@@ -170,7 +209,83 @@ impl Ipam {
         seg.fresh.extend(fresh);
         seg.blocks.push(block);
         seg.blocks.sort();
+        seg.held_since.insert(block, now_ms);
         Ok(())
+    }
+
+    /// The blocks the node can give back at `now_ms`, in segment then address order: no address
+    /// of the block is leased, none is still in quarantine, and its last use ended at least
+    /// `idle_ms` ago (its latest release of an address, or when the node got it if none was
+    /// ever released there).
+    pub fn idle_blocks(&self, now_ms: u64, idle_ms: u64) -> Vec<(String, Ipv4Net)> {
+        let mut idle = Vec::new();
+        for (name, seg) in &self.segments {
+            for block in &seg.blocks {
+                if seg.block_busy(*block, now_ms, self.quarantine_ms).is_none()
+                    && seg.block_last_used(*block).saturating_add(idle_ms) <= now_ms
+                {
+                    idle.push((name.clone(), *block));
+                }
+            }
+        }
+        idle
+    }
+
+    /// Takes `block` away from the node so that no lease lands in it again: its free addresses
+    /// and its quarantine entries (all expired) go, and the returned changes delete those
+    /// entries. Refused while an address of the block is leased or still in quarantine at
+    /// `now_ms`; changes nothing then.
+    pub fn retire_block(
+        &mut self,
+        segment: &str,
+        block: Ipv4Net,
+        now_ms: u64,
+    ) -> Result<Vec<Change>> {
+        let quarantine_ms = self.quarantine_ms;
+        let block = block.trunc();
+        let seg = self.segment_mut(segment)?;
+        let Some(index) = seg.blocks.iter().position(|b| *b == block) else {
+            return Err(IpamError::UnknownBlock {
+                segment: segment.to_string(),
+                block,
+            });
+        };
+        match seg.block_busy(block, now_ms, quarantine_ms) {
+            Some(Busy::Leased(ip, key)) => {
+                return Err(IpamError::BlockLeased {
+                    segment: segment.to_string(),
+                    block,
+                    ip,
+                    key: Box::new(key),
+                })
+            }
+            Some(Busy::Quarantined(ip, until_ms)) => {
+                return Err(IpamError::BlockQuarantined {
+                    segment: segment.to_string(),
+                    block,
+                    ip,
+                    until_ms,
+                })
+            }
+            None => {}
+        }
+        seg.blocks.remove(index);
+        seg.held_since.remove(&block);
+        let range = block.network()..=block.broadcast();
+        let fresh: Vec<Ipv4Addr> = seg.fresh.range(range.clone()).copied().collect();
+        for ip in fresh {
+            seg.fresh.remove(&ip);
+        }
+        let quarantined: Vec<Ipv4Addr> = seg.quarantine.range(range).map(|(ip, _)| *ip).collect();
+        let mut changes = Vec::new();
+        for ip in quarantined {
+            seg.quarantine.remove(&ip);
+            changes.push(Change::DeleteQuarantine {
+                segment: segment.to_string(),
+                ip,
+            });
+        }
+        Ok(changes)
     }
 
     /// Rebuilds leases and quarantine from persisted state, after segments and blocks were
@@ -414,6 +529,13 @@ impl Ipam {
             .get(segment)
             .map(|s| s.blocks.clone())
             .unwrap_or_default()
+    }
+
+    /// Whether the node holds `block` in `segment`.
+    pub fn holds_block(&self, segment: &str, block: Ipv4Net) -> bool {
+        self.segments
+            .get(segment)
+            .is_some_and(|s| s.blocks.contains(&block.trunc()))
     }
 
     fn segment(&self, segment: &str) -> Result<&Segment> {

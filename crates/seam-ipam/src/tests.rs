@@ -399,3 +399,108 @@ fn leases_and_changes_round_trip_as_camel_case_json() {
     assert!(text.contains("releasedMs"));
     assert_eq!(serde_json::from_str::<Change>(&text).unwrap(), q);
 }
+
+/// Segment `seg` 10.0.0.0/24 (gateway .1) with two /28 blocks got at time 100.
+fn two_blocks() -> Ipam {
+    let mut ipam = Ipam::new(Q);
+    ipam.add_segment("seg", net("10.0.0.0/24"), ip("10.0.0.1"))
+        .unwrap();
+    ipam.add_block_at("seg", net("10.0.0.0/28"), 100).unwrap();
+    ipam.add_block_at("seg", net("10.0.0.16/28"), 100).unwrap();
+    ipam
+}
+
+#[test]
+fn a_block_is_idle_only_without_leases_after_its_quarantine_and_the_idle_time() {
+    const IDLE: u64 = 5_000;
+    let mut ipam = two_blocks();
+    let first = net("10.0.0.0/28");
+    let second = net("10.0.0.16/28");
+    // Never used: idle counts from when the node got the block.
+    assert!(ipam.idle_blocks(100 + IDLE - 1, IDLE).is_empty());
+    assert_eq!(
+        ipam.idle_blocks(100 + IDLE, IDLE),
+        vec![("seg".to_string(), first), ("seg".to_string(), second)]
+    );
+
+    // A lease in the first block keeps it, however long ago it was made.
+    let (lease, _) = ipam.reserve(key("a"), "seg", "/ns", 200).unwrap();
+    assert!(first.contains(&lease.ip));
+    assert_eq!(
+        ipam.idle_blocks(1_000_000, IDLE),
+        vec![("seg".to_string(), second)]
+    );
+
+    // Released at 10_000: the block counts from then, and not before its quarantine ends,
+    // even when the idle time is shorter than the quarantine.
+    ipam.release(&key("a"), 10_000).unwrap();
+    assert!(!ipam
+        .idle_blocks(10_000 + IDLE - 1, IDLE)
+        .contains(&("seg".to_string(), first)));
+    assert!(ipam
+        .idle_blocks(10_000 + IDLE, IDLE)
+        .contains(&("seg".to_string(), first)));
+    assert!(!ipam
+        .idle_blocks(10_000 + Q - 1, 0)
+        .contains(&("seg".to_string(), first)));
+    assert!(ipam
+        .idle_blocks(10_000 + Q, 0)
+        .contains(&("seg".to_string(), first)));
+}
+
+#[test]
+fn retiring_a_block_takes_its_addresses_away_and_refuses_a_busy_one() {
+    let mut ipam = two_blocks();
+    let first = net("10.0.0.0/28");
+    let second = net("10.0.0.16/28");
+    let (lease, _) = ipam.reserve(key("a"), "seg", "/ns", 200).unwrap();
+    let free_before = ipam.free_count("seg");
+    assert!(matches!(
+        ipam.retire_block("seg", first, 300),
+        Err(IpamError::BlockLeased { ip, .. }) if ip == lease.ip
+    ));
+    ipam.release(&key("a"), 400).unwrap();
+    assert!(matches!(
+        ipam.retire_block("seg", first, 400 + Q - 1),
+        Err(IpamError::BlockQuarantined { until_ms, .. }) if until_ms == 400 + Q
+    ));
+    // Refusals changed nothing.
+    assert!(ipam.holds_block("seg", first));
+    assert_eq!(ipam.quarantined_count("seg"), 1);
+    assert_eq!(ipam.free_count("seg"), free_before);
+
+    let changes = ipam.retire_block("seg", first, 400 + Q).unwrap();
+    assert_eq!(
+        changes,
+        vec![Change::DeleteQuarantine {
+            segment: "seg".into(),
+            ip: lease.ip
+        }]
+    );
+    assert!(!ipam.holds_block("seg", first));
+    assert_eq!(ipam.blocks("seg"), vec![second]);
+    assert_eq!(ipam.quarantined_count("seg"), 0);
+    assert_eq!(ipam.free_count("seg"), 16);
+    // Every later lease lands in the block still held.
+    for i in 0..16 {
+        let (l, _) = ipam
+            .reserve(key(&format!("b{i}")), "seg", "/ns", 500)
+            .unwrap();
+        assert!(second.contains(&l.ip), "{} outside {second}", l.ip);
+    }
+    assert!(matches!(
+        ipam.reserve(key("late"), "seg", "/ns", 500),
+        Err(IpamError::Exhausted { .. })
+    ));
+    assert!(matches!(
+        ipam.retire_block("seg", first, 600),
+        Err(IpamError::UnknownBlock { .. })
+    ));
+    assert!(matches!(
+        ipam.retire_block("nope", first, 600),
+        Err(IpamError::UnknownSegment { .. })
+    ));
+    // The block can be got again, whole.
+    ipam.add_block_at("seg", first, 700).unwrap();
+    assert_eq!(ipam.free_count("seg"), 14);
+}

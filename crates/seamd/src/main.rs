@@ -68,6 +68,10 @@ struct Args {
     /// How long a released address stays out of use, in milliseconds.
     #[arg(long, default_value_t = 30_000)]
     quarantine_ms: u64,
+    /// How long an address block with no lease (and no address in quarantine) stays with this
+    /// node before it goes back to its segment, in milliseconds.
+    #[arg(long, default_value_t = 300_000)]
+    block_release_after_ms: u64,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -199,6 +203,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         socket: args.socket.clone(),
         controller,
         quarantine_ms: args.quarantine_ms,
+        block_release_after_ms: args.block_release_after_ms,
     };
     let running = Agent::start(config, kernel, store)
         .await

@@ -67,7 +67,7 @@ impl NodeKernel for StallingKernel {
     }
 }
 
-fn runtime() -> Runtime {
+pub(crate) fn runtime() -> Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -76,7 +76,7 @@ fn runtime() -> Runtime {
 }
 
 /// Opens the store file, waiting for the dead agent's handle on it to be gone.
-fn reopen(path: &Path) -> AnyStore {
+pub(crate) fn reopen(path: &Path) -> AnyStore {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         match AnyStore::open_embedded(path) {

@@ -102,6 +102,7 @@ pub fn agent_config(dir: &Path, node: &str, ip: Ipv4Addr, controller: &Path) -> 
         socket: dir.join(format!("{node}-seamd.sock")),
         controller: endpoint(controller),
         quarantine_ms: 60_000,
+        block_release_after_ms: 300_000,
     }
 }
 

@@ -44,6 +44,8 @@ async fn node_segment_endpoint_crud() {
     assert!(err.to_string().contains("vni 100"), "{err}");
     assert_eq!(c.list_segments().await.unwrap(), vec![s1.clone()]);
 
+    // A pod's address is in a block of its node.
+    let block = c.claim_block("vms", "n1").await.unwrap();
     let ep = endpoint("default/web-0", "vms", "n1", [192, 168, 10, 5]);
     assert_eq!(c.put_endpoint(&ep).await.unwrap(), ep);
     assert_eq!(c.get_endpoint("default/web-0").await.unwrap(), ep);
@@ -56,6 +58,7 @@ async fn node_segment_endpoint_crud() {
     c.delete_endpoint("default/web-0").await.unwrap();
     c.delete_endpoint("default/web-0").await.unwrap(); // idempotent
     assert!(c.list_endpoints().await.unwrap().is_empty());
+    c.release_block(&block.key()).await.unwrap();
     c.delete_segment("vms").await.unwrap();
     assert!(c.delete_segment("vms").await.unwrap_err().is_not_found());
     c.delete_node("n1").await.unwrap();
@@ -71,6 +74,8 @@ async fn endpoint_checks() {
     c.put_segment(&segment("vms", "192.168.10.0/24", 100))
         .await
         .unwrap();
+    // A pod's address is in a block of its node.
+    c.claim_block("vms", "n1").await.unwrap();
 
     let err = c
         .put_endpoint(&endpoint("a", "nope", "n1", [192, 168, 10, 5]))

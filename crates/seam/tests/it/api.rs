@@ -189,6 +189,9 @@ fn apply_get_explain_delete() {
         .unwrap();
         c.put_segment(&segment("blue", 1, 100)).await.unwrap();
         c.put_segment(&segment("green", 2, 101)).await.unwrap();
+        // A pod's address is in a block of its node (the first /26 holds .5).
+        c.claim_block("blue", "n1").await.unwrap();
+        c.claim_block("green", "n1").await.unwrap();
         c.put_endpoint(&endpoint("blue", "web-1", 1)).await.unwrap();
         c.put_endpoint(&endpoint("green", "db-1", 2)).await.unwrap();
     });
