@@ -14,6 +14,7 @@ mod error;
 mod external;
 mod mac;
 mod objects;
+pub mod tolerant;
 mod vm;
 
 pub use error::{FieldError, ValidationError};
