@@ -158,6 +158,11 @@ impl LeaseBook {
         Ok(self.segments.values().cloned().collect())
     }
 
+    /// The segment `name` as last cached from the controller.
+    pub fn cached_segment(&self, name: &str) -> Option<&Segment> {
+        self.segments.get(name)
+    }
+
     /// Remembers a segment (so ADD works while the controller is away) and tells IPAM about it.
     pub async fn learn_segment(&mut self, segment: &Segment) -> Result<()> {
         if self.segments.get(&segment.name) == Some(segment) {

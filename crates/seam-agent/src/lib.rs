@@ -21,7 +21,7 @@ pub mod sync;
 pub mod transit;
 mod view;
 
-pub use config::AgentConfig;
+pub use config::{AgentConfig, DEFAULT_REASSERT_INTERVAL};
 pub use error::{AgentError, Result};
 pub use view::ClusterView;
 
@@ -66,6 +66,8 @@ pub struct Agent<K> {
     /// Set by a reconcile pass that found a local VM's port not made yet by the hypervisor: the
     /// loop then looks again soon instead of waiting for the next event.
     pub vm_ports_missing: AtomicBool,
+    /// Segments that vanished from the controller while live leases use them (reported once).
+    orphaned_segments: std::sync::Mutex<std::collections::BTreeSet<String>>,
     publish_tx: mpsc::UnboundedSender<sync::Publish>,
 }
 
@@ -124,6 +126,7 @@ impl<K: NodeKernel + Firewall + 'static> Agent<K> {
             reconcile_now: Notify::new(),
             synced: AtomicBool::new(false),
             vm_ports_missing: AtomicBool::new(false),
+            orphaned_segments: std::sync::Mutex::new(std::collections::BTreeSet::new()),
             publish_tx,
         });
         let listener = server::bind(&agent.config.socket)?;

@@ -168,9 +168,38 @@ pub fn policy_set<'a>(
     (set, warnings)
 }
 
-/// One stored document decoded and validated, or the warning that reports it ignored.
+/// One stored document decoded and validated, or the warning that reports it ignored. Fields
+/// this version does not know are dropped (see [`tolerant_policy`]).
 pub(crate) fn parse_document(value: &serde_json::Value) -> Result<PolicyObject, String> {
-    PolicyObject::from_value(value.clone()).map_err(ignored)
+    tolerant_policy(value)
+        .map(|(object, _)| object)
+        .map_err(ignored)
+}
+
+/// A stored policy document decoded and validated, tolerating fields this version does not
+/// know: a newer controller may store them during a rolling upgrade, and dropping the whole
+/// policy would change what the node enforces far more than ignoring one field. Returns the
+/// dropped fields (`spec.ingress[].x`). The API still refuses unknown fields
+/// ([`PolicyObject::from_value`]).
+pub fn tolerant_policy(
+    value: &serde_json::Value,
+) -> Result<(PolicyObject, Vec<String>), seam_policy::ParseError> {
+    let mut value = value.clone();
+    let mut dropped = Vec::new();
+    loop {
+        match PolicyObject::from_value(value.clone()) {
+            Ok(object) => return Ok((object, dropped)),
+            Err(seam_policy::ParseError::Decode { path, message, .. })
+                if dropped.len() < 64
+                    && seam_model::tolerant::unknown_field(&message)
+                        .is_some_and(|f| path.rsplit('.').next() == Some(f.as_str()))
+                    && seam_model::tolerant::remove_path(&mut value, &path) =>
+            {
+                dropped.push(seam_model::tolerant::path_pattern(&path));
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 fn ignored(e: impl std::fmt::Display) -> String {

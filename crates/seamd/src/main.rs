@@ -68,6 +68,11 @@ struct Args {
     /// How long a released address stays out of use, in milliseconds.
     #[arg(long, default_value_t = 30_000)]
     quarantine_ms: u64,
+    /// How often the agent compares the controller's record of this node and of its pods'
+    /// endpoints with what it would publish, and publishes again what differs, in milliseconds
+    /// (it also does at once when a watch event contradicts them).
+    #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(100..))]
+    reassert_ms: u64,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -199,6 +204,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         socket: args.socket.clone(),
         controller,
         quarantine_ms: args.quarantine_ms,
+        reassert_interval: std::time::Duration::from_millis(args.reassert_ms),
     };
     let running = Agent::start(config, kernel, store)
         .await

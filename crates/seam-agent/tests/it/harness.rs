@@ -102,6 +102,7 @@ pub fn agent_config(dir: &Path, node: &str, ip: Ipv4Addr, controller: &Path) -> 
         socket: dir.join(format!("{node}-seamd.sock")),
         controller: endpoint(controller),
         quarantine_ms: 60_000,
+        reassert_interval: seam_agent::DEFAULT_REASSERT_INTERVAL,
     }
 }
 
