@@ -8,5 +8,6 @@
 mod cni;
 mod crash;
 mod harness;
+mod reassert;
 mod reconcile;
 mod socket;
