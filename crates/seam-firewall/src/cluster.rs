@@ -219,6 +219,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_stored_policy_with_fields_this_version_does_not_know_still_applies() {
+        let doc = serde_json::json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": "p", "namespace": "web", "generation": 4},
+            "spec": {
+                "podSelector": {}, "policyTypes": ["Ingress"], "futureMode": "strict",
+                "ingress": [{"from": [{"podSelector": {}}], "weight": 1}, {"weight": 2}]
+            }
+        });
+        // The API refuses it ...
+        assert!(PolicyObject::from_value(doc.clone()).is_err());
+        // ... the agent enforces it, minus the fields it does not know.
+        let (object, dropped) = tolerant_policy(&doc).unwrap();
+        assert_eq!(
+            dropped,
+            vec![
+                "metadata.generation",
+                "spec.futureMode",
+                "spec.ingress[].weight"
+            ]
+        );
+        assert_eq!(object.key().name, "p");
+        assert!(parse_document(&doc).is_ok());
+        // Anything else wrong still keeps it out.
+        let mut bad = doc.clone();
+        bad["spec"]["policyTypes"] = serde_json::json!("Ingress");
+        assert!(tolerant_policy(&bad).is_err());
+    }
+
+    #[test]
     fn named_ports_reach_the_inventory() {
         let ip = std::net::Ipv4Addr::new(10, 240, 0, 2);
         let ep = seam_model::Endpoint {
