@@ -176,9 +176,15 @@ fn remove_all(value: &mut Value, steps: &[Step]) -> bool {
             .and_then(|m| m.get_mut(k))
             .is_some_and(|v| remove_all(v, rest)),
         [Step::Index, rest @ ..] => match value.as_array_mut() {
-            Some(items) => items
-                .iter_mut()
-                .fold(false, |removed, item| remove_all(item, rest) || removed),
+            // Every element, not just up to the first that had the field.
+            Some(items) => {
+                items
+                    .iter_mut()
+                    .map(|item| remove_all(item, rest))
+                    .filter(|removed| *removed)
+                    .count()
+                    > 0
+            }
             None => false,
         },
         [Step::Other, ..] => false,
