@@ -69,7 +69,7 @@ pub(crate) fn if_match(headers: &HeaderMap) -> Result<Option<u64>> {
     bare.parse().map(Some).map_err(|_| {
         Error::Invalid(ValidationError {
             kind: "Precondition",
-            name: String::new(),
+            name: text.to_string(),
             errors: vec![FieldError {
                 path: "If-Match".to_string(),
                 message: format!(

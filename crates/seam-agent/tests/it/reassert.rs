@@ -293,3 +293,42 @@ async fn objects_with_fields_this_agent_does_not_know_do_not_stop_it() {
     .await;
     let _: Node = ctl.client.get_node("n0").await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_agent_starts_on_local_records_a_newer_agent_wrote() {
+    // After a downgrade the lease store holds what the newer agent wrote: a cached segment and
+    // block with fields this version does not know.
+    let c = Cluster::start().await;
+    let local = AnyStore::memory();
+    write_store(
+        &local,
+        &[
+            (
+                "/segments/ns-old",
+                json!({
+                    "name": "ns-old", "tenant": "old", "subnet": "10.250.0.0/24",
+                    "gateway": "10.250.0.1", "vni": 4001, "blockPrefix": 26, "namespace": "old",
+                    "mtuOverride": 9000
+                }),
+            ),
+            (
+                "/blocks/ns-old/10.250.0.0-26",
+                json!({"segment": "ns-old", "node": "n2", "cidr": "10.250.0.0/26", "releaseAfter": 5}),
+            ),
+        ],
+    )
+    .await;
+    let cfg = agent_config(
+        c.dir.path(),
+        "n2",
+        Ipv4Addr::new(198, 18, 0, 12),
+        &c.ctl.sock,
+    );
+    let sock = cfg.socket.clone();
+    let n2 = Agent::start(cfg, FakeKernel::default(), local)
+        .await
+        .expect("the agent starts");
+    wait_ready(&sock).await;
+    add(&sock, &pod("web", "p2")).await;
+    drop(n2);
+}
