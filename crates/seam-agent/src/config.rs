@@ -1,4 +1,5 @@
 use std::path::PathBuf;
+use std::time::Duration;
 
 use seam_dataplane::Underlay;
 use seam_model::{NodeRole, TransitEncap};
@@ -25,4 +26,11 @@ pub struct AgentConfig {
     /// How long an address block stays with the node after its last lease ended (and its
     /// quarantine) before it goes back to the segment.
     pub block_release_after_ms: u64,
+    /// How often the agent compares the controller's record of its Node and endpoints with
+    /// what it would publish, and publishes again what differs (it also does at once on a watch
+    /// event that contradicts them).
+    pub reassert_interval: Duration,
 }
+
+/// The default of [`AgentConfig::reassert_interval`] (`seamd --reassert-ms`).
+pub const DEFAULT_REASSERT_INTERVAL: Duration = Duration::from_secs(30);

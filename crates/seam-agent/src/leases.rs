@@ -43,14 +43,20 @@ async fn load<T: DeserializeOwned>(store: &AnyStore, prefix: &str) -> Result<Vec
             step: "load",
             source,
         })?;
+    // Tolerant: after a downgrade, the records a newer agent wrote may carry fields this one
+    // does not know; refusing them would keep the agent from starting at all.
     kvs.into_iter()
-        .map(|kv| {
-            serde_json::from_slice(&kv.value)
-                .map(|v| (kv.key.clone(), v))
-                .map_err(|source| AgentError::Corrupt {
-                    key: kv.key,
-                    source,
-                })
+        .map(|kv| match seam_model::tolerant::from_slice::<T>(&kv.value) {
+            Ok(v) => {
+                for field in v.first_sightings(prefix) {
+                    tracing::warn!(key = %kv.key, field, "ignoring a field of a local record this agent does not know (written by a newer Seam?)");
+                }
+                Ok((kv.key, v.value))
+            }
+            Err(source) => Err(AgentError::Corrupt {
+                key: kv.key,
+                source,
+            }),
         })
         .collect()
 }
@@ -159,6 +165,11 @@ impl LeaseBook {
     /// Segments cached from the controller.
     pub async fn cached_segments(&self) -> Result<Vec<Segment>> {
         Ok(self.segments.values().cloned().collect())
+    }
+
+    /// The segment `name` as last cached from the controller.
+    pub fn cached_segment(&self, name: &str) -> Option<&Segment> {
+        self.segments.get(name)
     }
 
     /// Remembers a segment (so ADD works while the controller is away) and tells IPAM about it.

@@ -23,7 +23,7 @@ pub mod sync;
 pub mod transit;
 mod view;
 
-pub use config::AgentConfig;
+pub use config::{AgentConfig, DEFAULT_REASSERT_INTERVAL};
 pub use error::{AgentError, Result};
 pub use view::ClusterView;
 
@@ -70,6 +70,8 @@ pub struct Agent<K> {
     /// Set by a reconcile pass that found a local VM's port not made yet by the hypervisor: the
     /// loop then looks again soon instead of waiting for the next event.
     pub vm_ports_missing: AtomicBool,
+    /// Segments that vanished from the controller while live leases use them (reported once).
+    orphaned_segments: std::sync::Mutex<std::collections::BTreeSet<String>>,
     publish_tx: mpsc::UnboundedSender<sync::Publish>,
     /// Endpoints of this node the controller refuses for now, by name, with its answer: the
     /// publisher keeps retrying them, and CHECK of their attachment reports the refusal.
@@ -132,6 +134,7 @@ impl<K: NodeKernel + Firewall + 'static> Agent<K> {
             synced: AtomicBool::new(false),
             controller_connected: AtomicBool::new(false),
             vm_ports_missing: AtomicBool::new(false),
+            orphaned_segments: std::sync::Mutex::new(std::collections::BTreeSet::new()),
             publish_tx,
             refused: Mutex::new(std::collections::BTreeMap::new()),
         });

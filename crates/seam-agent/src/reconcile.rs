@@ -49,19 +49,14 @@ pub async fn run<K: NodeKernel + Firewall + 'static>(agent: Arc<Agent<K>>) {
 /// The node's desired dataplane, from the view and the leases.
 pub async fn desired<K: NodeKernel + Firewall + 'static>(agent: &Agent<K>) -> DesiredNode {
     let view = agent.view.read().await;
-    let segments: BTreeMap<u32, SegmentSpec> = view
-        .segments
-        .values()
-        .map(|s| {
-            let spec = SegmentSpec {
-                vni: s.vni,
-                gateway: Ipv4Net::new(s.gateway, s.subnet.prefix_len()).unwrap_or(s.subnet),
-                gateway_mac: gateway_mac(s.vni),
-                mtu: agent.config.mtu,
-            };
-            (s.vni, spec)
-        })
-        .collect();
+    let spec = |s: &seam_model::Segment| SegmentSpec {
+        vni: s.vni,
+        gateway: Ipv4Net::new(s.gateway, s.subnet.prefix_len()).unwrap_or(s.subnet),
+        gateway_mac: gateway_mac(s.vni),
+        mtu: agent.config.mtu,
+    };
+    let mut segments: BTreeMap<u32, SegmentSpec> =
+        view.segments.values().map(|s| (s.vni, spec(s))).collect();
     let mut remote = BTreeSet::new();
     for ep in view.endpoints.values() {
         if ep.node == agent.config.node {
@@ -90,16 +85,29 @@ pub async fn desired<K: NodeKernel + Firewall + 'static>(agent: &Agent<K>) -> De
         })
         .collect();
     let book = agent.leases.lock().await;
+    // A live pod keeps its port and its segment's devices even when the segment vanished from
+    // the controller (deleted under it, or a record lost): removing them would cut a running
+    // pod off; the segment as cached when the pod was attached still describes them.
+    let mut orphaned = BTreeSet::new();
     let local_ports = book
         .leases()
         .filter_map(|l| {
-            let vni = view.segments.get(&l.segment)?.vni;
+            let segment = match view.segments.get(&l.segment) {
+                Some(segment) => segment,
+                None => {
+                    let cached = book.cached_segment(&l.segment)?;
+                    orphaned.insert(cached.name.clone());
+                    segments.entry(cached.vni).or_insert_with(|| spec(cached));
+                    cached
+                }
+            };
             Some((
                 host_ifname(&l.key.network, &l.key.container_id, &l.key.ifname),
-                vni,
+                segment.vni,
             ))
         })
         .collect();
+    report_orphaned(agent, orphaned);
     DesiredNode {
         underlay: agent.config.underlay.clone(),
         segments,
@@ -107,6 +115,22 @@ pub async fn desired<K: NodeKernel + Firewall + 'static>(agent: &Agent<K>) -> De
         local_ports,
         vm_ports,
     }
+}
+
+/// Says once per segment that live pods use a segment the controller no longer has (and once
+/// when it is back or no longer used).
+fn report_orphaned<K>(agent: &Agent<K>, now: BTreeSet<String>) {
+    let mut reported = agent
+        .orphaned_segments
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    for name in now.difference(&reported) {
+        tracing::error!(segment = %name, "live pods on this node use a segment the controller no longer has; keeping their ports and the segment's devices (their endpoints are published again and refused until the segment is back)");
+    }
+    for name in reported.difference(&now) {
+        tracing::info!(segment = %name, "no live pod of this node uses a missing segment any more");
+    }
+    *reported = now;
 }
 
 /// Compiles this node's firewall from the view (policies, tenants, namespaces, endpoints; only the

@@ -93,6 +93,7 @@ impl ClusterView {
             .policies
             .into_iter()
             .filter_map(|p| Some((policy_name(&p)?, p)))
+            .inspect(|(name, doc)| note_unknown_policy_fields(name, doc))
             .collect();
         self.endpoints = snap
             .endpoints
@@ -109,14 +110,20 @@ impl ClusterView {
             map: &mut BTreeMap<String, T>,
             name: String,
             object: Option<serde_json::Value>,
+            kind: ObjectKind,
         ) {
             match object {
                 None => {
                     map.remove(&name);
                 }
-                Some(value) => match serde_json::from_value(value) {
+                // A newer controller may send fields this agent does not know (a rolling upgrade
+                // is mixed-version for a while): drop them, say so once, keep following.
+                Some(value) => match seam_model::tolerant::from_value::<T>(value) {
                     Ok(obj) => {
-                        map.insert(name, obj);
+                        for field in obj.first_sightings(kind.plural()) {
+                            tracing::warn!(kind = kind.plural(), field, "ignoring a field from the controller this agent does not know (a newer Seam?)");
+                        }
+                        map.insert(name, obj.value);
                     }
                     Err(e) => {
                         tracing::warn!(%name, error = %e, "skipping malformed object from the controller")
@@ -138,14 +145,17 @@ impl ClusterView {
             }
         }
         match event.kind {
-            ObjectKind::Node => put(&mut self.nodes, event.name, event.object),
-            ObjectKind::Segment => put(&mut self.segments, event.name, event.object),
-            ObjectKind::Block => put(&mut self.blocks, event.name, event.object),
-            ObjectKind::Endpoint => put(&mut self.endpoints, event.name, event.object),
-            ObjectKind::Namespace => put(&mut self.namespaces, event.name, event.object),
-            ObjectKind::Tenant => put(&mut self.tenants, event.name, event.object),
+            ObjectKind::Node => put(&mut self.nodes, event.name, event.object, event.kind),
+            ObjectKind::Segment => put(&mut self.segments, event.name, event.object, event.kind),
+            ObjectKind::Block => put(&mut self.blocks, event.name, event.object, event.kind),
+            ObjectKind::Endpoint => put(&mut self.endpoints, event.name, event.object, event.kind),
+            ObjectKind::Namespace => {
+                put(&mut self.namespaces, event.name, event.object, event.kind)
+            }
+            ObjectKind::Tenant => put(&mut self.tenants, event.name, event.object, event.kind),
             ObjectKind::Policy => match event.object {
                 Some(doc) => {
+                    note_unknown_policy_fields(&event.name, &doc);
                     self.policies.insert(event.name, doc);
                 }
                 None => {
@@ -167,6 +177,21 @@ impl ClusterView {
         self.segments
             .values()
             .find(|s| s.namespace.as_deref() == Some(namespace))
+    }
+}
+
+/// Says once per kind and field that a stored policy has fields this agent does not know; the
+/// firewall compiler drops them and enforces the rest ([`seam_firewall::cluster::tolerant_policy`]).
+fn note_unknown_policy_fields(name: &str, doc: &serde_json::Value) {
+    let Ok((_, dropped)) = seam_firewall::cluster::tolerant_policy(doc) else {
+        // Invalid documents are reported by the compiler at every pass.
+        return;
+    };
+    let kind = name.split('/').next().unwrap_or("policy");
+    for field in dropped {
+        if seam_model::tolerant::first_sighting(kind, &field) {
+            tracing::warn!(policy = %name, kind, field, "ignoring a field of a stored policy this agent does not know (a newer Seam?)");
+        }
     }
 }
 

@@ -568,12 +568,120 @@ impl ControllerClient {
         if !status.is_success() {
             return Err(api_error(&endpoint, &request, status, &bytes));
         }
-        serde_json::from_slice(&bytes).map_err(|source| ClientError::Decode {
+        decode_tolerant(&bytes, what).map_err(|source| ClientError::Decode {
             endpoint,
             request,
             what: what.to_string(),
             source,
         })
+    }
+
+    /// `GET` of one object with its revision (the answer's `ETag`), for a read-modify-write
+    /// through [`Self::put_if`] or [`Self::delete_if`].
+    pub async fn get_versioned<T: DeserializeOwned>(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+    ) -> Result<Versioned<T>> {
+        let path = object_path(kind, name);
+        let request = format!("GET {path}");
+        let (status, bytes, endpoint, revision) =
+            self.exchange_if(Method::GET, &path, None, None).await?;
+        if !status.is_success() {
+            return Err(api_error(&endpoint, &request, status, &bytes));
+        }
+        let what = format!("{} (versioned)", kind.plural());
+        let object = decode_tolerant(&bytes, &what).map_err(|source| ClientError::Decode {
+            endpoint: endpoint.clone(),
+            request: request.clone(),
+            what: what.clone(),
+            source,
+        })?;
+        let revision = revision.ok_or_else(|| ClientError::Decode {
+            endpoint,
+            request,
+            what: "ETag header (the object's revision)".to_string(),
+            source: serde::de::Error::custom("missing or not a revision"),
+        })?;
+        Ok(Versioned { object, revision })
+    }
+
+    /// `PUT` of one object only if it is still at `revision` (`If-Match`); a concurrent change
+    /// is refused with 409 `RevisionConflict` ([`ClientError::is_revision_conflict`]).
+    pub async fn put_if<T: Serialize + DeserializeOwned>(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        object: &T,
+        revision: u64,
+    ) -> Result<T> {
+        let path = object_path(kind, name);
+        let request = format!("PUT {path}");
+        let (status, bytes, endpoint, _) = self
+            .exchange_if(Method::PUT, &path, Some(encode(object)?), Some(revision))
+            .await?;
+        if !status.is_success() {
+            return Err(api_error(&endpoint, &request, status, &bytes));
+        }
+        decode_tolerant(&bytes, kind.plural()).map_err(|source| ClientError::Decode {
+            endpoint,
+            request,
+            what: kind.plural().to_string(),
+            source,
+        })
+    }
+
+    /// A read-modify-write that loses no concurrent change: reads `kind`/`name` with its
+    /// revision, lets `change` modify it (`false`: nothing to write) and writes it back only if
+    /// it is still at that revision; when someone else wrote in between, reads again and retries,
+    /// `attempts` times in all. Then the last [`ClientError::is_revision_conflict`] error is
+    /// returned (and nothing of this update was written). Returns the object as stored.
+    pub async fn update<T, F>(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        attempts: u32,
+        mut change: F,
+    ) -> Result<T>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnMut(&mut T) -> bool,
+    {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let Versioned {
+                mut object,
+                revision,
+            } = self.get_versioned::<T>(kind, name).await?;
+            if !change(&mut object) {
+                return Ok(object);
+            }
+            match self.put_if(kind, name, &object, revision).await {
+                Err(e) if e.is_revision_conflict() && tries < attempts => {
+                    tracing::debug!(
+                        kind = kind.plural(),
+                        name,
+                        revision,
+                        "changed concurrently; reading it again"
+                    );
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// `DELETE` of one object only if it is still at `revision` (`If-Match`).
+    pub async fn delete_if(&self, kind: ObjectKind, name: &str, revision: u64) -> Result<()> {
+        let path = object_path(kind, name);
+        let request = format!("DELETE {path}");
+        let (status, bytes, endpoint, _) = self
+            .exchange_if(Method::DELETE, &path, None, Some(revision))
+            .await?;
+        if !status.is_success() {
+            return Err(api_error(&endpoint, &request, status, &bytes));
+        }
+        Ok(())
     }
 
     /// Sends a request whose 2xx body is not needed.
@@ -594,11 +702,31 @@ impl ControllerClient {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<(StatusCode, Bytes, String)> {
+        self.exchange_if(method, path, body, None)
+            .await
+            .map(|(status, bytes, endpoint, _)| (status, bytes, endpoint))
+    }
+
+    /// [`Self::exchange`], sending `If-Match: "<revision>"` when given, and returning the
+    /// revision of the answer's `ETag`, if any.
+    async fn exchange_if(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        if_match: Option<u64>,
+    ) -> Result<(StatusCode, Bytes, String, Option<u64>)> {
         let request = format!("{method} {path}");
         let mut attempts = self.endpoints.len();
         loop {
             let (index, endpoint, target) = self.current();
-            let http = self.build(target, method.clone(), path, body.clone())?;
+            let mut http = self.build(target, method.clone(), path, body.clone())?;
+            if let Some(revision) = if_match {
+                if let Ok(value) = hyper::header::HeaderValue::from_str(&format!("\"{revision}\""))
+                {
+                    http.headers_mut().insert(hyper::header::IF_MATCH, value);
+                }
+            }
             let result = self
                 .timed(endpoint, &request, async {
                     let transport = |source| ClientError::Transport {
@@ -608,8 +736,13 @@ impl ControllerClient {
                     };
                     let response = target.send(http).await.map_err(transport)?;
                     let (parts, body) = response.into_parts();
+                    let revision = parts
+                        .headers
+                        .get(hyper::header::ETAG)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim_start_matches("W/").trim_matches('"').parse().ok());
                     let bytes = read_body(body).await.map_err(transport)?;
-                    Ok((parts.status, bytes, endpoint.to_string()))
+                    Ok((parts.status, bytes, endpoint.to_string(), revision))
                 })
                 .await;
             attempts -= 1;
@@ -698,6 +831,32 @@ fn api_error(endpoint: &str, request: &str, status: StatusCode, body: &[u8]) -> 
         reason,
         message,
     }
+}
+
+/// An object with the store revision it was read at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned<T> {
+    /// The object.
+    pub object: T,
+    /// Its revision, for `If-Match`.
+    pub revision: u64,
+}
+
+/// Decodes an answer, tolerating fields this version does not know (a newer controller may send
+/// them during a rolling upgrade): they are dropped and said once per kind and field in the log.
+pub(crate) fn decode_tolerant<T: DeserializeOwned>(
+    bytes: &[u8],
+    what: &str,
+) -> std::result::Result<T, serde_json::Error> {
+    let decoded = seam_model::tolerant::from_slice::<T>(bytes)?;
+    for field in decoded.first_sightings(what) {
+        tracing::warn!(
+            kind = what,
+            field,
+            "ignoring a field from the controller this version does not know (a newer Seam?)"
+        );
+    }
+    Ok(decoded.value)
 }
 
 fn object_path(kind: ObjectKind, name: &str) -> String {

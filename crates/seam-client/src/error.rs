@@ -101,9 +101,16 @@ impl ClientError {
         self.reason() == Some("NotFound")
     }
 
-    /// True when the controller refused because of existing state (409 `Conflict`).
+    /// True when the controller refused because of existing state (409 `Conflict`, or
+    /// `RevisionConflict` for a conditional write).
     pub fn is_conflict(&self) -> bool {
-        self.reason() == Some("Conflict")
+        matches!(self.reason(), Some("Conflict" | "RevisionConflict"))
+    }
+
+    /// True when a conditional write ([`crate::ControllerClient::put_if`]) found the object
+    /// changed since it was read: read it again and retry.
+    pub fn is_revision_conflict(&self) -> bool {
+        self.reason() == Some("RevisionConflict")
     }
 
     /// True when the controller has no free address block, subnet or VNI left.

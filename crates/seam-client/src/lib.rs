@@ -18,7 +18,8 @@ mod transport;
 mod watch;
 
 pub use client::{
-    ControllerClient, LeaderInfo, RawResponse, DEFAULT_TIMEOUT, DEFAULT_WATCH_IDLE_TIMEOUT,
+    ControllerClient, LeaderInfo, RawResponse, Versioned, DEFAULT_TIMEOUT,
+    DEFAULT_WATCH_IDLE_TIMEOUT,
 };
 pub use error::{BoxError, ClientError, Result};
 pub use watch::WatchStream;

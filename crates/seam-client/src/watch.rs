@@ -94,7 +94,7 @@ impl WatchStream {
         if line.iter().all(u8::is_ascii_whitespace) {
             return None;
         }
-        match serde_json::from_slice::<WatchEvent>(line) {
+        match crate::client::decode_tolerant::<WatchEvent>(line, "WatchEvent") {
             Ok(event) => {
                 self.last_revision = Some(event.revision);
                 Some(Ok(event))

@@ -238,9 +238,18 @@ impl Controller {
 
     /// One object of `kind`, as JSON.
     pub async fn get_json(&self, kind: ObjectKind, name: &str) -> Result<serde_json::Value> {
+        Ok(self.get_json_versioned(kind, name).await?.0)
+    }
+
+    /// One object of `kind`, as JSON, with its store revision (what `If-Match` names).
+    pub async fn get_json_versioned(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+    ) -> Result<(serde_json::Value, u64)> {
         self.read::<serde_json::Value>(kind, name)
             .await?
-            .map(|s| s.object)
+            .map(|s| (s.object, s.mod_revision))
             .ok_or_else(|| not_found(kind, name))
     }
 
@@ -714,28 +723,36 @@ impl Controller {
         Ok(segment)
     }
 
+    /// Refuses while blocks or endpoints use the segment, naming every one of them (up to
+    /// [`crate::error::MAX_LISTED_USERS`]), so the operator sees all that must go first.
     async fn check_segment_unused(&self, name: &str) -> Result<()> {
         let blocks = self
             .list_prefix::<Block>(&segment_blocks_prefix(name))
             .await?;
-        if let Some(b) = blocks.first() {
-            return Err(in_use(
-                ObjectKind::Segment,
-                name,
-                ObjectKind::Block,
-                b.object.key(),
-            ));
-        }
         let endpoints = self.read_all::<Endpoint>(ObjectKind::Endpoint).await?;
-        if let Some(e) = endpoints.iter().find(|e| e.object.segment == name) {
-            return Err(in_use(
-                ObjectKind::Segment,
-                name,
-                ObjectKind::Endpoint,
-                e.object.name.clone(),
-            ));
+        let users: Vec<(ObjectKind, String)> = blocks
+            .iter()
+            .map(|b| (ObjectKind::Block, b.object.key()))
+            .chain(
+                endpoints
+                    .iter()
+                    .filter(|e| e.object.segment == name)
+                    .map(|e| (ObjectKind::Endpoint, e.object.name.clone())),
+            )
+            .collect();
+        if users.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        let total = users.len();
+        Err(Error::InUseBy {
+            kind: ObjectKind::Segment,
+            name: name.to_string(),
+            users: users
+                .into_iter()
+                .take(crate::error::MAX_LISTED_USERS)
+                .collect(),
+            total,
+        })
     }
 
     pub(crate) async fn read<T: DeserializeOwned>(
@@ -844,17 +861,44 @@ impl Controller {
         Err(Error::NotLeader { leader })
     }
 
-    /// Runs `txn` under the write lock: a failed compare means another process wrote.
+    /// Runs `txn` under the write lock: a failed compare means another process wrote. When the
+    /// request being served is conditional on this object's revision ([`crate::precondition`]),
+    /// that compare joins the same transaction.
     pub(crate) async fn commit_once(&self, txn: Txn, kind: ObjectKind, name: &str) -> Result<()> {
-        if self.commit(txn, &object_key(kind, name)).await? {
-            Ok(())
-        } else {
-            Err(Error::Contended {
-                kind,
-                name: name.to_string(),
-                attempts: 1,
-            })
+        let key = object_key(kind, name);
+        let precondition = crate::precondition::current_for(&key);
+        let txn = match &precondition {
+            Some(p) => txn.when(Compare::ModRevision(key.clone(), p.revision)),
+            None => txn,
+        };
+        if self.commit(txn, &key).await? {
+            return Ok(());
         }
+        if let Some(p) = precondition {
+            let current = self
+                .store()
+                .get(&key)
+                .await
+                .map_err(|source| Error::Store {
+                    op: "get",
+                    key: key.clone(),
+                    source,
+                })?
+                .map(|kv| kv.mod_revision);
+            if current != Some(p.revision) {
+                return Err(Error::RevisionConflict {
+                    kind,
+                    name: name.to_string(),
+                    expected: p.revision,
+                    current,
+                });
+            }
+        }
+        Err(Error::Contended {
+            kind,
+            name: name.to_string(),
+            attempts: 1,
+        })
     }
 }
 
@@ -958,11 +1002,22 @@ pub(crate) fn in_use(kind: ObjectKind, name: &str, user_kind: ObjectKind, user: 
     }
 }
 
+/// Decodes a stored object, tolerating fields this version does not know (a newer replica may
+/// have written them during a rolling upgrade; see [`seam_model::tolerant`]): they are dropped,
+/// and said once per kind and field in the log.
 pub(crate) fn decode<T: DeserializeOwned>(key: &str, value: &[u8]) -> Result<T> {
-    serde_json::from_slice(value).map_err(|source| Error::Corrupt {
-        key: key.to_string(),
-        source,
-    })
+    let decoded =
+        seam_model::tolerant::from_slice::<T>(value).map_err(|source| Error::Corrupt {
+            key: key.to_string(),
+            source,
+        })?;
+    if !decoded.unknown.is_empty() {
+        let kind = parse_key(key).map_or("object", |(kind, _)| kind.plural());
+        for field in decoded.first_sightings(kind) {
+            tracing::warn!(%key, kind, field, "ignoring a field of a stored object this version does not know (written by a newer Seam?)");
+        }
+    }
+    Ok(decoded.value)
 }
 
 pub(crate) fn encode<T: Serialize>(kind: ObjectKind, name: &str, value: &T) -> Result<Vec<u8>> {

@@ -69,6 +69,31 @@ pub enum Error {
         /// The segment holding it.
         other: String,
     },
+    /// A conditional write (`If-Match`) found the object at another revision than the one the
+    /// request read: someone else changed (or deleted) it in between.
+    #[error("{} {name:?} {}; the request expected revision {expected} (read it again and retry)", kind_name(*kind), now_at(*current))]
+    RevisionConflict {
+        /// Kind of the object.
+        kind: ObjectKind,
+        /// Its name.
+        name: String,
+        /// The revision the request named.
+        expected: u64,
+        /// The revision it is at now (`None`: it no longer exists).
+        current: Option<u64>,
+    },
+    /// Refused because other objects still use this one; names every user (up to a bound).
+    #[error("{} {name:?} is still in use by {}", kind_name(*kind), list_users(users, *total))]
+    InUseBy {
+        /// Kind of the object.
+        kind: ObjectKind,
+        /// Its name.
+        name: String,
+        /// Users (kind, name), at most [`MAX_LISTED_USERS`].
+        users: Vec<(ObjectKind, String)>,
+        /// How many users there are in all.
+        total: usize,
+    },
     /// An object cannot be deleted or changed while another one refers to it.
     #[error("{} {name:?} is in use by {} {user:?}", kind_name(*kind), kind_name(*user_kind))]
     InUse {
@@ -238,6 +263,8 @@ pub mod reason {
     pub const NOT_FOUND: &str = "NotFound";
     /// 409: existing state forbids the change.
     pub const CONFLICT: &str = "Conflict";
+    /// 409: a conditional write (`If-Match`) found the object at another revision.
+    pub const REVISION_CONFLICT: &str = "RevisionConflict";
     /// 409: no subnet, block or VNI left.
     pub const EXHAUSTED: &str = "Exhausted";
     /// 410: the watch revision was compacted.
@@ -260,6 +287,8 @@ impl Error {
             Error::SubnetOverlap { .. }
             | Error::VniTaken { .. }
             | Error::InUse { .. }
+            | Error::InUseBy { .. }
+            | Error::RevisionConflict { .. }
             | Error::AddressTaken { .. }
             | Error::MacTaken { .. }
             | Error::UnderlayIpTaken { .. }
@@ -288,6 +317,7 @@ impl Error {
             | Error::PoolExhausted { .. }
             | Error::VniExhausted { .. } => reason::EXHAUSTED,
             Error::NotLeader { .. } => reason::NOT_LEADER,
+            Error::RevisionConflict { .. } => reason::REVISION_CONFLICT,
             _ => match self.status() {
                 400 => reason::INVALID,
                 404 => reason::NOT_FOUND,
@@ -311,6 +341,28 @@ impl Error {
         }
         message
     }
+}
+
+/// How many users an [`Error::InUseBy`] names.
+pub const MAX_LISTED_USERS: usize = 20;
+
+fn now_at(current: Option<u64>) -> String {
+    match current {
+        Some(revision) => format!("is at revision {revision}"),
+        None => "no longer exists".to_string(),
+    }
+}
+
+fn list_users(users: &[(ObjectKind, String)], total: usize) -> String {
+    let mut out = users
+        .iter()
+        .map(|(kind, name)| format!("{} {name:?}", kind_name(*kind)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if total > users.len() {
+        out.push_str(&format!(" and {} more", total - users.len()));
+    }
+    out
 }
 
 fn leader_hint(leader: Option<&str>) -> String {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
@@ -20,6 +20,7 @@ use serde::de::DeserializeOwned;
 use crate::controller::{Controller, Role};
 use crate::error::{reason, Error};
 use crate::keys::parse_key;
+use crate::precondition::{etag, if_match, with_if_match};
 
 /// How often an idle watch stream sends an empty line, so clients can tell a quiet stream
 /// from a dead connection.
@@ -165,8 +166,11 @@ async fn list(c: &Controller, kind: ObjectKind) -> ApiResult<Response> {
     Ok(Json(c.list_json(kind).await?).into_response())
 }
 
+/// The object, with its store revision as `ETag` (send it back as `If-Match` to write only if
+/// nobody changed the object in between).
 async fn get_one(c: &Controller, kind: ObjectKind, name: &str) -> ApiResult<Response> {
-    Ok(Json(c.get_json(kind, name).await?).into_response())
+    let (object, revision) = c.get_json_versioned(kind, name).await?;
+    Ok(([(header::ETAG, etag(revision))], Json(object)).into_response())
 }
 
 async fn list_nodes(State(c): State<Controller>) -> ApiResult<Response> {
@@ -180,18 +184,23 @@ async fn get_node(State(c): State<Controller>, Path(name): Path<String>) -> ApiR
 async fn put_node(
     State(c): State<Controller>,
     Path(name): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
+    let revision = if_match(&headers)?;
     let node: Node = decode_body("Node", &body)?;
     check_name("Node", &name, &node.name)?;
-    Ok(Json(c.put_node(node).await?).into_response())
+    let stored = with_if_match(ObjectKind::Node, &name, revision, c.put_node(node)).await?;
+    Ok(Json(stored).into_response())
 }
 
 async fn delete_node(
     State(c): State<Controller>,
     Path(name): Path<String>,
+    headers: HeaderMap,
 ) -> ApiResult<StatusCode> {
-    c.delete_node(&name).await?;
+    let revision = if_match(&headers)?;
+    with_if_match(ObjectKind::Node, &name, revision, c.delete_node(&name)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -206,18 +215,30 @@ async fn get_segment(State(c): State<Controller>, Path(name): Path<String>) -> A
 async fn put_segment(
     State(c): State<Controller>,
     Path(name): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
+    let revision = if_match(&headers)?;
     let segment: Segment = decode_body("Segment", &body)?;
     check_name("Segment", &name, &segment.name)?;
-    Ok(Json(c.put_segment(segment).await?).into_response())
+    let stored =
+        with_if_match(ObjectKind::Segment, &name, revision, c.put_segment(segment)).await?;
+    Ok(Json(stored).into_response())
 }
 
 async fn delete_segment(
     State(c): State<Controller>,
     Path(name): Path<String>,
+    headers: HeaderMap,
 ) -> ApiResult<StatusCode> {
-    c.delete_segment(&name).await?;
+    let revision = if_match(&headers)?;
+    with_if_match(
+        ObjectKind::Segment,
+        &name,
+        revision,
+        c.delete_segment(&name),
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -295,11 +316,20 @@ async fn get_endpoint(
 async fn put_endpoint(
     State(c): State<Controller>,
     Path(name): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
+    let revision = if_match(&headers)?;
     let endpoint: Endpoint = decode_body("Endpoint", &body)?;
     check_name("Endpoint", &name, &endpoint.name)?;
-    Ok(Json(c.put_endpoint(endpoint).await?).into_response())
+    let stored = with_if_match(
+        ObjectKind::Endpoint,
+        &name,
+        revision,
+        c.put_endpoint(endpoint),
+    )
+    .await?;
+    Ok(Json(stored).into_response())
 }
 
 /// `POST /v1/externals`: registers an external endpoint; answers its endpoint records.
@@ -320,8 +350,16 @@ async fn delete_external(
 async fn delete_endpoint(
     State(c): State<Controller>,
     Path(name): Path<String>,
+    headers: HeaderMap,
 ) -> ApiResult<StatusCode> {
-    c.delete_endpoint(&name).await?;
+    let revision = if_match(&headers)?;
+    with_if_match(
+        ObjectKind::Endpoint,
+        &name,
+        revision,
+        c.delete_endpoint(&name),
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -339,18 +377,35 @@ async fn get_namespace(
 async fn put_namespace(
     State(c): State<Controller>,
     Path(name): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
+    let revision = if_match(&headers)?;
     let namespace: Namespace = decode_body("Namespace", &body)?;
     check_name("Namespace", &name, &namespace.name)?;
-    Ok(Json(c.put_namespace(namespace).await?).into_response())
+    let stored = with_if_match(
+        ObjectKind::Namespace,
+        &name,
+        revision,
+        c.put_namespace(namespace),
+    )
+    .await?;
+    Ok(Json(stored).into_response())
 }
 
 async fn delete_namespace(
     State(c): State<Controller>,
     Path(name): Path<String>,
+    headers: HeaderMap,
 ) -> ApiResult<StatusCode> {
-    c.delete_namespace(&name).await?;
+    let revision = if_match(&headers)?;
+    with_if_match(
+        ObjectKind::Namespace,
+        &name,
+        revision,
+        c.delete_namespace(&name),
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -365,18 +420,23 @@ async fn get_tenant(State(c): State<Controller>, Path(name): Path<String>) -> Ap
 async fn put_tenant(
     State(c): State<Controller>,
     Path(name): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
+    let revision = if_match(&headers)?;
     let tenant: Tenant = decode_body("Tenant", &body)?;
     check_name("Tenant", &name, &tenant.name)?;
-    Ok(Json(c.put_tenant(tenant).await?).into_response())
+    let stored = with_if_match(ObjectKind::Tenant, &name, revision, c.put_tenant(tenant)).await?;
+    Ok(Json(stored).into_response())
 }
 
 async fn delete_tenant(
     State(c): State<Controller>,
     Path(name): Path<String>,
+    headers: HeaderMap,
 ) -> ApiResult<StatusCode> {
-    c.delete_tenant(&name).await?;
+    let revision = if_match(&headers)?;
+    with_if_match(ObjectKind::Tenant, &name, revision, c.delete_tenant(&name)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -403,7 +463,19 @@ async fn get_policy(
     State(c): State<Controller>,
     Path((kind, name)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    Ok(Json(c.get_policy(&kind, &name).await?).into_response())
+    let store_name = policy_store_name_of(&kind, &name)?;
+    let (object, revision) = c
+        .get_json_versioned(ObjectKind::Policy, &store_name)
+        .await?;
+    Ok(([(header::ETAG, etag(revision))], Json(object)).into_response())
+}
+
+/// The store name of the policy a request path names.
+fn policy_store_name_of(kind: &str, name: &str) -> ApiResult<String> {
+    match crate::policy_kind_from_path(kind) {
+        Some(kind) => Ok(crate::policy_store_name(kind, name)),
+        None => Err(crate::policies::unknown_kind(kind)),
+    }
 }
 
 /// The body is decoded as plain JSON here; seam-policy decodes and validates the object itself
@@ -411,17 +483,36 @@ async fn get_policy(
 async fn put_policy(
     State(c): State<Controller>,
     Path((kind, name)): Path<(String, String)>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
+    let revision = if_match(&headers)?;
     let value: serde_json::Value = decode_body("policy object", &body)?;
-    Ok(Json(c.put_policy(&kind, &name, value).await?).into_response())
+    let write = c.put_policy(&kind, &name, value);
+    let stored = match revision {
+        None => write.await?,
+        Some(_) => {
+            let store_name = policy_store_name_of(&kind, &name)?;
+            with_if_match(ObjectKind::Policy, &store_name, revision, write).await?
+        }
+    };
+    Ok(Json(stored).into_response())
 }
 
 async fn delete_policy(
     State(c): State<Controller>,
     Path((kind, name)): Path<(String, String)>,
+    headers: HeaderMap,
 ) -> ApiResult<StatusCode> {
-    c.delete_policy(&kind, &name).await?;
+    let revision = if_match(&headers)?;
+    let write = c.delete_policy(&kind, &name);
+    match revision {
+        None => write.await?,
+        Some(_) => {
+            let store_name = policy_store_name_of(&kind, &name)?;
+            with_if_match(ObjectKind::Policy, &store_name, revision, write).await?
+        }
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -43,7 +43,7 @@ fn split_path_name(path_name: &str) -> (Option<&str>, &str) {
     }
 }
 
-fn unknown_kind(kind: &str) -> Error {
+pub(crate) fn unknown_kind(kind: &str) -> Error {
     let supported: Vec<String> = PolicyKind::ALL
         .iter()
         .map(|k| format!("{} ({})", k.as_str(), policy_plural(*k)))

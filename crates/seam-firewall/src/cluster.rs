@@ -168,9 +168,38 @@ pub fn policy_set<'a>(
     (set, warnings)
 }
 
-/// One stored document decoded and validated, or the warning that reports it ignored.
+/// One stored document decoded and validated, or the warning that reports it ignored. Fields
+/// this version does not know are dropped (see [`tolerant_policy`]).
 pub(crate) fn parse_document(value: &serde_json::Value) -> Result<PolicyObject, String> {
-    PolicyObject::from_value(value.clone()).map_err(ignored)
+    tolerant_policy(value)
+        .map(|(object, _)| object)
+        .map_err(ignored)
+}
+
+/// A stored policy document decoded and validated, tolerating fields this version does not
+/// know: a newer controller may store them during a rolling upgrade, and dropping the whole
+/// policy would change what the node enforces far more than ignoring one field. Returns the
+/// dropped fields (`spec.ingress[].x`). The API still refuses unknown fields
+/// ([`PolicyObject::from_value`]).
+pub fn tolerant_policy(
+    value: &serde_json::Value,
+) -> Result<(PolicyObject, Vec<String>), seam_policy::ParseError> {
+    let mut value = value.clone();
+    let mut dropped = Vec::new();
+    loop {
+        match PolicyObject::from_value(value.clone()) {
+            Ok(object) => return Ok((object, dropped)),
+            Err(seam_policy::ParseError::Decode { path, message, .. })
+                if dropped.len() < 64
+                    && seam_model::tolerant::unknown_field(&message)
+                        .is_some_and(|f| path.rsplit('.').next() == Some(f.as_str()))
+                    && seam_model::tolerant::remove_path(&mut value, &path) =>
+            {
+                dropped.push(seam_model::tolerant::path_pattern(&path));
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 fn ignored(e: impl std::fmt::Display) -> String {
@@ -188,6 +217,36 @@ pub(crate) fn dangling_warnings(set: &PolicySet) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stored_policy_with_fields_this_version_does_not_know_still_applies() {
+        let doc = serde_json::json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": "p", "namespace": "web", "generation": 4},
+            "spec": {
+                "podSelector": {}, "policyTypes": ["Ingress"], "futureMode": "strict",
+                "ingress": [{"from": [{"podSelector": {}}], "weight": 1}, {"weight": 2}]
+            }
+        });
+        // The API refuses it ...
+        assert!(PolicyObject::from_value(doc.clone()).is_err());
+        // ... the agent enforces it, minus the fields it does not know.
+        let (object, dropped) = tolerant_policy(&doc).unwrap();
+        assert_eq!(
+            dropped,
+            vec![
+                "metadata.generation",
+                "spec.futureMode",
+                "spec.ingress[].weight"
+            ]
+        );
+        assert_eq!(object.key().name, "p");
+        assert!(parse_document(&doc).is_ok());
+        // Anything else wrong still keeps it out.
+        let mut bad = doc.clone();
+        bad["spec"]["policyTypes"] = serde_json::json!("Ingress");
+        assert!(tolerant_policy(&bad).is_err());
+    }
 
     #[test]
     fn named_ports_reach_the_inventory() {

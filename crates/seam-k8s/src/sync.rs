@@ -249,9 +249,16 @@ impl Sync {
         let target = match event.kind {
             ObjectKind::Endpoint => {
                 let target = pod_target_of(&event.name);
-                match event.object.map(serde_json::from_value::<Endpoint>) {
+                // Tolerant: a newer controller may send fields this adapter does not know.
+                match event
+                    .object
+                    .map(seam_model::tolerant::from_value::<Endpoint>)
+                {
                     Some(Ok(endpoint)) => {
-                        self.endpoints.insert(event.name, endpoint);
+                        for field in endpoint.first_sightings("endpoints") {
+                            tracing::warn!(kind = "endpoints", field, "ignoring a field from the controller this version does not know (a newer Seam?)");
+                        }
+                        self.endpoints.insert(event.name, endpoint.value);
                     }
                     Some(Err(e)) => {
                         tracing::warn!(endpoint = %event.name, error = %e, "cannot decode endpoint from the controller's watch");
@@ -459,14 +466,41 @@ impl Sync {
             (_, Desired::Tenant(tenant)) => self.client.put_tenant(tenant).await.map(drop),
             (_, Desired::Namespace(spec)) => {
                 let mut namespace = spec.namespace.clone();
-                if !spec.tenant_from_annotation {
-                    match self.client.get_namespace(&namespace.name).await {
-                        Ok(current) => namespace.tenant = current.tenant,
-                        Err(e) if e.is_not_found() => {}
+                if spec.tenant_from_annotation {
+                    return self.client.put_namespace(&namespace).await.map(drop);
+                }
+                // The tenant is kept from the controller (`seam tenant join` sets it there): a
+                // conditional write, so a join between the read and the write is not undone.
+                let mut attempts = 0;
+                loop {
+                    attempts += 1;
+                    let written = match self
+                        .client
+                        .get_versioned::<seam_model::Namespace>(
+                            ObjectKind::Namespace,
+                            &namespace.name,
+                        )
+                        .await
+                    {
+                        Ok(current) => {
+                            namespace.tenant = current.object.tenant;
+                            self.client
+                                .put_if(
+                                    ObjectKind::Namespace,
+                                    &namespace.name,
+                                    &namespace,
+                                    current.revision,
+                                )
+                                .await
+                        }
+                        Err(e) if e.is_not_found() => self.client.put_namespace(&namespace).await,
                         Err(e) => return Err(e),
+                    };
+                    match written {
+                        Err(e) if e.is_revision_conflict() && attempts < 3 => continue,
+                        other => return other.map(drop),
                     }
                 }
-                self.client.put_namespace(&namespace).await.map(drop)
             }
             (
                 Target::Policy {
@@ -523,9 +557,25 @@ impl Sync {
             .filter(|e| e.name != pod.endpoint || pod.pod_ip.is_none_or(|ip| ip == e.ip))
             .cloned()
             .collect();
-        for mut endpoint in stale {
-            endpoint.labels = pod.labels.clone();
-            match self.client.put_endpoint(&endpoint).await {
+        for endpoint in stale {
+            // Read-modify-write on the controller's current record, conditional on its revision:
+            // the cached copy may be older than what the agent published since (a new address),
+            // and writing it back would undo that.
+            let result = self
+                .client
+                .update::<Endpoint, _>(ObjectKind::Endpoint, &endpoint.name, 3, |current| {
+                    let same_pod = current.name != pod.endpoint
+                        || pod.pod_ip.is_none_or(|ip| ip == current.ip);
+                    let change = same_pod
+                        && current.kind == EndpointKind::Pod
+                        && current.labels != pod.labels;
+                    if change {
+                        current.labels = pod.labels.clone();
+                    }
+                    change
+                })
+                .await;
+            match result {
                 Ok(stored) => {
                     tracing::debug!(endpoint = %stored.name, "relabelled");
                     self.endpoints.insert(stored.name.clone(), stored);

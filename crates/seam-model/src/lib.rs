@@ -15,6 +15,7 @@ mod external;
 mod mac;
 mod names;
 mod objects;
+pub mod tolerant;
 mod vm;
 
 pub use error::{FieldError, ValidationError};

@@ -315,11 +315,15 @@ impl<'a> Runner<'a> {
         }
         let client = &self.client;
         self.rt
-            .block_on(async {
-                let mut ep = client.get_endpoint(reference).await?;
-                ep.labels = labels.clone();
-                client.put_endpoint(&ep).await
-            })
+            .block_on(client.update::<seam_model::Endpoint, _>(
+                seam_model::ObjectKind::Endpoint,
+                reference,
+                crate::segment_cmd::UPDATE_ATTEMPTS,
+                |ep| {
+                    ep.labels = labels.clone();
+                    true
+                },
+            ))
             .with_context(|| format!("relabel endpoint {reference}"))?;
         self.pod_labels
             .insert(reference.to_string(), labels.clone());

@@ -2,11 +2,14 @@
 
 use anyhow::Context;
 use clap::Subcommand;
-use seam_model::Segment;
+use seam_model::{ObjectKind, Segment};
 use serde_json::Value;
 
 use crate::external_cmd::{block_on, client};
 use crate::Target;
+
+/// How often a read-modify-write command reads again after a concurrent change.
+pub const UPDATE_ATTEMPTS: u32 = 5;
 
 #[derive(Subcommand, Debug)]
 pub enum SegmentCmd {
@@ -88,15 +91,27 @@ pub fn run(command: SegmentCmd) -> anyhow::Result<()> {
         } => {
             let client = client(&target)?;
             let on = state == OnOff::On;
-            block_on(async {
-                let mut segment = client.get_segment(&name).await?;
-                if segment.snat != on {
-                    segment.snat = on;
-                    client.put_segment(&segment).await?;
+            // A conditional write: a change made to the segment between the read and the write
+            // (another `seam segment put`, another `snat`) is not overwritten; the read is
+            // repeated instead.
+            let written = block_on(async {
+                Ok(client
+                    .update::<Segment, _>(ObjectKind::Segment, &name, UPDATE_ATTEMPTS, |segment| {
+                        let change = segment.snat != on;
+                        segment.snat = on;
+                        change
+                    })
+                    .await)
+            })?;
+            match written {
+                Ok(_) => {}
+                Err(e) if e.is_revision_conflict() => {
+                    return Err(anyhow::Error::new(e).context(format!(
+                        "segment {name} changed concurrently {UPDATE_ATTEMPTS} times in a row; gave up, snat not changed"
+                    )))
                 }
-                Ok(())
-            })
-            .with_context(|| format!("segment {name}"))?;
+                Err(e) => return Err(anyhow::Error::new(e).context(format!("segment {name}"))),
+            }
             println!("segment {name} snat {}", if on { "on" } else { "off" });
             Ok(())
         }

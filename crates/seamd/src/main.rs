@@ -72,6 +72,11 @@ struct Args {
     /// node before it goes back to its segment, in milliseconds.
     #[arg(long, default_value_t = 300_000)]
     block_release_after_ms: u64,
+    /// How often the agent compares the controller's record of this node and of its pods'
+    /// endpoints with what it would publish, and publishes again what differs, in milliseconds
+    /// (it also does at once when a watch event contradicts them).
+    #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(100..))]
+    reassert_ms: u64,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -204,6 +209,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         controller,
         quarantine_ms: args.quarantine_ms,
         block_release_after_ms: args.block_release_after_ms,
+        reassert_interval: std::time::Duration::from_millis(args.reassert_ms),
     };
     let running = Agent::start(config, kernel, store)
         .await

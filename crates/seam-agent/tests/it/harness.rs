@@ -39,15 +39,23 @@ pub struct Controller {
 impl Controller {
     /// Starts a controller (memory store) on `sock` and waits until it answers.
     pub async fn start(sock: &Path, config: ControllerConfig) -> Controller {
+        Controller::start_with_store(sock, config, AnyStore::memory()).await
+    }
+
+    /// Starts a controller over `store` (the caller keeps a clone to write into it directly,
+    /// past the API) on `sock` and waits until it answers.
+    pub async fn start_with_store(
+        sock: &Path,
+        config: ControllerConfig,
+        store: AnyStore,
+    ) -> Controller {
         let (stop, stopped) = oneshot::channel::<()>();
         let listeners = vec![Listener::Unix(sock.to_path_buf())];
         tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stopped.await;
             };
-            if let Err(e) =
-                seam_controller::serve(config, AnyStore::memory(), listeners, shutdown).await
-            {
+            if let Err(e) = seam_controller::serve(config, store, listeners, shutdown).await {
                 panic!("controller failed: {e}");
             }
         });
@@ -103,6 +111,7 @@ pub fn agent_config(dir: &Path, node: &str, ip: Ipv4Addr, controller: &Path) -> 
         controller: endpoint(controller),
         quarantine_ms: 60_000,
         block_release_after_ms: 300_000,
+        reassert_interval: seam_agent::DEFAULT_REASSERT_INTERVAL,
     }
 }
 

@@ -10,5 +10,6 @@ mod cni;
 mod crash;
 mod harness;
 mod names;
+mod reassert;
 mod reconcile;
 mod socket;

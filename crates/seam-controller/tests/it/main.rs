@@ -6,6 +6,7 @@
 
 mod api;
 mod blocks;
+mod conditional;
 mod fuzz;
 mod policies;
 mod process;
