@@ -10,6 +10,7 @@
 //! Start reading at [`Segment`].
 
 pub mod agent_rpc;
+pub mod bounds;
 mod error;
 mod external;
 mod mac;
