@@ -13,9 +13,9 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::bounds::{check_record_size, MAX_EXTERNAL_ADDRESSES};
 use crate::error::{Problems, ValidationError};
 use crate::mac::{endpoint_mac, MacAddr};
-use crate::bounds::{check_record_size, MAX_EXTERNAL_ADDRESSES};
 use crate::objects::{check_labels, is_valid_name, Endpoint, EndpointKind, MAX_VNI};
 
 /// The `segment` of every external endpoint record: external endpoints are on no segment. The

@@ -11,10 +11,12 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::bounds::check_record_size;
 use crate::error::{Problems, ValidationError};
 use crate::mac::MacAddr;
-use crate::bounds::check_record_size;
-use crate::objects::{check_labels, check_name, check_ports, ContainerPort, Endpoint, EndpointKind};
+use crate::objects::{
+    check_labels, check_name, check_ports, ContainerPort, Endpoint, EndpointKind,
+};
 
 /// Prefix of the host-side interface of a VM (its tap, or the host end of a lab VM's veth).
 pub const VM_PORT_PREFIX: &str = "tv";
