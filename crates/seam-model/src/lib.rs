@@ -10,6 +10,7 @@
 //! Start reading at [`Segment`].
 
 pub mod agent_rpc;
+mod apply;
 pub mod bounds;
 mod error;
 mod external;
@@ -17,6 +18,7 @@ mod mac;
 mod objects;
 mod vm;
 
+pub use apply::{Applied, Apply, ApplyObject};
 pub use error::{FieldError, ValidationError};
 pub use external::*;
 pub use mac::{endpoint_mac, gateway_mac, MacAddr};

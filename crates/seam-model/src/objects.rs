@@ -446,6 +446,12 @@ pub fn policy_name(kind: &str, namespace: Option<&str>, name: &str) -> String {
     format!("{kind}/{}/{name}", namespace.unwrap_or(CLUSTER_SCOPE))
 }
 
+/// The annotation of a policy object that names the program that manages it (seam-k8s sets
+/// `seam-k8s`). The controller refuses to replace such an object with one that does not carry the
+/// same mark, so a manual change is not silently undone by the manager, nor the manager's copy
+/// silently replaced.
+pub const MANAGED_BY_ANNOTATION: &str = "seam.dev/managed-by";
+
 /// The namespace part of [`policy_name`] for cluster-scoped policy objects.
 pub const CLUSTER_SCOPE: &str = "_";
 
