@@ -258,7 +258,7 @@ impl std::fmt::Display for ApplyProblem {
             "document {} ({}): {}",
             self.document,
             self.object,
-            self.error.message()
+            self.error.problem_text()
         )
     }
 }
@@ -336,6 +336,27 @@ impl Error {
                 503 => reason::UNAVAILABLE,
                 _ => reason::INTERNAL,
             },
+        }
+    }
+
+    /// What is wrong, once: [`Error::message`] without the layers a policy's parse error adds
+    /// (the document number of a one-document parse, the same problems twice).
+    fn problem_text(&self) -> String {
+        match self {
+            Error::InvalidPolicy { source, .. } => match source {
+                seam_policy::ParseError::Invalid { source, .. } => source.to_string(),
+                seam_policy::ParseError::Decode {
+                    kind,
+                    path,
+                    message,
+                    ..
+                } => format!("{kind}: {path}: {message}"),
+                seam_policy::ParseError::Header { path, message, .. } => {
+                    format!("{path}: {message}")
+                }
+                other => other.to_string(),
+            },
+            other => other.message(),
         }
     }
 

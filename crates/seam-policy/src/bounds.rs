@@ -12,8 +12,6 @@
 //! at most 253) are checked by [`PolicyObject::validate`] wherever labels or selector match labels
 //! appear, as Kubernetes checks them.
 
-use std::collections::BTreeMap;
-
 use serde_json::Value;
 
 use crate::error::{ParseError, Problems, ValidationError};
@@ -45,42 +43,68 @@ pub const MAX_LIST_ITEMS: usize = 100;
 /// list bound is reused.
 pub const MAX_SELECTOR_TERMS: usize = MAX_LIST_ITEMS;
 
-/// Decodes and validates one object, then checks the admission bounds: what the controller's API
-/// and `seam apply` run on every policy object they are given.
+/// Decodes and validates one object and checks the admission bounds: what the controller's API
+/// and `seam apply` run on every policy object they are given. Problems of both kinds are
+/// reported together.
 pub fn admit(value: Value) -> Result<PolicyObject, ParseError> {
-    let object = PolicyObject::from_value(value)?;
-    object
-        .check_bounds()
-        .map_err(|source| ParseError::Invalid {
-            document: 0,
-            source,
-        })?;
-    Ok(object)
+    let mut bounds = Problems::default();
+    check_value(&mut bounds, &value);
+    match PolicyObject::from_value(value) {
+        Ok(object) => {
+            let mut source = match bounds.finish(object.kind().as_str(), String::new()) {
+                Ok(()) => return Ok(object),
+                Err(e) => e,
+            };
+            source.name = object.metadata().display_name();
+            Err(ParseError::Invalid {
+                document: 0,
+                source,
+            })
+        }
+        Err(ParseError::Invalid {
+            document,
+            mut source,
+        }) => {
+            if let Err(more) = bounds.finish(source.kind, String::new()) {
+                source.errors.extend(more.errors);
+            }
+            Err(ParseError::Invalid { document, source })
+        }
+        Err(other) => Err(other),
+    }
 }
 
 impl PolicyObject {
     /// Checks the admission bounds of this module, reporting every problem with its field path.
     pub fn check_bounds(&self) -> Result<(), ValidationError> {
         let mut p = Problems::default();
-        check_annotations(&mut p, &self.metadata().annotations);
-        let value = self.to_value();
-        check_lists(&mut p, "", &value);
-        let len = encoded_len(&value);
-        if len > MAX_POLICY_BYTES {
-            p.add(
-                ".",
-                format!("the object encodes to {len} bytes, over the bound of {MAX_POLICY_BYTES} bytes per policy object (MAX_POLICY_BYTES: every node compiles every policy)"),
-            );
-        }
+        check_value(&mut p, &self.to_value());
         p.finish(self.kind().as_str(), self.metadata().display_name())
+    }
+}
+
+/// Every bound, on an object's wire form.
+fn check_value(p: &mut Problems, value: &Value) {
+    if let Some(Value::Object(annotations)) = value.pointer("/metadata/annotations") {
+        check_annotations(p, annotations);
+    }
+    check_lists(p, "", value);
+    let len = encoded_len(value);
+    if len > MAX_POLICY_BYTES {
+        p.add(
+            ".",
+            format!("the object encodes to {len} bytes, over the bound of {MAX_POLICY_BYTES} bytes per policy object (MAX_POLICY_BYTES: every node compiles every policy)"),
+        );
     }
 }
 
 /// Annotation keys are qualified names (checked lower-cased, as Kubernetes does) and keys and
 /// values together stay within [`MAX_ANNOTATIONS_BYTES`].
-fn check_annotations(p: &mut Problems, annotations: &BTreeMap<String, String>) {
+fn check_annotations(p: &mut Problems, annotations: &serde_json::Map<String, Value>) {
     let mut total = 0usize;
     for (k, v) in annotations {
+        // A value that is not a string is reported by decoding; its size counts all the same.
+        let v = v.as_str().map_or_else(|| v.to_string(), str::to_string);
         check_label_key(
             p,
             &format!("metadata.annotations.{k}"),

@@ -6,6 +6,7 @@
 
 mod api;
 mod blocks;
+mod bounds;
 mod fuzz;
 mod policies;
 mod process;
