@@ -11,8 +11,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use seam_model::{
-    ApiError, Applied, ApplyObject, Block, ClaimBlock, Endpoint, EnsureSegment, JoinTenant, Namespace, Node, ObjectKind,
-    Segment, Snapshot, Tenant, TenantChange, TenantOperation, CLUSTER_SCOPE,
+    ApiError, Applied, ApplyObject, Block, ClaimBlock, Endpoint, EnsureSegment, JoinTenant,
+    Namespace, Node, ObjectKind, Segment, Snapshot, Tenant, TenantChange, TenantOperation,
+    CLUSTER_SCOPE,
 };
 
 use crate::error::{ClientError, Result};

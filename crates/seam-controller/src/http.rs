@@ -11,11 +11,11 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
+use seam_model::bounds::MAX_BODY_BYTES;
 use seam_model::{
     ApiError, ClaimBlock, Endpoint, EnsureSegment, FieldError, JoinTenant, Namespace, Node,
     ObjectKind, Segment, Tenant, TenantOperation, ValidationError, WatchEvent,
 };
-use seam_model::bounds::MAX_BODY_BYTES;
 use serde::de::DeserializeOwned;
 
 use crate::controller::{Controller, Role};

@@ -66,7 +66,10 @@ mod tests {
              "metadata":{"name":"db","namespace":"blue"},"spec":{}}}]}"#;
         let apply: Apply = serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}"));
         let names: Vec<String> = apply.objects.iter().map(ApplyObject::describe).collect();
-        assert_eq!(names, ["Namespace blue", "Tenant t1", "NetworkPolicy blue/db"]);
+        assert_eq!(
+            names,
+            ["Namespace blue", "Tenant t1", "NetworkPolicy blue/db"]
+        );
         assert!(serde_json::from_str::<Apply>(r#"{"objects":[],"dryRun":true}"#).is_err());
         assert!(serde_json::from_str::<Apply>(r#"{"objects":[{"pod":{}}]}"#).is_err());
     }

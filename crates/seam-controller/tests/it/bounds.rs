@@ -41,10 +41,18 @@ async fn a_megabyte_label_value_on_an_endpoint_is_refused_naming_the_label() {
     let err = c.put_endpoint(&ep).await.unwrap_err();
     assert_eq!(err.status(), Some(400), "{err}");
     let text = err.to_string();
-    assert!(text.contains("labels.app:"), "{}", &text[..text.len().min(2000)]);
+    assert!(
+        text.contains("labels.app:"),
+        "{}",
+        &text[..text.len().min(2000)]
+    );
     assert!(text.contains("MAX_RECORD_BYTES"), "{text}");
     assert!(text.len() < 2000, "the value is not echoed back whole");
-    assert!(c.get_endpoint("default/web-0").await.unwrap_err().is_not_found());
+    assert!(c
+        .get_endpoint("default/web-0")
+        .await
+        .unwrap_err()
+        .is_not_found());
     assert!(c.list_endpoints().await.unwrap().is_empty());
 
     // A long but valid record of labels is refused for its size alone; a normal one is stored.
@@ -52,7 +60,10 @@ async fn a_megabyte_label_value_on_an_endpoint_is_refused_naming_the_label() {
         .map(|i| (format!("k{i:03}-{}", "k".repeat(58)), "v".repeat(63)))
         .collect();
     let err = c.put_endpoint(&ep).await.unwrap_err();
-    assert!(err.is_invalid() && err.to_string().contains("MAX_RECORD_BYTES"), "{err}");
+    assert!(
+        err.is_invalid() && err.to_string().contains("MAX_RECORD_BYTES"),
+        "{err}"
+    );
     ep.labels = [("app".to_string(), "web".to_string())].into();
     c.put_endpoint(&ep).await.unwrap();
 
@@ -85,7 +96,11 @@ async fn an_oversized_body_gets_413_with_the_apis_json_error() {
             )
         });
         assert_eq!(error.reason, "TooLarge");
-        assert!(error.message.contains("MAX_BODY_BYTES"), "{}", error.message);
+        assert!(
+            error.message.contains("MAX_BODY_BYTES"),
+            "{}",
+            error.message
+        );
     }
     assert!(c.list_nodes().await.unwrap().is_empty());
     srv.stop().await;
@@ -95,11 +110,21 @@ async fn an_oversized_body_gets_413_with_the_apis_json_error() {
 async fn a_policy_over_the_rule_bound_is_refused_naming_the_field() {
     let srv = Server::memory().await;
     let c = &srv.client;
-    c.put_policy("networkpolicies", Some("blue"), "db", &netpol("blue", "db", 100))
-        .await
-        .unwrap();
+    c.put_policy(
+        "networkpolicies",
+        Some("blue"),
+        "db",
+        &netpol("blue", "db", 100),
+    )
+    .await
+    .unwrap();
     let err = c
-        .put_policy("networkpolicies", Some("blue"), "db", &netpol("blue", "db", 101))
+        .put_policy(
+            "networkpolicies",
+            Some("blue"),
+            "db",
+            &netpol("blue", "db", 101),
+        )
         .await
         .unwrap_err();
     assert_eq!(err.status(), Some(400), "{err}");
@@ -109,7 +134,10 @@ async fn a_policy_over_the_rule_bound_is_refused_naming_the_field() {
         .get_policy("networkpolicies", Some("blue"), "db")
         .await
         .unwrap();
-    assert_eq!(stored["spec"]["ingress"].as_array().map(Vec::len), Some(100));
+    assert_eq!(
+        stored["spec"]["ingress"].as_array().map(Vec::len),
+        Some(100)
+    );
     srv.stop().await;
 }
 
@@ -172,13 +200,21 @@ async fn apply_writes_every_object_or_none() {
     assert_eq!(stored["spec"]["ingress"].as_array().map(Vec::len), Some(1));
     // The single PUT makes the same check.
     assert!(c
-        .put_policy("networkpolicies", Some("blue"), "db", &netpol("blue", "db", 2))
+        .put_policy(
+            "networkpolicies",
+            Some("blue"),
+            "db",
+            &netpol("blue", "db", 2)
+        )
         .await
         .unwrap_err()
         .is_conflict());
 
     // Two documents naming one object, and too many objects, are refused as a whole.
-    let twice = vec![ApplyObject::Policy(group("g")), ApplyObject::Policy(group("g"))];
+    let twice = vec![
+        ApplyObject::Policy(group("g")),
+        ApplyObject::Policy(group("g")),
+    ];
     let err = c.apply(&twice).await.unwrap_err();
     assert!(
         err.to_string()
@@ -189,17 +225,23 @@ async fn apply_writes_every_object_or_none() {
         .map(|i| ApplyObject::Tenant(Tenant::named(&format!("t{i}"))))
         .collect();
     let err = c.apply(&many).await.unwrap_err();
-    assert!(err.is_invalid() && err.to_string().contains("MAX_APPLY_OBJECTS"), "{err}");
+    assert!(
+        err.is_invalid() && err.to_string().contains("MAX_APPLY_OBJECTS"),
+        "{err}"
+    );
     assert!(c.list_tenants().await.unwrap().is_empty());
 
     // All good: every object stored as its single PUT stores it, in order.
-    let applied = c
-        .apply(&objects(netpol("blue", "web", 1)))
-        .await
-        .unwrap();
+    let applied = c.apply(&objects(netpol("blue", "web", 1))).await.unwrap();
     let names: Vec<String> = applied.objects.iter().map(ApplyObject::describe).collect();
-    assert_eq!(names, ["Namespace blue", "Tenant t1", "NetworkPolicy blue/web"]);
-    assert_eq!(c.get_namespace("blue").await.unwrap(), Namespace::named("blue"));
+    assert_eq!(
+        names,
+        ["Namespace blue", "Tenant t1", "NetworkPolicy blue/web"]
+    );
+    assert_eq!(
+        c.get_namespace("blue").await.unwrap(),
+        Namespace::named("blue")
+    );
     assert_eq!(c.get_tenant("t1").await.unwrap(), Tenant::named("t1"));
     let stored = c
         .get_policy("networkpolicies", Some("blue"), "web")

@@ -282,7 +282,8 @@ fn apply_is_all_or_nothing_on_the_controller() {
             .await
             .unwrap();
     });
-    let first_two = "apiVersion: v1\nkind: Namespace\nmetadata: {name: blue, labels: {tier: web}}\n---\n\
+    let first_two =
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: blue, labels: {tier: web}}\n---\n\
          apiVersion: seam.dev/v1alpha1\nkind: EndpointGroup\nmetadata: {name: epg-blue}\n\
          spec: {selectors: [{namespaces: [blue]}]}\n";
     let third = "---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n\
@@ -300,7 +301,10 @@ fn apply_is_all_or_nothing_on_the_controller() {
         assert!(stderr.contains(needle), "{needle}: {stderr}");
     }
     assert!(!ctl.ok(&["get", "namespaces"]).contains("blue"));
-    assert_eq!(ctl.ok(&["get", "endpointgroups", "-o", "json"]).trim(), "[]");
+    assert_eq!(
+        ctl.ok(&["get", "endpointgroups", "-o", "json"]).trim(),
+        "[]"
+    );
     let stored = ctl.ok(&["get", "networkpolicies", "-o", "json"]);
     assert!(
         stored.contains("seam-k8s") && !stored.contains("matchLabels"),
