@@ -515,6 +515,44 @@ spec: {consumers: [a], providers: [b], subjects: [], action: allow, colour: red}
     }
 
     #[test]
+    fn apply_requests_are_bounded_before_they_are_sent() {
+        let tenant = |i: usize| {
+            format!("apiVersion: seam.dev/v1alpha1\nkind: Tenant\nmetadata: {{name: t{i}}}\n")
+        };
+        let docs = |n: usize| (0..n).map(tenant).collect::<Vec<_>>().join("---\n");
+        let objects = parse_manifests(&docs(MAX_APPLY_OBJECTS)).unwrap();
+        let request = apply_request(&objects).unwrap();
+        assert_eq!(request.objects.len(), MAX_APPLY_OBJECTS);
+        assert_eq!(
+            request.objects[0],
+            ApplyObject::Tenant(seam_model::Tenant::named("t0"))
+        );
+        let objects = parse_manifests(&docs(MAX_APPLY_OBJECTS + 1)).unwrap();
+        let err = apply_request(&objects).unwrap_err().to_string();
+        assert!(err.contains("MAX_APPLY_OBJECTS"), "{err}");
+
+        // Five policies each within their own bound, too large together for one request.
+        let blocks: Vec<String> = (0..100)
+            .map(|i| {
+                format!(
+                    "{{ipBlock: {{cidr: 10.{i}.0.0/16, except: [{}]}}}}",
+                    (0..100)
+                        .map(|j| format!("10.{i}.{j}.0/24"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })
+            .collect();
+        let policy = |name: usize| {
+            format!("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: p{name}, namespace: x}}\nspec: {{podSelector: {{}}, ingress: [{{from: [{}]}}]}}\n", blocks.join(", "))
+        };
+        let text = (0..8).map(policy).collect::<Vec<_>>().join("---\n");
+        let objects = parse_manifests(&text).unwrap();
+        let err = apply_request(&objects).unwrap_err().to_string();
+        assert!(err.contains("MAX_BODY_BYTES"), "{err}");
+    }
+
+    #[test]
     fn json_lists_and_syntax_errors() {
         let text = r#"{"kind": "List", "items": [
             {"apiVersion": "seam.dev/v1alpha1", "kind": "EndpointGroup",
