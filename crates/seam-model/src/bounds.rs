@@ -22,8 +22,10 @@ pub const MAX_LABEL_PREFIX_LEN: usize = 253;
 /// (Kubernetes `IsQualifiedName`, `IsValidLabelValue`).
 pub const MAX_LABEL_NAME_LEN: usize = 63;
 
-/// Largest encoded JSON of one record: an endpoint (pod, VM, external address), a VM, an external
-/// endpoint request, a namespace, a node, a segment or a tenant. 16 KiB holds 40 labels of the
+/// Largest encoded JSON of one record with labels or other lists: an endpoint (pod, VM, external
+/// address), a VM, an external endpoint request, a namespace. (Nodes, segments and tenants are
+/// bounded by their fields alone: names of at most 63 characters, addresses and numbers; every
+/// request body by [`MAX_BODY_BYTES`].) 16 KiB holds 40 labels of the
 /// longest key and value Kubernetes allows (380 bytes each) plus [`MAX_ENDPOINT_PORTS`] named
 /// ports; real pods carry a handful of labels (≈1 KiB). Every agent holds every endpoint, so this
 /// bound times the number of endpoints is what a node may spend on them.
