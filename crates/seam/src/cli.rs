@@ -65,10 +65,15 @@ pub fn apply(file: &str, target: &Target) -> anyhow::Result<()> {
         manifest::apply_request(&objects).with_context(|| format!("{file}: nothing applied"))?;
     let client = client(target)?;
     block_on(async {
-        client
-            .apply(&request.objects)
-            .await
-            .with_context(|| format!("apply {file}: nothing applied"))?;
+        client.apply(&request.objects).await.map_err(|e| {
+            // A controller older than the route answers every unknown path with this.
+            let hint = if e.is_not_found() && e.to_string().ends_with("no such route") {
+                " (the controller predates POST /v1/apply: upgrade it)"
+            } else {
+                ""
+            };
+            anyhow::Error::new(e).context(format!("apply {file}: nothing applied{hint}"))
+        })?;
         for object in &objects {
             println!("{} applied", object.describe());
         }
