@@ -11,8 +11,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use seam_model::{
-    ApiError, Block, ClaimBlock, Endpoint, EnsureSegment, JoinTenant, Namespace, Node, ObjectKind,
-    Segment, Snapshot, Tenant, TenantChange, TenantOperation, CLUSTER_SCOPE,
+    ApiError, Applied, ApplyObject, Block, ClaimBlock, Endpoint, EnsureSegment, JoinTenant,
+    Namespace, Node, ObjectKind, Segment, Snapshot, Tenant, TenantChange, TenantOperation,
+    CLUSTER_SCOPE,
 };
 
 use crate::error::{ClientError, Result};
@@ -419,6 +420,20 @@ impl ControllerClient {
         name: &str,
     ) -> Result<()> {
         self.call_unit(Method::DELETE, policy_path(kind, namespace, name), None)
+            .await
+    }
+
+    /// `POST /v1/apply`: writes every object (namespaces, tenants, policy objects) in one
+    /// transaction, or none. Each is checked as its single `PUT` checks it; a refusal lists every
+    /// problem with the object's 1-based document number, and nothing is stored. Returns the
+    /// objects as stored, in order.
+    pub async fn apply(&self, objects: &[ApplyObject]) -> Result<Applied> {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            objects: &'a [ApplyObject],
+        }
+        let body = encode(&Body { objects })?;
+        self.call(Method::POST, "/v1/apply".to_string(), Some(body), "Applied")
             .await
     }
 

@@ -238,6 +238,37 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// The request body is larger than the API reads.
+    #[error("the request body is over the bound of {limit} bytes (MAX_BODY_BYTES); split it or make the objects smaller")]
+    TooLarge {
+        /// The bound, in bytes.
+        limit: usize,
+    },
+    /// A policy object another manager owns (its `seam.dev/managed-by` annotation) would be
+    /// replaced by one that does not carry that manager's mark.
+    #[error("policy {name:?} is managed by {manager:?} (annotation {}); change it where {manager:?} takes it from, or delete it first", seam_model::MANAGED_BY_ANNOTATION)]
+    ManagedElsewhere {
+        /// The policy's store name.
+        name: String,
+        /// The value of its `seam.dev/managed-by` annotation.
+        manager: String,
+    },
+    /// Objects of an apply were refused; nothing was written. Every problem names the object's
+    /// 1-based document number.
+    #[error("{} of {count} object(s) refused, nothing applied: {}", problems.len(), problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    ApplyRefused {
+        /// How many objects the apply held.
+        count: usize,
+        /// The problems, in document order.
+        problems: Vec<ApplyProblem>,
+    },
+    /// An apply's transaction found an object changed since it was read (another writer got
+    /// there first); nothing was written and the apply may be retried.
+    #[error("the {count} object(s) changed concurrently while they were applied; nothing applied, retry")]
+    ApplyContended {
+        /// How many objects the apply held.
+        count: usize,
+    },
     /// An object could not be encoded for the store.
     #[error("vm {name:?} not found")]
     VmNotFound { name: String },
@@ -255,10 +286,35 @@ pub enum Error {
     },
 }
 
+/// One refused object of an apply.
+#[derive(Debug)]
+pub struct ApplyProblem {
+    /// 1-based position of the object in the apply (the manifest's document number).
+    pub document: usize,
+    /// `Kind namespace/name`.
+    pub object: String,
+    /// Why it was refused.
+    pub error: Box<Error>,
+}
+
+impl std::fmt::Display for ApplyProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "document {} ({}): {}",
+            self.document,
+            self.object,
+            self.error.problem_text()
+        )
+    }
+}
+
 /// The reason strings of [`seam_model::ApiError`], one per status class.
 pub mod reason {
     /// 400: the request is malformed or invalid.
     pub const INVALID: &str = "Invalid";
+    /// 413: the request body is over the bound the API reads.
+    pub const TOO_LARGE: &str = "TooLarge";
     /// 404: the object does not exist.
     pub const NOT_FOUND: &str = "NotFound";
     /// 409: existing state forbids the change.
@@ -282,6 +338,12 @@ impl Error {
     pub fn status(&self) -> u16 {
         match self {
             Error::InvalidBody { .. } | Error::Invalid(_) | Error::InvalidPolicy { .. } => 400,
+            Error::TooLarge { .. } => 413,
+            // Validation problems are found before state problems, so the first says which.
+            Error::ApplyRefused { problems, .. } => {
+                problems.first().map_or(400, |p| p.error.status())
+            }
+            Error::ManagedElsewhere { .. } | Error::ApplyContended { .. } => 409,
             Error::NotFound { .. } | Error::VmNotFound { .. } => 404,
             Error::VmAddressesExhausted { .. } => 409,
             Error::SubnetOverlap { .. }
@@ -321,11 +383,33 @@ impl Error {
             _ => match self.status() {
                 400 => reason::INVALID,
                 404 => reason::NOT_FOUND,
+                413 => reason::TOO_LARGE,
                 409 => reason::CONFLICT,
                 410 => reason::GONE,
                 503 => reason::UNAVAILABLE,
                 _ => reason::INTERNAL,
             },
+        }
+    }
+
+    /// What is wrong, once: [`Error::message`] without the layers a policy's parse error adds
+    /// (the document number of a one-document parse, the same problems twice).
+    fn problem_text(&self) -> String {
+        match self {
+            Error::InvalidPolicy { source, .. } => match source {
+                seam_policy::ParseError::Invalid { source, .. } => source.to_string(),
+                seam_policy::ParseError::Decode {
+                    kind,
+                    path,
+                    message,
+                    ..
+                } => format!("{kind}: {path}: {message}"),
+                seam_policy::ParseError::Header { path, message, .. } => {
+                    format!("{path}: {message}")
+                }
+                other => other.to_string(),
+            },
+            other => other.message(),
         }
     }
 

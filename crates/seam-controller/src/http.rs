@@ -6,11 +6,12 @@
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
+use seam_model::bounds::MAX_BODY_BYTES;
 use seam_model::{
     ApiError, ClaimBlock, Endpoint, EnsureSegment, FieldError, JoinTenant, Namespace, Node,
     ObjectKind, Segment, Tenant, TenantOperation, ValidationError, WatchEvent,
@@ -78,9 +79,28 @@ pub fn router(controller: Controller) -> Router {
             "/v1/endpoints/{*name}",
             put(put_endpoint).get(get_endpoint).delete(delete_endpoint),
         )
+        .route("/v1/apply", post(apply))
         .merge(crate::vms::routes())
         .fallback(no_route)
+        .layer(axum::middleware::map_response(json_too_large))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(controller)
+}
+
+/// Axum answers a body over [`DefaultBodyLimit`] with 413 and plain text; clients of this API
+/// read an [`ApiError`] from every error.
+async fn json_too_large(response: Response) -> Response {
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE && !is_json {
+        return Error::TooLarge {
+            limit: MAX_BODY_BYTES,
+        }
+        .into_response();
+    }
+    response
 }
 
 impl IntoResponse for Error {
@@ -497,6 +517,13 @@ async fn put_policy(
         }
     };
     Ok(Json(stored).into_response())
+}
+
+/// `POST /v1/apply`: every object of the body written, or none ([`Controller::apply`]).
+async fn apply(State(c): State<Controller>, body: Bytes) -> ApiResult<Response> {
+    let request: seam_model::Apply = decode_body("Apply", &body)?;
+    let objects = c.apply(request.objects).await?;
+    Ok(Json(seam_model::Applied { objects }).into_response())
 }
 
 async fn delete_policy(

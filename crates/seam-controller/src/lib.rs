@@ -20,6 +20,7 @@
 //! Start reading at [`Controller`], then [`router`].
 
 pub mod allocate;
+mod apply;
 mod config;
 mod controller;
 pub mod election;
@@ -36,7 +37,7 @@ mod vms;
 pub use config::{ControllerConfig, Listener, SegmentMode, FLAT_SEGMENT, NAMESPACE_SEGMENT_PREFIX};
 pub use controller::{Controller, Role};
 pub use election::{ReplicaConfig, DEFAULT_LEASE_TTL, LEADER_KEY};
-pub use error::{reason, ConfigError, Error, Result, ServeError, MAX_LISTED_USERS};
+pub use error::{reason, ApplyProblem, ConfigError, Error, Result, ServeError, MAX_LISTED_USERS};
 pub use http::{router, HEARTBEAT_INTERVAL};
 pub use policies::{policy_kind_from_path, policy_store_name};
 pub use serve::{serve, serve_controller};

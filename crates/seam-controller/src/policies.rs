@@ -4,7 +4,9 @@
 //! wire form ([`PolicyObject::to_value`]: `apiVersion`, `kind`, `metadata`, `spec`), and
 //! `/seam/v1/namespaces/<name>` a [`Namespace`].
 
-use seam_model::{policy_name, Endpoint, Namespace, ObjectKind, CLUSTER_SCOPE};
+use seam_model::{
+    policy_name, Endpoint, Namespace, ObjectKind, CLUSTER_SCOPE, MANAGED_BY_ANNOTATION,
+};
 use seam_policy::{PolicyKind, PolicyObject};
 use seam_store::Txn;
 
@@ -61,6 +63,46 @@ pub(crate) fn unknown_kind(kind: &str) -> Error {
     })
 }
 
+/// Decodes and validates a policy object and checks its admission bounds (seam-policy's
+/// [`seam_policy::admit`]); `name` names it in the error.
+pub(crate) fn admit_policy(value: serde_json::Value, name: &str) -> Result<PolicyObject> {
+    seam_policy::admit(value).map_err(|source| Error::InvalidPolicy {
+        name: name.to_string(),
+        source,
+    })
+}
+
+/// The manager a stored policy object names in its [`MANAGED_BY_ANNOTATION`].
+fn manager(object: &serde_json::Value) -> Option<&str> {
+    object
+        .pointer("/metadata/annotations")?
+        .get(MANAGED_BY_ANNOTATION)?
+        .as_str()
+}
+
+/// A policy object a manager marked is replaced only by an object with the same mark: another
+/// writer's version would be undone by the manager, or undo it, without a word.
+pub(crate) fn check_manager(
+    store_name: &str,
+    current: Option<&serde_json::Value>,
+    new: &serde_json::Value,
+) -> Result<()> {
+    match current.and_then(manager) {
+        Some(owner) if manager(new) != Some(owner) => Err(Error::ManagedElsewhere {
+            name: store_name.to_string(),
+            manager: owner.to_string(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// A namespace as it is stored: its name label set, validated.
+pub(crate) fn admit_namespace(mut namespace: Namespace) -> Result<Namespace> {
+    namespace.set_name_label();
+    namespace.validate()?;
+    Ok(namespace)
+}
+
 impl Controller {
     /// Creates or replaces a policy object. `kind` and `path_name` come from the request path;
     /// `value` is the object (with `apiVersion` and `kind`). Nothing is written unless the
@@ -73,10 +115,7 @@ impl Controller {
     ) -> Result<serde_json::Value> {
         let path_kind = policy_kind_from_path(kind).ok_or_else(|| unknown_kind(kind))?;
         let store_name = policy_store_name(path_kind, path_name);
-        let object = PolicyObject::from_value(value).map_err(|source| Error::InvalidPolicy {
-            name: store_name.clone(),
-            source,
-        })?;
+        let object = admit_policy(value, &store_name)?;
         let key = object.key();
         let (path_ns, path_leaf) = split_path_name(path_name);
         let mut problems = Vec::new();
@@ -116,6 +155,7 @@ impl Controller {
         let current = self
             .read::<serde_json::Value>(ObjectKind::Policy, &store_name)
             .await?;
+        check_manager(&store_name, current.as_ref().map(|c| &c.object), &stored)?;
         let store_key = object_key(ObjectKind::Policy, &store_name);
         let txn = Txn::new()
             .when(same_as_read(&store_key, current.map(|c| c.mod_revision)))
@@ -153,9 +193,8 @@ impl Controller {
     }
 
     /// Creates or replaces a namespace. Its name label is always set to its name.
-    pub async fn put_namespace(&self, mut namespace: Namespace) -> Result<Namespace> {
-        namespace.set_name_label();
-        namespace.validate()?;
+    pub async fn put_namespace(&self, namespace: Namespace) -> Result<Namespace> {
+        let namespace = admit_namespace(namespace)?;
         let _guard = self.write_lock().await?;
         let current = self
             .read::<serde_json::Value>(ObjectKind::Namespace, &namespace.name)

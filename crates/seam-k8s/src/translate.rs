@@ -25,7 +25,7 @@ pub const DEPLOYMENT_LABEL: &str = "seam.dev/deployment";
 /// The annotation the adapter puts on every policy object it forwards, so that after a restart
 /// it can tell its own objects (and delete those whose Kubernetes object went away meanwhile)
 /// from objects applied with `seam apply`.
-pub const MANAGED_BY_ANNOTATION: &str = "seam.dev/managed-by";
+pub const MANAGED_BY_ANNOTATION: &str = seam_model::MANAGED_BY_ANNOTATION;
 
 /// The value of [`MANAGED_BY_ANNOTATION`].
 pub const MANAGED_BY: &str = "seam-k8s";

@@ -13,9 +13,10 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::bounds::{check_record_size, MAX_EXTERNAL_ADDRESSES};
 use crate::error::{Problems, ValidationError};
 use crate::mac::{endpoint_mac, MacAddr};
-use crate::objects::{is_valid_name, Endpoint, EndpointKind, MAX_VNI};
+use crate::objects::{check_labels, is_valid_name, Endpoint, EndpointKind, MAX_VNI};
 
 /// The `segment` of every external endpoint record: external endpoints are on no segment. The
 /// controller refuses a real segment of this name.
@@ -93,7 +94,22 @@ impl External {
         if self.addresses.is_empty() {
             p.add("addresses", "at least one address is required");
         }
-        for (i, ip) in self.addresses.iter().enumerate() {
+        if self.addresses.len() > MAX_EXTERNAL_ADDRESSES {
+            p.add(
+                "addresses",
+                format!(
+                    "{} addresses, over the bound of {MAX_EXTERNAL_ADDRESSES} (MAX_EXTERNAL_ADDRESSES: each is a record every node holds)",
+                    self.addresses.len()
+                ),
+            );
+        }
+        // Over the bound, the quadratic duplicate check below is not worth running.
+        let checked = if self.addresses.len() > MAX_EXTERNAL_ADDRESSES {
+            &[][..]
+        } else {
+            &self.addresses[..]
+        };
+        for (i, ip) in checked.iter().enumerate() {
             if ip.is_unspecified()
                 || ip.is_loopback()
                 || ip.is_multicast()
@@ -109,14 +125,8 @@ impl External {
                 p.add(&format!("addresses[{i}]"), format!("{ip} is listed twice"));
             }
         }
-        for (k, v) in &self.labels {
-            if !label_ok(k, true) || !label_ok(v, false) {
-                p.add(
-                    &format!("labels.{k}"),
-                    format!("{k:?}={v:?} is not a valid label (key [prefix/]name, values 0-63 of a-z A-Z 0-9 - _ .)"),
-                );
-            }
-        }
+        check_labels(&mut p, "labels", &self.labels);
+        check_record_size(&mut p, "external endpoint", self);
         p.finish("External", &self.name)
     }
 
@@ -140,29 +150,6 @@ impl External {
             })
             .collect()
     }
-}
-
-/// Kubernetes label syntax, loosely: values 0-63 of `A-Z a-z 0-9 - _ .` with alphanumeric ends;
-/// keys may carry a `prefix/`.
-fn label_ok(text: &str, key: bool) -> bool {
-    let name = if key {
-        match text.rsplit_once('/') {
-            Some((prefix, name)) if !prefix.is_empty() && prefix.len() <= 253 => name,
-            Some(_) => return false,
-            None => text,
-        }
-    } else {
-        text
-    };
-    if name.is_empty() {
-        return !key;
-    }
-    name.len() <= 63
-        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 #[cfg(test)]

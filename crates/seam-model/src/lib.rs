@@ -10,6 +10,8 @@
 //! Start reading at [`Segment`].
 
 pub mod agent_rpc;
+mod apply;
+pub mod bounds;
 mod error;
 mod external;
 mod mac;
@@ -18,6 +20,7 @@ mod objects;
 pub mod tolerant;
 mod vm;
 
+pub use apply::{Applied, Apply, ApplyObject};
 pub use error::{FieldError, ValidationError};
 pub use external::*;
 pub use mac::{endpoint_mac, gateway_mac, MacAddr};

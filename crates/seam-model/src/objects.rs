@@ -7,6 +7,9 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
+use crate::bounds::{
+    check_record_size, shown, MAX_ENDPOINT_PORTS, MAX_LABEL_NAME_LEN, MAX_LABEL_PREFIX_LEN,
+};
 use crate::error::{Problems, ValidationError};
 use crate::mac::MacAddr;
 
@@ -323,6 +326,17 @@ pub fn is_valid_port_name(name: &str) -> bool {
 
 /// Checks a list of named ports: valid names, ports 1..=65535, no name twice.
 pub(crate) fn check_ports(problems: &mut Problems, path: &str, ports: &[ContainerPort]) {
+    if ports.len() > MAX_ENDPOINT_PORTS {
+        problems.add(
+            path,
+            format!(
+                "{} named ports, over the bound of {MAX_ENDPOINT_PORTS} (MAX_ENDPOINT_PORTS)",
+                ports.len()
+            ),
+        );
+        // Every entry would be reported below as well; one message says enough.
+        return;
+    }
     for (i, p) in ports.iter().enumerate() {
         if !is_valid_port_name(&p.name) {
             problems.add(
@@ -362,7 +376,9 @@ impl Endpoint {
         if !self.mac.is_unicast() {
             p.add("mac", format!("{} is not a unicast MAC", self.mac));
         }
+        check_labels(&mut p, "labels", &self.labels);
         check_ports(&mut p, "ports", &self.ports);
+        check_record_size(&mut p, "endpoint", self);
         p.finish("Endpoint", &self.name)
     }
 }
@@ -427,6 +443,12 @@ pub fn policy_name(kind: &str, namespace: Option<&str>, name: &str) -> String {
     format!("{kind}/{}/{name}", namespace.unwrap_or(CLUSTER_SCOPE))
 }
 
+/// The annotation of a policy object that names the program that manages it (seam-k8s sets
+/// `seam-k8s`). The controller refuses to replace such an object with one that does not carry the
+/// same mark, so a manual change is not silently undone by the manager, nor the manager's copy
+/// silently replaced.
+pub const MANAGED_BY_ANNOTATION: &str = "seam.dev/managed-by";
+
 /// The namespace part of [`policy_name`] for cluster-scoped policy objects.
 pub const CLUSTER_SCOPE: &str = "_";
 
@@ -470,23 +492,11 @@ impl Namespace {
     pub fn validate(&self) -> Result<(), ValidationError> {
         let mut p = Problems::default();
         check_name(&mut p, "name", &self.name);
-        for (k, v) in &self.labels {
-            if !is_valid_label_key(k) {
-                p.add(
-                    &format!("labels.{k}"),
-                    format!("{k:?} is not a valid label key ([prefix/]name, name 1-63 of a-z A-Z 0-9 - _ .)"),
-                );
-            }
-            if !is_valid_label_value(v) {
-                p.add(
-                    &format!("labels.{k}"),
-                    format!("{v:?} is not a valid label value (0-63 of a-z A-Z 0-9 - _ ., alphanumeric at both ends)"),
-                );
-            }
-        }
+        check_labels(&mut p, "labels", &self.labels);
         if let Some(t) = &self.tenant {
             check_name(&mut p, "tenant", t);
         }
+        check_record_size(&mut p, "namespace", self);
         p.finish("Namespace", &self.name)
     }
 }
@@ -582,32 +592,58 @@ pub struct TenantChange {
     pub tenant: Tenant,
 }
 
-/// Kubernetes label value syntax: empty, or 1-63 of `A-Z a-z 0-9 - _ .` with alphanumeric ends.
-pub(crate) fn is_valid_label_value(v: &str) -> bool {
+/// Kubernetes label value syntax (`IsValidLabelValue`): empty, or 1-63 of `A-Z a-z 0-9 - _ .`
+/// with alphanumeric ends.
+pub fn is_valid_label_value(v: &str) -> bool {
     v.is_empty()
-        || (v.len() <= 63
+        || (v.len() <= MAX_LABEL_NAME_LEN
             && v.starts_with(|c: char| c.is_ascii_alphanumeric())
             && v.ends_with(|c: char| c.is_ascii_alphanumeric())
             && v.chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
 }
 
-/// Kubernetes label key syntax: an optional DNS-subdomain prefix and `/`, then a non-empty value.
-pub(crate) fn is_valid_label_key(k: &str) -> bool {
-    let (prefix, name) = match k.rsplit_once('/') {
+/// Kubernetes label key syntax (`IsQualifiedName`): an optional DNS-subdomain prefix of at most
+/// 253 characters and `/`, then a name of 1-63 characters with the value syntax.
+pub fn is_valid_label_key(k: &str) -> bool {
+    let (prefix, name) = match k.split_once('/') {
         Some((prefix, name)) => (Some(prefix), name),
         None => (None, k),
     };
-    let prefix_ok = prefix.is_none_or(|p| {
-        !p.is_empty()
-            && p.len() <= 253
-            && p.split('.').all(|l| {
-                !l.is_empty()
-                    && l.chars()
-                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-            })
-    });
-    prefix_ok && !name.is_empty() && is_valid_label_value(name)
+    prefix.is_none_or(is_dns_subdomain) && !name.is_empty() && is_valid_label_value(name)
+}
+
+/// RFC 1123 subdomain: at most 253 characters of dot-separated labels, each 1-63 of `a-z 0-9 -`
+/// with alphanumeric ends.
+fn is_dns_subdomain(s: &str) -> bool {
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= MAX_LABEL_NAME_LEN
+            && l.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && l.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && l.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    };
+    !s.is_empty() && s.len() <= MAX_LABEL_PREFIX_LEN && s.split('.').all(label_ok)
+}
+
+/// Checks every key and value of a label map, each problem at `<path>.<key>`.
+pub(crate) fn check_labels(p: &mut Problems, path: &str, labels: &BTreeMap<String, String>) {
+    for (k, v) in labels {
+        let at = format!("{path}.{k}");
+        if !is_valid_label_key(k) {
+            p.add(
+                &at,
+                format!("{} is not a valid label key ([prefix/]name: prefix a DNS subdomain of at most {MAX_LABEL_PREFIX_LEN}, name 1-{MAX_LABEL_NAME_LEN} of a-z A-Z 0-9 - _ ., alphanumeric at both ends)", shown(k)),
+            );
+        }
+        if !is_valid_label_value(v) {
+            p.add(
+                &at,
+                format!("{} is not a valid label value (0-{MAX_LABEL_NAME_LEN} of a-z A-Z 0-9 - _ ., alphanumeric at both ends)", shown(v)),
+            );
+        }
+    }
 }
 
 /// Everything the controller holds, as of one store revision. Agents start from this and then

@@ -11,11 +11,12 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::bounds::check_record_size;
 use crate::error::{Problems, ValidationError};
 use crate::mac::MacAddr;
 use crate::objects::{
-    check_name, check_ports, check_segment_name, is_valid_label_key, is_valid_label_value,
-    ContainerPort, Endpoint, EndpointKind,
+    check_labels, check_name, check_ports, check_segment_name, ContainerPort, Endpoint,
+    EndpointKind,
 };
 
 /// Prefix of the host-side interface of a VM (its tap, or the host end of a lab VM's veth).
@@ -39,23 +40,6 @@ pub fn vm_port_name(name: &str) -> String {
 pub fn is_vm_port(name: &str) -> bool {
     name.strip_prefix(VM_PORT_PREFIX)
         .is_some_and(|rest| rest.len() == 12 && rest.bytes().all(|b| b.is_ascii_hexdigit()))
-}
-
-fn check_labels(p: &mut Problems, labels: &BTreeMap<String, String>) {
-    for (k, v) in labels {
-        if !is_valid_label_key(k) {
-            p.add(
-                &format!("labels.{k}"),
-                format!("{k:?} is not a valid label key ([prefix/]name, name 1-63 of a-z A-Z 0-9 - _ .)"),
-            );
-        }
-        if !is_valid_label_value(v) {
-            p.add(
-                &format!("labels.{k}"),
-                format!("{v:?} is not a valid label value (0-63 of a-z A-Z 0-9 - _ ., alphanumeric at both ends)"),
-            );
-        }
-    }
 }
 
 /// A VM as the controller records it (`GET /v1/vms/{name}`).
@@ -120,7 +104,7 @@ impl Vm {
         if !self.mac.is_unicast() {
             p.add("mac", format!("{} is not a unicast MAC", self.mac));
         }
-        check_labels(&mut p, &self.labels);
+        check_labels(&mut p, "labels", &self.labels);
         check_ports(&mut p, "ports", &self.ports);
         if self.port != vm_port_name(&self.name) {
             p.add(
@@ -131,6 +115,7 @@ impl Vm {
                 ),
             );
         }
+        check_record_size(&mut p, "VM", self);
         p.finish("Vm", &self.name)
     }
 }
@@ -183,11 +168,12 @@ impl VmAttach {
             }
         }
         if let Some(labels) = &self.labels {
-            check_labels(&mut p, labels);
+            check_labels(&mut p, "labels", labels);
         }
         if let Some(ports) = &self.ports {
             check_ports(&mut p, "ports", ports);
         }
+        check_record_size(&mut p, "VM", self);
         p.finish("VmAttach", &self.name)
     }
 }

@@ -17,6 +17,7 @@
 //! Start reading at [`evaluate`] in `eval.rs`.
 
 mod anp;
+mod bounds;
 mod cnp;
 mod contract;
 mod error;
@@ -29,6 +30,9 @@ mod object;
 mod selector;
 
 pub use anp::*;
+pub use bounds::{
+    admit, MAX_ANNOTATIONS_BYTES, MAX_LIST_ITEMS, MAX_POLICY_BYTES, MAX_SELECTOR_TERMS,
+};
 pub use cnp::*;
 pub use contract::*;
 pub use error::{EvalError, FieldError, ParseError, TenantError, ValidationError};

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::bounds::shown;
 use crate::error::Problems;
 
 /// A label set: key to value.
@@ -121,7 +122,13 @@ pub(crate) fn check_label_key(p: &mut Problems, path: &str, key: &str) {
     };
     let prefix_ok = prefix.is_none_or(is_dns_subdomain);
     if !prefix_ok || !is_label_name(name) || name.is_empty() {
-        p.add(path, format!("{key:?} is not a valid label key"));
+        p.add(
+            path,
+            format!(
+                "{} is not a valid label key ([prefix/]name: prefix a DNS subdomain of at most 253, name 1-63 of a-z A-Z 0-9 - _ ., alphanumeric at both ends)",
+                shown(key)
+            ),
+        );
     }
 }
 
@@ -129,7 +136,13 @@ pub(crate) fn check_label_key(p: &mut Problems, path: &str, key: &str) {
 /// with an alphanumeric.
 pub(crate) fn check_label_value(p: &mut Problems, path: &str, value: &str) {
     if !value.is_empty() && !is_label_name(value) {
-        p.add(path, format!("{value:?} is not a valid label value"));
+        p.add(
+            path,
+            format!(
+                "{} is not a valid label value (0-63 of a-z A-Z 0-9 - _ ., alphanumeric at both ends)",
+                shown(value)
+            ),
+        );
     }
 }
 

@@ -12,7 +12,7 @@ use seam_policy::{Flow, PolicyKind};
 use serde_json::Value;
 
 use seam::explain;
-use seam::manifest::{self, Manifest};
+use seam::manifest;
 
 use crate::{Output, Target};
 
@@ -55,37 +55,26 @@ fn read_input(file: &str) -> anyhow::Result<String> {
     }
 }
 
-/// `seam apply -f FILE`: validate every document, then write them in order.
+/// `seam apply -f FILE`: validate every document, then write them all in one transaction on the
+/// controller (all applied or none).
 pub fn apply(file: &str, target: &Target) -> anyhow::Result<()> {
     let text = read_input(file)?;
     let objects =
         manifest::parse_manifests(&text).with_context(|| format!("{file}: nothing applied"))?;
+    let request =
+        manifest::apply_request(&objects).with_context(|| format!("{file}: nothing applied"))?;
     let client = client(target)?;
     block_on(async {
-        for (done, object) in objects.iter().enumerate() {
-            let result = match object {
-                Manifest::Namespace(ns) => client.put_namespace(ns).await.map(|_| ()),
-                Manifest::Tenant(t) => client.put_tenant(t).await.map(|_| ()),
-                Manifest::Policy(p) => {
-                    let key = p.key();
-                    client
-                        .put_policy(
-                            key.kind.as_str(),
-                            key.namespace.as_deref(),
-                            &key.name,
-                            &p.to_value(),
-                        )
-                        .await
-                        .map(|_| ())
-                }
+        client.apply(&request.objects).await.map_err(|e| {
+            // A controller older than the route answers every unknown path with this.
+            let hint = if e.is_not_found() && e.to_string().ends_with("no such route") {
+                " (the controller predates POST /v1/apply: upgrade it)"
+            } else {
+                ""
             };
-            result.with_context(|| {
-                format!(
-                    "apply {} ({done} of {} object(s) applied before it)",
-                    object.describe(),
-                    objects.len()
-                )
-            })?;
+            anyhow::Error::new(e).context(format!("apply {file}: nothing applied{hint}"))
+        })?;
+        for object in &objects {
             println!("{} applied", object.describe());
         }
         // Warn about what the whole set says (groups no EndpointGroup defines).

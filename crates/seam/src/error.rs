@@ -44,6 +44,22 @@ pub enum ManifestError {
     /// The manifest holds no object.
     #[error("no object in the input")]
     Empty,
+    /// The manifest holds more objects than one apply may write (one store transaction).
+    #[error("{count} objects, over the bound of {max} per apply (MAX_APPLY_OBJECTS: one store transaction); split the manifest, nothing applied")]
+    TooMany {
+        /// How many objects the manifest holds.
+        count: usize,
+        /// The bound.
+        max: usize,
+    },
+    /// The objects together are larger than the controller reads in one request.
+    #[error("the objects encode to {bytes} bytes, over the bound of {max} bytes per request (MAX_BODY_BYTES); split the manifest, nothing applied")]
+    TooLarge {
+        /// The size of the apply request.
+        bytes: usize,
+        /// The bound.
+        max: usize,
+    },
     /// Documents are invalid; every problem of every document is listed.
     #[error("{} problem(s), nothing applied:\n  {}", .0.len(), .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  "))]
     Invalid(Vec<ManifestProblem>),

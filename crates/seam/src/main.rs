@@ -56,7 +56,8 @@ enum Cmd {
     /// Create or replace objects from a file (YAML documents or JSON): NetworkPolicy,
     /// AdminNetworkPolicy, BaselineAdminNetworkPolicy, EndpointGroup, Contract, v1 Namespace,
     /// Tenant.
-    /// Every document is validated first; one bad document and nothing is applied.
+    /// Every document is validated first, then all are written in one transaction on the
+    /// controller: one bad document, or one the controller refuses, and nothing is applied.
     Apply {
         /// The file, or - for standard input.
         #[arg(short = 'f', long = "filename")]

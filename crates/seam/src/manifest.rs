@@ -7,6 +7,8 @@
 
 use std::collections::BTreeMap;
 
+use seam_model::bounds::{encoded_len, MAX_APPLY_OBJECTS, MAX_BODY_BYTES};
+use seam_model::{Apply, ApplyObject};
 use seam_policy::{ParseError, PolicyKind, PolicyObject};
 use serde::Deserialize;
 use serde_json::Value;
@@ -30,6 +32,15 @@ pub enum Manifest {
 }
 
 impl Manifest {
+    /// The object as `POST /v1/apply` takes it.
+    pub fn to_apply(&self) -> ApplyObject {
+        match self {
+            Manifest::Policy(p) => ApplyObject::Policy(p.to_value()),
+            Manifest::Namespace(n) => ApplyObject::Namespace(n.clone()),
+            Manifest::Tenant(t) => ApplyObject::Tenant(t.clone()),
+        }
+    }
+
     /// `Kind namespace/name`, for messages.
     pub fn describe(&self) -> String {
         match self {
@@ -119,6 +130,29 @@ pub fn parse_manifests(text: &str) -> Result<Vec<Manifest>, ManifestError> {
     }
 }
 
+/// The request of `POST /v1/apply` for `objects`, checked against the bounds the controller
+/// applies to it (object count, body size) so that an oversized manifest is refused here, with
+/// the bound named, before anything is sent.
+pub fn apply_request(objects: &[Manifest]) -> Result<Apply, ManifestError> {
+    if objects.len() > MAX_APPLY_OBJECTS {
+        return Err(ManifestError::TooMany {
+            count: objects.len(),
+            max: MAX_APPLY_OBJECTS,
+        });
+    }
+    let request = Apply {
+        objects: objects.iter().map(Manifest::to_apply).collect(),
+    };
+    let bytes = encoded_len(&request);
+    if bytes > MAX_BODY_BYTES {
+        return Err(ManifestError::TooLarge {
+            bytes,
+            max: MAX_BODY_BYTES,
+        });
+    }
+    Ok(request)
+}
+
 fn split_list(value: Value) -> Vec<Value> {
     match value {
         Value::Array(items) => items,
@@ -179,7 +213,8 @@ fn decode(document: usize, doc: Value) -> Result<Manifest, Vec<ManifestProblem>>
     {
         return decode_tenant(document, object, doc);
     }
-    PolicyObject::from_value(doc)
+    // The controller's own admission (validation and size bounds), so a refusal is known here.
+    seam_policy::admit(doc)
         .map(|p| Manifest::Policy(Box::new(p)))
         .map_err(|e| parse_problems(document, object, e))
 }
@@ -477,6 +512,44 @@ spec: {consumers: [a], providers: [b], subjects: [], action: allow, colour: red}
             "{}",
             lines[3]
         );
+    }
+
+    #[test]
+    fn apply_requests_are_bounded_before_they_are_sent() {
+        let tenant = |i: usize| {
+            format!("apiVersion: seam.dev/v1alpha1\nkind: Tenant\nmetadata: {{name: t{i}}}\n")
+        };
+        let docs = |n: usize| (0..n).map(tenant).collect::<Vec<_>>().join("---\n");
+        let objects = parse_manifests(&docs(MAX_APPLY_OBJECTS)).unwrap();
+        let request = apply_request(&objects).unwrap();
+        assert_eq!(request.objects.len(), MAX_APPLY_OBJECTS);
+        assert_eq!(
+            request.objects[0],
+            ApplyObject::Tenant(seam_model::Tenant::named("t0"))
+        );
+        let objects = parse_manifests(&docs(MAX_APPLY_OBJECTS + 1)).unwrap();
+        let err = apply_request(&objects).unwrap_err().to_string();
+        assert!(err.contains("MAX_APPLY_OBJECTS"), "{err}");
+
+        // Five policies each within their own bound, too large together for one request.
+        let blocks: Vec<String> = (0..100)
+            .map(|i| {
+                format!(
+                    "{{ipBlock: {{cidr: 10.{i}.0.0/16, except: [{}]}}}}",
+                    (0..100)
+                        .map(|j| format!("10.{i}.{j}.0/24"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })
+            .collect();
+        let policy = |name: usize| {
+            format!("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: p{name}, namespace: x}}\nspec: {{podSelector: {{}}, ingress: [{{from: [{}]}}]}}\n", blocks.join(", "))
+        };
+        let text = (0..8).map(policy).collect::<Vec<_>>().join("---\n");
+        let objects = parse_manifests(&text).unwrap();
+        let err = apply_request(&objects).unwrap_err().to_string();
+        assert!(err.contains("MAX_BODY_BYTES"), "{err}");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 mod api;
 mod blocks;
+mod bounds;
 mod conditional;
 mod fuzz;
 mod policies;

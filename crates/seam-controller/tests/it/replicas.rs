@@ -215,3 +215,49 @@ async fn a_thousand_allocations_across_a_fail_over_are_unique() {
     let stored_vnis: BTreeSet<_> = snapshot.segments.iter().map(|s| s.vni).collect();
     assert_eq!(stored_vnis.len(), snapshot.segments.len());
 }
+
+/// An apply at its bounds (100 objects, a body of almost 1 MiB) is one fenced transaction that a
+/// default etcd accepts (at most 128 operations, 1.5 MiB per request): the bounds are chosen so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apply_at_its_bounds_is_one_transaction_etcd_accepts() {
+    use seam_model::bounds::{encoded_len, MAX_APPLY_OBJECTS, MAX_BODY_BYTES};
+    use seam_model::{ApplyObject, Tenant};
+
+    let etcd = etcd().await;
+    let replicas = vec![Replica::start(&etcd, "/apply")];
+    leader_of(&replicas, Duration::from_secs(10)).await;
+    let c = replicas[0].client().with_timeout(Duration::from_secs(10));
+
+    // `n` peers of address blocks under `first`.0.0.0/8, each with 100 exceptions.
+    let blocks = |n: usize, first: usize| -> Vec<serde_json::Value> {
+        (0..n)
+            .map(|i| {
+                let except: Vec<String> =
+                    (0..100).map(|j| format!("{first}.{i}.{j}.0/24")).collect();
+                serde_json::json!({"ipBlock": {"cidr": format!("{first}.{i}.0.0/16"), "except": except}})
+            })
+            .collect()
+    };
+    let policy = |k: usize| {
+        ApplyObject::Policy(serde_json::json!({
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": format!("big-{k}"), "namespace": "blue"},
+            "spec": {"podSelector": {}, "ingress": [{"from": blocks(100, 10)}, {"from": blocks(55, 11)}]}
+        }))
+    };
+    let mut objects: Vec<ApplyObject> = (0..4).map(policy).collect();
+    objects.extend(
+        (objects.len()..MAX_APPLY_OBJECTS)
+            .map(|i| ApplyObject::Tenant(Tenant::named(&format!("t{i}")))),
+    );
+    let body = encoded_len(&serde_json::json!({ "objects": objects }));
+    assert!(
+        body > MAX_BODY_BYTES * 9 / 10 && body <= MAX_BODY_BYTES,
+        "the test's apply is near the body bound: {body}"
+    );
+    let applied = c.apply(&objects).await.unwrap();
+    assert_eq!(applied.objects.len(), MAX_APPLY_OBJECTS);
+    assert_eq!(c.list_policies().await.unwrap().len(), 4);
+    assert_eq!(c.list_tenants().await.unwrap().len(), MAX_APPLY_OBJECTS - 4);
+}

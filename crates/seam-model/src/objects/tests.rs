@@ -206,3 +206,79 @@ fn tenants_default_to_policy_reject_unknown_fields_and_are_validated() {
     .unwrap();
     assert!(snap.tenants.is_empty());
 }
+
+fn pod(labels: &[(&str, &str)]) -> Endpoint {
+    Endpoint {
+        name: "x/a".into(),
+        kind: EndpointKind::Pod,
+        namespace: "x".into(),
+        segment: "ns-x".into(),
+        node: "n1".into(),
+        ip: Ipv4Addr::new(10, 240, 0, 2),
+        mac: crate::endpoint_mac(Ipv4Addr::new(10, 240, 0, 2)),
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        container_id: None,
+        ifname: None,
+        ports: Vec::new(),
+    }
+}
+
+#[test]
+fn endpoint_labels_are_bounded_as_kubernetes_bounds_them() {
+    // A DNS subdomain of 253 characters: four labels of 61 and one of 5, dot-separated.
+    let label = "a".repeat(61);
+    let prefix = format!("{label}.{label}.{label}.{label}.{}", "b".repeat(5));
+    assert_eq!(prefix.len(), 253);
+    let longest_key = format!("{prefix}/{}", "k".repeat(63));
+    let v63 = "v".repeat(63);
+    assert_eq!(
+        pod(&[("app", "web"), (&longest_key, &v63), ("empty", "")]).validate(),
+        Ok(())
+    );
+    let megabyte = "v".repeat(1 << 20);
+    let err = pod(&[("app", &megabyte)]).validate().unwrap_err();
+    let paths: Vec<&str> = err.errors.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(paths, ["labels.app", "."], "{err}");
+    let text = err.to_string();
+    assert!(text.len() < 1000, "the value is not echoed whole: {text}");
+    assert!(text.contains("MAX_RECORD_BYTES"), "{text}");
+    for bad_key in [
+        format!("{prefix}c/k"),
+        format!("p/{}", "k".repeat(64)),
+        "-p.x/k".to_string(),
+        "p./k".to_string(),
+        "a/b/c".to_string(),
+        "/k".to_string(),
+    ] {
+        let err = pod(&[(&bad_key, "v")]).validate().unwrap_err();
+        assert_eq!(err.errors[0].path, format!("labels.{bad_key}"), "{err}");
+    }
+    let err = pod(&[("app", &"v".repeat(64))]).validate().unwrap_err();
+    assert_eq!(err.errors[0].path, "labels.app");
+}
+
+#[test]
+fn endpoint_size_and_named_ports_are_bounded() {
+    let mut ep = pod(&[]);
+    ep.ports = (0..=crate::bounds::MAX_ENDPOINT_PORTS)
+        .map(|i| ContainerPort {
+            name: format!("p{i}"),
+            port: 1000 + i as u16,
+            protocol: PortProtocol::Tcp,
+        })
+        .collect();
+    let err = ep.validate().unwrap_err();
+    assert_eq!(err.errors.len(), 1, "{err}");
+    assert_eq!(err.errors[0].path, "ports");
+    // Valid labels, but too many of them for one record.
+    let many: Vec<(String, String)> = (0..300)
+        .map(|i| (format!("key-{i:03}-{}", "k".repeat(50)), "v".repeat(63)))
+        .collect();
+    let refs: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let err = pod(&refs).validate().unwrap_err();
+    assert_eq!(err.errors.len(), 1, "{err}");
+    assert_eq!(err.errors[0].path, ".");
+}

@@ -266,3 +266,75 @@ fn apply_get_explain_delete() {
         2
     );
 }
+
+/// A manifest of three documents whose third the controller refuses (for a reason `seam` cannot
+/// know: seam-k8s manages that policy) leaves nothing applied; an oversized one is refused before
+/// it is sent, naming the field.
+#[test]
+fn apply_is_all_or_nothing_on_the_controller() {
+    let ctl = Controller::start();
+    let managed = serde_json::json!({
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "db", "namespace": "blue",
+                     "annotations": {"seam.dev/managed-by": "seam-k8s"}},
+        "spec": {"podSelector": {}}
+    });
+    ctl.block_on(|c| async move {
+        c.put_policy("NetworkPolicy", Some("blue"), "db", &managed)
+            .await
+            .unwrap();
+    });
+    let first_two =
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: blue, labels: {tier: web}}\n---\n\
+         apiVersion: seam.dev/v1alpha1\nkind: EndpointGroup\nmetadata: {name: epg-blue}\n\
+         spec: {selectors: [{namespaces: [blue]}]}\n";
+    let third = "---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n\
+         metadata: {name: db, namespace: blue}\nspec: {podSelector: {matchLabels: {app: db}}}\n";
+    let file = ctl.file("three.yaml", &format!("{first_two}{third}"));
+    let (ok, stdout, stderr) = ctl.seam(&["apply", "-f", file.to_str().unwrap()], "");
+    assert!(!ok, "{stdout}{stderr}");
+    assert!(stdout.is_empty(), "nothing is reported applied: {stdout}");
+    for needle in [
+        "nothing applied",
+        "409",
+        "document 3 (NetworkPolicy blue/db)",
+        "managed by \"seam-k8s\"",
+    ] {
+        assert!(stderr.contains(needle), "{needle}: {stderr}");
+    }
+    assert!(!ctl.ok(&["get", "namespaces"]).contains("blue"));
+    assert_eq!(
+        ctl.ok(&["get", "endpointgroups", "-o", "json"]).trim(),
+        "[]"
+    );
+    let stored = ctl.ok(&["get", "networkpolicies", "-o", "json"]);
+    assert!(
+        stored.contains("seam-k8s") && !stored.contains("matchLabels"),
+        "{stored}"
+    );
+
+    // Over a bound: refused by `seam` itself with the field named.
+    let rules = vec!["{from: [{podSelector: {}}]}"; 101].join(", ");
+    let big = format!(
+        "{first_two}---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n\
+         metadata: {{name: web, namespace: blue}}\nspec: {{podSelector: {{}}, ingress: [{rules}]}}\n"
+    );
+    let (ok, _, stderr) = ctl.seam(&["apply", "-f", "-"], &big);
+    assert!(!ok);
+    assert!(
+        stderr.contains("nothing applied")
+            && stderr.contains("document 3 (NetworkPolicy blue/web): spec.ingress: 101 items"),
+        "{stderr}"
+    );
+    assert!(!ctl.ok(&["get", "namespaces"]).contains("blue"));
+
+    // Without the refused document: both applied, reported as before.
+    let (ok, stdout, stderr) = ctl.seam(&["apply", "-f", "-"], first_two);
+    assert!(ok, "{stdout}{stderr}");
+    assert_eq!(
+        stdout,
+        "Namespace blue applied\nEndpointGroup epg-blue applied\n"
+    );
+    assert!(ctl.ok(&["get", "namespaces"]).contains("tier=web"));
+}
