@@ -36,6 +36,8 @@ async fn a_megabyte_label_value_on_an_endpoint_is_refused_naming_the_label() {
     c.put_segment(&segment("vms", "192.168.10.0/24", 100))
         .await
         .unwrap();
+    // A pod endpoint's address must lie in a block of its node.
+    c.claim_block("vms", "n1").await.unwrap();
     let mut ep = endpoint("default/web-0", "vms", "n1", [192, 168, 10, 5]);
     ep.labels.insert("app".into(), "v".repeat(1_000_000));
     let err = c.put_endpoint(&ep).await.unwrap_err();

@@ -135,9 +135,16 @@ async fn deleting_a_segment_in_use_names_what_uses_it() {
         .await
         .unwrap();
     let block = c.claim_block("vms", "n1").await.unwrap();
-    for i in 0..25u8 {
+    // 25 pods need two /28 blocks of n1 (pod addresses must lie in their node's blocks).
+    let second = c.claim_block("vms", "n1").await.unwrap();
+    let addresses = block
+        .cidr
+        .hosts()
+        .chain(second.cidr.hosts())
+        .filter(|ip| *ip != std::net::Ipv4Addr::new(192, 168, 10, 1));
+    for (i, ip) in addresses.take(25).enumerate() {
         let name = format!("default/web-{i:02}");
-        c.put_endpoint(&endpoint(&name, "vms", "n1", [192, 168, 10, 100 + i]))
+        c.put_endpoint(&endpoint(&name, "vms", "n1", ip.octets()))
             .await
             .unwrap();
     }
@@ -145,12 +152,13 @@ async fn deleting_a_segment_in_use_names_what_uses_it() {
     assert_eq!(err.status(), Some(409), "{err}");
     let message = err.to_string();
     assert!(message.contains(&block.key()), "{message}");
-    for i in 0..19u8 {
+    assert!(message.contains(&second.key()), "{message}");
+    for i in 0..18u8 {
         let name = format!("default/web-{i:02}");
         assert!(message.contains(&name), "{name} missing: {message}");
     }
-    // Bounded: 1 block + 25 endpoints, 20 named.
-    assert!(message.contains("and 6 more"), "{message}");
+    // Bounded: 2 blocks + 25 endpoints, 20 named.
+    assert!(message.contains("and 7 more"), "{message}");
     assert!(c.get_segment("vms").await.is_ok());
 }
 
@@ -229,8 +237,8 @@ async fn the_api_refuses_unknown_fields_but_stored_ones_are_tolerated() {
     assert_eq!(c.get_node("n1").await.unwrap().name, "n1");
     let snapshot = c.snapshot().await.unwrap();
     assert_eq!((snapshot.nodes.len(), snapshot.segments.len()), (1, 1));
+    c.claim_block("vms", "n1").await.unwrap();
     c.put_endpoint(&endpoint("default/web-0", "vms", "n1", [192, 168, 10, 5]))
         .await
         .unwrap();
-    c.claim_block("vms", "n1").await.unwrap();
 }
