@@ -130,6 +130,7 @@ async fn contradicts<K: NodeKernel + Firewall + 'static>(
                 .cloned();
             let view = agent.view.read().await;
             match (local, view.endpoints.get(name)) {
+                (Some(local), Some(remote)) if taken_over(agent, remote, &local) => false,
                 (Some(local), Some(remote)) => !same_but_labels(remote, &local),
                 (Some(_), None) => true,
                 (None, Some(remote)) => owned_by_leases(agent, remote),
@@ -138,6 +139,14 @@ async fn contradicts<K: NodeKernel + Firewall + 'static>(
         }
         _ => false,
     }
+}
+
+/// Whether the controller's record of a name this node holds a lease for is another node's pod
+/// now: a pod force-deleted here and created again elsewhere (a StatefulSet's `web-0`) while this
+/// node's lease waits for its DEL. The newer pod's record wins; writing this node's back would
+/// make the two nodes overwrite each other until the DEL comes.
+fn taken_over<K>(agent: &Agent<K>, remote: &Endpoint, local: &Endpoint) -> bool {
+    remote.node != agent.config.node && remote.container_id != local.container_id
 }
 
 /// Whether `ep` is the kind of endpoint this agent's leases own (pods on this node; VMs and
@@ -165,18 +174,24 @@ async fn reassert<K: NodeKernel + Firewall + 'static>(agent: &Arc<Agent<K>>) {
 /// lease backs (e.g. DELs done while it was away).
 async fn resync_endpoints<K: NodeKernel + Firewall + 'static>(agent: &Arc<Agent<K>>) {
     let local: Vec<Endpoint> = agent.leases.lock().await.endpoints().cloned().collect();
-    let remote: Vec<Endpoint> = agent
+    let (remote, elsewhere): (Vec<Endpoint>, Vec<Endpoint>) = agent
         .view
         .read()
         .await
         .endpoints
         .values()
+        .cloned()
         // VM endpoints belong to the controller's VM records, not to this agent's leases.
         // External endpoints name their gateway node but are the controller's, not a lease's.
-        .filter(|e| owned_by_leases(agent, e))
-        .cloned()
-        .collect();
+        .partition(|e| owned_by_leases(agent, e));
     for ep in &local {
+        if let Some(newer) = elsewhere
+            .iter()
+            .find(|r| r.name == ep.name && taken_over(agent, r, ep))
+        {
+            tracing::warn!(endpoint = %ep.name, node = %newer.node, "this pod name now belongs to a pod on another node; leaving its record alone until this node's DEL");
+            continue;
+        }
         match remote.iter().find(|r| r.name == ep.name) {
             // Labels set through the API (the Kubernetes adapter, `seam` by hand) are the
             // controller's: republishing the CNI's labels would undo them at every resync.
@@ -334,6 +349,19 @@ async fn decide<K: NodeKernel + Firewall + 'static>(
     agent: &Agent<K>,
     change: &Publish,
 ) -> Option<Publish> {
+    // The name may belong to a pod on another node by now (created there again before this
+    // node's DEL): that record is not this node's to delete. Read before the lease lock: the
+    // reconcile loop takes the view and then the lease book, never the other way round.
+    let held_elsewhere = match change {
+        Publish::Delete(name) => agent
+            .view
+            .read()
+            .await
+            .endpoints
+            .get(name)
+            .is_some_and(|record| record.node != agent.config.node),
+        Publish::Put(_) => false,
+    };
     let book = agent.leases.lock().await;
     let current = book.endpoints().find(|e| e.name == change.name());
     match (change, current) {
@@ -341,6 +369,7 @@ async fn decide<K: NodeKernel + Firewall + 'static>(
         (Publish::Put(ep), Some(cur)) if same_attachment(ep, cur) => Some(change.clone()),
         (_, Some(cur)) => Some(Publish::Put(cur.clone())),
         (Publish::Put(_), None) => None,
+        (Publish::Delete(_), None) if held_elsewhere => None,
         (Publish::Delete(_), None) => Some(change.clone()),
     }
 }
