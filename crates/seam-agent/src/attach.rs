@@ -90,6 +90,16 @@ fn reply_for(err: &AgentError, what: &str) -> AgentReply {
     rpc_error(code, format!("{what}: {err}"), Some(err))
 }
 
+/// What the controller made of an ADD's endpoint.
+enum Published {
+    /// Stored.
+    Accepted,
+    /// Refused (a 4xx): the ADD is undone with this reply.
+    Refused(AgentReply),
+    /// Not reached or not answering in time: the background publisher sends it.
+    Outage(String),
+}
+
 impl<K: NodeKernel + Firewall + 'static> Agent<K> {
     /// Handles one request from the plug-in.
     pub async fn handle(&self, op: AgentOp) -> AgentReply {
@@ -262,17 +272,69 @@ impl<K: NodeKernel + Firewall + 'static> Agent<K> {
             return self.attached(&spec, &seg).await;
         }
         let t_reserved = t0.elapsed();
-        let attached = match self.ensure_segment_devices(&seg).await {
+        endpoint.segment = seg.name.clone();
+        endpoint.ip = lease.ip;
+        endpoint.mac = spec.mac;
+        // The record is complete once the address is reserved, so the controller checks it
+        // while the kernel builds the port: its round trip (a durable store write) overlaps
+        // the port's creation and the lease's fsync instead of adding to them. Until ADD
+        // replies nobody knows the address, so a record briefly ahead of its port is harmless.
+        let (built, published) = tokio::join!(
+            self.build_port(&key, &spec, &seg, &endpoint),
+            self.try_publish(&endpoint)
+        );
+        tracing::debug!(
+            reserve_us = t_reserved.as_micros() as u64,
+            attach_bind_publish_us = (t0.elapsed() - t_reserved).as_micros() as u64,
+            "add phases"
+        );
+        let port = match built {
+            Ok(port) => port,
+            Err(reply) => {
+                // The lease is gone: the publisher removes the record the controller accepted
+                // (it deletes only what no lease backs).
+                if matches!(published, Published::Accepted | Published::Outage(_)) {
+                    let _ = self.publish_tx.send(Publish::Delete(endpoint.name.clone()));
+                }
+                return reply;
+            }
+        };
+        match published {
+            Published::Accepted => {}
+            Published::Refused(reply) => {
+                self.roll_back(&key, &spec.host_ifname).await;
+                return reply;
+            }
+            Published::Outage(why) => {
+                tracing::warn!(endpoint = %endpoint.name, error = %why, "controller unavailable; the endpoint is published in the background");
+                // Queued only now that the lease is bound: the publisher sends what the lease
+                // book holds when the change's turn comes.
+                let _ = self.publish_tx.send(Publish::Put(endpoint.clone()));
+            }
+        }
+        attach_result(&spec, port.host_mac, &seg)
+    }
+
+    /// Builds an ADD's port and binds its lease to the endpoint record; on failure nothing of
+    /// either is left and the reply says why.
+    async fn build_port(
+        &self,
+        key: &LeaseKey,
+        spec: &PodAttach,
+        seg: &Segment,
+        endpoint: &Endpoint,
+    ) -> Result<seam_dataplane::AttachedPort, AgentReply> {
+        let attached = match self.ensure_segment_devices(seg).await {
             Ok(()) => {
                 // A leftover port of an earlier attempt (or one a DEL retired and the reaper
                 // has not deleted yet) would make the create fail.
                 let _ = self.kernel.detach(&spec.host_ifname).await;
-                match self.kernel.attach(&spec).await {
+                match self.kernel.attach(spec).await {
                     // The sandbox may still hold the interface of a retired port (a runtime
                     // that reuses a namespace): delete retired ports now and try once more.
                     Err(e) if e.is_exists() => {
                         let _ = self.kernel.reap().await;
-                        self.kernel.attach(&spec).await.map_err(AgentError::from)
+                        self.kernel.attach(spec).await.map_err(AgentError::from)
                     }
                     other => other.map_err(AgentError::from),
                 }
@@ -284,32 +346,18 @@ impl<K: NodeKernel + Firewall + 'static> Agent<K> {
             Err(e) => {
                 self.ready_segments.lock().await.remove(&seg.vni);
                 // All or nothing: the lease goes too, so a failed ADD leaves nothing behind.
-                if let Err(release) = self.leases.lock().await.release(&key).await {
+                if let Err(release) = self.leases.lock().await.release(key).await {
                     tracing::error!(%key, error = %release, "could not release the lease of a failed ADD");
                 }
-                return reply_for(&e, "attach sandbox");
+                return Err(reply_for(&e, "attach sandbox"));
             }
         };
-        endpoint.segment = seg.name.clone();
-        endpoint.ip = lease.ip;
-        endpoint.mac = spec.mac;
-        let t_attached = t0.elapsed();
-        if let Err(e) = self.leases.lock().await.bind(&key, endpoint.clone()).await {
+        if let Err(e) = self.leases.lock().await.bind(key, endpoint.clone()).await {
             let _ = self.kernel.detach(&spec.host_ifname).await;
-            let _ = self.leases.lock().await.release(&key).await;
-            return reply_for(&e, "record attachment");
+            let _ = self.leases.lock().await.release(key).await;
+            return Err(reply_for(&e, "record attachment"));
         }
-        tracing::debug!(
-            reserve_us = t_reserved.as_micros() as u64,
-            attach_us = (t_attached - t_reserved).as_micros() as u64,
-            bind_us = (t0.elapsed() - t_attached).as_micros() as u64,
-            "add phases"
-        );
-        if let Some(refusal) = self.publish(&endpoint).await {
-            self.roll_back(&key, &spec.host_ifname).await;
-            return refusal;
-        }
-        attach_result(&spec, port.host_mac, &seg)
+        Ok(port)
     }
 
     /// The endpoint an ADD will publish, with everything but its segment, address and MAC, and
@@ -353,31 +401,27 @@ impl<K: NodeKernel + Firewall + 'static> Agent<K> {
         }
     }
 
-    /// Publishes an ADD's endpoint, waiting up to [`PUBLISH_WAIT`]. `Some` is the reply for a
-    /// refusal (the ADD must be undone); an outage leaves the endpoint to the background
-    /// publisher, which sends it until it lands.
-    async fn publish(&self, endpoint: &Endpoint) -> Option<AgentReply> {
-        let outage = match tokio::time::timeout(PUBLISH_WAIT, self.client.put_endpoint(endpoint))
-            .await
-        {
+    /// Publishes an ADD's endpoint, waiting up to [`PUBLISH_WAIT`]. An outage is the caller's
+    /// to hand to the background publisher (after the lease is bound).
+    async fn try_publish(&self, endpoint: &Endpoint) -> Published {
+        match tokio::time::timeout(PUBLISH_WAIT, self.client.put_endpoint(endpoint)).await {
             Ok(Ok(_)) => {
                 self.refused.lock().await.remove(&endpoint.name);
-                return None;
+                Published::Accepted
             }
             Ok(Err(e)) if is_refusal(&e) => {
                 tracing::warn!(endpoint = %endpoint.name, error = %e, "controller refused the endpoint of an ADD; undoing the ADD");
-                return Some(rpc_error(
+                Published::Refused(rpc_error(
                     controller_code(&e),
                     format!("the controller refused endpoint {:?}: {e}", endpoint.name),
                     None,
-                ));
+                ))
             }
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => format!("no answer within {} ms", PUBLISH_WAIT.as_millis()),
-        };
-        tracing::warn!(endpoint = %endpoint.name, error = %outage, "controller unavailable; the endpoint is published in the background");
-        let _ = self.publish_tx.send(Publish::Put(endpoint.clone()));
-        None
+            Ok(Err(e)) => Published::Outage(e.to_string()),
+            Err(_) => {
+                Published::Outage(format!("no answer within {} ms", PUBLISH_WAIT.as_millis()))
+            }
+        }
     }
 
     /// Undoes an ADD whose devices and lease exist: the port goes, the lease is released

@@ -337,6 +337,12 @@ async fn a_failed_attach_leaves_nothing_and_the_next_add_works() {
     );
     assert!(!leases(&c.n1).await.contains_key("victim"));
     assert_eq!(c.kernel().state().attachments.len(), 1);
+    // ADD publishes the record while the port is built: a failed build takes it back.
+    eventually(
+        "the failed pod's record is gone from the controller",
+        || async { c.ctl.endpoint("web/victim").await.is_none() },
+    )
+    .await;
 
     let r = add(&c.sock, &pod("web", "victim")).await;
     assert!(c.kernel().state().attachments.contains_key(&r.host_ifname));

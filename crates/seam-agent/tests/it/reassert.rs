@@ -332,3 +332,39 @@ async fn an_agent_starts_on_local_records_a_newer_agent_wrote() {
     add(&sock, &pod("web", "p2")).await;
     drop(n2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pod_name_taken_over_by_another_node_is_left_to_it() {
+    // A StatefulSet pod force-deleted on n1 (its kubelet gone, seamd still up) is created again
+    // on n2 under the same name before n1's DEL: n2's record is the live one.
+    let c = Cluster::start().await;
+    add(&c.sock, &pod("web", "web-0")).await;
+    eventually("n1 publishes web/web-0", || async {
+        c.ctl.endpoint("web/web-0").await.is_some()
+    })
+    .await;
+    let n2 = Node {
+        name: "n2".into(),
+        underlay_ip: Ipv4Addr::new(198, 18, 0, 12),
+        role: Default::default(),
+        transit_encap: Default::default(),
+        underlay_prefix_len: None,
+    };
+    c.ctl.client.put_node(&n2).await.unwrap();
+    let block = c.ctl.client.claim_block("ns-web", "n2").await.unwrap();
+    let mut moved = c.ctl.endpoint("web/web-0").await.unwrap();
+    moved.node = "n2".into();
+    moved.container_id = Some("sandbox-on-n2".into());
+    moved.ip = block.cidr.hosts().nth(2).unwrap();
+    moved.mac = endpoint_mac(moved.ip);
+    c.ctl.client.put_endpoint(&moved).await.unwrap();
+
+    // Well past the re-assert delay of a contradicting event: n1 has not written it back.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(c.ctl.endpoint("web/web-0").await.unwrap(), moved);
+
+    // n1's DEL comes at last: it does not delete n2's record either.
+    crate::harness::del(&c.sock, "web-0").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(c.ctl.endpoint("web/web-0").await.unwrap(), moved);
+}
