@@ -33,6 +33,12 @@ pub fn period(release_after_ms: u64) -> Duration {
     Duration::from_millis((release_after_ms / 4).max(10)).min(MAX_PERIOD)
 }
 
+/// Longest wait for the controller to release one block. The pass holds the lease lock, which
+/// every ADD, DEL and CHECK takes: a hung controller must not stall them for the client's whole
+/// timeout. A release not answered in time is asked again by a later pass (the controller still
+/// lists the block for this node, the book no longer holds it).
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// How often to check whether the controller is back.
 const CONNECT_POLL: Duration = Duration::from_millis(50);
 
@@ -113,7 +119,12 @@ pub async fn pass<K: NodeKernel + Firewall + 'static>(agent: &Agent<K>) -> usize
         if book.holds_block(&block) {
             continue;
         }
-        match agent.client.release_block_held_by(&key, node).await {
+        let release = agent.client.release_block_held_by(&key, node);
+        let Ok(answer) = tokio::time::timeout(RELEASE_TIMEOUT, release).await else {
+            tracing::warn!(block = %key, timeout_ms = RELEASE_TIMEOUT.as_millis() as u64, "controller did not answer an address block release in time; will retry");
+            break;
+        };
+        match answer {
             Ok(()) => {
                 released += 1;
                 tracing::info!(segment = %block.segment, cidr = %block.cidr, "gave address block back");

@@ -177,10 +177,12 @@ pub(crate) fn parse_document(value: &serde_json::Value) -> Result<PolicyObject, 
 }
 
 /// A stored policy document decoded and validated, tolerating fields this version does not
-/// know: a newer controller may store them during a rolling upgrade, and dropping the whole
-/// policy would change what the node enforces far more than ignoring one field. Returns the
-/// dropped fields (`spec.ingress[].x`). The API still refuses unknown fields
-/// ([`PolicyObject::from_value`]).
+/// know outside `spec` (top level, `metadata`): a newer controller may store them during a
+/// rolling upgrade, and they do not change what the policy allows. An unknown field inside
+/// `spec` may restrict what a rule matches (a new kind of source, say), and dropping it could
+/// widen an allow rule, so such a document stays undecodable: [`policy_set`] leaves it out with
+/// its warning, as any invalid stored document. Returns the dropped fields
+/// (`metadata.x`). The API still refuses unknown fields ([`PolicyObject::from_value`]).
 pub fn tolerant_policy(
     value: &serde_json::Value,
 ) -> Result<(PolicyObject, Vec<String>), seam_policy::ParseError> {
@@ -191,6 +193,7 @@ pub fn tolerant_policy(
             Ok(object) => return Ok((object, dropped)),
             Err(seam_policy::ParseError::Decode { path, message, .. })
                 if dropped.len() < 64
+                    && !within_spec(&path)
                     && seam_model::tolerant::unknown_field(&message)
                         .is_some_and(|f| path.rsplit('.').next() == Some(f.as_str()))
                     && seam_model::tolerant::remove_path(&mut value, &path) =>
@@ -200,6 +203,12 @@ pub fn tolerant_policy(
             Err(e) => return Err(e),
         }
     }
+}
+
+/// Whether a decode error's field path lies inside the object's `spec`.
+fn within_spec(path: &str) -> bool {
+    path.strip_prefix("spec")
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
 }
 
 fn ignored(e: impl std::fmt::Display) -> String {
@@ -223,29 +232,56 @@ mod tests {
         let doc = serde_json::json!({
             "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
             "metadata": {"name": "p", "namespace": "web", "generation": 4},
+            "status": {"conditions": []},
             "spec": {
-                "podSelector": {}, "policyTypes": ["Ingress"], "futureMode": "strict",
-                "ingress": [{"from": [{"podSelector": {}}], "weight": 1}, {"weight": 2}]
+                "podSelector": {}, "policyTypes": ["Ingress"],
+                "ingress": [{"from": [{"podSelector": {}}]}]
             }
         });
         // The API refuses it ...
         assert!(PolicyObject::from_value(doc.clone()).is_err());
-        // ... the agent enforces it, minus the fields it does not know.
+        // ... the agent enforces it, minus the fields it does not know outside `spec`.
         let (object, dropped) = tolerant_policy(&doc).unwrap();
-        assert_eq!(
-            dropped,
-            vec![
-                "metadata.generation",
-                "spec.futureMode",
-                "spec.ingress[].weight"
-            ]
-        );
+        assert_eq!(dropped, vec!["metadata.generation", "status"]);
         assert_eq!(object.key().name, "p");
         assert!(parse_document(&doc).is_ok());
         // Anything else wrong still keeps it out.
         let mut bad = doc.clone();
         bad["spec"]["policyTypes"] = serde_json::json!("Ingress");
         assert!(tolerant_policy(&bad).is_err());
+    }
+
+    #[test]
+    fn an_unknown_field_inside_spec_keeps_a_stored_policy_out_rather_than_widen_it() {
+        // Dropping `newSourceField` would leave a rule with no `from`: every source admitted.
+        let doc = serde_json::json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": "db", "namespace": "web"},
+            "spec": {
+                "podSelector": {}, "policyTypes": ["Ingress"],
+                "ingress": [{"newSourceField": [{"x": 1}], "ports": [{"port": 5432}]}]
+            }
+        });
+        let err = tolerant_policy(&doc).unwrap_err().to_string();
+        assert!(err.contains("newSourceField"), "{err}");
+        let warning = parse_document(&doc).unwrap_err();
+        assert!(
+            warning.starts_with("stored policy object ignored"),
+            "{warning}"
+        );
+        let (set, warnings) = policy_set([&doc]);
+        assert_eq!(
+            set.objects().count(),
+            0,
+            "left out, as any undecodable document"
+        );
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        // The same at the top of `spec`.
+        let mut top = doc.clone();
+        top["spec"]["ingress"] = serde_json::json!([{"ports": [{"port": 5432}]}]);
+        top["spec"]["futureMode"] = serde_json::json!("strict");
+        assert!(tolerant_policy(&top).is_err());
+        assert!(within_spec("spec") && within_spec("spec[0]") && !within_spec("specs.x"));
     }
 
     #[test]

@@ -613,18 +613,17 @@ pub fn is_valid_label_key(k: &str) -> bool {
     prefix.is_none_or(is_dns_subdomain) && !name.is_empty() && is_valid_label_value(name)
 }
 
-/// RFC 1123 subdomain: at most 253 characters of dot-separated labels, each 1-63 of `a-z 0-9 -`
-/// with alphanumeric ends.
+/// DNS-1123 subdomain as Kubernetes checks it (`IsDNS1123Subdomain`): at most 253 characters of
+/// non-empty dot-separated parts of `a-z 0-9 -` with alphanumeric ends. Unlike a DNS name, a part
+/// is not bounded to 63. seam-policy carries the same rule (`selector::is_dns_subdomain`).
 fn is_dns_subdomain(s: &str) -> bool {
-    let label_ok = |l: &str| {
-        !l.is_empty()
-            && l.len() <= MAX_LABEL_NAME_LEN
-            && l.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+    let part_ok = |l: &str| {
+        l.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
             && l.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
             && l.chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
     };
-    !s.is_empty() && s.len() <= MAX_LABEL_PREFIX_LEN && s.split('.').all(label_ok)
+    !s.is_empty() && s.len() <= MAX_LABEL_PREFIX_LEN && s.split('.').all(part_ok)
 }
 
 /// Checks every key and value of a label map, each problem at `<path>.<key>`.

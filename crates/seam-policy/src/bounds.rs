@@ -15,7 +15,7 @@
 use serde_json::Value;
 
 use crate::error::{ParseError, Problems, ValidationError};
-use crate::object::PolicyObject;
+use crate::object::{PolicyKind, PolicyObject};
 use crate::selector::check_label_key;
 
 /// Largest encoded JSON of one policy object (its stored form). Kubernetes lets etcd hold 1.5 MiB
@@ -32,10 +32,12 @@ pub const MAX_ANNOTATIONS_BYTES: usize = 256 * 1024;
 
 /// Most items of any list in a policy object: rules per direction, peers per rule, ports per rule,
 /// `except` blocks, group selectors, consumers, providers, subjects, filters, values of a selector
-/// expression. The network-policy-api bounds AdminNetworkPolicy rules per direction, peers per
-/// rule and ports per rule to 100; Seam applies the same number to every list, Kubernetes'
-/// NetworkPolicy included (the API server bounds it only by the object's size). ClusterNetworkPolicy
-/// keeps its own, smaller bound of 25 ([`crate::MAX_CNP_ITEMS`]).
+/// expression. The network-policy-api bounds AdminNetworkPolicy and BaselineAdminNetworkPolicy
+/// rules per direction, peers per rule and ports per rule to 100; Seam applies the same number to
+/// every list of those kinds and of its own (EndpointGroup, Contract). Kubernetes' NetworkPolicy
+/// is not list-bounded: its API server bounds it only by the object's size, and refusing a valid
+/// one would leave it unenforced, so it gets only [`MAX_POLICY_BYTES`]. ClusterNetworkPolicy
+/// keeps its own, smaller bound of 25 ([`crate::MAX_CNP_ITEMS`]) besides this one.
 pub const MAX_LIST_ITEMS: usize = 100;
 
 /// Most terms of one label selector (`matchLabels` entries plus `matchExpressions`). The terms are
@@ -88,7 +90,9 @@ fn check_value(p: &mut Problems, value: &Value) {
     if let Some(Value::Object(annotations)) = value.pointer("/metadata/annotations") {
         check_annotations(p, annotations);
     }
-    check_lists(p, "", value);
+    if list_bounded(value) {
+        check_lists(p, "", value);
+    }
     let len = encoded_len(value);
     if len > MAX_POLICY_BYTES {
         p.add(
@@ -118,6 +122,12 @@ fn check_annotations(p: &mut Problems, annotations: &serde_json::Map<String, Val
             format!("{total} bytes of keys and values, over the bound of {MAX_ANNOTATIONS_BYTES} (MAX_ANNOTATIONS_BYTES, as Kubernetes)"),
         );
     }
+}
+
+/// Whether the list and selector-term bounds apply: every kind but Kubernetes' NetworkPolicy,
+/// whose upstream API sets none (see [`MAX_LIST_ITEMS`]).
+fn list_bounded(value: &Value) -> bool {
+    value.get("kind").and_then(Value::as_str) != Some(PolicyKind::NetworkPolicy.as_str())
 }
 
 /// Walks the object's wire form: every list holds at most [`MAX_LIST_ITEMS`], every selector at
@@ -220,35 +230,79 @@ mod tests {
         }
     }
 
+    fn anp(spec: Value) -> Value {
+        json!({
+            "apiVersion": "policy.networking.k8s.io/v1alpha1",
+            "kind": "AdminNetworkPolicy",
+            "metadata": {"name": "db"},
+            "spec": spec,
+        })
+    }
+
     #[test]
     fn rules_peers_ports_and_selector_terms_are_bounded() {
-        let rule = json!({"from": [{"podSelector": {}}], "ports": [{"port": 80}]});
-        let at_bound =
-            netpol(json!({"podSelector": {}, "ingress": vec![rule.clone(); MAX_LIST_ITEMS]}));
+        let subject = json!({"namespaces": {}});
+        let rule = json!({"action": "Allow", "from": [{"namespaces": {}}]});
+        let at_bound = anp(
+            json!({"priority": 1, "subject": subject, "ingress": vec![rule.clone(); MAX_LIST_ITEMS]}),
+        );
         assert!(admit(at_bound).is_ok());
-        let over = netpol(json!({"podSelector": {}, "ingress": vec![rule; MAX_LIST_ITEMS + 1]}));
-        // The engine itself still takes it (agents keep enforcing what is stored).
-        assert!(PolicyObject::from_value(over.clone()).is_ok());
+        let over = anp(
+            json!({"priority": 1, "subject": subject, "ingress": vec![rule; MAX_LIST_ITEMS + 1]}),
+        );
         let err = refused(over);
-        assert_eq!(err.errors.len(), 1, "{err}");
-        assert_eq!(err.errors[0].path, "spec.ingress");
-        assert!(err.errors[0].message.contains("MAX_LIST_ITEMS"), "{err}");
+        assert!(
+            err.errors
+                .iter()
+                .any(|e| e.path == "spec.ingress" && e.message.contains("MAX_LIST_ITEMS")),
+            "{err}"
+        );
 
-        let peers = vec![json!({"podSelector": {}}); MAX_LIST_ITEMS + 1];
+        let peers = vec![json!({"namespaces": {}}); MAX_LIST_ITEMS + 1];
         let ports: Vec<Value> = (1..=MAX_LIST_ITEMS as i64 + 1)
-            .map(|p| json!({"port": p}))
+            .map(|p| json!({"portNumber": {"protocol": "TCP", "port": p}}))
             .collect();
-        let err = refused(netpol(
-            json!({"podSelector": {}, "egress": [{"to": peers, "ports": ports}]}),
-        ));
-        let paths: Vec<&str> = err.errors.iter().map(|e| e.path.as_str()).collect();
-        assert_eq!(paths, ["spec.egress[0].ports", "spec.egress[0].to"]);
+        let err = refused(anp(json!({
+            "priority": 1, "subject": subject,
+            "egress": [{"action": "Allow", "to": peers, "ports": ports}]
+        })));
+        let paths: Vec<&str> = err
+            .errors
+            .iter()
+            .filter(|e| e.message.contains("MAX_LIST_ITEMS"))
+            .map(|e| e.path.as_str())
+            .collect();
+        assert_eq!(
+            paths,
+            ["spec.egress[0].ports", "spec.egress[0].to"],
+            "{err}"
+        );
 
         let labels: serde_json::Map<String, Value> = (0..=MAX_SELECTOR_TERMS)
             .map(|i| (format!("k{i}"), json!("v")))
             .collect();
-        let err = refused(netpol(json!({"podSelector": {"matchLabels": labels}})));
-        assert_eq!(err.errors[0].path, "spec.podSelector");
+        let err = refused(anp(
+            json!({"priority": 1, "subject": {"namespaces": {"matchLabels": labels}}}),
+        ));
+        assert_eq!(err.errors[0].path, "spec.subject.namespaces", "{err}");
+    }
+
+    #[test]
+    fn network_policy_lists_are_bounded_by_size_alone() {
+        // Kubernetes sets no list bound on a NetworkPolicy; refusing a valid one would leave it
+        // unenforced.
+        let rule = json!({"from": [{"podSelector": {}}], "ports": [{"port": 80}]});
+        let many_rules =
+            netpol(json!({"podSelector": {}, "ingress": vec![rule; MAX_LIST_ITEMS + 50]}));
+        assert!(admit(many_rules).is_ok());
+        let peers: Vec<Value> = (0..150)
+            .map(|i| json!({"ipBlock": {"cidr": format!("10.{i}.0.0/16")}}))
+            .collect();
+        let ports: Vec<Value> = (1..=150).map(|p| json!({"port": p})).collect();
+        let many_peers =
+            netpol(json!({"podSelector": {}, "egress": [{"to": peers, "ports": ports}]}));
+        let object = admit(many_peers).unwrap();
+        assert!(object.check_bounds().is_ok());
     }
 
     #[test]

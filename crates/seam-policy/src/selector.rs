@@ -161,16 +161,17 @@ fn is_label_name(s: &str) -> bool {
     }
 }
 
-/// RFC 1123 subdomain: at most 253 characters, dot-separated lower-case labels of alphanumerics and `-`.
+/// DNS-1123 subdomain as Kubernetes checks it (`IsDNS1123Subdomain`): at most 253 characters of
+/// non-empty dot-separated parts of lower-case alphanumerics and `-` with alphanumeric ends; a part
+/// is not bounded to 63. seam-model carries the same rule (`objects::is_dns_subdomain`).
 pub(crate) fn is_dns_subdomain(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 253
-        && s.split('.').all(|label| {
-            let b = label.as_bytes();
+        && s.split('.').all(|part| {
+            let b = part.as_bytes();
             match (b.first(), b.last()) {
                 (Some(f), Some(l)) => {
-                    label.len() <= 63
-                        && (f.is_ascii_lowercase() || f.is_ascii_digit())
+                    (f.is_ascii_lowercase() || f.is_ascii_digit())
                         && (l.is_ascii_lowercase() || l.is_ascii_digit())
                         && b.iter()
                             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')

@@ -37,6 +37,41 @@ fn label_syntax() {
 }
 
 #[test]
+fn a_label_key_prefix_is_checked_as_kubernetes_checks_a_dns_subdomain() {
+    // Kubernetes bounds the whole prefix (253), not each dot-separated part.
+    let long_part = "a".repeat(70);
+    let good = [
+        format!("{long_part}.example.com/app"),
+        format!("{long_part}/app"),
+        format!("{}/k", "a".repeat(253)),
+    ];
+    let mut p = Problems::default();
+    for key in &good {
+        check_label_key(&mut p, "k", key);
+    }
+    assert!(p.finish("T", String::new()).is_ok());
+    let bad = [
+        format!("{}/k", "a".repeat(254)),
+        "a..b/k".to_string(),
+        ".a/k".to_string(),
+        "a./k".to_string(),
+        "a.-b/k".to_string(),
+        "a-.b/k".to_string(),
+        "A.b/k".to_string(),
+        "/k".to_string(),
+        format!("a/{}", "k".repeat(64)),
+    ];
+    for key in &bad {
+        let mut p = Problems::default();
+        check_label_key(&mut p, "k", key);
+        assert!(p.finish("T", String::new()).is_err(), "{key}");
+    }
+    // Object names that are subdomains follow the same rule.
+    assert!(crate::selector::is_dns_subdomain(&long_part));
+    assert!(!crate::meta::is_dns_label(&long_part));
+}
+
+#[test]
 fn filter_matching() {
     let f = Filter {
         protocol: Protocol::Tcp,

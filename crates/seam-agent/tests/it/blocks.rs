@@ -19,7 +19,9 @@ use seam_model::agent_rpc::AgentReply;
 use seam_store::AnyStore;
 
 use crate::crash::{reopen, runtime};
-use crate::harness::{add, agent_config, del, eventually, pod, wait_ready, Controller};
+use crate::harness::{
+    add, agent_config, del, eventually, pod, wait_ready, Controller, GatedController,
+};
 
 /// The CIDRs of the blocks the controller says `node` holds.
 async fn blocks_of(client: &ControllerClient, node: &str) -> BTreeSet<Ipv4Net> {
@@ -79,6 +81,45 @@ async fn churn(
             assert_eq!(del(sock, &old).await, AgentReply::Done);
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_controller_hung_on_a_release_does_not_stall_adds() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = GatedController::start(&dir.path().join("ctl.sock")).await;
+    let cfg = AgentConfig {
+        quarantine_ms: QUARANTINE_MS,
+        block_release_after_ms: 200,
+        ..agent_config(dir.path(), "n1", Ipv4Addr::new(198, 18, 0, 11), &ctl.sock)
+    };
+    let sock = cfg.socket.clone();
+    let n1 = Agent::start(cfg, FakeKernel::default(), AnyStore::memory())
+        .await
+        .unwrap();
+    wait_ready(&sock).await;
+    // Longer than the client's timeout: the pass waits as long as the agent lets it.
+    ctl.hang_releases(Some(Duration::from_secs(20)));
+    let first = add(&sock, &pod("web", "p0")).await.address.addr();
+    assert_eq!(del(&sock, "p0").await, AgentReply::Done);
+    eventually(
+        "the idle block's release reaches the controller",
+        || async { ctl.releases_held.load(Ordering::SeqCst) > 0 },
+    )
+    .await;
+    // The release hangs; an ADD still gets its answer in a few seconds.
+    let started = Instant::now();
+    let second = add(&sock, &pod("web", "p1")).await.address.addr();
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(5), "the ADD took {took:?}");
+    // Once the controller answers again, a later pass gives the old block back.
+    ctl.hang_releases(None);
+    eventually("n1 holds only the block of its live pod", || async {
+        let held = blocks_of(&ctl.client, "n1").await;
+        held.len() == 1 && held.iter().all(|b| b.contains(&second))
+    })
+    .await;
+    eprintln!("ADD during a hung release took {took:?} (first pod {first}, second {second})");
+    n1.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -307,7 +307,20 @@ pub struct GatedController {
     pub client: ControllerClient,
     /// The answer to endpoint writes.
     pub gate: Gate,
+    /// How long block releases (`DELETE /v1/blocks/…`) are held before they go through;
+    /// `None` lets them through at once.
+    pub release_hang: std::sync::Arc<std::sync::Mutex<Option<Duration>>>,
+    /// How many block releases have been held so far.
+    pub releases_held: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     stop: Option<oneshot::Sender<()>>,
+}
+
+/// What the middleware of a [`GatedController`] holds.
+#[derive(Clone)]
+struct Gates {
+    endpoints: Gate,
+    release_hang: std::sync::Arc<std::sync::Mutex<Option<Duration>>>,
+    releases_held: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl GatedController {
@@ -316,9 +329,13 @@ impl GatedController {
         let controller =
             seam_controller::Controller::new(ControllerConfig::default(), AnyStore::memory())
                 .unwrap();
-        let gate = Gate::default();
+        let gates = Gates {
+            endpoints: Gate::default(),
+            release_hang: Default::default(),
+            releases_held: Default::default(),
+        };
         let app = seam_controller::router(controller)
-            .layer(axum::middleware::from_fn_with_state(gate.clone(), gated));
+            .layer(axum::middleware::from_fn_with_state(gates.clone(), gated));
         let listener = tokio::net::UnixListener::bind(sock).unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(async move {
@@ -337,7 +354,9 @@ impl GatedController {
         GatedController {
             sock: sock.to_path_buf(),
             client,
-            gate,
+            gate: gates.endpoints,
+            release_hang: gates.release_hang,
+            releases_held: gates.releases_held,
             stop: Some(stop),
         }
     }
@@ -350,6 +369,12 @@ impl GatedController {
     /// Holds endpoint writes for `delay`, then answers 503 (a controller that hangs).
     pub fn hang(&self, delay: Duration) {
         *self.gate.lock().unwrap() = Some((503, "Unavailable", "hung".to_string(), delay));
+    }
+
+    /// Holds block releases for `delay` before letting them through (a controller that hangs
+    /// on them); `None` lets them through at once.
+    pub fn hang_releases(&self, delay: Option<Duration>) {
+        *self.release_hang.lock().unwrap() = delay;
     }
 
     /// The endpoint called `name`, if the controller has it.
@@ -368,12 +393,24 @@ impl Drop for GatedController {
 }
 
 async fn gated(
-    axum::extract::State(gate): axum::extract::State<Gate>,
+    axum::extract::State(gates): axum::extract::State<Gates>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    let answer = gate.lock().unwrap().clone();
+    if request.method() == axum::http::Method::DELETE
+        && request.uri().path().starts_with("/v1/blocks/")
+    {
+        let hang = *gates.release_hang.lock().unwrap();
+        if let Some(delay) = hang {
+            gates
+                .releases_held
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::time::sleep(delay).await;
+        }
+        return next.run(request).await;
+    }
+    let answer = gates.endpoints.lock().unwrap().clone();
     match answer {
         Some((status, reason, message, delay))
             if request.method() == axum::http::Method::PUT

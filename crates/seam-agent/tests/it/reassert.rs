@@ -215,8 +215,22 @@ async fn objects_with_fields_this_agent_does_not_know_do_not_stop_it() {
                 "/seam/v1/policies/NetworkPolicy/web/ingress-only",
                 json!({
                     "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-                    "metadata": {"name": "ingress-only", "namespace": "web"},
-                    "spec": {"podSelector": {}, "policyTypes": ["Ingress"], "futureMode": "strict"}
+                    "metadata": {"name": "ingress-only", "namespace": "web", "generation": 3},
+                    "status": {"conditions": []},
+                    "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}
+                }),
+            ),
+            (
+                // Unknown inside `spec`: dropping the field would admit every source on 5432, so
+                // the agent leaves this one out instead, as any undecodable stored policy.
+                "/seam/v1/policies/NetworkPolicy/web/db",
+                json!({
+                    "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                    "metadata": {"name": "db", "namespace": "web"},
+                    "spec": {
+                        "podSelector": {}, "policyTypes": ["Ingress"],
+                        "ingress": [{"newSourceField": [{"cidr": "10.9.9.0/24"}], "ports": [{"port": 5432}]}]
+                    }
                 }),
             ),
         ],
@@ -237,13 +251,35 @@ async fn objects_with_fields_this_agent_does_not_know_do_not_stop_it() {
     wait_ready(&sock).await;
     assert_eq!(
         n1.agent.view.read().await.policies.len(),
-        1,
-        "the stored policy is in the view"
+        2,
+        "the stored policies are in the view"
     );
     // ... attaches a pod to the segment with the unknown fields ...
     let r = add(&sock, &pod("web", "p1")).await;
     assert_eq!(r.segment, "ns-web");
     let kernel = &n1.agent.kernel;
+    // ... enforces the policy whose unknown fields are outside `spec` (the pod is its subject)
+    // and not the other one's rule, widened to every source.
+    let pod_ip = r.address.addr().to_string();
+    let applied = || async {
+        n1.agent
+            .applied_firewall
+            .lock()
+            .await
+            .as_ref()
+            .map(seam_firewall::render::table::full_text)
+            .unwrap_or_default()
+    };
+    eventually("n1's firewall holds the pod", || async {
+        applied().await.contains(&pod_ip)
+    })
+    .await;
+    let rules = applied().await;
+    assert!(rules.contains("np/web/ingress-only/subject"), "{rules}");
+    assert!(
+        !rules.contains("np/web/db") && !rules.contains("5432"),
+        "no rule of the policy with an unknown field in its spec: {rules}"
+    );
     // ... and reconciles the remote endpoint that has them.
     eventually("n1 learns the remote pod from the snapshot", || async {
         kernel

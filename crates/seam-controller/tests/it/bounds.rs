@@ -19,6 +19,20 @@ fn netpol(ns: &str, name: &str, rules: usize) -> Value {
     })
 }
 
+/// An AdminNetworkPolicy with `rules` ingress rules: a kind whose upstream API bounds its lists.
+fn anp(name: &str, rules: usize) -> Value {
+    json!({
+        "apiVersion": "policy.networking.k8s.io/v1alpha1",
+        "kind": "AdminNetworkPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "priority": 10,
+            "subject": {"namespaces": {}},
+            "ingress": vec![json!({"action": "Allow", "from": [{"namespaces": {}}], "ports": [{"portNumber": {"protocol": "TCP", "port": 5432}}]}); rules]
+        }
+    })
+}
+
 fn group(name: &str) -> Value {
     json!({
         "apiVersion": "seam.dev/v1alpha1",
@@ -112,33 +126,62 @@ async fn an_oversized_body_gets_413_with_the_apis_json_error() {
 async fn a_policy_over_the_rule_bound_is_refused_naming_the_field() {
     let srv = Server::memory().await;
     let c = &srv.client;
-    c.put_policy(
-        "networkpolicies",
-        Some("blue"),
-        "db",
-        &netpol("blue", "db", 100),
-    )
-    .await
-    .unwrap();
+    c.put_policy("adminnetworkpolicies", None, "db", &anp("db", 100))
+        .await
+        .unwrap();
     let err = c
-        .put_policy(
-            "networkpolicies",
-            Some("blue"),
-            "db",
-            &netpol("blue", "db", 101),
-        )
+        .put_policy("adminnetworkpolicies", None, "db", &anp("db", 101))
         .await
         .unwrap_err();
     assert_eq!(err.status(), Some(400), "{err}");
     assert!(err.to_string().contains("spec.ingress: 101 items"), "{err}");
     // The stored object is the one with 100 rules.
     let stored = c
-        .get_policy("networkpolicies", Some("blue"), "db")
+        .get_policy("adminnetworkpolicies", None, "db")
         .await
         .unwrap();
     assert_eq!(
         stored["spec"]["ingress"].as_array().map(Vec::len),
         Some(100)
+    );
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn a_network_policy_with_more_peers_than_the_anp_bound_is_accepted() {
+    // Kubernetes bounds a NetworkPolicy only by its size: refusing a valid one would leave it
+    // unenforced.
+    let srv = Server::memory().await;
+    let c = &srv.client;
+    let peers: Vec<Value> = (0..150)
+        .map(|i| json!({"ipBlock": {"cidr": format!("10.{i}.0.0/16")}}))
+        .collect();
+    let mut policy = netpol("blue", "db", 1);
+    policy["spec"]["ingress"][0]["from"] = Value::Array(peers);
+    c.put_policy("networkpolicies", Some("blue"), "db", &policy)
+        .await
+        .unwrap();
+    let stored = c
+        .get_policy("networkpolicies", Some("blue"), "db")
+        .await
+        .unwrap();
+    assert_eq!(
+        stored["spec"]["ingress"][0]["from"]
+            .as_array()
+            .map(Vec::len),
+        Some(150)
+    );
+    // So is one with 150 rules, through apply as well.
+    c.apply(&[ApplyObject::Policy(netpol("blue", "many", 150))])
+        .await
+        .unwrap();
+    assert_eq!(
+        c.get_policy("networkpolicies", Some("blue"), "many")
+            .await
+            .unwrap()["spec"]["ingress"]
+            .as_array()
+            .map(Vec::len),
+        Some(150)
     );
     srv.stop().await;
 }
@@ -162,14 +205,14 @@ async fn apply_writes_every_object_or_none() {
     let c = &srv.client;
 
     // The third object is invalid: every problem is named with its document, nothing written.
-    let mut bad = netpol("blue", "db", 101);
+    let mut bad = anp("db", 101);
     bad["metadata"]["labels"] = json!({"app": "-x"});
     let err = c.apply(&objects(bad)).await.unwrap_err();
     assert_eq!(err.status(), Some(400), "{err}");
     let text = err.to_string();
     for needle in [
         "1 of 3 object(s) refused, nothing applied",
-        "document 3 (NetworkPolicy blue/db)",
+        "document 3 (AdminNetworkPolicy db)",
         "spec.ingress: 101 items",
         "metadata.labels.app",
     ] {

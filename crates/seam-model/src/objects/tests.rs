@@ -282,3 +282,34 @@ fn endpoint_size_and_named_ports_are_bounded() {
     assert_eq!(err.errors.len(), 1, "{err}");
     assert_eq!(err.errors[0].path, ".");
 }
+
+#[test]
+fn a_label_key_prefix_is_checked_as_kubernetes_checks_a_dns_subdomain() {
+    // Kubernetes bounds the whole prefix (253), not each dot-separated part.
+    let long_part = "a".repeat(70);
+    for good in [
+        format!("{long_part}.example.com/app"),
+        format!("{long_part}/app"),
+        "a.b-c.d1/Name_x.y".to_string(),
+        format!("{}/k", "a".repeat(253)),
+    ] {
+        assert!(is_valid_label_key(&good), "{good}");
+    }
+    for bad in [
+        format!("{}/k", "a".repeat(254)),
+        "a..b/k".to_string(),
+        ".a/k".to_string(),
+        "a./k".to_string(),
+        "a.-b/k".to_string(),
+        "a-.b/k".to_string(),
+        "A.b/k".to_string(),
+        "a_b/k".to_string(),
+        "/k".to_string(),
+        "a/".to_string(),
+        "a/-k".to_string(),
+        "a/k_".to_string(),
+        format!("a/{}", "k".repeat(64)),
+    ] {
+        assert!(!is_valid_label_key(&bad), "{bad}");
+    }
+}

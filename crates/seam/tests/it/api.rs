@@ -314,19 +314,22 @@ fn apply_is_all_or_nothing_on_the_controller() {
         "{stored}"
     );
 
-    // Over a bound: refused by `seam` itself with the field named.
-    let rules = vec!["{from: [{podSelector: {}}]}"; 101].join(", ");
+    // Over a bound: refused by `seam` itself with the field named. (A NetworkPolicy has no list
+    // bound, as in Kubernetes; an AdminNetworkPolicy has the network-policy-api's.)
+    let rules = vec!["{action: Allow, from: [{namespaces: {}}]}"; 101].join(", ");
     let big = format!(
-        "{first_two}---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n\
-         metadata: {{name: web, namespace: blue}}\nspec: {{podSelector: {{}}, ingress: [{rules}]}}\n"
+        "{first_two}---\napiVersion: policy.networking.k8s.io/v1alpha1\nkind: AdminNetworkPolicy\n\
+         metadata: {{name: web}}\nspec: {{priority: 10, subject: {{namespaces: {{}}}}, ingress: [{rules}]}}\n"
     );
     let (ok, _, stderr) = ctl.seam(&["apply", "-f", "-"], &big);
     assert!(!ok);
-    assert!(
-        stderr.contains("nothing applied")
-            && stderr.contains("document 3 (NetworkPolicy blue/web): spec.ingress: 101 items"),
-        "{stderr}"
-    );
+    for needle in [
+        "nothing applied",
+        "document 3 (AdminNetworkPolicy web)",
+        "spec.ingress: 101 items",
+    ] {
+        assert!(stderr.contains(needle), "{needle}: {stderr}");
+    }
     assert!(!ctl.ok(&["get", "namespaces"]).contains("blue"));
 
     // Without the refused document: both applied, reported as before.
