@@ -136,8 +136,17 @@ impl ControllerClient {
 
     /// `GET /v1/snapshot`: every object, read at one store revision.
     pub async fn snapshot(&self) -> Result<Snapshot> {
-        self.call(Method::GET, "/v1/snapshot".to_string(), None, "Snapshot")
-            .await
+        let request = "GET /v1/snapshot".to_string();
+        let (status, bytes, endpoint) = self.exchange(Method::GET, "/v1/snapshot", None).await?;
+        if !status.is_success() {
+            return Err(api_error(&endpoint, &request, status, &bytes));
+        }
+        decode_snapshot(&bytes).map_err(|source| ClientError::Decode {
+            endpoint,
+            request,
+            what: "Snapshot".to_string(),
+            source,
+        })
     }
 
     /// `PUT /v1/nodes/{name}`: creates or replaces a node.
@@ -874,6 +883,62 @@ pub(crate) fn decode_tolerant<T: DeserializeOwned>(
     Ok(decoded.value)
 }
 
+/// Decodes a snapshot object by object: an object this version cannot read at all (say, a kind
+/// of endpoint or a node role a newer Seam added) is left out and said in the log, as the watch
+/// stream skips such an event, so that one object does not stop every reader's sync during a
+/// rolling upgrade. Fields it does not know are dropped as in [`decode_tolerant`].
+pub(crate) fn decode_snapshot(bytes: &[u8]) -> std::result::Result<Snapshot, serde_json::Error> {
+    use serde::de::Error as _;
+    use serde_json::Value;
+
+    let mut doc: serde_json::Map<String, Value> = serde_json::from_slice(bytes)?;
+    let revision = doc
+        .get("revision")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| serde_json::Error::custom("revision: missing or not a revision number"))?;
+    fn list<T: DeserializeOwned>(
+        doc: &mut serde_json::Map<String, Value>,
+        field: &str,
+        kind: &str,
+        required: bool,
+    ) -> std::result::Result<Vec<T>, serde_json::Error> {
+        let items = match doc.remove(field) {
+            Some(Value::Array(items)) => items,
+            None if !required => return Ok(Vec::new()),
+            None => return Err(serde_json::Error::custom(format!("{field}: missing"))),
+            Some(_) => return Err(serde_json::Error::custom(format!("{field}: not a list"))),
+        };
+        Ok(items
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, item)| {
+                match seam_model::tolerant::from_value::<T>(item) {
+                    Ok(decoded) => {
+                        for unknown in decoded.first_sightings(kind) {
+                            tracing::warn!(kind, field = unknown, "ignoring a field from the controller this version does not know (a newer Seam?)");
+                        }
+                        Some(decoded.value)
+                    }
+                    Err(e) => {
+                        tracing::warn!(kind, index = i, error = %e, "leaving out an object of the snapshot this version cannot read (a newer Seam?)");
+                        None
+                    }
+                }
+            })
+            .collect())
+    }
+    Ok(Snapshot {
+        revision,
+        nodes: list(&mut doc, "nodes", "Node", true)?,
+        segments: list(&mut doc, "segments", "Segment", true)?,
+        blocks: list(&mut doc, "blocks", "Block", true)?,
+        endpoints: list(&mut doc, "endpoints", "Endpoint", true)?,
+        namespaces: list(&mut doc, "namespaces", "Namespace", false)?,
+        tenants: list(&mut doc, "tenants", "Tenant", false)?,
+        policies: list(&mut doc, "policies", "Policy", false)?,
+    })
+}
+
 fn object_path(kind: ObjectKind, name: &str) -> String {
     format!("/v1/{}/{}", kind.plural(), encode_segment(name))
 }
@@ -896,4 +961,46 @@ fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
         what: "request body (encoding)".to_string(),
         source,
     })
+}
+
+#[cfg(test)]
+mod snapshot_tests {
+    use serde_json::json;
+
+    use super::decode_snapshot;
+
+    #[test]
+    fn a_snapshot_object_this_version_cannot_read_is_left_out_not_the_whole_snapshot() {
+        let ep = |name: &str, kind: &str| {
+            json!({"name": name, "kind": kind, "namespace": "web", "segment": "ns-web",
+                   "node": "n1", "ip": "10.96.0.5", "mac": "0a:58:0a:60:00:05"})
+        };
+        let snapshot = json!({
+            "revision": 7,
+            "nodes": [
+                {"name": "n1", "underlayIp": "198.18.0.11"},
+                {"name": "n2", "underlayIp": "198.18.0.12", "role": "router"},
+            ],
+            "segments": [],
+            "blocks": [],
+            "endpoints": [ep("web/a", "pod"), ep("web/b", "container"), ep("web/c", "vm")],
+            "namespaces": [{"name": "web", "zone": "a"}],
+            "futureList": [1, 2],
+        });
+        let decoded = decode_snapshot(&serde_json::to_vec(&snapshot).unwrap()).unwrap();
+        assert_eq!(decoded.revision, 7);
+        let nodes: Vec<_> = decoded.nodes.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(nodes, ["n1"]);
+        let endpoints: Vec<_> = decoded.endpoints.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(endpoints, ["web/a", "web/c"]);
+        assert_eq!(decoded.namespaces[0].name, "web");
+        assert!(decoded.policies.is_empty());
+
+        // What is not a snapshot at all is still an error.
+        assert!(decode_snapshot(br#"{"nodes": []}"#).is_err());
+        assert!(decode_snapshot(
+            br#"{"revision": 1, "nodes": {}, "segments": [], "blocks": [], "endpoints": []}"#
+        )
+        .is_err());
+    }
 }
