@@ -82,6 +82,9 @@ pub fn router(controller: Controller) -> Router {
         .route("/v1/apply", post(apply))
         .merge(crate::vms::routes())
         .fallback(no_route)
+        .layer(axum::middleware::from_fn(
+            crate::precondition::refuse_unhonoured_if_match,
+        ))
         .layer(axum::middleware::map_response(json_too_large))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(controller)

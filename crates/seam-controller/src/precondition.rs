@@ -10,7 +10,7 @@
 
 use std::future::Future;
 
-use axum::http::{header, HeaderMap, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderValue, Method};
 use seam_model::{FieldError, ObjectKind, ValidationError};
 
 use crate::error::{Error, Result};
@@ -80,6 +80,51 @@ pub(crate) fn if_match(headers: &HeaderMap) -> Result<Option<u64>> {
     })
 }
 
+/// Refuses `If-Match` on a write that does not honour it (blocks, VMs, externals, and the POST
+/// verbs, which write no single object at a revision the client read): carried out without the
+/// precondition, a conditional request would silently become an unconditional write.
+pub(crate) async fn refuse_unhonoured_if_match(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+
+    let method = request.method();
+    let is_write = !matches!(*method, Method::GET | Method::HEAD);
+    if is_write
+        && request.headers().contains_key(header::IF_MATCH)
+        && !honours_if_match(method, request.uri().path())
+    {
+        return Error::Invalid(ValidationError {
+            kind: "Precondition",
+            name: format!("{method} {}", request.uri().path()),
+            errors: vec![FieldError {
+                path: "If-Match".to_string(),
+                message: "is not honoured by this request: only PUT and DELETE of nodes, \
+                          segments, namespaces, tenants, endpoints and policies write at a \
+                          revision (send it without If-Match)"
+                    .to_string(),
+            }],
+        })
+        .into_response();
+    }
+    next.run(request).await
+}
+
+/// Whether a write to `path` takes `If-Match` ([`with_if_match`] around its operation).
+fn honours_if_match(method: &Method, path: &str) -> bool {
+    const CONDITIONAL: [&str; 6] = [
+        "/v1/nodes/",
+        "/v1/segments/",
+        "/v1/namespaces/",
+        "/v1/tenants/",
+        "/v1/endpoints/",
+        "/v1/policies/",
+    ];
+    matches!(*method, Method::PUT | Method::DELETE)
+        && CONDITIONAL.iter().any(|prefix| path.starts_with(prefix))
+}
+
 /// The `ETag` header value of an object at `revision`.
 pub(crate) fn etag(revision: u64) -> HeaderValue {
     // Digits and quotes are always a valid header value.
@@ -94,6 +139,21 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::IF_MATCH, HeaderValue::from_str(value).unwrap());
         h
+    }
+
+    #[test]
+    fn only_single_object_writes_honour_if_match() {
+        assert!(honours_if_match(&Method::PUT, "/v1/segments/vms"));
+        assert!(honours_if_match(&Method::DELETE, "/v1/endpoints/web/a"));
+        assert!(honours_if_match(&Method::PUT, "/v1/tenants/t1"));
+        assert!(!honours_if_match(&Method::POST, "/v1/tenants/join"));
+        assert!(!honours_if_match(
+            &Method::DELETE,
+            "/v1/blocks/vms/10.0.0.0-28"
+        ));
+        assert!(!honours_if_match(&Method::DELETE, "/v1/vms/vm1"));
+        assert!(!honours_if_match(&Method::DELETE, "/v1/externals/web/bm1"));
+        assert!(!honours_if_match(&Method::POST, "/v1/apply"));
     }
 
     #[test]

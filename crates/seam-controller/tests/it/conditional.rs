@@ -242,3 +242,30 @@ async fn the_api_refuses_unknown_fields_but_stored_ones_are_tolerated() {
         .await
         .unwrap();
 }
+
+/// A write that does not honour `If-Match` refuses it rather than carry the request out
+/// unconditionally.
+#[tokio::test]
+async fn if_match_on_a_write_that_cannot_honour_it_is_refused_with_nothing_changed() {
+    use axum::body::Body;
+    use tower::ServiceExt;
+
+    let c =
+        seam_controller::Controller::new(ControllerConfig::default(), AnyStore::memory()).unwrap();
+    c.put_node(node("n1", 1)).await.unwrap();
+    c.put_segment(segment("vms", "192.168.10.0/24", 100))
+        .await
+        .unwrap();
+    let block = c.claim_block("vms", "n1").await.unwrap();
+    let path = format!("/v1/blocks/{}", block.key());
+    let request = axum::http::Request::delete(path.as_str())
+        .header("If-Match", "\"1\"")
+        .body(Body::empty())
+        .unwrap();
+    let resp = seam_controller::router(c.clone())
+        .oneshot(request)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    assert_eq!(c.snapshot().await.unwrap().blocks, vec![block]);
+}
