@@ -761,15 +761,7 @@ impl Controller {
         name: &str,
     ) -> Result<Option<Stored<T>>> {
         let key = object_key(kind, name);
-        let kv = self
-            .store()
-            .get(&key)
-            .await
-            .map_err(|source| Error::Store {
-                op: "get",
-                key: key.clone(),
-                source,
-            })?;
+        let kv = self.get_kv(&key).await?;
         kv.map(|kv| {
             Ok(Stored {
                 object: decode(&kv.key, &kv.value)?,
@@ -837,17 +829,18 @@ impl Controller {
         }
     }
 
+    /// One key from the store, with the error naming the key.
+    pub(crate) async fn get_kv(&self, key: &str) -> Result<Option<seam_store::KeyValue>> {
+        self.store().get(key).await.map_err(|source| Error::Store {
+            op: "get",
+            key: key.to_string(),
+            source,
+        })
+    }
+
     /// After a failed compare: was it the fence? Then this replica no longer leads.
     async fn check_fence(&self, fence: u64) -> Result<()> {
-        let current = self
-            .store()
-            .get(LEADER_KEY)
-            .await
-            .map_err(|source| Error::Store {
-                op: "get",
-                key: LEADER_KEY.to_string(),
-                source,
-            })?;
+        let current = self.get_kv(LEADER_KEY).await?;
         if current.as_ref().map(|kv| kv.mod_revision) == Some(fence) {
             return Ok(());
         }
@@ -875,16 +868,7 @@ impl Controller {
             return Ok(());
         }
         if let Some(p) = precondition {
-            let current = self
-                .store()
-                .get(&key)
-                .await
-                .map_err(|source| Error::Store {
-                    op: "get",
-                    key: key.clone(),
-                    source,
-                })?
-                .map(|kv| kv.mod_revision);
+            let current = self.get_kv(&key).await?.map(|kv| kv.mod_revision);
             if current != Some(p.revision) {
                 return Err(Error::RevisionConflict {
                     kind,

@@ -28,7 +28,7 @@ use seam_model::{
     endpoint_mac, vm_port_name, Block, Endpoint, EndpointKind, Node, NodeRole, ObjectKind, Segment,
     Vm, VmAttach, VmMove, DEFAULT_TENANT,
 };
-use seam_store::{Compare, Datastore, Txn};
+use seam_store::{Compare, Txn};
 
 use crate::controller::{
     encode, field_error, invalid_if_any, not_found, same_as_read, Controller, Stored,
@@ -439,15 +439,7 @@ impl Controller {
             return Ok(None);
         }
         let key = vm_key(name);
-        let kv = self
-            .store()
-            .get(&key)
-            .await
-            .map_err(|source| Error::Store {
-                op: "get",
-                key: key.clone(),
-                source,
-            })?;
+        let kv = self.get_kv(&key).await?;
         kv.map(|kv| {
             Ok(Stored {
                 object: crate::controller::decode(&kv.key, &kv.value)?,
