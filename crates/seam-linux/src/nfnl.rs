@@ -17,7 +17,7 @@ use std::os::fd::AsFd;
 use std::time::Duration;
 
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
-use seam_dataplane::{AddrField, NftMatch, NftRule, NftVerdict, TableOp};
+use seam_nft::{AddrField, NftMatch, NftRule, NftVerdict, TableOp};
 
 const NLMSG_ERROR: u16 = 2;
 const NLM_F_REQUEST: u16 = 0x1;
