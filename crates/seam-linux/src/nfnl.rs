@@ -781,3 +781,45 @@ fn read_answers(
         None => Ok(()),
     }
 }
+
+/// Records what the hand-written encoder sends for the cases of seam-nft's golden tests, as the
+/// reference the encoder built on netlink-packet-netfilter must match byte for byte.
+#[cfg(test)]
+mod record_golden {
+    #![allow(clippy::unwrap_used)]
+
+    #[path = "../../../../seam-nft/tests/it/cases.rs"]
+    mod cases;
+
+    use super::*;
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    #[test]
+    #[ignore = "writes the golden files of seam-nft"]
+    fn record() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../seam-nft/tests/it/golden");
+        for (name, ops) in cases::cases() {
+            let mut seq: u32 = 0;
+            let mut msgs = Vec::new();
+            for op in &ops {
+                messages(op, cases::TABLE, &mut seq, &mut msgs);
+            }
+            let mut out = format!(
+                "# batch begin\n{}\n",
+                hex(&batch_marker(NFNL_MSG_BATCH_BEGIN, 0))
+            );
+            for (what, m) in &msgs {
+                out.push_str(&format!("# {what}\n{}\n", hex(m)));
+            }
+            out.push_str(&format!(
+                "# batch end\n{}\n",
+                hex(&batch_marker(NFNL_MSG_BATCH_END, seq + 1))
+            ));
+            std::fs::write(dir.join(format!("{name}.txt")), out).unwrap();
+        }
+    }
+}
