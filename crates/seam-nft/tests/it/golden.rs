@@ -1,7 +1,9 @@
 //! The nf_tables batches, byte for byte. The golden files were recorded from the hand-written
 //! encoder `seam-linux` used before `seam_nft::msg` (whose rules `nft list` read back as their
 //! text, a privileged test in `seam-linux` holds that), one `# what it does` line and one line of
-//! hex per message.
+//! hex per message. A new case (say, a new `TableOp`) is recorded with `SEAM_GOLDEN_WRITE=1 cargo
+//! test -p seam-nft --test it golden`, once the privileged test of `seam-linux` shows `nft` reads
+//! what it sends as intended; existing files must not change.
 
 use std::path::Path;
 
@@ -30,6 +32,27 @@ fn golden(name: &str) -> Vec<(String, Vec<u8>)> {
     out
 }
 
+/// Records a batch as its golden file.
+fn write(name: &str, batch: &Batch<'_>) {
+    let mut text = String::new();
+    let all = messages(batch.bytes());
+    for (i, message) in all.iter().enumerate() {
+        let what = if i == 0 {
+            "batch begin".to_string()
+        } else if i == all.len() - 1 {
+            "batch end".to_string()
+        } else {
+            batch
+                .operation(batch.first_seq() + u32::try_from(i - 1).unwrap())
+                .unwrap()
+        };
+        let hex: String = message.iter().map(|b| format!("{b:02x}")).collect();
+        text.push_str(&format!("# {what}\n{hex}\n"));
+    }
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/it/golden/{name}.txt"));
+    std::fs::write(path, text).unwrap();
+}
+
 /// A batch cut into its messages at their netlink lengths.
 fn messages(bytes: &[u8]) -> Vec<&[u8]> {
     let mut out = Vec::new();
@@ -49,8 +72,11 @@ fn messages(bytes: &[u8]) -> Vec<&[u8]> {
 #[test]
 fn every_batch_is_byte_for_byte_what_the_golden_file_holds() {
     for (name, ops) in cases() {
-        let expected = golden(name);
         let batch = Batch::new(TABLE, &ops);
+        if std::env::var_os("SEAM_GOLDEN_WRITE").is_some() {
+            write(name, &batch);
+        }
+        let expected = golden(name);
         let got = messages(batch.bytes());
         assert_eq!(got.len(), expected.len(), "{name}: number of messages");
         assert_eq!(batch.len() + 2, expected.len(), "{name}: answered messages");
