@@ -157,3 +157,71 @@ fn read_answers(socket: &mut Socket, batch: &Batch<'_>) -> Result<(), NfnlError>
         None => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+    use crate::netns;
+
+    /// Removes the namespace even when the test fails.
+    struct Namespace(String);
+
+    impl Drop for Namespace {
+        fn drop(&mut self) {
+            let _ = netns::delete(&self.0);
+        }
+    }
+
+    #[test]
+    #[ignore = "privileged: netns"]
+    fn a_refused_batch_names_the_operation_and_changes_nothing() {
+        // The effective uid is the second field of `Uid:`.
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let euid = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|l| l.split_whitespace().nth(1));
+        assert_eq!(euid, Some("0"), "privileged test: run as root");
+        let ns = Namespace(format!("sdm{}", std::process::id()));
+        netns::create(&ns.0).unwrap();
+        let (refused, nothing_left) = netns::run_in(&netns::path_of(&ns.0), || {
+            crate::nft::apply_ruleset("table inet seam {\n}\n").unwrap();
+            let refused = apply_batch(
+                "seam",
+                &[
+                    TableOp::AddChain {
+                        name: "never".into(),
+                    },
+                    TableOp::DeleteSet {
+                        name: "missing".into(),
+                    },
+                ],
+            );
+            // The chain of the refused batch was not made: deleting it is refused in turn.
+            let nothing_left = apply_batch(
+                "seam",
+                &[TableOp::DeleteChain {
+                    name: "never".into(),
+                }],
+            );
+            (refused, nothing_left)
+        })
+        .unwrap();
+        let refused = refused.unwrap_err();
+        assert!(
+            matches!(&refused, NfnlError::Refused { operation, errno: nix::errno::Errno::ENOENT } if operation == "delete set missing"),
+            "{refused:?}"
+        );
+        assert_eq!(
+            refused.to_string(),
+            "the kernel refused the nf_tables batch: delete set missing: ENOENT: No such file or directory"
+        );
+        let nothing_left = nothing_left.unwrap_err();
+        assert!(
+            matches!(&nothing_left, NfnlError::Refused { operation, errno: nix::errno::Errno::ENOENT } if operation == "flush chain never"),
+            "{nothing_left:?}"
+        );
+    }
+}
