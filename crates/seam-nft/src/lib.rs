@@ -3,10 +3,13 @@
 //!
 //! - [`rule`]: a policy rule ([`NftRule`]) with its text form, and the in-place changes of a table
 //!   ([`TableOp`], [`FirewallDelta`]).
+//! - [`msg`]: the nf_tables netlink batch ([`Batch`]) of a list of [`TableOp`]s.
 //!
 //! Architecture invariant: pure. No socket, file or process: `seam-linux` opens the netlink socket
 //! and sends what this crate builds.
 
+pub mod msg;
 pub mod rule;
 
+pub use msg::Batch;
 pub use rule::{AddrField, FirewallDelta, NftMatch, NftRule, NftVerdict, TableOp};
