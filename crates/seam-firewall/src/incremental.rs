@@ -255,254 +255,286 @@ fn key_of(o: &PolicyObject, key: &ObjectKey) -> bool {
     o.kind() == key.kind && o.metadata().name == key.name && o.metadata().namespace == key.namespace
 }
 
-impl World {
-    /// Brings the world to the new inputs and reports what changed.
-    fn update(
-        &mut self,
-        node: &str,
-        tenants: &[&seam_model::Tenant],
-        namespaces: &[&seam_model::Namespace],
-        endpoints: &[&seam_model::Endpoint],
-        docs: &[&Value],
-    ) -> Changes {
-        let mut ch = Changes::default();
+/// One kind of object of a pass's inputs, by name.
+enum Objects<'v, T> {
+    /// A view by name whose keys are the objects' own names.
+    Map(&'v BTreeMap<String, T>),
+    /// Sorted by the objects' own names, one object per name.
+    Sorted(Vec<(&'v str, &'v T)>),
+}
 
-        // Tenants and namespaces: few, compared whole. A later object with the same name wins, as in
-        // `cluster::tenant_inventory`.
-        let mut tenant_objects: BTreeMap<&str, &seam_model::Tenant> = BTreeMap::new();
-        for t in tenants {
-            tenant_objects.insert(&t.name, t);
+impl<'v, T> Objects<'v, T> {
+    /// `objects` under their own names (`name_of`); of two with one name the later is kept. Also whether two
+    /// had one name.
+    fn sorted(objects: impl IntoIterator<Item = &'v T>, name_of: fn(&T) -> &str) -> (Self, bool) {
+        let mut all: Vec<(&'v str, &'v T)> = objects.into_iter().map(|o| (name_of(o), o)).collect();
+        // The agent's view comes sorted by name already; a stable sort keeps the later of two last.
+        if !all.is_sorted_by(|a, b| a.0 <= b.0) {
+            all.sort_by(|a, b| a.0.cmp(b.0));
         }
-        let tenants_changed = tenant_objects.len() != self.tenant_objects.len()
-            || tenant_objects
-                .iter()
-                .zip(&self.tenant_objects)
-                .any(|((a, x), (b, y))| a != b || *x != y);
-        if tenants_changed {
-            self.tenant_objects = tenant_objects
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v.clone()))
-                .collect();
-        }
-        let mut ns_objects: BTreeMap<&str, &seam_model::Namespace> = BTreeMap::new();
-        for n in namespaces {
-            ns_objects.insert(&n.name, n);
-        }
-        let mut touched_ns: BTreeSet<String> = BTreeSet::new();
-        for (name, n) in &ns_objects {
-            if self.namespace_objects.get(*name) != Some(*n) {
-                touched_ns.insert(name.to_string());
-                self.namespace_objects
-                    .insert(name.to_string(), (*n).clone());
-            }
-        }
-        let gone: Vec<String> = self
-            .namespace_objects
-            .keys()
-            .filter(|k| !ns_objects.contains_key(k.as_str()))
-            .cloned()
-            .collect();
-        for name in gone {
-            self.namespace_objects.remove(&name);
-            touched_ns.insert(name);
-        }
-        let ns_objects_changed = !touched_ns.is_empty();
-
-        // Endpoints: merge-joined by name with the kept ones (the agent's view is sorted by name already).
-        let mut sorted: Vec<&seam_model::Endpoint> = endpoints.to_vec();
-        if !sorted.is_sorted_by(|a, b| a.name <= b.name) {
-            sorted.sort_by(|a, b| a.name.cmp(&b.name));
-        }
-        let mut input: Vec<&seam_model::Endpoint> = Vec::with_capacity(sorted.len());
-        for e in sorted {
-            match input.last_mut() {
-                // Two endpoints with one name: the inventory would hold both; compiled in full.
-                Some(last) if last.name == e.name => {
-                    ch.anomaly = true;
-                    *last = e;
+        let mut out: Vec<(&'v str, &'v T)> = Vec::with_capacity(all.len());
+        let mut shared = false;
+        for o in all {
+            match out.last_mut() {
+                Some(last) if last.0 == o.0 => {
+                    shared = true;
+                    *last = o;
                 }
-                _ => input.push(e),
+                _ => out.push(o),
             }
         }
-        let mut upserts: Vec<&seam_model::Endpoint> = Vec::new();
-        let mut removals: Vec<String> = Vec::new();
-        {
-            let mut kept = self.endpoints.iter().peekable();
-            let mut new = input.iter().peekable();
-            loop {
-                match (kept.peek(), new.peek()) {
-                    (Some((k, s)), Some(m)) => match k.as_str().cmp(m.name.as_str()) {
-                        std::cmp::Ordering::Less => {
-                            removals.push((*k).clone());
-                            kept.next();
-                        }
-                        std::cmp::Ordering::Greater => {
-                            upserts.push(m);
-                            new.next();
-                        }
-                        std::cmp::Ordering::Equal => {
-                            if !same_endpoint(s, m, node) {
-                                upserts.push(m);
-                            }
-                            kept.next();
-                            new.next();
-                        }
-                    },
-                    (Some((k, _)), None) => {
-                        removals.push((*k).clone());
-                        kept.next();
-                    }
-                    (None, Some(m)) => {
-                        upserts.push(m);
-                        new.next();
-                    }
-                    (None, None) => break,
-                }
-            }
-        }
-        for name in removals {
-            self.remove_endpoint(name, &mut touched_ns, &mut ch);
-        }
-        for m in upserts {
-            self.upsert_endpoint(node, m, &mut touched_ns, &mut ch);
-        }
-        self.settle(touched_ns, tenants_changed, ns_objects_changed, &mut ch);
-        self.update_docs(docs, &mut ch);
-        ch
+        (Objects::Sorted(out), shared)
     }
 
-    /// Brings the world to `view` comparing only the objects `hints` names. `None` (nothing done) when the
-    /// world did not come from a view by name, or a named object is not under its own name: the caller then
-    /// compares everything ([`World::update_keyed`]).
-    fn update_hinted(
-        &mut self,
-        node: &str,
-        view: &KeyedView<'_>,
-        hints: &ViewChanges,
-    ) -> Option<Changes> {
-        if hints.everything || self.doc_names.is_none() {
-            return None;
+    /// A view by name as it is when every key is its object's own name, else rebuilt under the own names.
+    fn by_name(map: &'v BTreeMap<String, T>, name_of: fn(&T) -> &str) -> (Self, bool) {
+        if map.iter().all(|(k, o)| k == name_of(o)) {
+            (Objects::Map(map), false)
+        } else {
+            Self::sorted(map.values(), name_of)
         }
-        // A name that is not the object's own would be kept under the object's (as `update` does): later
-        // changes by name would not find it.
-        let misnamed = hints
-            .tenants
-            .iter()
-            .any(|k| view.tenants.get(k).is_some_and(|t| t.name != *k))
-            || hints
+    }
+
+    /// Whether the objects are under the keys they came with.
+    fn is_map(&self) -> bool {
+        matches!(self, Objects::Map(_))
+    }
+
+    fn get(&self, name: &str) -> Option<&'v T> {
+        match self {
+            Objects::Map(m) => m.get(name),
+            Objects::Sorted(v) => v
+                .binary_search_by(|(n, _)| (*n).cmp(name))
+                .ok()
+                .map(|i| v[i].1),
+        }
+    }
+
+    /// Every object in name order.
+    fn iter(&self) -> impl Iterator<Item = (&'v str, &'v T)> + '_ {
+        let (map, sorted) = match self {
+            Objects::Map(m) => (Some(m.iter().map(|(k, o)| (k.as_str(), o))), None),
+            Objects::Sorted(v) => (None, Some(v.iter().copied())),
+        };
+        map.into_iter()
+            .flatten()
+            .chain(sorted.into_iter().flatten())
+    }
+}
+
+/// The policy documents of a pass's inputs.
+enum Documents<'v> {
+    /// By store name.
+    Named(&'v BTreeMap<String, Value>),
+    /// In order, without names.
+    Listed(&'v [&'v Value]),
+}
+
+/// The inputs of one pass, by name, and what is compared of them.
+struct Input<'v> {
+    tenants: Objects<'v, seam_model::Tenant>,
+    namespaces: Objects<'v, seam_model::Namespace>,
+    endpoints: Objects<'v, seam_model::Endpoint>,
+    documents: Documents<'v>,
+    /// Two endpoints came with one name: the inventory holds both, which only a full compile reproduces.
+    shared_endpoint_name: bool,
+    /// Every tenant, namespace and endpoint came under its own name, and the documents by name: the next pass
+    /// may take changes by name.
+    by_name: bool,
+    /// Compare only the objects these name (`None`: every object).
+    only: Option<&'v ViewChanges>,
+}
+
+impl<'v> Input<'v> {
+    /// Objects without names (their own names are used; a later object of one name wins, as in
+    /// `cluster::tenant_inventory`); everything is compared.
+    fn listed(
+        tenants: &'v [&'v seam_model::Tenant],
+        namespaces: &'v [&'v seam_model::Namespace],
+        endpoints: &'v [&'v seam_model::Endpoint],
+        documents: &'v [&'v Value],
+    ) -> Self {
+        let (endpoints, shared_endpoint_name) =
+            Objects::sorted(endpoints.iter().copied(), |e| &e.name);
+        Input {
+            tenants: Objects::sorted(tenants.iter().copied(), |t| &t.name).0,
+            namespaces: Objects::sorted(namespaces.iter().copied(), |n| &n.name).0,
+            endpoints,
+            documents: Documents::Listed(documents),
+            shared_endpoint_name,
+            by_name: false,
+            only: None,
+        }
+    }
+
+    /// A view by name; with `changes`, only the objects they name are compared, unless `world` did not come by
+    /// name last time or a named object is not under its own name (a later change by name would not find it):
+    /// then everything is.
+    fn keyed(view: &KeyedView<'v>, changes: &'v ViewChanges, world: &World) -> Self {
+        let own_names = !changes.everything
+            && world.doc_names.is_some()
+            && changes
+                .tenants
+                .iter()
+                .all(|k| view.tenants.get(k).is_none_or(|t| t.name == *k))
+            && changes
                 .namespaces
                 .iter()
-                .any(|k| view.namespaces.get(k).is_some_and(|n| n.name != *k))
-            || hints
+                .all(|k| view.namespaces.get(k).is_none_or(|n| n.name == *k))
+            && changes
                 .endpoints
                 .iter()
-                .any(|k| view.endpoints.get(k).is_some_and(|e| e.name != *k));
-        if misnamed {
-            return None;
+                .all(|k| view.endpoints.get(k).is_none_or(|e| e.name == *k));
+        if own_names {
+            // The other objects were under their own names when last compared, and have not changed since.
+            return Input {
+                tenants: Objects::Map(view.tenants),
+                namespaces: Objects::Map(view.namespaces),
+                endpoints: Objects::Map(view.endpoints),
+                documents: Documents::Named(view.documents),
+                shared_endpoint_name: false,
+                by_name: true,
+                only: Some(changes),
+            };
         }
-        let mut ch = Changes::default();
-        let mut tenants_changed = false;
-        for k in &hints.tenants {
-            let new = view.tenants.get(k);
-            if self.tenant_objects.get(k) == new {
-                continue;
+        // Of two objects under one own name, the later (in key order) is kept, as `sync` keeps them.
+        let (tenants, _) = Objects::by_name(view.tenants, |t| &t.name);
+        let (namespaces, _) = Objects::by_name(view.namespaces, |n| &n.name);
+        let (endpoints, shared_endpoint_name) = Objects::by_name(view.endpoints, |e| &e.name);
+        let by_name = [tenants.is_map(), namespaces.is_map(), endpoints.is_map()] == [true; 3];
+        Input {
+            tenants,
+            namespaces,
+            endpoints,
+            documents: Documents::Named(view.documents),
+            shared_endpoint_name,
+            by_name,
+            only: None,
+        }
+    }
+}
+
+/// One object that differs between the world and the inputs.
+enum Diff<'v, T> {
+    /// New or changed: its name and the object.
+    Put(&'v str, &'v T),
+    /// Gone.
+    Gone(String),
+}
+
+/// The objects that differ between `kept` and `new` (`same`: whether a kept object is the new one): among the
+/// names `only` lists, or every name of either side, in name order.
+fn differing<'v, K, T>(
+    kept: &BTreeMap<String, K>,
+    new: &Objects<'v, T>,
+    only: Option<&'v BTreeSet<String>>,
+    same: impl Fn(&K, &T) -> bool,
+) -> Vec<Diff<'v, T>> {
+    let mut out = Vec::new();
+    let mut one = |name: &str, k: Option<&K>, n: Option<(&'v str, &'v T)>| match (k, n) {
+        (Some(k), Some((_, o))) if same(k, o) => {}
+        (_, Some((name, o))) => out.push(Diff::Put(name, o)),
+        (Some(_), None) => out.push(Diff::Gone(name.to_string())),
+        (None, None) => {}
+    };
+    match only {
+        Some(names) => {
+            for name in names {
+                let n = new.get(name).map(|o| (name.as_str(), o));
+                one(name, kept.get(name), n);
             }
-            tenants_changed = true;
-            match new {
-                Some(t) => self.tenant_objects.insert(k.clone(), t.clone()),
-                None => self.tenant_objects.remove(k),
+        }
+        None => {
+            // Merge-joined by name: both sides are sorted.
+            let mut kept = kept.iter().peekable();
+            let mut new = new.iter().peekable();
+            loop {
+                let order = match (kept.peek(), new.peek()) {
+                    (Some((k, _)), Some((n, _))) => k.as_str().cmp(n),
+                    (Some(_), None) => std::cmp::Ordering::Less,
+                    (None, Some(_)) => std::cmp::Ordering::Greater,
+                    (None, None) => break,
+                };
+                match order {
+                    std::cmp::Ordering::Less => {
+                        if let Some((k, o)) = kept.next() {
+                            one(k, Some(o), None);
+                        }
+                    }
+                    std::cmp::Ordering::Greater => {
+                        if let Some((n, o)) = new.next() {
+                            one(n, None, Some((n, o)));
+                        }
+                    }
+                    std::cmp::Ordering::Equal => {
+                        if let (Some((k, ko)), Some(n)) = (kept.next(), new.next()) {
+                            one(k, Some(ko), Some(n));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+impl World {
+    /// Brings the world to `input` and reports what changed: the objects `input.only` names, or every object.
+    fn update(&mut self, node: &str, input: &Input<'_>) -> Changes {
+        let only = input.only;
+        let mut ch = Changes {
+            anomaly: input.shared_endpoint_name,
+            ..Changes::default()
+        };
+
+        // Tenants and namespaces: few, compared whole.
+        let tenants = differing(
+            &self.tenant_objects,
+            &input.tenants,
+            only.map(|o| &o.tenants),
+            |a, b| a == b,
+        );
+        let tenants_changed = !tenants.is_empty();
+        for d in tenants {
+            match d {
+                Diff::Put(name, t) => self.tenant_objects.insert(name.to_string(), t.clone()),
+                Diff::Gone(name) => self.tenant_objects.remove(&name),
             };
         }
         let mut touched_ns: BTreeSet<String> = BTreeSet::new();
-        for k in &hints.namespaces {
-            let new = view.namespaces.get(k);
-            if self.namespace_objects.get(k) == new {
-                continue;
+        for d in differing(
+            &self.namespace_objects,
+            &input.namespaces,
+            only.map(|o| &o.namespaces),
+            |a, b| a == b,
+        ) {
+            match d {
+                Diff::Put(name, n) => {
+                    self.namespace_objects.insert(name.to_string(), n.clone());
+                    touched_ns.insert(name.to_string());
+                }
+                Diff::Gone(name) => {
+                    self.namespace_objects.remove(&name);
+                    touched_ns.insert(name);
+                }
             }
-            touched_ns.insert(k.clone());
-            match new {
-                Some(n) => self.namespace_objects.insert(k.clone(), n.clone()),
-                None => self.namespace_objects.remove(k),
-            };
         }
         let ns_objects_changed = !touched_ns.is_empty();
-        for k in &hints.endpoints {
-            match (self.endpoints.get(k), view.endpoints.get(k)) {
-                (None, None) => {}
-                (Some(_), None) => self.remove_endpoint(k.clone(), &mut touched_ns, &mut ch),
-                (Some(s), Some(m)) if same_endpoint(s, m, node) => {}
-                (_, Some(m)) => self.upsert_endpoint(node, m, &mut touched_ns, &mut ch),
+
+        // Endpoints: compared field by field with what the kept state was made of.
+        for d in differing(
+            &self.endpoints,
+            &input.endpoints,
+            only.map(|o| &o.endpoints),
+            |s, m| same_endpoint(s, m, node),
+        ) {
+            match d {
+                Diff::Put(_, m) => self.upsert_endpoint(node, m, &mut touched_ns, &mut ch),
+                Diff::Gone(name) => self.remove_endpoint(name, &mut touched_ns, &mut ch),
             }
         }
         self.settle(touched_ns, tenants_changed, ns_objects_changed, &mut ch);
-
-        // Documents: kept in store-name order, as the map gives them (the order decides between two documents
-        // of one key); only the named ones compared and parsed.
-        let mut changed_keys: BTreeSet<ObjectKey> = BTreeSet::new();
-        let mut docs_changed = false;
-        let mut names = self.doc_names.take().unwrap_or_default();
-        for k in &hints.documents {
-            let new = view.documents.get(k);
-            match (names.binary_search(k), new) {
-                (Err(_), None) => {}
-                (Ok(i), Some(v)) if self.docs.get(i).is_some_and(|d| d.value == *v) => {}
-                (Ok(i), new) => {
-                    docs_changed = true;
-                    let old = match new {
-                        Some(v) => {
-                            let parsed = cluster::parse_document(v);
-                            if let Ok(o) = &parsed {
-                                changed_keys.insert(o.key());
-                            }
-                            let doc = Doc {
-                                value: v.clone(),
-                                parsed,
-                            };
-                            self.docs.get_mut(i).map(|d| std::mem::replace(d, doc))
-                        }
-                        None => {
-                            names.remove(i);
-                            (i < self.docs.len()).then(|| self.docs.remove(i))
-                        }
-                    };
-                    if let Some(Ok(o)) = old.map(|d| d.parsed) {
-                        changed_keys.insert(o.key());
-                    }
-                }
-                (Err(i), Some(v)) => {
-                    docs_changed = true;
-                    let parsed = cluster::parse_document(v);
-                    if let Ok(o) = &parsed {
-                        changed_keys.insert(o.key());
-                    }
-                    names.insert(i, k.clone());
-                    self.docs.insert(
-                        i.min(self.docs.len()),
-                        Doc {
-                            value: v.clone(),
-                            parsed,
-                        },
-                    );
-                }
-            }
-        }
-        self.doc_names = Some(names);
-        self.settle_policies(changed_keys, docs_changed, &mut ch);
-        Some(ch)
-    }
-
-    /// [`World::update`] from a view by name, remembering the documents' names for the passes by name that
-    /// follow.
-    fn update_keyed(&mut self, node: &str, view: &KeyedView<'_>) -> Changes {
-        let tenants: Vec<&seam_model::Tenant> = view.tenants.values().collect();
-        let namespaces: Vec<&seam_model::Namespace> = view.namespaces.values().collect();
-        let endpoints: Vec<&seam_model::Endpoint> = view.endpoints.values().collect();
-        let docs: Vec<&Value> = view.documents.values().collect();
-        let ch = self.update(node, &tenants, &namespaces, &endpoints, &docs);
-        let own_names = view.tenants.iter().all(|(k, t)| *k == t.name)
-            && view.namespaces.iter().all(|(k, n)| *k == n.name)
-            && view.endpoints.iter().all(|(k, e)| *k == e.name);
-        self.doc_names = own_names.then(|| view.documents.keys().cloned().collect());
+        self.update_docs(input, &mut ch);
         ch
     }
 
@@ -649,10 +681,96 @@ impl World {
         }
     }
 
-    /// Policy documents: matched with the kept ones (by position, else by identity), parsed only when new or
-    /// changed; the objects in force (the last valid document of each key, as `cluster::policy_set` keeps them)
-    /// updated for the keys that changed.
-    fn update_docs(&mut self, docs: &[&Value], ch: &mut Changes) {
+    /// Policy documents, then the objects in force and the warnings. By name when the inputs name the changed
+    /// documents (only those compared and parsed); otherwise every document, in order, matched with the kept ones
+    /// by value ([`World::docs_in_order`]: documents without names, or kept without names, can only be found
+    /// again by what they are).
+    fn update_docs(&mut self, input: &Input<'_>, ch: &mut Changes) {
+        let (changed_keys, docs_changed) = match (&input.documents, input.only) {
+            (Documents::Named(documents), Some(only)) => {
+                self.docs_by_name(documents, &only.documents)
+            }
+            (Documents::Named(documents), None) => {
+                let changed = self.docs_in_order(documents.values());
+                self.doc_names = input.by_name.then(|| documents.keys().cloned().collect());
+                changed
+            }
+            (Documents::Listed(documents), _) => {
+                self.doc_names = None;
+                self.docs_in_order(documents.iter().copied())
+            }
+        };
+        self.settle_policies(changed_keys, docs_changed, ch);
+    }
+
+    /// The documents `names_changed` names, compared with the kept ones by store name (the kept documents came by
+    /// name); returns the keys of the objects they held or hold, and whether any document changed.
+    fn docs_by_name(
+        &mut self,
+        documents: &BTreeMap<String, Value>,
+        names_changed: &BTreeSet<String>,
+    ) -> (BTreeSet<ObjectKey>, bool) {
+        // Documents: kept in store-name order, as the map gives them (the order decides between two documents
+        // of one key); only the named ones compared and parsed.
+        let mut changed_keys: BTreeSet<ObjectKey> = BTreeSet::new();
+        let mut docs_changed = false;
+        let mut names = self.doc_names.take().unwrap_or_default();
+        for k in names_changed {
+            let new = documents.get(k);
+            match (names.binary_search(k), new) {
+                (Err(_), None) => {}
+                (Ok(i), Some(v)) if self.docs.get(i).is_some_and(|d| d.value == *v) => {}
+                (Ok(i), new) => {
+                    docs_changed = true;
+                    let old = match new {
+                        Some(v) => {
+                            let parsed = cluster::parse_document(v);
+                            if let Ok(o) = &parsed {
+                                changed_keys.insert(o.key());
+                            }
+                            let doc = Doc {
+                                value: v.clone(),
+                                parsed,
+                            };
+                            self.docs.get_mut(i).map(|d| std::mem::replace(d, doc))
+                        }
+                        None => {
+                            names.remove(i);
+                            (i < self.docs.len()).then(|| self.docs.remove(i))
+                        }
+                    };
+                    if let Some(Ok(o)) = old.map(|d| d.parsed) {
+                        changed_keys.insert(o.key());
+                    }
+                }
+                (Err(i), Some(v)) => {
+                    docs_changed = true;
+                    let parsed = cluster::parse_document(v);
+                    if let Ok(o) = &parsed {
+                        changed_keys.insert(o.key());
+                    }
+                    names.insert(i, k.clone());
+                    self.docs.insert(
+                        i.min(self.docs.len()),
+                        Doc {
+                            value: v.clone(),
+                            parsed,
+                        },
+                    );
+                }
+            }
+        }
+        self.doc_names = Some(names);
+        (changed_keys, docs_changed)
+    }
+
+    /// Every document in order, matched with the kept ones (by position, else by identity), parsed only when new
+    /// or changed; returns the keys of the objects that may have changed (every key when documents were
+    /// reordered: the last valid document of a key is the one in force), and whether any document changed.
+    fn docs_in_order<'d>(
+        &mut self,
+        docs: impl ExactSizeIterator<Item = &'d Value>,
+    ) -> (BTreeSet<ObjectKey>, bool) {
         let mut old: Vec<Option<Doc>> = std::mem::take(&mut self.docs)
             .into_iter()
             .map(Some)
@@ -669,7 +787,7 @@ impl World {
             let positional = old
                 .get(cursor)
                 .and_then(Option::as_ref)
-                .is_some_and(|d| d.value == **v);
+                .is_some_and(|d| d.value == *v);
             let found = if positional {
                 Some(cursor)
             } else {
@@ -685,7 +803,7 @@ impl World {
                 map.get(&doc_ident(v)).and_then(|c| {
                     c.iter()
                         .copied()
-                        .find(|i| old[*i].as_ref().is_some_and(|d| d.value == **v))
+                        .find(|i| old[*i].as_ref().is_some_and(|d| d.value == *v))
                 })
             };
             match found.and_then(|i| old[i].take().map(|d| (i, d))) {
@@ -706,7 +824,7 @@ impl World {
                         changed_keys.insert(o.key());
                     }
                     new_docs.push(Doc {
-                        value: (*v).clone(),
+                        value: v.clone(),
                         parsed,
                     });
                 }
@@ -728,7 +846,7 @@ impl World {
                     .map(PolicyObject::key),
             );
         }
-        self.settle_policies(changed_keys, docs_changed, ch);
+        (changed_keys, docs_changed)
     }
 
     /// After the documents changed: the objects in force for the keys that changed, and the warnings.
@@ -808,11 +926,8 @@ impl IncrementalCompiler {
         let namespaces: Vec<&seam_model::Namespace> = namespaces.into_iter().collect();
         let endpoints: Vec<&seam_model::Endpoint> = endpoints.into_iter().collect();
         let documents: Vec<&Value> = documents.into_iter().collect();
-        let changes = self
-            .world
-            .update(&self.node, &tenants, &namespaces, &endpoints, &documents);
-        // The documents came without names: a pass by name has to compare them all first.
-        self.world.doc_names = None;
+        let input = Input::listed(&tenants, &namespaces, &endpoints, &documents);
+        let changes = self.world.update(&self.node, &input);
         self.finish(&changes, |node| {
             cluster::node_ruleset(
                 tenants.iter().copied(),
@@ -834,10 +949,8 @@ impl IncrementalCompiler {
         view: KeyedView<'_>,
         changes: &ViewChanges,
     ) -> Result<(&NodeRuleset, Vec<String>), CompileError> {
-        let ch = match self.world.update_hinted(&self.node, &view, changes) {
-            Some(ch) => ch,
-            None => self.world.update_keyed(&self.node, &view),
-        };
+        let input = Input::keyed(&view, changes, &self.world);
+        let ch = self.world.update(&self.node, &input);
         self.finish(&ch, |node| {
             cluster::node_ruleset(
                 view.tenants.values(),
