@@ -1002,8 +1002,35 @@ impl IncrementalCompiler {
     }
 }
 
+/// What a pass recompiles, found from the world's changes.
+#[derive(Debug, Default)]
+struct Dirty {
+    /// Policy objects whose fragments are recompiled (a key without an object in force: its fragment goes).
+    objects: BTreeSet<ObjectKey>,
+    /// Groups whose members may have changed.
+    groups: BTreeSet<String>,
+    /// The tenants' rules.
+    tenancy: bool,
+    /// A namespace moved to another tenant: every tenant-scoped contract.
+    tenant_scoped: bool,
+    /// The node's own endpoints.
+    locals: bool,
+    /// Addresses that came, went, or moved (to another namespace, kind or node).
+    moved_addrs: Vec<Ipv4Addr>,
+}
+
+/// A pass's work on the chains: the recompiled fragments' rules by fragment id (waiting for the splice), the
+/// tiers whose chains are rebuilt, and whether the addresses the namespace tier isolates may have changed.
+#[derive(Debug, Default)]
+struct Splice {
+    fresh: HashMap<u64, [Vec<Rule>; 2]>,
+    touched: [bool; 3],
+    iso_changed: bool,
+}
+
 impl Built {
-    /// Recompiles what `ch` touches (everything when `full`) and splices it into the ruleset.
+    /// Recompiles what `ch` touches (everything when `full`) and splices it into the ruleset, in four steps: what
+    /// the changes touch, the groups' members, the fragments, the splice.
     fn pass(&mut self, world: &World, ch: &Changes, full: bool) -> Result<(), Inconsistent> {
         self.valid = false;
         let idx = Index::new(
@@ -1020,120 +1047,18 @@ impl Built {
             .collect();
         let local_addrs = addrs(locals.iter().copied());
 
-        let mut dirty: BTreeSet<ObjectKey> = BTreeSet::new();
-        let mut dirty_groups: BTreeSet<String> = BTreeSet::new();
-        let mut tenancy = full;
-        let mut tenant_scoped = false;
-        let mut locals_changed = full;
-        let mut moved_addrs: Vec<Ipv4Addr> = Vec::new();
-        if full {
-            let next_id = self.next_id.max(3);
-            *self = Built {
-                next_id,
-                ..Built::default()
-            };
-            self.out.egress = tier_chains(Default::default());
-            self.out.ingress = tier_chains(Default::default());
-            dirty.extend(world.policies.objects().map(PolicyObject::key));
+        let mut dirty = if full {
+            self.reset(world)
         } else {
-            for k in &ch.policies {
-                if k.kind == PolicyKind::EndpointGroup {
-                    dirty_groups.insert(k.name.clone());
-                } else {
-                    dirty.insert(k.clone());
-                }
-            }
-            for (name, old) in &ch.endpoints {
-                let old = old.as_ref();
-                let new = world.endpoints.get(name);
-                let moved = Moved {
-                    addresses: addresses(old) != addresses(new),
-                    ports: old.map(|s| &s.ep.ports) != new.map(|s| &s.ep.ports),
-                };
-                let place = |s: &EpState| (s.ep.namespace.clone(), s.ep.kind, s.local);
-                if moved.addresses || old.map(place) != new.map(place) {
-                    // Tenants' members, the node's addresses or both.
-                    tenancy = true;
-                    moved_addrs.extend(addresses(old).into_iter().flatten());
-                    moved_addrs.extend(addresses(new).into_iter().flatten());
-                }
-                locals_changed |= old.is_some_and(|s| s.local) || new.is_some_and(|s| s.local);
-                let (old, new) = (old.map(EpState::version), new.map(EpState::version));
-                for o in world.policies.objects() {
-                    if deps::object_touched(o, old, new, moved, &idx) {
-                        dirty.insert(o.key());
-                    }
-                }
-                for g in self.groups.borrow().keys() {
-                    if deps::group_touched(g, &world.policies, old, new, moved, &idx) {
-                        dirty_groups.insert(g.clone());
-                    }
-                }
-            }
-            for (_, old, new) in &ch.namespaces {
-                let (ol, nl) = (labels_of(old), labels_of(new));
-                if ol != nl {
-                    for o in world.policies.objects() {
-                        if deps::object_reads_labels(o, ol, nl) {
-                            dirty.insert(o.key());
-                        }
-                    }
-                    for g in self.groups.borrow().keys() {
-                        if deps::group_reads_labels(g, &world.policies, ol, nl) {
-                            dirty_groups.insert(g.clone());
-                        }
-                    }
-                }
-                let tenant = |n: &Option<Namespace>| {
-                    n.as_ref()
-                        .and_then(|n| n.tenant.clone())
-                        .unwrap_or_else(|| seam_policy::DEFAULT_TENANT.to_string())
-                };
-                if tenant(old) != tenant(new) {
-                    tenancy = true;
-                    tenant_scoped = true;
-                }
-            }
-            tenancy |= ch.tenants;
-        }
-
+            self.touched_by(world, ch, &idx)
+        };
         let ctx = Ctx::new(&world.policies, &idx, &locals, &local_addrs, &self.groups);
         // Groups first: contracts are dirty when a group they name changed members.
-        let mut changed_groups: BTreeSet<String> = BTreeSet::new();
-        for g in dirty_groups {
-            if !self.groups.borrow().contains_key(&g) {
-                continue;
-            }
-            let members = ctx.group_set_uncached(&g);
-            let old = self.groups.borrow_mut().insert(g.clone(), members.clone());
-            if old.as_ref() != Some(&members) {
-                changed_groups.insert(g);
-            }
-        }
+        let changed_groups = refresh_groups(&self.groups, &ctx, &dirty.groups);
         if !full {
-            let groups = self.groups.borrow();
-            for c in world.policies.contracts() {
-                let mut names = c.spec.consumers.iter().chain(&c.spec.providers);
-                let hit = names.clone().any(|g| changed_groups.contains(g))
-                    || (tenant_scoped && c.spec.scope == seam_policy::ContractScope::Tenant)
-                    || (!moved_addrs.is_empty()
-                        && names.any(|g| {
-                            groups
-                                .get(g)
-                                .is_none_or(|set| moved_addrs.iter().any(|a| set.contains(*a)))
-                        }));
-                if hit {
-                    dirty.insert(ObjectKey {
-                        kind: PolicyKind::Contract,
-                        namespace: None,
-                        name: c.metadata.name.clone(),
-                    });
-                }
-            }
+            dirty.add_contracts(world, &changed_groups, &self.groups.borrow());
         }
 
-        // Recompute the dirty fragments (in key order, merged with the objects in force: a dirty key without an
-        // object was removed).
         let mut st = State {
             out: &mut self.out,
             frags: &mut self.frags,
@@ -1142,107 +1067,177 @@ impl Built {
             set_refs: &mut self.set_refs,
             next_id: &mut self.next_id,
         };
-        let mut fresh: HashMap<u64, [Vec<Rule>; 2]> = HashMap::new();
-        let mut touched = [full; 3];
-        let mut iso_changed = full;
-        let mut keys = dirty.into_iter().peekable();
-        for o in world.policies.objects() {
-            while let Some(k) = keys.peek() {
-                match cmp_key(o, k) {
-                    std::cmp::Ordering::Greater => {
-                        st.apply(
-                            FragKey::Object(k.clone()),
-                            None,
-                            &mut fresh,
-                            &mut touched,
-                            &mut iso_changed,
-                        );
-                        keys.next();
-                    }
-                    std::cmp::Ordering::Equal => {
-                        if let Some(slot) = slot_of(o) {
-                            st.apply(
-                                FragKey::Object(o.key()),
-                                Some((slot, ctx.fragment(o))),
-                                &mut fresh,
-                                &mut touched,
-                                &mut iso_changed,
-                            );
-                        }
-                        keys.next();
-                        break;
-                    }
-                    std::cmp::Ordering::Less => break,
-                }
-            }
-        }
-        for k in keys {
-            st.apply(
-                FragKey::Object(k),
-                None,
-                &mut fresh,
-                &mut touched,
-                &mut iso_changed,
-            );
-        }
-        if iso_changed {
-            let mut iso: [Vec<AddrSet>; 2] = Default::default();
-            for f in st.frags.values() {
-                for (d, s) in f.iso.iter().enumerate() {
-                    if !s.is_empty() {
-                        iso[d].push(s.clone());
-                    }
-                }
-            }
-            let isolated = [union_all(&iso[0]), union_all(&iso[1])];
-            let frag = isolation_fragment(&isolated);
-            st.apply(
-                FragKey::Isolation,
-                Some((Slot::Isolation, frag)),
-                &mut fresh,
-                &mut touched,
-                &mut iso_changed,
-            );
-        }
-        if tenancy {
-            st.apply(
-                FragKey::Tenancy,
-                Some((Slot::Tenancy, ctx.tenancy_fragment())),
-                &mut fresh,
-                &mut touched,
-                &mut iso_changed,
-            );
-        }
-        if full {
-            st.apply(
-                FragKey::Default,
-                Some((Slot::Default, default_fragment())),
-                &mut fresh,
-                &mut touched,
-                &mut iso_changed,
-            );
-        }
-        if locals_changed {
+        let mut splice = Splice {
+            touched: [full; 3],
+            iso_changed: full,
+            ..Splice::default()
+        };
+        st.recompile_objects(world, &ctx, std::mem::take(&mut dirty.objects), &mut splice);
+        st.recompile_derived(&ctx, &dirty, full, &mut splice);
+        if dirty.locals {
             st.out.local = local_endpoints(&locals);
             st.out
                 .sets
                 .insert(LOCAL_SET.to_string(), local_addrs.clone());
         }
-        st.assemble(&mut fresh, touched)?;
+        st.assemble(&mut splice)?;
+        drop(ctx);
 
-        // Keep only the groups some contract names.
+        self.keep_named_groups(world);
+        self.valid = true;
+        Ok(())
+    }
+
+    /// Starts over for a full pass (fragment ids keep counting): every object is dirty.
+    fn reset(&mut self, world: &World) -> Dirty {
+        let next_id = self.next_id.max(3);
+        *self = Built {
+            next_id,
+            ..Built::default()
+        };
+        self.out.egress = tier_chains(Default::default());
+        self.out.ingress = tier_chains(Default::default());
+        Dirty {
+            objects: world.policies.objects().map(PolicyObject::key).collect(),
+            tenancy: true,
+            locals: true,
+            ..Dirty::default()
+        }
+    }
+
+    /// What the world's changes touch: the objects and groups that read a changed endpoint or namespace, the
+    /// changed objects themselves, and the tenants' rules and the node's endpoints when they may differ.
+    fn touched_by(&self, world: &World, ch: &Changes, idx: &Index<'_>) -> Dirty {
+        let mut dirty = Dirty {
+            tenancy: ch.tenants,
+            ..Dirty::default()
+        };
+        for k in &ch.policies {
+            if k.kind == PolicyKind::EndpointGroup {
+                dirty.groups.insert(k.name.clone());
+            } else {
+                dirty.objects.insert(k.clone());
+            }
+        }
+        for (name, old) in &ch.endpoints {
+            let old = old.as_ref();
+            let new = world.endpoints.get(name);
+            let moved = Moved {
+                addresses: addresses(old) != addresses(new),
+                ports: old.map(|s| &s.ep.ports) != new.map(|s| &s.ep.ports),
+            };
+            let place = |s: &EpState| (s.ep.namespace.clone(), s.ep.kind, s.local);
+            if moved.addresses || old.map(place) != new.map(place) {
+                // Tenants' members, the node's addresses or both.
+                dirty.tenancy = true;
+                dirty
+                    .moved_addrs
+                    .extend(addresses(old).into_iter().flatten());
+                dirty
+                    .moved_addrs
+                    .extend(addresses(new).into_iter().flatten());
+            }
+            dirty.locals |= old.is_some_and(|s| s.local) || new.is_some_and(|s| s.local);
+            let (old, new) = (old.map(EpState::version), new.map(EpState::version));
+            for o in world.policies.objects() {
+                if deps::object_touched(o, old, new, moved, idx) {
+                    dirty.objects.insert(o.key());
+                }
+            }
+            for g in self.groups.borrow().keys() {
+                if deps::group_touched(g, &world.policies, old, new, moved, idx) {
+                    dirty.groups.insert(g.clone());
+                }
+            }
+        }
+        for (_, old, new) in &ch.namespaces {
+            let (ol, nl) = (labels_of(old), labels_of(new));
+            if ol != nl {
+                for o in world.policies.objects() {
+                    if deps::object_reads_labels(o, ol, nl) {
+                        dirty.objects.insert(o.key());
+                    }
+                }
+                for g in self.groups.borrow().keys() {
+                    if deps::group_reads_labels(g, &world.policies, ol, nl) {
+                        dirty.groups.insert(g.clone());
+                    }
+                }
+            }
+            let tenant = |n: &Option<Namespace>| {
+                n.as_ref()
+                    .and_then(|n| n.tenant.clone())
+                    .unwrap_or_else(|| seam_policy::DEFAULT_TENANT.to_string())
+            };
+            if tenant(old) != tenant(new) {
+                dirty.tenancy = true;
+                dirty.tenant_scoped = true;
+            }
+        }
+        dirty
+    }
+
+    /// Keeps only the members of groups some contract names.
+    fn keep_named_groups(&mut self, world: &World) {
         let named: HashSet<&str> = world
             .policies
             .contracts()
             .flat_map(|c| c.spec.consumers.iter().chain(&c.spec.providers))
             .map(String::as_str)
             .collect();
-        drop(ctx);
         self.groups
-            .borrow_mut()
+            .get_mut()
             .retain(|g, _| named.contains(g.as_str()));
-        self.valid = true;
-        Ok(())
+    }
+}
+
+/// Recomputes the members of the `dirty` groups that are kept; returns those whose members changed.
+fn refresh_groups(
+    groups: &RefCell<BTreeMap<String, AddrSet>>,
+    ctx: &Ctx<'_, '_>,
+    dirty: &BTreeSet<String>,
+) -> BTreeSet<String> {
+    let mut changed: BTreeSet<String> = BTreeSet::new();
+    for g in dirty {
+        if !groups.borrow().contains_key(g) {
+            continue;
+        }
+        let members = ctx.group_set_uncached(g);
+        let old = groups.borrow_mut().insert(g.clone(), members.clone());
+        if old.as_ref() != Some(&members) {
+            changed.insert(g.clone());
+        }
+    }
+    changed
+}
+
+impl Dirty {
+    /// Contracts that name a group whose members changed, that name a group holding a moved address (or one not
+    /// kept), and, when a namespace changed tenant, the tenant-scoped ones.
+    fn add_contracts(
+        &mut self,
+        world: &World,
+        changed_groups: &BTreeSet<String>,
+        groups: &BTreeMap<String, AddrSet>,
+    ) {
+        for c in world.policies.contracts() {
+            let mut names = c.spec.consumers.iter().chain(&c.spec.providers);
+            let hit = names.clone().any(|g| changed_groups.contains(g))
+                || (self.tenant_scoped && c.spec.scope == seam_policy::ContractScope::Tenant)
+                || (!self.moved_addrs.is_empty()
+                    && names.any(|g| {
+                        groups
+                            .get(g)
+                            .is_none_or(|set| self.moved_addrs.iter().any(|a| set.contains(*a)))
+                    }));
+            if hit {
+                self.objects.insert(ObjectKey {
+                    kind: PolicyKind::Contract,
+                    namespace: None,
+                    name: c.metadata.name.clone(),
+                });
+            }
+        }
     }
 }
 
@@ -1257,16 +1252,81 @@ struct State<'b> {
 }
 
 impl State<'_> {
-    /// Replaces a fragment by its recompiled output (`None`: removes it): its sets go into the ruleset now, its
-    /// rules wait in `fresh` for [`State::assemble`].
-    fn apply(
+    /// Recompiles the fragments of the `dirty` objects, in key order merged with the objects in force: a dirty
+    /// key without an object was removed, and so is its fragment.
+    fn recompile_objects(
         &mut self,
-        key: FragKey,
-        new: Option<(Slot, FragOut)>,
-        fresh: &mut HashMap<u64, [Vec<Rule>; 2]>,
-        touched: &mut [bool; 3],
-        iso_changed: &mut bool,
+        world: &World,
+        ctx: &Ctx<'_, '_>,
+        dirty: BTreeSet<ObjectKey>,
+        splice: &mut Splice,
     ) {
+        let mut keys = dirty.into_iter().peekable();
+        for o in world.policies.objects() {
+            while let Some(k) = keys.peek() {
+                match cmp_key(o, k) {
+                    std::cmp::Ordering::Greater => {
+                        self.apply(FragKey::Object(k.clone()), None, splice);
+                        keys.next();
+                    }
+                    std::cmp::Ordering::Equal => {
+                        if let Some(slot) = slot_of(o) {
+                            self.apply(
+                                FragKey::Object(o.key()),
+                                Some((slot, ctx.fragment(o))),
+                                splice,
+                            );
+                        }
+                        keys.next();
+                        break;
+                    }
+                    std::cmp::Ordering::Less => break,
+                }
+            }
+        }
+        for k in keys {
+            self.apply(FragKey::Object(k), None, splice);
+        }
+    }
+
+    /// Recompiles the fragments that belong to no object: the namespace tier's isolation rule when what the
+    /// fragments isolate changed, the tenants' rules when `dirty` says so, the default rules on a full pass.
+    fn recompile_derived(
+        &mut self,
+        ctx: &Ctx<'_, '_>,
+        dirty: &Dirty,
+        full: bool,
+        splice: &mut Splice,
+    ) {
+        if splice.iso_changed {
+            let mut iso: [Vec<AddrSet>; 2] = Default::default();
+            for f in self.frags.values() {
+                for (d, s) in f.iso.iter().enumerate() {
+                    if !s.is_empty() {
+                        iso[d].push(s.clone());
+                    }
+                }
+            }
+            let isolated = [union_all(&iso[0]), union_all(&iso[1])];
+            let frag = isolation_fragment(&isolated);
+            self.apply(FragKey::Isolation, Some((Slot::Isolation, frag)), splice);
+        }
+        if dirty.tenancy {
+            let frag = ctx.tenancy_fragment();
+            self.apply(FragKey::Tenancy, Some((Slot::Tenancy, frag)), splice);
+        }
+        if full {
+            self.apply(
+                FragKey::Default,
+                Some((Slot::Default, default_fragment())),
+                splice,
+            );
+        }
+    }
+
+    /// Replaces a fragment by its recompiled output (`None`: removes it): its sets go into the ruleset now, its
+    /// rules wait in the splice for [`State::assemble`].
+    fn apply(&mut self, key: FragKey, new: Option<(Slot, FragOut)>, splice: &mut Splice) {
         let old = self.frags.remove(&key);
         let id = match &old {
             Some(f) => {
@@ -1280,7 +1340,7 @@ impl State<'_> {
                     }
                 }
                 self.order.remove(&f.slot);
-                touched[f.slot.tier()] = true;
+                splice.touched[f.slot.tier()] = true;
                 f.id
             }
             None => {
@@ -1292,11 +1352,11 @@ impl State<'_> {
         let no_iso = [AddrSet::new(), AddrSet::new()];
         let old_iso = old.as_ref().map_or(&no_iso, |f| &f.iso);
         let Some((slot, frag)) = new else {
-            *iso_changed |= *old_iso != no_iso;
+            splice.iso_changed |= *old_iso != no_iso;
             return;
         };
         let FragOut { rules, sets, iso } = frag;
-        *iso_changed |= *old_iso != iso;
+        splice.iso_changed |= *old_iso != iso;
         let mut names = Vec::with_capacity(sets.len());
         for (name, set) in sets {
             *self.set_refs.entry(name.clone()).or_default() += 1;
@@ -1304,8 +1364,8 @@ impl State<'_> {
             names.push(name);
         }
         self.order.insert(slot.clone(), id);
-        touched[slot.tier()] = true;
-        fresh.insert(id, rules);
+        splice.touched[slot.tier()] = true;
+        splice.fresh.insert(id, rules);
         self.frags.insert(
             key,
             Frag {
@@ -1317,14 +1377,11 @@ impl State<'_> {
         );
     }
 
-    /// Rebuilds the chains of the touched tiers in slot order: the rules of recompiled fragments from `fresh`,
+    /// Rebuilds the chains of the touched tiers in slot order: the rules of recompiled fragments from the splice,
     /// the others moved over from the old chain (their relative order cannot have changed).
-    fn assemble(
-        &mut self,
-        fresh: &mut HashMap<u64, [Vec<Rule>; 2]>,
-        touched: [bool; 3],
-    ) -> Result<(), Inconsistent> {
-        for (tier, touched) in touched.into_iter().enumerate() {
+    fn assemble(&mut self, splice: &mut Splice) -> Result<(), Inconsistent> {
+        let Splice { fresh, touched, .. } = splice;
+        for (tier, touched) in touched.iter().copied().enumerate() {
             if !touched {
                 continue;
             }
