@@ -3,9 +3,10 @@
 //!
 //! [`IncrementalCompiler::sync`] is level-triggered: it takes the whole view every time, diffs it against what it
 //! saw last (per object by name, cheap equality; only changed policy documents are parsed again), finds the
-//! fragments of the ruleset (see `compile.rs`: one per policy object, plus the isolation, tenant and default rules)
-//! that the changes can touch (`deps.rs`), recomputes those, and splices their rules and sets into the ruleset it
-//! keeps. The result is always exactly what `node_ruleset` returns for the same inputs (`tests/it/incremental.rs`
+//! fragments of the ruleset (see `compile/fragment.rs`: one per policy object, plus the isolation, tenant and
+//! default rules) that the changes can touch (`deps.rs`), recomputes those, and splices their rules and sets into
+//! the ruleset it keeps. [`IncrementalCompiler::sync_changes`] runs the same diff (`World::update`) on a view by
+//! name, restricted to the names that changed. The result is always exactly what `node_ruleset` returns for the same inputs (`tests/it/incremental.rs`
 //! checks it after every step of random change sequences).
 //!
 //! What it keeps: the view in the engine's terms (one copy of the inventory and of the policy documents), the

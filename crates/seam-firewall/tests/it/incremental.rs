@@ -647,36 +647,6 @@ fn check(
         }
     }
     hinted.check(view, &wants, step);
-    // TEMP-LEGACY
-    {
-        let inv = tenant_inventory(
-            view.tenants.values(),
-            view.namespaces.values(),
-            view.endpoints.values(),
-        );
-        let (set, _) = policy_set(view.docs.values());
-        let local: Vec<String> = view
-            .endpoints
-            .values()
-            .filter(|e| e.node == "n1")
-            .map(|e| {
-                format!(
-                    "{}/{}",
-                    e.namespace,
-                    seam_firewall::cluster::inventory_name(e)
-                )
-            })
-            .collect();
-        let new = seam_firewall::compile(&set, &inv, &local).unwrap();
-        let old = crate::legacy::compile(&set, &inv, &local).unwrap();
-        if new != old {
-            panic!(
-                "compile differs from the legacy compiler after step {step}:\n{}",
-                describe_diff(&new, &old)
-            );
-        }
-    }
-    // END-TEMP-LEGACY
     // The full compile against the engine: every pair of endpoints at the last step, a rotating sample before.
     let bad = engine_mismatches(view, &wants, (!last).then_some(step));
     assert!(
