@@ -273,18 +273,16 @@ impl<'v, T> Objects<'v, T> {
         if !all.is_sorted_by(|a, b| a.0 <= b.0) {
             all.sort_by(|a, b| a.0.cmp(b.0));
         }
-        let mut out: Vec<(&'v str, &'v T)> = Vec::with_capacity(all.len());
         let mut shared = false;
-        for o in all {
-            match out.last_mut() {
-                Some(last) if last.0 == o.0 => {
-                    shared = true;
-                    *last = o;
-                }
-                _ => out.push(o),
+        all.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                shared = true;
+                *kept = *later;
             }
-        }
-        (Objects::Sorted(out), shared)
+            same
+        });
+        (Objects::Sorted(all), shared)
     }
 
     /// A view by name as it is when every key is its object's own name, else rebuilt under the own names.
