@@ -31,3 +31,6 @@ pub use error::ConformanceError;
 pub use model::{Cluster, Model, ModelPod};
 pub use report::{CaseOutcome, Report};
 pub use symbols::{policy_documents, policy_set, substitute};
+
+#[cfg(test)]
+mod tests;

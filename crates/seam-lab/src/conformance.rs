@@ -576,3 +576,43 @@ impl Decider for Runner<'_> {
         Ok(Some(self.probe_all(probes, self.opts.timeout * 2)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn load(name: &str) -> Value {
+        let path = format!(
+            "{}/../seam-policy/test_data/netpol/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn the_lab_holds_both_models_and_serves_their_ports() {
+        let model = load("model.json");
+        let mut cases = load("cases.json").as_array().unwrap().clone();
+        cases.extend(load("anp_cases.json").as_array().unwrap().iter().cloned());
+        let suite = Suite::from_json(&Value::Array(cases), &model).unwrap();
+        let plan = pods_to_build(&suite).unwrap();
+        assert_eq!(plan.namespaces.len(), 3 + 5);
+        assert_eq!(plan.namespaces[0].0, "x");
+        assert_eq!(plan.pods.len(), 9 + 8, "host-network pods are not built");
+        let (xa, serves) = &plan.pods[0];
+        assert_eq!(xa.reference, "x/a");
+        assert_eq!(serves.len(), 6);
+        let (_, anp_serves) = &plan.pods[9];
+        assert!(anp_serves.contains(&(8080, Protocol::Tcp)));
+
+        let mut no_servers = model.clone();
+        no_servers.as_object_mut().unwrap().remove("servers");
+        let suite = Suite::from_json(&load("cases.json"), &no_servers).unwrap();
+        assert_eq!(
+            pods_to_build(&suite).unwrap_err().to_string(),
+            "model: .servers: is missing"
+        );
+    }
+}
