@@ -19,6 +19,7 @@
 
 mod case;
 mod check;
+mod cnp;
 mod error;
 mod json;
 mod model;
@@ -27,6 +28,7 @@ mod symbols;
 
 pub use case::{is_anp_case, Case, Probe, Suite};
 pub use check::{check, check_case, flow, judge, CaseInput, Decider, Engine, Judging, Observed};
+pub use cnp::anp_as_cnp;
 pub use error::ConformanceError;
 pub use model::{Cluster, Model, ModelPod};
 pub use report::{CaseOutcome, Report};
