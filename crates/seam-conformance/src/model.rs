@@ -59,9 +59,26 @@ impl Cluster {
         case: &Case,
         addresses: &BTreeMap<String, Ipv4Addr>,
     ) -> Result<Inventory, ConformanceError> {
+        self.inventory_with(&case.namespace_labels, &case.pod_labels, addresses)
+    }
+
+    /// The inventory of the model as it is (no case's labels), pods at `addresses`.
+    pub fn base_inventory(
+        &self,
+        addresses: &BTreeMap<String, Ipv4Addr>,
+    ) -> Result<Inventory, ConformanceError> {
+        self.inventory_with(&BTreeMap::new(), &BTreeMap::new(), addresses)
+    }
+
+    fn inventory_with(
+        &self,
+        namespace_labels: &BTreeMap<String, Labels>,
+        pod_labels: &BTreeMap<String, Labels>,
+        addresses: &BTreeMap<String, Ipv4Addr>,
+    ) -> Result<Inventory, ConformanceError> {
         let mut inv = Inventory::default();
         for (name, labels) in &self.namespaces {
-            let labels = case.namespace_labels.get(name).unwrap_or(labels);
+            let labels = namespace_labels.get(name).unwrap_or(labels);
             inv.namespaces.insert(
                 name.clone(),
                 Namespace {
@@ -81,8 +98,7 @@ impl Cluster {
                 name: pod.name.clone(),
                 namespace: pod.namespace.clone(),
                 kind: EndpointKind::Pod,
-                labels: case
-                    .pod_labels
+                labels: pod_labels
                     .get(&pod.reference)
                     .unwrap_or(&pod.labels)
                     .clone(),
