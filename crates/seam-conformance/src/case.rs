@@ -146,7 +146,11 @@ fn anp_probes(case: &Value, path: &str) -> Result<Vec<Probe>, ConformanceError> 
 }
 
 /// The matrices of a NetworkPolicy case: `probe` + `expected`, then `additional_probes`.
-fn matrix_probes(case: &Value, path: &str, order: &[String]) -> Result<Vec<Probe>, ConformanceError> {
+fn matrix_probes(
+    case: &Value,
+    path: &str,
+    order: &[String],
+) -> Result<Vec<Probe>, ConformanceError> {
     let mut matrices = vec![(
         CASES.get(case, path, "probe")?,
         CASES.get(case, path, "expected")?,

@@ -275,7 +275,11 @@ pub fn judge(case: &Case, probe: &Probe, observed: &Observed, out: &mut CaseOutc
         connected || (case.anp && *observed == Observed::Refused)
     };
     if bad {
-        let denied = if case.anp { "drop (timeout)" } else { "blocked" };
+        let denied = if case.anp {
+            "drop (timeout)"
+        } else {
+            "blocked"
+        };
         out.mismatches.push(format!(
             "{}, got {}",
             want("connect", denied),

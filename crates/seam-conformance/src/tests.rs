@@ -234,10 +234,7 @@ fn decisions_are_judged_against_the_expectation() {
     };
     let np = case(false, true);
     let bad = judged(&np, &probe("x/a", "x/b", true), decided(false));
-    assert_eq!(
-        bad.mismatches,
-        ["x/a->x/b 80/TCP: want allow, got because"]
-    );
+    assert_eq!(bad.mismatches, ["x/a->x/b 80/TCP: want allow, got because"]);
     // A self pair counts where upstream enforces it, and only there.
     assert_eq!(
         judged(&np, &probe("x/a", "x/a", false), decided(true))
@@ -245,7 +242,11 @@ fn decisions_are_judged_against_the_expectation() {
             .len(),
         1
     );
-    let lax = judged(&case(false, false), &probe("x/a", "x/a", true), decided(false));
+    let lax = judged(
+        &case(false, false),
+        &probe("x/a", "x/a", true),
+        decided(false),
+    );
     assert_eq!((lax.ignored_self, lax.mismatches.len()), (1, 0));
     let mut report = Report::new(Judging::Decisions);
     report.record("lax", lax);

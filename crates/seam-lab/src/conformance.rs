@@ -411,7 +411,11 @@ impl<'a> Runner<'a> {
                 self.put_namespace(name, want)?;
             }
             for (pod, _) in &plan.pods {
-                let want = input.case.pod_labels.get(&pod.reference).unwrap_or(&pod.labels);
+                let want = input
+                    .case
+                    .pod_labels
+                    .get(&pod.reference)
+                    .unwrap_or(&pod.labels);
                 self.set_pod_labels(&pod.reference, want)?;
             }
             Ok(())

@@ -276,7 +276,11 @@ fn the_ir_passes_every_case_as_the_harness_checks_it() {
     for (layout, place) in layouts {
         // The ANP cases also rewritten as ClusterNetworkPolicies.
         let mut as_cnps = suite("anp_cases.json");
-        as_cnps.cases = as_cnps.cases.iter().map(seam_conformance::Case::as_cnps).collect();
+        as_cnps.cases = as_cnps
+            .cases
+            .iter()
+            .map(seam_conformance::Case::as_cnps)
+            .collect();
         let mut passed = 0;
         for suite in [suite("cases.json"), suite("anp_cases.json"), as_cnps] {
             let report = check(&suite, &mut Ir { layout: place }).unwrap();

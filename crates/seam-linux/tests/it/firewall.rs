@@ -17,16 +17,16 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use seam_conformance::{
+    check, CaseInput, ConformanceError, Decider, Judging, Model, Observed, Probe, Suite,
+};
 use seam_firewall::render::table;
+use seam_firewall::NodeRuleset;
 use seam_firewall::{compile, nft_comment, verdict_rule_id};
 use seam_linux::nft::list_table_text;
 use seam_linux::{
     apply_delta, apply_ruleset, delete_table, netns, read_counters, sysctl, NftError,
 };
-use seam_conformance::{
-    check, CaseInput, ConformanceError, Decider, Judging, Model, Observed, Probe, Suite,
-};
-use seam_firewall::NodeRuleset;
 use seam_policy::{evaluate, Decision, Flow, FlowEnd, Inventory, PolicySet, Protocol};
 use serde_json::{json, Value};
 

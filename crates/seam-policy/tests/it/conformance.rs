@@ -35,7 +35,9 @@ impl Decider for WithoutPolicies {
         let none = PolicySet::new();
         Ok(probes
             .iter()
-            .map(|p| Engine::default().observe(&evaluate(&none, &input.inventory, &flow(p)).unwrap()))
+            .map(|p| {
+                Engine::default().observe(&evaluate(&none, &input.inventory, &flow(p)).unwrap())
+            })
             .collect())
     }
 }
