@@ -230,8 +230,11 @@ fn the_check_detects_a_wrong_compiler() {
 /// probe passes when the forward path of the nodes involved (egress on the source's, ingress on the
 /// destination's) passes it.
 struct Ir {
-    layout: fn(&Inventory) -> Placement,
+    layout: Layout,
 }
+
+/// Where each endpoint runs.
+type Layout = fn(&Inventory) -> Placement;
 
 impl Decider for Ir {
     type Error = ConformanceError;
@@ -271,8 +274,7 @@ impl Decider for Ir {
 
 #[test]
 fn the_ir_passes_every_case_as_the_harness_checks_it() {
-    let layouts: [(&str, fn(&Inventory) -> Placement); 2] =
-        [("1 node", one_node), ("3 nodes", three_nodes)];
+    let layouts: [(&str, Layout); 2] = [("1 node", one_node), ("3 nodes", three_nodes)];
     for (layout, place) in layouts {
         // The ANP cases also rewritten as ClusterNetworkPolicies.
         let mut as_cnps = suite("anp_cases.json");
