@@ -27,18 +27,9 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 
-/// The nftables family of [`NAT_TABLE`] (NAT of IPv4 only: segments are IPv4).
-pub const NAT_FAMILY: &str = "ip";
-/// Seam's NAT table (kept apart from `inet seam`, which the policy engine rewrites).
-pub const NAT_TABLE: &str = "seam-nat";
-/// The set of source prefixes whose egress is masqueraded: the SNAT segments' subnets.
-pub const NAT_SOURCES_SET: &str = "snat_sources";
-/// The set of destinations never masqueraded: every segment, node and external endpoint.
-pub const NAT_KNOWN_SET: &str = "not_masqueraded";
-/// The base chain (nat hook postrouting, priority srcnat).
-pub const NAT_CHAIN: &str = "postrouting";
-/// The comment that marks Seam's masquerade rule (how the observer recognises it).
-pub const NAT_RULE_COMMENT: &str = "seam snat";
+pub use seam_nft::names::{
+    NAT_CHAIN, NAT_FAMILY, NAT_KNOWN_SET, NAT_RULE_COMMENT, NAT_SOURCES_SET, NAT_TABLE,
+};
 /// The routing table holding the egress default route via the gateway (`0x5ea1`).
 pub const EGRESS_TABLE: u32 = 0x5ea1;
 /// Priority of the rule that keeps a SNAT segment's specific routes (`lookup main

@@ -11,10 +11,7 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-/// The table Seam owns.
-pub const TABLE_FAMILY: &str = "inet";
-/// Its name.
-pub const TABLE_NAME: &str = "seam";
+use seam_nft::names::{BRIDGE_TABLE, TABLE, TABLE_FAMILY, TABLE_NAME};
 
 /// What went wrong talking to nftables.
 #[derive(Debug, thiserror::Error)]
@@ -42,7 +39,7 @@ pub enum NftError {
         line: Option<(usize, String)>,
     },
     /// `table inet seam` does not exist in this namespace.
-    #[error("table inet seam does not exist")]
+    #[error("table {TABLE} does not exist")]
     NoTable,
     /// The kernel refused (or never answered) an nf_tables netlink batch; nothing of it applied.
     #[error("{0}")]
@@ -249,7 +246,7 @@ pub fn apply_text(operation: &'static str, text: &str) -> Result<(), NftError> {
 /// Deletes Seam's tables (`inet seam` and `bridge seam`); absent is success.
 pub fn delete_table() -> Result<(), NftError> {
     let text = format!(
-        "table {TABLE_FAMILY} {TABLE_NAME} {{}}\ndelete table {TABLE_FAMILY} {TABLE_NAME}\ntable bridge {TABLE_NAME} {{}}\ndelete table bridge {TABLE_NAME}\n"
+        "table {TABLE} {{}}\ndelete table {TABLE}\ntable {BRIDGE_TABLE} {{}}\ndelete table {BRIDGE_TABLE}\n"
     );
     run("delete table", &["-f", "-"], Some(&text)).map(|_| ())
 }

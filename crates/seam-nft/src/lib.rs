@@ -1,12 +1,15 @@
 //! Seam's nftables, as values. Everything Seam writes to the kernel's nf_tables lives here, so a
 //! change to a table, chain, set or rule is made in one place.
 //!
+//! - [`names`]: every table, chain and set name Seam uses, and how rule ids and IR set names
+//!   become rule comments and set names.
 //! - [`rule`]: a policy rule ([`NftRule`]) with its text form, and the in-place changes of a table
 //!   ([`TableOp`], [`FirewallDelta`]).
 //!
 //! Architecture invariant: pure. No socket, file or process: `seam-linux` opens the netlink socket
 //! and sends what this crate builds.
 
+pub mod names;
 pub mod rule;
 
 pub use rule::{AddrField, FirewallDelta, NftMatch, NftRule, NftVerdict, TableOp};

@@ -32,20 +32,22 @@ use seam_nft::{FirewallDelta, NftRule, TableOp};
 use seam_policy::Direction;
 use serde_json::Value;
 
-use super::{fnv1a, fnv_feed, nft_rule, nft_set_name, FNV_OFFSET, TABLE};
+use super::nft_rule;
 use crate::addr::AddrSet;
 use crate::ir::{AddrMatch, NodeRuleset, Rule, Tier};
+use seam_nft::names::{
+    fnv1a, fnv_feed, kernel_set_name, ADMIN_CHAIN_PREFIX, BASELINE_CHAIN_PREFIX, BASE_CHAINS,
+    BRIDGE_TABLE, CHAIN_PREFIXES, CLASS_CHAIN_PREFIX, EGRESS_DISPATCH, FNV_OFFSET,
+    INGRESS_DISPATCH, NAMESPACE_CHAIN_PREFIX, TABLE,
+};
 
 /// The verdict map of a direction.
 pub fn dispatch_map(direction: Direction) -> &'static str {
     match direction {
-        Direction::Egress => "egress_dispatch",
-        Direction::Ingress => "ingress_dispatch",
+        Direction::Egress => EGRESS_DISPATCH,
+        Direction::Ingress => INGRESS_DISPATCH,
     }
 }
-
-const BASE_CHAINS: [&str; 2] = ["egress", "ingress"];
-const CHAIN_PREFIXES: [&str; 4] = ["a_", "b_", "c_", "z_"];
 
 /// What a regular chain holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,15 +92,6 @@ fn range_len(&(s, e): &(Ipv4Addr, Ipv4Addr)) -> u64 {
 fn is_interval(ranges: &[(Ipv4Addr, Ipv4Addr)]) -> bool {
     ranges.iter().any(|r| range_len(r) > HASH_SET_MAX_RANGE)
         || ranges.iter().map(range_len).sum::<u64>() > HASH_SET_MAX_ADDRS
-}
-
-/// The kernel's name of an IR set of this kind.
-fn kernel_set_name(ir_name: &str, interval: bool) -> String {
-    if interval {
-        nft_set_name(ir_name)
-    } else {
-        format!("h/{}", nft_set_name(ir_name))
-    }
 }
 
 fn addrs_of(ranges: &[(Ipv4Addr, Ipv4Addr)]) -> Vec<Ipv4Addr> {
@@ -418,7 +411,11 @@ impl Renderer {
                     .into_iter()
                     .map(|r| render.rule(r))
                     .collect();
-                let name = chain_name("z_", &[d, "baseline"], rendered.iter().map(|r| r.hash));
+                let name = chain_name(
+                    BASELINE_CHAIN_PREFIX,
+                    &[d, "baseline"],
+                    rendered.iter().map(|r| r.hash),
+                );
                 out.chains.insert(
                     name.clone(),
                     ChainBody::Rules(rendered.into_iter().map(|r| r.rule).collect()),
@@ -447,7 +444,11 @@ impl Renderer {
                 .iter()
                 .zip(&namespace.hashes)
                 .map(|(rules, hashes)| {
-                    let name = chain_name("b_", &[d, "namespace"], hashes.iter().copied());
+                    let name = chain_name(
+                        NAMESPACE_CHAIN_PREFIX,
+                        &[d, "namespace"],
+                        hashes.iter().copied(),
+                    );
                     out.chains
                         .insert(name.clone(), ChainBody::Rules(rules.clone()));
                     name
@@ -458,7 +459,13 @@ impl Renderer {
             let admin_chains: Vec<String> = admin
                 .hashes
                 .iter()
-                .map(|hashes| chain_name("a_", &[d, "admin-block"], hashes.iter().copied()))
+                .map(|hashes| {
+                    chain_name(
+                        ADMIN_CHAIN_PREFIX,
+                        &[d, "admin-block"],
+                        hashes.iter().copied(),
+                    )
+                })
                 .collect();
             let mut classes: HashMap<(&[usize], &[usize]), Arc<str>, foldhash::fast::RandomState> =
                 HashMap::default();
@@ -499,7 +506,7 @@ impl Renderer {
                             .cloned()
                             .collect();
                         let name = chain_name(
-                            "a_",
+                            ADMIN_CHAIN_PREFIX,
                             &[d, "admin"],
                             inlined
                                 .iter()
@@ -517,7 +524,7 @@ impl Renderer {
                     );
                     let mut labels = vec![d, "class", baseline.as_str()];
                     labels.extend(jumps.iter().map(String::as_str));
-                    let name = chain_name("c_", &labels, []);
+                    let name = chain_name(CLASS_CHAIN_PREFIX, &labels, []);
                     out.chains.insert(
                         name.clone(),
                         ChainBody::Dispatch {
@@ -593,7 +600,10 @@ pub fn full_text(model: &TableModel) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "table {TABLE} {{}}");
     let _ = writeln!(out, "delete table {TABLE}");
-    out.push_str("table bridge seam {}\ndelete table bridge seam\n");
+    let _ = writeln!(
+        out,
+        "table {BRIDGE_TABLE} {{}}\ndelete table {BRIDGE_TABLE}"
+    );
     let _ = writeln!(out, "table {TABLE} {{");
     for (name, set) in &model.sets {
         let _ = writeln!(out, "\tset {name} {{");
@@ -786,7 +796,7 @@ pub fn delta(old: &TableModel, new: &TableModel) -> FirewallDelta {
         }
     }
     // Class chains refer to the others, so they go first.
-    gone_chains.sort_by_key(|n| (!n.starts_with("c_"), n.as_str()));
+    gone_chains.sort_by_key(|n| (!n.starts_with(CLASS_CHAIN_PREFIX), n.as_str()));
     let mut chain_cleanup: Vec<TableOp> = gone_chains
         .into_iter()
         .map(|name| TableOp::DeleteChain { name: name.clone() })
