@@ -8,8 +8,8 @@ use ipnet::Ipv4Net;
 use seam_dataplane::{
     host_ifname, plan, DesiredNode, Firewall, LinkOp, NodeKernel, RemoteEntry, SegmentSpec,
 };
-use seam_firewall::render::table::{self, TableModel};
 use seam_model::{gateway_mac, vm_port_name, EndpointKind};
+use seam_nft::table::{self, TableModel};
 
 use crate::Agent;
 
@@ -208,7 +208,7 @@ pub async fn reconcile_once<K: NodeKernel + Firewall + 'static>(
         tracing::info!(operations = ops.len(), "dataplane reconciled");
     }
     // The firewall follows the same level-triggered pass: compile from the view, then change the
-    // kernel's table in place by what differs (see `seam_firewall::render::table`).
+    // kernel's table in place by what differs (see `seam_nft::table`).
     match firewall_ruleset(agent).await {
         Ok(model) => {
             if let Err(e) = apply_firewall(agent, model).await {

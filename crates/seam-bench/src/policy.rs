@@ -930,7 +930,7 @@ fn incremental(
         let kernel_rules = kernel_rule_count()?;
         let list_ms = ms(t.elapsed());
         // As the agent does: the kernel's table is changed in place by the delta from what it holds.
-        let mut applied = seam_firewall::render::table::from_nft_json(
+        let mut applied = seam_nft::table::from_nft_json(
             &seam_linux::nft::list_table_text()?.unwrap_or_default(),
         )
         .context("read back the table just written")?;
@@ -984,7 +984,7 @@ fn incremental(
                 )?;
                 let t2 = Instant::now();
                 let model = renderer.model(rs);
-                let delta = seam_firewall::render::table::delta(&applied, &model);
+                let delta = seam_nft::table::delta(&applied, &model);
                 let t3 = Instant::now();
                 seam_linux::apply_delta(&delta).context("apply an incremental change")?;
                 let t4 = Instant::now();

@@ -1,5 +1,6 @@
 //! The nftables realization of a [`NodeRuleset`]: `table inet seam`, written in full as one `nft -f`
-//! transaction ([`render`]) or changed in place ([`table::delta`]). The layout and why it is so: [`table`].
+//! transaction ([`render`]) or changed in place ([`seam_nft::table::delta`]). The layout and why it is so:
+//! [`seam_nft::table`].
 //! Every policy rule has a `counter` and `comment "<rule id>"` ([`nft_comment`]), which is how `explain` reads
 //! a rule's counter back from the kernel.
 
@@ -96,5 +97,5 @@ pub(crate) fn nft_rule(rule: &Rule, set_name: &impl Fn(&str) -> String) -> NftRu
 /// Renders the ruleset as one nftables transaction that atomically replaces Seam's tables. The output is
 /// deterministic: equal rulesets render to equal text.
 pub fn render(ruleset: &NodeRuleset) -> String {
-    table::full_text(&table::model(ruleset))
+    seam_nft::table::full_text(&table::model(ruleset))
 }

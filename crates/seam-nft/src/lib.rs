@@ -5,11 +5,14 @@
 //!   become rule comments and set names.
 //! - [`rule`]: a policy rule ([`NftRule`]) with its text form, and the in-place changes of a table
 //!   ([`TableOp`], [`FirewallDelta`]).
+//! - [`table`]: `table inet seam` as a value ([`table::TableModel`]): the text of a whole-table
+//!   write, the in-place change between two models, and a kernel listing read back.
 //!
 //! Architecture invariant: pure. No socket, file or process: `seam-linux` opens the netlink socket
 //! and sends what this crate builds.
 
 pub mod names;
 pub mod rule;
+pub mod table;
 
 pub use rule::{AddrField, FirewallDelta, NftMatch, NftRule, NftVerdict, TableOp};
