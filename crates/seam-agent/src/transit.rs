@@ -26,10 +26,10 @@ use std::time::{Duration, Instant};
 
 use ipnet::Ipv4Net;
 use seam_dataplane::{
-    plan_transit, DesiredNat, DesiredTransit, Egress, Firewall, NodeKernel, TransitKernel,
-    TransitRoute,
+    plan_transit, DesiredTransit, Egress, Firewall, NodeKernel, TransitKernel, TransitRoute,
 };
 use seam_model::{transit_mac, EndpointKind, Node, NodeRole, TransitEncap, TRANSIT_VNI};
+use seam_nft::nat::DesiredNat;
 
 use crate::Agent;
 

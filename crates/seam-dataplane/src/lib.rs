@@ -24,7 +24,6 @@ pub use names::{
     vxlan_name, HOST_PORT_PREFIX, VM_PORT_PREFIX,
 };
 pub use plan::plan;
-pub use snat::{plan_nat, render_nat, DesiredNat, NatOp, ObservedNat};
 pub use transit::{
     plan_transit, DesiredTransit, Egress, EgressRule, ObservedTransit, TransitKernel, TransitOp,
     TransitRoute, TRANSIT_DEVICE, TRANSIT_ROUTE_PROTOCOL,

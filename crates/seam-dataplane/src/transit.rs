@@ -41,9 +41,9 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 use seam_model::MacAddr;
 
-use crate::snat::{DesiredNat, NatOp, ObservedNat};
 use crate::types::Underlay;
 use crate::Result;
+use seam_nft::nat::{DesiredNat, NatOp, ObservedNat};
 
 /// The transit VXLAN device's name (outside the `seam-b`/`seam-v`/`sv` name spaces, so the
 /// segment reconciler never mistakes it for one of its own).
@@ -250,7 +250,7 @@ pub fn plan_transit(desired: &DesiredTransit, observed: &ObservedTransit) -> Vec
     for &(rule, source) in observed.egress_rules.difference(&want_rules) {
         ops.push(TransitOp::EgressRuleDel { rule, source });
     }
-    if let Some(op) = crate::snat::plan_nat(desired.nat.as_ref(), &observed.nat) {
+    if let Some(op) = seam_nft::nat::plan_nat(desired.nat.as_ref(), &observed.nat) {
         ops.push(TransitOp::Nat(op));
     }
     let want_routes = |direct: bool| -> BTreeSet<(Ipv4Addr, Ipv4Addr)> {
@@ -552,14 +552,14 @@ mod tests {
             gateway_mac: seam_model::transit_mac(gw),
             sources: [subnet].into(),
         });
-        d.nat = Some(crate::snat::DesiredNat {
+        d.nat = Some(seam_nft::nat::DesiredNat {
             sources: [subnet].into(),
             known: [subnet].into(),
         });
         let ops = plan_transit(&d, &ObservedTransit::default());
         assert!(matches!(
             ops[0],
-            TransitOp::Nat(crate::snat::NatOp::Replace(_))
+            TransitOp::Nat(seam_nft::nat::NatOp::Replace(_))
         ));
         assert!(matches!(ops[1], TransitOp::EnsureDevice { .. }));
         assert_eq!(
@@ -590,13 +590,13 @@ mod tests {
             (EgressRule::ToGateway, subnet),
         ]
         .into();
-        done.nat = crate::snat::ObservedNat {
+        done.nat = seam_nft::nat::ObservedNat {
             exists: true,
-            sources: crate::snat::merge_ranges([(
+            sources: seam_nft::nat::merge_ranges([(
                 Ipv4Addr::new(10, 240, 1, 0),
                 Ipv4Addr::new(10, 240, 1, 255),
             )]),
-            known: crate::snat::merge_ranges([(
+            known: seam_nft::nat::merge_ranges([(
                 Ipv4Addr::new(10, 240, 1, 0),
                 Ipv4Addr::new(10, 240, 1, 255),
             )]),
@@ -622,7 +622,7 @@ mod tests {
                     rule: EgressRule::ToGateway,
                     source: subnet
                 },
-                TransitOp::Nat(crate::snat::NatOp::Delete),
+                TransitOp::Nat(seam_nft::nat::NatOp::Delete),
                 TransitOp::DeleteDevice,
             ]
         );

@@ -14,12 +14,13 @@ use netlink_packet_route::route::{
 use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
 use netlink_packet_route::AddressFamily;
 use rtnetlink::{IpVersion, LinkUnspec, LinkVxlan, RouteMessageBuilder};
-use seam_dataplane::snat::{EGRESS_RULE_PRIORITY, EGRESS_TABLE, REMOVE_NAT};
+use seam_dataplane::snat::{EGRESS_RULE_PRIORITY, EGRESS_TABLE};
 use seam_dataplane::{
-    DesiredTransit, EgressRule, NatOp, ObservedTransit, Result, TransitKernel, TransitOp,
-    TRANSIT_DEVICE, TRANSIT_ROUTE_PROTOCOL,
+    DesiredTransit, EgressRule, ObservedTransit, Result, TransitKernel, TransitOp, TRANSIT_DEVICE,
+    TRANSIT_ROUTE_PROTOCOL,
 };
 use seam_model::MacAddr;
+use seam_nft::nat::{NatOp, REMOVE_NAT};
 
 use crate::kernel::{
     add_address, delete_link, fdb_del, is_up, kernel_err, link_by_name, link_mac, neigh_del,
