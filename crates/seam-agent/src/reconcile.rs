@@ -237,11 +237,9 @@ async fn apply_firewall<K: NodeKernel + Firewall + 'static>(
     let mut applied = agent.applied_firewall.lock().await;
     if applied.is_none() {
         match agent.kernel.list_table().await {
-            Ok(Some(text)) => {
-                *applied = table::from_nft_json(&text);
-                if applied.is_some() {
-                    tracing::info!("adopted the kernel's firewall table");
-                }
+            Ok(Some(listed)) => {
+                *applied = Some(listed);
+                tracing::info!("adopted the kernel's firewall table");
             }
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "reading the kernel's firewall table failed"),
@@ -270,10 +268,13 @@ async fn apply_firewall<K: NodeKernel + Firewall + 'static>(
         }
     }
     *applied = None;
-    let text = table::full_text(&model);
-    match agent.kernel.apply_ruleset(&text).await {
+    match agent.kernel.apply_ruleset(&model).await {
         Ok(()) => {
-            tracing::info!(bytes = text.len(), "firewall written whole");
+            tracing::info!(
+                sets = model.sets.len(),
+                chains = model.chains.len(),
+                "firewall written whole"
+            );
             *applied = Some(model);
             Ok(())
         }

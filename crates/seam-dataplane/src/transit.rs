@@ -139,7 +139,8 @@ pub struct ObservedTransit {
     pub egress_rules: BTreeSet<(EgressRule, Ipv4Net)>,
     /// Next hops of default routes in the egress table.
     pub egress_routes: BTreeSet<Ipv4Addr>,
-    /// The NAT table.
+    /// The NAT table (observed through [`crate::Firewall::list_nat`], which holds Seam's
+    /// tables; [`TransitKernel::observe_transit`] leaves it empty).
     pub nat: ObservedNat,
 }
 
@@ -224,7 +225,8 @@ pub enum TransitOp {
         /// The subnet (`from`).
         source: Ipv4Net,
     },
-    /// Replaces or removes the NAT table.
+    /// Replaces or removes the NAT table. Planned here, in its place among the routing changes,
+    /// and executed through [`crate::Firewall::apply_nat`]: not a [`TransitKernel`] operation.
     Nat(NatOp),
 }
 
@@ -358,14 +360,17 @@ fn plan_device(
     }
 }
 
-/// The kernel side of the transit (implemented over rtnetlink by `seam-linux`).
+/// The kernel side of the transit (implemented over rtnetlink by `seam-linux`). The NAT table the
+/// plan also changes belongs to [`crate::Firewall`].
 pub trait TransitKernel: Send + Sync {
-    /// What exists of the transit; `desired` says which VNI and MAC count as right.
+    /// What exists of the transit but the NAT table; `desired` says which VNI and MAC count as
+    /// right.
     fn observe_transit(
         &self,
         desired: &DesiredTransit,
     ) -> impl Future<Output = Result<ObservedTransit>> + Send;
-    /// Executes one operation; "already exists" on create and "not found" on delete succeed.
+    /// Executes one operation but [`TransitOp::Nat`] (refused as [`crate::Error::Unsupported`]);
+    /// "already exists" on create and "not found" on delete succeed.
     fn apply_transit(&self, op: &TransitOp) -> impl Future<Output = Result<()>> + Send;
 }
 

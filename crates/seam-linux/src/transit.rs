@@ -20,7 +20,6 @@ use seam_dataplane::{
     TRANSIT_ROUTE_PROTOCOL,
 };
 use seam_model::MacAddr;
-use seam_nft::nat::{NatOp, REMOVE_NAT};
 
 use crate::kernel::{
     add_address, delete_link, fdb_del, is_up, kernel_err, link_by_name, link_mac, neigh_del,
@@ -131,28 +130,6 @@ fn egress_rule_message(rule: EgressRule, source: Ipv4Net) -> RuleMessage {
     m
 }
 
-fn nft_error(
-    operation: &'static str,
-) -> impl FnOnce(crate::nft::NftError) -> seam_dataplane::Error {
-    move |e| seam_dataplane::Error::Kernel {
-        operation,
-        object: "table ip seam-nat".to_string(),
-        errno: None,
-        message: e.to_string(),
-    }
-}
-
-fn join_error(
-    operation: &'static str,
-) -> impl FnOnce(tokio::task::JoinError) -> seam_dataplane::Error {
-    move |e| seam_dataplane::Error::Kernel {
-        operation,
-        object: "table ip seam-nat".to_string(),
-        errno: None,
-        message: e.to_string(),
-    }
-}
-
 fn route_fields(route: &RouteMessage) -> (Option<u32>, Option<Ipv4Addr>, Option<Ipv4Addr>) {
     let mut oif = None;
     let mut dst = None;
@@ -223,12 +200,6 @@ impl TransitKernel for LinuxKernel {
             egress_rules: self.observe_egress_rules().await?,
             ..ObservedTransit::default()
         };
-        // `nft` is a child process: keep it off the runtime thread.
-        observed.nat = tokio::task::spawn_blocking(crate::nft::list_nat_table)
-            .await
-            .map_err(join_error("list nat table"))?
-            .map_err(nft_error("list nat table"))?
-            .unwrap_or_default();
         if desired.accept_routed {
             observed.underlay_loose = rp_filter_loose(&desired.underlay.ifname)?;
         }
@@ -498,16 +469,9 @@ impl TransitKernel for LinuxKernel {
                         format!("from {source} ({rule:?})"),
                     )),
             ),
-            TransitOp::Nat(op) => {
-                let (operation, text) = match op {
-                    NatOp::Replace(text) => ("apply nat table", text.clone()),
-                    NatOp::Delete => ("delete nat table", REMOVE_NAT.to_string()),
-                };
-                tokio::task::spawn_blocking(move || crate::nft::apply_text(operation, &text))
-                    .await
-                    .map_err(join_error(operation))?
-                    .map_err(nft_error(operation))
-            }
+            TransitOp::Nat(_) => Err(seam_dataplane::Error::Unsupported(
+                "the NAT table is changed through Firewall::apply_nat".into(),
+            )),
             TransitOp::RouteDel { dst, via, .. } => {
                 let Some(link) = link_by_name(h, TRANSIT_DEVICE).await? else {
                     return Ok(());

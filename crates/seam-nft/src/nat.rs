@@ -40,11 +40,23 @@ pub struct ObservedNat {
     pub rule_ok: bool,
 }
 
+impl DesiredNat {
+    /// What the kernel lists once the table is written from this ([`render_nat`]).
+    pub fn observed(&self) -> ObservedNat {
+        ObservedNat {
+            exists: true,
+            sources: prefix_ranges(&self.sources),
+            known: prefix_ranges(&self.known),
+            rule_ok: true,
+        }
+    }
+}
+
 /// One change to the NAT table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NatOp {
-    /// Replace the table whole with this `nft -f` text ([`render_nat`]).
-    Replace(String),
+    /// Replace the table whole with this, written as one `nft -f` transaction ([`render_nat`]).
+    Replace(DesiredNat),
     /// Remove the table ([`REMOVE_NAT`]).
     Delete,
 }
@@ -130,7 +142,7 @@ pub fn plan_nat(desired: Option<&DesiredNat>, observed: &ObservedNat) -> Option<
                 && observed.rule_ok
                 && observed.sources == prefix_ranges(&d.sources)
                 && observed.known == prefix_ranges(&d.known);
-            (!same).then(|| NatOp::Replace(render_nat(d)))
+            (!same).then(|| NatOp::Replace(d.clone()))
         }
     }
 }
@@ -287,7 +299,7 @@ mod tests {
         edited.rule_ok = false;
         assert_eq!(
             plan_nat(Some(&d), &edited),
-            Some(NatOp::Replace(render_nat(&d)))
+            Some(NatOp::Replace(d.clone()))
         );
         let mut more = d.clone();
         more.sources

@@ -422,6 +422,188 @@ fn parse_range(v: &Value) -> Option<(Ipv4Addr, Ipv4Addr)> {
     Some((parse_addr(r.first()?)?, parse_addr(r.get(1)?)?))
 }
 
+/// A batch of [`TableOp`]s that the table refuses, as the kernel refuses it: the whole batch is
+/// left unapplied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BatchError {
+    /// An operation names a set, map, chain or element that does not exist.
+    #[error("no such {kind} {name}")]
+    Missing {
+        /// `set`, `map`, `chain` or `element`.
+        kind: &'static str,
+        /// Its name (for an element, the set or map and the element).
+        name: String,
+    },
+    /// An element is added to a set of the other kind (an address to an interval set, a range
+    /// to a hash set).
+    #[error("set {name} is of another kind")]
+    WrongKind {
+        /// The set's name.
+        name: String,
+    },
+}
+
+fn missing(kind: &'static str, name: impl Into<String>) -> BatchError {
+    BatchError::Missing {
+        kind,
+        name: name.into(),
+    }
+}
+
+impl TableModel {
+    /// The table as a listing of it reads back ([`from_nft_json`]): the same sets and maps, and
+    /// each chain by its name only ([`ChainBody::Adopted`]).
+    pub fn listed(&self) -> TableModel {
+        TableModel {
+            chains: self
+                .chains
+                .keys()
+                .map(|name| (name.clone(), ChainBody::Adopted))
+                .collect(),
+            ..self.clone()
+        }
+    }
+
+    /// Applies one batch to the table as a listing shows it ([`TableModel::listed`]): all of it,
+    /// or, when one operation names something that does not exist, none of it (as the kernel
+    /// applies a batch). A model of the kernel's table for tests that run without one; rules and
+    /// jumps are checked against the chains and sets they name, not kept.
+    pub fn apply_batch(&mut self, ops: &[TableOp]) -> Result<(), BatchError> {
+        let mut next = self.clone();
+        for op in ops {
+            next.apply_op(op)?;
+        }
+        *self = next;
+        Ok(())
+    }
+
+    fn set_mut(&mut self, name: &str, interval: bool) -> Result<&mut KernelSet, BatchError> {
+        let set = self.sets.get_mut(name).ok_or_else(|| missing("set", name))?;
+        if set.interval != interval {
+            return Err(BatchError::WrongKind {
+                name: name.to_string(),
+            });
+        }
+        Ok(set)
+    }
+
+    fn map_mut(&mut self, name: &str) -> Result<&mut BTreeMap<Ipv4Addr, Arc<str>>, BatchError> {
+        match name {
+            EGRESS_DISPATCH => Ok(&mut self.egress),
+            INGRESS_DISPATCH => Ok(&mut self.ingress),
+            _ => Err(missing("map", name)),
+        }
+    }
+
+    fn chain(&self, name: &str) -> Result<(), BatchError> {
+        if self.chains.contains_key(name) {
+            Ok(())
+        } else {
+            Err(missing("chain", name))
+        }
+    }
+
+    fn apply_op(&mut self, op: &TableOp) -> Result<(), BatchError> {
+        match op {
+            TableOp::AddSet { name, interval } => {
+                self.sets.entry(name.clone()).or_insert(KernelSet {
+                    interval: *interval,
+                    ranges: Arc::from([]),
+                });
+            }
+            TableOp::DeleteSet { name } => {
+                self.sets.remove(name).ok_or_else(|| missing("set", name))?;
+            }
+            TableOp::AddAddrs { set, addrs } => {
+                let s = self.set_mut(set, false)?;
+                let mut all = addrs_of(&s.ranges);
+                all.extend(addrs.iter().copied());
+                s.ranges = runs(all).into();
+            }
+            TableOp::DeleteAddrs { set, addrs } => {
+                let s = self.set_mut(set, false)?;
+                let mut all = addrs_of(&s.ranges);
+                for a in addrs {
+                    let at = all
+                        .iter()
+                        .position(|x| x == a)
+                        .ok_or_else(|| missing("element", format!("{set} {a}")))?;
+                    all.remove(at);
+                }
+                s.ranges = runs(all).into();
+            }
+            TableOp::AddRanges { set, ranges } => {
+                let s = self.set_mut(set, true)?;
+                let mut all = s.ranges.to_vec();
+                all.extend(ranges.iter().copied());
+                all.sort_unstable();
+                all.dedup();
+                s.ranges = all.into();
+            }
+            TableOp::DeleteRanges { set, ranges } => {
+                let s = self.set_mut(set, true)?;
+                let mut all = s.ranges.to_vec();
+                for r in ranges {
+                    let at = all.iter().position(|x| x == r).ok_or_else(|| {
+                        missing("element", format!("{set} {}", range_text(r)))
+                    })?;
+                    all.remove(at);
+                }
+                s.ranges = all.into();
+            }
+            TableOp::AddGotos { map, entries } => {
+                for (_, target) in entries {
+                    self.chain(target)?;
+                }
+                let m = self.map_mut(map)?;
+                for (key, target) in entries {
+                    m.insert(*key, Arc::from(target.as_str()));
+                }
+            }
+            TableOp::DeleteKeys { map, keys } => {
+                let m = self.map_mut(map)?;
+                for k in keys {
+                    m.remove(k)
+                        .ok_or_else(|| missing("element", format!("{map} {k}")))?;
+                }
+            }
+            TableOp::AddChain { name } => {
+                self.chains
+                    .entry(name.clone())
+                    .or_insert(ChainBody::Adopted);
+            }
+            TableOp::DeleteChain { name } => {
+                self.chains
+                    .remove(name)
+                    .ok_or_else(|| missing("chain", name))?;
+            }
+            TableOp::AddJump { chain, target, .. } => {
+                self.chain(chain)?;
+                self.chain(target)?;
+            }
+            TableOp::AddRule { chain, rule } => {
+                self.chain(chain)?;
+                for m in &rule.matches {
+                    if let crate::NftMatch::AddrInSet { set, .. } = m {
+                        if !self.sets.contains_key(set) {
+                            return Err(missing("set", set.clone()));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Single addresses as sorted runs of consecutive ones (how a hash set reads back).
+fn runs(mut addrs: Vec<Ipv4Addr>) -> Vec<(Ipv4Addr, Ipv4Addr)> {
+    addrs.sort_unstable();
+    addrs.dedup();
+    merge_adjacent(&addrs.into_iter().map(|a| (a, a)).collect::<Vec<_>>())
+}
+
 /// The model of the table the kernel holds, from `nft -j list table inet seam`; `None` when it is not a table
 /// this renderer made (another layout or version, or anything it cannot read), which the caller replaces whole.
 pub fn from_nft_json(text: &str) -> Option<TableModel> {
@@ -677,5 +859,50 @@ mod tests {
         // A table of another layout (the old single `forward` chain) is not adopted.
         let old = json.replace("\"name\": \"ingress\"", "\"name\": \"forward\"");
         assert_eq!(from_nft_json(&old), None);
+    }
+
+    #[test]
+    fn a_delta_applied_to_the_listed_table_gives_the_new_table_listed() {
+        let old = sample();
+        let mut new = old.clone();
+        new.sets.insert(
+            "h/np/x/a/subject".into(),
+            KernelSet {
+                interval: false,
+                ranges: vec![(a("10.0.0.1"), a("10.0.0.2"))].into(),
+            },
+        );
+        new.chains.remove("b_1");
+        new.chains.insert(
+            "b_2".into(),
+            ChainBody::Rules(vec![rule(crate::NftVerdict::Drop).into()]),
+        );
+        new.chains.insert(
+            "c_1".into(),
+            ChainBody::Dispatch {
+                jumps: vec!["b_2".into()],
+                goto: "z_1".into(),
+            },
+        );
+        new.ingress.insert(a("10.0.0.2"), "c_1".into());
+        let d = delta(&old, &new);
+        let mut table = old.listed();
+        table.apply_batch(&d.switch).unwrap();
+        table.apply_batch(&d.cleanup).unwrap();
+        assert_eq!(table, new.listed());
+        // A batch that names a chain that does not exist changes nothing.
+        let before = table.clone();
+        let bad = [
+            TableOp::AddChain { name: "a_9".into() },
+            TableOp::DeleteChain { name: "nope".into() },
+        ];
+        assert_eq!(
+            table.apply_batch(&bad),
+            Err(BatchError::Missing {
+                kind: "chain",
+                name: "nope".into()
+            })
+        );
+        assert_eq!(table, before);
     }
 }
