@@ -365,3 +365,57 @@ impl TransitKernel for FakeKernel {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The contract suites of [`crate::contract`] against the fake.
+
+    use futures::executor::block_on;
+
+    use super::FakeKernel;
+    use crate::contract;
+
+    #[test]
+    fn absent_tables_list_as_none() {
+        block_on(contract::absent_tables_list_as_none(&FakeKernel::default()));
+    }
+
+    #[test]
+    fn a_table_written_whole_lists_as_written() {
+        block_on(contract::a_table_written_whole_lists_as_written(
+            &FakeKernel::default(),
+        ));
+    }
+
+    #[test]
+    fn a_table_without_endpoints_lists_empty_maps() {
+        block_on(contract::a_table_without_endpoints_lists_empty_maps(
+            &FakeKernel::default(),
+        ));
+    }
+
+    #[test]
+    fn a_delta_changes_what_the_table_lists() {
+        block_on(contract::a_delta_changes_what_the_table_lists(
+            &FakeKernel::default(),
+        ));
+    }
+
+    #[test]
+    fn the_nat_table_round_trips() {
+        block_on(contract::the_nat_table_round_trips(&FakeKernel::default()));
+    }
+
+    #[test]
+    fn the_transit_is_observed_as_applied() {
+        let underlay = crate::Underlay {
+            ifname: "eth0".into(),
+            ip: std::net::Ipv4Addr::new(198, 18, 0, 11),
+            prefix_len: 24,
+        };
+        block_on(contract::the_transit_is_observed_as_applied(
+            &FakeKernel::default(),
+            contract::sample_transit(underlay),
+        ));
+    }
+}

@@ -4,8 +4,10 @@
 //! Architecture invariant: [`plan`] is pure. It never reads the kernel; the agent observes once,
 //! plans, then executes through [`NodeKernel`], whose only real implementation lives in
 //! `seam-linux`. The in-memory [`fake::FakeKernel`] (feature `testing`) lets the agent's tests run
-//! without root. Start reading at [`plan`].
+//! without root; [`contract`] holds it and `seam-linux` to the same behaviour. Start reading at [`plan`].
 
+#[cfg(any(test, feature = "testing"))]
+pub mod contract;
 mod error;
 #[cfg(any(test, feature = "testing"))]
 pub mod fake;
