@@ -18,7 +18,11 @@ use seam_nft::{AddrField, FirewallDelta, NftMatch, NftRule, NftVerdict, TableOp}
 use crate::transit::{
     plan_transit, DesiredTransit, Egress, TransitKernel, TransitOp, TransitRoute,
 };
-use crate::{Firewall, Underlay};
+use crate::{
+    host_ifname, plan, DesiredNode, Firewall, LinkOp, NodeKernel, PodAttach, RemoteEntry,
+    SegmentSpec, Underlay,
+};
+use seam_model::MacAddr;
 
 fn a(s: &str) -> Ipv4Addr {
     s.parse().unwrap()
@@ -250,4 +254,99 @@ pub async fn a_table_without_endpoints_lists_empty_maps<F: Firewall>(fw: &F) {
     table.ingress = BTreeMap::new();
     fw.apply_ruleset(&table).await.unwrap();
     assert_eq!(fw.list_table().await.unwrap(), Some(table.listed()));
+}
+
+/// A node with one segment and one endpoint on another node, over `underlay`.
+pub fn sample_node(underlay: Underlay) -> DesiredNode {
+    let vni = 4097;
+    DesiredNode {
+        underlay,
+        segments: [(
+            vni,
+            SegmentSpec {
+                vni,
+                gateway: net("10.240.0.1/24"),
+                gateway_mac: MacAddr([0x02, 0x5e, 0xa0, 0, 0, 1]),
+                mtu: 1450,
+            },
+        )]
+        .into(),
+        remote: [RemoteEntry {
+            vni,
+            ip: a("10.240.0.9"),
+            mac: MacAddr([0x02, 0, 0, 0, 0, 9]),
+            node_ip: a("198.18.0.12"),
+        }]
+        .into(),
+        local_ports: BTreeMap::new(),
+        vm_ports: BTreeMap::new(),
+    }
+}
+
+/// Observes, plans and applies once; returns the plan.
+async fn node_pass<K: NodeKernel>(kernel: &K, want: &DesiredNode) -> Vec<LinkOp> {
+    let observed = kernel.observe().await.unwrap();
+    let ops = plan(want, &observed);
+    for op in &ops {
+        kernel
+            .apply(op)
+            .await
+            .unwrap_or_else(|e| panic!("{op:?}: {e}"));
+    }
+    ops
+}
+
+/// What one pass applies is what the next observes; a pod attached into `sandbox_netns` (a
+/// namespace path) shows as a host port of its segment and passes `check`, and is gone after
+/// `detach` (a second `detach` succeeds); taken away, the segment and its entries are gone.
+pub async fn a_node_converges_and_attaches<K: NodeKernel>(
+    kernel: &K,
+    want: DesiredNode,
+    sandbox_netns: &str,
+) {
+    assert_eq!(kernel.observe().await.unwrap(), crate::Observed::default());
+    assert!(!node_pass(kernel, &want).await.is_empty());
+    let again = node_pass(kernel, &want).await;
+    assert!(again.is_empty(), "after one pass: {again:?}");
+    let observed = kernel.observe().await.unwrap();
+    let remote = want.remote.first().unwrap();
+    assert!(observed
+        .fdb
+        .contains(&(remote.vni, remote.mac, remote.node_ip)));
+    assert!(observed
+        .neighbours
+        .contains(&(remote.vni, remote.ip, remote.mac)));
+    let pod = PodAttach {
+        host_ifname: host_ifname("seam", "contract", "eth0"),
+        netns: sandbox_netns.to_string(),
+        ifname: "eth0".into(),
+        address: net("10.240.0.5/24"),
+        gateway: a("10.240.0.1"),
+        mac: MacAddr([0x02, 0, 0, 0, 0, 5]),
+        vni: remote.vni,
+        mtu: 1450,
+    };
+    let attached = kernel.attach(&pod).await.unwrap();
+    assert_eq!(kernel.check(&pod).await.unwrap(), attached);
+    let observed = kernel.observe().await.unwrap();
+    assert_eq!(
+        observed.host_ports.get(&pod.host_ifname),
+        Some(&Some(pod.vni))
+    );
+    kernel.detach(&pod.host_ifname).await.unwrap();
+    kernel.detach(&pod.host_ifname).await.unwrap();
+    assert!(kernel.check(&pod).await.is_err());
+    assert!(!kernel
+        .observe()
+        .await
+        .unwrap()
+        .host_ports
+        .contains_key(&pod.host_ifname));
+    let gone = DesiredNode {
+        segments: BTreeMap::new(),
+        remote: Default::default(),
+        ..want
+    };
+    assert!(!node_pass(kernel, &gone).await.is_empty());
+    assert_eq!(kernel.observe().await.unwrap(), crate::Observed::default());
 }

@@ -407,6 +407,20 @@ mod tests {
     }
 
     #[test]
+    fn a_node_converges_and_attaches() {
+        let underlay = crate::Underlay {
+            ifname: "eth0".into(),
+            ip: std::net::Ipv4Addr::new(198, 18, 0, 11),
+            prefix_len: 24,
+        };
+        block_on(contract::a_node_converges_and_attaches(
+            &FakeKernel::default(),
+            contract::sample_node(underlay),
+            "/run/netns/sandbox",
+        ));
+    }
+
+    #[test]
     fn the_transit_is_observed_as_applied() {
         let underlay = crate::Underlay {
             ifname: "eth0".into(),

@@ -119,3 +119,26 @@ fn the_transit_is_observed_as_applied() {
         contract::the_transit_is_observed_as_applied(&k, contract::sample_transit(underlay)).await
     });
 }
+
+#[test]
+#[ignore = "privileged: netns"]
+fn a_node_converges_and_attaches() {
+    let underlay = Underlay {
+        ifname: "u0".into(),
+        ip: Ipv4Addr::new(198, 18, 0, 11),
+        prefix_len: 24,
+    };
+    let sandbox = Ns(format!("sct{}p", std::process::id()));
+    netns::create(&sandbox.0).unwrap();
+    let sandbox_path = netns::path_of(&sandbox.0).display().to_string();
+    let setup: &[&[&str]] = &[
+        &["link", "add", "u0", "type", "veth", "peer", "name", "u1"],
+        &["addr", "add", "198.18.0.11/24", "dev", "u0"],
+        &["link", "set", "u1", "up"],
+        &["link", "set", "u0", "up"],
+    ];
+    in_fresh_netns("k", setup, |k| async move {
+        contract::a_node_converges_and_attaches(&k, contract::sample_node(underlay), &sandbox_path)
+            .await
+    });
+}
