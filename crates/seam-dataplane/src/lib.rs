@@ -4,7 +4,7 @@
 //! Architecture invariant: [`plan`] is pure. It never reads the kernel; the agent observes once,
 //! plans, then executes through [`NodeKernel`], whose only real implementation lives in
 //! `seam-linux`. The in-memory [`fake::FakeKernel`] (feature `testing`) lets the agent's tests run
-//! without root; [`contract`] holds it and `seam-linux` to the same behaviour. Start reading at [`plan`].
+//! without root; `contract` holds it and `seam-linux` to the same behaviour. Start reading at [`plan`].
 
 #[cfg(any(test, feature = "testing"))]
 pub mod contract;

@@ -297,10 +297,7 @@ mod tests {
         assert_eq!(plan_nat(Some(&d), &listed), None);
         let mut edited = listed.clone();
         edited.rule_ok = false;
-        assert_eq!(
-            plan_nat(Some(&d), &edited),
-            Some(NatOp::Replace(d.clone()))
-        );
+        assert_eq!(plan_nat(Some(&d), &edited), Some(NatOp::Replace(d.clone())));
         let mut more = d.clone();
         more.sources
             .insert("10.240.2.0/24".parse().unwrap_or_else(|_| unreachable!()));

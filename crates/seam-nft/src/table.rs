@@ -479,7 +479,10 @@ impl TableModel {
     }
 
     fn set_mut(&mut self, name: &str, interval: bool) -> Result<&mut KernelSet, BatchError> {
-        let set = self.sets.get_mut(name).ok_or_else(|| missing("set", name))?;
+        let set = self
+            .sets
+            .get_mut(name)
+            .ok_or_else(|| missing("set", name))?;
         if set.interval != interval {
             return Err(BatchError::WrongKind {
                 name: name.to_string(),
@@ -545,9 +548,10 @@ impl TableModel {
                 let s = self.set_mut(set, true)?;
                 let mut all = s.ranges.to_vec();
                 for r in ranges {
-                    let at = all.iter().position(|x| x == r).ok_or_else(|| {
-                        missing("element", format!("{set} {}", range_text(r)))
-                    })?;
+                    let at = all
+                        .iter()
+                        .position(|x| x == r)
+                        .ok_or_else(|| missing("element", format!("{set} {}", range_text(r))))?;
                     all.remove(at);
                 }
                 s.ranges = all.into();
@@ -894,7 +898,9 @@ mod tests {
         let before = table.clone();
         let bad = [
             TableOp::AddChain { name: "a_9".into() },
-            TableOp::DeleteChain { name: "nope".into() },
+            TableOp::DeleteChain {
+                name: "nope".into(),
+            },
         ];
         assert_eq!(
             table.apply_batch(&bad),
