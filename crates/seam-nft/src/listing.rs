@@ -113,6 +113,25 @@ pub fn counters_from_json(value: &Value) -> BTreeMap<String, RuleCounter> {
     out
 }
 
+/// How many rules of the listing have a counter (every rule Seam writes to `inet seam` has one).
+pub fn counted_rules(value: &Value) -> usize {
+    value
+        .get("nftables")
+        .and_then(Value::as_array)
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|i| i.get("rule"))
+                .filter(|r| {
+                    r.get("expr")
+                        .and_then(Value::as_array)
+                        .is_some_and(|e| e.iter().any(|x| x.get("counter").is_some()))
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,6 +160,7 @@ mod tests {
         let value: Value = serde_json::from_str(json).unwrap_or_default();
         let c = counters_from_json(&value);
         assert_eq!(c.len(), 2);
+        assert_eq!(counted_rules(&value), 4);
         assert_eq!(
             c.get("np/x/p/ingress/0"),
             Some(&RuleCounter {
