@@ -52,7 +52,7 @@ pub struct Agent<K> {
     ready_segments: Mutex<std::collections::BTreeSet<u32>>,
     /// The firewall table the kernel holds, as far as the agent knows; `None` until it has read the
     /// kernel's table back or written it whole (at start, and after a failed change).
-    pub applied_firewall: Mutex<Option<seam_firewall::render::table::TableModel>>,
+    pub applied_firewall: Mutex<Option<seam_nft::table::TableModel>>,
     /// Compiles the node's firewall from the view on every pass, recomputing only what changed, and
     /// renders it into kernel objects, rendering only the rules and sets that changed.
     pub firewall_compiler: Mutex<(

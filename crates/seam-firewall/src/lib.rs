@@ -28,4 +28,4 @@ pub use ir::{
     evaluate_packet, Action, AddrMatch, L4Match, LocalEndpoint, NodeRuleset, PacketVerdict,
     PortRange, Rule, RuleId, RuleVerdict, SetName, Tier, TierChain, LOCAL_SET,
 };
-pub use render::{nft_comment, render, TABLE};
+pub use render::{nft_comment, render};
