@@ -263,6 +263,19 @@ impl Lab {
         })
     }
 
+    /// The rule counters of `node`'s `table inet seam`, by rule comment: (packets, bytes).
+    pub fn rule_counters(
+        &self,
+        node: &str,
+    ) -> Result<std::collections::BTreeMap<String, (u64, u64)>> {
+        let info = self.node(node)?;
+        let table = seam_linux::netns::run_in(&info.netns_path, seam_linux::nft::read_counters)??;
+        Ok(table
+            .into_iter()
+            .map(|(k, c)| (k, (c.packets, c.bytes)))
+            .collect())
+    }
+
     fn node_names(&self) -> String {
         self.nodes
             .iter()

@@ -11,6 +11,7 @@
 //! lab's state file is gone (after a crash).
 
 mod cni;
+pub mod demo;
 mod error;
 pub mod gateway;
 mod lab;
@@ -19,7 +20,7 @@ pub mod traffic;
 pub mod vm;
 
 pub use cni::{CniCall, CniOutput};
-pub use error::{LabError, Result};
+pub use error::{DemoError, LabError, Result};
 pub use lab::{
     down, up, EtcdMemberInfo, Lab, LabSpec, LabStore, NodeInfo, PodInfo, ReplicaInfo, ETCD_MEMBERS,
 };

@@ -4,7 +4,7 @@
 //! NetworkPolicy / AdminNetworkPolicy conformance runner ([`conformance`]).
 //!
 //! Architecture invariant: no I/O here (no sockets, files or processes); `main.rs` reads files,
-//! talks to the controller and prints.
+//! talks to the controller and prints (`commands/<verb>.rs`).
 //! Start reading at [`manifest::parse_manifests`].
 
 pub mod conformance;
