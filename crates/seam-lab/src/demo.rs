@@ -12,8 +12,9 @@ use std::time::Duration;
 use seam_model::Snapshot;
 
 use crate::error::DemoError;
-use crate::lab::{down, up, Lab, LabSpec};
 use crate::probe;
+use crate::state::Lab;
+use crate::topology::{down, up, LabSpec};
 
 type Result<T, E = DemoError> = std::result::Result<T, E>;
 

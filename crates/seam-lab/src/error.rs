@@ -27,6 +27,12 @@ pub enum LabError {
     /// Reading a node's nftables failed.
     #[error(transparent)]
     Nft(#[from] seam_linux::NftError),
+    /// The controller refused a call or could not be reached.
+    #[error(transparent)]
+    Controller(#[from] seam_client::ClientError),
+    /// The runtime for calls to the controller could not start.
+    #[error("start the runtime for controller calls")]
+    Runtime(#[source] std::io::Error),
     /// The lab's state file is not valid.
     #[error("lab state {path}")]
     State {
