@@ -10,12 +10,12 @@
 //! every name starts with the lab's prefix, so `down` finds and removes all of it even when the
 //! lab's state file is gone (after a crash).
 //!
-//! The code is split by job: [`state`](Lab) (the `lab.json` the commands read back), `topology`
-//! ([`up`], [`down`]: namespaces and wiring), `process` (starting, stopping and restarting the
-//! controller, etcd and the agents), `pods` (CNI-attached pods), [`vm`] and [`gateway`] (VMs,
-//! gateways, servers, the "internet"), `controller` (calls through seam-client), and
-//! [`LabGuard`], the lab that tests and benchmarks hold and that goes away on drop. Start reading
-//! at [`up`].
+//! The code is split by job: `state` (the [`Lab`] as kept in `lab.json`, which commands and
+//! tests read back), `topology` ([`up`], [`down`]: namespaces and wiring), `process` (starting,
+//! stopping and restarting the controller, etcd and the agents), `pods` (pods attached through
+//! the CNI), [`vm`] and [`gateway`] (VMs, gateways, servers, the "internet"), `controller` (the
+//! lab's calls to its controller, through seam-client), [`demo`], and [`LabGuard`], the lab that
+//! tests and benchmarks hold and that goes away on drop. Start reading at [`up`].
 
 mod cni;
 mod controller;

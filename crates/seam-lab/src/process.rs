@@ -32,6 +32,7 @@ pub(crate) fn run(cmd: &mut Command) -> Result<()> {
     }
 }
 
+/// Starts `cmd` in its own process group with stdout and stderr in `log`; returns its pid.
 fn spawn_logged(cmd: &mut Command, log: &Path) -> Result<u32> {
     let out = File::create(log).map_err(io_err(log))?;
     let err = out.try_clone().map_err(io_err(log))?;
@@ -49,6 +50,8 @@ fn spawn_logged(cmd: &mut Command, log: &Path) -> Result<u32> {
     Ok(child.id())
 }
 
+/// Polls `ready` until it holds, or fails with [`LabError::Timeout`] naming `what` after
+/// `timeout`.
 pub(crate) fn wait_for(
     what: &str,
     timeout: Duration,
@@ -325,7 +328,7 @@ fn signal_and_wait(pid: u32, signal: &str) -> Result<()> {
 
 /// Waits until `node`'s agent answers CNI STATUS with success. Generous: on a loaded 2-core
 /// machine (CI building in parallel) a restarted agent has been seen to need well over 20 s.
-pub fn wait_for_agent(lab: &Lab, node: &NodeInfo) -> Result<()> {
+pub(crate) fn wait_for_agent(lab: &Lab, node: &NodeInfo) -> Result<()> {
     let call = lab.cni_call(node, "STATUS", "", "", "")?;
     wait_for(
         &format!(

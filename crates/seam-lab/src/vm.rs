@@ -6,8 +6,9 @@
 //! veth: the host end, named as Seam names a VM's port ([`seam_model::vm_port_name`], `tv…`),
 //! lives in the host's namespace, where a hypervisor would create the VM's tap; the VM end is the
 //! VM's `eth0` with the address and MAC the controller leased, its MTU and a default route to the
-//! segment's gateway (what a guest would configure). The controller is driven through the real
-//! `seam vm` CLI, as an operator would. State is kept in `<state dir>/vms.json`.
+//! segment's gateway (what a guest would configure). VMs are attached, detached, moved and
+//! deleted through the real `seam vm` CLI, as an operator would; nodes and segments are read
+//! through seam-client. State is kept in `<state dir>/vms.json`.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
