@@ -4,7 +4,7 @@
 //! seam-conformance; the dataplane runner is `seam_lab::conformance`.
 //!
 //! Architecture invariant: no I/O here (no sockets, files or processes); `main.rs` reads files,
-//! talks to the controller and prints.
+//! talks to the controller and prints (`commands/<verb>.rs`).
 //! Start reading at [`manifest::parse_manifests`].
 
 mod error;
