@@ -12,6 +12,8 @@
 //! not run at all before the first full view of the controller has arrived.
 //! Start reading at [`Agent::start`].
 
+#![warn(missing_docs)]
+
 mod attach;
 pub mod blocks;
 mod config;

@@ -6,6 +6,8 @@
 //! `seam-linux`. The in-memory [`fake::FakeKernel`] (feature `testing`) lets the agent's tests run
 //! without root; `contract` holds it and `seam-linux` to the same behaviour. Start reading at [`plan`].
 
+#![warn(missing_docs)]
+
 #[cfg(any(test, feature = "testing"))]
 pub mod contract;
 mod error;

@@ -11,6 +11,8 @@
 //! Architecture invariant: pure. No file, socket or process; the kernel edge is `seam_linux::nft`.
 //! Start reading at [`compile()`].
 
+#![warn(missing_docs)]
+
 pub mod addr;
 pub mod cluster;
 pub mod compile;

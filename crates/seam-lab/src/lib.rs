@@ -17,6 +17,8 @@
 //! lab's calls to its controller, through seam-client), [`demo`], and [`LabGuard`], the lab that
 //! tests and benchmarks hold and that goes away on drop. Start reading at [`up`].
 
+#![warn(missing_docs)]
+
 mod cni;
 pub mod conformance;
 mod controller;

@@ -9,6 +9,8 @@
 //! Architecture invariant: this crate does no I/O and depends on no other Seam crate.
 //! Start reading at [`Segment`].
 
+#![warn(missing_docs)]
+
 pub mod agent_rpc;
 mod apply;
 pub mod bounds;

@@ -14,6 +14,8 @@
 //! Architecture invariant: pure. No socket, file or process: `seam-linux` opens the netlink socket
 //! and sends what this crate builds.
 
+#![warn(missing_docs)]
+
 pub mod listing;
 pub mod msg;
 pub mod names;

@@ -16,6 +16,8 @@
 //!
 //! Start reading at [`evaluate`] in `eval.rs`.
 
+#![warn(missing_docs)]
+
 mod anp;
 mod bounds;
 mod cnp;

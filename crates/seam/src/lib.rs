@@ -7,6 +7,8 @@
 //! talks to the controller and prints (`commands/<verb>.rs`).
 //! Start reading at [`manifest::parse_manifests`].
 
+#![warn(missing_docs)]
+
 mod error;
 pub mod explain;
 pub mod manifest;
