@@ -2,7 +2,7 @@
 //! every reconcile pass, recomputing only what changed since the last pass.
 //!
 //! [`IncrementalCompiler::sync`] is level-triggered: it takes the whole view every time, diffs it against what it
-//! saw last (per object by name, cheap equality; only changed policy documents are parsed again), finds the
+//! saw last (per object by name, cheap equality; only changed policy objects are validated again), finds the
 //! fragments of the ruleset (see `compile.rs`: one per policy object, plus the isolation, tenant and default rules)
 //! that the changes can touch (`deps.rs`), recomputes those, and splices their rules and sets into the ruleset it
 //! keeps. The result is always exactly what `node_ruleset` returns for the same inputs (`tests/it/incremental.rs`
@@ -23,8 +23,6 @@ use seam_policy::{
     Endpoint, IsolationMode, Labels, Namespace, ObjectKey, PolicyKind, PolicyObject, PolicySet,
     Tenant,
 };
-use serde_json::Value;
-
 use crate::addr::AddrSet;
 use crate::cluster;
 use crate::compile::{
@@ -90,10 +88,26 @@ impl EpState {
     }
 }
 
+/// A policy object of the view, and why it is not in force when it does not validate.
 #[derive(Debug)]
 struct Doc {
-    value: Value,
-    parsed: Result<PolicyObject, String>,
+    object: PolicyObject,
+    invalid: Option<String>,
+}
+
+impl Doc {
+    /// Checked once, when it is new or changed.
+    fn new(object: &PolicyObject) -> Self {
+        Doc {
+            invalid: cluster::check_document(object).err(),
+            object: object.clone(),
+        }
+    }
+
+    /// The object, when it may be in force.
+    fn in_force(&self) -> Option<&PolicyObject> {
+        self.invalid.is_none().then_some(&self.object)
+    }
 }
 
 /// What one pass changed in the world.
@@ -161,8 +175,8 @@ pub struct KeyedView<'a> {
     pub namespaces: &'a BTreeMap<String, seam_model::Namespace>,
     /// Endpoints by name.
     pub endpoints: &'a BTreeMap<String, seam_model::Endpoint>,
-    /// Policy documents by store name.
-    pub documents: &'a BTreeMap<String, Value>,
+    /// Policy objects by store name.
+    pub documents: &'a BTreeMap<String, PolicyObject>,
 }
 
 /// The names whose objects may have changed (added, edited or removed) in a [`KeyedView`] since the compiler
@@ -236,19 +250,11 @@ fn same_endpoint(s: &EpState, m: &seam_model::Endpoint, node: &str) -> bool {
             .all(|(a, b)| *a == cluster::container_port(b))
 }
 
-/// `apiVersion`, `kind`, `metadata.namespace` and `metadata.name` of a document, hashed: finds the document again
-/// when the others moved.
-fn doc_ident(v: &Value) -> u64 {
-    fn s(v: Option<&Value>) -> Option<&str> {
-        v.and_then(Value::as_str)
-    }
-    let meta = v.get("metadata");
-    hash_of(&(
-        s(v.get("apiVersion")),
-        s(v.get("kind")),
-        s(meta.and_then(|m| m.get("namespace"))),
-        s(meta.and_then(|m| m.get("name"))),
-    ))
+/// The kind (which fixes `apiVersion`), `metadata.namespace` and `metadata.name` of a document, hashed: finds the
+/// document again when the others moved.
+fn doc_ident(o: &PolicyObject) -> u64 {
+    let meta = o.metadata();
+    hash_of(&(o.kind(), meta.namespace.as_deref(), meta.name.as_str()))
 }
 
 fn key_of(o: &PolicyObject, key: &ObjectKey) -> bool {
@@ -263,7 +269,7 @@ impl World {
         tenants: &[&seam_model::Tenant],
         namespaces: &[&seam_model::Namespace],
         endpoints: &[&seam_model::Endpoint],
-        docs: &[&Value],
+        docs: &[&PolicyObject],
     ) -> Changes {
         let mut ch = Changes::default();
 
@@ -445,19 +451,15 @@ impl World {
             let new = view.documents.get(k);
             match (names.binary_search(k), new) {
                 (Err(_), None) => {}
-                (Ok(i), Some(v)) if self.docs.get(i).is_some_and(|d| d.value == *v) => {}
+                (Ok(i), Some(v)) if self.docs.get(i).is_some_and(|d| d.object == *v) => {}
                 (Ok(i), new) => {
                     docs_changed = true;
                     let old = match new {
                         Some(v) => {
-                            let parsed = cluster::parse_document(v);
-                            if let Ok(o) = &parsed {
+                            let doc = Doc::new(v);
+                            if let Some(o) = doc.in_force() {
                                 changed_keys.insert(o.key());
                             }
-                            let doc = Doc {
-                                value: v.clone(),
-                                parsed,
-                            };
                             self.docs.get_mut(i).map(|d| std::mem::replace(d, doc))
                         }
                         None => {
@@ -465,24 +467,18 @@ impl World {
                             (i < self.docs.len()).then(|| self.docs.remove(i))
                         }
                     };
-                    if let Some(Ok(o)) = old.map(|d| d.parsed) {
+                    if let Some(o) = old.as_ref().and_then(Doc::in_force) {
                         changed_keys.insert(o.key());
                     }
                 }
                 (Err(i), Some(v)) => {
                     docs_changed = true;
-                    let parsed = cluster::parse_document(v);
-                    if let Ok(o) = &parsed {
+                    let doc = Doc::new(v);
+                    if let Some(o) = doc.in_force() {
                         changed_keys.insert(o.key());
                     }
                     names.insert(i, k.clone());
-                    self.docs.insert(
-                        i.min(self.docs.len()),
-                        Doc {
-                            value: v.clone(),
-                            parsed,
-                        },
-                    );
+                    self.docs.insert(i.min(self.docs.len()), doc);
                 }
             }
         }
@@ -497,7 +493,7 @@ impl World {
         let tenants: Vec<&seam_model::Tenant> = view.tenants.values().collect();
         let namespaces: Vec<&seam_model::Namespace> = view.namespaces.values().collect();
         let endpoints: Vec<&seam_model::Endpoint> = view.endpoints.values().collect();
-        let docs: Vec<&Value> = view.documents.values().collect();
+        let docs: Vec<&PolicyObject> = view.documents.values().collect();
         let ch = self.update(node, &tenants, &namespaces, &endpoints, &docs);
         let own_names = view.tenants.iter().all(|(k, t)| *k == t.name)
             && view.namespaces.iter().all(|(k, n)| *k == n.name)
@@ -649,10 +645,10 @@ impl World {
         }
     }
 
-    /// Policy documents: matched with the kept ones (by position, else by identity), parsed only when new or
+    /// Policy documents: matched with the kept ones (by position, else by identity), validated only when new or
     /// changed; the objects in force (the last valid document of each key, as `cluster::policy_set` keeps them)
     /// updated for the keys that changed.
-    fn update_docs(&mut self, docs: &[&Value], ch: &mut Changes) {
+    fn update_docs(&mut self, docs: &[&PolicyObject], ch: &mut Changes) {
         let mut old: Vec<Option<Doc>> = std::mem::take(&mut self.docs)
             .into_iter()
             .map(Some)
@@ -669,7 +665,7 @@ impl World {
             let positional = old
                 .get(cursor)
                 .and_then(Option::as_ref)
-                .is_some_and(|d| d.value == **v);
+                .is_some_and(|d| d.object == **v);
             let found = if positional {
                 Some(cursor)
             } else {
@@ -677,7 +673,7 @@ impl World {
                     let mut m: HashMap<u64, Vec<usize>> = HashMap::new();
                     for (i, d) in old.iter().enumerate() {
                         if let Some(d) = d {
-                            m.entry(doc_ident(&d.value)).or_default().push(i);
+                            m.entry(doc_ident(&d.object)).or_default().push(i);
                         }
                     }
                     m
@@ -685,7 +681,7 @@ impl World {
                 map.get(&doc_ident(v)).and_then(|c| {
                     c.iter()
                         .copied()
-                        .find(|i| old[*i].as_ref().is_some_and(|d| d.value == **v))
+                        .find(|i| old[*i].as_ref().is_some_and(|d| d.object == **v))
                 })
             };
             match found.and_then(|i| old[i].take().map(|d| (i, d))) {
@@ -701,20 +697,17 @@ impl World {
                 }
                 None => {
                     docs_changed = true;
-                    let parsed = cluster::parse_document(v);
-                    if let Ok(o) = &parsed {
+                    let doc = Doc::new(v);
+                    if let Some(o) = doc.in_force() {
                         changed_keys.insert(o.key());
                     }
-                    new_docs.push(Doc {
-                        value: (*v).clone(),
-                        parsed,
-                    });
+                    new_docs.push(doc);
                 }
             }
         }
         for d in old.into_iter().flatten() {
             docs_changed = true;
-            if let Ok(o) = &d.parsed {
+            if let Some(o) = d.in_force() {
                 changed_keys.insert(o.key());
             }
         }
@@ -724,7 +717,7 @@ impl World {
             changed_keys.extend(
                 self.docs
                     .iter()
-                    .filter_map(|d| d.parsed.as_ref().ok())
+                    .filter_map(Doc::in_force)
                     .map(PolicyObject::key),
             );
         }
@@ -743,13 +736,13 @@ impl World {
                 .docs
                 .iter()
                 .rev()
-                .find_map(|d| d.parsed.as_ref().ok().filter(|o| key_of(o, &key)));
+                .find_map(|d| d.in_force().filter(|o| key_of(o, &key)));
             let have = self.policies.remove(&key);
             if have.as_ref() != want {
                 ch.policies.insert(key);
             }
             if let Some(o) = want {
-                // Cannot fail: `PolicyObject::from_value` ran the same validation.
+                // Cannot fail: `Doc::new` ran the same validation.
                 if self.policies.insert(o.clone()).is_err() {
                     ch.anomaly = true;
                 }
@@ -759,7 +752,7 @@ impl World {
             self.warnings = self
                 .docs
                 .iter()
-                .filter_map(|d| d.parsed.as_ref().err().cloned())
+                .filter_map(|d| d.invalid.clone())
                 .collect();
             self.warnings
                 .extend(cluster::dangling_warnings(&self.policies));
@@ -802,12 +795,12 @@ impl IncrementalCompiler {
         tenants: impl IntoIterator<Item = &'a seam_model::Tenant>,
         namespaces: impl IntoIterator<Item = &'a seam_model::Namespace>,
         endpoints: impl IntoIterator<Item = &'a seam_model::Endpoint>,
-        documents: impl IntoIterator<Item = &'a Value>,
+        documents: impl IntoIterator<Item = &'a PolicyObject>,
     ) -> Result<(&NodeRuleset, Vec<String>), CompileError> {
         let tenants: Vec<&seam_model::Tenant> = tenants.into_iter().collect();
         let namespaces: Vec<&seam_model::Namespace> = namespaces.into_iter().collect();
         let endpoints: Vec<&seam_model::Endpoint> = endpoints.into_iter().collect();
-        let documents: Vec<&Value> = documents.into_iter().collect();
+        let documents: Vec<&PolicyObject> = documents.into_iter().collect();
         let changes = self
             .world
             .update(&self.node, &tenants, &namespaces, &endpoints, &documents);
