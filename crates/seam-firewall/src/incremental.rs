@@ -19,10 +19,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::net::Ipv4Addr;
 
-use seam_policy::{
-    Endpoint, IsolationMode, Labels, Namespace, ObjectKey, PolicyKind, PolicyObject, PolicySet,
-    Tenant,
-};
 use crate::addr::AddrSet;
 use crate::cluster;
 use crate::compile::{
@@ -32,6 +28,10 @@ use crate::compile::{
 use crate::deps::{self, Moved, Version};
 use crate::error::CompileError;
 use crate::ir::{NodeRuleset, Rule, SetName, LOCAL_SET};
+use seam_policy::{
+    Endpoint, IsolationMode, Labels, Namespace, ObjectKey, PolicyKind, PolicyObject, PolicySet,
+    Tenant,
+};
 
 static NO_LABELS: Labels = Labels::new();
 
@@ -749,11 +749,7 @@ impl World {
             }
         }
         if docs_changed {
-            self.warnings = self
-                .docs
-                .iter()
-                .filter_map(|d| d.invalid.clone())
-                .collect();
+            self.warnings = self.docs.iter().filter_map(|d| d.invalid.clone()).collect();
             self.warnings
                 .extend(cluster::dangling_warnings(&self.policies));
         }
