@@ -278,11 +278,19 @@ pub enum Error {
         /// How many objects the apply held.
         count: usize,
     },
-    /// An object could not be encoded for the store.
+    /// No VM by that name.
     #[error("vm {name:?} not found")]
-    VmNotFound { name: String },
+    VmNotFound {
+        /// The VM asked for.
+        name: String,
+    },
+    /// Every address of the segment outside the nodes' pod blocks is taken.
     #[error("segment {segment:?} has no free address left for a VM outside the nodes' pod blocks")]
-    VmAddressesExhausted { segment: String },
+    VmAddressesExhausted {
+        /// The segment.
+        segment: String,
+    },
+    /// An object could not be encoded for the store.
     #[error("cannot encode {} {name:?}", kind_name(*kind))]
     Encode {
         /// Its kind.

@@ -22,7 +22,7 @@ pub struct FakeState {
     /// How many rulesets were applied.
     pub ruleset_applies: usize,
     /// The in-place changes applied, in order.
-    pub deltas: Vec<crate::FirewallDelta>,
+    pub deltas: Vec<seam_nft::FirewallDelta>,
     /// Ports retired and not yet reaped.
     pub retired: Vec<String>,
     /// When set, the next `attach` fails with this message (and leaves nothing behind).
@@ -209,7 +209,7 @@ impl Firewall for FakeKernel {
         Ok(())
     }
 
-    async fn apply_delta(&self, delta: &crate::FirewallDelta) -> Result<()> {
+    async fn apply_delta(&self, delta: &seam_nft::FirewallDelta) -> Result<()> {
         let mut s = self.lock()?;
         s.deltas.push(delta.clone());
         Ok(())

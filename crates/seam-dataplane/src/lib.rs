@@ -9,7 +9,6 @@
 mod error;
 #[cfg(any(test, feature = "testing"))]
 pub mod fake;
-pub mod firewall;
 mod names;
 mod plan;
 pub mod snat;
@@ -17,7 +16,6 @@ pub mod transit;
 mod types;
 
 pub use error::{Error, Result};
-pub use firewall::{AddrField, FirewallDelta, NftMatch, NftRule, NftVerdict, TableOp};
 /// The link group that marks retired host ports (`RETIRED_GROUP` = 0x5ea0).
 pub const RETIRED_GROUP: u32 = 0x5ea0;
 
@@ -71,14 +69,17 @@ pub trait NodeKernel: Send + Sync {
 }
 
 /// The node's firewall, as the agent needs it: Seam's nftables table, replaced in one atomic
-/// transaction or changed in place by a [`FirewallDelta`].
+/// transaction or changed in place by a [`seam_nft::FirewallDelta`].
 pub trait Firewall: Send + Sync {
     /// Applies a rendered ruleset as one transaction (`nft -f -`): the kernel switches from the
     /// old table to the new one atomically, so no packet sees a half-applied policy.
     fn apply_ruleset(&self, ruleset: &str) -> impl Future<Output = Result<()>> + Send;
-    /// Changes the table in place (see [`FirewallDelta`] for the order and why no packet sees a
+    /// Changes the table in place (see [`seam_nft::FirewallDelta`] for the order and why no packet sees a
     /// half-applied change).
-    fn apply_delta(&self, delta: &FirewallDelta) -> impl Future<Output = Result<()>> + Send;
+    fn apply_delta(
+        &self,
+        delta: &seam_nft::FirewallDelta,
+    ) -> impl Future<Output = Result<()>> + Send;
     /// The table as the kernel holds it (`nft -j list table inet seam`), `None` when absent.
     fn list_table(&self) -> impl Future<Output = Result<Option<String>>> + Send;
 }

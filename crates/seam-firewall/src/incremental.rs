@@ -3,9 +3,10 @@
 //!
 //! [`IncrementalCompiler::sync`] is level-triggered: it takes the whole view every time, diffs it against what it
 //! saw last (per object by name, cheap equality; only changed policy objects are validated again), finds the
-//! fragments of the ruleset (see `compile.rs`: one per policy object, plus the isolation, tenant and default rules)
-//! that the changes can touch (`deps.rs`), recomputes those, and splices their rules and sets into the ruleset it
-//! keeps. The result is always exactly what `node_ruleset` returns for the same inputs (`tests/it/incremental.rs`
+//! fragments of the ruleset (see `compile/fragment.rs`: one per policy object, plus the isolation, tenant and
+//! default rules) that the changes can touch (`deps.rs`), recomputes those, and splices their rules and sets into
+//! the ruleset it keeps. [`IncrementalCompiler::sync_changes`] runs the same diff (`World::update`) on a view by
+//! name, restricted to the names that changed. The result is always exactly what `node_ruleset` returns for the same inputs (`tests/it/incremental.rs`
 //! checks it after every step of random change sequences).
 //!
 //! What it keeps: the view in the engine's terms (one copy of the inventory and of the policy documents), the
@@ -19,6 +20,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::net::Ipv4Addr;
 
+use seam_policy::{
+    Endpoint, IsolationMode, Labels, Namespace, ObjectKey, PolicyKind, PolicyObject, PolicySet,
+    Tenant,
+};
+
 use crate::addr::AddrSet;
 use crate::cluster;
 use crate::compile::{
@@ -28,10 +34,6 @@ use crate::compile::{
 use crate::deps::{self, Moved, Version};
 use crate::error::CompileError;
 use crate::ir::{NodeRuleset, Rule, SetName, LOCAL_SET};
-use seam_policy::{
-    Endpoint, IsolationMode, Labels, Namespace, ObjectKey, PolicyKind, PolicyObject, PolicySet,
-    Tenant,
-};
 
 static NO_LABELS: Labels = Labels::new();
 
@@ -175,7 +177,7 @@ pub struct KeyedView<'a> {
     pub namespaces: &'a BTreeMap<String, seam_model::Namespace>,
     /// Endpoints by name.
     pub endpoints: &'a BTreeMap<String, seam_model::Endpoint>,
-    /// Policy objects by store name.
+    /// Policy documents by store name.
     pub documents: &'a BTreeMap<String, PolicyObject>,
 }
 
@@ -261,244 +263,284 @@ fn key_of(o: &PolicyObject, key: &ObjectKey) -> bool {
     o.kind() == key.kind && o.metadata().name == key.name && o.metadata().namespace == key.namespace
 }
 
-impl World {
-    /// Brings the world to the new inputs and reports what changed.
-    fn update(
-        &mut self,
-        node: &str,
-        tenants: &[&seam_model::Tenant],
-        namespaces: &[&seam_model::Namespace],
-        endpoints: &[&seam_model::Endpoint],
-        docs: &[&PolicyObject],
-    ) -> Changes {
-        let mut ch = Changes::default();
+/// One kind of object of a pass's inputs, by name.
+enum Objects<'v, T> {
+    /// A view by name whose keys are the objects' own names.
+    Map(&'v BTreeMap<String, T>),
+    /// Sorted by the objects' own names, one object per name.
+    Sorted(Vec<(&'v str, &'v T)>),
+}
 
-        // Tenants and namespaces: few, compared whole. A later object with the same name wins, as in
-        // `cluster::tenant_inventory`.
-        let mut tenant_objects: BTreeMap<&str, &seam_model::Tenant> = BTreeMap::new();
-        for t in tenants {
-            tenant_objects.insert(&t.name, t);
+impl<'v, T> Objects<'v, T> {
+    /// `objects` under their own names (`name_of`); of two with one name the later is kept. Also whether two
+    /// had one name.
+    fn sorted(objects: impl IntoIterator<Item = &'v T>, name_of: fn(&T) -> &str) -> (Self, bool) {
+        let mut all: Vec<(&'v str, &'v T)> = objects.into_iter().map(|o| (name_of(o), o)).collect();
+        // The agent's view comes sorted by name already; a stable sort keeps the later of two last.
+        if !all.is_sorted_by(|a, b| a.0 <= b.0) {
+            all.sort_by(|a, b| a.0.cmp(b.0));
         }
-        let tenants_changed = tenant_objects.len() != self.tenant_objects.len()
-            || tenant_objects
-                .iter()
-                .zip(&self.tenant_objects)
-                .any(|((a, x), (b, y))| a != b || *x != y);
-        if tenants_changed {
-            self.tenant_objects = tenant_objects
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v.clone()))
-                .collect();
-        }
-        let mut ns_objects: BTreeMap<&str, &seam_model::Namespace> = BTreeMap::new();
-        for n in namespaces {
-            ns_objects.insert(&n.name, n);
-        }
-        let mut touched_ns: BTreeSet<String> = BTreeSet::new();
-        for (name, n) in &ns_objects {
-            if self.namespace_objects.get(*name) != Some(*n) {
-                touched_ns.insert(name.to_string());
-                self.namespace_objects
-                    .insert(name.to_string(), (*n).clone());
+        let mut shared = false;
+        all.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                shared = true;
+                *kept = *later;
             }
-        }
-        let gone: Vec<String> = self
-            .namespace_objects
-            .keys()
-            .filter(|k| !ns_objects.contains_key(k.as_str()))
-            .cloned()
-            .collect();
-        for name in gone {
-            self.namespace_objects.remove(&name);
-            touched_ns.insert(name);
-        }
-        let ns_objects_changed = !touched_ns.is_empty();
-
-        // Endpoints: merge-joined by name with the kept ones (the agent's view is sorted by name already).
-        let mut sorted: Vec<&seam_model::Endpoint> = endpoints.to_vec();
-        if !sorted.is_sorted_by(|a, b| a.name <= b.name) {
-            sorted.sort_by(|a, b| a.name.cmp(&b.name));
-        }
-        let mut input: Vec<&seam_model::Endpoint> = Vec::with_capacity(sorted.len());
-        for e in sorted {
-            match input.last_mut() {
-                // Two endpoints with one name: the inventory would hold both; compiled in full.
-                Some(last) if last.name == e.name => {
-                    ch.anomaly = true;
-                    *last = e;
-                }
-                _ => input.push(e),
-            }
-        }
-        let mut upserts: Vec<&seam_model::Endpoint> = Vec::new();
-        let mut removals: Vec<String> = Vec::new();
-        {
-            let mut kept = self.endpoints.iter().peekable();
-            let mut new = input.iter().peekable();
-            loop {
-                match (kept.peek(), new.peek()) {
-                    (Some((k, s)), Some(m)) => match k.as_str().cmp(m.name.as_str()) {
-                        std::cmp::Ordering::Less => {
-                            removals.push((*k).clone());
-                            kept.next();
-                        }
-                        std::cmp::Ordering::Greater => {
-                            upserts.push(m);
-                            new.next();
-                        }
-                        std::cmp::Ordering::Equal => {
-                            if !same_endpoint(s, m, node) {
-                                upserts.push(m);
-                            }
-                            kept.next();
-                            new.next();
-                        }
-                    },
-                    (Some((k, _)), None) => {
-                        removals.push((*k).clone());
-                        kept.next();
-                    }
-                    (None, Some(m)) => {
-                        upserts.push(m);
-                        new.next();
-                    }
-                    (None, None) => break,
-                }
-            }
-        }
-        for name in removals {
-            self.remove_endpoint(name, &mut touched_ns, &mut ch);
-        }
-        for m in upserts {
-            self.upsert_endpoint(node, m, &mut touched_ns, &mut ch);
-        }
-        self.settle(touched_ns, tenants_changed, ns_objects_changed, &mut ch);
-        self.update_docs(docs, &mut ch);
-        ch
+            same
+        });
+        (Objects::Sorted(all), shared)
     }
 
-    /// Brings the world to `view` comparing only the objects `hints` names. `None` (nothing done) when the
-    /// world did not come from a view by name, or a named object is not under its own name: the caller then
-    /// compares everything ([`World::update_keyed`]).
-    fn update_hinted(
-        &mut self,
-        node: &str,
-        view: &KeyedView<'_>,
-        hints: &ViewChanges,
-    ) -> Option<Changes> {
-        if hints.everything || self.doc_names.is_none() {
-            return None;
+    /// A view by name as it is when every key is its object's own name, else rebuilt under the own names.
+    fn by_name(map: &'v BTreeMap<String, T>, name_of: fn(&T) -> &str) -> (Self, bool) {
+        if map.iter().all(|(k, o)| k == name_of(o)) {
+            (Objects::Map(map), false)
+        } else {
+            Self::sorted(map.values(), name_of)
         }
-        // A name that is not the object's own would be kept under the object's (as `update` does): later
-        // changes by name would not find it.
-        let misnamed = hints
-            .tenants
-            .iter()
-            .any(|k| view.tenants.get(k).is_some_and(|t| t.name != *k))
-            || hints
+    }
+
+    /// Whether the objects are under the keys they came with.
+    fn is_map(&self) -> bool {
+        matches!(self, Objects::Map(_))
+    }
+
+    fn get(&self, name: &str) -> Option<&'v T> {
+        match self {
+            Objects::Map(m) => m.get(name),
+            Objects::Sorted(v) => v
+                .binary_search_by(|(n, _)| (*n).cmp(name))
+                .ok()
+                .map(|i| v[i].1),
+        }
+    }
+
+    /// Every object in name order.
+    fn iter(&self) -> impl Iterator<Item = (&'v str, &'v T)> + '_ {
+        let (map, sorted) = match self {
+            Objects::Map(m) => (Some(m.iter().map(|(k, o)| (k.as_str(), o))), None),
+            Objects::Sorted(v) => (None, Some(v.iter().copied())),
+        };
+        map.into_iter()
+            .flatten()
+            .chain(sorted.into_iter().flatten())
+    }
+}
+
+/// The policy documents of a pass's inputs.
+enum Documents<'v> {
+    /// By store name.
+    Named(&'v BTreeMap<String, PolicyObject>),
+    /// In order, without names.
+    Listed(&'v [&'v PolicyObject]),
+}
+
+/// The inputs of one pass, by name, and what is compared of them.
+struct Input<'v> {
+    tenants: Objects<'v, seam_model::Tenant>,
+    namespaces: Objects<'v, seam_model::Namespace>,
+    endpoints: Objects<'v, seam_model::Endpoint>,
+    documents: Documents<'v>,
+    /// Two endpoints came with one name: the inventory holds both, which only a full compile reproduces.
+    shared_endpoint_name: bool,
+    /// Every tenant, namespace and endpoint came under its own name, and the documents by name: the next pass
+    /// may take changes by name.
+    by_name: bool,
+    /// Compare only the objects these name (`None`: every object).
+    only: Option<&'v ViewChanges>,
+}
+
+impl<'v> Input<'v> {
+    /// Objects without names (their own names are used; a later object of one name wins, as in
+    /// `cluster::tenant_inventory`); everything is compared.
+    fn listed(
+        tenants: &'v [&'v seam_model::Tenant],
+        namespaces: &'v [&'v seam_model::Namespace],
+        endpoints: &'v [&'v seam_model::Endpoint],
+        documents: &'v [&'v PolicyObject],
+    ) -> Self {
+        let (endpoints, shared_endpoint_name) =
+            Objects::sorted(endpoints.iter().copied(), |e| &e.name);
+        Input {
+            tenants: Objects::sorted(tenants.iter().copied(), |t| &t.name).0,
+            namespaces: Objects::sorted(namespaces.iter().copied(), |n| &n.name).0,
+            endpoints,
+            documents: Documents::Listed(documents),
+            shared_endpoint_name,
+            by_name: false,
+            only: None,
+        }
+    }
+
+    /// A view by name; with `changes`, only the objects they name are compared, unless `world` did not come by
+    /// name last time or a named object is not under its own name (a later change by name would not find it):
+    /// then everything is.
+    fn keyed(view: &KeyedView<'v>, changes: &'v ViewChanges, world: &World) -> Self {
+        let own_names = !changes.everything
+            && world.doc_names.is_some()
+            && changes
+                .tenants
+                .iter()
+                .all(|k| view.tenants.get(k).is_none_or(|t| t.name == *k))
+            && changes
                 .namespaces
                 .iter()
-                .any(|k| view.namespaces.get(k).is_some_and(|n| n.name != *k))
-            || hints
+                .all(|k| view.namespaces.get(k).is_none_or(|n| n.name == *k))
+            && changes
                 .endpoints
                 .iter()
-                .any(|k| view.endpoints.get(k).is_some_and(|e| e.name != *k));
-        if misnamed {
-            return None;
+                .all(|k| view.endpoints.get(k).is_none_or(|e| e.name == *k));
+        if own_names {
+            // The other objects were under their own names when last compared, and have not changed since.
+            return Input {
+                tenants: Objects::Map(view.tenants),
+                namespaces: Objects::Map(view.namespaces),
+                endpoints: Objects::Map(view.endpoints),
+                documents: Documents::Named(view.documents),
+                shared_endpoint_name: false,
+                by_name: true,
+                only: Some(changes),
+            };
         }
-        let mut ch = Changes::default();
-        let mut tenants_changed = false;
-        for k in &hints.tenants {
-            let new = view.tenants.get(k);
-            if self.tenant_objects.get(k) == new {
-                continue;
+        // Of two objects under one own name, the later (in key order) is kept, as `sync` keeps them.
+        let (tenants, _) = Objects::by_name(view.tenants, |t| &t.name);
+        let (namespaces, _) = Objects::by_name(view.namespaces, |n| &n.name);
+        let (endpoints, shared_endpoint_name) = Objects::by_name(view.endpoints, |e| &e.name);
+        let by_name = [tenants.is_map(), namespaces.is_map(), endpoints.is_map()] == [true; 3];
+        Input {
+            tenants,
+            namespaces,
+            endpoints,
+            documents: Documents::Named(view.documents),
+            shared_endpoint_name,
+            by_name,
+            only: None,
+        }
+    }
+}
+
+/// One object that differs between the world and the inputs.
+enum Diff<'v, T> {
+    /// New or changed: its name and the object.
+    Put(&'v str, &'v T),
+    /// Gone.
+    Gone(String),
+}
+
+/// The objects that differ between `kept` and `new` (`same`: whether a kept object is the new one): among the
+/// names `only` lists, or every name of either side, in name order.
+fn differing<'v, K, T>(
+    kept: &BTreeMap<String, K>,
+    new: &Objects<'v, T>,
+    only: Option<&'v BTreeSet<String>>,
+    same: impl Fn(&K, &T) -> bool,
+) -> Vec<Diff<'v, T>> {
+    let mut out = Vec::new();
+    let mut one = |name: &str, k: Option<&K>, n: Option<(&'v str, &'v T)>| match (k, n) {
+        (Some(k), Some((_, o))) if same(k, o) => {}
+        (_, Some((name, o))) => out.push(Diff::Put(name, o)),
+        (Some(_), None) => out.push(Diff::Gone(name.to_string())),
+        (None, None) => {}
+    };
+    match only {
+        Some(names) => {
+            for name in names {
+                let n = new.get(name).map(|o| (name.as_str(), o));
+                one(name, kept.get(name), n);
             }
-            tenants_changed = true;
-            match new {
-                Some(t) => self.tenant_objects.insert(k.clone(), t.clone()),
-                None => self.tenant_objects.remove(k),
+        }
+        None => {
+            // Merge-joined by name: both sides are sorted.
+            let mut kept = kept.iter().peekable();
+            let mut new = new.iter().peekable();
+            loop {
+                let order = match (kept.peek(), new.peek()) {
+                    (Some((k, _)), Some((n, _))) => k.as_str().cmp(n),
+                    (Some(_), None) => std::cmp::Ordering::Less,
+                    (None, Some(_)) => std::cmp::Ordering::Greater,
+                    (None, None) => break,
+                };
+                match order {
+                    std::cmp::Ordering::Less => {
+                        if let Some((k, o)) = kept.next() {
+                            one(k, Some(o), None);
+                        }
+                    }
+                    std::cmp::Ordering::Greater => {
+                        if let Some((n, o)) = new.next() {
+                            one(n, None, Some((n, o)));
+                        }
+                    }
+                    std::cmp::Ordering::Equal => {
+                        if let (Some((k, ko)), Some(n)) = (kept.next(), new.next()) {
+                            one(k, Some(ko), Some(n));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+impl World {
+    /// Brings the world to `input` and reports what changed: the objects `input.only` names, or every object.
+    fn update(&mut self, node: &str, input: &Input<'_>) -> Changes {
+        let only = input.only;
+        let mut ch = Changes {
+            anomaly: input.shared_endpoint_name,
+            ..Changes::default()
+        };
+
+        // Tenants and namespaces: few, compared whole.
+        let tenants = differing(
+            &self.tenant_objects,
+            &input.tenants,
+            only.map(|o| &o.tenants),
+            |a, b| a == b,
+        );
+        let tenants_changed = !tenants.is_empty();
+        for d in tenants {
+            match d {
+                Diff::Put(name, t) => self.tenant_objects.insert(name.to_string(), t.clone()),
+                Diff::Gone(name) => self.tenant_objects.remove(&name),
             };
         }
         let mut touched_ns: BTreeSet<String> = BTreeSet::new();
-        for k in &hints.namespaces {
-            let new = view.namespaces.get(k);
-            if self.namespace_objects.get(k) == new {
-                continue;
+        for d in differing(
+            &self.namespace_objects,
+            &input.namespaces,
+            only.map(|o| &o.namespaces),
+            |a, b| a == b,
+        ) {
+            match d {
+                Diff::Put(name, n) => {
+                    self.namespace_objects.insert(name.to_string(), n.clone());
+                    touched_ns.insert(name.to_string());
+                }
+                Diff::Gone(name) => {
+                    self.namespace_objects.remove(&name);
+                    touched_ns.insert(name);
+                }
             }
-            touched_ns.insert(k.clone());
-            match new {
-                Some(n) => self.namespace_objects.insert(k.clone(), n.clone()),
-                None => self.namespace_objects.remove(k),
-            };
         }
         let ns_objects_changed = !touched_ns.is_empty();
-        for k in &hints.endpoints {
-            match (self.endpoints.get(k), view.endpoints.get(k)) {
-                (None, None) => {}
-                (Some(_), None) => self.remove_endpoint(k.clone(), &mut touched_ns, &mut ch),
-                (Some(s), Some(m)) if same_endpoint(s, m, node) => {}
-                (_, Some(m)) => self.upsert_endpoint(node, m, &mut touched_ns, &mut ch),
+
+        // Endpoints: compared field by field with what the kept state was made of.
+        for d in differing(
+            &self.endpoints,
+            &input.endpoints,
+            only.map(|o| &o.endpoints),
+            |s, m| same_endpoint(s, m, node),
+        ) {
+            match d {
+                Diff::Put(_, m) => self.upsert_endpoint(node, m, &mut touched_ns, &mut ch),
+                Diff::Gone(name) => self.remove_endpoint(name, &mut touched_ns, &mut ch),
             }
         }
         self.settle(touched_ns, tenants_changed, ns_objects_changed, &mut ch);
-
-        // Documents: kept in store-name order, as the map gives them (the order decides between two documents
-        // of one key); only the named ones compared and parsed.
-        let mut changed_keys: BTreeSet<ObjectKey> = BTreeSet::new();
-        let mut docs_changed = false;
-        let mut names = self.doc_names.take().unwrap_or_default();
-        for k in &hints.documents {
-            let new = view.documents.get(k);
-            match (names.binary_search(k), new) {
-                (Err(_), None) => {}
-                (Ok(i), Some(v)) if self.docs.get(i).is_some_and(|d| d.object == *v) => {}
-                (Ok(i), new) => {
-                    docs_changed = true;
-                    let old = match new {
-                        Some(v) => {
-                            let doc = Doc::new(v);
-                            if let Some(o) = doc.in_force() {
-                                changed_keys.insert(o.key());
-                            }
-                            self.docs.get_mut(i).map(|d| std::mem::replace(d, doc))
-                        }
-                        None => {
-                            names.remove(i);
-                            (i < self.docs.len()).then(|| self.docs.remove(i))
-                        }
-                    };
-                    if let Some(o) = old.as_ref().and_then(Doc::in_force) {
-                        changed_keys.insert(o.key());
-                    }
-                }
-                (Err(i), Some(v)) => {
-                    docs_changed = true;
-                    let doc = Doc::new(v);
-                    if let Some(o) = doc.in_force() {
-                        changed_keys.insert(o.key());
-                    }
-                    names.insert(i, k.clone());
-                    self.docs.insert(i.min(self.docs.len()), doc);
-                }
-            }
-        }
-        self.doc_names = Some(names);
-        self.settle_policies(changed_keys, docs_changed, &mut ch);
-        Some(ch)
-    }
-
-    /// [`World::update`] from a view by name, remembering the documents' names for the passes by name that
-    /// follow.
-    fn update_keyed(&mut self, node: &str, view: &KeyedView<'_>) -> Changes {
-        let tenants: Vec<&seam_model::Tenant> = view.tenants.values().collect();
-        let namespaces: Vec<&seam_model::Namespace> = view.namespaces.values().collect();
-        let endpoints: Vec<&seam_model::Endpoint> = view.endpoints.values().collect();
-        let docs: Vec<&PolicyObject> = view.documents.values().collect();
-        let ch = self.update(node, &tenants, &namespaces, &endpoints, &docs);
-        let own_names = view.tenants.iter().all(|(k, t)| *k == t.name)
-            && view.namespaces.iter().all(|(k, n)| *k == n.name)
-            && view.endpoints.iter().all(|(k, e)| *k == e.name);
-        self.doc_names = own_names.then(|| view.documents.keys().cloned().collect());
+        self.update_docs(input, &mut ch);
         ch
     }
 
@@ -645,10 +687,86 @@ impl World {
         }
     }
 
-    /// Policy documents: matched with the kept ones (by position, else by identity), validated only when new or
-    /// changed; the objects in force (the last valid document of each key, as `cluster::policy_set` keeps them)
-    /// updated for the keys that changed.
-    fn update_docs(&mut self, docs: &[&PolicyObject], ch: &mut Changes) {
+    /// Policy documents, then the objects in force and the warnings. By name when the inputs name the changed
+    /// documents (only those compared and validated); otherwise every document, in order, matched with the kept ones
+    /// by value ([`World::docs_in_order`]: documents without names, or kept without names, can only be found
+    /// again by what they are).
+    fn update_docs(&mut self, input: &Input<'_>, ch: &mut Changes) {
+        let (changed_keys, docs_changed) = match (&input.documents, input.only) {
+            (Documents::Named(documents), Some(only)) => {
+                self.docs_by_name(documents, &only.documents)
+            }
+            (Documents::Named(documents), None) => {
+                let changed = self.docs_in_order(documents.values());
+                self.doc_names = input.by_name.then(|| documents.keys().cloned().collect());
+                changed
+            }
+            (Documents::Listed(documents), _) => {
+                self.doc_names = None;
+                self.docs_in_order(documents.iter().copied())
+            }
+        };
+        self.settle_policies(changed_keys, docs_changed, ch);
+    }
+
+    /// The documents `names_changed` names, compared with the kept ones by store name (the kept documents came by
+    /// name); returns the keys of the objects they held or hold, and whether any document changed.
+    fn docs_by_name(
+        &mut self,
+        documents: &BTreeMap<String, PolicyObject>,
+        names_changed: &BTreeSet<String>,
+    ) -> (BTreeSet<ObjectKey>, bool) {
+        // Documents: kept in store-name order, as the map gives them (the order decides between two documents
+        // of one key); only the named ones compared and validated.
+        let mut changed_keys: BTreeSet<ObjectKey> = BTreeSet::new();
+        let mut docs_changed = false;
+        let mut names = self.doc_names.take().unwrap_or_default();
+        for k in names_changed {
+            let new = documents.get(k);
+            match (names.binary_search(k), new) {
+                (Err(_), None) => {}
+                (Ok(i), Some(v)) if self.docs.get(i).is_some_and(|d| d.object == *v) => {}
+                (Ok(i), new) => {
+                    docs_changed = true;
+                    let old = match new {
+                        Some(v) => {
+                            let doc = Doc::new(v);
+                            if let Some(o) = doc.in_force() {
+                                changed_keys.insert(o.key());
+                            }
+                            self.docs.get_mut(i).map(|d| std::mem::replace(d, doc))
+                        }
+                        None => {
+                            names.remove(i);
+                            (i < self.docs.len()).then(|| self.docs.remove(i))
+                        }
+                    };
+                    if let Some(o) = old.as_ref().and_then(Doc::in_force) {
+                        changed_keys.insert(o.key());
+                    }
+                }
+                (Err(i), Some(v)) => {
+                    docs_changed = true;
+                    let doc = Doc::new(v);
+                    if let Some(o) = doc.in_force() {
+                        changed_keys.insert(o.key());
+                    }
+                    names.insert(i, k.clone());
+                    self.docs.insert(i.min(self.docs.len()), doc);
+                }
+            }
+        }
+        self.doc_names = Some(names);
+        (changed_keys, docs_changed)
+    }
+
+    /// Every document in order, matched with the kept ones (by position, else by identity), validated only when new
+    /// or changed; returns the keys of the objects that may have changed (every key when documents were
+    /// reordered: the last valid document of a key is the one in force), and whether any document changed.
+    fn docs_in_order<'d>(
+        &mut self,
+        docs: impl ExactSizeIterator<Item = &'d PolicyObject>,
+    ) -> (BTreeSet<ObjectKey>, bool) {
         let mut old: Vec<Option<Doc>> = std::mem::take(&mut self.docs)
             .into_iter()
             .map(Some)
@@ -665,7 +783,7 @@ impl World {
             let positional = old
                 .get(cursor)
                 .and_then(Option::as_ref)
-                .is_some_and(|d| d.object == **v);
+                .is_some_and(|d| d.object == *v);
             let found = if positional {
                 Some(cursor)
             } else {
@@ -681,7 +799,7 @@ impl World {
                 map.get(&doc_ident(v)).and_then(|c| {
                     c.iter()
                         .copied()
-                        .find(|i| old[*i].as_ref().is_some_and(|d| d.object == **v))
+                        .find(|i| old[*i].as_ref().is_some_and(|d| d.object == *v))
                 })
             };
             match found.and_then(|i| old[i].take().map(|d| (i, d))) {
@@ -721,7 +839,7 @@ impl World {
                     .map(PolicyObject::key),
             );
         }
-        self.settle_policies(changed_keys, docs_changed, ch);
+        (changed_keys, docs_changed)
     }
 
     /// After the documents changed: the objects in force for the keys that changed, and the warnings.
@@ -797,11 +915,8 @@ impl IncrementalCompiler {
         let namespaces: Vec<&seam_model::Namespace> = namespaces.into_iter().collect();
         let endpoints: Vec<&seam_model::Endpoint> = endpoints.into_iter().collect();
         let documents: Vec<&PolicyObject> = documents.into_iter().collect();
-        let changes = self
-            .world
-            .update(&self.node, &tenants, &namespaces, &endpoints, &documents);
-        // The documents came without names: a pass by name has to compare them all first.
-        self.world.doc_names = None;
+        let input = Input::listed(&tenants, &namespaces, &endpoints, &documents);
+        let changes = self.world.update(&self.node, &input);
         self.finish(&changes, |node| {
             cluster::node_ruleset(
                 tenants.iter().copied(),
@@ -823,10 +938,8 @@ impl IncrementalCompiler {
         view: KeyedView<'_>,
         changes: &ViewChanges,
     ) -> Result<(&NodeRuleset, Vec<String>), CompileError> {
-        let ch = match self.world.update_hinted(&self.node, &view, changes) {
-            Some(ch) => ch,
-            None => self.world.update_keyed(&self.node, &view),
-        };
+        let input = Input::keyed(&view, changes, &self.world);
+        let ch = self.world.update(&self.node, &input);
         self.finish(&ch, |node| {
             cluster::node_ruleset(
                 view.tenants.values(),
@@ -878,8 +991,35 @@ impl IncrementalCompiler {
     }
 }
 
+/// What a pass recompiles, found from the world's changes.
+#[derive(Debug, Default)]
+struct Dirty {
+    /// Policy objects whose fragments are recompiled (a key without an object in force: its fragment goes).
+    objects: BTreeSet<ObjectKey>,
+    /// Groups whose members may have changed.
+    groups: BTreeSet<String>,
+    /// The tenants' rules.
+    tenancy: bool,
+    /// A namespace moved to another tenant: every tenant-scoped contract.
+    tenant_scoped: bool,
+    /// The node's own endpoints.
+    locals: bool,
+    /// Addresses that came, went, or moved (to another namespace, kind or node).
+    moved_addrs: Vec<Ipv4Addr>,
+}
+
+/// A pass's work on the chains: the recompiled fragments' rules by fragment id (waiting for the splice), the
+/// tiers whose chains are rebuilt, and whether the addresses the namespace tier isolates may have changed.
+#[derive(Debug, Default)]
+struct Splice {
+    fresh: HashMap<u64, [Vec<Rule>; 2]>,
+    touched: [bool; 3],
+    iso_changed: bool,
+}
+
 impl Built {
-    /// Recompiles what `ch` touches (everything when `full`) and splices it into the ruleset.
+    /// Recompiles what `ch` touches (everything when `full`) and splices it into the ruleset, in four steps: what
+    /// the changes touch, the groups' members, the fragments, the splice.
     fn pass(&mut self, world: &World, ch: &Changes, full: bool) -> Result<(), Inconsistent> {
         self.valid = false;
         let idx = Index::new(
@@ -896,120 +1036,18 @@ impl Built {
             .collect();
         let local_addrs = addrs(locals.iter().copied());
 
-        let mut dirty: BTreeSet<ObjectKey> = BTreeSet::new();
-        let mut dirty_groups: BTreeSet<String> = BTreeSet::new();
-        let mut tenancy = full;
-        let mut tenant_scoped = false;
-        let mut locals_changed = full;
-        let mut moved_addrs: Vec<Ipv4Addr> = Vec::new();
-        if full {
-            let next_id = self.next_id.max(3);
-            *self = Built {
-                next_id,
-                ..Built::default()
-            };
-            self.out.egress = tier_chains(Default::default());
-            self.out.ingress = tier_chains(Default::default());
-            dirty.extend(world.policies.objects().map(PolicyObject::key));
+        let mut dirty = if full {
+            self.reset(world)
         } else {
-            for k in &ch.policies {
-                if k.kind == PolicyKind::EndpointGroup {
-                    dirty_groups.insert(k.name.clone());
-                } else {
-                    dirty.insert(k.clone());
-                }
-            }
-            for (name, old) in &ch.endpoints {
-                let old = old.as_ref();
-                let new = world.endpoints.get(name);
-                let moved = Moved {
-                    addresses: addresses(old) != addresses(new),
-                    ports: old.map(|s| &s.ep.ports) != new.map(|s| &s.ep.ports),
-                };
-                let place = |s: &EpState| (s.ep.namespace.clone(), s.ep.kind, s.local);
-                if moved.addresses || old.map(place) != new.map(place) {
-                    // Tenants' members, the node's addresses or both.
-                    tenancy = true;
-                    moved_addrs.extend(addresses(old).into_iter().flatten());
-                    moved_addrs.extend(addresses(new).into_iter().flatten());
-                }
-                locals_changed |= old.is_some_and(|s| s.local) || new.is_some_and(|s| s.local);
-                let (old, new) = (old.map(EpState::version), new.map(EpState::version));
-                for o in world.policies.objects() {
-                    if deps::object_touched(o, old, new, moved, &idx) {
-                        dirty.insert(o.key());
-                    }
-                }
-                for g in self.groups.borrow().keys() {
-                    if deps::group_touched(g, &world.policies, old, new, moved, &idx) {
-                        dirty_groups.insert(g.clone());
-                    }
-                }
-            }
-            for (_, old, new) in &ch.namespaces {
-                let (ol, nl) = (labels_of(old), labels_of(new));
-                if ol != nl {
-                    for o in world.policies.objects() {
-                        if deps::object_reads_labels(o, ol, nl) {
-                            dirty.insert(o.key());
-                        }
-                    }
-                    for g in self.groups.borrow().keys() {
-                        if deps::group_reads_labels(g, &world.policies, ol, nl) {
-                            dirty_groups.insert(g.clone());
-                        }
-                    }
-                }
-                let tenant = |n: &Option<Namespace>| {
-                    n.as_ref()
-                        .and_then(|n| n.tenant.clone())
-                        .unwrap_or_else(|| seam_policy::DEFAULT_TENANT.to_string())
-                };
-                if tenant(old) != tenant(new) {
-                    tenancy = true;
-                    tenant_scoped = true;
-                }
-            }
-            tenancy |= ch.tenants;
-        }
-
+            self.touched_by(world, ch, &idx)
+        };
         let ctx = Ctx::new(&world.policies, &idx, &locals, &local_addrs, &self.groups);
         // Groups first: contracts are dirty when a group they name changed members.
-        let mut changed_groups: BTreeSet<String> = BTreeSet::new();
-        for g in dirty_groups {
-            if !self.groups.borrow().contains_key(&g) {
-                continue;
-            }
-            let members = ctx.group_set_uncached(&g);
-            let old = self.groups.borrow_mut().insert(g.clone(), members.clone());
-            if old.as_ref() != Some(&members) {
-                changed_groups.insert(g);
-            }
-        }
+        let changed_groups = refresh_groups(&self.groups, &ctx, &dirty.groups);
         if !full {
-            let groups = self.groups.borrow();
-            for c in world.policies.contracts() {
-                let mut names = c.spec.consumers.iter().chain(&c.spec.providers);
-                let hit = names.clone().any(|g| changed_groups.contains(g))
-                    || (tenant_scoped && c.spec.scope == seam_policy::ContractScope::Tenant)
-                    || (!moved_addrs.is_empty()
-                        && names.any(|g| {
-                            groups
-                                .get(g)
-                                .is_none_or(|set| moved_addrs.iter().any(|a| set.contains(*a)))
-                        }));
-                if hit {
-                    dirty.insert(ObjectKey {
-                        kind: PolicyKind::Contract,
-                        namespace: None,
-                        name: c.metadata.name.clone(),
-                    });
-                }
-            }
+            dirty.add_contracts(world, &changed_groups, &self.groups.borrow());
         }
 
-        // Recompute the dirty fragments (in key order, merged with the objects in force: a dirty key without an
-        // object was removed).
         let mut st = State {
             out: &mut self.out,
             frags: &mut self.frags,
@@ -1018,107 +1056,177 @@ impl Built {
             set_refs: &mut self.set_refs,
             next_id: &mut self.next_id,
         };
-        let mut fresh: HashMap<u64, [Vec<Rule>; 2]> = HashMap::new();
-        let mut touched = [full; 3];
-        let mut iso_changed = full;
-        let mut keys = dirty.into_iter().peekable();
-        for o in world.policies.objects() {
-            while let Some(k) = keys.peek() {
-                match cmp_key(o, k) {
-                    std::cmp::Ordering::Greater => {
-                        st.apply(
-                            FragKey::Object(k.clone()),
-                            None,
-                            &mut fresh,
-                            &mut touched,
-                            &mut iso_changed,
-                        );
-                        keys.next();
-                    }
-                    std::cmp::Ordering::Equal => {
-                        if let Some(slot) = slot_of(o) {
-                            st.apply(
-                                FragKey::Object(o.key()),
-                                Some((slot, ctx.fragment(o))),
-                                &mut fresh,
-                                &mut touched,
-                                &mut iso_changed,
-                            );
-                        }
-                        keys.next();
-                        break;
-                    }
-                    std::cmp::Ordering::Less => break,
-                }
-            }
-        }
-        for k in keys {
-            st.apply(
-                FragKey::Object(k),
-                None,
-                &mut fresh,
-                &mut touched,
-                &mut iso_changed,
-            );
-        }
-        if iso_changed {
-            let mut iso: [Vec<AddrSet>; 2] = Default::default();
-            for f in st.frags.values() {
-                for (d, s) in f.iso.iter().enumerate() {
-                    if !s.is_empty() {
-                        iso[d].push(s.clone());
-                    }
-                }
-            }
-            let isolated = [union_all(&iso[0]), union_all(&iso[1])];
-            let frag = isolation_fragment(&isolated);
-            st.apply(
-                FragKey::Isolation,
-                Some((Slot::Isolation, frag)),
-                &mut fresh,
-                &mut touched,
-                &mut iso_changed,
-            );
-        }
-        if tenancy {
-            st.apply(
-                FragKey::Tenancy,
-                Some((Slot::Tenancy, ctx.tenancy_fragment())),
-                &mut fresh,
-                &mut touched,
-                &mut iso_changed,
-            );
-        }
-        if full {
-            st.apply(
-                FragKey::Default,
-                Some((Slot::Default, default_fragment())),
-                &mut fresh,
-                &mut touched,
-                &mut iso_changed,
-            );
-        }
-        if locals_changed {
+        let mut splice = Splice {
+            touched: [full; 3],
+            iso_changed: full,
+            ..Splice::default()
+        };
+        st.recompile_objects(world, &ctx, std::mem::take(&mut dirty.objects), &mut splice);
+        st.recompile_derived(&ctx, &dirty, full, &mut splice);
+        if dirty.locals {
             st.out.local = local_endpoints(&locals);
             st.out
                 .sets
                 .insert(LOCAL_SET.to_string(), local_addrs.clone());
         }
-        st.assemble(&mut fresh, touched)?;
+        st.assemble(&mut splice)?;
+        drop(ctx);
 
-        // Keep only the groups some contract names.
+        self.keep_named_groups(world);
+        self.valid = true;
+        Ok(())
+    }
+
+    /// Starts over for a full pass (fragment ids keep counting): every object is dirty.
+    fn reset(&mut self, world: &World) -> Dirty {
+        let next_id = self.next_id.max(3);
+        *self = Built {
+            next_id,
+            ..Built::default()
+        };
+        self.out.egress = tier_chains(Default::default());
+        self.out.ingress = tier_chains(Default::default());
+        Dirty {
+            objects: world.policies.objects().map(PolicyObject::key).collect(),
+            tenancy: true,
+            locals: true,
+            ..Dirty::default()
+        }
+    }
+
+    /// What the world's changes touch: the objects and groups that read a changed endpoint or namespace, the
+    /// changed objects themselves, and the tenants' rules and the node's endpoints when they may differ.
+    fn touched_by(&self, world: &World, ch: &Changes, idx: &Index<'_>) -> Dirty {
+        let mut dirty = Dirty {
+            tenancy: ch.tenants,
+            ..Dirty::default()
+        };
+        for k in &ch.policies {
+            if k.kind == PolicyKind::EndpointGroup {
+                dirty.groups.insert(k.name.clone());
+            } else {
+                dirty.objects.insert(k.clone());
+            }
+        }
+        for (name, old) in &ch.endpoints {
+            let old = old.as_ref();
+            let new = world.endpoints.get(name);
+            let moved = Moved {
+                addresses: addresses(old) != addresses(new),
+                ports: old.map(|s| &s.ep.ports) != new.map(|s| &s.ep.ports),
+            };
+            let place = |s: &EpState| (s.ep.namespace.clone(), s.ep.kind, s.local);
+            if moved.addresses || old.map(place) != new.map(place) {
+                // Tenants' members, the node's addresses or both.
+                dirty.tenancy = true;
+                dirty
+                    .moved_addrs
+                    .extend(addresses(old).into_iter().flatten());
+                dirty
+                    .moved_addrs
+                    .extend(addresses(new).into_iter().flatten());
+            }
+            dirty.locals |= old.is_some_and(|s| s.local) || new.is_some_and(|s| s.local);
+            let (old, new) = (old.map(EpState::version), new.map(EpState::version));
+            for o in world.policies.objects() {
+                if deps::object_touched(o, old, new, moved, idx) {
+                    dirty.objects.insert(o.key());
+                }
+            }
+            for g in self.groups.borrow().keys() {
+                if deps::group_touched(g, &world.policies, old, new, moved, idx) {
+                    dirty.groups.insert(g.clone());
+                }
+            }
+        }
+        for (_, old, new) in &ch.namespaces {
+            let (ol, nl) = (labels_of(old), labels_of(new));
+            if ol != nl {
+                for o in world.policies.objects() {
+                    if deps::object_reads_labels(o, ol, nl) {
+                        dirty.objects.insert(o.key());
+                    }
+                }
+                for g in self.groups.borrow().keys() {
+                    if deps::group_reads_labels(g, &world.policies, ol, nl) {
+                        dirty.groups.insert(g.clone());
+                    }
+                }
+            }
+            let tenant = |n: &Option<Namespace>| {
+                n.as_ref()
+                    .and_then(|n| n.tenant.clone())
+                    .unwrap_or_else(|| seam_policy::DEFAULT_TENANT.to_string())
+            };
+            if tenant(old) != tenant(new) {
+                dirty.tenancy = true;
+                dirty.tenant_scoped = true;
+            }
+        }
+        dirty
+    }
+
+    /// Keeps only the members of groups some contract names.
+    fn keep_named_groups(&mut self, world: &World) {
         let named: HashSet<&str> = world
             .policies
             .contracts()
             .flat_map(|c| c.spec.consumers.iter().chain(&c.spec.providers))
             .map(String::as_str)
             .collect();
-        drop(ctx);
         self.groups
-            .borrow_mut()
+            .get_mut()
             .retain(|g, _| named.contains(g.as_str()));
-        self.valid = true;
-        Ok(())
+    }
+}
+
+/// Recomputes the members of the `dirty` groups that are kept; returns those whose members changed.
+fn refresh_groups(
+    groups: &RefCell<BTreeMap<String, AddrSet>>,
+    ctx: &Ctx<'_, '_>,
+    dirty: &BTreeSet<String>,
+) -> BTreeSet<String> {
+    let mut changed: BTreeSet<String> = BTreeSet::new();
+    for g in dirty {
+        if !groups.borrow().contains_key(g) {
+            continue;
+        }
+        let members = ctx.group_set_uncached(g);
+        let old = groups.borrow_mut().insert(g.clone(), members.clone());
+        if old.as_ref() != Some(&members) {
+            changed.insert(g.clone());
+        }
+    }
+    changed
+}
+
+impl Dirty {
+    /// Contracts that name a group whose members changed, that name a group holding a moved address (or one not
+    /// kept), and, when a namespace changed tenant, the tenant-scoped ones.
+    fn add_contracts(
+        &mut self,
+        world: &World,
+        changed_groups: &BTreeSet<String>,
+        groups: &BTreeMap<String, AddrSet>,
+    ) {
+        for c in world.policies.contracts() {
+            let mut names = c.spec.consumers.iter().chain(&c.spec.providers);
+            let hit = names.clone().any(|g| changed_groups.contains(g))
+                || (self.tenant_scoped && c.spec.scope == seam_policy::ContractScope::Tenant)
+                || (!self.moved_addrs.is_empty()
+                    && names.any(|g| {
+                        groups
+                            .get(g)
+                            .is_none_or(|set| self.moved_addrs.iter().any(|a| set.contains(*a)))
+                    }));
+            if hit {
+                self.objects.insert(ObjectKey {
+                    kind: PolicyKind::Contract,
+                    namespace: None,
+                    name: c.metadata.name.clone(),
+                });
+            }
+        }
     }
 }
 
@@ -1133,16 +1241,81 @@ struct State<'b> {
 }
 
 impl State<'_> {
-    /// Replaces a fragment by its recompiled output (`None`: removes it): its sets go into the ruleset now, its
-    /// rules wait in `fresh` for [`State::assemble`].
-    fn apply(
+    /// Recompiles the fragments of the `dirty` objects, in key order merged with the objects in force: a dirty
+    /// key without an object was removed, and so is its fragment.
+    fn recompile_objects(
         &mut self,
-        key: FragKey,
-        new: Option<(Slot, FragOut)>,
-        fresh: &mut HashMap<u64, [Vec<Rule>; 2]>,
-        touched: &mut [bool; 3],
-        iso_changed: &mut bool,
+        world: &World,
+        ctx: &Ctx<'_, '_>,
+        dirty: BTreeSet<ObjectKey>,
+        splice: &mut Splice,
     ) {
+        let mut keys = dirty.into_iter().peekable();
+        for o in world.policies.objects() {
+            while let Some(k) = keys.peek() {
+                match cmp_key(o, k) {
+                    std::cmp::Ordering::Greater => {
+                        self.apply(FragKey::Object(k.clone()), None, splice);
+                        keys.next();
+                    }
+                    std::cmp::Ordering::Equal => {
+                        if let Some(slot) = slot_of(o) {
+                            self.apply(
+                                FragKey::Object(o.key()),
+                                Some((slot, ctx.fragment(o))),
+                                splice,
+                            );
+                        }
+                        keys.next();
+                        break;
+                    }
+                    std::cmp::Ordering::Less => break,
+                }
+            }
+        }
+        for k in keys {
+            self.apply(FragKey::Object(k), None, splice);
+        }
+    }
+
+    /// Recompiles the fragments that belong to no object: the namespace tier's isolation rule when what the
+    /// fragments isolate changed, the tenants' rules when `dirty` says so, the default rules on a full pass.
+    fn recompile_derived(
+        &mut self,
+        ctx: &Ctx<'_, '_>,
+        dirty: &Dirty,
+        full: bool,
+        splice: &mut Splice,
+    ) {
+        if splice.iso_changed {
+            let mut iso: [Vec<AddrSet>; 2] = Default::default();
+            for f in self.frags.values() {
+                for (d, s) in f.iso.iter().enumerate() {
+                    if !s.is_empty() {
+                        iso[d].push(s.clone());
+                    }
+                }
+            }
+            let isolated = [union_all(&iso[0]), union_all(&iso[1])];
+            let frag = isolation_fragment(&isolated);
+            self.apply(FragKey::Isolation, Some((Slot::Isolation, frag)), splice);
+        }
+        if dirty.tenancy {
+            let frag = ctx.tenancy_fragment();
+            self.apply(FragKey::Tenancy, Some((Slot::Tenancy, frag)), splice);
+        }
+        if full {
+            self.apply(
+                FragKey::Default,
+                Some((Slot::Default, default_fragment())),
+                splice,
+            );
+        }
+    }
+
+    /// Replaces a fragment by its recompiled output (`None`: removes it): its sets go into the ruleset now, its
+    /// rules wait in the splice for [`State::assemble`].
+    fn apply(&mut self, key: FragKey, new: Option<(Slot, FragOut)>, splice: &mut Splice) {
         let old = self.frags.remove(&key);
         let id = match &old {
             Some(f) => {
@@ -1156,7 +1329,7 @@ impl State<'_> {
                     }
                 }
                 self.order.remove(&f.slot);
-                touched[f.slot.tier()] = true;
+                splice.touched[f.slot.tier()] = true;
                 f.id
             }
             None => {
@@ -1168,11 +1341,11 @@ impl State<'_> {
         let no_iso = [AddrSet::new(), AddrSet::new()];
         let old_iso = old.as_ref().map_or(&no_iso, |f| &f.iso);
         let Some((slot, frag)) = new else {
-            *iso_changed |= *old_iso != no_iso;
+            splice.iso_changed |= *old_iso != no_iso;
             return;
         };
         let FragOut { rules, sets, iso } = frag;
-        *iso_changed |= *old_iso != iso;
+        splice.iso_changed |= *old_iso != iso;
         let mut names = Vec::with_capacity(sets.len());
         for (name, set) in sets {
             *self.set_refs.entry(name.clone()).or_default() += 1;
@@ -1180,8 +1353,8 @@ impl State<'_> {
             names.push(name);
         }
         self.order.insert(slot.clone(), id);
-        touched[slot.tier()] = true;
-        fresh.insert(id, rules);
+        splice.touched[slot.tier()] = true;
+        splice.fresh.insert(id, rules);
         self.frags.insert(
             key,
             Frag {
@@ -1193,14 +1366,11 @@ impl State<'_> {
         );
     }
 
-    /// Rebuilds the chains of the touched tiers in slot order: the rules of recompiled fragments from `fresh`,
+    /// Rebuilds the chains of the touched tiers in slot order: the rules of recompiled fragments from the splice,
     /// the others moved over from the old chain (their relative order cannot have changed).
-    fn assemble(
-        &mut self,
-        fresh: &mut HashMap<u64, [Vec<Rule>; 2]>,
-        touched: [bool; 3],
-    ) -> Result<(), Inconsistent> {
-        for (tier, touched) in touched.into_iter().enumerate() {
+    fn assemble(&mut self, splice: &mut Splice) -> Result<(), Inconsistent> {
+        let Splice { fresh, touched, .. } = splice;
+        for (tier, touched) in touched.iter().copied().enumerate() {
             if !touched {
                 continue;
             }

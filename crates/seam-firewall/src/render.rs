@@ -7,7 +7,7 @@ pub mod table;
 
 use std::collections::BTreeMap;
 
-use seam_dataplane::{AddrField, NftMatch, NftRule, NftVerdict};
+use seam_nft::{AddrField, NftMatch, NftRule, NftVerdict};
 use seam_policy::Protocol;
 
 use crate::ir::{Action, AddrMatch, L4Match, NodeRuleset, Rule, RuleId};

@@ -960,7 +960,7 @@ impl seam_dataplane::Firewall for LinuxKernel {
             .map_err(firewall_error)
     }
 
-    async fn apply_delta(&self, delta: &seam_dataplane::FirewallDelta) -> Result<()> {
+    async fn apply_delta(&self, delta: &seam_nft::FirewallDelta) -> Result<()> {
         let delta = delta.clone();
         tokio::task::spawn_blocking(move || crate::nft::apply_delta(&delta))
             .await

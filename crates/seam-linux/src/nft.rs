@@ -127,8 +127,8 @@ pub fn apply_ruleset(text: &str) -> Result<(), NftError> {
 }
 
 /// Changes `table inet seam` in place: the `switch` batch, then the `cleanup` batch (see
-/// [`seam_dataplane::FirewallDelta`]).
-pub fn apply_delta(delta: &seam_dataplane::FirewallDelta) -> Result<(), NftError> {
+/// [`seam_nft::FirewallDelta`]).
+pub fn apply_delta(delta: &seam_nft::FirewallDelta) -> Result<(), NftError> {
     crate::nfnl::apply_batch(TABLE_NAME, &delta.switch)?;
     crate::nfnl::apply_batch(TABLE_NAME, &delta.cleanup)?;
     Ok(())

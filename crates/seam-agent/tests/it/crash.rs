@@ -221,10 +221,7 @@ impl seam_dataplane::Firewall for StallingKernel {
         self.inner.apply_ruleset(ruleset).await
     }
 
-    async fn apply_delta(
-        &self,
-        delta: &seam_dataplane::FirewallDelta,
-    ) -> seam_dataplane::Result<()> {
+    async fn apply_delta(&self, delta: &seam_nft::FirewallDelta) -> seam_dataplane::Result<()> {
         self.inner.apply_delta(delta).await
     }
 

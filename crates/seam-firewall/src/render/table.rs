@@ -28,7 +28,7 @@ use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use seam_dataplane::{FirewallDelta, NftRule, TableOp};
+use seam_nft::{FirewallDelta, NftRule, TableOp};
 use seam_policy::Direction;
 use serde_json::Value;
 
@@ -913,7 +913,7 @@ mod tests {
         s.parse().unwrap()
     }
 
-    fn rule(verdict: seam_dataplane::NftVerdict) -> NftRule {
+    fn rule(verdict: seam_nft::NftVerdict) -> NftRule {
         NftRule {
             matches: Vec::new(),
             log_prefix: None,
@@ -933,11 +933,11 @@ mod tests {
         );
         m.chains.insert(
             "b_1".into(),
-            ChainBody::Rules(vec![rule(seam_dataplane::NftVerdict::Accept).into()]),
+            ChainBody::Rules(vec![rule(seam_nft::NftVerdict::Accept).into()]),
         );
         m.chains.insert(
             "z_1".into(),
-            ChainBody::Rules(vec![rule(seam_dataplane::NftVerdict::Accept).into()]),
+            ChainBody::Rules(vec![rule(seam_nft::NftVerdict::Accept).into()]),
         );
         m.chains.insert(
             "c_1".into(),
@@ -990,7 +990,7 @@ mod tests {
         let mut new = old.clone();
         new.chains.remove("b_1");
         new.chains.remove("c_1");
-        let drop = rule(seam_dataplane::NftVerdict::Drop);
+        let drop = rule(seam_nft::NftVerdict::Drop);
         new.chains
             .insert("b_2".into(), ChainBody::Rules(vec![drop.clone().into()]));
         new.chains.insert(

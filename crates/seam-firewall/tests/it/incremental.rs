@@ -5,8 +5,9 @@
 //! `cluster::node_ruleset` returns (sets, rules in order, local endpoints, warnings) on every node. So must
 //! `IncrementalCompiler::sync_changes`, given the view by name and the names each step touched, as the agent's
 //! view records them from watch events (a re-list now and then says "everything"); one more compiler of it reads
-//! only every third step, with the names of the steps in between merged. Each step also checks the restructured
-//! `compile` against the compiler as it was before (`legacy.rs`).
+//! only every third step, with the names of the steps in between merged. The full compile is in turn held to the
+//! engine: `seam_policy::evaluate` decides flows between the view's endpoints (a rotating sample of the pairs
+//! after every step, every pair after the last) as the compiled rulesets do, by the rules `verdict_rule_id` names.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -14,11 +15,12 @@ use std::net::Ipv4Addr;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use seam_firewall::cluster::{node_ruleset, policy_set, tenant_inventory};
-use seam_firewall::{IncrementalCompiler, KeyedView, NodeRuleset, ViewChanges};
+use seam_firewall::{
+    verdict_rule_id, IncrementalCompiler, KeyedView, NodeRuleset, RuleVerdict, ViewChanges,
+};
 use seam_policy::PolicyObject;
+use seam_policy::{evaluate, Decision, Direction, Flow, FlowEnd, Protocol};
 use serde_json::{json, Value};
-
-use crate::legacy;
 
 const NAMESPACES: [&str; 5] = ["alpha", "beta", "gamma", "delta", "omega"];
 const NODES: [&str; 3] = ["n1", "n2", "n3"];
@@ -638,7 +640,13 @@ impl Hinted {
     }
 }
 
-fn check(view: &View, compilers: &mut [IncrementalCompiler], hinted: &mut Hinted, step: usize) {
+fn check(
+    view: &View,
+    compilers: &mut [IncrementalCompiler],
+    hinted: &mut Hinted,
+    step: usize,
+    last: bool,
+) {
     let wants: Vec<(NodeRuleset, Vec<String>)> = NODES.iter().map(|n| full(view, n)).collect();
     for ((node, inc), want) in NODES.iter().zip(compilers.iter_mut()).zip(&wants) {
         let (got, warnings) = inc
@@ -656,33 +664,123 @@ fn check(view: &View, compilers: &mut [IncrementalCompiler], hinted: &mut Hinted
         }
     }
     hinted.check(view, &wants, step);
-    // The restructured compiler against the one before it.
+    // The full compile against the engine: every pair of endpoints at the last step, a rotating sample before.
+    let bad = engine_mismatches(view, &wants, (!last).then_some(step));
+    assert!(
+        bad.is_empty(),
+        "the compiled rulesets disagree with seam_policy::evaluate after step {step} ({} mismatches):\n{}",
+        bad.len(),
+        bad.iter().take(10).cloned().collect::<Vec<_>>().join("\n")
+    );
+}
+
+/// Between full sweeps, about this many ordered pairs of endpoints are checked against the engine per step (a
+/// different share every step).
+const PAIRS_PER_STEP: usize = 30;
+
+/// Ports (for ICMP: types) the engine and the rulesets are asked about: those the recipes name (in and out of
+/// their ranges and named ports), and one nobody names.
+const PROBES: [(u16, Protocol); 11] = [
+    (80, Protocol::Tcp),
+    (443, Protocol::Tcp),
+    (8080, Protocol::Tcp),
+    (22, Protocol::Tcp),
+    (53, Protocol::Udp),
+    (55, Protocol::Udp),
+    (1500, Protocol::Udp),
+    (5353, Protocol::Udp),
+    (80, Protocol::Sctp),
+    (8, Protocol::Icmp),
+    (0, Protocol::Icmp),
+];
+
+/// Where the rulesets compiled for the nodes (`rulesets[i]` for `NODES[i]`) decide a flow between two endpoints of
+/// the view otherwise than `seam_policy::evaluate`: per direction, the decision and the rule `verdict_rule_id`
+/// names (egress on the source's node, ingress on the destination's; an end no node enforces is unenforced).
+/// Every ordered pair is checked, or with `sample = Some(step)` about [`PAIRS_PER_STEP`] of them, a different
+/// share for every step. Endpoints sharing an address with another are left out: a packet cannot tell them apart.
+fn engine_mismatches(
+    view: &View,
+    rulesets: &[(NodeRuleset, Vec<String>)],
+    sample: Option<usize>,
+) -> Vec<String> {
     let inv = tenant_inventory(
         view.tenants.values(),
         view.namespaces.values(),
         view.endpoints.values(),
     );
     let (set, _) = policy_set(view.docs.values());
-    let local: Vec<String> = view
+    let mut holders: BTreeMap<Ipv4Addr, usize> = BTreeMap::new();
+    for e in view.endpoints.values() {
+        *holders.entry(e.ip).or_default() += 1;
+    }
+    // (inventory reference, address, node index) of every endpoint the check can tell apart.
+    let ends: Vec<(String, Ipv4Addr, usize)> = view
         .endpoints
         .values()
-        .filter(|e| e.node == "n1")
+        .filter(|e| holders[&e.ip] == 1)
         .map(|e| {
-            format!(
+            let reference = format!(
                 "{}/{}",
                 e.namespace,
                 seam_firewall::cluster::inventory_name(e)
-            )
+            );
+            let node = NODES.iter().position(|n| *n == e.node).unwrap();
+            (reference, e.ip, node)
         })
         .collect();
-    let new = seam_firewall::compile(&set, &inv, &local).unwrap();
-    let old = legacy::compile(&set, &inv, &local).unwrap();
-    if new != old {
-        panic!(
-            "compile differs from the legacy compiler after step {step}:\n{}",
-            describe_diff(&new, &old)
-        );
+    let (offset, stride) = match sample {
+        Some(step) => (step, (ends.len() * ends.len() / PAIRS_PER_STEP).max(1)),
+        None => (0, 1),
+    };
+    let unenforced = RuleVerdict {
+        decision: Decision::Allow,
+        tier: None,
+        rule: None,
+    };
+    let mut bad = Vec::new();
+    let mut index = 0usize;
+    for (s, sa, sn) in &ends {
+        for (d, da, dn) in &ends {
+            index += 1;
+            if index % stride != offset % stride {
+                continue;
+            }
+            for &(port, protocol) in &PROBES {
+                let flow = Flow {
+                    src: FlowEnd::Endpoint(s.clone()),
+                    dst: FlowEnd::Endpoint(d.clone()),
+                    protocol,
+                    port,
+                };
+                let want = evaluate(&set, &inv, &flow).unwrap();
+                let (src_rs, dst_rs) = (&rulesets[*sn].0, &rulesets[*dn].0);
+                let egress = if src_rs.is_local(*sa) {
+                    src_rs.evaluate_direction(Direction::Egress, *sa, *da, protocol, port)
+                } else {
+                    unenforced.clone()
+                };
+                let ingress = if dst_rs.is_local(*da) {
+                    dst_rs.evaluate_direction(Direction::Ingress, *sa, *da, protocol, port)
+                } else {
+                    unenforced.clone()
+                };
+                for (what, w, g) in [
+                    ("egress", &want.egress, &egress),
+                    ("ingress", &want.ingress, &ingress),
+                ] {
+                    let want_id = verdict_rule_id(w);
+                    if w.decision != g.decision || want_id != g.rule {
+                        bad.push(format!(
+                            "{s}->{d} {port}/{protocol} {what}: engine {:?} by {want_id:?}, IR {:?} by {:?}",
+                            w.decision, g.decision, g.rule
+                        ));
+                    }
+                }
+            }
+        }
     }
+    bad
 }
 
 fn describe_diff(got: &NodeRuleset, want: &NodeRuleset) -> String {
@@ -738,14 +836,14 @@ fn run(ops: &[Op]) {
     let mut compilers: Vec<IncrementalCompiler> =
         NODES.iter().map(|n| IncrementalCompiler::new(*n)).collect();
     let mut hinted = Hinted::new();
-    check(&view, &mut compilers, &mut hinted, 0);
+    check(&view, &mut compilers, &mut hinted, 0, false);
     for (i, op) in ops.iter().enumerate() {
         let hints = view.apply(op);
         hinted.note(&hints);
-        check(&view, &mut compilers, &mut hinted, i + 1);
+        check(&view, &mut compilers, &mut hinted, i + 1, false);
     }
     // Nothing changed: still equal.
-    check(&view, &mut compilers, &mut hinted, ops.len() + 1);
+    check(&view, &mut compilers, &mut hinted, ops.len() + 1, true);
 }
 
 proptest! {
@@ -762,8 +860,7 @@ proptest! {
 
 /// A long sequence from a start with many objects: more fragments at once than the proptest's shrinkable
 /// sequences reach.
-#[test]
-fn long_sequences_stay_equal() {
+fn long_sequence() -> Vec<Op> {
     let mut runner = proptest::test_runner::TestRunner::deterministic();
     let mut byte = || any::<u8>().new_tree(&mut runner).unwrap().current();
     let mut ops = Vec::new();
@@ -793,7 +890,32 @@ fn long_sequences_stay_equal() {
     for _ in 0..300 {
         ops.push(op().new_tree(&mut runner).unwrap().current());
     }
-    run(&ops);
+    ops
+}
+
+#[test]
+fn long_sequences_stay_equal() {
+    run(&long_sequence());
+}
+
+/// The check against the engine can fail: rulesets compiled without the policies disagree with it.
+#[test]
+fn the_engine_check_detects_a_wrong_compiler() {
+    let mut view = View::default();
+    for op in &long_sequence() {
+        view.apply(op);
+    }
+    let set = policy_set(view.docs.values()).0;
+    assert!(set.objects().count() > 5, "the view holds policies");
+    let unpoliced = View {
+        docs: BTreeMap::new(),
+        ..view.clone()
+    };
+    let wrong: Vec<(NodeRuleset, Vec<String>)> =
+        NODES.iter().map(|n| full(&unpoliced, n)).collect();
+    assert!(engine_mismatches(&view, &wrong, None).len() > 100);
+    let right: Vec<(NodeRuleset, Vec<String>)> = NODES.iter().map(|n| full(&view, n)).collect();
+    assert_eq!(engine_mismatches(&view, &right, None), Vec::<String>::new());
 }
 
 #[test]

@@ -6,6 +6,5 @@ mod cnp;
 mod conformance;
 mod contracts;
 mod incremental;
-mod legacy;
 mod render;
 mod tenants;

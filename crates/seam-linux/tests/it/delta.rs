@@ -121,7 +121,7 @@ fn chain_rules(listing: &Value, chain: &str) -> Vec<Value> {
 #[test]
 #[ignore = "privileged: netns"]
 fn every_rule_form_sent_over_netlink_reads_back_as_its_text() {
-    use seam_dataplane::{AddrField, NftMatch, NftRule, NftVerdict, TableOp};
+    use seam_nft::{AddrField, NftMatch, NftRule, NftVerdict, TableOp};
     require_root();
     let guard = Namespaces(vec![format!("sdr{}", std::process::id())]);
     netns::create(&guard.0[0]).unwrap();

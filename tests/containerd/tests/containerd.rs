@@ -12,7 +12,7 @@ use std::process::Command;
 #[test]
 #[ignore = "privileged: containerd"]
 fn ctr_container_and_cri_pod_ping_each_other_through_seam_cni() {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/containerd/run.sh");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("run.sh");
     let out = Command::new(&script)
         .output()
         .unwrap_or_else(|e| panic!("run {}: {e}", script.display()));

@@ -1,0 +1,282 @@
+//! The batches the golden files hold: every `TableOp`, every `NftMatch` and verdict, comments at
+//! the 127-byte limit, hash and interval sets, map entries, jumps and gotos, deletes, and element
+//! lists long enough to be split over several messages.
+
+use std::net::Ipv4Addr;
+
+use seam_nft::{AddrField, NftMatch, NftRule, NftVerdict, TableOp};
+
+/// The table every case writes to.
+pub const TABLE: &str = "seam";
+
+fn ip(a: u8, b: u8, c: u8, d: u8) -> Ipv4Addr {
+    Ipv4Addr::new(a, b, c, d)
+}
+
+fn addr(field: AddrField, set: &str, negate: bool) -> NftMatch {
+    NftMatch::AddrInSet {
+        field,
+        set: set.into(),
+        negate,
+    }
+}
+
+fn rule(
+    chain: &str,
+    matches: Vec<NftMatch>,
+    log: Option<&str>,
+    verdict: NftVerdict,
+    comment: &str,
+) -> TableOp {
+    TableOp::AddRule {
+        chain: chain.into(),
+        rule: NftRule {
+            matches,
+            log_prefix: log.map(str::to_string),
+            verdict,
+            comment: comment.into(),
+        },
+    }
+}
+
+/// Named batches, in the order of their golden files.
+pub fn cases() -> Vec<(&'static str, Vec<TableOp>)> {
+    let sets = vec![
+        TableOp::AddSet {
+            name: "g/web".into(),
+            interval: false,
+        },
+        TableOp::AddSet {
+            name: "np/x/a/except".into(),
+            interval: true,
+        },
+        TableOp::AddAddrs {
+            set: "g/web".into(),
+            addrs: vec![ip(10, 0, 0, 1), ip(10, 0, 0, 2), ip(192, 168, 255, 254)],
+        },
+        TableOp::DeleteAddrs {
+            set: "g/web".into(),
+            addrs: vec![ip(10, 0, 0, 2)],
+        },
+        TableOp::AddRanges {
+            set: "np/x/a/except".into(),
+            ranges: vec![
+                (ip(0, 0, 0, 0), ip(9, 255, 255, 255)),
+                (ip(10, 1, 0, 0), ip(10, 1, 255, 255)),
+                (ip(172, 16, 0, 7), ip(172, 16, 0, 7)),
+                (ip(224, 0, 0, 0), ip(255, 255, 255, 255)),
+            ],
+        },
+        TableOp::DeleteRanges {
+            set: "np/x/a/except".into(),
+            ranges: vec![
+                (ip(10, 1, 0, 0), ip(10, 1, 255, 255)),
+                (ip(224, 0, 0, 0), ip(255, 255, 255, 255)),
+            ],
+        },
+        TableOp::AddRanges {
+            set: "np/x/a/except".into(),
+            ranges: Vec::new(),
+        },
+        TableOp::DeleteSet {
+            name: "g/old".into(),
+        },
+    ];
+    let chains = vec![
+        TableOp::AddChain {
+            name: "pol/contract/web".into(),
+        },
+        TableOp::AddJump {
+            chain: "dispatch".into(),
+            target: "pol/contract/web".into(),
+            goto: false,
+        },
+        TableOp::AddJump {
+            chain: "dispatch".into(),
+            target: "pod/10.0.0.1".into(),
+            goto: true,
+        },
+        TableOp::DeleteChain {
+            name: "pol/contract/old".into(),
+        },
+    ];
+    let maps = vec![
+        TableOp::AddGotos {
+            map: "ingress".into(),
+            entries: vec![
+                (ip(10, 0, 0, 1), "pod/10.0.0.1".into()),
+                (
+                    ip(10, 0, 0, 2),
+                    "class/a-rather-long-chain-name-for-padding".into(),
+                ),
+            ],
+        },
+        TableOp::DeleteKeys {
+            map: "ingress".into(),
+            keys: vec![ip(10, 0, 0, 3), ip(10, 0, 0, 4)],
+        },
+    ];
+    let long_127 = format!("contract/{}", "x".repeat(127 - "contract/".len()));
+    let long_126 = format!("np/{}", "y".repeat(126 - "np/".len()));
+    let long_125 = format!("anp/{}", "z".repeat(125 - "anp/".len()));
+    let rules = vec![
+        rule(
+            "pol/a",
+            vec![
+                addr(AddrField::Source, "g/web", false),
+                addr(AddrField::Destination, "np/x/a/except", true),
+                NftMatch::L4Proto(6),
+                NftMatch::DstPorts(vec![(80, 80), (443, 443)]),
+            ],
+            Some("seam contract/web/ingress/0 "),
+            NftVerdict::Accept,
+            "contract/web/ingress/0",
+        ),
+        rule(
+            "pol/a",
+            vec![
+                addr(AddrField::Destination, "g/web", false),
+                NftMatch::L4Proto(17),
+                NftMatch::DstPorts(vec![(53, 53)]),
+            ],
+            None,
+            NftVerdict::Drop,
+            "np/x/dns/egress/0",
+        ),
+        rule(
+            "pol/a",
+            vec![
+                NftMatch::L4Proto(132),
+                NftMatch::DstPorts(vec![(8000, 8080)]),
+            ],
+            None,
+            NftVerdict::Return,
+            "anp/pass/ingress/1",
+        ),
+        rule(
+            "pol/a",
+            vec![
+                NftMatch::L4Proto(6),
+                NftMatch::DstPorts(vec![(22, 22), (8000, 8080), (65000, 65535)]),
+            ],
+            None,
+            NftVerdict::Accept,
+            "np/x/ranges/ingress/0",
+        ),
+        rule(
+            "pol/a",
+            vec![
+                NftMatch::L4Proto(6),
+                NftMatch::DstPorts(vec![(0, 10), (20, 20)]),
+            ],
+            None,
+            NftVerdict::Drop,
+            "np/x/from-zero/ingress/0",
+        ),
+        rule(
+            "pol/a",
+            vec![NftMatch::L4Proto(6), NftMatch::DstPorts(Vec::new())],
+            None,
+            NftVerdict::Drop,
+            "np/x/no-ports/ingress/0",
+        ),
+        rule(
+            "pol/a",
+            vec![
+                addr(AddrField::Source, "g/web", true),
+                NftMatch::L4Proto(1),
+                NftMatch::IcmpType(8),
+            ],
+            Some("seam anp/icmp "),
+            NftVerdict::Drop,
+            "anp/icmp/egress/0",
+        ),
+        rule(
+            "pol/a",
+            vec![
+                NftMatch::L4Proto(47),
+                addr(AddrField::Source, "g/a", false),
+                addr(AddrField::Source, "g/b", false),
+            ],
+            None,
+            NftVerdict::Accept,
+            "cnp/gre/egress/0",
+        ),
+        rule(
+            "pol/a",
+            vec![NftMatch::L4Proto(17)],
+            None,
+            NftVerdict::Accept,
+            "cnp/udp/egress/0",
+        ),
+        rule(
+            "pol/a",
+            Vec::new(),
+            None,
+            NftVerdict::Drop,
+            "default/ingress",
+        ),
+        rule("pol/a", Vec::new(), None, NftVerdict::Return, &long_127),
+        rule(
+            "pol/a",
+            Vec::new(),
+            Some("p"),
+            NftVerdict::Accept,
+            &long_126,
+        ),
+        rule("pol/a", Vec::new(), None, NftVerdict::Drop, &long_125),
+        rule("pol/a", Vec::new(), None, NftVerdict::Drop, ""),
+    ];
+    // Long element lists: more than one message each (256 elements per message).
+    let many_addrs: Vec<Ipv4Addr> = (0..600u32)
+        .map(|i| Ipv4Addr::from(0x0a00_0000 + i))
+        .collect();
+    let many_ranges: Vec<(Ipv4Addr, Ipv4Addr)> = (0..300u32)
+        .map(|i| {
+            let start = 0x0b00_0000 + i * 16;
+            (Ipv4Addr::from(start), Ipv4Addr::from(start + 7))
+        })
+        .collect();
+    let many_entries: Vec<(Ipv4Addr, String)> = (0..300u32)
+        .map(|i| (Ipv4Addr::from(0x0a00_0000 + i), format!("pod/{i}")))
+        .collect();
+    let many_ports: Vec<(u16, u16)> = (0..200u16)
+        .map(|i| (1000 + i * 10, 1000 + i * 10 + 4))
+        .collect();
+    let large = vec![
+        TableOp::AddAddrs {
+            set: "g/big".into(),
+            addrs: many_addrs.clone(),
+        },
+        TableOp::DeleteAddrs {
+            set: "g/big".into(),
+            addrs: many_addrs,
+        },
+        TableOp::AddRanges {
+            set: "np/big".into(),
+            ranges: many_ranges.clone(),
+        },
+        TableOp::DeleteRanges {
+            set: "np/big".into(),
+            ranges: many_ranges,
+        },
+        TableOp::AddGotos {
+            map: "egress".into(),
+            entries: many_entries,
+        },
+        rule(
+            "pol/big",
+            vec![NftMatch::L4Proto(6), NftMatch::DstPorts(many_ports)],
+            None,
+            NftVerdict::Accept,
+            "np/big/ingress/0",
+        ),
+    ];
+    vec![
+        ("sets", sets),
+        ("chains", chains),
+        ("maps", maps),
+        ("rules", rules),
+        ("large", large),
+    ]
+}
