@@ -11,6 +11,7 @@
 //! lab's state file is gone (after a crash).
 
 mod cni;
+pub mod conformance;
 mod error;
 pub mod gateway;
 mod lab;

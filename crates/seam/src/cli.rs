@@ -393,7 +393,7 @@ pub fn explain(
 pub fn conformance(
     cases: &Path,
     model: Option<&Path>,
-    dataplane: Option<&crate::dataplane::Options>,
+    dataplane: Option<&seam_lab::conformance::Options>,
 ) -> anyhow::Result<ExitCode> {
     let model_path = match model {
         Some(m) => m.to_path_buf(),
@@ -404,14 +404,22 @@ pub fn conformance(
         serde_json::from_str(&text).with_context(|| format!("parse {} as JSON", p.display()))
     };
     let (cases_doc, model_doc) = (read(cases)?, read(&model_path)?);
+    let suite = seam_conformance::Suite::from_json(&cases_doc, &model_doc);
     let (failed, summary) = match dataplane {
         Some(opts) => {
-            let report = crate::dataplane::run(&cases_doc, &model_doc, opts)
-                .with_context(|| format!("run {} through the dataplane", cases.display()))?;
+            // Malformed cases fail before anything is built.
+            let report = (|| -> anyhow::Result<_> {
+                let suite = suite?;
+                seam_lab::conformance::pods_to_build(&suite)?;
+                Ok(seam_lab::conformance::run(&suite, opts, crate::bin_dir()?)?)
+            })()
+            .with_context(|| format!("run {} through the dataplane", cases.display()))?;
             (report.failed(), report.summary())
         }
         None => {
-            let report = seam::conformance::run(&cases_doc, &model_doc)
+            let mut engine = seam_conformance::Engine::explained_by(explain::reason_text);
+            let report = suite
+                .and_then(|suite| seam_conformance::check(&suite, &mut engine))
                 .with_context(|| format!("run {}", cases.display()))?;
             for line in &report.failures {
                 println!("{line}");

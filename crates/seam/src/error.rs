@@ -1,4 +1,4 @@
-//! Errors of the CLI library: manifests, explain, conformance.
+//! Errors of the CLI library: manifests, explain.
 
 use std::fmt;
 
@@ -78,20 +78,4 @@ pub enum ExplainError {
     /// The engine could not evaluate the flow.
     #[error("cannot evaluate the flow")]
     Eval(#[source] seam_policy::EvalError),
-}
-
-/// Why the conformance runner could not run (a failing case is not an error: it is reported).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConformanceError {
-    /// The cases or model file does not have the expected shape.
-    #[error("{file}: {path}: {message}")]
-    Malformed {
-        /// `cases` or `model`.
-        file: &'static str,
-        /// JSON path of the offending value.
-        path: String,
-        /// What was expected.
-        message: String,
-    },
 }

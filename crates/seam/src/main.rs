@@ -1,7 +1,6 @@
 //! `seam`, the one user-facing command: cluster objects and the lab.
 
 mod cli;
-mod dataplane;
 mod demo;
 mod external_cmd;
 mod segment_cmd;
@@ -472,7 +471,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 },
         } => {
             let dataplane = if dataplane {
-                Some(dataplane::Options {
+                Some(seam_lab::conformance::Options {
                     lab: lab_name,
                     nodes,
                     timeout: std::time::Duration::from_millis(probe_timeout_ms),

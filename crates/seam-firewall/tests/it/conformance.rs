@@ -3,14 +3,15 @@
 //! and for the pods spread over three nodes, decides every pair and probe as `seam_policy::evaluate` does — the
 //! same decision per direction, by the rule `verdict_rule_id` names — and the forward path of the nodes involved
 //! (egress on the source's node, ingress on the destination's) passes exactly the flows the engine allows.
+//! And the IR is a decider of the conformance harness: on both layouts it passes every case's expectations.
 
 use std::collections::BTreeMap;
 
+use seam_conformance::{check, policy_set, CaseInput, ConformanceError, Decider, Observed, Probe};
 use seam_firewall::{compile, evaluate_packet, verdict_rule_id, NodeRuleset, RuleVerdict};
 use seam_policy::{evaluate, Decision, Direction, Flow, FlowEnd, Inventory, PolicySet, Protocol};
-use serde_json::Value;
 
-use crate::cases::{anp_inventory, ip_plan, load, policy_set, probes, to_cnps, xyz_inventory};
+use crate::cases::{probes, suite};
 
 /// Endpoints (`ns/name`) per node.
 type Placement = Vec<Vec<String>>;
@@ -113,36 +114,28 @@ type Case = (String, Inventory, PolicySet, Vec<(u16, Protocol)>);
 /// Runs every case; with `drop_policies` the IR is compiled from no policies (to prove the check can fail).
 /// Returns the failing case ids and the number of cases.
 fn run(drop_policies: bool) -> (Vec<String>, usize) {
-    let model = load("model.json");
-    let plan = ip_plan(&model["reference_ip_plan"]["pods"]);
-    let anp_plan = ip_plan(&model["reference_ip_plan"]["anp_pods"]);
-    let anp_inv = anp_inventory(&model, &anp_plan);
     let mut work: Vec<Case> = Vec::new();
-    for case in load("cases.json").as_array().unwrap() {
-        let inv = xyz_inventory(&model, case, &plan);
-        work.push((
-            case["id"].as_str().unwrap().to_string(),
-            inv,
-            policy_set(&case["policies"], &plan),
-            probes(case),
-        ));
-    }
-    for case in load("anp_cases.json").as_array().unwrap() {
-        work.push((
-            case["id"].as_str().unwrap().to_string(),
-            anp_inv.clone(),
-            policy_set(&case["policies"], &anp_plan),
-            probes(case),
-        ));
-        // The same case with its ANPs and BANP rewritten as ClusterNetworkPolicies (v1alpha2).
-        let converted = policy_set(&to_cnps(&case["policies"]), &anp_plan);
-        assert!(converted.admin_network_policies().next().is_none());
-        work.push((
-            format!("{} (as CNPs)", case["id"].as_str().unwrap()),
-            anp_inv.clone(),
-            converted,
-            probes(case),
-        ));
+    for file in ["cases.json", "anp_cases.json"] {
+        let suite = suite(file);
+        for case in &suite.cases {
+            let cluster = suite.model.cluster(case).unwrap();
+            let plan = &cluster.reference_plan;
+            let inv = cluster.inventory(case, plan).unwrap();
+            inv.validate().unwrap();
+            work.push((
+                case.id.clone(),
+                inv.clone(),
+                policy_set(&case.policies, plan).unwrap(),
+                probes(case),
+            ));
+            if case.is_anp() {
+                // The same case with its ANPs and BANP rewritten as ClusterNetworkPolicies (v1alpha2).
+                let as_cnps = case.as_cnps();
+                let converted = policy_set(&as_cnps.policies, plan).unwrap();
+                assert!(converted.admin_network_policies().next().is_none());
+                work.push((as_cnps.id, inv, converted, probes(case)));
+            }
+        }
     }
     let total = work.len();
     let mut failed = Vec::new();
@@ -233,12 +226,84 @@ fn the_check_detects_a_wrong_compiler() {
     );
 }
 
+/// The IR as the harness's decider: each case's policies compiled for the pods of each node of a layout; a
+/// probe passes when the forward path of the nodes involved (egress on the source's, ingress on the
+/// destination's) passes it.
+struct Ir {
+    layout: Layout,
+}
+
+/// Where each endpoint runs.
+type Layout = fn(&Inventory) -> Placement;
+
+impl Decider for Ir {
+    type Error = ConformanceError;
+
+    fn decide(
+        &mut self,
+        input: &CaseInput<'_>,
+        probes: &[Probe],
+    ) -> Result<Vec<Observed>, ConformanceError> {
+        let inv = &input.inventory;
+        let placement = (self.layout)(inv);
+        let rulesets: Vec<NodeRuleset> = placement
+            .iter()
+            .map(|eps| compile(&input.policies, inv, eps).unwrap())
+            .collect();
+        let node_of: BTreeMap<&str, usize> = placement
+            .iter()
+            .enumerate()
+            .flat_map(|(n, eps)| eps.iter().map(move |e| (e.as_str(), n)))
+            .collect();
+        Ok(probes
+            .iter()
+            .map(|p| {
+                let (sa, da) = (input.addresses[&p.from], input.addresses[&p.to]);
+                let (sn, dn) = (node_of[p.from.as_str()], node_of[p.to.as_str()]);
+                let passes =
+                    |n: usize| evaluate_packet(&rulesets[n], sa, da, p.protocol, p.port).allowed();
+                let allowed = passes(sn) && (sn == dn || passes(dn));
+                Observed::Decided {
+                    allowed,
+                    why: format!("the IR on nodes {sn} -> {dn} (allowed={allowed})"),
+                }
+            })
+            .collect())
+    }
+}
+
+#[test]
+fn the_ir_passes_every_case_as_the_harness_checks_it() {
+    let layouts: [(&str, Layout); 2] = [("1 node", one_node), ("3 nodes", three_nodes)];
+    for (layout, place) in layouts {
+        // The ANP cases also rewritten as ClusterNetworkPolicies.
+        let mut as_cnps = suite("anp_cases.json");
+        as_cnps.cases = as_cnps
+            .cases
+            .iter()
+            .map(seam_conformance::Case::as_cnps)
+            .collect();
+        let mut passed = 0;
+        for suite in [suite("cases.json"), suite("anp_cases.json"), as_cnps] {
+            let report = check(&suite, &mut Ir { layout: place }).unwrap();
+            assert!(
+                report.failures.is_empty(),
+                "{layout}: {}\n{}",
+                report.summary(),
+                report.failures.join("\n")
+            );
+            passed += report.passed;
+        }
+        assert_eq!(passed, 113 + 17 + 17, "{layout}: every case ran");
+    }
+}
+
 /// Sanity: the model assumed above.
 #[test]
 fn model_has_nine_pods_in_three_namespaces() {
-    let model = load("model.json");
-    let plan = ip_plan(&model["reference_ip_plan"]["pods"]);
-    let inv = xyz_inventory(&model, &Value::Null, &plan);
+    let suite = suite("cases.json");
+    let xyz = suite.model.xyz.as_ref().unwrap();
+    let inv = xyz.base_inventory(&xyz.reference_plan).unwrap();
     assert_eq!(inv.endpoints.len(), 9);
     assert_eq!(
         three_nodes(&inv).iter().map(Vec::len).collect::<Vec<_>>(),

@@ -3,7 +3,9 @@
 //! TCP servers and UDP echo servers. For each case the policies are compiled for the node, rendered,
 //! applied with `nft -f` in the node namespace, and every pair is probed: allowed flows must connect,
 //! denied ones must time out (dropped, never refused), exactly as `seam_policy::evaluate` says; and the
-//! counter of every rule the engine names as deciding a probed flow must have gone up.
+//! counter of every rule the engine names as deciding a probed flow must have gone up. The kernel is also
+//! a decider of the conformance harness (seam-conformance): the cases' own expectations, every pair, with
+//! real packets.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::ErrorKind;
@@ -15,17 +17,18 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use seam_conformance::{
+    check, CaseInput, ConformanceError, Decider, Judging, Model, Observed, Probe, Suite,
+};
 use seam_firewall::render::table;
+use seam_firewall::NodeRuleset;
 use seam_firewall::{compile, nft_comment, verdict_rule_id};
 use seam_linux::nft::list_table_text;
 use seam_linux::{
     apply_delta, apply_ruleset, delete_table, netns, read_counters, sysctl, NftError,
 };
-use seam_policy::{
-    evaluate, ContainerPort, Decision, Endpoint, EndpointKind, Flow, FlowEnd, Inventory, Namespace,
-    PolicySet, Protocol,
-};
-use serde_json::Value;
+use seam_policy::{evaluate, Decision, Flow, FlowEnd, Inventory, PolicySet, Protocol};
+use serde_json::{json, Value};
 
 const DATA: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -229,14 +232,8 @@ fn probe(src_ns: &Path, dst: Ipv4Addr, port: u16, protocol: Protocol) -> Outcome
     .unwrap()
 }
 
-/// Compiles, applies and probes one case; returns the failures.
-pub(crate) fn run_case(
-    lab: &Lab,
-    id: &str,
-    set: &PolicySet,
-    inv: &Inventory,
-    probes: &[(u16, Protocol)],
-) -> Vec<String> {
+/// Compiles `set` for every endpoint of `inv` on the node and loads it into the node's namespace.
+fn apply(lab: &Lab, id: &str, set: &PolicySet, inv: &Inventory) -> NodeRuleset {
     let names: Vec<String> = inv.endpoints.iter().map(|e| e.reference()).collect();
     let ruleset = compile(set, inv, &names).unwrap();
     // As the agent does: change the table the kernel holds in place (read back, diffed, applied as
@@ -250,6 +247,18 @@ pub(crate) fn run_case(
     })
     .unwrap()
     .unwrap_or_else(|e| panic!("{id}: apply: {e}"));
+    ruleset
+}
+
+/// Compiles, applies and probes one case; returns the failures.
+pub(crate) fn run_case(
+    lab: &Lab,
+    id: &str,
+    set: &PolicySet,
+    inv: &Inventory,
+    probes: &[(u16, Protocol)],
+) -> Vec<String> {
+    let ruleset = apply(lab, id, set, inv);
 
     // Every ordered pair of distinct pods (traffic to oneself never crosses the bridge) and probe,
     // all in parallel.
@@ -324,18 +333,77 @@ pub(crate) fn run_case(
     bad
 }
 
+// ---- the kernel as the harness's decider -------------------------------------------------------
+
+/// Each case's policies compiled for the node and applied as the agent applies them, every probe made with
+/// real packets from the client pod's namespace (SCTP is not served: skipped, never passed).
+pub(crate) struct Kernel<'a> {
+    lab: &'a Lab,
+    addresses: BTreeMap<String, Ipv4Addr>,
+}
+
+impl Decider for Kernel<'_> {
+    type Error = ConformanceError;
+
+    fn judging(&self) -> Judging {
+        Judging::Packets
+    }
+
+    fn addresses(&self) -> Option<&BTreeMap<String, Ipv4Addr>> {
+        Some(&self.addresses)
+    }
+
+    fn decide(
+        &mut self,
+        input: &CaseInput<'_>,
+        probes: &[Probe],
+    ) -> Result<Vec<Observed>, ConformanceError> {
+        apply(self.lab, &input.case.id, &input.policies, &input.inventory);
+        Ok(std::thread::scope(|scope| {
+            let handles: Vec<_> = probes
+                .iter()
+                .map(|p| {
+                    let src_ns = self.lab.pod_path(self.addresses[&p.from]);
+                    let dst = self.addresses[&p.to];
+                    scope.spawn(move || match p.protocol {
+                        Protocol::Tcp | Protocol::Udp => {
+                            match probe(&src_ns, dst, p.port, p.protocol) {
+                                Outcome::Connected => Observed::Connected,
+                                Outcome::TimedOut => Observed::TimedOut,
+                                Outcome::Refused => Observed::Refused,
+                                Outcome::Error => Observed::Failed("probe error".into()),
+                            }
+                        }
+                        _ => Observed::Skipped,
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        }))
+    }
+}
+
+/// Runs `suite` through the kernel of `lab` (pods at `addresses`); returns the failing cases' lines.
+fn kernel_check(lab: &Lab, suite: &Suite, addresses: &BTreeMap<String, Ipv4Addr>) -> Vec<String> {
+    let mut kernel = Kernel {
+        lab,
+        addresses: addresses.clone(),
+    };
+    let report = check(suite, &mut kernel).unwrap();
+    println!("kernel as the harness's decider: {}", report.summary());
+    assert!(report.passed > 0, "{}", report.summary());
+    report.failures
+}
+
 // ---- the x/y/z × a/b/c model -------------------------------------------------------------------
 
 pub(crate) fn load(name: &str) -> Value {
     serde_json::from_str(&std::fs::read_to_string(format!("{DATA}/{name}")).unwrap()).unwrap()
 }
 
-fn labels(v: &Value) -> BTreeMap<String, String> {
-    v.as_object()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
-        .collect()
+/// A case file with `model.json`, read by the harness.
+fn suite(name: &str) -> Suite {
+    Suite::from_json(&load(name), &load("model.json")).unwrap()
 }
 
 /// The lab's address plan: pod `i` of the model gets 10.77.0.(11 + i).
@@ -351,91 +419,28 @@ pub(crate) fn plan(refs: &[String]) -> BTreeMap<String, Ipv4Addr> {
         .collect()
 }
 
-fn substitute(text: &str, plan: &BTreeMap<String, Ipv4Addr>) -> String {
-    let mut out = String::new();
-    let mut rest = text;
-    while let Some(start) = rest.find("{{") {
-        out.push_str(&rest[..start]);
-        let end = rest[start..].find("}}").unwrap() + start;
-        let (what, arg) = rest[start + 2..end].split_once(':').unwrap();
-        match what {
-            "ip" => out.push_str(&plan[arg].to_string()),
-            "net" => {
-                let (pod, len) = arg.rsplit_once('/').unwrap();
-                let net = ipnet::Ipv4Net::new(plan[pod], len.parse().unwrap())
-                    .unwrap()
-                    .trunc();
-                out.push_str(&net.to_string());
-            }
-            other => panic!("unknown symbol {other}"),
-        }
-        rest = &rest[end + 2..];
-    }
-    out.push_str(rest);
-    out
-}
-
+/// The policies of a case (symbolic addresses from `plan`) as the engine's set; panics when refused.
 pub(crate) fn policies(v: &Value, plan: &BTreeMap<String, Ipv4Addr>) -> PolicySet {
-    let text = substitute(&v.to_string(), plan);
-    PolicySet::from_objects(seam_policy::parse_json(&text).unwrap()).unwrap()
+    seam_conformance::policy_set(v, plan).unwrap()
 }
 
+/// The x/y/z inventory with the label changes of `case` (a case of cases.json, or null for none).
 pub(crate) fn xyz_inventory(
     model: &Value,
     case: &Value,
     plan: &BTreeMap<String, Ipv4Addr>,
 ) -> Inventory {
-    let mut inv = Inventory::default();
-    for ns in model["namespaces"].as_array().unwrap() {
-        let name = ns["name"].as_str().unwrap();
-        let l = case["namespace_labels"].get(name).unwrap_or(&ns["labels"]);
-        inv.namespaces.insert(
-            name.to_string(),
-            Namespace {
-                labels: labels(l),
-                tenant: None,
-            },
-        );
+    let xyz = Model::from_json(model, true, false).unwrap().xyz.unwrap();
+    if case.is_null() {
+        return xyz.base_inventory(plan).unwrap();
     }
-    for pod in model["pods"].as_array().unwrap() {
-        let r = pod["ref"].as_str().unwrap();
-        inv.endpoints.push(Endpoint {
-            name: pod["name"].as_str().unwrap().to_string(),
-            namespace: pod["namespace"].as_str().unwrap().to_string(),
-            kind: EndpointKind::Pod,
-            labels: labels(case["pod_labels"].get(r).unwrap_or(&pod["labels"])),
-            addresses: vec![plan[r]],
-            ports: pod["container_ports"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|p| ContainerPort {
-                    name: Some(p["name"].as_str().unwrap().to_string()),
-                    port: u16::try_from(p["containerPort"].as_u64().unwrap()).unwrap(),
-                    protocol: p["protocol"].as_str().unwrap().parse().unwrap(),
-                })
-                .collect(),
-        });
-    }
-    inv
+    let suite = Suite::from_json(&json!([case]), model).unwrap();
+    xyz.inventory(&suite.cases[0], plan).unwrap()
 }
 
-fn case_probes(case: &Value, extra: &[(u16, Protocol)]) -> Vec<(u16, Protocol)> {
+fn case_probes(case: &seam_conformance::Case, extra: &[(u16, Protocol)]) -> Vec<(u16, Protocol)> {
     let mut out: Vec<(u16, Protocol)> = extra.to_vec();
-    let mut all: Vec<&Value> = vec![&case["probe"]];
-    all.extend(
-        case["additional_probes"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|p| &p["probe"]),
-    );
-    all.extend(case["probes"].as_array().into_iter().flatten());
-    for p in all {
-        let (Some(port), Some(proto)) = (p["port"].as_u64(), p["protocol"].as_str()) else {
-            continue;
-        };
-        let probe = (u16::try_from(port).unwrap(), proto.parse().unwrap());
+    for probe in case.ports() {
         // SCTP is left to the conformance runner (issue 3 item 5); TCP and UDP are probed here.
         if matches!(probe.1, Protocol::Tcp | Protocol::Udp) && !out.contains(&probe) {
             out.push(probe);
@@ -453,13 +458,8 @@ const END_PORT_CASE: &str = r#"[{"apiVersion": "networking.k8s.io/v1", "kind": "
 #[test]
 #[ignore = "privileged: netns"]
 fn netpol_cases_with_real_packets() {
-    let model = load("model.json");
-    let refs: Vec<String> = model["pods_order"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap().to_string())
-        .collect();
+    let mut suite = suite("cases.json");
+    let refs = suite.model.order.clone();
     let plan = plan(&refs);
     let addrs: Vec<Ipv4Addr> = refs.iter().map(|r| plan[r]).collect();
     let lab = Lab::build("x", &addrs, &[80, 81], &[80, 81]);
@@ -474,28 +474,27 @@ fn netpol_cases_with_real_packets() {
         "cyc-ports-ingress-two-ports-any-tcp-and-any-udp",
         "e2e-deny-egress-namespace",
     ];
-    let cases = load("cases.json");
+    let xyz = suite.model.xyz.clone().unwrap();
     let mut bad = Vec::new();
     let tcp = [(80, Protocol::Tcp), (81, Protocol::Tcp)];
     for id in chosen {
-        let case = cases
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["id"] == id)
-            .unwrap_or_else(|| panic!("no case {id}"));
-        let inv = xyz_inventory(&model, case, &plan);
+        let case = suite.case(id).unwrap_or_else(|| panic!("no case {id}"));
+        let inv = xyz.inventory(case, &plan).unwrap();
         bad.extend(run_case(
             &lab,
             id,
-            &policies(&case["policies"], &plan),
+            &policies(&case.policies, &plan),
             &inv,
             &case_probes(case, &tcp),
         ));
     }
-    let inv = xyz_inventory(&model, &Value::Null, &plan);
+    let inv = xyz.base_inventory(&plan).unwrap();
     let set = policies(&serde_json::from_str(END_PORT_CASE).unwrap(), &plan);
     bad.extend(run_case(&lab, "endport-81-90", &set, &inv, &tcp));
+    // The same cases against their own expectations, every pair and probe.
+    suite.cases.retain(|c| chosen.contains(&c.id.as_str()));
+    assert_eq!(suite.cases.len(), chosen.len());
+    bad.extend(kernel_check(&lab, &suite, &plan));
     netns::run_in(&lab.node_path(), delete_table)
         .unwrap()
         .unwrap();
@@ -510,61 +509,16 @@ fn netpol_cases_with_real_packets() {
 #[test]
 #[ignore = "privileged: netns"]
 fn anp_cases_with_real_packets() {
-    let model = load("model.json");
-    let anp = &model["anp_model"];
-    let pods: Vec<&Value> = anp["pods"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|p| !p["host_network"].as_bool().unwrap())
-        .collect();
-    let refs: Vec<String> = pods
-        .iter()
-        .map(|p| {
-            format!(
-                "{}/{}",
-                p["namespace"].as_str().unwrap(),
-                p["name"].as_str().unwrap()
-            )
-        })
-        .collect();
+    let suite = suite("anp_cases.json");
+    let anp = suite.model.anp.clone().unwrap();
+    let refs: Vec<String> = anp.pods.iter().map(|p| p.reference.clone()).collect();
     let plan = plan(&refs);
-    let mut inv = Inventory::default();
-    for ns in anp["namespaces"].as_array().unwrap() {
-        inv.namespaces.insert(
-            ns["name"].as_str().unwrap().to_string(),
-            Namespace {
-                labels: labels(&ns["labels"]),
-                tenant: None,
-            },
-        );
-    }
-    let ports: Vec<ContainerPort> = anp["servers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| ContainerPort {
-            name: s["container_port_name"].as_str().map(str::to_string),
-            port: u16::try_from(s["port"].as_u64().unwrap()).unwrap(),
-            protocol: s["protocol"].as_str().unwrap().parse().unwrap(),
-        })
-        .collect();
-    for (p, r) in pods.iter().zip(&refs) {
-        inv.endpoints.push(Endpoint {
-            name: p["name"].as_str().unwrap().to_string(),
-            namespace: p["namespace"].as_str().unwrap().to_string(),
-            kind: EndpointKind::Pod,
-            labels: labels(&p["labels"]),
-            addresses: vec![plan[r]],
-            ports: ports.clone(),
-        });
-    }
+    let inv = anp.base_inventory(&plan).unwrap();
     let addrs: Vec<Ipv4Addr> = refs.iter().map(|r| plan[r]).collect();
     let lab = Lab::build("a", &addrs, &[80, 8080], &[53, 5353]);
     let mut bad = Vec::new();
     let mut ran = 0;
-    for case in load("anp_cases.json").as_array().unwrap() {
-        let id = case["id"].as_str().unwrap();
+    for case in &suite.cases {
         let probes = case_probes(case, &[]);
         if probes.is_empty() {
             continue;
@@ -572,13 +526,15 @@ fn anp_cases_with_real_packets() {
         ran += 1;
         bad.extend(run_case(
             &lab,
-            id,
-            &policies(&case["policies"], &plan),
+            &case.id,
+            &policies(&case.policies, &plan),
             &inv,
             &probes,
         ));
     }
     assert!(ran >= 10, "only {ran} ANP cases had TCP/UDP probes");
+    // The cases against their own expectations: a denial must be a drop.
+    bad.extend(kernel_check(&lab, &suite, &plan));
     assert!(
         bad.is_empty(),
         "{} failure(s):\n{}",

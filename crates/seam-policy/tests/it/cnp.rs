@@ -7,9 +7,11 @@ use seam_policy::{
     evaluate, parse_json, parse_yaml, CnpTier, Decision, DirectionVerdict, Flow, FlowEnd,
     Inventory, ParseError, PolicyKind, PolicyObject, PolicySet, Protocol, Reason, Tier,
 };
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
-use crate::conformance::{anp_inventory, flow as probe_flow, ip_plan, load, substitute};
+use seam_conformance::{anp_as_cnp as to_cnps, flow as probe_flow, policy_set};
+
+use crate::conformance::suite;
 use crate::eval::{flow, inventory, set};
 
 fn err(text: &str) -> String {
@@ -429,90 +431,6 @@ spec:
     assert!(allowed("lab/vm1", "203.0.113.9", Protocol::Tcp, 1500));
 }
 
-// ---- ANP/BANP → CNP conversion ----------------------------------------------------------------------------
-
-/// `ports` (v1alpha1) → `protocols` (v1alpha2).
-fn convert_ports(ports: &Value) -> Value {
-    let out: Vec<Value> = ports
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            let proto = |v: &Value| v["protocol"].as_str().unwrap_or("TCP").to_ascii_lowercase();
-            if let Some(n) = p.get("portNumber") {
-                json!({ proto(n): {"destinationPort": {"number": n["port"]}} })
-            } else if let Some(r) = p.get("portRange") {
-                // v1alpha2 wants start < end; a one-port range is a number.
-                let port = if r["start"] == r["end"] {
-                    json!({"number": r["start"]})
-                } else {
-                    json!({"range": {"start": r["start"], "end": r["end"]}})
-                };
-                json!({ proto(r): {"destinationPort": port} })
-            } else {
-                json!({"destinationNamedPort": p["namedPort"]})
-            }
-        })
-        .collect();
-    Value::Array(out)
-}
-
-fn convert_rules(rules: Option<&Value>) -> Value {
-    let Some(rules) = rules else {
-        return json!([]);
-    };
-    let out: Vec<Value> = rules
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            let mut m: Map<String, Value> = r.as_object().unwrap().clone();
-            if m["action"] == "Allow" {
-                m.insert("action".into(), "Accept".into());
-            }
-            if let Some(ports) = m.remove("ports") {
-                m.insert("protocols".into(), convert_ports(&ports));
-            }
-            Value::Object(m)
-        })
-        .collect();
-    Value::Array(out)
-}
-
-/// Rewrites every ANP as an Admin-tier CNP and the BANP as a Baseline-tier CNP (priority 0, named
-/// `banp-default`); other objects stay.
-pub fn to_cnps(policies: &Value) -> Value {
-    let out: Vec<Value> = policies
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            let (tier, priority, name) = match p["kind"].as_str().unwrap() {
-                "AdminNetworkPolicy" => (
-                    "Admin",
-                    p["spec"]["priority"].clone(),
-                    p["metadata"]["name"].clone(),
-                ),
-                "BaselineAdminNetworkPolicy" => ("Baseline", json!(0), json!("banp-default")),
-                _ => return p.clone(),
-            };
-            json!({
-                "apiVersion": "policy.networking.k8s.io/v1alpha2",
-                "kind": "ClusterNetworkPolicy",
-                "metadata": {"name": name},
-                "spec": {
-                    "tier": tier,
-                    "priority": priority,
-                    "subject": p["spec"]["subject"],
-                    "ingress": convert_rules(p["spec"].get("ingress")),
-                    "egress": convert_rules(p["spec"].get("egress")),
-                }
-            })
-        })
-        .collect();
-    Value::Array(out)
-}
-
 /// The ANP/BANP verdict and the CNP verdict of one direction agree: decision, tier, and (when a rule decided)
 /// its index and name, with the kind mapped. Returns whether a CNP decided.
 fn same_direction(what: &str, anp: &DirectionVerdict, cnp: &DirectionVerdict) -> bool {
@@ -549,20 +467,17 @@ fn cnp_count(set: &PolicySet) -> usize {
 
 #[test]
 fn every_anp_case_rewritten_as_cnps_gives_the_same_verdicts() {
-    let model = load("model.json");
-    let plan = ip_plan(&model["reference_ip_plan"]["anp_pods"]);
-    let inv = anp_inventory(&model, &plan);
+    let suite = suite("anp_cases.json");
+    let cluster = suite.model.anp.as_ref().unwrap();
+    let plan = &cluster.reference_plan;
     let mut cases = 0;
     let mut cnp_decided = 0;
-    for case in load("anp_cases.json").as_array().unwrap() {
-        let id = case["id"].as_str().unwrap();
-        let parse = |v: &Value| {
-            let text = substitute(&v.to_string(), &plan);
-            PolicySet::from_objects(parse_json(&text).unwrap_or_else(|e| panic!("{id}: {e}")))
-                .unwrap()
-        };
-        let original = parse(&case["policies"]);
-        let converted = parse(&to_cnps(&case["policies"]));
+    for case in &suite.cases {
+        let id = &case.id;
+        let inv = cluster.inventory(case, plan).unwrap();
+        let parse = |v: &Value| policy_set(v, plan).unwrap_or_else(|e| panic!("{id}: {e}"));
+        let original = parse(&case.policies);
+        let converted = parse(&to_cnps(&case.policies));
         assert_eq!(
             cnp_count(&converted),
             original.admin_network_policies().count() + usize::from(original.baseline().is_some()),
@@ -570,19 +485,12 @@ fn every_anp_case_rewritten_as_cnps_gives_the_same_verdicts() {
         );
         assert_eq!(converted.admin_network_policies().count(), 0, "{id}");
         assert!(converted.baseline().is_none(), "{id}");
-        for probe in case["probes"].as_array().unwrap() {
-            let (src, dst) = (
-                probe["from"].as_str().unwrap(),
-                probe["to"].as_str().unwrap(),
-            );
-            let f = probe_flow(src, dst, probe);
+        for probe in &case.probes {
+            let (src, dst) = (&probe.from, &probe.to);
+            let f = probe_flow(probe);
             let a = evaluate(&original, &inv, &f).unwrap();
             let c = evaluate(&converted, &inv, &f).unwrap();
-            assert_eq!(
-                c.allowed(),
-                probe["expected"].as_bool().unwrap(),
-                "{id}: {src}->{dst} {c:?}"
-            );
+            assert_eq!(c.allowed(), probe.expected, "{id}: {src}->{dst} {c:?}");
             let what = format!("{id}: {src}->{dst}");
             cnp_decided += usize::from(same_direction(&what, &a.egress, &c.egress));
             cnp_decided += usize::from(same_direction(&what, &a.ingress, &c.ingress));

@@ -1,4 +1,5 @@
-//! `seam conformance netpol --dataplane`: the conformance cases through the real dataplane.
+//! The conformance cases through the real dataplane (`seam conformance netpol --dataplane`): a
+//! lab is the [`Decider`] of seam-conformance's harness.
 //!
 //! Builds a lab, creates the model's namespaces (objects with the model's labels) and pods
 //! (labels and named container ports through the CNI config, spread over the nodes, serving
@@ -16,26 +17,31 @@
 //!    node's `table inet seam` until its canonical listing (no handles, no counter values)
 //!    equals the scratch one. That covers rules *and* set members (label changes alter only
 //!    sets), which rule comments alone would not;
-//! 4. probes every pair in parallel with short timeouts, re-probes mismatches once with a longer
-//!    timeout (upstream retries the whole matrix once), and judges them
-//!    ([`seam::conformance::judge`]).
+//! 4. probes every pair in parallel with short timeouts; the harness judges them
+//!    ([`seam_conformance::judge`]) and mismatches are probed once more with a longer timeout
+//!    (upstream retries the whole matrix once).
 //!
-//! The lab is torn down at the end, on error and on Ctrl-C / SIGTERM.
+//! The lab is torn down at the end, on error and on Ctrl-C / SIGTERM. Progress goes to stderr,
+//! each failing case's line to stdout as it fails.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
-use seam::conformance::{
-    self, CaseOutcome, DataplaneModel, DataplaneReport, Observed, PlannedCase, PlannedProbe,
-};
 use seam_client::ControllerClient;
-use seam_lab::probe::{self, Outcome};
-use seam_lab::{Lab, LabSpec, PodInfo};
+use seam_conformance::{
+    CaseInput, ConformanceError, Decider, Judging, ModelPod, Observed, Probe, Report, Suite,
+};
 use seam_policy::Protocol;
 use serde_json::Value;
+
+use crate::probe::{self, Outcome};
+use crate::{Lab, LabSpec, NodeInfo, PodInfo};
+
+/// How often a relabelled endpoint is re-read and written again when another writer changed it
+/// in between (as `seam segment` does).
+const UPDATE_ATTEMPTS: u32 = 5;
 
 /// How to run.
 #[derive(Debug, Clone)]
@@ -52,36 +58,102 @@ pub struct Options {
     pub converge: Duration,
 }
 
-/// Runs the cases through a fresh lab and returns the report. The lab is removed afterwards
-/// (unless `keep`), also when this fails.
-pub fn run(cases: &Value, model: &Value, opts: &Options) -> anyhow::Result<DataplaneReport> {
-    // Malformed cases fail here, before anything is built.
-    let (model, planned) = conformance::dataplane_plan(cases, model)?;
-    let bin_dir = crate::bin_dir()?;
+/// Why a dataplane run stopped, or (as a case's failure line) why one case could not be run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DataplaneError {
+    /// The cases or the model are malformed.
+    #[error(transparent)]
+    Cases(#[from] ConformanceError),
+    /// A step failed; `what` names it.
+    #[error("{what}")]
+    Step {
+        /// The step, e.g. `put namespace x`.
+        what: String,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// An error of the lab, the controller client or the kernel, as it is.
+    #[error(transparent)]
+    Other(Box<dyn std::error::Error + Send + Sync>),
+    /// The lab did not get where it must (pods never connected, policies never applied).
+    #[error("{0}")]
+    Failed(String),
+}
+
+type Result<T, E = DataplaneError> = std::result::Result<T, E>;
+
+/// Names the step an error comes from.
+trait Step<T> {
+    fn step(self, what: impl FnOnce() -> String) -> Result<T>;
+    fn other(self) -> Result<T>;
+}
+
+impl<T, E: std::error::Error + Send + Sync + 'static> Step<T> for Result<T, E> {
+    fn step(self, what: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|e| DataplaneError::Step {
+            what: what(),
+            source: Box::new(e),
+        })
+    }
+
+    fn other(self) -> Result<T> {
+        self.map_err(|e| DataplaneError::Other(Box::new(e)))
+    }
+}
+
+/// What a case file asks of the dataplane: the namespaces and pods of every model its cases use
+/// (x/y/z before ANP), each pod with what it serves. Malformed input fails here, before anything
+/// is built.
+pub fn pods_to_build(suite: &Suite) -> Result<Plan, ConformanceError> {
+    let mut plan = Plan::default();
+    for cluster in [&suite.model.xyz, &suite.model.anp].into_iter().flatten() {
+        let serves = cluster.serves()?;
+        plan.namespaces.extend(cluster.namespaces.iter().cloned());
+        plan.pods
+            .extend(cluster.pods.iter().map(|p| (p.clone(), serves.to_vec())));
+    }
+    Ok(plan)
+}
+
+/// The namespaces and pods a run builds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Namespaces with the model's labels.
+    pub namespaces: Vec<(String, BTreeMap<String, String>)>,
+    /// Pods and the ports each serves.
+    pub pods: Vec<(ModelPod, Vec<(u16, Protocol)>)>,
+}
+
+/// Runs the cases of `suite` through a fresh lab of the seam binaries in `bin_dir` and returns
+/// the report. The lab is removed afterwards (unless `keep`), also when this fails.
+pub fn run(suite: &Suite, opts: &Options, bin_dir: PathBuf) -> Result<Report> {
+    let plan = pods_to_build(suite)?;
     teardown_on_signal(opts.lab.clone());
-    let _ = seam_lab::down(&opts.lab);
+    let _ = crate::down(&opts.lab);
     eprintln!(
         "== lab {}: {} nodes, {} pods, {} cases",
         opts.lab,
         opts.nodes,
-        model.pods.len(),
-        planned.len()
+        plan.pods.len(),
+        suite.cases.len()
     );
-    let mut lab = seam_lab::up(&LabSpec {
+    let mut lab = crate::up(&LabSpec {
         name: opts.lab.clone(),
         nodes: opts.nodes,
         segment_mode: "namespace".into(),
         controller_args: Vec::new(),
         one_process: false,
-        store: seam_lab::LabStore::Embedded,
+        store: crate::LabStore::Embedded,
         controllers: 1,
         bin_dir,
     })
-    .context("bring up the lab")?;
-    let result = Runner::new(&mut lab, opts).and_then(|mut r| r.run(&model, &planned));
+    .step(|| "bring up the lab".to_string())?;
+    let result = Runner::new(&mut lab, opts).and_then(|mut r| r.run(suite, &plan));
     if opts.keep {
         eprintln!("== lab kept: seam lab down --name {} removes it", opts.lab);
-    } else if let Err(e) = seam_lab::down(&opts.lab) {
+    } else if let Err(e) = crate::down(&opts.lab) {
         eprintln!("seam: removing lab {}: {e}", opts.lab);
     }
     result
@@ -108,7 +180,7 @@ fn teardown_on_signal(lab: String) {
             }
         });
         eprintln!("\nseam: interrupted; removing lab {lab}");
-        let _ = seam_lab::down(&lab);
+        let _ = crate::down(&lab);
         std::process::exit(130);
     });
 }
@@ -123,17 +195,22 @@ struct Runner<'a> {
     rt: tokio::runtime::Runtime,
     /// Scratch namespace where the expected table is loaded for comparison.
     scratch: PathBuf,
+    /// Every namespace and pod built, with the model's labels (a case's overrides are relative
+    /// to them).
+    plan: Plan,
     namespace_labels: BTreeMap<String, BTreeMap<String, String>>,
     pod_labels: BTreeMap<String, BTreeMap<String, String>>,
     policies: BTreeMap<Key, Value>,
     pods: BTreeMap<String, PodInfo>,
+    addresses: BTreeMap<String, Ipv4Addr>,
 }
 
-fn key_of(doc: &Value) -> anyhow::Result<Key> {
-    let kind = doc["kind"].as_str().context("policy object without kind")?;
+fn key_of(doc: &Value) -> Result<Key> {
+    let missing = |what: &str| DataplaneError::Failed(format!("policy object without {what}"));
+    let kind = doc["kind"].as_str().ok_or_else(|| missing("kind"))?;
     let name = doc["metadata"]["name"]
         .as_str()
-        .context("policy object without metadata.name")?;
+        .ok_or_else(|| missing("metadata.name"))?;
     Ok((
         kind.to_string(),
         doc["metadata"]["namespace"].as_str().map(str::to_string),
@@ -142,78 +219,76 @@ fn key_of(doc: &Value) -> anyhow::Result<Key> {
 }
 
 impl<'a> Runner<'a> {
-    fn new(lab: &'a mut Lab, opts: &'a Options) -> anyhow::Result<Self> {
-        let client = ControllerClient::new(&lab.controller)?;
+    fn new(lab: &'a mut Lab, opts: &'a Options) -> Result<Self> {
+        let client = ControllerClient::new(&lab.controller).other()?;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
-            .build()?;
+            .build()
+            .other()?;
         // The lab's prefix, so `seam lab down` removes it with the rest.
-        let scratch = seam_linux::netns::create(&format!("{}-cmp", lab.name))?;
+        let scratch = seam_linux::netns::create(&format!("{}-cmp", lab.name)).other()?;
         Ok(Runner {
             lab,
             opts,
             client,
             rt,
             scratch,
+            plan: Plan::default(),
             namespace_labels: BTreeMap::new(),
             pod_labels: BTreeMap::new(),
             policies: BTreeMap::new(),
             pods: BTreeMap::new(),
+            addresses: BTreeMap::new(),
         })
     }
 
-    fn run(
-        &mut self,
-        model: &DataplaneModel,
-        planned: &[PlannedCase],
-    ) -> anyhow::Result<DataplaneReport> {
-        self.build(model)?;
-        let mut report = DataplaneReport::default();
+    fn run(&mut self, suite: &Suite, plan: &Plan) -> Result<Report> {
+        self.build(plan)?;
+        let mut report = Report::new(Judging::Packets);
         let started = Instant::now();
-        for (i, case) in planned.iter().enumerate() {
+        let total = suite.cases.len();
+        for (i, case) in suite.cases.iter().enumerate() {
             let t0 = Instant::now();
-            match self.run_case(model, case) {
-                Ok(outcome) => report.record(&case.id, outcome),
-                Err(e) => report.fail(&case.id, &format!("{e:#}")),
-            }
-            let status = match report.failures.last() {
-                Some(line) if line.starts_with(&format!("FAIL {}:", case.id)) => {
+            seam_conformance::check_case(suite, case, self, &mut report)?;
+            let status = match report.failure_of(&case.id) {
+                Some(line) => {
                     println!("{line}");
                     "FAIL"
                 }
-                _ => "ok",
+                None => "ok",
             };
             eprintln!(
                 "   [{}/{}] {} {status} ({} ms)",
                 i + 1,
-                planned.len(),
+                total,
                 case.id,
                 t0.elapsed().as_millis()
             );
         }
         eprintln!(
             "== {} cases in {:.1} s",
-            planned.len(),
+            total,
             started.elapsed().as_secs_f64()
         );
         Ok(report)
     }
 
     /// Namespaces, pods, servers; then waits until every pair connects without policy.
-    fn build(&mut self, model: &DataplaneModel) -> anyhow::Result<()> {
-        for (name, labels) in &model.namespaces {
+    fn build(&mut self, plan: &Plan) -> Result<()> {
+        self.plan = plan.clone();
+        for (name, labels) in &plan.namespaces {
             self.put_namespace(name, labels)?;
         }
         let nodes: Vec<String> = self.lab.nodes.iter().map(|n| n.name.clone()).collect();
-        for (i, pod) in model.pods.iter().enumerate() {
+        for (i, (pod, serves)) in plan.pods.iter().enumerate() {
             let node = &nodes[i % nodes.len()];
             let ports: Vec<seam_model::ContainerPort> = pod
-                .named_ports
-                .iter()
+                .named_ports()
+                .into_iter()
                 .filter_map(|(name, port, protocol)| {
                     Some(seam_model::ContainerPort {
-                        name: name.clone(),
-                        port: *port,
+                        name,
+                        port,
                         protocol: seam_model::PortProtocol::parse(protocol.as_str())?,
                     })
                 })
@@ -221,35 +296,39 @@ impl<'a> Runner<'a> {
             let info = self
                 .lab
                 .add_pod_with(node, &pod.namespace, &pod.name, &pod.labels, &ports)
-                .with_context(|| format!("create pod {}", pod.reference()))?;
-            for (port, protocol) in &pod.serves {
+                .step(|| format!("create pod {}", pod.reference))?;
+            for (port, protocol) in serves {
                 match protocol {
-                    Protocol::Tcp => probe::serve_tcp(&info.netns_path, *port, pod.reference())?,
-                    Protocol::Udp => probe::serve_udp(&info.netns_path, *port)?,
+                    Protocol::Tcp => {
+                        probe::serve_tcp(&info.netns_path, *port, pod.reference.clone()).other()?
+                    }
+                    Protocol::Udp => probe::serve_udp(&info.netns_path, *port).other()?,
                     // std has no SCTP sockets and this kernel has no SCTP: not served, and
                     // every SCTP probe is reported as skipped.
                     _ => {}
                 }
             }
-            eprintln!("   pod {:<50} {} on {node}", pod.reference(), info.ip);
-            self.pod_labels.insert(pod.reference(), pod.labels.clone());
-            self.pods.insert(pod.reference(), info);
+            eprintln!("   pod {:<50} {} on {node}", pod.reference, info.ip);
+            self.pod_labels
+                .insert(pod.reference.clone(), pod.labels.clone());
+            self.addresses.insert(pod.reference.clone(), info.ip);
+            self.pods.insert(pod.reference.clone(), info);
         }
         // Remote neighbours and FDB entries arrive through the controller: wait until every
         // pair connects on the first TCP port served.
-        let Some(port) = model
+        let Some(port) = plan
             .pods
             .first()
-            .and_then(|p| p.serves.iter().find(|(_, pr)| *pr == Protocol::Tcp))
+            .and_then(|(_, serves)| serves.iter().find(|(_, pr)| *pr == Protocol::Tcp))
             .map(|(p, _)| *p)
         else {
             return Ok(());
         };
         let refs: Vec<String> = self.pods.keys().cloned().collect();
-        let mut pending: Vec<PlannedProbe> = refs
+        let mut pending: Vec<Probe> = refs
             .iter()
             .flat_map(|a| {
-                refs.iter().map(move |b| PlannedProbe {
+                refs.iter().map(move |b| Probe {
                     from: a.clone(),
                     to: b.clone(),
                     port,
@@ -267,28 +346,25 @@ impl<'a> Runner<'a> {
                 .filter(|(_, o)| *o != Observed::Connected)
                 .map(|(p, _)| p)
                 .collect();
-            if pending.is_empty() {
+            let Some(first) = pending.first() else {
                 break;
+            };
+            if Instant::now() >= deadline {
+                return Err(DataplaneError::Failed(format!(
+                    "{} pair(s) never connected without any policy, e.g. {} -> {}; see the logs under {}",
+                    pending.len(),
+                    first.from,
+                    first.to,
+                    self.lab.dir.display()
+                )));
             }
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "{} pair(s) never connected without any policy, e.g. {} -> {}; see the logs under {}",
-                pending.len(),
-                pending[0].from,
-                pending[0].to,
-                self.lab.dir.display()
-            );
             std::thread::sleep(Duration::from_millis(200));
         }
         eprintln!("   all {} pairs connect without policy", refs.len().pow(2));
         Ok(())
     }
 
-    fn put_namespace(
-        &mut self,
-        name: &str,
-        labels: &BTreeMap<String, String>,
-    ) -> anyhow::Result<()> {
+    fn put_namespace(&mut self, name: &str, labels: &BTreeMap<String, String>) -> Result<()> {
         if self.namespace_labels.get(name) == Some(labels) {
             return Ok(());
         }
@@ -299,17 +375,13 @@ impl<'a> Runner<'a> {
         };
         self.rt
             .block_on(self.client.put_namespace(&ns))
-            .with_context(|| format!("put namespace {name}"))?;
+            .step(|| format!("put namespace {name}"))?;
         self.namespace_labels
             .insert(name.to_string(), labels.clone());
         Ok(())
     }
 
-    fn set_pod_labels(
-        &mut self,
-        reference: &str,
-        labels: &BTreeMap<String, String>,
-    ) -> anyhow::Result<()> {
+    fn set_pod_labels(&mut self, reference: &str, labels: &BTreeMap<String, String>) -> Result<()> {
         if self.pod_labels.get(reference) == Some(labels) {
             return Ok(());
         }
@@ -318,66 +390,41 @@ impl<'a> Runner<'a> {
             .block_on(client.update::<seam_model::Endpoint, _>(
                 seam_model::ObjectKind::Endpoint,
                 reference,
-                crate::segment_cmd::UPDATE_ATTEMPTS,
+                UPDATE_ATTEMPTS,
                 |ep| {
                     ep.labels = labels.clone();
                     true
                 },
             ))
-            .with_context(|| format!("relabel endpoint {reference}"))?;
+            .step(|| format!("relabel endpoint {reference}"))?;
         self.pod_labels
             .insert(reference.to_string(), labels.clone());
         Ok(())
     }
 
-    fn run_case(
-        &mut self,
-        model: &DataplaneModel,
-        case: &PlannedCase,
-    ) -> anyhow::Result<CaseOutcome> {
-        for (name, labels) in &model.namespaces {
-            let want = case.namespace_labels.get(name).unwrap_or(labels);
-            self.put_namespace(name, want)?;
-        }
-        for pod in &model.pods {
-            let r = pod.reference();
-            let want = case.pod_labels.get(&r).unwrap_or(&pod.labels);
-            self.set_pod_labels(&r, want)?;
-        }
-        let addresses: BTreeMap<String, Ipv4Addr> =
-            self.pods.iter().map(|(k, p)| (k.clone(), p.ip)).collect();
-        let docs = conformance::policy_documents(&case.policies, &addresses)
-            .map_err(|e| anyhow::anyhow!("policies rejected by the engine: {e}"))?;
-        let mut wanted = BTreeMap::new();
-        for doc in docs {
-            wanted.insert(key_of(&doc)?, doc);
-        }
-        self.replace_policies(wanted)?;
-        self.wait_applied()?;
-        let results = self.probe_all(&case.probes, self.opts.timeout);
-        let mut outcome = CaseOutcome::default();
-        // Upstream retries a mismatching matrix once; re-probe mismatches with more time.
-        let mut retry = Vec::new();
-        for (i, (p, o)) in case.probes.iter().zip(&results).enumerate() {
-            let mut trial = CaseOutcome::default();
-            conformance::judge(case, p, o, &mut trial);
-            if trial.mismatches.is_empty() {
-                conformance::judge(case, p, o, &mut outcome);
-            } else {
-                retry.push(i);
+    /// Every namespace and pod of the lab with the labels `input`'s case gives them.
+    fn apply_labels(&mut self, input: &CaseInput<'_>) -> Result<()> {
+        let plan = std::mem::take(&mut self.plan);
+        let result = (|| {
+            for (name, labels) in &plan.namespaces {
+                let want = input.case.namespace_labels.get(name).unwrap_or(labels);
+                self.put_namespace(name, want)?;
             }
-        }
-        if !retry.is_empty() {
-            let again: Vec<PlannedProbe> = retry.iter().map(|i| case.probes[*i].clone()).collect();
-            let results = self.probe_all(&again, self.opts.timeout * 2);
-            for (p, o) in again.iter().zip(&results) {
-                conformance::judge(case, p, o, &mut outcome);
+            for (pod, _) in &plan.pods {
+                let want = input
+                    .case
+                    .pod_labels
+                    .get(&pod.reference)
+                    .unwrap_or(&pod.labels);
+                self.set_pod_labels(&pod.reference, want)?;
             }
-        }
-        Ok(outcome)
+            Ok(())
+        })();
+        self.plan = plan;
+        result
     }
 
-    fn replace_policies(&mut self, wanted: BTreeMap<Key, Value>) -> anyhow::Result<()> {
+    fn replace_policies(&mut self, wanted: BTreeMap<Key, Value>) -> Result<()> {
         let client = &self.client;
         let current = &self.policies;
         self.rt.block_on(async {
@@ -385,25 +432,25 @@ impl<'a> Runner<'a> {
                 client
                     .delete_policy(&key.0, key.1.as_deref(), &key.2)
                     .await
-                    .with_context(|| format!("delete {} {}", key.0, key.2))?;
+                    .step(|| format!("delete {} {}", key.0, key.2))?;
             }
             for (key, doc) in &wanted {
                 if current.get(key) != Some(doc) {
                     client
                         .put_policy(&key.0, key.1.as_deref(), &key.2, doc)
                         .await
-                        .with_context(|| format!("put {} {}", key.0, key.2))?;
+                        .step(|| format!("put {} {}", key.0, key.2))?;
                 }
             }
-            anyhow::Ok(())
+            Ok::<(), DataplaneError>(())
         })?;
         self.policies = wanted;
         Ok(())
     }
 
     /// Waits until every node's `table inet seam` is what that node must enforce now.
-    fn wait_applied(&self) -> anyhow::Result<()> {
-        let snapshot = self.rt.block_on(self.client.snapshot())?;
+    fn wait_applied(&self) -> Result<()> {
+        let snapshot = self.rt.block_on(self.client.snapshot()).other()?;
         let mut expected = BTreeMap::new();
         for node in &self.lab.nodes {
             let (ruleset, _warnings) = seam_firewall::cluster::node_ruleset(
@@ -413,13 +460,14 @@ impl<'a> Runner<'a> {
                 &snapshot.policies,
                 &node.name,
             )
-            .with_context(|| format!("compile {}'s ruleset", node.name))?;
+            .step(|| format!("compile {}'s ruleset", node.name))?;
             let text = seam_firewall::render(&ruleset);
             let listing = seam_linux::netns::run_in(&self.scratch, || {
                 seam_linux::nft::apply_ruleset(&text)?;
                 seam_linux::nft::list_table()
-            })?
-            .with_context(|| {
+            })
+            .other()?
+            .step(|| {
                 format!(
                     "load {}'s expected table into the scratch namespace",
                     node.name
@@ -431,7 +479,7 @@ impl<'a> Runner<'a> {
             );
         }
         let deadline = Instant::now() + self.opts.converge;
-        let mut pending: Vec<&seam_lab::NodeInfo> = self.lab.nodes.iter().collect();
+        let mut pending: Vec<&NodeInfo> = self.lab.nodes.iter().collect();
         loop {
             pending.retain(|node| {
                 let actual =
@@ -444,23 +492,24 @@ impl<'a> Runner<'a> {
             if pending.is_empty() {
                 return Ok(());
             }
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "node(s) {} did not apply the case's policies within {:?} (agent logs under {})",
-                pending
-                    .iter()
-                    .map(|n| n.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                self.opts.converge,
-                self.lab.dir.display()
-            );
+            if Instant::now() >= deadline {
+                return Err(DataplaneError::Failed(format!(
+                    "node(s) {} did not apply the case's policies within {:?} (agent logs under {})",
+                    pending
+                        .iter()
+                        .map(|n| n.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    self.opts.converge,
+                    self.lab.dir.display()
+                )));
+            }
             std::thread::sleep(Duration::from_millis(25));
         }
     }
 
     /// Makes every probe at once; SCTP probes are skipped.
-    fn probe_all(&self, probes: &[PlannedProbe], timeout: Duration) -> Vec<Observed> {
+    fn probe_all(&self, probes: &[Probe], timeout: Duration) -> Vec<Observed> {
         std::thread::scope(|scope| {
             let handles: Vec<_> = probes
                 .iter()
@@ -498,5 +547,76 @@ impl<'a> Runner<'a> {
                 })
                 .collect()
         })
+    }
+}
+
+impl Decider for Runner<'_> {
+    type Error = DataplaneError;
+
+    fn judging(&self) -> Judging {
+        Judging::Packets
+    }
+
+    fn addresses(&self) -> Option<&BTreeMap<String, Ipv4Addr>> {
+        Some(&self.addresses)
+    }
+
+    fn decide(&mut self, input: &CaseInput<'_>, probes: &[Probe]) -> Result<Vec<Observed>> {
+        self.apply_labels(input)?;
+        let mut wanted = BTreeMap::new();
+        for doc in &input.documents {
+            wanted.insert(key_of(doc)?, doc.clone());
+        }
+        self.replace_policies(wanted)?;
+        self.wait_applied()?;
+        Ok(self.probe_all(probes, self.opts.timeout))
+    }
+
+    fn recheck(
+        &mut self,
+        _input: &CaseInput<'_>,
+        probes: &[Probe],
+    ) -> Result<Option<Vec<Observed>>> {
+        Ok(Some(self.probe_all(probes, self.opts.timeout * 2)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn load(name: &str) -> Value {
+        let path = format!(
+            "{}/../seam-policy/test_data/netpol/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn the_lab_holds_both_models_and_serves_their_ports() {
+        let model = load("model.json");
+        let mut cases = load("cases.json").as_array().unwrap().clone();
+        cases.extend(load("anp_cases.json").as_array().unwrap().iter().cloned());
+        let suite = Suite::from_json(&Value::Array(cases), &model).unwrap();
+        let plan = pods_to_build(&suite).unwrap();
+        assert_eq!(plan.namespaces.len(), 3 + 5);
+        assert_eq!(plan.namespaces[0].0, "x");
+        assert_eq!(plan.pods.len(), 9 + 8, "host-network pods are not built");
+        let (xa, serves) = &plan.pods[0];
+        assert_eq!(xa.reference, "x/a");
+        assert_eq!(serves.len(), 6);
+        let (_, anp_serves) = &plan.pods[9];
+        assert!(anp_serves.contains(&(8080, Protocol::Tcp)));
+
+        let mut no_servers = model.clone();
+        no_servers.as_object_mut().unwrap().remove("servers");
+        let suite = Suite::from_json(&load("cases.json"), &no_servers).unwrap();
+        assert_eq!(
+            pods_to_build(&suite).unwrap_err().to_string(),
+            "model: .servers: is missing"
+        );
     }
 }
