@@ -12,6 +12,8 @@
 //! not run at all before the first full view of the controller has arrived.
 //! Start reading at [`Agent::start`].
 
+#![warn(missing_docs)]
+
 mod attach;
 pub mod blocks;
 mod config;
@@ -52,7 +54,7 @@ pub struct Agent<K> {
     ready_segments: Mutex<std::collections::BTreeSet<u32>>,
     /// The firewall table the kernel holds, as far as the agent knows; `None` until it has read the
     /// kernel's table back or written it whole (at start, and after a failed change).
-    pub applied_firewall: Mutex<Option<seam_firewall::render::table::TableModel>>,
+    pub applied_firewall: Mutex<Option<seam_nft::table::TableModel>>,
     /// Compiles the node's firewall from the view on every pass, recomputing only what changed, and
     /// renders it into kernel objects, rendering only the rules and sets that changed.
     pub firewall_compiler: Mutex<(

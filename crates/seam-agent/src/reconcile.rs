@@ -8,8 +8,8 @@ use ipnet::Ipv4Net;
 use seam_dataplane::{
     host_ifname, plan, DesiredNode, Firewall, LinkOp, NodeKernel, RemoteEntry, SegmentSpec,
 };
-use seam_firewall::render::table::{self, TableModel};
 use seam_model::{gateway_mac, vm_port_name, EndpointKind};
+use seam_nft::table::{self, TableModel};
 
 use crate::Agent;
 
@@ -208,7 +208,7 @@ pub async fn reconcile_once<K: NodeKernel + Firewall + 'static>(
         tracing::info!(operations = ops.len(), "dataplane reconciled");
     }
     // The firewall follows the same level-triggered pass: compile from the view, then change the
-    // kernel's table in place by what differs (see `seam_firewall::render::table`).
+    // kernel's table in place by what differs (see `seam_nft::table`).
     match firewall_ruleset(agent).await {
         Ok(model) => {
             if let Err(e) = apply_firewall(agent, model).await {
@@ -237,11 +237,9 @@ async fn apply_firewall<K: NodeKernel + Firewall + 'static>(
     let mut applied = agent.applied_firewall.lock().await;
     if applied.is_none() {
         match agent.kernel.list_table().await {
-            Ok(Some(text)) => {
-                *applied = table::from_nft_json(&text);
-                if applied.is_some() {
-                    tracing::info!("adopted the kernel's firewall table");
-                }
+            Ok(Some(listed)) => {
+                *applied = Some(listed);
+                tracing::info!("adopted the kernel's firewall table");
             }
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "reading the kernel's firewall table failed"),
@@ -270,10 +268,13 @@ async fn apply_firewall<K: NodeKernel + Firewall + 'static>(
         }
     }
     *applied = None;
-    let text = table::full_text(&model);
-    match agent.kernel.apply_ruleset(&text).await {
+    match agent.kernel.apply_ruleset(&model).await {
         Ok(()) => {
-            tracing::info!(bytes = text.len(), "firewall written whole");
+            tracing::info!(
+                sets = model.sets.len(),
+                chains = model.chains.len(),
+                "firewall written whole"
+            );
             *applied = Some(model);
             Ok(())
         }

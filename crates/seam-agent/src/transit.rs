@@ -26,10 +26,11 @@ use std::time::{Duration, Instant};
 
 use ipnet::Ipv4Net;
 use seam_dataplane::{
-    plan_transit, DesiredNat, DesiredTransit, Egress, Firewall, NodeKernel, TransitKernel,
+    plan_transit, DesiredTransit, Egress, Firewall, NodeKernel, TransitKernel, TransitOp,
     TransitRoute,
 };
 use seam_model::{transit_mac, EndpointKind, Node, NodeRole, TransitEncap, TRANSIT_VNI};
+use seam_nft::nat::DesiredNat;
 
 use crate::Agent;
 
@@ -162,15 +163,21 @@ pub fn routed_directly(local: &LocalNode<'_>, peer: &Node) -> bool {
 }
 
 /// Observes, plans and applies once; returns the number of operations.
-pub async fn reconcile_transit<K: TransitKernel>(
+pub async fn reconcile_transit<K: TransitKernel + Firewall>(
     kernel: &K,
     want: &DesiredTransit,
 ) -> seam_dataplane::Result<usize> {
-    let observed = kernel.observe_transit(want).await?;
+    let mut observed = kernel.observe_transit(want).await?;
+    observed.nat = kernel.list_nat().await?.unwrap_or_default();
     let ops = plan_transit(want, &observed);
     let mut first_error = None;
     for op in &ops {
-        if let Err(e) = kernel.apply_transit(op).await {
+        // The NAT table is Seam's nftables, changed through the firewall, in its planned place.
+        let done = match op {
+            TransitOp::Nat(nat) => kernel.apply_nat(nat).await,
+            op => kernel.apply_transit(op).await,
+        };
+        if let Err(e) = done {
             tracing::warn!(?op, error = %e, "transit operation failed");
             first_error.get_or_insert(e);
         }
@@ -193,7 +200,7 @@ pub async fn reconcile_transit<K: TransitKernel>(
 /// Runs forever (spawned by `seamd`) on `kernel`, a connection of its own (netlink allows one
 /// dump at a time per socket, and the segment reconciler dumps on the agent's). Nothing happens
 /// before the first full controller view.
-pub async fn run<K: NodeKernel + Firewall + 'static, T: TransitKernel>(
+pub async fn run<K: NodeKernel + Firewall + 'static, T: TransitKernel + Firewall>(
     agent: Arc<Agent<K>>,
     kernel: T,
 ) {

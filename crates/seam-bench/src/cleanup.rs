@@ -2,18 +2,18 @@
 //!
 //! Every lab is named `<kind>-<pid>` (so concurrent runs never collide) and everything else a
 //! benchmark creates (reference-plug-in namespaces, pod namespaces) carries that lab's prefix,
-//! so `seam_lab::down` removes it all. Three layers: a [`LabGuard`] tears its lab down on drop
+//! so `seam_lab::down` removes it all. Three layers: a [`LabGuard`] (seam-lab's) tears its lab down on drop
 //! (errors and early returns), a signal thread tears down every registered lab on
 //! SIGINT/SIGTERM/SIGHUP, and [`sweep_stale`] removes labs of earlier runs that were killed
 //! outright. iperf3 servers are [`ChildGuard`]s, killed on drop or signal.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Child;
 use std::sync::Mutex;
 
 use anyhow::Context;
-use seam_lab::{Lab, LabSpec};
+use seam_lab::LabSpec;
 
 /// Lab name prefixes this tool uses.
 pub const KINDS: [&str; 8] = [
@@ -30,68 +30,42 @@ fn with<T>(m: &Mutex<Vec<T>>, f: impl FnOnce(&mut Vec<T>)) {
     }
 }
 
-/// A running lab, removed when dropped (or explicitly with [`LabGuard::finish`]).
-pub struct LabGuard {
-    /// The lab.
-    pub lab: Lab,
-    done: bool,
+/// The lab guard of every benchmark: seam-lab's, shared with the end-to-end tests.
+pub use seam_lab::LabGuard;
+
+/// Builds lab `<kind>-<pid>` with `nodes` nodes, per-namespace segments.
+pub fn lab_up(kind: &str, nodes: usize, bin_dir: &Path) -> anyhow::Result<LabGuard> {
+    lab_up_with(kind, nodes, bin_dir, seam_lab::LabStore::Embedded, 1)
 }
 
-impl LabGuard {
-    /// Builds lab `<kind>-<pid>` with `nodes` nodes, per-namespace segments.
-    pub fn up(kind: &str, nodes: usize, bin_dir: &Path) -> anyhow::Result<LabGuard> {
-        Self::up_with(kind, nodes, bin_dir, seam_lab::LabStore::Embedded, 1)
-    }
-
-    /// Like [`LabGuard::up`], with the controller's store and number of replicas.
-    pub fn up_with(
-        kind: &str,
-        nodes: usize,
-        bin_dir: &Path,
-        store: seam_lab::LabStore,
-        controllers: usize,
-    ) -> anyhow::Result<LabGuard> {
-        let name = format!("{kind}-{}", std::process::id());
-        with(&LABS, |v| v.push(name.clone()));
-        let _ = seam_lab::down(&name);
-        match seam_lab::up(&LabSpec {
-            name: name.clone(),
-            nodes,
-            segment_mode: "namespace".into(),
-            bin_dir: bin_dir.to_path_buf(),
-            controller_args: Vec::new(),
-            one_process: false,
-            store,
-            controllers,
-        }) {
-            Ok(lab) => Ok(LabGuard { lab, done: false }),
-            Err(e) => {
-                with(&LABS, |v| v.retain(|n| n != &name));
-                Err(anyhow::Error::new(e).context(format!(
-                    "build lab {name} (binaries from {})",
-                    bin_dir.display()
-                )))
-            }
-        }
-    }
-
-    /// Tears the lab down and reports whether that worked.
-    pub fn finish(mut self) -> anyhow::Result<()> {
-        self.done = true;
-        let name = self.lab.name.clone();
-        let result = seam_lab::down(&name).with_context(|| format!("tear down lab {name}"));
+/// Like [`lab_up`], with the controller's store and number of replicas.
+pub fn lab_up_with(
+    kind: &str,
+    nodes: usize,
+    bin_dir: &Path,
+    store: seam_lab::LabStore,
+    controllers: usize,
+) -> anyhow::Result<LabGuard> {
+    let name = format!("{kind}-{}", std::process::id());
+    // Registered before it is built: a signal during `up` tears down what was made so far.
+    with(&LABS, |v| v.push(name.clone()));
+    LabGuard::new(&LabSpec {
+        name: name.clone(),
+        nodes,
+        segment_mode: "namespace".into(),
+        bin_dir: bin_dir.to_path_buf(),
+        controller_args: Vec::new(),
+        one_process: false,
+        store,
+        controllers,
+    })
+    .map_err(|e| {
         with(&LABS, |v| v.retain(|n| n != &name));
-        result
-    }
-}
-
-impl Drop for LabGuard {
-    fn drop(&mut self) {
-        if !self.done {
-            let _ = seam_lab::down(&self.lab.name);
-            with(&LABS, |v| v.retain(|n| n != &self.lab.name));
-        }
-    }
+        anyhow::Error::new(e).context(format!(
+            "build lab {name} (binaries from {})",
+            bin_dir.display()
+        ))
+    })
 }
 
 /// Namespaces without a lab: every one is named `<kind>-<pid>-<tag>`, and all of them are
@@ -238,7 +212,7 @@ fn alive_bench(pid: u32) -> bool {
 /// Removes labs (and namespaces) left by seam-bench runs that no longer exist.
 pub fn sweep_stale() {
     let mut names: Vec<String> = seam_linux::netns::list();
-    if let Ok(dir) = std::fs::read_dir(seam_lab_state_root()) {
+    if let Ok(dir) = std::fs::read_dir(seam_lab::STATE_ROOT) {
         names.extend(
             dir.flatten()
                 .filter_map(|e| e.file_name().into_string().ok()),
@@ -256,10 +230,6 @@ pub fn sweep_stale() {
             eprintln!("seam-bench: {e}");
         }
     }
-}
-
-fn seam_lab_state_root() -> PathBuf {
-    PathBuf::from("/run/seam-lab")
 }
 
 #[cfg(test)]

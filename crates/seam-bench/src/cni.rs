@@ -175,7 +175,7 @@ pub fn run(bin_dir: &Path, opts: &CniOpts) -> anyhow::Result<CniSummary> {
         util::cpus(),
         util::loadavg()
     );
-    let guard = LabGuard::up("bcni", 1, bin_dir)?;
+    let guard = crate::cleanup::lab_up("bcni", 1, bin_dir)?;
     let result = bench(&guard, opts);
     let down = guard.finish();
     let summary = result?;

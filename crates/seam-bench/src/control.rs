@@ -35,7 +35,7 @@ fn stores(choice: &str) -> anyhow::Result<Vec<LabStore>> {
 
 fn up(kind: &str, nodes: usize, bin_dir: &Path, store: LabStore) -> anyhow::Result<LabGuard> {
     let controllers = if store == LabStore::Etcd { 3 } else { 1 };
-    LabGuard::up_with(kind, nodes, bin_dir, store, controllers)
+    crate::cleanup::lab_up_with(kind, nodes, bin_dir, store, controllers)
 }
 
 fn describe(store: LabStore) -> &'static str {

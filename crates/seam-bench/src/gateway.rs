@@ -94,7 +94,7 @@ pub fn run(bin_dir: &Path, opts: &GatewayOpts) -> anyhow::Result<GatewaySummary>
         util::cpus(),
         util::loadavg()
     );
-    let mut guard = LabGuard::up("bgw", 1, bin_dir)?;
+    let mut guard = crate::cleanup::lab_up("bgw", 1, bin_dir)?;
     let result = bench(&mut guard, opts);
     let down = guard.finish();
     let summary = result?;

@@ -69,7 +69,7 @@ pub fn run(bin_dir: &Path, opts: &MemoryOpts) -> anyhow::Result<MemorySummary> {
         util::cpus(),
         util::loadavg()
     );
-    let guard = LabGuard::up("bmem", 1, bin_dir)?;
+    let guard = crate::cleanup::lab_up("bmem", 1, bin_dir)?;
     let result = bench(&guard, opts);
     let teardown = Instant::now();
     let down = guard.finish();

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use seam_firewall::{compile, evaluate_packet, render, NodeRuleset};
 use seam_linux::{apply_ruleset, netns, sysctl};
+use seam_nft::names::{TABLE_FAMILY, TABLE_NAME};
 use seam_policy::{Inventory, PolicyObject, PolicySet, Protocol};
 use serde_json::{json, Value};
 
@@ -933,7 +934,7 @@ fn incremental(
         let kernel_rules = kernel_rule_count()?;
         let list_ms = ms(t.elapsed());
         // As the agent does: the kernel's table is changed in place by the delta from what it holds.
-        let mut applied = seam_firewall::render::table::from_nft_json(
+        let mut applied = seam_nft::table::from_nft_json(
             &seam_linux::nft::list_table_text()?.unwrap_or_default(),
         )
         .context("read back the table just written")?;
@@ -987,7 +988,7 @@ fn incremental(
                 )?;
                 let t2 = Instant::now();
                 let model = renderer.model(rs);
-                let delta = seam_firewall::render::table::delta(&applied, &model);
+                let delta = seam_nft::table::delta(&applied, &model);
                 let t3 = Instant::now();
                 seam_linux::apply_delta(&delta).context("apply an incremental change")?;
                 let t4 = Instant::now();
@@ -1063,7 +1064,7 @@ fn incremental(
 /// Rules with a counter in `table inet seam` of the calling thread's namespace.
 fn kernel_rule_count() -> anyhow::Result<usize> {
     let out = Command::new("nft")
-        .args(["-j", "list", "table", "inet", "seam"])
+        .args(["-j", "list", "table", TABLE_FAMILY, TABLE_NAME])
         .output()
         .context("run nft -j list table")?;
     if !out.status.success() {
@@ -1072,21 +1073,8 @@ fn kernel_rule_count() -> anyhow::Result<usize> {
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    let v: Value = serde_json::from_slice(&out.stdout).context("parse nft -j output")?;
-    Ok(v.get("nftables")
-        .and_then(Value::as_array)
-        .map(|items| {
-            items
-                .iter()
-                .filter_map(|i| i.get("rule"))
-                .filter(|r| {
-                    r.get("expr")
-                        .and_then(Value::as_array)
-                        .is_some_and(|e| e.iter().any(|x| x.get("counter").is_some()))
-                })
-                .count()
-        })
-        .unwrap_or(0))
+    let v = seam_nft::listing::parse_listing(&out.stdout).context("parse nft -j output")?;
+    Ok(seam_nft::listing::counted_rules(&v))
 }
 
 // ---- connection latency -------------------------------------------------------------------

@@ -72,7 +72,7 @@ pub fn run(bin_dir: &Path, opts: &ThroughputOpts) -> anyhow::Result<ThroughputSu
         util::cpus(),
         util::loadavg()
     );
-    let mut guard = LabGuard::up("btput", 2, bin_dir)?;
+    let mut guard = crate::cleanup::lab_up("btput", 2, bin_dir)?;
     let result = bench(&mut guard, opts);
     let down = guard.finish();
     let summary = result?;

@@ -79,7 +79,7 @@ pub fn run(bin_dir: &Path, opts: &VmOpts) -> anyhow::Result<VmSummary> {
             bin_dir.join("seam").display()
         );
     }
-    let mut guard = LabGuard::up("bvm", 3, bin_dir)?;
+    let mut guard = crate::cleanup::lab_up("bvm", 3, bin_dir)?;
     let result = bench(&mut guard, opts);
     let down = guard.finish();
     let summary = result?;

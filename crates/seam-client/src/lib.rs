@@ -12,6 +12,8 @@
 //! controller or the store, so the node agent and the CLI can link it cheaply.
 //! Start reading at [`ControllerClient`].
 
+#![warn(missing_docs)]
+
 mod client;
 mod error;
 mod transport;

@@ -19,6 +19,8 @@
 //!
 //! Start reading at [`Controller`], then [`router`].
 
+#![warn(missing_docs)]
+
 pub mod allocate;
 mod apply;
 mod config;

@@ -1,12 +1,17 @@
-//! An in-memory [`NodeKernel`] that behaves like the real one (idempotent creates and deletes,
-//! all-or-nothing attach), for tests that must not need root.
+//! An in-memory kernel that behaves like the real one, for tests that must not need root: a
+//! [`NodeKernel`] (idempotent creates and deletes, all-or-nothing attach), a [`Firewall`] (Seam's
+//! tables as the kernel lists them, batches applied all or nothing) and a [`TransitKernel`]. The
+//! contract suites of [`crate::contract`] hold it and `seam-linux` to the same behaviour.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use seam_model::MacAddr;
+use seam_nft::nat::{NatOp, ObservedNat};
+use seam_nft::table::TableModel;
 
 use crate::error::{Error, Result};
+use crate::transit::{DesiredTransit, ObservedTransit, TransitKernel, TransitOp};
 use crate::types::{AttachedPort, LinkOp, Observed, ObservedSegment, PodAttach};
 use crate::{Firewall, NodeKernel};
 
@@ -17,16 +22,25 @@ pub struct FakeState {
     pub observed: Observed,
     /// Attachments by host port name.
     pub attachments: BTreeMap<String, PodAttach>,
-    /// The last ruleset applied, and how many were applied.
-    pub ruleset: Option<String>,
-    /// How many rulesets were applied.
+    /// `table inet seam` as a listing reads it back ([`TableModel::listed`]); `None`: absent.
+    pub table: Option<TableModel>,
+    /// How many whole tables were applied.
     pub ruleset_applies: usize,
     /// The in-place changes applied, in order.
     pub deltas: Vec<seam_nft::FirewallDelta>,
+    /// `table ip seam-nat` as a listing reads it back; `None`: absent.
+    pub nat: Option<ObservedNat>,
+    /// The transit as `observe_transit` reports it (`device_ok` is worked out from
+    /// `transit_device` and the desired state).
+    pub transit: ObservedTransit,
+    /// The transit device's VNI and MAC, when it exists.
+    pub transit_device: Option<(u32, MacAddr)>,
     /// Ports retired and not yet reaped.
     pub retired: Vec<String>,
     /// When set, the next `attach` fails with this message (and leaves nothing behind).
     pub fail_next_attach: Option<String>,
+    /// When set, the next `apply_delta` fails with this message (and changes nothing).
+    pub fail_next_delta: Option<String>,
 }
 
 /// In-memory kernel.
@@ -201,21 +215,221 @@ impl NodeKernel for FakeKernel {
     }
 }
 
+fn firewall_error(object: &str, errno: Option<i32>, message: impl ToString) -> Error {
+    Error::Kernel {
+        operation: "apply firewall",
+        object: object.to_string(),
+        errno,
+        message: message.to_string(),
+    }
+}
+
 impl Firewall for FakeKernel {
-    async fn apply_ruleset(&self, ruleset: &str) -> Result<()> {
+    async fn apply_ruleset(&self, table: &TableModel) -> Result<()> {
         let mut s = self.lock()?;
-        s.ruleset = Some(ruleset.to_string());
+        s.table = Some(table.listed());
         s.ruleset_applies += 1;
         Ok(())
     }
 
     async fn apply_delta(&self, delta: &seam_nft::FirewallDelta) -> Result<()> {
         let mut s = self.lock()?;
+        let object = format!("table {}", seam_nft::names::TABLE);
+        if let Some(message) = s.fail_next_delta.take() {
+            return Err(firewall_error(&object, None, message));
+        }
+        let Some(table) = s.table.as_mut() else {
+            return Err(firewall_error(&object, Some(2), "no such table"));
+        };
+        // Two batches, each all or nothing, as the kernel applies them.
+        for batch in [&delta.switch, &delta.cleanup] {
+            table
+                .apply_batch(batch)
+                .map_err(|e| firewall_error(&object, Some(2), e))?;
+        }
         s.deltas.push(delta.clone());
         Ok(())
     }
 
-    async fn list_table(&self) -> Result<Option<String>> {
-        Ok(None)
+    async fn list_table(&self) -> Result<Option<TableModel>> {
+        Ok(self.lock()?.table.clone())
+    }
+
+    async fn apply_nat(&self, op: &NatOp) -> Result<()> {
+        let mut s = self.lock()?;
+        s.nat = match op {
+            NatOp::Replace(desired) => Some(desired.observed()),
+            NatOp::Delete => None,
+        };
+        Ok(())
+    }
+
+    async fn list_nat(&self) -> Result<Option<ObservedNat>> {
+        Ok(self.lock()?.nat.clone())
+    }
+}
+
+fn no_transit_device() -> Error {
+    Error::Kernel {
+        operation: "transit",
+        object: crate::TRANSIT_DEVICE.to_string(),
+        errno: Some(19),
+        message: "no such device".into(),
+    }
+}
+
+impl TransitKernel for FakeKernel {
+    async fn observe_transit(&self, desired: &DesiredTransit) -> Result<ObservedTransit> {
+        let s = self.lock()?;
+        let mut observed = s.transit.clone();
+        observed.exists = s.transit_device.is_some();
+        observed.device_ok = s.transit_device == Some((desired.vni, desired.mac));
+        // The NAT table is the firewall's (`Firewall::list_nat`).
+        observed.nat = ObservedNat::default();
+        Ok(observed)
+    }
+
+    async fn apply_transit(&self, op: &TransitOp) -> Result<()> {
+        let mut guard = self.lock()?;
+        let s = &mut *guard;
+        let device = s.transit_device.is_some();
+        let t = &mut s.transit;
+        match op {
+            TransitOp::EnsureDevice { vni, mac, .. } => {
+                s.transit_device = Some((*vni, *mac));
+            }
+            TransitOp::DeleteDevice => {
+                // Everything on the device goes with it.
+                s.transit_device = None;
+                t.routes.clear();
+                t.neighbours.clear();
+                t.fdb.clear();
+                t.egress_routes.clear();
+            }
+            TransitOp::LooseUnderlay { .. } => t.underlay_loose = true,
+            TransitOp::NextHopAdd { ip, mac } => {
+                if !device {
+                    return Err(no_transit_device());
+                }
+                t.neighbours.retain(|(i, _)| i != ip);
+                t.neighbours.insert((*ip, *mac));
+                t.fdb.retain(|(m, _)| m != mac);
+                t.fdb.insert((*mac, *ip));
+            }
+            TransitOp::NextHopDel { ip, mac } => {
+                t.neighbours.remove(&(*ip, *mac));
+                t.fdb.remove(&(*mac, *ip));
+            }
+            TransitOp::RouteAdd { dst, via, direct } => {
+                if !direct && !device {
+                    return Err(no_transit_device());
+                }
+                // `ip route replace`: one route per destination, of either kind.
+                t.routes.retain(|(d, _)| d != dst);
+                t.direct_routes.retain(|(d, _)| d != dst);
+                if *direct {
+                    t.direct_routes.insert((*dst, *via));
+                } else {
+                    t.routes.insert((*dst, *via));
+                }
+            }
+            TransitOp::RouteDel { dst, via, direct } => {
+                if *direct {
+                    t.direct_routes.remove(&(*dst, *via));
+                } else {
+                    t.routes.remove(&(*dst, *via));
+                }
+            }
+            TransitOp::EgressRouteAdd { via } => {
+                if !device {
+                    return Err(no_transit_device());
+                }
+                t.egress_routes.clear();
+                t.egress_routes.insert(*via);
+            }
+            TransitOp::EgressRouteDel { via } => {
+                t.egress_routes.remove(via);
+            }
+            TransitOp::EgressRuleAdd { rule, source } => {
+                t.egress_rules.insert((*rule, *source));
+            }
+            TransitOp::EgressRuleDel { rule, source } => {
+                t.egress_rules.remove(&(*rule, *source));
+            }
+            TransitOp::Nat(_) => {
+                return Err(Error::Unsupported(
+                    "the NAT table is changed through Firewall::apply_nat".into(),
+                ))
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The contract suites of [`crate::contract`] against the fake.
+
+    use futures::executor::block_on;
+
+    use super::FakeKernel;
+    use crate::contract;
+
+    #[test]
+    fn absent_tables_list_as_none() {
+        block_on(contract::absent_tables_list_as_none(&FakeKernel::default()));
+    }
+
+    #[test]
+    fn a_table_written_whole_lists_as_written() {
+        block_on(contract::a_table_written_whole_lists_as_written(
+            &FakeKernel::default(),
+        ));
+    }
+
+    #[test]
+    fn a_table_without_endpoints_lists_empty_maps() {
+        block_on(contract::a_table_without_endpoints_lists_empty_maps(
+            &FakeKernel::default(),
+        ));
+    }
+
+    #[test]
+    fn a_delta_changes_what_the_table_lists() {
+        block_on(contract::a_delta_changes_what_the_table_lists(
+            &FakeKernel::default(),
+        ));
+    }
+
+    #[test]
+    fn the_nat_table_round_trips() {
+        block_on(contract::the_nat_table_round_trips(&FakeKernel::default()));
+    }
+
+    #[test]
+    fn a_node_converges_and_attaches() {
+        let underlay = crate::Underlay {
+            ifname: "eth0".into(),
+            ip: std::net::Ipv4Addr::new(198, 18, 0, 11),
+            prefix_len: 24,
+        };
+        block_on(contract::a_node_converges_and_attaches(
+            &FakeKernel::default(),
+            contract::sample_node(underlay),
+            "/run/netns/sandbox",
+        ));
+    }
+
+    #[test]
+    fn the_transit_is_observed_as_applied() {
+        let underlay = crate::Underlay {
+            ifname: "eth0".into(),
+            ip: std::net::Ipv4Addr::new(198, 18, 0, 11),
+            prefix_len: 24,
+        };
+        block_on(contract::the_transit_is_observed_as_applied(
+            &FakeKernel::default(),
+            contract::sample_transit(underlay),
+        ));
     }
 }

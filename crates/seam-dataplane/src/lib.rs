@@ -4,8 +4,12 @@
 //! Architecture invariant: [`plan`] is pure. It never reads the kernel; the agent observes once,
 //! plans, then executes through [`NodeKernel`], whose only real implementation lives in
 //! `seam-linux`. The in-memory [`fake::FakeKernel`] (feature `testing`) lets the agent's tests run
-//! without root. Start reading at [`plan`].
+//! without root; `contract` holds it and `seam-linux` to the same behaviour. Start reading at [`plan`].
 
+#![warn(missing_docs)]
+
+#[cfg(any(test, feature = "testing"))]
+pub mod contract;
 mod error;
 #[cfg(any(test, feature = "testing"))]
 pub mod fake;
@@ -24,7 +28,6 @@ pub use names::{
     vxlan_name, HOST_PORT_PREFIX, VM_PORT_PREFIX,
 };
 pub use plan::plan;
-pub use snat::{plan_nat, render_nat, DesiredNat, NatOp, ObservedNat};
 pub use transit::{
     plan_transit, DesiredTransit, Egress, EgressRule, ObservedTransit, TransitKernel, TransitOp,
     TransitRoute, TRANSIT_DEVICE, TRANSIT_ROUTE_PROTOCOL,
@@ -33,6 +36,9 @@ pub use transit::{
 pub use types::*;
 
 use std::future::Future;
+
+use seam_nft::nat::{NatOp, ObservedNat};
+use seam_nft::table::TableModel;
 
 /// The kernel as the agent needs it. Each method names the `ip`/`bridge` command it mirrors.
 pub trait NodeKernel: Send + Sync {
@@ -68,18 +74,26 @@ pub trait NodeKernel: Send + Sync {
     fn check(&self, spec: &PodAttach) -> impl Future<Output = Result<AttachedPort>> + Send;
 }
 
-/// The node's firewall, as the agent needs it: Seam's nftables table, replaced in one atomic
-/// transaction or changed in place by a [`seam_nft::FirewallDelta`].
+/// The node's firewall, as the agent needs it: Seam's nftables tables as values. `table inet seam`
+/// (with `table bridge seam`) is replaced in one atomic transaction or changed in place by a
+/// [`seam_nft::FirewallDelta`]; `table ip seam-nat` is replaced or removed whole.
 pub trait Firewall: Send + Sync {
-    /// Applies a rendered ruleset as one transaction (`nft -f -`): the kernel switches from the
-    /// old table to the new one atomically, so no packet sees a half-applied policy.
-    fn apply_ruleset(&self, ruleset: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Replaces Seam's tables with `table` in one transaction (`nft -f -` of
+    /// [`seam_nft::table::full_text`]): the kernel switches from the old table to the new one
+    /// atomically, so no packet sees a half-applied policy.
+    fn apply_ruleset(&self, table: &TableModel) -> impl Future<Output = Result<()>> + Send;
     /// Changes the table in place (see [`seam_nft::FirewallDelta`] for the order and why no packet sees a
     /// half-applied change).
     fn apply_delta(
         &self,
         delta: &seam_nft::FirewallDelta,
     ) -> impl Future<Output = Result<()>> + Send;
-    /// The table as the kernel holds it (`nft -j list table inet seam`), `None` when absent.
-    fn list_table(&self) -> impl Future<Output = Result<Option<String>>> + Send;
+    /// The table as the kernel holds it (`nft -j list table inet seam`, read by
+    /// [`seam_nft::table::from_nft_json`]): `None` when it is absent, or not a table Seam made
+    /// (which the caller replaces whole).
+    fn list_table(&self) -> impl Future<Output = Result<Option<TableModel>>> + Send;
+    /// Replaces or removes `table ip seam-nat` (`nft -f -`); removing an absent table succeeds.
+    fn apply_nat(&self, op: &NatOp) -> impl Future<Output = Result<()>> + Send;
+    /// The NAT table as the kernel holds it (`nft -j list table ip seam-nat`), `None` when absent.
+    fn list_nat(&self) -> impl Future<Output = Result<Option<ObservedNat>>> + Send;
 }

@@ -41,9 +41,9 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 use seam_model::MacAddr;
 
-use crate::snat::{DesiredNat, NatOp, ObservedNat};
 use crate::types::Underlay;
 use crate::Result;
+use seam_nft::nat::{DesiredNat, NatOp, ObservedNat};
 
 /// The transit VXLAN device's name (outside the `seam-b`/`seam-v`/`sv` name spaces, so the
 /// segment reconciler never mistakes it for one of its own).
@@ -139,7 +139,8 @@ pub struct ObservedTransit {
     pub egress_rules: BTreeSet<(EgressRule, Ipv4Net)>,
     /// Next hops of default routes in the egress table.
     pub egress_routes: BTreeSet<Ipv4Addr>,
-    /// The NAT table.
+    /// The NAT table (observed through [`crate::Firewall::list_nat`], which holds Seam's
+    /// tables; [`TransitKernel::observe_transit`] leaves it empty).
     pub nat: ObservedNat,
 }
 
@@ -224,7 +225,8 @@ pub enum TransitOp {
         /// The subnet (`from`).
         source: Ipv4Net,
     },
-    /// Replaces or removes the NAT table.
+    /// Replaces or removes the NAT table. Planned here, in its place among the routing changes,
+    /// and executed through [`crate::Firewall::apply_nat`]: not a [`TransitKernel`] operation.
     Nat(NatOp),
 }
 
@@ -250,7 +252,7 @@ pub fn plan_transit(desired: &DesiredTransit, observed: &ObservedTransit) -> Vec
     for &(rule, source) in observed.egress_rules.difference(&want_rules) {
         ops.push(TransitOp::EgressRuleDel { rule, source });
     }
-    if let Some(op) = crate::snat::plan_nat(desired.nat.as_ref(), &observed.nat) {
+    if let Some(op) = seam_nft::nat::plan_nat(desired.nat.as_ref(), &observed.nat) {
         ops.push(TransitOp::Nat(op));
     }
     let want_routes = |direct: bool| -> BTreeSet<(Ipv4Addr, Ipv4Addr)> {
@@ -358,14 +360,17 @@ fn plan_device(
     }
 }
 
-/// The kernel side of the transit (implemented over rtnetlink by `seam-linux`).
+/// The kernel side of the transit (implemented over rtnetlink by `seam-linux`). The NAT table the
+/// plan also changes belongs to [`crate::Firewall`].
 pub trait TransitKernel: Send + Sync {
-    /// What exists of the transit; `desired` says which VNI and MAC count as right.
+    /// What exists of the transit but the NAT table; `desired` says which VNI and MAC count as
+    /// right.
     fn observe_transit(
         &self,
         desired: &DesiredTransit,
     ) -> impl Future<Output = Result<ObservedTransit>> + Send;
-    /// Executes one operation; "already exists" on create and "not found" on delete succeed.
+    /// Executes one operation but [`TransitOp::Nat`] (refused as [`crate::Error::Unsupported`]);
+    /// "already exists" on create and "not found" on delete succeed.
     fn apply_transit(&self, op: &TransitOp) -> impl Future<Output = Result<()>> + Send;
 }
 
@@ -552,14 +557,14 @@ mod tests {
             gateway_mac: seam_model::transit_mac(gw),
             sources: [subnet].into(),
         });
-        d.nat = Some(crate::snat::DesiredNat {
+        d.nat = Some(seam_nft::nat::DesiredNat {
             sources: [subnet].into(),
             known: [subnet].into(),
         });
         let ops = plan_transit(&d, &ObservedTransit::default());
         assert!(matches!(
             ops[0],
-            TransitOp::Nat(crate::snat::NatOp::Replace(_))
+            TransitOp::Nat(seam_nft::nat::NatOp::Replace(_))
         ));
         assert!(matches!(ops[1], TransitOp::EnsureDevice { .. }));
         assert_eq!(
@@ -590,13 +595,13 @@ mod tests {
             (EgressRule::ToGateway, subnet),
         ]
         .into();
-        done.nat = crate::snat::ObservedNat {
+        done.nat = seam_nft::nat::ObservedNat {
             exists: true,
-            sources: crate::snat::merge_ranges([(
+            sources: seam_nft::nat::merge_ranges([(
                 Ipv4Addr::new(10, 240, 1, 0),
                 Ipv4Addr::new(10, 240, 1, 255),
             )]),
-            known: crate::snat::merge_ranges([(
+            known: seam_nft::nat::merge_ranges([(
                 Ipv4Addr::new(10, 240, 1, 0),
                 Ipv4Addr::new(10, 240, 1, 255),
             )]),
@@ -622,7 +627,7 @@ mod tests {
                     rule: EgressRule::ToGateway,
                     source: subnet
                 },
-                TransitOp::Nat(crate::snat::NatOp::Delete),
+                TransitOp::Nat(seam_nft::nat::NatOp::Delete),
                 TransitOp::DeleteDevice,
             ]
         );

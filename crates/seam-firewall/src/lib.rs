@@ -11,6 +11,8 @@
 //! Architecture invariant: pure. No file, socket or process; the kernel edge is `seam_linux::nft`.
 //! Start reading at [`compile()`].
 
+#![warn(missing_docs)]
+
 pub mod addr;
 pub mod cluster;
 pub mod compile;
@@ -28,4 +30,4 @@ pub use ir::{
     evaluate_packet, Action, AddrMatch, L4Match, LocalEndpoint, NodeRuleset, PacketVerdict,
     PortRange, Rule, RuleId, RuleVerdict, SetName, Tier, TierChain, LOCAL_SET,
 };
-pub use render::{nft_comment, render, TABLE};
+pub use render::{nft_comment, render};

@@ -17,6 +17,8 @@
 //!
 //! Start reading at [`Ipam`].
 
+#![warn(missing_docs)]
+
 mod error;
 mod persisted;
 mod types;

@@ -22,6 +22,8 @@
 //!
 //! Start reading at [`Adapter`], then `sync.rs`.
 
+#![warn(missing_docs)]
+
 mod adapter;
 mod error;
 mod resource;

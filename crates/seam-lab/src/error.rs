@@ -24,6 +24,15 @@ pub enum LabError {
     /// A namespace operation failed.
     #[error(transparent)]
     Netns(#[from] seam_linux::Error),
+    /// Reading a node's nftables failed.
+    #[error(transparent)]
+    Nft(#[from] seam_linux::NftError),
+    /// The controller refused a call or could not be reached.
+    #[error(transparent)]
+    Controller(#[from] seam_client::ClientError),
+    /// The runtime for calls to the controller could not start.
+    #[error("start the runtime for controller calls")]
+    Runtime(#[source] std::io::Error),
     /// The lab's state file is not valid.
     #[error("lab state {path}")]
     State {
@@ -59,3 +68,25 @@ pub enum LabError {
 
 /// Result with [`LabError`].
 pub type Result<T, E = LabError> = std::result::Result<T, E>;
+
+/// Why `seam lab demo` stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DemoError {
+    /// Building or using the lab failed.
+    #[error(transparent)]
+    Lab(#[from] LabError),
+    /// The controller refused or could not be reached.
+    #[error(transparent)]
+    Controller(#[from] seam_client::ClientError),
+    /// The runtime for the controller calls could not start.
+    #[error(transparent)]
+    Runtime(#[from] std::io::Error),
+    /// Reading the demo's policies or explaining a verdict failed (the caller's
+    /// [`crate::demo::PolicyTools`]).
+    #[error(transparent)]
+    Tools(crate::demo::ToolError),
+    /// The network did not do what the demo shows it doing.
+    #[error("{0}")]
+    Check(String),
+}

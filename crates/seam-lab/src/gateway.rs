@@ -25,7 +25,9 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{LabError, Result};
-use crate::lab::{io_err, ip, spawn_agent, state_dir, wait_for_agent, Lab, NodeInfo, NETWORK};
+use crate::process::{spawn_agent, wait_for_agent};
+use crate::state::{io_err, read_json_or_default, state_dir, write_json_atomic, Lab, NodeInfo};
+use crate::topology::{ip, node_entry};
 
 /// The external network's prefix length (203.0.113.0/24, a documentation range).
 pub const EXTERNAL_PREFIX: u8 = 24;
@@ -142,24 +144,11 @@ fn check_name(what: &str, name: &str, max: usize) -> Result<()> {
 impl Lab {
     /// The lab's gateways and servers (empty when there are none).
     pub fn external_state(&self) -> Result<ExternalState> {
-        let path = state_dir(&self.name).join("external.json");
-        match std::fs::read_to_string(&path) {
-            Ok(text) => {
-                serde_json::from_str(&text).map_err(|source| LabError::State { path, source })
-            }
-            Err(_) => Ok(ExternalState::default()),
-        }
+        read_json_or_default(&self.name, "external.json")
     }
 
     fn save_external_state(&self, state: &ExternalState) -> Result<()> {
-        let path = state_dir(&self.name).join("external.json");
-        let tmp = path.with_extension("json.tmp");
-        let text = serde_json::to_vec_pretty(state).map_err(|source| LabError::State {
-            path: path.clone(),
-            source,
-        })?;
-        std::fs::write(&tmp, text).map_err(io_err(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(io_err(&path))
+        write_json_atomic(&state_dir(&self.name).join("external.json"), state)
     }
 
     /// Restarts gateway `name`'s agent with `--transit-encap MODE` (`always` or `cross-subnet`),
@@ -255,33 +244,11 @@ impl Lab {
             )?;
         }
 
-        let node_dir = self.dir.join(name);
-        std::fs::create_dir_all(node_dir.join("cni")).map_err(io_err(&node_dir))?;
-        let role = node_dir.join("role");
-        std::fs::write(&role, "gateway\n").map_err(io_err(&role))?;
-        let cni_config = node_dir.join("cni").join("10-seam.conflist");
-        let agent_socket = node_dir.join("seamd.sock");
-        let conflist = serde_json::json!({
-            "cniVersion": "1.1.0",
-            "name": NETWORK,
-            "plugins": [{ "type": "seam-cni", "agentSocket": agent_socket }],
-        });
-        std::fs::write(
-            &cni_config,
-            serde_json::to_vec_pretty(&conflist).unwrap_or_default(),
-        )
-        .map_err(io_err(&cni_config))?;
-        let mut node = NodeInfo {
-            name: name.to_string(),
-            netns,
-            netns_path,
-            underlay_ip,
-            agent_socket,
-            agent_state: node_dir.join("agent.redb"),
-            agent_log: node_dir.join("seamd.log"),
-            cni_config,
-            agent_pid: 0,
-        };
+        let mut node = node_entry(&self.dir, name.to_string(), netns, netns_path, underlay_ip)?;
+        if let Some(dir) = node.agent_socket.parent() {
+            let role = dir.join("role");
+            std::fs::write(&role, "gateway\n").map_err(io_err(&role))?;
+        }
         node.agent_pid = spawn_agent(self, &node, false, None)?;
         self.nodes.push(node.clone());
         self.save()?;

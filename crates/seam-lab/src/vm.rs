@@ -6,8 +6,9 @@
 //! veth: the host end, named as Seam names a VM's port ([`seam_model::vm_port_name`], `tv…`),
 //! lives in the host's namespace, where a hypervisor would create the VM's tap; the VM end is the
 //! VM's `eth0` with the address and MAC the controller leased, its MTU and a default route to the
-//! segment's gateway (what a guest would configure). The controller is driven through the real
-//! `seam vm` CLI, as an operator would. State is kept in `<state dir>/vms.json`.
+//! segment's gateway (what a guest would configure). VMs are attached, detached, moved and
+//! deleted through the real `seam vm` CLI, as an operator would; nodes and segments are read
+//! through seam-client. State is kept in `<state dir>/vms.json`.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -15,10 +16,14 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+use seam_model::NodeRole;
 use serde::{Deserialize, Serialize};
 
+use crate::controller::block_on;
 use crate::error::{LabError, Result};
-use crate::lab::Lab;
+use crate::process::wait_for;
+use crate::state::{io_err, read_json_or_default, state_dir, write_json_atomic, Lab};
+use crate::topology::ip;
 
 /// The MTU of a lab VM's interface: the lab underlay's 1500 minus VXLAN's 50.
 pub const VM_MTU: u32 = 1450;
@@ -92,73 +97,17 @@ pub struct SeamOutput {
     pub stderr: String,
 }
 
-fn state_dir(lab: &str) -> PathBuf {
-    std::path::Path::new(crate::lab::STATE_ROOT).join(lab)
-}
-
-fn io_err(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> LabError + '_ {
-    move |source| LabError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
-/// `ip -n NETNS args…`.
-fn ip(netns: &str, args: &[&str]) -> Result<()> {
-    let out = Command::new("ip")
-        .arg("-n")
-        .arg(netns)
-        .args(args)
-        .output()
-        .map_err(|source| LabError::Io {
-            path: PathBuf::from("ip"),
-            source,
-        })?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(LabError::Command {
-            what: format!("ip -n {netns} {}", args.join(" ")),
-            detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        })
-    }
-}
-
-fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) -> Result<()> {
-    let deadline = std::time::Instant::now() + timeout;
-    while std::time::Instant::now() < deadline {
-        if ready() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Err(LabError::Timeout(what.to_string()))
-}
-
 fn vm_netns(lab: &str, vm: &str) -> String {
     format!("{lab}-v-{vm}")
 }
 
 impl Lab {
     fn vm_state(&self) -> Result<VmState> {
-        let path = state_dir(&self.name).join("vms.json");
-        match std::fs::read_to_string(&path) {
-            Ok(text) => {
-                serde_json::from_str(&text).map_err(|source| LabError::State { path, source })
-            }
-            Err(_) => Ok(VmState::default()),
-        }
+        read_json_or_default(&self.name, "vms.json")
     }
 
     fn save_vm_state(&self, state: &VmState) -> Result<()> {
-        let path = state_dir(&self.name).join("vms.json");
-        let tmp = path.with_extension("json.tmp");
-        let text = serde_json::to_vec_pretty(state).map_err(|source| LabError::State {
-            path: path.clone(),
-            source,
-        })?;
-        std::fs::write(&tmp, text).map_err(io_err(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(io_err(&path))
+        write_json_atomic(&state_dir(&self.name).join("vms.json"), state)
     }
 
     /// The lab's VMs.
@@ -219,40 +168,27 @@ impl Lab {
             &format!("node {node} registered as hypervisor"),
             Duration::from_secs(20),
             || {
-                self.seam_ok(&["get", "nodes", "-o", "json"])
-                    .ok()
-                    .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-                    .and_then(|v| {
-                        v.as_array()?
+                self.client()
+                    .and_then(|client| block_on(client.list_nodes()))
+                    .map(|nodes| {
+                        nodes
                             .iter()
-                            .find(|n| n["name"] == node)
-                            .map(|n| n["role"] == "hypervisor")
+                            .any(|n| n.name == node && n.role == NodeRole::Hypervisor)
                     })
                     .unwrap_or(false)
             },
         )
     }
 
+    /// The prefix length and gateway of `segment`, as the VM's guest configures itself.
     fn segment_of(&self, segment: &str) -> Result<(u8, Ipv4Addr)> {
-        let text = self.seam_ok(&["get", "segments", "-o", "json"])?;
-        let all: serde_json::Value =
-            serde_json::from_str(&text).map_err(|source| LabError::State {
-                path: PathBuf::from("seam get segments"),
-                source,
-            })?;
-        let seg = all
-            .as_array()
-            .and_then(|a| a.iter().find(|s| s["name"] == segment))
+        let client = self.client()?;
+        let segments = block_on(client.list_segments())?;
+        let seg = segments
+            .iter()
+            .find(|s| s.name == segment)
             .ok_or_else(|| LabError::Invalid(format!("no segment {segment:?}")))?;
-        let prefix = seg["subnet"]
-            .as_str()
-            .and_then(|s| s.split('/').nth(1))
-            .and_then(|p| p.parse().ok());
-        let gateway = seg["gateway"].as_str().and_then(|g| g.parse().ok());
-        match (prefix, gateway) {
-            (Some(p), Some(g)) => Ok((p, g)),
-            _ => Err(LabError::Invalid(format!("segment {segment:?}: {seg}"))),
-        }
+        Ok((seg.subnet.prefix_len(), seg.gateway))
     }
 
     /// Creates VM `name` on hypervisor `host` on `segment` with `seam vm attach`, then its

@@ -25,6 +25,9 @@ use seam_dataplane::{
     SegmentSpec, Underlay, RETIRED_GROUP,
 };
 use seam_model::MacAddr;
+use seam_nft::names::{NAT_FAMILY, NAT_TABLE, TABLE};
+use seam_nft::nat::{render_nat, NatOp, ObservedNat, REMOVE_NAT};
+use seam_nft::table::{from_nft_json, full_text, TableModel};
 
 /// VXLAN's IANA port.
 pub(crate) const VXLAN_PORT: u16 = 4789;
@@ -944,15 +947,37 @@ impl LinuxKernel {
 fn firewall_error(e: impl std::fmt::Display) -> Error {
     Error::Kernel {
         operation: "apply firewall",
-        object: "table inet seam".into(),
+        object: format!("table {TABLE}"),
+        errno: None,
+        message: e.to_string(),
+    }
+}
+
+fn nft_error(
+    operation: &'static str,
+) -> impl FnOnce(crate::nft::NftError) -> seam_dataplane::Error {
+    move |e| seam_dataplane::Error::Kernel {
+        operation,
+        object: format!("table {NAT_FAMILY} {NAT_TABLE}"),
+        errno: None,
+        message: e.to_string(),
+    }
+}
+
+fn join_error(
+    operation: &'static str,
+) -> impl FnOnce(tokio::task::JoinError) -> seam_dataplane::Error {
+    move |e| seam_dataplane::Error::Kernel {
+        operation,
+        object: format!("table {NAT_FAMILY} {NAT_TABLE}"),
         errno: None,
         message: e.to_string(),
     }
 }
 
 impl seam_dataplane::Firewall for LinuxKernel {
-    async fn apply_ruleset(&self, ruleset: &str) -> Result<()> {
-        let text = ruleset.to_string();
+    async fn apply_ruleset(&self, table: &TableModel) -> Result<()> {
+        let text = full_text(table);
         // `nft` is a child process: keep it off the runtime thread.
         tokio::task::spawn_blocking(move || crate::nft::apply_ruleset(&text))
             .await
@@ -968,10 +993,29 @@ impl seam_dataplane::Firewall for LinuxKernel {
             .map_err(firewall_error)
     }
 
-    async fn list_table(&self) -> Result<Option<String>> {
-        tokio::task::spawn_blocking(crate::nft::list_table_text)
+    async fn list_table(&self) -> Result<Option<TableModel>> {
+        let text = tokio::task::spawn_blocking(crate::nft::list_table_text)
             .await
             .map_err(firewall_error)?
-            .map_err(firewall_error)
+            .map_err(firewall_error)?;
+        Ok(text.and_then(|t| from_nft_json(&t)))
+    }
+
+    async fn apply_nat(&self, op: &NatOp) -> Result<()> {
+        let (operation, text) = match op {
+            NatOp::Replace(desired) => ("apply nat table", render_nat(desired)),
+            NatOp::Delete => ("delete nat table", REMOVE_NAT.to_string()),
+        };
+        tokio::task::spawn_blocking(move || crate::nft::apply_text(operation, &text))
+            .await
+            .map_err(join_error(operation))?
+            .map_err(nft_error(operation))
+    }
+
+    async fn list_nat(&self) -> Result<Option<ObservedNat>> {
+        tokio::task::spawn_blocking(crate::nft::list_nat_table)
+            .await
+            .map_err(join_error("list nat table"))?
+            .map_err(nft_error("list nat table"))
     }
 }

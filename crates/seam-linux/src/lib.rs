@@ -6,6 +6,8 @@
 //! namespaces. Namespace switching happens on a dedicated short-lived thread
 //! ([`netns::run_in`]), never on a tokio worker. Start reading at [`LinuxKernel`].
 
+#![warn(missing_docs)]
+
 mod error;
 mod kernel;
 pub mod netns;

@@ -14,10 +14,10 @@ use netlink_packet_route::route::{
 use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
 use netlink_packet_route::AddressFamily;
 use rtnetlink::{IpVersion, LinkUnspec, LinkVxlan, RouteMessageBuilder};
-use seam_dataplane::snat::{EGRESS_RULE_PRIORITY, EGRESS_TABLE, REMOVE_NAT};
+use seam_dataplane::snat::{EGRESS_RULE_PRIORITY, EGRESS_TABLE};
 use seam_dataplane::{
-    DesiredTransit, EgressRule, NatOp, ObservedTransit, Result, TransitKernel, TransitOp,
-    TRANSIT_DEVICE, TRANSIT_ROUTE_PROTOCOL,
+    DesiredTransit, EgressRule, ObservedTransit, Result, TransitKernel, TransitOp, TRANSIT_DEVICE,
+    TRANSIT_ROUTE_PROTOCOL,
 };
 use seam_model::MacAddr;
 
@@ -130,28 +130,6 @@ fn egress_rule_message(rule: EgressRule, source: Ipv4Net) -> RuleMessage {
     m
 }
 
-fn nft_error(
-    operation: &'static str,
-) -> impl FnOnce(crate::nft::NftError) -> seam_dataplane::Error {
-    move |e| seam_dataplane::Error::Kernel {
-        operation,
-        object: "table ip seam-nat".to_string(),
-        errno: None,
-        message: e.to_string(),
-    }
-}
-
-fn join_error(
-    operation: &'static str,
-) -> impl FnOnce(tokio::task::JoinError) -> seam_dataplane::Error {
-    move |e| seam_dataplane::Error::Kernel {
-        operation,
-        object: "table ip seam-nat".to_string(),
-        errno: None,
-        message: e.to_string(),
-    }
-}
-
 fn route_fields(route: &RouteMessage) -> (Option<u32>, Option<Ipv4Addr>, Option<Ipv4Addr>) {
     let mut oif = None;
     let mut dst = None;
@@ -222,12 +200,6 @@ impl TransitKernel for LinuxKernel {
             egress_rules: self.observe_egress_rules().await?,
             ..ObservedTransit::default()
         };
-        // `nft` is a child process: keep it off the runtime thread.
-        observed.nat = tokio::task::spawn_blocking(crate::nft::list_nat_table)
-            .await
-            .map_err(join_error("list nat table"))?
-            .map_err(nft_error("list nat table"))?
-            .unwrap_or_default();
         if desired.accept_routed {
             observed.underlay_loose = rp_filter_loose(&desired.underlay.ifname)?;
         }
@@ -497,16 +469,9 @@ impl TransitKernel for LinuxKernel {
                         format!("from {source} ({rule:?})"),
                     )),
             ),
-            TransitOp::Nat(op) => {
-                let (operation, text) = match op {
-                    NatOp::Replace(text) => ("apply nat table", text.clone()),
-                    NatOp::Delete => ("delete nat table", REMOVE_NAT.to_string()),
-                };
-                tokio::task::spawn_blocking(move || crate::nft::apply_text(operation, &text))
-                    .await
-                    .map_err(join_error(operation))?
-                    .map_err(nft_error(operation))
-            }
+            TransitOp::Nat(_) => Err(seam_dataplane::Error::Unsupported(
+                "the NAT table is changed through Firewall::apply_nat".into(),
+            )),
             TransitOp::RouteDel { dst, via, .. } => {
                 let Some(link) = link_by_name(h, TRANSIT_DEVICE).await? else {
                     return Ok(());

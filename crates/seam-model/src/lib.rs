@@ -11,11 +11,14 @@
 //! seam-policy (pure, for the policy objects).
 //! Start reading at [`Segment`].
 
+#![warn(missing_docs)]
+
 pub mod agent_rpc;
 mod apply;
 pub mod bounds;
 mod error;
 mod external;
+mod labels;
 mod mac;
 mod names;
 mod objects;
@@ -25,6 +28,7 @@ mod vm;
 pub use apply::{Applied, Apply, ApplyObject};
 pub use error::{FieldError, ValidationError};
 pub use external::*;
+pub use labels::{parse_labels, LabelSyntaxError};
 pub use mac::{endpoint_mac, gateway_mac, MacAddr};
 pub use names::*;
 pub use objects::*;

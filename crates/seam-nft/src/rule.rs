@@ -5,7 +5,7 @@
 //! adds one rule that refers to a set (20–35 ms with a thousand policies), so changes go to the
 //! kernel as nf_tables netlink messages instead. Rules are values ([`NftRule`]) with one text form
 //! (`Display`, what `nft -f` reads when a table is written whole) and one netlink form (in
-//! `seam-linux`). The renderer (`seam_firewall::render::table`) builds a [`FirewallDelta`];
+//! `seam-linux`). [`crate::table::delta`] builds a [`FirewallDelta`] between two tables;
 //! `seam-linux` executes it.
 
 use std::fmt;

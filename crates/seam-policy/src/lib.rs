@@ -18,6 +18,8 @@
 //!
 //! Start reading at [`evaluate`] in `eval.rs`.
 
+#![warn(missing_docs)]
+
 mod anp;
 mod bounds;
 mod cnp;

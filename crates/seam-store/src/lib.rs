@@ -13,6 +13,8 @@
 //!
 //! Start reading at [`Datastore`].
 
+#![warn(missing_docs)]
+
 mod any;
 mod embedded;
 mod error;

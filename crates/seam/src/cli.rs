@@ -1,436 +1,462 @@
-//! The API commands: apply, get, delete, explain, conformance. Each reads its input, talks to the
-//! controller and prints; the logic lives in the `seam` library.
+//! The command line's grammar: every verb, flag and help text of `seam` (clap), and nothing
+//! else. What a verb does is in `commands/<verb>.rs`.
 
-use std::io::Read;
-use std::path::Path;
-use std::process::ExitCode;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
 
-use anyhow::Context;
-use seam_client::ControllerClient;
-use seam_lab::Lab;
-use seam_policy::{Flow, PolicyKind};
-use serde_json::Value;
+use clap::{Parser, Subcommand};
+use seam_lab::LabStore;
+use seam_model::{MacAddr, EXTERNAL_NAMESPACE};
 
-use seam::explain;
-use seam::manifest;
-
-use crate::{Output, Target};
-
-pub(crate) fn client(target: &Target) -> anyhow::Result<ControllerClient> {
-    let endpoint = match &target.controller {
-        Some(c) => c.clone(),
-        None => {
-            Lab::load(&target.lab)
-                .with_context(|| {
-                    format!(
-                        "find the controller of lab {:?} (or pass --controller)",
-                        target.lab
-                    )
-                })?
-                .controller
-        }
-    };
-    Ok(ControllerClient::new(&endpoint)?)
+#[derive(Parser, Debug)]
+#[command(
+    name = "seam",
+    version,
+    about = "Seam: one network and one policy for pods, VMs and servers"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Cmd,
 }
 
-pub(crate) fn block_on<T>(
-    fut: impl std::future::Future<Output = anyhow::Result<T>>,
-) -> anyhow::Result<T> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("start the runtime")?
-        .block_on(fut)
+/// Where the controller is.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Target {
+    /// Controller endpoint (unix:/path or http://host:port); defaults to the lab's.
+    #[arg(long, env = "SEAM_CONTROLLER")]
+    pub controller: Option<String>,
+    /// Lab whose controller to ask when --controller is not given.
+    #[arg(long, default_value = "seam")]
+    pub lab: String,
 }
 
-fn read_input(file: &str) -> anyhow::Result<String> {
-    if file == "-" {
-        let mut text = String::new();
-        std::io::stdin()
-            .read_to_string(&mut text)
-            .context("read standard input")?;
-        Ok(text)
-    } else {
-        std::fs::read_to_string(file).with_context(|| format!("read {file}"))
-    }
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// One line per object.
+    Table,
+    /// JSON (a list).
+    Json,
+    /// YAML (one document per object).
+    Yaml,
 }
 
-/// `seam apply -f FILE`: validate every document, then write them all in one transaction on the
-/// controller (all applied or none).
-pub fn apply(file: &str, target: &Target) -> anyhow::Result<()> {
-    let text = read_input(file)?;
-    let objects =
-        manifest::parse_manifests(&text).with_context(|| format!("{file}: nothing applied"))?;
-    let request =
-        manifest::apply_request(&objects).with_context(|| format!("{file}: nothing applied"))?;
-    let client = client(target)?;
-    block_on(async {
-        client.apply(&request.objects).await.map_err(|e| {
-            // A controller older than the route answers every unknown path with this.
-            let hint = if e.is_not_found() && e.to_string().ends_with("no such route") {
-                " (the controller predates POST /v1/apply: upgrade it)"
-            } else {
-                ""
-            };
-            anyhow::Error::new(e).context(format!("apply {file}: nothing applied{hint}"))
-        })?;
-        for object in &objects {
-            println!("{} applied", object.describe());
-        }
-        // Warn about what the whole set says (groups no EndpointGroup defines).
-        let snapshot = client.snapshot().await?;
-        for w in explain::policy_set(&snapshot).1 {
-            eprintln!("warning: {w}");
-        }
-        Ok(())
-    })
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Build, inspect and remove a lab of network namespaces on this machine.
+    Lab {
+        #[command(subcommand)]
+        command: LabCmd,
+    },
+    /// Create or replace objects from a file (YAML documents or JSON): NetworkPolicy,
+    /// AdminNetworkPolicy, BaselineAdminNetworkPolicy, EndpointGroup, Contract, v1 Namespace,
+    /// Tenant.
+    /// Every document is validated first, then all are written in one transaction on the
+    /// controller: one bad document, or one the controller refuses, and nothing is applied.
+    Apply {
+        /// The file, or - for standard input.
+        #[arg(short = 'f', long = "filename")]
+        file: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// List objects of a kind: policies, networkpolicies, adminnetworkpolicies,
+    /// baselineadminnetworkpolicies, endpointgroups, contracts, namespaces, tenants, nodes,
+    /// segments, blocks, endpoints.
+    Get {
+        /// The kind (plural).
+        kind: String,
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value = "table")]
+        output: Output,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Delete one object: KIND is a policy kind (networkpolicy, contract, ...; singular or
+    /// plural), namespace or tenant.
+    Delete {
+        /// The kind.
+        kind: String,
+        /// The name.
+        name: String,
+        /// The namespace (NetworkPolicy only).
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Explain the policy verdict for a new connection, per direction, from the engine.
+    Explain {
+        /// Source: namespace/name of an endpoint, or an IPv4 address.
+        src: String,
+        /// Destination: namespace/name of an endpoint, or an IPv4 address.
+        dst: String,
+        /// PORT/PROTO: 80/tcp, 53/udp, 8/icmp (ICMP type), or just a TCP port.
+        port: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// External endpoints: servers outside the overlay reached through a gateway node, no NAT.
+    External {
+        #[command(subcommand)]
+        command: ExternalCmd,
+    },
+    /// Segments: create or replace one from a file, turn its SNAT on or off.
+    Segment {
+        #[command(subcommand)]
+        command: SegmentCmd,
+    },
+    /// VMs on hypervisor hosts: attach, detach, move, delete, list.
+    Vm {
+        #[command(subcommand)]
+        command: VmCmd,
+    },
+    /// Tenant operations (OpenShift's `oc adm pod-network`): join, isolate, make-global.
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCmd,
+    },
+    /// Conformance suites.
+    Conformance {
+        #[command(subcommand)]
+        command: ConformanceCmd,
+    },
 }
 
-fn policy_row(p: &Value) -> Vec<String> {
-    let s = |v: &Value| v.as_str().unwrap_or("").to_string();
-    vec![
-        s(&p["kind"]),
-        p["metadata"]["namespace"]
-            .as_str()
-            .unwrap_or("-")
-            .to_string(),
-        s(&p["metadata"]["name"]),
-    ]
-}
-
-fn labels_text(v: &Value) -> String {
-    v.as_object()
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
-                .collect::<Vec<_>>()
-                .join(",")
-        })
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "-".to_string())
-}
-
-fn table(kind: &str, items: &[Value]) -> Vec<Vec<String>> {
-    let s = |v: &Value| match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".to_string(),
-        other => other.to_string(),
-    };
-    let (header, rows): (Vec<&str>, Vec<Vec<String>>) = match kind {
-        "nodes" => (
-            vec!["NAME", "UNDERLAY", "ROLE"],
-            items
-                .iter()
-                .map(|o| vec![s(&o["name"]), s(&o["underlayIp"]), s(&o["role"])])
-                .collect(),
-        ),
-        "segments" => (
-            vec!["NAME", "SUBNET", "VNI", "TENANT", "NAMESPACE", "SNAT"],
-            items
-                .iter()
-                .map(|o| {
-                    vec![
-                        s(&o["name"]),
-                        s(&o["subnet"]),
-                        s(&o["vni"]),
-                        s(&o["tenant"]),
-                        s(&o["namespace"]),
-                        if o["snat"] == Value::Bool(true) {
-                            "on"
-                        } else {
-                            "off"
-                        }
-                        .to_string(),
-                    ]
-                })
-                .collect(),
-        ),
-        "blocks" => (
-            vec!["SEGMENT", "CIDR", "NODE"],
-            items
-                .iter()
-                .map(|o| vec![s(&o["segment"]), s(&o["cidr"]), s(&o["node"])])
-                .collect(),
-        ),
-        "endpoints" => (
-            vec!["NAME", "KIND", "IP", "NODE", "SEGMENT", "LABELS"],
-            items
-                .iter()
-                .map(|o| {
-                    vec![
-                        s(&o["name"]),
-                        s(&o["kind"]),
-                        s(&o["ip"]),
-                        s(&o["node"]),
-                        s(&o["segment"]),
-                        labels_text(&o["labels"]),
-                    ]
-                })
-                .collect(),
-        ),
-        "namespaces" => (
-            vec!["NAME", "TENANT", "LABELS"],
-            items
-                .iter()
-                .map(|o| vec![s(&o["name"]), s(&o["tenant"]), labels_text(&o["labels"])])
-                .collect(),
-        ),
-        "tenants" => (
-            vec!["NAME", "ISOLATION", "GLOBAL"],
-            items
-                .iter()
-                .map(|o| vec![s(&o["name"]), s(&o["isolation"]), s(&o["global"])])
-                .collect(),
-        ),
-        _ => (
-            vec!["KIND", "NAMESPACE", "NAME"],
-            items.iter().map(policy_row).collect(),
-        ),
-    };
-    let mut out = vec![header.into_iter().map(str::to_string).collect()];
-    out.extend(rows);
-    out
-}
-
-fn print_table(rows: &[Vec<String>]) {
-    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..cols)
-        .map(|c| {
-            rows.iter()
-                .filter_map(|r| r.get(c))
-                .map(|s| s.len())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    for r in rows {
-        let line: Vec<String> = r
-            .iter()
-            .enumerate()
-            .map(|(c, cell)| format!("{cell:<w$}", w = widths[c]))
-            .collect();
-        println!("{}", line.join("  ").trim_end());
-    }
-}
-
-/// `seam get KIND`.
-pub fn get(kind: &str, output: Output, target: &Target) -> anyhow::Result<()> {
-    let policy_kind: Option<PolicyKind> = manifest::policy_kind_by_name(kind);
-    let plural = match (kind, policy_kind) {
-        ("policies" | "policy", _) => "policies",
-        (_, Some(k)) => manifest::policy_plural(k),
-        ("nodes" | "node", _) => "nodes",
-        ("segments" | "segment", _) => "segments",
-        ("blocks" | "block", _) => "blocks",
-        ("endpoints" | "endpoint", _) => "endpoints",
-        ("namespaces" | "namespace" | "ns", _) => "namespaces",
-        ("tenants" | "tenant", _) => "tenants",
-        (other, None) => anyhow::bail!(
-            "unknown kind {other:?}: use policies, networkpolicies, adminnetworkpolicies, \
-             baselineadminnetworkpolicies, endpointgroups, contracts, namespaces, tenants, \
-             nodes, segments, blocks or endpoints"
-        ),
-    };
-    let client = client(target)?;
-    let items: Vec<Value> = block_on(async {
-        Ok(match plural {
-            "nodes" => serde_json::to_value(client.list_nodes().await?)?,
-            "segments" => serde_json::to_value(client.list_segments().await?)?,
-            "blocks" => serde_json::to_value(client.list_blocks().await?)?,
-            "endpoints" => serde_json::to_value(client.list_endpoints().await?)?,
-            "namespaces" => serde_json::to_value(client.list_namespaces().await?)?,
-            "tenants" => serde_json::to_value(client.list_tenants().await?)?,
-            _ => Value::Array(client.list_policies().await?),
-        })
-    })
-    .map(|v| match v {
-        Value::Array(items) => items,
-        other => vec![other],
-    })?;
-    let items: Vec<Value> = match policy_kind {
-        Some(k) if plural != "policies" => items
-            .into_iter()
-            .filter(|p| p["kind"].as_str() == Some(k.as_str()))
-            .collect(),
-        _ => items,
-    };
-    match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&items)?),
-        Output::Yaml => print!(
-            "{}",
-            serde_saphyr::to_string_multiple(&items).context("render YAML")?
-        ),
-        Output::Table => print_table(&table(plural, &items)),
-    }
-    Ok(())
-}
-
-/// `seam delete KIND NAME [-n NS]`.
-pub fn delete(
-    kind: &str,
-    name: &str,
-    namespace: Option<&str>,
-    target: &Target,
-) -> anyhow::Result<()> {
-    let client = client(target)?;
-    if matches!(kind, "namespace" | "namespaces" | "ns") {
-        anyhow::ensure!(namespace.is_none(), "a namespace is not in a namespace");
-        block_on(async { Ok(client.delete_namespace(name).await?) })?;
-        println!("Namespace {name} deleted");
-        return Ok(());
-    }
-    if matches!(kind, "tenant" | "tenants") {
-        anyhow::ensure!(namespace.is_none(), "a tenant is not in a namespace");
-        block_on(async { Ok(client.delete_tenant(name).await?) })?;
-        println!("Tenant {name} deleted");
-        return Ok(());
-    }
-    let k = manifest::policy_kind_by_name(kind).with_context(|| {
-        format!("unknown kind {kind:?}: use a policy kind (networkpolicy, adminnetworkpolicy, baselineadminnetworkpolicy, endpointgroup, contract), namespace or tenant")
-    })?;
-    match (manifest::is_namespaced(k), namespace) {
-        (true, None) => anyhow::bail!("{k} is namespaced: give its namespace with -n"),
-        (false, Some(_)) => anyhow::bail!("{k} is cluster-scoped: drop -n"),
-        _ => {}
-    }
-    block_on(async { Ok(client.delete_policy(k.as_str(), namespace, name).await?) })?;
-    match namespace {
-        Some(ns) => println!("{k} {ns}/{name} deleted"),
-        None => println!("{k} {name} deleted"),
-    }
-    Ok(())
-}
-
-/// A tenant operation of `seam tenant`.
-#[derive(Debug, Clone)]
-pub enum TenantOp {
-    /// `seam tenant join NS INTO`: NS joins the tenant of INTO.
+#[derive(Subcommand, Debug)]
+pub enum TenantCmd {
+    /// NS joins the tenant of namespace INTO (INTO is unchanged).
     Join {
         /// The namespace that moves.
         namespace: String,
         /// The namespace whose tenant it joins.
         into: String,
+        #[command(flatten)]
+        target: Target,
     },
-    /// `seam tenant isolate NS`.
-    Isolate(String),
-    /// `seam tenant make-global NS`.
-    MakeGlobal(String),
+    /// NS gets a tenant of its own (named after it), with the mode of the tenant it leaves.
+    Isolate {
+        /// The namespace.
+        namespace: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// NS gets a global tenant of its own: it reaches and is reached by every tenant.
+    MakeGlobal {
+        /// The namespace.
+        namespace: String,
+        #[command(flatten)]
+        target: Target,
+    },
 }
 
-/// `seam tenant join|isolate|make-global`: prints where the namespace is now.
-pub fn tenant(op: TenantOp, target: &Target) -> anyhow::Result<()> {
-    let client = client(target)?;
-    let change = block_on(async {
-        Ok(match &op {
-            TenantOp::Join { namespace, into } => client.join_tenant(namespace, into).await?,
-            TenantOp::Isolate(ns) => client.isolate_namespace(ns).await?,
-            TenantOp::MakeGlobal(ns) => client.make_namespace_global(ns).await?,
-        })
-    })?;
-    let t = &change.tenant;
-    println!(
-        "Namespace {} is in tenant {} (isolation {}{})",
-        change.namespace.name,
-        t.name,
-        t.isolation.as_str(),
-        if t.global { ", global" } else { "" }
-    );
-    Ok(())
+#[derive(Subcommand, Debug)]
+pub enum ConformanceCmd {
+    /// Kubernetes NetworkPolicy and AdminNetworkPolicy cases (cases.json / anp_cases.json).
+    Netpol {
+        /// The cases file; the kind of case is detected from its shape.
+        #[arg(long)]
+        cases: PathBuf,
+        /// The model; default: model.json next to the cases file.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Check with real packets through the dataplane of a fresh lab (needs root): the model's
+        /// pods, each case's policies applied through the API, every pair probed.
+        #[arg(long)]
+        dataplane: bool,
+        /// --dataplane: name of the lab to build (removed afterwards).
+        #[arg(long, default_value = "conf")]
+        lab_name: String,
+        /// --dataplane: number of nodes the pods are spread over.
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        /// --dataplane: probe timeout in milliseconds (a denied probe waits this long).
+        #[arg(long, default_value_t = 1000)]
+        probe_timeout_ms: u64,
+        /// --dataplane: keep the lab afterwards.
+        #[arg(long)]
+        keep: bool,
+    },
 }
 
-/// `seam explain SRC DST PORT/PROTO`.
-pub fn explain(
-    src: &str,
-    dst: &str,
-    port: &str,
-    json: bool,
-    target: &Target,
-) -> anyhow::Result<()> {
-    let (port, protocol) = explain::parse_port_protocol(port)?;
-    let flow = Flow {
-        src: explain::parse_end(src)?,
-        dst: explain::parse_end(dst)?,
-        protocol,
-        port,
-    };
-    let client = client(target)?;
-    let snapshot = block_on(async { Ok(client.snapshot().await?) })?;
-    // Inside a lab the nodes' tables can be read directly from their namespaces; a real
-    // cluster will ask each agent instead.
-    let lab = if target.controller.is_none() {
-        Lab::load(&target.lab).ok()
-    } else {
-        None
-    };
-    let read = |node: &str| -> Result<std::collections::BTreeMap<String, (u64, u64)>, String> {
-        let lab = lab.as_ref().ok_or("no lab")?;
-        let info = lab.node(node).map_err(|e| e.to_string())?;
-        let table = seam_linux::netns::run_in(&info.netns_path, seam_linux::nft::read_counters)
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
-        Ok(table
-            .into_iter()
-            .map(|(k, c)| (k, (c.packets, c.bytes)))
-            .collect())
-    };
-    let x = explain::explain(
-        &snapshot,
-        flow,
-        lab.as_ref().map(|_| &read as explain::CounterReader<'_>),
-    )?;
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&explain::render_json(&x))?
-        );
-    } else {
-        print!("{}", explain::render_text(&x));
-    }
-    Ok(())
+#[derive(Subcommand, Debug)]
+pub enum LabCmd {
+    /// Start a lab: underlay, controller, one agent per node.
+    Up {
+        #[arg(long, default_value = "seam")]
+        name: String,
+        #[arg(long, default_value_t = 2)]
+        nodes: usize,
+        /// `namespace` (a segment per namespace, NSX style) or `flat` (one segment).
+        #[arg(long, default_value = "namespace")]
+        segment_mode: String,
+        /// Print the lab description as JSON.
+        #[arg(long)]
+        json: bool,
+        /// One-machine mode: node n1's seamd also runs the controller (no separate process).
+        #[arg(long)]
+        one_process: bool,
+        /// The controller's datastore: `embedded` (one controller, a redb file) or `etcd` (a
+        /// 3-member etcd cluster in the underlay namespace, shared by --controllers replicas
+        /// that elect a leader; agents are given every replica).
+        #[arg(long, default_value = "embedded")]
+        store: LabStore,
+        /// Number of seam-controller replicas (1 with the embedded store, 1..=5 with etcd).
+        #[arg(long, default_value_t = 1)]
+        controllers: usize,
+    },
+    /// Stop a lab and remove everything it made (also after a crash).
+    Down {
+        #[arg(long, default_value = "seam")]
+        name: String,
+    },
+    /// Describe a running lab.
+    Status {
+        #[arg(long, default_value = "seam")]
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a pod (a namespace attached through seam-cni ADD).
+    PodAdd {
+        #[arg(long, default_value = "seam")]
+        name: String,
+        #[arg(long)]
+        node: String,
+        #[arg(long)]
+        namespace: String,
+        #[arg(long)]
+        pod: String,
+    },
+    /// Delete a pod (seam-cni DEL, then its namespace).
+    PodDel {
+        #[arg(long, default_value = "seam")]
+        name: String,
+        #[arg(long)]
+        namespace: String,
+        #[arg(long)]
+        pod: String,
+    },
+    /// Add a gateway node (seamd --role gateway) on the underlay and on the lab's external
+    /// network (203.0.113.0/24).
+    GatewayAdd {
+        #[arg(long, default_value = "seam")]
+        name: String,
+        /// The gateway node's name.
+        #[arg(long, default_value = "gw1")]
+        node: String,
+        /// Its `seamd --transit-encap`: `cross-subnet` routes to and from the lab's nodes (one
+        /// underlay subnet) without encapsulation, `always` through the transit VXLAN.
+        #[arg(long, default_value = "cross-subnet", value_parser = seam_lab::gateway::TRANSIT_ENCAP_MODES)]
+        transit_encap: String,
+    },
+    /// Add a bare-metal server on the external network, with static routes to the pod and VM
+    /// prefixes via its gateway (`ip route add PREFIX via GATEWAY`).
+    ServerAdd {
+        #[arg(long, default_value = "seam")]
+        name: String,
+        /// The server's name.
+        #[arg(long)]
+        server: String,
+        /// Its address on the external network (203.0.113.0/24).
+        #[arg(long)]
+        address: Ipv4Addr,
+        /// The gateway node its routes point at.
+        #[arg(long, default_value = "gw1")]
+        gateway: String,
+        /// Prefixes routed via the gateway (the controller's pool by default).
+        #[arg(long = "route", default_value = seam_lab::gateway::DEFAULT_POOL)]
+        routes: Vec<String>,
+    },
+    /// Add a host on the lab's "internet" (198.51.100.0/24): behind a router on the external
+    /// network that every gateway uses as its default route, with no route to the pod prefixes,
+    /// so pods reach it only from segments with SNAT on (`seam segment snat`).
+    InternetAdd {
+        #[arg(long, default_value = "seam")]
+        name: String,
+        /// The host's name.
+        #[arg(long)]
+        host: String,
+        /// Its address (198.51.100.0/24, not .1: the router).
+        #[arg(long)]
+        address: Ipv4Addr,
+    },
+    /// Make a node a hypervisor host (restarts its seamd with --role hypervisor).
+    Hypervisor {
+        #[arg(long, default_value = "seam")]
+        name: String,
+        /// The node.
+        #[arg(long)]
+        node: String,
+    },
+    /// Start a lab VM (a namespace behind a veth named as Seam names the VM's port) on a
+    /// hypervisor node and attach it through the API (`seam vm attach`).
+    VmAdd {
+        #[arg(long, default_value = "seam")]
+        name: String,
+        /// The VM's name.
+        #[arg(long)]
+        vm: String,
+        /// The hypervisor node.
+        #[arg(long)]
+        host: String,
+        /// The segment.
+        #[arg(long)]
+        segment: String,
+        /// Labels: k=v[,k=v…].
+        #[arg(long, default_value = "")]
+        labels: String,
+    },
+    /// The demo: 2 nodes, 2 namespaces with 2 pods each, a measured connectivity matrix.
+    Demo {
+        #[arg(long, default_value = "seamdemo")]
+        name: String,
+        /// Keep the lab up afterwards.
+        #[arg(long)]
+        keep: bool,
+    },
 }
 
-/// `seam conformance netpol --cases FILE`: exit status 1 when a case fails.
-pub fn conformance(
-    cases: &Path,
-    model: Option<&Path>,
-    dataplane: Option<&seam_lab::conformance::Options>,
-) -> anyhow::Result<ExitCode> {
-    let model_path = match model {
-        Some(m) => m.to_path_buf(),
-        None => cases.parent().unwrap_or(Path::new(".")).join("model.json"),
-    };
-    let read = |p: &Path| -> anyhow::Result<Value> {
-        let text = std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()))?;
-        serde_json::from_str(&text).with_context(|| format!("parse {} as JSON", p.display()))
-    };
-    let (cases_doc, model_doc) = (read(cases)?, read(&model_path)?);
-    let suite = seam_conformance::Suite::from_json(&cases_doc, &model_doc);
-    let (failed, summary) = match dataplane {
-        Some(opts) => {
-            // Malformed cases fail before anything is built.
-            let report = (|| -> anyhow::Result<_> {
-                let suite = suite?;
-                seam_lab::conformance::pods_to_build(&suite)?;
-                Ok(seam_lab::conformance::run(&suite, opts, crate::bin_dir()?)?)
-            })()
-            .with_context(|| format!("run {} through the dataplane", cases.display()))?;
-            (report.failed(), report.summary())
-        }
-        None => {
-            let mut engine = seam_conformance::Engine::explained_by(explain::reason_text);
-            let report = suite
-                .and_then(|suite| seam_conformance::check(&suite, &mut engine))
-                .with_context(|| format!("run {}", cases.display()))?;
-            for line in &report.failures {
-                println!("{line}");
-            }
-            (report.failed(), report.summary())
-        }
-    };
-    println!("{summary}");
-    Ok(if failed == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+#[derive(Subcommand, Debug)]
+pub enum ExternalCmd {
+    /// Register (or replace) an external endpoint: a server outside the overlay, known by its
+    /// addresses, reached through a gateway node without NAT. It joins groups and contracts like
+    /// any endpoint (select it by its labels, its namespace, or `kinds: [external]`).
+    Add {
+        /// Its name.
+        name: String,
+        /// Its addresses (comma-separated), outside every segment and the pod pool.
+        #[arg(long = "address", value_delimiter = ',', required = true)]
+        addresses: Vec<Ipv4Addr>,
+        /// The gateway node (seamd --role gateway) it is reached through.
+        #[arg(long)]
+        gateway: String,
+        /// Its namespace (for group selectors).
+        #[arg(short = 'n', long, default_value = EXTERNAL_NAMESPACE)]
+        namespace: String,
+        /// Labels: k=v[,k=v…].
+        #[arg(long, value_delimiter = ',')]
+        labels: Vec<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Remove an external endpoint (all its addresses).
+    Del {
+        /// Its name.
+        name: String,
+        /// Its namespace.
+        #[arg(short = 'n', long, default_value = EXTERNAL_NAMESPACE)]
+        namespace: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// List external endpoints.
+    List {
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SegmentCmd {
+    /// Create or replace a segment from a file: one Segment object as JSON (the API's form) or
+    /// YAML with the same fields (name, tenant, subnet, gateway, vni, blockPrefix, namespace,
+    /// snat). Unknown fields, wrong types and invalid values are refused, and nothing changes.
+    Put {
+        /// The file, or - for standard input.
+        #[arg(short = 'f', long = "filename")]
+        file: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Turn the segment's SNAT on or off. On: traffic from its endpoints to destinations Seam
+    /// does not know (no segment, node or external endpoint) leaves through a gateway node,
+    /// masqueraded to the gateway's address. Off (the default): no NAT anywhere.
+    Snat {
+        /// The segment (`seam get segments`; a namespace's is `ns-<namespace>`).
+        name: String,
+        /// `on` or `off`.
+        #[arg(value_enum)]
+        state: OnOff,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+/// A switch.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnOff {
+    /// On.
+    On,
+    /// Off.
+    Off,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum VmCmd {
+    /// Attach VM NAME on hypervisor HOST to segment S: leases an address and a MAC (kept across
+    /// detach/attach and moves, released by delete) and prints the host interface the
+    /// hypervisor must create (a tap, e.g. QEMU `-netdev tap,ifname=PORT,script=no`); the
+    /// host's agent plugs it into the segment.
+    Attach {
+        /// The VM's name (a DNS label).
+        name: String,
+        /// The segment.
+        #[arg(long)]
+        segment: String,
+        /// The hypervisor host (a node whose seamd runs with --role hypervisor).
+        #[arg(long)]
+        host: String,
+        /// A fixed MAC (default: derived from the address, 0a:58:<IPv4>).
+        #[arg(long)]
+        mac: Option<MacAddr>,
+        /// A fixed address (default: a free one outside the nodes' pod blocks).
+        #[arg(long)]
+        ip: Option<Ipv4Addr>,
+        /// Labels: k=v,k2=v2.
+        #[arg(long)]
+        labels: Option<String>,
+        /// Namespace of the VM's endpoint (default: the segment's, else `default`).
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Stop VM NAME: its endpoint and port go; its address and MAC stay leased.
+    Detach {
+        /// The VM.
+        name: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Move VM NAME to hypervisor HOST, keeping address and MAC.
+    Move {
+        /// The VM.
+        name: String,
+        /// The new hypervisor host.
+        #[arg(long)]
+        host: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Delete VM NAME and release its address and MAC.
+    Delete {
+        /// The VM.
+        name: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// List VMs.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
 }

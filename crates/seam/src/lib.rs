@@ -4,8 +4,10 @@
 //! seam-conformance; the dataplane runner is `seam_lab::conformance`.
 //!
 //! Architecture invariant: no I/O here (no sockets, files or processes); `main.rs` reads files,
-//! talks to the controller and prints.
+//! talks to the controller and prints (`commands/<verb>.rs`).
 //! Start reading at [`manifest::parse_manifests`].
+
+#![warn(missing_docs)]
 
 mod error;
 pub mod explain;

@@ -32,30 +32,42 @@ pub fn require_root() {
     );
 }
 
-/// A running lab that is torn down when dropped, also when the test panics.
-pub struct LabGuard {
-    /// The lab.
-    pub lab: Lab,
-}
+/// The lab guard of every test: seam-lab's (torn down on drop, also when the test panics, with
+/// the logs' tails printed first), shared with the benchmarks.
+pub use seam_lab::LabGuard;
 
-impl LabGuard {
+/// How a test brings up its lab: the guard's constructors with the tests' defaults, failing the
+/// test loudly when the lab cannot be built or is asked for a node it lacks.
+pub trait TestLab: Sized {
     /// Brings up lab `name` with `nodes` nodes (names are per test, so tests never collide).
-    pub fn up(name: &str, nodes: usize, controller_args: &[&str]) -> LabGuard {
+    fn up(name: &str, nodes: usize, controller_args: &[&str]) -> Self {
         Self::up_with(name, nodes, controller_args, false)
     }
 
-    /// Like [`LabGuard::up`]; with `one_process`, node n1's agent also runs the controller.
-    pub fn up_with(
+    /// Like [`TestLab::up`]; with `one_process`, node n1's agent also runs the controller.
+    fn up_with(name: &str, nodes: usize, controller_args: &[&str], one_process: bool) -> Self {
+        Self::up_spec(name, nodes, controller_args, one_process, "namespace")
+    }
+
+    /// Like [`TestLab::up_with`], with the controller's segment mode (`namespace` or `flat`).
+    fn up_spec(
         name: &str,
         nodes: usize,
         controller_args: &[&str],
         one_process: bool,
-    ) -> LabGuard {
-        Self::up_spec(name, nodes, controller_args, one_process, "namespace")
-    }
+        segment_mode: &str,
+    ) -> Self;
 
-    /// Like [`LabGuard::up_with`], with the controller's segment mode (`namespace` or `flat`).
-    pub fn up_spec(
+    /// Brings up lab `name` with `nodes` nodes on a 3-member etcd cluster with `controllers`
+    /// controller replicas (`seam lab up --store etcd --controllers N`).
+    fn up_etcd(name: &str, nodes: usize, controllers: usize) -> Self;
+
+    /// The node called `name`.
+    fn node(&self, name: &str) -> NodeInfo;
+}
+
+impl TestLab for LabGuard {
+    fn up_spec(
         name: &str,
         nodes: usize,
         controller_args: &[&str],
@@ -63,7 +75,6 @@ impl LabGuard {
         segment_mode: &str,
     ) -> LabGuard {
         require_root();
-        let _ = seam_lab::down(name);
         let spec = LabSpec {
             name: name.to_string(),
             nodes,
@@ -74,17 +85,11 @@ impl LabGuard {
             store: seam_lab::LabStore::Embedded,
             controllers: 1,
         };
-        match seam_lab::up(&spec) {
-            Ok(lab) => LabGuard { lab },
-            Err(e) => panic!("lab up {name}: {e}"),
-        }
+        LabGuard::new(&spec).unwrap_or_else(|e| panic!("lab up {name}: {e}"))
     }
 
-    /// Brings up lab `name` with `nodes` nodes on a 3-member etcd cluster with `controllers`
-    /// controller replicas (`seam lab up --store etcd --controllers N`).
-    pub fn up_etcd(name: &str, nodes: usize, controllers: usize) -> LabGuard {
+    fn up_etcd(name: &str, nodes: usize, controllers: usize) -> LabGuard {
         require_root();
-        let _ = seam_lab::down(name);
         let spec = LabSpec {
             name: name.to_string(),
             nodes,
@@ -95,54 +100,14 @@ impl LabGuard {
             store: seam_lab::LabStore::Etcd,
             controllers,
         };
-        match seam_lab::up(&spec) {
-            Ok(lab) => LabGuard { lab },
-            Err(e) => panic!("lab up {name} --store etcd: {e}"),
-        }
+        LabGuard::new(&spec).unwrap_or_else(|e| panic!("lab up {name} --store etcd: {e}"))
     }
 
-    /// The node called `name`.
-    pub fn node(&self, name: &str) -> NodeInfo {
+    fn node(&self, name: &str) -> NodeInfo {
         self.lab
             .node(name)
             .cloned()
             .unwrap_or_else(|e| panic!("{e}"))
-    }
-}
-
-impl Drop for LabGuard {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            // The lab's logs go with the lab: show them while they still exist.
-            let replicas = self.lab.replicas.iter().map(|r| r.log.clone());
-            let etcd = self.lab.etcd.iter().map(|m| m.log.clone());
-            for log in replicas.chain(etcd) {
-                if let Ok(text) = std::fs::read_to_string(&log) {
-                    let tail: Vec<&str> = text.lines().rev().take(10).collect();
-                    eprintln!("--- {} (last lines)", log.display());
-                    for line in tail.iter().rev() {
-                        eprintln!("{line}");
-                    }
-                }
-            }
-            for node in &self.lab.nodes {
-                for log in [
-                    node.agent_log.with_extension("log.prev"),
-                    node.agent_log.clone(),
-                ] {
-                    if let Ok(text) = std::fs::read_to_string(&log) {
-                        let tail: Vec<&str> = text.lines().rev().take(25).collect();
-                        eprintln!("--- {} (last lines)", log.display());
-                        for line in tail.iter().rev() {
-                            eprintln!("{line}");
-                        }
-                    }
-                }
-            }
-        }
-        if let Err(e) = seam_lab::down(&self.lab.name) {
-            eprintln!("lab down {}: {e}", self.lab.name);
-        }
     }
 }
 

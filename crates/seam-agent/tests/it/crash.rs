@@ -12,6 +12,8 @@ use seam_controller::ControllerConfig;
 use seam_dataplane::fake::FakeKernel;
 use seam_dataplane::{AttachedPort, LinkOp, NodeKernel, Observed, PodAttach};
 use seam_model::agent_rpc::{AgentOp, AgentRequest, PROTOCOL_VERSION};
+use seam_nft::nat::{NatOp, ObservedNat};
+use seam_nft::table::TableModel;
 use seam_store::AnyStore;
 use tokio::runtime::Runtime;
 use tokio::sync::Notify;
@@ -217,16 +219,24 @@ fn a_restarted_agent_keeps_its_leases_and_rolls_back_half_done_adds() {
 }
 
 impl seam_dataplane::Firewall for StallingKernel {
-    async fn apply_ruleset(&self, ruleset: &str) -> seam_dataplane::Result<()> {
-        self.inner.apply_ruleset(ruleset).await
+    async fn apply_ruleset(&self, table: &TableModel) -> seam_dataplane::Result<()> {
+        self.inner.apply_ruleset(table).await
     }
 
     async fn apply_delta(&self, delta: &seam_nft::FirewallDelta) -> seam_dataplane::Result<()> {
         self.inner.apply_delta(delta).await
     }
 
-    async fn list_table(&self) -> seam_dataplane::Result<Option<String>> {
+    async fn list_table(&self) -> seam_dataplane::Result<Option<TableModel>> {
         self.inner.list_table().await
+    }
+
+    async fn apply_nat(&self, op: &NatOp) -> seam_dataplane::Result<()> {
+        self.inner.apply_nat(op).await
+    }
+
+    async fn list_nat(&self) -> seam_dataplane::Result<Option<ObservedNat>> {
+        self.inner.list_nat().await
     }
 }
 

@@ -277,7 +277,7 @@ async fn objects_with_fields_this_agent_does_not_know_do_not_stop_it() {
             .lock()
             .await
             .as_ref()
-            .map(seam_firewall::render::table::full_text)
+            .map(seam_nft::table::full_text)
             .unwrap_or_default()
     };
     eventually("n1's firewall holds the pod", || async {

@@ -1,8 +1,9 @@
 //! The nftables text: golden files (set `UPDATE_GOLDEN=1` to rewrite them after a deliberate change),
 //! determinism, and the comment/set-name limits of nftables.
 
-use seam_firewall::render::{comments, nft_set_name};
+use seam_firewall::render::comments;
 use seam_firewall::{compile, nft_comment, render, RuleId};
+use seam_nft::names::nft_set_name;
 
 use crate::contracts::{inventory, policies};
 

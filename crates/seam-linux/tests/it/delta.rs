@@ -4,9 +4,10 @@
 //! between classes and pods leaving and joining.
 
 use seam_firewall::compile;
-use seam_firewall::render::table::{self, TableModel};
+use seam_firewall::render::table;
 use seam_linux::nft::{canonical_listing, list_table, list_table_text};
 use seam_linux::{apply_delta, apply_ruleset, netns};
+use seam_nft::table::{delta, from_nft_json, full_text, TableModel};
 use serde_json::Value;
 
 use crate::firewall::{load, plan, policies, require_root, xyz_inventory};
@@ -73,23 +74,21 @@ fn changes_in_place_equal_the_whole_table() {
         let from_kernel = step % 2 == 1;
         netns::run_in(&netns::path_of(changed), || {
             let old = if from_kernel {
-                list_table_text()
-                    .unwrap()
-                    .and_then(|t| table::from_nft_json(&t))
+                list_table_text().unwrap().and_then(|t| from_nft_json(&t))
             } else {
                 previous.clone()
             };
             match old {
                 Some(old) => {
-                    let d = table::delta(&old, &new);
+                    let d = delta(&old, &new);
                     apply_delta(&d).unwrap_or_else(|e| panic!("{id}: delta: {e}\n{d:?}"));
                 }
-                None => apply_ruleset(&table::full_text(&new)).unwrap(),
+                None => apply_ruleset(&full_text(&new)).unwrap(),
             }
         })
         .unwrap();
         netns::run_in(&netns::path_of(whole), || {
-            apply_ruleset(&table::full_text(&new)).unwrap()
+            apply_ruleset(&full_text(&new)).unwrap()
         })
         .unwrap();
         assert_eq!(
@@ -103,7 +102,7 @@ fn changes_in_place_equal_the_whole_table() {
     assert!(steps >= 10, "only {steps} steps ran");
     // Nothing to change is no operation at all.
     let last = previous.unwrap();
-    assert!(table::delta(&last, &last).is_empty());
+    assert!(delta(&last, &last).is_empty());
 }
 
 /// The rules of `chain` in a listing, without what differs between two chains holding equal rules.

@@ -240,9 +240,9 @@ fn apply(lab: &Lab, id: &str, set: &PolicySet, inv: &Inventory) -> NodeRuleset {
     // netlink batches), or write it whole when there is none.
     let model = table::model(&ruleset);
     netns::run_in(&lab.node_path(), || -> Result<(), NftError> {
-        match list_table_text()?.and_then(|t| table::from_nft_json(&t)) {
-            Some(old) => apply_delta(&table::delta(&old, &model)),
-            None => apply_ruleset(&table::full_text(&model)),
+        match list_table_text()?.and_then(|t| seam_nft::table::from_nft_json(&t)) {
+            Some(old) => apply_delta(&seam_nft::table::delta(&old, &model)),
+            None => apply_ruleset(&seam_nft::table::full_text(&model)),
         }
     })
     .unwrap()

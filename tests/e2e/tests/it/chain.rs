@@ -1,7 +1,7 @@
 //! seam-cni inside a conflist, followed by Debian's reference portmap and bandwidth plug-ins,
 //! driven the way libcni drives a chain: each plug-in gets the previous result as prevResult.
 
-use seam_e2e::{eventually, host_ports, LabGuard};
+use seam_e2e::{eventually, host_ports, LabGuard, TestLab};
 use seam_lab::CniCall;
 use serde_json::{json, Value};
 

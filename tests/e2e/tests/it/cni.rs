@@ -1,6 +1,6 @@
 //! The CNI protocol against the real binary and agent.
 
-use seam_e2e::{eventually, host_ports, ip_json, LabGuard};
+use seam_e2e::{eventually, host_ports, ip_json, LabGuard, TestLab};
 use seam_lab::CniCall;
 use serde_json::{json, Value};
 

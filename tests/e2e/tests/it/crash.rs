@@ -5,7 +5,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use seam_e2e::{eventually, host_ports, vxlan_fdb, LabGuard};
+use seam_e2e::{eventually, host_ports, vxlan_fdb, LabGuard, TestLab};
 use seam_lab::probe;
 
 fn add(g: &LabGuard, container: &str, netns: &str) -> (i32, String) {

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use seam_e2e::{bin_dir, controller, LabGuard};
+use seam_e2e::{bin_dir, controller, LabGuard, TestLab};
 use seam_lab::probe::{self, Outcome};
 use seam_lab::PodInfo;
 use serde_json::json;

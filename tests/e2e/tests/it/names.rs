@@ -2,7 +2,7 @@
 
 use std::net::Ipv4Addr;
 
-use seam_e2e::{controller, LabGuard};
+use seam_e2e::{controller, LabGuard, TestLab};
 use seam_lab::probe;
 use serde_json::Value;
 

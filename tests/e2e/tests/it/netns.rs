@@ -6,7 +6,7 @@
 
 use std::process::Command;
 
-use seam_e2e::{bin_dir, require_root, LabGuard};
+use seam_e2e::{bin_dir, require_root, LabGuard, TestLab};
 
 const LAB: &str = "netns-h";
 

@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use seam_e2e::{eventually, host_ports, ip_json, netns_name, vxlan_fdb, LabGuard};
+use seam_e2e::{eventually, host_ports, ip_json, netns_name, vxlan_fdb, LabGuard, TestLab};
 use seam_lab::probe;
 
 #[test]

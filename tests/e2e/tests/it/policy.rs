@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use seam_e2e::{controller, eventually, LabGuard};
+use seam_e2e::{controller, eventually, LabGuard, TestLab};
 use seam_lab::probe;
 use serde_json::json;
 

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use seam_e2e::LabGuard;
+use seam_e2e::{LabGuard, TestLab};
 
 /// The kernel to boot and its version (`vmlinuz-<version>`).
 fn kernel() -> (PathBuf, String) {

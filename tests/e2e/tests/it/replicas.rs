@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use seam_e2e::LabGuard;
+use seam_e2e::{LabGuard, TestLab};
 use seam_lab::traffic::{Iperf, Pinger};
 use seam_lab::{probe, PodInfo};
 

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use seam_e2e::{controller, ip_json, LabGuard};
+use seam_e2e::{controller, ip_json, LabGuard, TestLab};
 use seam_lab::probe;
 
 use crate::gateway::{add_bm1, ok, seam, strict_rp_filter, within};

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use seam_e2e::{controller, eventually, LabGuard};
+use seam_e2e::{controller, eventually, LabGuard, TestLab};
 use seam_lab::probe::{self, Outcome};
 use seam_lab::PodInfo;
 use serde_json::json;

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use seam_e2e::{controller, vxlan_fdb, LabGuard};
+use seam_e2e::{controller, vxlan_fdb, LabGuard, TestLab};
 use seam_lab::probe;
 use seam_lab::vm::VmOptions;
 use serde_json::json;

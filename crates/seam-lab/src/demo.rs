@@ -1,9 +1,69 @@
-//! `seam lab demo`: pods in two namespaces on two nodes, and what really gets through.
+//! `seam lab demo`: pods in two namespaces on two nodes, a VM and a bare-metal server, and what
+//! really gets through before and after one contract.
+//!
+//! The demo prints as it goes (it is a show, run by `seam lab demo`). Reading the policy
+//! manifests and explaining a verdict belong to the layers above the lab (the `seam` library's
+//! manifest reader and `explain`), so the caller hands them in as [`PolicyTools`].
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use seam_lab::{probe, Lab, LabSpec};
+use seam_model::Snapshot;
+
+use crate::error::DemoError;
+use crate::probe;
+use crate::state::Lab;
+use crate::topology::{down, up, LabSpec};
+
+type Result<T, E = DemoError> = std::result::Result<T, E>;
+
+/// A failed check of the scenario, with the demo's message.
+macro_rules! ensure {
+    ($cond:expr, $($fmt:tt)+) => {
+        if !$cond {
+            return Err(DemoError::Check(format!($($fmt)+)));
+        }
+    };
+}
+
+/// An error of a [`PolicyTools`] method, shown to the user as it is.
+pub type ToolError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Reads one node's rule counters by nft comment (packets, bytes); `Err` says why it could not.
+pub type CounterReader<'a> =
+    &'a dyn Fn(&str) -> std::result::Result<BTreeMap<String, (u64, u64)>, String>;
+
+/// One policy object of the demo's manifests, as the API stores it.
+#[derive(Debug, Clone)]
+pub struct DemoPolicy {
+    /// Its kind (`Contract`, `NetworkPolicy`, …).
+    pub kind: String,
+    /// Its namespace, for namespaced kinds.
+    pub namespace: Option<String>,
+    /// Its name.
+    pub name: String,
+    /// The object as JSON, the body of `PUT`.
+    pub body: serde_json::Value,
+    /// How `seam apply` names it (`Contract contract-web`).
+    pub description: String,
+}
+
+/// What the demo needs from the policy layers above the lab.
+pub trait PolicyTools {
+    /// The policy objects of `manifests` (YAML documents), in order; other objects are left out.
+    fn policies(&self, manifests: &str) -> Result<Vec<DemoPolicy>, ToolError>;
+    /// `seam explain SRC DST PORT/tcp` against `snapshot`, rendered as text, with the nodes'
+    /// counters read through `counters`.
+    fn explain_tcp(
+        &self,
+        snapshot: &Snapshot,
+        src: &str,
+        dst: &str,
+        port: u16,
+        counters: CounterReader<'_>,
+    ) -> Result<String, ToolError>;
+}
 
 const PORT: u16 = 8080;
 /// The bare-metal server behind the gateway.
@@ -11,30 +71,31 @@ const SERVER_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(203, 0, 113, 10);
 /// The port the server listens on (pods probe it).
 const SERVER_PORT: u16 = 9000;
 
-pub fn run(name: &str, keep: bool, bin_dir: PathBuf) -> anyhow::Result<()> {
-    let _ = seam_lab::down(name);
+/// Runs the demo on a fresh lab `name` (removed afterwards unless `keep`), printing each step.
+pub fn run(name: &str, keep: bool, bin_dir: PathBuf, tools: &dyn PolicyTools) -> Result<()> {
+    let _ = down(name);
     println!("== building lab {name}: 2 nodes, per-namespace segments");
-    let mut lab = seam_lab::up(&LabSpec {
+    let mut lab = up(&LabSpec {
         name: name.into(),
         nodes: 2,
         segment_mode: "namespace".into(),
         controller_args: Vec::new(),
         one_process: false,
-        store: seam_lab::LabStore::Embedded,
+        store: crate::LabStore::Embedded,
         controllers: 1,
         bin_dir,
     })?;
-    let result = scenario(&mut lab);
+    let result = scenario(&mut lab, tools);
     if keep {
         println!("== lab kept: `seam lab status --name {name}`, remove with `seam lab down --name {name}`");
     } else {
-        seam_lab::down(name)?;
+        down(name)?;
         println!("== lab removed");
     }
     result
 }
 
-fn scenario(lab: &mut Lab) -> anyhow::Result<()> {
+fn scenario(lab: &mut Lab, tools: &dyn PolicyTools) -> Result<()> {
     let layout = [
         ("blue", "web-1", "n1"),
         ("blue", "web-2", "n2"),
@@ -68,7 +129,7 @@ fn scenario(lab: &mut Lab) -> anyhow::Result<()> {
     // Give the agents a moment to install the remote entries they learn from the controller.
     std::thread::sleep(Duration::from_millis(300));
     let open = matrix(lab, "no policy yet")?;
-    anyhow::ensure!(
+    ensure!(
         open.iter().all(|row| row.iter().all(|c| *c == [true; 3])),
         "some pairs failed without any policy; see the agent logs under {}",
         lab.dir.display()
@@ -77,7 +138,7 @@ fn scenario(lab: &mut Lab) -> anyhow::Result<()> {
     for c in &clients {
         client_checks(lab, c, false)?;
     }
-    policy_example(lab)?;
+    policy_example(lab, tools)?;
     for c in &clients {
         client_checks(lab, c, true)?;
     }
@@ -93,16 +154,16 @@ struct Client {
 
 /// n2 becomes a hypervisor host and runs VM vm1 (a namespace behind a `tv…` port, attached with
 /// `seam vm attach`), labelled role=client: EPG-Client selects it by that label, as it selects bm1.
-fn add_client_vm(lab: &mut Lab) -> anyhow::Result<seam_lab::vm::VmInfo> {
+fn add_client_vm(lab: &mut Lab) -> Result<crate::vm::VmInfo> {
     println!(
         "
 == n2 becomes a hypervisor host; VM vm1 joins segment ns-green (role=client)"
     );
     lab.make_hypervisor("n2")?;
-    let options = seam_lab::vm::VmOptions {
+    let options = crate::vm::VmOptions {
         labels: [("role".to_string(), "client".to_string())].into(),
         namespace: Some("vms".into()),
-        ..seam_lab::vm::VmOptions::default()
+        ..crate::vm::VmOptions::default()
     };
     let vm = lab.add_vm("vm1", "n2", "ns-green", &options)?;
     probe::serve_tcp_peer(&vm.netns_path, SERVER_PORT, "vm1".into())?;
@@ -116,10 +177,10 @@ fn add_client_vm(lab: &mut Lab) -> anyhow::Result<seam_lab::vm::VmInfo> {
 /// Gateway gw1 on the underlay and the external network, bare-metal server bm1 behind it, and
 /// bm1 registered as an external endpoint labelled role=client.
 ///
-fn add_external_server(lab: &mut Lab) -> anyhow::Result<seam_lab::gateway::ServerInfo> {
+fn add_external_server(lab: &mut Lab) -> Result<crate::gateway::ServerInfo> {
     println!("\n== gateway gw1 joins the overlay to the external network 203.0.113.0/24 (routes, no NAT)");
     let gw = lab.add_gateway("gw1")?;
-    let pool = seam_lab::gateway::DEFAULT_POOL;
+    let pool = crate::gateway::DEFAULT_POOL;
     let server = lab.add_server("bm1", SERVER_IP, "gw1", &[pool])?;
     probe::serve_tcp_peer(&server.netns_path, SERVER_PORT, "bm1".into())?;
     let external = seam_model::External {
@@ -146,14 +207,14 @@ fn add_external_server(lab: &mut Lab) -> anyhow::Result<seam_lab::gateway::Serve
 /// What a client (bm1, vm1) gets through to the blue pods (TCP 80, 443, 22, {PORT}, ICMP) and
 /// whether the pods can open connections to it; before the policy also which addresses each side
 /// sees.
-fn client_checks(lab: &Lab, client: &Client, policy: bool) -> anyhow::Result<()> {
+fn client_checks(lab: &Lab, client: &Client, policy: bool) -> Result<()> {
     let name = client.name;
     let timeout = Duration::from_millis(800);
     let webs: Vec<_> = lab.pods.iter().filter(|p| p.namespace == "blue").collect();
     // The transit routes reach the workers asynchronously.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while probe::tcp(&webs[0].netns_path, client.ip, SERVER_PORT, timeout)?.is_none() && !policy {
-        anyhow::ensure!(
+        ensure!(
             std::time::Instant::now() < deadline,
             "blue/web-1 does not reach {name}; see {}",
             lab.dir.display()
@@ -195,13 +256,13 @@ fn client_checks(lab: &Lab, client: &Client, policy: bool) -> anyhow::Result<()>
                 "      the pod answers \"{seen}\" ({name}'s own address); {name} answers \"{}\" (the pod's own address)",
                 back.clone().unwrap_or_default()
             );
-            anyhow::ensure!(
+            ensure!(
                 got.iter().all(|g| *g) && back.is_some(),
                 "{name} <-> {} failed without any policy",
                 web.name
             );
         } else {
-            anyhow::ensure!(
+            ensure!(
                 got == [true, true, false, false, false] && back.is_none(),
                 "{name} <-> {}: got {got:?}, pods -> {name} {}; expected only TCP 80 and 443 from {name}",
                 web.name,
@@ -216,17 +277,17 @@ fn client_checks(lab: &Lab, client: &Client, policy: bool) -> anyhow::Result<()>
 }
 
 /// Probes every ordered pair at once (TCP 80, TCP {PORT}, ICMP) and prints the matrix.
-fn matrix(lab: &Lab, title: &str) -> anyhow::Result<Vec<Vec<[bool; 3]>>> {
+fn matrix(lab: &Lab, title: &str) -> Result<Vec<Vec<[bool; 3]>>> {
     let pods = &lab.pods;
-    let cells: Vec<Vec<anyhow::Result<[bool; 3]>>> = std::thread::scope(|scope| {
+    let cells: Vec<Vec<Result<[bool; 3]>>> = std::thread::scope(|scope| {
         let rows: Vec<Vec<_>> = pods
             .iter()
             .map(|src| {
                 pods.iter()
                     .map(|dst| {
-                        scope.spawn(move || -> anyhow::Result<[bool; 3]> {
+                        scope.spawn(move || -> Result<[bool; 3]> {
                             let expect = format!("{}/{}", dst.namespace, dst.name);
-                            let tcp = |port| -> anyhow::Result<bool> {
+                            let tcp = |port| -> Result<bool> {
                                 Ok(probe::tcp(
                                     &src.netns_path,
                                     dst.ip,
@@ -250,8 +311,9 @@ fn matrix(lab: &Lab, title: &str) -> anyhow::Result<Vec<Vec<[bool; 3]>>> {
             .map(|row| {
                 row.into_iter()
                     .map(|h| {
-                        h.join()
-                            .unwrap_or_else(|_| Err(anyhow::anyhow!("probe thread panicked")))
+                        h.join().unwrap_or_else(|_| {
+                            Err(DemoError::Check("probe thread panicked".into()))
+                        })
                     })
                     .collect()
             })
@@ -312,46 +374,38 @@ metadata: {name: web-no-egress, namespace: blue}
 spec: {podSelector: {}, policyTypes: [Egress]}
 "#;
 
-fn policy_example(lab: &Lab) -> anyhow::Result<()> {
+fn policy_example(lab: &Lab, tools: &dyn PolicyTools) -> Result<()> {
     println!(
         "\n== policy: EPG-Client (green, bm1, vm1) -> Contract-Web (TCP 80, 443) -> EPG-Webserver (blue)"
     );
-    let objects = seam::manifest::parse_manifests(SEED_EXAMPLE)?;
+    let policies = tools.policies(SEED_EXAMPLE).map_err(DemoError::Tools)?;
     let client = seam_client::ControllerClient::new(&lab.controller)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let snapshot = rt.block_on(async {
-        for object in &objects {
-            if let seam::manifest::Manifest::Policy(p) = object {
-                let key = p.key();
-                client
-                    .put_policy(
-                        key.kind.as_str(),
-                        key.namespace.as_deref(),
-                        &key.name,
-                        &p.to_value(),
-                    )
-                    .await?;
-                println!("   {} applied", object.describe());
-            }
+        for p in &policies {
+            client
+                .put_policy(&p.kind, p.namespace.as_deref(), &p.name, &p.body)
+                .await?;
+            println!("   {} applied", p.description);
         }
-        anyhow::Ok(client.snapshot().await?)
+        client.snapshot().await
     })?;
     // Wait until the nodes enforce it: green -> blue on a port outside the contract is dropped.
     let db1 = lab
         .pods
         .iter()
         .find(|p| p.name == "db-1")
-        .ok_or_else(|| anyhow::anyhow!("no db-1"))?;
+        .ok_or_else(|| DemoError::Check("no db-1".into()))?;
     let web1 = lab
         .pods
         .iter()
         .find(|p| p.name == "web-1")
-        .ok_or_else(|| anyhow::anyhow!("no web-1"))?;
+        .ok_or_else(|| DemoError::Check("no web-1".into()))?;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while probe::tcp(&db1.netns_path, web1.ip, PORT, Duration::from_millis(300))?.is_some() {
-        anyhow::ensure!(
+        ensure!(
             std::time::Instant::now() < deadline,
             "the contract was not enforced within 10 s"
         );
@@ -370,7 +424,7 @@ fn policy_example(lab: &Lab) -> anyhow::Result<()> {
                 ("blue", _) => [false, false, false],
                 _ => [true, true, true],
             };
-            anyhow::ensure!(
+            ensure!(
                 *c == want,
                 "{} -> {}: got {c:?}, expected {want:?}",
                 lab.pods[i].name,
@@ -379,16 +433,7 @@ fn policy_example(lab: &Lab) -> anyhow::Result<()> {
         }
     }
     println!("   matrix as the contract says (intra-EPG traffic in blue is isolated too: providers admit only consumers; blue opens nothing: web-no-egress)");
-    let read = |node: &str| -> Result<std::collections::BTreeMap<String, (u64, u64)>, String> {
-        let info = lab.node(node).map_err(|e| e.to_string())?;
-        let table = seam_linux::netns::run_in(&info.netns_path, seam_linux::nft::read_counters)
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
-        Ok(table
-            .into_iter()
-            .map(|(k, c)| (k, (c.packets, c.bytes)))
-            .collect())
-    };
+    let read = |node: &str| lab.rule_counters(node).map_err(|e| e.to_string());
     for (src, dst, port, what) in [
         ("green/db-1", "blue/web-1", 80, "allowed by the contract"),
         ("green/db-1", "blue/web-1", PORT, "not in the contract"),
@@ -424,14 +469,10 @@ fn policy_example(lab: &Lab) -> anyhow::Result<()> {
         ),
     ] {
         println!("\n$ seam explain {src} {dst} {port}/tcp   # {what}");
-        let flow = seam_policy::Flow {
-            src: seam::explain::parse_end(src)?,
-            dst: seam::explain::parse_end(dst)?,
-            protocol: seam_policy::Protocol::Tcp,
-            port,
-        };
-        let x = seam::explain::explain(&snapshot, flow, Some(&read))?;
-        print!("{}", seam::explain::render_text(&x));
+        let text = tools
+            .explain_tcp(&snapshot, src, dst, port, &read)
+            .map_err(DemoError::Tools)?;
+        print!("{text}");
     }
     Ok(())
 }

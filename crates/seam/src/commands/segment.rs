@@ -1,53 +1,17 @@
 //! `seam segment put|snat`: explicit segments, and a segment's SNAT option, through the API.
 
 use anyhow::Context;
-use clap::Subcommand;
 use seam_model::{ObjectKind, Segment};
 use serde_json::Value;
 
-use crate::external_cmd::{block_on, client};
-use crate::Target;
+use crate::cli::{OnOff, SegmentCmd};
+use crate::commands::read_input;
+use crate::controller::{block_on, client};
 
 /// How often a read-modify-write command reads again after a concurrent change.
 pub const UPDATE_ATTEMPTS: u32 = 5;
 
-#[derive(Subcommand, Debug)]
-pub enum SegmentCmd {
-    /// Create or replace a segment from a file: one Segment object as JSON (the API's form) or
-    /// YAML with the same fields (name, tenant, subnet, gateway, vni, blockPrefix, namespace,
-    /// snat). Unknown fields, wrong types and invalid values are refused, and nothing changes.
-    Put {
-        /// The file, or - for standard input.
-        #[arg(short = 'f', long = "filename")]
-        file: String,
-        #[command(flatten)]
-        target: Target,
-    },
-    /// Turn the segment's SNAT on or off. On: traffic from its endpoints to destinations Seam
-    /// does not know (no segment, node or external endpoint) leaves through a gateway node,
-    /// masqueraded to the gateway's address. Off (the default): no NAT anywhere.
-    Snat {
-        /// The segment (`seam get segments`; a namespace's is `ns-<namespace>`).
-        name: String,
-        /// `on` or `off`.
-        #[arg(value_enum)]
-        state: OnOff,
-        #[command(flatten)]
-        target: Target,
-    },
-}
-
-/// A switch.
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnOff {
-    /// On.
-    On,
-    /// Off.
-    Off,
-}
-
-/// Decodes one Segment from JSON or YAML text; the error names the field that is wrong.
-pub fn parse_segment(text: &str) -> anyhow::Result<Segment> {
+pub(crate) fn parse_segment(text: &str) -> anyhow::Result<Segment> {
     let trimmed = text.trim_start();
     let value: Value = if trimmed.starts_with('{') {
         serde_json::from_str(text).context("parse JSON")?
@@ -62,14 +26,10 @@ pub fn parse_segment(text: &str) -> anyhow::Result<Segment> {
     Ok(segment)
 }
 
-pub fn run(command: SegmentCmd) -> anyhow::Result<()> {
+pub(crate) fn run(command: SegmentCmd) -> anyhow::Result<()> {
     match command {
         SegmentCmd::Put { file, target } => {
-            let text = if file == "-" {
-                std::io::read_to_string(std::io::stdin()).context("read standard input")?
-            } else {
-                std::fs::read_to_string(&file).with_context(|| format!("read {file}"))?
-            };
+            let text = read_input(&file)?;
             let segment =
                 parse_segment(&text).with_context(|| format!("{file}: nothing changed"))?;
             let client = client(&target)?;

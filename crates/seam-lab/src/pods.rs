@@ -1,0 +1,162 @@
+//! Pods: network namespaces attached by exec'ing the real `seam-cni` with CNI env vars and stdin
+//! JSON, from inside the node's namespace, as a container runtime does.
+
+use std::collections::BTreeMap;
+
+use crate::cni::CniCall;
+use crate::error::{LabError, Result};
+use crate::state::{io_err, Lab, NodeInfo, PodInfo};
+
+impl Lab {
+    /// The plug-in config for one call, as a runtime derives it from the node's conflist
+    /// (the conflist's `name` and `cniVersion` injected into the plug-in's entry).
+    pub fn plugin_config(&self, node: &NodeInfo) -> Result<serde_json::Value> {
+        let text = std::fs::read_to_string(&node.cni_config).map_err(io_err(&node.cni_config))?;
+        let list: serde_json::Value =
+            serde_json::from_str(&text).map_err(|source| LabError::State {
+                path: node.cni_config.clone(),
+                source,
+            })?;
+        let mut plugin = list["plugins"][0].clone();
+        plugin["name"] = list["name"].clone();
+        plugin["cniVersion"] = list["cniVersion"].clone();
+        Ok(plugin)
+    }
+
+    /// A CNI call for `pod` on `node` with the node's config.
+    pub fn cni_call(
+        &self,
+        node: &NodeInfo,
+        command: &str,
+        container_id: &str,
+        netns: &str,
+        args: &str,
+    ) -> Result<CniCall> {
+        Ok(CniCall {
+            plugin: self.cni_plugin.clone(),
+            command: command.to_string(),
+            container_id: container_id.to_string(),
+            netns: netns.to_string(),
+            ifname: "eth0".to_string(),
+            args: args.to_string(),
+            cni_path: self.cni_path.clone(),
+            config: self.plugin_config(node)?,
+        })
+    }
+
+    /// Creates pod `namespace/name` on `node`: a new network namespace, attached by `seam-cni ADD`.
+    pub fn add_pod(&mut self, node: &str, namespace: &str, name: &str) -> Result<PodInfo> {
+        self.add_pod_with_labels(node, namespace, name, &BTreeMap::new())
+    }
+
+    /// Like [`Lab::add_pod`], with pod labels (passed in the plug-in config's `labels`, which
+    /// seam-cni publishes with the endpoint) for policy selectors.
+    pub fn add_pod_with_labels(
+        &mut self,
+        node: &str,
+        namespace: &str,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<PodInfo> {
+        self.add_pod_with(node, namespace, name, labels, &[])
+    }
+
+    /// Like [`Lab::add_pod_with_labels`], with named container ports (the plug-in config's
+    /// `ports`, published with the endpoint) for NetworkPolicies that name a port.
+    pub fn add_pod_with(
+        &mut self,
+        node: &str,
+        namespace: &str,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+        ports: &[seam_model::ContainerPort],
+    ) -> Result<PodInfo> {
+        if self
+            .pods
+            .iter()
+            .any(|p| p.namespace == namespace && p.name == name)
+        {
+            return Err(LabError::Invalid(format!(
+                "pod {namespace}/{name} already exists in lab {}",
+                self.name
+            )));
+        }
+        let node = self.node(node)?.clone();
+        let netns = format!("{}-p-{namespace}-{name}", self.name);
+        let netns_path = seam_linux::netns::create(&netns)?;
+        let container_id = format!("{}-{namespace}-{name}", self.name);
+        let args = format!("IgnoreUnknown=1;K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={name}");
+        let mut call = self.cni_call(
+            &node,
+            "ADD",
+            &container_id,
+            &netns_path.display().to_string(),
+            &args,
+        )?;
+        if !labels.is_empty() {
+            call.config["labels"] = serde_json::json!(labels);
+        }
+        if !ports.is_empty() {
+            call.config["ports"] = serde_json::json!(ports);
+        }
+        let result = call
+            .run_in(&node.netns_path)
+            .and_then(|out| out.json("ADD"));
+        let result = match result {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = seam_linux::netns::delete(&netns);
+                return Err(e);
+            }
+        };
+        let ip = result["ips"][0]["address"]
+            .as_str()
+            .and_then(|a| a.split('/').next())
+            .and_then(|a| a.parse().ok())
+            .ok_or_else(|| LabError::Cni {
+                command: "ADD".into(),
+                status: 0,
+                stdout: result.to_string(),
+            })?;
+        let pod = PodInfo {
+            name: name.into(),
+            namespace: namespace.into(),
+            node: node.name.clone(),
+            netns_path,
+            container_id,
+            ip,
+        };
+        self.pods.push(pod.clone());
+        self.save()?;
+        Ok(pod)
+    }
+
+    /// Deletes pod `namespace/name`: `seam-cni DEL`, then its namespace.
+    pub fn del_pod(&mut self, namespace: &str, name: &str) -> Result<()> {
+        let Some(index) = self
+            .pods
+            .iter()
+            .position(|p| p.namespace == namespace && p.name == name)
+        else {
+            return Err(LabError::Invalid(format!(
+                "no pod {namespace}/{name} in lab {}",
+                self.name
+            )));
+        };
+        let pod = self.pods[index].clone();
+        let node = self.node(&pod.node)?.clone();
+        let call = self.cni_call(
+            &node,
+            "DEL",
+            &pod.container_id,
+            &pod.netns_path.display().to_string(),
+            "",
+        )?;
+        call.run_in(&node.netns_path)?.json("DEL")?;
+        if let Some(ns) = pod.netns_path.file_name().and_then(|n| n.to_str()) {
+            seam_linux::netns::delete(ns)?;
+        }
+        self.pods.remove(index);
+        self.save()
+    }
+}

@@ -1,0 +1,353 @@
+//! The lab's processes: the controller replicas and etcd members in the underlay namespace, one
+//! `seamd` per node; started in their own process group with their log, stopped by signal,
+//! restarted with the same state. Also the commands the lab runs and its waits.
+
+use std::fs::File;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::error::{LabError, Result};
+use crate::state::{io_err, EtcdMemberInfo, Lab, LabStore, NodeInfo, ReplicaInfo};
+
+/// Runs `cmd` to completion; a failure names the command, its status and its stderr.
+pub(crate) fn run(cmd: &mut Command) -> Result<()> {
+    let what = format!("{cmd:?}");
+    let out = cmd.output().map_err(|source| LabError::Io {
+        path: PathBuf::from(&what),
+        source,
+    })?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(LabError::Command {
+            what,
+            detail: format!(
+                "{}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        })
+    }
+}
+
+/// Starts `cmd` in its own process group with stdout and stderr in `log`; returns its pid.
+fn spawn_logged(cmd: &mut Command, log: &Path) -> Result<u32> {
+    let out = File::create(log).map_err(io_err(log))?;
+    let err = out.try_clone().map_err(io_err(log))?;
+    // Own process group: the daemons outlive `seam lab up` and ignore its terminal's signals.
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .process_group(0)
+        .spawn()
+        .map_err(|source| LabError::Io {
+            path: PathBuf::from(format!("{cmd:?}")),
+            source,
+        })?;
+    Ok(child.id())
+}
+
+/// Polls `ready` until it holds, or fails with [`LabError::Timeout`] naming `what` after
+/// `timeout`.
+pub(crate) fn wait_for(
+    what: &str,
+    timeout: Duration,
+    mut ready: impl FnMut() -> bool,
+) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if ready() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(LabError::Timeout(what.to_string()))
+}
+
+pub(crate) fn spawn_agent(
+    lab: &Lab,
+    node: &NodeInfo,
+    append_log: bool,
+    binary: Option<&Path>,
+) -> Result<u32> {
+    if append_log {
+        // Keep the previous run's log: a restart test wants to read both.
+        let mut old = std::fs::read(&node.agent_log).unwrap_or_default();
+        old.extend_from_slice(b"\n--- agent restarted ---\n");
+        let _ = std::fs::write(node.agent_log.with_extension("log.prev"), old);
+    }
+    let seamd = binary
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| lab.bin_dir.join("seamd"));
+    let mut cmd = Command::new(seamd);
+    cmd.args([
+        "--node",
+        &node.name,
+        "--netns",
+        &node.netns,
+        "--controller",
+        &lab.controller,
+    ])
+    .arg("--socket")
+    .arg(&node.agent_socket)
+    .arg("--state")
+    .arg(&node.agent_state);
+    // A node's role other than worker is kept next to its socket (`role`), so restarts keep it.
+    if let Some(role) = crate::gateway::node_role(node) {
+        cmd.args(["--role", &role]);
+    }
+    if let Some(mode) = crate::gateway::node_transit_encap(node) {
+        cmd.args(["--transit-encap", &mode]);
+    }
+    if lab.one_process && node.name == "n1" {
+        let socket = lab.controller.trim_start_matches("unix:");
+        cmd.arg("--with-controller")
+            .arg(format!("unix:{socket}"))
+            .arg("--controller-store")
+            .arg(lab.dir.join("controller.redb"))
+            .args(["--segment-mode", &lab.segment_mode]);
+    }
+    spawn_logged(&mut cmd, &node.agent_log)
+}
+
+impl Lab {
+    /// Sends `signal` (e.g. `KILL`, `TERM`) to `node`'s agent and waits until it is gone.
+    pub fn kill_agent(&self, node: &str, signal: &str) -> Result<()> {
+        signal_and_wait(self.node(node)?.agent_pid, signal)
+    }
+
+    /// Starts `node`'s agent again (same socket, same lease store) and waits until it is ready.
+    pub fn start_agent(&mut self, node: &str) -> Result<()> {
+        self.start_agent_from(node, None)
+    }
+
+    /// Like [`Lab::start_agent`], from another `seamd` binary (an upgrade: new binary, same
+    /// state) when `binary` is given.
+    pub fn start_agent_from(&mut self, node: &str, binary: Option<&Path>) -> Result<()> {
+        let info = self.node(node)?.clone();
+        let pid = spawn_agent(self, &info, true, binary)?;
+        if let Some(n) = self.nodes.iter_mut().find(|n| n.name == node) {
+            n.agent_pid = pid;
+        }
+        self.save()?;
+        wait_for_agent(self, self.node(node)?)
+    }
+
+    /// Starts controller replica `index` (0-based; again after [`Lab::kill_controller`], with
+    /// its old socket and log appended). Does not wait for it.
+    pub fn start_controller(&mut self, index: usize) -> Result<()> {
+        let replica = self.replica(index)?.clone();
+        let socket = replica.endpoint.trim_start_matches("unix:").to_string();
+        let _ = std::fs::remove_file(&socket);
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.underlay_netns])
+            .arg(self.bin_dir.join("seam-controller"))
+            .arg("--listen")
+            .arg(&replica.endpoint);
+        match self.store {
+            LabStore::Embedded => {
+                cmd.arg("--store").arg(format!(
+                    "embedded:{}",
+                    self.dir.join("controller.redb").display()
+                ));
+            }
+            LabStore::Etcd => {
+                let urls: Vec<&str> = self.etcd.iter().map(|m| m.client_url.as_str()).collect();
+                cmd.arg("--store")
+                    .arg(format!("etcd:{}", urls.join(",")))
+                    .args(["--replica-id", &replica.name]);
+            }
+        }
+        cmd.args(["--segment-mode", &self.segment_mode])
+            .args(&self.controller_args);
+        let pid = spawn_logged_append(&mut cmd, &replica.log)?;
+        if let Some(r) = self.replicas.get_mut(index) {
+            r.pid = pid;
+        }
+        self.save()
+    }
+
+    /// Sends `signal` to controller replica `index` and waits until it is gone.
+    pub fn kill_controller(&mut self, index: usize, signal: &str) -> Result<()> {
+        let pid = self.replica(index)?.pid;
+        signal_and_wait(pid, signal)?;
+        if let Some(r) = self.replicas.get_mut(index) {
+            r.pid = 0;
+        }
+        self.save()
+    }
+
+    fn replica(&self, index: usize) -> Result<&ReplicaInfo> {
+        self.replicas.get(index).ok_or_else(|| {
+            LabError::Invalid(format!(
+                "lab {} has {} controller replicas, no index {index}",
+                self.name,
+                self.replicas.len()
+            ))
+        })
+    }
+
+    /// The index of the replica that leads now, if exactly one says so.
+    pub fn leader(&self) -> Option<usize> {
+        let leaders: Vec<usize> = (0..self.replicas.len())
+            .filter(|&i| {
+                self.replicas[i].pid != 0
+                    && matches!(self.replica_role(i).as_deref(), Some("leader" | "single"))
+            })
+            .collect();
+        match leaders[..] {
+            [one] => Some(one),
+            _ => None,
+        }
+    }
+
+    /// Waits until exactly one replica leads and returns its index.
+    pub fn wait_for_leader(&self, timeout: Duration) -> Result<usize> {
+        let mut found = None;
+        wait_for(
+            &format!(
+                "a controller leader (logs: {})",
+                self.replicas
+                    .iter()
+                    .map(|r| r.log.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            timeout,
+            || {
+                found = self.leader();
+                found.is_some()
+            },
+        )?;
+        found.ok_or_else(|| LabError::Timeout("a controller leader".into()))
+    }
+
+    /// Starts etcd member `index` (0-based; again after [`Lab::kill_etcd`], with its data).
+    /// Does not wait for it.
+    pub fn start_etcd(&mut self, index: usize) -> Result<()> {
+        let member = self.etcd_member(index)?.clone();
+        let initial_cluster = self
+            .etcd
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer_url))
+            .collect::<Vec<_>>()
+            .join(",");
+        std::fs::create_dir_all(&member.data_dir).map_err(io_err(&member.data_dir))?;
+        let pid = spawn_logged_append(
+            Command::new("ip")
+                .args(["netns", "exec", &self.underlay_netns, "etcd"])
+                .args(["--name", &member.name, "--data-dir"])
+                .arg(&member.data_dir)
+                .args([
+                    "--listen-client-urls",
+                    &member.client_url,
+                    "--advertise-client-urls",
+                    &member.client_url,
+                    "--listen-peer-urls",
+                    &member.peer_url,
+                    "--initial-advertise-peer-urls",
+                    &member.peer_url,
+                    "--initial-cluster",
+                    &initial_cluster,
+                    "--initial-cluster-state",
+                    "new",
+                    "--initial-cluster-token",
+                    &format!("seam-lab-{}", self.name),
+                    // Short elections: a killed etcd leader is replaced within about a second.
+                    "--heartbeat-interval",
+                    "50",
+                    "--election-timeout",
+                    "500",
+                ]),
+            &member.log,
+        )?;
+        if let Some(m) = self.etcd.get_mut(index) {
+            m.pid = pid;
+        }
+        self.save()
+    }
+
+    /// Sends `signal` to etcd member `index` and waits until it is gone.
+    pub fn kill_etcd(&mut self, index: usize, signal: &str) -> Result<()> {
+        let pid = self.etcd_member(index)?.pid;
+        signal_and_wait(pid, signal)?;
+        if let Some(m) = self.etcd.get_mut(index) {
+            m.pid = 0;
+        }
+        self.save()
+    }
+
+    fn etcd_member(&self, index: usize) -> Result<&EtcdMemberInfo> {
+        self.etcd.get(index).ok_or_else(|| {
+            LabError::Invalid(format!(
+                "lab {} has {} etcd members, no index {index}",
+                self.name,
+                self.etcd.len()
+            ))
+        })
+    }
+}
+
+fn spawn_logged_append(cmd: &mut Command, log: &Path) -> Result<u32> {
+    if log.exists() {
+        let mut old = std::fs::read(log).unwrap_or_default();
+        old.extend_from_slice(b"\n--- restarted ---\n");
+        let _ = std::fs::write(log.with_extension("log.prev"), old);
+    }
+    spawn_logged(cmd, log)
+}
+
+pub(crate) fn gone(pid: u32) -> bool {
+    // A zombie still has /proc/<pid>; its state line says Z.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.split(") ")
+                .nth(1)
+                .is_some_and(|rest| rest.starts_with('Z'))
+        })
+        .unwrap_or(true)
+}
+
+/// Sends `signal` to `pid` and waits (10 s) until it is gone; a pid of 0 (stopped) is a no-op.
+fn signal_and_wait(pid: u32, signal: &str) -> Result<()> {
+    if pid <= 1 {
+        return Ok(());
+    }
+    run(Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string()))?;
+    wait_for(
+        &format!("process {pid} to exit"),
+        Duration::from_secs(10),
+        || gone(pid),
+    )
+}
+
+/// Waits until `node`'s agent answers CNI STATUS with success. Generous: on a loaded 2-core
+/// machine (CI building in parallel) a restarted agent has been seen to need well over 20 s.
+pub(crate) fn wait_for_agent(lab: &Lab, node: &NodeInfo) -> Result<()> {
+    let call = lab.cni_call(node, "STATUS", "", "", "")?;
+    wait_for(
+        &format!(
+            "agent of {} to be ready (log: {})",
+            node.name,
+            node.agent_log.display()
+        ),
+        Duration::from_secs(60),
+        || call.run_here().map(|o| o.status == 0).unwrap_or(false),
+    )
+}
+
+pub(crate) fn kill(pid: u32, signal: &str) {
+    // 0 would signal our own process group, 1 is init: a pid not yet recorded is never killed.
+    if pid <= 1 {
+        return;
+    }
+    let _ = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status();
+}

@@ -1,0 +1,148 @@
+//! Every nftables name Seam uses: its tables, base chains, verdict maps, the prefixes of the
+//! chains it derives, and how an IR set name and a rule id become a set name and a rule comment.
+//! Nothing else in the workspace spells one of these out: a rename is a change here.
+
+/// The policy table: family `inet`, name `seam`, as `nft` text names it.
+pub const TABLE: &str = "inet seam";
+/// The policy table's family.
+pub const TABLE_FAMILY: &str = "inet";
+/// The policy table's name (the same name is used for [`BRIDGE_TABLE`]).
+pub const TABLE_NAME: &str = "seam";
+
+/// The bridge-family table that drops IPv6 on Seam's bridges, as `nft` text names it.
+pub const BRIDGE_TABLE: &str = "bridge seam";
+/// The bridge table's only chain (hook forward).
+pub const BRIDGE_CHAIN: &str = "forward";
+/// The comment of the bridge table's IPv6 rules.
+pub const IPV6_RULE_COMMENT: &str = "ipv6-on-segments";
+
+/// The base chain of egress (hook forward, priority filter): dispatches by source address.
+pub const EGRESS_CHAIN: &str = "egress";
+/// The base chain of ingress (hook forward, priority filter + 10): dispatches by destination.
+pub const INGRESS_CHAIN: &str = "ingress";
+/// Both base chains of the policy table.
+pub const BASE_CHAINS: [&str; 2] = [EGRESS_CHAIN, INGRESS_CHAIN];
+
+/// The verdict map of egress: local source address → class chain.
+pub const EGRESS_DISPATCH: &str = "egress_dispatch";
+/// The verdict map of ingress: local destination address → class chain.
+pub const INGRESS_DISPATCH: &str = "ingress_dispatch";
+
+/// Prefix of an admin-tier policy chain (`a_<hash>`).
+pub const ADMIN_CHAIN_PREFIX: &str = "a_";
+/// Prefix of a namespace-tier policy chain (`b_<hash>`).
+pub const NAMESPACE_CHAIN_PREFIX: &str = "b_";
+/// Prefix of a class chain (`c_<hash>`), which the dispatch maps go to.
+pub const CLASS_CHAIN_PREFIX: &str = "c_";
+/// Prefix of a direction's baseline chain (`z_<hash>`).
+pub const BASELINE_CHAIN_PREFIX: &str = "z_";
+/// Every prefix of a regular chain Seam makes; a chain with another name is not Seam's.
+pub const CHAIN_PREFIXES: [&str; 4] = [
+    ADMIN_CHAIN_PREFIX,
+    NAMESPACE_CHAIN_PREFIX,
+    CLASS_CHAIN_PREFIX,
+    BASELINE_CHAIN_PREFIX,
+];
+
+/// Prefix of a hash set's name (a set of single addresses; interval sets have none).
+pub const HASH_SET_PREFIX: &str = "h/";
+
+/// The nftables family of [`NAT_TABLE`] (NAT of IPv4 only: segments are IPv4).
+pub const NAT_FAMILY: &str = "ip";
+/// Seam's NAT table (kept apart from `inet seam`, which the policy engine rewrites).
+pub const NAT_TABLE: &str = "seam-nat";
+/// The set of source prefixes whose egress is masqueraded: the SNAT segments' subnets.
+pub const NAT_SOURCES_SET: &str = "snat_sources";
+/// The set of destinations never masqueraded: every segment, node and external endpoint.
+pub const NAT_KNOWN_SET: &str = "not_masqueraded";
+/// The NAT table's base chain (nat hook postrouting, priority srcnat).
+pub const NAT_CHAIN: &str = "postrouting";
+/// The comment that marks Seam's masquerade rule (how the observer recognises it).
+pub const NAT_RULE_COMMENT: &str = "seam snat";
+
+/// The longest comment nftables keeps (its limit is 128 bytes including the terminator).
+const MAX_COMMENT: usize = 127;
+
+/// The longest set name rendered as is.
+const MAX_SET_NAME: usize = 200;
+
+/// The FNV-1a offset basis: the hash of nothing. FNV-1a is written out because std's hasher is
+/// not stable across releases, and names made of hashes must survive an upgrade (an agent that
+/// restarts adopts the kernel's table by its names).
+pub const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// FNV-1a over `bytes`, continuing from `hash`.
+pub fn fnv_feed(hash: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(hash, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// FNV-1a of `text`.
+pub fn fnv1a(text: &str) -> u64 {
+    fnv_feed(FNV_OFFSET, text.as_bytes())
+}
+
+fn plain(c: char) -> bool {
+    c.is_ascii_graphic() && c != '"' && c != '\\'
+}
+
+/// The `comment` a rule with this id carries in the kernel: the id itself when it fits
+/// nftables' 127 bytes and is plain text; otherwise a prefix of it (unsafe characters replaced
+/// by `_`) and `~` plus a hash of the full id.
+pub fn nft_comment(id: &str) -> String {
+    if id.chars().all(plain) && id.len() <= MAX_COMMENT {
+        return id.to_string();
+    }
+    let hash = format!("~{:016x}", fnv1a(id));
+    let mut out: String = id
+        .chars()
+        .map(|c| if plain(c) { c } else { '_' })
+        .take(MAX_COMMENT - hash.len())
+        .collect();
+    out.push_str(&hash);
+    out
+}
+
+/// The nftables name of an IR set: the name itself when it is a plain identifier (letters,
+/// digits, `_./-`, a letter first, at most 200 bytes); otherwise `x_` + a sanitized prefix + a
+/// hash of the full name.
+pub fn nft_set_name(name: &str) -> String {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '/' | '-');
+    let starts_ok = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic());
+    if starts_ok && name.len() <= MAX_SET_NAME && name.chars().all(ok_char) {
+        return name.to_string();
+    }
+    let prefix: String = name
+        .chars()
+        .map(|c| if ok_char(c) { c } else { '_' })
+        .take(100)
+        .collect();
+    format!("x_{prefix}_{:016x}", fnv1a(name))
+}
+
+/// The kernel's name of an IR set held as an interval set, or as a hash set ([`HASH_SET_PREFIX`]).
+pub fn kernel_set_name(ir_name: &str, interval: bool) -> String {
+    if interval {
+        nft_set_name(ir_name)
+    } else {
+        format!("{HASH_SET_PREFIX}{}", nft_set_name(ir_name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_that_fit_are_kept_and_others_hashed() {
+        assert_eq!(nft_comment("np/x/web/ingress/0"), "np/x/web/ingress/0");
+        let long = nft_comment(&"a".repeat(200));
+        assert_eq!(long.len(), MAX_COMMENT);
+        assert!(nft_comment("a \"b\"").starts_with("a__b_~"));
+        assert_eq!(nft_set_name("tenant/blue"), "tenant/blue");
+        assert!(nft_set_name("1x").starts_with("x_1x_"));
+        assert_eq!(kernel_set_name("s", false), "h/s");
+        assert_eq!(kernel_set_name("s", true), "s");
+    }
+}

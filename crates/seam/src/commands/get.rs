@@ -1,0 +1,188 @@
+//! `seam get KIND`: a table, JSON or YAML of one kind of object.
+
+use anyhow::Context;
+use seam::manifest;
+use seam_policy::PolicyKind;
+use serde_json::Value;
+
+use crate::cli::{Output, Target};
+use crate::controller::{block_on, client};
+
+fn policy_row(p: &Value) -> Vec<String> {
+    let s = |v: &Value| v.as_str().unwrap_or("").to_string();
+    vec![
+        s(&p["kind"]),
+        p["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("-")
+            .to_string(),
+        s(&p["metadata"]["name"]),
+    ]
+}
+
+fn labels_text(v: &Value) -> String {
+    v.as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "-".to_string())
+}
+
+fn table(kind: &str, items: &[Value]) -> Vec<Vec<String>> {
+    let s = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".to_string(),
+        other => other.to_string(),
+    };
+    let (header, rows): (Vec<&str>, Vec<Vec<String>>) = match kind {
+        "nodes" => (
+            vec!["NAME", "UNDERLAY", "ROLE"],
+            items
+                .iter()
+                .map(|o| vec![s(&o["name"]), s(&o["underlayIp"]), s(&o["role"])])
+                .collect(),
+        ),
+        "segments" => (
+            vec!["NAME", "SUBNET", "VNI", "TENANT", "NAMESPACE", "SNAT"],
+            items
+                .iter()
+                .map(|o| {
+                    vec![
+                        s(&o["name"]),
+                        s(&o["subnet"]),
+                        s(&o["vni"]),
+                        s(&o["tenant"]),
+                        s(&o["namespace"]),
+                        if o["snat"] == Value::Bool(true) {
+                            "on"
+                        } else {
+                            "off"
+                        }
+                        .to_string(),
+                    ]
+                })
+                .collect(),
+        ),
+        "blocks" => (
+            vec!["SEGMENT", "CIDR", "NODE"],
+            items
+                .iter()
+                .map(|o| vec![s(&o["segment"]), s(&o["cidr"]), s(&o["node"])])
+                .collect(),
+        ),
+        "endpoints" => (
+            vec!["NAME", "KIND", "IP", "NODE", "SEGMENT", "LABELS"],
+            items
+                .iter()
+                .map(|o| {
+                    vec![
+                        s(&o["name"]),
+                        s(&o["kind"]),
+                        s(&o["ip"]),
+                        s(&o["node"]),
+                        s(&o["segment"]),
+                        labels_text(&o["labels"]),
+                    ]
+                })
+                .collect(),
+        ),
+        "namespaces" => (
+            vec!["NAME", "TENANT", "LABELS"],
+            items
+                .iter()
+                .map(|o| vec![s(&o["name"]), s(&o["tenant"]), labels_text(&o["labels"])])
+                .collect(),
+        ),
+        "tenants" => (
+            vec!["NAME", "ISOLATION", "GLOBAL"],
+            items
+                .iter()
+                .map(|o| vec![s(&o["name"]), s(&o["isolation"]), s(&o["global"])])
+                .collect(),
+        ),
+        _ => (
+            vec!["KIND", "NAMESPACE", "NAME"],
+            items.iter().map(policy_row).collect(),
+        ),
+    };
+    let mut out = vec![header.into_iter().map(str::to_string).collect()];
+    out.extend(rows);
+    out
+}
+
+fn print_table(rows: &[Vec<String>]) {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.len())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(c, cell)| format!("{cell:<w$}", w = widths[c]))
+            .collect();
+        println!("{}", line.join("  ").trim_end());
+    }
+}
+
+/// `seam get KIND`.
+pub(crate) fn run(kind: &str, output: Output, target: &Target) -> anyhow::Result<()> {
+    let policy_kind: Option<PolicyKind> = manifest::policy_kind_by_name(kind);
+    let plural = match (kind, policy_kind) {
+        ("policies" | "policy", _) => "policies",
+        (_, Some(k)) => manifest::policy_plural(k),
+        ("nodes" | "node", _) => "nodes",
+        ("segments" | "segment", _) => "segments",
+        ("blocks" | "block", _) => "blocks",
+        ("endpoints" | "endpoint", _) => "endpoints",
+        ("namespaces" | "namespace" | "ns", _) => "namespaces",
+        ("tenants" | "tenant", _) => "tenants",
+        (other, None) => anyhow::bail!(
+            "unknown kind {other:?}: use policies, networkpolicies, adminnetworkpolicies, \
+             baselineadminnetworkpolicies, endpointgroups, contracts, namespaces, tenants, \
+             nodes, segments, blocks or endpoints"
+        ),
+    };
+    let client = client(target)?;
+    let items: Vec<Value> = block_on(async {
+        Ok(match plural {
+            "nodes" => serde_json::to_value(client.list_nodes().await?)?,
+            "segments" => serde_json::to_value(client.list_segments().await?)?,
+            "blocks" => serde_json::to_value(client.list_blocks().await?)?,
+            "endpoints" => serde_json::to_value(client.list_endpoints().await?)?,
+            "namespaces" => serde_json::to_value(client.list_namespaces().await?)?,
+            "tenants" => serde_json::to_value(client.list_tenants().await?)?,
+            _ => Value::Array(client.list_policies().await?),
+        })
+    })
+    .map(|v| match v {
+        Value::Array(items) => items,
+        other => vec![other],
+    })?;
+    let items: Vec<Value> = match policy_kind {
+        Some(k) if plural != "policies" => items
+            .into_iter()
+            .filter(|p| p["kind"].as_str() == Some(k.as_str()))
+            .collect(),
+        _ => items,
+    };
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&items)?),
+        Output::Yaml => print!(
+            "{}",
+            serde_saphyr::to_string_multiple(&items).context("render YAML")?
+        ),
+        Output::Table => print_table(&table(plural, &items)),
+    }
+    Ok(())
+}

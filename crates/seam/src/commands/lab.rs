@@ -1,0 +1,236 @@
+//! `seam lab …`: build, inspect and remove a lab of network namespaces on this machine, and add
+//! pods, gateways, servers, hosts and VMs to it (the work is in `seam_lab`).
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use seam_lab::{Lab, LabSpec, LabStore};
+use seam_model::parse_labels;
+
+use crate::cli::LabCmd;
+use seam::{explain, manifest};
+use seam_lab::demo::{CounterReader, DemoPolicy, PolicyTools, ToolError};
+use seam_model::Snapshot;
+
+/// The directory of the lab's other binaries: next to `seam` itself.
+pub(crate) fn bin_dir() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("locate the seam binary")?;
+    let dir = exe
+        .parent()
+        .map(PathBuf::from)
+        .context("seam binary has no directory")?;
+    for needed in ["seamd", "seam-controller", "seam-cni"] {
+        anyhow::ensure!(
+            dir.join(needed).exists(),
+            "{} not found next to seam (build the workspace: cargo build --release)",
+            needed
+        );
+    }
+    Ok(dir)
+}
+
+/// `seam lab up|status`: the lab as JSON, or one line per part.
+fn print_lab(lab: &Lab, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(lab)?);
+        return Ok(());
+    }
+    println!(
+        "lab {} (state {}), controller {}",
+        lab.name,
+        lab.dir.display(),
+        lab.controller
+    );
+    if lab.store == LabStore::Etcd {
+        for (i, r) in lab.replicas.iter().enumerate() {
+            let role = if r.pid == 0 {
+                "stopped".to_string()
+            } else {
+                lab.replica_role(i)
+                    .unwrap_or_else(|| "not answering".to_string())
+            };
+            println!(
+                "  controller {} {} pid {} {role} log {}",
+                r.name,
+                r.endpoint,
+                r.pid,
+                r.log.display()
+            );
+        }
+        for m in &lab.etcd {
+            println!(
+                "  etcd {} {} pid {} data {}",
+                m.name,
+                m.client_url,
+                m.pid,
+                m.data_dir.display()
+            );
+        }
+    }
+    for n in &lab.nodes {
+        println!(
+            "  node {} netns {} underlay {} agent {} cni {}",
+            n.name,
+            n.netns,
+            n.underlay_ip,
+            n.agent_socket.display(),
+            n.cni_config.display()
+        );
+    }
+    for p in &lab.pods {
+        println!(
+            "  pod {}/{} on {} ip {} netns {}",
+            p.namespace,
+            p.name,
+            p.node,
+            p.ip,
+            p.netns_path.display()
+        );
+    }
+    Ok(())
+}
+
+/// Runs one `seam lab` command.
+pub(crate) fn run(command: LabCmd) -> anyhow::Result<()> {
+    match command {
+        LabCmd::Up {
+            name,
+            nodes,
+            segment_mode,
+            json,
+            one_process,
+            store,
+            controllers,
+        } => {
+            let lab = seam_lab::up(&LabSpec {
+                name,
+                nodes,
+                segment_mode,
+                controller_args: Vec::new(),
+                one_process,
+                store,
+                controllers,
+                bin_dir: bin_dir()?,
+            })?;
+            print_lab(&lab, json)
+        }
+        LabCmd::Down { name } => Ok(seam_lab::down(&name)?),
+        LabCmd::Status { name, json } => print_lab(&Lab::load(&name)?, json),
+        LabCmd::PodAdd {
+            name,
+            node,
+            namespace,
+            pod,
+        } => {
+            let mut lab = Lab::load(&name)?;
+            let p = lab.add_pod(&node, &namespace, &pod)?;
+            println!("{}", serde_json::to_string_pretty(&p)?);
+            Ok(())
+        }
+        LabCmd::PodDel {
+            name,
+            namespace,
+            pod,
+        } => Ok(Lab::load(&name)?.del_pod(&namespace, &pod)?),
+        LabCmd::GatewayAdd {
+            name,
+            node,
+            transit_encap,
+        } => {
+            let mut lab = Lab::load(&name)?;
+            let gw = lab.add_gateway(&node)?;
+            if transit_encap != "cross-subnet" {
+                lab.set_transit_encap(&node, &transit_encap)?;
+            }
+            println!("{}", serde_json::to_string_pretty(&gw)?);
+            Ok(())
+        }
+        LabCmd::ServerAdd {
+            name,
+            server,
+            address,
+            gateway,
+            routes,
+        } => {
+            let mut lab = Lab::load(&name)?;
+            let routes: Vec<&str> = routes.iter().map(String::as_str).collect();
+            let s = lab.add_server(&server, address, &gateway, &routes)?;
+            println!("{}", serde_json::to_string_pretty(&s)?);
+            Ok(())
+        }
+        LabCmd::InternetAdd {
+            name,
+            host,
+            address,
+        } => {
+            let h = Lab::load(&name)?.add_internet_host(&host, address)?;
+            println!("{}", serde_json::to_string_pretty(&h)?);
+            Ok(())
+        }
+        LabCmd::Hypervisor { name, node } => Ok(Lab::load(&name)?.make_hypervisor(&node)?),
+        LabCmd::VmAdd {
+            name,
+            vm,
+            host,
+            segment,
+            labels,
+        } => {
+            let options = seam_lab::vm::VmOptions {
+                labels: parse_labels(&labels)?,
+                ..seam_lab::vm::VmOptions::default()
+            };
+            let info = Lab::load(&name)?.add_vm(&vm, &host, &segment, &options)?;
+            println!("{}", serde_json::to_string_pretty(&info)?);
+            Ok(())
+        }
+        LabCmd::Demo { name, keep } => Ok(seam_lab::demo::run(
+            &name,
+            keep,
+            bin_dir()?,
+            &SeamPolicyTools,
+        )?),
+    }
+}
+
+/// The demo's policy steps, done by the `seam` library: manifests read as `seam apply` reads
+/// them, verdicts explained as `seam explain` explains them.
+struct SeamPolicyTools;
+
+impl PolicyTools for SeamPolicyTools {
+    fn policies(&self, manifests: &str) -> Result<Vec<DemoPolicy>, ToolError> {
+        Ok(manifest::parse_manifests(manifests)?
+            .iter()
+            .filter_map(|object| match object {
+                manifest::Manifest::Policy(p) => {
+                    let key = p.key();
+                    Some(DemoPolicy {
+                        kind: key.kind.as_str().to_string(),
+                        namespace: key.namespace.clone(),
+                        name: key.name.clone(),
+                        body: p.to_value(),
+                        description: object.describe(),
+                    })
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
+    fn explain_tcp(
+        &self,
+        snapshot: &Snapshot,
+        src: &str,
+        dst: &str,
+        port: u16,
+        counters: CounterReader<'_>,
+    ) -> Result<String, ToolError> {
+        let flow = seam_policy::Flow {
+            src: explain::parse_end(src)?,
+            dst: explain::parse_end(dst)?,
+            protocol: seam_policy::Protocol::Tcp,
+            port,
+        };
+        let x = explain::explain(snapshot, flow, Some(counters))?;
+        Ok(explain::render_text(&x))
+    }
+}
