@@ -20,8 +20,8 @@ pub struct ClusterView {
     pub namespaces: BTreeMap<String, seam_model::Namespace>,
     /// Tenants by name (isolation mode and global flag).
     pub tenants: BTreeMap<String, seam_model::Tenant>,
-    /// Policy documents by store name (`<Kind>/<namespace or _>/<name>`).
-    pub policies: BTreeMap<String, serde_json::Value>,
+    /// Policy objects by store name (`<Kind>/<namespace or _>/<name>`), typed when they arrived.
+    pub policies: BTreeMap<String, seam_policy::PolicyObject>,
     /// Which segment the controller said serves a namespace (flat mode has one for all).
     pub namespace_segment: BTreeMap<String, String>,
     /// What the firewall reads (tenants, namespaces, endpoints, policies) that may have changed since the
@@ -89,11 +89,11 @@ impl ClusterView {
             .into_iter()
             .map(|o| (o.name.clone(), o))
             .collect();
+        // Typed by the snapshot's reader (seam-client), which left out any it could not read.
         self.policies = snap
             .policies
             .into_iter()
-            .filter_map(|p| Some((policy_name(&p)?, p)))
-            .inspect(|(name, doc)| note_unknown_policy_fields(name, doc))
+            .map(|p| (seam_model::policy_object_name(&p), p))
             .collect();
         self.endpoints = snap
             .endpoints
@@ -153,10 +153,15 @@ impl ClusterView {
                 put(&mut self.namespaces, event.name, event.object, event.kind)
             }
             ObjectKind::Tenant => put(&mut self.tenants, event.name, event.object, event.kind),
-            ObjectKind::Policy => match event.object {
-                Some(doc) => {
-                    note_unknown_policy_fields(&event.name, &doc);
-                    self.policies.insert(event.name, doc);
+            ObjectKind::Policy => match event.object.map(decode_policy) {
+                Some(Ok(object)) => {
+                    self.policies.insert(event.name, object);
+                }
+                Some(Err(e)) => {
+                    // What the controller stores now is not enforceable here: its earlier version is not
+                    // either (it would enforce what the cluster no longer says).
+                    tracing::warn!(policy = %event.name, error = %e, "leaving out a policy object from the controller this agent cannot read (a newer Seam?)");
+                    self.policies.remove(&event.name);
                 }
                 None => {
                     self.policies.remove(&event.name);
@@ -180,27 +185,83 @@ impl ClusterView {
     }
 }
 
-/// Says once per kind and field that a stored policy has fields this agent does not know; the
-/// firewall compiler drops them and enforces the rest ([`seam_firewall::cluster::tolerant_policy`]).
-fn note_unknown_policy_fields(name: &str, doc: &serde_json::Value) {
-    let Ok((_, dropped)) = seam_firewall::cluster::tolerant_policy(doc) else {
-        // Invalid documents are reported by the compiler at every pass.
-        return;
-    };
-    let kind = name.split('/').next().unwrap_or("policy");
-    for field in dropped {
-        if seam_model::tolerant::first_sighting(kind, &field) {
-            tracing::warn!(policy = %name, kind, field, "ignoring a field of a stored policy this agent does not know (a newer Seam?)");
-        }
+/// A policy object of a watch event, decoded once into its wire type: fields this agent does not
+/// know outside `spec` are dropped and said once per kind and field ([`seam_model::tolerant::policy`]).
+fn decode_policy(
+    value: serde_json::Value,
+) -> Result<seam_policy::PolicyObject, seam_policy::ParseError> {
+    let decoded = seam_model::tolerant::policy(value)?;
+    let kind = decoded.value.kind().as_str();
+    for field in decoded.first_sightings(kind) {
+        tracing::warn!(
+            kind,
+            field,
+            "ignoring a field of a stored policy this agent does not know (a newer Seam?)"
+        );
     }
+    Ok(decoded.value)
 }
 
-/// The store name of a policy document in a snapshot (`<Kind>/<namespace or _>/<name>`), the
-/// same name its watch events carry.
-fn policy_name(doc: &serde_json::Value) -> Option<String> {
-    let kind = doc.get("kind")?.as_str()?;
-    let meta = doc.get("metadata")?;
-    let name = meta.get("name")?.as_str()?;
-    let ns = meta.get("namespace").and_then(|n| n.as_str());
-    Some(seam_model::policy_name(kind, ns, name))
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn event(revision: u64, name: &str, object: Option<serde_json::Value>) -> WatchEvent {
+        WatchEvent {
+            revision,
+            kind: ObjectKind::Policy,
+            name: name.to_string(),
+            object,
+        }
+    }
+
+    fn netpol(spec: serde_json::Value) -> serde_json::Value {
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+               "metadata": {"name": "db", "namespace": "web"}, "spec": spec})
+    }
+
+    #[test]
+    fn a_policy_event_is_typed_once_and_one_this_agent_cannot_read_is_left_out() {
+        let name = "NetworkPolicy/web/db";
+        let mut view = ClusterView::default();
+        let mut newer = netpol(json!({"podSelector": {}}));
+        newer["metadata"]["generation"] = json!(2);
+        view.apply(event(1, name, Some(newer)));
+        assert_eq!(view.policies[name].metadata().name, "db");
+
+        // A version of the object this agent cannot read replaces the one it could: the earlier
+        // version is no longer what the cluster says, so nothing is enforced for it.
+        let mut future = netpol(json!({"podSelector": {}}));
+        future["apiVersion"] = json!("networking.k8s.io/v2");
+        view.apply(event(2, name, Some(future)));
+        assert!(view.policies.is_empty());
+        view.apply(event(
+            3,
+            name,
+            Some(netpol(json!({"podSelector": {}, "futureMode": "strict"}))),
+        ));
+        assert!(view.policies.is_empty());
+        assert_eq!(view.revision, 3);
+
+        view.apply(event(4, name, Some(netpol(json!({"podSelector": {}})))));
+        assert_eq!(view.policies.len(), 1);
+        view.apply(event(5, name, None));
+        assert!(view.policies.is_empty());
+        // The firewall is told about every name that changed, readable or not.
+        assert!(view.take_firewall_changes().everything);
+    }
+
+    #[test]
+    fn a_snapshot_keys_its_typed_policies_by_store_name() {
+        let object = seam_policy::PolicyObject::from_value(netpol(json!({"podSelector": {}})))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut view = ClusterView::default();
+        view.reset(Snapshot {
+            revision: 9,
+            policies: vec![object.clone()],
+            ..Snapshot::default()
+        });
+        assert_eq!(view.policies.get("NetworkPolicy/web/db"), Some(&object));
+    }
 }

@@ -149,11 +149,11 @@ impl PolicySummary {
 }
 
 /// The agent's view of the cluster: what `seamd` holds (namespaces, endpoints, policy
-/// documents as stored by the controller).
+/// objects typed as they arrived from the controller).
 struct View {
     namespaces: Vec<seam_model::Namespace>,
     endpoints: Vec<seam_model::Endpoint>,
-    docs: BTreeMap<String, Value>,
+    docs: BTreeMap<String, PolicyObject>,
 }
 
 fn doc_key(o: &PolicyObject) -> String {
@@ -171,7 +171,7 @@ impl View {
         View {
             namespaces: c.namespace_objects(),
             endpoints: c.endpoints.clone(),
-            docs: c.policies().map(|o| (doc_key(o), o.to_value())).collect(),
+            docs: c.policies().map(|o| (doc_key(o), o.clone())).collect(),
         }
     }
 
@@ -705,10 +705,11 @@ fn mutate(
             let np = rng.pick(&cluster.netpols);
             let key = doc_key(np);
             changed.documents.insert(key.clone());
-            let doc = view
+            let mut doc = view
                 .docs
-                .get_mut(&key)
-                .context("edited policy not in view")?;
+                .get(&key)
+                .context("edited policy not in view")?
+                .to_value();
             let port = 1024 + rng.below(30000);
             let new_ports = json!([{"protocol": "TCP", "port": port}]);
             let spec = doc.get_mut("spec").context("policy without spec")?;
@@ -724,7 +725,9 @@ fn mutate(
                 // default-deny: start allowing one port from the namespace.
                 spec["ingress"] = json!([{"from": [{"podSelector": {}}], "ports": new_ports}]);
             }
-            PolicyObject::from_value(doc.clone()).context("edited policy is invalid")?;
+            // The watch event's decode, which the agent does when the edit arrives (not timed here).
+            let edited = PolicyObject::from_value(doc).context("edited policy is invalid")?;
+            view.docs.insert(key, edited);
         }
     }
     Ok(changed)
@@ -782,7 +785,7 @@ fn incremental_compile(
         tenants: &'a BTreeMap<String, seam_model::Tenant>,
         namespaces: &'a BTreeMap<String, seam_model::Namespace>,
         endpoints: &'a BTreeMap<String, seam_model::Endpoint>,
-        documents: &'a BTreeMap<String, Value>,
+        documents: &'a BTreeMap<String, PolicyObject>,
     ) -> seam_firewall::KeyedView<'a> {
         seam_firewall::KeyedView {
             tenants,
@@ -1123,7 +1126,7 @@ fn probe_cluster(base: &Cluster, netpols: usize, with_contracts: bool) -> anyhow
                          "ports": [{"protocol": "TCP", "port": PROBE_PORT}]}]
         }
     }))?;
-    view.docs.insert(doc_key(&allow), allow.to_value());
+    view.docs.insert(doc_key(&allow), allow);
     Ok(view)
 }
 

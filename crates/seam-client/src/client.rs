@@ -935,8 +935,41 @@ pub(crate) fn decode_snapshot(bytes: &[u8]) -> std::result::Result<Snapshot, ser
         endpoints: list(&mut doc, "endpoints", "Endpoint", true)?,
         namespaces: list(&mut doc, "namespaces", "Namespace", false)?,
         tenants: list(&mut doc, "tenants", "Tenant", false)?,
-        policies: list(&mut doc, "policies", "Policy", false)?,
+        policies: policies(&mut doc)?,
     })
+}
+
+/// The policy objects of a snapshot, each decoded into its wire type once, here: fields outside
+/// `spec` this version does not know are dropped ([`seam_model::tolerant::policy`]); an object
+/// it cannot read (a kind or version a newer Seam added, an unknown field inside `spec`) is left
+/// out and said in the log, as [`decode_snapshot`] leaves out any other object.
+fn policies(
+    doc: &mut serde_json::Map<String, serde_json::Value>,
+) -> std::result::Result<Vec<seam_policy::PolicyObject>, serde_json::Error> {
+    use serde::de::Error as _;
+
+    let items = match doc.remove("policies") {
+        Some(serde_json::Value::Array(items)) => items,
+        None => return Ok(Vec::new()),
+        Some(_) => return Err(serde_json::Error::custom("policies: not a list")),
+    };
+    Ok(items
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, item)| match seam_model::tolerant::policy(item) {
+            Ok(decoded) => {
+                let kind = decoded.value.kind().as_str();
+                for unknown in decoded.first_sightings(kind) {
+                    tracing::warn!(kind, field = unknown, "ignoring a field from the controller this version does not know (a newer Seam?)");
+                }
+                Some(decoded.value)
+            }
+            Err(e) => {
+                tracing::warn!(kind = "Policy", index = i, error = %e, "leaving out an object of the snapshot this version cannot read (a newer Seam?)");
+                None
+            }
+        })
+        .collect())
 }
 
 fn object_path(kind: ObjectKind, name: &str) -> String {
@@ -995,6 +1028,34 @@ mod snapshot_tests {
         assert_eq!(endpoints, ["web/a", "web/c"]);
         assert_eq!(decoded.namespaces[0].name, "web");
         assert!(decoded.policies.is_empty());
+
+        // Policies arrive typed: one of a kind or version this Seam does not know, or with a field
+        // it does not know inside `spec`, is left out; one outside `spec` is dropped.
+        let np = |name: &str, spec: serde_json::Value| {
+            json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                   "metadata": {"name": name, "namespace": "web"}, "spec": spec})
+        };
+        let mut newer = np("c", json!({"podSelector": {}}));
+        newer["status"] = json!({"applied": true});
+        let snapshot = json!({
+            "revision": 8, "nodes": [], "segments": [], "blocks": [], "endpoints": [],
+            "policies": [
+                np("a", json!({"podSelector": {}})),
+                {"apiVersion": "networking.k8s.io/v2", "kind": "NetworkPolicy",
+                 "metadata": {"name": "b", "namespace": "web"}, "spec": {}},
+                newer,
+                np("d", json!({"podSelector": {}, "futureMode": "strict"})),
+                "not an object",
+            ],
+        });
+        let decoded = decode_snapshot(&serde_json::to_vec(&snapshot).unwrap()).unwrap();
+        let names: Vec<_> = decoded
+            .policies
+            .iter()
+            .map(|p| p.metadata().name.as_str())
+            .collect();
+        assert_eq!(names, ["a", "c"]);
+        assert!(decode_snapshot(br#"{"revision": 1, "nodes": [], "segments": [], "blocks": [], "endpoints": [], "policies": {}}"#).is_err());
 
         // What is not a snapshot at all is still an error.
         assert!(decode_snapshot(br#"{"nodes": []}"#).is_err());

@@ -219,7 +219,9 @@ impl Controller {
                     decode(&kv.key, &kv.value).map(|o| snapshot.namespaces.push(o))
                 }
                 ObjectKind::Tenant => decode(&kv.key, &kv.value).map(|o| snapshot.tenants.push(o)),
-                ObjectKind::Policy => decode(&kv.key, &kv.value).map(|o| snapshot.policies.push(o)),
+                ObjectKind::Policy => {
+                    decode_policy(&kv.key, &kv.value).map(|o| snapshot.policies.push(o))
+                }
             }
             .unwrap_or_else(skip);
         }
@@ -1000,6 +1002,27 @@ pub(crate) fn decode<T: DeserializeOwned>(key: &str, value: &[u8]) -> Result<T> 
         for field in decoded.first_sightings(kind) {
             tracing::warn!(%key, kind, field, "ignoring a field of a stored object this version does not know (written by a newer Seam?)");
         }
+    }
+    Ok(decoded.value)
+}
+
+/// Decodes a stored policy object into the wire type a snapshot carries, tolerating fields this
+/// version does not know outside `spec` as [`decode`] does for other objects
+/// ([`seam_model::tolerant::policy`]); what was stored is its canonical form, written from the
+/// object typed at the door.
+pub(crate) fn decode_policy(key: &str, value: &[u8]) -> Result<seam_policy::PolicyObject> {
+    let corrupt = |source| Error::CorruptPolicy {
+        key: key.to_string(),
+        source,
+    };
+    let value = serde_json::from_slice(value).map_err(|source| Error::Corrupt {
+        key: key.to_string(),
+        source,
+    })?;
+    let decoded = seam_model::tolerant::policy(value).map_err(corrupt)?;
+    let kind = decoded.value.kind().as_str();
+    for field in decoded.first_sightings(kind) {
+        tracing::warn!(%key, kind, field, "ignoring a field of a stored object this version does not know (written by a newer Seam?)");
     }
     Ok(decoded.value)
 }

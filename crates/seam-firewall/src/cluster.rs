@@ -129,7 +129,7 @@ pub fn node_ruleset<'a>(
     tenants: impl IntoIterator<Item = &'a seam_model::Tenant>,
     namespaces: impl IntoIterator<Item = &'a seam_model::Namespace>,
     endpoints: impl IntoIterator<Item = &'a seam_model::Endpoint>,
-    documents: impl IntoIterator<Item = &'a serde_json::Value>,
+    documents: impl IntoIterator<Item = &'a PolicyObject>,
     node: &str,
 ) -> Result<(NodeRuleset, Vec<String>), CompileError> {
     let mut namespaces: Vec<_> = namespaces.into_iter().collect();
@@ -146,69 +146,28 @@ pub fn node_ruleset<'a>(
     Ok((crate::compile(&policies, &inv, &local)?, warnings))
 }
 
-/// The policies in force from stored documents. Objects the engine refuses (which the
-/// controller should never have stored) are left out and returned as warnings, as are
-/// contracts naming groups nobody defines.
+/// The policies in force from the controller's policy objects (typed once, where they arrived:
+/// `seam_model::tolerant::policy`). Objects the engine refuses (which the controller should
+/// never have stored) are left out and returned as warnings, as are contracts naming groups
+/// nobody defines; of two objects with one key, the later valid one is in force.
 pub fn policy_set<'a>(
-    documents: impl IntoIterator<Item = &'a serde_json::Value>,
+    documents: impl IntoIterator<Item = &'a PolicyObject>,
 ) -> (PolicySet, Vec<String>) {
     let mut set = PolicySet::new();
     let mut warnings = Vec::new();
-    for value in documents {
-        match parse_document(value) {
-            Ok(object) => {
-                if let Err(e) = set.insert(object) {
-                    warnings.push(ignored(e));
-                }
-            }
-            Err(w) => warnings.push(w),
+    for object in documents {
+        if let Err(e) = set.insert(object.clone()) {
+            warnings.push(ignored(e));
         }
     }
     warnings.extend(dangling_warnings(&set));
     (set, warnings)
 }
 
-/// One stored document decoded and validated, or the warning that reports it ignored. Fields
-/// this version does not know are dropped (see [`tolerant_policy`]).
-pub(crate) fn parse_document(value: &serde_json::Value) -> Result<PolicyObject, String> {
-    tolerant_policy(value)
-        .map(|(object, _)| object)
-        .map_err(ignored)
-}
-
-/// A stored policy document decoded and validated, tolerating fields this version does not
-/// know outside `spec` (top level, `metadata`): a newer controller may store them during a
-/// rolling upgrade, and they do not change what the policy allows. An unknown field inside
-/// `spec` may restrict what a rule matches (a new kind of source, say), and dropping it could
-/// widen an allow rule, so such a document stays undecodable: [`policy_set`] leaves it out with
-/// its warning, as any invalid stored document. Returns the dropped fields
-/// (`metadata.x`). The API still refuses unknown fields ([`PolicyObject::from_value`]).
-pub fn tolerant_policy(
-    value: &serde_json::Value,
-) -> Result<(PolicyObject, Vec<String>), seam_policy::ParseError> {
-    let mut value = value.clone();
-    let mut dropped = Vec::new();
-    loop {
-        match PolicyObject::from_value(value.clone()) {
-            Ok(object) => return Ok((object, dropped)),
-            Err(seam_policy::ParseError::Decode { path, message, .. })
-                if dropped.len() < 64
-                    && !within_spec(&path)
-                    && seam_model::tolerant::unknown_field(&message)
-                        .is_some_and(|f| path.rsplit('.').next() == Some(f.as_str()))
-                    && seam_model::tolerant::remove_path(&mut value, &path) =>
-            {
-                dropped.push(seam_model::tolerant::path_pattern(&path));
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// Whether a decode error's field path lies inside the object's `spec`.
-fn within_spec(path: &str) -> bool {
-    path.strip_prefix("spec")
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+/// Whether a policy object may be in force, or the warning that reports it ignored (the same
+/// check and warning [`policy_set`] gives it).
+pub(crate) fn check_document(object: &PolicyObject) -> Result<(), String> {
+    object.validate().map_err(ignored)
 }
 
 fn ignored(e: impl std::fmt::Display) -> String {
@@ -226,63 +185,6 @@ pub(crate) fn dangling_warnings(set: &PolicySet) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_stored_policy_with_fields_this_version_does_not_know_still_applies() {
-        let doc = serde_json::json!({
-            "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-            "metadata": {"name": "p", "namespace": "web", "generation": 4},
-            "status": {"conditions": []},
-            "spec": {
-                "podSelector": {}, "policyTypes": ["Ingress"],
-                "ingress": [{"from": [{"podSelector": {}}]}]
-            }
-        });
-        // The API refuses it ...
-        assert!(PolicyObject::from_value(doc.clone()).is_err());
-        // ... the agent enforces it, minus the fields it does not know outside `spec`.
-        let (object, dropped) = tolerant_policy(&doc).unwrap();
-        assert_eq!(dropped, vec!["metadata.generation", "status"]);
-        assert_eq!(object.key().name, "p");
-        assert!(parse_document(&doc).is_ok());
-        // Anything else wrong still keeps it out.
-        let mut bad = doc.clone();
-        bad["spec"]["policyTypes"] = serde_json::json!("Ingress");
-        assert!(tolerant_policy(&bad).is_err());
-    }
-
-    #[test]
-    fn an_unknown_field_inside_spec_keeps_a_stored_policy_out_rather_than_widen_it() {
-        // Dropping `newSourceField` would leave a rule with no `from`: every source admitted.
-        let doc = serde_json::json!({
-            "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-            "metadata": {"name": "db", "namespace": "web"},
-            "spec": {
-                "podSelector": {}, "policyTypes": ["Ingress"],
-                "ingress": [{"newSourceField": [{"x": 1}], "ports": [{"port": 5432}]}]
-            }
-        });
-        let err = tolerant_policy(&doc).unwrap_err().to_string();
-        assert!(err.contains("newSourceField"), "{err}");
-        let warning = parse_document(&doc).unwrap_err();
-        assert!(
-            warning.starts_with("stored policy object ignored"),
-            "{warning}"
-        );
-        let (set, warnings) = policy_set([&doc]);
-        assert_eq!(
-            set.objects().count(),
-            0,
-            "left out, as any undecodable document"
-        );
-        assert_eq!(warnings.len(), 1, "{warnings:?}");
-        // The same at the top of `spec`.
-        let mut top = doc.clone();
-        top["spec"]["ingress"] = serde_json::json!([{"ports": [{"port": 5432}]}]);
-        top["spec"]["futureMode"] = serde_json::json!("strict");
-        assert!(tolerant_policy(&top).is_err());
-        assert!(within_spec("spec") && within_spec("spec[0]") && !within_spec("specs.x"));
-    }
 
     #[test]
     fn named_ports_reach_the_inventory() {

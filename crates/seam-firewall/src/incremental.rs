@@ -2,7 +2,7 @@
 //! every reconcile pass, recomputing only what changed since the last pass.
 //!
 //! [`IncrementalCompiler::sync`] is level-triggered: it takes the whole view every time, diffs it against what it
-//! saw last (per object by name, cheap equality; only changed policy documents are parsed again), finds the
+//! saw last (per object by name, cheap equality; only changed policy objects are validated again), finds the
 //! fragments of the ruleset (see `compile/fragment.rs`: one per policy object, plus the isolation, tenant and
 //! default rules) that the changes can touch (`deps.rs`), recomputes those, and splices their rules and sets into
 //! the ruleset it keeps. [`IncrementalCompiler::sync_changes`] runs the same diff (`World::update`) on a view by
@@ -24,7 +24,6 @@ use seam_policy::{
     Endpoint, IsolationMode, Labels, Namespace, ObjectKey, PolicyKind, PolicyObject, PolicySet,
     Tenant,
 };
-use serde_json::Value;
 
 use crate::addr::AddrSet;
 use crate::cluster;
@@ -91,10 +90,26 @@ impl EpState {
     }
 }
 
+/// A policy object of the view, and why it is not in force when it does not validate.
 #[derive(Debug)]
 struct Doc {
-    value: Value,
-    parsed: Result<PolicyObject, String>,
+    object: PolicyObject,
+    invalid: Option<String>,
+}
+
+impl Doc {
+    /// Checked once, when it is new or changed.
+    fn new(object: &PolicyObject) -> Self {
+        Doc {
+            invalid: cluster::check_document(object).err(),
+            object: object.clone(),
+        }
+    }
+
+    /// The object, when it may be in force.
+    fn in_force(&self) -> Option<&PolicyObject> {
+        self.invalid.is_none().then_some(&self.object)
+    }
 }
 
 /// What one pass changed in the world.
@@ -163,7 +178,7 @@ pub struct KeyedView<'a> {
     /// Endpoints by name.
     pub endpoints: &'a BTreeMap<String, seam_model::Endpoint>,
     /// Policy documents by store name.
-    pub documents: &'a BTreeMap<String, Value>,
+    pub documents: &'a BTreeMap<String, PolicyObject>,
 }
 
 /// The names whose objects may have changed (added, edited or removed) in a [`KeyedView`] since the compiler
@@ -237,19 +252,11 @@ fn same_endpoint(s: &EpState, m: &seam_model::Endpoint, node: &str) -> bool {
             .all(|(a, b)| *a == cluster::container_port(b))
 }
 
-/// `apiVersion`, `kind`, `metadata.namespace` and `metadata.name` of a document, hashed: finds the document again
-/// when the others moved.
-fn doc_ident(v: &Value) -> u64 {
-    fn s(v: Option<&Value>) -> Option<&str> {
-        v.and_then(Value::as_str)
-    }
-    let meta = v.get("metadata");
-    hash_of(&(
-        s(v.get("apiVersion")),
-        s(v.get("kind")),
-        s(meta.and_then(|m| m.get("namespace"))),
-        s(meta.and_then(|m| m.get("name"))),
-    ))
+/// The kind (which fixes `apiVersion`), `metadata.namespace` and `metadata.name` of a document, hashed: finds the
+/// document again when the others moved.
+fn doc_ident(o: &PolicyObject) -> u64 {
+    let meta = o.metadata();
+    hash_of(&(o.kind(), meta.namespace.as_deref(), meta.name.as_str()))
 }
 
 fn key_of(o: &PolicyObject, key: &ObjectKey) -> bool {
@@ -324,9 +331,9 @@ impl<'v, T> Objects<'v, T> {
 /// The policy documents of a pass's inputs.
 enum Documents<'v> {
     /// By store name.
-    Named(&'v BTreeMap<String, Value>),
+    Named(&'v BTreeMap<String, PolicyObject>),
     /// In order, without names.
-    Listed(&'v [&'v Value]),
+    Listed(&'v [&'v PolicyObject]),
 }
 
 /// The inputs of one pass, by name, and what is compared of them.
@@ -351,7 +358,7 @@ impl<'v> Input<'v> {
         tenants: &'v [&'v seam_model::Tenant],
         namespaces: &'v [&'v seam_model::Namespace],
         endpoints: &'v [&'v seam_model::Endpoint],
-        documents: &'v [&'v Value],
+        documents: &'v [&'v PolicyObject],
     ) -> Self {
         let (endpoints, shared_endpoint_name) =
             Objects::sorted(endpoints.iter().copied(), |e| &e.name);
@@ -681,7 +688,7 @@ impl World {
     }
 
     /// Policy documents, then the objects in force and the warnings. By name when the inputs name the changed
-    /// documents (only those compared and parsed); otherwise every document, in order, matched with the kept ones
+    /// documents (only those compared and validated); otherwise every document, in order, matched with the kept ones
     /// by value ([`World::docs_in_order`]: documents without names, or kept without names, can only be found
     /// again by what they are).
     fn update_docs(&mut self, input: &Input<'_>, ch: &mut Changes) {
@@ -706,11 +713,11 @@ impl World {
     /// name); returns the keys of the objects they held or hold, and whether any document changed.
     fn docs_by_name(
         &mut self,
-        documents: &BTreeMap<String, Value>,
+        documents: &BTreeMap<String, PolicyObject>,
         names_changed: &BTreeSet<String>,
     ) -> (BTreeSet<ObjectKey>, bool) {
         // Documents: kept in store-name order, as the map gives them (the order decides between two documents
-        // of one key); only the named ones compared and parsed.
+        // of one key); only the named ones compared and validated.
         let mut changed_keys: BTreeSet<ObjectKey> = BTreeSet::new();
         let mut docs_changed = false;
         let mut names = self.doc_names.take().unwrap_or_default();
@@ -718,19 +725,15 @@ impl World {
             let new = documents.get(k);
             match (names.binary_search(k), new) {
                 (Err(_), None) => {}
-                (Ok(i), Some(v)) if self.docs.get(i).is_some_and(|d| d.value == *v) => {}
+                (Ok(i), Some(v)) if self.docs.get(i).is_some_and(|d| d.object == *v) => {}
                 (Ok(i), new) => {
                     docs_changed = true;
                     let old = match new {
                         Some(v) => {
-                            let parsed = cluster::parse_document(v);
-                            if let Ok(o) = &parsed {
+                            let doc = Doc::new(v);
+                            if let Some(o) = doc.in_force() {
                                 changed_keys.insert(o.key());
                             }
-                            let doc = Doc {
-                                value: v.clone(),
-                                parsed,
-                            };
                             self.docs.get_mut(i).map(|d| std::mem::replace(d, doc))
                         }
                         None => {
@@ -738,24 +741,18 @@ impl World {
                             (i < self.docs.len()).then(|| self.docs.remove(i))
                         }
                     };
-                    if let Some(Ok(o)) = old.map(|d| d.parsed) {
+                    if let Some(o) = old.as_ref().and_then(Doc::in_force) {
                         changed_keys.insert(o.key());
                     }
                 }
                 (Err(i), Some(v)) => {
                     docs_changed = true;
-                    let parsed = cluster::parse_document(v);
-                    if let Ok(o) = &parsed {
+                    let doc = Doc::new(v);
+                    if let Some(o) = doc.in_force() {
                         changed_keys.insert(o.key());
                     }
                     names.insert(i, k.clone());
-                    self.docs.insert(
-                        i.min(self.docs.len()),
-                        Doc {
-                            value: v.clone(),
-                            parsed,
-                        },
-                    );
+                    self.docs.insert(i.min(self.docs.len()), doc);
                 }
             }
         }
@@ -763,12 +760,12 @@ impl World {
         (changed_keys, docs_changed)
     }
 
-    /// Every document in order, matched with the kept ones (by position, else by identity), parsed only when new
+    /// Every document in order, matched with the kept ones (by position, else by identity), validated only when new
     /// or changed; returns the keys of the objects that may have changed (every key when documents were
     /// reordered: the last valid document of a key is the one in force), and whether any document changed.
     fn docs_in_order<'d>(
         &mut self,
-        docs: impl ExactSizeIterator<Item = &'d Value>,
+        docs: impl ExactSizeIterator<Item = &'d PolicyObject>,
     ) -> (BTreeSet<ObjectKey>, bool) {
         let mut old: Vec<Option<Doc>> = std::mem::take(&mut self.docs)
             .into_iter()
@@ -786,7 +783,7 @@ impl World {
             let positional = old
                 .get(cursor)
                 .and_then(Option::as_ref)
-                .is_some_and(|d| d.value == *v);
+                .is_some_and(|d| d.object == *v);
             let found = if positional {
                 Some(cursor)
             } else {
@@ -794,7 +791,7 @@ impl World {
                     let mut m: HashMap<u64, Vec<usize>> = HashMap::new();
                     for (i, d) in old.iter().enumerate() {
                         if let Some(d) = d {
-                            m.entry(doc_ident(&d.value)).or_default().push(i);
+                            m.entry(doc_ident(&d.object)).or_default().push(i);
                         }
                     }
                     m
@@ -802,7 +799,7 @@ impl World {
                 map.get(&doc_ident(v)).and_then(|c| {
                     c.iter()
                         .copied()
-                        .find(|i| old[*i].as_ref().is_some_and(|d| d.value == *v))
+                        .find(|i| old[*i].as_ref().is_some_and(|d| d.object == *v))
                 })
             };
             match found.and_then(|i| old[i].take().map(|d| (i, d))) {
@@ -818,20 +815,17 @@ impl World {
                 }
                 None => {
                     docs_changed = true;
-                    let parsed = cluster::parse_document(v);
-                    if let Ok(o) = &parsed {
+                    let doc = Doc::new(v);
+                    if let Some(o) = doc.in_force() {
                         changed_keys.insert(o.key());
                     }
-                    new_docs.push(Doc {
-                        value: v.clone(),
-                        parsed,
-                    });
+                    new_docs.push(doc);
                 }
             }
         }
         for d in old.into_iter().flatten() {
             docs_changed = true;
-            if let Ok(o) = &d.parsed {
+            if let Some(o) = d.in_force() {
                 changed_keys.insert(o.key());
             }
         }
@@ -841,7 +835,7 @@ impl World {
             changed_keys.extend(
                 self.docs
                     .iter()
-                    .filter_map(|d| d.parsed.as_ref().ok())
+                    .filter_map(Doc::in_force)
                     .map(PolicyObject::key),
             );
         }
@@ -860,24 +854,20 @@ impl World {
                 .docs
                 .iter()
                 .rev()
-                .find_map(|d| d.parsed.as_ref().ok().filter(|o| key_of(o, &key)));
+                .find_map(|d| d.in_force().filter(|o| key_of(o, &key)));
             let have = self.policies.remove(&key);
             if have.as_ref() != want {
                 ch.policies.insert(key);
             }
             if let Some(o) = want {
-                // Cannot fail: `PolicyObject::from_value` ran the same validation.
+                // Cannot fail: `Doc::new` ran the same validation.
                 if self.policies.insert(o.clone()).is_err() {
                     ch.anomaly = true;
                 }
             }
         }
         if docs_changed {
-            self.warnings = self
-                .docs
-                .iter()
-                .filter_map(|d| d.parsed.as_ref().err().cloned())
-                .collect();
+            self.warnings = self.docs.iter().filter_map(|d| d.invalid.clone()).collect();
             self.warnings
                 .extend(cluster::dangling_warnings(&self.policies));
         }
@@ -919,12 +909,12 @@ impl IncrementalCompiler {
         tenants: impl IntoIterator<Item = &'a seam_model::Tenant>,
         namespaces: impl IntoIterator<Item = &'a seam_model::Namespace>,
         endpoints: impl IntoIterator<Item = &'a seam_model::Endpoint>,
-        documents: impl IntoIterator<Item = &'a Value>,
+        documents: impl IntoIterator<Item = &'a PolicyObject>,
     ) -> Result<(&NodeRuleset, Vec<String>), CompileError> {
         let tenants: Vec<&seam_model::Tenant> = tenants.into_iter().collect();
         let namespaces: Vec<&seam_model::Namespace> = namespaces.into_iter().collect();
         let endpoints: Vec<&seam_model::Endpoint> = endpoints.into_iter().collect();
-        let documents: Vec<&Value> = documents.into_iter().collect();
+        let documents: Vec<&PolicyObject> = documents.into_iter().collect();
         let input = Input::listed(&tenants, &namespaces, &endpoints, &documents);
         let changes = self.world.update(&self.node, &input);
         self.finish(&changes, |node| {

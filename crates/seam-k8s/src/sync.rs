@@ -224,7 +224,12 @@ impl Sync {
                 .into_iter()
                 .map(|n| Target::Namespace(n.name)),
         );
-        present.extend(snapshot.policies.iter().filter_map(policy_target_of_object));
+        present.extend(
+            snapshot
+                .policies
+                .iter()
+                .filter_map(|p| policy_target_of_name(&seam_model::policy_object_name(p))),
+        );
         let lost: Vec<Target> = self
             .applied
             .keys()

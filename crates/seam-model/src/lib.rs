@@ -1,12 +1,14 @@
 //! Seam's vocabulary and its versioned wire objects.
 //!
 //! Holds the objects the controller stores and serves ([`Segment`], [`Node`], [`Block`],
-//! [`Endpoint`], [`Namespace`], [`Tenant`]; policy objects travel as JSON and are typed by seam-policy),
+//! [`Endpoint`], [`Namespace`], [`Tenant`]; policy objects are seam-policy's `PolicyObject`, the
+//! versioned wire type a [`Snapshot`] carries to agents),
 //! the watch events it streams, and the request/reply of the agent socket that
 //! `seam-cni` talks to ([`agent_rpc`]). Every object rejects unknown fields on entry and has a
 //! `validate()` that reports every problem with its field path.
 //!
-//! Architecture invariant: this crate does no I/O and depends on no other Seam crate.
+//! Architecture invariant: this crate does no I/O and depends on no other Seam crate but
+//! seam-policy (pure, for the policy objects).
 //! Start reading at [`Segment`].
 
 #![warn(missing_docs)]

@@ -443,6 +443,16 @@ pub fn policy_name(kind: &str, namespace: Option<&str>, name: &str) -> String {
     format!("{kind}/{}/{name}", namespace.unwrap_or(CLUSTER_SCOPE))
 }
 
+/// The store name ([`policy_name`]) of a policy object: the name its watch events carry.
+pub fn policy_object_name(object: &seam_policy::PolicyObject) -> String {
+    let meta = object.metadata();
+    policy_name(
+        object.kind().as_str(),
+        meta.namespace.as_deref(),
+        &meta.name,
+    )
+}
+
 /// The annotation of a policy object that names the program that manages it (seam-k8s sets
 /// `seam-k8s`). The controller refuses to replace such an object with one that does not carry the
 /// same mark, so a manual change is not silently undone by the manager, nor the manager's copy
@@ -670,10 +680,13 @@ pub struct Snapshot {
     /// All tenants.
     #[serde(default)]
     pub tenants: Vec<Tenant>,
-    /// All policy objects, each in its wire form (`apiVersion`, `kind`, `metadata`, `spec`),
-    /// in store-name order.
+    /// All policy objects, in store-name order: typed, decoded once where they arrive (the
+    /// controller's door for user input, the snapshot's reader for agents); on the wire each is
+    /// its stored form (`apiVersion`, `kind`, `metadata`, `spec`), versioned by `apiVersion` and
+    /// `kind`. Readers that must outlive a newer controller decode them one by one with
+    /// [`crate::tolerant::policy`] (seam-client does), leaving out one they cannot read.
     #[serde(default)]
-    pub policies: Vec<serde_json::Value>,
+    pub policies: Vec<seam_policy::PolicyObject>,
 }
 
 /// One change in the controller's store, as streamed by `GET /v1/watch`.

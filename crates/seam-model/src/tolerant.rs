@@ -10,6 +10,7 @@
 use std::collections::BTreeSet;
 use std::sync::Mutex;
 
+use seam_policy::PolicyObject;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -59,6 +60,46 @@ pub fn from_value<T: DeserializeOwned>(
 /// Like [`from_value`], from JSON text.
 pub fn from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<Tolerated<T>, serde_json::Error> {
     from_value(serde_json::from_slice(bytes)?)
+}
+
+/// A stored or streamed policy object decoded into its wire type and validated, tolerating
+/// fields this version does not know outside `spec` (top level, `metadata`): a newer controller
+/// may store them during a rolling upgrade, and they do not change what the policy allows. An
+/// unknown field inside `spec` may restrict what a rule matches (a new kind of source, say), and
+/// dropping it could widen an allow rule, so such an object stays undecodable, as does one whose
+/// `apiVersion` + `kind` this version does not support: the reader leaves it out and says so.
+/// [`Tolerated::unknown`] names the dropped fields (`metadata.x`). The API still refuses unknown
+/// fields ([`PolicyObject::from_value`]).
+pub fn policy(mut value: Value) -> Result<Tolerated<PolicyObject>, seam_policy::ParseError> {
+    let mut unknown = Vec::new();
+    loop {
+        // The decode consumes its input; the kept value is what an unknown field is dropped from.
+        match PolicyObject::from_value(value.clone()) {
+            Ok(object) => {
+                unknown.sort();
+                return Ok(Tolerated {
+                    value: object,
+                    unknown,
+                });
+            }
+            Err(seam_policy::ParseError::Decode { path, message, .. })
+                if unknown.len() < MAX_UNKNOWN
+                    && !within_spec(&path)
+                    && unknown_field(&message)
+                        .is_some_and(|f| path.rsplit('.').next() == Some(f.as_str()))
+                    && remove_path(&mut value, &path) =>
+            {
+                unknown.push(path_pattern(&path));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Whether a decode error's field path lies inside the object's `spec`.
+fn within_spec(path: &str) -> bool {
+    path.strip_prefix("spec")
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
 }
 
 /// Removes the field at a dotted path as serde_path_to_error prints it (`spec.ingress[0].x`),
@@ -246,6 +287,60 @@ mod tests {
         assert_eq!(v, json!({"spec": {"ingress": [{"a": 1}, {}]}}));
         assert!(!remove_path(&mut v, "spec.ingress[0].x"));
         assert_eq!(path_pattern("spec.ingress[12].x"), "spec.ingress[].x");
+    }
+
+    #[test]
+    fn a_stored_policy_with_fields_this_version_does_not_know_still_applies() {
+        let doc = json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": "p", "namespace": "web", "generation": 4},
+            "status": {"conditions": []},
+            "spec": {
+                "podSelector": {}, "policyTypes": ["Ingress"],
+                "ingress": [{"from": [{"podSelector": {}}]}]
+            }
+        });
+        // The API refuses it ...
+        assert!(PolicyObject::from_value(doc.clone()).is_err());
+        // ... the agent enforces it, minus the fields it does not know outside `spec`.
+        let t = policy(doc.clone()).unwrap();
+        assert_eq!(t.unknown, vec!["metadata.generation", "status"]);
+        assert_eq!(t.value.key().name, "p");
+        // Anything else wrong still keeps it out.
+        let mut bad = doc.clone();
+        bad["spec"]["policyTypes"] = json!("Ingress");
+        assert!(policy(bad).is_err());
+    }
+
+    #[test]
+    fn an_unknown_field_inside_spec_keeps_a_stored_policy_out_rather_than_widen_it() {
+        // Dropping `newSourceField` would leave a rule with no `from`: every source admitted.
+        let doc = json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": "db", "namespace": "web"},
+            "spec": {
+                "podSelector": {}, "policyTypes": ["Ingress"],
+                "ingress": [{"newSourceField": [{"x": 1}], "ports": [{"port": 5432}]}]
+            }
+        });
+        let err = policy(doc.clone()).unwrap_err().to_string();
+        assert!(err.contains("newSourceField"), "{err}");
+        // The same at the top of `spec`.
+        let mut top = doc.clone();
+        top["spec"]["ingress"] = json!([{"ports": [{"port": 5432}]}]);
+        top["spec"]["futureMode"] = json!("strict");
+        assert!(policy(top).is_err());
+        assert!(within_spec("spec") && within_spec("spec[0]") && !within_spec("specs.x"));
+    }
+
+    #[test]
+    fn a_policy_of_a_version_this_one_does_not_know_is_not_read_as_another() {
+        let doc = json!({
+            "apiVersion": "policy.networking.k8s.io/v1beta1", "kind": "ClusterNetworkPolicy",
+            "metadata": {"name": "p"}, "spec": {}
+        });
+        let err = policy(doc).unwrap_err().to_string();
+        assert!(err.contains("unsupported object kind"), "{err}");
     }
 
     #[test]

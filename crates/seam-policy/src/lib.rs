@@ -5,7 +5,9 @@
 //!   [`BaselineAdminNetworkPolicy`] (policy.networking.k8s.io/v1alpha1), their successor [`ClusterNetworkPolicy`]
 //!   (policy.networking.k8s.io/v1alpha2, Admin and Baseline tiers), Seam's [`EndpointGroup`] and
 //!   [`Contract`] (seam.dev/v1alpha1). [`parse_json`] and [`parse_yaml`] decode and validate them; unknown fields
-//!   and unsupported features are errors with the field path, never silently dropped.
+//!   and unsupported features are errors with the field path, never silently dropped. A [`PolicyObject`] is also
+//!   the versioned wire type the controller ships to agents: its serde form is the stored form (`apiVersion`,
+//!   `kind`, `metadata`, `spec`), and `apiVersion` + `kind` choose the variant when it is read back.
 //! - Facts ([`Inventory`]): tenants and their [`IsolationMode`], namespaces, endpoints of every kind; the
 //!   OpenShift-style tenant operations [`Inventory::join`], [`Inventory::isolate`] and [`Inventory::make_global`].
 //! - Semantics ([`evaluate`]): one flow in, a [`Verdict`] per direction out, with the tier and the [`RuleRef`]

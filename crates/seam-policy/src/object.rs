@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
 use crate::anp::{AdminNetworkPolicy, BaselineAdminNetworkPolicy};
@@ -190,6 +191,25 @@ impl PolicyObject {
         out.insert("kind".into(), self.kind().as_str().into());
         out.append(&mut map);
         Value::Object(out)
+    }
+}
+
+/// The wire form is the one [`PolicyObject::to_value`] gives (`apiVersion`, `kind`, `metadata`, `spec`, keys in
+/// the order `serde_json` maps keep): what the controller stores, serves and ships to agents, byte for byte.
+impl Serialize for PolicyObject {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.to_value().serialize(serializer)
+    }
+}
+
+/// The wire form is versioned by `apiVersion` + `kind`: they choose the variant, and a pair this version does not
+/// support is an error ([`ParseError::UnknownKind`]), as is an unknown field or an invalid value. This is the strict
+/// decode of user input ([`PolicyObject::from_value`]); readers of stored or streamed objects that must tolerate a
+/// newer version's fields use `seam_model::tolerant::policy`.
+impl<'de> Deserialize<'de> for PolicyObject {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(deserializer)?;
+        PolicyObject::from_value(value).map_err(serde::de::Error::custom)
     }
 }
 

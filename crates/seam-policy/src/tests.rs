@@ -156,3 +156,31 @@ fn every_kind_is_listed_once_with_its_plural() {
         assert_eq!(k.is_namespaced(), k == PolicyKind::NetworkPolicy);
     }
 }
+
+#[test]
+fn the_wire_form_is_the_stored_form_byte_for_byte_and_carries_its_version() {
+    let text = r#"[
+      {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+       "metadata": {"name": "db", "namespace": "web", "labels": {"a": "b"}},
+       "spec": {"podSelector": {"matchLabels": {"app": "db"}}, "policyTypes": ["Ingress"],
+                "ingress": [{"from": [{"podSelector": {}}], "ports": [{"port": 5432}]}]}},
+      {"apiVersion": "seam.dev/v1alpha1", "kind": "EndpointGroup",
+       "metadata": {"name": "dbs"}, "spec": {"selectors": [{"labels": {"matchLabels": {"app": "db"}}}]}}
+    ]"#;
+    for object in parse_json(text).unwrap() {
+        // What the controller stores (`to_value`) and what a snapshot carries (`Serialize`) are the same bytes.
+        let wire = serde_json::to_vec(&object).unwrap();
+        assert_eq!(wire, serde_json::to_vec(&object.to_value()).unwrap());
+        let back: PolicyObject = serde_json::from_slice(&wire).unwrap();
+        assert_eq!(back, object);
+    }
+    // apiVersion + kind choose the type: another version of a kind is not read as this one.
+    let other = r#"{"apiVersion": "networking.k8s.io/v2", "kind": "NetworkPolicy",
+                    "metadata": {"name": "p", "namespace": "x"}, "spec": {"podSelector": {}}}"#;
+    let err = serde_json::from_str::<PolicyObject>(other).unwrap_err();
+    assert!(err.to_string().contains("unsupported object kind"), "{err}");
+    // The strict decode refuses unknown fields and invalid values, as the API does.
+    let unknown = r#"{"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                      "metadata": {"name": "p", "namespace": "x"}, "spec": {"podSelector": {}, "x": 1}}"#;
+    assert!(serde_json::from_str::<PolicyObject>(unknown).is_err());
+}

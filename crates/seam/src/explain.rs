@@ -404,10 +404,7 @@ spec:
                 ep("green", "db-1", [10, 2, 0, 5], "db"),
             ],
             namespaces: vec![seam_model::Namespace::named("blue")],
-            policies: policies
-                .iter()
-                .map(seam_policy::PolicyObject::to_value)
-                .collect(),
+            policies,
             ..Snapshot::default()
         }
     }

@@ -99,7 +99,17 @@ async fn policy_crud_snapshot_and_watch() {
         ]
     );
     let snap = c.snapshot().await.unwrap();
-    assert_eq!(snap.policies, all);
+    // The snapshot carries them typed; on the wire they are what the API serves, byte for byte.
+    let typed: Vec<serde_json::Value> = snap
+        .policies
+        .iter()
+        .map(seam_policy::PolicyObject::to_value)
+        .collect();
+    assert_eq!(typed, all);
+    assert_eq!(
+        serde_json::to_vec(&snap.policies).unwrap(),
+        serde_json::to_vec(&all).unwrap()
+    );
 
     let event = tokio::time::timeout(Duration::from_secs(5), w.next())
         .await

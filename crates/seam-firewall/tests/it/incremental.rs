@@ -18,6 +18,7 @@ use seam_firewall::cluster::{node_ruleset, policy_set, tenant_inventory};
 use seam_firewall::{
     verdict_rule_id, IncrementalCompiler, KeyedView, NodeRuleset, RuleVerdict, ViewChanges,
 };
+use seam_policy::PolicyObject;
 use seam_policy::{evaluate, Decision, Direction, Flow, FlowEnd, Protocol};
 use serde_json::{json, Value};
 
@@ -125,7 +126,7 @@ struct View {
     tenants: BTreeMap<String, seam_model::Tenant>,
     namespaces: BTreeMap<String, seam_model::Namespace>,
     endpoints: BTreeMap<String, seam_model::Endpoint>,
-    docs: BTreeMap<String, Value>,
+    docs: BTreeMap<String, PolicyObject>,
     next_ip: u32,
     next_doc: u32,
 }
@@ -356,7 +357,7 @@ impl View {
                     }
                 };
                 hints.documents.insert(name.clone());
-                self.docs.insert(name, doc);
+                self.docs.insert(name, typed(doc));
             }
             Op::RemovePolicy(i) => {
                 if let Some(name) = self.nth_doc(i) {
@@ -523,8 +524,24 @@ fn policy(r: [u8; 5]) -> Value {
         // Invalid: ignored with a warning.
         _ => json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
                     "metadata": {"namespace": ns, "name": format!("np-{}", b % 4)},
-                    "spec": {"podSelector": {}, "bogus": true}}),
+                    "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Ingress"]}}),
     }
+}
+
+/// A recipe as the agent's view holds it: typed. The invalid recipe is typed without the validation the agent's
+/// decode runs, so that the compilers still meet an object they must keep out of force.
+fn typed(doc: Value) -> PolicyObject {
+    match PolicyObject::from_value(doc.clone()) {
+        Ok(object) => return object,
+        Err(seam_policy::ParseError::Invalid { .. }) => {}
+        Err(e) => panic!("a recipe that does not decode: {e}"),
+    }
+    let mut body = doc;
+    if let Some(m) = body.as_object_mut() {
+        m.remove("apiVersion");
+        m.remove("kind");
+    }
+    PolicyObject::NetworkPolicy(serde_json::from_value(body).unwrap())
 }
 
 fn full(view: &View, node: &str) -> (NodeRuleset, Vec<String>) {
