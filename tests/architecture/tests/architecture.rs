@@ -5,7 +5,7 @@
 
 #![allow(clippy::panic)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
 
@@ -128,6 +128,97 @@ fn workspace_crates() -> BTreeMap<String, Vec<Dep>> {
     crates
 }
 
+/// The host's target triple, so `cargo metadata` resolves only what this platform builds (and
+/// needs nothing that is not already downloaded).
+fn host_triple() -> String {
+    let out = Command::new("rustc").arg("-vV").output();
+    let text = match out {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).into_owned(),
+        _ => panic!("rustc -vV could not run"),
+    };
+    match text.lines().find_map(|l| l.strip_prefix("host: ")) {
+        Some(host) => host.trim().to_string(),
+        None => panic!("rustc -vV printed no host line"),
+    }
+}
+
+/// For each crate of `names`, every crate it ships with: the closure of its normal
+/// dependencies in the resolved graph (third-party crates included).
+fn shipped_closure(names: &[&str]) -> BTreeMap<String, BTreeSet<String>> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = Command::new(cargo)
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--offline",
+            "--filter-platform",
+        ])
+        .arg(host_triple())
+        .current_dir(&root)
+        .output();
+    let meta: Value = match out {
+        Ok(out) if out.status.success() => match serde_json::from_slice(&out.stdout) {
+            Ok(v) => v,
+            Err(e) => panic!("cargo metadata printed no JSON: {e}"),
+        },
+        Ok(out) => panic!(
+            "cargo metadata failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) => panic!("cargo metadata could not run: {e}"),
+    };
+    let name_of: BTreeMap<&str, &str> = meta["packages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| Some((p["id"].as_str()?, p["name"].as_str()?)))
+        .collect();
+    let normal_deps: BTreeMap<&str, Vec<&str>> = meta["resolve"]["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|node| {
+            let deps = node["deps"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|d| {
+                    d["dep_kinds"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|k| k["kind"].is_null())
+                })
+                .filter_map(|d| d["pkg"].as_str())
+                .collect();
+            Some((node["id"].as_str()?, deps))
+        })
+        .collect();
+    let mut closures = BTreeMap::new();
+    for (id, name) in &name_of {
+        if !names.contains(name) {
+            continue;
+        }
+        let mut seen = BTreeSet::new();
+        let mut todo = vec![*id];
+        while let Some(next) = todo.pop() {
+            for dep in normal_deps.get(next).into_iter().flatten() {
+                if seen.insert(*dep) {
+                    todo.push(dep);
+                }
+            }
+        }
+        let crates = seen
+            .iter()
+            .filter_map(|id| name_of.get(id).map(|n| n.to_string()))
+            .collect();
+        closures.insert(name.to_string(), crates);
+    }
+    closures
+}
+
 /// `crate -> dep (kind)` for each dependency of `crates` that `forbidden` says is wrong.
 fn violations(
     crates: &BTreeMap<String, Vec<Dep>>,
@@ -194,6 +285,25 @@ fn pure_crates_depend_on_nothing_that_does_io() {
     let crates = workspace_crates();
     let found = violations(&crates, pure_on_io);
     assert!(found.is_empty(), "pure crates depend on I/O: {found:#?}");
+}
+
+#[test]
+fn pure_crates_pull_in_no_io_through_other_crates() {
+    let closures = shipped_closure(PURE);
+    assert!(
+        closures.contains_key("seam-policy"),
+        "the resolved graph lists no pure crate"
+    );
+    let found: Vec<String> = closures
+        .iter()
+        .flat_map(|(name, crates)| {
+            crates
+                .iter()
+                .filter(|c| IO_CRATES.contains(&c.as_str()) || STORE_CRATES.contains(&c.as_str()))
+                .map(move |c| format!("{name} ships with {c}"))
+        })
+        .collect();
+    assert!(found.is_empty(), "pure crates pull in I/O: {found:#?}");
 }
 
 #[test]
