@@ -3,7 +3,7 @@
 //! netpol`), the compiled IR (seam-firewall's tests), a kernel with the rules loaded (seam-linux's
 //! privileged tests) and a whole lab (`seam conformance netpol --dataplane`, in seam-lab).
 //!
-//! - The format ([`Suite`]): the case files of `crates/seam-policy/test_data/netpol/` (see its
+//! - The format ([`Suite`], read from the files' texts or JSON): the case files of `crates/seam-policy/test_data/netpol/` (see its
 //!   README) and `model.json`, read into [`Case`]s with their [`Probe`]s and the [`Model`]'s
 //!   clusters. Symbolic addresses (`{{ip:x/b}}`, `{{net:x/a/4}}`) are replaced with the addresses
 //!   of whatever runs the case ([`substitute`]).
@@ -33,6 +33,13 @@ pub use error::ConformanceError;
 pub use model::{Cluster, Model, ModelPod};
 pub use report::{CaseOutcome, Report};
 pub use symbols::{policy_documents, policy_set, substitute};
+
+/// Where the case data lives in the source tree (`crates/seam-policy/test_data/netpol`: `cases.json`,
+/// `anp_cases.json`, `model.json`), for the test suites that read it with [`Suite::from_texts`].
+pub const TEST_DATA: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../seam-policy/test_data/netpol"
+);
 
 #[cfg(test)]
 mod tests;
