@@ -3,7 +3,7 @@
 //! netpol`), the compiled IR (seam-firewall's tests), a kernel with the rules loaded (seam-linux's
 //! privileged tests) and a whole lab (`seam conformance netpol --dataplane`, in seam-lab).
 //!
-//! - The format ([`Suite`], read from the files' texts or JSON): the case files of `crates/seam-policy/test_data/netpol/` (see its
+//! - The format ([`Suite`]): the case files of `crates/seam-policy/test_data/netpol/` (see its
 //!   README) and `model.json`, read into [`Case`]s with their [`Probe`]s and the [`Model`]'s
 //!   clusters. Symbolic addresses (`{{ip:x/b}}`, `{{net:x/a/4}}`) are replaced with the addresses
 //!   of whatever runs the case ([`substitute`]).
@@ -11,8 +11,8 @@
 //!   observation with the expectation, and the [`Report`] holds one line per failing case.
 //!
 //! Architecture invariant: pure. No file, socket or process; callers read the files and hand
-//! over JSON. A malformed file is a [`ConformanceError`], a failing case a line of the report;
-//! nothing panics.
+//! over their texts ([`Suite::from_texts`]) or JSON. A malformed file is a
+//! [`ConformanceError`], a failing case a line of the report; nothing panics.
 //!
 //! Start reading at [`check`].
 #![warn(missing_docs)]
