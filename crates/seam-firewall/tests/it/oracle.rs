@@ -1,6 +1,6 @@
 //! The oracle every compiler test is held to: the IR compiled for each node decides the flows between endpoints as
-//! `seam_policy::evaluate` does. One comparison, used by the conformance cases (on one node and on three) and by
-//! the incremental compiler's random sequences.
+//! `seam_policy::evaluate` does. One comparison, used by the conformance cases (on one node and on three), the
+//! CNP, tenant and contract tests, and the incremental compiler's random sequences.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
