@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use seam_policy::Protocol;
 use serde_json::Value;
 
-use crate::json::{Labels, CASES};
+use crate::json::{Labels, CASES, MODEL};
 use crate::model::{label_overrides, Model};
 use crate::ConformanceError;
 
@@ -93,6 +93,13 @@ impl Suite {
             .map(|(i, c)| read_case(c, &format!("[{i}]"), &model.order))
             .collect::<Result<_, _>>()?;
         Ok(Suite { model, cases })
+    }
+
+    /// Reads the texts of a case file and of model.json, as the callers read them from disk. The cases are
+    /// parsed first: a cases file that is not JSON is reported before a model that is not.
+    pub fn from_texts(cases: &str, model: &str) -> Result<Suite, ConformanceError> {
+        let cases = CASES.parse(cases)?;
+        Suite::from_json(&cases, &MODEL.parse(model)?)
     }
 
     /// The case with this id.

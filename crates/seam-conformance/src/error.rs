@@ -14,4 +14,12 @@ pub enum ConformanceError {
         /// What was expected.
         message: String,
     },
+    /// The cases or model file is not JSON.
+    #[error("{file}: not JSON: {message}")]
+    NotJson {
+        /// `cases` or `model`.
+        file: &'static str,
+        /// The parser's message (with line and column).
+        message: String,
+    },
 }

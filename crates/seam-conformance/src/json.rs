@@ -28,6 +28,14 @@ impl Doc {
         }
     }
 
+    /// Parses the text of the file.
+    pub(crate) fn parse(&self, text: &str) -> Result<Value, ConformanceError> {
+        serde_json::from_str(text).map_err(|e| ConformanceError::NotJson {
+            file: self.file,
+            message: e.to_string(),
+        })
+    }
+
     pub(crate) fn get<'a>(
         &self,
         v: &'a Value,

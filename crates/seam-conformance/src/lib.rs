@@ -11,8 +11,8 @@
 //!   observation with the expectation, and the [`Report`] holds one line per failing case.
 //!
 //! Architecture invariant: pure. No file, socket or process; callers read the files and hand
-//! over JSON. A malformed file is a [`ConformanceError`], a failing case a line of the report;
-//! nothing panics.
+//! over their texts ([`Suite::from_texts`]) or JSON. A malformed file is a
+//! [`ConformanceError`], a failing case a line of the report; nothing panics.
 //!
 //! Start reading at [`check`].
 #![warn(missing_docs)]
@@ -33,6 +33,13 @@ pub use error::ConformanceError;
 pub use model::{Cluster, Model, ModelPod};
 pub use report::{CaseOutcome, Report};
 pub use symbols::{policy_documents, policy_set, substitute};
+
+/// Where the case data lives in the source tree (`crates/seam-policy/test_data/netpol`: `cases.json`,
+/// `anp_cases.json`, `model.json`), for the test suites that read it with [`Suite::from_texts`].
+pub const TEST_DATA: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../seam-policy/test_data/netpol"
+);
 
 #[cfg(test)]
 mod tests;

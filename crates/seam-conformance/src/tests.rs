@@ -8,14 +8,12 @@ use serde_json::{json, Value};
 
 use crate::*;
 
-const DATA: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../seam-policy/test_data/netpol"
-);
+fn text(name: &str) -> String {
+    std::fs::read_to_string(format!("{TEST_DATA}/{name}")).unwrap()
+}
 
 fn load(name: &str) -> Value {
-    let text = std::fs::read_to_string(format!("{DATA}/{name}")).unwrap();
-    serde_json::from_str(&text).unwrap()
+    serde_json::from_str(&text(name)).unwrap()
 }
 
 fn run(cases: &Value, model: &Value) -> Result<Report, ConformanceError> {
@@ -65,6 +63,32 @@ fn malformed_input_names_the_place() {
     assert!(err.to_string().starts_with("cases: "), "{err}");
     let err = run(&json!({"not": "a list"}), &model).unwrap_err();
     assert_eq!(err.to_string(), "cases: : expected a list");
+}
+
+#[test]
+fn texts_read_as_their_json() {
+    let model = load("model.json");
+    assert_eq!(
+        Suite::from_texts(&text("cases.json"), &text("model.json")).unwrap(),
+        Suite::from_json(&load("cases.json"), &model).unwrap()
+    );
+    // The cases are parsed first; the message is the parser's.
+    assert_eq!(
+        Suite::from_texts("{\"a\":\n", "nor this").unwrap_err(),
+        ConformanceError::NotJson {
+            file: "cases",
+            message: "EOF while parsing a value at line 2 column 0".to_string()
+        }
+    );
+    assert_eq!(
+        Suite::from_texts("[]", "").unwrap_err().to_string(),
+        "model: not JSON: EOF while parsing a value at line 1 column 0"
+    );
+    // Valid JSON of the wrong shape is malformed, as from JSON.
+    assert_eq!(
+        Suite::from_texts("{}", "{}").unwrap_err().to_string(),
+        "cases: : expected a list"
+    );
 }
 
 #[test]

@@ -1,23 +1,13 @@
 //! The conformance data of crates/seam-policy/test_data/netpol, read by the conformance harness
 //! (seam-conformance): the 9-pod x/y/z × a/b/c model and the ANP model, cases and probes.
 
-use seam_conformance::{Case, Suite};
+use seam_conformance::{Case, Suite, TEST_DATA};
 use seam_policy::Protocol;
-use serde_json::Value;
-
-pub const DATA: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../seam-policy/test_data/netpol"
-);
-
-pub fn load(name: &str) -> Value {
-    let text = std::fs::read_to_string(format!("{DATA}/{name}")).unwrap();
-    serde_json::from_str(&text).unwrap()
-}
 
 /// A case file with `model.json`.
 pub fn suite(name: &str) -> Suite {
-    Suite::from_json(&load(name), &load("model.json")).unwrap()
+    let read = |file: &str| std::fs::read_to_string(format!("{TEST_DATA}/{file}")).unwrap();
+    Suite::from_texts(&read(name), &read("model.json")).unwrap()
 }
 
 /// The (port, protocol) probes of a case: its own, plus 80/81 over TCP, UDP and SCTP.

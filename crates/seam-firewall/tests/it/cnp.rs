@@ -9,8 +9,8 @@ use seam_policy::{
     evaluate, Decision, Direction, Flow, FlowEnd, Inventory, PolicyKind, PolicySet, Protocol,
 };
 
-use crate::conformance::mismatches;
 use crate::contracts::{inventory, POLICIES, PROBES};
+use crate::oracle::mismatches;
 
 /// CNPs placed to collide with the objects of `contracts::POLICIES`: the ANP `shared-pass` (priority 5), the
 /// admin Contracts `ssh-in-tenant` (5) and `block-outside` (10), the BANP (subject g1).

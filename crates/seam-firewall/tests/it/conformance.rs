@@ -8,90 +8,11 @@
 use std::collections::BTreeMap;
 
 use seam_conformance::{check, policy_set, CaseInput, ConformanceError, Decider, Observed, Probe};
-use seam_firewall::{compile, evaluate_packet, verdict_rule_id, NodeRuleset, RuleVerdict};
-use seam_policy::{evaluate, Decision, Direction, Flow, FlowEnd, Inventory, PolicySet, Protocol};
+use seam_firewall::evaluate_packet;
+use seam_policy::{Inventory, PolicySet, Protocol};
 
 use crate::cases::{probes, suite};
-
-/// Endpoints (`ns/name`) per node.
-type Placement = Vec<Vec<String>>;
-
-/// Every mismatch between the IR on `placement` and the engine, over all endpoint pairs and `probes`.
-pub fn mismatches(
-    set: &PolicySet,
-    inv: &Inventory,
-    placement: &Placement,
-    probes: &[(u16, Protocol)],
-) -> Vec<String> {
-    let rulesets: Vec<NodeRuleset> = placement
-        .iter()
-        .map(|eps| compile(set, inv, eps).unwrap())
-        .collect();
-    let node_of: BTreeMap<&str, usize> = placement
-        .iter()
-        .enumerate()
-        .flat_map(|(n, eps)| eps.iter().map(move |e| (e.as_str(), n)))
-        .collect();
-    let mut bad = Vec::new();
-    for src in &inv.endpoints {
-        for dst in &inv.endpoints {
-            let (s, d) = (src.reference(), dst.reference());
-            let (sa, da) = (src.addresses[0], dst.addresses[0]);
-            let (sn, dn) = (node_of[s.as_str()], node_of[d.as_str()]);
-            for &(port, protocol) in probes {
-                let flow = Flow {
-                    src: FlowEnd::Endpoint(s.clone()),
-                    dst: FlowEnd::Endpoint(d.clone()),
-                    protocol,
-                    port,
-                };
-                let want = evaluate(set, inv, &flow).unwrap();
-                // An end its node does not enforce (external endpoints) is unenforced: no rule decides.
-                let unenforced = RuleVerdict {
-                    decision: Decision::Allow,
-                    tier: None,
-                    rule: None,
-                };
-                let eg = if rulesets[sn].is_local(sa) {
-                    rulesets[sn].evaluate_direction(Direction::Egress, sa, da, protocol, port)
-                } else {
-                    unenforced.clone()
-                };
-                let ing = if rulesets[dn].is_local(da) {
-                    rulesets[dn].evaluate_direction(Direction::Ingress, sa, da, protocol, port)
-                } else {
-                    unenforced
-                };
-                let got_allowed = if sn == dn {
-                    evaluate_packet(&rulesets[sn], sa, da, protocol, port).allowed()
-                } else {
-                    evaluate_packet(&rulesets[sn], sa, da, protocol, port).allowed()
-                        && evaluate_packet(&rulesets[dn], sa, da, protocol, port).allowed()
-                };
-                let checks = [
-                    ("egress", &want.egress, &eg),
-                    ("ingress", &want.ingress, &ing),
-                ];
-                for (what, w, g) in checks {
-                    let want_id = verdict_rule_id(w);
-                    if w.decision != g.decision || want_id != g.rule {
-                        bad.push(format!(
-                            "{s}->{d} {port}/{protocol} {what}: engine {:?} by {want_id:?}, IR {:?} by {:?}",
-                            w.decision, g.decision, g.rule
-                        ));
-                    }
-                }
-                if got_allowed != want.allowed() {
-                    bad.push(format!(
-                        "{s}->{d} {port}/{protocol}: engine allowed={}, forward path allowed={got_allowed}",
-                        want.allowed()
-                    ));
-                }
-            }
-        }
-    }
-    bad
-}
+use crate::oracle::{compare, compile_placement, placed_ends, Pairs, Placement};
 
 fn one_node(inv: &Inventory) -> Placement {
     vec![inv.endpoints.iter().map(|e| e.reference()).collect()]
@@ -144,11 +65,15 @@ fn run(drop_policies: bool) -> (Vec<String>, usize) {
         let compiled_from = if drop_policies { &empty } else { &set };
         for (layout, placement) in [("1 node", one_node(&inv)), ("3 nodes", three_nodes(&inv))] {
             // The engine always sees the real policies; only the IR may be built from none.
-            let bad = if drop_policies {
-                mismatches_against(compiled_from, &set, &inv, &placement, &probes)
-            } else {
-                mismatches(&set, &inv, &placement, &probes)
-            };
+            let rulesets = compile_placement(compiled_from, &inv, &placement);
+            let bad = compare(
+                &set,
+                &inv,
+                &rulesets.iter().collect::<Vec<_>>(),
+                &placed_ends(&inv, &placement),
+                Pairs::All,
+                &probes,
+            );
             if !bad.is_empty() {
                 if !drop_policies {
                     println!(
@@ -162,42 +87,6 @@ fn run(drop_policies: bool) -> (Vec<String>, usize) {
         }
     }
     (failed, total)
-}
-
-/// Like [`mismatches`], but the IR is compiled from `compiled` while the engine evaluates `reference`.
-fn mismatches_against(
-    compiled: &PolicySet,
-    reference: &PolicySet,
-    inv: &Inventory,
-    placement: &Placement,
-    probes: &[(u16, Protocol)],
-) -> Vec<String> {
-    let rulesets: Vec<NodeRuleset> = placement
-        .iter()
-        .map(|eps| compile(compiled, inv, eps).unwrap())
-        .collect();
-    let mut bad = Vec::new();
-    for src in &inv.endpoints {
-        for dst in &inv.endpoints {
-            for &(port, protocol) in probes {
-                let flow = Flow {
-                    src: FlowEnd::Endpoint(src.reference()),
-                    dst: FlowEnd::Endpoint(dst.reference()),
-                    protocol,
-                    port,
-                };
-                let want = evaluate(reference, inv, &flow).unwrap().allowed();
-                let got = rulesets.iter().all(|rs| {
-                    evaluate_packet(rs, src.addresses[0], dst.addresses[0], protocol, port)
-                        .allowed()
-                });
-                if want != got {
-                    bad.push(format!("{} -> {}", src.reference(), dst.reference()));
-                }
-            }
-        }
-    }
-    bad
 }
 
 #[test]
@@ -246,20 +135,16 @@ impl Decider for Ir {
     ) -> Result<Vec<Observed>, ConformanceError> {
         let inv = &input.inventory;
         let placement = (self.layout)(inv);
-        let rulesets: Vec<NodeRuleset> = placement
-            .iter()
-            .map(|eps| compile(&input.policies, inv, eps).unwrap())
-            .collect();
-        let node_of: BTreeMap<&str, usize> = placement
-            .iter()
-            .enumerate()
-            .flat_map(|(n, eps)| eps.iter().map(move |e| (e.as_str(), n)))
+        let rulesets = compile_placement(&input.policies, inv, &placement);
+        let node_of: BTreeMap<String, usize> = placed_ends(inv, &placement)
+            .into_iter()
+            .map(|e| (e.reference, e.node))
             .collect();
         Ok(probes
             .iter()
             .map(|p| {
                 let (sa, da) = (input.addresses[&p.from], input.addresses[&p.to]);
-                let (sn, dn) = (node_of[p.from.as_str()], node_of[p.to.as_str()]);
+                let (sn, dn) = (node_of[&p.from], node_of[&p.to]);
                 let passes =
                     |n: usize| evaluate_packet(&rulesets[n], sa, da, p.protocol, p.port).allowed();
                 let allowed = passes(sn) && (sn == dn || passes(dn));

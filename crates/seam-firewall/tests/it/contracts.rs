@@ -10,7 +10,7 @@ use seam_policy::{
     Protocol, Tenant,
 };
 
-use crate::conformance::mismatches;
+use crate::oracle::mismatches;
 
 fn ep(ns: &str, name: &str, kind: EndpointKind, app: &str, addr: [u8; 4]) -> Endpoint {
     Endpoint {

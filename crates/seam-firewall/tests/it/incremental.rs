@@ -15,12 +15,12 @@ use std::net::Ipv4Addr;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use seam_firewall::cluster::{node_ruleset, policy_set, tenant_inventory};
-use seam_firewall::{
-    verdict_rule_id, IncrementalCompiler, KeyedView, NodeRuleset, RuleVerdict, ViewChanges,
-};
+use seam_firewall::{IncrementalCompiler, KeyedView, NodeRuleset, ViewChanges};
 use seam_policy::PolicyObject;
-use seam_policy::{evaluate, Decision, Direction, Flow, FlowEnd, Protocol};
+use seam_policy::Protocol;
 use serde_json::{json, Value};
+
+use crate::oracle::{compare, End, Pairs};
 
 const NAMESPACES: [&str; 5] = ["alpha", "beta", "gamma", "delta", "omega"];
 const NODES: [&str; 3] = ["n1", "n2", "n3"];
@@ -695,9 +695,7 @@ const PROBES: [(u16, Protocol); 11] = [
 ];
 
 /// Where the rulesets compiled for the nodes (`rulesets[i]` for `NODES[i]`) decide a flow between two endpoints of
-/// the view otherwise than `seam_policy::evaluate`: per direction, the decision and the rule `verdict_rule_id`
-/// names (egress on the source's node, ingress on the destination's; an end no node enforces is unenforced).
-/// Every ordered pair is checked, or with `sample = Some(step)` about [`PAIRS_PER_STEP`] of them, a different
+/// the view otherwise than `seam_policy::evaluate`, as [`compare`] holds them to it. Every ordered pair is checked, or with `sample = Some(step)` about [`PAIRS_PER_STEP`] of them, a different
 /// share for every step. Endpoints sharing an address with another are left out: a packet cannot tell them apart.
 fn engine_mismatches(
     view: &View,
@@ -714,8 +712,8 @@ fn engine_mismatches(
     for e in view.endpoints.values() {
         *holders.entry(e.ip).or_default() += 1;
     }
-    // (inventory reference, address, node index) of every endpoint the check can tell apart.
-    let ends: Vec<(String, Ipv4Addr, usize)> = view
+    // Every endpoint the check can tell apart.
+    let ends: Vec<End> = view
         .endpoints
         .values()
         .filter(|e| holders[&e.ip] == 1)
@@ -726,61 +724,22 @@ fn engine_mismatches(
                 seam_firewall::cluster::inventory_name(e)
             );
             let node = NODES.iter().position(|n| *n == e.node).unwrap();
-            (reference, e.ip, node)
+            End {
+                reference,
+                address: e.ip,
+                node,
+            }
         })
         .collect();
-    let (offset, stride) = match sample {
-        Some(step) => (step, (ends.len() * ends.len() / PAIRS_PER_STEP).max(1)),
-        None => (0, 1),
+    let pairs = match sample {
+        Some(step) => Pairs::Sample {
+            step,
+            per_step: PAIRS_PER_STEP,
+        },
+        None => Pairs::All,
     };
-    let unenforced = RuleVerdict {
-        decision: Decision::Allow,
-        tier: None,
-        rule: None,
-    };
-    let mut bad = Vec::new();
-    let mut index = 0usize;
-    for (s, sa, sn) in &ends {
-        for (d, da, dn) in &ends {
-            index += 1;
-            if index % stride != offset % stride {
-                continue;
-            }
-            for &(port, protocol) in &PROBES {
-                let flow = Flow {
-                    src: FlowEnd::Endpoint(s.clone()),
-                    dst: FlowEnd::Endpoint(d.clone()),
-                    protocol,
-                    port,
-                };
-                let want = evaluate(&set, &inv, &flow).unwrap();
-                let (src_rs, dst_rs) = (&rulesets[*sn].0, &rulesets[*dn].0);
-                let egress = if src_rs.is_local(*sa) {
-                    src_rs.evaluate_direction(Direction::Egress, *sa, *da, protocol, port)
-                } else {
-                    unenforced.clone()
-                };
-                let ingress = if dst_rs.is_local(*da) {
-                    dst_rs.evaluate_direction(Direction::Ingress, *sa, *da, protocol, port)
-                } else {
-                    unenforced.clone()
-                };
-                for (what, w, g) in [
-                    ("egress", &want.egress, &egress),
-                    ("ingress", &want.ingress, &ingress),
-                ] {
-                    let want_id = verdict_rule_id(w);
-                    if w.decision != g.decision || want_id != g.rule {
-                        bad.push(format!(
-                            "{s}->{d} {port}/{protocol} {what}: engine {:?} by {want_id:?}, IR {:?} by {:?}",
-                            w.decision, g.decision, g.rule
-                        ));
-                    }
-                }
-            }
-        }
-    }
-    bad
+    let rulesets: Vec<&NodeRuleset> = rulesets.iter().map(|(rs, _)| rs).collect();
+    compare(&set, &inv, &rulesets, &ends, pairs, &PROBES)
 }
 
 fn describe_diff(got: &NodeRuleset, want: &NodeRuleset) -> String {

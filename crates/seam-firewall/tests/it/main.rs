@@ -6,5 +6,6 @@ mod cnp;
 mod conformance;
 mod contracts;
 mod incremental;
+mod oracle;
 mod render;
 mod tenants;

@@ -8,8 +8,8 @@ use seam_firewall::{compile, evaluate_packet};
 use seam_policy::{Inventory, PolicySet, Protocol};
 
 use crate::cnp::cnp_policies;
-use crate::conformance::mismatches;
 use crate::contracts::{inventory, policies, PROBES};
+use crate::oracle::mismatches;
 
 fn placements(inv: &Inventory) -> Vec<Vec<Vec<String>>> {
     let mut per_ns: BTreeMap<&str, Vec<String>> = BTreeMap::new();

@@ -18,7 +18,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use seam_conformance::{
-    check, CaseInput, ConformanceError, Decider, Judging, Model, Observed, Probe, Suite,
+    check, CaseInput, ConformanceError, Decider, Judging, Model, Observed, Probe, Suite, TEST_DATA,
 };
 use seam_firewall::render::table;
 use seam_firewall::NodeRuleset;
@@ -30,10 +30,6 @@ use seam_linux::{
 use seam_policy::{evaluate, Decision, Flow, FlowEnd, Inventory, PolicySet, Protocol};
 use serde_json::{json, Value};
 
-const DATA: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../seam-policy/test_data/netpol"
-);
 const TIMEOUT: Duration = Duration::from_millis(800);
 
 pub(crate) fn require_root() {
@@ -397,13 +393,19 @@ fn kernel_check(lab: &Lab, suite: &Suite, addresses: &BTreeMap<String, Ipv4Addr>
 
 // ---- the x/y/z × a/b/c model -------------------------------------------------------------------
 
+/// A file of the case data, as text.
+fn read(name: &str) -> String {
+    std::fs::read_to_string(format!("{TEST_DATA}/{name}")).unwrap()
+}
+
+/// A file of the case data, as JSON (for the tests that pick cases or read the model themselves).
 pub(crate) fn load(name: &str) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(format!("{DATA}/{name}")).unwrap()).unwrap()
+    serde_json::from_str(&read(name)).unwrap()
 }
 
 /// A case file with `model.json`, read by the harness.
 fn suite(name: &str) -> Suite {
-    Suite::from_json(&load(name), &load("model.json")).unwrap()
+    Suite::from_texts(&read(name), &read("model.json")).unwrap()
 }
 
 /// The lab's address plan: pod `i` of the model gets 10.77.0.(11 + i).

@@ -4,21 +4,14 @@
 //! `anp_cases.json`. Prints one line per failing case and `N passed, M failed`.
 
 use seam_conformance::{
-    check, flow, CaseInput, ConformanceError, Decider, Engine, Observed, Probe, Suite,
+    check, flow, CaseInput, ConformanceError, Decider, Engine, Observed, Probe, Suite, TEST_DATA,
 };
 use seam_policy::{evaluate, PolicySet};
-use serde_json::Value;
-
-pub const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/test_data/netpol");
-
-pub fn load(name: &str) -> Value {
-    let text = std::fs::read_to_string(format!("{DATA}/{name}")).unwrap();
-    serde_json::from_str(&text).unwrap()
-}
 
 /// A case file of `test_data/netpol/` with `model.json`.
 pub fn suite(name: &str) -> Suite {
-    Suite::from_json(&load(name), &load("model.json")).unwrap()
+    let read = |file: &str| std::fs::read_to_string(format!("{TEST_DATA}/{file}")).unwrap();
+    Suite::from_texts(&read(name), &read("model.json")).unwrap()
 }
 
 /// The engine with every case's policies left out (to prove the harness can fail).

@@ -3,8 +3,8 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::Context;
-use serde_json::Value;
+use anyhow::{anyhow, Context};
+use seam_conformance::ConformanceError;
 
 use crate::cli::ConformanceCmd;
 
@@ -43,12 +43,28 @@ fn netpol(
         Some(m) => m.to_path_buf(),
         None => cases.parent().unwrap_or(Path::new(".")).join("model.json"),
     };
-    let read = |p: &Path| -> anyhow::Result<Value> {
-        let text = std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()))?;
-        serde_json::from_str(&text).with_context(|| format!("parse {} as JSON", p.display()))
+    let read =
+        |p: &Path| std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()));
+    let cases_text = read(cases)?;
+    let model_text = read(&model_path);
+    // The errors come in the order they always have: the cases file (unreadable, not JSON), then
+    // the model file (unreadable, not JSON), then the suite's shape. `from_texts` parses the cases
+    // first, so an unreadable model can stand in as an empty text until its error's turn.
+    let suite = match seam_conformance::Suite::from_texts(
+        &cases_text,
+        model_text.as_deref().unwrap_or_default(),
+    ) {
+        Err(ConformanceError::NotJson { file, message })
+            if file == "cases" || model_text.is_ok() =>
+        {
+            let path = if file == "cases" { cases } else { &model_path };
+            return Err(anyhow!(message).context(format!("parse {} as JSON", path.display())));
+        }
+        suite => {
+            model_text?;
+            suite
+        }
     };
-    let (cases_doc, model_doc) = (read(cases)?, read(&model_path)?);
-    let suite = seam_conformance::Suite::from_json(&cases_doc, &model_doc);
     let (failed, summary) = match dataplane {
         Some(opts) => {
             // Malformed cases fail before anything is built.

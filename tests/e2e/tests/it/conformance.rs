@@ -9,9 +9,9 @@
 //! BaselineAdminNetworkPolicy (denials must be drops). SCTP probes are skipped by the runner
 //! (no SCTP sockets here) and reported, never counted as passed.
 
-use std::path::PathBuf;
 use std::process::Command;
 
+use seam_conformance::{Suite, TEST_DATA};
 use seam_e2e::{bin_dir, require_root};
 use serde_json::{json, Value};
 
@@ -38,13 +38,14 @@ const ANP_CASES: &[&str] = &[
     "anp-BaselineAdminNetworkPolicyIngressTCP-2",
 ];
 
-fn data_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../crates/seam-policy/test_data/netpol")
+/// A file of the case data, as text.
+fn read(name: &str) -> String {
+    std::fs::read_to_string(format!("{TEST_DATA}/{name}")).unwrap()
 }
 
+/// A case file as JSON, to pick cases from.
 fn load(name: &str) -> Value {
-    let path = data_dir().join(name);
-    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+    serde_json::from_str(&read(name)).unwrap()
 }
 
 fn pick(cases: &Value, ids: &[&str]) -> Vec<Value> {
@@ -116,13 +117,11 @@ fn seam(args: &[&str]) -> (bool, String) {
 #[ignore = "privileged: netns"]
 fn a_representative_subset_of_the_conformance_cases_passes_through_the_dataplane() {
     require_root();
-    let model = load("model.json");
-    let order: Vec<String> = model["pods_order"]
-        .as_array()
+    // The model's matrix rows (`pods_order`), as the harness reads them.
+    let order = Suite::from_texts(&read("cases.json"), &read("model.json"))
         .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap().to_string())
-        .collect();
+        .model
+        .order;
     let mut cases = pick(&load("cases.json"), NETPOL_CASES);
     cases.push(end_port_case(&order));
     cases.extend(pick(&load("anp_cases.json"), ANP_CASES));
@@ -131,8 +130,8 @@ fn a_representative_subset_of_the_conformance_cases_passes_through_the_dataplane
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("cases.json");
     std::fs::write(&file, serde_json::to_vec(&cases).unwrap()).unwrap();
-    let model_path = data_dir().join("model.json");
-    let (file, model_path) = (file.to_str().unwrap(), model_path.to_str().unwrap());
+    let model_path = format!("{TEST_DATA}/model.json");
+    let (file, model_path) = (file.to_str().unwrap(), model_path.as_str());
 
     // The hand-written case's expectations agree with the engine first.
     let (ok, out) = seam(&[
