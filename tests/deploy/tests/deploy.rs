@@ -709,7 +709,7 @@ fn with_defaults(schema: &Value, value: &mut Value) {
 /// seam-policy does for policy kinds; `Err` tells who rejected it and why.
 fn seam_check(object: &Value) -> Result<(), String> {
     let text = serde_json::to_string(object).map_err(|e| e.to_string())?;
-    seam::manifest::parse_manifests(&text).map_err(|e| format!("seam apply: {e}"))?;
+    seam_model::manifest::parse_manifests(&text).map_err(|e| format!("seam apply: {e}"))?;
     if str_at(object, "/kind") != Some("Tenant") {
         seam_policy::parse_json(&text).map_err(|e| format!("seam-policy: {e}"))?;
     }
