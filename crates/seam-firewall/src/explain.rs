@@ -3,9 +3,10 @@
 //! direction (as text and as JSON; `seam explain` prints them).
 //!
 //! What the controller does not know is said, not guessed: endpoints carry no named ports (rules
-//! on named ports match nothing here). Whether a rule is realized is read back from the nodes'
-//! rule counters when the caller can read them ([`CounterReader`]), else it is [`Realization::Unknown`].
-//! Pure: the counters are the caller's input; nothing here reads a table.
+//! on named ports match nothing here). Whether a deciding rule is realized is read back from the
+//! enforcing node's rule counters when the caller can read them ([`CounterReader`]; `seam explain`
+//! reads a lab's nodes), else it is [`Realization::Unknown`]. Pure: the counters are the caller's
+//! input; nothing here reads a table.
 
 use std::net::Ipv4Addr;
 

@@ -457,7 +457,7 @@ fn crds_cover_every_seam_kind() {
         .filter(|k| k.api_version().starts_with("seam.dev/"))
         .map(|k| k.as_str().to_string())
         .collect();
-    // Tenant is read by `seam apply` (crates/seam/src/manifest.rs), not by seam-policy.
+    // Tenant is read by `seam apply` (`seam_model::manifest`), not by seam-policy.
     expected.insert("Tenant".to_string());
     let mut found = BTreeSet::new();
     for crd in crds() {
