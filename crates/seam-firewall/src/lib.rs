@@ -7,6 +7,8 @@
 //!   semantics of `seam_policy::evaluate` (proved against it on every conformance case, see `tests/it`).
 //! - [`render()`]: [`NodeRuleset`] → one nftables transaction (`table inet seam`) that replaces the table
 //!   atomically; [`render::nft_comment`] maps rule ids to the rule comments the kernel reports counters under.
+//! - [`explain`]: `seam explain` — one flow evaluated against a controller snapshot, checked against the
+//!   enforcing nodes' rule counters (given by the caller), and rendered.
 //!
 //! Architecture invariant: pure. No file, socket or process; the kernel edge is `seam_linux::nft`.
 //! Start reading at [`compile()`].
@@ -18,13 +20,14 @@ pub mod cluster;
 pub mod compile;
 mod deps;
 mod error;
+pub mod explain;
 mod incremental;
 pub mod ir;
 pub mod render;
 
 pub use addr::AddrSet;
 pub use compile::{compile, rule_id, verdict_rule_id};
-pub use error::{CompileError, Result};
+pub use error::{CompileError, ExplainError, Result};
 pub use incremental::{IncrementalCompiler, KeyedView, ViewChanges};
 pub use ir::{
     evaluate_packet, Action, AddrMatch, L4Match, LocalEndpoint, NodeRuleset, PacketVerdict,

@@ -1,15 +1,15 @@
 //! `seam lab demo`: pods in two namespaces on two nodes, a VM and a bare-metal server, and what
 //! really gets through before and after one contract.
 //!
-//! The demo prints as it goes (it is a show, run by `seam lab demo`). Reading the policy
-//! manifests and explaining a verdict belong to the layers above the lab (the `seam` library's
-//! manifest reader and `explain`), so the caller hands them in as [`PolicyTools`].
+//! The demo prints as it goes (it is a show, run by `seam lab demo`). It reads its policy
+//! manifests as `seam apply` does ([`seam_model::manifest`]) and explains verdicts as
+//! `seam explain` does ([`seam_firewall::explain`]).
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use seam_model::Snapshot;
+use seam_firewall::explain;
+use seam_model::manifest::{self, Manifest};
 
 use crate::error::DemoError;
 use crate::probe;
@@ -27,44 +27,6 @@ macro_rules! ensure {
     };
 }
 
-/// An error of a [`PolicyTools`] method, shown to the user as it is.
-pub type ToolError = Box<dyn std::error::Error + Send + Sync>;
-
-/// Reads one node's rule counters by nft comment (packets, bytes); `Err` says why it could not.
-pub type CounterReader<'a> =
-    &'a dyn Fn(&str) -> std::result::Result<BTreeMap<String, (u64, u64)>, String>;
-
-/// One policy object of the demo's manifests, as the API stores it.
-#[derive(Debug, Clone)]
-pub struct DemoPolicy {
-    /// Its kind (`Contract`, `NetworkPolicy`, …).
-    pub kind: String,
-    /// Its namespace, for namespaced kinds.
-    pub namespace: Option<String>,
-    /// Its name.
-    pub name: String,
-    /// The object as JSON, the body of `PUT`.
-    pub body: serde_json::Value,
-    /// How `seam apply` names it (`Contract contract-web`).
-    pub description: String,
-}
-
-/// What the demo needs from the policy layers above the lab.
-pub trait PolicyTools {
-    /// The policy objects of `manifests` (YAML documents), in order; other objects are left out.
-    fn policies(&self, manifests: &str) -> Result<Vec<DemoPolicy>, ToolError>;
-    /// `seam explain SRC DST PORT/tcp` against `snapshot`, rendered as text, with the nodes'
-    /// counters read through `counters`.
-    fn explain_tcp(
-        &self,
-        snapshot: &Snapshot,
-        src: &str,
-        dst: &str,
-        port: u16,
-        counters: CounterReader<'_>,
-    ) -> Result<String, ToolError>;
-}
-
 const PORT: u16 = 8080;
 /// The bare-metal server behind the gateway.
 const SERVER_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(203, 0, 113, 10);
@@ -72,7 +34,7 @@ const SERVER_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(203, 0, 113, 10);
 const SERVER_PORT: u16 = 9000;
 
 /// Runs the demo on a fresh lab `name` (removed afterwards unless `keep`), printing each step.
-pub fn run(name: &str, keep: bool, bin_dir: PathBuf, tools: &dyn PolicyTools) -> Result<()> {
+pub fn run(name: &str, keep: bool, bin_dir: PathBuf) -> Result<()> {
     let _ = down(name);
     println!("== building lab {name}: 2 nodes, per-namespace segments");
     let mut lab = up(&LabSpec {
@@ -85,7 +47,7 @@ pub fn run(name: &str, keep: bool, bin_dir: PathBuf, tools: &dyn PolicyTools) ->
         controllers: 1,
         bin_dir,
     })?;
-    let result = scenario(&mut lab, tools);
+    let result = scenario(&mut lab);
     if keep {
         println!("== lab kept: `seam lab status --name {name}`, remove with `seam lab down --name {name}`");
     } else {
@@ -95,7 +57,7 @@ pub fn run(name: &str, keep: bool, bin_dir: PathBuf, tools: &dyn PolicyTools) ->
     result
 }
 
-fn scenario(lab: &mut Lab, tools: &dyn PolicyTools) -> Result<()> {
+fn scenario(lab: &mut Lab) -> Result<()> {
     let layout = [
         ("blue", "web-1", "n1"),
         ("blue", "web-2", "n2"),
@@ -138,7 +100,7 @@ fn scenario(lab: &mut Lab, tools: &dyn PolicyTools) -> Result<()> {
     for c in &clients {
         client_checks(lab, c, false)?;
     }
-    policy_example(lab, tools)?;
+    policy_example(lab)?;
     for c in &clients {
         client_checks(lab, c, true)?;
     }
@@ -374,21 +336,30 @@ metadata: {name: web-no-egress, namespace: blue}
 spec: {podSelector: {}, policyTypes: [Egress]}
 "#;
 
-fn policy_example(lab: &Lab, tools: &dyn PolicyTools) -> Result<()> {
+fn policy_example(lab: &Lab) -> Result<()> {
     println!(
         "\n== policy: EPG-Client (green, bm1, vm1) -> Contract-Web (TCP 80, 443) -> EPG-Webserver (blue)"
     );
-    let policies = tools.policies(SEED_EXAMPLE).map_err(DemoError::Tools)?;
+    let objects = manifest::parse_manifests(SEED_EXAMPLE)?;
     let client = seam_client::ControllerClient::new(&lab.controller)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let snapshot = rt.block_on(async {
-        for p in &policies {
+        for object in &objects {
+            let Manifest::Policy(p) = object else {
+                continue;
+            };
+            let key = p.key();
             client
-                .put_policy(&p.kind, p.namespace.as_deref(), &p.name, &p.body)
+                .put_policy(
+                    key.kind.as_str(),
+                    key.namespace.as_deref(),
+                    &key.name,
+                    &p.to_value(),
+                )
                 .await?;
-            println!("   {} applied", p.description);
+            println!("   {} applied", object.describe());
         }
         client.snapshot().await
     })?;
@@ -469,10 +440,14 @@ fn policy_example(lab: &Lab, tools: &dyn PolicyTools) -> Result<()> {
         ),
     ] {
         println!("\n$ seam explain {src} {dst} {port}/tcp   # {what}");
-        let text = tools
-            .explain_tcp(&snapshot, src, dst, port, &read)
-            .map_err(DemoError::Tools)?;
-        print!("{text}");
+        let flow = seam_policy::Flow {
+            src: explain::parse_end(src)?,
+            dst: explain::parse_end(dst)?,
+            protocol: seam_policy::Protocol::Tcp,
+            port,
+        };
+        let x = explain::explain(&snapshot, flow, Some(&read))?;
+        print!("{}", explain::render_text(&x));
     }
     Ok(())
 }

@@ -82,10 +82,12 @@ pub enum DemoError {
     /// The runtime for the controller calls could not start.
     #[error(transparent)]
     Runtime(#[from] std::io::Error),
-    /// Reading the demo's policies or explaining a verdict failed (the caller's
-    /// [`crate::demo::PolicyTools`]).
+    /// The demo's policy manifests could not be read.
     #[error(transparent)]
-    Tools(crate::demo::ToolError),
+    Manifest(#[from] seam_model::manifest::ManifestError),
+    /// A verdict could not be explained.
+    #[error(transparent)]
+    Explain(#[from] seam_firewall::ExplainError),
     /// The network did not do what the demo shows it doing.
     #[error("{0}")]
     Check(String),

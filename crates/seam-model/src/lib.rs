@@ -5,7 +5,8 @@
 //! versioned wire type a [`Snapshot`] carries to agents),
 //! the watch events it streams, and the request/reply of the agent socket that
 //! `seam-cni` talks to ([`agent_rpc`]). Every object rejects unknown fields on entry and has a
-//! `validate()` that reports every problem with its field path.
+//! `validate()` that reports every problem with its field path. [`manifest`] reads the YAML/JSON
+//! documents of `seam apply` into these objects and seam-policy's.
 //!
 //! Architecture invariant: this crate does no I/O and depends on no other Seam crate but
 //! seam-policy (pure, for the policy objects).
@@ -20,6 +21,7 @@ mod error;
 mod external;
 mod labels;
 mod mac;
+pub mod manifest;
 mod names;
 mod objects;
 pub mod tolerant;
@@ -28,7 +30,7 @@ mod vm;
 pub use apply::{Applied, Apply, ApplyObject};
 pub use error::{FieldError, ValidationError};
 pub use external::*;
-pub use labels::{parse_labels, LabelSyntaxError};
+pub use labels::{parse_labels, LabelSpaces, LabelSyntaxError};
 pub use mac::{endpoint_mac, gateway_mac, MacAddr};
 pub use names::*;
 pub use objects::*;

@@ -158,6 +158,40 @@ pub enum Reason {
     Unenforced,
 }
 
+/// Why a direction got its decision, in one line (the wording of `seam explain` and of the
+/// conformance harness's failure lines).
+pub fn reason_text(reason: &Reason) -> String {
+    match reason {
+        Reason::Rule(r) => r.to_string(),
+        Reason::Isolated(by) => format!(
+            "isolated by {}; no rule of theirs matched",
+            by.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Reason::IsolationMode {
+            mode,
+            tenant,
+            peer_tenant,
+        } => {
+            let mode = serde_json::to_value(mode)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_else(|| format!("{mode:?}"));
+            match peer_tenant {
+                Some(p) => format!(
+                    "no policy decided: isolation mode {mode} of tenant {tenant} (peer tenant {p})"
+                ),
+                None => format!(
+                    "no policy decided: isolation mode {mode} of tenant {tenant} (peer outside)"
+                ),
+            }
+        }
+        Reason::Unenforced => "nothing is enforced at this end".to_string(),
+    }
+}
+
 /// The verdict for one direction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirectionVerdict {

@@ -41,7 +41,8 @@ pub use cnp::*;
 pub use contract::*;
 pub use error::{EvalError, FieldError, ParseError, TenantError, ValidationError};
 pub use eval::{
-    evaluate, Decision, Direction, DirectionVerdict, Flow, FlowEnd, Reason, RuleRef, Tier, Verdict,
+    evaluate, reason_text, Decision, Direction, DirectionVerdict, Flow, FlowEnd, Reason, RuleRef,
+    Tier, Verdict,
 };
 pub use group::*;
 pub use inventory::*;

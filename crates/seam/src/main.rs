@@ -1,8 +1,9 @@
 //! `seam`, the one user-facing command: cluster objects and the lab.
 //!
 //! `cli.rs` is the grammar (clap), `commands/<verb>.rs` does one verb each, `controller.rs` is
-//! the one way to the controller. The work itself is in libraries: the `seam` library (manifests,
-//! `explain`, conformance), `seam_lab` (the lab and its demo) and `seam_client`.
+//! the one way to the controller. The work itself is in libraries: `seam_model::manifest` (what
+//! `seam apply` reads), `seam_firewall::explain`, `seam_conformance` (with `seam_lab::conformance`
+//! for `--dataplane`), `seam_lab` (the lab and its demo) and `seam_client`.
 
 mod cli;
 mod commands;

@@ -457,7 +457,7 @@ fn crds_cover_every_seam_kind() {
         .filter(|k| k.api_version().starts_with("seam.dev/"))
         .map(|k| k.as_str().to_string())
         .collect();
-    // Tenant is read by `seam apply` (crates/seam/src/manifest.rs), not by seam-policy.
+    // Tenant is read by `seam apply` (`seam_model::manifest`), not by seam-policy.
     expected.insert("Tenant".to_string());
     let mut found = BTreeSet::new();
     for crd in crds() {
@@ -709,7 +709,7 @@ fn with_defaults(schema: &Value, value: &mut Value) {
 /// seam-policy does for policy kinds; `Err` tells who rejected it and why.
 fn seam_check(object: &Value) -> Result<(), String> {
     let text = serde_json::to_string(object).map_err(|e| e.to_string())?;
-    seam::manifest::parse_manifests(&text).map_err(|e| format!("seam apply: {e}"))?;
+    seam_model::manifest::parse_manifests(&text).map_err(|e| format!("seam apply: {e}"))?;
     if str_at(object, "/kind") != Some("Tenant") {
         seam_policy::parse_json(&text).map_err(|e| format!("seam-policy: {e}"))?;
     }

@@ -1,7 +1,8 @@
 //! `seam apply -f FILE`.
 
 use anyhow::Context;
-use seam::{explain, manifest};
+use seam_firewall::explain;
+use seam_model::manifest;
 
 use crate::cli::Target;
 use crate::commands::read_input;

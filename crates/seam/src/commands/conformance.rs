@@ -81,7 +81,7 @@ fn netpol(
             (report.failed(), report.summary())
         }
         None => {
-            let mut engine = seam_conformance::Engine::explained_by(seam::explain::reason_text);
+            let mut engine = seam_conformance::Engine::explained_by(seam_policy::reason_text);
             let report = suite
                 .and_then(|suite| seam_conformance::check(&suite, &mut engine))
                 .with_context(|| format!("run {}", cases.display()))?;

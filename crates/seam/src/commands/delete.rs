@@ -1,7 +1,7 @@
 //! `seam delete KIND NAME [-n NS]`.
 
 use anyhow::Context;
-use seam::manifest;
+use seam_model::manifest;
 
 use crate::cli::Target;
 use crate::controller::{block_on, client};

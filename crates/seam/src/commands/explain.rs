@@ -1,7 +1,7 @@
 //! `seam explain SRC DST PORT/PROTO`: the engine's verdict for a new connection, with the
 //! nodes' rule counters when the controller is a lab's.
 
-use seam::explain;
+use seam_firewall::explain;
 use seam_lab::Lab;
 use seam_policy::Flow;
 

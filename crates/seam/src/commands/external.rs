@@ -1,7 +1,7 @@
 //! `seam external add|del|list`: external endpoints through the API.
 
 use anyhow::Context;
-use seam_model::{parse_labels, EndpointKind, External};
+use seam_model::{parse_labels, EndpointKind, External, LabelSpaces};
 
 use crate::cli::ExternalCmd;
 use crate::controller::{block_on, client};
@@ -21,7 +21,8 @@ pub(crate) fn run(command: ExternalCmd) -> anyhow::Result<()> {
                 namespace,
                 gateway,
                 addresses,
-                labels: parse_labels(&labels.join(","))?,
+                // clap split the list at commas; each pair is taken as typed, as this verb always did.
+                labels: parse_labels(&labels.join(","), LabelSpaces::Kept)?,
             };
             let client = client(&target)?;
             let records = block_on(async { Ok(client.put_external(&external).await?) })

@@ -1,7 +1,7 @@
 //! `seam get KIND`: a table, JSON or YAML of one kind of object.
 
 use anyhow::Context;
-use seam::manifest;
+use seam_model::manifest;
 use seam_policy::PolicyKind;
 use serde_json::Value;
 

@@ -5,12 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use seam_lab::{Lab, LabSpec, LabStore};
-use seam_model::parse_labels;
+use seam_model::{parse_labels, LabelSpaces};
 
 use crate::cli::LabCmd;
-use seam::{explain, manifest};
-use seam_lab::demo::{CounterReader, DemoPolicy, PolicyTools, ToolError};
-use seam_model::Snapshot;
 
 /// The directory of the lab's other binaries: next to `seam` itself.
 pub(crate) fn bin_dir() -> anyhow::Result<PathBuf> {
@@ -176,61 +173,14 @@ pub(crate) fn run(command: LabCmd) -> anyhow::Result<()> {
             labels,
         } => {
             let options = seam_lab::vm::VmOptions {
-                labels: parse_labels(&labels)?,
+                // Taken as typed (no trimming), as `seam lab vm-add` always did.
+                labels: parse_labels(&labels, LabelSpaces::Kept)?,
                 ..seam_lab::vm::VmOptions::default()
             };
             let info = Lab::load(&name)?.add_vm(&vm, &host, &segment, &options)?;
             println!("{}", serde_json::to_string_pretty(&info)?);
             Ok(())
         }
-        LabCmd::Demo { name, keep } => Ok(seam_lab::demo::run(
-            &name,
-            keep,
-            bin_dir()?,
-            &SeamPolicyTools,
-        )?),
-    }
-}
-
-/// The demo's policy steps, done by the `seam` library: manifests read as `seam apply` reads
-/// them, verdicts explained as `seam explain` explains them.
-struct SeamPolicyTools;
-
-impl PolicyTools for SeamPolicyTools {
-    fn policies(&self, manifests: &str) -> Result<Vec<DemoPolicy>, ToolError> {
-        Ok(manifest::parse_manifests(manifests)?
-            .iter()
-            .filter_map(|object| match object {
-                manifest::Manifest::Policy(p) => {
-                    let key = p.key();
-                    Some(DemoPolicy {
-                        kind: key.kind.as_str().to_string(),
-                        namespace: key.namespace.clone(),
-                        name: key.name.clone(),
-                        body: p.to_value(),
-                        description: object.describe(),
-                    })
-                }
-                _ => None,
-            })
-            .collect())
-    }
-
-    fn explain_tcp(
-        &self,
-        snapshot: &Snapshot,
-        src: &str,
-        dst: &str,
-        port: u16,
-        counters: CounterReader<'_>,
-    ) -> Result<String, ToolError> {
-        let flow = seam_policy::Flow {
-            src: explain::parse_end(src)?,
-            dst: explain::parse_end(dst)?,
-            protocol: seam_policy::Protocol::Tcp,
-            port,
-        };
-        let x = explain::explain(snapshot, flow, Some(counters))?;
-        Ok(explain::render_text(&x))
+        LabCmd::Demo { name, keep } => Ok(seam_lab::demo::run(&name, keep, bin_dir()?)?),
     }
 }

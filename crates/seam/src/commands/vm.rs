@@ -1,7 +1,7 @@
 //! `seam vm attach|detach|move|delete|list`: VMs on hypervisor hosts, through the controller.
 
 use anyhow::Context;
-use seam_model::{parse_labels, VmAttach};
+use seam_model::{parse_labels, LabelSpaces, VmAttach};
 
 use crate::cli::VmCmd;
 use crate::controller::{block_on, client};
@@ -50,7 +50,7 @@ pub(crate) fn run(command: VmCmd) -> anyhow::Result<()> {
                     .as_deref()
                     .map(|text| {
                         // `seam vm attach` has always said "key=value" here; scripts may match it.
-                        parse_labels(text)
+                        parse_labels(text, LabelSpaces::Trimmed)
                             .map_err(|e| anyhow::anyhow!("label {:?} is not key=value", e.pair))
                     })
                     .transpose()?,

@@ -4,16 +4,18 @@
 //!
 //! Every document is decoded and validated before anything is returned, and every problem of
 //! every document is reported, so that a manifest is applied whole or not at all.
+//!
+//! Pure: this reads text; `seam apply` reads the file and sends the objects.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
-use seam_model::bounds::{encoded_len, MAX_APPLY_OBJECTS, MAX_BODY_BYTES};
-use seam_model::{Apply, ApplyObject};
 use seam_policy::{ParseError, PolicyKind, PolicyObject};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::error::{ManifestError, ManifestProblem};
+use crate::bounds::{encoded_len, MAX_APPLY_OBJECTS, MAX_BODY_BYTES};
+use crate::{Apply, ApplyObject};
 
 /// The annotation of a `v1 Namespace` that names its Seam tenant.
 pub const TENANT_ANNOTATION: &str = "seam.dev/tenant";
@@ -25,10 +27,10 @@ pub enum Manifest {
     /// EndpointGroup, Contract).
     Policy(Box<PolicyObject>),
     /// A namespace (`apiVersion: v1`, `kind: Namespace`).
-    Namespace(seam_model::Namespace),
+    Namespace(crate::Namespace),
     /// A tenant (`apiVersion: seam.dev/v1alpha1`, `kind: Tenant`,
     /// `spec: {isolation: flat|multitenant|policy, global: bool}`).
-    Tenant(seam_model::Tenant),
+    Tenant(crate::Tenant),
 }
 
 impl Manifest {
@@ -49,6 +51,69 @@ impl Manifest {
             Manifest::Tenant(t) => format!("Tenant {}", t.name),
         }
     }
+}
+
+/// One problem in one document of a manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestProblem {
+    /// 1-based index of the document in the input (YAML `---` documents, JSON list items and
+    /// `List` items are counted in order).
+    pub document: usize,
+    /// The object, when known (`NetworkPolicy x/db`).
+    pub object: Option<String>,
+    /// Field path of the problem (`spec.ingress[0].ports[1].endPort`), empty for the document.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ManifestProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "document {}", self.document)?;
+        if let Some(o) = &self.object {
+            write!(f, " ({o})")?;
+        }
+        if !self.path.is_empty() {
+            write!(f, ": {}", self.path)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Why a manifest cannot be applied. Nothing is applied when this is returned.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ManifestError {
+    /// The text is not YAML or JSON.
+    #[error("not valid {format}: {message}")]
+    Syntax {
+        /// `YAML` or `JSON`.
+        format: &'static str,
+        /// The parser's message, with its location.
+        message: String,
+    },
+    /// The manifest holds no object.
+    #[error("no object in the input")]
+    Empty,
+    /// The manifest holds more objects than one apply may write (one store transaction).
+    #[error("{count} objects, over the bound of {max} per apply (MAX_APPLY_OBJECTS: one store transaction); split the manifest, nothing applied")]
+    TooMany {
+        /// How many objects the manifest holds.
+        count: usize,
+        /// The bound.
+        max: usize,
+    },
+    /// The objects together are larger than the controller reads in one request.
+    #[error("the objects encode to {bytes} bytes, over the bound of {max} bytes per request (MAX_BODY_BYTES); split the manifest, nothing applied")]
+    TooLarge {
+        /// The size of the apply request.
+        bytes: usize,
+        /// The bound.
+        max: usize,
+    },
+    /// Documents are invalid; every problem of every document is listed.
+    #[error("{} problem(s), nothing applied:\n  {}", .0.len(), .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  "))]
+    Invalid(Vec<ManifestProblem>),
 }
 
 /// `metadata` of a `v1 Namespace`: only what Seam keeps; anything else is an error.
@@ -81,7 +146,7 @@ struct TenantMeta {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct TenantSpec {
     #[serde(default)]
-    isolation: seam_model::IsolationMode,
+    isolation: crate::IsolationMode,
     #[serde(default)]
     global: bool,
 }
@@ -208,7 +273,7 @@ fn decode(document: usize, doc: Value) -> Result<Manifest, Vec<ManifestProblem>>
     {
         return decode_namespace(document, object, doc);
     }
-    if doc.get("apiVersion").and_then(Value::as_str) == Some(seam_model::API_VERSION)
+    if doc.get("apiVersion").and_then(Value::as_str) == Some(crate::API_VERSION)
         && doc.get("kind").and_then(Value::as_str) == Some("Tenant")
     {
         return decode_tenant(document, object, doc);
@@ -245,7 +310,7 @@ fn decode_namespace(
             ));
         }
     }
-    let mut ns = seam_model::Namespace {
+    let mut ns = crate::Namespace {
         name: meta.name,
         labels: meta.labels,
         tenant,
@@ -279,7 +344,7 @@ fn decode_tenant(
     }
     let parsed: TenantDoc = decode_with_path(doc)
         .map_err(|(path, message)| vec![problem(document, object.clone(), &path, message)])?;
-    let tenant = seam_model::Tenant {
+    let tenant = crate::Tenant {
         name: parsed.metadata.name,
         isolation: parsed.spec.isolation,
         global: parsed.spec.global,
@@ -437,12 +502,12 @@ metadata: {name: t2}
         assert_eq!(
             objects,
             [
-                Manifest::Tenant(seam_model::Tenant {
+                Manifest::Tenant(crate::Tenant {
                     name: "t1".into(),
-                    isolation: seam_model::IsolationMode::Multitenant,
+                    isolation: crate::IsolationMode::Multitenant,
                     global: true,
                 }),
-                Manifest::Tenant(seam_model::Tenant::named("t2")),
+                Manifest::Tenant(crate::Tenant::named("t2")),
             ]
         );
         let bad = r#"
@@ -525,7 +590,7 @@ spec: {consumers: [a], providers: [b], subjects: [], action: allow, colour: red}
         assert_eq!(request.objects.len(), MAX_APPLY_OBJECTS);
         assert_eq!(
             request.objects[0],
-            ApplyObject::Tenant(seam_model::Tenant::named("t0"))
+            ApplyObject::Tenant(crate::Tenant::named("t0"))
         );
         let objects = parse_manifests(&docs(MAX_APPLY_OBJECTS + 1)).unwrap();
         let err = apply_request(&objects).unwrap_err().to_string();

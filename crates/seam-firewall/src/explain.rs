@@ -1,15 +1,18 @@
 //! `seam explain`: the engine's inputs built from a controller [`Snapshot`], one flow evaluated,
-//! and the verdict rendered per direction.
+//! whether the deciding rules are in the enforcing nodes' tables, and the verdict rendered per
+//! direction (as text and as JSON; `seam explain` prints them).
 //!
-//! What the controller does not know yet is said, not guessed: endpoints carry no named ports
-//! (rules on named ports match nothing here), and whether a rule is realized in a node's
-//! nftables table is not read back yet ([`Realization`]).
+//! What the controller does not know is said, not guessed: endpoints carry no named ports (rules
+//! on named ports match nothing here). Whether a deciding rule is realized is read back from the
+//! enforcing node's rule counters when the caller can read them ([`CounterReader`]; `seam explain`
+//! reads a lab's nodes), else it is [`Realization::Unknown`]. Pure: the counters are the caller's
+//! input; nothing here reads a table.
 
 use std::net::Ipv4Addr;
 
 use seam_model::Snapshot;
 use seam_policy::{
-    evaluate, DirectionVerdict, Flow, FlowEnd, Inventory, PolicySet, Protocol, Reason, Tier,
+    evaluate, reason_text, DirectionVerdict, Flow, FlowEnd, Inventory, PolicySet, Protocol, Tier,
     Verdict,
 };
 use serde_json::{json, Value};
@@ -85,20 +88,16 @@ impl Realization {
 pub type CounterReader<'a> =
     &'a dyn Fn(&str) -> Result<std::collections::BTreeMap<String, (u64, u64)>, String>;
 
-pub use seam_firewall::cluster::inventory_name;
+pub use crate::cluster::inventory_name;
 
-/// The engine's inventory from a snapshot (see [`seam_firewall::cluster::tenant_inventory`]).
+/// The engine's inventory from a snapshot (see [`crate::cluster::tenant_inventory`]).
 pub fn inventory(snapshot: &Snapshot) -> Inventory {
-    seam_firewall::cluster::tenant_inventory(
-        &snapshot.tenants,
-        &snapshot.namespaces,
-        &snapshot.endpoints,
-    )
+    crate::cluster::tenant_inventory(&snapshot.tenants, &snapshot.namespaces, &snapshot.endpoints)
 }
 
 /// The policies in force from a snapshot, with warnings about what was left out.
 pub fn policy_set(snapshot: &Snapshot) -> (PolicySet, Vec<String>) {
-    seam_firewall::cluster::policy_set(&snapshot.policies)
+    crate::cluster::policy_set(&snapshot.policies)
 }
 
 /// Parses `PORT/PROTO` (`80/tcp`, `53/UDP`, `8/icmp`), `PORT` (TCP) or `icmp` (type 8, echo).
@@ -193,12 +192,12 @@ pub fn explain(
                 let Some(node) = node_of(snapshot, &inv, end) else {
                     continue;
                 };
-                let rule_id = seam_firewall::verdict_rule_id(d);
+                let rule_id = crate::verdict_rule_id(d);
                 let state = match (&rule_id, d.tier) {
                     (_, Tier::Unenforced) | (None, _) => RuleState::NotApplicable,
                     (Some(id), _) => match read(&node) {
                         Err(why) => RuleState::Unreadable(why),
-                        Ok(table) => match table.get(&seam_firewall::nft_comment(id)) {
+                        Ok(table) => match table.get(&crate::nft_comment(id)) {
                             Some((packets, bytes)) => RuleState::Present {
                                 packets: *packets,
                                 bytes: *bytes,
@@ -233,39 +232,6 @@ fn tier(t: Tier) -> &'static str {
         Tier::Namespace => "namespace",
         Tier::Baseline => "baseline",
         Tier::Unenforced => "unenforced",
-    }
-}
-
-/// Why a direction got its decision, in one line.
-pub fn reason_text(reason: &Reason) -> String {
-    match reason {
-        Reason::Rule(r) => r.to_string(),
-        Reason::Isolated(by) => format!(
-            "isolated by {}; no rule of theirs matched",
-            by.iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-        Reason::IsolationMode {
-            mode,
-            tenant,
-            peer_tenant,
-        } => {
-            let mode = serde_json::to_value(mode)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_else(|| format!("{mode:?}"));
-            match peer_tenant {
-                Some(p) => format!(
-                    "no policy decided: isolation mode {mode} of tenant {tenant} (peer tenant {p})"
-                ),
-                None => format!(
-                    "no policy decided: isolation mode {mode} of tenant {tenant} (peer outside)"
-                ),
-            }
-        }
-        Reason::Unenforced => "nothing is enforced at this end".to_string(),
     }
 }
 
