@@ -224,11 +224,19 @@ impl Sync {
                 .into_iter()
                 .map(|n| Target::Namespace(n.name)),
         );
+        // A stored policy this version cannot read is still there (a newer Seam's): not lost.
         present.extend(
             snapshot
                 .policies
                 .iter()
-                .filter_map(|p| policy_target_of_name(&seam_model::policy_object_name(p))),
+                .map(seam_model::policy_object_name)
+                .chain(
+                    snapshot
+                        .unreadable_policies
+                        .iter()
+                        .filter_map(|u| u.name.clone()),
+                )
+                .filter_map(|name| policy_target_of_name(&name)),
         );
         let lost: Vec<Target> = self
             .applied

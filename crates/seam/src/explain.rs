@@ -98,7 +98,7 @@ pub fn inventory(snapshot: &Snapshot) -> Inventory {
 
 /// The policies in force from a snapshot, with warnings about what was left out.
 pub fn policy_set(snapshot: &Snapshot) -> (PolicySet, Vec<String>) {
-    seam_firewall::cluster::policy_set(&snapshot.policies)
+    seam_firewall::cluster::snapshot_policy_set(snapshot)
 }
 
 /// Parses `PORT/PROTO` (`80/tcp`, `53/UDP`, `8/icmp`), `PORT` (TCP) or `icmp` (type 8, echo).
