@@ -4,8 +4,8 @@
 
 use seam_model::AsStoredPolicy;
 use seam_policy::{
-    ContainerPort, Endpoint, EndpointKind, Inventory, IsolationMode, Namespace, PolicyObject,
-    PolicySet, Protocol, Tenant,
+    ContainerPort, Endpoint, EndpointKind, Inventory, IsolationMode, Namespace, PolicySet,
+    Protocol, Tenant,
 };
 
 use crate::{CompileError, NodeRuleset};
@@ -203,6 +203,7 @@ pub(crate) fn dangling_warnings(set: &PolicySet) -> Vec<String> {
 mod tests {
     use super::*;
     use seam_model::{Snapshot, StoredPolicy, UnreadablePolicy};
+    use seam_policy::PolicyObject;
 
     #[test]
     fn a_stored_policy_this_version_cannot_read_is_left_out_with_its_warning() {
