@@ -746,3 +746,36 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A policy the controller holds in a form this version cannot read (a newer Seam wrote it)
+    /// is still there: it is not taken for lost and applied again over the newer object.
+    #[test]
+    fn a_stored_policy_this_version_cannot_read_is_not_taken_for_lost() {
+        let client = ControllerClient::new("unix:/nonexistent/seam-k8s-test.sock")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut sync = Sync::new(client, ViewHandle::default());
+        let target = |name: &str| Target::Policy {
+            kind: "NetworkPolicy",
+            namespace: Some("shop".into()),
+            name: name.into(),
+        };
+        for name in ["newer", "gone"] {
+            sync.applied
+                .insert(target(name), Desired::Policy(Value::Null));
+        }
+        sync.controller_snapshot(Snapshot {
+            unreadable_policies: vec![seam_model::UnreadablePolicy {
+                name: Some("NetworkPolicy/shop/newer".into()),
+                kind: Some("NetworkPolicy".into()),
+                error: "unsupported object kind".into(),
+            }],
+            ..Snapshot::default()
+        });
+        assert_eq!(sync.dirty, BTreeSet::from([target("gone")]));
+        assert!(sync.applied.contains_key(&target("newer")));
+    }
+}
