@@ -99,7 +99,12 @@ impl ClusterView {
         self.policies = snap
             .policies
             .into_iter()
-            .map(|p| (seam_model::policy_object_name(&p), StoredPolicy::Readable(p)))
+            .map(|p| {
+                (
+                    seam_model::policy_object_name(&p),
+                    StoredPolicy::Readable(p),
+                )
+            })
             .chain(
                 snap.unreadable_policies
                     .into_iter()
@@ -281,7 +286,10 @@ mod tests {
             name,
             Some(netpol(json!({"podSelector": {}, "futureMode": "strict"}))),
         ));
-        assert!(unreadable(&view, name).unwrap().error.contains("futureMode"));
+        assert!(unreadable(&view, name)
+            .unwrap()
+            .error
+            .contains("futureMode"));
         assert_eq!(view.policies.len(), 1);
         assert_eq!(view.revision, 3);
 

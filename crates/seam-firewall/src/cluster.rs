@@ -299,7 +299,8 @@ mod tests {
                 protocol: Protocol::Udp,
             }]
         );
-        let (ruleset, warnings) = node_ruleset([], [], [&ep], [] as [&PolicyObject; 0], "n1").unwrap();
+        let (ruleset, warnings) =
+            node_ruleset([], [], [&ep], [] as [&PolicyObject; 0], "n1").unwrap();
         assert!(warnings.is_empty());
         assert_eq!(ruleset.local.len(), 1);
     }

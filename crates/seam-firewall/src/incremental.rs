@@ -812,7 +812,9 @@ impl World {
                     let mut m: HashMap<u64, Vec<usize>> = HashMap::new();
                     for (i, d) in old.iter().enumerate() {
                         if let Some(d) = d {
-                            m.entry(doc_ident(d.object.as_stored())).or_default().push(i);
+                            m.entry(doc_ident(d.object.as_stored()))
+                                .or_default()
+                                .push(i);
                         }
                     }
                     m

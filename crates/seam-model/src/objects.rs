@@ -473,7 +473,10 @@ impl UnreadablePolicy {
     pub fn new(raw: &serde_json::Value, error: impl std::fmt::Display) -> Self {
         let kind = raw.get("kind").and_then(serde_json::Value::as_str);
         let meta = raw.get("metadata");
-        let field = |f: &str| meta.and_then(|m| m.get(f)).and_then(serde_json::Value::as_str);
+        let field = |f: &str| {
+            meta.and_then(|m| m.get(f))
+                .and_then(serde_json::Value::as_str)
+        };
         UnreadablePolicy {
             name: kind
                 .zip(field("name"))
