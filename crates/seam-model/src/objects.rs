@@ -490,6 +490,9 @@ impl UnreadablePolicy {
 /// A stored policy object as a reader of this version holds it: typed, or kept as one it cannot
 /// read.
 #[derive(Debug, Clone, PartialEq)]
+// Nearly every entry is readable: boxing the object would cost an allocation each to save space
+// in the rare unreadable one.
+#[allow(clippy::large_enum_variant)]
 pub enum StoredPolicy {
     /// Decoded into its wire type.
     Readable(seam_policy::PolicyObject),
