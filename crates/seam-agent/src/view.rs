@@ -1,7 +1,10 @@
 use std::collections::BTreeMap;
 
 use seam_firewall::ViewChanges;
-use seam_model::{Block, Endpoint, Node, ObjectKind, Segment, Snapshot, WatchEvent};
+use seam_model::{
+    Block, Endpoint, Node, ObjectKind, Segment, Snapshot, StoredPolicy, UnreadablePolicy,
+    WatchEvent,
+};
 
 /// The agent's copy of the controller's objects.
 #[derive(Debug, Clone)]
@@ -20,8 +23,10 @@ pub struct ClusterView {
     pub namespaces: BTreeMap<String, seam_model::Namespace>,
     /// Tenants by name (isolation mode and global flag).
     pub tenants: BTreeMap<String, seam_model::Tenant>,
-    /// Policy objects by store name (`<Kind>/<namespace or _>/<name>`), typed when they arrived.
-    pub policies: BTreeMap<String, seam_policy::PolicyObject>,
+    /// Policy objects by store name (`<Kind>/<namespace or _>/<name>`), typed when they arrived; one
+    /// this agent cannot read (a newer Seam's) is kept by name as unreadable: never in force, but
+    /// known and reported by the firewall compiler ("stored policy object ignored: …").
+    pub policies: BTreeMap<String, StoredPolicy>,
     /// Which segment the controller said serves a namespace (flat mode has one for all).
     pub namespace_segment: BTreeMap<String, String>,
     /// What the firewall reads (tenants, namespaces, endpoints, policies) that may have changed since the
@@ -89,11 +94,22 @@ impl ClusterView {
             .into_iter()
             .map(|o| (o.name.clone(), o))
             .collect();
-        // Typed by the snapshot's reader (seam-client), which left out any it could not read.
+        // Typed by the snapshot's reader (seam-client), which kept apart those it could not read; of
+        // these, one that does not say its name cannot be kept by name (nor changed by an event).
         self.policies = snap
             .policies
             .into_iter()
-            .map(|p| (seam_model::policy_object_name(&p), p))
+            .map(|p| {
+                (
+                    seam_model::policy_object_name(&p),
+                    StoredPolicy::Readable(p),
+                )
+            })
+            .chain(
+                snap.unreadable_policies
+                    .into_iter()
+                    .filter_map(|u| Some((u.name.clone()?, StoredPolicy::Unreadable(u)))),
+            )
             .collect();
         self.endpoints = snap
             .endpoints
@@ -153,15 +169,10 @@ impl ClusterView {
                 put(&mut self.namespaces, event.name, event.object, event.kind)
             }
             ObjectKind::Tenant => put(&mut self.tenants, event.name, event.object, event.kind),
-            ObjectKind::Policy => match event.object.map(decode_policy) {
-                Some(Ok(object)) => {
+            ObjectKind::Policy => match event.object {
+                Some(value) => {
+                    let object = decode_policy(&event.name, value);
                     self.policies.insert(event.name, object);
-                }
-                Some(Err(e)) => {
-                    // What the controller stores now is not enforceable here: its earlier version is not
-                    // either (it would enforce what the cluster no longer says).
-                    tracing::warn!(policy = %event.name, error = %e, "leaving out a policy object from the controller this agent cannot read (a newer Seam?)");
-                    self.policies.remove(&event.name);
                 }
                 None => {
                     self.policies.remove(&event.name);
@@ -185,21 +196,37 @@ impl ClusterView {
     }
 }
 
-/// A policy object of a watch event, decoded once into its wire type: fields this agent does not
-/// know outside `spec` are dropped and said once per kind and field ([`seam_model::tolerant::policy`]).
-fn decode_policy(
-    value: serde_json::Value,
-) -> Result<seam_policy::PolicyObject, seam_policy::ParseError> {
-    let decoded = seam_model::tolerant::policy(value)?;
-    let kind = decoded.value.kind().as_str();
-    for field in decoded.first_sightings(kind) {
-        tracing::warn!(
-            kind,
-            field,
-            "ignoring a field of a stored policy this agent does not know (a newer Seam?)"
-        );
+/// The policy object of a watch event for `name`, decoded once into its wire type: fields this
+/// agent does not know outside `spec` are dropped and said once per kind and field
+/// ([`seam_model::tolerant::policy`]). One it cannot read replaces the earlier version under its
+/// name as unreadable: that version is no longer what the cluster says, so nothing is enforced for
+/// it, and the compiler reports it.
+fn decode_policy(name: &str, value: serde_json::Value) -> StoredPolicy {
+    // What the object says of itself, read before the decode consumes it; the event names it.
+    let known = UnreadablePolicy::new(&value, "");
+    match seam_model::tolerant::policy(value) {
+        Ok(decoded) => {
+            let kind = decoded.value.kind().as_str();
+            for field in decoded.first_sightings(kind) {
+                tracing::warn!(
+                    kind,
+                    field,
+                    "ignoring a field of a stored policy this agent does not know (a newer Seam?)"
+                );
+            }
+            StoredPolicy::Readable(decoded.value)
+        }
+        Err(e) => {
+            tracing::warn!(policy = %name, error = %e, "a policy object from the controller this agent cannot read is not enforced (a newer Seam?)");
+            StoredPolicy::Unreadable(UnreadablePolicy {
+                name: Some(name.to_string()),
+                kind: known
+                    .kind
+                    .or_else(|| name.split('/').next().map(str::to_string)),
+                error: e.to_string(),
+            })
+        }
     }
-    Ok(decoded.value)
 }
 
 #[cfg(test)]
@@ -221,31 +248,53 @@ mod tests {
                "metadata": {"name": "db", "namespace": "web"}, "spec": spec})
     }
 
+    fn readable(view: &ClusterView, name: &str) -> Option<String> {
+        match view.policies.get(name)? {
+            StoredPolicy::Readable(o) => Some(o.metadata().name.clone()),
+            StoredPolicy::Unreadable(_) => None,
+        }
+    }
+
+    fn unreadable(view: &ClusterView, name: &str) -> Option<UnreadablePolicy> {
+        match view.policies.get(name)? {
+            StoredPolicy::Unreadable(u) => Some(u.clone()),
+            StoredPolicy::Readable(_) => None,
+        }
+    }
+
     #[test]
-    fn a_policy_event_is_typed_once_and_one_this_agent_cannot_read_is_left_out() {
+    fn a_policy_event_is_typed_once_and_one_this_agent_cannot_read_is_kept_as_unreadable() {
         let name = "NetworkPolicy/web/db";
         let mut view = ClusterView::default();
         let mut newer = netpol(json!({"podSelector": {}}));
         newer["metadata"]["generation"] = json!(2);
         view.apply(event(1, name, Some(newer)));
-        assert_eq!(view.policies[name].metadata().name, "db");
+        assert_eq!(readable(&view, name).as_deref(), Some("db"));
 
         // A version of the object this agent cannot read replaces the one it could: the earlier
-        // version is no longer what the cluster says, so nothing is enforced for it.
+        // version is no longer what the cluster says, so nothing is enforced for it; the view
+        // still knows it, by name, with why.
         let mut future = netpol(json!({"podSelector": {}}));
         future["apiVersion"] = json!("networking.k8s.io/v2");
         view.apply(event(2, name, Some(future)));
-        assert!(view.policies.is_empty());
+        let u = unreadable(&view, name).unwrap();
+        assert_eq!(u.name.as_deref(), Some(name));
+        assert_eq!(u.kind.as_deref(), Some("NetworkPolicy"));
+        assert!(u.error.contains("unsupported object kind"), "{u:?}");
         view.apply(event(
             3,
             name,
             Some(netpol(json!({"podSelector": {}, "futureMode": "strict"}))),
         ));
-        assert!(view.policies.is_empty());
+        assert!(unreadable(&view, name)
+            .unwrap()
+            .error
+            .contains("futureMode"));
+        assert_eq!(view.policies.len(), 1);
         assert_eq!(view.revision, 3);
 
         view.apply(event(4, name, Some(netpol(json!({"podSelector": {}})))));
-        assert_eq!(view.policies.len(), 1);
+        assert_eq!(readable(&view, name).as_deref(), Some("db"));
         view.apply(event(5, name, None));
         assert!(view.policies.is_empty());
         // The firewall is told about every name that changed, readable or not.
@@ -253,15 +302,33 @@ mod tests {
     }
 
     #[test]
-    fn a_snapshot_keys_its_typed_policies_by_store_name() {
+    fn a_snapshot_keys_its_policies_by_store_name_readable_or_not() {
         let object = seam_policy::PolicyObject::from_value(netpol(json!({"podSelector": {}})))
             .unwrap_or_else(|e| panic!("{e}"));
+        let future = UnreadablePolicy {
+            name: Some("NetworkPolicy/web/future".into()),
+            kind: Some("NetworkPolicy".into()),
+            error: "unsupported object kind".into(),
+        };
         let mut view = ClusterView::default();
         view.reset(Snapshot {
             revision: 9,
             policies: vec![object.clone()],
+            unreadable_policies: vec![
+                future.clone(),
+                // Without a name it cannot be kept by name.
+                UnreadablePolicy::default(),
+            ],
             ..Snapshot::default()
         });
-        assert_eq!(view.policies.get("NetworkPolicy/web/db"), Some(&object));
+        assert_eq!(
+            view.policies.get("NetworkPolicy/web/db"),
+            Some(&StoredPolicy::Readable(object))
+        );
+        assert_eq!(
+            view.policies.get("NetworkPolicy/web/future"),
+            Some(&StoredPolicy::Unreadable(future))
+        );
+        assert_eq!(view.policies.len(), 2);
     }
 }

@@ -13,7 +13,7 @@ use serde::Serialize;
 use seam_model::{
     ApiError, Applied, ApplyObject, Block, ClaimBlock, Endpoint, EnsureSegment, JoinTenant,
     Namespace, Node, ObjectKind, Segment, Snapshot, Tenant, TenantChange, TenantOperation,
-    CLUSTER_SCOPE,
+    UnreadablePolicy, CLUSTER_SCOPE,
 };
 
 use crate::error::{ClientError, Result};
@@ -927,7 +927,7 @@ pub(crate) fn decode_snapshot(bytes: &[u8]) -> std::result::Result<Snapshot, ser
             })
             .collect())
     }
-    Ok(Snapshot {
+    let mut snapshot = Snapshot {
         revision,
         nodes: list(&mut doc, "nodes", "Node", true)?,
         segments: list(&mut doc, "segments", "Segment", true)?,
@@ -935,41 +935,53 @@ pub(crate) fn decode_snapshot(bytes: &[u8]) -> std::result::Result<Snapshot, ser
         endpoints: list(&mut doc, "endpoints", "Endpoint", true)?,
         namespaces: list(&mut doc, "namespaces", "Namespace", false)?,
         tenants: list(&mut doc, "tenants", "Tenant", false)?,
-        policies: policies(&mut doc)?,
-    })
+        ..Snapshot::default()
+    };
+    (snapshot.policies, snapshot.unreadable_policies) = policies(&mut doc)?;
+    Ok(snapshot)
 }
 
-/// The policy objects of a snapshot, each decoded into its wire type once, here: fields outside
-/// `spec` this version does not know are dropped ([`seam_model::tolerant::policy`]); an object
-/// it cannot read (a kind or version a newer Seam added, an unknown field inside `spec`) is left
-/// out and said in the log, as [`decode_snapshot`] leaves out any other object.
+/// The policy objects of a snapshot (served as stored), each decoded into its wire type once,
+/// here: fields outside `spec` this version does not know are dropped
+/// ([`seam_model::tolerant::policy`]); an object it cannot read (a kind or version a newer Seam
+/// added, an unknown field inside `spec`) is kept apart, typed as an [`UnreadablePolicy`] with its
+/// name and the decode error, and said in the log: it is never in force, but its readers still
+/// count it, find it by name and report it.
+type Policies = (Vec<seam_policy::PolicyObject>, Vec<UnreadablePolicy>);
+
 fn policies(
     doc: &mut serde_json::Map<String, serde_json::Value>,
-) -> std::result::Result<Vec<seam_policy::PolicyObject>, serde_json::Error> {
+) -> std::result::Result<Policies, serde_json::Error> {
     use serde::de::Error as _;
 
     let items = match doc.remove("policies") {
         Some(serde_json::Value::Array(items)) => items,
-        None => return Ok(Vec::new()),
+        None => return Ok(Default::default()),
         Some(_) => return Err(serde_json::Error::custom("policies: not a list")),
     };
-    Ok(items
-        .into_iter()
-        .enumerate()
-        .filter_map(|(i, item)| match seam_model::tolerant::policy(item) {
+    let mut readable = Vec::with_capacity(items.len());
+    let mut unreadable = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        // What the object says of itself, read before the decode consumes it.
+        let known = UnreadablePolicy::new(&item, "");
+        match seam_model::tolerant::policy(item) {
             Ok(decoded) => {
                 let kind = decoded.value.kind().as_str();
                 for unknown in decoded.first_sightings(kind) {
                     tracing::warn!(kind, field = unknown, "ignoring a field from the controller this version does not know (a newer Seam?)");
                 }
-                Some(decoded.value)
+                readable.push(decoded.value);
             }
             Err(e) => {
-                tracing::warn!(kind = "Policy", index = i, error = %e, "leaving out an object of the snapshot this version cannot read (a newer Seam?)");
-                None
+                tracing::warn!(kind = "Policy", index = i, name = known.name.as_deref().unwrap_or(""), error = %e, "a policy object of the snapshot this version cannot read is not enforced (a newer Seam?)");
+                unreadable.push(UnreadablePolicy {
+                    error: e.to_string(),
+                    ..known
+                });
             }
-        })
-        .collect())
+        }
+    }
+    Ok((readable, unreadable))
 }
 
 fn object_path(kind: ObjectKind, name: &str) -> String {
@@ -1030,7 +1042,7 @@ mod snapshot_tests {
         assert!(decoded.policies.is_empty());
 
         // Policies arrive typed: one of a kind or version this Seam does not know, or with a field
-        // it does not know inside `spec`, is left out; one outside `spec` is dropped.
+        // it does not know inside `spec`, is not among them; one outside `spec` is dropped.
         let np = |name: &str, spec: serde_json::Value| {
             json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
                    "metadata": {"name": name, "namespace": "web"}, "spec": spec})
@@ -1055,6 +1067,33 @@ mod snapshot_tests {
             .map(|p| p.metadata().name.as_str())
             .collect();
         assert_eq!(names, ["a", "c"]);
+        // The ones it cannot read are kept apart, with their names and why.
+        let unreadable: Vec<_> = decoded
+            .unreadable_policies
+            .iter()
+            .map(|u| (u.name.as_deref(), u.kind.as_deref()))
+            .collect();
+        assert_eq!(
+            unreadable,
+            [
+                (Some("NetworkPolicy/web/b"), Some("NetworkPolicy")),
+                (Some("NetworkPolicy/web/d"), Some("NetworkPolicy")),
+                (None, None)
+            ]
+        );
+        let errors: Vec<&str> = decoded
+            .unreadable_policies
+            .iter()
+            .map(|u| u.error.as_str())
+            .collect();
+        assert!(errors[0].contains("unsupported object kind"), "{errors:?}");
+        assert!(errors[1].contains("futureMode"), "{errors:?}");
+        let order: Vec<_> = decoded
+            .stored_policies()
+            .iter()
+            .map(|p| p.map(|o| o.metadata().name.as_str()).is_ok())
+            .collect();
+        assert_eq!(order, [true, false, true, false, false]);
         assert!(decode_snapshot(br#"{"revision": 1, "nodes": [], "segments": [], "blocks": [], "endpoints": [], "policies": {}}"#).is_err());
 
         // What is not a snapshot at all is still an error.

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use ipnet::Ipv4Net;
 use seam_model::{
     is_valid_name, is_valid_segment_name, namespace_segment_name, Block, Endpoint, EndpointKind,
-    FieldError, Node, ObjectKind, Segment, Snapshot, ValidationError, MAX_VNI,
+    FieldError, Node, ObjectKind, Segment, ValidationError, MAX_VNI,
 };
 use seam_store::{AnyStore, Compare, Datastore, Txn, TxnOutcome};
 use serde::de::DeserializeOwned;
@@ -65,6 +65,32 @@ pub enum Role {
         /// The leader's advertised address, when known.
         leader: Option<String>,
     },
+}
+
+/// Every object at one store revision, as `GET /v1/snapshot` serves it: the wire form of
+/// [`seam_model::Snapshot`] (same fields, in the same order), with the policy objects as they are stored.
+/// They were typed and validated at the door; their reader types them again against its own
+/// version (seam-client's snapshot decode), so one a reader cannot read (written by a newer Seam)
+/// still reaches it, to be counted, named and reported rather than lost on the way.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredSnapshot {
+    /// The store revision the snapshot was read at.
+    pub revision: u64,
+    /// All nodes.
+    pub nodes: Vec<Node>,
+    /// All segments.
+    pub segments: Vec<Segment>,
+    /// All blocks.
+    pub blocks: Vec<Block>,
+    /// All endpoints.
+    pub endpoints: Vec<Endpoint>,
+    /// All namespaces.
+    pub namespaces: Vec<seam_model::Namespace>,
+    /// All tenants.
+    pub tenants: Vec<seam_model::Tenant>,
+    /// All policy objects as stored, in store-name order.
+    pub policies: Vec<serde_json::Value>,
 }
 
 /// An object as read from the store, with its `mod_revision` for compare-and-swap.
@@ -183,8 +209,8 @@ impl Controller {
         &self.inner.store
     }
 
-    /// Every object, read at one store revision.
-    pub async fn snapshot(&self) -> Result<Snapshot> {
+    /// Every object, read at one store revision: what `GET /v1/snapshot` serves ([`StoredSnapshot`]).
+    pub async fn snapshot(&self) -> Result<StoredSnapshot> {
         let (revision, kvs) = self
             .store()
             .list(ROOT)
@@ -194,9 +220,9 @@ impl Controller {
                 key: ROOT.to_string(),
                 source,
             })?;
-        let mut snapshot = Snapshot {
+        let mut snapshot = StoredSnapshot {
             revision,
-            ..Snapshot::default()
+            ..StoredSnapshot::default()
         };
         for kv in kvs {
             let Some((kind, _)) = parse_key(&kv.key) else {
@@ -219,9 +245,8 @@ impl Controller {
                     decode(&kv.key, &kv.value).map(|o| snapshot.namespaces.push(o))
                 }
                 ObjectKind::Tenant => decode(&kv.key, &kv.value).map(|o| snapshot.tenants.push(o)),
-                ObjectKind::Policy => {
-                    decode_policy(&kv.key, &kv.value).map(|o| snapshot.policies.push(o))
-                }
+                // As stored: their reader types them (seam-client), and keeps by name one it cannot read.
+                ObjectKind::Policy => decode(&kv.key, &kv.value).map(|o| snapshot.policies.push(o)),
             }
             .unwrap_or_else(skip);
         }
@@ -1002,27 +1027,6 @@ pub(crate) fn decode<T: DeserializeOwned>(key: &str, value: &[u8]) -> Result<T> 
         for field in decoded.first_sightings(kind) {
             tracing::warn!(%key, kind, field, "ignoring a field of a stored object this version does not know (written by a newer Seam?)");
         }
-    }
-    Ok(decoded.value)
-}
-
-/// Decodes a stored policy object into the wire type a snapshot carries, tolerating fields this
-/// version does not know outside `spec` as [`decode`] does for other objects
-/// ([`seam_model::tolerant::policy`]); what was stored is its canonical form, written from the
-/// object typed at the door.
-pub(crate) fn decode_policy(key: &str, value: &[u8]) -> Result<seam_policy::PolicyObject> {
-    let corrupt = |source| Error::CorruptPolicy {
-        key: key.to_string(),
-        source,
-    };
-    let value = serde_json::from_slice(value).map_err(|source| Error::Corrupt {
-        key: key.to_string(),
-        source,
-    })?;
-    let decoded = seam_model::tolerant::policy(value).map_err(corrupt)?;
-    let kind = decoded.value.kind().as_str();
-    for field in decoded.first_sightings(kind) {
-        tracing::warn!(%key, kind, field, "ignoring a field of a stored object this version does not know (written by a newer Seam?)");
     }
     Ok(decoded.value)
 }

@@ -238,15 +238,6 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
-    /// A stored policy object does not decode as a policy object of a kind this version knows.
-    #[error("stored policy object {key:?} is corrupt or of a kind this version does not know")]
-    CorruptPolicy {
-        /// The store key.
-        key: String,
-        /// What seam-policy reported.
-        #[source]
-        source: seam_policy::ParseError,
-    },
     /// The request body is larger than the API reads.
     #[error("the request body is over the bound of {limit} bytes (MAX_BODY_BYTES); split it or make the objects smaller")]
     TooLarge {
@@ -384,10 +375,7 @@ impl Error {
                 source: seam_store::Error::Etcd { .. },
                 ..
             } => 503,
-            Error::Store { .. }
-            | Error::Corrupt { .. }
-            | Error::CorruptPolicy { .. }
-            | Error::Encode { .. } => 500,
+            Error::Store { .. } | Error::Corrupt { .. } | Error::Encode { .. } => 500,
         }
     }
 

@@ -37,7 +37,7 @@ mod tenants;
 mod vms;
 
 pub use config::{ControllerConfig, Listener, SegmentMode, FLAT_SEGMENT, NAMESPACE_SEGMENT_PREFIX};
-pub use controller::{Controller, Role};
+pub use controller::{Controller, Role, StoredSnapshot};
 pub use election::{ReplicaConfig, DEFAULT_LEASE_TTL, LEADER_KEY};
 pub use error::{reason, ApplyProblem, ConfigError, Error, Result, ServeError, MAX_LISTED_USERS};
 pub use http::{router, HEARTBEAT_INTERVAL};

@@ -2,9 +2,10 @@
 //! place that maps namespaces, endpoints and stored policy documents, shared by the agent (which
 //! compiles its node's ruleset) and the CLI (`seam explain`).
 
+use seam_model::AsStoredPolicy;
 use seam_policy::{
-    ContainerPort, Endpoint, EndpointKind, Inventory, IsolationMode, Namespace, PolicyObject,
-    PolicySet, Protocol, Tenant,
+    ContainerPort, Endpoint, EndpointKind, Inventory, IsolationMode, Namespace, PolicySet,
+    Protocol, Tenant,
 };
 
 use crate::{CompileError, NodeRuleset};
@@ -125,11 +126,11 @@ pub(crate) fn container_port(p: &seam_model::ContainerPort) -> ContainerPort {
 /// holds them), rules only for the endpoints on `node`. Returns the ruleset and the
 /// [`policy_set`] warnings. The agent and `seam conformance netpol --dataplane` (which checks
 /// that every node applied what it should) both call this, so they cannot drift apart.
-pub fn node_ruleset<'a>(
+pub fn node_ruleset<'a, D: AsStoredPolicy + 'a>(
     tenants: impl IntoIterator<Item = &'a seam_model::Tenant>,
     namespaces: impl IntoIterator<Item = &'a seam_model::Namespace>,
     endpoints: impl IntoIterator<Item = &'a seam_model::Endpoint>,
-    documents: impl IntoIterator<Item = &'a PolicyObject>,
+    documents: impl IntoIterator<Item = &'a D>,
     node: &str,
 ) -> Result<(NodeRuleset, Vec<String>), CompileError> {
     let mut namespaces: Vec<_> = namespaces.into_iter().collect();
@@ -147,27 +148,43 @@ pub fn node_ruleset<'a>(
 }
 
 /// The policies in force from the controller's policy objects (typed once, where they arrived:
-/// `seam_model::tolerant::policy`). Objects the engine refuses (which the controller should
-/// never have stored) are left out and returned as warnings, as are contracts naming groups
-/// nobody defines; of two objects with one key, the later valid one is in force.
-pub fn policy_set<'a>(
-    documents: impl IntoIterator<Item = &'a PolicyObject>,
+/// `seam_model::tolerant::policy`). Objects their reader could not read
+/// ([`seam_model::UnreadablePolicy`]) and objects the engine refuses (which the controller should
+/// never have stored) are left out and returned as warnings ("stored policy object ignored: …",
+/// in document order), as are contracts naming groups nobody defines; of two objects with one
+/// key, the later valid one is in force.
+pub fn policy_set<'a, D: AsStoredPolicy + 'a>(
+    documents: impl IntoIterator<Item = &'a D>,
 ) -> (PolicySet, Vec<String>) {
     let mut set = PolicySet::new();
     let mut warnings = Vec::new();
-    for object in documents {
-        if let Err(e) = set.insert(object.clone()) {
-            warnings.push(ignored(e));
+    for document in documents {
+        match document.as_stored() {
+            Ok(object) => {
+                if let Err(e) = set.insert(object.clone()) {
+                    warnings.push(ignored(e));
+                }
+            }
+            Err(unreadable) => warnings.push(ignored(&unreadable.error)),
         }
     }
     warnings.extend(dangling_warnings(&set));
     (set, warnings)
 }
 
+/// [`policy_set`] of every policy object of a snapshot, the ones its reader could not read
+/// included (reported), in store-name order ([`seam_model::Snapshot::stored_policies`]).
+pub fn snapshot_policy_set(snapshot: &seam_model::Snapshot) -> (PolicySet, Vec<String>) {
+    policy_set(&snapshot.stored_policies())
+}
+
 /// Whether a policy object may be in force, or the warning that reports it ignored (the same
 /// check and warning [`policy_set`] gives it).
-pub(crate) fn check_document(object: &PolicyObject) -> Result<(), String> {
-    object.validate().map_err(ignored)
+pub(crate) fn check_document(document: &impl AsStoredPolicy) -> Result<(), String> {
+    match document.as_stored() {
+        Ok(object) => object.validate().map_err(ignored),
+        Err(unreadable) => Err(ignored(&unreadable.error)),
+    }
 }
 
 fn ignored(e: impl std::fmt::Display) -> String {
@@ -185,6 +202,73 @@ pub(crate) fn dangling_warnings(set: &PolicySet) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use seam_model::{Snapshot, StoredPolicy, UnreadablePolicy};
+    use seam_policy::PolicyObject;
+
+    #[test]
+    fn a_stored_policy_this_version_cannot_read_is_left_out_with_its_warning() {
+        // Dropping `newSourceField` would leave a rule with no `from`: every source admitted.
+        let doc = serde_json::json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": "db", "namespace": "web"},
+            "spec": {
+                "podSelector": {}, "policyTypes": ["Ingress"],
+                "ingress": [{"newSourceField": [{"x": 1}], "ports": [{"port": 5432}]}]
+            }
+        });
+        let error = seam_model::tolerant::policy(doc.clone()).unwrap_err();
+        let unreadable = UnreadablePolicy::new(&doc, &error);
+        let ok = PolicyObject::from_value(serde_json::json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": "web", "namespace": "web"},
+            "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}
+        }))
+        .unwrap();
+        let want = vec![format!("stored policy object ignored: {error}")];
+        assert!(want[0].contains("newSourceField"), "{want:?}");
+
+        // As the agent's view holds them ...
+        let view = [
+            StoredPolicy::Unreadable(unreadable.clone()),
+            StoredPolicy::Readable(ok.clone()),
+        ];
+        let (set, warnings) = policy_set(&view);
+        assert_eq!(set.objects().count(), 1, "left out, the other in force");
+        assert_eq!(warnings, want);
+        assert_eq!(check_document(&view[0]), Err(want[0].clone()));
+        // ... as `seam explain` reads a snapshot ...
+        let snapshot = Snapshot {
+            policies: vec![ok],
+            unreadable_policies: vec![unreadable],
+            ..Snapshot::default()
+        };
+        let (set, warnings) = snapshot_policy_set(&snapshot);
+        assert_eq!((set.objects().count(), warnings), (1, want.clone()));
+        // ... and compiled incrementally, as the full compile does.
+        let names: std::collections::BTreeMap<String, StoredPolicy> = view
+            .iter()
+            .map(|p| match p {
+                StoredPolicy::Readable(o) => (seam_model::policy_object_name(o), p.clone()),
+                StoredPolicy::Unreadable(u) => (u.name.clone().unwrap(), p.clone()),
+            })
+            .collect();
+        let empty = Default::default();
+        let keyed = crate::KeyedView {
+            tenants: &empty,
+            namespaces: &Default::default(),
+            endpoints: &Default::default(),
+            documents: &names,
+        };
+        let mut compiler = crate::IncrementalCompiler::new("n1");
+        let (_, warnings) = compiler
+            .sync_changes(keyed, &crate::ViewChanges::everything())
+            .unwrap();
+        assert_eq!(warnings, want);
+        let (full, full_warnings) = node_ruleset([], [], [], names.values(), "n1").unwrap();
+        assert_eq!(full_warnings, want);
+        let (incremental, _) = compiler.sync([], [], [], names.values()).unwrap();
+        assert_eq!(*incremental, full);
+    }
 
     #[test]
     fn named_ports_reach_the_inventory() {
@@ -215,7 +299,8 @@ mod tests {
                 protocol: Protocol::Udp,
             }]
         );
-        let (ruleset, warnings) = node_ruleset([], [], [&ep], [], "n1").unwrap();
+        let (ruleset, warnings) =
+            node_ruleset([], [], [&ep], [] as [&PolicyObject; 0], "n1").unwrap();
         assert!(warnings.is_empty());
         assert_eq!(ruleset.local.len(), 1);
     }

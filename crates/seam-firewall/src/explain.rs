@@ -97,7 +97,7 @@ pub fn inventory(snapshot: &Snapshot) -> Inventory {
 
 /// The policies in force from a snapshot, with warnings about what was left out.
 pub fn policy_set(snapshot: &Snapshot) -> (PolicySet, Vec<String>) {
-    crate::cluster::policy_set(&snapshot.policies)
+    crate::cluster::snapshot_policy_set(snapshot)
 }
 
 /// Parses `PORT/PROTO` (`80/tcp`, `53/UDP`, `8/icmp`), `PORT` (TCP) or `icmp` (type 8, echo).

@@ -20,6 +20,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::net::Ipv4Addr;
 
+use seam_model::{AsStoredPolicy, StoredPolicy, UnreadablePolicy};
 use seam_policy::{
     Endpoint, IsolationMode, Labels, Namespace, ObjectKey, PolicyKind, PolicyObject, PolicySet,
     Tenant,
@@ -90,25 +91,38 @@ impl EpState {
     }
 }
 
-/// A policy object of the view, and why it is not in force when it does not validate.
+/// A policy object of the view (or one its reader could not read), and why it is not in force when it does not
+/// validate (or was not read).
 #[derive(Debug)]
 struct Doc {
-    object: PolicyObject,
+    object: StoredPolicy,
     invalid: Option<String>,
 }
 
 impl Doc {
     /// Checked once, when it is new or changed.
-    fn new(object: &PolicyObject) -> Self {
+    fn new(object: &impl AsStoredPolicy) -> Self {
+        let object = object.as_stored();
         Doc {
-            invalid: cluster::check_document(object).err(),
-            object: object.clone(),
+            invalid: cluster::check_document(&object).err(),
+            object: match object {
+                Ok(o) => StoredPolicy::Readable(o.clone()),
+                Err(u) => StoredPolicy::Unreadable(u.clone()),
+            },
         }
     }
 
     /// The object, when it may be in force.
     fn in_force(&self) -> Option<&PolicyObject> {
-        self.invalid.is_none().then_some(&self.object)
+        match &self.object {
+            StoredPolicy::Readable(o) => self.invalid.is_none().then_some(o),
+            StoredPolicy::Unreadable(_) => None,
+        }
+    }
+
+    /// Whether this is the document `other` is.
+    fn is(&self, other: &impl AsStoredPolicy) -> bool {
+        self.object.as_stored() == other.as_stored()
     }
 }
 
@@ -170,15 +184,16 @@ struct Inconsistent;
 /// An agent's view of the cluster by name (tenants, namespaces and endpoints under their own names, policy
 /// documents under their store names), for [`IncrementalCompiler::sync_changes`].
 #[derive(Debug, Clone, Copy)]
-pub struct KeyedView<'a> {
+pub struct KeyedView<'a, D = PolicyObject> {
     /// Tenants by name.
     pub tenants: &'a BTreeMap<String, seam_model::Tenant>,
     /// Namespaces by name.
     pub namespaces: &'a BTreeMap<String, seam_model::Namespace>,
     /// Endpoints by name.
     pub endpoints: &'a BTreeMap<String, seam_model::Endpoint>,
-    /// Policy documents by store name.
-    pub documents: &'a BTreeMap<String, PolicyObject>,
+    /// Policy documents by store name (typed; or, as the agent's view holds them, typed or kept as unreadable:
+    /// [`StoredPolicy`]).
+    pub documents: &'a BTreeMap<String, D>,
 }
 
 /// The names whose objects may have changed (added, edited or removed) in a [`KeyedView`] since the compiler
@@ -254,9 +269,15 @@ fn same_endpoint(s: &EpState, m: &seam_model::Endpoint, node: &str) -> bool {
 
 /// The kind (which fixes `apiVersion`), `metadata.namespace` and `metadata.name` of a document, hashed: finds the
 /// document again when the others moved.
-fn doc_ident(o: &PolicyObject) -> u64 {
-    let meta = o.metadata();
-    hash_of(&(o.kind(), meta.namespace.as_deref(), meta.name.as_str()))
+fn doc_ident(d: Result<&PolicyObject, &UnreadablePolicy>) -> u64 {
+    match d {
+        Ok(o) => {
+            let meta = o.metadata();
+            hash_of(&(o.kind(), meta.namespace.as_deref(), meta.name.as_str()))
+        }
+        // Never in force: found again by what is known of it.
+        Err(u) => hash_of(&(&u.kind, &u.name)),
+    }
 }
 
 fn key_of(o: &PolicyObject, key: &ObjectKey) -> bool {
@@ -329,19 +350,19 @@ impl<'v, T> Objects<'v, T> {
 }
 
 /// The policy documents of a pass's inputs.
-enum Documents<'v> {
+enum Documents<'v, D> {
     /// By store name.
-    Named(&'v BTreeMap<String, PolicyObject>),
+    Named(&'v BTreeMap<String, D>),
     /// In order, without names.
-    Listed(&'v [&'v PolicyObject]),
+    Listed(&'v [&'v D]),
 }
 
 /// The inputs of one pass, by name, and what is compared of them.
-struct Input<'v> {
+struct Input<'v, D> {
     tenants: Objects<'v, seam_model::Tenant>,
     namespaces: Objects<'v, seam_model::Namespace>,
     endpoints: Objects<'v, seam_model::Endpoint>,
-    documents: Documents<'v>,
+    documents: Documents<'v, D>,
     /// Two endpoints came with one name: the inventory holds both, which only a full compile reproduces.
     shared_endpoint_name: bool,
     /// Every tenant, namespace and endpoint came under its own name, and the documents by name: the next pass
@@ -351,14 +372,14 @@ struct Input<'v> {
     only: Option<&'v ViewChanges>,
 }
 
-impl<'v> Input<'v> {
+impl<'v, D> Input<'v, D> {
     /// Objects without names (their own names are used; a later object of one name wins, as in
     /// `cluster::tenant_inventory`); everything is compared.
     fn listed(
         tenants: &'v [&'v seam_model::Tenant],
         namespaces: &'v [&'v seam_model::Namespace],
         endpoints: &'v [&'v seam_model::Endpoint],
-        documents: &'v [&'v PolicyObject],
+        documents: &'v [&'v D],
     ) -> Self {
         let (endpoints, shared_endpoint_name) =
             Objects::sorted(endpoints.iter().copied(), |e| &e.name);
@@ -376,7 +397,7 @@ impl<'v> Input<'v> {
     /// A view by name; with `changes`, only the objects they name are compared, unless `world` did not come by
     /// name last time or a named object is not under its own name (a later change by name would not find it):
     /// then everything is.
-    fn keyed(view: &KeyedView<'v>, changes: &'v ViewChanges, world: &World) -> Self {
+    fn keyed(view: &KeyedView<'v, D>, changes: &'v ViewChanges, world: &World) -> Self {
         let own_names = !changes.everything
             && world.doc_names.is_some()
             && changes
@@ -486,7 +507,7 @@ fn differing<'v, K, T>(
 
 impl World {
     /// Brings the world to `input` and reports what changed: the objects `input.only` names, or every object.
-    fn update(&mut self, node: &str, input: &Input<'_>) -> Changes {
+    fn update<D: AsStoredPolicy>(&mut self, node: &str, input: &Input<'_, D>) -> Changes {
         let only = input.only;
         let mut ch = Changes {
             anomaly: input.shared_endpoint_name,
@@ -691,7 +712,7 @@ impl World {
     /// documents (only those compared and validated); otherwise every document, in order, matched with the kept ones
     /// by value ([`World::docs_in_order`]: documents without names, or kept without names, can only be found
     /// again by what they are).
-    fn update_docs(&mut self, input: &Input<'_>, ch: &mut Changes) {
+    fn update_docs<D: AsStoredPolicy>(&mut self, input: &Input<'_, D>, ch: &mut Changes) {
         let (changed_keys, docs_changed) = match (&input.documents, input.only) {
             (Documents::Named(documents), Some(only)) => {
                 self.docs_by_name(documents, &only.documents)
@@ -711,9 +732,9 @@ impl World {
 
     /// The documents `names_changed` names, compared with the kept ones by store name (the kept documents came by
     /// name); returns the keys of the objects they held or hold, and whether any document changed.
-    fn docs_by_name(
+    fn docs_by_name<D: AsStoredPolicy>(
         &mut self,
-        documents: &BTreeMap<String, PolicyObject>,
+        documents: &BTreeMap<String, D>,
         names_changed: &BTreeSet<String>,
     ) -> (BTreeSet<ObjectKey>, bool) {
         // Documents: kept in store-name order, as the map gives them (the order decides between two documents
@@ -725,7 +746,7 @@ impl World {
             let new = documents.get(k);
             match (names.binary_search(k), new) {
                 (Err(_), None) => {}
-                (Ok(i), Some(v)) if self.docs.get(i).is_some_and(|d| d.object == *v) => {}
+                (Ok(i), Some(v)) if self.docs.get(i).is_some_and(|d| d.is(v)) => {}
                 (Ok(i), new) => {
                     docs_changed = true;
                     let old = match new {
@@ -763,9 +784,9 @@ impl World {
     /// Every document in order, matched with the kept ones (by position, else by identity), validated only when new
     /// or changed; returns the keys of the objects that may have changed (every key when documents were
     /// reordered: the last valid document of a key is the one in force), and whether any document changed.
-    fn docs_in_order<'d>(
+    fn docs_in_order<'d, D: AsStoredPolicy + 'd>(
         &mut self,
-        docs: impl ExactSizeIterator<Item = &'d PolicyObject>,
+        docs: impl ExactSizeIterator<Item = &'d D>,
     ) -> (BTreeSet<ObjectKey>, bool) {
         let mut old: Vec<Option<Doc>> = std::mem::take(&mut self.docs)
             .into_iter()
@@ -783,7 +804,7 @@ impl World {
             let positional = old
                 .get(cursor)
                 .and_then(Option::as_ref)
-                .is_some_and(|d| d.object == *v);
+                .is_some_and(|d| d.is(v));
             let found = if positional {
                 Some(cursor)
             } else {
@@ -791,15 +812,17 @@ impl World {
                     let mut m: HashMap<u64, Vec<usize>> = HashMap::new();
                     for (i, d) in old.iter().enumerate() {
                         if let Some(d) = d {
-                            m.entry(doc_ident(&d.object)).or_default().push(i);
+                            m.entry(doc_ident(d.object.as_stored()))
+                                .or_default()
+                                .push(i);
                         }
                     }
                     m
                 });
-                map.get(&doc_ident(v)).and_then(|c| {
+                map.get(&doc_ident(v.as_stored())).and_then(|c| {
                     c.iter()
                         .copied()
-                        .find(|i| old[*i].as_ref().is_some_and(|d| d.object == *v))
+                        .find(|i| old[*i].as_ref().is_some_and(|d| d.is(v)))
                 })
             };
             match found.and_then(|i| old[i].take().map(|d| (i, d))) {
@@ -904,17 +927,17 @@ impl IncrementalCompiler {
 
     /// Same inputs and the same result as [`cluster::node_ruleset`] (the ruleset and the policy warnings), but
     /// only the parts the changes since the last call touch are recomputed.
-    pub fn sync<'a>(
+    pub fn sync<'a, D: AsStoredPolicy + 'a>(
         &mut self,
         tenants: impl IntoIterator<Item = &'a seam_model::Tenant>,
         namespaces: impl IntoIterator<Item = &'a seam_model::Namespace>,
         endpoints: impl IntoIterator<Item = &'a seam_model::Endpoint>,
-        documents: impl IntoIterator<Item = &'a PolicyObject>,
+        documents: impl IntoIterator<Item = &'a D>,
     ) -> Result<(&NodeRuleset, Vec<String>), CompileError> {
         let tenants: Vec<&seam_model::Tenant> = tenants.into_iter().collect();
         let namespaces: Vec<&seam_model::Namespace> = namespaces.into_iter().collect();
         let endpoints: Vec<&seam_model::Endpoint> = endpoints.into_iter().collect();
-        let documents: Vec<&PolicyObject> = documents.into_iter().collect();
+        let documents: Vec<&D> = documents.into_iter().collect();
         let input = Input::listed(&tenants, &namespaces, &endpoints, &documents);
         let changes = self.world.update(&self.node, &input);
         self.finish(&changes, |node| {
@@ -933,9 +956,9 @@ impl IncrementalCompiler {
     /// size of the view. `changes` must name every object that changed since the last call (see
     /// [`ViewChanges`]); everything is compared when it says so, on the first call, after a call of `sync`, and
     /// while some object of the view is not under its own name.
-    pub fn sync_changes(
+    pub fn sync_changes<D: AsStoredPolicy>(
         &mut self,
-        view: KeyedView<'_>,
+        view: KeyedView<'_, D>,
         changes: &ViewChanges,
     ) -> Result<(&NodeRuleset, Vec<String>), CompileError> {
         let input = Input::keyed(&view, changes, &self.world);

@@ -224,11 +224,19 @@ impl Sync {
                 .into_iter()
                 .map(|n| Target::Namespace(n.name)),
         );
+        // A stored policy this version cannot read is still there (a newer Seam's): not lost.
         present.extend(
             snapshot
                 .policies
                 .iter()
-                .filter_map(|p| policy_target_of_name(&seam_model::policy_object_name(p))),
+                .map(seam_model::policy_object_name)
+                .chain(
+                    snapshot
+                        .unreadable_policies
+                        .iter()
+                        .filter_map(|u| u.name.clone()),
+                )
+                .filter_map(|name| policy_target_of_name(&name)),
         );
         let lost: Vec<Target> = self
             .applied
@@ -737,4 +745,37 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A policy the controller holds in a form this version cannot read (a newer Seam wrote it)
+    /// is still there: it is not taken for lost and applied again over the newer object.
+    #[test]
+    fn a_stored_policy_this_version_cannot_read_is_not_taken_for_lost() {
+        let client = ControllerClient::new("unix:/nonexistent/seam-k8s-test.sock")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut sync = Sync::new(client, ViewHandle::default());
+        let target = |name: &str| Target::Policy {
+            kind: "NetworkPolicy",
+            namespace: Some("shop".into()),
+            name: name.into(),
+        };
+        for name in ["newer", "gone"] {
+            sync.applied
+                .insert(target(name), Desired::Policy(Value::Null));
+        }
+        sync.controller_snapshot(Snapshot {
+            unreadable_policies: vec![seam_model::UnreadablePolicy {
+                name: Some("NetworkPolicy/shop/newer".into()),
+                kind: Some("NetworkPolicy".into()),
+                error: "unsupported object kind".into(),
+            }],
+            ..Snapshot::default()
+        });
+        assert_eq!(sync.dirty, BTreeSet::from([target("gone")]));
+        assert!(sync.applied.contains_key(&target("newer")));
+    }
 }

@@ -453,6 +453,81 @@ pub fn policy_object_name(object: &seam_policy::PolicyObject) -> String {
     )
 }
 
+/// A stored policy object this version cannot read (a kind or version a newer Seam added, an
+/// unknown field inside `spec`, or not a policy object at all): never in force, but kept by its
+/// reader with what is known of it, so that it is still counted, named (seam-k8s finds its managed
+/// objects by name) and reported ("stored policy object ignored: …", as seam-firewall says).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UnreadablePolicy {
+    /// Its store name ([`policy_name`]), when the object says its kind and name.
+    pub name: Option<String>,
+    /// Its `kind`, when the object says it.
+    pub kind: Option<String>,
+    /// Why it cannot be read: the decode error's text.
+    pub error: String,
+}
+
+impl UnreadablePolicy {
+    /// What can be told of the object `raw` that failed to decode with `error`, read leniently
+    /// (`kind`, `metadata.namespace`, `metadata.name`, each only when it is a string).
+    pub fn new(raw: &serde_json::Value, error: impl std::fmt::Display) -> Self {
+        let kind = raw.get("kind").and_then(serde_json::Value::as_str);
+        let meta = raw.get("metadata");
+        let field = |f: &str| {
+            meta.and_then(|m| m.get(f))
+                .and_then(serde_json::Value::as_str)
+        };
+        UnreadablePolicy {
+            name: kind
+                .zip(field("name"))
+                .map(|(kind, name)| policy_name(kind, field("namespace"), name)),
+            kind: kind.map(str::to_string),
+            error: error.to_string(),
+        }
+    }
+}
+
+/// A stored policy object as a reader of this version holds it: typed, or kept as one it cannot
+/// read.
+#[derive(Debug, Clone, PartialEq)]
+// Nearly every entry is readable: boxing the object would cost an allocation each to save space
+// in the rare unreadable one.
+#[allow(clippy::large_enum_variant)]
+pub enum StoredPolicy {
+    /// Decoded into its wire type.
+    Readable(seam_policy::PolicyObject),
+    /// One this version cannot read.
+    Unreadable(UnreadablePolicy),
+}
+
+/// What the firewall compiler and the views take as a policy object: a typed object, or one this
+/// version could not read (reported, never in force).
+pub trait AsStoredPolicy {
+    /// The typed object, or what is known of one that could not be read.
+    fn as_stored(&self) -> Result<&seam_policy::PolicyObject, &UnreadablePolicy>;
+}
+
+impl AsStoredPolicy for seam_policy::PolicyObject {
+    fn as_stored(&self) -> Result<&seam_policy::PolicyObject, &UnreadablePolicy> {
+        Ok(self)
+    }
+}
+
+impl AsStoredPolicy for StoredPolicy {
+    fn as_stored(&self) -> Result<&seam_policy::PolicyObject, &UnreadablePolicy> {
+        match self {
+            StoredPolicy::Readable(object) => Ok(object),
+            StoredPolicy::Unreadable(unreadable) => Err(unreadable),
+        }
+    }
+}
+
+impl AsStoredPolicy for Result<&seam_policy::PolicyObject, &UnreadablePolicy> {
+    fn as_stored(&self) -> Result<&seam_policy::PolicyObject, &UnreadablePolicy> {
+        *self
+    }
+}
+
 /// The annotation of a policy object that names the program that manages it (seam-k8s sets
 /// `seam-k8s`). The controller refuses to replace such an object with one that does not carry the
 /// same mark, so a manual change is not silently undone by the manager, nor the manager's copy
@@ -683,10 +758,35 @@ pub struct Snapshot {
     /// All policy objects, in store-name order: typed, decoded once where they arrive (the
     /// controller's door for user input, the snapshot's reader for agents); on the wire each is
     /// its stored form (`apiVersion`, `kind`, `metadata`, `spec`), versioned by `apiVersion` and
-    /// `kind`. Readers that must outlive a newer controller decode them one by one with
-    /// [`crate::tolerant::policy`] (seam-client does), leaving out one they cannot read.
+    /// `kind`. The controller serves them as stored; their reader decodes them one by one with
+    /// [`crate::tolerant::policy`] (seam-client does) and keeps one it cannot read in
+    /// [`Snapshot::unreadable_policies`].
     #[serde(default)]
     pub policies: Vec<seam_policy::PolicyObject>,
+    /// The stored policy objects the snapshot's reader could not read (see [`UnreadablePolicy`]).
+    /// Not a wire field: on the wire they are among `policies`, as stored.
+    #[serde(skip)]
+    pub unreadable_policies: Vec<UnreadablePolicy>,
+}
+
+impl Snapshot {
+    /// Every policy object, readable or not, in store-name order (the order the controller lists
+    /// them in; one without a name last), as a reader that reports what it left out wants them.
+    pub fn stored_policies(&self) -> Vec<Result<&seam_policy::PolicyObject, &UnreadablePolicy>> {
+        let mut all: Vec<(Option<String>, Result<_, _>)> = self
+            .policies
+            .iter()
+            .map(|p| (Some(policy_object_name(p)), Ok(p)))
+            .chain(
+                self.unreadable_policies
+                    .iter()
+                    .map(|u| (u.name.clone(), Err(u))),
+            )
+            .collect();
+        // Stable: objects of one name keep their order (of two with one key, the later is in force).
+        all.sort_by(|a, b| (a.0.is_none(), &a.0).cmp(&(b.0.is_none(), &b.0)));
+        all.into_iter().map(|(_, p)| p).collect()
+    }
 }
 
 /// One change in the controller's store, as streamed by `GET /v1/watch`.

@@ -168,15 +168,16 @@ async fn a_corrupt_stored_object_is_skipped_by_snapshot_and_watch() {
     assert!(snap.endpoints.is_empty(), "{:?}", snap.endpoints);
 }
 
-/// Stored policy objects are typed into the snapshot: one this version cannot read (a kind or
-/// version a newer Seam added, or not a policy at all) is left out with a log line, a field it
-/// does not know outside `spec` is dropped, and every other object still syncs.
+/// Stored policy objects are served as stored: one a reader cannot read (a kind or version a
+/// newer Seam added, or not a policy at all) still reaches it, and the reader (seam-client) keeps
+/// it apart by name rather than losing it; a field it does not know outside `spec` is dropped, and
+/// every other object still syncs.
 #[tokio::test]
-async fn a_stored_policy_this_version_cannot_read_is_left_out_of_the_snapshot() {
+async fn a_stored_policy_a_reader_cannot_read_is_served_and_kept_apart_by_name() {
     use seam_store::{Datastore, Op, Txn};
 
     let store = AnyStore::memory();
-    let c = seam_controller::Controller::new(ControllerConfig::default(), store.clone()).unwrap();
+    let srv = Server::start(ControllerConfig::default(), store.clone()).await;
     let np = |name: &str| {
         serde_json::json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
             "metadata": {"name": name, "namespace": "web"}, "spec": {"podSelector": {}}})
@@ -185,25 +186,45 @@ async fn a_stored_policy_this_version_cannot_read_is_left_out_of_the_snapshot() 
     newer["metadata"]["generation"] = serde_json::json!(3);
     let mut future = np("future");
     future["apiVersion"] = serde_json::json!("networking.k8s.io/v2");
+    let broken = serde_json::json!([1, 2]);
     let mut txn = Txn::new();
     for (name, value) in [
-        ("ok", serde_json::to_vec(&np("ok")).unwrap()),
-        ("newer", serde_json::to_vec(&newer).unwrap()),
-        ("future", serde_json::to_vec(&future).unwrap()),
-        ("broken", b"[1, 2]".to_vec()),
+        ("broken", &broken),
+        ("future", &future),
+        ("newer", &newer),
+        ("ok", &np("ok")),
     ] {
         txn.success.push(Op::Put {
             key: format!("/seam/v1/policies/NetworkPolicy/web/{name}"),
-            value,
+            value: serde_json::to_vec(value).unwrap(),
             lease: None,
         });
     }
     store.txn(txn).await.unwrap();
-    let snap = c.snapshot().await.unwrap();
+    // The controller serves all four as stored ...
+    let c = seam_controller::Controller::new(ControllerConfig::default(), store.clone()).unwrap();
+    let served = c.snapshot().await.unwrap().policies;
+    assert_eq!(served, [broken, future, newer, np("ok")]);
+    // ... and its reader types the two it can, keeping the other two apart with why.
+    let snap = srv.client.snapshot().await.unwrap();
     let names: Vec<&str> = snap
         .policies
         .iter()
         .map(|p| p.metadata().name.as_str())
         .collect();
     assert_eq!(names, ["newer", "ok"]);
+    let unreadable: Vec<Option<&str>> = snap
+        .unreadable_policies
+        .iter()
+        .map(|u| u.name.as_deref())
+        .collect();
+    assert_eq!(unreadable, [None, Some("NetworkPolicy/web/future")]);
+    assert!(
+        snap.unreadable_policies[1]
+            .error
+            .contains("unsupported object kind"),
+        "{:?}",
+        snap.unreadable_policies
+    );
+    srv.stop().await;
 }

@@ -20,6 +20,11 @@ struct Controller {
 
 impl Controller {
     fn start() -> Controller {
+        Controller::start_on(AnyStore::memory())
+    }
+
+    /// A controller on `store` (which the test may also write into directly).
+    fn start_on(store: AnyStore) -> Controller {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("controller.sock");
         let endpoint = format!("unix:{}", path.display());
@@ -32,7 +37,7 @@ impl Controller {
                 .unwrap();
             rt.block_on(seam_controller::serve(
                 ControllerConfig::default(),
-                AnyStore::memory(),
+                store,
                 vec![Listener::Unix(path)],
                 async {
                     let _ = stopped.await;
@@ -264,6 +269,60 @@ fn apply_get_explain_delete() {
             .matches("\"kind\"")
             .count(),
         2
+    );
+}
+
+/// A stored policy object this version cannot read (a newer Seam's: an unknown field inside
+/// `spec`) is not enforced, and `seam explain` says so, as a warning in its text and in `--json`.
+#[test]
+fn explain_warns_of_a_stored_policy_it_cannot_read() {
+    use seam_store::{Datastore, Op, Txn};
+
+    let store = AnyStore::memory();
+    let ctl = Controller::start_on(store.clone());
+    ctl.block_on(|c| async move {
+        c.put_node(&Node {
+            name: "n1".into(),
+            underlay_ip: [198, 18, 0, 1].into(),
+            role: NodeRole::Worker,
+            transit_encap: Default::default(),
+            underlay_prefix_len: None,
+        })
+        .await
+        .unwrap();
+        c.put_segment(&segment("blue", 1, 100)).await.unwrap();
+        c.claim_block("blue", "n1").await.unwrap();
+        c.put_endpoint(&endpoint("blue", "web-1", 1)).await.unwrap();
+        let newer = serde_json::json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": "db", "namespace": "blue"},
+            "spec": {
+                "podSelector": {}, "policyTypes": ["Ingress"],
+                "ingress": [{"newSourceField": [{"x": 1}], "ports": [{"port": 5432}]}]
+            }
+        });
+        let mut txn = Txn::new();
+        txn.success.push(Op::Put {
+            key: "/seam/v1/policies/NetworkPolicy/blue/db".into(),
+            value: serde_json::to_vec(&newer).unwrap(),
+            lease: None,
+        });
+        store.txn(txn).await.unwrap();
+    });
+
+    let text = ctl.ok(&["explain", "10.1.0.9", "blue/web-1", "5432/tcp"]);
+    assert!(text.contains("verdict  ALLOWED"), "{text}");
+    let warning = text
+        .lines()
+        .find(|l| l.starts_with("warning: stored policy object ignored: "))
+        .unwrap_or_else(|| panic!("no warning: {text}"));
+    assert!(warning.contains("newSourceField"), "{text}");
+    let json = ctl.ok(&["explain", "10.1.0.9", "blue/web-1", "5432/tcp", "--json"]);
+    let j: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        j["warnings"],
+        serde_json::json!([warning.trim_start_matches("warning: ")]),
+        "{json}"
     );
 }
 
