@@ -450,14 +450,14 @@ fn failover_on(guard: &mut LabGuard, opts: &FailoverOpts) -> anyhow::Result<Fail
     let mut to_leader = Vec::new();
     for round in 0..opts.rounds {
         let leader = guard.lab.wait_for_leader(Duration::from_secs(10))?;
-        guard.lab.kill_controller(leader, "KILL")?;
+        guard.lab.processes().kill_controller(leader, "KILL")?;
         let killed = Instant::now();
         let node = bench_node(10 + round)?;
         rt.block_on(until_ok(|| client.put_node(&node)))?;
         to_write.push(ms(killed.elapsed()));
         guard.lab.wait_for_leader(Duration::from_secs(10))?;
         to_leader.push(ms(killed.elapsed()));
-        guard.lab.start_controller(leader)?;
+        guard.lab.processes().start_controller(leader)?;
         // Back as a standby before the next round.
         let deadline = Instant::now() + Duration::from_secs(15);
         while guard.lab.replica_role(leader).as_deref() != Some("standby") {
@@ -476,7 +476,7 @@ fn failover_on(guard: &mut LabGuard, opts: &FailoverOpts) -> anyhow::Result<Fail
         let mut killed = None;
         if i == opts.allocations / 2 {
             let leader = guard.lab.wait_for_leader(Duration::from_secs(10))?;
-            guard.lab.kill_controller(leader, "KILL")?;
+            guard.lab.processes().kill_controller(leader, "KILL")?;
             killed = Some(Instant::now());
         }
         if i % 10 == 0 {
@@ -591,8 +591,8 @@ pub fn restart(bin_dir: &Path, opts: &RestartOpts) -> anyhow::Result<RestartResu
 }
 
 fn restart_on(guard: &mut LabGuard, opts: &RestartOpts) -> anyhow::Result<RestartResult> {
-    let a = guard.lab.add_pod("n1", "rst", "a")?;
-    let b = guard.lab.add_pod("n2", "rst", "b")?;
+    let a = guard.lab.workloads().add_pod("n1", "rst", "a")?;
+    let b = guard.lab.workloads().add_pod("n2", "rst", "b")?;
     let deadline = Instant::now() + Duration::from_secs(15);
     while !probe::ping(&a.netns_path, b.ip, 1)? {
         if Instant::now() > deadline {
@@ -618,9 +618,9 @@ fn restart_on(guard: &mut LabGuard, opts: &RestartOpts) -> anyhow::Result<Restar
         )?;
         let pinger = Pinger::start(&a.netns_path, b.ip, Duration::from_millis(20), 300)?;
         std::thread::sleep(Duration::from_secs(1));
-        guard.lab.kill_agent(node, "KILL")?;
+        guard.lab.processes().kill_agent(node, "KILL")?;
         let killed = Instant::now();
-        guard.lab.start_agent(node)?;
+        guard.lab.processes().start_agent(node)?;
         ready.push(ms(killed.elapsed()));
         let pings = pinger.finish()?;
         let report = flow.finish()?;

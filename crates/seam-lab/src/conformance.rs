@@ -295,6 +295,7 @@ impl<'a> Runner<'a> {
                 .collect();
             let info = self
                 .lab
+                .workloads()
                 .add_pod_with(node, &pod.namespace, &pod.name, &pod.labels, &ports)
                 .step(|| format!("create pod {}", pod.reference))?;
             for (port, protocol) in serves {

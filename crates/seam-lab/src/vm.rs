@@ -1,7 +1,7 @@
 //! Hypervisor hosts and VMs in the lab.
 //!
 //! A hypervisor host is a lab node whose `seamd` runs with `--role hypervisor`
-//! ([`Lab::make_hypervisor`]: its role is kept in the file `role` next to its agent socket and
+//! ([`Topology::make_hypervisor`]: its role is kept in the file `role` next to its agent socket and
 //! the agent is restarted with it). A lab VM is a network namespace `<lab>-v-<name>` behind a
 //! veth: the host end, named as Seam names a VM's port ([`seam_model::vm_port_name`], `tv…`),
 //! lives in the host's namespace, where a hypervisor would create the VM's tap; the VM end is the
@@ -23,7 +23,8 @@ use crate::controller::block_on;
 use crate::error::{LabError, Result};
 use crate::process::wait_for;
 use crate::state::{io_err, read_json_or_default, state_dir, write_json_atomic, Lab};
-use crate::topology::ip;
+use crate::topology::{ip, Topology};
+use crate::workloads::Workloads;
 
 /// The MTU of a lab VM's interface: the lab underlay's 1500 minus VXLAN's 50.
 pub const VM_MTU: u32 = 1450;
@@ -67,7 +68,7 @@ impl VmInfo {
     }
 }
 
-/// Optional settings of [`Lab::add_vm`].
+/// Optional settings of [`Workloads::add_vm`].
 #[derive(Debug, Clone, Default)]
 pub struct VmOptions {
     /// A fixed address.
@@ -102,27 +103,6 @@ fn vm_netns(lab: &str, vm: &str) -> String {
 }
 
 impl Lab {
-    fn vm_state(&self) -> Result<VmState> {
-        read_json_or_default(&self.name, "vms.json")
-    }
-
-    fn save_vm_state(&self, state: &VmState) -> Result<()> {
-        write_json_atomic(&state_dir(&self.name).join("vms.json"), state)
-    }
-
-    /// The lab's VMs.
-    pub fn vms(&self) -> Result<Vec<VmInfo>> {
-        Ok(self.vm_state()?.vms)
-    }
-
-    /// VM `name`.
-    pub fn vm(&self, name: &str) -> Result<VmInfo> {
-        self.vms()?
-            .into_iter()
-            .find(|v| v.name == name)
-            .ok_or_else(|| LabError::Invalid(format!("lab {} has no vm {name:?}", self.name)))
-    }
-
     /// Runs the `seam` CLI (next to the lab's other binaries) against the lab's controller.
     pub fn seam(&self, args: &[&str]) -> Result<SeamOutput> {
         let bin = self.bin_dir.join("seam");
@@ -150,25 +130,29 @@ impl Lab {
             })
         }
     }
+}
 
+impl Topology<'_> {
     /// Makes `node` a hypervisor host: its agent restarts with `--role hypervisor` (and keeps
     /// that role across later restarts) and registers the role with the controller.
     pub fn make_hypervisor(&mut self, node: &str) -> Result<()> {
-        let info = self.node(node)?.clone();
+        let info = self.lab.node(node)?.clone();
         let dir = info
             .agent_socket
             .parent()
             .map(PathBuf::from)
-            .unwrap_or_else(|| self.dir.join(node));
+            .unwrap_or_else(|| self.lab.dir.join(node));
         let role = dir.join("role");
         std::fs::write(&role, "hypervisor\n").map_err(io_err(&role))?;
-        self.kill_agent(node, "TERM")?;
-        self.start_agent(node)?;
+        let mut processes = self.lab.processes();
+        processes.kill_agent(node, "TERM")?;
+        processes.start_agent(node)?;
         wait_for(
             &format!("node {node} registered as hypervisor"),
             Duration::from_secs(20),
             || {
-                self.client()
+                self.lab
+                    .client()
                     .and_then(|client| block_on(client.list_nodes()))
                     .map(|nodes| {
                         nodes
@@ -179,10 +163,33 @@ impl Lab {
             },
         )
     }
+}
+
+impl Workloads<'_> {
+    fn vm_state(&self) -> Result<VmState> {
+        read_json_or_default(&self.lab.name, "vms.json")
+    }
+
+    fn save_vm_state(&self, state: &VmState) -> Result<()> {
+        write_json_atomic(&state_dir(&self.lab.name).join("vms.json"), state)
+    }
+
+    /// The lab's VMs.
+    pub fn vms(&self) -> Result<Vec<VmInfo>> {
+        Ok(self.vm_state()?.vms)
+    }
+
+    /// VM `name`.
+    pub fn vm(&self, name: &str) -> Result<VmInfo> {
+        self.vms()?
+            .into_iter()
+            .find(|v| v.name == name)
+            .ok_or_else(|| LabError::Invalid(format!("lab {} has no vm {name:?}", self.lab.name)))
+    }
 
     /// The prefix length and gateway of `segment`, as the VM's guest configures itself.
     fn segment_of(&self, segment: &str) -> Result<(u8, Ipv4Addr)> {
-        let client = self.client()?;
+        let client = self.lab.client()?;
         let segments = block_on(client.list_segments())?;
         let seg = segments
             .iter()
@@ -205,10 +212,10 @@ impl Lab {
         if state.vms.iter().any(|v| v.name == name) {
             return Err(LabError::Invalid(format!(
                 "lab {} already has a vm {name:?}",
-                self.name
+                self.lab.name
             )));
         }
-        self.node(host)?;
+        self.lab.node(host)?;
         let labels = options
             .labels
             .iter()
@@ -240,7 +247,7 @@ impl Lab {
         }
         let vm = self.seam_attach(&args)?;
         let (prefix_len, gateway) = self.segment_of(segment)?;
-        let netns = vm_netns(&self.name, name);
+        let netns = vm_netns(&self.lab.name, name);
         let netns_path = seam_linux::netns::create(&netns)?;
         let info = VmInfo {
             name: name.to_string(),
@@ -265,7 +272,7 @@ impl Lab {
     }
 
     fn seam_attach(&self, args: &[&str]) -> Result<serde_json::Value> {
-        let text = self.seam_ok(args)?;
+        let text = self.lab.seam_ok(args)?;
         serde_json::from_str(&text).map_err(|source| LabError::State {
             path: PathBuf::from("seam vm attach"),
             source,
@@ -275,7 +282,7 @@ impl Lab {
     /// The VM's interface: a veth from `host`'s namespace (port `tv…`) to the VM's `eth0`,
     /// configured as the guest would configure itself.
     fn plug_vm(&self, vm: &VmInfo, host: &str) -> Result<()> {
-        let host_ns = self.node(host)?.netns.clone();
+        let host_ns = self.lab.node(host)?.netns.clone();
         let netns = vm.netns();
         ip(
             &host_ns,
@@ -306,7 +313,7 @@ impl Lab {
     }
 
     fn unplug_vm(&self, vm: &VmInfo) -> Result<()> {
-        let host_ns = self.node(&vm.host)?.netns.clone();
+        let host_ns = self.lab.node(&vm.host)?.netns.clone();
         ip(&host_ns, &["link", "del", &vm.port])
     }
 
@@ -321,7 +328,7 @@ impl Lab {
     /// Stops VM `name` (`seam vm detach`, its interface goes); its address and MAC stay leased.
     pub fn stop_vm(&mut self, name: &str) -> Result<()> {
         let mut vm = self.vm(name)?;
-        self.seam_ok(&["vm", "detach", name])?;
+        self.lab.seam_ok(&["vm", "detach", name])?;
         self.unplug_vm(&vm)?;
         vm.running = false;
         self.update_vm(vm)
@@ -356,7 +363,7 @@ impl Lab {
     /// move` tells the controller, whose change every node follows.
     pub fn move_vm(&mut self, name: &str, host: &str) -> Result<VmInfo> {
         let mut vm = self.vm(name)?;
-        self.node(host)?;
+        self.lab.node(host)?;
         // A live-migrated guest keeps its memory, its ARP cache included; the lab re-creates the
         // VM's interface, so it carries the neighbour entries over (as `stale`: used at once,
         // confirmed later), as the guest would still hold them.
@@ -372,7 +379,7 @@ impl Lab {
                 ],
             )?;
         }
-        self.seam_ok(&["vm", "move", name, "--host", host])?;
+        self.lab.seam_ok(&["vm", "move", name, "--host", host])?;
         vm.host = host.to_string();
         self.update_vm(vm.clone())?;
         Ok(vm)
@@ -381,7 +388,7 @@ impl Lab {
     /// Deletes VM `name` (`seam vm delete`: its address and MAC are released) and its namespace.
     pub fn del_vm(&mut self, name: &str) -> Result<()> {
         let vm = self.vm(name)?;
-        self.seam_ok(&["vm", "delete", name])?;
+        self.lab.seam_ok(&["vm", "delete", name])?;
         seam_linux::netns::delete(&vm.netns())?;
         let mut state = self.vm_state()?;
         state.vms.retain(|v| v.name != name);

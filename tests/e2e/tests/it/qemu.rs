@@ -160,8 +160,8 @@ fn a_qemu_guest_attached_by_tap_pings_a_pod() {
         "{qemu} is not installed (Debian package qemu-system-x86, see scripts/setup.sh)"
     );
     let mut g = LabGuard::up("e2e-qemu", 2, &[]);
-    g.lab.make_hypervisor("n2").unwrap();
-    let web = g.lab.add_pod("n1", "blue", "web").unwrap();
+    g.lab.topology().make_hypervisor("n2").unwrap();
+    let web = g.lab.workloads().add_pod("n1", "blue", "web").unwrap();
     let out = g
         .lab
         .seam(&[
