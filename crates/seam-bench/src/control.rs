@@ -251,7 +251,7 @@ fn propagation_on(
     let lab = &guard.lab;
     let watchers = start_watchers(&lab.controller, opts.watchers)?;
     let rt = runtime()?;
-    let client = ControllerClient::new(&lab.controller)?;
+    let client = lab.client()?;
     let n = opts.watchers;
     let mut latencies = Vec::new();
     let mut writes = Vec::new();
@@ -440,8 +440,7 @@ pub fn failover(bin_dir: &Path, opts: &FailoverOpts) -> anyhow::Result<FailoverR
 
 fn failover_on(guard: &mut LabGuard, opts: &FailoverOpts) -> anyhow::Result<FailoverResult> {
     let rt = runtime()?;
-    let client =
-        ControllerClient::new(&guard.lab.controller)?.with_timeout(Duration::from_millis(500));
+    let client = guard.lab.client()?.with_timeout(Duration::from_millis(500));
     for i in 0..4 {
         let node = bench_node(i)?;
         rt.block_on(until_ok(|| client.put_node(&node)))?;
@@ -727,8 +726,7 @@ fn controller_memory_on(
 ) -> anyhow::Result<Vec<String>> {
     let mut lines = rss_line(guard, "empty");
     let rt = runtime()?;
-    let client =
-        ControllerClient::new(&guard.lab.controller)?.with_timeout(Duration::from_secs(30));
+    let client = guard.lab.client()?.with_timeout(Duration::from_secs(30));
     let start = Instant::now();
     let namespaces = opts.endpoints.div_ceil(100).max(1);
     rt.block_on(async {

@@ -151,7 +151,7 @@ fn bench(guard: &mut LabGuard, opts: &GatewayOpts) -> anyhow::Result<GatewaySumm
         addresses: vec![OVERLAY_IP],
         labels: Default::default(),
     };
-    let client = seam_client::ControllerClient::new(&lab.controller)?;
+    let client = lab.client()?;
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?

@@ -220,7 +220,7 @@ fn key_of(doc: &Value) -> Result<Key> {
 
 impl<'a> Runner<'a> {
     fn new(lab: &'a mut Lab, opts: &'a Options) -> Result<Self> {
-        let client = ControllerClient::new(&lab.controller).other()?;
+        let client = lab.client().other()?;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

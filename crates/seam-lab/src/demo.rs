@@ -192,7 +192,7 @@ fn add_external_server(lab: &mut Lab) -> Result<crate::gateway::ServerInfo> {
         addresses: vec![SERVER_IP],
         labels: [("role".to_string(), "client".to_string())].into(),
     };
-    let client = seam_client::ControllerClient::new(&lab.controller)?;
+    let client = lab.client()?;
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
@@ -381,7 +381,7 @@ fn policy_example(lab: &Lab, tools: &dyn PolicyTools) -> Result<()> {
         "\n== policy: EPG-Client (green, bm1, vm1) -> Contract-Web (TCP 80, 443) -> EPG-Webserver (blue)"
     );
     let policies = tools.policies(SEED_EXAMPLE).map_err(DemoError::Tools)?;
-    let client = seam_client::ControllerClient::new(&lab.controller)?;
+    let client = lab.client()?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

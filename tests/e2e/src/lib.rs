@@ -191,8 +191,7 @@ pub fn controller<T>(
     lab: &Lab,
     call: impl AsyncFnOnce(seam_client::ControllerClient) -> Result<T, seam_client::ClientError>,
 ) -> T {
-    let client = seam_client::ControllerClient::new(&lab.controller)
-        .unwrap_or_else(|e| panic!("client: {e}"));
+    let client = lab.client().unwrap_or_else(|e| panic!("client: {e}"));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

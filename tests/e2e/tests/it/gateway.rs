@@ -398,7 +398,7 @@ fn bad_external_endpoints_are_refused_and_nothing_changes() {
     // A segment over an external endpoint's address is refused too.
     let seg = json!({"name": "over", "tenant": "t", "subnet": "203.0.113.0/24",
         "gateway": "203.0.113.1", "vni": 9999, "blockPrefix": 26});
-    let client = seam_client::ControllerClient::new(&g.lab.controller).unwrap();
+    let client = g.lab.client().unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

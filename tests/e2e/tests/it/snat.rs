@@ -162,7 +162,7 @@ fn a_bad_segment_object_is_refused_and_nothing_changes() {
             "{err}"
         );
         // ...and straight to the API, as JSON.
-        let client = seam_client::ControllerClient::new(&g.lab.controller).unwrap();
+        let client = g.lab.client().unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
