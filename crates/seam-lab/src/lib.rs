@@ -40,7 +40,7 @@ mod workloads;
 
 pub use cni::{CniCall, CniOutput};
 pub use error::{DemoError, LabError, Result};
-pub use guard::LabGuard;
+pub use guard::{register_teardown, teardown_on_signal, unregister_teardown, LabGuard};
 pub use process::Processes;
 pub use state::{EtcdMemberInfo, Lab, LabStore, NodeInfo, PodInfo, ReplicaInfo, STATE_ROOT};
 pub use topology::{down, up, LabSpec, Topology, ETCD_MEMBERS};
