@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use seam_e2e::{controller, vxlan_fdb, LabGuard, TestLab};
+use seam_e2e::{controller, seam, vxlan_fdb, LabGuard, TestLab};
 use seam_lab::probe;
 use seam_lab::vm::VmOptions;
 use serde_json::json;
@@ -104,10 +104,7 @@ fn a_lab_vm_reaches_a_pod_across_nodes_under_policy_and_keeps_its_lease() {
         Some("web"),
         "the VM's egress is not isolated"
     );
-    let explain = g
-        .lab
-        .seam(&["explain", "blue/web", "blue/vm1", "8080/tcp"])
-        .unwrap();
+    let explain = seam(&g.lab, &["explain", "blue/web", "blue/vm1", "8080/tcp"]);
     assert_eq!(explain.status, 0, "{}", explain.stderr);
     assert!(
         explain.stdout.contains("vm-no-ingress"),
@@ -156,14 +153,14 @@ fn a_lab_vm_reaches_a_pod_across_nodes_under_policy_and_keeps_its_lease() {
             "is already held by endpoint",
         ),
     ] {
-        let out = g.lab.seam(&args).unwrap();
+        let out = seam(&g.lab, &args);
         assert_ne!(out.status, 0, "{args:?} succeeded");
         assert!(out.stderr.contains(message), "{args:?}: {}", out.stderr);
     }
     let ip_taken = vm.ip.to_string();
-    let out = g
-        .lab
-        .seam(&[
+    let out = seam(
+        &g.lab,
+        &[
             "vm",
             "attach",
             "x",
@@ -173,8 +170,8 @@ fn a_lab_vm_reaches_a_pod_across_nodes_under_policy_and_keeps_its_lease() {
             "n2",
             "--ip",
             &ip_taken,
-        ])
-        .unwrap();
+        ],
+    );
     assert!(out.stderr.contains("already held"), "{}", out.stderr);
     assert_eq!(before, controller(&g.lab, async |c| c.list_vms().await));
     assert_eq!(
