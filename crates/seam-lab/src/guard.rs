@@ -118,7 +118,8 @@ pub fn unregister_teardown(name: &str) {
 /// For binaries: on SIGINT or SIGTERM (and SIGHUP when `hangup`), call `before` with the
 /// registered labs (to say why, and to stop what the binary started itself), remove each of
 /// them (`failed` hears of any that could not be), then exit with status 130 as an interrupted
-/// command does. Call it once, early in `main`; the library never installs it by itself.
+/// command does. Call it once, before the first lab is built; the library never installs it by
+/// itself.
 pub fn teardown_on_signal(
     hangup: bool,
     before: impl FnOnce(&[String]) + Send + 'static,
