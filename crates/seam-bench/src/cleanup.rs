@@ -3,8 +3,8 @@
 //! Every lab is named `<kind>-<pid>` (so concurrent runs never collide) and everything else a
 //! benchmark creates (reference-plug-in namespaces, pod namespaces) carries that lab's prefix,
 //! so `seam_lab::down` removes it all. Three layers: a [`LabGuard`] (seam-lab's) tears its lab down on drop
-//! (errors and early returns), a signal thread tears down every registered lab on
-//! SIGINT/SIGTERM/SIGHUP, and [`sweep_stale`] removes labs of earlier runs that were killed
+//! (errors and early returns), seam-lab's teardown on signal removes every registered lab on
+//! SIGINT/SIGTERM/SIGHUP ([`install_signal_handler`]), and [`sweep_stale`] removes labs of earlier runs that were killed
 //! outright. iperf3 servers are [`ChildGuard`]s, killed on drop or signal.
 
 use std::collections::BTreeSet;
@@ -20,7 +20,6 @@ pub const KINDS: [&str; 8] = [
     "bcni", "bmem", "btput", "bpol", "bprop", "bfail", "brst", "bcmem",
 ];
 
-static LABS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
 
 fn with<T>(m: &Mutex<Vec<T>>, f: impl FnOnce(&mut Vec<T>)) {
@@ -47,8 +46,7 @@ pub fn lab_up_with(
     controllers: usize,
 ) -> anyhow::Result<LabGuard> {
     let name = format!("{kind}-{}", std::process::id());
-    // Registered before it is built: a signal during `up` tears down what was made so far.
-    with(&LABS, |v| v.push(name.clone()));
+    // The guard registers the lab for teardown on signal before building it.
     LabGuard::new(&LabSpec {
         name: name.clone(),
         nodes,
@@ -60,7 +58,6 @@ pub fn lab_up_with(
         controllers,
     })
     .map_err(|e| {
-        with(&LABS, |v| v.retain(|n| n != &name));
         anyhow::Error::new(e).context(format!(
             "build lab {name} (binaries from {})",
             bin_dir.display()
@@ -79,7 +76,7 @@ impl ScopeGuard {
     /// Registers scope `<kind>-<pid>` (removing anything an earlier process of this pid left).
     pub fn new(kind: &str) -> ScopeGuard {
         let name = format!("{kind}-{}", std::process::id());
-        with(&LABS, |v| v.push(name.clone()));
+        seam_lab::register_teardown(&name);
         let _ = seam_lab::down(&name);
         ScopeGuard { name, done: false }
     }
@@ -94,7 +91,7 @@ impl ScopeGuard {
         self.done = true;
         let result = seam_lab::down(&self.name)
             .with_context(|| format!("remove namespaces {}-*", self.name));
-        with(&LABS, |v| v.retain(|n| n != &self.name));
+        seam_lab::unregister_teardown(&self.name);
         result
     }
 }
@@ -103,7 +100,7 @@ impl Drop for ScopeGuard {
     fn drop(&mut self) {
         if !self.done {
             let _ = seam_lab::down(&self.name);
-            with(&LABS, |v| v.retain(|n| n != &self.name));
+            seam_lab::unregister_teardown(&self.name);
         }
     }
 }
@@ -136,50 +133,21 @@ fn kill(pid: u32) {
         .status();
 }
 
-/// Kills guarded children and tears down every registered lab.
-fn cleanup_all() {
-    let mut children = Vec::new();
-    with(&CHILDREN, |v| children = std::mem::take(v));
-    for pid in children {
-        kill(pid);
-    }
-    let mut labs = Vec::new();
-    with(&LABS, |v| labs = std::mem::take(v));
-    for name in labs {
-        if let Err(e) = seam_lab::down(&name) {
-            eprintln!("seam-bench: tearing down {name}: {e}");
-        }
-    }
-}
-
-/// On SIGINT, SIGTERM or SIGHUP: tear everything down and exit 130.
+/// On SIGINT, SIGTERM or SIGHUP: kill guarded children, tear down every registered lab and scope,
+/// and exit 130.
 pub fn install_signal_handler() {
-    std::thread::spawn(|| {
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        else {
-            return;
-        };
-        rt.block_on(async {
-            use tokio::signal::unix::{signal, SignalKind};
-            let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
-                signal(SignalKind::interrupt()),
-                signal(SignalKind::terminate()),
-                signal(SignalKind::hangup()),
-            ) else {
-                return;
-            };
-            tokio::select! {
-                _ = int.recv() => {}
-                _ = term.recv() => {}
-                _ = hup.recv() => {}
-            }
+    seam_lab::teardown_on_signal(
+        true,
+        |_| {
             eprintln!("\nseam-bench: interrupted, tearing down");
-            cleanup_all();
-            std::process::exit(130);
-        });
-    });
+            let mut children = Vec::new();
+            with(&CHILDREN, |v| children = std::mem::take(v));
+            for pid in children {
+                kill(pid);
+            }
+        },
+        |name, e| eprintln!("seam-bench: tearing down {name}: {e}"),
+    );
 }
 
 /// `kind-pid` of a lab name or of one of its namespaces, when it is one of ours.

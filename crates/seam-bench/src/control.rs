@@ -251,7 +251,7 @@ fn propagation_on(
     let lab = &guard.lab;
     let watchers = start_watchers(&lab.controller, opts.watchers)?;
     let rt = runtime()?;
-    let client = ControllerClient::new(&lab.controller)?;
+    let client = lab.client()?;
     let n = opts.watchers;
     let mut latencies = Vec::new();
     let mut writes = Vec::new();
@@ -440,8 +440,7 @@ pub fn failover(bin_dir: &Path, opts: &FailoverOpts) -> anyhow::Result<FailoverR
 
 fn failover_on(guard: &mut LabGuard, opts: &FailoverOpts) -> anyhow::Result<FailoverResult> {
     let rt = runtime()?;
-    let client =
-        ControllerClient::new(&guard.lab.controller)?.with_timeout(Duration::from_millis(500));
+    let client = guard.lab.client()?.with_timeout(Duration::from_millis(500));
     for i in 0..4 {
         let node = bench_node(i)?;
         rt.block_on(until_ok(|| client.put_node(&node)))?;
@@ -450,14 +449,14 @@ fn failover_on(guard: &mut LabGuard, opts: &FailoverOpts) -> anyhow::Result<Fail
     let mut to_leader = Vec::new();
     for round in 0..opts.rounds {
         let leader = guard.lab.wait_for_leader(Duration::from_secs(10))?;
-        guard.lab.kill_controller(leader, "KILL")?;
+        guard.lab.processes().kill_controller(leader, "KILL")?;
         let killed = Instant::now();
         let node = bench_node(10 + round)?;
         rt.block_on(until_ok(|| client.put_node(&node)))?;
         to_write.push(ms(killed.elapsed()));
         guard.lab.wait_for_leader(Duration::from_secs(10))?;
         to_leader.push(ms(killed.elapsed()));
-        guard.lab.start_controller(leader)?;
+        guard.lab.processes().start_controller(leader)?;
         // Back as a standby before the next round.
         let deadline = Instant::now() + Duration::from_secs(15);
         while guard.lab.replica_role(leader).as_deref() != Some("standby") {
@@ -476,7 +475,7 @@ fn failover_on(guard: &mut LabGuard, opts: &FailoverOpts) -> anyhow::Result<Fail
         let mut killed = None;
         if i == opts.allocations / 2 {
             let leader = guard.lab.wait_for_leader(Duration::from_secs(10))?;
-            guard.lab.kill_controller(leader, "KILL")?;
+            guard.lab.processes().kill_controller(leader, "KILL")?;
             killed = Some(Instant::now());
         }
         if i % 10 == 0 {
@@ -591,8 +590,8 @@ pub fn restart(bin_dir: &Path, opts: &RestartOpts) -> anyhow::Result<RestartResu
 }
 
 fn restart_on(guard: &mut LabGuard, opts: &RestartOpts) -> anyhow::Result<RestartResult> {
-    let a = guard.lab.add_pod("n1", "rst", "a")?;
-    let b = guard.lab.add_pod("n2", "rst", "b")?;
+    let a = guard.lab.workloads().add_pod("n1", "rst", "a")?;
+    let b = guard.lab.workloads().add_pod("n2", "rst", "b")?;
     let deadline = Instant::now() + Duration::from_secs(15);
     while !probe::ping(&a.netns_path, b.ip, 1)? {
         if Instant::now() > deadline {
@@ -618,9 +617,9 @@ fn restart_on(guard: &mut LabGuard, opts: &RestartOpts) -> anyhow::Result<Restar
         )?;
         let pinger = Pinger::start(&a.netns_path, b.ip, Duration::from_millis(20), 300)?;
         std::thread::sleep(Duration::from_secs(1));
-        guard.lab.kill_agent(node, "KILL")?;
+        guard.lab.processes().kill_agent(node, "KILL")?;
         let killed = Instant::now();
-        guard.lab.start_agent(node)?;
+        guard.lab.processes().start_agent(node)?;
         ready.push(ms(killed.elapsed()));
         let pings = pinger.finish()?;
         let report = flow.finish()?;
@@ -727,8 +726,7 @@ fn controller_memory_on(
 ) -> anyhow::Result<Vec<String>> {
     let mut lines = rss_line(guard, "empty");
     let rt = runtime()?;
-    let client =
-        ControllerClient::new(&guard.lab.controller)?.with_timeout(Duration::from_secs(30));
+    let client = guard.lab.client()?.with_timeout(Duration::from_secs(30));
     let start = Instant::now();
     let namespaces = opts.endpoints.div_ceil(100).max(1);
     rt.block_on(async {

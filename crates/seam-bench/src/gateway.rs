@@ -103,15 +103,20 @@ pub fn run(bin_dir: &Path, opts: &GatewayOpts) -> anyhow::Result<GatewaySummary>
 }
 
 fn bench(guard: &mut LabGuard, opts: &GatewayOpts) -> anyhow::Result<GatewaySummary> {
-    let gw = guard.lab.add_gateway("gw1")?;
+    let gw = guard.lab.topology().add_gateway("gw1")?;
     if opts.transit_encap != "cross-subnet" {
-        guard.lab.set_transit_encap("gw1", &opts.transit_encap)?;
-    }
-    let server =
         guard
             .lab
-            .add_server("bm1", OVERLAY_IP, "gw1", &[seam_lab::gateway::DEFAULT_POOL])?;
-    let pod = guard.lab.add_pod("n1", "tput", "client")?;
+            .topology()
+            .set_transit_encap("gw1", &opts.transit_encap)?;
+    }
+    let server = guard.lab.workloads().add_server(
+        "bm1",
+        OVERLAY_IP,
+        "gw1",
+        &[seam_lab::gateway::DEFAULT_POOL],
+    )?;
+    let pod = guard.lab.workloads().add_pod("n1", "tput", "client")?;
     let lab = &guard.lab;
     let n1 = lab.node("n1")?;
     let server_ns = util::netns_name(&server.netns_path);
@@ -146,7 +151,7 @@ fn bench(guard: &mut LabGuard, opts: &GatewayOpts) -> anyhow::Result<GatewaySumm
         addresses: vec![OVERLAY_IP],
         labels: Default::default(),
     };
-    let client = seam_client::ControllerClient::new(&lab.controller)?;
+    let client = lab.client()?;
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?

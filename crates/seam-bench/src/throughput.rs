@@ -81,8 +81,8 @@ pub fn run(bin_dir: &Path, opts: &ThroughputOpts) -> anyhow::Result<ThroughputSu
 }
 
 fn bench(guard: &mut LabGuard, opts: &ThroughputOpts) -> anyhow::Result<ThroughputSummary> {
-    let client = guard.lab.add_pod("n1", "tput", "client")?;
-    let server = guard.lab.add_pod("n2", "tput", "server")?;
+    let client = guard.lab.workloads().add_pod("n1", "tput", "client")?;
+    let server = guard.lab.workloads().add_pod("n2", "tput", "server")?;
     let lab = &guard.lab;
     let n1 = lab.node("n1")?;
     let n2 = lab.node("n2")?;

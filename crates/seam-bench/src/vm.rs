@@ -89,15 +89,17 @@ pub fn run(bin_dir: &Path, opts: &VmOpts) -> anyhow::Result<VmSummary> {
 
 fn bench(guard: &mut LabGuard, opts: &VmOpts) -> anyhow::Result<VmSummary> {
     let lab = &mut guard.lab;
-    lab.make_hypervisor("n2")?;
-    let server = lab.add_pod("n1", "bvm", "server")?;
-    let peer = lab.add_pod("n3", "bvm", "peer")?;
+    lab.topology().make_hypervisor("n2")?;
+    let server = lab.workloads().add_pod("n1", "bvm", "server")?;
+    let peer = lab.workloads().add_pod("n3", "bvm", "peer")?;
     let mut summary = VmSummary::default();
     // Attach-to-first-packet: a fresh VM each time, pinged every 10 ms until the first reply.
     for i in 0..opts.attaches.max(1) {
         let name = format!("bvm-{i}");
         let started = Instant::now();
-        let vm = lab.add_vm(&name, "n2", "ns-bvm", &VmOptions::default())?;
+        let vm = lab
+            .workloads()
+            .add_vm(&name, "n2", "ns-bvm", &VmOptions::default())?;
         let deadline = started + Duration::from_secs(20);
         loop {
             let out = std::process::Command::new("ip")
@@ -115,10 +117,12 @@ fn bench(guard: &mut LabGuard, opts: &VmOpts) -> anyhow::Result<VmSummary> {
         }
         summary.first_packet_ms.push(ms(started.elapsed()));
         if i + 1 < opts.attaches.max(1) {
-            lab.del_vm(&name)?;
+            lab.workloads().del_vm(&name)?;
         }
     }
-    let vm = lab.vm(&format!("bvm-{}", opts.attaches.max(1) - 1))?;
+    let vm = lab
+        .workloads()
+        .vm(&format!("bvm-{}", opts.attaches.max(1) - 1))?;
     let s = Stats::of(&summary.first_packet_ms);
     println!(
         "   attach-to-first-packet (seam vm attach -> interface -> first echo reply from a pod on another node), {} VMs: median {:.0} ms, p95 {:.0} ms, max {:.0} ms",

@@ -21,7 +21,8 @@
 //!    ([`seam_conformance::judge`]) and mismatches are probed once more with a longer timeout
 //!    (upstream retries the whole matrix once).
 //!
-//! The lab is torn down at the end, on error and on Ctrl-C / SIGTERM. Progress goes to stderr,
+//! The lab is torn down at the end, on error, and on Ctrl-C / SIGTERM when the binary installed
+//! [`crate::teardown_on_signal`] (`seam conformance` does). Progress goes to stderr,
 //! each failing case's line to stdout as it fails.
 
 use std::collections::BTreeMap;
@@ -130,7 +131,8 @@ pub struct Plan {
 /// the report. The lab is removed afterwards (unless `keep`), also when this fails.
 pub fn run(suite: &Suite, opts: &Options, bin_dir: PathBuf) -> Result<Report> {
     let plan = pods_to_build(suite)?;
-    teardown_on_signal(opts.lab.clone());
+    // Removed on SIGINT/SIGTERM too, when the binary asked for that (`teardown_on_signal`).
+    crate::register_teardown(&opts.lab);
     let _ = crate::down(&opts.lab);
     eprintln!(
         "== lab {}: {} nodes, {} pods, {} cases",
@@ -156,33 +158,8 @@ pub fn run(suite: &Suite, opts: &Options, bin_dir: PathBuf) -> Result<Report> {
     } else if let Err(e) = crate::down(&opts.lab) {
         eprintln!("seam: removing lab {}: {e}", opts.lab);
     }
+    crate::unregister_teardown(&opts.lab);
     result
-}
-
-/// Removes the lab when SIGINT or SIGTERM arrives, then exits (130).
-fn teardown_on_signal(lab: String) {
-    std::thread::spawn(move || {
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        else {
-            return;
-        };
-        rt.block_on(async {
-            let Ok(mut term) =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            else {
-                return;
-            };
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        });
-        eprintln!("\nseam: interrupted; removing lab {lab}");
-        let _ = crate::down(&lab);
-        std::process::exit(130);
-    });
 }
 
 /// Policy object key: kind, namespace, name.
@@ -220,7 +197,7 @@ fn key_of(doc: &Value) -> Result<Key> {
 
 impl<'a> Runner<'a> {
     fn new(lab: &'a mut Lab, opts: &'a Options) -> Result<Self> {
-        let client = ControllerClient::new(&lab.controller).other()?;
+        let client = lab.client().other()?;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -295,6 +272,7 @@ impl<'a> Runner<'a> {
                 .collect();
             let info = self
                 .lab
+                .workloads()
                 .add_pod_with(node, &pod.namespace, &pod.name, &pod.labels, &ports)
                 .step(|| format!("create pod {}", pod.reference))?;
             for (port, protocol) in serves {

@@ -1,4 +1,5 @@
-//! The lab's calls to its controller, through seam-client. The lab is synchronous (tests and the
+//! The lab's calls to its controller, through seam-client: the one client of a lab
+//! ([`Lab::client`]) and which replica leads. The lab is synchronous (tests and the
 //! CLI call it from plain threads), so each call runs to completion on a small current-thread
 //! runtime of its own.
 
@@ -8,6 +9,7 @@ use std::time::Duration;
 use seam_client::ControllerClient;
 
 use crate::error::{LabError, Result};
+use crate::process::wait_for;
 use crate::state::Lab;
 
 /// Runs one exchange with a controller to completion.
@@ -36,5 +38,40 @@ impl Lab {
             .ok()?
             .with_timeout(Duration::from_secs(2));
         block_on(client.leader()).ok().map(|info| info.role)
+    }
+
+    /// The index of the replica that leads now, if exactly one says so.
+    pub fn leader(&self) -> Option<usize> {
+        let leaders: Vec<usize> = (0..self.replicas.len())
+            .filter(|&i| {
+                self.replicas[i].pid != 0
+                    && matches!(self.replica_role(i).as_deref(), Some("leader" | "single"))
+            })
+            .collect();
+        match leaders[..] {
+            [one] => Some(one),
+            _ => None,
+        }
+    }
+
+    /// Waits until exactly one replica leads and returns its index.
+    pub fn wait_for_leader(&self, timeout: Duration) -> Result<usize> {
+        let mut found = None;
+        wait_for(
+            &format!(
+                "a controller leader (logs: {})",
+                self.replicas
+                    .iter()
+                    .map(|r| r.log.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            timeout,
+            || {
+                found = self.leader();
+                found.is_some()
+            },
+        )?;
+        found.ok_or_else(|| LabError::Timeout("a controller leader".into()))
     }
 }

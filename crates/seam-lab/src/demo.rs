@@ -65,7 +65,7 @@ fn scenario(lab: &mut Lab) -> Result<()> {
         ("green", "db-2", "n2"),
     ];
     for (ns, pod, node) in layout {
-        let p = lab.add_pod(node, ns, pod)?;
+        let p = lab.workloads().add_pod(node, ns, pod)?;
         for port in [80, PORT] {
             probe::serve_tcp(&p.netns_path, port, format!("{ns}/{pod}"))?;
         }
@@ -121,13 +121,13 @@ fn add_client_vm(lab: &mut Lab) -> Result<crate::vm::VmInfo> {
         "
 == n2 becomes a hypervisor host; VM vm1 joins segment ns-green (role=client)"
     );
-    lab.make_hypervisor("n2")?;
+    lab.topology().make_hypervisor("n2")?;
     let options = crate::vm::VmOptions {
         labels: [("role".to_string(), "client".to_string())].into(),
         namespace: Some("vms".into()),
         ..crate::vm::VmOptions::default()
     };
-    let vm = lab.add_vm("vm1", "n2", "ns-green", &options)?;
+    let vm = lab.workloads().add_vm("vm1", "n2", "ns-green", &options)?;
     probe::serve_tcp_peer(&vm.netns_path, SERVER_PORT, "vm1".into())?;
     println!(
         "   vm vm1 {} on n2 (endpoint vms/vm1, port {}, MAC {})",
@@ -141,9 +141,11 @@ fn add_client_vm(lab: &mut Lab) -> Result<crate::vm::VmInfo> {
 ///
 fn add_external_server(lab: &mut Lab) -> Result<crate::gateway::ServerInfo> {
     println!("\n== gateway gw1 joins the overlay to the external network 203.0.113.0/24 (routes, no NAT)");
-    let gw = lab.add_gateway("gw1")?;
+    let gw = lab.topology().add_gateway("gw1")?;
     let pool = crate::gateway::DEFAULT_POOL;
-    let server = lab.add_server("bm1", SERVER_IP, "gw1", &[pool])?;
+    let server = lab
+        .workloads()
+        .add_server("bm1", SERVER_IP, "gw1", &[pool])?;
     probe::serve_tcp_peer(&server.netns_path, SERVER_PORT, "bm1".into())?;
     let external = seam_model::External {
         name: "bm1".into(),
@@ -152,7 +154,7 @@ fn add_external_server(lab: &mut Lab) -> Result<crate::gateway::ServerInfo> {
         addresses: vec![SERVER_IP],
         labels: [("role".to_string(), "client".to_string())].into(),
     };
-    let client = seam_client::ControllerClient::new(&lab.controller)?;
+    let client = lab.client()?;
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
@@ -341,7 +343,7 @@ fn policy_example(lab: &Lab) -> Result<()> {
         "\n== policy: EPG-Client (green, bm1, vm1) -> Contract-Web (TCP 80, 443) -> EPG-Webserver (blue)"
     );
     let objects = manifest::parse_manifests(SEED_EXAMPLE)?;
-    let client = seam_client::ControllerClient::new(&lab.controller)?;
+    let client = lab.client()?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

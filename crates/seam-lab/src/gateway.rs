@@ -26,8 +26,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{LabError, Result};
 use crate::process::{spawn_agent, wait_for_agent};
-use crate::state::{io_err, read_json_or_default, state_dir, write_json_atomic, Lab, NodeInfo};
-use crate::topology::{ip, node_entry};
+use crate::state::{io_err, read_json_or_default, state_dir, write_json_atomic, NodeInfo};
+use crate::topology::{ip, node_entry, Topology};
+use crate::workloads::Workloads;
 
 /// The external network's prefix length (203.0.113.0/24, a documentation range).
 pub const EXTERNAL_PREFIX: u8 = 24;
@@ -108,7 +109,7 @@ pub fn node_role(node: &NodeInfo) -> Option<String> {
 pub const TRANSIT_ENCAP_MODES: [&str; 2] = ["always", "cross-subnet"];
 
 /// The `--transit-encap` a gateway's agent runs with, when set by
-/// [`Lab::set_transit_encap`] (the file `transit-encap` next to its socket); else `seamd`'s
+/// [`Topology::set_transit_encap`] (the file `transit-encap` next to its socket); else `seamd`'s
 /// default.
 pub fn node_transit_encap(node: &NodeInfo) -> Option<String> {
     let dir = node.agent_socket.parent()?;
@@ -141,14 +142,19 @@ fn check_name(what: &str, name: &str, max: usize) -> Result<()> {
     }
 }
 
-impl Lab {
+/// The gateways, servers and internet hosts of lab `lab` (empty when there are none).
+fn read_external(lab: &str) -> Result<ExternalState> {
+    read_json_or_default(lab, "external.json")
+}
+
+fn save_external(lab: &str, state: &ExternalState) -> Result<()> {
+    write_json_atomic(&state_dir(lab).join("external.json"), state)
+}
+
+impl Topology<'_> {
     /// The lab's gateways and servers (empty when there are none).
     pub fn external_state(&self) -> Result<ExternalState> {
-        read_json_or_default(&self.name, "external.json")
-    }
-
-    fn save_external_state(&self, state: &ExternalState) -> Result<()> {
-        write_json_atomic(&state_dir(&self.name).join("external.json"), state)
+        read_external(&self.lab.name)
     }
 
     /// Restarts gateway `name`'s agent with `--transit-encap MODE` (`always` or `cross-subnet`),
@@ -159,7 +165,7 @@ impl Lab {
                 "transit encapsulation {mode:?} is not one of always, cross-subnet"
             )));
         }
-        let node = self.node(name)?.clone();
+        let node = self.lab.node(name)?.clone();
         if node_role(&node).as_deref() != Some("gateway") {
             return Err(LabError::Invalid(format!("node {name:?} is not a gateway")));
         }
@@ -167,30 +173,31 @@ impl Lab {
             let file = dir.join("transit-encap");
             std::fs::write(&file, format!("{mode}\n")).map_err(io_err(&file))?;
         }
-        self.kill_agent(name, "TERM")?;
-        self.start_agent(name)
+        let mut processes = self.lab.processes();
+        processes.kill_agent(name, "TERM")?;
+        processes.start_agent(name)
     }
 
     /// Adds gateway node `name`: on the underlay and on the external network (made on first
     /// use), its `seamd` started with `--role gateway`; waits until the agent is ready.
     pub fn add_gateway(&mut self, name: &str) -> Result<GatewayInfo> {
         check_name("gateway", name, 12)?;
-        if self.nodes.iter().any(|n| n.name == name) {
+        if self.lab.nodes.iter().any(|n| n.name == name) {
             return Err(LabError::Invalid(format!(
                 "lab {} already has a node {name:?}",
-                self.name
+                self.lab.name
             )));
         }
-        let mut state = self.external_state()?;
+        let mut state = read_external(&self.lab.name)?;
         let k = u8::try_from(state.gateways.len() + 1)
             .ok()
             .filter(|k| *k < 200)
             .ok_or_else(|| LabError::Invalid("too many gateways".into()))?;
         let underlay_ip = Ipv4Addr::new(198, 18, 1, k);
         let external_ip = Ipv4Addr::new(203, 0, 113, k);
-        let netns = format!("{}-{name}", self.name);
+        let netns = format!("{}-{name}", self.lab.name);
         let netns_path = seam_linux::netns::create(&netns)?;
-        let ul = self.underlay_netns.clone();
+        let ul = self.lab.underlay_netns.clone();
         ip(
             &ul,
             &[
@@ -205,7 +212,7 @@ impl Lab {
         )?;
         ip(&netns, &["link", "set", "eth0", "up"])?;
         // The external network: one switch.
-        let xn = external_netns(&self.name);
+        let xn = external_netns(&self.lab.name);
         if !seam_linux::netns::list().contains(&xn) {
             seam_linux::netns::create(&xn)?;
             ip(&xn, &["link", "set", "lo", "up"])?;
@@ -231,7 +238,7 @@ impl Lab {
             ],
         )?;
         ip(&netns, &["link", "set", "eth1", "up"])?;
-        if seam_linux::netns::list().contains(&router_netns(&self.name)) {
+        if seam_linux::netns::list().contains(&router_netns(&self.lab.name)) {
             ip(
                 &netns,
                 &[
@@ -244,25 +251,33 @@ impl Lab {
             )?;
         }
 
-        let mut node = node_entry(&self.dir, name.to_string(), netns, netns_path, underlay_ip)?;
+        let mut node = node_entry(
+            &self.lab.dir,
+            name.to_string(),
+            netns,
+            netns_path,
+            underlay_ip,
+        )?;
         if let Some(dir) = node.agent_socket.parent() {
             let role = dir.join("role");
             std::fs::write(&role, "gateway\n").map_err(io_err(&role))?;
         }
-        node.agent_pid = spawn_agent(self, &node, false, None)?;
-        self.nodes.push(node.clone());
-        self.save()?;
+        node.agent_pid = spawn_agent(self.lab, &node, false, None)?;
+        self.lab.nodes.push(node.clone());
+        self.lab.save()?;
         let info = GatewayInfo {
             name: name.to_string(),
             underlay_ip,
             external_ip,
         };
         state.gateways.push(info.clone());
-        self.save_external_state(&state)?;
-        wait_for_agent(self, &node)?;
+        save_external(&self.lab.name, &state)?;
+        wait_for_agent(self.lab, &node)?;
         Ok(info)
     }
+}
 
+impl Workloads<'_> {
     /// Adds bare-metal server `name` with address `address` on the external network, with static
     /// routes to `routes` (the pod and VM prefixes) via `gateway`'s external address.
     pub fn add_server(
@@ -273,11 +288,11 @@ impl Lab {
         routes: &[&str],
     ) -> Result<ServerInfo> {
         check_name("server", name, 12)?;
-        let mut state = self.external_state()?;
+        let mut state = read_external(&self.lab.name)?;
         if state.servers.iter().any(|s| s.name == name) {
             return Err(LabError::Invalid(format!(
                 "lab {} already has a server {name:?}",
-                self.name
+                self.lab.name
             )));
         }
         let gw = state
@@ -288,14 +303,14 @@ impl Lab {
             .ok_or_else(|| {
                 LabError::Invalid(format!(
                     "lab {} has no gateway {gateway:?} (add one with `seam lab gateway-add`)",
-                    self.name
+                    self.lab.name
                 ))
             })?;
-        let netns = format!("{}-x-{name}", self.name);
+        let netns = format!("{}-x-{name}", self.lab.name);
         let via = gw.external_ip.to_string();
         let routes_via: Vec<[&str; 2]> = routes.iter().map(|r| [*r, via.as_str()]).collect();
         let netns_path = add_host(
-            &external_netns(&self.name),
+            &external_netns(&self.lab.name),
             "xn0",
             &format!("x-{name}"),
             &netns,
@@ -310,17 +325,19 @@ impl Lab {
             routes: routes.iter().map(|r| r.to_string()).collect(),
         };
         state.servers.push(info.clone());
-        self.save_external_state(&state)?;
+        save_external(&self.lab.name, &state)?;
         Ok(info)
     }
 
     /// The server called `name`.
     pub fn server(&self, name: &str) -> Result<ServerInfo> {
-        self.external_state()?
+        read_external(&self.lab.name)?
             .servers
             .into_iter()
             .find(|s| s.name == name)
-            .ok_or_else(|| LabError::Invalid(format!("lab {} has no server {name:?}", self.name)))
+            .ok_or_else(|| {
+                LabError::Invalid(format!("lab {} has no server {name:?}", self.lab.name))
+            })
     }
 
     /// Adds host `name` with `address` (in 198.51.100.0/24) on the lab's "internet": made on first
@@ -335,11 +352,11 @@ impl Lab {
                 "internet host address {address} must be a host address of {ga}.{gb}.{gc}.0/{INTERNET_PREFIX} other than {INTERNET_GATEWAY}"
             )));
         }
-        let mut state = self.external_state()?;
+        let mut state = read_external(&self.lab.name)?;
         if state.gateways.is_empty() {
             return Err(LabError::Invalid(format!(
                 "lab {} has no gateway to reach the internet through (add one with `seam lab gateway-add`)",
-                self.name
+                self.lab.name
             )));
         }
         if state
@@ -349,14 +366,14 @@ impl Lab {
         {
             return Err(LabError::Invalid(format!(
                 "lab {} already has an internet host {name:?} or {address}",
-                self.name
+                self.lab.name
             )));
         }
-        let router = router_netns(&self.name);
+        let router = router_netns(&self.lab.name);
         if !seam_linux::netns::list().contains(&router) {
             self.add_internet_router(&router, &state.gateways)?;
         }
-        let netns = format!("{}-i-{name}", self.name);
+        let netns = format!("{}-i-{name}", self.lab.name);
         let netns_path = add_host(
             &router,
             "in0",
@@ -371,7 +388,7 @@ impl Lab {
             ip: address,
         };
         state.internet.push(host.clone());
-        self.save_external_state(&state)?;
+        save_external(&self.lab.name, &state)?;
         Ok(host)
     }
 
@@ -379,7 +396,7 @@ impl Lab {
     /// on; every gateway's default route points at it.
     fn add_internet_router(&self, router: &str, gateways: &[GatewayInfo]) -> Result<()> {
         let path = seam_linux::netns::create(router)?;
-        let xn = external_netns(&self.name);
+        let xn = external_netns(&self.lab.name);
         ip(
             &xn,
             &[
@@ -416,7 +433,7 @@ impl Lab {
         })??;
         for gw in gateways {
             ip(
-                &format!("{}-{}", self.name, gw.name),
+                &format!("{}-{}", self.lab.name, gw.name),
                 &[
                     "route",
                     "replace",
@@ -431,12 +448,15 @@ impl Lab {
 
     /// The internet host called `name`.
     pub fn internet_host(&self, name: &str) -> Result<InternetHost> {
-        self.external_state()?
+        read_external(&self.lab.name)?
             .internet
             .into_iter()
             .find(|h| h.name == name)
             .ok_or_else(|| {
-                LabError::Invalid(format!("lab {} has no internet host {name:?}", self.name))
+                LabError::Invalid(format!(
+                    "lab {} has no internet host {name:?}",
+                    self.lab.name
+                ))
             })
     }
 }

@@ -10,11 +10,14 @@
 //! every name starts with the lab's prefix, so `down` finds and removes all of it even when the
 //! lab's state file is gone (after a crash).
 //!
-//! The code is split by job: `state` (the [`Lab`] as kept in `lab.json`, which commands and
-//! tests read back), `topology` ([`up`], [`down`]: namespaces and wiring), `process` (starting,
-//! stopping and restarting the controller, etcd and the agents), `pods` (pods attached through
-//! the CNI), [`vm`] and [`gateway`] (VMs, gateways, servers, the "internet"), `controller` (the
-//! lab's calls to its controller, through seam-client), [`demo`], and [`LabGuard`], the lab that
+//! The code is split by job. [`Lab`] is the lab's state as kept in `lab.json` (`state`), which
+//! commands and tests read back, with the one controller client of a lab ([`Lab::client`], and
+//! which replica leads) and the CNI call a runtime on a node makes ([`Lab::cni_call`]). Each job
+//! is a type reached from it: [`up`] and [`down`] build and remove the namespaces and wiring,
+//! [`Lab::topology`] ([`Topology`]: gateways, hypervisor hosts, the external network),
+//! [`Lab::processes`] ([`Processes`]: starting, stopping and restarting the controller, etcd and
+//! the agents), [`Lab::workloads`] ([`Workloads`]: pods through the CNI, [`vm`]s, servers and
+//! internet hosts of [`gateway`]). Then [`demo`], [`conformance`], and [`LabGuard`], the lab that
 //! tests and benchmarks hold and that goes away on drop. Start reading at [`up`].
 
 #![warn(missing_docs)]
@@ -33,9 +36,12 @@ mod state;
 mod topology;
 pub mod traffic;
 pub mod vm;
+mod workloads;
 
 pub use cni::{CniCall, CniOutput};
 pub use error::{DemoError, LabError, Result};
-pub use guard::LabGuard;
+pub use guard::{register_teardown, teardown_on_signal, unregister_teardown, LabGuard};
+pub use process::Processes;
 pub use state::{EtcdMemberInfo, Lab, LabStore, NodeInfo, PodInfo, ReplicaInfo, STATE_ROOT};
-pub use topology::{down, up, LabSpec, ETCD_MEMBERS};
+pub use topology::{down, up, LabSpec, Topology, ETCD_MEMBERS};
+pub use workloads::Workloads;

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use crate::cni::CniCall;
 use crate::error::{LabError, Result};
 use crate::state::{io_err, Lab, NodeInfo, PodInfo};
+use crate::workloads::Workloads;
 
 impl Lab {
     /// The plug-in config for one call, as a runtime derives it from the node's conflist
@@ -43,13 +44,15 @@ impl Lab {
             config: self.plugin_config(node)?,
         })
     }
+}
 
+impl Workloads<'_> {
     /// Creates pod `namespace/name` on `node`: a new network namespace, attached by `seam-cni ADD`.
     pub fn add_pod(&mut self, node: &str, namespace: &str, name: &str) -> Result<PodInfo> {
         self.add_pod_with_labels(node, namespace, name, &BTreeMap::new())
     }
 
-    /// Like [`Lab::add_pod`], with pod labels (passed in the plug-in config's `labels`, which
+    /// Like [`Workloads::add_pod`], with pod labels (passed in the plug-in config's `labels`, which
     /// seam-cni publishes with the endpoint) for policy selectors.
     pub fn add_pod_with_labels(
         &mut self,
@@ -61,7 +64,7 @@ impl Lab {
         self.add_pod_with(node, namespace, name, labels, &[])
     }
 
-    /// Like [`Lab::add_pod_with_labels`], with named container ports (the plug-in config's
+    /// Like [`Workloads::add_pod_with_labels`], with named container ports (the plug-in config's
     /// `ports`, published with the endpoint) for NetworkPolicies that name a port.
     pub fn add_pod_with(
         &mut self,
@@ -72,21 +75,22 @@ impl Lab {
         ports: &[seam_model::ContainerPort],
     ) -> Result<PodInfo> {
         if self
+            .lab
             .pods
             .iter()
             .any(|p| p.namespace == namespace && p.name == name)
         {
             return Err(LabError::Invalid(format!(
                 "pod {namespace}/{name} already exists in lab {}",
-                self.name
+                self.lab.name
             )));
         }
-        let node = self.node(node)?.clone();
-        let netns = format!("{}-p-{namespace}-{name}", self.name);
+        let node = self.lab.node(node)?.clone();
+        let netns = format!("{}-p-{namespace}-{name}", self.lab.name);
         let netns_path = seam_linux::netns::create(&netns)?;
-        let container_id = format!("{}-{namespace}-{name}", self.name);
+        let container_id = format!("{}-{namespace}-{name}", self.lab.name);
         let args = format!("IgnoreUnknown=1;K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={name}");
-        let mut call = self.cni_call(
+        let mut call = self.lab.cni_call(
             &node,
             "ADD",
             &container_id,
@@ -126,26 +130,27 @@ impl Lab {
             container_id,
             ip,
         };
-        self.pods.push(pod.clone());
-        self.save()?;
+        self.lab.pods.push(pod.clone());
+        self.lab.save()?;
         Ok(pod)
     }
 
     /// Deletes pod `namespace/name`: `seam-cni DEL`, then its namespace.
     pub fn del_pod(&mut self, namespace: &str, name: &str) -> Result<()> {
         let Some(index) = self
+            .lab
             .pods
             .iter()
             .position(|p| p.namespace == namespace && p.name == name)
         else {
             return Err(LabError::Invalid(format!(
                 "no pod {namespace}/{name} in lab {}",
-                self.name
+                self.lab.name
             )));
         };
-        let pod = self.pods[index].clone();
-        let node = self.node(&pod.node)?.clone();
-        let call = self.cni_call(
+        let pod = self.lab.pods[index].clone();
+        let node = self.lab.node(&pod.node)?.clone();
+        let call = self.lab.cni_call(
             &node,
             "DEL",
             &pod.container_id,
@@ -156,7 +161,7 @@ impl Lab {
         if let Some(ns) = pod.netns_path.file_name().and_then(|n| n.to_str()) {
             seam_linux::netns::delete(ns)?;
         }
-        self.pods.remove(index);
-        self.save()
+        self.lab.pods.remove(index);
+        self.lab.save()
     }
 }

@@ -113,10 +113,24 @@ pub(crate) fn spawn_agent(
     spawn_logged(&mut cmd, &node.agent_log)
 }
 
+/// The lab's processes: starting, stopping and restarting its controller replicas, etcd members
+/// and agents. Reached through [`Lab::processes`]; every change of a pid is saved to `lab.json`.
+#[derive(Debug)]
+pub struct Processes<'a> {
+    lab: &'a mut Lab,
+}
+
 impl Lab {
+    /// The lab's processes: the controller replicas, the etcd members and the agents.
+    pub fn processes(&mut self) -> Processes<'_> {
+        Processes { lab: self }
+    }
+}
+
+impl Processes<'_> {
     /// Sends `signal` (e.g. `KILL`, `TERM`) to `node`'s agent and waits until it is gone.
     pub fn kill_agent(&self, node: &str, signal: &str) -> Result<()> {
-        signal_and_wait(self.node(node)?.agent_pid, signal)
+        signal_and_wait(self.lab.node(node)?.agent_pid, signal)
     }
 
     /// Starts `node`'s agent again (same socket, same lease store) and waits until it is ready.
@@ -124,112 +138,83 @@ impl Lab {
         self.start_agent_from(node, None)
     }
 
-    /// Like [`Lab::start_agent`], from another `seamd` binary (an upgrade: new binary, same
+    /// Like [`Processes::start_agent`], from another `seamd` binary (an upgrade: new binary, same
     /// state) when `binary` is given.
     pub fn start_agent_from(&mut self, node: &str, binary: Option<&Path>) -> Result<()> {
-        let info = self.node(node)?.clone();
-        let pid = spawn_agent(self, &info, true, binary)?;
-        if let Some(n) = self.nodes.iter_mut().find(|n| n.name == node) {
+        let info = self.lab.node(node)?.clone();
+        let pid = spawn_agent(self.lab, &info, true, binary)?;
+        if let Some(n) = self.lab.nodes.iter_mut().find(|n| n.name == node) {
             n.agent_pid = pid;
         }
-        self.save()?;
-        wait_for_agent(self, self.node(node)?)
+        self.lab.save()?;
+        wait_for_agent(self.lab, self.lab.node(node)?)
     }
 
-    /// Starts controller replica `index` (0-based; again after [`Lab::kill_controller`], with
+    /// Starts controller replica `index` (0-based; again after [`Processes::kill_controller`], with
     /// its old socket and log appended). Does not wait for it.
     pub fn start_controller(&mut self, index: usize) -> Result<()> {
         let replica = self.replica(index)?.clone();
         let socket = replica.endpoint.trim_start_matches("unix:").to_string();
         let _ = std::fs::remove_file(&socket);
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.underlay_netns])
-            .arg(self.bin_dir.join("seam-controller"))
+        cmd.args(["netns", "exec", &self.lab.underlay_netns])
+            .arg(self.lab.bin_dir.join("seam-controller"))
             .arg("--listen")
             .arg(&replica.endpoint);
-        match self.store {
+        match self.lab.store {
             LabStore::Embedded => {
                 cmd.arg("--store").arg(format!(
                     "embedded:{}",
-                    self.dir.join("controller.redb").display()
+                    self.lab.dir.join("controller.redb").display()
                 ));
             }
             LabStore::Etcd => {
-                let urls: Vec<&str> = self.etcd.iter().map(|m| m.client_url.as_str()).collect();
+                let urls: Vec<&str> = self
+                    .lab
+                    .etcd
+                    .iter()
+                    .map(|m| m.client_url.as_str())
+                    .collect();
                 cmd.arg("--store")
                     .arg(format!("etcd:{}", urls.join(",")))
                     .args(["--replica-id", &replica.name]);
             }
         }
-        cmd.args(["--segment-mode", &self.segment_mode])
-            .args(&self.controller_args);
+        cmd.args(["--segment-mode", &self.lab.segment_mode])
+            .args(&self.lab.controller_args);
         let pid = spawn_logged_append(&mut cmd, &replica.log)?;
-        if let Some(r) = self.replicas.get_mut(index) {
+        if let Some(r) = self.lab.replicas.get_mut(index) {
             r.pid = pid;
         }
-        self.save()
+        self.lab.save()
     }
 
     /// Sends `signal` to controller replica `index` and waits until it is gone.
     pub fn kill_controller(&mut self, index: usize, signal: &str) -> Result<()> {
         let pid = self.replica(index)?.pid;
         signal_and_wait(pid, signal)?;
-        if let Some(r) = self.replicas.get_mut(index) {
+        if let Some(r) = self.lab.replicas.get_mut(index) {
             r.pid = 0;
         }
-        self.save()
+        self.lab.save()
     }
 
     fn replica(&self, index: usize) -> Result<&ReplicaInfo> {
-        self.replicas.get(index).ok_or_else(|| {
+        self.lab.replicas.get(index).ok_or_else(|| {
             LabError::Invalid(format!(
                 "lab {} has {} controller replicas, no index {index}",
-                self.name,
-                self.replicas.len()
+                self.lab.name,
+                self.lab.replicas.len()
             ))
         })
     }
 
-    /// The index of the replica that leads now, if exactly one says so.
-    pub fn leader(&self) -> Option<usize> {
-        let leaders: Vec<usize> = (0..self.replicas.len())
-            .filter(|&i| {
-                self.replicas[i].pid != 0
-                    && matches!(self.replica_role(i).as_deref(), Some("leader" | "single"))
-            })
-            .collect();
-        match leaders[..] {
-            [one] => Some(one),
-            _ => None,
-        }
-    }
-
-    /// Waits until exactly one replica leads and returns its index.
-    pub fn wait_for_leader(&self, timeout: Duration) -> Result<usize> {
-        let mut found = None;
-        wait_for(
-            &format!(
-                "a controller leader (logs: {})",
-                self.replicas
-                    .iter()
-                    .map(|r| r.log.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            timeout,
-            || {
-                found = self.leader();
-                found.is_some()
-            },
-        )?;
-        found.ok_or_else(|| LabError::Timeout("a controller leader".into()))
-    }
-
-    /// Starts etcd member `index` (0-based; again after [`Lab::kill_etcd`], with its data).
+    /// Starts etcd member `index` (0-based; again after [`Processes::kill_etcd`], with its data).
     /// Does not wait for it.
     pub fn start_etcd(&mut self, index: usize) -> Result<()> {
         let member = self.etcd_member(index)?.clone();
         let initial_cluster = self
+            .lab
             .etcd
             .iter()
             .map(|m| format!("{}={}", m.name, m.peer_url))
@@ -238,7 +223,7 @@ impl Lab {
         std::fs::create_dir_all(&member.data_dir).map_err(io_err(&member.data_dir))?;
         let pid = spawn_logged_append(
             Command::new("ip")
-                .args(["netns", "exec", &self.underlay_netns, "etcd"])
+                .args(["netns", "exec", &self.lab.underlay_netns, "etcd"])
                 .args(["--name", &member.name, "--data-dir"])
                 .arg(&member.data_dir)
                 .args([
@@ -255,7 +240,7 @@ impl Lab {
                     "--initial-cluster-state",
                     "new",
                     "--initial-cluster-token",
-                    &format!("seam-lab-{}", self.name),
+                    &format!("seam-lab-{}", self.lab.name),
                     // Short elections: a killed etcd leader is replaced within about a second.
                     "--heartbeat-interval",
                     "50",
@@ -264,28 +249,28 @@ impl Lab {
                 ]),
             &member.log,
         )?;
-        if let Some(m) = self.etcd.get_mut(index) {
+        if let Some(m) = self.lab.etcd.get_mut(index) {
             m.pid = pid;
         }
-        self.save()
+        self.lab.save()
     }
 
     /// Sends `signal` to etcd member `index` and waits until it is gone.
     pub fn kill_etcd(&mut self, index: usize, signal: &str) -> Result<()> {
         let pid = self.etcd_member(index)?.pid;
         signal_and_wait(pid, signal)?;
-        if let Some(m) = self.etcd.get_mut(index) {
+        if let Some(m) = self.lab.etcd.get_mut(index) {
             m.pid = 0;
         }
-        self.save()
+        self.lab.save()
     }
 
     fn etcd_member(&self, index: usize) -> Result<&EtcdMemberInfo> {
-        self.etcd.get(index).ok_or_else(|| {
+        self.lab.etcd.get(index).ok_or_else(|| {
             LabError::Invalid(format!(
                 "lab {} has {} etcd members, no index {index}",
-                self.name,
-                self.etcd.len()
+                self.lab.name,
+                self.lab.etcd.len()
             ))
         })
     }

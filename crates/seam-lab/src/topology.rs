@@ -36,6 +36,21 @@ pub struct LabSpec {
     pub controllers: usize,
 }
 
+/// The lab's topology after `up`: node roles (gateways, hypervisor hosts), the external network
+/// and the dataplane of the nodes. Reached through [`Lab::topology`]; gateway nodes are kept in
+/// `lab.json` with the others and in `external.json`.
+#[derive(Debug)]
+pub struct Topology<'a> {
+    pub(crate) lab: &'a mut Lab,
+}
+
+impl Lab {
+    /// The lab's topology: gateways, hypervisor hosts, the external network.
+    pub fn topology(&mut self) -> Topology<'_> {
+        Topology { lab: self }
+    }
+}
+
 /// Number of etcd members of a lab with `--store etcd`.
 pub const ETCD_MEMBERS: usize = 3;
 
@@ -138,7 +153,7 @@ fn build(spec: &LabSpec) -> Result<Lab> {
         }
         lab.save()?;
         for i in 0..lab.etcd.len() {
-            lab.start_etcd(i)?;
+            lab.processes().start_etcd(i)?;
         }
         let mut endpoints = Vec::new();
         for i in 1..=spec.controllers {
@@ -156,7 +171,7 @@ fn build(spec: &LabSpec) -> Result<Lab> {
         lab.controller_log = lab.replicas[0].log.clone();
         lab.save()?;
         for i in 0..lab.replicas.len() {
-            lab.start_controller(i)?;
+            lab.processes().start_controller(i)?;
         }
         lab.controller_pid = lab.replicas[0].pid;
         lab.save()?;
@@ -168,7 +183,7 @@ fn build(spec: &LabSpec) -> Result<Lab> {
             log: lab.controller_log.clone(),
             pid: 0,
         });
-        lab.start_controller(0)?;
+        lab.processes().start_controller(0)?;
         lab.controller_pid = lab.replicas[0].pid;
         lab.save()?;
         wait_for("the controller socket", Duration::from_secs(10), || {

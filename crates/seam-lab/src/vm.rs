@@ -1,14 +1,14 @@
 //! Hypervisor hosts and VMs in the lab.
 //!
 //! A hypervisor host is a lab node whose `seamd` runs with `--role hypervisor`
-//! ([`Lab::make_hypervisor`]: its role is kept in the file `role` next to its agent socket and
+//! ([`Topology::make_hypervisor`]: its role is kept in the file `role` next to its agent socket and
 //! the agent is restarted with it). A lab VM is a network namespace `<lab>-v-<name>` behind a
 //! veth: the host end, named as Seam names a VM's port ([`seam_model::vm_port_name`], `tv…`),
 //! lives in the host's namespace, where a hypervisor would create the VM's tap; the VM end is the
 //! VM's `eth0` with the address and MAC the controller leased, its MTU and a default route to the
 //! segment's gateway (what a guest would configure). VMs are attached, detached, moved and
-//! deleted through the real `seam vm` CLI, as an operator would; nodes and segments are read
-//! through seam-client. State is kept in `<state dir>/vms.json`.
+//! deleted through the lab's controller client, with the calls `seam vm` makes (and its error
+//! text); nodes and segments are read the same way. State is kept in `<state dir>/vms.json`.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -16,14 +16,16 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use seam_model::NodeRole;
+use seam_client::{ClientError, ControllerClient};
+use seam_model::{MacAddr, NodeRole, VmAttach};
 use serde::{Deserialize, Serialize};
 
 use crate::controller::block_on;
 use crate::error::{LabError, Result};
 use crate::process::wait_for;
-use crate::state::{io_err, read_json_or_default, state_dir, write_json_atomic, Lab};
-use crate::topology::ip;
+use crate::state::{io_err, read_json_or_default, state_dir, write_json_atomic};
+use crate::topology::{ip, Topology};
+use crate::workloads::Workloads;
 
 /// The MTU of a lab VM's interface: the lab underlay's 1500 minus VXLAN's 50.
 pub const VM_MTU: u32 = 1450;
@@ -67,13 +69,13 @@ impl VmInfo {
     }
 }
 
-/// Optional settings of [`Lab::add_vm`].
+/// Optional settings of [`Workloads::add_vm`].
 #[derive(Debug, Clone, Default)]
 pub struct VmOptions {
     /// A fixed address.
     pub ip: Option<Ipv4Addr>,
     /// A fixed MAC.
-    pub mac: Option<String>,
+    pub mac: Option<MacAddr>,
     /// Labels.
     pub labels: BTreeMap<String, String>,
     /// The namespace of its endpoint.
@@ -86,28 +88,50 @@ struct VmState {
     vms: Vec<VmInfo>,
 }
 
-/// What a `seam` command printed.
-#[derive(Debug, Clone)]
-pub struct SeamOutput {
-    /// Exit status (0 = success).
-    pub status: i32,
-    /// Standard output.
-    pub stdout: String,
-    /// Standard error.
-    pub stderr: String,
-}
-
 fn vm_netns(lab: &str, vm: &str) -> String {
     format!("{lab}-v-{vm}")
 }
 
-impl Lab {
+impl Topology<'_> {
+    /// Makes `node` a hypervisor host: its agent restarts with `--role hypervisor` (and keeps
+    /// that role across later restarts) and registers the role with the controller.
+    pub fn make_hypervisor(&mut self, node: &str) -> Result<()> {
+        let info = self.lab.node(node)?.clone();
+        let dir = info
+            .agent_socket
+            .parent()
+            .map(PathBuf::from)
+            .unwrap_or_else(|| self.lab.dir.join(node));
+        let role = dir.join("role");
+        std::fs::write(&role, "hypervisor\n").map_err(io_err(&role))?;
+        let mut processes = self.lab.processes();
+        processes.kill_agent(node, "TERM")?;
+        processes.start_agent(node)?;
+        wait_for(
+            &format!("node {node} registered as hypervisor"),
+            Duration::from_secs(20),
+            || {
+                self.lab
+                    .client()
+                    .and_then(|client| block_on(client.list_nodes()))
+                    .map(|nodes| {
+                        nodes
+                            .iter()
+                            .any(|n| n.name == node && n.role == NodeRole::Hypervisor)
+                    })
+                    .unwrap_or(false)
+            },
+        )
+    }
+}
+
+impl Workloads<'_> {
     fn vm_state(&self) -> Result<VmState> {
-        read_json_or_default(&self.name, "vms.json")
+        read_json_or_default(&self.lab.name, "vms.json")
     }
 
     fn save_vm_state(&self, state: &VmState) -> Result<()> {
-        write_json_atomic(&state_dir(&self.name).join("vms.json"), state)
+        write_json_atomic(&state_dir(&self.lab.name).join("vms.json"), state)
     }
 
     /// The lab's VMs.
@@ -120,69 +144,12 @@ impl Lab {
         self.vms()?
             .into_iter()
             .find(|v| v.name == name)
-            .ok_or_else(|| LabError::Invalid(format!("lab {} has no vm {name:?}", self.name)))
-    }
-
-    /// Runs the `seam` CLI (next to the lab's other binaries) against the lab's controller.
-    pub fn seam(&self, args: &[&str]) -> Result<SeamOutput> {
-        let bin = self.bin_dir.join("seam");
-        let out = Command::new(&bin)
-            .args(args)
-            .arg("--controller")
-            .arg(&self.controller)
-            .output()
-            .map_err(|source| LabError::Io { path: bin, source })?;
-        Ok(SeamOutput {
-            status: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        })
-    }
-
-    fn seam_ok(&self, args: &[&str]) -> Result<String> {
-        let out = self.seam(args)?;
-        if out.status == 0 {
-            Ok(out.stdout)
-        } else {
-            Err(LabError::Command {
-                what: format!("seam {}", args.join(" ")),
-                detail: out.stderr.trim().to_string(),
-            })
-        }
-    }
-
-    /// Makes `node` a hypervisor host: its agent restarts with `--role hypervisor` (and keeps
-    /// that role across later restarts) and registers the role with the controller.
-    pub fn make_hypervisor(&mut self, node: &str) -> Result<()> {
-        let info = self.node(node)?.clone();
-        let dir = info
-            .agent_socket
-            .parent()
-            .map(PathBuf::from)
-            .unwrap_or_else(|| self.dir.join(node));
-        let role = dir.join("role");
-        std::fs::write(&role, "hypervisor\n").map_err(io_err(&role))?;
-        self.kill_agent(node, "TERM")?;
-        self.start_agent(node)?;
-        wait_for(
-            &format!("node {node} registered as hypervisor"),
-            Duration::from_secs(20),
-            || {
-                self.client()
-                    .and_then(|client| block_on(client.list_nodes()))
-                    .map(|nodes| {
-                        nodes
-                            .iter()
-                            .any(|n| n.name == node && n.role == NodeRole::Hypervisor)
-                    })
-                    .unwrap_or(false)
-            },
-        )
+            .ok_or_else(|| LabError::Invalid(format!("lab {} has no vm {name:?}", self.lab.name)))
     }
 
     /// The prefix length and gateway of `segment`, as the VM's guest configures itself.
     fn segment_of(&self, segment: &str) -> Result<(u8, Ipv4Addr)> {
-        let client = self.client()?;
+        let client = self.lab.client()?;
         let segments = block_on(client.list_segments())?;
         let seg = segments
             .iter()
@@ -205,10 +172,10 @@ impl Lab {
         if state.vms.iter().any(|v| v.name == name) {
             return Err(LabError::Invalid(format!(
                 "lab {} already has a vm {name:?}",
-                self.name
+                self.lab.name
             )));
         }
-        self.node(host)?;
+        self.lab.node(host)?;
         let labels = options
             .labels
             .iter()
@@ -216,6 +183,8 @@ impl Lab {
             .collect::<Vec<_>>()
             .join(",");
         let ip = options.ip.map(|i| i.to_string());
+        let mac = options.mac.map(|m| m.to_string());
+        // The `seam vm attach` command line this call stands for, named when it fails.
         let mut args = vec![
             "vm",
             "attach",
@@ -229,7 +198,7 @@ impl Lab {
         if let Some(ip) = &ip {
             args.extend(["--ip", ip.as_str()]);
         }
-        if let Some(mac) = &options.mac {
+        if let Some(mac) = &mac {
             args.extend(["--mac", mac.as_str()]);
         }
         if !labels.is_empty() {
@@ -238,21 +207,34 @@ impl Lab {
         if let Some(ns) = &options.namespace {
             args.extend(["--namespace", ns.as_str()]);
         }
-        let vm = self.seam_attach(&args)?;
+        let request = VmAttach {
+            name: name.to_string(),
+            segment: segment.to_string(),
+            host: host.to_string(),
+            namespace: options.namespace.clone(),
+            ip: options.ip,
+            mac: options.mac,
+            // No labels keeps an existing VM's labels, as `seam vm attach` without `--labels`.
+            labels: (!options.labels.is_empty()).then(|| options.labels.clone()),
+            ports: None,
+        };
+        let vm = self.vm_call(&args, &format!("attach vm {name}"), async |c| {
+            c.attach_vm(&request).await
+        })?;
         let (prefix_len, gateway) = self.segment_of(segment)?;
-        let netns = vm_netns(&self.name, name);
+        let netns = vm_netns(&self.lab.name, name);
         let netns_path = seam_linux::netns::create(&netns)?;
         let info = VmInfo {
             name: name.to_string(),
-            namespace: str_field(&vm, "namespace"),
+            namespace: vm.namespace,
             host: host.to_string(),
             netns_path,
             segment: segment.to_string(),
-            ip: str_field(&vm, "ip").parse().map_err(|_| bad_vm(&vm))?,
+            ip: vm.ip,
             prefix_len,
             gateway,
-            mac: str_field(&vm, "mac"),
-            port: str_field(&vm, "port"),
+            mac: vm.mac.to_string(),
+            port: vm.port,
             running: true,
         };
         if let Err(e) = self.plug_vm(&info, host) {
@@ -264,18 +246,36 @@ impl Lab {
         Ok(info)
     }
 
-    fn seam_attach(&self, args: &[&str]) -> Result<serde_json::Value> {
-        let text = self.seam_ok(args)?;
-        serde_json::from_str(&text).map_err(|source| LabError::State {
-            path: PathBuf::from("seam vm attach"),
-            source,
-        })
+    /// Runs one VM call against the lab's controller. A failure reads as it did when the lab ran
+    /// the `seam vm` command line `cli` for it (`seam vm attach … failed: seam: attach vm NAME:
+    /// <cause>`, `what` being that command's context), since scripts driving `seam lab vm-add`
+    /// match that text.
+    fn vm_call<T>(
+        &self,
+        cli: &[&str],
+        what: &str,
+        call: impl AsyncFnOnce(ControllerClient) -> std::result::Result<T, ClientError>,
+    ) -> Result<T> {
+        let failed = |detail: String| LabError::Command {
+            what: format!("seam {}", cli.join(" ")),
+            detail,
+        };
+        let client = self
+            .lab
+            .client()
+            .map_err(|e| failed(format!("seam: {}", error_chain(&e))))?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(LabError::Runtime)?;
+        rt.block_on(call(client))
+            .map_err(|e| failed(format!("seam: {what}: {}", error_chain(&e))))
     }
 
     /// The VM's interface: a veth from `host`'s namespace (port `tv…`) to the VM's `eth0`,
     /// configured as the guest would configure itself.
     fn plug_vm(&self, vm: &VmInfo, host: &str) -> Result<()> {
-        let host_ns = self.node(host)?.netns.clone();
+        let host_ns = self.lab.node(host)?.netns.clone();
         let netns = vm.netns();
         ip(
             &host_ns,
@@ -306,7 +306,7 @@ impl Lab {
     }
 
     fn unplug_vm(&self, vm: &VmInfo) -> Result<()> {
-        let host_ns = self.node(&vm.host)?.netns.clone();
+        let host_ns = self.lab.node(&vm.host)?.netns.clone();
         ip(&host_ns, &["link", "del", &vm.port])
     }
 
@@ -321,7 +321,11 @@ impl Lab {
     /// Stops VM `name` (`seam vm detach`, its interface goes); its address and MAC stay leased.
     pub fn stop_vm(&mut self, name: &str) -> Result<()> {
         let mut vm = self.vm(name)?;
-        self.seam_ok(&["vm", "detach", name])?;
+        self.vm_call(
+            &["vm", "detach", name],
+            &format!("detach vm {name}"),
+            async |c| c.detach_vm(name).await,
+        )?;
         self.unplug_vm(&vm)?;
         vm.running = false;
         self.update_vm(vm)
@@ -330,20 +334,32 @@ impl Lab {
     /// Starts stopped VM `name` again on `host` (`seam vm attach`): same address and MAC.
     pub fn start_vm(&mut self, name: &str, host: &str) -> Result<VmInfo> {
         let mut vm = self.vm(name)?;
-        let leased = self.seam_attach(&[
-            "vm",
-            "attach",
-            name,
-            "--segment",
-            &vm.segment,
-            "--host",
-            host,
-            "--json",
-        ])?;
-        vm.ip = str_field(&leased, "ip")
-            .parse()
-            .map_err(|_| bad_vm(&leased))?;
-        vm.mac = str_field(&leased, "mac");
+        let request = VmAttach {
+            name: name.to_string(),
+            segment: vm.segment.clone(),
+            host: host.to_string(),
+            namespace: None,
+            ip: None,
+            mac: None,
+            labels: None,
+            ports: None,
+        };
+        let leased = self.vm_call(
+            &[
+                "vm",
+                "attach",
+                name,
+                "--segment",
+                &vm.segment,
+                "--host",
+                host,
+                "--json",
+            ],
+            &format!("attach vm {name}"),
+            async |c| c.attach_vm(&request).await,
+        )?;
+        vm.ip = leased.ip;
+        vm.mac = leased.mac.to_string();
         vm.host = host.to_string();
         self.plug_vm(&vm, host)?;
         vm.running = true;
@@ -356,7 +372,7 @@ impl Lab {
     /// move` tells the controller, whose change every node follows.
     pub fn move_vm(&mut self, name: &str, host: &str) -> Result<VmInfo> {
         let mut vm = self.vm(name)?;
-        self.node(host)?;
+        self.lab.node(host)?;
         // A live-migrated guest keeps its memory, its ARP cache included; the lab re-creates the
         // VM's interface, so it carries the neighbour entries over (as `stale`: used at once,
         // confirmed later), as the guest would still hold them.
@@ -372,7 +388,11 @@ impl Lab {
                 ],
             )?;
         }
-        self.seam_ok(&["vm", "move", name, "--host", host])?;
+        self.vm_call(
+            &["vm", "move", name, "--host", host],
+            &format!("move vm {name}"),
+            async |c| c.move_vm(name, host).await,
+        )?;
         vm.host = host.to_string();
         self.update_vm(vm.clone())?;
         Ok(vm)
@@ -381,7 +401,11 @@ impl Lab {
     /// Deletes VM `name` (`seam vm delete`: its address and MAC are released) and its namespace.
     pub fn del_vm(&mut self, name: &str) -> Result<()> {
         let vm = self.vm(name)?;
-        self.seam_ok(&["vm", "delete", name])?;
+        self.vm_call(
+            &["vm", "delete", name],
+            &format!("delete vm {name}"),
+            async |c| c.delete_vm(name).await,
+        )?;
         seam_linux::netns::delete(&vm.netns())?;
         let mut state = self.vm_state()?;
         state.vms.retain(|v| v.name != name);
@@ -412,10 +436,14 @@ fn vm_neighbours(netns: &str) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
-fn str_field(v: &serde_json::Value, field: &str) -> String {
-    v[field].as_str().unwrap_or_default().to_string()
-}
-
-fn bad_vm(v: &serde_json::Value) -> LabError {
-    LabError::Invalid(format!("unexpected answer of seam vm attach: {v}"))
+/// An error and its causes, `: `-separated, as the `seam` CLI prints them.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }

@@ -191,12 +191,39 @@ pub fn controller<T>(
     lab: &Lab,
     call: impl AsyncFnOnce(seam_client::ControllerClient) -> Result<T, seam_client::ClientError>,
 ) -> T {
-    let client = seam_client::ControllerClient::new(&lab.controller)
-        .unwrap_or_else(|e| panic!("client: {e}"));
+    let client = lab.client().unwrap_or_else(|e| panic!("client: {e}"));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap_or_else(|e| panic!("runtime: {e}"));
     rt.block_on(call(client))
         .unwrap_or_else(|e| panic!("controller call: {e}"))
+}
+
+/// What a `seam` command printed.
+#[derive(Debug, Clone)]
+pub struct SeamOutput {
+    /// Exit status (0 = success).
+    pub status: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+/// Runs the `seam` CLI (next to the lab's other binaries) against the lab's controller, as an
+/// operator would.
+pub fn seam(lab: &Lab, args: &[&str]) -> SeamOutput {
+    let bin = lab.bin_dir.join("seam");
+    let out = Command::new(&bin)
+        .args(args)
+        .arg("--controller")
+        .arg(&lab.controller)
+        .output()
+        .unwrap_or_else(|e| panic!("run {}: {e}", bin.display()));
+    SeamOutput {
+        status: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
 }

@@ -71,6 +71,16 @@ fn netpol(
             let report = (|| -> anyhow::Result<_> {
                 let suite = suite?;
                 seam_lab::conformance::pods_to_build(&suite)?;
+                // Ctrl-C or SIGTERM removes the lab and exits 130.
+                seam_lab::teardown_on_signal(
+                    false,
+                    |labs| {
+                        for lab in labs {
+                            eprintln!("\nseam: interrupted; removing lab {lab}");
+                        }
+                    },
+                    |_, _| {},
+                );
                 Ok(seam_lab::conformance::run(
                     &suite,
                     opts,

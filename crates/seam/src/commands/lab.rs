@@ -120,7 +120,7 @@ pub(crate) fn run(command: LabCmd) -> anyhow::Result<()> {
             pod,
         } => {
             let mut lab = Lab::load(&name)?;
-            let p = lab.add_pod(&node, &namespace, &pod)?;
+            let p = lab.workloads().add_pod(&node, &namespace, &pod)?;
             println!("{}", serde_json::to_string_pretty(&p)?);
             Ok(())
         }
@@ -128,16 +128,16 @@ pub(crate) fn run(command: LabCmd) -> anyhow::Result<()> {
             name,
             namespace,
             pod,
-        } => Ok(Lab::load(&name)?.del_pod(&namespace, &pod)?),
+        } => Ok(Lab::load(&name)?.workloads().del_pod(&namespace, &pod)?),
         LabCmd::GatewayAdd {
             name,
             node,
             transit_encap,
         } => {
             let mut lab = Lab::load(&name)?;
-            let gw = lab.add_gateway(&node)?;
+            let gw = lab.topology().add_gateway(&node)?;
             if transit_encap != "cross-subnet" {
-                lab.set_transit_encap(&node, &transit_encap)?;
+                lab.topology().set_transit_encap(&node, &transit_encap)?;
             }
             println!("{}", serde_json::to_string_pretty(&gw)?);
             Ok(())
@@ -151,7 +151,9 @@ pub(crate) fn run(command: LabCmd) -> anyhow::Result<()> {
         } => {
             let mut lab = Lab::load(&name)?;
             let routes: Vec<&str> = routes.iter().map(String::as_str).collect();
-            let s = lab.add_server(&server, address, &gateway, &routes)?;
+            let s = lab
+                .workloads()
+                .add_server(&server, address, &gateway, &routes)?;
             println!("{}", serde_json::to_string_pretty(&s)?);
             Ok(())
         }
@@ -160,11 +162,15 @@ pub(crate) fn run(command: LabCmd) -> anyhow::Result<()> {
             host,
             address,
         } => {
-            let h = Lab::load(&name)?.add_internet_host(&host, address)?;
+            let h = Lab::load(&name)?
+                .workloads()
+                .add_internet_host(&host, address)?;
             println!("{}", serde_json::to_string_pretty(&h)?);
             Ok(())
         }
-        LabCmd::Hypervisor { name, node } => Ok(Lab::load(&name)?.make_hypervisor(&node)?),
+        LabCmd::Hypervisor { name, node } => {
+            Ok(Lab::load(&name)?.topology().make_hypervisor(&node)?)
+        }
         LabCmd::VmAdd {
             name,
             vm,
@@ -177,7 +183,9 @@ pub(crate) fn run(command: LabCmd) -> anyhow::Result<()> {
                 labels: parse_labels(&labels, LabelSpaces::Kept)?,
                 ..seam_lab::vm::VmOptions::default()
             };
-            let info = Lab::load(&name)?.add_vm(&vm, &host, &segment, &options)?;
+            let info = Lab::load(&name)?
+                .workloads()
+                .add_vm(&vm, &host, &segment, &options)?;
             println!("{}", serde_json::to_string_pretty(&info)?);
             Ok(())
         }

@@ -250,7 +250,7 @@ fn an_exhausted_segment_fails_add_cleanly() {
 fn status_is_50_and_add_fails_cleanly_while_the_agent_is_down() {
     let mut g = LabGuard::up("e2e-down", 1, &[]);
     let ns = Netns::new("e2e-down-p");
-    g.lab.kill_agent("n1", "KILL").unwrap();
+    g.lab.processes().kill_agent("n1", "KILL").unwrap();
     let (status, err) = run(&g, &call(&g, "STATUS", "", ""));
     assert_ne!(status, 0);
     assert_eq!(err["code"], 50, "{err}");
@@ -262,7 +262,7 @@ fn status_is_50_and_add_fails_cleanly_while_the_agent_is_down() {
         "{err}"
     );
     assert!(host_ports(&g.node("n1")).is_empty());
-    g.lab.start_agent("n1").unwrap();
+    g.lab.processes().start_agent("n1").unwrap();
     assert_eq!(run(&g, &call(&g, "STATUS", "", "")).0, 0);
     assert_eq!(run(&g, &call(&g, "ADD", "d1", &ns.path())).0, 0);
 }

@@ -133,12 +133,12 @@ fn kill_9_in_the_middle_of_adds_leaks_and_duplicates_nothing() {
     while done.load(std::sync::atomic::Ordering::SeqCst) < 6 {
         std::thread::sleep(Duration::from_millis(1));
     }
-    guard.lab.kill_agent("n1", "KILL").unwrap();
+    guard.lab.processes().kill_agent("n1", "KILL").unwrap();
     let results: Vec<(usize, i32, String)> = workers
         .into_iter()
         .flat_map(|w| w.join().unwrap())
         .collect();
-    guard.lab.start_agent("n1").unwrap();
+    guard.lab.processes().start_agent("n1").unwrap();
     // The runtime DELs every sandbox whose ADD failed; then every surviving ADD is unique and
     // is exactly what the node holds.
     let mut ok = BTreeSet::new();
@@ -191,8 +191,8 @@ fn kill_9_in_the_middle_of_adds_leaks_and_duplicates_nothing() {
 #[ignore = "privileged: netns"]
 fn agent_restart_keeps_traffic_flowing_and_adopts_the_dataplane() {
     let mut g = LabGuard::up("e2e-restart", 2, &[]);
-    let a = g.lab.add_pod("n1", "blue", "a").unwrap();
-    let b = g.lab.add_pod("n2", "blue", "b").unwrap();
+    let a = g.lab.workloads().add_pod("n1", "blue", "a").unwrap();
+    let b = g.lab.workloads().add_pod("n2", "blue", "b").unwrap();
     probe::serve_tcp(&b.netns_path, 8080, "b".into()).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let fdb_before = vxlan_fdb(&g.node("n1").netns, "seam-v4096");
@@ -211,11 +211,11 @@ fn agent_restart_keeps_traffic_flowing_and_adopts_the_dataplane() {
         }
     });
     std::thread::sleep(Duration::from_millis(500));
-    g.lab.kill_agent("n1", "KILL").unwrap();
-    g.lab.start_agent("n1").unwrap();
+    g.lab.processes().kill_agent("n1", "KILL").unwrap();
+    g.lab.processes().start_agent("n1").unwrap();
     std::thread::sleep(Duration::from_millis(500));
-    g.lab.kill_agent("n1", "TERM").unwrap();
-    g.lab.start_agent("n1").unwrap();
+    g.lab.processes().kill_agent("n1", "TERM").unwrap();
+    g.lab.processes().start_agent("n1").unwrap();
     let out = pinger.join().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(

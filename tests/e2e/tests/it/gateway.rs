@@ -85,10 +85,11 @@ struct Setup {
 /// with role=client, and the web Deployment's pods (app=web) on n1 and n2.
 fn setup(name: &str) -> Setup {
     let mut g = LabGuard::up(name, 2, &[]);
-    g.lab.add_gateway("gw1").unwrap();
+    g.lab.topology().add_gateway("gw1").unwrap();
     strict_rp_filter(&g.lab, &["n1", "n2", "gw1"]);
     let server = g
         .lab
+        .workloads()
         .add_server("bm1", SERVER_IP, "gw1", &[seam_lab::gateway::DEFAULT_POOL])
         .unwrap();
     let web_labels: BTreeMap<String, String> = [("app".to_string(), "web".to_string())].into();
@@ -97,6 +98,7 @@ fn setup(name: &str) -> Setup {
         .enumerate()
         .map(|(i, node)| {
             g.lab
+                .workloads()
                 .add_pod_with_labels(node, "web", &format!("web-{}", i + 1), &web_labels)
                 .unwrap()
         })
@@ -182,7 +184,10 @@ fn a_server_behind_the_gateway_and_pods_see_each_others_own_addresses() {
     });
     // The gateway switched to `always`: the route moves into the transit VXLAN device and the
     // traffic still flows.
-    s.g.lab.set_transit_encap("gw1", "always").unwrap();
+    s.g.lab
+        .topology()
+        .set_transit_encap("gw1", "always")
+        .unwrap();
     within(5, "the route moves into the transit device", || {
         server_route(&n1)["dev"] == "seam-xt"
     });
@@ -196,7 +201,10 @@ fn a_server_behind_the_gateway_and_pods_see_each_others_own_addresses() {
     );
     both_ways_with_own_addresses(&s);
     // And back to the routed transit: the route leaves the device again, in place.
-    s.g.lab.set_transit_encap("gw1", "cross-subnet").unwrap();
+    s.g.lab
+        .topology()
+        .set_transit_encap("gw1", "cross-subnet")
+        .unwrap();
     within(5, "the route is routed again", || {
         server_route(&n1)["protocol"] == "83"
     });
@@ -250,7 +258,7 @@ fn contract_web_from_a_bare_metal_server_and_a_vm_to_the_web_pods() {
     let mut s = setup("e2e-gwc");
     // The VM client: on hypervisor host n2, in a segment of its own (namespace clients), so its
     // traffic to the web pods is routed between segments, on its host and across to n1.
-    s.g.lab.make_hypervisor("n2").unwrap();
+    s.g.lab.topology().make_hypervisor("n2").unwrap();
     controller(&s.g.lab, async |c| c.ensure_segment("clients").await);
     let vm_options = seam_lab::vm::VmOptions {
         labels: [("role".to_string(), "client".to_string())].into(),
@@ -258,6 +266,7 @@ fn contract_web_from_a_bare_metal_server_and_a_vm_to_the_web_pods() {
     };
     let vm =
         s.g.lab
+            .workloads()
             .add_vm("vm1", "n2", "ns-clients", &vm_options)
             .unwrap();
     probe::serve_tcp_peer(&vm.netns_path, 9000, "vm1".into()).unwrap();
@@ -343,8 +352,8 @@ fn contract_web_from_a_bare_metal_server_and_a_vm_to_the_web_pods() {
 #[ignore = "privileged: netns"]
 fn bad_external_endpoints_are_refused_and_nothing_changes() {
     let mut g = LabGuard::up("e2e-gwbad", 1, &[]);
-    g.lab.add_gateway("gw1").unwrap();
-    let pod = g.lab.add_pod("n1", "web", "web-1").unwrap();
+    g.lab.topology().add_gateway("gw1").unwrap();
+    let pod = g.lab.workloads().add_pod("n1", "web", "web-1").unwrap();
     let lab = g.lab.name.clone();
     add_bm1(&lab, SERVER_IP, &[]);
     let before = controller(&g.lab, async |c| c.list_endpoints().await);
@@ -389,7 +398,7 @@ fn bad_external_endpoints_are_refused_and_nothing_changes() {
     // A segment over an external endpoint's address is refused too.
     let seg = json!({"name": "over", "tenant": "t", "subnet": "203.0.113.0/24",
         "gateway": "203.0.113.1", "vni": 9999, "blockPrefix": 26});
-    let client = seam_client::ControllerClient::new(&g.lab.controller).unwrap();
+    let client = g.lab.client().unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -7,9 +7,9 @@ use seam_lab::probe;
 #[ignore = "privileged: netns"]
 fn pods_on_different_nodes_and_segments_reach_each_other_over_vxlan() {
     let mut g = LabGuard::up("e2e-overlay", 2, &[]);
-    let a = g.lab.add_pod("n1", "blue", "a").unwrap();
-    let b = g.lab.add_pod("n2", "blue", "b").unwrap();
-    let c = g.lab.add_pod("n2", "green", "c").unwrap();
+    let a = g.lab.workloads().add_pod("n1", "blue", "a").unwrap();
+    let b = g.lab.workloads().add_pod("n2", "blue", "b").unwrap();
+    let c = g.lab.workloads().add_pod("n2", "green", "c").unwrap();
     for p in [&a, &b, &c] {
         probe::serve_tcp(&p.netns_path, 8080, p.name.clone()).unwrap();
     }
@@ -40,7 +40,7 @@ fn pods_on_different_nodes_and_segments_reach_each_other_over_vxlan() {
     let fdb = vxlan_fdb(&n1.netns, "seam-v4096");
     assert!(fdb.iter().any(|(_, dst)| dst == "198.18.0.12"), "{fdb:?}");
     // Removing b removes its entries on n1 and its veth on n2.
-    g.lab.del_pod("blue", "b").unwrap();
+    g.lab.workloads().del_pod("blue", "b").unwrap();
     eventually("n1's entries for b removed", || {
         vxlan_fdb(&n1.netns, "seam-v4096")
             .iter()
@@ -83,8 +83,8 @@ fn one_process_holds_controller_and_agent() {
         g.node("n1").agent_pid,
         "n1's seamd is the controller"
     );
-    let a = g.lab.add_pod("n1", "blue", "a").unwrap();
-    let b = g.lab.add_pod("n2", "blue", "b").unwrap();
+    let a = g.lab.workloads().add_pod("n1", "blue", "a").unwrap();
+    let b = g.lab.workloads().add_pod("n2", "blue", "b").unwrap();
     probe::serve_tcp(&b.netns_path, 8080, "b".into()).unwrap();
     eventually("n1 learned b", || {
         probe::tcp(&a.netns_path, b.ip, 8080, Duration::from_secs(1))
@@ -99,8 +99,8 @@ fn one_process_holds_controller_and_agent() {
 #[ignore = "privileged: netns"]
 fn flat_mode_puts_every_namespace_on_one_segment() {
     let mut g = LabGuard::up_spec("e2e-flat", 2, &[], false, "flat");
-    let a = g.lab.add_pod("n1", "blue", "a").unwrap();
-    let b = g.lab.add_pod("n2", "green", "b").unwrap();
+    let a = g.lab.workloads().add_pod("n1", "blue", "a").unwrap();
+    let b = g.lab.workloads().add_pod("n2", "green", "b").unwrap();
     // One subnet, one gateway, one VNI for both namespaces: b is on a's link, no routing.
     let routes = ip_json(&netns_name(&a.netns_path), &["route", "show", "default"]);
     let gw = routes[0]["gateway"].as_str().unwrap().to_string();

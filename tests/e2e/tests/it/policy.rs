@@ -21,18 +21,22 @@ fn a_network_policy_is_enforced_across_nodes_and_removed_again() {
     let mut g = LabGuard::up("e2e-np", 2, &[]);
     let web = g
         .lab
+        .workloads()
         .add_pod_with_labels("n1", "blue", "web", &labels(&[("app", "web")]))
         .unwrap();
     let client = g
         .lab
+        .workloads()
         .add_pod_with_labels("n2", "blue", "client", &labels(&[("app", "client")]))
         .unwrap();
     let other = g
         .lab
+        .workloads()
         .add_pod_with_labels("n2", "green", "other", &labels(&[("app", "client")]))
         .unwrap();
     let local = g
         .lab
+        .workloads()
         .add_pod_with_labels("n1", "blue", "local", &labels(&[("app", "other")]))
         .unwrap();
     for p in [&web, &client, &other, &local] {
@@ -137,9 +141,9 @@ fn ipv6_between_endpoints_is_dropped_on_segments() {
     // Segments are IPv4 only; IPv6 (link-local, which every interface has) would otherwise pass
     // between endpoints unfiltered, on one node's bridge and across the overlay.
     let mut g = LabGuard::up("e2e-v6", 2, &[]);
-    let a = g.lab.add_pod("n1", "blue", "a").unwrap();
-    let b = g.lab.add_pod("n1", "blue", "b").unwrap();
-    let c = g.lab.add_pod("n2", "blue", "c").unwrap();
+    let a = g.lab.workloads().add_pod("n1", "blue", "a").unwrap();
+    let b = g.lab.workloads().add_pod("n1", "blue", "b").unwrap();
+    let c = g.lab.workloads().add_pod("n2", "blue", "c").unwrap();
     let mut lls = Vec::new();
     for p in [&b, &c] {
         let deadline = std::time::Instant::now() + Duration::from_secs(15);
@@ -186,14 +190,17 @@ fn a_restarted_agent_adopts_its_table_and_keeps_the_counters() {
     let mut g = LabGuard::up("e2e-adopt", 2, &[]);
     let web = g
         .lab
+        .workloads()
         .add_pod_with_labels("n1", "blue", "web", &labels(&[("app", "web")]))
         .unwrap();
     let client = g
         .lab
+        .workloads()
         .add_pod_with_labels("n2", "blue", "client", &labels(&[("app", "client")]))
         .unwrap();
     let other = g
         .lab
+        .workloads()
         .add_pod_with_labels("n2", "blue", "other", &labels(&[("app", "other")]))
         .unwrap();
     probe::serve_tcp(&web.netns_path, 8080, "web".into()).unwrap();
@@ -229,12 +236,13 @@ fn a_restarted_agent_adopts_its_table_and_keeps_the_counters() {
     };
     let before = counter();
     assert!(before >= 5, "allow rule counted {before} packets");
-    g.lab.kill_agent("n1", "KILL").unwrap();
-    g.lab.start_agent("n1").unwrap();
+    g.lab.processes().kill_agent("n1", "KILL").unwrap();
+    g.lab.processes().start_agent("n1").unwrap();
     // A pod added while the agent was away changes the table; the restarted agent changes it in
     // place, so the allow rule's chain (and its counter) stays.
     let late = g
         .lab
+        .workloads()
         .add_pod_with_labels("n2", "blue", "late", &labels(&[("app", "client")]))
         .unwrap();
     eventually("the new client is allowed", || reach(&late));

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use seam_e2e::{LabGuard, TestLab};
+use seam_e2e::{seam, LabGuard, TestLab};
 
 /// The kernel to boot and its version (`vmlinuz-<version>`).
 fn kernel() -> (PathBuf, String) {
@@ -160,11 +160,11 @@ fn a_qemu_guest_attached_by_tap_pings_a_pod() {
         "{qemu} is not installed (Debian package qemu-system-x86, see scripts/setup.sh)"
     );
     let mut g = LabGuard::up("e2e-qemu", 2, &[]);
-    g.lab.make_hypervisor("n2").unwrap();
-    let web = g.lab.add_pod("n1", "blue", "web").unwrap();
-    let out = g
-        .lab
-        .seam(&[
+    g.lab.topology().make_hypervisor("n2").unwrap();
+    let web = g.lab.workloads().add_pod("n1", "blue", "web").unwrap();
+    let out = seam(
+        &g.lab,
+        &[
             "vm",
             "attach",
             "guest",
@@ -173,8 +173,8 @@ fn a_qemu_guest_attached_by_tap_pings_a_pod() {
             "--host",
             "n2",
             "--json",
-        ])
-        .unwrap();
+        ],
+    );
     assert_eq!(out.status, 0, "{}", out.stderr);
     let vm: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     let segs = seam_e2e::controller(&g.lab, async |c| c.list_segments().await);

@@ -39,15 +39,15 @@ fn endpoints(g: &LabGuard) -> Vec<String> {
 #[ignore = "privileged: netns, etcd"]
 fn leader_kill_9_a_new_leader_within_5_s_pods_keep_pinging_and_new_pods_attach() {
     let mut g = LabGuard::up_etcd("e2e-hafo", 2, 3);
-    let a = g.lab.add_pod("n1", "blue", "a").unwrap();
-    let b = g.lab.add_pod("n2", "blue", "b").unwrap();
+    let a = g.lab.workloads().add_pod("n1", "blue", "a").unwrap();
+    let b = g.lab.workloads().add_pod("n2", "blue", "b").unwrap();
     wait_ping(&a, &b);
     // 10 s of echoes at 50 Hz across the overlay while the leader dies.
     let pinger = Pinger::start(&a.netns_path, b.ip, PING_INTERVAL, 500).unwrap();
     std::thread::sleep(Duration::from_secs(1));
 
     let old = g.lab.wait_for_leader(Duration::from_secs(5)).unwrap();
-    g.lab.kill_controller(old, "KILL").unwrap();
+    g.lab.processes().kill_controller(old, "KILL").unwrap();
     let killed = Instant::now();
     let new = g.lab.wait_for_leader(Duration::from_secs(5)).unwrap();
     let took = killed.elapsed();
@@ -56,8 +56,8 @@ fn leader_kill_9_a_new_leader_within_5_s_pods_keep_pinging_and_new_pods_attach()
     assert!(took < Duration::from_secs(5), "fail-over took {took:?}");
 
     // A pod in a new namespace needs a new segment: a write only the new leader can serve.
-    let c = g.lab.add_pod("n2", "green", "c").unwrap();
-    let d = g.lab.add_pod("n1", "green", "d").unwrap();
+    let c = g.lab.workloads().add_pod("n2", "green", "c").unwrap();
+    let d = g.lab.workloads().add_pod("n1", "green", "d").unwrap();
     wait_ping(&d, &c);
     wait_ping(&a, &c);
     let names = endpoints(&g);
@@ -69,7 +69,7 @@ fn leader_kill_9_a_new_leader_within_5_s_pods_keep_pinging_and_new_pods_attach()
     assert_eq!(report.lost(), 0, "{}", report.summary);
 
     // The killed replica comes back as a standby.
-    g.lab.start_controller(old).unwrap();
+    g.lab.processes().start_controller(old).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while g.lab.replica_role(old).as_deref() != Some("standby") {
         assert!(
@@ -85,24 +85,24 @@ fn leader_kill_9_a_new_leader_within_5_s_pods_keep_pinging_and_new_pods_attach()
 #[ignore = "privileged: netns, etcd"]
 fn controller_outage_keeps_forwarding_and_agents_resync_when_controllers_return() {
     let mut g = LabGuard::up_etcd("e2e-haout", 2, 3);
-    let a = g.lab.add_pod("n1", "blue", "a").unwrap();
-    let b = g.lab.add_pod("n2", "blue", "b").unwrap();
+    let a = g.lab.workloads().add_pod("n1", "blue", "a").unwrap();
+    let b = g.lab.workloads().add_pod("n2", "blue", "b").unwrap();
     wait_ping(&a, &b);
     let pinger = Pinger::start(&a.netns_path, b.ip, PING_INTERVAL, 400).unwrap();
     std::thread::sleep(Duration::from_millis(500));
 
     for i in 0..3 {
-        g.lab.kill_controller(i, "KILL").unwrap();
+        g.lab.processes().kill_controller(i, "KILL").unwrap();
     }
     // No controller at all: forwarding goes on, and an agent still attaches a pod from the
     // segment and block it holds (it publishes the endpoint once a controller is back).
     std::thread::sleep(Duration::from_secs(2));
-    let c = g.lab.add_pod("n1", "blue", "c").unwrap();
+    let c = g.lab.workloads().add_pod("n1", "blue", "c").unwrap();
     assert!(probe::ping(&a.netns_path, c.ip, 1).unwrap(), "same node");
     std::thread::sleep(Duration::from_secs(2));
 
     for i in 0..3 {
-        g.lab.start_controller(i).unwrap();
+        g.lab.processes().start_controller(i).unwrap();
     }
     g.lab.wait_for_leader(Duration::from_secs(10)).unwrap();
     // n1's agent republishes c; n2's agent learns it from the watch and can reach it.
@@ -119,7 +119,7 @@ fn controller_outage_keeps_forwarding_and_agents_resync_when_controllers_return(
 fn add_pod_as_a_runtime_would(g: &mut LabGuard, node: &str, ns: &str, pod: &str) -> PodInfo {
     let start = Instant::now();
     loop {
-        match g.lab.add_pod(node, ns, pod) {
+        match g.lab.workloads().add_pod(node, ns, pod) {
             Ok(p) => return p,
             Err(e) if start.elapsed() < Duration::from_secs(5) => {
                 eprintln!("ADD {ns}/{pod} refused during the etcd election, retried: {e}");
@@ -134,22 +134,22 @@ fn add_pod_as_a_runtime_would(g: &mut LabGuard, node: &str, ns: &str, pod: &str)
 #[ignore = "privileged: netns, etcd"]
 fn an_etcd_member_killed_keeps_the_cluster_serving() {
     let mut g = LabGuard::up_etcd("e2e-haetcd", 2, 3);
-    let a = g.lab.add_pod("n1", "blue", "a").unwrap();
-    let b = g.lab.add_pod("n2", "blue", "b").unwrap();
+    let a = g.lab.workloads().add_pod("n1", "blue", "a").unwrap();
+    let b = g.lab.workloads().add_pod("n2", "blue", "b").unwrap();
     wait_ping(&a, &b);
     let pinger = Pinger::start(&a.netns_path, b.ip, PING_INTERVAL, 300).unwrap();
 
     // The first member is the one every controller tries first.
-    g.lab.kill_etcd(0, "KILL").unwrap();
+    g.lab.processes().kill_etcd(0, "KILL").unwrap();
     let c = add_pod_as_a_runtime_would(&mut g, "n2", "green", "c");
     let d = add_pod_as_a_runtime_would(&mut g, "n1", "green", "d");
     wait_ping(&d, &c);
     assert!(endpoints(&g).contains(&"green/c".to_string()));
 
     // Back with its data, it catches up; then another member may go.
-    g.lab.start_etcd(0).unwrap();
+    g.lab.processes().start_etcd(0).unwrap();
     std::thread::sleep(Duration::from_secs(2));
-    g.lab.kill_etcd(1, "KILL").unwrap();
+    g.lab.processes().kill_etcd(1, "KILL").unwrap();
     let e = add_pod_as_a_runtime_would(&mut g, "n2", "red", "e");
     let f = add_pod_as_a_runtime_would(&mut g, "n1", "red", "f");
     wait_ping(&f, &e);
@@ -162,27 +162,27 @@ fn an_etcd_member_killed_keeps_the_cluster_serving() {
 #[ignore = "privileged: netns, etcd"]
 fn etcd_unreachable_for_a_while_forwarding_goes_on_and_the_controllers_recover_by_themselves() {
     let mut g = LabGuard::up_etcd("e2e-haeout", 2, 3);
-    let a = g.lab.add_pod("n1", "blue", "a").unwrap();
-    let b = g.lab.add_pod("n2", "blue", "b").unwrap();
+    let a = g.lab.workloads().add_pod("n1", "blue", "a").unwrap();
+    let b = g.lab.workloads().add_pod("n2", "blue", "b").unwrap();
     wait_ping(&a, &b);
     let pinger = Pinger::start(&a.netns_path, b.ip, PING_INTERVAL, 600).unwrap();
     std::thread::sleep(Duration::from_millis(500));
 
     // The whole etcd cluster goes away for a while; the controllers keep running.
     for i in 0..3 {
-        g.lab.kill_etcd(i, "KILL").unwrap();
+        g.lab.processes().kill_etcd(i, "KILL").unwrap();
     }
     std::thread::sleep(Duration::from_secs(5));
     // Nothing was restarted or told anything: etcd simply comes back.
     for i in 0..3 {
-        g.lab.start_etcd(i).unwrap();
+        g.lab.processes().start_etcd(i).unwrap();
     }
     // The controllers reconnect (with backoff) and one leads again; new pods attach and are
     // reachable across nodes, as a runtime would retry a sandbox the outage refused.
     g.lab.wait_for_leader(Duration::from_secs(20)).unwrap();
     let start = Instant::now();
     let c = loop {
-        match g.lab.add_pod("n2", "green", "c") {
+        match g.lab.workloads().add_pod("n2", "green", "c") {
             Ok(p) => break p,
             Err(e) if start.elapsed() < Duration::from_secs(20) => {
                 eprintln!("ADD green/c refused while the control plane recovers, retried: {e}");
@@ -213,8 +213,8 @@ fn upgraded_seamd(g: &LabGuard) -> std::path::PathBuf {
 /// another copy of the binary), while a 50 Hz ping and an iperf3 TCP flow run from a pod on n1
 /// to a pod on n2.
 fn agent_restarts_lose_nothing(g: &mut LabGuard) {
-    let a = g.lab.add_pod("n1", "blue", "a").unwrap();
-    let b = g.lab.add_pod("n2", "blue", "b").unwrap();
+    let a = g.lab.workloads().add_pod("n1", "blue", "a").unwrap();
+    let b = g.lab.workloads().add_pod("n2", "blue", "b").unwrap();
     wait_ping(&a, &b);
     let interval = Duration::from_millis(500);
     let flow = Iperf::start(
@@ -230,16 +230,17 @@ fn agent_restarts_lose_nothing(g: &mut LabGuard) {
     let pinger = Pinger::start(&a.netns_path, b.ip, PING_INTERVAL, 600).unwrap();
     std::thread::sleep(Duration::from_secs(2));
 
-    g.lab.kill_agent("n1", "KILL").unwrap();
+    g.lab.processes().kill_agent("n1", "KILL").unwrap();
     let killed = Instant::now();
-    g.lab.start_agent("n1").unwrap();
+    g.lab.processes().start_agent("n1").unwrap();
     eprintln!("n1's agent ready {:?} after kill -9", killed.elapsed());
     std::thread::sleep(Duration::from_secs(2));
 
     let new_binary = upgraded_seamd(g);
-    g.lab.kill_agent("n2", "TERM").unwrap();
+    g.lab.processes().kill_agent("n2", "TERM").unwrap();
     let stopped = Instant::now();
     g.lab
+        .processes()
         .start_agent_from("n2", Some(Path::new(&new_binary)))
         .unwrap();
     eprintln!(
@@ -267,7 +268,7 @@ fn agent_restarts_lose_nothing(g: &mut LabGuard) {
         "the TCP flow stalled: {report:?}"
     );
     // The new agent serves as the old one did.
-    let c = g.lab.add_pod("n2", "blue", "c").unwrap();
+    let c = g.lab.workloads().add_pod("n2", "blue", "c").unwrap();
     wait_ping(&a, &c);
 }
 

@@ -62,15 +62,16 @@ fn snat_of(lab: &seam_lab::Lab, segment: &str) -> bool {
 #[ignore = "privileged: netns"]
 fn snat_segments_reach_the_internet_with_the_gateways_address_and_nothing_else_changes() {
     let mut g = LabGuard::up("e2e-snat", 2, &[]);
-    g.lab.add_gateway("gw1").unwrap();
+    g.lab.topology().add_gateway("gw1").unwrap();
     strict_rp_filter(&g.lab, &["n1", "n2", "gw1"]);
     let server = g
         .lab
+        .workloads()
         .add_server("bm1", SERVER_IP, "gw1", &[seam_lab::gateway::DEFAULT_POOL])
         .unwrap();
-    let www = g.lab.add_internet_host("www1", WWW_IP).unwrap();
-    let web = g.lab.add_pod("n1", "web", "web-1").unwrap();
-    let db = g.lab.add_pod("n2", "db", "db-1").unwrap();
+    let www = g.lab.workloads().add_internet_host("www1", WWW_IP).unwrap();
+    let web = g.lab.workloads().add_pod("n1", "web", "web-1").unwrap();
+    let db = g.lab.workloads().add_pod("n2", "db", "db-1").unwrap();
     let lab = g.lab.name.clone();
     add_bm1(&lab, SERVER_IP, &[]);
     probe::serve_tcp_peer(&www.netns_path, 9000, "www1".into()).unwrap();
@@ -138,7 +139,7 @@ fn snat_segments_reach_the_internet_with_the_gateways_address_and_nothing_else_c
 #[ignore = "privileged: netns"]
 fn a_bad_segment_object_is_refused_and_nothing_changes() {
     let mut g = LabGuard::up("e2e-snatbad", 1, &[]);
-    g.lab.add_pod("n1", "web", "web-1").unwrap();
+    g.lab.workloads().add_pod("n1", "web", "web-1").unwrap();
     let lab = g.lab.name.clone();
     let before = controller(&g.lab, async |c| c.get_segment("ns-web").await);
     let good = serde_json::to_value(&before).unwrap();
@@ -161,7 +162,7 @@ fn a_bad_segment_object_is_refused_and_nothing_changes() {
             "{err}"
         );
         // ...and straight to the API, as JSON.
-        let client = seam_client::ControllerClient::new(&g.lab.controller).unwrap();
+        let client = g.lab.client().unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -31,9 +31,9 @@ fn dropped(a: &PodInfo, b: &PodInfo) -> bool {
 #[ignore = "privileged: netns"]
 fn tenant_isolation_join_isolate_and_make_global() {
     let mut g = LabGuard::up("e2e-tenant", 2, &[]);
-    let web = g.lab.add_pod("n1", "blue", "web").unwrap();
-    let client = g.lab.add_pod("n2", "green", "client").unwrap();
-    let buddy = g.lab.add_pod("n2", "blue", "buddy").unwrap();
+    let web = g.lab.workloads().add_pod("n1", "blue", "web").unwrap();
+    let client = g.lab.workloads().add_pod("n2", "green", "client").unwrap();
+    let buddy = g.lab.workloads().add_pod("n2", "blue", "buddy").unwrap();
     for p in [&web, &client, &buddy] {
         probe::serve_tcp(&p.netns_path, PORT, p.name.clone()).unwrap();
     }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use seam_e2e::{controller, vxlan_fdb, LabGuard, TestLab};
+use seam_e2e::{controller, seam, vxlan_fdb, LabGuard, TestLab};
 use seam_lab::probe;
 use seam_lab::vm::VmOptions;
 use serde_json::json;
@@ -37,16 +37,21 @@ fn segment_vni(lab: &seam_lab::Lab, name: &str) -> u32 {
 #[ignore = "privileged: netns"]
 fn a_lab_vm_reaches_a_pod_across_nodes_under_policy_and_keeps_its_lease() {
     let mut g = LabGuard::up("e2e-vm", 2, &[]);
-    g.lab.make_hypervisor("n2").unwrap();
+    g.lab.topology().make_hypervisor("n2").unwrap();
     let web = g
         .lab
+        .workloads()
         .add_pod_with_labels("n1", "blue", "web", &labels(&[("app", "web")]))
         .unwrap();
     let opts = VmOptions {
         labels: labels(&[("role", "vm")]),
         ..VmOptions::default()
     };
-    let vm = g.lab.add_vm("vm1", "n2", "ns-blue", &opts).unwrap();
+    let vm = g
+        .lab
+        .workloads()
+        .add_vm("vm1", "n2", "ns-blue", &opts)
+        .unwrap();
     assert_eq!(vm.namespace, "blue", "the segment's namespace");
     // Its port is plugged into the segment's bridge on the hypervisor.
     let vni = segment_vni(&g.lab, "ns-blue");
@@ -99,10 +104,7 @@ fn a_lab_vm_reaches_a_pod_across_nodes_under_policy_and_keeps_its_lease() {
         Some("web"),
         "the VM's egress is not isolated"
     );
-    let explain = g
-        .lab
-        .seam(&["explain", "blue/web", "blue/vm1", "8080/tcp"])
-        .unwrap();
+    let explain = seam(&g.lab, &["explain", "blue/web", "blue/vm1", "8080/tcp"]);
     assert_eq!(explain.status, 0, "{}", explain.stderr);
     assert!(
         explain.stdout.contains("vm-no-ingress"),
@@ -151,14 +153,14 @@ fn a_lab_vm_reaches_a_pod_across_nodes_under_policy_and_keeps_its_lease() {
             "is already held by endpoint",
         ),
     ] {
-        let out = g.lab.seam(&args).unwrap();
+        let out = seam(&g.lab, &args);
         assert_ne!(out.status, 0, "{args:?} succeeded");
         assert!(out.stderr.contains(message), "{args:?}: {}", out.stderr);
     }
     let ip_taken = vm.ip.to_string();
-    let out = g
-        .lab
-        .seam(&[
+    let out = seam(
+        &g.lab,
+        &[
             "vm",
             "attach",
             "x",
@@ -168,8 +170,8 @@ fn a_lab_vm_reaches_a_pod_across_nodes_under_policy_and_keeps_its_lease() {
             "n2",
             "--ip",
             &ip_taken,
-        ])
-        .unwrap();
+        ],
+    );
     assert!(out.stderr.contains("already held"), "{}", out.stderr);
     assert_eq!(before, controller(&g.lab, async |c| c.list_vms().await));
     assert_eq!(
@@ -178,20 +180,20 @@ fn a_lab_vm_reaches_a_pod_across_nodes_under_policy_and_keeps_its_lease() {
     );
 
     // Stop and start: same address and MAC, traffic again.
-    g.lab.stop_vm("vm1").unwrap();
+    g.lab.workloads().stop_vm("vm1").unwrap();
     eventually("n1 drops the stopped VM's entry", 10, || {
         !vxlan_fdb(&n1.netns, &format!("seam-v{vni}"))
             .iter()
             .any(|(mac, _)| *mac == vm.mac)
     });
-    let again = g.lab.start_vm("vm1", "n2").unwrap();
+    let again = g.lab.workloads().start_vm("vm1", "n2").unwrap();
     assert_eq!((again.ip, &again.mac), (vm.ip, &vm.mac));
     eventually("the restarted VM pings the pod", 10, || {
         probe::ping(&vm.netns_path, web.ip, 1).unwrap()
     });
 
     // Delete releases the address: the endpoint and n1's entry go.
-    g.lab.del_vm("vm1").unwrap();
+    g.lab.workloads().del_vm("vm1").unwrap();
     assert!(controller(&g.lab, async |c| c.list_vms().await).is_empty());
     eventually("n1 drops the deleted VM's entry", 10, || {
         !vxlan_fdb(&n1.netns, &format!("seam-v{vni}"))
@@ -218,17 +220,22 @@ fn longest_gap(transcript: &str) -> (Duration, usize) {
 #[ignore = "privileged: netns"]
 fn a_moved_vm_keeps_address_and_mac_and_traffic_resumes_within_a_second() {
     let mut g = LabGuard::up("e2e-vmmv", 3, &[]);
-    g.lab.make_hypervisor("n2").unwrap();
-    g.lab.make_hypervisor("n3").unwrap();
+    g.lab.topology().make_hypervisor("n2").unwrap();
+    g.lab.topology().make_hypervisor("n3").unwrap();
     let web = g
         .lab
+        .workloads()
         .add_pod_with_labels("n1", "blue", "web", &labels(&[("app", "web")]))
         .unwrap();
     let opts = VmOptions {
         labels: labels(&[("role", "vm")]),
         ..VmOptions::default()
     };
-    let vm = g.lab.add_vm("mover", "n2", "ns-blue", &opts).unwrap();
+    let vm = g
+        .lab
+        .workloads()
+        .add_vm("mover", "n2", "ns-blue", &opts)
+        .unwrap();
     eventually("VM pings the pod", 10, || {
         probe::ping(&vm.netns_path, web.ip, 1).unwrap()
     });
@@ -270,7 +277,7 @@ fn a_moved_vm_keeps_address_and_mac_and_traffic_resumes_within_a_second() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_secs(2));
-    let moved = g.lab.move_vm("mover", "n3").unwrap();
+    let moved = g.lab.workloads().move_vm("mover", "n3").unwrap();
     let output = ping.wait_with_output().unwrap();
     let transcript = String::from_utf8_lossy(&output.stdout);
     let (gap, replies) = longest_gap(&transcript);
@@ -302,22 +309,28 @@ fn a_moved_vm_keeps_address_and_mac_and_traffic_resumes_within_a_second() {
 #[ignore = "privileged: netns"]
 fn a_contract_between_a_namespace_and_a_group_of_vms_works_both_ways() {
     let mut g = LabGuard::up("e2e-vmns", 3, &[]);
-    g.lab.make_hypervisor("n3").unwrap();
+    g.lab.topology().make_hypervisor("n3").unwrap();
     let web1 = g
         .lab
+        .workloads()
         .add_pod_with_labels("n1", "shop", "web-1", &labels(&[("app", "web")]))
         .unwrap();
     let web2 = g
         .lab
+        .workloads()
         .add_pod_with_labels("n2", "shop", "web-2", &labels(&[("app", "web")]))
         .unwrap();
-    let other = g.lab.add_pod("n1", "misc", "other").unwrap();
+    let other = g.lab.workloads().add_pod("n1", "misc", "other").unwrap();
     let opts = VmOptions {
         labels: labels(&[("role", "legacy")]),
         namespace: Some("legacy".into()),
         ..VmOptions::default()
     };
-    let vm = g.lab.add_vm("vm1", "n3", "ns-misc", &opts).unwrap();
+    let vm = g
+        .lab
+        .workloads()
+        .add_vm("vm1", "n3", "ns-misc", &opts)
+        .unwrap();
     for (p, name) in [(&web1.netns_path, "web-1"), (&web2.netns_path, "web-2")] {
         for port in [80, 81] {
             probe::serve_tcp(p, port, name.into()).unwrap();
