@@ -953,20 +953,10 @@ fn firewall_error(e: impl std::fmt::Display) -> Error {
     }
 }
 
-fn nft_error(
+/// An error of `operation` on the NAT table: `nft` refused, or its thread failed.
+fn nat_error<E: std::fmt::Display>(
     operation: &'static str,
-) -> impl FnOnce(crate::nft::NftError) -> seam_dataplane::Error {
-    move |e| seam_dataplane::Error::Kernel {
-        operation,
-        object: format!("table {NAT_FAMILY} {NAT_TABLE}"),
-        errno: None,
-        message: e.to_string(),
-    }
-}
-
-fn join_error(
-    operation: &'static str,
-) -> impl FnOnce(tokio::task::JoinError) -> seam_dataplane::Error {
+) -> impl FnOnce(E) -> seam_dataplane::Error {
     move |e| seam_dataplane::Error::Kernel {
         operation,
         object: format!("table {NAT_FAMILY} {NAT_TABLE}"),
@@ -1008,14 +998,14 @@ impl seam_dataplane::Firewall for LinuxKernel {
         };
         tokio::task::spawn_blocking(move || crate::nft::apply_text(operation, &text))
             .await
-            .map_err(join_error(operation))?
-            .map_err(nft_error(operation))
+            .map_err(nat_error(operation))?
+            .map_err(nat_error(operation))
     }
 
     async fn list_nat(&self) -> Result<Option<ObservedNat>> {
         tokio::task::spawn_blocking(crate::nft::list_nat_table)
             .await
-            .map_err(join_error("list nat table"))?
-            .map_err(nft_error("list nat table"))
+            .map_err(nat_error("list nat table"))?
+            .map_err(nat_error("list nat table"))
     }
 }

@@ -83,6 +83,31 @@ pub fn fnv1a(text: &str) -> u64 {
     fnv_feed(FNV_OFFSET, text.as_bytes())
 }
 
+/// A derived chain's name: its prefix (one of [`CHAIN_PREFIXES`]) and a hash of what it holds
+/// (its labels, then its rules' hashes), so equal chains share a name and the kernel's table can
+/// be adopted by its names after a restart.
+pub fn chain_name(prefix: &str, labels: &[&str], rules: impl IntoIterator<Item = u64>) -> String {
+    let mut h = FNV_OFFSET;
+    for l in labels {
+        h = fnv_feed(h, l.as_bytes());
+        h = fnv_feed(h, b"\n");
+    }
+    for r in rules {
+        h = fnv_feed(h, &r.to_le_bytes());
+    }
+    format!("{prefix}{h:016x}")
+}
+
+/// The longest part of a rule comment a log prefix carries (the kernel keeps 127 bytes of prefix).
+const MAX_LOG_COMMENT: usize = 100;
+
+/// The log prefix of a rule whose comment is `comment` (see [`nft_comment`]): `seam `, the
+/// comment's first 100 characters, and a space.
+pub fn log_prefix(comment: &str) -> String {
+    let comment: String = comment.chars().take(MAX_LOG_COMMENT).collect();
+    format!("seam {comment} ")
+}
+
 fn plain(c: char) -> bool {
     c.is_ascii_graphic() && c != '"' && c != '\\'
 }

@@ -164,16 +164,18 @@ fn chain_lines(out: &mut String, body: &ChainBody) {
     }
 }
 
+/// The `nft -f` text that removes Seam's tables (`inet seam` and `bridge seam`), absent or not:
+/// each is declared empty first, so its deletion never fails for want of it.
+pub fn removal_text() -> String {
+    format!(
+        "table {TABLE} {{}}\ndelete table {TABLE}\ntable {BRIDGE_TABLE} {{}}\ndelete table {BRIDGE_TABLE}\n"
+    )
+}
+
 /// One `nft -f` transaction that replaces Seam's tables with `model` atomically (the kernel applies a batch
 /// all or nothing, so packets see the old tables or the new ones, never neither).
 pub fn full_text(model: &TableModel) -> String {
-    let mut out = String::new();
-    let _ = writeln!(out, "table {TABLE} {{}}");
-    let _ = writeln!(out, "delete table {TABLE}");
-    let _ = writeln!(
-        out,
-        "table {BRIDGE_TABLE} {{}}\ndelete table {BRIDGE_TABLE}"
-    );
+    let mut out = removal_text();
     let _ = writeln!(out, "table {TABLE} {{");
     for (name, set) in &model.sets {
         let _ = writeln!(out, "\tset {name} {{");
