@@ -11,6 +11,7 @@ use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
+use seam_model::DEVICE_PREFIX;
 use serde_json::Value;
 
 use crate::names::{
@@ -127,7 +128,7 @@ pub fn render_nat(desired: &DesiredNat) -> String {
     // translates it.
     let _ = writeln!(
         out,
-        "\t\tip saddr @{NAT_SOURCES_SET} ip daddr != @{NAT_KNOWN_SET} oifname != \"seam-*\" masquerade comment \"{NAT_RULE_COMMENT}\""
+        "\t\tip saddr @{NAT_SOURCES_SET} ip daddr != @{NAT_KNOWN_SET} oifname != \"{DEVICE_PREFIX}*\" masquerade comment \"{NAT_RULE_COMMENT}\""
     );
     out.push_str("\t}\n}\n");
     out

@@ -29,6 +29,7 @@ use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
+use seam_model::{HOST_PORT_PREFIX, VM_PORT_PREFIX, VXLAN_PREFIX};
 use serde_json::Value;
 
 use crate::names::{
@@ -228,10 +229,10 @@ pub fn full_text(model: &TableModel) -> String {
         out,
         "table {BRIDGE_TABLE} {{\n\tchain {BRIDGE_CHAIN} {{\n\t\ttype filter hook forward priority filter; policy accept;"
     );
-    for port in ["sv*", "seam-v*", "tv*"] {
+    for port in [HOST_PORT_PREFIX, VXLAN_PREFIX, VM_PORT_PREFIX] {
         let _ = writeln!(
             out,
-            "\t\tiifname \"{port}\" ether type ip6 counter drop comment \"{IPV6_RULE_COMMENT}\""
+            "\t\tiifname \"{port}*\" ether type ip6 counter drop comment \"{IPV6_RULE_COMMENT}\""
         );
     }
     out.push_str("\t}\n}\n");
