@@ -26,7 +26,7 @@ use seam_dataplane::{
 };
 use seam_model::MacAddr;
 use seam_nft::names::{NAT_FAMILY, NAT_TABLE, TABLE};
-use seam_nft::nat::{render_nat, NatOp, ObservedNat, REMOVE_NAT};
+use seam_nft::nat::{removal_text, render_nat, NatOp, ObservedNat};
 use seam_nft::table::{from_nft_json, full_text, TableModel};
 
 /// VXLAN's IANA port.
@@ -994,7 +994,7 @@ impl seam_dataplane::Firewall for LinuxKernel {
     async fn apply_nat(&self, op: &NatOp) -> Result<()> {
         let (operation, text) = match op {
             NatOp::Replace(desired) => ("apply nat table", render_nat(desired)),
-            NatOp::Delete => ("delete nat table", REMOVE_NAT.to_string()),
+            NatOp::Delete => ("delete nat table", removal_text()),
         };
         tokio::task::spawn_blocking(move || crate::nft::apply_text(operation, &text))
             .await

@@ -1,9 +1,11 @@
-//! The nftables edge: apply one rendered transaction (`nft -f -`), read rule counters back
-//! (`nft -j list table inet seam`), delete the table.
+//! The nftables edge: apply one rendered transaction (`nft -f -`), send in-place changes as
+//! nf_tables batches ([`crate::nfnl`]), list a table as `nft -j` text, delete the tables.
 //!
 //! Everything runs in the calling thread's network namespace (the `nft` child inherits it): callers
-//! that act on another namespace wrap the call in [`crate::netns::run_in`]. The text comes from
-//! `seam_firewall::render`, which replaces the table in one batch, so applying is atomic.
+//! that act on another namespace wrap the call in [`crate::netns::run_in`]. Every text and
+//! message comes from `seam_nft` (`seam_nft::table::full_text`, `seam_nft::nat`,
+//! `seam_nft::msg`), and every listing is read there: each whole-table text replaces its table
+//! in one transaction, so applying is atomic.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;

@@ -1,6 +1,8 @@
 //! Every nftables name Seam uses: its tables, base chains, verdict maps, the prefixes of the
 //! chains it derives, and how an IR set name and a rule id become a set name and a rule comment.
-//! Nothing else in the workspace spells one of these out: a rename is a change here.
+//! Nothing else in the workspace's code spells one of these out (only tests that pin the exact
+//! text Seam writes do): a rename is a change here. The interface name prefixes the rules match
+//! (`sv*`, `seam-*`, …) are `seam_model`'s, which names the links.
 
 /// The policy table: family `inet`, name `seam`, as `nft` text names it.
 pub const TABLE: &str = "inet seam";
