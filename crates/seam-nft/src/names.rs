@@ -13,6 +13,8 @@ pub const TABLE_NAME: &str = "seam";
 
 /// The bridge-family table that drops IPv6 on Seam's bridges, as `nft` text names it.
 pub const BRIDGE_TABLE: &str = "bridge seam";
+/// The bridge table's family (its name is [`TABLE_NAME`]).
+pub const BRIDGE_FAMILY: &str = "bridge";
 /// The bridge table's only chain (hook forward).
 pub const BRIDGE_CHAIN: &str = "forward";
 /// The comment of the bridge table's IPv6 rules.
@@ -171,5 +173,11 @@ mod tests {
         assert!(nft_set_name("1x").starts_with("x_1x_"));
         assert_eq!(kernel_set_name("s", false), "h/s");
         assert_eq!(kernel_set_name("s", true), "s");
+    }
+
+    #[test]
+    fn table_names_are_their_family_and_name() {
+        assert_eq!(TABLE, format!("{TABLE_FAMILY} {TABLE_NAME}"));
+        assert_eq!(BRIDGE_TABLE, format!("{BRIDGE_FAMILY} {TABLE_NAME}"));
     }
 }

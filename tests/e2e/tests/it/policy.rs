@@ -105,10 +105,19 @@ fn link_local(pod: &seam_lab::PodInfo) -> Option<String> {
 
 /// Packets `table bridge seam` dropped as IPv6 in a node.
 fn ipv6_drops(node: &str) -> u64 {
-    let mut args = vec!["netns", "exec", node, "nft", "-j", "list", "table"];
-    args.extend(seam_nft::names::BRIDGE_TABLE.split(' '));
+    use seam_nft::names::{BRIDGE_FAMILY, TABLE_NAME};
     let out = std::process::Command::new("ip")
-        .args(args)
+        .args([
+            "netns",
+            "exec",
+            node,
+            "nft",
+            "-j",
+            "list",
+            "table",
+            BRIDGE_FAMILY,
+            TABLE_NAME,
+        ])
         .output()
         .unwrap();
     assert!(
