@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 
 use ipnet::Ipv4Net;
 use seam_dataplane::{
-    plan_transit, DesiredTransit, Egress, Firewall, NodeKernel, TransitKernel, TransitOp,
-    TransitRoute,
+    plan_transit, DesiredTransit, Egress, Firewall, NodeKernel, TransitKernel, TransitRoute,
+    TransitStep,
 };
 use seam_model::{transit_mac, EndpointKind, Node, NodeRole, TransitEncap, TRANSIT_VNI};
 use seam_nft::nat::DesiredNat;
@@ -39,8 +39,9 @@ pub const POLL: Duration = Duration::from_millis(100);
 /// How often it plans even without changes.
 pub const RESYNC: Duration = Duration::from_secs(30);
 
-/// The node's desired transit, from the view.
-pub async fn desired_transit<K>(agent: &Agent<K>) -> DesiredTransit {
+/// The node's desired transit and NAT table (`None`: no segment has `snat` on, no table), from
+/// the view.
+pub async fn desired_transit<K>(agent: &Agent<K>) -> (DesiredTransit, Option<DesiredNat>) {
     let view = agent.view.read().await;
     let me = &agent.config.node;
     let local = LocalNode {
@@ -117,7 +118,7 @@ pub async fn desired_transit<K>(agent: &Agent<K>) -> DesiredTransit {
                 sources,
             })
     };
-    DesiredTransit {
+    let transit = DesiredTransit {
         present: gateway || routes.iter().any(|r| !r.direct) || egress.is_some(),
         vni: TRANSIT_VNI,
         mac: transit_mac(agent.config.underlay.ip),
@@ -127,8 +128,8 @@ pub async fn desired_transit<K>(agent: &Agent<K>) -> DesiredTransit {
         accept_routed: !routed_peers.is_empty(),
         routes,
         egress,
-        nat,
-    }
+    };
+    (transit, nat)
 }
 
 /// This node, as the routed transit sees it.
@@ -166,16 +167,17 @@ pub fn routed_directly(local: &LocalNode<'_>, peer: &Node) -> bool {
 pub async fn reconcile_transit<K: TransitKernel + Firewall>(
     kernel: &K,
     want: &DesiredTransit,
+    nat: Option<&DesiredNat>,
 ) -> seam_dataplane::Result<usize> {
-    let mut observed = kernel.observe_transit(want).await?;
-    observed.nat = kernel.list_nat().await?.unwrap_or_default();
-    let ops = plan_transit(want, &observed);
+    let observed = kernel.observe_transit(want).await?;
+    let observed_nat = kernel.list_nat().await?.unwrap_or_default();
+    let ops = plan_transit(want, nat, &observed, &observed_nat);
     let mut first_error = None;
     for op in &ops {
         // The NAT table is Seam's nftables, changed through the firewall, in its planned place.
         let done = match op {
-            TransitOp::Nat(nat) => kernel.apply_nat(nat).await,
-            op => kernel.apply_transit(op).await,
+            TransitStep::Nat(nat) => kernel.apply_nat(nat).await,
+            TransitStep::Kernel(op) => kernel.apply_transit(op).await,
         };
         if let Err(e) = done {
             tracing::warn!(?op, error = %e, "transit operation failed");
@@ -186,7 +188,7 @@ pub async fn reconcile_transit<K: TransitKernel + Firewall>(
         tracing::info!(
             operations = ops.len(),
             routes = want.routes.len(),
-            snat_segments = want.nat.as_ref().map_or(0, |n| n.sources.len()),
+            snat_segments = nat.map_or(0, |n| n.sources.len()),
             egress = ?want.egress.as_ref().map(|e| e.gateway_ip),
             "transit reconciled"
         );
@@ -215,9 +217,9 @@ pub async fn run<K: NodeKernel + Firewall + 'static, T: TransitKernel + Firewall
         if seen == Some(revision) && last_pass.elapsed() < RESYNC {
             continue;
         }
-        let want = desired_transit(&agent).await;
+        let (want, nat) = desired_transit(&agent).await;
         last_pass = Instant::now();
-        match reconcile_transit(&kernel, &want).await {
+        match reconcile_transit(&kernel, &want, nat.as_ref()).await {
             Ok(_) => seen = Some(revision),
             Err(e) => tracing::warn!(error = %e, "transit reconcile failed; will retry"),
         }

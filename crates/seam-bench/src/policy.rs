@@ -24,7 +24,6 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use seam_firewall::{compile, evaluate_packet, render, NodeRuleset};
 use seam_linux::{apply_ruleset, netns, sysctl};
-use seam_nft::names::{TABLE_FAMILY, TABLE_NAME};
 use seam_policy::{Inventory, PolicyObject, PolicySet, Protocol};
 use serde_json::{json, Value};
 
@@ -1063,17 +1062,8 @@ fn incremental(
 
 /// Rules with a counter in `table inet seam` of the calling thread's namespace.
 fn kernel_rule_count() -> anyhow::Result<usize> {
-    let out = Command::new("nft")
-        .args(["-j", "list", "table", TABLE_FAMILY, TABLE_NAME])
-        .output()
-        .context("run nft -j list table")?;
-    if !out.status.success() {
-        bail!(
-            "nft -j list table inet seam: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    let v = seam_nft::listing::parse_listing(&out.stdout).context("parse nft -j output")?;
+    let listed = seam_linux::nft::list_table().context("nft -j list table inet seam")?;
+    let v = seam_nft::listing::parse_listing(listed)?;
     Ok(seam_nft::listing::counted_rules(&v))
 }
 

@@ -16,7 +16,7 @@ use seam_nft::table::{delta, ChainBody, KernelSet, TableModel};
 use seam_nft::{AddrField, FirewallDelta, NftMatch, NftRule, NftVerdict, TableOp};
 
 use crate::transit::{
-    plan_transit, DesiredTransit, Egress, TransitKernel, TransitOp, TransitRoute,
+    plan_transit, DesiredTransit, Egress, TransitKernel, TransitRoute, TransitStep,
 };
 use crate::{
     host_ifname, plan, DesiredNode, Firewall, LinkOp, NodeKernel, PodAttach, RemoteEntry,
@@ -148,7 +148,8 @@ pub async fn a_delta_changes_what_the_table_lists<F: Firewall>(fw: &F) {
     assert_eq!(fw.list_table().await.unwrap(), Some(new.listed()));
 }
 
-fn sample_nat(version: u8) -> DesiredNat {
+/// A NAT table for the SNAT segment of [`sample_transit`]; `version` > 0 knows one more address.
+pub fn sample_nat(version: u8) -> DesiredNat {
     let mut known: std::collections::BTreeSet<Ipv4Net> = [
         net("10.240.0.0/24"),
         net("10.240.1.0/24"),
@@ -202,25 +203,28 @@ pub fn sample_transit(underlay: Underlay) -> DesiredTransit {
             gateway_mac: seam_model::transit_mac(gateway),
             sources: [net("10.240.1.0/24")].into(),
         }),
-        nat: Some(sample_nat(0)),
     }
 }
 
 /// Observes (the NAT table through the firewall), plans and applies once; returns the plan.
-async fn pass<K: TransitKernel + Firewall>(kernel: &K, want: &DesiredTransit) -> Vec<TransitOp> {
-    let mut observed = kernel.observe_transit(want).await.unwrap();
-    observed.nat = kernel.list_nat().await.unwrap().unwrap_or_default();
-    let ops = plan_transit(want, &observed);
-    for op in &ops {
-        match op {
-            TransitOp::Nat(nat) => kernel.apply_nat(nat).await.unwrap(),
-            op => kernel
+async fn pass<K: TransitKernel + Firewall>(
+    kernel: &K,
+    want: &DesiredTransit,
+    nat: Option<&DesiredNat>,
+) -> Vec<TransitStep> {
+    let observed = kernel.observe_transit(want).await.unwrap();
+    let observed_nat = kernel.list_nat().await.unwrap().unwrap_or_default();
+    let steps = plan_transit(want, nat, &observed, &observed_nat);
+    for step in &steps {
+        match step {
+            TransitStep::Nat(op) => kernel.apply_nat(op).await.unwrap(),
+            TransitStep::Kernel(op) => kernel
                 .apply_transit(op)
                 .await
                 .unwrap_or_else(|e| panic!("{op:?}: {e}")),
         }
     }
-    ops
+    steps
 }
 
 /// What one pass applies is what the next observes: the second pass plans nothing. Taken
@@ -228,23 +232,23 @@ async fn pass<K: TransitKernel + Firewall>(kernel: &K, want: &DesiredTransit) ->
 pub async fn the_transit_is_observed_as_applied<K: TransitKernel + Firewall>(
     kernel: &K,
     want: DesiredTransit,
+    nat: DesiredNat,
 ) {
-    assert!(!pass(kernel, &want).await.is_empty());
-    let again = pass(kernel, &want).await;
+    assert!(!pass(kernel, &want, Some(&nat)).await.is_empty());
+    let again = pass(kernel, &want, Some(&nat)).await;
     assert!(again.is_empty(), "after one pass: {again:?}");
     let gone = DesiredTransit {
         present: false,
         routes: Default::default(),
         egress: None,
-        nat: None,
         ..want
     };
-    assert!(!pass(kernel, &gone).await.is_empty());
+    assert!(!pass(kernel, &gone, None).await.is_empty());
     let observed = kernel.observe_transit(&gone).await.unwrap();
     assert!(!observed.exists, "{observed:?}");
     assert!(observed.egress_rules.is_empty(), "{observed:?}");
     assert_eq!(kernel.list_nat().await.unwrap(), None);
-    assert!(pass(kernel, &gone).await.is_empty());
+    assert!(pass(kernel, &gone, None).await.is_empty());
 }
 
 /// Unused maps stay as empty maps: a table with no endpoint still lists both maps.

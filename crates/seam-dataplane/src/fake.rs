@@ -284,8 +284,6 @@ impl TransitKernel for FakeKernel {
         let mut observed = s.transit.clone();
         observed.exists = s.transit_device.is_some();
         observed.device_ok = s.transit_device == Some((desired.vni, desired.mac));
-        // The NAT table is the firewall's (`Firewall::list_nat`).
-        observed.nat = ObservedNat::default();
         Ok(observed)
     }
 
@@ -356,11 +354,6 @@ impl TransitKernel for FakeKernel {
             TransitOp::EgressRuleDel { rule, source } => {
                 t.egress_rules.remove(&(*rule, *source));
             }
-            TransitOp::Nat(_) => {
-                return Err(Error::Unsupported(
-                    "the NAT table is changed through Firewall::apply_nat".into(),
-                ))
-            }
         }
         Ok(())
     }
@@ -430,6 +423,7 @@ mod tests {
         block_on(contract::the_transit_is_observed_as_applied(
             &FakeKernel::default(),
             contract::sample_transit(underlay),
+            contract::sample_nat(0),
         ));
     }
 }

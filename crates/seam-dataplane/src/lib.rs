@@ -30,7 +30,7 @@ pub use names::{
 pub use plan::plan;
 pub use transit::{
     plan_transit, DesiredTransit, Egress, EgressRule, ObservedTransit, TransitKernel, TransitOp,
-    TransitRoute, TRANSIT_DEVICE, TRANSIT_ROUTE_PROTOCOL,
+    TransitRoute, TransitStep, TRANSIT_DEVICE, TRANSIT_ROUTE_PROTOCOL,
 };
 
 pub use types::*;

@@ -1,10 +1,8 @@
 //! Interface names Seam owns. Linux allows 15 bytes; every name here fits, and the prefixes let
 //! the agent tell its own links from everything else on a restart.
 
-/// Prefix of host-side veths of attachments.
-pub const HOST_PORT_PREFIX: &str = "sv";
-const BRIDGE_PREFIX: &str = "seam-b";
-const VXLAN_PREFIX: &str = "seam-v";
+pub use seam_model::HOST_PORT_PREFIX;
+use seam_model::{BRIDGE_PREFIX, VXLAN_PREFIX};
 
 /// The segment bridge of `vni` (`seam-b4097`).
 pub fn bridge_name(vni: u32) -> String {

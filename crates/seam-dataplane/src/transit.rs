@@ -113,8 +113,6 @@ pub struct DesiredTransit {
     /// The egress of SNAT segments through a gateway (`None` on a gateway node, or when no
     /// segment has `snat` on or no gateway exists).
     pub egress: Option<Egress>,
-    /// The node's NAT table (`None`: no segment has `snat` on, no table).
-    pub nat: Option<DesiredNat>,
 }
 
 /// What exists of the transit on the node.
@@ -139,9 +137,6 @@ pub struct ObservedTransit {
     pub egress_rules: BTreeSet<(EgressRule, Ipv4Net)>,
     /// Next hops of default routes in the egress table.
     pub egress_routes: BTreeSet<Ipv4Addr>,
-    /// The NAT table (observed through [`crate::Firewall::list_nat`], which holds Seam's
-    /// tables; [`TransitKernel::observe_transit`] leaves it empty).
-    pub nat: ObservedNat,
 }
 
 /// One change to the transit.
@@ -225,20 +220,35 @@ pub enum TransitOp {
         /// The subnet (`from`).
         source: Ipv4Net,
     },
-    /// Replaces or removes the NAT table. Planned here, in its place among the routing changes,
-    /// and executed through [`crate::Firewall::apply_nat`]: not a [`TransitKernel`] operation.
+}
+
+/// One step of the node's egress plan: a change to the transit, executed by
+/// [`TransitKernel::apply_transit`], or to the NAT table, executed by
+/// [`crate::Firewall::apply_nat`]. The two are planned together because their order matters for
+/// traffic (see [`plan_transit`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransitStep {
+    /// A transit change.
+    Kernel(TransitOp),
+    /// Replaces or removes the NAT table.
     Nat(NatOp),
 }
 
-/// The operations that turn `observed` into `desired`: device first, next hops before the
-/// routes that use them, additions before removals.
+/// The steps that turn `observed` into `desired` and `observed_nat` into `nat` (`None`: no
+/// segment has `snat` on, no table): device first, next hops before the routes that use them,
+/// additions before removals.
 ///
 /// Stale egress rules go first and the NAT table comes next (before the device), so this node
 /// translates before it routes anything new towards the gateway and stops routing before it
 /// stops translating; new egress rules come after the route they lead to. Routes of the routed
 /// transit are added before the device goes and removed after the device's routes are added,
 /// so a switch between the two kinds replaces each route in place.
-pub fn plan_transit(desired: &DesiredTransit, observed: &ObservedTransit) -> Vec<TransitOp> {
+pub fn plan_transit(
+    desired: &DesiredTransit,
+    nat: Option<&DesiredNat>,
+    observed: &ObservedTransit,
+    observed_nat: &ObservedNat,
+) -> Vec<TransitStep> {
     let mut ops = Vec::new();
     let want_rules: BTreeSet<(EgressRule, Ipv4Net)> = desired
         .egress
@@ -252,8 +262,9 @@ pub fn plan_transit(desired: &DesiredTransit, observed: &ObservedTransit) -> Vec
     for &(rule, source) in observed.egress_rules.difference(&want_rules) {
         ops.push(TransitOp::EgressRuleDel { rule, source });
     }
-    if let Some(op) = seam_nft::nat::plan_nat(desired.nat.as_ref(), &observed.nat) {
-        ops.push(TransitOp::Nat(op));
+    let mut steps: Vec<TransitStep> = ops.drain(..).map(TransitStep::Kernel).collect();
+    if let Some(op) = seam_nft::nat::plan_nat(nat, observed_nat) {
+        steps.push(TransitStep::Nat(op));
     }
     let want_routes = |direct: bool| -> BTreeSet<(Ipv4Addr, Ipv4Addr)> {
         desired
@@ -297,7 +308,8 @@ pub fn plan_transit(desired: &DesiredTransit, observed: &ObservedTransit) -> Vec
             direct: true,
         });
     }
-    ops
+    steps.extend(ops.into_iter().map(TransitStep::Kernel));
+    steps
 }
 
 /// The device's next hops, routes and egress (the device exists or is created before these).
@@ -363,20 +375,28 @@ fn plan_device(
 /// The kernel side of the transit (implemented over rtnetlink by `seam-linux`). The NAT table the
 /// plan also changes belongs to [`crate::Firewall`].
 pub trait TransitKernel: Send + Sync {
-    /// What exists of the transit but the NAT table; `desired` says which VNI and MAC count as
-    /// right.
+    /// What exists of the transit; `desired` says which VNI and MAC count as right.
     fn observe_transit(
         &self,
         desired: &DesiredTransit,
     ) -> impl Future<Output = Result<ObservedTransit>> + Send;
-    /// Executes one operation but [`TransitOp::Nat`] (refused as [`crate::Error::Unsupported`]);
-    /// "already exists" on create and "not found" on delete succeed.
+    /// Executes one operation; "already exists" on create and "not found" on delete succeed.
     fn apply_transit(&self, op: &TransitOp) -> impl Future<Output = Result<()>> + Send;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The plan without a NAT table, wanted or found.
+    fn plan(d: &DesiredTransit, o: &ObservedTransit) -> Vec<TransitStep> {
+        plan_transit(d, None, o, &ObservedNat::default())
+    }
+
+    /// Transit changes as plan steps.
+    fn kernel<const N: usize>(ops: [TransitOp; N]) -> Vec<TransitStep> {
+        ops.into_iter().map(TransitStep::Kernel).collect()
+    }
 
     fn desired(routes: &[(u8, u8)]) -> DesiredTransit {
         DesiredTransit {
@@ -404,7 +424,6 @@ mod tests {
                 })
                 .collect(),
             egress: None,
-            nat: None,
         }
     }
 
@@ -422,24 +441,30 @@ mod tests {
     #[test]
     fn from_nothing_device_then_next_hop_then_routes() {
         let d = desired(&[(10, 20), (11, 20)]);
-        let ops = plan_transit(&d, &ObservedTransit::default());
-        assert!(matches!(ops[0], TransitOp::EnsureDevice { .. }));
-        assert!(matches!(ops[1], TransitOp::NextHopAdd { .. }));
+        let ops = plan(&d, &ObservedTransit::default());
+        assert!(matches!(
+            ops[0],
+            TransitStep::Kernel(TransitOp::EnsureDevice { .. })
+        ));
+        assert!(matches!(
+            ops[1],
+            TransitStep::Kernel(TransitOp::NextHopAdd { .. })
+        ));
         assert_eq!(ops.len(), 4, "{ops:?}");
     }
 
     #[test]
     fn realized_state_needs_nothing_and_a_moved_route_is_swapped() {
         let d = desired(&[(10, 20)]);
-        assert!(plan_transit(&d, &realized(&d)).is_empty());
+        assert!(plan(&d, &realized(&d)).is_empty());
         let moved = desired(&[(10, 21)]);
-        let ops = plan_transit(&moved, &realized(&d));
+        let ops = plan(&moved, &realized(&d));
         let gw20 = Ipv4Addr::new(198, 18, 0, 20);
         let gw21 = Ipv4Addr::new(198, 18, 0, 21);
         let dst = Ipv4Addr::new(203, 0, 113, 10);
         assert_eq!(
             ops,
-            vec![
+            kernel([
                 TransitOp::NextHopAdd {
                     ip: gw21,
                     mac: seam_model::transit_mac(gw21)
@@ -458,7 +483,7 @@ mod tests {
                     ip: gw20,
                     mac: seam_model::transit_mac(gw20)
                 },
-            ]
+            ])
         );
     }
 
@@ -476,29 +501,29 @@ mod tests {
         let dst = Ipv4Addr::new(203, 0, 113, 10);
         let via = Ipv4Addr::new(198, 18, 0, 20);
         assert_eq!(
-            plan_transit(&routed, &realized(&encapsulated)),
-            vec![
+            plan(&routed, &realized(&encapsulated)),
+            kernel([
                 TransitOp::RouteAdd {
                     dst,
                     via,
                     direct: true
                 },
                 TransitOp::DeleteDevice,
-            ]
+            ])
         );
         let routed_state = ObservedTransit {
             direct_routes: [(dst, via)].into(),
             ..ObservedTransit::default()
         };
-        assert!(plan_transit(&routed, &routed_state).is_empty());
-        let back = plan_transit(&encapsulated, &routed_state);
+        assert!(plan(&routed, &routed_state).is_empty());
+        let back = plan(&encapsulated, &routed_state);
         assert!(
-            matches!(back[0], TransitOp::EnsureDevice { .. }),
+            matches!(back[0], TransitStep::Kernel(TransitOp::EnsureDevice { .. })),
             "{back:?}"
         );
         assert_eq!(
             back[1..],
-            [
+            kernel([
                 TransitOp::NextHopAdd {
                     ip: via,
                     mac: seam_model::transit_mac(via)
@@ -513,7 +538,7 @@ mod tests {
                     via,
                     direct: true
                 },
-            ]
+            ])
         );
     }
 
@@ -522,18 +547,18 @@ mod tests {
         let mut gw = desired(&[]);
         gw.gateway = true;
         gw.accept_routed = true;
-        let ops = plan_transit(&gw, &ObservedTransit::default());
+        let ops = plan(&gw, &ObservedTransit::default());
         assert_eq!(
             ops[1..],
-            [TransitOp::LooseUnderlay {
+            kernel([TransitOp::LooseUnderlay {
                 ifname: "eth0".into()
-            }]
+            }])
         );
         let done = ObservedTransit {
             underlay_loose: true,
             ..realized(&gw)
         };
-        assert!(plan_transit(&gw, &done).is_empty());
+        assert!(plan(&gw, &done).is_empty());
     }
 
     #[test]
@@ -541,10 +566,10 @@ mod tests {
         let mut d = desired(&[]);
         d.present = false;
         assert_eq!(
-            plan_transit(&d, &realized(&desired(&[(1, 2)]))),
-            vec![TransitOp::DeleteDevice]
+            plan(&d, &realized(&desired(&[(1, 2)]))),
+            kernel([TransitOp::DeleteDevice])
         );
-        assert!(plan_transit(&d, &ObservedTransit::default()).is_empty());
+        assert!(plan(&d, &ObservedTransit::default()).is_empty());
     }
 
     #[test]
@@ -557,19 +582,24 @@ mod tests {
             gateway_mac: seam_model::transit_mac(gw),
             sources: [subnet].into(),
         });
-        d.nat = Some(seam_nft::nat::DesiredNat {
+        let nat = DesiredNat {
             sources: [subnet].into(),
             known: [subnet].into(),
-        });
-        let ops = plan_transit(&d, &ObservedTransit::default());
+        };
+        let ops = plan_transit(
+            &d,
+            Some(&nat),
+            &ObservedTransit::default(),
+            &ObservedNat::default(),
+        );
+        assert!(matches!(ops[0], TransitStep::Nat(NatOp::Replace(_))));
         assert!(matches!(
-            ops[0],
-            TransitOp::Nat(seam_nft::nat::NatOp::Replace(_))
+            ops[1],
+            TransitStep::Kernel(TransitOp::EnsureDevice { .. })
         ));
-        assert!(matches!(ops[1], TransitOp::EnsureDevice { .. }));
         assert_eq!(
             ops[2..],
-            [
+            kernel([
                 TransitOp::NextHopAdd {
                     ip: gw,
                     mac: seam_model::transit_mac(gw)
@@ -583,7 +613,7 @@ mod tests {
                     rule: EgressRule::ToGateway,
                     source: subnet
                 },
-            ]
+            ])
         );
         // Realized: nothing to do.
         let mut done = realized(&d);
@@ -595,7 +625,7 @@ mod tests {
             (EgressRule::ToGateway, subnet),
         ]
         .into();
-        done.nat = seam_nft::nat::ObservedNat {
+        let done_nat = ObservedNat {
             exists: true,
             sources: seam_nft::nat::merge_ranges([(
                 Ipv4Addr::new(10, 240, 1, 0),
@@ -607,28 +637,27 @@ mod tests {
             )]),
             rule_ok: true,
         };
-        assert_eq!(plan_transit(&d, &done), vec![]);
+        assert_eq!(plan_transit(&d, Some(&nat), &done, &done_nat), vec![]);
         // The option turned off (and nothing else needs the transit): rules first, then the
         // table, then the device.
         let off = DesiredTransit {
             present: false,
             egress: None,
-            nat: None,
             ..d
         };
         assert_eq!(
-            plan_transit(&off, &done),
+            plan_transit(&off, None, &done, &done_nat),
             vec![
-                TransitOp::EgressRuleDel {
+                TransitStep::Kernel(TransitOp::EgressRuleDel {
                     rule: EgressRule::KeepSpecific,
                     source: subnet
-                },
-                TransitOp::EgressRuleDel {
+                }),
+                TransitStep::Kernel(TransitOp::EgressRuleDel {
                     rule: EgressRule::ToGateway,
                     source: subnet
-                },
-                TransitOp::Nat(seam_nft::nat::NatOp::Delete),
-                TransitOp::DeleteDevice,
+                }),
+                TransitStep::Nat(NatOp::Delete),
+                TransitStep::Kernel(TransitOp::DeleteDevice),
             ]
         );
     }

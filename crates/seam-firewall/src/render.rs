@@ -8,6 +8,7 @@ pub mod table;
 
 use std::collections::BTreeMap;
 
+use seam_nft::names::log_prefix;
 use seam_nft::{AddrField, NftMatch, NftRule, NftVerdict};
 use seam_policy::Protocol;
 
@@ -77,10 +78,7 @@ pub(crate) fn nft_rule(rule: &Rule, set_name: &impl Fn(&str) -> String) -> NftRu
         }
     }
     let comment = nft_comment(&rule.id);
-    let log_prefix = rule.log.then(|| {
-        let prefix: String = comment.chars().take(100).collect();
-        format!("seam {prefix} ")
-    });
+    let log_prefix = rule.log.then(|| log_prefix(&comment));
     let verdict = match rule.action {
         Action::Allow => NftVerdict::Accept,
         Action::Deny => NftVerdict::Drop,

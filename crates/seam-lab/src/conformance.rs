@@ -34,6 +34,7 @@ use seam_client::ControllerClient;
 use seam_conformance::{
     CaseInput, ConformanceError, Decider, Judging, ModelPod, Observed, Probe, Report, Suite,
 };
+use seam_nft::listing::{canonical_listing, parse_listing};
 use seam_policy::Protocol;
 use serde_json::Value;
 
@@ -442,7 +443,8 @@ impl<'a> Runner<'a> {
             let text = seam_firewall::render(&ruleset);
             let listing = seam_linux::netns::run_in(&self.scratch, || {
                 seam_linux::nft::apply_ruleset(&text)?;
-                seam_linux::nft::list_table()
+                let listed = seam_linux::nft::list_table()?;
+                Ok::<_, seam_linux::NftError>(canonical_listing(&parse_listing(listed)?))
             })
             .other()?
             .step(|| {
@@ -451,10 +453,7 @@ impl<'a> Runner<'a> {
                     node.name
                 )
             })?;
-            expected.insert(
-                node.name.clone(),
-                seam_linux::nft::canonical_listing(&listing),
-            );
+            expected.insert(node.name.clone(), listing);
         }
         let deadline = Instant::now() + self.opts.converge;
         let mut pending: Vec<&NodeInfo> = self.lab.nodes.iter().collect();
@@ -464,7 +463,8 @@ impl<'a> Runner<'a> {
                     seam_linux::netns::run_in(&node.netns_path, seam_linux::nft::list_table)
                         .ok()
                         .and_then(Result::ok)
-                        .map(|v| seam_linux::nft::canonical_listing(&v));
+                        .and_then(|listed| parse_listing(listed).ok())
+                        .map(|v| canonical_listing(&v));
                 actual.as_ref() != expected.get(&node.name)
             });
             if pending.is_empty() {

@@ -26,7 +26,7 @@ use seam_dataplane::{
 };
 use seam_model::MacAddr;
 use seam_nft::names::{NAT_FAMILY, NAT_TABLE, TABLE};
-use seam_nft::nat::{render_nat, NatOp, ObservedNat, REMOVE_NAT};
+use seam_nft::nat::{removal_text, render_nat, NatOp, ObservedNat};
 use seam_nft::table::{from_nft_json, full_text, TableModel};
 
 /// VXLAN's IANA port.
@@ -953,20 +953,10 @@ fn firewall_error(e: impl std::fmt::Display) -> Error {
     }
 }
 
-fn nft_error(
+/// An error of `operation` on the NAT table: `nft` refused, or its thread failed.
+fn nat_error<E: std::fmt::Display>(
     operation: &'static str,
-) -> impl FnOnce(crate::nft::NftError) -> seam_dataplane::Error {
-    move |e| seam_dataplane::Error::Kernel {
-        operation,
-        object: format!("table {NAT_FAMILY} {NAT_TABLE}"),
-        errno: None,
-        message: e.to_string(),
-    }
-}
-
-fn join_error(
-    operation: &'static str,
-) -> impl FnOnce(tokio::task::JoinError) -> seam_dataplane::Error {
+) -> impl FnOnce(E) -> seam_dataplane::Error {
     move |e| seam_dataplane::Error::Kernel {
         operation,
         object: format!("table {NAT_FAMILY} {NAT_TABLE}"),
@@ -1004,18 +994,18 @@ impl seam_dataplane::Firewall for LinuxKernel {
     async fn apply_nat(&self, op: &NatOp) -> Result<()> {
         let (operation, text) = match op {
             NatOp::Replace(desired) => ("apply nat table", render_nat(desired)),
-            NatOp::Delete => ("delete nat table", REMOVE_NAT.to_string()),
+            NatOp::Delete => ("delete nat table", removal_text()),
         };
         tokio::task::spawn_blocking(move || crate::nft::apply_text(operation, &text))
             .await
-            .map_err(join_error(operation))?
-            .map_err(nft_error(operation))
+            .map_err(nat_error(operation))?
+            .map_err(nat_error(operation))
     }
 
     async fn list_nat(&self) -> Result<Option<ObservedNat>> {
         tokio::task::spawn_blocking(crate::nft::list_nat_table)
             .await
-            .map_err(join_error("list nat table"))?
-            .map_err(nft_error("list nat table"))
+            .map_err(nat_error("list nat table"))?
+            .map_err(nat_error("list nat table"))
     }
 }

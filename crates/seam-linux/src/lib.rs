@@ -1,6 +1,8 @@
 //! Everything Seam does to the Linux kernel: the rtnetlink implementation of
-//! [`seam_dataplane::NodeKernel`], network namespace helpers, sysctls, and the nftables edge
-//! ([`nft`]: apply a rendered transaction, read rule counters back).
+//! [`seam_dataplane::NodeKernel`] and `TransitKernel`, the `Firewall` (the policy table and the
+//! NAT table), network namespace helpers, sysctls, and the nftables edge ([`nft`]: apply a
+//! rendered transaction, list a table, read rule counters back; [`nfnl`]: send the nf_tables
+//! batches `seam_nft` builds).
 //!
 //! Architecture invariant: this is the only crate that opens netlink sockets or enters network
 //! namespaces. Namespace switching happens on a dedicated short-lived thread

@@ -164,6 +164,7 @@ mod tests {
 
     use super::*;
     use crate::netns;
+    use seam_nft::names::{TABLE, TABLE_NAME};
 
     /// Removes the namespace even when the test fails.
     struct Namespace(String);
@@ -187,9 +188,9 @@ mod tests {
         let ns = Namespace(format!("sdm{}", std::process::id()));
         netns::create(&ns.0).unwrap();
         let (refused, nothing_left) = netns::run_in(&netns::path_of(&ns.0), || {
-            crate::nft::apply_ruleset("table inet seam {\n}\n").unwrap();
+            crate::nft::apply_ruleset(&format!("table {TABLE} {{\n}}\n")).unwrap();
             let refused = apply_batch(
-                "seam",
+                TABLE_NAME,
                 &[
                     TableOp::AddChain {
                         name: "never".into(),
@@ -201,7 +202,7 @@ mod tests {
             );
             // The chain of the refused batch was not made: deleting it is refused in turn.
             let nothing_left = apply_batch(
-                "seam",
+                TABLE_NAME,
                 &[TableOp::DeleteChain {
                     name: "never".into(),
                 }],

@@ -1,22 +1,22 @@
-//! The nftables edge: apply one rendered transaction (`nft -f -`), read rule counters back
-//! (`nft -j list table inet seam`), delete the table.
+//! The nftables edge: apply one rendered transaction (`nft -f -`), send in-place changes as
+//! nf_tables batches ([`crate::nfnl`]), list a table as `nft -j` text, delete the tables.
 //!
 //! Everything runs in the calling thread's network namespace (the `nft` child inherits it): callers
-//! that act on another namespace wrap the call in [`crate::netns::run_in`]. The text comes from
-//! `seam_firewall::render`, which replaces the table in one batch, so applying is atomic.
+//! that act on another namespace wrap the call in [`crate::netns::run_in`]. Every text and
+//! message comes from `seam_nft` (`seam_nft::table::full_text`, `seam_nft::nat`,
+//! `seam_nft::msg`), and every listing is read there: each whole-table text replaces its table
+//! in one transaction, so applying is atomic.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::process::{Command, Stdio};
 
-use seam_nft::listing::parse_listing;
-use seam_nft::names::{BRIDGE_TABLE, NAT_FAMILY, NAT_TABLE, TABLE, TABLE_FAMILY, TABLE_NAME};
+use seam_nft::listing::{counters_from_json, parse_listing, ListingError};
+use seam_nft::names::{NAT_FAMILY, NAT_TABLE, TABLE, TABLE_FAMILY, TABLE_NAME};
 use seam_nft::nat::{nat_from_json, ObservedNat};
-use serde_json::Value;
 
-// Readers of listings live in `seam_nft`; these are re-exported for the callers that read
-// counters and canonical listings through this edge.
-pub use seam_nft::listing::{canonical_listing, counters_from_json, RuleCounter};
+// The counters `read_counters` returns are `seam_nft`'s, which reads every listing.
+pub use seam_nft::listing::RuleCounter;
 
 /// What went wrong talking to nftables.
 #[derive(Debug, thiserror::Error)]
@@ -50,12 +50,8 @@ pub enum NftError {
     #[error("{0}")]
     Batch(#[from] crate::nfnl::NfnlError),
     /// `nft -j` printed something that is not the JSON expected.
-    #[error("parse nft -j output: {source}")]
-    Json {
-        /// Why.
-        #[source]
-        source: serde_json::Error,
-    },
+    #[error(transparent)]
+    Listing(#[from] ListingError),
 }
 
 fn line_context(line: &Option<(usize, String)>) -> String {
@@ -129,12 +125,8 @@ pub fn apply_delta(delta: &seam_nft::FirewallDelta) -> Result<(), NftError> {
 
 /// `nft -j list table inet seam` as text, `None` when the table does not exist.
 pub fn list_table_text() -> Result<Option<String>, NftError> {
-    match run(
-        "list table",
-        &["-j", "list", "table", TABLE_FAMILY, TABLE_NAME],
-        None,
-    ) {
-        Ok(out) => Ok(Some(String::from_utf8_lossy(&out).into_owned())),
+    match list_table() {
+        Ok(text) => Ok(Some(text)),
         Err(NftError::NoTable) => Ok(None),
         Err(e) => Err(e),
     }
@@ -148,10 +140,7 @@ pub fn list_nat_table() -> Result<Option<ObservedNat>, NftError> {
         &["-j", "list", "table", NAT_FAMILY, NAT_TABLE],
         None,
     ) {
-        Ok(out) => {
-            let value = parse_listing(&out).map_err(|source| NftError::Json { source })?;
-            Ok(Some(nat_from_json(&value)))
-        }
+        Ok(out) => Ok(Some(nat_from_json(&parse_listing(&out)?))),
         Err(NftError::NoTable) => Ok(None),
         Err(e) => Err(e),
     }
@@ -164,26 +153,25 @@ pub fn apply_text(operation: &'static str, text: &str) -> Result<(), NftError> {
 
 /// Deletes Seam's tables (`inet seam` and `bridge seam`); absent is success.
 pub fn delete_table() -> Result<(), NftError> {
-    let text = format!(
-        "table {TABLE} {{}}\ndelete table {TABLE}\ntable {BRIDGE_TABLE} {{}}\ndelete table {BRIDGE_TABLE}\n"
-    );
+    let text = seam_nft::table::removal_text();
     run("delete table", &["-f", "-"], Some(&text)).map(|_| ())
 }
 
 /// The counters of every rule of `table inet seam` that has a comment, summed by comment (the
 /// renderer gives every rule of one policy rule the same comment: `seam_firewall::nft_comment`).
 pub fn read_counters() -> Result<BTreeMap<String, RuleCounter>, NftError> {
-    Ok(counters_from_json(&list_table()?))
+    Ok(counters_from_json(&parse_listing(list_table()?)?))
 }
 
-/// `table inet seam` as the kernel holds it (`nft -j list table inet seam`).
-pub fn list_table() -> Result<Value, NftError> {
+/// `nft -j list table inet seam` as text; [`NftError::NoTable`] when the table does not exist.
+/// `seam_nft::listing` and `seam_nft::table::from_nft_json` read it.
+pub fn list_table() -> Result<String, NftError> {
     let out = run(
         "list table",
         &["-j", "list", "table", TABLE_FAMILY, TABLE_NAME],
         None,
     )?;
-    parse_listing(&out).map_err(|source| NftError::Json { source })
+    Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! [`TransitKernel`] over rtnetlink: the transit VXLAN device to gateway nodes, its next-hop
-//! entries and the routes of external addresses (see `seam_dataplane::transit`); the egress of
-//! SNAT segments (policy rules and the egress table) and the NAT table through `nft`
-//! (`seam_dataplane::snat`).
+//! entries and the routes of external addresses (see `seam_dataplane::transit`), and the egress
+//! of SNAT segments: policy rules and the egress table (`seam_dataplane::snat`). The NAT table
+//! those segments also need is Seam's nftables: it goes through `Firewall::apply_nat`.
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -469,9 +469,6 @@ impl TransitKernel for LinuxKernel {
                         format!("from {source} ({rule:?})"),
                     )),
             ),
-            TransitOp::Nat(_) => Err(seam_dataplane::Error::Unsupported(
-                "the NAT table is changed through Firewall::apply_nat".into(),
-            )),
             TransitOp::RouteDel { dst, via, .. } => {
                 let Some(link) = link_by_name(h, TRANSIT_DEVICE).await? else {
                     return Ok(());

@@ -11,9 +11,14 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-/// `nft -j` output as JSON.
-pub fn parse_listing(bytes: &[u8]) -> Result<Value, serde_json::Error> {
-    serde_json::from_slice(bytes)
+/// `nft -j` output that is not the JSON expected.
+#[derive(Debug, thiserror::Error)]
+#[error("parse nft -j output: {0}")]
+pub struct ListingError(#[from] serde_json::Error);
+
+/// `nft -j` output (bytes or text) as JSON, for the readers of this crate.
+pub fn parse_listing(out: impl AsRef<[u8]>) -> Result<Value, ListingError> {
+    Ok(serde_json::from_slice(out.as_ref())?)
 }
 
 /// Packets and bytes a rule's counter has seen.
@@ -111,6 +116,32 @@ pub fn counters_from_json(value: &Value) -> BTreeMap<String, RuleCounter> {
         }
     }
     out
+}
+
+fn items(value: &Value) -> impl Iterator<Item = &Value> {
+    value
+        .get("nftables")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+}
+
+/// The rules of `chain` in a listing, in order, each as its expressions and comment only (what
+/// two equal rules share; handles and counters differ).
+pub fn chain_rules(value: &Value, chain: &str) -> Vec<Value> {
+    items(value)
+        .filter_map(|i| i.get("rule"))
+        .filter(|r| r.get("chain").and_then(Value::as_str) == Some(chain))
+        .map(|r| serde_json::json!({ "expr": r["expr"], "comment": r["comment"] }))
+        .collect()
+}
+
+/// The set (or map) named `name` in a listing.
+pub fn set<'a>(value: &'a Value, name: &str) -> Option<&'a Value> {
+    items(value).find_map(|i| {
+        i.get("set")
+            .filter(|s| s.get("name").and_then(Value::as_str) == Some(name))
+    })
 }
 
 /// How many rules of the listing have a counter (every rule Seam writes to `inet seam` has one).

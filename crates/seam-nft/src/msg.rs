@@ -55,9 +55,6 @@ use netlink_packet_netfilter::{
 
 use crate::rule::{AddrField, NftMatch, NftRule, NftVerdict, TableOp};
 
-/// `NFNL_SUBSYS_NFTABLES`: the batch markers name the subsystem the batch is for in `res_id`.
-const NFNL_SUBSYS_NFTABLES: u16 = 10;
-
 /// `NFTA_COUNTER_BYTES` (`include/uapi/linux/netfilter/nf_tables.h`).
 pub const NFTA_COUNTER_BYTES: u16 = 1;
 /// `NFTA_COUNTER_PACKETS`.
@@ -188,7 +185,12 @@ impl<'a> Batch<'a> {
         header.flags = NLM_F_REQUEST;
         header.sequence_number = seq;
         let message = NetfilterMessage::new(
-            NetfilterHeader::new(NetfilterProtoFamily::Unspec, 0, NFNL_SUBSYS_NFTABLES),
+            // The batch markers name the subsystem the batch is for in `res_id`.
+            NetfilterHeader::new(
+                NetfilterProtoFamily::Unspec,
+                0,
+                u16::from(u8::from(NetfilterSubsystem::NfTables)),
+            ),
             marker,
         );
         let mut message = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(message));

@@ -1,6 +1,8 @@
 //! Every nftables name Seam uses: its tables, base chains, verdict maps, the prefixes of the
 //! chains it derives, and how an IR set name and a rule id become a set name and a rule comment.
-//! Nothing else in the workspace spells one of these out: a rename is a change here.
+//! Nothing else in the workspace's code spells one of these out (only tests that pin the exact
+//! text Seam writes do): a rename is a change here. The interface name prefixes the rules match
+//! (`sv*`, `seam-*`, …) are `seam_model`'s, which names the links.
 
 /// The policy table: family `inet`, name `seam`, as `nft` text names it.
 pub const TABLE: &str = "inet seam";
@@ -11,6 +13,8 @@ pub const TABLE_NAME: &str = "seam";
 
 /// The bridge-family table that drops IPv6 on Seam's bridges, as `nft` text names it.
 pub const BRIDGE_TABLE: &str = "bridge seam";
+/// The bridge table's family (its name is [`TABLE_NAME`]).
+pub const BRIDGE_FAMILY: &str = "bridge";
 /// The bridge table's only chain (hook forward).
 pub const BRIDGE_CHAIN: &str = "forward";
 /// The comment of the bridge table's IPv6 rules.
@@ -83,6 +87,31 @@ pub fn fnv1a(text: &str) -> u64 {
     fnv_feed(FNV_OFFSET, text.as_bytes())
 }
 
+/// A derived chain's name: its prefix (one of [`CHAIN_PREFIXES`]) and a hash of what it holds
+/// (its labels, then its rules' hashes), so equal chains share a name and the kernel's table can
+/// be adopted by its names after a restart.
+pub fn chain_name(prefix: &str, labels: &[&str], rules: impl IntoIterator<Item = u64>) -> String {
+    let mut h = FNV_OFFSET;
+    for l in labels {
+        h = fnv_feed(h, l.as_bytes());
+        h = fnv_feed(h, b"\n");
+    }
+    for r in rules {
+        h = fnv_feed(h, &r.to_le_bytes());
+    }
+    format!("{prefix}{h:016x}")
+}
+
+/// The longest part of a rule comment a log prefix carries (the kernel keeps 127 bytes of prefix).
+const MAX_LOG_COMMENT: usize = 100;
+
+/// The log prefix of a rule whose comment is `comment` (see [`nft_comment`]): `seam `, the
+/// comment's first 100 characters, and a space.
+pub fn log_prefix(comment: &str) -> String {
+    let comment: String = comment.chars().take(MAX_LOG_COMMENT).collect();
+    format!("seam {comment} ")
+}
+
 fn plain(c: char) -> bool {
     c.is_ascii_graphic() && c != '"' && c != '\\'
 }
@@ -144,5 +173,11 @@ mod tests {
         assert!(nft_set_name("1x").starts_with("x_1x_"));
         assert_eq!(kernel_set_name("s", false), "h/s");
         assert_eq!(kernel_set_name("s", true), "s");
+    }
+
+    #[test]
+    fn table_names_are_their_family_and_name() {
+        assert_eq!(TABLE, format!("{TABLE_FAMILY} {TABLE_NAME}"));
+        assert_eq!(BRIDGE_TABLE, format!("{BRIDGE_FAMILY} {TABLE_NAME}"));
     }
 }

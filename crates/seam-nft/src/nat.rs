@@ -11,6 +11,7 @@ use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
+use seam_model::DEVICE_PREFIX;
 use serde_json::Value;
 
 use crate::names::{
@@ -57,13 +58,15 @@ impl DesiredNat {
 pub enum NatOp {
     /// Replace the table whole with this, written as one `nft -f` transaction ([`render_nat`]).
     Replace(DesiredNat),
-    /// Remove the table ([`REMOVE_NAT`]).
+    /// Remove the table ([`removal_text`]).
     Delete,
 }
 
 /// `nft -f` text that removes the table, and succeeds when it is absent too (adding an existing
 /// table is a no-op, so the delete always has something to delete).
-pub const REMOVE_NAT: &str = "table ip seam-nat\ndelete table ip seam-nat\n";
+pub fn removal_text() -> String {
+    format!("table {NAT_FAMILY} {NAT_TABLE}\ndelete table {NAT_FAMILY} {NAT_TABLE}\n")
+}
 
 /// Sorted, merged inclusive ranges (overlapping and adjacent ranges joined): one canonical form
 /// for what was asked for and what the kernel lists, whatever way nft splits or joins elements.
@@ -107,9 +110,7 @@ fn elements(out: &mut String, prefixes: &BTreeSet<Ipv4Net>) {
 
 /// The whole table as one `nft -f` transaction that replaces whatever is there.
 pub fn render_nat(desired: &DesiredNat) -> String {
-    let mut out = String::new();
-    let _ = writeln!(out, "table {NAT_FAMILY} {NAT_TABLE}");
-    let _ = writeln!(out, "delete table {NAT_FAMILY} {NAT_TABLE}");
+    let mut out = removal_text();
     let _ = writeln!(out, "table {NAT_FAMILY} {NAT_TABLE} {{");
     for (name, prefixes) in [
         (NAT_SOURCES_SET, &desired.sources),
@@ -127,7 +128,7 @@ pub fn render_nat(desired: &DesiredNat) -> String {
     // translates it.
     let _ = writeln!(
         out,
-        "\t\tip saddr @{NAT_SOURCES_SET} ip daddr != @{NAT_KNOWN_SET} oifname != \"seam-*\" masquerade comment \"{NAT_RULE_COMMENT}\""
+        "\t\tip saddr @{NAT_SOURCES_SET} ip daddr != @{NAT_KNOWN_SET} oifname != \"{DEVICE_PREFIX}*\" masquerade comment \"{NAT_RULE_COMMENT}\""
     );
     out.push_str("\t}\n}\n");
     out
@@ -245,8 +246,8 @@ mod tests {
     #[test]
     fn removing_names_the_table_of_the_names_module() {
         assert_eq!(
-            REMOVE_NAT,
-            format!("table {NAT_FAMILY} {NAT_TABLE}\ndelete table {NAT_FAMILY} {NAT_TABLE}\n")
+            removal_text(),
+            "table ip seam-nat\ndelete table ip seam-nat\n"
         );
     }
 

@@ -4,9 +4,9 @@
 //! `add element` (about a second at 10,000 endpoints), and the definition of every set before it
 //! adds one rule that refers to a set (20–35 ms with a thousand policies), so changes go to the
 //! kernel as nf_tables netlink messages instead. Rules are values ([`NftRule`]) with one text form
-//! (`Display`, what `nft -f` reads when a table is written whole) and one netlink form (in
-//! `seam-linux`). [`crate::table::delta`] builds a [`FirewallDelta`] between two tables;
-//! `seam-linux` executes it.
+//! (`Display`, what `nft -f` reads when a table is written whole) and one netlink form
+//! ([`crate::msg`]). [`crate::table::delta`] builds a [`FirewallDelta`] between two tables;
+//! `seam-linux` sends its batches.
 
 use std::fmt;
 use std::net::Ipv4Addr;

@@ -29,6 +29,7 @@ use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
+use seam_model::{HOST_PORT_PREFIX, VM_PORT_PREFIX, VXLAN_PREFIX};
 use serde_json::Value;
 
 use crate::names::{
@@ -164,16 +165,18 @@ fn chain_lines(out: &mut String, body: &ChainBody) {
     }
 }
 
+/// The `nft -f` text that removes Seam's tables (`inet seam` and `bridge seam`), absent or not:
+/// each is declared empty first, so its deletion never fails for want of it.
+pub fn removal_text() -> String {
+    format!(
+        "table {TABLE} {{}}\ndelete table {TABLE}\ntable {BRIDGE_TABLE} {{}}\ndelete table {BRIDGE_TABLE}\n"
+    )
+}
+
 /// One `nft -f` transaction that replaces Seam's tables with `model` atomically (the kernel applies a batch
 /// all or nothing, so packets see the old tables or the new ones, never neither).
 pub fn full_text(model: &TableModel) -> String {
-    let mut out = String::new();
-    let _ = writeln!(out, "table {TABLE} {{}}");
-    let _ = writeln!(out, "delete table {TABLE}");
-    let _ = writeln!(
-        out,
-        "table {BRIDGE_TABLE} {{}}\ndelete table {BRIDGE_TABLE}"
-    );
+    let mut out = removal_text();
     let _ = writeln!(out, "table {TABLE} {{");
     for (name, set) in &model.sets {
         let _ = writeln!(out, "\tset {name} {{");
@@ -226,10 +229,10 @@ pub fn full_text(model: &TableModel) -> String {
         out,
         "table {BRIDGE_TABLE} {{\n\tchain {BRIDGE_CHAIN} {{\n\t\ttype filter hook forward priority filter; policy accept;"
     );
-    for port in ["sv*", "seam-v*", "tv*"] {
+    for port in [HOST_PORT_PREFIX, VXLAN_PREFIX, VM_PORT_PREFIX] {
         let _ = writeln!(
             out,
-            "\t\tiifname \"{port}\" ether type ip6 counter drop comment \"{IPV6_RULE_COMMENT}\""
+            "\t\tiifname \"{port}*\" ether type ip6 counter drop comment \"{IPV6_RULE_COMMENT}\""
         );
     }
     out.push_str("\t}\n}\n");

@@ -8,8 +8,8 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use seam_nft::names::{
-    fnv1a, fnv_feed, kernel_set_name, ADMIN_CHAIN_PREFIX, BASELINE_CHAIN_PREFIX,
-    CLASS_CHAIN_PREFIX, FNV_OFFSET, NAMESPACE_CHAIN_PREFIX,
+    chain_name, fnv1a, kernel_set_name, ADMIN_CHAIN_PREFIX, BASELINE_CHAIN_PREFIX,
+    CLASS_CHAIN_PREFIX, NAMESPACE_CHAIN_PREFIX,
 };
 use seam_nft::table::{is_interval, ChainBody, KernelSet, TableModel};
 use seam_nft::NftRule;
@@ -149,19 +149,6 @@ fn render_rule(rule: &Rule, kinds: &Kinds<'_>, want: u64) -> Rendered {
         kinds: want,
         used: 0,
     }
-}
-
-/// A chain's name: its prefix and a hash of what it holds (labels, then its rules' hashes).
-fn chain_name(prefix: &str, labels: &[&str], rules: impl IntoIterator<Item = u64>) -> String {
-    let mut h = FNV_OFFSET;
-    for l in labels {
-        h = fnv_feed(h, l.as_bytes());
-        h = fnv_feed(h, b"\n");
-    }
-    for r in rules {
-        h = fnv_feed(h, &r.to_le_bytes());
-    }
-    format!("{prefix}{h:016x}")
 }
 
 /// The rules of one tier cut into blocks (one per policy: consecutive rules of one policy id), and for

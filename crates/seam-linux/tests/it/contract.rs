@@ -116,7 +116,12 @@ fn the_transit_is_observed_as_applied() {
         &["link", "set", "u0", "up"],
     ];
     in_fresh_netns("t", setup, |k| async move {
-        contract::the_transit_is_observed_as_applied(&k, contract::sample_transit(underlay)).await
+        contract::the_transit_is_observed_as_applied(
+            &k,
+            contract::sample_transit(underlay),
+            contract::sample_nat(0),
+        )
+        .await
     });
 }
 

@@ -5,8 +5,10 @@
 
 use seam_firewall::compile;
 use seam_firewall::render::table;
-use seam_linux::nft::{canonical_listing, list_table, list_table_text};
+use seam_linux::nft::{list_table, list_table_text};
 use seam_linux::{apply_delta, apply_ruleset, netns};
+use seam_nft::listing::{canonical_listing, chain_rules, parse_listing};
+use seam_nft::names::{TABLE, TABLE_NAME};
 use seam_nft::table::{delta, from_nft_json, full_text, TableModel};
 use serde_json::Value;
 
@@ -23,11 +25,10 @@ impl Drop for Namespaces {
 }
 
 fn listing(ns: &str) -> Value {
-    canonical_listing(
-        &netns::run_in(&netns::path_of(ns), list_table)
-            .unwrap()
-            .unwrap(),
-    )
+    let listed = netns::run_in(&netns::path_of(ns), list_table)
+        .unwrap()
+        .unwrap();
+    canonical_listing(&parse_listing(listed).unwrap())
 }
 
 #[test]
@@ -105,18 +106,6 @@ fn changes_in_place_equal_the_whole_table() {
     assert!(delta(&last, &last).is_empty());
 }
 
-/// The rules of `chain` in a listing, without what differs between two chains holding equal rules.
-fn chain_rules(listing: &Value, chain: &str) -> Vec<Value> {
-    listing["nftables"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|i| i.get("rule"))
-        .filter(|r| r["chain"] == chain)
-        .map(|r| serde_json::json!({ "expr": r["expr"], "comment": r["comment"] }))
-        .collect()
-}
-
 #[test]
 #[ignore = "privileged: netns"]
 fn every_rule_form_sent_over_netlink_reads_back_as_its_text() {
@@ -131,7 +120,7 @@ fn every_rule_form_sent_over_netlink_reads_back_as_its_text() {
     };
     let rule = |matches: Vec<NftMatch>, log: bool, verdict, comment: &str| NftRule {
         matches,
-        log_prefix: log.then(|| format!("seam {comment} ")),
+        log_prefix: log.then(|| seam_nft::names::log_prefix(comment)),
         verdict,
         comment: comment.into(),
     };
@@ -196,7 +185,7 @@ fn every_rule_form_sent_over_netlink_reads_back_as_its_text() {
     let text_chain: String = rules.iter().map(|r| format!("\t\t{r}\n")).collect();
     let listing = netns::run_in(&netns::path_of(&guard.0[0]), || {
         apply_ruleset(
-            "table inet seam {\n\tset g/web { type ipv4_addr; flags interval; elements = { 10.0.0.1 } }\n}\n",
+            &format!("table {TABLE} {{\n\tset g/web {{ type ipv4_addr; flags interval; elements = {{ 10.0.0.1 }} }}\n}}\n"),
         )
         .unwrap();
         // The other set and the chain arrive with their rules in one batch, as a policy edit does.
@@ -213,12 +202,12 @@ fn every_rule_form_sent_over_netlink_reads_back_as_its_text() {
             chain: "from_netlink".into(),
             rule: r.clone(),
         }));
-        seam_linux::nfnl::apply_batch("seam", &ops).unwrap();
+        seam_linux::nfnl::apply_batch(TABLE_NAME, &ops).unwrap();
         apply_ruleset(&format!(
-            "table inet seam {{\n\tchain from_text {{\n{text_chain}\t}}\n}}\n"
+            "table {TABLE} {{\n\tchain from_text {{\n{text_chain}\t}}\n}}\n"
         ))
         .unwrap();
-        list_table().unwrap()
+        parse_listing(list_table().unwrap()).unwrap()
     })
     .unwrap();
     let (text, netlink) = (
@@ -230,11 +219,7 @@ fn every_rule_form_sent_over_netlink_reads_back_as_its_text() {
         assert_eq!(t, n, "rule {i} ({}) differs", rules[i]);
     }
     assert_eq!(text.len(), netlink.len());
-    let set = listing["nftables"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find_map(|i| i.get("set").filter(|s| s["name"] == "np/x/a/except"))
+    let set = seam_nft::listing::set(&listing, "np/x/a/except")
         .expect("the set made over netlink is listed");
     assert_eq!(set["type"], "ipv4_addr");
     assert_eq!(set["flags"], serde_json::json!(["interval"]));

@@ -6,8 +6,8 @@ use std::net::Ipv4Addr;
 
 use seam_nft::{AddrField, NftMatch, NftRule, NftVerdict, TableOp};
 
-/// The table every case writes to.
-pub const TABLE: &str = "seam";
+/// The table every case writes to: Seam's policy table.
+pub const TABLE: &str = seam_nft::names::TABLE_NAME;
 
 fn ip(a: u8, b: u8, c: u8, d: u8) -> Ipv4Addr {
     Ipv4Addr::new(a, b, c, d)

@@ -109,9 +109,18 @@ fn link_local(pod: &seam_lab::PodInfo) -> Option<String> {
 
 /// Packets `table bridge seam` dropped as IPv6 in a node.
 fn ipv6_drops(node: &str) -> u64 {
+    use seam_nft::names::{BRIDGE_FAMILY, TABLE_NAME};
     let out = std::process::Command::new("ip")
         .args([
-            "netns", "exec", node, "nft", "-j", "list", "table", "bridge", "seam",
+            "netns",
+            "exec",
+            node,
+            "nft",
+            "-j",
+            "list",
+            "table",
+            BRIDGE_FAMILY,
+            TABLE_NAME,
         ])
         .output()
         .unwrap();
@@ -120,9 +129,9 @@ fn ipv6_drops(node: &str) -> u64 {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    seam_linux::nft::counters_from_json(&v)
-        .get("ipv6-on-segments")
+    let v = seam_nft::listing::parse_listing(&out.stdout).unwrap();
+    seam_nft::listing::counters_from_json(&v)
+        .get(seam_nft::names::IPV6_RULE_COMMENT)
         .map_or(0, |c| c.packets)
 }
 

@@ -27,9 +27,10 @@ fn said(netns: &Path, ip: Ipv4Addr, port: u16) -> Option<String> {
 
 /// Whether `nft list table ip seam-nat` succeeds in `netns`.
 fn has_nat_table(netns: &str) -> bool {
+    use seam_nft::names::{NAT_FAMILY, NAT_TABLE};
     Command::new("ip")
         .args([
-            "netns", "exec", netns, "nft", "list", "table", "ip", "seam-nat",
+            "netns", "exec", netns, "nft", "list", "table", NAT_FAMILY, NAT_TABLE,
         ])
         .output()
         .unwrap()
