@@ -176,7 +176,7 @@ pub fn parse_manifests(text: &str) -> Result<Vec<Manifest>, ManifestError> {
             message: e.to_string(),
         })?
     };
-    let docs: Vec<Value> = docs.into_iter().flat_map(split_list).collect();
+    let docs: Vec<Value> = docs.into_iter().flat_map(seam_policy::split_list).collect();
     if docs.is_empty() {
         return Err(ManifestError::Empty);
     }
@@ -216,24 +216,6 @@ pub fn apply_request(objects: &[Manifest]) -> Result<Apply, ManifestError> {
         });
     }
     Ok(request)
-}
-
-fn split_list(value: Value) -> Vec<Value> {
-    match value {
-        Value::Array(items) => items,
-        Value::Object(mut map)
-            if map.get("kind").and_then(Value::as_str) == Some("List")
-                && map.contains_key("items") =>
-        {
-            match map.remove("items") {
-                Some(Value::Array(items)) => items,
-                Some(other) => vec![other],
-                None => Vec::new(),
-            }
-        }
-        Value::Null => Vec::new(),
-        other => vec![other],
-    }
 }
 
 fn problem(

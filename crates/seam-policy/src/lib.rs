@@ -48,7 +48,9 @@ pub use group::*;
 pub use inventory::*;
 pub use meta::{ObjectMeta, Protocol};
 pub use netpol::*;
-pub use object::{parse_json, parse_yaml, ObjectKey, PolicyKind, PolicyObject, PolicySet};
+pub use object::{
+    parse_json, parse_yaml, split_list, ObjectKey, PolicyKind, PolicyObject, PolicySet,
+};
 pub use selector::{LabelSelector, LabelSelectorRequirement, Labels, SelectorOperator};
 
 #[cfg(test)]

@@ -228,7 +228,9 @@ pub fn parse_yaml(text: &str) -> Result<Vec<PolicyObject>, ParseError> {
     decode_documents(docs.into_iter().flat_map(split_list).collect())
 }
 
-fn split_list(value: Value) -> Vec<Value> {
+/// One parsed document as the objects it holds: a JSON array's items, a Kubernetes `List`'s
+/// `items`, nothing for an empty document, else the document itself.
+pub fn split_list(value: Value) -> Vec<Value> {
     match value {
         Value::Array(items) => items,
         Value::Object(mut map)
