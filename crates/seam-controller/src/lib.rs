@@ -23,6 +23,7 @@
 
 pub mod allocate;
 mod apply;
+mod caller;
 mod config;
 mod controller;
 pub mod election;
@@ -36,6 +37,7 @@ mod serve;
 mod tenants;
 mod vms;
 
+pub use caller::Caller;
 pub use config::{ControllerConfig, Listener, SegmentMode, FLAT_SEGMENT, NAMESPACE_SEGMENT_PREFIX};
 pub use controller::{Controller, Role, StoredSnapshot};
 pub use election::{ReplicaConfig, DEFAULT_LEASE_TTL, LEADER_KEY};
