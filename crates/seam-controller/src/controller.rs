@@ -47,6 +47,10 @@ pub(crate) struct Inner {
     /// `Some` for a replica that elects a leader with its peers.
     replica: Option<ReplicaConfig>,
     role: watch::Sender<Role>,
+    /// The audit log's bookkeeping ([`crate::audit`]).
+    pub(crate) audit: crate::audit::AuditLog,
+    /// Per-client rate and watch limits ([`crate::limits`]).
+    limiter: crate::limits::Limiter,
 }
 
 /// Whether this controller may write.
@@ -144,6 +148,8 @@ impl Controller {
                 stop,
                 replica,
                 role: watch::Sender::new(role),
+                audit: crate::audit::AuditLog::default(),
+                limiter: crate::limits::Limiter::default(),
             }),
         })
     }
@@ -193,6 +199,21 @@ impl Controller {
     /// The configuration.
     pub fn config(&self) -> &ControllerConfig {
         &self.inner.config
+    }
+
+    /// The same controller with other per-client limits (default: [`crate::Limits::default`]).
+    pub fn with_limits(self, limits: crate::Limits) -> Self {
+        self.inner.limiter.set(limits);
+        self
+    }
+
+    /// The per-client limits in force.
+    pub fn limits_config(&self) -> crate::Limits {
+        self.inner.limiter.get()
+    }
+
+    pub(crate) fn limits(&self) -> &crate::limits::Limiter {
+        &self.inner.limiter
     }
 
     /// Ends every open watch stream (used on shutdown, so connections can close).
@@ -608,6 +629,12 @@ impl Controller {
             }
         }
         let current = endpoints.iter().find(|e| e.object.name == endpoint.name);
+        // A node writes only endpoints on itself, and replaces none of another node's.
+        for owner in std::iter::once(&endpoint.node).chain(current.map(|c| &c.object.node)) {
+            crate::authz::check_own(owner, || {
+                format!("write endpoint {:?} of node {owner}", endpoint.name)
+            })?;
+        }
         let key = object_key(ObjectKind::Endpoint, &endpoint.name);
         let txn = Txn::new()
             .when(same_as_read(&key, current.map(|c| c.mod_revision)))
@@ -669,6 +696,14 @@ impl Controller {
         else {
             return Ok(false);
         };
+        let owner = current
+            .object
+            .get("node")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default();
+        crate::authz::check_own(owner, || {
+            format!("delete endpoint {name:?} of node {owner}")
+        })?;
         let txn = Txn::new()
             .when(Compare::ModRevision(key.clone(), current.mod_revision))
             .delete(&key);
@@ -830,7 +865,9 @@ impl Controller {
 
     /// Runs `txn`; `Ok(false)` when a compare failed. A replica commits only as the leader,
     /// fenced on the leader key, and fails with [`Error::NotLeader`] once it lost the key.
+    /// A txn that changes objects also writes their audit record ([`crate::audit`]).
     pub(crate) async fn commit(&self, txn: Txn, key: &str) -> Result<bool> {
+        let (txn, audited) = self.inner.audit.record(txn)?;
         let fence = match self.role() {
             Role::Single => None,
             Role::Leader { fence } => Some(fence),
@@ -841,7 +878,12 @@ impl Controller {
             None => txn,
         };
         match self.store().txn(txn).await {
-            Ok(TxnOutcome::Committed { .. }) => Ok(true),
+            Ok(TxnOutcome::Committed { .. }) => {
+                if audited {
+                    self.audited();
+                }
+                Ok(true)
+            }
             Ok(TxnOutcome::CompareFailed) => {
                 if let Some(fence) = fence {
                     self.check_fence(fence).await?;

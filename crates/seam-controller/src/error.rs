@@ -281,6 +281,41 @@ pub enum Error {
         /// The segment.
         segment: String,
     },
+    /// The request carries no identity (a TLS client without a certificate) and asks for more
+    /// than joining or health.
+    #[error("{method} {path} needs a client certificate; anonymous callers may only join (POST /v1/join) and ask /healthz")]
+    Unauthenticated {
+        /// The request's method.
+        method: String,
+        /// The request's path.
+        path: String,
+    },
+    /// The caller's role does not allow the request, or the object it writes is not its own;
+    /// `rule` names what was refused (`node n2 may not write node n1`).
+    #[error("forbidden: {rule}")]
+    Forbidden {
+        /// The rule, in words.
+        rule: String,
+    },
+    /// The caller sent more requests than its rate allows ([`crate::Limits::rate_limit`]).
+    #[error("{who} is over its rate limit of {rate} requests/s; retry in {retry_after_secs} s")]
+    RateLimited {
+        /// The caller (`node/n1`, or `anonymous 10.0.0.7`).
+        who: String,
+        /// Requests per second allowed.
+        rate: u32,
+        /// Seconds until a request is let through again (the `Retry-After` header).
+        retry_after_secs: u64,
+    },
+    /// The caller already holds as many watch streams as it may
+    /// ([`crate::Limits::max_watches_per_client`]).
+    #[error("{who} already has {limit} watch streams open, the most one client may hold; close one first")]
+    TooManyWatches {
+        /// The caller.
+        who: String,
+        /// The bound.
+        limit: u32,
+    },
     /// An object could not be encoded for the store.
     #[error("cannot encode {} {name:?}", kind_name(*kind))]
     Encode {
@@ -339,6 +374,14 @@ pub mod reason {
     pub const NOT_LEADER: &str = "NotLeader";
     /// 503: the store cannot be reached for now; retry.
     pub const UNAVAILABLE: &str = "Unavailable";
+    /// 401: the request carries no identity.
+    pub const UNAUTHENTICATED: &str = "Unauthenticated";
+    /// 403: the caller may not do this.
+    pub const FORBIDDEN: &str = "Forbidden";
+    /// 429: the caller sends requests faster than its rate limit.
+    pub const RATE_LIMITED: &str = "RateLimited";
+    /// 429: the caller holds as many watch streams as it may.
+    pub const TOO_MANY_WATCHES: &str = "TooManyWatches";
 }
 
 impl Error {
@@ -347,6 +390,9 @@ impl Error {
         match self {
             Error::InvalidBody { .. } | Error::Invalid(_) | Error::InvalidPolicy { .. } => 400,
             Error::TooLarge { .. } => 413,
+            Error::Unauthenticated { .. } => 401,
+            Error::Forbidden { .. } => 403,
+            Error::RateLimited { .. } | Error::TooManyWatches { .. } => 429,
             // Validation problems are found before state problems, so the first says which.
             Error::ApplyRefused { problems, .. } => {
                 problems.first().map_or(400, |p| p.error.status())
@@ -388,6 +434,10 @@ impl Error {
             | Error::VniExhausted { .. } => reason::EXHAUSTED,
             Error::NotLeader { .. } => reason::NOT_LEADER,
             Error::RevisionConflict { .. } => reason::REVISION_CONFLICT,
+            Error::Unauthenticated { .. } => reason::UNAUTHENTICATED,
+            Error::Forbidden { .. } => reason::FORBIDDEN,
+            Error::RateLimited { .. } => reason::RATE_LIMITED,
+            Error::TooManyWatches { .. } => reason::TOO_MANY_WATCHES,
             _ => match self.status() {
                 400 => reason::INVALID,
                 404 => reason::NOT_FOUND,

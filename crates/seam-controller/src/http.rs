@@ -80,6 +80,7 @@ pub fn router(controller: Controller) -> Router {
             put(put_endpoint).get(get_endpoint).delete(delete_endpoint),
         )
         .route("/v1/apply", post(apply))
+        .route("/v1/audit", get(audit))
         .merge(crate::vms::routes())
         .fallback(no_route)
         .layer(axum::middleware::from_fn(
@@ -87,6 +88,11 @@ pub fn router(controller: Controller) -> Router {
         ))
         .layer(axum::middleware::map_response(json_too_large))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // Outermost: nothing runs for a caller that may not ask.
+        .layer(axum::middleware::from_fn_with_state(
+            controller.clone(),
+            crate::authz::enforce,
+        ))
         .with_state(controller)
 }
 
@@ -116,11 +122,23 @@ impl IntoResponse for Error {
         } else {
             tracing::debug!(status = status.as_u16(), %message, "request refused");
         }
+        let retry_after = match &self {
+            Error::RateLimited {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
+            _ => None,
+        };
         let body = ApiError {
             reason: self.reason().to_string(),
             message,
         };
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if let Some(secs) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+        }
+        response
     }
 }
 
@@ -272,6 +290,7 @@ async fn ensure_segment(State(c): State<Controller>, body: Bytes) -> ApiResult<R
 
 async fn claim_block(State(c): State<Controller>, body: Bytes) -> ApiResult<Response> {
     let req: ClaimBlock = decode_body("ClaimBlock", &body)?;
+    crate::authz::check_own(&req.node, || format!("claim a block for node {}", req.node))?;
     let block = c.claim_block(&req.segment, &req.node).await?;
     Ok((StatusCode::CREATED, Json(block)).into_response())
 }
@@ -291,8 +310,36 @@ async fn delete_block(
     Path(key): Path<String>,
     RawQuery(query): RawQuery,
 ) -> ApiResult<StatusCode> {
-    match release_node(query.as_deref())? {
-        Some(node) => c.release_block_held_by(&key, &node).await?,
+    let asked = release_node(query.as_deref())?;
+    // A node releases only blocks it holds, as itself (with or without `?node=`).
+    let node = match crate::authz::calling_node() {
+        Some(me) => {
+            if let Some(other) = asked.as_ref().filter(|n| **n != me) {
+                crate::authz::check_own(other, || format!("release blocks of node {other}"))?;
+            }
+            Some(me)
+        }
+        None => asked,
+    };
+    match node {
+        Some(node) => c
+            .release_block_held_by(&key, &node)
+            .await
+            .map_err(|e| match e {
+                Error::BlockNotHeld { block, holder, .. } => {
+                    crate::authz::check_own(&holder, || {
+                        format!("release block {block:?} held by node {holder}")
+                    })
+                    .err()
+                    // Not a node caller: the administrator's `?node=` did not match.
+                    .unwrap_or(Error::BlockNotHeld {
+                        block,
+                        holder,
+                        node,
+                    })
+                }
+                e => e,
+            })?,
         None => c.release_block(&key).await?,
     }
     Ok(StatusCode::NO_CONTENT)
@@ -529,6 +576,46 @@ async fn apply(State(c): State<Controller>, body: Bytes) -> ApiResult<Response> 
     Ok(Json(seam_model::Applied { objects }).into_response())
 }
 
+/// `GET /v1/audit?limit=N`: the newest N audit records (default 100, at most 10000), oldest
+/// first.
+async fn audit(State(c): State<Controller>, RawQuery(query): RawQuery) -> ApiResult<Response> {
+    let limit = audit_limit(query.as_deref())?;
+    Ok(Json(c.audit(limit).await?).into_response())
+}
+
+/// Parses the audit query: `limit=N` (optional).
+fn audit_limit(query: Option<&str>) -> ApiResult<usize> {
+    use crate::audit::{DEFAULT_AUDIT_LIMIT, MAX_AUDIT_LIMIT};
+    let mut limit = DEFAULT_AUDIT_LIMIT;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let problem = match key {
+            "limit" => match value.parse::<usize>() {
+                Ok(n) if (1..=MAX_AUDIT_LIMIT).contains(&n) => {
+                    limit = n;
+                    None
+                }
+                _ => Some((
+                    "limit",
+                    format!("{value:?} is not a number of records from 1 to {MAX_AUDIT_LIMIT}"),
+                )),
+            },
+            other => Some(("query", format!("unknown parameter {other:?}"))),
+        };
+        if let Some((path, message)) = problem {
+            return Err(Error::Invalid(ValidationError {
+                kind: "AuditQuery",
+                name: String::new(),
+                errors: vec![FieldError {
+                    path: path.to_string(),
+                    message,
+                }],
+            }));
+        }
+    }
+    Ok(limit)
+}
+
 async fn delete_policy(
     State(c): State<Controller>,
     Path((kind, name)): Path<(String, String)>,
@@ -578,8 +665,11 @@ fn watch_revision(query: Option<&str>) -> ApiResult<u64> {
 /// `GET /v1/watch?revision=N`: newline-delimited [`WatchEvent`]s, an empty line as heartbeat.
 async fn watch(State(c): State<Controller>, RawQuery(query): RawQuery) -> ApiResult<Response> {
     let revision = watch_revision(query.as_deref())?;
+    let caller = crate::caller::serving().map_or(crate::Caller::Anonymous, |s| s.caller);
+    let slot = c.limits().watch_slot(&caller)?;
     let store_watch = c.watch(revision).await?;
     let stream = WatchBody {
+        _slot: slot,
         watch: store_watch,
         stop: c.stopped(),
         heartbeat: tokio::time::interval_at(
@@ -596,6 +686,8 @@ async fn watch(State(c): State<Controller>, RawQuery(query): RawQuery) -> ApiRes
 }
 
 struct WatchBody {
+    /// Counts the stream against its client's watch cap until the stream is dropped.
+    _slot: crate::limits::WatchSlot,
     watch: seam_store::Watch,
     stop: tokio::sync::watch::Receiver<bool>,
     heartbeat: tokio::time::Interval,
@@ -661,6 +753,16 @@ impl WatchBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn audit_query_parses() {
+        assert_eq!(audit_limit(None).unwrap(), 100);
+        assert_eq!(audit_limit(Some("limit=5")).unwrap(), 5);
+        assert_eq!(audit_limit(Some("limit=10000")).unwrap(), 10_000);
+        for bad in ["limit=0", "limit=10001", "limit=x", "n=3"] {
+            assert_eq!(audit_limit(Some(bad)).unwrap_err().status(), 400, "{bad}");
+        }
+    }
 
     #[test]
     fn watch_query_parses() {

@@ -23,6 +23,8 @@
 
 pub mod allocate;
 mod apply;
+mod audit;
+mod authz;
 mod caller;
 mod config;
 mod controller;
@@ -31,17 +33,20 @@ mod error;
 mod externals;
 mod http;
 pub mod keys;
+mod limits;
 mod policies;
 mod precondition;
 mod serve;
 mod tenants;
 mod vms;
 
-pub use caller::Caller;
+pub use audit::{AUDIT_PREFIX, DEFAULT_AUDIT_LIMIT, MAX_AUDIT_LIMIT, MAX_AUDIT_RECORDS};
+pub use caller::{router_as, Caller};
 pub use config::{ControllerConfig, Listener, SegmentMode, FLAT_SEGMENT, NAMESPACE_SEGMENT_PREFIX};
 pub use controller::{Controller, Role, StoredSnapshot};
 pub use election::{ReplicaConfig, DEFAULT_LEASE_TTL, LEADER_KEY};
 pub use error::{reason, ApplyProblem, ConfigError, Error, Result, ServeError, MAX_LISTED_USERS};
 pub use http::{router, HEARTBEAT_INTERVAL};
+pub use limits::{Limits, DEFAULT_MAX_WATCHES_PER_CLIENT, DEFAULT_RATE_LIMIT};
 pub use policies::{policy_kind_from_path, policy_store_name};
 pub use serve::{serve, serve_controller};

@@ -64,6 +64,13 @@ struct Args {
     /// Lowest VNI given to segments the controller creates.
     #[arg(long, default_value_t = 4096)]
     vni_base: u32,
+    /// Requests per second one client (identity; anonymous: peer address) may send, with
+    /// bursts of twice as many; 0 turns the limit off. Root on the Unix socket is not limited.
+    #[arg(long, value_name = "N", default_value_t = seam_controller::DEFAULT_RATE_LIMIT)]
+    rate_limit: u32,
+    /// Watch streams one client may hold open at once; 0 turns the cap off.
+    #[arg(long, value_name = "N", default_value_t = seam_controller::DEFAULT_MAX_WATCHES_PER_CLIENT)]
+    max_watches_per_client: u32,
     /// Log format: text or json.
     #[arg(long, value_name = "FORMAT", default_value = "text")]
     log_format: LogFormat,
@@ -180,7 +187,18 @@ fn main() -> ExitCode {
         return ExitCode::from(EXIT_USAGE);
     }
     let replica = replica_config(&args);
-    match run(config, args.store, args.store_prefix, replica, args.listen) {
+    let limits = seam_controller::Limits {
+        rate_limit: args.rate_limit,
+        max_watches_per_client: args.max_watches_per_client,
+    };
+    match run(
+        config,
+        limits,
+        args.store,
+        args.store_prefix,
+        replica,
+        args.listen,
+    ) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("seam-controller: {e:#}");
@@ -204,6 +222,7 @@ fn init_tracing(format: LogFormat) {
 
 fn run(
     config: ControllerConfig,
+    limits: seam_controller::Limits,
     store: StoreSpec,
     store_prefix: String,
     replica: Option<ReplicaConfig>,
@@ -240,7 +259,8 @@ fn run(
             }
             None => Controller::new(config, store),
         }
-        .context("checking the configuration")?;
+        .context("checking the configuration")?
+        .with_limits(limits);
         let shutdown = shutdown_signal()?;
         seam_controller::serve_controller(controller, listen, shutdown)
             .await

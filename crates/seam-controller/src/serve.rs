@@ -9,6 +9,9 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use seam_model::Identity;
+
+use crate::caller::Caller;
 use crate::config::{ControllerConfig, Listener};
 use crate::controller::Controller;
 use crate::error::ServeError;
@@ -76,12 +79,19 @@ pub async fn serve_controller(
         match b {
             Bound::Unix(l, path) => {
                 socket_paths.push(path);
+                // The socket is mode 0600: whoever reaches it is root on this machine.
+                let app = app.layer(axum::Extension(Caller::Known(Identity::local_admin())));
                 tasks.spawn(async move {
                     let result = axum::serve(l, app).with_graceful_shutdown(graceful).await;
                     (name, result)
                 });
             }
             Bound::Tcp(l) => {
+                // Plain TCP until the TLS listeners land (helper "transport" replaces this).
+                let app = app.layer(axum::Extension(Caller::Known(Identity::of(
+                    seam_model::CallerRole::Admin,
+                    "insecure-plain-tcp",
+                ))));
                 tasks.spawn(async move {
                     let result = axum::serve(l, app).with_graceful_shutdown(graceful).await;
                     (name, result)
