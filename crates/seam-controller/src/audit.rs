@@ -299,6 +299,50 @@ mod tests {
         assert_eq!(at(4_107_542_400), "2100-03-01T00:00:00Z");
     }
 
+    #[tokio::test]
+    async fn the_oldest_records_beyond_the_bound_are_deleted() {
+        let c = Controller::new(
+            crate::ControllerConfig::default(),
+            seam_store::AnyStore::memory(),
+        )
+        .unwrap();
+        c.inner.audit.set_max_records(3);
+        for i in 1..=5 {
+            let node =
+                serde_json::json!({"name": format!("n{i}"), "underlayIp": format!("10.0.0.{i}")});
+            c.put_node(serde_json::from_value(node).unwrap())
+                .await
+                .unwrap();
+        }
+        assert_eq!(c.audit(100).await.unwrap().len(), 5);
+        assert_eq!(c.prune_audit().await.unwrap(), 2);
+        let keys: Vec<String> = c
+            .audit(100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.key)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "/seam/v1/nodes/n3",
+                "/seam/v1/nodes/n4",
+                "/seam/v1/nodes/n5"
+            ]
+        );
+        assert_eq!(c.prune_audit().await.unwrap(), 0);
+        // Limits count records from the newest.
+        let newest: Vec<String> = c
+            .audit(2)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.key)
+            .collect();
+        assert_eq!(newest, ["/seam/v1/nodes/n4", "/seam/v1/nodes/n5"]);
+    }
+
     #[test]
     fn a_record_covers_every_object_key_of_its_transaction() {
         let log = AuditLog::default();
