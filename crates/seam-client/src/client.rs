@@ -553,6 +553,17 @@ impl ControllerClient {
             .await
     }
 
+    /// `GET /v1/audit?limit={limit}`: the newest `limit` audit records (one per object a write
+    /// changed), oldest first; `None` for the controller's default (100). The controller allows
+    /// at most 10000.
+    pub async fn audit(&self, limit: Option<usize>) -> Result<Vec<seam_model::AuditRecord>> {
+        let path = match limit {
+            Some(n) => format!("/v1/audit?limit={n}"),
+            None => "/v1/audit".to_string(),
+        };
+        self.call(Method::GET, path, None, "AuditRecord list").await
+    }
+
     /// Sends `body` as-is to `path` (which must start with `/`) and returns status and body
     /// without interpreting them.
     pub async fn request_raw(

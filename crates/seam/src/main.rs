@@ -14,7 +14,9 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use cli::{Cli, Cmd};
-use commands::{apply, conformance, delete, explain, external, get, lab, segment, tenant, vm};
+use commands::{
+    apply, audit, conformance, delete, explain, external, get, lab, segment, tenant, vm,
+};
 
 fn main() -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -59,6 +61,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Segment { command } => segment::run(command)?,
         Cmd::Vm { command } => vm::run(command)?,
         Cmd::Tenant { command } => tenant::run(command)?,
+        Cmd::Audit {
+            limit,
+            output,
+            target,
+        } => audit::run(limit, output, &target)?,
         Cmd::Conformance { command } => return conformance::run(command),
     }
     Ok(ExitCode::SUCCESS)
