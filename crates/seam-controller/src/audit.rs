@@ -130,7 +130,7 @@ impl AuditLog {
     /// Counts one audited write; true when it is time to count the records.
     fn due(&self) -> bool {
         let n = self.since_check.fetch_add(1, Ordering::Relaxed) + 1;
-        n % CHECK_EVERY == 0
+        n.is_multiple_of(CHECK_EVERY)
     }
 
     #[cfg(test)]

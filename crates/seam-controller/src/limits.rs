@@ -30,6 +30,9 @@ const INSECURE_PLAIN_TCP: &str = "insecure-plain-tcp";
 /// not accumulate.
 const MAX_IDLE_BUCKETS: usize = 4096;
 
+/// Open watch streams per client.
+type WatchCounts = Arc<Mutex<HashMap<String, u32>>>;
+
 /// The per-client limits ([`crate::Controller::with_limits`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -62,14 +65,14 @@ struct Bucket {
 pub(crate) struct Limiter {
     limits: Mutex<Limits>,
     buckets: Mutex<HashMap<String, Bucket>>,
-    watches: Arc<Mutex<HashMap<String, u32>>>,
+    watches: WatchCounts,
 }
 
 /// One open watch stream, counted against its client until dropped (when the stream ends or
 /// the client goes away).
 #[derive(Debug)]
 pub(crate) struct WatchSlot {
-    watches: Option<(Arc<Mutex<HashMap<String, u32>>>, String)>,
+    watches: Option<(WatchCounts, String)>,
 }
 
 impl Drop for WatchSlot {
