@@ -595,6 +595,13 @@ impl Controller {
     pub async fn put_endpoint(&self, endpoint: Endpoint) -> Result<Endpoint> {
         endpoint.validate()?;
         Self::refuse_external_record(&endpoint)?;
+        // A node writes only endpoints on itself.
+        crate::authz::check_own(&endpoint.node, || {
+            format!(
+                "write endpoint {:?} of node {}",
+                endpoint.name, endpoint.node
+            )
+        })?;
         let _guard = self.write_lock().await?;
         let seg = self
             .read::<Segment>(ObjectKind::Segment, &endpoint.segment)
@@ -629,8 +636,8 @@ impl Controller {
             }
         }
         let current = endpoints.iter().find(|e| e.object.name == endpoint.name);
-        // A node writes only endpoints on itself, and replaces none of another node's.
-        for owner in std::iter::once(&endpoint.node).chain(current.map(|c| &c.object.node)) {
+        // Nor may it replace another node's.
+        if let Some(owner) = current.map(|c| &c.object.node) {
             crate::authz::check_own(owner, || {
                 format!("write endpoint {:?} of node {owner}", endpoint.name)
             })?;
