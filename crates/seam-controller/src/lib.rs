@@ -31,6 +31,7 @@ mod error;
 mod externals;
 mod http;
 pub mod keys;
+pub mod ownership;
 mod policies;
 mod precondition;
 mod serve;
