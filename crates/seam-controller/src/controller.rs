@@ -289,7 +289,11 @@ impl Controller {
         node.validate()?;
         let _guard = self.write_lock().await?;
         let segments = self.read_all::<Segment>(ObjectKind::Segment).await?;
-        check_node_underlay(&node, segments.iter().map(|s| &s.object), self.config().pool)?;
+        check_node_underlay(
+            &node,
+            segments.iter().map(|s| &s.object),
+            self.config().pool,
+        )?;
         let nodes = self.read_all::<Node>(ObjectKind::Node).await?;
         if let Some(other) = nodes
             .iter()
@@ -426,8 +430,15 @@ impl Controller {
             if let Some(found) = segments.iter().find(|s| s.object.name == name) {
                 return self.serving(found.object.clone(), namespace);
             }
-            let segment = self.new_segment(&name, namespace, segments.iter().map(|s| &s.object))?;
             let nodes = self.read_all::<Node>(ObjectKind::Node).await?;
+            let underlay: Vec<Ipv4Addr> = nodes.iter().map(|n| n.object.underlay_ip).collect();
+            let segment = self.new_segment(
+                &name,
+                namespace,
+                segments.iter().map(|s| &s.object),
+                &underlay,
+            )?;
+            // Flat mode takes the whole pool, which may hold a node's address.
             check_segment_ranges(&segment, nodes.iter().map(|n| &n.object))?;
             let txn = Txn::new()
                 .when(Compare::Absent(key.clone()))
@@ -725,15 +736,22 @@ impl Controller {
         }
     }
 
-    /// Builds the segment `name` for `namespace` from the pool, avoiding `existing`.
+    /// Builds the segment `name` for `namespace` from the pool, avoiding `existing` and the
+    /// nodes' `underlay` addresses (a node whose address lies in the pool, recorded before the
+    /// pool check existed, must not end up inside a segment).
     fn new_segment<'a>(
         &self,
         name: &str,
         namespace: &str,
         existing: impl Iterator<Item = &'a Segment> + Clone,
+        underlay: &[Ipv4Addr],
     ) -> Result<Segment> {
         let config = self.config();
-        let subnets: Vec<Ipv4Net> = existing.clone().map(|s| s.subnet).collect();
+        let subnets: Vec<Ipv4Net> = existing
+            .clone()
+            .map(|s| s.subnet)
+            .chain(underlay.iter().map(|ip| Ipv4Net::from(*ip)))
+            .collect();
         let used: BTreeSet<u32> = existing.clone().map(|s| s.vni).collect();
         let vni = lowest_free_vni(config.vni_base, MAX_VNI, &used).ok_or(Error::VniExhausted {
             base: config.vni_base,

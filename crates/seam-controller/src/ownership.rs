@@ -33,11 +33,27 @@ pub const SPARE_BLOCKS: u64 = 2;
 
 /// Address ranges no segment and no node underlay may use, with the name the refusal gives.
 const RESERVED: [(Ipv4Addr, u8, &str); 5] = [
-    (Ipv4Addr::new(0, 0, 0, 0), 8, "\"this network\" range 0.0.0.0/8"),
+    (
+        Ipv4Addr::new(0, 0, 0, 0),
+        8,
+        "\"this network\" range 0.0.0.0/8",
+    ),
     (Ipv4Addr::new(127, 0, 0, 0), 8, "loopback range 127.0.0.0/8"),
-    (Ipv4Addr::new(169, 254, 0, 0), 16, "link-local range 169.254.0.0/16"),
-    (Ipv4Addr::new(224, 0, 0, 0), 4, "multicast range 224.0.0.0/4"),
-    (Ipv4Addr::new(240, 0, 0, 0), 4, "reserved range 240.0.0.0/4 (with the broadcast address)"),
+    (
+        Ipv4Addr::new(169, 254, 0, 0),
+        16,
+        "link-local range 169.254.0.0/16",
+    ),
+    (
+        Ipv4Addr::new(224, 0, 0, 0),
+        4,
+        "multicast range 224.0.0.0/4",
+    ),
+    (
+        Ipv4Addr::new(240, 0, 0, 0),
+        4,
+        "reserved range 240.0.0.0/4 (with the broadcast address)",
+    ),
 ];
 
 /// The reserved range (and its name) `net` overlaps, if any.
@@ -244,7 +260,10 @@ mod tests {
             let found = reserved_range(net.parse().unwrap_or_default()).map(|(_, n)| n);
             assert!(found.is_some_and(|n| n.contains(name)), "{net}: {found:?}");
         }
-        assert_eq!(reserved_range("10.0.0.0/8".parse().unwrap_or_default()), None);
+        assert_eq!(
+            reserved_range("10.0.0.0/8".parse().unwrap_or_default()),
+            None
+        );
     }
 
     #[test]
@@ -255,13 +274,21 @@ mod tests {
         let n = node([192, 168, 1, 7]);
         let err = check_segment_ranges(&segment("192.168.0.0/16", None), [&n]).unwrap_err();
         assert_eq!(err.status(), 409);
-        assert!(err.message().contains("underlay address 192.168.1.7 of node \"n1\""));
+        assert!(err
+            .message()
+            .contains("underlay address 192.168.1.7 of node \"n1\""));
         assert!(check_segment_ranges(&segment("10.1.0.0/16", None), [&n]).is_ok());
     }
 
     #[test]
     fn underlay_is_unicast_outside_pod_ranges() {
-        for ip in [[127, 0, 0, 1], [169, 254, 1, 1], [0, 0, 0, 0], [239, 1, 1, 1], [255; 4]] {
+        for ip in [
+            [127, 0, 0, 1],
+            [169, 254, 1, 1],
+            [0, 0, 0, 0],
+            [239, 1, 1, 1],
+            [255; 4],
+        ] {
             let err = check_node_underlay(&node(ip), [], pool()).unwrap_err();
             assert_eq!(err.status(), 400, "{}", err.message());
             assert!(err.message().contains("underlayIp"), "{}", err.message());
@@ -300,9 +327,12 @@ mod tests {
         let e = endpoint([10, 0, 0, 5], "web");
         assert!(check_endpoint_namespace(&e, &segment("10.0.0.0/24", Some("web"))).is_ok());
         assert!(check_endpoint_namespace(&e, &segment("10.0.0.0/24", None)).is_ok());
-        let err =
-            check_endpoint_namespace(&e, &segment("10.0.0.0/24", Some("db"))).unwrap_err();
+        let err = check_endpoint_namespace(&e, &segment("10.0.0.0/24", Some("db"))).unwrap_err();
         assert_eq!(err.status(), 409);
-        assert!(err.message().contains("serves namespace \"db\""), "{}", err.message());
+        assert!(
+            err.message().contains("serves namespace \"db\""),
+            "{}",
+            err.message()
+        );
     }
 }

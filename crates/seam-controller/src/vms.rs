@@ -217,7 +217,12 @@ impl Controller {
         };
         vm.validate()?;
         // The VM's endpoint is held to the rule a pod's is: its namespace is its segment's.
-        if let Some(ns) = segment.object.namespace.as_ref().filter(|ns| **ns != vm.namespace) {
+        if let Some(ns) = segment
+            .object
+            .namespace
+            .as_ref()
+            .filter(|ns| **ns != vm.namespace)
+        {
             return Err(Error::EndpointNamespaceMismatch {
                 endpoint: vm.endpoint_name(),
                 namespace: vm.namespace.clone(),
