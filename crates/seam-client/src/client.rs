@@ -231,7 +231,9 @@ impl ControllerClient {
         .await
     }
 
-    /// `DELETE /v1/blocks/{key}` ([`Block::key`]): refused (409) while endpoints use it.
+    /// `DELETE /v1/blocks/{key}` ([`Block::key`]) without naming the holder: refused (400) by
+    /// the controller, which releases a block only for the node holding it; use
+    /// [`ControllerClient::release_block_held_by`].
     pub async fn release_block(&self, key: &str) -> Result<()> {
         self.call_unit(Method::DELETE, object_path(ObjectKind::Block, key), None)
             .await

@@ -189,6 +189,58 @@ pub enum Error {
         /// Its node.
         node: String,
     },
+    /// A segment's subnet holds a node's underlay address: the overlay's routes to the segment
+    /// would capture that node's tunnel traffic.
+    #[error("segment {segment:?} subnet {subnet} holds the underlay address {ip} of node {node:?}; a segment may not overlap the nodes' underlay")]
+    SegmentHoldsUnderlay {
+        /// The segment being written.
+        segment: String,
+        /// Its subnet.
+        subnet: Ipv4Net,
+        /// The node whose address it holds.
+        node: String,
+        /// That node's underlay address.
+        ip: Ipv4Addr,
+    },
+    /// A node's underlay address lies in a pod range (a segment's subnet or the pool).
+    #[error("node {node:?} underlayIp {ip} lies in {owner} ({range}); a node's underlay address may not fall in a pod or service range")]
+    UnderlayInPodRange {
+        /// The node being written.
+        node: String,
+        /// Its underlay address.
+        ip: Ipv4Addr,
+        /// The range it lies in.
+        range: Ipv4Net,
+        /// What the range is, e.g. `segment "ns-web"`.
+        owner: String,
+    },
+    /// A node asked for another block of a segment while the blocks it holds there are mostly
+    /// unused (see [`crate::ownership::SPARE_BLOCKS`]).
+    #[error("node {node:?} holds {held} block(s) of segment {segment:?} with {free} addresses no endpoint uses; a node gets another block of a segment only while its blocks there have fewer than {limit} unused addresses (two blocks' worth)")]
+    BlockQuota {
+        /// The segment.
+        segment: String,
+        /// The node that asked.
+        node: String,
+        /// How many blocks of the segment it holds.
+        held: usize,
+        /// How many of their addresses no endpoint uses.
+        free: u64,
+        /// The bound `free` must stay under.
+        limit: u64,
+    },
+    /// An endpoint names another namespace than the one its segment serves.
+    #[error("endpoint {endpoint:?} is in namespace {namespace:?} but segment {segment:?} serves namespace {segment_namespace:?}; an endpoint's namespace must match its segment's")]
+    EndpointNamespaceMismatch {
+        /// The endpoint being written.
+        endpoint: String,
+        /// Its namespace.
+        namespace: String,
+        /// Its segment.
+        segment: String,
+        /// The namespace the segment serves.
+        segment_namespace: String,
+    },
     /// The pool has no free segment subnet left.
     #[error("pool {pool} has no free /{prefix} left for a new segment")]
     PoolExhausted {
@@ -366,6 +418,9 @@ pub mod reason {
     pub const REVISION_CONFLICT: &str = "RevisionConflict";
     /// 409: no subnet, block or VNI left.
     pub const EXHAUSTED: &str = "Exhausted";
+    /// 409: a node asked for another block of a segment while its blocks there are mostly
+    /// unused; it should use those (its quarantined addresses included) first.
+    pub const BLOCK_QUOTA: &str = "BlockQuota";
     /// 410: the watch revision was compacted.
     pub const GONE: &str = "Gone";
     /// 500: the controller or its store failed.
@@ -413,6 +468,10 @@ impl Error {
             | Error::BlocksExhausted { .. }
             | Error::BlockNotHeld { .. }
             | Error::AddressNotInNodeBlock { .. }
+            | Error::SegmentHoldsUnderlay { .. }
+            | Error::UnderlayInPodRange { .. }
+            | Error::BlockQuota { .. }
+            | Error::EndpointNamespaceMismatch { .. }
             | Error::PoolExhausted { .. }
             | Error::VniExhausted { .. } => 409,
             Error::Compacted { .. } => 410,
@@ -433,6 +492,7 @@ impl Error {
             | Error::PoolExhausted { .. }
             | Error::VniExhausted { .. } => reason::EXHAUSTED,
             Error::NotLeader { .. } => reason::NOT_LEADER,
+            Error::BlockQuota { .. } => reason::BLOCK_QUOTA,
             Error::RevisionConflict { .. } => reason::REVISION_CONFLICT,
             Error::Unauthenticated { .. } => reason::UNAUTHENTICATED,
             Error::Forbidden { .. } => reason::FORBIDDEN,

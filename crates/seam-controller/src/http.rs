@@ -303,8 +303,10 @@ async fn get_block(State(c): State<Controller>, Path(key): Path<String>) -> ApiR
     get_one(&c, ObjectKind::Block, &key).await
 }
 
-/// `DELETE /v1/blocks/{key}`: an administrator's release; with `?node=NAME` (how agents give
-/// blocks back) refused unless that node holds the block.
+/// `DELETE /v1/blocks/{key}?node=NAME`: the holder gives a block back. Whoever asks (an
+/// administrator too) names the holder, and the release is refused unless that node holds the
+/// block and while endpoints use it: a release acting on an old view never takes a block from
+/// the node that holds it now.
 async fn delete_block(
     State(c): State<Controller>,
     Path(key): Path<String>,
@@ -321,27 +323,33 @@ async fn delete_block(
         }
         None => asked,
     };
-    match node {
-        Some(node) => c
-            .release_block_held_by(&key, &node)
-            .await
-            .map_err(|e| match e {
-                Error::BlockNotHeld { block, holder, .. } => {
-                    crate::authz::check_own(&holder, || {
-                        format!("release block {block:?} held by node {holder}")
-                    })
-                    .err()
-                    // Not a node caller: the administrator's `?node=` did not match.
-                    .unwrap_or(Error::BlockNotHeld {
-                        block,
-                        holder,
-                        node,
-                    })
-                }
-                e => e,
-            })?,
-        None => c.release_block(&key).await?,
-    }
+    let Some(node) = node else {
+        return Err(Error::Invalid(ValidationError {
+            kind: "ReleaseBlockQuery",
+            name: key,
+            errors: vec![FieldError {
+                path: "node".to_string(),
+                message: "a block is released only by its holder: name the node that holds it with ?node=NAME".to_string(),
+            }],
+        }));
+    };
+    c.release_block_held_by(&key, &node)
+        .await
+        .map_err(|e| match e {
+            Error::BlockNotHeld { block, holder, .. } => {
+                crate::authz::check_own(&holder, || {
+                    format!("release block {block:?} held by node {holder}")
+                })
+                .err()
+                // Not a node caller: the administrator's `?node=` did not match.
+                .unwrap_or(Error::BlockNotHeld {
+                    block,
+                    holder,
+                    node,
+                })
+            }
+            e => e,
+        })?;
     Ok(StatusCode::NO_CONTENT)
 }
 

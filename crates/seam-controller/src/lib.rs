@@ -34,6 +34,7 @@ mod externals;
 mod http;
 pub mod keys;
 mod limits;
+pub mod ownership;
 mod policies;
 mod precondition;
 mod serve;

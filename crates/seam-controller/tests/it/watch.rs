@@ -29,7 +29,7 @@ async fn watch_sees_changes_in_order_and_resumes() {
         .await
         .unwrap();
     let block = c.claim_block("vms", "n1").await.unwrap();
-    c.release_block(&block.key()).await.unwrap();
+    c.release_block_held_by(&block.key(), "n1").await.unwrap();
     c.delete_node("n1").await.unwrap();
 
     let events = [
