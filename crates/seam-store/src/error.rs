@@ -79,6 +79,13 @@ pub enum Error {
         #[source]
         source: Box<etcd_client::Error>,
     },
+    /// The etcd connection settings do not fit together (e.g. `https://` endpoints without
+    /// TLS settings); found at connect, before any request.
+    #[error("invalid etcd connection settings: {reason}")]
+    EtcdSettings {
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
     /// etcd answered with something the store cannot use.
     #[error("etcd {op} returned an unexpected response: {reason}")]
     EtcdResponse {

@@ -20,6 +20,11 @@
 //!
 //! Every request has a timeout, so an unreachable etcd shows up as [`Error::Etcd`] within
 //! seconds rather than as a hang; the client reconnects by itself once etcd is back.
+//!
+//! TLS: `https://` endpoints need [`EtcdConfig::tls`] (the CA that signed etcd's serving
+//! certificates and, for an etcd running with `--client-cert-auth`, a client certificate);
+//! rustls through etcd-client's `tls` feature, no OpenSSL. The certificates are read once, at
+//! connect: rotating the client certificate takes a reconnect (a controller restart).
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -50,11 +55,117 @@ const LIST_PAGE: i64 = 1000;
 /// Where and how to reach etcd.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EtcdConfig {
-    /// Client URLs of the cluster members, e.g. `http://127.0.0.1:2379`.
+    /// Client URLs of the cluster members, e.g. `http://127.0.0.1:2379`; all `http://` or all
+    /// `https://` (then [`EtcdConfig::tls`] is required).
     pub endpoints: Vec<String>,
     /// Prefix put in front of every key, so several clusters can share one etcd (e.g.
     /// `/cluster-a`). Empty for none.
     pub namespace: String,
+    /// TLS settings for `https://` endpoints; `None` for `http://` ones.
+    pub tls: Option<EtcdTls>,
+}
+
+impl EtcdConfig {
+    /// Plain-HTTP (or not yet TLS-configured) settings for `endpoints` under `namespace`.
+    pub fn new(endpoints: Vec<String>, namespace: impl Into<String>) -> Self {
+        Self {
+            endpoints,
+            namespace: namespace.into(),
+            tls: None,
+        }
+    }
+
+    /// The same settings with TLS.
+    pub fn with_tls(mut self, tls: EtcdTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Checks that the endpoints and the TLS settings fit together, so a mismatch is named at
+    /// connect rather than showing up later as an obscure transport error.
+    fn check(&self) -> Result<()> {
+        let invalid = |reason: String| Err(Error::EtcdSettings { reason });
+        if self.endpoints.is_empty() {
+            return invalid("no endpoints".to_string());
+        }
+        let https = self
+            .endpoints
+            .iter()
+            .filter(|e| e.starts_with("https://"))
+            .count();
+        let http = self
+            .endpoints
+            .iter()
+            .filter(|e| e.starts_with("http://"))
+            .count();
+        if https > 0 && http > 0 {
+            return invalid(format!(
+                "endpoints {:?} mix http:// and https://: use one scheme for all members",
+                self.endpoints
+            ));
+        }
+        if http + https < self.endpoints.len() {
+            return invalid(format!(
+                "endpoints {:?}: each must start with http:// or https://",
+                self.endpoints
+            ));
+        }
+        match (&self.tls, https > 0) {
+            (None, true) => invalid(format!(
+                "endpoints {:?} are https:// but no TLS settings were given: \
+                 etcd over TLS needs the CA that signed its certificates (seam-controller: \
+                 --etcd-ca) and usually a client certificate (--etcd-cert, --etcd-key)",
+                self.endpoints
+            )),
+            (Some(_), false) => invalid(format!(
+                "TLS settings were given but endpoints {:?} are plain http://: use https://",
+                self.endpoints
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// How to talk TLS to etcd: whom to trust and which client certificate to present.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdTls {
+    /// PEM of the CA certificate(s) that signed the members' serving certificates. Only these
+    /// are trusted (not the system's roots).
+    pub ca_pem: String,
+    /// The client certificate presented to etcd; needed when etcd runs with
+    /// `--client-cert-auth` (without one such an etcd refuses every request).
+    pub client: Option<EtcdClientCert>,
+}
+
+/// A client certificate and its private key, both PEM.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EtcdClientCert {
+    /// The certificate (chain), PEM.
+    pub cert_pem: String,
+    /// The private key, PEM (never printed by `Debug`).
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for EtcdClientCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdClientCert")
+            .field("cert_pem", &format_args!("{} bytes", self.cert_pem.len()))
+            .finish_non_exhaustive()
+    }
+}
+
+impl EtcdTls {
+    fn options(&self) -> etcd_client::TlsOptions {
+        let mut tls = etcd_client::TlsOptions::new()
+            .ca_certificate(etcd_client::Certificate::from_pem(&self.ca_pem));
+        if let Some(client) = &self.client {
+            tls = tls.identity(etcd_client::Identity::from_pem(
+                &client.cert_pem,
+                &client.key_pem,
+            ));
+        }
+        tls
+    }
 }
 
 /// A [`Datastore`] on an etcd v3 cluster. Cheap to clone; clones share the connection.
@@ -136,14 +247,21 @@ impl EtcdStore {
     }
 
     /// Connects to etcd with the given tunables.
+    ///
+    /// Fails at once with [`Error::EtcdSettings`] when the endpoints and the TLS settings do
+    /// not fit together (`https://` without TLS settings, TLS with `http://`, mixed schemes).
     pub async fn connect_with(etcd: EtcdConfig, config: StoreConfig) -> Result<Self> {
-        let options = ConnectOptions::new()
+        etcd.check()?;
+        let mut options = ConnectOptions::new()
             .with_connect_timeout(CONNECT_TIMEOUT)
             .with_timeout(REQUEST_TIMEOUT)
             .with_keep_alive(KEEPALIVE, KEEPALIVE)
             .with_keep_alive_while_idle(true)
             // A member cut off from the quorum refuses instead of serving stale reads or hanging.
             .with_require_leader(true);
+        if let Some(tls) = &etcd.tls {
+            options = options.with_tls(tls.options());
+        }
         let client = Client::connect(&etcd.endpoints, Some(options))
             .await
             .map_err(etcd_err("connect", ""))?;

@@ -27,7 +27,7 @@ mod watch;
 pub use any::AnyStore;
 pub use embedded::EmbeddedStore;
 pub use error::{Error, Result};
-pub use etcd::{EtcdConfig, EtcdStore};
+pub use etcd::{EtcdClientCert, EtcdConfig, EtcdStore, EtcdTls};
 pub use memory::MemoryStore;
 pub use types::{Compare, Datastore, Event, KeyValue, LeaseId, Op, StoreConfig, Txn, TxnOutcome};
 pub use watch::Watch;
