@@ -68,13 +68,16 @@ pub enum Error {
     },
     /// The etcd backend failed (etcd unreachable, no quorum, request refused). Callers retry;
     /// nothing is known about whether a txn that failed this way was applied.
-    #[error("etcd {op} failed on {key:?}")]
+    #[error("etcd {op} failed on {key:?}{hint}")]
     Etcd {
         /// The operation: `connect`, `get`, `list`, `txn`, `watch`, `revision`, `compact` or a lease
         /// operation.
         op: &'static str,
         /// The key or prefix (without the namespace), empty when none.
         key: String,
+        /// The likely cause when the client's error hides it (e.g. a refused TLS client
+        /// certificate), starting with a space; empty when none.
+        hint: &'static str,
         /// What the etcd client reported.
         #[source]
         source: Box<etcd_client::Error>,

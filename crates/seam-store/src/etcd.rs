@@ -121,7 +121,8 @@ impl EtcdConfig {
                 "TLS settings were given but endpoints {:?} are plain http://: use https://",
                 self.endpoints
             )),
-            _ => Ok(()),
+            (Some(tls), true) => tls.check(),
+            (None, false) => Ok(()),
         }
     }
 }
@@ -155,6 +156,30 @@ impl std::fmt::Debug for EtcdClientCert {
 }
 
 impl EtcdTls {
+    /// A shallow look at the PEM texts: the client parses them only when it first connects,
+    /// and then reports a swapped or empty file as an obscure transport error.
+    fn check(&self) -> Result<()> {
+        const CERT: &str = "-----BEGIN CERTIFICATE-----";
+        let invalid = |what: &str, wanted: &str| {
+            Err(Error::EtcdSettings {
+                reason: format!("the {what} is not PEM with a {wanted}"),
+            })
+        };
+        if !self.ca_pem.contains(CERT) {
+            return invalid("TLS CA", "CERTIFICATE");
+        }
+        if let Some(client) = &self.client {
+            if !client.cert_pem.contains(CERT) {
+                return invalid("client certificate", "CERTIFICATE");
+            }
+            // PKCS#8 ("PRIVATE KEY"), SEC1 ("EC PRIVATE KEY") or PKCS#1 ("RSA PRIVATE KEY").
+            if !client.key_pem.contains("PRIVATE KEY-----") {
+                return invalid("client key", "PRIVATE KEY");
+            }
+        }
+        Ok(())
+    }
+
     fn options(&self) -> etcd_client::TlsOptions {
         let mut tls = etcd_client::TlsOptions::new()
             .ca_certificate(etcd_client::Certificate::from_pem(&self.ca_pem));
@@ -179,6 +204,9 @@ pub struct EtcdStore {
     compacted: Arc<AtomicI64>,
     /// How often a request refused by one member is sent again.
     retries: u32,
+    /// What to add to a connection closed without an answer (TLS only, see
+    /// [`closed_without_answer`]).
+    tls_hint: Option<&'static str>,
 }
 
 impl std::fmt::Debug for EtcdStore {
@@ -194,8 +222,38 @@ fn etcd_err<'a>(op: &'static str, key: &'a str) -> impl FnOnce(etcd_client::Erro
     move |source| Error::Etcd {
         op,
         key: key.to_string(),
+        hint: "",
         source: Box::new(source),
     }
+}
+
+/// Said when etcd over TLS closes the connection without an answer and the client has no
+/// certificate: the transport only reports "connection closed", never etcd's TLS alert.
+const HINT_NO_CLIENT_CERT: &str = " (etcd closed the TLS connection without an answer: an etcd \
+     running with --client-cert-auth refuses clients without a certificate; give a client \
+     certificate and key)";
+/// The same with a client certificate.
+const HINT_CLIENT_CERT: &str = " (etcd closed the TLS connection without an answer: it probably \
+     refused the client certificate; is it signed by a CA in etcd's --trusted-ca-file, and valid \
+     now (is this machine's clock right)?)";
+
+/// Whether the connection was closed under the request before any answer: under TLS 1.3 this
+/// is how a refused client certificate shows up (the alert arrives after the handshake).
+fn closed_without_answer(error: &etcd_client::Error) -> bool {
+    let etcd_client::Error::GRpcStatus(status) = error else {
+        return false;
+    };
+    if status.code() != tonic::Code::Cancelled {
+        return false;
+    }
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        if e.to_string().contains("connection closed") {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// Whether the request never left this process: the connection to the member it was routed to
@@ -271,7 +329,26 @@ impl EtcdStore {
             config,
             compacted: Arc::new(AtomicI64::new(0)),
             retries: u32::try_from(etcd.endpoints.len().saturating_mul(2)).unwrap_or(u32::MAX),
+            tls_hint: etcd.tls.as_ref().map(|tls| match tls.client {
+                None => HINT_NO_CLIENT_CERT,
+                Some(_) => HINT_CLIENT_CERT,
+            }),
         })
+    }
+
+    /// Maps an etcd client error of `op` on `key` to [`Error::Etcd`], with a hint when TLS is
+    /// the likely cause.
+    fn err<'a>(&self, op: &'static str, key: &'a str) -> impl FnOnce(etcd_client::Error) -> Error + 'a {
+        let hint = self.tls_hint;
+        move |source| Error::Etcd {
+            op,
+            key: key.to_string(),
+            hint: match hint {
+                Some(hint) if closed_without_answer(&source) => hint,
+                _ => "",
+            },
+            source: Box::new(source),
+        }
     }
 
     /// Runs `call`, again (up to twice per endpoint) while it fails before reaching a member:
@@ -344,7 +421,7 @@ impl EtcdStore {
                 async move { c.get(k, Some(o)).await }
             })
             .await
-            .map_err(etcd_err("revision", ""))?;
+            .map_err(self.err("revision", ""))?;
         header_revision("revision", resp.header())
     }
 
@@ -375,9 +452,9 @@ impl EtcdStore {
                 async move { c.watch(k, Some(o)).await }
             })
             .await
-            .map_err(etcd_err("watch", prefix))?;
+            .map_err(self.err("watch", prefix))?;
         // The first response confirms the watch; events only follow it.
-        match stream.message().await.map_err(etcd_err("watch", prefix))? {
+        match stream.message().await.map_err(self.err("watch", prefix))? {
             Some(resp) if resp.created() && !resp.canceled() => Ok(stream),
             Some(resp) => Err(Error::EtcdResponse {
                 op: "watch",
@@ -411,7 +488,7 @@ impl EtcdStore {
             {
                 Ok(true)
             }
-            Err(e) => Err(etcd_err("watch", prefix)(e)),
+            Err(e) => Err(self.err("watch", prefix)(e)),
         }
     }
 }
@@ -432,7 +509,7 @@ impl Datastore for EtcdStore {
                 async move { c.get(full, None).await }
             })
             .await
-            .map_err(etcd_err("get", key))?;
+            .map_err(self.err("get", key))?;
         resp.kvs()
             .first()
             .map(|kv| self.key_value("get", kv))
@@ -458,7 +535,7 @@ impl Datastore for EtcdStore {
                     async move { c.get(k, Some(o)).await }
                 })
                 .await
-                .map_err(etcd_err("list", prefix))?;
+                .map_err(self.err("list", prefix))?;
             let rev = match at {
                 Some(rev) => rev,
                 None => header_revision("list", resp.header())?,
@@ -538,7 +615,7 @@ impl Datastore for EtcdStore {
                     .unwrap_or(LeaseId(0));
                 return Err(Error::LeaseNotFound { lease });
             }
-            Err(e) => return Err(etcd_err("txn", &first_key)(e)),
+            Err(e) => return Err(self.err("txn", &first_key)(e)),
         };
         if !resp.succeeded() {
             return Ok(TxnOutcome::CompareFailed);
@@ -596,7 +673,7 @@ impl Datastore for EtcdStore {
         let resp = self
             .call(|mut c| async move { c.lease_grant(secs, None).await })
             .await
-            .map_err(etcd_err("grant_lease", ""))?;
+            .map_err(self.err("grant_lease", ""))?;
         Ok(LeaseId(resp.id()))
     }
 
@@ -608,7 +685,7 @@ impl Datastore for EtcdStore {
             Ok(_) => Ok(()),
             // etcd-client reports a TTL of 0 (the lease is gone) this way.
             Err(etcd_client::Error::LeaseKeepAliveError(_)) => Err(Error::LeaseNotFound { lease }),
-            Err(e) => Err(etcd_err("keep_alive", "")(e)),
+            Err(e) => Err(self.err("keep_alive", "")(e)),
         }
     }
 
@@ -623,7 +700,7 @@ impl Datastore for EtcdStore {
             {
                 Ok(())
             }
-            Err(e) => Err(etcd_err("revoke_lease", "")(e)),
+            Err(e) => Err(self.err("revoke_lease", "")(e)),
         }
     }
 }
@@ -679,7 +756,7 @@ async fn pump(
                 return;
             }
             Err(e) => {
-                let _ = tx.try_send(Err(etcd_err("watch", &prefix)(e)));
+                let _ = tx.try_send(Err(store.err("watch", &prefix)(e)));
                 return;
             }
         };

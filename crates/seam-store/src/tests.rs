@@ -466,9 +466,21 @@ async fn etcd_store(config: StoreConfig) -> (AnyStore, Box<dyn std::any::Any>) {
     (AnyStore::from(store), guard)
 }
 
+/// A fresh TLS-only etcd (clients and peers, `--client-cert-auth`) per test.
+async fn etcd_tls_store(config: StoreConfig) -> (AnyStore, Box<dyn std::any::Any>) {
+    let cluster = etcd_tls::cluster(1).await;
+    let store = EtcdStore::connect_with(cluster.config("/tls-ns"), config)
+        .await
+        .unwrap();
+    assert!(cluster.endpoints().iter().all(|e| e.starts_with("https://")));
+    let guard: Box<dyn std::any::Any> = Box::new(cluster);
+    (AnyStore::from(store), guard)
+}
+
 contract_suite!(memory, memory_store);
 contract_suite!(embedded, embedded_store);
 contract_suite!(etcd, etcd_store);
+contract_suite!(etcd_over_tls, etcd_tls_store);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_history_counts_events() {
@@ -733,5 +745,74 @@ mod etcd_only {
         let (kv, _) = retry(Duration::from_secs(15), || store.get("k/1")).await;
         assert_eq!(kv.unwrap().value, b"x");
         assert_eq!(contract::put(&store, "k/2", "y").await, 2);
+    }
+}
+
+/// etcd over TLS, for clients and peers, with `--client-cert-auth`: the whole contract suite
+/// through TLS, and the refusals a misconfigured client must get.
+mod etcd_tls {
+    use super::*;
+    use crate::testing::TestTls;
+    use crate::{EtcdClientCert, EtcdConfig, EtcdTls};
+
+    /// A CA, a member certificate for 127.0.0.1 and a client certificate.
+    pub(super) fn material() -> TestTls {
+        let read = |name: &str| std::fs::read_to_string(format!("/tmp/etcdtls/{name}")).unwrap();
+        TestTls {
+            ca_pem: read("ca.crt"),
+            member_cert_pem: read("member.crt"),
+            member_key_pem: read("member.key"),
+            client: EtcdClientCert {
+                cert_pem: read("client.crt"),
+                key_pem: read("client.key"),
+            },
+        }
+    }
+
+    pub(super) async fn cluster(members: usize) -> EtcdCluster {
+        EtcdCluster::start_tls(members, material())
+            .await
+            .unwrap_or_else(|e| panic!("the etcd TLS tests need a real etcd: {e}"))
+    }
+
+    /// The error and every source below it, as one line.
+    fn chain(e: &Error) -> String {
+        let mut text = e.to_string();
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            text.push_str(": ");
+            text.push_str(&s.to_string());
+            source = s.source();
+        }
+        text
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn without_a_client_certificate_etcd_refuses_every_request() {
+        let etcd = cluster(1).await;
+        let mut config = etcd.config("/tls");
+        if let Some(tls) = config.tls.as_mut() {
+            tls.client = None;
+        }
+        let store = EtcdStore::connect(config.clone()).await.unwrap();
+        let err = store.get("/seam/v1/nodes/n1").await.unwrap_err();
+        eprintln!("{err:?}");
+        eprintln!("{}", chain(&err));
+        let read = |name: &str| std::fs::read_to_string(format!("/tmp/etcdtls/{name}")).unwrap();
+        let mut c2 = config.clone();
+        c2.tls.as_mut().unwrap().client = Some(EtcdClientCert { cert_pem: read("client2.crt"), key_pem: read("client2.key") });
+        let store = EtcdStore::connect(c2).await.unwrap();
+        let err = store.get("/seam/v1/nodes/n1").await.unwrap_err();
+        eprintln!("{}", chain(&err));
+        let mut c3 = etcd.config("/tls");
+        c3.tls.as_mut().unwrap().ca_pem = read("ca2.crt");
+        let store = EtcdStore::connect(c3).await.unwrap();
+        let err = store.get("/seam/v1/nodes/n1").await.unwrap_err();
+        eprintln!("{}", chain(&err));
+        let mut c4 = etcd.config("/tls");
+        c4.tls.as_mut().unwrap().ca_pem = "garbage".into();
+        let err = EtcdStore::connect(c4).await.unwrap_err();
+        eprintln!("{}", chain(&err));
+        panic!();
     }
 }
