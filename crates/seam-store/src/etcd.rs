@@ -204,8 +204,8 @@ pub struct EtcdStore {
     compacted: Arc<AtomicI64>,
     /// How often a request refused by one member is sent again.
     retries: u32,
-    /// What to add to a connection closed without an answer (TLS only, see
-    /// [`closed_without_answer`]).
+    /// What to add to an error when the TLS connection broke (TLS only, see
+    /// [`broke_after_connecting`]).
     tls_hint: Option<&'static str>,
 }
 
@@ -227,33 +227,39 @@ fn etcd_err<'a>(op: &'static str, key: &'a str) -> impl FnOnce(etcd_client::Erro
     }
 }
 
-/// Said when etcd over TLS closes the connection without an answer and the client has no
-/// certificate: the transport only reports "connection closed", never etcd's TLS alert.
-const HINT_NO_CLIENT_CERT: &str = " (etcd closed the TLS connection without an answer: an etcd \
-     running with --client-cert-auth refuses clients without a certificate; give a client \
-     certificate and key)";
+/// Said when a TLS connection to etcd breaks and the client has no certificate.
+const HINT_NO_CLIENT_CERT: &str = " (the TLS connection to etcd broke: if etcd is up, it is \
+     likely refusing this client for having no certificate; an etcd running with \
+     --client-cert-auth needs a client certificate and key)";
 /// The same with a client certificate.
-const HINT_CLIENT_CERT: &str = " (etcd closed the TLS connection without an answer: it probably \
-     refused the client certificate; is it signed by a CA in etcd's --trusted-ca-file, and valid \
-     now (is this machine's clock right)?)";
+const HINT_CLIENT_CERT: &str = " (the TLS connection to etcd broke: if etcd is up, it likely \
+     does not accept the client certificate; is it signed by a CA in etcd's --trusted-ca-file, \
+     and valid now (is this machine's clock right)?)";
 
-/// Whether the connection was closed under the request before any answer: under TLS 1.3 this
-/// is how a refused client certificate shows up (the alert arrives after the handshake).
-fn closed_without_answer(error: &etcd_client::Error) -> bool {
+/// Whether the connection broke under a request that reached etcd's port. Under TLS 1.3 the
+/// server checks the client certificate after the client considers the handshake done, so a
+/// refused certificate shows up only under the first request, and in several guises: etcd's
+/// alert when it arrives in time, a broken pipe, or the connection closed under the request.
+/// A refused TCP connection (etcd down) and our own refusal of etcd's certificate are not this.
+fn broke_after_connecting(error: &etcd_client::Error) -> bool {
     let etcd_client::Error::GRpcStatus(status) = error else {
         return false;
     };
-    if status.code() != tonic::Code::Cancelled {
-        return false;
-    }
+    let mut transport = false;
     let mut source = std::error::Error::source(status);
     while let Some(e) = source {
-        if e.to_string().contains("connection closed") {
-            return true;
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                return false;
+            }
         }
+        if e.to_string().contains("invalid peer certificate") {
+            return false;
+        }
+        transport |= e.is::<tonic::transport::Error>();
         source = e.source();
     }
-    false
+    transport
 }
 
 /// Whether the request never left this process: the connection to the member it was routed to
@@ -338,13 +344,17 @@ impl EtcdStore {
 
     /// Maps an etcd client error of `op` on `key` to [`Error::Etcd`], with a hint when TLS is
     /// the likely cause.
-    fn err<'a>(&self, op: &'static str, key: &'a str) -> impl FnOnce(etcd_client::Error) -> Error + 'a {
+    fn err<'a>(
+        &self,
+        op: &'static str,
+        key: &'a str,
+    ) -> impl FnOnce(etcd_client::Error) -> Error + 'a {
         let hint = self.tls_hint;
         move |source| Error::Etcd {
             op,
             key: key.to_string(),
             hint: match hint {
-                Some(hint) if closed_without_answer(&source) => hint,
+                Some(hint) if broke_after_connecting(&source) => hint,
                 _ => "",
             },
             source: Box::new(source),
