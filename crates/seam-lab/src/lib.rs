@@ -29,6 +29,7 @@ pub mod demo;
 mod error;
 pub mod gateway;
 mod guard;
+pub mod pki;
 mod pods;
 pub mod probe;
 mod process;
