@@ -147,7 +147,14 @@ fn build(spec: &LabSpec) -> Result<Lab> {
                 &["addr", "add", &format!("{address}/15"), "dev", "ul0"],
             )?;
             let name = format!("e{i}");
-            pki.issue_server(&format!("etcd-{name}"), &[], &[IpAddr::V4(address)])?;
+            // etcd checks a peer's certificate against the address the connection comes
+            // from, and members share the underlay's bridge, whose first address
+            // (198.18.0.1) is the source the kernel picks for their peer connections.
+            let ips = [
+                IpAddr::V4(address),
+                IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1)),
+            ];
+            pki.issue_server(&format!("etcd-{name}"), &[], &ips)?;
             lab.etcd.push(EtcdMemberInfo {
                 client_url: format!("https://{address}:2379"),
                 peer_url: format!("https://{address}:2380"),
