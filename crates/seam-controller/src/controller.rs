@@ -47,6 +47,8 @@ pub(crate) struct Inner {
     /// `Some` for a replica that elects a leader with its peers.
     replica: Option<ReplicaConfig>,
     role: watch::Sender<Role>,
+    /// The CA that signs nodes' certificates, set once by [`Controller::with_signing`].
+    signing: std::sync::OnceLock<crate::config::Signing>,
 }
 
 /// Whether this controller may write.
@@ -144,6 +146,7 @@ impl Controller {
                 stop,
                 replica,
                 role: watch::Sender::new(role),
+                signing: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -154,6 +157,20 @@ impl Controller {
         if let Some(replica) = self.inner.replica.clone() {
             crate::election::run(self.clone(), replica, self.stopped()).await;
         }
+    }
+
+    /// The same controller, signing nodes' certificates with `signing` (join, renew). Set once:
+    /// a second call (also on a clone) is ignored.
+    pub fn with_signing(self, signing: crate::config::Signing) -> Self {
+        if self.inner.signing.set(signing).is_err() {
+            tracing::warn!("certificate signing already configured; keeping the first");
+        }
+        self
+    }
+
+    /// What signs nodes' certificates, `None` when no CA key was given.
+    pub fn signing(&self) -> Option<&crate::config::Signing> {
+        self.inner.signing.get()
     }
 
     /// This controller's current role.
