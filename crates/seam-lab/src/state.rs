@@ -22,7 +22,8 @@ pub enum LabStore {
     #[default]
     Embedded,
     /// A 3-member etcd cluster on the underlay namespace's addresses 198.18.0.2–.4, shared
-    /// by the controller replicas, which elect a leader.
+    /// by the controller replicas, which elect a leader. etcd speaks mutual TLS only, to
+    /// clients and peers, with certificates of the lab CA ([`crate::pki`]).
     Etcd,
 }
 
@@ -66,7 +67,7 @@ pub struct ReplicaInfo {
 pub struct EtcdMemberInfo {
     /// Member name (`e1`, …).
     pub name: String,
-    /// Client URL (`http://198.18.0.2:2379`).
+    /// Client URL (`https://198.18.0.2:2379`: mutual TLS with the lab CA, see [`crate::pki`]).
     pub client_url: String,
     /// Peer URL.
     pub peer_url: String,
