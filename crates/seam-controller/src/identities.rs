@@ -35,8 +35,7 @@ use axum::routing::post;
 use axum::{Extension, Json, Router};
 use seam_model::{
     CallerRole, CreateJoinToken, FieldError, Identity, JoinRequest, JoinResponse, JoinToken,
-    NodeIdentity, RenewRequest, RenewResponse, Revocation, ValidationError,
-    MAX_JOIN_TOKEN_TTL_SECS,
+    NodeIdentity, RenewRequest, RenewResponse, Revocation, MAX_JOIN_TOKEN_TTL_SECS,
 };
 use seam_store::{AnyStore, Compare, Datastore, Event, Txn};
 use serde::{Deserialize, Serialize};
@@ -101,7 +100,9 @@ pub enum IdentityError {
         node: String,
     },
     /// The node is revoked.
-    #[error("node {node:?} is revoked (identity epoch {epoch}); it must join again with a new token")]
+    #[error(
+        "node {node:?} is revoked (identity epoch {epoch}); it must join again with a new token"
+    )]
     Revoked {
         /// The node.
         node: String,
@@ -175,10 +176,15 @@ impl fmt::Display for TokenProblem {
             TokenProblem::Malformed => f.write_str(
                 "it is malformed (expected <6 letters or digits>.<16 letters or digits>)",
             ),
-            TokenProblem::Unknown { id } => write!(f, "no join token {id:?} with this secret exists"),
+            TokenProblem::Unknown { id } => {
+                write!(f, "no join token {id:?} with this secret exists")
+            }
             TokenProblem::Expired { id, at } => write!(f, "join token {id:?} expired at {at}"),
             TokenProblem::Used { id, by } => {
-                write!(f, "join token {id:?} was already used by node {by:?} (tokens are one-time)")
+                write!(
+                    f,
+                    "join token {id:?} was already used by node {by:?} (tokens are one-time)"
+                )
             }
         }
     }
@@ -291,7 +297,9 @@ fn random_word(rng: &ring::rand::SystemRandom, len: usize) -> Result<String, Ide
             if out.len() == len {
                 break;
             }
-            out.push(char::from(TOKEN_ALPHABET[usize::from(b) % TOKEN_ALPHABET.len()]));
+            out.push(char::from(
+                TOKEN_ALPHABET[usize::from(b) % TOKEN_ALPHABET.len()],
+            ));
         }
     }
     Ok(out)
@@ -299,7 +307,11 @@ fn random_word(rng: &ring::rand::SystemRandom, len: usize) -> Result<String, Ide
 
 /// Compares two hashes without stopping at the first difference.
 fn same_hash(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 /// RFC 3339 (UTC, whole seconds) of `time`.
@@ -394,13 +406,13 @@ pub(crate) struct Identities {
 
 /// What the follower task shares with request handlers.
 struct Shared {
-    state: RwLock<State>,
+    state: RwLock<Registry>,
     /// Bumped on every change of the registry, so open watches re-check their caller.
     changed: watch::Sender<u64>,
 }
 
 #[derive(Default)]
-struct State {
+struct Registry {
     /// Node name → its record and the record's `mod_revision`.
     records: BTreeMap<String, (IdentityRecord, u64)>,
     /// False while the follower lost its store watch: answers come from the store then.
@@ -411,7 +423,7 @@ impl Default for Identities {
     fn default() -> Self {
         Identities {
             shared: Arc::new(Shared {
-                state: RwLock::new(State::default()),
+                state: RwLock::new(Registry::default()),
                 changed: watch::Sender::new(0),
             }),
             started: tokio::sync::OnceCell::new(),
@@ -485,9 +497,7 @@ impl Shared {
 }
 
 /// Every identity record under the prefix, with the listing's revision.
-async fn list_records(
-    store: &AnyStore,
-) -> Result<(u64, BTreeMap<String, (IdentityRecord, u64)>)> {
+async fn list_records(store: &AnyStore) -> Result<(u64, BTreeMap<String, (IdentityRecord, u64)>)> {
     let (revision, kvs) = store
         .list(IDENTITIES_PREFIX)
         .await
@@ -672,13 +682,10 @@ impl Controller {
     async fn refresh_identity(&self, node: &str) -> Result<()> {
         let shared = self.registry().await?;
         let key = identity_key(node);
-        match self.get_kv(&key).await? {
-            Some(kv) => {
-                let record = decode::<IdentityRecord>(&kv.key, &kv.value)?;
-                shared.apply(node, Some(record), kv.mod_revision);
-            }
-            // Records are never deleted by the API; a deletion by hand arrives by the watch.
-            None => {}
+        // Records are never deleted by the API; a deletion by hand arrives by the watch.
+        if let Some(kv) = self.get_kv(&key).await? {
+            let record = decode::<IdentityRecord>(&kv.key, &kv.value)?;
+            shared.apply(node, Some(record), kv.mod_revision);
         }
         Ok(())
     }
@@ -741,8 +748,8 @@ impl Controller {
         let mut problems = Vec::new();
         check_node_name(&mut problems, &request.node);
         crate::controller::invalid_if_any("JoinRequest", &request.node, problems)?;
-        let (id, secret) =
-            parse_token(&request.token).ok_or(IdentityError::InvalidToken(TokenProblem::Malformed))?;
+        let (id, secret) = parse_token(&request.token)
+            .ok_or(IdentityError::InvalidToken(TokenProblem::Malformed))?;
         let signer = self.signer()?;
         let _guard = self.write_lock().await?;
         let token_key = join_token_key(id);
@@ -758,7 +765,10 @@ impl Controller {
             let mut token: TokenRecord = decode(&token_key, &token_kv.value)?;
             check_token(id, secret, &token, &request.node, now)?;
             let current = match self.get_kv(&node_key).await? {
-                Some(kv) => Some((decode::<IdentityRecord>(&kv.key, &kv.value)?, kv.mod_revision)),
+                Some(kv) => Some((
+                    decode::<IdentityRecord>(&kv.key, &kv.value)?,
+                    kv.mod_revision,
+                )),
                 None => None,
             };
             let epoch = match &current {
@@ -782,8 +792,14 @@ impl Controller {
                 joined_at: rfc3339(now)?,
             };
             let txn = Txn::new()
-                .when(Compare::ModRevision(token_key.clone(), token_kv.mod_revision))
-                .when(same_as_read(&node_key, current.as_ref().map(|(_, rev)| *rev)))
+                .when(Compare::ModRevision(
+                    token_key.clone(),
+                    token_kv.mod_revision,
+                ))
+                .when(same_as_read(
+                    &node_key,
+                    current.as_ref().map(|(_, rev)| *rev),
+                ))
                 .put(&token_key, encode_record(&token_key, &token)?)
                 .put(&node_key, encode_record(&node_key, &record)?);
             if self.commit(txn, &node_key).await? {
