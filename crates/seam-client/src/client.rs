@@ -17,7 +17,7 @@ use seam_model::{
 };
 
 use crate::error::{ClientError, Result};
-use crate::transport::{encode_segment, read_body, Target};
+use crate::transport::{encode_segment, read_body, ClientTls, Target};
 use crate::watch::WatchStream;
 
 /// Timeout of every request except the watch stream, unless changed with
@@ -62,11 +62,14 @@ pub struct ControllerClient {
     current: Arc<AtomicUsize>,
     timeout: Duration,
     watch_idle_timeout: Duration,
+    /// For `https://` endpoints.
+    tls: Option<ClientTls>,
 }
 
 impl ControllerClient {
-    /// A client for `endpoint`: `unix:/path/to/socket` or `http://host:port`, or a
-    /// comma-separated list of them (controller replicas).
+    /// A client for `endpoint`: `unix:/path/to/socket`, `http://host:port` or
+    /// `https://host:port`, or a comma-separated list of them (controller replicas).
+    /// `https://` endpoints need [`Self::with_tls`].
     pub fn new(endpoint: &str) -> Result<Self> {
         let endpoints = endpoint
             .split(',')
@@ -84,6 +87,7 @@ impl ControllerClient {
             current: Arc::new(AtomicUsize::new(0)),
             timeout: DEFAULT_TIMEOUT,
             watch_idle_timeout: DEFAULT_WATCH_IDLE_TIMEOUT,
+            tls: None,
         })
     }
 
@@ -108,6 +112,13 @@ impl ControllerClient {
     /// The same client with another per-request timeout.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// The same client with TLS settings for its `https://` endpoints (the CA that verifies the
+    /// controller, the client certificate it presents).
+    pub fn with_tls(mut self, tls: ClientTls) -> Self {
+        self.tls = Some(tls);
         self
     }
 
@@ -464,7 +475,7 @@ impl ControllerClient {
             let sent = self
                 .timed(endpoint, &request, async {
                     target
-                        .send(http)
+                        .send(http, self.tls.as_ref())
                         .await
                         .map_err(|source| ClientError::Transport {
                             endpoint: endpoint.to_string(),
@@ -758,7 +769,10 @@ impl ControllerClient {
                         request: request.clone(),
                         source,
                     };
-                    let response = target.send(http).await.map_err(transport)?;
+                    let response = target
+                        .send(http, self.tls.as_ref())
+                        .await
+                        .map_err(transport)?;
                     let (parts, body) = response.into_parts();
                     let revision = parts
                         .headers
@@ -793,6 +807,11 @@ impl ControllerClient {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<Request<Full<Bytes>>> {
+        if matches!(target, Target::Https { .. }) && self.tls.is_none() {
+            return Err(ClientError::NoTls {
+                endpoint: self.endpoint().to_string(),
+            });
+        }
         let mut builder = Request::builder()
             .method(method.clone())
             .uri(path)
