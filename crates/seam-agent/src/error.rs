@@ -111,6 +111,13 @@ pub enum NodeCertError {
         #[source]
         source: seam_client::ClientError,
     },
+    /// The controller refuses the node's certificate (revoked, or the node is unknown).
+    #[error("the controller refuses this node's certificate")]
+    Refused {
+        /// The controller's answer.
+        #[source]
+        source: seam_client::ClientError,
+    },
     /// Renewal failed.
     #[error("cannot renew the node certificate")]
     Renew {

@@ -124,7 +124,7 @@ impl NodePki {
             .ok()?
             .with_tls(self.client_tls().ok()?);
         match client.leader().await {
-            Err(source) if source.status() == Some(401) => Some(NodeCertError::Renew { source }),
+            Err(source) if source.status() == Some(401) => Some(NodeCertError::Refused { source }),
             _ => None,
         }
     }
