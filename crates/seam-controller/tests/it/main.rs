@@ -15,5 +15,6 @@ mod process;
 mod replicas;
 mod server;
 mod tenants;
+mod tls_cli;
 mod vms;
 mod watch;
