@@ -136,6 +136,15 @@ pub enum IdentityError {
         /// The node.
         node: String,
     },
+    /// A token bound to no node tried to take the name of a node that has a valid identity:
+    /// that would lock the node out. Revoke it first, or use a token created for that node.
+    #[error("node {node:?} has already joined (identity epoch {epoch}); revoke it first (`seam node revoke {node}`) or use a token created for it (`seam node token create --node {node}`)")]
+    AlreadyJoined {
+        /// The node.
+        node: String,
+        /// Its current epoch.
+        epoch: u64,
+    },
     /// The system's random source failed.
     #[error("cannot draw a random join token")]
     Random,
@@ -205,6 +214,7 @@ impl IdentityError {
             IdentityError::TokenForOtherNode { .. } | IdentityError::NotANode { .. } => 403,
             IdentityError::Csr { .. } => 400,
             IdentityError::NoSuchIdentity { .. } => 404,
+            IdentityError::AlreadyJoined { .. } => 409,
             IdentityError::SigningUnavailable => 503,
             IdentityError::Random | IdentityError::Time { .. } => 500,
         }
@@ -221,6 +231,7 @@ impl IdentityError {
             }
             IdentityError::Csr { .. } => crate::error::reason::INVALID,
             IdentityError::NoSuchIdentity { .. } => crate::error::reason::NOT_FOUND,
+            IdentityError::AlreadyJoined { .. } => crate::error::reason::CONFLICT,
             IdentityError::SigningUnavailable => reason::SIGNING_UNAVAILABLE,
             IdentityError::Random | IdentityError::Time { .. } => crate::error::reason::INTERNAL,
         }
@@ -761,7 +772,9 @@ impl Controller {
     /// Joins `request.node`: spends the token and writes the node's identity in one store
     /// transaction, and answers a certificate for the CSR's key in the node's new epoch (1 on
     /// first join, the revocation's epoch after a revocation, else the next one: a node
-    /// joining again makes its older certificate useless).
+    /// joining again makes its older certificate useless). Only a token created for the node
+    /// may replace an identity that is not revoked (a reinstalled node); any token may join a
+    /// new or revoked name.
     pub async fn join(&self, request: &JoinRequest) -> Result<JoinResponse> {
         let mut problems = Vec::new();
         check_node_name(&mut problems, &request.node);
@@ -789,6 +802,15 @@ impl Controller {
                 )),
                 None => None,
             };
+            if let Some((record, _)) = current.as_ref().filter(|(r, _)| !r.revoked) {
+                if token.node.is_none() {
+                    return Err(IdentityError::AlreadyJoined {
+                        node: request.node.clone(),
+                        epoch: record.epoch,
+                    }
+                    .into());
+                }
+            }
             let epoch = match &current {
                 None => 1,
                 // The revocation already moved the epoch past every issued certificate.
