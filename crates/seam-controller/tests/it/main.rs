@@ -15,6 +15,7 @@ mod process;
 mod replicas;
 mod server;
 mod tenants;
+mod tls;
 mod tls_cli;
 mod vms;
 mod watch;
