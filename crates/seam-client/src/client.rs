@@ -139,6 +139,80 @@ impl ControllerClient {
             .await
     }
 
+    /// `POST /v1/join-tokens` (admin): a one-time join token valid for `ttl` (whole seconds),
+    /// usable only by `node` when given. The token is shown once: the controller keeps a hash.
+    pub async fn create_join_token(
+        &self,
+        ttl: Duration,
+        node: Option<&str>,
+    ) -> Result<seam_model::JoinToken> {
+        let body = encode(&seam_model::CreateJoinToken {
+            ttl_seconds: ttl.as_secs(),
+            node: node.map(str::to_string),
+        })?;
+        self.call(
+            Method::POST,
+            "/v1/join-tokens".to_string(),
+            Some(body),
+            "JoinToken",
+        )
+        .await
+    }
+
+    /// `POST /v1/join`: spends `token` to get `node`'s certificate for the key of `csr` (PEM).
+    /// Needs no client certificate (the token authenticates), so a client built with
+    /// [`crate::ClientTls::from_files`]`(ca, None)` can join. A refused token is
+    /// [`ClientError::is_invalid_token`].
+    pub async fn join(
+        &self,
+        token: &str,
+        node: &str,
+        csr: &str,
+    ) -> Result<seam_model::JoinResponse> {
+        let body = encode(&seam_model::JoinRequest {
+            token: token.to_string(),
+            node: node.to_string(),
+            csr: csr.to_string(),
+        })?;
+        self.call(
+            Method::POST,
+            "/v1/join".to_string(),
+            Some(body),
+            "JoinResponse",
+        )
+        .await
+    }
+
+    /// `POST /v1/renew` (a node, with its current certificate): a new certificate of the same
+    /// name and epoch for the key of `csr` (PEM).
+    pub async fn renew(&self, csr: &str) -> Result<seam_model::RenewResponse> {
+        let body = encode(&seam_model::RenewRequest {
+            csr: csr.to_string(),
+        })?;
+        self.call(
+            Method::POST,
+            "/v1/renew".to_string(),
+            Some(body),
+            "RenewResponse",
+        )
+        .await
+    }
+
+    /// `POST /v1/revocations` (admin): every certificate of `node` is refused from now on,
+    /// until it joins again. Answers the node's identity as it is now.
+    pub async fn revoke(&self, node: &str) -> Result<seam_model::NodeIdentity> {
+        let body = encode(&seam_model::Revocation {
+            node: node.to_string(),
+        })?;
+        self.call(
+            Method::POST,
+            "/v1/revocations".to_string(),
+            Some(body),
+            "NodeIdentity",
+        )
+        .await
+    }
+
     /// `GET /v1/leader` of the replica tried first: its role and who leads, as it knows.
     pub async fn leader(&self) -> Result<LeaderInfo> {
         self.call(Method::GET, "/v1/leader".to_string(), None, "LeaderInfo")

@@ -139,6 +139,17 @@ impl ClientError {
         self.reason() == Some("NotLeader")
     }
 
+    /// True when the controller refused a join token (malformed, unknown, expired or used).
+    pub fn is_invalid_token(&self) -> bool {
+        self.reason() == Some("InvalidToken")
+    }
+
+    /// True when the controller refused the client's node certificate because the node was
+    /// revoked (or joined again with another key): it must join again with a new token.
+    pub fn is_revoked(&self) -> bool {
+        self.reason() == Some("Revoked")
+    }
+
     /// True when the controller rejected the request body or path as invalid.
     pub fn is_invalid(&self) -> bool {
         self.reason() == Some("Invalid")

@@ -269,10 +269,13 @@ pub(crate) async fn enforce(
         tracing::warn!(caller = %serving.caller, method = %serving.method, path = %serving.path, error = %e, "request refused by the rate limit");
         return e.into_response();
     }
+    // A join is authenticated by its token, not by whatever certificate the node still holds
+    // (a revoked node joins again with its old certificate still configured).
+    let joining = request.method() == Method::POST && serving.path == "/v1/join";
     if let Some(identity) = serving
         .caller
         .identity()
-        .filter(|id| id.role == CallerRole::Node)
+        .filter(|id| id.role == CallerRole::Node && !joining)
     {
         if let Err(e) = controller.check_identity(identity).await {
             tracing::warn!(caller = %serving.caller, method = %serving.method, path = %serving.path, error = %e, "identity refused");

@@ -11,7 +11,6 @@ use std::future::Future;
 use seam_model::Identity;
 
 use crate::controller::Controller;
-use crate::error::Result;
 
 tokio::task_local! {
     static CURRENT: Serving;
@@ -84,16 +83,4 @@ pub(crate) fn serving() -> Option<Serving> {
 /// `router_as(c, Caller::Known(Identity::local_admin()))`.
 pub fn router_as(controller: Controller, caller: Caller) -> axum::Router {
     crate::http::router(controller).layer(axum::Extension(caller))
-}
-
-impl Controller {
-    /// Whether `identity` may still act: a node identity must be registered, not revoked and of
-    /// the current epoch. Called by the authorization middleware for every request of a node.
-    ///
-    /// A stub that accepts every identity: helper "join" implements the registry
-    /// (`/seam/security/identities/<node>`) and replaces this body.
-    pub async fn check_identity(&self, identity: &Identity) -> Result<()> {
-        let _ = identity;
-        Ok(())
-    }
 }

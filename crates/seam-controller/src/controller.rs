@@ -54,6 +54,8 @@ pub(crate) struct Inner {
     pub(crate) audit: crate::audit::AuditLog,
     /// Per-client rate and watch limits ([`crate::limits`]).
     limiter: crate::limits::Limiter,
+    /// Node identities: the registry that follows the store.
+    pub(crate) identities: crate::identities::Identities,
     /// The CA that signs nodes' certificates, set once by [`Controller::with_signing`].
     signing: std::sync::OnceLock<crate::config::Signing>,
 }
@@ -155,6 +157,7 @@ impl Controller {
                 role: watch::Sender::new(role),
                 audit: crate::audit::AuditLog::default(),
                 limiter: crate::limits::Limiter::default(),
+                identities: crate::identities::Identities::default(),
                 signing: std::sync::OnceLock::new(),
             }),
         })

@@ -368,6 +368,10 @@ pub enum Error {
         /// The bound.
         limit: u32,
     },
+    /// A node identity operation was refused or failed (join tokens, join, renewal,
+    /// revocation, a node certificate's identity check).
+    #[error(transparent)]
+    Identity(#[from] crate::identities::IdentityError),
     /// An object could not be encoded for the store.
     #[error("cannot encode {} {name:?}", kind_name(*kind))]
     Encode {
@@ -475,6 +479,7 @@ impl Error {
             | Error::PoolExhausted { .. }
             | Error::VniExhausted { .. } => 409,
             Error::Compacted { .. } => 410,
+            Error::Identity(e) => e.status(),
             Error::NotLeader { .. }
             | Error::Store {
                 source: seam_store::Error::Etcd { .. },
@@ -498,6 +503,7 @@ impl Error {
             Error::Forbidden { .. } => reason::FORBIDDEN,
             Error::RateLimited { .. } => reason::RATE_LIMITED,
             Error::TooManyWatches { .. } => reason::TOO_MANY_WATCHES,
+            Error::Identity(e) => e.reason(),
             _ => match self.status() {
                 400 => reason::INVALID,
                 404 => reason::NOT_FOUND,

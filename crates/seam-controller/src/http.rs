@@ -82,6 +82,7 @@ pub fn router(controller: Controller) -> Router {
         .route("/v1/apply", post(apply))
         .route("/v1/audit", get(audit))
         .merge(crate::vms::routes())
+        .merge(crate::identities::routes())
         .fallback(no_route)
         .layer(axum::middleware::from_fn(
             crate::precondition::refuse_unhonoured_if_match,
@@ -671,14 +672,28 @@ fn watch_revision(query: Option<&str>) -> ApiResult<u64> {
 }
 
 /// `GET /v1/watch?revision=N`: newline-delimited [`WatchEvent`]s, an empty line as heartbeat.
-async fn watch(State(c): State<Controller>, RawQuery(query): RawQuery) -> ApiResult<Response> {
+/// A node's stream ends as soon as its identity stops passing (revoked, joined again).
+async fn watch(
+    State(c): State<Controller>,
+    caller: Option<axum::Extension<crate::Caller>>,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Response> {
     let revision = watch_revision(query.as_deref())?;
-    let caller = crate::caller::serving().map_or(crate::Caller::Anonymous, |s| s.caller);
-    let slot = c.limits().watch_slot(&caller)?;
+    let serving_caller = crate::caller::serving().map_or(crate::Caller::Anonymous, |s| s.caller);
+    let slot = c.limits().watch_slot(&serving_caller)?;
+    let guard = match caller {
+        Some(axum::Extension(crate::Caller::Known(identity)))
+            if identity.role == seam_model::CallerRole::Node =>
+        {
+            Some(c.identity_guard(identity).await?)
+        }
+        _ => None,
+    };
     let store_watch = c.watch(revision).await?;
     let stream = WatchBody {
         _slot: slot,
         watch: store_watch,
+        guard,
         stop: c.stopped(),
         heartbeat: tokio::time::interval_at(
             tokio::time::Instant::now() + HEARTBEAT_INTERVAL,
@@ -697,6 +712,8 @@ struct WatchBody {
     /// Counts the stream against its client's watch cap until the stream is dropped.
     _slot: crate::limits::WatchSlot,
     watch: seam_store::Watch,
+    /// For a node: resolves when its identity stops passing.
+    guard: Option<crate::identities::IdentityGuard>,
     stop: tokio::sync::watch::Receiver<bool>,
     heartbeat: tokio::time::Interval,
 }
@@ -719,6 +736,10 @@ impl WatchBody {
                 event = self.watch.next() => event,
                 _ = self.heartbeat.tick() => return Some(Bytes::from_static(b"\n")),
                 _ = self.stop.wait_for(|stopped| *stopped) => return None,
+                refused = refused(&mut self.guard) => {
+                    tracing::warn!(error = %refused, "ending the watch of a node whose identity no longer passes");
+                    return None;
+                }
             };
             let event = match event? {
                 Ok(event) => event,
@@ -755,6 +776,16 @@ impl WatchBody {
                 }
             }
         }
+    }
+}
+
+/// Resolves when a guarded stream's identity stops passing; never for an unguarded one.
+async fn refused(
+    guard: &mut Option<crate::identities::IdentityGuard>,
+) -> crate::identities::IdentityError {
+    match guard {
+        Some(guard) => guard.refused().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -32,6 +32,7 @@ pub mod election;
 mod error;
 mod externals;
 mod http;
+pub mod identities;
 pub mod keys;
 mod limits;
 pub mod ownership;

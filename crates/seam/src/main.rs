@@ -15,7 +15,7 @@ use clap::Parser;
 
 use cli::{Cli, Cmd};
 use commands::{
-    apply, audit, conformance, delete, explain, external, get, lab, segment, tenant, vm,
+    apply, audit, conformance, delete, explain, external, get, lab, node, segment, tenant, vm,
 };
 
 fn main() -> ExitCode {
@@ -67,6 +67,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             target,
         } => audit::run(limit, output, &target)?,
         Cmd::Conformance { command } => return conformance::run(command),
+        Cmd::Node { command } => node::run(command)?,
     }
     Ok(ExitCode::SUCCESS)
 }

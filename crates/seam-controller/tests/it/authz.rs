@@ -62,7 +62,22 @@ fn json<T: serde::Serialize>(value: &T) -> Option<Value> {
 
 /// Two nodes, a segment and one block of each.
 async fn cluster() -> (Controller, seam_model::Block, seam_model::Block) {
-    let c = Controller::new(ControllerConfig::default(), AnyStore::memory()).unwrap();
+    let store = AnyStore::memory();
+    // Both nodes have joined (epoch 1), as their certificates say.
+    for name in ["n1", "n2"] {
+        let record = seam_model::NodeIdentity {
+            node: name.to_string(),
+            epoch: 1,
+            revoked: false,
+            joined_at: "2026-12-07T00:00:00Z".to_string(),
+        };
+        let txn = seam_store::Txn::default().put(
+            seam_controller::identities::identity_key(name),
+            serde_json::to_vec(&record).unwrap(),
+        );
+        seam_store::Datastore::txn(&store, txn).await.unwrap();
+    }
+    let c = Controller::new(ControllerConfig::default(), store).unwrap();
     c.put_node(node("n1", 1)).await.unwrap();
     c.put_node(node("n2", 2)).await.unwrap();
     c.put_segment(segment("s1", "192.168.0.0/24", 7))
