@@ -63,6 +63,9 @@ pub struct NodePki {
     pub ca: PathBuf,
     /// The certificate directory.
     pub dir: PathBuf,
+    /// The name the controller's certificate must carry, when the endpoint's host is not it (a
+    /// Kubernetes Service's ClusterIP); `None`: the endpoint's host.
+    pub server_name: Option<String>,
 }
 
 impl NodePki {
@@ -80,8 +83,18 @@ impl NodePki {
     /// (re-read when renewed).
     pub fn client_tls(&self) -> Result<ClientTls, NodeCertError> {
         let (cert, key) = (self.cert_path(), self.key_path());
-        ClientTls::from_files(&self.ca, Some((&cert, &key)))
-            .map_err(|source| NodeCertError::Tls { source })
+        self.tls(Some((&cert, &key)))
+    }
+
+    fn tls(&self, cert: Option<(&Path, &Path)>) -> Result<ClientTls, NodeCertError> {
+        let tls = ClientTls::from_files(&self.ca, cert)
+            .map_err(|source| NodeCertError::Tls { source })?;
+        match &self.server_name {
+            Some(name) => tls
+                .with_server_name(name)
+                .map_err(|source| NodeCertError::Tls { source }),
+            None => Ok(tls),
+        }
     }
 
     /// Makes sure the directory holds a valid certificate of this node: keeps one that is
@@ -177,8 +190,7 @@ impl NodePki {
         token: &str,
         now: SystemTime,
     ) -> Result<Obtained, NodeCertError> {
-        let anonymous = ClientTls::from_files(&self.ca, None)
-            .map_err(|source| NodeCertError::Tls { source })?;
+        let anonymous = self.tls(None)?;
         let client = ControllerClient::new(endpoint)
             .map_err(|source| NodeCertError::Join { source })?
             .with_tls(anonymous);

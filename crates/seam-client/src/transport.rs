@@ -93,7 +93,9 @@ impl Target {
                 let Some(tls) = tls else {
                     return Err(Box::new(NoTlsSettings));
                 };
-                let name = ServerName::try_from(host.clone())?;
+                // A Service's ClusterIP is not in the certificate: the name it carries is given.
+                let name =
+                    ServerName::try_from(tls.server_name.clone().unwrap_or_else(|| host.clone()))?;
                 let stream = TcpStream::connect(authority.as_str()).await?;
                 stream.set_nodelay(true)?;
                 let connector = tokio_rustls::TlsConnector::from(tls.config());
@@ -139,12 +141,14 @@ pub struct ClientTls {
     config: Arc<rustls::ClientConfig>,
     cert: Option<Arc<seam_pki::ReloadingCert>>,
     checked: Arc<Mutex<Instant>>,
+    server_name: Option<String>,
 }
 
 impl std::fmt::Debug for ClientTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClientTls")
             .field("cert", &self.cert)
+            .field("server_name", &self.server_name)
             .finish_non_exhaustive()
     }
 }
@@ -171,7 +175,24 @@ impl ClientTls {
             config,
             cert,
             checked: Arc::new(Mutex::new(Instant::now())),
+            server_name: None,
         })
+    }
+
+    /// Verifies the controller's certificate against `name` instead of the endpoint's host: for
+    /// an endpoint reached by an address its certificate does not name (a Kubernetes Service's
+    /// ClusterIP, with the certificate naming the Service's DNS name). A name that is not a valid
+    /// DNS name or IP address is refused.
+    pub fn with_server_name(mut self, name: &str) -> crate::Result<ClientTls> {
+        if ServerName::try_from(name).is_err() {
+            return Err(ClientError::TlsSettings {
+                source: seam_pki::PkiError::Tls(format!(
+                    "invalid server name {name:?}: expected a DNS name or an IP address"
+                )),
+            });
+        }
+        self.server_name = Some(name.to_string());
+        Ok(self)
     }
 
     /// The rustls settings, after picking up a rotated certificate (checked at most once a

@@ -51,6 +51,10 @@ struct Args {
     /// With an etcd:https:// store: the client certificate's key (PEM).
     #[arg(long, value_name = "PATH")]
     etcd_key: Option<PathBuf>,
+    /// With an etcd:https:// store: the name etcd's certificates carry, when the endpoints'
+    /// addresses are not in them (etcd reached through a Kubernetes Service's ClusterIP).
+    #[arg(long, value_name = "NAME")]
+    etcd_server_name: Option<String>,
     /// With an etcd store: where clients reach this replica (published while it leads).
     /// Defaults to the first tcp listener.
     #[arg(long, value_name = "URL")]
@@ -121,6 +125,7 @@ struct EtcdTlsArgs {
     etcd_ca: Option<PathBuf>,
     etcd_cert: Option<PathBuf>,
     etcd_key: Option<PathBuf>,
+    etcd_server_name: Option<String>,
 }
 
 impl EtcdTlsArgs {
@@ -131,9 +136,10 @@ impl EtcdTlsArgs {
             if endpoints.iter().any(|e| e.starts_with("https://")));
         let given = [&self.etcd_ca, &self.etcd_cert, &self.etcd_key];
         if !https {
-            if given.iter().any(|p| p.is_some()) {
+            if given.iter().any(|p| p.is_some()) || self.etcd_server_name.is_some() {
                 return Err(
-                    "--etcd-ca, --etcd-cert and --etcd-key are only for an etcd:https://… store"
+                    "--etcd-ca, --etcd-cert, --etcd-key and --etcd-server-name are only for an \
+                     etcd:https://… store"
                         .to_string(),
                 );
             }
@@ -157,6 +163,7 @@ impl EtcdTlsArgs {
                 cert_pem: read("--etcd-cert", cert)?,
                 key_pem: read("--etcd-key", key)?,
             }),
+            server_name: self.etcd_server_name.clone(),
         };
         Ok(match store {
             StoreSpec::Etcd(endpoints, _) => StoreSpec::Etcd(endpoints, Some(tls)),
@@ -318,6 +325,7 @@ fn main() -> ExitCode {
         etcd_ca: args.etcd_ca,
         etcd_cert: args.etcd_cert,
         etcd_key: args.etcd_key,
+        etcd_server_name: args.etcd_server_name,
     };
     let store = match etcd_tls.apply(args.store) {
         Ok(store) => store,
@@ -502,6 +510,7 @@ mod tests {
             etcd_ca: ca.map(PathBuf::from),
             etcd_cert: cert.map(PathBuf::from),
             etcd_key: key.map(PathBuf::from),
+            etcd_server_name: None,
         }
     }
 

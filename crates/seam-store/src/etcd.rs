@@ -136,6 +136,9 @@ pub struct EtcdTls {
     /// The client certificate presented to etcd; needed when etcd runs with
     /// `--client-cert-auth` (without one such an etcd refuses every request).
     pub client: Option<EtcdClientCert>,
+    /// The name the members' certificates carry, when the endpoints' hosts are not it (etcd
+    /// reached through a Kubernetes Service's ClusterIP); `None`: each endpoint's host.
+    pub server_name: Option<String>,
 }
 
 /// A client certificate and its private key, both PEM.
@@ -188,6 +191,9 @@ impl EtcdTls {
                 &client.cert_pem,
                 &client.key_pem,
             ));
+        }
+        if let Some(name) = &self.server_name {
+            tls = tls.domain_name(name.clone());
         }
         tls
     }

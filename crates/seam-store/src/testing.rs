@@ -256,6 +256,7 @@ impl EtcdCluster {
             Some(files) => config.with_tls(EtcdTls {
                 ca_pem: files.tls.ca_pem.clone(),
                 client: Some(files.tls.client.clone()),
+                server_name: None,
             }),
             None => config,
         }

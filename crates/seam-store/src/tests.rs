@@ -879,6 +879,7 @@ mod etcd_tls {
         let tls = EtcdTls {
             ca_pem: material().ca_pem,
             client: None,
+            server_name: None,
         };
         let refused = |config: EtcdConfig| async move {
             match EtcdStore::connect(config).await {
@@ -899,6 +900,7 @@ mod etcd_tls {
         let garbled = EtcdTls {
             ca_pem: "not a certificate".to_string(),
             client: None,
+            server_name: None,
         };
         let reason = refused(EtcdConfig::new(https.clone(), "").with_tls(garbled)).await;
         assert!(reason.contains("TLS CA is not PEM"), "{reason}");

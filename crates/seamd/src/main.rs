@@ -47,6 +47,11 @@ struct Args {
     /// The CA certificate (PEM) that verifies an https:// controller.
     #[arg(long, env = "SEAM_CA")]
     ca: Option<PathBuf>,
+    /// The name the controller's certificate carries, when the controller endpoint's host is
+    /// not it (e.g. a Kubernetes Service's ClusterIP, with the certificate naming the Service's
+    /// DNS name).
+    #[arg(long, value_name = "NAME")]
+    tls_server_name: Option<String>,
     /// Where the node's key and certificate live (node.key, node.crt; mode 0600).
     #[arg(long, default_value = "/var/lib/seam/pki")]
     cert_dir: PathBuf,
@@ -277,6 +282,7 @@ async fn node_certificate(
         node: args.node.clone(),
         ca,
         dir: args.cert_dir.clone(),
+        server_name: args.tls_server_name.clone(),
     };
     let obtained = pki
         .ensure(controller, token.as_deref(), std::time::SystemTime::now())

@@ -22,6 +22,7 @@ fn a_certificate_is_judged_by_this_machines_clock() {
         node: "n1".to_string(),
         ca: dir.path().join("ca.crt"),
         dir: dir.path().join("pki"),
+        server_name: None,
     };
     assert!(matches!(
         pki.check_existing(SystemTime::now()),

@@ -90,6 +90,7 @@ impl Cluster {
             node: node.to_string(),
             ca: self.dir.path().join("ca.crt"),
             dir: self.dir.path().join(format!("{node}-pki")),
+            server_name: None,
         }
     }
 

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use seam_client::ControllerClient;
+use seam_client::{ClientTls, ControllerClient};
 use seam_k8s::{Adapter, WatchedKind};
 
 /// EX_USAGE from sysexits.h: the command line or configuration is wrong.
@@ -19,9 +19,23 @@ const EXIT_USAGE: u8 = 64;
 #[derive(Debug, Parser)]
 #[command(name = "seam-k8s", version)]
 struct Args {
-    /// The controller API: unix:/path or http://host:port.
+    /// The controller API: https://host:port (mutual TLS with --ca, --cert, --key), unix:/path
+    /// or http://host:port.
     #[arg(long, value_name = "ENDPOINT", env = "SEAM_CONTROLLER")]
     controller: String,
+    /// The CA certificate (PEM) that verifies an https:// controller.
+    #[arg(long, value_name = "PATH", env = "SEAM_CA")]
+    ca: Option<PathBuf>,
+    /// The adapter's client certificate (PEM; organization seam:adapter), re-read when it
+    /// changes.
+    #[arg(long, value_name = "PATH", env = "SEAM_CERT", requires = "key")]
+    cert: Option<PathBuf>,
+    /// The client certificate's key (PEM).
+    #[arg(long, value_name = "PATH", env = "SEAM_KEY", requires = "cert")]
+    key: Option<PathBuf>,
+    /// The name the controller's certificate carries, when the endpoint's host is not it.
+    #[arg(long, value_name = "NAME")]
+    tls_server_name: Option<String>,
     /// A kubeconfig file; without it the in-cluster service account is used.
     #[arg(long, value_name = "PATH")]
     kubeconfig: Option<PathBuf>,
@@ -61,10 +75,10 @@ fn main() -> ExitCode {
     };
     init_tracing(args.log_format);
     // The endpoint is checked before anything connects.
-    let controller = match ControllerClient::new(&args.controller) {
+    let controller = match controller_client(&args) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("seam-k8s: {e}");
+            eprintln!("seam-k8s: {e:#}");
             return ExitCode::from(EXIT_USAGE);
         }
     };
@@ -75,6 +89,25 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The controller client, with TLS settings when --ca is given (required for https://).
+fn controller_client(args: &Args) -> anyhow::Result<ControllerClient> {
+    let client = ControllerClient::new(&args.controller)?;
+    let Some(ca) = &args.ca else {
+        anyhow::ensure!(
+            !args.controller.contains("https://"),
+            "invalid controller {}: an https:// controller needs --ca (and --cert, --key)",
+            args.controller
+        );
+        return Ok(client);
+    };
+    let cert = args.cert.as_deref().zip(args.key.as_deref());
+    let mut tls = ClientTls::from_files(ca, cert).context("the controller's TLS settings")?;
+    if let Some(name) = &args.tls_server_name {
+        tls = tls.with_server_name(name)?;
+    }
+    Ok(client.with_tls(tls))
 }
 
 fn init_tracing(format: LogFormat) {
