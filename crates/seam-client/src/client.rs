@@ -146,14 +146,23 @@ impl ControllerClient {
         ttl: Duration,
         node: Option<&str>,
     ) -> Result<seam_model::JoinToken> {
-        let body = encode(&seam_model::CreateJoinToken {
+        self.create_join_token_with(&seam_model::CreateJoinToken {
             ttl_seconds: ttl.as_secs(),
             node: node.map(str::to_string),
-        })?;
+            uses: None,
+        })
+        .await
+    }
+
+    /// `POST /v1/join-tokens` with every option (e.g. a token several nodes join with).
+    pub async fn create_join_token_with(
+        &self,
+        request: &seam_model::CreateJoinToken,
+    ) -> Result<seam_model::JoinToken> {
         self.call(
             Method::POST,
             "/v1/join-tokens".to_string(),
-            Some(body),
+            Some(encode(request)?),
             "JoinToken",
         )
         .await

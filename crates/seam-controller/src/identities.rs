@@ -35,6 +35,7 @@ use axum::{Extension, Json, Router};
 use seam_model::{
     CallerRole, CreateJoinToken, FieldError, Identity, JoinRequest, JoinResponse, JoinToken,
     NodeIdentity, RenewRequest, RenewResponse, Revocation, MAX_JOIN_TOKEN_TTL_SECS,
+    MAX_JOIN_TOKEN_USES,
 };
 use seam_store::{AnyStore, Compare, Datastore, Event, Txn};
 use serde::{Deserialize, Serialize};
@@ -268,8 +269,19 @@ struct TokenRecord {
     expires_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     node: Option<String>,
+    /// Set when the token is spent: the node that took its last use.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     used_by: Option<String>,
+    /// How many nodes may join with it (1: a one-time token).
+    #[serde(default = "one_use")]
+    uses: u32,
+    /// The nodes that joined with it so far.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    joined: Vec<String>,
+}
+
+fn one_use() -> u32 {
+    1
 }
 
 /// The store key of `node`'s identity record.
@@ -697,6 +709,19 @@ impl Controller {
         if let Some(node) = request.node.as_deref() {
             check_node_name(&mut problems, node);
         }
+        let uses = request.uses.unwrap_or(1);
+        if !(1..=MAX_JOIN_TOKEN_USES).contains(&uses) {
+            problems.push(FieldError {
+                path: "uses".to_string(),
+                message: format!("{uses} is not between 1 and {MAX_JOIN_TOKEN_USES}"),
+            });
+        } else if uses > 1 && request.node.is_some() {
+            problems.push(FieldError {
+                path: "uses".to_string(),
+                message: "a token bound to one node is used once: give uses 1 or no node"
+                    .to_string(),
+            });
+        }
         crate::controller::invalid_if_any("CreateJoinToken", "", problems)?;
         let expires = SystemTime::now() + Duration::from_secs(request.ttl_seconds);
         let expires_at = rfc3339(expires)?;
@@ -711,6 +736,8 @@ impl Controller {
                 expires_at: expires_at.clone(),
                 node: request.node.clone(),
                 used_by: None,
+                uses,
+                joined: Vec::new(),
             };
             let key = join_token_key(&id);
             let txn = Txn::new()
@@ -824,7 +851,10 @@ impl Controller {
                     node: request.node.clone(),
                     source,
                 })?;
-            token.used_by = Some(request.node.clone());
+            token.joined.push(request.node.clone());
+            if token.joined.len() >= token.uses as usize {
+                token.used_by = Some(request.node.clone());
+            }
             let record = IdentityRecord {
                 epoch,
                 revoked: false,

@@ -26,7 +26,16 @@ pub struct CreateJoinToken {
     /// When set, only this node may join with the token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// How many nodes may join with the token (1 to [`MAX_JOIN_TOKEN_USES`]; default 1, a
+    /// one-time token). More than one is for a fleet joining at once (a DaemonSet's nodes),
+    /// never with `node`. Each node still joins once: a name that holds a valid identity is
+    /// refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uses: Option<u32>,
 }
+
+/// The most nodes one join token may admit.
+pub const MAX_JOIN_TOKEN_USES: u32 = 10_000;
 
 /// The answer to [`CreateJoinToken`]: the token, shown once (the controller keeps only a hash
 /// of its secret).

@@ -170,6 +170,10 @@ pub enum NodeTokenCmd {
         /// Only this node may join with the token.
         #[arg(long)]
         node: Option<String>,
+        /// How many nodes may join with the token (a fleet joining at once, e.g. a
+        /// DaemonSet's nodes); each node joins once. Not with --node.
+        #[arg(long, default_value_t = 1, conflicts_with = "node")]
+        uses: u32,
         #[command(flatten)]
         target: Target,
     },

@@ -453,6 +453,8 @@ fn tokens_have_kubeadms_shape_and_are_checked_in_order() {
         expires_at: rfc3339(now + Duration::from_secs(60)).unwrap(),
         node: Some("n1".to_string()),
         used_by: None,
+        uses: 1,
+        joined: Vec::new(),
     };
     assert!(check_token(&id, &secret, &record, "n1", now).is_ok());
     let problem = |r: Result<(), IdentityError>| match r {
@@ -534,6 +536,8 @@ async fn tokens_expired_long_ago_are_forgotten_when_a_new_one_is_made() {
             expires_at: rfc3339(now - Duration::from_secs(age)).unwrap(),
             node: None,
             used_by: Some("n1".to_string()),
+            uses: 1,
+            joined: vec!["n1".to_string()],
         };
         let key = join_token_key(id);
         let txn = Txn::new().put(&key, serde_json::to_vec(&record).unwrap());
@@ -548,4 +552,40 @@ async fn tokens_expired_long_ago_are_forgotten_when_a_new_one_is_made() {
         answer["message"].as_str().unwrap().contains("already used"),
         "{answer}"
     );
+}
+
+#[tokio::test]
+async fn a_fleet_token_admits_as_many_nodes_as_it_has_uses_each_once() {
+    let c = controller(AnyStore::memory(), &ca());
+    let (status, answer) = call(
+        &c,
+        Method::POST,
+        "/v1/join-tokens",
+        Some(&admin()),
+        serde_json::json!({"ttlSeconds": 600, "uses": 2}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    let token = answer["token"].as_str().unwrap().to_string();
+    let (status, _, id) = join(&c, &token, "n1").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(id, Some(Identity::node("n1", 1)));
+    // The same node again is not a second use: its name holds a valid identity.
+    let (status, answer, _) = join(&c, &token, "n1").await;
+    assert_eq!(status, StatusCode::CONFLICT, "{answer}");
+    let (status, _, id) = join(&c, &token, "n2").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(id, Some(Identity::node("n2", 1)));
+    let (status, answer, _) = join(&c, &token, "n3").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{answer}");
+    assert_eq!(answer["reason"], "InvalidToken", "{answer}");
+
+    for bad in [
+        serde_json::json!({"ttlSeconds": 600, "uses": 0}),
+        serde_json::json!({"ttlSeconds": 600, "uses": 10001}),
+        serde_json::json!({"ttlSeconds": 600, "uses": 2, "node": "n4"}),
+    ] {
+        let (status, answer) = call(&c, Method::POST, "/v1/join-tokens", Some(&admin()), bad).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    }
 }

@@ -1,7 +1,5 @@
 //! `seam node token create` and `seam node revoke`: node identities.
 
-use std::time::Duration;
-
 use anyhow::Context;
 
 use crate::cli::{NodeCmd, NodeTokenCmd};
@@ -14,13 +12,19 @@ pub(crate) fn run(command: NodeCmd) -> anyhow::Result<()> {
                 NodeTokenCmd::Create {
                     ttl_secs,
                     node,
+                    uses,
                     target,
                 },
         } => {
             let client = client(&target)?;
+            let request = seam_model::CreateJoinToken {
+                ttl_seconds: ttl_secs,
+                node: node.clone(),
+                uses: Some(uses),
+            };
             let token = block_on(async {
                 client
-                    .create_join_token(Duration::from_secs(ttl_secs), node.as_deref())
+                    .create_join_token_with(&request)
                     .await
                     .context("create a join token")
             })?;
@@ -29,6 +33,10 @@ pub(crate) fn run(command: NodeCmd) -> anyhow::Result<()> {
             match node {
                 Some(node) => eprintln!(
                     "join token for node {node}, valid until {}",
+                    token.expires_at
+                ),
+                None if uses > 1 => eprintln!(
+                    "join token for {uses} nodes, valid until {}",
                     token.expires_at
                 ),
                 None => eprintln!("join token valid until {}", token.expires_at),
