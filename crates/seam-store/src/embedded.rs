@@ -91,6 +91,10 @@ impl EmbeddedStore {
             path: path.clone(),
             source: Box::new(source),
         };
+        // The file holds addresses, labels and node identities: only its owner (root) reads it.
+        // Created 0600 before redb writes a byte (redb initializes an empty file); an existing
+        // file from an older version is narrowed too.
+        owner_only(&path).map_err(|e| open_err(redb::StorageError::Io(e).into()))?;
         // redb's page cache grows to its limit (1 GiB by default) as pages are touched; a node agent
         // must stay small, so the limit is the caller's choice.
         let db = redb::Builder::new()
@@ -440,4 +444,16 @@ impl Datastore for EmbeddedStore {
         })
         .await
     }
+}
+
+/// Creates `path` with mode 0600 if it is missing, else sets its mode to 0600.
+fn owner_only(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
 }

@@ -512,6 +512,22 @@ mod embedded_only {
     const CRASH_ENV: &str = "SEAM_STORE_CRASH_CHILD";
     const CRASH_WRITES: u64 = 20;
 
+    #[test]
+    fn the_store_file_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let fresh = dir.path().join("fresh.redb");
+        drop(AnyStore::open_embedded(&fresh).unwrap());
+        assert_eq!(mode(&fresh), 0o600);
+        // A file an older version left world-readable is narrowed when opened.
+        let old = dir.path().join("old.redb");
+        drop(AnyStore::open_embedded(&old).unwrap());
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).unwrap();
+        drop(AnyStore::open_embedded(&old).unwrap());
+        assert_eq!(mode(&old), 0o600);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn revisions_and_log_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
