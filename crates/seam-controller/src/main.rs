@@ -84,10 +84,11 @@ struct Args {
     vni_base: u32,
     /// Requests per second one client (identity; anonymous: peer address) may send, with
     /// bursts of twice as many; 0 turns the limit off. Root on the Unix socket is not limited.
-    #[arg(long, value_name = "N", default_value_t = seam_controller::DEFAULT_RATE_LIMIT)]
+    // Literal, so deploy/CONFIG.md can be checked against it; a test holds it to the library's.
+    #[arg(long, value_name = "N", default_value_t = 200)]
     rate_limit: u32,
     /// Watch streams one client may hold open at once; 0 turns the cap off.
-    #[arg(long, value_name = "N", default_value_t = seam_controller::DEFAULT_MAX_WATCHES_PER_CLIENT)]
+    #[arg(long, value_name = "N", default_value_t = 8)]
     max_watches_per_client: u32,
     /// The serving certificate of tcp listeners (PEM; re-read every 5 s, so it rotates without
     /// a restart).
@@ -503,6 +504,20 @@ mod tests {
         ] {
             assert!(bad.parse::<StoreSpec>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn flag_defaults_are_the_librarys() {
+        let args = Args::try_parse_from(["seam-controller"]).unwrap();
+        assert_eq!(args.rate_limit, seam_controller::DEFAULT_RATE_LIMIT);
+        assert_eq!(
+            args.max_watches_per_client,
+            seam_controller::DEFAULT_MAX_WATCHES_PER_CLIENT
+        );
+        assert_eq!(
+            args.max_connections,
+            seam_controller::DEFAULT_MAX_CONNECTIONS
+        );
     }
 
     fn tls_args(ca: Option<&str>, cert: Option<&str>, key: Option<&str>) -> EtcdTlsArgs {

@@ -216,20 +216,9 @@ impl Controller {
             }
         };
         vm.validate()?;
-        // The VM's endpoint is held to the rule a pod's is: its namespace is its segment's.
-        if let Some(ns) = segment
-            .object
-            .namespace
-            .as_ref()
-            .filter(|ns| **ns != vm.namespace)
-        {
-            return Err(Error::EndpointNamespaceMismatch {
-                endpoint: vm.endpoint_name(),
-                namespace: vm.namespace.clone(),
-                segment: vm.segment.clone(),
-                segment_namespace: ns.clone(),
-            });
-        }
+        // Unlike a pod's, a VM's namespace need not be its segment's: only administrators attach
+        // VMs, and a VM's namespace is the policy group it joins (VMs of namespace `legacy` on
+        // the pods' segment `ns-misc`, issue 5), not where a node may place an address.
         self.check_vm_unique(&vm, &vms, &endpoints)?;
         self.commit_vm(&vm, current.as_ref(), &endpoints, Some((&segment, &host)))
             .await?;

@@ -302,24 +302,33 @@ fn controller_runs_two_replicas_on_the_host_network_with_etcd() {
     let env = container_env(&set, controller);
     let store = expand(&flag_values(controller)["--store"][0], &env);
     assert!(
-        store.starts_with("etcd:http://"),
-        "the controller's store is {store}"
+        store.starts_with("etcd:https://"),
+        "the controller's store is {store}: etcd is reached over TLS"
     );
+    // The local administrator's socket stays in the pod.
+    assert!(
+        items(controller, "/volumeMounts")
+            .iter()
+            .any(|m| str_at(m, "/mountPath") == Some("/run/seam")),
+        "the controller does not mount /run/seam"
+    );
+    // The adapter is a TLS client of its own: the seam:adapter certificate, not the socket.
     let adapter = container(d, "seam-k8s", false);
-    assert_eq!(
-        flag_values(adapter)["--controller"],
-        ["unix:/run/seam/controller.sock"]
+    let adapter_flags = flag_values(adapter);
+    assert!(
+        adapter_flags["--controller"][0].starts_with("https://"),
+        "{:?}",
+        adapter_flags["--controller"]
     );
-    // The adapter reaches the controller's socket through a volume both mount there.
-    for c in [controller, adapter] {
-        assert!(
-            items(c, "/volumeMounts")
-                .iter()
-                .any(|m| str_at(m, "/mountPath") == Some("/run/seam")),
-            "{:?} does not mount /run/seam",
-            c["name"]
-        );
+    for flag in ["--ca", "--cert", "--key"] {
+        assert!(adapter_flags.contains_key(flag), "seam-k8s lacks {flag}");
     }
+    assert!(
+        !items(adapter, "/volumeMounts")
+            .iter()
+            .any(|m| str_at(m, "/mountPath") == Some("/run/seam")),
+        "the adapter must not reach the administrator's socket"
+    );
     // The Service's port is the one the controller listens on.
     let service = object(&set, "Service", "seam-controller");
     let port = service
@@ -328,6 +337,98 @@ fn controller_runs_two_replicas_on_the_host_network_with_etcd() {
     assert!(flag_values(controller)["--listen"]
         .iter()
         .any(|l| l.ends_with(&format!(":{}", port.unwrap_or_default()))));
+}
+
+/// Issue 11: the API is TLS with client certificates, etcd demands client certificates, and
+/// the certificates come from cert-manager; an agent sees the CA certificate, never a key.
+#[test]
+fn the_api_and_etcd_speak_mutual_tls_with_certificates_from_cert_manager() {
+    let set = install_set();
+    for (kind, name) in [
+        ("Issuer", "seam-selfsigned"),
+        ("Certificate", "seam-ca"),
+        ("Issuer", "seam-ca"),
+        ("Certificate", "seam-controller-tls"),
+        ("Certificate", "seam-adapter"),
+        ("Certificate", "seam-admin"),
+        ("Certificate", "seam-etcd-server"),
+        ("Certificate", "seam-etcd-client"),
+    ] {
+        object(&set, kind, name);
+    }
+    let organization = |name: &str| {
+        object(&set, "Certificate", name)
+            .pointer("/spec/subject/organizations/0")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    assert_eq!(
+        organization("seam-adapter").as_deref(),
+        Some(seam_model::identity::ADAPTER_GROUP)
+    );
+    assert_eq!(
+        organization("seam-admin").as_deref(),
+        Some(seam_model::identity::ADMINS_GROUP)
+    );
+    assert_eq!(
+        organization("seam-controller-tls").as_deref(),
+        Some(seam_model::identity::CONTROLLERS_GROUP)
+    );
+
+    let d = object(&set, "Deployment", "seam-controller");
+    let flags = flag_values(container(d, "seam-controller", false));
+    for flag in [
+        "--tls-cert",
+        "--tls-key",
+        "--ca",
+        "--ca-key",
+        "--etcd-ca",
+        "--etcd-cert",
+        "--etcd-key",
+    ] {
+        assert!(flags.contains_key(flag), "seam-controller lacks {flag}");
+    }
+    assert!(
+        !flags.contains_key("--insecure-plain-tcp"),
+        "the deploy never serves plain TCP"
+    );
+
+    let etcd = container(object(&set, "StatefulSet", "seam-etcd"), "etcd", false);
+    let args: Vec<&str> = items(etcd, "/command")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for wanted in ["--client-cert-auth=true", "--peer-client-cert-auth=true"] {
+        assert!(args.contains(&wanted), "etcd lacks {wanted}");
+    }
+    assert!(args
+        .iter()
+        .filter(|a| a.starts_with("--listen-client-urls="))
+        .all(|a| !a.contains("http://")));
+
+    let ds = object(&set, "DaemonSet", "seam-agent");
+    let volumes = items(&ds["spec"]["template"]["spec"], "/volumes");
+    for v in volumes {
+        if let Some(secret) = str_at(v, "/secret/secretName") {
+            let keys: Vec<&str> = items(v, "/secret/items")
+                .iter()
+                .filter_map(|i| str_at(i, "/key"))
+                .collect();
+            match secret {
+                "seam-join-token" => {}
+                _ => assert_eq!(keys, ["ca.crt"], "the agent mounts {secret} beyond ca.crt"),
+            }
+        }
+    }
+    let seamd = flag_values(container(ds, "seamd", false));
+    for flag in [
+        "--ca",
+        "--cert-dir",
+        "--join-token-file",
+        "--tls-server-name",
+    ] {
+        assert!(seamd.contains_key(flag), "seamd lacks {flag}");
+    }
 }
 
 #[test]
@@ -1191,17 +1292,17 @@ fn controller_flag_values_are_accepted_by_its_parsers() {
     };
     assert_eq!(config.validate(), Ok(()));
     assert!(matches!(one("--log-format").as_str(), "text" | "json"));
-    // etcd:http://host:port, as seam-client writes endpoints.
+    // etcd:https://host:port, as seam-client writes endpoints.
     let store = one("--store");
     let authority = store
-        .strip_prefix("etcd:http://")
+        .strip_prefix("etcd:https://")
         .unwrap_or_else(|| panic!("--store={store}"));
     assert!(authority.parse::<std::net::SocketAddr>().is_ok(), "{store}");
 
     // The agents' controller endpoint is the Service's.
     let ds = object(&set, "DaemonSet", "seam-agent");
     let agent_env = container_env(&set, container(ds, "seamd", false));
-    assert_eq!(agent_env["SEAM_CONTROLLER"], "http://10.96.0.21:7440");
+    assert_eq!(agent_env["SEAM_CONTROLLER"], "https://10.96.0.21:7440");
     assert_eq!(agent_env["SEAM_NODE"], "node-1");
 }
 
