@@ -9,6 +9,7 @@ mod cni;
 mod conformance;
 mod crash;
 mod gateway;
+mod identity;
 mod names;
 mod netns;
 mod overlay;
