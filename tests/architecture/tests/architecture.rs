@@ -29,6 +29,7 @@ const EDGES: &[&str] = &[
     "seam-linux",
     "seam-store",
     "seam-client",
+    "seam-pki",
     "seam-cni",
     "seam-agent",
     "seam-controller",
