@@ -150,3 +150,96 @@ pub(crate) fn write_secret(path: &Path, token: &str) -> Result<()> {
         .map_err(io_err(path))?;
     file.write_all(token.as_bytes()).map_err(io_err(path))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+
+    use super::*;
+
+    fn der(path: &Path) -> CertificateDer<'static> {
+        CertificateDer::from_pem_file(path).unwrap()
+    }
+
+    /// A TLS 1.3 handshake in memory: a client that trusts the lab's CA and dials `server_name`
+    /// against a server with the controller's certificate.
+    fn handshake(pki: &LabPki, server_name: ServerName<'static>) -> std::result::Result<(), String> {
+        let ca = std::fs::read_to_string(&pki.ca_cert).unwrap();
+        let cert =
+            seam_pki::ReloadingCert::from_files(&pki.controller_cert, &pki.controller_key).unwrap();
+        let server = seam_pki::server_config(&ca, cert).unwrap();
+        let client = seam_pki::client_config(&ca, None).unwrap();
+        let mut c = rustls::ClientConnection::new(client, server_name).unwrap();
+        let mut s = rustls::ServerConnection::new(server).unwrap();
+        for _ in 0..10 {
+            let mut buf = Vec::new();
+            c.write_tls(&mut buf).map_err(|e| e.to_string())?;
+            s.read_tls(&mut &buf[..]).map_err(|e| e.to_string())?;
+            s.process_new_packets().map_err(|e| e.to_string())?;
+            let mut buf = Vec::new();
+            s.write_tls(&mut buf).map_err(|e| e.to_string())?;
+            c.read_tls(&mut &buf[..]).map_err(|e| e.to_string())?;
+            c.process_new_packets().map_err(|e| e.to_string())?;
+            if !c.is_handshaking() && !s.is_handshaking() {
+                return Ok(());
+            }
+        }
+        Err("handshake did not finish".into())
+    }
+
+    #[test]
+    fn up_makes_the_ca_the_controllers_and_the_users_certificates_with_private_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let replicas = [Ipv4Addr::new(198, 18, 0, 5), Ipv4Addr::new(198, 18, 0, 6)];
+        let pki = create(dir.path(), "t", &replicas).unwrap();
+        assert_eq!(pki.dir, dir.path().join("pki"));
+        for user in LabUser::ALL {
+            let (cert, key) = pki.user(user);
+            assert_eq!(
+                seam_pki::identity_of(&der(&cert)).unwrap(),
+                user.identity()
+            );
+            let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0, "{} is {mode:o}", key.display());
+        }
+        for key in [&pki.ca_key, &pki.controller_key] {
+            let mode = std::fs::metadata(key).unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0, "{} is {mode:o}", key.display());
+        }
+        // The controller's certificate serves every replica's address and the loopback, and
+        // nothing else.
+        for ip in ["198.18.0.5", "198.18.0.6", "127.0.0.1"] {
+            let name = ServerName::try_from(ip.to_string()).unwrap();
+            handshake(&pki, name).unwrap_or_else(|e| panic!("{ip}: {e}"));
+        }
+        handshake(&pki, ServerName::try_from("localhost").unwrap()).unwrap();
+        let other = ServerName::try_from("198.18.0.7".to_string()).unwrap();
+        assert!(handshake(&pki, other).is_err());
+    }
+
+    #[test]
+    fn a_second_create_keeps_the_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = create(dir.path(), "t", &[Ipv4Addr::new(198, 18, 0, 1)]).unwrap();
+        let ca = std::fs::read(&first.ca_cert).unwrap();
+        let second = create(dir.path(), "t", &[Ipv4Addr::new(198, 18, 0, 1)]).unwrap();
+        assert_eq!(std::fs::read(&second.ca_cert).unwrap(), ca);
+    }
+
+    #[test]
+    fn a_token_file_is_private_and_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("join-token");
+        write_secret(&path, "abcdef.0123456789abcdef").unwrap();
+        write_secret(&path, "ghijkl.0123456789abcdef").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "ghijkl.0123456789abcdef"
+        );
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}
