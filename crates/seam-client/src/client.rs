@@ -17,7 +17,7 @@ use seam_model::{
 };
 
 use crate::error::{ClientError, Result};
-use crate::transport::{encode_segment, read_body, Target};
+use crate::transport::{encode_segment, read_body, ClientTls, Target};
 use crate::watch::WatchStream;
 
 /// Timeout of every request except the watch stream, unless changed with
@@ -62,11 +62,14 @@ pub struct ControllerClient {
     current: Arc<AtomicUsize>,
     timeout: Duration,
     watch_idle_timeout: Duration,
+    /// For `https://` endpoints.
+    tls: Option<ClientTls>,
 }
 
 impl ControllerClient {
-    /// A client for `endpoint`: `unix:/path/to/socket` or `http://host:port`, or a
-    /// comma-separated list of them (controller replicas).
+    /// A client for `endpoint`: `unix:/path/to/socket`, `http://host:port` or
+    /// `https://host:port`, or a comma-separated list of them (controller replicas).
+    /// `https://` endpoints need [`Self::with_tls`].
     pub fn new(endpoint: &str) -> Result<Self> {
         let endpoints = endpoint
             .split(',')
@@ -84,6 +87,7 @@ impl ControllerClient {
             current: Arc::new(AtomicUsize::new(0)),
             timeout: DEFAULT_TIMEOUT,
             watch_idle_timeout: DEFAULT_WATCH_IDLE_TIMEOUT,
+            tls: None,
         })
     }
 
@@ -111,6 +115,13 @@ impl ControllerClient {
         self
     }
 
+    /// The same client with TLS settings for its `https://` endpoints (the CA that verifies the
+    /// controller, the client certificate it presents).
+    pub fn with_tls(mut self, tls: ClientTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
     /// The same client with another watch idle timeout.
     pub fn with_watch_idle_timeout(mut self, timeout: Duration) -> Self {
         self.watch_idle_timeout = timeout;
@@ -126,6 +137,80 @@ impl ControllerClient {
     pub async fn healthz(&self) -> Result<()> {
         self.call_unit(Method::GET, "/healthz".to_string(), None)
             .await
+    }
+
+    /// `POST /v1/join-tokens` (admin): a one-time join token valid for `ttl` (whole seconds),
+    /// usable only by `node` when given. The token is shown once: the controller keeps a hash.
+    pub async fn create_join_token(
+        &self,
+        ttl: Duration,
+        node: Option<&str>,
+    ) -> Result<seam_model::JoinToken> {
+        let body = encode(&seam_model::CreateJoinToken {
+            ttl_seconds: ttl.as_secs(),
+            node: node.map(str::to_string),
+        })?;
+        self.call(
+            Method::POST,
+            "/v1/join-tokens".to_string(),
+            Some(body),
+            "JoinToken",
+        )
+        .await
+    }
+
+    /// `POST /v1/join`: spends `token` to get `node`'s certificate for the key of `csr` (PEM).
+    /// Needs no client certificate (the token authenticates), so a client built with
+    /// [`crate::ClientTls::from_files`]`(ca, None)` can join. A refused token is
+    /// [`ClientError::is_invalid_token`].
+    pub async fn join(
+        &self,
+        token: &str,
+        node: &str,
+        csr: &str,
+    ) -> Result<seam_model::JoinResponse> {
+        let body = encode(&seam_model::JoinRequest {
+            token: token.to_string(),
+            node: node.to_string(),
+            csr: csr.to_string(),
+        })?;
+        self.call(
+            Method::POST,
+            "/v1/join".to_string(),
+            Some(body),
+            "JoinResponse",
+        )
+        .await
+    }
+
+    /// `POST /v1/renew` (a node, with its current certificate): a new certificate of the same
+    /// name and epoch for the key of `csr` (PEM).
+    pub async fn renew(&self, csr: &str) -> Result<seam_model::RenewResponse> {
+        let body = encode(&seam_model::RenewRequest {
+            csr: csr.to_string(),
+        })?;
+        self.call(
+            Method::POST,
+            "/v1/renew".to_string(),
+            Some(body),
+            "RenewResponse",
+        )
+        .await
+    }
+
+    /// `POST /v1/revocations` (admin): every certificate of `node` is refused from now on,
+    /// until it joins again. Answers the node's identity as it is now.
+    pub async fn revoke(&self, node: &str) -> Result<seam_model::NodeIdentity> {
+        let body = encode(&seam_model::Revocation {
+            node: node.to_string(),
+        })?;
+        self.call(
+            Method::POST,
+            "/v1/revocations".to_string(),
+            Some(body),
+            "NodeIdentity",
+        )
+        .await
     }
 
     /// `GET /v1/leader` of the replica tried first: its role and who leads, as it knows.
@@ -464,7 +549,7 @@ impl ControllerClient {
             let sent = self
                 .timed(endpoint, &request, async {
                     target
-                        .send(http)
+                        .send(http, self.tls.as_ref())
                         .await
                         .map_err(|source| ClientError::Transport {
                             endpoint: endpoint.to_string(),
@@ -758,7 +843,10 @@ impl ControllerClient {
                         request: request.clone(),
                         source,
                     };
-                    let response = target.send(http).await.map_err(transport)?;
+                    let response = target
+                        .send(http, self.tls.as_ref())
+                        .await
+                        .map_err(transport)?;
                     let (parts, body) = response.into_parts();
                     let revision = parts
                         .headers
@@ -793,6 +881,11 @@ impl ControllerClient {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<Request<Full<Bytes>>> {
+        if matches!(target, Target::Https { .. }) && self.tls.is_none() {
+            return Err(ClientError::NoTls {
+                endpoint: self.endpoint().to_string(),
+            });
+        }
         let mut builder = Request::builder()
             .method(method.clone())
             .uri(path)

@@ -9,11 +9,27 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
-    /// The endpoint string is neither `unix:/path` nor `http://host:port`.
-    #[error("invalid controller endpoint {endpoint:?}: expected unix:/path or http://host:port")]
+    /// The endpoint string is neither `unix:/path`, `http://host:port` nor `https://host:port`.
+    #[error(
+        "invalid controller endpoint {endpoint:?}: expected unix:/path, http://host:port or https://host:port"
+    )]
     InvalidEndpoint {
         /// The endpoint as given.
         endpoint: String,
+    },
+    /// An `https://` endpoint, but the client was given no TLS settings
+    /// ([`crate::ControllerClient::with_tls`]).
+    #[error("controller endpoint {endpoint:?} is https:// but no TLS settings were given (the CA, and a client certificate and key)")]
+    NoTls {
+        /// The endpoint as given.
+        endpoint: String,
+    },
+    /// The TLS settings could not be loaded (CA, certificate or key file).
+    #[error("TLS settings: {source}")]
+    TlsSettings {
+        /// What failed.
+        #[source]
+        source: seam_pki::PkiError,
     },
     /// The controller answered with an error status and a structured body.
     #[error("{request} on {endpoint}: {status} {reason}: {message}")]
@@ -121,6 +137,17 @@ impl ClientError {
     /// True when every replica tried was a standby (a leader is being elected): retry later.
     pub fn is_not_leader(&self) -> bool {
         self.reason() == Some("NotLeader")
+    }
+
+    /// True when the controller refused a join token (malformed, unknown, expired or used).
+    pub fn is_invalid_token(&self) -> bool {
+        self.reason() == Some("InvalidToken")
+    }
+
+    /// True when the controller refused the client's node certificate because the node was
+    /// revoked (or joined again with another key): it must join again with a new token.
+    pub fn is_revoked(&self) -> bool {
+        self.reason() == Some("Revoked")
     }
 
     /// True when the controller rejected the request body or path as invalid.

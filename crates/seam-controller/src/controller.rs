@@ -47,6 +47,8 @@ pub(crate) struct Inner {
     /// `Some` for a replica that elects a leader with its peers.
     replica: Option<ReplicaConfig>,
     role: watch::Sender<Role>,
+    /// Node identities: the registry that follows the store, and the CA key that signs.
+    pub(crate) identities: crate::identities::Identities,
 }
 
 /// Whether this controller may write.
@@ -144,6 +146,7 @@ impl Controller {
                 stop,
                 replica,
                 role: watch::Sender::new(role),
+                identities: crate::identities::Identities::default(),
             }),
         })
     }

@@ -281,6 +281,10 @@ pub enum Error {
         /// The segment.
         segment: String,
     },
+    /// A node identity operation was refused or failed (join tokens, join, renewal,
+    /// revocation, a node certificate's identity check).
+    #[error(transparent)]
+    Identity(#[from] crate::identities::IdentityError),
     /// An object could not be encoded for the store.
     #[error("cannot encode {} {name:?}", kind_name(*kind))]
     Encode {
@@ -370,6 +374,7 @@ impl Error {
             | Error::PoolExhausted { .. }
             | Error::VniExhausted { .. } => 409,
             Error::Compacted { .. } => 410,
+            Error::Identity(e) => e.status(),
             Error::NotLeader { .. }
             | Error::Store {
                 source: seam_store::Error::Etcd { .. },
@@ -388,6 +393,7 @@ impl Error {
             | Error::VniExhausted { .. } => reason::EXHAUSTED,
             Error::NotLeader { .. } => reason::NOT_LEADER,
             Error::RevisionConflict { .. } => reason::REVISION_CONFLICT,
+            Error::Identity(e) => e.reason(),
             _ => match self.status() {
                 400 => reason::INVALID,
                 404 => reason::NOT_FOUND,

@@ -81,7 +81,12 @@ pub fn router(controller: Controller) -> Router {
         )
         .route("/v1/apply", post(apply))
         .merge(crate::vms::routes())
+        .merge(crate::identities::routes())
         .fallback(no_route)
+        .layer(axum::middleware::from_fn_with_state(
+            controller.clone(),
+            crate::identities::refuse_stale_identities,
+        ))
         .layer(axum::middleware::from_fn(
             crate::precondition::refuse_unhonoured_if_match,
         ))
@@ -576,11 +581,25 @@ fn watch_revision(query: Option<&str>) -> ApiResult<u64> {
 }
 
 /// `GET /v1/watch?revision=N`: newline-delimited [`WatchEvent`]s, an empty line as heartbeat.
-async fn watch(State(c): State<Controller>, RawQuery(query): RawQuery) -> ApiResult<Response> {
+/// A node's stream ends as soon as its identity stops passing (revoked, joined again).
+async fn watch(
+    State(c): State<Controller>,
+    caller: Option<axum::Extension<crate::Caller>>,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Response> {
     let revision = watch_revision(query.as_deref())?;
+    let guard = match caller {
+        Some(axum::Extension(crate::Caller::Known(identity)))
+            if identity.role == seam_model::CallerRole::Node =>
+        {
+            Some(c.identity_guard(identity).await?)
+        }
+        _ => None,
+    };
     let store_watch = c.watch(revision).await?;
     let stream = WatchBody {
         watch: store_watch,
+        guard,
         stop: c.stopped(),
         heartbeat: tokio::time::interval_at(
             tokio::time::Instant::now() + HEARTBEAT_INTERVAL,
@@ -597,6 +616,8 @@ async fn watch(State(c): State<Controller>, RawQuery(query): RawQuery) -> ApiRes
 
 struct WatchBody {
     watch: seam_store::Watch,
+    /// For a node: resolves when its identity stops passing.
+    guard: Option<crate::identities::IdentityGuard>,
     stop: tokio::sync::watch::Receiver<bool>,
     heartbeat: tokio::time::Interval,
 }
@@ -619,6 +640,10 @@ impl WatchBody {
                 event = self.watch.next() => event,
                 _ = self.heartbeat.tick() => return Some(Bytes::from_static(b"\n")),
                 _ = self.stop.wait_for(|stopped| *stopped) => return None,
+                refused = refused(&mut self.guard) => {
+                    tracing::warn!(error = %refused, "ending the watch of a node whose identity no longer passes");
+                    return None;
+                }
             };
             let event = match event? {
                 Ok(event) => event,
@@ -655,6 +680,16 @@ impl WatchBody {
                 }
             }
         }
+    }
+}
+
+/// Resolves when a guarded stream's identity stops passing; never for an unguarded one.
+async fn refused(
+    guard: &mut Option<crate::identities::IdentityGuard>,
+) -> crate::identities::IdentityError {
+    match guard {
+        Some(guard) => guard.refused().await,
+        None => std::future::pending().await,
     }
 }
 

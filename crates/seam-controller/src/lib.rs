@@ -30,6 +30,7 @@ pub mod election;
 mod error;
 mod externals;
 mod http;
+pub mod identities;
 pub mod keys;
 mod policies;
 mod precondition;

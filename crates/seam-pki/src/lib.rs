@@ -790,6 +790,10 @@ pub fn server_config(
         .with_client_cert_verifier(Arc::new(ExplainingClientVerifier(verifier)))
         .with_cert_resolver(cert);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // No session resumption: a resumed session carries the identity of the certificate it was
+    // first made with, so a renewed (new epoch) or revoked certificate would go unnoticed.
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
     Ok(Arc::new(config))
 }
 
@@ -815,6 +819,8 @@ pub fn client_config(
         None => builder.with_no_client_auth(),
     };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // Every connection presents the current certificate (see `server_config`).
+    config.resumption = rustls::client::Resumption::disabled();
     Ok(Arc::new(config))
 }
 
