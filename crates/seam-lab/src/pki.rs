@@ -103,7 +103,11 @@ pub(crate) fn load_ca(pki: &LabPki) -> Result<seam_pki::Ca> {
 /// Creates the lab's CA under `lab_dir/pki` (once; an existing CA is kept) and issues the
 /// controller's serving certificate for `controller_ips` (plus 127.0.0.1 and `localhost`) and
 /// the users' certificates.
-pub(crate) fn create(lab_dir: &Path, lab_name: &str, controller_ips: &[Ipv4Addr]) -> Result<LabPki> {
+pub(crate) fn create(
+    lab_dir: &Path,
+    lab_name: &str,
+    controller_ips: &[Ipv4Addr],
+) -> Result<LabPki> {
     let pki = LabPki::at(&lab_dir.join("pki"));
     std::fs::create_dir_all(&pki.dir).map_err(io_err(&pki.dir))?;
     let ca = if pki.ca_cert.exists() && pki.ca_key.exists() {
@@ -166,7 +170,10 @@ mod tests {
 
     /// A TLS 1.3 handshake in memory: a client that trusts the lab's CA and dials `server_name`
     /// against a server with the controller's certificate.
-    fn handshake(pki: &LabPki, server_name: ServerName<'static>) -> std::result::Result<(), String> {
+    fn handshake(
+        pki: &LabPki,
+        server_name: ServerName<'static>,
+    ) -> std::result::Result<(), String> {
         let ca = std::fs::read_to_string(&pki.ca_cert).unwrap();
         let cert =
             seam_pki::ReloadingCert::from_files(&pki.controller_cert, &pki.controller_key).unwrap();
@@ -198,10 +205,7 @@ mod tests {
         assert_eq!(pki.dir, dir.path().join("pki"));
         for user in LabUser::ALL {
             let (cert, key) = pki.user(user);
-            assert_eq!(
-                seam_pki::identity_of(&der(&cert)).unwrap(),
-                user.identity()
-            );
+            assert_eq!(seam_pki::identity_of(&der(&cert)).unwrap(), user.identity());
             let mode = std::fs::metadata(&key).unwrap().permissions().mode();
             assert_eq!(mode & 0o077, 0, "{} is {mode:o}", key.display());
         }

@@ -221,9 +221,7 @@ impl Processes<'_> {
             .arg(self.lab.bin_dir.join("seam-controller"))
             .arg("--listen")
             .arg(&replica.endpoint);
-        if let (Some(pki), Some(address)) =
-            (&self.lab.pki, replica.api.strip_prefix("https://"))
-        {
+        if let (Some(pki), Some(address)) = (&self.lab.pki, replica.api.strip_prefix("https://")) {
             // The Unix socket above is the local admin's; everyone else comes over TLS on the
             // underlay, and the CA key lets the controller sign the certificates of joining nodes.
             cmd.arg("--listen")

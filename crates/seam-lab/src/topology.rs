@@ -112,7 +112,13 @@ fn build(spec: &LabSpec) -> Result<Lab> {
     ip(&underlay, &["link", "add", "ul0", "type", "bridge"])?;
     ip(
         &underlay,
-        &["addr", "add", &format!("{UNDERLAY_BRIDGE}/15"), "dev", "ul0"],
+        &[
+            "addr",
+            "add",
+            &format!("{UNDERLAY_BRIDGE}/15"),
+            "dev",
+            "ul0",
+        ],
     )?;
     ip(&underlay, &["link", "set", "ul0", "up"])?;
 
