@@ -100,6 +100,13 @@ fn agents_join_with_their_own_certificates_and_a_pod_gets_nothing_from_the_api()
         out.stdout
     );
 
+    // The harness's own client over TLS, as the lab's reader, from the underlay.
+    let nodes = g
+        .lab
+        .tls_call(LabUser::Reader, |c| async move { c.list_nodes().await })
+        .unwrap();
+    assert_eq!(nodes.len(), 2, "{nodes:?}");
+
     // From n1's namespace, which reaches the API: n1's certificate reads the nodes, and plain
     // HTTP gets no HTTP answer (TLS only).
     let n1 = g.node("n1");
