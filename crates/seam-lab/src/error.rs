@@ -27,7 +27,7 @@ pub enum LabError {
     /// Reading a node's nftables failed.
     #[error(transparent)]
     Nft(#[from] seam_linux::NftError),
-    /// The lab's CA or a certificate could not be created, loaded or written.
+    /// The lab's CA or a certificate could not be made, read or written.
     #[error(transparent)]
     Pki(#[from] seam_pki::PkiError),
     /// The controller refused a call or could not be reached.

@@ -1,9 +1,14 @@
 //! The lab: Seam on one machine, built from network namespaces.
 //!
 //! `up` makes an underlay namespace holding a bridge on 198.18.0.0/15, one namespace per node
-//! joined to it by a veth (`eth0`, 198.18.0.11, .12, …), starts `seam-controller` (Unix socket,
-//! embedded store) and one `seamd` per node, and writes everything a script needs to
-//! `/run/seam-lab/<name>/lab.json`. Pods are namespaces attached by exec'ing the real `seam-cni`
+//! joined to it by a veth (`eth0`, 198.18.0.11, .12, …), creates the lab's CA and certificates
+//! (`<lab dir>/pki/`, `pki`), starts `seam-controller` (embedded store) and one `seamd` per node,
+//! and writes everything a script needs to `/run/seam-lab/<name>/lab.json`. As on a real
+//! cluster, the agents reach the controller over TLS on the underlay (198.18.0.1:7440) with
+//! certificates of their own, which they got by joining with a one-time token the lab made for
+//! each; the controller's Unix socket is the local admin's (the lab itself, the tests:
+//! [`Lab::client`]), and the CLI uses the lab's admin certificate ([`Lab::admin_client`]). In
+//! one-process mode the embedded controller serves its Unix socket only, and every agent uses it. Pods are namespaces attached by exec'ing the real `seam-cni`
 //! binary with CNI env vars and stdin JSON, from inside the node's namespace, as a runtime does.
 //!
 //! Architecture invariant: nothing here changes the root namespace's links, routes or nftables;
@@ -42,7 +47,8 @@ mod workloads;
 pub use cni::{CniCall, CniOutput};
 pub use error::{DemoError, LabError, Result};
 pub use guard::{register_teardown, teardown_on_signal, unregister_teardown, LabGuard};
-pub use process::Processes;
+pub use pki::{LabUser, PkiPaths, API_PORT};
+pub use process::{node_cert_dir, Processes};
 pub use state::{EtcdMemberInfo, Lab, LabStore, NodeInfo, PodInfo, ReplicaInfo, STATE_ROOT};
-pub use topology::{down, up, LabSpec, Topology, ETCD_MEMBERS};
+pub use topology::{down, up, LabSpec, Topology, ETCD_MEMBERS, UNDERLAY_BRIDGE};
 pub use workloads::Workloads;

@@ -68,6 +68,65 @@ pub(crate) fn wait_for(
     Err(LabError::Timeout(what.to_string()))
 }
 
+/// How long a join token the lab makes for an agent stays valid: the agent spends it within
+/// seconds of its start.
+const JOIN_TOKEN_TTL: Duration = Duration::from_secs(600);
+
+/// `node`'s directory under the lab's (`<lab dir>/<node>`: its socket, stores, log, and with the
+/// API over TLS its `pki/` and `join-token`).
+pub(crate) fn node_dir(node: &NodeInfo) -> PathBuf {
+    node.agent_socket
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// The agent's certificate directory (`seamd --cert-dir`): `node.crt`, `node.key`.
+pub fn node_cert_dir(node: &NodeInfo) -> PathBuf {
+    node_dir(node).join("pki")
+}
+
+/// Whether `node`'s agent has a certificate it can use now (then a restart needs no token).
+fn has_usable_cert(node: &NodeInfo) -> bool {
+    let Ok(pem) = std::fs::read_to_string(node_cert_dir(node).join("node.crt")) else {
+        return false;
+    };
+    let now = std::time::SystemTime::now();
+    seam_pki::validity_of(&pem)
+        .is_ok_and(|(not_before, not_after)| not_before <= now && now < not_after)
+}
+
+/// The agent's flags to reach the lab's API over TLS as node `node`: the CA, its certificate
+/// directory and, when it has no usable certificate yet, a one-time join token bound to its
+/// name, made now by the local admin (the Unix socket) as an operator would
+/// (`seam node token create --node NAME`) and written to `<node dir>/join-token` (0600).
+fn agent_tls_args(lab: &Lab, node: &NodeInfo, cmd: &mut Command) -> Result<()> {
+    let Some(pki) = &lab.pki else {
+        return Ok(());
+    };
+    let cert_dir = node_cert_dir(node);
+    std::fs::create_dir_all(&cert_dir).map_err(io_err(&cert_dir))?;
+    cmd.arg("--controller")
+        .arg(&lab.api)
+        .arg("--ca")
+        .arg(&pki.ca_cert)
+        .arg("--cert-dir")
+        .arg(&cert_dir);
+    let token_file = node_dir(node).join("join-token");
+    if has_usable_cert(node) {
+        // A restart (or an upgrade) keeps its certificate; the token it joined with is spent.
+        let _ = std::fs::remove_file(&token_file);
+        return Ok(());
+    }
+    let client = lab.client()?;
+    let token = crate::controller::block_on(
+        client.create_join_token(JOIN_TOKEN_TTL, Some(node.name.as_str())),
+    )?;
+    crate::pki::write_secret(&token_file, &token.token)?;
+    cmd.arg("--join-token-file").arg(&token_file);
+    Ok(())
+}
+
 pub(crate) fn spawn_agent(
     lab: &Lab,
     node: &NodeInfo,
@@ -84,18 +143,19 @@ pub(crate) fn spawn_agent(
         .map(Path::to_path_buf)
         .unwrap_or_else(|| lab.bin_dir.join("seamd"));
     let mut cmd = Command::new(seamd);
-    cmd.args([
-        "--node",
-        &node.name,
-        "--netns",
-        &node.netns,
-        "--controller",
-        &lab.controller,
-    ])
-    .arg("--socket")
-    .arg(&node.agent_socket)
-    .arg("--state")
-    .arg(&node.agent_state);
+    cmd.args(["--node", &node.name, "--netns", &node.netns]);
+    if lab.api.is_empty() {
+        // One-process mode (and labs made before the API over TLS): the Unix socket, no
+        // certificate.
+        cmd.args(["--controller", &lab.controller]);
+    } else {
+        // As on a real cluster: over TCP on the underlay, with the node's own certificate.
+        agent_tls_args(lab, node, &mut cmd)?;
+    }
+    cmd.arg("--socket")
+        .arg(&node.agent_socket)
+        .arg("--state")
+        .arg(&node.agent_state);
     // A node's role other than worker is kept next to its socket (`role`), so restarts keep it.
     if let Some(role) = crate::gateway::node_role(node) {
         cmd.args(["--role", &role]);
@@ -151,6 +211,24 @@ impl Processes<'_> {
         wait_for_agent(self.lab, self.lab.node(node)?)
     }
 
+    /// Makes `node`'s agent join again, as an operator does after `seam node revoke`: stops it,
+    /// removes its certificate and starts it with a new one-time token (it then holds the next
+    /// epoch's certificate).
+    pub fn rejoin_agent(&mut self, node: &str) -> Result<()> {
+        self.kill_agent(node, "TERM")?;
+        let cert_dir = node_cert_dir(self.lab.node(node)?);
+        for file in ["node.crt", "node.key"] {
+            let path = cert_dir.join(file);
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(LabError::Io { path, source: e })
+                }
+                _ => {}
+            }
+        }
+        self.start_agent(node)
+    }
+
     /// Starts controller replica `index` (0-based; again after [`Processes::kill_controller`], with
     /// its old socket and log appended). Does not wait for it.
     pub fn start_controller(&mut self, index: usize) -> Result<()> {
@@ -162,6 +240,23 @@ impl Processes<'_> {
             .arg(self.lab.bin_dir.join("seam-controller"))
             .arg("--listen")
             .arg(&replica.endpoint);
+        if let (Some(pki), Some(address)) = (&self.lab.pki, replica.api.strip_prefix("https://")) {
+            // The Unix socket above is the local admin's; everyone else comes over TLS on the
+            // underlay, and the CA key lets the controller sign the certificates of joining nodes.
+            cmd.arg("--listen")
+                .arg(format!("tcp:{address}"))
+                .arg("--tls-cert")
+                .arg(&pki.controller_cert)
+                .arg("--tls-key")
+                .arg(&pki.controller_key)
+                .arg("--ca")
+                .arg(&pki.ca_cert)
+                .arg("--ca-key")
+                .arg(&pki.ca_key);
+            if self.lab.store == LabStore::Etcd {
+                cmd.arg("--advertise").arg(&replica.api);
+            }
+        }
         match self.lab.store {
             LabStore::Embedded => {
                 cmd.arg("--store").arg(format!(

@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{LabError, Result};
+use crate::pki::PkiPaths;
 
 /// Where labs keep their state, sockets and logs.
 pub const STATE_ROOT: &str = "/run/seam-lab";
@@ -53,8 +54,12 @@ impl std::fmt::Display for LabStore {
 pub struct ReplicaInfo {
     /// Replica id (`c1`, …), also its `--replica-id`.
     pub name: String,
-    /// Its API endpoint (`unix:/…`).
+    /// Its local admin's API endpoint (`unix:/…`).
     pub endpoint: String,
+    /// Its API endpoint over TLS on the underlay (`https://198.18.0.1:7440`): what the agents
+    /// use, with their node certificates. Empty in one-process mode and in labs made before.
+    #[serde(default)]
+    pub api: String,
     /// Its log.
     pub log: PathBuf,
     /// Its process id (0 while stopped).
@@ -131,9 +136,20 @@ pub struct Lab {
     pub dir: PathBuf,
     /// The underlay namespace name.
     pub underlay_netns: String,
-    /// Controller API endpoint (`unix:/…`); with replicas, all of them, comma-separated (the
-    /// form `seamd --controller` and seam-client take).
+    /// Controller API endpoint (`unix:/…`) of the local admin (root on this machine: the
+    /// lab itself, tests); with replicas, all of them, comma-separated (the form
+    /// `seamd --controller` and seam-client take).
     pub controller: String,
+    /// The controller's API over TLS on the underlay (`https://198.18.0.1:7440`; with
+    /// replicas, all of them, comma-separated): what the agents (with their node
+    /// certificates, joined with a token) and the CLI (with the lab's admin certificate)
+    /// use. Reachable from the lab's namespaces only. Empty in one-process mode (its
+    /// embedded controller serves its Unix socket only) and in labs made before.
+    #[serde(default)]
+    pub api: String,
+    /// The lab's CA and certificates (`<dir>/pki`); `None` in labs made before.
+    #[serde(default)]
+    pub pki: Option<PkiPaths>,
     /// Controller process id (with replicas, the first replica's at start).
     pub controller_pid: u32,
     /// Controller log.

@@ -111,7 +111,16 @@ fn build(spec: &LabSpec) -> Result<Lab> {
     seam_linux::netns::create(&underlay)?;
     ip(&underlay, &["link", "set", "lo", "up"])?;
     ip(&underlay, &["link", "add", "ul0", "type", "bridge"])?;
-    ip(&underlay, &["addr", "add", "198.18.0.1/15", "dev", "ul0"])?;
+    ip(
+        &underlay,
+        &[
+            "addr",
+            "add",
+            &format!("{UNDERLAY_BRIDGE}/15"),
+            "dev",
+            "ul0",
+        ],
+    )?;
     ip(&underlay, &["link", "set", "ul0", "up"])?;
 
     let controller_sock = dir.join("controller.sock");
@@ -130,15 +139,27 @@ fn build(spec: &LabSpec) -> Result<Lab> {
         segment_mode: spec.segment_mode.clone(),
         store: spec.store,
         controller_args: spec.controller_args.clone(),
+        api: String::new(),
+        pki: None,
         replicas: Vec::new(),
         etcd: Vec::new(),
         nodes: Vec::new(),
         pods: Vec::new(),
     };
+    // The lab's CA and certificates first: the controller serves them from its start. In
+    // one-process mode the embedded controller serves its Unix socket only (so no address).
+    let api_addresses: Vec<Ipv4Addr> = match spec.store {
+        _ if spec.one_process => Vec::new(),
+        LabStore::Embedded => vec![UNDERLAY_BRIDGE],
+        LabStore::Etcd => (1..=spec.controllers).map(replica_address).collect(),
+    };
+    let lab_ca = LabPki::open(&dir)?;
+    lab.pki = Some(pki::issue_api(&lab_ca, &api_addresses)?);
+    let api_of = |address: Ipv4Addr| format!("https://{address}:{}", pki::API_PORT);
     if spec.store == LabStore::Etcd {
         // etcd speaks only mutual TLS, to clients and to its peers, with the lab CA's
         // certificates: one per member for its address, one for the controllers.
-        let pki = LabPki::open(&dir)?;
+        let pki = &lab_ca;
         pki.issue_server(pki::ETCD_CLIENT, &[], &[])?;
         for i in 1..=ETCD_MEMBERS {
             let address = etcd_address(i);
@@ -150,10 +171,7 @@ fn build(spec: &LabSpec) -> Result<Lab> {
             // etcd checks a peer's certificate against the address the connection comes
             // from, and members share the underlay's bridge, whose first address
             // (198.18.0.1) is the source the kernel picks for their peer connections.
-            let ips = [
-                IpAddr::V4(address),
-                IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1)),
-            ];
+            let ips = [IpAddr::V4(address), IpAddr::V4(UNDERLAY_BRIDGE)];
             pki.issue_server(&format!("etcd-{name}"), &[], &ips)?;
             lab.etcd.push(EtcdMemberInfo {
                 client_url: format!("https://{address}:2379"),
@@ -173,14 +191,26 @@ fn build(spec: &LabSpec) -> Result<Lab> {
             let name = format!("c{i}");
             let socket = dir.join(format!("controller-{name}.sock"));
             endpoints.push(format!("unix:{}", socket.display()));
+            let address = replica_address(i);
+            ip(
+                &underlay,
+                &["addr", "add", &format!("{address}/15"), "dev", "ul0"],
+            )?;
             lab.replicas.push(ReplicaInfo {
                 endpoint: format!("unix:{}", socket.display()),
+                api: api_of(address),
                 log: dir.join(format!("controller-{name}.log")),
                 name,
                 pid: 0,
             });
         }
         lab.controller = endpoints.join(",");
+        lab.api = lab
+            .replicas
+            .iter()
+            .map(|r| r.api.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
         lab.controller_log = lab.replicas[0].log.clone();
         lab.save()?;
         for i in 0..lab.replicas.len() {
@@ -190,9 +220,11 @@ fn build(spec: &LabSpec) -> Result<Lab> {
         lab.save()?;
         lab.wait_for_leader(Duration::from_secs(30))?;
     } else if !spec.one_process {
+        lab.api = api_of(UNDERLAY_BRIDGE);
         lab.replicas.push(ReplicaInfo {
             name: "c1".into(),
             endpoint: lab.controller.clone(),
+            api: lab.api.clone(),
             log: lab.controller_log.clone(),
             pid: 0,
         });
@@ -280,9 +312,21 @@ pub(crate) fn node_entry(
     })
 }
 
+/// The underlay bridge's own address in the underlay namespace; with the embedded store, the
+/// controller's API listens on it. The address plan of the underlay (198.18.0.0/15): .1 the
+/// bridge, .2–.4 the etcd members, .5–.9 the controller replicas with etcd, .11 onwards the
+/// nodes, 198.18.1.K the gateways.
+pub const UNDERLAY_BRIDGE: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+
 /// Underlay address of etcd member `i` (1-based): 198.18.0.2, .3, …
 fn etcd_address(i: usize) -> Ipv4Addr {
-    Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 0, 1)) + i as u32)
+    Ipv4Addr::from(u32::from(UNDERLAY_BRIDGE) + i as u32)
+}
+
+/// Underlay address of controller replica `i` (1-based) with the etcd store: 198.18.0.5, .6, …
+/// (at most 5 replicas, below the nodes' .11).
+fn replica_address(i: usize) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 0, 4)) + i as u32)
 }
 
 /// Lab-owned namespaces still present.

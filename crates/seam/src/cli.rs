@@ -19,15 +19,27 @@ pub struct Cli {
     pub command: Cmd,
 }
 
-/// Where the controller is.
+/// Where the controller is, and who the command is to it.
 #[derive(clap::Args, Debug, Clone)]
 pub struct Target {
-    /// Controller endpoint (unix:/path or http://host:port); defaults to the lab's.
+    /// Controller endpoint (unix:/path, https://host:port[,https://…] or http://host:port);
+    /// defaults to the lab's API over TLS, as the lab's admin.
     #[arg(long, env = "SEAM_CONTROLLER")]
     pub controller: Option<String>,
-    /// Lab whose controller to ask when --controller is not given.
+    /// Lab whose controller to ask when --controller is not given (from inside the lab's
+    /// underlay namespace, with the admin certificate in the lab's directory).
     #[arg(long, default_value = "seam")]
     pub lab: String,
+    /// CA certificate (PEM) that verifies an https:// controller; defaults to the lab's.
+    #[arg(long, env = "SEAM_CA")]
+    pub ca: Option<PathBuf>,
+    /// Client certificate (PEM) to present to an https:// controller; defaults to the lab's
+    /// admin certificate.
+    #[arg(long, env = "SEAM_CERT", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// The client certificate's key (PEM).
+    #[arg(long, env = "SEAM_KEY", requires = "cert")]
+    pub key: Option<PathBuf>,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -273,6 +285,17 @@ pub enum LabCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Print the environment (SEAM_CONTROLLER, SEAM_CA, SEAM_CERT, SEAM_KEY) that points
+    /// `seam` at the lab's API over TLS with one of the lab's certificates; the API is on the
+    /// lab's underlay (`ip netns exec <name>-ul seam …`). Without it, `seam --lab NAME` does
+    /// the same as the admin.
+    Env {
+        #[arg(long, default_value = "seam")]
+        name: String,
+        /// Whose certificate: admin (seam:admins), reader (seam:readers) or adapter.
+        #[arg(long, default_value = "admin", value_parser = parse_lab_user)]
+        user: seam_lab::LabUser,
+    },
     /// Create a pod (a namespace attached through seam-cni ADD).
     PodAdd {
         #[arg(long, default_value = "seam")]
@@ -513,4 +536,11 @@ pub enum VmCmd {
         #[command(flatten)]
         target: Target,
     },
+}
+
+fn parse_lab_user(s: &str) -> Result<seam_lab::LabUser, String> {
+    seam_lab::LabUser::ALL
+        .into_iter()
+        .find(|u| u.stem() == s)
+        .ok_or_else(|| format!("invalid user {s:?}: expected admin, reader or adapter"))
 }

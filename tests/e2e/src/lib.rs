@@ -212,13 +212,14 @@ pub struct SeamOutput {
 }
 
 /// Runs the `seam` CLI (next to the lab's other binaries) against the lab's controller, as an
-/// operator would.
+/// operator would: `--lab NAME`, i.e. over TLS on the lab's underlay with the lab's admin
+/// certificate (the Unix socket in one-process mode).
 pub fn seam(lab: &Lab, args: &[&str]) -> SeamOutput {
     let bin = lab.bin_dir.join("seam");
     let out = Command::new(&bin)
         .args(args)
-        .arg("--controller")
-        .arg(&lab.controller)
+        .arg("--lab")
+        .arg(&lab.name)
         .output()
         .unwrap_or_else(|e| panic!("run {}: {e}", bin.display()));
     SeamOutput {

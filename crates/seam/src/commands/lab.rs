@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use seam_lab::{Lab, LabSpec, LabStore};
+use seam_lab::{Lab, LabSpec, LabStore, LabUser};
 use seam_model::{parse_labels, LabelSpaces};
 
 use crate::cli::LabCmd;
@@ -38,6 +38,15 @@ fn print_lab(lab: &Lab, json: bool) -> anyhow::Result<()> {
         lab.dir.display(),
         lab.controller
     );
+    if let Some(pki) = lab.pki.as_ref().filter(|_| !lab.api.is_empty()) {
+        let (cert, _) = pki.user(LabUser::Admin);
+        println!(
+            "  api {} over TLS on the underlay (CA {}, admin certificate {}; see `seam lab env`)",
+            lab.api,
+            pki.ca_cert.display(),
+            cert.display()
+        );
+    }
     if lab.store == LabStore::Etcd {
         for (i, r) in lab.replicas.iter().enumerate() {
             let role = if r.pid == 0 {
@@ -47,9 +56,10 @@ fn print_lab(lab: &Lab, json: bool) -> anyhow::Result<()> {
                     .unwrap_or_else(|| "not answering".to_string())
             };
             println!(
-                "  controller {} {} pid {} {role} log {}",
+                "  controller {} {} {} pid {} {role} log {}",
                 r.name,
                 r.endpoint,
+                r.api,
                 r.pid,
                 r.log.display()
             );
@@ -87,6 +97,28 @@ fn print_lab(lab: &Lab, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `seam lab env`: the environment that points `seam` at the lab's API over TLS as `user`.
+fn print_env(lab: &Lab, user: LabUser) -> anyhow::Result<()> {
+    let Some(pki) = lab.pki.as_ref().filter(|_| !lab.api.is_empty()) else {
+        anyhow::bail!(
+            "lab {} has no API over TLS (one-process mode, or made by an older seam); its \
+             controller is the local admin's Unix socket: SEAM_CONTROLLER={}",
+            lab.name,
+            lab.controller
+        );
+    };
+    let (cert, key) = pki.user(user);
+    println!("export SEAM_CONTROLLER={}", lab.api);
+    println!("export SEAM_CA={}", pki.ca_cert.display());
+    println!("export SEAM_CERT={}", cert.display());
+    println!("export SEAM_KEY={}", key.display());
+    println!(
+        "# the API is on the lab's underlay: e.g. ip netns exec {} seam get nodes",
+        lab.underlay_netns
+    );
+    Ok(())
+}
+
 /// Runs one `seam lab` command.
 pub(crate) fn run(command: LabCmd) -> anyhow::Result<()> {
     match command {
@@ -113,6 +145,7 @@ pub(crate) fn run(command: LabCmd) -> anyhow::Result<()> {
         }
         LabCmd::Down { name } => Ok(seam_lab::down(&name)?),
         LabCmd::Status { name, json } => print_lab(&Lab::load(&name)?, json),
+        LabCmd::Env { name, user } => print_env(&Lab::load(&name)?, user),
         LabCmd::PodAdd {
             name,
             node,

@@ -401,6 +401,29 @@ fn apply_is_all_or_nothing_on_the_controller() {
     assert!(ctl.ok(&["get", "namespaces"]).contains("tier=web"));
 }
 
+/// An https:// controller without a CA to verify it is a clear error naming the flag, before
+/// any connection; a lab that is not up names the lab.
+#[test]
+fn an_https_controller_needs_a_ca_and_a_missing_lab_is_named() {
+    let out = Command::new(env!("CARGO_BIN_EXE_seam"))
+        .args(["get", "nodes", "--controller", "https://127.0.0.1:1"])
+        .env_remove("SEAM_CA")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--ca"), "{stderr}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_seam"))
+        .args(["get", "nodes", "--lab", "no-such-lab-here"])
+        .env_remove("SEAM_CONTROLLER")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no-such-lab-here"), "{stderr}");
+}
+
 #[test]
 fn audit_lists_writes_newest_last() {
     let ctl = Controller::start();

@@ -10,6 +10,7 @@ mod conformance;
 mod crash;
 mod etcd_tls;
 mod gateway;
+mod identity;
 mod names;
 mod netns;
 mod overlay;
