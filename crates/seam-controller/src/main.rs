@@ -335,16 +335,16 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    match run(
+    match run(Startup {
         config,
         limits,
         store,
-        args.store_prefix,
+        store_prefix: args.store_prefix,
         replica,
-        args.listen,
+        listen: args.listen,
         options,
         signing,
-    ) {
+    }) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("seam-controller: {e:#}");
@@ -409,7 +409,8 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
-fn run(
+/// Everything checked from the flags, before anything is opened or bound.
+struct Startup {
     config: ControllerConfig,
     limits: seam_controller::Limits,
     store: StoreSpec,
@@ -418,7 +419,19 @@ fn run(
     listen: Vec<Listener>,
     options: ServeOptions,
     signing: Option<Signing>,
-) -> anyhow::Result<()> {
+}
+
+fn run(startup: Startup) -> anyhow::Result<()> {
+    let Startup {
+        config,
+        limits,
+        store,
+        store_prefix,
+        replica,
+        listen,
+        options,
+        signing,
+    } = startup;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -2,7 +2,7 @@
 //! `seamd` per node; started in their own process group with their log, stopped by signal,
 //! restarted with the same state. Also the commands the lab runs and its waits.
 
-use std::fs::File;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -35,7 +35,14 @@ pub(crate) fn run(cmd: &mut Command) -> Result<()> {
 
 /// Starts `cmd` in its own process group with stdout and stderr in `log`; returns its pid.
 fn spawn_logged(cmd: &mut Command, log: &Path) -> Result<u32> {
-    let out = File::create(log).map_err(io_err(log))?;
+    // Logs name addresses, nodes and identities: only root reads them.
+    let out = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(log)
+        .map_err(io_err(log))?;
     let err = out.try_clone().map_err(io_err(log))?;
     // Own process group: the daemons outlive `seam lab up` and ignore its terminal's signals.
     let child = cmd
