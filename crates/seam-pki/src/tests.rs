@@ -1,8 +1,23 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use super::*;
+use crate::ca::client_params;
+use crate::certificate::{first_cert_der, to_offset};
+use crate::tls::{provider, roots};
+use rcgen::KeyPair;
+use rustls::CertificateError;
 use rustls::{ClientConnection, ServerConnection};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{ServerName, UnixTime};
+use seam_model::identity::Role;
+use seam_model::Identity;
+use std::fs;
+use std::net::IpAddr;
 use std::net::Ipv4Addr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use x509_parser::prelude::{FromDer, X509Certificate};
 
 const DAY: Duration = Duration::from_secs(86_400);
 
