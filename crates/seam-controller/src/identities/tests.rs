@@ -10,8 +10,19 @@ use seam_model::{CallerRole, Identity};
 use seam_store::AnyStore;
 use tower::ServiceExt;
 
+use super::registry::{verdict, IdentityRecord};
+use super::tokens::{
+    check_token, parse_rfc3339, parse_token, random_word, rfc3339, secret_hash, TokenRecord,
+    TOKEN_ID_LEN, TOKEN_SECRET_LEN,
+};
 use super::*;
+use crate::caller::Caller;
+use crate::controller::Controller;
+use crate::error::Result;
 use crate::{router, ControllerConfig};
+use seam_model::MAX_JOIN_TOKEN_TTL_SECS;
+use seam_store::Txn;
+use std::time::SystemTime;
 
 fn ca() -> seam_pki::Ca {
     seam_pki::Ca::generate("seam test CA", Duration::from_secs(3600)).unwrap()
