@@ -402,14 +402,14 @@ fn exited(pid: u32) -> bool {
 
 /// Whether the certificate in `pem` expires within `within` (`openssl x509 -checkend`).
 fn expires_within(pem: &Path, within: Duration) -> bool {
-    let status = Command::new("openssl")
+    let out = Command::new("openssl")
         .args(["x509", "-noout", "-checkend"])
         .arg(within.as_secs().to_string())
         .arg("-in")
         .arg(pem)
-        .status()
+        .output()
         .unwrap();
-    !status.success()
+    !out.status.success()
 }
 
 #[test]
