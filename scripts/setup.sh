@@ -8,7 +8,7 @@ PACKAGES=(
   iproute2 nftables iputils-ping netcat-openbsd iperf3
   containernetworking-plugins containerd runc busybox-static iptables
   protobuf-compiler libprotobuf-dev etcd-server etcd-client
-  qemu-system-x86
+  qemu-system-x86 faketime
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -262,7 +262,7 @@ impl Topology<'_> {
             let role = dir.join("role");
             std::fs::write(&role, "gateway\n").map_err(io_err(&role))?;
         }
-        node.agent_pid = spawn_agent(self.lab, &node, false, None)?;
+        node.agent_pid = spawn_agent(self.lab, &node, false, None, &[])?;
         self.lab.nodes.push(node.clone());
         self.lab.save()?;
         let info = GatewayInfo {

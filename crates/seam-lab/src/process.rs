@@ -134,11 +134,13 @@ fn agent_tls_args(lab: &Lab, node: &NodeInfo, cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// Starts `node`'s agent; `wrapper` is put before the `seamd` command line (e.g. `faketime`).
 pub(crate) fn spawn_agent(
     lab: &Lab,
     node: &NodeInfo,
     append_log: bool,
     binary: Option<&Path>,
+    wrapper: &[&str],
 ) -> Result<u32> {
     if append_log {
         // Keep the previous run's log: a restart test wants to read both.
@@ -149,7 +151,14 @@ pub(crate) fn spawn_agent(
     let seamd = binary
         .map(Path::to_path_buf)
         .unwrap_or_else(|| lab.bin_dir.join("seamd"));
-    let mut cmd = Command::new(seamd);
+    let mut cmd = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut cmd = Command::new(program);
+            cmd.args(args).arg(seamd);
+            cmd
+        }
+        None => Command::new(seamd),
+    };
     cmd.args(["--node", &node.name, "--netns", &node.netns]);
     if lab.api.is_empty() {
         // One-process mode (and labs made before the API over TLS): the Unix socket, no
@@ -210,12 +219,25 @@ impl Processes<'_> {
     /// state) when `binary` is given.
     pub fn start_agent_from(&mut self, node: &str, binary: Option<&Path>) -> Result<()> {
         let info = self.lab.node(node)?.clone();
-        let pid = spawn_agent(self.lab, &info, true, binary)?;
+        let pid = spawn_agent(self.lab, &info, true, binary, &[])?;
         if let Some(n) = self.lab.nodes.iter_mut().find(|n| n.name == node) {
             n.agent_pid = pid;
         }
         self.lab.save()?;
         wait_for_agent(self.lab, self.lab.node(node)?)
+    }
+
+    /// Starts `node`'s agent with `wrapper` before its command line (e.g. `faketime -f +400d`:
+    /// a node whose clock is wrong) and returns its pid without waiting for it to be ready,
+    /// which such an agent may never be. The lab keeps the pid (teardown stops it).
+    pub fn start_agent_wrapped(&mut self, node: &str, wrapper: &[&str]) -> Result<u32> {
+        let info = self.lab.node(node)?.clone();
+        let pid = spawn_agent(self.lab, &info, true, None, wrapper)?;
+        if let Some(n) = self.lab.nodes.iter_mut().find(|n| n.name == node) {
+            n.agent_pid = pid;
+        }
+        self.lab.save()?;
+        Ok(pid)
     }
 
     /// Makes `node`'s agent join again, as an operator does after `seam node revoke`: stops it,

@@ -257,7 +257,7 @@ fn build(spec: &LabSpec) -> Result<Lab> {
         )?;
         ip(&netns, &["link", "set", "eth0", "up"])?;
         let mut node = node_entry(&dir, name, netns, netns_path, underlay_ip)?;
-        node.agent_pid = spawn_agent(&lab, &node, false, None)?;
+        node.agent_pid = spawn_agent(&lab, &node, false, None, &[])?;
         if spec.one_process && i == 1 {
             lab.controller_pid = node.agent_pid;
             wait_for(

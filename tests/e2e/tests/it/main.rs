@@ -4,6 +4,7 @@
 // A test binary: unwrap and panic are how its helpers fail the test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod attacks;
 mod chain;
 mod cni;
 mod conformance;
