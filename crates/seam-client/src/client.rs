@@ -17,7 +17,7 @@ use seam_model::{
 };
 
 use crate::error::{ClientError, Result};
-use crate::transport::{encode_segment, read_body, ClientTls, Target};
+use crate::transport::{encode_segment, read_body, ClientTls, Pool, Target};
 use crate::watch::WatchStream;
 
 /// Timeout of every request except the watch stream, unless changed with
@@ -64,6 +64,8 @@ pub struct ControllerClient {
     watch_idle_timeout: Duration,
     /// For `https://` endpoints.
     tls: Option<ClientTls>,
+    /// Connections kept between requests, one pool per endpoint (same index); shared by clones.
+    pools: Arc<[Pool]>,
 }
 
 impl ControllerClient {
@@ -82,12 +84,14 @@ impl ControllerClient {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
+        let pools = endpoints.iter().map(|_| Pool::default()).collect();
         Ok(ControllerClient {
             endpoints: endpoints.into(),
             current: Arc::new(AtomicUsize::new(0)),
             timeout: DEFAULT_TIMEOUT,
             watch_idle_timeout: DEFAULT_WATCH_IDLE_TIMEOUT,
             tls: None,
+            pools,
         })
     }
 
@@ -119,6 +123,8 @@ impl ControllerClient {
     /// controller, the client certificate it presents).
     pub fn with_tls(mut self, tls: ClientTls) -> Self {
         self.tls = Some(tls);
+        // Connections kept so far were made with other settings.
+        self.pools = self.endpoints.iter().map(|_| Pool::default()).collect();
         self
     }
 
@@ -865,10 +871,15 @@ impl ControllerClient {
                         request: request.clone(),
                         source,
                     };
-                    let response = target
-                        .send(http, self.tls.as_ref())
-                        .await
-                        .map_err(transport)?;
+                    let pool = self.pools.get(index);
+                    let (response, kept) = match pool {
+                        Some(pool) => target.send_reusing(http, self.tls.as_ref(), pool).await,
+                        None => target
+                            .send(http, self.tls.as_ref())
+                            .await
+                            .map(|r| (r, None)),
+                    }
+                    .map_err(transport)?;
                     let (parts, body) = response.into_parts();
                     let revision = parts
                         .headers
@@ -876,6 +887,10 @@ impl ControllerClient {
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| v.trim_start_matches("W/").trim_matches('"').parse().ok());
                     let bytes = read_body(body).await.map_err(transport)?;
+                    // Read to the end: the connection may serve the next request.
+                    if let (Some(pool), Some(kept)) = (pool, kept) {
+                        pool.give_back(kept);
+                    }
                     Ok((parts.status, bytes, endpoint.to_string(), revision))
                 })
                 .await;

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
+use hyper::client::conn::http1::SendRequest;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpStream, UnixStream};
@@ -90,20 +91,7 @@ impl Target {
                 exchange(stream, request).await
             }
             Target::Https { authority, host } => {
-                let Some(tls) = tls else {
-                    return Err(Box::new(NoTlsSettings));
-                };
-                // A Service's ClusterIP is not in the certificate: the name it carries is given.
-                let name =
-                    ServerName::try_from(tls.server_name.clone().unwrap_or_else(|| host.clone()))?;
-                let stream = TcpStream::connect(authority.as_str()).await?;
-                stream.set_nodelay(true)?;
-                let connector = tokio_rustls::TlsConnector::from(tls.config());
-                let stream = connector
-                    .connect(name, stream)
-                    .await
-                    .map_err(explain_handshake)?;
-                exchange(stream, request).await
+                exchange(self.tls_stream(authority, host, tls).await?, request).await
             }
         }
     }
@@ -226,14 +214,154 @@ async fn exchange<S>(
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    // The connection task ends when the response body is fully read or dropped.
+    let mut sender = handshake(stream).await?;
+    Ok(sender.send_request(request).await?)
+}
+
+/// The HTTP/1 handshake on `stream`; the connection task ends when every sender is gone and the
+/// last response body is read or dropped.
+async fn handshake<S>(stream: S) -> Result<SendRequest<Full<Bytes>>, BoxError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::debug!(error = %e, "controller connection closed with an error");
         }
     });
-    Ok(sender.send_request(request).await?)
+    Ok(sender)
+}
+
+/// How long an idle connection is kept for the next request: well under the controller's 10 s
+/// header-read timeout, which also closes idle connections.
+const IDLE_FOR: Duration = Duration::from_secs(4);
+/// How long one connection serves requests at most: a renewed client certificate (or the
+/// controller's rotated one) shows on the next connection.
+const MAX_AGE: Duration = Duration::from_secs(60);
+/// Idle connections kept per endpoint.
+const MAX_IDLE: usize = 4;
+/// How long a kept connection may take to be ready for the next request (its last response
+/// was read to the end, so at once unless it is closing).
+const READY_WITHIN: Duration = Duration::from_millis(20);
+
+/// Connections to one TCP endpoint kept open between requests. Each new connection to an
+/// `https://` controller costs a full TLS 1.3 handshake (session resumption is off, so that
+/// every connection shows the current certificate): without reuse, every write of an agent
+/// (and so every CNI ADD, which waits for the controller) paid one. Watch streams never use it.
+#[derive(Debug, Default)]
+pub(crate) struct Pool {
+    idle: Mutex<Vec<Kept>>,
+}
+
+/// A connection whose last response was read to the end.
+#[derive(Debug)]
+pub(crate) struct Kept {
+    sender: SendRequest<Full<Bytes>>,
+    opened: Instant,
+    idle_since: Instant,
+}
+
+impl Pool {
+    /// A kept connection that is young enough and ready for a request.
+    async fn take(&self) -> Option<Kept> {
+        loop {
+            let mut kept = {
+                let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+                idle.pop()?
+            };
+            if kept.idle_since.elapsed() >= IDLE_FOR
+                || kept.opened.elapsed() >= MAX_AGE
+                || kept.sender.is_closed()
+            {
+                continue;
+            }
+            if let Ok(Ok(())) = tokio::time::timeout(READY_WITHIN, kept.sender.ready()).await {
+                return Some(kept);
+            }
+        }
+    }
+
+    /// Keeps `kept` for the next request, after its response was read to the end.
+    pub(crate) fn give_back(&self, mut kept: Kept) {
+        if kept.opened.elapsed() >= MAX_AGE || kept.sender.is_closed() {
+            return;
+        }
+        kept.idle_since = Instant::now();
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < MAX_IDLE {
+            idle.push(kept);
+        }
+    }
+}
+
+impl Target {
+    /// Like [`Target::send`], on a connection kept in `pool` when one is ready (TCP and TLS
+    /// targets). Returns the connection to give back once the response body was read to the
+    /// end; a request the kept connection could not take (it had closed) goes out on a new one.
+    pub(crate) async fn send_reusing(
+        &self,
+        request: Request<Full<Bytes>>,
+        tls: Option<&ClientTls>,
+        pool: &Pool,
+    ) -> Result<(Response<Incoming>, Option<Kept>), BoxError> {
+        if let Target::Unix(_) = self {
+            return Ok((self.send(request, tls).await?, None));
+        }
+        let mut request = request;
+        if let Some(mut kept) = pool.take().await {
+            match kept.sender.try_send_request(request).await {
+                Ok(response) => return Ok((response, Some(kept))),
+                Err(mut e) => match e.take_message() {
+                    // Never written to the connection: safe to send again, whatever the method.
+                    Some(unsent) => request = unsent,
+                    None => return Err(Box::new(e.into_error())),
+                },
+            }
+        }
+        let mut sender = match self {
+            Target::Tcp(authority) => {
+                let stream = TcpStream::connect(authority.as_str()).await?;
+                stream.set_nodelay(true)?;
+                handshake(stream).await?
+            }
+            Target::Https { authority, host } => {
+                handshake(self.tls_stream(authority, host, tls).await?).await?
+            }
+            Target::Unix(path) => handshake(UnixStream::connect(path).await?).await?,
+        };
+        let opened = Instant::now();
+        let response = sender.send_request(request).await?;
+        Ok((
+            response,
+            Some(Kept {
+                sender,
+                opened,
+                idle_since: opened,
+            }),
+        ))
+    }
+
+    async fn tls_stream(
+        &self,
+        authority: &str,
+        host: &str,
+        tls: Option<&ClientTls>,
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, BoxError> {
+        let Some(tls) = tls else {
+            return Err(Box::new(NoTlsSettings));
+        };
+        // A Service's ClusterIP is not in the certificate: the name it carries is given.
+        let name =
+            ServerName::try_from(tls.server_name.clone().unwrap_or_else(|| host.to_string()))?;
+        let stream = TcpStream::connect(authority).await?;
+        stream.set_nodelay(true)?;
+        let connector = tokio_rustls::TlsConnector::from(tls.config());
+        connector
+            .connect(name, stream)
+            .await
+            .map_err(explain_handshake)
+    }
 }
 
 /// Reads a whole response body.

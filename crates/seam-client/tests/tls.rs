@@ -182,3 +182,92 @@ async fn a_controller_of_another_ca_is_refused() {
         Err(ClientError::TlsSettings { .. })
     ));
 }
+
+/// A keep-alive server: answers every request on a connection 200 until the client closes it,
+/// or closes it itself after `close_after` requests; counts the connections it accepted.
+async fn serve_keep_alive(
+    ca: &Ca,
+    dir: &Path,
+    close_after: usize,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let issued = ca
+        .issue_server("controller-0", &[], &[IpAddr::V4(Ipv4Addr::LOCALHOST)], DAY)
+        .unwrap();
+    let (crt, key) = (dir.join("server.crt"), dir.join("server.key"));
+    issued.save(&crt, &key).unwrap();
+    let config = seam_pki::server_config(
+        ca.cert_pem(),
+        ReloadingCert::from_files(&crt, &key).unwrap(),
+    )
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            counter.fetch_add(1, Ordering::SeqCst);
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut pending = Vec::new();
+                let mut buf = [0u8; 1024];
+                for served in 1..=close_after {
+                    while !pending.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match tls.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => pending.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let end = pending.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                    pending.drain(..end);
+                    let last = served == close_after;
+                    let answer: &[u8] = if last {
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                    } else {
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"
+                    };
+                    if tls.write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    (format!("{port}"), accepted)
+}
+
+/// Each new connection is a full TLS handshake: requests in a row share one, and a connection
+/// the server closed is replaced without the caller noticing.
+#[tokio::test]
+async fn requests_in_a_row_share_one_tls_connection() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::generate("test CA", DAY).unwrap();
+    let ca_file = write_ca(&ca, dir.path());
+    let tls = ClientTls::from_files(&ca_file, None).unwrap();
+
+    let (port, accepted) = serve_keep_alive(&ca, dir.path(), usize::MAX).await;
+    let client = ControllerClient::new(&format!("https://127.0.0.1:{port}"))
+        .unwrap()
+        .with_tls(tls.clone());
+    for _ in 0..10 {
+        client.healthz().await.unwrap();
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "one handshake for 10 requests");
+
+    let (port, accepted) = serve_keep_alive(&ca, dir.path(), 3).await;
+    let client = ControllerClient::new(&format!("https://127.0.0.1:{port}"))
+        .unwrap()
+        .with_tls(tls);
+    for _ in 0..9 {
+        client.healthz().await.unwrap();
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 3, "a closed connection is replaced");
+}
