@@ -5,6 +5,8 @@ use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use ipnet::Ipv4Net;
 use seam_model::MAX_VNI;
@@ -168,6 +170,80 @@ impl fmt::Display for Listener {
             Listener::Tcp(addr) => write!(f, "tcp:{addr}"),
         }
     }
+}
+
+/// How the controller's TCP listeners are served (Unix sockets are always plain, mode 0600,
+/// for root on the machine).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum TcpSecurity {
+    /// No TCP listener may be served: one is a start-up error. The default, so plain TCP is
+    /// never served by accident.
+    #[default]
+    Refuse,
+    /// Mutual TLS 1.3 (`--tls-cert`, `--tls-key`, `--ca`).
+    Tls(TlsFiles),
+    /// Plain HTTP, every caller an administrator (`--insecure-plain-tcp`): for loopback labs and
+    /// the TLS-vs-plain benchmark only.
+    InsecurePlain,
+}
+
+/// The files of the controller's TLS listeners.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The serving certificate (PEM, chain), re-read every 5 s.
+    pub cert: PathBuf,
+    /// Its private key (PEM), re-read with it.
+    pub key: PathBuf,
+    /// The CA certificate that verifies client certificates (PEM).
+    pub ca: PathBuf,
+}
+
+/// Limits that keep one misbehaving client from starving the others.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Open TCP connections at most (also kept below the open-files limit); more are closed at
+    /// once. Unix-socket connections do not count.
+    pub max_connections: usize,
+    /// A TLS handshake that takes longer is cut.
+    pub handshake_timeout: Duration,
+    /// A request whose header takes longer to arrive is cut (slowloris). hyper starts this
+    /// timer when it waits for the next request, so it is also the keep-alive idle timeout.
+    pub header_read_timeout: Duration,
+}
+
+/// `--max-connections` default.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            handshake_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// How [`crate::serve_controller_with`] serves its listeners.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ServeOptions {
+    /// TLS, plain or refused, for TCP listeners.
+    pub tcp: TcpSecurity,
+    /// Connection and timeout limits.
+    pub limits: Limits,
+}
+
+/// `--node-cert-validity-secs` default: 7 days.
+pub const DEFAULT_NODE_CERT_VALIDITY: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// What the controller signs nodes' certificates with at join and renewal (`--ca`, `--ca-key`,
+/// `--node-cert-validity-secs`). Without it, join and renew answer 503 `SigningUnavailable`.
+#[derive(Debug, Clone)]
+pub struct Signing {
+    /// The CA (certificate and key).
+    pub ca: Arc<seam_pki::Ca>,
+    /// How long a node certificate is valid.
+    pub node_cert_validity: Duration,
 }
 
 #[cfg(test)]

@@ -49,6 +49,8 @@ pub(crate) struct Inner {
     role: watch::Sender<Role>,
     /// Node identities: the registry that follows the store, and the CA key that signs.
     pub(crate) identities: crate::identities::Identities,
+    /// The CA that signs nodes' certificates, set once by [`Controller::with_signing`].
+    signing: std::sync::OnceLock<crate::config::Signing>,
 }
 
 /// Whether this controller may write.
@@ -147,6 +149,7 @@ impl Controller {
                 replica,
                 role: watch::Sender::new(role),
                 identities: crate::identities::Identities::default(),
+                signing: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -157,6 +160,20 @@ impl Controller {
         if let Some(replica) = self.inner.replica.clone() {
             crate::election::run(self.clone(), replica, self.stopped()).await;
         }
+    }
+
+    /// The same controller, signing nodes' certificates with `signing` (join, renew). Set once:
+    /// a second call (also on a clone) is ignored.
+    pub fn with_signing(self, signing: crate::config::Signing) -> Self {
+        if self.inner.signing.set(signing).is_err() {
+            tracing::warn!("certificate signing already configured; keeping the first");
+        }
+        self
+    }
+
+    /// What signs nodes' certificates, `None` when no CA key was given.
+    pub fn signing(&self) -> Option<&crate::config::Signing> {
+        self.inner.signing.get()
     }
 
     /// This controller's current role.

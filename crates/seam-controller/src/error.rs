@@ -529,6 +529,15 @@ pub enum ServeError {
         /// The path.
         path: PathBuf,
     },
+    /// A TCP listener without TLS settings (and without the explicit insecure mode).
+    #[error("{listener} needs TLS: give --tls-cert, --tls-key and --ca (or --insecure-plain-tcp, for a loopback lab only)")]
+    TcpWithoutTls {
+        /// The listener.
+        listener: String,
+    },
+    /// The TLS certificate, key or CA could not be loaded.
+    #[error("TLS settings")]
+    Tls(#[source] seam_pki::PkiError),
     /// Serving on a listener failed.
     #[error("serving on {listener} failed")]
     Serve {

@@ -39,10 +39,13 @@ mod tenants;
 mod vms;
 
 pub use caller::Caller;
-pub use config::{ControllerConfig, Listener, SegmentMode, FLAT_SEGMENT, NAMESPACE_SEGMENT_PREFIX};
+pub use config::{
+    ControllerConfig, Limits, Listener, SegmentMode, ServeOptions, Signing, TcpSecurity, TlsFiles,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_NODE_CERT_VALIDITY, FLAT_SEGMENT, NAMESPACE_SEGMENT_PREFIX,
+};
 pub use controller::{Controller, Role, StoredSnapshot};
 pub use election::{ReplicaConfig, DEFAULT_LEASE_TTL, LEADER_KEY};
 pub use error::{reason, ApplyProblem, ConfigError, Error, Result, ServeError, MAX_LISTED_USERS};
 pub use http::{router, HEARTBEAT_INTERVAL};
 pub use policies::{policy_kind_from_path, policy_store_name};
-pub use serve::{serve, serve_controller};
+pub use serve::{raise_open_files_limit, serve, serve_controller, serve_controller_with};

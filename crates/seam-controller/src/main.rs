@@ -8,7 +8,10 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use ipnet::Ipv4Net;
-use seam_controller::{Controller, ControllerConfig, Listener, ReplicaConfig, SegmentMode};
+use seam_controller::{
+    Controller, ControllerConfig, Limits, Listener, ReplicaConfig, SegmentMode, ServeOptions,
+    Signing, TcpSecurity, TlsFiles, DEFAULT_MAX_CONNECTIONS,
+};
 use seam_store::{AnyStore, EtcdConfig};
 
 /// EX_USAGE from sysexits.h: the command line or configuration is wrong.
@@ -18,7 +21,8 @@ const EXIT_USAGE: u8 = 64;
 #[derive(Debug, Parser)]
 #[command(name = "seam-controller", version)]
 struct Args {
-    /// Where to listen: unix:/path (mode 0600) or tcp:ADDR:PORT; repeatable.
+    /// Where to listen: unix:/path (mode 0600) or tcp:ADDR:PORT (mutual TLS 1.3: needs
+    /// --tls-cert, --tls-key and --ca); repeatable.
     #[arg(
         long = "listen",
         value_name = "LISTENER",
@@ -64,6 +68,30 @@ struct Args {
     /// Lowest VNI given to segments the controller creates.
     #[arg(long, default_value_t = 4096)]
     vni_base: u32,
+    /// The serving certificate of tcp listeners (PEM; re-read every 5 s, so it rotates without
+    /// a restart).
+    #[arg(long, value_name = "PATH")]
+    tls_cert: Option<PathBuf>,
+    /// The serving certificate's key (PEM).
+    #[arg(long, value_name = "PATH")]
+    tls_key: Option<PathBuf>,
+    /// The CA certificate that verifies client certificates (PEM).
+    #[arg(long, value_name = "PATH")]
+    ca: Option<PathBuf>,
+    /// The CA's key (PEM), to sign nodes' certificates at join and renewal; without it join and
+    /// renew answer 503.
+    #[arg(long, value_name = "PATH")]
+    ca_key: Option<PathBuf>,
+    /// How long node certificates signed at join and renewal are valid.
+    #[arg(long, value_name = "SECONDS", default_value_t = 604_800)]
+    node_cert_validity_secs: u64,
+    /// Serve tcp listeners as PLAIN HTTP, every caller an administrator: for loopback labs and
+    /// the TLS-vs-plain benchmark only, never on a network.
+    #[arg(long)]
+    insecure_plain_tcp: bool,
+    /// Open TCP connections at most (also kept below the open-files limit).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
     /// Log format: text or json.
     #[arg(long, value_name = "FORMAT", default_value = "text")]
     log_format: LogFormat,
@@ -115,6 +143,8 @@ fn replica_config(args: &Args) -> Option<ReplicaConfig> {
         args.listen
             .iter()
             .find_map(|l| match l {
+                // A TLS listener is reached with https://.
+                Listener::Tcp(addr) if args.tls_cert.is_some() => Some(format!("https://{addr}")),
                 Listener::Tcp(addr) => Some(format!("http://{addr}")),
                 Listener::Unix(_) => None,
             })
@@ -179,14 +209,93 @@ fn main() -> ExitCode {
         eprintln!("seam-controller: invalid lease-ttl-ms {}: expected at least 1000 (etcd counts whole seconds)", args.lease_ttl_ms);
         return ExitCode::from(EXIT_USAGE);
     }
+    let options = match serve_options(&args) {
+        Ok(options) => options,
+        Err(e) => {
+            eprintln!("seam-controller: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let signing = match (&args.ca, &args.ca_key) {
+        (Some(ca), Some(key)) => match seam_pki::Ca::load(ca, key) {
+            Ok(ca) => Some(Signing {
+                ca: std::sync::Arc::new(ca),
+                node_cert_validity: Duration::from_secs(args.node_cert_validity_secs),
+            }),
+            Err(e) => {
+                eprintln!("seam-controller: invalid CA for signing: {e}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        },
+        (None, Some(_)) => {
+            eprintln!("seam-controller: invalid --ca-key without --ca: expected both");
+            return ExitCode::from(EXIT_USAGE);
+        }
+        _ => None,
+    };
+    match seam_controller::raise_open_files_limit() {
+        Ok(limit) => tracing::debug!(limit, "open-files limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-files limit"),
+    }
     let replica = replica_config(&args);
-    match run(config, args.store, args.store_prefix, replica, args.listen) {
+    match run(
+        config,
+        args.store,
+        args.store_prefix,
+        replica,
+        args.listen,
+        options,
+        signing,
+    ) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("seam-controller: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// How tcp listeners are served, from the TLS flags; an error names what is missing.
+fn serve_options(args: &Args) -> Result<ServeOptions, String> {
+    let tcp = match (&args.tls_cert, &args.tls_key, &args.ca) {
+        (Some(cert), Some(key), Some(ca)) => {
+            if args.insecure_plain_tcp {
+                return Err(
+                    "invalid --insecure-plain-tcp together with --tls-cert/--tls-key: expected one of them"
+                        .to_string(),
+                );
+            }
+            TcpSecurity::Tls(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                ca: ca.clone(),
+            })
+        }
+        (None, None, _) if args.insecure_plain_tcp => TcpSecurity::InsecurePlain,
+        (None, None, _) => TcpSecurity::Refuse,
+        _ => {
+            return Err(
+                "invalid TLS flags: expected --tls-cert, --tls-key and --ca together".to_string(),
+            )
+        }
+    };
+    if tcp == TcpSecurity::Refuse {
+        if let Some(l) = args.listen.iter().find(|l| matches!(l, Listener::Tcp(_))) {
+            return Err(format!(
+                "invalid listener {l}: tcp listeners need TLS: give --tls-cert, --tls-key and --ca (or --insecure-plain-tcp, for a loopback lab only)"
+            ));
+        }
+    }
+    if args.max_connections == 0 {
+        return Err("invalid max-connections 0: expected at least 1".to_string());
+    }
+    Ok(ServeOptions {
+        tcp,
+        limits: Limits {
+            max_connections: args.max_connections,
+            ..Limits::default()
+        },
+    })
 }
 
 fn init_tracing(format: LogFormat) {
@@ -208,6 +317,8 @@ fn run(
     store_prefix: String,
     replica: Option<ReplicaConfig>,
     listen: Vec<Listener>,
+    options: ServeOptions,
+    signing: Option<Signing>,
 ) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -241,8 +352,12 @@ fn run(
             None => Controller::new(config, store),
         }
         .context("checking the configuration")?;
+        let controller = match signing {
+            Some(signing) => controller.with_signing(signing),
+            None => controller,
+        };
         let shutdown = shutdown_signal()?;
-        seam_controller::serve_controller(controller, listen, shutdown)
+        seam_controller::serve_controller_with(controller, listen, options, shutdown)
             .await
             .context("serving the controller API")
     })

@@ -2,7 +2,9 @@
 
 use std::process::Command;
 
-use seam_controller::{ControllerConfig, Listener, ServeError};
+use seam_controller::{
+    Controller, ControllerConfig, Listener, ServeError, ServeOptions, TcpSecurity,
+};
 use seam_store::AnyStore;
 
 #[tokio::test]
@@ -68,11 +70,25 @@ async fn tcp_listener_serves_too() {
     let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = probe.local_addr().unwrap();
     drop(probe);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(seam_controller::serve(
+    // Plain TCP only when asked for by name (the lab's loopback, the benchmark).
+    let refused = seam_controller::serve(
         ControllerConfig::default(),
         AnyStore::memory(),
         vec![Listener::Tcp(addr)],
+        async {},
+    )
+    .await
+    .unwrap_err();
+    assert!(refused.to_string().contains("needs TLS"), "{refused}");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let controller = Controller::new(ControllerConfig::default(), AnyStore::memory()).unwrap();
+    let task = tokio::spawn(seam_controller::serve_controller_with(
+        controller,
+        vec![Listener::Tcp(addr)],
+        ServeOptions {
+            tcp: TcpSecurity::InsecurePlain,
+            ..ServeOptions::default()
+        },
         async {
             let _ = stopped.await;
         },
@@ -102,6 +118,10 @@ fn binary_exits_64_on_bad_config() {
         &["--store", "etcd:x"],
         &["--block-prefix", "31", "--store", "memory"],
         &["--log-format", "xml"],
+        // A tcp listener needs TLS (or the explicitly insecure mode).
+        &["--listen", "tcp:127.0.0.1:0", "--store", "memory"],
+        &["--tls-cert", "/x.crt", "--store", "memory"],
+        &["--ca-key", "/x.key", "--store", "memory"],
     ] {
         let out = Command::new(bin).args(args).output().unwrap();
         assert_eq!(out.status.code(), Some(64), "{args:?}");

@@ -33,6 +33,8 @@ impl Replica {
                 prefix,
                 "--lease-ttl-ms",
                 "2000",
+                // Loopback only; these tests are about the election, not the transport.
+                "--insecure-plain-tcp",
             ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
