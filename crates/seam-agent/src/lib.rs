@@ -18,6 +18,7 @@ mod attach;
 pub mod blocks;
 mod config;
 mod error;
+pub mod identity;
 pub mod leases;
 pub mod reconcile;
 pub mod server;
@@ -26,7 +27,7 @@ pub mod transit;
 mod view;
 
 pub use config::{AgentConfig, DEFAULT_REASSERT_INTERVAL};
-pub use error::{AgentError, Result};
+pub use error::{AgentError, NodeCertError, Result};
 pub use view::ClusterView;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -100,12 +101,27 @@ impl<K: NodeKernel + Firewall + 'static> Agent<K> {
     /// Opens the lease store, rolls back leases a crash left half-done, then starts the CNI
     /// server, the controller sync and the reconcile loop.
     pub async fn start(config: AgentConfig, kernel: K, store: AnyStore) -> Result<Running<K>> {
+        Self::start_with_tls(config, None, kernel, store).await
+    }
+
+    /// Like [`Agent::start`], with TLS settings for `https://` controller endpoints (the node's
+    /// certificate, see [`identity::NodePki::client_tls`]).
+    pub async fn start_with_tls(
+        config: AgentConfig,
+        tls: Option<seam_client::ClientTls>,
+        kernel: K,
+        store: AnyStore,
+    ) -> Result<Running<K>> {
         let client = seam_client::ControllerClient::new(&config.controller).map_err(|source| {
             AgentError::Controller {
                 step: "parse endpoint",
                 source,
             }
         })?;
+        let client = match tls {
+            Some(tls) => client.with_tls(tls),
+            None => client,
+        };
         let kernel = Arc::new(kernel);
         let mut book = leases::LeaseBook::open(store, config.quarantine_ms).await?;
         let rolled_back = book.roll_back_pending(kernel.as_ref()).await?;

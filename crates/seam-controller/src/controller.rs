@@ -47,7 +47,7 @@ pub(crate) struct Inner {
     /// `Some` for a replica that elects a leader with its peers.
     replica: Option<ReplicaConfig>,
     role: watch::Sender<Role>,
-    /// Node identities: the registry that follows the store, and the CA key that signs.
+    /// Node identities: the registry that follows the store.
     pub(crate) identities: crate::identities::Identities,
     /// The CA that signs nodes' certificates, set once by [`Controller::with_signing`].
     signing: std::sync::OnceLock<crate::config::Signing>,

@@ -390,18 +390,11 @@ fn verdict(identity: &Identity, record: Option<&IdentityRecord>) -> Result<(), I
     }
 }
 
-/// The CA key and the lifetime of the node certificates it signs.
-struct Signer {
-    ca: seam_pki::Ca,
-    validity: Duration,
-}
-
-/// The in-memory identity registry of one controller, and its signer.
+/// The in-memory identity registry of one controller.
 pub(crate) struct Identities {
     shared: Arc<Shared>,
     /// Set once the registry was listed from the store and its follower task started.
     started: tokio::sync::OnceCell<()>,
-    signer: RwLock<Option<Arc<Signer>>>,
 }
 
 /// What the follower task shares with request handlers.
@@ -427,7 +420,6 @@ impl Default for Identities {
                 changed: watch::Sender::new(0),
             }),
             started: tokio::sync::OnceCell::new(),
-            signer: RwLock::new(None),
         }
     }
 }
@@ -604,25 +596,10 @@ impl IdentityGuard {
 }
 
 impl Controller {
-    /// Lets this controller sign node certificates at join and renewal with `ca`, valid for
-    /// `validity` (`--ca-key`, `--node-cert-validity-secs`).
-    pub fn with_signer(self, ca: seam_pki::Ca, validity: Duration) -> Self {
-        *self
-            .inner
-            .identities
-            .signer
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(Signer { ca, validity }));
-        self
-    }
-
-    fn signer(&self) -> Result<Arc<Signer>, IdentityError> {
-        self.inner
-            .identities
-            .signer
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+    /// The CA that signs node certificates (`--ca-key`), or 503 `SigningUnavailable`.
+    fn signer(&self) -> Result<crate::config::Signing, IdentityError> {
+        self.signing()
+            .cloned()
             .ok_or(IdentityError::SigningUnavailable)
     }
 
@@ -780,7 +757,7 @@ impl Controller {
             let identity = Identity::node(request.node.clone(), epoch);
             let certificate = signer
                 .ca
-                .sign_csr(&request.csr, &identity, signer.validity)
+                .sign_csr(&request.csr, &identity, signer.node_cert_validity)
                 .map_err(|source| IdentityError::Csr {
                     node: request.node.clone(),
                     source,
@@ -835,7 +812,7 @@ impl Controller {
         let signer = self.signer()?;
         let certificate = signer
             .ca
-            .sign_csr(&request.csr, identity, signer.validity)
+            .sign_csr(&request.csr, identity, signer.node_cert_validity)
             .map_err(|source| IdentityError::Csr {
                 node: identity.name.clone(),
                 source,

@@ -12,7 +12,7 @@ use seam_controller::{
     Controller, ControllerConfig, Limits, Listener, ReplicaConfig, SegmentMode, ServeOptions,
     Signing, TcpSecurity, TlsFiles, DEFAULT_MAX_CONNECTIONS,
 };
-use seam_store::{AnyStore, EtcdConfig};
+use seam_store::{AnyStore, EtcdClientCert, EtcdConfig, EtcdTls};
 
 /// EX_USAGE from sysexits.h: the command line or configuration is wrong.
 const EXIT_USAGE: u8 = 64;
@@ -30,7 +30,8 @@ struct Args {
     )]
     listen: Vec<Listener>,
     /// The datastore: embedded:/path/file.redb, memory, or etcd:http://host:port[,http://…]
-    /// (an etcd cluster shared by several controller replicas, which elect a leader).
+    /// (an etcd cluster shared by several controller replicas, which elect a leader);
+    /// etcd:https://… with --etcd-ca, --etcd-cert and --etcd-key.
     #[arg(
         long,
         value_name = "STORE",
@@ -41,6 +42,8 @@ struct Args {
     /// share one etcd (e.g. /cluster-a).
     #[arg(long, value_name = "PREFIX", default_value = "")]
     store_prefix: String,
+    #[command(flatten)]
+    etcd_tls: EtcdTlsArgs,
     /// With an etcd store: where clients reach this replica (published while it leads).
     /// Defaults to the first tcp listener.
     #[arg(long, value_name = "URL")]
@@ -97,12 +100,68 @@ struct Args {
     log_format: LogFormat,
 }
 
+/// TLS to etcd (only with an etcd:https:// store, and then all three).
+#[derive(Debug, clap::Args)]
+struct EtcdTlsArgs {
+    /// With an etcd:https:// store: the CA certificate (PEM) that signed etcd's certificates.
+    #[arg(long, value_name = "PATH")]
+    etcd_ca: Option<PathBuf>,
+    /// With an etcd:https:// store: the client certificate (PEM) presented to etcd.
+    #[arg(long, value_name = "PATH")]
+    etcd_cert: Option<PathBuf>,
+    /// With an etcd:https:// store: the client certificate's key (PEM).
+    #[arg(long, value_name = "PATH")]
+    etcd_key: Option<PathBuf>,
+}
+
+impl EtcdTlsArgs {
+    /// Puts the TLS settings into an etcd:https:// store, reading the files; refuses https
+    /// without them and them without https, so neither fails later in an obscure way.
+    fn apply(&self, store: StoreSpec) -> Result<StoreSpec, String> {
+        let https = matches!(&store, StoreSpec::Etcd(endpoints, _)
+            if endpoints.iter().any(|e| e.starts_with("https://")));
+        let given = [&self.etcd_ca, &self.etcd_cert, &self.etcd_key];
+        if !https {
+            if given.iter().any(|p| p.is_some()) {
+                return Err(
+                    "--etcd-ca, --etcd-cert and --etcd-key are only for an etcd:https://… store"
+                        .to_string(),
+                );
+            }
+            return Ok(store);
+        }
+        let (Some(ca), Some(cert), Some(key)) = (&self.etcd_ca, &self.etcd_cert, &self.etcd_key)
+        else {
+            return Err(
+                "an etcd:https://… store needs --etcd-ca, --etcd-cert and --etcd-key \
+                        (etcd's CA, and this controller's client certificate and key)"
+                    .to_string(),
+            );
+        };
+        let read = |flag: &str, path: &PathBuf| {
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {flag} {}: {e}", path.display()))
+        };
+        let tls = EtcdTls {
+            ca_pem: read("--etcd-ca", ca)?,
+            client: Some(EtcdClientCert {
+                cert_pem: read("--etcd-cert", cert)?,
+                key_pem: read("--etcd-key", key)?,
+            }),
+        };
+        Ok(match store {
+            StoreSpec::Etcd(endpoints, _) => StoreSpec::Etcd(endpoints, Some(tls)),
+            other => other,
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum StoreSpec {
     Memory,
     Embedded(PathBuf),
-    /// Client URLs of the etcd members.
-    Etcd(Vec<String>),
+    /// Client URLs of the etcd members, and TLS settings for https:// ones.
+    Etcd(Vec<String>, Option<EtcdTls>),
 }
 
 impl std::str::FromStr for StoreSpec {
@@ -118,11 +177,15 @@ impl std::str::FromStr for StoreSpec {
                     .or_else(|| e.strip_prefix("https://"))
                     .is_some_and(|rest| rest.contains(':') && !rest.starts_with(':'))
             };
-            if endpoints.iter().all(valid) {
-                return Ok(StoreSpec::Etcd(endpoints));
+            let https = endpoints
+                .iter()
+                .filter(|e| e.starts_with("https://"))
+                .count();
+            if endpoints.iter().all(valid) && (https == 0 || https == endpoints.len()) {
+                return Ok(StoreSpec::Etcd(endpoints, None));
             }
             return Err(format!(
-                "invalid store {s:?}: expected etcd:http://host:port[,http://host:port...]"
+                "invalid store {s:?}: expected etcd:http://host:port[,http://host:port...] or etcd:https://… (one scheme for all)"
             ));
         }
         match s.strip_prefix("embedded:") {
@@ -136,7 +199,7 @@ impl std::str::FromStr for StoreSpec {
 
 /// The replica identity for an etcd store (None for the local stores: one controller).
 fn replica_config(args: &Args) -> Option<ReplicaConfig> {
-    if !matches!(args.store, StoreSpec::Etcd(_)) {
+    if !matches!(args.store, StoreSpec::Etcd(..)) {
         return None;
     }
     let advertise = args.advertise.clone().unwrap_or_else(|| {
@@ -238,9 +301,16 @@ fn main() -> ExitCode {
         Err(e) => tracing::warn!(error = %e, "cannot raise the open-files limit"),
     }
     let replica = replica_config(&args);
+    let store = match args.etcd_tls.apply(args.store) {
+        Ok(store) => store,
+        Err(e) => {
+            eprintln!("seam-controller: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
     match run(
         config,
-        args.store,
+        store,
         args.store_prefix,
         replica,
         args.listen,
@@ -337,9 +407,10 @@ fn run(
             }
             // Connecting is lazy: the controller starts while etcd is down and its election
             // retries with backoff until etcd answers.
-            StoreSpec::Etcd(endpoints) => AnyStore::connect_etcd(EtcdConfig {
+            StoreSpec::Etcd(endpoints, tls) => AnyStore::connect_etcd(EtcdConfig {
                 endpoints,
                 namespace: store_prefix,
+                tls,
             })
             .await
             .context("connecting to etcd")?,
@@ -385,19 +456,75 @@ mod tests {
         assert_eq!("memory".parse(), Ok(StoreSpec::Memory));
         assert_eq!(
             "etcd:http://127.0.0.1:2379,http://10.0.0.2:2379".parse(),
-            Ok(StoreSpec::Etcd(vec![
-                "http://127.0.0.1:2379".to_string(),
-                "http://10.0.0.2:2379".to_string()
-            ]))
+            Ok(StoreSpec::Etcd(
+                vec![
+                    "http://127.0.0.1:2379".to_string(),
+                    "http://10.0.0.2:2379".to_string()
+                ],
+                None
+            ))
         );
         for bad in [
             "etcd:",
             "etcd:127.0.0.1:2379",
             "etcd:http://a:1,",
+            "etcd:http://a:1,https://b:2",
             "embedded:",
             "redis:x",
         ] {
             assert!(bad.parse::<StoreSpec>().is_err(), "{bad}");
         }
+    }
+
+    fn tls_args(ca: Option<&str>, cert: Option<&str>, key: Option<&str>) -> EtcdTlsArgs {
+        EtcdTlsArgs {
+            etcd_ca: ca.map(PathBuf::from),
+            etcd_cert: cert.map(PathBuf::from),
+            etcd_key: key.map(PathBuf::from),
+        }
+    }
+
+    #[test]
+    fn etcd_https_needs_all_three_tls_files_and_they_need_https() {
+        let https: StoreSpec = "etcd:https://127.0.0.1:2379".parse().unwrap();
+        let http: StoreSpec = "etcd:http://127.0.0.1:2379".parse().unwrap();
+        let err = tls_args(None, None, None).apply(https.clone()).unwrap_err();
+        assert!(
+            err.contains("--etcd-ca, --etcd-cert and --etcd-key"),
+            "{err}"
+        );
+        let err = tls_args(Some("/ca"), None, None)
+            .apply(https.clone())
+            .unwrap_err();
+        assert!(err.contains("needs --etcd-ca"), "{err}");
+        let err = tls_args(Some("/ca"), None, None)
+            .apply(http.clone())
+            .unwrap_err();
+        assert!(err.contains("only for an etcd:https"), "{err}");
+        assert_eq!(tls_args(None, None, None).apply(http.clone()), Ok(http));
+        assert_eq!(
+            tls_args(None, None, None).apply(StoreSpec::Memory),
+            Ok(StoreSpec::Memory)
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+        for (name, text) in [("ca", "CA PEM"), ("cert", "CERT PEM"), ("key", "KEY PEM")] {
+            std::fs::write(path(name), text).unwrap();
+        }
+        let missing = tls_args(Some(&path("ca")), Some(&path("cert")), Some(&path("nope")));
+        let err = missing.apply(https.clone()).unwrap_err();
+        assert!(err.contains("cannot read --etcd-key"), "{err}");
+        let ok = tls_args(Some(&path("ca")), Some(&path("cert")), Some(&path("key")));
+        let StoreSpec::Etcd(endpoints, Some(tls)) = ok.apply(https).unwrap() else {
+            panic!("expected an etcd store with TLS");
+        };
+        assert_eq!(endpoints, ["https://127.0.0.1:2379"]);
+        assert_eq!(tls.ca_pem, "CA PEM");
+        let client = tls.client.unwrap();
+        assert_eq!(
+            (client.cert_pem.as_str(), client.key_pem.as_str()),
+            ("CERT PEM", "KEY PEM")
+        );
     }
 }

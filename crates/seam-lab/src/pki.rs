@@ -1,9 +1,16 @@
-//! The lab's PKI, all of it under `<lab dir>/pki/`: the lab's CA (made by `up`, its key kept
-//! for the controller, which signs the nodes' certificates when they join), the controller's
-//! serving certificate (every replica's underlay address, 127.0.0.1 and `localhost`), and the
-//! client certificates of the lab's users: an admin (the CLI), a reader and the adapter. Nodes
-//! get theirs by joining with a one-time token, as on a real cluster; the lab only hands them the
-//! token. Keys are written with mode 0600 (seam-pki does that).
+//! The lab's PKI, its single home: one CA per lab in `<lab dir>/pki/` (`ca.crt`, `ca.key`),
+//! created by the first [`LabPki::open`] and loaded by every later one (a restarted process, a
+//! test reading the lab back), and the certificates it issues, each as `<name>.crt` and
+//! `<name>.key` (mode 0600) next to it.
+//!
+//! Issued: `etcd-<member>` (each etcd member's serving and peer certificate, for its underlay
+//! IP) and [`ETCD_CLIENT`] (what the controller replicas present to etcd); `controller` (the
+//! controller's serving certificate: every replica's underlay address, 127.0.0.1 and
+//! `localhost`; the controller also gets the CA key, to sign the nodes' certificates when they
+//! join); and the client certificates of the lab's users ([`LabUser`]: `admin` for the CLI,
+//! `reader`, `adapter`). Nodes get theirs by joining with a one-time token, as on a real
+//! cluster; the lab only hands them the token ([`write_secret`]). Where all of it is, is kept in
+//! `lab.json` ([`PkiPaths`]).
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
@@ -12,14 +19,18 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use seam_model::identity::{Identity, Role};
+use seam_pki::Ca;
 
 use crate::error::Result;
 use crate::state::io_err;
 
-/// The CA outlives any lab (a lab lives minutes to days).
-const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
-/// The controller's and the users' certificates: a year, longer than any lab lives.
-const CERT_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
+/// How long the lab CA and its certificates are valid: far longer than a lab lives.
+const VALIDITY: Duration = Duration::from_secs(365 * 86_400);
+
+/// The name of the client certificate the controller replicas present to etcd. It is issued
+/// as a `seam:controllers` certificate (like a serving one), which names no API role: the same
+/// CA may verify the controller's API clients, and this certificate must not pass for one.
+pub const ETCD_CLIENT: &str = "etcd-client";
 
 /// The controller replicas' API port on the underlay.
 pub const API_PORT: u16 = 7440;
@@ -61,7 +72,7 @@ impl LabUser {
 /// Where a lab's PKI files are (kept in `lab.json`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct LabPki {
+pub struct PkiPaths {
     /// `<lab dir>/pki`.
     pub dir: PathBuf,
     /// The lab's CA certificate (what every client and the controller verify against).
@@ -74,10 +85,10 @@ pub struct LabPki {
     pub controller_key: PathBuf,
 }
 
-impl LabPki {
+impl PkiPaths {
     /// The paths under `dir` (nothing is read or written).
-    pub fn at(dir: &Path) -> LabPki {
-        LabPki {
+    pub fn at(dir: &Path) -> PkiPaths {
+        PkiPaths {
             dir: dir.to_path_buf(),
             ca_cert: dir.join("ca.crt"),
             ca_key: dir.join("ca.key"),
@@ -95,46 +106,111 @@ impl LabPki {
     }
 }
 
-/// The lab's CA, generated once per lab.
-pub(crate) fn load_ca(pki: &LabPki) -> Result<seam_pki::Ca> {
-    Ok(seam_pki::Ca::load(&pki.ca_cert, &pki.ca_key)?)
+/// A certificate and its key, as files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertFiles {
+    /// The certificate (PEM).
+    pub cert: PathBuf,
+    /// Its private key (PEM, mode 0600).
+    pub key: PathBuf,
 }
 
-/// Creates the lab's CA under `lab_dir/pki` (once; an existing CA is kept) and issues the
-/// controller's serving certificate for `controller_ips` (plus 127.0.0.1 and `localhost`) and
-/// the users' certificates.
-pub(crate) fn create(lab_dir: &Path, lab_name: &str, controller_ips: &[Ipv4Addr]) -> Result<LabPki> {
-    let pki = LabPki::at(&lab_dir.join("pki"));
-    std::fs::create_dir_all(&pki.dir).map_err(io_err(&pki.dir))?;
-    let ca = if pki.ca_cert.exists() && pki.ca_key.exists() {
-        load_ca(&pki)?
-    } else {
-        let ca = seam_pki::Ca::generate(&format!("seam lab {lab_name} CA"), CA_VALIDITY)?;
-        ca.save(&pki.ca_cert, &pki.ca_key)?;
-        ca
-    };
-    issue_controller(&ca, &pki, controller_ips)?;
-    for user in LabUser::ALL {
-        let (cert, key) = pki.user(user);
-        ca.issue_client(&user.identity(), CERT_VALIDITY)?
-            .save(&cert, &key)?;
+/// The lab CA, with the directory its files live in.
+#[derive(Debug)]
+pub struct LabPki {
+    dir: PathBuf,
+    ca: Ca,
+}
+
+/// The lab's PKI directory (`<lab dir>/pki`).
+pub fn pki_dir(lab_dir: &Path) -> PathBuf {
+    lab_dir.join("pki")
+}
+
+/// Where certificate `name` of the lab in `lab_dir` is (issued or not).
+pub fn cert_files(lab_dir: &Path, name: &str) -> CertFiles {
+    files_in(&pki_dir(lab_dir), name)
+}
+
+fn files_in(dir: &Path, name: &str) -> CertFiles {
+    CertFiles {
+        cert: dir.join(format!("{name}.crt")),
+        key: dir.join(format!("{name}.key")),
     }
-    Ok(pki)
 }
 
-/// (Re)issues the controller's serving certificate for `controller_ips`, 127.0.0.1 and
-/// `localhost`: a running controller picks up the new files within seconds (it re-reads them).
-pub(crate) fn issue_controller(
-    ca: &seam_pki::Ca,
-    pki: &LabPki,
-    controller_ips: &[Ipv4Addr],
-) -> Result<()> {
+/// The lab CA's certificate, what every party of the lab trusts.
+pub fn ca_cert(lab_dir: &Path) -> PathBuf {
+    pki_dir(lab_dir).join("ca.crt")
+}
+
+impl LabPki {
+    /// The CA of the lab in `lab_dir`: created (with `<lab dir>/pki/`) when there is none yet,
+    /// loaded from `ca.crt` and `ca.key` otherwise.
+    pub fn open(lab_dir: &Path) -> Result<LabPki> {
+        let dir = pki_dir(lab_dir);
+        let ca = files_in(&dir, "ca");
+        let ca = if ca.cert.exists() && ca.key.exists() {
+            Ca::load(&ca.cert, &ca.key)?
+        } else {
+            std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+            let name = lab_dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let new = Ca::generate(&format!("seam lab {name} CA"), VALIDITY)?;
+            new.save(&ca.cert, &ca.key)?;
+            new
+        };
+        Ok(LabPki { dir, ca })
+    }
+
+    /// The CA certificate's file.
+    pub fn ca_cert(&self) -> PathBuf {
+        self.dir.join("ca.crt")
+    }
+
+    /// The CA key's file (for a controller that signs nodes' certificates).
+    pub fn ca_key(&self) -> PathBuf {
+        self.dir.join("ca.key")
+    }
+
+    /// The CA certificate (PEM).
+    pub fn ca_pem(&self) -> &str {
+        self.ca.cert_pem()
+    }
+
+    /// Issues (again, replacing the files) serving certificate `name` for these DNS names and
+    /// IPs; it is usable as a client certificate too (etcd peers present theirs to each other).
+    pub fn issue_server(&self, name: &str, dns: &[String], ips: &[IpAddr]) -> Result<CertFiles> {
+        let files = files_in(&self.dir, name);
+        self.ca
+            .issue_server(name, dns, ips, VALIDITY)?
+            .save(&files.cert, &files.key)?;
+        Ok(files)
+    }
+
+    /// Issues (again, replacing the files) client certificate `name` for `identity`.
+    pub fn issue_client(&self, name: &str, identity: &Identity) -> Result<CertFiles> {
+        let files = files_in(&self.dir, name);
+        self.ca
+            .issue_client(identity, VALIDITY)?
+            .save(&files.cert, &files.key)?;
+        Ok(files)
+    }
+}
+
+/// Issues the certificates of the lab's API (again, replacing the files): the controller's
+/// serving certificate for `controller_ips`, 127.0.0.1 and `localhost` (a running controller
+/// picks up new files within seconds), and the users' client certificates.
+pub(crate) fn issue_api(pki: &LabPki, controller_ips: &[Ipv4Addr]) -> Result<PkiPaths> {
     let mut ips: Vec<IpAddr> = controller_ips.iter().copied().map(IpAddr::V4).collect();
     ips.push(IpAddr::V4(Ipv4Addr::LOCALHOST));
-    let dns = vec!["localhost".to_string()];
-    ca.issue_server("seam-controller", &dns, &ips, CERT_VALIDITY)?
-        .save(&pki.controller_cert, &pki.controller_key)?;
-    Ok(())
+    pki.issue_server("controller", &["localhost".to_string()], &ips)?;
+    for user in LabUser::ALL {
+        pki.issue_client(user.stem(), &user.identity())?;
+    }
+    Ok(PkiPaths::at(&pki.dir))
 }
 
 /// Writes `token` to `path` with mode 0600 (a join token is a secret until it is spent).
@@ -166,7 +242,10 @@ mod tests {
 
     /// A TLS 1.3 handshake in memory: a client that trusts the lab's CA and dials `server_name`
     /// against a server with the controller's certificate.
-    fn handshake(pki: &LabPki, server_name: ServerName<'static>) -> std::result::Result<(), String> {
+    fn handshake(
+        pki: &PkiPaths,
+        server_name: ServerName<'static>,
+    ) -> std::result::Result<(), String> {
         let ca = std::fs::read_to_string(&pki.ca_cert).unwrap();
         let cert =
             seam_pki::ReloadingCert::from_files(&pki.controller_cert, &pki.controller_key).unwrap();
@@ -194,14 +273,11 @@ mod tests {
     fn up_makes_the_ca_the_controllers_and_the_users_certificates_with_private_keys() {
         let dir = tempfile::tempdir().unwrap();
         let replicas = [Ipv4Addr::new(198, 18, 0, 5), Ipv4Addr::new(198, 18, 0, 6)];
-        let pki = create(dir.path(), "t", &replicas).unwrap();
+        let pki = issue_api(&LabPki::open(dir.path()).unwrap(), &replicas).unwrap();
         assert_eq!(pki.dir, dir.path().join("pki"));
         for user in LabUser::ALL {
             let (cert, key) = pki.user(user);
-            assert_eq!(
-                seam_pki::identity_of(&der(&cert)).unwrap(),
-                user.identity()
-            );
+            assert_eq!(seam_pki::identity_of(&der(&cert)).unwrap(), user.identity());
             let mode = std::fs::metadata(&key).unwrap().permissions().mode();
             assert_eq!(mode & 0o077, 0, "{} is {mode:o}", key.display());
         }
@@ -221,11 +297,12 @@ mod tests {
     }
 
     #[test]
-    fn a_second_create_keeps_the_ca() {
+    fn a_second_opening_keeps_the_ca() {
         let dir = tempfile::tempdir().unwrap();
-        let first = create(dir.path(), "t", &[Ipv4Addr::new(198, 18, 0, 1)]).unwrap();
+        let api = [Ipv4Addr::new(198, 18, 0, 1)];
+        let first = issue_api(&LabPki::open(dir.path()).unwrap(), &api).unwrap();
         let ca = std::fs::read(&first.ca_cert).unwrap();
-        let second = create(dir.path(), "t", &[Ipv4Addr::new(198, 18, 0, 1)]).unwrap();
+        let second = issue_api(&LabPki::open(dir.path()).unwrap(), &api).unwrap();
         assert_eq!(std::fs::read(&second.ca_cert).unwrap(), ca);
     }
 

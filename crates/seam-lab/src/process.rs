@@ -9,6 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::error::{LabError, Result};
+use crate::pki;
 use crate::state::{io_err, EtcdMemberInfo, Lab, LabStore, NodeInfo, ReplicaInfo};
 
 /// Runs `cmd` to completion; a failure names the command, its status and its stderr.
@@ -221,9 +222,7 @@ impl Processes<'_> {
             .arg(self.lab.bin_dir.join("seam-controller"))
             .arg("--listen")
             .arg(&replica.endpoint);
-        if let (Some(pki), Some(address)) =
-            (&self.lab.pki, replica.api.strip_prefix("https://"))
-        {
+        if let (Some(pki), Some(address)) = (&self.lab.pki, replica.api.strip_prefix("https://")) {
             // The Unix socket above is the local admin's; everyone else comes over TLS on the
             // underlay, and the CA key lets the controller sign the certificates of joining nodes.
             cmd.arg("--listen")
@@ -254,8 +253,15 @@ impl Processes<'_> {
                     .iter()
                     .map(|m| m.client_url.as_str())
                     .collect();
+                let client = pki::cert_files(&self.lab.dir, pki::ETCD_CLIENT);
                 cmd.arg("--store")
                     .arg(format!("etcd:{}", urls.join(",")))
+                    .arg("--etcd-ca")
+                    .arg(pki::ca_cert(&self.lab.dir))
+                    .arg("--etcd-cert")
+                    .arg(&client.cert)
+                    .arg("--etcd-key")
+                    .arg(&client.key)
                     .args(["--replica-id", &replica.name]);
             }
         }
@@ -300,9 +306,26 @@ impl Processes<'_> {
             .collect::<Vec<_>>()
             .join(",");
         std::fs::create_dir_all(&member.data_dir).map_err(io_err(&member.data_dir))?;
+        // Mutual TLS for clients and peers: only holders of a lab CA certificate get in.
+        let ca = pki::ca_cert(&self.lab.dir);
+        let own = pki::cert_files(&self.lab.dir, &format!("etcd-{}", member.name));
         let pid = spawn_logged_append(
             Command::new("ip")
                 .args(["netns", "exec", &self.lab.underlay_netns, "etcd"])
+                .arg("--client-cert-auth")
+                .arg("--trusted-ca-file")
+                .arg(&ca)
+                .arg("--cert-file")
+                .arg(&own.cert)
+                .arg("--key-file")
+                .arg(&own.key)
+                .arg("--peer-client-cert-auth")
+                .arg("--peer-trusted-ca-file")
+                .arg(&ca)
+                .arg("--peer-cert-file")
+                .arg(&own.cert)
+                .arg("--peer-key-file")
+                .arg(&own.key)
                 .args(["--name", &member.name, "--data-dir"])
                 .arg(&member.data_dir)
                 .args([

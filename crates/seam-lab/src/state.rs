@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{LabError, Result};
-use crate::pki::LabPki;
+use crate::pki::PkiPaths;
 
 /// Where labs keep their state, sockets and logs.
 pub const STATE_ROOT: &str = "/run/seam-lab";
@@ -23,7 +23,8 @@ pub enum LabStore {
     #[default]
     Embedded,
     /// A 3-member etcd cluster on the underlay namespace's addresses 198.18.0.2–.4, shared
-    /// by the controller replicas, which elect a leader.
+    /// by the controller replicas, which elect a leader. etcd speaks mutual TLS only, to
+    /// clients and peers, with certificates of the lab CA ([`crate::pki`]).
     Etcd,
 }
 
@@ -71,7 +72,7 @@ pub struct ReplicaInfo {
 pub struct EtcdMemberInfo {
     /// Member name (`e1`, …).
     pub name: String,
-    /// Client URL (`http://198.18.0.2:2379`).
+    /// Client URL (`https://198.18.0.2:2379`: mutual TLS with the lab CA, see [`crate::pki`]).
     pub client_url: String,
     /// Peer URL.
     pub peer_url: String,
@@ -148,7 +149,7 @@ pub struct Lab {
     pub api: String,
     /// The lab's CA and certificates (`<dir>/pki`); `None` in labs made before.
     #[serde(default)]
-    pub pki: Option<LabPki>,
+    pub pki: Option<PkiPaths>,
     /// Controller process id (with replicas, the first replica's at start).
     pub controller_pid: u32,
     /// Controller log.

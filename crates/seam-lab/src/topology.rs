@@ -2,12 +2,13 @@
 //! 198.18.0.0/15, one namespace per node joined to it by a veth, the controller, etcd and the
 //! agents started through [`crate::process`]) and down again, also after a crash.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use crate::error::{LabError, Result};
+use crate::pki::{self, LabPki};
 use crate::process::{gone, kill, run, spawn_agent, wait_for, wait_for_agent};
 use crate::state::{io_err, state_dir, EtcdMemberInfo, Lab, LabStore, NodeInfo, ReplicaInfo};
 
@@ -112,7 +113,13 @@ fn build(spec: &LabSpec) -> Result<Lab> {
     ip(&underlay, &["link", "add", "ul0", "type", "bridge"])?;
     ip(
         &underlay,
-        &["addr", "add", &format!("{UNDERLAY_BRIDGE}/15"), "dev", "ul0"],
+        &[
+            "addr",
+            "add",
+            &format!("{UNDERLAY_BRIDGE}/15"),
+            "dev",
+            "ul0",
+        ],
     )?;
     ip(&underlay, &["link", "set", "ul0", "up"])?;
 
@@ -146,9 +153,14 @@ fn build(spec: &LabSpec) -> Result<Lab> {
         LabStore::Embedded => vec![UNDERLAY_BRIDGE],
         LabStore::Etcd => (1..=spec.controllers).map(replica_address).collect(),
     };
-    lab.pki = Some(crate::pki::create(&dir, &spec.name, &api_addresses)?);
-    let api_of = |address: Ipv4Addr| format!("https://{address}:{}", crate::pki::API_PORT);
+    let lab_ca = LabPki::open(&dir)?;
+    lab.pki = Some(pki::issue_api(&lab_ca, &api_addresses)?);
+    let api_of = |address: Ipv4Addr| format!("https://{address}:{}", pki::API_PORT);
     if spec.store == LabStore::Etcd {
+        // etcd speaks only mutual TLS, to clients and to its peers, with the lab CA's
+        // certificates: one per member for its address, one for the controllers.
+        let pki = &lab_ca;
+        pki.issue_server(pki::ETCD_CLIENT, &[], &[])?;
         for i in 1..=ETCD_MEMBERS {
             let address = etcd_address(i);
             ip(
@@ -156,9 +168,14 @@ fn build(spec: &LabSpec) -> Result<Lab> {
                 &["addr", "add", &format!("{address}/15"), "dev", "ul0"],
             )?;
             let name = format!("e{i}");
+            // etcd checks a peer's certificate against the address the connection comes
+            // from, and members share the underlay's bridge, whose first address
+            // (198.18.0.1) is the source the kernel picks for their peer connections.
+            let ips = [IpAddr::V4(address), IpAddr::V4(UNDERLAY_BRIDGE)];
+            pki.issue_server(&format!("etcd-{name}"), &[], &ips)?;
             lab.etcd.push(EtcdMemberInfo {
-                client_url: format!("http://{address}:2379"),
-                peer_url: format!("http://{address}:2380"),
+                client_url: format!("https://{address}:2379"),
+                peer_url: format!("https://{address}:2380"),
                 data_dir: dir.join("etcd").join(&name),
                 log: dir.join(format!("etcd-{name}.log")),
                 name,

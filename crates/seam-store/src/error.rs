@@ -68,16 +68,26 @@ pub enum Error {
     },
     /// The etcd backend failed (etcd unreachable, no quorum, request refused). Callers retry;
     /// nothing is known about whether a txn that failed this way was applied.
-    #[error("etcd {op} failed on {key:?}")]
+    #[error("etcd {op} failed on {key:?}{hint}")]
     Etcd {
         /// The operation: `connect`, `get`, `list`, `txn`, `watch`, `revision`, `compact` or a lease
         /// operation.
         op: &'static str,
         /// The key or prefix (without the namespace), empty when none.
         key: String,
+        /// The likely cause when the client's error hides it (e.g. a refused TLS client
+        /// certificate), starting with a space; empty when none.
+        hint: &'static str,
         /// What the etcd client reported.
         #[source]
         source: Box<etcd_client::Error>,
+    },
+    /// The etcd connection settings do not fit together (e.g. `https://` endpoints without
+    /// TLS settings); found at connect, before any request.
+    #[error("invalid etcd connection settings: {reason}")]
+    EtcdSettings {
+        /// What is wrong and how to fix it.
+        reason: String,
     },
     /// etcd answered with something the store cannot use.
     #[error("etcd {op} returned an unexpected response: {reason}")]

@@ -20,6 +20,11 @@
 //!
 //! Every request has a timeout, so an unreachable etcd shows up as [`Error::Etcd`] within
 //! seconds rather than as a hang; the client reconnects by itself once etcd is back.
+//!
+//! TLS: `https://` endpoints need [`EtcdConfig::tls`] (the CA that signed etcd's serving
+//! certificates and, for an etcd running with `--client-cert-auth`, a client certificate);
+//! rustls through etcd-client's `tls` feature, no OpenSSL. The certificates are read once, at
+//! connect: rotating the client certificate takes a reconnect (a controller restart).
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -50,11 +55,142 @@ const LIST_PAGE: i64 = 1000;
 /// Where and how to reach etcd.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EtcdConfig {
-    /// Client URLs of the cluster members, e.g. `http://127.0.0.1:2379`.
+    /// Client URLs of the cluster members, e.g. `http://127.0.0.1:2379`; all `http://` or all
+    /// `https://` (then [`EtcdConfig::tls`] is required).
     pub endpoints: Vec<String>,
     /// Prefix put in front of every key, so several clusters can share one etcd (e.g.
     /// `/cluster-a`). Empty for none.
     pub namespace: String,
+    /// TLS settings for `https://` endpoints; `None` for `http://` ones.
+    pub tls: Option<EtcdTls>,
+}
+
+impl EtcdConfig {
+    /// Plain-HTTP (or not yet TLS-configured) settings for `endpoints` under `namespace`.
+    pub fn new(endpoints: Vec<String>, namespace: impl Into<String>) -> Self {
+        Self {
+            endpoints,
+            namespace: namespace.into(),
+            tls: None,
+        }
+    }
+
+    /// The same settings with TLS.
+    pub fn with_tls(mut self, tls: EtcdTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Checks that the endpoints and the TLS settings fit together, so a mismatch is named at
+    /// connect rather than showing up later as an obscure transport error.
+    fn check(&self) -> Result<()> {
+        let invalid = |reason: String| Err(Error::EtcdSettings { reason });
+        if self.endpoints.is_empty() {
+            return invalid("no endpoints".to_string());
+        }
+        let https = self
+            .endpoints
+            .iter()
+            .filter(|e| e.starts_with("https://"))
+            .count();
+        let http = self
+            .endpoints
+            .iter()
+            .filter(|e| e.starts_with("http://"))
+            .count();
+        if https > 0 && http > 0 {
+            return invalid(format!(
+                "endpoints {:?} mix http:// and https://: use one scheme for all members",
+                self.endpoints
+            ));
+        }
+        if http + https < self.endpoints.len() {
+            return invalid(format!(
+                "endpoints {:?}: each must start with http:// or https://",
+                self.endpoints
+            ));
+        }
+        match (&self.tls, https > 0) {
+            (None, true) => invalid(format!(
+                "endpoints {:?} are https:// but no TLS settings were given: \
+                 etcd over TLS needs the CA that signed its certificates (seam-controller: \
+                 --etcd-ca) and usually a client certificate (--etcd-cert, --etcd-key)",
+                self.endpoints
+            )),
+            (Some(_), false) => invalid(format!(
+                "TLS settings were given but endpoints {:?} are plain http://: use https://",
+                self.endpoints
+            )),
+            (Some(tls), true) => tls.check(),
+            (None, false) => Ok(()),
+        }
+    }
+}
+
+/// How to talk TLS to etcd: whom to trust and which client certificate to present.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdTls {
+    /// PEM of the CA certificate(s) that signed the members' serving certificates. Only these
+    /// are trusted (not the system's roots).
+    pub ca_pem: String,
+    /// The client certificate presented to etcd; needed when etcd runs with
+    /// `--client-cert-auth` (without one such an etcd refuses every request).
+    pub client: Option<EtcdClientCert>,
+}
+
+/// A client certificate and its private key, both PEM.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EtcdClientCert {
+    /// The certificate (chain), PEM.
+    pub cert_pem: String,
+    /// The private key, PEM (never printed by `Debug`).
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for EtcdClientCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdClientCert")
+            .field("cert_pem", &format_args!("{} bytes", self.cert_pem.len()))
+            .finish_non_exhaustive()
+    }
+}
+
+impl EtcdTls {
+    /// A shallow look at the PEM texts: the client parses them only when it first connects,
+    /// and then reports a swapped or empty file as an obscure transport error.
+    fn check(&self) -> Result<()> {
+        const CERT: &str = "-----BEGIN CERTIFICATE-----";
+        let invalid = |what: &str, wanted: &str| {
+            Err(Error::EtcdSettings {
+                reason: format!("the {what} is not PEM with a {wanted}"),
+            })
+        };
+        if !self.ca_pem.contains(CERT) {
+            return invalid("TLS CA", "CERTIFICATE");
+        }
+        if let Some(client) = &self.client {
+            if !client.cert_pem.contains(CERT) {
+                return invalid("client certificate", "CERTIFICATE");
+            }
+            // PKCS#8 ("PRIVATE KEY"), SEC1 ("EC PRIVATE KEY") or PKCS#1 ("RSA PRIVATE KEY").
+            if !client.key_pem.contains("PRIVATE KEY-----") {
+                return invalid("client key", "PRIVATE KEY");
+            }
+        }
+        Ok(())
+    }
+
+    fn options(&self) -> etcd_client::TlsOptions {
+        let mut tls = etcd_client::TlsOptions::new()
+            .ca_certificate(etcd_client::Certificate::from_pem(&self.ca_pem));
+        if let Some(client) = &self.client {
+            tls = tls.identity(etcd_client::Identity::from_pem(
+                &client.cert_pem,
+                &client.key_pem,
+            ));
+        }
+        tls
+    }
 }
 
 /// A [`Datastore`] on an etcd v3 cluster. Cheap to clone; clones share the connection.
@@ -68,6 +204,9 @@ pub struct EtcdStore {
     compacted: Arc<AtomicI64>,
     /// How often a request refused by one member is sent again.
     retries: u32,
+    /// What to add to an error when the TLS connection broke (TLS only, see
+    /// [`broke_after_connecting`]).
+    tls_hint: Option<&'static str>,
 }
 
 impl std::fmt::Debug for EtcdStore {
@@ -83,8 +222,44 @@ fn etcd_err<'a>(op: &'static str, key: &'a str) -> impl FnOnce(etcd_client::Erro
     move |source| Error::Etcd {
         op,
         key: key.to_string(),
+        hint: "",
         source: Box::new(source),
     }
+}
+
+/// Said when a TLS connection to etcd breaks and the client has no certificate.
+const HINT_NO_CLIENT_CERT: &str = " (the TLS connection to etcd broke: if etcd is up, it is \
+     likely refusing this client for having no certificate; an etcd running with \
+     --client-cert-auth needs a client certificate and key)";
+/// The same with a client certificate.
+const HINT_CLIENT_CERT: &str = " (the TLS connection to etcd broke: if etcd is up, it likely \
+     does not accept the client certificate; is it signed by a CA in etcd's --trusted-ca-file, \
+     and valid now (is this machine's clock right)?)";
+
+/// Whether the connection broke under a request that reached etcd's port. Under TLS 1.3 the
+/// server checks the client certificate after the client considers the handshake done, so a
+/// refused certificate shows up only under the first request, and in several guises: etcd's
+/// alert when it arrives in time, a broken pipe, or the connection closed under the request.
+/// A refused TCP connection (etcd down) and our own refusal of etcd's certificate are not this.
+fn broke_after_connecting(error: &etcd_client::Error) -> bool {
+    let etcd_client::Error::GRpcStatus(status) = error else {
+        return false;
+    };
+    let mut transport = false;
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                return false;
+            }
+        }
+        if e.to_string().contains("invalid peer certificate") {
+            return false;
+        }
+        transport |= e.is::<tonic::transport::Error>();
+        source = e.source();
+    }
+    transport
 }
 
 /// Whether the request never left this process: the connection to the member it was routed to
@@ -136,14 +311,21 @@ impl EtcdStore {
     }
 
     /// Connects to etcd with the given tunables.
+    ///
+    /// Fails at once with [`Error::EtcdSettings`] when the endpoints and the TLS settings do
+    /// not fit together (`https://` without TLS settings, TLS with `http://`, mixed schemes).
     pub async fn connect_with(etcd: EtcdConfig, config: StoreConfig) -> Result<Self> {
-        let options = ConnectOptions::new()
+        etcd.check()?;
+        let mut options = ConnectOptions::new()
             .with_connect_timeout(CONNECT_TIMEOUT)
             .with_timeout(REQUEST_TIMEOUT)
             .with_keep_alive(KEEPALIVE, KEEPALIVE)
             .with_keep_alive_while_idle(true)
             // A member cut off from the quorum refuses instead of serving stale reads or hanging.
             .with_require_leader(true);
+        if let Some(tls) = &etcd.tls {
+            options = options.with_tls(tls.options());
+        }
         let client = Client::connect(&etcd.endpoints, Some(options))
             .await
             .map_err(etcd_err("connect", ""))?;
@@ -153,7 +335,30 @@ impl EtcdStore {
             config,
             compacted: Arc::new(AtomicI64::new(0)),
             retries: u32::try_from(etcd.endpoints.len().saturating_mul(2)).unwrap_or(u32::MAX),
+            tls_hint: etcd.tls.as_ref().map(|tls| match tls.client {
+                None => HINT_NO_CLIENT_CERT,
+                Some(_) => HINT_CLIENT_CERT,
+            }),
         })
+    }
+
+    /// Maps an etcd client error of `op` on `key` to [`Error::Etcd`], with a hint when TLS is
+    /// the likely cause.
+    fn err<'a>(
+        &self,
+        op: &'static str,
+        key: &'a str,
+    ) -> impl FnOnce(etcd_client::Error) -> Error + 'a {
+        let hint = self.tls_hint;
+        move |source| Error::Etcd {
+            op,
+            key: key.to_string(),
+            hint: match hint {
+                Some(hint) if broke_after_connecting(&source) => hint,
+                _ => "",
+            },
+            source: Box::new(source),
+        }
     }
 
     /// Runs `call`, again (up to twice per endpoint) while it fails before reaching a member:
@@ -226,7 +431,7 @@ impl EtcdStore {
                 async move { c.get(k, Some(o)).await }
             })
             .await
-            .map_err(etcd_err("revision", ""))?;
+            .map_err(self.err("revision", ""))?;
         header_revision("revision", resp.header())
     }
 
@@ -257,9 +462,9 @@ impl EtcdStore {
                 async move { c.watch(k, Some(o)).await }
             })
             .await
-            .map_err(etcd_err("watch", prefix))?;
+            .map_err(self.err("watch", prefix))?;
         // The first response confirms the watch; events only follow it.
-        match stream.message().await.map_err(etcd_err("watch", prefix))? {
+        match stream.message().await.map_err(self.err("watch", prefix))? {
             Some(resp) if resp.created() && !resp.canceled() => Ok(stream),
             Some(resp) => Err(Error::EtcdResponse {
                 op: "watch",
@@ -293,7 +498,7 @@ impl EtcdStore {
             {
                 Ok(true)
             }
-            Err(e) => Err(etcd_err("watch", prefix)(e)),
+            Err(e) => Err(self.err("watch", prefix)(e)),
         }
     }
 }
@@ -314,7 +519,7 @@ impl Datastore for EtcdStore {
                 async move { c.get(full, None).await }
             })
             .await
-            .map_err(etcd_err("get", key))?;
+            .map_err(self.err("get", key))?;
         resp.kvs()
             .first()
             .map(|kv| self.key_value("get", kv))
@@ -340,7 +545,7 @@ impl Datastore for EtcdStore {
                     async move { c.get(k, Some(o)).await }
                 })
                 .await
-                .map_err(etcd_err("list", prefix))?;
+                .map_err(self.err("list", prefix))?;
             let rev = match at {
                 Some(rev) => rev,
                 None => header_revision("list", resp.header())?,
@@ -420,7 +625,7 @@ impl Datastore for EtcdStore {
                     .unwrap_or(LeaseId(0));
                 return Err(Error::LeaseNotFound { lease });
             }
-            Err(e) => return Err(etcd_err("txn", &first_key)(e)),
+            Err(e) => return Err(self.err("txn", &first_key)(e)),
         };
         if !resp.succeeded() {
             return Ok(TxnOutcome::CompareFailed);
@@ -478,7 +683,7 @@ impl Datastore for EtcdStore {
         let resp = self
             .call(|mut c| async move { c.lease_grant(secs, None).await })
             .await
-            .map_err(etcd_err("grant_lease", ""))?;
+            .map_err(self.err("grant_lease", ""))?;
         Ok(LeaseId(resp.id()))
     }
 
@@ -490,7 +695,7 @@ impl Datastore for EtcdStore {
             Ok(_) => Ok(()),
             // etcd-client reports a TTL of 0 (the lease is gone) this way.
             Err(etcd_client::Error::LeaseKeepAliveError(_)) => Err(Error::LeaseNotFound { lease }),
-            Err(e) => Err(etcd_err("keep_alive", "")(e)),
+            Err(e) => Err(self.err("keep_alive", "")(e)),
         }
     }
 
@@ -505,7 +710,7 @@ impl Datastore for EtcdStore {
             {
                 Ok(())
             }
-            Err(e) => Err(etcd_err("revoke_lease", "")(e)),
+            Err(e) => Err(self.err("revoke_lease", "")(e)),
         }
     }
 }
@@ -561,7 +766,7 @@ async fn pump(
                 return;
             }
             Err(e) => {
-                let _ = tx.try_send(Err(etcd_err("watch", &prefix)(e)));
+                let _ = tx.try_send(Err(store.err("watch", &prefix)(e)));
                 return;
             }
         };

@@ -4,13 +4,16 @@
 //! The `etcd` binary comes from Debian's `etcd-server` package (`scripts/setup.sh` installs
 //! it); `SEAM_ETCD_BIN` names another one. When it is missing, starting fails with
 //! [`EtcdTestError::NotInstalled`], so tests that need etcd fail loudly instead of passing.
+//!
+//! [`EtcdCluster::start_tls`] runs the members with TLS for clients and peers and
+//! `--client-cert-auth`, from certificates the test brings ([`TestTls`]).
 
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{Datastore, EtcdConfig, EtcdStore};
+use crate::{Datastore, EtcdClientCert, EtcdConfig, EtcdStore, EtcdTls};
 
 /// Why a test etcd could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +44,29 @@ pub enum EtcdTestError {
     },
 }
 
+/// Certificates for a TLS test cluster, all PEM.
+#[derive(Debug, Clone)]
+pub struct TestTls {
+    /// The CA that signed every certificate below; members trust only it, for clients and peers.
+    pub ca_pem: String,
+    /// The members' certificate: serves clients and peers and is presented to peers, so it
+    /// must name IP 127.0.0.1 and allow client use too.
+    pub member_cert_pem: String,
+    /// The members' key.
+    pub member_key_pem: String,
+    /// The client certificate [`EtcdCluster::config`] presents.
+    pub client: EtcdClientCert,
+}
+
+/// The certificate files of a TLS test cluster (in its temporary directory).
+#[derive(Debug)]
+struct TlsFiles {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+    tls: TestTls,
+}
+
 struct Member {
     name: String,
     client_url: String,
@@ -55,6 +81,7 @@ struct Member {
 pub struct EtcdCluster {
     members: Vec<Member>,
     initial_cluster: String,
+    tls: Option<TlsFiles>,
     _dir: tempfile::TempDir,
 }
 
@@ -82,17 +109,44 @@ impl EtcdCluster {
 
     /// Starts `count` members as one cluster and waits until it serves.
     pub async fn start_members(count: usize) -> Result<Self, EtcdTestError> {
+        Self::start_inner(count, None).await
+    }
+
+    /// Starts `count` members that speak only TLS, to clients and to each other, and require
+    /// client certificates signed by `tls.ca_pem` from both (`--client-cert-auth`,
+    /// `--peer-client-cert-auth`). [`EtcdCluster::config`] then carries `tls.client`.
+    pub async fn start_tls(count: usize, tls: TestTls) -> Result<Self, EtcdTestError> {
+        Self::start_inner(count, Some(tls)).await
+    }
+
+    async fn start_inner(count: usize, tls: Option<TestTls>) -> Result<Self, EtcdTestError> {
         let io = |member: &str| {
             let member = member.to_string();
             move |source| EtcdTestError::Io { member, source }
         };
         let dir = tempfile::tempdir().map_err(io("-"))?;
+        let tls = match tls {
+            Some(tls) => {
+                let files = TlsFiles {
+                    ca: dir.path().join("ca.crt"),
+                    cert: dir.path().join("member.crt"),
+                    key: dir.path().join("member.key"),
+                    tls,
+                };
+                std::fs::write(&files.ca, &files.tls.ca_pem).map_err(io("-"))?;
+                std::fs::write(&files.cert, &files.tls.member_cert_pem).map_err(io("-"))?;
+                std::fs::write(&files.key, &files.tls.member_key_pem).map_err(io("-"))?;
+                Some(files)
+            }
+            None => None,
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let mut members = Vec::new();
         for i in 0..count {
             let name = format!("m{i}");
             members.push(Member {
-                client_url: format!("http://127.0.0.1:{}", free_port().map_err(io(&name))?),
-                peer_url: format!("http://127.0.0.1:{}", free_port().map_err(io(&name))?),
+                client_url: format!("{scheme}://127.0.0.1:{}", free_port().map_err(io(&name))?),
+                peer_url: format!("{scheme}://127.0.0.1:{}", free_port().map_err(io(&name))?),
                 data_dir: dir.path().join(&name),
                 log: dir.path().join(format!("{name}.log")),
                 name,
@@ -107,6 +161,7 @@ impl EtcdCluster {
         let mut cluster = EtcdCluster {
             members,
             initial_cluster,
+            tls,
             _dir: dir,
         };
         for i in 0..count {
@@ -131,7 +186,25 @@ impl EtcdCluster {
             .open(&m.log)
             .map_err(io)?;
         let bin = etcd_bin();
-        let child = Command::new(&bin)
+        let mut command = Command::new(&bin);
+        if let Some(tls) = &self.tls {
+            command
+                .arg("--client-cert-auth")
+                .arg("--trusted-ca-file")
+                .arg(&tls.ca)
+                .arg("--cert-file")
+                .arg(&tls.cert)
+                .arg("--key-file")
+                .arg(&tls.key)
+                .arg("--peer-client-cert-auth")
+                .arg("--peer-trusted-ca-file")
+                .arg(&tls.ca)
+                .arg("--peer-cert-file")
+                .arg(&tls.cert)
+                .arg("--peer-key-file")
+                .arg(&tls.key);
+        }
+        let child = command
             .args(["--name", &m.name, "--data-dir"])
             .arg(&m.data_dir)
             .args([
@@ -176,10 +249,15 @@ impl EtcdCluster {
     }
 
     /// A connection config for the whole cluster with `namespace`.
+    /// With TLS, it trusts the test CA and presents the test client certificate.
     pub fn config(&self, namespace: &str) -> EtcdConfig {
-        EtcdConfig {
-            endpoints: self.endpoints(),
-            namespace: namespace.to_string(),
+        let config = EtcdConfig::new(self.endpoints(), namespace);
+        match &self.tls {
+            Some(files) => config.with_tls(EtcdTls {
+                ca_pem: files.tls.ca_pem.clone(),
+                client: Some(files.tls.client.clone()),
+            }),
+            None => config,
         }
     }
 
@@ -202,10 +280,8 @@ impl EtcdCluster {
         let start = Instant::now();
         for m in self.members.iter().filter(|m| m.child.is_some()) {
             loop {
-                let config = EtcdConfig {
-                    endpoints: vec![m.client_url.clone()],
-                    namespace: String::new(),
-                };
+                let mut config = self.config("");
+                config.endpoints = vec![m.client_url.clone()];
                 let ok = match EtcdStore::connect(config).await {
                     Ok(store) => store.revision().await.is_ok(),
                     Err(_) => false,

@@ -466,9 +466,24 @@ async fn etcd_store(config: StoreConfig) -> (AnyStore, Box<dyn std::any::Any>) {
     (AnyStore::from(store), guard)
 }
 
+/// A fresh TLS-only etcd (clients and peers, `--client-cert-auth`) per test.
+async fn etcd_tls_store(config: StoreConfig) -> (AnyStore, Box<dyn std::any::Any>) {
+    let cluster = etcd_tls::cluster(1).await;
+    let store = EtcdStore::connect_with(cluster.config("/tls-ns"), config)
+        .await
+        .unwrap();
+    assert!(cluster
+        .endpoints()
+        .iter()
+        .all(|e| e.starts_with("https://")));
+    let guard: Box<dyn std::any::Any> = Box::new(cluster);
+    (AnyStore::from(store), guard)
+}
+
 contract_suite!(memory, memory_store);
 contract_suite!(embedded, embedded_store);
 contract_suite!(etcd, etcd_store);
+contract_suite!(etcd_over_tls, etcd_tls_store);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_history_counts_events() {
@@ -733,5 +748,206 @@ mod etcd_only {
         let (kv, _) = retry(Duration::from_secs(15), || store.get("k/1")).await;
         assert_eq!(kv.unwrap().value, b"x");
         assert_eq!(contract::put(&store, "k/2", "y").await, 2);
+    }
+}
+
+/// etcd over TLS, for clients and peers, with `--client-cert-auth`: the whole contract suite
+/// through TLS (above), and the refusals a misconfigured client must get.
+mod etcd_tls {
+    use super::*;
+    use crate::testing::TestTls;
+    use crate::{EtcdClientCert, EtcdConfig, EtcdTls};
+    use seam_model::identity::{Identity, Role};
+
+    const DAY: Duration = Duration::from_secs(86_400);
+
+    fn client_cert(ca: &seam_pki::Ca, name: &str) -> EtcdClientCert {
+        let issued = ca
+            .issue_client(&Identity::of(Role::Admin, name), DAY)
+            .unwrap();
+        EtcdClientCert {
+            cert_pem: issued.cert_pem,
+            key_pem: issued.key_pem,
+        }
+    }
+
+    /// A fresh CA (seam-pki), a member certificate for 127.0.0.1 (serving and peer) and a
+    /// client certificate.
+    pub(super) fn material() -> TestTls {
+        let ca = seam_pki::Ca::generate("seam-store test CA", DAY).unwrap();
+        let member = ca
+            .issue_server("etcd", &[], &["127.0.0.1".parse().unwrap()], DAY)
+            .unwrap();
+        TestTls {
+            ca_pem: ca.cert_pem().to_string(),
+            member_cert_pem: member.cert_pem,
+            member_key_pem: member.key_pem,
+            client: client_cert(&ca, "controller"),
+        }
+    }
+
+    pub(super) async fn cluster(members: usize) -> EtcdCluster {
+        EtcdCluster::start_tls(members, material())
+            .await
+            .unwrap_or_else(|e| panic!("the etcd TLS tests need a real etcd: {e}"))
+    }
+
+    /// The error and every source below it, as one line (what `{:#}` in the binaries shows).
+    fn chain(e: &Error) -> String {
+        let mut text = e.to_string();
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            text.push_str(": ");
+            text.push_str(&s.to_string());
+            source = s.source();
+        }
+        text
+    }
+
+    fn with_tls(config: EtcdConfig, change: impl FnOnce(&mut EtcdTls)) -> EtcdConfig {
+        let mut config = config;
+        if let Some(tls) = config.tls.as_mut() {
+            change(tls);
+        }
+        config
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn without_a_client_certificate_etcd_refuses_every_request() {
+        let etcd = cluster(1).await;
+        // The right client can write; the same request without a certificate is refused.
+        let good = EtcdStore::connect(etcd.config("/tls")).await.unwrap();
+        contract::put(&good, "/seam/v1/nodes/n1", "v").await;
+        let config = with_tls(etcd.config("/tls"), |tls| tls.client = None);
+        let store = EtcdStore::connect(config).await.unwrap();
+        let err = store.get("/seam/v1/nodes/n1").await.unwrap_err();
+        assert!(matches!(err, Error::Etcd { op: "get", .. }), "{err:?}");
+        let text = chain(&err);
+        assert!(
+            text.contains("refusing this client for having no certificate")
+                && text.contains("--client-cert-auth"),
+            "{text}"
+        );
+        let err = store
+            .txn(Txn::new().put("/seam/v1/nodes/n2", b"x".to_vec()))
+            .await
+            .unwrap_err();
+        assert!(chain(&err).contains("having no certificate"), "{err}");
+        assert!(store.watch("/seam", 0).await.is_err());
+        // Nothing was written by the refused client.
+        let (_, listed) = good.list("/seam/v1/nodes/").await.unwrap();
+        assert_eq!(listed.len(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_certificate_from_another_ca_is_refused() {
+        let etcd = cluster(1).await;
+        let other = seam_pki::Ca::generate("another CA", DAY).unwrap();
+        let config = with_tls(etcd.config("/tls"), |tls| {
+            tls.client = Some(client_cert(&other, "intruder"));
+        });
+        let store = EtcdStore::connect(config).await.unwrap();
+        let err = store.get("/seam/v1/nodes/n1").await.unwrap_err();
+        let text = chain(&err);
+        assert!(
+            text.contains("does not accept the client certificate")
+                && text.contains("--trusted-ca-file"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_etcd_whose_certificate_the_client_does_not_trust_is_refused() {
+        let etcd = cluster(1).await;
+        let other = seam_pki::Ca::generate("another CA", DAY).unwrap();
+        let config = with_tls(etcd.config("/tls"), |tls| {
+            tls.ca_pem = other.cert_pem().to_string();
+        });
+        let store = EtcdStore::connect(config).await.unwrap();
+        let err = store.get("/seam/v1/nodes/n1").await.unwrap_err();
+        let text = chain(&err);
+        assert!(
+            text.contains("invalid peer certificate: UnknownIssuer"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn settings_that_cannot_work_are_refused_at_connect() {
+        let https = vec!["https://127.0.0.1:1".to_string()];
+        let http = vec!["http://127.0.0.1:1".to_string()];
+        let tls = EtcdTls {
+            ca_pem: material().ca_pem,
+            client: None,
+        };
+        let refused = |config: EtcdConfig| async move {
+            match EtcdStore::connect(config).await {
+                Err(Error::EtcdSettings { reason }) => reason,
+                other => panic!("expected EtcdSettings, got {other:?}"),
+            }
+        };
+        let reason = refused(EtcdConfig::new(https.clone(), "")).await;
+        assert!(
+            reason.contains("https:// but no TLS settings") && reason.contains("--etcd-ca"),
+            "{reason}"
+        );
+        let reason = refused(EtcdConfig::new(http.clone(), "").with_tls(tls.clone())).await;
+        assert!(reason.contains("plain http://"), "{reason}");
+        let mixed = vec![https[0].clone(), http[0].clone()];
+        let reason = refused(EtcdConfig::new(mixed, "").with_tls(tls.clone())).await;
+        assert!(reason.contains("mix http:// and https://"), "{reason}");
+        let garbled = EtcdTls {
+            ca_pem: "not a certificate".to_string(),
+            client: None,
+        };
+        let reason = refused(EtcdConfig::new(https.clone(), "").with_tls(garbled)).await;
+        assert!(reason.contains("TLS CA is not PEM"), "{reason}");
+        let swapped = EtcdTls {
+            client: Some(EtcdClientCert {
+                cert_pem: tls.ca_pem.clone(),
+                key_pem: tls.ca_pem.clone(),
+            }),
+            ..tls.clone()
+        };
+        let reason = refused(EtcdConfig::new(https.clone(), "").with_tls(swapped)).await;
+        assert!(reason.contains("client key is not PEM"), "{reason}");
+        // Plain HTTP without TLS and HTTPS with it connect (lazily).
+        EtcdStore::connect(EtcdConfig::new(http, "")).await.unwrap();
+        EtcdStore::connect(EtcdConfig::new(https, "").with_tls(tls))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn three_members_talk_tls_to_each_other_and_keep_serving_with_one_killed() {
+        let mut etcd = cluster(3).await;
+        let store = EtcdStore::connect(etcd.config("/ha")).await.unwrap();
+        contract::put(&store, "/seam/v1/nodes/n1", "a").await;
+        // Written through any member, read through each one: the peers replicate over TLS.
+        for endpoint in etcd.endpoints() {
+            let mut config = etcd.config("/ha");
+            config.endpoints = vec![endpoint.clone()];
+            let one = EtcdStore::connect(config).await.unwrap();
+            let kv = one.get("/seam/v1/nodes/n1").await.unwrap();
+            assert_eq!(kv.map(|kv| kv.value), Some(b"a".to_vec()), "{endpoint}");
+        }
+        etcd.kill(0);
+        let mut last = None;
+        for _ in 0..50 {
+            match store
+                .txn(Txn::new().put("/seam/v1/nodes/n2", b"b".to_vec()))
+                .await
+            {
+                Ok(outcome) => {
+                    last = Some(outcome);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+        assert!(
+            last.is_some(),
+            "no write succeeded with one of three members killed"
+        );
     }
 }

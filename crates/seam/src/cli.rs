@@ -135,6 +135,44 @@ pub enum Cmd {
         #[command(subcommand)]
         command: ConformanceCmd,
     },
+    /// Node identities: join tokens for new nodes, revocation of a node's certificates.
+    Node {
+        #[command(subcommand)]
+        command: NodeCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NodeCmd {
+    /// Join tokens: a node joins once with one and gets its certificate.
+    Token {
+        #[command(subcommand)]
+        command: NodeTokenCmd,
+    },
+    /// Makes every certificate of node NAME useless at once; nothing of the node is trusted
+    /// until it joins again with a new token.
+    Revoke {
+        /// The node.
+        name: String,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NodeTokenCmd {
+    /// Creates a one-time join token and prints it (it is shown only once). Give it to the node
+    /// as `seamd --join-token-file FILE` or the environment variable SEAM_JOIN_TOKEN.
+    Create {
+        /// How long the token may be used, in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl_secs: u64,
+        /// Only this node may join with the token.
+        #[arg(long)]
+        node: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -23,13 +23,15 @@ pub(crate) fn client(target: &Target) -> anyhow::Result<ControllerClient> {
         return lab_client(target, cert);
     };
     let client = ControllerClient::new(endpoint)?;
-    if !endpoint.split(',').any(|e| e.trim().starts_with("https://")) {
+    if !endpoint
+        .split(',')
+        .any(|e| e.trim().starts_with("https://"))
+    {
         return Ok(client);
     }
-    let ca = target
-        .ca
-        .as_deref()
-        .context("an https:// controller needs --ca (or SEAM_CA): the CA that signed its certificate")?;
+    let ca = target.ca.as_deref().context(
+        "an https:// controller needs --ca (or SEAM_CA): the CA that signed its certificate",
+    )?;
     Ok(client.with_tls(ClientTls::from_files(ca, cert)?))
 }
 

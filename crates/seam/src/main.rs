@@ -14,7 +14,9 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use cli::{Cli, Cmd};
-use commands::{apply, conformance, delete, explain, external, get, lab, segment, tenant, vm};
+use commands::{
+    apply, conformance, delete, explain, external, get, lab, node, segment, tenant, vm,
+};
 
 fn main() -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -60,6 +62,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Vm { command } => vm::run(command)?,
         Cmd::Tenant { command } => tenant::run(command)?,
         Cmd::Conformance { command } => return conformance::run(command),
+        Cmd::Node { command } => node::run(command)?,
     }
     Ok(ExitCode::SUCCESS)
 }

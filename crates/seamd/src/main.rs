@@ -24,7 +24,8 @@ struct Args {
     /// This node's name.
     #[arg(long, env = "SEAM_NODE")]
     node: String,
-    /// Controller endpoint: unix:/path or http://host:port, or a comma-separated list of
+    /// Controller endpoint: unix:/path, http://host:port or https://host:port (mutual TLS with
+    /// the node's certificate: see --ca, --cert-dir, --join-token-file), or a comma-separated list of
     /// controller replicas (the agent moves on to the next while one is unreachable or a
     /// standby). With --with-controller it defaults to that listener.
     #[arg(
@@ -43,6 +44,17 @@ struct Args {
     /// Segment mode of the controller in one-machine mode.
     #[arg(long, value_enum, default_value = "namespace")]
     segment_mode: SegmentModeArg,
+    /// The CA certificate (PEM) that verifies an https:// controller.
+    #[arg(long, env = "SEAM_CA")]
+    ca: Option<PathBuf>,
+    /// Where the node's key and certificate live (node.key, node.crt; mode 0600).
+    #[arg(long, default_value = "/var/lib/seam/pki")]
+    cert_dir: PathBuf,
+    /// A file holding a join token (`seam node token create`), used when --cert-dir holds no
+    /// valid certificate of this node (or the controller refuses it). The token may instead be
+    /// given in the environment variable SEAM_JOIN_TOKEN.
+    #[arg(long)]
+    join_token_file: Option<PathBuf>,
     /// CNI socket path (mode 0600).
     #[arg(long, default_value = "/run/seam/seamd.sock")]
     socket: PathBuf,
@@ -188,6 +200,11 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         (None, Some(endpoint)) => endpoint.clone(),
         (None, None) => anyhow::bail!("--controller or --with-controller is required"),
     };
+    let node_pki = node_certificate(&args, &controller).await?;
+    let tls = match &node_pki {
+        Some(pki) => Some(pki.client_tls().context("load the node certificate")?),
+        None => None,
+    };
     let config = AgentConfig {
         node: args.node.clone(),
         role: match args.role {
@@ -211,9 +228,11 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         block_release_after_ms: args.block_release_after_ms,
         reassert_interval: std::time::Duration::from_millis(args.reassert_ms),
     };
-    let running = Agent::start(config, kernel, store)
+    let running = Agent::start_with_tls(config, tls, kernel, store)
         .await
         .context("start agent")?;
+    // Renews the node certificate before it expires; the agent's client reads the new files.
+    let renewal = node_pki.map(|pki| tokio::spawn(pki.run_renewal(running.agent.client.clone())));
     // Routes to external endpoints through gateway nodes, and the gateway role's transit.
     let transit_kernel = LinuxKernel::connect().context("open netlink for the transit")?;
     let transit = tokio::spawn(seam_agent::transit::run(
@@ -230,9 +249,61 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     // The dataplane stays as it is: pods keep forwarding while the agent is down.
     tracing::info!("seamd stopping; dataplane left in place");
     transit.abort();
+    if let Some(renewal) = renewal {
+        renewal.abort();
+    }
     running.abort();
     let _ = std::fs::remove_file(&args.socket);
     Ok(())
+}
+
+/// For an https:// controller: a valid node certificate in --cert-dir, joined for with the token
+/// when there is none. `None` for unix: and http:// controllers (no client certificate).
+async fn node_certificate(
+    args: &Args,
+    controller: &str,
+) -> anyhow::Result<Option<seam_agent::identity::NodePki>> {
+    if !controller
+        .split(',')
+        .any(|e| e.trim().starts_with("https://"))
+    {
+        return Ok(None);
+    }
+    let ca = args.ca.clone().context(
+        "--ca (the CA that verifies the controller) is required with an https:// controller",
+    )?;
+    let token = join_token(args)?;
+    let pki = seam_agent::identity::NodePki {
+        node: args.node.clone(),
+        ca,
+        dir: args.cert_dir.clone(),
+    };
+    let obtained = pki
+        .ensure(controller, token.as_deref(), std::time::SystemTime::now())
+        .await
+        .context("get this node's certificate")?;
+    tracing::info!(?obtained, dir = %args.cert_dir.display(), "node certificate ready");
+    Ok(Some(pki))
+}
+
+/// The join token from --join-token-file or SEAM_JOIN_TOKEN (never from the command line,
+/// where other users of the machine could read it).
+fn join_token(args: &Args) -> anyhow::Result<Option<String>> {
+    if let Some(path) = &args.join_token_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("read the join token file {}", path.display()))?;
+        let token = text.trim().to_string();
+        anyhow::ensure!(
+            !token.is_empty(),
+            "join token file {} is empty",
+            path.display()
+        );
+        return Ok(Some(token));
+    }
+    Ok(std::env::var("SEAM_JOIN_TOKEN")
+        .ok()
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty()))
 }
 
 /// Starts the controller inside this process (one-machine mode) and waits until it listens.

@@ -25,7 +25,10 @@ fn controller(store: AnyStore, ca: &seam_pki::Ca) -> Controller {
     let copy = seam_pki::Ca::load(&cert, &key).unwrap();
     Controller::new(ControllerConfig::default(), store)
         .unwrap()
-        .with_signer(copy, Duration::from_secs(600))
+        .with_signing(crate::Signing {
+            ca: std::sync::Arc::new(copy),
+            node_cert_validity: Duration::from_secs(600),
+        })
 }
 
 fn admin() -> Identity {

@@ -8,6 +8,7 @@ pub(crate) mod explain;
 pub(crate) mod external;
 pub(crate) mod get;
 pub(crate) mod lab;
+pub(crate) mod node;
 pub(crate) mod segment;
 pub(crate) mod tenant;
 pub(crate) mod vm;

@@ -57,7 +57,10 @@ fn agents_join_with_their_own_certificates_and_a_pod_gets_nothing_from_the_api()
         // The agent talks to the API over TLS, not to the Unix socket.
         let cmdline = std::fs::read(format!("/proc/{}/cmdline", node.agent_pid)).unwrap();
         let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        assert!(cmdline.contains(&format!("--controller {API}")), "{cmdline}");
+        assert!(
+            cmdline.contains(&format!("--controller {API}")),
+            "{cmdline}"
+        );
         // Its certificate is its own, signed by the lab's CA when it joined; its key is private.
         let cert = node_cert_dir(&node).join("node.crt");
         let cert = cert.to_string_lossy();
@@ -66,14 +69,20 @@ fn agents_join_with_their_own_certificates_and_a_pod_gets_nothing_from_the_api()
         assert!(subject.contains("O = seam:nodes"), "{subject}");
         assert!(openssl(&["verify", "-CAfile", &ca, &cert]).contains("OK"));
         let key = node_cert_dir(&node).join("node.key");
-        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&key).unwrap().permissions());
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&key).unwrap().permissions(),
+        );
         assert_eq!(mode & 0o077, 0, "{} is mode {mode:o}", key.display());
     }
 
     // The CLI, as the lab's admin over TLS, sees both nodes registered by their agents.
     let out = seam(&g.lab, &["get", "nodes"]);
     assert_eq!(out.status, 0, "{}", out.stderr);
-    assert!(out.stdout.contains("n1") && out.stdout.contains("n2"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("n1") && out.stdout.contains("n2"),
+        "{}",
+        out.stdout
+    );
     // And the audit names each node as the writer of its own Node object.
     let out = seam(&g.lab, &["audit", "-o", "json"]);
     assert_eq!(out.status, 0, "{}", out.stderr);
@@ -81,7 +90,9 @@ fn agents_join_with_their_own_certificates_and_a_pod_gets_nothing_from_the_api()
     for name in ["n1", "n2"] {
         let own = audit.as_array().into_iter().flatten().any(|r| {
             r["who"] == format!("node/{name}")
-                && r["key"].as_str().is_some_and(|k| k.ends_with(&format!("/nodes/{name}")))
+                && r["key"]
+                    .as_str()
+                    .is_some_and(|k| k.ends_with(&format!("/nodes/{name}")))
         });
         assert!(own, "no write of node {name} by node/{name} in {audit:#}");
     }
@@ -111,10 +122,22 @@ fn agents_join_with_their_own_certificates_and_a_pod_gets_nothing_from_the_api()
     let out = run_in(
         &n1.netns_path,
         Command::new("curl")
-            .args(["-sS", "--max-time", "5", "-o", "/dev/null", "-w", "%{http_code}"])
+            .args([
+                "-sS",
+                "--max-time",
+                "5",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+            ])
             .arg("http://198.18.0.1:7440/v1/snapshot"),
     );
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "000", "plain HTTP is answered");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "000",
+        "plain HTTP is answered"
+    );
 
     // A pod on n1 gets nothing it can use: the port is unreachable from it or refuses it.
     let pod = g.lab.workloads().add_pod("n1", "blue", "curious").unwrap();
@@ -124,7 +147,10 @@ fn agents_join_with_their_own_certificates_and_a_pod_gets_nothing_from_the_api()
             code == 0 || code == 401,
             "a pod got HTTP {code} from the API with {args:?}: {body}"
         );
-        assert!(!body.contains("revision"), "a pod read the snapshot: {body}");
+        assert!(
+            !body.contains("revision"),
+            "a pod read the snapshot: {body}"
+        );
     }
     // The reader's certificate reads but may not write.
     let (rcert, rkey) = pki.user(LabUser::Reader);

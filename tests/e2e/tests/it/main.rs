@@ -8,6 +8,7 @@ mod chain;
 mod cni;
 mod conformance;
 mod crash;
+mod etcd_tls;
 mod gateway;
 mod identity;
 mod names;
