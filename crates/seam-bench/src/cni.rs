@@ -230,7 +230,7 @@ fn link_agents(guard: &mut LabGuard, agents: AgentLink) -> anyhow::Result<()> {
         );
     } else {
         println!(
-            "   agents reach the controller over TLS at {} with their node certificates (joined              with tokens); seam-cni talks to the agent's Unix socket",
+            "   agents reach the controller over TLS at {} with their node certificates (joined with tokens); seam-cni talks to the agent's Unix socket",
             guard.lab.api
         );
     }
