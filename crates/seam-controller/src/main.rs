@@ -10,7 +10,7 @@ use clap::Parser;
 use ipnet::Ipv4Net;
 use seam_controller::{
     Controller, ControllerConfig, Limits, Listener, ReplicaConfig, SegmentMode, ServeOptions,
-    Signing, TcpSecurity, TlsFiles, DEFAULT_MAX_CONNECTIONS,
+    Signing, TcpSecurity, TlsFiles,
 };
 use seam_store::{AnyStore, EtcdClientCert, EtcdConfig, EtcdTls};
 
@@ -86,14 +86,14 @@ struct Args {
     #[arg(long, value_name = "PATH")]
     ca_key: Option<PathBuf>,
     /// How long node certificates signed at join and renewal are valid.
-    #[arg(long, value_name = "SECONDS", default_value_t = 604_800)]
+    #[arg(long, value_name = "SECONDS", default_value_t = 604800)]
     node_cert_validity_secs: u64,
     /// Serve tcp listeners as PLAIN HTTP, every caller an administrator: for loopback labs and
     /// the TLS-vs-plain benchmark only, never on a network.
     #[arg(long)]
     insecure_plain_tcp: bool,
     /// Open TCP connections at most (also kept below the open-files limit).
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONNECTIONS)]
+    #[arg(long, value_name = "N", default_value_t = 4096)]
     max_connections: usize,
     /// Log format: text or json.
     #[arg(long, value_name = "FORMAT", default_value = "text")]

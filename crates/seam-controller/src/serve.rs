@@ -363,6 +363,7 @@ impl Server {
         transport: Transport,
     ) -> (String, std::io::Result<()>) {
         let refused_log = Arc::new(AtomicU64::new(0));
+        let handshake_failed_log = Arc::new(AtomicU64::new(0));
         loop {
             let accepted = tokio::select! {
                 accepted = listener.accept() => accepted,
@@ -393,6 +394,7 @@ impl Server {
             let open = self.open.clone();
             let stop = self.stop.clone();
             let refused_log = refused_log.clone();
+            let handshake_log = handshake_failed_log.clone();
             let name = name.clone();
             tokio::spawn(async move {
                 let _permit = permit;
@@ -405,7 +407,22 @@ impl Server {
                         let tls = match handshake {
                             Ok(Ok(tls)) => tls,
                             Ok(Err(e)) => {
-                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                // One line per refused client (another CA, expired, garbled,
+                                // TLS 1.2, plain HTTP), at most one per 10 s per listener.
+                                let why = e
+                                    .get_ref()
+                                    .and_then(|inner| {
+                                        inner.downcast_ref::<tokio_rustls::rustls::Error>()
+                                    })
+                                    .map_or_else(
+                                        || e.to_string(),
+                                        seam_pki::explain_certificate_error,
+                                    );
+                                log_refusal(
+                                    &handshake_log,
+                                    &format!("TLS handshake with {peer} failed: {why}"),
+                                    &name,
+                                );
                                 return;
                             }
                             Err(_) => {

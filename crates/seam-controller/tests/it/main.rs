@@ -14,5 +14,7 @@ mod process;
 mod replicas;
 mod server;
 mod tenants;
+mod tls;
+mod tls_cli;
 mod vms;
 mod watch;
