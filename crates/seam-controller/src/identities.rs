@@ -59,6 +59,10 @@ const TOKEN_SECRET_LEN: usize = 16;
 const TOKEN_ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
 /// How many times a join is retried when its transaction lost a race.
 const ATTEMPTS: u32 = 8;
+/// How long the records of expired join tokens are kept (a reuse is answered "already used").
+const EXPIRED_TOKENS_KEPT: Duration = Duration::from_secs(3600);
+/// At most this many expired token records are deleted per new token (one transaction).
+const MAX_FORGOTTEN_PER_WRITE: usize = 64;
 /// How long the registry waits before it lists the store again after its watch broke.
 const RESYNC_PAUSE: Duration = Duration::from_secs(1);
 
@@ -688,6 +692,7 @@ impl Controller {
         let expires_at = rfc3339(expires)?;
         let rng = ring::rand::SystemRandom::new();
         let _guard = self.write_lock().await?;
+        self.forget_expired_tokens().await?;
         for _ in 0..ATTEMPTS {
             let id = random_word(&rng, TOKEN_ID_LEN)?;
             let secret = random_word(&rng, TOKEN_SECRET_LEN)?;
@@ -715,6 +720,42 @@ impl Controller {
             name: "join token".to_string(),
             attempts: ATTEMPTS,
         })
+    }
+
+    /// Deletes the records of tokens that expired over an hour ago (used or not), so they do
+    /// not pile up; until then a reused token is still answered "already used".
+    async fn forget_expired_tokens(&self) -> Result<()> {
+        let Some(horizon) = SystemTime::now().checked_sub(EXPIRED_TOKENS_KEPT) else {
+            return Ok(());
+        };
+        let (_, kvs) = self
+            .store()
+            .list(JOIN_TOKENS_PREFIX)
+            .await
+            .map_err(|source| Error::Store {
+                op: "list",
+                key: JOIN_TOKENS_PREFIX.to_string(),
+                source,
+            })?;
+        let stale: Vec<_> = kvs
+            .into_iter()
+            .filter(|kv| {
+                // A record that does not decode is left for a person to look at.
+                decode::<TokenRecord>(&kv.key, &kv.value)
+                    .is_ok_and(|t| parse_rfc3339(&t.expires_at).is_some_and(|at| at < horizon))
+            })
+            .take(MAX_FORGOTTEN_PER_WRITE)
+            .collect();
+        if stale.is_empty() {
+            return Ok(());
+        }
+        let txn = stale.iter().fold(Txn::new(), |txn, kv| {
+            txn.when(Compare::ModRevision(kv.key.clone(), kv.mod_revision))
+                .delete(&kv.key)
+        });
+        // Losing a race here only delays the clean-up to the next token.
+        self.commit(txn, JOIN_TOKENS_PREFIX).await?;
+        Ok(())
     }
 
     /// Joins `request.node`: spends the token and writes the node's identity in one store

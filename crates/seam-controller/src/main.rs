@@ -42,8 +42,15 @@ struct Args {
     /// share one etcd (e.g. /cluster-a).
     #[arg(long, value_name = "PREFIX", default_value = "")]
     store_prefix: String,
-    #[command(flatten)]
-    etcd_tls: EtcdTlsArgs,
+    /// With an etcd:https:// store: the CA certificate (PEM) that signed etcd's certificates.
+    #[arg(long, value_name = "PATH")]
+    etcd_ca: Option<PathBuf>,
+    /// With an etcd:https:// store: the client certificate (PEM) presented to etcd.
+    #[arg(long, value_name = "PATH")]
+    etcd_cert: Option<PathBuf>,
+    /// With an etcd:https:// store: the client certificate's key (PEM).
+    #[arg(long, value_name = "PATH")]
+    etcd_key: Option<PathBuf>,
     /// With an etcd store: where clients reach this replica (published while it leads).
     /// Defaults to the first tcp listener.
     #[arg(long, value_name = "URL")]
@@ -100,17 +107,12 @@ struct Args {
     log_format: LogFormat,
 }
 
-/// TLS to etcd (only with an etcd:https:// store, and then all three).
-#[derive(Debug, clap::Args)]
+/// TLS to etcd: --etcd-ca, --etcd-cert and --etcd-key (only with an etcd:https:// store, and
+/// then all three).
+#[derive(Debug)]
 struct EtcdTlsArgs {
-    /// With an etcd:https:// store: the CA certificate (PEM) that signed etcd's certificates.
-    #[arg(long, value_name = "PATH")]
     etcd_ca: Option<PathBuf>,
-    /// With an etcd:https:// store: the client certificate (PEM) presented to etcd.
-    #[arg(long, value_name = "PATH")]
     etcd_cert: Option<PathBuf>,
-    /// With an etcd:https:// store: the client certificate's key (PEM).
-    #[arg(long, value_name = "PATH")]
     etcd_key: Option<PathBuf>,
 }
 
@@ -301,7 +303,12 @@ fn main() -> ExitCode {
         Err(e) => tracing::warn!(error = %e, "cannot raise the open-files limit"),
     }
     let replica = replica_config(&args);
-    let store = match args.etcd_tls.apply(args.store) {
+    let etcd_tls = EtcdTlsArgs {
+        etcd_ca: args.etcd_ca,
+        etcd_cert: args.etcd_cert,
+        etcd_key: args.etcd_key,
+    };
+    let store = match etcd_tls.apply(args.store) {
         Ok(store) => store,
         Err(e) => {
             eprintln!("seam-controller: {e}");

@@ -22,7 +22,7 @@
 //! [`Lab::topology`] ([`Topology`]: gateways, hypervisor hosts, the external network),
 //! [`Lab::processes`] ([`Processes`]: starting, stopping and restarting the controller, etcd and
 //! the agents), [`Lab::workloads`] ([`Workloads`]: pods through the CNI, [`vm`]s, servers and
-//! internet hosts of [`gateway`]). Then [`demo`], [`conformance`], and [`LabGuard`], the lab that
+//! internet hosts of [`gateway`]); [`pki`] is the lab's CA and its certificates. Then [`demo`], [`conformance`], and [`LabGuard`], the lab that
 //! tests and benchmarks hold and that goes away on drop. Start reading at [`up`].
 
 #![warn(missing_docs)]

@@ -9,6 +9,7 @@ mod blocks;
 mod cni;
 mod crash;
 mod harness;
+mod identity;
 mod names;
 mod reassert;
 mod reconcile;

@@ -491,3 +491,29 @@ fn verdicts_follow_the_record() {
     ));
     assert!(verdict(&admin(), None).is_ok());
 }
+
+#[tokio::test]
+async fn tokens_expired_long_ago_are_forgotten_when_a_new_one_is_made() {
+    let c = controller(AnyStore::memory(), &ca());
+    let now = SystemTime::now();
+    for (id, age) in [("oldold", 7200), ("recent", 60)] {
+        let record = TokenRecord {
+            secret_sha256: secret_hash("0123456789abcdef"),
+            expires_at: rfc3339(now - Duration::from_secs(age)).unwrap(),
+            node: None,
+            used_by: Some("n1".to_string()),
+        };
+        let key = join_token_key(id);
+        let txn = Txn::new().put(&key, serde_json::to_vec(&record).unwrap());
+        assert!(c.commit(txn, &key).await.unwrap());
+    }
+    new_token(&c, None).await;
+    assert!(stored(&c, &join_token_key("oldold")).await.is_none());
+    assert!(stored(&c, &join_token_key("recent")).await.is_some());
+    // A reuse of the recently expired one still says why.
+    let (_, answer, _) = join(&c, "recent.0123456789abcdef", "n1").await;
+    assert!(
+        answer["message"].as_str().unwrap().contains("already used"),
+        "{answer}"
+    );
+}

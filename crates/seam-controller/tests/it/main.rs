@@ -9,6 +9,7 @@ mod blocks;
 mod bounds;
 mod conditional;
 mod fuzz;
+mod identities;
 mod policies;
 mod process;
 mod replicas;

@@ -3,6 +3,7 @@
 //! lab's admin; a pod trying the controller's port gets nothing it can use. Checked with the
 //! tools an operator would use: `openssl`, `curl`, the `seam` CLI.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -44,6 +45,23 @@ fn openssl(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// n1's certificate and key, as curl flags.
+fn node_cert_args(node: &seam_lab::NodeInfo, ca: &str) -> Vec<String> {
+    let dir = node_cert_dir(node);
+    vec![
+        "--cacert".into(),
+        ca.into(),
+        "--cert".into(),
+        dir.join("node.crt").to_string_lossy().into_owned(),
+        "--key".into(),
+        dir.join("node.key").to_string_lossy().into_owned(),
+    ]
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
 #[test]
 #[ignore = "privileged: netns"]
 fn agents_join_with_their_own_certificates_and_a_pod_gets_nothing_from_the_api() {
@@ -69,9 +87,7 @@ fn agents_join_with_their_own_certificates_and_a_pod_gets_nothing_from_the_api()
         assert!(subject.contains("O = seam:nodes"), "{subject}");
         assert!(openssl(&["verify", "-CAfile", &ca, &cert]).contains("OK"));
         let key = node_cert_dir(&node).join("node.key");
-        let mode = std::os::unix::fs::PermissionsExt::mode(
-            &std::fs::metadata(&key).unwrap().permissions(),
-        );
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode();
         assert_eq!(mode & 0o077, 0, "{} is mode {mode:o}", key.display());
     }
 
@@ -83,42 +99,16 @@ fn agents_join_with_their_own_certificates_and_a_pod_gets_nothing_from_the_api()
         "{}",
         out.stdout
     );
-    // And the audit names each node as the writer of its own Node object.
-    let out = seam(&g.lab, &["audit", "-o", "json"]);
-    assert_eq!(out.status, 0, "{}", out.stderr);
-    let audit: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
-    for name in ["n1", "n2"] {
-        let own = audit.as_array().into_iter().flatten().any(|r| {
-            r["who"] == format!("node/{name}")
-                && r["key"]
-                    .as_str()
-                    .is_some_and(|k| k.ends_with(&format!("/nodes/{name}")))
-        });
-        assert!(own, "no write of node {name} by node/{name} in {audit:#}");
-    }
 
-    // From n1's own namespace, which reaches the API: n1's certificate may read, no
-    // certificate may not, and plain HTTP gets no answer.
+    // From n1's namespace, which reaches the API: n1's certificate reads the nodes, and plain
+    // HTTP gets no HTTP answer (TLS only).
     let n1 = g.node("n1");
-    let (cert, key) = (
-        node_cert_dir(&n1).join("node.crt"),
-        node_cert_dir(&n1).join("node.key"),
-    );
-    let (code, _) = curl(
+    let (code, body) = curl(
         &n1.netns_path,
         "/v1/nodes",
-        &[
-            "--cacert",
-            &ca,
-            "--cert",
-            &cert.to_string_lossy(),
-            "--key",
-            &key.to_string_lossy(),
-        ],
+        &strs(&node_cert_args(&n1, &ca)),
     );
-    assert_eq!(code, 200, "n1's certificate reads the nodes");
-    let (code, body) = curl(&n1.netns_path, "/v1/snapshot", &["--cacert", &ca]);
-    assert_eq!(code, 401, "no certificate: {body}");
+    assert_eq!(code, 200, "n1's certificate reads the nodes: {body}");
     let out = run_in(
         &n1.netns_path,
         Command::new("curl")
@@ -139,6 +129,13 @@ fn agents_join_with_their_own_certificates_and_a_pod_gets_nothing_from_the_api()
         "plain HTTP is answered"
     );
 
+    // A restarted agent keeps its certificate: no second join.
+    g.lab.processes().kill_agent("n2", "TERM").unwrap();
+    let before = std::fs::read(node_cert_dir(&g.node("n2")).join("node.crt")).unwrap();
+    g.lab.processes().start_agent("n2").unwrap();
+    let after = std::fs::read(node_cert_dir(&g.node("n2")).join("node.crt")).unwrap();
+    assert_eq!(before, after, "the restarted agent joined again");
+
     // A pod on n1 gets nothing it can use: the port is unreachable from it or refuses it.
     let pod = g.lab.workloads().add_pod("n1", "blue", "curious").unwrap();
     for args in [&["-k"][..], &["--cacert", &ca][..]] {
@@ -152,34 +149,54 @@ fn agents_join_with_their_own_certificates_and_a_pod_gets_nothing_from_the_api()
             "a pod read the snapshot: {body}"
         );
     }
-    // The reader's certificate reads but may not write.
-    let (rcert, rkey) = pki.user(LabUser::Reader);
-    let (code, _) = curl(
-        &n1.netns_path,
-        "/v1/segments",
-        &[
-            "--cacert",
-            &ca,
-            "--cert",
-            &rcert.to_string_lossy(),
-            "--key",
-            &rkey.to_string_lossy(),
-        ],
-    );
-    assert_eq!(code, 200, "the reader reads");
-    let (code, body) = curl(
-        &n1.netns_path,
-        "/v1/nodes/n2",
-        &[
-            "--cacert",
-            &ca,
-            "--cert",
-            &cert.to_string_lossy(),
-            "--key",
-            &key.to_string_lossy(),
-            "-X",
-            "DELETE",
-        ],
-    );
+}
+
+/// With the controller's authorization: no certificate gets 401, a node may not touch another
+/// node, the reader reads, and the audit log names each node as the writer of its own Node.
+#[test]
+#[ignore = "privileged: netns"]
+fn a_node_certificate_is_a_node_and_no_certificate_is_nobody() {
+    let g = LabGuard::up("e2e-identz", 2, &[]);
+    let pki = g.lab.pki.clone().expect("the lab has a PKI");
+    let ca = pki.ca_cert.to_string_lossy().into_owned();
+    let n1 = g.node("n1");
+
+    let (code, body) = curl(&n1.netns_path, "/v1/snapshot", &["--cacert", &ca]);
+    assert_eq!(code, 401, "no certificate: {body}");
+    let mut args = node_cert_args(&n1, &ca);
+    args.extend(["-X".into(), "DELETE".into()]);
+    let (code, body) = curl(&n1.netns_path, "/v1/nodes/n2", &strs(&args));
     assert_eq!(code, 403, "n1 may not delete node n2: {body}");
+    let out = seam(&g.lab, &["get", "nodes"]);
+    assert!(out.stdout.contains("n2"), "{}", out.stdout);
+
+    let (cert, key) = pki.user(LabUser::Reader);
+    let reader = [
+        "--cacert",
+        &ca,
+        "--cert",
+        &cert.to_string_lossy(),
+        "--key",
+        &key.to_string_lossy(),
+    ]
+    .map(str::to_string);
+    let (code, body) = curl(&n1.netns_path, "/v1/segments", &strs(&reader));
+    assert_eq!(code, 200, "the reader reads: {body}");
+    let mut write = reader.to_vec();
+    write.extend(["-X".into(), "DELETE".into()]);
+    let (code, body) = curl(&n1.netns_path, "/v1/nodes/n2", &strs(&write));
+    assert_eq!(code, 403, "the reader may not write: {body}");
+
+    let out = seam(&g.lab, &["audit", "-o", "json"]);
+    assert_eq!(out.status, 0, "{}", out.stderr);
+    let audit: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    for name in ["n1", "n2"] {
+        let own = audit.as_array().into_iter().flatten().any(|r| {
+            r["who"] == format!("node/{name}")
+                && r["key"]
+                    .as_str()
+                    .is_some_and(|k| k.ends_with(&format!("/nodes/{name}")))
+        });
+        assert!(own, "no write of node {name} by node/{name} in {audit:#}");
+    }
 }
