@@ -311,6 +311,8 @@ struct Round {
     put_unix: Stats,
     /// The PUT alone over the TCP transport, ms.
     put_tcp: Stats,
+    /// The samples of the four above, in that order (pooled over rounds in the summary).
+    samples: [Vec<f64>; 4],
     /// Restarted process spawned to every watcher re-synced, ms (one per restart).
     resync_from_spawn: Vec<f64>,
     /// Restarted controller accepting TCP connections to every watcher re-synced, ms.
@@ -427,6 +429,7 @@ fn round(
         end_to_end: Stats::of(&end_to_end),
         put_unix: Stats::of(&put_unix),
         put_tcp: Stats::of(&put_tcp),
+        samples: [fanout, end_to_end, put_unix, put_tcp],
         resync_from_spawn: from_spawn,
         resync_from_accept: from_accept,
         startup,
@@ -647,7 +650,7 @@ fn summarize(rounds: &[Round], refused: &[Refusal], opts: &ControlTlsOpts) -> Co
         "      {:<40} {:>15} {:>15} {:>15}",
         "change written", "plain p50/p99", "TLS p50/p99", "ratio p50/p99"
     );
-    let row = |label: &str, f: &dyn Fn(&Round) -> Stats| {
+    let row = |label: &str, f: &dyn Fn(&Round) -> Stats, k: usize| {
         let (pm, pp) = (
             median_of(rounds, p, |r| f(r).median),
             median_of(rounds, p, |r| f(r).p99),
@@ -656,18 +659,40 @@ fn summarize(rounds: &[Round], refused: &[Refusal], opts: &ControlTlsOpts) -> Co
             median_of(rounds, t, |r| f(r).median),
             median_of(rounds, t, |r| f(r).p99),
         );
+        // Every sample of the setup, pooled over its rounds: a p99 from more samples.
+        let pooled = |setup: Setup| {
+            let v: Vec<f64> = rounds
+                .iter()
+                .filter(|r| r.setup == setup)
+                .flat_map(|r| r.samples[k].iter().copied())
+                .collect();
+            Stats::of(&v)
+        };
+        let (pa, ta) = (pooled(p), pooled(t));
         println!(
-            "      {label:<40} {:>15} {:>15} {:>15}",
+            "      {label:<40} {:>15} {:>15} {:>15}   pooled p99 {:.1} / {:.1} = {:.2} (n={})",
             format!("{pm:.1} / {pp:.1}"),
             format!("{tm:.1} / {tp:.1}"),
-            format!("{:.2} / {:.2}", ratio(tm, pm), ratio(tp, pp))
+            format!("{:.2} / {:.2}", ratio(tm, pm), ratio(tp, pp)),
+            pa.p99,
+            ta.p99,
+            ratio(ta.p99, pa.p99),
+            pa.n
         );
         ratio(tp, pp)
     };
-    let fanout = row("through the Unix socket (watchers differ)", &|r| r.fanout);
-    let end_to_end = row("over the TCP transport (TLS end to end)", &|r| r.end_to_end);
-    row("  the PUT alone, Unix socket", &|r| r.put_unix);
-    row("  the PUT alone, TCP (a handshake each)", &|r| r.put_tcp);
+    let fanout = row(
+        "through the Unix socket (watchers differ)",
+        &|r| r.fanout,
+        0,
+    );
+    let end_to_end = row(
+        "over the TCP transport (TLS end to end)",
+        &|r| r.end_to_end,
+        1,
+    );
+    row("  the PUT alone, Unix socket", &|r| r.put_unix, 2);
+    row("  the PUT alone, TCP (a handshake each)", &|r| r.put_tcp, 3);
 
     println!(
         "   -- re-sync of all {} watchers after kill -9 + restart ({} per round; ms p50 / max over all restarts)",
