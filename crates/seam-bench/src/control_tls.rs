@@ -51,20 +51,21 @@ pub struct ControlTlsOpts {
     #[arg(long, default_value_t = 50)]
     pub watchers: usize,
     /// Rounds per setup; plain and TLS alternate (P T, T P, P T, …).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     pub rounds: usize,
     /// Single changes timed per round, written alternately through the Unix socket and over
-    /// the round's TCP transport.
-    #[arg(long, default_value_t = 200)]
+    /// the round's TCP transport. With 200 per writer a round's p99 is its second-worst sample,
+    /// not its worst.
+    #[arg(long, default_value_t = 400)]
     pub changes: usize,
     /// Controller kill -9 + restarts per round, each timed until every watcher re-synced.
     #[arg(long, default_value_t = 2)]
     pub restarts: usize,
     /// ADD+DEL pairs of each `cni` run (0: no CNI runs).
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 100)]
     pub cni_calls: usize,
     /// `cni` runs per agent link (TLS, Unix socket), alternating.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 2)]
     pub cni_rounds: usize,
 }
 
