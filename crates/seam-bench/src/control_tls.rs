@@ -320,7 +320,13 @@ struct Round {
     resync_from_accept: Vec<f64>,
     /// Spawned to accepting, ms.
     startup: Vec<f64>,
+    /// Changes slower than [`STALL_MS`]: seconds into the round, and the PUT's share (ms).
+    stalls: Vec<(f64, f64, f64)>,
 }
+
+/// A change this slow is listed (when, and how much of it the PUT took), to tell machine or
+/// disk stalls, which hit both setups, from anything periodic.
+const STALL_MS: f64 = 50.0;
 
 fn tcp_client(setup: Setup, pki: &BenchPki) -> anyhow::Result<ControllerClient> {
     let client = ControllerClient::new(&setup.endpoint())?;
@@ -354,6 +360,8 @@ fn round(
 
     let (mut fanout, mut end_to_end, mut put_unix, mut put_tcp) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut stalls = Vec::new();
+    let began = Instant::now();
     for seq in 0..WARMUP + opts.changes {
         let over_tcp = seq % 2 == 1;
         let writer = if over_tcp { &tcp } else { &unix };
@@ -390,6 +398,13 @@ fn round(
             };
             all.push(ms(last - sent));
             put.push(ms(written - sent));
+            if ms(last - sent) > STALL_MS {
+                stalls.push((
+                    (sent - began).as_secs_f64(),
+                    ms(last - sent),
+                    ms(written - sent),
+                ));
+            }
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -434,6 +449,7 @@ fn round(
         resync_from_spawn: from_spawn,
         resync_from_accept: from_accept,
         startup,
+        stalls,
     })
 }
 
@@ -639,6 +655,14 @@ fn print_round(r: usize, x: &Round) {
             .map(|v| v.round() as i64)
             .collect::<Vec<_>>(),
     );
+    if !x.stalls.is_empty() {
+        let list: Vec<String> = x
+            .stalls
+            .iter()
+            .map(|(at, all, put)| format!("{all:.0} ms at {at:.1} s (PUT {put:.0})"))
+            .collect();
+        println!("      changes over {STALL_MS:.0} ms: {}", list.join(", "));
+    }
 }
 
 fn summarize(rounds: &[Round], refused: &[Refusal], opts: &ControlTlsOpts) -> ControlTlsResult {
