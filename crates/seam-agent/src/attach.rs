@@ -223,15 +223,23 @@ impl<K: NodeKernel + Firewall + 'static> Agent<K> {
         let mut book = self.leases.lock().await;
         book.learn_segment(seg).await?;
         match book.reserve(key.clone(), &seg.name, netns).await {
-            Err(AgentError::Ipam(IpamError::Exhausted { .. })) => {
-                let block = self
-                    .client
-                    .claim_block(&seg.name, &self.config.node)
-                    .await
-                    .map_err(|source| AgentError::Controller {
-                        step: "claim address block",
-                        source,
-                    })?;
+            Err(AgentError::Ipam(IpamError::Exhausted { quarantined, .. })) => {
+                let block = match self.client.claim_block(&seg.name, &self.config.node).await {
+                    Ok(block) => block,
+                    // No block for this node now (the controller counts this node's blocks as
+                    // mostly unused: their freed addresses sit in quarantine here, or the
+                    // segment is full): an address out of quarantine early beats a failed pod.
+                    Err(source) if quarantined > 0 && source.status() == Some(409) => {
+                        tracing::warn!(segment = %seg.name, error = %source, "no further address block granted; reusing a quarantined address early");
+                        return book.reserve_reusing_early(key, &seg.name, netns).await;
+                    }
+                    Err(source) => {
+                        return Err(AgentError::Controller {
+                            step: "claim address block",
+                            source,
+                        })
+                    }
+                };
                 tracing::info!(segment = %seg.name, cidr = %block.cidr, "claimed address block");
                 book.add_block(&block).await?;
                 book.reserve(key, &seg.name, netns).await

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use seam_dataplane::{host_ifname, NodeKernel};
-use seam_ipam::{Change, Ipam, Lease, LeaseKey, LeaseState};
+use seam_ipam::{Change, Ipam, Lease, LeaseKey, LeaseState, Reuse};
 use seam_model::{Block, Endpoint, Segment};
 use seam_store::{AnyStore, Datastore, Txn};
 use serde::de::DeserializeOwned;
@@ -248,6 +248,22 @@ impl LeaseBook {
     /// Reserves (or finds) the lease of `key`, durably, before anything is configured.
     pub async fn reserve(&mut self, key: LeaseKey, segment: &str, netns: &str) -> Result<Lease> {
         let (lease, changes) = self.ipam.reserve(key, segment, netns, now_ms())?;
+        self.persist(&changes, Vec::new()).await?;
+        Ok(lease)
+    }
+
+    /// Reserves (or finds) the lease of `key` like [`LeaseBook::reserve`], taking a quarantined
+    /// address before its quarantine ends when no other is free: for when the controller grants
+    /// no further block (this node's blocks of the segment are mostly unused by its view).
+    pub async fn reserve_reusing_early(
+        &mut self,
+        key: LeaseKey,
+        segment: &str,
+        netns: &str,
+    ) -> Result<Lease> {
+        let (lease, changes) =
+            self.ipam
+                .reserve_with(key, segment, netns, now_ms(), Reuse::AllowEarly)?;
         self.persist(&changes, Vec::new()).await?;
         Ok(lease)
     }

@@ -654,7 +654,9 @@ pub fn failover(bin_dir: &Path, opts: &FailoverOpts) -> anyhow::Result<FailoverR
 fn failover_on(guard: &mut LabGuard, opts: &FailoverOpts) -> anyhow::Result<FailoverResult> {
     let rt = runtime()?;
     let client = guard.lab.client()?.with_timeout(Duration::from_millis(500));
-    for i in 0..4 {
+    // Nine nodes: each block claim of a segment goes to another node (a node holding two
+    // unused blocks of a segment gets no third).
+    for i in 0..9 {
         let node = bench_node(i)?;
         rt.block_on(until_ok(|| client.put_node(&node)))?;
     }
@@ -698,7 +700,7 @@ fn failover_on(guard: &mut LabGuard, opts: &FailoverOpts) -> anyhow::Result<Fail
             vnis.push(s.vni);
         } else {
             let segment = format!("ns-bf{}", i / 10);
-            let node = format!("bf{}", i % 4);
+            let node = format!("bf{}", i % 10 - 1);
             let (b, _) = rt.block_on(until_ok(|| client.claim_block(&segment, &node)))?;
             cidrs.push(b.cidr.to_string());
         }

@@ -316,7 +316,9 @@ impl ControllerClient {
         .await
     }
 
-    /// `DELETE /v1/blocks/{key}` ([`Block::key`]): refused (409) while endpoints use it.
+    /// `DELETE /v1/blocks/{key}` ([`Block::key`]) without naming the holder: refused (400) by
+    /// the controller, which releases a block only for the node holding it; use
+    /// [`ControllerClient::release_block_held_by`].
     pub async fn release_block(&self, key: &str) -> Result<()> {
         self.call_unit(Method::DELETE, object_path(ObjectKind::Block, key), None)
             .await
@@ -636,6 +638,17 @@ impl ControllerClient {
     pub async fn list_vms(&self) -> Result<Vec<seam_model::Vm>> {
         self.call(Method::GET, "/v1/vms".to_string(), None, "Vm list")
             .await
+    }
+
+    /// `GET /v1/audit?limit={limit}`: the newest `limit` audit records (one per object a write
+    /// changed), oldest first; `None` for the controller's default (100). The controller allows
+    /// at most 10000.
+    pub async fn audit(&self, limit: Option<usize>) -> Result<Vec<seam_model::AuditRecord>> {
+        let path = match limit {
+            Some(n) => format!("/v1/audit?limit={n}"),
+            None => "/v1/audit".to_string(),
+        };
+        self.call(Method::GET, path, None, "AuditRecord list").await
     }
 
     /// Sends `body` as-is to `path` (which must start with `/`) and returns status and body

@@ -198,9 +198,9 @@ pub struct TlsFiles {
     pub ca: PathBuf,
 }
 
-/// Limits that keep one misbehaving client from starving the others.
+/// Connection limits that keep one misbehaving client from starving the others.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Limits {
+pub struct ConnectionLimits {
     /// Open TCP connections at most (also kept below the open-files limit); more are closed at
     /// once. Unix-socket connections do not count.
     pub max_connections: usize,
@@ -214,9 +214,9 @@ pub struct Limits {
 /// `--max-connections` default.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 
-impl Default for Limits {
+impl Default for ConnectionLimits {
     fn default() -> Self {
-        Limits {
+        ConnectionLimits {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
@@ -230,7 +230,7 @@ pub struct ServeOptions {
     /// TLS, plain or refused, for TCP listeners.
     pub tcp: TcpSecurity,
     /// Connection and timeout limits.
-    pub limits: Limits,
+    pub limits: ConnectionLimits,
 }
 
 /// `--node-cert-validity-secs` default: 7 days.

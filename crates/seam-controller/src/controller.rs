@@ -28,6 +28,9 @@ use crate::config::{ControllerConfig, SegmentMode, FLAT_SEGMENT};
 use crate::election::{ReplicaConfig, LEADER_KEY};
 use crate::error::{ConfigError, Error, Result};
 use crate::keys::{kind_prefix, object_key, parse_key, segment_blocks_prefix, ROOT};
+use crate::ownership::{
+    check_block_claim, check_endpoint_namespace, check_node_underlay, check_segment_ranges,
+};
 
 /// How many times a create is retried when its compare fails (another writer got there first).
 const ATTEMPTS: u32 = 8;
@@ -47,6 +50,10 @@ pub(crate) struct Inner {
     /// `Some` for a replica that elects a leader with its peers.
     replica: Option<ReplicaConfig>,
     role: watch::Sender<Role>,
+    /// The audit log's bookkeeping ([`crate::audit`]).
+    pub(crate) audit: crate::audit::AuditLog,
+    /// Per-client rate and watch limits ([`crate::limits`]).
+    limiter: crate::limits::Limiter,
     /// Node identities: the registry that follows the store.
     pub(crate) identities: crate::identities::Identities,
     /// The CA that signs nodes' certificates, set once by [`Controller::with_signing`].
@@ -148,6 +155,8 @@ impl Controller {
                 stop,
                 replica,
                 role: watch::Sender::new(role),
+                audit: crate::audit::AuditLog::default(),
+                limiter: crate::limits::Limiter::default(),
                 identities: crate::identities::Identities::default(),
                 signing: std::sync::OnceLock::new(),
             }),
@@ -213,6 +222,21 @@ impl Controller {
     /// The configuration.
     pub fn config(&self) -> &ControllerConfig {
         &self.inner.config
+    }
+
+    /// The same controller with other per-client limits (default: [`crate::Limits::default`]).
+    pub fn with_limits(self, limits: crate::Limits) -> Self {
+        self.inner.limiter.set(limits);
+        self
+    }
+
+    /// The per-client limits in force.
+    pub fn limits_config(&self) -> crate::Limits {
+        self.inner.limiter.get()
+    }
+
+    pub(crate) fn limits(&self) -> &crate::limits::Limiter {
+        &self.inner.limiter
     }
 
     /// Ends every open watch stream (used on shutdown, so connections can close).
@@ -300,10 +324,17 @@ impl Controller {
             .ok_or_else(|| not_found(kind, name))
     }
 
-    /// Creates or replaces a node. Underlay addresses are unique.
+    /// Creates or replaces a node. Underlay addresses are unique, routable unicast and outside
+    /// every pod range ([`crate::ownership::check_node_underlay`]).
     pub async fn put_node(&self, node: Node) -> Result<Node> {
         node.validate()?;
         let _guard = self.write_lock().await?;
+        let segments = self.read_all::<Segment>(ObjectKind::Segment).await?;
+        check_node_underlay(
+            &node,
+            segments.iter().map(|s| &s.object),
+            self.config().pool,
+        )?;
         let nodes = self.read_all::<Node>(ObjectKind::Node).await?;
         if let Some(other) = nodes
             .iter()
@@ -364,6 +395,8 @@ impl Controller {
         let _guard = self.write_lock().await?;
         let segments = self.read_all::<Segment>(ObjectKind::Segment).await?;
         check_segment_fits(&segment, segments.iter().map(|s| &s.object))?;
+        let nodes = self.read_all::<Node>(ObjectKind::Node).await?;
+        check_segment_ranges(&segment, nodes.iter().map(|n| &n.object))?;
         self.check_segment_against_externals(&segment).await?;
         let current = segments.iter().find(|s| s.object.name == segment.name);
         if let Some(current) = current {
@@ -438,7 +471,16 @@ impl Controller {
             if let Some(found) = segments.iter().find(|s| s.object.name == name) {
                 return self.serving(found.object.clone(), namespace);
             }
-            let segment = self.new_segment(&name, namespace, segments.iter().map(|s| &s.object))?;
+            let nodes = self.read_all::<Node>(ObjectKind::Node).await?;
+            let underlay: Vec<Ipv4Addr> = nodes.iter().map(|n| n.object.underlay_ip).collect();
+            let segment = self.new_segment(
+                &name,
+                namespace,
+                segments.iter().map(|s| &s.object),
+                &underlay,
+            )?;
+            // Flat mode takes the whole pool, which may hold a node's address.
+            check_segment_ranges(&segment, nodes.iter().map(|n| &n.object))?;
             let txn = Txn::new()
                 .when(Compare::Absent(key.clone()))
                 .put(&key, encode(ObjectKind::Segment, &name, &segment)?);
@@ -480,12 +522,15 @@ impl Controller {
                 .await?
                 .ok_or_else(|| not_found(ObjectKind::Node, node))?;
             let prefix = segment_blocks_prefix(segment);
-            let mut taken: Vec<Ipv4Net> = self
-                .list_prefix::<Block>(&prefix)
-                .await?
-                .into_iter()
-                .map(|b| b.object.cidr)
-                .collect();
+            let blocks = self.list_prefix::<Block>(&prefix).await?;
+            let endpoints = self.read_all::<Endpoint>(ObjectKind::Endpoint).await?;
+            check_block_claim(
+                &seg.object,
+                node,
+                blocks.iter().map(|b| &b.object),
+                endpoints.iter().map(|e| &e.object),
+            )?;
+            let mut taken: Vec<Ipv4Net> = blocks.into_iter().map(|b| b.object.cidr).collect();
             // A block never holds a VM's address: the node would hand it out to a pod.
             taken.extend(
                 self.vm_addresses(segment)
@@ -496,8 +541,7 @@ impl Controller {
             // Nor an address an endpoint still holds (its block record deleted by hand, say):
             // the new holder would hand it out a second time.
             taken.extend(
-                self.read_all::<Endpoint>(ObjectKind::Endpoint)
-                    .await?
+                endpoints
                     .into_iter()
                     .filter(|e| e.object.segment == segment)
                     .map(|e| Ipv4Net::from(e.object.ip)),
@@ -594,6 +638,14 @@ impl Controller {
     pub async fn put_endpoint(&self, endpoint: Endpoint) -> Result<Endpoint> {
         endpoint.validate()?;
         Self::refuse_external_record(&endpoint)?;
+        // A node writes only endpoints on itself.
+        crate::authz::check_own(&endpoint.node, || {
+            format!(
+                "write endpoint {:?} of node {}",
+                endpoint.name, endpoint.node
+            )
+        })?;
+        refuse_vm_record(&endpoint)?;
         let _guard = self.write_lock().await?;
         let seg = self
             .read::<Segment>(ObjectKind::Segment, &endpoint.segment)
@@ -604,6 +656,7 @@ impl Controller {
             .await?
             .ok_or_else(|| not_found(ObjectKind::Node, &endpoint.node))?;
         check_endpoint_address(&endpoint, &seg.object)?;
+        check_endpoint_namespace(&endpoint, &seg.object)?;
         let block = self.node_block_of(&endpoint).await?;
         let endpoints = self.read_all::<Endpoint>(ObjectKind::Endpoint).await?;
         for other in endpoints.iter().map(|e| &e.object) {
@@ -628,6 +681,12 @@ impl Controller {
             }
         }
         let current = endpoints.iter().find(|e| e.object.name == endpoint.name);
+        // Nor may it replace another node's.
+        if let Some(owner) = current.map(|c| &c.object.node) {
+            crate::authz::check_own(owner, || {
+                format!("write endpoint {:?} of node {owner}", endpoint.name)
+            })?;
+        }
         let key = object_key(ObjectKind::Endpoint, &endpoint.name);
         let txn = Txn::new()
             .when(same_as_read(&key, current.map(|c| c.mod_revision)))
@@ -653,11 +712,12 @@ impl Controller {
         Ok(endpoint)
     }
 
-    /// For a pod endpoint, the store key and revision of the block of its node that holds its
-    /// address; refused when its node holds no such block (the address is another node's to
-    /// hand out, or nobody's). Other kinds get their addresses elsewhere: `None`.
+    /// For a pod (or host) endpoint, the store key and revision of the block of its node that
+    /// holds its address; refused when its node holds no such block (the address is another
+    /// node's to hand out, or nobody's). VM and external endpoints are written by the
+    /// controller with the addresses it leased, never through here: `None`.
     async fn node_block_of(&self, endpoint: &Endpoint) -> Result<Option<(String, u64)>> {
-        if endpoint.kind != EndpointKind::Pod {
+        if !matches!(endpoint.kind, EndpointKind::Pod | EndpointKind::Host) {
             return Ok(None);
         }
         let blocks = self
@@ -689,6 +749,14 @@ impl Controller {
         else {
             return Ok(false);
         };
+        let owner = current
+            .object
+            .get("node")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default();
+        crate::authz::check_own(owner, || {
+            format!("delete endpoint {name:?} of node {owner}")
+        })?;
         let txn = Txn::new()
             .when(Compare::ModRevision(key.clone(), current.mod_revision))
             .delete(&key);
@@ -730,15 +798,22 @@ impl Controller {
         }
     }
 
-    /// Builds the segment `name` for `namespace` from the pool, avoiding `existing`.
+    /// Builds the segment `name` for `namespace` from the pool, avoiding `existing` and the
+    /// nodes' `underlay` addresses (a node whose address lies in the pool, recorded before the
+    /// pool check existed, must not end up inside a segment).
     fn new_segment<'a>(
         &self,
         name: &str,
         namespace: &str,
         existing: impl Iterator<Item = &'a Segment> + Clone,
+        underlay: &[Ipv4Addr],
     ) -> Result<Segment> {
         let config = self.config();
-        let subnets: Vec<Ipv4Net> = existing.clone().map(|s| s.subnet).collect();
+        let subnets: Vec<Ipv4Net> = existing
+            .clone()
+            .map(|s| s.subnet)
+            .chain(underlay.iter().map(|ip| Ipv4Net::from(*ip)))
+            .collect();
         let used: BTreeSet<u32> = existing.clone().map(|s| s.vni).collect();
         let vni = lowest_free_vni(config.vni_base, MAX_VNI, &used).ok_or(Error::VniExhausted {
             base: config.vni_base,
@@ -850,7 +925,9 @@ impl Controller {
 
     /// Runs `txn`; `Ok(false)` when a compare failed. A replica commits only as the leader,
     /// fenced on the leader key, and fails with [`Error::NotLeader`] once it lost the key.
+    /// A txn that changes objects also writes their audit record ([`crate::audit`]).
     pub(crate) async fn commit(&self, txn: Txn, key: &str) -> Result<bool> {
+        let (txn, audited) = self.inner.audit.record(txn)?;
         let fence = match self.role() {
             Role::Single => None,
             Role::Leader { fence } => Some(fence),
@@ -861,7 +938,12 @@ impl Controller {
             None => txn,
         };
         match self.store().txn(txn).await {
-            Ok(TxnOutcome::Committed { .. }) => Ok(true),
+            Ok(TxnOutcome::Committed { .. }) => {
+                if audited {
+                    self.audited();
+                }
+                Ok(true)
+            }
             Ok(TxnOutcome::CompareFailed) => {
                 if let Some(fence) = fence {
                     self.check_fence(fence).await?;
@@ -987,6 +1069,23 @@ fn check_endpoint_address(endpoint: &Endpoint, segment: &Segment) -> Result<()> 
         "Endpoint",
         &endpoint.name,
         problem.map(|m| field_error("ip", m)).into_iter().collect(),
+    )
+}
+
+/// Refuses a record of kind `vm` written through `PUT /v1/endpoints`: a VM's address is the
+/// controller's lease, and its endpoint is written with it by [`Controller::attach_vm`]; an
+/// endpoint claiming to be a VM would otherwise take any address of the segment.
+fn refuse_vm_record(endpoint: &Endpoint) -> Result<()> {
+    if endpoint.kind != EndpointKind::Vm {
+        return Ok(());
+    }
+    invalid_if_any(
+        "Endpoint",
+        &endpoint.name,
+        vec![field_error(
+            "kind",
+            "VM endpoints are written by the controller with the address it leased: POST /v1/vms/<name>/attach (`seam vm attach`)".to_string(),
+        )],
     )
 }
 

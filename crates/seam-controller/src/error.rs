@@ -189,6 +189,58 @@ pub enum Error {
         /// Its node.
         node: String,
     },
+    /// A segment's subnet holds a node's underlay address: the overlay's routes to the segment
+    /// would capture that node's tunnel traffic.
+    #[error("segment {segment:?} subnet {subnet} holds the underlay address {ip} of node {node:?}; a segment may not overlap the nodes' underlay")]
+    SegmentHoldsUnderlay {
+        /// The segment being written.
+        segment: String,
+        /// Its subnet.
+        subnet: Ipv4Net,
+        /// The node whose address it holds.
+        node: String,
+        /// That node's underlay address.
+        ip: Ipv4Addr,
+    },
+    /// A node's underlay address lies in a pod range (a segment's subnet or the pool).
+    #[error("node {node:?} underlayIp {ip} lies in {owner} ({range}); a node's underlay address may not fall in a pod or service range")]
+    UnderlayInPodRange {
+        /// The node being written.
+        node: String,
+        /// Its underlay address.
+        ip: Ipv4Addr,
+        /// The range it lies in.
+        range: Ipv4Net,
+        /// What the range is, e.g. `segment "ns-web"`.
+        owner: String,
+    },
+    /// A node asked for another block of a segment while the blocks it holds there are mostly
+    /// unused (see [`crate::ownership::SPARE_BLOCKS`]).
+    #[error("node {node:?} holds {held} block(s) of segment {segment:?} with {free} addresses no endpoint uses; a node gets another block of a segment only while its blocks there have fewer than {limit} unused addresses (two blocks' worth)")]
+    BlockQuota {
+        /// The segment.
+        segment: String,
+        /// The node that asked.
+        node: String,
+        /// How many blocks of the segment it holds.
+        held: usize,
+        /// How many of their addresses no endpoint uses.
+        free: u64,
+        /// The bound `free` must stay under.
+        limit: u64,
+    },
+    /// An endpoint names another namespace than the one its segment serves.
+    #[error("endpoint {endpoint:?} is in namespace {namespace:?} but segment {segment:?} serves namespace {segment_namespace:?}; an endpoint's namespace must match its segment's")]
+    EndpointNamespaceMismatch {
+        /// The endpoint being written.
+        endpoint: String,
+        /// Its namespace.
+        namespace: String,
+        /// Its segment.
+        segment: String,
+        /// The namespace the segment serves.
+        segment_namespace: String,
+    },
     /// The pool has no free segment subnet left.
     #[error("pool {pool} has no free /{prefix} left for a new segment")]
     PoolExhausted {
@@ -281,6 +333,41 @@ pub enum Error {
         /// The segment.
         segment: String,
     },
+    /// The request carries no identity (a TLS client without a certificate) and asks for more
+    /// than joining or health.
+    #[error("{method} {path} needs a client certificate; anonymous callers may only join (POST /v1/join) and ask /healthz")]
+    Unauthenticated {
+        /// The request's method.
+        method: String,
+        /// The request's path.
+        path: String,
+    },
+    /// The caller's role does not allow the request, or the object it writes is not its own;
+    /// `rule` names what was refused (`node n2 may not write node n1`).
+    #[error("forbidden: {rule}")]
+    Forbidden {
+        /// The rule, in words.
+        rule: String,
+    },
+    /// The caller sent more requests than its rate allows ([`crate::Limits::rate_limit`]).
+    #[error("{who} is over its rate limit of {rate} requests/s; retry in {retry_after_secs} s")]
+    RateLimited {
+        /// The caller (`node/n1`, or `anonymous 10.0.0.7`).
+        who: String,
+        /// Requests per second allowed.
+        rate: u32,
+        /// Seconds until a request is let through again (the `Retry-After` header).
+        retry_after_secs: u64,
+    },
+    /// The caller already holds as many watch streams as it may
+    /// ([`crate::Limits::max_watches_per_client`]).
+    #[error("{who} already has {limit} watch streams open, the most one client may hold; close one first")]
+    TooManyWatches {
+        /// The caller.
+        who: String,
+        /// The bound.
+        limit: u32,
+    },
     /// A node identity operation was refused or failed (join tokens, join, renewal,
     /// revocation, a node certificate's identity check).
     #[error(transparent)]
@@ -335,6 +422,9 @@ pub mod reason {
     pub const REVISION_CONFLICT: &str = "RevisionConflict";
     /// 409: no subnet, block or VNI left.
     pub const EXHAUSTED: &str = "Exhausted";
+    /// 409: a node asked for another block of a segment while its blocks there are mostly
+    /// unused; it should use those (its quarantined addresses included) first.
+    pub const BLOCK_QUOTA: &str = "BlockQuota";
     /// 410: the watch revision was compacted.
     pub const GONE: &str = "Gone";
     /// 500: the controller or its store failed.
@@ -343,6 +433,14 @@ pub mod reason {
     pub const NOT_LEADER: &str = "NotLeader";
     /// 503: the store cannot be reached for now; retry.
     pub const UNAVAILABLE: &str = "Unavailable";
+    /// 401: the request carries no identity.
+    pub const UNAUTHENTICATED: &str = "Unauthenticated";
+    /// 403: the caller may not do this.
+    pub const FORBIDDEN: &str = "Forbidden";
+    /// 429: the caller sends requests faster than its rate limit.
+    pub const RATE_LIMITED: &str = "RateLimited";
+    /// 429: the caller holds as many watch streams as it may.
+    pub const TOO_MANY_WATCHES: &str = "TooManyWatches";
 }
 
 impl Error {
@@ -351,6 +449,9 @@ impl Error {
         match self {
             Error::InvalidBody { .. } | Error::Invalid(_) | Error::InvalidPolicy { .. } => 400,
             Error::TooLarge { .. } => 413,
+            Error::Unauthenticated { .. } => 401,
+            Error::Forbidden { .. } => 403,
+            Error::RateLimited { .. } | Error::TooManyWatches { .. } => 429,
             // Validation problems are found before state problems, so the first says which.
             Error::ApplyRefused { problems, .. } => {
                 problems.first().map_or(400, |p| p.error.status())
@@ -371,6 +472,10 @@ impl Error {
             | Error::BlocksExhausted { .. }
             | Error::BlockNotHeld { .. }
             | Error::AddressNotInNodeBlock { .. }
+            | Error::SegmentHoldsUnderlay { .. }
+            | Error::UnderlayInPodRange { .. }
+            | Error::BlockQuota { .. }
+            | Error::EndpointNamespaceMismatch { .. }
             | Error::PoolExhausted { .. }
             | Error::VniExhausted { .. } => 409,
             Error::Compacted { .. } => 410,
@@ -392,7 +497,12 @@ impl Error {
             | Error::PoolExhausted { .. }
             | Error::VniExhausted { .. } => reason::EXHAUSTED,
             Error::NotLeader { .. } => reason::NOT_LEADER,
+            Error::BlockQuota { .. } => reason::BLOCK_QUOTA,
             Error::RevisionConflict { .. } => reason::REVISION_CONFLICT,
+            Error::Unauthenticated { .. } => reason::UNAUTHENTICATED,
+            Error::Forbidden { .. } => reason::FORBIDDEN,
+            Error::RateLimited { .. } => reason::RATE_LIMITED,
+            Error::TooManyWatches { .. } => reason::TOO_MANY_WATCHES,
             Error::Identity(e) => e.reason(),
             _ => match self.status() {
                 400 => reason::INVALID,

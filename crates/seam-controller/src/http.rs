@@ -80,18 +80,20 @@ pub fn router(controller: Controller) -> Router {
             put(put_endpoint).get(get_endpoint).delete(delete_endpoint),
         )
         .route("/v1/apply", post(apply))
+        .route("/v1/audit", get(audit))
         .merge(crate::vms::routes())
         .merge(crate::identities::routes())
         .fallback(no_route)
-        .layer(axum::middleware::from_fn_with_state(
-            controller.clone(),
-            crate::identities::refuse_stale_identities,
-        ))
         .layer(axum::middleware::from_fn(
             crate::precondition::refuse_unhonoured_if_match,
         ))
         .layer(axum::middleware::map_response(json_too_large))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // Outermost: nothing runs for a caller that may not ask.
+        .layer(axum::middleware::from_fn_with_state(
+            controller.clone(),
+            crate::authz::enforce,
+        ))
         .with_state(controller)
 }
 
@@ -121,11 +123,23 @@ impl IntoResponse for Error {
         } else {
             tracing::debug!(status = status.as_u16(), %message, "request refused");
         }
+        let retry_after = match &self {
+            Error::RateLimited {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
+            _ => None,
+        };
         let body = ApiError {
             reason: self.reason().to_string(),
             message,
         };
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if let Some(secs) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+        }
+        response
     }
 }
 
@@ -277,6 +291,7 @@ async fn ensure_segment(State(c): State<Controller>, body: Bytes) -> ApiResult<R
 
 async fn claim_block(State(c): State<Controller>, body: Bytes) -> ApiResult<Response> {
     let req: ClaimBlock = decode_body("ClaimBlock", &body)?;
+    crate::authz::check_own(&req.node, || format!("claim a block for node {}", req.node))?;
     let block = c.claim_block(&req.segment, &req.node).await?;
     Ok((StatusCode::CREATED, Json(block)).into_response())
 }
@@ -289,17 +304,53 @@ async fn get_block(State(c): State<Controller>, Path(key): Path<String>) -> ApiR
     get_one(&c, ObjectKind::Block, &key).await
 }
 
-/// `DELETE /v1/blocks/{key}`: an administrator's release; with `?node=NAME` (how agents give
-/// blocks back) refused unless that node holds the block.
+/// `DELETE /v1/blocks/{key}?node=NAME`: the holder gives a block back. Whoever asks (an
+/// administrator too) names the holder, and the release is refused unless that node holds the
+/// block and while endpoints use it: a release acting on an old view never takes a block from
+/// the node that holds it now.
 async fn delete_block(
     State(c): State<Controller>,
     Path(key): Path<String>,
     RawQuery(query): RawQuery,
 ) -> ApiResult<StatusCode> {
-    match release_node(query.as_deref())? {
-        Some(node) => c.release_block_held_by(&key, &node).await?,
-        None => c.release_block(&key).await?,
-    }
+    let asked = release_node(query.as_deref())?;
+    // A node releases only blocks it holds, as itself (with or without `?node=`).
+    let node = match crate::authz::calling_node() {
+        Some(me) => {
+            if let Some(other) = asked.as_ref().filter(|n| **n != me) {
+                crate::authz::check_own(other, || format!("release blocks of node {other}"))?;
+            }
+            Some(me)
+        }
+        None => asked,
+    };
+    let Some(node) = node else {
+        return Err(Error::Invalid(ValidationError {
+            kind: "ReleaseBlockQuery",
+            name: key,
+            errors: vec![FieldError {
+                path: "node".to_string(),
+                message: "a block is released only by its holder: name the node that holds it with ?node=NAME".to_string(),
+            }],
+        }));
+    };
+    c.release_block_held_by(&key, &node)
+        .await
+        .map_err(|e| match e {
+            Error::BlockNotHeld { block, holder, .. } => {
+                crate::authz::check_own(&holder, || {
+                    format!("release block {block:?} held by node {holder}")
+                })
+                .err()
+                // Not a node caller: the administrator's `?node=` did not match.
+                .unwrap_or(Error::BlockNotHeld {
+                    block,
+                    holder,
+                    node,
+                })
+            }
+            e => e,
+        })?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -534,6 +585,46 @@ async fn apply(State(c): State<Controller>, body: Bytes) -> ApiResult<Response> 
     Ok(Json(seam_model::Applied { objects }).into_response())
 }
 
+/// `GET /v1/audit?limit=N`: the newest N audit records (default 100, at most 10000), oldest
+/// first.
+async fn audit(State(c): State<Controller>, RawQuery(query): RawQuery) -> ApiResult<Response> {
+    let limit = audit_limit(query.as_deref())?;
+    Ok(Json(c.audit(limit).await?).into_response())
+}
+
+/// Parses the audit query: `limit=N` (optional).
+fn audit_limit(query: Option<&str>) -> ApiResult<usize> {
+    use crate::audit::{DEFAULT_AUDIT_LIMIT, MAX_AUDIT_LIMIT};
+    let mut limit = DEFAULT_AUDIT_LIMIT;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let problem = match key {
+            "limit" => match value.parse::<usize>() {
+                Ok(n) if (1..=MAX_AUDIT_LIMIT).contains(&n) => {
+                    limit = n;
+                    None
+                }
+                _ => Some((
+                    "limit",
+                    format!("{value:?} is not a number of records from 1 to {MAX_AUDIT_LIMIT}"),
+                )),
+            },
+            other => Some(("query", format!("unknown parameter {other:?}"))),
+        };
+        if let Some((path, message)) = problem {
+            return Err(Error::Invalid(ValidationError {
+                kind: "AuditQuery",
+                name: String::new(),
+                errors: vec![FieldError {
+                    path: path.to_string(),
+                    message,
+                }],
+            }));
+        }
+    }
+    Ok(limit)
+}
+
 async fn delete_policy(
     State(c): State<Controller>,
     Path((kind, name)): Path<(String, String)>,
@@ -588,6 +679,8 @@ async fn watch(
     RawQuery(query): RawQuery,
 ) -> ApiResult<Response> {
     let revision = watch_revision(query.as_deref())?;
+    let serving_caller = crate::caller::serving().map_or(crate::Caller::Anonymous, |s| s.caller);
+    let slot = c.limits().watch_slot(&serving_caller)?;
     let guard = match caller {
         Some(axum::Extension(crate::Caller::Known(identity)))
             if identity.role == seam_model::CallerRole::Node =>
@@ -598,6 +691,7 @@ async fn watch(
     };
     let store_watch = c.watch(revision).await?;
     let stream = WatchBody {
+        _slot: slot,
         watch: store_watch,
         guard,
         stop: c.stopped(),
@@ -615,6 +709,8 @@ async fn watch(
 }
 
 struct WatchBody {
+    /// Counts the stream against its client's watch cap until the stream is dropped.
+    _slot: crate::limits::WatchSlot,
     watch: seam_store::Watch,
     /// For a node: resolves when its identity stops passing.
     guard: Option<crate::identities::IdentityGuard>,
@@ -696,6 +792,16 @@ async fn refused(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn audit_query_parses() {
+        assert_eq!(audit_limit(None).unwrap(), 100);
+        assert_eq!(audit_limit(Some("limit=5")).unwrap(), 5);
+        assert_eq!(audit_limit(Some("limit=10000")).unwrap(), 10_000);
+        for bad in ["limit=0", "limit=10001", "limit=x", "n=3"] {
+            assert_eq!(audit_limit(Some(bad)).unwrap_err().status(), 400, "{bad}");
+        }
+    }
 
     #[test]
     fn watch_query_parses() {

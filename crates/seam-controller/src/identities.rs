@@ -28,8 +28,7 @@ use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, SystemTime};
 
 use axum::body::Bytes;
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Extension, Json, Router};
@@ -136,6 +135,15 @@ pub enum IdentityError {
         /// The node.
         node: String,
     },
+    /// A token bound to no node tried to take the name of a node that has a valid identity:
+    /// that would lock the node out. Revoke it first, or use a token created for that node.
+    #[error("node {node:?} has already joined (identity epoch {epoch}); revoke it first (`seam node revoke {node}`) or use a token created for it (`seam node token create --node {node}`)")]
+    AlreadyJoined {
+        /// The node.
+        node: String,
+        /// Its current epoch.
+        epoch: u64,
+    },
     /// The system's random source failed.
     #[error("cannot draw a random join token")]
     Random,
@@ -205,6 +213,7 @@ impl IdentityError {
             IdentityError::TokenForOtherNode { .. } | IdentityError::NotANode { .. } => 403,
             IdentityError::Csr { .. } => 400,
             IdentityError::NoSuchIdentity { .. } => 404,
+            IdentityError::AlreadyJoined { .. } => 409,
             IdentityError::SigningUnavailable => 503,
             IdentityError::Random | IdentityError::Time { .. } => 500,
         }
@@ -221,6 +230,7 @@ impl IdentityError {
             }
             IdentityError::Csr { .. } => crate::error::reason::INVALID,
             IdentityError::NoSuchIdentity { .. } => crate::error::reason::NOT_FOUND,
+            IdentityError::AlreadyJoined { .. } => crate::error::reason::CONFLICT,
             IdentityError::SigningUnavailable => reason::SIGNING_UNAVAILABLE,
             IdentityError::Random | IdentityError::Time { .. } => crate::error::reason::INTERNAL,
         }
@@ -761,7 +771,9 @@ impl Controller {
     /// Joins `request.node`: spends the token and writes the node's identity in one store
     /// transaction, and answers a certificate for the CSR's key in the node's new epoch (1 on
     /// first join, the revocation's epoch after a revocation, else the next one: a node
-    /// joining again makes its older certificate useless).
+    /// joining again makes its older certificate useless). Only a token created for the node
+    /// may replace an identity that is not revoked (a reinstalled node); any token may join a
+    /// new or revoked name.
     pub async fn join(&self, request: &JoinRequest) -> Result<JoinResponse> {
         let mut problems = Vec::new();
         check_node_name(&mut problems, &request.node);
@@ -789,6 +801,15 @@ impl Controller {
                 )),
                 None => None,
             };
+            if let Some((record, _)) = current.as_ref().filter(|(r, _)| !r.revoked) {
+                if token.node.is_none() {
+                    return Err(IdentityError::AlreadyJoined {
+                        node: request.node.clone(),
+                        epoch: record.epoch,
+                    }
+                    .into());
+                }
+            }
             let epoch = match &current {
                 None => 1,
                 // The revocation already moved the epoch past every issued certificate.
@@ -929,24 +950,6 @@ pub(crate) fn routes() -> Router<Controller> {
         .route("/v1/join", post(join))
         .route("/v1/renew", post(renew))
         .route("/v1/revocations", post(revoke))
-}
-
-/// Refuses every request of a node certificate that no longer passes
-/// [`Controller::check_identity`] (revoked, older epoch, never joined).
-pub(crate) async fn refuse_stale_identities(
-    State(c): State<Controller>,
-    request: Request,
-    next: Next,
-) -> Response {
-    // A join is authenticated by its token, not by whatever certificate the node still has.
-    let joining = request.uri().path() == "/v1/join";
-    if let (Caller::Known(identity), false) = (Caller::of(&request), joining) {
-        if let Err(e) = c.check_identity(&identity).await {
-            tracing::warn!(caller = %identity, epoch = identity.epoch, path = %request.uri().path(), error = %e.message(), "refused a node certificate");
-            return e.into_response();
-        }
-    }
-    next.run(request).await
 }
 
 async fn create_join_token(State(c): State<Controller>, body: Bytes) -> Result<Response> {

@@ -23,6 +23,8 @@
 
 pub mod allocate;
 mod apply;
+mod audit;
+mod authz;
 mod caller;
 mod config;
 mod controller;
@@ -32,20 +34,25 @@ mod externals;
 mod http;
 pub mod identities;
 pub mod keys;
+mod limits;
+pub mod ownership;
 mod policies;
 mod precondition;
 mod serve;
 mod tenants;
 mod vms;
 
-pub use caller::Caller;
+pub use audit::{AUDIT_PREFIX, DEFAULT_AUDIT_LIMIT, MAX_AUDIT_LIMIT, MAX_AUDIT_RECORDS};
+pub use caller::{router_as, Caller};
 pub use config::{
-    ControllerConfig, Limits, Listener, SegmentMode, ServeOptions, Signing, TcpSecurity, TlsFiles,
-    DEFAULT_MAX_CONNECTIONS, DEFAULT_NODE_CERT_VALIDITY, FLAT_SEGMENT, NAMESPACE_SEGMENT_PREFIX,
+    ConnectionLimits, ControllerConfig, Listener, SegmentMode, ServeOptions, Signing, TcpSecurity,
+    TlsFiles, DEFAULT_MAX_CONNECTIONS, DEFAULT_NODE_CERT_VALIDITY, FLAT_SEGMENT,
+    NAMESPACE_SEGMENT_PREFIX,
 };
 pub use controller::{Controller, Role, StoredSnapshot};
 pub use election::{ReplicaConfig, DEFAULT_LEASE_TTL, LEADER_KEY};
 pub use error::{reason, ApplyProblem, ConfigError, Error, Result, ServeError, MAX_LISTED_USERS};
 pub use http::{router, HEARTBEAT_INTERVAL};
+pub use limits::{Limits, DEFAULT_MAX_WATCHES_PER_CLIENT, DEFAULT_RATE_LIMIT};
 pub use policies::{policy_kind_from_path, policy_store_name};
 pub use serve::{raise_open_files_limit, serve, serve_controller, serve_controller_with};

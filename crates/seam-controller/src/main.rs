@@ -9,8 +9,8 @@ use anyhow::Context;
 use clap::Parser;
 use ipnet::Ipv4Net;
 use seam_controller::{
-    Controller, ControllerConfig, Limits, Listener, ReplicaConfig, SegmentMode, ServeOptions,
-    Signing, TcpSecurity, TlsFiles,
+    ConnectionLimits, Controller, ControllerConfig, Listener, ReplicaConfig, SegmentMode,
+    ServeOptions, Signing, TcpSecurity, TlsFiles,
 };
 use seam_store::{AnyStore, EtcdClientCert, EtcdConfig, EtcdTls};
 
@@ -78,6 +78,13 @@ struct Args {
     /// Lowest VNI given to segments the controller creates.
     #[arg(long, default_value_t = 4096)]
     vni_base: u32,
+    /// Requests per second one client (identity; anonymous: peer address) may send, with
+    /// bursts of twice as many; 0 turns the limit off. Root on the Unix socket is not limited.
+    #[arg(long, value_name = "N", default_value_t = seam_controller::DEFAULT_RATE_LIMIT)]
+    rate_limit: u32,
+    /// Watch streams one client may hold open at once; 0 turns the cap off.
+    #[arg(long, value_name = "N", default_value_t = seam_controller::DEFAULT_MAX_WATCHES_PER_CLIENT)]
+    max_watches_per_client: u32,
     /// The serving certificate of tcp listeners (PEM; re-read every 5 s, so it rotates without
     /// a restart).
     #[arg(long, value_name = "PATH")]
@@ -303,6 +310,10 @@ fn main() -> ExitCode {
         Err(e) => tracing::warn!(error = %e, "cannot raise the open-files limit"),
     }
     let replica = replica_config(&args);
+    let limits = seam_controller::Limits {
+        rate_limit: args.rate_limit,
+        max_watches_per_client: args.max_watches_per_client,
+    };
     let etcd_tls = EtcdTlsArgs {
         etcd_ca: args.etcd_ca,
         etcd_cert: args.etcd_cert,
@@ -317,6 +328,7 @@ fn main() -> ExitCode {
     };
     match run(
         config,
+        limits,
         store,
         args.store_prefix,
         replica,
@@ -368,9 +380,9 @@ fn serve_options(args: &Args) -> Result<ServeOptions, String> {
     }
     Ok(ServeOptions {
         tcp,
-        limits: Limits {
+        limits: ConnectionLimits {
             max_connections: args.max_connections,
-            ..Limits::default()
+            ..ConnectionLimits::default()
         },
     })
 }
@@ -390,6 +402,7 @@ fn init_tracing(format: LogFormat) {
 
 fn run(
     config: ControllerConfig,
+    limits: seam_controller::Limits,
     store: StoreSpec,
     store_prefix: String,
     replica: Option<ReplicaConfig>,
@@ -429,7 +442,8 @@ fn run(
             }
             None => Controller::new(config, store),
         }
-        .context("checking the configuration")?;
+        .context("checking the configuration")?
+        .with_limits(limits);
         let controller = match signing {
             Some(signing) => controller.with_signing(signing),
             None => controller,

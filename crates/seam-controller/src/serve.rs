@@ -28,7 +28,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::caller::Caller;
-use crate::config::{ControllerConfig, Limits, Listener, ServeOptions, TcpSecurity};
+use crate::config::{ConnectionLimits, ControllerConfig, Listener, ServeOptions, TcpSecurity};
 use crate::controller::Controller;
 use crate::error::ServeError;
 use crate::http::router;
@@ -168,7 +168,7 @@ async fn serve_router(
             }
         }
     }
-    let limits = Limits {
+    let limits = ConnectionLimits {
         max_connections: connection_cap(options.limits.max_connections),
         ..options.limits
     };
@@ -287,7 +287,7 @@ async fn reload_serving_cert(
 /// What every accept loop shares.
 struct Server {
     app: axum::Router,
-    limits: Limits,
+    limits: ConnectionLimits,
     permits: Arc<Semaphore>,
     stop: watch::Receiver<bool>,
     /// Held by every connection task (see `serve_controller_with`).
@@ -482,7 +482,7 @@ fn serve_connection<S>(
     caller: Caller,
     peer: Option<SocketAddr>,
     app: &axum::Router,
-    limits: &Limits,
+    limits: &ConnectionLimits,
 ) -> impl GracefulConnection<Error = hyper::Error> + Send
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,

@@ -216,6 +216,20 @@ impl Controller {
             }
         };
         vm.validate()?;
+        // The VM's endpoint is held to the rule a pod's is: its namespace is its segment's.
+        if let Some(ns) = segment
+            .object
+            .namespace
+            .as_ref()
+            .filter(|ns| **ns != vm.namespace)
+        {
+            return Err(Error::EndpointNamespaceMismatch {
+                endpoint: vm.endpoint_name(),
+                namespace: vm.namespace.clone(),
+                segment: vm.segment.clone(),
+                segment_namespace: ns.clone(),
+            });
+        }
         self.check_vm_unique(&vm, &vms, &endpoints)?;
         self.commit_vm(&vm, current.as_ref(), &endpoints, Some((&segment, &host)))
             .await?;

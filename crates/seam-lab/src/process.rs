@@ -211,6 +211,24 @@ impl Processes<'_> {
         wait_for_agent(self.lab, self.lab.node(node)?)
     }
 
+    /// Makes `node`'s agent join again, as an operator does after `seam node revoke`: stops it,
+    /// removes its certificate and starts it with a new one-time token (it then holds the next
+    /// epoch's certificate).
+    pub fn rejoin_agent(&mut self, node: &str) -> Result<()> {
+        self.kill_agent(node, "TERM")?;
+        let cert_dir = node_cert_dir(self.lab.node(node)?);
+        for file in ["node.crt", "node.key"] {
+            let path = cert_dir.join(file);
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(LabError::Io { path, source: e })
+                }
+                _ => {}
+            }
+        }
+        self.start_agent(node)
+    }
+
     /// Starts controller replica `index` (0-based; again after [`Processes::kill_controller`], with
     /// its old socket and log appended). Does not wait for it.
     pub fn start_controller(&mut self, index: usize) -> Result<()> {

@@ -16,6 +16,7 @@
 
 pub mod agent_rpc;
 mod apply;
+mod audit;
 pub mod bounds;
 mod error;
 mod external;
@@ -31,6 +32,7 @@ pub mod tolerant;
 mod vm;
 
 pub use apply::{Applied, Apply, ApplyObject};
+pub use audit::AuditRecord;
 pub use error::{FieldError, ValidationError};
 pub use external::*;
 pub use identity::{Identity, Role as CallerRole};

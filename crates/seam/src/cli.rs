@@ -130,6 +130,18 @@ pub enum Cmd {
         #[command(subcommand)]
         command: TenantCmd,
     },
+    /// The controller's audit log: who changed which object, newest last, with the object's
+    /// revision before and after.
+    Audit {
+        /// How many records (the newest), at most 10000.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value = "table")]
+        output: Output,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Conformance suites.
     Conformance {
         #[command(subcommand)]

@@ -15,7 +15,7 @@ use clap::Parser;
 
 use cli::{Cli, Cmd};
 use commands::{
-    apply, conformance, delete, explain, external, get, lab, node, segment, tenant, vm,
+    apply, audit, conformance, delete, explain, external, get, lab, node, segment, tenant, vm,
 };
 
 fn main() -> ExitCode {
@@ -61,6 +61,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Segment { command } => segment::run(command)?,
         Cmd::Vm { command } => vm::run(command)?,
         Cmd::Tenant { command } => tenant::run(command)?,
+        Cmd::Audit {
+            limit,
+            output,
+            target,
+        } => audit::run(limit, output, &target)?,
         Cmd::Conformance { command } => return conformance::run(command),
         Cmd::Node { command } => node::run(command)?,
     }

@@ -345,3 +345,49 @@ fn a_crash_between_the_local_retire_and_the_release_leaks_no_block() {
     drop(ctl);
     drop(main);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_refused_a_third_unused_block_reuses_its_quarantine_early() {
+    let dir = tempfile::tempdir().unwrap();
+    // /28 blocks: the controller grants n1 a third only while its two have fewer than 32
+    // addresses no endpoint uses.
+    let ctl = Controller::start(
+        &dir.path().join("ctl.sock"),
+        ControllerConfig {
+            segment_prefix: 24,
+            block_prefix: 28,
+            ..ControllerConfig::default()
+        },
+    )
+    .await;
+    // A quarantine longer than the test: every freed address stays in it.
+    let cfg = AgentConfig {
+        quarantine_ms: 600_000,
+        block_release_after_ms: 600_000,
+        ..agent_config(dir.path(), "n1", Ipv4Addr::new(198, 18, 0, 11), &ctl.sock)
+    };
+    let sock = cfg.socket.clone();
+    let n1 = Agent::start(cfg, FakeKernel::default(), AnyStore::memory())
+        .await
+        .unwrap();
+    wait_ready(&sock).await;
+    // One pod at a time: the store sees n1's blocks as unused, the agent's quarantine holds
+    // every address it handed out. Two blocks' worth of pods and more: every ADD succeeds.
+    let mut seen = BTreeSet::new();
+    for i in 0..40 {
+        let id = format!("q{i}");
+        let ip = add(&sock, &pod("web", &id)).await.address.addr();
+        seen.insert(ip);
+        assert_eq!(del(&sock, &id).await, AgentReply::Done);
+        // The DEL's record removal reaches the controller after the reply.
+        eventually("the pod's record is gone", || async {
+            ctl.endpoints().await.is_empty()
+        })
+        .await;
+    }
+    let held = blocks_of(&ctl.client, "n1").await;
+    assert_eq!(held.len(), 2, "n1 holds {held:?}");
+    assert!(seen.len() < 40, "an address came out of quarantine early");
+    assert!(seen.iter().all(|ip| held.iter().any(|b| b.contains(ip))));
+    n1.abort();
+}

@@ -334,8 +334,11 @@ impl GatedController {
             release_hang: Default::default(),
             releases_held: Default::default(),
         };
-        let app = seam_controller::router(controller)
-            .layer(axum::middleware::from_fn_with_state(gates.clone(), gated));
+        let app = seam_controller::router_as(
+            controller,
+            seam_controller::Caller::Known(seam_model::Identity::local_admin()),
+        )
+        .layer(axum::middleware::from_fn_with_state(gates.clone(), gated));
         let listener = tokio::net::UnixListener::bind(sock).unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(async move {

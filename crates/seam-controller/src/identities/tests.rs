@@ -124,6 +124,23 @@ async fn a_node_joins_with_a_token_once_and_gets_a_certificate_of_epoch_one() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(stored(&c, &identity_key("n2")).await.is_none());
 
+    // Another token, bound to no node, may not take over n1's name; one made for n1 may.
+    let other = new_token(&c, None).await;
+    let (status, answer, _) = join(&c, &other, "n1").await;
+    assert_eq!(status, StatusCode::CONFLICT, "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("seam node revoke n1"),
+        "{answer}"
+    );
+    assert_eq!(
+        stored(&c, &identity_key("n1")).await,
+        before,
+        "nothing changed"
+    );
+
     // The node's certificate is accepted.
     let (status, _) = call(
         &c,
@@ -134,6 +151,21 @@ async fn a_node_joins_with_a_token_once_and_gets_a_certificate_of_epoch_one() {
     )
     .await;
     assert_eq!(status, StatusCode::OK);
+
+    // A reinstalled node joins again with a token made for it: epoch 2, epoch 1 refused.
+    let bound = new_token(&c, Some("n1")).await;
+    let (status, answer, again) = join(&c, &bound, "n1").await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(again, Some(Identity::node("n1", 2)));
+    let (status, _) = call(
+        &c,
+        Method::GET,
+        "/v1/nodes",
+        identity.as_ref(),
+        serde_json::Value::Null,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]

@@ -264,10 +264,10 @@ async fn a_slow_header_or_handshake_is_cut_after_its_timeout() {
     let addr = free_port();
     let options = ServeOptions {
         tcp: TcpSecurity::Tls(pki.files()),
-        limits: Limits {
+        limits: ConnectionLimits {
             header_read_timeout: Duration::from_millis(300),
             handshake_timeout: Duration::from_millis(300),
-            ..Limits::default()
+            ..ConnectionLimits::default()
         },
     };
     let server = start(vec![Listener::Tcp(addr)], options).await;
@@ -323,9 +323,9 @@ async fn connections_beyond_the_cap_are_closed_and_others_still_answered() {
     let addr = free_port();
     let options = ServeOptions {
         tcp: TcpSecurity::Tls(pki.files()),
-        limits: Limits {
+        limits: ConnectionLimits {
             max_connections: 3,
-            ..Limits::default()
+            ..ConnectionLimits::default()
         },
     };
     let server = start(vec![Listener::Tcp(addr)], options).await;

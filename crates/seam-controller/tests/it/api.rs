@@ -58,7 +58,7 @@ async fn node_segment_endpoint_crud() {
     c.delete_endpoint("default/web-0").await.unwrap();
     c.delete_endpoint("default/web-0").await.unwrap(); // idempotent
     assert!(c.list_endpoints().await.unwrap().is_empty());
-    c.release_block(&block.key()).await.unwrap();
+    c.release_block_held_by(&block.key(), "n1").await.unwrap();
     c.delete_segment("vms").await.unwrap();
     assert!(c.delete_segment("vms").await.unwrap_err().is_not_found());
     c.delete_node("n1").await.unwrap();

@@ -10,7 +10,9 @@ use crate::server::{endpoint, node, segment, Server};
 async fn concurrent_claims_never_overlap() {
     let srv = Server::memory().await;
     let c = srv.client.clone();
-    for i in 0..5u8 {
+    // 25 nodes with two claims each: a node holding two unused blocks of a segment gets no
+    // third.
+    for i in 0..25u8 {
         c.put_node(&node(&format!("n{i}"), i + 1)).await.unwrap();
     }
     let seg = c.ensure_segment("default").await.unwrap();
@@ -19,7 +21,7 @@ async fn concurrent_claims_never_overlap() {
         let c = c.clone();
         let seg = seg.name.clone();
         tasks.push(tokio::spawn(async move {
-            c.claim_block(&seg, &format!("n{}", i % 5)).await
+            c.claim_block(&seg, &format!("n{}", i % 25)).await
         }));
     }
     let mut blocks = Vec::new();
@@ -45,9 +47,9 @@ async fn concurrent_claims_never_overlap() {
             );
         }
     }
-    for i in 0..5 {
+    for i in 0..25 {
         let n = format!("n{i}");
-        assert_eq!(blocks.iter().filter(|b| b.node == n).count(), 10);
+        assert_eq!(blocks.iter().filter(|b| b.node == n).count(), 2);
     }
     assert_eq!(c.list_blocks().await.unwrap().len(), 50);
     srv.stop().await;
@@ -57,14 +59,18 @@ async fn concurrent_claims_never_overlap() {
 async fn exhaustion_release_and_reuse() {
     let srv = Server::memory().await;
     let c = &srv.client;
-    c.put_node(&node("n1", 1)).await.unwrap();
+    // Two blocks each for n1 and n2 (a node gets no third while its two are unused), and n3
+    // finds none left.
+    for (name, octet) in [("n1", 1), ("n2", 2), ("n3", 3)] {
+        c.put_node(&node(name, octet)).await.unwrap();
+    }
     // A /26 with /28 blocks: four blocks.
     c.put_segment(&segment("small", "192.168.0.0/26", 7))
         .await
         .unwrap();
     let mut blocks = Vec::new();
-    for _ in 0..4 {
-        blocks.push(c.claim_block("small", "n1").await.unwrap());
+    for node in ["n1", "n2", "n1", "n2"] {
+        blocks.push(c.claim_block("small", node).await.unwrap());
     }
     let cidrs: Vec<String> = blocks.iter().map(|b| b.cidr.to_string()).collect();
     assert_eq!(
@@ -76,7 +82,7 @@ async fn exhaustion_release_and_reuse() {
             "192.168.0.48/28"
         ]
     );
-    let err = c.claim_block("small", "n1").await.unwrap_err();
+    let err = c.claim_block("small", "n3").await.unwrap_err();
     assert!(err.is_exhausted(), "{err}");
     assert_eq!(err.status(), Some(409));
     assert!(err.to_string().contains("small"), "{err}");
@@ -93,19 +99,24 @@ async fn exhaustion_release_and_reuse() {
         .is_not_found());
 
     // A block with an endpoint in it cannot be released; the segment cannot be deleted.
-    c.put_endpoint(&endpoint("e", "small", "n1", [192, 168, 0, 20]))
+    c.put_endpoint(&endpoint("e", "small", "n2", [192, 168, 0, 20]))
         .await
         .unwrap();
-    let err = c.release_block(&blocks[1].key()).await.unwrap_err();
+    let err = c
+        .release_block_held_by(&blocks[1].key(), "n2")
+        .await
+        .unwrap_err();
     assert!(
         err.is_conflict() && err.to_string().contains("\"e\""),
         "{err}"
     );
     assert!(c.delete_segment("small").await.unwrap_err().is_conflict());
 
-    c.release_block(&blocks[2].key()).await.unwrap();
+    c.release_block_held_by(&blocks[2].key(), "n1")
+        .await
+        .unwrap();
     assert!(c
-        .release_block(&blocks[2].key())
+        .release_block_held_by(&blocks[2].key(), "n1")
         .await
         .unwrap_err()
         .is_not_found());
@@ -174,8 +185,15 @@ async fn a_node_releases_only_its_own_empty_block() {
         .unwrap_err()
         .is_not_found());
     assert_eq!(c.claim_block("small", "n2").await.unwrap().cidr, mine.cidr);
-    // An administrator's release (no node) still works as before.
-    c.release_block(&theirs.key()).await.unwrap();
+    // A release that names no holder (an administrator's, say) is refused: whoever asks, a
+    // block goes back only for the node holding it.
+    let err = c.release_block(&theirs.key()).await.unwrap_err();
+    assert_eq!(err.status(), Some(400), "{err}");
+    assert!(
+        err.to_string().contains("released only by its holder"),
+        "{err}"
+    );
+    c.release_block_held_by(&theirs.key(), "n2").await.unwrap();
     srv.stop().await;
 }
 

@@ -262,10 +262,13 @@ async fn if_match_on_a_write_that_cannot_honour_it_is_refused_with_nothing_chang
         .header("If-Match", "\"1\"")
         .body(Body::empty())
         .unwrap();
-    let resp = seam_controller::router(c.clone())
-        .oneshot(request)
-        .await
-        .unwrap();
+    let resp = seam_controller::router_as(
+        c.clone(),
+        seam_controller::Caller::Known(seam_model::Identity::local_admin()),
+    )
+    .oneshot(request)
+    .await
+    .unwrap();
     assert_eq!(resp.status(), 400);
     assert_eq!(c.snapshot().await.unwrap().blocks, vec![block]);
 }

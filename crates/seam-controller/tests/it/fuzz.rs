@@ -3,7 +3,7 @@
 use axum::body::Body;
 use axum::http::Request;
 use proptest::prelude::*;
-use seam_controller::{router, Controller, ControllerConfig};
+use seam_controller::{router_as, Caller, Controller, ControllerConfig};
 use seam_store::AnyStore;
 use serde_json::{Map, Value};
 use tower::ServiceExt;
@@ -117,7 +117,11 @@ proptest! {
                 .header("content-type", "application/json")
                 .body(Body::from(body.clone()))
                 .unwrap();
-            router(c).oneshot(request).await.unwrap().status()
+            router_as(c, Caller::Known(seam_model::Identity::local_admin()))
+                .oneshot(request)
+                .await
+                .unwrap()
+                .status()
         });
         prop_assert!(
             !status.is_server_error(),

@@ -5,11 +5,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod api;
+mod authz;
 mod blocks;
 mod bounds;
 mod conditional;
 mod fuzz;
 mod identities;
+mod ownership;
 mod policies;
 mod process;
 mod replicas;

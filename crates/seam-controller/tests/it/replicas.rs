@@ -146,7 +146,9 @@ async fn a_thousand_allocations_across_a_fail_over_are_unique() {
     ))
     .unwrap()
     .with_timeout(Duration::from_secs(2));
-    for i in 0..4 {
+    // Nine nodes: each block of a segment goes to another node (a node holding two unused
+    // blocks of a segment gets no third).
+    for i in 0..9 {
         client.put_node(&node(i)).await.unwrap();
     }
 
@@ -170,7 +172,7 @@ async fn a_thousand_allocations_across_a_fail_over_are_unique() {
                     .map(|s| segments.push(s))
             } else {
                 let segment = format!("ns-ns{}", i / 10);
-                let node = format!("n{}", i % 4);
+                let node = format!("n{}", i % 10 - 1);
                 client
                     .claim_block(&segment, &node)
                     .await

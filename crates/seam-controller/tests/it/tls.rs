@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use seam_client::{ClientTls, ControllerClient};
 use seam_controller::{
-    Controller, ControllerConfig, Limits, Listener, ServeOptions, TcpSecurity, TlsFiles,
+    ConnectionLimits, Controller, ControllerConfig, Listener, ServeOptions, TcpSecurity, TlsFiles,
 };
 use seam_model::{CallerRole as Role, Identity, ObjectKind};
 use seam_pki::Ca;
@@ -46,10 +46,10 @@ async fn a_watch_over_tls_survives_a_serving_certificate_rotation() {
             key: p("tls.key"),
             ca: p("ca.crt"),
         }),
-        limits: Limits {
+        limits: ConnectionLimits {
             // Far shorter than the watch stays open: the timeout is for headers only.
             header_read_timeout: Duration::from_millis(300),
-            ..Limits::default()
+            ..ConnectionLimits::default()
         },
     };
     let task = tokio::spawn(seam_controller::serve_controller_with(

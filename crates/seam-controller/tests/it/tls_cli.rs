@@ -207,10 +207,8 @@ fn curl_with_an_admin_certificate_is_answered_and_others_are_refused() {
     );
 }
 
-/// Needs helper "authz" (issue 11): anonymous callers may only GET /healthz and POST /v1/join.
-/// Without authorization in the tree this fails with 200: un-ignore when authz is merged.
+/// Anonymous callers may only GET /healthz and POST /v1/join.
 #[test]
-#[ignore = "needs the authorization layer (issue 11, authz): anonymous GET /v1/nodes must be 401"]
 fn curl_without_a_certificate_gets_401_for_nodes() {
     if skip_without("curl") {
         return;

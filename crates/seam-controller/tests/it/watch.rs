@@ -29,7 +29,7 @@ async fn watch_sees_changes_in_order_and_resumes() {
         .await
         .unwrap();
     let block = c.claim_block("vms", "n1").await.unwrap();
-    c.release_block(&block.key()).await.unwrap();
+    c.release_block_held_by(&block.key(), "n1").await.unwrap();
     c.delete_node("n1").await.unwrap();
 
     let events = [
@@ -117,10 +117,13 @@ async fn idle_watch_sends_heartbeats() {
     let request = axum::http::Request::get("/v1/watch?revision=0")
         .body(Body::empty())
         .unwrap();
-    let resp = seam_controller::router(c.clone())
-        .oneshot(request)
-        .await
-        .unwrap();
+    let resp = seam_controller::router_as(
+        c.clone(),
+        seam_controller::Caller::Known(seam_model::Identity::local_admin()),
+    )
+    .oneshot(request)
+    .await
+    .unwrap();
     assert_eq!(resp.status(), 200);
     let mut body = resp.into_body();
     let before = tokio::time::Instant::now();

@@ -2,6 +2,7 @@
 //! library or the controller, and prints.
 
 pub(crate) mod apply;
+pub(crate) mod audit;
 pub(crate) mod conformance;
 pub(crate) mod delete;
 pub(crate) mod explain;

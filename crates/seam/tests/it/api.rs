@@ -400,3 +400,61 @@ fn apply_is_all_or_nothing_on_the_controller() {
     );
     assert!(ctl.ok(&["get", "namespaces"]).contains("tier=web"));
 }
+
+/// An https:// controller without a CA to verify it is a clear error naming the flag, before
+/// any connection; a lab that is not up names the lab.
+#[test]
+fn an_https_controller_needs_a_ca_and_a_missing_lab_is_named() {
+    let out = Command::new(env!("CARGO_BIN_EXE_seam"))
+        .args(["get", "nodes", "--controller", "https://127.0.0.1:1"])
+        .env_remove("SEAM_CA")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--ca"), "{stderr}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_seam"))
+        .args(["get", "nodes", "--lab", "no-such-lab-here"])
+        .env_remove("SEAM_CONTROLLER")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no-such-lab-here"), "{stderr}");
+}
+
+#[test]
+fn audit_lists_writes_newest_last() {
+    let ctl = Controller::start();
+    ctl.block_on(|c| async move {
+        c.put_segment(&segment("web", 1, 100)).await.unwrap();
+        let mut changed = segment("web", 1, 100);
+        changed.snat = true;
+        c.put_segment(&changed).await.unwrap();
+    });
+    let table = ctl.ok(&["audit"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 3, "{table}");
+    assert!(lines[0].starts_with("TIME"), "{table}");
+    // Over the Unix socket the caller is root on the machine.
+    for line in &lines[1..] {
+        let cells: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(
+            cells[1..4],
+            ["admin/local-root", "PUT", "/seam/v1/segments/web"],
+            "{line}"
+        );
+    }
+    assert!(
+        lines[1].contains("-→"),
+        "a create has no revision before: {table}"
+    );
+    let json = ctl.ok(&["audit", "--limit", "1", "-o", "json"]);
+    let records: Vec<seam_model::AuditRecord> = serde_json::from_str(&json).unwrap();
+    assert_eq!(records.len(), 1);
+    assert!(records[0].before.is_some(), "{json}");
+    assert!(records[0].before < Some(records[0].revision), "{json}");
+    let (ok, _, stderr) = ctl.seam(&["audit", "--limit", "20000"], "");
+    assert!(!ok && stderr.contains("10000"), "{stderr}");
+}

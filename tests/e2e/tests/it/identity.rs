@@ -100,6 +100,13 @@ fn agents_join_with_their_own_certificates_and_a_pod_gets_nothing_from_the_api()
         out.stdout
     );
 
+    // The harness's own client over TLS, as the lab's reader, from the underlay.
+    let nodes = g
+        .lab
+        .tls_call(LabUser::Reader, |c| async move { c.list_nodes().await })
+        .unwrap();
+    assert_eq!(nodes.len(), 2, "{nodes:?}");
+
     // From n1's namespace, which reaches the API: n1's certificate reads the nodes, and plain
     // HTTP gets no HTTP answer (TLS only).
     let n1 = g.node("n1");
@@ -135,6 +142,28 @@ fn agents_join_with_their_own_certificates_and_a_pod_gets_nothing_from_the_api()
     g.lab.processes().start_agent("n2").unwrap();
     let after = std::fs::read(node_cert_dir(&g.node("n2")).join("node.crt")).unwrap();
     assert_eq!(before, after, "the restarted agent joined again");
+
+    // After `seam node revoke n2` its certificate is refused at once; joining again with a new
+    // token gives it the next epoch's certificate, which works.
+    let out = seam(&g.lab, &["node", "revoke", "n2"]);
+    assert_eq!(out.status, 0, "{}", out.stderr);
+    let n2 = g.node("n2");
+    let (code, body) = curl(
+        &n1.netns_path,
+        "/v1/nodes",
+        &strs(&node_cert_args(&n2, &ca)),
+    );
+    assert_eq!(code, 401, "a revoked certificate: {body}");
+    g.lab.processes().rejoin_agent("n2").unwrap();
+    let cert = node_cert_dir(&n2).join("node.crt");
+    let subject = openssl(&["x509", "-in", &cert.to_string_lossy(), "-noout", "-subject"]);
+    assert!(subject.contains("OU = epoch:2"), "{subject}");
+    let (code, body) = curl(
+        &n1.netns_path,
+        "/v1/nodes",
+        &strs(&node_cert_args(&n2, &ca)),
+    );
+    assert_eq!(code, 200, "n2's new certificate: {body}");
 
     // A pod on n1 gets nothing it can use: the port is unreachable from it or refuses it.
     let pod = g.lab.workloads().add_pod("n1", "blue", "curious").unwrap();
