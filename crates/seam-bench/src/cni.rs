@@ -38,14 +38,42 @@ pub struct CniOpts {
     /// Directory of Debian's reference plug-ins.
     #[arg(long, default_value = "/usr/lib/cni")]
     pub ref_dir: PathBuf,
+    /// How the lab's agents reach the controller: `tls` (the lab as it is: over TCP on the
+    /// underlay with their node certificates) or `unix` (its Unix socket, as labs did before
+    /// issue 11), for a baseline.
+    #[arg(long, value_enum, default_value_t = AgentLink::Tls)]
+    pub agents: AgentLink,
+}
+
+/// How the lab's agents reach the controller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AgentLink {
+    /// Over TLS on the underlay, with node certificates (the lab's default).
+    Tls,
+    /// The controller's Unix socket, as the local admin.
+    Unix,
+}
+
+impl AgentLink {
+    /// As on the command line.
+    pub fn label(self) -> &'static str {
+        match self {
+            AgentLink::Tls => "tls",
+            AgentLink::Unix => "unix",
+        }
+    }
 }
 
 impl CniOpts {
     /// The command line that reproduces this run.
     pub fn command(&self) -> String {
         format!(
-            "cni --calls {} --warmup {} --threads {} --per-thread {}",
-            self.calls, self.warmup, self.threads, self.per_thread
+            "cni --calls {} --warmup {} --threads {} --per-thread {} --agents {}",
+            self.calls,
+            self.warmup,
+            self.threads,
+            self.per_thread,
+            self.agents.label()
         )
     }
 }
@@ -175,12 +203,38 @@ pub fn run(bin_dir: &Path, opts: &CniOpts) -> anyhow::Result<CniSummary> {
         util::cpus(),
         util::loadavg()
     );
-    let guard = crate::cleanup::lab_up("bcni", 1, bin_dir)?;
-    let result = bench(&guard, opts);
+    let mut guard = crate::cleanup::lab_up("bcni", 1, bin_dir)?;
+    let result = link_agents(&mut guard, opts.agents).and_then(|()| bench(&guard, opts));
     let down = guard.finish();
     let summary = result?;
     down?;
     Ok(summary)
+}
+
+/// Restarts the lab's agents on the controller's Unix socket for `AgentLink::Unix` (the lab
+/// starts them over TLS), and says which way they go.
+fn link_agents(guard: &mut LabGuard, agents: AgentLink) -> anyhow::Result<()> {
+    if agents == AgentLink::Unix && !guard.lab.api.is_empty() {
+        // Without an API address the lab starts agents on the Unix socket, without certificate.
+        guard.lab.api.clear();
+        let nodes: Vec<String> = guard.lab.nodes.iter().map(|n| n.name.clone()).collect();
+        for node in nodes {
+            guard.lab.processes().kill_agent(&node, "KILL")?;
+            guard.lab.processes().start_agent(&node)?;
+        }
+    }
+    if guard.lab.api.is_empty() {
+        println!(
+            "   agents reach the controller on its Unix socket {} (no certificate)",
+            guard.lab.controller
+        );
+    } else {
+        println!(
+            "   agents reach the controller over TLS at {} with their node certificates (joined with tokens); seam-cni talks to the agent's Unix socket",
+            guard.lab.api
+        );
+    }
+    Ok(())
 }
 
 fn bench(guard: &LabGuard, opts: &CniOpts) -> anyhow::Result<CniSummary> {

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -19,7 +19,7 @@ use crate::cleanup::{ChildGuard, LabGuard};
 use crate::stats::{ms, verdict, Stats};
 use crate::util;
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -78,102 +78,304 @@ impl PropagationOpts {
 /// Options of the hidden watcher process.
 #[derive(Debug, Clone, clap::Args)]
 pub struct WatcherOpts {
-    /// Controller endpoint(s), comma-separated.
+    /// Controller endpoint(s), comma-separated: `unix:`, `http://` or `https://`.
     #[arg(long)]
     pub controller: String,
+    /// For `https://`: the CA that verifies the controller.
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+    /// For `https://`: the client certificate to present (with `--key`).
+    #[arg(long, requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// The client certificate's key.
+    #[arg(long, requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// Follow the controller across restarts as seamd does: when the watch breaks, take a
+    /// fresh snapshot and watch again (backoff 100 ms doubling to 5 s), printing `ready` each
+    /// time. Only "the controller is not there" is retried, for at most 20 s; anything else
+    /// (a refused handshake or certificate, 401/403) ends the process with its error.
+    #[arg(long)]
+    pub resync: bool,
+}
+
+const RESYNC_BACKOFF_MIN: Duration = Duration::from_millis(100);
+const RESYNC_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// A watcher that cannot reach its controller for this long gives up, loudly.
+const RESYNC_GIVE_UP: Duration = Duration::from_secs(20);
+
+/// Why one follow of the controller ended.
+enum FollowEnd {
+    /// Snapshot or watch could not be started.
+    Connect(seam_client::ClientError),
+    /// The watch was established and then broke.
+    Broken(seam_client::ClientError),
+    /// The watch ended cleanly.
+    Ended,
+}
+
+/// Whether `e` says only that the controller is not there (refused, reset, closed, its socket
+/// missing), or is busy, which a restart of the controller causes and a retry cures.
+fn controller_away(e: &seam_client::ClientError) -> bool {
+    use std::io::ErrorKind;
+    if matches!(e, seam_client::ClientError::Timeout { .. }) || e.status() == Some(503) {
+        return true;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            // A TLS alert (a refused certificate) arrives as InvalidData: not retried.
+            return matches!(
+                io.kind(),
+                ErrorKind::ConnectionRefused
+                    | ErrorKind::ConnectionReset
+                    | ErrorKind::ConnectionAborted
+                    | ErrorKind::NotFound
+                    | ErrorKind::BrokenPipe
+                    | ErrorKind::UnexpectedEof
+            );
+        }
+        source = err.source();
+    }
+    false
+}
+
+/// One snapshot + watch, acknowledging `bprop*` namespace changes until the stream ends.
+async fn follow(client: &ControllerClient, out: &mut impl Write) -> anyhow::Result<FollowEnd> {
+    let snapshot = match client.snapshot().await {
+        Ok(s) => s,
+        Err(e) => return Ok(FollowEnd::Connect(e)),
+    };
+    let mut stream = match client.watch(snapshot.revision + 1).await {
+        Ok(s) => s,
+        Err(e) => return Ok(FollowEnd::Connect(e)),
+    };
+    writeln!(out, "ready {} {}", snapshot.revision, client.endpoint())?;
+    out.flush()?;
+    while let Some(event) = stream.next().await {
+        let event: WatchEvent = match event {
+            Ok(ev) => ev,
+            Err(e) => return Ok(FollowEnd::Broken(e)),
+        };
+        if event.kind != seam_model::ObjectKind::Namespace || !event.name.starts_with("bprop") {
+            continue;
+        }
+        let seq = event
+            .object
+            .as_ref()
+            .and_then(|o| o["labels"]["seq"].as_str())
+            .unwrap_or("-");
+        writeln!(out, "ack {} {seq}", event.name)?;
+        out.flush()?;
+    }
+    Ok(FollowEnd::Ended)
 }
 
 /// The watcher process: follows the controller as an agent does (snapshot, then the watch
-/// from the snapshot's revision, through seam-client) and acknowledges every change of a
-/// `bprop*` namespace on stdout (`ack <namespace> <seq>`), flushing each line.
+/// from the snapshot's revision, through seam-client), prints `ready <revision> <endpoint>`
+/// once the watch stands, and acknowledges every change of a `bprop*` namespace on stdout
+/// (`ack <namespace> <seq>`), flushing each line. Its first snapshot and watch must succeed:
+/// a refused handshake or certificate ends it at once with the error, never a hang.
 pub fn watcher(opts: &WatcherOpts) -> anyhow::Result<()> {
     runtime()?.block_on(async {
-        let client = ControllerClient::new(&opts.controller)?;
-        let snapshot = client.snapshot().await?;
-        let mut stream = client.watch(snapshot.revision + 1).await?;
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "ready {}", client.endpoint())?;
-        out.flush()?;
-        while let Some(event) = stream.next().await {
-            let event: WatchEvent = event?;
-            if event.kind != seam_model::ObjectKind::Namespace || !event.name.starts_with("bprop") {
-                continue;
-            }
-            let seq = event
-                .object
-                .as_ref()
-                .and_then(|o| o["labels"]["seq"].as_str())
-                .unwrap_or("-");
-            writeln!(out, "ack {} {seq}", event.name)?;
-            out.flush()?;
+        let mut client = ControllerClient::new(&opts.controller)?;
+        if let Some(ca) = &opts.ca {
+            let cert = opts.cert.as_deref().zip(opts.key.as_deref());
+            client = client.with_tls(
+                seam_client::ClientTls::from_files(ca, cert).context("the watcher's TLS files")?,
+            );
         }
-        Ok(())
+        let mut out = std::io::stdout().lock();
+        let mut ready_once = false;
+        let mut backoff = RESYNC_BACKOFF_MIN;
+        let mut away_since: Option<Instant> = None;
+        loop {
+            let end = follow(&client, &mut out).await?;
+            let e = match end {
+                FollowEnd::Ended if opts.resync => {
+                    ready_once = true;
+                    backoff = RESYNC_BACKOFF_MIN;
+                    away_since = None;
+                    continue;
+                }
+                FollowEnd::Ended => return Ok(()),
+                FollowEnd::Broken(_) if opts.resync => {
+                    // It stood, then the controller went away (a restart): wait as seamd does
+                    // and count the time away afresh.
+                    ready_once = true;
+                    backoff = RESYNC_BACKOFF_MIN;
+                    away_since = Some(Instant::now());
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(RESYNC_BACKOFF_MAX);
+                    continue;
+                }
+                FollowEnd::Broken(e) => {
+                    return Err(anyhow::Error::new(e).context("the watch broke"))
+                }
+                FollowEnd::Connect(e) => e,
+            };
+            // The first follow must succeed (this is where a refused certificate shows); later,
+            // only an absent controller is waited for, and not for ever.
+            let since = *away_since.get_or_insert_with(Instant::now);
+            if !opts.resync || !ready_once || !controller_away(&e) {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "watcher of {}: snapshot + watch refused",
+                    opts.controller
+                )));
+            }
+            if since.elapsed() > RESYNC_GIVE_UP {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "watcher of {}: controller away for more than {RESYNC_GIVE_UP:?}",
+                    opts.controller
+                )));
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(RESYNC_BACKOFF_MAX);
+        }
     })
 }
 
-struct Ack {
+/// What a watcher process reported, stamped when the line was read.
+pub(crate) enum WatcherEvent {
+    /// It saw change `key` (`<namespace> <seq>`).
+    Ack {
+        watcher: usize,
+        key: String,
+        at: Instant,
+    },
+    /// Its snapshot + watch stands (again).
+    Ready {
+        watcher: usize,
+        endpoint: String,
+        at: Instant,
+    },
+    /// It exited; what it wrote on stderr.
+    Gone { watcher: usize, stderr: String },
+}
+
+/// A watcher process ended (while it should have been following the controller).
+#[derive(Debug)]
+pub(crate) struct WatcherExited {
     watcher: usize,
-    key: String,
-    at: Instant,
+    stderr: String,
 }
 
-struct Watchers {
-    children: Vec<ChildGuard>,
-    acks: mpsc::Receiver<Ack>,
-    endpoints: BTreeMap<String, usize>,
+impl WatcherExited {
+    /// The first line of what it wrote on stderr (its error).
+    pub(crate) fn first_line(&self) -> &str {
+        self.stderr.lines().next().unwrap_or("(no message)")
+    }
 }
 
-fn start_watchers(lab_controller: &str, n: usize) -> anyhow::Result<Watchers> {
+impl std::fmt::Display for WatcherExited {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "watcher {} exited: {}", self.watcher, self.stderr.trim())
+    }
+}
+
+impl std::error::Error for WatcherExited {}
+
+pub(crate) struct Watchers {
+    pub(crate) children: Vec<ChildGuard>,
+    events: mpsc::Receiver<WatcherEvent>,
+    /// Watchers per endpoint they first reached.
+    pub(crate) endpoints: BTreeMap<String, usize>,
+}
+
+impl Watchers {
+    /// The next event within `timeout`; a watcher that exited is an error naming its stderr.
+    pub(crate) fn next(&self, timeout: Duration, what: &str) -> anyhow::Result<WatcherEvent> {
+        match self.events.recv_timeout(timeout) {
+            Ok(WatcherEvent::Gone { watcher, stderr }) => {
+                Err(anyhow::Error::new(WatcherExited { watcher, stderr }).context(what.to_string()))
+            }
+            Ok(ev) => Ok(ev),
+            Err(_) => bail!("{what}: nothing from the watchers for {timeout:?}"),
+        }
+    }
+}
+
+/// Starts `n` watcher processes (`propagation-watcher` with `args(i)`) and waits until every one
+/// has its watch standing; one that exits first fails this at once, with its error.
+pub(crate) fn start_watchers(
+    n: usize,
+    args: impl Fn(usize) -> Vec<std::ffi::OsString>,
+) -> anyhow::Result<Watchers> {
     let exe = std::env::current_exe().context("locate seam-bench")?;
-    let replicas: Vec<&str> = lab_controller.split(',').collect();
     let (tx, rx) = mpsc::channel();
-    let (ready_tx, ready_rx) = mpsc::channel();
     let mut children = Vec::new();
     for i in 0..n {
-        // Spread the watchers over the replicas: each starts its list at another one.
-        let mut list = replicas.clone();
-        list.rotate_left(i % replicas.len().max(1));
         let mut child: Child = Command::new(&exe)
-            .args(["propagation-watcher", "--controller", &list.join(",")])
+            .arg("propagation-watcher")
+            .args(args(i))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .context("spawn a watcher")?;
         let stdout = child.stdout.take().context("watcher stdout")?;
+        let stderr = child.stderr.take().context("watcher stderr")?;
         children.push(ChildGuard::new(child));
-        let (tx, ready_tx) = (tx.clone(), ready_tx.clone());
+        let out_tx = tx.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 let at = Instant::now();
-                if let Some(rest) = line.strip_prefix("ack ") {
-                    let _ = tx.send(Ack {
+                let event = if let Some(rest) = line.strip_prefix("ack ") {
+                    WatcherEvent::Ack {
                         watcher: i,
                         key: rest.to_string(),
                         at,
-                    });
-                } else if let Some(endpoint) = line.strip_prefix("ready ") {
-                    let _ = ready_tx.send(endpoint.to_string());
+                    }
+                } else if let Some(rest) = line.strip_prefix("ready ") {
+                    let endpoint = rest.split_once(' ').map_or(rest, |(_, e)| e);
+                    WatcherEvent::Ready {
+                        watcher: i,
+                        endpoint: endpoint.to_string(),
+                        at,
+                    }
+                } else {
+                    continue;
+                };
+                if out_tx.send(event).is_err() {
+                    break;
                 }
             }
         });
+        let err_tx = tx.clone();
+        // stderr closes when the process ends: that is the "gone" signal, with its text.
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut BufReader::new(stderr), &mut text);
+            let _ = err_tx.send(WatcherEvent::Gone {
+                watcher: i,
+                stderr: text,
+            });
+        });
     }
+    let watchers = Watchers {
+        children,
+        events: rx,
+        endpoints: BTreeMap::new(),
+    };
     let mut endpoints = BTreeMap::new();
-    for _ in 0..n {
-        let endpoint = ready_rx
-            .recv_timeout(Duration::from_secs(30))
-            .context("a watcher did not start its watch within 30 s")?;
-        *endpoints.entry(endpoint).or_insert(0) += 1;
+    let mut ready = BTreeSet::new();
+    while ready.len() < n {
+        if let WatcherEvent::Ready {
+            watcher, endpoint, ..
+        } = watchers.next(Duration::from_secs(30), "starting the watchers")?
+        {
+            if ready.insert(watcher) {
+                *endpoints.entry(endpoint).or_insert(0) += 1;
+            }
+        }
     }
     Ok(Watchers {
-        children,
-        acks: rx,
         endpoints,
+        ..watchers
     })
 }
 
-fn bprop(name: &str, seq: usize) -> Namespace {
+pub(crate) fn bprop(name: &str, seq: usize) -> Namespace {
     let mut ns = Namespace::named(name);
     ns.labels.insert("seq".into(), seq.to_string());
     ns
@@ -249,7 +451,13 @@ fn propagation_on(
     opts: &PropagationOpts,
 ) -> anyhow::Result<PropagationResult> {
     let lab = &guard.lab;
-    let watchers = start_watchers(&lab.controller, opts.watchers)?;
+    // Spread the watchers over the replicas: each starts its list at another one.
+    let replicas: Vec<&str> = lab.controller.split(',').collect();
+    let watchers = start_watchers(opts.watchers, |i| {
+        let mut list = replicas.clone();
+        list.rotate_left(i % replicas.len().max(1));
+        vec!["--controller".into(), list.join(",").into()]
+    })?;
     let rt = runtime()?;
     let client = lab.client()?;
     let n = opts.watchers;
@@ -263,12 +471,16 @@ fn propagation_on(
         let mut seen = BTreeSet::new();
         let mut last = sent;
         while seen.len() < n {
-            let ack = watchers
-                .acks
-                .recv_timeout(Duration::from_secs(10))
-                .with_context(|| format!("change {seq}: only {} watchers saw it", seen.len()))?;
-            if ack.key == key && seen.insert(ack.watcher) {
-                last = ack.at;
+            let what = format!("change {seq}: {} watchers saw it", seen.len());
+            if let WatcherEvent::Ack {
+                watcher,
+                key: k,
+                at,
+            } = watchers.next(Duration::from_secs(10), &what)?
+            {
+                if k == key && seen.insert(watcher) {
+                    last = at;
+                }
             }
         }
         // The first few warm connections and caches up.
@@ -306,15 +518,16 @@ fn propagation_on(
     let mut complete = 0;
     let mut last = start;
     while complete < n {
-        let ack = watchers
-            .acks
-            .recv_timeout(Duration::from_secs(30))
-            .with_context(|| format!("burst: {complete} of {n} watchers saw every change"))?;
-        if ack.key.starts_with("bprop-w") {
-            per_watcher[ack.watcher] += 1;
-            if per_watcher[ack.watcher] == total {
-                complete += 1;
-                last = ack.at;
+        let what = format!("burst: {complete} of {n} watchers saw every change");
+        if let WatcherEvent::Ack { watcher, key, at } =
+            watchers.next(Duration::from_secs(30), &what)?
+        {
+            if key.starts_with("bprop-w") {
+                per_watcher[watcher] += 1;
+                if per_watcher[watcher] == total {
+                    complete += 1;
+                    last = at;
+                }
             }
         }
     }

@@ -8,6 +8,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod cleanup;
 mod cni;
 mod control;
+mod control_tls;
 mod gateway;
 mod memory;
 mod policy;
@@ -62,7 +63,12 @@ enum Cmd {
     /// Time from an API change until 50 watching agents have seen it (p50/p99), and changes/s,
     /// on the embedded store and on etcd with 3 controller replicas.
     Propagation(control::PropagationOpts),
-    /// (internal) One watching agent of `propagation`.
+    /// Issue 11: mutual TLS against plain TCP in one run, alternating rounds: single-change
+    /// propagation to 50 watchers (p99 ratio <= 1.1), re-sync of all of them after a controller
+    /// kill -9 + restart (< 2 s), watchers with refused certificates exit with their error, and
+    /// CNI ADD with the agents over TLS against the Unix socket.
+    ControlTls(control_tls::ControlTlsOpts),
+    /// (internal) One watching agent of `propagation` and `control-tls`.
     #[command(hide = true)]
     PropagationWatcher(control::WatcherOpts),
     /// Controller fail-over on etcd with 3 replicas: leader kill -9 to the first write served,
@@ -188,6 +194,11 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             reproduce(&o.command());
             Ok(r.iter().all(|r| r.latency.p99 < 200.0))
         }
+        Cmd::ControlTls(o) => {
+            let r = control_tls::run(&bin_dir, &o)?;
+            reproduce(&o.command());
+            Ok(r.ok())
+        }
         Cmd::Failover(o) => {
             let r = control::failover(&bin_dir, &o)?;
             reproduce(&o.command());
@@ -215,6 +226,7 @@ fn all(bin_dir: &Path, a: &AllOpts) -> anyhow::Result<bool> {
         threads: 20,
         per_thread: 5,
         ref_dir: PathBuf::from("/usr/lib/cni"),
+        agents: cni::AgentLink::Tls,
     };
     let tput_o = throughput::ThroughputOpts {
         seconds: a.seconds,
