@@ -29,7 +29,13 @@ pub async fn run<K: NodeKernel + Firewall + 'static>(agent: Arc<Agent<K>>) {
     let mut backoff = BACKOFF_MIN;
     loop {
         let result = sync_once(&agent).await;
-        agent.controller_connected.store(false, Ordering::Release);
+        let was_watching = agent.controller_connected.swap(false, Ordering::AcqRel);
+        // A session that reached its watch was healthy: the outage that ended it starts the
+        // backoff afresh, so an agent that lived through many controller restarts still comes
+        // back within the first retry.
+        if was_watching {
+            backoff = BACKOFF_MIN;
+        }
         match result {
             Ok(()) => backoff = BACKOFF_MIN,
             Err(e) => {
