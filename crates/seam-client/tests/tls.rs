@@ -260,7 +260,11 @@ async fn requests_in_a_row_share_one_tls_connection() {
     for _ in 0..10 {
         client.healthz().await.unwrap();
     }
-    assert_eq!(accepted.load(Ordering::SeqCst), 1, "one handshake for 10 requests");
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "one handshake for 10 requests"
+    );
 
     let (port, accepted) = serve_keep_alive(&ca, dir.path(), 3).await;
     let client = ControllerClient::new(&format!("https://127.0.0.1:{port}"))
@@ -269,5 +273,9 @@ async fn requests_in_a_row_share_one_tls_connection() {
     for _ in 0..9 {
         client.healthz().await.unwrap();
     }
-    assert_eq!(accepted.load(Ordering::SeqCst), 3, "a closed connection is replaced");
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        3,
+        "a closed connection is replaced"
+    );
 }
