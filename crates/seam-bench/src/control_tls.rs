@@ -717,7 +717,7 @@ fn summarize(rounds: &[Round], refused: &[Refusal], opts: &ControlTlsOpts) -> Co
         1,
     );
     row("  the PUT alone, Unix socket", &|r| r.put_unix, 2);
-    row("  the PUT alone, TCP (a handshake each)", &|r| r.put_tcp, 3);
+    row("  the PUT alone, TCP (kept connection)", &|r| r.put_tcp, 3);
 
     println!(
         "   -- re-sync of all {} watchers after kill -9 + restart ({} per round; ms p50 / max over all restarts)",
