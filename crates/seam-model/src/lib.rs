@@ -28,6 +28,7 @@ mod mac;
 pub mod manifest;
 mod names;
 mod objects;
+pub mod service;
 pub mod tolerant;
 mod vm;
 
@@ -42,4 +43,5 @@ pub use links::*;
 pub use mac::{endpoint_mac, gateway_mac, MacAddr};
 pub use names::*;
 pub use objects::*;
+pub use service::*;
 pub use vm::*;
