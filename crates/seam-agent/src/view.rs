@@ -29,6 +29,14 @@ pub struct ClusterView {
     pub policies: BTreeMap<String, StoredPolicy>,
     /// Which segment the controller said serves a namespace (flat mode has one for all).
     pub namespace_segment: BTreeMap<String, String>,
+    /// Address pools by name.
+    pub address_pools: BTreeMap<String, seam_model::AddressPool>,
+    /// Services by `namespace/name`.
+    pub services: BTreeMap<String, seam_model::Service>,
+    /// EndpointSlices by `namespace/name`.
+    pub endpoint_slices: BTreeMap<String, seam_model::EndpointSlice>,
+    /// Node leases held now, by node.
+    pub node_leases: BTreeMap<String, seam_model::NodeLease>,
     /// What the firewall reads (tenants, namespaces, endpoints, policies) that may have changed since the
     /// firewall compiler last took it: lets a pass compare only those objects. Kept by [`ClusterView::reset`]
     /// and [`ClusterView::apply`]; whoever changes those maps another way must record it here too.
@@ -47,6 +55,10 @@ impl Default for ClusterView {
             tenants: BTreeMap::new(),
             policies: BTreeMap::new(),
             namespace_segment: BTreeMap::new(),
+            address_pools: BTreeMap::new(),
+            services: BTreeMap::new(),
+            endpoint_slices: BTreeMap::new(),
+            node_leases: BTreeMap::new(),
             // Nobody has counted yet.
             firewall_changes: ViewChanges::everything(),
         }
@@ -116,6 +128,22 @@ impl ClusterView {
             .into_iter()
             .map(|o| (o.name.clone(), o))
             .collect();
+        self.address_pools = snap
+            .address_pools
+            .into_iter()
+            .map(|o| (o.name.clone(), o))
+            .collect();
+        self.services = snap.services.into_iter().map(|o| (o.key(), o)).collect();
+        self.endpoint_slices = snap
+            .endpoint_slices
+            .into_iter()
+            .map(|o| (o.key(), o))
+            .collect();
+        self.node_leases = snap
+            .node_leases
+            .into_iter()
+            .map(|o| (o.node.clone(), o))
+            .collect();
     }
 
     /// Applies one watch event. A malformed object is logged with its key and skipped, so one
@@ -154,7 +182,13 @@ impl ClusterView {
                 ObjectKind::Namespace => Some(&mut changes.namespaces),
                 ObjectKind::Tenant => Some(&mut changes.tenants),
                 ObjectKind::Policy => Some(&mut changes.documents),
-                ObjectKind::Node | ObjectKind::Segment | ObjectKind::Block => None,
+                ObjectKind::Node
+                | ObjectKind::Segment
+                | ObjectKind::Block
+                | ObjectKind::AddressPool
+                | ObjectKind::Service
+                | ObjectKind::EndpointSlice
+                | ObjectKind::NodeLease => None,
             };
             if let Some(names) = names {
                 names.insert(event.name.clone());
@@ -169,6 +203,22 @@ impl ClusterView {
                 put(&mut self.namespaces, event.name, event.object, event.kind)
             }
             ObjectKind::Tenant => put(&mut self.tenants, event.name, event.object, event.kind),
+            ObjectKind::AddressPool => put(
+                &mut self.address_pools,
+                event.name,
+                event.object,
+                event.kind,
+            ),
+            ObjectKind::Service => put(&mut self.services, event.name, event.object, event.kind),
+            ObjectKind::EndpointSlice => put(
+                &mut self.endpoint_slices,
+                event.name,
+                event.object,
+                event.kind,
+            ),
+            ObjectKind::NodeLease => {
+                put(&mut self.node_leases, event.name, event.object, event.kind)
+            }
             ObjectKind::Policy => match event.object {
                 Some(value) => {
                     let object = decode_policy(&event.name, value);

@@ -102,6 +102,14 @@ pub struct StoredSnapshot {
     pub tenants: Vec<seam_model::Tenant>,
     /// All policy objects as stored, in store-name order.
     pub policies: Vec<serde_json::Value>,
+    /// All address pools.
+    pub address_pools: Vec<seam_model::AddressPool>,
+    /// All Services.
+    pub services: Vec<seam_model::Service>,
+    /// All EndpointSlices.
+    pub endpoint_slices: Vec<seam_model::EndpointSlice>,
+    /// The node leases held now.
+    pub node_leases: Vec<seam_model::NodeLease>,
 }
 
 /// An object as read from the store, with its `mod_revision` for compare-and-swap.
@@ -291,6 +299,18 @@ impl Controller {
                 ObjectKind::Tenant => decode(&kv.key, &kv.value).map(|o| snapshot.tenants.push(o)),
                 // As stored: their reader types them (seam-client), and keeps by name one it cannot read.
                 ObjectKind::Policy => decode(&kv.key, &kv.value).map(|o| snapshot.policies.push(o)),
+                ObjectKind::AddressPool => {
+                    decode(&kv.key, &kv.value).map(|o| snapshot.address_pools.push(o))
+                }
+                ObjectKind::Service => {
+                    decode(&kv.key, &kv.value).map(|o| snapshot.services.push(o))
+                }
+                ObjectKind::EndpointSlice => {
+                    decode(&kv.key, &kv.value).map(|o| snapshot.endpoint_slices.push(o))
+                }
+                ObjectKind::NodeLease => {
+                    decode(&kv.key, &kv.value).map(|o| snapshot.node_leases.push(o))
+                }
             }
             .unwrap_or_else(skip);
         }

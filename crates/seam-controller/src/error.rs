@@ -589,6 +589,10 @@ fn kind_name(kind: ObjectKind) -> &'static str {
         ObjectKind::Namespace => "namespace",
         ObjectKind::Tenant => "tenant",
         ObjectKind::Policy => "policy",
+        ObjectKind::AddressPool => "address pool",
+        ObjectKind::Service => "service",
+        ObjectKind::EndpointSlice => "endpoint slice",
+        ObjectKind::NodeLease => "node lease",
     }
 }
 

@@ -26,6 +26,12 @@ pub enum ApplyObject {
     /// A policy object in its wire form (`apiVersion`, `kind`, `metadata`, `spec`), as
     /// `PUT /v1/policies/{kind}/{name}` takes it; the controller types it with seam-policy.
     Policy(serde_json::Value),
+    /// A Service, as `PUT /v1/services/{namespace}/{name}` takes it.
+    Service(crate::Service),
+    /// An EndpointSlice, as `PUT /v1/endpointslices/{namespace}/{name}` takes it.
+    EndpointSlice(crate::EndpointSlice),
+    /// An address pool, as `PUT /v1/addresspools/{name}` takes it.
+    AddressPool(crate::AddressPool),
 }
 
 impl ApplyObject {
@@ -34,6 +40,9 @@ impl ApplyObject {
         match self {
             ApplyObject::Namespace(n) => format!("Namespace {}", n.name),
             ApplyObject::Tenant(t) => format!("Tenant {}", t.name),
+            ApplyObject::Service(s) => format!("Service {}/{}", s.namespace, s.name),
+            ApplyObject::EndpointSlice(s) => format!("EndpointSlice {}/{}", s.namespace, s.name),
+            ApplyObject::AddressPool(p) => format!("AddressPool {}", p.name),
             ApplyObject::Policy(v) => {
                 let text = |p: &str| v.pointer(p).and_then(serde_json::Value::as_str);
                 let kind = text("/kind").unwrap_or("policy");

@@ -404,11 +404,19 @@ pub enum ObjectKind {
     /// ([`policy_name`]). seam-model does not know the policy types: the controller validates them
     /// with seam-policy.
     Policy,
+    /// [`crate::AddressPool`]
+    AddressPool,
+    /// [`crate::Service`]; its name is `<namespace>/<name>`.
+    Service,
+    /// [`crate::EndpointSlice`]; its name is `<namespace>/<name>`.
+    EndpointSlice,
+    /// [`crate::NodeLease`]: a node (a gateway) that renews it is alive; its name is the node's.
+    NodeLease,
 }
 
 impl ObjectKind {
     /// Every kind, in the order a consumer should apply them (segments before endpoints).
-    pub const ALL: [ObjectKind; 7] = [
+    pub const ALL: [ObjectKind; 11] = [
         ObjectKind::Node,
         ObjectKind::Segment,
         ObjectKind::Block,
@@ -416,6 +424,10 @@ impl ObjectKind {
         ObjectKind::Namespace,
         ObjectKind::Endpoint,
         ObjectKind::Policy,
+        ObjectKind::AddressPool,
+        ObjectKind::Service,
+        ObjectKind::EndpointSlice,
+        ObjectKind::NodeLease,
     ];
 
     /// The plural resource name used in URLs and store keys.
@@ -428,6 +440,10 @@ impl ObjectKind {
             ObjectKind::Namespace => "namespaces",
             ObjectKind::Tenant => "tenants",
             ObjectKind::Policy => "policies",
+            ObjectKind::AddressPool => "addresspools",
+            ObjectKind::Service => "services",
+            ObjectKind::EndpointSlice => "endpointslices",
+            ObjectKind::NodeLease => "nodeleases",
         }
     }
 
@@ -767,6 +783,18 @@ pub struct Snapshot {
     /// Not a wire field: on the wire they are among `policies`, as stored.
     #[serde(skip)]
     pub unreadable_policies: Vec<UnreadablePolicy>,
+    /// All address pools (LoadBalancer addresses).
+    #[serde(default)]
+    pub address_pools: Vec<crate::AddressPool>,
+    /// All Services, as stored (allocations filled in).
+    #[serde(default)]
+    pub services: Vec<crate::Service>,
+    /// All EndpointSlices (backends of Services without a selector).
+    #[serde(default)]
+    pub endpoint_slices: Vec<crate::EndpointSlice>,
+    /// The node leases held now (gateways that are alive).
+    #[serde(default)]
+    pub node_leases: Vec<crate::NodeLease>,
 }
 
 impl Snapshot {

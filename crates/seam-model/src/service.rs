@@ -397,3 +397,18 @@ pub struct ResolvedPort {
     /// Its backends, sorted by address and port.
     pub backends: Vec<Backend>,
 }
+
+/// A node's liveness record: present while the node renews it (`PUT /v1/nodeleases/{node}`),
+/// gone a few seconds after it stops. Gateways hold one: LoadBalancer addresses move to the
+/// gateways that do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NodeLease {
+    /// The node.
+    pub node: String,
+}
+
+/// How long a node lease lives without renewal.
+pub const NODE_LEASE_TTL_SECONDS: u64 = 6;
+/// How often a gateway renews its lease.
+pub const NODE_LEASE_RENEW_SECONDS: u64 = 2;

@@ -21,6 +21,7 @@ pub mod msg;
 pub mod names;
 pub mod nat;
 pub mod rule;
+pub mod services;
 pub mod table;
 
 pub use msg::Batch;
