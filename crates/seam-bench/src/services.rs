@@ -1,0 +1,1228 @@
+//! `seam-bench services`: Services (issue 12's "Measured, in a benchmark"), each figure against a
+//! baseline measured in the same run.
+//!
+//! - Sync of N Services × E endpoints from nothing to applied in the kernel, through the agent's
+//!   path (`DesiredServices` → `ServiceModel::from_desired` → `TableModel` → `full_text` → `nft -f`,
+//!   what `seam-linux`'s `Firewall::apply_ruleset` runs), against kube-proxy's iptables layout of the
+//!   same Services loaded with `iptables-restore`.
+//! - One Service added on top of N, and one endpoint changed: the agent's in-place path
+//!   (`ServiceModel` → `table::delta` → nf_tables netlink batches, `Firewall::apply_delta`), p99,
+//!   alternating with kube-proxy's partial `iptables-restore --noflush` of the same change.
+//! - New-connection latency through a ClusterIP with few and with N Services, Seam's table against
+//!   kube-proxy's iptables layout (one `KUBE-SERVICES` rule per Service port, `KUBE-SVC-…` chains of
+//!   `statistic mode random` rules, `KUBE-SEP-…` chains that DNAT), batches alternating (ABBA).
+//! - Throughput client → ClusterIP → server against client → server through the same router
+//!   namespace (iperf3, rounds alternating).
+//! - The memory of a process holding the desired Services and the table model (a child process).
+//!
+//! Every namespace is named `bsvc-<pid>-…` and removed on exit, error or signal
+//! ([`crate::cleanup::ScopeGuard`]); the root namespace is never touched.
+
+use std::fmt::Write as _;
+use std::io::{ErrorKind, Write as _};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use ipnet::Ipv4Net;
+use seam_linux::{netns, sysctl};
+use seam_model::PortProtocol;
+use seam_nft::services::{DesiredServices, Frontend, FrontendKey};
+use seam_nft::table::TableModel;
+use serde_json::{json, Value};
+
+use crate::cleanup::{ChildGuard, ScopeGuard};
+use crate::policy_gen::Rng;
+use crate::stats::{ms, ratio, verdict, Stats};
+use crate::util;
+
+/// The Service port of every generated Service.
+const SVC_PORT: u16 = 80;
+/// The port of every backend.
+const TARGET_PORT: u16 = 8080;
+
+/// Options of `seam-bench services`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServicesOpts {
+    /// Services (one TCP port each).
+    #[arg(long, default_value_t = 10_000)]
+    pub services: usize,
+    /// Endpoints per Service.
+    #[arg(long, default_value_t = 10)]
+    pub endpoints: usize,
+    /// Services in the small configuration of the latency test.
+    #[arg(long, default_value_t = 10)]
+    pub few: usize,
+    /// Full syncs from nothing (each way).
+    #[arg(long, default_value_t = 3)]
+    pub syncs: usize,
+    /// Incremental changes of each kind (Service added, endpoint changed).
+    #[arg(long, default_value_t = 200)]
+    pub changes: usize,
+    /// TCP connections per configuration.
+    #[arg(long, default_value_t = 2000)]
+    pub connections: usize,
+    /// Connections per batch; configurations alternate between batches (ABBA).
+    #[arg(long, default_value_t = 100)]
+    pub batch: usize,
+    /// Seconds per iperf3 run.
+    #[arg(long, default_value_t = 5)]
+    pub seconds: u64,
+    /// iperf3 rounds (each measures both paths, alternating which goes first); 0 skips it.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+}
+
+impl ServicesOpts {
+    /// The command line that reproduces this run.
+    pub fn command(&self) -> String {
+        format!(
+            "services --services {} --endpoints {} --few {} --syncs {} --changes {} --connections {} \
+             --batch {} --seconds {} --rounds {}",
+            self.services,
+            self.endpoints,
+            self.few,
+            self.syncs,
+            self.changes,
+            self.connections,
+            self.batch,
+            self.seconds,
+            self.rounds
+        )
+    }
+}
+
+/// Options of the hidden `services-memory` child.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MemoryChildOpts {
+    /// Services.
+    #[arg(long, default_value_t = 10_000)]
+    pub services: usize,
+    /// Endpoints per Service.
+    #[arg(long, default_value_t = 10)]
+    pub endpoints: usize,
+}
+
+/// The results of `seam-bench services`.
+#[derive(Debug, Clone, Default)]
+pub struct ServicesSummary {
+    /// Rows of the closing table: (measure, value, target, ok).
+    pub rows: Vec<(String, String, String, bool)>,
+}
+
+impl ServicesSummary {
+    /// Every target met.
+    pub fn ok(&self) -> bool {
+        self.rows.iter().all(|r| r.3)
+    }
+
+    fn row(&mut self, what: impl Into<String>, value: impl Into<String>, target: &str, ok: bool) {
+        self.rows
+            .push((what.into(), value.into(), target.to_string(), ok));
+    }
+
+    /// Prints the table.
+    pub fn print(&self) {
+        println!("== summary (seam-bench services, load {})", util::loadavg());
+        println!(
+            "   {:<62} {:>44} {:>12} {:>5}",
+            "measure", "value", "target", ""
+        );
+        for (what, value, target, ok) in &self.rows {
+            let v = if target == "-" { "" } else { verdict(*ok) };
+            println!("   {what:<62} {value:>44} {target:>12} {v:>5}");
+        }
+    }
+}
+
+// ---- the generated Services -----------------------------------------------------------------
+
+fn add(base: Ipv4Addr, n: usize) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(base).wrapping_add(n as u32))
+}
+
+/// ClusterIP of Service `i` (in the default service range 10.96.0.0/12).
+fn vip(i: usize) -> Ipv4Addr {
+    add(Ipv4Addr::new(10, 96, 0, 1), i)
+}
+
+/// The probe's client and server (router `c0` 10.0.0.1, `s0` 10.1.0.1).
+const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+const SERVER_BASE: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 2);
+
+/// The generated Services of one configuration: Service `i` has ClusterIP `vip(i)`, port 80/TCP,
+/// and `per` pod backends on 8080 (a tenth of them on this node, as on node 0 of 10); the probe
+/// Service sits in the middle (so kube-proxy's `KUBE-SERVICES` scan meets it after half of the
+/// others, the average) and has the probe server's addresses as its backends.
+#[derive(Debug, Clone)]
+struct Generated {
+    services: usize,
+    per: usize,
+    probe: usize,
+    desired: DesiredServices,
+    /// Addresses handed out to replaced endpoints.
+    fresh: usize,
+}
+
+impl Generated {
+    fn new(services: usize, per: usize) -> Generated {
+        let probe = services / 2;
+        let mut g = Generated {
+            services: 0,
+            per: per.max(1),
+            probe,
+            desired: DesiredServices {
+                segment_subnets: [
+                    Ipv4Net::new(Ipv4Addr::new(10, 128, 0, 0), 9).ok(),
+                    Ipv4Net::new(Ipv4Addr::new(10, 0, 0, 0), 15).ok(),
+                ]
+                .into_iter()
+                .flatten()
+                .collect(),
+                ..DesiredServices::default()
+            },
+            fresh: 0,
+        };
+        for _ in 0..services {
+            g.push_service();
+        }
+        g
+    }
+
+    fn probe_vip(&self) -> Ipv4Addr {
+        vip(self.probe)
+    }
+
+    fn probe_backends(&self) -> Vec<Ipv4Addr> {
+        (0..self.per).map(|j| add(SERVER_BASE, j)).collect()
+    }
+
+    /// Appends Service number `self.services` (its ClusterIP sorts last, so the list stays sorted).
+    fn push_service(&mut self) {
+        let i = self.services;
+        let backends: Vec<(Ipv4Addr, u16)> = if i == self.probe {
+            self.probe_backends()
+                .into_iter()
+                .map(|a| (a, TARGET_PORT))
+                .collect()
+        } else {
+            (0..self.per)
+                .map(|j| {
+                    let a = add(Ipv4Addr::new(10, 128, 0, 0), i * self.per + j);
+                    if (i * self.per + j) % 10 == 0 {
+                        self.desired.hairpin.insert(a);
+                    }
+                    (a, TARGET_PORT)
+                })
+                .collect()
+        };
+        self.desired.frontends.push(Frontend {
+            key: FrontendKey::Address {
+                addr: vip(i),
+                protocol: PortProtocol::Tcp,
+                port: SVC_PORT,
+            },
+            service: format!("ns-{}/svc-{i}:http", i % 200),
+            backends,
+            affinity_timeout: None,
+            masquerade_outside: false,
+        });
+        self.services += 1;
+    }
+
+    /// Replaces one backend of a random Service (not the probe) by a new address: a pod replaced.
+    /// Returns the Service's index and the backend replaced.
+    fn change_endpoint(&mut self, rng: &mut Rng) -> (usize, Option<(Ipv4Addr, u16)>) {
+        let mut i = rng.below(self.services);
+        if i == self.probe {
+            i = (i + 1) % self.services;
+        }
+        let j = rng.below(self.per);
+        let fresh = add(Ipv4Addr::new(10, 200, 0, 0), self.fresh);
+        self.fresh += 1;
+        let mut old = None;
+        if let Some(f) = self.desired.frontends.get_mut(i) {
+            if let Some(b) = f.backends.get_mut(j) {
+                self.desired.hairpin.remove(&b.0);
+                old = Some(*b);
+                b.0 = fresh;
+            }
+            f.backends.sort();
+        }
+        (i, old)
+    }
+}
+
+/// The agent's path from the desired Services to the table it writes (no policy: the policy part
+/// of the table is empty, so only the Services' objects differ between configurations).
+fn seam_table(desired: &DesiredServices) -> TableModel {
+    // STUB until NFT's ServiceModel is merged.
+    let _ = desired;
+    TableModel::default()
+}
+
+// ---- kube-proxy's iptables layout -----------------------------------------------------------
+
+/// FNV-1a, for chain names of kube-proxy's shape (`KUBE-SVC-` + 16 characters; kube-proxy hashes
+/// with SHA-256 and base32, the length is what matters to the kernel).
+fn fnv(s: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+fn svc_chain(f: &Frontend) -> String {
+    format!("KUBE-SVC-{:016X}", fnv(&format!("{}/tcp", f.service)))
+}
+
+fn sep_chain(f: &Frontend, b: (Ipv4Addr, u16)) -> String {
+    format!(
+        "KUBE-SEP-{:016X}",
+        fnv(&format!("{}/tcp/{}:{}", f.service, b.0, b.1))
+    )
+}
+
+fn kp_frontend(f: &Frontend) -> Option<(Ipv4Addr, u16)> {
+    match f.key {
+        FrontendKey::Address { addr, port, .. } => Some((addr, port)),
+        FrontendKey::NodePort { .. } => None,
+    }
+}
+
+/// `-A KUBE-SERVICES` for every Service port, in the given order, then the NodePorts jump last,
+/// as kube-proxy writes it on every sync.
+fn kp_services_rules(out: &mut String, frontends: &[Frontend]) {
+    for f in frontends {
+        if let Some((addr, port)) = kp_frontend(f) {
+            let _ = writeln!(
+                out,
+                "-A KUBE-SERVICES -d {addr}/32 -p tcp -m comment --comment \"{} cluster IP\" -m tcp --dport {port} -j {}",
+                f.service,
+                svc_chain(f)
+            );
+        }
+    }
+    out.push_str("-A KUBE-SERVICES -m comment --comment \"kubernetes service nodeports; NOTE: this must be the last rule in this chain\" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS\n");
+}
+
+/// One Service port's `KUBE-SVC-…` chain (masquerade from outside the pod range, then one
+/// `statistic mode random` rule per endpoint with probability 1/(endpoints left), the last one
+/// unconditional) and its `KUBE-SEP-…` chains (masquerade hairpin, DNAT).
+fn kp_service_rules(out: &mut String, f: &Frontend) {
+    let Some((addr, port)) = kp_frontend(f) else {
+        return;
+    };
+    let svc = svc_chain(f);
+    let _ = writeln!(
+        out,
+        "-A {svc} ! -s 10.128.0.0/9 -d {addr}/32 -p tcp -m comment --comment \"{} cluster IP\" -m tcp --dport {port} -j KUBE-MARK-MASQ",
+        f.service
+    );
+    let n = f.backends.len();
+    for (k, b) in f.backends.iter().enumerate() {
+        let sep = sep_chain(f, *b);
+        if k + 1 < n {
+            let _ = writeln!(
+                out,
+                "-A {svc} -m comment --comment \"{} -> {}:{}\" -m statistic --mode random --probability {:.11} -j {sep}",
+                f.service,
+                b.0,
+                b.1,
+                1.0 / (n - k) as f64
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "-A {svc} -m comment --comment \"{} -> {}:{}\" -j {sep}",
+                f.service, b.0, b.1
+            );
+        }
+    }
+    for b in &f.backends {
+        let sep = sep_chain(f, *b);
+        let _ = writeln!(
+            out,
+            "-A {sep} -m comment --comment \"{}\" -s {}/32 -j KUBE-MARK-MASQ",
+            f.service, b.0
+        );
+        let _ = writeln!(
+            out,
+            "-A {sep} -m comment --comment \"{}\" -p tcp -m tcp -j DNAT --to-destination {}:{}",
+            f.service, b.0, b.1
+        );
+    }
+}
+
+fn kp_declare(out: &mut String, f: &Frontend) {
+    let _ = writeln!(out, ":{} - [0:0]", svc_chain(f));
+    for b in &f.backends {
+        let _ = writeln!(out, ":{} - [0:0]", sep_chain(f, *b));
+    }
+}
+
+/// The whole nat table as kube-proxy's iptables mode writes it on a full sync.
+fn kp_full(desired: &DesiredServices) -> String {
+    let mut out = String::from(
+        "*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n\
+         :KUBE-SERVICES - [0:0]\n:KUBE-NODEPORTS - [0:0]\n:KUBE-POSTROUTING - [0:0]\n:KUBE-MARK-MASQ - [0:0]\n",
+    );
+    for f in &desired.frontends {
+        kp_declare(&mut out, f);
+    }
+    out.push_str(
+        "-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\n\
+         -A OUTPUT -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\n\
+         -A POSTROUTING -m comment --comment \"kubernetes postrouting rules\" -j KUBE-POSTROUTING\n\
+         -A KUBE-MARK-MASQ -j MARK --or-mark 0x4000\n\
+         -A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN\n\
+         -A KUBE-POSTROUTING -j MARK --xor-mark 0x4000\n\
+         -A KUBE-POSTROUTING -m comment --comment \"kubernetes service traffic requiring SNAT\" -j MASQUERADE --random-fully\n",
+    );
+    kp_services_rules(&mut out, &desired.frontends);
+    for f in &desired.frontends {
+        kp_service_rules(&mut out, f);
+    }
+    out.push_str("COMMIT\n");
+    out
+}
+
+/// kube-proxy's partial sync (`iptables-restore --noflush`, since 1.27): `KUBE-SERVICES` is
+/// always rewritten whole; the changed Service's chains are rewritten; chains gone are deleted.
+fn kp_partial(desired: &DesiredServices, changed: &Frontend, gone: &[String]) -> String {
+    let mut out = String::from("*nat\n:KUBE-SERVICES - [0:0]\n");
+    kp_declare(&mut out, changed);
+    // As kube-proxy does: a chain to delete is declared (flushed) first, `-X` needs it empty.
+    for c in gone {
+        let _ = writeln!(out, ":{c} - [0:0]");
+    }
+    kp_services_rules(&mut out, &desired.frontends);
+    kp_service_rules(&mut out, changed);
+    for c in gone {
+        let _ = writeln!(out, "-X {c}");
+    }
+    out.push_str("COMMIT\n");
+    out
+}
+
+/// `iptables-restore [--noflush]` in the calling thread's namespace.
+fn iptables_restore(text: &str, noflush: bool) -> anyhow::Result<()> {
+    let mut child = Command::new("iptables-restore")
+        .args(noflush.then_some("--noflush"))
+        .arg("-w")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("run iptables-restore (iptables-nft)")?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(text.as_bytes())
+            .context("write to iptables-restore")?;
+    }
+    let out = child
+        .wait_with_output()
+        .context("wait for iptables-restore")?;
+    if !out.status.success() {
+        bail!(
+            "iptables-restore: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+// ---- the run ----------------------------------------------------------------------------------
+
+/// Runs the benchmark.
+pub fn run(opts: &ServicesOpts) -> anyhow::Result<ServicesSummary> {
+    println!(
+        "== seam-bench {}  ({} CPUs, load {})",
+        opts.command(),
+        util::cpus(),
+        util::loadavg()
+    );
+    let started = Instant::now();
+    let mut sum = ServicesSummary::default();
+    let scope = ScopeGuard::new("bsvc");
+    let t = Instant::now();
+    let big = Generated::new(opts.services, opts.endpoints);
+    println!(
+        "== {} Services x {} endpoints generated in {:.0} ms: ClusterIPs from 10.96.0.1, port 80/TCP -> 8080, {} hairpin (local backend) addresses",
+        big.services,
+        big.per,
+        ms(t.elapsed()),
+        big.desired.hairpin.len()
+    );
+
+    memory(opts, &mut sum)?;
+    sync(opts, &scope, &big, &mut sum)?;
+    incremental(opts, &scope, &big, &mut sum)?;
+    latency(opts, &scope, &big, &mut sum)?;
+
+    scope.finish()?;
+    println!("   whole run: {:.0} s", started.elapsed().as_secs_f64());
+    Ok(sum)
+}
+
+// ---- sync from nothing ------------------------------------------------------------------------
+
+fn sync(
+    opts: &ServicesOpts,
+    scope: &ScopeGuard,
+    g: &Generated,
+    sum: &mut ServicesSummary,
+) -> anyhow::Result<()> {
+    let syncs = opts.syncs.max(1);
+    let (mut model, mut render, mut apply, mut total) = (vec![], vec![], vec![], vec![]);
+    let (mut nl_apply, mut nl_total) = (vec![], vec![]);
+    let (mut kp_gen, mut kp_apply, mut kp_total) = (vec![], vec![], vec![]);
+    let mut text_kib = 0;
+    let mut kp_kib = 0;
+    for round in 0..syncs {
+        // Seam: a fresh namespace, no table; the agent's first write.
+        let name = scope.netns(&format!("sync{round}"));
+        let path = util::netns_with_lo(&name)?;
+        let r = netns::run_in(&path, || -> anyhow::Result<_> {
+            let t0 = Instant::now();
+            let table = seam_table(&g.desired);
+            let t1 = Instant::now();
+            let text = seam_nft::table::full_text(&table);
+            let t2 = Instant::now();
+            seam_linux::apply_ruleset(&text).context("apply the Services table (nft -f)")?;
+            let t3 = Instant::now();
+            // The same, in place over netlink, from a table that exists without Services (an
+            // agent that had no Service before): delta from the empty model.
+            seam_linux::delete_table()?;
+            let empty = TableModel::default();
+            seam_linux::apply_ruleset(&seam_nft::table::full_text(&empty))?;
+            let t4 = Instant::now();
+            let table = seam_table(&g.desired);
+            let delta = seam_nft::table::delta(&empty, &table);
+            seam_linux::apply_delta(&delta).context("apply the Services in place")?;
+            let t5 = Instant::now();
+            Ok((
+                ms(t1 - t0),
+                ms(t2 - t1),
+                ms(t3 - t2),
+                ms(t3 - t0),
+                ms(t5 - t4),
+                text.len(),
+            ))
+        })??;
+        netns::delete(&name)?;
+        model.push(r.0);
+        render.push(r.1);
+        apply.push(r.2);
+        total.push(r.3);
+        nl_total.push(r.4);
+        nl_apply.push(r.4 - r.0);
+        text_kib = r.5 / 1024;
+        // kube-proxy: a fresh namespace, iptables-restore of the whole nat table.
+        let name = scope.netns(&format!("kpsync{round}"));
+        let path = util::netns_with_lo(&name)?;
+        let r = netns::run_in(&path, || -> anyhow::Result<_> {
+            let t0 = Instant::now();
+            let text = kp_full(&g.desired);
+            let t1 = Instant::now();
+            iptables_restore(&text, false)?;
+            let t2 = Instant::now();
+            Ok((ms(t1 - t0), ms(t2 - t1), ms(t2 - t0), text.len()))
+        })??;
+        netns::delete(&name)?;
+        kp_gen.push(r.0);
+        kp_apply.push(r.1);
+        kp_total.push(r.2);
+        kp_kib = r.3 / 1024;
+    }
+    let m = |v: &[f64]| Stats::of(v).median;
+    println!(
+        "== sync of {} Services x {} endpoints from nothing to applied in the kernel ({syncs} runs each, fresh namespaces, medians)",
+        g.services, g.per
+    );
+    println!(
+        "   seam, first write (agent start): ServiceModel::from_desired {:.0} ms + full_text {:.0} ms ({text_kib} KiB) + nft -f {:.0} ms = {:.0} ms (min {:.0}, max {:.0})",
+        m(&model),
+        m(&render),
+        m(&apply),
+        m(&total),
+        Stats::of(&total).min,
+        Stats::of(&total).max
+    );
+    println!(
+        "   seam, in place over netlink from a table without Services: model + delta + nf_tables batches {:.0} ms",
+        m(&nl_total)
+    );
+    println!(
+        "   kube-proxy iptables layout: generate {:.0} ms ({kp_kib} KiB) + iptables-restore {:.0} ms = {:.0} ms",
+        m(&kp_gen),
+        m(&kp_apply),
+        m(&kp_total)
+    );
+    let s = m(&total);
+    sum.row(
+        format!(
+            "sync {} Services x {} endpoints, nothing -> kernel",
+            g.services, g.per
+        ),
+        format!("{s:.0} ms (netlink in place {:.0} ms)", m(&nl_total)),
+        "< 1000 ms",
+        s < 1000.0,
+    );
+    sum.row(
+        "  baseline: kube-proxy iptables layout, iptables-restore",
+        format!(
+            "{:.0} ms (seam / it = {:.3})",
+            m(&kp_total),
+            ratio(s, m(&kp_total))
+        ),
+        "-",
+        true,
+    );
+    Ok(())
+}
+
+// ---- incremental changes ------------------------------------------------------------------------
+
+#[derive(Default)]
+struct Timings {
+    model: Vec<f64>,
+    delta: Vec<f64>,
+    apply: Vec<f64>,
+    total: Vec<f64>,
+    ops: Vec<f64>,
+    kp: Vec<f64>,
+}
+
+fn incremental(
+    opts: &ServicesOpts,
+    scope: &ScopeGuard,
+    g: &Generated,
+    sum: &mut ServicesSummary,
+) -> anyhow::Result<()> {
+    let seam_ns = scope.netns("inc");
+    let seam_path = util::netns_with_lo(&seam_ns)?;
+    let kp_ns = scope.netns("kpinc");
+    let kp_path = util::netns_with_lo(&kp_ns)?;
+    let mut g = g.clone();
+    let mut applied = seam_table(&g.desired);
+    netns::run_in(&seam_path, || {
+        seam_linux::apply_ruleset(&seam_nft::table::full_text(&applied))
+    })??;
+    netns::run_in(&kp_path, || iptables_restore(&kp_full(&g.desired), false))??;
+    let mut rng = Rng::new(0x5E41_12);
+    let mut out: Vec<(&str, Timings)> = Vec::new();
+    for kind in ["Service added", "endpoint changed"] {
+        let mut tm = Timings::default();
+        for k in 0..opts.changes {
+            let (changed, gone) = if kind == "Service added" {
+                g.push_service();
+                let f = g.desired.frontends.last().context("no Service")?.clone();
+                (f, Vec::new())
+            } else {
+                let (i, old) = g.change_endpoint(&mut rng);
+                let f = g.desired.frontends.get(i).context("no Service")?.clone();
+                // kube-proxy deletes the KUBE-SEP chain of the endpoint that went away.
+                let gone = old.map(|b| sep_chain(&f, b)).into_iter().collect();
+                (f, gone)
+            };
+            let seam = |applied: &TableModel| {
+                netns::run_in(&seam_path, || -> anyhow::Result<_> {
+                    let t0 = Instant::now();
+                    let table = seam_table(&g.desired);
+                    let t1 = Instant::now();
+                    let delta = seam_nft::table::delta(applied, &table);
+                    let t2 = Instant::now();
+                    seam_linux::apply_delta(&delta).context("apply a Service change in place")?;
+                    let t3 = Instant::now();
+                    let ops = delta.switch.len() + delta.cleanup.len();
+                    Ok((
+                        table,
+                        [ms(t1 - t0), ms(t2 - t1), ms(t3 - t2), ms(t3 - t0)],
+                        ops,
+                    ))
+                })?
+            };
+            let kp = || {
+                netns::run_in(&kp_path, || -> anyhow::Result<f64> {
+                    let t0 = Instant::now();
+                    let text = kp_partial(&g.desired, &changed, &gone);
+                    iptables_restore(&text, true)?;
+                    Ok(ms(t0.elapsed()))
+                })?
+            };
+            // Alternate which goes first.
+            let (s, kp_ms) = if k % 2 == 0 {
+                let s = seam(&applied)?;
+                (s, kp()?)
+            } else {
+                let kp_ms = kp()?;
+                (seam(&applied)?, kp_ms)
+            };
+            let (table, t, ops) = s;
+            applied = table;
+            tm.model.push(t[0]);
+            tm.delta.push(t[1]);
+            tm.apply.push(t[2]);
+            tm.total.push(t[3]);
+            tm.ops.push(ops as f64);
+            tm.kp.push(kp_ms);
+        }
+        out.push((kind, tm));
+    }
+    // The kernel holds what the model says: the element counts of the final table.
+    let listed = netns::run_in(&seam_path, seam_linux::nft::list_table_text)??;
+    netns::delete(&seam_ns)?;
+    netns::delete(&kp_ns)?;
+    let adopted = listed
+        .as_deref()
+        .and_then(seam_nft::table::from_nft_json)
+        .map(|t| t == applied); // STUB2 t.services == applied.services
+    println!(
+        "== one change at a time on top of {} Services x {} endpoints, {} of each, as the agent makes them: ServiceModel::from_desired (all Services), table::delta, nf_tables netlink batches; alternating with kube-proxy's partial iptables-restore --noflush of the same change",
+        opts.services, g.per, opts.changes
+    );
+    println!(
+        "   {:<17} {:>19} {:>15} {:>15} {:>15} {:>8} {:>22} {:>9}",
+        "ms p50 / p99",
+        "seam total",
+        "model",
+        "delta",
+        "netlink apply",
+        "ops",
+        "kube-proxy iptables",
+        "ratio p99"
+    );
+    let pp = |v: &[f64]| {
+        let s = Stats::of(v);
+        format!("{:.1} / {:.1}", s.median, s.p99)
+    };
+    for (kind, tm) in &out {
+        let s = Stats::of(&tm.total);
+        let kp = Stats::of(&tm.kp);
+        println!(
+            "   {:<17} {:>19} {:>15} {:>15} {:>15} {:>8.0} {:>22} {:>9.3}",
+            kind,
+            pp(&tm.total),
+            pp(&tm.model),
+            pp(&tm.delta),
+            pp(&tm.apply),
+            Stats::of(&tm.ops).median,
+            pp(&tm.kp),
+            ratio(s.p99, kp.p99)
+        );
+        let target = if *kind == "Service added" { 20.0 } else { 10.0 };
+        sum.row(
+            format!("{kind} on top of {}: p50 / p99", opts.services),
+            format!("{:.1} / {:.1} ms", s.median, s.p99),
+            if target == 20.0 {
+                "p99 < 20 ms"
+            } else {
+                "p99 < 10 ms"
+            },
+            s.p99 < target,
+        );
+        sum.row(
+            "  baseline: kube-proxy iptables partial restore p50 / p99",
+            format!(
+                "{:.1} / {:.1} ms (seam / it p99 = {:.3})",
+                kp.median,
+                kp.p99,
+                ratio(s.p99, kp.p99)
+            ),
+            "-",
+            true,
+        );
+    }
+    println!(
+        "   kube-proxy's nftables mode, cited (not measured here): about 140 ms for one Service added at 10,000"
+    );
+    match adopted {
+        Some(true) => println!(
+            "   the kernel's table read back (nft -j list, table::from_nft_json) equals the last model's Services"
+        ),
+        Some(false) => bail!("the kernel's Services differ from the model after the changes"),
+        None => println!("   (the kernel's table could not be read back into a model)"),
+    }
+    Ok(())
+}
+
+// ---- memory -------------------------------------------------------------------------------------
+
+fn memory(opts: &ServicesOpts, sum: &mut ServicesSummary) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("locate seam-bench")?;
+    let out = Command::new(&exe)
+        .arg("services-memory")
+        .args(["--services", &opts.services.to_string()])
+        .args(["--endpoints", &opts.endpoints.to_string()])
+        .output()
+        .context("run seam-bench services-memory")?;
+    if !out.status.success() {
+        bail!(
+            "services-memory child failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let v: Value = serde_json::from_slice(&out.stdout).context("parse services-memory output")?;
+    let kib = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let mib = |k: &str| kib(k) as f64 / 1024.0;
+    println!(
+        "== memory of a process holding {} Services x {} endpoints (a child process, VmRSS)",
+        opts.services, opts.endpoints
+    );
+    println!(
+        "   at start (binary, libraries): {:.1} MiB",
+        mib("start_kib")
+    );
+    println!(
+        "   + the desired Services (DesiredServices: {} frontends, {} backends): {:.1} MiB",
+        kib("frontends"),
+        kib("backends"),
+        mib("desired_kib")
+    );
+    println!(
+        "   + the table model (ServiceModel in TableModel), as the agent keeps the applied one: {:.1} MiB",
+        mib("model_kib")
+    );
+    println!(
+        "   + the full nft text rendered and dropped: {:.1} MiB (peak VmHWM {:.1} MiB; text {} KiB)",
+        mib("rendered_kib"),
+        mib("hwm_kib"),
+        kib("text_bytes") / 1024
+    );
+    sum.row(
+        format!(
+            "memory: VmRSS holding {} Services x {} endpoints (desired + model)",
+            opts.services, opts.endpoints
+        ),
+        format!(
+            "{:.1} MiB (+{:.1} over start; peak {:.1})",
+            mib("rendered_kib"),
+            mib("rendered_kib") - mib("start_kib"),
+            mib("hwm_kib")
+        ),
+        "-",
+        true,
+    );
+    Ok(())
+}
+
+/// The hidden `services-memory` child: builds the desired Services and the table model and
+/// prints its own VmRSS at each step as JSON.
+pub fn memory_child(opts: &MemoryChildOpts) -> anyhow::Result<()> {
+    let me = std::process::id();
+    let start = util::proc_status_kib(me, "VmRSS")?;
+    let desired = Generated::new(opts.services, opts.endpoints).desired;
+    let desired_kib = util::proc_status_kib(me, "VmRSS")?;
+    let table = seam_table(&desired);
+    let model_kib = util::proc_status_kib(me, "VmRSS")?;
+    let text_bytes = seam_nft::table::full_text(&table).len();
+    let rendered_kib = util::proc_status_kib(me, "VmRSS")?;
+    let hwm_kib = util::proc_status_kib(me, "VmHWM")?;
+    println!(
+        "{}",
+        json!({
+            "start_kib": start,
+            "desired_kib": desired_kib,
+            "model_kib": model_kib,
+            "rendered_kib": rendered_kib,
+            "hwm_kib": hwm_kib,
+            "frontends": desired.frontends.len(),
+            "backends": desired.frontends.iter().map(|f| f.backends.len()).sum::<usize>(),
+            "text_bytes": text_bytes,
+        })
+    );
+    drop(table);
+    Ok(())
+}
+
+// ---- connection latency and throughput -------------------------------------------------------
+
+/// Client, router ("node") and server namespaces: `client eth0 10.0.0.2 — c0 10.0.0.1 [node] s0
+/// 10.1.0.1 — server eth0 10.1.0.2…` (the server holds every backend address of the probe
+/// Service). The node forwards and holds the Service dataplane under test.
+struct Routed {
+    node: PathBuf,
+    client: PathBuf,
+    server: PathBuf,
+    stop: Arc<AtomicBool>,
+    listener: Option<JoinHandle<()>>,
+}
+
+impl Routed {
+    fn stop_listener(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(h) = self.listener.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Routed {
+    fn drop(&mut self) {
+        self.stop_listener();
+    }
+}
+
+fn routed(scope: &ScopeGuard, tag: &str, backends: &[Ipv4Addr]) -> anyhow::Result<Routed> {
+    let node = scope.netns(&format!("{tag}-node"));
+    let client = scope.netns(&format!("{tag}-cli"));
+    let server = scope.netns(&format!("{tag}-srv"));
+    let node_path = util::netns_with_lo(&node)?;
+    let client_path = util::netns_with_lo(&client)?;
+    let server_path = util::netns_with_lo(&server)?;
+    for (port, peer, router_addr) in [
+        ("c0", &client, "10.0.0.1/24"),
+        ("s0", &server, "10.1.0.1/24"),
+    ] {
+        util::ip(
+            &node,
+            &[
+                "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", peer,
+            ],
+        )?;
+        util::ip(&node, &["addr", "add", router_addr, "dev", port])?;
+        util::ip(&node, &["link", "set", port, "up"])?;
+        util::ip(peer, &["link", "set", "eth0", "up"])?;
+    }
+    util::ip(
+        &client,
+        &["addr", "add", &format!("{CLIENT_IP}/24"), "dev", "eth0"],
+    )?;
+    util::ip(&client, &["route", "add", "default", "via", "10.0.0.1"])?;
+    for a in backends {
+        util::ip(&server, &["addr", "add", &format!("{a}/24"), "dev", "eth0"])?;
+    }
+    util::ip(&server, &["route", "add", "default", "via", "10.1.0.1"])?;
+    netns::run_in(&node_path, || sysctl::write("net/ipv4/ip_forward", "1"))??;
+    let listener = netns::run_in(&server_path, || {
+        TcpListener::bind((Ipv4Addr::UNSPECIFIED, TARGET_PORT))
+    })??;
+    listener.set_nonblocking(true)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    // Accepting does not affect connect latency (the kernel completes the handshake); the
+    // accepted sockets are closed at once.
+    let handle = std::thread::spawn(move || {
+        while !flag.load(Ordering::SeqCst) {
+            match listener.accept() {
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(1))
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(1)),
+            }
+        }
+    });
+    Ok(Routed {
+        node: node_path,
+        client: client_path,
+        server: server_path,
+        stop,
+        listener: Some(handle),
+    })
+}
+
+/// `n` TCP connect+close from the client to `to`; connect latencies in ms.
+fn connects(client: &Path, to: SocketAddr, n: usize) -> anyhow::Result<Vec<f64>> {
+    netns::run_in(client, || -> anyhow::Result<Vec<f64>> {
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let t = Instant::now();
+            let s = TcpStream::connect_timeout(&to, Duration::from_secs(1))
+                .with_context(|| format!("connect to {to}"))?;
+            out.push(ms(t.elapsed()));
+            drop(s);
+        }
+        Ok(out)
+    })?
+}
+
+struct LatConfig {
+    label: String,
+    services: usize,
+    lab: Routed,
+    to: SocketAddr,
+    samples: Vec<f64>,
+}
+
+fn latency(
+    opts: &ServicesOpts,
+    scope: &ScopeGuard,
+    big: &Generated,
+    sum: &mut ServicesSummary,
+) -> anyhow::Result<()> {
+    let few = Generated::new(opts.few.max(1), opts.endpoints);
+    let mut configs = Vec::new();
+    for (tag, g, seam) in [
+        ("sf", &few, true),
+        ("sn", big, true),
+        ("kf", &few, false),
+        ("kn", big, false),
+    ] {
+        let lab = routed(scope, tag, &g.probe_backends())?;
+        let t = Instant::now();
+        if seam {
+            let text = seam_nft::table::full_text(&seam_table(&g.desired));
+            netns::run_in(&lab.node, || seam_linux::apply_ruleset(&text))??;
+        } else {
+            let text = kp_full(&g.desired);
+            netns::run_in(&lab.node, || iptables_restore(&text, false))??;
+        }
+        let load_ms = ms(t.elapsed());
+        let label = format!(
+            "{} {} Services",
+            if seam { "seam" } else { "kube-proxy iptables" },
+            g.services
+        );
+        println!("   {label}: loaded in {load_ms:.0} ms");
+        configs.push(LatConfig {
+            label,
+            services: g.services,
+            lab,
+            to: SocketAddr::from((g.probe_vip(), SVC_PORT)),
+            samples: Vec::new(),
+        });
+    }
+    let batch = opts.batch.max(1);
+    let rounds = opts.connections.div_ceil(batch);
+    let t = Instant::now();
+    for round in 0..rounds {
+        let order: Vec<usize> = if round % 2 == 0 {
+            (0..configs.len()).collect()
+        } else {
+            (0..configs.len()).rev().collect()
+        };
+        for i in order {
+            let c = &mut configs[i];
+            connects(&c.lab.client, c.to, 10)?; // warm-up
+            let s = connects(&c.lab.client, c.to, batch)?;
+            c.samples.extend(s);
+        }
+    }
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "== new-connection latency through a ClusterIP: client, router node (the dataplane under test), server namespaces; TCP connect+close to the probe Service (in the middle of the list, 10 backends), {} per configuration in batches of {batch}, ABBA ({secs:.0} s, load {})",
+        rounds * batch,
+        util::loadavg()
+    );
+    println!(
+        "   {:<34} {:>9} {:>9} {:>9} {:>9} {:>12}",
+        "configuration", "median", "p99", "min", "ratio", "vs seam same"
+    );
+    let base = Stats::of(&configs[0].samples).median;
+    for (k, c) in configs.iter().enumerate() {
+        let s = Stats::of(&c.samples);
+        let same = if k >= 2 {
+            format!(
+                "{:.2}",
+                ratio(s.median, Stats::of(&configs[k - 2].samples).median)
+            )
+        } else {
+            "-".into()
+        };
+        println!(
+            "   {:<34} {:>7.3}ms {:>7.3}ms {:>7.3}ms {:>9.3} {:>12}",
+            c.label,
+            s.median,
+            s.p99,
+            s.min,
+            ratio(s.median, base),
+            same
+        );
+    }
+    let med = |k: usize| Stats::of(&configs[k].samples).median;
+    let r = ratio(med(1), med(0));
+    sum.row(
+        format!(
+            "connect latency median, seam {} / {} Services",
+            configs[1].services, configs[0].services
+        ),
+        format!("{:.3} / {:.3} ms = {r:.3}", med(1), med(0)),
+        "< 1.05",
+        r < 1.05,
+    );
+    let rk = ratio(med(3), med(2));
+    sum.row(
+        format!(
+            "  baseline: kube-proxy iptables {} / {} Services",
+            configs[3].services, configs[2].services
+        ),
+        format!("{:.3} / {:.3} ms = {rk:.3}", med(3), med(2)),
+        "-",
+        true,
+    );
+    sum.row(
+        format!(
+            "  kube-proxy iptables / seam, both {} Services",
+            configs[1].services
+        ),
+        format!(
+            "{:.3} / {:.3} ms = {:.3}",
+            med(3),
+            med(1),
+            ratio(med(3), med(1))
+        ),
+        "-",
+        true,
+    );
+    // Throughput on the seam configuration with all the Services.
+    if opts.rounds > 0 {
+        let mut lab = configs.swap_remove(1).lab;
+        drop(configs);
+        lab.stop_listener();
+        throughput(opts, &lab, big, sum)?;
+    }
+    Ok(())
+}
+
+/// iperf3 client → ClusterIP → server against client → server directly, both through the router
+/// namespace holding the Services table (rounds alternate which goes first).
+fn throughput(
+    opts: &ServicesOpts,
+    lab: &Routed,
+    g: &Generated,
+    sum: &mut ServicesSummary,
+) -> anyhow::Result<()> {
+    // iperf3 listens on the backends' port, so the ClusterIP's port 80 reaches it.
+    let port = TARGET_PORT.to_string();
+    let child = netns::run_in(&lab.server, || {
+        Command::new("iperf3")
+            // -B: an IPv4 socket (iperf3 listens on IPv6 `::` otherwise, not in /proc/net/tcp).
+            .args(["-s", "-B", "0.0.0.0", "-p", &port])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+    })?
+    .context("spawn iperf3 -s")?;
+    let server = ChildGuard::new(child);
+    crate::throughput::wait_listening(server.0.id(), Ipv4Addr::UNSPECIFIED, TARGET_PORT)?;
+    let direct = SocketAddr::from((SERVER_BASE, TARGET_PORT));
+    let via = SocketAddr::from((g.probe_vip(), SVC_PORT));
+    let (mut d, mut v) = (Vec::new(), Vec::new());
+    for round in 0..opts.rounds {
+        for through in [round % 2 == 0, round % 2 != 0] {
+            let to = if through { via } else { direct };
+            let gbit = iperf_client(&lab.client, to, opts.seconds)?;
+            if through {
+                v.push(gbit);
+            } else {
+                d.push(gbit);
+            }
+        }
+    }
+    drop(server);
+    let (dm, vm) = (Stats::of(&d).median, Stats::of(&v).median);
+    println!(
+        "== throughput through the router node holding {} Services (iperf3 {} s x {} rounds, Gbit/s)",
+        g.services, opts.seconds, opts.rounds
+    );
+    println!("   client -> ClusterIP {via} -> server: {v:.2?} median {vm:.2}");
+    println!("   client -> server {direct} directly:       {d:.2?} median {dm:.2}");
+    let r = ratio(vm, dm);
+    sum.row(
+        "throughput via ClusterIP / direct, same router (medians)",
+        format!("{vm:.2} / {dm:.2} Gbit/s = {r:.3}"),
+        ">= 0.95",
+        r >= 0.95,
+    );
+    Ok(())
+}
+
+fn iperf_client(client: &Path, to: SocketAddr, seconds: u64) -> anyhow::Result<f64> {
+    let (ip, port, secs) = (
+        to.ip().to_string(),
+        to.port().to_string(),
+        seconds.to_string(),
+    );
+    let out = netns::run_in(client, || {
+        Command::new("iperf3")
+            .args([
+                "-c",
+                &ip,
+                "-p",
+                &port,
+                "-t",
+                &secs,
+                "-J",
+                "--connect-timeout",
+                "3000",
+            ])
+            .stdin(Stdio::null())
+            .output()
+    })?
+    .context("run iperf3 -c")?;
+    let v: Value = serde_json::from_slice(&out.stdout).with_context(|| {
+        format!(
+            "iperf3 -c {to} output (exit {}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })?;
+    if let Some(err) = v["error"].as_str() {
+        bail!("iperf3 -c {to}: {err}");
+    }
+    v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .map(|b| b / 1e9)
+        .with_context(|| format!("iperf3 -c {to}: no end.sum_received.bits_per_second"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kube_proxy_layout() -> anyhow::Result<()> {
+        let g = Generated::new(3, 2);
+        let text = kp_full(&g.desired);
+        // One KUBE-SERVICES rule per Service port, then the NodePorts jump.
+        let svc_rules: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("-A KUBE-SERVICES"))
+            .collect();
+        assert_eq!(svc_rules.len(), 4);
+        assert!(svc_rules[1].contains("-d 10.96.0.2/32") && svc_rules[1].contains("--dport 80"));
+        assert!(svc_rules[3].contains("KUBE-NODEPORTS"));
+        // 1/2 then unconditional.
+        assert_eq!(text.matches("--probability 0.50000000000").count(), 3);
+        assert_eq!(text.matches("-j DNAT --to-destination").count(), 6);
+        // The probe (the middle one) has the server's addresses.
+        assert!(text.contains("--to-destination 10.1.0.2:8080"));
+        assert!(text.ends_with("COMMIT\n"));
+        let mut g2 = g.clone();
+        g2.push_service();
+        let f = g2.desired.frontends.last().cloned().context("no Service")?;
+        let p = kp_partial(&g2.desired, &f, &[]);
+        assert_eq!(
+            p.lines()
+                .filter(|l| l.starts_with("-A KUBE-SERVICES"))
+                .count(),
+            5
+        );
+        assert!(p.starts_with("*nat\n:KUBE-SERVICES - [0:0]\n"));
+        Ok(())
+    }
+
+    #[test]
+    fn endpoint_change_keeps_order() {
+        let mut g = Generated::new(5, 4);
+        let mut rng = Rng::new(1);
+        for _ in 0..10 {
+            let (i, old) = g.change_endpoint(&mut rng);
+            assert_ne!(i, g.probe);
+            assert!(old.is_some());
+            let b = &g.desired.frontends[i].backends;
+            assert!(b.windows(2).all(|w| w[0] < w[1]));
+        }
+        assert!(g.desired.frontends.windows(2).all(|w| w[0].key < w[1].key));
+    }
+}
