@@ -19,8 +19,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::objects::PortProtocol;
 
+mod resolve;
 mod validate;
 
+pub use resolve::{resolve, usable};
 pub use validate::{is_dns_label, is_valid_service_name, special_address};
 
 /// The `apiVersion` of a Service.
