@@ -867,6 +867,15 @@ fn memory(opts: &ServicesOpts, sum: &mut ServicesSummary) -> anyhow::Result<()> 
         mib("desired_kib")
     );
     println!(
+        "   + the view (a v1 Service and its EndpointSlice each, as seam-model holds them): {:.1} MiB",
+        mib("view_kib")
+    );
+    println!(
+        "   + their backends (seam_model::resolve, {} backends): {:.1} MiB",
+        kib("backends_resolved"),
+        mib("resolved_kib")
+    );
+    println!(
         "   + the table model (ServiceModel in TableModel), as the agent keeps the applied one: {:.1} MiB",
         mib("model_kib")
     );
@@ -878,7 +887,7 @@ fn memory(opts: &ServicesOpts, sum: &mut ServicesSummary) -> anyhow::Result<()> 
     );
     sum.row(
         format!(
-            "memory: VmRSS holding {} Services x {} endpoints (desired + model)",
+            "memory: VmRSS, {} Services x {} endpoints (view+resolved+desired+model)",
             opts.services, opts.endpoints
         ),
         format!(
@@ -893,13 +902,99 @@ fn memory(opts: &ServicesOpts, sum: &mut ServicesSummary) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// The hidden `services-memory` child: builds the desired Services and the table model and
-/// prints its own VmRSS at each step as JSON.
+/// The view the agent holds for the generated Services: each a `v1 Service` without a selector
+/// and its EndpointSlice (as the Kubernetes adapter forwards them), same addresses as
+/// [`Generated`].
+fn view_of(
+    desired: &DesiredServices,
+) -> (
+    Vec<seam_model::service::Service>,
+    Vec<seam_model::service::EndpointSlice>,
+) {
+    use seam_model::service::{
+        ClusterIp, EndpointConditions, EndpointSlice, Service, ServicePort, ServiceSpec,
+        SliceEndpoint, SlicePort, TargetPort, SERVICE_NAME_LABEL,
+    };
+    let mut services = Vec::with_capacity(desired.frontends.len());
+    let mut slices = Vec::with_capacity(desired.frontends.len());
+    for (i, f) in desired.frontends.iter().enumerate() {
+        let FrontendKey::Address { addr, .. } = f.key else {
+            continue;
+        };
+        let namespace = format!("ns-{}", i % 200);
+        let name = format!("svc-{i}");
+        services.push(Service {
+            name: name.clone(),
+            namespace: namespace.clone(),
+            labels: Default::default(),
+            annotations: Default::default(),
+            spec: ServiceSpec {
+                ports: vec![ServicePort {
+                    name: Some("http".into()),
+                    protocol: PortProtocol::Tcp,
+                    port: SVC_PORT,
+                    target_port: Some(TargetPort::Number(TARGET_PORT)),
+                    node_port: None,
+                    app_protocol: None,
+                }],
+                cluster_ip: ClusterIp::Address(addr),
+                ..ServiceSpec::default()
+            },
+            status: Default::default(),
+        });
+        slices.push(EndpointSlice {
+            name: format!("{name}-abcde"),
+            namespace,
+            service: name.clone(),
+            labels: [(SERVICE_NAME_LABEL.to_string(), name)]
+                .into_iter()
+                .collect(),
+            endpoints: f
+                .backends
+                .iter()
+                .enumerate()
+                .map(|(j, (a, _))| SliceEndpoint {
+                    addresses: vec![*a],
+                    conditions: EndpointConditions {
+                        ready: Some(true),
+                        serving: Some(true),
+                        terminating: Some(false),
+                    },
+                    node_name: Some(format!("node-{}", j % 10)),
+                    hostname: None,
+                    zone: None,
+                    target_ref: None,
+                })
+                .collect(),
+            ports: vec![SlicePort {
+                name: Some("http".into()),
+                port: TARGET_PORT,
+                protocol: PortProtocol::Tcp,
+                app_protocol: None,
+            }],
+        });
+    }
+    (services, slices)
+}
+
+/// The hidden `services-memory` child: builds the view (Services and EndpointSlices), their
+/// backends (`seam_model::resolve`), the desired Services and the table model, and prints its
+/// own VmRSS at each step as JSON.
 pub fn memory_child(opts: &MemoryChildOpts) -> anyhow::Result<()> {
     let me = std::process::id();
     let start = util::proc_status_kib(me, "VmRSS")?;
     let desired = Generated::new(opts.services, opts.endpoints).desired;
     let desired_kib = util::proc_status_kib(me, "VmRSS")?;
+    let (view, slices) = view_of(&desired);
+    let view_kib = util::proc_status_kib(me, "VmRSS")?;
+    // What the agent keeps per Service: its resolved ports (each Service with its own slice).
+    let resolved: Vec<Vec<seam_model::service::ResolvedPort>> = view
+        .iter()
+        .zip(&slices)
+        .map(|(svc, slice)| seam_model::resolve(svc, &[], std::slice::from_ref(slice)))
+        .collect();
+    let resolved_kib = util::proc_status_kib(me, "VmRSS")?;
+    let backends_resolved: usize = resolved.iter().flatten().map(|p| p.backends.len()).sum();
     let table = seam_table(&desired);
     let model_kib = util::proc_status_kib(me, "VmRSS")?;
     let text_bytes = seam_nft::table::full_text(&table).len();
@@ -910,6 +1005,9 @@ pub fn memory_child(opts: &MemoryChildOpts) -> anyhow::Result<()> {
         json!({
             "start_kib": start,
             "desired_kib": desired_kib,
+            "view_kib": view_kib,
+            "resolved_kib": resolved_kib,
+            "backends_resolved": backends_resolved,
             "model_kib": model_kib,
             "rendered_kib": rendered_kib,
             "hwm_kib": hwm_kib,
@@ -918,7 +1016,7 @@ pub fn memory_child(opts: &MemoryChildOpts) -> anyhow::Result<()> {
             "text_bytes": text_bytes,
         })
     );
-    drop(table);
+    drop((table, view, slices, resolved));
     Ok(())
 }
 
@@ -1293,6 +1391,20 @@ mod tests {
         );
         assert!(p.starts_with("*nat\n:KUBE-SERVICES - [0:0]\n"));
         Ok(())
+    }
+
+    #[test]
+    fn view_resolves_to_the_desired_backends() {
+        let g = Generated::new(4, 3);
+        let (services, slices) = view_of(&g.desired);
+        for ((svc, slice), f) in services.iter().zip(&slices).zip(&g.desired.frontends) {
+            let ports = seam_model::resolve(svc, &[], std::slice::from_ref(slice));
+            let got: Vec<(Ipv4Addr, u16)> = ports
+                .iter()
+                .flat_map(|p| p.backends.iter().map(|b| (b.ip, b.port)))
+                .collect();
+            assert_eq!(got, f.backends);
+        }
     }
 
     #[test]
