@@ -477,7 +477,7 @@ pub fn run(opts: &ServicesOpts) -> anyhow::Result<ServicesSummary> {
     // kube-proxy's full restore of all the Services takes a minute or more: it is timed once
     // here, and again where the incremental and latency parts load it (fresh namespaces too).
     let mut kp_loads = Vec::new();
-    let seam_sync = sync(opts, &scope, &big, &mut kp_loads)?;
+    let (seam_sync, seam_sync_cpu) = sync(opts, &scope, &big, &mut kp_loads)?;
     incremental(opts, &scope, &big, &mut sum, &mut kp_loads)?;
     latency(opts, &scope, &big, &mut sum, &mut kp_loads)?;
     let kp = Stats::of(&kp_loads);
@@ -492,7 +492,7 @@ pub fn run(opts: &ServicesOpts) -> anyhow::Result<ServicesSummary> {
                 "sync {} Services x {} endpoints, nothing -> kernel",
                 big.services, big.per
             ),
-            format!("{seam_sync:.0} ms"),
+            format!("{seam_sync:.0} ms (CPU {seam_sync_cpu:.0} ms)"),
             "< 1000 ms".into(),
             seam_sync < 1000.0,
         ),
@@ -521,25 +521,28 @@ pub fn run(opts: &ServicesOpts) -> anyhow::Result<ServicesSummary> {
 
 // ---- sync from nothing ------------------------------------------------------------------------
 
-/// Returns Seam's median sync time; kube-proxy's full restores go to `kp_loads`.
+/// Returns Seam's median sync time and CPU time; kube-proxy's full restores go to `kp_loads`.
 fn sync(
     opts: &ServicesOpts,
     scope: &ScopeGuard,
     g: &Generated,
     kp_loads: &mut Vec<f64>,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<(f64, f64)> {
     let syncs = opts.syncs.max(1);
     let (mut model, mut render, mut apply, mut total) = (vec![], vec![], vec![], vec![]);
     let mut nl_total = vec![];
     let (mut kp_gen, mut kp_apply, mut kp_total) = (vec![], vec![], vec![]);
     let mut text_kib = 0;
     let mut nl_ops = 0;
+    let mut sync_cpu = vec![];
+    let mut kp_cpu = vec![];
     let mut kp_kib = 0;
     for round in 0..syncs {
         // Seam: a fresh namespace, no table; the agent's first write.
         let name = scope.netns(&format!("sync{round}"));
         let path = util::netns_with_lo(&name)?;
         let r = netns::run_in(&path, || -> anyhow::Result<_> {
+            let c0 = thread_cpu_ms() + children_cpu_ms();
             let t0 = Instant::now();
             let table = seam_table(&g.desired);
             let t1 = Instant::now();
@@ -550,6 +553,7 @@ fn sync(
             }
             seam_linux::apply_ruleset(&text).context("apply the Services table (nft -f)")?;
             let t3 = Instant::now();
+            let cpu = thread_cpu_ms() + children_cpu_ms() - c0;
             // The same, in place over netlink, from a table that exists without Services (an
             // agent that had no Service before): delta from the empty model.
             seam_linux::delete_table()?;
@@ -569,6 +573,7 @@ fn sync(
                 ms(t5 - t4),
                 text.len(),
                 ops,
+                cpu,
             ))
         })??;
         netns::delete(&name)?;
@@ -579,6 +584,7 @@ fn sync(
         nl_total.push(r.4);
         text_kib = r.5 / 1024;
         nl_ops = r.6;
+        sync_cpu.push(r.7);
         // kube-proxy: a fresh namespace, iptables-restore of the whole nat table (once).
         if round > 0 {
             continue;
@@ -586,12 +592,14 @@ fn sync(
         let name = scope.netns(&format!("kpsync{round}"));
         let path = util::netns_with_lo(&name)?;
         let r = netns::run_in(&path, || -> anyhow::Result<_> {
+            let c0 = thread_cpu_ms() + children_cpu_ms();
             let t0 = Instant::now();
             let text = kp_full(&g.desired);
             let t1 = Instant::now();
             iptables_restore(&text, false)?;
             let t2 = Instant::now();
-            Ok((ms(t1 - t0), ms(t2 - t1), ms(t2 - t0), text.len()))
+            let cpu = thread_cpu_ms() + children_cpu_ms() - c0;
+            Ok((ms(t1 - t0), ms(t2 - t1), ms(t2 - t0), text.len(), cpu))
         })??;
         netns::delete(&name)?;
         kp_gen.push(r.0);
@@ -599,6 +607,7 @@ fn sync(
         kp_total.push(r.2);
         kp_loads.push(r.2);
         kp_kib = r.3 / 1024;
+        kp_cpu.push(r.4);
     }
     let m = |v: &[f64]| Stats::of(v).median;
     println!(
@@ -606,13 +615,14 @@ fn sync(
         g.services, g.per
     );
     println!(
-        "   seam, first write (agent start): ServiceModel::from_desired {:.0} ms + full_text {:.0} ms ({text_kib} KiB) + nft -f {:.0} ms = {:.0} ms (min {:.0}, max {:.0})",
+        "   seam, first write (agent start): ServiceModel::from_desired {:.0} ms + full_text {:.0} ms ({text_kib} KiB) + nft -f {:.0} ms = {:.0} ms (min {:.0}, max {:.0}); CPU {:.0} ms (this thread + nft)",
         m(&model),
         m(&render),
         m(&apply),
         m(&total),
         Stats::of(&total).min,
-        Stats::of(&total).max
+        Stats::of(&total).max,
+        m(&sync_cpu)
     );
     let nl = if nl_ops > 0 {
         format!("{:.0} ms ({nl_ops} operations)", m(&nl_total))
@@ -623,12 +633,13 @@ fn sync(
         "   seam, in place over netlink from a table without Services (model + delta + nf_tables batches): {nl}"
     );
     println!(
-        "   kube-proxy iptables layout (once): generate {:.0} ms ({kp_kib} KiB) + iptables-restore {:.0} ms = {:.0} ms",
+        "   kube-proxy iptables layout (once): generate {:.0} ms ({kp_kib} KiB) + iptables-restore {:.0} ms = {:.0} ms; CPU {:.0} ms (this thread + iptables-restore)",
         m(&kp_gen),
         m(&kp_apply),
-        m(&kp_total)
+        m(&kp_total),
+        m(&kp_cpu)
     );
-    Ok(m(&total))
+    Ok((m(&total), m(&sync_cpu)))
 }
 
 // ---- incremental changes ------------------------------------------------------------------------
@@ -639,8 +650,36 @@ struct Timings {
     delta: Vec<f64>,
     apply: Vec<f64>,
     total: Vec<f64>,
+    /// CPU time of the applying thread (model, delta, the kernel's work in sendmsg).
+    cpu: Vec<f64>,
     ops: Vec<f64>,
     kp: Vec<f64>,
+    /// CPU time of iptables-restore (user + system, 10 ms ticks).
+    kp_cpu: Vec<f64>,
+}
+
+/// CPU time of the calling thread in ms (`/proc/thread-self/schedstat`), 0 when unreadable.
+fn thread_cpu_ms() -> f64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(0.0, |ns| ns as f64 / 1e6)
+}
+
+/// User + system CPU time of this process's waited-for children in ms (`/proc/self/stat`
+/// cutime + cstime, in clock ticks of 10 ms), 0 when unreadable.
+fn children_cpu_ms() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            // After the command: state is field 3, cutime 16 and cstime 17 (1-based, whole line).
+            let cu: u64 = f.get(13)?.parse().ok()?;
+            let cs: u64 = f.get(14)?.parse().ok()?;
+            Some((cu + cs) as f64 * 10.0)
+        })
+        .unwrap_or(0.0)
 }
 
 fn incremental(
@@ -666,35 +705,38 @@ fn incremental(
     netns::run_in(&kp_path, || iptables_restore(&kp_full(&g.desired), false))??;
     kp_loads.push(ms(t.elapsed()));
     let mut rng = Rng::new(0x005E_4112);
-    let mut out: Vec<(&str, Timings)> = Vec::new();
-    for kind in ["Service added", "endpoint changed"] {
-        let mut tm = Timings::default();
-        for k in 0..opts.changes {
-            let with_kp = k < opts.baseline_changes;
-            // (the Service changed, kube-proxy's chains to delete) in kube-proxy's copy.
-            let (changed, gone) = if kind == "Service added" {
-                g.push_service();
-                if with_kp {
-                    gk.push_service();
-                }
-                let f = gk.desired.frontends.last().context("no Service")?.clone();
-                (f, Vec::new())
-            } else {
-                // Among the Services both copies hold.
-                let (i, j) = g.pick(&mut rng, n0);
-                g.change_endpoint(i, j);
-                let old = if with_kp {
-                    gk.change_endpoint(i, j)
+    // One thread in Seam's namespace for every change: it keeps its nf_tables socket, as the
+    // agent's blocking threads do (closing one waits for the kernel, 5-12 ms).
+    let out = netns::run_in(&seam_path, || -> anyhow::Result<_> {
+        let mut out: Vec<(&str, Timings)> = Vec::new();
+        for kind in ["Service added", "endpoint changed"] {
+            let mut tm = Timings::default();
+            for k in 0..opts.changes {
+                let with_kp = k < opts.baseline_changes;
+                // (the Service changed, kube-proxy's chains to delete) in kube-proxy's copy.
+                let (changed, gone) = if kind == "Service added" {
+                    g.push_service();
+                    if with_kp {
+                        gk.push_service();
+                    }
+                    let f = gk.desired.frontends.last().context("no Service")?.clone();
+                    (f, Vec::new())
                 } else {
-                    None
+                    // Among the Services both copies hold.
+                    let (i, j) = g.pick(&mut rng, n0);
+                    g.change_endpoint(i, j);
+                    let old = if with_kp {
+                        gk.change_endpoint(i, j)
+                    } else {
+                        None
+                    };
+                    let f = gk.desired.frontends.get(i).context("no Service")?.clone();
+                    // kube-proxy deletes the KUBE-SEP chain of the endpoint that went away.
+                    let gone = old.map(|b| sep_chain(&f, b)).into_iter().collect();
+                    (f, gone)
                 };
-                let f = gk.desired.frontends.get(i).context("no Service")?.clone();
-                // kube-proxy deletes the KUBE-SEP chain of the endpoint that went away.
-                let gone = old.map(|b| sep_chain(&f, b)).into_iter().collect();
-                (f, gone)
-            };
-            let seam = |applied: &TableModel| {
-                netns::run_in(&seam_path, || -> anyhow::Result<_> {
+                let seam = |applied: &TableModel| -> anyhow::Result<_> {
+                    let c0 = thread_cpu_ms();
                     let t0 = Instant::now();
                     let table = seam_table(&g.desired);
                     let t1 = Instant::now();
@@ -702,43 +744,50 @@ fn incremental(
                     let t2 = Instant::now();
                     seam_linux::apply_delta(&delta).context("apply a Service change in place")?;
                     let t3 = Instant::now();
+                    let cpu = thread_cpu_ms() - c0;
                     let ops = delta.switch.len() + delta.cleanup.len();
                     Ok((
                         table,
-                        [ms(t1 - t0), ms(t2 - t1), ms(t3 - t2), ms(t3 - t0)],
+                        [ms(t1 - t0), ms(t2 - t1), ms(t3 - t2), ms(t3 - t0), cpu],
                         ops,
                     ))
-                })?
-            };
-            let kp = || {
-                netns::run_in(&kp_path, || -> anyhow::Result<f64> {
-                    let t0 = Instant::now();
-                    let text = kp_partial(&gk.desired, &changed, &gone);
-                    iptables_restore(&text, true)?;
-                    Ok(ms(t0.elapsed()))
-                })?
-            };
-            // Alternate which goes first.
-            let (s, kp_ms) = if !with_kp {
-                (seam(&applied)?, None)
-            } else if k % 2 == 0 {
-                let s = seam(&applied)?;
-                (s, Some(kp()?))
-            } else {
-                let kp_ms = kp()?;
-                (seam(&applied)?, Some(kp_ms))
-            };
-            let (table, t, ops) = s;
-            applied = table;
-            tm.model.push(t[0]);
-            tm.delta.push(t[1]);
-            tm.apply.push(t[2]);
-            tm.total.push(t[3]);
-            tm.ops.push(ops as f64);
-            tm.kp.extend(kp_ms);
+                };
+                let kp = || {
+                    netns::run_in(&kp_path, || -> anyhow::Result<(f64, f64)> {
+                        let c0 = children_cpu_ms();
+                        let t0 = Instant::now();
+                        let text = kp_partial(&gk.desired, &changed, &gone);
+                        iptables_restore(&text, true)?;
+                        Ok((ms(t0.elapsed()), children_cpu_ms() - c0))
+                    })?
+                };
+                // Alternate which goes first.
+                let (s, kp_ms) = if !with_kp {
+                    (seam(&applied)?, None)
+                } else if k % 2 == 0 {
+                    let s = seam(&applied)?;
+                    (s, Some(kp()?))
+                } else {
+                    let kp_ms = kp()?;
+                    (seam(&applied)?, Some(kp_ms))
+                };
+                let (table, t, ops) = s;
+                applied = table;
+                tm.model.push(t[0]);
+                tm.delta.push(t[1]);
+                tm.apply.push(t[2]);
+                tm.total.push(t[3]);
+                tm.cpu.push(t[4]);
+                tm.ops.push(ops as f64);
+                if let Some((wall, cpu)) = kp_ms {
+                    tm.kp.push(wall);
+                    tm.kp_cpu.push(cpu);
+                }
+            }
+            out.push((kind, tm));
         }
-        out.push((kind, tm));
-    }
+        Ok(out)
+    })??;
     // The kernel holds what the model says: the element counts of the final table.
     let listed = netns::run_in(&seam_path, seam_linux::nft::list_table_text)??;
     netns::delete(&seam_ns)?;
@@ -752,14 +801,16 @@ fn incremental(
         opts.services, g.per, opts.changes, opts.baseline_changes.min(opts.changes)
     );
     println!(
-        "   {:<17} {:>19} {:>15} {:>15} {:>15} {:>8} {:>22} {:>9}",
+        "   {:<17} {:>15} {:>13} {:>13} {:>13} {:>13} {:>6} {:>19} {:>13} {:>9}",
         "ms p50 / p99",
         "seam total",
         "model",
         "delta",
         "netlink apply",
+        "seam CPU",
         "ops",
         "kube-proxy iptables",
+        "its CPU",
         "ratio p99"
     );
     let pp = |v: &[f64]| {
@@ -770,14 +821,16 @@ fn incremental(
         let s = Stats::of(&tm.total);
         let kp = Stats::of(&tm.kp);
         println!(
-            "   {:<17} {:>19} {:>15} {:>15} {:>15} {:>8.0} {:>22} {:>9.3}",
+            "   {:<17} {:>15} {:>13} {:>13} {:>13} {:>13} {:>6.0} {:>19} {:>13} {:>9.3}",
             kind,
             pp(&tm.total),
             pp(&tm.model),
             pp(&tm.delta),
             pp(&tm.apply),
+            pp(&tm.cpu),
             Stats::of(&tm.ops).median,
             pp(&tm.kp),
+            pp(&tm.kp_cpu),
             ratio(s.p99, kp.p99)
         );
         let target = if *kind == "Service added" { 20.0 } else { 10.0 };
@@ -794,7 +847,13 @@ fn incremental(
             if empty > 0 {
                 format!("not measured ({empty} empty deltas)")
             } else {
-                format!("{:.1} / {:.1} ms", s.median, s.p99)
+                format!(
+                    "{:.1} / {:.1} ms (CPU {:.1} / {:.1})",
+                    s.median,
+                    s.p99,
+                    Stats::of(&tm.cpu).median,
+                    Stats::of(&tm.cpu).p99
+                )
             },
             if target == 20.0 {
                 "p99 < 20 ms"
