@@ -435,8 +435,8 @@ fn service_spec(found: &mut Found, doc: ServiceSpecDoc) -> ServiceSpec {
 
     let external_ips = doc
         .external_ips
-        .unwrap_or_default()
         .iter()
+        .flatten()
         .enumerate()
         .filter_map(|(i, t)| ipv4(found, &format!("spec.externalIPs[{i}]"), t))
         .collect();
@@ -480,6 +480,16 @@ fn service_spec(found: &mut Found, doc: ServiceSpecDoc) -> ServiceSpec {
         }
     };
 
+    // Kubernetes refuses the field, whatever its value, on a Service not reachable from outside.
+    if doc.external_traffic_policy.is_some()
+        && service_type == ServiceType::ClusterIP
+        && doc.external_ips.as_ref().is_none_or(Vec::is_empty)
+    {
+        found.add(
+            "spec.externalTrafficPolicy",
+            "may only be set for NodePort and LoadBalancer Services or Services with externalIPs",
+        );
+    }
     let external_traffic_policy = traffic_policy(
         found,
         "spec.externalTrafficPolicy",

@@ -509,6 +509,9 @@ fn every_service_refusal_names_its_path() {
         (svc(&format!("{ports}  sessionAffinity: ClientIP\n  sessionAffinityConfig: {{clientIP: {{timeoutSeconds: -1}}}}\n")), "spec.sessionAffinityConfig.clientIP.timeoutSeconds", "1..=86400"),
         (svc(&format!("{ports}  externalTrafficPolicy: Local\n")), "spec.externalTrafficPolicy", "NodePort and LoadBalancer"),
         (svc(&format!("{ports}  externalTrafficPolicy: OnlyLocal\n")), "spec.externalTrafficPolicy", "not Cluster or Local"),
+        (svc(&format!("{ports}  externalTrafficPolicy: Cluster\n")), "spec.externalTrafficPolicy", "may only be set"),
+        (svc(&format!("{ports}  type: NodePort\n  externalTrafficPolicy: OnlyLocal\n")), "spec.externalTrafficPolicy", "not Cluster or Local"),
+        (svc("  ports: [{port: 80, appProtocol: \"not valid\"}]\n"), "spec.ports[0].appProtocol", "application protocol"),
         (svc(&format!("{ports}  internalTrafficPolicy: Global\n")), "spec.internalTrafficPolicy", "not Cluster or Local"),
         (svc(&format!("{ports}  loadBalancerIP: 198.51.100.1\n")), "spec.loadBalancerIP", "LoadBalancer"),
         (svc(&format!("{ports}  allocateLoadBalancerNodePorts: false\n")), "spec.allocateLoadBalancerNodePorts", "LoadBalancer"),
@@ -545,6 +548,11 @@ fn every_service_refusal_names_its_path() {
             "want {path}: …{message}… in {problems:#?} for\n{text}"
         );
     }
+    // externalTrafficPolicy on a ClusterIP Service with external IPs (Kubernetes 1.28).
+    let s = service(&svc(&format!(
+        "{ports}  externalIPs: [192.0.2.7]\n  externalTrafficPolicy: Local\n"
+    )));
+    assert_eq!(s.spec.external_traffic_policy, TrafficPolicy::Local);
     // Same port number, other protocol: fine (DNS on TCP and UDP).
     let s = service(&svc(
         "  ports: [{name: a, port: 53, protocol: UDP}, {name: b, port: 53}]\n",
