@@ -115,6 +115,35 @@ pub fn plan_lb(
     remove.chain(add).chain(held).collect()
 }
 
+/// A gratuitous ARP announcement of `addr` by `mac` (a broadcast ARP request for its own
+/// address, sender and target both `addr`, as keepalived and `arping -U` send it), padded to
+/// Ethernet's 60-byte minimum. Neighbours that hold an entry for `addr` update it to `mac`.
+pub fn gratuitous_arp(mac: [u8; 6], addr: Ipv4Addr) -> [u8; 60] {
+    let mut frame = [0u8; 60];
+    let ip = addr.octets();
+    let parts: [&[u8]; 11] = [
+        &[0xff; 6],    // destination: broadcast
+        &mac,          // source
+        &[0x08, 0x06], // EtherType ARP
+        &[0x00, 0x01], // hardware type Ethernet
+        &[0x08, 0x00], // protocol type IPv4
+        &[6, 4],       // address lengths
+        &[0x00, 0x01], // operation: request
+        &mac,          // sender hardware address
+        &ip,           // sender protocol address
+        &[0; 6],       // target hardware address: unknown
+        &ip,           // target protocol address: the same address
+    ];
+    let mut at = 0;
+    for part in parts {
+        if let Some(slot) = frame.get_mut(at..at + part.len()) {
+            slot.copy_from_slice(part);
+        }
+        at += part.len();
+    }
+    frame
+}
+
 /// The gateway's external interface as the LoadBalancer needs it. Each method names the command
 /// it mirrors.
 pub trait LbKernel: Send + Sync {
@@ -124,6 +153,17 @@ pub trait LbKernel: Send + Sync {
     /// Executes one planned change (`ip addr add|del`; `arping -U -c 3`). Adding an address held
     /// and removing an absent one succeed.
     fn apply_lb(&self, ifname: &str, op: &LbOp) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// Conntrack entries of Services, as the agent needs them.
+pub trait ConntrackKernel: Send + Sync {
+    /// Deletes the conntrack entries of `flows` (`conntrack -D -p udp --orig-dst FRONTEND
+    /// --reply-src BACKEND` for each) and returns how many it deleted; entries that went away
+    /// meanwhile are not an error.
+    fn delete_conntrack(
+        &self,
+        flows: &[seam_nft::conntrack::StaleFlow],
+    ) -> impl Future<Output = Result<usize>> + Send;
 }
 
 #[cfg(test)]

@@ -190,3 +190,21 @@ fn the_plan_removes_first_adds_what_is_missing_and_keeps_what_is_there() {
         [LbOp::Remove(a), LbOp::Remove(c)]
     );
 }
+
+#[test]
+fn a_gratuitous_arp_is_a_broadcast_request_for_the_address_itself() {
+    let mac = [0x02, 0, 0, 0, 0, 0x0a];
+    let frame = gratuitous_arp(mac, Ipv4Addr::new(203, 0, 113, 101));
+    let expected: Vec<u8> = [
+        &[0xff; 6][..],
+        &mac,
+        &[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1],
+        &mac,
+        &[203, 0, 113, 101],
+        &[0; 6],
+        &[203, 0, 113, 101],
+    ]
+    .concat();
+    assert_eq!(&frame[..42], expected.as_slice());
+    assert!(frame[42..].iter().all(|b| *b == 0));
+}
