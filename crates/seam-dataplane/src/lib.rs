@@ -15,6 +15,7 @@ mod error;
 pub mod fake;
 mod names;
 mod plan;
+pub mod services;
 pub mod snat;
 pub mod transit;
 mod types;
