@@ -10,7 +10,8 @@
 //!   EndpointSlice endpoint's `hints` and `deprecatedTopology`, a Service's
 //!   `trafficDistribution` (preferences an implementation may ignore, Kubernetes says).
 //! - What Seam does not implement is refused, never ignored: `type: ExternalName`, IPv6 and
-//!   dual-stack (`ipFamilies`, `ipFamilyPolicy: RequireDualStack`, a second `clusterIPs`),
+//!   dual-stack (`ipFamilies`, `ipFamilyPolicy: RequireDualStack`, a second `clusterIPs`; a
+//!   headless Service's families are accepted: it has no address to translate),
 //!   `loadBalancerSourceRanges`, `loadBalancerClass`, `healthCheckNodePort` (accepted and dropped
 //!   only where the API server allocates it itself: a LoadBalancer Service with
 //!   `externalTrafficPolicy: Local`; Seam's gateways serve the address, nothing probes that port),
@@ -399,7 +400,11 @@ fn service_spec(found: &mut Found, doc: ServiceSpecDoc) -> ServiceSpec {
             }
         }
     }
-    if let Some(families) = &doc.ip_families {
+    // A headless Service has no address to translate: its families say which addresses DNS
+    // gives, not Seam's business. Kubernetes defaults a headless Service without selector to
+    // RequireDualStack even on a single-stack cluster, so the adapter forwards such Services.
+    let headless = cluster == Some(ClusterIp::Headless);
+    if let Some(families) = doc.ip_families.as_ref().filter(|_| !headless) {
         if families.len() > 1 {
             found.add(
                 "spec.ipFamilies",
@@ -423,6 +428,7 @@ fn service_spec(found: &mut Found, doc: ServiceSpecDoc) -> ServiceSpec {
     match doc.ip_family_policy.as_deref() {
         // PreferDualStack is single-stack where only one family exists, as Kubernetes resolves it.
         None | Some("SingleStack") | Some("PreferDualStack") => {}
+        Some("RequireDualStack") if headless => {}
         Some("RequireDualStack") => found.add(
             "spec.ipFamilyPolicy",
             "RequireDualStack is not supported (Seam's Services are IPv4 only)",

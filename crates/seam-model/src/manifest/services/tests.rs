@@ -460,6 +460,37 @@ fn parse_value_takes_the_api_servers_json() {
 }
 
 #[test]
+fn a_headless_service_without_selector_keeps_kubernetes_dual_stack_defaults() {
+    // What the API server makes of a headless Service without selector: RequireDualStack.
+    let s = service(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: db, namespace: shop}\nspec:\n  clusterIP: None\n  clusterIPs: [None]\n  ipFamilies: [IPv4, IPv6]\n  ipFamilyPolicy: RequireDualStack\n  ports: [{name: pg, port: 5432, protocol: TCP, targetPort: 5432}]\n",
+    );
+    assert!(s.is_headless());
+    assert_eq!(s.spec.selector, None);
+}
+
+/// `kubectl get svc -A -o yaml`: a `v1 List`.
+#[test]
+fn a_kubectl_list_decodes_item_by_item() {
+    let text = format!(
+        "apiVersion: v1\nkind: List\nmetadata: {{resourceVersion: \"\"}}\nitems:\n{}",
+        [KUBECTL_CLUSTER_IP, KUBECTL_LOAD_BALANCER]
+            .iter()
+            .map(|doc| {
+                let doc = doc.trim_start_matches('\n');
+                let mut lines = doc.lines();
+                let first = lines.next().unwrap_or_default();
+                let rest: Vec<String> = lines.map(|l| format!("  {l}")).collect();
+                format!("- {first}\n{}\n", rest.join("\n"))
+            })
+            .collect::<String>()
+    );
+    let objects = parse_manifests(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let names: Vec<String> = objects.iter().map(Manifest::describe).collect();
+    assert_eq!(names, ["Service shop/web", "Service default/gw"]);
+}
+
+#[test]
 fn defaults_are_kubernetes_defaults() {
     let s = service(
         "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  selector: {app: web}\n  ports: [{port: 80, targetPort: 0, nodePort: 0}]\n  sessionAffinity: ClientIP\n",
