@@ -740,3 +740,69 @@ fn address_pools() {
         );
     }
 }
+
+#[test]
+fn objects_written_as_kubernetes_writes_them_read_back_the_same() {
+    let text = [
+        KUBECTL_CLUSTER_IP,
+        KUBECTL_LOAD_BALANCER,
+        KUBERNETES_SERVICE,
+        CONTROLLER_SLICE,
+        "apiVersion: seam.dev/v1alpha1\nkind: AddressPool\nmetadata: {name: public}\nspec: {addresses: [198.51.100.0/28], autoAssign: false}\n",
+    ]
+    .join("---\n");
+    let objects = parse_manifests(&text).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(objects.len(), 6);
+    let mut values = Vec::new();
+    for object in &objects {
+        let value = match object {
+            Manifest::Service(s) => s.to_kubernetes(),
+            Manifest::EndpointSlice(s) => s.to_kubernetes(),
+            Manifest::AddressPool(p) => p.to_kubernetes(),
+            other => panic!("{other:?}"),
+        };
+        let back = parse_value(value.clone()).unwrap_or_else(|e| panic!("{e}\n{value:#}"));
+        assert_eq!(&back, object, "{value:#}");
+        values.push(value);
+    }
+    // Through YAML text too, as `seam get services -o yaml` would print them.
+    let yaml = serde_saphyr::to_string_multiple(&values).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        parse_manifests(&yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}")),
+        objects
+    );
+
+    // The controller's status is written out, and dropped again on the way in.
+    let Manifest::Service(mut s) = objects[1].clone() else {
+        panic!("not a Service")
+    };
+    s.status.load_balancer.ingress.push(LoadBalancerIngress {
+        ip: Ipv4Addr::new(198, 51, 100, 10),
+        ip_mode: Some("VIP".into()),
+    });
+    s.status.conditions.push(Condition {
+        condition_type: "AddressAllocated".into(),
+        status: "True".into(),
+        reason: "Allocated".into(),
+        message: "198.51.100.10 from pool public".into(),
+        last_transition_time: None,
+    });
+    let value = s.to_kubernetes();
+    assert_eq!(
+        value.pointer("/status/loadBalancer/ingress/0/ip"),
+        Some(&serde_json::json!("198.51.100.10"))
+    );
+    assert_eq!(
+        value.pointer("/status/conditions/0/type"),
+        Some(&serde_json::json!("AddressAllocated"))
+    );
+    assert_eq!(
+        value.pointer("/spec/clusterIP"),
+        Some(&serde_json::json!("10.96.200.3"))
+    );
+    let Ok(Manifest::Service(back)) = parse_value(value) else {
+        panic!("refused")
+    };
+    assert!(back.status.is_empty());
+    assert_eq!(back.spec, s.spec);
+}
