@@ -340,7 +340,19 @@ pub(super) fn decode_service(
     found.finish(Manifest::Service(service))
 }
 
-fn service_spec(found: &mut Found, doc: ServiceSpecDoc) -> ServiceSpec {
+fn service_spec(found: &mut Found, mut doc: ServiceSpecDoc) -> ServiceSpec {
+    // Kubernetes reads an empty string in these fields as the field left out (its default).
+    for field in [
+        &mut doc.service_type,
+        &mut doc.session_affinity,
+        &mut doc.external_traffic_policy,
+        &mut doc.internal_traffic_policy,
+        &mut doc.ip_family_policy,
+    ] {
+        if field.as_deref() == Some("") {
+            *field = None;
+        }
+    }
     let service_type = match doc.service_type.as_deref() {
         None | Some("ClusterIP") => ServiceType::ClusterIP,
         Some("NodePort") => ServiceType::NodePort,
@@ -585,7 +597,11 @@ fn service_port(found: &mut Found, i: usize, doc: ServicePortDoc) -> ServicePort
     };
     ServicePort {
         name: doc.name.filter(|n| !n.is_empty()),
-        protocol: protocol(found, &at("protocol"), doc.protocol.as_deref()),
+        protocol: protocol(
+            found,
+            &at("protocol"),
+            doc.protocol.as_deref().filter(|p| !p.is_empty()),
+        ),
         port,
         target_port,
         node_port,
@@ -730,7 +746,11 @@ pub(super) fn decode_endpoint_slice(
             SlicePort {
                 name: p.name.filter(|n| !n.is_empty()),
                 port,
-                protocol: protocol(&mut found, &at("protocol"), p.protocol.as_deref()),
+                protocol: protocol(
+                    &mut found,
+                    &at("protocol"),
+                    p.protocol.as_deref().filter(|p| !p.is_empty()),
+                ),
                 app_protocol: p.app_protocol,
             }
         })

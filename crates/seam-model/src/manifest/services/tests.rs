@@ -496,6 +496,25 @@ fn defaults_are_kubernetes_defaults() {
         "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  selector: {app: web}\n  ports: [{port: 80, targetPort: 0, nodePort: 0}]\n  sessionAffinity: ClientIP\n",
     );
     assert_eq!(s.namespace, "default");
+    // Empty strings are the fields left out.
+    let empty = service(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  type: \"\"\n  sessionAffinity: \"\"\n  externalTrafficPolicy: \"\"\n  clusterIP: \"\"\n  selector: {app: web}\n  ports: [{port: 80, protocol: \"\", targetPort: \"\"}]\n",
+    );
+    assert_eq!(
+        empty.spec,
+        ServiceSpec {
+            selector: Some(BTreeMap::from([("app".into(), "web".into())])),
+            ports: vec![ServicePort {
+                name: None,
+                protocol: PortProtocol::Tcp,
+                port: 80,
+                target_port: None,
+                node_port: None,
+                app_protocol: None,
+            }],
+            ..ServiceSpec::default()
+        }
+    );
     assert_eq!(s.spec.service_type, ServiceType::ClusterIP);
     assert_eq!(s.spec.cluster_ip, ClusterIp::Auto);
     assert_eq!(s.spec.ports[0].protocol, PortProtocol::Tcp);
