@@ -121,6 +121,11 @@ pub const NFT_DYNSET_OP_UPDATE: u32 = 1;
 pub const NFT_DATA_VERDICT: u32 = 0xffff_ff00;
 /// nft's `integer` datatype number (the key of an affinity chain's pick map: a `numgen` slot).
 pub const TYPE_INTEGER: u32 = 4;
+/// libnftnl's userdata type of a set's key byte order (`NFTNL_UDATA_SET_KEYBYTEORDER`), which
+/// `nft list` prints the keys by.
+pub const NFTNL_UDATA_SET_KEYBYTEORDER: u8 = 0;
+/// nft's `BYTEORDER_HOST_ENDIAN`.
+pub const BYTEORDER_HOST_ENDIAN: u32 = 1;
 /// The name the kernel numbers when it creates an anonymous map.
 pub const ANONYMOUS_MAP: &str = "__map%d";
 /// The size nft gives a dynamic set declared without one (what `nft list` prints back).
@@ -601,6 +606,11 @@ impl<'a> Batch<'a> {
                 self.attr(&SetAttribute::Description(vec![SetDescription::Size(
                     count,
                 )]));
+                // The slot is in host byte order (what `numgen` writes): nft's userdata says
+                // so, or `nft list` prints the keys byte-swapped.
+                let mut udata = vec![NFTNL_UDATA_SET_KEYBYTEORDER, 4];
+                udata.extend_from_slice(&BYTEORDER_HOST_ENDIAN.to_ne_bytes());
+                self.attr(&SetAttribute::UserData(udata));
                 self.end(start);
                 let picks = (0u32..).zip(sticky).map(|(slot, se)| Element {
                     key: slot.to_ne_bytes().to_vec(),

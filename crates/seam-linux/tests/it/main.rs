@@ -8,3 +8,4 @@ mod delta;
 mod firewall;
 mod netns;
 mod random;
+mod services;
