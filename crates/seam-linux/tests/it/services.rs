@@ -257,6 +257,13 @@ fn services_carry_real_traffic() {
     ip_in(&node, "addr add 10.9.0.100/24 dev n0");
     ip_in(&node, "link set n0 up");
     ip_in(&node, "link set lo up");
+    // A node routes what is not its own toward its uplink (a ClusterIP without backends must
+    // reach the forward hook to be refused there). Not back out of `n0`: the ICMP redirect the
+    // kernel would send first spends the host's ICMP rate limit, and the refusal is not sent.
+    ip_in(&node, "link add up0 type veth peer name up1");
+    ip_in(&node, "link set up1 up");
+    ip_in(&node, "link set up0 up");
+    ip_in(&node, "route add default dev up0");
     let backends = [&b1, &b2, &b3];
     for (k, b) in (1u8..).zip(backends) {
         ip_in(b, &format!("link add b0 type veth peer name n{k}"));
