@@ -143,7 +143,11 @@ pub async fn firewall_ruleset<K: NodeKernel + Firewall + 'static>(
     // after a re-list and on its first pass.
     let mut view = agent.view.write().await;
     let changes = view.take_firewall_changes();
+    let service_changes = view.take_service_changes();
     let view = view.downgrade();
+    // Services first, from what changed for them only: their result is kept (and written with the
+    // next policy that compiles) even when policy fails to compile below.
+    let (_services, _) = agent.services.lock().await.sync(&view, &service_changes);
     let mut guard = agent.firewall_compiler.lock().await;
     let (compiler, renderer) = &mut *guard;
     let keyed = seam_firewall::KeyedView {
