@@ -13,6 +13,7 @@ pub mod contract;
 mod error;
 #[cfg(any(test, feature = "testing"))]
 pub mod fake;
+pub mod lb;
 mod names;
 mod plan;
 pub mod services;

@@ -306,6 +306,14 @@ pub enum LabCmd {
         namespace: String,
         #[arg(long)]
         pod: String,
+        /// Pod labels: k=v[,k=v…], published with its endpoint as Kubernetes pod labels are
+        /// (what Service and policy selectors match).
+        #[arg(long, default_value = "")]
+        labels: String,
+        /// A named container port, NAME=PORT[/tcp|udp|sctp] (repeatable): what a Service's
+        /// named `targetPort` and a policy's named port resolve against.
+        #[arg(long = "port")]
+        ports: Vec<String>,
     },
     /// Delete a pod (seam-cni DEL, then its namespace).
     PodDel {

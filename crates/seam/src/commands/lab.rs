@@ -85,13 +85,19 @@ fn print_lab(lab: &Lab, json: bool) -> anyhow::Result<()> {
         );
     }
     for p in &lab.pods {
+        let labels: Vec<String> = p.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
         println!(
-            "  pod {}/{} on {} ip {} netns {}",
+            "  pod {}/{} on {} ip {} netns {}{}",
             p.namespace,
             p.name,
             p.node,
             p.ip,
-            p.netns_path.display()
+            p.netns_path.display(),
+            if labels.is_empty() {
+                String::new()
+            } else {
+                format!(" labels {}", labels.join(","))
+            }
         );
     }
     Ok(())
@@ -151,9 +157,19 @@ pub(crate) fn run(command: LabCmd) -> anyhow::Result<()> {
             node,
             namespace,
             pod,
+            labels,
+            ports,
         } => {
+            // Taken as typed, as `seam lab vm-add` takes them: the agent refuses invalid labels.
+            let labels = parse_labels(&labels, LabelSpaces::Kept)?;
+            let ports = ports
+                .iter()
+                .map(|p| seam_lab::parse_container_port(p))
+                .collect::<Result<Vec<_>, _>>()?;
             let mut lab = Lab::load(&name)?;
-            let p = lab.workloads().add_pod(&node, &namespace, &pod)?;
+            let p = lab
+                .workloads()
+                .add_pod_with(&node, &namespace, &pod, &labels, &ports)?;
             println!("{}", serde_json::to_string_pretty(&p)?);
             Ok(())
         }
