@@ -147,7 +147,11 @@ pub async fn firewall_ruleset<K: NodeKernel + Firewall + 'static>(
     let view = view.downgrade();
     // Services first, from what changed for them only: their result is kept (and written with the
     // next policy that compiles) even when policy fails to compile below.
-    let (_services, _) = agent.services.lock().await.sync(&view, &service_changes);
+    let services = {
+        let mut cache = agent.services.lock().await;
+        cache.sync(&view, &service_changes);
+        cache.model().clone()
+    };
     let mut guard = agent.firewall_compiler.lock().await;
     let (compiler, renderer) = &mut *guard;
     let keyed = seam_firewall::KeyedView {
@@ -162,7 +166,10 @@ pub async fn firewall_ruleset<K: NodeKernel + Firewall + 'static>(
     for w in warnings {
         tracing::warn!("{w}");
     }
-    Ok(renderer.model(ruleset))
+    let mut model = renderer.model(ruleset);
+    // One table, one write: policy and Services together.
+    model.services = services;
+    Ok(model)
 }
 
 /// Observes once, plans, applies every operation (continuing past failures), and reports how

@@ -15,10 +15,8 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use seam_dataplane::services::{assemble, service_frontends, DesiredServices, Frontend};
-use seam_model::{
-    Backend, BackendState, Endpoint, EndpointKind, EndpointSlice, NodeRole, ResolvedPort, Service,
-    TargetPort,
-};
+use seam_model::{Endpoint, EndpointSlice, NodeRole, ResolvedPort, Service};
+use seam_nft::services::ServiceModel;
 
 use crate::ClusterView;
 
@@ -29,6 +27,9 @@ const INDEX_ABOVE: usize = 8;
 /// index) instead of each endpoint being matched against every Service.
 const EVERYTHING_ABOVE: usize = 256;
 
+/// What an endpoint was before a write: its namespace and labels (`None`: it did not exist).
+pub type EndpointBefore = Option<(String, BTreeMap<String, String>)>;
+
 /// What Services may need again since the last pass, recorded by [`ClusterView`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServiceChanges {
@@ -38,7 +39,7 @@ pub struct ServiceChanges {
     pub services: BTreeSet<String>,
     /// Endpoints written, by name, with the namespace and labels each had before the first of
     /// these writes (`None`: it did not exist).
-    pub endpoints: BTreeMap<String, Option<(String, BTreeMap<String, String>)>>,
+    pub endpoints: BTreeMap<String, EndpointBefore>,
     /// Something else the node's result reads changed: segments, nodes, node leases, pools.
     pub context: bool,
 }
@@ -87,6 +88,8 @@ pub struct ServiceCache {
     frontends: BTreeMap<String, Vec<Frontend>>,
     /// The last result; `None` before the first pass.
     desired: Option<Arc<DesiredServices>>,
+    /// The table's Services part for it (built again only when it changed).
+    model: ServiceModel,
 }
 
 impl ServiceCache {
@@ -97,7 +100,14 @@ impl ServiceCache {
             role,
             frontends: BTreeMap::new(),
             desired: None,
+            model: ServiceModel::default(),
         }
+    }
+
+    /// The table's Services part for the last result (the default, not enabled, before the
+    /// first pass).
+    pub fn model(&self) -> &ServiceModel {
+        &self.model
     }
 
     /// The last result, if a pass was made.
@@ -159,6 +169,7 @@ impl ServiceCache {
         );
         let changed = self.desired.as_deref() != Some(&desired);
         if changed {
+            self.model = ServiceModel::from_desired(&desired);
             self.desired = Some(Arc::new(desired));
         }
         let desired = self.desired.clone().unwrap_or_default();
@@ -299,91 +310,8 @@ fn resolve_in(
             (Vec::new(), slices)
         }
     };
-    resolve(service, &endpoints, &slices)
+    seam_model::resolve(service, &endpoints, &slices)
 }
 
-/// Stand-in for `seam_model::resolve` (helper MODEL's, same signature) until it is on main.
-fn resolve(
-    service: &Service,
-    endpoints: &[Endpoint],
-    slices: &[EndpointSlice],
-) -> Vec<ResolvedPort> {
-    const READY: BackendState = BackendState {
-        ready: true,
-        serving: true,
-        terminating: false,
-    };
-    service
-        .spec
-        .ports
-        .iter()
-        .map(|port| {
-            let mut backends: Vec<Backend> = Vec::new();
-            if let Some(selector) = &service.spec.selector {
-                for e in endpoints {
-                    if e.namespace != service.namespace
-                        || e.kind == EndpointKind::Host
-                        || !selects(selector, &e.labels)
-                    {
-                        continue;
-                    }
-                    let target = match &port.target_port {
-                        None => Some(port.port),
-                        Some(TargetPort::Number(n)) => Some(*n),
-                        Some(TargetPort::Name(name)) => e
-                            .ports
-                            .iter()
-                            .find(|p| p.name == *name && p.protocol == port.protocol)
-                            .map(|p| p.port),
-                    };
-                    if let Some(target) = target {
-                        backends.push(Backend {
-                            ip: e.ip,
-                            port: target,
-                            node: Some(e.node.clone()),
-                            endpoint: Some(e.name.clone()),
-                            state: READY,
-                        });
-                    }
-                }
-            } else {
-                let port_name = port.name.clone().unwrap_or_default();
-                for s in slices {
-                    if s.namespace != service.namespace || s.service != service.name {
-                        continue;
-                    }
-                    let Some(sp) = s
-                        .ports
-                        .iter()
-                        .find(|p| p.name.clone().unwrap_or_default() == port_name)
-                    else {
-                        continue;
-                    };
-                    for e in &s.endpoints {
-                        let ready = e.conditions.ready.unwrap_or(true);
-                        let state = BackendState {
-                            ready,
-                            serving: e.conditions.serving.unwrap_or(ready),
-                            terminating: e.conditions.terminating.unwrap_or(false),
-                        };
-                        if let Some(ip) = e.addresses.first() {
-                            backends.push(Backend {
-                                ip: *ip,
-                                port: sp.port,
-                                node: e.node_name.clone(),
-                                endpoint: None,
-                                state,
-                            });
-                        }
-                    }
-                }
-            }
-            backends.sort_by_key(|b| (b.ip, b.port));
-            backends.dedup_by_key(|b| (b.ip, b.port));
-            ResolvedPort {
-                port: port.clone(),
-                backends,
-            }
-        })
-        .collect()
-}
+#[cfg(test)]
+mod tests;
