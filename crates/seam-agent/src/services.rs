@@ -177,11 +177,19 @@ impl ServiceCache {
     }
 }
 
-/// The LoadBalancer addresses this node serves on the external network (a gateway that owns
-/// them; none on other nodes). Helper GATEWAY's `seam_dataplane::lb::owner` decides ownership;
-/// until it is here, no node serves any.
-fn served_lb_addresses(_view: &ClusterView, _node: &str, _role: NodeRole) -> BTreeSet<Ipv4Addr> {
-    BTreeSet::new()
+/// The LoadBalancer addresses this node serves on the external network: on a gateway, those it
+/// owns among the live gateways ([`seam_dataplane::lb::served_addresses`], the same answer the
+/// gateway's address loop computes); none on other nodes.
+fn served_lb_addresses(view: &ClusterView, node: &str, role: NodeRole) -> BTreeSet<Ipv4Addr> {
+    if role != NodeRole::Gateway {
+        return BTreeSet::new();
+    }
+    seam_dataplane::lb::served_addresses(
+        node,
+        view.services.values(),
+        &view.nodes,
+        &view.node_leases,
+    )
 }
 
 /// The Services `changes` touch: those named, and those whose selector matches a changed

@@ -262,3 +262,51 @@ fn service_events_leave_policy_alone_and_nothing_changed_is_free() {
     assert!(changed);
     assert_eq!(after.hairpin, [Ipv4Addr::new(10, 1, 0, 2)].into());
 }
+
+#[test]
+fn a_gateway_serves_the_lb_addresses_it_owns_while_it_holds_a_lease() {
+    let lb = Ipv4Addr::new(203, 0, 113, 7);
+    let mut s = service("front", Some("web"), 1);
+    s.spec.service_type = ServiceType::LoadBalancer;
+    s.status.load_balancer.ingress = vec![seam_model::LoadBalancerIngress {
+        ip: lb,
+        ip_mode: Some("VIP".into()),
+    }];
+    let gw = seam_model::Node {
+        name: "gw1".into(),
+        underlay_ip: Ipv4Addr::new(198, 18, 0, 1),
+        role: NodeRole::Gateway,
+        transit_encap: Default::default(),
+        underlay_prefix_len: Some(24),
+    };
+    let mut view = ClusterView::default();
+    view.reset(Snapshot {
+        nodes: vec![gw],
+        services: vec![s],
+        ..Snapshot::default()
+    });
+    let mut gateway = ServiceCache::new("gw1".into(), NodeRole::Gateway);
+    let mut worker = ServiceCache::new("n1".into(), NodeRole::Worker);
+    let every = ServiceChanges::everything();
+    // No lease: not live, serves nothing (the LB frontend is there all the same).
+    let (d, _) = gateway.sync(&view, &every);
+    assert!(d.lb_addresses.is_empty());
+    assert!(d.frontends.iter().any(|f| matches!(
+        f.key,
+        seam_nft::services::FrontendKey::Address { addr, .. } if addr == lb
+    )));
+    view.apply(event(
+        ObjectKind::NodeLease,
+        "gw1",
+        Some(json!({"node": "gw1"})),
+    ));
+    let (d, changed) = gateway.sync(&view, &view.clone().take_service_changes());
+    assert!(changed);
+    assert_eq!(d.lb_addresses, [lb].into());
+    let (d, _) = worker.sync(&view, &every);
+    assert!(d.lb_addresses.is_empty());
+    // The lease gone: the address is no longer served here.
+    view.apply(event(ObjectKind::NodeLease, "gw1", None));
+    let (d, _) = gateway.sync(&view, &view.clone().take_service_changes());
+    assert!(d.lb_addresses.is_empty());
+}
