@@ -49,25 +49,21 @@ fn setup(name: &str, nodes: usize) -> Setup {
     let mut webs = Vec::new();
     for (pod, node) in [("web-1", "n1"), ("web-2", "n2"), ("web-3", "n1")] {
         let labels = format!("app=web,pod={pod}");
-        let out = ok(&seam(
+        let out = ok(&seam_lab_cmd(&[
+            "pod-add",
+            "--name",
             &g.lab.name,
-            &[
-                "lab",
-                "pod-add",
-                "--name",
-                &g.lab.name,
-                "--node",
-                node,
-                "--namespace",
-                "web",
-                "--pod",
-                pod,
-                "--labels",
-                &labels,
-                "--port",
-                "http=8080",
-            ],
-        ));
+            "--node",
+            node,
+            "--namespace",
+            "web",
+            "--pod",
+            pod,
+            "--labels",
+            &labels,
+            "--port",
+            "http=8080",
+        ]));
         let info: PodInfo = serde_json::from_str(&out).unwrap();
         balance::serve(&info.netns_path, pod, Transport::Tcp, WEB_PORT).unwrap();
         balance::serve(&info.netns_path, pod, Transport::Udp, DNS_PORT).unwrap();
@@ -814,4 +810,13 @@ spec:
             web.name
         );
     }
+}
+
+/// `seam lab ARGS…` (the lab verbs name their lab with `--name`).
+fn seam_lab_cmd(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(seam_e2e::bin_dir().join("seam"))
+        .arg("lab")
+        .args(args)
+        .output()
+        .unwrap()
 }
