@@ -822,7 +822,12 @@ impl ControllerClient {
     }
 
     /// Sends a request whose 2xx body is not needed.
-    async fn call_unit(&self, method: Method, path: String, body: Option<Vec<u8>>) -> Result<()> {
+    pub(crate) async fn call_unit(
+        &self,
+        method: Method,
+        path: String,
+        body: Option<Vec<u8>>,
+    ) -> Result<()> {
         let request = format!("{method} {path}");
         let (status, bytes, endpoint) = self.exchange(method, &path, body).await?;
         if !status.is_success() {
@@ -1114,7 +1119,7 @@ fn policies(
     Ok((readable, unreadable))
 }
 
-fn object_path(kind: ObjectKind, name: &str) -> String {
+pub(crate) fn object_path(kind: ObjectKind, name: &str) -> String {
     format!("/v1/{}/{}", kind.plural(), encode_segment(name))
 }
 

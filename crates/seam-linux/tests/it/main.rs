@@ -6,5 +6,6 @@
 mod contract;
 mod delta;
 mod firewall;
+mod lb;
 mod netns;
 mod random;
