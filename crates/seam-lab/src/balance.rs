@@ -153,6 +153,8 @@ pub struct Tally {
     pub per_backend: BTreeMap<String, u32>,
     /// The client addresses the backends saw.
     pub clients_seen: BTreeSet<Ipv4Addr>,
+    /// The client addresses each backend saw.
+    pub seen_by: BTreeMap<String, BTreeSet<Ipv4Addr>>,
     /// Failed attempts, by how they failed.
     pub failed: BTreeMap<String, u32>,
     /// Refused attempts (TCP reset, ICMP port unreachable), also counted in `failed`.
@@ -218,8 +220,12 @@ impl Tally {
         self.slowest = self.slowest.max(took);
         match result {
             Ok(reply) => {
-                *self.per_backend.entry(reply.backend).or_default() += 1;
                 self.clients_seen.insert(reply.client);
+                self.seen_by
+                    .entry(reply.backend.clone())
+                    .or_default()
+                    .insert(reply.client);
+                *self.per_backend.entry(reply.backend).or_default() += 1;
             }
             Err(outcome) => {
                 if outcome == Outcome::Refused {
