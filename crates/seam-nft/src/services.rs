@@ -1,11 +1,53 @@
 //! Services in `table inet seam`: what a node translates (the input, [`DesiredServices`], made by
-//! `seam_dataplane::services` from the Services and their backends), and how the table holds it.
+//! `seam_dataplane::services` from the Services and their backends), and how the table holds it
+//! ([`ServiceModel`], built by [`ServiceModel::from_desired`]).
+//!
+//! Layout (why: the cost of a new connection must not grow with the number of Services, and a
+//! Service added or an endpoint changed must touch only that Service's map elements):
+//! - `svc_dispatch` (`ipv4_addr . inet_proto . inet_service : verdict`) maps a frontend at an
+//!   address (ClusterIP, external IP, LB address) to `goto m_<N>`, N its number of backends;
+//!   `svc_nodeports` (`inet_proto . inet_service : verdict`) maps a NodePort to `goto n_<N>`.
+//! - `m_<N>`, one chain per backend count shared by every frontend with that count:
+//!   `dnat ip to ip daddr . meta l4proto . th dport . numgen random mod N map @svc_backends`;
+//!   `svc_backends` maps frontend and slot `0..N` to the backend's address and port. `n_<N>`
+//!   does the same for NodePorts through `svc_np_backends` (no address in the key: a NodePort is
+//!   served on every local address). A chain exists while some frontend has that count.
+//! - ClientIP affinity: `sa_<hash>` per frontend: `ip saddr @aff_<h> goto se_<h>` per backend,
+//!   then `numgen random mod N vmap { i : goto se_<h> }`; `se_<h>` per (frontend, backend):
+//!   `update @aff_<h> { ip saddr }`, then `dnat` to the backend. `aff_<h>` is a timed set
+//!   (`flags dynamic,timeout; timeout T`): a client returns to its backend while it opens new
+//!   connections within T of each other, as kube-proxy does. Names are hashes of what they
+//!   hold: a backend added to an affinity Service is a new `sa_` chain, while the other
+//!   backends' `se_`/`aff_` objects (and the clients they remember) stay.
+//! - A frontend with no usable backend is in `svc_reject` / `svc_np_reject`, which the filter
+//!   chains `svc_reject_{input,forward,output}` (priority filter - 10, before policy) test
+//!   first: TCP gets a reset, the rest ICMP port unreachable, as kube-proxy does.
+//! - Masquerade: a frontend in `svc_masq` / `svc_np_masq` marks the first packet of a connection
+//!   from outside `svc_inside` (Seam's segments) with [`SVC_MASQUERADE_MARK`] in the nat chains;
+//!   `svc_postrouting` masquerades marked packets, and hairpin pairs (`svc_hairpin`, `B . B`:
+//!   after DNAT the source is the destination).
+//! - `svc_lb_addresses`: on a gateway, traffic to an LB address that no Service port translated
+//!   is dropped on input (ICMP aside), so it never reaches the gateway's own sockets.
+//! - NodePorts match `fib daddr type local` and not 127.0.0.0/8 (as kube-proxy's nftables mode).
+//!
+//! The nat chains see only a connection's first packet; policy (the forward hook) sees the
+//! translated destination.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::{self, Write as _};
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use ipnet::Ipv4Net;
 use seam_model::PortProtocol;
+
+use crate::names::{
+    chain_name, AFFINITY_CHAIN_PREFIX, AFFINITY_SET_PREFIX, NODEPORT_SPREAD_CHAIN_PREFIX,
+    SPREAD_CHAIN_PREFIX, STICKY_CHAIN_PREFIX, SVC_BACKENDS, SVC_DISPATCH, SVC_HAIRPIN, SVC_INSIDE,
+    SVC_LB_ADDRESSES, SVC_MASQUERADE, SVC_MASQUERADE_MARK, SVC_NODEPORTS, SVC_NODEPORT_BACKENDS,
+    SVC_NODEPORT_MASQUERADE, SVC_NODEPORT_REJECT, SVC_OUTPUT, SVC_POSTROUTING, SVC_PREROUTING,
+    SVC_REJECT, SVC_REJECT_FORWARD, SVC_REJECT_INPUT, SVC_REJECT_OUTPUT,
+};
 
 /// Where a Service is reached on this node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -58,4 +100,635 @@ pub struct DesiredServices {
     /// LoadBalancer addresses this node serves (gateways): anything sent to them that is not a
     /// Service port is dropped before it reaches the node's own sockets.
     pub lb_addresses: BTreeSet<Ipv4Addr>,
+}
+
+/// The protocol's nftables name (`tcp`, `udp`, `sctp`).
+pub fn protocol_name(protocol: PortProtocol) -> &'static str {
+    match protocol {
+        PortProtocol::Tcp => "tcp",
+        PortProtocol::Udp => "udp",
+        PortProtocol::Sctp => "sctp",
+    }
+}
+
+/// The protocol's IP protocol number (what `meta l4proto` loads).
+pub fn protocol_number(protocol: PortProtocol) -> u8 {
+    match protocol {
+        PortProtocol::Tcp => 6,
+        PortProtocol::Udp => 17,
+        PortProtocol::Sctp => 132,
+    }
+}
+
+/// The protocol of an nftables name or number, as a listing prints it.
+pub fn parse_protocol(text: &str) -> Option<PortProtocol> {
+    match text {
+        "tcp" | "6" => Some(PortProtocol::Tcp),
+        "udp" | "17" => Some(PortProtocol::Udp),
+        "sctp" | "132" => Some(PortProtocol::Sctp),
+        _ => None,
+    }
+}
+
+impl FrontendKey {
+    /// Whether it is a NodePort (held in the NodePort maps and sets).
+    pub fn is_node_port(&self) -> bool {
+        matches!(self, FrontendKey::NodePort { .. })
+    }
+
+    /// The protocol.
+    pub fn protocol(&self) -> PortProtocol {
+        match self {
+            FrontendKey::Address { protocol, .. } | FrontendKey::NodePort { protocol, .. } => {
+                *protocol
+            }
+        }
+    }
+}
+
+impl fmt::Display for FrontendKey {
+    /// The key as nft writes an element of its map or set: `10.96.0.1 . tcp . 80`, `tcp . 30080`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FrontendKey::Address {
+                addr,
+                protocol,
+                port,
+            } => write!(f, "{addr} . {} . {port}", protocol_name(*protocol)),
+            FrontendKey::NodePort { protocol, port } => {
+                write!(f, "{} . {port}", protocol_name(*protocol))
+            }
+        }
+    }
+}
+
+/// A regular chain of the Services part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SvcChain {
+    /// `m_<N>`: frontends at an address with N backends, through `svc_backends`.
+    Spread {
+        /// N.
+        count: u32,
+    },
+    /// `n_<N>`: NodePorts with N backends, through `svc_np_backends`.
+    NodeSpread {
+        /// N.
+        count: u32,
+    },
+    /// `sa_<hash>`: a frontend with ClientIP affinity: each backend's `se_` chain (in slot
+    /// order), tried by its `aff_` set, then one picked at random.
+    Affinity {
+        /// The `se_<h>` chains, one per backend; each one's set is `aff_<h>`.
+        sticky: Vec<String>,
+    },
+    /// `se_<hash>`: records the client in its `aff_<hash>` set, then translates to the backend.
+    Sticky {
+        /// The frontend's protocol.
+        protocol: PortProtocol,
+        /// The backend.
+        backend: (Ipv4Addr, u16),
+    },
+    /// Read back from the kernel: the name says what it holds.
+    Adopted,
+}
+
+/// One element of a Services set or map (which one follows from its kind and key), as the
+/// in-place changes add and delete them ([`crate::TableOp::AddSvcElements`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SvcElement {
+    /// `svc_dispatch` / `svc_nodeports`: frontend → `goto` chain.
+    Frontend {
+        /// The frontend.
+        key: FrontendKey,
+        /// The chain it goes to.
+        chain: String,
+    },
+    /// `svc_backends` / `svc_np_backends`: frontend and slot → backend.
+    Backend {
+        /// The frontend.
+        key: FrontendKey,
+        /// The slot, `0..N`.
+        slot: u32,
+        /// The backend's address and port.
+        backend: (Ipv4Addr, u16),
+    },
+    /// `svc_reject` / `svc_np_reject`.
+    Reject(FrontendKey),
+    /// `svc_masq` / `svc_np_masq`.
+    Masquerade(FrontendKey),
+    /// `svc_inside`: an inclusive range.
+    Inside(Ipv4Addr, Ipv4Addr),
+    /// `svc_hairpin`: `B . B`.
+    Hairpin(Ipv4Addr),
+    /// `svc_lb_addresses`.
+    LbAddress(Ipv4Addr),
+}
+
+impl SvcElement {
+    /// The set or map that holds it.
+    pub fn set(&self) -> &'static str {
+        let node = |k: &FrontendKey| k.is_node_port();
+        match self {
+            SvcElement::Frontend { key, .. } if node(key) => SVC_NODEPORTS,
+            SvcElement::Frontend { .. } => SVC_DISPATCH,
+            SvcElement::Backend { key, .. } if node(key) => SVC_NODEPORT_BACKENDS,
+            SvcElement::Backend { .. } => SVC_BACKENDS,
+            SvcElement::Reject(key) if node(key) => SVC_NODEPORT_REJECT,
+            SvcElement::Reject(_) => SVC_REJECT,
+            SvcElement::Masquerade(key) if node(key) => SVC_NODEPORT_MASQUERADE,
+            SvcElement::Masquerade(_) => SVC_MASQUERADE,
+            SvcElement::Inside(..) => SVC_INSIDE,
+            SvcElement::Hairpin(_) => SVC_HAIRPIN,
+            SvcElement::LbAddress(_) => SVC_LB_ADDRESSES,
+        }
+    }
+}
+
+impl fmt::Display for SvcElement {
+    /// The element as nft writes it in its set or map.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SvcElement::Frontend { key, chain } => write!(f, "{key} : goto {chain}"),
+            SvcElement::Backend {
+                key,
+                slot,
+                backend: (addr, port),
+            } => write!(f, "{key} . {slot} : {addr} . {port}"),
+            SvcElement::Reject(key) | SvcElement::Masquerade(key) => write!(f, "{key}"),
+            SvcElement::Inside(s, e) if s == e => write!(f, "{s}"),
+            SvcElement::Inside(s, e) => write!(f, "{s}-{e}"),
+            SvcElement::Hairpin(a) => write!(f, "{a} . {a}"),
+            SvcElement::LbAddress(a) => write!(f, "{a}"),
+        }
+    }
+}
+
+/// The Services part of `table inet seam`: the elements of its maps and sets, its regular chains
+/// and its affinity sets (the base chains and the sets themselves are fixed, see the module
+/// docs).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServiceModel {
+    /// The Services part exists in the table (its sets, maps and base chains). `false` (the
+    /// default) leaves it out: a table of policy only, as before Services.
+    pub enabled: bool,
+    /// `svc_dispatch` and `svc_nodeports`: frontend → the chain it goes to.
+    pub frontends: BTreeMap<FrontendKey, Arc<str>>,
+    /// `svc_backends` and `svc_np_backends`: (frontend, slot) → backend.
+    pub backends: BTreeMap<(FrontendKey, u32), (Ipv4Addr, u16)>,
+    /// `svc_reject` and `svc_np_reject`.
+    pub reject: BTreeSet<FrontendKey>,
+    /// `svc_masq` and `svc_np_masq`.
+    pub masquerade: BTreeSet<FrontendKey>,
+    /// `svc_inside`: inclusive ranges, sorted, disjoint and not adjacent.
+    pub inside: Vec<(Ipv4Addr, Ipv4Addr)>,
+    /// `svc_hairpin` (each address `a` is the element `a . a`).
+    pub hairpin: BTreeSet<Ipv4Addr>,
+    /// `svc_lb_addresses`.
+    pub lb_addresses: BTreeSet<Ipv4Addr>,
+    /// `m_<N>`, `n_<N>`, `sa_<hash>` and `se_<hash>` chains by name.
+    pub chains: BTreeMap<String, SvcChain>,
+    /// `aff_<hash>` sets by name, with their timeout in seconds.
+    pub affinity_sets: BTreeMap<String, u32>,
+}
+
+/// The name of the shared chain of frontends of this kind with `count` backends.
+pub fn spread_chain(node_port: bool, count: usize) -> String {
+    let prefix = if node_port {
+        NODEPORT_SPREAD_CHAIN_PREFIX
+    } else {
+        SPREAD_CHAIN_PREFIX
+    };
+    format!("{prefix}{count}")
+}
+
+/// The `aff_<hash>` set of a `se_<hash>` chain.
+pub fn affinity_set_of(sticky_chain: &str) -> String {
+    let hash = sticky_chain
+        .strip_prefix(STICKY_CHAIN_PREFIX)
+        .unwrap_or(sticky_chain);
+    format!("{AFFINITY_SET_PREFIX}{hash}")
+}
+
+fn backend_text((addr, port): &(Ipv4Addr, u16)) -> String {
+    format!("{addr}:{port}")
+}
+
+/// Sorted, merged inclusive ranges of prefixes.
+fn prefix_ranges<'a>(nets: impl IntoIterator<Item = &'a Ipv4Net>) -> Vec<(Ipv4Addr, Ipv4Addr)> {
+    let mut ranges: Vec<(u32, u32)> = nets
+        .into_iter()
+        .map(|n| (u32::from(n.network()), u32::from(n.broadcast())))
+        .collect();
+    ranges.sort_unstable();
+    let mut out: Vec<(u32, u32)> = Vec::with_capacity(ranges.len());
+    for (s, e) in ranges {
+        match out.last_mut() {
+            Some((_, last)) if u64::from(s) <= u64::from(*last) + 1 => *last = (*last).max(e),
+            _ => out.push((s, e)),
+        }
+    }
+    out.into_iter()
+        .map(|(s, e)| (Ipv4Addr::from(s), Ipv4Addr::from(e)))
+        .collect()
+}
+
+impl ServiceModel {
+    /// The table's Services part for `desired` (enabled, even with no frontend: the sets and
+    /// base chains are there for the first Service to come as elements only).
+    pub fn from_desired(desired: &DesiredServices) -> ServiceModel {
+        let mut out = ServiceModel {
+            enabled: true,
+            inside: prefix_ranges(&desired.segment_subnets),
+            hairpin: desired.hairpin.clone(),
+            lb_addresses: desired.lb_addresses.clone(),
+            ..ServiceModel::default()
+        };
+        for f in &desired.frontends {
+            if f.backends.is_empty() {
+                out.reject.insert(f.key);
+                continue;
+            }
+            if f.masquerade_outside {
+                out.masquerade.insert(f.key);
+            }
+            let chain = match f.affinity_timeout {
+                Some(timeout) => out.affinity(f, timeout),
+                None => {
+                    let chain = spread_chain(f.key.is_node_port(), f.backends.len());
+                    let count = u32::try_from(f.backends.len()).unwrap_or(u32::MAX);
+                    out.chains
+                        .entry(chain.clone())
+                        .or_insert(if f.key.is_node_port() {
+                            SvcChain::NodeSpread { count }
+                        } else {
+                            SvcChain::Spread { count }
+                        });
+                    for (slot, backend) in (0u32..).zip(&f.backends) {
+                        out.backends.insert((f.key, slot), *backend);
+                    }
+                    chain
+                }
+            };
+            out.frontends.insert(f.key, Arc::from(chain));
+        }
+        out
+    }
+
+    /// Adds the affinity chains and sets of `f`; returns its `sa_` chain.
+    fn affinity(&mut self, f: &Frontend, timeout: u32) -> String {
+        let key = f.key.to_string();
+        let timeout_text = timeout.to_string();
+        let mut sticky = Vec::with_capacity(f.backends.len());
+        for backend in &f.backends {
+            let b = backend_text(backend);
+            let name = chain_name(STICKY_CHAIN_PREFIX, &[&key, &timeout_text, &b], []);
+            self.affinity_sets.insert(affinity_set_of(&name), timeout);
+            self.chains.insert(
+                name.clone(),
+                SvcChain::Sticky {
+                    protocol: f.key.protocol(),
+                    backend: *backend,
+                },
+            );
+            sticky.push(name);
+        }
+        let mut labels: Vec<String> = vec![key, timeout_text];
+        labels.extend(f.backends.iter().map(backend_text));
+        let label_refs: Vec<&str> = labels.iter().map(String::as_str).collect();
+        let name = chain_name(AFFINITY_CHAIN_PREFIX, &label_refs, []);
+        self.chains
+            .insert(name.clone(), SvcChain::Affinity { sticky });
+        name
+    }
+
+    /// The model as a listing reads it back ([`crate::table::from_nft_json`]): every chain by its
+    /// name only.
+    pub fn listed(&self) -> ServiceModel {
+        let mut out = self.clone();
+        for body in out.chains.values_mut() {
+            *body = SvcChain::Adopted;
+        }
+        out
+    }
+
+    /// Every element, grouped by the set or map that holds it (in [`crate::names::SVC_SETS`]
+    /// order within each kind).
+    pub fn elements(&self) -> impl Iterator<Item = SvcElement> + '_ {
+        let frontends = self
+            .frontends
+            .iter()
+            .map(|(key, chain)| SvcElement::Frontend {
+                key: *key,
+                chain: chain.to_string(),
+            });
+        let backends = self
+            .backends
+            .iter()
+            .map(|((key, slot), backend)| SvcElement::Backend {
+                key: *key,
+                slot: *slot,
+                backend: *backend,
+            });
+        frontends
+            .chain(backends)
+            .chain(self.reject.iter().map(|k| SvcElement::Reject(*k)))
+            .chain(self.masquerade.iter().map(|k| SvcElement::Masquerade(*k)))
+            .chain(self.inside.iter().map(|(s, e)| SvcElement::Inside(*s, *e)))
+            .chain(self.hairpin.iter().map(|a| SvcElement::Hairpin(*a)))
+            .chain(self.lb_addresses.iter().map(|a| SvcElement::LbAddress(*a)))
+    }
+}
+
+/// The lines of a Services chain's rules, as `nft -f` reads them (and `nft list` prints them).
+pub fn chain_rules(name: &str, body: &SvcChain) -> Vec<String> {
+    match body {
+        SvcChain::Spread { count } => vec![format!(
+            "dnat ip to ip daddr . meta l4proto . th dport . numgen random mod {count} map @{SVC_BACKENDS}"
+        )],
+        SvcChain::NodeSpread { count } => vec![format!(
+            "dnat ip to meta l4proto . th dport . numgen random mod {count} map @{SVC_NODEPORT_BACKENDS}"
+        )],
+        SvcChain::Affinity { sticky } => {
+            let mut out: Vec<String> = sticky
+                .iter()
+                .map(|se| format!("ip saddr @{} goto {se}", affinity_set_of(se)))
+                .collect();
+            let picks: Vec<String> = sticky
+                .iter()
+                .enumerate()
+                .map(|(i, se)| format!("{i} : goto {se}"))
+                .collect();
+            out.push(format!(
+                "numgen random mod {} vmap {{ {} }}",
+                sticky.len(),
+                picks.join(", ")
+            ));
+            out
+        }
+        SvcChain::Sticky {
+            protocol,
+            backend: (addr, port),
+        } => vec![
+            format!("update @{} {{ ip saddr }}", affinity_set_of(name)),
+            format!(
+                "meta l4proto {} dnat ip to {addr}:{port}",
+                protocol_name(*protocol)
+            ),
+        ],
+        SvcChain::Adopted => Vec::new(),
+    }
+}
+
+/// The type line of each Services set or map, as `nft -f` declares it.
+pub fn set_declaration(set: &str) -> &'static str {
+    match set {
+        SVC_DISPATCH => "type ipv4_addr . inet_proto . inet_service : verdict",
+        SVC_NODEPORTS => "type inet_proto . inet_service : verdict",
+        SVC_BACKENDS => {
+            "typeof ip daddr . meta l4proto . th dport . numgen random mod 1 : ip daddr . th dport"
+        }
+        SVC_NODEPORT_BACKENDS => {
+            "typeof meta l4proto . th dport . numgen random mod 1 : ip daddr . th dport"
+        }
+        SVC_REJECT | SVC_MASQUERADE => "type ipv4_addr . inet_proto . inet_service",
+        SVC_NODEPORT_REJECT | SVC_NODEPORT_MASQUERADE => "type inet_proto . inet_service",
+        SVC_INSIDE => "type ipv4_addr\n\t\tflags interval",
+        SVC_HAIRPIN => "type ipv4_addr . ipv4_addr",
+        _ => "type ipv4_addr",
+    }
+}
+
+/// The NodePort test of a rule: a local destination other than loopback.
+const LOCAL_DESTINATION: &str = "ip daddr != 127.0.0.0/8 fib daddr type local";
+
+/// The base chains of the Services part, as `nft -f` text (each `\tchain … {…}`).
+pub fn base_chains_text() -> String {
+    let mut out = String::new();
+    let mark = format!("meta mark set meta mark | 0x{SVC_MASQUERADE_MARK:08x}");
+    for (chain, hook, priority) in [
+        (SVC_PREROUTING, "prerouting", "dstnat"),
+        (SVC_OUTPUT, "output", "-100"),
+    ] {
+        let _ = write!(
+            out,
+            "\tchain {chain} {{\n\t\ttype nat hook {hook} priority {priority}; policy accept;\n\
+             \t\tip daddr . meta l4proto . th dport @{SVC_MASQUERADE} ip saddr != @{SVC_INSIDE} {mark}\n\
+             \t\t{LOCAL_DESTINATION} meta l4proto . th dport @{SVC_NODEPORT_MASQUERADE} ip saddr != @{SVC_INSIDE} {mark}\n\
+             \t\tip daddr . meta l4proto . th dport vmap @{SVC_DISPATCH}\n\
+             \t\t{LOCAL_DESTINATION} meta l4proto . th dport vmap @{SVC_NODEPORTS}\n\t}}\n"
+        );
+    }
+    let _ = write!(
+        out,
+        "\tchain {SVC_POSTROUTING} {{\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n\
+         \t\tmeta mark & 0x{SVC_MASQUERADE_MARK:08x} == 0x{SVC_MASQUERADE_MARK:08x} masquerade\n\
+         \t\tct status dnat ip saddr . ip daddr @{SVC_HAIRPIN} masquerade\n\t}}\n"
+    );
+    let reject = |out: &mut String, test: &str| {
+        let _ = write!(
+            out,
+            "\t\t{test} meta l4proto tcp reject with tcp reset\n\t\t{test} reject\n"
+        );
+    };
+    for (chain, hook) in [
+        (SVC_REJECT_INPUT, "input"),
+        (SVC_REJECT_FORWARD, "forward"),
+        (SVC_REJECT_OUTPUT, "output"),
+    ] {
+        let _ = writeln!(
+            out,
+            "\tchain {chain} {{\n\t\ttype filter hook {hook} priority filter - 10; policy accept;"
+        );
+        reject(
+            &mut out,
+            &format!("ip daddr . meta l4proto . th dport @{SVC_REJECT}"),
+        );
+        if chain == SVC_REJECT_INPUT {
+            reject(
+                &mut out,
+                &format!("{LOCAL_DESTINATION} meta l4proto . th dport @{SVC_NODEPORT_REJECT}"),
+            );
+            let _ = writeln!(
+                out,
+                "\t\tip daddr @{SVC_LB_ADDRESSES} meta l4proto != icmp drop"
+            );
+        }
+        out.push_str("\t}\n");
+    }
+    out
+}
+
+/// The Services part of a whole-table write (inside `table inet seam { … }`): nothing when it is
+/// not enabled.
+pub fn render(model: &ServiceModel, out: &mut String) {
+    if !model.enabled {
+        return;
+    }
+    let mut by_set: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
+    for e in model.elements() {
+        by_set.entry(e.set()).or_default().push(e.to_string());
+    }
+    for set in crate::names::SVC_SETS {
+        let kind = if set_declaration(set).contains(':') {
+            "map"
+        } else {
+            "set"
+        };
+        let _ = writeln!(out, "\t{kind} {set} {{\n\t\t{}", set_declaration(set));
+        if let Some(items) = by_set.get(set) {
+            let _ = writeln!(out, "\t\telements = {{ {} }}", items.join(", "));
+        }
+        out.push_str("\t}\n");
+    }
+    for (name, timeout) in &model.affinity_sets {
+        let _ = writeln!(
+            out,
+            "\tset {name} {{\n\t\ttype ipv4_addr\n\t\tflags dynamic,timeout\n\t\ttimeout {timeout}s\n\t}}"
+        );
+    }
+    // `se_` chains before the `sa_` chains that go to them (nft resolves names in one pass
+    // either way; the order is for the reader).
+    let mut chains: Vec<(&String, &SvcChain)> = model.chains.iter().collect();
+    chains.sort_by_key(|(n, _)| (n.starts_with(AFFINITY_CHAIN_PREFIX), n.as_str()));
+    for (name, body) in chains {
+        let _ = writeln!(out, "\tchain {name} {{");
+        for rule in chain_rules(name, body) {
+            let _ = writeln!(out, "\t\t{rule}");
+        }
+        out.push_str("\t}\n");
+    }
+    out.push_str(&base_chains_text());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    fn addr(ip: &str, port: u16) -> FrontendKey {
+        FrontendKey::Address {
+            addr: a(ip),
+            protocol: PortProtocol::Tcp,
+            port,
+        }
+    }
+
+    pub(crate) fn sample() -> DesiredServices {
+        let web = vec![
+            (a("10.1.0.5"), 8080),
+            (a("10.1.0.6"), 8080),
+            (a("10.1.1.7"), 8080),
+        ];
+        DesiredServices {
+            frontends: vec![
+                Frontend {
+                    key: addr("10.96.0.10", 80),
+                    service: "default/web:http".into(),
+                    backends: web.clone(),
+                    affinity_timeout: None,
+                    masquerade_outside: false,
+                },
+                Frontend {
+                    key: addr("10.96.0.11", 80),
+                    service: "default/sticky:http".into(),
+                    backends: web[..2].to_vec(),
+                    affinity_timeout: Some(10),
+                    masquerade_outside: false,
+                },
+                Frontend {
+                    key: FrontendKey::Address {
+                        addr: a("10.96.0.12"),
+                        protocol: PortProtocol::Udp,
+                        port: 53,
+                    },
+                    service: "default/empty:dns".into(),
+                    backends: Vec::new(),
+                    affinity_timeout: None,
+                    masquerade_outside: false,
+                },
+                Frontend {
+                    key: FrontendKey::NodePort {
+                        protocol: PortProtocol::Tcp,
+                        port: 30080,
+                    },
+                    service: "default/web:http".into(),
+                    backends: web,
+                    affinity_timeout: None,
+                    masquerade_outside: true,
+                },
+            ],
+            hairpin: [a("10.1.0.5")].into(),
+            segment_subnets: [
+                "10.1.0.0/24".parse().unwrap(),
+                "10.1.1.0/24".parse().unwrap(),
+            ]
+            .into(),
+            lb_addresses: [a("192.0.2.10")].into(),
+        }
+    }
+
+    #[test]
+    fn frontends_become_elements_and_shared_chains() {
+        let m = ServiceModel::from_desired(&sample());
+        assert!(m.enabled);
+        assert_eq!(&*m.frontends[&addr("10.96.0.10", 80)], "m_3");
+        assert_eq!(
+            m.backends[&(addr("10.96.0.10", 80), 2)],
+            (a("10.1.1.7"), 8080)
+        );
+        let np = FrontendKey::NodePort {
+            protocol: PortProtocol::Tcp,
+            port: 30080,
+        };
+        assert_eq!(&*m.frontends[&np], "n_3");
+        assert!(m.masquerade.contains(&np));
+        assert_eq!(m.inside, vec![(a("10.1.0.0"), a("10.1.1.255"))]);
+        assert_eq!(m.reject.len(), 1);
+        // Affinity: one sa_ chain, a se_ chain and an aff_ set per backend.
+        let sa = &m.frontends[&addr("10.96.0.11", 80)];
+        assert!(sa.starts_with("sa_"));
+        let SvcChain::Affinity { sticky } = &m.chains[&**sa] else {
+            panic!("not an affinity chain")
+        };
+        assert_eq!(sticky.len(), 2);
+        assert_eq!(m.affinity_sets[&affinity_set_of(&sticky[0])], 10);
+        assert_eq!(
+            chain_rules(&sticky[1], &m.chains[&sticky[1]]),
+            [
+                format!("update @{} {{ ip saddr }}", affinity_set_of(&sticky[1])),
+                "meta l4proto tcp dnat ip to 10.1.0.6:8080".to_string()
+            ]
+        );
+        // Affinity frontends have no slots in svc_backends.
+        assert!(!m.backends.keys().any(|(k, _)| *k == addr("10.96.0.11", 80)));
+    }
+
+    #[test]
+    #[ignore = "writes the sample table's text to $SEAM_DUMP (for trying it in a netns)"]
+    fn dump_sample() {
+        let t = crate::table::TableModel {
+            services: ServiceModel::from_desired(&sample()),
+            ..Default::default()
+        };
+        std::fs::write(
+            std::env::var("SEAM_DUMP").unwrap(),
+            crate::table::full_text(&t),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn a_disabled_model_renders_nothing() {
+        let mut out = String::new();
+        render(&ServiceModel::default(), &mut out);
+        assert!(out.is_empty());
+        render(&ServiceModel::from_desired(&sample()), &mut out);
+        assert!(out.contains(
+            "elements = { 10.96.0.10 . tcp . 80 . 0 : 10.1.0.5 . 8080, 10.96.0.10 . tcp . 80 . 1 : 10.1.0.6 . 8080"
+        ));
+        assert!(out.contains("chain m_3 {\n\t\tdnat ip to ip daddr . meta l4proto . th dport . numgen random mod 3 map @svc_backends\n"));
+    }
 }

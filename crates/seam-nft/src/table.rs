@@ -36,6 +36,7 @@ use crate::names::{
     BASE_CHAINS, BRIDGE_CHAIN, BRIDGE_TABLE, CHAIN_PREFIXES, CLASS_CHAIN_PREFIX, EGRESS_CHAIN,
     EGRESS_DISPATCH, INGRESS_CHAIN, INGRESS_DISPATCH, IPV6_RULE_COMMENT, TABLE,
 };
+use crate::services::ServiceModel;
 use crate::{FirewallDelta, NftRule, TableOp};
 
 /// What a regular chain holds.
@@ -103,6 +104,8 @@ pub struct TableModel {
     pub egress: BTreeMap<Ipv4Addr, Arc<str>>,
     /// `ingress_dispatch`: local destination address → class chain.
     pub ingress: BTreeMap<Ipv4Addr, Arc<str>>,
+    /// The Services part ([`crate::services`]): left out of the table while not enabled.
+    pub services: ServiceModel,
 }
 
 impl TableModel {
@@ -223,6 +226,7 @@ pub fn full_text(model: &TableModel) -> String {
             "\tchain {chain} {{\n\t\ttype filter hook forward priority {priority}; policy accept;\n\t\tct state established,related accept\n\t\tct state invalid drop\n\t\tip {field} vmap @{map}\n\t}}",
         );
     }
+    crate::services::render(&model.services, &mut out);
     out.push_str("}\n");
     // The ports of pods (`sv…`), of the overlay (`seam-v…`) and of VMs (`tv…`).
     let _ = writeln!(
@@ -464,6 +468,7 @@ impl TableModel {
                 .keys()
                 .map(|name| (name.clone(), ChainBody::Adopted))
                 .collect(),
+            services: self.services.listed(),
             ..self.clone()
         }
     }
