@@ -31,7 +31,6 @@
 mod adapter;
 mod client_compat;
 mod error;
-mod model_compat;
 mod resource;
 pub mod services;
 mod sync;

@@ -21,6 +21,7 @@ use std::net::Ipv4Addr;
 
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::discovery::v1 as discovery;
+use seam_model::manifest::{parse_value, Manifest};
 use serde_json::{Map, Value};
 
 use crate::error::{Result, TranslateError};
@@ -276,8 +277,19 @@ fn strip_node_ports(spec: &mut Map<String, Value>) {
 }
 
 /// Decodes the trimmed document with Seam's manifest decoder (the one `seam apply` uses).
+fn parse(kind: WatchedKind, obj: &RawObject, doc: Value) -> Result<Manifest> {
+    parse_value(doc).map_err(|source| TranslateError::Manifest {
+        kind,
+        key: obj.key(),
+        source,
+    })
+}
+
 fn parse_service(kind: WatchedKind, obj: &RawObject, doc: Value) -> Result<seam_model::Service> {
-    crate::model_compat::service(doc).map_err(|e| manifest_error(kind, obj, e))
+    match parse(kind, obj, doc)? {
+        Manifest::Service(service) => Ok(service),
+        other => Err(unexpected(kind, obj, &other)),
+    }
 }
 
 fn parse_slice(
@@ -285,14 +297,21 @@ fn parse_slice(
     obj: &RawObject,
     doc: Value,
 ) -> Result<seam_model::EndpointSlice> {
-    crate::model_compat::endpoint_slice(doc).map_err(|e| manifest_error(kind, obj, e))
+    match parse(kind, obj, doc)? {
+        Manifest::EndpointSlice(slice) => Ok(slice),
+        other => Err(unexpected(kind, obj, &other)),
+    }
 }
 
-fn manifest_error(kind: WatchedKind, obj: &RawObject, message: String) -> TranslateError {
+/// Cannot happen (`apiVersion` and `kind` are set from the kind watched), but is not a panic.
+fn unexpected(kind: WatchedKind, obj: &RawObject, got: &Manifest) -> TranslateError {
     TranslateError::Decode {
         kind,
         key: obj.key(),
-        source: <serde_json::Error as serde::de::Error>::custom(message),
+        source: <serde_json::Error as serde::de::Error>::custom(format!(
+            "decoded as {}",
+            got.describe()
+        )),
     }
 }
 
