@@ -18,6 +18,7 @@
 //! Every namespace is named `bsvc-<pid>-…` and removed on exit, error or signal
 //! ([`crate::cleanup::ScopeGuard`]); the root namespace is never touched.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::io::{ErrorKind, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -30,7 +31,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use ipnet::Ipv4Net;
+use seam_dataplane::services::{assemble, service_frontends};
 use seam_linux::{netns, sysctl};
+use seam_model::service::{EndpointSlice, Service};
 use seam_model::PortProtocol;
 use seam_nft::services::{DesiredServices, Frontend, FrontendKey, ServiceModel};
 use seam_nft::table::TableModel;
@@ -537,14 +540,23 @@ fn sync(
     let mut sync_cpu = vec![];
     let mut kp_cpu = vec![];
     let mut kp_kib = 0;
+    // The view as the watch delivered it.
+    let (view, slices) = view_of(&g.desired);
+    let mut resolve = vec![];
     for round in 0..syncs {
-        // Seam: a fresh namespace, no table; the agent's first write.
+        // Seam: a fresh namespace, no table; the agent's first pass and first write.
         let name = scope.netns(&format!("sync{round}"));
         let path = util::netns_with_lo(&name)?;
         let r = netns::run_in(&path, || -> anyhow::Result<_> {
             let c0 = thread_cpu_ms() + children_cpu_ms();
             let t0 = Instant::now();
-            let table = seam_table(&g.desired);
+            let mut agent = AgentPath::new(&g.desired.segment_subnets, g.desired.hairpin.clone());
+            for (service, slice) in view.iter().zip(&slices) {
+                agent.update(service, slice);
+            }
+            let desired = agent.desired();
+            let ta = Instant::now();
+            let table = seam_table(&desired);
             let t1 = Instant::now();
             let text = seam_nft::table::full_text(&table);
             let t2 = Instant::now();
@@ -554,19 +566,22 @@ fn sync(
             seam_linux::apply_ruleset(&text).context("apply the Services table (nft -f)")?;
             let t3 = Instant::now();
             let cpu = thread_cpu_ms() + children_cpu_ms() - c0;
+            if desired != g.desired {
+                bail!("the agent's path from the view gives other DesiredServices than generated");
+            }
             // The same, in place over netlink, from a table that exists without Services (an
             // agent that had no Service before): delta from the empty model.
             seam_linux::delete_table()?;
             let empty = TableModel::default();
             seam_linux::apply_ruleset(&seam_nft::table::full_text(&empty))?;
             let t4 = Instant::now();
-            let table = seam_table(&g.desired);
+            let table = seam_table(&desired);
             let delta = seam_nft::table::delta(&empty, &table);
             seam_linux::apply_delta(&delta).context("apply the Services in place")?;
             let t5 = Instant::now();
             let ops = delta.switch.len() + delta.cleanup.len();
             Ok((
-                ms(t1 - t0),
+                ms(t1 - ta),
                 ms(t2 - t1),
                 ms(t3 - t2),
                 ms(t3 - t0),
@@ -574,6 +589,7 @@ fn sync(
                 text.len(),
                 ops,
                 cpu,
+                ms(ta - t0),
             ))
         })??;
         netns::delete(&name)?;
@@ -585,6 +601,7 @@ fn sync(
         text_kib = r.5 / 1024;
         nl_ops = r.6;
         sync_cpu.push(r.7);
+        resolve.push(r.8);
         // kube-proxy: a fresh namespace, iptables-restore of the whole nat table (once).
         if round > 0 {
             continue;
@@ -615,7 +632,8 @@ fn sync(
         g.services, g.per
     );
     println!(
-        "   seam, first write (agent start): ServiceModel::from_desired {:.0} ms + full_text {:.0} ms ({text_kib} KiB) + nft -f {:.0} ms = {:.0} ms (min {:.0}, max {:.0}); CPU {:.0} ms (this thread + nft)",
+        "   seam, the agent's first pass and write: resolve + frontends + assemble {:.0} ms + ServiceModel::from_desired {:.0} ms + full_text {:.0} ms ({text_kib} KiB) + nft -f {:.0} ms = {:.0} ms (min {:.0}, max {:.0}); CPU {:.0} ms (this thread + nft)",
+        m(&resolve),
         m(&model),
         m(&render),
         m(&apply),
@@ -630,7 +648,7 @@ fn sync(
         "not measured: this tree's table::delta does not carry Services".to_string()
     };
     println!(
-        "   seam, in place over netlink from a table without Services (model + delta + nf_tables batches): {nl}"
+        "   seam, in place over netlink from a table without Services (ServiceModel + delta + nf_tables batches): {nl}"
     );
     println!(
         "   kube-proxy iptables layout (once): generate {:.0} ms ({kp_kib} KiB) + iptables-restore {:.0} ms = {:.0} ms; CPU {:.0} ms (this thread + iptables-restore)",
@@ -646,6 +664,8 @@ fn sync(
 
 #[derive(Default)]
 struct Timings {
+    /// Resolve the Service, its frontends, assemble the node's DesiredServices.
+    resolve: Vec<f64>,
     model: Vec<f64>,
     delta: Vec<f64>,
     apply: Vec<f64>,
@@ -705,6 +725,13 @@ fn incremental(
     netns::run_in(&kp_path, || iptables_restore(&kp_full(&g.desired), false))??;
     kp_loads.push(ms(t.elapsed()));
     let mut rng = Rng::new(0x005E_4112);
+    // The agent's cache, as after its first pass over the view.
+    let mut agent = AgentPath::new(&g.desired.segment_subnets, g.desired.hairpin.clone());
+    let (view, slices) = view_of(&g.desired);
+    for (service, slice) in view.iter().zip(&slices) {
+        agent.update(service, slice);
+    }
+    drop((view, slices));
     // One thread in Seam's namespace for every change: it keeps its nf_tables socket, as the
     // agent's blocking threads do (closing one waits for the kernel, 5-12 ms).
     let out = netns::run_in(&seam_path, || -> anyhow::Result<_> {
@@ -714,13 +741,13 @@ fn incremental(
             for k in 0..opts.changes {
                 let with_kp = k < opts.baseline_changes;
                 // (the Service changed, kube-proxy's chains to delete) in kube-proxy's copy.
-                let (changed, gone) = if kind == "Service added" {
+                let (i, changed, gone) = if kind == "Service added" {
                     g.push_service();
                     if with_kp {
                         gk.push_service();
                     }
                     let f = gk.desired.frontends.last().context("no Service")?.clone();
-                    (f, Vec::new())
+                    (g.services - 1, f, Vec::new())
                 } else {
                     // Among the Services both copies hold.
                     let (i, j) = g.pick(&mut rng, n0);
@@ -733,12 +760,24 @@ fn incremental(
                     let f = gk.desired.frontends.get(i).context("no Service")?.clone();
                     // kube-proxy deletes the KUBE-SEP chain of the endpoint that went away.
                     let gone = old.map(|b| sep_chain(&f, b)).into_iter().collect();
-                    (f, gone)
+                    (i, f, gone)
                 };
-                let seam = |applied: &TableModel| -> anyhow::Result<_> {
+                // The Service (or its EndpointSlice) as the watch event brings it; this node's
+                // endpoints as the view holds them.
+                let (service, slice) = g
+                    .desired
+                    .frontends
+                    .get(i)
+                    .and_then(|f| view_one(i, f))
+                    .context("no Service")?;
+                agent.local.clone_from(&g.desired.hairpin);
+                let mut seam = |applied: &TableModel| -> anyhow::Result<_> {
                     let c0 = thread_cpu_ms();
                     let t0 = Instant::now();
-                    let table = seam_table(&g.desired);
+                    agent.update(&service, &slice);
+                    let desired = agent.desired();
+                    let ta = Instant::now();
+                    let table = seam_table(&desired);
                     let t1 = Instant::now();
                     let delta = seam_nft::table::delta(applied, &table);
                     let t2 = Instant::now();
@@ -748,8 +787,16 @@ fn incremental(
                     let ops = delta.switch.len() + delta.cleanup.len();
                     Ok((
                         table,
-                        [ms(t1 - t0), ms(t2 - t1), ms(t3 - t2), ms(t3 - t0), cpu],
+                        [
+                            ms(t1 - ta),
+                            ms(t2 - t1),
+                            ms(t3 - t2),
+                            ms(t3 - t0),
+                            cpu,
+                            ms(ta - t0),
+                        ],
                         ops,
+                        desired,
                     ))
                 };
                 let kp = || {
@@ -771,8 +818,13 @@ fn incremental(
                     let kp_ms = kp()?;
                     (seam(&applied)?, Some(kp_ms))
                 };
-                let (table, t, ops) = s;
+                let (table, t, ops, desired) = s;
+                // The agent's path gives what the generator says (checked outside the timing).
+                if k < 3 && desired != g.desired {
+                    bail!("{kind}: the agent's path gives other DesiredServices than generated");
+                }
                 applied = table;
+                tm.resolve.push(t[5]);
                 tm.model.push(t[0]);
                 tm.delta.push(t[1]);
                 tm.apply.push(t[2]);
@@ -797,13 +849,14 @@ fn incremental(
         .and_then(seam_nft::table::from_nft_json)
         .map(|t| (t.services.enabled, t.services == applied.services.listed()));
     println!(
-        "== one change at a time on top of {} Services x {} endpoints, {} of each, as the agent makes them: ServiceModel::from_desired (all Services), table::delta, nf_tables netlink batches; the first {} alternating with kube-proxy's partial iptables-restore --noflush of the same change",
+        "== one change at a time on top of {} Services x {} endpoints, {} of each, as the agent makes them: the Service resolved, its frontends, DesiredServices assembled from every Service's, ServiceModel::from_desired, table::delta, nf_tables netlink batches; the first {} alternating with kube-proxy's partial iptables-restore --noflush of the same change",
         opts.services, g.per, opts.changes, opts.baseline_changes.min(opts.changes)
     );
     println!(
-        "   {:<17} {:>15} {:>13} {:>13} {:>13} {:>13} {:>6} {:>19} {:>13} {:>9}",
+        "   {:<17} {:>15} {:>15} {:>13} {:>13} {:>13} {:>13} {:>6} {:>19} {:>13} {:>9}",
         "ms p50 / p99",
         "seam total",
+        "resolve+assemble",
         "model",
         "delta",
         "netlink apply",
@@ -821,9 +874,10 @@ fn incremental(
         let s = Stats::of(&tm.total);
         let kp = Stats::of(&tm.kp);
         println!(
-            "   {:<17} {:>15} {:>13} {:>13} {:>13} {:>13} {:>6.0} {:>19} {:>13} {:>9.3}",
+            "   {:<17} {:>15} {:>15} {:>13} {:>13} {:>13} {:>13} {:>6.0} {:>19} {:>13} {:>9.3}",
             kind,
             pp(&tm.total),
+            pp(&tm.resolve),
             pp(&tm.model),
             pp(&tm.delta),
             pp(&tm.apply),
@@ -920,22 +974,22 @@ fn memory(opts: &ServicesOpts, sum: &mut ServicesSummary) -> anyhow::Result<()> 
         mib("start_kib")
     );
     println!(
-        "   + the desired Services (DesiredServices: {} frontends, {} backends): {:.1} MiB",
+        "   + the view ({} v1 Services and their EndpointSlices, as seam-model holds them): {:.1} MiB",
+        kib("services"),
+        mib("view_kib")
+    );
+    println!(
+        "   + each Service resolved and its frontends cached (the agent's ServiceCache): {:.1} MiB",
+        mib("cache_kib")
+    );
+    println!(
+        "   + the node's DesiredServices ({} frontends, {} backends): {:.1} MiB",
         kib("frontends"),
         kib("backends"),
         mib("desired_kib")
     );
     println!(
-        "   + the view (a v1 Service and its EndpointSlice each, as seam-model holds them): {:.1} MiB",
-        mib("view_kib")
-    );
-    println!(
-        "   + their backends (seam_model::resolve, {} backends): {:.1} MiB",
-        kib("backends_resolved"),
-        mib("resolved_kib")
-    );
-    println!(
-        "   + the table model (ServiceModel in TableModel), as the agent keeps the applied one: {:.1} MiB",
+        "   + the table model (ServiceModel in TableModel): {:.1} MiB",
         mib("model_kib")
     );
     println!(
@@ -946,7 +1000,7 @@ fn memory(opts: &ServicesOpts, sum: &mut ServicesSummary) -> anyhow::Result<()> 
     );
     sum.row(
         format!(
-            "memory: VmRSS, {} Services x {} endpoints (view+resolved+desired+model)",
+            "memory: VmRSS, {} Services x {} endpoints (view, cache, desired, model)",
             opts.services, opts.endpoints
         ),
         format!(
@@ -961,79 +1015,128 @@ fn memory(opts: &ServicesOpts, sum: &mut ServicesSummary) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// The view the agent holds for the generated Services: each a `v1 Service` without a selector
-/// and its EndpointSlice (as the Kubernetes adapter forwards them), same addresses as
-/// [`Generated`].
-fn view_of(
-    desired: &DesiredServices,
-) -> (
-    Vec<seam_model::service::Service>,
-    Vec<seam_model::service::EndpointSlice>,
-) {
+/// Service `i` of the generated ones as the agent's view holds it: a `v1 Service` without a
+/// selector and its EndpointSlice (as the Kubernetes adapter forwards them), with `f`'s
+/// addresses.
+fn view_one(i: usize, f: &Frontend) -> Option<(Service, EndpointSlice)> {
     use seam_model::service::{
-        ClusterIp, EndpointConditions, EndpointSlice, Service, ServicePort, ServiceSpec,
-        SliceEndpoint, SlicePort, TargetPort, SERVICE_NAME_LABEL,
+        ClusterIp, EndpointConditions, ServicePort, ServiceSpec, SliceEndpoint, SlicePort,
+        TargetPort, SERVICE_NAME_LABEL,
     };
-    let mut services = Vec::with_capacity(desired.frontends.len());
-    let mut slices = Vec::with_capacity(desired.frontends.len());
-    for (i, f) in desired.frontends.iter().enumerate() {
-        let FrontendKey::Address { addr, .. } = f.key else {
-            continue;
-        };
-        let namespace = format!("ns-{}", i % 200);
-        let name = format!("svc-{i}");
-        services.push(Service {
-            name: name.clone(),
-            namespace: namespace.clone(),
-            labels: Default::default(),
-            annotations: Default::default(),
-            spec: ServiceSpec {
-                ports: vec![ServicePort {
-                    name: Some("http".into()),
-                    protocol: PortProtocol::Tcp,
-                    port: SVC_PORT,
-                    target_port: Some(TargetPort::Number(TARGET_PORT)),
-                    node_port: None,
-                    app_protocol: None,
-                }],
-                cluster_ip: ClusterIp::Address(addr),
-                ..ServiceSpec::default()
-            },
-            status: Default::default(),
-        });
-        slices.push(EndpointSlice {
-            name: format!("{name}-abcde"),
-            namespace,
-            service: name.clone(),
-            labels: [(SERVICE_NAME_LABEL.to_string(), name)]
-                .into_iter()
-                .collect(),
-            endpoints: f
-                .backends
-                .iter()
-                .enumerate()
-                .map(|(j, (a, _))| SliceEndpoint {
-                    addresses: vec![*a],
-                    conditions: EndpointConditions {
-                        ready: Some(true),
-                        serving: Some(true),
-                        terminating: Some(false),
-                    },
-                    node_name: Some(format!("node-{}", j % 10)),
-                    hostname: None,
-                    zone: None,
-                    target_ref: None,
-                })
-                .collect(),
-            ports: vec![SlicePort {
+    let FrontendKey::Address { addr, .. } = f.key else {
+        return None;
+    };
+    let namespace = format!("ns-{}", i % 200);
+    let name = format!("svc-{i}");
+    let service = Service {
+        name: name.clone(),
+        namespace: namespace.clone(),
+        labels: Default::default(),
+        annotations: Default::default(),
+        spec: ServiceSpec {
+            ports: vec![ServicePort {
                 name: Some("http".into()),
-                port: TARGET_PORT,
                 protocol: PortProtocol::Tcp,
+                port: SVC_PORT,
+                target_port: Some(TargetPort::Number(TARGET_PORT)),
+                node_port: None,
                 app_protocol: None,
             }],
-        });
+            cluster_ip: ClusterIp::Address(addr),
+            ..ServiceSpec::default()
+        },
+        status: Default::default(),
+    };
+    let slice = EndpointSlice {
+        name: format!("{name}-abcde"),
+        namespace,
+        service: name.clone(),
+        labels: [(SERVICE_NAME_LABEL.to_string(), name)]
+            .into_iter()
+            .collect(),
+        endpoints: f
+            .backends
+            .iter()
+            .enumerate()
+            .map(|(j, (a, _))| SliceEndpoint {
+                addresses: vec![*a],
+                conditions: EndpointConditions {
+                    ready: Some(true),
+                    serving: Some(true),
+                    terminating: Some(false),
+                },
+                node_name: Some(format!("node-{}", j % 10)),
+                hostname: None,
+                zone: None,
+                target_ref: None,
+            })
+            .collect(),
+        ports: vec![SlicePort {
+            name: Some("http".into()),
+            port: TARGET_PORT,
+            protocol: PortProtocol::Tcp,
+            app_protocol: None,
+        }],
+    };
+    Some((service, slice))
+}
+
+/// The view the agent holds for the generated Services ([`view_one`] of each).
+fn view_of(desired: &DesiredServices) -> (Vec<Service>, Vec<EndpointSlice>) {
+    desired
+        .frontends
+        .iter()
+        .enumerate()
+        .filter_map(|(i, f)| view_one(i, f))
+        .unzip()
+}
+
+/// The node the agent path runs for (every generated Service is `internalTrafficPolicy:
+/// Cluster`, so which node does not matter to the result).
+const NODE: &str = "node-0";
+
+/// seam-agent's Services pass (`ServiceCache::sync`), step for step, with the public functions it
+/// calls: a Service written (or its EndpointSlice) is resolved again (`seam_model::resolve`) and
+/// its frontends on this node computed (`seam_dataplane::services::service_frontends`) and
+/// cached; every pass assembles the node's `DesiredServices` from the cache (`assemble`) and
+/// builds the table's `ServiceModel` from it. What the agent does besides (finding the Services
+/// an endpoint event touches, this node's endpoint addresses for hairpin) is left out.
+struct AgentPath {
+    frontends: BTreeMap<String, Vec<Frontend>>,
+    subnets: Vec<Ipv4Net>,
+    /// This node's endpoint addresses (hairpin).
+    local: BTreeSet<Ipv4Addr>,
+}
+
+impl AgentPath {
+    fn new(subnets: &BTreeSet<Ipv4Net>, local: BTreeSet<Ipv4Addr>) -> AgentPath {
+        AgentPath {
+            frontends: BTreeMap::new(),
+            subnets: subnets.iter().copied().collect(),
+            local,
+        }
     }
-    (services, slices)
+
+    /// Service `service` (with its EndpointSlice) written: resolved again.
+    fn update(&mut self, service: &Service, slice: &EndpointSlice) {
+        let ports = seam_model::resolve(service, &[], std::slice::from_ref(slice));
+        let f = service_frontends(NODE, service, &ports);
+        if f.is_empty() {
+            self.frontends.remove(&service.key());
+        } else {
+            self.frontends.insert(service.key(), f);
+        }
+    }
+
+    /// The node's desired Services.
+    fn desired(&self) -> DesiredServices {
+        assemble(
+            self.frontends.values().flatten(),
+            self.subnets.iter().copied(),
+            &self.local,
+            &BTreeSet::new(),
+        )
+    }
 }
 
 /// The hidden `services-memory` child: builds the view (Services and EndpointSlices), their
@@ -1042,18 +1145,19 @@ fn view_of(
 pub fn memory_child(opts: &MemoryChildOpts) -> anyhow::Result<()> {
     let me = std::process::id();
     let start = util::proc_status_kib(me, "VmRSS")?;
-    let desired = Generated::new(opts.services, opts.endpoints).desired;
-    let desired_kib = util::proc_status_kib(me, "VmRSS")?;
-    let (view, slices) = view_of(&desired);
+    let (view, slices, subnets, local) = {
+        let g = Generated::new(opts.services, opts.endpoints);
+        let (view, slices) = view_of(&g.desired);
+        (view, slices, g.desired.segment_subnets, g.desired.hairpin)
+    };
     let view_kib = util::proc_status_kib(me, "VmRSS")?;
-    // What the agent keeps per Service: its resolved ports (each Service with its own slice).
-    let resolved: Vec<Vec<seam_model::service::ResolvedPort>> = view
-        .iter()
-        .zip(&slices)
-        .map(|(svc, slice)| seam_model::resolve(svc, &[], std::slice::from_ref(slice)))
-        .collect();
-    let resolved_kib = util::proc_status_kib(me, "VmRSS")?;
-    let backends_resolved: usize = resolved.iter().flatten().map(|p| p.backends.len()).sum();
+    let mut agent = AgentPath::new(&subnets, local);
+    for (service, slice) in view.iter().zip(&slices) {
+        agent.update(service, slice);
+    }
+    let cache_kib = util::proc_status_kib(me, "VmRSS")?;
+    let desired = agent.desired();
+    let desired_kib = util::proc_status_kib(me, "VmRSS")?;
     let table = seam_table(&desired);
     let model_kib = util::proc_status_kib(me, "VmRSS")?;
     let text_bytes = seam_nft::table::full_text(&table).len();
@@ -1063,19 +1167,19 @@ pub fn memory_child(opts: &MemoryChildOpts) -> anyhow::Result<()> {
         "{}",
         json!({
             "start_kib": start,
-            "desired_kib": desired_kib,
             "view_kib": view_kib,
-            "resolved_kib": resolved_kib,
-            "backends_resolved": backends_resolved,
+            "cache_kib": cache_kib,
+            "desired_kib": desired_kib,
             "model_kib": model_kib,
             "rendered_kib": rendered_kib,
             "hwm_kib": hwm_kib,
+            "services": view.len(),
             "frontends": desired.frontends.len(),
             "backends": desired.frontends.iter().map(|f| f.backends.len()).sum::<usize>(),
             "text_bytes": text_bytes,
         })
     );
-    drop((table, view, slices, resolved));
+    drop((table, view, slices, agent));
     Ok(())
 }
 
@@ -1464,6 +1568,27 @@ mod tests {
                 .collect();
             assert_eq!(got, f.backends);
         }
+    }
+
+    #[test]
+    fn the_agent_path_gives_the_generated_services() {
+        let mut g = Generated::new(30, 4);
+        let mut agent = AgentPath::new(&g.desired.segment_subnets, g.desired.hairpin.clone());
+        let (services, slices) = view_of(&g.desired);
+        for (svc, slice) in services.iter().zip(&slices) {
+            agent.update(svc, slice);
+        }
+        assert_eq!(agent.desired(), g.desired);
+        g.push_service();
+        let (i, j) = g.pick(&mut Rng::new(3), 30);
+        g.change_endpoint(i, j);
+        for k in [i, 30] {
+            let (svc, slice) =
+                view_one(k, &g.desired.frontends[k]).unwrap_or_else(|| unreachable!());
+            agent.update(&svc, &slice);
+        }
+        agent.local.clone_from(&g.desired.hairpin);
+        assert_eq!(agent.desired(), g.desired);
     }
 
     #[test]
