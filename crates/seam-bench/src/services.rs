@@ -537,6 +537,7 @@ fn sync(
     let (mut kp_gen, mut kp_apply, mut kp_total) = (vec![], vec![], vec![]);
     let mut text_kib = 0;
     let mut nl_ops = 0;
+    let mut nl_error = None;
     let mut sync_cpu = vec![];
     let mut kp_cpu = vec![];
     let mut kp_kib = 0;
@@ -577,7 +578,8 @@ fn sync(
             let t4 = Instant::now();
             let table = seam_table(&desired);
             let delta = seam_nft::table::delta(&empty, &table);
-            seam_linux::apply_delta(&delta).context("apply the Services in place")?;
+            // Reported, not fatal: the agent writes its first table whole.
+            let in_place = seam_linux::apply_delta(&delta).map_err(|e| e.to_string());
             let t5 = Instant::now();
             let ops = delta.switch.len() + delta.cleanup.len();
             Ok((
@@ -585,7 +587,7 @@ fn sync(
                 ms(t2 - t1),
                 ms(t3 - t2),
                 ms(t3 - t0),
-                ms(t5 - t4),
+                in_place.map(|()| ms(t5 - t4)),
                 text.len(),
                 ops,
                 cpu,
@@ -597,7 +599,10 @@ fn sync(
         render.push(r.1);
         apply.push(r.2);
         total.push(r.3);
-        nl_total.push(r.4);
+        match r.4 {
+            Ok(t) => nl_total.push(t),
+            Err(e) => nl_error = Some(e),
+        }
         text_kib = r.5 / 1024;
         nl_ops = r.6;
         sync_cpu.push(r.7);
@@ -642,7 +647,9 @@ fn sync(
         Stats::of(&total).max,
         m(&sync_cpu)
     );
-    let nl = if nl_ops > 0 {
+    let nl = if let Some(e) = &nl_error {
+        format!("refused: {e}")
+    } else if nl_ops > 0 {
         format!("{:.0} ms ({nl_ops} operations)", m(&nl_total))
     } else {
         "not measured: this tree's table::delta does not carry Services".to_string()
