@@ -14,6 +14,7 @@ mod memory;
 mod policy;
 mod policy_gen;
 mod services;
+mod services_lab;
 mod stats;
 mod throughput;
 mod util;
@@ -63,6 +64,9 @@ enum Cmd {
     /// and 10,000 Services, each against kube-proxy's iptables layout in the same run; throughput
     /// through a ClusterIP; memory.
     Services(services::ServicesOpts),
+    /// Issue 12: iperf3 pod -> ClusterIP -> pod on another node against pod -> pod, on a
+    /// 2-node lab whose agents translate the Service (target ratio >= 0.95).
+    ServicesThroughput(services_lab::LabThroughputOpts),
     /// (internal) The child process `services` measures memory in.
     #[command(hide = true)]
     ServicesMemory(services::MemoryChildOpts),
@@ -225,6 +229,11 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         }
         Cmd::Restart(o) => {
             let r = control::restart(&bin_dir, &o)?;
+            reproduce(&o.command());
+            Ok(r.ok())
+        }
+        Cmd::ServicesThroughput(o) => {
+            let r = services_lab::run(&bin_dir, &o)?;
             reproduce(&o.command());
             Ok(r.ok())
         }

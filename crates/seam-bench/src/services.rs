@@ -1488,7 +1488,7 @@ fn throughput(
     Ok(())
 }
 
-fn iperf_client(client: &Path, to: SocketAddr, seconds: u64) -> anyhow::Result<f64> {
+pub(crate) fn iperf_client(client: &Path, to: SocketAddr, seconds: u64) -> anyhow::Result<f64> {
     let (ip, port, secs) = (
         to.ip().to_string(),
         to.port().to_string(),
