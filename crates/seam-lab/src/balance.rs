@@ -153,6 +153,8 @@ pub struct Tally {
     pub per_backend: BTreeMap<String, u32>,
     /// The client addresses the backends saw.
     pub clients_seen: BTreeSet<Ipv4Addr>,
+    /// The client addresses each backend saw.
+    pub seen_by: BTreeMap<String, BTreeSet<Ipv4Addr>>,
     /// Failed attempts, by how they failed.
     pub failed: BTreeMap<String, u32>,
     /// Refused attempts (TCP reset, ICMP port unreachable), also counted in `failed`.
@@ -189,7 +191,8 @@ impl Tally {
             .fold(0.0, f64::max)
     }
 
-    /// One line: `web-1 341, web-2 330, web-3 329; clients seen 10.240.0.5`.
+    /// One line: `web-1 341, web-2 330, web-3 329; clients seen 10.240.0.5`
+    /// (`no answer; failed: 3 refused` when nothing answered).
     pub fn summary(&self) -> String {
         let spread: Vec<String> = self
             .per_backend
@@ -197,7 +200,11 @@ impl Tally {
             .map(|(b, n)| format!("{b} {n}"))
             .collect();
         let seen: Vec<String> = self.clients_seen.iter().map(Ipv4Addr::to_string).collect();
-        let mut line = format!("{}; clients seen {}", spread.join(", "), seen.join(", "));
+        let mut line = if spread.is_empty() {
+            "no answer".to_string()
+        } else {
+            format!("{}; clients seen {}", spread.join(", "), seen.join(", "))
+        };
         if !self.failed.is_empty() {
             let failed: Vec<String> = self
                 .failed
@@ -213,8 +220,12 @@ impl Tally {
         self.slowest = self.slowest.max(took);
         match result {
             Ok(reply) => {
-                *self.per_backend.entry(reply.backend).or_default() += 1;
                 self.clients_seen.insert(reply.client);
+                self.seen_by
+                    .entry(reply.backend.clone())
+                    .or_default()
+                    .insert(reply.client);
+                *self.per_backend.entry(reply.backend).or_default() += 1;
             }
             Err(outcome) => {
                 if outcome == Outcome::Refused {
@@ -222,7 +233,9 @@ impl Tally {
                 }
                 let why = match outcome {
                     Outcome::Failed(e) => e,
-                    other => format!("{other:?}").to_lowercase(),
+                    Outcome::Refused => "refused".to_string(),
+                    Outcome::TimedOut => "timed out".to_string(),
+                    Outcome::Connected => "answered without a reply".to_string(),
                 };
                 *self.failed.entry(why).or_default() += 1;
             }

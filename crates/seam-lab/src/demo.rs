@@ -465,72 +465,51 @@ fn policy_example(lab: &Lab) -> Result<()> {
     Ok(())
 }
 
-/// The web pods' Service: a LoadBalancer in front of every pod labelled app=web (the blue
-/// pods), its address from the pool `external` on the external network, ports 443 (allowed by
-/// Contract-Web) and 22 (not).
-fn web_service() -> (seam_model::AddressPool, seam_model::Service) {
-    use seam_model::{ServicePort, ServiceSpec, ServiceType, TargetPort};
-    let pool = seam_model::AddressPool {
-        name: LB_POOL_NAME.into(),
-        addresses: vec![lb_pool()],
-        auto_assign: true,
-    };
-    let port = |name: &str, number: u16| ServicePort {
-        name: Some(name.into()),
-        protocol: seam_model::PortProtocol::Tcp,
-        port: number,
-        target_port: Some(TargetPort::Number(number)),
-        node_port: None,
-        app_protocol: None,
-    };
-    let service = seam_model::Service {
-        name: "web".into(),
-        namespace: "blue".into(),
-        labels: Default::default(),
-        annotations: [(
-            seam_model::ADDRESS_POOL_ANNOTATION.to_string(),
-            LB_POOL_NAME.to_string(),
-        )]
-        .into(),
-        spec: ServiceSpec {
-            service_type: ServiceType::LoadBalancer,
-            selector: Some(web_labels()),
-            ports: vec![port("https", 443), port("ssh", 22)],
-            ..ServiceSpec::default()
-        },
-        status: Default::default(),
-    };
-    (pool, service)
-}
+/// The web pods' Service, as it would be written for Kubernetes: a LoadBalancer in front of
+/// every pod labelled app=web (the blue pods), its address from the pool `external` (a part of
+/// the external network no host uses), ports 443 (allowed by Contract-Web) and 22 (not).
+const SERVICE_EXAMPLE: &str = r#"
+apiVersion: seam.dev/v1alpha1
+kind: AddressPool
+metadata: {name: external}
+spec: {addresses: [203.0.113.200/29]}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  namespace: blue
+  annotations: {seam.dev/address-pool: external}
+spec:
+  type: LoadBalancer
+  selector: {app: web}
+  ports:
+  - {name: https, protocol: TCP, port: 443, targetPort: 443}
+  - {name: ssh, protocol: TCP, port: 22, targetPort: 22}
+"#;
 
 /// The labels of the web pods, which the Service selects.
 fn web_labels() -> std::collections::BTreeMap<String, String> {
     [("app".to_string(), "web".to_string())].into()
 }
 
-/// The pool LoadBalancer addresses come from: a part of the external network no host uses.
-fn lb_pool() -> ipnet::Ipv4Net {
-    ipnet::Ipv4Net::new(std::net::Ipv4Addr::new(203, 0, 113, 200), 29).unwrap_or_default()
-}
-const LB_POOL_NAME: &str = "external";
-
 /// The Service in front of the web pods: bm1 through its LoadBalancer address, vm1 through its
 /// ClusterIP; the spread over the backends, the addresses the pods saw, and Contract-Web still
 /// deciding (SSH through the Service gets nowhere).
 fn service_example(lab: &Lab, clients: &[Client]) -> Result<()> {
-    let (pool, service) = web_service();
     println!(
-        "\n== Service blue/web: a LoadBalancer in front of the web pods (app=web), TCP 443 and 22, its address from pool {LB_POOL_NAME} ({}) on the external network",
-        lb_pool()
+        "\n== Service blue/web: a LoadBalancer in front of the web pods (app=web), TCP 443 and 22, its address from pool external (203.0.113.200/29) on the external network"
     );
+    let objects = manifest::parse_manifests(SERVICE_EXAMPLE)?;
     let client = lab.client()?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(client.apply(&[
-        seam_model::ApplyObject::AddressPool(pool),
-        seam_model::ApplyObject::Service(service),
-    ]))?;
+    let apply: Vec<_> = objects.iter().map(Manifest::to_apply).collect();
+    rt.block_on(client.apply(&apply))?;
+    for object in &objects {
+        println!("   {} applied", object.describe());
+    }
     // The controller allocates the ClusterIP at once and the pool's address with it.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let (cluster_ip, lb) = loop {
@@ -642,5 +621,24 @@ fn wait_for_service(
             ),
         }
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_manifests_read_as_seam_apply_reads_them() {
+        for text in [SEED_EXAMPLE, SERVICE_EXAMPLE] {
+            if let Err(e) = manifest::parse_manifests(text) {
+                panic!("{e}");
+            }
+        }
+        let objects = manifest::parse_manifests(SERVICE_EXAMPLE).unwrap_or_default();
+        let Some(Manifest::Service(web)) = objects.get(1) else {
+            panic!("the second object is the Service: {objects:?}");
+        };
+        assert_eq!(web.spec.selector, Some(web_labels()));
     }
 }
