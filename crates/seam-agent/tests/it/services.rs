@@ -210,6 +210,7 @@ async fn a_service_reaches_the_table_with_its_backends_and_loses_a_removed_one()
     // Both pods are on this node: a pod reaching itself through the Service is masqueraded.
     let d = desired(&s.n1).await.unwrap();
     assert_eq!(d.hairpin, [a, b].into());
+    let written_whole = s.n1.agent.kernel.state().ruleset_applies;
     let table = s.n1.agent.kernel.state().table.unwrap();
     assert!(table.services.enabled);
     assert_eq!(table.services.hairpin, [a, b].into());
@@ -253,6 +254,8 @@ async fn a_service_reaches_the_table_with_its_backends_and_loses_a_removed_one()
     .await;
     let table = s.n1.agent.kernel.state().table.unwrap();
     assert!(table.services.backends.is_empty(), "{:?}", table.services);
+    // Every change since the first was made in place, never by writing the table whole.
+    assert_eq!(s.n1.agent.kernel.state().ruleset_applies, written_whole);
     drop(s.dir);
 }
 
