@@ -85,6 +85,30 @@ pub fn served_addresses<'a>(
         .collect()
 }
 
+/// The gateway node through which every node routes its traffic to external address `client`
+/// whose record names gateway `named`: that gateway while it holds a lease; when its lease is
+/// gone and another gateway holds one, the live gateway [`owner`] picks for the address (every
+/// node picks the same one, and only the dead gateway's clients move). Without any gateway lease
+/// at all (gateways from before leases), `named`, as before.
+///
+/// Why: a LoadBalancer connection's replies must reach the gateway that translated it (its
+/// conntrack entry turns the backend's address back into the LoadBalancer address), and the
+/// backend's node routes them as it routes anything to `client`. After a gateway dies, the
+/// gateway that took its addresses over translates their new connections, and the replies must
+/// no longer be routed to the dead one.
+pub fn return_gateway<'a>(
+    named: &'a str,
+    client: Ipv4Addr,
+    nodes: &'a BTreeMap<String, Node>,
+    leases: &BTreeMap<String, NodeLease>,
+) -> &'a str {
+    let live = live_gateways(nodes, leases);
+    if live.is_empty() || live.contains(&named) {
+        return named;
+    }
+    owner(client, live).unwrap_or(named)
+}
+
 /// One change of the addresses on the external interface.
 ///
 /// Every address carries a lifetime (`valid_lft`/`preferred_lft`) as long as what is left of the

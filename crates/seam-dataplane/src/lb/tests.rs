@@ -221,3 +221,24 @@ fn a_gratuitous_arp_is_a_broadcast_request_for_the_address_itself() {
     assert_eq!(&frame[..42], expected.as_slice());
     assert!(frame[42..].iter().all(|b| *b == 0));
 }
+
+#[test]
+fn replies_to_an_external_client_go_through_its_gateway_or_through_a_live_one_when_it_died() {
+    let nodes: BTreeMap<String, Node> = [gateway("gw1", 1), gateway("gw2", 2), gateway("gw3", 3)]
+        .into_iter()
+        .map(|n| (n.name.clone(), n))
+        .collect();
+    let bm1 = Ipv4Addr::new(203, 0, 113, 10);
+    // Its gateway is alive: through it.
+    assert_eq!(
+        return_gateway("gw1", bm1, &nodes, &leases(&["gw1", "gw2"])),
+        "gw1"
+    );
+    // No gateway holds a lease (gateways from before leases): as named.
+    assert_eq!(return_gateway("gw1", bm1, &nodes, &leases(&[])), "gw1");
+    // Its gateway died: the live one (of two left, the owner of its address, as every node says).
+    assert_eq!(return_gateway("gw1", bm1, &nodes, &leases(&["gw2"])), "gw2");
+    let live = leases(&["gw2", "gw3"]);
+    let picked = return_gateway("gw1", bm1, &nodes, &live);
+    assert_eq!(Some(picked), owner(bm1, ["gw2", "gw3"]));
+}
