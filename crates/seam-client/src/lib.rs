@@ -18,6 +18,8 @@
 
 mod client;
 mod error;
+mod leases;
+mod services;
 mod transport;
 mod watch;
 
