@@ -18,10 +18,12 @@ mod attach;
 pub mod blocks;
 mod config;
 mod error;
+pub mod gateway;
 pub mod identity;
 pub mod leases;
 pub mod reconcile;
 pub mod server;
+pub mod services;
 pub mod sync;
 pub mod transit;
 mod view;
@@ -62,6 +64,9 @@ pub struct Agent<K> {
         seam_firewall::IncrementalCompiler,
         seam_firewall::render::table::Renderer,
     )>,
+    /// This node's Services as of the last pass (each Service's frontends, the node's result),
+    /// brought up to the view by what changed.
+    pub services: Mutex<services::ServiceCache>,
     /// Wakes the reaper of retired host ports.
     pub reap_now: Notify,
     /// Wakes the reconcile loop.
@@ -76,6 +81,14 @@ pub struct Agent<K> {
     /// Segments that vanished from the controller while live leases use them (reported once).
     orphaned_segments: std::sync::Mutex<std::collections::BTreeSet<String>>,
     publish_tx: mpsc::UnboundedSender<sync::Publish>,
+    /// The Services the kernel translates now, as last applied (published by the Service
+    /// reconcile after the table that holds them is in the kernel): [`gateway::run`] compares
+    /// each new value with the one before and deletes the conntrack entries of removed
+    /// backends.
+    pub applied_services: tokio::sync::watch::Sender<Arc<seam_nft::services::DesiredServices>>,
+    /// When this gateway's node lease was last renewed (`None`: not yet, or not a gateway): its
+    /// LoadBalancer addresses live as long as the lease does.
+    pub lease_renewed_at: std::sync::Mutex<Option<std::time::Instant>>,
     /// Endpoints of this node the controller refuses for now, by name, with its answer: the
     /// publisher keeps retrying them, and CHECK of their attachment reports the refusal.
     refused: Mutex<std::collections::BTreeMap<String, String>>,
@@ -137,6 +150,10 @@ impl<K: NodeKernel + Firewall + 'static> Agent<K> {
             seam_firewall::IncrementalCompiler::new(config.node.clone()),
             seam_firewall::render::table::Renderer::default(),
         ));
+        let services = Mutex::new(services::ServiceCache::new(
+            config.node.clone(),
+            config.role,
+        ));
         let agent = Arc::new(Agent {
             config,
             kernel,
@@ -147,6 +164,7 @@ impl<K: NodeKernel + Firewall + 'static> Agent<K> {
             reap_now: Notify::new(),
             applied_firewall: Mutex::new(None),
             firewall_compiler,
+            services,
             ready_segments: Mutex::new(std::collections::BTreeSet::new()),
             reconcile_now: Notify::new(),
             synced: AtomicBool::new(false),
@@ -155,9 +173,11 @@ impl<K: NodeKernel + Firewall + 'static> Agent<K> {
             orphaned_segments: std::sync::Mutex::new(std::collections::BTreeSet::new()),
             publish_tx,
             refused: Mutex::new(std::collections::BTreeMap::new()),
+            applied_services: tokio::sync::watch::Sender::new(Arc::default()),
+            lease_renewed_at: std::sync::Mutex::new(None),
         });
         let listener = server::bind(&agent.config.socket)?;
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(server::serve(agent.clone(), listener)),
             tokio::spawn(sync::run(agent.clone())),
             tokio::spawn(sync::publisher(agent.clone(), publish_rx)),
@@ -165,6 +185,11 @@ impl<K: NodeKernel + Firewall + 'static> Agent<K> {
             tokio::spawn(reconcile::reaper(agent.clone())),
             tokio::spawn(blocks::run(agent.clone())),
         ];
+        // A gateway's lease says it is alive: LoadBalancer addresses are served by the gateways
+        // that hold one.
+        if agent.config.role == seam_model::NodeRole::Gateway {
+            tasks.push(tokio::spawn(gateway::renew_lease(agent.clone())));
+        }
         Ok(Running { agent, tasks })
     }
 

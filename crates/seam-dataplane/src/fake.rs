@@ -41,6 +41,12 @@ pub struct FakeState {
     pub fail_next_attach: Option<String>,
     /// When set, the next `apply_delta` fails with this message (and changes nothing).
     pub fail_next_delta: Option<String>,
+    /// LoadBalancer addresses Seam added, by interface (what `observe_lb` reports).
+    pub lb_addresses: BTreeMap<String, std::collections::BTreeSet<std::net::Ipv4Addr>>,
+    /// Gratuitous ARP announcements sent, in order (interface, address), one per frame.
+    pub announcements: Vec<(String, std::net::Ipv4Addr)>,
+    /// The conntrack entries deletions were asked for, in order.
+    pub conntrack_deleted: Vec<seam_nft::conntrack::StaleFlow>,
 }
 
 /// In-memory kernel.
@@ -266,6 +272,54 @@ impl Firewall for FakeKernel {
 
     async fn list_nat(&self) -> Result<Option<ObservedNat>> {
         Ok(self.lock()?.nat.clone())
+    }
+}
+
+impl crate::lb::LbKernel for FakeKernel {
+    async fn observe_lb(
+        &self,
+        ifname: &str,
+    ) -> Result<std::collections::BTreeSet<std::net::Ipv4Addr>> {
+        Ok(self
+            .lock()?
+            .lb_addresses
+            .get(ifname)
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    async fn apply_lb(&self, ifname: &str, op: &crate::lb::LbOp) -> Result<()> {
+        use crate::lb::{LbOp, ANNOUNCEMENTS};
+        let mut s = self.lock()?;
+        let held = s.lb_addresses.entry(ifname.to_string()).or_default();
+        let announce = match *op {
+            LbOp::Add { addr, .. } => {
+                held.insert(addr);
+                Some(addr)
+            }
+            LbOp::Remove(addr) => {
+                held.remove(&addr);
+                None
+            }
+            LbOp::Refresh { addr, announce, .. } => {
+                held.insert(addr);
+                announce.then_some(addr)
+            }
+        };
+        if let Some(addr) = announce {
+            for _ in 0..ANNOUNCEMENTS {
+                s.announcements.push((ifname.to_string(), addr));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl crate::lb::ConntrackKernel for FakeKernel {
+    async fn delete_conntrack(&self, flows: &[seam_nft::conntrack::StaleFlow]) -> Result<usize> {
+        let mut s = self.lock()?;
+        s.conntrack_deleted.extend_from_slice(flows);
+        Ok(flows.len())
     }
 }
 

@@ -13,8 +13,10 @@ pub mod contract;
 mod error;
 #[cfg(any(test, feature = "testing"))]
 pub mod fake;
+pub mod lb;
 mod names;
 mod plan;
+pub mod services;
 pub mod snat;
 pub mod transit;
 mod types;

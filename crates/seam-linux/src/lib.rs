@@ -10,8 +10,10 @@
 
 #![warn(missing_docs)]
 
+pub mod conntrack;
 mod error;
 mod kernel;
+pub mod lb;
 pub mod netns;
 pub mod nfnl;
 pub mod nft;

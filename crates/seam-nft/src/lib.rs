@@ -16,6 +16,7 @@
 
 #![warn(missing_docs)]
 
+pub mod conntrack;
 pub mod listing;
 pub mod msg;
 pub mod names;

@@ -288,6 +288,8 @@ async fn exhaustion_is_try_again_and_leaves_nothing() {
         pool: "10.250.0.0/28".parse().unwrap(),
         segment_prefix: 28,
         block_prefix: 29,
+        // The default service range (10.96.0.0/12) holds this tiny pool: move it away.
+        service_cidr: "172.30.0.0/16".parse().unwrap(),
         ..ControllerConfig::default()
     };
     let c = Cluster::with_config(config).await;

@@ -6,5 +6,7 @@
 mod contract;
 mod delta;
 mod firewall;
+mod lb;
 mod netns;
 mod random;
+mod services;

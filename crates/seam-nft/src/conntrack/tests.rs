@@ -1,0 +1,184 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use super::*;
+use crate::services::Frontend;
+
+const FE: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+const A: (Ipv4Addr, u16) = (Ipv4Addr::new(10, 240, 0, 5), 5353);
+const B: (Ipv4Addr, u16) = (Ipv4Addr::new(10, 240, 1, 7), 5353);
+const CLIENT: (Ipv4Addr, u16) = (Ipv4Addr::new(10, 240, 2, 9), 40000);
+
+fn address(protocol: PortProtocol) -> FrontendKey {
+    FrontendKey::Address {
+        addr: FE,
+        protocol,
+        port: 53,
+    }
+}
+
+fn frontend(key: FrontendKey, backends: &[(Ipv4Addr, u16)]) -> Frontend {
+    Frontend {
+        key,
+        service: "kube-system/dns:53".into(),
+        backends: backends.to_vec(),
+        affinity_timeout: None,
+        masquerade_outside: false,
+    }
+}
+
+fn services(frontends: Vec<Frontend>) -> DesiredServices {
+    DesiredServices {
+        frontends,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_udp_or_sctp_frontend_that_loses_a_backend_has_stale_flows_tcp_has_none() {
+    let node_port = FrontendKey::NodePort {
+        protocol: PortProtocol::Udp,
+        port: 30053,
+    };
+    let old = services(vec![
+        frontend(address(PortProtocol::Udp), &[A, B]),
+        frontend(address(PortProtocol::Tcp), &[A, B]),
+        frontend(address(PortProtocol::Sctp), &[A]),
+        frontend(node_port, &[A, B]),
+    ]);
+    let new = services(vec![
+        frontend(address(PortProtocol::Udp), &[B]),
+        frontend(address(PortProtocol::Tcp), &[B]),
+        // The SCTP frontend is gone: all its backends are stale.
+        frontend(node_port, &[A, B]),
+    ]);
+    let stale = stale_flows(&old, &new);
+    assert_eq!(
+        stale,
+        [
+            StaleFlow {
+                frontend: address(PortProtocol::Udp),
+                backend: A
+            },
+            StaleFlow {
+                frontend: address(PortProtocol::Sctp),
+                backend: A
+            },
+        ]
+    );
+    // Nothing changed, or a backend added: nothing stale.
+    assert!(stale_flows(&new, &new).is_empty());
+    assert!(stale_flows(&new, &old).is_empty());
+}
+
+fn entry(orig_dst: (Ipv4Addr, u16), reply_src: (Ipv4Addr, u16)) -> CtEntry {
+    CtEntry {
+        protocol: 17,
+        orig_src: CLIENT,
+        orig_dst,
+        reply_src,
+        reply_dst: CLIENT,
+    }
+}
+
+#[test]
+fn an_entry_is_of_a_flow_when_sent_to_its_frontend_and_answered_by_its_backend() {
+    let flow = StaleFlow {
+        frontend: address(PortProtocol::Udp),
+        backend: A,
+    };
+    assert!(entry((FE, 53), A).is_of(&flow));
+    // Another backend, another frontend port, another protocol: not this flow.
+    assert!(!entry((FE, 53), B).is_of(&flow));
+    assert!(!entry((FE, 54), A).is_of(&flow));
+    assert!(!CtEntry {
+        protocol: 6,
+        ..entry((FE, 53), A)
+    }
+    .is_of(&flow));
+    // A node port matches on any local address; an untranslated entry never does.
+    let node_port = StaleFlow {
+        frontend: FrontendKey::NodePort {
+            protocol: PortProtocol::Udp,
+            port: 30053,
+        },
+        backend: A,
+    };
+    assert!(entry((Ipv4Addr::new(198, 18, 0, 11), 30053), A).is_of(&node_port));
+    assert!(entry((Ipv4Addr::new(10, 0, 0, 1), 30053), A).is_of(&node_port));
+    assert!(!entry(A, A).is_of(&StaleFlow {
+        frontend: FrontendKey::NodePort {
+            protocol: PortProtocol::Udp,
+            port: A.1,
+        },
+        backend: A,
+    }));
+}
+
+/// A dump answer as the kernel sends it: one `IPCTNL_MSG_CT_NEW` per entry, then `NLMSG_DONE`.
+fn dump_answer(entries: &[CtEntry]) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for e in entries {
+        let mut header = NetlinkHeader::default();
+        header.flags = 2; // NLM_F_MULTIPART
+        let body = NetfilterMessage::new(
+            NetfilterHeader::new(NetfilterProtoFamily::IPv4, 0, 0),
+            ConntrackMessage::New(vec![
+                ConntrackAttribute::CtaTupleOrig(tuple(e.protocol, e.orig_src, e.orig_dst)),
+                ConntrackAttribute::CtaTupleReply(tuple(e.protocol, e.reply_src, e.reply_dst)),
+                ConntrackAttribute::CtaMark(0),
+            ]),
+        );
+        let mut m = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(body));
+        m.finalize();
+        let at = bytes.len();
+        bytes.resize(at + m.buffer_len(), 0);
+        m.serialize(&mut bytes[at..]);
+    }
+    // NLMSG_DONE: a header and a zero.
+    let done: [u32; 5] = [20, u32::from(NLMSG_DONE) | (2 << 16), 0, 0, 0];
+    for w in done {
+        bytes.extend_from_slice(&w.to_ne_bytes());
+    }
+    bytes
+}
+
+#[test]
+fn a_dump_answer_reads_back_as_entries_then_done() {
+    let entries = [entry((FE, 53), A), entry((FE, 53), B)];
+    let part = parse_dump(&dump_answer(&entries));
+    assert_eq!(part.entries, entries);
+    assert!(part.done);
+    assert_eq!(part.error, None);
+    // Truncated: what was whole is read, and the dump is not over.
+    let bytes = dump_answer(&entries);
+    let part = parse_dump(&bytes[..bytes.len() - 30]);
+    assert_eq!(part.entries, entries[..1]);
+    assert!(!part.done);
+}
+
+#[test]
+fn a_delete_names_the_entry_by_its_original_tuple_and_asks_for_an_ack() {
+    let bytes = delete_request(&entry((FE, 53), A), 7);
+    let m = NetlinkMessage::<NetfilterMessage>::deserialize(&bytes).unwrap();
+    assert_eq!(m.header.message_type, 1 << 8 | 2); // ctnetlink, IPCTNL_MSG_CT_DELETE
+    assert_eq!(m.header.flags, NLM_F_REQUEST | NLM_F_ACK);
+    assert_eq!(m.header.sequence_number, 7);
+    let NetlinkPayload::InnerMessage(m) = m.payload else {
+        panic!()
+    };
+    assert_eq!(u8::from(m.header.family), 2); // NFPROTO_IPV4
+    let NetfilterMessageInner::Conntrack(ConntrackMessage::Delete(attributes)) = m.inner else {
+        panic!("{m:?}")
+    };
+    assert_eq!(
+        attributes,
+        [ConntrackAttribute::CtaTupleOrig(tuple(
+            17,
+            CLIENT,
+            (FE, 53)
+        ))]
+    );
+    let dump = NetlinkMessage::<NetfilterMessage>::deserialize(&dump_request(1)).unwrap();
+    assert_eq!(dump.header.message_type, 1 << 8 | 1); // IPCTNL_MSG_CT_GET
+    assert_eq!(dump.header.flags, NLM_F_REQUEST | NLM_F_DUMP);
+}
