@@ -160,14 +160,8 @@ fn table_backends(kernel: &FakeKernel, key: FrontendKey) -> Option<Vec<(Ipv4Addr
         return Some(Vec::new());
     }
     services.frontends.get(&key)?;
-    let mut slots: Vec<(u32, (Ipv4Addr, u16))> = services
-        .backends
-        .iter()
-        .filter(|((k, _), _)| *k == key)
-        .map(|((_, slot), b)| (*slot, *b))
-        .collect();
-    slots.sort();
-    let mut backends: Vec<(Ipv4Addr, u16)> = slots.into_iter().map(|(_, b)| b).collect();
+    // Slot `i` holds the `i`th backend; the order does not matter here.
+    let mut backends: Vec<(Ipv4Addr, u16)> = services.backends.get(&key)?.to_vec();
     backends.sort();
     Some(backends)
 }

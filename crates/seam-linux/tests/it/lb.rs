@@ -118,11 +118,15 @@ fn a_gateway_serves_its_load_balancer_address_announces_it_and_removes_only_its_
     // Neighbour entries younger than `locktime` (1 s) ignore announcements.
     std::thread::sleep(Duration::from_millis(1100));
     let lb: Ipv4Addr = "203.0.113.101".parse().unwrap();
+    let add = |lifetime_secs| LbOp::Add {
+        addr: lb,
+        lifetime_secs,
+    };
     let (after_add, after_again) = in_netns(gw, async |k| {
-        k.apply_lb("eth1", &LbOp::Add(lb)).await.unwrap();
+        k.apply_lb("eth1", &add(30)).await.unwrap();
         let first = k.observe_lb("eth1").await.unwrap();
         // Idempotent: adding what is there succeeds and changes nothing.
-        k.apply_lb("eth1", &LbOp::Add(lb)).await.unwrap();
+        k.apply_lb("eth1", &add(30)).await.unwrap();
         (first, k.observe_lb("eth1").await.unwrap())
     });
     assert_eq!(after_add, [lb].into());
@@ -165,6 +169,28 @@ fn a_gateway_serves_its_load_balancer_address_announces_it_and_removes_only_its_
     let addrs = ip(gw, &["-4", "addr", "show", "dev", "eth1"]);
     assert!(addrs.contains("203.0.113.1/24"), "{addrs}");
     assert!(!addrs.contains("203.0.113.101"), "{addrs}");
+
+    // An address whose lease is not renewed goes by itself: a gateway whose agent died stops
+    // answering for it about when the others take it over. A refresh keeps it.
+    let (refreshed, expired) = in_netns(gw, async |k| {
+        k.apply_lb("eth1", &add(2)).await.unwrap();
+        k.apply_lb(
+            "eth1",
+            &LbOp::Refresh {
+                addr: lb,
+                lifetime_secs: 3,
+                announce: false,
+            },
+        )
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let refreshed = k.observe_lb("eth1").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        (refreshed, k.observe_lb("eth1").await.unwrap())
+    });
+    assert_eq!(refreshed, [lb].into());
+    assert!(expired.is_empty(), "{expired:?}");
 }
 
 /// A UDP server that answers each datagram with its name.
