@@ -189,7 +189,7 @@ impl ServiceCache {
             self.frontends.values().flatten(),
             view.segments.values().map(|s| s.subnet),
             &local,
-            &served_lb_addresses(view, &self.node, self.role),
+            &crate::gateway::served_lb_addresses(view, &self.node, self.role),
         );
         let changed = self.desired.as_deref() != Some(&desired);
         if changed {
@@ -199,21 +199,6 @@ impl ServiceCache {
         let desired = self.desired.clone().unwrap_or_default();
         (desired, changed)
     }
-}
-
-/// The LoadBalancer addresses this node serves on the external network: on a gateway, those it
-/// owns among the live gateways ([`seam_dataplane::lb::served_addresses`], the same answer the
-/// gateway's address loop computes); none on other nodes.
-fn served_lb_addresses(view: &ClusterView, node: &str, role: NodeRole) -> BTreeSet<Ipv4Addr> {
-    if role != NodeRole::Gateway {
-        return BTreeSet::new();
-    }
-    seam_dataplane::lb::served_addresses(
-        node,
-        view.services.values(),
-        &view.nodes,
-        &view.node_leases,
-    )
 }
 
 /// The Services `changes` touch: those named, and those whose selector matches a changed
