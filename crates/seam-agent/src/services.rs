@@ -9,6 +9,13 @@
 //! Service's frontends as they were, and assembles the node's [`DesiredServices`] when anything
 //! changed at all; with nothing changed it hands back the last one. Policy is not read here, and
 //! nothing here makes the firewall compiler recompile it.
+//!
+//! The result is the Services part of the one table [`crate::reconcile`] writes: policy and
+//! Services change in one transaction. Translation happens in the nat hooks (prerouting and
+//! output, priority dstnat) and policy in the forward hook, after it: policy sees a connection to
+//! a Service with its backend as the destination, as Kubernetes expects. A backend on the
+//! client's own bridge answers the client's MAC directly; that bridged reply passes conntrack
+//! (and gets the Service's address back) only through br_netfilter, which `seamd` turns on.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
