@@ -450,7 +450,7 @@ async fn the_adapter_writes_services_and_a_node_renews_only_its_own_lease() {
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
     // Stored with what was allocated for it.
     assert!(
-        answer.body["spec"]["clusterIp"]["address"].is_string(),
+        answer.body["spec"]["clusterIP"]["address"].is_string(),
         "{}",
         answer.body
     );

@@ -6,10 +6,7 @@ use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
 use anyhow::Context;
-use seam_model::{
-    AddressPool, ClusterIp, Endpoint, EndpointKind, EndpointSlice, Service, ServiceType, Snapshot,
-    TargetPort,
-};
+use seam_model::{AddressPool, ClusterIp, Endpoint, EndpointSlice, Service, ServiceType, Snapshot};
 
 use crate::cli::{Output, Target};
 use crate::controller::{block_on, client};
@@ -101,67 +98,29 @@ pub(crate) fn delete(
     Ok(true)
 }
 
-/// One ready backend of a Service port.
+/// One backend of a Service port that takes new connections.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct Ready {
     ip: Ipv4Addr,
     port: u16,
 }
 
-// Until `seam_model::resolve` (issue 12's pure resolution) is on main, the ready backends are
-// computed here the same way in small: selected endpoints of the namespace (never hosts), or the
-// addresses of the Service's EndpointSlices that are not marked unready; a named targetPort is
-// looked up per endpoint. Switched to `seam_model::resolve` then.
+/// The backends that take new connections (ready ones, or serving and terminating ones when
+/// none is ready), over every port, as the agents resolve them ([`seam_model::resolve`],
+/// [`seam_model::usable`]).
 fn ready_backends(
     service: &Service,
     endpoints: &[Endpoint],
     slices: &[EndpointSlice],
 ) -> Vec<Ready> {
+    let publish = service.spec.publish_not_ready_addresses;
     let mut out = BTreeSet::new();
-    for port in &service.spec.ports {
-        match &service.spec.selector {
-            Some(selector) => {
-                for e in endpoints.iter().filter(|e| {
-                    e.namespace == service.namespace
-                        && e.kind != EndpointKind::Host
-                        && selector.iter().all(|(k, v)| e.labels.get(k) == Some(v))
-                }) {
-                    let number = match &port.target_port {
-                        None => Some(port.port),
-                        Some(TargetPort::Number(n)) => Some(*n),
-                        Some(TargetPort::Name(name)) => e
-                            .ports
-                            .iter()
-                            .find(|p| &p.name == name && p.protocol == port.protocol)
-                            .map(|p| p.port),
-                    };
-                    if let Some(n) = number {
-                        out.insert(Ready { ip: e.ip, port: n });
-                    }
-                }
-            }
-            None => {
-                for slice in slices
-                    .iter()
-                    .filter(|s| s.namespace == service.namespace && s.service == service.name)
-                {
-                    let Some(sp) = slice.ports.iter().find(|sp| sp.name == port.name) else {
-                        continue;
-                    };
-                    for e in slice
-                        .endpoints
-                        .iter()
-                        .filter(|e| e.conditions.ready != Some(false))
-                    {
-                        for ip in &e.addresses {
-                            out.insert(Ready {
-                                ip: *ip,
-                                port: sp.port,
-                            });
-                        }
-                    }
-                }
-            }
+    for port in seam_model::resolve(service, endpoints, slices) {
+        for b in seam_model::usable(&port.backends, publish, None) {
+            out.insert(Ready {
+                ip: b.ip,
+                port: b.port,
+            });
         }
     }
     out.into_iter().collect()
@@ -316,8 +275,8 @@ fn pool_table(pools: &[AddressPool], services: &[Service]) -> Vec<Vec<String>> {
 mod tests {
     use super::*;
     use seam_model::{
-        ContainerPort, LoadBalancerIngress, PortProtocol, ServicePort, ServiceSpec, SliceEndpoint,
-        SlicePort,
+        ContainerPort, EndpointKind, LoadBalancerIngress, PortProtocol, ServicePort, ServiceSpec,
+        SliceEndpoint, SlicePort, TargetPort,
     };
     use std::collections::BTreeMap;
 

@@ -475,7 +475,7 @@ fn get_and_delete_services_pools_and_slices() {
             "spec": {
                 "type": "LoadBalancer", "selector": {"app": "web"},
                 "ports": [{"port": 80, "nodePort": 30080}],
-                "clusterIp": {"address": "10.96.0.10"}
+                "clusterIP": {"address": "10.96.0.10"}
             }
         }))
         .unwrap();
