@@ -16,6 +16,7 @@ pub mod fake;
 pub mod lb;
 mod names;
 mod plan;
+pub mod services;
 pub mod snat;
 pub mod transit;
 mod types;

@@ -1,5 +1,7 @@
 //! `seam lab demo`: pods in two namespaces on two nodes, a VM and a bare-metal server, and what
-//! really gets through before and after one contract.
+//! really gets through before and after one contract; then a Service in front of the web pods,
+//! which bm1 reaches through its LoadBalancer address and the VM through its ClusterIP, with the
+//! spread over the backends and the client addresses the pods saw.
 //!
 //! The demo prints as it goes (it is a show, run by `seam lab demo`). It reads its policy
 //! manifests as `seam apply` does ([`seam_model::manifest`]) and explains verdicts as
@@ -12,9 +14,9 @@ use seam_firewall::explain;
 use seam_model::manifest::{self, Manifest};
 
 use crate::error::DemoError;
-use crate::probe;
 use crate::state::Lab;
 use crate::topology::{down, up, LabSpec};
+use crate::{balance, probe};
 
 type Result<T, E = DemoError> = std::result::Result<T, E>;
 
@@ -65,7 +67,15 @@ fn scenario(lab: &mut Lab) -> Result<()> {
         ("green", "db-2", "n2"),
     ];
     for (ns, pod, node) in layout {
-        let p = lab.workloads().add_pod(node, ns, pod)?;
+        // The web pods carry app=web, as a Deployment's pods would: the Service selects them.
+        let labels = if ns == "blue" {
+            web_labels()
+        } else {
+            Default::default()
+        };
+        let p = lab
+            .workloads()
+            .add_pod_with_labels(node, ns, pod, &labels)?;
         for port in [80, PORT] {
             probe::serve_tcp(&p.netns_path, port, format!("{ns}/{pod}"))?;
         }
@@ -104,6 +114,7 @@ fn scenario(lab: &mut Lab) -> Result<()> {
     for c in &clients {
         client_checks(lab, c, true)?;
     }
+    service_example(lab, &clients)?;
     Ok(())
 }
 
@@ -452,4 +463,182 @@ fn policy_example(lab: &Lab) -> Result<()> {
         print!("{}", explain::render_text(&x));
     }
     Ok(())
+}
+
+/// The web pods' Service, as it would be written for Kubernetes: a LoadBalancer in front of
+/// every pod labelled app=web (the blue pods), its address from the pool `external` (a part of
+/// the external network no host uses), ports 443 (allowed by Contract-Web) and 22 (not).
+const SERVICE_EXAMPLE: &str = r#"
+apiVersion: seam.dev/v1alpha1
+kind: AddressPool
+metadata: {name: external}
+spec: {addresses: [203.0.113.200/29]}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  namespace: blue
+  annotations: {seam.dev/address-pool: external}
+spec:
+  type: LoadBalancer
+  selector: {app: web}
+  ports:
+  - {name: https, protocol: TCP, port: 443, targetPort: 443}
+  - {name: ssh, protocol: TCP, port: 22, targetPort: 22}
+"#;
+
+/// The labels of the web pods, which the Service selects.
+fn web_labels() -> std::collections::BTreeMap<String, String> {
+    [("app".to_string(), "web".to_string())].into()
+}
+
+/// The Service in front of the web pods: bm1 through its LoadBalancer address, vm1 through its
+/// ClusterIP; the spread over the backends, the addresses the pods saw, and Contract-Web still
+/// deciding (SSH through the Service gets nowhere).
+fn service_example(lab: &Lab, clients: &[Client]) -> Result<()> {
+    println!(
+        "\n== Service blue/web: a LoadBalancer in front of the web pods (app=web), TCP 443 and 22, its address from pool external (203.0.113.200/29) on the external network"
+    );
+    let objects = manifest::parse_manifests(SERVICE_EXAMPLE)?;
+    let client = lab.client()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let apply: Vec<_> = objects.iter().map(Manifest::to_apply).collect();
+    rt.block_on(client.apply(&apply))?;
+    for object in &objects {
+        println!("   {} applied", object.describe());
+    }
+    // The controller allocates the ClusterIP at once and the pool's address with it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let (cluster_ip, lb) = loop {
+        let stored = rt
+            .block_on(client.snapshot())?
+            .services
+            .into_iter()
+            .find(|s| s.namespace == "blue" && s.name == "web");
+        if let Some(s) = stored {
+            let ingress = s.status.load_balancer.ingress.first().map(|i| i.ip);
+            if let (seam_model::ClusterIp::Address(ip), Some(lb)) = (s.spec.cluster_ip, ingress) {
+                break (ip, lb);
+            }
+        }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "Service blue/web got no ClusterIP or LoadBalancer address within 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    println!("   ClusterIP {cluster_ip}, LoadBalancer address {lb} (answered by a gateway on the external network)");
+    let backends: Vec<&crate::PodInfo> =
+        lab.pods.iter().filter(|p| p.namespace == "blue").collect();
+    for c in clients {
+        let (address, how) = if c.name == "bm1" {
+            (lb, "its LoadBalancer address")
+        } else {
+            (cluster_ip, "its ClusterIP")
+        };
+        wait_for_service(&c.netns_path, address, 443, c.name)?;
+        let tally = balance::connect_many(
+            &c.netns_path,
+            balance::Transport::Tcp,
+            address,
+            443,
+            SERVICE_CONNECTIONS,
+            Duration::from_millis(800),
+        )?;
+        println!(
+            "   {} -> {address}:443 ({how}), {SERVICE_CONNECTIONS} connections: {}",
+            c.name,
+            tally.summary()
+        );
+        ensure!(
+            tally.failures() == 0 && tally.per_backend.len() == backends.len(),
+            "{} through the Service: {}",
+            c.name,
+            tally.summary()
+        );
+        ensure!(
+            tally.clients_seen == std::collections::BTreeSet::from([c.ip]),
+            "the web pods saw {:?}, not {}'s own address {}",
+            tally.clients_seen,
+            c.name,
+            c.ip
+        );
+        println!(
+            "      spread {:.0} % from even at most; the web pods saw {} ({}'s own address: no SNAT)",
+            tally.imbalance(backends.len()) * 100.0,
+            c.ip,
+            c.name
+        );
+        let ssh = balance::connect_many(
+            &c.netns_path,
+            balance::Transport::Tcp,
+            address,
+            22,
+            3,
+            Duration::from_millis(500),
+        )?;
+        ensure!(
+            ssh.answered() == 0,
+            "{} reached SSH through the Service: {}",
+            c.name,
+            ssh.summary()
+        );
+        println!(
+            "   {} -> {address}:22: nothing answers (Contract-Web allows TCP 80 and 443 only; policy sees the translated destination)",
+            c.name
+        );
+    }
+    Ok(())
+}
+
+/// Connections through the Service through [`service_example`].
+const SERVICE_CONNECTIONS: u32 = 300;
+
+/// Waits until `netns` reaches `address:port` (the agents install a Service asynchronously).
+fn wait_for_service(
+    netns: &std::path::Path,
+    address: std::net::Ipv4Addr,
+    port: u16,
+    who: &str,
+) -> Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let attempt = balance::connect_once(
+            netns,
+            balance::Transport::Tcp,
+            address,
+            port,
+            Duration::from_millis(500),
+        )?;
+        match attempt {
+            Ok(_) => return Ok(()),
+            Err(e) => ensure!(
+                std::time::Instant::now() < deadline,
+                "{who} does not reach the Service at {address}:{port} within 15 s ({e:?})"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_manifests_read_as_seam_apply_reads_them() {
+        for text in [SEED_EXAMPLE, SERVICE_EXAMPLE] {
+            if let Err(e) = manifest::parse_manifests(text) {
+                panic!("{e}");
+            }
+        }
+        let objects = manifest::parse_manifests(SERVICE_EXAMPLE).unwrap_or_default();
+        let Some(Manifest::Service(web)) = objects.get(1) else {
+            panic!("the second object is the Service: {objects:?}");
+        };
+        assert_eq!(web.spec.selector, Some(web_labels()));
+    }
 }

@@ -27,6 +27,7 @@
 
 #![warn(missing_docs)]
 
+pub mod balance;
 mod cni;
 pub mod conformance;
 mod controller;
@@ -48,6 +49,7 @@ pub use cni::{CniCall, CniOutput};
 pub use error::{DemoError, LabError, Result};
 pub use guard::{register_teardown, teardown_on_signal, unregister_teardown, LabGuard};
 pub use pki::{LabUser, PkiPaths, API_PORT};
+pub use pods::parse_container_port;
 pub use process::{node_cert_dir, Processes};
 pub use state::{EtcdMemberInfo, Lab, LabStore, NodeInfo, PodInfo, ReplicaInfo, STATE_ROOT};
 pub use topology::{down, up, LabSpec, Topology, ETCD_MEMBERS, UNDERLAY_BRIDGE};

@@ -129,6 +129,7 @@ impl Workloads<'_> {
             netns_path,
             container_id,
             ip,
+            labels: labels.clone(),
         };
         self.lab.pods.push(pod.clone());
         self.lab.save()?;
@@ -163,5 +164,64 @@ impl Workloads<'_> {
         }
         self.lab.pods.remove(index);
         self.lab.save()
+    }
+}
+
+/// Reads a named container port as `seam lab pod-add --port` takes it: `NAME=PORT[/PROTOCOL]`
+/// (protocol `tcp`, `udp` or `sctp`, any case; TCP when left out), as a pod spec's
+/// `ports: [{name, containerPort, protocol}]` gives it (what a Service's named `targetPort`
+/// and a NetworkPolicy's named port resolve against).
+pub fn parse_container_port(text: &str) -> Result<seam_model::ContainerPort> {
+    let invalid = |why: &str| {
+        LabError::Invalid(format!(
+            "container port {text:?}: {why} (expected NAME=PORT[/tcp|udp|sctp])"
+        ))
+    };
+    let (name, rest) = text.split_once('=').ok_or_else(|| invalid("no '='"))?;
+    let (port, protocol) = rest.split_once('/').unwrap_or((rest, "tcp"));
+    let port: u16 = port
+        .parse()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| invalid("the port must be 1-65535"))?;
+    let protocol = match protocol.to_ascii_lowercase().as_str() {
+        "tcp" => seam_model::PortProtocol::Tcp,
+        "udp" => seam_model::PortProtocol::Udp,
+        "sctp" => seam_model::PortProtocol::Sctp,
+        _ => return Err(invalid("unknown protocol")),
+    };
+    if !seam_model::is_valid_port_name(name) {
+        return Err(invalid("the name must be an IANA service name"));
+    }
+    Ok(seam_model::ContainerPort {
+        name: name.to_string(),
+        port,
+        protocol,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_container_port_is_name_port_and_protocol() {
+        let p = parse_container_port("http=8080").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (p.name.as_str(), p.port, p.protocol),
+            ("http", 8080, seam_model::PortProtocol::Tcp)
+        );
+        let p = parse_container_port("dns=53/UDP").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((p.port, p.protocol), (53, seam_model::PortProtocol::Udp));
+        for bad in [
+            "http",
+            "http=0",
+            "http=70000",
+            "http=80/icmp",
+            "Bad_Name=80",
+            "=80",
+        ] {
+            assert!(parse_container_port(bad).is_err(), "{bad}");
+        }
     }
 }

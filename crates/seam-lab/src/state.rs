@@ -3,6 +3,7 @@
 //! state files (`vms.json`, `external.json`). Its field names are the format scripts read: they
 //! do not change.
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
@@ -124,6 +125,9 @@ pub struct PodInfo {
     pub container_id: String,
     /// Its address.
     pub ip: Ipv4Addr,
+    /// The labels it was created with (published with its endpoint, as Kubernetes pod labels).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// A running lab, as written to `lab.json`.

@@ -40,6 +40,31 @@ pub const MAX_ENDPOINT_PORTS: usize = 100;
 /// holds; Kubernetes' EndpointSlice bounds an endpoint's `addresses` to 100 as well.
 pub const MAX_EXTERNAL_ADDRESSES: usize = 100;
 
+/// Most ports of one Service (and of one EndpointSlice, whose ports mirror its Service's).
+/// Kubernetes sets no count for a Service; every node installs one frontend per port and
+/// address, and real Services have a handful. 100 is the bound of [`MAX_ENDPOINT_PORTS`] too.
+pub const MAX_SERVICE_PORTS: usize = 100;
+
+/// Most `externalIPs` of one Service: each is one more frontend per port on every node.
+pub const MAX_EXTERNAL_IPS: usize = 100;
+
+/// Most endpoints of one EndpointSlice: Kubernetes' own bound (`maxEndpoints`; its controller
+/// writes at most 100 per slice by default).
+pub const MAX_SLICE_ENDPOINTS: usize = 1000;
+
+/// Most addresses of one EndpointSlice endpoint: Kubernetes' own bound (only the first is used,
+/// as kube-proxy does).
+pub const MAX_SLICE_ADDRESSES: usize = 100;
+
+/// Largest encoded JSON of one EndpointSlice. A slice of [`MAX_SLICE_ENDPOINTS`] endpoints with
+/// their node names and `targetRef`s takes about 250 KiB; the bound keeps room for that and
+/// keeps one slice well below [`MAX_BODY_BYTES`]. Every node holds every slice.
+pub const MAX_SLICE_BYTES: usize = 512 * 1024;
+
+/// Most prefixes of one address pool. Pools are few and hand-written; each prefix is checked
+/// against every other one and every Service address.
+pub const MAX_POOL_PREFIXES: usize = 100;
+
 /// Largest HTTP request body the controller reads (the largest object is a 256 KiB policy; an
 /// apply of several objects must fit too). 1 MiB keeps one request, and so one `POST /v1/apply`
 /// transaction, below etcd's default request limit of 1.5 MiB (`--max-request-bytes`), the same
@@ -80,6 +105,25 @@ pub(crate) fn check_record_size<T: Serialize + ?Sized>(p: &mut Problems, what: &
             ".",
             format!(
                 "the {what} encodes to {len} bytes, over the bound of {MAX_RECORD_BYTES} bytes per record (MAX_RECORD_BYTES: every node holds every {what})"
+            ),
+        );
+    }
+}
+
+/// Reports a record whose encoding is over `max` bytes (`bound` names the constant).
+pub(crate) fn check_encoded_size<T: Serialize + ?Sized>(
+    p: &mut Problems,
+    what: &str,
+    value: &T,
+    max: usize,
+    bound: &str,
+) {
+    let len = encoded_len(value);
+    if len > max {
+        p.add(
+            ".",
+            format!(
+                "the {what} encodes to {len} bytes, over the bound of {max} bytes per record ({bound}: every node holds every {what})"
             ),
         );
     }

@@ -1,9 +1,15 @@
 //! Manifests for `seam apply`: one or more YAML documents (`---`) or JSON (an object, a list,
-//! or a Kubernetes `List`), each a policy object seam-policy supports, a `v1 Namespace` or a
-//! `seam.dev/v1alpha1 Tenant`.
+//! or a Kubernetes `List`), each a policy object seam-policy supports, a `v1 Namespace`, a
+//! `seam.dev/v1alpha1 Tenant`, a `v1 Service`, a `discovery.k8s.io/v1 EndpointSlice` or a
+//! `seam.dev/v1alpha1 AddressPool`.
 //!
 //! Every document is decoded and validated before anything is returned, and every problem of
 //! every document is reported, so that a manifest is applied whole or not at all.
+//!
+//! Services and EndpointSlices are read exactly as Kubernetes writes them, server-set metadata
+//! and `status` included (accepted and dropped), so that `kubectl get -o yaml` output applies and
+//! the Kubernetes adapter forwards the API server's objects through [`parse_value`]; what Seam
+//! does not implement is refused with its path (see the `services` submodule).
 //!
 //! Pure: this reads text; `seam apply` reads the file and sends the objects.
 
@@ -16,6 +22,10 @@ use serde_json::Value;
 
 use crate::bounds::{encoded_len, MAX_APPLY_OBJECTS, MAX_BODY_BYTES};
 use crate::{Apply, ApplyObject};
+
+mod services;
+
+pub use services::DEFAULT_NAMESPACE;
 
 /// The annotation of a `v1 Namespace` that names its Seam tenant.
 pub const TENANT_ANNOTATION: &str = "seam.dev/tenant";
@@ -31,6 +41,13 @@ pub enum Manifest {
     /// A tenant (`apiVersion: seam.dev/v1alpha1`, `kind: Tenant`,
     /// `spec: {isolation: flat|multitenant|policy, global: bool}`).
     Tenant(crate::Tenant),
+    /// A Service (`apiVersion: v1`, `kind: Service`), as Kubernetes writes it.
+    Service(crate::Service),
+    /// An EndpointSlice (`apiVersion: discovery.k8s.io/v1`, `kind: EndpointSlice`).
+    EndpointSlice(crate::EndpointSlice),
+    /// An address pool (`apiVersion: seam.dev/v1alpha1`, `kind: AddressPool`,
+    /// `spec: {addresses: [cidr…], autoAssign: bool}`).
+    AddressPool(crate::AddressPool),
 }
 
 impl Manifest {
@@ -40,6 +57,9 @@ impl Manifest {
             Manifest::Policy(p) => ApplyObject::Policy(p.to_value()),
             Manifest::Namespace(n) => ApplyObject::Namespace(n.clone()),
             Manifest::Tenant(t) => ApplyObject::Tenant(t.clone()),
+            Manifest::Service(s) => ApplyObject::Service(s.clone()),
+            Manifest::EndpointSlice(s) => ApplyObject::EndpointSlice(s.clone()),
+            Manifest::AddressPool(p) => ApplyObject::AddressPool(p.clone()),
         }
     }
 
@@ -49,6 +69,9 @@ impl Manifest {
             Manifest::Policy(p) => format!("{} {}", p.kind(), p.metadata().display_name()),
             Manifest::Namespace(n) => format!("Namespace {}", n.name),
             Manifest::Tenant(t) => format!("Tenant {}", t.name),
+            Manifest::Service(s) => format!("Service {}/{}", s.namespace, s.name),
+            Manifest::EndpointSlice(s) => format!("EndpointSlice {}/{}", s.namespace, s.name),
+            Manifest::AddressPool(p) => format!("AddressPool {}", p.name),
         }
     }
 }
@@ -195,6 +218,12 @@ pub fn parse_manifests(text: &str) -> Result<Vec<Manifest>, ManifestError> {
     }
 }
 
+/// Decodes and validates one object (one document as [`parse_manifests`] decodes each): what
+/// the Kubernetes adapter does with the API server's objects. Problems name document 1.
+pub fn parse_value(doc: Value) -> Result<Manifest, ManifestError> {
+    decode(1, doc).map_err(ManifestError::Invalid)
+}
+
 /// The request of `POST /v1/apply` for `objects`, checked against the bounds the controller
 /// applies to it (object count, body size) so that an oversized manifest is refused here, with
 /// the bound named, before anything is sent.
@@ -248,17 +277,26 @@ fn claimed(doc: &Value) -> Option<String> {
     )
 }
 
-fn decode(document: usize, doc: Value) -> Result<Manifest, Vec<ManifestProblem>> {
+fn decode(document: usize, mut doc: Value) -> Result<Manifest, Vec<ManifestProblem>> {
     let object = claimed(&doc);
-    if doc.get("apiVersion").and_then(Value::as_str) == Some("v1")
-        && doc.get("kind").and_then(Value::as_str) == Some("Namespace")
-    {
-        return decode_namespace(document, object, doc);
-    }
-    if doc.get("apiVersion").and_then(Value::as_str) == Some(crate::API_VERSION)
-        && doc.get("kind").and_then(Value::as_str) == Some("Tenant")
-    {
-        return decode_tenant(document, object, doc);
+    let text = |field: &str| doc.get(field).and_then(Value::as_str).map(str::to_string);
+    let seam = Some(crate::API_VERSION);
+    match (text("apiVersion").as_deref(), text("kind").as_deref()) {
+        (Some("v1"), Some("Namespace")) => return decode_namespace(document, object, doc),
+        (v, Some("Tenant")) if v == seam => return decode_tenant(document, object, doc),
+        (Some(crate::SERVICE_API_VERSION), Some("Service")) => {
+            strip_header(&mut doc);
+            return services::decode_service(document, object, doc);
+        }
+        (Some(crate::ENDPOINT_SLICE_API_VERSION), Some("EndpointSlice")) => {
+            strip_header(&mut doc);
+            return services::decode_endpoint_slice(document, object, doc);
+        }
+        (v, Some("AddressPool")) if v == seam => {
+            strip_header(&mut doc);
+            return services::decode_address_pool(document, object, doc);
+        }
+        _ => {}
     }
     // The controller's own admission (validation and size bounds), so a refusal is known here.
     seam_policy::admit(doc)
@@ -346,6 +384,14 @@ fn decode_tenant(
     Ok(Manifest::Tenant(tenant))
 }
 
+/// Removes `apiVersion` and `kind` (already read) before the body is decoded.
+fn strip_header(doc: &mut Value) {
+    if let Value::Object(map) = doc {
+        map.remove("apiVersion");
+        map.remove("kind");
+    }
+}
+
 /// Decodes `value`, returning the field path where decoding stopped and why.
 fn decode_with_path<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, (String, String)> {
     serde_path_to_error::deserialize(value).map_err(|e| {
@@ -370,7 +416,7 @@ fn parse_problems(document: usize, object: Option<String>, e: ParseError) -> Vec
             object,
             "",
             format!(
-                "unsupported object kind {kind:?} in apiVersion {api_version:?} (supported: {supported}, v1 Namespace, seam.dev/v1alpha1 Tenant)"
+                "unsupported object kind {kind:?} in apiVersion {api_version:?} (supported: {supported}, v1 Namespace, seam.dev/v1alpha1 Tenant, v1 Service, discovery.k8s.io/v1 EndpointSlice, seam.dev/v1alpha1 AddressPool)"
             ),
         )],
         ParseError::Decode { path, message, .. } => vec![problem(document, object, &path, message)],

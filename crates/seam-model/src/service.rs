@@ -10,6 +10,12 @@
 //!
 //! The controller fills in what Kubernetes' API server would (`spec.clusterIP`, `nodePort`s,
 //! `status.loadBalancer.ingress`, `status.conditions`) and stores the object as it stands.
+//!
+//! Each object has a `validate()` (Kubernetes' checks where Seam keeps the field; ranges and
+//! collisions are the controller's) and a `to_kubernetes()` (the document `kubectl get -o yaml`
+//! would print, which [`crate::manifest`] reads back). [`resolve`] finds a Service's backends
+//! and [`usable`] the ones that take new connections, as Kubernetes' EndpointSlice controller
+//! and kube-proxy do.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -18,6 +24,13 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
 use crate::objects::PortProtocol;
+
+mod kubernetes;
+mod resolve;
+mod validate;
+
+pub use resolve::{resolve, usable};
+pub use validate::{is_dns_label, is_valid_service_name, special_address};
 
 /// The `apiVersion` of a Service.
 pub const SERVICE_API_VERSION: &str = "v1";
@@ -124,14 +137,15 @@ pub struct ServiceSpec {
     /// select nothing silently).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<BTreeMap<String, String>>,
-    /// `ports` (at least one, unique by name and by port/protocol).
+    /// `ports` (at least one unless headless; unique by name and by port/protocol).
+    #[serde(default)]
     pub ports: Vec<ServicePort>,
     /// `clusterIP`.
-    #[serde(default)]
+    #[serde(rename = "clusterIP", default)]
     pub cluster_ip: ClusterIp,
     /// `externalIPs`: further addresses every node translates (routed to the nodes by the
     /// network, as in Kubernetes).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(rename = "externalIPs", default, skip_serializing_if = "Vec::is_empty")]
     pub external_ips: Vec<Ipv4Addr>,
     /// `sessionAffinity`.
     #[serde(default)]
@@ -146,7 +160,11 @@ pub struct ServiceSpec {
     #[serde(default)]
     pub publish_not_ready_addresses: bool,
     /// `loadBalancerIP` (deprecated in Kubernetes, still honoured): the address asked of the pool.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "loadBalancerIP",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub load_balancer_ip: Option<Ipv4Addr>,
     /// `allocateLoadBalancerNodePorts` (LoadBalancer only; default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]

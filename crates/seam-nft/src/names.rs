@@ -64,6 +64,93 @@ pub const NAT_CHAIN: &str = "postrouting";
 /// The comment that marks Seam's masquerade rule (how the observer recognises it).
 pub const NAT_RULE_COMMENT: &str = "seam snat";
 
+/// Services (see [`crate::services`]): the verdict map of frontends at an address
+/// (`ipv4_addr . inet_proto . inet_service : verdict`) → a `m_<N>` or `sa_<hash>` chain.
+pub const SVC_DISPATCH: &str = "svc_dispatch";
+/// The verdict map of NodePorts (`inet_proto . inet_service : verdict`) → a `n_<N>` or
+/// `sa_<hash>` chain.
+pub const SVC_NODEPORTS: &str = "svc_nodeports";
+/// The backends of frontends at an address: frontend and slot (`0..N`) → backend address and
+/// port.
+pub const SVC_BACKENDS: &str = "svc_backends";
+/// The backends of NodePorts: protocol, port and slot → backend address and port.
+pub const SVC_NODEPORT_BACKENDS: &str = "svc_np_backends";
+/// Frontends at an address with no usable backend: refused at once.
+pub const SVC_REJECT: &str = "svc_reject";
+/// NodePorts with no usable backend: refused at once.
+pub const SVC_NODEPORT_REJECT: &str = "svc_np_reject";
+/// Frontends at an address whose connections from outside [`SVC_INSIDE`] are masqueraded.
+pub const SVC_MASQUERADE: &str = "svc_masq";
+/// NodePorts whose connections from outside [`SVC_INSIDE`] are masqueraded.
+pub const SVC_NODEPORT_MASQUERADE: &str = "svc_np_masq";
+/// Seam's segments (an interval set): sources inside are never masqueraded by a Service.
+pub const SVC_INSIDE: &str = "svc_inside";
+/// Hairpin pairs `B . B`: a local backend reaching itself through a Service is masqueraded.
+pub const SVC_HAIRPIN: &str = "svc_hairpin";
+/// The LoadBalancer addresses this node serves: anything else sent to them is dropped on input.
+pub const SVC_LB_ADDRESSES: &str = "svc_lb_addresses";
+/// Every set and map of the Services part, in the order a whole-table write declares them.
+pub const SVC_SETS: [&str; 11] = [
+    SVC_DISPATCH,
+    SVC_NODEPORTS,
+    SVC_BACKENDS,
+    SVC_NODEPORT_BACKENDS,
+    SVC_REJECT,
+    SVC_NODEPORT_REJECT,
+    SVC_MASQUERADE,
+    SVC_NODEPORT_MASQUERADE,
+    SVC_INSIDE,
+    SVC_HAIRPIN,
+    SVC_LB_ADDRESSES,
+];
+
+/// The nat base chain on prerouting (priority dstnat): translation of what arrives.
+pub const SVC_PREROUTING: &str = "svc_prerouting";
+/// The nat base chain on output (priority -100): translation of what the node sends.
+pub const SVC_OUTPUT: &str = "svc_output";
+/// The nat base chain on postrouting (priority srcnat): masquerade and hairpin.
+pub const SVC_POSTROUTING: &str = "svc_postrouting";
+/// The filter base chain on input (priority filter - 10): refusals and the LB address guard.
+pub const SVC_REJECT_INPUT: &str = "svc_reject_input";
+/// The filter base chain on forward (priority filter - 10, before `egress`): refusals.
+pub const SVC_REJECT_FORWARD: &str = "svc_reject_forward";
+/// The filter base chain on output (priority filter - 10): refusals.
+pub const SVC_REJECT_OUTPUT: &str = "svc_reject_output";
+/// Every base chain of the Services part.
+pub const SVC_BASE_CHAINS: [&str; 6] = [
+    SVC_PREROUTING,
+    SVC_OUTPUT,
+    SVC_POSTROUTING,
+    SVC_REJECT_INPUT,
+    SVC_REJECT_FORWARD,
+    SVC_REJECT_OUTPUT,
+];
+
+/// Prefix of the shared chain of frontends at an address with N backends (`m_<N>`).
+pub const SPREAD_CHAIN_PREFIX: &str = "m_";
+/// Prefix of the shared chain of NodePorts with N backends (`n_<N>`).
+pub const NODEPORT_SPREAD_CHAIN_PREFIX: &str = "n_";
+/// Prefix of a frontend's ClientIP affinity chain (`sa_<hash>`).
+pub const AFFINITY_CHAIN_PREFIX: &str = "sa_";
+/// Prefix of an affinity backend's chain (`se_<hash>`): records the client, translates.
+pub const STICKY_CHAIN_PREFIX: &str = "se_";
+/// Prefix of an affinity backend's timed set of clients (`aff_<hash>`, the hash of its
+/// `se_<hash>` chain).
+pub const AFFINITY_SET_PREFIX: &str = "aff_";
+/// Every prefix of a Services chain.
+pub const SVC_CHAIN_PREFIXES: [&str; 4] = [
+    SPREAD_CHAIN_PREFIX,
+    NODEPORT_SPREAD_CHAIN_PREFIX,
+    AFFINITY_CHAIN_PREFIX,
+    STICKY_CHAIN_PREFIX,
+];
+
+/// The packet mark bit set in the nat prerouting/output chains on a connection's first packet
+/// when its frontend masquerades sources outside Seam's segments and its source is such; the
+/// postrouting chain masquerades what carries it. A packet mark (not a ct mark): only the first
+/// packet of a connection passes nat chains, and its NAT binding holds for the rest.
+pub const SVC_MASQUERADE_MARK: u32 = 0x0010_0000;
+
 /// The longest comment nftables keeps (its limit is 128 bytes including the terminator).
 const MAX_COMMENT: usize = 127;
 

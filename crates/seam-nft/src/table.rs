@@ -36,6 +36,7 @@ use crate::names::{
     BASE_CHAINS, BRIDGE_CHAIN, BRIDGE_TABLE, CHAIN_PREFIXES, CLASS_CHAIN_PREFIX, EGRESS_CHAIN,
     EGRESS_DISPATCH, INGRESS_CHAIN, INGRESS_DISPATCH, IPV6_RULE_COMMENT, TABLE,
 };
+use crate::services::ServiceModel;
 use crate::{FirewallDelta, NftRule, TableOp};
 
 /// What a regular chain holds.
@@ -103,6 +104,8 @@ pub struct TableModel {
     pub egress: BTreeMap<Ipv4Addr, Arc<str>>,
     /// `ingress_dispatch`: local destination address → class chain.
     pub ingress: BTreeMap<Ipv4Addr, Arc<str>>,
+    /// The Services part ([`crate::services`]): left out of the table while not enabled.
+    pub services: ServiceModel,
 }
 
 impl TableModel {
@@ -223,6 +226,7 @@ pub fn full_text(model: &TableModel) -> String {
             "\tchain {chain} {{\n\t\ttype filter hook forward priority {priority}; policy accept;\n\t\tct state established,related accept\n\t\tct state invalid drop\n\t\tip {field} vmap @{map}\n\t}}",
         );
     }
+    crate::services::render(&model.services, &mut out);
     out.push_str("}\n");
     // The ports of pods (`sv…`), of the overlay (`seam-v…`) and of VMs (`tv…`).
     let _ = writeln!(
@@ -239,8 +243,36 @@ pub fn full_text(model: &TableModel) -> String {
     out
 }
 
+/// Above this many Services elements, a whole-table write goes in two steps ([`split_write`]).
+pub const SPLIT_WRITE_ELEMENTS: usize = 5_000;
+
+/// A whole-table write of `model` in two steps when its Services part is large: the table
+/// without the Services elements (`nft -f` of [`full_text`], atomic), then the elements as an
+/// in-place change (netlink, one batch). Why: `nft` 1.0.6 takes seconds to parse and check
+/// 100,000 map elements (10,000 Services × 10 backends), netlink a fraction of that. The cost:
+/// between the two steps (a fraction of a second, on a whole write only) the Services translate
+/// nothing. `None`: small enough for one `nft -f` transaction.
+pub fn split_write(model: &TableModel) -> Option<(TableModel, FirewallDelta)> {
+    let services = &model.services;
+    let elements = services.frontends.len()
+        + services.backends.values().map(|b| b.len()).sum::<usize>()
+        + services.reject.len();
+    if !services.enabled || elements <= SPLIT_WRITE_ELEMENTS {
+        return None;
+    }
+    let mut first = model.clone();
+    first.services = crate::services::ServiceModel {
+        enabled: true,
+        chains: services.chains.clone(),
+        affinity_sets: services.affinity_sets.clone(),
+        ..Default::default()
+    };
+    let fill = delta(&first, model);
+    Some((first, fill))
+}
+
 /// The keys of two sorted maps in one walk, each with its value in `old` and in `new`.
-fn paired<'a, K: Ord, V>(
+pub(crate) fn paired<'a, K: Ord, V>(
     old: &'a BTreeMap<K, V>,
     new: &'a BTreeMap<K, V>,
 ) -> impl Iterator<Item = (&'a K, Option<&'a V>, Option<&'a V>)> {
@@ -381,6 +413,12 @@ pub fn delta(old: &TableModel, new: &TableModel) -> FirewallDelta {
         .map(|name| TableOp::DeleteChain { name: name.clone() })
         .collect();
     chain_cleanup.append(&mut cleanup);
+    crate::services::delta(
+        &old.services,
+        &new.services,
+        &mut switch,
+        &mut chain_cleanup,
+    );
     FirewallDelta {
         switch,
         cleanup: chain_cleanup,
@@ -407,7 +445,7 @@ fn parse_addr(v: &Value) -> Option<Ipv4Addr> {
     v.as_str()?.parse().ok()
 }
 
-fn parse_range(v: &Value) -> Option<(Ipv4Addr, Ipv4Addr)> {
+pub(crate) fn parse_range(v: &Value) -> Option<(Ipv4Addr, Ipv4Addr)> {
     if let Some(a) = parse_addr(v) {
         return Some((a, a));
     }
@@ -438,6 +476,13 @@ pub enum BatchError {
         /// Its name (for an element, the set or map and the element).
         name: String,
     },
+    /// An element is added with a key the set or map already holds with other data (or a range
+    /// that overlaps another), which the kernel refuses (`EBUSY`/`EEXIST`).
+    #[error("{name} exists with other data")]
+    Busy {
+        /// The set or map and the element.
+        name: String,
+    },
     /// An element is added to a set of the other kind (an address to an interval set, a range
     /// to a hash set).
     #[error("set {name} is of another kind")]
@@ -447,7 +492,7 @@ pub enum BatchError {
     },
 }
 
-fn missing(kind: &'static str, name: impl Into<String>) -> BatchError {
+pub(crate) fn missing(kind: &'static str, name: impl Into<String>) -> BatchError {
     BatchError::Missing {
         kind,
         name: name.into(),
@@ -464,6 +509,7 @@ impl TableModel {
                 .keys()
                 .map(|name| (name.clone(), ChainBody::Adopted))
                 .collect(),
+            services: self.services.listed(),
             ..self.clone()
         }
     }
@@ -511,6 +557,9 @@ impl TableModel {
     }
 
     fn apply_op(&mut self, op: &TableOp) -> Result<(), BatchError> {
+        if self.services.apply_op(op)? {
+            return Ok(());
+        }
         match op {
             TableOp::AddSet { name, interval } => {
                 self.sets.entry(name.clone()).or_insert(KernelSet {
@@ -589,6 +638,13 @@ impl TableModel {
                 self.chain(chain)?;
                 self.chain(target)?;
             }
+            // Applied by `ServiceModel::apply_op` above, which takes every one of them.
+            TableOp::AddServiceBase
+            | TableOp::DeleteServiceBase
+            | TableOp::AddSvcElements { .. }
+            | TableOp::DeleteSvcElements { .. }
+            | TableOp::AddAffinitySet { .. }
+            | TableOp::AddSvcChain { .. } => {}
             TableOp::AddRule { chain, rule } => {
                 self.chain(chain)?;
                 for m in &rule.matches {
@@ -618,9 +674,13 @@ pub fn from_nft_json(text: &str) -> Option<TableModel> {
     let mut out = TableModel::default();
     let mut base = BTreeSet::new();
     let mut maps = BTreeSet::new();
+    let mut services = crate::services::Listed::default();
     for item in value.get("nftables")?.as_array()? {
         if let Some(chain) = item.get("chain") {
             let name = chain.get("name")?.as_str()?;
+            if services.chain(name).is_some() {
+                continue;
+            }
             if BASE_CHAINS.contains(&name) {
                 base.insert(name.to_string());
             } else if CHAIN_PREFIXES.iter().any(|p| name.starts_with(p)) {
@@ -628,6 +688,12 @@ pub fn from_nft_json(text: &str) -> Option<TableModel> {
             } else {
                 return None;
             }
+        } else if let Some(set) = item.get("set").or_else(|| item.get("map")).filter(|s| {
+            s.get("name")
+                .and_then(Value::as_str)
+                .is_some_and(crate::services::Listed::owns_set)
+        }) {
+            services.set(set.get("name")?.as_str()?, set)?;
         } else if let Some(set) = item.get("set") {
             let name = set.get("name")?.as_str()?;
             if set.get("type")?.as_str()? != "ipv4_addr" {
@@ -679,6 +745,7 @@ pub fn from_nft_json(text: &str) -> Option<TableModel> {
             }
         }
     }
+    out.services = services.finish()?;
     (base.len() == BASE_CHAINS.len() && maps.len() == 2).then_some(out)
 }
 
@@ -725,6 +792,40 @@ mod tests {
         );
         m.ingress.insert(a("10.0.0.1"), "c_1".into());
         m
+    }
+
+    #[test]
+    fn a_large_services_part_is_written_in_two_steps() {
+        use crate::services::{DesiredServices, Frontend, FrontendKey, ServiceModel};
+        let frontends = (0..1000u32)
+            .map(|i| Frontend {
+                key: FrontendKey::Address {
+                    addr: Ipv4Addr::from(0x0a60_0000 + i),
+                    protocol: seam_model::PortProtocol::Tcp,
+                    port: 80,
+                },
+                service: format!("ns/s{i}:http"),
+                backends: (0..5u32)
+                    .map(|b| (Ipv4Addr::from(0x0a01_0000 + b), 80))
+                    .collect(),
+                affinity_timeout: None,
+                masquerade_outside: false,
+            })
+            .collect();
+        let model = TableModel {
+            services: ServiceModel::from_desired(&DesiredServices {
+                frontends,
+                ..Default::default()
+            }),
+            ..sample()
+        };
+        let (first, fill) = split_write(&model).unwrap();
+        assert!(first.services.frontends.is_empty() && first.services.chains.contains_key("m_5"));
+        assert!(fill.cleanup.is_empty());
+        let mut t = first.listed();
+        t.apply_batch(&fill.switch).unwrap();
+        assert_eq!(t, model.listed());
+        assert!(split_write(&sample()).is_none());
     }
 
     #[test]

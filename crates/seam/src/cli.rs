@@ -46,6 +46,9 @@ pub struct Target {
 pub enum Output {
     /// One line per object.
     Table,
+    /// One line per object, with more columns (services: their backends and selector); the
+    /// table for other kinds.
+    Wide,
     /// JSON (a list).
     Json,
     /// YAML (one document per object).
@@ -73,7 +76,7 @@ pub enum Cmd {
     },
     /// List objects of a kind: policies, networkpolicies, adminnetworkpolicies,
     /// baselineadminnetworkpolicies, endpointgroups, contracts, namespaces, tenants, nodes,
-    /// segments, blocks, endpoints.
+    /// segments, blocks, endpoints, services, endpointslices, addresspools.
     Get {
         /// The kind (plural).
         kind: String,
@@ -84,13 +87,14 @@ pub enum Cmd {
         target: Target,
     },
     /// Delete one object: KIND is a policy kind (networkpolicy, contract, ...; singular or
-    /// plural), namespace or tenant.
+    /// plural), namespace, tenant, service or endpointslice (NAME as NAMESPACE/NAME or with
+    /// -n), or addresspool.
     Delete {
         /// The kind.
         kind: String,
         /// The name.
         name: String,
-        /// The namespace (NetworkPolicy only).
+        /// The namespace (NetworkPolicy, Service, EndpointSlice).
         #[arg(short = 'n', long)]
         namespace: Option<String>,
         #[command(flatten)]
@@ -306,6 +310,14 @@ pub enum LabCmd {
         namespace: String,
         #[arg(long)]
         pod: String,
+        /// Pod labels: k=v[,k=v…], published with its endpoint as Kubernetes pod labels are
+        /// (what Service and policy selectors match).
+        #[arg(long, default_value = "")]
+        labels: String,
+        /// A named container port, NAME=PORT[/tcp|udp|sctp] (repeatable): what a Service's
+        /// named `targetPort` and a policy's named port resolve against.
+        #[arg(long = "port")]
+        ports: Vec<String>,
     },
     /// Delete a pod (seam-cni DEL, then its namespace).
     PodDel {
@@ -385,6 +397,39 @@ pub enum LabCmd {
         /// Labels: k=v[,k=v…].
         #[arg(long, default_value = "")]
         labels: String,
+    },
+    /// Serve as a Service backend in the current network namespace (run it with `ip netns exec
+    /// <lab>-p-<namespace>-<pod>`): every TCP connection and UDP datagram on each PORT is
+    /// answered with `<BACKEND> <client address as seen here>`. Runs until interrupted.
+    Serve {
+        /// The name the backend answers with.
+        #[arg(long)]
+        backend: String,
+        /// A port to serve on, TCP and UDP (repeatable).
+        #[arg(long = "port", required = true)]
+        ports: Vec<u16>,
+    },
+    /// Connect COUNT times to ADDRESS:PORT from the current network namespace (run it with `ip
+    /// netns exec`), one connection (or, with --udp, one datagram from a new socket) after the
+    /// other, and print how many each backend (`seam lab serve`) answered and the client
+    /// addresses they saw.
+    Connect {
+        /// The address (a ClusterIP, a LoadBalancer address, a node for a NodePort, …).
+        address: Ipv4Addr,
+        /// The port.
+        port: u16,
+        /// Connections (datagrams with --udp).
+        #[arg(long, default_value_t = 100)]
+        count: u32,
+        /// UDP instead of TCP.
+        #[arg(long)]
+        udp: bool,
+        /// How long each attempt waits, in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        timeout_ms: u64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// The demo: 2 nodes, 2 namespaces with 2 pods each, a measured connectivity matrix.
     Demo {

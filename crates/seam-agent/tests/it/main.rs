@@ -14,4 +14,5 @@ mod identity;
 mod names;
 mod reassert;
 mod reconcile;
+mod services;
 mod socket;

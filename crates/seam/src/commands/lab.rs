@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
+use seam_lab::balance::{self, Transport};
 use seam_lab::{Lab, LabSpec, LabStore, LabUser};
 use seam_model::{parse_labels, LabelSpaces};
 
@@ -85,13 +86,19 @@ fn print_lab(lab: &Lab, json: bool) -> anyhow::Result<()> {
         );
     }
     for p in &lab.pods {
+        let labels: Vec<String> = p.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
         println!(
-            "  pod {}/{} on {} ip {} netns {}",
+            "  pod {}/{} on {} ip {} netns {}{}",
             p.namespace,
             p.name,
             p.node,
             p.ip,
-            p.netns_path.display()
+            p.netns_path.display(),
+            if labels.is_empty() {
+                String::new()
+            } else {
+                format!(" labels {}", labels.join(","))
+            }
         );
     }
     Ok(())
@@ -151,9 +158,19 @@ pub(crate) fn run(command: LabCmd) -> anyhow::Result<()> {
             node,
             namespace,
             pod,
+            labels,
+            ports,
         } => {
+            // Taken as typed, as `seam lab vm-add` takes them: the agent refuses invalid labels.
+            let labels = parse_labels(&labels, LabelSpaces::Kept)?;
+            let ports = ports
+                .iter()
+                .map(|p| seam_lab::parse_container_port(p))
+                .collect::<Result<Vec<_>, _>>()?;
             let mut lab = Lab::load(&name)?;
-            let p = lab.workloads().add_pod(&node, &namespace, &pod)?;
+            let p = lab
+                .workloads()
+                .add_pod_with(&node, &namespace, &pod, &labels, &ports)?;
             println!("{}", serde_json::to_string_pretty(&p)?);
             Ok(())
         }
@@ -222,6 +239,73 @@ pub(crate) fn run(command: LabCmd) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&info)?);
             Ok(())
         }
+        LabCmd::Serve { backend, ports } => serve(&backend, &ports),
+        LabCmd::Connect {
+            address,
+            port,
+            count,
+            udp,
+            timeout_ms,
+            json,
+        } => connect(address, port, count, udp, timeout_ms, json),
         LabCmd::Demo { name, keep } => Ok(seam_lab::demo::run(&name, keep, bin_dir()?)?),
     }
+}
+
+/// This process's own network namespace (where `ip netns exec` started it).
+const OWN_NETNS: &str = "/proc/self/ns/net";
+
+/// `seam lab serve`: backends on every port, TCP and UDP, until interrupted.
+fn serve(backend: &str, ports: &[u16]) -> anyhow::Result<()> {
+    let here = std::path::Path::new(OWN_NETNS);
+    for port in ports {
+        for transport in [Transport::Tcp, Transport::Udp] {
+            balance::serve(here, backend, transport, *port)
+                .with_context(|| format!("serve {transport:?} port {port}"))?;
+        }
+    }
+    println!(
+        "{backend} answering on TCP and UDP {} (interrupt to stop)",
+        ports
+            .iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    loop {
+        std::thread::park();
+    }
+}
+
+/// `seam lab connect`: COUNT attempts, the tally printed.
+fn connect(
+    address: std::net::Ipv4Addr,
+    port: u16,
+    count: u32,
+    udp: bool,
+    timeout_ms: u64,
+    json: bool,
+) -> anyhow::Result<()> {
+    let transport = if udp { Transport::Udp } else { Transport::Tcp };
+    let tally = balance::connect_many(
+        std::path::Path::new(OWN_NETNS),
+        transport,
+        address,
+        port,
+        count,
+        std::time::Duration::from_millis(timeout_ms),
+    )?;
+    if json {
+        let out = serde_json::json!({
+            "perBackend": tally.per_backend,
+            "clientsSeen": tally.clients_seen,
+            "failed": tally.failed,
+            "refused": tally.refused,
+            "slowestMs": tally.slowest.as_millis() as u64,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!("{}", tally.summary());
+    }
+    Ok(())
 }

@@ -18,6 +18,7 @@ mod overlay;
 mod policy;
 mod qemu;
 mod replicas;
+mod services;
 mod snat;
 mod tenants;
 mod vm;
