@@ -66,6 +66,11 @@ pub async fn renew_lease<K>(agent: Arc<Agent<K>>) {
     let mut failing = false;
     loop {
         tick.tick().await;
+        // The controller takes a lease only for a node it knows: wait for the sync's first
+        // registration and view.
+        if !agent.synced.load(std::sync::atomic::Ordering::Acquire) {
+            continue;
+        }
         // Taken before the request: the controller's TTL starts no earlier than this.
         let asked = Instant::now();
         match client.renew_node_lease(&agent.config.node).await {
