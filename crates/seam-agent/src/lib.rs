@@ -22,6 +22,7 @@ pub mod identity;
 pub mod leases;
 pub mod reconcile;
 pub mod server;
+pub mod services;
 pub mod sync;
 pub mod transit;
 mod view;
@@ -62,6 +63,9 @@ pub struct Agent<K> {
         seam_firewall::IncrementalCompiler,
         seam_firewall::render::table::Renderer,
     )>,
+    /// This node's Services as of the last pass (each Service's frontends, the node's result),
+    /// brought up to the view by what changed.
+    pub services: Mutex<services::ServiceCache>,
     /// Wakes the reaper of retired host ports.
     pub reap_now: Notify,
     /// Wakes the reconcile loop.
@@ -137,6 +141,10 @@ impl<K: NodeKernel + Firewall + 'static> Agent<K> {
             seam_firewall::IncrementalCompiler::new(config.node.clone()),
             seam_firewall::render::table::Renderer::default(),
         ));
+        let services = Mutex::new(services::ServiceCache::new(
+            config.node.clone(),
+            config.role,
+        ));
         let agent = Arc::new(Agent {
             config,
             kernel,
@@ -147,6 +155,7 @@ impl<K: NodeKernel + Firewall + 'static> Agent<K> {
             reap_now: Notify::new(),
             applied_firewall: Mutex::new(None),
             firewall_compiler,
+            services,
             ready_segments: Mutex::new(std::collections::BTreeSet::new()),
             reconcile_now: Notify::new(),
             synced: AtomicBool::new(false),

@@ -143,7 +143,15 @@ pub async fn firewall_ruleset<K: NodeKernel + Firewall + 'static>(
     // after a re-list and on its first pass.
     let mut view = agent.view.write().await;
     let changes = view.take_firewall_changes();
+    let service_changes = view.take_service_changes();
     let view = view.downgrade();
+    // Services first, from what changed for them only: their result is kept (and written with the
+    // next policy that compiles) even when policy fails to compile below.
+    let services = {
+        let mut cache = agent.services.lock().await;
+        cache.sync(&view, &service_changes);
+        cache.model().clone()
+    };
     let mut guard = agent.firewall_compiler.lock().await;
     let (compiler, renderer) = &mut *guard;
     let keyed = seam_firewall::KeyedView {
@@ -158,7 +166,10 @@ pub async fn firewall_ruleset<K: NodeKernel + Firewall + 'static>(
     for w in warnings {
         tracing::warn!("{w}");
     }
-    Ok(renderer.model(ruleset))
+    let mut model = renderer.model(ruleset);
+    // One table, one write: policy and Services together.
+    model.services = services;
+    Ok(model)
 }
 
 /// Observes once, plans, applies every operation (continuing past failures), and reports how

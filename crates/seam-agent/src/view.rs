@@ -1,6 +1,8 @@
 use std::collections::BTreeMap;
 
 use seam_firewall::ViewChanges;
+
+use crate::services::ServiceChanges;
 use seam_model::{
     Block, Endpoint, Node, ObjectKind, Segment, Snapshot, StoredPolicy, UnreadablePolicy,
     WatchEvent,
@@ -41,6 +43,9 @@ pub struct ClusterView {
     /// firewall compiler last took it: lets a pass compare only those objects. Kept by [`ClusterView::reset`]
     /// and [`ClusterView::apply`]; whoever changes those maps another way must record it here too.
     firewall_changes: ViewChanges,
+    /// What Services on this node may need again since the last pass took it (see
+    /// [`crate::services`]). Kept like `firewall_changes`.
+    service_changes: ServiceChanges,
 }
 
 impl Default for ClusterView {
@@ -61,6 +66,7 @@ impl Default for ClusterView {
             node_leases: BTreeMap::new(),
             // Nobody has counted yet.
             firewall_changes: ViewChanges::everything(),
+            service_changes: ServiceChanges::everything(),
         }
     }
 }
@@ -80,10 +86,17 @@ impl ClusterView {
         std::mem::take(&mut self.firewall_changes)
     }
 
+    /// What Services read that may have changed since the last call (everything at first and after
+    /// a [`ClusterView::reset`]); the next call starts counting afresh.
+    pub fn take_service_changes(&mut self) -> ServiceChanges {
+        std::mem::take(&mut self.service_changes)
+    }
+
     /// Replaces everything with a snapshot.
     pub fn reset(&mut self, snap: Snapshot) {
         // A re-list says what is, not what changed.
         self.firewall_changes = ViewChanges::everything();
+        self.service_changes = ServiceChanges::everything();
         self.revision = snap.revision;
         self.nodes = snap
             .nodes
@@ -194,6 +207,23 @@ impl ClusterView {
                 names.insert(event.name.clone());
             }
         }
+        let services = &mut self.service_changes;
+        match event.kind {
+            ObjectKind::Service => {
+                if !services.everything {
+                    services.services.insert(event.name.clone());
+                }
+            }
+            ObjectKind::EndpointSlice => services.slice(self.endpoint_slices.get(&event.name)),
+            ObjectKind::Endpoint => services.endpoint(&event.name, self.endpoints.get(&event.name)),
+            ObjectKind::Node
+            | ObjectKind::Segment
+            | ObjectKind::AddressPool
+            | ObjectKind::NodeLease => services.context = true,
+            ObjectKind::Block | ObjectKind::Namespace | ObjectKind::Tenant | ObjectKind::Policy => {
+            }
+        }
+        let slice_name = (event.kind == ObjectKind::EndpointSlice).then(|| event.name.clone());
         match event.kind {
             ObjectKind::Node => put(&mut self.nodes, event.name, event.object, event.kind),
             ObjectKind::Segment => put(&mut self.segments, event.name, event.object, event.kind),
@@ -228,6 +258,10 @@ impl ClusterView {
                     self.policies.remove(&event.name);
                 }
             },
+        }
+        // A slice may have moved to another Service: that one is resolved again too.
+        if let Some(name) = slice_name {
+            self.service_changes.slice(self.endpoint_slices.get(&name));
         }
     }
 

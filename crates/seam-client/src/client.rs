@@ -687,13 +687,17 @@ impl ControllerClient {
         })
     }
 
-    async fn list<T: DeserializeOwned>(&self, kind: ObjectKind, what: &str) -> Result<Vec<T>> {
+    pub(crate) async fn list<T: DeserializeOwned>(
+        &self,
+        kind: ObjectKind,
+        what: &str,
+    ) -> Result<Vec<T>> {
         self.call(Method::GET, format!("/v1/{}", kind.plural()), None, what)
             .await
     }
 
     /// Sends a request and decodes a 2xx body as `T`.
-    async fn call<T: DeserializeOwned>(
+    pub(crate) async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
         path: String,
@@ -1070,6 +1074,10 @@ pub(crate) fn decode_snapshot(bytes: &[u8]) -> std::result::Result<Snapshot, ser
         endpoints: list(&mut doc, "endpoints", "Endpoint", true)?,
         namespaces: list(&mut doc, "namespaces", "Namespace", false)?,
         tenants: list(&mut doc, "tenants", "Tenant", false)?,
+        address_pools: list(&mut doc, "addressPools", "AddressPool", false)?,
+        services: list(&mut doc, "services", "Service", false)?,
+        endpoint_slices: list(&mut doc, "endpointSlices", "EndpointSlice", false)?,
+        node_leases: list(&mut doc, "nodeLeases", "NodeLease", false)?,
         ..Snapshot::default()
     };
     (snapshot.policies, snapshot.unreadable_policies) = policies(&mut doc)?;
@@ -1132,7 +1140,7 @@ fn policy_path(kind: &str, namespace: Option<&str>, name: &str) -> String {
     )
 }
 
-fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
     // Serializing the model's own types to JSON cannot fail (string keys, no custom errors);
     // the error is still mapped rather than unwrapped.
     serde_json::to_vec(value).map_err(|source| ClientError::Decode {

@@ -1,5 +1,7 @@
-//! `POST /v1/apply`: namespaces, tenants and policy objects written in one store transaction,
-//! all or none, whatever the reason one of them is refused.
+//! `POST /v1/apply`: namespaces, tenants, policy objects, Services, EndpointSlices and address
+//! pools written in one store transaction, all or none, whatever the reason one of them is
+//! refused. Services get their allocations in the same transaction, from the pools of the same
+//! apply too.
 //!
 //! Each object is checked as its single `PUT` checks it (the same functions), every problem of
 //! every object is reported with its document number, and only then, under the write lock, the
@@ -15,6 +17,7 @@ use crate::controller::{encode, field_error, invalid_if_any, same_as_read, Contr
 use crate::error::{ApplyProblem, Error, Result};
 use crate::keys::object_key;
 use crate::policies::{admit_namespace, admit_policy, check_manager};
+use crate::services::{validate_pool, validate_service, validate_slice, with_changes};
 
 /// One object checked as its single `PUT` checks it: where it goes and what is stored.
 struct Admitted {
@@ -41,16 +44,29 @@ fn admit(object: ApplyObject, what: &str) -> Result<Admitted> {
                 stored: ApplyObject::Tenant(t),
             }
         }
-        // Admitted by the Services work of issue 12 (helper CONTROLLER replaces this).
-        ApplyObject::Service(_) | ApplyObject::EndpointSlice(_) | ApplyObject::AddressPool(_) => {
-            return Err(Error::Invalid(ValidationError {
-                kind: "Apply",
-                name: String::new(),
-                errors: vec![field_error(
-                    "objects",
-                    format!("{what}: not supported by this controller yet"),
-                )],
-            }))
+        ApplyObject::Service(s) => {
+            validate_service(&s)?;
+            Admitted {
+                kind: ObjectKind::Service,
+                name: s.key(),
+                stored: ApplyObject::Service(s),
+            }
+        }
+        ApplyObject::EndpointSlice(s) => {
+            validate_slice(&s)?;
+            Admitted {
+                kind: ObjectKind::EndpointSlice,
+                name: s.key(),
+                stored: ApplyObject::EndpointSlice(s),
+            }
+        }
+        ApplyObject::AddressPool(p) => {
+            validate_pool(&p)?;
+            Admitted {
+                kind: ObjectKind::AddressPool,
+                name: p.name.clone(),
+                stored: ApplyObject::AddressPool(p),
+            }
         }
         ApplyObject::Policy(value) => {
             let object = admit_policy(value, what)?;
@@ -130,14 +146,62 @@ impl Controller {
             return Err(Error::ApplyRefused { count, problems });
         }
 
-        let _guard = self.write_lock().await?;
+        let guard = self.write_lock().await?;
+        let allocates = admitted.iter().any(|(_, a)| {
+            matches!(
+                a.stored,
+                ApplyObject::Service(_) | ApplyObject::AddressPool(_)
+            )
+        });
+        let pools_written = admitted
+            .iter()
+            .any(|(_, a)| matches!(a.stored, ApplyObject::AddressPool(_)));
+        // Pools first, whatever their place in the manifest: the Services of the same apply
+        // take their addresses from them.
+        let mut state = match allocates {
+            true => Some(self.allocation_state().await?),
+            false => None,
+        };
+        if let Some(state) = state.as_mut().filter(|_| pools_written) {
+            let services: Vec<seam_model::Service> = self
+                .read_all::<seam_model::Service>(ObjectKind::Service)
+                .await?
+                .into_iter()
+                .map(|s| s.object)
+                .collect();
+            for (i, a) in &admitted {
+                let ApplyObject::AddressPool(pool) = &a.stored else {
+                    continue;
+                };
+                match self.check_pool(pool, state, &services) {
+                    Ok(()) => {
+                        state.pools.retain(|p| p.name != pool.name);
+                        state.pools.push(pool.clone());
+                    }
+                    Err(e) => problems.push(problem(*i, a.stored.describe(), e)),
+                }
+            }
+        }
         let mut txn = Txn::new();
-        for (i, a) in &admitted {
+        for (i, a) in admitted.iter_mut() {
             let current = self.read::<serde_json::Value>(a.kind, &a.name).await?;
             if let ApplyObject::Policy(new) = &a.stored {
                 if let Err(e) = check_manager(&a.name, current.as_ref().map(|c| &c.object), new) {
                     problems.push(problem(*i, a.stored.describe(), e));
                     continue;
+                }
+            }
+            if let (ApplyObject::Service(service), Some(state)) = (&a.stored, state.as_mut()) {
+                let old = self.read::<seam_model::Service>(a.kind, &a.name).await?;
+                match self.plan_service(state, old.as_ref().map(|o| &o.object), service.clone()) {
+                    Ok(plan) => {
+                        txn = with_changes(txn, &plan.changes, &a.name)?;
+                        a.stored = ApplyObject::Service(plan.service);
+                    }
+                    Err(e) => {
+                        problems.push(problem(*i, a.stored.describe(), e));
+                        continue;
+                    }
                 }
             }
             let key = object_key(a.kind, &a.name);
@@ -150,6 +214,10 @@ impl Controller {
         }
         if !self.commit(txn, "apply").await? {
             return Err(Error::ApplyContended { count });
+        }
+        drop(guard);
+        if pools_written {
+            self.retry_pending_logged().await;
         }
         tracing::info!(
             objects = %admitted.iter().map(|(_, a)| a.stored.describe()).collect::<Vec<_>>().join(", "),

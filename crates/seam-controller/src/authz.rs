@@ -6,10 +6,12 @@
 //! - anonymous: `GET /healthz` and `POST /v1/join` only (everything else: 401);
 //! - reader: every GET (snapshot, watch and the audit log included);
 //! - node: the GETs an agent needs (snapshot, watch, leader, nodes, segments, blocks, endpoints,
-//!   namespaces, policies, tenants); writes its own Node, endpoints on itself, block claims for
-//!   itself, releases of blocks it holds, `ensure-segment` and `renew`;
+//!   namespaces, policies, tenants, services, endpoint slices, address pools, node leases);
+//!   writes its own Node, endpoints on itself, block claims for itself, releases of blocks it
+//!   holds, its own node lease, `ensure-segment` and `renew`;
 //! - adapter (seam-k8s): every GET but the audit log; writes namespaces, tenants (and their
-//!   operations), policies and `ensure-segment`: what it translates from Kubernetes;
+//!   operations), policies, Services, EndpointSlices and `ensure-segment`: what it translates
+//!   from Kubernetes;
 //! - admin: everything.
 //!
 //! [`enforce`] is the router's outermost middleware: it applies the rate limit, checks a node's
@@ -66,6 +68,11 @@ enum Route<'a> {
     Policies,
     Externals,
     Vms,
+    Services,
+    EndpointSlices,
+    AddressPools,
+    /// `/v1/nodeleases` (`None`) or `/v1/nodeleases/<node>`.
+    NodeLeases(Option<&'a str>),
     /// No route of the API (answered 404 to whoever may reach it).
     Unknown,
 }
@@ -104,6 +111,10 @@ impl Route<'_> {
             ("policies", _) => Route::Policies,
             ("externals", _) => Route::Externals,
             ("vms", _) => Route::Vms,
+            ("services", _) => Route::Services,
+            ("endpointslices", _) => Route::EndpointSlices,
+            ("addresspools", _) => Route::AddressPools,
+            ("nodeleases", tail) => Route::NodeLeases(tail),
             _ => Route::Unknown,
         }
     }
@@ -132,6 +143,10 @@ impl Route<'_> {
             Route::Policies => "policies",
             Route::Externals => "external endpoints",
             Route::Vms => "VMs",
+            Route::Services => "services",
+            Route::EndpointSlices => "endpoint slices",
+            Route::AddressPools => "address pools",
+            Route::NodeLeases(_) => "node leases",
             Route::Unknown => "this route",
         }
     }
@@ -162,7 +177,7 @@ pub(crate) fn authorize(caller: &Caller, method: &Method, path: &str) -> Decisio
             (method, route),
             (
                 &Method::PUT | &Method::DELETE,
-                Route::Namespaces | Route::Policies
+                Route::Namespaces | Route::Policies | Route::Services | Route::EndpointSlices
             ) | (
                 &Method::PUT | &Method::DELETE | &Method::POST,
                 Route::Tenants
@@ -181,12 +196,25 @@ pub(crate) fn authorize(caller: &Caller, method: &Method, path: &str) -> Decisio
                 | Route::Namespaces
                 | Route::Policies
                 | Route::Tenants
+                | Route::Services
+                | Route::EndpointSlices
+                | Route::AddressPools
+                | Route::NodeLeases(_)
         ),
         CallerRole::Node => match (method, route) {
             (&Method::PUT | &Method::DELETE, Route::Nodes(Some(name))) => {
                 if name != identity.name {
                     return Decision::Forbidden(format!(
                         "node {} may not write node {name}",
+                        identity.name
+                    ));
+                }
+                true
+            }
+            (&Method::PUT, Route::NodeLeases(Some(name))) => {
+                if name != identity.name {
+                    return Decision::Forbidden(format!(
+                        "node {} may not renew the lease of node {name}",
                         identity.name
                     ));
                 }
@@ -377,6 +405,23 @@ mod tests {
         (POST,   "/v1/vms/vm1/attach",                     false, false, false, false),
         (POST,   "/v1/vms/vm1/detach",                     false, false, false, false),
         (POST,   "/v1/vms/vm1/move",                       false, false, false, false),
+        (GET,    "/v1/services",                           false, true,  true,  true),
+        (GET,    "/v1/services/web/front",                 false, true,  true,  true),
+        (PUT,    "/v1/services/web/front",                 false, false, false, true),
+        (DELETE, "/v1/services/web/front",                 false, false, false, true),
+        (GET,    "/v1/endpointslices",                     false, true,  true,  true),
+        (GET,    "/v1/endpointslices/web/front-1",         false, true,  true,  true),
+        (PUT,    "/v1/endpointslices/web/front-1",         false, false, false, true),
+        (DELETE, "/v1/endpointslices/web/front-1",         false, false, false, true),
+        (GET,    "/v1/addresspools",                       false, true,  true,  true),
+        (GET,    "/v1/addresspools/public",                false, true,  true,  true),
+        (PUT,    "/v1/addresspools/public",                false, false, false, false),
+        (DELETE, "/v1/addresspools/public",                false, false, false, false),
+        (GET,    "/v1/nodeleases",                         false, true,  true,  true),
+        (PUT,    "/v1/nodeleases/n1",                      false, false, true,  false),
+        (PUT,    "/v1/nodeleases/n2",                      false, false, false, false),
+        (PUT,    "/v1/nodeleases",                         false, false, false, false),
+        (DELETE, "/v1/nodeleases/n1",                      false, false, false, false),
         (GET,    "/v1/nope",                               false, true,  false, true),
         (POST,   "/v1/nope",                               false, false, false, false),
         (GET,    "/metrics",                               false, true,  false, true),
@@ -427,6 +472,14 @@ mod tests {
         assert_eq!(
             authorize(&known(R::Reader, "alice"), &PUT, "/v1/nodes/n1"),
             Decision::Forbidden("reader alice may only read (PUT nodes refused)".to_string())
+        );
+        assert_eq!(
+            authorize(&n2, &PUT, "/v1/nodeleases/n1"),
+            Decision::Forbidden("node n2 may not renew the lease of node n1".to_string())
+        );
+        assert_eq!(
+            authorize(&known(R::Adapter, "k8s"), &PUT, "/v1/addresspools/public"),
+            Decision::Forbidden("adapter k8s may not PUT address pools".to_string())
         );
         assert_eq!(
             authorize(&known(R::Adapter, "k8s"), &GET, "/v1/audit"),

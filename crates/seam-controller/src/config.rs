@@ -66,6 +66,62 @@ pub struct ControllerConfig {
     pub block_prefix: u8,
     /// Lowest VNI handed to segments the controller creates.
     pub vni_base: u32,
+    /// The range Services' ClusterIPs come from (`--service-cidr`).
+    pub service_cidr: Ipv4Net,
+    /// The ports NodePort and LoadBalancer Services' `nodePort`s come from
+    /// (`--node-port-range`).
+    pub node_port_range: PortRange,
+}
+
+/// The default `--service-cidr`, as Kubernetes' kubeadm default.
+pub const DEFAULT_SERVICE_CIDR: Ipv4Net = Ipv4Net::new_assert(Ipv4Addr::new(10, 96, 0, 0), 12);
+
+/// An inclusive range of ports (`30000-32767`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PortRange {
+    /// The lowest port of the range.
+    pub first: u16,
+    /// The highest port of the range.
+    pub last: u16,
+}
+
+impl PortRange {
+    /// Whether `port` is inside the range.
+    pub fn contains(&self, port: u16) -> bool {
+        (self.first..=self.last).contains(&port)
+    }
+}
+
+impl Default for PortRange {
+    fn default() -> Self {
+        let (first, last) = seam_model::DEFAULT_NODE_PORT_RANGE;
+        PortRange { first, last }
+    }
+}
+
+impl FromStr for PortRange {
+    type Err = ConfigError;
+    /// Parses `FIRST-LAST` (both 1..=65535, FIRST <= LAST).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || ConfigError::Invalid {
+            field: "node-port-range",
+            value: s.to_string(),
+            expected: "FIRST-LAST, two ports in 1..=65535 with FIRST <= LAST",
+        };
+        let (first, last) = s.split_once('-').ok_or_else(bad)?;
+        let first: u16 = first.trim().parse().map_err(|_| bad())?;
+        let last: u16 = last.trim().parse().map_err(|_| bad())?;
+        if first == 0 || first > last {
+            return Err(bad());
+        }
+        Ok(PortRange { first, last })
+    }
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.first, self.last)
+    }
 }
 
 impl Default for ControllerConfig {
@@ -76,6 +132,8 @@ impl Default for ControllerConfig {
             segment_prefix: 20,
             block_prefix: 26,
             vni_base: 4096,
+            service_cidr: DEFAULT_SERVICE_CIDR,
+            node_port_range: PortRange::default(),
         }
     }
 }
@@ -125,6 +183,30 @@ impl ControllerConfig {
                 field: "vni-base",
                 value: self.vni_base.to_string(),
                 expected: "a VNI in 1..=16777215",
+            });
+        }
+        let services = self.service_cidr;
+        if services != services.trunc() || services.prefix_len() > 30 {
+            return Err(ConfigError::Invalid {
+                field: "service-cidr",
+                value: services.to_string(),
+                expected: "a network address without host bits set, at least a /30",
+            });
+        }
+        // A ClusterIP inside the pool would shadow a pod's or VM's address.
+        if services.contains(&pool.network()) || pool.contains(&services.network()) {
+            return Err(ConfigError::Invalid {
+                field: "service-cidr",
+                value: services.to_string(),
+                expected: "a range outside the pool segments are carved from",
+            });
+        }
+        let ports = self.node_port_range;
+        if ports.first == 0 || ports.first > ports.last {
+            return Err(ConfigError::Invalid {
+                field: "node-port-range",
+                value: ports.to_string(),
+                expected: "FIRST-LAST, two ports in 1..=65535 with FIRST <= LAST",
             });
         }
         Ok(())
@@ -292,6 +374,27 @@ mod tests {
                 },
                 "vni-base",
             ),
+            (
+                ControllerConfig {
+                    service_cidr: "10.240.0.0/16".parse().unwrap(),
+                    ..base.clone()
+                },
+                "service-cidr",
+            ),
+            (
+                ControllerConfig {
+                    service_cidr: "10.96.0.1/12".parse().unwrap(),
+                    ..base.clone()
+                },
+                "service-cidr",
+            ),
+            (
+                ControllerConfig {
+                    node_port_range: PortRange { first: 9, last: 8 },
+                    ..base.clone()
+                },
+                "node-port-range",
+            ),
         ];
         for (config, field) in cases {
             match config.validate() {
@@ -313,6 +416,24 @@ mod tests {
         );
         for bad in ["", "unix:relative", "tcp:nope", "http://x:1"] {
             assert!(bad.parse::<Listener>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn port_ranges_parse() {
+        assert_eq!(
+            "30000-32767".parse::<PortRange>().unwrap(),
+            PortRange::default()
+        );
+        assert_eq!(
+            "80-80".parse::<PortRange>().unwrap(),
+            PortRange {
+                first: 80,
+                last: 80
+            }
+        );
+        for bad in ["", "30000", "0-10", "10-9", "1-65536", "a-b"] {
+            assert!(bad.parse::<PortRange>().is_err(), "{bad}");
         }
     }
 

@@ -58,6 +58,8 @@ pub(crate) struct Inner {
     pub(crate) identities: crate::identities::Identities,
     /// The CA that signs nodes' certificates, set once by [`Controller::with_signing`].
     signing: std::sync::OnceLock<crate::config::Signing>,
+    /// The store lease of each node lease this replica renews ([`crate::node_leases`]).
+    pub(crate) node_leases: crate::node_leases::NodeLeases,
 }
 
 /// Whether this controller may write.
@@ -167,6 +169,7 @@ impl Controller {
                 limiter: crate::limits::Limiter::default(),
                 identities: crate::identities::Identities::default(),
                 signing: std::sync::OnceLock::new(),
+                node_leases: crate::node_leases::NodeLeases::default(),
             }),
         })
     }

@@ -321,6 +321,26 @@ pub enum Error {
         /// How many objects the apply held.
         count: usize,
     },
+    /// A Service asked for a ClusterIP, node port or LoadBalancer address another Service holds.
+    #[error("service {service:?}: {what} is already held by service {owner:?}")]
+    ServiceAllocationTaken {
+        /// The Service being written (`namespace/name`).
+        service: String,
+        /// What it asked for (`ClusterIP 10.96.0.10`, `nodePort 30080/TCP`).
+        what: String,
+        /// The Service holding it.
+        owner: String,
+    },
+    /// No ClusterIP or node port of the configured range is free.
+    #[error("service {service:?}: no {what} of {range} is free")]
+    ServiceRangeExhausted {
+        /// The Service being written.
+        service: String,
+        /// `ClusterIP` or `node port`.
+        what: &'static str,
+        /// The range (`--service-cidr`, `--node-port-range`).
+        range: String,
+    },
     /// No VM by that name.
     #[error("vm {name:?} not found")]
     VmNotFound {
@@ -477,6 +497,8 @@ impl Error {
             | Error::BlockQuota { .. }
             | Error::EndpointNamespaceMismatch { .. }
             | Error::PoolExhausted { .. }
+            | Error::ServiceAllocationTaken { .. }
+            | Error::ServiceRangeExhausted { .. }
             | Error::VniExhausted { .. } => 409,
             Error::Compacted { .. } => 410,
             Error::Identity(e) => e.status(),
@@ -495,6 +517,7 @@ impl Error {
             Error::BlocksExhausted { .. }
             | Error::VmAddressesExhausted { .. }
             | Error::PoolExhausted { .. }
+            | Error::ServiceRangeExhausted { .. }
             | Error::VniExhausted { .. } => reason::EXHAUSTED,
             Error::NotLeader { .. } => reason::NOT_LEADER,
             Error::BlockQuota { .. } => reason::BLOCK_QUOTA,

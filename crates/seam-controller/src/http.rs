@@ -82,6 +82,7 @@ pub fn router(controller: Controller) -> Router {
         .route("/v1/apply", post(apply))
         .route("/v1/audit", get(audit))
         .merge(crate::vms::routes())
+        .merge(crate::services::routes())
         .merge(crate::identities::routes())
         .fallback(no_route)
         .layer(axum::middleware::from_fn(
@@ -204,13 +205,13 @@ async fn snapshot(State(c): State<Controller>) -> ApiResult<Response> {
     Ok(Json(c.snapshot().await?).into_response())
 }
 
-async fn list(c: &Controller, kind: ObjectKind) -> ApiResult<Response> {
+pub(crate) async fn list(c: &Controller, kind: ObjectKind) -> ApiResult<Response> {
     Ok(Json(c.list_json(kind).await?).into_response())
 }
 
 /// The object, with its store revision as `ETag` (send it back as `If-Match` to write only if
 /// nobody changed the object in between).
-async fn get_one(c: &Controller, kind: ObjectKind, name: &str) -> ApiResult<Response> {
+pub(crate) async fn get_one(c: &Controller, kind: ObjectKind, name: &str) -> ApiResult<Response> {
     let (object, revision) = c.get_json_versioned(kind, name).await?;
     Ok(([(header::ETAG, etag(revision))], Json(object)).into_response())
 }

@@ -35,19 +35,21 @@ mod http;
 pub mod identities;
 pub mod keys;
 mod limits;
+mod node_leases;
 pub mod ownership;
 mod policies;
 mod precondition;
 mod serve;
+mod services;
 mod tenants;
 mod vms;
 
 pub use audit::{AUDIT_PREFIX, DEFAULT_AUDIT_LIMIT, MAX_AUDIT_LIMIT, MAX_AUDIT_RECORDS};
 pub use caller::{router_as, Caller};
 pub use config::{
-    ConnectionLimits, ControllerConfig, Listener, SegmentMode, ServeOptions, Signing, TcpSecurity,
-    TlsFiles, DEFAULT_MAX_CONNECTIONS, DEFAULT_NODE_CERT_VALIDITY, FLAT_SEGMENT,
-    NAMESPACE_SEGMENT_PREFIX,
+    ConnectionLimits, ControllerConfig, Listener, PortRange, SegmentMode, ServeOptions, Signing,
+    TcpSecurity, TlsFiles, DEFAULT_MAX_CONNECTIONS, DEFAULT_NODE_CERT_VALIDITY,
+    DEFAULT_SERVICE_CIDR, FLAT_SEGMENT, NAMESPACE_SEGMENT_PREFIX,
 };
 pub use controller::{Controller, Role, StoredSnapshot};
 pub use election::{ReplicaConfig, DEFAULT_LEASE_TTL, LEADER_KEY};
@@ -56,3 +58,6 @@ pub use http::{router, HEARTBEAT_INTERVAL};
 pub use limits::{Limits, DEFAULT_MAX_WATCHES_PER_CLIENT, DEFAULT_RATE_LIMIT};
 pub use policies::{policy_kind_from_path, policy_store_name};
 pub use serve::{raise_open_files_limit, serve, serve_controller, serve_controller_with};
+pub use services::allocate::{
+    ADDRESS_ALLOCATED, ADDRESS_NOT_IN_POOL, POOL_EXHAUSTED, POOL_NOT_FOUND,
+};

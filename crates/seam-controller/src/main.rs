@@ -9,8 +9,8 @@ use anyhow::Context;
 use clap::Parser;
 use ipnet::Ipv4Net;
 use seam_controller::{
-    ConnectionLimits, Controller, ControllerConfig, Listener, ReplicaConfig, SegmentMode,
-    ServeOptions, Signing, TcpSecurity, TlsFiles,
+    ConnectionLimits, Controller, ControllerConfig, Listener, PortRange, ReplicaConfig,
+    SegmentMode, ServeOptions, Signing, TcpSecurity, TlsFiles,
 };
 use seam_store::{AnyStore, EtcdClientCert, EtcdConfig, EtcdTls};
 
@@ -82,6 +82,12 @@ struct Args {
     /// Lowest VNI given to segments the controller creates.
     #[arg(long, default_value_t = 4096)]
     vni_base: u32,
+    /// The range Services' ClusterIPs are allocated from (outside the pool).
+    #[arg(long, value_name = "CIDR", default_value = "10.96.0.0/12")]
+    service_cidr: Ipv4Net,
+    /// The ports NodePort and LoadBalancer Services' node ports are allocated from.
+    #[arg(long, value_name = "FIRST-LAST", default_value = "30000-32767")]
+    node_port_range: PortRange,
     /// Requests per second one client (identity; anonymous: peer address) may send, with
     /// bursts of twice as many; 0 turns the limit off. Root on the Unix socket is not limited.
     // Literal, so deploy/CONFIG.md can be checked against it; a test holds it to the library's.
@@ -279,6 +285,8 @@ fn main() -> ExitCode {
         segment_prefix: args.segment_prefix,
         block_prefix: args.block_prefix,
         vni_base: args.vni_base,
+        service_cidr: args.service_cidr,
+        node_port_range: args.node_port_range,
     };
     // All configuration is checked before anything is opened or bound.
     if let Err(e) = config.validate() {
@@ -531,6 +539,9 @@ mod tests {
             args.max_connections,
             seam_controller::DEFAULT_MAX_CONNECTIONS
         );
+        let defaults = ControllerConfig::default();
+        assert_eq!(args.service_cidr, defaults.service_cidr);
+        assert_eq!(args.node_port_range, defaults.node_port_range);
     }
 
     fn tls_args(ca: Option<&str>, cert: Option<&str>, key: Option<&str>) -> EtcdTlsArgs {

@@ -101,7 +101,8 @@ pub(crate) async fn refuse_unhonoured_if_match(
             errors: vec![FieldError {
                 path: "If-Match".to_string(),
                 message: "is not honoured by this request: only PUT and DELETE of nodes, \
-                          segments, namespaces, tenants, endpoints and policies write at a \
+                          segments, namespaces, tenants, endpoints, policies, services, endpoint \
+                          slices and address pools write at a \
                           revision (send it without If-Match)"
                     .to_string(),
             }],
@@ -113,13 +114,16 @@ pub(crate) async fn refuse_unhonoured_if_match(
 
 /// Whether a write to `path` takes `If-Match` ([`with_if_match`] around its operation).
 fn honours_if_match(method: &Method, path: &str) -> bool {
-    const CONDITIONAL: [&str; 6] = [
+    const CONDITIONAL: [&str; 9] = [
         "/v1/nodes/",
         "/v1/segments/",
         "/v1/namespaces/",
         "/v1/tenants/",
         "/v1/endpoints/",
         "/v1/policies/",
+        "/v1/services/",
+        "/v1/endpointslices/",
+        "/v1/addresspools/",
     ];
     matches!(*method, Method::PUT | Method::DELETE)
         && CONDITIONAL.iter().any(|prefix| path.starts_with(prefix))

@@ -185,37 +185,13 @@ fn usable_backends(
     publish_not_ready: bool,
     local_node: Option<&str>,
 ) -> Vec<(Ipv4Addr, u16)> {
-    let mut out: Vec<(Ipv4Addr, u16)> = usable(backends, publish_not_ready, local_node)
+    let mut out: Vec<(Ipv4Addr, u16)> = seam_model::usable(backends, publish_not_ready, local_node)
         .into_iter()
         .map(|b| (b.ip, b.port))
         .collect();
     out.sort_unstable();
     out.dedup();
     out
-}
-
-/// Stand-in for `seam_model::usable` (helper MODEL's, same signature) until it is on main.
-fn usable<'a>(
-    backends: &'a [Backend],
-    publish_not_ready: bool,
-    local_node: Option<&str>,
-) -> Vec<&'a Backend> {
-    let candidates: Vec<&Backend> = backends
-        .iter()
-        .filter(|b| local_node.is_none_or(|n| b.node.as_deref() == Some(n)))
-        .collect();
-    let ready: Vec<&Backend> = candidates
-        .iter()
-        .copied()
-        .filter(|b| publish_not_ready || b.state.ready)
-        .collect();
-    if !ready.is_empty() {
-        return ready;
-    }
-    candidates
-        .into_iter()
-        .filter(|b| b.state.serving && b.state.terminating)
-        .collect()
 }
 
 #[cfg(test)]

@@ -59,7 +59,11 @@ impl Adapter {
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut tasks = JoinSet::new();
-        tasks.spawn(Sync::new(self.controller.clone(), self.view.clone()).run(rx));
+        tasks.spawn(
+            Sync::new(self.controller.clone(), self.view.clone())
+                .with_kube(self.kube.clone())
+                .run(rx),
+        );
         tasks.spawn(watch_controller(self.controller.clone(), tx.clone()));
         for kind in &self.kinds {
             tracing::info!(%kind, "watching");

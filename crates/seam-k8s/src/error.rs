@@ -40,6 +40,18 @@ pub enum TranslateError {
         #[source]
         source: seam_model::ValidationError,
     },
+    /// Seam's manifest decoder (the one `seam apply` uses) refuses the object: a field Seam
+    /// does not support or an invalid value, each with its path.
+    #[error("{kind} {key}: not accepted by seam")]
+    Manifest {
+        /// The kind watched.
+        kind: WatchedKind,
+        /// `namespace/name`.
+        key: String,
+        /// Every problem, with field paths.
+        #[source]
+        source: seam_model::manifest::ManifestError,
+    },
 }
 
 /// Result alias of this crate.

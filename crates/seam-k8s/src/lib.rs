@@ -9,7 +9,11 @@
 //! - NetworkPolicy, AdminNetworkPolicy, BaselineAdminNetworkPolicy, ClusterNetworkPolicy and the
 //!   seam.dev/v1alpha1 EndpointGroup and Contract CRDs → policy objects, forwarded nearly as-is.
 //! - seam.dev/v1alpha1 Tenant CRD → Seam tenant.
-//! - Services, EndpointSlices and Nodes → an in-memory [`ClusterView`] only.
+//! - Service → Seam Service (not ExternalName ones); the `status.loadBalancer.ingress` Seam
+//!   allocates is written back to the Kubernetes Service's status. EndpointSlice → Seam
+//!   EndpointSlice, for Services without a selector only (Seam computes the backends of the
+//!   others from its inventory): the `default/kubernetes` Service and its slice reach Seam so.
+//!   Both are also kept, with Nodes, in an in-memory [`ClusterView`].
 //!
 //! Deletions propagate, also those that happened while a watch was away (seen at the re-list).
 //!
@@ -25,8 +29,10 @@
 #![warn(missing_docs)]
 
 mod adapter;
+mod client_compat;
 mod error;
 mod resource;
+pub mod services;
 mod sync;
 pub mod translate;
 mod view;

@@ -20,8 +20,10 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::client_compat::ServicesApi;
 use crate::error::TranslateError;
 use crate::resource::{RawObject, WatchedKind};
+use crate::services::{self, ServiceMapping, SliceMapping};
 use crate::translate::{self, NamespaceSpec, PodLabels, PodMapping};
 use crate::view::ViewHandle;
 
@@ -62,6 +64,10 @@ pub(crate) enum Target {
     },
     /// The labels of `/v1/endpoints/{namespace/pod}` (and of the pod's other interfaces).
     Pod(String),
+    /// `/v1/services/{namespace}/{name}` (`namespace/name`).
+    Service(String),
+    /// `/v1/endpointslices/{namespace}/{name}` (`namespace/name`).
+    EndpointSlice(String),
 }
 
 impl fmt::Display for Target {
@@ -80,6 +86,8 @@ impl fmt::Display for Target {
                 name,
             } => write!(f, "{kind} {name}"),
             Target::Pod(name) => write!(f, "Pod {name}"),
+            Target::Service(key) => write!(f, "Service {key}"),
+            Target::EndpointSlice(key) => write!(f, "EndpointSlice {key}"),
         }
     }
 }
@@ -91,6 +99,26 @@ enum Desired {
     Namespace(NamespaceSpec),
     Policy(Value),
     Pod(PodLabels),
+    Service(Box<seam_model::Service>),
+    EndpointSlice(Box<seam_model::EndpointSlice>),
+}
+
+/// What the writer knows of a forwarded Service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ServiceInfo {
+    /// No selector: its EndpointSlices are forwarded.
+    selectorless: bool,
+    /// Seam's `status.loadBalancer.ingress` is written back to Kubernetes.
+    write_status: bool,
+}
+
+/// A Kubernetes EndpointSlice as the writer keeps it.
+#[derive(Debug, Clone, PartialEq)]
+struct SliceState {
+    /// `namespace/name` of its Service.
+    service: String,
+    /// Seam's form; `None` when skipped (logged with the reason).
+    slice: Option<Box<seam_model::EndpointSlice>>,
 }
 
 /// How pushing one target went.
@@ -119,8 +147,23 @@ pub(crate) struct Sync {
     retry_at: BTreeMap<Target, Instant>,
     /// The controller's endpoints, kept current by its watch.
     endpoints: BTreeMap<String, Endpoint>,
-    /// Policy kinds re-listed since their last garbage collection.
+    /// Kinds re-listed since their last garbage collection (policy kinds, Service,
+    /// EndpointSlice).
     gc_pending: BTreeSet<WatchedKind>,
+    /// Kinds listed at least once since the start.
+    listed: BTreeSet<WatchedKind>,
+    /// Forwarded Services by `namespace/name`.
+    services: BTreeMap<String, ServiceInfo>,
+    /// Kubernetes EndpointSlices by `namespace/name` (also those held back).
+    slices: BTreeMap<String, SliceState>,
+    /// Slice keys by Service key.
+    slices_of: BTreeMap<String, BTreeSet<String>>,
+    /// `status.loadBalancer.ingress` of each Service the controller holds, by `namespace/name`.
+    seam_status: BTreeMap<String, Vec<seam_model::LoadBalancerIngress>>,
+    /// Services whose Kubernetes status may differ from Seam's.
+    status_dirty: BTreeSet<String>,
+    /// The Kubernetes API, for the status write-back (none in unit tests).
+    kube: Option<kube::Client>,
 }
 
 impl Sync {
@@ -135,7 +178,20 @@ impl Sync {
             retry_at: BTreeMap::new(),
             endpoints: BTreeMap::new(),
             gc_pending: BTreeSet::new(),
+            listed: BTreeSet::new(),
+            services: BTreeMap::new(),
+            slices: BTreeMap::new(),
+            slices_of: BTreeMap::new(),
+            seam_status: BTreeMap::new(),
+            status_dirty: BTreeSet::new(),
+            kube: None,
         }
+    }
+
+    /// Writes Seam's LoadBalancer addresses back into Kubernetes' Service status through `kube`.
+    pub(crate) fn with_kube(mut self, kube: kube::Client) -> Self {
+        self.kube = Some(kube);
+        self
     }
 
     /// Folds inputs in and pushes changes until every sender is gone.
@@ -169,6 +225,12 @@ impl Sync {
                         self.dirty.insert(target);
                     }
                     Outcome::Done | Outcome::Rejected => {}
+                }
+                outcome
+            } else if let Some(key) = self.status_dirty.pop_first() {
+                let outcome = self.write_status(&key).await;
+                if outcome == Outcome::Unavailable {
+                    self.status_dirty.insert(key);
                 }
                 outcome
             } else {
@@ -238,6 +300,24 @@ impl Sync {
                 )
                 .filter_map(|name| policy_target_of_name(&name)),
         );
+        present.extend(snapshot.services.iter().map(|s| Target::Service(s.key())));
+        present.extend(
+            snapshot
+                .endpoint_slices
+                .iter()
+                .map(|s| Target::EndpointSlice(s.key())),
+        );
+        let status: BTreeMap<String, Vec<seam_model::LoadBalancerIngress>> = snapshot
+            .services
+            .into_iter()
+            .map(|s| (s.key(), s.status.load_balancer.ingress))
+            .collect();
+        for (key, ingress) in &status {
+            if self.seam_status.get(key) != Some(ingress) {
+                self.status_dirty.insert(key.clone());
+            }
+        }
+        self.seam_status = status;
         let lost: Vec<Target> = self
             .applied
             .keys()
@@ -287,6 +367,32 @@ impl Sync {
             ObjectKind::Tenant if event.object.is_none() => Some(Target::Tenant(event.name)),
             ObjectKind::Namespace if event.object.is_none() => Some(Target::Namespace(event.name)),
             ObjectKind::Policy if event.object.is_none() => policy_target_of_name(&event.name),
+            ObjectKind::Service => {
+                match event
+                    .object
+                    .map(seam_model::tolerant::from_value::<seam_model::Service>)
+                {
+                    Some(Ok(service)) => {
+                        let ingress = service.value.status.load_balancer.ingress;
+                        if self.seam_status.get(&event.name) != Some(&ingress) {
+                            self.seam_status.insert(event.name.clone(), ingress);
+                            self.status_dirty.insert(event.name);
+                        }
+                        None
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(service = %event.name, error = %e, "cannot decode Service from the controller's watch");
+                        None
+                    }
+                    None => {
+                        self.seam_status.remove(&event.name);
+                        Some(Target::Service(event.name))
+                    }
+                }
+            }
+            ObjectKind::EndpointSlice if event.object.is_none() => {
+                Some(Target::EndpointSlice(event.name))
+            }
             _ => None,
         };
         if let Some(target) = target.filter(|t| self.desired.contains_key(t)) {
@@ -306,12 +412,39 @@ impl Sync {
         // A malformed object still counts as listed: what was known of it stays until it is
         // either fixed or deleted.
         match kind {
-            WatchedKind::Service => self
-                .view
-                .update(|v| v.services.retain(|k, _| listed.contains(k))),
-            WatchedKind::EndpointSlice => self
-                .view
-                .update(|v| v.endpoint_slices.retain(|k, _| listed.contains(k))),
+            WatchedKind::Service | WatchedKind::EndpointSlice => {
+                self.view.update(|v| {
+                    if kind == WatchedKind::Service {
+                        v.services.retain(|k, _| listed.contains(k));
+                    } else {
+                        v.endpoint_slices.retain(|k, _| listed.contains(k));
+                    }
+                });
+                let gone: Vec<String> = self
+                    .known
+                    .entry(kind)
+                    .or_default()
+                    .keys()
+                    .filter(|k| !listed.contains(*k))
+                    .cloned()
+                    .collect();
+                for key in gone {
+                    tracing::info!(%kind, %key, "gone while the watch was away");
+                    self.forget(kind, &key);
+                }
+                // What Seam holds of the adapter's that Kubernetes no longer has is deleted once
+                // both kinds were listed: before, a slice whose Service is not listed yet would
+                // look unwanted, and deleting it would cut its Service's backends for a moment.
+                self.listed.insert(kind);
+                if kind == WatchedKind::Service {
+                    self.gc_pending.insert(WatchedKind::Service);
+                }
+                if self.listed.contains(&WatchedKind::Service)
+                    && self.listed.contains(&WatchedKind::EndpointSlice)
+                {
+                    self.gc_pending.insert(WatchedKind::EndpointSlice);
+                }
+            }
             WatchedKind::Node => self
                 .view
                 .update(|v| v.nodes.retain(|k, _| listed.contains(k))),
@@ -339,13 +472,22 @@ impl Sync {
     fn applied_object(&mut self, kind: WatchedKind, obj: RawObject) {
         let key = obj.key();
         let result = match kind {
-            WatchedKind::Service => translate::decode(kind, &obj).map(|s| {
-                self.view.update(|v| v.services.insert(key.clone(), s));
-            }),
-            WatchedKind::EndpointSlice => translate::decode(kind, &obj).map(|s| {
-                self.view
-                    .update(|v| v.endpoint_slices.insert(key.clone(), s));
-            }),
+            WatchedKind::Service => translate::decode(kind, &obj)
+                .map(|s| {
+                    self.view.update(|v| v.services.insert(key.clone(), s));
+                })
+                .and_then(|()| services::service(&obj))
+                .map(|mapping| self.service_mapped(&key, mapping)),
+            WatchedKind::EndpointSlice => translate::decode(kind, &obj)
+                .map(|s| {
+                    self.view
+                        .update(|v| v.endpoint_slices.insert(key.clone(), s));
+                })
+                .and_then(|()| services::endpoint_slice(&obj))
+                .map(|mapping| {
+                    let service = services::service_key_of_slice(&obj);
+                    self.slice_mapped(&key, service, mapping);
+                }),
             WatchedKind::Node => translate::decode(kind, &obj).map(|n| {
                 self.view.update(|v| v.nodes.insert(key.clone(), n));
             }),
@@ -373,12 +515,18 @@ impl Sync {
     fn deleted(&mut self, kind: WatchedKind, obj: &RawObject) {
         let key = obj.key();
         match kind {
-            WatchedKind::Service => self.view.update(|v| {
-                v.services.remove(&key);
-            }),
-            WatchedKind::EndpointSlice => self.view.update(|v| {
-                v.endpoint_slices.remove(&key);
-            }),
+            WatchedKind::Service => {
+                self.view.update(|v| {
+                    v.services.remove(&key);
+                });
+                self.forget(kind, &key);
+            }
+            WatchedKind::EndpointSlice => {
+                self.view.update(|v| {
+                    v.endpoint_slices.remove(&key);
+                });
+                self.forget(kind, &key);
+            }
             WatchedKind::Node => self.view.update(|v| {
                 v.nodes.remove(&key);
             }),
@@ -400,9 +548,257 @@ impl Sync {
         }
     }
 
+    /// A Kubernetes Service was translated: forward it (or stop forwarding it), and re-decide its
+    /// EndpointSlices (whether it has a selector may have changed).
+    fn service_mapped(&mut self, key: &str, mapping: ServiceMapping) {
+        let target = Target::Service(key.to_string());
+        self.known
+            .entry(WatchedKind::Service)
+            .or_default()
+            .insert(key.to_string(), target.clone());
+        let skip_key = format!("Service {key}");
+        match mapping {
+            ServiceMapping::Forward(forwarded) => {
+                self.view.update(|v| v.skipped.remove(&skip_key));
+                self.services.insert(
+                    key.to_string(),
+                    ServiceInfo {
+                        selectorless: !services::has_selector(&forwarded.service),
+                        write_status: forwarded.write_status,
+                    },
+                );
+                self.desired.insert(
+                    target.clone(),
+                    Desired::Service(Box::new(forwarded.service)),
+                );
+                self.status_dirty.insert(key.to_string());
+            }
+            ServiceMapping::Skip(reason) => {
+                self.skip(skip_key, reason);
+                self.services.remove(key);
+                self.desired.remove(&target);
+            }
+        }
+        self.dirty.insert(target);
+        self.refresh_slices(key);
+    }
+
+    /// A Kubernetes EndpointSlice was translated.
+    fn slice_mapped(&mut self, key: &str, service: Option<String>, mapping: SliceMapping) {
+        self.drop_slice(key);
+        self.known
+            .entry(WatchedKind::EndpointSlice)
+            .or_default()
+            .insert(key.to_string(), Target::EndpointSlice(key.to_string()));
+        let skip_key = format!("EndpointSlice {key}");
+        let slice = match mapping {
+            SliceMapping::Forward(slice) => {
+                self.view.update(|v| v.skipped.remove(&skip_key));
+                Some(slice)
+            }
+            SliceMapping::Skip(reason) => {
+                self.skip(skip_key, reason);
+                None
+            }
+        };
+        if let Some(service) = service {
+            self.slices_of
+                .entry(service.clone())
+                .or_default()
+                .insert(key.to_string());
+            self.slices
+                .insert(key.to_string(), SliceState { service, slice });
+        }
+        self.refresh_slice(key);
+    }
+
+    /// Logs a skipped object the first time (and whenever its reason changes) and counts it.
+    fn skip(&mut self, skip_key: String, reason: services::SkipReason) {
+        let before = self
+            .view
+            .update(|v| v.skipped.insert(skip_key.clone(), reason));
+        if before != Some(reason) {
+            tracing::info!(object = %skip_key, %reason, "not forwarded to Seam");
+        }
+    }
+
+    /// Forgets a slice's place under its Service (before it is replaced or deleted).
+    fn drop_slice(&mut self, key: &str) {
+        if let Some(old) = self.slices.remove(key) {
+            if let Some(keys) = self.slices_of.get_mut(&old.service) {
+                keys.remove(key);
+                if keys.is_empty() {
+                    self.slices_of.remove(&old.service);
+                }
+            }
+        }
+    }
+
+    /// Re-decides every EndpointSlice of the Service `key`.
+    fn refresh_slices(&mut self, service: &str) {
+        let keys: Vec<String> = self
+            .slices_of
+            .get(service)
+            .map(|k| k.iter().cloned().collect())
+            .unwrap_or_default();
+        for key in keys {
+            self.refresh_slice(&key);
+        }
+    }
+
+    /// An EndpointSlice is forwarded when it is not skipped and its Service is forwarded and has
+    /// no selector: Seam computes the backends of a Service with a selector from its own inventory
+    /// (pods, VMs, external endpoints), so the EndpointSlice controller's slices of it would only
+    /// be written, and sent to every agent, for nothing. A slice whose Service is not known yet
+    /// waits for it.
+    fn refresh_slice(&mut self, key: &str) {
+        let target = Target::EndpointSlice(key.to_string());
+        let wanted = self.slices.get(key).and_then(|state| {
+            let info = self.services.get(&state.service)?;
+            info.selectorless.then(|| state.slice.clone()).flatten()
+        });
+        match wanted {
+            Some(slice) => {
+                self.desired
+                    .insert(target.clone(), Desired::EndpointSlice(slice));
+            }
+            None => {
+                self.desired.remove(&target);
+            }
+        }
+        self.dirty.insert(target);
+    }
+
+    /// A Service or EndpointSlice is gone from Kubernetes.
+    fn forget(&mut self, kind: WatchedKind, key: &str) {
+        if let Some(known) = self.known.get_mut(&kind) {
+            known.remove(key);
+        }
+        let skip_key = format!("{kind} {key}");
+        self.view.update(|v| v.skipped.remove(&skip_key));
+        match kind {
+            WatchedKind::Service => {
+                let target = Target::Service(key.to_string());
+                self.services.remove(key);
+                self.desired.remove(&target);
+                self.dirty.insert(target);
+                self.refresh_slices(key);
+            }
+            WatchedKind::EndpointSlice => {
+                self.drop_slice(key);
+                self.refresh_slice(key);
+            }
+            _ => {}
+        }
+    }
+
+    /// Makes the Kubernetes Service's `status.loadBalancer.ingress` what Seam holds (a merge
+    /// patch of the status subresource), for forwarded LoadBalancer Services of Seam's class
+    /// once the controller holds them.
+    async fn write_status(&mut self, key: &str) -> Outcome {
+        let Some(kube) = self.kube.clone() else {
+            return Outcome::Done;
+        };
+        if !self.services.get(key).is_some_and(|s| s.write_status) {
+            return Outcome::Done;
+        }
+        let Some(want) = self.seam_status.get(key).cloned() else {
+            return Outcome::Done;
+        };
+        let Some((namespace, name)) = key.split_once('/') else {
+            return Outcome::Done;
+        };
+        let have: Vec<(Option<String>, Option<String>)> = self.view.update(|v| {
+            v.services
+                .get(key)
+                .and_then(|s| s.status.as_ref())
+                .and_then(|s| s.load_balancer.as_ref())
+                .and_then(|lb| lb.ingress.clone())
+                .unwrap_or_default()
+                .into_iter()
+                .map(|i| (i.ip, i.ip_mode))
+                .collect()
+        });
+        let want_pairs: Vec<(Option<String>, Option<String>)> = want
+            .iter()
+            .map(|i| (Some(i.ip.to_string()), i.ip_mode.clone()))
+            .collect();
+        if have == want_pairs {
+            return Outcome::Done;
+        }
+        let patch = serde_json::json!({"status": {"loadBalancer": {"ingress": want}}});
+        let api: kube::Api<RawObject> =
+            kube::Api::namespaced_with(kube, namespace, &WatchedKind::Service.api_resource());
+        let params = kube::api::PatchParams {
+            field_manager: Some(translate::MANAGED_BY.to_string()),
+            ..kube::api::PatchParams::default()
+        };
+        match api
+            .patch_status(name, &params, &kube::api::Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(service = %key, ingress = ?want_pairs, "wrote the LoadBalancer address into the Kubernetes Service's status");
+                Outcome::Done
+            }
+            Err(kube::Error::Api(status)) if (400..500).contains(&status.code) => {
+                // Gone meanwhile (404), or refused: the next change of the Service or of Seam's
+                // status tries again.
+                tracing::warn!(service = %key, error = %status.message, "cannot write the Service's status");
+                Outcome::Rejected
+            }
+            Err(e) => {
+                tracing::warn!(service = %key, error = %error_chain(&e), "cannot write the Service's status; retrying");
+                Outcome::Unavailable
+            }
+        }
+    }
+
     /// Marks for deletion the policy objects this adapter forwarded earlier (maybe in a previous
     /// run) whose Kubernetes object no longer exists.
     async fn collect_garbage(&mut self) -> Outcome {
+        for kind in [WatchedKind::Service, WatchedKind::EndpointSlice] {
+            if !self.gc_pending.contains(&kind) {
+                continue;
+            }
+            let managed: Result<Vec<Target>, ClientError> = if kind == WatchedKind::Service {
+                self.client.list_services().await.map(|list| {
+                    list.into_iter()
+                        .filter(|s| services::is_managed(&s.labels))
+                        .map(|s| Target::Service(s.key()))
+                        .collect()
+                })
+            } else {
+                self.client.list_endpoint_slices().await.map(|list| {
+                    list.into_iter()
+                        .filter(|s| services::is_managed(&s.labels))
+                        .map(|s| Target::EndpointSlice(s.key()))
+                        .collect()
+                })
+            };
+            match managed {
+                Ok(targets) => {
+                    self.gc_pending.remove(&kind);
+                    for target in targets {
+                        if !self.desired.contains_key(&target) {
+                            tracing::info!(%target, "removing what Kubernetes no longer has");
+                            self.dirty.insert(target);
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(%kind, error = %error_chain(&e), "cannot list for clean-up");
+                    let outcome = classify(&e);
+                    if outcome != Outcome::Unavailable {
+                        self.gc_pending.remove(&kind);
+                    }
+                    return outcome;
+                }
+            }
+        }
+        if !self.gc_pending.iter().any(|k| is_policy(*k)) {
+            return Outcome::Done;
+        }
         let policies = match self.client.list_policies().await {
             Ok(p) => p,
             Err(e) => {
@@ -411,6 +807,7 @@ impl Sync {
             }
         };
         let kinds = std::mem::take(&mut self.gc_pending);
+        // Only policy kinds are left: Service and EndpointSlice were handled above.
         for object in policies.iter().filter(|o| translate::is_managed(o)) {
             let Some(target) = policy_target_of_object(object) else {
                 continue;
@@ -527,6 +924,10 @@ impl Sync {
                 .put_policy(kind, namespace.as_deref(), name, object)
                 .await
                 .map(drop),
+            (_, Desired::Service(service)) => self.client.put_service(service).await.map(drop),
+            (_, Desired::EndpointSlice(slice)) => {
+                self.client.put_endpoint_slice(slice).await.map(drop)
+            }
             // Pods are relabelled, never put; other pairs cannot be built.
             _ => Ok(()),
         }
@@ -546,6 +947,14 @@ impl Sync {
                     .await
             }
             Target::Pod(_) => Ok(()),
+            Target::Service(key) => match key.split_once('/') {
+                Some((namespace, name)) => self.client.delete_service(namespace, name).await,
+                None => Ok(()),
+            },
+            Target::EndpointSlice(key) => match key.split_once('/') {
+                Some((namespace, name)) => self.client.delete_endpoint_slice(namespace, name).await,
+                None => Ok(()),
+            },
         };
         match result {
             Err(e) if e.is_not_found() => Ok(()),
@@ -777,5 +1186,127 @@ mod tests {
         });
         assert_eq!(sync.dirty, BTreeSet::from([target("gone")]));
         assert!(sync.applied.contains_key(&target("newer")));
+    }
+
+    fn obj(value: Value) -> RawObject {
+        RawObject::from_value(value)
+    }
+
+    fn svc(namespace: &str, name: &str, selector: Option<Value>) -> RawObject {
+        let mut spec = serde_json::json!({"ports": [{"port": 443, "targetPort": 6443}], "clusterIP": "10.96.0.1"});
+        if let Some(selector) = selector {
+            spec["selector"] = selector;
+        }
+        obj(serde_json::json!({"metadata": {"name": name, "namespace": namespace}, "spec": spec}))
+    }
+
+    fn slice(namespace: &str, name: &str, service: &str, address_type: &str) -> RawObject {
+        obj(serde_json::json!({
+            "metadata": {"name": name, "namespace": namespace,
+                         "labels": {"kubernetes.io/service-name": service}},
+            "addressType": address_type,
+            "endpoints": [{"addresses": ["192.168.10.2"]}],
+            "ports": [{"name": "", "port": 6443}]
+        }))
+    }
+
+    fn sync() -> Sync {
+        let client = ControllerClient::new("unix:/nonexistent/seam-k8s-test.sock")
+            .unwrap_or_else(|e| panic!("{e}"));
+        Sync::new(client, ViewHandle::default())
+    }
+
+    fn wanted(sync: &Sync) -> BTreeSet<String> {
+        sync.desired
+            .keys()
+            .filter(|t| matches!(t, Target::Service(_) | Target::EndpointSlice(_)))
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    fn set(items: &[&str]) -> BTreeSet<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// Slices are forwarded for Services without a selector only, whichever arrives first, and
+    /// follow their Service's selector and existence.
+    #[test]
+    fn only_slices_of_services_without_a_selector_are_forwarded() {
+        let mut sync = sync();
+        // The slice first: held until its Service is known.
+        sync.handle(Input::Relisted(
+            WatchedKind::EndpointSlice,
+            vec![
+                slice("default", "kubernetes", "kubernetes", "IPv4"),
+                slice("shop", "web-abcde", "web", "IPv4"),
+                slice("shop", "web-v6", "web", "IPv6"),
+            ],
+        ));
+        assert_eq!(wanted(&sync), set(&[]));
+        sync.handle(Input::Relisted(
+            WatchedKind::Service,
+            vec![
+                svc("default", "kubernetes", None),
+                svc("shop", "web", Some(serde_json::json!({"app": "web"}))),
+            ],
+        ));
+        assert_eq!(
+            wanted(&sync),
+            set(&[
+                "Service default/kubernetes",
+                "Service shop/web",
+                "EndpointSlice default/kubernetes"
+            ])
+        );
+        let skipped = sync.view.snapshot().skipped;
+        assert_eq!(
+            skipped.get("EndpointSlice shop/web-v6"),
+            Some(&services::SkipReason::Ipv6Slice)
+        );
+        assert!(sync.gc_pending.contains(&WatchedKind::EndpointSlice));
+        assert!(sync.gc_pending.contains(&WatchedKind::Service));
+
+        // web loses its selector: its IPv4 slice is forwarded.
+        sync.handle(Input::Applied(
+            WatchedKind::Service,
+            svc("shop", "web", None),
+        ));
+        assert!(wanted(&sync).contains("EndpointSlice shop/web-abcde"));
+        // The kubernetes Service goes: so does its slice.
+        sync.handle(Input::Deleted(
+            WatchedKind::Service,
+            svc("default", "kubernetes", None),
+        ));
+        assert_eq!(
+            wanted(&sync),
+            set(&["Service shop/web", "EndpointSlice shop/web-abcde"])
+        );
+        assert!(sync
+            .dirty
+            .contains(&Target::EndpointSlice("default/kubernetes".into())));
+        // A re-list without the slice: gone.
+        sync.handle(Input::Relisted(
+            WatchedKind::EndpointSlice,
+            vec![slice("default", "kubernetes", "kubernetes", "IPv4")],
+        ));
+        assert_eq!(wanted(&sync), set(&["Service shop/web"]));
+        assert!(!sync
+            .view
+            .snapshot()
+            .skipped
+            .contains_key("EndpointSlice shop/web-v6"));
+        // An ExternalName Service is not forwarded, and counted.
+        sync.handle(Input::Applied(
+            WatchedKind::Service,
+            obj(
+                serde_json::json!({"metadata": {"name": "web", "namespace": "shop"},
+                                   "spec": {"type": "ExternalName", "externalName": "x.example"}}),
+            ),
+        ));
+        assert_eq!(wanted(&sync), set(&[]));
+        assert_eq!(
+            sync.view.snapshot().skipped.get("Service shop/web"),
+            Some(&services::SkipReason::ExternalName)
+        );
     }
 }

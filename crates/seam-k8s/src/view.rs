@@ -1,14 +1,17 @@
-//! The in-memory view of what Seam does not map yet: Services, EndpointSlices and Nodes.
+//! The in-memory view of Services, EndpointSlices and Nodes as Kubernetes has them, and of what
+//! was not forwarded to Seam (with the reason).
 //!
-//! The controller API has no Service or load-balancer objects yet, and Seam nodes are registered
-//! by their agents (which know the underlay address and role), so these are only kept here, for
-//! the Service load balancer to come and for callers that want to look.
+//! Seam nodes are registered by their agents (which know the underlay address and role), so
+//! Nodes are only kept here. Services and EndpointSlices are forwarded too (`sync.rs`); the view
+//! keeps Kubernetes' own form, whose status the adapter compares with Seam's.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+use crate::services::SkipReason;
 
 /// The label of an EndpointSlice naming its Service.
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -22,6 +25,9 @@ pub struct ClusterView {
     pub endpoint_slices: BTreeMap<String, EndpointSlice>,
     /// Nodes by name.
     pub nodes: BTreeMap<String, Node>,
+    /// Services and EndpointSlices not forwarded to Seam, by `Service namespace/name` or
+    /// `EndpointSlice namespace/name`, with the reason (also logged when first seen).
+    pub skipped: BTreeMap<String, SkipReason>,
 }
 
 impl ClusterView {

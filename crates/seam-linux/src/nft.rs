@@ -116,8 +116,17 @@ pub fn apply_ruleset(text: &str) -> Result<(), NftError> {
 }
 
 /// Changes `table inet seam` in place: the `switch` batch, then the `cleanup` batch (see
-/// [`seam_nft::FirewallDelta`]).
+/// [`seam_nft::FirewallDelta`]). A switch that adds the Services part
+/// ([`seam_nft::TableOp::AddServiceBase`], which has no netlink form) adds it first as `nft -f`
+/// text: empty, it translates nothing, so traffic sees no difference until the batch fills it.
 pub fn apply_delta(delta: &seam_nft::FirewallDelta) -> Result<(), NftError> {
+    if delta.switch.contains(&seam_nft::TableOp::AddServiceBase) {
+        run(
+            "add the services base",
+            &["-f", "-"],
+            Some(&seam_nft::services::base_text()),
+        )?;
+    }
     crate::nfnl::apply_batch(TABLE_NAME, &delta.switch)?;
     crate::nfnl::apply_batch(TABLE_NAME, &delta.cleanup)?;
     Ok(())

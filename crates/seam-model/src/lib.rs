@@ -1,12 +1,15 @@
 //! Seam's vocabulary and its versioned wire objects.
 //!
 //! Holds the objects the controller stores and serves ([`Segment`], [`Node`], [`Block`],
-//! [`Endpoint`], [`Namespace`], [`Tenant`]; policy objects are seam-policy's `PolicyObject`, the
-//! versioned wire type a [`Snapshot`] carries to agents),
+//! [`Endpoint`], [`Namespace`], [`Tenant`], the Service load balancer's [`Service`],
+//! [`EndpointSlice`] and [`AddressPool`] with their pure resolution [`resolve`] and [`usable`];
+//! policy objects are seam-policy's `PolicyObject`, the versioned wire type a [`Snapshot`]
+//! carries to agents),
 //! the watch events it streams, and the request/reply of the agent socket that
 //! `seam-cni` talks to ([`agent_rpc`]). Every object rejects unknown fields on entry and has a
 //! `validate()` that reports every problem with its field path. [`manifest`] reads the YAML/JSON
-//! documents of `seam apply` into these objects and seam-policy's.
+//! documents of `seam apply` (and the Kubernetes adapter's objects) into these objects and
+//! seam-policy's.
 //!
 //! Architecture invariant: this crate does no I/O and depends on no other Seam crate but
 //! seam-policy (pure, for the policy objects).

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::objects::PortProtocol;
 
+mod kubernetes;
 mod resolve;
 mod validate;
 

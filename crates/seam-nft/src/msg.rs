@@ -53,7 +53,9 @@ use netlink_packet_netfilter::{
     NetfilterHeader, NetfilterMessage, NetfilterProtoFamily, NetfilterSubsystem,
 };
 
+use crate::names::{SVC_BACKENDS, SVC_BASE_CHAINS, SVC_INSIDE, SVC_NODEPORT_BACKENDS, SVC_SETS};
 use crate::rule::{AddrField, NftMatch, NftRule, NftVerdict, TableOp};
+use crate::services::{affinity_set_of, protocol_number, FrontendKey, SvcChain, SvcElement};
 
 /// `NFTA_COUNTER_BYTES` (`include/uapi/linux/netfilter/nf_tables.h`).
 pub const NFTA_COUNTER_BYTES: u16 = 1;
@@ -82,6 +84,52 @@ pub const TYPE_IPADDR: u32 = 7;
 pub const TYPE_INET_SERVICE: u32 = 13;
 /// The name the kernel numbers (`__set0`, …) when it creates an anonymous set.
 pub const ANONYMOUS_SET: &str = "__set%d";
+
+/// `NFTA_NG_DREG` (`enum nft_ng_attributes`).
+pub const NFTA_NG_DREG: u16 = 1;
+/// `NFTA_NG_MODULUS`.
+pub const NFTA_NG_MODULUS: u16 = 2;
+/// `NFTA_NG_TYPE`.
+pub const NFTA_NG_TYPE: u16 = 3;
+/// `NFTA_NG_OFFSET`.
+pub const NFTA_NG_OFFSET: u16 = 4;
+/// `NFT_NG_RANDOM`.
+pub const NFT_NG_RANDOM: u32 = 1;
+/// `NFTA_NAT_TYPE` (`enum nft_nat_attributes`).
+pub const NFTA_NAT_TYPE: u16 = 1;
+/// `NFTA_NAT_FAMILY`.
+pub const NFTA_NAT_FAMILY: u16 = 2;
+/// `NFTA_NAT_REG_ADDR_MIN`.
+pub const NFTA_NAT_REG_ADDR_MIN: u16 = 3;
+/// `NFTA_NAT_REG_PROTO_MIN`.
+pub const NFTA_NAT_REG_PROTO_MIN: u16 = 5;
+/// `NFTA_NAT_FLAGS`.
+pub const NFTA_NAT_FLAGS: u16 = 7;
+/// `NFT_NAT_DNAT`.
+pub const NFT_NAT_DNAT: u32 = 1;
+/// `NF_NAT_RANGE_PROTO_SPECIFIED` (`include/uapi/linux/netfilter/nf_nat.h`).
+pub const NF_NAT_RANGE_PROTO_SPECIFIED: u32 = 2;
+/// `NFTA_DYNSET_SET_NAME` (`enum nft_dynset_attributes`).
+pub const NFTA_DYNSET_SET_NAME: u16 = 1;
+/// `NFTA_DYNSET_OP`.
+pub const NFTA_DYNSET_OP: u16 = 3;
+/// `NFTA_DYNSET_SREG_KEY`.
+pub const NFTA_DYNSET_SREG_KEY: u16 = 4;
+/// `NFT_DYNSET_OP_UPDATE`.
+pub const NFT_DYNSET_OP_UPDATE: u32 = 1;
+/// `NFT_DATA_VERDICT`: the data type of a verdict map.
+pub const NFT_DATA_VERDICT: u32 = 0xffff_ff00;
+/// nft's `integer` datatype number (the key of an affinity chain's pick map: a `numgen` slot).
+pub const TYPE_INTEGER: u32 = 4;
+/// libnftnl's userdata type of a set's key byte order (`NFTNL_UDATA_SET_KEYBYTEORDER`), which
+/// `nft list` prints the keys by.
+pub const NFTNL_UDATA_SET_KEYBYTEORDER: u8 = 0;
+/// nft's `BYTEORDER_HOST_ENDIAN`.
+pub const BYTEORDER_HOST_ENDIAN: u32 = 1;
+/// The name the kernel numbers when it creates an anonymous map.
+pub const ANONYMOUS_MAP: &str = "__map%d";
+/// The size nft gives a dynamic set declared without one (what `nft list` prints back).
+pub const AFFINITY_SET_SIZE: u32 = 65535;
 
 /// Elements per message: keeps every message far below netlink's size limits.
 pub const ELEMENTS_PER_MESSAGE: usize = 256;
@@ -120,6 +168,24 @@ enum What {
     Ports,
     /// The flush of a chain before its deletion.
     Flush,
+    /// Elements of a Services set or map (its index in [`SVC_SETS`]), this many.
+    SvcElements {
+        /// The set's index in [`SVC_SETS`].
+        set: usize,
+        /// How many.
+        count: usize,
+    },
+    /// A rule's anonymous verdict map (an affinity chain's random pick).
+    PickMap,
+    /// The elements of a rule's anonymous verdict map.
+    Picks,
+    /// One rule of a Services chain.
+    SvcRule,
+}
+
+/// The index of a Services set or map in [`SVC_SETS`].
+fn svc_set_index(set: &str) -> Option<usize> {
+    SVC_SETS.iter().position(|s| *s == set)
 }
 
 impl<'a> Batch<'a> {
@@ -297,6 +363,7 @@ impl<'a> Batch<'a> {
                     key: address.octets().to_vec(),
                     end: false,
                     goto: Some(chain.as_str()),
+                    value: None,
                 });
                 self.elements(table, index, true, map, None, elements);
             }
@@ -327,26 +394,240 @@ impl<'a> Batch<'a> {
                 self.end_nest(expressions);
                 self.end(start);
             }
-            TableOp::DeleteChain { name } => {
-                // Flush first: a chain is deleted only once it holds no rules.
-                let seq = self.next_seq(index, What::Flush);
-                let start = self.begin(NfTablesMessageType::DeleteRule, 0, seq);
-                self.attr(&RuleAttribute::Table(table.to_string()));
-                self.attr(&RuleAttribute::Chain(name.clone()));
-                self.end(start);
+            TableOp::DeleteChain { name } => self.delete_chain(table, index, name),
+            TableOp::DeleteSet { name } => self.delete_set(table, index, name),
+            // No netlink form: `seam-linux` applies it as `nft -f` text
+            // (`crate::services::base_text`) before the batch (see the module docs).
+            TableOp::AddServiceBase => {}
+            TableOp::DeleteServiceBase => {
+                for chain in SVC_BASE_CHAINS {
+                    self.delete_chain(table, index, chain);
+                }
+                for set in SVC_SETS {
+                    self.delete_set(table, index, set);
+                }
+            }
+            TableOp::AddSvcElements { elements } => self.svc_elements(table, index, true, elements),
+            TableOp::DeleteSvcElements { elements } => {
+                self.svc_elements(table, index, false, elements)
+            }
+            TableOp::AddAffinitySet { name, timeout } => {
                 let seq = self.next_seq(index, What::Main);
-                let start = self.begin(NfTablesMessageType::DeleteChain, 0, seq);
+                let start = self.begin(NfTablesMessageType::NewSet, NLM_F_CREATE, seq);
+                self.attr(&SetAttribute::Table(table.to_string()));
+                self.attr(&SetAttribute::Name(name.clone()));
+                self.attr(&SetAttribute::Flags(SetFlags::Timeout | SetFlags::Eval));
+                self.attr(&SetAttribute::KeyType(TYPE_IPADDR));
+                self.attr(&SetAttribute::KeyLen(4));
+                self.attr(&SetAttribute::Id(seq));
+                self.attr(&SetAttribute::Timeout(u64::from(*timeout) * 1000));
+                self.attr(&SetAttribute::Description(vec![SetDescription::Size(
+                    AFFINITY_SET_SIZE,
+                )]));
+                self.end(start);
+            }
+            TableOp::AddSvcChain { name, chain } => {
+                let seq = self.next_seq(index, What::Main);
+                let start = self.begin(NfTablesMessageType::NewChain, NLM_F_CREATE, seq);
                 self.attr(&ChainAttribute::Table(table.to_string()));
                 self.attr(&ChainAttribute::Name(name.clone()));
                 self.end(start);
+                self.svc_chain_rules(table, index, name, chain);
             }
-            TableOp::DeleteSet { name } => {
-                let seq = self.next_seq(index, What::Main);
-                let start = self.begin(NfTablesMessageType::DeleteSet, 0, seq);
+        }
+    }
+
+    fn delete_set(&mut self, table: &str, index: usize, name: &str) {
+        let seq = self.next_seq(index, What::Main);
+        let start = self.begin(NfTablesMessageType::DeleteSet, 0, seq);
+        self.attr(&SetAttribute::Table(table.to_string()));
+        self.attr(&SetAttribute::Name(name.to_string()));
+        self.end(start);
+    }
+
+    fn delete_chain(&mut self, table: &str, index: usize, name: &str) {
+        // Flush first: a chain is deleted only once it holds no rules.
+        let seq = self.next_seq(index, What::Flush);
+        let start = self.begin(NfTablesMessageType::DeleteRule, 0, seq);
+        self.attr(&RuleAttribute::Table(table.to_string()));
+        self.attr(&RuleAttribute::Chain(name.to_string()));
+        self.end(start);
+        let seq = self.next_seq(index, What::Main);
+        let start = self.begin(NfTablesMessageType::DeleteChain, 0, seq);
+        self.attr(&ChainAttribute::Table(table.to_string()));
+        self.attr(&ChainAttribute::Name(name.to_string()));
+        self.end(start);
+    }
+
+    /// Services elements, one message (or more) per run of elements of one set.
+    fn svc_elements(&mut self, table: &str, index: usize, add: bool, elements: &[SvcElement]) {
+        let mut rest = elements;
+        while let Some(first) = rest.first() {
+            let set = first.set();
+            let run = rest.iter().take_while(|e| e.set() == set).count();
+            let (now, later) = rest.split_at(run);
+            rest = later;
+            if set == SVC_INSIDE {
+                let ranges: Vec<(Ipv4Addr, Ipv4Addr)> = now
+                    .iter()
+                    .filter_map(|e| match e {
+                        SvcElement::Inside(s, e) => Some((*s, *e)),
+                        _ => None,
+                    })
+                    .collect();
+                let elements: Vec<Element<'static>> = interval_elements(&ranges, add).collect();
+                self.elements(table, index, add, set, None, elements.into_iter());
+            } else {
+                self.elements(table, index, add, set, None, now.iter().map(svc_element));
+            }
+        }
+    }
+
+    /// Starts a rule of a Services chain; returns the message start and the expressions' nest.
+    fn begin_rule(&mut self, table: &str, index: usize, chain: &str) -> (usize, usize) {
+        let seq = self.next_seq(index, What::SvcRule);
+        let start = self.begin(
+            NfTablesMessageType::NewRule,
+            NLM_F_CREATE | NLM_F_APPEND,
+            seq,
+        );
+        self.attr(&RuleAttribute::Table(table.to_string()));
+        self.attr(&RuleAttribute::Chain(chain.to_string()));
+        let expressions = self.attr(&RuleAttribute::Expressions(Vec::new()));
+        (start, expressions)
+    }
+
+    fn end_rule(&mut self, (start, expressions): (usize, usize)) {
+        self.end_nest(expressions);
+        self.end(start);
+    }
+
+    /// `meta nfproto ipv4`: nft's test before the first IPv4 field in an `inet` table.
+    fn ipv4(&mut self) {
+        self.expr(meta(MetaKey::Nfproto));
+        self.expr(cmp(Operator::Equal, &[NFPROTO_IPV4]));
+    }
+
+    /// The rules of a Services chain: the expressions nft 1.0.6 makes of
+    /// [`crate::services::chain_rules`], in the same order and registers.
+    fn svc_chain_rules(&mut self, table: &str, index: usize, name: &str, chain: &SvcChain) {
+        match chain {
+            SvcChain::Spread { count } => {
+                // dnat ip to ip daddr . meta l4proto . th dport . numgen random mod N map @svc_backends
+                let rule = self.begin_rule(table, index, name);
+                self.ipv4();
+                self.expr(payload(NFT_PAYLOAD_NETWORK_HEADER, 16, 4));
+                self.expr(meta_to(MetaKey::L4Proto, Register::Reg32_01));
+                self.expr(payload_to(
+                    NFT_PAYLOAD_TRANSPORT_HEADER,
+                    2,
+                    2,
+                    Register::Reg32_02,
+                ));
+                self.expr(numgen(Register::Reg32_03, *count));
+                self.expr(map_lookup(SVC_BACKENDS, None, Register::Reg1));
+                self.expr(dnat(Register::Reg1, Register::Reg32_01, 0));
+                self.end_rule(rule);
+            }
+            SvcChain::NodeSpread { count } => {
+                // dnat ip to meta l4proto . th dport . numgen random mod N map @svc_np_backends
+                let rule = self.begin_rule(table, index, name);
+                self.expr(meta(MetaKey::L4Proto));
+                self.expr(payload_to(
+                    NFT_PAYLOAD_TRANSPORT_HEADER,
+                    2,
+                    2,
+                    Register::Reg32_01,
+                ));
+                self.expr(numgen(Register::Reg32_02, *count));
+                self.expr(map_lookup(SVC_NODEPORT_BACKENDS, None, Register::Reg1));
+                self.expr(dnat(Register::Reg1, Register::Reg32_01, 0));
+                self.end_rule(rule);
+            }
+            SvcChain::Sticky {
+                protocol,
+                backend: (addr, port),
+            } => {
+                // update @aff_<h> { ip saddr }
+                let rule = self.begin_rule(table, index, name);
+                self.ipv4();
+                self.expr(payload(NFT_PAYLOAD_NETWORK_HEADER, 12, 4));
+                self.expr(Expressions::Other {
+                    expression_type: "dynset".to_string(),
+                    attributes: vec![
+                        DefaultNla::new(NFTA_DYNSET_SET_NAME, strz(&affinity_set_of(name))),
+                        DefaultNla::new(NFTA_DYNSET_OP, be32(NFT_DYNSET_OP_UPDATE)),
+                        DefaultNla::new(NFTA_DYNSET_SREG_KEY, be32(u32::from(Register::Reg1))),
+                    ],
+                });
+                self.end_rule(rule);
+                // meta l4proto <p> dnat ip to <addr>:<port>
+                let rule = self.begin_rule(table, index, name);
+                self.expr(meta(MetaKey::L4Proto));
+                self.expr(cmp(Operator::Equal, &[protocol_number(*protocol)]));
+                self.expr(Expressions::Immediate(vec![
+                    Immediate::DestinationRegister(Register::Reg1),
+                    Immediate::Data(DataAttribute::Value(addr.octets().to_vec())),
+                ]));
+                self.expr(Expressions::Immediate(vec![
+                    Immediate::DestinationRegister(Register::Reg2),
+                    Immediate::Data(DataAttribute::Value(port.to_be_bytes().to_vec())),
+                ]));
+                self.expr(dnat(
+                    Register::Reg1,
+                    Register::Reg2,
+                    NF_NAT_RANGE_PROTO_SPECIFIED,
+                ));
+                self.end_rule(rule);
+            }
+            SvcChain::Affinity { sticky } => {
+                for se in sticky {
+                    // ip saddr @aff_<h> goto se_<h>
+                    let rule = self.begin_rule(table, index, name);
+                    self.ipv4();
+                    self.expr(payload(NFT_PAYLOAD_NETWORK_HEADER, 12, 4));
+                    self.expr(lookup(&affinity_set_of(se), None, false));
+                    self.expr(immediate(verdict(Verdict::Goto, Some(se))));
+                    self.end_rule(rule);
+                }
+                // numgen random mod N vmap { 0 : goto se_…, … }: an anonymous verdict map first.
+                let id = self.next_seq(index, What::PickMap);
+                let count = u32::try_from(sticky.len()).unwrap_or(u32::MAX);
+                let start = self.begin(NfTablesMessageType::NewSet, NLM_F_CREATE, id);
                 self.attr(&SetAttribute::Table(table.to_string()));
-                self.attr(&SetAttribute::Name(name.clone()));
+                self.attr(&SetAttribute::Name(ANONYMOUS_MAP.to_string()));
+                self.attr(&SetAttribute::Flags(
+                    SetFlags::Anonymous | SetFlags::Constant | SetFlags::Map,
+                ));
+                self.attr(&SetAttribute::KeyType(TYPE_INTEGER));
+                self.attr(&SetAttribute::KeyLen(4));
+                self.attr(&SetAttribute::DataType(NFT_DATA_VERDICT));
+                self.attr(&SetAttribute::Id(id));
+                self.attr(&SetAttribute::Description(vec![SetDescription::Size(
+                    count,
+                )]));
+                // The slot is in host byte order (what `numgen` writes): nft's userdata says
+                // so, or `nft list` prints the keys byte-swapped.
+                let mut udata = vec![NFTNL_UDATA_SET_KEYBYTEORDER, 4];
+                udata.extend_from_slice(&BYTEORDER_HOST_ENDIAN.to_ne_bytes());
+                self.attr(&SetAttribute::UserData(udata));
                 self.end(start);
+                let picks = (0u32..).zip(sticky).map(|(slot, se)| Element {
+                    key: slot.to_ne_bytes().to_vec(),
+                    end: false,
+                    goto: Some(se.as_str()),
+                    value: None,
+                });
+                self.elements(table, index, true, ANONYMOUS_MAP, Some(id), picks);
+                if let Some(Part { what, .. }) = self.parts.last_mut() {
+                    *what = What::Picks;
+                }
+                let rule = self.begin_rule(table, index, name);
+                self.expr(numgen(Register::Reg1, count));
+                self.expr(map_lookup(ANONYMOUS_MAP, Some(id), Register::Verdict));
+                self.end_rule(rule);
             }
+            SvcChain::Adopted => {}
         }
     }
 
@@ -368,9 +649,10 @@ impl<'a> Batch<'a> {
         };
         let mut elements = elements.peekable();
         while elements.peek().is_some() {
-            let seq = match set_id {
-                Some(_) => self.next_seq(index, What::Ports),
-                None => self.next_seq(index, What::Elements(0)),
+            let seq = match (set_id, svc_set_index(set)) {
+                (Some(_), _) => self.next_seq(index, What::Ports),
+                (None, Some(set)) => self.next_seq(index, What::SvcElements { set, count: 0 }),
+                (None, None) => self.next_seq(index, What::Elements(0)),
             };
             let start = self.begin(message, flags, seq);
             self.attr(&SetElementList::Table(table.to_string()));
@@ -394,13 +676,16 @@ impl<'a> Batch<'a> {
                         Some(chain),
                     )));
                 }
+                if let Some(value) = element.value {
+                    self.attr(&SetElementAttribute::Data(DataAttribute::Value(value)));
+                }
                 self.end_nest(item);
                 count += 1;
             }
             self.end_nest(list);
             self.end(start);
             if let Some(Part {
-                what: What::Elements(n),
+                what: What::Elements(n) | What::SvcElements { count: n, .. },
                 ..
             }) = self.parts.last_mut()
             {
@@ -539,6 +824,25 @@ fn describe(op: &TableOp, what: What) -> String {
     match (op, what) {
         (_, What::PortSet) => "add the rule's port set".to_string(),
         (_, What::Ports) => "add the rule's ports".to_string(),
+        (_, What::PickMap) => "add the rule's pick map".to_string(),
+        (_, What::Picks) => "add the rule's picks".to_string(),
+        (TableOp::AddSvcChain { name, .. }, What::SvcRule) => format!("add a rule to chain {name}"),
+        (TableOp::DeleteSvcElements { .. }, What::SvcElements { set, count }) => format!(
+            "delete {count} element(s) of {}",
+            SVC_SETS.get(set).copied().unwrap_or("?")
+        ),
+        (_, What::SvcElements { set, count }) => format!(
+            "add {count} element(s) of {}",
+            SVC_SETS.get(set).copied().unwrap_or("?")
+        ),
+        (TableOp::AddServiceBase, _) => "add the Services base (nft -f text)".to_string(),
+        (TableOp::DeleteServiceBase, What::Flush) => "flush a Services base chain".to_string(),
+        (TableOp::DeleteServiceBase, _) => "delete the Services base".to_string(),
+        (TableOp::AddAffinitySet { name, .. }, _) => format!("add set {name}"),
+        (TableOp::AddSvcChain { name, .. }, _) => format!("add chain {name}"),
+        (TableOp::AddSvcElements { .. } | TableOp::DeleteSvcElements { .. }, _) => {
+            "change Services elements".to_string()
+        }
         (
             TableOp::AddAddrs { set, .. }
             | TableOp::AddRanges { set, .. }
@@ -645,11 +949,13 @@ fn lookup(set: &str, id: Option<u32>, invert: bool) -> Expressions {
     Expressions::Lookup(attributes)
 }
 
-/// A set element: its key, whether it ends an interval and, in a verdict map, the chain it goes to.
+/// A set element: its key, whether it ends an interval and, in a verdict map, the chain it goes
+/// to, or in a data map, its value.
 struct Element<'a> {
     key: Vec<u8>,
     end: bool,
     goto: Option<&'a str>,
+    value: Option<Vec<u8>>,
 }
 
 /// An element that is a key alone.
@@ -658,6 +964,7 @@ fn element<'a>(key: Vec<u8>, end: bool) -> Element<'a> {
         key,
         end,
         goto: None,
+        value: None,
     }
 }
 
@@ -697,4 +1004,127 @@ fn port_elements(ranges: &[(u16, u16)], interval: bool) -> impl Iterator<Item = 
             };
             std::iter::once((*s, false)).chain(after)
         }))
+}
+
+/// `meta <key>` into `register`.
+fn meta_to(key: MetaKey, register: Register) -> Expressions {
+    Expressions::Meta(vec![Meta::Key(key), Meta::DestinationRegister(register)])
+}
+
+/// `payload` into `register`.
+fn payload_to(base: u32, offset: u32, len: u32, register: Register) -> Expressions {
+    Expressions::Payload(vec![
+        Payload::DestinationRegister(register),
+        Payload::Base(base),
+        Payload::Offset(offset),
+        Payload::Len(len),
+    ])
+}
+
+/// A big-endian 32-bit attribute value (nf_tables' `NLA_BE32`).
+fn be32(value: u32) -> Vec<u8> {
+    value.to_be_bytes().to_vec()
+}
+
+/// `numgen random mod <modulus>` into `register` (hand-written: the crate has no `numgen`).
+fn numgen(register: Register, modulus: u32) -> Expressions {
+    Expressions::Other {
+        expression_type: "numgen".to_string(),
+        attributes: vec![
+            DefaultNla::new(NFTA_NG_DREG, be32(u32::from(register))),
+            DefaultNla::new(NFTA_NG_MODULUS, be32(modulus)),
+            DefaultNla::new(NFTA_NG_TYPE, be32(NFT_NG_RANDOM)),
+            DefaultNla::new(NFTA_NG_OFFSET, be32(0)),
+        ],
+    }
+}
+
+/// A map lookup of the key in register 1: its data into `data` (the verdict register for a
+/// verdict map).
+fn map_lookup(set: &str, id: Option<u32>, data: Register) -> Expressions {
+    let mut attributes = vec![
+        Lookup::Set(set.to_string()),
+        Lookup::SourceRegister(Register::Reg1),
+    ];
+    if let Some(id) = id {
+        attributes.push(Lookup::SetId(id));
+    }
+    attributes.push(Lookup::DestinationRegister(data));
+    Expressions::Lookup(attributes)
+}
+
+/// `dnat ip to` the address in `addr` and the port in `port` (hand-written: the crate has no
+/// `nat`).
+fn dnat(addr: Register, port: Register, flags: u32) -> Expressions {
+    let mut attributes = vec![
+        DefaultNla::new(NFTA_NAT_TYPE, be32(NFT_NAT_DNAT)),
+        DefaultNla::new(NFTA_NAT_FAMILY, be32(u32::from(NFPROTO_IPV4))),
+        DefaultNla::new(NFTA_NAT_REG_ADDR_MIN, be32(u32::from(addr))),
+        DefaultNla::new(NFTA_NAT_REG_PROTO_MIN, be32(u32::from(port))),
+    ];
+    if flags != 0 {
+        attributes.push(DefaultNla::new(NFTA_NAT_FLAGS, be32(flags)));
+    }
+    Expressions::Other {
+        expression_type: "nat".to_string(),
+        attributes,
+    }
+}
+
+/// A frontend's key in its map or set: each field padded to 4 bytes, as nf_tables lays out a
+/// concatenation (the address; the protocol number; the port, big-endian).
+fn frontend_key(key: &FrontendKey) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16);
+    let (protocol, port) = match key {
+        FrontendKey::Address {
+            addr,
+            protocol,
+            port,
+        } => {
+            out.extend_from_slice(&addr.octets());
+            (protocol, port)
+        }
+        FrontendKey::NodePort { protocol, port } => (protocol, port),
+    };
+    out.extend_from_slice(&[protocol_number(*protocol), 0, 0, 0]);
+    out.extend_from_slice(&port.to_be_bytes());
+    out.extend_from_slice(&[0, 0]);
+    out
+}
+
+/// A Services element as its set or map holds it.
+fn svc_element(e: &SvcElement) -> Element<'_> {
+    match e {
+        SvcElement::Frontend { key, chain } => Element {
+            key: frontend_key(key),
+            end: false,
+            goto: Some(chain.as_str()),
+            value: None,
+        },
+        SvcElement::Backend {
+            key,
+            slot,
+            backend: (addr, port),
+        } => {
+            let mut k = frontend_key(key);
+            // `numgen` writes the slot in host byte order.
+            k.extend_from_slice(&slot.to_ne_bytes());
+            let mut value = addr.octets().to_vec();
+            value.extend_from_slice(&port.to_be_bytes());
+            value.extend_from_slice(&[0, 0]);
+            Element {
+                key: k,
+                end: false,
+                goto: None,
+                value: Some(value),
+            }
+        }
+        SvcElement::Reject(key) | SvcElement::Masquerade(key) => element(frontend_key(key), false),
+        SvcElement::Hairpin(a) => {
+            let mut k = a.octets().to_vec();
+            k.extend_from_slice(&a.octets());
+            element(k, false)
+        }
+        SvcElement::LbAddress(a) | SvcElement::Inside(a, _) => element(a.octets().to_vec(), false),
+    }
 }

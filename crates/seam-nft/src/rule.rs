@@ -11,6 +11,8 @@
 use std::fmt;
 use std::net::Ipv4Addr;
 
+use crate::services::{SvcChain, SvcElement};
+
 /// The address a rule tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AddrField {
@@ -204,10 +206,41 @@ pub enum TableOp {
         /// Its name.
         name: String,
     },
-    /// Deletes a set nothing references any more.
+    /// Deletes a set nothing references any more (also an affinity set of the Services part).
     DeleteSet {
         /// Its name.
         name: String,
+    },
+    /// Creates the Services part of the table, empty: its sets and maps and its base chains
+    /// with their rules (see [`crate::services`]).
+    AddServiceBase,
+    /// Deletes the Services part's base chains, sets and maps (with their elements); its
+    /// regular chains and affinity sets go by [`TableOp::DeleteChain`] and
+    /// [`TableOp::DeleteSet`] after it.
+    DeleteServiceBase,
+    /// Adds elements to the Services sets and maps (each element names its set).
+    AddSvcElements {
+        /// The elements.
+        elements: Vec<SvcElement>,
+    },
+    /// Removes elements of the Services sets and maps by key (a map element's data is ignored).
+    DeleteSvcElements {
+        /// The elements.
+        elements: Vec<SvcElement>,
+    },
+    /// Creates a ClientIP affinity set (`aff_<hash>`: `flags dynamic,timeout`).
+    AddAffinitySet {
+        /// Its name.
+        name: String,
+        /// Its elements' timeout, in seconds.
+        timeout: u32,
+    },
+    /// Creates a Services chain (`m_<N>`, `n_<N>`, `sa_<hash>`, `se_<hash>`) with its rules.
+    AddSvcChain {
+        /// Its name.
+        name: String,
+        /// What it holds.
+        chain: SvcChain,
     },
 }
 

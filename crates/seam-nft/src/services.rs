@@ -41,6 +41,8 @@ use std::sync::Arc;
 use ipnet::Ipv4Net;
 use seam_model::PortProtocol;
 
+use crate::table::{missing, BatchError};
+
 use crate::names::{
     chain_name, AFFINITY_CHAIN_PREFIX, AFFINITY_SET_PREFIX, NODEPORT_SPREAD_CHAIN_PREFIX,
     SPREAD_CHAIN_PREFIX, STICKY_CHAIN_PREFIX, SVC_BACKENDS, SVC_DISPATCH, SVC_HAIRPIN, SVC_INSIDE,
@@ -558,6 +560,24 @@ pub fn base_chains_text() -> String {
     out
 }
 
+/// The `nft -f` text of [`crate::TableOp::AddServiceBase`]: the Services part's sets and maps,
+/// empty, and its base chains, added to the existing `table inet seam` (nothing else of the table
+/// changes). Why text: the base chains' rules (`fib`, `reject`, `masquerade`, mark arithmetic)
+/// have no netlink encoding here; the part is added once per table, and empty it translates
+/// nothing, so it may go in its own transaction before the batch that fills it.
+pub fn base_text() -> String {
+    let mut out = format!("table {} {{\n", crate::names::TABLE);
+    render(
+        &ServiceModel {
+            enabled: true,
+            ..ServiceModel::default()
+        },
+        &mut out,
+    );
+    out.push_str("}\n");
+    out
+}
+
 /// The Services part of a whole-table write (inside `table inet seam { … }`): nothing when it is
 /// not enabled.
 pub fn render(model: &ServiceModel, out: &mut String) {
@@ -598,6 +618,511 @@ pub fn render(model: &ServiceModel, out: &mut String) {
         out.push_str("\t}\n");
     }
     out.push_str(&base_chains_text());
+}
+
+/// Appends `elements` of `set_a` minus `set_b` of a sorted walk: what `old` has that `new` has
+/// not (`gone`) and the reverse (`added`), for two sorted sets.
+fn set_difference<T: Ord + Copy>(
+    old: &BTreeSet<T>,
+    new: &BTreeSet<T>,
+    wrap: impl Fn(T) -> SvcElement,
+    gone: &mut Vec<SvcElement>,
+    added: &mut Vec<SvcElement>,
+) {
+    if old == new {
+        return;
+    }
+    gone.extend(old.difference(new).map(|k| wrap(*k)));
+    added.extend(new.difference(old).map(|k| wrap(*k)));
+}
+
+/// The same for two maps: a key whose value changed is deleted and added again (the kernel
+/// refuses to add an existing key with other data).
+fn map_difference<K: Ord + Copy, V: PartialEq>(
+    old: &BTreeMap<K, V>,
+    new: &BTreeMap<K, V>,
+    wrap: impl Fn(K, &V) -> SvcElement,
+    gone: &mut Vec<SvcElement>,
+    added: &mut Vec<SvcElement>,
+) {
+    if old == new {
+        return;
+    }
+    for (k, before, now) in crate::table::paired(old, new) {
+        if before == now {
+            continue;
+        }
+        if let Some(v) = before {
+            gone.push(wrap(*k, v));
+        }
+        if let Some(v) = now {
+            added.push(wrap(*k, v));
+        }
+    }
+}
+
+/// The order Services chains are created in (what is gone to first) and deleted in (the
+/// reverse): `se_`, then `sa_` and the shared chains.
+fn creation_rank(name: &str) -> u8 {
+    u8::from(!name.starts_with(STICKY_CHAIN_PREFIX))
+}
+
+/// The in-place change of the Services part from `old` (what the kernel holds) to `new`:
+/// appended to the switch batch (new affinity sets and chains, then element deletions, then
+/// element additions) and to the cleanup batch (chains and sets nothing refers to any more).
+pub(crate) fn delta(
+    old: &ServiceModel,
+    new: &ServiceModel,
+    switch: &mut Vec<crate::TableOp>,
+    cleanup: &mut Vec<crate::TableOp>,
+) {
+    use crate::TableOp;
+    if !old.enabled && new.enabled {
+        switch.push(TableOp::AddServiceBase);
+    }
+    for (name, timeout) in &new.affinity_sets {
+        if !old.affinity_sets.contains_key(name) {
+            switch.push(TableOp::AddAffinitySet {
+                name: name.clone(),
+                timeout: *timeout,
+            });
+        }
+    }
+    let mut fresh: Vec<(&String, &SvcChain)> = new
+        .chains
+        .iter()
+        .filter(|(name, _)| !old.chains.contains_key(*name))
+        .collect();
+    fresh.sort_by_key(|(name, _)| creation_rank(name));
+    switch.extend(fresh.into_iter().map(|(name, chain)| TableOp::AddSvcChain {
+        name: name.clone(),
+        chain: chain.clone(),
+    }));
+    if new.enabled {
+        // A part that did not exist holds nothing: `old`'s elements are not in the kernel.
+        let empty = ServiceModel::default();
+        let old = if old.enabled { old } else { &empty };
+        let (mut gone, mut added) = (Vec::new(), Vec::new());
+        map_difference(
+            &old.frontends,
+            &new.frontends,
+            |key, chain| SvcElement::Frontend {
+                key,
+                chain: chain.to_string(),
+            },
+            &mut gone,
+            &mut added,
+        );
+        map_difference(
+            &old.backends,
+            &new.backends,
+            |(key, slot), backend| SvcElement::Backend {
+                key,
+                slot,
+                backend: *backend,
+            },
+            &mut gone,
+            &mut added,
+        );
+        set_difference(
+            &old.reject,
+            &new.reject,
+            SvcElement::Reject,
+            &mut gone,
+            &mut added,
+        );
+        set_difference(
+            &old.masquerade,
+            &new.masquerade,
+            SvcElement::Masquerade,
+            &mut gone,
+            &mut added,
+        );
+        if old.inside != new.inside {
+            let (before, now): (BTreeSet<_>, BTreeSet<_>) = (
+                old.inside.iter().copied().collect(),
+                new.inside.iter().copied().collect(),
+            );
+            set_difference(
+                &before,
+                &now,
+                |(s, e)| SvcElement::Inside(s, e),
+                &mut gone,
+                &mut added,
+            );
+        }
+        set_difference(
+            &old.hairpin,
+            &new.hairpin,
+            SvcElement::Hairpin,
+            &mut gone,
+            &mut added,
+        );
+        set_difference(
+            &old.lb_addresses,
+            &new.lb_addresses,
+            SvcElement::LbAddress,
+            &mut gone,
+            &mut added,
+        );
+        if !gone.is_empty() {
+            switch.push(TableOp::DeleteSvcElements { elements: gone });
+        }
+        if !added.is_empty() {
+            switch.push(TableOp::AddSvcElements { elements: added });
+        }
+    }
+    if old.enabled && !new.enabled {
+        cleanup.push(TableOp::DeleteServiceBase);
+    }
+    let mut stale: Vec<&String> = old
+        .chains
+        .keys()
+        .filter(|name| !new.chains.contains_key(*name))
+        .collect();
+    stale.sort_by_key(|name| std::cmp::Reverse(creation_rank(name)));
+    cleanup.extend(
+        stale
+            .into_iter()
+            .map(|name| TableOp::DeleteChain { name: name.clone() }),
+    );
+    cleanup.extend(
+        old.affinity_sets
+            .keys()
+            .filter(|name| !new.affinity_sets.contains_key(*name))
+            .map(|name| TableOp::DeleteSet { name: name.clone() }),
+    );
+}
+
+impl ServiceModel {
+    /// Applies one operation of a batch to the Services part as a listing shows it; `Ok(false)`
+    /// when the operation is not about the Services part (a policy one).
+    pub(crate) fn apply_op(&mut self, op: &crate::TableOp) -> Result<bool, BatchError> {
+        use crate::TableOp;
+        match op {
+            TableOp::AddServiceBase => self.enabled = true,
+            TableOp::DeleteServiceBase => {
+                if !self.enabled {
+                    return Err(missing("chain", SVC_PREROUTING));
+                }
+                *self = ServiceModel {
+                    chains: std::mem::take(&mut self.chains),
+                    affinity_sets: std::mem::take(&mut self.affinity_sets),
+                    ..ServiceModel::default()
+                };
+            }
+            TableOp::AddSvcElements { elements } => {
+                for e in elements {
+                    self.add_element(e)?;
+                }
+            }
+            TableOp::DeleteSvcElements { elements } => {
+                for e in elements {
+                    self.delete_element(e)?;
+                }
+            }
+            TableOp::AddAffinitySet { name, timeout } => {
+                self.affinity_sets.entry(name.clone()).or_insert(*timeout);
+            }
+            TableOp::AddSvcChain { name, chain } => {
+                match chain {
+                    SvcChain::Affinity { sticky } => {
+                        for se in sticky {
+                            self.has_chain(se)?;
+                            if !self.affinity_sets.contains_key(&affinity_set_of(se)) {
+                                return Err(missing("set", affinity_set_of(se)));
+                            }
+                        }
+                    }
+                    SvcChain::Sticky { .. } => {
+                        if !self.affinity_sets.contains_key(&affinity_set_of(name)) {
+                            return Err(missing("set", affinity_set_of(name)));
+                        }
+                    }
+                    SvcChain::Spread { .. } | SvcChain::NodeSpread { .. } | SvcChain::Adopted => {}
+                }
+                self.chains.entry(name.clone()).or_insert(SvcChain::Adopted);
+            }
+            TableOp::DeleteChain { name } if self.chains.contains_key(name) => {
+                self.chains.remove(name);
+            }
+            TableOp::DeleteSet { name } if self.affinity_sets.contains_key(name) => {
+                self.affinity_sets.remove(name);
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    fn has_chain(&self, name: &str) -> Result<(), BatchError> {
+        if self.chains.contains_key(name) {
+            Ok(())
+        } else {
+            Err(missing("chain", name))
+        }
+    }
+
+    fn add_element(&mut self, e: &SvcElement) -> Result<(), BatchError> {
+        if !self.enabled {
+            return Err(missing("set", e.set()));
+        }
+        let busy = || BatchError::Busy {
+            name: format!("{} {e}", e.set()),
+        };
+        match e {
+            SvcElement::Frontend { key, chain } => {
+                self.has_chain(chain)?;
+                match self.frontends.get(key) {
+                    Some(c) if **c != **chain => return Err(busy()),
+                    _ => {
+                        self.frontends.insert(*key, Arc::from(chain.as_str()));
+                    }
+                }
+            }
+            SvcElement::Backend { key, slot, backend } => match self.backends.get(&(*key, *slot)) {
+                Some(b) if b != backend => return Err(busy()),
+                _ => {
+                    self.backends.insert((*key, *slot), *backend);
+                }
+            },
+            SvcElement::Reject(key) => {
+                self.reject.insert(*key);
+            }
+            SvcElement::Masquerade(key) => {
+                self.masquerade.insert(*key);
+            }
+            SvcElement::Inside(s, e) => {
+                if self.inside.iter().any(|(a, b)| a <= e && s <= b) {
+                    if !self.inside.contains(&(*s, *e)) {
+                        return Err(busy());
+                    }
+                } else {
+                    self.inside.push((*s, *e));
+                    self.inside.sort_unstable();
+                }
+            }
+            SvcElement::Hairpin(a) => {
+                self.hairpin.insert(*a);
+            }
+            SvcElement::LbAddress(a) => {
+                self.lb_addresses.insert(*a);
+            }
+        }
+        Ok(())
+    }
+
+    fn delete_element(&mut self, e: &SvcElement) -> Result<(), BatchError> {
+        if !self.enabled {
+            return Err(missing("set", e.set()));
+        }
+        let found = match e {
+            SvcElement::Frontend { key, .. } => self.frontends.remove(key).is_some(),
+            SvcElement::Backend { key, slot, .. } => self.backends.remove(&(*key, *slot)).is_some(),
+            SvcElement::Reject(key) => self.reject.remove(key),
+            SvcElement::Masquerade(key) => self.masquerade.remove(key),
+            SvcElement::Inside(s, e) => {
+                let before = self.inside.len();
+                self.inside.retain(|r| *r != (*s, *e));
+                self.inside.len() != before
+            }
+            SvcElement::Hairpin(a) => self.hairpin.remove(a),
+            SvcElement::LbAddress(a) => self.lb_addresses.remove(a),
+        };
+        if found {
+            Ok(())
+        } else {
+            Err(missing("element", format!("{} {e}", e.set())))
+        }
+    }
+}
+
+/// What a listing holds of the Services part, as [`crate::table::from_nft_json`] collects it.
+#[derive(Debug, Default)]
+pub(crate) struct Listed {
+    model: ServiceModel,
+    sets: BTreeSet<String>,
+    base: BTreeSet<String>,
+}
+
+fn json_str(v: &serde_json::Value) -> Option<&str> {
+    v.as_str()
+}
+
+fn json_addr(v: &serde_json::Value) -> Option<Ipv4Addr> {
+    v.as_str()?.parse().ok()
+}
+
+fn json_port(v: &serde_json::Value) -> Option<u16> {
+    u16::try_from(v.as_u64()?).ok()
+}
+
+fn json_protocol(v: &serde_json::Value) -> Option<PortProtocol> {
+    match v {
+        serde_json::Value::Number(n) => parse_protocol(&n.to_string()),
+        _ => parse_protocol(v.as_str()?),
+    }
+}
+
+/// The items of a `{"concat": [...]}`.
+fn concat(v: &serde_json::Value) -> Option<&[serde_json::Value]> {
+    Some(v.get("concat")?.as_array()?.as_slice())
+}
+
+/// A frontend key from the items of a concatenation (address, protocol, port; or protocol,
+/// port); returns it with what follows.
+fn json_key(
+    items: &[serde_json::Value],
+    node_port: bool,
+) -> Option<(FrontendKey, &[serde_json::Value])> {
+    if node_port {
+        let [protocol, port, rest @ ..] = items else {
+            return None;
+        };
+        Some((
+            FrontendKey::NodePort {
+                protocol: json_protocol(protocol)?,
+                port: json_port(port)?,
+            },
+            rest,
+        ))
+    } else {
+        let [addr, protocol, port, rest @ ..] = items else {
+            return None;
+        };
+        Some((
+            FrontendKey::Address {
+                addr: json_addr(addr)?,
+                protocol: json_protocol(protocol)?,
+                port: json_port(port)?,
+            },
+            rest,
+        ))
+    }
+}
+
+fn elements(set: &serde_json::Value) -> &[serde_json::Value] {
+    set.get("elem")
+        .and_then(serde_json::Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+}
+
+/// The element itself, without the `{"elem": {"val": …, "timeout": …}}` wrapper nft puts
+/// around an element that carries more than its value.
+fn bare(v: &serde_json::Value) -> &serde_json::Value {
+    v.get("elem").and_then(|e| e.get("val")).unwrap_or(v)
+}
+
+impl Listed {
+    /// Reads a chain of the listing; `None` when the name is not one of the Services part.
+    pub(crate) fn chain(&mut self, name: &str) -> Option<()> {
+        if crate::names::SVC_BASE_CHAINS.contains(&name) {
+            self.base.insert(name.to_string());
+        } else if crate::names::SVC_CHAIN_PREFIXES
+            .iter()
+            .any(|p| name.starts_with(p))
+        {
+            self.model
+                .chains
+                .insert(name.to_string(), SvcChain::Adopted);
+        } else {
+            return None;
+        }
+        Some(())
+    }
+
+    /// Whether a set or map of this name belongs to the Services part.
+    pub(crate) fn owns_set(name: &str) -> bool {
+        crate::names::SVC_SETS.contains(&name) || name.starts_with(AFFINITY_SET_PREFIX)
+    }
+
+    /// Reads a set or map of the Services part (see [`Listed::owns_set`]); `None` when it cannot.
+    pub(crate) fn set(&mut self, name: &str, set: &serde_json::Value) -> Option<()> {
+        if name.starts_with(AFFINITY_SET_PREFIX) {
+            let timeout = u32::try_from(set.get("timeout")?.as_u64()?).ok()?;
+            self.model.affinity_sets.insert(name.to_string(), timeout);
+            return Some(());
+        }
+        let m = &mut self.model;
+        let node_port = matches!(
+            name,
+            SVC_NODEPORTS | SVC_NODEPORT_BACKENDS | SVC_NODEPORT_REJECT | SVC_NODEPORT_MASQUERADE
+        );
+        for e in elements(set) {
+            match name {
+                SVC_DISPATCH | SVC_NODEPORTS => {
+                    let [key, target] = e.as_array()?.as_slice() else {
+                        return None;
+                    };
+                    let (key, []) = json_key(concat(bare(key))?, node_port)? else {
+                        return None;
+                    };
+                    let chain = json_str(target.get("goto")?.get("target")?)?;
+                    m.frontends.insert(key, Arc::from(chain));
+                }
+                SVC_BACKENDS | SVC_NODEPORT_BACKENDS => {
+                    let [key, data] = e.as_array()?.as_slice() else {
+                        return None;
+                    };
+                    let (key, [slot]) = json_key(concat(bare(key))?, node_port)? else {
+                        return None;
+                    };
+                    let slot = u32::try_from(slot.as_u64()?).ok()?;
+                    let [addr, port] = concat(data)? else {
+                        return None;
+                    };
+                    m.backends
+                        .insert((key, slot), (json_addr(addr)?, json_port(port)?));
+                }
+                SVC_REJECT | SVC_NODEPORT_REJECT | SVC_MASQUERADE | SVC_NODEPORT_MASQUERADE => {
+                    let (key, []) = json_key(concat(bare(e))?, node_port)? else {
+                        return None;
+                    };
+                    if matches!(name, SVC_REJECT | SVC_NODEPORT_REJECT) {
+                        m.reject.insert(key);
+                    } else {
+                        m.masquerade.insert(key);
+                    }
+                }
+                SVC_INSIDE => m.inside.push(crate::table::parse_range(bare(e))?),
+                SVC_HAIRPIN => {
+                    let [s, d] = concat(bare(e))? else {
+                        return None;
+                    };
+                    let (s, d) = (json_addr(s)?, json_addr(d)?);
+                    if s != d {
+                        return None;
+                    }
+                    m.hairpin.insert(s);
+                }
+                SVC_LB_ADDRESSES => {
+                    m.lb_addresses.insert(json_addr(bare(e))?);
+                }
+                _ => return None,
+            }
+        }
+        if name == SVC_INSIDE {
+            m.inside.sort_unstable();
+        }
+        self.sets.insert(name.to_string());
+        Some(())
+    }
+
+    /// The Services part read: disabled when none of its sets and base chains are there,
+    /// `None` when only some are (not a table this renderer made).
+    pub(crate) fn finish(self) -> Option<ServiceModel> {
+        let (sets, base) = (self.sets.len(), self.base.len());
+        let mut model = self.model;
+        if sets == 0 && base == 0 {
+            return (model.chains.is_empty() && model.affinity_sets.is_empty())
+                .then(ServiceModel::default);
+        }
+        if sets != crate::names::SVC_SETS.len() || base != crate::names::SVC_BASE_CHAINS.len() {
+            return None;
+        }
+        model.enabled = true;
+        Some(model)
+    }
 }
 
 #[cfg(test)]
@@ -704,6 +1229,179 @@ mod tests {
         );
         // Affinity frontends have no slots in svc_backends.
         assert!(!m.backends.keys().any(|(k, _)| *k == addr("10.96.0.11", 80)));
+    }
+
+    fn table(desired: &DesiredServices) -> crate::table::TableModel {
+        crate::table::TableModel {
+            services: ServiceModel::from_desired(desired),
+            ..Default::default()
+        }
+    }
+
+    /// Applies `delta(old, new)` to `old` as listed and checks it lists as `new`.
+    fn check_delta(
+        old: &crate::table::TableModel,
+        new: &crate::table::TableModel,
+    ) -> crate::FirewallDelta {
+        let d = crate::table::delta(old, new);
+        let mut t = old.listed();
+        t.apply_batch(&d.switch).unwrap();
+        t.apply_batch(&d.cleanup).unwrap();
+        assert_eq!(t, new.listed());
+        d
+    }
+
+    #[test]
+    fn the_first_services_add_the_base_then_their_elements() {
+        let old = crate::table::TableModel::default();
+        let new = table(&sample());
+        let d = check_delta(&old, &new);
+        assert_eq!(d.switch[0], crate::TableOp::AddServiceBase);
+        // And back: the base goes, then the chains and sets nothing refers to.
+        let d = check_delta(&new, &old);
+        assert_eq!(d.cleanup[0], crate::TableOp::DeleteServiceBase);
+        assert!(d.switch.is_empty());
+    }
+
+    #[test]
+    fn an_endpoint_change_touches_only_that_services_elements() {
+        let mut desired = sample();
+        let old = table(&desired);
+        desired.frontends[0].backends[1] = (a("10.1.0.9"), 8080);
+        let new = table(&desired);
+        let d = check_delta(&old, &new);
+        assert!(d.cleanup.is_empty());
+        let key = addr("10.96.0.10", 80);
+        assert_eq!(
+            d.switch,
+            [
+                crate::TableOp::DeleteSvcElements {
+                    elements: vec![SvcElement::Backend {
+                        key,
+                        slot: 1,
+                        backend: (a("10.1.0.6"), 8080)
+                    }]
+                },
+                crate::TableOp::AddSvcElements {
+                    elements: vec![SvcElement::Backend {
+                        key,
+                        slot: 1,
+                        backend: (a("10.1.0.9"), 8080)
+                    }]
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_new_backend_count_moves_the_frontend_to_its_chain() {
+        let mut desired = sample();
+        let old = table(&desired);
+        desired.frontends[0].backends.push((a("10.1.1.8"), 8080));
+        let new = table(&desired);
+        let d = check_delta(&old, &new);
+        // m_4 is made; m_3 goes, as no other frontend at an address has 3 backends (the
+        // NodePort's chain is n_3).
+        assert_eq!(
+            d.switch[0],
+            crate::TableOp::AddSvcChain {
+                name: "m_4".into(),
+                chain: SvcChain::Spread { count: 4 }
+            }
+        );
+        assert_eq!(
+            d.cleanup,
+            [crate::TableOp::DeleteChain { name: "m_3".into() }]
+        );
+    }
+
+    #[test]
+    fn an_affinity_backend_added_keeps_the_others_clients() {
+        let mut desired = sample();
+        let old = table(&desired);
+        desired.frontends[1].backends.push((a("10.1.1.7"), 8080));
+        let new = table(&desired);
+        let d = check_delta(&old, &new);
+        // One new aff_ set and se_ chain, a new sa_ chain; the old sa_ goes, the old se_ stay.
+        let sets = d
+            .switch
+            .iter()
+            .filter(|op| matches!(op, crate::TableOp::AddAffinitySet { .. }))
+            .count();
+        assert_eq!(sets, 1);
+        assert_eq!(d.cleanup.len(), 1);
+        assert!(
+            matches!(&d.cleanup[0], crate::TableOp::DeleteChain { name } if name.starts_with("sa_"))
+        );
+    }
+
+    #[test]
+    fn a_batch_naming_a_missing_chain_changes_nothing() {
+        let mut t = table(&sample()).listed();
+        let before = t.clone();
+        let bad = [
+            crate::TableOp::AddSvcElements {
+                elements: vec![SvcElement::LbAddress(a("192.0.2.11"))],
+            },
+            crate::TableOp::AddSvcElements {
+                elements: vec![SvcElement::Frontend {
+                    key: addr("10.96.0.30", 80),
+                    chain: "m_9".into(),
+                }],
+            },
+        ];
+        assert!(t.apply_batch(&bad).is_err());
+        assert_eq!(t, before);
+    }
+
+    #[test]
+    fn a_listing_is_read_back() {
+        let json = r#"{"nftables": [
+          {"map": {"family": "inet", "name": "egress_dispatch", "table": "seam", "type": "ipv4_addr", "map": "verdict"}},
+          {"map": {"family": "inet", "name": "ingress_dispatch", "table": "seam", "type": "ipv4_addr", "map": "verdict"}},
+          {"chain": {"family": "inet", "table": "seam", "name": "egress"}},
+          {"chain": {"family": "inet", "table": "seam", "name": "ingress"}},
+          {"map": {"family": "inet", "name": "svc_dispatch", "table": "seam", "type": ["ipv4_addr", "inet_proto", "inet_service"], "map": "verdict", "elem": [[{"concat": ["10.96.0.10", "tcp", 80]}, {"goto": {"target": "m_1"}}]]}},
+          {"map": {"family": "inet", "name": "svc_nodeports", "table": "seam", "type": ["inet_proto", "inet_service"], "map": "verdict", "elem": [[{"concat": ["sctp", 30080]}, {"goto": {"target": "n_1"}}]]}},
+          {"map": {"family": "inet", "name": "svc_backends", "table": "seam", "type": ["ipv4_addr", "inet_proto", "inet_service", "integer"], "map": "ipv4_addr . inet_service", "elem": [[{"concat": ["10.96.0.10", "tcp", 80, 0]}, {"concat": ["10.1.0.5", 8080]}]]}},
+          {"map": {"family": "inet", "name": "svc_np_backends", "table": "seam", "type": ["inet_proto", "inet_service", "integer"], "map": "ipv4_addr . inet_service", "elem": [[{"concat": ["sctp", 30080, 0]}, {"concat": ["10.1.0.5", 8080]}]]}},
+          {"set": {"family": "inet", "name": "svc_reject", "table": "seam", "type": ["ipv4_addr", "inet_proto", "inet_service"], "elem": [{"concat": ["10.96.0.12", "udp", 53]}]}},
+          {"set": {"family": "inet", "name": "svc_np_reject", "table": "seam", "type": ["inet_proto", "inet_service"]}},
+          {"set": {"family": "inet", "name": "svc_masq", "table": "seam", "type": ["ipv4_addr", "inet_proto", "inet_service"]}},
+          {"set": {"family": "inet", "name": "svc_np_masq", "table": "seam", "type": ["inet_proto", "inet_service"], "elem": [{"concat": ["sctp", 30080]}]}},
+          {"set": {"family": "inet", "name": "svc_inside", "table": "seam", "type": "ipv4_addr", "flags": ["interval"], "elem": [{"prefix": {"addr": "10.1.0.0", "len": 23}}]}},
+          {"set": {"family": "inet", "name": "svc_hairpin", "table": "seam", "type": ["ipv4_addr", "ipv4_addr"], "elem": [{"concat": ["10.1.0.5", "10.1.0.5"]}]}},
+          {"set": {"family": "inet", "name": "svc_lb_addresses", "table": "seam", "type": "ipv4_addr", "elem": ["192.0.2.10"]}},
+          {"set": {"family": "inet", "name": "aff_1", "table": "seam", "type": "ipv4_addr", "size": 65535, "flags": ["timeout"], "timeout": 10,
+            "elem": [{"elem": {"val": "10.9.0.2", "timeout": 10, "expires": 9}}]}},
+          {"chain": {"family": "inet", "table": "seam", "name": "m_1"}},
+          {"chain": {"family": "inet", "table": "seam", "name": "n_1"}},
+          {"chain": {"family": "inet", "table": "seam", "name": "se_1"}},
+          {"chain": {"family": "inet", "table": "seam", "name": "svc_prerouting"}},
+          {"chain": {"family": "inet", "table": "seam", "name": "svc_output"}},
+          {"chain": {"family": "inet", "table": "seam", "name": "svc_postrouting"}},
+          {"chain": {"family": "inet", "table": "seam", "name": "svc_reject_input"}},
+          {"chain": {"family": "inet", "table": "seam", "name": "svc_reject_forward"}},
+          {"chain": {"family": "inet", "table": "seam", "name": "svc_reject_output"}}]}"#;
+        let m = crate::table::from_nft_json(json).unwrap().services;
+        assert!(m.enabled);
+        let np = FrontendKey::NodePort {
+            protocol: PortProtocol::Sctp,
+            port: 30080,
+        };
+        assert_eq!(&*m.frontends[&np], "n_1");
+        assert_eq!(m.backends[&(np, 0)], (a("10.1.0.5"), 8080));
+        assert_eq!(
+            m.backends[&(addr("10.96.0.10", 80), 0)],
+            (a("10.1.0.5"), 8080)
+        );
+        assert_eq!(m.inside, [(a("10.1.0.0"), a("10.1.1.255"))]);
+        assert_eq!(m.affinity_sets["aff_1"], 10);
+        assert_eq!(m.chains["se_1"], SvcChain::Adopted);
+        assert!(m.hairpin.contains(&a("10.1.0.5")) && m.masquerade.contains(&np));
+        // Half a Services part is not a table this renderer made.
+        let half = json.replace(r#""name": "svc_output""#, r#""name": "c_x""#);
+        assert!(crate::table::from_nft_json(&half).is_none());
     }
 
     #[test]

@@ -244,7 +244,7 @@ pub fn full_text(model: &TableModel) -> String {
 }
 
 /// The keys of two sorted maps in one walk, each with its value in `old` and in `new`.
-fn paired<'a, K: Ord, V>(
+pub(crate) fn paired<'a, K: Ord, V>(
     old: &'a BTreeMap<K, V>,
     new: &'a BTreeMap<K, V>,
 ) -> impl Iterator<Item = (&'a K, Option<&'a V>, Option<&'a V>)> {
@@ -385,6 +385,12 @@ pub fn delta(old: &TableModel, new: &TableModel) -> FirewallDelta {
         .map(|name| TableOp::DeleteChain { name: name.clone() })
         .collect();
     chain_cleanup.append(&mut cleanup);
+    crate::services::delta(
+        &old.services,
+        &new.services,
+        &mut switch,
+        &mut chain_cleanup,
+    );
     FirewallDelta {
         switch,
         cleanup: chain_cleanup,
@@ -411,7 +417,7 @@ fn parse_addr(v: &Value) -> Option<Ipv4Addr> {
     v.as_str()?.parse().ok()
 }
 
-fn parse_range(v: &Value) -> Option<(Ipv4Addr, Ipv4Addr)> {
+pub(crate) fn parse_range(v: &Value) -> Option<(Ipv4Addr, Ipv4Addr)> {
     if let Some(a) = parse_addr(v) {
         return Some((a, a));
     }
@@ -442,6 +448,13 @@ pub enum BatchError {
         /// Its name (for an element, the set or map and the element).
         name: String,
     },
+    /// An element is added with a key the set or map already holds with other data (or a range
+    /// that overlaps another), which the kernel refuses (`EBUSY`/`EEXIST`).
+    #[error("{name} exists with other data")]
+    Busy {
+        /// The set or map and the element.
+        name: String,
+    },
     /// An element is added to a set of the other kind (an address to an interval set, a range
     /// to a hash set).
     #[error("set {name} is of another kind")]
@@ -451,7 +464,7 @@ pub enum BatchError {
     },
 }
 
-fn missing(kind: &'static str, name: impl Into<String>) -> BatchError {
+pub(crate) fn missing(kind: &'static str, name: impl Into<String>) -> BatchError {
     BatchError::Missing {
         kind,
         name: name.into(),
@@ -516,6 +529,9 @@ impl TableModel {
     }
 
     fn apply_op(&mut self, op: &TableOp) -> Result<(), BatchError> {
+        if self.services.apply_op(op)? {
+            return Ok(());
+        }
         match op {
             TableOp::AddSet { name, interval } => {
                 self.sets.entry(name.clone()).or_insert(KernelSet {
@@ -594,6 +610,13 @@ impl TableModel {
                 self.chain(chain)?;
                 self.chain(target)?;
             }
+            // Applied by `ServiceModel::apply_op` above, which takes every one of them.
+            TableOp::AddServiceBase
+            | TableOp::DeleteServiceBase
+            | TableOp::AddSvcElements { .. }
+            | TableOp::DeleteSvcElements { .. }
+            | TableOp::AddAffinitySet { .. }
+            | TableOp::AddSvcChain { .. } => {}
             TableOp::AddRule { chain, rule } => {
                 self.chain(chain)?;
                 for m in &rule.matches {
@@ -623,9 +646,13 @@ pub fn from_nft_json(text: &str) -> Option<TableModel> {
     let mut out = TableModel::default();
     let mut base = BTreeSet::new();
     let mut maps = BTreeSet::new();
+    let mut services = crate::services::Listed::default();
     for item in value.get("nftables")?.as_array()? {
         if let Some(chain) = item.get("chain") {
             let name = chain.get("name")?.as_str()?;
+            if services.chain(name).is_some() {
+                continue;
+            }
             if BASE_CHAINS.contains(&name) {
                 base.insert(name.to_string());
             } else if CHAIN_PREFIXES.iter().any(|p| name.starts_with(p)) {
@@ -633,6 +660,12 @@ pub fn from_nft_json(text: &str) -> Option<TableModel> {
             } else {
                 return None;
             }
+        } else if let Some(set) = item.get("set").or_else(|| item.get("map")).filter(|s| {
+            s.get("name")
+                .and_then(Value::as_str)
+                .is_some_and(crate::services::Listed::owns_set)
+        }) {
+            services.set(set.get("name")?.as_str()?, set)?;
         } else if let Some(set) = item.get("set") {
             let name = set.get("name")?.as_str()?;
             if set.get("type")?.as_str()? != "ipv4_addr" {
@@ -684,6 +717,7 @@ pub fn from_nft_json(text: &str) -> Option<TableModel> {
             }
         }
     }
+    out.services = services.finish()?;
     (base.len() == BASE_CHAINS.len() && maps.len() == 2).then_some(out)
 }
 

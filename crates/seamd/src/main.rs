@@ -175,10 +175,15 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("read underlay interface {}", args.underlay_interface))?;
     seam_linux::sysctl::write("net/ipv4/ip_forward", "1").context("enable forwarding")?;
     // Policy between endpoints on one bridge is enforced in the inet forward hook, which sees
-    // bridged IPv4 only through br_netfilter (a per-namespace setting).
+    // bridged IPv4 only through br_netfilter (a per-namespace setting). Services need it too: a
+    // pod's connection to a Service is routed (to the gateway MAC) and translated, but a backend
+    // on the same bridge answers the client's MAC directly; only br_netfilter puts that bridged
+    // reply through conntrack, which gives it the Service's address back (without it the client
+    // never recognises the reply and the connection times out).
     if let Err(e) = seam_linux::sysctl::write("net/bridge/bridge-nf-call-iptables", "1") {
         tracing::warn!(
-            "br_netfilter is not available ({e}): traffic bridged within a segment on this node is not filtered; \
+            "br_netfilter is not available ({e}): traffic bridged within a segment on this node is not filtered, \
+             and connections through a Service to a backend on the client's own segment on this node time out; \
              load the br_netfilter module"
         );
     }

@@ -1289,6 +1289,8 @@ fn controller_flag_values_are_accepted_by_its_parsers() {
         vni_base: one("--vni-base")
             .parse()
             .unwrap_or_else(|e| panic!("--vni-base: {e}")),
+        // Not given in deploy/: the defaults.
+        ..seam_controller::ControllerConfig::default()
     };
     assert_eq!(config.validate(), Ok(()));
     assert!(matches!(one("--log-format").as_str(), "text" | "json"));

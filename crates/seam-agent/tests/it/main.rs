@@ -13,4 +13,5 @@ mod identity;
 mod names;
 mod reassert;
 mod reconcile;
+mod services;
 mod socket;

@@ -430,3 +430,95 @@ async fn a_client_may_hold_only_so_many_watches() {
     assert_eq!(open(node_caller("n1")).await.status(), StatusCode::OK);
     drop(second);
 }
+
+#[tokio::test]
+async fn the_adapter_writes_services_and_a_node_renews_only_its_own_lease() {
+    let (c, _, _) = cluster().await;
+    let adapter = Caller::Known(Identity::of(CallerRole::Adapter, "seam-k8s"));
+    let service = serde_json::json!({
+        "name": "front", "namespace": "web",
+        "spec": {"type": "NodePort", "selector": {"app": "web"}, "ports": [{"port": 80}]}
+    });
+    let answer = send(
+        &c,
+        adapter.clone(),
+        "PUT",
+        "/v1/services/web/front",
+        Some(service.clone()),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    // Stored with what was allocated for it.
+    assert!(
+        answer.body["spec"]["clusterIp"]["address"].is_string(),
+        "{}",
+        answer.body
+    );
+    assert!(
+        answer.body["spec"]["ports"][0]["nodePort"].is_u64(),
+        "{}",
+        answer.body
+    );
+    // The path names the object: a body of another Service is refused.
+    let answer = send(
+        &c,
+        adapter.clone(),
+        "PUT",
+        "/v1/services/web/back",
+        Some(service),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.body);
+    // Pools are the administrator's.
+    let pool = serde_json::json!({"name": "public", "addresses": ["203.0.113.0/30"]});
+    let answer = send(
+        &c,
+        adapter.clone(),
+        "PUT",
+        "/v1/addresspools/public",
+        Some(pool.clone()),
+    )
+    .await;
+    assert_forbidden(&answer, "adapter seam-k8s may not PUT address pools");
+    let answer = send(&c, admin(), "PUT", "/v1/addresspools/public", Some(pool)).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    // Readers and nodes read them; a node may not write a Service.
+    let reader = Caller::Known(Identity::of(CallerRole::Reader, "alice"));
+    let answer = send(&c, reader, "GET", "/v1/services", None).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.body.as_array().unwrap().len(), 1);
+    let answer = send(&c, node_caller("n1"), "GET", "/v1/services/web/front", None).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let answer = send(
+        &c,
+        node_caller("n1"),
+        "DELETE",
+        "/v1/services/web/front",
+        None,
+    )
+    .await;
+    assert_forbidden(&answer, "node n1 may not DELETE services");
+
+    // A node renews its own lease, and only its own.
+    let answer = send(&c, node_caller("n1"), "PUT", "/v1/nodeleases/n1", None).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(answer.body["node"], "n1");
+    let answer = send(&c, node_caller("n2"), "PUT", "/v1/nodeleases/n1", None).await;
+    assert_forbidden(&answer, "node n2 may not renew the lease of node n1");
+    let answer = send(&c, node_caller("n1"), "GET", "/v1/nodeleases", None).await;
+    assert_eq!(answer.body.as_array().unwrap().len(), 1, "{}", answer.body);
+
+    // Every write is in the audit log with who wrote it, the allocations with the Service.
+    let records = c.audit(100).await.unwrap();
+    let service = records
+        .iter()
+        .find(|r| r.key == "/seam/v1/services/web/front")
+        .expect("no audit record of the Service");
+    assert_eq!(service.who, "adapter/seam-k8s");
+    assert!(records
+        .iter()
+        .any(|r| r.key.starts_with("/seam/v1/allocations/clusterips/")));
+    assert!(records
+        .iter()
+        .any(|r| r.key == "/seam/v1/nodeleases/n1" && r.who == "node/n1"));
+}

@@ -16,6 +16,7 @@ mod policies;
 mod process;
 mod replicas;
 mod server;
+mod services;
 mod tenants;
 mod tls;
 mod tls_cli;

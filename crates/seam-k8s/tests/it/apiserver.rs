@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{StatusCode, Uri};
+use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use kube::Resource;
@@ -40,6 +40,8 @@ struct Collection {
     /// resourceVersion of every watch request, in order.
     watch_versions: Vec<u64>,
     watchers: Vec<(mpsc::UnboundedSender<Bytes>, bool)>,
+    /// How many status patches were made.
+    status_patches: usize,
 }
 
 struct Inner {
@@ -215,6 +217,22 @@ impl ApiServer {
         rv
     }
 
+    /// The object as the server holds it.
+    pub fn get(&self, kind: WatchedKind, key: &str) -> Option<Value> {
+        self.inner.lock().unwrap().collections[&path_of(kind)]
+            .1
+            .objects
+            .get(key)
+            .cloned()
+    }
+
+    /// How many status patches of `kind` were made.
+    pub fn status_patches(&self, kind: WatchedKind) -> usize {
+        self.inner.lock().unwrap().collections[&path_of(kind)]
+            .1
+            .status_patches
+    }
+
     /// How many times `kind` was listed.
     pub fn lists(&self, kind: WatchedKind) -> usize {
         self.inner.lock().unwrap().collections[&path_of(kind)]
@@ -239,6 +257,58 @@ impl ApiServer {
     }
 }
 
+/// `PATCH /api/v1/namespaces/{ns}/{plural}/{name}/status` with a JSON merge patch (RFC 7386) of
+/// the object's `status`, as kube-apiserver's status subresource: the rest of the patch is
+/// ignored, watchers see MODIFIED.
+fn patch_status(inner: &Arc<Mutex<Inner>>, path: &str, body: &[u8]) -> Response {
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let ["api", "v1", "namespaces", ns, plural, name, "status"] = parts.as_slice() else {
+        return (StatusCode::NOT_FOUND, "only status patches of core kinds").into_response();
+    };
+    let Ok(patch) = serde_json::from_slice::<Value>(body) else {
+        return (StatusCode::BAD_REQUEST, "not JSON").into_response();
+    };
+    let mut guard = inner.lock().unwrap();
+    guard.revision += 1;
+    let rv = guard.revision;
+    let Some((_, c)) = guard.collections.get_mut(&format!("/api/v1/{plural}")) else {
+        return (StatusCode::NOT_FOUND, "no such resource").into_response();
+    };
+    let key = format!("{ns}/{name}");
+    let Some(object) = c.objects.get_mut(&key) else {
+        let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+            "message": format!("{key} not found"), "reason": "NotFound", "code": 404});
+        return (StatusCode::NOT_FOUND, axum::Json(status)).into_response();
+    };
+    merge(&mut object["status"], &patch["status"]);
+    object["metadata"]["resourceVersion"] = json!(rv.to_string());
+    let object = object.clone();
+    c.status_patches += 1;
+    let event = json!({"type": "MODIFIED", "object": object});
+    c.log.push((rv, event.clone()));
+    c.watchers.retain(|(tx, _)| tx.send(line(&event)).is_ok());
+    axum::Json(object).into_response()
+}
+
+fn merge(target: &mut Value, patch: &Value) {
+    match (target.as_object_mut(), patch.as_object()) {
+        (Some(target), Some(patch)) => {
+            for (k, v) in patch {
+                if v.is_null() {
+                    target.remove(k);
+                } else {
+                    merge(target.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        (None, Some(_)) => {
+            *target = json!({});
+            merge(target, patch);
+        }
+        _ => *target = patch.clone(),
+    }
+}
+
 fn query(uri: &Uri) -> BTreeMap<String, String> {
     uri.query()
         .unwrap_or_default()
@@ -248,7 +318,15 @@ fn query(uri: &Uri) -> BTreeMap<String, String> {
         .collect()
 }
 
-async fn handle(State(inner): State<Arc<Mutex<Inner>>>, uri: Uri) -> Response {
+async fn handle(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    method: Method,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
+    if method == Method::PATCH {
+        return patch_status(&inner, uri.path(), &body);
+    }
     let params = query(&uri);
     let mut guard = inner.lock().unwrap();
     let revision = guard.revision;

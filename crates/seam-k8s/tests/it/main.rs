@@ -10,3 +10,4 @@ mod flow;
 mod harness;
 mod relist;
 mod robustness;
+mod services;

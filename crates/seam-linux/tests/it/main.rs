@@ -9,3 +9,4 @@ mod firewall;
 mod lb;
 mod netns;
 mod random;
+mod services;

@@ -10,7 +10,8 @@
 //!   EndpointSlice endpoint's `hints` and `deprecatedTopology`, a Service's
 //!   `trafficDistribution` (preferences an implementation may ignore, Kubernetes says).
 //! - What Seam does not implement is refused, never ignored: `type: ExternalName`, IPv6 and
-//!   dual-stack (`ipFamilies`, `ipFamilyPolicy: RequireDualStack`, a second `clusterIPs`),
+//!   dual-stack (`ipFamilies`, `ipFamilyPolicy: RequireDualStack`, a second `clusterIPs`; a
+//!   headless Service's families are accepted: it has no address to translate),
 //!   `loadBalancerSourceRanges`, `loadBalancerClass`, `healthCheckNodePort` (accepted and dropped
 //!   only where the API server allocates it itself: a LoadBalancer Service with
 //!   `externalTrafficPolicy: Local`; Seam's gateways serve the address, nothing probes that port),
@@ -339,7 +340,19 @@ pub(super) fn decode_service(
     found.finish(Manifest::Service(service))
 }
 
-fn service_spec(found: &mut Found, doc: ServiceSpecDoc) -> ServiceSpec {
+fn service_spec(found: &mut Found, mut doc: ServiceSpecDoc) -> ServiceSpec {
+    // Kubernetes reads an empty string in these fields as the field left out (its default).
+    for field in [
+        &mut doc.service_type,
+        &mut doc.session_affinity,
+        &mut doc.external_traffic_policy,
+        &mut doc.internal_traffic_policy,
+        &mut doc.ip_family_policy,
+    ] {
+        if field.as_deref() == Some("") {
+            *field = None;
+        }
+    }
     let service_type = match doc.service_type.as_deref() {
         None | Some("ClusterIP") => ServiceType::ClusterIP,
         Some("NodePort") => ServiceType::NodePort,
@@ -399,7 +412,11 @@ fn service_spec(found: &mut Found, doc: ServiceSpecDoc) -> ServiceSpec {
             }
         }
     }
-    if let Some(families) = &doc.ip_families {
+    // A headless Service has no address to translate: its families say which addresses DNS
+    // gives, not Seam's business. Kubernetes defaults a headless Service without selector to
+    // RequireDualStack even on a single-stack cluster, so the adapter forwards such Services.
+    let headless = cluster == Some(ClusterIp::Headless);
+    if let Some(families) = doc.ip_families.as_ref().filter(|_| !headless) {
         if families.len() > 1 {
             found.add(
                 "spec.ipFamilies",
@@ -423,6 +440,7 @@ fn service_spec(found: &mut Found, doc: ServiceSpecDoc) -> ServiceSpec {
     match doc.ip_family_policy.as_deref() {
         // PreferDualStack is single-stack where only one family exists, as Kubernetes resolves it.
         None | Some("SingleStack") | Some("PreferDualStack") => {}
+        Some("RequireDualStack") if headless => {}
         Some("RequireDualStack") => found.add(
             "spec.ipFamilyPolicy",
             "RequireDualStack is not supported (Seam's Services are IPv4 only)",
@@ -435,8 +453,8 @@ fn service_spec(found: &mut Found, doc: ServiceSpecDoc) -> ServiceSpec {
 
     let external_ips = doc
         .external_ips
-        .unwrap_or_default()
         .iter()
+        .flatten()
         .enumerate()
         .filter_map(|(i, t)| ipv4(found, &format!("spec.externalIPs[{i}]"), t))
         .collect();
@@ -480,6 +498,16 @@ fn service_spec(found: &mut Found, doc: ServiceSpecDoc) -> ServiceSpec {
         }
     };
 
+    // Kubernetes refuses the field, whatever its value, on a Service not reachable from outside.
+    if doc.external_traffic_policy.is_some()
+        && service_type == ServiceType::ClusterIP
+        && doc.external_ips.as_ref().is_none_or(Vec::is_empty)
+    {
+        found.add(
+            "spec.externalTrafficPolicy",
+            "may only be set for NodePort and LoadBalancer Services or Services with externalIPs",
+        );
+    }
     let external_traffic_policy = traffic_policy(
         found,
         "spec.externalTrafficPolicy",
@@ -569,7 +597,11 @@ fn service_port(found: &mut Found, i: usize, doc: ServicePortDoc) -> ServicePort
     };
     ServicePort {
         name: doc.name.filter(|n| !n.is_empty()),
-        protocol: protocol(found, &at("protocol"), doc.protocol.as_deref()),
+        protocol: protocol(
+            found,
+            &at("protocol"),
+            doc.protocol.as_deref().filter(|p| !p.is_empty()),
+        ),
         port,
         target_port,
         node_port,
@@ -714,7 +746,11 @@ pub(super) fn decode_endpoint_slice(
             SlicePort {
                 name: p.name.filter(|n| !n.is_empty()),
                 port,
-                protocol: protocol(&mut found, &at("protocol"), p.protocol.as_deref()),
+                protocol: protocol(
+                    &mut found,
+                    &at("protocol"),
+                    p.protocol.as_deref().filter(|p| !p.is_empty()),
+                ),
                 app_protocol: p.app_protocol,
             }
         })

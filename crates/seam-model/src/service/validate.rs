@@ -19,7 +19,9 @@ use crate::bounds::{
     MAX_SERVICE_PORTS, MAX_SLICE_ADDRESSES, MAX_SLICE_BYTES, MAX_SLICE_ENDPOINTS,
 };
 use crate::error::{Problems, ValidationError};
-use crate::objects::{check_labels, check_name, is_valid_label_value, is_valid_port_name};
+use crate::objects::{
+    check_labels, check_name, is_valid_label_key, is_valid_label_value, is_valid_port_name,
+};
 
 /// True when `name` is a DNS-1123 label (`IsDNS1123Label`): 1-63 of `a-z 0-9 -`, alphanumeric
 /// at both ends. Kubernetes names Service ports, EndpointSlice ports and hostnames so.
@@ -107,6 +109,22 @@ fn check_service_name(p: &mut Problems, path: &str, name: &str) {
                 shown(name)
             ),
         );
+    }
+}
+
+/// `appProtocol` (Kubernetes: label key syntax, an IANA name or a prefixed one such as
+/// `kubernetes.io/h2c`).
+fn check_app_protocol(p: &mut Problems, path: &str, app_protocol: Option<&str>) {
+    if let Some(a) = app_protocol {
+        if !is_valid_label_key(a) {
+            p.add(
+                path,
+                format!(
+                    "{} is not a valid application protocol (an IANA service name or a prefixed name such as kubernetes.io/h2c)",
+                    shown(a)
+                ),
+            );
+        }
     }
 }
 
@@ -290,6 +308,7 @@ impl Service {
                 ),
                 _ => {}
             }
+            check_app_protocol(p, &at("appProtocol"), port.app_protocol.as_deref());
             if let Some(node_port) = port.node_port {
                 if spec.service_type == ServiceType::ClusterIP {
                     p.add(&at("nodePort"), "may not be used when type is ClusterIP");
@@ -423,6 +442,7 @@ impl EndpointSlice {
                 p.add(&at("name"), format!("{} is named twice", shown(name)));
             }
             check_port_number(p, &at("port"), port.port);
+            check_app_protocol(p, &at("appProtocol"), port.app_protocol.as_deref());
         }
     }
 }
@@ -477,3 +497,6 @@ impl AddressPool {
         self.addresses.iter().any(|n| n.contains(&ip))
     }
 }
+
+#[cfg(test)]
+mod tests;

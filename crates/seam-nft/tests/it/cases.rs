@@ -272,11 +272,108 @@ pub fn cases() -> Vec<(&'static str, Vec<TableOp>)> {
             "np/big/ingress/0",
         ),
     ];
+    let services = services();
     vec![
         ("sets", sets),
         ("chains", chains),
         ("maps", maps),
         ("rules", rules),
         ("large", large),
+        ("services", services),
+    ]
+}
+
+/// Every Services operation: its chains (spread, NodePort spread, affinity with its sticky
+/// chains and timed sets), every kind of element, deletes, and the base's removal.
+fn services() -> Vec<TableOp> {
+    use seam_model::PortProtocol;
+    use seam_nft::services::{FrontendKey, SvcChain, SvcElement};
+    let cluster = FrontendKey::Address {
+        addr: ip(10, 96, 0, 10),
+        protocol: PortProtocol::Tcp,
+        port: 80,
+    };
+    let node_port = FrontendKey::NodePort {
+        protocol: PortProtocol::Sctp,
+        port: 30080,
+    };
+    let udp = FrontendKey::Address {
+        addr: ip(10, 96, 0, 12),
+        protocol: PortProtocol::Udp,
+        port: 53,
+    };
+    let backend = |slot: u8| (ip(10, 1, slot, 2), 8080);
+    vec![
+        TableOp::AddServiceBase,
+        TableOp::AddAffinitySet {
+            name: "aff_1".into(),
+            timeout: 10800,
+        },
+        TableOp::AddSvcChain {
+            name: "se_1".into(),
+            chain: SvcChain::Sticky {
+                protocol: PortProtocol::Udp,
+                backend: backend(1),
+            },
+        },
+        TableOp::AddSvcChain {
+            name: "sa_1".into(),
+            chain: SvcChain::Affinity {
+                sticky: vec!["se_1".into(), "se_1".into()],
+            },
+        },
+        TableOp::AddSvcChain {
+            name: "m_2".into(),
+            chain: SvcChain::Spread { count: 2 },
+        },
+        TableOp::AddSvcChain {
+            name: "n_2".into(),
+            chain: SvcChain::NodeSpread { count: 2 },
+        },
+        TableOp::AddSvcElements {
+            elements: vec![
+                SvcElement::Frontend {
+                    key: cluster,
+                    chain: "m_2".into(),
+                },
+                SvcElement::Frontend {
+                    key: node_port,
+                    chain: "n_2".into(),
+                },
+                SvcElement::Backend {
+                    key: cluster,
+                    slot: 0,
+                    backend: backend(1),
+                },
+                SvcElement::Backend {
+                    key: node_port,
+                    slot: 1,
+                    backend: backend(2),
+                },
+                SvcElement::Reject(udp),
+                SvcElement::Reject(node_port),
+                SvcElement::Masquerade(node_port),
+                SvcElement::Inside(ip(10, 1, 0, 0), ip(10, 1, 255, 255)),
+                SvcElement::Hairpin(ip(10, 1, 1, 2)),
+                SvcElement::LbAddress(ip(192, 0, 2, 10)),
+            ],
+        },
+        TableOp::DeleteSvcElements {
+            elements: vec![
+                SvcElement::Backend {
+                    key: cluster,
+                    slot: 0,
+                    backend: backend(1),
+                },
+                SvcElement::Inside(ip(10, 1, 0, 0), ip(10, 1, 255, 255)),
+            ],
+        },
+        TableOp::DeleteChain {
+            name: "sa_1".into(),
+        },
+        TableOp::DeleteSet {
+            name: "aff_1".into(),
+        },
+        TableOp::DeleteServiceBase,
     ]
 }

@@ -460,11 +460,61 @@ fn parse_value_takes_the_api_servers_json() {
 }
 
 #[test]
+fn a_headless_service_without_selector_keeps_kubernetes_dual_stack_defaults() {
+    // What the API server makes of a headless Service without selector: RequireDualStack.
+    let s = service(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: db, namespace: shop}\nspec:\n  clusterIP: None\n  clusterIPs: [None]\n  ipFamilies: [IPv4, IPv6]\n  ipFamilyPolicy: RequireDualStack\n  ports: [{name: pg, port: 5432, protocol: TCP, targetPort: 5432}]\n",
+    );
+    assert!(s.is_headless());
+    assert_eq!(s.spec.selector, None);
+}
+
+/// `kubectl get svc -A -o yaml`: a `v1 List`.
+#[test]
+fn a_kubectl_list_decodes_item_by_item() {
+    let text = format!(
+        "apiVersion: v1\nkind: List\nmetadata: {{resourceVersion: \"\"}}\nitems:\n{}",
+        [KUBECTL_CLUSTER_IP, KUBECTL_LOAD_BALANCER]
+            .iter()
+            .map(|doc| {
+                let doc = doc.trim_start_matches('\n');
+                let mut lines = doc.lines();
+                let first = lines.next().unwrap_or_default();
+                let rest: Vec<String> = lines.map(|l| format!("  {l}")).collect();
+                format!("- {first}\n{}\n", rest.join("\n"))
+            })
+            .collect::<String>()
+    );
+    let objects = parse_manifests(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let names: Vec<String> = objects.iter().map(Manifest::describe).collect();
+    assert_eq!(names, ["Service shop/web", "Service default/gw"]);
+}
+
+#[test]
 fn defaults_are_kubernetes_defaults() {
     let s = service(
         "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  selector: {app: web}\n  ports: [{port: 80, targetPort: 0, nodePort: 0}]\n  sessionAffinity: ClientIP\n",
     );
     assert_eq!(s.namespace, "default");
+    // Empty strings are the fields left out.
+    let empty = service(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  type: \"\"\n  sessionAffinity: \"\"\n  externalTrafficPolicy: \"\"\n  clusterIP: \"\"\n  selector: {app: web}\n  ports: [{port: 80, protocol: \"\", targetPort: \"\"}]\n",
+    );
+    assert_eq!(
+        empty.spec,
+        ServiceSpec {
+            selector: Some(BTreeMap::from([("app".into(), "web".into())])),
+            ports: vec![ServicePort {
+                name: None,
+                protocol: PortProtocol::Tcp,
+                port: 80,
+                target_port: None,
+                node_port: None,
+                app_protocol: None,
+            }],
+            ..ServiceSpec::default()
+        }
+    );
     assert_eq!(s.spec.service_type, ServiceType::ClusterIP);
     assert_eq!(s.spec.cluster_ip, ClusterIp::Auto);
     assert_eq!(s.spec.ports[0].protocol, PortProtocol::Tcp);
@@ -509,6 +559,9 @@ fn every_service_refusal_names_its_path() {
         (svc(&format!("{ports}  sessionAffinity: ClientIP\n  sessionAffinityConfig: {{clientIP: {{timeoutSeconds: -1}}}}\n")), "spec.sessionAffinityConfig.clientIP.timeoutSeconds", "1..=86400"),
         (svc(&format!("{ports}  externalTrafficPolicy: Local\n")), "spec.externalTrafficPolicy", "NodePort and LoadBalancer"),
         (svc(&format!("{ports}  externalTrafficPolicy: OnlyLocal\n")), "spec.externalTrafficPolicy", "not Cluster or Local"),
+        (svc(&format!("{ports}  externalTrafficPolicy: Cluster\n")), "spec.externalTrafficPolicy", "may only be set"),
+        (svc(&format!("{ports}  type: NodePort\n  externalTrafficPolicy: OnlyLocal\n")), "spec.externalTrafficPolicy", "not Cluster or Local"),
+        (svc("  ports: [{port: 80, appProtocol: \"not valid\"}]\n"), "spec.ports[0].appProtocol", "application protocol"),
         (svc(&format!("{ports}  internalTrafficPolicy: Global\n")), "spec.internalTrafficPolicy", "not Cluster or Local"),
         (svc(&format!("{ports}  loadBalancerIP: 198.51.100.1\n")), "spec.loadBalancerIP", "LoadBalancer"),
         (svc(&format!("{ports}  allocateLoadBalancerNodePorts: false\n")), "spec.allocateLoadBalancerNodePorts", "LoadBalancer"),
@@ -545,6 +598,11 @@ fn every_service_refusal_names_its_path() {
             "want {path}: …{message}… in {problems:#?} for\n{text}"
         );
     }
+    // externalTrafficPolicy on a ClusterIP Service with external IPs (Kubernetes 1.28).
+    let s = service(&svc(&format!(
+        "{ports}  externalIPs: [192.0.2.7]\n  externalTrafficPolicy: Local\n"
+    )));
+    assert_eq!(s.spec.external_traffic_policy, TrafficPolicy::Local);
     // Same port number, other protocol: fine (DNS on TCP and UDP).
     let s = service(&svc(
         "  ports: [{name: a, port: 53, protocol: UDP}, {name: b, port: 53}]\n",
@@ -700,4 +758,70 @@ fn address_pools() {
             "want {path:?}: …{message}… in {problems:#?} for\n{text}"
         );
     }
+}
+
+#[test]
+fn objects_written_as_kubernetes_writes_them_read_back_the_same() {
+    let text = [
+        KUBECTL_CLUSTER_IP,
+        KUBECTL_LOAD_BALANCER,
+        KUBERNETES_SERVICE,
+        CONTROLLER_SLICE,
+        "apiVersion: seam.dev/v1alpha1\nkind: AddressPool\nmetadata: {name: public}\nspec: {addresses: [198.51.100.0/28], autoAssign: false}\n",
+    ]
+    .join("---\n");
+    let objects = parse_manifests(&text).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(objects.len(), 6);
+    let mut values = Vec::new();
+    for object in &objects {
+        let value = match object {
+            Manifest::Service(s) => s.to_kubernetes(),
+            Manifest::EndpointSlice(s) => s.to_kubernetes(),
+            Manifest::AddressPool(p) => p.to_kubernetes(),
+            other => panic!("{other:?}"),
+        };
+        let back = parse_value(value.clone()).unwrap_or_else(|e| panic!("{e}\n{value:#}"));
+        assert_eq!(&back, object, "{value:#}");
+        values.push(value);
+    }
+    // Through YAML text too, as `seam get services -o yaml` would print them.
+    let yaml = serde_saphyr::to_string_multiple(&values).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        parse_manifests(&yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}")),
+        objects
+    );
+
+    // The controller's status is written out, and dropped again on the way in.
+    let Manifest::Service(mut s) = objects[1].clone() else {
+        panic!("not a Service")
+    };
+    s.status.load_balancer.ingress.push(LoadBalancerIngress {
+        ip: Ipv4Addr::new(198, 51, 100, 10),
+        ip_mode: Some("VIP".into()),
+    });
+    s.status.conditions.push(Condition {
+        condition_type: "AddressAllocated".into(),
+        status: "True".into(),
+        reason: "Allocated".into(),
+        message: "198.51.100.10 from pool public".into(),
+        last_transition_time: None,
+    });
+    let value = s.to_kubernetes();
+    assert_eq!(
+        value.pointer("/status/loadBalancer/ingress/0/ip"),
+        Some(&serde_json::json!("198.51.100.10"))
+    );
+    assert_eq!(
+        value.pointer("/status/conditions/0/type"),
+        Some(&serde_json::json!("AddressAllocated"))
+    );
+    assert_eq!(
+        value.pointer("/spec/clusterIP"),
+        Some(&serde_json::json!("10.96.200.3"))
+    );
+    let Ok(Manifest::Service(back)) = parse_value(value) else {
+        panic!("refused")
+    };
+    assert!(back.status.is_empty());
+    assert_eq!(back.spec, s.spec);
 }

@@ -457,3 +457,104 @@ fn usable_backends_follow_kube_proxys_rules() {
         assert_eq!(got, case.want, "{}", case.rule);
     }
 }
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn any_backend() -> impl Strategy<Value = Backend> {
+        (
+            0u8..6,
+            prop::sample::select(vec![80u16, 8080]),
+            prop::option::of(prop::sample::select(vec!["n1", "n2"])),
+            any::<(bool, bool, bool)>(),
+        )
+            .prop_map(
+                |(last, port, node, (ready, serving, terminating))| Backend {
+                    ip: ip(last),
+                    port,
+                    node: node.map(str::to_string),
+                    endpoint: None,
+                    state: BackendState {
+                        ready,
+                        serving,
+                        terminating,
+                    },
+                },
+            )
+    }
+
+    fn any_conditions() -> impl Strategy<Value = (Option<bool>, Option<bool>, Option<bool>)> {
+        (
+            prop::option::of(any::<bool>()),
+            prop::option::of(any::<bool>()),
+            prop::option::of(any::<bool>()),
+        )
+    }
+
+    proptest! {
+        /// Whatever the slices hold, each port's backends are sorted by (address, port), each
+        /// once, and come from the Service's own slices.
+        #[test]
+        fn resolved_backends_are_sorted_unique_and_owned(
+            entries in prop::collection::vec(
+                (0u8..8, any_conditions(), prop::sample::select(vec!["web", "db"]),
+                 prop::sample::select(vec!["shop", "prod"])),
+                0..24,
+            )
+        ) {
+            let slices: Vec<EndpointSlice> = entries
+                .iter()
+                .enumerate()
+                .map(|(i, (last, c, svc, ns))| {
+                    slice(&format!("s{i}"), ns, svc, &[(None, 8080)], vec![slice_endpoint(*last, "n1", *c)])
+                })
+                .collect();
+            let svc = service(None, vec![port(None, 80, None)]);
+            let resolved = resolve(&svc, &[], &slices);
+            let keys: Vec<(Ipv4Addr, u16)> =
+                resolved[0].backends.iter().map(|b| (b.ip, b.port)).collect();
+            prop_assert!(keys.windows(2).all(|w| w[0] < w[1]), "{keys:?}");
+            let owned: std::collections::BTreeSet<Ipv4Addr> = entries
+                .iter()
+                .filter(|(_, _, s, ns)| *s == "web" && *ns == "shop")
+                .map(|(last, ..)| ip(*last))
+                .collect();
+            let got: std::collections::BTreeSet<Ipv4Addr> = keys.iter().map(|k| k.0).collect();
+            prop_assert_eq!(got, owned);
+        }
+
+        /// `usable` picks from the candidates only, ready ones whenever one is ready, the local
+        /// node's only under Local, and refuses only when no candidate could serve.
+        #[test]
+        fn usable_follows_the_rules(
+            backends in prop::collection::vec(any_backend(), 0..12),
+            publish in any::<bool>(),
+            local in prop::option::of(prop::sample::select(vec!["n1", "n2"])),
+        ) {
+            let picked = usable(&backends, publish, local);
+            let candidates: Vec<&Backend> = backends
+                .iter()
+                .filter(|b| local.is_none_or(|n| b.node.as_deref() == Some(n)))
+                .collect();
+            for b in &picked {
+                prop_assert!(candidates.contains(b));
+            }
+            let any_ready = candidates.iter().any(|b| publish || b.state.ready);
+            if any_ready {
+                prop_assert!(picked.iter().all(|b| publish || b.state.ready));
+                prop_assert_eq!(
+                    picked.len(),
+                    candidates.iter().filter(|b| publish || b.state.ready).count()
+                );
+            } else {
+                prop_assert!(picked.iter().all(|b| b.state.serving && b.state.terminating));
+            }
+            let could_serve = candidates
+                .iter()
+                .any(|b| publish || b.state.ready || (b.state.serving && b.state.terminating));
+            prop_assert_eq!(picked.is_empty(), !could_serve);
+        }
+    }
+}

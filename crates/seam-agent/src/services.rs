@@ -1,0 +1,325 @@
+//! Services on this node: what the node translates ([`seam_dataplane::services`]), kept from the
+//! view pass after pass at the cost of what changed.
+//!
+//! The view records what a pass must look at again ([`ServiceChanges`]): the Services written,
+//! the Services of EndpointSlices written, the endpoints written (with the namespace and labels
+//! they had, so that a Service an endpoint leaves is found as well as one it joins), and whether
+//! anything else the result reads changed (segments, nodes, node leases, pools). A pass
+//! ([`ServiceCache::sync`]) resolves again only the Services those touch, keeps every other
+//! Service's frontends as they were, and assembles the node's [`DesiredServices`] when anything
+//! changed at all; with nothing changed it hands back the last one. Policy is not read here, and
+//! nothing here makes the firewall compiler recompile it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use seam_dataplane::services::{assemble, service_frontends, DesiredServices, Frontend};
+use seam_model::{Endpoint, EndpointSlice, NodeRole, ResolvedPort, Service};
+use seam_nft::services::ServiceModel;
+
+use crate::ClusterView;
+
+/// Above this many Services to resolve again in one pass, endpoints and EndpointSlices are
+/// indexed first (by label and by Service) instead of scanned once per Service.
+const INDEX_ABOVE: usize = 8;
+/// Above this many endpoints changed in one pass, every Service is resolved again (with the
+/// index) instead of each endpoint being matched against every Service.
+const EVERYTHING_ABOVE: usize = 256;
+
+/// What an endpoint was before a write: its namespace and labels (`None`: it did not exist).
+pub type EndpointBefore = Option<(String, BTreeMap<String, String>)>;
+
+/// What Services may need again since the last pass, recorded by [`ClusterView`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServiceChanges {
+    /// Anything may have changed (a re-list, or the first pass).
+    pub everything: bool,
+    /// Services to resolve again, by `namespace/name`: written, or one of their EndpointSlices.
+    pub services: BTreeSet<String>,
+    /// Endpoints written, by name, with the namespace and labels each had before the first of
+    /// these writes (`None`: it did not exist).
+    pub endpoints: BTreeMap<String, EndpointBefore>,
+    /// Something else the node's result reads changed: segments, nodes, node leases, pools.
+    pub context: bool,
+}
+
+impl ServiceChanges {
+    /// "Anything may have changed".
+    pub fn everything() -> Self {
+        ServiceChanges {
+            everything: true,
+            ..ServiceChanges::default()
+        }
+    }
+
+    /// Nothing changed.
+    pub fn is_empty(&self) -> bool {
+        !self.everything && self.services.is_empty() && self.endpoints.is_empty() && !self.context
+    }
+
+    /// Records that endpoint `name`, now `old` (before the write), is written.
+    pub(crate) fn endpoint(&mut self, name: &str, old: Option<&Endpoint>) {
+        if self.everything || self.endpoints.contains_key(name) {
+            return;
+        }
+        let old = old.map(|e| (e.namespace.clone(), e.labels.clone()));
+        self.endpoints.insert(name.to_string(), old);
+    }
+
+    /// Records that the Service of EndpointSlice `slice` (before or after a write) is to be
+    /// resolved again.
+    pub(crate) fn slice(&mut self, slice: Option<&EndpointSlice>) {
+        if let Some(s) = slice {
+            if !self.everything {
+                self.services
+                    .insert(format!("{}/{}", s.namespace, s.service));
+            }
+        }
+    }
+}
+
+/// Every Service's frontends on this node, as of the last pass.
+#[derive(Debug)]
+pub struct ServiceCache {
+    node: String,
+    role: NodeRole,
+    /// Frontends of each Service by `namespace/name` (Services that have none are left out).
+    frontends: BTreeMap<String, Vec<Frontend>>,
+    /// The last result; `None` before the first pass.
+    desired: Option<Arc<DesiredServices>>,
+    /// The table's Services part for it (built again only when it changed).
+    model: ServiceModel,
+}
+
+impl ServiceCache {
+    /// Nothing known yet, for node `node` of role `role`.
+    pub fn new(node: String, role: NodeRole) -> Self {
+        ServiceCache {
+            node,
+            role,
+            frontends: BTreeMap::new(),
+            desired: None,
+            model: ServiceModel::default(),
+        }
+    }
+
+    /// The table's Services part for the last result (the default, not enabled, before the
+    /// first pass).
+    pub fn model(&self) -> &ServiceModel {
+        &self.model
+    }
+
+    /// The last result, if a pass was made.
+    pub fn desired(&self) -> Option<Arc<DesiredServices>> {
+        self.desired.clone()
+    }
+
+    /// Brings the result up to `view`, which `changes` says what changed in since the last pass,
+    /// and returns it with whether it differs from the last one.
+    pub fn sync(
+        &mut self,
+        view: &ClusterView,
+        changes: &ServiceChanges,
+    ) -> (Arc<DesiredServices>, bool) {
+        if let Some(last) = &self.desired {
+            if changes.is_empty() {
+                return (last.clone(), false);
+            }
+        }
+        let everything = self.desired.is_none()
+            || changes.everything
+            || changes.endpoints.len() > EVERYTHING_ABOVE;
+        let keys: BTreeSet<String> = if everything {
+            // Services gone since the last pass are dropped below: none is in the view.
+            self.frontends
+                .keys()
+                .chain(view.services.keys())
+                .cloned()
+                .collect()
+        } else {
+            affected(view, changes)
+        };
+        let index = (keys.len() > INDEX_ABOVE).then(|| Index::new(view));
+        for key in keys {
+            let frontends = view.services.get(&key).map(|service| {
+                let ports = resolve_in(view, index.as_ref(), service);
+                service_frontends(&self.node, service, &ports)
+            });
+            match frontends {
+                Some(f) if !f.is_empty() => {
+                    self.frontends.insert(key, f);
+                }
+                _ => {
+                    self.frontends.remove(&key);
+                }
+            }
+        }
+        let local: BTreeSet<Ipv4Addr> = view
+            .endpoints
+            .values()
+            .filter(|e| e.node == self.node)
+            .map(|e| e.ip)
+            .collect();
+        let desired = assemble(
+            self.frontends.values().flatten(),
+            view.segments.values().map(|s| s.subnet),
+            &local,
+            &served_lb_addresses(view, &self.node, self.role),
+        );
+        let changed = self.desired.as_deref() != Some(&desired);
+        if changed {
+            self.model = ServiceModel::from_desired(&desired);
+            self.desired = Some(Arc::new(desired));
+        }
+        let desired = self.desired.clone().unwrap_or_default();
+        (desired, changed)
+    }
+}
+
+/// The LoadBalancer addresses this node serves on the external network: on a gateway, those it
+/// owns among the live gateways ([`seam_dataplane::lb::served_addresses`], the same answer the
+/// gateway's address loop computes); none on other nodes.
+fn served_lb_addresses(view: &ClusterView, node: &str, role: NodeRole) -> BTreeSet<Ipv4Addr> {
+    if role != NodeRole::Gateway {
+        return BTreeSet::new();
+    }
+    seam_dataplane::lb::served_addresses(
+        node,
+        view.services.values(),
+        &view.nodes,
+        &view.node_leases,
+    )
+}
+
+/// The Services `changes` touch: those named, and those whose selector matches a changed
+/// endpoint as it was or as it is.
+fn affected(view: &ClusterView, changes: &ServiceChanges) -> BTreeSet<String> {
+    // Those gone from the view are among them: their frontends are dropped.
+    let mut keys = changes.services.clone();
+    let mut sides: Vec<(&str, &BTreeMap<String, String>)> = Vec::new();
+    for (name, old) in &changes.endpoints {
+        if let Some((ns, labels)) = old {
+            sides.push((ns, labels));
+        }
+        if let Some(now) = view.endpoints.get(name) {
+            sides.push((&now.namespace, &now.labels));
+        }
+    }
+    if !sides.is_empty() {
+        for (key, service) in &view.services {
+            let Some(selector) = &service.spec.selector else {
+                continue;
+            };
+            if sides
+                .iter()
+                .any(|(ns, labels)| *ns == service.namespace && selects(selector, labels))
+            {
+                keys.insert(key.clone());
+            }
+        }
+    }
+    keys
+}
+
+/// Whether `labels` has every label of `selector` (a Service's selector, equality only).
+fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// Endpoints by (namespace, label key, label value), and EndpointSlices by Service.
+struct Index<'v> {
+    by_label: HashMap<(&'v str, &'v str, &'v str), Vec<&'v Endpoint>>,
+    by_namespace: HashMap<&'v str, Vec<&'v Endpoint>>,
+    slices: HashMap<(&'v str, &'v str), Vec<&'v EndpointSlice>>,
+}
+
+impl<'v> Index<'v> {
+    fn new(view: &'v ClusterView) -> Self {
+        let mut by_label: HashMap<_, Vec<_>> = HashMap::new();
+        let mut by_namespace: HashMap<_, Vec<_>> = HashMap::new();
+        for e in view.endpoints.values() {
+            by_namespace
+                .entry(e.namespace.as_str())
+                .or_default()
+                .push(e);
+            for (k, v) in &e.labels {
+                by_label
+                    .entry((e.namespace.as_str(), k.as_str(), v.as_str()))
+                    .or_default()
+                    .push(e);
+            }
+        }
+        let mut slices: HashMap<_, Vec<_>> = HashMap::new();
+        for s in view.endpoint_slices.values() {
+            slices
+                .entry((s.namespace.as_str(), s.service.as_str()))
+                .or_default()
+                .push(s);
+        }
+        Index {
+            by_label,
+            by_namespace,
+            slices,
+        }
+    }
+}
+
+/// `service`'s ports with their backends, from the endpoints and EndpointSlices of the view
+/// that can be its backends (found through `index` when there is one).
+fn resolve_in(
+    view: &ClusterView,
+    index: Option<&Index<'_>>,
+    service: &Service,
+) -> Vec<ResolvedPort> {
+    let ns = service.namespace.as_str();
+    let (endpoints, slices): (Vec<Endpoint>, Vec<EndpointSlice>) = match &service.spec.selector {
+        Some(selector) => {
+            let candidates: Vec<&Endpoint> = match index {
+                Some(index) => {
+                    // The shortest list of one of the selector's labels holds every match.
+                    let shortest = selector
+                        .iter()
+                        .map(|(k, v)| {
+                            index
+                                .by_label
+                                .get(&(ns, k.as_str(), v.as_str()))
+                                .map_or(&[][..], Vec::as_slice)
+                        })
+                        .min_by_key(|l| l.len());
+                    shortest
+                        .or_else(|| index.by_namespace.get(ns).map(Vec::as_slice))
+                        .unwrap_or(&[])
+                        .to_vec()
+                }
+                None => view.endpoints.values().collect(),
+            };
+            let endpoints = candidates
+                .into_iter()
+                .filter(|e| e.namespace == ns && selects(selector, &e.labels))
+                .cloned()
+                .collect();
+            (endpoints, Vec::new())
+        }
+        None => {
+            let slices = match index {
+                Some(index) => index
+                    .slices
+                    .get(&(ns, service.name.as_str()))
+                    .map(|l| l.iter().map(|s| (*s).clone()).collect())
+                    .unwrap_or_default(),
+                None => view
+                    .endpoint_slices
+                    .values()
+                    .filter(|s| s.namespace == ns && s.service == service.name)
+                    .cloned()
+                    .collect(),
+            };
+            (Vec::new(), slices)
+        }
+    };
+    seam_model::resolve(service, &endpoints, &slices)
+}
+
+#[cfg(test)]
+mod tests;

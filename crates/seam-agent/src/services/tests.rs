@@ -1,0 +1,312 @@
+//! The cache follows the view at the cost of what changed, and always ends where a pass over
+//! everything would.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use seam_model::{
+    endpoint_mac, ClusterIp, Endpoint, EndpointKind, EndpointSlice, NodeRole, ObjectKind,
+    PortProtocol, Segment, Service, ServicePort, ServiceSpec, ServiceType, SliceEndpoint,
+    SlicePort, Snapshot, TrafficPolicy, WatchEvent,
+};
+use serde_json::json;
+
+use super::*;
+
+fn endpoint(name: &str, ns: &str, last: u8, node: &str, app: &str) -> Endpoint {
+    let ip = Ipv4Addr::new(10, 1, 0, last);
+    Endpoint {
+        name: format!("{ns}/{name}"),
+        kind: EndpointKind::Pod,
+        namespace: ns.into(),
+        segment: "default".into(),
+        node: node.into(),
+        ip,
+        mac: endpoint_mac(ip),
+        labels: [("app".to_string(), app.to_string())].into(),
+        container_id: None,
+        ifname: None,
+        ports: Vec::new(),
+    }
+}
+
+fn service(name: &str, app: Option<&str>, last: u8) -> Service {
+    Service {
+        name: name.into(),
+        namespace: "web".into(),
+        labels: BTreeMap::new(),
+        annotations: BTreeMap::new(),
+        spec: ServiceSpec {
+            service_type: ServiceType::NodePort,
+            selector: app.map(|a| [("app".to_string(), a.to_string())].into()),
+            ports: vec![ServicePort {
+                name: None,
+                protocol: PortProtocol::Tcp,
+                port: 80,
+                target_port: None,
+                node_port: Some(30000 + u16::from(last)),
+                app_protocol: None,
+            }],
+            cluster_ip: ClusterIp::Address(Ipv4Addr::new(10, 96, 0, last)),
+            external_traffic_policy: TrafficPolicy::Local,
+            ..ServiceSpec::default()
+        },
+        status: Default::default(),
+    }
+}
+
+fn slice(name: &str, service: &str, last: u8) -> EndpointSlice {
+    EndpointSlice {
+        name: name.into(),
+        namespace: "web".into(),
+        service: service.into(),
+        labels: BTreeMap::new(),
+        endpoints: vec![SliceEndpoint {
+            addresses: vec![Ipv4Addr::new(192, 0, 2, last)],
+            conditions: Default::default(),
+            node_name: Some("n1".into()),
+            hostname: None,
+            zone: None,
+            target_ref: None,
+        }],
+        ports: vec![SlicePort {
+            name: None,
+            port: 80,
+            protocol: PortProtocol::Tcp,
+            app_protocol: None,
+        }],
+    }
+}
+
+fn event(kind: ObjectKind, name: &str, object: Option<serde_json::Value>) -> WatchEvent {
+    WatchEvent {
+        revision: 0,
+        kind,
+        name: name.into(),
+        object,
+    }
+}
+
+fn put_endpoint(e: &Endpoint) -> WatchEvent {
+    event(
+        ObjectKind::Endpoint,
+        &e.name,
+        Some(serde_json::to_value(e).unwrap()),
+    )
+}
+
+fn put_service(s: &Service) -> WatchEvent {
+    event(
+        ObjectKind::Service,
+        &s.key(),
+        Some(serde_json::to_value(s).unwrap()),
+    )
+}
+
+fn put_slice(s: &EndpointSlice) -> WatchEvent {
+    event(
+        ObjectKind::EndpointSlice,
+        &s.key(),
+        Some(serde_json::to_value(s).unwrap()),
+    )
+}
+
+/// What a cache that starts afresh makes of `view`.
+fn from_scratch(view: &ClusterView) -> DesiredServices {
+    let mut cache = ServiceCache::new("n1".into(), NodeRole::Worker);
+    let (d, _) = cache.sync(view, &ServiceChanges::everything());
+    (*d).clone()
+}
+
+#[test]
+fn passes_over_what_changed_end_where_a_pass_over_everything_does() {
+    let mut view = ClusterView::default();
+    view.reset(Snapshot {
+        segments: vec![Segment {
+            name: "default".into(),
+            tenant: "default".into(),
+            subnet: "10.1.0.0/16".parse().unwrap(),
+            gateway: Ipv4Addr::new(10, 1, 0, 1),
+            vni: 100,
+            block_prefix: 26,
+            namespace: None,
+            snat: false,
+        }],
+        endpoints: vec![
+            endpoint("a", "web", 2, "n1", "web"),
+            endpoint("b", "web", 3, "n2", "web"),
+        ],
+        services: (1..=12)
+            .map(|i| {
+                service(
+                    &format!("s{i}"),
+                    Some(if i % 2 == 0 { "web" } else { "db" }),
+                    i,
+                )
+            })
+            .collect(),
+        ..Snapshot::default()
+    });
+    let mut cache = ServiceCache::new("n1".into(), NodeRole::Worker);
+    let steps: Vec<(&str, Vec<WatchEvent>)> = vec![
+        ("nothing", vec![]),
+        (
+            "an endpoint joins one selector and leaves another",
+            vec![put_endpoint(&endpoint("a", "web", 2, "n1", "db"))],
+        ),
+        (
+            "a new endpoint, in another namespace too",
+            vec![
+                put_endpoint(&endpoint("c", "web", 4, "n1", "web")),
+                put_endpoint(&endpoint("d", "shop", 5, "n1", "web")),
+            ],
+        ),
+        (
+            "an endpoint moves to this node (eTP Local)",
+            vec![put_endpoint(&endpoint("b", "web", 3, "n1", "web"))],
+        ),
+        (
+            "an endpoint deleted",
+            vec![event(ObjectKind::Endpoint, "web/c", None)],
+        ),
+        (
+            "a Service changes its selector, another is deleted",
+            vec![
+                put_service(&service("s2", Some("db"), 2)),
+                event(ObjectKind::Service, "web/s4", None),
+            ],
+        ),
+        (
+            "a Service without selector and its slice",
+            vec![
+                put_service(&service("ext", None, 40)),
+                put_slice(&slice("ext-1", "ext", 9)),
+            ],
+        ),
+        (
+            "the slice moves to another Service",
+            vec![
+                put_service(&service("ext2", None, 41)),
+                put_slice(&slice("ext-1", "ext2", 9)),
+            ],
+        ),
+        (
+            "the slice deleted",
+            vec![event(ObjectKind::EndpointSlice, "web/ext-1", None)],
+        ),
+        (
+            "many endpoints at once",
+            (0..=255)
+                .map(|i| put_endpoint(&endpoint(&format!("m{i}"), "web", i, "n3", "web")))
+                .chain([put_endpoint(&endpoint("z", "web", 99, "n1", "web"))])
+                .collect(),
+        ),
+        (
+            "a segment changes",
+            vec![event(
+                ObjectKind::Segment,
+                "other",
+                Some(
+                    json!({"name": "other", "tenant": "default", "subnet": "10.2.0.0/16",
+                            "gateway": "10.2.0.1", "vni": 200, "blockPrefix": 26}),
+                ),
+            )],
+        ),
+    ];
+    for (what, events) in steps {
+        for e in events {
+            view.apply(e);
+        }
+        let changes = view.take_service_changes();
+        let (got, _) = cache.sync(&view, &changes);
+        assert_eq!(*got, from_scratch(&view), "after: {what}");
+        assert_eq!(cache.model(), &ServiceModel::from_desired(&got), "{what}");
+    }
+    let d = cache.desired().unwrap();
+    assert!(d.segment_subnets.contains(&"10.2.0.0/16".parse().unwrap()));
+    assert!(!d.frontends.is_empty());
+}
+
+#[test]
+fn service_events_leave_policy_alone_and_nothing_changed_is_free() {
+    let mut view = ClusterView::default();
+    view.reset(Snapshot::default());
+    let _ = view.take_firewall_changes();
+    let _ = view.take_service_changes();
+    view.apply(put_service(&service("s1", Some("web"), 1)));
+    view.apply(put_slice(&slice("x", "s1", 1)));
+    view.apply(event(
+        ObjectKind::NodeLease,
+        "gw1",
+        Some(json!({"node": "gw1"})),
+    ));
+    // The firewall compiler has nothing to look at: policy is not recompiled.
+    assert!(view.take_firewall_changes().is_empty());
+    let changes = view.take_service_changes();
+    assert_eq!(changes.services, ["web/s1".to_string()].into());
+    assert!(changes.context);
+
+    let mut cache = ServiceCache::new("n1".into(), NodeRole::Worker);
+    let (first, changed) = cache.sync(&view, &changes);
+    assert!(changed);
+    // Nothing changed since: the same result, not even compared.
+    let (again, changed) = cache.sync(&view, &view.clone().take_service_changes());
+    assert!(!changed);
+    assert!(Arc::ptr_eq(&first, &again));
+    // An endpoint event is both the firewall's and the Services'.
+    view.apply(put_endpoint(&endpoint("a", "web", 2, "n1", "web")));
+    assert!(!view.take_firewall_changes().is_empty());
+    let changes = view.take_service_changes();
+    assert_eq!(changes.endpoints.get("web/a"), Some(&None));
+    let (after, changed) = cache.sync(&view, &changes);
+    assert!(changed);
+    assert_eq!(after.hairpin, [Ipv4Addr::new(10, 1, 0, 2)].into());
+}
+
+#[test]
+fn a_gateway_serves_the_lb_addresses_it_owns_while_it_holds_a_lease() {
+    let lb = Ipv4Addr::new(203, 0, 113, 7);
+    let mut s = service("front", Some("web"), 1);
+    s.spec.service_type = ServiceType::LoadBalancer;
+    s.status.load_balancer.ingress = vec![seam_model::LoadBalancerIngress {
+        ip: lb,
+        ip_mode: Some("VIP".into()),
+    }];
+    let gw = seam_model::Node {
+        name: "gw1".into(),
+        underlay_ip: Ipv4Addr::new(198, 18, 0, 1),
+        role: NodeRole::Gateway,
+        transit_encap: Default::default(),
+        underlay_prefix_len: Some(24),
+    };
+    let mut view = ClusterView::default();
+    view.reset(Snapshot {
+        nodes: vec![gw],
+        services: vec![s],
+        ..Snapshot::default()
+    });
+    let mut gateway = ServiceCache::new("gw1".into(), NodeRole::Gateway);
+    let mut worker = ServiceCache::new("n1".into(), NodeRole::Worker);
+    let every = ServiceChanges::everything();
+    // No lease: not live, serves nothing (the LB frontend is there all the same).
+    let (d, _) = gateway.sync(&view, &every);
+    assert!(d.lb_addresses.is_empty());
+    assert!(d.frontends.iter().any(|f| matches!(
+        f.key,
+        seam_nft::services::FrontendKey::Address { addr, .. } if addr == lb
+    )));
+    view.apply(event(
+        ObjectKind::NodeLease,
+        "gw1",
+        Some(json!({"node": "gw1"})),
+    ));
+    let (d, changed) = gateway.sync(&view, &view.clone().take_service_changes());
+    assert!(changed);
+    assert_eq!(d.lb_addresses, [lb].into());
+    let (d, _) = worker.sync(&view, &every);
+    assert!(d.lb_addresses.is_empty());
+    // The lease gone: the address is no longer served here.
+    view.apply(event(ObjectKind::NodeLease, "gw1", None));
+    let (d, _) = gateway.sync(&view, &view.clone().take_service_changes());
+    assert!(d.lb_addresses.is_empty());
+}
