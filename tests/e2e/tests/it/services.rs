@@ -252,6 +252,24 @@ fn lab_pods_carry_their_labels_and_ports_to_their_endpoint_and_the_test_backends
     assert_eq!(t.clients_seen, BTreeSet::from([s.client.ip]));
     let t = many(&s.client.netns_path, Transport::Udp, web1.ip, DNS_PORT, 20);
     assert_eq!(t.per_backend.get("web-1"), Some(&20), "{}", t.summary());
+    // The same by hand: `ip netns exec <pod> seam lab connect ADDRESS PORT`.
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &seam_e2e::netns_name(&s.client.netns_path)])
+        .arg(seam_e2e::bin_dir().join("seam"))
+        .args([
+            "lab",
+            "connect",
+            &web1.ip.to_string(),
+            "8080",
+            "--count",
+            "5",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let tally: serde_json::Value = serde_json::from_str(&ok(&out)).unwrap();
+    assert_eq!(tally["perBackend"]["web-1"], 5, "{tally}");
+    assert_eq!(tally["clientsSeen"][0], s.client.ip.to_string(), "{tally}");
     // Nothing listens on 9: refused at once.
     let t = many(&s.client.netns_path, Transport::Tcp, web1.ip, 9, 1);
     assert_eq!(t.refused, 1, "{}", t.summary());
