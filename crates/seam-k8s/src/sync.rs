@@ -20,7 +20,6 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::client_compat::ServicesApi;
 use crate::error::TranslateError;
 use crate::resource::{RawObject, WatchedKind};
 use crate::services::{self, ServiceMapping, SliceMapping};
