@@ -242,7 +242,16 @@ pub async fn reconcile_once<K: NodeKernel + Firewall + 'static>(
 
 /// Says which Services the kernel translates now that the table holding them is applied (what
 /// follows them, the conntrack cleanup of removed backends, runs after the kernel changed).
-fn publish_applied_services<K>(_agent: &Agent<K>, _services: Arc<DesiredServices>) {}
+fn publish_applied_services<K>(agent: &Agent<K>, services: Arc<DesiredServices>) {
+    // The same result as last time is the same `Arc` (see `ServiceCache::sync`): nothing to say.
+    agent.applied_services.send_if_modified(|applied| {
+        if Arc::ptr_eq(applied, &services) {
+            return false;
+        }
+        *applied = services;
+        true
+    });
+}
 
 /// Brings the kernel's table to `model`: in place from what the kernel holds (known from the last
 /// pass, or read back after a start), or written whole when the kernel's table is missing or not

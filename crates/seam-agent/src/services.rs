@@ -9,6 +9,13 @@
 //! Service's frontends as they were, and assembles the node's [`DesiredServices`] when anything
 //! changed at all; with nothing changed it hands back the last one. Policy is not read here, and
 //! nothing here makes the firewall compiler recompile it.
+//!
+//! The result is the Services part of the one table [`crate::reconcile`] writes: policy and
+//! Services change in one transaction. Translation happens in the nat hooks (prerouting and
+//! output, priority dstnat) and policy in the forward hook, after it: policy sees a connection to
+//! a Service with its backend as the destination, as Kubernetes expects. A backend on the
+//! client's own bridge answers the client's MAC directly; that bridged reply passes conntrack
+//! (and gets the Service's address back) only through br_netfilter, which `seamd` turns on.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
@@ -189,7 +196,7 @@ impl ServiceCache {
             self.frontends.values().flatten(),
             view.segments.values().map(|s| s.subnet),
             &local,
-            &served_lb_addresses(view, &self.node, self.role),
+            &crate::gateway::served_lb_addresses(view, &self.node, self.role),
         );
         let changed = self.desired.as_deref() != Some(&desired);
         if changed {
@@ -199,21 +206,6 @@ impl ServiceCache {
         let desired = self.desired.clone().unwrap_or_default();
         (desired, changed)
     }
-}
-
-/// The LoadBalancer addresses this node serves on the external network: on a gateway, those it
-/// owns among the live gateways ([`seam_dataplane::lb::served_addresses`], the same answer the
-/// gateway's address loop computes); none on other nodes.
-fn served_lb_addresses(view: &ClusterView, node: &str, role: NodeRole) -> BTreeSet<Ipv4Addr> {
-    if role != NodeRole::Gateway {
-        return BTreeSet::new();
-    }
-    seam_dataplane::lb::served_addresses(
-        node,
-        view.services.values(),
-        &view.nodes,
-        &view.node_leases,
-    )
 }
 
 /// The Services `changes` touch: those named, and those whose selector matches a changed
