@@ -9,6 +9,13 @@
 //! Service's frontends as they were, and assembles the node's [`DesiredServices`] when anything
 //! changed at all; with nothing changed it hands back the last one. Policy is not read here, and
 //! nothing here makes the firewall compiler recompile it.
+//!
+//! The result is the Services part of the one table [`crate::reconcile`] writes: policy and
+//! Services change in one transaction. Translation happens in the nat hooks (prerouting and
+//! output, priority dstnat) and policy in the forward hook, after it: policy sees a connection to
+//! a Service with its backend as the destination, as Kubernetes expects. A backend on the
+//! client's own bridge answers the client's MAC directly; that bridged reply passes conntrack
+//! (and gets the Service's address back) only through br_netfilter, which `seamd` turns on.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
@@ -86,6 +93,8 @@ pub struct ServiceCache {
     role: NodeRole,
     /// Frontends of each Service by `namespace/name` (Services that have none are left out).
     frontends: BTreeMap<String, Vec<Frontend>>,
+    /// This node's endpoints: name → address.
+    local: BTreeMap<String, Ipv4Addr>,
     /// The last result; `None` before the first pass.
     desired: Option<Arc<DesiredServices>>,
     /// The table's Services part for it (built again only when it changed).
@@ -99,6 +108,7 @@ impl ServiceCache {
             node,
             role,
             frontends: BTreeMap::new(),
+            local: BTreeMap::new(),
             desired: None,
             model: ServiceModel::default(),
         }
@@ -141,31 +151,52 @@ impl ServiceCache {
             affected(view, changes)
         };
         let index = (keys.len() > INDEX_ABOVE).then(|| Index::new(view));
+        let mut moved = everything || changes.context;
         for key in keys {
             let frontends = view.services.get(&key).map(|service| {
                 let ports = resolve_in(view, index.as_ref(), service);
                 service_frontends(&self.node, service, &ports)
             });
-            match frontends {
+            let before = match frontends {
                 Some(f) if !f.is_empty() => {
-                    self.frontends.insert(key, f);
+                    if self.frontends.get(&key) == Some(&f) {
+                        continue;
+                    }
+                    moved = true;
+                    self.frontends.insert(key, f)
                 }
-                _ => {
-                    self.frontends.remove(&key);
-                }
+                _ => self.frontends.remove(&key),
+            };
+            moved |= before.is_some();
+        }
+        // This node's endpoints (for hairpin): looked for among those that changed only.
+        if everything {
+            self.local = view
+                .endpoints
+                .values()
+                .filter(|e| e.node == self.node)
+                .map(|e| (e.name.clone(), e.ip))
+                .collect();
+        } else {
+            for name in changes.endpoints.keys() {
+                let before = match view.endpoints.get(name).filter(|e| e.node == self.node) {
+                    Some(e) => self.local.insert(name.clone(), e.ip),
+                    None => self.local.remove(name),
+                };
+                moved |= before != self.local.get(name).copied();
             }
         }
-        let local: BTreeSet<Ipv4Addr> = view
-            .endpoints
-            .values()
-            .filter(|e| e.node == self.node)
-            .map(|e| e.ip)
-            .collect();
+        let local: BTreeSet<Ipv4Addr> = self.local.values().copied().collect();
+        // No Service's frontends moved, nor anything else the result holds: it stands (an
+        // endpoint no Service selects costs only the look for the Services it might be in).
+        if let Some(last) = self.desired.as_ref().filter(|_| !moved) {
+            return (last.clone(), false);
+        }
         let desired = assemble(
             self.frontends.values().flatten(),
             view.segments.values().map(|s| s.subnet),
             &local,
-            &served_lb_addresses(view, &self.node, self.role),
+            &crate::gateway::served_lb_addresses(view, &self.node, self.role),
         );
         let changed = self.desired.as_deref() != Some(&desired);
         if changed {
@@ -175,21 +206,6 @@ impl ServiceCache {
         let desired = self.desired.clone().unwrap_or_default();
         (desired, changed)
     }
-}
-
-/// The LoadBalancer addresses this node serves on the external network: on a gateway, those it
-/// owns among the live gateways ([`seam_dataplane::lb::served_addresses`], the same answer the
-/// gateway's address loop computes); none on other nodes.
-fn served_lb_addresses(view: &ClusterView, node: &str, role: NodeRole) -> BTreeSet<Ipv4Addr> {
-    if role != NodeRole::Gateway {
-        return BTreeSet::new();
-    }
-    seam_dataplane::lb::served_addresses(
-        node,
-        view.services.values(),
-        &view.nodes,
-        &view.node_leases,
-    )
 }
 
 /// The Services `changes` touch: those named, and those whose selector matches a changed

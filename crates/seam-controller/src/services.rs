@@ -536,6 +536,42 @@ impl Controller {
         self.commit_once(txn, ObjectKind::AddressPool, name).await
     }
 
+    /// Refuses a segment whose subnet overlaps the service range or an address pool: its pods
+    /// would share addresses with Services.
+    pub(crate) async fn check_segment_against_services(&self, segment: &Segment) -> Result<()> {
+        let mut errors = Vec::new();
+        let services_cidr = self.config().service_cidr;
+        if overlaps(&segment.subnet, &services_cidr) {
+            errors.push(field_error(
+                "subnet",
+                format!(
+                    "{} overlaps the service range {services_cidr} (--service-cidr)",
+                    segment.subnet
+                ),
+            ));
+        }
+        for pool in self
+            .read_all::<AddressPool>(ObjectKind::AddressPool)
+            .await?
+        {
+            if let Some(net) = pool
+                .object
+                .addresses
+                .iter()
+                .find(|n| overlaps(n, &segment.subnet))
+            {
+                errors.push(field_error(
+                    "subnet",
+                    format!(
+                        "{} overlaps {net} of address pool {:?}",
+                        segment.subnet, pool.object.name
+                    ),
+                ));
+            }
+        }
+        invalid("Segment", &segment.name, errors)
+    }
+
     pub(crate) async fn services(&self) -> Result<Vec<Service>> {
         Ok(self
             .read_all::<Service>(ObjectKind::Service)

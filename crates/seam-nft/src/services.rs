@@ -275,8 +275,10 @@ pub struct ServiceModel {
     pub enabled: bool,
     /// `svc_dispatch` and `svc_nodeports`: frontend → the chain it goes to.
     pub frontends: BTreeMap<FrontendKey, Arc<str>>,
-    /// `svc_backends` and `svc_np_backends`: (frontend, slot) → backend.
-    pub backends: BTreeMap<(FrontendKey, u32), (Ipv4Addr, u16)>,
+    /// `svc_backends` and `svc_np_backends`: each frontend's backends, slot `i` the `i`th (held
+    /// per frontend, not per slot, so that building and diffing a table of 10,000 Services costs
+    /// 10,000 steps, not 100,000).
+    pub backends: BTreeMap<FrontendKey, Arc<[(Ipv4Addr, u16)]>>,
     /// `svc_reject` and `svc_np_reject`.
     pub reject: BTreeSet<FrontendKey>,
     /// `svc_masq` and `svc_np_masq`.
@@ -345,6 +347,7 @@ impl ServiceModel {
             lb_addresses: desired.lb_addresses.clone(),
             ..ServiceModel::default()
         };
+        let mut spread_names: BTreeMap<(bool, usize), Arc<str>> = BTreeMap::new();
         for f in &desired.frontends {
             if f.backends.is_empty() {
                 out.reject.insert(f.key);
@@ -354,24 +357,29 @@ impl ServiceModel {
                 out.masquerade.insert(f.key);
             }
             let chain = match f.affinity_timeout {
-                Some(timeout) => out.affinity(f, timeout),
+                Some(timeout) => Arc::from(out.affinity(f, timeout)),
                 None => {
-                    let chain = spread_chain(f.key.is_node_port(), f.backends.len());
-                    let count = u32::try_from(f.backends.len()).unwrap_or(u32::MAX);
-                    out.chains
-                        .entry(chain.clone())
-                        .or_insert(if f.key.is_node_port() {
-                            SvcChain::NodeSpread { count }
-                        } else {
-                            SvcChain::Spread { count }
-                        });
-                    for (slot, backend) in (0u32..).zip(&f.backends) {
-                        out.backends.insert((f.key, slot), *backend);
-                    }
-                    chain
+                    let node_port = f.key.is_node_port();
+                    let count = f.backends.len();
+                    // Frontends with the same count share their chain's name.
+                    let name = spread_names.entry((node_port, count)).or_insert_with(|| {
+                        let name = spread_chain(node_port, count);
+                        let count = u32::try_from(count).unwrap_or(u32::MAX);
+                        out.chains.insert(
+                            name.clone(),
+                            if node_port {
+                                SvcChain::NodeSpread { count }
+                            } else {
+                                SvcChain::Spread { count }
+                            },
+                        );
+                        Arc::from(name)
+                    });
+                    out.backends.insert(f.key, Arc::from(f.backends.as_slice()));
+                    name.clone()
                 }
             };
-            out.frontends.insert(f.key, Arc::from(chain));
+            out.frontends.insert(f.key, chain);
         }
         out
     }
@@ -423,14 +431,15 @@ impl ServiceModel {
                 key: *key,
                 chain: chain.to_string(),
             });
-        let backends = self
-            .backends
-            .iter()
-            .map(|((key, slot), backend)| SvcElement::Backend {
-                key: *key,
-                slot: *slot,
-                backend: *backend,
-            });
+        let backends = self.backends.iter().flat_map(|(key, list)| {
+            (0u32..)
+                .zip(list.iter())
+                .map(|(slot, backend)| SvcElement::Backend {
+                    key: *key,
+                    slot,
+                    backend: *backend,
+                })
+        });
         frontends
             .chain(backends)
             .chain(self.reject.iter().map(|k| SvcElement::Reject(*k)))
@@ -661,6 +670,46 @@ fn map_difference<K: Ord + Copy, V: PartialEq>(
     }
 }
 
+/// The backends' elements that differ, slot by slot, of the frontends whose backends changed.
+fn backend_difference(
+    old: &BTreeMap<FrontendKey, Arc<[(Ipv4Addr, u16)]>>,
+    new: &BTreeMap<FrontendKey, Arc<[(Ipv4Addr, u16)]>>,
+    gone: &mut Vec<SvcElement>,
+    added: &mut Vec<SvcElement>,
+) {
+    let none: &[(Ipv4Addr, u16)] = &[];
+    for (key, before, now) in crate::table::paired(old, new) {
+        let (before, now) = (before.map_or(none, |b| &**b), now.map_or(none, |n| &**n));
+        if std::ptr::eq(before, now) || before == now {
+            continue;
+        }
+        for slot in 0..before.len().max(now.len()) {
+            let (b, n) = (before.get(slot), now.get(slot));
+            if b == n {
+                continue;
+            }
+            let slot = u32::try_from(slot).unwrap_or(u32::MAX);
+            if let Some(backend) = b {
+                gone.push(SvcElement::Backend {
+                    key: *key,
+                    slot,
+                    backend: *backend,
+                });
+            }
+            if let Some(backend) = n {
+                added.push(SvcElement::Backend {
+                    key: *key,
+                    slot,
+                    backend: *backend,
+                });
+            }
+        }
+    }
+}
+
+/// A slot deleted in the middle of a batch (a changed backend: deleted, then added again).
+const NO_BACKEND: (Ipv4Addr, u16) = (Ipv4Addr::UNSPECIFIED, 0);
+
 /// The order Services chains are created in (what is gone to first) and deleted in (the
 /// reverse): `se_`, then `sa_` and the shared chains.
 fn creation_rank(name: &str) -> u8 {
@@ -713,17 +762,7 @@ pub(crate) fn delta(
             &mut gone,
             &mut added,
         );
-        map_difference(
-            &old.backends,
-            &new.backends,
-            |(key, slot), backend| SvcElement::Backend {
-                key,
-                slot,
-                backend: *backend,
-            },
-            &mut gone,
-            &mut added,
-        );
+        backend_difference(&old.backends, &new.backends, &mut gone, &mut added);
         set_difference(
             &old.reject,
             &new.reject,
@@ -879,12 +918,22 @@ impl ServiceModel {
                     }
                 }
             }
-            SvcElement::Backend { key, slot, backend } => match self.backends.get(&(*key, *slot)) {
-                Some(b) if b != backend => return Err(busy()),
-                _ => {
-                    self.backends.insert((*key, *slot), *backend);
+            SvcElement::Backend { key, slot, backend } => {
+                let list = self.backends.entry(*key).or_insert_with(|| Arc::from([]));
+                let mut v = list.to_vec();
+                let slot = usize::try_from(*slot).unwrap_or(usize::MAX);
+                let len = v.len();
+                match v.get_mut(slot) {
+                    Some(b) if *b == NO_BACKEND => *b = *backend,
+                    Some(b) if b != backend => return Err(busy()),
+                    Some(_) => {}
+                    None if slot == len => v.push(*backend),
+                    // A slot past the end: the kernel would take it; the model holds slots
+                    // `0..N` only, as Seam writes them.
+                    None => return Err(busy()),
                 }
-            },
+                *list = v.into();
+            }
             SvcElement::Reject(key) => {
                 self.reject.insert(*key);
             }
@@ -917,7 +966,25 @@ impl ServiceModel {
         }
         let found = match e {
             SvcElement::Frontend { key, .. } => self.frontends.remove(key).is_some(),
-            SvcElement::Backend { key, slot, .. } => self.backends.remove(&(*key, *slot)).is_some(),
+            SvcElement::Backend { key, slot, .. } => {
+                let slot = usize::try_from(*slot).unwrap_or(usize::MAX);
+                match self.backends.get_mut(key) {
+                    Some(list) if slot < list.len() && list[slot] != NO_BACKEND => {
+                        let mut v = list.to_vec();
+                        v[slot] = NO_BACKEND;
+                        while v.last() == Some(&NO_BACKEND) {
+                            v.pop();
+                        }
+                        if v.is_empty() {
+                            self.backends.remove(key);
+                        } else {
+                            *list = v.into();
+                        }
+                        true
+                    }
+                    _ => false,
+                }
+            }
             SvcElement::Reject(key) => self.reject.remove(key),
             SvcElement::Masquerade(key) => self.masquerade.remove(key),
             SvcElement::Inside(s, e) => {
@@ -940,6 +1007,8 @@ impl ServiceModel {
 #[derive(Debug, Default)]
 pub(crate) struct Listed {
     model: ServiceModel,
+    /// The backends' elements by frontend and slot, until [`Listed::finish`] makes the lists.
+    slots: BTreeMap<(FrontendKey, u32), (Ipv4Addr, u16)>,
     sets: BTreeSet<String>,
     base: BTreeSet<String>,
 }
@@ -1071,7 +1140,7 @@ impl Listed {
                     let [addr, port] = concat(data)? else {
                         return None;
                     };
-                    m.backends
+                    self.slots
                         .insert((key, slot), (json_addr(addr)?, json_port(port)?));
                 }
                 SVC_REJECT | SVC_NODEPORT_REJECT | SVC_MASQUERADE | SVC_NODEPORT_MASQUERADE => {
@@ -1113,6 +1182,16 @@ impl Listed {
     pub(crate) fn finish(self) -> Option<ServiceModel> {
         let (sets, base) = (self.sets.len(), self.base.len());
         let mut model = self.model;
+        // Slots `0..N` of each frontend, in order; a gap is no table Seam wrote.
+        let mut lists: BTreeMap<FrontendKey, Vec<(Ipv4Addr, u16)>> = BTreeMap::new();
+        for ((key, slot), backend) in self.slots {
+            let list = lists.entry(key).or_default();
+            if usize::try_from(slot).ok()? != list.len() {
+                return None;
+            }
+            list.push(backend);
+        }
+        model.backends = lists.into_iter().map(|(k, v)| (k, v.into())).collect();
         if sets == 0 && base == 0 {
             return (model.chains.is_empty() && model.affinity_sets.is_empty())
                 .then(ServiceModel::default);
@@ -1201,7 +1280,7 @@ mod tests {
         assert!(m.enabled);
         assert_eq!(&*m.frontends[&addr("10.96.0.10", 80)], "m_3");
         assert_eq!(
-            m.backends[&(addr("10.96.0.10", 80), 2)],
+            m.backends[&addr("10.96.0.10", 80)][2],
             (a("10.1.1.7"), 8080)
         );
         let np = FrontendKey::NodePort {
@@ -1228,7 +1307,7 @@ mod tests {
             ]
         );
         // Affinity frontends have no slots in svc_backends.
-        assert!(!m.backends.keys().any(|(k, _)| *k == addr("10.96.0.11", 80)));
+        assert!(!m.backends.contains_key(&addr("10.96.0.11", 80)));
     }
 
     fn table(desired: &DesiredServices) -> crate::table::TableModel {
@@ -1390,9 +1469,9 @@ mod tests {
             port: 30080,
         };
         assert_eq!(&*m.frontends[&np], "n_1");
-        assert_eq!(m.backends[&(np, 0)], (a("10.1.0.5"), 8080));
+        assert_eq!(m.backends[&np][0], (a("10.1.0.5"), 8080));
         assert_eq!(
-            m.backends[&(addr("10.96.0.10", 80), 0)],
+            m.backends[&addr("10.96.0.10", 80)][0],
             (a("10.1.0.5"), 8080)
         );
         assert_eq!(m.inside, [(a("10.1.0.0"), a("10.1.1.255"))]);

@@ -46,6 +46,9 @@ pub struct Target {
 pub enum Output {
     /// One line per object.
     Table,
+    /// One line per object, with more columns (services: their backends and selector); the
+    /// table for other kinds.
+    Wide,
     /// JSON (a list).
     Json,
     /// YAML (one document per object).
@@ -73,7 +76,7 @@ pub enum Cmd {
     },
     /// List objects of a kind: policies, networkpolicies, adminnetworkpolicies,
     /// baselineadminnetworkpolicies, endpointgroups, contracts, namespaces, tenants, nodes,
-    /// segments, blocks, endpoints.
+    /// segments, blocks, endpoints, services, endpointslices, addresspools.
     Get {
         /// The kind (plural).
         kind: String,
@@ -84,13 +87,14 @@ pub enum Cmd {
         target: Target,
     },
     /// Delete one object: KIND is a policy kind (networkpolicy, contract, ...; singular or
-    /// plural), namespace or tenant.
+    /// plural), namespace, tenant, service or endpointslice (NAME as NAMESPACE/NAME or with
+    /// -n), or addresspool.
     Delete {
         /// The kind.
         kind: String,
         /// The name.
         name: String,
-        /// The namespace (NetworkPolicy only).
+        /// The namespace (NetworkPolicy, Service, EndpointSlice).
         #[arg(short = 'n', long)]
         namespace: Option<String>,
         #[command(flatten)]

@@ -231,6 +231,15 @@ async fn pools_may_not_overlap_segments_the_service_range_or_each_other() {
         assert!(err.to_string().contains(says), "{prefixes:?}: {err}");
     }
     assert_eq!(c.list_address_pools().await.unwrap().len(), 1);
+    // Nor may a segment overlap a pool or the service range afterwards.
+    for (subnet, says) in [
+        ("203.0.113.0/24", "address pool \"a\""),
+        ("10.96.0.0/24", "service range"),
+    ] {
+        let err = c.put_segment(&segment("s2", subnet, 8)).await.unwrap_err();
+        assert!(err.is_invalid(), "{subnet}: {err}");
+        assert!(err.to_string().contains(says), "{subnet}: {err}");
+    }
     srv.stop().await;
 }
 

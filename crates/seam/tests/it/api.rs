@@ -458,3 +458,73 @@ fn audit_lists_writes_newest_last() {
     let (ok, _, stderr) = ctl.seam(&["audit", "--limit", "20000"], "");
     assert!(!ok && stderr.contains("10000"), "{stderr}");
 }
+
+#[test]
+fn get_and_delete_services_pools_and_slices() {
+    let ctl = Controller::start();
+    ctl.block_on(|c| async move {
+        c.put_address_pool(&seam_model::AddressPool {
+            name: "public".to_string(),
+            addresses: vec!["203.0.113.0/30".parse().unwrap()],
+            auto_assign: true,
+        })
+        .await
+        .unwrap();
+        let service: seam_model::Service = serde_json::from_value(serde_json::json!({
+            "name": "front", "namespace": "web",
+            "spec": {
+                "type": "LoadBalancer", "selector": {"app": "web"},
+                "ports": [{"port": 80, "nodePort": 30080}],
+                "clusterIp": {"address": "10.96.0.10"}
+            }
+        }))
+        .unwrap();
+        c.put_service(&service).await.unwrap();
+    });
+    let table = ctl.ok(&["get", "services"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 2, "{table}");
+    assert!(lines[0].starts_with("NAMESPACE  NAME"), "{table}");
+    let cells: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(
+        cells,
+        [
+            "web",
+            "front",
+            "LoadBalancer",
+            "10.96.0.10",
+            "203.0.113.0",
+            "80:30080/TCP",
+            "0"
+        ],
+        "{table}"
+    );
+    let wide = ctl.ok(&["get", "svc", "-o", "wide"]);
+    assert!(
+        wide.contains("SELECTOR") && wide.contains("app=web"),
+        "{wide}"
+    );
+    let json = ctl.ok(&["get", "services", "-o", "json"]);
+    let services: Vec<seam_model::Service> = serde_json::from_str(&json).unwrap();
+    assert_eq!(services[0].key(), "web/front");
+    let pools = ctl.ok(&["get", "addresspools"]);
+    assert!(
+        pools.contains("public") && pools.contains("203.0.113.0/30"),
+        "{pools}"
+    );
+    let slices = ctl.ok(&["get", "endpointslices"]);
+    assert_eq!(slices.lines().count(), 1, "{slices}");
+
+    // A pool in use cannot go; the Service can, then the pool.
+    let (ok, _, stderr) = ctl.seam(&["delete", "addresspool", "public"], "");
+    assert!(!ok && stderr.contains("web/front"), "{stderr}");
+    let (ok, _, stderr) = ctl.seam(&["delete", "service", "front"], "");
+    assert!(!ok && stderr.contains("NAMESPACE/NAME"), "{stderr}");
+    assert!(ctl
+        .ok(&["delete", "service", "web/front"])
+        .contains("deleted"));
+    assert!(ctl
+        .ok(&["delete", "addresspool", "public"])
+        .contains("deleted"));
+    assert_eq!(ctl.ok(&["get", "services"]).lines().count(), 1);
+}
