@@ -7,14 +7,14 @@
 use std::net::Ipv4Addr;
 
 use seam_model::{
-    Backend, ClusterIp, PortProtocol, ResolvedPort, Service, ServicePort, ServiceType,
-    Snapshot, TargetPort, TrafficPolicy,
+    Backend, ClusterIp, PortProtocol, ResolvedPort, Service, ServicePort, ServiceType, Snapshot,
+    TargetPort, TrafficPolicy,
 };
 use seam_policy::{evaluate, Flow, FlowEnd, Inventory, PolicySet, Protocol, Verdict};
 use serde_json::{json, Value};
 
-use super::{decision, describe_end, direction_json, node_of, realize, tier, CounterReader};
 use super::Realization;
+use super::{decision, describe_end, direction_json, node_of, realize, tier, CounterReader};
 use crate::error::ExplainError;
 
 /// What the Services make of a flow's destination.
@@ -82,7 +82,7 @@ impl ServiceFlow {
 pub struct BackendFlow {
     /// The backend (address, resolved target port, node, conditions).
     pub backend: Backend,
-    /// The backend as resolved (`web/web-1 10.1.0.7 on n2`).
+    /// The backend as resolved, with its port (`web/web-1 10.1.0.7:8080 on n2`).
     pub resolved: String,
     /// Why the translating node does not send new connections to it (`None`: it does).
     pub unused: Option<String>,
@@ -117,7 +117,12 @@ fn address_roles(service: &Service, addr: Ipv4Addr) -> Vec<(String, Option<&'sta
         roles.push((format!("externalIP {addr}"), Some("externalTrafficPolicy")));
     }
     if spec.service_type == ServiceType::LoadBalancer
-        && service.status.load_balancer.ingress.iter().any(|i| i.ip == addr)
+        && service
+            .status
+            .load_balancer
+            .ingress
+            .iter()
+            .any(|i| i.ip == addr)
     {
         // Every node and the gateways send these to every usable backend (the gateway path
         // keeps the client's address without restricting to local backends).
@@ -170,7 +175,16 @@ pub(super) fn explain_service(
                 tp == TrafficPolicy::Local
             });
             let t = translate(
-                snapshot, inv, set, flow, counters, service, index, frontend, policy, local,
+                snapshot,
+                inv,
+                set,
+                flow,
+                counters,
+                service,
+                index,
+                frontend,
+                policy,
+                local,
                 src_node.clone(),
             )?;
             return Ok(Some(ServiceMatch::Translated(t)));
@@ -186,9 +200,12 @@ pub(super) fn explain_service(
             {
                 continue;
             }
-            let Some(index) = service.spec.ports.iter().position(|p| {
-                Some(p.protocol) == protocol && p.node_port == Some(flow.port)
-            }) else {
+            let Some(index) = service
+                .spec
+                .ports
+                .iter()
+                .position(|p| Some(p.protocol) == protocol && p.node_port == Some(flow.port))
+            else {
                 continue;
             };
             let local = (service.spec.external_traffic_policy == TrafficPolicy::Local)
@@ -245,9 +262,9 @@ fn translate(
         (None, _, _) => "none applies: every usable backend in the cluster".to_string(),
         (Some(p), None, _) => format!("{p} Cluster: usable backends on every node"),
         (Some(p), Some(_), Some(n)) => format!("{p} Local: only backends on {n}"),
-        (Some(p), Some(_), None) => format!(
-            "{p} Local: only backends on the node the traffic arrives at (not known here)"
-        ),
+        (Some(p), Some(_), None) => {
+            format!("{p} Local: only backends on the node the traffic arrives at (not known here)")
+        }
     };
     let any_ready = port
         .backends
@@ -280,7 +297,7 @@ fn translate(
         let realized = realize(snapshot, inv, &to_backend, &verdict, counters);
         backends.push(BackendFlow {
             backend: b.clone(),
-            resolved: describe_end(snapshot, inv, &to_backend.dst),
+            resolved: describe_backend(snapshot, inv, b),
             unused,
             verdict,
             realized,
@@ -300,6 +317,17 @@ fn translate(
         traffic_policy,
         backends,
     })
+}
+
+/// `web/web-1 10.1.0.7:8080 on n2`, or `10.1.0.9:8080 on n2 (outside address)` for a backend
+/// that is no Seam endpoint.
+fn describe_backend(snapshot: &Snapshot, inv: &Inventory, b: &Backend) -> String {
+    let described = describe_end(snapshot, inv, &FlowEnd::Address(b.ip));
+    let with_port = described.replacen(&format!("{} ", b.ip), &format!("{}:{} ", b.ip, b.port), 1);
+    match (&b.node, with_port.ends_with("(outside address)")) {
+        (Some(node), true) => with_port.replacen(" (outside", &format!(" on {node} (outside"), 1),
+        _ => with_port,
+    }
 }
 
 fn condition_reason(b: &Backend, any_ready: bool) -> String {
@@ -377,9 +405,8 @@ pub(super) fn render_text(m: &ServiceMatch, flow: &Flow, out: &mut String) {
     }
     for b in &t.backends {
         out.push_str(&format!(
-            "backend  {}:{} ({}; {})  {}\n",
+            "backend  {} ({}; {})  {}\n",
             b.resolved,
-            b.backend.port,
             state_text(&b.backend),
             b.unused.as_deref().unwrap_or("used"),
             if b.verdict.allowed() {
@@ -388,7 +415,10 @@ pub(super) fn render_text(m: &ServiceMatch, flow: &Flow, out: &mut String) {
                 "DENIED"
             },
         ));
-        for (name, d) in [("egress", &b.verdict.egress), ("ingress", &b.verdict.ingress)] {
+        for (name, d) in [
+            ("egress", &b.verdict.egress),
+            ("ingress", &b.verdict.ingress),
+        ] {
             out.push_str(&format!(
                 "  {name:<8} {:<5}  tier {:<10}  {}{}\n",
                 decision(d),
@@ -452,7 +482,13 @@ mod tests {
     use super::super::{explain, parse_end, parse_port_protocol, render_json, render_text};
     use super::*;
 
-    fn pod(ns: &str, name: &str, ip: [u8; 4], node: &str, http: Option<u16>) -> seam_model::Endpoint {
+    fn pod(
+        ns: &str,
+        name: &str,
+        ip: [u8; 4],
+        node: &str,
+        http: Option<u16>,
+    ) -> seam_model::Endpoint {
         seam_model::Endpoint {
             name: format!("{ns}/{name}"),
             kind: EndpointKind::Pod,
@@ -596,7 +632,10 @@ spec:
         assert!(text.contains("verdict  PARTLY ALLOWED  1 of 2"), "{text}");
         // One line per backend names it with its verdict (what `seam explain` readers grep).
         let line = |ip: &str| text.lines().find(|l| l.contains(ip)).unwrap().to_string();
-        assert!(line("10.1.0.5").contains("web/web-1 10.1.0.5 on n1:8080"), "{text}");
+        assert!(
+            line("10.1.0.5").contains("web/web-1 10.1.0.5:8080 on n1"),
+            "{text}"
+        );
         assert!(line("10.1.0.5").ends_with("allowed"), "{text}");
         assert!(line("10.1.0.6").contains(":8081") && line("10.1.0.6").ends_with("DENIED"));
         assert!(!text.contains("verdict  ALLOWED\n"), "{text}");
@@ -624,7 +663,10 @@ spec:
         let snap = snapshot("  internalTrafficPolicy: Local\n  externalTrafficPolicy: Local");
         let x = run(&snap, "client/c1", "10.96.0.10", "80/tcp");
         let t = translated(&x);
-        assert_eq!(t.traffic_policy, "internalTrafficPolicy Local: only backends on n1");
+        assert_eq!(
+            t.traffic_policy,
+            "internalTrafficPolicy Local: only backends on n1"
+        );
         assert!(t.backends[0].unused.is_none());
         assert_eq!(
             t.backends[1].unused.as_deref(),
@@ -683,6 +725,13 @@ endpoints:
         let t = translated(&x);
         assert_eq!(t.backends.len(), 2);
         assert_eq!(t.backends[0].backend.port, 9090);
+        // Slice backends that are no Seam endpoint still say where they run.
+        snap.endpoints.retain(|e| e.namespace != "web");
+        let x2 = run(&snap, "client/c1", "10.96.0.10", "80/tcp");
+        assert_eq!(
+            translated(&x2).backends[1].resolved,
+            "10.1.0.6:9090 on n2 (outside address)"
+        );
         assert!(t.backends[0].unused.is_none());
         assert_eq!(
             t.backends[1].unused.as_deref(),
@@ -714,7 +763,10 @@ endpoints:
         assert_eq!(render_json(&x)["service"]["translated"], false);
         // ICMP to a ClusterIP: nothing translates it either.
         let x = run(&snap, "client/c1", "10.96.0.10", "icmp");
-        assert!(matches!(x.service, Some(ServiceMatch::NotTranslated { .. })));
+        assert!(matches!(
+            x.service,
+            Some(ServiceMatch::NotTranslated { .. })
+        ));
         // An endpoint or an address no Service holds: no Service part.
         let x = run(&snap, "client/c1", "web/web-1", "8080/tcp");
         assert!(x.service.is_none());
