@@ -1,6 +1,9 @@
 //! `seam explain`: the engine's inputs built from a controller [`Snapshot`], one flow evaluated,
 //! whether the deciding rules are in the enforcing nodes' tables, and the verdict rendered per
-//! direction (as text and as JSON; `seam explain` prints them).
+//! direction (as text and as JSON; `seam explain` prints them). A destination that is a Service
+//! address and port is explained as the dataplane treats it: translated to one of the Service's
+//! backends before policy sees it, so each candidate backend gets its own verdict
+//! ([`ServiceMatch`]).
 //!
 //! What the controller does not know is said, not guessed: endpoints carry no named ports (rules
 //! on named ports match nothing here). Whether a deciding rule is realized is read back from the
