@@ -61,12 +61,19 @@ pub async fn renew_lease<K>(agent: Arc<Agent<K>>) {
     let every = Duration::from_secs(NODE_LEASE_RENEW_SECONDS);
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A renewal that hangs must not hold up the next one past the lease's life.
+    let client = agent.client.clone().with_timeout(every);
     let mut failing = false;
     loop {
         tick.tick().await;
+        // The controller takes a lease only for a node it knows: wait for the sync's first
+        // registration and view.
+        if !agent.synced.load(std::sync::atomic::Ordering::Acquire) {
+            continue;
+        }
         // Taken before the request: the controller's TTL starts no earlier than this.
         let asked = Instant::now();
-        match agent.client.renew_node_lease(&agent.config.node).await {
+        match client.renew_node_lease(&agent.config.node).await {
             Ok(()) => {
                 *agent
                     .lease_renewed_at
@@ -168,11 +175,14 @@ where
     let mut seen: Option<(u64, BTreeSet<Ipv4Addr>)> = None;
     let mut last_pass = Instant::now();
     let mut first = true;
+    // The sender lives in the agent; should it ever be gone, stop waiting on it.
+    let mut applied_open = true;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(POLL) => {}
-            changed = applied.changed() => {
-                if changed.is_ok() {
+            changed = applied.changed(), if applied_open => {
+                applied_open = changed.is_ok();
+                if applied_open {
                     let now = applied.borrow_and_update().clone();
                     if let Err(e) = forget_stale_flows(&kernel, &last_applied, &now).await {
                         // The entries expire by themselves (UDP: 30 s idle, 120 s once

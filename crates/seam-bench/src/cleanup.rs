@@ -16,8 +16,8 @@ use anyhow::Context;
 use seam_lab::LabSpec;
 
 /// Lab name prefixes this tool uses.
-pub const KINDS: [&str; 9] = [
-    "bcni", "bmem", "btput", "bpol", "bprop", "bfail", "brst", "bcmem", "bctls",
+pub const KINDS: [&str; 11] = [
+    "bcni", "bmem", "btput", "bpol", "bprop", "bfail", "brst", "bcmem", "bctls", "bsvc", "bsvt",
 ];
 
 static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());

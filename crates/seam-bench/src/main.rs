@@ -13,6 +13,8 @@ mod gateway;
 mod memory;
 mod policy;
 mod policy_gen;
+mod services;
+mod services_lab;
 mod stats;
 mod throughput;
 mod util;
@@ -57,6 +59,17 @@ enum Cmd {
     /// The policy compiler and nftables at scale: compile time, incremental changes applied to
     /// a real table, rules per node, memory, connection latency with 10 and 1,000 policies.
     Policy(policy::PolicyOpts),
+    /// Issue 12, Services: sync of 10,000 Services x 10 endpoints into the kernel, one Service
+    /// added and one endpoint changed (p99), new-connection latency through a ClusterIP with 10
+    /// and 10,000 Services, each against kube-proxy's iptables layout in the same run; throughput
+    /// through a ClusterIP; memory.
+    Services(services::ServicesOpts),
+    /// Issue 12: iperf3 pod -> ClusterIP -> pod on another node against pod -> pod, on a
+    /// 2-node lab whose agents translate the Service (target ratio >= 0.95).
+    ServicesThroughput(services_lab::LabThroughputOpts),
+    /// (internal) The child process `services` measures memory in.
+    #[command(hide = true)]
+    ServicesMemory(services::MemoryChildOpts),
     /// (internal) The child process `policy` measures memory in.
     #[command(hide = true)]
     PolicyMemory(policy::MemoryChildOpts),
@@ -152,6 +165,16 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             policy::memory_child(o)?;
             return Ok(true);
         }
+        Cmd::Services(o) => {
+            let s = services::run(o)?;
+            s.print();
+            reproduce(&o.command());
+            return Ok(s.ok());
+        }
+        Cmd::ServicesMemory(o) => {
+            services::memory_child(o)?;
+            return Ok(true);
+        }
         Cmd::PropagationWatcher(o) => {
             control::watcher(o)?;
             return Ok(true);
@@ -209,13 +232,22 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             reproduce(&o.command());
             Ok(r.ok())
         }
+        Cmd::ServicesThroughput(o) => {
+            let r = services_lab::run(&bin_dir, &o)?;
+            reproduce(&o.command());
+            Ok(r.ok())
+        }
         Cmd::ControllerMemory(o) => {
             control::controller_memory(&bin_dir, &o)?;
             reproduce(&o.command());
             Ok(true)
         }
         Cmd::All(a) => all(&bin_dir, &a),
-        Cmd::Policy(_) | Cmd::PolicyMemory(_) | Cmd::PropagationWatcher(_) => Ok(true),
+        Cmd::Policy(_)
+        | Cmd::PolicyMemory(_)
+        | Cmd::Services(_)
+        | Cmd::ServicesMemory(_)
+        | Cmd::PropagationWatcher(_) => Ok(true),
     }
 }
 

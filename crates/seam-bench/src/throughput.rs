@@ -231,7 +231,7 @@ pub(crate) fn iperf_towards(
 }
 
 /// Waits until process `pid` listens on `ip:port` (its namespace's `/proc/<pid>/net/tcp`).
-fn wait_listening(pid: u32, ip: Ipv4Addr, port: u16) -> anyhow::Result<()> {
+pub(crate) fn wait_listening(pid: u32, ip: Ipv4Addr, port: u16) -> anyhow::Result<()> {
     // /proc/net/tcp writes the address as the in-memory u32, i.e. little-endian hex here.
     let want = format!("{:08X}:{port:04X}", u32::from_le_bytes(ip.octets()));
     let deadline = Instant::now() + Duration::from_secs(5);

@@ -705,6 +705,8 @@ impl Controller {
             }
         }
         let current = endpoints.iter().find(|e| e.object.name == endpoint.name);
+        // The adapter only relabels what an agent published.
+        crate::authz::check_relabel(current.map(|c| &c.object), &endpoint)?;
         // Nor may it replace another node's.
         if let Some(owner) = current.map(|c| &c.object.node) {
             crate::authz::check_own(owner, || {

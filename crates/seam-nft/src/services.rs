@@ -293,7 +293,28 @@ pub struct ServiceModel {
     pub chains: BTreeMap<String, SvcChain>,
     /// `aff_<hash>` sets by name, with their timeout in seconds.
     pub affinity_sets: BTreeMap<String, u32>,
+    /// How many frontends go to each `m_<N>`/`n_<N>` chain, for [`ServiceModel::update`].
+    pub(crate) spread_users: SpreadUsers,
 }
+
+/// The number of frontends of each shared chain, kept by [`ServiceModel::update`] (and counted
+/// when first needed in a model made otherwise, such as one read back). Not part of what the
+/// model says: models equal in everything else are equal.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SpreadUsers {
+    /// The counts match the model's frontends.
+    known: bool,
+    /// Chain name → frontends that go to it (chains no frontend goes to are left out).
+    users: BTreeMap<Arc<str>, usize>,
+}
+
+impl PartialEq for SpreadUsers {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for SpreadUsers {}
 
 /// The name of the shared chain of frontends of this kind with `count` backends.
 pub fn spread_chain(node_port: bool, count: usize) -> String {
@@ -376,12 +397,140 @@ impl ServiceModel {
                         Arc::from(name)
                     });
                     out.backends.insert(f.key, Arc::from(f.backends.as_slice()));
+                    *out.spread_users.users.entry(name.clone()).or_insert(0) += 1;
                     name.clone()
                 }
             };
             out.frontends.insert(f.key, chain);
         }
+        out.spread_users.known = true;
         out
+    }
+
+    /// Brings the model to what [`ServiceModel::from_desired`] makes of a result that differs
+    /// from this model's in the frontends of `changes` only (each key with its frontend now,
+    /// `None`: gone) and in the rest (`hairpin`, `segment_subnets`, `lb_addresses`): at the cost
+    /// of those frontends, not of every Service. The shared `m_<N>`/`n_<N>` chains come and go
+    /// with their first and last frontend, the affinity chains and sets with their frontend.
+    pub fn update<'a>(
+        &mut self,
+        changes: impl IntoIterator<Item = (FrontendKey, Option<&'a Frontend>)>,
+        hairpin: &BTreeSet<Ipv4Addr>,
+        segment_subnets: &BTreeSet<Ipv4Net>,
+        lb_addresses: &BTreeSet<Ipv4Addr>,
+    ) {
+        self.enabled = true;
+        self.count_spread_users();
+        for (key, now) in changes {
+            self.remove_frontend(&key);
+            if let Some(f) = now {
+                debug_assert_eq!(f.key, key);
+                self.add_frontend(f);
+            }
+        }
+        let inside = prefix_ranges(segment_subnets);
+        if self.inside != inside {
+            self.inside = inside;
+        }
+        if &self.hairpin != hairpin {
+            self.hairpin = hairpin.clone();
+        }
+        if &self.lb_addresses != lb_addresses {
+            self.lb_addresses = lb_addresses.clone();
+        }
+    }
+
+    /// Counts the frontends of each shared chain, unless they are counted already.
+    fn count_spread_users(&mut self) {
+        if self.spread_users.known {
+            return;
+        }
+        let mut users: BTreeMap<Arc<str>, usize> = BTreeMap::new();
+        for chain in self.frontends.values() {
+            if matches!(
+                self.chains.get(&**chain),
+                Some(SvcChain::Spread { .. } | SvcChain::NodeSpread { .. })
+            ) {
+                *users.entry(chain.clone()).or_insert(0) += 1;
+            }
+        }
+        self.spread_users = SpreadUsers { known: true, users };
+    }
+
+    /// Takes frontend `key` out, with its chains no other frontend goes to.
+    fn remove_frontend(&mut self, key: &FrontendKey) {
+        self.reject.remove(key);
+        self.masquerade.remove(key);
+        self.backends.remove(key);
+        let Some(chain) = self.frontends.remove(key) else {
+            return;
+        };
+        match self.chains.get(&*chain) {
+            Some(SvcChain::Spread { .. } | SvcChain::NodeSpread { .. }) => {
+                if let Some(n) = self.spread_users.users.get_mut(&chain) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        self.spread_users.users.remove(&chain);
+                        self.chains.remove(&*chain);
+                    }
+                }
+            }
+            Some(SvcChain::Affinity { .. }) => {
+                // Its chains and sets are named after the frontend: no other one has them.
+                if let Some(SvcChain::Affinity { sticky }) = self.chains.remove(&*chain) {
+                    for se in sticky {
+                        self.chains.remove(&se);
+                        self.affinity_sets.remove(&affinity_set_of(&se));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Puts frontend `f` in (its key not in the model), as [`ServiceModel::from_desired`] does.
+    fn add_frontend(&mut self, f: &Frontend) {
+        if f.backends.is_empty() {
+            self.reject.insert(f.key);
+            return;
+        }
+        if f.masquerade_outside {
+            self.masquerade.insert(f.key);
+        }
+        let chain: Arc<str> = match f.affinity_timeout {
+            Some(timeout) => Arc::from(self.affinity(f, timeout)),
+            None => {
+                let node_port = f.key.is_node_port();
+                let count = f.backends.len();
+                let name = spread_chain(node_port, count);
+                // The chain's name as the other frontends of the chain hold it, if any.
+                let shared = self
+                    .spread_users
+                    .users
+                    .get_key_value(name.as_str())
+                    .map(|(n, _)| n.clone());
+                let name = match shared {
+                    Some(shared) => shared,
+                    None => {
+                        let count = u32::try_from(count).unwrap_or(u32::MAX);
+                        self.chains.insert(
+                            name.clone(),
+                            if node_port {
+                                SvcChain::NodeSpread { count }
+                            } else {
+                                SvcChain::Spread { count }
+                            },
+                        );
+                        Arc::from(name)
+                    }
+                };
+                *self.spread_users.users.entry(name.clone()).or_insert(0) += 1;
+                self.backends
+                    .insert(f.key, Arc::from(f.backends.as_slice()));
+                name
+            }
+        };
+        self.frontends.insert(f.key, chain);
     }
 
     /// Adds the affinity chains and sets of `f`; returns its `sa_` chain.
@@ -645,20 +794,22 @@ fn set_difference<T: Ord + Copy>(
     added.extend(new.difference(old).map(|k| wrap(*k)));
 }
 
-/// The same for two maps: a key whose value changed is deleted and added again (the kernel
-/// refuses to add an existing key with other data).
-fn map_difference<K: Ord + Copy, V: PartialEq>(
-    old: &BTreeMap<K, V>,
-    new: &BTreeMap<K, V>,
-    wrap: impl Fn(K, &V) -> SvcElement,
+/// The same for the frontends' chains: a key whose chain changed is deleted and added again (the
+/// kernel refuses to add an existing key with other data). One walk; the frontends of a model
+/// updated from the other share their chains' names, so most compare by pointer.
+fn map_difference<K: Ord + Copy>(
+    old: &BTreeMap<K, Arc<str>>,
+    new: &BTreeMap<K, Arc<str>>,
+    wrap: impl Fn(K, &Arc<str>) -> SvcElement,
     gone: &mut Vec<SvcElement>,
     added: &mut Vec<SvcElement>,
 ) {
-    if old == new {
-        return;
-    }
     for (k, before, now) in crate::table::paired(old, new) {
-        if before == now {
+        let same = match (before, now) {
+            (Some(b), Some(n)) => Arc::ptr_eq(b, n) || b == n,
+            _ => false,
+        };
+        if same {
             continue;
         }
         if let Some(v) = before {
@@ -838,6 +989,8 @@ impl ServiceModel {
     /// when the operation is not about the Services part (a policy one).
     pub(crate) fn apply_op(&mut self, op: &crate::TableOp) -> Result<bool, BatchError> {
         use crate::TableOp;
+        // The shared chains' users are counted again by the next `update`.
+        self.spread_users.known = false;
         match op {
             TableOp::AddServiceBase => self.enabled = true,
             TableOp::DeleteServiceBase => {
@@ -1203,6 +1356,9 @@ impl Listed {
         Some(model)
     }
 }
+
+#[cfg(test)]
+mod update_tests;
 
 #[cfg(test)]
 mod tests {

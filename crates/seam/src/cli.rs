@@ -55,6 +55,15 @@ pub enum Output {
     Yaml,
 }
 
+/// `seam explain -o`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExplainOutput {
+    /// The human layout.
+    Text,
+    /// JSON (as `--json`).
+    Json,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
     /// Build, inspect and remove a lab of network namespaces on this machine.
@@ -100,17 +109,22 @@ pub enum Cmd {
         #[command(flatten)]
         target: Target,
     },
-    /// Explain the policy verdict for a new connection, per direction, from the engine.
+    /// Explain the policy verdict for a new connection, per direction, from the engine. To a
+    /// Service address (ClusterIP, externalIP, LoadBalancer address, node address + NodePort):
+    /// the Service port, and each candidate backend with its verdict (policy sees the backend).
     Explain {
         /// Source: namespace/name of an endpoint, or an IPv4 address.
         src: String,
-        /// Destination: namespace/name of an endpoint, or an IPv4 address.
+        /// Destination: namespace/name of an endpoint, or an IPv4 address (a Service's too).
         dst: String,
         /// PORT/PROTO: 80/tcp, 53/udp, 8/icmp (ICMP type), or just a TCP port.
         port: String,
-        /// Print JSON.
+        /// Print JSON (as `-o json`).
         #[arg(long)]
         json: bool,
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value = "text")]
+        output: ExplainOutput,
         #[command(flatten)]
         target: Target,
     },

@@ -1287,8 +1287,12 @@ fn controller_flag_values_are_accepted_by_its_parsers() {
         vni_base: one("--vni-base")
             .parse()
             .unwrap_or_else(|e| panic!("--vni-base: {e}")),
-        // Not given in deploy/: the defaults.
-        ..seam_controller::ControllerConfig::default()
+        service_cidr: one("--service-cidr")
+            .parse()
+            .unwrap_or_else(|e| panic!("--service-cidr: {e}")),
+        node_port_range: one("--node-port-range")
+            .parse()
+            .unwrap_or_else(|e| panic!("--node-port-range: {e}")),
     };
     assert_eq!(config.validate(), Ok(()));
     assert!(matches!(one("--log-format").as_str(), "text" | "json"));
@@ -1342,14 +1346,14 @@ fn configmap_values_are_the_binaries_defaults() {
 /// seam-config keys that hold the cluster's own addresses rather than a binary's default.
 const CLUSTER_KEYS: [&str; 2] = ["controller", "store"];
 
-/// kubeadm's Service range (kube-apiserver's `--service-cluster-ip-range` default), which is also
-/// the Seam controller's `--service-cidr` default.
-const SERVICE_CIDR: ([u8; 4], u32) = ([10, 96, 0, 0], 12);
-
-fn in_service_cidr(ip: std::net::Ipv4Addr) -> bool {
-    let (net, len) = SERVICE_CIDR;
-    let mask = u32::MAX << (32 - len);
-    u32::from(ip) & mask == u32::from(std::net::Ipv4Addr::from(net)) & mask
+/// Whether `ip` is in `cidr` (`a.b.c.d/len`): the Service range of seam-config (which must be
+/// kube-apiserver's `--service-cluster-ip-range`).
+fn in_cidr(cidr: &str, ip: std::net::Ipv4Addr) -> bool {
+    let (net, len) = cidr.split_once('/').unwrap_or_else(|| panic!("{cidr}"));
+    let net: std::net::Ipv4Addr = net.parse().unwrap_or_else(|e| panic!("{cidr}: {e}"));
+    let len: u32 = len.parse().unwrap_or_else(|e| panic!("{cidr}: {e}"));
+    let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+    u32::from(ip) & mask == u32::from(net) & mask
 }
 
 /// `scheme://IPv4:port` → the address, which must be a literal IPv4 address (no name: cluster
@@ -1392,6 +1396,8 @@ fn nothing_needs_kube_proxy_or_a_cluster_ip() {
 
     // The agents: several controller replicas at node addresses, outside the Service range.
     let data = config_data(&set);
+    let services = data["service-cidr"].as_str();
+    let in_service_cidr = |ip| in_cidr(services, ip);
     let endpoints: Vec<&str> = data["controller"].split(',').collect();
     assert!(
         endpoints.len() >= 2,

@@ -201,6 +201,15 @@ async fn a_service_reaches_the_table_with_its_backends_and_loses_a_removed_one()
         backends(&s.n1, cluster_ip(80)).await.as_ref() == Some(&want)
     })
     .await;
+    // What the kernel now translates is published (the conntrack cleanup compares it).
+    eventually("the applied Services are published", || async {
+        let applied = s.n1.agent.applied_services.borrow().clone();
+        applied
+            .frontends
+            .iter()
+            .any(|f| f.key == cluster_ip(80) && f.backends == want)
+    })
+    .await;
     // Both pods are on this node: a pod reaching itself through the Service is masqueraded.
     let d = desired(&s.n1).await.unwrap();
     assert_eq!(d.hairpin, [a, b].into());

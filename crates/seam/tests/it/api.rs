@@ -577,3 +577,80 @@ spec: {addresses: [203.0.113.0/30]}
     assert!(wide.contains("192.0.2.10:5432"), "{wide}");
     assert!(ctl.ok(&["get", "endpointslices"]).contains("db-1"));
 }
+
+/// `seam explain` to a ClusterIP: the Service port, the backend with its target port and the
+/// verdict of the flow to it (policy sees the backend); `-o json` the same; a port the Service
+/// does not have is not translated.
+#[test]
+fn explain_through_a_service_names_each_backend_with_its_verdict() {
+    let ctl = Controller::start();
+    ctl.block_on(|c| async move {
+        c.put_node(&Node {
+            name: "n1".into(),
+            underlay_ip: [198, 18, 0, 1].into(),
+            role: NodeRole::Worker,
+            transit_encap: Default::default(),
+            underlay_prefix_len: None,
+        })
+        .await
+        .unwrap();
+        c.put_segment(&segment("blue", 1, 100)).await.unwrap();
+        c.put_segment(&segment("green", 2, 101)).await.unwrap();
+        c.claim_block("blue", "n1").await.unwrap();
+        c.claim_block("green", "n1").await.unwrap();
+        c.put_endpoint(&endpoint("blue", "web-1", 1)).await.unwrap();
+        c.put_endpoint(&endpoint("green", "db-1", 2)).await.unwrap();
+        let service: seam_model::Service = serde_json::from_value(serde_json::json!({
+            "name": "web", "namespace": "blue",
+            "spec": {
+                "selector": {"app": "web-1"},
+                "ports": [
+                    {"name": "https", "port": 80, "targetPort": 443},
+                    {"name": "alt", "port": 81, "targetPort": 8080}
+                ],
+                "clusterIP": {"address": "10.96.0.10"}
+            }
+        }))
+        .unwrap();
+        c.put_service(&service).await.unwrap();
+    });
+    let (ok, stdout, stderr) = ctl.seam(&["apply", "-f", "-"], SEED);
+    assert!(ok, "{stdout}{stderr}");
+
+    let text = ctl.ok(&["explain", "green/db-1", "10.96.0.10", "80/tcp"]);
+    assert!(
+        text.contains("service  blue/web port https (80/TCP) -> targetPort 443, ClusterIP 10.96.0.10, translated on n1"),
+        "{text}"
+    );
+    assert!(text.contains("verdict  ALLOWED"), "{text}");
+    let line = text.lines().find(|l| l.contains("10.1.0.5")).unwrap();
+    assert!(
+        line.contains("blue/web-1 10.1.0.5:443 on n1") && line.ends_with("allowed"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Contract contract-web rule 0 (web)"),
+        "{text}"
+    );
+
+    // Port 81 goes to 8080, which the contract does not open.
+    let json = ctl.ok(&[
+        "explain",
+        "green/db-1",
+        "10.96.0.10",
+        "81/tcp",
+        "-o",
+        "json",
+    ]);
+    let j: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(j["allowed"], false, "{json}");
+    assert_eq!(j["service"]["outcome"], "denied", "{json}");
+    assert_eq!(j["service"]["backends"][0]["port"], 8080, "{json}");
+    assert_eq!(
+        j["service"]["backends"][0]["ingress"]["decision"], "deny",
+        "{json}"
+    );
+
+    let text = ctl.ok(&["explain", "green/db-1", "10.96.0.10", "82/tcp"]);
+    assert!(text.contains("nothing translates it"), "{text}");
+}
