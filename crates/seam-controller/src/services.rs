@@ -7,8 +7,8 @@
 //! `/seam/v1/allocations/` created with `Absent` compares, kept with `ModRevision` compares and
 //! deleted with the Service, so no two Services ever hold one of them, across replicas too. A
 //! LoadBalancer Service whose pool is missing or exhausted is stored without an address and
-//! with an `AddressAllocated=False` condition; after every pool write the controller tries the
-//! pending ones again ([`Controller::retry_pending_services`]).
+//! with an `AddressAllocated=False` condition; after every pool write (and Service delete) the
+//! controller tries the pending ones again ([`Controller::retry_pending_services`]).
 //!
 //! Address pools may not overlap each other, the service range, a segment or the controller's
 //! pool; a pool cannot lose (or be deleted with) addresses Services hold.
@@ -132,6 +132,8 @@ async fn delete_service(
         c.delete_service(&name),
     )
     .await?;
+    // Its LoadBalancer address may be the one a pending Service waits for.
+    c.retry_pending_logged().await;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -73,7 +73,7 @@ pub enum Cmd {
     },
     /// Create or replace objects from a file (YAML documents or JSON): NetworkPolicy,
     /// AdminNetworkPolicy, BaselineAdminNetworkPolicy, EndpointGroup, Contract, v1 Namespace,
-    /// Tenant.
+    /// Tenant, v1 Service, discovery.k8s.io/v1 EndpointSlice, seam.dev/v1alpha1 AddressPool.
     /// Every document is validated first, then all are written in one transaction on the
     /// controller: one bad document, or one the controller refuses, and nothing is applied.
     Apply {

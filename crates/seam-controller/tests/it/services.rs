@@ -200,7 +200,18 @@ async fn an_exhausted_pool_leaves_a_condition_until_the_pool_grows() {
     assert!(err.to_string().contains("web/a"), "{err}");
     let err = c.delete_address_pool("public").await.unwrap_err();
     assert!(err.is_conflict(), "{err}");
+    // A Service that goes frees its address for a pending one.
+    let waiting = c
+        .put_service(&service("c", ServiceType::LoadBalancer))
+        .await
+        .unwrap();
+    assert_eq!(waiting.status.conditions[0].reason, POOL_EXHAUSTED);
     c.delete_service("web", "a").await.unwrap();
+    assert_eq!(
+        lb_address(&c.get_service("web", "c").await.unwrap()),
+        Some(ip("203.0.113.7"))
+    );
+    c.delete_service("web", "c").await.unwrap();
     c.delete_service("web", "b").await.unwrap();
     c.delete_address_pool("public").await.unwrap();
     srv.stop().await;

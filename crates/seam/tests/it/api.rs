@@ -529,6 +529,55 @@ fn get_and_delete_services_pools_and_slices() {
     assert_eq!(ctl.ok(&["get", "services"]).lines().count(), 1);
 }
 
+#[test]
+fn apply_of_a_service_its_slice_and_a_pool_as_kubernetes_writes_them() {
+    let ctl = Controller::start();
+    let manifest = "\
+apiVersion: v1
+kind: Service
+metadata: {name: front, namespace: web}
+spec:
+  type: LoadBalancer
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: db, namespace: web}
+spec:
+  ports: [{port: 5432}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: db-1
+  namespace: web
+  labels: {kubernetes.io/service-name: db}
+addressType: IPv4
+endpoints: [{addresses: [192.0.2.10]}]
+ports: [{port: 5432}]
+---
+apiVersion: seam.dev/v1alpha1
+kind: AddressPool
+metadata: {name: public}
+spec: {addresses: [203.0.113.0/30]}
+";
+    let (ok, stdout, stderr) = ctl.seam(&["apply", "-f", "-"], manifest);
+    assert!(ok, "{stdout}{stderr}");
+    let table = ctl.ok(&["get", "services"]);
+    let front = table
+        .lines()
+        .find(|l| l.contains("front"))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(front.contains("203.0.113.0"), "{table}");
+    let db = table.lines().find(|l| l.contains(" db ")).unwrap();
+    // One ready backend, from the slice.
+    assert!(db.trim_end().ends_with('1'), "{table}");
+    let wide = ctl.ok(&["get", "services", "-o", "wide"]);
+    assert!(wide.contains("192.0.2.10:5432"), "{wide}");
+    assert!(ctl.ok(&["get", "endpointslices"]).contains("db-1"));
+}
+
 /// `seam explain` to a ClusterIP: the Service port, the backend with its target port and the
 /// verdict of the flow to it (policy sees the backend); `-o json` the same; a port the Service
 /// does not have is not translated.
