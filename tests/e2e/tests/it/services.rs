@@ -872,11 +872,12 @@ spec:
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    println!("{text}");
     assert!(out.status.success(), "{text}");
     for web in &s.webs {
         let line = text
             .lines()
-            .find(|l| l.contains(&web.ip.to_string()))
+            .find(|l| l.starts_with("backend") && l.contains(&format!(" {}:", web.ip)))
             .unwrap_or_else(|| panic!("{} ({}) in: {text}", web.name, web.ip));
         let denied = line.to_lowercase().contains("den") || line.to_lowercase().contains("drop");
         assert_eq!(denied, web.name == "web-2", "{line}\n{text}");
