@@ -18,6 +18,7 @@ mod attach;
 pub mod blocks;
 mod config;
 mod error;
+pub mod gateway;
 pub mod identity;
 pub mod leases;
 pub mod reconcile;
@@ -80,6 +81,14 @@ pub struct Agent<K> {
     /// Segments that vanished from the controller while live leases use them (reported once).
     orphaned_segments: std::sync::Mutex<std::collections::BTreeSet<String>>,
     publish_tx: mpsc::UnboundedSender<sync::Publish>,
+    /// The Services the kernel translates now, as last applied (published by the Service
+    /// reconcile after the table that holds them is in the kernel): [`gateway::run`] compares
+    /// each new value with the one before and deletes the conntrack entries of removed
+    /// backends.
+    pub applied_services: tokio::sync::watch::Sender<Arc<seam_nft::services::DesiredServices>>,
+    /// When this gateway's node lease was last renewed (`None`: not yet, or not a gateway): its
+    /// LoadBalancer addresses live as long as the lease does.
+    pub lease_renewed_at: std::sync::Mutex<Option<std::time::Instant>>,
     /// Endpoints of this node the controller refuses for now, by name, with its answer: the
     /// publisher keeps retrying them, and CHECK of their attachment reports the refusal.
     refused: Mutex<std::collections::BTreeMap<String, String>>,
@@ -164,9 +173,11 @@ impl<K: NodeKernel + Firewall + 'static> Agent<K> {
             orphaned_segments: std::sync::Mutex::new(std::collections::BTreeSet::new()),
             publish_tx,
             refused: Mutex::new(std::collections::BTreeMap::new()),
+            applied_services: tokio::sync::watch::Sender::new(Arc::default()),
+            lease_renewed_at: std::sync::Mutex::new(None),
         });
         let listener = server::bind(&agent.config.socket)?;
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(server::serve(agent.clone(), listener)),
             tokio::spawn(sync::run(agent.clone())),
             tokio::spawn(sync::publisher(agent.clone(), publish_rx)),
@@ -174,6 +185,11 @@ impl<K: NodeKernel + Firewall + 'static> Agent<K> {
             tokio::spawn(reconcile::reaper(agent.clone())),
             tokio::spawn(blocks::run(agent.clone())),
         ];
+        // A gateway's lease says it is alive: LoadBalancer addresses are served by the gateways
+        // that hold one.
+        if agent.config.role == seam_model::NodeRole::Gateway {
+            tasks.push(tokio::spawn(gateway::renew_lease(agent.clone())));
+        }
         Ok(Running { agent, tasks })
     }
 

@@ -9,6 +9,7 @@ use seam_dataplane::{
     host_ifname, plan, DesiredNode, Firewall, LinkOp, NodeKernel, RemoteEntry, SegmentSpec,
 };
 use seam_model::{gateway_mac, vm_port_name, EndpointKind};
+use seam_nft::services::DesiredServices;
 use seam_nft::table::{self, TableModel};
 
 use crate::Agent;
@@ -134,10 +135,12 @@ fn report_orphaned<K>(agent: &Agent<K>, now: BTreeSet<String>) {
 }
 
 /// Compiles this node's firewall from the view (policies, tenants, namespaces, endpoints; only the
-/// node's own endpoints get rules) into the kernel objects that realize it.
+/// node's own endpoints get rules) into the kernel objects that realize it, with what the node
+/// translates for Services ([`crate::services`]) in the same table; returns the table and the
+/// Services it holds.
 pub async fn firewall_ruleset<K: NodeKernel + Firewall + 'static>(
     agent: &Agent<K>,
-) -> Result<TableModel, String> {
+) -> Result<(TableModel, Arc<DesiredServices>), String> {
     // What changed is taken and compiled under one hold of the view (write, then read): no event can
     // land between the two and be missed. The compiler compares only the named objects, or everything
     // after a re-list and on its first pass.
@@ -147,10 +150,10 @@ pub async fn firewall_ruleset<K: NodeKernel + Firewall + 'static>(
     let view = view.downgrade();
     // Services first, from what changed for them only: their result is kept (and written with the
     // next policy that compiles) even when policy fails to compile below.
-    let services = {
+    let (desired_services, services) = {
         let mut cache = agent.services.lock().await;
-        cache.sync(&view, &service_changes);
-        cache.model().clone()
+        let (desired, _) = cache.sync(&view, &service_changes);
+        (desired, cache.model().clone())
     };
     let mut guard = agent.firewall_compiler.lock().await;
     let (compiler, renderer) = &mut *guard;
@@ -169,7 +172,7 @@ pub async fn firewall_ruleset<K: NodeKernel + Firewall + 'static>(
     let mut model = renderer.model(ruleset);
     // One table, one write: policy and Services together.
     model.services = services;
-    Ok(model)
+    Ok((model, desired_services))
 }
 
 /// Observes once, plans, applies every operation (continuing past failures), and reports how
@@ -221,11 +224,12 @@ pub async fn reconcile_once<K: NodeKernel + Firewall + 'static>(
     // The firewall follows the same level-triggered pass: compile from the view, then change the
     // kernel's table in place by what differs (see `seam_nft::table`).
     match firewall_ruleset(agent).await {
-        Ok(model) => {
-            if let Err(e) = apply_firewall(agent, model).await {
+        Ok((model, services)) => match apply_firewall(agent, model).await {
+            Ok(()) => publish_applied_services(agent, services),
+            Err(e) => {
                 first_error.get_or_insert(e);
             }
-        }
+        },
         Err(e) => {
             tracing::error!(error = %e, "compiling the firewall failed; the previous one stays")
         }
@@ -234,6 +238,19 @@ pub async fn reconcile_once<K: NodeKernel + Firewall + 'static>(
         Some(e) => Err(e),
         None => Ok(ops.len()),
     }
+}
+
+/// Says which Services the kernel translates now that the table holding them is applied (what
+/// follows them, the conntrack cleanup of removed backends, runs after the kernel changed).
+fn publish_applied_services<K>(agent: &Agent<K>, services: Arc<DesiredServices>) {
+    // The same result as last time is the same `Arc` (see `ServiceCache::sync`): nothing to say.
+    agent.applied_services.send_if_modified(|applied| {
+        if Arc::ptr_eq(applied, &services) {
+            return false;
+        }
+        *applied = services;
+        true
+    });
 }
 
 /// Brings the kernel's table to `model`: in place from what the kernel holds (known from the last

@@ -9,14 +9,22 @@
 //! Service's frontends as they were, and assembles the node's [`DesiredServices`] when anything
 //! changed at all; with nothing changed it hands back the last one. Policy is not read here, and
 //! nothing here makes the firewall compiler recompile it.
+//!
+//! The result is the Services part of the one table [`crate::reconcile`] writes: policy and
+//! Services change in one transaction. Translation happens in the nat hooks (prerouting and
+//! output, priority dstnat) and policy in the forward hook, after it: policy sees a connection to
+//! a Service with its backend as the destination, as Kubernetes expects. A backend on the
+//! client's own bridge answers the client's MAC directly; that bridged reply passes conntrack
+//! (and gets the Service's address back) only through br_netfilter, which `seamd` turns on.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
+use ipnet::Ipv4Net;
 use seam_dataplane::services::{assemble, service_frontends, DesiredServices, Frontend};
 use seam_model::{Endpoint, EndpointSlice, NodeRole, ResolvedPort, Service};
-use seam_nft::services::ServiceModel;
+use seam_nft::services::{FrontendKey, ServiceModel};
 
 use crate::ClusterView;
 
@@ -86,9 +94,16 @@ pub struct ServiceCache {
     role: NodeRole,
     /// Frontends of each Service by `namespace/name` (Services that have none are left out).
     frontends: BTreeMap<String, Vec<Frontend>>,
+    /// The Services with a frontend at each key: the first one's is the result's (as
+    /// [`assemble`] picks, Services in name order).
+    owners: BTreeMap<FrontendKey, BTreeSet<String>>,
+    /// How many backends of the result's frontends have each address (hairpin: the local ones).
+    backend_addrs: BTreeMap<Ipv4Addr, usize>,
+    /// This node's endpoints: name → address.
+    local: BTreeMap<String, Ipv4Addr>,
     /// The last result; `None` before the first pass.
     desired: Option<Arc<DesiredServices>>,
-    /// The table's Services part for it (built again only when it changed).
+    /// The table's Services part for it (changed with it, frontend by frontend).
     model: ServiceModel,
 }
 
@@ -99,6 +114,9 @@ impl ServiceCache {
             node,
             role,
             frontends: BTreeMap::new(),
+            owners: BTreeMap::new(),
+            backend_addrs: BTreeMap::new(),
+            local: BTreeMap::new(),
             desired: None,
             model: ServiceModel::default(),
         }
@@ -141,32 +159,143 @@ impl ServiceCache {
             affected(view, changes)
         };
         let index = (keys.len() > INDEX_ABOVE).then(|| Index::new(view));
+        // The frontend keys whose Services' frontends changed: only they can change the result.
+        let mut touched: BTreeSet<FrontendKey> = BTreeSet::new();
         for key in keys {
-            let frontends = view.services.get(&key).map(|service| {
-                let ports = resolve_in(view, index.as_ref(), service);
-                service_frontends(&self.node, service, &ports)
-            });
-            match frontends {
-                Some(f) if !f.is_empty() => {
-                    self.frontends.insert(key, f);
-                }
-                _ => {
-                    self.frontends.remove(&key);
+            let now = view
+                .services
+                .get(&key)
+                .map(|service| {
+                    let ports = resolve_in(view, index.as_ref(), service);
+                    service_frontends(&self.node, service, &ports)
+                })
+                .filter(|f| !f.is_empty());
+            if self.frontends.get(&key) == now.as_ref() {
+                continue;
+            }
+            let before = match now {
+                Some(f) => self.frontends.insert(key.clone(), f),
+                None => self.frontends.remove(&key),
+            };
+            for f in before.iter().flatten() {
+                touched.insert(f.key);
+                if let Some(owners) = self.owners.get_mut(&f.key) {
+                    owners.remove(&key);
+                    if owners.is_empty() {
+                        self.owners.remove(&f.key);
+                    }
                 }
             }
+            for f in self.frontends.get(&key).into_iter().flatten() {
+                touched.insert(f.key);
+                self.owners.entry(f.key).or_default().insert(key.clone());
+            }
         }
-        let local: BTreeSet<Ipv4Addr> = view
-            .endpoints
-            .values()
-            .filter(|e| e.node == self.node)
-            .map(|e| e.ip)
+        // This node's endpoints (for hairpin): looked for among those that changed only.
+        if everything {
+            self.local = view
+                .endpoints
+                .values()
+                .filter(|e| e.node == self.node)
+                .map(|e| (e.name.clone(), e.ip))
+                .collect();
+        } else {
+            for name in changes.endpoints.keys() {
+                match view.endpoints.get(name).filter(|e| e.node == self.node) {
+                    Some(e) => self.local.insert(name.clone(), e.ip),
+                    None => self.local.remove(name),
+                };
+            }
+        }
+        let local: BTreeSet<Ipv4Addr> = self.local.values().copied().collect();
+        let subnets: BTreeSet<Ipv4Net> = view.segments.values().map(|s| s.subnet).collect();
+        let lb_addresses = crate::gateway::served_lb_addresses(view, &self.node, self.role);
+        let last = match self.desired.clone() {
+            Some(last) if !everything => last,
+            _ => return self.assemble_all(&local, subnets, &lb_addresses),
+        };
+        // The frontends of the result that are not what their keys' first Services have now.
+        let mut edits: Vec<(FrontendKey, Option<Frontend>)> = Vec::new();
+        for key in touched {
+            let winner = self
+                .owners
+                .get(&key)
+                .and_then(|owners| owners.first())
+                .and_then(|service| self.frontends.get(service))
+                .and_then(|list| list.iter().find(|f| f.key == key));
+            let current = last
+                .frontends
+                .binary_search_by_key(&key, |f| f.key)
+                .ok()
+                .and_then(|i| last.frontends.get(i));
+            if winner != current {
+                if let Some(f) = current {
+                    forget_backends(&mut self.backend_addrs, f);
+                }
+                if let Some(f) = winner {
+                    count_backends(&mut self.backend_addrs, f);
+                }
+                edits.push((key, winner.cloned()));
+            }
+        }
+        let hairpin: BTreeSet<Ipv4Addr> = local
+            .into_iter()
+            .filter(|ip| self.backend_addrs.contains_key(ip))
             .collect();
+        // No Service's frontends moved, nor anything else the result holds: it stands (an
+        // endpoint no Service selects costs only the look for the Services it might be in).
+        if edits.is_empty()
+            && hairpin == last.hairpin
+            && subnets == last.segment_subnets
+            && lb_addresses == last.lb_addresses
+        {
+            return (last, false);
+        }
+        self.model.update(
+            edits.iter().map(|(key, f)| (*key, f.as_ref())),
+            &hairpin,
+            &subnets,
+            &lb_addresses,
+        );
+        // Shared with what was applied last, most often: copied once, then changed in place.
+        let mut next = last;
+        drop(self.desired.take());
+        let desired = Arc::make_mut(&mut next);
+        for (key, f) in edits {
+            match (desired.frontends.binary_search_by_key(&key, |f| f.key), f) {
+                (Ok(i), Some(f)) => desired.frontends[i] = f,
+                (Ok(i), None) => {
+                    desired.frontends.remove(i);
+                }
+                (Err(i), Some(f)) => desired.frontends.insert(i, f),
+                (Err(_), None) => {}
+            }
+        }
+        desired.hairpin = hairpin;
+        desired.segment_subnets = subnets;
+        desired.lb_addresses = lb_addresses;
+        self.desired = Some(next.clone());
+        (next, true)
+    }
+
+    /// The result assembled from every Service's frontends (the first pass, or after a
+    /// re-list), with its model made from scratch.
+    fn assemble_all(
+        &mut self,
+        local: &BTreeSet<Ipv4Addr>,
+        subnets: BTreeSet<Ipv4Net>,
+        lb_addresses: &BTreeSet<Ipv4Addr>,
+    ) -> (Arc<DesiredServices>, bool) {
         let desired = assemble(
             self.frontends.values().flatten(),
-            view.segments.values().map(|s| s.subnet),
-            &local,
-            &served_lb_addresses(view, &self.node, self.role),
+            subnets,
+            local,
+            lb_addresses,
         );
+        self.backend_addrs.clear();
+        for f in &desired.frontends {
+            count_backends(&mut self.backend_addrs, f);
+        }
         let changed = self.desired.as_deref() != Some(&desired);
         if changed {
             self.model = ServiceModel::from_desired(&desired);
@@ -177,19 +306,23 @@ impl ServiceCache {
     }
 }
 
-/// The LoadBalancer addresses this node serves on the external network: on a gateway, those it
-/// owns among the live gateways ([`seam_dataplane::lb::served_addresses`], the same answer the
-/// gateway's address loop computes); none on other nodes.
-fn served_lb_addresses(view: &ClusterView, node: &str, role: NodeRole) -> BTreeSet<Ipv4Addr> {
-    if role != NodeRole::Gateway {
-        return BTreeSet::new();
+/// Counts the addresses of `f`'s backends in `addrs`.
+fn count_backends(addrs: &mut BTreeMap<Ipv4Addr, usize>, f: &Frontend) {
+    for (ip, _) in &f.backends {
+        *addrs.entry(*ip).or_insert(0) += 1;
     }
-    seam_dataplane::lb::served_addresses(
-        node,
-        view.services.values(),
-        &view.nodes,
-        &view.node_leases,
-    )
+}
+
+/// Takes the addresses of `f`'s backends out of `addrs`.
+fn forget_backends(addrs: &mut BTreeMap<Ipv4Addr, usize>, f: &Frontend) {
+    for (ip, _) in &f.backends {
+        if let Some(n) = addrs.get_mut(ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                addrs.remove(ip);
+            }
+        }
+    }
 }
 
 /// The Services `changes` touch: those named, and those whose selector matches a changed

@@ -2,7 +2,8 @@
 //! (`seam_dataplane::transit`) equal to what the view says.
 //!
 //! Every node routes each external endpoint's address (an `Endpoint` of kind `external`, whose
-//! `node` is its gateway) as a /32 to that gateway node: over the underlay without encapsulation
+//! `node` is its gateway) as a /32 to that gateway node (to a live gateway instead when that one's
+//! node lease is gone: `seam_dataplane::lb::return_gateway`): over the underlay without encapsulation
 //! when the gateway publishes `transitEncap: crossSubnet` and its underlay address is in this
 //! node's underlay subnet, else through the transit VXLAN device. A gateway node keeps the
 //! device up to receive (loose rp_filter on it, and on its underlay interface when it accepts
@@ -12,7 +13,8 @@
 //!
 //! The same loop keeps the egress of segments with `snat` on (`seam_dataplane::snat`): on every
 //! node that is not a gateway, policy rules send their traffic for destinations the node has no
-//! specific route to through the transit to the egress gateway (the first gateway node by name);
+//! specific route to through the transit to the egress gateway (the first gateway node by name
+//! that holds a node lease, else the first by name);
 //! on every node, `table ip seam-nat` masquerades what leaves Seam from those segments towards a
 //! destination Seam does not know.
 //!
@@ -60,10 +62,18 @@ pub async fn desired_transit<K>(agent: &Agent<K>) -> (DesiredTransit, Option<Des
         .collect();
     let mut routes = BTreeSet::new();
     for ep in view.endpoints.values() {
-        if &ep.node == me {
+        // An external endpoint is reached through its gateway, or through a live one when its
+        // gateway's lease is gone (the one that took its LoadBalancer addresses over).
+        let via = match ep.kind {
+            EndpointKind::External => {
+                seam_dataplane::lb::return_gateway(&ep.node, ep.ip, &view.nodes, &view.node_leases)
+            }
+            _ => ep.node.as_str(),
+        };
+        if via == me {
             continue;
         }
-        let Some(node) = view.nodes.get(&ep.node) else {
+        let Some(node) = view.nodes.get(via) else {
             continue;
         };
         let direct = routed_peers.contains(node.name.as_str());
@@ -109,9 +119,15 @@ pub async fn desired_transit<K>(agent: &Agent<K>) -> (DesiredTransit, Option<Des
     let egress = if gateway || sources.is_empty() {
         None
     } else {
-        view.nodes
-            .values()
-            .find(|n| n.role == NodeRole::Gateway && n.name != *me)
+        // A gateway whose node lease is gone is skipped while another holds one.
+        let gateways = || {
+            view.nodes
+                .values()
+                .filter(|n| n.role == NodeRole::Gateway && n.name != *me)
+        };
+        gateways()
+            .find(|n| view.node_leases.contains_key(&n.name))
+            .or_else(|| gateways().next())
             .map(|gw| Egress {
                 gateway_ip: gw.underlay_ip,
                 gateway_mac: transit_mac(gw.underlay_ip),

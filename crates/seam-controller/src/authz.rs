@@ -11,7 +11,8 @@
 //!   holds, its own node lease, `ensure-segment` and `renew`;
 //! - adapter (seam-k8s): every GET but the audit log; writes namespaces, tenants (and their
 //!   operations), policies, Services, EndpointSlices and `ensure-segment`: what it translates
-//!   from Kubernetes;
+//!   from Kubernetes; and the labels and named ports of existing endpoints (a pod's, which its
+//!   agent published: [`check_relabel`]), never anything else of an endpoint;
 //! - admin: everything.
 //!
 //! [`enforce`] is the router's outermost middleware: it applies the rate limit, checks a node's
@@ -182,6 +183,8 @@ pub(crate) fn authorize(caller: &Caller, method: &Method, path: &str) -> Decisio
                 &Method::PUT | &Method::DELETE | &Method::POST,
                 Route::Tenants
             ) | (&Method::POST, Route::EnsureSegment)
+                // Relabelling pods' endpoints; the object is checked by check_relabel.
+                | (&Method::PUT, Route::Endpoints)
         ),
         CallerRole::Node if read => matches!(
             route,
@@ -259,6 +262,41 @@ pub(crate) fn check_own(owner: &str, what: impl FnOnce() -> String) -> Result<()
                 &serving,
                 format!("node {} may not {}", identity.name, what()),
             ))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// For the adapter, refuses an endpoint write that does more than change the labels and named
+/// ports of an existing endpoint (what it maps from the pod): the agent creates endpoints and
+/// owns everything else of them. `current` is the stored endpoint, if any. Other roles were
+/// decided by [`authorize`] and [`check_own`].
+pub(crate) fn check_relabel(
+    current: Option<&seam_model::Endpoint>,
+    new: &seam_model::Endpoint,
+) -> Result<()> {
+    let Some(serving) = crate::caller::serving() else {
+        return Ok(());
+    };
+    match serving.caller.identity() {
+        Some(identity) if identity.role == CallerRole::Adapter => {
+            let only_labels = current.is_some_and(|c| {
+                let mut relabelled = c.clone();
+                relabelled.labels = new.labels.clone();
+                relabelled.ports = new.ports.clone();
+                relabelled == *new
+            });
+            if only_labels {
+                Ok(())
+            } else {
+                Err(forbidden(
+                    &serving,
+                    format!(
+                        "adapter {} may only change the labels and ports of an existing endpoint ({:?})",
+                        identity.name, new.name
+                    ),
+                ))
+            }
         }
         _ => Ok(()),
     }
@@ -379,7 +417,7 @@ mod tests {
         (DELETE, "/v1/blocks/s1/10.0.0.0-26",              false, false, true,  false),
         (GET,    "/v1/endpoints",                          false, true,  true,  true),
         (GET,    "/v1/endpoints/web/a",                    false, true,  true,  true),
-        (PUT,    "/v1/endpoints/web/a",                    false, false, true,  false),
+        (PUT,    "/v1/endpoints/web/a",                    false, false, true,  true),
         (DELETE, "/v1/endpoints/web/a",                    false, false, true,  false),
         (GET,    "/v1/namespaces",                         false, true,  true,  true),
         (GET,    "/v1/namespaces/web",                     false, true,  true,  true),
@@ -499,6 +537,54 @@ mod tests {
             assert_ne!(authorize(&n1, &PUT, path), Decision::Allow, "{path}");
         }
         assert_eq!(authorize(&n1, &PUT, "/v1/nodes/n1"), Decision::Allow);
+    }
+
+    #[tokio::test]
+    async fn the_adapter_only_relabels_existing_endpoints() {
+        let ip = std::net::Ipv4Addr::new(10, 240, 0, 5);
+        let stored = seam_model::Endpoint {
+            name: "web/a".into(),
+            kind: seam_model::EndpointKind::Pod,
+            namespace: "web".into(),
+            segment: "web".into(),
+            node: "n1".into(),
+            ip,
+            mac: seam_model::endpoint_mac(ip),
+            labels: Default::default(),
+            container_id: Some("c1".into()),
+            ifname: Some("eth0".into()),
+            ports: Vec::new(),
+        };
+        let mut relabelled = stored.clone();
+        relabelled.labels.insert("app".into(), "web".into());
+        relabelled.ports.push(seam_model::ContainerPort {
+            name: "http".into(),
+            port: 8080,
+            protocol: seam_model::PortProtocol::Tcp,
+        });
+        let mut moved = relabelled.clone();
+        moved.node = "n2".into();
+        let adapter = || Serving {
+            caller: known(R::Adapter, "seam-k8s"),
+            method: "PUT".to_string(),
+            path: "/v1/endpoints/web/a".to_string(),
+        };
+        crate::caller::scope(adapter(), async {
+            check_relabel(Some(&stored), &relabelled)
+        })
+        .await
+        .unwrap();
+        for (current, new) in [(Some(&stored), &moved), (None, &relabelled)] {
+            let err = crate::caller::scope(adapter(), async { check_relabel(current, new) })
+                .await
+                .unwrap_err();
+            assert_eq!(err.status(), 403);
+        }
+        // Nodes and admins are decided elsewhere.
+        as_node("n2", async { check_relabel(Some(&stored), &moved) })
+            .await
+            .unwrap();
+        check_relabel(None, &moved).unwrap();
     }
 
     async fn as_node<F: std::future::Future>(name: &str, f: F) -> F::Output {

@@ -421,6 +421,7 @@ impl Controller {
         let nodes = self.read_all::<Node>(ObjectKind::Node).await?;
         check_segment_ranges(&segment, nodes.iter().map(|n| &n.object))?;
         self.check_segment_against_externals(&segment).await?;
+        self.check_segment_against_services(&segment).await?;
         let current = segments.iter().find(|s| s.object.name == segment.name);
         if let Some(current) = current {
             let old = &current.object;
@@ -704,6 +705,8 @@ impl Controller {
             }
         }
         let current = endpoints.iter().find(|e| e.object.name == endpoint.name);
+        // The adapter only relabels what an agent published.
+        crate::authz::check_relabel(current.map(|c| &c.object), &endpoint)?;
         // Nor may it replace another node's.
         if let Some(owner) = current.map(|c| &c.object.node) {
             crate::authz::check_own(owner, || {

@@ -1,6 +1,10 @@
 //! The store key layout: `/seam/v1/<plural>/<name>`, values are the objects' JSON. Policy
 //! objects are `/seam/v1/policies/<Kind>/<namespace or _>/<name>`
-//! ([`seam_model::policy_name`]); namespaces `/seam/v1/namespaces/<name>`.
+//! ([`seam_model::policy_name`]); namespaces `/seam/v1/namespaces/<name>`. Services'
+//! allocations are index keys whose value is the Service's `namespace/name`:
+//! `/seam/v1/allocations/clusterips/<ip>`, `/seam/v1/allocations/nodeports/<PROTO>/<port>`,
+//! `/seam/v1/allocations/lbaddresses/<ip>` (not an [`ObjectKind`]: snapshots and watches leave
+//! them out). Node leases `/seam/v1/nodeleases/<node>` are bound to a store lease.
 //!
 //! API boundary: other tools (backups, an etcd operator) may read these keys; change them only
 //! with a migration.

@@ -7,8 +7,8 @@
 //! `/seam/v1/allocations/` created with `Absent` compares, kept with `ModRevision` compares and
 //! deleted with the Service, so no two Services ever hold one of them, across replicas too. A
 //! LoadBalancer Service whose pool is missing or exhausted is stored without an address and
-//! with an `AddressAllocated=False` condition; after every pool write the controller tries the
-//! pending ones again ([`Controller::retry_pending_services`]).
+//! with an `AddressAllocated=False` condition; after every pool write (and Service delete) the
+//! controller tries the pending ones again ([`Controller::retry_pending_services`]).
 //!
 //! Address pools may not overlap each other, the service range, a segment or the controller's
 //! pool; a pool cannot lose (or be deleted with) addresses Services hold.
@@ -23,8 +23,8 @@ use axum::routing::get;
 use axum::{Json, Router};
 use ipnet::Ipv4Net;
 use seam_model::{
-    is_valid_name, AddressPool, Endpoint, EndpointSlice, FieldError, Node, ObjectKind, Segment,
-    Service, ServiceType,
+    AddressPool, Endpoint, EndpointSlice, FieldError, Node, ObjectKind, Segment, Service,
+    ServiceType,
 };
 use seam_store::{Compare, Datastore, Txn};
 
@@ -57,79 +57,20 @@ pub(crate) fn routes() -> Router<Controller> {
         .route("/v1/nodeleases/{node}", axum::routing::put(put_lease))
 }
 
-// Until seam-model's own `validate()` of these objects is on main, the controller checks what
-// it relies on itself (names, at least one port); switched to `Service::validate()` etc. then.
+/// A Service as seam-model checks it (every field, with its path); the node port range and the
+/// service range are checked by the allocation, which knows the flags.
 pub(crate) fn validate_service(service: &Service) -> Result<()> {
-    let mut errors = Vec::new();
-    if !is_valid_name(&service.name) {
-        errors.push(field_error(
-            "name",
-            format!("{:?} is not a valid name", service.name),
-        ));
-    }
-    if !is_valid_name(&service.namespace) {
-        errors.push(field_error(
-            "namespace",
-            format!("{:?} is not a valid namespace name", service.namespace),
-        ));
-    }
-    if service.spec.ports.is_empty() {
-        errors.push(field_error("spec.ports", "holds no port".to_string()));
-    }
-    for (i, port) in service.spec.ports.iter().enumerate() {
-        if port.port == 0 {
-            errors.push(field_error(
-                &format!("spec.ports[{i}].port"),
-                "0 is not a port".to_string(),
-            ));
-        }
-    }
-    invalid("Service", &service.key(), errors)
+    Ok(service.validate()?)
 }
 
+/// An EndpointSlice as seam-model checks it.
 pub(crate) fn validate_slice(slice: &EndpointSlice) -> Result<()> {
-    let mut errors = Vec::new();
-    if !is_valid_name(&slice.name) {
-        errors.push(field_error(
-            "name",
-            format!("{:?} is not a valid name", slice.name),
-        ));
-    }
-    if !is_valid_name(&slice.namespace) {
-        errors.push(field_error(
-            "namespace",
-            format!("{:?} is not a valid namespace name", slice.namespace),
-        ));
-    }
-    if !is_valid_name(&slice.service) {
-        errors.push(field_error(
-            "service",
-            format!("{:?} is not a valid Service name", slice.service),
-        ));
-    }
-    invalid("EndpointSlice", &slice.key(), errors)
+    Ok(slice.validate()?)
 }
 
+/// An address pool as seam-model checks it (prefixes not overlapping each other included).
 pub(crate) fn validate_pool(pool: &AddressPool) -> Result<()> {
-    let mut errors = Vec::new();
-    if !is_valid_name(&pool.name) {
-        errors.push(field_error(
-            "name",
-            format!("{:?} is not a valid name", pool.name),
-        ));
-    }
-    if pool.addresses.is_empty() {
-        errors.push(field_error("addresses", "holds no prefix".to_string()));
-    }
-    for (i, a) in pool.addresses.iter().enumerate() {
-        if let Some(j) = pool.addresses[..i].iter().position(|b| overlaps(a, b)) {
-            errors.push(field_error(
-                &format!("addresses[{i}]"),
-                format!("{a} overlaps addresses[{j}] {}", pool.addresses[j]),
-            ));
-        }
-    }
-    invalid("AddressPool", &pool.name, errors)
+    Ok(pool.validate()?)
 }
 
 fn invalid(kind: &'static str, name: &str, errors: Vec<FieldError>) -> Result<()> {
@@ -191,6 +132,8 @@ async fn delete_service(
         c.delete_service(&name),
     )
     .await?;
+    // Its LoadBalancer address may be the one a pending Service waits for.
+    c.retry_pending_logged().await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -534,6 +477,42 @@ impl Controller {
             .when(Compare::ModRevision(key.clone(), current.mod_revision))
             .delete(&key);
         self.commit_once(txn, ObjectKind::AddressPool, name).await
+    }
+
+    /// Refuses a segment whose subnet overlaps the service range or an address pool: its pods
+    /// would share addresses with Services.
+    pub(crate) async fn check_segment_against_services(&self, segment: &Segment) -> Result<()> {
+        let mut errors = Vec::new();
+        let services_cidr = self.config().service_cidr;
+        if overlaps(&segment.subnet, &services_cidr) {
+            errors.push(field_error(
+                "subnet",
+                format!(
+                    "{} overlaps the service range {services_cidr} (--service-cidr)",
+                    segment.subnet
+                ),
+            ));
+        }
+        for pool in self
+            .read_all::<AddressPool>(ObjectKind::AddressPool)
+            .await?
+        {
+            if let Some(net) = pool
+                .object
+                .addresses
+                .iter()
+                .find(|n| overlaps(n, &segment.subnet))
+            {
+                errors.push(field_error(
+                    "subnet",
+                    format!(
+                        "{} overlaps {net} of address pool {:?}",
+                        segment.subnet, pool.object.name
+                    ),
+                ));
+            }
+        }
+        invalid("Segment", &segment.name, errors)
     }
 
     pub(crate) async fn services(&self) -> Result<Vec<Service>> {

@@ -292,16 +292,19 @@ impl crate::lb::LbKernel for FakeKernel {
         use crate::lb::{LbOp, ANNOUNCEMENTS};
         let mut s = self.lock()?;
         let held = s.lb_addresses.entry(ifname.to_string()).or_default();
-        let announce = match op {
-            LbOp::Add(addr) => {
-                held.insert(*addr);
-                Some(*addr)
+        let announce = match *op {
+            LbOp::Add { addr, .. } => {
+                held.insert(addr);
+                Some(addr)
             }
             LbOp::Remove(addr) => {
-                held.remove(addr);
+                held.remove(&addr);
                 None
             }
-            LbOp::Announce(addr) => Some(*addr),
+            LbOp::Refresh { addr, announce, .. } => {
+                held.insert(addr);
+                announce.then_some(addr)
+            }
         };
         if let Some(addr) = announce {
             for _ in 0..ANNOUNCEMENTS {

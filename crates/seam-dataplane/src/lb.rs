@@ -85,33 +85,82 @@ pub fn served_addresses<'a>(
         .collect()
 }
 
+/// The gateway node through which every node routes its traffic to external address `client`
+/// whose record names gateway `named`: that gateway while it holds a lease; when its lease is
+/// gone and another gateway holds one, the live gateway [`owner`] picks for the address (every
+/// node picks the same one, and only the dead gateway's clients move). Without any gateway lease
+/// at all (gateways from before leases), `named`, as before.
+///
+/// Why: a LoadBalancer connection's replies must reach the gateway that translated it (its
+/// conntrack entry turns the backend's address back into the LoadBalancer address), and the
+/// backend's node routes them as it routes anything to `client`. After a gateway dies, the
+/// gateway that took its addresses over translates their new connections, and the replies must
+/// no longer be routed to the dead one.
+pub fn return_gateway<'a>(
+    named: &'a str,
+    client: Ipv4Addr,
+    nodes: &'a BTreeMap<String, Node>,
+    leases: &BTreeMap<String, NodeLease>,
+) -> &'a str {
+    let live = live_gateways(nodes, leases);
+    if live.is_empty() || live.contains(&named) {
+        return named;
+    }
+    owner(client, live).unwrap_or(named)
+}
+
 /// One change of the addresses on the external interface.
+///
+/// Every address carries a lifetime (`valid_lft`/`preferred_lft`) as long as what is left of the
+/// gateway's lease, refreshed while the lease is renewed: a gateway whose agent dies, or that can
+/// no longer renew its lease, loses its addresses when its lease expires and the other gateways
+/// take them over — never two gateways answering ARP for one address for long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum LbOp {
     /// Stop serving: `ip addr del ADDR/32 dev IFACE`.
     Remove(Ipv4Addr),
-    /// Serve: `ip addr add ADDR/32 dev IFACE proto 83`, then [`ANNOUNCEMENTS`] gratuitous ARPs.
-    Add(Ipv4Addr),
-    /// Announce again an address already held (`arping -U`): after a restart, the external
-    /// network may have moved its neighbour entry elsewhere in between.
-    Announce(Ipv4Addr),
+    /// Serve: `ip addr replace ADDR/32 dev IFACE proto 83 noprefixroute valid_lft L
+    /// preferred_lft L`, then [`ANNOUNCEMENTS`] gratuitous ARPs.
+    Add {
+        /// The address.
+        addr: Ipv4Addr,
+        /// Its lifetime, seconds.
+        lifetime_secs: u32,
+    },
+    /// Keep serving: the same `ip addr replace` with a new lifetime; announced again when
+    /// `announce` (a restarted agent's first pass: the external network may have moved its
+    /// neighbour entry elsewhere in between).
+    Refresh {
+        /// The address.
+        addr: Ipv4Addr,
+        /// Its new lifetime, seconds.
+        lifetime_secs: u32,
+        /// Send the gratuitous ARPs too.
+        announce: bool,
+    },
 }
 
 /// The changes that bring `observed` (Seam's addresses on the interface, by their protocol) to
-/// `want`: removals first (an address given up is gone before another is announced), then
-/// additions. Idempotent: a restarted agent adopts what is there and removes only what it no
-/// longer owns; `announce_held` also announces the addresses it keeps (on its first pass).
+/// `want`, each address given `lifetime_secs`: removals first (an address given up is gone
+/// before another is announced), then additions, then the refresh of what is kept. Idempotent:
+/// a restarted agent adopts what is there and removes only what it no longer owns;
+/// `announce_held` also announces the addresses it keeps (on its first pass).
 pub fn plan_lb(
     want: &BTreeSet<Ipv4Addr>,
     observed: &BTreeSet<Ipv4Addr>,
+    lifetime_secs: u32,
     announce_held: bool,
 ) -> Vec<LbOp> {
     let remove = observed.difference(want).map(|a| LbOp::Remove(*a));
-    let add = want.difference(observed).map(|a| LbOp::Add(*a));
-    let held = want
-        .intersection(observed)
-        .filter(|_| announce_held)
-        .map(|a| LbOp::Announce(*a));
+    let add = want.difference(observed).map(|addr| LbOp::Add {
+        addr: *addr,
+        lifetime_secs,
+    });
+    let held = want.intersection(observed).map(|addr| LbOp::Refresh {
+        addr: *addr,
+        lifetime_secs,
+        announce: announce_held,
+    });
     remove.chain(add).chain(held).collect()
 }
 
@@ -150,8 +199,8 @@ pub trait LbKernel: Send + Sync {
     /// The /32 addresses with protocol [`LB_ADDRESS_PROTOCOL`] on `ifname` (`ip -4 addr show dev
     /// IFNAME proto 83`).
     fn observe_lb(&self, ifname: &str) -> impl Future<Output = Result<BTreeSet<Ipv4Addr>>> + Send;
-    /// Executes one planned change (`ip addr add|del`; `arping -U -c 3`). Adding an address held
-    /// and removing an absent one succeed.
+    /// Executes one planned change (`ip addr replace|del`; `arping -U -c 3`). Adding an address
+    /// held and removing an absent one succeed.
     fn apply_lb(&self, ifname: &str, op: &LbOp) -> impl Future<Output = Result<()>> + Send;
 }
 

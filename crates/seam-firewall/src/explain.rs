@@ -1,6 +1,9 @@
 //! `seam explain`: the engine's inputs built from a controller [`Snapshot`], one flow evaluated,
 //! whether the deciding rules are in the enforcing nodes' tables, and the verdict rendered per
-//! direction (as text and as JSON; `seam explain` prints them).
+//! direction (as text and as JSON; `seam explain` prints them). A destination that is a Service
+//! address and port is explained as the dataplane treats it: translated to one of the Service's
+//! backends before policy sees it, so each candidate backend gets its own verdict
+//! ([`ServiceMatch`]).
 //!
 //! What the controller does not know is said, not guessed: endpoints carry no named ports (rules
 //! on named ports match nothing here). Whether a deciding rule is realized is read back from the
@@ -18,6 +21,10 @@ use seam_policy::{
 use serde_json::{json, Value};
 
 use crate::error::ExplainError;
+
+mod service;
+
+pub use service::{BackendFlow, ServiceFlow, ServiceMatch};
 
 /// Where a direction's verdict is enforced, and what the node's kernel says about its rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,6 +139,11 @@ pub struct Explanation {
     pub verdict: Verdict,
     /// Whether the deciding rules are in the dataplane.
     pub realized: Realization,
+    /// When the destination is a Service address: the Service port that translates the flow and
+    /// each candidate backend with its own verdict (the policy sees the backend, not the
+    /// Service address: `verdict` and `realized` above are then the flow as addressed, which
+    /// no packet is checked against), or that nothing translates this port.
+    pub service: Option<ServiceMatch>,
     /// Warnings about the inputs (ignored objects, dangling groups).
     pub warnings: Vec<String>,
 }
@@ -181,49 +193,64 @@ pub fn explain(
     let inv = inventory(snapshot);
     let (set, warnings) = policy_set(snapshot);
     let verdict = evaluate(&set, &inv, &flow).map_err(ExplainError::Eval)?;
-    let realized = match counters {
-        None => Realization::Unknown("pass --lab to read the nodes' tables".into()),
-        Some(read) => {
-            let mut rows = Vec::new();
-            for (direction, d, end) in [
-                ("egress", &verdict.egress, &flow.src),
-                ("ingress", &verdict.ingress, &flow.dst),
-            ] {
-                let Some(node) = node_of(snapshot, &inv, end) else {
-                    continue;
-                };
-                let rule_id = crate::verdict_rule_id(d);
-                let state = match (&rule_id, d.tier) {
-                    (_, Tier::Unenforced) | (None, _) => RuleState::NotApplicable,
-                    (Some(id), _) => match read(&node) {
-                        Err(why) => RuleState::Unreadable(why),
-                        Ok(table) => match table.get(&crate::nft_comment(id)) {
-                            Some((packets, bytes)) => RuleState::Present {
-                                packets: *packets,
-                                bytes: *bytes,
-                            },
-                            None => RuleState::Missing,
-                        },
-                    },
-                };
-                rows.push(Realized {
-                    direction,
-                    node,
-                    rule_id: rule_id.map(|r| r.as_str().to_string()),
-                    state,
-                });
-            }
-            Realization::Checked(rows)
-        }
+    let realized = realize(snapshot, &inv, &flow, &verdict, counters);
+    let service = service::explain_service(snapshot, &inv, &set, &flow, counters)?;
+    let dst = match &service {
+        Some(ServiceMatch::Translated(t)) => format!("{} ({})", flow.dst, t.frontend),
+        _ => describe_end(snapshot, &inv, &flow.dst),
     };
     Ok(Explanation {
         src: describe_end(snapshot, &inv, &flow.src),
-        dst: describe_end(snapshot, &inv, &flow.dst),
+        dst,
         flow,
         verdict,
         realized,
+        service,
         warnings,
     })
+}
+
+/// Whether the rules deciding `verdict` for `flow` are in the enforcing nodes' tables.
+fn realize(
+    snapshot: &Snapshot,
+    inv: &Inventory,
+    flow: &Flow,
+    verdict: &Verdict,
+    counters: Option<CounterReader<'_>>,
+) -> Realization {
+    let Some(read) = counters else {
+        return Realization::Unknown("pass --lab to read the nodes' tables".into());
+    };
+    let mut rows = Vec::new();
+    for (direction, d, end) in [
+        ("egress", &verdict.egress, &flow.src),
+        ("ingress", &verdict.ingress, &flow.dst),
+    ] {
+        let Some(node) = node_of(snapshot, inv, end) else {
+            continue;
+        };
+        let rule_id = crate::verdict_rule_id(d);
+        let state = match (&rule_id, d.tier) {
+            (_, Tier::Unenforced) | (None, _) => RuleState::NotApplicable,
+            (Some(id), _) => match read(&node) {
+                Err(why) => RuleState::Unreadable(why),
+                Ok(table) => match table.get(&crate::nft_comment(id)) {
+                    Some((packets, bytes)) => RuleState::Present {
+                        packets: *packets,
+                        bytes: *bytes,
+                    },
+                    None => RuleState::Missing,
+                },
+            },
+        };
+        rows.push(Realized {
+            direction,
+            node,
+            rule_id: rule_id.map(|r| r.as_str().to_string()),
+            state,
+        });
+    }
+    Realization::Checked(rows)
 }
 
 fn tier(t: Tier) -> &'static str {
@@ -254,6 +281,16 @@ pub fn render_text(x: &Explanation) -> String {
         flow.port,
         flow.protocol.as_str()
     ));
+    if let Some(m) = &x.service {
+        service::render_text(m, flow, &mut out);
+        if matches!(m, ServiceMatch::Translated(_)) {
+            // The policy never sees the Service address: the per-backend verdicts are the answer.
+            for w in &x.warnings {
+                out.push_str(&format!("warning: {w}\n"));
+            }
+            return out;
+        }
+    }
     out.push_str(&format!(
         "verdict  {}\n",
         if x.verdict.allowed() {
@@ -301,8 +338,27 @@ fn direction_json(d: &DirectionVerdict) -> Value {
     })
 }
 
-/// The `--json` layout.
+/// The `--json` layout. When a Service port translates the destination, `service` holds it and
+/// its backends (each with `allowed`, `egress`, `ingress`), `allowed` is true when every backend
+/// in use allows the flow (false when none is usable: refused), and `egress`, `ingress` and
+/// `realized` are null (no packet is checked against the Service address itself).
 pub fn render_json(x: &Explanation) -> Value {
+    if let Some(m @ ServiceMatch::Translated(t)) = &x.service {
+        return json!({
+            "src": x.flow.src.to_string(),
+            "dst": x.flow.dst.to_string(),
+            "srcResolved": x.src,
+            "dstResolved": x.dst,
+            "port": x.flow.port,
+            "protocol": x.flow.protocol.as_str(),
+            "allowed": t.allowed(),
+            "egress": null,
+            "ingress": null,
+            "realized": null,
+            "service": service::render_json(m),
+            "warnings": x.warnings,
+        });
+    }
     json!({
         "src": x.flow.src.to_string(),
         "dst": x.flow.dst.to_string(),
@@ -314,6 +370,7 @@ pub fn render_json(x: &Explanation) -> Value {
         "egress": direction_json(&x.verdict.egress),
         "ingress": direction_json(&x.verdict.ingress),
         "realized": x.realized.describe(),
+        "service": x.service.as_ref().map(service::render_json),
         "warnings": x.warnings,
     })
 }

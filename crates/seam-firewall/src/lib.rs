@@ -8,7 +8,8 @@
 //! - [`render()`]: [`NodeRuleset`] → one nftables transaction (`table inet seam`) that replaces the table
 //!   atomically; [`render::nft_comment`] maps rule ids to the rule comments the kernel reports counters under.
 //! - [`explain`]: `seam explain` — one flow evaluated against a controller snapshot, checked against the
-//!   enforcing nodes' rule counters (given by the caller), and rendered.
+//!   enforcing nodes' rule counters (given by the caller), and rendered; to a Service address, per
+//!   candidate backend.
 //!
 //! Architecture invariant: pure. No file, socket or process; the kernel edge is `seam_linux::nft`.
 //! Start reading at [`compile()`].

@@ -29,7 +29,6 @@
 #![warn(missing_docs)]
 
 mod adapter;
-mod client_compat;
 mod error;
 mod resource;
 pub mod services;

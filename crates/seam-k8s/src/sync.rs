@@ -20,7 +20,6 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::client_compat::ServicesApi;
 use crate::error::TranslateError;
 use crate::resource::{RawObject, WatchedKind};
 use crate::services::{self, ServiceMapping, SliceMapping};
@@ -973,7 +972,7 @@ impl Sync {
             .take_while(|(name, _)| name.starts_with(&pod.endpoint))
             .filter(|(name, _)| **name == pod.endpoint || name.starts_with(&prefix))
             .map(|(_, e)| e)
-            .filter(|e| e.kind == EndpointKind::Pod && e.labels != pod.labels)
+            .filter(|e| e.kind == EndpointKind::Pod && pod.differs(e))
             // The primary interface carries the pod's IP: another IP is an earlier pod of the
             // same name whose endpoint the agent has not removed yet.
             .filter(|e| e.name != pod.endpoint || pod.pod_ip.is_none_or(|ip| ip == e.ip))
@@ -988,11 +987,13 @@ impl Sync {
                 .update::<Endpoint, _>(ObjectKind::Endpoint, &endpoint.name, 3, |current| {
                     let same_pod = current.name != pod.endpoint
                         || pod.pod_ip.is_none_or(|ip| ip == current.ip);
-                    let change = same_pod
-                        && current.kind == EndpointKind::Pod
-                        && current.labels != pod.labels;
+                    let change =
+                        same_pod && current.kind == EndpointKind::Pod && pod.differs(current);
                     if change {
                         current.labels = pod.labels.clone();
+                        if !pod.ports.is_empty() {
+                            current.ports = pod.ports.clone();
+                        }
                     }
                     change
                 })

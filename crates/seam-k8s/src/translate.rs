@@ -101,6 +101,18 @@ pub struct PodLabels {
     /// The pod's IPv4 address when the kubelet reported it: an endpoint with another address is
     /// a previous pod of the same name and is left alone.
     pub pod_ip: Option<Ipv4Addr>,
+    /// The pod's named container ports (of its containers and sidecars), sorted: a Service's
+    /// named `targetPort` and a NetworkPolicy's named port are resolved against them. Empty: the
+    /// endpoint's ports are left as they are (a pod's ports never change, and a CNI config may
+    /// give some).
+    pub ports: Vec<seam_model::ContainerPort>,
+}
+
+impl PodLabels {
+    /// Whether `endpoint` lacks these labels or (when the pod names any) these ports.
+    pub fn differs(&self, endpoint: &seam_model::Endpoint) -> bool {
+        endpoint.labels != self.labels || (!self.ports.is_empty() && endpoint.ports != self.ports)
+    }
 }
 
 /// A v1 Pod → [`PodMapping`].
@@ -138,11 +150,55 @@ pub fn pod(obj: &RawObject) -> Result<PodMapping> {
         .as_ref()
         .and_then(|s| s.pod_ip.as_deref())
         .and_then(|ip| ip.parse().ok());
+    let ports = named_ports(&pod);
     Ok(PodMapping::Labels(PodLabels {
         endpoint: format!("{namespace}/{name}"),
         labels,
         pod_ip,
+        ports,
     }))
+}
+
+/// The named ports of a pod's containers and sidecars (init containers with `restartPolicy:
+/// Always`), as Kubernetes resolves a Service's named `targetPort`. A port Seam cannot hold (a
+/// name that is no IANA service name, a number out of range, an unknown protocol) is left out:
+/// the API server validates them, so it would be a newer Kubernetes' feature.
+fn named_ports(pod: &core::Pod) -> Vec<seam_model::ContainerPort> {
+    let Some(spec) = pod.spec.as_ref() else {
+        return Vec::new();
+    };
+    let sidecars = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .filter(|c| c.restart_policy.as_deref() == Some("Always"));
+    let mut ports: Vec<seam_model::ContainerPort> = spec
+        .containers
+        .iter()
+        .chain(sidecars)
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter_map(|p| {
+            let name = p
+                .name
+                .as_deref()
+                .filter(|n| seam_model::is_valid_port_name(n))?;
+            let port = u16::try_from(p.container_port).ok().filter(|p| *p > 0)?;
+            let protocol = match p.protocol.as_deref().unwrap_or("TCP") {
+                "TCP" => seam_model::PortProtocol::Tcp,
+                "UDP" => seam_model::PortProtocol::Udp,
+                "SCTP" => seam_model::PortProtocol::Sctp,
+                _ => return None,
+            };
+            Some(seam_model::ContainerPort {
+                name: name.to_string(),
+                port,
+                protocol,
+            })
+        })
+        .collect();
+    ports.sort_by(|a, b| (&a.name, a.protocol, a.port).cmp(&(&b.name, b.protocol, b.port)));
+    ports.dedup();
+    ports
 }
 
 /// The Deployment that owns `pod`: its controlling owner is a ReplicaSet whose name is

@@ -530,7 +530,7 @@ fn service_example(lab: &Lab, clients: &[Client]) -> Result<()> {
         );
         std::thread::sleep(Duration::from_millis(100));
     };
-    println!("   ClusterIP {cluster_ip}, LoadBalancer address {lb} (answered by a gateway on the external network)");
+    println!("   ClusterIP {cluster_ip}, LoadBalancer address {lb} (gw1 answers ARP for it on the external network and translates)");
     let backends: Vec<&crate::PodInfo> =
         lab.pods.iter().filter(|p| p.namespace == "blue").collect();
     for c in clients {

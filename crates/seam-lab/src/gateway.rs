@@ -30,6 +30,9 @@ use crate::state::{io_err, read_json_or_default, state_dir, write_json_atomic, N
 use crate::topology::{ip, node_entry, Topology};
 use crate::workloads::Workloads;
 
+/// A gateway node's interface on the external network (`seamd --external-interface`).
+pub const EXTERNAL_INTERFACE: &str = "eth1";
+
 /// The external network's prefix length (203.0.113.0/24, a documentation range).
 pub const EXTERNAL_PREFIX: u8 = 24;
 

@@ -174,6 +174,10 @@ pub(crate) fn spawn_agent(
         .arg(&node.agent_state);
     // A node's role other than worker is kept next to its socket (`role`), so restarts keep it.
     if let Some(role) = crate::gateway::node_role(node) {
+        // A gateway's `eth1` is on the external network: its LoadBalancer addresses go there.
+        if role == "gateway" {
+            cmd.args(["--external-interface", crate::gateway::EXTERNAL_INTERFACE]);
+        }
         cmd.args(["--role", &role]);
     }
     if let Some(mode) = crate::gateway::node_transit_encap(node) {

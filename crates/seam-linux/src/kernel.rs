@@ -27,7 +27,7 @@ use seam_dataplane::{
 use seam_model::MacAddr;
 use seam_nft::names::{NAT_FAMILY, NAT_TABLE, TABLE};
 use seam_nft::nat::{removal_text, render_nat, NatOp, ObservedNat};
-use seam_nft::table::{from_nft_json, full_text, TableModel};
+use seam_nft::table::{from_nft_json, full_text, split_write, TableModel};
 
 /// VXLAN's IANA port.
 pub(crate) const VXLAN_PORT: u16 = 4789;
@@ -967,12 +967,23 @@ fn nat_error<E: std::fmt::Display>(
 
 impl seam_dataplane::Firewall for LinuxKernel {
     async fn apply_ruleset(&self, table: &TableModel) -> Result<()> {
-        let text = full_text(table);
+        // A large Services part: the table without its elements, then the elements over netlink
+        // (see `seam_nft::table::split_write` for why and what it costs).
+        let (text, fill) = match split_write(table) {
+            Some((first, fill)) => (full_text(&first), Some(fill)),
+            None => (full_text(table), None),
+        };
         // `nft` is a child process: keep it off the runtime thread.
-        tokio::task::spawn_blocking(move || crate::nft::apply_ruleset(&text))
-            .await
-            .map_err(firewall_error)?
-            .map_err(firewall_error)
+        tokio::task::spawn_blocking(move || {
+            crate::nft::apply_ruleset(&text)?;
+            match fill {
+                Some(fill) => crate::nft::apply_delta(&fill),
+                None => Ok(()),
+            }
+        })
+        .await
+        .map_err(firewall_error)?
+        .map_err(firewall_error)
     }
 
     async fn apply_delta(&self, delta: &seam_nft::FirewallDelta) -> Result<()> {

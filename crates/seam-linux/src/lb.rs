@@ -1,5 +1,6 @@
-//! LoadBalancer addresses on a gateway's external interface: `ip addr add|del ADDR/32 dev IFACE
-//! proto 83 noprefixroute` over rtnetlink, and gratuitous ARP.
+//! LoadBalancer addresses on a gateway's external interface: `ip addr replace|del ADDR/32 dev
+//! IFACE proto 83 noprefixroute valid_lft L preferred_lft L` over rtnetlink (the lifetime is what
+//! is left of the gateway's lease), and gratuitous ARP.
 //!
 //! The announcements are Ethernet frames written by hand ([`seam_dataplane::lb::gratuitous_arp`],
 //! 42 bytes) on an `AF_PACKET` socket: the kernel has no call that announces an address (its
@@ -14,7 +15,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use futures::TryStreamExt;
-use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressProtocol};
+use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressProtocol, CacheInfo};
 use seam_dataplane::lb::{gratuitous_arp, LbKernel, LbOp, ANNOUNCEMENTS, LB_ADDRESS_PROTOCOL};
 use seam_dataplane::{Error, Result};
 
@@ -56,28 +57,24 @@ impl LbKernel for LinuxKernel {
     async fn apply_lb(&self, ifname: &str, op: &LbOp) -> Result<()> {
         let index = require_link(&self.handle, ifname).await?.header.index;
         match *op {
-            LbOp::Add(addr) => {
-                let mut request = self.handle.address().add(index, IpAddr::V4(addr), 32);
-                let message = request.message_mut();
-                message
-                    .attributes
-                    .push(AddressAttribute::Protocol(AddressProtocol::from(
-                        LB_ADDRESS_PROTOCOL,
-                    )));
-                // No /32 route in the main table: the address is answered and received, and the
-                // node's routing stays as the operator made it.
-                message
-                    .attributes
-                    .push(AddressAttribute::Flags(AddressFlags::Noprefixroute));
-                ok_if_exists(
-                    request
-                        .execute()
-                        .await
-                        .map_err(kernel_err("add LoadBalancer address", addr.to_string())),
-                )?;
+            LbOp::Add {
+                addr,
+                lifetime_secs,
+            } => {
+                self.replace_lb(index, addr, lifetime_secs).await?;
                 announce(ifname, addr).await
             }
-            LbOp::Announce(addr) => announce(ifname, addr).await,
+            LbOp::Refresh {
+                addr,
+                lifetime_secs,
+                announce: again,
+            } => {
+                self.replace_lb(index, addr, lifetime_secs).await?;
+                if again {
+                    announce(ifname, addr).await?;
+                }
+                Ok(())
+            }
             LbOp::Remove(addr) => {
                 let addrs: Vec<_> = self
                     .handle
@@ -106,6 +103,42 @@ impl LbKernel for LinuxKernel {
                 Ok(())
             }
         }
+    }
+}
+
+impl LinuxKernel {
+    /// `ip addr replace ADDR/32 dev INDEX proto 83 noprefixroute valid_lft L preferred_lft L`:
+    /// adds the address or, when it is there, gives it a new lifetime.
+    async fn replace_lb(&self, index: u32, addr: Ipv4Addr, lifetime_secs: u32) -> Result<()> {
+        let mut request = self
+            .handle
+            .address()
+            .add(index, IpAddr::V4(addr), 32)
+            .replace();
+        let message = request.message_mut();
+        message
+            .attributes
+            .push(AddressAttribute::Protocol(AddressProtocol::from(
+                LB_ADDRESS_PROTOCOL,
+            )));
+        // No /32 route in the main table: the address is answered and received, and the node's
+        // routing stays as the operator made it.
+        message
+            .attributes
+            .push(AddressAttribute::Flags(AddressFlags::Noprefixroute));
+        // The kernel removes the address when its lifetime ends: it lives as long as the lease.
+        let mut lifetime = CacheInfo::default();
+        lifetime.ifa_preferred = lifetime_secs;
+        lifetime.ifa_valid = lifetime_secs;
+        message
+            .attributes
+            .push(AddressAttribute::CacheInfo(lifetime));
+        ok_if_exists(
+            request
+                .execute()
+                .await
+                .map_err(kernel_err("add LoadBalancer address", addr.to_string())),
+        )
     }
 }
 

@@ -60,6 +60,18 @@ pub fn apply_batch(table: &str, ops: &[TableOp]) -> Result<(), NfnlError> {
     ) {
         tracing::debug!(error = %e, "raising the nf_tables socket's receive buffer failed");
     }
+    // The batch goes in one `send`, which the kernel refuses (EMSGSIZE) beyond the socket's
+    // send buffer: a sync of 10,000 Services is megabytes. nft raises it the same way.
+    let size = batch.bytes().len().saturating_add(1 << 16);
+    if size > 1 << 17 {
+        if let Err(e) = nix::sys::socket::setsockopt(
+            &socket.as_fd(),
+            nix::sys::socket::sockopt::SndBufForce,
+            &size,
+        ) {
+            tracing::debug!(error = %e, "raising the nf_tables socket's send buffer failed");
+        }
+    }
     socket.send(batch.bytes(), 0)?;
     let outcome = read_answers(&mut socket, &batch);
     // Only a socket whose every answer was read is clean enough to reuse.

@@ -10,6 +10,12 @@
 //!
 //! The controller fills in what Kubernetes' API server would (`spec.clusterIP`, `nodePort`s,
 //! `status.loadBalancer.ingress`, `status.conditions`) and stores the object as it stands.
+//!
+//! Each object has a `validate()` (Kubernetes' checks where Seam keeps the field; ranges and
+//! collisions are the controller's) and a `to_kubernetes()` (the document `kubectl get -o yaml`
+//! would print, which [`crate::manifest`] reads back). [`resolve`] finds a Service's backends
+//! and [`usable`] the ones that take new connections, as Kubernetes' EndpointSlice controller
+//! and kube-proxy do.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;

@@ -8,6 +8,9 @@
 //!   ([`TableOp`], [`FirewallDelta`]).
 //! - [`table`]: `table inet seam` as a value ([`table::TableModel`]): the text of a whole-table
 //!   write, the in-place change between two models, and a kernel listing read back.
+//! - [`services`]: the Services part of `table inet seam` (Seam's L4 load balancer): what a node
+//!   translates ([`services::DesiredServices`]), its maps, sets and chains
+//!   ([`services::ServiceModel`]), their text, their in-place changes and their read-back.
 //! - [`nat`]: `table ip seam-nat` as values: desired and observed, its text, the change between.
 //! - [`msg`]: the nf_tables netlink batch ([`Batch`]) of a list of [`TableOp`]s.
 //!

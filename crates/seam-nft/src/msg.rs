@@ -34,6 +34,20 @@
 //!   ([`ANONYMOUS_SET`]), and intervals as a start element and an end element one past the range
 //!   (with the zero end element nft puts first in every interval set).
 //!
+//! The Services operations ([`TableOp::AddSvcElements`], [`TableOp::AddSvcChain`], …) add, by
+//! hand, what the crate lacks for them: the `numgen`, `nat` and `dynset` expressions (raw
+//! attributes through `Expressions::Other`: [`NFTA_NG_DREG`]…, [`NFTA_NAT_TYPE`]…,
+//! [`NFTA_DYNSET_SET_NAME`]…), the verdict data type of an anonymous map
+//! ([`NFT_DATA_VERDICT`]), the anonymous map name template ([`ANONYMOUS_MAP`]), nft's `integer`
+//! datatype number ([`TYPE_INTEGER`]) and the userdata that says a key is in host byte order
+//! ([`NFTNL_UDATA_SET_KEYBYTEORDER`]). Concatenated keys and data are laid out as nf_tables
+//! does: each field padded to 4 bytes (a protocol number in the first byte, a port big-endian in
+//! the first two), the `numgen` slot in host byte order. [`TableOp::AddServiceBase`] has no
+//! netlink form (its base chains' `fib`, `reject`, `masquerade` and mark rules are not encoded
+//! here): `seam-linux` sends it as `nft -f` text before the batch. A privileged test in
+//! `seam-linux` holds every Services operation sent here to list exactly as `nft -f` writes the
+//! same table.
+//!
 //! Start at [`Batch::new`].
 
 use std::net::Ipv4Addr;

@@ -275,8 +275,10 @@ pub struct ServiceModel {
     pub enabled: bool,
     /// `svc_dispatch` and `svc_nodeports`: frontend → the chain it goes to.
     pub frontends: BTreeMap<FrontendKey, Arc<str>>,
-    /// `svc_backends` and `svc_np_backends`: (frontend, slot) → backend.
-    pub backends: BTreeMap<(FrontendKey, u32), (Ipv4Addr, u16)>,
+    /// `svc_backends` and `svc_np_backends`: each frontend's backends, slot `i` the `i`th (held
+    /// per frontend, not per slot, so that building and diffing a table of 10,000 Services costs
+    /// 10,000 steps, not 100,000).
+    pub backends: BTreeMap<FrontendKey, Arc<[(Ipv4Addr, u16)]>>,
     /// `svc_reject` and `svc_np_reject`.
     pub reject: BTreeSet<FrontendKey>,
     /// `svc_masq` and `svc_np_masq`.
@@ -291,7 +293,28 @@ pub struct ServiceModel {
     pub chains: BTreeMap<String, SvcChain>,
     /// `aff_<hash>` sets by name, with their timeout in seconds.
     pub affinity_sets: BTreeMap<String, u32>,
+    /// How many frontends go to each `m_<N>`/`n_<N>` chain, for [`ServiceModel::update`].
+    pub(crate) spread_users: SpreadUsers,
 }
+
+/// The number of frontends of each shared chain, kept by [`ServiceModel::update`] (and counted
+/// when first needed in a model made otherwise, such as one read back). Not part of what the
+/// model says: models equal in everything else are equal.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SpreadUsers {
+    /// The counts match the model's frontends.
+    known: bool,
+    /// Chain name → frontends that go to it (chains no frontend goes to are left out).
+    users: BTreeMap<Arc<str>, usize>,
+}
+
+impl PartialEq for SpreadUsers {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for SpreadUsers {}
 
 /// The name of the shared chain of frontends of this kind with `count` backends.
 pub fn spread_chain(node_port: bool, count: usize) -> String {
@@ -345,6 +368,7 @@ impl ServiceModel {
             lb_addresses: desired.lb_addresses.clone(),
             ..ServiceModel::default()
         };
+        let mut spread_names: BTreeMap<(bool, usize), Arc<str>> = BTreeMap::new();
         for f in &desired.frontends {
             if f.backends.is_empty() {
                 out.reject.insert(f.key);
@@ -354,26 +378,159 @@ impl ServiceModel {
                 out.masquerade.insert(f.key);
             }
             let chain = match f.affinity_timeout {
-                Some(timeout) => out.affinity(f, timeout),
+                Some(timeout) => Arc::from(out.affinity(f, timeout)),
                 None => {
-                    let chain = spread_chain(f.key.is_node_port(), f.backends.len());
-                    let count = u32::try_from(f.backends.len()).unwrap_or(u32::MAX);
-                    out.chains
-                        .entry(chain.clone())
-                        .or_insert(if f.key.is_node_port() {
-                            SvcChain::NodeSpread { count }
-                        } else {
-                            SvcChain::Spread { count }
-                        });
-                    for (slot, backend) in (0u32..).zip(&f.backends) {
-                        out.backends.insert((f.key, slot), *backend);
-                    }
-                    chain
+                    let node_port = f.key.is_node_port();
+                    let count = f.backends.len();
+                    // Frontends with the same count share their chain's name.
+                    let name = spread_names.entry((node_port, count)).or_insert_with(|| {
+                        let name = spread_chain(node_port, count);
+                        let count = u32::try_from(count).unwrap_or(u32::MAX);
+                        out.chains.insert(
+                            name.clone(),
+                            if node_port {
+                                SvcChain::NodeSpread { count }
+                            } else {
+                                SvcChain::Spread { count }
+                            },
+                        );
+                        Arc::from(name)
+                    });
+                    out.backends.insert(f.key, Arc::from(f.backends.as_slice()));
+                    *out.spread_users.users.entry(name.clone()).or_insert(0) += 1;
+                    name.clone()
                 }
             };
-            out.frontends.insert(f.key, Arc::from(chain));
+            out.frontends.insert(f.key, chain);
         }
+        out.spread_users.known = true;
         out
+    }
+
+    /// Brings the model to what [`ServiceModel::from_desired`] makes of a result that differs
+    /// from this model's in the frontends of `changes` only (each key with its frontend now,
+    /// `None`: gone) and in the rest (`hairpin`, `segment_subnets`, `lb_addresses`): at the cost
+    /// of those frontends, not of every Service. The shared `m_<N>`/`n_<N>` chains come and go
+    /// with their first and last frontend, the affinity chains and sets with their frontend.
+    pub fn update<'a>(
+        &mut self,
+        changes: impl IntoIterator<Item = (FrontendKey, Option<&'a Frontend>)>,
+        hairpin: &BTreeSet<Ipv4Addr>,
+        segment_subnets: &BTreeSet<Ipv4Net>,
+        lb_addresses: &BTreeSet<Ipv4Addr>,
+    ) {
+        self.enabled = true;
+        self.count_spread_users();
+        for (key, now) in changes {
+            self.remove_frontend(&key);
+            if let Some(f) = now {
+                debug_assert_eq!(f.key, key);
+                self.add_frontend(f);
+            }
+        }
+        let inside = prefix_ranges(segment_subnets);
+        if self.inside != inside {
+            self.inside = inside;
+        }
+        if &self.hairpin != hairpin {
+            self.hairpin = hairpin.clone();
+        }
+        if &self.lb_addresses != lb_addresses {
+            self.lb_addresses = lb_addresses.clone();
+        }
+    }
+
+    /// Counts the frontends of each shared chain, unless they are counted already.
+    fn count_spread_users(&mut self) {
+        if self.spread_users.known {
+            return;
+        }
+        let mut users: BTreeMap<Arc<str>, usize> = BTreeMap::new();
+        for chain in self.frontends.values() {
+            if matches!(
+                self.chains.get(&**chain),
+                Some(SvcChain::Spread { .. } | SvcChain::NodeSpread { .. })
+            ) {
+                *users.entry(chain.clone()).or_insert(0) += 1;
+            }
+        }
+        self.spread_users = SpreadUsers { known: true, users };
+    }
+
+    /// Takes frontend `key` out, with its chains no other frontend goes to.
+    fn remove_frontend(&mut self, key: &FrontendKey) {
+        self.reject.remove(key);
+        self.masquerade.remove(key);
+        self.backends.remove(key);
+        let Some(chain) = self.frontends.remove(key) else {
+            return;
+        };
+        match self.chains.get(&*chain) {
+            Some(SvcChain::Spread { .. } | SvcChain::NodeSpread { .. }) => {
+                if let Some(n) = self.spread_users.users.get_mut(&chain) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        self.spread_users.users.remove(&chain);
+                        self.chains.remove(&*chain);
+                    }
+                }
+            }
+            Some(SvcChain::Affinity { .. }) => {
+                // Its chains and sets are named after the frontend: no other one has them.
+                if let Some(SvcChain::Affinity { sticky }) = self.chains.remove(&*chain) {
+                    for se in sticky {
+                        self.chains.remove(&se);
+                        self.affinity_sets.remove(&affinity_set_of(&se));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Puts frontend `f` in (its key not in the model), as [`ServiceModel::from_desired`] does.
+    fn add_frontend(&mut self, f: &Frontend) {
+        if f.backends.is_empty() {
+            self.reject.insert(f.key);
+            return;
+        }
+        if f.masquerade_outside {
+            self.masquerade.insert(f.key);
+        }
+        let chain: Arc<str> = match f.affinity_timeout {
+            Some(timeout) => Arc::from(self.affinity(f, timeout)),
+            None => {
+                let node_port = f.key.is_node_port();
+                let count = f.backends.len();
+                let name = spread_chain(node_port, count);
+                // The chain's name as the other frontends of the chain hold it, if any.
+                let shared = self
+                    .spread_users
+                    .users
+                    .get_key_value(name.as_str())
+                    .map(|(n, _)| n.clone());
+                let name = match shared {
+                    Some(shared) => shared,
+                    None => {
+                        let count = u32::try_from(count).unwrap_or(u32::MAX);
+                        self.chains.insert(
+                            name.clone(),
+                            if node_port {
+                                SvcChain::NodeSpread { count }
+                            } else {
+                                SvcChain::Spread { count }
+                            },
+                        );
+                        Arc::from(name)
+                    }
+                };
+                *self.spread_users.users.entry(name.clone()).or_insert(0) += 1;
+                self.backends
+                    .insert(f.key, Arc::from(f.backends.as_slice()));
+                name
+            }
+        };
+        self.frontends.insert(f.key, chain);
     }
 
     /// Adds the affinity chains and sets of `f`; returns its `sa_` chain.
@@ -423,14 +580,15 @@ impl ServiceModel {
                 key: *key,
                 chain: chain.to_string(),
             });
-        let backends = self
-            .backends
-            .iter()
-            .map(|((key, slot), backend)| SvcElement::Backend {
-                key: *key,
-                slot: *slot,
-                backend: *backend,
-            });
+        let backends = self.backends.iter().flat_map(|(key, list)| {
+            (0u32..)
+                .zip(list.iter())
+                .map(|(slot, backend)| SvcElement::Backend {
+                    key: *key,
+                    slot,
+                    backend: *backend,
+                })
+        });
         frontends
             .chain(backends)
             .chain(self.reject.iter().map(|k| SvcElement::Reject(*k)))
@@ -636,20 +794,22 @@ fn set_difference<T: Ord + Copy>(
     added.extend(new.difference(old).map(|k| wrap(*k)));
 }
 
-/// The same for two maps: a key whose value changed is deleted and added again (the kernel
-/// refuses to add an existing key with other data).
-fn map_difference<K: Ord + Copy, V: PartialEq>(
-    old: &BTreeMap<K, V>,
-    new: &BTreeMap<K, V>,
-    wrap: impl Fn(K, &V) -> SvcElement,
+/// The same for the frontends' chains: a key whose chain changed is deleted and added again (the
+/// kernel refuses to add an existing key with other data). One walk; the frontends of a model
+/// updated from the other share their chains' names, so most compare by pointer.
+fn map_difference<K: Ord + Copy>(
+    old: &BTreeMap<K, Arc<str>>,
+    new: &BTreeMap<K, Arc<str>>,
+    wrap: impl Fn(K, &Arc<str>) -> SvcElement,
     gone: &mut Vec<SvcElement>,
     added: &mut Vec<SvcElement>,
 ) {
-    if old == new {
-        return;
-    }
     for (k, before, now) in crate::table::paired(old, new) {
-        if before == now {
+        let same = match (before, now) {
+            (Some(b), Some(n)) => Arc::ptr_eq(b, n) || b == n,
+            _ => false,
+        };
+        if same {
             continue;
         }
         if let Some(v) = before {
@@ -660,6 +820,46 @@ fn map_difference<K: Ord + Copy, V: PartialEq>(
         }
     }
 }
+
+/// The backends' elements that differ, slot by slot, of the frontends whose backends changed.
+fn backend_difference(
+    old: &BTreeMap<FrontendKey, Arc<[(Ipv4Addr, u16)]>>,
+    new: &BTreeMap<FrontendKey, Arc<[(Ipv4Addr, u16)]>>,
+    gone: &mut Vec<SvcElement>,
+    added: &mut Vec<SvcElement>,
+) {
+    let none: &[(Ipv4Addr, u16)] = &[];
+    for (key, before, now) in crate::table::paired(old, new) {
+        let (before, now) = (before.map_or(none, |b| &**b), now.map_or(none, |n| &**n));
+        if std::ptr::eq(before, now) || before == now {
+            continue;
+        }
+        for slot in 0..before.len().max(now.len()) {
+            let (b, n) = (before.get(slot), now.get(slot));
+            if b == n {
+                continue;
+            }
+            let slot = u32::try_from(slot).unwrap_or(u32::MAX);
+            if let Some(backend) = b {
+                gone.push(SvcElement::Backend {
+                    key: *key,
+                    slot,
+                    backend: *backend,
+                });
+            }
+            if let Some(backend) = n {
+                added.push(SvcElement::Backend {
+                    key: *key,
+                    slot,
+                    backend: *backend,
+                });
+            }
+        }
+    }
+}
+
+/// A slot deleted in the middle of a batch (a changed backend: deleted, then added again).
+const NO_BACKEND: (Ipv4Addr, u16) = (Ipv4Addr::UNSPECIFIED, 0);
 
 /// The order Services chains are created in (what is gone to first) and deleted in (the
 /// reverse): `se_`, then `sa_` and the shared chains.
@@ -713,17 +913,7 @@ pub(crate) fn delta(
             &mut gone,
             &mut added,
         );
-        map_difference(
-            &old.backends,
-            &new.backends,
-            |(key, slot), backend| SvcElement::Backend {
-                key,
-                slot,
-                backend: *backend,
-            },
-            &mut gone,
-            &mut added,
-        );
+        backend_difference(&old.backends, &new.backends, &mut gone, &mut added);
         set_difference(
             &old.reject,
             &new.reject,
@@ -799,6 +989,8 @@ impl ServiceModel {
     /// when the operation is not about the Services part (a policy one).
     pub(crate) fn apply_op(&mut self, op: &crate::TableOp) -> Result<bool, BatchError> {
         use crate::TableOp;
+        // The shared chains' users are counted again by the next `update`.
+        self.spread_users.known = false;
         match op {
             TableOp::AddServiceBase => self.enabled = true,
             TableOp::DeleteServiceBase => {
@@ -879,12 +1071,22 @@ impl ServiceModel {
                     }
                 }
             }
-            SvcElement::Backend { key, slot, backend } => match self.backends.get(&(*key, *slot)) {
-                Some(b) if b != backend => return Err(busy()),
-                _ => {
-                    self.backends.insert((*key, *slot), *backend);
+            SvcElement::Backend { key, slot, backend } => {
+                let list = self.backends.entry(*key).or_insert_with(|| Arc::from([]));
+                let mut v = list.to_vec();
+                let slot = usize::try_from(*slot).unwrap_or(usize::MAX);
+                let len = v.len();
+                match v.get_mut(slot) {
+                    Some(b) if *b == NO_BACKEND => *b = *backend,
+                    Some(b) if b != backend => return Err(busy()),
+                    Some(_) => {}
+                    None if slot == len => v.push(*backend),
+                    // A slot past the end: the kernel would take it; the model holds slots
+                    // `0..N` only, as Seam writes them.
+                    None => return Err(busy()),
                 }
-            },
+                *list = v.into();
+            }
             SvcElement::Reject(key) => {
                 self.reject.insert(*key);
             }
@@ -917,7 +1119,25 @@ impl ServiceModel {
         }
         let found = match e {
             SvcElement::Frontend { key, .. } => self.frontends.remove(key).is_some(),
-            SvcElement::Backend { key, slot, .. } => self.backends.remove(&(*key, *slot)).is_some(),
+            SvcElement::Backend { key, slot, .. } => {
+                let slot = usize::try_from(*slot).unwrap_or(usize::MAX);
+                match self.backends.get_mut(key) {
+                    Some(list) if slot < list.len() && list[slot] != NO_BACKEND => {
+                        let mut v = list.to_vec();
+                        v[slot] = NO_BACKEND;
+                        while v.last() == Some(&NO_BACKEND) {
+                            v.pop();
+                        }
+                        if v.is_empty() {
+                            self.backends.remove(key);
+                        } else {
+                            *list = v.into();
+                        }
+                        true
+                    }
+                    _ => false,
+                }
+            }
             SvcElement::Reject(key) => self.reject.remove(key),
             SvcElement::Masquerade(key) => self.masquerade.remove(key),
             SvcElement::Inside(s, e) => {
@@ -940,6 +1160,8 @@ impl ServiceModel {
 #[derive(Debug, Default)]
 pub(crate) struct Listed {
     model: ServiceModel,
+    /// The backends' elements by frontend and slot, until [`Listed::finish`] makes the lists.
+    slots: BTreeMap<(FrontendKey, u32), (Ipv4Addr, u16)>,
     sets: BTreeSet<String>,
     base: BTreeSet<String>,
 }
@@ -1071,7 +1293,7 @@ impl Listed {
                     let [addr, port] = concat(data)? else {
                         return None;
                     };
-                    m.backends
+                    self.slots
                         .insert((key, slot), (json_addr(addr)?, json_port(port)?));
                 }
                 SVC_REJECT | SVC_NODEPORT_REJECT | SVC_MASQUERADE | SVC_NODEPORT_MASQUERADE => {
@@ -1113,6 +1335,16 @@ impl Listed {
     pub(crate) fn finish(self) -> Option<ServiceModel> {
         let (sets, base) = (self.sets.len(), self.base.len());
         let mut model = self.model;
+        // Slots `0..N` of each frontend, in order; a gap is no table Seam wrote.
+        let mut lists: BTreeMap<FrontendKey, Vec<(Ipv4Addr, u16)>> = BTreeMap::new();
+        for ((key, slot), backend) in self.slots {
+            let list = lists.entry(key).or_default();
+            if usize::try_from(slot).ok()? != list.len() {
+                return None;
+            }
+            list.push(backend);
+        }
+        model.backends = lists.into_iter().map(|(k, v)| (k, v.into())).collect();
         if sets == 0 && base == 0 {
             return (model.chains.is_empty() && model.affinity_sets.is_empty())
                 .then(ServiceModel::default);
@@ -1124,6 +1356,9 @@ impl Listed {
         Some(model)
     }
 }
+
+#[cfg(test)]
+mod update_tests;
 
 #[cfg(test)]
 mod tests {
@@ -1201,7 +1436,7 @@ mod tests {
         assert!(m.enabled);
         assert_eq!(&*m.frontends[&addr("10.96.0.10", 80)], "m_3");
         assert_eq!(
-            m.backends[&(addr("10.96.0.10", 80), 2)],
+            m.backends[&addr("10.96.0.10", 80)][2],
             (a("10.1.1.7"), 8080)
         );
         let np = FrontendKey::NodePort {
@@ -1228,7 +1463,7 @@ mod tests {
             ]
         );
         // Affinity frontends have no slots in svc_backends.
-        assert!(!m.backends.keys().any(|(k, _)| *k == addr("10.96.0.11", 80)));
+        assert!(!m.backends.contains_key(&addr("10.96.0.11", 80)));
     }
 
     fn table(desired: &DesiredServices) -> crate::table::TableModel {
@@ -1390,9 +1625,9 @@ mod tests {
             port: 30080,
         };
         assert_eq!(&*m.frontends[&np], "n_1");
-        assert_eq!(m.backends[&(np, 0)], (a("10.1.0.5"), 8080));
+        assert_eq!(m.backends[&np][0], (a("10.1.0.5"), 8080));
         assert_eq!(
-            m.backends[&(addr("10.96.0.10", 80), 0)],
+            m.backends[&addr("10.96.0.10", 80)][0],
             (a("10.1.0.5"), 8080)
         );
         assert_eq!(m.inside, [(a("10.1.0.0"), a("10.1.1.255"))]);

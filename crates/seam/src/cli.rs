@@ -46,10 +46,22 @@ pub struct Target {
 pub enum Output {
     /// One line per object.
     Table,
+    /// One line per object, with more columns (services: their backends and selector); the
+    /// table for other kinds.
+    Wide,
     /// JSON (a list).
     Json,
     /// YAML (one document per object).
     Yaml,
+}
+
+/// `seam explain -o`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExplainOutput {
+    /// The human layout.
+    Text,
+    /// JSON (as `--json`).
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -61,7 +73,7 @@ pub enum Cmd {
     },
     /// Create or replace objects from a file (YAML documents or JSON): NetworkPolicy,
     /// AdminNetworkPolicy, BaselineAdminNetworkPolicy, EndpointGroup, Contract, v1 Namespace,
-    /// Tenant.
+    /// Tenant, v1 Service, discovery.k8s.io/v1 EndpointSlice, seam.dev/v1alpha1 AddressPool.
     /// Every document is validated first, then all are written in one transaction on the
     /// controller: one bad document, or one the controller refuses, and nothing is applied.
     Apply {
@@ -73,7 +85,7 @@ pub enum Cmd {
     },
     /// List objects of a kind: policies, networkpolicies, adminnetworkpolicies,
     /// baselineadminnetworkpolicies, endpointgroups, contracts, namespaces, tenants, nodes,
-    /// segments, blocks, endpoints.
+    /// segments, blocks, endpoints, services, endpointslices, addresspools.
     Get {
         /// The kind (plural).
         kind: String,
@@ -84,29 +96,35 @@ pub enum Cmd {
         target: Target,
     },
     /// Delete one object: KIND is a policy kind (networkpolicy, contract, ...; singular or
-    /// plural), namespace or tenant.
+    /// plural), namespace, tenant, service or endpointslice (NAME as NAMESPACE/NAME or with
+    /// -n), or addresspool.
     Delete {
         /// The kind.
         kind: String,
         /// The name.
         name: String,
-        /// The namespace (NetworkPolicy only).
+        /// The namespace (NetworkPolicy, Service, EndpointSlice).
         #[arg(short = 'n', long)]
         namespace: Option<String>,
         #[command(flatten)]
         target: Target,
     },
-    /// Explain the policy verdict for a new connection, per direction, from the engine.
+    /// Explain the policy verdict for a new connection, per direction, from the engine. To a
+    /// Service address (ClusterIP, externalIP, LoadBalancer address, node address + NodePort):
+    /// the Service port, and each candidate backend with its verdict (policy sees the backend).
     Explain {
         /// Source: namespace/name of an endpoint, or an IPv4 address.
         src: String,
-        /// Destination: namespace/name of an endpoint, or an IPv4 address.
+        /// Destination: namespace/name of an endpoint, or an IPv4 address (a Service's too).
         dst: String,
         /// PORT/PROTO: 80/tcp, 53/udp, 8/icmp (ICMP type), or just a TCP port.
         port: String,
-        /// Print JSON.
+        /// Print JSON (as `-o json`).
         #[arg(long)]
         json: bool,
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value = "text")]
+        output: ExplainOutput,
         #[command(flatten)]
         target: Target,
     },

@@ -82,6 +82,11 @@ struct Args {
     /// from every node (for an underlay whose switches drop addresses they do not know).
     #[arg(long, value_enum, default_value = "cross-subnet")]
     transit_encap: TransitEncapArg,
+    /// On a gateway node: the interface on the external network. The LoadBalancer addresses this
+    /// gateway owns are added to it as /32s and announced with gratuitous ARP; without it the
+    /// gateway serves none (the other gateways do).
+    #[arg(long, value_name = "IFACE")]
+    external_interface: Option<String>,
     /// How long a released address stays out of use, in milliseconds.
     #[arg(long, default_value_t = 30_000)]
     quarantine_ms: u64,
@@ -249,6 +254,14 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         running.agent.clone(),
         transit_kernel,
     ));
+    // LoadBalancer addresses on a gateway's external interface; stale Service conntrack entries
+    // on every node.
+    let gateway_kernel = LinuxKernel::connect().context("open netlink for the gateway")?;
+    let gateway = tokio::spawn(seam_agent::gateway::run(
+        running.agent.clone(),
+        gateway_kernel,
+        args.external_interface.clone(),
+    ));
     tracing::info!(node = %args.node, %underlay_ip, socket = %args.socket.display(), "seamd serving");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("signal handler")?;
@@ -259,6 +272,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     // The dataplane stays as it is: pods keep forwarding while the agent is down.
     tracing::info!("seamd stopping; dataplane left in place");
     transit.abort();
+    gateway.abort();
     if let Some(renewal) = renewal {
         renewal.abort();
     }

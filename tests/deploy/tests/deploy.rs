@@ -12,7 +12,11 @@
 //!   definitions in the binaries' sources: their argument structs are private to `main.rs`,
 //!   and `CARGO_BIN_EXE_*` only exists for a package's own binaries; the ignored test at the end
 //!   runs the built binaries' `--help` instead);
-//! - `deploy/CONFIG.md` lists every flag with its default and every network config field.
+//! - `deploy/CONFIG.md` lists every flag with its default and every network config field;
+//! - nothing needs kube-proxy (issue 12: Seam serves Services): no kube-proxy DaemonSet, no
+//!   Service environment variable, the agents' controller endpoints and the controller's store
+//!   are node addresses outside the Service range, the adapter reaches the API server at its
+//!   node's address, and the README says to create the cluster without kube-proxy.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -232,7 +236,13 @@ fn controller_may_watch_what_the_adapter_reads_and_nothing_more_broadly() {
             );
         }
     }
-    // Read-only on everything but events: no write verb on any watched resource, no wildcard.
+    // Services' status: the LoadBalancer address Seam allocates, written back (a merge patch).
+    assert!(
+        granted(role, "patch").contains(&(String::new(), "services/status".to_string())),
+        "seam-controller may not patch services/status"
+    );
+    // Read-only on everything but events and Services' status: no write verb on any watched
+    // resource (a Service's spec included), no wildcard.
     for verb in [
         "create",
         "update",
@@ -242,10 +252,9 @@ fn controller_may_watch_what_the_adapter_reads_and_nothing_more_broadly() {
         "*",
     ] {
         for (group, resource) in granted(role, verb) {
-            assert_eq!(
-                resource, "events",
-                "seam-controller may {verb} {resource}.{group}"
-            );
+            let allowed = resource == "events"
+                || (group.is_empty() && resource == "services/status" && verb == "patch");
+            assert!(allowed, "seam-controller may {verb} {resource}.{group}");
         }
     }
     let binding = object(&set, "ClusterRoleBinding", "seam-controller");
@@ -1158,21 +1167,9 @@ fn seam_containers(set: &[(PathBuf, Value)]) -> Vec<(String, Value)> {
 /// cluster knows (Service addresses, the pod's IP, the node's name).
 fn container_env(set: &[(PathBuf, Value)], c: &Value) -> BTreeMap<String, String> {
     let data = config_data(set);
-    let mut env = BTreeMap::from([
-        (
-            "SEAM_ETCD_SERVICE_HOST".to_string(),
-            "10.96.0.20".to_string(),
-        ),
-        ("SEAM_ETCD_SERVICE_PORT".to_string(), "2479".to_string()),
-        (
-            "SEAM_CONTROLLER_SERVICE_HOST".to_string(),
-            "10.96.0.21".to_string(),
-        ),
-        (
-            "SEAM_CONTROLLER_SERVICE_PORT".to_string(),
-            "7440".to_string(),
-        ),
-    ]);
+    // No Service environment variables (`SEAM_CONTROLLER_SERVICE_HOST`, …): they hold
+    // ClusterIPs, which only work once Seam serves them, so a `$(…)` naming one is unresolved.
+    let mut env = BTreeMap::new();
     for e in items(c, "/env") {
         let name = str_at(e, "/name").unwrap_or_default().to_string();
         let value = if let Some(v) = str_at(e, "/value") {
@@ -1187,7 +1184,8 @@ fn container_env(set: &[(PathBuf, Value)], c: &Value) -> BTreeMap<String, String
                 .clone()
         } else {
             match str_at(e, "/valueFrom/fieldRef/fieldPath") {
-                Some("status.podIP") => "192.0.2.10".to_string(),
+                // Host network: the pod's address is the node's.
+                Some("status.podIP" | "status.hostIP") => "192.0.2.10".to_string(),
                 Some("spec.nodeName") => "node-1".to_string(),
                 other => panic!("unexpected env source {other:?}"),
             }
@@ -1289,8 +1287,12 @@ fn controller_flag_values_are_accepted_by_its_parsers() {
         vni_base: one("--vni-base")
             .parse()
             .unwrap_or_else(|e| panic!("--vni-base: {e}")),
-        // Not given in deploy/: the defaults.
-        ..seam_controller::ControllerConfig::default()
+        service_cidr: one("--service-cidr")
+            .parse()
+            .unwrap_or_else(|e| panic!("--service-cidr: {e}")),
+        node_port_range: one("--node-port-range")
+            .parse()
+            .unwrap_or_else(|e| panic!("--node-port-range: {e}")),
     };
     assert_eq!(config.validate(), Ok(()));
     assert!(matches!(one("--log-format").as_str(), "text" | "json"));
@@ -1301,10 +1303,13 @@ fn controller_flag_values_are_accepted_by_its_parsers() {
         .unwrap_or_else(|| panic!("--store={store}"));
     assert!(authority.parse::<std::net::SocketAddr>().is_ok(), "{store}");
 
-    // The agents' controller endpoint is the Service's.
+    // The agents' controller endpoints: the ConfigMap's list of control-plane node addresses.
     let ds = object(&set, "DaemonSet", "seam-agent");
     let agent_env = container_env(&set, container(ds, "seamd", false));
-    assert_eq!(agent_env["SEAM_CONTROLLER"], "https://10.96.0.21:7440");
+    assert_eq!(
+        agent_env["SEAM_CONTROLLER"],
+        config_data(&set)["controller"]
+    );
     assert_eq!(agent_env["SEAM_NODE"], "node-1");
 }
 
@@ -1325,12 +1330,154 @@ fn configmap_values_are_the_binaries_defaults() {
         let flag = flags
             .get(&format!("--{key}"))
             .unwrap_or_else(|| panic!("seam-config key {key} is no flag of a Seam binary"));
+        if CLUSTER_KEYS.contains(&key.as_str()) {
+            // The cluster's own addresses, not a default (checked by
+            // `nothing_needs_kube_proxy_or_a_cluster_ip`).
+            continue;
+        }
         assert_eq!(
             flag.default.as_deref(),
             Some(value.as_str()),
             "seam-config {key}"
         );
     }
+}
+
+/// seam-config keys that hold the cluster's own addresses rather than a binary's default.
+const CLUSTER_KEYS: [&str; 2] = ["controller", "store"];
+
+/// Whether `ip` is in `cidr` (`a.b.c.d/len`): the Service range of seam-config (which must be
+/// kube-apiserver's `--service-cluster-ip-range`).
+fn in_cidr(cidr: &str, ip: std::net::Ipv4Addr) -> bool {
+    let (net, len) = cidr.split_once('/').unwrap_or_else(|| panic!("{cidr}"));
+    let net: std::net::Ipv4Addr = net.parse().unwrap_or_else(|e| panic!("{cidr}: {e}"));
+    let len: u32 = len.parse().unwrap_or_else(|e| panic!("{cidr}: {e}"));
+    let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+    u32::from(ip) & mask == u32::from(net) & mask
+}
+
+/// `scheme://IPv4:port` → the address, which must be a literal IPv4 address (no name: cluster
+/// DNS is behind a ClusterIP too).
+fn endpoint_address(endpoint: &str, scheme: &str) -> std::net::SocketAddrV4 {
+    let authority = endpoint
+        .strip_prefix(scheme)
+        .unwrap_or_else(|| panic!("{endpoint} does not start with {scheme}"));
+    authority
+        .parse()
+        .unwrap_or_else(|e| panic!("{endpoint}: not an IPv4 address and port ({e})"))
+}
+
+/// Issue 12: Seam serves Services, so the cluster runs without kube-proxy, and nothing Seam needs
+/// before it runs may be a ClusterIP (nor a DNS name: CoreDNS is behind one).
+#[test]
+fn nothing_needs_kube_proxy_or_a_cluster_ip() {
+    let set = install_set();
+    // No kube-proxy among the manifests, and the README says to create the cluster without it.
+    for (path, doc) in &set {
+        let name = str_at(doc, "/metadata/name").unwrap_or_default();
+        assert!(!name.contains("kube-proxy"), "{}: {name}", path.display());
+    }
+    let readme = read(&deploy_dir().join("README.md"));
+    assert!(
+        readme.contains("--skip-phases=addon/kube-proxy"),
+        "README.md must say to create the cluster without kube-proxy"
+    );
+    // No Service environment variable anywhere (their values are ClusterIPs).
+    for (workload, c) in seam_containers(&set) {
+        let text = serde_json::to_string(&c).unwrap();
+        for var in ["_SERVICE_HOST)", "_SERVICE_PORT)"] {
+            assert!(
+                !text.contains(var),
+                "{workload}/{}: uses a Service environment variable ({var})",
+                c["name"]
+            );
+        }
+    }
+
+    // The agents: several controller replicas at node addresses, outside the Service range.
+    let data = config_data(&set);
+    let services = data["service-cidr"].as_str();
+    let in_service_cidr = |ip| in_cidr(services, ip);
+    let endpoints: Vec<&str> = data["controller"].split(',').collect();
+    assert!(
+        endpoints.len() >= 2,
+        "one controller endpoint: no fail-over"
+    );
+    let d = object(&set, "Deployment", "seam-controller");
+    let controller = container(d, "seam-controller", false);
+    let listen_port = flag_values(controller)["--listen"]
+        .iter()
+        .find_map(|l| l.strip_prefix("tcp:$(POD_IP):"))
+        .and_then(|p| p.parse::<u16>().ok())
+        .expect("the controller listens on its node's address");
+    for endpoint in &endpoints {
+        let addr = endpoint_address(endpoint, "https://");
+        assert!(
+            !in_service_cidr(*addr.ip()),
+            "{endpoint} is in the Service range: a ClusterIP"
+        );
+        assert_eq!(addr.port(), listen_port, "{endpoint}");
+    }
+    // ... which are the nodes the replicas run on, with the host's address.
+    assert_eq!(
+        d.pointer("/spec/template/spec/nodeSelector/node-role.kubernetes.io~1control-plane"),
+        Some(&json!("")),
+        "the controller replicas must run where `controller` points: the control-plane nodes"
+    );
+    assert_eq!(
+        d.pointer("/spec/template/spec/hostNetwork"),
+        Some(&json!(true))
+    );
+
+    // The controller's store: etcd at a node address (on the node etcd is pinned to).
+    let store = expand(
+        &flag_values(controller)["--store"][0],
+        &container_env(&set, controller),
+    );
+    assert_eq!(store, data["store"]);
+    let etcd = endpoint_address(&store, "etcd:https://");
+    assert!(
+        !in_service_cidr(*etcd.ip()),
+        "--store={store} is a ClusterIP"
+    );
+    let sts = object(&set, "StatefulSet", "seam-etcd");
+    assert_eq!(
+        sts.pointer("/spec/template/spec/hostNetwork"),
+        Some(&json!(true))
+    );
+    assert!(
+        sts.pointer("/spec/template/spec/nodeSelector")
+            .and_then(Value::as_object)
+            .is_some_and(|m| !m.is_empty()),
+        "the bundled etcd must be pinned to the node `store` names"
+    );
+    assert!(items(container(sts, "etcd", false), "/command")
+        .iter()
+        .filter_map(Value::as_str)
+        .any(|a| a.starts_with("--listen-client-urls=")
+            && a.contains(&format!("$(POD_IP):{}", etcd.port()))));
+
+    // The adapter: the API server at its node's own address, not the `kubernetes` ClusterIP the
+    // kubelet would put in KUBERNETES_SERVICE_HOST.
+    let adapter = container(d, "seam-k8s", false);
+    let by_name = |name: &str| {
+        items(adapter, "/env")
+            .iter()
+            .find(|e| str_at(e, "/name") == Some(name))
+            .cloned()
+            .unwrap_or_else(|| panic!("seam-k8s does not set {name}"))
+    };
+    assert_eq!(
+        str_at(
+            &by_name("KUBERNETES_SERVICE_HOST"),
+            "/valueFrom/fieldRef/fieldPath"
+        ),
+        Some("status.hostIP")
+    );
+    assert_eq!(
+        str_at(&by_name("KUBERNETES_SERVICE_PORT"), "/value"),
+        Some("6443")
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

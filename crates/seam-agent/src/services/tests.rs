@@ -195,6 +195,14 @@ fn passes_over_what_changed_end_where_a_pass_over_everything_does() {
             vec![event(ObjectKind::EndpointSlice, "web/ext-1", None)],
         ),
         (
+            "a Service at another's addresses, first by name",
+            vec![put_service(&service("dup", Some("db"), 1))],
+        ),
+        (
+            "it goes: the other's frontends again",
+            vec![event(ObjectKind::Service, "web/dup", None)],
+        ),
+        (
             "many endpoints at once",
             (0..=255)
                 .map(|i| put_endpoint(&endpoint(&format!("m{i}"), "web", i, "n3", "web")))
@@ -309,4 +317,73 @@ fn a_gateway_serves_the_lb_addresses_it_owns_while_it_holds_a_lease() {
     view.apply(event(ObjectKind::NodeLease, "gw1", None));
     let (d, _) = gateway.sync(&view, &view.clone().take_service_changes());
     assert!(d.lb_addresses.is_empty());
+}
+
+/// A small deterministic generator (xorshift64*): the same sequences on every run.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+    }
+
+    fn byte(&mut self, n: u8) -> u8 {
+        u8::try_from(self.below(u64::from(n))).unwrap()
+    }
+}
+
+#[test]
+fn random_changes_end_where_a_pass_over_everything_does() {
+    for seed in 1..=20u64 {
+        let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+        let mut view = ClusterView::default();
+        view.reset(Snapshot {
+            segments: vec![Segment {
+                name: "default".into(),
+                tenant: "default".into(),
+                subnet: "10.1.0.0/16".parse().unwrap(),
+                gateway: Ipv4Addr::new(10, 1, 0, 1),
+                vni: 100,
+                block_prefix: 26,
+                namespace: None,
+                snat: false,
+            }],
+            ..Snapshot::default()
+        });
+        let mut cache = ServiceCache::new("n1".into(), NodeRole::Worker);
+        let apps = ["web", "db", "cache"];
+        for step in 0..40 {
+            for _ in 0..=rng.below(3) {
+                let e = match rng.below(6) {
+                    0 | 1 => {
+                        let n = rng.byte(8);
+                        let node = if rng.below(2) == 0 { "n1" } else { "n2" };
+                        let app = apps[usize::from(rng.byte(3))];
+                        // Two endpoints may share an address: a backend of two frontends.
+                        put_endpoint(&endpoint(&format!("e{n}"), "web", 2 + n % 5, node, app))
+                    }
+                    2 => event(ObjectKind::Endpoint, &format!("web/e{}", rng.byte(8)), None),
+                    3 | 4 => {
+                        // Services 0..6, two of them at the same address.
+                        let n = rng.byte(6);
+                        let app = apps[usize::from(rng.byte(3))];
+                        put_service(&service(&format!("s{n}"), Some(app), 10 + n % 5))
+                    }
+                    _ => event(ObjectKind::Service, &format!("web/s{}", rng.byte(6)), None),
+                };
+                view.apply(e);
+            }
+            let changes = view.take_service_changes();
+            let (got, _) = cache.sync(&view, &changes);
+            assert_eq!(*got, from_scratch(&view), "seed {seed} step {step}");
+            assert_eq!(
+                cache.model(),
+                &ServiceModel::from_desired(&got),
+                "seed {seed} step {step}"
+            );
+        }
+    }
 }

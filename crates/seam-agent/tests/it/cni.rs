@@ -284,9 +284,12 @@ async fn concurrent_adds_and_dels_never_share_an_address() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn exhaustion_is_try_again_and_leaves_nothing() {
     let config = ControllerConfig {
-        pool: "10.99.0.0/28".parse().unwrap(),
+        // Outside the default service range (10.96.0.0/12).
+        pool: "10.250.0.0/28".parse().unwrap(),
         segment_prefix: 28,
         block_prefix: 29,
+        // The default service range (10.96.0.0/12) holds this tiny pool: move it away.
+        service_cidr: "172.30.0.0/16".parse().unwrap(),
         ..ControllerConfig::default()
     };
     let c = Cluster::with_config(config).await;

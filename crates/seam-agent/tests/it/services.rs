@@ -25,6 +25,8 @@ struct Setup {
     dir: tempfile::TempDir,
     store: AnyStore,
     ctl: Controller,
+    /// `n1`'s lease store (kept across a restart).
+    leases: AnyStore,
     n1: Running<FakeKernel>,
     sock: std::path::PathBuf,
 }
@@ -39,11 +41,13 @@ impl Setup {
             store.clone(),
         )
         .await;
-        let (n1, sock) = start_agent(dir.path(), &ctl, FakeKernel::default()).await;
+        let leases = AnyStore::memory();
+        let (n1, sock) = start_agent(dir.path(), &ctl, FakeKernel::default(), leases.clone()).await;
         Setup {
             dir,
             store,
             ctl,
+            leases,
             n1,
             sock,
         }
@@ -78,10 +82,11 @@ async fn start_agent(
     dir: &Path,
     ctl: &Controller,
     kernel: FakeKernel,
+    leases: AnyStore,
 ) -> (Running<FakeKernel>, std::path::PathBuf) {
     let cfg = agent_config(dir, "n1", N1_IP, &ctl.sock);
     let sock = cfg.socket.clone();
-    let n1 = Agent::start(cfg, kernel, AnyStore::memory()).await.unwrap();
+    let n1 = Agent::start(cfg, kernel, leases).await.unwrap();
     wait_ready(&sock).await;
     (n1, sock)
 }
@@ -134,13 +139,31 @@ async fn desired(n1: &Running<FakeKernel>) -> Option<DesiredServices> {
         .map(|d| (*d).clone())
 }
 
-/// The backends of `key` on `n1`, if it has that frontend.
+/// The backends of `key` on `n1`, if it has that frontend: as the agent wants them, and as the
+/// (fake) kernel's table holds them, which must agree.
 async fn backends(n1: &Running<FakeKernel>, key: FrontendKey) -> Option<Vec<(Ipv4Addr, u16)>> {
     let d = desired(n1).await?;
-    d.frontends
+    let wanted = d
+        .frontends
         .into_iter()
         .find(|f| f.key == key)
-        .map(|f| f.backends)
+        .map(|f| f.backends);
+    (table_backends(&n1.agent.kernel, key) == wanted).then_some(wanted)?
+}
+
+/// The backends the kernel's table sends `key` to (by slot); empty when it refuses `key`;
+/// `None` when the table does not know it.
+fn table_backends(kernel: &FakeKernel, key: FrontendKey) -> Option<Vec<(Ipv4Addr, u16)>> {
+    let table = kernel.state().table?;
+    let services = &table.services;
+    if services.reject.contains(&key) {
+        return Some(Vec::new());
+    }
+    services.frontends.get(&key)?;
+    // Slot `i` holds the `i`th backend; the order does not matter here.
+    let mut backends: Vec<(Ipv4Addr, u16)> = services.backends.get(&key)?.to_vec();
+    backends.sort();
+    Some(backends)
 }
 
 fn cluster_ip(port: u16) -> FrontendKey {
@@ -178,9 +201,22 @@ async fn a_service_reaches_the_table_with_its_backends_and_loses_a_removed_one()
         backends(&s.n1, cluster_ip(80)).await.as_ref() == Some(&want)
     })
     .await;
+    // What the kernel now translates is published (the conntrack cleanup compares it).
+    eventually("the applied Services are published", || async {
+        let applied = s.n1.agent.applied_services.borrow().clone();
+        applied
+            .frontends
+            .iter()
+            .any(|f| f.key == cluster_ip(80) && f.backends == want)
+    })
+    .await;
     // Both pods are on this node: a pod reaching itself through the Service is masqueraded.
     let d = desired(&s.n1).await.unwrap();
     assert_eq!(d.hairpin, [a, b].into());
+    let written_whole = s.n1.agent.kernel.state().ruleset_applies;
+    let table = s.n1.agent.kernel.state().table.unwrap();
+    assert!(table.services.enabled);
+    assert_eq!(table.services.hairpin, [a, b].into());
     assert_eq!(d.frontends.len(), 1);
     assert_eq!(d.frontends[0].service, "web/front:80");
 
@@ -191,6 +227,10 @@ async fn a_service_reaches_the_table_with_its_backends_and_loses_a_removed_one()
     })
     .await;
     assert_eq!(desired(&s.n1).await.unwrap().hairpin, [b].into());
+    eventually("the table's hairpin follows", || async {
+        s.n1.agent.kernel.state().table.unwrap().services.hairpin == [b].into()
+    })
+    .await;
 
     // A pod whose labels join the selector becomes one (the controller's record edited).
     let mut c = s.ctl.endpoint("web/c").await.unwrap();
@@ -212,9 +252,60 @@ async fn a_service_reaches_the_table_with_its_backends_and_loses_a_removed_one()
         desired(&s.n1)
             .await
             .is_some_and(|d| d.frontends.is_empty() && d.hairpin.is_empty())
+            && table_backends(&s.n1.agent.kernel, cluster_ip(80)).is_none()
     })
     .await;
+    let table = s.n1.agent.kernel.state().table.unwrap();
+    assert!(table.services.backends.is_empty(), "{:?}", table.services);
+    // Every change since the first was made in place, never by writing the table whole.
+    assert_eq!(s.n1.agent.kernel.state().ruleset_applies, written_whole);
     drop(s.dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_agent_adopts_the_services_in_the_table() {
+    let s = Setup::start().await;
+    let a = add(&s.sock, &labelled("web", "a", "web"))
+        .await
+        .address
+        .addr();
+    s.put_service(&service("front", Some(&[("app", "web")]), vec![http(8080)]))
+        .await;
+    eventually("the Service is in the table", || async {
+        backends(&s.n1, cluster_ip(80)).await == Some(vec![(a, 8080)])
+    })
+    .await;
+    // Settled: no further change is pending.
+    let settled = s.n1.agent.kernel.state();
+    let before = settled.table.clone().unwrap();
+    let Setup {
+        dir,
+        store: _store,
+        ctl,
+        leases,
+        n1,
+        sock: _,
+    } = s;
+    n1.abort();
+
+    // The same kernel and lease store under a new agent process.
+    let kernel = FakeKernel::default();
+    kernel.with_state(|st| *st = settled.clone());
+    let (n1, _sock) = start_agent(dir.path(), &ctl, kernel, leases).await;
+    eventually("the restarted agent made a pass", || async {
+        desired(&n1).await.is_some() && n1.agent.applied_firewall.lock().await.is_some()
+    })
+    .await;
+    // Adopted: the table was not written whole, and no change touched the Services part.
+    let after = n1.agent.kernel.state();
+    assert_eq!(after.ruleset_applies, settled.ruleset_applies);
+    let table = after.table.unwrap();
+    assert_eq!(table.services, before.services);
+    assert_eq!(
+        table_backends(&n1.agent.kernel, cluster_ip(80)),
+        Some(vec![(a, 8080)])
+    );
+    n1.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

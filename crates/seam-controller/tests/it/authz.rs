@@ -182,7 +182,42 @@ async fn a_node_writes_only_endpoints_on_itself() {
         "node n2 may not delete endpoint \"default/a\" of node n1",
     );
     let stored: Vec<seam_model::Endpoint> = c.snapshot().await.unwrap().endpoints;
-    assert_eq!(stored, vec![mine]);
+    assert_eq!(stored, vec![mine.clone()]);
+
+    // The adapter relabels it (a pod's labels and named ports), and does nothing else to it:
+    // no other field, no new endpoint, no delete.
+    let adapter = Caller::Known(Identity::of(CallerRole::Adapter, "seam-k8s"));
+    let mut relabelled = mine.clone();
+    relabelled.labels.insert("app".into(), "web".into());
+    relabelled.ports.push(seam_model::ContainerPort {
+        name: "http".into(),
+        port: 8080,
+        protocol: seam_model::PortProtocol::Tcp,
+    });
+    let answer = send(&c, adapter.clone(), "PUT", path, json(&relabelled)).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let mut moved = relabelled.clone();
+    moved.ip = b1.cidr.hosts().nth(9).unwrap();
+    moved.mac = seam_model::endpoint_mac(moved.ip);
+    let answer = send(&c, adapter.clone(), "PUT", path, json(&moved)).await;
+    assert_forbidden(
+        &answer,
+        "adapter seam-k8s may only change the labels and ports of an existing endpoint",
+    );
+    let answer = send(
+        &c,
+        adapter.clone(),
+        "PUT",
+        "/v1/endpoints/default/b",
+        json(&theirs),
+    )
+    .await;
+    assert_forbidden(
+        &answer,
+        "adapter seam-k8s may only change the labels and ports of an existing endpoint",
+    );
+    let answer = send(&c, adapter, "DELETE", path, None).await;
+    assert_forbidden(&answer, "adapter seam-k8s may not DELETE endpoints");
 
     // Its own it may delete.
     let answer = send(&c, node_caller("n1"), "DELETE", path, None).await;
@@ -450,7 +485,7 @@ async fn the_adapter_writes_services_and_a_node_renews_only_its_own_lease() {
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
     // Stored with what was allocated for it.
     assert!(
-        answer.body["spec"]["clusterIp"]["address"].is_string(),
+        answer.body["spec"]["clusterIP"]["address"].is_string(),
         "{}",
         answer.body
     );

@@ -200,7 +200,18 @@ async fn an_exhausted_pool_leaves_a_condition_until_the_pool_grows() {
     assert!(err.to_string().contains("web/a"), "{err}");
     let err = c.delete_address_pool("public").await.unwrap_err();
     assert!(err.is_conflict(), "{err}");
+    // A Service that goes frees its address for a pending one.
+    let waiting = c
+        .put_service(&service("c", ServiceType::LoadBalancer))
+        .await
+        .unwrap();
+    assert_eq!(waiting.status.conditions[0].reason, POOL_EXHAUSTED);
     c.delete_service("web", "a").await.unwrap();
+    assert_eq!(
+        lb_address(&c.get_service("web", "c").await.unwrap()),
+        Some(ip("203.0.113.7"))
+    );
+    c.delete_service("web", "c").await.unwrap();
     c.delete_service("web", "b").await.unwrap();
     c.delete_address_pool("public").await.unwrap();
     srv.stop().await;
@@ -231,6 +242,15 @@ async fn pools_may_not_overlap_segments_the_service_range_or_each_other() {
         assert!(err.to_string().contains(says), "{prefixes:?}: {err}");
     }
     assert_eq!(c.list_address_pools().await.unwrap().len(), 1);
+    // Nor may a segment overlap a pool or the service range afterwards.
+    for (subnet, says) in [
+        ("203.0.113.0/24", "address pool \"a\""),
+        ("10.96.0.0/24", "service range"),
+    ] {
+        let err = c.put_segment(&segment("s2", subnet, 8)).await.unwrap_err();
+        assert!(err.is_invalid(), "{subnet}: {err}");
+        assert!(err.to_string().contains(says), "{subnet}: {err}");
+    }
     srv.stop().await;
 }
 

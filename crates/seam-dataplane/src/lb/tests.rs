@@ -170,25 +170,38 @@ fn only_load_balancer_services_with_an_address_are_served() {
 }
 
 #[test]
-fn the_plan_removes_first_adds_what_is_missing_and_keeps_what_is_there() {
+fn the_plan_removes_first_adds_what_is_missing_and_refreshes_what_is_kept() {
     let [a, b, c] = [1, 2, 3].map(|i| Ipv4Addr::new(203, 0, 113, i));
     let set = |v: &[Ipv4Addr]| v.iter().copied().collect::<BTreeSet<_>>();
+    let add = |addr| LbOp::Add {
+        addr,
+        lifetime_secs: 6,
+    };
+    let refresh = |addr, announce| LbOp::Refresh {
+        addr,
+        lifetime_secs: 6,
+        announce,
+    };
     assert_eq!(
-        plan_lb(&set(&[a, b]), &set(&[b, c]), false),
-        [LbOp::Remove(c), LbOp::Add(a)]
+        plan_lb(&set(&[a, b]), &set(&[b, c]), 6, false),
+        [LbOp::Remove(c), add(a), refresh(b, false)]
     );
-    // Converged: nothing to do, and again nothing (idempotent).
-    assert!(plan_lb(&set(&[a, b]), &set(&[a, b]), false).is_empty());
+    // Converged: only the lifetimes move on, and again (idempotent).
+    assert_eq!(
+        plan_lb(&set(&[a, b]), &set(&[a, b]), 6, false),
+        [refresh(a, false), refresh(b, false)]
+    );
     // A restarted agent adopts what it holds and announces it once more.
     assert_eq!(
-        plan_lb(&set(&[a, b]), &set(&[a, b]), true),
-        [LbOp::Announce(a), LbOp::Announce(b)]
+        plan_lb(&set(&[a, b]), &set(&[a, b]), 6, true),
+        [refresh(a, true), refresh(b, true)]
     );
     // Owning nothing any more removes everything Seam added.
     assert_eq!(
-        plan_lb(&set(&[]), &set(&[a, c]), true),
+        plan_lb(&set(&[]), &set(&[a, c]), 6, true),
         [LbOp::Remove(a), LbOp::Remove(c)]
     );
+    assert!(plan_lb(&set(&[]), &set(&[]), 6, true).is_empty());
 }
 
 #[test]
@@ -207,4 +220,25 @@ fn a_gratuitous_arp_is_a_broadcast_request_for_the_address_itself() {
     .concat();
     assert_eq!(&frame[..42], expected.as_slice());
     assert!(frame[42..].iter().all(|b| *b == 0));
+}
+
+#[test]
+fn replies_to_an_external_client_go_through_its_gateway_or_through_a_live_one_when_it_died() {
+    let nodes: BTreeMap<String, Node> = [gateway("gw1", 1), gateway("gw2", 2), gateway("gw3", 3)]
+        .into_iter()
+        .map(|n| (n.name.clone(), n))
+        .collect();
+    let bm1 = Ipv4Addr::new(203, 0, 113, 10);
+    // Its gateway is alive: through it.
+    assert_eq!(
+        return_gateway("gw1", bm1, &nodes, &leases(&["gw1", "gw2"])),
+        "gw1"
+    );
+    // No gateway holds a lease (gateways from before leases): as named.
+    assert_eq!(return_gateway("gw1", bm1, &nodes, &leases(&[])), "gw1");
+    // Its gateway died: the live one (of two left, the owner of its address, as every node says).
+    assert_eq!(return_gateway("gw1", bm1, &nodes, &leases(&["gw2"])), "gw2");
+    let live = leases(&["gw2", "gw3"]);
+    let picked = return_gateway("gw1", bm1, &nodes, &live);
+    assert_eq!(Some(picked), owner(bm1, ["gw2", "gw3"]));
 }

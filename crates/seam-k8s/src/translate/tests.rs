@@ -70,6 +70,40 @@ fn pod_labels_and_deployment_from_its_replicaset() {
 }
 
 #[test]
+fn pod_named_ports_of_containers_and_sidecars_are_kept_sorted() {
+    let mut p = pod_json(json!({"app": "web"}), None);
+    p["spec"]["containers"] = json!([
+        {"name": "main", "image": "x", "ports": [
+            {"name": "http", "containerPort": 8080},
+            {"containerPort": 9000},
+            {"name": "dns", "containerPort": 53, "protocol": "UDP"},
+            {"name": "Bad_Name", "containerPort": 81}
+        ]}
+    ]);
+    p["spec"]["initContainers"] = json!([
+        {"name": "proxy", "image": "x", "restartPolicy": "Always",
+         "ports": [{"name": "admin", "containerPort": 15000}]},
+        {"name": "setup", "image": "x", "ports": [{"name": "ignored", "containerPort": 1}]}
+    ]);
+    let PodMapping::Labels(labels) = pod(&raw(p)).unwrap() else {
+        panic!("not mapped")
+    };
+    let ports: Vec<(&str, u16, seam_model::PortProtocol)> = labels
+        .ports
+        .iter()
+        .map(|p| (p.name.as_str(), p.port, p.protocol))
+        .collect();
+    assert_eq!(
+        ports,
+        vec![
+            ("admin", 15000, seam_model::PortProtocol::Tcp),
+            ("dns", 53, seam_model::PortProtocol::Udp),
+            ("http", 8080, seam_model::PortProtocol::Tcp),
+        ]
+    );
+}
+
+#[test]
 fn pod_without_a_deployment_gets_no_deployment_label() {
     // A ReplicaSet made by hand: no pod-template-hash label.
     let by_hand = pod(&raw(pod_json(json!({"app": "web"}), Some("web-rs")))).unwrap();

@@ -194,7 +194,16 @@ async fn pods_label_their_endpoints() {
         }
     };
     let ep = eventually("endpoint labelled", labelled(wanted.clone())).await;
-    // Only the labels changed: the agent's fields are as it published them.
+    // The pod's named ports came along (a Service's named targetPort resolves against them).
+    assert_eq!(
+        ep.ports,
+        vec![seam_model::ContainerPort {
+            name: "http".into(),
+            port: 8080,
+            protocol: seam_model::PortProtocol::Tcp
+        }]
+    );
+    // Only the labels and ports changed: the agent's fields are as it published them.
     assert_eq!(ep.node, "n1");
     assert_eq!(ep.container_id.as_deref(), Some("cid-web-7d4b9c-x2x"));
 

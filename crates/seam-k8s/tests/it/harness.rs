@@ -286,7 +286,9 @@ pub fn pod(namespace: &str, name: &str, labels: Value, owner: Option<&str>) -> V
     }
     json!({
         "metadata": meta,
-        "spec": {"containers": [{"name": "main", "image": "busybox"}], "nodeName": "n1"},
+        "spec": {"containers": [{"name": "main", "image": "busybox",
+                                 "ports": [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]}],
+                 "nodeName": "n1"},
         "status": {"phase": "Pending"}
     })
 }

@@ -97,7 +97,6 @@ fn ingress_ip(service: &Value) -> Option<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the controller's services routes (issue 12, helper CONTROLLER): un-ignore once merged"]
 async fn services_and_slices_follow_kubernetes_and_the_address_goes_back() {
     let api = ApiServer::start().await;
     api.apply(K::Namespace, namespace("default", json!({}), json!({})));
@@ -126,7 +125,7 @@ async fn services_and_slices_follow_kubernetes_and_the_address_goes_back() {
         .unwrap();
 
     let kubernetes = wait(&env, "services", "default/kubernetes", |_| true).await;
-    assert_eq!(kubernetes["spec"]["clusterIP"], "10.96.0.1");
+    assert_eq!(kubernetes["spec"]["clusterIP"]["address"], "10.96.0.1");
     assert_eq!(
         kubernetes["labels"]["seam.dev/managed-by"], "seam-k8s",
         "{kubernetes}"
@@ -182,7 +181,6 @@ async fn services_and_slices_follow_kubernetes_and_the_address_goes_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the controller's services routes (issue 12, helper CONTROLLER): un-ignore once merged"]
 async fn what_kubernetes_lost_while_the_adapter_was_away_is_removed_and_nothing_else() {
     let api = ApiServer::start().await;
     api.apply(K::Namespace, namespace("default", json!({}), json!({})));

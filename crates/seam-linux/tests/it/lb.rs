@@ -118,11 +118,15 @@ fn a_gateway_serves_its_load_balancer_address_announces_it_and_removes_only_its_
     // Neighbour entries younger than `locktime` (1 s) ignore announcements.
     std::thread::sleep(Duration::from_millis(1100));
     let lb: Ipv4Addr = "203.0.113.101".parse().unwrap();
+    let add = |lifetime_secs| LbOp::Add {
+        addr: lb,
+        lifetime_secs,
+    };
     let (after_add, after_again) = in_netns(gw, async |k| {
-        k.apply_lb("eth1", &LbOp::Add(lb)).await.unwrap();
+        k.apply_lb("eth1", &add(30)).await.unwrap();
         let first = k.observe_lb("eth1").await.unwrap();
         // Idempotent: adding what is there succeeds and changes nothing.
-        k.apply_lb("eth1", &LbOp::Add(lb)).await.unwrap();
+        k.apply_lb("eth1", &add(30)).await.unwrap();
         (first, k.observe_lb("eth1").await.unwrap())
     });
     assert_eq!(after_add, [lb].into());
@@ -165,6 +169,28 @@ fn a_gateway_serves_its_load_balancer_address_announces_it_and_removes_only_its_
     let addrs = ip(gw, &["-4", "addr", "show", "dev", "eth1"]);
     assert!(addrs.contains("203.0.113.1/24"), "{addrs}");
     assert!(!addrs.contains("203.0.113.101"), "{addrs}");
+
+    // An address whose lease is not renewed goes by itself: a gateway whose agent died stops
+    // answering for it about when the others take it over. A refresh keeps it.
+    let (refreshed, expired) = in_netns(gw, async |k| {
+        k.apply_lb("eth1", &add(2)).await.unwrap();
+        k.apply_lb(
+            "eth1",
+            &LbOp::Refresh {
+                addr: lb,
+                lifetime_secs: 3,
+                announce: false,
+            },
+        )
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let refreshed = k.observe_lb("eth1").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        (refreshed, k.observe_lb("eth1").await.unwrap())
+    });
+    assert_eq!(refreshed, [lb].into());
+    assert!(expired.is_empty(), "{expired:?}");
 }
 
 /// A UDP server that answers each datagram with its name.
@@ -262,4 +288,91 @@ fn a_udp_stream_moves_to_the_other_backend_once_its_stale_entry_is_deleted() {
     for port in ["10.0.0.1:5353", "10.0.0.2:5353"] {
         let _ = client.send_to(b"stop", port);
     }
+}
+
+#[test]
+#[ignore = "privileged: netns"]
+fn a_second_gateway_takes_an_address_over_when_the_first_stops_renewing_it() {
+    require_root();
+    // An external switch (a bridge in its own namespace) with two gateways and a client on it.
+    let ns = Namespaces::new("to", &["sw", "gw1", "gw2", "cl"]);
+    let (sw, gw1, gw2, cl) = (ns.name(0), ns.name(1), ns.name(2), ns.name(3));
+    ip(sw, &["link", "add", "xn0", "type", "bridge"]);
+    ip(sw, &["link", "set", "xn0", "up"]);
+    for (i, (host, addr)) in [
+        (gw1, "203.0.113.1/24"),
+        (gw2, "203.0.113.2/24"),
+        (cl, "203.0.113.50/24"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let port = format!("p{i}");
+        ip(
+            sw,
+            &[
+                "link", "add", &port, "type", "veth", "peer", "name", "eth1", "netns", host,
+            ],
+        );
+        ip(sw, &["link", "set", &port, "master", "xn0", "up"]);
+        ip(host, &["addr", "add", addr, "dev", "eth1"]);
+        ip(host, &["link", "set", "eth1", "up"]);
+    }
+    let lb: Ipv4Addr = "203.0.113.101".parse().unwrap();
+    let ping = || {
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                cl,
+                "ping",
+                "-c",
+                "1",
+                "-W",
+                "1",
+                "203.0.113.101",
+            ])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    // gw1 owns the address; its agent then dies: the lease's last 2 s run out on the address too.
+    in_netns(gw1, async |k| {
+        k.apply_lb(
+            "eth1",
+            &LbOp::Add {
+                addr: lb,
+                lifetime_secs: 2,
+            },
+        )
+        .await
+        .unwrap()
+    });
+    assert!(ping());
+    assert_eq!(
+        neighbour(cl, "203.0.113.101").as_deref(),
+        Some(mac_of(gw1, "eth1").as_str())
+    );
+    // gw2 sees gw1's lease gone and takes the address over.
+    std::thread::sleep(Duration::from_millis(2500));
+    in_netns(gw2, async |k| {
+        k.apply_lb(
+            "eth1",
+            &LbOp::Add {
+                addr: lb,
+                lifetime_secs: 6,
+            },
+        )
+        .await
+        .unwrap()
+    });
+    let gw1_left = in_netns(gw1, async |k| k.observe_lb("eth1").await.unwrap());
+    assert!(gw1_left.is_empty(), "{gw1_left:?}");
+    // The client's neighbour entry moved with the announcements, and the address answers.
+    assert_eq!(
+        neighbour(cl, "203.0.113.101").as_deref(),
+        Some(mac_of(gw2, "eth1").as_str())
+    );
+    assert!(ping());
 }

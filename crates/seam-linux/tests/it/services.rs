@@ -443,3 +443,111 @@ fn services_carry_real_traffic() {
         Some(next.listed().services)
     );
 }
+
+/// 10,000 Services × 10 backends, as the benchmark has them.
+fn many(services: u32, backends: u8) -> DesiredServices {
+    let frontends = (0..services)
+        .map(|i| {
+            let key = FrontendKey::Address {
+                addr: Ipv4Addr::from(u32::from(a("10.96.0.0")) + 1 + i),
+                protocol: PortProtocol::Tcp,
+                port: 80,
+            };
+            let list: Vec<(Ipv4Addr, u16)> = (0..backends)
+                .map(|b| {
+                    let n = u32::from(a("10.1.0.0"))
+                        + (i * u32::from(backends) + u32::from(b)) % 60_000;
+                    (Ipv4Addr::from(n + 1), 8080)
+                })
+                .collect();
+            frontend(key, &list)
+        })
+        .collect();
+    DesiredServices {
+        frontends,
+        segment_subnets: ["10.1.0.0/16".parse().unwrap()].into(),
+        ..DesiredServices::default()
+    }
+}
+
+#[test]
+#[ignore = "needs root: timings of Services tables at scale (prints, asserts only that it works)"]
+fn services_at_scale_timings() {
+    require_root();
+    let guard = namespaces("ssx", &["a", "b"]);
+    let big = many(10_000, 10);
+    let full = model(&big);
+    // From nothing, whole: `nft -f` of the full text.
+    let text = full_text(&full);
+    let started = Instant::now();
+    in_ns(&guard.0[0], || apply_ruleset(&text).unwrap());
+    println!("whole table, nft -f: {:?}", started.elapsed());
+    // From nothing in two steps, as `LinuxKernel::apply_ruleset` writes a large Services part.
+    let started = Instant::now();
+    let (first, fill) = seam_nft::table::split_write(&full).unwrap();
+    let planned = started.elapsed();
+    in_ns(&guard.0[1], || {
+        apply_ruleset(&full_text(&first)).unwrap();
+        apply_delta(&fill).unwrap();
+    });
+    println!(
+        "split write (nft -f without elements, then elements over netlink): {:?} (planned in {planned:?})",
+        started.elapsed()
+    );
+    assert_eq!(listing(&guard.0[0]), listing(&guard.0[1]));
+    // One Service added, one endpoint changed, 50 of each: model + delta + apply, in one
+    // thread (whose netlink socket is reused, as the agent's is).
+    let (adds, changes) = in_ns(&guard.0[0], move || {
+        let (mut adds, mut changes) = (Vec::new(), Vec::new());
+        let mut current = full;
+        let mut desired = big;
+        for i in 0..50u32 {
+            let mut next = desired.clone();
+            next.frontends.push(frontend(
+                tcp(
+                    &Ipv4Addr::from(u32::from(a("10.100.0.1")) + i).to_string(),
+                    80,
+                ),
+                &[(a("10.1.0.9"), 8080), (a("10.1.0.10"), 8080)],
+            ));
+            let started = Instant::now();
+            let new = model(&next);
+            let modelled = started.elapsed();
+            let d = delta(&current, &new);
+            let planned = started.elapsed();
+            apply_delta(&d).unwrap();
+            if i < 3 {
+                println!(
+                    "  add: model {modelled:?}, delta {:?}, apply {:?}",
+                    planned - modelled,
+                    started.elapsed() - planned
+                );
+            }
+            adds.push(started.elapsed());
+            current = new;
+            desired = next;
+            let mut next = desired.clone();
+            let k = usize::try_from(i).unwrap() * 7;
+            next.frontends[k].backends[3] = (Ipv4Addr::from(u32::from(a("10.2.0.0")) + i), 8080);
+            let started = Instant::now();
+            let new = model(&next);
+            let d = delta(&current, &new);
+            apply_delta(&d).unwrap();
+            changes.push(started.elapsed());
+            current = new;
+            desired = next;
+        }
+        (adds, changes)
+    });
+    for (what, mut v) in [
+        ("one Service added", adds),
+        ("one endpoint changed", changes),
+    ] {
+        v.sort();
+        println!(
+            "{what} (model + delta + apply): p50 {:?} p99 {:?}",
+            v[v.len() / 2],
+            v[v.len() * 99 / 100]
+        );
+    }
+}

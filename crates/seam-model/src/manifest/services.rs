@@ -375,7 +375,7 @@ fn service_spec(found: &mut Found, mut doc: ServiceSpecDoc) -> ServiceSpec {
     if doc.external_name.is_some() && doc.service_type.as_deref() != Some("ExternalName") {
         found.add(
             "spec.externalName",
-            "not supported (ExternalName Services are not)",
+            "only for type ExternalName, which Seam does not support",
         );
     }
 

@@ -34,7 +34,7 @@ pub(crate) fn run(limit: usize, output: Output, target: &Target) -> anyhow::Resu
             "{}",
             serde_saphyr::to_string_multiple(&records).context("render YAML")?
         ),
-        Output::Table => {
+        Output::Table | Output::Wide => {
             let rows = table(&records);
             let widths: Vec<usize> = (0..5)
                 .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))

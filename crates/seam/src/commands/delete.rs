@@ -13,6 +13,9 @@ pub(crate) fn run(
     namespace: Option<&str>,
     target: &Target,
 ) -> anyhow::Result<()> {
+    if crate::commands::services::delete(kind, name, namespace, target)? {
+        return Ok(());
+    }
     let client = client(target)?;
     if matches!(kind, "namespace" | "namespaces" | "ns") {
         anyhow::ensure!(namespace.is_none(), "a namespace is not in a namespace");
@@ -27,7 +30,7 @@ pub(crate) fn run(
         return Ok(());
     }
     let k = manifest::policy_kind_by_name(kind).with_context(|| {
-        format!("unknown kind {kind:?}: use a policy kind (networkpolicy, adminnetworkpolicy, baselineadminnetworkpolicy, endpointgroup, contract), namespace or tenant")
+        format!("unknown kind {kind:?}: use a policy kind (networkpolicy, adminnetworkpolicy, baselineadminnetworkpolicy, endpointgroup, contract), namespace, tenant, service, endpointslice or addresspool")
     })?;
     match (manifest::is_namespaced(k), namespace) {
         (true, None) => anyhow::bail!("{k} is namespaced: give its namespace with -n"),

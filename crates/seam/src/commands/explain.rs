@@ -1,4 +1,5 @@
-//! `seam explain SRC DST PORT/PROTO`: the engine's verdict for a new connection, with the
+//! `seam explain SRC DST PORT/PROTO`: the engine's verdict for a new connection (to a Service
+//! address: the Service port and the verdict to each candidate backend), with the
 //! nodes' rule counters when the controller is a lab's.
 
 use seam_firewall::explain;

@@ -114,7 +114,7 @@ fn table(kind: &str, items: &[Value]) -> Vec<Vec<String>> {
     out
 }
 
-fn print_table(rows: &[Vec<String>]) {
+pub(crate) fn print_table(rows: &[Vec<String>]) {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
         .map(|c| {
@@ -137,6 +137,9 @@ fn print_table(rows: &[Vec<String>]) {
 
 /// `seam get KIND`.
 pub(crate) fn run(kind: &str, output: Output, target: &Target) -> anyhow::Result<()> {
+    if let Some(plural) = crate::commands::services::kind(kind) {
+        return crate::commands::services::get(plural, output, target);
+    }
     let policy_kind: Option<PolicyKind> = manifest::policy_kind_by_name(kind);
     let plural = match (kind, policy_kind) {
         ("policies" | "policy", _) => "policies",
@@ -150,7 +153,7 @@ pub(crate) fn run(kind: &str, output: Output, target: &Target) -> anyhow::Result
         (other, None) => anyhow::bail!(
             "unknown kind {other:?}: use policies, networkpolicies, adminnetworkpolicies, \
              baselineadminnetworkpolicies, endpointgroups, contracts, namespaces, tenants, \
-             nodes, segments, blocks or endpoints"
+             nodes, segments, blocks, endpoints, services, endpointslices or addresspools"
         ),
     };
     let client = client(target)?;
@@ -182,7 +185,7 @@ pub(crate) fn run(kind: &str, output: Output, target: &Target) -> anyhow::Result
             "{}",
             serde_saphyr::to_string_multiple(&items).context("render YAML")?
         ),
-        Output::Table => print_table(&table(plural, &items)),
+        Output::Table | Output::Wide => print_table(&table(plural, &items)),
     }
     Ok(())
 }

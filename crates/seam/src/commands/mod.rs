@@ -11,6 +11,7 @@ pub(crate) mod get;
 pub(crate) mod lab;
 pub(crate) mod node;
 pub(crate) mod segment;
+pub(crate) mod services;
 pub(crate) mod tenant;
 pub(crate) mod vm;
 

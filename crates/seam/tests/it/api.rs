@@ -458,3 +458,199 @@ fn audit_lists_writes_newest_last() {
     let (ok, _, stderr) = ctl.seam(&["audit", "--limit", "20000"], "");
     assert!(!ok && stderr.contains("10000"), "{stderr}");
 }
+
+#[test]
+fn get_and_delete_services_pools_and_slices() {
+    let ctl = Controller::start();
+    ctl.block_on(|c| async move {
+        c.put_address_pool(&seam_model::AddressPool {
+            name: "public".to_string(),
+            addresses: vec!["203.0.113.0/30".parse().unwrap()],
+            auto_assign: true,
+        })
+        .await
+        .unwrap();
+        let service: seam_model::Service = serde_json::from_value(serde_json::json!({
+            "name": "front", "namespace": "web",
+            "spec": {
+                "type": "LoadBalancer", "selector": {"app": "web"},
+                "ports": [{"port": 80, "nodePort": 30080}],
+                "clusterIP": {"address": "10.96.0.10"}
+            }
+        }))
+        .unwrap();
+        c.put_service(&service).await.unwrap();
+    });
+    let table = ctl.ok(&["get", "services"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 2, "{table}");
+    assert!(lines[0].starts_with("NAMESPACE  NAME"), "{table}");
+    let cells: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(
+        cells,
+        [
+            "web",
+            "front",
+            "LoadBalancer",
+            "10.96.0.10",
+            "203.0.113.0",
+            "80:30080/TCP",
+            "0"
+        ],
+        "{table}"
+    );
+    let wide = ctl.ok(&["get", "svc", "-o", "wide"]);
+    assert!(
+        wide.contains("SELECTOR") && wide.contains("app=web"),
+        "{wide}"
+    );
+    let json = ctl.ok(&["get", "services", "-o", "json"]);
+    let services: Vec<seam_model::Service> = serde_json::from_str(&json).unwrap();
+    assert_eq!(services[0].key(), "web/front");
+    let pools = ctl.ok(&["get", "addresspools"]);
+    assert!(
+        pools.contains("public") && pools.contains("203.0.113.0/30"),
+        "{pools}"
+    );
+    let slices = ctl.ok(&["get", "endpointslices"]);
+    assert_eq!(slices.lines().count(), 1, "{slices}");
+
+    // A pool in use cannot go; the Service can, then the pool.
+    let (ok, _, stderr) = ctl.seam(&["delete", "addresspool", "public"], "");
+    assert!(!ok && stderr.contains("web/front"), "{stderr}");
+    let (ok, _, stderr) = ctl.seam(&["delete", "service", "front"], "");
+    assert!(!ok && stderr.contains("NAMESPACE/NAME"), "{stderr}");
+    assert!(ctl
+        .ok(&["delete", "service", "web/front"])
+        .contains("deleted"));
+    assert!(ctl
+        .ok(&["delete", "addresspool", "public"])
+        .contains("deleted"));
+    assert_eq!(ctl.ok(&["get", "services"]).lines().count(), 1);
+}
+
+#[test]
+fn apply_of_a_service_its_slice_and_a_pool_as_kubernetes_writes_them() {
+    let ctl = Controller::start();
+    let manifest = "\
+apiVersion: v1
+kind: Service
+metadata: {name: front, namespace: web}
+spec:
+  type: LoadBalancer
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: db, namespace: web}
+spec:
+  ports: [{port: 5432}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: db-1
+  namespace: web
+  labels: {kubernetes.io/service-name: db}
+addressType: IPv4
+endpoints: [{addresses: [192.0.2.10]}]
+ports: [{port: 5432}]
+---
+apiVersion: seam.dev/v1alpha1
+kind: AddressPool
+metadata: {name: public}
+spec: {addresses: [203.0.113.0/30]}
+";
+    let (ok, stdout, stderr) = ctl.seam(&["apply", "-f", "-"], manifest);
+    assert!(ok, "{stdout}{stderr}");
+    let table = ctl.ok(&["get", "services"]);
+    let front = table
+        .lines()
+        .find(|l| l.contains("front"))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(front.contains("203.0.113.0"), "{table}");
+    let db = table.lines().find(|l| l.contains(" db ")).unwrap();
+    // One ready backend, from the slice.
+    assert!(db.trim_end().ends_with('1'), "{table}");
+    let wide = ctl.ok(&["get", "services", "-o", "wide"]);
+    assert!(wide.contains("192.0.2.10:5432"), "{wide}");
+    assert!(ctl.ok(&["get", "endpointslices"]).contains("db-1"));
+}
+
+/// `seam explain` to a ClusterIP: the Service port, the backend with its target port and the
+/// verdict of the flow to it (policy sees the backend); `-o json` the same; a port the Service
+/// does not have is not translated.
+#[test]
+fn explain_through_a_service_names_each_backend_with_its_verdict() {
+    let ctl = Controller::start();
+    ctl.block_on(|c| async move {
+        c.put_node(&Node {
+            name: "n1".into(),
+            underlay_ip: [198, 18, 0, 1].into(),
+            role: NodeRole::Worker,
+            transit_encap: Default::default(),
+            underlay_prefix_len: None,
+        })
+        .await
+        .unwrap();
+        c.put_segment(&segment("blue", 1, 100)).await.unwrap();
+        c.put_segment(&segment("green", 2, 101)).await.unwrap();
+        c.claim_block("blue", "n1").await.unwrap();
+        c.claim_block("green", "n1").await.unwrap();
+        c.put_endpoint(&endpoint("blue", "web-1", 1)).await.unwrap();
+        c.put_endpoint(&endpoint("green", "db-1", 2)).await.unwrap();
+        let service: seam_model::Service = serde_json::from_value(serde_json::json!({
+            "name": "web", "namespace": "blue",
+            "spec": {
+                "selector": {"app": "web-1"},
+                "ports": [
+                    {"name": "https", "port": 80, "targetPort": 443},
+                    {"name": "alt", "port": 81, "targetPort": 8080}
+                ],
+                "clusterIP": {"address": "10.96.0.10"}
+            }
+        }))
+        .unwrap();
+        c.put_service(&service).await.unwrap();
+    });
+    let (ok, stdout, stderr) = ctl.seam(&["apply", "-f", "-"], SEED);
+    assert!(ok, "{stdout}{stderr}");
+
+    let text = ctl.ok(&["explain", "green/db-1", "10.96.0.10", "80/tcp"]);
+    assert!(
+        text.contains("service  blue/web port https (80/TCP) -> targetPort 443, ClusterIP 10.96.0.10, translated on n1"),
+        "{text}"
+    );
+    assert!(text.contains("verdict  ALLOWED"), "{text}");
+    let line = text.lines().find(|l| l.contains("10.1.0.5")).unwrap();
+    assert!(
+        line.contains("blue/web-1 10.1.0.5:443 on n1") && line.ends_with("allowed"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Contract contract-web rule 0 (web)"),
+        "{text}"
+    );
+
+    // Port 81 goes to 8080, which the contract does not open.
+    let json = ctl.ok(&[
+        "explain",
+        "green/db-1",
+        "10.96.0.10",
+        "81/tcp",
+        "-o",
+        "json",
+    ]);
+    let j: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(j["allowed"], false, "{json}");
+    assert_eq!(j["service"]["outcome"], "denied", "{json}");
+    assert_eq!(j["service"]["backends"][0]["port"], 8080, "{json}");
+    assert_eq!(
+        j["service"]["backends"][0]["ingress"]["decision"], "deny",
+        "{json}"
+    );
+
+    let text = ctl.ok(&["explain", "green/db-1", "10.96.0.10", "82/tcp"]);
+    assert!(text.contains("nothing translates it"), "{text}");
+}

@@ -191,6 +191,22 @@ fn reaches(netns: &Path, transport: Transport, ip: Ipv4Addr, port: u16) -> Reply
     }
 }
 
+/// Waits until `netns` is refused at once by `ip:port` (a TCP reset, an ICMP port unreachable),
+/// and says what it got instead when that does not come.
+fn refused(netns: &Path, transport: Transport, ip: Ipv4Addr, port: u16, what: &str) {
+    let mut last = None;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        let got = balance::connect_once(netns, transport, ip, port, SHORT).unwrap();
+        if got == Err(Outcome::Refused) {
+            return;
+        }
+        last = Some(got);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{what}: {ip}:{port} ({transport:?}) is not refused; last attempt: {last:?}");
+}
+
 fn many(netns: &Path, transport: Transport, ip: Ipv4Addr, port: u16, n: u32) -> Tally {
     balance::connect_many(netns, transport, ip, port, n, SHORT).unwrap()
 }
@@ -236,6 +252,24 @@ fn lab_pods_carry_their_labels_and_ports_to_their_endpoint_and_the_test_backends
     assert_eq!(t.clients_seen, BTreeSet::from([s.client.ip]));
     let t = many(&s.client.netns_path, Transport::Udp, web1.ip, DNS_PORT, 20);
     assert_eq!(t.per_backend.get("web-1"), Some(&20), "{}", t.summary());
+    // The same by hand: `ip netns exec <pod> seam lab connect ADDRESS PORT`.
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &seam_e2e::netns_name(&s.client.netns_path)])
+        .arg(seam_e2e::bin_dir().join("seam"))
+        .args([
+            "lab",
+            "connect",
+            &web1.ip.to_string(),
+            "8080",
+            "--count",
+            "5",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let tally: serde_json::Value = serde_json::from_str(&ok(&out)).unwrap();
+    assert_eq!(tally["perBackend"]["web-1"], 5, "{tally}");
+    assert_eq!(tally["clientsSeen"][0], s.client.ip.to_string(), "{tally}");
     // Nothing listens on 9: refused at once.
     let t = many(&s.client.netns_path, Transport::Tcp, web1.ip, 9, 1);
     assert_eq!(t.refused, 1, "{}", t.summary());
@@ -268,16 +302,6 @@ fn connections_spread_over_the_backends_and_each_sees_the_clients_own_address() 
     let s = setup("e2e-sv1", 2);
     apply(&s.g, "web", &service_yaml("web", "app: web", "", ""));
     let vip = cluster_ip(&s.g, "web");
-    // `seam get services` shows it with its three ready endpoints.
-    let table = ok(&seam(&s.g.lab.name, &["get", "services"]));
-    let row = table
-        .lines()
-        .find(|l| l.contains(&vip.to_string()))
-        .unwrap_or_else(|| panic!("no row with {vip}: {table}"));
-    assert!(row.contains("80/TCP") && row.contains("53/UDP"), "{row}");
-    let json = ok(&seam(&s.g.lab.name, &["get", "services", "-o", "json"]));
-    assert!(json.contains(&vip.to_string()), "{json}");
-
     reaches(&s.client.netns_path, Transport::Tcp, vip, 80);
     let t = many(&s.client.netns_path, Transport::Tcp, vip, 80, 1000);
     println!("TCP over 1,000 connections: {}", t.summary());
@@ -300,6 +324,15 @@ fn connections_spread_over_the_backends_and_each_sees_the_clients_own_address() 
     assert_eq!(t.failures(), 0, "{}", t.summary());
     assert!(t.imbalance(3) < 0.35, "{}", t.summary());
     assert_eq!(t.clients_seen, BTreeSet::from([s.client.ip]));
+    // `seam get services` shows it with its three ready endpoints.
+    let table = ok(&seam(&s.g.lab.name, &["get", "services"]));
+    let row = table
+        .lines()
+        .find(|l| l.contains(&vip.to_string()))
+        .unwrap_or_else(|| panic!("no row with {vip}: {table}"));
+    assert!(row.contains("80/TCP") && row.contains("53/UDP"), "{row}");
+    let json = ok(&seam(&s.g.lab.name, &["get", "services", "-o", "json"]));
+    assert!(json.contains(&vip.to_string()), "{json}");
 }
 
 #[test]
@@ -537,10 +570,13 @@ fn a_service_without_endpoints_refuses_at_once() {
     let s = setup("e2e-sv6", 2);
     apply(&s.g, "none", &service_yaml("none", "app: nothing", "", ""));
     let vip = cluster_ip(&s.g, "none");
-    within(15, "the empty Service refuses", || {
-        balance::connect_once(&s.client.netns_path, Transport::Tcp, vip, 80, SHORT).unwrap()
-            == Err(Outcome::Refused)
-    });
+    refused(
+        &s.client.netns_path,
+        Transport::Tcp,
+        vip,
+        80,
+        "the empty Service refuses",
+    );
     let t = balance::connect_many(
         &s.client.netns_path,
         Transport::Tcp,
@@ -577,10 +613,13 @@ fn a_service_without_endpoints_refuses_at_once() {
     reaches(&s.client.netns_path, Transport::Tcp, solo, 80);
     let mut lab = seam_lab::Lab::load(&s.g.lab.name).unwrap();
     lab.workloads().del_pod("web", "web-2").unwrap();
-    within(10, "the Service without its last backend refuses", || {
-        balance::connect_once(&s.client.netns_path, Transport::Tcp, solo, 80, SHORT).unwrap()
-            == Err(Outcome::Refused)
-    });
+    refused(
+        &s.client.netns_path,
+        Transport::Tcp,
+        solo,
+        80,
+        "the Service without its last backend refuses",
+    );
 }
 
 #[test]
@@ -759,10 +798,13 @@ spec:
     let t = many(&s.client.netns_path, Transport::Tcp, vip, 80, 60);
     assert_eq!(names(&t), set(&["web-2"]), "{}", t.summary());
     apply(&s.g, "slice-3", &slice_yaml(&s, gone, gone));
-    within(10, "nothing serving: refused", || {
-        balance::connect_once(&s.client.netns_path, Transport::Tcp, vip, 80, SHORT).unwrap()
-            == Err(Outcome::Refused)
-    });
+    refused(
+        &s.client.netns_path,
+        Transport::Tcp,
+        vip,
+        80,
+        "nothing serving: refused",
+    );
 }
 
 #[test]
@@ -830,11 +872,12 @@ spec:
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    println!("{text}");
     assert!(out.status.success(), "{text}");
     for web in &s.webs {
         let line = text
             .lines()
-            .find(|l| l.contains(&web.ip.to_string()))
+            .find(|l| l.starts_with("backend") && l.contains(&format!(" {}:", web.ip)))
             .unwrap_or_else(|| panic!("{} ({}) in: {text}", web.name, web.ip));
         let denied = line.to_lowercase().contains("den") || line.to_lowercase().contains("drop");
         assert_eq!(denied, web.name == "web-2", "{line}\n{text}");

@@ -541,7 +541,7 @@ fn every_service_refusal_names_its_path() {
     let cases: Vec<(String, &str, &str)> = vec![
         (svc(&format!("{ports}  type: ExternalName\n")), "spec.type", "not supported"),
         (svc(&format!("{ports}  type: Bogus\n")), "spec.type", "not ClusterIP"),
-        (svc(&format!("{ports}  externalName: a.b\n")), "spec.externalName", "not supported"),
+        (svc(&format!("{ports}  externalName: a.b\n")), "spec.externalName", "does not support"),
         (svc(&format!("{ports}  clusterIP: fd00::1\n")), "spec.clusterIP", "IPv6"),
         (svc(&format!("{ports}  clusterIP: 10.96.0.300\n")), "spec.clusterIP", "not an IPv4"),
         (svc(&format!("{ports}  clusterIP: 127.0.0.1\n")), "spec.clusterIP", "loopback"),
