@@ -28,9 +28,6 @@ use seam_nft::services::{FrontendKey, ServiceModel};
 
 use crate::ClusterView;
 
-/// Above this many Services to resolve again in one pass, endpoints and EndpointSlices are
-/// indexed first (by label and by Service) instead of scanned once per Service.
-const INDEX_ABOVE: usize = 8;
 /// Above this many endpoints changed in one pass, every Service is resolved again (with the
 /// index) instead of each endpoint being matched against every Service.
 const EVERYTHING_ABOVE: usize = 256;
@@ -45,6 +42,8 @@ pub struct ServiceChanges {
     pub everything: bool,
     /// Services to resolve again, by `namespace/name`: written, or one of their EndpointSlices.
     pub services: BTreeSet<String>,
+    /// EndpointSlices written, by `namespace/name`.
+    pub slices: BTreeSet<String>,
     /// Endpoints written, by name, with the namespace and labels each had before the first of
     /// these writes (`None`: it did not exist).
     pub endpoints: BTreeMap<String, EndpointBefore>,
@@ -63,7 +62,11 @@ impl ServiceChanges {
 
     /// Nothing changed.
     pub fn is_empty(&self) -> bool {
-        !self.everything && self.services.is_empty() && self.endpoints.is_empty() && !self.context
+        !self.everything
+            && self.services.is_empty()
+            && self.slices.is_empty()
+            && self.endpoints.is_empty()
+            && !self.context
     }
 
     /// Records that endpoint `name`, now `old` (before the write), is written.
@@ -101,6 +104,8 @@ pub struct ServiceCache {
     backend_addrs: BTreeMap<Ipv4Addr, usize>,
     /// This node's endpoints: name → address.
     local: BTreeMap<String, Ipv4Addr>,
+    /// The view's endpoints, EndpointSlices and Services indexed, as of the last pass.
+    index: Index,
     /// The last result; `None` before the first pass.
     desired: Option<Arc<DesiredServices>>,
     /// The table's Services part for it (changed with it, frontend by frontend).
@@ -117,6 +122,7 @@ impl ServiceCache {
             owners: BTreeMap::new(),
             backend_addrs: BTreeMap::new(),
             local: BTreeMap::new(),
+            index: Index::default(),
             desired: None,
             model: ServiceModel::default(),
         }
@@ -149,6 +155,7 @@ impl ServiceCache {
             || changes.everything
             || changes.endpoints.len() > EVERYTHING_ABOVE;
         let keys: BTreeSet<String> = if everything {
+            self.index = Index::new(view);
             // Services gone since the last pass are dropped below: none is in the view.
             self.frontends
                 .keys()
@@ -156,9 +163,9 @@ impl ServiceCache {
                 .cloned()
                 .collect()
         } else {
-            affected(view, changes)
+            self.index.follow(view, changes);
+            affected(view, &self.index, changes)
         };
-        let index = (keys.len() > INDEX_ABOVE).then(|| Index::new(view));
         // The frontend keys whose Services' frontends changed: only they can change the result.
         let mut touched: BTreeSet<FrontendKey> = BTreeSet::new();
         for key in keys {
@@ -166,7 +173,7 @@ impl ServiceCache {
                 .services
                 .get(&key)
                 .map(|service| {
-                    let ports = resolve_in(view, index.as_ref(), service);
+                    let ports = resolve_in(view, &self.index, service);
                     service_frontends(&self.node, service, &ports)
                 })
                 .filter(|f| !f.is_empty());
@@ -326,8 +333,8 @@ fn forget_backends(addrs: &mut BTreeMap<Ipv4Addr, usize>, f: &Frontend) {
 }
 
 /// The Services `changes` touch: those named, and those whose selector matches a changed
-/// endpoint as it was or as it is.
-fn affected(view: &ClusterView, changes: &ServiceChanges) -> BTreeSet<String> {
+/// endpoint as it was or as it is (found through `index`, which follows the view already).
+fn affected(view: &ClusterView, index: &Index, changes: &ServiceChanges) -> BTreeSet<String> {
     // Those gone from the view are among them: their frontends are dropped.
     let mut keys = changes.services.clone();
     let mut sides: Vec<(&str, &BTreeMap<String, String>)> = Vec::new();
@@ -339,16 +346,22 @@ fn affected(view: &ClusterView, changes: &ServiceChanges) -> BTreeSet<String> {
             sides.push((&now.namespace, &now.labels));
         }
     }
-    if !sides.is_empty() {
-        for (key, service) in &view.services {
-            let Some(selector) = &service.spec.selector else {
-                continue;
-            };
-            if sides
-                .iter()
-                .any(|(ns, labels)| *ns == service.namespace && selects(selector, labels))
-            {
-                keys.insert(key.clone());
+    for (ns, labels) in sides {
+        // A Service selects an endpoint only if the endpoint has its selector's first label.
+        let firsts = labels
+            .iter()
+            .map(|(k, v)| (ns.to_string(), Some((k.clone(), v.clone()))))
+            .chain([(ns.to_string(), None)]);
+        for first in firsts {
+            for key in index.selecting.get(&first).into_iter().flatten() {
+                let selected = view
+                    .services
+                    .get(key)
+                    .and_then(|s| s.spec.selector.as_ref())
+                    .is_some_and(|selector| selects(selector, labels));
+                if selected {
+                    keys.insert(key.clone());
+                }
             }
         }
     }
@@ -360,94 +373,160 @@ fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String
     selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
-/// Endpoints by (namespace, label key, label value), and EndpointSlices by Service.
-struct Index<'v> {
-    by_label: HashMap<(&'v str, &'v str, &'v str), Vec<&'v Endpoint>>,
-    by_namespace: HashMap<&'v str, Vec<&'v Endpoint>>,
-    slices: HashMap<(&'v str, &'v str), Vec<&'v EndpointSlice>>,
+/// A Service's selector as indexed: its namespace and first label (`None`: an empty selector,
+/// which selects every endpoint of the namespace).
+type SelectorKey = (String, Option<(String, String)>);
+
+/// The view indexed for resolving Services at the cost of what changed: endpoints by label and
+/// by namespace, EndpointSlices by Service, Services by selector. Made from the view on a pass
+/// over everything and brought along by each pass's changes after that.
+#[derive(Debug, Default)]
+struct Index {
+    /// Endpoint names by (namespace, label key, label value).
+    by_label: HashMap<(String, String, String), BTreeSet<String>>,
+    /// Endpoint names by namespace.
+    by_namespace: HashMap<String, BTreeSet<String>>,
+    /// EndpointSlice keys by (namespace, Service name).
+    slices: HashMap<(String, String), BTreeSet<String>>,
+    /// Each EndpointSlice's entry in `slices`.
+    slice_of: HashMap<String, (String, String)>,
+    /// Services with a selector, by its key.
+    selecting: HashMap<SelectorKey, BTreeSet<String>>,
+    /// Each Service's entry in `selecting`.
+    selector_of: HashMap<String, SelectorKey>,
 }
 
-impl<'v> Index<'v> {
-    fn new(view: &'v ClusterView) -> Self {
-        let mut by_label: HashMap<_, Vec<_>> = HashMap::new();
-        let mut by_namespace: HashMap<_, Vec<_>> = HashMap::new();
-        for e in view.endpoints.values() {
-            by_namespace
-                .entry(e.namespace.as_str())
-                .or_default()
-                .push(e);
-            for (k, v) in &e.labels {
-                by_label
-                    .entry((e.namespace.as_str(), k.as_str(), v.as_str()))
-                    .or_default()
-                    .push(e);
+/// Takes `item` out of the set at `key` of `map`, and the set when it is left empty.
+fn unindex<K: std::hash::Hash + Eq>(map: &mut HashMap<K, BTreeSet<String>>, key: &K, item: &str) {
+    if let Some(set) = map.get_mut(key) {
+        set.remove(item);
+        if set.is_empty() {
+            map.remove(key);
+        }
+    }
+}
+
+impl Index {
+    fn new(view: &ClusterView) -> Self {
+        let mut index = Index::default();
+        for (name, e) in &view.endpoints {
+            index.add_endpoint(name, &e.namespace, &e.labels);
+        }
+        for (key, s) in &view.endpoint_slices {
+            index.slice(key, Some(s));
+        }
+        for (key, s) in &view.services {
+            index.service(key, Some(s));
+        }
+        index
+    }
+
+    /// Brings the index from the view of the last pass to `view`, which `changes` says what
+    /// changed in.
+    fn follow(&mut self, view: &ClusterView, changes: &ServiceChanges) {
+        for (name, before) in &changes.endpoints {
+            if let Some((ns, labels)) = before {
+                unindex(&mut self.by_namespace, &ns.clone(), name);
+                for (k, v) in labels {
+                    unindex(
+                        &mut self.by_label,
+                        &(ns.clone(), k.clone(), v.clone()),
+                        name,
+                    );
+                }
+            }
+            if let Some(e) = view.endpoints.get(name) {
+                self.add_endpoint(name, &e.namespace, &e.labels);
             }
         }
-        let mut slices: HashMap<_, Vec<_>> = HashMap::new();
-        for s in view.endpoint_slices.values() {
-            slices
-                .entry((s.namespace.as_str(), s.service.as_str()))
-                .or_default()
-                .push(s);
+        for key in &changes.slices {
+            self.slice(key, view.endpoint_slices.get(key));
         }
-        Index {
-            by_label,
-            by_namespace,
-            slices,
+        for key in &changes.services {
+            self.service(key, view.services.get(key));
+        }
+    }
+
+    fn add_endpoint(&mut self, name: &str, ns: &str, labels: &BTreeMap<String, String>) {
+        self.by_namespace
+            .entry(ns.to_string())
+            .or_default()
+            .insert(name.to_string());
+        for (k, v) in labels {
+            self.by_label
+                .entry((ns.to_string(), k.clone(), v.clone()))
+                .or_default()
+                .insert(name.to_string());
+        }
+    }
+
+    /// EndpointSlice `key` is `now`.
+    fn slice(&mut self, key: &str, now: Option<&EndpointSlice>) {
+        if let Some(entry) = self.slice_of.remove(key) {
+            unindex(&mut self.slices, &entry, key);
+        }
+        if let Some(s) = now {
+            let entry = (s.namespace.clone(), s.service.clone());
+            self.slices
+                .entry(entry.clone())
+                .or_default()
+                .insert(key.to_string());
+            self.slice_of.insert(key.to_string(), entry);
+        }
+    }
+
+    /// Service `key` is `now`.
+    fn service(&mut self, key: &str, now: Option<&Service>) {
+        if let Some(entry) = self.selector_of.remove(key) {
+            unindex(&mut self.selecting, &entry, key);
+        }
+        if let Some(s) = now {
+            if let Some(selector) = &s.spec.selector {
+                let first = selector.iter().next().map(|(k, v)| (k.clone(), v.clone()));
+                let entry = (s.namespace.clone(), first);
+                self.selecting
+                    .entry(entry.clone())
+                    .or_default()
+                    .insert(key.to_string());
+                self.selector_of.insert(key.to_string(), entry);
+            }
         }
     }
 }
 
 /// `service`'s ports with their backends, from the endpoints and EndpointSlices of the view
-/// that can be its backends (found through `index` when there is one).
-fn resolve_in(
-    view: &ClusterView,
-    index: Option<&Index<'_>>,
-    service: &Service,
-) -> Vec<ResolvedPort> {
+/// that can be its backends (found through `index`).
+fn resolve_in(view: &ClusterView, index: &Index, service: &Service) -> Vec<ResolvedPort> {
     let ns = service.namespace.as_str();
     let (endpoints, slices): (Vec<Endpoint>, Vec<EndpointSlice>) = match &service.spec.selector {
         Some(selector) => {
-            let candidates: Vec<&Endpoint> = match index {
-                Some(index) => {
-                    // The shortest list of one of the selector's labels holds every match.
-                    let shortest = selector
-                        .iter()
-                        .map(|(k, v)| {
-                            index
-                                .by_label
-                                .get(&(ns, k.as_str(), v.as_str()))
-                                .map_or(&[][..], Vec::as_slice)
-                        })
-                        .min_by_key(|l| l.len());
-                    shortest
-                        .or_else(|| index.by_namespace.get(ns).map(Vec::as_slice))
-                        .unwrap_or(&[])
-                        .to_vec()
-                }
-                None => view.endpoints.values().collect(),
+            // The shortest list of one of the selector's labels holds every match.
+            let shortest = selector
+                .iter()
+                .map(|(k, v)| index.by_label.get(&(ns.to_string(), k.clone(), v.clone())))
+                .min_by_key(|l| l.map_or(0, BTreeSet::len));
+            let candidates = match shortest {
+                Some(list) => list,
+                None => index.by_namespace.get(ns),
             };
             let endpoints = candidates
                 .into_iter()
+                .flatten()
+                .filter_map(|name| view.endpoints.get(name))
                 .filter(|e| e.namespace == ns && selects(selector, &e.labels))
                 .cloned()
                 .collect();
             (endpoints, Vec::new())
         }
         None => {
-            let slices = match index {
-                Some(index) => index
-                    .slices
-                    .get(&(ns, service.name.as_str()))
-                    .map(|l| l.iter().map(|s| (*s).clone()).collect())
-                    .unwrap_or_default(),
-                None => view
-                    .endpoint_slices
-                    .values()
-                    .filter(|s| s.namespace == ns && s.service == service.name)
-                    .cloned()
-                    .collect(),
-            };
+            let slices = index
+                .slices
+                .get(&(ns.to_string(), service.name.clone()))
+                .into_iter()
+                .flatten()
+                .filter_map(|key| view.endpoint_slices.get(key))
+                .cloned()
+                .collect();
             (Vec::new(), slices)
         }
     };

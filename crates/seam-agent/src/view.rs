@@ -214,7 +214,12 @@ impl ClusterView {
                     services.services.insert(event.name.clone());
                 }
             }
-            ObjectKind::EndpointSlice => services.slice(self.endpoint_slices.get(&event.name)),
+            ObjectKind::EndpointSlice => {
+                services.slice(self.endpoint_slices.get(&event.name));
+                if !services.everything {
+                    services.slices.insert(event.name.clone());
+                }
+            }
             ObjectKind::Endpoint => services.endpoint(&event.name, self.endpoints.get(&event.name)),
             ObjectKind::Node
             | ObjectKind::Segment

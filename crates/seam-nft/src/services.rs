@@ -412,6 +412,9 @@ impl ServiceModel {
     /// `None`: gone) and in the rest (`hairpin`, `segment_subnets`, `lb_addresses`): at the cost
     /// of those frontends, not of every Service. The shared `m_<N>`/`n_<N>` chains come and go
     /// with their first and last frontend, the affinity chains and sets with their frontend.
+    /// Their users are counted by `from_desired` and kept by `update` (counted again after
+    /// operations are applied to the model); a model whose fields were changed by hand in
+    /// between is not one to update (make it again with `from_desired`).
     pub fn update<'a>(
         &mut self,
         changes: impl IntoIterator<Item = (FrontendKey, Option<&'a Frontend>)>,

@@ -387,3 +387,97 @@ fn random_changes_end_where_a_pass_over_everything_does() {
         }
     }
 }
+
+/// Service `s<i>` (ClusterIP `10.96.x.y`, selector `app=a<i>`) and its `per` endpoints on node
+/// `n2`, for the timings at scale.
+fn scaled(i: u32, per: u32) -> (Service, Vec<Endpoint>) {
+    let mut s = service(&format!("s{i}"), Some(&format!("a{i}")), 0);
+    s.spec.service_type = ServiceType::ClusterIP;
+    s.spec.ports[0].node_port = None;
+    s.spec.cluster_ip =
+        ClusterIp::Address(Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 96, 0, 1)) + i));
+    let endpoints = (0..per)
+        .map(|j| {
+            let mut e = endpoint(&format!("e{i}-{j}"), "web", 0, "n2", &format!("a{i}"));
+            e.ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 1, 0, 2)) + i * per + j);
+            e
+        })
+        .collect();
+    (s, endpoints)
+}
+
+#[test]
+#[ignore = "timings at 10,000 Services x 10 endpoints (prints; run with --release --nocapture)"]
+fn services_at_scale_timings() {
+    use std::time::{Duration, Instant};
+    let (mut services, mut endpoints) = (Vec::new(), Vec::new());
+    for i in 0..10_000 {
+        let (s, e) = scaled(i, 10);
+        services.push(s);
+        endpoints.extend(e);
+    }
+    let mut view = ClusterView::default();
+    view.reset(Snapshot {
+        services,
+        endpoints,
+        ..Snapshot::default()
+    });
+    let mut cache = ServiceCache::new("n1".into(), NodeRole::Worker);
+    let started = Instant::now();
+    let _ = view.take_service_changes();
+    let (first, _) = cache.sync(&view, &ServiceChanges::everything());
+    assert_eq!(first.frontends.len(), 10_000);
+    println!("first pass, 10,000 x 10: {:?}", started.elapsed());
+    // What the agent keeps: the table last applied (and the result last published).
+    let mut applied = seam_nft::table::TableModel {
+        services: cache.model().clone(),
+        ..Default::default()
+    };
+    let mut published = first;
+    // One pass as the agent makes it: sync, the table with the model, its delta from the last.
+    let mut pass = |view: &mut ClusterView, events: Vec<WatchEvent>| -> Duration {
+        for e in events {
+            view.apply(e);
+        }
+        let started = Instant::now();
+        let changes = view.take_service_changes();
+        let (desired, changed) = cache.sync(view, &changes);
+        assert!(changed);
+        let model = seam_nft::table::TableModel {
+            services: cache.model().clone(),
+            ..Default::default()
+        };
+        let d = seam_nft::table::delta(&applied, &model);
+        assert!(!d.is_empty());
+        applied = model;
+        published = desired;
+        started.elapsed()
+    };
+    let (mut adds, mut changes) = (Vec::new(), Vec::new());
+    for i in 0..100u32 {
+        let (s, e) = scaled(10_000 + i, 10);
+        let events = e
+            .iter()
+            .map(put_endpoint)
+            .chain([put_service(&s)])
+            .collect();
+        adds.push(pass(&mut view, events));
+        // One endpoint of an existing Service gets another address.
+        let (_, e) = scaled(i * 97, 10);
+        let mut moved = e[3].clone();
+        moved.ip = Ipv4Addr::new(10, 200, 0, u8::try_from(i).unwrap());
+        changes.push(pass(&mut view, vec![put_endpoint(&moved)]));
+    }
+    assert_eq!(published.frontends.len(), 10_100);
+    for (what, mut v) in [
+        ("one Service added", adds),
+        ("one endpoint changed", changes),
+    ] {
+        v.sort();
+        println!(
+            "{what} (sync + model clone + delta): p50 {:?} p99 {:?}",
+            v[v.len() / 2],
+            v[v.len() * 99 / 100]
+        );
+    }
+}
