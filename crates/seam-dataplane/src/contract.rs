@@ -337,6 +337,10 @@ pub async fn a_node_converges_and_attaches<K: NodeKernel>(
         observed.host_ports.get(&pod.host_ifname),
         Some(&Some(pod.vni))
     );
+    assert!(
+        !observed.unhairpinned.contains(&pod.host_ifname),
+        "a new port is in hairpin mode"
+    );
     kernel.detach(&pod.host_ifname).await.unwrap();
     kernel.detach(&pod.host_ifname).await.unwrap();
     assert!(kernel.check(&pod).await.is_err());

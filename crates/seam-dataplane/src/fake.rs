@@ -127,6 +127,7 @@ impl NodeKernel for FakeKernel {
             LinkOp::NeighDel { vni, ip } => o.neighbours.retain(|e| !(e.0 == *vni && e.1 == *ip)),
             LinkOp::DeletePort { host_ifname } => {
                 o.host_ports.remove(host_ifname);
+                o.unhairpinned.remove(host_ifname);
                 s.attachments.remove(host_ifname);
             }
             LinkOp::PlugVmPort { ifname, vni, mtu } => {
@@ -141,6 +142,10 @@ impl NodeKernel for FakeKernel {
                 port.vni = Some(*vni);
                 port.mtu = *mtu;
                 port.up = true;
+                o.unhairpinned.remove(ifname);
+            }
+            LinkOp::SetHairpin { ifname } => {
+                o.unhairpinned.remove(ifname);
             }
             LinkOp::UnplugVmPort { ifname } => {
                 if let Some(port) = o.vm_ports.get_mut(ifname) {
@@ -173,6 +178,7 @@ impl NodeKernel for FakeKernel {
         s.observed
             .host_ports
             .insert(spec.host_ifname.clone(), Some(spec.vni));
+        s.observed.unhairpinned.remove(&spec.host_ifname);
         s.attachments.insert(spec.host_ifname.clone(), spec.clone());
         Ok(AttachedPort {
             host_mac: host_mac(&spec.host_ifname),
@@ -183,6 +189,7 @@ impl NodeKernel for FakeKernel {
         let mut s = self.lock()?;
         s.retired.retain(|r| r != host_ifname);
         s.observed.host_ports.remove(host_ifname);
+        s.observed.unhairpinned.remove(host_ifname);
         s.attachments.remove(host_ifname);
         Ok(())
     }

@@ -81,6 +81,18 @@ pub fn plan(desired: &DesiredNode, observed: &Observed) -> Vec<LinkOp> {
             });
         }
     }
+    for name in &observed.unhairpinned {
+        // A VM port being plugged above gets hairpin mode with it.
+        let replugged = ops
+            .iter()
+            .any(|op| matches!(op, LinkOp::PlugVmPort { ifname, .. } if ifname == name));
+        let wanted = desired.local_ports.contains_key(name) || desired.vm_ports.contains_key(name);
+        if wanted && !replugged {
+            ops.push(LinkOp::SetHairpin {
+                ifname: name.clone(),
+            });
+        }
+    }
     for (name, found) in &observed.vm_ports {
         if !desired.vm_ports.contains_key(name) && (found.vni.is_some() || found.up) {
             ops.push(LinkOp::UnplugVmPort {

@@ -81,6 +81,10 @@ pub struct Observed {
     /// VM ports found (`tv…`), with the VNI of the bridge they are plugged into (if any) and
     /// whether they are up with the segment MTU.
     pub vm_ports: BTreeMap<String, ObservedVmPort>,
+    /// Host and VM ports plugged into a Seam bridge without hairpin mode: the bridge would
+    /// drop a Service's hairpin traffic (a pod reaching itself through its Service), which
+    /// must leave through the port it came in on.
+    pub unhairpinned: BTreeSet<String>,
 }
 
 /// What exists of one VM port.
@@ -161,6 +165,12 @@ pub enum LinkOp {
         vni: u32,
         /// Segment MTU.
         mtu: u32,
+    },
+    /// Sets hairpin mode on a host or VM port plugged into a Seam bridge
+    /// (`bridge link set dev … hairpin on`), for a port attached before Seam set it.
+    SetHairpin {
+        /// The port.
+        ifname: String,
     },
     /// Takes a port of a VM that no longer runs here out of its bridge and sets it down
     /// (`ip link set tv… nomaster down`). The device belongs to the hypervisor: never deleted.

@@ -8,7 +8,8 @@ use std::path::Path;
 use futures::TryStreamExt;
 use netlink_packet_route::address::AddressAttribute;
 use netlink_packet_route::link::{
-    InfoData, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    InfoBridgePort, InfoData, InfoPortData, InfoVeth, LinkAttribute, LinkFlags, LinkInfo,
+    LinkMessage,
 };
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
@@ -137,6 +138,40 @@ fn link_controller(link: &LinkMessage) -> Option<u32> {
         LinkAttribute::Controller(i) => Some(*i),
         _ => None,
     })
+}
+
+/// Whether a bridge port is in hairpin mode (`IFLA_BRPORT_MODE`, reported in the port data of
+/// every link dump).
+fn link_hairpin(link: &LinkMessage) -> bool {
+    link.attributes.iter().any(|a| match a {
+        LinkAttribute::LinkInfo(infos) => infos.iter().any(|i| match i {
+            LinkInfo::PortData(InfoPortData::BridgePort(port)) => {
+                port.contains(&InfoBridgePort::HairpinMode(true))
+            }
+            _ => false,
+        }),
+        _ => false,
+    })
+}
+
+/// Puts an endpoint port that is already plugged into its bridge in hairpin mode and sets it
+/// up, in one request. Hairpin mode lets the bridge send a frame back out of the port it came
+/// in on: a Service's hairpin connection (a pod reaching itself through its Service, its
+/// packet masqueraded on the way) must take that path, like kubelet's `hairpin-veth` mode.
+/// The kernel applies bridge port data only to a port that already has its bridge, so this
+/// cannot be part of the request that plugs it.
+async fn hairpin_up(handle: &Handle, port: LinkMessage, ifname: &str) -> Result<()> {
+    handle
+        .link()
+        .set_port(port)
+        .execute()
+        .await
+        .map_err(kernel_err("set bridge port hairpin", ifname))
+}
+
+/// The request of [`hairpin_up`] for the port with this index.
+fn hairpin_up_message(index: u32) -> LinkMessage {
+    LinkBridgePort::new(index).hairpin(true).up().build()
 }
 
 pub(crate) fn link_mac(link: &LinkMessage) -> Option<MacAddr> {
@@ -386,6 +421,7 @@ impl NodeKernel for LinuxKernel {
             controller: Option<u32>,
             retired: bool,
             mtu: u32,
+            hairpin: bool,
         }
         let mut facts = Vec::new();
         let mut links = h.link().get().execute();
@@ -412,6 +448,7 @@ impl NodeKernel for LinuxKernel {
                         .iter()
                         .any(|a| matches!(a, LinkAttribute::Group(RETIRED_GROUP))),
                     mtu: link_mtu(&link),
+                    hairpin: link_hairpin(&link),
                 });
             }
         }
@@ -439,9 +476,15 @@ impl NodeKernel for LinuxKernel {
                     .vxlan_ok = f.up && plugged;
             } else if is_host_port(&f.name) && !f.retired {
                 let vni = f.controller.and_then(|c| bridge_vni.get(&c)).copied();
+                if vni.is_some() && !f.hairpin {
+                    observed.unhairpinned.insert(f.name.clone());
+                }
                 observed.host_ports.insert(f.name.clone(), vni);
             } else if is_vm_port(&f.name) {
                 let vni = f.controller.and_then(|c| bridge_vni.get(&c)).copied();
+                if vni.is_some() && !f.hairpin {
+                    observed.unhairpinned.insert(f.name.clone());
+                }
                 let port = ObservedVmPort {
                     vni,
                     mtu: f.mtu,
@@ -590,13 +633,26 @@ impl NodeKernel for LinuxKernel {
                 let plug = LinkUnspec::new_with_index(port)
                     .controller(bridge)
                     .mtu(*mtu)
-                    .up()
                     .build();
                 h.link()
                     .set(plug)
                     .execute()
                     .await
-                    .map_err(kernel_err("plug vm port", ifname))
+                    .map_err(kernel_err("plug vm port", ifname))?;
+                hairpin_up(h, hairpin_up_message(port), ifname).await
+            }
+            LinkOp::SetHairpin { ifname } => {
+                let Some(link) = link_by_name(h, ifname).await? else {
+                    return Ok(());
+                };
+                let port = LinkBridgePort::new(link.header.index).hairpin(true).build();
+                ok_if_absent(
+                    h.link()
+                        .set_port(port)
+                        .execute()
+                        .await
+                        .map_err(kernel_err("set bridge port hairpin", ifname)),
+                )
             }
             LinkOp::UnplugVmPort { ifname } => {
                 let Some(link) = link_by_name(h, ifname).await? else {
@@ -690,6 +746,12 @@ impl NodeKernel for LinuxKernel {
                 format!("host veth is not plugged into {}", bridge_name(spec.vni)),
             ));
         }
+        if !link_hairpin(&host) {
+            return Err(drift(
+                &spec.host_ifname,
+                "host veth is not in hairpin mode".into(),
+            ));
+        }
         let netns_err = |source| Error::Netns {
             path: spec.netns.clone(),
             source,
@@ -761,8 +823,9 @@ impl LinuxKernel {
         })?;
         let bridge = self.index_of(&bridge_name(spec.vni)).await?;
         let host_mac = host_port_mac(&spec.host_ifname);
-        // One request makes the whole pair: the host end already plugged into the bridge, up,
-        // with its MAC; the sandbox end created directly inside the sandbox namespace, named,
+        // One request makes the whole pair: the host end already plugged into the bridge, with
+        // its MAC (hairpin mode and up follow in a second request, see `hairpin_up`); the
+        // sandbox end created directly inside the sandbox namespace, named,
         // addressed (MAC) and sized. (It cannot also be brought up here: the kernel opens it
         // before linking it to its peer, which veth refuses.) Moving an existing link between
         // namespaces waits for an RCU grace period (≈16 ms here), and every extra request
@@ -771,7 +834,6 @@ impl LinuxKernel {
             .mtu(spec.mtu)
             .address(host_mac.0.to_vec())
             .controller(bridge)
-            .up()
             .build();
         set_veth_peer(&mut veth, |peer| {
             peer.attributes
@@ -785,6 +847,13 @@ impl LinuxKernel {
             .execute()
             .await
             .map_err(kernel_err("create veth", &spec.host_ifname))?;
+        // By name: the create does not return the index, and a lookup would cost a request.
+        let port = LinkBridgePort::new(0)
+            .name(spec.host_ifname.clone())
+            .hairpin(true)
+            .up()
+            .build();
+        hairpin_up(h, port, &spec.host_ifname).await?;
 
         let inner = connect_in(Path::new(&spec.netns))?;
         // A new network namespace's loopback is always ifindex 1.

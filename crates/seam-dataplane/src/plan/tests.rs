@@ -67,6 +67,7 @@ fn realized(d: &DesiredNode) -> Observed {
                 (k.clone(), port)
             })
             .collect(),
+        unhairpinned: BTreeSet::new(),
     }
 }
 
@@ -150,4 +151,31 @@ fn a_vm_port_is_plugged_once_the_hypervisor_made_it_and_unplugged_when_it_leaves
         plan(&gone, &realized(&d)),
         vec![LinkOp::UnplugVmPort { ifname: port }]
     );
+}
+
+#[test]
+fn ports_without_hairpin_mode_get_it_unless_they_are_replugged_or_unwanted() {
+    let d = desired();
+    let pod = "sv000000000001".to_string();
+    let vm = crate::vm_port_name("vm1");
+    let mut o = realized(&d);
+    o.unhairpinned = BTreeSet::from([pod.clone(), vm.clone(), "sv00000000dead".into()]);
+    o.host_ports.insert("sv00000000dead".into(), Some(4096));
+    let ops = plan(&d, &o);
+    assert!(ops.contains(&LinkOp::SetHairpin {
+        ifname: pod.clone()
+    }));
+    assert!(ops.contains(&LinkOp::SetHairpin { ifname: vm.clone() }));
+    assert!(
+        !ops.contains(&LinkOp::SetHairpin {
+            ifname: "sv00000000dead".into()
+        }),
+        "a stale port is deleted, not repaired"
+    );
+    // A VM port that is plugged anew gets hairpin mode with the plug.
+    if let Some(p) = o.vm_ports.get_mut(&vm) {
+        p.up = false;
+    }
+    let ops = plan(&d, &o);
+    assert!(!ops.contains(&LinkOp::SetHairpin { ifname: vm }));
 }

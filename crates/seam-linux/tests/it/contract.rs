@@ -11,7 +11,7 @@ use seam_linux::{netns, LinuxKernel};
 use crate::firewall::require_root;
 
 /// A uniquely named namespace, deleted on drop (also after a failed check).
-struct Ns(String);
+pub(crate) struct Ns(pub(crate) String);
 
 impl Drop for Ns {
     fn drop(&mut self) {
@@ -19,7 +19,7 @@ impl Drop for Ns {
     }
 }
 
-fn ip_in(ns: &str, args: &[&str]) {
+pub(crate) fn ip_in(ns: &str, args: &[&str]) {
     let out = Command::new("ip")
         .args(["-n", ns])
         .args(args)
@@ -36,7 +36,7 @@ fn ip_in(ns: &str, args: &[&str]) {
 /// Runs `check` on a kernel connection opened inside a new namespace, on a thread of its own
 /// that stays there (so `nft` children and blocking threads start inside it too). `setup` is
 /// `ip` commands run in the namespace first.
-fn in_fresh_netns<F, Fut>(tag: &str, setup: &[&[&str]], check: F)
+pub(crate) fn in_fresh_netns<F, Fut>(tag: &str, setup: &[&[&str]], check: F)
 where
     F: FnOnce(LinuxKernel) -> Fut + Send,
     Fut: Future<Output = ()>,

@@ -6,6 +6,7 @@
 mod contract;
 mod delta;
 mod firewall;
+mod hairpin;
 mod lb;
 mod netns;
 mod random;
