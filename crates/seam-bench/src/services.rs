@@ -2,12 +2,16 @@
 //! baseline measured in the same run.
 //!
 //! - Sync of N Services × E endpoints from nothing to applied in the kernel, through the agent's
-//!   path (`DesiredServices` → `ServiceModel::from_desired` → `TableModel` → `full_text` → `nft -f`,
-//!   what `seam-linux`'s `Firewall::apply_ruleset` runs), against kube-proxy's iptables layout of the
-//!   same Services loaded with `iptables-restore`.
-//! - One Service added on top of N, and one endpoint changed: the agent's in-place path
-//!   (`ServiceModel` → `table::delta` → nf_tables netlink batches, `Firewall::apply_delta`), p99,
-//!   alternating with kube-proxy's partial `iptables-restore --noflush` of the same change.
+//!   first pass and write (`DesiredServices` → `ServiceModel::from_desired` → `TableModel`, then
+//!   what `seam-linux`'s `Firewall::apply_ruleset` runs: `table::split_write`, `nft -f` of the
+//!   table without its Services elements, the elements over netlink), against kube-proxy's
+//!   iptables layout of the same Services loaded with `iptables-restore`; and the same Services
+//!   written in place from a table without Services (`table::delta` from the empty model).
+//! - One Service added on top of N, and one endpoint changed: the agent's incremental pass (the
+//!   Service resolved, `ServiceModel::update` of the frontends that moved, the last
+//!   `DesiredServices` edited in place) and in-place write (`table::delta` → nf_tables netlink
+//!   batches, `Firewall::apply_delta`), p99, alternating with kube-proxy's partial
+//!   `iptables-restore --noflush` of the same change.
 //! - New-connection latency through a ClusterIP with few and with N Services, Seam's table against
 //!   kube-proxy's iptables layout (one `KUBE-SERVICES` rule per Service port, `KUBE-SVC-…` chains of
 //!   `statistic mode random` rules, `KUBE-SEP-…` chains that DNAT), batches alternating (ABBA).
@@ -480,7 +484,7 @@ pub fn run(opts: &ServicesOpts) -> anyhow::Result<ServicesSummary> {
     // kube-proxy's full restore of all the Services takes a minute or more: it is timed once
     // here, and again where the incremental and latency parts load it (fresh namespaces too).
     let mut kp_loads = Vec::new();
-    let (seam_sync, seam_sync_cpu) = sync(opts, &scope, &big, &mut kp_loads)?;
+    let (seam_sync, seam_sync_cpu, in_place) = sync(opts, &scope, &big, &mut kp_loads)?;
     incremental(opts, &scope, &big, &mut sum, &mut kp_loads)?;
     latency(opts, &scope, &big, &mut sum, &mut kp_loads)?;
     let kp = Stats::of(&kp_loads);
@@ -495,13 +499,24 @@ pub fn run(opts: &ServicesOpts) -> anyhow::Result<ServicesSummary> {
                 "sync {} Services x {} endpoints, nothing -> kernel",
                 big.services, big.per
             ),
-            format!("{seam_sync:.0} ms (CPU {seam_sync_cpu:.0} ms)"),
+            format!("{seam_sync:.0} ms (CPU {seam_sync_cpu:.0} ms), split write"),
             "< 1000 ms".into(),
             seam_sync < 1000.0,
         ),
     );
     sum.rows.insert(
         at + 1,
+        (
+            "  seam in place over netlink, from a table without Services".into(),
+            in_place.map_or("not measured (refused or empty)".into(), |t| {
+                format!("{t:.0} ms")
+            }),
+            "-".into(),
+            true,
+        ),
+    );
+    sum.rows.insert(
+        at + 2,
         (
             format!(
                 "  baseline: kube-proxy iptables layout, iptables-restore (n={})",
@@ -530,9 +545,10 @@ fn sync(
     scope: &ScopeGuard,
     g: &Generated,
     kp_loads: &mut Vec<f64>,
-) -> anyhow::Result<(f64, f64)> {
+) -> anyhow::Result<(f64, f64, Option<f64>)> {
     let syncs = opts.syncs.max(1);
     let (mut model, mut render, mut apply, mut total) = (vec![], vec![], vec![], vec![]);
+    let mut listing = vec![];
     let mut nl_total = vec![];
     let (mut kp_gen, mut kp_apply, mut kp_total) = (vec![], vec![], vec![]);
     let mut text_kib = 0;
@@ -557,14 +573,17 @@ fn sync(
             }
             let desired = agent.desired();
             let ta = Instant::now();
-            let table = seam_table(&desired);
+            let model = ServiceModel::from_desired(&desired);
+            let table = TableModel {
+                services: model,
+                ..TableModel::default()
+            };
             let t1 = Instant::now();
-            let text = seam_nft::table::full_text(&table);
-            let t2 = Instant::now();
-            if let Some(dump) = std::env::var_os("SEAM_BENCH_DUMP_TABLE") {
-                std::fs::write(dump, &text)?;
+            // The agent reads the kernel's table first (none here), then writes it whole.
+            if seam_linux::nft::list_table_text()?.is_some() {
+                bail!("a fresh namespace has a seam table");
             }
-            seam_linux::apply_ruleset(&text).context("apply the Services table (nft -f)")?;
+            let (nft_ms, fill_ms, text_len) = write_whole(&table)?;
             let t3 = Instant::now();
             let cpu = thread_cpu_ms() + children_cpu_ms() - c0;
             if desired != g.desired {
@@ -584,14 +603,15 @@ fn sync(
             let ops = delta.switch.len() + delta.cleanup.len();
             Ok((
                 ms(t1 - ta),
-                ms(t2 - t1),
-                ms(t3 - t2),
+                nft_ms,
+                fill_ms,
                 ms(t3 - t0),
                 in_place.map(|()| ms(t5 - t4)),
-                text.len(),
+                text_len,
                 ops,
                 cpu,
                 ms(ta - t0),
+                ms(t3 - t1) - nft_ms - fill_ms,
             ))
         })??;
         netns::delete(&name)?;
@@ -599,6 +619,7 @@ fn sync(
         render.push(r.1);
         apply.push(r.2);
         total.push(r.3);
+        listing.push(r.9);
         match r.4 {
             Ok(t) => nl_total.push(t),
             Err(e) => nl_error = Some(e),
@@ -637,9 +658,10 @@ fn sync(
         g.services, g.per
     );
     println!(
-        "   seam, the agent's first pass and write: resolve + frontends + assemble {:.0} ms + ServiceModel::from_desired {:.0} ms + full_text {:.0} ms ({text_kib} KiB) + nft -f {:.0} ms = {:.0} ms (min {:.0}, max {:.0}); CPU {:.0} ms (this thread + nft)",
+        "   seam, the agent's first pass and write: resolve + frontends + assemble {:.0} ms + ServiceModel::from_desired {:.0} ms + nft -j list (no table) {:.0} ms + Firewall::apply_ruleset's split write: nft -f of the table without the Services elements {:.0} ms ({text_kib} KiB, text rendered included) + the elements over netlink {:.0} ms = {:.0} ms (min {:.0}, max {:.0}); CPU {:.0} ms (this thread + nft)",
         m(&resolve),
         m(&model),
+        m(&listing),
         m(&render),
         m(&apply),
         m(&total),
@@ -664,7 +686,8 @@ fn sync(
         m(&kp_total),
         m(&kp_cpu)
     );
-    Ok((m(&total), m(&sync_cpu)))
+    let nl_ms = (nl_error.is_none() && nl_ops > 0).then(|| m(&nl_total));
+    Ok((m(&total), m(&sync_cpu), nl_ms))
 }
 
 // ---- incremental changes ------------------------------------------------------------------------
@@ -724,21 +747,21 @@ fn incremental(
     let mut g = g.clone();
     // kube-proxy's copy: the same changes, the first `baseline_changes` of each kind only.
     let mut gk = g.clone();
-    let mut applied = seam_table(&g.desired);
-    netns::run_in(&seam_path, || {
-        seam_linux::apply_ruleset(&seam_nft::table::full_text(&applied))
-    })??;
     let t = Instant::now();
     netns::run_in(&kp_path, || iptables_restore(&kp_full(&g.desired), false))??;
     kp_loads.push(ms(t.elapsed()));
     let mut rng = Rng::new(0x005E_4112);
-    // The agent's cache, as after its first pass over the view.
+    // The agent's cache and model, as after its first pass over the view, and its first write.
     let mut agent = AgentPath::new(&g.desired.segment_subnets, g.desired.hairpin.clone());
     let (view, slices) = view_of(&g.desired);
     for (service, slice) in view.iter().zip(&slices) {
         agent.update(service, slice);
     }
     drop((view, slices));
+    // What the agent publishes as applied holds the last result (so the next pass copies it).
+    let mut published = agent.first_pass();
+    let mut applied = agent.table();
+    netns::run_in(&seam_path, || write_whole(&applied))??;
     // One thread in Seam's namespace for every change: it keeps its nf_tables socket, as the
     // agent's blocking threads do (closing one waits for the kernel, 5-12 ms).
     let out = netns::run_in(&seam_path, || -> anyhow::Result<_> {
@@ -782,9 +805,10 @@ fn incremental(
                     let c0 = thread_cpu_ms();
                     let t0 = Instant::now();
                     agent.update(&service, &slice);
-                    let desired = agent.desired();
-                    let ta = Instant::now();
-                    let table = seam_table(&desired);
+                    let (desired, update_ms) = agent.pass();
+                    let t1 = Instant::now();
+                    let table = agent.table();
+                    let model_ms = update_ms + ms(t1.elapsed());
                     let t1 = Instant::now();
                     let delta = seam_nft::table::delta(applied, &table);
                     let t2 = Instant::now();
@@ -795,12 +819,12 @@ fn incremental(
                     Ok((
                         table,
                         [
-                            ms(t1 - ta),
+                            model_ms,
                             ms(t2 - t1),
                             ms(t3 - t2),
                             ms(t3 - t0),
                             cpu,
-                            ms(ta - t0),
+                            ms(t1 - t0) - model_ms,
                         ],
                         ops,
                         desired,
@@ -827,10 +851,11 @@ fn incremental(
                 };
                 let (table, t, ops, desired) = s;
                 // The agent's path gives what the generator says (checked outside the timing).
-                if k < 3 && desired != g.desired {
+                if k < 3 && *desired != g.desired {
                     bail!("{kind}: the agent's path gives other DesiredServices than generated");
                 }
                 applied = table;
+                published = desired;
                 tm.resolve.push(t[5]);
                 tm.model.push(t[0]);
                 tm.delta.push(t[1]);
@@ -856,7 +881,7 @@ fn incremental(
         .and_then(seam_nft::table::from_nft_json)
         .map(|t| (t.services.enabled, t.services == applied.services.listed()));
     println!(
-        "== one change at a time on top of {} Services x {} endpoints, {} of each, as the agent makes them: the Service resolved, its frontends, DesiredServices assembled from every Service's, ServiceModel::from_desired, table::delta, nf_tables netlink batches; the first {} alternating with kube-proxy's partial iptables-restore --noflush of the same change",
+        "== one change at a time on top of {} Services x {} endpoints, {} of each, as the agent makes them (ServiceCache::sync's incremental pass): the Service resolved, its frontends, the frontends that moved edited into the last DesiredServices (copied once: the applied one shares it), ServiceModel::update of those frontends (model: update + the TableModel's copy of it), table::delta, nf_tables netlink batches; the first {} alternating with kube-proxy's partial iptables-restore --noflush of the same change",
         opts.services, g.per, opts.changes, opts.baseline_changes.min(opts.changes)
     );
     println!(
@@ -1102,40 +1127,75 @@ fn view_of(desired: &DesiredServices) -> (Vec<Service>, Vec<EndpointSlice>) {
 /// Cluster`, so which node does not matter to the result).
 const NODE: &str = "node-0";
 
-/// seam-agent's Services pass (`ServiceCache::sync`), step for step, with the public functions it
-/// calls: a Service written (or its EndpointSlice) is resolved again (`seam_model::resolve`) and
-/// its frontends on this node computed (`seam_dataplane::services::service_frontends`) and
-/// cached; every pass assembles the node's `DesiredServices` from the cache (`assemble`) and
-/// builds the table's `ServiceModel` from it. What the agent does besides (finding the Services
-/// an endpoint event touches, this node's endpoint addresses for hairpin) is left out.
+/// seam-agent's Services pass (`seam_agent::services::ServiceCache::sync`), step for step, with
+/// the public functions it calls. A Service written (or its EndpointSlice) is resolved again
+/// (`seam_model::resolve`) and its frontends on this node computed
+/// (`seam_dataplane::services::service_frontends`) and cached ([`AgentPath::update`]). The first
+/// pass ([`AgentPath::first_pass`]) assembles the node's `DesiredServices` from every Service's
+/// frontends (`assemble`) and makes the table's `ServiceModel` from it (`from_desired`); every
+/// later pass ([`AgentPath::pass`]) changes both at the cost of the frontends that moved
+/// (`ServiceModel::update`, the last `DesiredServices` copied once if it is still shared and
+/// edited in place). What the agent does besides (finding the Services an endpoint event
+/// touches, this node's endpoint addresses) is left out: the caller sets `local`.
 struct AgentPath {
     frontends: BTreeMap<String, Vec<Frontend>>,
-    subnets: Vec<Ipv4Net>,
-    /// This node's endpoint addresses (hairpin).
+    /// The Services with a frontend at each key (the first one's is the result's).
+    owners: BTreeMap<FrontendKey, BTreeSet<String>>,
+    /// How many backends of the result's frontends have each address.
+    backend_addrs: BTreeMap<Ipv4Addr, usize>,
+    /// The frontend keys of the Services updated since the last pass.
+    touched: BTreeSet<FrontendKey>,
+    subnets: BTreeSet<Ipv4Net>,
+    /// This node's endpoint addresses (hairpin: those that are backends).
     local: BTreeSet<Ipv4Addr>,
+    /// The last result (`None` before the first pass).
+    last: Option<Arc<DesiredServices>>,
+    /// The table's Services part for it.
+    model: ServiceModel,
 }
 
 impl AgentPath {
     fn new(subnets: &BTreeSet<Ipv4Net>, local: BTreeSet<Ipv4Addr>) -> AgentPath {
         AgentPath {
             frontends: BTreeMap::new(),
-            subnets: subnets.iter().copied().collect(),
+            owners: BTreeMap::new(),
+            backend_addrs: BTreeMap::new(),
+            touched: BTreeSet::new(),
+            subnets: subnets.clone(),
             local,
+            last: None,
+            model: ServiceModel::default(),
         }
     }
 
     /// Service `service` (with its EndpointSlice) written: resolved again.
     fn update(&mut self, service: &Service, slice: &EndpointSlice) {
+        let key = service.key();
         let ports = seam_model::resolve(service, &[], std::slice::from_ref(slice));
-        let f = service_frontends(NODE, service, &ports);
-        if f.is_empty() {
-            self.frontends.remove(&service.key());
-        } else {
-            self.frontends.insert(service.key(), f);
+        let now = Some(service_frontends(NODE, service, &ports)).filter(|f| !f.is_empty());
+        if self.frontends.get(&key) == now.as_ref() {
+            return;
+        }
+        let before = match now {
+            Some(f) => self.frontends.insert(key.clone(), f),
+            None => self.frontends.remove(&key),
+        };
+        for f in before.iter().flatten() {
+            self.touched.insert(f.key);
+            if let Some(owners) = self.owners.get_mut(&f.key) {
+                owners.remove(&key);
+                if owners.is_empty() {
+                    self.owners.remove(&f.key);
+                }
+            }
+        }
+        for f in self.frontends.get(&key).into_iter().flatten() {
+            self.touched.insert(f.key);
+            self.owners.entry(f.key).or_default().insert(key.clone());
         }
     }
 
-    /// The node's desired Services.
+    /// The node's desired Services assembled from every Service's frontends.
     fn desired(&self) -> DesiredServices {
         assemble(
             self.frontends.values().flatten(),
@@ -1144,6 +1204,129 @@ impl AgentPath {
             &BTreeSet::new(),
         )
     }
+
+    /// The first pass: the result assembled from everything, its model made from scratch.
+    fn first_pass(&mut self) -> Arc<DesiredServices> {
+        let desired = self.desired();
+        self.backend_addrs.clear();
+        for f in &desired.frontends {
+            count_backends(&mut self.backend_addrs, f, true);
+        }
+        self.model = ServiceModel::from_desired(&desired);
+        self.touched.clear();
+        let desired = Arc::new(desired);
+        self.last = Some(desired.clone());
+        desired
+    }
+
+    /// A later pass over the Services updated since the last one: the result and its model
+    /// changed by the frontends that moved. Returns the result and the ms spent in
+    /// `ServiceModel::update`.
+    fn pass(&mut self) -> (Arc<DesiredServices>, f64) {
+        let Some(last) = self.last.take() else {
+            return (self.first_pass(), 0.0);
+        };
+        let mut edits: Vec<(FrontendKey, Option<Frontend>)> = Vec::new();
+        for key in std::mem::take(&mut self.touched) {
+            let winner = self
+                .owners
+                .get(&key)
+                .and_then(|owners| owners.first())
+                .and_then(|service| self.frontends.get(service))
+                .and_then(|list| list.iter().find(|f| f.key == key));
+            let current = last
+                .frontends
+                .binary_search_by_key(&key, |f| f.key)
+                .ok()
+                .and_then(|i| last.frontends.get(i));
+            if winner != current {
+                if let Some(f) = current {
+                    count_backends(&mut self.backend_addrs, f, false);
+                }
+                if let Some(f) = winner {
+                    count_backends(&mut self.backend_addrs, f, true);
+                }
+                edits.push((key, winner.cloned()));
+            }
+        }
+        let hairpin: BTreeSet<Ipv4Addr> = self
+            .local
+            .iter()
+            .filter(|ip| self.backend_addrs.contains_key(ip))
+            .copied()
+            .collect();
+        if edits.is_empty() && hairpin == last.hairpin {
+            self.last = Some(last.clone());
+            return (last, 0.0);
+        }
+        let t = Instant::now();
+        self.model.update(
+            edits.iter().map(|(key, f)| (*key, f.as_ref())),
+            &hairpin,
+            &self.subnets,
+            &BTreeSet::new(),
+        );
+        let model_ms = ms(t.elapsed());
+        // As the agent: shared with what was applied last, copied once, then changed in place.
+        let mut next = last;
+        let desired = Arc::make_mut(&mut next);
+        for (key, f) in edits {
+            match (desired.frontends.binary_search_by_key(&key, |f| f.key), f) {
+                (Ok(i), Some(f)) => desired.frontends[i] = f,
+                (Ok(i), None) => {
+                    desired.frontends.remove(i);
+                }
+                (Err(i), Some(f)) => desired.frontends.insert(i, f),
+                (Err(_), None) => {}
+            }
+        }
+        desired.hairpin = hairpin;
+        self.last = Some(next.clone());
+        (next, model_ms)
+    }
+
+    /// The table the agent writes for the last pass (no policy), as `reconcile` makes it.
+    fn table(&self) -> TableModel {
+        TableModel {
+            services: self.model.clone(),
+            ..TableModel::default()
+        }
+    }
+}
+
+/// Counts the addresses of `f`'s backends in `addrs` (`add`) or takes them out.
+fn count_backends(addrs: &mut BTreeMap<Ipv4Addr, usize>, f: &Frontend, add: bool) {
+    for (ip, _) in &f.backends {
+        if add {
+            *addrs.entry(*ip).or_insert(0) += 1;
+        } else if let Some(n) = addrs.get_mut(ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                addrs.remove(ip);
+            }
+        }
+    }
+}
+
+/// The agent's whole write of `table` (`seam_linux::LinuxKernel`'s `Firewall::apply_ruleset`,
+/// in the calling thread): with a large Services part, `nft -f` of the table without its
+/// elements, then the elements over netlink (`seam_nft::table::split_write`); otherwise one
+/// `nft -f`. Returns the ms of the two steps and the bytes of text.
+fn write_whole(table: &TableModel) -> anyhow::Result<(f64, f64, usize)> {
+    let t0 = Instant::now();
+    let (text, fill) = match seam_nft::table::split_write(table) {
+        Some((first, fill)) => (seam_nft::table::full_text(&first), Some(fill)),
+        None => (seam_nft::table::full_text(table), None),
+    };
+    if let Some(dump) = std::env::var_os("SEAM_BENCH_DUMP_TABLE") {
+        std::fs::write(dump, &text)?;
+    }
+    seam_linux::apply_ruleset(&text).context("write the table (nft -f)")?;
+    let t1 = Instant::now();
+    if let Some(fill) = fill {
+        seam_linux::apply_delta(&fill).context("fill the Services elements (netlink)")?;
+    }
+    Ok((ms(t1 - t0), ms(t1.elapsed()), text.len()))
 }
 
 /// The hidden `services-memory` child: builds the view (Services and EndpointSlices), their
@@ -1318,8 +1501,8 @@ fn latency(
         let lab = routed(scope, tag, &g.probe_backends())?;
         let t = Instant::now();
         if seam {
-            let text = seam_nft::table::full_text(&seam_table(&g.desired));
-            netns::run_in(&lab.node, || seam_linux::apply_ruleset(&text))??;
+            let table = seam_table(&g.desired);
+            netns::run_in(&lab.node, || write_whole(&table))??;
         } else {
             let text = kp_full(&g.desired);
             netns::run_in(&lab.node, || iptables_restore(&text, false))??;
@@ -1585,7 +1768,8 @@ mod tests {
         for (svc, slice) in services.iter().zip(&slices) {
             agent.update(svc, slice);
         }
-        assert_eq!(agent.desired(), g.desired);
+        assert_eq!(*agent.first_pass(), g.desired);
+        let held = agent.last.clone();
         g.push_service();
         let (i, j) = g.pick(&mut Rng::new(3), 30);
         g.change_endpoint(i, j);
@@ -1595,7 +1779,18 @@ mod tests {
             agent.update(&svc, &slice);
         }
         agent.local.clone_from(&g.desired.hairpin);
+        let (desired, _) = agent.pass();
+        assert_eq!(*desired, g.desired);
         assert_eq!(agent.desired(), g.desired);
+        // The incremental model is the one made from scratch; the held result is untouched.
+        assert_eq!(
+            agent.model.listed(),
+            ServiceModel::from_desired(&g.desired).listed()
+        );
+        assert_ne!(held.as_deref(), Some(&g.desired));
+        // Nothing updated: the same result.
+        let (again, _) = agent.pass();
+        assert!(Arc::ptr_eq(&again, &desired));
     }
 
     #[test]
