@@ -636,7 +636,11 @@ impl ServiceModel {
             .chain(self.hairpin.iter().map(|a| SvcElement::Hairpin(*a)))
             .chain(self.lb_addresses.iter().map(|a| SvcElement::LbAddress(*a)))
             .chain(self.node_address.map(SvcElement::SnatTo))
-            .chain(self.snat_backends.iter().map(|a| SvcElement::SnatBackend(*a)))
+            .chain(
+                self.snat_backends
+                    .iter()
+                    .map(|a| SvcElement::SnatBackend(*a)),
+            )
     }
 }
 
@@ -1772,7 +1776,9 @@ mod tests {
         let mut out = String::new();
         render(&ServiceModel::from_desired(&sample()), &mut out);
         assert!(out.contains("map svc_snat_to {\n\t\ttype mark : ipv4_addr\n\t\telements = { 0x00100000 : 192.168.0.1 }"));
-        assert!(out.contains("set svc_snat_backends {\n\t\ttype ipv4_addr\n\t\telements = { 203.0.113.5 }"));
+        assert!(out.contains(
+            "set svc_snat_backends {\n\t\ttype ipv4_addr\n\t\telements = { 203.0.113.5 }"
+        ));
     }
 
     #[test]
