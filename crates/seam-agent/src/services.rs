@@ -22,8 +22,10 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use ipnet::Ipv4Net;
-use seam_dataplane::services::{assemble, service_frontends, DesiredServices, Frontend};
-use seam_model::{Endpoint, EndpointSlice, NodeRole, ResolvedPort, Service};
+use seam_dataplane::services::{
+    assemble, backends_among, service_frontends, DesiredServices, Frontend,
+};
+use seam_model::{Endpoint, EndpointKind, EndpointSlice, NodeRole, ResolvedPort, Service};
 use seam_nft::services::{FrontendKey, ServiceModel};
 
 use crate::ClusterView;
@@ -106,6 +108,8 @@ pub struct ServiceCache {
     local: BTreeMap<String, Ipv4Addr>,
     /// The view's endpoints, EndpointSlices and Services indexed, as of the last pass.
     index: Index,
+    /// The external endpoints (kind `External`): name → address.
+    external: BTreeMap<String, Ipv4Addr>,
     /// The last result; `None` before the first pass.
     desired: Option<Arc<DesiredServices>>,
     /// The table's Services part for it (changed with it, frontend by frontend).
@@ -123,6 +127,7 @@ impl ServiceCache {
             backend_addrs: BTreeMap::new(),
             local: BTreeMap::new(),
             index: Index::default(),
+            external: BTreeMap::new(),
             desired: None,
             model: ServiceModel::default(),
         }
@@ -199,11 +204,19 @@ impl ServiceCache {
             }
         }
         // This node's endpoints (for hairpin): looked for among those that changed only.
+        // And the external ones (for `snat_backends`), the same way.
+        let external = |e: &&Endpoint| e.kind == EndpointKind::External;
         if everything {
             self.local = view
                 .endpoints
                 .values()
                 .filter(|e| e.node == self.node)
+                .map(|e| (e.name.clone(), e.ip))
+                .collect();
+            self.external = view
+                .endpoints
+                .values()
+                .filter(external)
                 .map(|e| (e.name.clone(), e.ip))
                 .collect();
         } else {
@@ -212,14 +225,20 @@ impl ServiceCache {
                     Some(e) => self.local.insert(name.clone(), e.ip),
                     None => self.local.remove(name),
                 };
+                match view.endpoints.get(name).filter(external) {
+                    Some(e) => self.external.insert(name.clone(), e.ip),
+                    None => self.external.remove(name),
+                };
             }
         }
         let local: BTreeSet<Ipv4Addr> = self.local.values().copied().collect();
+        let external: BTreeSet<Ipv4Addr> = self.external.values().copied().collect();
+        let node_address = view.nodes.get(&self.node).map(|n| n.underlay_ip);
         let subnets: BTreeSet<Ipv4Net> = view.segments.values().map(|s| s.subnet).collect();
         let lb_addresses = crate::gateway::served_lb_addresses(view, &self.node, self.role);
         let last = match self.desired.clone() {
             Some(last) if !everything => last,
-            _ => return self.assemble_all(&local, subnets, &lb_addresses),
+            _ => return self.assemble_all(&local, &external, subnets, &lb_addresses, node_address),
         };
         // The frontends of the result that are not what their keys' first Services have now.
         let mut edits: Vec<(FrontendKey, Option<Frontend>)> = Vec::new();
@@ -245,25 +264,33 @@ impl ServiceCache {
                 edits.push((key, winner.cloned()));
             }
         }
-        let hairpin: BTreeSet<Ipv4Addr> = local
-            .into_iter()
-            .filter(|ip| self.backend_addrs.contains_key(ip))
-            .collect();
+        let backends = |addrs: BTreeSet<Ipv4Addr>| -> BTreeSet<Ipv4Addr> {
+            addrs
+                .into_iter()
+                .filter(|ip| self.backend_addrs.contains_key(ip))
+                .collect()
+        };
+        let rest = DesiredServices {
+            frontends: Vec::new(),
+            hairpin: backends(local),
+            segment_subnets: subnets,
+            lb_addresses,
+            node_address,
+            snat_backends: backends(external),
+        };
         // No Service's frontends moved, nor anything else the result holds: it stands (an
         // endpoint no Service selects costs only the look for the Services it might be in).
         if edits.is_empty()
-            && hairpin == last.hairpin
-            && subnets == last.segment_subnets
-            && lb_addresses == last.lb_addresses
+            && rest.hairpin == last.hairpin
+            && rest.segment_subnets == last.segment_subnets
+            && rest.lb_addresses == last.lb_addresses
+            && rest.node_address == last.node_address
+            && rest.snat_backends == last.snat_backends
         {
             return (last, false);
         }
-        self.model.update(
-            edits.iter().map(|(key, f)| (*key, f.as_ref())),
-            &hairpin,
-            &subnets,
-            &lb_addresses,
-        );
+        self.model
+            .update(edits.iter().map(|(key, f)| (*key, f.as_ref())), &rest);
         // Shared with what was applied last, most often: copied once, then changed in place.
         let mut next = last;
         drop(self.desired.take());
@@ -278,9 +305,8 @@ impl ServiceCache {
                 (Err(_), None) => {}
             }
         }
-        desired.hairpin = hairpin;
-        desired.segment_subnets = subnets;
-        desired.lb_addresses = lb_addresses;
+        let frontends = std::mem::take(&mut desired.frontends);
+        *desired = DesiredServices { frontends, ..rest };
         self.desired = Some(next.clone());
         (next, true)
     }
@@ -290,15 +316,19 @@ impl ServiceCache {
     fn assemble_all(
         &mut self,
         local: &BTreeSet<Ipv4Addr>,
+        external: &BTreeSet<Ipv4Addr>,
         subnets: BTreeSet<Ipv4Net>,
         lb_addresses: &BTreeSet<Ipv4Addr>,
+        node_address: Option<Ipv4Addr>,
     ) -> (Arc<DesiredServices>, bool) {
-        let desired = assemble(
+        let mut desired = assemble(
             self.frontends.values().flatten(),
             subnets,
             local,
             lb_addresses,
         );
+        desired.snat_backends = backends_among(&desired, external);
+        desired.node_address = node_address;
         self.backend_addrs.clear();
         for f in &desired.frontends {
             count_backends(&mut self.backend_addrs, f);

@@ -1260,12 +1260,16 @@ impl AgentPath {
             return (last, 0.0);
         }
         let t = Instant::now();
-        self.model.update(
-            edits.iter().map(|(key, f)| (*key, f.as_ref())),
-            &hairpin,
-            &self.subnets,
-            &BTreeSet::new(),
-        );
+        // What the model takes besides the frontends, as the agent passes it (no gateway
+        // addresses, no external backends, no node address in this benchmark).
+        let rest = DesiredServices {
+            hairpin,
+            segment_subnets: self.subnets.clone(),
+            ..DesiredServices::default()
+        };
+        self.model
+            .update(edits.iter().map(|(key, f)| (*key, f.as_ref())), &rest);
+        let hairpin = rest.hairpin;
         let model_ms = ms(t.elapsed());
         // As the agent: shared with what was applied last, copied once, then changed in place.
         let mut next = last;

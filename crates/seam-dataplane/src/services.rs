@@ -22,7 +22,15 @@
 //!   local when its `node` (the endpoint's node, or the EndpointSlice's `nodeName`) is this node;
 //! - **hairpin**: the addresses of local endpoints that are backends of some frontend (a pod
 //!   reaching itself through its Service is masqueraded, or its reply would not pass the
-//!   translation back).
+//!   translation back);
+//! - **external backends** (`snat_backends`): the addresses of external endpoints (servers on
+//!   the external network, kind `External`) that are backends of some frontend. A client outside
+//!   Seam's segments reaching one through a Service (bm1 through the gateway, say) is
+//!   masqueraded: the server would answer the client directly, past the translation. Clients
+//!   inside the segments keep their address (the server's replies to them return through the
+//!   gateway and the client's node anyway);
+//! - connections a frontend masquerades (`masquerade_outside`) take the node's underlay address
+//!   (`node_address`), which a backend on another node routes back to this node.
 //!
 //! [`desired_services`] computes the whole; the agent caches [`service_frontends`] per Service
 //! and calls [`assemble`], so a change of one Service recomputes one Service.
@@ -42,9 +50,10 @@ pub use seam_nft::services::{DesiredServices, Frontend, FrontendKey};
 
 /// Everything node `node` translates, from `services` (each with its ports resolved by
 /// `seam_model::resolve`), Seam's `segments` (inside them nothing is masqueraded), the addresses
-/// of the endpoints attached to this node (`local_endpoints`, for hairpin) and the LoadBalancer
+/// of the endpoints attached to this node (`local_endpoints`, for hairpin), the LoadBalancer
 /// addresses this node serves on the external network (`lb_addresses`: a gateway's, from
-/// `seam_dataplane::lb`; empty on other nodes).
+/// `seam_dataplane::lb`; empty on other nodes), the addresses of the external endpoints
+/// (`external_endpoints`, kind `External`) and the node's underlay address (`node_address`).
 ///
 /// Two Services that claim one frontend (the same external IP and port, say): the first in
 /// `services`' order keeps it.
@@ -54,17 +63,36 @@ pub fn desired_services<'a>(
     segments: impl IntoIterator<Item = &'a Segment>,
     local_endpoints: &BTreeSet<Ipv4Addr>,
     lb_addresses: &BTreeSet<Ipv4Addr>,
+    external_endpoints: &BTreeSet<Ipv4Addr>,
+    node_address: Option<Ipv4Addr>,
 ) -> DesiredServices {
     let frontends: Vec<Frontend> = services
         .into_iter()
         .flat_map(|(service, ports)| service_frontends(node, service, ports))
         .collect();
-    assemble(
+    let mut out = assemble(
         &frontends,
         segments.into_iter().map(|s| s.subnet),
         local_endpoints,
         lb_addresses,
-    )
+    );
+    out.snat_backends = backends_among(&out, external_endpoints);
+    out.node_address = node_address;
+    out
+}
+
+/// The addresses among `addresses` that are backends of a frontend of `desired`: its hairpin
+/// (from the local endpoints) and `snat_backends` (from the external ones).
+pub fn backends_among(
+    desired: &DesiredServices,
+    addresses: &BTreeSet<Ipv4Addr>,
+) -> BTreeSet<Ipv4Addr> {
+    desired
+        .frontends
+        .iter()
+        .flat_map(|f| f.backends.iter().map(|(ip, _)| *ip))
+        .filter(|ip| addresses.contains(ip))
+        .collect()
 }
 
 /// The frontends of one Service on node `node` (see the module's rules), in the order of its
@@ -155,7 +183,8 @@ pub fn service_frontends(node: &str, service: &Service, ports: &[ResolvedPort]) 
 
 /// The node's [`DesiredServices`] from every Service's frontends ([`service_frontends`]): sorted
 /// by key (the first of two with one key keeps it), hairpin from the backends among
-/// `local_endpoints`, the segments' subnets and the LoadBalancer addresses this node serves.
+/// `local_endpoints`, the segments' subnets and the LoadBalancer addresses this node serves
+/// (`snat_backends` and `node_address` are left empty: the caller sets them).
 pub fn assemble<'a>(
     frontends: impl IntoIterator<Item = &'a Frontend>,
     segment_subnets: impl IntoIterator<Item = Ipv4Net>,
@@ -176,6 +205,8 @@ pub fn assemble<'a>(
         hairpin,
         segment_subnets: segment_subnets.into_iter().collect(),
         lb_addresses: lb_addresses.clone(),
+        node_address: None,
+        snat_backends: BTreeSet::new(),
     }
 }
 

@@ -1139,6 +1139,15 @@ fn svc_element(e: &SvcElement) -> Element<'_> {
             k.extend_from_slice(&a.octets());
             element(k, false)
         }
-        SvcElement::LbAddress(a) | SvcElement::Inside(a, _) => element(a.octets().to_vec(), false),
+        SvcElement::LbAddress(a) | SvcElement::Inside(a, _) | SvcElement::SnatBackend(a) => {
+            element(a.octets().to_vec(), false)
+        }
+        SvcElement::SnatTo(a) => Element {
+            // `meta mark` is in host byte order.
+            key: crate::names::SVC_MASQUERADE_MARK.to_ne_bytes().to_vec(),
+            end: false,
+            goto: None,
+            value: Some(a.octets().to_vec()),
+        },
     }
 }

@@ -89,8 +89,16 @@ pub const SVC_INSIDE: &str = "svc_inside";
 pub const SVC_HAIRPIN: &str = "svc_hairpin";
 /// The LoadBalancer addresses this node serves: anything else sent to them is dropped on input.
 pub const SVC_LB_ADDRESSES: &str = "svc_lb_addresses";
+/// The address marked connections are SNATed to (`mark : ipv4_addr`, one element keyed by
+/// [`SVC_MASQUERADE_MARK`]): the node's underlay address, which every node routes back to this
+/// node (masquerade would pick the segment's gateway address, the same on every node).
+pub const SVC_SNAT_TO: &str = "svc_snat_to";
+/// Addresses of backends outside Seam's segments (external endpoints): a translated connection
+/// to one from outside [`SVC_INSIDE`] is masqueraded, or the backend would answer the client
+/// directly.
+pub const SVC_SNAT_BACKENDS: &str = "svc_snat_backends";
 /// Every set and map of the Services part, in the order a whole-table write declares them.
-pub const SVC_SETS: [&str; 11] = [
+pub const SVC_SETS: [&str; 13] = [
     SVC_DISPATCH,
     SVC_NODEPORTS,
     SVC_BACKENDS,
@@ -102,6 +110,8 @@ pub const SVC_SETS: [&str; 11] = [
     SVC_INSIDE,
     SVC_HAIRPIN,
     SVC_LB_ADDRESSES,
+    SVC_SNAT_TO,
+    SVC_SNAT_BACKENDS,
 ];
 
 /// The nat base chain on prerouting (priority dstnat): translation of what arrives.
@@ -112,8 +122,10 @@ pub const SVC_OUTPUT: &str = "svc_output";
 pub const SVC_POSTROUTING: &str = "svc_postrouting";
 /// The filter base chain on input (priority filter - 10): refusals and the LB address guard.
 pub const SVC_REJECT_INPUT: &str = "svc_reject_input";
-/// The filter base chain on forward (priority filter - 10, before `egress`): refusals.
-pub const SVC_REJECT_FORWARD: &str = "svc_reject_forward";
+/// The filter base chain on prerouting (priority dstnat - 10, before translation and routing):
+/// refusals of frontends at an address, whether the node would forward the packet or not
+/// (without a route to the address, the forward hook never sees it).
+pub const SVC_REJECT_PREROUTING: &str = "svc_reject_prerouting";
 /// The filter base chain on output (priority filter - 10): refusals.
 pub const SVC_REJECT_OUTPUT: &str = "svc_reject_output";
 /// Every base chain of the Services part.
@@ -122,7 +134,7 @@ pub const SVC_BASE_CHAINS: [&str; 6] = [
     SVC_OUTPUT,
     SVC_POSTROUTING,
     SVC_REJECT_INPUT,
-    SVC_REJECT_FORWARD,
+    SVC_REJECT_PREROUTING,
     SVC_REJECT_OUTPUT,
 ];
 

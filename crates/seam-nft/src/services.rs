@@ -19,13 +19,21 @@
 //!   connections within T of each other, as kube-proxy does. Names are hashes of what they
 //!   hold: a backend added to an affinity Service is a new `sa_` chain, while the other
 //!   backends' `se_`/`aff_` objects (and the clients they remember) stay.
-//! - A frontend with no usable backend is in `svc_reject` / `svc_np_reject`, which the filter
-//!   chains `svc_reject_{input,forward,output}` (priority filter - 10, before policy) test
-//!   first: TCP gets a reset, the rest ICMP port unreachable, as kube-proxy does.
-//! - Masquerade: a frontend in `svc_masq` / `svc_np_masq` marks the first packet of a connection
+//! - A frontend with no usable backend is in `svc_reject` / `svc_np_reject`. Frontends at an
+//!   address are refused in `svc_reject_prerouting` (priority dstnat - 10: before routing, as a
+//!   node may have no route to a ClusterIP at all, and then the forward hook never sees the
+//!   packet) and `svc_reject_output` (the node's own connections); NodePorts in
+//!   `svc_reject_input` (priority filter - 10, before policy). TCP gets a reset, the rest ICMP
+//!   port unreachable, as kube-proxy does.
+//! - Source NAT: a frontend in `svc_masq` / `svc_np_masq` marks the first packet of a connection
 //!   from outside `svc_inside` (Seam's segments) with [`SVC_MASQUERADE_MARK`] in the nat chains;
-//!   `svc_postrouting` masquerades marked packets, and hairpin pairs (`svc_hairpin`, `B . B`:
-//!   after DNAT the source is the destination).
+//!   `svc_postrouting` translates marked packets to the node's underlay address (`svc_snat_to`,
+//!   so that a backend on another node replies to this node: `masquerade` would pick the
+//!   segment's gateway address, the same on every node), or masquerades them when the address
+//!   is not known. It masquerades hairpin pairs (`svc_hairpin`, `B . B`: after DNAT the source
+//!   is the destination), and connections from outside `svc_inside` to a backend outside Seam's
+//!   segments (`svc_snat_backends`, external endpoints), which would otherwise answer the
+//!   client directly.
 //! - `svc_lb_addresses`: on a gateway, traffic to an LB address that no Service port translated
 //!   is dropped on input (ICMP aside), so it never reaches the gateway's own sockets.
 //! - NodePorts match `fib daddr type local` and not 127.0.0.0/8 (as kube-proxy's nftables mode).
@@ -48,7 +56,8 @@ use crate::names::{
     SPREAD_CHAIN_PREFIX, STICKY_CHAIN_PREFIX, SVC_BACKENDS, SVC_DISPATCH, SVC_HAIRPIN, SVC_INSIDE,
     SVC_LB_ADDRESSES, SVC_MASQUERADE, SVC_MASQUERADE_MARK, SVC_NODEPORTS, SVC_NODEPORT_BACKENDS,
     SVC_NODEPORT_MASQUERADE, SVC_NODEPORT_REJECT, SVC_OUTPUT, SVC_POSTROUTING, SVC_PREROUTING,
-    SVC_REJECT, SVC_REJECT_FORWARD, SVC_REJECT_INPUT, SVC_REJECT_OUTPUT,
+    SVC_REJECT, SVC_REJECT_INPUT, SVC_REJECT_OUTPUT, SVC_REJECT_PREROUTING, SVC_SNAT_BACKENDS,
+    SVC_SNAT_TO,
 };
 
 /// Where a Service is reached on this node.
@@ -102,6 +111,12 @@ pub struct DesiredServices {
     /// LoadBalancer addresses this node serves (gateways): anything sent to them that is not a
     /// Service port is dropped before it reaches the node's own sockets.
     pub lb_addresses: BTreeSet<Ipv4Addr>,
+    /// The node's underlay address: connections of [`Frontend::masquerade_outside`] frontends
+    /// are translated to it (`None`: masqueraded).
+    pub node_address: Option<Ipv4Addr>,
+    /// Addresses of backends outside Seam's segments (external endpoints): a translated
+    /// connection to one from outside the segments is masqueraded.
+    pub snat_backends: BTreeSet<Ipv4Addr>,
 }
 
 /// The protocol's nftables name (`tcp`, `udp`, `sctp`).
@@ -224,6 +239,10 @@ pub enum SvcElement {
     Hairpin(Ipv4Addr),
     /// `svc_lb_addresses`.
     LbAddress(Ipv4Addr),
+    /// `svc_snat_to`: the mark → the node's underlay address.
+    SnatTo(Ipv4Addr),
+    /// `svc_snat_backends`.
+    SnatBackend(Ipv4Addr),
 }
 
 impl SvcElement {
@@ -242,6 +261,8 @@ impl SvcElement {
             SvcElement::Inside(..) => SVC_INSIDE,
             SvcElement::Hairpin(_) => SVC_HAIRPIN,
             SvcElement::LbAddress(_) => SVC_LB_ADDRESSES,
+            SvcElement::SnatTo(_) => SVC_SNAT_TO,
+            SvcElement::SnatBackend(_) => SVC_SNAT_BACKENDS,
         }
     }
 }
@@ -260,7 +281,8 @@ impl fmt::Display for SvcElement {
             SvcElement::Inside(s, e) if s == e => write!(f, "{s}"),
             SvcElement::Inside(s, e) => write!(f, "{s}-{e}"),
             SvcElement::Hairpin(a) => write!(f, "{a} . {a}"),
-            SvcElement::LbAddress(a) => write!(f, "{a}"),
+            SvcElement::LbAddress(a) | SvcElement::SnatBackend(a) => write!(f, "{a}"),
+            SvcElement::SnatTo(a) => write!(f, "0x{SVC_MASQUERADE_MARK:08x} : {a}"),
         }
     }
 }
@@ -289,6 +311,10 @@ pub struct ServiceModel {
     pub hairpin: BTreeSet<Ipv4Addr>,
     /// `svc_lb_addresses`.
     pub lb_addresses: BTreeSet<Ipv4Addr>,
+    /// `svc_snat_to`'s one element: the node's underlay address.
+    pub node_address: Option<Ipv4Addr>,
+    /// `svc_snat_backends`.
+    pub snat_backends: BTreeSet<Ipv4Addr>,
     /// `m_<N>`, `n_<N>`, `sa_<hash>` and `se_<hash>` chains by name.
     pub chains: BTreeMap<String, SvcChain>,
     /// `aff_<hash>` sets by name, with their timeout in seconds.
@@ -366,6 +392,8 @@ impl ServiceModel {
             inside: prefix_ranges(&desired.segment_subnets),
             hairpin: desired.hairpin.clone(),
             lb_addresses: desired.lb_addresses.clone(),
+            node_address: desired.node_address,
+            snat_backends: desired.snat_backends.clone(),
             ..ServiceModel::default()
         };
         let mut spread_names: BTreeMap<(bool, usize), Arc<str>> = BTreeMap::new();
@@ -409,19 +437,23 @@ impl ServiceModel {
 
     /// Brings the model to what [`ServiceModel::from_desired`] makes of a result that differs
     /// from this model's in the frontends of `changes` only (each key with its frontend now,
-    /// `None`: gone) and in the rest (`hairpin`, `segment_subnets`, `lb_addresses`): at the cost
-    /// of those frontends, not of every Service. The shared `m_<N>`/`n_<N>` chains come and go
-    /// with their first and last frontend, the affinity chains and sets with their frontend.
-    /// Their users are counted by `from_desired` and kept by `update` (counted again after
-    /// operations are applied to the model); a model whose fields were changed by hand in
-    /// between is not one to update (make it again with `from_desired`).
+    /// `None`: gone) and in the rest (the fields of `rest` other than its frontends, which are
+    /// not read): at the cost of those frontends, not of every Service. The shared `m_<N>`/`n_<N>`
+    /// chains come and go with their first and last frontend, the affinity chains and sets with
+    /// their frontend.
     pub fn update<'a>(
         &mut self,
         changes: impl IntoIterator<Item = (FrontendKey, Option<&'a Frontend>)>,
-        hairpin: &BTreeSet<Ipv4Addr>,
-        segment_subnets: &BTreeSet<Ipv4Net>,
-        lb_addresses: &BTreeSet<Ipv4Addr>,
+        rest: &DesiredServices,
     ) {
+        let DesiredServices {
+            frontends: _,
+            hairpin,
+            segment_subnets,
+            lb_addresses,
+            node_address,
+            snat_backends,
+        } = rest;
         self.enabled = true;
         self.count_spread_users();
         for (key, now) in changes {
@@ -440,6 +472,10 @@ impl ServiceModel {
         }
         if &self.lb_addresses != lb_addresses {
             self.lb_addresses = lb_addresses.clone();
+        }
+        self.node_address = *node_address;
+        if &self.snat_backends != snat_backends {
+            self.snat_backends = snat_backends.clone();
         }
     }
 
@@ -599,6 +635,12 @@ impl ServiceModel {
             .chain(self.inside.iter().map(|(s, e)| SvcElement::Inside(*s, *e)))
             .chain(self.hairpin.iter().map(|a| SvcElement::Hairpin(*a)))
             .chain(self.lb_addresses.iter().map(|a| SvcElement::LbAddress(*a)))
+            .chain(self.node_address.map(SvcElement::SnatTo))
+            .chain(
+                self.snat_backends
+                    .iter()
+                    .map(|a| SvcElement::SnatBackend(*a)),
+            )
     }
 }
 
@@ -657,6 +699,7 @@ pub fn set_declaration(set: &str) -> &'static str {
         SVC_NODEPORT_REJECT | SVC_NODEPORT_MASQUERADE => "type inet_proto . inet_service",
         SVC_INSIDE => "type ipv4_addr\n\t\tflags interval",
         SVC_HAIRPIN => "type ipv4_addr . ipv4_addr",
+        SVC_SNAT_TO => "type mark : ipv4_addr",
         _ => "type ipv4_addr",
     }
 }
@@ -681,11 +724,16 @@ pub fn base_chains_text() -> String {
              \t\t{LOCAL_DESTINATION} meta l4proto . th dport vmap @{SVC_NODEPORTS}\n\t}}\n"
         );
     }
+    let marked = format!("meta mark & 0x{SVC_MASQUERADE_MARK:08x} == 0x{SVC_MASQUERADE_MARK:08x}");
+    // The node's address from `svc_snat_to` when it holds one (no element: the lookup fails
+    // and the next rule masquerades).
     let _ = write!(
         out,
         "\tchain {SVC_POSTROUTING} {{\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n\
-         \t\tmeta mark & 0x{SVC_MASQUERADE_MARK:08x} == 0x{SVC_MASQUERADE_MARK:08x} masquerade\n\
-         \t\tct status dnat ip saddr . ip daddr @{SVC_HAIRPIN} masquerade\n\t}}\n"
+         \t\t{marked} snat ip to meta mark & 0x{SVC_MASQUERADE_MARK:08x} map @{SVC_SNAT_TO}\n\
+         \t\t{marked} masquerade\n\
+         \t\tct status dnat ip saddr . ip daddr @{SVC_HAIRPIN} masquerade\n\
+         \t\tct status dnat ip saddr != @{SVC_INSIDE} ip daddr @{SVC_SNAT_BACKENDS} masquerade\n\t}}\n"
     );
     let reject = |out: &mut String, test: &str| {
         let _ = write!(
@@ -693,20 +741,23 @@ pub fn base_chains_text() -> String {
             "\t\t{test} meta l4proto tcp reject with tcp reset\n\t\t{test} reject\n"
         );
     };
-    for (chain, hook) in [
-        (SVC_REJECT_INPUT, "input"),
-        (SVC_REJECT_FORWARD, "forward"),
-        (SVC_REJECT_OUTPUT, "output"),
+    // Frontends at an address: on prerouting (what arrives, routed or not) and output; NodePorts
+    // (local destinations only) on input.
+    for (chain, hook, priority) in [
+        (SVC_REJECT_PREROUTING, "prerouting", "dstnat - 10"),
+        (SVC_REJECT_INPUT, "input", "filter - 10"),
+        (SVC_REJECT_OUTPUT, "output", "filter - 10"),
     ] {
         let _ = writeln!(
             out,
-            "\tchain {chain} {{\n\t\ttype filter hook {hook} priority filter - 10; policy accept;"
+            "\tchain {chain} {{\n\t\ttype filter hook {hook} priority {priority}; policy accept;"
         );
-        reject(
-            &mut out,
-            &format!("ip daddr . meta l4proto . th dport @{SVC_REJECT}"),
-        );
-        if chain == SVC_REJECT_INPUT {
+        if chain != SVC_REJECT_INPUT {
+            reject(
+                &mut out,
+                &format!("ip daddr . meta l4proto . th dport @{SVC_REJECT}"),
+            );
+        } else {
             reject(
                 &mut out,
                 &format!("{LOCAL_DESTINATION} meta l4proto . th dport @{SVC_NODEPORT_REJECT}"),
@@ -958,6 +1009,17 @@ pub(crate) fn delta(
             &mut gone,
             &mut added,
         );
+        if old.node_address != new.node_address {
+            gone.extend(old.node_address.map(SvcElement::SnatTo));
+            added.extend(new.node_address.map(SvcElement::SnatTo));
+        }
+        set_difference(
+            &old.snat_backends,
+            &new.snat_backends,
+            SvcElement::SnatBackend,
+            &mut gone,
+            &mut added,
+        );
         if !gone.is_empty() {
             switch.push(TableOp::DeleteSvcElements { elements: gone });
         }
@@ -1112,6 +1174,13 @@ impl ServiceModel {
             SvcElement::LbAddress(a) => {
                 self.lb_addresses.insert(*a);
             }
+            SvcElement::SnatTo(a) => match self.node_address {
+                Some(b) if b != *a => return Err(busy()),
+                _ => self.node_address = Some(*a),
+            },
+            SvcElement::SnatBackend(a) => {
+                self.snat_backends.insert(*a);
+            }
         }
         Ok(())
     }
@@ -1150,6 +1219,14 @@ impl ServiceModel {
             }
             SvcElement::Hairpin(a) => self.hairpin.remove(a),
             SvcElement::LbAddress(a) => self.lb_addresses.remove(a),
+            SvcElement::SnatTo(a) => {
+                let found = self.node_address == Some(*a);
+                if found {
+                    self.node_address = None;
+                }
+                found
+            }
+            SvcElement::SnatBackend(a) => self.snat_backends.remove(a),
         };
         if found {
             Ok(())
@@ -1323,6 +1400,20 @@ impl Listed {
                 SVC_LB_ADDRESSES => {
                     m.lb_addresses.insert(json_addr(bare(e))?);
                 }
+                SVC_SNAT_BACKENDS => {
+                    m.snat_backends.insert(json_addr(bare(e))?);
+                }
+                SVC_SNAT_TO => {
+                    let [mark, addr] = e.as_array()?.as_slice() else {
+                        return None;
+                    };
+                    if bare(mark).as_u64()? != u64::from(SVC_MASQUERADE_MARK)
+                        || m.node_address.is_some()
+                    {
+                        return None;
+                    }
+                    m.node_address = Some(json_addr(addr)?);
+                }
                 _ => return None,
             }
         }
@@ -1430,6 +1521,8 @@ mod tests {
             ]
             .into(),
             lb_addresses: [a("192.0.2.10")].into(),
+            node_address: Some(a("192.168.0.1")),
+            snat_backends: [a("203.0.113.5")].into(),
         }
     }
 
@@ -1610,6 +1703,8 @@ mod tests {
           {"set": {"family": "inet", "name": "svc_inside", "table": "seam", "type": "ipv4_addr", "flags": ["interval"], "elem": [{"prefix": {"addr": "10.1.0.0", "len": 23}}]}},
           {"set": {"family": "inet", "name": "svc_hairpin", "table": "seam", "type": ["ipv4_addr", "ipv4_addr"], "elem": [{"concat": ["10.1.0.5", "10.1.0.5"]}]}},
           {"set": {"family": "inet", "name": "svc_lb_addresses", "table": "seam", "type": "ipv4_addr", "elem": ["192.0.2.10"]}},
+          {"map": {"family": "inet", "name": "svc_snat_to", "table": "seam", "type": "mark", "map": "ipv4_addr", "elem": [[1048576, "192.168.0.1"]]}},
+          {"set": {"family": "inet", "name": "svc_snat_backends", "table": "seam", "type": "ipv4_addr", "elem": ["203.0.113.5"]}},
           {"set": {"family": "inet", "name": "aff_1", "table": "seam", "type": "ipv4_addr", "size": 65535, "flags": ["timeout"], "timeout": 10,
             "elem": [{"elem": {"val": "10.9.0.2", "timeout": 10, "expires": 9}}]}},
           {"chain": {"family": "inet", "table": "seam", "name": "m_1"}},
@@ -1619,7 +1714,7 @@ mod tests {
           {"chain": {"family": "inet", "table": "seam", "name": "svc_output"}},
           {"chain": {"family": "inet", "table": "seam", "name": "svc_postrouting"}},
           {"chain": {"family": "inet", "table": "seam", "name": "svc_reject_input"}},
-          {"chain": {"family": "inet", "table": "seam", "name": "svc_reject_forward"}},
+          {"chain": {"family": "inet", "table": "seam", "name": "svc_reject_prerouting"}},
           {"chain": {"family": "inet", "table": "seam", "name": "svc_reject_output"}}]}"#;
         let m = crate::table::from_nft_json(json).unwrap().services;
         assert!(m.enabled);
@@ -1637,9 +1732,83 @@ mod tests {
         assert_eq!(m.affinity_sets["aff_1"], 10);
         assert_eq!(m.chains["se_1"], SvcChain::Adopted);
         assert!(m.hairpin.contains(&a("10.1.0.5")) && m.masquerade.contains(&np));
+        assert_eq!(m.node_address, Some(a("192.168.0.1")));
+        assert_eq!(m.snat_backends, [a("203.0.113.5")].into());
         // Half a Services part is not a table this renderer made.
         let half = json.replace(r#""name": "svc_output""#, r#""name": "c_x""#);
         assert!(crate::table::from_nft_json(&half).is_none());
+    }
+
+    #[test]
+    fn refusals_are_on_prerouting_and_marked_connections_go_to_the_node_address() {
+        let base = base_chains_text();
+        // Frontends at an address are refused before routing (a node without a route to the
+        // address never forwards the packet), and on output; NodePorts on input only.
+        let prerouting = base
+            .split("\tchain ")
+            .find(|c| c.starts_with("svc_reject_prerouting "))
+            .unwrap();
+        assert!(prerouting.contains("type filter hook prerouting priority dstnat - 10;"));
+        assert!(prerouting.contains(
+            "ip daddr . meta l4proto . th dport @svc_reject meta l4proto tcp reject with tcp reset"
+        ));
+        assert!(!base.contains("hook forward"));
+        let input = base
+            .split("\tchain ")
+            .find(|c| c.starts_with("svc_reject_input "))
+            .unwrap();
+        assert!(input.contains("@svc_np_reject") && !input.contains("@svc_reject "));
+        let postrouting = base
+            .split("\tchain ")
+            .find(|c| c.starts_with("svc_postrouting "))
+            .unwrap();
+        let rules: Vec<&str> = postrouting.lines().skip(2).map(str::trim).collect();
+        assert_eq!(
+            rules,
+            [
+                "meta mark & 0x00100000 == 0x00100000 snat ip to meta mark & 0x00100000 map @svc_snat_to",
+                "meta mark & 0x00100000 == 0x00100000 masquerade",
+                "ct status dnat ip saddr . ip daddr @svc_hairpin masquerade",
+                "ct status dnat ip saddr != @svc_inside ip daddr @svc_snat_backends masquerade",
+                "}",
+            ]
+        );
+        let mut out = String::new();
+        render(&ServiceModel::from_desired(&sample()), &mut out);
+        assert!(out.contains("map svc_snat_to {\n\t\ttype mark : ipv4_addr\n\t\telements = { 0x00100000 : 192.168.0.1 }"));
+        assert!(out.contains(
+            "set svc_snat_backends {\n\t\ttype ipv4_addr\n\t\telements = { 203.0.113.5 }"
+        ));
+    }
+
+    #[test]
+    fn a_new_node_address_and_external_backend_are_element_changes() {
+        let mut desired = sample();
+        let old = table(&desired);
+        desired.node_address = Some(a("192.168.0.2"));
+        desired.snat_backends = [a("203.0.113.6")].into();
+        let new = table(&desired);
+        let d = check_delta(&old, &new);
+        assert!(d.cleanup.is_empty());
+        assert_eq!(
+            d.switch,
+            [
+                crate::TableOp::DeleteSvcElements {
+                    elements: vec![
+                        SvcElement::SnatTo(a("192.168.0.1")),
+                        SvcElement::SnatBackend(a("203.0.113.5"))
+                    ]
+                },
+                crate::TableOp::AddSvcElements {
+                    elements: vec![
+                        SvcElement::SnatTo(a("192.168.0.2")),
+                        SvcElement::SnatBackend(a("203.0.113.6"))
+                    ]
+                },
+            ]
+        );
+        desired.node_address = None;
+        check_delta(&new, &table(&desired));
     }
 
     #[test]

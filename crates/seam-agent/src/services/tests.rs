@@ -481,3 +481,56 @@ fn services_at_scale_timings() {
         );
     }
 }
+
+#[test]
+fn external_backends_and_the_node_address_follow_the_view() {
+    let mut view = ClusterView::default();
+    view.reset(Snapshot {
+        services: vec![service("s1", Some("web"), 1)],
+        ..Snapshot::default()
+    });
+    let mut cache = ServiceCache::new("n1".into(), NodeRole::Worker);
+    let _ = view.take_service_changes();
+    let (d, _) = cache.sync(&view, &ServiceChanges::everything());
+    assert_eq!((d.node_address, d.snat_backends.len()), (None, 0));
+    let mut server = endpoint("x", "web", 0, "gw1", "web");
+    server.kind = EndpointKind::External;
+    server.ip = Ipv4Addr::new(203, 0, 113, 5);
+    let steps: Vec<(&str, Vec<WatchEvent>)> = vec![
+        (
+            "an external endpoint becomes a backend, this node is known",
+            vec![
+                put_endpoint(&server),
+                event(
+                    ObjectKind::Node,
+                    "n1",
+                    Some(json!({"name": "n1", "underlayIp": "192.168.0.1", "role": "worker"})),
+                ),
+            ],
+        ),
+        (
+            "it leaves",
+            vec![event(ObjectKind::Endpoint, "web/x", None)],
+        ),
+    ];
+    let mut seen = Vec::new();
+    for (what, events) in steps {
+        for e in events {
+            view.apply(e);
+        }
+        let changes = view.take_service_changes();
+        let (got, changed) = cache.sync(&view, &changes);
+        assert!(changed, "{what}");
+        assert_eq!(*got, from_scratch(&view), "after: {what}");
+        assert_eq!(cache.model(), &ServiceModel::from_desired(&got), "{what}");
+        seen.push((got.node_address, got.snat_backends.clone()));
+    }
+    let node = Some(Ipv4Addr::new(192, 168, 0, 1));
+    assert_eq!(
+        seen,
+        [
+            (node, [Ipv4Addr::new(203, 0, 113, 5)].into()),
+            (node, BTreeSet::new())
+        ]
+    );
+}

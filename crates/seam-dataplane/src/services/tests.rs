@@ -118,6 +118,8 @@ fn frontends(service: &Service, ports: &[ResolvedPort]) -> Vec<Brief> {
         [],
         &BTreeSet::new(),
         &BTreeSet::new(),
+        &BTreeSet::new(),
+        None,
     );
     d.frontends
         .into_iter()
@@ -364,6 +366,8 @@ fn several_ports_and_protocols_each_get_their_frontends_named_after_the_port() {
         [],
         &BTreeSet::new(),
         &BTreeSet::new(),
+        &BTreeSet::new(),
+        None,
     );
     let got: Vec<(FrontendKey, &str, Option<u32>)> = d
         .frontends
@@ -410,6 +414,8 @@ fn several_ports_and_protocols_each_get_their_frontends_named_after_the_port() {
         [],
         &BTreeSet::new(),
         &BTreeSet::new(),
+        &BTreeSet::new(),
+        None,
     );
     assert_eq!(d.frontends[0].service, "shop/web:80");
     assert_eq!(d.frontends[0].affinity_timeout, None);
@@ -426,6 +432,34 @@ fn backends_are_sorted_and_repeats_merged() {
     ];
     let got = frontends(&s, &[resolved(tcp(80), backends)]);
     assert_eq!(got[0].1, vec![(2, 80), (2, 81), (9, 80)]);
+}
+
+#[test]
+fn snat_backends_hold_the_external_endpoints_that_are_backends() {
+    let s = service(ServiceType::ClusterIP);
+    let web = [resolved(
+        tcp(80),
+        vec![
+            backend(1, 80, None, READY),
+            // External but not ready: no frontend uses it.
+            backend(2, 80, None, NOT_READY),
+            backend(3, 80, Some("n2"), READY),
+        ],
+    )];
+    let external: BTreeSet<Ipv4Addr> = [ip(1), ip(2), ip(7)].into();
+    let node = Some(Ipv4Addr::new(192, 168, 0, 1));
+    let d = desired_services(
+        ME,
+        [(&s, &web[..])],
+        [],
+        &BTreeSet::new(),
+        &BTreeSet::new(),
+        &external,
+        node,
+    );
+    assert_eq!(d.snat_backends, [ip(1)].into());
+    assert_eq!(d.node_address, node);
+    assert!(d.hairpin.is_empty());
 }
 
 #[test]
@@ -452,6 +486,8 @@ fn hairpin_holds_the_local_endpoints_that_are_backends() {
         [],
         &local,
         &BTreeSet::new(),
+        &BTreeSet::new(),
+        None,
     );
     assert_eq!(d.hairpin, [ip(1), ip(5)].into());
 }
@@ -472,6 +508,8 @@ fn the_first_service_keeps_a_frontend_two_claim() {
         [],
         &BTreeSet::new(),
         &BTreeSet::new(),
+        &BTreeSet::new(),
+        None,
     );
     let got: Vec<(FrontendKey, &str)> = d
         .frontends
@@ -502,7 +540,15 @@ fn segments_and_served_lb_addresses_pass_through() {
     };
     let segments = [segment("a", "10.1.0.0/16"), segment("b", "10.2.0.0/16")];
     let served: BTreeSet<Ipv4Addr> = [Ipv4Addr::new(203, 0, 113, 7)].into();
-    let d = desired_services(ME, [], &segments, &BTreeSet::new(), &served);
+    let d = desired_services(
+        ME,
+        [],
+        &segments,
+        &BTreeSet::new(),
+        &served,
+        &BTreeSet::new(),
+        None,
+    );
     assert!(d.frontends.is_empty());
     assert_eq!(
         d.segment_subnets,
@@ -534,6 +580,8 @@ fn assembling_cached_frontends_equals_computing_the_whole() {
         [],
         &local,
         &BTreeSet::new(),
+        &BTreeSet::new(),
+        None,
     );
     let mut parts = service_frontends(ME, &b, &pb);
     parts.extend(service_frontends(ME, &a, &pa));

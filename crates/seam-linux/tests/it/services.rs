@@ -124,6 +124,8 @@ fn steps() -> Vec<TableModel> {
         hairpin: [b(1).0].into(),
         segment_subnets: ["10.1.0.0/16".parse().unwrap()].into(),
         lb_addresses: [a("10.9.0.100")].into(),
+        node_address: Some(a("10.9.0.1")),
+        snat_backends: [a("203.0.113.5")].into(),
     };
     let mut second = first.clone();
     // An endpoint changes; an affinity Service gains a backend; a Service with 4 comes.
@@ -134,6 +136,8 @@ fn steps() -> Vec<TableModel> {
         .frontends
         .push(frontend(tcp("10.96.0.13", 443), &[b(1), b(2), b(3), b(4)]));
     second.hairpin.insert(b(2).0);
+    second.node_address = Some(a("10.9.0.2"));
+    second.snat_backends = [a("203.0.113.6"), a("203.0.113.7")].into();
     second
         .segment_subnets
         .insert("10.2.0.0/16".parse().unwrap());
@@ -142,6 +146,7 @@ fn steps() -> Vec<TableModel> {
     third.frontends.remove(3);
     third.frontends[1].affinity_timeout = None;
     third.lb_addresses.clear();
+    third.node_address = None;
     vec![
         TableModel::default(),
         model(&first),
@@ -245,9 +250,11 @@ fn count(answers: &[(Ipv4Addr, Ipv4Addr)]) -> std::collections::BTreeMap<Ipv4Add
 #[ignore = "needs root: network namespaces, nftables and traffic"]
 fn services_carry_real_traffic() {
     require_root();
-    // client (10.9.0.2) — node (10.9.0.1, LB address 10.9.0.100) — backend k (10.1.k.2), k = 1..3.
-    let guard = namespaces("sst", &["c", "n", "b1", "b2", "b3"]);
-    let [client, node, b1, b2, b3] = [0, 1, 2, 3, 4].map(|i| guard.0[i].clone());
+    // client (10.9.0.2) — node (10.9.0.1, LB address 10.9.0.100) — backend k (10.1.k.2), k = 1..3;
+    // node (203.0.113.1) — external server x (203.0.113.5), which also reaches the client
+    // directly (`xc` — `cx`), as a server on the external network reaches bm1.
+    let guard = namespaces("sst", &["c", "n", "b1", "b2", "b3", "x"]);
+    let [client, node, b1, b2, b3, x] = [0, 1, 2, 3, 4, 5].map(|i| guard.0[i].clone());
     ip_in(&client, "link add c0 type veth peer name n0");
     ip_in(&client, &format!("link set n0 netns {node}"));
     ip_in(&client, "addr add 10.9.0.2/24 dev c0");
@@ -257,13 +264,21 @@ fn services_carry_real_traffic() {
     ip_in(&node, "addr add 10.9.0.100/24 dev n0");
     ip_in(&node, "link set n0 up");
     ip_in(&node, "link set lo up");
-    // A node routes what is not its own toward its uplink (a ClusterIP without backends must
-    // reach the forward hook to be refused there). Not back out of `n0`: the ICMP redirect the
-    // kernel would send first spends the host's ICMP rate limit, and the refusal is not sent.
-    ip_in(&node, "link add up0 type veth peer name up1");
-    ip_in(&node, "link set up1 up");
-    ip_in(&node, "link set up0 up");
-    ip_in(&node, "route add default dev up0");
+    // No default route on the node (as in the lab): a ClusterIP without backends is refused
+    // before routing, or not at all.
+    ip_in(&x, "link add x0 type veth peer name nx");
+    ip_in(&x, &format!("link set nx netns {node}"));
+    ip_in(&x, "addr add 203.0.113.5/24 dev x0");
+    ip_in(&x, "link set x0 up");
+    ip_in(&x, "link set lo up");
+    ip_in(&x, "route add default via 203.0.113.1");
+    ip_in(&node, "addr add 203.0.113.1/24 dev nx");
+    ip_in(&node, "link set nx up");
+    ip_in(&x, "link add xc type veth peer name cx");
+    ip_in(&x, &format!("link set cx netns {client}"));
+    ip_in(&x, "link set xc up");
+    ip_in(&x, "route add 10.9.0.2/32 dev xc");
+    ip_in(&client, "link set cx up");
     let backends = [&b1, &b2, &b3];
     for (k, b) in (1u8..).zip(backends) {
         ip_in(b, &format!("link add b0 type veth peer name n{k}"));
@@ -294,6 +309,10 @@ fn services_carry_real_traffic() {
             })
         })
         .collect();
+    let mut listeners = listeners;
+    listeners.push(in_ns(&x, || {
+        TcpListener::bind((Ipv4Addr::new(203, 0, 113, 5), 8080)).unwrap()
+    }));
     let _servers = serve(listeners);
 
     let back = |k: u8| (Ipv4Addr::new(10, 1, k, 2), 8080);
@@ -323,10 +342,13 @@ fn services_carry_real_traffic() {
                 &[],
             ),
             node_port,
+            frontend(tcp("10.9.0.100", 81), &[(a("203.0.113.5"), 8080)]),
         ],
         hairpin: [back(1).0].into(),
         segment_subnets: ["10.1.0.0/16".parse().unwrap()].into(),
         lb_addresses: [a("10.9.0.100")].into(),
+        node_address: Some(a("10.9.0.1")),
+        snat_backends: [a("203.0.113.5")].into(),
     };
     // A policy-only table first, then the Services in place (the path of an agent upgraded).
     let empty = TableModel::default();
@@ -361,8 +383,9 @@ fn services_carry_real_traffic() {
         assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
     });
 
-    // NodePort: spread, and the client outside the segments is masqueraded (the backend sees
-    // the node's address on its side).
+    // NodePort: spread, and the client outside the segments is translated to the node's address
+    // (`node_address`: what a backend on another node routes back to this node), not to the
+    // address of the backend's side (a segment's gateway, the same on every node).
     let answers: Vec<_> = in_ns(&client, || {
         (0..30)
             .map(|_| ask("10.9.0.1:30080".parse().unwrap()).unwrap())
@@ -370,9 +393,15 @@ fn services_carry_real_traffic() {
     });
     assert_eq!(count(&answers).len(), 3);
     for (backend, peer) in &answers {
-        let o = backend.octets();
-        assert_eq!(*peer, Ipv4Addr::new(10, 1, o[2], 1), "{backend} saw {peer}");
+        assert_eq!(*peer, a("10.9.0.1"), "{backend} saw {peer}");
     }
+
+    // An external backend: the client outside the segments is masqueraded (the server would
+    // answer it directly, past the translation: `xc`); a client inside keeps its address.
+    let (server, peer) = in_ns(&client, || ask("10.9.0.100:81".parse().unwrap())).unwrap();
+    assert_eq!((server, peer), (a("203.0.113.5"), a("203.0.113.1")));
+    let (_, peer) = in_ns(&b2, || ask("10.9.0.100:81".parse().unwrap())).unwrap();
+    assert_eq!(peer, a("10.1.2.2"));
 
     // The LB address: its Service port works; anything else is dropped, not answered (the
     // node's own address answers a closed port with a reset).
@@ -527,12 +556,8 @@ fn services_at_scale_timings() {
                 t[step * 2].push(started.elapsed());
                 let started = Instant::now();
                 let mut new = current.clone();
-                new.services.update(
-                    [(changed.key, Some(&changed))],
-                    &desired.hairpin,
-                    &desired.segment_subnets,
-                    &desired.lb_addresses,
-                );
+                new.services
+                    .update([(changed.key, Some(&changed))], &desired);
                 let d = delta(&current, &new);
                 apply_delta(&d).unwrap();
                 t[step * 2 + 1].push(started.elapsed());

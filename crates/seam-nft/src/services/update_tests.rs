@@ -105,13 +105,17 @@ fn an_updated_model_is_the_model_made_from_scratch() {
                 };
                 rest.segment_subnets =
                     [format!("10.1.{}.0/24", rng.below(2)).parse().unwrap()].into();
+                rest.node_address = [None, Some(Ipv4Addr::new(192, 168, 0, 1))]
+                    [usize::try_from(rng.below(2)).unwrap()];
+                rest.snat_backends = [Ipv4Addr::new(
+                    203,
+                    0,
+                    113,
+                    u8::try_from(rng.below(3)).unwrap(),
+                )]
+                .into();
             }
-            model.update(
-                changes.iter().map(|(k, f)| (*k, f.as_ref())),
-                &rest.hairpin,
-                &rest.segment_subnets,
-                &rest.lb_addresses,
-            );
+            model.update(changes.iter().map(|(k, f)| (*k, f.as_ref())), &rest);
             let scratch = ServiceModel::from_desired(&desired_of(&frontends, &rest));
             assert_eq!(model, scratch, "seed {seed} step {step}");
             // The change it makes in the kernel is the one from scratch would make.
@@ -143,12 +147,7 @@ fn a_model_read_back_is_counted_before_it_is_updated() {
     let mut remaining = frontends.clone();
     for k in frontends.keys() {
         remaining.remove(k);
-        model.update(
-            [(*k, None)],
-            &rest.hairpin,
-            &rest.segment_subnets,
-            &rest.lb_addresses,
-        );
+        model.update([(*k, None)], &rest);
         assert_eq!(
             model,
             ServiceModel::from_desired(&desired_of(&remaining, &rest))
@@ -224,12 +223,7 @@ fn update_at_scale_timings() {
         current = new;
         let started = Instant::now();
         let mut next = incremental.clone();
-        next.services.update(
-            [(f.key, Some(&f))],
-            &desired.hairpin,
-            &desired.segment_subnets,
-            &desired.lb_addresses,
-        );
+        next.services.update([(f.key, Some(&f))], &desired);
         let d2 = crate::table::delta(&incremental, &next);
         adds.push(started.elapsed());
         assert_eq!(d, d2);
@@ -248,12 +242,7 @@ fn update_at_scale_timings() {
         current = new;
         let started = Instant::now();
         let mut next = incremental.clone();
-        next.services.update(
-            [(f.key, Some(&f))],
-            &desired.hairpin,
-            &desired.segment_subnets,
-            &desired.lb_addresses,
-        );
+        next.services.update([(f.key, Some(&f))], &desired);
         let d2 = crate::table::delta(&incremental, &next);
         changes.push(started.elapsed());
         assert_eq!(d, d2);

@@ -356,6 +356,8 @@ fn services() -> Vec<TableOp> {
                 SvcElement::Inside(ip(10, 1, 0, 0), ip(10, 1, 255, 255)),
                 SvcElement::Hairpin(ip(10, 1, 1, 2)),
                 SvcElement::LbAddress(ip(192, 0, 2, 10)),
+                SvcElement::SnatTo(ip(192, 168, 0, 1)),
+                SvcElement::SnatBackend(ip(203, 0, 113, 5)),
             ],
         },
         TableOp::DeleteSvcElements {
