@@ -715,6 +715,10 @@ spec:
     apply(&s.g, "mixed", yaml);
     let vip = cluster_ip(&s.g, "mixed");
     let all = set(&["web-1", "web-2", "web-3", "vm1", "bm2"]);
+    // The nodes route bm2 (an external endpoint just registered) and vm1 once their agents
+    // have the records: wait for both directly, so the spread below measures the Service.
+    reaches(&s.client.netns_path, Transport::Tcp, BM2, WEB_PORT);
+    reaches(&s.client.netns_path, Transport::Tcp, vm1.ip, WEB_PORT);
     // A pod as the client: pods, the VM and the server all answer, each seeing the pod.
     reaches(&s.client.netns_path, Transport::Tcp, vip, 80);
     let t = many(&s.client.netns_path, Transport::Tcp, vip, 80, 300);
