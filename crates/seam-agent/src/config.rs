@@ -30,6 +30,10 @@ pub struct AgentConfig {
     /// what it would publish, and publishes again what differs (it also does at once on a watch
     /// event that contradicts them).
     pub reassert_interval: Duration,
+    /// Whether this gateway serves LoadBalancer addresses (`seamd --external-interface` given):
+    /// only then does it renew its node lease, since the lease is what makes the other agents
+    /// give it addresses.
+    pub serves_lb_addresses: bool,
 }
 
 /// The default of [`AgentConfig::reassert_interval`] (`seamd --reassert-ms`).

@@ -186,8 +186,9 @@ impl<K: NodeKernel + Firewall + 'static> Agent<K> {
             tokio::spawn(blocks::run(agent.clone())),
         ];
         // A gateway's lease says it is alive: LoadBalancer addresses are served by the gateways
-        // that hold one.
-        if agent.config.role == seam_model::NodeRole::Gateway {
+        // that hold one. A gateway without an external interface would be given addresses it
+        // never puts anywhere, so it holds none.
+        if agent.config.role == seam_model::NodeRole::Gateway && agent.config.serves_lb_addresses {
             tasks.push(tokio::spawn(gateway::renew_lease(agent.clone())));
         }
         Ok(Running { agent, tasks })

@@ -121,7 +121,8 @@ pub enum TrafficPolicy {
     /// Any ready backend in the cluster.
     #[default]
     Cluster,
-    /// Only backends on the node the traffic arrives at (none: dropped, as Kubernetes does).
+    /// Only backends on the node the traffic arrives at. With none there, Seam refuses the
+    /// connection at once (TCP reset, ICMP unreachable) where Kubernetes drops it.
     Local,
 }
 

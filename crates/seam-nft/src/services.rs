@@ -719,7 +719,7 @@ pub fn base_chains_text() -> String {
             out,
             "\tchain {chain} {{\n\t\ttype nat hook {hook} priority {priority}; policy accept;\n\
              \t\tip daddr . meta l4proto . th dport @{SVC_MASQUERADE} ip saddr != @{SVC_INSIDE} {mark}\n\
-             \t\t{LOCAL_DESTINATION} meta l4proto . th dport @{SVC_NODEPORT_MASQUERADE} ip saddr != @{SVC_INSIDE} {mark}\n\
+             \t\t{LOCAL_DESTINATION} meta l4proto . th dport @{SVC_NODEPORT_MASQUERADE} {mark}\n\
              \t\tip daddr . meta l4proto . th dport vmap @{SVC_DISPATCH}\n\
              \t\t{LOCAL_DESTINATION} meta l4proto . th dport vmap @{SVC_NODEPORTS}\n\t}}\n"
         );

@@ -112,6 +112,7 @@ pub fn agent_config(dir: &Path, node: &str, ip: Ipv4Addr, controller: &Path) -> 
         quarantine_ms: 60_000,
         block_release_after_ms: 300_000,
         reassert_interval: seam_agent::DEFAULT_REASSERT_INTERVAL,
+        serves_lb_addresses: true,
     }
 }
 
