@@ -153,7 +153,15 @@ pub async fn firewall_ruleset<K: NodeKernel + Firewall + 'static>(
     let (desired_services, services) = {
         let mut cache = agent.services.lock().await;
         let (desired, _) = cache.sync(&view, &service_changes);
-        (desired, cache.model().clone())
+        // A node with nothing to translate has no Services part at all: no nat hooks on its
+        // packets, and its table is the policy table alone (as before Services existed). The
+        // first frontend brings the part back whole (`delta` from a disabled part).
+        let services = if desired.frontends.is_empty() && desired.lb_addresses.is_empty() {
+            seam_nft::services::ServiceModel::default()
+        } else {
+            cache.model().clone()
+        };
+        (desired, services)
     };
     let mut guard = agent.firewall_compiler.lock().await;
     let (compiler, renderer) = &mut *guard;
