@@ -99,15 +99,6 @@ pub struct CtEntry {
     pub reply_dst: (Ipv4Addr, u16),
 }
 
-/// The IP protocol number of a Service protocol.
-pub fn ip_protocol(protocol: PortProtocol) -> u8 {
-    match protocol {
-        PortProtocol::Tcp => 6,
-        PortProtocol::Udp => 17,
-        PortProtocol::Sctp => 132,
-    }
-}
-
 impl CtEntry {
     /// Whether this entry is a connection of `flow`: sent to its frontend (for a node port, to
     /// that port of any address) and translated to its backend (the reply comes from it).
@@ -117,9 +108,13 @@ impl CtEntry {
                 addr,
                 protocol,
                 port,
-            } => self.protocol == ip_protocol(protocol) && self.orig_dst == (addr, port),
+            } => {
+                self.protocol == crate::services::protocol_number(protocol)
+                    && self.orig_dst == (addr, port)
+            }
             FrontendKey::NodePort { protocol, port } => {
-                self.protocol == ip_protocol(protocol) && self.orig_dst.1 == port
+                self.protocol == crate::services::protocol_number(protocol)
+                    && self.orig_dst.1 == port
             }
         };
         frontend && self.reply_src == flow.backend && self.reply_src != self.orig_dst
