@@ -1812,20 +1812,6 @@ mod tests {
     }
 
     #[test]
-    #[ignore = "writes the sample table's text to $SEAM_DUMP (for trying it in a netns)"]
-    fn dump_sample() {
-        let t = crate::table::TableModel {
-            services: ServiceModel::from_desired(&sample()),
-            ..Default::default()
-        };
-        std::fs::write(
-            std::env::var("SEAM_DUMP").unwrap(),
-            crate::table::full_text(&t),
-        )
-        .unwrap();
-    }
-
-    #[test]
     fn a_disabled_model_renders_nothing() {
         let mut out = String::new();
         render(&ServiceModel::default(), &mut out);
