@@ -23,6 +23,7 @@ mod audit;
 pub mod bounds;
 mod error;
 mod external;
+pub mod flow;
 pub mod identity;
 pub mod join;
 mod labels;
