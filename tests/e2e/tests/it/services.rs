@@ -73,6 +73,11 @@ fn setup(name: &str, nodes: usize) -> Setup {
     // `seam lab pod-add` ran in another process: read the pods back.
     g.lab = seam_lab::Lab::load(&g.lab.name).unwrap();
     let client = g.lab.workloads().add_pod("n2", "client", "c1").unwrap();
+    // The other node learns of the new client asynchronously (its FDB and neighbour entries):
+    // until then a web pod there cannot answer it. Every test starts from a converged lab.
+    for web in &webs {
+        reaches(&client.netns_path, Transport::Tcp, web.ip, WEB_PORT);
+    }
     Setup { g, webs, client }
 }
 
