@@ -4,7 +4,7 @@
 //!
 //! The rules, least privilege in the spirit of Kubernetes' NodeRestriction:
 //! - anonymous: `GET /healthz` and `POST /v1/join` only (everything else: 401);
-//! - reader: every GET (snapshot, watch and the audit log included);
+//! - reader: every GET (snapshot, watch, the audit log, `/v1/explain` and the page `/ui/` included);
 //! - node: the GETs an agent needs (snapshot, watch, leader, nodes, segments, blocks, endpoints,
 //!   namespaces, policies, tenants, services, endpoint slices, address pools, node leases);
 //!   writes its own Node, endpoints on itself, block claims for itself, releases of blocks it
@@ -74,6 +74,10 @@ enum Route<'a> {
     AddressPools,
     /// `/v1/nodeleases` (`None`) or `/v1/nodeleases/<node>`.
     NodeLeases(Option<&'a str>),
+    /// `/v1/explain`: the engine's verdict for a flow.
+    Explain,
+    /// `/ui` and `/ui/…`: the topology and flows page.
+    Ui,
     /// No route of the API (answered 404 to whoever may reach it).
     Unknown,
 }
@@ -83,6 +87,8 @@ impl Route<'_> {
         let Some(rest) = path.strip_prefix("/v1/") else {
             return if path == "/healthz" {
                 Route::Healthz
+            } else if path == "/ui" || path.starts_with("/ui/") {
+                Route::Ui
             } else {
                 Route::Unknown
             };
@@ -116,6 +122,7 @@ impl Route<'_> {
             ("endpointslices", _) => Route::EndpointSlices,
             ("addresspools", _) => Route::AddressPools,
             ("nodeleases", tail) => Route::NodeLeases(tail),
+            ("explain", None) => Route::Explain,
             _ => Route::Unknown,
         }
     }
@@ -148,6 +155,8 @@ impl Route<'_> {
             Route::EndpointSlices => "endpoint slices",
             Route::AddressPools => "address pools",
             Route::NodeLeases(_) => "node leases",
+            Route::Explain => "explanations",
+            Route::Ui => "the page",
             Route::Unknown => "this route",
         }
     }
@@ -398,6 +407,9 @@ mod tests {
         (GET,    "/v1/audit",                              false, true,  false, false),
         (GET,    "/v1/leader",                             false, true,  true,  true),
         (GET,    "/v1/snapshot",                           false, true,  true,  true),
+        (GET,    "/v1/explain",                            false, true,  false, true),
+        (GET,    "/ui/",                                   false, true,  false, true),
+        (GET,    "/ui/app.js",                             false, true,  false, true),
         (GET,    "/v1/watch",                              false, true,  true,  true),
         (POST,   "/v1/ensure-segment",                     false, false, true,  true),
         (POST,   "/v1/claim-block",                        false, false, true,  false),

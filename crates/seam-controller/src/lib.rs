@@ -42,6 +42,7 @@ mod precondition;
 mod serve;
 mod services;
 mod tenants;
+mod ui;
 mod vms;
 
 pub use audit::{AUDIT_PREFIX, DEFAULT_AUDIT_LIMIT, MAX_AUDIT_LIMIT, MAX_AUDIT_RECORDS};

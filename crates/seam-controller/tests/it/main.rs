@@ -20,5 +20,6 @@ mod services;
 mod tenants;
 mod tls;
 mod tls_cli;
+mod ui;
 mod vms;
 mod watch;
