@@ -160,6 +160,16 @@ pub enum Cmd {
         #[command(flatten)]
         target: Target,
     },
+    /// Serve the controller's page (topology and flows) and its read API on a loopback
+    /// address for a browser, presenting your certificate to the controller (as `kubectl
+    /// proxy` does). Reads only. Prints the page's URL.
+    Proxy {
+        /// Where to listen: a loopback address (port 0 picks a free port).
+        #[arg(long, default_value = "127.0.0.1:8001")]
+        listen: std::net::SocketAddr,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Conformance suites.
     Conformance {
         #[command(subcommand)]
