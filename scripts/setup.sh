@@ -9,6 +9,7 @@ PACKAGES=(
   containernetworking-plugins containerd runc busybox-static iptables
   protobuf-compiler libprotobuf-dev etcd-server etcd-client
   qemu-system-x86 faketime
+  chromium curl openssl
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
