@@ -106,13 +106,16 @@ function renderGraph(groups, edges) {
   });
   for (const e of edges.values()) {
     const [x1, y1] = pos.get(e.from), [x2, y2] = pos.get(e.to);
-    let d;
+    let d, lx, ly;
     if (e.from === e.to) {
       d = `M ${x1 - 12} ${y1 - 30} C ${x1 - 60} ${y1 - 110}, ${x1 + 60} ${y1 - 110}, ${x1 + 12} ${y1 - 30}`;
+      [lx, ly] = [x1, y1 - 90];
     } else {
       // Bend each direction to its own side so A→B and B→A stay apart.
       const mx = (x1 + x2) / 2 + (y2 - y1) * 0.15, my = (y1 + y2) / 2 - (x2 - x1) * 0.15;
       d = `M ${x1} ${y1} Q ${mx} ${my} ${x2} ${y2}`;
+      // The curve's own midpoint, where its badge sits.
+      [lx, ly] = [0.25 * x1 + 0.5 * mx + 0.25 * x2, 0.25 * y1 + 0.5 * my + 0.25 * y2];
     }
     const cls = edgeClass(e);
     const label = `${e.from} \u2192 ${e.to}: ${e.allowed} allowed, ${e.denied} denied`;
@@ -120,6 +123,9 @@ function renderGraph(groups, edges) {
     g.append(el("svg:path", { d, class: "edge-hit" }));
     g.append(el("svg:path", { d, class: `edge ${cls}${state.selected === e.key ? " selected" : ""}`,
       "marker-end": "url(#arrow)" }, el("svg:title", {}, label)));
+    g.append(el("svg:g", { class: `edge-label ${cls}`, "data-testid": "edge-label" },
+      el("svg:circle", { cx: lx, cy: ly, r: 13 }),
+      el("svg:text", { x: lx, y: ly + 4 }, String(e.allowed + e.denied))));
     g.addEventListener("click", () => select(e.key));
     svg.append(g);
   }
