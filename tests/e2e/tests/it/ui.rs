@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use chromiumoxide::browser::{Browser, BrowserConfig};
 use futures::StreamExt;
-use seam_e2e::{controller, eventually, LabGuard};
+use seam_e2e::{controller, eventually, LabGuard, TestLab};
 use seam_lab::probe;
 use serde_json::json;
 
@@ -141,7 +141,10 @@ fn the_page_shows_endpoints_and_a_denied_flow_with_its_rule_and_explains_it_on_c
             t.contains("n1") && t.contains("n2")
         })
         .await;
-        assert!(nodes.contains("shop/web") && nodes.contains("office/client"), "{nodes}");
+        assert!(
+            nodes.contains("shop/web") && nodes.contains("office/client"),
+            "{nodes}"
+        );
 
         // The denied flow office → shop, coloured as denied (or mixed: 8080 was allowed).
         let edge = "[data-testid=edge][data-from=office][data-to=shop]";
@@ -156,7 +159,10 @@ fn the_page_shows_endpoints_and_a_denied_flow_with_its_rule_and_explains_it_on_c
                     }
                 }
             }
-            assert!(Instant::now() < deadline, "no denied edge office → shop on the page");
+            assert!(
+                Instant::now() < deadline,
+                "no denied edge office → shop on the page"
+            );
             tokio::time::sleep(Duration::from_millis(500)).await;
         };
         assert!(verdict == "denied" || verdict == "mixed", "{verdict}");
@@ -169,12 +175,18 @@ fn the_page_shows_endpoints_and_a_denied_flow_with_its_rule_and_explains_it_on_c
             .click()
             .await
             .unwrap();
-        let flows = wait_for_text(&page, "[data-testid=flow][data-verdict=denied]", "denied flows", |t| {
-            t.contains("denied")
-        })
+        let flows = wait_for_text(
+            &page,
+            "[data-testid=flow][data-verdict=denied]",
+            "denied flows",
+            |t| t.contains("denied"),
+        )
         .await;
         assert!(flows.contains(&web.ip.to_string()), "{flows}");
-        assert!(flows.contains("shop/web-8080") || flows.contains("isolation"), "{flows}");
+        assert!(
+            flows.contains("shop/web-8080") || flows.contains("isolation"),
+            "{flows}"
+        );
         let explain = wait_for_text(&page, "[data-testid=explain]", "the explanation", |t| {
             t.contains("DENIED")
         })
