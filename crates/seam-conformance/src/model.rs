@@ -104,6 +104,7 @@ impl Cluster {
                     .clone(),
                 addresses: vec![addr],
                 ports: pod.ports.clone(),
+                conditions: None,
             });
         }
         Ok(inv)

@@ -511,6 +511,7 @@ mod tests {
                 })
                 .into_iter()
                 .collect(),
+            conditions: None,
         }
     }
 

@@ -297,6 +297,7 @@ mod tests {
                 port: 8080,
                 protocol: PortProtocol::Tcp,
             }],
+            conditions: None,
         }
     }
 
