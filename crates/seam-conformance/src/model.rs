@@ -104,7 +104,6 @@ impl Cluster {
                     .clone(),
                 addresses: vec![addr],
                 ports: pod.ports.clone(),
-                conditions: None,
             });
         }
         Ok(inv)

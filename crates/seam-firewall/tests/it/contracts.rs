@@ -24,7 +24,6 @@ fn ep(ns: &str, name: &str, kind: EndpointKind, app: &str, addr: [u8; 4]) -> End
             port: if app == "web" { 8080 } else { 80 },
             protocol: Protocol::Tcp,
         }],
-        conditions: None,
     }
 }
 

@@ -29,7 +29,6 @@ fn ep(ns: &str, name: &str, kind: EndpointKind, l: &[(&str, &str)], addr: [u8; 4
             port: 8080,
             protocol: Protocol::Tcp,
         }],
-        conditions: None,
     }
 }
 
