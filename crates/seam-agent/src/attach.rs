@@ -394,6 +394,7 @@ impl<K: NodeKernel + Firewall + 'static> Agent<K> {
             container_id: Some(a.key.container_id.clone()),
             ifname: Some(a.key.ifname.clone()),
             ports: a.ports.clone(),
+            conditions: None,
         };
         let invalid = if is_valid_name(&a.namespace) {
             endpoint.validate().err().map(|e| e.to_string())

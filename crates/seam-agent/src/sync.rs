@@ -137,7 +137,7 @@ async fn contradicts<K: NodeKernel + Firewall + 'static>(
             let view = agent.view.read().await;
             match (local, view.endpoints.get(name)) {
                 (Some(local), Some(remote)) if taken_over(agent, remote, &local) => false,
-                (Some(local), Some(remote)) => !same_but_labels(remote, &local),
+                (Some(local), Some(remote)) => !same_but_api_fields(remote, &local),
                 (Some(_), None) => true,
                 (None, Some(remote)) => owned_by_leases(agent, remote),
                 (None, None) => false,
@@ -199,13 +199,15 @@ async fn resync_endpoints<K: NodeKernel + Firewall + 'static>(agent: &Arc<Agent<
             continue;
         }
         match remote.iter().find(|r| r.name == ep.name) {
-            // Labels set through the API (the Kubernetes adapter, `seam` by hand) are the
-            // controller's: republishing the CNI's labels would undo them at every resync.
-            Some(r) if same_but_labels(r, ep) => {}
+            // Labels and conditions set through the API (the Kubernetes adapter, `seam` by hand)
+            // are the controller's: republishing the CNI's labels would undo them at every
+            // resync, and a pod failing its readiness probe would take Service traffic again.
+            Some(r) if same_but_api_fields(r, ep) => {}
             Some(r) => {
                 tracing::warn!(endpoint = %ep.name, "the controller's record of this endpoint differs from its lease; publishing it again");
                 let mut ep = ep.clone();
                 ep.labels = r.labels.clone();
+                ep.conditions = r.conditions;
                 let _ = agent.publish_tx.send(Publish::Put(ep));
             }
             None => {
@@ -236,10 +238,12 @@ async fn resync_endpoints<K: NodeKernel + Firewall + 'static>(agent: &Arc<Agent<
     }
 }
 
-/// Whether two records of one endpoint differ in nothing but their labels.
-fn same_but_labels(a: &Endpoint, b: &Endpoint) -> bool {
+/// Whether two records of one endpoint differ in nothing but what the API sets on an
+/// endpoint an agent published: its labels and its conditions.
+fn same_but_api_fields(a: &Endpoint, b: &Endpoint) -> bool {
     let mut b = b.clone();
     b.labels = a.labels.clone();
+    b.conditions = a.conditions;
     *a == b
 }
 
@@ -371,7 +375,8 @@ async fn decide<K: NodeKernel + Firewall + 'static>(
     let book = agent.leases.lock().await;
     let current = book.endpoints().find(|e| e.name == change.name());
     match (change, current) {
-        // The queued record may carry the controller's labels (a resync keeps them).
+        // The queued record may carry the controller's labels and conditions (a resync keeps
+        // them).
         (Publish::Put(ep), Some(cur)) if same_attachment(ep, cur) => Some(change.clone()),
         (_, Some(cur)) => Some(Publish::Put(cur.clone())),
         (Publish::Put(_), None) => None,

@@ -10,6 +10,7 @@ mod cni;
 mod control;
 mod control_tls;
 mod gateway;
+mod lb_lab;
 mod memory;
 mod policy;
 mod policy_gen;
@@ -67,6 +68,10 @@ enum Cmd {
     /// Issue 12: iperf3 pod -> ClusterIP -> pod on another node against pod -> pod, on a
     /// 2-node lab whose agents translate the Service (target ratio >= 0.95).
     ServicesThroughput(services_lab::LabThroughputOpts),
+    /// Issue 12: iperf3 from the external server bm1 through a LoadBalancer address at the
+    /// gateway to a pod on a worker, against bm1 to the pod's own address over the gateway's
+    /// plain routed path (target ratio >= 0.9).
+    LbThroughput(lb_lab::LbThroughputOpts),
     /// (internal) The child process `services` measures memory in.
     #[command(hide = true)]
     ServicesMemory(services::MemoryChildOpts),
@@ -234,6 +239,11 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         }
         Cmd::ServicesThroughput(o) => {
             let r = services_lab::run(&bin_dir, &o)?;
+            reproduce(&o.command());
+            Ok(r.ok())
+        }
+        Cmd::LbThroughput(o) => {
+            let r = lb_lab::run(&bin_dir, &o)?;
             reproduce(&o.command());
             Ok(r.ok())
         }

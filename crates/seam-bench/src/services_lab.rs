@@ -15,7 +15,8 @@ use crate::cleanup::ChildGuard;
 use crate::stats::{ratio, verdict, Stats};
 use crate::util;
 
-const PORT: u16 = 5201;
+/// The port iperf3 serves on in the backend pod (the Service's target port).
+pub(crate) const PORT: u16 = 5201;
 const SVC_PORT: u16 = 80;
 
 /// Options of `seam-bench services-throughput`.
@@ -192,7 +193,7 @@ fn bench(
 }
 
 /// One iperf3 run: a server in `server_ns` bound to `bind`, a client in `client_ns` to `to`.
-fn iperf(
+pub(crate) fn iperf(
     server_ns: &Path,
     bind: Ipv4Addr,
     client_ns: &Path,

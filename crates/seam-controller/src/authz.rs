@@ -11,8 +11,9 @@
 //!   holds, its own node lease, `ensure-segment` and `renew`;
 //! - adapter (seam-k8s): every GET but the audit log; writes namespaces, tenants (and their
 //!   operations), policies, Services, EndpointSlices and `ensure-segment`: what it translates
-//!   from Kubernetes; and the labels and named ports of existing endpoints (a pod's, which its
-//!   agent published: [`check_relabel`]), never anything else of an endpoint;
+//!   from Kubernetes; and the labels, named ports and conditions (readiness) of existing
+//!   endpoints (a pod's, which its agent published: [`check_relabel`]), never anything else of
+//!   an endpoint;
 //! - admin: everything.
 //!
 //! [`enforce`] is the router's outermost middleware: it applies the rate limit, checks a node's
@@ -276,9 +277,10 @@ pub(crate) fn check_own(owner: &str, what: impl FnOnce() -> String) -> Result<()
     }
 }
 
-/// For the adapter, refuses an endpoint write that does more than change the labels and named
-/// ports of an existing endpoint (what it maps from the pod): the agent creates endpoints and
-/// owns everything else of them. `current` is the stored endpoint, if any. Other roles were
+/// For the adapter, refuses an endpoint write that does more than change the labels, named
+/// ports and conditions of an existing endpoint (what it maps from the pod: its labels, its
+/// containers' ports, its readiness and deletion): the agent creates endpoints and owns
+/// everything else of them (above all the address, which the adapter never moves). `current` is the stored endpoint, if any. Other roles were
 /// decided by [`authorize`] and [`check_own`].
 pub(crate) fn check_relabel(
     current: Option<&seam_model::Endpoint>,
@@ -293,6 +295,7 @@ pub(crate) fn check_relabel(
                 let mut relabelled = c.clone();
                 relabelled.labels = new.labels.clone();
                 relabelled.ports = new.ports.clone();
+                relabelled.conditions = new.conditions;
                 relabelled == *new
             });
             if only_labels {
@@ -301,7 +304,7 @@ pub(crate) fn check_relabel(
                 Err(forbidden(
                     &serving,
                     format!(
-                        "adapter {} may only change the labels and ports of an existing endpoint ({:?})",
+                        "adapter {} may only change the labels, ports and conditions of an existing endpoint ({:?})",
                         identity.name, new.name
                     ),
                 ))
@@ -552,7 +555,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_adapter_only_relabels_existing_endpoints() {
+    async fn the_adapter_only_relabels_and_sets_conditions_of_existing_endpoints() {
         let ip = std::net::Ipv4Addr::new(10, 240, 0, 5);
         let stored = seam_model::Endpoint {
             name: "web/a".into(),
@@ -566,6 +569,7 @@ mod tests {
             container_id: Some("c1".into()),
             ifname: Some("eth0".into()),
             ports: Vec::new(),
+            conditions: None,
         };
         let mut relabelled = stored.clone();
         relabelled.labels.insert("app".into(), "web".into());
@@ -574,6 +578,22 @@ mod tests {
             port: 8080,
             protocol: seam_model::PortProtocol::Tcp,
         });
+        // A pod failing its readiness probe, then in its grace period.
+        let mut not_ready = relabelled.clone();
+        not_ready.conditions = Some(seam_model::EndpointConditions {
+            ready: Some(false),
+            serving: Some(false),
+            terminating: Some(false),
+        });
+        let mut terminating = not_ready.clone();
+        terminating.conditions = Some(seam_model::EndpointConditions {
+            ready: Some(false),
+            serving: Some(true),
+            terminating: Some(true),
+        });
+        // Conditions do not carry an address change along.
+        let mut readdressed = not_ready.clone();
+        readdressed.ip = std::net::Ipv4Addr::new(10, 240, 0, 6);
         let mut moved = relabelled.clone();
         moved.node = "n2".into();
         let adapter = || Serving {
@@ -581,12 +601,22 @@ mod tests {
             method: "PUT".to_string(),
             path: "/v1/endpoints/web/a".to_string(),
         };
-        crate::caller::scope(adapter(), async {
-            check_relabel(Some(&stored), &relabelled)
-        })
-        .await
-        .unwrap();
-        for (current, new) in [(Some(&stored), &moved), (None, &relabelled)] {
+        for (current, new) in [
+            (&stored, &relabelled),
+            (&stored, &not_ready),
+            (&not_ready, &terminating),
+            (&terminating, &stored),
+        ] {
+            crate::caller::scope(adapter(), async { check_relabel(Some(current), new) })
+                .await
+                .unwrap();
+        }
+        for (current, new) in [
+            (Some(&stored), &moved),
+            (None, &relabelled),
+            (None, &not_ready),
+            (Some(&stored), &readdressed),
+        ] {
             let err = crate::caller::scope(adapter(), async { check_relabel(current, new) })
                 .await
                 .unwrap_err();

@@ -240,6 +240,7 @@ mod tests {
             container_id: None,
             ifname: None,
             ports: Vec::new(),
+            conditions: None,
         }
     }
 

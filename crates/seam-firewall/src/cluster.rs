@@ -289,6 +289,7 @@ mod tests {
                 port: 81,
                 protocol: seam_model::PortProtocol::Udp,
             }],
+            conditions: None,
         };
         let inv = inventory([], [&ep]);
         assert_eq!(

@@ -394,6 +394,7 @@ mod tests {
             container_id: None,
             ifname: None,
             ports: Vec::new(),
+            conditions: None,
         }
     }
 

@@ -5,7 +5,11 @@
 //!
 //! - Namespace → Seam namespace: labels, tenant from the `seam.dev/tenant` annotation.
 //! - Pod → the labels of the endpoint the agent published for it (`<namespace>/<pod>`), plus
-//!   `seam.dev/deployment` when a Deployment owns the pod.
+//!   `seam.dev/deployment` when a Deployment owns the pod, its named container ports, and its
+//!   conditions as the EndpointSlice controller sets them ([`translate::pod_conditions`]:
+//!   serving = the pod's `Ready` condition, terminating = `deletionTimestamp` set, ready =
+//!   serving and not terminating), so a Service with a selector leaves a pod that is not ready,
+//!   or is in its grace period, out of its backends.
 //! - NetworkPolicy, AdminNetworkPolicy, BaselineAdminNetworkPolicy, ClusterNetworkPolicy and the
 //!   seam.dev/v1alpha1 EndpointGroup and Contract CRDs → policy objects, forwarded nearly as-is.
 //! - seam.dev/v1alpha1 Tenant CRD → Seam tenant.
@@ -19,7 +23,7 @@
 //!
 //! Architecture invariants: the only crate that links `kube`; it writes to the controller only
 //! through its public API (it has no store access), and it never creates or deletes endpoints
-//! (the agent owns them) — it only replaces their labels. Translation ([`translate`]) is pure.
+//! (the agent owns them) — it only replaces their labels, named ports and conditions. Translation ([`translate`]) is pure.
 //! A malformed Kubernetes object is logged with its key and skipped, never retried in a loop;
 //! the controller refusing an object is logged and the adapter carries on; a controller outage
 //! is retried with backoff.

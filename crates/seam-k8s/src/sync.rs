@@ -961,9 +961,10 @@ impl Sync {
         }
     }
 
-    /// Gives the pod's endpoints (`ns/pod` and `ns/pod/<ifname>`) the pod's labels. The agent owns
-    /// the endpoint (it creates and deletes it on CNI ADD and DEL); the adapter only replaces its
-    /// labels, and only once the agent published it.
+    /// Gives the pod's endpoints (`ns/pod` and `ns/pod/<ifname>`) the pod's labels and
+    /// conditions (its readiness, its deletion). The agent owns the endpoint (it creates and
+    /// deletes it on CNI ADD and DEL); the adapter only replaces its labels, named ports and
+    /// conditions, and only once the agent published it.
     async fn relabel(&mut self, pod: &PodLabels) -> Outcome {
         let prefix = format!("{}/", pod.endpoint);
         let stale: Vec<Endpoint> = self
@@ -991,6 +992,7 @@ impl Sync {
                         same_pod && current.kind == EndpointKind::Pod && pod.differs(current);
                     if change {
                         current.labels = pod.labels.clone();
+                        current.conditions = pod.conditions;
                         if !pod.ports.is_empty() {
                             current.ports = pod.ports.clone();
                         }
@@ -1000,8 +1002,13 @@ impl Sync {
                 .await;
             match result {
                 Ok(stored) => {
-                    tracing::debug!(endpoint = %stored.name, "relabelled");
+                    tracing::debug!(endpoint = %stored.name, conditions = ?stored.conditions, "relabelled");
                     self.endpoints.insert(stored.name.clone(), stored);
+                }
+                // The agent removed it meanwhile (a terminating pod's DEL): nothing to relabel.
+                Err(e) if e.is_not_found() => {
+                    tracing::debug!(endpoint = %endpoint.name, "endpoint gone before its relabel");
+                    self.endpoints.remove(&endpoint.name);
                 }
                 Err(e) => {
                     let outcome = classify(&e);

@@ -83,14 +83,14 @@ pub fn namespace(obj: &RawObject) -> Result<NamespaceSpec> {
 /// What a Pod means for its endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PodMapping {
-    /// The pod's endpoint should carry these labels.
+    /// The pod's endpoint should carry these labels and conditions.
     Labels(PodLabels),
     /// The pod has no endpoint of Seam's, or should no longer be touched (the reason says
-    /// which): host network, terminating, finished.
+    /// which): host network, finished.
     Untouched(&'static str),
 }
 
-/// The labels a pod's endpoint should carry.
+/// The labels and conditions a pod's endpoint should carry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodLabels {
     /// The endpoint's name as the agent publishes it: `<namespace>/<pod>` (from the CNI args
@@ -106,12 +106,18 @@ pub struct PodLabels {
     /// endpoint's ports are left as they are (a pod's ports never change, and a CNI config may
     /// give some).
     pub ports: Vec<seam_model::ContainerPort>,
+    /// Whether the pod takes Service traffic ([`pod_conditions`]); `None` when it is ready,
+    /// serving and not terminating, which is what an endpoint without conditions means.
+    pub conditions: Option<seam_model::EndpointConditions>,
 }
 
 impl PodLabels {
-    /// Whether `endpoint` lacks these labels or (when the pod names any) these ports.
+    /// Whether `endpoint` lacks these labels, these conditions or (when the pod names any)
+    /// these ports.
     pub fn differs(&self, endpoint: &seam_model::Endpoint) -> bool {
-        endpoint.labels != self.labels || (!self.ports.is_empty() && endpoint.ports != self.ports)
+        endpoint.labels != self.labels
+            || endpoint.conditions != self.conditions
+            || (!self.ports.is_empty() && endpoint.ports != self.ports)
     }
 }
 
@@ -132,11 +138,10 @@ pub fn pod(obj: &RawObject) -> Result<PodMapping> {
     if pod.spec.as_ref().and_then(|s| s.host_network) == Some(true) {
         return Ok(PodMapping::Untouched("host network"));
     }
-    // Once a pod is terminating its sandbox (and endpoint) is about to go; relabelling now could
-    // re-create an endpoint the agent just deleted, as a PUT replaces whole objects.
-    if pod.metadata.deletion_timestamp.is_some() {
-        return Ok(PodMapping::Untouched("terminating"));
-    }
+    // A terminating pod is still mapped: it runs through its grace period and its endpoint must
+    // say so (terminating, serving while still Ready). The write is a conditional
+    // read-modify-write of an endpoint the controller still has, so an endpoint the agent has
+    // deleted meanwhile is not re-created.
     let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
     if matches!(phase, Some("Succeeded" | "Failed")) {
         return Ok(PodMapping::Untouched("finished"));
@@ -156,7 +161,32 @@ pub fn pod(obj: &RawObject) -> Result<PodMapping> {
         labels,
         pod_ip,
         ports,
+        conditions: pod_conditions(&pod),
     }))
+}
+
+/// A pod's endpoint conditions as Kubernetes' EndpointSlice controller sets them: `serving` is
+/// the pod's `Ready` condition (true only when its status is `"True"`: a pod without one, not
+/// yet started, is not ready), `terminating` is its `deletionTimestamp` being set (still running
+/// through its grace period), and `ready` is serving and not terminating. `publishNotReadyAddresses`
+/// is the Service's, applied where backends are chosen ([`seam_model::usable`]). `None` for the
+/// common case, ready and serving and not terminating: what an endpoint without conditions
+/// already means, so ready pods' endpoints are never rewritten for it.
+pub fn pod_conditions(pod: &core::Pod) -> Option<seam_model::EndpointConditions> {
+    let serving = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .any(|c| c.type_ == "Ready" && c.status == "True");
+    let terminating = pod.metadata.deletion_timestamp.is_some();
+    let ready = serving && !terminating;
+    (!ready).then_some(seam_model::EndpointConditions {
+        ready: Some(ready),
+        serving: Some(serving),
+        terminating: Some(terminating),
+    })
 }
 
 /// The named ports of a pod's containers and sidecars (init containers with `restartPolicy:

@@ -147,6 +147,7 @@ impl External {
                 container_id: None,
                 ifname: None,
                 ports: Vec::new(),
+                conditions: None,
             })
             .collect()
     }

@@ -260,6 +260,12 @@ pub struct Endpoint {
     /// Named container ports, for policies that name a port (`port: serve-80-tcp`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<ContainerPort>,
+    /// Whether it takes Service traffic, as an EndpointSlice endpoint's `conditions` say: the
+    /// Kubernetes adapter sets them from the pod's `Ready` condition and its deletion (a pod
+    /// failing its readiness probe, or in its grace period). Absent: ready, serving and not
+    /// terminating, as for every VM, external server and pod nobody reports on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conditions: Option<crate::service::EndpointConditions>,
 }
 
 /// The transport protocols a container port can have.
@@ -357,6 +363,12 @@ pub(crate) fn check_ports(problems: &mut Problems, path: &str, ports: &[Containe
 }
 
 impl Endpoint {
+    /// Its conditions resolved as Kubernetes resolves an EndpointSlice endpoint's (absent or
+    /// unknown: ready, serving, not terminating).
+    pub fn state(&self) -> crate::service::BackendState {
+        self.conditions.unwrap_or_default().resolved()
+    }
+
     /// Checks every field and reports all problems at once.
     pub fn validate(&self) -> Result<(), ValidationError> {
         let mut p = Problems::default();

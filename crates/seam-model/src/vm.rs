@@ -91,6 +91,7 @@ impl Vm {
             container_id: None,
             ifname: None,
             ports: self.ports.clone(),
+            conditions: None,
         }
     }
 

@@ -27,6 +27,7 @@ fn endpoint(name: &str, ns: &str, last: u8, node: &str, app: &str) -> Endpoint {
         container_id: None,
         ifname: None,
         ports: Vec::new(),
+        conditions: None,
     }
 }
 

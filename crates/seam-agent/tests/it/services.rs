@@ -263,6 +263,85 @@ async fn a_service_reaches_the_table_with_its_backends_and_loses_a_removed_one()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pod_that_is_not_ready_leaves_the_frontends_backends_and_comes_back() {
+    let s = Setup::start().await;
+    let a = add(&s.sock, &labelled("web", "a", "web"))
+        .await
+        .address
+        .addr();
+    let b = add(&s.sock, &labelled("web", "b", "web"))
+        .await
+        .address
+        .addr();
+    eventually("the endpoints are published", || async {
+        s.ctl.endpoints().await.len() == 2
+    })
+    .await;
+    s.put_service(&service("front", Some(&[("app", "web")]), vec![http(8080)]))
+        .await;
+    let both = {
+        let mut v = vec![(a, 8080), (b, 8080)];
+        v.sort();
+        v
+    };
+    eventually("the Service's frontend has both pods", || async {
+        backends(&s.n1, cluster_ip(80)).await.as_ref() == Some(&both)
+    })
+    .await;
+
+    // The conditions as the Kubernetes adapter sets them on the controller's record.
+    let set = |name: &'static str, conditions: Option<EndpointConditions>| {
+        let client = s.ctl.client.clone();
+        async move {
+            let mut e = client.get_endpoint(name).await.unwrap();
+            e.conditions = conditions;
+            client.put_endpoint(&e).await.unwrap();
+        }
+    };
+    let conditions = |ready, serving, terminating| {
+        Some(EndpointConditions {
+            ready: Some(ready),
+            serving: Some(serving),
+            terminating: Some(terminating),
+        })
+    };
+    // a's readiness probe fails: only b takes new connections.
+    set("web/a", conditions(false, false, false)).await;
+    eventually("the not-ready pod leaves the frontend", || async {
+        backends(&s.n1, cluster_ip(80)).await == Some(vec![(b, 8080)])
+    })
+    .await;
+    // b is deleted while Ready (its grace period): with nothing ready, b finishes the work.
+    set("web/b", conditions(false, true, true)).await;
+    eventually("the agent sees b terminating", || async {
+        s.n1.agent
+            .view
+            .read()
+            .await
+            .endpoints
+            .get("web/b")
+            .is_some_and(|e| e.state().terminating)
+    })
+    .await;
+    eventually("the serving terminating pod is the fallback", || async {
+        backends(&s.n1, cluster_ip(80)).await == Some(vec![(b, 8080)])
+    })
+    .await;
+    // a is ready again: b, terminating, is left out.
+    set("web/a", None).await;
+    eventually("the ready pod alone", || async {
+        backends(&s.n1, cluster_ip(80)).await == Some(vec![(a, 8080)])
+    })
+    .await;
+    // The agent never put its lease's record back over the conditions the API set.
+    assert_eq!(
+        s.ctl.endpoint("web/b").await.unwrap().conditions,
+        conditions(false, true, true)
+    );
+    drop(s.dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_restarted_agent_adopts_the_services_in_the_table() {
     let s = Setup::start().await;
     let a = add(&s.sock, &labelled("web", "a", "web"))

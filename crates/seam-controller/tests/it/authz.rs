@@ -184,8 +184,8 @@ async fn a_node_writes_only_endpoints_on_itself() {
     let stored: Vec<seam_model::Endpoint> = c.snapshot().await.unwrap().endpoints;
     assert_eq!(stored, vec![mine.clone()]);
 
-    // The adapter relabels it (a pod's labels and named ports), and does nothing else to it:
-    // no other field, no new endpoint, no delete.
+    // The adapter relabels it (a pod's labels, named ports and readiness), and does nothing
+    // else to it: no other field, no new endpoint, no delete.
     let adapter = Caller::Known(Identity::of(CallerRole::Adapter, "seam-k8s"));
     let mut relabelled = mine.clone();
     relabelled.labels.insert("app".into(), "web".into());
@@ -196,13 +196,43 @@ async fn a_node_writes_only_endpoints_on_itself() {
     });
     let answer = send(&c, adapter.clone(), "PUT", path, json(&relabelled)).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    // Its conditions too: the pod fails its readiness probe, then is deleted while Ready (its
+    // grace period). Another node may not set them.
+    let conditions = |ready, serving, terminating| {
+        Some(seam_model::EndpointConditions {
+            ready: Some(ready),
+            serving: Some(serving),
+            terminating: Some(terminating),
+        })
+    };
+    let mut not_ready = relabelled.clone();
+    not_ready.conditions = conditions(false, false, false);
+    let answer = send(&c, adapter.clone(), "PUT", path, json(&not_ready)).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let mut terminating = relabelled.clone();
+    terminating.conditions = conditions(false, true, true);
+    let answer = send(&c, node_caller("n2"), "PUT", path, json(&terminating)).await;
+    assert_forbidden(
+        &answer,
+        "node n2 may not write endpoint \"default/a\" of node n1",
+    );
+    let stored: Vec<seam_model::Endpoint> = c.snapshot().await.unwrap().endpoints;
+    assert_eq!(stored, vec![not_ready.clone()]);
+    let answer = send(&c, adapter.clone(), "PUT", path, json(&terminating)).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let stored: Vec<seam_model::Endpoint> = c.snapshot().await.unwrap().endpoints;
+    let state = stored[0].state();
+    assert!(
+        state.serving && state.terminating && !state.ready,
+        "{state:?}"
+    );
     let mut moved = relabelled.clone();
     moved.ip = b1.cidr.hosts().nth(9).unwrap();
     moved.mac = seam_model::endpoint_mac(moved.ip);
     let answer = send(&c, adapter.clone(), "PUT", path, json(&moved)).await;
     assert_forbidden(
         &answer,
-        "adapter seam-k8s may only change the labels and ports of an existing endpoint",
+        "adapter seam-k8s may only change the labels, ports and conditions of an existing endpoint",
     );
     let answer = send(
         &c,
@@ -214,7 +244,7 @@ async fn a_node_writes_only_endpoints_on_itself() {
     .await;
     assert_forbidden(
         &answer,
-        "adapter seam-k8s may only change the labels and ports of an existing endpoint",
+        "adapter seam-k8s may only change the labels, ports and conditions of an existing endpoint",
     );
     let answer = send(&c, adapter, "DELETE", path, None).await;
     assert_forbidden(&answer, "adapter seam-k8s may not DELETE endpoints");

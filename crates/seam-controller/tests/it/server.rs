@@ -100,5 +100,6 @@ pub fn endpoint(name: &str, segment: &str, node: &str, ip: [u8; 4]) -> Endpoint 
         container_id: Some("c0ffee".to_string()),
         ifname: Some("eth0".to_string()),
         ports: Vec::new(),
+        conditions: None,
     }
 }

@@ -511,6 +511,7 @@ mod tests {
                 })
                 .into_iter()
                 .collect(),
+            conditions: None,
         }
     }
 
@@ -743,6 +744,41 @@ endpoints:
             text.contains("(not ready, terminating, serving; not used: terminating"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_selected_pod_that_is_not_ready_or_terminating_says_why_it_is_not_used() {
+        // As the Kubernetes adapter writes them: web-1 fails its readiness probe; web-2 is in
+        // its grace period, still serving.
+        let mut snap = snapshot("");
+        let conditions = |ready, serving, terminating| {
+            Some(seam_model::EndpointConditions {
+                ready: Some(ready),
+                serving: Some(serving),
+                terminating: Some(terminating),
+            })
+        };
+        snap.endpoints[1].conditions = conditions(false, false, false);
+        snap.endpoints[2].conditions = conditions(false, true, true);
+        snap.policies.clear();
+        let x = run(&snap, "client/c1", "10.96.0.10", "80/tcp");
+        let t = translated(&x);
+        assert_eq!(t.backends.len(), 2);
+        assert_eq!(t.backends[0].unused.as_deref(), Some("not used: not ready"));
+        // Nothing is ready: the terminating pod that still serves takes the connections.
+        assert!(t.backends[1].unused.is_none());
+        assert_eq!(t.outcome(), "allowed");
+        // Once web-1 is ready again, the terminating pod is left out.
+        snap.endpoints[1].conditions = None;
+        let x = run(&snap, "client/c1", "10.96.0.10", "80/tcp");
+        let t = translated(&x);
+        assert!(t.backends[0].unused.is_none());
+        assert_eq!(
+            t.backends[1].unused.as_deref(),
+            Some("not used: terminating (used only when no ready backend is left)")
+        );
+        let text = render_text(&x);
+        assert!(text.contains("not ready, terminating, serving"), "{text}");
     }
 
     #[test]

@@ -225,6 +225,7 @@ impl View {
                     container_id: None,
                     ifname: None,
                     ports: ports(p),
+                    conditions: None,
                 };
                 hints.endpoints.insert(name.clone());
                 self.endpoints.insert(name, ep);

@@ -49,7 +49,8 @@ fn pod_json(labels: Value, owner: Option<&str>) -> Value {
     json!({
         "apiVersion": "v1", "kind": "Pod", "metadata": meta,
         "spec": {"containers": [{"name": "c", "image": "busybox"}]},
-        "status": {"podIP": "10.240.0.5", "phase": "Running"}
+        "status": {"podIP": "10.240.0.5", "phase": "Running",
+                   "conditions": [{"type": "Ready", "status": "True"}]}
     })
 }
 
@@ -67,6 +68,8 @@ fn pod_labels_and_deployment_from_its_replicaset() {
     assert_eq!(labels.labels["app"], "web");
     assert_eq!(labels.labels[DEPLOYMENT_LABEL], "web");
     assert_eq!(labels.pod_ip, Some([10, 240, 0, 5].into()));
+    // Ready and not terminating: no conditions, which is what the endpoint means without.
+    assert_eq!(labels.conditions, None);
 }
 
 #[test]
@@ -122,20 +125,120 @@ fn pod_without_a_deployment_gets_no_deployment_label() {
 }
 
 #[test]
-fn host_network_terminating_and_finished_pods_are_left_alone() {
+fn host_network_and_finished_pods_are_left_alone() {
     let mut host = pod_json(json!({}), None);
     host["spec"]["hostNetwork"] = json!(true);
-    let mut terminating = pod_json(json!({}), None);
-    terminating["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
     let mut done = pod_json(json!({}), None);
     done["status"]["phase"] = json!("Succeeded");
-    for (value, reason) in [
-        (host, "host network"),
-        (terminating, "terminating"),
-        (done, "finished"),
-    ] {
+    for (value, reason) in [(host, "host network"), (done, "finished")] {
         assert_eq!(pod(&raw(value)).unwrap(), PodMapping::Untouched(reason));
     }
+}
+
+#[test]
+fn pod_conditions_are_the_endpointslice_controllers() {
+    // (Ready condition, deletionTimestamp set) -> (ready, serving, terminating), None for the
+    // plain ready pod. Kubernetes: serving = Ready; terminating = deletionTimestamp; ready =
+    // serving and not terminating.
+    let ready = |status: Option<&str>| match status {
+        None => json!([{"type": "PodScheduled", "status": "True"}]),
+        Some(s) => {
+            json!([{"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": s}])
+        }
+    };
+    let cases = [
+        ("ready pod", Some("True"), false, None),
+        (
+            "readiness probe failing",
+            Some("False"),
+            false,
+            Some((false, false, false)),
+        ),
+        (
+            "readiness unknown",
+            Some("Unknown"),
+            false,
+            Some((false, false, false)),
+        ),
+        (
+            "no Ready condition yet (starting)",
+            None,
+            false,
+            Some((false, false, false)),
+        ),
+        (
+            "ready pod in its grace period",
+            Some("True"),
+            true,
+            Some((false, true, true)),
+        ),
+        (
+            "not ready and terminating",
+            Some("False"),
+            true,
+            Some((false, false, true)),
+        ),
+    ];
+    for (what, status, deleting, want) in cases {
+        let mut p = pod_json(json!({"app": "web"}), None);
+        p["status"]["conditions"] = ready(status);
+        if deleting {
+            p["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+            p["metadata"]["deletionGracePeriodSeconds"] = json!(30);
+        }
+        let PodMapping::Labels(labels) = pod(&raw(p)).unwrap() else {
+            panic!("{what}: not mapped")
+        };
+        let want = want.map(
+            |(ready, serving, terminating)| seam_model::EndpointConditions {
+                ready: Some(ready),
+                serving: Some(serving),
+                terminating: Some(terminating),
+            },
+        );
+        assert_eq!(labels.conditions, want, "{what}");
+        // A terminating pod keeps its labels: its endpoint stays selected, only not ready.
+        assert_eq!(labels.labels["app"], "web", "{what}");
+    }
+    // A pod without any status (just created) is not ready either.
+    let mut p = pod_json(json!({}), None);
+    p.as_object_mut().unwrap().remove("status");
+    let PodMapping::Labels(labels) = pod(&raw(p)).unwrap() else {
+        panic!("not mapped")
+    };
+    assert_eq!(labels.conditions.and_then(|c| c.ready), Some(false));
+}
+
+#[test]
+fn an_endpoint_differs_when_its_conditions_do() {
+    let PodMapping::Labels(mut labels) = pod(&raw(pod_json(json!({"app": "web"}), None))).unwrap()
+    else {
+        panic!("not mapped")
+    };
+    let ip = std::net::Ipv4Addr::new(10, 240, 0, 5);
+    let mut endpoint = seam_model::Endpoint {
+        name: labels.endpoint.clone(),
+        kind: seam_model::EndpointKind::Pod,
+        namespace: "shop".into(),
+        segment: "shop".into(),
+        node: "n1".into(),
+        ip,
+        mac: seam_model::endpoint_mac(ip),
+        labels: labels.labels.clone(),
+        container_id: None,
+        ifname: None,
+        ports: Vec::new(),
+        conditions: None,
+    };
+    assert!(!labels.differs(&endpoint));
+    labels.conditions = Some(seam_model::EndpointConditions {
+        ready: Some(false),
+        serving: Some(false),
+        terminating: Some(false),
+    });
+    assert!(labels.differs(&endpoint));
+    endpoint.conditions = labels.conditions;
+    assert!(!labels.differs(&endpoint));
 }
 
 #[test]

@@ -231,6 +231,7 @@ impl Env {
             container_id: Some(format!("cid-{pod}")),
             ifname: Some("eth0".to_string()),
             ports: Vec::new(),
+            conditions: None,
         };
         c.put_endpoint(&endpoint).await.unwrap()
     }

@@ -230,3 +230,119 @@ async fn what_kubernetes_lost_while_the_adapter_was_away_is_removed_and_nothing_
         .is_some());
     env.stop().await;
 }
+
+/// Pod `shop/name` labelled `app=web`, with its `Ready` condition and, when `deleting`, a
+/// `deletionTimestamp` (in its grace period).
+fn web_pod(name: &str, ready: bool, deleting: bool) -> Value {
+    let mut pod = crate::harness::pod("shop", name, json!({"app": "web"}), None);
+    let status = if ready { "True" } else { "False" };
+    pod["status"] = json!({"phase": "Running",
+                           "conditions": [{"type": "Ready", "status": status}]});
+    if deleting {
+        pod["metadata"]["deletionTimestamp"] = json!("2026-12-07T12:00:00Z");
+        pod["metadata"]["deletionGracePeriodSeconds"] = json!(30);
+    }
+    pod
+}
+
+/// The endpoints Service `shop/web` sends new connections to, as every agent (and `seam get
+/// services`) computes them from the controller's snapshot.
+async fn used_backends(client: &ControllerClient) -> Option<Vec<String>> {
+    let snapshot = client.snapshot().await.ok()?;
+    let service = snapshot
+        .services
+        .iter()
+        .find(|s| s.namespace == "shop" && s.name == "web")?;
+    let resolved = seam_model::resolve(service, &snapshot.endpoints, &snapshot.endpoint_slices);
+    let port = resolved.first()?;
+    Some(
+        seam_model::usable(
+            &port.backends,
+            service.spec.publish_not_ready_addresses,
+            None,
+        )
+        .iter()
+        .filter_map(|b| b.endpoint.clone())
+        .collect(),
+    )
+}
+
+async fn wait_used(env: &Env, what: &str, want: &[&str]) {
+    eventually(what, || async {
+        let used = used_backends(&env.client).await?;
+        (used == want).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pods_readiness_and_deletion_decide_whether_its_service_uses_it() {
+    let api = ApiServer::start().await;
+    api.apply(K::Namespace, namespace("shop", json!({}), json!({})));
+    api.apply(
+        K::Service,
+        json!({
+            "metadata": {"name": "web", "namespace": "shop"},
+            "spec": {"selector": {"app": "web"}, "type": "ClusterIP",
+                     "ports": [{"name": "http", "protocol": "TCP", "port": 80, "targetPort": 8080}]}
+        }),
+    );
+    // web-1 is running but its readiness probe has not passed; web-2 is Ready.
+    api.apply(K::Pod, web_pod("web-1", false, false));
+    api.apply(K::Pod, web_pod("web-2", true, false));
+    let env = Env::start(api).await;
+    wait(&env, "services", "shop/web", |_| true).await;
+    env.publish_pod("shop", "web-1", "n1", 0).await;
+    env.publish_pod("shop", "web-2", "n1", 1).await;
+    wait_used(&env, "only the ready pod is used", &["shop/web-2"]).await;
+    let web1 = env.client.get_endpoint("shop/web-1").await.unwrap();
+    let state = web1.state();
+    assert!(
+        !state.ready && !state.serving && !state.terminating,
+        "{state:?}"
+    );
+    // The Ready pod's record is left as the agent wrote it: no conditions means ready.
+    let web2 = env.client.get_endpoint("shop/web-2").await.unwrap();
+    assert_eq!(web2.conditions, None);
+
+    // The probe passes: both are used, and web-1's record has no conditions left.
+    env.api.apply(K::Pod, web_pod("web-1", true, false));
+    wait_used(&env, "both pods are used", &["shop/web-1", "shop/web-2"]).await;
+    assert_eq!(
+        env.client
+            .get_endpoint("shop/web-1")
+            .await
+            .unwrap()
+            .conditions,
+        None
+    );
+
+    // web-2 is deleted and runs through its grace period: terminating, still serving, not
+    // used while web-1 is ready.
+    env.api.apply(K::Pod, web_pod("web-2", true, true));
+    wait_used(&env, "the terminating pod is left out", &["shop/web-1"]).await;
+    let state = env.client.get_endpoint("shop/web-2").await.unwrap().state();
+    assert!(
+        !state.ready && state.serving && state.terminating,
+        "{state:?}"
+    );
+
+    // web-1 fails its probe: nothing is ready, so the serving terminating pod finishes the work.
+    env.api.apply(K::Pod, web_pod("web-1", false, false));
+    wait_used(
+        &env,
+        "the serving terminating pod as the fallback",
+        &["shop/web-2"],
+    )
+    .await;
+
+    // An agent that republishes its record without conditions (its resync) is corrected.
+    env.publish_pod("shop", "web-1", "n1", 0).await;
+    eventually("web-1 not ready again", || async {
+        let ep = env.client.get_endpoint("shop/web-1").await.ok()?;
+        (!ep.state().ready).then_some(())
+    })
+    .await;
+    wait_used(&env, "still only the terminating pod", &["shop/web-2"]).await;
+    env.stop().await;
+}

@@ -21,6 +21,7 @@ fn endpoint(namespace: &str, pod: Option<&str>, container_id: &str, ifname: &str
         container_id: Some(container_id.to_string()),
         ifname: Some(ifname.to_string()),
         ports: Vec::new(),
+        conditions: None,
     }
 }
 

@@ -223,6 +223,7 @@ fn pod(labels: &[(&str, &str)]) -> Endpoint {
         container_id: None,
         ifname: None,
         ports: Vec::new(),
+        conditions: None,
     }
 }
 

@@ -16,8 +16,10 @@ use crate::objects::{Endpoint, EndpointKind};
 /// kube-proxy prefers the ready copy of an endpoint listed twice).
 ///
 /// - With a selector: the `endpoints` of the Service's namespace whose labels hold every pair of
-///   the selector, pods, VMs and external endpoints alike (never a node's own `Host` endpoint);
-///   they are ready and serving (Seam's endpoints exist while they serve).
+///   the selector, pods, VMs and external endpoints alike (never a node's own `Host` endpoint),
+///   with the endpoint's own conditions ([`Endpoint::state`]: the Kubernetes adapter sets a
+///   pod's from its `Ready` condition and deletion, as the EndpointSlice controller would;
+///   without them an endpoint is ready, serving and not terminating).
 /// - Without: the `slices` of the Service (same namespace, `service` its name), each slice
 ///   endpoint's first address (Kubernetes defines no meaning for the others and kube-proxy reads
 ///   only the first), conditions resolved as Kubernetes says: `ready` unknown is ready, `serving`
@@ -119,11 +121,7 @@ fn endpoint_backend(port: &ServicePort, e: &Endpoint) -> Option<Backend> {
         port: target,
         node: Some(e.node.clone()),
         endpoint: Some(e.name.clone()),
-        state: BackendState {
-            ready: true,
-            serving: true,
-            terminating: false,
-        },
+        state: e.state(),
     })
 }
 

@@ -297,6 +297,7 @@ mod tests {
                 port: 8080,
                 protocol: PortProtocol::Tcp,
             }],
+            conditions: None,
         }
     }
 
@@ -402,6 +403,39 @@ mod tests {
         assert_eq!(rows[0].len(), 7);
         assert_eq!(rows[1][4], "<pending>");
         assert_eq!(rows[1][6], "0");
+    }
+
+    #[test]
+    fn a_pod_that_is_not_ready_or_terminating_is_no_ready_endpoint() {
+        let conditions = |ready, serving, terminating| {
+            Some(seam_model::EndpointConditions {
+                ready: Some(ready),
+                serving: Some(serving),
+                terminating: Some(terminating),
+            })
+        };
+        let mut probing = endpoint("a", [10, 0, 0, 2], "web");
+        probing.conditions = conditions(false, false, false);
+        let mut leaving = endpoint("b", [10, 0, 0, 3], "web");
+        leaving.conditions = conditions(false, true, true);
+        let ready = endpoint("c", [10, 0, 0, 4], "web");
+        let mut snapshot = Snapshot {
+            services: vec![service("front", ServiceType::ClusterIP)],
+            endpoints: vec![probing, leaving, ready],
+            ..Snapshot::default()
+        };
+        let rows = service_table(&snapshot, true);
+        assert_eq!(rows[1][6], "1");
+        assert_eq!(rows[1][7], "10.0.0.4:8080");
+        // With the ready pod gone, the terminating one that still serves is used.
+        snapshot.endpoints.pop();
+        let rows = service_table(&snapshot, true);
+        assert_eq!(rows[1][6], "1");
+        assert_eq!(rows[1][7], "10.0.0.3:8080");
+        // publishNotReadyAddresses: every endpoint the selector picks.
+        snapshot.services[0].spec.publish_not_ready_addresses = true;
+        let rows = service_table(&snapshot, true);
+        assert_eq!(rows[1][7], "10.0.0.2:8080,10.0.0.3:8080");
     }
 
     #[test]

@@ -151,6 +151,7 @@ fn endpoint(ns: &str, pod: &str, third: u8) -> Endpoint {
         container_id: None,
         ifname: None,
         ports: Vec::new(),
+        conditions: None,
     }
 }
 

@@ -32,6 +32,7 @@ fn endpoint(name: &str, ns: &str, last: u8, node: &str, l: &[(&str, &str)]) -> E
         container_id: None,
         ifname: None,
         ports: Vec::new(),
+        conditions: None,
     }
 }
 
@@ -351,6 +352,80 @@ fn an_address_in_two_slices_is_one_backend_with_the_better_conditions() {
     let resolved = resolve(&service(None, vec![port(None, 80, None)]), &[], &slices);
     assert_eq!(resolved[0].backends.len(), 1);
     assert!(resolved[0].backends[0].state.ready);
+}
+
+/// An endpoint with conditions, as the Kubernetes adapter writes a pod's.
+fn with_conditions(mut e: Endpoint, ready: bool, serving: bool, terminating: bool) -> Endpoint {
+    e.conditions = Some(EndpointConditions {
+        ready: Some(ready),
+        serving: Some(serving),
+        terminating: Some(terminating),
+    });
+    e
+}
+
+#[test]
+fn a_selectors_endpoints_carry_their_own_conditions() {
+    let web = [("app", "web")];
+    let endpoints = [
+        // No conditions (a VM, a lab pod, a record older than conditions): ready.
+        endpoint("a", "shop", 1, "n1", &web),
+        // A pod whose readiness probe fails.
+        with_conditions(endpoint("b", "shop", 2, "n1", &web), false, false, false),
+        // A Ready pod in its grace period: serving, terminating, not ready.
+        with_conditions(endpoint("c", "shop", 3, "n2", &web), false, true, true),
+        // A pod that stopped being Ready while terminating.
+        with_conditions(endpoint("d", "shop", 4, "n2", &web), false, false, true),
+        // Only `ready` known: `serving` follows it, `terminating` is false.
+        {
+            let mut e = endpoint("e", "shop", 5, "n2", &web);
+            e.conditions = Some(EndpointConditions {
+                ready: Some(false),
+                ..EndpointConditions::default()
+            });
+            e
+        },
+    ];
+    let svc = service(Some(&web), vec![port(None, 80, None)]);
+    let resolved = resolve(&svc, &endpoints, &[]);
+    let states: Vec<(u8, bool, bool, bool)> = resolved[0]
+        .backends
+        .iter()
+        .map(|b| {
+            let s = b.state;
+            (b.ip.octets()[3], s.ready, s.serving, s.terminating)
+        })
+        .collect();
+    assert_eq!(
+        states,
+        [
+            (1, true, true, false),
+            (2, false, false, false),
+            (3, false, true, true),
+            (4, false, false, true),
+            (5, false, false, false),
+        ]
+    );
+    let used = |backends: &[Backend], publish: bool| -> Vec<u8> {
+        usable(backends, publish, None)
+            .iter()
+            .map(|b| b.ip.octets()[3])
+            .collect()
+    };
+    // Only the ready one takes new connections.
+    assert_eq!(used(&resolved[0].backends, false), [1]);
+    // With none ready, the serving terminating pod finishes the work.
+    let without_ready = resolve(&svc, &endpoints[1..], &[]);
+    assert_eq!(used(&without_ready[0].backends, false), [3]);
+    // publishNotReadyAddresses: every endpoint the selector matches.
+    assert_eq!(used(&resolved[0].backends, true), [1, 2, 3, 4, 5]);
+    // The same endpoint published twice (two segments) keeps its better state.
+    let twice = [
+        with_conditions(endpoint("b", "shop", 2, "n1", &web), false, false, false),
+        endpoint("b2", "shop", 2, "n1", &web),
+    ];
+    let merged = resolve(&svc, &twice, &[]);
+    assert!(merged[0].backends[0].state.ready);
 }
 
 fn backend(last: u8, node: &str, ready: bool, serving: bool, terminating: bool) -> Backend {
