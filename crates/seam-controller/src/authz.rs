@@ -4,12 +4,13 @@
 //!
 //! The rules, least privilege in the spirit of Kubernetes' NodeRestriction:
 //! - anonymous: `GET /healthz` and `POST /v1/join` only (everything else: 401);
-//! - reader: every GET (snapshot, watch and the audit log included);
+//! - reader: every GET (snapshot, watch, the audit log and flow records included);
 //! - node: the GETs an agent needs (snapshot, watch, leader, nodes, segments, blocks, endpoints,
 //!   namespaces, policies, tenants, services, endpoint slices, address pools, node leases);
 //!   writes its own Node, endpoints on itself, block claims for itself, releases of blocks it
-//!   holds, its own node lease, `ensure-segment` and `renew`;
-//! - adapter (seam-k8s): every GET but the audit log; writes namespaces, tenants (and their
+//!   holds, its own node lease, `ensure-segment` and `renew`, and its own flow records
+//!   (`POST /v1/flows`, each record checked by the handler: [`check_own`]);
+//! - adapter (seam-k8s): every GET but the audit log and flow records; writes namespaces, tenants (and their
 //!   operations), policies, Services, EndpointSlices and `ensure-segment`: what it translates
 //!   from Kubernetes; and the labels and named ports of existing endpoints (a pod's, which its
 //!   agent published: [`check_relabel`]), never anything else of an endpoint;
@@ -74,6 +75,8 @@ enum Route<'a> {
     AddressPools,
     /// `/v1/nodeleases` (`None`) or `/v1/nodeleases/<node>`.
     NodeLeases(Option<&'a str>),
+    /// `/v1/flows`: agents post, readers read.
+    Flows,
     /// No route of the API (answered 404 to whoever may reach it).
     Unknown,
 }
@@ -116,6 +119,7 @@ impl Route<'_> {
             ("endpointslices", _) => Route::EndpointSlices,
             ("addresspools", _) => Route::AddressPools,
             ("nodeleases", tail) => Route::NodeLeases(tail),
+            ("flows", None) => Route::Flows,
             _ => Route::Unknown,
         }
     }
@@ -148,6 +152,7 @@ impl Route<'_> {
             Route::EndpointSlices => "endpoint slices",
             Route::AddressPools => "address pools",
             Route::NodeLeases(_) => "node leases",
+            Route::Flows => "flow records",
             Route::Unknown => "this route",
         }
     }
@@ -173,7 +178,7 @@ pub(crate) fn authorize(caller: &Caller, method: &Method, path: &str) -> Decisio
     let allowed = match identity.role {
         CallerRole::Admin => true,
         CallerRole::Reader => read,
-        CallerRole::Adapter if read => route != Route::Audit,
+        CallerRole::Adapter if read => !matches!(route, Route::Audit | Route::Flows),
         CallerRole::Adapter => matches!(
             (method, route),
             (
@@ -225,7 +230,10 @@ pub(crate) fn authorize(caller: &Caller, method: &Method, path: &str) -> Decisio
             }
             (&Method::PUT | &Method::DELETE, Route::Endpoints)
             | (&Method::DELETE, Route::Blocks)
-            | (&Method::POST, Route::ClaimBlock | Route::EnsureSegment | Route::Renew) => true,
+            | (
+                &Method::POST,
+                Route::ClaimBlock | Route::EnsureSegment | Route::Renew | Route::Flows,
+            ) => true,
             _ => false,
         },
     };
@@ -460,6 +468,10 @@ mod tests {
         (PUT,    "/v1/nodeleases/n2",                      false, false, false, false),
         (PUT,    "/v1/nodeleases",                         false, false, false, false),
         (DELETE, "/v1/nodeleases/n1",                      false, false, false, false),
+        (POST,   "/v1/flows",                              false, false, true,  false),
+        (GET,    "/v1/flows",                              false, true,  false, false),
+        (DELETE, "/v1/flows",                              false, false, false, false),
+        (POST,   "/v1/flows/n1",                           false, false, false, false),
         (GET,    "/v1/nope",                               false, true,  false, true),
         (POST,   "/v1/nope",                               false, false, false, false),
         (GET,    "/metrics",                               false, true,  false, true),
