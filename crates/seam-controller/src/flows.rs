@@ -110,17 +110,22 @@ impl Flows {
     /// The records held that pass `filter` (the newest `limit`, oldest first), what agents
     /// dropped, and, for a follower, the channel of every record that arrives after them (taken
     /// under the same lock, so nothing is sent twice or missed in between).
-    fn read(
-        &self,
-        filter: &FlowFilter,
-        now_ms: u64,
-    ) -> (Vec<Arc<Held>>, u64, Option<broadcast::Receiver<Arc<Held>>>) {
+    fn read(&self, filter: &FlowFilter, now_ms: u64) -> Read {
         let state = self.lock();
         let limit = filter.limit.unwrap_or(DEFAULT_FLOW_LIMIT);
-        let held = state.rings.select(filter, now_ms, limit);
-        let live = filter.follow.then(|| state.live.subscribe());
-        (held, state.rings.agent_dropped(), live)
+        Read {
+            held: state.rings.select(filter, now_ms, limit),
+            agent_dropped: state.rings.agent_dropped(),
+            live: filter.follow.then(|| state.live.subscribe()),
+        }
     }
+}
+
+/// What [`Flows::read`] found.
+struct Read {
+    held: Vec<Arc<Held>>,
+    agent_dropped: u64,
+    live: Option<broadcast::Receiver<Arc<Held>>>,
 }
 
 impl Controller {
@@ -226,7 +231,11 @@ async fn get_flows(State(c): State<Controller>, RawQuery(query): RawQuery) -> Re
     } else {
         None
     };
-    let (held, agent_dropped, live) = c.inner.flows.read(&filter, now_ms());
+    let Read {
+        held,
+        agent_dropped,
+        live,
+    } = c.inner.flows.read(&filter, now_ms());
     let mut backlog = Vec::new();
     for h in &held {
         push_line(&mut backlog, &h.record);
