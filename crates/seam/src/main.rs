@@ -15,7 +15,8 @@ use clap::Parser;
 
 use cli::{Cli, Cmd};
 use commands::{
-    apply, audit, conformance, delete, explain, external, get, lab, node, segment, tenant, vm,
+    apply, audit, conformance, delete, explain, external, flows, get, lab, node, segment, tenant,
+    vm,
 };
 
 fn main() -> ExitCode {
@@ -73,6 +74,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             output,
             target,
         } => audit::run(limit, output, &target)?,
+        Cmd::Flows(args) => flows::run(&args)?,
         Cmd::Conformance { command } => return conformance::run(command),
         Cmd::Node { command } => node::run(command)?,
     }
