@@ -25,8 +25,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use seam_model::flow::{
-    FlowBatch, FlowFilter, FlowRecord, FlowsLagged, PolicyFilter, DEFAULT_FLOW_LIMIT,
-    FLOWS_DROPPED_HEADER,
+    FlowBatch, FlowFilter, FlowsLagged, PolicyFilter, DEFAULT_FLOW_LIMIT, FLOWS_DROPPED_HEADER,
 };
 use seam_model::{FieldError, ObjectKind, ValidationError};
 use tokio::sync::broadcast;
@@ -238,7 +237,7 @@ async fn get_flows(State(c): State<Controller>, RawQuery(query): RawQuery) -> Re
     } = c.inner.flows.read(&filter, now_ms());
     let mut backlog = Vec::new();
     for h in &held {
-        push_line(&mut backlog, &h.record);
+        backlog.extend_from_slice(h.line());
     }
     let headers = [
         (
@@ -275,22 +274,8 @@ async fn get_flows(State(c): State<Controller>, RawQuery(query): RawQuery) -> Re
     Ok((headers, Body::from_stream(stream)).into_response())
 }
 
-/// Appends `record` as one NDJSON line; false (and nothing appended) if it cannot be encoded,
-/// which a record of strings, numbers and addresses never is.
-fn push_line(out: &mut Vec<u8>, record: &FlowRecord) -> bool {
-    let start = out.len();
-    match serde_json::to_writer(&mut *out, record) {
-        Ok(()) => {
-            out.push(b'\n');
-            true
-        }
-        Err(e) => {
-            out.truncate(start);
-            tracing::error!(node = %record.node, error = %e, "cannot encode a flow record");
-            false
-        }
-    }
-}
+/// The most bytes of records one chunk of a followed stream carries.
+const MAX_CHUNK: usize = 64 * 1024;
 
 /// Counts an open follower until dropped.
 struct Follower(FlowMetrics);
@@ -322,9 +307,11 @@ impl Follow {
         })
     }
 
-    /// The next line: a matching record, a [`FlowsLagged`] notice, or a heartbeat; `None` ends
-    /// the stream (shutdown).
+    /// The next lines: the matching records that have arrived (up to [`MAX_CHUNK`] bytes in
+    /// one chunk, so a busy stream is not one write per record), a [`FlowsLagged`] notice, or a
+    /// heartbeat; `None` ends the stream (shutdown).
     async fn next_line(&mut self) -> Option<Bytes> {
+        let mut out = Vec::new();
         loop {
             // `recv`, `tick` and `wait_for` are cancel-safe.
             let received = tokio::select! {
@@ -332,29 +319,44 @@ impl Follow {
                 _ = self.heartbeat.tick() => return Some(Bytes::from_static(b"\n")),
                 _ = self.stop.wait_for(|stopped| *stopped) => return None,
             };
-            let mut line = Vec::new();
             match received {
-                Ok(held) => {
-                    if !self.filter.matches(&held.record, now_ms()) {
-                        continue;
-                    }
-                    if !push_line(&mut line, &held.record) {
-                        continue;
-                    }
-                }
-                Err(broadcast::error::RecvError::Lagged(skipped)) => {
-                    self.metrics.follower_lags.inc();
-                    self.metrics.follower_skipped.inc_by(skipped);
-                    tracing::debug!(skipped, "a flow follower fell behind");
-                    if serde_json::to_writer(&mut line, &FlowsLagged { lagged: skipped }).is_err() {
-                        continue;
-                    }
-                    line.push(b'\n');
-                }
                 Err(broadcast::error::RecvError::Closed) => return None,
+                other => self.add(other, &mut out),
             }
-            self.heartbeat.reset();
-            return Some(Bytes::from(line));
+            // Whatever else is already there goes in the same chunk.
+            while out.len() < MAX_CHUNK {
+                match self.live.try_recv() {
+                    Ok(held) => self.add(Ok(held), &mut out),
+                    Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                        self.add(Err(broadcast::error::RecvError::Lagged(n)), &mut out)
+                    }
+                    Err(_) => break,
+                }
+            }
+            if !out.is_empty() {
+                self.heartbeat.reset();
+                return Some(Bytes::from(out));
+            }
+        }
+    }
+
+    /// Appends what `received` says: a record that matches, or the notice of a lag.
+    fn add(&self, received: Result<Arc<Held>, broadcast::error::RecvError>, out: &mut Vec<u8>) {
+        match received {
+            Ok(held) => {
+                if self.filter.matches(&held.record, now_ms()) {
+                    out.extend_from_slice(held.line());
+                }
+            }
+            Err(broadcast::error::RecvError::Lagged(skipped)) => {
+                self.metrics.follower_lags.inc();
+                self.metrics.follower_skipped.inc_by(skipped);
+                tracing::debug!(skipped, "a flow follower fell behind");
+                if serde_json::to_writer(&mut *out, &FlowsLagged { lagged: skipped }).is_ok() {
+                    out.push(b'\n');
+                }
+            }
+            Err(broadcast::error::RecvError::Closed) => {}
         }
     }
 }

@@ -8,7 +8,7 @@
 //! node and lets a follower start exactly after the records it was sent from the rings.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use seam_model::flow::{FlowFilter, FlowRecord};
 
@@ -41,13 +41,32 @@ impl Default for FlowLimits {
     }
 }
 
-/// A record as held: its arrival order and the record.
+/// A record as held: its arrival order, the record, and its NDJSON line once a reader asked
+/// for it (encoded once however many read it).
 #[derive(Debug)]
 pub(crate) struct Held {
     /// Arrival order over all nodes, from 1.
     pub(crate) seq: u64,
     /// The record.
     pub(crate) record: FlowRecord,
+    line: OnceLock<Vec<u8>>,
+}
+
+impl Held {
+    /// The record as one NDJSON line (empty, and logged, if it cannot be encoded, which a
+    /// record of strings, numbers and addresses never is).
+    pub(crate) fn line(&self) -> &[u8] {
+        self.line.get_or_init(|| match serde_json::to_vec(&self.record) {
+            Ok(mut line) => {
+                line.push(b'\n');
+                line
+            }
+            Err(e) => {
+                tracing::error!(node = %self.record.node, error = %e, "cannot encode a flow record");
+                Vec::new()
+            }
+        })
+    }
 }
 
 /// What one [`Rings::push`] did.
@@ -116,6 +135,7 @@ impl Rings {
             let held = Arc::new(Held {
                 seq: self.next_seq,
                 record,
+                line: OnceLock::new(),
             });
             self.next_seq += 1;
             pushed.received += 1;
