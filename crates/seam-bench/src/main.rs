@@ -94,7 +94,7 @@ enum Cmd {
     /// Controller VmRSS with 10,000 endpoints and 1,000 policies loaded through the API.
     ControllerMemory(control::ControllerMemoryOpts),
     /// Issue 13: flow records at the controller, POST /v1/flows -> a `seam flows --follow`
-    /// reader (p50/p99, target p99 < 500 ms) under 50 nodes posting every 200 ms, beside a
+    /// reader (p50/p99, target p99 < 500 ms) under 20 nodes posting every 200 ms, beside a
     /// GET /v1/leader round trip in the same run. Needs only seam-controller, no root.
     Flows(flows::FlowsOpts),
     /// cni, throughput and memory with their defaults (or the options given here), then a
