@@ -134,6 +134,11 @@ impl ControllerClient {
         self
     }
 
+    /// How long a stream (watch, followed flows) may stay silent before it fails.
+    pub(crate) fn watch_idle_timeout(&self) -> Duration {
+        self.watch_idle_timeout
+    }
+
     /// The endpoint this client talks to now (with several replicas, the one it tries first).
     pub fn endpoint(&self) -> &str {
         self.current().1
@@ -610,6 +615,67 @@ impl ControllerClient {
             endpoint,
             request,
         ))
+    }
+
+    /// Opens a streamed `GET path`: on 200, the endpoint that answered, the headers and the body, to be read
+    /// as it comes (no timeout here: the reader bounds its silences). Moves on to the next
+    /// replica while one cannot be reached or answers 503 (a standby's `NotLeader`); another
+    /// error status is [`ClientError::Api`].
+    pub(crate) async fn open_stream(
+        &self,
+        path: &str,
+    ) -> Result<(String, hyper::HeaderMap, hyper::body::Incoming)> {
+        let request = format!("GET {path}");
+        let mut attempts = self.endpoints.len();
+        loop {
+            let (index, endpoint, target) = self.current();
+            let http = self.build(target, Method::GET, path, None)?;
+            let sent = self
+                .timed(endpoint, &request, async {
+                    let response =
+                        target
+                            .send(http, self.tls.as_ref())
+                            .await
+                            .map_err(|source| ClientError::Transport {
+                                endpoint: endpoint.to_string(),
+                                request: request.clone(),
+                                source,
+                            })?;
+                    let (parts, body) = response.into_parts();
+                    if parts.status == StatusCode::OK {
+                        return Ok(Ok((parts.headers, body)));
+                    }
+                    let bytes = read_body(body)
+                        .await
+                        .map_err(|source| ClientError::Transport {
+                            endpoint: endpoint.to_string(),
+                            request: request.clone(),
+                            source,
+                        })?;
+                    Ok(Err(api_error(endpoint, &request, parts.status, &bytes)))
+                })
+                .await;
+            attempts -= 1;
+            let failed_over = match &sent {
+                Ok(Ok(_)) => false,
+                Ok(Err(e)) => e.status() == Some(503),
+                Err(ClientError::Transport { .. } | ClientError::Timeout { .. }) => true,
+                Err(_) => false,
+            };
+            if failed_over && attempts > 0 && self.endpoints.len() > 1 {
+                tracing::debug!(%endpoint, %request, "controller replica unavailable, trying the next");
+                self.rotate(index);
+                continue;
+            }
+            if failed_over {
+                self.rotate(index);
+            }
+            let endpoint = endpoint.to_string();
+            return match sent {
+                Ok(Ok((headers, body))) => Ok((endpoint, headers, body)),
+                Ok(Err(e)) | Err(e) => Err(e),
+            };
+        }
     }
 
     /// `POST /v1/vms/{name}/attach`: defines the VM if new (address and MAC leased) and

@@ -8,6 +8,7 @@
 //! except the watch stream ([`WatchStream`], which instead fails when not even a heartbeat
 //! arrives for a while). Errors keep the controller's status, reason and message
 //! ([`ClientError::Api`]); a compacted watch revision is its own variant ([`ClientError::Gone`]).
+//! Flow records are posted by agents and read as a stream ([`FlowStream`]).
 //!
 //! Architecture invariant: depends only on `seam-model`, `seam-pki` and the hyper and rustls
 //! stacks, never on the
@@ -18,6 +19,7 @@
 
 mod client;
 mod error;
+mod flows;
 mod leases;
 mod services;
 mod transport;
@@ -28,5 +30,6 @@ pub use client::{
     DEFAULT_WATCH_IDLE_TIMEOUT,
 };
 pub use error::{BoxError, ClientError, Result};
+pub use flows::{FlowEvent, FlowStream};
 pub use transport::ClientTls;
 pub use watch::WatchStream;

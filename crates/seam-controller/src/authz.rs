@@ -4,12 +4,14 @@
 //!
 //! The rules, least privilege in the spirit of Kubernetes' NodeRestriction:
 //! - anonymous: `GET /healthz` and `POST /v1/join` only (everything else: 401);
-//! - reader: every GET (snapshot, watch, the audit log, `/v1/explain` and the page `/ui/` included);
+//! - reader: every GET (snapshot, watch, the audit log, flow records, `/v1/explain` and the page
+//!   `/ui/` included);
 //! - node: the GETs an agent needs (snapshot, watch, leader, nodes, segments, blocks, endpoints,
 //!   namespaces, policies, tenants, services, endpoint slices, address pools, node leases);
 //!   writes its own Node, endpoints on itself, block claims for itself, releases of blocks it
-//!   holds, its own node lease, `ensure-segment` and `renew`;
-//! - adapter (seam-k8s): every GET but the audit log; writes namespaces, tenants (and their
+//!   holds, its own node lease, `ensure-segment` and `renew`, and its own flow records
+//!   (`POST /v1/flows`, each record checked by the handler: [`check_own`]);
+//! - adapter (seam-k8s): every GET but the audit log and flow records; writes namespaces, tenants (and their
 //!   operations), policies, Services, EndpointSlices and `ensure-segment`: what it translates
 //!   from Kubernetes; and the labels, named ports and conditions (readiness) of existing
 //!   endpoints (a pod's, which its agent published: [`check_relabel`]), never anything else of
@@ -79,6 +81,8 @@ enum Route<'a> {
     Explain,
     /// `/ui` and `/ui/…`: the topology and flows page.
     Ui,
+    /// `/v1/flows`: agents post, readers read.
+    Flows,
     /// No route of the API (answered 404 to whoever may reach it).
     Unknown,
 }
@@ -124,6 +128,7 @@ impl Route<'_> {
             ("addresspools", _) => Route::AddressPools,
             ("nodeleases", tail) => Route::NodeLeases(tail),
             ("explain", None) => Route::Explain,
+            ("flows", None) => Route::Flows,
             _ => Route::Unknown,
         }
     }
@@ -158,6 +163,7 @@ impl Route<'_> {
             Route::NodeLeases(_) => "node leases",
             Route::Explain => "explanations",
             Route::Ui => "the page",
+            Route::Flows => "flow records",
             Route::Unknown => "this route",
         }
     }
@@ -183,7 +189,7 @@ pub(crate) fn authorize(caller: &Caller, method: &Method, path: &str) -> Decisio
     let allowed = match identity.role {
         CallerRole::Admin => true,
         CallerRole::Reader => read,
-        CallerRole::Adapter if read => route != Route::Audit,
+        CallerRole::Adapter if read => !matches!(route, Route::Audit | Route::Flows),
         CallerRole::Adapter => matches!(
             (method, route),
             (
@@ -235,7 +241,10 @@ pub(crate) fn authorize(caller: &Caller, method: &Method, path: &str) -> Decisio
             }
             (&Method::PUT | &Method::DELETE, Route::Endpoints)
             | (&Method::DELETE, Route::Blocks)
-            | (&Method::POST, Route::ClaimBlock | Route::EnsureSegment | Route::Renew) => true,
+            | (
+                &Method::POST,
+                Route::ClaimBlock | Route::EnsureSegment | Route::Renew | Route::Flows,
+            ) => true,
             _ => false,
         },
     };
@@ -475,6 +484,10 @@ mod tests {
         (PUT,    "/v1/nodeleases/n2",                      false, false, false, false),
         (PUT,    "/v1/nodeleases",                         false, false, false, false),
         (DELETE, "/v1/nodeleases/n1",                      false, false, false, false),
+        (POST,   "/v1/flows",                              false, false, true,  false),
+        (GET,    "/v1/flows",                              false, true,  false, false),
+        (DELETE, "/v1/flows",                              false, false, false, false),
+        (POST,   "/v1/flows/n1",                           false, false, false, false),
         (GET,    "/v1/nope",                               false, true,  false, true),
         (POST,   "/v1/nope",                               false, false, false, false),
         (GET,    "/metrics",                               false, true,  false, true),

@@ -60,6 +60,8 @@ pub(crate) struct Inner {
     signing: std::sync::OnceLock<crate::config::Signing>,
     /// The store lease of each node lease this replica renews ([`crate::node_leases`]).
     pub(crate) node_leases: crate::node_leases::NodeLeases,
+    /// Flow records posted by agents, in memory ([`crate::flows`]).
+    pub(crate) flows: crate::flows::Flows,
 }
 
 /// Whether this controller may write.
@@ -170,6 +172,7 @@ impl Controller {
                 identities: crate::identities::Identities::default(),
                 signing: std::sync::OnceLock::new(),
                 node_leases: crate::node_leases::NodeLeases::default(),
+                flows: crate::flows::Flows::default(),
             }),
         })
     }

@@ -388,6 +388,12 @@ pub enum Error {
         /// The bound.
         limit: u32,
     },
+    /// A flow filter names a policy no stored policy object is.
+    #[error("no stored policy or contract is {policy:?}; name one as flow records do ([KIND] [NAMESPACE/]NAME, e.g. \"NetworkPolicy prod/allow-web\", \"Contract web\", \"allow-web\")")]
+    UnknownPolicy {
+        /// The policy as the filter named it.
+        policy: String,
+    },
     /// A node identity operation was refused or failed (join tokens, join, renewal,
     /// revocation, a node certificate's identity check).
     #[error(transparent)]
@@ -477,7 +483,7 @@ impl Error {
                 problems.first().map_or(400, |p| p.error.status())
             }
             Error::ManagedElsewhere { .. } | Error::ApplyContended { .. } => 409,
-            Error::NotFound { .. } | Error::VmNotFound { .. } => 404,
+            Error::NotFound { .. } | Error::VmNotFound { .. } | Error::UnknownPolicy { .. } => 404,
             Error::VmAddressesExhausted { .. } => 409,
             Error::SubnetOverlap { .. }
             | Error::VniTaken { .. }

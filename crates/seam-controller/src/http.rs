@@ -85,6 +85,7 @@ pub fn router(controller: Controller) -> Router {
         .merge(crate::services::routes())
         .merge(crate::identities::routes())
         .merge(crate::ui::routes())
+        .merge(crate::flows::routes())
         .fallback(no_route)
         .layer(axum::middleware::from_fn(
             crate::precondition::refuse_unhonoured_if_match,

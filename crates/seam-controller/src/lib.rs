@@ -31,6 +31,7 @@ mod controller;
 pub mod election;
 mod error;
 mod externals;
+mod flows;
 mod http;
 pub mod identities;
 pub mod keys;
@@ -55,8 +56,13 @@ pub use config::{
 pub use controller::{Controller, Role, StoredSnapshot};
 pub use election::{ReplicaConfig, DEFAULT_LEASE_TTL, LEADER_KEY};
 pub use error::{reason, ApplyProblem, ConfigError, Error, Result, ServeError, MAX_LISTED_USERS};
+pub use flows::{
+    FlowLimits, FlowMetrics, DEFAULT_FLOWS_PER_NODE, DEFAULT_FLOWS_TOTAL, DEFAULT_FOLLOW_BUFFER,
+};
 pub use http::{router, HEARTBEAT_INTERVAL};
-pub use limits::{Limits, DEFAULT_MAX_WATCHES_PER_CLIENT, DEFAULT_RATE_LIMIT};
+pub use limits::{
+    Limits, DEFAULT_MAX_WATCHES_PER_CLIENT, DEFAULT_RATE_LIMIT, FLOW_POSTS_PER_SECOND,
+};
 pub use policies::{policy_kind_from_path, policy_store_name};
 pub use serve::{raise_open_files_limit, serve, serve_controller, serve_controller_with};
 pub use services::allocate::{

@@ -23,6 +23,11 @@ pub const DEFAULT_RATE_LIMIT: u32 = 200;
 /// The default of `--max-watches-per-client`.
 pub const DEFAULT_MAX_WATCHES_PER_CLIENT: u32 = 8;
 
+/// Flow batches (`POST /v1/flows`) one client may post per second, with bursts of twice as
+/// many, on top of its request rate: an agent posts every 200 ms or so, and each batch may be
+/// up to the body bound, so this is what bounds the parsing a flooding node costs.
+pub const FLOW_POSTS_PER_SECOND: u32 = 20;
+
 /// The name of the identity the plain-TCP listener (`--insecure-plain-tcp`) gives its callers.
 const INSECURE_PLAIN_TCP: &str = "insecure-plain-tcp";
 
@@ -65,6 +70,8 @@ struct Bucket {
 pub(crate) struct Limiter {
     limits: Mutex<Limits>,
     buckets: Mutex<HashMap<String, Bucket>>,
+    /// Per client: its budget of flow batches ([`FLOW_POSTS_PER_SECOND`]).
+    flow_buckets: Mutex<HashMap<String, Bucket>>,
     watches: WatchCounts,
 }
 
@@ -87,6 +94,36 @@ impl Drop for WatchSlot {
             }
         }
     }
+}
+
+/// Takes one token of `who`'s bucket in `buckets` (refilled at `rate` per second, holding at
+/// most twice that), or refuses with how long to wait.
+fn take(buckets: &Mutex<HashMap<String, Bucket>>, who: String, rate: u32) -> Result<()> {
+    let rate_f = f64::from(rate);
+    let burst = rate_f * 2.0;
+    let now = Instant::now();
+    let mut buckets = buckets.lock().unwrap_or_else(PoisonError::into_inner);
+    if buckets.len() > MAX_IDLE_BUCKETS && !buckets.contains_key(&who) {
+        buckets.retain(|_, b| b.tokens + now.duration_since(b.at).as_secs_f64() * rate_f < burst);
+    }
+    let bucket = buckets.entry(who.clone()).or_insert(Bucket {
+        tokens: burst,
+        at: now,
+    });
+    let refilled = bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * rate_f;
+    bucket.tokens = refilled.min(burst);
+    bucket.at = now;
+    if bucket.tokens >= 1.0 {
+        bucket.tokens -= 1.0;
+        return Ok(());
+    }
+    // Whole seconds (what Retry-After carries), at least one.
+    let wait = ((1.0 - bucket.tokens) / rate_f).ceil().max(1.0);
+    Err(Error::RateLimited {
+        who,
+        rate,
+        retry_after_secs: wait as u64,
+    })
 }
 
 /// Who a limit is counted against; `None` for callers that are not limited.
@@ -121,32 +158,20 @@ impl Limiter {
         let Some(who) = client_of(caller, peer).filter(|_| rate > 0) else {
             return Ok(());
         };
-        let rate_f = f64::from(rate);
-        let burst = rate_f * 2.0;
-        let now = Instant::now();
-        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
-        if buckets.len() > MAX_IDLE_BUCKETS && !buckets.contains_key(&who) {
-            buckets
-                .retain(|_, b| b.tokens + now.duration_since(b.at).as_secs_f64() * rate_f < burst);
-        }
-        let bucket = buckets.entry(who.clone()).or_insert(Bucket {
-            tokens: burst,
-            at: now,
-        });
-        let refilled = bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * rate_f;
-        bucket.tokens = refilled.min(burst);
-        bucket.at = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
+        take(&self.buckets, who, rate)
+    }
+
+    /// Takes one flow batch from the caller's flow budget ([`FLOW_POSTS_PER_SECOND`]); off,
+    /// like the request rate, when `--rate-limit` is 0 and for the callers it never limits.
+    pub(crate) fn admit_flows(&self, caller: &Caller) -> Result<()> {
+        let Some(who) = client_of(caller, None).filter(|_| self.get().rate_limit > 0) else {
             return Ok(());
-        }
-        // Whole seconds (what Retry-After carries), at least one.
-        let wait = ((1.0 - bucket.tokens) / rate_f).ceil().max(1.0);
-        Err(Error::RateLimited {
-            who,
-            rate,
-            retry_after_secs: wait as u64,
-        })
+        };
+        take(
+            &self.flow_buckets,
+            format!("{who} posting flows"),
+            FLOW_POSTS_PER_SECOND,
+        )
     }
 
     /// A slot for one more watch stream of the caller, or a refusal when it holds the most.
@@ -227,6 +252,37 @@ mod tests {
         for _ in 0..1000 {
             off.admit(&Caller::Anonymous, None).unwrap();
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_node_posting_flows_every_200_ms_is_never_refused_and_a_flood_is() {
+        let l = limiter(DEFAULT_RATE_LIMIT, 8);
+        let n1 = Caller::Known(Identity::node("n1", 1));
+        // A minute of batches every 200 ms, each also a request.
+        for _ in 0..300 {
+            l.admit(&n1, None).unwrap();
+            l.admit_flows(&n1).unwrap();
+            tokio::time::advance(std::time::Duration::from_millis(200)).await;
+        }
+        // A flood: the burst passes, then one batch in 1/20 s.
+        let mut passed = 0;
+        for _ in 0..1000 {
+            if l.admit_flows(&n1).is_ok() {
+                passed += 1;
+            }
+        }
+        assert_eq!(passed, 2 * FLOW_POSTS_PER_SECOND);
+        let err = l.admit_flows(&n1).unwrap_err();
+        assert_eq!(err.status(), 429);
+        assert!(
+            err.message().contains("node/n1 posting flows"),
+            "{}",
+            err.message()
+        );
+        // Other nodes and other requests of this node are not affected.
+        l.admit_flows(&Caller::Known(Identity::node("n2", 1)))
+            .unwrap();
+        l.admit(&n1, None).unwrap();
     }
 
     #[test]

@@ -4,11 +4,21 @@
 //! An agent reads the samples its `inet seam` table sends to its NFLOG group, turns each into a
 //! [`FlowRecord`] (resolving addresses against its inventory), keeps them in a bounded ring and
 //! pushes them to the controller in batches ([`FlowBatch`], `POST /v1/flows`); the controller
-//! keeps a bounded ring per node and serves them (`GET /v1/flows`, NDJSON, `follow`).
+//! keeps a bounded ring per node and serves them (`GET /v1/flows`, NDJSON, `follow`), filtered
+//! by a [`FlowFilter`] (parsed here, so the CLI and the controller read it alike).
 
 use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
+
+mod filter;
+mod stream;
+
+pub use filter::{
+    parse_duration_ms, verdict_name, FlowFilter, PeerFilter, PolicyFilter, DEFAULT_FLOW_LIMIT,
+    FLOW_QUERY, MAX_FLOW_LIMIT, MAX_FLOW_SINCE_MS,
+};
+pub use stream::{FlowsLagged, FLOWS_DROPPED_HEADER};
 
 /// One flow record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -64,6 +64,50 @@ pub enum ExplainOutput {
     Json,
 }
 
+/// `seam flows`.
+#[derive(clap::Args, Debug)]
+pub struct FlowsArgs {
+    /// Sender: namespace/name, namespace/, an IPv4 address or CIDR, or node:NAME.
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Receiver: namespace/name, namespace/, an IPv4 address or CIDR, or node:NAME.
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Only records of the node whose table decided.
+    #[arg(long)]
+    pub node: Option<String>,
+    /// allowed or denied.
+    #[arg(long)]
+    pub verdict: Option<String>,
+    /// The policy or contract that decided: "NetworkPolicy prod/allow-web", "Contract web",
+    /// prod/allow-web or allow-web (it must exist).
+    #[arg(long)]
+    pub policy: Option<String>,
+    /// Only records this recent: 30s, 5m, 2h, 1h30m.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// At most this many (the newest) before following; the controller's default is 1000.
+    #[arg(long)]
+    pub limit: Option<String>,
+    /// Keep streaming new matching records (Ctrl-C ends).
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// Output format: a table, or JSON (one record per line).
+    #[arg(short = 'o', long, value_enum, default_value = "table")]
+    pub output: FlowsOutput,
+    #[command(flatten)]
+    pub target: Target,
+}
+
+/// `seam flows -o`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowsOutput {
+    /// One line per record.
+    Table,
+    /// NDJSON: one record per line, as the controller serves them.
+    Json,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
     /// Build, inspect and remove a lab of network namespaces on this machine.
@@ -170,6 +214,10 @@ pub enum Cmd {
         #[command(flatten)]
         target: Target,
     },
+    /// Flow records from the nodes' dataplanes: what each node's table decided about a
+    /// connection (allowed once per new connection, denied per dropped packet, rate limited),
+    /// with the policy and rule that decided. Oldest first; --follow keeps streaming.
+    Flows(FlowsArgs),
     /// Conformance suites.
     Conformance {
         #[command(subcommand)]

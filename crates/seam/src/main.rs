@@ -15,8 +15,8 @@ use clap::Parser;
 
 use cli::{Cli, Cmd};
 use commands::{
-    apply, audit, conformance, delete, explain, external, get, lab, node, proxy, segment, tenant,
-    vm,
+    apply, audit, conformance, delete, explain, external, flows, get, lab, node, proxy, segment,
+    tenant, vm,
 };
 
 fn main() -> ExitCode {
@@ -75,6 +75,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             target,
         } => audit::run(limit, output, &target)?,
         Cmd::Proxy { listen, target } => proxy::run(listen, &target)?,
+        Cmd::Flows(args) => flows::run(&args)?,
         Cmd::Conformance { command } => return conformance::run(command),
         Cmd::Node { command } => node::run(command)?,
     }

@@ -9,6 +9,7 @@ mod authz;
 mod blocks;
 mod bounds;
 mod conditional;
+mod flows;
 mod fuzz;
 mod identities;
 mod ownership;

@@ -1,9 +1,12 @@
 //! `seam explain SRC DST PORT/PROTO`: the engine's verdict for a new connection (to a Service
 //! address: the Service port and the verdict to each candidate backend), with the
-//! nodes' rule counters when the controller is a lab's.
+//! nodes' rule counters when the controller is a lab's, and the pair's recent flow records
+//! (what the dataplane decided, from `GET /v1/flows`).
 
+use seam_client::ControllerClient;
 use seam_firewall::explain;
 use seam_lab::Lab;
+use seam_model::flow::{FlowFilter, FlowRecord, PeerFilter};
 use seam_policy::Flow;
 
 use crate::cli::Target;
@@ -25,7 +28,10 @@ pub(crate) fn run(
         port,
     };
     let client = client(target)?;
-    let snapshot = block_on(async { Ok(client.snapshot().await?) })?;
+    let (snapshot, recent) = block_on(async {
+        let snapshot = client.snapshot().await?;
+        Ok((snapshot, recent_flows(&client, src, dst).await))
+    })?;
     // Inside a lab the nodes' tables can be read directly from their namespaces; a real
     // cluster will ask each agent instead.
     let lab = if target.controller.is_none() {
@@ -43,12 +49,52 @@ pub(crate) fn run(
         lab.as_ref().map(|_| &read as explain::CounterReader<'_>),
     )?;
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&explain::render_json(&x))?
-        );
+        let mut value = explain::render_json(&x);
+        if let Some(object) = value.as_object_mut() {
+            // Null when the controller could not be asked (the warning says why).
+            let flows = match &recent {
+                Ok(records) => serde_json::to_value(records)?,
+                Err(_) => serde_json::Value::Null,
+            };
+            object.insert("recentFlows".to_string(), flows);
+        }
+        println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         print!("{}", explain::render_text(&x));
+        match &recent {
+            Ok(records) if records.is_empty() => {
+                println!("recent flows: none recorded from {src} to {dst}")
+            }
+            Ok(records) => {
+                println!("recent flows (newest {} of {src} -> {dst}):", records.len());
+                for r in records {
+                    let cells = super::flows::row(r);
+                    println!("  {}", cells.join("  ").trim_end());
+                }
+            }
+            Err(_) => {}
+        }
+    }
+    if let Err(e) = &recent {
+        eprintln!("warning: recent flows not shown: {e:#}");
     }
     Ok(())
+}
+
+/// How many of the pair's flow records `seam explain` shows.
+const RECENT_FLOWS: usize = 10;
+
+/// The newest flow records from `src` to `dst` (`namespace/name` or an address), oldest first.
+async fn recent_flows(
+    client: &ControllerClient,
+    src: &str,
+    dst: &str,
+) -> anyhow::Result<Vec<FlowRecord>> {
+    let filter = FlowFilter {
+        from: Some(PeerFilter::parse(src).map_err(anyhow::Error::msg)?),
+        to: Some(PeerFilter::parse(dst).map_err(anyhow::Error::msg)?),
+        limit: Some(RECENT_FLOWS),
+        ..FlowFilter::default()
+    };
+    Ok(client.flows(&filter).await?.records().await?)
 }

@@ -7,6 +7,7 @@ pub(crate) mod conformance;
 pub(crate) mod delete;
 pub(crate) mod explain;
 pub(crate) mod external;
+pub(crate) mod flows;
 pub(crate) mod get;
 pub(crate) mod lab;
 pub(crate) mod node;

@@ -11,7 +11,7 @@ use seam_controller::{ControllerConfig, Listener};
 use seam_model::{endpoint_mac, Endpoint, EndpointKind, Node, NodeRole, Segment};
 use seam_store::AnyStore;
 
-struct Controller {
+pub(crate) struct Controller {
     endpoint: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -19,7 +19,7 @@ struct Controller {
 }
 
 impl Controller {
-    fn start() -> Controller {
+    pub(crate) fn start() -> Controller {
         Controller::start_on(AnyStore::memory())
     }
 
@@ -63,7 +63,7 @@ impl Controller {
         c
     }
 
-    fn block_on<F, Fut, T>(&self, f: F) -> T
+    pub(crate) fn block_on<F, Fut, T>(&self, f: F) -> T
     where
         F: FnOnce(ControllerClient) -> Fut,
         Fut: std::future::Future<Output = T>,
@@ -83,7 +83,7 @@ impl Controller {
     }
 
     /// Runs `seam ARGS --controller …` with `stdin`; returns (success, stdout, stderr).
-    fn seam(&self, args: &[&str], stdin: &str) -> (bool, String, String) {
+    pub(crate) fn seam(&self, args: &[&str], stdin: &str) -> (bool, String, String) {
         let mut child = Command::new(env!("CARGO_BIN_EXE_seam"))
             .args(args)
             .args(["--controller", &self.endpoint])
@@ -106,7 +106,7 @@ impl Controller {
         )
     }
 
-    fn ok(&self, args: &[&str]) -> String {
+    pub(crate) fn ok(&self, args: &[&str]) -> String {
         let (ok, stdout, stderr) = self.seam(args, "");
         assert!(ok, "seam {args:?} failed:\n{stdout}{stderr}");
         stdout
@@ -124,7 +124,7 @@ impl Drop for Controller {
     }
 }
 
-fn segment(name: &str, third: u8, vni: u32) -> Segment {
+pub(crate) fn segment(name: &str, third: u8, vni: u32) -> Segment {
     Segment {
         name: name.into(),
         tenant: name.into(),
@@ -137,7 +137,7 @@ fn segment(name: &str, third: u8, vni: u32) -> Segment {
     }
 }
 
-fn endpoint(ns: &str, pod: &str, third: u8) -> Endpoint {
+pub(crate) fn endpoint(ns: &str, pod: &str, third: u8) -> Endpoint {
     let ip = [10, third, 0, 5].into();
     Endpoint {
         name: format!("{ns}/{pod}"),
@@ -155,7 +155,7 @@ fn endpoint(ns: &str, pod: &str, third: u8) -> Endpoint {
     }
 }
 
-const SEED: &str = r#"
+pub(crate) const SEED: &str = r#"
 apiVersion: v1
 kind: Namespace
 metadata: {name: blue, labels: {tier: web}}
