@@ -253,6 +253,7 @@ mod tests {
             role,
             transit_encap,
             underlay_prefix_len: Some(24),
+            underlay_mac: None,
         }
     }
 

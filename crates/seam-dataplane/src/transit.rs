@@ -32,6 +32,10 @@
 //! leaves Seam by its output device, and a packet leaving by the underlay interface would be
 //! translated by the node itself.
 //!
+//! It also holds the way back of connections that came through a gateway ([`ReplyRoute`], see
+//! [`crate::reply`]): a policy rule and a table per gateway whose default route leads to that
+//! gateway by the same path as its external endpoints' routes.
+//!
 //! Like [`crate::plan`], [`plan_transit`] is pure: observe once, plan, apply.
 
 use std::collections::BTreeSet;
@@ -65,6 +69,21 @@ pub struct TransitRoute {
     pub via_mac: MacAddr,
     /// Routed over the underlay interface without encapsulation (both nodes accept it and
     /// share an underlay subnet); else through the transit device.
+    pub direct: bool,
+}
+
+/// The way back through one gateway (see [`crate::reply`]): `ip rule add fwmark MARK/MASK
+/// lookup TABLE`, and in `TABLE` the default route to the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ReplyRoute {
+    /// The gateway's slot ([`crate::reply::reply_slots`]): its mark and table.
+    pub slot: u8,
+    /// The gateway's underlay address (the next hop, and the VXLAN destination).
+    pub via: Ipv4Addr,
+    /// Its transit MAC.
+    pub via_mac: MacAddr,
+    /// Over the underlay interface without encapsulation (as the routed transit); else through
+    /// the transit device.
     pub direct: bool,
 }
 
@@ -113,6 +132,8 @@ pub struct DesiredTransit {
     /// The egress of SNAT segments through a gateway (`None` on a gateway node, or when no
     /// segment has `snat` on or no gateway exists).
     pub egress: Option<Egress>,
+    /// The way back through each other gateway, one slot each.
+    pub replies: BTreeSet<ReplyRoute>,
 }
 
 /// What exists of the transit on the node.
@@ -137,6 +158,10 @@ pub struct ObservedTransit {
     pub egress_rules: BTreeSet<(EgressRule, Ipv4Net)>,
     /// Next hops of default routes in the egress table.
     pub egress_routes: BTreeSet<Ipv4Addr>,
+    /// Default routes of the reply tables `(slot, via, direct)`.
+    pub reply_routes: BTreeSet<(u8, Ipv4Addr, bool)>,
+    /// The slots of Seam's reply rules (priority [`crate::reply::REPLY_RULE_PRIORITY`]).
+    pub reply_rules: BTreeSet<u8>,
 }
 
 /// One change to the transit.
@@ -220,6 +245,35 @@ pub enum TransitOp {
         /// The subnet (`from`).
         source: Ipv4Net,
     },
+    /// `ip route replace default via VIA table REPLY_TABLE proto 83` (`direct`), or `… dev
+    /// seam-xt onlink`.
+    ReplyRouteAdd {
+        /// The gateway's slot (the table).
+        slot: u8,
+        /// The gateway's underlay address.
+        via: Ipv4Addr,
+        /// Routed transit.
+        direct: bool,
+    },
+    /// Removes a reply table's default route.
+    ReplyRouteDel {
+        /// The gateway's slot (the table).
+        slot: u8,
+        /// The next hop it pointed at.
+        via: Ipv4Addr,
+        /// Routed transit.
+        direct: bool,
+    },
+    /// `ip rule add fwmark MARK/0xff000000 lookup REPLY_TABLE priority REPLY_RULE_PRIORITY`.
+    ReplyRuleAdd {
+        /// The gateway's slot.
+        slot: u8,
+    },
+    /// Removes a reply rule.
+    ReplyRuleDel {
+        /// The gateway's slot.
+        slot: u8,
+    },
 }
 
 /// One step of the node's egress plan: a change to the transit, executed by
@@ -235,14 +289,15 @@ pub enum TransitStep {
 }
 
 /// The steps that turn `observed` into `desired` and `observed_nat` into `nat` (`None`: no
-/// segment has `snat` on, no table): device first, next hops before the routes that use them,
-/// additions before removals.
+/// segment has `snat` on and no gateway's replies to mark, no table): device first, next hops
+/// before the routes that use them, additions before removals.
 ///
-/// Stale egress rules go first and the NAT table comes next (before the device), so this node
+/// Stale egress and reply rules go first and the NAT table comes next (before the device), so this node
 /// translates before it routes anything new towards the gateway and stops routing before it
 /// stops translating; new egress rules come after the route they lead to. Routes of the routed
 /// transit are added before the device goes and removed after the device's routes are added,
-/// so a switch between the two kinds replaces each route in place.
+/// so a switch between the two kinds replaces each route in place. A reply rule is added after
+/// its table's route and removed before it.
 pub fn plan_transit(
     desired: &DesiredTransit,
     nat: Option<&DesiredNat>,
@@ -261,6 +316,10 @@ pub fn plan_transit(
         .collect();
     for &(rule, source) in observed.egress_rules.difference(&want_rules) {
         ops.push(TransitOp::EgressRuleDel { rule, source });
+    }
+    let want_reply_rules: BTreeSet<u8> = desired.replies.iter().map(|r| r.slot).collect();
+    for &slot in observed.reply_rules.difference(&want_reply_rules) {
+        ops.push(TransitOp::ReplyRuleDel { slot });
     }
     let mut steps: Vec<TransitStep> = ops.drain(..).map(TransitStep::Kernel).collect();
     if let Some(op) = seam_nft::nat::plan_nat(nat, observed_nat) {
@@ -296,10 +355,29 @@ pub fn plan_transit(
             direct: true,
         });
     }
+    let want_replies = |direct: bool| -> BTreeSet<(u8, Ipv4Addr, bool)> {
+        desired
+            .replies
+            .iter()
+            .filter(|r| r.direct == direct)
+            .map(|r| (r.slot, r.via, r.direct))
+            .collect()
+    };
+    let (replies_direct, replies_device) = (want_replies(true), want_replies(false));
+    for &(slot, via, direct) in replies_direct.difference(&observed.reply_routes) {
+        ops.push(TransitOp::ReplyRouteAdd { slot, via, direct });
+    }
     if desired.present {
         plan_device(desired, observed, &want_rules, &want_device, &mut ops);
+        for &(slot, via, direct) in replies_device.difference(&observed.reply_routes) {
+            ops.push(TransitOp::ReplyRouteAdd { slot, via, direct });
+        }
     } else if observed.exists {
         ops.push(TransitOp::DeleteDevice);
+    }
+    // A rule only once its table has its route.
+    for &slot in want_reply_rules.difference(&observed.reply_rules) {
+        ops.push(TransitOp::ReplyRuleAdd { slot });
     }
     for &(dst, via) in observed.direct_routes.difference(&want_direct) {
         ops.push(TransitOp::RouteDel {
@@ -307,6 +385,14 @@ pub fn plan_transit(
             via,
             direct: true,
         });
+    }
+    let want_reply_routes: BTreeSet<(u8, Ipv4Addr, bool)> =
+        replies_direct.union(&replies_device).copied().collect();
+    for &(slot, via, direct) in observed.reply_routes.difference(&want_reply_routes) {
+        // Routes through the device went with it.
+        if direct || desired.present {
+            ops.push(TransitOp::ReplyRouteDel { slot, via, direct });
+        }
     }
     steps.extend(ops.into_iter().map(TransitStep::Kernel));
     steps
@@ -326,6 +412,13 @@ fn plan_device(
         .filter(|r| !r.direct)
         .map(|r| (r.via, r.via_mac))
         .chain(desired.egress.iter().map(|e| (e.gateway_ip, e.gateway_mac)))
+        .chain(
+            desired
+                .replies
+                .iter()
+                .filter(|r| !r.direct)
+                .map(|r| (r.via, r.via_mac)),
+        )
         .collect();
     for &(ip, mac) in &hops {
         if !observed.neighbours.contains(&(ip, mac)) || !observed.fdb.contains(&(mac, ip)) {
@@ -424,6 +517,7 @@ mod tests {
                 })
                 .collect(),
             egress: None,
+            replies: BTreeSet::new(),
         }
     }
 
@@ -585,6 +679,7 @@ mod tests {
         let nat = DesiredNat {
             sources: [subnet].into(),
             known: [subnet].into(),
+            ..DesiredNat::default()
         };
         let ops = plan_transit(
             &d,
@@ -636,6 +731,7 @@ mod tests {
                 Ipv4Addr::new(10, 240, 1, 255),
             )]),
             rule_ok: true,
+            ..ObservedNat::default()
         };
         assert_eq!(plan_transit(&d, Some(&nat), &done, &done_nat), vec![]);
         // The option turned off (and nothing else needs the transit): rules first, then the
@@ -659,6 +755,115 @@ mod tests {
                 TransitStep::Nat(NatOp::Delete),
                 TransitStep::Kernel(TransitOp::DeleteDevice),
             ]
+        );
+    }
+
+    fn reply(slot: u8, g: u8, direct: bool) -> ReplyRoute {
+        let via = Ipv4Addr::new(198, 18, 1, g);
+        ReplyRoute {
+            slot,
+            via,
+            via_mac: seam_model::transit_mac(via),
+            direct,
+        }
+    }
+
+    #[test]
+    fn a_gateways_way_back_is_its_table_route_then_its_rule_and_goes_rule_first() {
+        // A worker with nothing else on the transit: the routed way back needs no device.
+        let mut d = desired(&[]);
+        d.present = false;
+        d.replies = [reply(7, 1, true)].into();
+        let via = Ipv4Addr::new(198, 18, 1, 1);
+        assert_eq!(
+            plan(&d, &ObservedTransit::default()),
+            kernel([
+                TransitOp::ReplyRouteAdd {
+                    slot: 7,
+                    via,
+                    direct: true
+                },
+                TransitOp::ReplyRuleAdd { slot: 7 },
+            ])
+        );
+        let done = ObservedTransit {
+            reply_routes: [(7, via, true)].into(),
+            reply_rules: [7].into(),
+            ..ObservedTransit::default()
+        };
+        assert!(plan(&d, &done).is_empty());
+        // The gateway's lease gone: its rule first, then its table's route.
+        d.replies.clear();
+        assert_eq!(
+            plan(&d, &done),
+            kernel([
+                TransitOp::ReplyRuleDel { slot: 7 },
+                TransitOp::ReplyRouteDel {
+                    slot: 7,
+                    via,
+                    direct: true
+                },
+            ])
+        );
+    }
+
+    #[test]
+    fn an_encapsulated_way_back_brings_the_device_and_its_next_hop() {
+        let mut d = desired(&[]);
+        d.replies = [reply(3, 2, false)].into();
+        let via = Ipv4Addr::new(198, 18, 1, 2);
+        let ops = plan(&d, &ObservedTransit::default());
+        assert!(
+            matches!(ops[0], TransitStep::Kernel(TransitOp::EnsureDevice { .. })),
+            "{ops:?}"
+        );
+        assert_eq!(
+            ops[1..],
+            kernel([
+                TransitOp::NextHopAdd {
+                    ip: via,
+                    mac: seam_model::transit_mac(via)
+                },
+                TransitOp::ReplyRouteAdd {
+                    slot: 3,
+                    via,
+                    direct: false
+                },
+                TransitOp::ReplyRuleAdd { slot: 3 },
+            ])
+        );
+        // Switched to the routed transit: the table's route is replaced, the rule stays, the
+        // next hop goes.
+        let done = ObservedTransit {
+            exists: true,
+            device_ok: true,
+            neighbours: [(via, seam_model::transit_mac(via))].into(),
+            fdb: [(seam_model::transit_mac(via), via)].into(),
+            reply_routes: [(3, via, false)].into(),
+            reply_rules: [3].into(),
+            ..ObservedTransit::default()
+        };
+        assert!(plan(&d, &done).is_empty());
+        let mut routed = d.clone();
+        routed.replies = [reply(3, 2, true)].into();
+        assert_eq!(
+            plan(&routed, &done),
+            kernel([
+                TransitOp::ReplyRouteAdd {
+                    slot: 3,
+                    via,
+                    direct: true
+                },
+                TransitOp::NextHopDel {
+                    ip: via,
+                    mac: seam_model::transit_mac(via)
+                },
+                TransitOp::ReplyRouteDel {
+                    slot: 3,
+                    via,
+                    direct: false
+                },
+            ])
         );
     }
 }
