@@ -18,6 +18,12 @@
 //! on every node, `table ip seam-nat` masquerades what leaves Seam from those segments towards a
 //! destination Seam does not know.
 //!
+//! And the way back of connections through the gateways (`seam_dataplane::reply`), while any
+//! Service holds a LoadBalancer address: for every other live gateway, a slot, a policy rule and
+//! a table whose default route leads to that gateway the way its external endpoints' routes do,
+//! and the reply chains in `table ip seam-nat` that record each new connection's gateway and
+//! mark its replies.
+//!
 //! Level-triggered like [`crate::reconcile`], in its own loop so the segment reconciler stays as
 //! it is: it looks at the view's revision every [`POLL`] and plans when it changed, and at least
 //! every [`RESYNC`] (catches drift made by hand).
@@ -27,12 +33,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ipnet::Ipv4Net;
+use seam_dataplane::reply::{reply_gateways, reply_slots};
 use seam_dataplane::{
-    plan_transit, DesiredTransit, Egress, Firewall, NodeKernel, TransitKernel, TransitRoute,
-    TransitStep,
+    plan_transit, DesiredTransit, Egress, Firewall, NodeKernel, ReplyRoute, TransitKernel,
+    TransitRoute, TransitStep,
 };
 use seam_model::{transit_mac, EndpointKind, Node, NodeRole, TransitEncap, TRANSIT_VNI};
 use seam_nft::nat::DesiredNat;
+use seam_nft::reply::{DesiredReply, ReplyGateway};
 
 use crate::Agent;
 
@@ -99,7 +107,9 @@ pub async fn desired_transit<K>(agent: &Agent<K>) -> (DesiredTransit, Option<Des
         .filter(|s| s.snat)
         .map(|s| s.subnet)
         .collect();
-    let nat = (!sources.is_empty()).then(|| DesiredNat {
+    let (replies, reply) = desired_replies(&view, &local, &agent.config.underlay.ifname);
+    let nat = (!sources.is_empty() || !reply.is_empty()).then(|| DesiredNat {
+        reply,
         sources: sources.clone(),
         known: view
             .segments
@@ -135,7 +145,10 @@ pub async fn desired_transit<K>(agent: &Agent<K>) -> (DesiredTransit, Option<Des
             })
     };
     let transit = DesiredTransit {
-        present: gateway || routes.iter().any(|r| !r.direct) || egress.is_some(),
+        present: gateway
+            || routes.iter().any(|r| !r.direct)
+            || egress.is_some()
+            || replies.iter().any(|r| !r.direct),
         vni: TRANSIT_VNI,
         mac: transit_mac(agent.config.underlay.ip),
         mtu: agent.config.mtu,
@@ -144,8 +157,56 @@ pub async fn desired_transit<K>(agent: &Agent<K>) -> (DesiredTransit, Option<Des
         accept_routed: !routed_peers.is_empty(),
         routes,
         egress,
+        replies,
     };
     (transit, nat)
+}
+
+/// The way back through each other live gateway: its table's route (over the routed transit
+/// when this node reaches it so, else through the transit device) and what the reply chains
+/// recognise it by. Nothing while no Service holds a LoadBalancer address: then no gateway
+/// translates, and every reply keeps the node's ordinary routes.
+fn desired_replies(
+    view: &crate::view::ClusterView,
+    local: &LocalNode<'_>,
+    underlay: &str,
+) -> (BTreeSet<ReplyRoute>, DesiredReply) {
+    let mut routes = BTreeSet::new();
+    let mut reply = DesiredReply {
+        underlay: underlay.to_string(),
+        ..DesiredReply::default()
+    };
+    if seam_dataplane::lb::lb_addresses(view.services.values()).is_empty() {
+        return (routes, reply);
+    }
+    let gateways = reply_gateways(local.name, &view.nodes, &view.node_leases);
+    let slots = reply_slots(gateways.iter().map(|g| g.name.as_str()));
+    for gw in gateways {
+        let Some(&slot) = slots.get(gw.name.as_str()) else {
+            continue;
+        };
+        let direct = routed_directly(local, gw);
+        routes.insert(ReplyRoute {
+            slot,
+            via: gw.underlay_ip,
+            via_mac: transit_mac(gw.underlay_ip),
+            direct,
+        });
+        reply.gateways.insert(ReplyGateway {
+            slot,
+            underlay_ip: gw.underlay_ip,
+            routed_from: gw.underlay_mac.filter(|_| direct),
+        });
+    }
+    if !reply.gateways.is_empty() {
+        reply.inside = view
+            .segments
+            .values()
+            .map(|s| s.subnet)
+            .chain(view.nodes.values().map(|n| Ipv4Net::from(n.underlay_ip)))
+            .collect();
+    }
+    (routes, reply)
 }
 
 /// This node, as the routed transit sees it.
@@ -316,5 +377,112 @@ mod tests {
             &local(Gateway, CrossSubnet),
             &node("n1", [198, 18, 0, 11], Gateway, CrossSubnet)
         ));
+    }
+
+    #[test]
+    fn replies_go_back_through_each_other_live_gateway_only_while_a_loadbalancer_address_exists() {
+        use seam_model::{
+            LoadBalancerIngress, LoadBalancerStatus, MacAddr, NodeLease, Service, ServiceSpec,
+            ServiceStatus, ServiceType,
+        };
+        let mut view = crate::view::ClusterView::default();
+        let gw = |name: &str, k: u8, encap| Node {
+            underlay_mac: Some(MacAddr([2, 0, 0, 0, 1, k])),
+            ..node(name, [198, 18, 0, k], NodeRole::Gateway, encap)
+        };
+        for n in [
+            gw("gw1", 1, TransitEncap::CrossSubnet),
+            gw("gw2", 2, TransitEncap::Always),
+            gw("gw3", 3, TransitEncap::CrossSubnet),
+            node(
+                "n1",
+                [198, 18, 0, 11],
+                NodeRole::Worker,
+                TransitEncap::CrossSubnet,
+            ),
+        ] {
+            view.nodes.insert(n.name.clone(), n);
+        }
+        for l in ["gw1", "gw2"] {
+            view.node_leases
+                .insert(l.into(), NodeLease { node: l.into() });
+        }
+        let local = LocalNode {
+            name: "n1",
+            role: NodeRole::Worker,
+            transit_encap: TransitEncap::CrossSubnet,
+            on_link: "198.18.0.11/24".parse().unwrap(),
+        };
+        // No LoadBalancer address: nothing, replies keep the ordinary routes.
+        let (routes, reply) = desired_replies(&view, &local, "eth0");
+        assert!(routes.is_empty() && reply.is_empty());
+        let svc = Service {
+            name: "lb".into(),
+            namespace: "web".into(),
+            labels: Default::default(),
+            annotations: Default::default(),
+            spec: ServiceSpec {
+                service_type: ServiceType::LoadBalancer,
+                ..Default::default()
+            },
+            status: ServiceStatus {
+                load_balancer: LoadBalancerStatus {
+                    ingress: vec![LoadBalancerIngress {
+                        ip: "203.0.113.200".parse().unwrap(),
+                        ip_mode: None,
+                    }],
+                },
+                conditions: vec![],
+            },
+        };
+        view.services.insert(svc.key(), svc);
+        let (routes, reply) = desired_replies(&view, &local, "eth0");
+        let slots = reply_slots(["gw1", "gw2"]);
+        // gw3 holds no lease: no way back through it. gw1 is reached over the routed transit
+        // (and told by its MAC), gw2 through the transit device (by the outer source only).
+        let via = |k| std::net::Ipv4Addr::new(198, 18, 0, k);
+        assert_eq!(
+            routes,
+            [
+                ReplyRoute {
+                    slot: slots["gw1"],
+                    via: via(1),
+                    via_mac: transit_mac(via(1)),
+                    direct: true
+                },
+                ReplyRoute {
+                    slot: slots["gw2"],
+                    via: via(2),
+                    via_mac: transit_mac(via(2)),
+                    direct: false
+                },
+            ]
+            .into()
+        );
+        assert_eq!(
+            reply.gateways,
+            [
+                ReplyGateway {
+                    slot: slots["gw1"],
+                    underlay_ip: via(1),
+                    routed_from: Some(MacAddr([2, 0, 0, 0, 1, 1])),
+                },
+                ReplyGateway {
+                    slot: slots["gw2"],
+                    underlay_ip: via(2),
+                    routed_from: None,
+                },
+            ]
+            .into()
+        );
+        assert!(reply.inside.contains(&"198.18.0.11/32".parse().unwrap()));
+        // On gw1 itself: only gw2.
+        let on_gw1 = LocalNode {
+            name: "gw1",
+            role: NodeRole::Gateway,
+            ..local
+        };
+        let (routes, _) = desired_replies(&view, &on_gw1, "eth0");
+        assert_eq!(routes.iter().map(|r| r.via).collect::<Vec<_>>(), [via(2)]);
     }
 }
