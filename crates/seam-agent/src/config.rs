@@ -37,6 +37,9 @@ pub struct AgentConfig {
     /// only then does it renew its node lease, since the lease is what makes the other agents
     /// give it addresses.
     pub serves_lb_addresses: bool,
+    /// The gateway's external interface (`seamd --external-interface`): connections arriving
+    /// there have their replies leave by the operator's routes (`seam_dataplane::reply`).
+    pub external_interface: Option<String>,
 }
 
 /// The default of [`AgentConfig::reassert_interval`] (`seamd --reassert-ms`).

@@ -68,7 +68,12 @@ pub async fn desired_transit<K>(agent: &Agent<K>) -> (DesiredTransit, Option<Des
         .filter(|n| routed_directly(&local, n))
         .map(|n| n.name.as_str())
         .collect();
+    // While replies are recorded, a gateway keeps its routes to other gateways' external
+    // endpoints in their own table, which the replies of connections from its external network
+    // skip (`seam_dataplane::reply`).
+    let recording = !seam_dataplane::lb::lb_addresses(view.services.values()).is_empty();
     let mut routes = BTreeSet::new();
+    let mut gateway_routes = BTreeSet::new();
     for ep in view.endpoints.values() {
         // An external endpoint is reached through its gateway, or through a live one when its
         // gateway's lease is gone (the one that took its LoadBalancer addresses over).
@@ -93,12 +98,17 @@ pub async fn desired_transit<K>(agent: &Agent<K>) -> (DesiredTransit, Option<Des
             EndpointKind::Host => false,
         };
         if wanted {
-            routes.insert(TransitRoute {
+            let route = TransitRoute {
                 dst: ep.ip,
                 via: node.underlay_ip,
                 via_mac: transit_mac(node.underlay_ip),
                 direct,
-            });
+            };
+            if gateway && recording && ep.kind == EndpointKind::External {
+                gateway_routes.insert(route);
+            } else {
+                routes.insert(route);
+            }
         }
     }
     let sources: BTreeSet<Ipv4Net> = view
@@ -107,7 +117,15 @@ pub async fn desired_transit<K>(agent: &Agent<K>) -> (DesiredTransit, Option<Des
         .filter(|s| s.snat)
         .map(|s| s.subnet)
         .collect();
-    let (replies, reply) = desired_replies(&view, &local, &agent.config.underlay.ifname);
+    let external = agent
+        .config
+        .external_interface
+        .as_deref()
+        .filter(|_| gateway && recording);
+    let (replies, reply) = match recording {
+        true => desired_replies(&view, &local, &agent.config.underlay.ifname, external),
+        false => Default::default(),
+    };
     let nat = (!sources.is_empty() || !reply.is_empty()).then(|| DesiredNat {
         reply,
         sources: sources.clone(),
@@ -147,6 +165,7 @@ pub async fn desired_transit<K>(agent: &Agent<K>) -> (DesiredTransit, Option<Des
     let transit = DesiredTransit {
         present: gateway
             || routes.iter().any(|r| !r.direct)
+            || gateway_routes.iter().any(|r| !r.direct)
             || egress.is_some()
             || replies.iter().any(|r| !r.direct),
         vni: TRANSIT_VNI,
@@ -158,27 +177,28 @@ pub async fn desired_transit<K>(agent: &Agent<K>) -> (DesiredTransit, Option<Des
         routes,
         egress,
         replies,
+        gateway_routes,
     };
     (transit, nat)
 }
 
 /// The way back through each other live gateway: its table's route (over the routed transit
 /// when this node reaches it so, else through the transit device) and what the reply chains
-/// recognise it by. Nothing while no Service holds a LoadBalancer address: then no gateway
-/// translates, and every reply keeps the node's ordinary routes.
+/// recognise it by; on a gateway, its `external` interface too. Planned only while a Service
+/// holds a LoadBalancer address: else no gateway translates, and every reply keeps the node's
+/// ordinary routes.
 fn desired_replies(
     view: &crate::view::ClusterView,
     local: &LocalNode<'_>,
     underlay: &str,
+    external: Option<&str>,
 ) -> (BTreeSet<ReplyRoute>, DesiredReply) {
     let mut routes = BTreeSet::new();
     let mut reply = DesiredReply {
         underlay: underlay.to_string(),
+        external: external.map(str::to_string),
         ..DesiredReply::default()
     };
-    if seam_dataplane::lb::lb_addresses(view.services.values()).is_empty() {
-        return (routes, reply);
-    }
     let gateways = reply_gateways(local.name, &view.nodes, &view.node_leases);
     let slots = reply_slots(gateways.iter().map(|g| g.name.as_str()));
     for gw in gateways {
@@ -380,7 +400,7 @@ mod tests {
     }
 
     #[test]
-    fn replies_go_back_through_each_other_live_gateway_only_while_a_loadbalancer_address_exists() {
+    fn replies_go_back_through_each_other_live_gateway_and_a_gateway_records_its_external_side() {
         use seam_model::{
             LoadBalancerIngress, LoadBalancerStatus, MacAddr, NodeLease, Service, ServiceSpec,
             ServiceStatus, ServiceType,
@@ -413,9 +433,6 @@ mod tests {
             transit_encap: TransitEncap::CrossSubnet,
             on_link: "198.18.0.11/24".parse().unwrap(),
         };
-        // No LoadBalancer address: nothing, replies keep the ordinary routes.
-        let (routes, reply) = desired_replies(&view, &local, "eth0");
-        assert!(routes.is_empty() && reply.is_empty());
         let svc = Service {
             name: "lb".into(),
             namespace: "web".into(),
@@ -436,7 +453,7 @@ mod tests {
             },
         };
         view.services.insert(svc.key(), svc);
-        let (routes, reply) = desired_replies(&view, &local, "eth0");
+        let (routes, reply) = desired_replies(&view, &local, "eth0", None);
         let slots = reply_slots(["gw1", "gw2"]);
         // gw3 holds no lease: no way back through it. gw1 is reached over the routed transit
         // (and told by its MAC), gw2 through the transit device (by the outer source only).
@@ -482,7 +499,8 @@ mod tests {
             role: NodeRole::Gateway,
             ..local
         };
-        let (routes, _) = desired_replies(&view, &on_gw1, "eth0");
+        let (routes, reply) = desired_replies(&view, &on_gw1, "eth0", Some("eth1"));
         assert_eq!(routes.iter().map(|r| r.via).collect::<Vec<_>>(), [via(2)]);
+        assert_eq!(reply.external.as_deref(), Some("eth1"));
     }
 }

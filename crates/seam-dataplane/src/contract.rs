@@ -186,6 +186,7 @@ pub fn sample_reply() -> DesiredReply {
         ]
         .into(),
         inside: [net("10.240.0.0/16"), net("198.18.0.11/32")].into(),
+        external: Some("u1".into()),
     }
 }
 
@@ -242,6 +243,21 @@ pub fn sample_transit(underlay: Underlay) -> DesiredTransit {
             },
         ]
         .into(),
+        gateway_routes: [
+            TransitRoute {
+                dst: a("203.0.113.11"),
+                via: gateway,
+                via_mac: seam_model::transit_mac(gateway),
+                direct: false,
+            },
+            TransitRoute {
+                dst: a("203.0.113.12"),
+                via: a("198.18.0.21"),
+                via_mac: seam_model::transit_mac(a("198.18.0.21")),
+                direct: true,
+            },
+        ]
+        .into(),
     }
 }
 
@@ -278,6 +294,8 @@ pub async fn the_transit_is_observed_as_applied<K: TransitKernel + Firewall>(
     assert!(again.is_empty(), "after one pass: {again:?}");
     let observed = kernel.observe_transit(&want).await.unwrap();
     assert_eq!(observed.reply_rules, [5, 9].into(), "{observed:?}");
+    assert!(observed.gateway_rule, "{observed:?}");
+    assert_eq!(observed.gateway_routes.len(), 2, "{observed:?}");
     // A gateway's way back switches between the two kinds (its table's route replaced in
     // place), and another's goes away with its rule.
     let moved = DesiredTransit {
@@ -304,6 +322,7 @@ pub async fn the_transit_is_observed_as_applied<K: TransitKernel + Firewall>(
         routes: Default::default(),
         egress: None,
         replies: Default::default(),
+        gateway_routes: Default::default(),
         ..want
     };
     assert!(!pass(kernel, &gone, None).await.is_empty());
@@ -312,6 +331,10 @@ pub async fn the_transit_is_observed_as_applied<K: TransitKernel + Firewall>(
     assert!(observed.egress_rules.is_empty(), "{observed:?}");
     assert!(observed.reply_rules.is_empty(), "{observed:?}");
     assert!(observed.reply_routes.is_empty(), "{observed:?}");
+    assert!(
+        observed.gateway_routes.is_empty() && !observed.gateway_rule,
+        "{observed:?}"
+    );
     assert_eq!(kernel.list_nat().await.unwrap(), None);
     assert!(pass(kernel, &gone, None).await.is_empty());
 }

@@ -365,6 +365,7 @@ impl TransitKernel for FakeKernel {
                 t.fdb.clear();
                 t.egress_routes.clear();
                 t.reply_routes.retain(|(_, _, direct)| *direct);
+                t.gateway_routes.retain(|(_, _, direct)| *direct);
             }
             TransitOp::LooseUnderlay { .. } => t.underlay_loose = true,
             TransitOp::NextHopAdd { ip, mac } => {
@@ -433,6 +434,18 @@ impl TransitKernel for FakeKernel {
             TransitOp::ReplyRuleDel { slot } => {
                 t.reply_rules.remove(slot);
             }
+            TransitOp::GatewayRouteAdd { dst, via, direct } => {
+                if !direct && !device {
+                    return Err(no_transit_device());
+                }
+                t.gateway_routes.retain(|(d, _, _)| d != dst);
+                t.gateway_routes.insert((*dst, *via, *direct));
+            }
+            TransitOp::GatewayRouteDel { dst, via, direct } => {
+                t.gateway_routes.remove(&(*dst, *via, *direct));
+            }
+            TransitOp::GatewayRuleAdd => t.gateway_rule = true,
+            TransitOp::GatewayRuleDel => t.gateway_rule = false,
         }
         Ok(())
     }

@@ -17,6 +17,16 @@
 //!   the default via `G`, the way the node reaches `G` for its external endpoints: over the
 //!   underlay (routed transit) or through the transit device.
 //!
+//! On the translating gateway, the reply must then leave by its external network, as the request
+//! came: a client registered behind the other gateway has a /32 through that gateway here (for
+//! the pods' own traffic), which would carry the reply, already translated back, into a gateway
+//! whose conntrack never saw the connection (its forward hook drops the packet as invalid). So
+//! on a gateway, while replies are recorded, the routes of other gateways' external endpoints live
+//! in their own table, [`GATEWAY_ROUTES_TABLE`], looked up by `not fwmark`
+//! [`EXTERNAL_SLOT`]`<<24` at [`GATEWAY_ROUTES_RULE_PRIORITY`]: every connection that arrives on
+//! its external interface is recorded with [`EXTERNAL_SLOT`], and its replies skip that table and
+//! take the operator's routes in main.
+//!
 //! Connections from gateways that do not translate (an external client reaching a pod through
 //! its own gateway) are recorded too, and their replies go back the way they came, as they did.
 //! A gateway that goes (its node lease expired) loses its rule and table: the connections it
@@ -40,26 +50,39 @@ pub const REPLY_TABLE_BASE: u32 = 0x5ea1_00;
 /// gateway. After `lookup local` (0): the node's own addresses are never routed away.
 pub const REPLY_RULE_PRIORITY: u32 = 0x5e9f;
 
+/// The slot of the connections that arrived on this gateway's external interface (255): their
+/// replies leave by the operator's routes (see the module doc). Gateways get the slots below it.
+pub use seam_nft::reply::EXTERNAL_SLOT;
+
+/// The table of a gateway's routes to other gateways' external endpoints (while replies are
+/// recorded; else they are in main).
+pub const GATEWAY_ROUTES_TABLE: u32 = 0x5ea2;
+
+/// The priority of `not fwmark EXTERNAL_SLOT<<24/0xff000000 lookup GATEWAY_ROUTES_TABLE`: after
+/// the reply rules (a reply recorded for another gateway goes back to it), before main.
+pub const GATEWAY_ROUTES_RULE_PRIORITY: u32 = 0x5ea4;
+
 /// The routing table of slot `slot`.
 pub fn reply_table(slot: u8) -> u32 {
     REPLY_TABLE_BASE + u32::from(slot)
 }
 
-/// The slot of every gateway in `gateways` (1..=255): FNV-1a of its name picks one, and a name
+/// The slot of every gateway in `gateways` (1..=254): FNV-1a of its name picks one, and a name
 /// whose slot is taken takes the next free one (names in order). A slot depends only on the
 /// gateway's name and those that collide with it, so it survives other gateways coming and
-/// going, and with it the marks of the connections already recorded. Past 255 gateways the rest
+/// going, and with it the marks of the connections already recorded. Past 254 gateways the rest
 /// get none (their replies follow the ordinary routes).
 pub fn reply_slots<'a>(gateways: impl IntoIterator<Item = &'a str>) -> BTreeMap<&'a str, u8> {
     let mut names: Vec<&str> = gateways.into_iter().collect();
     names.sort_unstable();
     names.dedup();
+    let count = usize::from(EXTERNAL_SLOT) - 1;
     let mut taken = [false; 256];
     let mut slots = BTreeMap::new();
     for name in names {
-        let start = usize::try_from(fnv1a(name) % 255).unwrap_or(0);
-        let free = (0..255)
-            .map(|i| (start + i) % 255 + 1)
+        let start = usize::try_from(fnv1a(name) % 254).unwrap_or(0);
+        let free = (0..count)
+            .map(|i| (start + i) % count + 1)
             .find(|slot| !taken[*slot]);
         let Some(slot) = free else { break };
         taken[slot] = true;
@@ -106,10 +129,10 @@ mod tests {
         // Many gateways: every slot distinct, at most 255.
         let names: Vec<String> = (0..300).map(|i| format!("gw{i}")).collect();
         let many = reply_slots(names.iter().map(String::as_str));
-        assert_eq!(many.len(), 255);
+        assert_eq!(many.len(), 254);
         let distinct: std::collections::BTreeSet<u8> = many.values().copied().collect();
-        assert_eq!(distinct.len(), 255);
-        assert!(!distinct.contains(&0));
+        assert_eq!(distinct.len(), 254);
+        assert!(!distinct.contains(&0) && !distinct.contains(&EXTERNAL_SLOT));
         assert_eq!(reply_table(2), 0x5ea102);
         assert_eq!(reply_mark(2), 0x0200_0000);
         assert_eq!(reply_mark(255) & !REPLY_MARK_MASK, 0);

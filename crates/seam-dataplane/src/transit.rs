@@ -134,6 +134,9 @@ pub struct DesiredTransit {
     pub egress: Option<Egress>,
     /// The way back through each other gateway, one slot each.
     pub replies: BTreeSet<ReplyRoute>,
+    /// On a gateway while replies are recorded: the routes of other gateways' external
+    /// endpoints, in [`crate::reply::GATEWAY_ROUTES_TABLE`] (with its rule) instead of main.
+    pub gateway_routes: BTreeSet<TransitRoute>,
 }
 
 /// What exists of the transit on the node.
@@ -162,6 +165,10 @@ pub struct ObservedTransit {
     pub reply_routes: BTreeSet<(u8, Ipv4Addr, bool)>,
     /// The slots of Seam's reply rules (priority [`crate::reply::REPLY_RULE_PRIORITY`]).
     pub reply_rules: BTreeSet<u8>,
+    /// Routes of [`crate::reply::GATEWAY_ROUTES_TABLE`] `(dst /32, via, direct)`.
+    pub gateway_routes: BTreeSet<(Ipv4Addr, Ipv4Addr, bool)>,
+    /// The rule that looks that table up exists.
+    pub gateway_rule: bool,
 }
 
 /// One change to the transit.
@@ -274,6 +281,30 @@ pub enum TransitOp {
         /// The gateway's slot.
         slot: u8,
     },
+    /// A route to another gateway's external endpoint in `GATEWAY_ROUTES_TABLE`, as
+    /// [`TransitOp::RouteAdd`] writes one in main.
+    GatewayRouteAdd {
+        /// External address.
+        dst: Ipv4Addr,
+        /// Gateway underlay address.
+        via: Ipv4Addr,
+        /// Routed transit.
+        direct: bool,
+    },
+    /// Removes a route of `GATEWAY_ROUTES_TABLE`.
+    GatewayRouteDel {
+        /// External address.
+        dst: Ipv4Addr,
+        /// Gateway underlay address it pointed at.
+        via: Ipv4Addr,
+        /// Routed transit.
+        direct: bool,
+    },
+    /// `ip rule add not fwmark 0xff000000/0xff000000 lookup GATEWAY_ROUTES_TABLE priority
+    /// GATEWAY_ROUTES_RULE_PRIORITY`.
+    GatewayRuleAdd,
+    /// Removes that rule.
+    GatewayRuleDel,
 }
 
 /// One step of the node's egress plan: a change to the transit, executed by
@@ -321,6 +352,10 @@ pub fn plan_transit(
     for &slot in observed.reply_rules.difference(&want_reply_rules) {
         ops.push(TransitOp::ReplyRuleDel { slot });
     }
+    let want_gateway_rule = !desired.gateway_routes.is_empty();
+    if observed.gateway_rule && !want_gateway_rule {
+        ops.push(TransitOp::GatewayRuleDel);
+    }
     let mut steps: Vec<TransitStep> = ops.drain(..).map(TransitStep::Kernel).collect();
     if let Some(op) = seam_nft::nat::plan_nat(nat, observed_nat) {
         steps.push(TransitStep::Nat(op));
@@ -367,17 +402,33 @@ pub fn plan_transit(
     for &(slot, via, direct) in replies_direct.difference(&observed.reply_routes) {
         ops.push(TransitOp::ReplyRouteAdd { slot, via, direct });
     }
+    let want_gateway_routes: BTreeSet<(Ipv4Addr, Ipv4Addr, bool)> = desired
+        .gateway_routes
+        .iter()
+        .map(|r| (r.dst, r.via, r.direct))
+        .collect();
+    let new_gateway_routes = want_gateway_routes.difference(&observed.gateway_routes);
+    let (new_direct, new_device): (Vec<_>, Vec<_>) = new_gateway_routes.partition(|r| r.2);
+    for &(dst, via, direct) in new_direct {
+        ops.push(TransitOp::GatewayRouteAdd { dst, via, direct });
+    }
     if desired.present {
         plan_device(desired, observed, &want_rules, &want_device, &mut ops);
         for &(slot, via, direct) in replies_device.difference(&observed.reply_routes) {
             ops.push(TransitOp::ReplyRouteAdd { slot, via, direct });
         }
+        for &(dst, via, direct) in new_device {
+            ops.push(TransitOp::GatewayRouteAdd { dst, via, direct });
+        }
     } else if observed.exists {
         ops.push(TransitOp::DeleteDevice);
     }
-    // A rule only once its table has its route.
+    // A rule only once its table has its routes.
     for &slot in want_reply_rules.difference(&observed.reply_rules) {
         ops.push(TransitOp::ReplyRuleAdd { slot });
+    }
+    if want_gateway_rule && !observed.gateway_rule {
+        ops.push(TransitOp::GatewayRuleAdd);
     }
     for &(dst, via) in observed.direct_routes.difference(&want_direct) {
         ops.push(TransitOp::RouteDel {
@@ -392,6 +443,11 @@ pub fn plan_transit(
         // Routes through the device went with it.
         if direct || desired.present {
             ops.push(TransitOp::ReplyRouteDel { slot, via, direct });
+        }
+    }
+    for &(dst, via, direct) in observed.gateway_routes.difference(&want_gateway_routes) {
+        if direct || desired.present {
+            ops.push(TransitOp::GatewayRouteDel { dst, via, direct });
         }
     }
     steps.extend(ops.into_iter().map(TransitStep::Kernel));
@@ -415,6 +471,13 @@ fn plan_device(
         .chain(
             desired
                 .replies
+                .iter()
+                .filter(|r| !r.direct)
+                .map(|r| (r.via, r.via_mac)),
+        )
+        .chain(
+            desired
+                .gateway_routes
                 .iter()
                 .filter(|r| !r.direct)
                 .map(|r| (r.via, r.via_mac)),
@@ -518,6 +581,7 @@ mod tests {
                 .collect(),
             egress: None,
             replies: BTreeSet::new(),
+            gateway_routes: BTreeSet::new(),
         }
     }
 

@@ -12,11 +12,12 @@ use netlink_packet_route::neighbour::{NeighbourFlags, NeighbourState};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol,
 };
-use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
+use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleFlags, RuleMessage};
 use netlink_packet_route::AddressFamily;
 use rtnetlink::{IpVersion, LinkUnspec, LinkVxlan, RouteMessageBuilder};
 use seam_dataplane::reply::{
-    reply_mark, reply_table, REPLY_MARK_MASK, REPLY_RULE_PRIORITY, REPLY_TABLE_BASE,
+    reply_mark, reply_table, EXTERNAL_SLOT, GATEWAY_ROUTES_RULE_PRIORITY, GATEWAY_ROUTES_TABLE,
+    REPLY_MARK_MASK, REPLY_RULE_PRIORITY, REPLY_TABLE_BASE,
 };
 use seam_dataplane::snat::{EGRESS_RULE_PRIORITY, EGRESS_TABLE};
 use seam_dataplane::{
@@ -106,6 +107,39 @@ fn reply_route_message(slot: u8, via: Ipv4Addr, through: Option<u32>) -> RouteMe
             .protocol(RouteProtocol::Other(TRANSIT_ROUTE_PROTOCOL))
             .build(),
     }
+}
+
+/// A route of [`GATEWAY_ROUTES_TABLE`]: `DST/32 via VIA proto 83` over the underlay, or `…
+/// dev seam-xt onlink` (`index`).
+fn gateway_route_message(dst: Ipv4Addr, via: Ipv4Addr, through: Option<u32>) -> RouteMessage {
+    let b = RouteMessageBuilder::<Ipv4Addr>::new()
+        .table_id(GATEWAY_ROUTES_TABLE)
+        .destination_prefix(dst, 32)
+        .gateway(via);
+    match through {
+        Some(index) => b.output_interface(index).onlink().build(),
+        None => b
+            .protocol(RouteProtocol::Other(TRANSIT_ROUTE_PROTOCOL))
+            .build(),
+    }
+}
+
+/// `ip rule add not fwmark 0xff000000/0xff000000 lookup GATEWAY_ROUTES_TABLE priority
+/// GATEWAY_ROUTES_RULE_PRIORITY`; the same message deletes it.
+fn gateway_rule_message() -> RuleMessage {
+    let mut m = RuleMessage::default();
+    m.header.family = AddressFamily::Inet;
+    m.header.action = RuleAction::ToTable;
+    m.header.table = RouteHeader::RT_TABLE_UNSPEC;
+    m.header.flags = RuleFlags::Invert;
+    m.attributes
+        .push(RuleAttribute::Priority(GATEWAY_ROUTES_RULE_PRIORITY));
+    m.attributes
+        .push(RuleAttribute::FwMark(reply_mark(EXTERNAL_SLOT)));
+    m.attributes.push(RuleAttribute::FwMask(REPLY_MARK_MASK));
+    m.attributes
+        .push(RuleAttribute::Table(GATEWAY_ROUTES_TABLE));
+    m
 }
 
 /// The slot of a reply table, if `table` is one.
@@ -219,9 +253,11 @@ impl LinuxKernel {
         Ok(out)
     }
 
-    /// The slots of Seam's reply rules (`ip rule list`, priority [`REPLY_RULE_PRIORITY`]).
-    async fn observe_reply_rules(&self) -> Result<std::collections::BTreeSet<u8>> {
+    /// The slots of Seam's reply rules (`ip rule list`, priority [`REPLY_RULE_PRIORITY`]), and
+    /// whether the rule of [`GATEWAY_ROUTES_TABLE`] exists.
+    async fn observe_reply_rules(&self) -> Result<(std::collections::BTreeSet<u8>, bool)> {
         let mut out = std::collections::BTreeSet::new();
+        let mut gateway_rule = false;
         let mut rules = self.handle.rule().get(IpVersion::V4).execute();
         while let Some(rule) = rules
             .try_next()
@@ -242,8 +278,12 @@ impl LinuxKernel {
                     out.insert(slot);
                 }
             }
+            if priority == Some(GATEWAY_ROUTES_RULE_PRIORITY) && table == Some(GATEWAY_ROUTES_TABLE)
+            {
+                gateway_rule = true;
+            }
         }
-        Ok(out)
+        Ok((out, gateway_rule))
     }
 
     async fn next_hop_del(&self, index: u32, ip: Ipv4Addr, mac: MacAddr) -> Result<()> {
@@ -264,9 +304,11 @@ impl LinuxKernel {
 impl TransitKernel for LinuxKernel {
     async fn observe_transit(&self, desired: &DesiredTransit) -> Result<ObservedTransit> {
         let h = &self.handle;
+        let (reply_rules, gateway_rule) = self.observe_reply_rules().await?;
         let mut observed = ObservedTransit {
             egress_rules: self.observe_egress_rules().await?,
-            reply_rules: self.observe_reply_rules().await?,
+            reply_rules,
+            gateway_rule,
             ..ObservedTransit::default()
         };
         if desired.accept_routed {
@@ -287,6 +329,15 @@ impl TransitKernel for LinuxKernel {
             .await
             .map_err(kernel_err("list routes", TRANSIT_DEVICE))?
         {
+            if route_table(&route) == GATEWAY_ROUTES_TABLE {
+                if route.header.destination_prefix_length == 32 {
+                    if let (oif, Some(dst), Some(via)) = route_fields(&route) {
+                        let direct = index.is_none() || oif != index;
+                        observed.gateway_routes.insert((dst, via, direct));
+                    }
+                }
+                continue;
+            }
             if let Some(slot) = reply_slot(route_table(&route)) {
                 if route.header.destination_prefix_length == 0 {
                     if let (oif, _, Some(via)) = route_fields(&route) {
@@ -582,6 +633,58 @@ impl TransitKernel for LinuxKernel {
                         )),
                 )
             }
+            TransitOp::GatewayRouteAdd { dst, via, direct } => {
+                let through = match direct {
+                    true => None,
+                    false => Some(require_link(h, TRANSIT_DEVICE).await?.header.index),
+                };
+                h.route()
+                    .add(gateway_route_message(*dst, *via, through))
+                    .replace()
+                    .execute()
+                    .await
+                    .map_err(kernel_err(
+                        "gateway route add",
+                        format!("{dst}/32 via {via} table {GATEWAY_ROUTES_TABLE}"),
+                    ))
+            }
+            TransitOp::GatewayRouteDel { dst, via, direct } => {
+                let through = match direct {
+                    true => None,
+                    false => match link_by_name(h, TRANSIT_DEVICE).await? {
+                        Some(link) => Some(link.header.index),
+                        None => return Ok(()),
+                    },
+                };
+                ok_if_absent(
+                    h.route()
+                        .del(gateway_route_message(*dst, *via, through))
+                        .execute()
+                        .await
+                        .map_err(kernel_err(
+                            "gateway route del",
+                            format!("{dst}/32 via {via} table {GATEWAY_ROUTES_TABLE}"),
+                        )),
+                )
+            }
+            TransitOp::GatewayRuleAdd => {
+                let mut add = h.rule().add().v4();
+                *add.message_mut() = gateway_rule_message();
+                ok_if_exists(add.execute().await.map_err(kernel_err(
+                    "gateway rule add",
+                    format!("lookup {GATEWAY_ROUTES_TABLE}"),
+                )))
+            }
+            TransitOp::GatewayRuleDel => ok_if_absent(
+                h.rule()
+                    .del(gateway_rule_message())
+                    .execute()
+                    .await
+                    .map_err(kernel_err(
+                        "gateway rule del",
+                        format!("lookup {GATEWAY_ROUTES_TABLE}"),
+                    )),
+            ),
             TransitOp::ReplyRuleAdd { slot } => {
                 let mut add = h.rule().add().v4();
                 *add.message_mut() = reply_rule_message(*slot);

@@ -23,6 +23,10 @@ use ipnet::Ipv4Net;
 use seam_model::MacAddr;
 use serde_json::Value;
 
+/// The slot of connections that arrived on a gateway's external interface (the gateways'
+/// slots are below it).
+pub const EXTERNAL_SLOT: u8 = 255;
+
 use crate::names::{
     reply_mark, REPLY_CLEAR_CHAIN, REPLY_COMMENT_PREFIX, REPLY_INSIDE_SET, REPLY_MARK_CHAIN,
     REPLY_MARK_MASK, VXLAN_UDP_PORT,
@@ -49,6 +53,10 @@ pub struct DesiredReply {
     pub gateways: BTreeSet<ReplyGateway>,
     /// Sources never recorded: every segment subnet and node address.
     pub inside: BTreeSet<Ipv4Net>,
+    /// On a gateway, its external interface: connections arriving there are recorded with
+    /// [`EXTERNAL_SLOT`], so that their replies leave by the operator's routes
+    /// (`seam_dataplane::reply`).
+    pub external: Option<String>,
 }
 
 /// What exists of the reply chains.
@@ -80,9 +88,9 @@ fn set_field(what: &str, mark: u32) -> String {
 }
 
 impl DesiredReply {
-    /// No gateway to record: no chains.
+    /// Nothing to record: no chains.
     pub fn is_empty(&self) -> bool {
-        self.gateways.is_empty()
+        self.gateways.is_empty() && self.external.is_none()
     }
 
     /// The rules in order: outer packets marked (and left), connections recorded, the field
@@ -134,12 +142,25 @@ impl DesiredReply {
                 ),
             ));
         }
-        rules.push(rule(REPLY_MARK_CHAIN, "clear".into(), clear.clone()));
-        for g in &self.gateways {
-            let mark = reply_mark(g.slot);
+        let external = reply_mark(EXTERNAL_SLOT);
+        if let Some(ifname) = &self.external {
             rules.push(rule(
                 REPLY_MARK_CHAIN,
-                format!("{} back", g.slot),
+                format!("{EXTERNAL_SLOT} external from {ifname}"),
+                format!(
+                    "iifname \"{ifname}\" ct state new {}",
+                    set_field("ct mark", external)
+                ),
+            ));
+        }
+        rules.push(rule(REPLY_MARK_CHAIN, "clear".into(), clear.clone()));
+        let slots = self.gateways.iter().map(|g| g.slot);
+        let external_slot = self.external.as_ref().map(|_| EXTERNAL_SLOT);
+        for slot in slots.chain(external_slot) {
+            let mark = reply_mark(slot);
+            rules.push(rule(
+                REPLY_MARK_CHAIN,
+                format!("{slot} back"),
                 format!(
                     "ct direction reply ct mark & 0x{REPLY_MARK_MASK:08x} == 0x{mark:08x} {}",
                     set_field("meta mark", mark)

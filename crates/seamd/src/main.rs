@@ -248,6 +248,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         block_release_after_ms: args.block_release_after_ms,
         reassert_interval: std::time::Duration::from_millis(args.reassert_ms),
         serves_lb_addresses: args.external_interface.is_some(),
+        external_interface: args.external_interface.clone(),
     };
     let running = Agent::start_with_tls(config, tls, kernel, store)
         .await

@@ -22,6 +22,7 @@ fn desired() -> DesiredReply {
         ]
         .into(),
         inside: [net("10.240.0.0/24"), net("198.18.0.11/32")].into(),
+        external: None,
     }
 }
 
@@ -79,6 +80,26 @@ fn a_listing_is_compared_by_its_rules_comments_and_the_inside_set() {
     let mut wider = d.clone();
     wider.inside.insert(net("10.240.1.0/24"));
     assert!(!wider.matches(&d.observed()));
+}
+
+#[test]
+fn a_gateway_records_what_arrives_on_its_external_interface_in_slot_255() {
+    let d = DesiredReply {
+        underlay: "eth0".into(),
+        external: Some("eth1".into()),
+        ..DesiredReply::default()
+    };
+    assert!(!d.is_empty());
+    let mut out = String::new();
+    render_reply(&mut out, &d);
+    assert!(
+        out.contains("\t\tiifname \"eth1\" ct state new ct mark set ct mark & 0x00ffffff | 0xff000000 comment \"seam reply 255 external from eth1\"\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("\t\tct direction reply ct mark & 0xff000000 == 0xff000000 meta mark set meta mark & 0x00ffffff | 0xff000000 comment \"seam reply 255 back\"\n"),
+        "{out}"
+    );
 }
 
 #[test]
