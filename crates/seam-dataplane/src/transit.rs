@@ -335,40 +335,21 @@ pub fn plan_transit(
     observed: &ObservedTransit,
     observed_nat: &ObservedNat,
 ) -> Vec<TransitStep> {
+    let want = Wanted::of(desired);
     let mut ops = Vec::new();
-    let want_rules: BTreeSet<(EgressRule, Ipv4Net)> = desired
-        .egress
-        .iter()
-        .flat_map(|e| {
-            e.sources
-                .iter()
-                .flat_map(|s| [(EgressRule::KeepSpecific, *s), (EgressRule::ToGateway, *s)])
-        })
-        .collect();
-    for &(rule, source) in observed.egress_rules.difference(&want_rules) {
+    for &(rule, source) in observed.egress_rules.difference(&want.egress_rules) {
         ops.push(TransitOp::EgressRuleDel { rule, source });
     }
-    let want_reply_rules: BTreeSet<u8> = desired.replies.iter().map(|r| r.slot).collect();
-    for &slot in observed.reply_rules.difference(&want_reply_rules) {
+    for &slot in observed.reply_rules.difference(&want.reply_rules) {
         ops.push(TransitOp::ReplyRuleDel { slot });
     }
-    let want_gateway_rule = !desired.gateway_routes.is_empty();
-    if observed.gateway_rule && !want_gateway_rule {
+    if observed.gateway_rule && !want.gateway_rule {
         ops.push(TransitOp::GatewayRuleDel);
     }
     let mut steps: Vec<TransitStep> = ops.drain(..).map(TransitStep::Kernel).collect();
     if let Some(op) = seam_nft::nat::plan_nat(nat, observed_nat) {
         steps.push(TransitStep::Nat(op));
     }
-    let want_routes = |direct: bool| -> BTreeSet<(Ipv4Addr, Ipv4Addr)> {
-        desired
-            .routes
-            .iter()
-            .filter(|r| r.direct == direct)
-            .map(|r| (r.dst, r.via))
-            .collect()
-    };
-    let (want_direct, want_device) = (want_routes(true), want_routes(false));
     if desired.present && !observed.device_ok {
         ops.push(TransitOp::EnsureDevice {
             vni: desired.vni,
@@ -383,148 +364,206 @@ pub fn plan_transit(
             ifname: desired.underlay.ifname.clone(),
         });
     }
-    for &(dst, via) in want_direct.difference(&observed.direct_routes) {
-        ops.push(TransitOp::RouteAdd {
-            dst,
-            via,
-            direct: true,
-        });
-    }
-    let want_replies = |direct: bool| -> BTreeSet<(u8, Ipv4Addr, bool)> {
-        desired
-            .replies
-            .iter()
-            .filter(|r| r.direct == direct)
-            .map(|r| (r.slot, r.via, r.direct))
-            .collect()
-    };
-    let (replies_direct, replies_device) = (want_replies(true), want_replies(false));
-    for &(slot, via, direct) in replies_direct.difference(&observed.reply_routes) {
-        ops.push(TransitOp::ReplyRouteAdd { slot, via, direct });
-    }
-    let want_gateway_routes: BTreeSet<(Ipv4Addr, Ipv4Addr, bool)> = desired
-        .gateway_routes
-        .iter()
-        .map(|r| (r.dst, r.via, r.direct))
-        .collect();
-    let new_gateway_routes = want_gateway_routes.difference(&observed.gateway_routes);
-    let (new_direct, new_device): (Vec<_>, Vec<_>) = new_gateway_routes.partition(|r| r.2);
-    for &(dst, via, direct) in new_direct {
-        ops.push(TransitOp::GatewayRouteAdd { dst, via, direct });
-    }
+    plan_adds(desired, observed, &want, true, &mut ops);
     if desired.present {
-        plan_device(desired, observed, &want_rules, &want_device, &mut ops);
-        for &(slot, via, direct) in replies_device.difference(&observed.reply_routes) {
-            ops.push(TransitOp::ReplyRouteAdd { slot, via, direct });
-        }
-        for &(dst, via, direct) in new_device {
-            ops.push(TransitOp::GatewayRouteAdd { dst, via, direct });
-        }
+        plan_adds(desired, observed, &want, false, &mut ops);
     } else if observed.exists {
         ops.push(TransitOp::DeleteDevice);
     }
     // A rule only once its table has its routes.
-    for &slot in want_reply_rules.difference(&observed.reply_rules) {
+    for &slot in want.reply_rules.difference(&observed.reply_rules) {
         ops.push(TransitOp::ReplyRuleAdd { slot });
     }
-    if want_gateway_rule && !observed.gateway_rule {
+    if want.gateway_rule && !observed.gateway_rule {
         ops.push(TransitOp::GatewayRuleAdd);
     }
-    for &(dst, via) in observed.direct_routes.difference(&want_direct) {
-        ops.push(TransitOp::RouteDel {
-            dst,
-            via,
-            direct: true,
-        });
+    if desired.present {
+        plan_device_removals(desired, observed, &want, &mut ops);
     }
-    let want_reply_routes: BTreeSet<(u8, Ipv4Addr, bool)> =
-        replies_direct.union(&replies_device).copied().collect();
-    for &(slot, via, direct) in observed.reply_routes.difference(&want_reply_routes) {
-        // Routes through the device went with it.
-        if direct || desired.present {
-            ops.push(TransitOp::ReplyRouteDel { slot, via, direct });
-        }
-    }
-    for &(dst, via, direct) in observed.gateway_routes.difference(&want_gateway_routes) {
-        if direct || desired.present {
-            ops.push(TransitOp::GatewayRouteDel { dst, via, direct });
-        }
-    }
+    plan_removals(observed, &want, &mut ops);
     steps.extend(ops.into_iter().map(TransitStep::Kernel));
     steps
 }
 
-/// The device's next hops, routes and egress (the device exists or is created before these).
-fn plan_device(
-    desired: &DesiredTransit,
-    observed: &ObservedTransit,
-    want_rules: &BTreeSet<(EgressRule, Ipv4Net)>,
-    want_device: &BTreeSet<(Ipv4Addr, Ipv4Addr)>,
-    ops: &mut Vec<TransitOp>,
-) {
-    let hops: BTreeSet<(Ipv4Addr, MacAddr)> = desired
-        .routes
-        .iter()
-        .filter(|r| !r.direct)
-        .map(|r| (r.via, r.via_mac))
-        .chain(desired.egress.iter().map(|e| (e.gateway_ip, e.gateway_mac)))
-        .chain(
-            desired
+/// What the desired transit asks for, in the form observed state is kept in.
+struct Wanted {
+    egress_rules: BTreeSet<(EgressRule, Ipv4Net)>,
+    reply_rules: BTreeSet<u8>,
+    gateway_rule: bool,
+    /// Routes in main `(dst, via, direct)`.
+    routes: BTreeSet<(Ipv4Addr, Ipv4Addr, bool)>,
+    /// Default routes of the reply tables `(slot, via, direct)`.
+    replies: BTreeSet<(u8, Ipv4Addr, bool)>,
+    /// Routes of the gateway routes' table `(dst, via, direct)`.
+    gateway_routes: BTreeSet<(Ipv4Addr, Ipv4Addr, bool)>,
+    /// Next hops on the device.
+    hops: BTreeSet<(Ipv4Addr, MacAddr)>,
+}
+
+impl Wanted {
+    fn of(desired: &DesiredTransit) -> Self {
+        let egress_rules = desired
+            .egress
+            .iter()
+            .flat_map(|e| {
+                e.sources
+                    .iter()
+                    .flat_map(|s| [(EgressRule::KeepSpecific, *s), (EgressRule::ToGateway, *s)])
+            })
+            .collect();
+        let routes = |set: &BTreeSet<TransitRoute>| -> BTreeSet<(Ipv4Addr, Ipv4Addr, bool)> {
+            set.iter().map(|r| (r.dst, r.via, r.direct)).collect()
+        };
+        let encapsulated = |set: &BTreeSet<TransitRoute>| -> Vec<(Ipv4Addr, MacAddr)> {
+            set.iter()
+                .filter(|r| !r.direct)
+                .map(|r| (r.via, r.via_mac))
+                .collect()
+        };
+        let hops = encapsulated(&desired.routes)
+            .into_iter()
+            .chain(encapsulated(&desired.gateway_routes))
+            .chain(desired.egress.iter().map(|e| (e.gateway_ip, e.gateway_mac)))
+            .chain(
+                desired
+                    .replies
+                    .iter()
+                    .filter(|r| !r.direct)
+                    .map(|r| (r.via, r.via_mac)),
+            )
+            .collect();
+        Wanted {
+            egress_rules,
+            reply_rules: desired.replies.iter().map(|r| r.slot).collect(),
+            gateway_rule: !desired.gateway_routes.is_empty(),
+            routes: routes(&desired.routes),
+            replies: desired
                 .replies
                 .iter()
-                .filter(|r| !r.direct)
-                .map(|r| (r.via, r.via_mac)),
-        )
-        .chain(
-            desired
-                .gateway_routes
-                .iter()
-                .filter(|r| !r.direct)
-                .map(|r| (r.via, r.via_mac)),
-        )
+                .map(|r| (r.slot, r.via, r.direct))
+                .collect(),
+            gateway_routes: routes(&desired.gateway_routes),
+            hops,
+        }
+    }
+}
+
+/// The additions of one kind: the routed transit's (`direct`, no device needed), or the
+/// device's (next hops first, the device exists or is created before these).
+fn plan_adds(
+    desired: &DesiredTransit,
+    observed: &ObservedTransit,
+    want: &Wanted,
+    direct: bool,
+    ops: &mut Vec<TransitOp>,
+) {
+    if !direct {
+        for &(ip, mac) in &want.hops {
+            if !observed.neighbours.contains(&(ip, mac)) || !observed.fdb.contains(&(mac, ip)) {
+                ops.push(TransitOp::NextHopAdd { ip, mac });
+            }
+        }
+    }
+    let observed_routes: BTreeSet<(Ipv4Addr, Ipv4Addr, bool)> = observed
+        .routes
+        .iter()
+        .map(|&(d, v)| (d, v, false))
+        .chain(observed.direct_routes.iter().map(|&(d, v)| (d, v, true)))
         .collect();
-    for &(ip, mac) in &hops {
-        if !observed.neighbours.contains(&(ip, mac)) || !observed.fdb.contains(&(mac, ip)) {
-            ops.push(TransitOp::NextHopAdd { ip, mac });
+    for &(dst, via, d) in want.routes.difference(&observed_routes) {
+        if d == direct {
+            ops.push(TransitOp::RouteAdd { dst, via, direct });
         }
     }
-    for &(dst, via) in want_device.difference(&observed.routes) {
-        ops.push(TransitOp::RouteAdd {
-            dst,
-            via,
-            direct: false,
-        });
+    if !direct {
+        let egress_via = desired.egress.as_ref().map(|e| e.gateway_ip);
+        if let Some(via) = egress_via {
+            if !observed.egress_routes.contains(&via) {
+                ops.push(TransitOp::EgressRouteAdd { via });
+            }
+            for &(rule, source) in want.egress_rules.difference(&observed.egress_rules) {
+                ops.push(TransitOp::EgressRuleAdd { rule, source });
+            }
+        }
     }
+    for &(slot, via, d) in want.replies.difference(&observed.reply_routes) {
+        if d == direct {
+            ops.push(TransitOp::ReplyRouteAdd { slot, via, direct });
+        }
+    }
+    for &(dst, via, d) in want.gateway_routes.difference(&observed.gateway_routes) {
+        if d == direct {
+            ops.push(TransitOp::GatewayRouteAdd { dst, via, direct });
+        }
+    }
+}
+
+/// What goes from the device, once everything new is in place: the egress route, routes, then
+/// the next hops no route needs.
+fn plan_device_removals(
+    desired: &DesiredTransit,
+    observed: &ObservedTransit,
+    want: &Wanted,
+    ops: &mut Vec<TransitOp>,
+) {
     let egress_via = desired.egress.as_ref().map(|e| e.gateway_ip);
-    if let Some(via) = egress_via {
-        if !observed.egress_routes.contains(&via) {
-            ops.push(TransitOp::EgressRouteAdd { via });
-        }
-        for &(rule, source) in want_rules.difference(&observed.egress_rules) {
-            ops.push(TransitOp::EgressRuleAdd { rule, source });
-        }
-    }
     for &via in &observed.egress_routes {
         if Some(via) != egress_via {
             ops.push(TransitOp::EgressRouteDel { via });
         }
     }
-    for &(dst, via) in observed.routes.difference(want_device) {
-        ops.push(TransitOp::RouteDel {
-            dst,
-            via,
-            direct: false,
-        });
+    for &(dst, via) in &observed.routes {
+        if !want.routes.contains(&(dst, via, false)) {
+            ops.push(TransitOp::RouteDel {
+                dst,
+                via,
+                direct: false,
+            });
+        }
+    }
+    for &(slot, via, direct) in observed.reply_routes.difference(&want.replies) {
+        if !direct {
+            ops.push(TransitOp::ReplyRouteDel { slot, via, direct });
+        }
+    }
+    for &(dst, via, direct) in observed.gateway_routes.difference(&want.gateway_routes) {
+        if !direct {
+            ops.push(TransitOp::GatewayRouteDel { dst, via, direct });
+        }
     }
     let stale_hops: BTreeSet<(Ipv4Addr, MacAddr)> = observed
         .neighbours
         .iter()
         .copied()
         .chain(observed.fdb.iter().map(|&(mac, ip)| (ip, mac)))
-        .filter(|h| !hops.contains(h))
+        .filter(|h| !want.hops.contains(h))
         .collect();
     for (ip, mac) in stale_hops {
         ops.push(TransitOp::NextHopDel { ip, mac });
+    }
+}
+
+/// What goes from the routed transit (last: a switch to the device replaced each route in
+/// place). Routes through a device that goes went with it.
+fn plan_removals(observed: &ObservedTransit, want: &Wanted, ops: &mut Vec<TransitOp>) {
+    for &(dst, via) in &observed.direct_routes {
+        if !want.routes.contains(&(dst, via, true)) {
+            ops.push(TransitOp::RouteDel {
+                dst,
+                via,
+                direct: true,
+            });
+        }
+    }
+    for &(slot, via, direct) in observed.reply_routes.difference(&want.replies) {
+        if direct {
+            ops.push(TransitOp::ReplyRouteDel { slot, via, direct });
+        }
+    }
+    for &(dst, via, direct) in observed.gateway_routes.difference(&want.gateway_routes) {
+        if direct {
+            ops.push(TransitOp::GatewayRouteDel { dst, via, direct });
+        }
     }
 }
 
@@ -897,7 +936,7 @@ mod tests {
             ])
         );
         // Switched to the routed transit: the table's route is replaced, the rule stays, the
-        // next hop goes.
+        // next hop goes after the route that used it.
         let done = ObservedTransit {
             exists: true,
             device_ok: true,
@@ -918,12 +957,65 @@ mod tests {
                     via,
                     direct: true
                 },
+                TransitOp::ReplyRouteDel {
+                    slot: 3,
+                    via,
+                    direct: false
+                },
                 TransitOp::NextHopDel {
                     ip: via,
                     mac: seam_model::transit_mac(via)
                 },
-                TransitOp::ReplyRouteDel {
-                    slot: 3,
+            ])
+        );
+    }
+
+    #[test]
+    fn a_gateways_routes_to_other_gateways_externals_move_to_their_table_and_back() {
+        let mut gw = desired(&[(10, 2)]);
+        gw.gateway = true;
+        let dst = Ipv4Addr::new(203, 0, 113, 10);
+        let via = Ipv4Addr::new(198, 18, 0, 2);
+        let in_main = realized(&gw);
+        // Replies recorded: the route goes to the table (added first), then its rule, then the
+        // route in main goes.
+        let mut moved = gw.clone();
+        moved.gateway_routes = std::mem::take(&mut moved.routes);
+        assert_eq!(
+            plan(&moved, &in_main),
+            kernel([
+                TransitOp::GatewayRouteAdd {
+                    dst,
+                    via,
+                    direct: false
+                },
+                TransitOp::GatewayRuleAdd,
+                TransitOp::RouteDel {
+                    dst,
+                    via,
+                    direct: false
+                },
+            ])
+        );
+        let in_table = ObservedTransit {
+            routes: BTreeSet::new(),
+            gateway_routes: [(dst, via, false)].into(),
+            gateway_rule: true,
+            ..in_main.clone()
+        };
+        assert!(plan(&moved, &in_table).is_empty());
+        // And back: the rule goes first, the route comes back to main, the table's goes.
+        assert_eq!(
+            plan(&gw, &in_table),
+            kernel([
+                TransitOp::GatewayRuleDel,
+                TransitOp::RouteAdd {
+                    dst,
+                    via,
+                    direct: false
+                },
+                TransitOp::GatewayRouteDel {
+                    dst,
                     via,
                     direct: false
                 },
