@@ -22,7 +22,8 @@
 //! Service holds a LoadBalancer address: for every other live gateway, a slot, a policy rule and
 //! a table whose default route leads to that gateway the way its external endpoints' routes do,
 //! and the reply chains in `table ip seam-nat` that record each new connection's gateway and
-//! mark its replies.
+//! mark its replies; on a gateway, also the connections from its external interface, whose
+//! replies skip the table its routes to other gateways' external endpoints then move to.
 //!
 //! Level-triggered like [`crate::reconcile`], in its own loop so the segment reconciler stays as
 //! it is: it looks at the view's revision every [`POLL`] and plans when it changed, and at least
