@@ -42,7 +42,7 @@ use seam_nft::names::fnv1a;
 pub use seam_nft::names::{reply_mark, REPLY_MARK_MASK};
 
 /// The first of the reply tables: gateway slot `S` routes through table `REPLY_TABLE_BASE + S`.
-pub const REPLY_TABLE_BASE: u32 = 0x5ea1_00;
+pub const REPLY_TABLE_BASE: u32 = 0x005e_a100;
 
 /// The priority of the reply rules: before the SNAT egress rules
 /// ([`crate::snat::EGRESS_RULE_PRIORITY`]), whose egress gateway would masquerade a reply it
