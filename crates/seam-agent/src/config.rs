@@ -2,7 +2,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use seam_dataplane::Underlay;
-use seam_model::{NodeRole, TransitEncap};
+use seam_model::{MacAddr, NodeRole, TransitEncap};
 
 /// What the agent needs to know about its node.
 #[derive(Debug, Clone)]
@@ -15,6 +15,9 @@ pub struct AgentConfig {
     pub underlay: Underlay,
     /// How other nodes reach this node when it is a gateway (published with its `Node`).
     pub transit_encap: TransitEncap,
+    /// The underlay interface's MAC address (published with its `Node`: the routed transit's
+    /// source address, by which the other nodes tell this gateway's traffic).
+    pub underlay_mac: Option<MacAddr>,
     /// MTU of every segment device and endpoint interface (underlay MTU − 50 for VXLAN).
     pub mtu: u32,
     /// The CNI socket (created with mode 0600).
@@ -34,6 +37,9 @@ pub struct AgentConfig {
     /// only then does it renew its node lease, since the lease is what makes the other agents
     /// give it addresses.
     pub serves_lb_addresses: bool,
+    /// The gateway's external interface (`seamd --external-interface`): connections arriving
+    /// there have their replies leave by the operator's routes (`seam_dataplane::reply`).
+    pub external_interface: Option<String>,
 }
 
 /// The default of [`AgentConfig::reassert_interval`] (`seamd --reassert-ms`).

@@ -55,6 +55,7 @@ fn own_node<K>(agent: &Agent<K>) -> Node {
         role: agent.config.role,
         transit_encap: agent.config.transit_encap,
         underlay_prefix_len: Some(agent.config.underlay.prefix_len),
+        underlay_mac: agent.config.underlay_mac,
     }
 }
 

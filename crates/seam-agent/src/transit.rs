@@ -18,6 +18,13 @@
 //! on every node, `table ip seam-nat` masquerades what leaves Seam from those segments towards a
 //! destination Seam does not know.
 //!
+//! And the way back of connections through the gateways (`seam_dataplane::reply`), while any
+//! Service holds a LoadBalancer address: for every other live gateway, a slot, a policy rule and
+//! a table whose default route leads to that gateway the way its external endpoints' routes do,
+//! and the reply chains in `table ip seam-nat` that record each new connection's gateway and
+//! mark its replies; on a gateway, also the connections from its external interface, whose
+//! replies skip the table its routes to other gateways' external endpoints then move to.
+//!
 //! Level-triggered like [`crate::reconcile`], in its own loop so the segment reconciler stays as
 //! it is: it looks at the view's revision every [`POLL`] and plans when it changed, and at least
 //! every [`RESYNC`] (catches drift made by hand).
@@ -27,12 +34,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ipnet::Ipv4Net;
+use seam_dataplane::reply::{reply_gateways, reply_slots};
 use seam_dataplane::{
-    plan_transit, DesiredTransit, Egress, Firewall, NodeKernel, TransitKernel, TransitRoute,
-    TransitStep,
+    plan_transit, DesiredTransit, Egress, Firewall, NodeKernel, ReplyRoute, TransitKernel,
+    TransitRoute, TransitStep,
 };
 use seam_model::{transit_mac, EndpointKind, Node, NodeRole, TransitEncap, TRANSIT_VNI};
 use seam_nft::nat::DesiredNat;
+use seam_nft::reply::{DesiredReply, ReplyGateway};
 
 use crate::Agent;
 
@@ -60,7 +69,12 @@ pub async fn desired_transit<K>(agent: &Agent<K>) -> (DesiredTransit, Option<Des
         .filter(|n| routed_directly(&local, n))
         .map(|n| n.name.as_str())
         .collect();
+    // While replies are recorded, a gateway keeps its routes to other gateways' external
+    // endpoints in their own table, which the replies of connections from its external network
+    // skip (`seam_dataplane::reply`).
+    let recording = !seam_dataplane::lb::lb_addresses(view.services.values()).is_empty();
     let mut routes = BTreeSet::new();
+    let mut gateway_routes = BTreeSet::new();
     for ep in view.endpoints.values() {
         // An external endpoint is reached through its gateway, or through a live one when its
         // gateway's lease is gone (the one that took its LoadBalancer addresses over).
@@ -85,12 +99,17 @@ pub async fn desired_transit<K>(agent: &Agent<K>) -> (DesiredTransit, Option<Des
             EndpointKind::Host => false,
         };
         if wanted {
-            routes.insert(TransitRoute {
+            let route = TransitRoute {
                 dst: ep.ip,
                 via: node.underlay_ip,
                 via_mac: transit_mac(node.underlay_ip),
                 direct,
-            });
+            };
+            if gateway && recording && ep.kind == EndpointKind::External {
+                gateway_routes.insert(route);
+            } else {
+                routes.insert(route);
+            }
         }
     }
     let sources: BTreeSet<Ipv4Net> = view
@@ -99,7 +118,17 @@ pub async fn desired_transit<K>(agent: &Agent<K>) -> (DesiredTransit, Option<Des
         .filter(|s| s.snat)
         .map(|s| s.subnet)
         .collect();
-    let nat = (!sources.is_empty()).then(|| DesiredNat {
+    let external = agent
+        .config
+        .external_interface
+        .as_deref()
+        .filter(|_| gateway && recording);
+    let (replies, reply) = match recording {
+        true => desired_replies(&view, &local, &agent.config.underlay.ifname, external),
+        false => Default::default(),
+    };
+    let nat = (!sources.is_empty() || !reply.is_empty()).then(|| DesiredNat {
+        reply,
         sources: sources.clone(),
         known: view
             .segments
@@ -135,7 +164,11 @@ pub async fn desired_transit<K>(agent: &Agent<K>) -> (DesiredTransit, Option<Des
             })
     };
     let transit = DesiredTransit {
-        present: gateway || routes.iter().any(|r| !r.direct) || egress.is_some(),
+        present: gateway
+            || routes.iter().any(|r| !r.direct)
+            || gateway_routes.iter().any(|r| !r.direct)
+            || egress.is_some()
+            || replies.iter().any(|r| !r.direct),
         vni: TRANSIT_VNI,
         mac: transit_mac(agent.config.underlay.ip),
         mtu: agent.config.mtu,
@@ -144,8 +177,57 @@ pub async fn desired_transit<K>(agent: &Agent<K>) -> (DesiredTransit, Option<Des
         accept_routed: !routed_peers.is_empty(),
         routes,
         egress,
+        replies,
+        gateway_routes,
     };
     (transit, nat)
+}
+
+/// The way back through each other live gateway: its table's route (over the routed transit
+/// when this node reaches it so, else through the transit device) and what the reply chains
+/// recognise it by; on a gateway, its `external` interface too. Planned only while a Service
+/// holds a LoadBalancer address: else no gateway translates, and every reply keeps the node's
+/// ordinary routes.
+fn desired_replies(
+    view: &crate::view::ClusterView,
+    local: &LocalNode<'_>,
+    underlay: &str,
+    external: Option<&str>,
+) -> (BTreeSet<ReplyRoute>, DesiredReply) {
+    let mut routes = BTreeSet::new();
+    let mut reply = DesiredReply {
+        underlay: underlay.to_string(),
+        external: external.map(str::to_string),
+        ..DesiredReply::default()
+    };
+    let gateways = reply_gateways(local.name, &view.nodes, &view.node_leases);
+    let slots = reply_slots(gateways.iter().map(|g| g.name.as_str()));
+    for gw in gateways {
+        let Some(&slot) = slots.get(gw.name.as_str()) else {
+            continue;
+        };
+        let direct = routed_directly(local, gw);
+        routes.insert(ReplyRoute {
+            slot,
+            via: gw.underlay_ip,
+            via_mac: transit_mac(gw.underlay_ip),
+            direct,
+        });
+        reply.gateways.insert(ReplyGateway {
+            slot,
+            underlay_ip: gw.underlay_ip,
+            routed_from: gw.underlay_mac.filter(|_| direct),
+        });
+    }
+    if !reply.gateways.is_empty() {
+        reply.inside = view
+            .segments
+            .values()
+            .map(|s| s.subnet)
+            .chain(view.nodes.values().map(|n| Ipv4Net::from(n.underlay_ip)))
+            .collect();
+    }
+    (routes, reply)
 }
 
 /// This node, as the routed transit sees it.
@@ -253,6 +335,7 @@ mod tests {
             role,
             transit_encap,
             underlay_prefix_len: Some(24),
+            underlay_mac: None,
         }
     }
 
@@ -315,5 +398,110 @@ mod tests {
             &local(Gateway, CrossSubnet),
             &node("n1", [198, 18, 0, 11], Gateway, CrossSubnet)
         ));
+    }
+
+    #[test]
+    fn replies_go_back_through_each_other_live_gateway_and_a_gateway_records_its_external_side() {
+        use seam_model::{
+            LoadBalancerIngress, LoadBalancerStatus, MacAddr, NodeLease, Service, ServiceSpec,
+            ServiceStatus, ServiceType,
+        };
+        let mut view = crate::view::ClusterView::default();
+        let gw = |name: &str, k: u8, encap| Node {
+            underlay_mac: Some(MacAddr([2, 0, 0, 0, 1, k])),
+            ..node(name, [198, 18, 0, k], NodeRole::Gateway, encap)
+        };
+        for n in [
+            gw("gw1", 1, TransitEncap::CrossSubnet),
+            gw("gw2", 2, TransitEncap::Always),
+            gw("gw3", 3, TransitEncap::CrossSubnet),
+            node(
+                "n1",
+                [198, 18, 0, 11],
+                NodeRole::Worker,
+                TransitEncap::CrossSubnet,
+            ),
+        ] {
+            view.nodes.insert(n.name.clone(), n);
+        }
+        for l in ["gw1", "gw2"] {
+            view.node_leases
+                .insert(l.into(), NodeLease { node: l.into() });
+        }
+        let local = LocalNode {
+            name: "n1",
+            role: NodeRole::Worker,
+            transit_encap: TransitEncap::CrossSubnet,
+            on_link: "198.18.0.11/24".parse().unwrap(),
+        };
+        let svc = Service {
+            name: "lb".into(),
+            namespace: "web".into(),
+            labels: Default::default(),
+            annotations: Default::default(),
+            spec: ServiceSpec {
+                service_type: ServiceType::LoadBalancer,
+                ..Default::default()
+            },
+            status: ServiceStatus {
+                load_balancer: LoadBalancerStatus {
+                    ingress: vec![LoadBalancerIngress {
+                        ip: "203.0.113.200".parse().unwrap(),
+                        ip_mode: None,
+                    }],
+                },
+                conditions: vec![],
+            },
+        };
+        view.services.insert(svc.key(), svc);
+        let (routes, reply) = desired_replies(&view, &local, "eth0", None);
+        let slots = reply_slots(["gw1", "gw2"]);
+        // gw3 holds no lease: no way back through it. gw1 is reached over the routed transit
+        // (and told by its MAC), gw2 through the transit device (by the outer source only).
+        let via = |k| std::net::Ipv4Addr::new(198, 18, 0, k);
+        assert_eq!(
+            routes,
+            [
+                ReplyRoute {
+                    slot: slots["gw1"],
+                    via: via(1),
+                    via_mac: transit_mac(via(1)),
+                    direct: true
+                },
+                ReplyRoute {
+                    slot: slots["gw2"],
+                    via: via(2),
+                    via_mac: transit_mac(via(2)),
+                    direct: false
+                },
+            ]
+            .into()
+        );
+        assert_eq!(
+            reply.gateways,
+            [
+                ReplyGateway {
+                    slot: slots["gw1"],
+                    underlay_ip: via(1),
+                    routed_from: Some(MacAddr([2, 0, 0, 0, 1, 1])),
+                },
+                ReplyGateway {
+                    slot: slots["gw2"],
+                    underlay_ip: via(2),
+                    routed_from: None,
+                },
+            ]
+            .into()
+        );
+        assert!(reply.inside.contains(&"198.18.0.11/32".parse().unwrap()));
+        // On gw1 itself: only gw2.
+        let on_gw1 = LocalNode {
+            name: "gw1",
+            role: NodeRole::Gateway,
+            ..local
+        };
+        let (routes, reply) = desired_replies(&view, &on_gw1, "eth0", Some("eth1"));
+        assert_eq!(routes.iter().map(|r| r.via).collect::<Vec<_>>(), [via(2)]);
+        assert_eq!(reply.external.as_deref(), Some("eth1"));
     }
 }

@@ -210,6 +210,7 @@ mod tests {
             role: NodeRole::Worker,
             transit_encap: Default::default(),
             underlay_prefix_len: None,
+            underlay_mac: None,
         }
     }
 

@@ -12,11 +12,12 @@ use std::sync::Arc;
 
 use ipnet::Ipv4Net;
 use seam_nft::nat::{plan_nat, DesiredNat, NatOp};
+use seam_nft::reply::{DesiredReply, ReplyGateway};
 use seam_nft::table::{delta, ChainBody, KernelSet, TableModel};
 use seam_nft::{AddrField, FirewallDelta, NftMatch, NftRule, NftVerdict, TableOp};
 
 use crate::transit::{
-    plan_transit, DesiredTransit, Egress, TransitKernel, TransitRoute, TransitStep,
+    plan_transit, DesiredTransit, Egress, ReplyRoute, TransitKernel, TransitRoute, TransitStep,
 };
 use crate::{
     host_ifname, plan, DesiredNode, Firewall, LinkOp, NodeKernel, PodAttach, RemoteEntry,
@@ -162,6 +163,30 @@ pub fn sample_nat(version: u8) -> DesiredNat {
     DesiredNat {
         sources: [net("10.240.1.0/24")].into(),
         known,
+        reply: sample_reply(),
+    }
+}
+
+/// The reply chains of [`sample_transit`]'s two gateways: 198.18.0.20 encapsulated (slot 5),
+/// 198.18.0.21 over the routed transit (slot 9).
+pub fn sample_reply() -> DesiredReply {
+    DesiredReply {
+        underlay: "u0".into(),
+        gateways: [
+            ReplyGateway {
+                slot: 5,
+                underlay_ip: a("198.18.0.20"),
+                routed_from: None,
+            },
+            ReplyGateway {
+                slot: 9,
+                underlay_ip: a("198.18.0.21"),
+                routed_from: Some(MacAddr([0x02, 0x5e, 0, 0, 0, 0x21])),
+            },
+        ]
+        .into(),
+        inside: [net("10.240.0.0/16"), net("198.18.0.11/32")].into(),
+        external: Some("u1".into()),
     }
 }
 
@@ -203,6 +228,36 @@ pub fn sample_transit(underlay: Underlay) -> DesiredTransit {
             gateway_mac: seam_model::transit_mac(gateway),
             sources: [net("10.240.1.0/24")].into(),
         }),
+        replies: [
+            ReplyRoute {
+                slot: 5,
+                via: gateway,
+                via_mac: seam_model::transit_mac(gateway),
+                direct: false,
+            },
+            ReplyRoute {
+                slot: 9,
+                via: a("198.18.0.21"),
+                via_mac: seam_model::transit_mac(a("198.18.0.21")),
+                direct: true,
+            },
+        ]
+        .into(),
+        gateway_routes: [
+            TransitRoute {
+                dst: a("203.0.113.11"),
+                via: gateway,
+                via_mac: seam_model::transit_mac(gateway),
+                direct: false,
+            },
+            TransitRoute {
+                dst: a("203.0.113.12"),
+                via: a("198.18.0.21"),
+                via_mac: seam_model::transit_mac(a("198.18.0.21")),
+                direct: true,
+            },
+        ]
+        .into(),
     }
 }
 
@@ -237,16 +292,49 @@ pub async fn the_transit_is_observed_as_applied<K: TransitKernel + Firewall>(
     assert!(!pass(kernel, &want, Some(&nat)).await.is_empty());
     let again = pass(kernel, &want, Some(&nat)).await;
     assert!(again.is_empty(), "after one pass: {again:?}");
+    let observed = kernel.observe_transit(&want).await.unwrap();
+    assert_eq!(observed.reply_rules, [5, 9].into(), "{observed:?}");
+    assert!(observed.gateway_rule, "{observed:?}");
+    assert_eq!(observed.gateway_routes.len(), 2, "{observed:?}");
+    // A gateway's way back switches between the two kinds (its table's route replaced in
+    // place), and another's goes away with its rule.
+    let moved = DesiredTransit {
+        replies: want
+            .replies
+            .iter()
+            .filter(|r| r.slot == 5)
+            .map(|r| ReplyRoute { direct: true, ..*r })
+            .collect(),
+        ..want.clone()
+    };
+    assert!(!pass(kernel, &moved, Some(&nat)).await.is_empty());
+    let observed = kernel.observe_transit(&moved).await.unwrap();
+    assert_eq!(observed.reply_rules, [5].into(), "{observed:?}");
+    assert_eq!(
+        observed.reply_routes,
+        [(5, a("198.18.0.20"), true)].into(),
+        "{observed:?}"
+    );
+    let again = pass(kernel, &moved, Some(&nat)).await;
+    assert!(again.is_empty(), "after the switch: {again:?}");
     let gone = DesiredTransit {
         present: false,
         routes: Default::default(),
         egress: None,
+        replies: Default::default(),
+        gateway_routes: Default::default(),
         ..want
     };
     assert!(!pass(kernel, &gone, None).await.is_empty());
     let observed = kernel.observe_transit(&gone).await.unwrap();
     assert!(!observed.exists, "{observed:?}");
     assert!(observed.egress_rules.is_empty(), "{observed:?}");
+    assert!(observed.reply_rules.is_empty(), "{observed:?}");
+    assert!(observed.reply_routes.is_empty(), "{observed:?}");
+    assert!(
+        observed.gateway_routes.is_empty() && !observed.gateway_rule,
+        "{observed:?}"
+    );
     assert_eq!(kernel.list_nat().await.unwrap(), None);
     assert!(pass(kernel, &gone, None).await.is_empty());
 }

@@ -48,12 +48,13 @@ impl Error {
         )
     }
 
-    /// True when the error is the kernel saying the object does not exist.
+    /// True when the error is the kernel saying the object does not exist (ENOENT, ENODEV, and
+    /// ESRCH: a route delete that matches no route).
     pub fn is_not_found(&self) -> bool {
         matches!(
             self,
             Error::Kernel {
-                errno: Some(2 | 19),
+                errno: Some(2 | 3 | 19),
                 ..
             }
         )

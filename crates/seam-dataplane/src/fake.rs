@@ -364,6 +364,8 @@ impl TransitKernel for FakeKernel {
                 t.neighbours.clear();
                 t.fdb.clear();
                 t.egress_routes.clear();
+                t.reply_routes.retain(|(_, _, direct)| *direct);
+                t.gateway_routes.retain(|(_, _, direct)| *direct);
             }
             TransitOp::LooseUnderlay { .. } => t.underlay_loose = true,
             TransitOp::NextHopAdd { ip, mac } => {
@@ -415,6 +417,35 @@ impl TransitKernel for FakeKernel {
             TransitOp::EgressRuleDel { rule, source } => {
                 t.egress_rules.remove(&(*rule, *source));
             }
+            TransitOp::ReplyRouteAdd { slot, via, direct } => {
+                if !direct && !device {
+                    return Err(no_transit_device());
+                }
+                // `ip route replace default … table T`: one default route per table.
+                t.reply_routes.retain(|(s, _, _)| s != slot);
+                t.reply_routes.insert((*slot, *via, *direct));
+            }
+            TransitOp::ReplyRouteDel { slot, via, direct } => {
+                t.reply_routes.remove(&(*slot, *via, *direct));
+            }
+            TransitOp::ReplyRuleAdd { slot } => {
+                t.reply_rules.insert(*slot);
+            }
+            TransitOp::ReplyRuleDel { slot } => {
+                t.reply_rules.remove(slot);
+            }
+            TransitOp::GatewayRouteAdd { dst, via, direct } => {
+                if !direct && !device {
+                    return Err(no_transit_device());
+                }
+                t.gateway_routes.retain(|(d, _, _)| d != dst);
+                t.gateway_routes.insert((*dst, *via, *direct));
+            }
+            TransitOp::GatewayRouteDel { dst, via, direct } => {
+                t.gateway_routes.remove(&(*dst, *via, *direct));
+            }
+            TransitOp::GatewayRuleAdd => t.gateway_rule = true,
+            TransitOp::GatewayRuleDel => t.gateway_rule = false,
         }
         Ok(())
     }

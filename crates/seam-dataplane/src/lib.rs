@@ -16,6 +16,7 @@ pub mod fake;
 pub mod lb;
 mod names;
 mod plan;
+pub mod reply;
 pub mod services;
 pub mod snat;
 pub mod transit;
@@ -31,8 +32,8 @@ pub use names::{
 };
 pub use plan::plan;
 pub use transit::{
-    plan_transit, DesiredTransit, Egress, EgressRule, ObservedTransit, TransitKernel, TransitOp,
-    TransitRoute, TransitStep, TRANSIT_DEVICE, TRANSIT_ROUTE_PROTOCOL,
+    plan_transit, DesiredTransit, Egress, EgressRule, ObservedTransit, ReplyRoute, TransitKernel,
+    TransitOp, TransitRoute, TransitStep, TRANSIT_DEVICE, TRANSIT_ROUTE_PROTOCOL,
 };
 
 pub use types::*;

@@ -32,6 +32,10 @@
 //! leaves Seam by its output device, and a packet leaving by the underlay interface would be
 //! translated by the node itself.
 //!
+//! It also holds the way back of connections that came through a gateway ([`ReplyRoute`], see
+//! [`crate::reply`]): a policy rule and a table per gateway whose default route leads to that
+//! gateway by the same path as its external endpoints' routes.
+//!
 //! Like [`crate::plan`], [`plan_transit`] is pure: observe once, plan, apply.
 
 use std::collections::BTreeSet;
@@ -65,6 +69,21 @@ pub struct TransitRoute {
     pub via_mac: MacAddr,
     /// Routed over the underlay interface without encapsulation (both nodes accept it and
     /// share an underlay subnet); else through the transit device.
+    pub direct: bool,
+}
+
+/// The way back through one gateway (see [`crate::reply`]): `ip rule add fwmark MARK/MASK
+/// lookup TABLE`, and in `TABLE` the default route to the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ReplyRoute {
+    /// The gateway's slot ([`crate::reply::reply_slots`]): its mark and table.
+    pub slot: u8,
+    /// The gateway's underlay address (the next hop, and the VXLAN destination).
+    pub via: Ipv4Addr,
+    /// Its transit MAC.
+    pub via_mac: MacAddr,
+    /// Over the underlay interface without encapsulation (as the routed transit); else through
+    /// the transit device.
     pub direct: bool,
 }
 
@@ -113,6 +132,11 @@ pub struct DesiredTransit {
     /// The egress of SNAT segments through a gateway (`None` on a gateway node, or when no
     /// segment has `snat` on or no gateway exists).
     pub egress: Option<Egress>,
+    /// The way back through each other gateway, one slot each.
+    pub replies: BTreeSet<ReplyRoute>,
+    /// On a gateway while replies are recorded: the routes of other gateways' external
+    /// endpoints, in [`crate::reply::GATEWAY_ROUTES_TABLE`] (with its rule) instead of main.
+    pub gateway_routes: BTreeSet<TransitRoute>,
 }
 
 /// What exists of the transit on the node.
@@ -137,6 +161,14 @@ pub struct ObservedTransit {
     pub egress_rules: BTreeSet<(EgressRule, Ipv4Net)>,
     /// Next hops of default routes in the egress table.
     pub egress_routes: BTreeSet<Ipv4Addr>,
+    /// Default routes of the reply tables `(slot, via, direct)`.
+    pub reply_routes: BTreeSet<(u8, Ipv4Addr, bool)>,
+    /// The slots of Seam's reply rules (priority [`crate::reply::REPLY_RULE_PRIORITY`]).
+    pub reply_rules: BTreeSet<u8>,
+    /// Routes of [`crate::reply::GATEWAY_ROUTES_TABLE`] `(dst /32, via, direct)`.
+    pub gateway_routes: BTreeSet<(Ipv4Addr, Ipv4Addr, bool)>,
+    /// The rule that looks that table up exists.
+    pub gateway_rule: bool,
 }
 
 /// One change to the transit.
@@ -220,6 +252,59 @@ pub enum TransitOp {
         /// The subnet (`from`).
         source: Ipv4Net,
     },
+    /// `ip route replace default via VIA table REPLY_TABLE proto 83` (`direct`), or `… dev
+    /// seam-xt onlink`.
+    ReplyRouteAdd {
+        /// The gateway's slot (the table).
+        slot: u8,
+        /// The gateway's underlay address.
+        via: Ipv4Addr,
+        /// Routed transit.
+        direct: bool,
+    },
+    /// Removes a reply table's default route.
+    ReplyRouteDel {
+        /// The gateway's slot (the table).
+        slot: u8,
+        /// The next hop it pointed at.
+        via: Ipv4Addr,
+        /// Routed transit.
+        direct: bool,
+    },
+    /// `ip rule add fwmark MARK/0xff000000 lookup REPLY_TABLE priority REPLY_RULE_PRIORITY`.
+    ReplyRuleAdd {
+        /// The gateway's slot.
+        slot: u8,
+    },
+    /// Removes a reply rule.
+    ReplyRuleDel {
+        /// The gateway's slot.
+        slot: u8,
+    },
+    /// A route to another gateway's external endpoint in `GATEWAY_ROUTES_TABLE`, as
+    /// [`TransitOp::RouteAdd`] writes one in main.
+    GatewayRouteAdd {
+        /// External address.
+        dst: Ipv4Addr,
+        /// Gateway underlay address.
+        via: Ipv4Addr,
+        /// Routed transit.
+        direct: bool,
+    },
+    /// Removes a route of `GATEWAY_ROUTES_TABLE`.
+    GatewayRouteDel {
+        /// External address.
+        dst: Ipv4Addr,
+        /// Gateway underlay address it pointed at.
+        via: Ipv4Addr,
+        /// Routed transit.
+        direct: bool,
+    },
+    /// `ip rule add not fwmark 0xff000000/0xff000000 lookup GATEWAY_ROUTES_TABLE priority
+    /// GATEWAY_ROUTES_RULE_PRIORITY`.
+    GatewayRuleAdd,
+    /// Removes that rule.
+    GatewayRuleDel,
 }
 
 /// One step of the node's egress plan: a change to the transit, executed by
@@ -235,46 +320,36 @@ pub enum TransitStep {
 }
 
 /// The steps that turn `observed` into `desired` and `observed_nat` into `nat` (`None`: no
-/// segment has `snat` on, no table): device first, next hops before the routes that use them,
-/// additions before removals.
+/// segment has `snat` on and no gateway's replies to mark, no table): device first, next hops
+/// before the routes that use them, additions before removals.
 ///
-/// Stale egress rules go first and the NAT table comes next (before the device), so this node
+/// Stale egress and reply rules go first and the NAT table comes next (before the device), so this node
 /// translates before it routes anything new towards the gateway and stops routing before it
 /// stops translating; new egress rules come after the route they lead to. Routes of the routed
 /// transit are added before the device goes and removed after the device's routes are added,
-/// so a switch between the two kinds replaces each route in place.
+/// so a switch between the two kinds replaces each route in place. A reply rule is added after
+/// its table's route and removed before it.
 pub fn plan_transit(
     desired: &DesiredTransit,
     nat: Option<&DesiredNat>,
     observed: &ObservedTransit,
     observed_nat: &ObservedNat,
 ) -> Vec<TransitStep> {
+    let want = Wanted::of(desired);
     let mut ops = Vec::new();
-    let want_rules: BTreeSet<(EgressRule, Ipv4Net)> = desired
-        .egress
-        .iter()
-        .flat_map(|e| {
-            e.sources
-                .iter()
-                .flat_map(|s| [(EgressRule::KeepSpecific, *s), (EgressRule::ToGateway, *s)])
-        })
-        .collect();
-    for &(rule, source) in observed.egress_rules.difference(&want_rules) {
+    for &(rule, source) in observed.egress_rules.difference(&want.egress_rules) {
         ops.push(TransitOp::EgressRuleDel { rule, source });
+    }
+    for &slot in observed.reply_rules.difference(&want.reply_rules) {
+        ops.push(TransitOp::ReplyRuleDel { slot });
+    }
+    if observed.gateway_rule && !want.gateway_rule {
+        ops.push(TransitOp::GatewayRuleDel);
     }
     let mut steps: Vec<TransitStep> = ops.drain(..).map(TransitStep::Kernel).collect();
     if let Some(op) = seam_nft::nat::plan_nat(nat, observed_nat) {
         steps.push(TransitStep::Nat(op));
     }
-    let want_routes = |direct: bool| -> BTreeSet<(Ipv4Addr, Ipv4Addr)> {
-        desired
-            .routes
-            .iter()
-            .filter(|r| r.direct == direct)
-            .map(|r| (r.dst, r.via))
-            .collect()
-    };
-    let (want_direct, want_device) = (want_routes(true), want_routes(false));
     if desired.present && !observed.device_ok {
         ops.push(TransitOp::EnsureDevice {
             vni: desired.vni,
@@ -289,86 +364,206 @@ pub fn plan_transit(
             ifname: desired.underlay.ifname.clone(),
         });
     }
-    for &(dst, via) in want_direct.difference(&observed.direct_routes) {
-        ops.push(TransitOp::RouteAdd {
-            dst,
-            via,
-            direct: true,
-        });
-    }
+    plan_adds(desired, observed, &want, true, &mut ops);
     if desired.present {
-        plan_device(desired, observed, &want_rules, &want_device, &mut ops);
+        plan_adds(desired, observed, &want, false, &mut ops);
     } else if observed.exists {
         ops.push(TransitOp::DeleteDevice);
     }
-    for &(dst, via) in observed.direct_routes.difference(&want_direct) {
-        ops.push(TransitOp::RouteDel {
-            dst,
-            via,
-            direct: true,
-        });
+    // A rule only once its table has its routes.
+    for &slot in want.reply_rules.difference(&observed.reply_rules) {
+        ops.push(TransitOp::ReplyRuleAdd { slot });
     }
+    if want.gateway_rule && !observed.gateway_rule {
+        ops.push(TransitOp::GatewayRuleAdd);
+    }
+    if desired.present {
+        plan_device_removals(desired, observed, &want, &mut ops);
+    }
+    plan_removals(observed, &want, &mut ops);
     steps.extend(ops.into_iter().map(TransitStep::Kernel));
     steps
 }
 
-/// The device's next hops, routes and egress (the device exists or is created before these).
-fn plan_device(
+/// What the desired transit asks for, in the form observed state is kept in.
+struct Wanted {
+    egress_rules: BTreeSet<(EgressRule, Ipv4Net)>,
+    reply_rules: BTreeSet<u8>,
+    gateway_rule: bool,
+    /// Routes in main `(dst, via, direct)`.
+    routes: BTreeSet<(Ipv4Addr, Ipv4Addr, bool)>,
+    /// Default routes of the reply tables `(slot, via, direct)`.
+    replies: BTreeSet<(u8, Ipv4Addr, bool)>,
+    /// Routes of the gateway routes' table `(dst, via, direct)`.
+    gateway_routes: BTreeSet<(Ipv4Addr, Ipv4Addr, bool)>,
+    /// Next hops on the device.
+    hops: BTreeSet<(Ipv4Addr, MacAddr)>,
+}
+
+impl Wanted {
+    fn of(desired: &DesiredTransit) -> Self {
+        let egress_rules = desired
+            .egress
+            .iter()
+            .flat_map(|e| {
+                e.sources
+                    .iter()
+                    .flat_map(|s| [(EgressRule::KeepSpecific, *s), (EgressRule::ToGateway, *s)])
+            })
+            .collect();
+        let routes = |set: &BTreeSet<TransitRoute>| -> BTreeSet<(Ipv4Addr, Ipv4Addr, bool)> {
+            set.iter().map(|r| (r.dst, r.via, r.direct)).collect()
+        };
+        let encapsulated = |set: &BTreeSet<TransitRoute>| -> Vec<(Ipv4Addr, MacAddr)> {
+            set.iter()
+                .filter(|r| !r.direct)
+                .map(|r| (r.via, r.via_mac))
+                .collect()
+        };
+        let hops = encapsulated(&desired.routes)
+            .into_iter()
+            .chain(encapsulated(&desired.gateway_routes))
+            .chain(desired.egress.iter().map(|e| (e.gateway_ip, e.gateway_mac)))
+            .chain(
+                desired
+                    .replies
+                    .iter()
+                    .filter(|r| !r.direct)
+                    .map(|r| (r.via, r.via_mac)),
+            )
+            .collect();
+        Wanted {
+            egress_rules,
+            reply_rules: desired.replies.iter().map(|r| r.slot).collect(),
+            gateway_rule: !desired.gateway_routes.is_empty(),
+            routes: routes(&desired.routes),
+            replies: desired
+                .replies
+                .iter()
+                .map(|r| (r.slot, r.via, r.direct))
+                .collect(),
+            gateway_routes: routes(&desired.gateway_routes),
+            hops,
+        }
+    }
+}
+
+/// The additions of one kind: the routed transit's (`direct`, no device needed), or the
+/// device's (next hops first, the device exists or is created before these).
+fn plan_adds(
     desired: &DesiredTransit,
     observed: &ObservedTransit,
-    want_rules: &BTreeSet<(EgressRule, Ipv4Net)>,
-    want_device: &BTreeSet<(Ipv4Addr, Ipv4Addr)>,
+    want: &Wanted,
+    direct: bool,
     ops: &mut Vec<TransitOp>,
 ) {
-    let hops: BTreeSet<(Ipv4Addr, MacAddr)> = desired
+    if !direct {
+        for &(ip, mac) in &want.hops {
+            if !observed.neighbours.contains(&(ip, mac)) || !observed.fdb.contains(&(mac, ip)) {
+                ops.push(TransitOp::NextHopAdd { ip, mac });
+            }
+        }
+    }
+    let observed_routes: BTreeSet<(Ipv4Addr, Ipv4Addr, bool)> = observed
         .routes
         .iter()
-        .filter(|r| !r.direct)
-        .map(|r| (r.via, r.via_mac))
-        .chain(desired.egress.iter().map(|e| (e.gateway_ip, e.gateway_mac)))
+        .map(|&(d, v)| (d, v, false))
+        .chain(observed.direct_routes.iter().map(|&(d, v)| (d, v, true)))
         .collect();
-    for &(ip, mac) in &hops {
-        if !observed.neighbours.contains(&(ip, mac)) || !observed.fdb.contains(&(mac, ip)) {
-            ops.push(TransitOp::NextHopAdd { ip, mac });
+    for &(dst, via, d) in want.routes.difference(&observed_routes) {
+        if d == direct {
+            ops.push(TransitOp::RouteAdd { dst, via, direct });
         }
     }
-    for &(dst, via) in want_device.difference(&observed.routes) {
-        ops.push(TransitOp::RouteAdd {
-            dst,
-            via,
-            direct: false,
-        });
+    if !direct {
+        let egress_via = desired.egress.as_ref().map(|e| e.gateway_ip);
+        if let Some(via) = egress_via {
+            if !observed.egress_routes.contains(&via) {
+                ops.push(TransitOp::EgressRouteAdd { via });
+            }
+            for &(rule, source) in want.egress_rules.difference(&observed.egress_rules) {
+                ops.push(TransitOp::EgressRuleAdd { rule, source });
+            }
+        }
     }
+    for &(slot, via, d) in want.replies.difference(&observed.reply_routes) {
+        if d == direct {
+            ops.push(TransitOp::ReplyRouteAdd { slot, via, direct });
+        }
+    }
+    for &(dst, via, d) in want.gateway_routes.difference(&observed.gateway_routes) {
+        if d == direct {
+            ops.push(TransitOp::GatewayRouteAdd { dst, via, direct });
+        }
+    }
+}
+
+/// What goes from the device, once everything new is in place: the egress route, routes, then
+/// the next hops no route needs.
+fn plan_device_removals(
+    desired: &DesiredTransit,
+    observed: &ObservedTransit,
+    want: &Wanted,
+    ops: &mut Vec<TransitOp>,
+) {
     let egress_via = desired.egress.as_ref().map(|e| e.gateway_ip);
-    if let Some(via) = egress_via {
-        if !observed.egress_routes.contains(&via) {
-            ops.push(TransitOp::EgressRouteAdd { via });
-        }
-        for &(rule, source) in want_rules.difference(&observed.egress_rules) {
-            ops.push(TransitOp::EgressRuleAdd { rule, source });
-        }
-    }
     for &via in &observed.egress_routes {
         if Some(via) != egress_via {
             ops.push(TransitOp::EgressRouteDel { via });
         }
     }
-    for &(dst, via) in observed.routes.difference(want_device) {
-        ops.push(TransitOp::RouteDel {
-            dst,
-            via,
-            direct: false,
-        });
+    for &(dst, via) in &observed.routes {
+        if !want.routes.contains(&(dst, via, false)) {
+            ops.push(TransitOp::RouteDel {
+                dst,
+                via,
+                direct: false,
+            });
+        }
+    }
+    for &(slot, via, direct) in observed.reply_routes.difference(&want.replies) {
+        if !direct {
+            ops.push(TransitOp::ReplyRouteDel { slot, via, direct });
+        }
+    }
+    for &(dst, via, direct) in observed.gateway_routes.difference(&want.gateway_routes) {
+        if !direct {
+            ops.push(TransitOp::GatewayRouteDel { dst, via, direct });
+        }
     }
     let stale_hops: BTreeSet<(Ipv4Addr, MacAddr)> = observed
         .neighbours
         .iter()
         .copied()
         .chain(observed.fdb.iter().map(|&(mac, ip)| (ip, mac)))
-        .filter(|h| !hops.contains(h))
+        .filter(|h| !want.hops.contains(h))
         .collect();
     for (ip, mac) in stale_hops {
         ops.push(TransitOp::NextHopDel { ip, mac });
+    }
+}
+
+/// What goes from the routed transit (last: a switch to the device replaced each route in
+/// place). Routes through a device that goes went with it.
+fn plan_removals(observed: &ObservedTransit, want: &Wanted, ops: &mut Vec<TransitOp>) {
+    for &(dst, via) in &observed.direct_routes {
+        if !want.routes.contains(&(dst, via, true)) {
+            ops.push(TransitOp::RouteDel {
+                dst,
+                via,
+                direct: true,
+            });
+        }
+    }
+    for &(slot, via, direct) in observed.reply_routes.difference(&want.replies) {
+        if direct {
+            ops.push(TransitOp::ReplyRouteDel { slot, via, direct });
+        }
+    }
+    for &(dst, via, direct) in observed.gateway_routes.difference(&want.gateway_routes) {
+        if direct {
+            ops.push(TransitOp::GatewayRouteDel { dst, via, direct });
+        }
     }
 }
 
@@ -424,6 +619,8 @@ mod tests {
                 })
                 .collect(),
             egress: None,
+            replies: BTreeSet::new(),
+            gateway_routes: BTreeSet::new(),
         }
     }
 
@@ -585,6 +782,7 @@ mod tests {
         let nat = DesiredNat {
             sources: [subnet].into(),
             known: [subnet].into(),
+            ..DesiredNat::default()
         };
         let ops = plan_transit(
             &d,
@@ -636,6 +834,7 @@ mod tests {
                 Ipv4Addr::new(10, 240, 1, 255),
             )]),
             rule_ok: true,
+            ..ObservedNat::default()
         };
         assert_eq!(plan_transit(&d, Some(&nat), &done, &done_nat), vec![]);
         // The option turned off (and nothing else needs the transit): rules first, then the
@@ -659,6 +858,168 @@ mod tests {
                 TransitStep::Nat(NatOp::Delete),
                 TransitStep::Kernel(TransitOp::DeleteDevice),
             ]
+        );
+    }
+
+    fn reply(slot: u8, g: u8, direct: bool) -> ReplyRoute {
+        let via = Ipv4Addr::new(198, 18, 1, g);
+        ReplyRoute {
+            slot,
+            via,
+            via_mac: seam_model::transit_mac(via),
+            direct,
+        }
+    }
+
+    #[test]
+    fn a_gateways_way_back_is_its_table_route_then_its_rule_and_goes_rule_first() {
+        // A worker with nothing else on the transit: the routed way back needs no device.
+        let mut d = desired(&[]);
+        d.present = false;
+        d.replies = [reply(7, 1, true)].into();
+        let via = Ipv4Addr::new(198, 18, 1, 1);
+        assert_eq!(
+            plan(&d, &ObservedTransit::default()),
+            kernel([
+                TransitOp::ReplyRouteAdd {
+                    slot: 7,
+                    via,
+                    direct: true
+                },
+                TransitOp::ReplyRuleAdd { slot: 7 },
+            ])
+        );
+        let done = ObservedTransit {
+            reply_routes: [(7, via, true)].into(),
+            reply_rules: [7].into(),
+            ..ObservedTransit::default()
+        };
+        assert!(plan(&d, &done).is_empty());
+        // The gateway's lease gone: its rule first, then its table's route.
+        d.replies.clear();
+        assert_eq!(
+            plan(&d, &done),
+            kernel([
+                TransitOp::ReplyRuleDel { slot: 7 },
+                TransitOp::ReplyRouteDel {
+                    slot: 7,
+                    via,
+                    direct: true
+                },
+            ])
+        );
+    }
+
+    #[test]
+    fn an_encapsulated_way_back_brings_the_device_and_its_next_hop() {
+        let mut d = desired(&[]);
+        d.replies = [reply(3, 2, false)].into();
+        let via = Ipv4Addr::new(198, 18, 1, 2);
+        let ops = plan(&d, &ObservedTransit::default());
+        assert!(
+            matches!(ops[0], TransitStep::Kernel(TransitOp::EnsureDevice { .. })),
+            "{ops:?}"
+        );
+        assert_eq!(
+            ops[1..],
+            kernel([
+                TransitOp::NextHopAdd {
+                    ip: via,
+                    mac: seam_model::transit_mac(via)
+                },
+                TransitOp::ReplyRouteAdd {
+                    slot: 3,
+                    via,
+                    direct: false
+                },
+                TransitOp::ReplyRuleAdd { slot: 3 },
+            ])
+        );
+        // Switched to the routed transit: the table's route is replaced, the rule stays, the
+        // next hop goes after the route that used it.
+        let done = ObservedTransit {
+            exists: true,
+            device_ok: true,
+            neighbours: [(via, seam_model::transit_mac(via))].into(),
+            fdb: [(seam_model::transit_mac(via), via)].into(),
+            reply_routes: [(3, via, false)].into(),
+            reply_rules: [3].into(),
+            ..ObservedTransit::default()
+        };
+        assert!(plan(&d, &done).is_empty());
+        let mut routed = d.clone();
+        routed.replies = [reply(3, 2, true)].into();
+        assert_eq!(
+            plan(&routed, &done),
+            kernel([
+                TransitOp::ReplyRouteAdd {
+                    slot: 3,
+                    via,
+                    direct: true
+                },
+                TransitOp::ReplyRouteDel {
+                    slot: 3,
+                    via,
+                    direct: false
+                },
+                TransitOp::NextHopDel {
+                    ip: via,
+                    mac: seam_model::transit_mac(via)
+                },
+            ])
+        );
+    }
+
+    #[test]
+    fn a_gateways_routes_to_other_gateways_externals_move_to_their_table_and_back() {
+        let mut gw = desired(&[(10, 2)]);
+        gw.gateway = true;
+        let dst = Ipv4Addr::new(203, 0, 113, 10);
+        let via = Ipv4Addr::new(198, 18, 0, 2);
+        let in_main = realized(&gw);
+        // Replies recorded: the route goes to the table (added first), then its rule, then the
+        // route in main goes.
+        let mut moved = gw.clone();
+        moved.gateway_routes = std::mem::take(&mut moved.routes);
+        assert_eq!(
+            plan(&moved, &in_main),
+            kernel([
+                TransitOp::GatewayRouteAdd {
+                    dst,
+                    via,
+                    direct: false
+                },
+                TransitOp::GatewayRuleAdd,
+                TransitOp::RouteDel {
+                    dst,
+                    via,
+                    direct: false
+                },
+            ])
+        );
+        let in_table = ObservedTransit {
+            routes: BTreeSet::new(),
+            gateway_routes: [(dst, via, false)].into(),
+            gateway_rule: true,
+            ..in_main.clone()
+        };
+        assert!(plan(&moved, &in_table).is_empty());
+        // And back: the rule goes first, the route comes back to main, the table's goes.
+        assert_eq!(
+            plan(&gw, &in_table),
+            kernel([
+                TransitOp::GatewayRuleDel,
+                TransitOp::RouteAdd {
+                    dst,
+                    via,
+                    direct: false
+                },
+                TransitOp::GatewayRouteDel {
+                    dst,
+                    via,
+                    direct: false
+                },
+            ])
         );
     }
 }

@@ -31,7 +31,7 @@ use seam_nft::nat::{removal_text, render_nat, NatOp, ObservedNat};
 use seam_nft::table::{from_nft_json, full_text, split_write, TableModel};
 
 /// VXLAN's IANA port.
-pub(crate) const VXLAN_PORT: u16 = 4789;
+pub(crate) const VXLAN_PORT: u16 = seam_nft::names::VXLAN_UDP_PORT;
 
 /// The node's kernel, through one rtnetlink connection opened in the agent's own namespace.
 #[derive(Clone)]
@@ -973,6 +973,13 @@ pub(crate) fn neigh_v4(entry: &NeighbourMessage) -> Option<Ipv4Addr> {
 }
 
 impl LinuxKernel {
+    /// The MAC address of `ifname` (`ip link show dev IFNAME`), `None` for an interface without
+    /// one: the node publishes its underlay interface's (the routed transit's source address).
+    pub async fn interface_mac(&self, ifname: &str) -> Result<Option<MacAddr>> {
+        let link = require_link(&self.handle, ifname).await?;
+        Ok(link_mac(&link).filter(|m| m.is_unicast() && m.0 != [0; 6]))
+    }
+
     /// The first IPv4 address and the MTU of `ifname` (`ip -4 addr show dev IFNAME`), used to
     /// find the node's tunnel endpoint and the overlay MTU.
     /// Returns the interface's first IPv4 address, its prefix length and the interface's MTU.

@@ -1,7 +1,8 @@
 //! [`TransitKernel`] over rtnetlink: the transit VXLAN device to gateway nodes, its next-hop
 //! entries and the routes of external addresses (see `seam_dataplane::transit`), and the egress
-//! of SNAT segments: policy rules and the egress table (`seam_dataplane::snat`). The NAT table
-//! those segments also need is Seam's nftables: it goes through `Firewall::apply_nat`.
+//! of SNAT segments: policy rules and the egress table (`seam_dataplane::snat`), and the way back
+//! through each gateway: a `fwmark` rule and a table per gateway (`seam_dataplane::reply`). The
+//! NAT table those also need is Seam's nftables: it goes through `Firewall::apply_nat`.
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -11,9 +12,13 @@ use netlink_packet_route::neighbour::{NeighbourFlags, NeighbourState};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol,
 };
-use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
+use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleFlags, RuleMessage};
 use netlink_packet_route::AddressFamily;
 use rtnetlink::{IpVersion, LinkUnspec, LinkVxlan, RouteMessageBuilder};
+use seam_dataplane::reply::{
+    reply_mark, reply_table, EXTERNAL_SLOT, GATEWAY_ROUTES_RULE_PRIORITY, GATEWAY_ROUTES_TABLE,
+    REPLY_MARK_MASK, REPLY_RULE_PRIORITY, REPLY_TABLE_BASE,
+};
 use seam_dataplane::snat::{EGRESS_RULE_PRIORITY, EGRESS_TABLE};
 use seam_dataplane::{
     DesiredTransit, EgressRule, ObservedTransit, Result, TransitKernel, TransitOp, TRANSIT_DEVICE,
@@ -88,6 +93,76 @@ fn egress_route_message(via: Ipv4Addr, index: u32) -> RouteMessage {
         .output_interface(index)
         .onlink()
         .build()
+}
+
+/// `default via VIA table REPLY_TABLE proto 83` over the underlay (the kernel finds the
+/// interface the gateway is on-link on), or `… dev seam-xt onlink` (`index`).
+fn reply_route_message(slot: u8, via: Ipv4Addr, through: Option<u32>) -> RouteMessage {
+    let b = RouteMessageBuilder::<Ipv4Addr>::new()
+        .table_id(reply_table(slot))
+        .gateway(via);
+    match through {
+        Some(index) => b.output_interface(index).onlink().build(),
+        None => b
+            .protocol(RouteProtocol::Other(TRANSIT_ROUTE_PROTOCOL))
+            .build(),
+    }
+}
+
+/// A route of [`GATEWAY_ROUTES_TABLE`]: `DST/32 via VIA proto 83` over the underlay, or `…
+/// dev seam-xt onlink` (`index`).
+fn gateway_route_message(dst: Ipv4Addr, via: Ipv4Addr, through: Option<u32>) -> RouteMessage {
+    let b = RouteMessageBuilder::<Ipv4Addr>::new()
+        .table_id(GATEWAY_ROUTES_TABLE)
+        .destination_prefix(dst, 32)
+        .gateway(via);
+    match through {
+        Some(index) => b.output_interface(index).onlink().build(),
+        None => b
+            .protocol(RouteProtocol::Other(TRANSIT_ROUTE_PROTOCOL))
+            .build(),
+    }
+}
+
+/// `ip rule add not fwmark 0xff000000/0xff000000 lookup GATEWAY_ROUTES_TABLE priority
+/// GATEWAY_ROUTES_RULE_PRIORITY`; the same message deletes it.
+fn gateway_rule_message() -> RuleMessage {
+    let mut m = RuleMessage::default();
+    m.header.family = AddressFamily::Inet;
+    m.header.action = RuleAction::ToTable;
+    m.header.table = RouteHeader::RT_TABLE_UNSPEC;
+    m.header.flags = RuleFlags::Invert;
+    m.attributes
+        .push(RuleAttribute::Priority(GATEWAY_ROUTES_RULE_PRIORITY));
+    m.attributes
+        .push(RuleAttribute::FwMark(reply_mark(EXTERNAL_SLOT)));
+    m.attributes.push(RuleAttribute::FwMask(REPLY_MARK_MASK));
+    m.attributes
+        .push(RuleAttribute::Table(GATEWAY_ROUTES_TABLE));
+    m
+}
+
+/// The slot of a reply table, if `table` is one.
+fn reply_slot(table: u32) -> Option<u8> {
+    table
+        .checked_sub(REPLY_TABLE_BASE)
+        .and_then(|s| u8::try_from(s).ok())
+        .filter(|s| *s != 0)
+}
+
+/// `ip rule add fwmark MARK/0xff000000 lookup REPLY_TABLE priority REPLY_RULE_PRIORITY`; the
+/// same message deletes it.
+fn reply_rule_message(slot: u8) -> RuleMessage {
+    let mut m = RuleMessage::default();
+    m.header.family = AddressFamily::Inet;
+    m.header.action = RuleAction::ToTable;
+    m.header.table = RouteHeader::RT_TABLE_UNSPEC;
+    m.attributes
+        .push(RuleAttribute::Priority(REPLY_RULE_PRIORITY));
+    m.attributes.push(RuleAttribute::FwMark(reply_mark(slot)));
+    m.attributes.push(RuleAttribute::FwMask(REPLY_MARK_MASK));
+    m.attributes.push(RuleAttribute::Table(reply_table(slot)));
+    m
 }
 
 fn route_table(route: &RouteMessage) -> u32 {
@@ -178,6 +253,39 @@ impl LinuxKernel {
         Ok(out)
     }
 
+    /// The slots of Seam's reply rules (`ip rule list`, priority [`REPLY_RULE_PRIORITY`]), and
+    /// whether the rule of [`GATEWAY_ROUTES_TABLE`] exists.
+    async fn observe_reply_rules(&self) -> Result<(std::collections::BTreeSet<u8>, bool)> {
+        let mut out = std::collections::BTreeSet::new();
+        let mut gateway_rule = false;
+        let mut rules = self.handle.rule().get(IpVersion::V4).execute();
+        while let Some(rule) = rules
+            .try_next()
+            .await
+            .map_err(kernel_err("list rules", "reply"))?
+        {
+            let mut priority = None;
+            let mut table = None;
+            for a in &rule.attributes {
+                match a {
+                    RuleAttribute::Priority(p) => priority = Some(*p),
+                    RuleAttribute::Table(t) => table = Some(*t),
+                    _ => {}
+                }
+            }
+            if priority == Some(REPLY_RULE_PRIORITY) {
+                if let Some(slot) = table.and_then(reply_slot) {
+                    out.insert(slot);
+                }
+            }
+            if priority == Some(GATEWAY_ROUTES_RULE_PRIORITY) && table == Some(GATEWAY_ROUTES_TABLE)
+            {
+                gateway_rule = true;
+            }
+        }
+        Ok((out, gateway_rule))
+    }
+
     async fn next_hop_del(&self, index: u32, ip: Ipv4Addr, mac: MacAddr) -> Result<()> {
         let h = &self.handle;
         neigh_del(h, index, ip, "transit neigh del").await?;
@@ -196,8 +304,11 @@ impl LinuxKernel {
 impl TransitKernel for LinuxKernel {
     async fn observe_transit(&self, desired: &DesiredTransit) -> Result<ObservedTransit> {
         let h = &self.handle;
+        let (reply_rules, gateway_rule) = self.observe_reply_rules().await?;
         let mut observed = ObservedTransit {
             egress_rules: self.observe_egress_rules().await?,
+            reply_rules,
+            gateway_rule,
             ..ObservedTransit::default()
         };
         if desired.accept_routed {
@@ -218,6 +329,24 @@ impl TransitKernel for LinuxKernel {
             .await
             .map_err(kernel_err("list routes", TRANSIT_DEVICE))?
         {
+            if route_table(&route) == GATEWAY_ROUTES_TABLE {
+                if route.header.destination_prefix_length == 32 {
+                    if let (oif, Some(dst), Some(via)) = route_fields(&route) {
+                        let direct = index.is_none() || oif != index;
+                        observed.gateway_routes.insert((dst, via, direct));
+                    }
+                }
+                continue;
+            }
+            if let Some(slot) = reply_slot(route_table(&route)) {
+                if route.header.destination_prefix_length == 0 {
+                    if let (oif, _, Some(via)) = route_fields(&route) {
+                        let direct = index.is_none() || oif != index;
+                        observed.reply_routes.insert((slot, via, direct));
+                    }
+                }
+                continue;
+            }
             if route.header.protocol == RouteProtocol::Other(TRANSIT_ROUTE_PROTOCOL)
                 && route.header.destination_prefix_length == 32
             {
@@ -467,6 +596,119 @@ impl TransitKernel for LinuxKernel {
                     .map_err(kernel_err(
                         "egress rule del",
                         format!("from {source} ({rule:?})"),
+                    )),
+            ),
+            TransitOp::ReplyRouteAdd { slot, via, direct } => {
+                let through = match direct {
+                    true => None,
+                    false => Some(require_link(h, TRANSIT_DEVICE).await?.header.index),
+                };
+                h.route()
+                    .add(reply_route_message(*slot, *via, through))
+                    .replace()
+                    .execute()
+                    .await
+                    .map_err(kernel_err(
+                        "reply route add",
+                        format!("default via {via} table {}", reply_table(*slot)),
+                    ))
+            }
+            TransitOp::ReplyRouteDel { slot, via, direct } => {
+                let through = match direct {
+                    true => None,
+                    false => match link_by_name(h, TRANSIT_DEVICE).await? {
+                        Some(link) => Some(link.header.index),
+                        // Routes through the device went with it.
+                        None => return Ok(()),
+                    },
+                };
+                ok_if_absent(
+                    h.route()
+                        .del(reply_route_message(*slot, *via, through))
+                        .execute()
+                        .await
+                        .map_err(kernel_err(
+                            "reply route del",
+                            format!("default via {via} table {}", reply_table(*slot)),
+                        )),
+                )
+            }
+            TransitOp::GatewayRouteAdd { dst, via, direct } => {
+                let through = match direct {
+                    true => None,
+                    false => Some(require_link(h, TRANSIT_DEVICE).await?.header.index),
+                };
+                h.route()
+                    .add(gateway_route_message(*dst, *via, through))
+                    .replace()
+                    .execute()
+                    .await
+                    .map_err(kernel_err(
+                        "gateway route add",
+                        format!("{dst}/32 via {via} table {GATEWAY_ROUTES_TABLE}"),
+                    ))
+            }
+            TransitOp::GatewayRouteDel { dst, via, direct } => {
+                let through = match direct {
+                    true => None,
+                    false => match link_by_name(h, TRANSIT_DEVICE).await? {
+                        Some(link) => Some(link.header.index),
+                        None => return Ok(()),
+                    },
+                };
+                ok_if_absent(
+                    h.route()
+                        .del(gateway_route_message(*dst, *via, through))
+                        .execute()
+                        .await
+                        .map_err(kernel_err(
+                            "gateway route del",
+                            format!("{dst}/32 via {via} table {GATEWAY_ROUTES_TABLE}"),
+                        )),
+                )
+            }
+            TransitOp::GatewayRuleAdd => {
+                let mut add = h.rule().add().v4();
+                *add.message_mut() = gateway_rule_message();
+                ok_if_exists(add.execute().await.map_err(kernel_err(
+                    "gateway rule add",
+                    format!("lookup {GATEWAY_ROUTES_TABLE}"),
+                )))
+            }
+            TransitOp::GatewayRuleDel => ok_if_absent(
+                h.rule()
+                    .del(gateway_rule_message())
+                    .execute()
+                    .await
+                    .map_err(kernel_err(
+                        "gateway rule del",
+                        format!("lookup {GATEWAY_ROUTES_TABLE}"),
+                    )),
+            ),
+            TransitOp::ReplyRuleAdd { slot } => {
+                let mut add = h.rule().add().v4();
+                *add.message_mut() = reply_rule_message(*slot);
+                ok_if_exists(add.execute().await.map_err(kernel_err(
+                    "reply rule add",
+                    format!(
+                        "fwmark {:#x} lookup {}",
+                        reply_mark(*slot),
+                        reply_table(*slot)
+                    ),
+                )))
+            }
+            TransitOp::ReplyRuleDel { slot } => ok_if_absent(
+                h.rule()
+                    .del(reply_rule_message(*slot))
+                    .execute()
+                    .await
+                    .map_err(kernel_err(
+                        "reply rule del",
+                        format!(
+                            "fwmark {:#x} lookup {}",
+                            reply_mark(*slot),
+                            reply_table(*slot)
+                        ),
                     )),
             ),
             TransitOp::RouteDel { dst, via, .. } => {

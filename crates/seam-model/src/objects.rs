@@ -153,6 +153,11 @@ pub struct Node {
     /// whether they share an underlay subnet (the routed transit needs both to agree).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub underlay_prefix_len: Option<u8>,
+    /// The MAC address of the interface holding `underlayIp`: what the routed transit's packets
+    /// from this node carry as their source, so a node can tell which gateway a connection came
+    /// through (and route its replies back through it, `seam_dataplane::reply`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub underlay_mac: Option<MacAddr>,
 }
 
 /// How nodes reach a gateway node (`seamd --transit-encap`), after Calico's `vxlanMode`.
@@ -186,6 +191,12 @@ impl Node {
         }
         if let Some(len) = self.underlay_prefix_len.filter(|l| *l > 32) {
             p.add("underlayPrefixLen", format!("/{len} is longer than /32"));
+        }
+        if let Some(mac) = self
+            .underlay_mac
+            .filter(|m| !m.is_unicast() || m.0 == [0; 6])
+        {
+            p.add("underlayMac", format!("{mac} is not a unicast address"));
         }
         p.finish("Node", &self.name)
     }

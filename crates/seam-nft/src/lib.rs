@@ -12,6 +12,8 @@
 //!   translates ([`services::DesiredServices`]), its maps, sets and chains
 //!   ([`services::ServiceModel`]), their text, their in-place changes and their read-back.
 //! - [`nat`]: `table ip seam-nat` as values: desired and observed, its text, the change between.
+//! - [`reply`]: the reply chains of that table, which send a LoadBalancer connection's replies back
+//!   through the gateway that translated it.
 //! - [`msg`]: the nf_tables netlink batch ([`Batch`]) of a list of [`TableOp`]s.
 //!
 //! Architecture invariant: pure. No socket, file or process: `seam-linux` opens the netlink socket
@@ -24,6 +26,7 @@ pub mod listing;
 pub mod msg;
 pub mod names;
 pub mod nat;
+pub mod reply;
 pub mod rule;
 pub mod services;
 pub mod table;

@@ -163,6 +163,32 @@ pub const SVC_CHAIN_PREFIXES: [&str; 4] = [
 /// packet of a connection passes nat chains, and its NAT binding holds for the rest.
 pub const SVC_MASQUERADE_MARK: u32 = 0x0010_0000;
 
+/// The packet and conntrack mark field that names the gateway a connection came through on a
+/// backend's node (`seam_dataplane::reply`): one slot 1..=255 per gateway in the top byte, clear
+/// of [`SVC_MASQUERADE_MARK`]. Only `table ip seam-nat`'s reply chains set or clear it.
+pub const REPLY_MARK_MASK: u32 = 0xff00_0000;
+/// How far a gateway's slot is shifted into [`REPLY_MARK_MASK`].
+pub const REPLY_MARK_SHIFT: u32 = 24;
+/// The prerouting chain of [`NAT_TABLE`] that records the gateway of each new connection in its
+/// conntrack mark and marks its replies.
+pub const REPLY_MARK_CHAIN: &str = "reply_mark";
+/// The postrouting chain of [`NAT_TABLE`] that clears [`REPLY_MARK_MASK`] once the reply is
+/// routed (a VXLAN device routes its outer packet with the inner packet's mark).
+pub const REPLY_CLEAR_CHAIN: &str = "reply_clear";
+/// The set of sources never recorded (segments and nodes: Seam's own traffic keeps its paths).
+pub const REPLY_INSIDE_SET: &str = "reply_inside";
+/// The start of every reply rule's comment; the rest says what the rule is, so a listing is
+/// compared with the desired rules by their comments.
+pub const REPLY_COMMENT_PREFIX: &str = "seam reply";
+/// The UDP port of Seam's VXLAN devices (segments and the transit), the outer packets the reply
+/// chain marks by their source.
+pub const VXLAN_UDP_PORT: u16 = 4789;
+
+/// The mark of reply slot `slot` ([`REPLY_MARK_MASK`]).
+pub fn reply_mark(slot: u8) -> u32 {
+    u32::from(slot) << REPLY_MARK_SHIFT
+}
+
 /// The longest comment nftables keeps (its limit is 128 bytes including the terminator).
 const MAX_COMMENT: usize = 127;
 

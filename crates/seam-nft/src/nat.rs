@@ -3,8 +3,11 @@
 //! ([`render_nat`]) and the change between the two ([`plan_nat`]). Why the table exists and what
 //! the agent does around it: `seam_dataplane::snat`.
 //!
-//! The table is small (two sets of prefixes and one rule), so it is always replaced whole in one
-//! `nft -f` transaction: no packet sees half of it.
+//! The table also holds the reply chains of LoadBalancer connections ([`crate::reply`]): the
+//! transit's nftables, kept in one place.
+//!
+//! The table is small (a few sets of prefixes and a rule or a few per gateway), so it is always
+//! replaced whole in one `nft -f` transaction: no packet sees half of it.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -17,14 +20,18 @@ use serde_json::Value;
 use crate::names::{
     NAT_CHAIN, NAT_FAMILY, NAT_KNOWN_SET, NAT_RULE_COMMENT, NAT_SOURCES_SET, NAT_TABLE,
 };
+use crate::reply::{render_reply, reply_from_items, DesiredReply, ObservedReply};
 
-/// What the node's NAT table should hold; `None` where no segment has `snat` on.
+/// What the node's NAT table should hold; `None` where no segment has `snat` on and no gateway's
+/// connections are recorded.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DesiredNat {
     /// The subnets of the segments with `snat` on.
     pub sources: BTreeSet<Ipv4Net>,
     /// Destinations left untranslated: every segment subnet, node address and external endpoint.
     pub known: BTreeSet<Ipv4Net>,
+    /// The reply chains of connections through the gateways ([`crate::reply`]).
+    pub reply: DesiredReply,
 }
 
 /// What exists of the NAT table on the node.
@@ -39,6 +46,8 @@ pub struct ObservedNat {
     /// [`NAT_CHAIN`] is a nat postrouting base chain holding exactly Seam's rule and nothing
     /// else.
     pub rule_ok: bool,
+    /// The reply chains.
+    pub reply: ObservedReply,
 }
 
 impl DesiredNat {
@@ -49,6 +58,7 @@ impl DesiredNat {
             sources: prefix_ranges(&self.sources),
             known: prefix_ranges(&self.known),
             rule_ok: true,
+            reply: self.reply.observed(),
         }
     }
 }
@@ -96,7 +106,7 @@ pub fn prefix_ranges(prefixes: &BTreeSet<Ipv4Net>) -> Vec<(Ipv4Addr, Ipv4Addr)> 
     merge_ranges(prefixes.iter().map(|p| (p.network(), p.broadcast())))
 }
 
-fn elements(out: &mut String, prefixes: &BTreeSet<Ipv4Net>) {
+pub(crate) fn elements(out: &mut String, prefixes: &BTreeSet<Ipv4Net>) {
     // An interval set refuses overlapping elements; aggregating also keeps the set small (pods'
     // addresses never appear: their segments cover them).
     let list: Vec<Ipv4Net> = prefixes.iter().copied().collect();
@@ -121,6 +131,7 @@ pub fn render_nat(desired: &DesiredNat) -> String {
         elements(&mut out, prefixes);
         out.push_str("\t}\n");
     }
+    render_reply(&mut out, &desired.reply);
     let _ = writeln!(out, "\tchain {NAT_CHAIN} {{");
     out.push_str("\t\ttype nat hook postrouting priority srcnat; policy accept;\n");
     // Seam's own devices (segment bridges, VXLAN, the transit) never carry a packet out of Seam:
@@ -142,7 +153,8 @@ pub fn plan_nat(desired: Option<&DesiredNat>, observed: &ObservedNat) -> Option<
             let same = observed.exists
                 && observed.rule_ok
                 && observed.sources == prefix_ranges(&d.sources)
-                && observed.known == prefix_ranges(&d.known);
+                && observed.known == prefix_ranges(&d.known)
+                && d.reply.matches(&observed.reply);
             (!same).then(|| NatOp::Replace(d.clone()))
         }
     }
@@ -165,14 +177,7 @@ pub fn nat_from_json(value: &Value) -> ObservedNat {
     let mut rules = Vec::new();
     for item in items {
         if let Some(set) = item.get("set") {
-            let ranges = merge_ranges(
-                set.get("elem")
-                    .and_then(Value::as_array)
-                    .map(Vec::as_slice)
-                    .unwrap_or_default()
-                    .iter()
-                    .filter_map(element_range),
-            );
+            let ranges = set_ranges(set);
             match set.get("name").and_then(Value::as_str) {
                 Some(NAT_SOURCES_SET) => observed.sources = ranges,
                 Some(NAT_KNOWN_SET) => observed.known = ranges,
@@ -184,9 +189,13 @@ pub fn nat_from_json(value: &Value) -> ObservedNat {
                     && chain.get("hook").and_then(Value::as_str) == Some("postrouting");
             }
         } else if let Some(rule) = item.get("rule") {
-            rules.push(rule);
+            // The reply chains' rules are read by `reply_from_items`.
+            if rule.get("chain").and_then(Value::as_str) == Some(NAT_CHAIN) {
+                rules.push(rule);
+            }
         }
     }
+    observed.reply = reply_from_items(items);
     observed.rule_ok = chain_ok
         && matches!(rules.as_slice(), [rule]
         if rule.get("chain").and_then(Value::as_str) == Some(NAT_CHAIN)
@@ -195,6 +204,18 @@ pub fn nat_from_json(value: &Value) -> ObservedNat {
                 e.iter().any(|x| x.get("masquerade").is_some())
             }));
     observed
+}
+
+/// The elements of one `ipv4_addr` interval set of a listing as merged ranges.
+pub(crate) fn set_ranges(set: &Value) -> Vec<(Ipv4Addr, Ipv4Addr)> {
+    merge_ranges(
+        set.get("elem")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(element_range),
+    )
 }
 
 /// One element of an `ipv4_addr` interval set in `nft -j` output (an address, a prefix or a
@@ -240,6 +261,7 @@ mod tests {
                 "198.18.0.12/32",
                 "203.0.113.10/32",
             ]),
+            reply: DesiredReply::default(),
         }
     }
 
@@ -294,6 +316,7 @@ mod tests {
                 ),
             ]),
             rule_ok: true,
+            reply: ObservedReply::default(),
         };
         assert_eq!(plan_nat(Some(&d), &listed), None);
         let mut edited = listed.clone();
@@ -338,6 +361,7 @@ mod tests {
             .iter()
             .map(|s| s.parse().unwrap_or_else(|_| unreachable!()))
             .collect(),
+            reply: DesiredReply::default(),
         };
         let observed = nat_from_json(&value);
         assert!(observed.rule_ok, "{observed:?}");

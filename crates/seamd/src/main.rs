@@ -178,6 +178,10 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         .interface_ipv4(&args.underlay_interface)
         .await
         .with_context(|| format!("read underlay interface {}", args.underlay_interface))?;
+    let underlay_mac = kernel
+        .interface_mac(&args.underlay_interface)
+        .await
+        .with_context(|| format!("read underlay interface {}", args.underlay_interface))?;
     seam_linux::sysctl::write("net/ipv4/ip_forward", "1").context("enable forwarding")?;
     // Policy between endpoints on one bridge is enforced in the inet forward hook, which sees
     // bridged IPv4 only through br_netfilter (a per-namespace setting). Services need it too: a
@@ -236,6 +240,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             TransitEncapArg::Always => TransitEncap::Always,
             TransitEncapArg::CrossSubnet => TransitEncap::CrossSubnet,
         },
+        underlay_mac,
         mtu: underlay_mtu.saturating_sub(VXLAN_OVERHEAD),
         socket: args.socket.clone(),
         controller,
@@ -243,6 +248,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         block_release_after_ms: args.block_release_after_ms,
         reassert_interval: std::time::Duration::from_millis(args.reassert_ms),
         serves_lb_addresses: args.external_interface.is_some(),
+        external_interface: args.external_interface.clone(),
     };
     let running = Agent::start_with_tls(config, tls, kernel, store)
         .await

@@ -15,6 +15,7 @@ fn node(name: &str, k: u8, role: NodeRole) -> Node {
         role,
         transit_encap: Default::default(),
         underlay_prefix_len: Some(15),
+        underlay_mac: None,
     }
 }
 

@@ -287,6 +287,7 @@ fn a_gateway_serves_the_lb_addresses_it_owns_while_it_holds_a_lease() {
         role: NodeRole::Gateway,
         transit_encap: Default::default(),
         underlay_prefix_len: Some(24),
+        underlay_mac: None,
     };
     let mut view = ClusterView::default();
     view.reset(Snapshot {

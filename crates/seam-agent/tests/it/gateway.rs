@@ -69,6 +69,7 @@ async fn a_gateway_serves_what_it_owns_while_its_lease_lives_and_forgets_removed
                 role: NodeRole::Gateway,
                 transit_encap: TransitEncap::CrossSubnet,
                 underlay_prefix_len: Some(15),
+                underlay_mac: None,
             },
         );
         view.node_leases

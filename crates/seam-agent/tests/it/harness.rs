@@ -106,6 +106,8 @@ pub fn agent_config(dir: &Path, node: &str, ip: Ipv4Addr, controller: &Path) -> 
             prefix_len: 15,
         },
         transit_encap: TransitEncap::CrossSubnet,
+        underlay_mac: None,
+        external_interface: None,
         mtu: 1450,
         socket: dir.join(format!("{node}-seamd.sock")),
         controller: endpoint(controller),

@@ -70,6 +70,7 @@ pub fn node(name: &str, last_octet: u8) -> Node {
         role: NodeRole::Worker,
         transit_encap: Default::default(),
         underlay_prefix_len: None,
+        underlay_mac: None,
     }
 }
 

@@ -10,6 +10,7 @@ fn gateway(name: &str, k: u8) -> Node {
         role: NodeRole::Gateway,
         transit_encap: Default::default(),
         underlay_prefix_len: Some(15),
+        underlay_mac: None,
     }
 }
 

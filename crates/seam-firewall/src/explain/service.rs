@@ -562,6 +562,7 @@ spec:
                     role: Default::default(),
                     transit_encap: Default::default(),
                     underlay_prefix_len: None,
+                    underlay_mac: None,
                 })
                 .collect(),
             endpoints: vec![

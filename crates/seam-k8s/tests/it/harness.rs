@@ -203,6 +203,7 @@ impl Env {
             role: NodeRole::Worker,
             transit_encap: Default::default(),
             underlay_prefix_len: None,
+            underlay_mac: None,
         })
         .await
         .unwrap();

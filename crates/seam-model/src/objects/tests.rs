@@ -314,3 +314,26 @@ fn a_label_key_prefix_is_checked_as_kubernetes_checks_a_dns_subdomain() {
         assert!(!is_valid_label_key(&bad), "{bad}");
     }
 }
+
+#[test]
+fn a_nodes_underlay_mac_is_optional_round_trips_and_must_be_unicast() {
+    let old: Node =
+        serde_json::from_str(r#"{"name":"gw1","underlayIp":"198.18.1.1","role":"gateway"}"#)
+            .unwrap();
+    assert_eq!(old.underlay_mac, None);
+    assert!(!serde_json::to_string(&old).unwrap().contains("underlayMac"));
+    let with: Node = serde_json::from_str(
+        r#"{"name":"gw1","underlayIp":"198.18.1.1","role":"gateway","underlayMac":"02:00:00:00:01:01"}"#,
+    )
+    .unwrap();
+    assert_eq!(with.underlay_mac, Some(MacAddr([2, 0, 0, 0, 1, 1])));
+    assert!(with.validate().is_ok());
+    let back: Node = serde_json::from_str(&serde_json::to_string(&with).unwrap()).unwrap();
+    assert_eq!(back, with);
+    let multicast = Node {
+        underlay_mac: Some(MacAddr([1, 0, 0x5e, 0, 0, 1])),
+        ..with
+    };
+    let err = multicast.validate().unwrap_err().to_string();
+    assert!(err.contains("underlayMac"), "{err}");
+}

@@ -190,6 +190,7 @@ fn apply_get_explain_delete() {
             role: NodeRole::Worker,
             transit_encap: Default::default(),
             underlay_prefix_len: None,
+            underlay_mac: None,
         })
         .await
         .unwrap();
@@ -288,6 +289,7 @@ fn explain_warns_of_a_stored_policy_it_cannot_read() {
             role: NodeRole::Worker,
             transit_encap: Default::default(),
             underlay_prefix_len: None,
+            underlay_mac: None,
         })
         .await
         .unwrap();
@@ -592,6 +594,7 @@ fn explain_through_a_service_names_each_backend_with_its_verdict() {
             role: NodeRole::Worker,
             transit_encap: Default::default(),
             underlay_prefix_len: None,
+            underlay_mac: None,
         })
         .await
         .unwrap();

@@ -25,6 +25,7 @@ use crate::gateway::{ok, seam, within};
 
 const BM1: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 const BM2: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 11);
+const WWW1: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
 const WEB_PORT: u16 = 8080;
 const DNS_PORT: u16 = 5353;
 const SHORT: Duration = Duration::from_millis(500);
@@ -504,15 +505,7 @@ fn bm1_reaches_the_loadbalancer_address_with_its_own_address_and_a_gateway_takes
 
     // The owner goes down (agent killed, its links down): the other gateway takes the address
     // over and bm1 reaches the Service again.
-    s.g.lab.processes().kill_agent(&owner, "KILL").unwrap();
-    let owner_ns = format!("{}-{owner}", s.g.lab.name);
-    for dev in ["eth1", "eth0"] {
-        let out = std::process::Command::new("ip")
-            .args(["-n", &owner_ns, "link", "set", dev, "down"])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-    }
+    crash_gateway(&mut s.g, &owner);
     let started = Instant::now();
     within(20, &format!("{other} takes {lb} over"), || {
         holder(&s.g, &[&other], lb).is_some()
@@ -526,6 +519,171 @@ fn bm1_reaches_the_loadbalancer_address_with_its_own_address_and_a_gateway_takes
     let t = many(&bm1.netns_path, Transport::Tcp, lb, 80, 60);
     assert_eq!(t.failures(), 0, "{}", t.summary());
     assert_eq!(t.clients_seen, BTreeSet::from([BM1]));
+}
+
+/// The slots of Seam's reply rules in node `node`'s namespace (`ip -j rule show`, priority
+/// 0x5e9f: `fwmark SLOT<<24/0xff000000 lookup 0x5ea100+SLOT`).
+fn reply_rules(g: &LabGuard, node: &str) -> Vec<String> {
+    let rules = seam_e2e::ip_json(&format!("{}-{node}", g.lab.name), &["rule", "show"]);
+    rules
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["priority"].as_u64() == Some(0x5e9f))
+        .map(|r| format!("fwmark {} lookup {}", r["fwmark"], r["table"]))
+        .collect()
+}
+
+/// Takes gateway `gw` down as a crash would: its agent killed, its links down.
+fn crash_gateway(g: &mut LabGuard, gw: &str) {
+    g.lab.processes().kill_agent(gw, "KILL").unwrap();
+    let netns = format!("{}-{gw}", g.lab.name);
+    for dev in ["eth1", "eth0"] {
+        let out = std::process::Command::new("ip")
+            .args(["-n", &netns, "link", "set", dev, "down"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+}
+
+#[test]
+#[ignore = "privileged: netns"]
+fn with_two_live_gateways_every_loadbalancer_address_answers_clients_behind_either() {
+    let mut s = setup("e2e-svrp", 2);
+    let bm1 = external_network(&mut s);
+    s.g.lab.topology().add_gateway("gw2").unwrap();
+    let bm2 =
+        s.g.lab
+            .workloads()
+            .add_server(
+                "bm2",
+                BM2,
+                "gw2",
+                &[seam_lab::gateway::DEFAULT_POOL, "198.18.0.0/15"],
+            )
+            .unwrap();
+    let lab = s.g.lab.name.clone();
+    let bm2_address = BM2.to_string();
+    ok(&seam(
+        &lab,
+        &[
+            "external",
+            "add",
+            "bm2",
+            "--gateway",
+            "gw2",
+            "--address",
+            &bm2_address,
+            "--labels",
+            "role=client",
+        ],
+    ));
+    // And a host on the "internet", behind the router on the external network: an address Seam
+    // does not know, which no node has a route to.
+    let www1 = s.g.lab.workloads().add_internet_host("www1", WWW1).unwrap();
+    let clients = [
+        ("bm1 (behind gw1)", bm1.netns_path.clone(), BM1),
+        ("bm2 (behind gw2)", bm2.netns_path.clone(), BM2),
+        ("www1 (unknown)", www1.netns_path.clone(), WWW1),
+    ];
+    // Four Services, four addresses of the pool: rendezvous hashing gives each gateway some
+    // (203.0.113.200 and .201 go to gw1, .202 and .203 to gw2).
+    let gateways = ["gw1", "gw2"];
+    let mut owners = BTreeMap::new();
+    for i in 1..=4 {
+        let name = format!("lb{i}");
+        apply(
+            &s.g,
+            &name,
+            &service_yaml(
+                &name,
+                "app: web",
+                "  type: LoadBalancer\n",
+                "seam.dev/address-pool: external",
+            ),
+        );
+        let lb = lb_address(&s.g, &name);
+        let owner = wait_for(10, &format!("a gateway holds {lb}"), || {
+            holder(&s.g, &gateways, lb)
+        });
+        owners.insert(lb, owner);
+    }
+    println!("owners: {owners:?}");
+    for gw in gateways {
+        assert!(
+            owners.values().any(|o| o == gw),
+            "{gw} holds none of the addresses: {owners:?}"
+        );
+    }
+    // Every node routes replies back by the gateway a connection came through: one rule (and
+    // table) per other gateway; a gateway has one for the other.
+    for (node, count) in [("n1", 2), ("n2", 2), ("gw1", 1), ("gw2", 1)] {
+        within(10, &format!("{node} holds {count} reply rules"), || {
+            reply_rules(&s.g, node).len() == count
+        });
+    }
+    // Each client reaches every address, whichever gateway holds it; every backend sees the
+    // client's own address.
+    for (lb, owner) in &owners {
+        for (client, netns, address) in &clients {
+            let what = format!("{client} -> {lb}:80 (held by {owner})");
+            reaches(netns, Transport::Tcp, *lb, 80);
+            let t = many(netns, Transport::Tcp, *lb, 80, 60);
+            println!("{what}: {}", t.summary());
+            assert_eq!(t.failures(), 0, "{what}: {}", t.summary());
+            assert_eq!(names(&t), set(&["web-1", "web-2", "web-3"]), "{what}");
+            assert_eq!(t.clients_seen, BTreeSet::from([*address]), "{what}");
+            let r = reaches(netns, Transport::Udp, *lb, 53);
+            assert_eq!(r.client, *address, "{what}, UDP");
+        }
+    }
+
+    // With snat on for the web pods' segment, the nodes send that segment's traffic for unknown
+    // destinations (www1) to the egress gateway, which would masquerade it (policy rules after
+    // the reply rules): replies still go back through the gateway that translated, untranslated.
+    ok(&seam(&lab, &["segment", "snat", "ns-web", "on"]));
+    within(10, "n1 routes ns-web's egress to a gateway", || {
+        seam_e2e::ip_json(&format!("{lab}-n1"), &["rule", "show"])
+            .as_array()
+            .is_some_and(|rules| rules.iter().any(|r| r["priority"].as_u64() == Some(0x5ea1)))
+    });
+    for (lb, owner) in &owners {
+        for (client, netns, address) in &clients {
+            let t = many(netns, Transport::Tcp, *lb, 80, 30);
+            let what = format!("{client} -> {lb} (held by {owner}) with snat on");
+            assert_eq!(t.failures(), 0, "{what}: {}", t.summary());
+            assert_eq!(t.clients_seen, BTreeSet::from([*address]), "{what}");
+        }
+    }
+    ok(&seam(&lab, &["segment", "snat", "ns-web", "off"]));
+
+    // gw2 goes down: gw1 takes every address over, the nodes drop their way back through gw2
+    // (its rule and table), and bm1 still reaches every address.
+    crash_gateway(&mut s.g, "gw2");
+    within(20, "gw1 holds every address", || {
+        owners
+            .keys()
+            .all(|lb| holder(&s.g, &["gw1"], *lb).is_some())
+    });
+    for node in ["n1", "n2"] {
+        within(
+            20,
+            &format!("{node} keeps only its way back through gw1"),
+            || reply_rules(&s.g, node).len() == 1,
+        );
+    }
+    for lb in owners.keys() {
+        reaches(&bm1.netns_path, Transport::Tcp, *lb, 80);
+        let t = many(&bm1.netns_path, Transport::Tcp, *lb, 80, 30);
+        assert_eq!(
+            t.failures(),
+            0,
+            "bm1 -> {lb} after gw2 went: {}",
+            t.summary()
+        );
+        assert_eq!(t.clients_seen, BTreeSet::from([BM1]));
+    }
 }
 
 #[test]
