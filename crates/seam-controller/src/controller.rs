@@ -174,11 +174,14 @@ impl Controller {
         })
     }
 
-    /// Campaigns for leadership and leads or stands by until [`Controller::stop_watches`];
-    /// returns at once for a controller that is not a replica.
+    /// Campaigns for leadership and leads or stands by until [`Controller::stop_watches`].
+    /// A controller that is not a replica leads from the start: it retries the pending
+    /// LoadBalancer Services (a previous run may have stopped between freeing an address and
+    /// retrying them) and returns.
     pub async fn run_election(&self) {
-        if let Some(replica) = self.inner.replica.clone() {
-            crate::election::run(self.clone(), replica, self.stopped()).await;
+        match self.inner.replica.clone() {
+            Some(replica) => crate::election::run(self.clone(), replica, self.stopped()).await,
+            None => self.retry_pending_logged().await,
         }
     }
 

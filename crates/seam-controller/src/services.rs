@@ -7,8 +7,10 @@
 //! `/seam/v1/allocations/` created with `Absent` compares, kept with `ModRevision` compares and
 //! deleted with the Service, so no two Services ever hold one of them, across replicas too. A
 //! LoadBalancer Service whose pool is missing or exhausted is stored without an address and
-//! with an `AddressAllocated=False` condition; after every pool write (and Service delete) the
-//! controller tries the pending ones again ([`Controller::retry_pending_services`]).
+//! with an `AddressAllocated=False` condition; after every pool write, every Service write or
+//! delete that frees an address, and when a controller starts leading (the previous leader may
+//! have stopped in between), the controller tries the pending ones again
+//! ([`Controller::retry_pending_services`]).
 //!
 //! Address pools may not overlap each other, the service range, a segment or the controller's
 //! pool; a pool cannot lose (or be deleted with) addresses Services hold.
@@ -341,8 +343,20 @@ impl Controller {
     }
 
     /// Creates or replaces a Service, with its allocations; returns it as stored (ClusterIP,
-    /// node ports and LoadBalancer address filled in, or the condition saying why not).
+    /// node ports and LoadBalancer address filled in, or the condition saying why not). A
+    /// change that frees a LoadBalancer address (a type change away from LoadBalancer, another
+    /// pool) retries the pending Services after it.
     pub async fn put_service(&self, service: Service) -> Result<Service> {
+        let (stored, freed) = self.write_service(service).await?;
+        if freed {
+            self.retry_pending_logged().await;
+        }
+        Ok(stored)
+    }
+
+    /// Writes a Service with its allocations; returns it as stored and whether it freed a
+    /// LoadBalancer address.
+    async fn write_service(&self, service: Service) -> Result<(Service, bool)> {
         validate_service(&service)?;
         let _guard = self.write_lock().await?;
         let name = service.key();
@@ -354,7 +368,7 @@ impl Controller {
         let txn = with_changes(txn, &plan.changes, &name)?
             .put(&key, encode(ObjectKind::Service, &name, &plan.service)?);
         self.commit_once(txn, ObjectKind::Service, &name).await?;
-        Ok(plan.service)
+        Ok((plan.service, allocate::frees_lb_address(&plan.changes)))
     }
 
     /// Deletes the Service `namespace/name` and frees what it held.
@@ -525,7 +539,8 @@ impl Controller {
     }
 
     /// Gives pending LoadBalancer Services (no address yet) one if a pool now has it; returns
-    /// how many got one. Called after every pool write.
+    /// how many got one. Called after every pool write, every Service write or delete that
+    /// frees an address, and when this controller starts leading.
     pub async fn retry_pending_services(&self) -> Result<usize> {
         let pending: Vec<Service> = self
             .services()
@@ -539,8 +554,8 @@ impl Controller {
         let mut allocated = 0;
         for service in pending {
             let name = service.key();
-            match self.put_service(service).await {
-                Ok(s) if !s.status.load_balancer.ingress.is_empty() => {
+            match self.write_service(service).await {
+                Ok((s, _)) if !s.status.load_balancer.ingress.is_empty() => {
                     tracing::info!(service = %name, address = %s.status.load_balancer.ingress[0].ip, "allocated a pending LoadBalancer address");
                     allocated += 1;
                 }

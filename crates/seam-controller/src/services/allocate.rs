@@ -53,9 +53,12 @@ pub(crate) fn node_port_key(protocol: PortProtocol, port: u16) -> String {
     format!("{ALLOCATIONS}nodeports/{}/{port}", protocol.as_str())
 }
 
+/// The folder of LoadBalancer address index keys, below [`ALLOCATIONS`].
+const LB_ADDRESSES: &str = "lbaddresses/";
+
 /// The index key of LoadBalancer address `ip`.
 pub(crate) fn lb_address_key(ip: Ipv4Addr) -> String {
-    format!("{ALLOCATIONS}lbaddresses/{ip}")
+    format!("{ALLOCATIONS}{LB_ADDRESSES}{ip}")
 }
 
 /// One index key as stored or as planned.
@@ -568,6 +571,14 @@ pub(crate) fn plan(
     Ok(Plan {
         service: wanted,
         changes,
+    })
+}
+
+/// Whether `changes` free a LoadBalancer address (a pending Service may take it).
+pub(crate) fn frees_lb_address(changes: &[Change]) -> bool {
+    changes.iter().any(|c| {
+        matches!(c, Change::Free(key, _)
+            if key.strip_prefix(ALLOCATIONS).is_some_and(|k| k.starts_with(LB_ADDRESSES)))
     })
 }
 
