@@ -11,7 +11,8 @@
 //! Order: a requested value is honoured or refused (outside its range: 400 `Invalid` with the
 //! field path; held by another Service: 409 `Conflict` naming it); what a Service already holds
 //! is kept (an update that leaves `clusterIP` or a `nodePort` out keeps it, as Kubernetes does;
-//! a changed ClusterIP is refused: it is immutable); the rest is the first free value from a
+//! a changed ClusterIP is refused: it is immutable; a change to ClusterIP drops the node ports
+//! carried over from the old version and frees them, as Kubernetes does); the rest is the first free value from a
 //! start derived from the Service's key (FNV-1a), so allocations do not cluster at the range's
 //! start. LoadBalancer addresses come lowest first from the named pool, or from the auto-assign
 //! pools in name order; none free (or no such pool) leaves the Service without one and with an
@@ -329,6 +330,20 @@ impl Planner<'_, '_> {
             .filter(|c| c.spec.service_type != ServiceType::ClusterIP)
             .map(|c| c.spec.ports.clone())
             .unwrap_or_default();
+        // A change to ClusterIP that carries the old node ports over (every one given was the
+        // Service's) drops them, as Kubernetes' API server does (`kubectl apply` of the
+        // fetched object with only `type` changed); their keys are freed with the plan. A
+        // node port the Service did not have is still refused.
+        if service_type == ServiceType::ClusterIP
+            && wanted.spec.ports.iter().all(|p| {
+                p.node_port
+                    .is_none_or(|n| old_ports.iter().any(|o| o.node_port == Some(n)))
+            })
+        {
+            for port in &mut wanted.spec.ports {
+                port.node_port = None;
+            }
+        }
         for i in 0..wanted.spec.ports.len() {
             let port = wanted.spec.ports[i].clone();
             let path = format!("spec.ports[{i}].nodePort");
