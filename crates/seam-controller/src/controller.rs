@@ -351,7 +351,8 @@ impl Controller {
     }
 
     /// Creates or replaces a node. Underlay addresses are unique, routable unicast and outside
-    /// every pod range ([`crate::ownership::check_node_underlay`]).
+    /// every pod range ([`crate::ownership::check_node_underlay`]) and the Services' addresses
+    /// ([`crate::services::service_space_holder`]).
     pub async fn put_node(&self, node: Node) -> Result<Node> {
         node.validate()?;
         let _guard = self.write_lock().await?;
@@ -361,6 +362,14 @@ impl Controller {
             segments.iter().map(|s| &s.object),
             self.config().pool,
         )?;
+        if let Some((range, owner)) = self.service_space_holder(node.underlay_ip).await? {
+            return Err(Error::UnderlayInPodRange {
+                node: node.name.clone(),
+                ip: node.underlay_ip,
+                range,
+                owner,
+            });
+        }
         let nodes = self.read_all::<Node>(ObjectKind::Node).await?;
         if let Some(other) = nodes
             .iter()

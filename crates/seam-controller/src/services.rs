@@ -529,6 +529,26 @@ impl Controller {
         invalid("Segment", &segment.name, errors)
     }
 
+    /// [`service_space_holder`] of `ip`, from what is stored.
+    pub(crate) async fn service_space_holder(
+        &self,
+        ip: std::net::Ipv4Addr,
+    ) -> Result<Option<(Ipv4Net, String)>> {
+        let pools: Vec<AddressPool> = self
+            .read_all::<AddressPool>(ObjectKind::AddressPool)
+            .await?
+            .into_iter()
+            .map(|p| p.object)
+            .collect();
+        let services = self.services().await?;
+        Ok(service_space_holder(
+            ip,
+            self.config().service_cidr,
+            &pools,
+            &services,
+        ))
+    }
+
     pub(crate) async fn services(&self) -> Result<Vec<Service>> {
         Ok(self
             .read_all::<Service>(ObjectKind::Service)
@@ -575,6 +595,49 @@ impl Controller {
             tracing::warn!(error = %e, "cannot retry pending LoadBalancer Services");
         }
     }
+}
+
+/// What of the Services' address space holds `ip`, as the range that holds it and a name for
+/// the holder: a Service's ClusterIP, externalIP or LoadBalancer address, an address pool or the
+/// service range; `None` when none does. A node or an external endpoint may not take such an
+/// address: the Service tables would translate traffic meant for it.
+pub(crate) fn service_space_holder(
+    ip: std::net::Ipv4Addr,
+    service_cidr: Ipv4Net,
+    pools: &[AddressPool],
+    services: &[Service],
+) -> Option<(Ipv4Net, String)> {
+    let host = Ipv4Net::from(ip);
+    for service in services {
+        let key = service.key();
+        if service.spec.cluster_ip == seam_model::ClusterIp::Address(ip) {
+            return Some((host, format!("the ClusterIP of Service {key}")));
+        }
+        if service.spec.external_ips.contains(&ip) {
+            return Some((host, format!("an externalIP of Service {key}")));
+        }
+        if service
+            .status
+            .load_balancer
+            .ingress
+            .iter()
+            .any(|i| i.ip == ip)
+        {
+            return Some((host, format!("the LoadBalancer address of Service {key}")));
+        }
+    }
+    if let Some((pool, net)) = pools
+        .iter()
+        .find_map(|p| p.addresses.iter().find(|n| n.contains(&ip)).map(|n| (p, n)))
+    {
+        return Some((*net, format!("address pool {:?}", pool.name)));
+    }
+    service_cidr.contains(&ip).then(|| {
+        (
+            service_cidr,
+            "the service range (--service-cidr)".to_string(),
+        )
+    })
 }
 
 /// The Services holding a LoadBalancer address `inside` accepts.

@@ -137,6 +137,17 @@ impl Reserved {
                 "{net} overlaps the controller's pool {pool}, from which segments are carved"
             ));
         }
+        // An address a pool holds would be translated by every node's Service table.
+        if let Some((name, ip)) = self.nodes.iter().find(|(_, a)| net.contains(a)) {
+            return Some(format!(
+                "{net} holds {ip}, the underlay address of node {name:?}"
+            ));
+        }
+        if let Some((name, ip)) = self.endpoints.iter().find(|(_, a)| net.contains(a)) {
+            return Some(format!(
+                "{net} holds {ip}, the address of endpoint {name:?}"
+            ));
+        }
         None
     }
 }

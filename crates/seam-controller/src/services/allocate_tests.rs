@@ -416,8 +416,18 @@ fn addresses_of_nodes_endpoints_and_segments_are_never_given() {
     assert!(reserved
         .net_collision("10.0.0.0/8".parse().unwrap())
         .is_some());
-    assert!(reserved
+    // A pool may not hold a node's or an endpoint's address (pools stored before that rule
+    // may: the allocation above skips them).
+    let why = reserved
         .net_collision("192.0.2.0/24".parse().unwrap())
+        .unwrap();
+    assert!(why.contains("underlay address of node \"gw\""), "{why}");
+    let why = reserved
+        .net_collision("192.0.2.1/32".parse().unwrap())
+        .unwrap();
+    assert!(why.contains("endpoint \"web/bm1\""), "{why}");
+    assert!(reserved
+        .net_collision("192.0.2.128/25".parse().unwrap())
         .is_none());
 }
 

@@ -512,3 +512,62 @@ async fn a_controller_that_starts_leading_retries_the_pending_services() {
     replica.stop_watches();
     election.await.unwrap();
 }
+
+#[tokio::test]
+async fn nodes_externals_and_services_never_share_an_address() {
+    let srv = Server::memory().await;
+    let c = &srv.client;
+    let mut gw = node("gw1", 1);
+    gw.role = seam_model::NodeRole::Gateway;
+    c.put_node(&gw).await.unwrap();
+    let bm1 = seam_model::External {
+        name: "bm1".to_string(),
+        namespace: "external".to_string(),
+        gateway: "gw1".to_string(),
+        addresses: vec![ip("203.0.113.10")],
+        labels: BTreeMap::new(),
+    };
+    c.put_external(&bm1).await.unwrap();
+
+    // A pool may not hold a node's or an endpoint's address.
+    for (prefix, says) in [
+        ("198.18.0.0/24", "underlay address of node \"gw1\""),
+        ("203.0.113.8/29", "203.0.113.10, the address of endpoint"),
+    ] {
+        let err = c.put_address_pool(&pool("p", &[prefix])).await.unwrap_err();
+        assert!(err.is_invalid(), "{prefix}: {err}");
+        assert!(err.to_string().contains(says), "{prefix}: {err}");
+    }
+
+    c.put_address_pool(&pool("public", &["203.0.113.200/29"]))
+        .await
+        .unwrap();
+    let mut front = service("front", ServiceType::LoadBalancer);
+    front.spec.external_ips = vec![ip("192.0.2.50")];
+    let front = c.put_service(&front).await.unwrap();
+    let lb = lb_address(&front).unwrap();
+
+    // Nor may a node or an external endpoint take an address the Services hold.
+    for (address, says) in [
+        (cluster_ip(&front), "the ClusterIP of Service web/front"),
+        (lb, "the LoadBalancer address of Service web/front"),
+        (ip("192.0.2.50"), "an externalIP of Service web/front"),
+        (ip("203.0.113.206"), "address pool \"public\""),
+        (ip("10.100.0.1"), "the service range"),
+    ] {
+        let mut n = node("n2", 2);
+        n.underlay_ip = address;
+        let err = c.put_node(&n).await.unwrap_err();
+        assert!(err.is_conflict(), "{address}: {err}");
+        assert!(err.to_string().contains(says), "{address}: {err}");
+
+        let mut other = bm1.clone();
+        other.name = "bm2".to_string();
+        other.addresses = vec![address];
+        let err = c.put_external(&other).await.unwrap_err();
+        assert!(err.is_invalid(), "{address}: {err}");
+        assert!(err.to_string().contains(says), "{address}: {err}");
+    }
+    assert_eq!(c.list_nodes().await.unwrap().len(), 1);
+    srv.stop().await;
+}
