@@ -25,7 +25,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use ipnet::Ipv4Net;
 use seam_model::{
-    AddressPool, Endpoint, EndpointSlice, FieldError, Node, ObjectKind, Segment, Service,
+    overlaps, AddressPool, Endpoint, EndpointSlice, FieldError, Node, ObjectKind, Segment, Service,
     ServiceType,
 };
 use seam_store::{Compare, Datastore, Txn};
@@ -77,10 +77,6 @@ pub(crate) fn validate_pool(pool: &AddressPool) -> Result<()> {
 
 fn invalid(kind: &'static str, name: &str, errors: Vec<FieldError>) -> Result<()> {
     crate::controller::invalid_if_any(kind, name, errors)
-}
-
-fn overlaps(a: &Ipv4Net, b: &Ipv4Net) -> bool {
-    a.contains(&b.network()) || b.contains(&a.network())
 }
 
 /// `namespace/name` from a request path's name, refused unless it is exactly that.
@@ -430,14 +426,14 @@ impl Controller {
             if let Some(why) = state.reserved.net_collision(*net) {
                 errors.push(field_error(&path, why));
             }
-            if overlaps(net, &services_cidr) {
+            if overlaps(*net, services_cidr) {
                 errors.push(field_error(
                     &path,
                     format!("{net} overlaps the service range {services_cidr} (--service-cidr)"),
                 ));
             }
             for other in state.pools.iter().filter(|p| p.name != pool.name) {
-                if let Some(o) = other.addresses.iter().find(|o| overlaps(net, o)) {
+                if let Some(o) = other.addresses.iter().find(|o| overlaps(*net, **o)) {
                     errors.push(field_error(
                         &path,
                         format!("{net} overlaps {o} of address pool {:?}", other.name),
@@ -498,7 +494,7 @@ impl Controller {
     pub(crate) async fn check_segment_against_services(&self, segment: &Segment) -> Result<()> {
         let mut errors = Vec::new();
         let services_cidr = self.config().service_cidr;
-        if overlaps(&segment.subnet, &services_cidr) {
+        if overlaps(segment.subnet, services_cidr) {
             errors.push(field_error(
                 "subnet",
                 format!(
@@ -515,7 +511,7 @@ impl Controller {
                 .object
                 .addresses
                 .iter()
-                .find(|n| overlaps(n, &segment.subnet))
+                .find(|n| overlaps(**n, segment.subnet))
             {
                 errors.push(field_error(
                     "subnet",

@@ -50,12 +50,6 @@ fn connectionless(protocol: PortProtocol) -> bool {
     matches!(protocol, PortProtocol::Udp | PortProtocol::Sctp)
 }
 
-fn protocol_of(key: &FrontendKey) -> PortProtocol {
-    match key {
-        FrontendKey::Address { protocol, .. } | FrontendKey::NodePort { protocol, .. } => *protocol,
-    }
-}
-
 /// The (frontend, backend) pairs of UDP and SCTP frontends that `old` had and `new` does not
 /// (a backend gone, or the whole frontend gone), sorted.
 pub fn stale_flows(old: &DesiredServices, new: &DesiredServices) -> Vec<StaleFlow> {
@@ -67,7 +61,7 @@ pub fn stale_flows(old: &DesiredServices, new: &DesiredServices) -> Vec<StaleFlo
     let mut stale: Vec<StaleFlow> = old
         .frontends
         .iter()
-        .filter(|f| connectionless(protocol_of(&f.key)))
+        .filter(|f| connectionless(f.key.protocol()))
         .flat_map(|f| {
             let kept = now.get(&f.key);
             f.backends

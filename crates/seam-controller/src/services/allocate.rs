@@ -126,7 +126,7 @@ impl Reserved {
 
     /// Why `net` may not hold Service addresses (a pool prefix), `None` when it may.
     pub(crate) fn net_collision(&self, net: Ipv4Net) -> Option<String> {
-        let overlaps = |a: &Ipv4Net| a.contains(&net.network()) || net.contains(&a.network());
+        let overlaps = |a: &Ipv4Net| seam_model::overlaps(*a, net);
         if let Some((name, subnet)) = self.segments.iter().find(|(_, s)| overlaps(s)) {
             return Some(format!(
                 "{net} overlaps segment {name:?} subnet {subnet} (pod and VM addresses)"
@@ -172,21 +172,12 @@ pub(crate) struct Plan {
     pub(crate) changes: Vec<Change>,
 }
 
-/// FNV-1a (64 bits): a start that stays the same across versions and machines.
-fn fnv1a(text: &str) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in text.bytes() {
-        hash ^= u64::from(b);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    hash
-}
-
 /// The first value of `first..=last` from a start derived from `seed` (wrapping around) that
 /// `free` accepts.
 fn first_free_from(seed: &str, first: u32, last: u32, free: impl Fn(u32) -> bool) -> Option<u32> {
     let size = u64::from(last.checked_sub(first)?) + 1;
-    let start = fnv1a(seed) % size;
+    // FNV-1a: a start that stays the same across versions and machines.
+    let start = seam_model::fnv::fnv1a(seed) % size;
     (0..size)
         .map(|i| first as u64 + (start + i) % size)
         .filter_map(|v| u32::try_from(v).ok())
