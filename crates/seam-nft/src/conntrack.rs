@@ -1,5 +1,6 @@
 //! Stale conntrack entries of Services, as values: which (frontend, backend) pairs a change of
-//! the Services removed ([`stale_flows`]), which kernel entries belong to them ([`CtEntry::is_of`]),
+//! the Services removed, and which frontends got their first backend ([`stale_flows`]), which
+//! kernel entries belong to them ([`CtEntry::is_of`]),
 //! and the ctnetlink messages that list the entries ([`dump_request`], read back by
 //! [`parse_dump`]) and delete one ([`delete_request`]).
 //!
@@ -10,6 +11,12 @@
 //! connection, translated to a backend that exists. TCP needs nothing: the client's
 //! retransmissions are reset or time out, and it reconnects. This is kube-proxy's
 //! `conntrack -D -p udp --orig-dst FRONTEND --dst-nat BACKEND`.
+//!
+//! The same holds the other way round: datagrams sent to a frontend while nothing translated it
+//! (the Service had no endpoint, or the node had not written it yet) made entries that were not
+//! translated, and the stream keeps following them past the translation once the frontend has a
+//! backend. kube-proxy deletes the entries of a UDP Service's ClusterIP and node ports when it
+//! goes from no endpoint to some; Seam deletes those of the frontend that were not translated.
 //!
 //! The messages are `netlink-packet-netfilter`'s conntrack messages (its 0.4 has `Get`,
 //! `Delete`, the tuples and their parsing); only the netlink flags and the selection are Seam's.
@@ -35,13 +42,15 @@ use seam_model::PortProtocol;
 
 use crate::services::{DesiredServices, FrontendKey};
 
-/// A backend a frontend no longer has: its entries are stale.
+/// Entries of a frontend that are stale: those translated to a backend it no longer has, or
+/// those it did not translate now that it has backends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StaleFlow {
     /// The frontend (an address and port, or a node port on any local address).
     pub frontend: FrontendKey,
-    /// The backend removed from it (address, port).
-    pub backend: (Ipv4Addr, u16),
+    /// `Some`: the backend removed from it (address, port), whose entries are stale. `None`: the
+    /// frontend had no backend and has some now: its entries that were not translated are.
+    pub backend: Option<(Ipv4Addr, u16)>,
 }
 
 /// The protocols whose stale entries are deleted: those without a connection the client would
@@ -50,14 +59,29 @@ fn connectionless(protocol: PortProtocol) -> bool {
     matches!(protocol, PortProtocol::Udp | PortProtocol::Sctp)
 }
 
-/// The (frontend, backend) pairs of UDP and SCTP frontends that `old` had and `new` does not
-/// (a backend gone, or the whole frontend gone), sorted.
+/// The stale flows of UDP and SCTP frontends, sorted: the (frontend, backend) pairs that `old`
+/// had and `new` does not (a backend gone, or the whole frontend gone), and the frontends with
+/// backends in `new` that had none in `old` (or were not there).
 pub fn stale_flows(old: &DesiredServices, new: &DesiredServices) -> Vec<StaleFlow> {
     let now: BTreeMap<&FrontendKey, &Vec<(Ipv4Addr, u16)>> = new
         .frontends
         .iter()
         .map(|f| (&f.key, &f.backends))
         .collect();
+    let before: BTreeMap<&FrontendKey, &Vec<(Ipv4Addr, u16)>> = old
+        .frontends
+        .iter()
+        .map(|f| (&f.key, &f.backends))
+        .collect();
+    let served = new
+        .frontends
+        .iter()
+        .filter(|f| connectionless(f.key.protocol()) && !f.backends.is_empty())
+        .filter(|f| before.get(&f.key).is_none_or(|b| b.is_empty()))
+        .map(|f| StaleFlow {
+            frontend: f.key,
+            backend: None,
+        });
     let mut stale: Vec<StaleFlow> = old
         .frontends
         .iter()
@@ -69,9 +93,10 @@ pub fn stale_flows(old: &DesiredServices, new: &DesiredServices) -> Vec<StaleFlo
                 .filter(move |b| !kept.is_some_and(|k| k.contains(b)))
                 .map(|b| StaleFlow {
                     frontend: f.key,
-                    backend: *b,
+                    backend: Some(*b),
                 })
         })
+        .chain(served)
         .collect();
     stale.sort();
     stale.dedup();
@@ -95,7 +120,8 @@ pub struct CtEntry {
 
 impl CtEntry {
     /// Whether this entry is a connection of `flow`: sent to its frontend (for a node port, to
-    /// that port of any address) and translated to its backend (the reply comes from it).
+    /// that port of any address) and translated to its backend (the reply comes from it), or
+    /// for a flow without a backend, not translated (the reply comes from where it was sent).
     pub fn is_of(&self, flow: &StaleFlow) -> bool {
         let frontend = match flow.frontend {
             FrontendKey::Address {
@@ -111,7 +137,12 @@ impl CtEntry {
                     && self.orig_dst.1 == port
             }
         };
-        frontend && self.reply_src == flow.backend && self.reply_src != self.orig_dst
+        let translated = self.reply_src != self.orig_dst;
+        frontend
+            && match flow.backend {
+                Some(backend) => translated && self.reply_src == backend,
+                None => !translated,
+            }
     }
 }
 

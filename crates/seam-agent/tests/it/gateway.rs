@@ -108,7 +108,7 @@ async fn a_gateway_serves_what_it_owns_while_its_lease_lives_and_forgets_removed
     })
     .await;
 
-    // A UDP frontend loses backend A once the table without it is applied.
+    // A UDP frontend gets backends, then loses backend A, once the tables are applied.
     let (a, b) = (
         (Ipv4Addr::new(10, 240, 0, 5), 53),
         (Ipv4Addr::new(10, 240, 1, 5), 53),
@@ -130,16 +130,26 @@ async fn a_gateway_serves_what_it_owns_while_its_lease_lives_and_forgets_removed
             ..Default::default()
         })
     };
+    // Its first backends: the entries datagrams made before, untranslated, go.
     agent.applied_services.send_replace(services(&[a, b]));
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    assert!(kernel.state().conntrack_deleted.is_empty());
+    let untranslated = StaleFlow {
+        frontend: key,
+        backend: None,
+    };
+    eventually("the untranslated entries are deleted", || async {
+        kernel.state().conntrack_deleted == [untranslated]
+    })
+    .await;
     agent.applied_services.send_replace(services(&[b]));
     eventually("A's entries are deleted", || async {
         kernel.state().conntrack_deleted
-            == [StaleFlow {
-                frontend: key,
-                backend: a,
-            }]
+            == [
+                untranslated,
+                StaleFlow {
+                    frontend: key,
+                    backend: Some(a),
+                },
+            ]
     })
     .await;
     task.abort();
