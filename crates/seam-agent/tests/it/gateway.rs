@@ -181,3 +181,47 @@ impl seam_dataplane::lb::ConntrackKernel for SharedFake {
         self.0.delete_conntrack(flows).await
     }
 }
+
+#[tokio::test]
+async fn a_node_that_snats_node_port_clients_loosens_its_underlay_reverse_path_filter() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = Controller::start(&dir.path().join("ctl.sock"), Default::default()).await;
+    let cfg = agent_config(dir.path(), "n1", Ipv4Addr::new(198, 18, 1, 11), &ctl.sock);
+    let sock = cfg.socket.clone();
+    let running = Agent::start(cfg, FakeKernel::default(), AnyStore::memory())
+        .await
+        .unwrap();
+    wait_ready(&sock).await;
+    let agent = running.agent.clone();
+    let kernel = FakeKernel::default();
+    let reconcile = || async {
+        let (want, nat) = seam_agent::transit::desired_transit(&agent).await;
+        seam_agent::transit::reconcile_transit(&kernel, &want, nat.as_ref())
+            .await
+            .unwrap();
+        kernel.state().transit.underlay_loose
+    };
+    // A worker with no Service: reverse-path filtering stays as the operator set it.
+    assert!(!reconcile().await);
+
+    // A Service with a NodePort (externalTrafficPolicy Cluster): every node SNATs its clients to
+    // its underlay address, and a backend on another node replies to it from a pod address
+    // (routed here into the segment's bridge) over the underlay.
+    let mut service = lb_service(Ipv4Addr::new(203, 0, 113, 101));
+    service.spec.service_type = ServiceType::NodePort;
+    service.status = ServiceStatus::default();
+    let mut local = service.clone();
+    local.name = "local".into();
+    local.spec.external_traffic_policy = seam_model::TrafficPolicy::Local;
+    // Local keeps the client's address: nothing to loosen.
+    agent.view.write().await.services.insert(local.key(), local);
+    assert!(!reconcile().await);
+    agent
+        .view
+        .write()
+        .await
+        .services
+        .insert(service.key(), service);
+    assert!(reconcile().await);
+    running.abort();
+}
