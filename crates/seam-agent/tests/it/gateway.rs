@@ -45,17 +45,29 @@ fn lb_service(ip: Ipv4Addr) -> Service {
     }
 }
 
-#[tokio::test]
-async fn a_gateway_serves_what_it_owns_while_its_lease_lives_and_forgets_removed_udp_backends() {
-    let dir = tempfile::tempdir().unwrap();
-    let ctl = Controller::start(&dir.path().join("ctl.sock"), Default::default()).await;
-    let mut cfg = agent_config(dir.path(), "gw1", Ipv4Addr::new(198, 18, 1, 1), &ctl.sock);
-    cfg.role = NodeRole::Gateway;
+/// A controller and agent `node` (underlay 198.18.1.1 for a gateway, .11 else) on a fake
+/// kernel, ready.
+async fn start_agent(
+    dir: &std::path::Path,
+    node: &str,
+    role: NodeRole,
+) -> (Controller, seam_agent::Running<FakeKernel>) {
+    let ctl = Controller::start(&dir.join("ctl.sock"), Default::default()).await;
+    let last = if role == NodeRole::Gateway { 1 } else { 11 };
+    let mut cfg = agent_config(dir, node, Ipv4Addr::new(198, 18, 1, last), &ctl.sock);
+    cfg.role = role;
     let sock = cfg.socket.clone();
     let running = Agent::start(cfg, FakeKernel::default(), AnyStore::memory())
         .await
         .unwrap();
     wait_ready(&sock).await;
+    (ctl, running)
+}
+
+#[tokio::test]
+async fn a_gateway_serves_what_it_owns_while_its_lease_lives_and_forgets_removed_udp_backends() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_ctl, running) = start_agent(dir.path(), "gw1", NodeRole::Gateway).await;
     let agent = running.agent.clone();
     let lb = Ipv4Addr::new(203, 0, 113, 101);
     {
@@ -185,13 +197,7 @@ impl seam_dataplane::lb::ConntrackKernel for SharedFake {
 #[tokio::test]
 async fn a_node_that_snats_node_port_clients_loosens_its_underlay_reverse_path_filter() {
     let dir = tempfile::tempdir().unwrap();
-    let ctl = Controller::start(&dir.path().join("ctl.sock"), Default::default()).await;
-    let cfg = agent_config(dir.path(), "n1", Ipv4Addr::new(198, 18, 1, 11), &ctl.sock);
-    let sock = cfg.socket.clone();
-    let running = Agent::start(cfg, FakeKernel::default(), AnyStore::memory())
-        .await
-        .unwrap();
-    wait_ready(&sock).await;
+    let (_ctl, running) = start_agent(dir.path(), "n1", NodeRole::Worker).await;
     let agent = running.agent.clone();
     let kernel = FakeKernel::default();
     let reconcile = || async {

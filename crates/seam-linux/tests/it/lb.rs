@@ -193,6 +193,31 @@ fn a_gateway_serves_its_load_balancer_address_announces_it_and_removes_only_its_
     assert!(expired.is_empty(), "{expired:?}");
 }
 
+/// `nft SCRIPT` in namespace `netns`.
+fn nft(netns: &str, script: &str) {
+    let out = Command::new("ip")
+        .args(["netns", "exec", netns, "nft", script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "nft {script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A node for the conntrack tests: one namespace whose backends and client are addresses of
+/// `lo` (no dummy driver needed) in 10.0.0.0/24, with a route to the service range, as a node
+/// has (its default route): the output hook's translation comes after the first route lookup.
+fn conntrack_node(tag: &str) -> Namespaces {
+    let ns = Namespaces::new(tag, &["node"]);
+    let node = ns.name(0);
+    ip(node, &["link", "set", "lo", "up"]);
+    ip(node, &["addr", "add", "10.0.0.1/24", "dev", "lo"]);
+    ip(node, &["route", "add", "10.96.0.0/12", "dev", "lo"]);
+    ns
+}
+
 /// A UDP server that answers each datagram with its name.
 fn server(sock: UdpSocket, name: &'static str) {
     std::thread::spawn(move || {
@@ -210,26 +235,10 @@ fn server(sock: UdpSocket, name: &'static str) {
 #[ignore = "privileged: netns"]
 fn a_udp_stream_moves_to_the_other_backend_once_its_stale_entry_is_deleted() {
     require_root();
-    let ns = Namespaces::new("ct", &["node"]);
+    let ns = conntrack_node("ct");
     let node = ns.name(0);
-    ip(node, &["link", "set", "lo", "up"]);
-    // The backends and the client are local addresses (no dummy driver needed).
-    ip(node, &["addr", "add", "10.0.0.1/24", "dev", "lo"]);
     ip(node, &["addr", "add", "10.0.0.2/24", "dev", "lo"]);
-    // A route to the service range, as a node has (its default route): the output hook's
-    // translation comes after the first route lookup.
-    ip(node, &["route", "add", "10.96.0.0/12", "dev", "lo"]);
-    let nft = |script: &str| {
-        let out = Command::new("ip")
-            .args(["netns", "exec", node, "nft", script])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "nft {script}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let nft = |script: &str| nft(node, script);
     nft("add table ip svc; add chain ip svc out { type nat hook output priority -100; }; add rule ip svc out ip daddr 10.96.0.10 udp dport 53 dnat to 10.0.0.1:5353");
     let (a, b, client) = netns::run_in(&netns::path_of(node), || {
         (
@@ -294,22 +303,9 @@ fn a_udp_stream_moves_to_the_other_backend_once_its_stale_entry_is_deleted() {
 #[ignore = "privileged: netns"]
 fn a_udp_stream_sent_before_its_service_had_a_backend_reaches_one_once_its_entry_is_deleted() {
     require_root();
-    let ns = Namespaces::new("cu", &["node"]);
+    let ns = conntrack_node("cu");
     let node = ns.name(0);
-    ip(node, &["link", "set", "lo", "up"]);
-    ip(node, &["addr", "add", "10.0.0.1/24", "dev", "lo"]);
-    ip(node, &["route", "add", "10.96.0.0/12", "dev", "lo"]);
-    let nft = |script: &str| {
-        let out = Command::new("ip")
-            .args(["netns", "exec", node, "nft", script])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "nft {script}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let nft = |script: &str| nft(node, script);
     // Conntrack is on, as on a node (policy matches `ct state`), before any translation.
     nft("add table ip svc; add chain ip svc out { type nat hook output priority -100; }; add chain ip svc filter { type filter hook output priority 0; }; add rule ip svc filter ct state new counter");
     let (a, client) = netns::run_in(&netns::path_of(node), || {
