@@ -352,7 +352,7 @@ impl Controller {
 
     /// Creates or replaces a node. Underlay addresses are unique, routable unicast and outside
     /// every pod range ([`crate::ownership::check_node_underlay`]) and the Services' addresses
-    /// ([`crate::services::service_space_holder`]).
+    /// (the service range, the pools and what Services hold).
     pub async fn put_node(&self, node: Node) -> Result<Node> {
         node.validate()?;
         let _guard = self.write_lock().await?;

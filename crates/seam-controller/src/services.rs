@@ -13,7 +13,9 @@
 //! ([`Controller::retry_pending_services`]).
 //!
 //! Address pools may not overlap each other, the service range, a segment or the controller's
-//! pool; a pool cannot lose (or be deleted with) addresses Services hold.
+//! pool, nor hold a node's or an endpoint's address; a pool cannot lose (or be deleted with)
+//! addresses Services hold. Nodes and external endpoints may not take the Services' addresses
+//! ([`service_space_holder`]).
 
 pub(crate) mod allocate;
 
