@@ -146,6 +146,53 @@ impl CtEntry {
     }
 }
 
+/// Stale flows indexed by what an entry is sent to, so that picking the stale entries of a
+/// dump costs one lookup per entry whatever the number of flows (an agent that starts sees
+/// every UDP frontend as given its first backends).
+#[derive(Debug, Clone, Default)]
+pub struct StaleIndex {
+    /// Flows of frontends at an address, by (protocol number, address, port).
+    at_address: BTreeMap<(u8, Ipv4Addr, u16), Vec<StaleFlow>>,
+    /// Flows of node ports, by (protocol number, port).
+    at_node_port: BTreeMap<(u8, u16), Vec<StaleFlow>>,
+}
+
+impl StaleIndex {
+    /// The index of `flows`.
+    pub fn new(flows: &[StaleFlow]) -> StaleIndex {
+        let mut index = StaleIndex::default();
+        for flow in flows {
+            match flow.frontend {
+                FrontendKey::Address {
+                    addr,
+                    protocol,
+                    port,
+                } => index
+                    .at_address
+                    .entry((crate::services::protocol_number(protocol), addr, port))
+                    .or_default()
+                    .push(*flow),
+                FrontendKey::NodePort { protocol, port } => index
+                    .at_node_port
+                    .entry((crate::services::protocol_number(protocol), port))
+                    .or_default()
+                    .push(*flow),
+            }
+        }
+        index
+    }
+
+    /// Whether `entry` is a connection of one of the flows ([`CtEntry::is_of`]).
+    pub fn matches(&self, entry: &CtEntry) -> bool {
+        let (addr, port) = entry.orig_dst;
+        let of = |flows: Option<&Vec<StaleFlow>>| {
+            flows.is_some_and(|flows| flows.iter().any(|f| entry.is_of(f)))
+        };
+        of(self.at_address.get(&(entry.protocol, addr, port)))
+            || of(self.at_node_port.get(&(entry.protocol, port)))
+    }
+}
+
 /// ctnetlink's message types are `NFNL_SUBSYS_CTNETLINK << 8 | IPCTNL_MSG_CT_*`.
 const NFNL_SUBSYS_CTNETLINK: u16 = 1;
 const IPCTNL_MSG_CT_NEW: u16 = 0;

@@ -232,3 +232,39 @@ fn a_delete_names_the_entry_by_its_original_tuple_and_asks_for_an_ack() {
     assert_eq!(dump.header.message_type, 1 << 8 | 1); // IPCTNL_MSG_CT_GET
     assert_eq!(dump.header.flags, NLM_F_REQUEST | NLM_F_DUMP);
 }
+
+#[test]
+fn the_index_picks_the_entries_the_flows_pick() {
+    let node_port = FrontendKey::NodePort {
+        protocol: PortProtocol::Udp,
+        port: 30053,
+    };
+    let flows = [
+        StaleFlow {
+            frontend: address(PortProtocol::Udp),
+            backend: Some(A),
+        },
+        StaleFlow {
+            frontend: node_port,
+            backend: None,
+        },
+    ];
+    let index = StaleIndex::new(&flows);
+    let node = Ipv4Addr::new(198, 18, 0, 11);
+    for e in [
+        entry((FE, 53), A),
+        entry((FE, 53), B),
+        entry((FE, 53), (FE, 53)),
+        entry((node, 30053), (node, 30053)),
+        entry((node, 30053), A),
+        entry((node, 30054), (node, 30054)),
+        CtEntry {
+            protocol: 6,
+            ..entry((FE, 53), A)
+        },
+    ] {
+        assert_eq!(index.matches(&e), flows.iter().any(|f| e.is_of(f)), "{e:?}");
+    }
+    assert!(index.matches(&entry((FE, 53), A)));
+    assert!(index.matches(&entry((node, 30053), (node, 30053))));
+}
