@@ -10,8 +10,9 @@
 //! - [`run`]: on a gateway, keeps the external interface's LoadBalancer /32s equal to that set
 //!   (observe, plan with `seam_dataplane::lb::plan_lb`, apply; announced with gratuitous ARP);
 //!   on every node, deletes the conntrack entries of the (frontend, backend) pairs of UDP and
-//!   SCTP frontends that the Services applied last no longer have
-//!   (`seam_nft::conntrack::stale_flows`), after the table that removed them is in the kernel:
+//!   SCTP frontends that the Services applied last no longer have, and the untranslated entries
+//!   of those that got their first backends (`seam_nft::conntrack::stale_flows`), after the
+//!   table that changed them is in the kernel:
 //!   the Service reconcile publishes what it applied on [`crate::Agent::applied_services`].
 //!
 //! The reply path of a LoadBalancer connection (the backend's reply must reach the gateway that
@@ -137,7 +138,8 @@ pub async fn reconcile_lb<L: LbKernel>(
 }
 
 /// Deletes the conntrack entries of what `old` translated and `new` no longer does (UDP and
-/// SCTP frontends' removed backends); returns how many entries went.
+/// SCTP frontends' removed backends), and the untranslated ones of the UDP and SCTP frontends
+/// `new` gives their first backends; returns how many entries went.
 pub async fn forget_stale_flows<C: ConntrackKernel>(
     kernel: &C,
     old: &DesiredServices,
@@ -151,14 +153,14 @@ pub async fn forget_stale_flows<C: ConntrackKernel>(
     tracing::info!(
         flows = stale.len(),
         entries = deleted,
-        "deleted the conntrack entries of removed Service backends"
+        "deleted the stale conntrack entries of Services (removed backends, frontends given their first)"
     );
     Ok(deleted)
 }
 
 /// Runs forever (spawned by `seamd`) on `kernel`, a connection of its own. On a gateway with
 /// `external_interface`, converges the LoadBalancer addresses on it; on every node, deletes the
-/// conntrack entries of removed UDP/SCTP backends after each applied Service change. Nothing
+/// stale conntrack entries of UDP/SCTP frontends after each applied Service change. Nothing
 /// happens before the first full controller view.
 pub async fn run<K, L>(agent: Arc<Agent<K>>, kernel: L, external_interface: Option<String>)
 where

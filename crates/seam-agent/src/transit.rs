@@ -8,7 +8,8 @@
 //! node's underlay subnet, else through the transit VXLAN device. A gateway node keeps the
 //! device up to receive (loose rp_filter on it, and on its underlay interface when it accepts
 //! the routed transit) and routes on to its external network with its own routes (connected or
-//! static, the operator's), without NAT.
+//! static, the operator's), without NAT. Any node loosens its underlay interface's reverse-path
+//! filter when it SNATs Service clients to its underlay address ([`snats_to_node`]).
 //! Return traffic needs nothing here: the gateway holds every segment like any node.
 //!
 //! The same loop keeps the egress of segments with `snat` on (`seam_dataplane::snat`): on every
@@ -39,7 +40,10 @@ use seam_dataplane::{
     plan_transit, DesiredTransit, Egress, Firewall, NodeKernel, ReplyRoute, TransitKernel,
     TransitRoute, TransitStep,
 };
-use seam_model::{transit_mac, EndpointKind, Node, NodeRole, TransitEncap, TRANSIT_VNI};
+use seam_model::{
+    transit_mac, EndpointKind, Node, NodeRole, Service, ServiceType, TrafficPolicy, TransitEncap,
+    TRANSIT_VNI,
+};
 use seam_nft::nat::DesiredNat;
 use seam_nft::reply::{DesiredReply, ReplyGateway};
 
@@ -174,7 +178,7 @@ pub async fn desired_transit<K>(agent: &Agent<K>) -> (DesiredTransit, Option<Des
         mtu: agent.config.mtu,
         underlay: agent.config.underlay.clone(),
         gateway,
-        accept_routed: !routed_peers.is_empty(),
+        loose_underlay: !routed_peers.is_empty() || snats_to_node(view.services.values()),
         routes,
         egress,
         replies,
@@ -228,6 +232,24 @@ fn desired_replies(
             .collect();
     }
     (routes, reply)
+}
+
+/// Whether some Service makes every node SNAT clients to its underlay address (a NodePort or
+/// an external IP with `externalTrafficPolicy: Cluster`, see `seam_dataplane::services`): a
+/// backend on another node replies to that address over the underlay, from its pod address,
+/// which this node routes into the segment's bridge. Strict reverse-path filtering
+/// (`rp_filter` 1, some distributions' default) on the underlay interface would drop the reply,
+/// so it is loosened there, as kube-proxy's and Calico's documentation advise.
+pub fn snats_to_node<'a>(services: impl IntoIterator<Item = &'a Service>) -> bool {
+    services.into_iter().any(|s| {
+        let spec = &s.spec;
+        let node_ports = matches!(
+            spec.service_type,
+            ServiceType::NodePort | ServiceType::LoadBalancer
+        ) && spec.ports.iter().any(|p| p.node_port.is_some());
+        spec.external_traffic_policy == TrafficPolicy::Cluster
+            && (node_ports || !spec.external_ips.is_empty())
+    })
 }
 
 /// This node, as the routed transit sees it.

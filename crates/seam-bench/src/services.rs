@@ -37,6 +37,7 @@ use anyhow::{bail, Context};
 use ipnet::Ipv4Net;
 use seam_dataplane::services::{assemble, service_frontends};
 use seam_linux::{netns, sysctl};
+use seam_model::fnv::fnv1a;
 use seam_model::service::{EndpointSlice, Service};
 use seam_model::PortProtocol;
 use seam_nft::services::{DesiredServices, Frontend, FrontendKey, ServiceModel};
@@ -285,25 +286,16 @@ fn seam_table(desired: &DesiredServices) -> TableModel {
 
 // ---- kube-proxy's iptables layout -----------------------------------------------------------
 
-/// FNV-1a, for chain names of kube-proxy's shape (`KUBE-SVC-` + 16 characters; kube-proxy hashes
-/// with SHA-256 and base32, the length is what matters to the kernel).
-fn fnv(s: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in s.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
-}
-
+// Chain names of kube-proxy's shape (`KUBE-SVC-` + 16 characters) from FNV-1a; kube-proxy
+// hashes with SHA-256 and base32, the length is what matters to the kernel.
 fn svc_chain(f: &Frontend) -> String {
-    format!("KUBE-SVC-{:016X}", fnv(&format!("{}/tcp", f.service)))
+    format!("KUBE-SVC-{:016X}", fnv1a(&format!("{}/tcp", f.service)))
 }
 
 fn sep_chain(f: &Frontend, b: (Ipv4Addr, u16)) -> String {
     format!(
         "KUBE-SEP-{:016X}",
-        fnv(&format!("{}/tcp/{}:{}", f.service, b.0, b.1))
+        fnv1a(&format!("{}/tcp/{}:{}", f.service, b.0, b.1))
     )
 }
 

@@ -17,6 +17,7 @@ use crate::controller::{encode, field_error, invalid_if_any, same_as_read, Contr
 use crate::error::{ApplyProblem, Error, Result};
 use crate::keys::object_key;
 use crate::policies::{admit_namespace, admit_policy, check_manager};
+use crate::services::allocate;
 use crate::services::{validate_pool, validate_service, validate_slice, with_changes};
 
 /// One object checked as its single `PUT` checks it: where it goes and what is stored.
@@ -183,6 +184,9 @@ impl Controller {
             }
         }
         let mut txn = Txn::new();
+        // A Service of this apply that gives up its LoadBalancer address frees it for a
+        // pending one.
+        let mut frees_address = false;
         for (i, a) in admitted.iter_mut() {
             let current = self.read::<serde_json::Value>(a.kind, &a.name).await?;
             if let ApplyObject::Policy(new) = &a.stored {
@@ -195,6 +199,7 @@ impl Controller {
                 let old = self.read::<seam_model::Service>(a.kind, &a.name).await?;
                 match self.plan_service(state, old.as_ref().map(|o| &o.object), service.clone()) {
                     Ok(plan) => {
+                        frees_address |= allocate::frees_lb_address(&plan.changes);
                         txn = with_changes(txn, &plan.changes, &a.name)?;
                         a.stored = ApplyObject::Service(plan.service);
                     }
@@ -216,7 +221,7 @@ impl Controller {
             return Err(Error::ApplyContended { count });
         }
         drop(guard);
-        if pools_written {
+        if pools_written || frees_address {
             self.retry_pending_logged().await;
         }
         tracing::info!(

@@ -194,7 +194,7 @@ impl ControllerConfig {
             });
         }
         // A ClusterIP inside the pool would shadow a pod's or VM's address.
-        if services.contains(&pool.network()) || pool.contains(&services.network()) {
+        if seam_model::overlaps(services, pool) {
             return Err(ConfigError::Invalid {
                 field: "service-cidr",
                 value: services.to_string(),

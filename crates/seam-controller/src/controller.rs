@@ -177,11 +177,14 @@ impl Controller {
         })
     }
 
-    /// Campaigns for leadership and leads or stands by until [`Controller::stop_watches`];
-    /// returns at once for a controller that is not a replica.
+    /// Campaigns for leadership and leads or stands by until [`Controller::stop_watches`].
+    /// A controller that is not a replica leads from the start: it retries the pending
+    /// LoadBalancer Services (a previous run may have stopped between freeing an address and
+    /// retrying them) and returns.
     pub async fn run_election(&self) {
-        if let Some(replica) = self.inner.replica.clone() {
-            crate::election::run(self.clone(), replica, self.stopped()).await;
+        match self.inner.replica.clone() {
+            Some(replica) => crate::election::run(self.clone(), replica, self.stopped()).await,
+            None => self.retry_pending_logged().await,
         }
     }
 
@@ -351,7 +354,8 @@ impl Controller {
     }
 
     /// Creates or replaces a node. Underlay addresses are unique, routable unicast and outside
-    /// every pod range ([`crate::ownership::check_node_underlay`]).
+    /// every pod range ([`crate::ownership::check_node_underlay`]) and the Services' addresses
+    /// (the service range, the pools and what Services hold).
     pub async fn put_node(&self, node: Node) -> Result<Node> {
         node.validate()?;
         let _guard = self.write_lock().await?;
@@ -361,6 +365,14 @@ impl Controller {
             segments.iter().map(|s| &s.object),
             self.config().pool,
         )?;
+        if let Some((range, owner)) = self.service_space_holder(node.underlay_ip).await? {
+            return Err(Error::UnderlayInPodRange {
+                node: node.name.clone(),
+                ip: node.underlay_ip,
+                range,
+                owner,
+            });
+        }
         let nodes = self.read_all::<Node>(ObjectKind::Node).await?;
         if let Some(other) = nodes
             .iter()

@@ -132,6 +132,12 @@ async fn round(
     };
     tracing::info!(id = %replica.id, fence, "leading");
     controller.set_role(Role::Leader { fence });
+    // The previous leader may have died between freeing an address and retrying the Services
+    // waiting for one; beside the lease, so renewal never waits for it.
+    tokio::spawn({
+        let controller = controller.clone();
+        async move { controller.retry_pending_logged().await }
+    });
     let held = hold(controller, lease, replica.lease_ttl, stop).await;
     controller.set_role(Role::Standby { leader: None });
     if *stop.borrow() {

@@ -5,7 +5,8 @@
 //!
 //! Refused (nothing written): a gateway that is not a node of role `gateway`; an address inside a
 //! segment's subnet or the controller's pool (pod and VM addresses come from there, so the
-//! gateway's static routes would shadow them), a node's underlay address, or an address another
+//! gateway's static routes would shadow them), a node's underlay address, an address of the
+//! Services (the service range, an address pool, a Service's externalIP), or an address another
 //! endpoint holds.
 
 use seam_model::{
@@ -57,6 +58,12 @@ impl Controller {
                 problems.push(field_error(
                     &path,
                     format!("{ip} is the underlay address of node {:?}", n.object.name),
+                ));
+            }
+            if let Some((range, owner)) = self.service_space_holder(*ip).await? {
+                problems.push(field_error(
+                    &path,
+                    format!("{ip} is in {owner} ({range}); Services' addresses are translated on every node"),
                 ));
             }
         }

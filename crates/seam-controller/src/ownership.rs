@@ -19,7 +19,7 @@
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
-use seam_model::{Block, Endpoint, Node, Segment};
+use seam_model::{overlaps, Block, Endpoint, Node, Segment};
 
 use crate::controller::{field_error, invalid_if_any};
 use crate::error::{Error, Result};
@@ -62,10 +62,6 @@ pub fn reserved_range(net: Ipv4Net) -> Option<(Ipv4Net, &'static str)> {
         let range = Ipv4Net::new(address, prefix).ok()?;
         overlaps(range, net).then_some((range, name))
     })
-}
-
-fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
-    a.contains(&b.network()) || b.contains(&a.network())
 }
 
 /// Refuses a segment whose subnet overlaps a reserved range (400) or holds a node's underlay

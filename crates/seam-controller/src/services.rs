@@ -7,11 +7,15 @@
 //! `/seam/v1/allocations/` created with `Absent` compares, kept with `ModRevision` compares and
 //! deleted with the Service, so no two Services ever hold one of them, across replicas too. A
 //! LoadBalancer Service whose pool is missing or exhausted is stored without an address and
-//! with an `AddressAllocated=False` condition; after every pool write (and Service delete) the
-//! controller tries the pending ones again ([`Controller::retry_pending_services`]).
+//! with an `AddressAllocated=False` condition; after every pool write, every Service write or
+//! delete that frees an address, and when a controller starts leading (the previous leader may
+//! have stopped in between), the controller tries the pending ones again
+//! ([`Controller::retry_pending_services`]).
 //!
 //! Address pools may not overlap each other, the service range, a segment or the controller's
-//! pool; a pool cannot lose (or be deleted with) addresses Services hold.
+//! pool, nor hold a node's or an endpoint's address; a pool cannot lose (or be deleted with)
+//! addresses Services hold. Nodes and external endpoints may not take the Services' addresses
+//! ([`service_space_holder`]).
 
 pub(crate) mod allocate;
 
@@ -23,7 +27,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use ipnet::Ipv4Net;
 use seam_model::{
-    AddressPool, Endpoint, EndpointSlice, FieldError, Node, ObjectKind, Segment, Service,
+    overlaps, AddressPool, Endpoint, EndpointSlice, FieldError, Node, ObjectKind, Segment, Service,
     ServiceType,
 };
 use seam_store::{Compare, Datastore, Txn};
@@ -75,10 +79,6 @@ pub(crate) fn validate_pool(pool: &AddressPool) -> Result<()> {
 
 fn invalid(kind: &'static str, name: &str, errors: Vec<FieldError>) -> Result<()> {
     crate::controller::invalid_if_any(kind, name, errors)
-}
-
-fn overlaps(a: &Ipv4Net, b: &Ipv4Net) -> bool {
-    a.contains(&b.network()) || b.contains(&a.network())
 }
 
 /// `namespace/name` from a request path's name, refused unless it is exactly that.
@@ -341,8 +341,20 @@ impl Controller {
     }
 
     /// Creates or replaces a Service, with its allocations; returns it as stored (ClusterIP,
-    /// node ports and LoadBalancer address filled in, or the condition saying why not).
+    /// node ports and LoadBalancer address filled in, or the condition saying why not). A
+    /// change that frees a LoadBalancer address (a type change away from LoadBalancer, another
+    /// pool) retries the pending Services after it.
     pub async fn put_service(&self, service: Service) -> Result<Service> {
+        let (stored, freed) = self.write_service(service).await?;
+        if freed {
+            self.retry_pending_logged().await;
+        }
+        Ok(stored)
+    }
+
+    /// Writes a Service with its allocations; returns it as stored and whether it freed a
+    /// LoadBalancer address.
+    async fn write_service(&self, service: Service) -> Result<(Service, bool)> {
         validate_service(&service)?;
         let _guard = self.write_lock().await?;
         let name = service.key();
@@ -354,7 +366,7 @@ impl Controller {
         let txn = with_changes(txn, &plan.changes, &name)?
             .put(&key, encode(ObjectKind::Service, &name, &plan.service)?);
         self.commit_once(txn, ObjectKind::Service, &name).await?;
-        Ok(plan.service)
+        Ok((plan.service, allocate::frees_lb_address(&plan.changes)))
     }
 
     /// Deletes the Service `namespace/name` and frees what it held.
@@ -416,14 +428,14 @@ impl Controller {
             if let Some(why) = state.reserved.net_collision(*net) {
                 errors.push(field_error(&path, why));
             }
-            if overlaps(net, &services_cidr) {
+            if overlaps(*net, services_cidr) {
                 errors.push(field_error(
                     &path,
                     format!("{net} overlaps the service range {services_cidr} (--service-cidr)"),
                 ));
             }
             for other in state.pools.iter().filter(|p| p.name != pool.name) {
-                if let Some(o) = other.addresses.iter().find(|o| overlaps(net, o)) {
+                if let Some(o) = other.addresses.iter().find(|o| overlaps(*net, **o)) {
                     errors.push(field_error(
                         &path,
                         format!("{net} overlaps {o} of address pool {:?}", other.name),
@@ -484,7 +496,7 @@ impl Controller {
     pub(crate) async fn check_segment_against_services(&self, segment: &Segment) -> Result<()> {
         let mut errors = Vec::new();
         let services_cidr = self.config().service_cidr;
-        if overlaps(&segment.subnet, &services_cidr) {
+        if overlaps(segment.subnet, services_cidr) {
             errors.push(field_error(
                 "subnet",
                 format!(
@@ -501,7 +513,7 @@ impl Controller {
                 .object
                 .addresses
                 .iter()
-                .find(|n| overlaps(n, &segment.subnet))
+                .find(|n| overlaps(**n, segment.subnet))
             {
                 errors.push(field_error(
                     "subnet",
@@ -515,6 +527,26 @@ impl Controller {
         invalid("Segment", &segment.name, errors)
     }
 
+    /// [`service_space_holder`] of `ip`, from what is stored.
+    pub(crate) async fn service_space_holder(
+        &self,
+        ip: std::net::Ipv4Addr,
+    ) -> Result<Option<(Ipv4Net, String)>> {
+        let pools: Vec<AddressPool> = self
+            .read_all::<AddressPool>(ObjectKind::AddressPool)
+            .await?
+            .into_iter()
+            .map(|p| p.object)
+            .collect();
+        let services = self.services().await?;
+        Ok(service_space_holder(
+            ip,
+            self.config().service_cidr,
+            &pools,
+            &services,
+        ))
+    }
+
     pub(crate) async fn services(&self) -> Result<Vec<Service>> {
         Ok(self
             .read_all::<Service>(ObjectKind::Service)
@@ -525,7 +557,8 @@ impl Controller {
     }
 
     /// Gives pending LoadBalancer Services (no address yet) one if a pool now has it; returns
-    /// how many got one. Called after every pool write.
+    /// how many got one. Called after every pool write, every Service write or delete that
+    /// frees an address, and when this controller starts leading.
     pub async fn retry_pending_services(&self) -> Result<usize> {
         let pending: Vec<Service> = self
             .services()
@@ -539,8 +572,8 @@ impl Controller {
         let mut allocated = 0;
         for service in pending {
             let name = service.key();
-            match self.put_service(service).await {
-                Ok(s) if !s.status.load_balancer.ingress.is_empty() => {
+            match self.write_service(service).await {
+                Ok((s, _)) if !s.status.load_balancer.ingress.is_empty() => {
                     tracing::info!(service = %name, address = %s.status.load_balancer.ingress[0].ip, "allocated a pending LoadBalancer address");
                     allocated += 1;
                 }
@@ -560,6 +593,49 @@ impl Controller {
             tracing::warn!(error = %e, "cannot retry pending LoadBalancer Services");
         }
     }
+}
+
+/// What of the Services' address space holds `ip`, as the range that holds it and a name for
+/// the holder: a Service's ClusterIP, externalIP or LoadBalancer address, an address pool or the
+/// service range; `None` when none does. A node or an external endpoint may not take such an
+/// address: the Service tables would translate traffic meant for it.
+pub(crate) fn service_space_holder(
+    ip: std::net::Ipv4Addr,
+    service_cidr: Ipv4Net,
+    pools: &[AddressPool],
+    services: &[Service],
+) -> Option<(Ipv4Net, String)> {
+    let host = Ipv4Net::from(ip);
+    for service in services {
+        let key = service.key();
+        if service.spec.cluster_ip == seam_model::ClusterIp::Address(ip) {
+            return Some((host, format!("the ClusterIP of Service {key}")));
+        }
+        if service.spec.external_ips.contains(&ip) {
+            return Some((host, format!("an externalIP of Service {key}")));
+        }
+        if service
+            .status
+            .load_balancer
+            .ingress
+            .iter()
+            .any(|i| i.ip == ip)
+        {
+            return Some((host, format!("the LoadBalancer address of Service {key}")));
+        }
+    }
+    if let Some((pool, net)) = pools
+        .iter()
+        .find_map(|p| p.addresses.iter().find(|n| n.contains(&ip)).map(|n| (p, n)))
+    {
+        return Some((*net, format!("address pool {:?}", pool.name)));
+    }
+    service_cidr.contains(&ip).then(|| {
+        (
+            service_cidr,
+            "the service range (--service-cidr)".to_string(),
+        )
+    })
 }
 
 /// The Services holding a LoadBalancer address `inside` accepts.

@@ -215,7 +215,7 @@ pub fn sample_transit(underlay: Underlay) -> DesiredTransit {
         mtu: 1450,
         underlay,
         gateway: false,
-        accept_routed: false,
+        loose_underlay: false,
         routes: [TransitRoute {
             dst: a("203.0.113.10"),
             via: gateway,

@@ -207,8 +207,9 @@ pub trait LbKernel: Send + Sync {
 /// Conntrack entries of Services, as the agent needs them.
 pub trait ConntrackKernel: Send + Sync {
     /// Deletes the conntrack entries of `flows` (`conntrack -D -p udp --orig-dst FRONTEND
-    /// --reply-src BACKEND` for each) and returns how many it deleted; entries that went away
-    /// meanwhile are not an error.
+    /// --reply-src BACKEND` for each; for a flow without a backend, the entries to FRONTEND that
+    /// were not translated) and returns how many it deleted; entries that went away meanwhile
+    /// are not an error.
     fn delete_conntrack(
         &self,
         flows: &[seam_nft::conntrack::StaleFlow],

@@ -36,17 +36,16 @@ pub fn is_host_port(name: &str) -> bool {
 /// without a lease. FNV-1a is written out because std's hasher is not stable across releases
 /// and the name must survive an upgrade.
 pub fn host_ifname(network: &str, container_id: &str, ifname: &str) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in network
-        .bytes()
-        .chain([0])
-        .chain(container_id.bytes())
-        .chain([0])
-        .chain(ifname.bytes())
-    {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
+    use seam_model::fnv::{fnv_feed, FNV_OFFSET};
+    let hash =
+        [network, container_id, ifname]
+            .iter()
+            .enumerate()
+            .fold(FNV_OFFSET, |h, (i, part)| {
+                // The parts are joined by NUL bytes.
+                let h = if i == 0 { h } else { fnv_feed(h, &[0]) };
+                fnv_feed(h, part.as_bytes())
+            });
     format!("{HOST_PORT_PREFIX}{:012x}", hash & 0xffff_ffff_ffff)
 }
 
@@ -63,7 +62,8 @@ mod tests {
         assert_eq!(vni_of_bridge("br0"), None);
         let port = host_ifname("seam", "abc", "eth0");
         assert!(port.len() <= 15 && is_host_port(&port), "{port}");
-        assert_eq!(port, host_ifname("seam", "abc", "eth0"));
+        // Pinned: a restarted (or upgraded) agent finds its ports by these names.
+        assert_eq!(port, "sv52cf528efcf4");
         assert_ne!(port, host_ifname("seam", "abc", "eth1"));
         assert_ne!(host_ifname("a", "bc", "x"), host_ifname("ab", "c", "x"));
         assert!(!is_host_port("svxyz"));

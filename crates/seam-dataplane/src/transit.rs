@@ -124,9 +124,11 @@ pub struct DesiredTransit {
     /// This node is a gateway: traffic arrives on the transit device with pod source addresses
     /// whose routes point into the segments, so reverse-path filtering there is loose.
     pub gateway: bool,
-    /// This node is a gateway that receives the routed transit: reverse-path filtering is loose
-    /// on its underlay interface too.
-    pub accept_routed: bool,
+    /// Reverse-path filtering is loose on the underlay interface: this node is a gateway that
+    /// receives the routed transit, or it SNATs Service clients to its underlay address (a
+    /// NodePort or an external IP with `externalTrafficPolicy: Cluster`), whose replies from a
+    /// backend on another node arrive on the underlay from a pod address routed into a segment.
+    pub loose_underlay: bool,
     /// External addresses routed to their gateway.
     pub routes: BTreeSet<TransitRoute>,
     /// The egress of SNAT segments through a gateway (`None` on a gateway node, or when no
@@ -189,7 +191,7 @@ pub enum TransitOp {
     },
     /// Remove the device (and with it every route and entry on it).
     DeleteDevice,
-    /// `rp_filter` 2 on the underlay interface (a gateway that receives the routed transit).
+    /// `rp_filter` 2 on the underlay interface (see [`DesiredTransit::loose_underlay`]).
     LooseUnderlay {
         /// The underlay interface.
         ifname: String,
@@ -359,7 +361,7 @@ pub fn plan_transit(
             gateway: desired.gateway,
         });
     }
-    if desired.accept_routed && !observed.underlay_loose {
+    if desired.loose_underlay && !observed.underlay_loose {
         ops.push(TransitOp::LooseUnderlay {
             ifname: desired.underlay.ifname.clone(),
         });
@@ -605,7 +607,7 @@ mod tests {
                 prefix_len: 24,
             },
             gateway: false,
-            accept_routed: false,
+            loose_underlay: false,
             routes: routes
                 .iter()
                 .map(|&(d, g)| {
@@ -743,7 +745,7 @@ mod tests {
     fn a_gateway_that_accepts_the_routed_transit_keeps_its_underlay_loose() {
         let mut gw = desired(&[]);
         gw.gateway = true;
-        gw.accept_routed = true;
+        gw.loose_underlay = true;
         let ops = plan(&gw, &ObservedTransit::default());
         assert_eq!(
             ops[1..],

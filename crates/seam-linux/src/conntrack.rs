@@ -6,7 +6,9 @@ use std::os::fd::AsFd;
 use std::time::Duration;
 
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
-use seam_nft::conntrack::{delete_request, dump_request, parse_dump, CtEntry, StaleFlow};
+use seam_nft::conntrack::{
+    delete_request, dump_request, parse_dump, CtEntry, StaleFlow, StaleIndex,
+};
 
 /// How long to wait for each answer of the kernel.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -38,9 +40,10 @@ pub fn delete_stale(flows: &[StaleFlow]) -> Result<usize, ConntrackError> {
         return Ok(0);
     }
     let mut socket = open_socket()?;
+    let index = StaleIndex::new(flows);
     let stale: Vec<CtEntry> = list(&mut socket)?
         .into_iter()
-        .filter(|e| flows.iter().any(|f| e.is_of(f)))
+        .filter(|e| index.matches(e))
         .collect();
     let mut deleted = 0;
     for (seq, entry) in (2u32..).zip(&stale) {

@@ -311,7 +311,7 @@ impl TransitKernel for LinuxKernel {
             gateway_rule,
             ..ObservedTransit::default()
         };
-        if desired.accept_routed {
+        if desired.loose_underlay {
             observed.underlay_loose = rp_filter_loose(&desired.underlay.ifname)?;
         }
         let link = link_by_name(h, TRANSIT_DEVICE).await?;

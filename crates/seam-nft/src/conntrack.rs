@@ -1,5 +1,6 @@
 //! Stale conntrack entries of Services, as values: which (frontend, backend) pairs a change of
-//! the Services removed ([`stale_flows`]), which kernel entries belong to them ([`CtEntry::is_of`]),
+//! the Services removed, and which frontends got their first backend ([`stale_flows`]), which
+//! kernel entries belong to them ([`CtEntry::is_of`]),
 //! and the ctnetlink messages that list the entries ([`dump_request`], read back by
 //! [`parse_dump`]) and delete one ([`delete_request`]).
 //!
@@ -10,6 +11,12 @@
 //! connection, translated to a backend that exists. TCP needs nothing: the client's
 //! retransmissions are reset or time out, and it reconnects. This is kube-proxy's
 //! `conntrack -D -p udp --orig-dst FRONTEND --dst-nat BACKEND`.
+//!
+//! The same holds the other way round: datagrams sent to a frontend while nothing translated it
+//! (the Service had no endpoint, or the node had not written it yet) made entries that were not
+//! translated, and the stream keeps following them past the translation once the frontend has a
+//! backend. kube-proxy deletes the entries of a UDP Service's ClusterIP and node ports when it
+//! goes from no endpoint to some; Seam deletes those of the frontend that were not translated.
 //!
 //! The messages are `netlink-packet-netfilter`'s conntrack messages (its 0.4 has `Get`,
 //! `Delete`, the tuples and their parsing); only the netlink flags and the selection are Seam's.
@@ -35,13 +42,15 @@ use seam_model::PortProtocol;
 
 use crate::services::{DesiredServices, FrontendKey};
 
-/// A backend a frontend no longer has: its entries are stale.
+/// Entries of a frontend that are stale: those translated to a backend it no longer has, or
+/// those it did not translate now that it has backends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StaleFlow {
     /// The frontend (an address and port, or a node port on any local address).
     pub frontend: FrontendKey,
-    /// The backend removed from it (address, port).
-    pub backend: (Ipv4Addr, u16),
+    /// `Some`: the backend removed from it (address, port), whose entries are stale. `None`: the
+    /// frontend had no backend and has some now: its entries that were not translated are.
+    pub backend: Option<(Ipv4Addr, u16)>,
 }
 
 /// The protocols whose stale entries are deleted: those without a connection the client would
@@ -50,24 +59,33 @@ fn connectionless(protocol: PortProtocol) -> bool {
     matches!(protocol, PortProtocol::Udp | PortProtocol::Sctp)
 }
 
-fn protocol_of(key: &FrontendKey) -> PortProtocol {
-    match key {
-        FrontendKey::Address { protocol, .. } | FrontendKey::NodePort { protocol, .. } => *protocol,
-    }
-}
-
-/// The (frontend, backend) pairs of UDP and SCTP frontends that `old` had and `new` does not
-/// (a backend gone, or the whole frontend gone), sorted.
+/// The stale flows of UDP and SCTP frontends, sorted: the (frontend, backend) pairs that `old`
+/// had and `new` does not (a backend gone, or the whole frontend gone), and the frontends with
+/// backends in `new` that had none in `old` (or were not there).
 pub fn stale_flows(old: &DesiredServices, new: &DesiredServices) -> Vec<StaleFlow> {
     let now: BTreeMap<&FrontendKey, &Vec<(Ipv4Addr, u16)>> = new
         .frontends
         .iter()
         .map(|f| (&f.key, &f.backends))
         .collect();
+    let before: BTreeMap<&FrontendKey, &Vec<(Ipv4Addr, u16)>> = old
+        .frontends
+        .iter()
+        .map(|f| (&f.key, &f.backends))
+        .collect();
+    let served = new
+        .frontends
+        .iter()
+        .filter(|f| connectionless(f.key.protocol()) && !f.backends.is_empty())
+        .filter(|f| before.get(&f.key).is_none_or(|b| b.is_empty()))
+        .map(|f| StaleFlow {
+            frontend: f.key,
+            backend: None,
+        });
     let mut stale: Vec<StaleFlow> = old
         .frontends
         .iter()
-        .filter(|f| connectionless(protocol_of(&f.key)))
+        .filter(|f| connectionless(f.key.protocol()))
         .flat_map(|f| {
             let kept = now.get(&f.key);
             f.backends
@@ -75,9 +93,10 @@ pub fn stale_flows(old: &DesiredServices, new: &DesiredServices) -> Vec<StaleFlo
                 .filter(move |b| !kept.is_some_and(|k| k.contains(b)))
                 .map(|b| StaleFlow {
                     frontend: f.key,
-                    backend: *b,
+                    backend: Some(*b),
                 })
         })
+        .chain(served)
         .collect();
     stale.sort();
     stale.dedup();
@@ -101,7 +120,8 @@ pub struct CtEntry {
 
 impl CtEntry {
     /// Whether this entry is a connection of `flow`: sent to its frontend (for a node port, to
-    /// that port of any address) and translated to its backend (the reply comes from it).
+    /// that port of any address) and translated to its backend (the reply comes from it), or
+    /// for a flow without a backend, not translated (the reply comes from where it was sent).
     pub fn is_of(&self, flow: &StaleFlow) -> bool {
         let frontend = match flow.frontend {
             FrontendKey::Address {
@@ -117,7 +137,59 @@ impl CtEntry {
                     && self.orig_dst.1 == port
             }
         };
-        frontend && self.reply_src == flow.backend && self.reply_src != self.orig_dst
+        let translated = self.reply_src != self.orig_dst;
+        frontend
+            && match flow.backend {
+                Some(backend) => translated && self.reply_src == backend,
+                None => !translated,
+            }
+    }
+}
+
+/// Stale flows indexed by what an entry is sent to, so that picking the stale entries of a
+/// dump costs one lookup per entry whatever the number of flows (an agent that starts sees
+/// every UDP frontend as given its first backends).
+#[derive(Debug, Clone, Default)]
+pub struct StaleIndex {
+    /// Flows of frontends at an address, by (protocol number, address, port).
+    at_address: BTreeMap<(u8, Ipv4Addr, u16), Vec<StaleFlow>>,
+    /// Flows of node ports, by (protocol number, port).
+    at_node_port: BTreeMap<(u8, u16), Vec<StaleFlow>>,
+}
+
+impl StaleIndex {
+    /// The index of `flows`.
+    pub fn new(flows: &[StaleFlow]) -> StaleIndex {
+        let mut index = StaleIndex::default();
+        for flow in flows {
+            match flow.frontend {
+                FrontendKey::Address {
+                    addr,
+                    protocol,
+                    port,
+                } => index
+                    .at_address
+                    .entry((crate::services::protocol_number(protocol), addr, port))
+                    .or_default()
+                    .push(*flow),
+                FrontendKey::NodePort { protocol, port } => index
+                    .at_node_port
+                    .entry((crate::services::protocol_number(protocol), port))
+                    .or_default()
+                    .push(*flow),
+            }
+        }
+        index
+    }
+
+    /// Whether `entry` is a connection of one of the flows ([`CtEntry::is_of`]).
+    pub fn matches(&self, entry: &CtEntry) -> bool {
+        let (addr, port) = entry.orig_dst;
+        let of = |flows: Option<&Vec<StaleFlow>>| {
+            flows.is_some_and(|flows| flows.iter().any(|f| entry.is_of(f)))
+        };
+        of(self.at_address.get(&(entry.protocol, addr, port)))
+            || of(self.at_node_port.get(&(entry.protocol, port)))
     }
 }
 

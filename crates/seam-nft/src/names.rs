@@ -195,22 +195,9 @@ const MAX_COMMENT: usize = 127;
 /// The longest set name rendered as is.
 const MAX_SET_NAME: usize = 200;
 
-/// The FNV-1a offset basis: the hash of nothing. FNV-1a is written out because std's hasher is
-/// not stable across releases, and names made of hashes must survive an upgrade (an agent that
-/// restarts adopts the kernel's table by its names).
-pub const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-
-/// FNV-1a over `bytes`, continuing from `hash`.
-pub fn fnv_feed(hash: u64, bytes: &[u8]) -> u64 {
-    bytes.iter().fold(hash, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
-/// FNV-1a of `text`.
-pub fn fnv1a(text: &str) -> u64 {
-    fnv_feed(FNV_OFFSET, text.as_bytes())
-}
+// FNV-1a lives in seam-model (the controller and the agent's crates share it); the names here
+// are made of it.
+pub use seam_model::fnv::{fnv1a, fnv_feed, FNV_OFFSET};
 
 /// A derived chain's name: its prefix (one of [`CHAIN_PREFIXES`]) and a hash of what it holds
 /// (its labels, then its rules' hashes), so equal chains share a name and the kernel's table can

@@ -13,12 +13,15 @@
 //!   does the same for NodePorts through `svc_np_backends` (no address in the key: a NodePort is
 //!   served on every local address). A chain exists while some frontend has that count.
 //! - ClientIP affinity: `sa_<hash>` per frontend: `ip saddr @aff_<h> goto se_<h>` per backend,
-//!   then `numgen random mod N vmap { i : goto se_<h> }`; `se_<h>` per (frontend, backend):
+//!   then `numgen random mod N vmap { i : goto se_<h> }`; `se_<h>` per (Service port, backend):
 //!   `update @aff_<h> { ip saddr }`, then `dnat` to the backend. `aff_<h>` is a timed set
 //!   (`flags dynamic,timeout; timeout T`): a client returns to its backend while it opens new
-//!   connections within T of each other, as kube-proxy does. Names are hashes of what they
-//!   hold: a backend added to an affinity Service is a new `sa_` chain, while the other
-//!   backends' `se_`/`aff_` objects (and the clients they remember) stay.
+//!   connections within T of each other, as kube-proxy does. The `se_`/`aff_` pair belongs to
+//!   the Service port ([`Frontend::service`]), not to one frontend: its ClusterIP, external IPs,
+//!   LoadBalancer addresses and NodePort send a client to the same backend, as kube-proxy's
+//!   per-endpoint chains of a Service port do. Names are hashes of what they hold: a backend
+//!   added to an affinity Service is a new `sa_` chain, while the other backends' `se_`/`aff_`
+//!   objects (and the clients they remember) stay.
 //! - A frontend with no usable backend is in `svc_reject` / `svc_np_reject`. Frontends at an
 //!   address are refused in `svc_reject_prerouting` (priority dstnat - 10: before routing, as a
 //!   node may have no route to a ClusterIP at all, and then the forward hook never sees the
@@ -86,7 +89,8 @@ pub enum FrontendKey {
 pub struct Frontend {
     /// Where the Service is reached.
     pub key: FrontendKey,
-    /// `namespace/name:port` (the port's name, or its number), for comments and `seam explain`.
+    /// `namespace/name:port` (the port's name, or its number): the Service port, for comments
+    /// and `seam explain`; its frontends share their ClientIP affinity.
     pub service: String,
     /// The usable backends on this node (address, port), sorted; empty: connections are refused
     /// at once.
@@ -319,7 +323,8 @@ pub struct ServiceModel {
     pub chains: BTreeMap<String, SvcChain>,
     /// `aff_<hash>` sets by name, with their timeout in seconds.
     pub affinity_sets: BTreeMap<String, u32>,
-    /// How many frontends go to each `m_<N>`/`n_<N>` chain, for [`ServiceModel::update`].
+    /// How many frontends go to each `m_<N>`/`n_<N>` chain and how many `sa_` chains to each
+    /// `se_` chain, for [`ServiceModel::update`].
     pub(crate) spread_users: SpreadUsers,
 }
 
@@ -332,6 +337,8 @@ pub(crate) struct SpreadUsers {
     known: bool,
     /// Chain name → frontends that go to it (chains no frontend goes to are left out).
     users: BTreeMap<Arc<str>, usize>,
+    /// `se_` chain name → the `sa_` chains that go to it (the frontends of its Service port).
+    sticky: BTreeMap<String, usize>,
 }
 
 impl PartialEq for SpreadUsers {
@@ -439,8 +446,9 @@ impl ServiceModel {
     /// from this model's in the frontends of `changes` only (each key with its frontend now,
     /// `None`: gone) and in the rest (the fields of `rest` other than its frontends, which are
     /// not read): at the cost of those frontends, not of every Service. The shared `m_<N>`/`n_<N>`
-    /// chains come and go with their first and last frontend, the affinity chains and sets with
-    /// their frontend.
+    /// chains come and go with their first and last frontend, the `sa_` chains with their
+    /// frontend, the `se_` chains and `aff_` sets with the first and last frontend of their
+    /// Service port.
     pub fn update<'a>(
         &mut self,
         changes: impl IntoIterator<Item = (FrontendKey, Option<&'a Frontend>)>,
@@ -485,15 +493,25 @@ impl ServiceModel {
             return;
         }
         let mut users: BTreeMap<Arc<str>, usize> = BTreeMap::new();
+        let mut sticky: BTreeMap<String, usize> = BTreeMap::new();
         for chain in self.frontends.values() {
-            if matches!(
-                self.chains.get(&**chain),
-                Some(SvcChain::Spread { .. } | SvcChain::NodeSpread { .. })
-            ) {
-                *users.entry(chain.clone()).or_insert(0) += 1;
+            match self.chains.get(&**chain) {
+                Some(SvcChain::Spread { .. } | SvcChain::NodeSpread { .. }) => {
+                    *users.entry(chain.clone()).or_insert(0) += 1;
+                }
+                Some(SvcChain::Affinity { sticky: se }) => {
+                    for se in se {
+                        *sticky.entry(se.clone()).or_insert(0) += 1;
+                    }
+                }
+                _ => {}
             }
         }
-        self.spread_users = SpreadUsers { known: true, users };
+        self.spread_users = SpreadUsers {
+            known: true,
+            users,
+            sticky,
+        };
     }
 
     /// Takes frontend `key` out, with its chains no other frontend goes to.
@@ -515,11 +533,22 @@ impl ServiceModel {
                 }
             }
             Some(SvcChain::Affinity { .. }) => {
-                // Its chains and sets are named after the frontend: no other one has them.
+                // Its `sa_` chain is named after the frontend: no other one has it. Its `se_`
+                // chains and `aff_` sets go with the last frontend of their Service port.
                 if let Some(SvcChain::Affinity { sticky }) = self.chains.remove(&*chain) {
                     for se in sticky {
-                        self.chains.remove(&se);
-                        self.affinity_sets.remove(&affinity_set_of(&se));
+                        let left = match self.spread_users.sticky.get_mut(&se) {
+                            Some(n) => {
+                                *n = n.saturating_sub(1);
+                                *n
+                            }
+                            None => 0,
+                        };
+                        if left == 0 {
+                            self.spread_users.sticky.remove(&se);
+                            self.chains.remove(&se);
+                            self.affinity_sets.remove(&affinity_set_of(&se));
+                        }
                     }
                 }
             }
@@ -572,14 +601,21 @@ impl ServiceModel {
         self.frontends.insert(f.key, chain);
     }
 
-    /// Adds the affinity chains and sets of `f`; returns its `sa_` chain.
+    /// Adds the affinity chains and sets of `f`; returns its `sa_` chain. The `se_` chains (and
+    /// their `aff_` sets) are named after the Service port, shared with its other frontends.
     fn affinity(&mut self, f: &Frontend, timeout: u32) -> String {
         let key = f.key.to_string();
         let timeout_text = timeout.to_string();
+        let protocol = protocol_name(f.key.protocol());
         let mut sticky = Vec::with_capacity(f.backends.len());
         for backend in &f.backends {
             let b = backend_text(backend);
-            let name = chain_name(STICKY_CHAIN_PREFIX, &[&key, &timeout_text, &b], []);
+            let name = chain_name(
+                STICKY_CHAIN_PREFIX,
+                &[&f.service, protocol, &timeout_text, &b],
+                [],
+            );
+            *self.spread_users.sticky.entry(name.clone()).or_insert(0) += 1;
             self.affinity_sets.insert(affinity_set_of(&name), timeout);
             self.chains.insert(
                 name.clone(),
@@ -1644,6 +1680,70 @@ mod tests {
             d.cleanup,
             [crate::TableOp::DeleteChain { name: "m_3".into() }]
         );
+    }
+
+    #[test]
+    fn the_frontends_of_one_service_port_share_its_affinity() {
+        // The sticky Service's port also at an external IP and a NodePort (eTP Local: one
+        // backend of the two), and another Service with the same backends.
+        let mut desired = sample();
+        let sticky = desired.frontends[1].clone();
+        let also = |key, backends: &[(Ipv4Addr, u16)], service: &str| Frontend {
+            key,
+            service: service.into(),
+            backends: backends.to_vec(),
+            ..sticky.clone()
+        };
+        let node_port = FrontendKey::NodePort {
+            protocol: PortProtocol::Tcp,
+            port: 30011,
+        };
+        desired.frontends.extend([
+            also(
+                addr("192.0.2.11", 80),
+                &sticky.backends,
+                "default/sticky:http",
+            ),
+            also(node_port, &sticky.backends[..1], "default/sticky:http"),
+            also(
+                addr("10.96.0.13", 80),
+                &sticky.backends,
+                "default/other:http",
+            ),
+        ]);
+        desired.frontends.sort_by_key(|f| f.key);
+        let m = ServiceModel::from_desired(&desired);
+        let se = |key: &FrontendKey| match &m.chains[&*m.frontends[key]] {
+            SvcChain::Affinity { sticky } => sticky.clone(),
+            other => panic!("{other:?}"),
+        };
+        // One client set per backend of the Service port, whichever frontend it came through.
+        let cluster_ip = se(&addr("10.96.0.11", 80));
+        assert_eq!(se(&addr("192.0.2.11", 80)), cluster_ip);
+        assert_eq!(se(&node_port), cluster_ip[..1]);
+        // Each frontend keeps its own `sa_` chain (its own backends).
+        assert_ne!(
+            m.frontends[&addr("10.96.0.11", 80)],
+            m.frontends[&node_port]
+        );
+        // Another Service's clients are its own.
+        let other = se(&addr("10.96.0.13", 80));
+        assert!(other.iter().all(|s| !cluster_ip.contains(s)));
+        assert_eq!(m.affinity_sets.len(), 4);
+
+        // The external IP goes: the port's sets stay for the others; the NodePort goes too:
+        // the first backend's set stays for the ClusterIP.
+        let mut model = m.clone();
+        model.update([(addr("192.0.2.11", 80), None)], &desired);
+        assert_eq!(model.affinity_sets.len(), 4);
+        model.update([(node_port, None)], &desired);
+        assert!(model
+            .affinity_sets
+            .contains_key(&affinity_set_of(&cluster_ip[0])));
+        // The ClusterIP goes last: its sets and chains go with it.
+        model.update([(addr("10.96.0.11", 80), None)], &desired);
+        assert_eq!(model.affinity_sets.len(), 2);
+        assert!(!model.chains.contains_key(&cluster_ip[0]));
     }
 
     #[test]

@@ -158,7 +158,7 @@ async fn removed_udp_backends_have_their_conntrack_entries_deleted() {
         k.state().conntrack_deleted,
         [seam_nft::conntrack::StaleFlow {
             frontend: fe(PortProtocol::Udp, &[]).key,
-            backend: a
+            backend: Some(a)
         }]
     );
     // Nothing removed: nothing asked of the kernel.

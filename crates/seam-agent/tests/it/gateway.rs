@@ -45,17 +45,29 @@ fn lb_service(ip: Ipv4Addr) -> Service {
     }
 }
 
-#[tokio::test]
-async fn a_gateway_serves_what_it_owns_while_its_lease_lives_and_forgets_removed_udp_backends() {
-    let dir = tempfile::tempdir().unwrap();
-    let ctl = Controller::start(&dir.path().join("ctl.sock"), Default::default()).await;
-    let mut cfg = agent_config(dir.path(), "gw1", Ipv4Addr::new(198, 18, 1, 1), &ctl.sock);
-    cfg.role = NodeRole::Gateway;
+/// A controller and agent `node` (underlay 198.18.1.1 for a gateway, .11 else) on a fake
+/// kernel, ready.
+async fn start_agent(
+    dir: &std::path::Path,
+    node: &str,
+    role: NodeRole,
+) -> (Controller, seam_agent::Running<FakeKernel>) {
+    let ctl = Controller::start(&dir.join("ctl.sock"), Default::default()).await;
+    let last = if role == NodeRole::Gateway { 1 } else { 11 };
+    let mut cfg = agent_config(dir, node, Ipv4Addr::new(198, 18, 1, last), &ctl.sock);
+    cfg.role = role;
     let sock = cfg.socket.clone();
     let running = Agent::start(cfg, FakeKernel::default(), AnyStore::memory())
         .await
         .unwrap();
     wait_ready(&sock).await;
+    (ctl, running)
+}
+
+#[tokio::test]
+async fn a_gateway_serves_what_it_owns_while_its_lease_lives_and_forgets_removed_udp_backends() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_ctl, running) = start_agent(dir.path(), "gw1", NodeRole::Gateway).await;
     let agent = running.agent.clone();
     let lb = Ipv4Addr::new(203, 0, 113, 101);
     {
@@ -109,7 +121,7 @@ async fn a_gateway_serves_what_it_owns_while_its_lease_lives_and_forgets_removed
     })
     .await;
 
-    // A UDP frontend loses backend A once the table without it is applied.
+    // A UDP frontend gets backends, then loses backend A, once the tables are applied.
     let (a, b) = (
         (Ipv4Addr::new(10, 240, 0, 5), 53),
         (Ipv4Addr::new(10, 240, 1, 5), 53),
@@ -131,16 +143,26 @@ async fn a_gateway_serves_what_it_owns_while_its_lease_lives_and_forgets_removed
             ..Default::default()
         })
     };
+    // Its first backends: the entries datagrams made before, untranslated, go.
     agent.applied_services.send_replace(services(&[a, b]));
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    assert!(kernel.state().conntrack_deleted.is_empty());
+    let untranslated = StaleFlow {
+        frontend: key,
+        backend: None,
+    };
+    eventually("the untranslated entries are deleted", || async {
+        kernel.state().conntrack_deleted == [untranslated]
+    })
+    .await;
     agent.applied_services.send_replace(services(&[b]));
     eventually("A's entries are deleted", || async {
         kernel.state().conntrack_deleted
-            == [StaleFlow {
-                frontend: key,
-                backend: a,
-            }]
+            == [
+                untranslated,
+                StaleFlow {
+                    frontend: key,
+                    backend: Some(a),
+                },
+            ]
     })
     .await;
     task.abort();
@@ -171,4 +193,42 @@ impl seam_dataplane::lb::ConntrackKernel for SharedFake {
     async fn delete_conntrack(&self, flows: &[StaleFlow]) -> seam_dataplane::Result<usize> {
         self.0.delete_conntrack(flows).await
     }
+}
+
+#[tokio::test]
+async fn a_node_that_snats_node_port_clients_loosens_its_underlay_reverse_path_filter() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_ctl, running) = start_agent(dir.path(), "n1", NodeRole::Worker).await;
+    let agent = running.agent.clone();
+    let kernel = FakeKernel::default();
+    let reconcile = || async {
+        let (want, nat) = seam_agent::transit::desired_transit(&agent).await;
+        seam_agent::transit::reconcile_transit(&kernel, &want, nat.as_ref())
+            .await
+            .unwrap();
+        kernel.state().transit.underlay_loose
+    };
+    // A worker with no Service: reverse-path filtering stays as the operator set it.
+    assert!(!reconcile().await);
+
+    // A Service with a NodePort (externalTrafficPolicy Cluster): every node SNATs its clients to
+    // its underlay address, and a backend on another node replies to it from a pod address
+    // (routed here into the segment's bridge) over the underlay.
+    let mut service = lb_service(Ipv4Addr::new(203, 0, 113, 101));
+    service.spec.service_type = ServiceType::NodePort;
+    service.status = ServiceStatus::default();
+    let mut local = service.clone();
+    local.name = "local".into();
+    local.spec.external_traffic_policy = seam_model::TrafficPolicy::Local;
+    // Local keeps the client's address: nothing to loosen.
+    agent.view.write().await.services.insert(local.key(), local);
+    assert!(!reconcile().await);
+    agent
+        .view
+        .write()
+        .await
+        .services
+        .insert(service.key(), service);
+    assert!(reconcile().await);
+    running.abort();
 }

@@ -11,7 +11,8 @@
 //! Order: a requested value is honoured or refused (outside its range: 400 `Invalid` with the
 //! field path; held by another Service: 409 `Conflict` naming it); what a Service already holds
 //! is kept (an update that leaves `clusterIP` or a `nodePort` out keeps it, as Kubernetes does;
-//! a changed ClusterIP is refused: it is immutable); the rest is the first free value from a
+//! a changed ClusterIP is refused: it is immutable; a change to ClusterIP drops the node ports
+//! carried over from the old version and frees them, as Kubernetes does); the rest is the first free value from a
 //! start derived from the Service's key (FNV-1a), so allocations do not cluster at the range's
 //! start. LoadBalancer addresses come lowest first from the named pool, or from the auto-assign
 //! pools in name order; none free (or no such pool) leaves the Service without one and with an
@@ -53,9 +54,12 @@ pub(crate) fn node_port_key(protocol: PortProtocol, port: u16) -> String {
     format!("{ALLOCATIONS}nodeports/{}/{port}", protocol.as_str())
 }
 
+/// The folder of LoadBalancer address index keys, below [`ALLOCATIONS`].
+const LB_ADDRESSES: &str = "lbaddresses/";
+
 /// The index key of LoadBalancer address `ip`.
 pub(crate) fn lb_address_key(ip: Ipv4Addr) -> String {
-    format!("{ALLOCATIONS}lbaddresses/{ip}")
+    format!("{ALLOCATIONS}{LB_ADDRESSES}{ip}")
 }
 
 /// One index key as stored or as planned.
@@ -122,7 +126,7 @@ impl Reserved {
 
     /// Why `net` may not hold Service addresses (a pool prefix), `None` when it may.
     pub(crate) fn net_collision(&self, net: Ipv4Net) -> Option<String> {
-        let overlaps = |a: &Ipv4Net| a.contains(&net.network()) || net.contains(&a.network());
+        let overlaps = |a: &Ipv4Net| seam_model::overlaps(*a, net);
         if let Some((name, subnet)) = self.segments.iter().find(|(_, s)| overlaps(s)) {
             return Some(format!(
                 "{net} overlaps segment {name:?} subnet {subnet} (pod and VM addresses)"
@@ -131,6 +135,17 @@ impl Reserved {
         if let Some(pool) = self.pool.filter(overlaps) {
             return Some(format!(
                 "{net} overlaps the controller's pool {pool}, from which segments are carved"
+            ));
+        }
+        // An address a pool holds would be translated by every node's Service table.
+        if let Some((name, ip)) = self.nodes.iter().find(|(_, a)| net.contains(a)) {
+            return Some(format!(
+                "{net} holds {ip}, the underlay address of node {name:?}"
+            ));
+        }
+        if let Some((name, ip)) = self.endpoints.iter().find(|(_, a)| net.contains(a)) {
+            return Some(format!(
+                "{net} holds {ip}, the address of endpoint {name:?}"
             ));
         }
         None
@@ -157,21 +172,12 @@ pub(crate) struct Plan {
     pub(crate) changes: Vec<Change>,
 }
 
-/// FNV-1a (64 bits): a start that stays the same across versions and machines.
-fn fnv1a(text: &str) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in text.bytes() {
-        hash ^= u64::from(b);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    hash
-}
-
 /// The first value of `first..=last` from a start derived from `seed` (wrapping around) that
 /// `free` accepts.
 fn first_free_from(seed: &str, first: u32, last: u32, free: impl Fn(u32) -> bool) -> Option<u32> {
     let size = u64::from(last.checked_sub(first)?) + 1;
-    let start = fnv1a(seed) % size;
+    // FNV-1a: a start that stays the same across versions and machines.
+    let start = seam_model::fnv::fnv1a(seed) % size;
     (0..size)
         .map(|i| first as u64 + (start + i) % size)
         .filter_map(|v| u32::try_from(v).ok())
@@ -326,6 +332,20 @@ impl Planner<'_, '_> {
             .filter(|c| c.spec.service_type != ServiceType::ClusterIP)
             .map(|c| c.spec.ports.clone())
             .unwrap_or_default();
+        // A change to ClusterIP that carries the old node ports over (every one given was the
+        // Service's) drops them, as Kubernetes' API server does (`kubectl apply` of the
+        // fetched object with only `type` changed); their keys are freed with the plan. A
+        // node port the Service did not have is still refused.
+        if service_type == ServiceType::ClusterIP
+            && wanted.spec.ports.iter().all(|p| {
+                p.node_port
+                    .is_none_or(|n| old_ports.iter().any(|o| o.node_port == Some(n)))
+            })
+        {
+            for port in &mut wanted.spec.ports {
+                port.node_port = None;
+            }
+        }
         for i in 0..wanted.spec.ports.len() {
             let port = wanted.spec.ports[i].clone();
             let path = format!("spec.ports[{i}].nodePort");
@@ -568,6 +588,14 @@ pub(crate) fn plan(
     Ok(Plan {
         service: wanted,
         changes,
+    })
+}
+
+/// Whether `changes` free a LoadBalancer address (a pending Service may take it).
+pub(crate) fn frees_lb_address(changes: &[Change]) -> bool {
+    changes.iter().any(|c| {
+        matches!(c, Change::Free(key, _)
+            if key.strip_prefix(ALLOCATIONS).is_some_and(|k| k.starts_with(LB_ADDRESSES)))
     })
 }
 

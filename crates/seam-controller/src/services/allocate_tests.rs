@@ -199,6 +199,69 @@ fn an_update_keeps_its_allocations_and_the_cluster_ip_is_immutable() {
 }
 
 #[test]
+fn a_change_to_cluster_ip_drops_the_node_ports_it_carries_over() {
+    let mut taken = Taken::default();
+    let reserved = Reserved::default();
+    let mut first = service("a", ServiceType::LoadBalancer);
+    first.spec.ports.push(ServicePort {
+        port: 81,
+        ..first.spec.ports[0].clone()
+    });
+    let first = check(&mut taken, &[], &reserved, None, first).unwrap();
+    let held: Vec<u16> = first
+        .service
+        .spec
+        .ports
+        .iter()
+        .filter_map(|p| p.node_port)
+        .collect();
+    assert_eq!(held.len(), 2);
+
+    // The stored Service sent back with only its type changed (`kubectl edit`, an apply of
+    // what `seam get -o yaml` printed): the node ports go, and their keys are freed in the
+    // same transaction.
+    let mut edited = first.service.clone();
+    edited.spec.service_type = ServiceType::ClusterIP;
+    let mut refused = edited.clone();
+    let plan = check(&mut taken, &[], &reserved, Some(&first.service), edited).unwrap();
+    assert!(plan
+        .service
+        .spec
+        .ports
+        .iter()
+        .all(|p| p.node_port.is_none()));
+    for port in held {
+        assert!(
+            plan.changes
+                .contains(&Change::Free(node_port_key(PortProtocol::Tcp, port), 1)),
+            "{port} not freed: {:?}",
+            plan.changes
+        );
+    }
+
+    // A node port the Service did not hold is refused on a ClusterIP Service.
+    taken = Taken::default();
+    let first = check(&mut taken, &[], &reserved, None, first.service).unwrap();
+    let unheld = (30000..=30002)
+        .find(|p| {
+            !first
+                .service
+                .spec
+                .ports
+                .iter()
+                .any(|o| o.node_port == Some(*p))
+        })
+        .unwrap();
+    refused.spec.ports[1].node_port = Some(unheld);
+    let err = check(&mut taken, &[], &reserved, Some(&first.service), refused).unwrap_err();
+    assert!(
+        err.message().contains("spec.ports[1].nodePort"),
+        "{}",
+        err.message()
+    );
+}
+
+#[test]
 fn node_ports_requested_outside_the_range_or_taken_are_refused() {
     let mut taken = Taken::default();
     let reserved = Reserved::default();
@@ -353,8 +416,18 @@ fn addresses_of_nodes_endpoints_and_segments_are_never_given() {
     assert!(reserved
         .net_collision("10.0.0.0/8".parse().unwrap())
         .is_some());
-    assert!(reserved
+    // A pool may not hold a node's or an endpoint's address (pools stored before that rule
+    // may: the allocation above skips them).
+    let why = reserved
         .net_collision("192.0.2.0/24".parse().unwrap())
+        .unwrap();
+    assert!(why.contains("underlay address of node \"gw\""), "{why}");
+    let why = reserved
+        .net_collision("192.0.2.1/32".parse().unwrap())
+        .unwrap();
+    assert!(why.contains("endpoint \"web/bm1\""), "{why}");
+    assert!(reserved
+        .net_collision("192.0.2.128/25".parse().unwrap())
         .is_none());
 }
 

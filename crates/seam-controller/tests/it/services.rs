@@ -391,3 +391,183 @@ async fn a_node_lease_lives_while_it_is_renewed_and_goes_when_it_is_not() {
     c.renew_node_lease("gw1").await.unwrap();
     assert!(store.get(&key).await.unwrap().is_some());
 }
+
+#[tokio::test]
+async fn a_service_that_gives_up_its_address_hands_it_to_a_pending_one() {
+    let srv = Server::memory().await;
+    let c = &srv.client;
+    c.put_address_pool(&pool("public", &["203.0.113.7/32"]))
+        .await
+        .unwrap();
+    let a = c
+        .put_service(&service("a", ServiceType::LoadBalancer))
+        .await
+        .unwrap();
+    assert_eq!(lb_address(&a), Some(ip("203.0.113.7")));
+    let b = c
+        .put_service(&service("b", ServiceType::LoadBalancer))
+        .await
+        .unwrap();
+    assert_eq!(b.status.conditions[0].reason, POOL_EXHAUSTED);
+
+    // a turns NodePort: its address goes to b at once.
+    c.put_service(&service("a", ServiceType::NodePort))
+        .await
+        .unwrap();
+    let b = c.get_service("web", "b").await.unwrap();
+    assert_eq!(lb_address(&b), Some(ip("203.0.113.7")));
+
+    // b moves to a pool that does not exist (pending again): a, LoadBalancer once more and
+    // pending behind b, gets the address b let go.
+    let a = c
+        .put_service(&service("a", ServiceType::LoadBalancer))
+        .await
+        .unwrap();
+    assert_eq!(a.status.conditions[0].reason, POOL_EXHAUSTED);
+    let mut moved = c.get_service("web", "b").await.unwrap();
+    moved.annotations.insert(
+        seam_model::ADDRESS_POOL_ANNOTATION.to_string(),
+        "elsewhere".to_string(),
+    );
+    let mut moved = c.put_service(&moved).await.unwrap();
+    assert_eq!(moved.status.conditions[0].reason, POOL_NOT_FOUND);
+    let a = c.get_service("web", "a").await.unwrap();
+    assert_eq!(lb_address(&a), Some(ip("203.0.113.7")));
+
+    // The same through `seam apply`: a turns ClusterIP, b (back on the auto-assign pools)
+    // gets the address.
+    moved.annotations.clear();
+    c.put_service(&moved).await.unwrap();
+    c.apply(&[ApplyObject::Service(service("a", ServiceType::ClusterIP))])
+        .await
+        .unwrap();
+    let b = c.get_service("web", "b").await.unwrap();
+    assert_eq!(lb_address(&b), Some(ip("203.0.113.7")));
+    srv.stop().await;
+}
+
+/// A controller that stopped between freeing an address and retrying the pending Services:
+/// `delete_service` alone does not retry (the API route does, after it).
+async fn freed_without_retry(store: &AnyStore) {
+    let c = Controller::new(ControllerConfig::default(), store.clone()).unwrap();
+    c.put_address_pool(pool("public", &["203.0.113.7/32"]))
+        .await
+        .unwrap();
+    c.put_service(service("a", ServiceType::LoadBalancer))
+        .await
+        .unwrap();
+    let b = c
+        .put_service(service("b", ServiceType::LoadBalancer))
+        .await
+        .unwrap();
+    assert_eq!(b.status.conditions[0].reason, POOL_EXHAUSTED);
+    c.delete_service("web/a").await.unwrap();
+    assert_eq!(pending_address(&c).await, None);
+}
+
+async fn pending_address(c: &Controller) -> Option<Ipv4Addr> {
+    let snapshot = c.snapshot().await.unwrap();
+    let b = snapshot.services.iter().find(|s| s.name == "b").unwrap();
+    lb_address(b)
+}
+
+#[tokio::test]
+async fn a_controller_that_starts_leading_retries_the_pending_services() {
+    // A single controller leads from its start.
+    let store = AnyStore::memory();
+    freed_without_retry(&store).await;
+    let srv = Server::start(ControllerConfig::default(), store.clone()).await;
+    let mut waited = Duration::ZERO;
+    while lb_address(&srv.client.get_service("web", "b").await.unwrap()).is_none() {
+        assert!(waited < Duration::from_secs(5), "b was not retried");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        waited += Duration::from_millis(20);
+    }
+    srv.stop().await;
+
+    // A replica, when it is elected.
+    let store = AnyStore::memory();
+    freed_without_retry(&store).await;
+    let replica = Controller::replicated(
+        ControllerConfig::default(),
+        store.clone(),
+        seam_controller::ReplicaConfig {
+            id: "r1".to_string(),
+            advertise: "http://127.0.0.1:1".to_string(),
+            lease_ttl: Duration::from_secs(2),
+        },
+    )
+    .unwrap();
+    let election = tokio::spawn({
+        let replica = replica.clone();
+        async move { replica.run_election().await }
+    });
+    let mut waited = Duration::ZERO;
+    while pending_address(&replica).await.is_none() {
+        assert!(waited < Duration::from_secs(5), "b was not retried");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        waited += Duration::from_millis(20);
+    }
+    assert_eq!(pending_address(&replica).await, Some(ip("203.0.113.7")));
+    replica.stop_watches();
+    election.await.unwrap();
+}
+
+#[tokio::test]
+async fn nodes_externals_and_services_never_share_an_address() {
+    let srv = Server::memory().await;
+    let c = &srv.client;
+    let mut gw = node("gw1", 1);
+    gw.role = seam_model::NodeRole::Gateway;
+    c.put_node(&gw).await.unwrap();
+    let bm1 = seam_model::External {
+        name: "bm1".to_string(),
+        namespace: "external".to_string(),
+        gateway: "gw1".to_string(),
+        addresses: vec![ip("203.0.113.10")],
+        labels: BTreeMap::new(),
+    };
+    c.put_external(&bm1).await.unwrap();
+
+    // A pool may not hold a node's or an endpoint's address.
+    for (prefix, says) in [
+        ("198.18.0.0/24", "underlay address of node \"gw1\""),
+        ("203.0.113.8/29", "203.0.113.10, the address of endpoint"),
+    ] {
+        let err = c.put_address_pool(&pool("p", &[prefix])).await.unwrap_err();
+        assert!(err.is_invalid(), "{prefix}: {err}");
+        assert!(err.to_string().contains(says), "{prefix}: {err}");
+    }
+
+    c.put_address_pool(&pool("public", &["203.0.113.200/29"]))
+        .await
+        .unwrap();
+    let mut front = service("front", ServiceType::LoadBalancer);
+    front.spec.external_ips = vec![ip("192.0.2.50")];
+    let front = c.put_service(&front).await.unwrap();
+    let lb = lb_address(&front).unwrap();
+
+    // Nor may a node or an external endpoint take an address the Services hold.
+    for (address, says) in [
+        (cluster_ip(&front), "the ClusterIP of Service web/front"),
+        (lb, "the LoadBalancer address of Service web/front"),
+        (ip("192.0.2.50"), "an externalIP of Service web/front"),
+        (ip("203.0.113.206"), "address pool \"public\""),
+        (ip("10.100.0.1"), "the service range"),
+    ] {
+        let mut n = node("n2", 2);
+        n.underlay_ip = address;
+        let err = c.put_node(&n).await.unwrap_err();
+        assert!(err.is_conflict(), "{address}: {err}");
+        assert!(err.to_string().contains(says), "{address}: {err}");
+
+        let mut other = bm1.clone();
+        other.name = "bm2".to_string();
+        other.addresses = vec![address];
+        let err = c.put_external(&other).await.unwrap_err();
+        assert!(err.is_invalid(), "{address}: {err}");
+        assert!(err.to_string().contains(says), "{address}: {err}");
+    }
+    assert_eq!(c.list_nodes().await.unwrap().len(), 1);
+    srv.stop().await;
+}

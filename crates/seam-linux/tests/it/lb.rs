@@ -193,6 +193,31 @@ fn a_gateway_serves_its_load_balancer_address_announces_it_and_removes_only_its_
     assert!(expired.is_empty(), "{expired:?}");
 }
 
+/// `nft SCRIPT` in namespace `netns`.
+fn nft(netns: &str, script: &str) {
+    let out = Command::new("ip")
+        .args(["netns", "exec", netns, "nft", script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "nft {script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A node for the conntrack tests: one namespace whose backends and client are addresses of
+/// `lo` (no dummy driver needed) in 10.0.0.0/24, with a route to the service range, as a node
+/// has (its default route): the output hook's translation comes after the first route lookup.
+fn conntrack_node(tag: &str) -> Namespaces {
+    let ns = Namespaces::new(tag, &["node"]);
+    let node = ns.name(0);
+    ip(node, &["link", "set", "lo", "up"]);
+    ip(node, &["addr", "add", "10.0.0.1/24", "dev", "lo"]);
+    ip(node, &["route", "add", "10.96.0.0/12", "dev", "lo"]);
+    ns
+}
+
 /// A UDP server that answers each datagram with its name.
 fn server(sock: UdpSocket, name: &'static str) {
     std::thread::spawn(move || {
@@ -210,26 +235,10 @@ fn server(sock: UdpSocket, name: &'static str) {
 #[ignore = "privileged: netns"]
 fn a_udp_stream_moves_to_the_other_backend_once_its_stale_entry_is_deleted() {
     require_root();
-    let ns = Namespaces::new("ct", &["node"]);
+    let ns = conntrack_node("ct");
     let node = ns.name(0);
-    ip(node, &["link", "set", "lo", "up"]);
-    // The backends and the client are local addresses (no dummy driver needed).
-    ip(node, &["addr", "add", "10.0.0.1/24", "dev", "lo"]);
     ip(node, &["addr", "add", "10.0.0.2/24", "dev", "lo"]);
-    // A route to the service range, as a node has (its default route): the output hook's
-    // translation comes after the first route lookup.
-    ip(node, &["route", "add", "10.96.0.0/12", "dev", "lo"]);
-    let nft = |script: &str| {
-        let out = Command::new("ip")
-            .args(["netns", "exec", node, "nft", script])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "nft {script}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let nft = |script: &str| nft(node, script);
     nft("add table ip svc; add chain ip svc out { type nat hook output priority -100; }; add rule ip svc out ip daddr 10.96.0.10 udp dport 53 dnat to 10.0.0.1:5353");
     let (a, b, client) = netns::run_in(&netns::path_of(node), || {
         (
@@ -262,11 +271,11 @@ fn a_udp_stream_moves_to_the_other_backend_once_its_stale_entry_is_deleted() {
             protocol: PortProtocol::Udp,
             port: 53,
         },
-        backend: ("10.0.0.1".parse().unwrap(), 5353),
+        backend: Some(("10.0.0.1".parse().unwrap(), 5353)),
     };
     // Another backend's flow deletes nothing.
     let other = StaleFlow {
-        backend: ("10.0.0.3".parse().unwrap(), 5353),
+        backend: Some(("10.0.0.3".parse().unwrap(), 5353)),
         ..flow
     };
     let (none, deleted, left) = netns::run_in(&netns::path_of(node), || {
@@ -288,6 +297,63 @@ fn a_udp_stream_moves_to_the_other_backend_once_its_stale_entry_is_deleted() {
     for port in ["10.0.0.1:5353", "10.0.0.2:5353"] {
         let _ = client.send_to(b"stop", port);
     }
+}
+
+#[test]
+#[ignore = "privileged: netns"]
+fn a_udp_stream_sent_before_its_service_had_a_backend_reaches_one_once_its_entry_is_deleted() {
+    require_root();
+    let ns = conntrack_node("cu");
+    let node = ns.name(0);
+    let nft = |script: &str| nft(node, script);
+    // Conntrack is on, as on a node (policy matches `ct state`), before any translation.
+    nft("add table ip svc; add chain ip svc out { type nat hook output priority -100; }; add chain ip svc filter { type filter hook output priority 0; }; add rule ip svc filter ct state new counter");
+    let (a, client) = netns::run_in(&netns::path_of(node), || {
+        (
+            UdpSocket::bind("10.0.0.1:5353").unwrap(),
+            UdpSocket::bind("10.0.0.1:40001").unwrap(),
+        )
+    })
+    .unwrap();
+    server(a, "A");
+    client
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    let frontend: SocketAddr = "10.96.0.11:53".parse().unwrap();
+    // Nothing translates the frontend yet: the datagram makes an entry that is not translated
+    // (and is lost).
+    client.send_to(b"ping", frontend).unwrap();
+    let ask = || {
+        client.send_to(b"ping", frontend).unwrap();
+        let mut buf = [0u8; 8];
+        client
+            .recv_from(&mut buf)
+            .ok()
+            .map(|(n, _)| String::from_utf8_lossy(&buf[..n]).into_owned())
+    };
+    // The Service gets its backend: the stream still follows its untranslated entry.
+    nft("add rule ip svc out ip daddr 10.96.0.11 udp dport 53 dnat to 10.0.0.1:5353");
+    assert_eq!(ask(), None, "the stream reached the backend past its entry");
+    let flow = StaleFlow {
+        frontend: FrontendKey::Address {
+            addr: "10.96.0.11".parse().unwrap(),
+            protocol: PortProtocol::Udp,
+            port: 53,
+        },
+        backend: None,
+    };
+    let (deleted, left) = netns::run_in(&netns::path_of(node), || {
+        (
+            seam_linux::conntrack::delete_stale(&[flow]).unwrap(),
+            seam_linux::conntrack::list_entries().unwrap(),
+        )
+    })
+    .unwrap();
+    assert_eq!(deleted, 1);
+    assert!(!left.iter().any(|e| e.is_of(&flow)), "{left:?}");
+    // The next datagram of the same stream is a new connection: translated, answered.
+    assert_eq!(ask().as_deref(), Some("A"));
+    let _ = client.send_to(b"stop", "10.0.0.1:5353");
 }
 
 #[test]

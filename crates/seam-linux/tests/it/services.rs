@@ -114,12 +114,18 @@ fn steps() -> Vec<TableModel> {
     sticky.affinity_timeout = Some(30);
     let mut node_port = frontend(np, &[b(1), b(2), b(3)]);
     node_port.masquerade_outside = true;
+    // The sticky Service port at an external IP too: its affinity chains are shared.
+    let sticky_external = Frontend {
+        key: tcp("10.9.0.11", 80),
+        ..sticky.clone()
+    };
     let first = DesiredServices {
         frontends: vec![
             frontend(tcp("10.96.0.10", 80), &[b(1), b(2), b(3)]),
             sticky.clone(),
             frontend(udp, &[]),
             node_port,
+            sticky_external,
         ],
         hairpin: [b(1).0].into(),
         segment_subnets: ["10.1.0.0/16".parse().unwrap()].into(),
@@ -319,6 +325,11 @@ fn services_carry_real_traffic() {
     let all = [back(1), back(2), back(3)];
     let mut sticky = frontend(tcp("10.96.0.11", 80), &all);
     sticky.affinity_timeout = Some(1);
+    // The same Service port at the LB address: it shares the ClusterIP's affinity.
+    let sticky_lb = Frontend {
+        key: tcp("10.9.0.100", 82),
+        ..sticky.clone()
+    };
     let mut node_port = frontend(
         FrontendKey::NodePort {
             protocol: PortProtocol::Tcp,
@@ -332,6 +343,7 @@ fn services_carry_real_traffic() {
             frontend(tcp("10.9.0.100", 80), &all),
             frontend(tcp("10.96.0.10", 80), &all),
             sticky,
+            sticky_lb,
             frontend(tcp("10.96.0.12", 80), &[]),
             frontend(
                 FrontendKey::Address {
@@ -432,6 +444,9 @@ fn services_carry_real_traffic() {
             .collect()
     });
     assert_eq!(count(&answers).len(), 1, "{:?}", count(&answers));
+    // Through the Service port's other frontend, the same backend (one set per backend).
+    let (backend, _) = in_ns(&client, || ask("10.9.0.100:82".parse().unwrap())).unwrap();
+    assert_eq!(backend, answers[0].0);
     let remembered = |ns: &str| {
         let text = in_ns(ns, list_table).unwrap();
         text.matches("\"10.9.0.2\"").count()

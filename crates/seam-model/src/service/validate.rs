@@ -22,6 +22,7 @@ use crate::error::{Problems, ValidationError};
 use crate::objects::{
     check_labels, check_name, is_valid_label_key, is_valid_label_value, is_valid_port_name,
 };
+use crate::prefix::overlaps;
 
 /// True when `name` is a DNS-1123 label (`IsDNS1123Label`): 1-63 of `a-z 0-9 -`, alphanumeric
 /// at both ends. Kubernetes names Service ports, EndpointSlice ports and hostnames so.
@@ -69,11 +70,6 @@ const SPECIAL: [(Ipv4Net, &str); 5] = [
 const fn net(a: u8, b: u8, c: u8, d: u8, len: u8) -> Ipv4Net {
     // Evaluated at compile time: the table's lengths are all at most 32.
     Ipv4Net::new_assert(Ipv4Addr::new(a, b, c, d), len)
-}
-
-/// Whether two prefixes share an address.
-pub(crate) fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
-    a.contains(&b.network()) || b.contains(&a.network())
 }
 
 fn check_address(p: &mut Problems, path: &str, ip: Ipv4Addr) {

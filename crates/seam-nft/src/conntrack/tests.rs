@@ -57,17 +57,59 @@ fn a_udp_or_sctp_frontend_that_loses_a_backend_has_stale_flows_tcp_has_none() {
         [
             StaleFlow {
                 frontend: address(PortProtocol::Udp),
-                backend: A
+                backend: Some(A)
             },
             StaleFlow {
                 frontend: address(PortProtocol::Sctp),
-                backend: A
+                backend: Some(A)
             },
         ]
     );
-    // Nothing changed, or a backend added: nothing stale.
+    // Nothing changed, or a backend added: nothing stale (but the untranslated entries of the
+    // SCTP frontend that comes back).
     assert!(stale_flows(&new, &new).is_empty());
-    assert!(stale_flows(&new, &old).is_empty());
+    assert_eq!(
+        stale_flows(&new, &old),
+        [StaleFlow {
+            frontend: address(PortProtocol::Sctp),
+            backend: None
+        }]
+    );
+}
+
+#[test]
+fn a_udp_or_sctp_frontend_that_gets_its_first_backend_has_its_untranslated_entries_stale() {
+    let node_port = FrontendKey::NodePort {
+        protocol: PortProtocol::Udp,
+        port: 30053,
+    };
+    let old = services(vec![
+        frontend(address(PortProtocol::Udp), &[]),
+        frontend(address(PortProtocol::Tcp), &[]),
+    ]);
+    let new = services(vec![
+        frontend(address(PortProtocol::Udp), &[A]),
+        frontend(address(PortProtocol::Tcp), &[A]),
+        // New, with a backend (the Service was just made): as if it had none.
+        frontend(node_port, &[A]),
+        frontend(address(PortProtocol::Sctp), &[]),
+    ]);
+    assert_eq!(
+        stale_flows(&old, &new),
+        [
+            StaleFlow {
+                frontend: address(PortProtocol::Udp),
+                backend: None
+            },
+            StaleFlow {
+                frontend: node_port,
+                backend: None
+            },
+        ]
+    );
+    // One more backend of a frontend that had one: nothing.
+    let more = services(vec![frontend(address(PortProtocol::Udp), &[A, B])]);
+    assert!(stale_flows(&new, &more).iter().all(|f| f.backend.is_some()));
 }
 
 fn entry(orig_dst: (Ipv4Addr, u16), reply_src: (Ipv4Addr, u16)) -> CtEntry {
@@ -84,7 +126,7 @@ fn entry(orig_dst: (Ipv4Addr, u16), reply_src: (Ipv4Addr, u16)) -> CtEntry {
 fn an_entry_is_of_a_flow_when_sent_to_its_frontend_and_answered_by_its_backend() {
     let flow = StaleFlow {
         frontend: address(PortProtocol::Udp),
-        backend: A,
+        backend: Some(A),
     };
     assert!(entry((FE, 53), A).is_of(&flow));
     // Another backend, another frontend port, another protocol: not this flow.
@@ -101,7 +143,7 @@ fn an_entry_is_of_a_flow_when_sent_to_its_frontend_and_answered_by_its_backend()
             protocol: PortProtocol::Udp,
             port: 30053,
         },
-        backend: A,
+        backend: Some(A),
     };
     assert!(entry((Ipv4Addr::new(198, 18, 0, 11), 30053), A).is_of(&node_port));
     assert!(entry((Ipv4Addr::new(10, 0, 0, 1), 30053), A).is_of(&node_port));
@@ -110,8 +152,16 @@ fn an_entry_is_of_a_flow_when_sent_to_its_frontend_and_answered_by_its_backend()
             protocol: PortProtocol::Udp,
             port: A.1,
         },
-        backend: A,
+        backend: Some(A),
     }));
+    // A flow without a backend: the entries sent to the frontend that were not translated.
+    let untranslated = StaleFlow {
+        backend: None,
+        ..flow
+    };
+    assert!(entry((FE, 53), (FE, 53)).is_of(&untranslated));
+    assert!(!entry((FE, 53), A).is_of(&untranslated));
+    assert!(!entry((FE, 54), (FE, 54)).is_of(&untranslated));
 }
 
 /// A dump answer as the kernel sends it: one `IPCTNL_MSG_CT_NEW` per entry, then `NLMSG_DONE`.
@@ -181,4 +231,40 @@ fn a_delete_names_the_entry_by_its_original_tuple_and_asks_for_an_ack() {
     let dump = NetlinkMessage::<NetfilterMessage>::deserialize(&dump_request(1)).unwrap();
     assert_eq!(dump.header.message_type, 1 << 8 | 1); // IPCTNL_MSG_CT_GET
     assert_eq!(dump.header.flags, NLM_F_REQUEST | NLM_F_DUMP);
+}
+
+#[test]
+fn the_index_picks_the_entries_the_flows_pick() {
+    let node_port = FrontendKey::NodePort {
+        protocol: PortProtocol::Udp,
+        port: 30053,
+    };
+    let flows = [
+        StaleFlow {
+            frontend: address(PortProtocol::Udp),
+            backend: Some(A),
+        },
+        StaleFlow {
+            frontend: node_port,
+            backend: None,
+        },
+    ];
+    let index = StaleIndex::new(&flows);
+    let node = Ipv4Addr::new(198, 18, 0, 11);
+    for e in [
+        entry((FE, 53), A),
+        entry((FE, 53), B),
+        entry((FE, 53), (FE, 53)),
+        entry((node, 30053), (node, 30053)),
+        entry((node, 30053), A),
+        entry((node, 30054), (node, 30054)),
+        CtEntry {
+            protocol: 6,
+            ..entry((FE, 53), A)
+        },
+    ] {
+        assert_eq!(index.matches(&e), flows.iter().any(|f| e.is_of(f)), "{e:?}");
+    }
+    assert!(index.matches(&entry((FE, 53), A)));
+    assert!(index.matches(&entry((node, 30053), (node, 30053))));
 }

@@ -52,7 +52,8 @@ fn frontend(rng: &mut Rng, key: FrontendKey) -> Frontend {
     backends.dedup();
     Frontend {
         key,
-        service: format!("test/{key}"),
+        // Two Service ports: frontends of one share their affinity chains and sets.
+        service: format!("test/s:{}", rng.below(2)),
         backends,
         affinity_timeout: [None, None, Some(10), Some(20)][usize::try_from(rng.below(4)).unwrap()],
         masquerade_outside: rng.below(2) == 0,
