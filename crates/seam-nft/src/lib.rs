@@ -29,4 +29,6 @@ pub mod services;
 pub mod table;
 
 pub use msg::Batch;
-pub use rule::{AddrField, FirewallDelta, NftMatch, NftRule, NftVerdict, TableOp};
+pub use rule::{
+    AddrField, FirewallDelta, FlowSampling, NftMatch, NftRule, NftSample, NftVerdict, TableOp,
+};

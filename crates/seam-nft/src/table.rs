@@ -155,7 +155,10 @@ fn chain_lines(out: &mut String, body: &ChainBody) {
     match body {
         ChainBody::Rules(rules) => {
             for r in rules {
-                let _ = writeln!(out, "\t\t{r}");
+                // A rule may be two kernel rules, one line each (see `NftSample::limit`).
+                for line in r.to_string().lines() {
+                    let _ = writeln!(out, "\t\t{line}");
+                }
             }
         }
         ChainBody::Dispatch { jumps, goto } => {
@@ -761,6 +764,7 @@ mod tests {
         NftRule {
             matches: Vec::new(),
             log_prefix: None,
+            sample: None,
             verdict,
             comment: "r".into(),
         }
