@@ -24,6 +24,7 @@ pub mod listing;
 pub mod msg;
 pub mod names;
 pub mod nat;
+pub mod nflog;
 pub mod rule;
 pub mod services;
 pub mod table;

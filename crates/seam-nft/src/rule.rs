@@ -81,21 +81,30 @@ pub struct FlowSampling {
     pub group: u16,
     /// Samples per second of each drop (and Pass) rule, at most; what is over is counted.
     pub drop_rate: u32,
+    /// Samples per second of each allow rule, at most (`None`: every new connection). Why a
+    /// limit at all: a packet that egress allows and ingress on the same node drops never
+    /// confirms its conntrack entry, so each one of a flood is a "new connection" to the allow
+    /// rule; the limit keeps such a flood from reaching the agent unbounded.
+    pub allow_rate: Option<u32>,
     /// Bytes of each sampled packet copied: enough for the IPv4 and transport headers.
     pub snaplen: u32,
 }
 
 impl FlowSampling {
     /// The sample of a rule of this kind with this comment in one direction's chains: allowed
-    /// connections every time (only a connection's first packet reaches a policy rule: the base
-    /// chains accept established and related packets before they dispatch), drops and Passes
-    /// under the rate limit.
+    /// connections once each (only a connection's first packet reaches a policy rule: the base
+    /// chains accept established and related packets before they dispatch) under
+    /// [`FlowSampling::allow_rate`], drops and Passes under [`FlowSampling::drop_rate`].
     pub fn sample(&self, kind: crate::names::SampleKind, egress: bool, comment: &str) -> NftSample {
+        let limit = match kind {
+            crate::names::SampleKind::Allow => self.allow_rate,
+            _ => Some(self.drop_rate),
+        };
         NftSample {
             group: self.group,
             prefix: crate::names::sample_prefix(kind, egress, comment),
             snaplen: self.snaplen,
-            limit: (kind != crate::names::SampleKind::Allow).then_some(self.drop_rate),
+            limit,
         }
     }
 }

@@ -48,6 +48,7 @@ fn every_sample_prefix_in_the_table_maps_back_to_its_rule() {
     let sampling = FlowSampling {
         group: 9,
         drop_rate: 20,
+        allow_rate: None,
         snaplen: 128,
     };
     let model = Renderer::with_sampling(Some(sampling)).model(&ruleset());
@@ -91,11 +92,13 @@ fn without_sampling_the_table_has_no_samples() {
     let sampled = Renderer::with_sampling(Some(FlowSampling {
         group: 9,
         drop_rate: 20,
+        allow_rate: Some(500),
         snaplen: 128,
     }))
     .model(&ruleset());
     let text = seam_nft::table::full_text(&sampled);
     assert!(text.contains("limit rate over 20/second"), "{text}");
+    assert!(text.contains("limit rate over 500/second"), "{text}");
     // Sampling changes the rules, so the chains get other names: an agent that restarts with
     // another setting replaces them in place.
     assert!(model.chains.keys().all(|k| !sampled.chains.contains_key(k)));

@@ -164,11 +164,11 @@ impl Lab {
         lab
     }
 
-    fn node_path(&self) -> PathBuf {
+    pub(crate) fn node_path(&self) -> PathBuf {
         netns::path_of(&self.node)
     }
 
-    fn pod_path(&self, addr: Ipv4Addr) -> PathBuf {
+    pub(crate) fn pod_path(&self, addr: Ipv4Addr) -> PathBuf {
         let (name, _) = self.pods.iter().find(|(_, a)| *a == addr).unwrap();
         netns::path_of(name)
     }
@@ -404,7 +404,7 @@ pub(crate) fn load(name: &str) -> Value {
 }
 
 /// A case file with `model.json`, read by the harness.
-fn suite(name: &str) -> Suite {
+pub(crate) fn suite(name: &str) -> Suite {
     Suite::from_texts(&read(name), &read("model.json")).unwrap()
 }
 
