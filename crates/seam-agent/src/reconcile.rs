@@ -178,6 +178,13 @@ pub async fn firewall_ruleset<K: NodeKernel + Firewall + 'static>(
         tracing::warn!("{w}");
     }
     let mut model = renderer.model(ruleset);
+    if renderer.sampling().is_some() {
+        // What each sample prefix of this table stands for, for the flow recorder.
+        let rules = seam_firewall::flows::sampled_rules(ruleset);
+        agent
+            .flow_rules
+            .send_replace(Arc::new(crate::flows::decode::rule_map(&rules)));
+    }
     // One table, one write: policy and Services together.
     model.services = services;
     Ok((model, desired_services))

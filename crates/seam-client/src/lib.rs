@@ -18,6 +18,7 @@
 
 mod client;
 mod error;
+mod flows;
 mod leases;
 mod services;
 mod transport;

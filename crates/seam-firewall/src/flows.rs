@@ -18,6 +18,9 @@ use crate::render::{nft_comment, sample_kind};
 pub struct SampledRule {
     /// The rule's id (several IR rules may share one: one policy rule over two protocols).
     pub rule: RuleId,
+    /// Its comment in the kernel ([`nft_comment`]): what its counters, and the counts of
+    /// samples its limit suppressed, are listed by.
+    pub comment: String,
     /// The direction whose chains hold it.
     pub direction: FlowDirection,
     /// Its tier.
@@ -38,9 +41,11 @@ pub fn sampled_rules(ruleset: &NodeRuleset) -> HashMap<String, SampledRule> {
         for chain in ruleset.chains(dir) {
             for rule in &chain.rules {
                 let kind = sample_kind(rule.action);
-                let prefix = sample_prefix(kind, dir == Direction::Egress, &nft_comment(&rule.id));
+                let comment = nft_comment(&rule.id);
+                let prefix = sample_prefix(kind, dir == Direction::Egress, &comment);
                 out.entry(prefix).or_insert_with(|| SampledRule {
                     rule: rule.id.clone(),
+                    comment,
                     direction: match dir {
                         Direction::Egress => FlowDirection::Egress,
                         Direction::Ingress => FlowDirection::Ingress,
