@@ -168,10 +168,21 @@ pub async fn start<K: NodeKernel + Firewall + 'static>(
     (recorder, tasks)
 }
 
-/// Reads the kernel's suppressed counts off the runtime's workers.
+/// Reads the kernel's suppressed counts on a thread of its own: not on the runtime, and not on
+/// its blocking pool either (seamd keeps one blocking thread, which the table's writes need).
 async fn read_suppressed(reader: &SuppressedReader) -> Option<BTreeMap<String, u64>> {
     let reader = reader.clone();
-    match tokio::task::spawn_blocking(move || reader()).await {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name("seam-flow-counts".into())
+        .spawn(move || {
+            let _ = tx.send(reader());
+        });
+    if let Err(e) = spawned {
+        tracing::debug!(error = %e, "starting the suppressed-count reader failed");
+        return None;
+    }
+    match rx.await {
         Ok(Ok(totals)) => Some(totals),
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "reading suppressed flow samples failed");

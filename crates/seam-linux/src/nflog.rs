@@ -243,6 +243,33 @@ impl NflogSocket {
     }
 }
 
+impl NflogSocket {
+    /// Reads the group on a thread of its own until `deliver` returns false: each read (samples,
+    /// or the news that the kernel dropped some) goes to `deliver`. A read error is logged and
+    /// the thread waits a moment before it reads again.
+    pub fn spawn_reader(
+        mut self,
+        mut deliver: impl FnMut(NflogRead) -> bool + Send + 'static,
+    ) -> std::io::Result<std::thread::JoinHandle<()>> {
+        std::thread::Builder::new()
+            .name(format!("seam-nflog-{}", self.group))
+            .spawn(move || loop {
+                match self.read(None) {
+                    Ok(read) if read.samples.is_empty() && !read.lost => {}
+                    Ok(read) => {
+                        if !deliver(read) {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(group = self.group, error = %e, "reading NFLOG failed");
+                        std::thread::sleep(Duration::from_millis(500));
+                    }
+                }
+            })
+    }
+}
+
 fn set_timeout(socket: &Socket, timeout: Option<Duration>) -> Result<(), NflogError> {
     let value = match timeout {
         Some(t) => nix::sys::time::TimeVal::new(
