@@ -238,7 +238,7 @@ async fn record<K: NodeKernel + Firewall + 'static>(
     };
     // What the kernel counted before this agent started is no record's.
     if let Some(totals) = read_suppressed(&suppressed).await {
-        decoder.kernel_suppressed(totals);
+        decoder.kernel_baseline(totals);
     }
     let mut tick = tokio::time::interval(REFRESH);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

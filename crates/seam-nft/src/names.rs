@@ -138,6 +138,17 @@ pub const SVC_BASE_CHAINS: [&str; 6] = [
     SVC_REJECT_OUTPUT,
 ];
 
+/// With flow recording on: the chain a refusal of a frontend at an address (on prerouting and
+/// output: the client's side) jumps to before it is refused, which samples it under a limit.
+pub const SVC_REFUSED_EGRESS: &str = "svc_refused_e";
+/// The same for a refused NodePort (on input: the side it arrived at).
+pub const SVC_REFUSED_INGRESS: &str = "svc_refused_i";
+/// Both sample chains of refusals.
+pub const SVC_REFUSED_CHAINS: [&str; 2] = [SVC_REFUSED_EGRESS, SVC_REFUSED_INGRESS];
+/// The comment of a refusal's over-limit rule, and what its samples' prefixes name (a record of
+/// a refusal names no policy rule).
+pub const SVC_REFUSAL_COMMENT: &str = "svc-no-endpoints";
+
 /// Prefix of the shared chain of frontends at an address with N backends (`m_<N>`).
 pub const SPREAD_CHAIN_PREFIX: &str = "m_";
 /// Prefix of the shared chain of NodePorts with N backends (`n_<N>`).

@@ -679,7 +679,9 @@ pub fn from_nft_json(text: &str) -> Option<TableModel> {
     let mut maps = BTreeSet::new();
     let mut services = crate::services::Listed::default();
     for item in value.get("nftables")?.as_array()? {
-        if let Some(chain) = item.get("chain") {
+        if let Some(rule) = item.get("rule") {
+            services.rule(rule);
+        } else if let Some(chain) = item.get("chain") {
             let name = chain.get("name")?.as_str()?;
             if services.chain(name).is_some() {
                 continue;

@@ -133,14 +133,14 @@ fn protocol_number(p: PortProtocol) -> u8 {
 /// A rule behind a prefix, with the names its records share.
 #[derive(Debug, Clone)]
 pub struct RuleMeta {
-    /// The rule id.
-    pub rule: Arc<str>,
+    /// The rule id (`None`: a Service's refusal, no policy rule).
+    pub rule: Option<Arc<str>>,
     /// Its kernel comment (the key of its suppressed counts).
     pub comment: Arc<str>,
     /// The direction whose chains hold it.
     pub direction: FlowDirection,
-    /// `admin`, `namespace`, `baseline`.
-    pub tier: &'static str,
+    /// `admin`, `namespace`, `baseline` (`None`: a Service's refusal).
+    pub tier: Option<&'static str>,
     /// Allow, deny or Pass.
     pub kind: SampleKind,
     /// The policy, as `seam explain` names it.
@@ -152,9 +152,29 @@ pub struct RuleMeta {
 /// Every prefix of the node's table and its rule.
 pub type RuleMap = HashMap<String, RuleMeta>;
 
-/// [`RuleMap`] from what `seam_firewall::flows::sampled_rules` made of the compiled ruleset.
+/// [`RuleMap`] from what `seam_firewall::flows::sampled_rules` made of the compiled ruleset,
+/// and the refusals of Services without endpoints (see `seam_nft::services::RefusalSampling`).
 pub fn rule_map(sampled: &HashMap<String, SampledRule>) -> RuleMap {
     let mut policies: HashMap<&str, Arc<str>> = HashMap::new();
+    let comment: Arc<str> = Arc::from(seam_nft::names::SVC_REFUSAL_COMMENT);
+    let refusals = [
+        (true, FlowDirection::Egress),
+        (false, FlowDirection::Ingress),
+    ]
+    .map(|(egress, direction)| {
+        (
+            seam_nft::services::RefusalSampling::prefix(egress),
+            RuleMeta {
+                rule: None,
+                comment: comment.clone(),
+                direction,
+                tier: None,
+                kind: SampleKind::Deny,
+                policy: None,
+                reason: FlowReason::NoEndpoints,
+            },
+        )
+    });
     sampled
         .iter()
         .map(|(prefix, r)| {
@@ -163,16 +183,17 @@ pub fn rule_map(sampled: &HashMap<String, SampledRule>) -> RuleMap {
                 .as_deref()
                 .map(|p| policies.entry(p).or_insert_with(|| Arc::from(p)).clone());
             let meta = RuleMeta {
-                rule: Arc::from(r.rule.as_str()),
+                rule: Some(Arc::from(r.rule.as_str())),
                 comment: Arc::from(r.comment.as_str()),
                 direction: r.direction,
-                tier: r.tier.as_str(),
+                tier: Some(r.tier.as_str()),
                 kind: r.kind,
                 policy,
                 reason: r.reason,
             };
             (prefix.clone(), meta)
         })
+        .chain(refusals)
         .collect()
 }
 
@@ -356,6 +377,12 @@ impl Decoder {
         self.rules.get(prefix).or_else(|| self.previous.get(prefix))
     }
 
+    /// Takes the kernel's suppressed counts as they are when recording starts: what the limits
+    /// suppressed before is no record's.
+    pub fn kernel_baseline(&mut self, totals: BTreeMap<String, u64>) {
+        self.kernel = totals;
+    }
+
     /// Takes the kernel's suppressed counts (totals per rule comment, read from the table's
     /// listing); returns how many were suppressed since the last reading. A count lower than
     /// before is a rule written anew (its counter starts at 0).
@@ -402,13 +429,23 @@ impl Decoder {
             .passes
             .remove(&key)
             .is_some_and(|at| now_ms.saturating_sub(at) < PASS_WAIT_MS)
-            && meta.tier == "baseline";
-        let service = sample.original.and_then(|o| {
-            let translated = o.dst.0 != packet.dst || Some(o.dst.1) != packet.dst_port;
-            translated
-                .then(|| view.service(o.protocol, o.dst.0, o.dst.1))
-                .flatten()
-                .map(|s| (s, o.dst.0, o.dst.1))
+            && meta.tier == Some("baseline");
+        // A refusal comes before any translation: the packet's destination is the frontend.
+        let refused = (meta.reason == FlowReason::NoEndpoints)
+            .then(|| {
+                let port = packet.dst_port?;
+                let s = view.service(packet.protocol, packet.dst, port)?;
+                Some((s, packet.dst, port))
+            })
+            .flatten();
+        let service = refused.or_else(|| {
+            sample.original.and_then(|o| {
+                let translated = o.dst.0 != packet.dst || Some(o.dst.1) != packet.dst_port;
+                translated
+                    .then(|| view.service(o.protocol, o.dst.0, o.dst.1))
+                    .flatten()
+                    .map(|s| (s, o.dst.0, o.dst.1))
+            })
         });
         let suppressed = self.pending.remove(&meta.comment).unwrap_or(0);
         Decoded::Record(Box::new(Flow {
@@ -434,9 +471,9 @@ impl Decoder {
             } else {
                 meta.reason
             },
-            tier: Some(meta.tier),
+            tier: meta.tier,
             policy: meta.policy.clone(),
-            rule: Some(meta.rule.clone()),
+            rule: meta.rule.clone(),
             service,
             suppressed,
         }))

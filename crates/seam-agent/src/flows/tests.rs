@@ -205,6 +205,36 @@ fn an_allowed_connection_to_a_service_names_both_ends_the_rule_and_the_service()
 }
 
 #[test]
+fn a_refused_connection_to_a_service_without_endpoints_names_the_service() {
+    let resolver = Resolver::new(&view(), &services());
+    let mut d = Decoder::new(100);
+    d.set_rules(rules());
+    let prefix = seam_nft::services::RefusalSampling::prefix(true);
+    let r = record(d.decode(
+        &sample(&prefix, tcp("10.0.0.5", 4000, "10.96.0.10", 80)),
+        5,
+        &resolver,
+    ))
+    .record("n1");
+    assert_eq!(
+        (r.verdict, r.reason),
+        (FlowVerdict::Denied, FlowReason::NoEndpoints)
+    );
+    assert_eq!((r.tier, r.policy, r.rule), (None, None, None));
+    assert_eq!(r.direction, FlowDirection::Egress);
+    assert_eq!(r.service.unwrap().service, "prod/web");
+    assert_eq!(r.src.name.as_deref(), Some("web-1"));
+    // Its suppressed counts are the refusal chains' (listed under their comment).
+    d.kernel_suppressed([("svc-no-endpoints".to_string(), 9)].into());
+    let r = record(d.decode(
+        &sample(&prefix, tcp("10.0.0.5", 4001, "10.96.0.10", 80)),
+        6,
+        &resolver,
+    ));
+    assert_eq!(r.suppressed, 9);
+}
+
+#[test]
 fn ends_resolve_to_vms_externals_nodes_and_the_world() {
     let r = Resolver::new(&view(), &DesiredServices::default());
     assert_eq!(r.peer(ip("10.0.0.9")).kind, PeerKind::Vm);
@@ -247,9 +277,10 @@ fn the_node_limit_and_the_kernels_limit_are_counted_into_the_rules_next_record()
         tcp("10.0.0.1", 1, "10.0.0.5", 81),
     );
     // What the kernel counted before the agent started is nobody's.
-    d.kernel_suppressed([("ns-isolation/ingress".to_string(), 500)].into());
+    d.kernel_baseline([("ns-isolation/ingress".to_string(), 500)].into());
     // A burst of 10 at one instant: 3 records, 7 suppressed by the node's limit.
     let got: Vec<Decoded> = (0..10).map(|_| d.decode(&s, 10_000, &resolver)).collect();
+    assert!(matches!(&got[0], Decoded::Record(f) if f.suppressed == 0));
     let records = got
         .iter()
         .filter(|g| matches!(g, Decoded::Record(_)))

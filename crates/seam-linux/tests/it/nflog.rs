@@ -152,3 +152,58 @@ fn verdicts_are_sampled_once_per_new_connection_and_drops_under_a_counted_limit(
         "sampled {sampled}, suppressed {suppressed}"
     );
 }
+
+#[test]
+#[ignore = "privileged: netns"]
+fn refusals_of_services_without_endpoints_are_sampled_and_the_table_reads_back() {
+    use seam_nft::services::{RefusalSampling, ServiceModel};
+    crate::firewall::require_root();
+    let name = format!("sfl{}r", std::process::id());
+    netns::create(&name).unwrap();
+    struct Gone(String);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let _ = netns::delete(&self.0);
+        }
+    }
+    let _gone = Gone(name.clone());
+    let sampling = RefusalSampling {
+        group: GROUP,
+        rate: DROP_RATE,
+        snaplen: 96,
+    };
+    let mut services = ServiceModel::default();
+    services.enabled = true;
+    services.refusal_sampling = Some(sampling);
+    let model = seam_nft::table::TableModel {
+        services: services.clone(),
+        ..Default::default()
+    };
+    let text = seam_nft::table::full_text(&model);
+    assert!(text.contains("jump svc_refused_e") && text.contains("jump svc_refused_i"));
+    let listed = netns::run_in(&netns::path_of(&name), || {
+        apply_ruleset(&text)?;
+        seam_linux::nft::list_table_text()
+    })
+    .unwrap()
+    .unwrap()
+    .unwrap();
+    let back = seam_nft::table::from_nft_json(&listed).expect("the table reads back");
+    assert_eq!(back.services.refusal_sampling, Some(sampling));
+    // Without sampling: no sample chains, nothing logged.
+    services.refusal_sampling = None;
+    let plain = seam_nft::table::TableModel {
+        services,
+        ..Default::default()
+    };
+    let listed = netns::run_in(&netns::path_of(&name), || {
+        apply_ruleset(&seam_nft::table::full_text(&plain))?;
+        seam_linux::nft::list_table_text()
+    })
+    .unwrap()
+    .unwrap()
+    .unwrap();
+    assert!(!listed.contains("\"log\""));
+    let back = seam_nft::table::from_nft_json(&listed).unwrap();
+    assert_eq!(back.services.refusal_sampling, None);
+}
