@@ -126,6 +126,15 @@ fn verdicts_are_sampled_once_per_new_connection_and_drops_under_a_counted_limit(
     // The allowed connection: once at the ingress rule that allowed it, once at y/b's egress
     // (nothing selects y/b: the default allow).
     assert_eq!(of("Ai:np/x/web/ingress/0", &conn).len(), 1, "{samples:#?}");
+    // With the kernel's conntrack glue, a sample carries its connection's original tuple (here
+    // untranslated: the packet's own).
+    if socket.conntrack() {
+        let original = of("Ai:np/x/web/ingress/0", &conn)[0].original;
+        assert_eq!(
+            original.map(|o| (o.protocol, o.src, o.dst)),
+            Some((6, (yb, allowed_port), (xa, 80)))
+        );
+    }
     assert_eq!(of("Ae:default/egress", &conn).len(), 1);
     let rule = &meta["Ai:np/x/web/ingress/0"];
     assert_eq!(rule.policy.as_deref(), Some("NetworkPolicy x/web"));
