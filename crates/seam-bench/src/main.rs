@@ -9,6 +9,7 @@ mod cleanup;
 mod cni;
 mod control;
 mod control_tls;
+mod flows;
 mod gateway;
 mod memory;
 mod policy;
@@ -50,6 +51,9 @@ enum Cmd {
     Memory(memory::MemoryOpts),
     /// Pod-to-pod iperf3 throughput across nodes against the underlay.
     Throughput(throughput::ThroughputOpts),
+    /// Flow recording on vs off (throughput, new-connection rate) and a flood of denied packets
+    /// (the recorder's CPU and memory, the rate limit, allowed throughput alongside).
+    Flows(flows::FlowsOpts),
     /// Pod to bare-metal server through a gateway node against the gateway's underlay path
     /// (iperf3; target ratio >= 0.8).
     Gateway(gateway::GatewayOpts),
@@ -209,6 +213,11 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         }
         Cmd::Throughput(o) => {
             let s = throughput::run(&bin_dir, &o)?;
+            reproduce(&o.command());
+            Ok(s.ok())
+        }
+        Cmd::Flows(o) => {
+            let s = flows::run(&o)?;
             reproduce(&o.command());
             Ok(s.ok())
         }

@@ -300,7 +300,7 @@ impl Bucket {
     fn new(rate: u32) -> Bucket {
         Bucket {
             rate: u64::from(rate),
-            milli: u64::from(rate) * 1000,
+            milli: u64::from(rate).saturating_mul(1000),
             at_ms: 0,
         }
     }
@@ -308,7 +308,11 @@ impl Bucket {
     fn take(&mut self, now_ms: u64) -> bool {
         let elapsed = now_ms.saturating_sub(self.at_ms);
         self.at_ms = self.at_ms.max(now_ms);
-        self.milli = (self.milli + elapsed * self.rate).min(self.rate * 1000);
+        // Saturating: the first call comes a whole epoch after `at_ms` 0, and a rate may be huge.
+        self.milli = self
+            .milli
+            .saturating_add(elapsed.saturating_mul(self.rate))
+            .min(self.rate.saturating_mul(1000));
         if self.milli >= 1000 {
             self.milli -= 1000;
             true

@@ -302,6 +302,13 @@ fn the_node_limit_and_the_kernels_limit_are_counted_into_the_rules_next_record()
     let next = record(d.decode(&s, 11_000, &resolver));
     assert_eq!(next.suppressed, 47);
     assert_eq!(record(d.decode(&s, 11_000, &resolver)).suppressed, 0);
+    // No limit to speak of, at any time.
+    let mut unlimited = Decoder::new(u32::MAX);
+    unlimited.set_rules(rules());
+    assert!(matches!(
+        unlimited.decode(&s, u64::MAX / 2, &resolver),
+        Decoded::Record(_)
+    ));
     // A rule written anew starts counting at 0.
     assert_eq!(
         d.kernel_suppressed([("ns-isolation/ingress".to_string(), 5)].into()),
