@@ -102,7 +102,7 @@ struct Args {
     /// Flow recording: `on` samples every verdict of the node's policy table to an NFLOG group
     /// and turns the samples into flow records for the controller; `off` writes the table with
     /// no log statements at all (but Contracts' own `log`).
-    #[arg(long, value_enum, default_value = "off")]
+    #[arg(long, env = "SEAM_FLOWS", value_enum, default_value = "off")]
     flows: Switch,
     /// The NFLOG group of the flow samples (one reader per group per node: a group another
     /// process reads is refused at start).
