@@ -160,7 +160,7 @@ pub async fn start<K: NodeKernel + Firewall + 'static>(
             agent.clone(),
             recorder.clone(),
             Decoder::new(config.node_drop_rate),
-            samples,
+            (samples, config.allow_rate),
             suppressed,
         )),
         tokio::spawn(push(agent, recorder.clone())),
@@ -226,7 +226,7 @@ async fn record<K: NodeKernel + Firewall + 'static>(
     agent: Arc<Agent<K>>,
     recorder: Arc<FlowRecorder>,
     mut decoder: Decoder,
-    mut samples: mpsc::Receiver<SampleBatch>,
+    (mut samples, allow_rate): (mpsc::Receiver<SampleBatch>, Option<u32>),
     suppressed: SuppressedReader,
 ) {
     let rules = agent.flow_rules.subscribe();
@@ -245,6 +245,9 @@ async fn record<K: NodeKernel + Firewall + 'static>(
     // Drop samples came since the last reading (so the limits may have suppressed some), or in
     // the second before it (the counts of its last moments).
     let (mut limited, mut limited_before) = (false, false);
+    // Allowed records since the last tick: an allow rule's limit can only have suppressed
+    // anything when at least its rate of them came (cheaper than reading the listing always).
+    let mut allowed = 0u64;
     loop {
         tokio::select! {
             batch = samples.recv() => {
@@ -258,7 +261,10 @@ async fn record<K: NodeKernel + Firewall + 'static>(
                 for sample in &batch.samples {
                     match decoder.decode(sample, now, &resolving.resolver) {
                         Decoded::Record(flow) => {
-                            limited |= flow.verdict == FlowVerdict::Denied;
+                            match flow.verdict {
+                                FlowVerdict::Denied => limited = true,
+                                FlowVerdict::Allowed => allowed += 1,
+                            }
                             recorder.keep(*flow);
                         }
                         Decoded::Suppressed => {
@@ -271,6 +277,8 @@ async fn record<K: NodeKernel + Firewall + 'static>(
                 }
             }
             _ = tick.tick() => {
+                limited |= allow_rate.is_some_and(|rate| allowed >= u64::from(rate));
+                allowed = 0;
                 if limited || limited_before {
                     if let Some(totals) = read_suppressed(&suppressed).await {
                         let n = decoder.kernel_suppressed(totals);
