@@ -46,7 +46,7 @@ pub(crate) fn require_root() {
     );
 }
 
-fn ip(args: &[&str]) {
+pub(crate) fn ip(args: &[&str]) {
     let out = Command::new("ip").args(args).output().expect("run ip");
     assert!(
         out.status.success(),
@@ -166,6 +166,12 @@ impl Lab {
 
     pub(crate) fn node_path(&self) -> PathBuf {
         netns::path_of(&self.node)
+    }
+
+    /// The name of the namespace of the pod with address `addr`.
+    pub(crate) fn pod_name(&self, addr: Ipv4Addr) -> String {
+        let (name, _) = self.pods.iter().find(|(_, a)| *a == addr).unwrap();
+        name.clone()
     }
 
     pub(crate) fn pod_path(&self, addr: Ipv4Addr) -> PathBuf {

@@ -9,6 +9,7 @@ use seam_firewall::{compile, flows::sampled_rules};
 use seam_linux::nflog::{seam_config, NflogError, NflogSocket};
 use seam_linux::{apply_ruleset, netns, nft::read_suppressed};
 use seam_nft::nflog::Sample;
+use seam_nft::services::{FrontendKey, RefusalSampling};
 use seam_nft::FlowSampling;
 
 use crate::firewall::{plan, policies, suite, Lab};
@@ -20,6 +21,8 @@ const POLICY: &str = r#"[{"apiVersion": "networking.k8s.io/v1", "kind": "Network
     "ports": [{"protocol": "TCP", "port": 80}]}]}}]"#;
 
 const GROUP: u16 = 4711;
+/// A Service frontend without endpoints, in the pods' subnet.
+const FRONTEND: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 200);
 const DROP_RATE: u32 = 5;
 
 /// Reads samples until none came for `quiet`.
@@ -61,7 +64,16 @@ fn verdicts_are_sampled_once_per_new_connection_and_drops_under_a_counted_limit(
         allow_rate: None,
         snaplen: 128,
     };
-    let model = Renderer::with_sampling(Some(sampling)).model(&ruleset);
+    let mut model = Renderer::with_sampling(Some(sampling)).model(&ruleset);
+    // A Service frontend with no endpoint, refused (and sampled) on the node.
+    let frontend = FrontendKey::Address {
+        addr: FRONTEND,
+        protocol: seam_model::PortProtocol::Tcp,
+        port: 80,
+    };
+    model.services.enabled = true;
+    model.services.reject.insert(frontend);
+    model.services.refusal_sampling = Some(RefusalSampling::of(&sampling));
     netns::run_in(&lab.node_path(), || {
         apply_ruleset(&seam_nft::table::full_text(&model))
     })
@@ -91,6 +103,28 @@ fn verdicts_are_sampled_once_per_new_connection_and_drops_under_a_counted_limit(
         assert!(denied.is_err());
     })
     .unwrap();
+    // z/a connects to the frontend (its address resolved by hand: nothing answers ARP for it).
+    let za = plan["z/a"];
+    let z_ns = lab.pod_name(za);
+    crate::firewall::ip(&[
+        "-n",
+        &z_ns,
+        "neigh",
+        "add",
+        &FRONTEND.to_string(),
+        "lladdr",
+        "02:00:00:00:00:99",
+        "dev",
+        "eth0",
+    ]);
+    netns::run_in(&lab.pod_path(za), || {
+        let refused = TcpStream::connect_timeout(
+            &SocketAddr::from((FRONTEND, 80)),
+            Duration::from_millis(500),
+        );
+        assert!(refused.is_err());
+    })
+    .unwrap();
     let suppressed_before = netns::run_in(&node, read_suppressed).unwrap().unwrap();
     const FLOOD: u64 = 300;
     netns::run_in(&lab.pod_path(yc), || {
@@ -105,8 +139,11 @@ fn verdicts_are_sampled_once_per_new_connection_and_drops_under_a_counted_limit(
 
     // Every prefix is one the agent can map back to its rule.
     for s in &samples {
+        let refusal = [true, false]
+            .map(RefusalSampling::prefix)
+            .contains(&s.prefix);
         assert!(
-            meta.contains_key(&s.prefix),
+            meta.contains_key(&s.prefix) || refusal,
             "unknown prefix {:?}",
             s.prefix
         );
@@ -144,6 +181,15 @@ fn verdicts_are_sampled_once_per_new_connection_and_drops_under_a_counted_limit(
             .is_some_and(|p| p.protocol == 6 && p.src == yb && p.dst_port == Some(81))
     };
     assert!(!of("Di:ns-isolation/ingress", &syn81).is_empty());
+    // The refusal: sampled on the client's side, to the frontend's address.
+    let refusal = |s: &Sample| {
+        s.packet
+            .is_some_and(|p| p.src == za && p.dst == FRONTEND && p.dst_port == Some(80))
+    };
+    assert!(
+        !of(&RefusalSampling::prefix(true), &refusal).is_empty(),
+        "{samples:#?}"
+    );
     // The flood: sampled at most at the limit (its burst, as it came at once), and every
     // datagram either sampled or counted as suppressed.
     let flood = |s: &Sample| s.packet.is_some_and(|p| p.protocol == 17 && p.src == yc);
