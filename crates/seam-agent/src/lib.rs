@@ -18,6 +18,7 @@ mod attach;
 pub mod blocks;
 mod config;
 mod error;
+pub mod flows;
 pub mod gateway;
 pub mod identity;
 pub mod leases;
@@ -64,6 +65,9 @@ pub struct Agent<K> {
         seam_firewall::IncrementalCompiler,
         seam_firewall::render::table::Renderer,
     )>,
+    /// With flow recording on: the rule behind every sample prefix of the table, as of the last
+    /// compile (see [`flows`]).
+    pub flow_rules: tokio::sync::watch::Sender<Arc<flows::RuleMap>>,
     /// This node's Services as of the last pass (each Service's frontends, the node's result),
     /// brought up to the view by what changed.
     pub services: Mutex<services::ServiceCache>,
@@ -175,6 +179,7 @@ impl<K: NodeKernel + Firewall + 'static> Agent<K> {
             refused: Mutex::new(std::collections::BTreeMap::new()),
             applied_services: tokio::sync::watch::Sender::new(Arc::default()),
             lease_renewed_at: std::sync::Mutex::new(None),
+            flow_rules: tokio::sync::watch::Sender::new(Arc::default()),
         });
         let listener = server::bind(&agent.config.socket)?;
         let mut tasks = vec![

@@ -150,7 +150,7 @@ pub async fn firewall_ruleset<K: NodeKernel + Firewall + 'static>(
     let view = view.downgrade();
     // Services first, from what changed for them only: their result is kept (and written with the
     // next policy that compiles) even when policy fails to compile below.
-    let (desired_services, services) = {
+    let (desired_services, mut services) = {
         let mut cache = agent.services.lock().await;
         let (desired, _) = cache.sync(&view, &service_changes);
         // A node with nothing to translate has no Services part at all: no nat hooks on its
@@ -178,6 +178,17 @@ pub async fn firewall_ruleset<K: NodeKernel + Firewall + 'static>(
         tracing::warn!("{w}");
     }
     let mut model = renderer.model(ruleset);
+    if let (Some(sampling), true) = (renderer.sampling(), services.enabled) {
+        // Refusals of frontends without backends are verdicts too.
+        services.refusal_sampling = Some(seam_nft::services::RefusalSampling::of(&sampling));
+    }
+    if renderer.sampling().is_some() {
+        // What each sample prefix of this table stands for, for the flow recorder.
+        let rules = seam_firewall::flows::sampled_rules(ruleset);
+        agent
+            .flow_rules
+            .send_replace(Arc::new(crate::flows::decode::rule_map(&rules)));
+    }
     // One table, one write: policy and Services together.
     model.services = services;
     Ok((model, desired_services))
@@ -280,6 +291,14 @@ async fn apply_firewall<K: NodeKernel + Firewall + 'static>(
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "reading the kernel's firewall table failed"),
         }
+    }
+    // How refusals are sampled is part of the Services base chains, which change only by a
+    // whole write (flow recording switched, or the Services part coming or going with it on).
+    if applied
+        .as_ref()
+        .is_some_and(|old| old.services.refusal_sampling != model.services.refusal_sampling)
+    {
+        *applied = None;
     }
     if let Some(old) = applied.as_ref() {
         let delta = table::delta(old, &model);

@@ -1,372 +1,497 @@
-//! Issue 13: time from a flow batch posted to the controller until a `seam flows --follow`
-//! reader has its record (p50/p99, target p99 < 500 ms), beside a plain API round trip
-//! (`GET /v1/leader`) measured in the same run.
+//! `seam-bench flows`: what flow recording costs, in the kernel and in the recorder.
 //!
-//! One `seam-controller` (embedded store) on `tcp:127.0.0.1:<free port>` with mutual TLS and
-//! the CA key, so nodes join as agents do (a join token, a CSR, a node certificate each). While
-//! `--nodes` nodes each post a batch of `--batch` records every 200 ms (an agent's pace), a
-//! probe node posts one-record batches and a reader follows `GET /v1/flows?follow=true` with its
-//! own reader certificate: each probe is timed from just before its POST until the follower
-//! decodes it. This is the controller's share of "allowed connection → record in `seam flows
-//! --follow`"; the agent's share (NFLOG read, batching interval) adds to it.
+//! A node namespace with a bridge (br_netfilter on) and two pods; the node's table realizes
+//! "pod b accepts TCP 5201 and 7000 from pod a, everything else to b is isolated", rendered as
+//! the agent renders it with flow recording off and on (`Renderer::with_sampling`), alternated
+//! round by round. Measured in one run against its own baseline:
+//! - pod → pod throughput (iperf3) and new-connection rate (connect + close, one client), on vs
+//!   off (target ≥ 0.95 each);
+//! - a flood of denied UDP packets from a to b with recording on: the recorder (the agent's
+//!   NFLOG reader, decoder and ring, run here in-process on a thread of its own) must stay under
+//!   half a core, its ring bounded, the per-rule limit must hold (samples of the flood ≤ rate ×
+//!   seconds + burst, the rest counted as suppressed), and iperf3 alongside must keep ≥ 0.9 of
+//!   its throughput without the flood.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use anyhow::Context;
-use seam_client::{ClientTls, ControllerClient, FlowEvent};
-use seam_model::flow::{
-    FlowBatch, FlowDirection, FlowFilter, FlowPeer, FlowReason, FlowRecord, FlowVerdict, PeerKind,
-};
-use seam_model::{CallerRole, Identity};
-use seam_pki::Ca;
+use anyhow::{bail, Context};
+use seam_agent::flows::decode::{rule_map, Decoded, Decoder, Resolver};
+use seam_agent::flows::ring::{FlowRing, RING_CAPACITY};
+use seam_firewall::ir::{AddrMatch, L4Match, LocalEndpoint, PortRange, Rule, TierChain};
+use seam_firewall::render::table::Renderer;
+use seam_firewall::{Action, AddrSet, NodeRuleset, RuleId, Tier};
+use seam_linux::netns;
+use seam_nft::FlowSampling;
+use seam_policy::Protocol;
 
-use crate::stats::{ms, verdict, Stats};
+use crate::cleanup::{ChildGuard, ScopeGuard};
+use crate::stats::{ratio, verdict, Stats};
+use crate::util;
 
-const VALIDITY: Duration = Duration::from_secs(86_400);
-/// An agent's posting interval.
-const INTERVAL: Duration = Duration::from_millis(200);
+const A: Ipv4Addr = Ipv4Addr::new(10, 88, 0, 1);
+const B: Ipv4Addr = Ipv4Addr::new(10, 88, 0, 2);
+const IPERF_PORT: u16 = 5201;
+const CONNECT_PORT: u16 = 7000;
+const DENIED_PORT: u16 = 9;
+const GROUP: u16 = 6199;
 
-/// `seam-bench flows` (defaults: 20 nodes x 25 records every 200 ms = 2,500 records/s).
-#[derive(Debug, clap::Args)]
+/// Options of `seam-bench flows`.
+#[derive(Debug, Clone, clap::Args)]
 pub struct FlowsOpts {
-    /// Nodes posting in the background.
-    #[arg(long, default_value_t = 20)]
-    pub nodes: usize,
-    /// Records per background batch.
-    #[arg(long, default_value_t = 25)]
-    pub batch: usize,
-    /// Probe records timed (and API round trips, interleaved).
-    #[arg(long, default_value_t = 500)]
-    pub samples: usize,
-    /// Pause between probes, milliseconds (the probe is a node: at most 20 batches/s,
-    /// `FLOW_POSTS_PER_SECOND`, are taken from one node).
-    #[arg(long, default_value_t = 60)]
-    pub gap_ms: u64,
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 4)]
+    pub seconds: u64,
+    /// Rounds of off/on (alternating which goes first).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// Denied packets per second of the flood.
+    #[arg(long, default_value_t = 100_000)]
+    pub flood_pps: u64,
+    /// Drop samples per second of each rule (seamd's --flow-drop-rate).
+    #[arg(long, default_value_t = 10)]
+    pub drop_rate: u32,
 }
 
 impl FlowsOpts {
-    /// The arguments that reproduce this run.
+    /// The command line that reproduces this run.
     pub fn command(&self) -> String {
         format!(
-            "flows --nodes {} --batch {} --samples {} --gap-ms {}",
-            self.nodes, self.batch, self.samples, self.gap_ms
+            "flows --seconds {} --rounds {} --flood-pps {} --drop-rate {}",
+            self.seconds, self.rounds, self.flood_pps, self.drop_rate
         )
     }
 }
 
-/// What one run measured.
-pub struct FlowsReport {
-    /// POST of a probe → the follower has it, ms.
-    pub delivery: Stats,
-    /// `GET /v1/leader` round trips, ms.
-    pub round_trip: Stats,
-    /// Probes the follower never got.
-    pub lost: usize,
-    /// Records the follower was told it skipped.
-    pub skipped: u64,
-    /// Background records posted per second.
-    pub load_per_sec: f64,
-}
-
-impl FlowsReport {
-    /// Whether the target is met.
-    pub fn ok(&self) -> bool {
-        self.delivery.n > 0 && self.delivery.p99 < 500.0 && self.lost == 0
-    }
-
-    /// Prints the figures.
-    pub fn print(&self, opts: &FlowsOpts) {
-        println!("== flows: POST /v1/flows -> GET /v1/flows?follow=true at the controller");
-        println!(
-            "   one seam-controller (embedded store), mutual TLS on 127.0.0.1; {} joined nodes each post {} records every 200 ms ({:.0} records/s), a probe node posts one-record batches, a reader follows",
-            opts.nodes, opts.batch, self.load_per_sec
-        );
-        let line = |what: &str, s: &Stats| {
-            println!(
-                "   {what:<44} n={:<5} p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>7.2} ms",
-                s.n, s.median, s.p99, s.max
-            );
-        };
-        line("baseline: GET /v1/leader round trip", &self.round_trip);
-        line("post -> follower has the record", &self.delivery);
-        println!(
-            "   probes lost {}, records the follower skipped {}",
-            self.lost, self.skipped
-        );
-        println!("   target: p99 < 500 ms: {}", verdict(self.ok()));
+fn rule(id: &str, src: Vec<AddrMatch>, dst: Vec<AddrMatch>, l4: L4Match, action: Action) -> Rule {
+    Rule {
+        id: RuleId(id.into()),
+        src,
+        dst,
+        l4,
+        action,
+        log: false,
     }
 }
 
-/// Certificates of the run, in a temporary directory.
-struct Pki {
-    dir: tempfile::TempDir,
-    ca: Ca,
-}
-
-impl Pki {
-    fn new() -> anyhow::Result<Pki> {
-        let dir = tempfile::tempdir().context("temporary directory")?;
-        let ca = Ca::generate("seam-bench flows CA", VALIDITY)?;
-        ca.save(&dir.path().join("ca.crt"), &dir.path().join("ca.key"))?;
-        ca.issue_server(
-            "seam-controller",
-            &["localhost".to_string()],
-            &[IpAddr::V4(Ipv4Addr::LOCALHOST)],
-            VALIDITY,
-        )?
-        .save(&dir.path().join("tls.crt"), &dir.path().join("tls.key"))?;
-        Ok(Pki { dir, ca })
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// A client of `endpoint` with a certificate of `identity` issued by the CA.
-    fn client(&self, endpoint: &str, identity: &Identity) -> anyhow::Result<ControllerClient> {
-        let (cert, key) = (
-            self.path(&format!("{}.crt", identity.name)),
-            self.path(&format!("{}.key", identity.name)),
-        );
-        self.ca
-            .issue_client(identity, VALIDITY)?
-            .save(&cert, &key)?;
-        let tls = ClientTls::from_files(&self.path("ca.crt"), Some((&cert, &key)))?;
-        Ok(ControllerClient::new(endpoint)?.with_tls(tls))
-    }
-
-    /// A node that joined with `token`, as an agent does: its own key, a CSR, the certificate
-    /// the controller signs.
-    async fn join(
-        &self,
-        endpoint: &str,
-        token: &str,
-        node: &str,
-    ) -> anyhow::Result<ControllerClient> {
-        let anonymous = ControllerClient::new(endpoint)?
-            .with_tls(ClientTls::from_files(&self.path("ca.crt"), None)?);
-        let (csr, key) = seam_pki::new_csr(&Identity::node(node, 0))?;
-        let joined = anonymous
-            .join(token, node, &csr)
-            .await
-            .with_context(|| format!("join node {node}"))?;
-        let (cert_path, key_path) = (
-            self.path(&format!("{node}.crt")),
-            self.path(&format!("{node}.key")),
-        );
-        std::fs::write(&cert_path, joined.certificate)?;
-        std::fs::write(&key_path, key)?;
-        let tls = ClientTls::from_files(&self.path("ca.crt"), Some((&cert_path, &key_path)))?;
-        Ok(ControllerClient::new(endpoint)?.with_tls(tls))
-    }
-}
-
-/// The controller process, killed on drop.
-struct ControllerProcess(Child);
-
-impl Drop for ControllerProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
-    Ok(listener.local_addr()?.port())
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// A record of `node`; `rule` marks probes.
-fn record(node: &str, i: usize, rule: Option<String>) -> FlowRecord {
-    let peer = |ip: [u8; 4], name: String, port: u16| FlowPeer {
-        ip: Ipv4Addr::from(ip),
-        port: Some(port),
-        kind: PeerKind::Pod,
-        namespace: Some("bench".to_string()),
-        name: Some(name),
+/// The node's compiled ruleset: b's ingress isolated but for TCP 5201 and 7000 from a.
+fn ruleset() -> NodeRuleset {
+    let mut r = NodeRuleset::default();
+    r.sets.insert("local".into(), AddrSet::from_addrs([A, B]));
+    r.sets.insert("a".into(), AddrSet::from_addrs([A]));
+    r.sets.insert("b".into(), AddrSet::from_addrs([B]));
+    r.local = vec![
+        LocalEndpoint {
+            name: "x/a".into(),
+            addresses: vec![A],
+        },
+        LocalEndpoint {
+            name: "x/b".into(),
+            addresses: vec![B],
+        },
+    ];
+    let ports = |p: u16| PortRange { start: p, end: p };
+    let baseline = |dir: &str| TierChain {
+        tier: Tier::Baseline,
+        rules: vec![rule(
+            &format!("default/{dir}"),
+            vec![],
+            vec![],
+            L4Match::Any,
+            Action::Allow,
+        )],
     };
-    FlowRecord {
-        time_ms: now_ms(),
-        node: node.to_string(),
-        direction: FlowDirection::Ingress,
-        protocol: "TCP".to_string(),
-        src: peer(
-            [10, 1, (i >> 8) as u8, i as u8],
-            format!("client-{i}"),
-            40000,
-        ),
-        dst: peer([10, 2, 0, 7], "server".to_string(), 8080),
-        verdict: FlowVerdict::Allowed,
-        reason: FlowReason::Rule,
-        tier: Some("namespace".to_string()),
-        policy: Some("NetworkPolicy bench/allow".to_string()),
-        rule: Some(rule.unwrap_or_else(|| "np/bench/allow/ingress/0".to_string())),
-        service: None,
-        suppressed: 0,
-    }
+    r.egress = vec![baseline("egress")];
+    r.ingress = vec![
+        TierChain {
+            tier: Tier::Namespace,
+            rules: vec![
+                rule(
+                    "np/x/b/ingress/0",
+                    vec![AddrMatch::In("a".into())],
+                    vec![AddrMatch::In("b".into())],
+                    L4Match::Ports {
+                        protocol: Protocol::Tcp,
+                        ranges: vec![ports(IPERF_PORT), ports(CONNECT_PORT)],
+                    },
+                    Action::Allow,
+                ),
+                rule(
+                    "ns-isolation/ingress",
+                    vec![],
+                    vec![AddrMatch::In("b".into())],
+                    L4Match::Any,
+                    Action::Deny,
+                ),
+            ],
+        },
+        baseline("ingress"),
+    ];
+    r
 }
 
-/// Runs the benchmark against `bin_dir`'s `seam-controller`.
-pub fn run(bin_dir: &Path, opts: &FlowsOpts) -> anyhow::Result<FlowsReport> {
-    let pki = Pki::new()?;
-    let port = free_port()?;
-    let endpoint = format!("https://127.0.0.1:{port}");
-    let mut child = Command::new(bin_dir.join("seam-controller"));
-    child
-        .arg("--listen")
-        .arg(format!("tcp:127.0.0.1:{port}"))
-        .arg("--store")
-        .arg(format!("embedded:{}", pki.path("store.redb").display()))
-        .arg("--tls-cert")
-        .arg(pki.path("tls.crt"))
-        .arg("--tls-key")
-        .arg(pki.path("tls.key"))
-        .arg("--ca")
-        .arg(pki.path("ca.crt"))
-        .arg("--ca-key")
-        .arg(pki.path("ca.key"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let _controller = ControllerProcess(child.spawn().context("start seam-controller")?);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    rt.block_on(measure(&pki, &endpoint, opts))
+struct Bench {
+    node: String,
+    a: String,
+    b: String,
 }
 
-async fn measure(pki: &Pki, endpoint: &str, opts: &FlowsOpts) -> anyhow::Result<FlowsReport> {
-    let admin = pki.client(endpoint, &Identity::of(CallerRole::Admin, "bench-admin"))?;
-    let reader = pki.client(endpoint, &Identity::of(CallerRole::Reader, "bench-reader"))?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while admin.healthz().await.is_err() {
-        anyhow::ensure!(Instant::now() < deadline, "seam-controller did not come up");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+fn build(scope: &ScopeGuard) -> anyhow::Result<Bench> {
+    let bench = Bench {
+        node: scope.netns("node"),
+        a: scope.netns("a"),
+        b: scope.netns("b"),
+    };
+    util::netns_with_lo(&bench.node)?;
+    util::ip(&bench.node, &["link", "add", "br0", "type", "bridge"])?;
+    util::ip(&bench.node, &["link", "set", "br0", "up"])?;
+    netns::run_in(&netns::path_of(&bench.node), || {
+        seam_linux::sysctl::write("net/bridge/bridge-nf-call-iptables", "1")
+    })??;
+    for (i, (pod, addr)) in [(&bench.a, A), (&bench.b, B)].into_iter().enumerate() {
+        util::netns_with_lo(pod)?;
+        let host = format!("h{i}");
+        util::ip(
+            &bench.node,
+            &[
+                "link", "add", &host, "type", "veth", "peer", "name", "eth0", "netns", pod,
+            ],
+        )?;
+        util::ip(&bench.node, &["link", "set", &host, "master", "br0", "up"])?;
+        util::ip(pod, &["addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
+        util::ip(pod, &["link", "set", "eth0", "up"])?;
     }
-    let token = admin
-        .create_join_token_with(&seam_model::CreateJoinToken {
-            ttl_seconds: 600,
-            node: None,
-            uses: Some(u32::try_from(opts.nodes + 1)?),
+    // The client closes first: its ports wait in TIME_WAIT, so it may reuse them, from a wide
+    // range (thousands of connections a second for seconds).
+    netns::run_in(&netns::path_of(&bench.a), || -> anyhow::Result<()> {
+        seam_linux::sysctl::write("net/ipv4/tcp_tw_reuse", "1")?;
+        seam_linux::sysctl::write("net/ipv4/ip_local_port_range", "1024 65000")?;
+        Ok(())
+    })??;
+    Ok(bench)
+}
+
+fn apply(bench: &Bench, sampling: Option<FlowSampling>) -> anyhow::Result<()> {
+    let model = Renderer::with_sampling(sampling).model(&ruleset());
+    let text = seam_nft::table::full_text(&model);
+    netns::run_in(&netns::path_of(&bench.node), || {
+        seam_linux::apply_ruleset(&text)
+    })??;
+    Ok(())
+}
+
+/// iperf3 a → b for `seconds`, in Gbit/s.
+fn iperf(bench: &Bench, seconds: u64) -> anyhow::Result<f64> {
+    let _server = ChildGuard::new(
+        Command::new("ip")
+            .args(["netns", "exec", &bench.b, "iperf3", "-s", "-1", "-p"])
+            .arg(IPERF_PORT.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("start iperf3 -s")?,
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let out = Command::new("ip")
+        .args(["netns", "exec", &bench.a, "iperf3", "-J", "-c"])
+        .arg(B.to_string())
+        .args(["-p", &IPERF_PORT.to_string(), "-t", &seconds.to_string()])
+        .output()
+        .context("run iperf3 -c")?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("iperf3 -J")?;
+    let bps = v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .context("iperf3 gave no result")?;
+    Ok(bps / 1e9)
+}
+
+/// New connections a → b per second (connect and close, one client) over `seconds`.
+fn connection_rate(bench: &Bench, seconds: u64) -> anyhow::Result<f64> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let listener = netns::run_in(&netns::path_of(&bench.b), || {
+        TcpListener::bind((Ipv4Addr::UNSPECIFIED, CONNECT_PORT))
+    })??;
+    let server = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            // Blocking accepts: a full accept queue drops SYNs, which costs a client a second.
+            while !stop.load(Ordering::Relaxed) {
+                let _ = listener.accept();
+            }
         })
-        .await
-        .context("create a join token")?
-        .token;
-    let probe = pki.join(endpoint, &token, "probe").await?;
-    let mut nodes = Vec::new();
-    for i in 0..opts.nodes {
-        nodes.push((
-            format!("n{i}"),
-            pki.join(endpoint, &token, &format!("n{i}")).await?,
-        ));
-    }
-
-    // The follower: records every probe it decodes.
-    let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-    let delivered: Arc<Mutex<Vec<f64>>> = Arc::default();
-    let skipped = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let filter = FlowFilter {
-        follow: true,
-        limit: Some(1),
-        ..FlowFilter::default()
     };
-    let mut stream = reader.flows(&filter).await.context("follow flows")?;
-    let follower = {
-        let (sent, delivered, skipped) = (sent.clone(), delivered.clone(), skipped.clone());
-        tokio::spawn(async move {
-            while let Some(Ok(event)) = stream.next().await {
-                match event {
-                    FlowEvent::Record(r) if r.node == "probe" => {
-                        let at = Instant::now();
-                        let start = r.rule.and_then(|id| sent.lock().ok()?.remove(&id));
-                        if let (Some(start), Ok(mut d)) = (start, delivered.lock()) {
-                            d.push(ms(at - start));
+    let (n, failed) = netns::run_in(&netns::path_of(&bench.a), || {
+        let to = SocketAddr::from((B, CONNECT_PORT));
+        let end = Instant::now() + Duration::from_secs(seconds);
+        let (mut n, mut failed) = (0u64, 0u64);
+        while Instant::now() < end {
+            match TcpStream::connect_timeout(&to, Duration::from_secs(3)) {
+                Ok(s) => {
+                    drop(s);
+                    n += 1;
+                }
+                Err(_) => failed += 1,
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        // Wakes the server's last accept.
+        let _ = TcpStream::connect_timeout(&to, Duration::from_secs(1));
+        (n, failed)
+    })?;
+    let _ = server.join();
+    if failed > 0 {
+        eprintln!("  ({failed} connections failed)");
+    }
+    Ok(n as f64 / seconds as f64)
+}
+
+/// CPU time of the calling thread, ms.
+fn thread_cpu_ms() -> f64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(0.0, |ns| ns as f64 / 1e6)
+}
+
+/// What the recorder did during the flood.
+#[derive(Debug, Default)]
+struct Recorded {
+    cpu_ms: f64,
+    samples: u64,
+    flood_samples: u64,
+    flood_allow_samples: u64,
+    records: usize,
+    ring_bytes: usize,
+    lost: u64,
+}
+
+/// Reads the group as the agent does (socket, decoder, ring) until `stop`.
+fn recorder(
+    bench: &Bench,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<std::thread::JoinHandle<Recorded>> {
+    let mut socket = seam_linux::nflog::NflogSocket::bind_in(
+        Some(&netns::path_of(&bench.node)),
+        GROUP,
+        seam_linux::nflog::seam_config(seam_agent::flows::SNAPLEN),
+    )?;
+    let rules = Arc::new(rule_map(&seam_firewall::flows::sampled_rules(&ruleset())));
+    Ok(std::thread::spawn(move || {
+        let c0 = thread_cpu_ms();
+        let mut decoder = Decoder::new(u32::MAX);
+        decoder.set_rules(rules);
+        let resolver = Resolver::default();
+        let mut ring = FlowRing::default();
+        let mut out = Recorded::default();
+        while !stop.load(Ordering::Relaxed) {
+            let Ok(read) = socket.read(Some(Duration::from_millis(100))) else {
+                continue;
+            };
+            out.lost += u64::from(read.lost);
+            let now = seam_now_ms();
+            for s in &read.samples {
+                out.samples += 1;
+                if let Decoded::Record(f) = decoder.decode(s, now, &resolver) {
+                    if f.protocol == 17 {
+                        // The flood's drops, and a's egress allowing each of its packets
+                        // (never confirmed by conntrack, each is new: under the allow limit).
+                        if f.rule.as_deref() == Some("ns-isolation/ingress") {
+                            out.flood_samples += 1;
+                        } else {
+                            out.flood_allow_samples += 1;
                         }
                     }
-                    FlowEvent::Lagged(n) => {
-                        skipped.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-                    }
-                    FlowEvent::Record(_) => {}
+                    ring.push(*f);
                 }
             }
-        })
-    };
-
-    // The background: every node posts a batch every 200 ms, phases spread over the interval.
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let posted = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let mut load = Vec::new();
-    for (k, (name, client)) in nodes.into_iter().enumerate() {
-        let (stop, posted, batch) = (stop.clone(), posted.clone(), opts.batch);
-        let phase = INTERVAL.mul_f64(k as f64 / opts.nodes.max(1) as f64);
-        load.push(tokio::spawn(async move {
-            tokio::time::sleep(phase).await;
-            let mut tick = tokio::time::interval(INTERVAL);
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                tick.tick().await;
-                let records = (0..batch).map(|i| record(&name, i, None)).collect();
-                let batch = FlowBatch {
-                    records,
-                    dropped: 0,
-                };
-                if client.post_flows(&batch).await.is_ok() {
-                    posted.fetch_add(
-                        batch.records.len() as u64,
-                        std::sync::atomic::Ordering::Relaxed,
-                    );
-                }
-            }
-        }));
-    }
-    // Let the load settle into its pace.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-
-    let started = Instant::now();
-    let posted_before = posted.load(std::sync::atomic::Ordering::Relaxed);
-    let mut round_trips = Vec::new();
-    for i in 0..opts.samples {
-        let id = format!("probe-{i}");
-        let batch = FlowBatch {
-            records: vec![record("probe", i, Some(id.clone()))],
-            dropped: 0,
-        };
-        if let Ok(mut sent) = sent.lock() {
-            sent.insert(id, Instant::now());
         }
-        probe.post_flows(&batch).await.context("post a probe")?;
-        tokio::time::sleep(Duration::from_millis(opts.gap_ms / 2)).await;
-        let t = Instant::now();
-        reader.leader().await.context("GET /v1/leader")?;
-        round_trips.push(ms(t.elapsed()));
-        tokio::time::sleep(Duration::from_millis(opts.gap_ms / 2)).await;
+        out.cpu_ms = thread_cpu_ms() - c0;
+        out.records = ring.len();
+        out.ring_bytes = ring.len() * std::mem::size_of::<seam_agent::flows::Flow>();
+        out
+    }))
+}
+
+fn seam_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Sends denied UDP a → b:9 at `pps` until `stop`; returns how many it sent.
+fn flood(
+    bench: &Bench,
+    pps: u64,
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+) -> std::thread::JoinHandle<()> {
+    let path = netns::path_of(&bench.a);
+    std::thread::spawn(move || {
+        let _ = netns::run_in(&path, || {
+            let Ok(s) = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)) else {
+                return;
+            };
+            let start = Instant::now();
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                // Paced in bursts of 100: behind schedule, send; ahead, sleep a little.
+                let due = start.elapsed().as_micros() as u64 * pps / 1_000_000;
+                if n >= due {
+                    std::thread::sleep(Duration::from_micros(200));
+                    continue;
+                }
+                for _ in 0..100 {
+                    if s.send_to(b"flood", (B, DENIED_PORT)).is_ok() {
+                        n += 1;
+                    }
+                }
+            }
+            sent.store(n, Ordering::Relaxed);
+        });
+    })
+}
+
+/// The results of `seam-bench flows`.
+#[derive(Debug, Default)]
+pub struct FlowsSummary {
+    ok: bool,
+}
+
+impl FlowsSummary {
+    /// Whether every target was met.
+    pub fn ok(&self) -> bool {
+        self.ok
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    let load_records = posted.load(std::sync::atomic::Ordering::Relaxed) - posted_before;
-    // Stragglers get a second.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for task in load {
-        task.abort();
+}
+
+/// Runs the benchmark and prints its report.
+pub fn run(o: &FlowsOpts) -> anyhow::Result<FlowsSummary> {
+    let scope = ScopeGuard::new("flows");
+    let bench = build(&scope)?;
+    let sampling = FlowSampling {
+        group: GROUP,
+        drop_rate: o.drop_rate,
+        allow_rate: Some(1000),
+        snaplen: seam_agent::flows::SNAPLEN,
+    };
+    let (mut tput_off, mut tput_on, mut conn_off, mut conn_on) = (vec![], vec![], vec![], vec![]);
+    for round in 0..o.rounds {
+        let order = if round % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        for on in order {
+            apply(&bench, on.then_some(sampling))?;
+            // The samples go to a reader, as on a node with recording on.
+            let stop = Arc::new(AtomicBool::new(false));
+            let reader = if on {
+                Some(recorder(&bench, stop.clone())?)
+            } else {
+                None
+            };
+            let t = iperf(&bench, o.seconds)?;
+            let c = connection_rate(&bench, o.seconds)?;
+            stop.store(true, Ordering::Relaxed);
+            if let Some(r) = reader {
+                let _ = r.join();
+            }
+            if on {
+                tput_on.push(t);
+                conn_on.push(c);
+            } else {
+                tput_off.push(t);
+                conn_off.push(c);
+            }
+        }
     }
-    follower.abort();
-    let delivery = delivered.lock().map(|d| d.clone()).unwrap_or_default();
-    let lost = sent.lock().map(|s| s.len()).unwrap_or(opts.samples);
-    Ok(FlowsReport {
-        delivery: Stats::of(&delivery),
-        round_trip: Stats::of(&round_trips),
-        lost,
-        skipped: skipped.load(std::sync::atomic::Ordering::Relaxed),
-        load_per_sec: load_records as f64 / elapsed.max(f64::EPSILON),
+    // The flood, recording on.
+    apply(&bench, Some(sampling))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = recorder(&bench, stop.clone())?;
+    let suppressed_before = netns::run_in(
+        &netns::path_of(&bench.node),
+        seam_linux::nft::read_suppressed,
+    )??;
+    let sent = Arc::new(AtomicU64::new(0));
+    let flood_stop = Arc::new(AtomicBool::new(false));
+    let flooder = flood(&bench, o.flood_pps, flood_stop.clone(), sent.clone());
+    let started = Instant::now();
+    let tput_flood = iperf(&bench, o.seconds)?;
+    flood_stop.store(true, Ordering::Relaxed);
+    let _ = flooder.join();
+    let flood_secs = started.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let recorded = reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("the recorder panicked"))?;
+    let suppressed_after = netns::run_in(
+        &netns::path_of(&bench.node),
+        seam_linux::nft::read_suppressed,
+    )??;
+    let key = "ns-isolation/ingress";
+    let suppressed = suppressed_after.get(key).copied().unwrap_or(0)
+        - suppressed_before.get(key).copied().unwrap_or(0);
+    let sent = sent.load(Ordering::Relaxed);
+    scope.finish()?;
+
+    let (t_off, t_on) = (Stats::of(&tput_off).median, Stats::of(&tput_on).median);
+    let (c_off, c_on) = (Stats::of(&conn_off).median, Stats::of(&conn_on).median);
+    let t_ratio = ratio(t_on, t_off);
+    let c_ratio = ratio(c_on, c_off);
+    let flood_ratio = ratio(tput_flood, t_on);
+    let cpu_share = recorded.cpu_ms / 1000.0 / flood_secs;
+    let max_samples =
+        (f64::from(o.drop_rate) * flood_secs).ceil() as u64 + u64::from(o.drop_rate) + 1;
+    let limit_held = recorded.flood_samples <= max_samples;
+    let accounted = recorded.flood_samples + suppressed;
+    println!(
+        "flow recording, {} rounds of {} s (medians):",
+        o.rounds, o.seconds
+    );
+    println!(
+        "  throughput a->b: off {t_off:.2} Gbit/s, on {t_on:.2} Gbit/s, ratio {t_ratio:.3} (target >= 0.95) {}",
+        verdict(t_ratio >= 0.95)
+    );
+    println!(
+        "  new connections: off {c_off:.0}/s, on {c_on:.0}/s, ratio {c_ratio:.3} (target >= 0.95) {}",
+        verdict(c_ratio >= 0.95)
+    );
+    println!(
+        "  flood: {sent} denied packets in {flood_secs:.1} s ({:.0}/s); samples of it {} (limit {} /s per rule: at most {max_samples}) {}; suppressed and counted {suppressed}; sampled + suppressed = {accounted}",
+        sent as f64 / flood_secs,
+        recorded.flood_samples,
+        o.drop_rate,
+        verdict(limit_held)
+    );
+    println!(
+        "  recorder during the flood: {:.3} cores (target < 0.5) {}; {} samples read ({} of them a's egress allowing the flood, under the allow limit of 1000/s), {} records in the ring ({} KiB; full ring {} KiB, target < 32 MiB), reads with losses {}",
+        cpu_share,
+        verdict(cpu_share < 0.5),
+        recorded.samples,
+        recorded.flood_allow_samples,
+        recorded.records,
+        recorded.ring_bytes / 1024,
+        RING_CAPACITY * std::mem::size_of::<seam_agent::flows::Flow>() / 1024,
+        recorded.lost
+    );
+    println!(
+        "  allowed throughput during the flood: {tput_flood:.2} Gbit/s, {flood_ratio:.3} of without (target >= 0.9) {}",
+        verdict(flood_ratio >= 0.9)
+    );
+    if sent == 0 {
+        bail!("the flood sent nothing");
+    }
+    Ok(FlowsSummary {
+        ok: t_ratio >= 0.95
+            && c_ratio >= 0.95
+            && limit_held
+            && cpu_share < 0.5
+            && flood_ratio >= 0.9,
     })
 }

@@ -10,6 +10,7 @@ mod cni;
 mod control;
 mod control_tls;
 mod flows;
+mod flows_follow;
 mod gateway;
 mod lb_lab;
 mod memory;
@@ -52,6 +53,9 @@ enum Cmd {
     Memory(memory::MemoryOpts),
     /// Pod-to-pod iperf3 throughput across nodes against the underlay.
     Throughput(throughput::ThroughputOpts),
+    /// Flow recording on vs off (throughput, new-connection rate) and a flood of denied packets
+    /// (the recorder's CPU and memory, the rate limit, allowed throughput alongside).
+    Flows(flows::FlowsOpts),
     /// Pod to bare-metal server through a gateway node against the gateway's underlay path
     /// (iperf3; target ratio >= 0.8).
     Gateway(gateway::GatewayOpts),
@@ -101,7 +105,7 @@ enum Cmd {
     /// Issue 13: flow records at the controller, POST /v1/flows -> a `seam flows --follow`
     /// reader (p50/p99, target p99 < 500 ms) under 20 nodes posting every 200 ms, beside a
     /// GET /v1/leader round trip in the same run. Needs only seam-controller, no root.
-    Flows(flows::FlowsOpts),
+    FlowsFollow(flows_follow::FlowsOpts),
     /// cni, throughput and memory with their defaults (or the options given here), then a
     /// summary. `policy` is not included: it takes about 25 minutes.
     All(AllOpts),
@@ -189,12 +193,12 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             control::watcher(o)?;
             return Ok(true);
         }
-        Cmd::Flows(o) => {
+        Cmd::FlowsFollow(o) => {
             let bin_dir = match &cli.bin_dir {
                 Some(d) => d.clone(),
                 None => default_bin_dir()?,
             };
-            let r = flows::run(&bin_dir, o)?;
+            let r = flows_follow::run(&bin_dir, o)?;
             r.print(o);
             reproduce(&o.command());
             return Ok(r.ok());
@@ -229,6 +233,11 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         }
         Cmd::Throughput(o) => {
             let s = throughput::run(&bin_dir, &o)?;
+            reproduce(&o.command());
+            Ok(s.ok())
+        }
+        Cmd::Flows(o) => {
+            let s = flows::run(&o)?;
             reproduce(&o.command());
             Ok(s.ok())
         }
@@ -273,7 +282,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         | Cmd::Services(_)
         | Cmd::ServicesMemory(_)
         | Cmd::PropagationWatcher(_)
-        | Cmd::Flows(_) => Ok(true),
+        | Cmd::FlowsFollow(_) => Ok(true),
     }
 }
 

@@ -45,6 +45,7 @@ fn rule(set: &str, verdict: NftVerdict, comment: &str) -> Arc<NftRule> {
             NftMatch::DstPorts(vec![(80, 80), (8000, 8080)]),
         ],
         log_prefix: None,
+        sample: None,
         verdict,
         comment: comment.into(),
     })

@@ -7,6 +7,8 @@
 //!   semantics of `seam_policy::evaluate` (proved against it on every conformance case, see `tests/it`).
 //! - [`render()`]: [`NodeRuleset`] → one nftables transaction (`table inet seam`) that replaces the table
 //!   atomically; [`render::nft_comment`] maps rule ids to the rule comments the kernel reports counters under.
+//! - [`flows`]: what each flow sample prefix of a sampled table (the renderer's
+//!   [`render::table::Renderer::with_sampling`]) stands for: rule, direction, tier, policy, reason.
 //! - [`explain`]: `seam explain` — one flow evaluated against a controller snapshot, checked against the
 //!   enforcing nodes' rule counters (given by the caller), and rendered; to a Service address, per
 //!   candidate backend.
@@ -22,6 +24,7 @@ pub mod compile;
 mod deps;
 mod error;
 pub mod explain;
+pub mod flows;
 mod incremental;
 pub mod ir;
 pub mod render;

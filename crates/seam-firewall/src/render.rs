@@ -8,9 +8,9 @@ pub mod table;
 
 use std::collections::BTreeMap;
 
-use seam_nft::names::log_prefix;
-use seam_nft::{AddrField, NftMatch, NftRule, NftVerdict};
-use seam_policy::Protocol;
+use seam_nft::names::{log_prefix, SampleKind};
+use seam_nft::{AddrField, FlowSampling, NftMatch, NftRule, NftVerdict};
+use seam_policy::{Direction, Protocol};
 
 use crate::ir::{Action, AddrMatch, L4Match, NodeRuleset, Rule, RuleId};
 
@@ -58,8 +58,13 @@ fn addr_matches(
 
 /// A rule as the kernel holds it. Allow is `accept` (it ends only the base chain of its direction),
 /// Deny is `drop`, Pass is `return` (to the class chain, which goes on with the next tier).
-/// `set_name` gives the kernel's name of an IR set.
-pub(crate) fn nft_rule(rule: &Rule, set_name: &impl Fn(&str) -> String) -> NftRule {
+/// `set_name` gives the kernel's name of an IR set. With `sampling`, the rule sends flow samples
+/// (see [`FlowSampling::sample`]); the direction is the chains' it is rendered in.
+pub(crate) fn nft_rule(
+    rule: &Rule,
+    set_name: &impl Fn(&str) -> String,
+    sampling: Option<(&FlowSampling, Direction)>,
+) -> NftRule {
     let mut matches = Vec::new();
     addr_matches(&mut matches, AddrField::Source, &rule.src, set_name);
     addr_matches(&mut matches, AddrField::Destination, &rule.dst, set_name);
@@ -84,11 +89,23 @@ pub(crate) fn nft_rule(rule: &Rule, set_name: &impl Fn(&str) -> String) -> NftRu
         Action::Deny => NftVerdict::Drop,
         Action::Pass => NftVerdict::Return,
     };
+    let sample = sampling
+        .map(|(s, dir)| s.sample(sample_kind(rule.action), dir == Direction::Egress, &comment));
     NftRule {
         matches,
         log_prefix,
+        sample,
         verdict,
         comment,
+    }
+}
+
+/// The kind of flow sample a rule of this action sends.
+pub fn sample_kind(action: Action) -> SampleKind {
+    match action {
+        Action::Allow => SampleKind::Allow,
+        Action::Deny => SampleKind::Deny,
+        Action::Pass => SampleKind::Pass,
     }
 }
 

@@ -15,6 +15,7 @@ mod error;
 mod kernel;
 pub mod lb;
 pub mod netns;
+pub mod nflog;
 pub mod nfnl;
 pub mod nft;
 pub mod sysctl;

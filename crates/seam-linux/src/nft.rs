@@ -172,6 +172,14 @@ pub fn read_counters() -> Result<BTreeMap<String, RuleCounter>, NftError> {
     Ok(counters_from_json(&parse_listing(list_table()?)?))
 }
 
+/// What the flow sample limits of `table inet seam` suppressed so far, by rule comment
+/// (`seam_nft::listing::suppressed_from_json`).
+pub fn read_suppressed() -> Result<BTreeMap<String, u64>, NftError> {
+    Ok(seam_nft::listing::suppressed_from_json(&parse_listing(
+        list_table()?,
+    )?))
+}
+
 /// `nft -j list table inet seam` as text; [`NftError::NoTable`] when the table does not exist.
 /// `seam_nft::listing` and `seam_nft::table::from_nft_json` read it.
 pub fn list_table() -> Result<String, NftError> {

@@ -223,7 +223,7 @@ pub fn dump_request(seq: u32) -> Vec<u8> {
     )
 }
 
-fn tuple(protocol: u8, src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16)) -> Vec<Tuple> {
+pub(crate) fn tuple(protocol: u8, src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16)) -> Vec<Tuple> {
     vec![
         Tuple::Ip(vec![
             IPTuple::SourceAddress(IpAddr::V4(src.0)),
@@ -328,9 +328,9 @@ fn entry_of(bytes: &[u8]) -> Option<CtEntry> {
     })
 }
 
-type ReadTuple = (u8, (Ipv4Addr, u16), (Ipv4Addr, u16));
+pub(crate) type ReadTuple = (u8, (Ipv4Addr, u16), (Ipv4Addr, u16));
 
-fn read_tuple(tuple: &[Tuple]) -> Option<ReadTuple> {
+pub(crate) fn read_tuple(tuple: &[Tuple]) -> Option<ReadTuple> {
     let (mut src, mut dst, mut protocol, mut sport, mut dport) = (None, None, None, None, None);
     for part in tuple {
         match part {

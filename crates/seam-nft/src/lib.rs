@@ -26,10 +26,13 @@ pub mod listing;
 pub mod msg;
 pub mod names;
 pub mod nat;
+pub mod nflog;
 pub mod reply;
 pub mod rule;
 pub mod services;
 pub mod table;
 
 pub use msg::Batch;
-pub use rule::{AddrField, FirewallDelta, NftMatch, NftRule, NftVerdict, TableOp};
+pub use rule::{
+    AddrField, FirewallDelta, FlowSampling, NftMatch, NftRule, NftSample, NftVerdict, TableOp,
+};

@@ -144,6 +144,39 @@ pub fn set<'a>(value: &'a Value, name: &str) -> Option<&'a Value> {
     })
 }
 
+/// What the sample limits suppressed, by rule comment: the counters of the rules that take what
+/// is over a rule's sample limit (`limit rate over …`, see `NftSample::limit`), summed by comment.
+/// Read by the agent and put into the next flow record of the rule.
+pub fn suppressed_from_json(value: &Value) -> BTreeMap<String, u64> {
+    let mut out: BTreeMap<String, u64> = BTreeMap::new();
+    for rule in items(value).filter_map(|i| i.get("rule")) {
+        let Some(comment) = rule.get("comment").and_then(Value::as_str) else {
+            continue;
+        };
+        let exprs = rule
+            .get("expr")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let over = exprs.iter().any(|e| {
+            e.get("limit")
+                .and_then(|l| l.get("inv"))
+                .and_then(Value::as_bool)
+                .unwrap_or(false)
+        });
+        if !over {
+            continue;
+        }
+        let packets: u64 = exprs
+            .iter()
+            .filter_map(|e| e.get("counter"))
+            .filter_map(|c| c.get("packets").and_then(Value::as_u64))
+            .sum();
+        *out.entry(comment.to_string()).or_default() += packets;
+    }
+    out
+}
+
 /// How many rules of the listing have a counter (every rule Seam writes to `inet seam` has one).
 pub fn counted_rules(value: &Value) -> usize {
     value
@@ -179,6 +212,21 @@ mod tests {
         let c = b.to_string().replace("\"x\"", "\"y\"");
         let c: Value = serde_json::from_str(&c).unwrap_or_default();
         assert_ne!(canonical_listing(&a), canonical_listing(&c));
+    }
+
+    #[test]
+    fn suppressed_samples_are_the_over_limit_rules_counters() {
+        let json = r#"{"nftables": [
+          {"rule": {"chain": "a", "comment": "np/x/p/ingress/0", "expr": [{"limit": {"rate": 10, "burst": 10, "per": "second", "inv": true}}, {"counter": {"packets": 40, "bytes": 2400}}, {"drop": null}]}},
+          {"rule": {"chain": "a", "comment": "np/x/p/ingress/0", "expr": [{"counter": {"packets": 12, "bytes": 720}}, {"log": {"group": 5}}, {"drop": null}]}},
+          {"rule": {"chain": "b", "comment": "np/x/p/ingress/0", "expr": [{"limit": {"rate": 10, "per": "second", "inv": true}}, {"counter": {"packets": 2, "bytes": 120}}, {"drop": null}]}},
+          {"rule": {"chain": "b", "comment": "default/egress", "expr": [{"limit": {"rate": 10, "per": "second"}}, {"counter": {"packets": 7, "bytes": 0}}]}}]}"#;
+        let value: Value = serde_json::from_str(json).unwrap_or_default();
+        let s = suppressed_from_json(&value);
+        assert_eq!(s.len(), 1);
+        assert_eq!(s.get("np/x/p/ingress/0"), Some(&42));
+        // The rule's hits are still both rules' counters.
+        assert_eq!(counters_from_json(&value)["np/x/p/ingress/0"].packets, 54);
     }
 
     #[test]

@@ -20,8 +20,9 @@
 //! messages of the crate's.
 //!
 //! What `netlink-packet-netfilter` 0.4 lacks, kept by hand here:
-//! - the `counter` and `log` expressions: sent through the crate's `Expressions::Other` with raw
-//!   attributes ([`NFTA_COUNTER_BYTES`], [`NFTA_COUNTER_PACKETS`], [`NFTA_LOG_PREFIX`]);
+//! - the `counter`, `log` and `limit` expressions: sent through the crate's `Expressions::Other`
+//!   with raw attributes ([`NFTA_COUNTER_BYTES`], [`NFTA_COUNTER_PACKETS`], [`NFTA_LOG_PREFIX`],
+//!   [`NFTA_LOG_GROUP`], [`NFTA_LOG_SNAPLEN`], [`NFTA_LIMIT_RATE`]…);
 //! - the rule comment: libnftnl's userdata TLV ([`NFTNL_UDATA_RULE_COMMENT`]) in the crate's
 //!   `RuleAttribute::UserData`;
 //! - the `accept` and `drop` verdict codes ([`NF_ACCEPT`], [`NF_DROP`]; the crate names only
@@ -77,6 +78,22 @@ pub const NFTA_COUNTER_BYTES: u16 = 1;
 pub const NFTA_COUNTER_PACKETS: u16 = 2;
 /// `NFTA_LOG_PREFIX`.
 pub const NFTA_LOG_PREFIX: u16 = 2;
+/// `NFTA_LOG_GROUP`: the NFLOG group a `log group` statement sends to.
+pub const NFTA_LOG_GROUP: u16 = 1;
+/// `NFTA_LOG_SNAPLEN`: how many bytes of the packet an NFLOG sample copies.
+pub const NFTA_LOG_SNAPLEN: u16 = 3;
+/// `NFTA_LIMIT_RATE` (`enum nft_limit_attributes`).
+pub const NFTA_LIMIT_RATE: u16 = 1;
+/// `NFTA_LIMIT_UNIT`: the rate's period in seconds.
+pub const NFTA_LIMIT_UNIT: u16 = 2;
+/// `NFTA_LIMIT_BURST`.
+pub const NFTA_LIMIT_BURST: u16 = 3;
+/// `NFTA_LIMIT_TYPE`: `NFT_LIMIT_PKTS` (0) counts packets.
+pub const NFTA_LIMIT_TYPE: u16 = 4;
+/// `NFTA_LIMIT_FLAGS`.
+pub const NFTA_LIMIT_FLAGS: u16 = 5;
+/// `NFT_LIMIT_F_INV`: `limit rate over`, the expression matches above the rate.
+pub const NFT_LIMIT_F_INV: u32 = 1;
 /// libnftnl's type of a rule comment in `NFTA_RULE_USERDATA` (a TLV: type, length, value), which
 /// `nft list` prints as `comment "…"`.
 pub const NFTNL_UDATA_RULE_COMMENT: u8 = 0;
@@ -733,8 +750,25 @@ impl<'a> Batch<'a> {
         id
     }
 
-    /// A policy rule: the same expressions, in the same order, as nft makes of the rule's text.
+    /// A policy rule: the same expressions, in the same order, as nft makes of the rule's text;
+    /// two kernel rules when its samples are rate limited (see [`crate::NftSample::limit`]).
     fn rule(&mut self, table: &str, index: usize, chain: &str, rule: &NftRule) {
+        if let Some(rate) = rule.sample.as_ref().and_then(|s| s.limit) {
+            self.kernel_rule(table, index, chain, rule, Some(rate));
+        }
+        self.kernel_rule(table, index, chain, rule, None);
+    }
+
+    /// One kernel rule of a policy rule: with `over` the one that takes (and counts) what the
+    /// sample limit suppresses, without it the rule itself (sampled, when it is).
+    fn kernel_rule(
+        &mut self,
+        table: &str,
+        index: usize,
+        chain: &str,
+        rule: &NftRule,
+        over: Option<u32>,
+    ) {
         // Anonymous sets first: the rule's lookup refers to them.
         let mut port_sets: Vec<u32> = Vec::new();
         for test in &rule.matches {
@@ -804,6 +838,18 @@ impl<'a> Batch<'a> {
                 }
             }
         }
+        if let Some(rate) = over {
+            self.expr(Expressions::Other {
+                expression_type: "limit".to_string(),
+                attributes: vec![
+                    DefaultNla::new(NFTA_LIMIT_RATE, u64::from(rate).to_be_bytes().to_vec()),
+                    DefaultNla::new(NFTA_LIMIT_UNIT, 1u64.to_be_bytes().to_vec()),
+                    DefaultNla::new(NFTA_LIMIT_BURST, rate.to_be_bytes().to_vec()),
+                    DefaultNla::new(NFTA_LIMIT_TYPE, 0u32.to_be_bytes().to_vec()),
+                    DefaultNla::new(NFTA_LIMIT_FLAGS, NFT_LIMIT_F_INV.to_be_bytes().to_vec()),
+                ],
+            });
+        }
         self.expr(Expressions::Other {
             expression_type: "counter".to_string(),
             attributes: vec![
@@ -815,6 +861,16 @@ impl<'a> Batch<'a> {
             self.expr(Expressions::Other {
                 expression_type: "log".to_string(),
                 attributes: vec![DefaultNla::new(NFTA_LOG_PREFIX, strz(prefix))],
+            });
+        }
+        if let (Some(sample), None) = (&rule.sample, over) {
+            self.expr(Expressions::Other {
+                expression_type: "log".to_string(),
+                attributes: vec![
+                    DefaultNla::new(NFTA_LOG_PREFIX, strz(&sample.prefix)),
+                    DefaultNla::new(NFTA_LOG_GROUP, sample.group.to_be_bytes().to_vec()),
+                    DefaultNla::new(NFTA_LOG_SNAPLEN, sample.snaplen.to_be_bytes().to_vec()),
+                ],
             });
         }
         let code = match rule.verdict {
@@ -874,7 +930,10 @@ fn describe(op: &TableOp, what: What) -> String {
         (TableOp::AddSet { name, .. }, _) => format!("add set {name}"),
         (TableOp::DeleteSet { name }, _) => format!("delete set {name}"),
         (TableOp::AddChain { name }, _) => format!("add chain {name}"),
-        (TableOp::AddRule { chain, rule }, _) => format!("add rule {chain} {rule}"),
+        // One line, even for a rule of two kernel rules (see `NftSample::limit`).
+        (TableOp::AddRule { chain, rule }, _) => {
+            format!("add rule {chain} {}", rule.to_string().replace('\n', "; "))
+        }
         (
             TableOp::AddJump {
                 chain,

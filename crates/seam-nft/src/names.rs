@@ -138,6 +138,17 @@ pub const SVC_BASE_CHAINS: [&str; 6] = [
     SVC_REJECT_OUTPUT,
 ];
 
+/// With flow recording on: the chain a refusal of a frontend at an address (on prerouting and
+/// output: the client's side) jumps to before it is refused, which samples it under a limit.
+pub const SVC_REFUSED_EGRESS: &str = "svc_refused_e";
+/// The same for a refused NodePort (on input: the side it arrived at).
+pub const SVC_REFUSED_INGRESS: &str = "svc_refused_i";
+/// Both sample chains of refusals.
+pub const SVC_REFUSED_CHAINS: [&str; 2] = [SVC_REFUSED_EGRESS, SVC_REFUSED_INGRESS];
+/// The comment of a refusal's over-limit rule, and what its samples' prefixes name (a record of
+/// a refusal names no policy rule).
+pub const SVC_REFUSAL_COMMENT: &str = "svc-no-endpoints";
+
 /// Prefix of the shared chain of frontends at an address with N backends (`m_<N>`).
 pub const SPREAD_CHAIN_PREFIX: &str = "m_";
 /// Prefix of the shared chain of NodePorts with N backends (`n_<N>`).
@@ -224,6 +235,59 @@ pub fn log_prefix(comment: &str) -> String {
     format!("seam {comment} ")
 }
 
+/// The longest NFLOG prefix nf_tables keeps (`NF_LOG_PREFIXLEN` is 128 with the terminator).
+const MAX_SAMPLE_PREFIX: usize = 127;
+
+/// What a flow sample says about the rule that sent it: the first character of its prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SampleKind {
+    /// An allow rule (`accept`): a new connection let through.
+    Allow,
+    /// A deny rule (`drop`), isolation and default-deny drops included.
+    Deny,
+    /// A Pass rule (`return`): the admin tier handed the flow on.
+    Pass,
+}
+
+impl SampleKind {
+    /// Its letter in a prefix: `A`, `D`, `P`.
+    pub fn letter(self) -> char {
+        match self {
+            SampleKind::Allow => 'A',
+            SampleKind::Deny => 'D',
+            SampleKind::Pass => 'P',
+        }
+    }
+
+    /// The kind a prefix letter stands for.
+    pub fn from_letter(c: char) -> Option<SampleKind> {
+        match c {
+            'A' => Some(SampleKind::Allow),
+            'D' => Some(SampleKind::Deny),
+            'P' => Some(SampleKind::Pass),
+            _ => None,
+        }
+    }
+}
+
+/// The NFLOG prefix of the flow samples of a rule with this comment ([`nft_comment`]) in one
+/// direction's chains: the kind's letter, `e` or `i`, `:`, then the comment, or when that would
+/// pass NFLOG's 127 bytes, its start and `~` plus a hash of the whole comment. The agent maps a
+/// sample's prefix back to the rule through the same function (prefix → rule metadata, built from
+/// the compiled ruleset), so the prefix only has to be unique per node, and readable helps
+/// whoever reads `nft list`.
+pub fn sample_prefix(kind: SampleKind, egress: bool, comment: &str) -> String {
+    let head = format!("{}{}:", kind.letter(), if egress { 'e' } else { 'i' });
+    if head.len() + comment.len() <= MAX_SAMPLE_PREFIX {
+        return format!("{head}{comment}");
+    }
+    let hash = format!("~{:016x}", fnv1a(comment));
+    let keep = MAX_SAMPLE_PREFIX - head.len() - hash.len();
+    // Comments are ASCII ([`nft_comment`]), so any byte is a char boundary.
+    let start: String = comment.chars().take(keep).collect();
+    format!("{head}{start}{hash}")
+}
+
 fn plain(c: char) -> bool {
     c.is_ascii_graphic() && c != '"' && c != '\\'
 }
@@ -285,6 +349,22 @@ mod tests {
         assert!(nft_set_name("1x").starts_with("x_1x_"));
         assert_eq!(kernel_set_name("s", false), "h/s");
         assert_eq!(kernel_set_name("s", true), "s");
+    }
+
+    #[test]
+    fn sample_prefixes_fit_nflog_and_stay_distinct() {
+        assert_eq!(
+            sample_prefix(SampleKind::Deny, false, "np/x/a/ingress/0"),
+            "Di:np/x/a/ingress/0"
+        );
+        let long = nft_comment(&"a".repeat(300));
+        let p = sample_prefix(SampleKind::Allow, true, &long);
+        assert_eq!(p.len(), MAX_SAMPLE_PREFIX);
+        let other = nft_comment(&format!("{}b", "a".repeat(299)));
+        assert_ne!(p, sample_prefix(SampleKind::Allow, true, &other));
+        for k in [SampleKind::Allow, SampleKind::Deny, SampleKind::Pass] {
+            assert_eq!(SampleKind::from_letter(k.letter()), Some(k));
+        }
     }
 
     #[test]

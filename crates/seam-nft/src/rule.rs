@@ -55,14 +55,70 @@ pub enum NftVerdict {
     Return,
 }
 
+/// A flow sample of a rule's packets: `log prefix "…" group G snaplen S`, sent to an NFLOG group
+/// that the agent reads (see `seam_linux::nflog`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct NftSample {
+    /// The NFLOG group.
+    pub group: u16,
+    /// The prefix the sample carries: what the agent maps back to the rule
+    /// ([`crate::names::sample_prefix`]).
+    pub prefix: String,
+    /// How many bytes of the packet the sample copies (its headers).
+    pub snaplen: u32,
+    /// Samples per second of this rule, at most (`None`: every packet that reaches the rule).
+    /// With a limit the rule is two kernel rules with the same comment: first `limit rate over
+    /// N/second burst N packets counter <verdict>`, which takes (and counts) what the limit
+    /// suppresses, then the sampled rule; the first one's counter is how many samples the limit
+    /// suppressed, and both counters together are the rule's hits.
+    pub limit: Option<u32>,
+}
+
+/// How a node's table samples its verdicts for flow records (the agent's `--flows` settings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FlowSampling {
+    /// The NFLOG group the samples go to.
+    pub group: u16,
+    /// Samples per second of each drop (and Pass) rule, at most; what is over is counted.
+    pub drop_rate: u32,
+    /// Samples per second of each allow rule, at most (`None`: every new connection). Why a
+    /// limit at all: a packet that egress allows and ingress on the same node drops never
+    /// confirms its conntrack entry, so each one of a flood is a "new connection" to the allow
+    /// rule; the limit keeps such a flood from reaching the agent unbounded.
+    pub allow_rate: Option<u32>,
+    /// Bytes of each sampled packet copied: enough for the IPv4 and transport headers.
+    pub snaplen: u32,
+}
+
+impl FlowSampling {
+    /// The sample of a rule of this kind with this comment in one direction's chains: allowed
+    /// connections once each (only a connection's first packet reaches a policy rule: the base
+    /// chains accept established and related packets before they dispatch) under
+    /// [`FlowSampling::allow_rate`], drops and Passes under [`FlowSampling::drop_rate`].
+    pub fn sample(&self, kind: crate::names::SampleKind, egress: bool, comment: &str) -> NftSample {
+        let limit = match kind {
+            crate::names::SampleKind::Allow => self.allow_rate,
+            _ => Some(self.drop_rate),
+        };
+        NftSample {
+            group: self.group,
+            prefix: crate::names::sample_prefix(kind, egress, comment),
+            snaplen: self.snaplen,
+            limit,
+        }
+    }
+}
+
 /// A policy rule of `table inet seam`: its tests, a counter, an optional log, a verdict and a comment
 /// (the rule id `explain` reads the counter back by).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct NftRule {
     /// Tests, in order; all must hold.
     pub matches: Vec<NftMatch>,
-    /// `log prefix "…"` before the verdict, when set.
+    /// `log prefix "…"` before the verdict, when set (a kernel log line: Contracts' `log`).
     pub log_prefix: Option<String>,
+    /// A flow sample to NFLOG, when flow recording is on.
+    pub sample: Option<NftSample>,
     /// The verdict.
     pub verdict: NftVerdict,
     /// The comment (at most 127 bytes of plain text, no `"` or backslash).
@@ -79,9 +135,8 @@ fn protocol_name(number: u8) -> Option<&'static str> {
     }
 }
 
-impl fmt::Display for NftRule {
-    /// The rule as `nft -f` reads it.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl NftRule {
+    fn write_matches(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for m in &self.matches {
             match m {
                 NftMatch::AddrInSet { field, set, negate } => {
@@ -115,16 +170,48 @@ impl fmt::Display for NftRule {
                 NftMatch::IcmpType(t) => write!(f, "icmp type {t} ")?,
             }
         }
-        f.write_str("counter ")?;
-        if let Some(prefix) = &self.log_prefix {
-            write!(f, "log prefix \"{prefix}\" ")?;
-        }
+        Ok(())
+    }
+
+    fn write_end(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let verdict = match self.verdict {
             NftVerdict::Accept => "accept",
             NftVerdict::Drop => "drop",
             NftVerdict::Return => "return",
         };
         write!(f, "{verdict} comment \"{}\"", self.comment)
+    }
+}
+
+impl fmt::Display for NftRule {
+    /// The rule as `nft -f` reads it: one line per kernel rule (two when its samples are rate
+    /// limited, see [`NftSample::limit`]).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(rate) = self.sample.as_ref().and_then(|s| s.limit) {
+            self.write_matches(f)?;
+            write!(
+                f,
+                "limit rate over {rate}/second burst {rate} packets counter "
+            )?;
+            if let Some(prefix) = &self.log_prefix {
+                write!(f, "log prefix \"{prefix}\" ")?;
+            }
+            self.write_end(f)?;
+            f.write_str("\n")?;
+        }
+        self.write_matches(f)?;
+        f.write_str("counter ")?;
+        if let Some(prefix) = &self.log_prefix {
+            write!(f, "log prefix \"{prefix}\" ")?;
+        }
+        if let Some(sample) = &self.sample {
+            write!(
+                f,
+                "log prefix \"{}\" group {} snaplen {} ",
+                sample.prefix, sample.group, sample.snaplen
+            )?;
+        }
+        self.write_end(f)
     }
 }
 
@@ -287,6 +374,7 @@ mod tests {
                 NftMatch::DstPorts(vec![(80, 80), (8000, 8080)]),
             ],
             log_prefix: Some("seam contract/web ".into()),
+            sample: None,
             verdict: NftVerdict::Accept,
             comment: "contract/web/ingress/0".into(),
         };
@@ -298,12 +386,43 @@ mod tests {
         let icmp = NftRule {
             matches: vec![NftMatch::L4Proto(1), NftMatch::IcmpType(8)],
             log_prefix: None,
+            sample: None,
             verdict: NftVerdict::Return,
             comment: "anp/a/egress/0".into(),
         };
         assert_eq!(
             icmp.to_string(),
             "meta l4proto icmp icmp type 8 counter return comment \"anp/a/egress/0\""
+        );
+    }
+
+    #[test]
+    fn a_rate_limited_sample_is_two_kernel_rules_with_one_comment() {
+        let sample = |limit| NftSample {
+            group: 7,
+            prefix: "D:np/x/a/ingress/0".into(),
+            snaplen: 128,
+            limit,
+        };
+        let mut rule = NftRule {
+            matches: vec![NftMatch::L4Proto(6)],
+            log_prefix: None,
+            sample: Some(sample(Some(10))),
+            verdict: NftVerdict::Drop,
+            comment: "np/x/a/ingress/0".into(),
+        };
+        assert_eq!(
+            rule.to_string(),
+            "meta l4proto tcp limit rate over 10/second burst 10 packets counter drop comment \
+             \"np/x/a/ingress/0\"\nmeta l4proto tcp counter log prefix \"D:np/x/a/ingress/0\" \
+             group 7 snaplen 128 drop comment \"np/x/a/ingress/0\""
+        );
+        rule.sample = Some(sample(None));
+        rule.verdict = NftVerdict::Accept;
+        assert_eq!(
+            rule.to_string(),
+            "meta l4proto tcp counter log prefix \"D:np/x/a/ingress/0\" group 7 snaplen 128 \
+             accept comment \"np/x/a/ingress/0\""
         );
     }
 }

@@ -326,6 +326,80 @@ pub struct ServiceModel {
     /// How many frontends go to each `m_<N>`/`n_<N>` chain and how many `sa_` chains to each
     /// `se_` chain, for [`ServiceModel::update`].
     pub(crate) spread_users: SpreadUsers,
+    /// With flow recording on: refusals are sampled (see [`RefusalSampling`]).
+    pub refusal_sampling: Option<RefusalSampling>,
+}
+
+/// How refusals of frontends without backends are sampled for flow records: before it is
+/// refused, a packet jumps to [`crate::names::SVC_REFUSED_EGRESS`] (frontends at an address) or
+/// [`crate::names::SVC_REFUSED_INGRESS`] (NodePorts), whose first rule takes what is over the
+/// limit (`limit rate over … counter return`, comment
+/// [`crate::names::SVC_REFUSAL_COMMENT`]: the suppressed count) and whose second sends the
+/// sample (prefix [`crate::names::sample_prefix`] of a deny with that comment). Part of the base
+/// chains: changing it is a whole write (the agent's, which only does at a restart with other
+/// settings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RefusalSampling {
+    /// The NFLOG group.
+    pub group: u16,
+    /// Samples per second of each of the two chains, at most.
+    pub rate: u32,
+    /// Bytes of each packet copied.
+    pub snaplen: u32,
+}
+
+impl RefusalSampling {
+    /// The refusal sampling of a table that samples as `sampling` says.
+    pub fn of(sampling: &crate::FlowSampling) -> RefusalSampling {
+        RefusalSampling {
+            group: sampling.group,
+            rate: sampling.drop_rate,
+            snaplen: sampling.snaplen,
+        }
+    }
+
+    /// The sample prefix of a refusal on the client's side (`egress`) or of a NodePort.
+    pub fn prefix(egress: bool) -> String {
+        crate::names::sample_prefix(
+            crate::names::SampleKind::Deny,
+            egress,
+            crate::names::SVC_REFUSAL_COMMENT,
+        )
+    }
+
+    fn chains_text(&self, out: &mut String) {
+        use crate::names::{SVC_REFUSAL_COMMENT, SVC_REFUSED_EGRESS, SVC_REFUSED_INGRESS};
+        for (chain, egress) in [(SVC_REFUSED_EGRESS, true), (SVC_REFUSED_INGRESS, false)] {
+            let rate = self.rate;
+            let _ = write!(
+                out,
+                "\tchain {chain} {{\n\t\tlimit rate over {rate}/second burst {rate} packets counter return comment \"{SVC_REFUSAL_COMMENT}\"\n\
+                 \t\tlog prefix \"{}\" group {} snaplen {} comment \"{SVC_REFUSAL_COMMENT}\"\n\t}}\n",
+                RefusalSampling::prefix(egress),
+                self.group,
+                self.snaplen,
+            );
+        }
+    }
+
+    /// Reads the sampling back from a rule of a listing of one of its chains (the sample
+    /// rule); `None` for other rules.
+    pub(crate) fn from_rule(rule: &serde_json::Value) -> Option<RefusalSampling> {
+        let exprs = rule.get("expr")?.as_array()?;
+        let log = exprs.iter().find_map(|e| e.get("log"))?;
+        Some(RefusalSampling {
+            group: u16::try_from(log.get("group")?.as_u64()?).ok()?,
+            rate: 0,
+            snaplen: u32::try_from(log.get("snaplen")?.as_u64()?).ok()?,
+        })
+    }
+
+    /// Reads the limit back from the over-limit rule of one of its chains.
+    pub(crate) fn rate_of(rule: &serde_json::Value) -> Option<u32> {
+        let exprs = rule.get("expr")?.as_array()?;
+        let limit = exprs.iter().find_map(|e| e.get("limit"))?;
+        u32::try_from(limit.get("rate")?.as_u64()?).ok()
+    }
 }
 
 /// The number of frontends of each shared chain, kept by [`ServiceModel::update`] (and counted
@@ -743,9 +817,13 @@ pub fn set_declaration(set: &str) -> &'static str {
 /// The NodePort test of a rule: a local destination other than loopback.
 const LOCAL_DESTINATION: &str = "ip daddr != 127.0.0.0/8 fib daddr type local";
 
-/// The base chains of the Services part, as `nft -f` text (each `\tchain … {…}`).
-pub fn base_chains_text() -> String {
+/// The base chains of the Services part, as `nft -f` text (each `\tchain … {…}`), with the
+/// refusal sample chains when refusals are sampled.
+pub fn base_chains_text(sampling: Option<&RefusalSampling>) -> String {
     let mut out = String::new();
+    if let Some(s) = sampling {
+        s.chains_text(&mut out);
+    }
     let mark = format!("meta mark set meta mark | 0x{SVC_MASQUERADE_MARK:08x}");
     for (chain, hook, priority) in [
         (SVC_PREROUTING, "prerouting", "dstnat"),
@@ -771,7 +849,10 @@ pub fn base_chains_text() -> String {
          \t\tct status dnat ip saddr . ip daddr @{SVC_HAIRPIN} masquerade\n\
          \t\tct status dnat ip saddr != @{SVC_INSIDE} ip daddr @{SVC_SNAT_BACKENDS} masquerade\n\t}}\n"
     );
-    let reject = |out: &mut String, test: &str| {
+    let reject = |out: &mut String, test: &str, sample_chain: &str| {
+        if sampling.is_some() {
+            let _ = writeln!(out, "\t\t{test} jump {sample_chain}");
+        }
         let _ = write!(
             out,
             "\t\t{test} meta l4proto tcp reject with tcp reset\n\t\t{test} reject\n"
@@ -792,11 +873,13 @@ pub fn base_chains_text() -> String {
             reject(
                 &mut out,
                 &format!("ip daddr . meta l4proto . th dport @{SVC_REJECT}"),
+                crate::names::SVC_REFUSED_EGRESS,
             );
         } else {
             reject(
                 &mut out,
                 &format!("{LOCAL_DESTINATION} meta l4proto . th dport @{SVC_NODEPORT_REJECT}"),
+                crate::names::SVC_REFUSED_INGRESS,
             );
             let _ = writeln!(
                 out,
@@ -865,7 +948,7 @@ pub fn render(model: &ServiceModel, out: &mut String) {
         }
         out.push_str("\t}\n");
     }
-    out.push_str(&base_chains_text());
+    out.push_str(&base_chains_text(model.refusal_sampling.as_ref()));
 }
 
 /// Appends `elements` of `set_a` minus `set_b` of a sorted walk: what `old` has that `new` has
@@ -1280,6 +1363,10 @@ pub(crate) struct Listed {
     slots: BTreeMap<(FrontendKey, u32), (Ipv4Addr, u16)>,
     sets: BTreeSet<String>,
     base: BTreeSet<String>,
+    /// Refusal sample chains listed, and what their rules say.
+    refusal_chains: usize,
+    refusal: Option<RefusalSampling>,
+    refusal_rate: Option<u32>,
 }
 
 fn json_str(v: &serde_json::Value) -> Option<&str> {
@@ -1356,6 +1443,8 @@ impl Listed {
     pub(crate) fn chain(&mut self, name: &str) -> Option<()> {
         if crate::names::SVC_BASE_CHAINS.contains(&name) {
             self.base.insert(name.to_string());
+        } else if crate::names::SVC_REFUSED_CHAINS.contains(&name) {
+            self.refusal_chains += 1;
         } else if crate::names::SVC_CHAIN_PREFIXES
             .iter()
             .any(|p| name.starts_with(p))
@@ -1367,6 +1456,19 @@ impl Listed {
             return None;
         }
         Some(())
+    }
+
+    /// Reads a rule of the listing: the refusal sample chains' say how refusals are sampled.
+    pub(crate) fn rule(&mut self, rule: &serde_json::Value) {
+        let chain = rule.get("chain").and_then(serde_json::Value::as_str);
+        if chain != Some(crate::names::SVC_REFUSED_EGRESS) {
+            return;
+        }
+        if let Some(s) = RefusalSampling::from_rule(rule) {
+            self.refusal = Some(s);
+        } else if let Some(rate) = RefusalSampling::rate_of(rule) {
+            self.refusal_rate = Some(rate);
+        }
     }
 
     /// Whether a set or map of this name belongs to the Services part.
@@ -1483,6 +1585,13 @@ impl Listed {
             return None;
         }
         model.enabled = true;
+        // Both sample chains with both their rules, or neither (else: another layout, written
+        // whole).
+        model.refusal_sampling = match (self.refusal_chains, self.refusal, self.refusal_rate) {
+            (0, None, None) => None,
+            (2, Some(s), Some(rate)) => Some(RefusalSampling { rate, ..s }),
+            _ => return None,
+        };
         Some(model)
     }
 }
@@ -1841,7 +1950,7 @@ mod tests {
 
     #[test]
     fn refusals_are_on_prerouting_and_marked_connections_go_to_the_node_address() {
-        let base = base_chains_text();
+        let base = base_chains_text(None);
         // Frontends at an address are refused before routing (a node without a route to the
         // address never forwards the packet), and on output; NodePorts on input only.
         let prerouting = base

@@ -155,7 +155,10 @@ fn chain_lines(out: &mut String, body: &ChainBody) {
     match body {
         ChainBody::Rules(rules) => {
             for r in rules {
-                let _ = writeln!(out, "\t\t{r}");
+                // A rule may be two kernel rules, one line each (see `NftSample::limit`).
+                for line in r.to_string().lines() {
+                    let _ = writeln!(out, "\t\t{line}");
+                }
             }
         }
         ChainBody::Dispatch { jumps, goto } => {
@@ -676,7 +679,9 @@ pub fn from_nft_json(text: &str) -> Option<TableModel> {
     let mut maps = BTreeSet::new();
     let mut services = crate::services::Listed::default();
     for item in value.get("nftables")?.as_array()? {
-        if let Some(chain) = item.get("chain") {
+        if let Some(rule) = item.get("rule") {
+            services.rule(rule);
+        } else if let Some(chain) = item.get("chain") {
             let name = chain.get("name")?.as_str()?;
             if services.chain(name).is_some() {
                 continue;
@@ -761,6 +766,7 @@ mod tests {
         NftRule {
             matches: Vec::new(),
             log_prefix: None,
+            sample: None,
             verdict,
             comment: "r".into(),
         }

@@ -99,9 +99,35 @@ struct Args {
     /// (it also does at once when a watch event contradicts them).
     #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(100..))]
     reassert_ms: u64,
+    /// Flow recording: `on` samples every verdict of the node's policy table to an NFLOG group
+    /// and turns the samples into flow records for the controller; `off` writes the table with
+    /// no log statements at all (but Contracts' own `log`).
+    #[arg(long, env = "SEAM_FLOWS", value_enum, default_value = "off")]
+    flows: Switch,
+    /// The NFLOG group of the flow samples (one reader per group per node: a group another
+    /// process reads is refused at start).
+    #[arg(long, default_value_t = 6100)]
+    flow_group: u16,
+    /// Drop (and Pass) samples per second of each policy rule, at most (the kernel counts
+    /// what is over and the next record of the rule says how many).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    flow_drop_rate: u32,
+    /// Drop (and Pass) samples per second of the whole node, at most (counted like the above).
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
+    flow_node_drop_rate: u32,
+    /// Allowed-connection samples per second of each policy rule, at most (0: every new
+    /// connection).
+    #[arg(long, default_value_t = 1000)]
+    flow_allow_rate: u32,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Switch {
+    On,
+    Off,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -269,6 +295,10 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         gateway_kernel,
         args.external_interface.clone(),
     ));
+    let flows = match args.flows {
+        Switch::On => Some(start_flows(&args, &running.agent).await?),
+        Switch::Off => None,
+    };
     tracing::info!(node = %args.node, %underlay_ip, socket = %args.socket.display(), "seamd serving");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("signal handler")?;
@@ -280,12 +310,62 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     tracing::info!("seamd stopping; dataplane left in place");
     transit.abort();
     gateway.abort();
+    for task in flows.into_iter().flat_map(|(_, tasks)| tasks) {
+        task.abort();
+    }
     if let Some(renewal) = renewal {
         renewal.abort();
     }
     running.abort();
     let _ = std::fs::remove_file(&args.socket);
     Ok(())
+}
+
+/// Flow recording: binds the NFLOG group (in this process's namespace, the node's), reads it on
+/// a thread of its own into a bounded channel (a batch that finds it full is lost and counted),
+/// and starts the recorder, which turns sampling on in the table.
+async fn start_flows(
+    args: &Args,
+    agent: &std::sync::Arc<Agent<LinuxKernel>>,
+) -> anyhow::Result<(
+    std::sync::Arc<seam_agent::flows::FlowRecorder>,
+    Vec<tokio::task::JoinHandle<()>>,
+)> {
+    use seam_agent::flows::{self, FlowConfig, SampleBatch};
+    let config = FlowConfig {
+        group: args.flow_group,
+        drop_rate: args.flow_drop_rate,
+        node_drop_rate: args.flow_node_drop_rate,
+        allow_rate: (args.flow_allow_rate > 0).then_some(args.flow_allow_rate),
+    };
+    let socket = seam_linux::nflog::NflogSocket::bind(
+        config.group,
+        seam_linux::nflog::seam_config(flows::SNAPLEN),
+    )
+    .context("bind the NFLOG group of flow samples (--flow-group)")?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<SampleBatch>(1024);
+    let suppressed: flows::SuppressedReader =
+        std::sync::Arc::new(|| seam_linux::nft::read_suppressed().map_err(|e| e.to_string()));
+    let (recorder, tasks) = flows::start(agent.clone(), config, rx, suppressed).await;
+    let lost = recorder.metrics().lost.clone();
+    socket
+        .spawn_reader(move |read| {
+            let batch = SampleBatch {
+                samples: read.samples,
+                lost: read.lost,
+            };
+            match tx.try_send(batch) {
+                Ok(()) => true,
+                Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
+                    lost.inc();
+                    true
+                }
+                Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => false,
+            }
+        })
+        .context("start the NFLOG reader")?;
+    tracing::info!(group = config.group, "flow recording on");
+    Ok((recorder, tasks))
 }
 
 /// For an https:// controller: a valid node certificate in --cert-dir, joined for with the token

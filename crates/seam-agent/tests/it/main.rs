@@ -8,6 +8,7 @@
 mod blocks;
 mod cni;
 mod crash;
+mod flows;
 mod gateway;
 mod harness;
 mod identity;

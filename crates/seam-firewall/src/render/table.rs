@@ -12,7 +12,7 @@ use seam_nft::names::{
     CLASS_CHAIN_PREFIX, NAMESPACE_CHAIN_PREFIX,
 };
 use seam_nft::table::{is_interval, ChainBody, KernelSet, TableModel};
-use seam_nft::NftRule;
+use seam_nft::{FlowSampling, NftRule};
 use seam_policy::Direction;
 
 use super::nft_rule;
@@ -86,7 +86,10 @@ struct RenderedSet {
 /// took most of a change's time. [`model`] builds without it.
 #[derive(Debug, Default)]
 pub struct Renderer {
-    rules: RuleCache,
+    /// By direction (egress, ingress): a rule's samples name the direction it is rendered in.
+    rules: [RuleCache; 2],
+    /// Flow samples in every policy rule, when set.
+    sampling: Option<FlowSampling>,
     /// Counts builds; rules the last build did not use are dropped.
     build: u64,
     /// By IR name, sorted.
@@ -118,6 +121,7 @@ struct RuleRender<'a, 'k> {
     cache: &'a mut RuleCache,
     build: u64,
     kinds: &'a Kinds<'k>,
+    sampling: Option<(&'a FlowSampling, Direction)>,
 }
 
 impl RuleRender<'_, '_> {
@@ -127,21 +131,26 @@ impl RuleRender<'_, '_> {
         let want = rule_kinds(rule, self.kinds);
         if let Some(r) = self.cache.get_mut(rule) {
             if r.kinds != want {
-                *r = render_rule(rule, self.kinds, want);
+                *r = render_rule(rule, self.kinds, want, self.sampling);
             }
             r.used = self.build;
             return r.clone();
         }
-        let mut r = render_rule(rule, self.kinds, want);
+        let mut r = render_rule(rule, self.kinds, want, self.sampling);
         r.used = self.build;
         self.cache.insert(rule.clone(), r.clone());
         r
     }
 }
 
-fn render_rule(rule: &Rule, kinds: &Kinds<'_>, want: u64) -> Rendered {
+fn render_rule(
+    rule: &Rule,
+    kinds: &Kinds<'_>,
+    want: u64,
+    sampling: Option<(&FlowSampling, Direction)>,
+) -> Rendered {
     let name = |ir: &str| kernel_set_name(ir, kinds.get(ir).copied().unwrap_or(true));
-    let nft = nft_rule(rule, &name);
+    let nft = nft_rule(rule, &name, sampling);
     let hash = fnv1a(&nft.to_string());
     Rendered {
         rule: Arc::new(nft),
@@ -227,6 +236,20 @@ pub fn model(ruleset: &NodeRuleset) -> TableModel {
 }
 
 impl Renderer {
+    /// A renderer whose rules send flow samples as `sampling` says (`None`: no samples, no log
+    /// statements at all but Contracts' own).
+    pub fn with_sampling(sampling: Option<FlowSampling>) -> Renderer {
+        Renderer {
+            sampling,
+            ..Renderer::default()
+        }
+    }
+
+    /// The flow sampling this renderer writes.
+    pub fn sampling(&self) -> Option<FlowSampling> {
+        self.sampling
+    }
+
     /// The kernel objects that realize `ruleset`, rendering only the rules and sets the last build did
     /// not have.
     pub fn model(&mut self, ruleset: &NodeRuleset) -> TableModel {
@@ -266,11 +289,6 @@ impl Renderer {
             .collect();
         self.build += 1;
         let build = self.build;
-        let mut render = RuleRender {
-            cache: &mut self.rules,
-            build,
-            kinds: &kinds,
-        };
         let locals: Vec<Ipv4Addr> = ruleset
             .local
             .iter()
@@ -280,8 +298,18 @@ impl Renderer {
             .collect();
         let index: HashMap<Ipv4Addr, usize, foldhash::fast::RandomState> =
             locals.iter().enumerate().map(|(i, a)| (*a, i)).collect();
-        for dir in [Direction::Egress, Direction::Ingress] {
+        let [egress_cache, ingress_cache] = &mut self.rules;
+        for (dir, cache) in [
+            (Direction::Egress, egress_cache),
+            (Direction::Ingress, ingress_cache),
+        ] {
             let d = crate::compile::direction_str(dir);
+            let mut render = RuleRender {
+                cache,
+                build,
+                kinds: &kinds,
+                sampling: self.sampling.as_ref().map(|s| (s, dir)),
+            };
             let tier = |t: Tier| -> Vec<&Rule> {
                 ruleset
                     .chains(dir)
@@ -422,7 +450,9 @@ impl Renderer {
             }
         }
         drop(kinds);
-        self.rules.retain(|_, r| r.used == build);
+        for cache in &mut self.rules {
+            cache.retain(|_, r| r.used == build);
+        }
         self.sets = sets;
         out
     }

@@ -109,7 +109,7 @@ fn changes_in_place_equal_the_whole_table() {
 #[test]
 #[ignore = "privileged: netns"]
 fn every_rule_form_sent_over_netlink_reads_back_as_its_text() {
-    use seam_nft::{AddrField, NftMatch, NftRule, NftVerdict, TableOp};
+    use seam_nft::{AddrField, NftMatch, NftRule, NftSample, NftVerdict, TableOp};
     require_root();
     let guard = Namespaces(vec![format!("sdr{}", std::process::id())]);
     netns::create(&guard.0[0]).unwrap();
@@ -121,10 +121,22 @@ fn every_rule_form_sent_over_netlink_reads_back_as_its_text() {
     let rule = |matches: Vec<NftMatch>, log: bool, verdict, comment: &str| NftRule {
         matches,
         log_prefix: log.then(|| seam_nft::names::log_prefix(comment)),
+        sample: None,
         verdict,
         comment: comment.into(),
     };
-    let rules = [
+    // Flow samples: every new connection of an allow rule, a deny's and a Pass's under a rate
+    // limit (two kernel rules each).
+    let sampled = |mut r: NftRule, limit| {
+        r.sample = Some(NftSample {
+            group: 4242,
+            prefix: format!("Xi:{}", r.comment),
+            snaplen: 128,
+            limit,
+        });
+        r
+    };
+    let mut rules = vec![
         rule(
             vec![
                 addr(AddrField::Source, "g/web", false),
@@ -182,7 +194,24 @@ fn every_rule_form_sent_over_netlink_reads_back_as_its_text() {
         ),
         rule(Vec::new(), false, NftVerdict::Drop, "default/ingress"),
     ];
-    let text_chain: String = rules.iter().map(|r| format!("\t\t{r}\n")).collect();
+    let plain = rules.clone();
+    rules.extend([
+        sampled(plain[0].clone(), None),
+        sampled(plain[1].clone(), Some(10)),
+        sampled(plain[2].clone(), Some(100)),
+        sampled(plain[4].clone(), Some(1)),
+        sampled(plain[6].clone(), Some(5)),
+    ]);
+    let kernel_rules: usize = rules.iter().map(|r| r.to_string().lines().count()).sum();
+    let text_chain: String = rules
+        .iter()
+        .flat_map(|r| {
+            r.to_string()
+                .lines()
+                .map(|l| format!("\t\t{l}\n"))
+                .collect::<Vec<_>>()
+        })
+        .collect();
     let listing = netns::run_in(&netns::path_of(&guard.0[0]), || {
         apply_ruleset(
             &format!("table {TABLE} {{\n\tset g/web {{ type ipv4_addr; flags interval; elements = {{ 10.0.0.1 }} }}\n}}\n"),
@@ -214,9 +243,18 @@ fn every_rule_form_sent_over_netlink_reads_back_as_its_text() {
         chain_rules(&listing, "from_text"),
         chain_rules(&listing, "from_netlink"),
     );
-    assert_eq!(text.len(), rules.len());
+    assert_eq!(text.len(), kernel_rules);
+    let lines: Vec<String> = rules
+        .iter()
+        .flat_map(|r| {
+            r.to_string()
+                .lines()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect();
     for (i, (t, n)) in text.iter().zip(&netlink).enumerate() {
-        assert_eq!(t, n, "rule {i} ({}) differs", rules[i]);
+        assert_eq!(t, n, "rule {i} ({}) differs", lines[i]);
     }
     assert_eq!(text.len(), netlink.len());
     let set = seam_nft::listing::set(&listing, "np/x/a/except")

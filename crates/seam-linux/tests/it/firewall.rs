@@ -46,7 +46,7 @@ pub(crate) fn require_root() {
     );
 }
 
-fn ip(args: &[&str]) {
+pub(crate) fn ip(args: &[&str]) {
     let out = Command::new("ip").args(args).output().expect("run ip");
     assert!(
         out.status.success(),
@@ -164,11 +164,17 @@ impl Lab {
         lab
     }
 
-    fn node_path(&self) -> PathBuf {
+    pub(crate) fn node_path(&self) -> PathBuf {
         netns::path_of(&self.node)
     }
 
-    fn pod_path(&self, addr: Ipv4Addr) -> PathBuf {
+    /// The name of the namespace of the pod with address `addr`.
+    pub(crate) fn pod_name(&self, addr: Ipv4Addr) -> String {
+        let (name, _) = self.pods.iter().find(|(_, a)| *a == addr).unwrap();
+        name.clone()
+    }
+
+    pub(crate) fn pod_path(&self, addr: Ipv4Addr) -> PathBuf {
         let (name, _) = self.pods.iter().find(|(_, a)| *a == addr).unwrap();
         netns::path_of(name)
     }
@@ -404,7 +410,7 @@ pub(crate) fn load(name: &str) -> Value {
 }
 
 /// A case file with `model.json`, read by the harness.
-fn suite(name: &str) -> Suite {
+pub(crate) fn suite(name: &str) -> Suite {
     Suite::from_texts(&read(name), &read("model.json")).unwrap()
 }
 

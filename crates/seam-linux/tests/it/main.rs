@@ -9,5 +9,6 @@ mod firewall;
 mod hairpin;
 mod lb;
 mod netns;
+mod nflog;
 mod random;
 mod services;

@@ -4,7 +4,7 @@
 
 use std::net::Ipv4Addr;
 
-use seam_nft::{AddrField, NftMatch, NftRule, NftVerdict, TableOp};
+use seam_nft::{AddrField, NftMatch, NftRule, NftSample, NftVerdict, TableOp};
 
 /// The table every case writes to: Seam's policy table.
 pub const TABLE: &str = seam_nft::names::TABLE_NAME;
@@ -33,6 +33,7 @@ fn rule(
         rule: NftRule {
             matches,
             log_prefix: log.map(str::to_string),
+            sample: None,
             verdict,
             comment: comment.into(),
         },
@@ -278,6 +279,7 @@ pub fn cases() -> Vec<(&'static str, Vec<TableOp>)> {
         ("chains", chains),
         ("maps", maps),
         ("rules", rules),
+        ("samples", samples()),
         ("large", large),
         ("services", services),
     ]
@@ -377,5 +379,71 @@ fn services() -> Vec<TableOp> {
             name: "aff_1".into(),
         },
         TableOp::DeleteServiceBase,
+    ]
+}
+
+/// Rules with flow samples: an allowed new connection sampled every time, a deny and a Pass
+/// sampled under a rate limit (two kernel rules each, the first with its own port set), one with
+/// a Contract's kernel log line as well.
+fn samples() -> Vec<TableOp> {
+    let sampled =
+        |matches, log: Option<&str>, limit, verdict, comment: &str, kind: char| TableOp::AddRule {
+            chain: "pol/a".into(),
+            rule: NftRule {
+                matches,
+                log_prefix: log.map(str::to_string),
+                sample: Some(NftSample {
+                    group: 1234,
+                    prefix: format!("{kind}i:{comment}"),
+                    snaplen: 128,
+                    limit,
+                }),
+                verdict,
+                comment: comment.into(),
+            },
+        };
+    vec![
+        TableOp::AddChain {
+            name: "pol/a".into(),
+        },
+        sampled(
+            vec![
+                addr(AddrField::Source, "g/web", false),
+                NftMatch::L4Proto(6),
+                NftMatch::DstPorts(vec![(80, 80)]),
+            ],
+            None,
+            None,
+            NftVerdict::Accept,
+            "np/x/a/ingress/0",
+            'A',
+        ),
+        sampled(
+            vec![
+                NftMatch::L4Proto(17),
+                NftMatch::DstPorts(vec![(53, 53), (5000, 5100)]),
+            ],
+            Some("seam contract/db/ingress/0 "),
+            Some(10),
+            NftVerdict::Drop,
+            "contract/db/ingress/0",
+            'D',
+        ),
+        sampled(
+            Vec::new(),
+            None,
+            Some(100),
+            NftVerdict::Return,
+            "anp/p/ingress/1",
+            'P',
+        ),
+        sampled(
+            Vec::new(),
+            None,
+            Some(10),
+            NftVerdict::Drop,
+            "default/ingress",
+            'D',
+        ),
     ]
 }

@@ -63,6 +63,7 @@ fn cluster() -> Controller {
             role: NodeRole::Worker,
             transit_encap: Default::default(),
             underlay_prefix_len: None,
+            underlay_mac: None,
         })
         .await
         .unwrap();
