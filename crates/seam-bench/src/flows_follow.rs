@@ -31,17 +31,17 @@ const VALIDITY: Duration = Duration::from_secs(86_400);
 /// An agent's posting interval.
 const INTERVAL: Duration = Duration::from_millis(200);
 
-/// `seam-bench flows` (defaults: 20 nodes x 25 records every 200 ms = 2,500 records/s).
+/// `seam-bench flows-follow` (defaults: 10 nodes x 25 records every 200 ms = 1,250 records/s).
 #[derive(Debug, clap::Args)]
 pub struct FlowsOpts {
     /// Nodes posting in the background.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 10)]
     pub nodes: usize,
     /// Records per background batch.
     #[arg(long, default_value_t = 25)]
     pub batch: usize,
     /// Probe records timed (and API round trips, interleaved).
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 300)]
     pub samples: usize,
     /// Pause between probes, milliseconds (the probe is a node: at most 20 batches/s,
     /// `FLOW_POSTS_PER_SECOND`, are taken from one node).
@@ -53,7 +53,7 @@ impl FlowsOpts {
     /// The arguments that reproduce this run.
     pub fn command(&self) -> String {
         format!(
-            "flows --nodes {} --batch {} --samples {} --gap-ms {}",
+            "flows-follow --nodes {} --batch {} --samples {} --gap-ms {}",
             self.nodes, self.batch, self.samples, self.gap_ms
         )
     }
@@ -81,7 +81,7 @@ impl FlowsReport {
 
     /// Prints the figures.
     pub fn print(&self, opts: &FlowsOpts) {
-        println!("== flows: POST /v1/flows -> GET /v1/flows?follow=true at the controller");
+        println!("== flows-follow: POST /v1/flows -> GET /v1/flows?follow=true at the controller");
         println!(
             "   one seam-controller (embedded store), mutual TLS on 127.0.0.1; {} joined nodes each post {} records every 200 ms ({:.0} records/s), a probe node posts one-record batches, a reader follows",
             opts.nodes, opts.batch, self.load_per_sec
@@ -111,7 +111,7 @@ struct Pki {
 impl Pki {
     fn new() -> anyhow::Result<Pki> {
         let dir = tempfile::tempdir().context("temporary directory")?;
-        let ca = Ca::generate("seam-bench flows CA", VALIDITY)?;
+        let ca = Ca::generate("seam-bench flows-follow CA", VALIDITY)?;
         ca.save(&dir.path().join("ca.crt"), &dir.path().join("ca.key"))?;
         ca.issue_server(
             "seam-controller",
@@ -271,6 +271,11 @@ async fn measure(pki: &Pki, endpoint: &str, opts: &FlowsOpts) -> anyhow::Result<
             pki.join(endpoint, &token, &format!("n{i}")).await?,
         ));
     }
+    eprintln!(
+        "seam-bench flows-follow: {} nodes joined; measuring {} probes",
+        opts.nodes + 1,
+        opts.samples
+    );
 
     // The follower: records every probe it decodes.
     let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
