@@ -13,6 +13,9 @@
 //! what it read; allocation is pure ([`allocate`]). The `seam-controller` binary is a thin
 //! wrapper around [`serve`].
 //!
+//! Flow records posted by agents (`POST /v1/flows`) are held in memory only, bounded per node
+//! and in all ([`FlowLimits`]), and served filtered and followed (`GET /v1/flows`, NDJSON).
+//!
 //! Replicas: several controllers may share one etcd; they elect a leader ([`election`]), only
 //! the leader writes (fenced on the leader key), standbys serve reads and answer writes with
 //! 503 `NotLeader`.
