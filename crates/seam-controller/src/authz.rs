@@ -8,7 +8,7 @@
 //! - node: the GETs an agent needs (snapshot, watch, leader, nodes, segments, blocks, endpoints,
 //!   namespaces, policies, tenants, services, endpoint slices, address pools, node leases);
 //!   writes its own Node, endpoints on itself, block claims for itself, releases of blocks it
-//!   holds, its own node lease, `ensure-segment` and `renew`;
+//!   holds, its own node lease, its own realization report, `ensure-segment` and `renew`;
 //! - adapter (seam-k8s): every GET but the audit log; writes namespaces, tenants (and their
 //!   operations), policies, Services, EndpointSlices and `ensure-segment`: what it translates
 //!   from Kubernetes; and the labels and named ports of existing endpoints (a pod's, which its
@@ -74,6 +74,8 @@ enum Route<'a> {
     AddressPools,
     /// `/v1/nodeleases` (`None`) or `/v1/nodeleases/<node>`.
     NodeLeases(Option<&'a str>),
+    /// `/v1/realization` (`None`) or `/v1/realization/<node>`.
+    Realization(Option<&'a str>),
     /// No route of the API (answered 404 to whoever may reach it).
     Unknown,
 }
@@ -116,6 +118,7 @@ impl Route<'_> {
             ("endpointslices", _) => Route::EndpointSlices,
             ("addresspools", _) => Route::AddressPools,
             ("nodeleases", tail) => Route::NodeLeases(tail),
+            ("realization", tail) => Route::Realization(tail),
             _ => Route::Unknown,
         }
     }
@@ -148,6 +151,7 @@ impl Route<'_> {
             Route::EndpointSlices => "endpoint slices",
             Route::AddressPools => "address pools",
             Route::NodeLeases(_) => "node leases",
+            Route::Realization(_) => "realization reports",
             Route::Unknown => "this route",
         }
     }
@@ -218,6 +222,15 @@ pub(crate) fn authorize(caller: &Caller, method: &Method, path: &str) -> Decisio
                 if name != identity.name {
                     return Decision::Forbidden(format!(
                         "node {} may not renew the lease of node {name}",
+                        identity.name
+                    ));
+                }
+                true
+            }
+            (&Method::PUT, Route::Realization(Some(name))) => {
+                if name != identity.name {
+                    return Decision::Forbidden(format!(
+                        "node {} may not report the realization of node {name}",
                         identity.name
                     ));
                 }
@@ -460,6 +473,11 @@ mod tests {
         (PUT,    "/v1/nodeleases/n2",                      false, false, false, false),
         (PUT,    "/v1/nodeleases",                         false, false, false, false),
         (DELETE, "/v1/nodeleases/n1",                      false, false, false, false),
+        (GET,    "/v1/realization",                        false, true,  false, true),
+        (PUT,    "/v1/realization/n1",                     false, false, true,  false),
+        (PUT,    "/v1/realization/n2",                     false, false, false, false),
+        (PUT,    "/v1/realization",                        false, false, false, false),
+        (DELETE, "/v1/realization/n1",                     false, false, false, false),
         (GET,    "/v1/nope",                               false, true,  false, true),
         (POST,   "/v1/nope",                               false, false, false, false),
         (GET,    "/metrics",                               false, true,  false, true),
@@ -514,6 +532,10 @@ mod tests {
         assert_eq!(
             authorize(&n2, &PUT, "/v1/nodeleases/n1"),
             Decision::Forbidden("node n2 may not renew the lease of node n1".to_string())
+        );
+        assert_eq!(
+            authorize(&n2, &PUT, "/v1/realization/n1"),
+            Decision::Forbidden("node n2 may not report the realization of node n1".to_string())
         );
         assert_eq!(
             authorize(&known(R::Adapter, "k8s"), &PUT, "/v1/addresspools/public"),

@@ -39,6 +39,7 @@ mod node_leases;
 pub mod ownership;
 mod policies;
 mod precondition;
+mod realization;
 mod serve;
 mod services;
 mod tenants;

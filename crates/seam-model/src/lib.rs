@@ -32,6 +32,7 @@ mod mac;
 pub mod manifest;
 mod names;
 mod objects;
+pub mod realization;
 pub mod service;
 pub mod tolerant;
 mod vm;
@@ -47,5 +48,9 @@ pub use links::*;
 pub use mac::{endpoint_mac, gateway_mac, MacAddr};
 pub use names::*;
 pub use objects::*;
+pub use realization::{
+    realization_status, tenant_realization_name, Laggard, NodeRealization, ObjectRealization,
+    ObjectStatus, RealizationStatus,
+};
 pub use service::*;
 pub use vm::*;
