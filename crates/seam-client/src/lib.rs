@@ -19,6 +19,7 @@
 mod client;
 mod error;
 mod leases;
+mod realization;
 mod services;
 mod transport;
 mod watch;
