@@ -80,7 +80,7 @@ impl Realization {
     fn observe_one(&mut self, view: &ClusterView, name: &str) {
         let present = match name.strip_prefix("Tenant/_/") {
             Some(tenant) => view.tenants.contains_key(tenant).then_some(None),
-            None => view.policies.get(name).map(|p| policy_error(p)),
+            None => view.policies.get(name).map(policy_error),
         };
         let now = match (present, view.generations.get(name)) {
             (Some(error), Some(&generation)) => Some(ObjectRealization { generation, error }),

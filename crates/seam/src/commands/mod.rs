@@ -10,6 +10,7 @@ pub(crate) mod external;
 pub(crate) mod get;
 pub(crate) mod lab;
 pub(crate) mod node;
+pub(crate) mod realization;
 pub(crate) mod segment;
 pub(crate) mod services;
 pub(crate) mod tenant;

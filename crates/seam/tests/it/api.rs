@@ -11,15 +11,15 @@ use seam_controller::{ControllerConfig, Listener};
 use seam_model::{endpoint_mac, Endpoint, EndpointKind, Node, NodeRole, Segment};
 use seam_store::AnyStore;
 
-struct Controller {
-    endpoint: String,
+pub(crate) struct Controller {
+    pub(crate) endpoint: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
     dir: tempfile::TempDir,
 }
 
 impl Controller {
-    fn start() -> Controller {
+    pub(crate) fn start() -> Controller {
         Controller::start_on(AnyStore::memory())
     }
 
@@ -63,7 +63,7 @@ impl Controller {
         c
     }
 
-    fn block_on<F, Fut, T>(&self, f: F) -> T
+    pub(crate) fn block_on<F, Fut, T>(&self, f: F) -> T
     where
         F: FnOnce(ControllerClient) -> Fut,
         Fut: std::future::Future<Output = T>,
@@ -76,14 +76,14 @@ impl Controller {
             .block_on(f(client))
     }
 
-    fn file(&self, name: &str, text: &str) -> PathBuf {
+    pub(crate) fn file(&self, name: &str, text: &str) -> PathBuf {
         let p = self.dir.path().join(name);
         std::fs::write(&p, text).unwrap();
         p
     }
 
     /// Runs `seam ARGS --controller …` with `stdin`; returns (success, stdout, stderr).
-    fn seam(&self, args: &[&str], stdin: &str) -> (bool, String, String) {
+    pub(crate) fn seam(&self, args: &[&str], stdin: &str) -> (bool, String, String) {
         let mut child = Command::new(env!("CARGO_BIN_EXE_seam"))
             .args(args)
             .args(["--controller", &self.endpoint])
@@ -106,7 +106,7 @@ impl Controller {
         )
     }
 
-    fn ok(&self, args: &[&str]) -> String {
+    pub(crate) fn ok(&self, args: &[&str]) -> String {
         let (ok, stdout, stderr) = self.seam(args, "");
         assert!(ok, "seam {args:?} failed:\n{stdout}{stderr}");
         stdout
