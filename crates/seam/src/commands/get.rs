@@ -184,10 +184,14 @@ pub(crate) fn run(
         ),
     };
     let client = client(target)?;
-    // Policy objects and tenants: how many nodes enforce each.
+    // Policy objects and tenants: how many nodes enforce each. Best effort: the objects are
+    // listed even when the status cannot be read.
     let enforced = plural == "tenants" || plural == "policies" || policy_kind.is_some();
     let status = match enforced {
-        true => block_on(realization::status(&client))?,
+        true => block_on(realization::status(&client)).unwrap_or_else(|e| {
+            eprintln!("warning: no realization status: {e:#}");
+            None
+        }),
         false => None,
     };
     let items: Vec<Value> = block_on(async {
