@@ -22,6 +22,7 @@ pub mod flows;
 pub mod gateway;
 pub mod identity;
 pub mod leases;
+pub mod realization;
 pub mod reconcile;
 pub mod server;
 pub mod services;
@@ -96,6 +97,10 @@ pub struct Agent<K> {
     /// Endpoints of this node the controller refuses for now, by name, with its answer: the
     /// publisher keeps retrying them, and CHECK of their attachment reports the refusal.
     refused: Mutex<std::collections::BTreeMap<String, String>>,
+    /// What this node enforces, reported to the controller ([`realization`]).
+    realization: std::sync::Mutex<realization::Realization>,
+    /// Wakes the realization reporter.
+    pub realization_changed: Notify,
 }
 
 /// Handles of a running agent's background tasks.
@@ -158,6 +163,7 @@ impl<K: NodeKernel + Firewall + 'static> Agent<K> {
             config.node.clone(),
             config.role,
         ));
+        let config_node = config.node.clone();
         let agent = Arc::new(Agent {
             config,
             kernel,
@@ -180,6 +186,8 @@ impl<K: NodeKernel + Firewall + 'static> Agent<K> {
             applied_services: tokio::sync::watch::Sender::new(Arc::default()),
             lease_renewed_at: std::sync::Mutex::new(None),
             flow_rules: tokio::sync::watch::Sender::new(Arc::default()),
+            realization: std::sync::Mutex::new(realization::Realization::new(&config_node)),
+            realization_changed: Notify::new(),
         });
         let listener = server::bind(&agent.config.socket)?;
         let mut tasks = vec![
@@ -189,6 +197,7 @@ impl<K: NodeKernel + Firewall + 'static> Agent<K> {
             tokio::spawn(reconcile::run(agent.clone())),
             tokio::spawn(reconcile::reaper(agent.clone())),
             tokio::spawn(blocks::run(agent.clone())),
+            tokio::spawn(realization::run(agent.clone())),
         ];
         // A gateway's lease says it is alive: LoadBalancer addresses are served by the gateways
         // that hold one. A gateway without an external interface would be given addresses it
@@ -202,6 +211,15 @@ impl<K: NodeKernel + Firewall + 'static> Agent<K> {
     /// True once the agent can serve ADD (it has had a full view of the controller).
     pub fn is_ready(&self) -> bool {
         self.synced.load(Ordering::Acquire)
+    }
+
+    /// What this node enforces ([`realization`]).
+    pub fn realization(&self) -> std::sync::MutexGuard<'_, realization::Realization> {
+        // Its state stays consistent whatever panicked while holding it: each change is one
+        // assignment.
+        self.realization
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The endpoints of this node the controller refuses for now (the publisher keeps

@@ -148,6 +148,8 @@ pub async fn firewall_ruleset<K: NodeKernel + Firewall + 'static>(
     let changes = view.take_firewall_changes();
     let service_changes = view.take_service_changes();
     let view = view.downgrade();
+    // What this pass enforces once its table is in the kernel: the same view, the same changes.
+    agent.realization().observe(&view, &changes);
     // Services first, from what changed for them only: their result is kept (and written with the
     // next policy that compiles) even when policy fails to compile below.
     let (desired_services, mut services) = {
@@ -242,16 +244,29 @@ pub async fn reconcile_once<K: NodeKernel + Firewall + 'static>(
     }
     // The firewall follows the same level-triggered pass: compile from the view, then change the
     // kernel's table in place by what differs (see `seam_nft::table`).
-    match firewall_ruleset(agent).await {
+    let realized = match firewall_ruleset(agent).await {
         Ok((model, services)) => match apply_firewall(agent, model).await {
-            Ok(()) => publish_applied_services(agent, services),
+            Ok(()) => {
+                publish_applied_services(agent, services);
+                agent.realization().enforced()
+            }
             Err(e) => {
+                let changed = agent
+                    .realization()
+                    .failed(&format!("applying the firewall failed: {e}"));
                 first_error.get_or_insert(e);
+                changed
             }
         },
         Err(e) => {
-            tracing::error!(error = %e, "compiling the firewall failed; the previous one stays")
+            tracing::error!(error = %e, "compiling the firewall failed; the previous one stays");
+            agent
+                .realization()
+                .failed(&format!("compiling the firewall failed: {e}"))
         }
+    };
+    if realized {
+        agent.realization_changed.notify_one();
     }
     match first_error {
         Some(e) => Err(e),

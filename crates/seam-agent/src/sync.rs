@@ -76,6 +76,10 @@ async fn sync_once<K: NodeKernel + Firewall + 'static>(
         view.reset(snapshot);
         view.namespace_segment = namespaces;
     }
+    // A new session: the controller may have lost this node's report (or the node record it
+    // belongs to); the next pass sends it whether it changed or not.
+    agent.realization().resend();
+    agent.realization_changed.notify_one();
     resync_endpoints(agent).await;
     agent.synced.store(true, Ordering::Release);
     agent.reconcile_now.notify_one();

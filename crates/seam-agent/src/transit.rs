@@ -412,6 +412,7 @@ mod tests {
         assert!(!routed_directly(&n1, &narrow));
         let unknown = Node {
             underlay_prefix_len: None,
+            underlay_mac: None,
             ..narrow
         };
         assert!(!routed_directly(&n1, &unknown));

@@ -29,6 +29,10 @@ pub struct ClusterView {
     /// this agent cannot read (a newer Seam's) is kept by name as unreadable: never in force, but
     /// known and reported by the firewall compiler ("stored policy object ignored: …").
     pub policies: BTreeMap<String, StoredPolicy>,
+    /// The generation (store revision of the last write) of every policy object, by store name,
+    /// and of every tenant, by [`seam_model::tenant_realization_name`]: what this node reports
+    /// it enforces once a table holding them is written ([`crate::realization`]).
+    pub generations: BTreeMap<String, u64>,
     /// Which segment the controller said serves a namespace (flat mode has one for all).
     pub namespace_segment: BTreeMap<String, String>,
     /// Address pools by name.
@@ -59,6 +63,7 @@ impl Default for ClusterView {
             namespaces: BTreeMap::new(),
             tenants: BTreeMap::new(),
             policies: BTreeMap::new(),
+            generations: BTreeMap::new(),
             namespace_segment: BTreeMap::new(),
             address_pools: BTreeMap::new(),
             services: BTreeMap::new(),
@@ -135,6 +140,23 @@ impl ClusterView {
                     .into_iter()
                     .filter_map(|u| Some((u.name.clone()?, StoredPolicy::Unreadable(u)))),
             )
+            .collect();
+        // An older controller's snapshot has no generations: no object's exceeds the snapshot's
+        // revision, which is then as good a generation to report as any.
+        let names = self.policies.keys().cloned().chain(
+            self.tenants
+                .keys()
+                .map(|t| seam_model::tenant_realization_name(t)),
+        );
+        self.generations = names
+            .map(|name| {
+                let generation = snap
+                    .generations
+                    .get(&name)
+                    .copied()
+                    .unwrap_or(snap.revision);
+                (name, generation)
+            })
             .collect();
         self.endpoints = snap
             .endpoints
@@ -229,6 +251,18 @@ impl ClusterView {
             }
         }
         let slice_name = (event.kind == ObjectKind::EndpointSlice).then(|| event.name.clone());
+        // A watch event's revision is the store revision of that write: the object's generation.
+        let generation_name = match event.kind {
+            ObjectKind::Policy => Some(event.name.clone()),
+            ObjectKind::Tenant => Some(seam_model::tenant_realization_name(&event.name)),
+            _ => None,
+        };
+        if let Some(name) = generation_name {
+            match event.object {
+                Some(_) => self.generations.insert(name, event.revision),
+                None => self.generations.remove(&name),
+            };
+        }
         match event.kind {
             ObjectKind::Node => put(&mut self.nodes, event.name, event.object, event.kind),
             ObjectKind::Segment => put(&mut self.segments, event.name, event.object, event.kind),

@@ -1147,6 +1147,16 @@ pub(crate) fn decode_snapshot(bytes: &[u8]) -> std::result::Result<Snapshot, ser
         ..Snapshot::default()
     };
     (snapshot.policies, snapshot.unreadable_policies) = policies(&mut doc)?;
+    // Absent from an older controller's snapshot; unreadable, it is left out as well (its
+    // readers then take the snapshot's revision for every object).
+    if let Some(generations) = doc.remove("generations") {
+        match serde_json::from_value(generations) {
+            Ok(generations) => snapshot.generations = generations,
+            Err(e) => {
+                tracing::warn!(error = %e, "leaving out the snapshot's generations this version cannot read")
+            }
+        }
+    }
     Ok(snapshot)
 }
 

@@ -10,7 +10,7 @@
 //! [`Controller::commit`]). A compare that fails writes nothing.
 
 use seam_model::bounds::MAX_APPLY_OBJECTS;
-use seam_model::{policy_name, ApplyObject, ObjectKind, ValidationError};
+use seam_model::{policy_name, Applied, ApplyObject, ObjectKind, ValidationError};
 use seam_store::Txn;
 
 use crate::controller::{encode, field_error, invalid_if_any, same_as_read, Controller};
@@ -102,8 +102,9 @@ fn problem(index: usize, object: String, error: Error) -> ApplyProblem {
 
 impl Controller {
     /// Writes every object or none: each is checked as its single `PUT` checks it, then all are
-    /// written in one store transaction. Returns the objects as stored, in order.
-    pub async fn apply(&self, objects: Vec<ApplyObject>) -> Result<Vec<ApplyObject>> {
+    /// written in one store transaction. Returns the objects as stored, in order, and the
+    /// transaction's revision (every object's new generation).
+    pub async fn apply(&self, objects: Vec<ApplyObject>) -> Result<Applied> {
         let count = objects.len();
         let mut errors = Vec::new();
         if count == 0 {
@@ -217,9 +218,9 @@ impl Controller {
         if !problems.is_empty() {
             return Err(Error::ApplyRefused { count, problems });
         }
-        if !self.commit(txn, "apply").await? {
+        let Some(revision) = self.commit_at(txn, "apply").await? else {
             return Err(Error::ApplyContended { count });
-        }
+        };
         drop(guard);
         if pools_written || frees_address {
             self.retry_pending_logged().await;
@@ -228,6 +229,9 @@ impl Controller {
             objects = %admitted.iter().map(|(_, a)| a.stored.describe()).collect::<Vec<_>>().join(", "),
             "applied"
         );
-        Ok(admitted.into_iter().map(|(_, a)| a.stored).collect())
+        Ok(Applied {
+            objects: admitted.into_iter().map(|(_, a)| a.stored).collect(),
+            revision: Some(revision),
+        })
     }
 }

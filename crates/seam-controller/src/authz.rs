@@ -9,8 +9,8 @@
 //! - node: the GETs an agent needs (snapshot, watch, leader, nodes, segments, blocks, endpoints,
 //!   namespaces, policies, tenants, services, endpoint slices, address pools, node leases);
 //!   writes its own Node, endpoints on itself, block claims for itself, releases of blocks it
-//!   holds, its own node lease, `ensure-segment` and `renew`, and its own flow records
-//!   (`POST /v1/flows`, each record checked by the handler: [`check_own`]);
+//!   holds, its own node lease, its own realization report, `ensure-segment` and `renew`, and
+//!   its own flow records (`POST /v1/flows`, each record checked by the handler: [`check_own`]);
 //! - adapter (seam-k8s): every GET but the audit log and flow records; writes namespaces, tenants (and their
 //!   operations), policies, Services, EndpointSlices and `ensure-segment`: what it translates
 //!   from Kubernetes; and the labels, named ports and conditions (readiness) of existing
@@ -83,6 +83,8 @@ enum Route<'a> {
     Ui,
     /// `/v1/flows`: agents post, readers read.
     Flows,
+    /// `/v1/realization` (`None`) or `/v1/realization/<node>`.
+    Realization(Option<&'a str>),
     /// No route of the API (answered 404 to whoever may reach it).
     Unknown,
 }
@@ -129,6 +131,7 @@ impl Route<'_> {
             ("nodeleases", tail) => Route::NodeLeases(tail),
             ("explain", None) => Route::Explain,
             ("flows", None) => Route::Flows,
+            ("realization", tail) => Route::Realization(tail),
             _ => Route::Unknown,
         }
     }
@@ -164,6 +167,7 @@ impl Route<'_> {
             Route::Explain => "explanations",
             Route::Ui => "the page",
             Route::Flows => "flow records",
+            Route::Realization(_) => "realization reports",
             Route::Unknown => "this route",
         }
     }
@@ -234,6 +238,15 @@ pub(crate) fn authorize(caller: &Caller, method: &Method, path: &str) -> Decisio
                 if name != identity.name {
                     return Decision::Forbidden(format!(
                         "node {} may not renew the lease of node {name}",
+                        identity.name
+                    ));
+                }
+                true
+            }
+            (&Method::PUT, Route::Realization(Some(name))) => {
+                if name != identity.name {
+                    return Decision::Forbidden(format!(
+                        "node {} may not report the realization of node {name}",
                         identity.name
                     ));
                 }
@@ -488,6 +501,11 @@ mod tests {
         (GET,    "/v1/flows",                              false, true,  false, false),
         (DELETE, "/v1/flows",                              false, false, false, false),
         (POST,   "/v1/flows/n1",                           false, false, false, false),
+        (GET,    "/v1/realization",                        false, true,  false, true),
+        (PUT,    "/v1/realization/n1",                     false, false, true,  false),
+        (PUT,    "/v1/realization/n2",                     false, false, false, false),
+        (PUT,    "/v1/realization",                        false, false, false, false),
+        (DELETE, "/v1/realization/n1",                     false, false, false, false),
         (GET,    "/v1/nope",                               false, true,  false, true),
         (POST,   "/v1/nope",                               false, false, false, false),
         (GET,    "/metrics",                               false, true,  false, true),
@@ -542,6 +560,10 @@ mod tests {
         assert_eq!(
             authorize(&n2, &PUT, "/v1/nodeleases/n1"),
             Decision::Forbidden("node n2 may not renew the lease of node n1".to_string())
+        );
+        assert_eq!(
+            authorize(&n2, &PUT, "/v1/realization/n1"),
+            Decision::Forbidden("node n2 may not report the realization of node n1".to_string())
         );
         assert_eq!(
             authorize(&known(R::Adapter, "k8s"), &PUT, "/v1/addresspools/public"),

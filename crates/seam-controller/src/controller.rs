@@ -114,6 +114,9 @@ pub struct StoredSnapshot {
     pub endpoint_slices: Vec<seam_model::EndpointSlice>,
     /// The node leases held now.
     pub node_leases: Vec<seam_model::NodeLease>,
+    /// The generation of every policy object and tenant (see [`seam_model::realization`]).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub generations: std::collections::BTreeMap<String, u64>,
 }
 
 /// An object as read from the store, with its `mod_revision` for compare-and-swap.
@@ -286,9 +289,22 @@ impl Controller {
             ..StoredSnapshot::default()
         };
         for kv in kvs {
-            let Some((kind, _)) = parse_key(&kv.key) else {
+            let Some((kind, name)) = parse_key(&kv.key) else {
                 continue;
             };
+            match kind {
+                ObjectKind::Policy => {
+                    snapshot
+                        .generations
+                        .insert(name.to_string(), kv.mod_revision);
+                }
+                ObjectKind::Tenant => {
+                    snapshot
+                        .generations
+                        .insert(seam_model::tenant_realization_name(name), kv.mod_revision);
+                }
+                _ => {}
+            }
             // A malformed stored object (written by hand, or by another version) is logged with
             // its key and left out, as the watch does: one bad record must not stop every agent
             // from syncing. Writes that read it still fail closed.
@@ -419,9 +435,12 @@ impl Controller {
             ));
         }
         let key = object_key(ObjectKind::Node, name);
+        // Its realization report goes with it: a deleted node no longer counts among the nodes
+        // that must enforce policy, and a node of the same name starts with no report.
         let txn = Txn::new()
             .when(Compare::ModRevision(key.clone(), current.mod_revision))
-            .delete(&key);
+            .delete(&key)
+            .delete(crate::keys::realization_key(name));
         self.commit_once(txn, ObjectKind::Node, name).await
     }
 
@@ -968,6 +987,12 @@ impl Controller {
     /// fenced on the leader key, and fails with [`Error::NotLeader`] once it lost the key.
     /// A txn that changes objects also writes their audit record ([`crate::audit`]).
     pub(crate) async fn commit(&self, txn: Txn, key: &str) -> Result<bool> {
+        Ok(self.commit_at(txn, key).await?.is_some())
+    }
+
+    /// [`Controller::commit`], with the store revision of the committed transaction (`None`
+    /// when a compare failed): the new `mod_revision` of every key it wrote.
+    pub(crate) async fn commit_at(&self, txn: Txn, key: &str) -> Result<Option<u64>> {
         let (txn, audited) = self.inner.audit.record(txn)?;
         let fence = match self.role() {
             Role::Single => None,
@@ -979,17 +1004,17 @@ impl Controller {
             None => txn,
         };
         match self.store().txn(txn).await {
-            Ok(TxnOutcome::Committed { .. }) => {
+            Ok(TxnOutcome::Committed { revision }) => {
                 if audited {
                     self.audited();
                 }
-                Ok(true)
+                Ok(Some(revision))
             }
             Ok(TxnOutcome::CompareFailed) => {
                 if let Some(fence) = fence {
                     self.check_fence(fence).await?;
                 }
-                Ok(false)
+                Ok(None)
             }
             Err(source) => Err(Error::Store {
                 op: "txn",

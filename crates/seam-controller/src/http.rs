@@ -86,6 +86,7 @@ pub fn router(controller: Controller) -> Router {
         .merge(crate::identities::routes())
         .merge(crate::ui::routes())
         .merge(crate::flows::routes())
+        .merge(crate::realization::routes())
         .fallback(no_route)
         .layer(axum::middleware::from_fn(
             crate::precondition::refuse_unhonoured_if_match,
@@ -584,8 +585,7 @@ async fn put_policy(
 /// `POST /v1/apply`: every object of the body written, or none ([`Controller::apply`]).
 async fn apply(State(c): State<Controller>, body: Bytes) -> ApiResult<Response> {
     let request: seam_model::Apply = decode_body("Apply", &body)?;
-    let objects = c.apply(request.objects).await?;
-    Ok(Json(seam_model::Applied { objects }).into_response())
+    Ok(Json(c.apply(request.objects).await?).into_response())
 }
 
 /// `GET /v1/audit?limit=N`: the newest N audit records (default 100, at most 10000), oldest

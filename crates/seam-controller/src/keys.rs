@@ -4,7 +4,9 @@
 //! allocations are index keys whose value is the Service's `namespace/name`:
 //! `/seam/v1/allocations/clusterips/<ip>`, `/seam/v1/allocations/nodeports/<PROTO>/<port>`,
 //! `/seam/v1/allocations/lbaddresses/<ip>` (not an [`ObjectKind`]: snapshots and watches leave
-//! them out). Node leases `/seam/v1/nodeleases/<node>` are bound to a store lease.
+//! them out). Node leases `/seam/v1/nodeleases/<node>` are bound to a store lease. Each node's
+//! realization report (`seam_model::NodeRealization`) is `/seam/v1/realization/<node>` (not an
+//! [`ObjectKind`] either: agents do not follow it), deleted with its node.
 //!
 //! API boundary: other tools (backups, an etcd operator) may read these keys; change them only
 //! with a migration.
@@ -27,6 +29,14 @@ pub fn object_key(kind: ObjectKind, name: &str) -> String {
 /// The prefix of every block of `segment` (segment names never contain `/`).
 pub fn segment_blocks_prefix(segment: &str) -> String {
     format!("{ROOT}blocks/{segment}/")
+}
+
+/// The prefix of every node's realization report.
+pub const REALIZATION_PREFIX: &str = "/seam/v1/realization/";
+
+/// The key of `node`'s realization report.
+pub fn realization_key(node: &str) -> String {
+    format!("{REALIZATION_PREFIX}{node}")
 }
 
 /// Splits a key into kind and name; `None` for keys outside the layout.
@@ -53,6 +63,7 @@ mod tests {
         assert_eq!(parse_key("/seam/v1/things/x"), None);
         assert_eq!(parse_key("/seam/v1/nodes/"), None);
         assert_eq!(parse_key("/other/v1/nodes/x"), None);
+        assert_eq!(parse_key(&realization_key("n1")), None);
         assert!(
             object_key(ObjectKind::Block, "s/10.0.0.0-26").starts_with(&segment_blocks_prefix("s"))
         );

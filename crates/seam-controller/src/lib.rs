@@ -43,6 +43,7 @@ mod node_leases;
 pub mod ownership;
 mod policies;
 mod precondition;
+mod realization;
 mod serve;
 mod services;
 mod tenants;

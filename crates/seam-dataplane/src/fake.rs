@@ -41,6 +41,9 @@ pub struct FakeState {
     pub fail_next_attach: Option<String>,
     /// When set, the next `apply_delta` fails with this message (and changes nothing).
     pub fail_next_delta: Option<String>,
+    /// While set, every `apply_ruleset` and `apply_delta` fails with this message (and changes
+    /// nothing): a kernel that refuses the table.
+    pub fail_firewall: Option<String>,
     /// LoadBalancer addresses Seam added, by interface (what `observe_lb` reports).
     pub lb_addresses: BTreeMap<String, std::collections::BTreeSet<std::net::Ipv4Addr>>,
     /// Gratuitous ARP announcements sent, in order (interface, address), one per frame.
@@ -240,6 +243,10 @@ fn firewall_error(object: &str, errno: Option<i32>, message: impl ToString) -> E
 impl Firewall for FakeKernel {
     async fn apply_ruleset(&self, table: &TableModel) -> Result<()> {
         let mut s = self.lock()?;
+        if let Some(message) = s.fail_firewall.clone() {
+            let object = format!("table {}", seam_nft::names::TABLE);
+            return Err(firewall_error(&object, None, message));
+        }
         s.table = Some(table.listed());
         s.ruleset_applies += 1;
         Ok(())
@@ -248,7 +255,7 @@ impl Firewall for FakeKernel {
     async fn apply_delta(&self, delta: &seam_nft::FirewallDelta) -> Result<()> {
         let mut s = self.lock()?;
         let object = format!("table {}", seam_nft::names::TABLE);
-        if let Some(message) = s.fail_next_delta.take() {
+        if let Some(message) = s.fail_next_delta.take().or_else(|| s.fail_firewall.clone()) {
             return Err(firewall_error(&object, None, message));
         }
         let Some(table) = s.table.as_mut() else {

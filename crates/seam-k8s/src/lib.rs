@@ -34,6 +34,7 @@
 
 mod adapter;
 mod error;
+pub mod realization;
 mod resource;
 pub mod services;
 mod sync;

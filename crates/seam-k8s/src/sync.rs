@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::error::TranslateError;
+use crate::realization::{ready_condition, Tracked};
 use crate::resource::{RawObject, WatchedKind};
 use crate::services::{self, ServiceMapping, SliceMapping};
 use crate::translate::{self, NamespaceSpec, PodLabels, PodMapping};
@@ -163,6 +164,10 @@ pub(crate) struct Sync {
     status_dirty: BTreeSet<String>,
     /// The Kubernetes API, for the status write-back (none in unit tests).
     kube: Option<kube::Client>,
+    /// Seam CRD objects forwarded, for their `Ready` condition ([`crate::realization`]).
+    tracked: BTreeMap<Target, Tracked>,
+    /// When the realization status is read next.
+    next_status: Instant,
 }
 
 impl Sync {
@@ -184,6 +189,8 @@ impl Sync {
             seam_status: BTreeMap::new(),
             status_dirty: BTreeSet::new(),
             kube: None,
+            tracked: BTreeMap::new(),
+            next_status: Instant::now(),
         }
     }
 
@@ -232,8 +239,19 @@ impl Sync {
                     self.status_dirty.insert(key);
                 }
                 outcome
+            } else if self.wants_status() && self.next_status <= now {
+                self.next_status = now + crate::realization::STATUS_INTERVAL;
+                self.write_ready().await
             } else {
-                let wake = self.retry_at.values().min().copied();
+                let status_at = self.wants_status().then_some(self.next_status);
+                let wake = self
+                    .retry_at
+                    .values()
+                    .min()
+                    .copied()
+                    .into_iter()
+                    .chain(status_at)
+                    .min();
                 let input = match wake {
                     Some(at) => match tokio::time::timeout_at(at, rx.recv()).await {
                         Ok(input) => input,
@@ -457,6 +475,7 @@ impl Sync {
                 for key in gone {
                     if let Some(target) = known.remove(&key) {
                         tracing::info!(%kind, %key, "gone while the watch was away");
+                        self.tracked.remove(&target);
                         self.desired.remove(&target);
                         self.dirty.insert(target);
                     }
@@ -495,6 +514,11 @@ impl Sync {
                     .entry(kind)
                     .or_default()
                     .insert(key.clone(), target.clone());
+                if crate::realization::writes_status(kind) {
+                    let tracked = self.tracked.entry(target.clone()).or_default();
+                    tracked.kind = Some(kind);
+                    tracked.current = obj.metadata.generation;
+                }
                 match desired {
                     Some(d) => {
                         self.desired.insert(target.clone(), d);
@@ -538,6 +562,7 @@ impl Sync {
                     .or_else(|| target_for(kind, obj));
                 match target {
                     Some(target) => {
+                        self.tracked.remove(&target);
                         self.desired.remove(&target);
                         self.dirty.insert(target);
                     }
@@ -753,6 +778,75 @@ impl Sync {
         }
     }
 
+    /// Whether the `Ready` conditions of Seam CRD objects are to be kept.
+    fn wants_status(&self) -> bool {
+        self.kube.is_some() && self.tracked.values().any(|t| t.forwarded.is_some())
+    }
+
+    /// Reads the realization status and writes the `Ready` condition of each Seam CRD object
+    /// whose condition changed ([`crate::realization`]).
+    async fn write_ready(&mut self) -> Outcome {
+        let Some(kube) = self.kube.clone() else {
+            return Outcome::Done;
+        };
+        let status = match self.client.realization().await {
+            Ok(status) => status,
+            // A controller that predates realization status: nothing to say.
+            Err(e) if e.is_not_found() => return Outcome::Done,
+            Err(e) => {
+                tracing::warn!(error = %error_chain(&e), "cannot read the realization status");
+                return classify(&e);
+            }
+        };
+        let params = kube::api::PatchParams {
+            field_manager: Some(translate::MANAGED_BY.to_string()),
+            ..kube::api::PatchParams::default()
+        };
+        for (target, tracked) in self.tracked.iter_mut() {
+            let (Some(kind), Some(forwarded)) = (tracked.kind, tracked.forwarded) else {
+                continue;
+            };
+            let Some(object) = status.object(&realization_name(target)) else {
+                continue;
+            };
+            let stored = *tracked.stored.get_or_insert(object.generation);
+            let ready = ready_condition(object, stored, forwarded, tracked.realized);
+            if ready.realized {
+                tracked.realized = Some(forwarded);
+            }
+            let since = match &tracked.written {
+                Some((old, _)) if *old == ready => continue,
+                Some((old, at)) if old.realized == ready.realized => at.clone(),
+                _ => crate::realization::now(),
+            };
+            let Some(name) = kube_name(target) else {
+                continue;
+            };
+            let patch = serde_json::json!({"status": {"conditions": [ready.to_value(&since)]}});
+            let api: kube::Api<RawObject> = kube::Api::all_with(kube.clone(), &kind.api_resource());
+            match api
+                .patch_status(name, &params, &kube::api::Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => {
+                    tracing::debug!(%target, message = %ready.message, "wrote the Ready condition");
+                    tracked.written = Some((ready, since));
+                }
+                Err(kube::Error::Api(status)) if (400..500).contains(&status.code) => {
+                    // Gone meanwhile (404), or a CRD without a status subresource: the next
+                    // change tries again.
+                    tracing::warn!(%target, error = %status.message, "cannot write the Ready condition");
+                    tracked.written = Some((ready, since));
+                }
+                Err(e) => {
+                    tracing::warn!(%target, error = %error_chain(&e), "cannot write the Ready condition; retrying");
+                    return Outcome::Unavailable;
+                }
+            }
+        }
+        Outcome::Done
+    }
+
     /// Marks for deletion the policy objects this adapter forwarded earlier (maybe in a previous
     /// run) whose Kubernetes object no longer exists.
     async fn collect_garbage(&mut self) -> Outcome {
@@ -834,6 +928,9 @@ impl Sync {
             return Outcome::Done;
         }
         if desired.is_some() && desired.as_ref() == self.applied.get(target) {
+            if let Some(tracked) = self.tracked.get_mut(target) {
+                tracked.forwarded(false);
+            }
             return Outcome::Done;
         }
         let result = match &desired {
@@ -856,6 +953,9 @@ impl Sync {
             (Err(e), _) => tracing::warn!(
                 %target, error = %error_chain(e), "controller unavailable; retrying with backoff"
             ),
+        }
+        if let (Ok(()), Some(tracked)) = (&result, self.tracked.get_mut(target)) {
+            tracked.forwarded(true);
         }
         if matches!(outcome, Outcome::Done | Outcome::Rejected) {
             match desired {
@@ -1026,6 +1126,32 @@ impl Sync {
 }
 
 /// The target and desired state of a mapped (non-view) object.
+/// The name realization status gives a target's object: a policy store name, or a tenant's.
+fn realization_name(target: &Target) -> String {
+    match target {
+        Target::Tenant(name) => seam_model::tenant_realization_name(name),
+        Target::Policy {
+            kind,
+            namespace,
+            name,
+        } => seam_model::policy_name(kind, namespace.as_deref(), name),
+        other => other.to_string(),
+    }
+}
+
+/// The Kubernetes name of a (cluster-scoped) Seam CRD object's target.
+fn kube_name(target: &Target) -> Option<&str> {
+    match target {
+        Target::Tenant(name) => Some(name),
+        Target::Policy {
+            namespace: None,
+            name,
+            ..
+        } => Some(name),
+        _ => None,
+    }
+}
+
 fn translate_object(
     kind: WatchedKind,
     obj: &RawObject,

@@ -62,6 +62,11 @@ impl ApplyObject {
 pub struct Applied {
     /// The stored objects.
     pub objects: Vec<ApplyObject>,
+    /// The store revision of the apply's transaction: the new generation of every object it
+    /// wrote (see [`crate::realization`]; `seam apply --wait` waits for it). Absent from an
+    /// older controller's answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<u64>,
 }
 
 #[cfg(test)]

@@ -34,6 +34,7 @@ pub mod manifest;
 mod names;
 mod objects;
 mod prefix;
+pub mod realization;
 pub mod service;
 pub mod tolerant;
 mod vm;
@@ -50,5 +51,9 @@ pub use mac::{endpoint_mac, gateway_mac, MacAddr};
 pub use names::*;
 pub use objects::*;
 pub use prefix::overlaps;
+pub use realization::{
+    realization_status, tenant_realization_name, Laggard, NodeRealization, ObjectRealization,
+    ObjectStatus, RealizationStatus,
+};
 pub use service::*;
 pub use vm::*;

@@ -818,6 +818,12 @@ pub struct Snapshot {
     /// The node leases held now (gateways that are alive).
     #[serde(default)]
     pub node_leases: Vec<crate::NodeLease>,
+    /// The generation (store revision of the last write) of every policy object, by store name,
+    /// and of every tenant, by [`crate::tenant_realization_name`]: what an agent reports it
+    /// enforces ([`crate::realization`]). Absent from an older controller's snapshot: a reader
+    /// then takes the snapshot's `revision`, which no object's generation exceeds.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub generations: std::collections::BTreeMap<String, u64>,
 }
 
 impl Snapshot {

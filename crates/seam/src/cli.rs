@@ -124,6 +124,14 @@ pub enum Cmd {
         /// The file, or - for standard input.
         #[arg(short = 'f', long = "filename")]
         file: String,
+        /// Return only once every node enforces the new generation of each policy object and
+        /// tenant applied (every node with a node record must; one that never reported counts
+        /// as not enforcing).
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up after this long (30s, 500ms, 2m), naming the nodes behind.
+        #[arg(long, default_value = "30s", value_parser = crate::commands::realization::parse_duration)]
+        timeout: std::time::Duration,
         #[command(flatten)]
         target: Target,
     },
@@ -133,6 +141,9 @@ pub enum Cmd {
     Get {
         /// The kind (plural).
         kind: String,
+        /// Only the object of this name (`namespace/name` for a NetworkPolicy); with -o yaml or
+        /// json, its realization status too (the nodes behind and their errors).
+        name: Option<String>,
         /// Output format.
         #[arg(short = 'o', long, value_enum, default_value = "table")]
         output: Output,

@@ -39,12 +39,18 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Cmd::Lab { command } => lab::run(command)?,
-        Cmd::Apply { file, target } => apply::run(&file, &target)?,
+        Cmd::Apply {
+            file,
+            wait,
+            timeout,
+            target,
+        } => apply::run(&file, wait.then_some(timeout), &target)?,
         Cmd::Get {
             kind,
+            name,
             output,
             target,
-        } => get::run(&kind, output, &target)?,
+        } => get::run(&kind, name.as_deref(), output, &target)?,
         Cmd::Delete {
             kind,
             name,

@@ -236,6 +236,17 @@ fn controller_may_watch_what_the_adapter_reads_and_nothing_more_broadly() {
             );
         }
     }
+    // Seam's own objects' status: their Ready condition (realized on every node).
+    for resource in [
+        "endpointgroups/status",
+        "contracts/status",
+        "tenants/status",
+    ] {
+        assert!(
+            granted(role, "patch").contains(&("seam.dev".to_string(), resource.to_string())),
+            "seam-controller may not patch {resource}.seam.dev"
+        );
+    }
     // Services' status: the LoadBalancer address Seam allocates, written back (a merge patch).
     assert!(
         granted(role, "patch").contains(&(String::new(), "services/status".to_string())),
@@ -252,8 +263,16 @@ fn controller_may_watch_what_the_adapter_reads_and_nothing_more_broadly() {
         "*",
     ] {
         for (group, resource) in granted(role, verb) {
+            let seam_status = [
+                "endpointgroups/status",
+                "contracts/status",
+                "tenants/status",
+            ];
             let allowed = resource == "events"
-                || (group.is_empty() && resource == "services/status" && verb == "patch");
+                || (group.is_empty() && resource == "services/status" && verb == "patch")
+                || (group == "seam.dev"
+                    && seam_status.contains(&resource.as_str())
+                    && verb == "patch");
             assert!(allowed, "seam-controller may {verb} {resource}.{group}");
         }
     }
@@ -592,6 +611,11 @@ fn crds_cover_every_seam_kind() {
         assert_eq!(versions.len(), 1, "{kind}");
         assert_eq!(str_at(&versions[0], "/name"), Some("v1alpha1"));
         assert_eq!(versions[0]["storage"], json!(true));
+        // The adapter writes the Ready condition through the status subresource.
+        assert_eq!(versions[0]["subresources"]["status"], json!({}), "{kind}");
+        let conditions = &versions[0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+            ["properties"]["conditions"];
+        assert_eq!(conditions["type"], "array", "{kind}");
         found.insert(kind.to_string());
     }
     assert_eq!(found, expected);
@@ -946,7 +970,7 @@ fn bad_objects() -> Vec<(&'static str, String)> {
         ("unknown isolation", format!("{TENANT}spec: {{isolation: subnet}}\n")),
         ("unknown Tenant field", format!("{TENANT}spec: {{mode: flat}}\n")),
         ("global not a boolean", format!("{TENANT}spec: {{global: 'true'}}\n")),
-        ("unknown top-level field", format!("{TENANT}status: {{}}\n")),
+        ("unknown top-level field", format!("{TENANT}data: {{}}\n")),
     ]
 }
 

@@ -13,6 +13,7 @@ mod gateway;
 mod harness;
 mod identity;
 mod names;
+mod realization;
 mod reassert;
 mod reconcile;
 mod services;

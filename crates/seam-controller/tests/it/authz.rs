@@ -14,13 +14,13 @@ use tower::ServiceExt;
 
 use crate::server::{endpoint, node, segment};
 
-struct Answer {
-    status: StatusCode,
+pub(crate) struct Answer {
+    pub(crate) status: StatusCode,
     retry_after: Option<String>,
-    body: Value,
+    pub(crate) body: Value,
 }
 
-async fn send(
+pub(crate) async fn send(
     c: &Controller,
     caller: Caller,
     method: &str,
@@ -48,7 +48,7 @@ async fn send(
     }
 }
 
-fn node_caller(name: &str) -> Caller {
+pub(crate) fn node_caller(name: &str) -> Caller {
     Caller::Known(Identity::node(name, 1))
 }
 
@@ -56,7 +56,7 @@ fn admin() -> Caller {
     Caller::Known(Identity::local_admin())
 }
 
-fn json<T: serde::Serialize>(value: &T) -> Option<Value> {
+pub(crate) fn json<T: serde::Serialize>(value: &T) -> Option<Value> {
     Some(serde_json::to_value(value).unwrap())
 }
 
@@ -88,7 +88,7 @@ async fn cluster() -> (Controller, seam_model::Block, seam_model::Block) {
     (c, b1, b2)
 }
 
-fn assert_forbidden(answer: &Answer, rule: &str) {
+pub(crate) fn assert_forbidden(answer: &Answer, rule: &str) {
     assert_eq!(answer.status, StatusCode::FORBIDDEN, "{}", answer.body);
     assert_eq!(answer.body["reason"], "Forbidden", "{}", answer.body);
     let message = answer.body["message"].as_str().unwrap();

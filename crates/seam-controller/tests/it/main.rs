@@ -15,6 +15,7 @@ mod identities;
 mod ownership;
 mod policies;
 mod process;
+mod realization;
 mod replicas;
 mod server;
 mod services;

@@ -257,13 +257,21 @@ impl ApiServer {
     }
 }
 
-/// `PATCH /api/v1/namespaces/{ns}/{plural}/{name}/status` with a JSON merge patch (RFC 7386) of
-/// the object's `status`, as kube-apiserver's status subresource: the rest of the patch is
-/// ignored, watchers see MODIFIED.
+/// `PATCH /api/v1/namespaces/{ns}/{plural}/{name}/status` (a core kind in a namespace) or
+/// `PATCH /apis/{group}/{version}/{plural}/{name}/status` (a cluster-scoped custom resource)
+/// with a JSON merge patch (RFC 7386) of the object's `status`, as kube-apiserver's status
+/// subresource: the rest of the patch is ignored, watchers see MODIFIED.
 fn patch_status(inner: &Arc<Mutex<Inner>>, path: &str, body: &[u8]) -> Response {
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let ["api", "v1", "namespaces", ns, plural, name, "status"] = parts.as_slice() else {
-        return (StatusCode::NOT_FOUND, "only status patches of core kinds").into_response();
+    let (collection, key) = match parts.as_slice() {
+        ["api", "v1", "namespaces", ns, plural, name, "status"] => {
+            (format!("/api/v1/{plural}"), format!("{ns}/{name}"))
+        }
+        ["apis", group, version, plural, name, "status"] => (
+            format!("/apis/{group}/{version}/{plural}"),
+            name.to_string(),
+        ),
+        _ => return (StatusCode::NOT_FOUND, "not a status subresource").into_response(),
     };
     let Ok(patch) = serde_json::from_slice::<Value>(body) else {
         return (StatusCode::BAD_REQUEST, "not JSON").into_response();
@@ -271,10 +279,9 @@ fn patch_status(inner: &Arc<Mutex<Inner>>, path: &str, body: &[u8]) -> Response 
     let mut guard = inner.lock().unwrap();
     guard.revision += 1;
     let rv = guard.revision;
-    let Some((_, c)) = guard.collections.get_mut(&format!("/api/v1/{plural}")) else {
+    let Some((_, c)) = guard.collections.get_mut(&collection) else {
         return (StatusCode::NOT_FOUND, "no such resource").into_response();
     };
-    let key = format!("{ns}/{name}");
     let Some(object) = c.objects.get_mut(&key) else {
         let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
             "message": format!("{key} not found"), "reason": "NotFound", "code": 404});

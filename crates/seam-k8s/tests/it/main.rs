@@ -8,6 +8,7 @@
 mod apiserver;
 mod flow;
 mod harness;
+mod realization;
 mod relist;
 mod robustness;
 mod services;

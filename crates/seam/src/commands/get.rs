@@ -6,6 +6,7 @@ use seam_policy::PolicyKind;
 use serde_json::Value;
 
 use crate::cli::{Output, Target};
+use crate::commands::realization;
 use crate::controller::{block_on, client};
 
 fn policy_row(p: &Value) -> Vec<String> {
@@ -135,9 +136,35 @@ pub(crate) fn print_table(rows: &[Vec<String>]) {
     }
 }
 
-/// `seam get KIND`.
-pub(crate) fn run(kind: &str, output: Output, target: &Target) -> anyhow::Result<()> {
+/// Whether `item` (listed as `plural`) is the object `name` (`name`, or `namespace/name`).
+fn named(plural: &str, item: &Value, name: &str) -> bool {
+    if !matches!(
+        plural,
+        "nodes" | "segments" | "namespaces" | "tenants" | "endpoints" | "blocks"
+    ) {
+        let meta = &item["metadata"];
+        let own = meta["name"].as_str();
+        return match (name.split_once('/'), meta["namespace"].as_str()) {
+            (Some((ns, n)), Some(item_ns)) => ns == item_ns && own == Some(n),
+            (Some(_), None) => false,
+            (None, _) => own == Some(name),
+        };
+    }
+    let key = if plural == "blocks" { "cidr" } else { "name" };
+    item[key].as_str() == Some(name)
+}
+
+/// `seam get KIND [NAME]`.
+pub(crate) fn run(
+    kind: &str,
+    name: Option<&str>,
+    output: Output,
+    target: &Target,
+) -> anyhow::Result<()> {
     if let Some(plural) = crate::commands::services::kind(kind) {
+        if let Some(name) = name {
+            anyhow::bail!("seam get {plural} lists them all; {name:?}: no NAME for this kind");
+        }
         return crate::commands::services::get(plural, output, target);
     }
     let policy_kind: Option<PolicyKind> = manifest::policy_kind_by_name(kind);
@@ -157,6 +184,16 @@ pub(crate) fn run(kind: &str, output: Output, target: &Target) -> anyhow::Result
         ),
     };
     let client = client(target)?;
+    // Policy objects and tenants: how many nodes enforce each. Best effort: the objects are
+    // listed even when the status cannot be read.
+    let enforced = plural == "tenants" || plural == "policies" || policy_kind.is_some();
+    let status = match enforced {
+        true => block_on(realization::status(&client)).unwrap_or_else(|e| {
+            eprintln!("warning: no realization status: {e:#}");
+            None
+        }),
+        false => None,
+    };
     let items: Vec<Value> = block_on(async {
         Ok(match plural {
             "nodes" => serde_json::to_value(client.list_nodes().await?)?,
@@ -179,13 +216,42 @@ pub(crate) fn run(kind: &str, output: Output, target: &Target) -> anyhow::Result
             .collect(),
         _ => items,
     };
+    let mut items: Vec<Value> = match name {
+        Some(name) => items
+            .into_iter()
+            .filter(|i| named(plural, i, name))
+            .collect(),
+        None => items,
+    };
+    if let (Some(name), true) = (name, items.is_empty()) {
+        anyhow::bail!("no {kind} named {name:?}");
+    }
+    // One object asked for by name: its realization status with it (the nodes behind, their
+    // errors), as a Kubernetes object's status comes with it.
+    if let (Some(_), Some(status)) = (name, &status) {
+        for item in items.iter_mut() {
+            let object = realization::listed_name(plural, item).and_then(|n| status.object(&n));
+            if let (Some(object), Some(map)) = (object, item.as_object_mut()) {
+                map.insert(
+                    "status".to_string(),
+                    serde_json::json!({"realization": realization::status_value(object)}),
+                );
+            }
+        }
+    }
     match output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&items)?),
         Output::Yaml => print!(
             "{}",
             serde_saphyr::to_string_multiple(&items).context("render YAML")?
         ),
-        Output::Table | Output::Wide => print_table(&table(plural, &items)),
+        Output::Table | Output::Wide => {
+            let mut rows = table(plural, &items);
+            if let Some(status) = &status {
+                realization::add_columns(&mut rows, plural, &items, status, output == Output::Wide);
+            }
+            print_table(&rows)
+        }
     }
     Ok(())
 }

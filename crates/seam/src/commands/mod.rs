@@ -12,6 +12,7 @@ pub(crate) mod get;
 pub(crate) mod lab;
 pub(crate) mod node;
 pub(crate) mod proxy;
+pub(crate) mod realization;
 pub(crate) mod segment;
 pub(crate) mod services;
 pub(crate) mod tenant;

@@ -12,7 +12,7 @@ use seam_model::{endpoint_mac, Endpoint, EndpointKind, Node, NodeRole, Segment};
 use seam_store::AnyStore;
 
 pub(crate) struct Controller {
-    endpoint: String,
+    pub(crate) endpoint: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
     dir: tempfile::TempDir,
@@ -76,7 +76,7 @@ impl Controller {
             .block_on(f(client))
     }
 
-    fn file(&self, name: &str, text: &str) -> PathBuf {
+    pub(crate) fn file(&self, name: &str, text: &str) -> PathBuf {
         let p = self.dir.path().join(name);
         std::fs::write(&p, text).unwrap();
         p

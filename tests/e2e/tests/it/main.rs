@@ -17,6 +17,7 @@ mod netns;
 mod overlay;
 mod policy;
 mod qemu;
+mod realization;
 mod replicas;
 mod services;
 mod snat;
