@@ -14,6 +14,7 @@
 
 #![warn(missing_docs)]
 
+pub mod api;
 mod attach;
 pub mod blocks;
 mod config;
@@ -21,6 +22,7 @@ mod error;
 pub mod gateway;
 pub mod identity;
 pub mod leases;
+pub mod metrics;
 pub mod reconcile;
 pub mod server;
 pub mod services;
@@ -92,6 +94,11 @@ pub struct Agent<K> {
     /// Endpoints of this node the controller refuses for now, by name, with its answer: the
     /// publisher keeps retrying them, and CHECK of their attachment reports the refusal.
     refused: Mutex<std::collections::BTreeMap<String, String>>,
+    /// What the agent counts (served by [`api`] on `/metrics`).
+    pub metrics: metrics::AgentMetrics,
+    /// Set once the agent has written (or adopted and brought up to date) the node's firewall
+    /// table: with [`Agent::synced`], what readiness waits for.
+    pub table_written: AtomicBool,
 }
 
 /// Handles of a running agent's background tasks.
@@ -175,6 +182,8 @@ impl<K: NodeKernel + Firewall + 'static> Agent<K> {
             refused: Mutex::new(std::collections::BTreeMap::new()),
             applied_services: tokio::sync::watch::Sender::new(Arc::default()),
             lease_renewed_at: std::sync::Mutex::new(None),
+            metrics: metrics::AgentMetrics::default(),
+            table_written: AtomicBool::new(false),
         });
         let listener = server::bind(&agent.config.socket)?;
         let mut tasks = vec![
@@ -203,6 +212,21 @@ impl<K: NodeKernel + Firewall + 'static> Agent<K> {
     /// retrying them), by name, with the controller's answer.
     pub async fn refused_endpoints(&self) -> std::collections::BTreeMap<String, String> {
         self.refused.lock().await.clone()
+    }
+}
+
+impl<K> Agent<K> {
+    /// Whether the agent is ready for traffic (`GET /readyz`): after its first full view of
+    /// the controller and its first write of the node's firewall table; `Err` says what it
+    /// still waits for.
+    pub fn readiness(&self) -> std::result::Result<(), &'static str> {
+        if !self.synced.load(Ordering::Acquire) {
+            return Err("waiting for the first full view of the controller");
+        }
+        if !self.table_written.load(Ordering::Acquire) {
+            return Err("waiting for the first write of the node's firewall table");
+        }
+        Ok(())
     }
 }
 
