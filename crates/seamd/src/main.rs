@@ -99,9 +99,30 @@ struct Args {
     /// (it also does at once when a watch event contradicts them).
     #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(100..))]
     reassert_ms: u64,
+    /// Where the agent's HTTPS API listens (ADDR:PORT): health, readiness, Prometheus metrics
+    /// and the rule counters, over TLS 1.3 with the node's certificate (so only with an
+    /// https:// controller); `off` disables it.
+    #[arg(long, default_value = "0.0.0.0:9473", value_parser = parse_api_listen, value_name = "ADDR:PORT|off")]
+    api_listen: ApiListen,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
+}
+
+/// `--api-listen`: an address, or off.
+#[derive(Clone, Copy, Debug)]
+enum ApiListen {
+    Off,
+    On(std::net::SocketAddr),
+}
+
+fn parse_api_listen(text: &str) -> Result<ApiListen, String> {
+    if text == "off" {
+        return Ok(ApiListen::Off);
+    }
+    text.parse()
+        .map(ApiListen::On)
+        .map_err(|e| format!("expected ADDR:PORT or off: {e}"))
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -216,6 +237,10 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         (None, None) => anyhow::bail!("--controller or --with-controller is required"),
     };
     let node_pki = node_certificate(&args, &controller).await?;
+    // The API serves with the node's certificate: its files and the CA that verifies clients.
+    let node_pki_files = node_pki
+        .as_ref()
+        .map(|pki| (pki.ca.clone(), pki.cert_path(), pki.key_path()));
     let tls = match &node_pki {
         Some(pki) => Some(pki.client_tls().context("load the node certificate")?),
         None => None,
@@ -263,6 +288,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         gateway_kernel,
         args.external_interface.clone(),
     ));
+    let api = start_api(&args, node_pki_files.as_ref(), running.agent.clone()).await?;
     tracing::info!(node = %args.node, %underlay_ip, socket = %args.socket.display(), "seamd serving");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("signal handler")?;
@@ -274,12 +300,51 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     tracing::info!("seamd stopping; dataplane left in place");
     transit.abort();
     gateway.abort();
+    if let Some(api) = api {
+        api.abort();
+    }
     if let Some(renewal) = renewal {
         renewal.abort();
     }
     running.abort();
     let _ = std::fs::remove_file(&args.socket);
     Ok(())
+}
+
+/// Starts the agent's HTTPS API (`--api-listen`) with the node's certificate; `None` when it is
+/// off, or when the node has no certificate (a unix: or http:// controller).
+async fn start_api(
+    args: &Args,
+    pki: Option<&(PathBuf, PathBuf, PathBuf)>,
+    agent: std::sync::Arc<seam_agent::Agent<LinuxKernel>>,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    let ApiListen::On(addr) = args.api_listen else {
+        return Ok(None);
+    };
+    let Some((ca, cert, key)) = pki else {
+        tracing::warn!(
+            "the agent API is off: it serves with the node's certificate, which a node gets from an https:// controller"
+        );
+        return Ok(None);
+    };
+    let ca_pem =
+        std::fs::read_to_string(ca).with_context(|| format!("read the CA {}", ca.display()))?;
+    let cert = seam_pki::ReloadingCert::from_files(cert, key)
+        .context("load the node certificate for the agent API")?;
+    let tls = seam_agent::api::tls_config(&ca_pem, cert.clone())
+        .context("TLS settings of the agent API")?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listen on {addr} (--api-listen)"))?;
+    let registry = seam_agent::metrics::registry(&agent.metrics);
+    let app = seam_agent::api::router(agent, registry);
+    tracing::info!(%addr, "agent API serving");
+    Ok(Some(tokio::spawn(seam_agent::api::serve(
+        listener,
+        tls,
+        Some(cert),
+        app,
+    ))))
 }
 
 /// For an https:// controller: a valid node certificate in --cert-dir, joined for with the token

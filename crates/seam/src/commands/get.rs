@@ -185,7 +185,62 @@ pub(crate) fn run(kind: &str, output: Output, target: &Target) -> anyhow::Result
             "{}",
             serde_saphyr::to_string_multiple(&items).context("render YAML")?
         ),
+        Output::Wide if !NOT_POLICIES.contains(&plural) => {
+            print_table(&with_hits(table(plural, &items), &items, &client, target))
+        }
         Output::Table | Output::Wide => print_table(&table(plural, &items)),
     }
     Ok(())
+}
+
+/// The kinds `seam get` lists that are not policy objects.
+const NOT_POLICIES: [&str; 6] = [
+    "nodes",
+    "segments",
+    "blocks",
+    "endpoints",
+    "namespaces",
+    "tenants",
+];
+
+/// `rows` (a header, then one row per item) with a HITS column: the packets the kernel
+/// counted for each policy object's rules, summed over the nodes (read from their agents). A
+/// node that could not be read is named on stderr; with none read, HITS is `-`.
+fn with_hits(
+    mut rows: Vec<Vec<String>>,
+    items: &[Value],
+    client: &seam_client::ControllerClient,
+    target: &Target,
+) -> Vec<Vec<String>> {
+    let read = crate::agents::Counters::for_target(target).and_then(|counters| {
+        let Some(counters) = counters else {
+            anyhow::bail!("--ca, --cert and --key (a reader's or an admin's) are needed to read the nodes' agents");
+        };
+        block_on(async {
+            let nodes = client.list_nodes().await?;
+            Ok(counters.read_all(&nodes).await)
+        })
+    });
+    let read = match read {
+        Ok(read) => {
+            if let Some(warning) = read.warning() {
+                eprintln!("seam: {warning}");
+            }
+            Some(read).filter(|r| !r.nodes.is_empty())
+        }
+        Err(e) => {
+            eprintln!("seam: no hit counters: {e:#}");
+            None
+        }
+    };
+    if let Some(header) = rows.first_mut() {
+        header.push("HITS".to_string());
+    }
+    for (row, item) in rows.iter_mut().skip(1).zip(items) {
+        let hits = read
+            .as_ref()
+            .and_then(|r| crate::agents::policy_hits(item, r));
+        row.push(hits.map_or_else(|| "-".to_string(), |h| h.to_string()));
+    }
+    rows
 }

@@ -21,4 +21,5 @@ mod replicas;
 mod services;
 mod snat;
 mod tenants;
+mod visibility;
 mod vm;
