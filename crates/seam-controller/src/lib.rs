@@ -35,6 +35,7 @@ mod http;
 pub mod identities;
 pub mod keys;
 mod limits;
+pub mod metrics;
 mod node_leases;
 pub mod ownership;
 mod policies;

@@ -10,6 +10,7 @@ mod blocks;
 mod bounds;
 mod conditional;
 mod fuzz;
+mod health;
 mod identities;
 mod ownership;
 mod policies;
