@@ -30,6 +30,7 @@
 
 mod adapter;
 mod error;
+pub mod metrics;
 mod resource;
 pub mod services;
 mod sync;

@@ -133,6 +133,17 @@ enum Outcome {
     Unavailable,
 }
 
+/// The metrics' word for an outcome.
+fn write_result(outcome: Outcome) -> crate::metrics::WriteResult {
+    use crate::metrics::WriteResult;
+    match outcome {
+        Outcome::Done => WriteResult::ok,
+        Outcome::Rejected => WriteResult::rejected,
+        Outcome::RetryLater => WriteResult::retry,
+        Outcome::Unavailable => WriteResult::unavailable,
+    }
+}
+
 /// The writer's state; see the module docs.
 pub(crate) struct Sync {
     client: ControllerClient,
@@ -163,6 +174,8 @@ pub(crate) struct Sync {
     status_dirty: BTreeSet<String>,
     /// The Kubernetes API, for the status write-back (none in unit tests).
     kube: Option<kube::Client>,
+    /// What the adapter counts.
+    metrics: crate::metrics::AdapterMetrics,
 }
 
 impl Sync {
@@ -184,7 +197,14 @@ impl Sync {
             seam_status: BTreeMap::new(),
             status_dirty: BTreeSet::new(),
             kube: None,
+            metrics: crate::metrics::AdapterMetrics::default(),
         }
+    }
+
+    /// Counts into `metrics` (the adapter's, served on `/metrics`).
+    pub(crate) fn with_metrics(mut self, metrics: crate::metrics::AdapterMetrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Writes Seam's LoadBalancer addresses back into Kubernetes' Service status through `kube`.
@@ -257,6 +277,14 @@ impl Sync {
     }
 
     fn handle(&mut self, input: Input) {
+        use crate::metrics::WatchEvent;
+        match &input {
+            Input::Relisted(kind, _) => self.metrics.event(*kind, WatchEvent::relist),
+            Input::Applied(kind, _) => self.metrics.event(*kind, WatchEvent::apply),
+            Input::Deleted(kind, _) => self.metrics.event(*kind, WatchEvent::delete),
+            Input::ControllerSnapshot(_) => self.metrics.controller_read(),
+            Input::ControllerEvent(_) => {}
+        }
         match input {
             Input::Relisted(kind, objects) => self.relisted(kind, objects),
             Input::Applied(kind, obj) => {
@@ -844,6 +872,14 @@ impl Sync {
             Ok(()) => Outcome::Done,
             Err(e) => classify(e),
         };
+        self.metrics.write(
+            if desired.is_some() {
+                crate::metrics::WriteOp::put
+            } else {
+                crate::metrics::WriteOp::delete
+            },
+            write_result(outcome),
+        );
         match (&result, outcome) {
             (Ok(()), _) => tracing::debug!(%target, deleted = desired.is_none(), "applied"),
             (Err(e), Outcome::Rejected) => tracing::error!(
