@@ -13,6 +13,7 @@ mod gateway;
 mod memory;
 mod policy;
 mod policy_gen;
+mod scrape;
 mod services;
 mod services_lab;
 mod stats;
@@ -48,6 +49,9 @@ enum Cmd {
     Cni(cni::CniOpts),
     /// seamd's resident memory with many pods on its node.
     Memory(memory::MemoryOpts),
+    /// Issue 13: a Prometheus scrape of an agent with 500 pods (GET /metrics over its HTTPS
+    /// API) against GET /healthz on the same server: median, p99, body size.
+    Scrape(scrape::ScrapeOpts),
     /// Pod-to-pod iperf3 throughput across nodes against the underlay.
     Throughput(throughput::ThroughputOpts),
     /// Pod to bare-metal server through a gateway node against the gateway's underlay path
@@ -196,6 +200,11 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             let s = memory::run(&bin_dir, &o)?;
             reproduce(&o.command());
             Ok(s.ok())
+        }
+        Cmd::Scrape(o) => {
+            let ok = scrape::run(&bin_dir, &o)?;
+            reproduce(&o.command());
+            Ok(ok)
         }
         Cmd::Gateway(o) => {
             let s = gateway::run(&bin_dir, &o)?;
