@@ -9,6 +9,8 @@
 //!   and written the node's firewall table ([`Agent::readiness`]), else 503 with what it waits
 //!   for;
 //! - `GET /metrics` (reader, admin): Prometheus metrics ([`crate::metrics`]), OpenMetrics text;
+//!   the drop counters in it are as of the scrape before (each scrape reads the kernel's
+//!   counters in the background for the next one, never on its own path);
 //! - `GET /v1/counters` (reader, admin): the packets and bytes of every rule of the node's
 //!   `inet seam` table, by rule comment ([`seam_model::counters::NodeCounters`]); 503 before the
 //!   agent is ready (the table it would read is not the node's policy yet).
@@ -63,13 +65,19 @@ pub enum ApiCaller {
 struct ApiState<K> {
     agent: Arc<Agent<K>>,
     registry: Registry,
+    /// Set while a background read of the kernel's counters for the drop metrics runs.
+    refreshing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The API's routes over `agent`, with `registry` served on `/metrics` (build it with
 /// [`crate::metrics::registry`]). Requests must carry an [`ApiCaller`] (see [`serve`]); one that
 /// does not is anonymous.
 pub fn router<K: RuleCounters + 'static>(agent: Arc<Agent<K>>, registry: Registry) -> Router {
-    let state = Arc::new(ApiState { agent, registry });
+    let state = Arc::new(ApiState {
+        agent,
+        registry,
+        refreshing: Arc::default(),
+    });
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz::<K>))
@@ -89,29 +97,33 @@ async fn readyz<K>(State(state): State<Arc<ApiState<K>>>) -> Response {
     }
 }
 
-/// Refuses a caller that is not a reader or an admin (401 without an identity, 403 with another
-/// role).
-fn operator_only(request: &axum::http::request::Parts) -> Result<(), Response> {
+/// The refusal of a caller that is not a reader or an admin (401 without an identity, 403 with
+/// another role); `None` lets it through.
+fn refused(request: &axum::http::request::Parts) -> Option<Response> {
     let caller = request
         .extensions
         .get::<ApiCaller>()
         .cloned()
         .unwrap_or(ApiCaller::Anonymous);
     match caller {
-        ApiCaller::Known(id) if matches!(id.role, Role::Reader | Role::Admin) => Ok(()),
-        ApiCaller::Known(id) => Err((
-            StatusCode::FORBIDDEN,
-            format!(
-                "{} {} may not read this node's metrics or counters (readers and admins may)\n",
-                id.role, id.name
-            ),
-        )
-            .into_response()),
-        ApiCaller::Anonymous => Err((
-            StatusCode::UNAUTHORIZED,
-            "a client certificate of a reader or an admin is required\n",
-        )
-            .into_response()),
+        ApiCaller::Known(id) if matches!(id.role, Role::Reader | Role::Admin) => None,
+        ApiCaller::Known(id) => Some(
+            (
+                StatusCode::FORBIDDEN,
+                format!(
+                    "{} {} may not read this node's metrics or counters (readers and admins may)\n",
+                    id.role, id.name
+                ),
+            )
+                .into_response(),
+        ),
+        ApiCaller::Anonymous => Some(
+            (
+                StatusCode::UNAUTHORIZED,
+                "a client certificate of a reader or an admin is required\n",
+            )
+                .into_response(),
+        ),
     }
 }
 
@@ -129,22 +141,34 @@ async fn read_counters<K: RuleCounters>(
     }
 }
 
-async fn metrics<K: RuleCounters>(
+async fn metrics<K: RuleCounters + 'static>(
     State(state): State<Arc<ApiState<K>>>,
     request: axum::extract::Request,
 ) -> Response {
     let (parts, _) = request.into_parts();
-    if let Err(refused) = operator_only(&parts) {
-        return refused;
+    if let Some(refusal) = refused(&parts) {
+        return refusal;
     }
     let agent = &state.agent;
-    // What is read rather than counted is brought up to date now, then everything is encoded.
-    match read_counters(agent).await {
-        Ok(counters) => agent.metrics.counters_read(&counters),
-        Err(e) => {
-            tracing::warn!(error = %e, "metrics: reading the rule counters failed");
-            agent.metrics.counters_failed();
-        }
+    // The drop counters come from the kernel's listing of the table (`nft -j`), which costs
+    // tens of milliseconds with hundreds of pods: it runs after the scrape, in the background,
+    // and the next scrape shows it (one at a time). A scrape never waits for the kernel, and
+    // the drops it shows are as of the scrape before.
+    if !state
+        .refreshing
+        .swap(true, std::sync::atomic::Ordering::AcqRel)
+    {
+        let (agent, refreshing) = (agent.clone(), state.refreshing.clone());
+        tokio::spawn(async move {
+            match read_counters(&agent).await {
+                Ok(counters) => agent.metrics.counters_read(&counters),
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics: reading the rule counters failed");
+                    agent.metrics.counters_failed();
+                }
+            }
+            refreshing.store(false, std::sync::atomic::Ordering::Release);
+        });
     }
     let totals = agent.leases.lock().await.address_totals();
     agent.metrics.addresses(totals);
@@ -165,8 +189,8 @@ async fn counters<K: RuleCounters>(
     request: axum::extract::Request,
 ) -> Response {
     let (parts, _) = request.into_parts();
-    if let Err(refused) = operator_only(&parts) {
-        return refused;
+    if let Some(refusal) = refused(&parts) {
+        return refusal;
     }
     let agent = &state.agent;
     if let Err(why) = agent.readiness() {
