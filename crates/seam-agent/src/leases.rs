@@ -333,6 +333,20 @@ impl LeaseBook {
             .collect()
     }
 
+    /// Leases, free addresses and blocks over every segment of this node's book (the agent's
+    /// metrics).
+    pub fn address_totals(&self) -> crate::metrics::AddressTotals {
+        let mut totals = crate::metrics::AddressTotals {
+            leases: self.ipam.leases().count(),
+            ..Default::default()
+        };
+        for segment in self.segments.keys() {
+            totals.free += self.ipam.free_count(segment);
+            totals.blocks += self.ipam.blocks(segment).len();
+        }
+        totals
+    }
+
     /// Free addresses of `segment` in this node's blocks.
     pub fn free_count(&self, segment: &str) -> usize {
         self.ipam.free_count(segment)

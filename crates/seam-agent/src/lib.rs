@@ -14,6 +14,7 @@
 
 #![warn(missing_docs)]
 
+pub mod api;
 mod attach;
 pub mod blocks;
 mod config;
@@ -22,6 +23,7 @@ pub mod flows;
 pub mod gateway;
 pub mod identity;
 pub mod leases;
+pub mod metrics;
 pub mod realization;
 pub mod reconcile;
 pub mod server;
@@ -101,6 +103,11 @@ pub struct Agent<K> {
     realization: std::sync::Mutex<realization::Realization>,
     /// Wakes the realization reporter.
     pub realization_changed: Notify,
+    /// What the agent counts (served by [`api`] on `/metrics`).
+    pub metrics: metrics::AgentMetrics,
+    /// Set once the agent has written (or adopted and brought up to date) the node's firewall
+    /// table: with [`Agent::synced`], what readiness waits for.
+    pub table_written: AtomicBool,
 }
 
 /// Handles of a running agent's background tasks.
@@ -188,6 +195,8 @@ impl<K: NodeKernel + Firewall + 'static> Agent<K> {
             flow_rules: tokio::sync::watch::Sender::new(Arc::default()),
             realization: std::sync::Mutex::new(realization::Realization::new(&config_node)),
             realization_changed: Notify::new(),
+            metrics: metrics::AgentMetrics::default(),
+            table_written: AtomicBool::new(false),
         });
         let listener = server::bind(&agent.config.socket)?;
         let mut tasks = vec![
@@ -226,6 +235,21 @@ impl<K: NodeKernel + Firewall + 'static> Agent<K> {
     /// retrying them), by name, with the controller's answer.
     pub async fn refused_endpoints(&self) -> std::collections::BTreeMap<String, String> {
         self.refused.lock().await.clone()
+    }
+}
+
+impl<K> Agent<K> {
+    /// Whether the agent is ready for traffic (`GET /readyz`): after its first full view of
+    /// the controller and its first write of the node's firewall table; `Err` says what it
+    /// still waits for.
+    pub fn readiness(&self) -> std::result::Result<(), &'static str> {
+        if !self.synced.load(Ordering::Acquire) {
+            return Err("waiting for the first full view of the controller");
+        }
+        if !self.table_written.load(Ordering::Acquire) {
+            return Err("waiting for the first write of the node's firewall table");
+        }
+        Ok(())
     }
 }
 

@@ -12,6 +12,7 @@ use seam_model::{gateway_mac, vm_port_name, EndpointKind};
 use seam_nft::services::DesiredServices;
 use seam_nft::table::{self, TableModel};
 
+use crate::metrics::ApplyMode;
 use crate::Agent;
 
 /// Even without events, look again this often (catches drift made by hand).
@@ -39,7 +40,12 @@ pub async fn run<K: NodeKernel + Firewall + 'static>(agent: Arc<Agent<K>>) {
         }
         // Coalesce a burst of watch events into one pass.
         tokio::time::sleep(Duration::from_millis(5)).await;
-        if let Err(e) = reconcile_once(&agent).await {
+        let started = std::time::Instant::now();
+        let result = reconcile_once(&agent).await;
+        agent
+            .metrics
+            .observe_reconcile(result.is_ok(), started.elapsed());
+        if let Err(e) = result {
             tracing::warn!(error = %e, "reconcile failed; will retry");
             tokio::time::sleep(Duration::from_millis(500)).await;
             agent.reconcile_now.notify_one();
@@ -318,17 +324,23 @@ async fn apply_firewall<K: NodeKernel + Firewall + 'static>(
     if let Some(old) = applied.as_ref() {
         let delta = table::delta(old, &model);
         if delta.is_empty() {
+            table_written(agent, &model);
             *applied = Some(model);
             return Ok(());
         }
         let started = std::time::Instant::now();
-        match agent.kernel.apply_delta(&delta).await {
+        let result = agent.kernel.apply_delta(&delta).await;
+        agent
+            .metrics
+            .observe_firewall_apply(ApplyMode::delta, result.is_ok(), started.elapsed());
+        match result {
             Ok(()) => {
                 tracing::info!(
                     operations = delta.switch.len() + delta.cleanup.len(),
                     micros = started.elapsed().as_micros() as u64,
                     "firewall changed in place"
                 );
+                table_written(agent, &model);
                 *applied = Some(model);
                 return Ok(());
             }
@@ -338,13 +350,19 @@ async fn apply_firewall<K: NodeKernel + Firewall + 'static>(
         }
     }
     *applied = None;
-    match agent.kernel.apply_ruleset(&model).await {
+    let started = std::time::Instant::now();
+    let result = agent.kernel.apply_ruleset(&model).await;
+    agent
+        .metrics
+        .observe_firewall_apply(ApplyMode::whole, result.is_ok(), started.elapsed());
+    match result {
         Ok(()) => {
             tracing::info!(
                 sets = model.sets.len(),
                 chains = model.chains.len(),
                 "firewall written whole"
             );
+            table_written(agent, &model);
             *applied = Some(model);
             Ok(())
         }
@@ -353,6 +371,14 @@ async fn apply_firewall<K: NodeKernel + Firewall + 'static>(
             Err(e)
         }
     }
+}
+
+/// The kernel holds `model` now: the metrics take note of it and the agent may say it is ready.
+fn table_written<K>(agent: &Agent<K>, model: &TableModel) {
+    agent.metrics.table_written(model);
+    agent
+        .table_written
+        .store(true, std::sync::atomic::Ordering::Release);
 }
 
 /// How long retired ports wait, so that the DELs of a burst share one kernel deletion.

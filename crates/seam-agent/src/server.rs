@@ -10,6 +10,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::error::{AgentError, Result};
+use crate::metrics::Verb;
 use crate::Agent;
 
 /// Largest request accepted.
@@ -70,15 +71,19 @@ async fn serve_one<K: NodeKernel + Firewall + 'static>(
     let reply = match serde_json::from_slice::<AgentRequest>(&line) {
         Ok(req) if req.protocol == PROTOCOL_VERSION => {
             let started = std::time::Instant::now();
-            let op = match &req.op {
-                seam_model::agent_rpc::AgentOp::Add(_) => "ADD",
-                seam_model::agent_rpc::AgentOp::Del(_) => "DEL",
-                seam_model::agent_rpc::AgentOp::Check(_) => "CHECK",
-                seam_model::agent_rpc::AgentOp::Gc { .. } => "GC",
-                seam_model::agent_rpc::AgentOp::Status { .. } => "STATUS",
+            let verb = match &req.op {
+                seam_model::agent_rpc::AgentOp::Add(_) => Verb::ADD,
+                seam_model::agent_rpc::AgentOp::Del(_) => Verb::DEL,
+                seam_model::agent_rpc::AgentOp::Check(_) => Verb::CHECK,
+                seam_model::agent_rpc::AgentOp::Gc { .. } => Verb::GC,
+                seam_model::agent_rpc::AgentOp::Status { .. } => Verb::STATUS,
             };
             let reply = agent.handle(req.op).await;
-            tracing::debug!(%op, elapsed_us = started.elapsed().as_micros() as u64, "cni request");
+            let took = started.elapsed();
+            agent
+                .metrics
+                .observe_cni(verb, !matches!(reply, AgentReply::Error(_)), took);
+            tracing::debug!(op = ?verb, elapsed_us = took.as_micros() as u64, "cni request");
             reply
         }
         Ok(req) => AgentReply::Error(RpcError {

@@ -16,6 +16,7 @@ mod lb_lab;
 mod memory;
 mod policy;
 mod policy_gen;
+mod scrape;
 mod services;
 mod services_lab;
 mod stats;
@@ -51,6 +52,9 @@ enum Cmd {
     Cni(cni::CniOpts),
     /// seamd's resident memory with many pods on its node.
     Memory(memory::MemoryOpts),
+    /// Issue 13: a Prometheus scrape of an agent with 500 pods (GET /metrics over its HTTPS
+    /// API) against GET /healthz on the same server: median, p99, body size.
+    Scrape(scrape::ScrapeOpts),
     /// Pod-to-pod iperf3 throughput across nodes against the underlay.
     Throughput(throughput::ThroughputOpts),
     /// Flow recording on vs off (throughput, new-connection rate) and a flood of denied packets
@@ -220,6 +224,11 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             let s = memory::run(&bin_dir, &o)?;
             reproduce(&o.command());
             Ok(s.ok())
+        }
+        Cmd::Scrape(o) => {
+            let ok = scrape::run(&bin_dir, &o)?;
+            reproduce(&o.command());
+            Ok(ok)
         }
         Cmd::Gateway(o) => {
             let s = gateway::run(&bin_dir, &o)?;

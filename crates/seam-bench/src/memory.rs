@@ -88,37 +88,8 @@ fn bench(guard: &LabGuard, opts: &MemoryOpts) -> anyhow::Result<MemorySummary> {
     let node = lab.nodes.first().context("lab has no node")?;
     std::thread::sleep(Duration::from_millis(500));
     let rss_idle_kib = util::proc_status_kib(node.agent_pid, "VmRSS")?;
-    let template = lab.cni_call(node, "ADD", "", "", "")?;
-    let namespaces = opts.namespaces.max(1);
-
-    let next = AtomicUsize::new(0);
-    let add_ms = Mutex::new(Vec::with_capacity(opts.pods));
-    let errors = Mutex::new(Vec::new());
-    let started = Instant::now();
-    std::thread::scope(|s| {
-        for _ in 0..opts.threads.max(1) {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= opts.pods {
-                    break;
-                }
-                match add_one(&template, &node.netns_path, &lab.name, i, namespaces) {
-                    Ok(t) => push(&add_ms, t),
-                    Err(e) => {
-                        push(&errors, format!("{e:#}"));
-                        // Stop everyone early: the lab is broken.
-                        next.store(opts.pods, Ordering::Relaxed);
-                    }
-                }
-            });
-        }
-    });
-    let create_secs = started.elapsed().as_secs_f64();
-    let errors = take(errors);
-    if let Some(first) = errors.first() {
-        bail!("{} pod ADD(s) failed, first: {first}", errors.len());
-    }
-    let add = Stats::of(&take(add_ms));
+    let (add_ms, create_secs) = create_pods(lab, node, opts.pods, opts.threads, opts.namespaces)?;
+    let add = Stats::of(&add_ms);
     // Let the agent publish the endpoints and settle before reading its memory.
     std::thread::sleep(Duration::from_secs(1));
     let ports = util::links(&node.netns)?
@@ -179,6 +150,54 @@ fn bench(guard: &LabGuard, opts: &MemoryOpts) -> anyhow::Result<MemorySummary> {
         );
     }
     Ok(summary)
+}
+
+/// Creates `pods` pods on `node` (a network namespace and a real `seam-cni` ADD each) with
+/// `threads` threads, spread over `namespaces` Kubernetes namespaces (`mem0`, `mem1`, …): each
+/// ADD's latency (ms) and the wall time (s).
+pub(crate) fn create_pods(
+    lab: &seam_lab::Lab,
+    node: &seam_lab::NodeInfo,
+    pods: usize,
+    threads: usize,
+    namespaces: usize,
+) -> anyhow::Result<(Vec<f64>, f64)> {
+    let opts = MemoryOpts {
+        pods,
+        threads,
+        namespaces,
+    };
+    let template = lab.cni_call(node, "ADD", "", "", "")?;
+    let namespaces = opts.namespaces.max(1);
+
+    let next = AtomicUsize::new(0);
+    let add_ms = Mutex::new(Vec::with_capacity(opts.pods));
+    let errors = Mutex::new(Vec::new());
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..opts.threads.max(1) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= opts.pods {
+                    break;
+                }
+                match add_one(&template, &node.netns_path, &lab.name, i, namespaces) {
+                    Ok(t) => push(&add_ms, t),
+                    Err(e) => {
+                        push(&errors, format!("{e:#}"));
+                        // Stop everyone early: the lab is broken.
+                        next.store(opts.pods, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    let create_secs = started.elapsed().as_secs_f64();
+    let errors = take(errors);
+    if let Some(first) = errors.first() {
+        bail!("{} pod ADD(s) failed, first: {first}", errors.len());
+    }
+    Ok((take(add_ms), create_secs))
 }
 
 fn add_one(

@@ -3,15 +3,16 @@
 //! where the object is known: the handlers and the controller's write operations).
 //!
 //! The rules, least privilege in the spirit of Kubernetes' NodeRestriction:
-//! - anonymous: `GET /healthz` and `POST /v1/join` only (everything else: 401);
-//! - reader: every GET (snapshot, watch, the audit log, flow records, `/v1/explain` and the page
-//!   `/ui/` included);
+//! - anonymous: `GET /healthz`, `GET /readyz` and `POST /v1/join` only (everything else: 401);
+//! - reader: every GET (snapshot, watch, the audit log, the metrics, flow records,
+//!   `/v1/explain` and the page `/ui/` included);
 //! - node: the GETs an agent needs (snapshot, watch, leader, nodes, segments, blocks, endpoints,
 //!   namespaces, policies, tenants, services, endpoint slices, address pools, node leases);
 //!   writes its own Node, endpoints on itself, block claims for itself, releases of blocks it
 //!   holds, its own node lease, its own realization report, `ensure-segment` and `renew`, and
 //!   its own flow records (`POST /v1/flows`, each record checked by the handler: [`check_own`]);
-//! - adapter (seam-k8s): every GET but the audit log and flow records; writes namespaces, tenants (and their
+//! - adapter (seam-k8s): every GET but the audit log, the metrics and flow records; writes
+//!   namespaces, tenants (and their
 //!   operations), policies, Services, EndpointSlices and `ensure-segment`: what it translates
 //!   from Kubernetes; and the labels, named ports and conditions (readiness) of existing
 //!   endpoints (a pod's, which its agent published: [`check_relabel`]), never anything else of
@@ -50,6 +51,9 @@ pub(crate) enum Decision {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Route<'a> {
     Healthz,
+    Readyz,
+    /// `GET /metrics`: readers and admins (Prometheus' certificate is a reader's).
+    Metrics,
     Join,
     Renew,
     JoinTokens,
@@ -92,12 +96,13 @@ enum Route<'a> {
 impl Route<'_> {
     fn of(path: &str) -> Route<'_> {
         let Some(rest) = path.strip_prefix("/v1/") else {
-            return if path == "/healthz" {
-                Route::Healthz
-            } else if path == "/ui" || path.starts_with("/ui/") {
-                Route::Ui
-            } else {
-                Route::Unknown
+            return match path {
+                "/healthz" => Route::Healthz,
+                "/readyz" => Route::Readyz,
+                "/metrics" => Route::Metrics,
+                "/ui" => Route::Ui,
+                _ if path.starts_with("/ui/") => Route::Ui,
+                _ => Route::Unknown,
             };
         };
         let (first, tail) = match rest.split_once('/') {
@@ -140,6 +145,8 @@ impl Route<'_> {
     fn what(self) -> &'static str {
         match self {
             Route::Healthz => "health",
+            Route::Readyz => "readiness",
+            Route::Metrics => "metrics",
             Route::Join => "join",
             Route::Renew => "renew certificates",
             Route::JoinTokens => "join tokens",
@@ -182,7 +189,7 @@ pub(crate) fn authorize(caller: &Caller, method: &Method, path: &str) -> Decisio
     let read = matches!(*method, Method::GET | Method::HEAD);
     let Caller::Known(identity) = caller else {
         return match (read, route) {
-            (true, Route::Healthz) | (false, Route::Join) => Decision::Allow,
+            (true, Route::Healthz | Route::Readyz) | (false, Route::Join) => Decision::Allow,
             _ => Decision::Unauthenticated,
         };
     };
@@ -193,7 +200,9 @@ pub(crate) fn authorize(caller: &Caller, method: &Method, path: &str) -> Decisio
     let allowed = match identity.role {
         CallerRole::Admin => true,
         CallerRole::Reader => read,
-        CallerRole::Adapter if read => !matches!(route, Route::Audit | Route::Flows),
+        CallerRole::Adapter if read => {
+            !matches!(route, Route::Audit | Route::Flows | Route::Metrics)
+        }
         CallerRole::Adapter => matches!(
             (method, route),
             (
@@ -209,6 +218,7 @@ pub(crate) fn authorize(caller: &Caller, method: &Method, path: &str) -> Decisio
         CallerRole::Node if read => matches!(
             route,
             Route::Healthz
+                | Route::Readyz
                 | Route::Leader
                 | Route::Snapshot
                 | Route::Watch
@@ -425,6 +435,7 @@ mod tests {
     const TABLE: &[(Method, &str, bool, bool, bool, bool)] = &[
         // method   path                                   anon   reader node   adapter
         (GET,    "/healthz",                               true,  true,  true,  true),
+        (GET,    "/readyz",                                true,  true,  true,  true),
         (POST,   "/v1/join",                               true,  true,  true,  true),
         (POST,   "/v1/renew",                              false, false, true,  false),
         (POST,   "/v1/join-tokens",                        false, false, false, false),
@@ -508,7 +519,8 @@ mod tests {
         (DELETE, "/v1/realization/n1",                     false, false, false, false),
         (GET,    "/v1/nope",                               false, true,  false, true),
         (POST,   "/v1/nope",                               false, false, false, false),
-        (GET,    "/metrics",                               false, true,  false, true),
+        (GET,    "/metrics",                               false, true,  false, false),
+        (GET,    "/metricsz",                              false, true,  false, true),
     ];
 
     #[test]

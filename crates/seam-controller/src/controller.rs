@@ -28,6 +28,7 @@ use crate::config::{ControllerConfig, SegmentMode, FLAT_SEGMENT};
 use crate::election::{ReplicaConfig, LEADER_KEY};
 use crate::error::{ConfigError, Error, Result};
 use crate::keys::{kind_prefix, object_key, parse_key, segment_blocks_prefix, ROOT};
+use crate::metrics::{timed, StoreOp};
 use crate::ownership::{
     check_block_claim, check_endpoint_namespace, check_node_underlay, check_segment_ranges,
 };
@@ -62,6 +63,8 @@ pub(crate) struct Inner {
     pub(crate) node_leases: crate::node_leases::NodeLeases,
     /// Flow records posted by agents, in memory ([`crate::flows`]).
     pub(crate) flows: crate::flows::Flows,
+    /// What the controller counts ([`crate::metrics`]).
+    metrics: crate::metrics::ControllerMetrics,
 }
 
 /// Whether this controller may write.
@@ -176,6 +179,7 @@ impl Controller {
                 signing: std::sync::OnceLock::new(),
                 node_leases: crate::node_leases::NodeLeases::default(),
                 flows: crate::flows::Flows::default(),
+                metrics: crate::metrics::ControllerMetrics::default(),
             }),
         })
     }
@@ -273,11 +277,14 @@ impl Controller {
         &self.inner.store
     }
 
+    /// What the controller counts (served on `GET /metrics`).
+    pub fn metrics(&self) -> &crate::metrics::ControllerMetrics {
+        &self.inner.metrics
+    }
+
     /// Every object, read at one store revision: what `GET /v1/snapshot` serves ([`StoredSnapshot`]).
     pub async fn snapshot(&self) -> Result<StoredSnapshot> {
-        let (revision, kvs) = self
-            .store()
-            .list(ROOT)
+        let (revision, kvs) = timed(self, StoreOp::list, self.store().list(ROOT))
             .await
             .map_err(|source| Error::Store {
                 op: "list",
@@ -964,9 +971,7 @@ impl Controller {
         &self,
         prefix: &str,
     ) -> Result<Vec<Stored<T>>> {
-        let (_, kvs) = self
-            .store()
-            .list(prefix)
+        let (_, kvs) = timed(self, StoreOp::list, self.store().list(prefix))
             .await
             .map_err(|source| Error::Store {
                 op: "list",
@@ -1003,8 +1008,9 @@ impl Controller {
             Some(fence) => txn.when(Compare::ModRevision(LEADER_KEY.to_string(), fence)),
             None => txn,
         };
-        match self.store().txn(txn).await {
+        match timed(self, StoreOp::txn, self.store().txn(txn)).await {
             Ok(TxnOutcome::Committed { revision }) => {
+                self.metrics().saw_revision(revision);
                 if audited {
                     self.audited();
                 }
@@ -1026,11 +1032,13 @@ impl Controller {
 
     /// One key from the store, with the error naming the key.
     pub(crate) async fn get_kv(&self, key: &str) -> Result<Option<seam_store::KeyValue>> {
-        self.store().get(key).await.map_err(|source| Error::Store {
-            op: "get",
-            key: key.to_string(),
-            source,
-        })
+        timed(self, StoreOp::get, self.store().get(key))
+            .await
+            .map_err(|source| Error::Store {
+                op: "get",
+                key: key.to_string(),
+                source,
+            })
     }
 
     /// After a failed compare: was it the fence? Then this replica no longer leads.

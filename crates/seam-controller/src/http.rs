@@ -32,6 +32,8 @@ pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
 pub fn router(controller: Controller) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(crate::metrics::readyz))
+        .route("/metrics", get(crate::metrics::metrics))
         .route("/v1/leader", get(leader))
         .route("/v1/snapshot", get(snapshot))
         .route("/v1/watch", get(watch))
@@ -97,6 +99,11 @@ pub fn router(controller: Controller) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             controller.clone(),
             crate::authz::enforce,
+        ))
+        // Counts every answer, refusals included, by route template.
+        .layer(axum::middleware::from_fn_with_state(
+            controller.clone(),
+            crate::metrics::track,
         ))
         .with_state(controller)
 }
@@ -695,6 +702,8 @@ async fn watch(
     let store_watch = c.watch(revision).await?;
     let stream = WatchBody {
         _slot: slot,
+        _counted: c.metrics().watch_opened(),
+        metrics: c.metrics().clone(),
         watch: store_watch,
         guard,
         stop: c.stopped(),
@@ -714,6 +723,9 @@ async fn watch(
 struct WatchBody {
     /// Counts the stream against its client's watch cap until the stream is dropped.
     _slot: crate::limits::WatchSlot,
+    /// Counts the stream as open until it is dropped.
+    _counted: crate::metrics::WatchStream,
+    metrics: crate::metrics::ControllerMetrics,
     watch: seam_store::Watch,
     /// For a node: resolves when its identity stops passing.
     guard: Option<crate::identities::IdentityGuard>,
@@ -762,6 +774,7 @@ impl WatchBody {
                     continue;
                 }
             };
+            self.metrics.watch_sent(event.revision);
             let out = WatchEvent {
                 revision: event.revision,
                 kind,

@@ -39,6 +39,7 @@ mod http;
 pub mod identities;
 pub mod keys;
 mod limits;
+pub mod metrics;
 mod node_leases;
 pub mod ownership;
 mod policies;

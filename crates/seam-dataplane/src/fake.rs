@@ -50,6 +50,9 @@ pub struct FakeState {
     pub announcements: Vec<(String, std::net::Ipv4Addr)>,
     /// The conntrack entries deletions were asked for, in order.
     pub conntrack_deleted: Vec<seam_nft::conntrack::StaleFlow>,
+    /// Packets and bytes the rules with these comments have counted, as `rule_counters`
+    /// reports them while the table exists.
+    pub counters: BTreeMap<String, seam_nft::listing::RuleCounter>,
 }
 
 /// In-memory kernel.
@@ -286,6 +289,18 @@ impl Firewall for FakeKernel {
 
     async fn list_nat(&self) -> Result<Option<ObservedNat>> {
         Ok(self.lock()?.nat.clone())
+    }
+}
+
+impl crate::RuleCounters for FakeKernel {
+    async fn rule_counters(&self) -> Result<BTreeMap<String, seam_nft::listing::RuleCounter>> {
+        let s = self.lock()?;
+        // Like the kernel: no table, no counters. (The fake keeps the table as a listing reads
+        // it back, chains without their rules, so it reports the counters a test set.)
+        if s.table.is_none() {
+            return Ok(BTreeMap::new());
+        }
+        Ok(s.counters.clone())
     }
 }
 

@@ -100,3 +100,18 @@ pub trait Firewall: Send + Sync {
     /// The NAT table as the kernel holds it (`nft -j list table ip seam-nat`), `None` when absent.
     fn list_nat(&self) -> impl Future<Output = Result<Option<ObservedNat>>> + Send;
 }
+
+/// The kernel's per-rule counters of `table inet seam` (every rule Seam writes there has a
+/// counter): what the agent's API serves (`GET /v1/counters`) and its drop metrics read. Apart
+/// from [`Firewall`] so that the agent's reconcile loop, which never reads counters, does not
+/// need it.
+pub trait RuleCounters: Send + Sync {
+    /// Packets and bytes of every rule that has a comment, summed by comment (all the kernel
+    /// rules of one IR rule share it: [`seam_nft::names::nft_comment`]); empty when the table is
+    /// absent.
+    fn rule_counters(
+        &self,
+    ) -> impl Future<
+        Output = Result<std::collections::BTreeMap<String, seam_nft::listing::RuleCounter>>,
+    > + Send;
+}

@@ -30,7 +30,7 @@ pub mod ir;
 pub mod render;
 
 pub use addr::AddrSet;
-pub use compile::{compile, rule_id, verdict_rule_id};
+pub use compile::{compile, policy_rule_prefix, rule_id, verdict_rule_id};
 pub use error::{CompileError, ExplainError, Result};
 pub use incremental::{IncrementalCompiler, KeyedView, ViewChanges};
 pub use ir::{

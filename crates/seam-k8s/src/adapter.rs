@@ -6,6 +6,7 @@ use seam_client::ControllerClient;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
+use crate::metrics::AdapterMetrics;
 use crate::resource::WatchedKind;
 use crate::sync::Sync;
 use crate::view::ViewHandle;
@@ -19,6 +20,7 @@ pub struct Adapter {
     controller: ControllerClient,
     kinds: Vec<WatchedKind>,
     view: ViewHandle,
+    metrics: AdapterMetrics,
 }
 
 impl std::fmt::Debug for Adapter {
@@ -39,6 +41,7 @@ impl Adapter {
             controller,
             kinds: WatchedKind::ALL.to_vec(),
             view: ViewHandle::default(),
+            metrics: AdapterMetrics::default(),
         }
     }
 
@@ -47,6 +50,11 @@ impl Adapter {
     pub fn with_kinds(mut self, kinds: impl IntoIterator<Item = WatchedKind>) -> Self {
         self.kinds = kinds.into_iter().collect();
         self
+    }
+
+    /// What the adapter counts, and its readiness ([`crate::metrics::router`] serves them).
+    pub fn metrics(&self) -> AdapterMetrics {
+        self.metrics.clone()
     }
 
     /// The view of Services, EndpointSlices and Nodes this adapter keeps.
@@ -59,15 +67,26 @@ impl Adapter {
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut tasks = JoinSet::new();
+        self.metrics.watching(self.kinds.len());
         tasks.spawn(
             Sync::new(self.controller.clone(), self.view.clone())
                 .with_kube(self.kube.clone())
+                .with_metrics(self.metrics.clone())
                 .run(rx),
         );
-        tasks.spawn(watch_controller(self.controller.clone(), tx.clone()));
+        tasks.spawn(watch_controller(
+            self.controller.clone(),
+            tx.clone(),
+            self.metrics.clone(),
+        ));
         for kind in &self.kinds {
             tracing::info!(%kind, "watching");
-            tasks.spawn(watch_kind(self.kube.clone(), *kind, tx.clone()));
+            tasks.spawn(watch_kind(
+                self.kube.clone(),
+                *kind,
+                tx.clone(),
+                self.metrics.clone(),
+            ));
         }
         drop(tx);
         shutdown.await;

@@ -34,6 +34,7 @@
 
 mod adapter;
 mod error;
+pub mod metrics;
 pub mod realization;
 mod resource;
 pub mod services;

@@ -134,6 +134,17 @@ enum Outcome {
     Unavailable,
 }
 
+/// The metrics' word for an outcome.
+fn write_result(outcome: Outcome) -> crate::metrics::WriteResult {
+    use crate::metrics::WriteResult;
+    match outcome {
+        Outcome::Done => WriteResult::ok,
+        Outcome::Rejected => WriteResult::rejected,
+        Outcome::RetryLater => WriteResult::retry,
+        Outcome::Unavailable => WriteResult::unavailable,
+    }
+}
+
 /// The writer's state; see the module docs.
 pub(crate) struct Sync {
     client: ControllerClient,
@@ -168,6 +179,8 @@ pub(crate) struct Sync {
     tracked: BTreeMap<Target, Tracked>,
     /// When the realization status is read next.
     next_status: Instant,
+    /// What the adapter counts.
+    metrics: crate::metrics::AdapterMetrics,
 }
 
 impl Sync {
@@ -191,7 +204,14 @@ impl Sync {
             kube: None,
             tracked: BTreeMap::new(),
             next_status: Instant::now(),
+            metrics: crate::metrics::AdapterMetrics::default(),
         }
+    }
+
+    /// Counts into `metrics` (the adapter's, served on `/metrics`).
+    pub(crate) fn with_metrics(mut self, metrics: crate::metrics::AdapterMetrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Writes Seam's LoadBalancer addresses back into Kubernetes' Service status through `kube`.
@@ -275,6 +295,14 @@ impl Sync {
     }
 
     fn handle(&mut self, input: Input) {
+        use crate::metrics::WatchEvent;
+        match &input {
+            Input::Relisted(kind, _) => self.metrics.event(*kind, WatchEvent::relist),
+            Input::Applied(kind, _) => self.metrics.event(*kind, WatchEvent::apply),
+            Input::Deleted(kind, _) => self.metrics.event(*kind, WatchEvent::delete),
+            Input::ControllerSnapshot(_) => self.metrics.controller_read(),
+            Input::ControllerEvent(_) => {}
+        }
         match input {
             Input::Relisted(kind, objects) => self.relisted(kind, objects),
             Input::Applied(kind, obj) => {
@@ -941,6 +969,14 @@ impl Sync {
             Ok(()) => Outcome::Done,
             Err(e) => classify(e),
         };
+        self.metrics.write(
+            if desired.is_some() {
+                crate::metrics::WriteOp::put
+            } else {
+                crate::metrics::WriteOp::delete
+            },
+            write_result(outcome),
+        );
         match (&result, outcome) {
             (Ok(()), _) => tracing::debug!(%target, deleted = desired.is_none(), "applied"),
             (Err(e), Outcome::Rejected) => tracing::error!(

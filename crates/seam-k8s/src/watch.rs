@@ -10,6 +10,7 @@ use kube::Api;
 use seam_client::{ClientError, ControllerClient};
 use tokio::sync::mpsc::UnboundedSender;
 
+use crate::metrics::{AdapterMetrics, WatchSource};
 use crate::resource::{RawObject, WatchedKind};
 use crate::sync::{error_chain, Input, BACKOFF_MAX, BACKOFF_MIN};
 
@@ -22,6 +23,7 @@ pub(crate) async fn watch_kind(
     client: kube::Client,
     kind: WatchedKind,
     tx: UnboundedSender<Input>,
+    metrics: AdapterMetrics,
 ) {
     let api: Api<RawObject> = Api::all_with(client, &kind.api_resource());
     let mut backoff = BACKOFF_MIN;
@@ -66,6 +68,7 @@ pub(crate) async fn watch_kind(
                 }
                 Err(e) => {
                     tracing::warn!(%kind, error = %error_chain(&e), retry_in = ?backoff, "watch failed");
+                    metrics.watch_failed(WatchSource::kubernetes);
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                     None
@@ -86,7 +89,11 @@ pub(crate) async fn watch_kind(
 /// Follows the controller (snapshot, then watch; again from a snapshot after any failure), so
 /// pods are relabelled as soon as their agent publishes them (and again whenever an agent
 /// republishes them without the labels), and objects the controller lost are applied again.
-pub(crate) async fn watch_controller(client: ControllerClient, tx: UnboundedSender<Input>) {
+pub(crate) async fn watch_controller(
+    client: ControllerClient,
+    tx: UnboundedSender<Input>,
+    metrics: AdapterMetrics,
+) {
     let mut backoff = BACKOFF_MIN;
     loop {
         match follow_controller(&client, &tx, &mut backoff).await {
@@ -96,6 +103,7 @@ pub(crate) async fn watch_controller(client: ControllerClient, tx: UnboundedSend
             }
             Err(e) => {
                 tracing::warn!(error = %error_chain(&e), retry_in = ?backoff, "controller watch failed");
+                metrics.watch_failed(WatchSource::controller);
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(BACKOFF_MAX);
             }

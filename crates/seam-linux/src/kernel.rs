@@ -1041,6 +1041,33 @@ fn nat_error<E: std::fmt::Display>(
     }
 }
 
+impl seam_dataplane::RuleCounters for LinuxKernel {
+    async fn rule_counters(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, seam_nft::listing::RuleCounter>> {
+        // One `nft -j list table inet seam` (in this thread's namespace, as every nft call of
+        // this kernel), off the runtime's workers.
+        match tokio::task::spawn_blocking(crate::nft::read_counters)
+            .await
+            .map_err(counter_error)?
+        {
+            Ok(counters) => Ok(counters),
+            Err(crate::nft::NftError::NoTable) => Ok(std::collections::BTreeMap::new()),
+            Err(e) => Err(counter_error(e)),
+        }
+    }
+}
+
+/// Reading the rule counters failed: `nft` refused, or its thread failed.
+fn counter_error(e: impl std::fmt::Display) -> Error {
+    Error::Kernel {
+        operation: "read rule counters",
+        object: format!("table {TABLE}"),
+        errno: None,
+        message: e.to_string(),
+    }
+}
+
 impl seam_dataplane::Firewall for LinuxKernel {
     async fn apply_ruleset(&self, table: &TableModel) -> Result<()> {
         // A large Services part: the table without its elements, then the elements over netlink

@@ -21,6 +21,7 @@ pub mod agent_rpc;
 mod apply;
 mod audit;
 pub mod bounds;
+pub mod counters;
 mod error;
 mod external;
 pub mod flow;

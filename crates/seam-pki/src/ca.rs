@@ -78,6 +78,13 @@ pub(crate) fn client_params(identity: &Identity, validity: Duration) -> Result<C
         .distinguished_name
         .push(DnType::CommonName, identity.name.as_str());
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    if identity.role == Role::Node {
+        // The node also serves: the agent's API (`seam_agent::api`) presents this certificate,
+        // and its clients check that it names the node (the DNS SAN above).
+        params
+            .extended_key_usages
+            .push(ExtendedKeyUsagePurpose::ServerAuth);
+    }
     Ok(params)
 }
 

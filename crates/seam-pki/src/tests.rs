@@ -102,6 +102,9 @@ fn a_node_certificate_names_the_node_and_its_epoch() {
         sans.value.general_names,
         vec![x509_parser::extensions::GeneralName::DNSName("n1")]
     );
+    // A node's certificate also serves (the agent's API); a person's only authenticates.
+    let eku = cert.extended_key_usage().unwrap().unwrap().value;
+    assert!(eku.client_auth && eku.server_auth, "{eku:?}");
 
     let admin = ca
         .issue_client(&Identity::of(Role::Admin, "alice"), DAY)
@@ -111,6 +114,9 @@ fn a_node_certificate_names_the_node_and_its_epoch() {
         identity_of(der.as_ref()).unwrap(),
         Identity::of(Role::Admin, "alice")
     );
+    let (_, cert) = X509Certificate::from_der(der.as_ref()).unwrap();
+    let eku = cert.extended_key_usage().unwrap().unwrap().value;
+    assert!(eku.client_auth && !eku.server_auth, "{eku:?}");
 
     let (from, until) = validity_of(&issued.cert_pem).unwrap();
     let now = SystemTime::now();

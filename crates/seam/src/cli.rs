@@ -40,6 +40,10 @@ pub struct Target {
     /// The client certificate's key (PEM).
     #[arg(long, env = "SEAM_KEY", requires = "cert")]
     pub key: Option<PathBuf>,
+    /// The port of the nodes' agent API (`seamd --api-listen`), where `-o wide` and `explain`
+    /// read the rule counters (with the certificate above, a reader's or an admin's).
+    #[arg(long, env = "SEAM_AGENT_PORT", default_value_t = seam_model::counters::AGENT_API_PORT)]
+    pub agent_port: u16,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]

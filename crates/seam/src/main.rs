@@ -5,6 +5,7 @@
 //! `seam apply` reads), `seam_firewall::explain`, `seam_conformance` (with `seam_lab::conformance`
 //! for `--dataplane`), `seam_lab` (the lab and its demo) and `seam_client`.
 
+mod agents;
 mod cli;
 mod commands;
 mod controller;

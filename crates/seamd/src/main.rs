@@ -119,6 +119,11 @@ struct Args {
     /// connection).
     #[arg(long, default_value_t = 1000)]
     flow_allow_rate: u32,
+    /// Where the agent's HTTPS API listens (ADDR:PORT): health, readiness, Prometheus metrics
+    /// and the rule counters, over TLS 1.3 with the node's certificate (so only with an
+    /// https:// controller); `off` disables it.
+    #[arg(long, default_value = "0.0.0.0:9473", value_parser = parse_api_listen, value_name = "ADDR:PORT|off")]
+    api_listen: ApiListen,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -128,6 +133,22 @@ struct Args {
 enum Switch {
     On,
     Off,
+}
+
+/// `--api-listen`: an address, or off.
+#[derive(Clone, Copy, Debug)]
+enum ApiListen {
+    Off,
+    On(std::net::SocketAddr),
+}
+
+fn parse_api_listen(text: &str) -> Result<ApiListen, String> {
+    if text == "off" {
+        return Ok(ApiListen::Off);
+    }
+    text.parse()
+        .map(ApiListen::On)
+        .map_err(|e| format!("expected ADDR:PORT or off: {e}"))
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -246,6 +267,10 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         (None, None) => anyhow::bail!("--controller or --with-controller is required"),
     };
     let node_pki = node_certificate(&args, &controller).await?;
+    // The API serves with the node's certificate: its files and the CA that verifies clients.
+    let node_pki_files = node_pki
+        .as_ref()
+        .map(|pki| (pki.ca.clone(), pki.cert_path(), pki.key_path()));
     let tls = match &node_pki {
         Some(pki) => Some(pki.client_tls().context("load the node certificate")?),
         None => None,
@@ -299,6 +324,14 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         Switch::On => Some(start_flows(&args, &running.agent).await?),
         Switch::Off => None,
     };
+    let recorder = flows.as_ref().map(|(recorder, _)| recorder.clone());
+    let api = start_api(
+        &args,
+        node_pki_files.as_ref(),
+        running.agent.clone(),
+        recorder,
+    )
+    .await?;
     tracing::info!(node = %args.node, %underlay_ip, socket = %args.socket.display(), "seamd serving");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("signal handler")?;
@@ -312,6 +345,9 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     gateway.abort();
     for task in flows.into_iter().flat_map(|(_, tasks)| tasks) {
         task.abort();
+    }
+    if let Some(api) = api {
+        api.abort();
     }
     if let Some(renewal) = renewal {
         renewal.abort();
@@ -366,6 +402,48 @@ async fn start_flows(
         .context("start the NFLOG reader")?;
     tracing::info!(group = config.group, "flow recording on");
     Ok((recorder, tasks))
+}
+
+/// Starts the agent's HTTPS API (`--api-listen`) with the node's certificate; `None` when it is
+/// off, or when the node has no certificate (a unix: or http:// controller).
+async fn start_api(
+    args: &Args,
+    pki: Option<&(PathBuf, PathBuf, PathBuf)>,
+    agent: std::sync::Arc<seam_agent::Agent<LinuxKernel>>,
+    recorder: Option<std::sync::Arc<seam_agent::flows::FlowRecorder>>,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    let ApiListen::On(addr) = args.api_listen else {
+        return Ok(None);
+    };
+    let Some((ca, cert, key)) = pki else {
+        tracing::warn!(
+            "the agent API is off: it serves with the node's certificate, which a node gets from an https:// controller"
+        );
+        return Ok(None);
+    };
+    let ca_pem =
+        std::fs::read_to_string(ca).with_context(|| format!("read the CA {}", ca.display()))?;
+    let cert = seam_pki::ReloadingCert::from_files(cert, key)
+        .context("load the node certificate for the agent API")?;
+    let tls = seam_agent::api::tls_config(&ca_pem, cert.clone())
+        .context("TLS settings of the agent API")?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listen on {addr} (--api-listen)"))?;
+    let mut registry = seam_agent::metrics::registry(&agent.metrics);
+    let mut app_extra = axum::Router::new();
+    if let Some(recorder) = recorder {
+        recorder.metrics().register(&mut registry);
+        app_extra = seam_agent::api::for_readers(seam_agent::flows::router(recorder));
+    }
+    let app = seam_agent::api::router(agent, registry).merge(app_extra);
+    tracing::info!(%addr, "agent API serving");
+    Ok(Some(tokio::spawn(seam_agent::api::serve(
+        listener,
+        tls,
+        Some(cert),
+        app,
+    ))))
 }
 
 /// For an https:// controller: a valid node certificate in --cert-dir, joined for with the token

@@ -1618,3 +1618,72 @@ fn built_binaries_accept_the_container_flags() {
         }
     }
 }
+
+/// The probes that test something: each Seam daemon is alive while it serves `/healthz` and
+/// ready only when its own `/readyz` says so, on a port the container declares, with the
+/// scheme its server speaks (the agent and the controller serve TLS only; the adapter plain
+/// HTTP), and the port is where the binary is told to listen.
+#[test]
+fn daemons_probe_healthz_for_liveness_and_readyz_for_readiness() {
+    let set = install_set();
+    for (workload, kind, name, scheme, port, listen_flag) in [
+        (
+            "seam-agent",
+            "DaemonSet",
+            "seamd",
+            "HTTPS",
+            9473,
+            "--api-listen",
+        ),
+        (
+            "seam-controller",
+            "Deployment",
+            "seam-controller",
+            "HTTPS",
+            7440,
+            "--listen",
+        ),
+        (
+            "seam-controller",
+            "Deployment",
+            "seam-k8s",
+            "HTTP",
+            9474,
+            "--metrics-listen",
+        ),
+    ] {
+        let c = container(object(&set, kind, workload), name, false);
+        let port_name = |probe: &str| {
+            let p = c
+                .pointer(&format!("/{probe}/httpGet"))
+                .unwrap_or_else(|| panic!("{name}: no httpGet {probe}"));
+            assert_eq!(
+                p.get("scheme").and_then(Value::as_str).unwrap_or("HTTP"),
+                scheme,
+                "{name} {probe}"
+            );
+            (
+                str_at(p, "/path").unwrap_or_default().to_string(),
+                str_at(p, "/port").unwrap_or_default().to_string(),
+            )
+        };
+        let (live_path, live_port) = port_name("livenessProbe");
+        let (ready_path, ready_port) = port_name("readinessProbe");
+        assert_eq!(live_path, "/healthz", "{name}");
+        assert_eq!(ready_path, "/readyz", "{name}");
+        assert_eq!(live_port, ready_port, "{name}");
+        let declared = items(c, "/ports")
+            .iter()
+            .find(|p| str_at(p, "/name") == Some(live_port.as_str()))
+            .and_then(|p| p.pointer("/containerPort"))
+            .and_then(Value::as_u64);
+        assert_eq!(declared, Some(port), "{name}: port {live_port}");
+        let flags = flag_values(c);
+        assert!(
+            flags
+                .get(listen_flag)
+                .is_some_and(|v| v.iter().any(|l| l.ends_with(&format!(":{port}")))),
+            "{name}: {listen_flag} on port {port}: {flags:?}"
+        );
+    }
+}

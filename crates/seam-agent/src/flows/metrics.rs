@@ -23,22 +23,22 @@ impl FlowMetrics {
     /// Registers the metrics (`seam_flow_records_emitted_total`, …).
     pub fn register(&self, registry: &mut Registry) {
         registry.register(
-            "seam_flow_records_emitted",
+            "flow_records_emitted",
             "Flow records made from the dataplane's samples",
             self.emitted.clone(),
         );
         registry.register(
-            "seam_flow_samples_suppressed",
+            "flow_samples_suppressed",
             "Flow samples suppressed by the rate limits (per rule and per node)",
             self.suppressed.clone(),
         );
         registry.register(
-            "seam_flow_records_dropped",
+            "flow_records_dropped",
             "Flow records dropped on the way to the controller (queue full or controller slow)",
             self.dropped.clone(),
         );
         registry.register(
-            "seam_flow_samples_lost",
+            "flow_samples_lost",
             "Reads at which the kernel had dropped flow samples (socket buffer full)",
             self.lost.clone(),
         );

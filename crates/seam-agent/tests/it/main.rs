@@ -5,6 +5,7 @@
 // Test helpers outside `#[test]` functions: failing loudly is the point.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod api;
 mod blocks;
 mod cni;
 mod crash;

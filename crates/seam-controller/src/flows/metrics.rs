@@ -25,41 +25,41 @@ pub struct FlowMetrics {
 }
 
 impl FlowMetrics {
-    /// Registers every metric in `registry` (names start with `seam_controller_flow`;
+    /// Registers every metric in `registry` (names start with `seam_controller_flow` under the registry's `seam` prefix;
     /// counters get `_total` from the exposition format).
     pub fn register(&self, registry: &mut Registry) {
         registry.register(
-            "seam_controller_flow_records_received",
+            "controller_flow_records_received",
             "Flow records taken in from agents",
             self.received.clone(),
         );
         registry.register(
-            "seam_controller_flow_records_evicted",
+            "controller_flow_records_evicted",
             "Held flow records dropped to make room (ring per node or total bound full)",
             self.evicted.clone(),
         );
         registry.register(
-            "seam_controller_flow_records_agent_dropped",
+            "controller_flow_records_agent_dropped",
             "Flow records agents reported dropped before reaching the controller",
             self.agent_dropped.clone(),
         );
         registry.register(
-            "seam_controller_flow_follower_lags",
+            "controller_flow_follower_lags",
             "Times a flow follower fell behind and skipped records",
             self.follower_lags.clone(),
         );
         registry.register(
-            "seam_controller_flow_follower_skipped_records",
+            "controller_flow_follower_skipped_records",
             "Flow records followers skipped because they fell behind",
             self.follower_skipped.clone(),
         );
         registry.register(
-            "seam_controller_flow_records_held",
+            "controller_flow_records_held",
             "Flow records held in memory now",
             self.held.clone(),
         );
         registry.register(
-            "seam_controller_flow_followers",
+            "controller_flow_followers",
             "Followed flow streams open now",
             self.followers.clone(),
         );
@@ -79,16 +79,16 @@ mod tests {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         assert!(
-            text.contains("seam_controller_flow_records_received_total 3"),
+            text.contains("controller_flow_records_received_total 3"),
             "{text}"
         );
         for name in [
-            "seam_controller_flow_records_evicted_total",
-            "seam_controller_flow_records_agent_dropped_total",
-            "seam_controller_flow_follower_lags_total",
-            "seam_controller_flow_follower_skipped_records_total",
-            "seam_controller_flow_records_held",
-            "seam_controller_flow_followers",
+            "controller_flow_records_evicted_total",
+            "controller_flow_records_agent_dropped_total",
+            "controller_flow_follower_lags_total",
+            "controller_flow_follower_skipped_records_total",
+            "controller_flow_records_held",
+            "controller_flow_followers",
         ] {
             assert!(text.contains(name), "{name} missing from {text}");
         }

@@ -11,6 +11,7 @@ mod bounds;
 mod conditional;
 mod flows;
 mod fuzz;
+mod health;
 mod identities;
 mod ownership;
 mod policies;

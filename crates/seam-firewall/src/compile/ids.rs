@@ -35,6 +35,21 @@ pub fn rule_id(rule: &RuleRef, direction: Direction) -> RuleId {
     RuleId(text)
 }
 
+/// What every rule id of one policy object starts with (see [`rule_id`]): `np/<ns>/<name>/`,
+/// `anp/<name>/`, … — how the kernel's counters, keyed by rule comment, add up to the object's
+/// hits (`seam get policies -o wide`). A comment shortened by hashing (an id over 127 bytes or
+/// with unsafe characters: `seam_nft::names::nft_comment`) does not start with it.
+pub fn policy_rule_prefix(kind: PolicyKind, namespace: Option<&str>, name: &str) -> String {
+    match kind {
+        PolicyKind::NetworkPolicy => format!("np/{}/{name}/", namespace.unwrap_or("")),
+        PolicyKind::AdminNetworkPolicy => format!("anp/{name}/"),
+        PolicyKind::BaselineAdminNetworkPolicy => format!("banp/{name}/"),
+        PolicyKind::ClusterNetworkPolicy => format!("cnp/{name}/"),
+        PolicyKind::Contract => format!("contract/{name}/"),
+        PolicyKind::EndpointGroup => format!("group/{name}/"),
+    }
+}
+
 /// The id of the namespace-tier isolation rule of a direction: `ns-isolation/<dir>`.
 pub fn isolation_rule_id(direction: Direction) -> RuleId {
     RuleId(format!("ns-isolation/{}", direction_str(direction)))
@@ -68,5 +83,43 @@ pub fn verdict_rule_id(verdict: &DirectionVerdict) -> Option<RuleId> {
             },
         ),
         Reason::Unenforced => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_rule_id_of_a_policy_starts_with_its_prefix() {
+        for kind in [
+            PolicyKind::NetworkPolicy,
+            PolicyKind::AdminNetworkPolicy,
+            PolicyKind::BaselineAdminNetworkPolicy,
+            PolicyKind::ClusterNetworkPolicy,
+            PolicyKind::Contract,
+            PolicyKind::EndpointGroup,
+        ] {
+            let namespace = (kind == PolicyKind::NetworkPolicy).then(|| "x".to_string());
+            let prefix = policy_rule_prefix(kind, namespace.as_deref(), "web");
+            for (index, direction) in [
+                (Some(0), Direction::Egress),
+                (Some(3), Direction::Ingress),
+                (None, Direction::Ingress),
+            ] {
+                let rule = RuleRef {
+                    kind,
+                    namespace: namespace.clone(),
+                    name: "web".into(),
+                    rule_index: index,
+                    rule_name: None,
+                };
+                let id = rule_id(&rule, direction);
+                assert!(id.as_str().starts_with(&prefix), "{id} / {prefix}");
+                // Not another object's whose name starts the same.
+                let other = policy_rule_prefix(kind, namespace.as_deref(), "we");
+                assert!(!id.as_str().starts_with(&other), "{id} / {other}");
+            }
+        }
     }
 }

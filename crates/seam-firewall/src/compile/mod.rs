@@ -48,8 +48,8 @@ pub(crate) use fragment::{
     default_fragment, isolation_fragment, slot_of, union_all, FragOut, Slot,
 };
 pub use ids::{
-    default_rule_id, direction_str, isolation_rule_id, multitenant_rule_id, rule_id,
-    verdict_rule_id,
+    default_rule_id, direction_str, isolation_rule_id, multitenant_rule_id, policy_rule_prefix,
+    rule_id, verdict_rule_id,
 };
 pub(crate) use index::Index;
 use ports::L4Alts;

@@ -49,6 +49,10 @@ struct Args {
     /// Do not watch Seam's own CRDs (EndpointGroup, Contract, Tenant).
     #[arg(long)]
     no_seam_crds: bool,
+    /// Where `/healthz`, `/readyz` and `/metrics` are served over plain HTTP (ADDR:PORT, for
+    /// kubelet's probes and Prometheus); `off` disables it.
+    #[arg(long, value_name = "ADDR:PORT|off", default_value = "0.0.0.0:9474")]
+    metrics_listen: String,
     /// Log format on stderr.
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -161,10 +165,26 @@ fn run(args: Args, controller: ControllerClient) -> anyhow::Result<()> {
             !skipped
         });
         tracing::info!(controller = %controller.endpoint(), "starting Kubernetes adapter");
-        Adapter::new(client, controller)
-            .with_kinds(kinds)
-            .run(shutdown_signal())
-            .await;
+        let adapter = Adapter::new(client, controller).with_kinds(kinds);
+        if args.metrics_listen != "off" {
+            let addr: std::net::SocketAddr = args.metrics_listen.parse().with_context(|| {
+                format!(
+                    "--metrics-listen {}: expected ADDR:PORT or off",
+                    args.metrics_listen
+                )
+            })?;
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listen on {addr} (--metrics-listen)"))?;
+            let app = seam_k8s::metrics::router(adapter.metrics());
+            tracing::info!(%addr, "serving /healthz, /readyz and /metrics");
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app).await {
+                    tracing::error!(error = %e, "the metrics server stopped");
+                }
+            });
+        }
+        adapter.run(shutdown_signal()).await;
         Ok(())
     })
 }

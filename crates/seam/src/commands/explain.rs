@@ -1,11 +1,11 @@
 //! `seam explain SRC DST PORT/PROTO`: the engine's verdict for a new connection (to a Service
-//! address: the Service port and the verdict to each candidate backend), with the
-//! nodes' rule counters when the controller is a lab's, and the pair's recent flow records
-//! (what the dataplane decided, from `GET /v1/flows`).
+//! address: the Service port and the verdict to each candidate backend), with the deciding
+//! rules' counters read from the agent API of the nodes that enforce them
+//! ([`crate::agents`]), and the pair's recent flow records (what the dataplane decided, from
+//! `GET /v1/flows`).
 
 use seam_client::ControllerClient;
 use seam_firewall::explain;
-use seam_lab::Lab;
 use seam_model::flow::{FlowFilter, FlowRecord, PeerFilter};
 use seam_policy::Flow;
 
@@ -32,21 +32,31 @@ pub(crate) fn run(
         let snapshot = client.snapshot().await?;
         Ok((snapshot, recent_flows(&client, src, dst).await))
     })?;
-    // Inside a lab the nodes' tables can be read directly from their namespaces; a real
-    // cluster will ask each agent instead.
-    let lab = if target.controller.is_none() {
-        Lab::load(&target.lab).ok()
-    } else {
-        None
+    // The deciding rules' counters, from the agent API of the node that enforces each (in a
+    // lab without one, from the node's namespace): each node read once, and a node that cannot
+    // be read leaves its rule's counter unknown, with why.
+    let counters = match crate::agents::Counters::for_target(target) {
+        Ok(counters) => counters,
+        Err(e) => {
+            eprintln!("seam: rule counters not read: {e:#}");
+            None
+        }
     };
+    let cache = std::cell::RefCell::new(std::collections::BTreeMap::new());
     let read = |node: &str| -> Result<std::collections::BTreeMap<String, (u64, u64)>, String> {
-        let lab = lab.as_ref().ok_or("no lab")?;
-        lab.rule_counters(node).map_err(|e| e.to_string())
+        if let Some(known) = cache.borrow().get(node) {
+            return Clone::clone(known);
+        }
+        let result = read_node(counters.as_ref(), &snapshot.nodes, node);
+        cache.borrow_mut().insert(node.to_string(), result.clone());
+        result
     };
     let x = explain::explain(
         &snapshot,
         flow,
-        lab.as_ref().map(|_| &read as explain::CounterReader<'_>),
+        counters
+            .as_ref()
+            .map(|_| &read as explain::CounterReader<'_>),
     )?;
     if json {
         let mut value = explain::render_json(&x);
@@ -79,6 +89,27 @@ pub(crate) fn run(
         eprintln!("warning: recent flows not shown: {e:#}");
     }
     Ok(())
+}
+
+/// One node's rule counters by comment, or why they could not be read.
+fn read_node(
+    counters: Option<&crate::agents::Counters>,
+    nodes: &[seam_model::Node],
+    node: &str,
+) -> Result<std::collections::BTreeMap<String, (u64, u64)>, String> {
+    let counters = counters.ok_or("no way to read counters")?;
+    let node = nodes
+        .iter()
+        .find(|n| n.name == node)
+        .ok_or_else(|| format!("node {node} is not in the controller's list"))?;
+    block_on(async { counters.read(node).await })
+        .map(|rules| {
+            rules
+                .into_iter()
+                .map(|(k, c)| (k, (c.packets, c.bytes)))
+                .collect()
+        })
+        .map_err(|e| format!("{e:#}"))
 }
 
 /// How many of the pair's flow records `seam explain` shows.

@@ -250,8 +250,63 @@ pub(crate) fn run(
             if let Some(status) = &status {
                 realization::add_columns(&mut rows, plural, &items, status, output == Output::Wide);
             }
+            if output == Output::Wide && !NOT_POLICIES.contains(&plural) {
+                rows = with_hits(rows, &items, &client, target);
+            }
             print_table(&rows)
         }
     }
     Ok(())
+}
+
+/// The kinds `seam get` lists that are not policy objects.
+const NOT_POLICIES: [&str; 6] = [
+    "nodes",
+    "segments",
+    "blocks",
+    "endpoints",
+    "namespaces",
+    "tenants",
+];
+
+/// `rows` (a header, then one row per item) with a HITS column: the packets the kernel
+/// counted for each policy object's rules, summed over the nodes (read from their agents). A
+/// node that could not be read is named on stderr; with none read, HITS is `-`.
+fn with_hits(
+    mut rows: Vec<Vec<String>>,
+    items: &[Value],
+    client: &seam_client::ControllerClient,
+    target: &Target,
+) -> Vec<Vec<String>> {
+    let read = crate::agents::Counters::for_target(target).and_then(|counters| {
+        let Some(counters) = counters else {
+            anyhow::bail!("--ca, --cert and --key (a reader's or an admin's) are needed to read the nodes' agents");
+        };
+        block_on(async {
+            let nodes = client.list_nodes().await?;
+            Ok(counters.read_all(&nodes).await)
+        })
+    });
+    let read = match read {
+        Ok(read) => {
+            if let Some(warning) = read.warning() {
+                eprintln!("seam: {warning}");
+            }
+            Some(read).filter(|r| !r.nodes.is_empty())
+        }
+        Err(e) => {
+            eprintln!("seam: no hit counters: {e:#}");
+            None
+        }
+    };
+    if let Some(header) = rows.first_mut() {
+        header.push("HITS".to_string());
+    }
+    for (row, item) in rows.iter_mut().skip(1).zip(items) {
+        let hits = read
+            .as_ref()
+            .and_then(|r| crate::agents::policy_hits(item, r));
+        row.push(hits.map_or_else(|| "-".to_string(), |h| h.to_string()));
+    }
+    rows
 }

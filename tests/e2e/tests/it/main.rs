@@ -23,4 +23,5 @@ mod services;
 mod snat;
 mod tenants;
 mod ui;
+mod visibility;
 mod vm;
