@@ -51,7 +51,7 @@ pub struct FlowConfig {
 }
 
 /// Bytes of each sampled packet: an IPv4 header with options (60) and the transport ports.
-pub const SNAPLEN: u32 = 96;
+pub const SNAPLEN: u32 = seam_nft::rule::FLOW_SNAPLEN;
 
 impl FlowConfig {
     /// How the table samples.

@@ -56,6 +56,7 @@ pub fn lab_up_with(
         one_process: false,
         store,
         controllers,
+        flows: false,
     })
     .map_err(|e| {
         anyhow::Error::new(e).context(format!(

@@ -150,6 +150,7 @@ pub fn run(suite: &Suite, opts: &Options, bin_dir: PathBuf) -> Result<Report> {
         one_process: false,
         store: crate::LabStore::Embedded,
         controllers: 1,
+        flows: false,
         bin_dir,
     })
     .step(|| "bring up the lab".to_string())?;
@@ -440,7 +441,15 @@ impl<'a> Runner<'a> {
                 &node.name,
             )
             .step(|| format!("compile {}'s ruleset", node.name))?;
-            let text = seam_firewall::render(&ruleset);
+            // A lab whose agents record flows writes the default samples into every rule.
+            let text = if self.lab.flows {
+                let sampling = seam_nft::rule::FlowSampling::default();
+                let model = seam_firewall::render::table::Renderer::with_sampling(Some(sampling))
+                    .model(&ruleset);
+                seam_nft::table::full_text(&model)
+            } else {
+                seam_firewall::render(&ruleset)
+            };
             let listing = seam_linux::netns::run_in(&self.scratch, || {
                 seam_linux::nft::apply_ruleset(&text)?;
                 let listed = seam_linux::nft::list_table()?;

@@ -47,6 +47,7 @@ pub fn run(name: &str, keep: bool, bin_dir: PathBuf) -> Result<()> {
         one_process: false,
         store: crate::LabStore::Embedded,
         controllers: 1,
+        flows: true,
         bin_dir,
     })?;
     let result = scenario(&mut lab);

@@ -180,6 +180,7 @@ pub(crate) fn spawn_agent(
         }
         cmd.args(["--role", &role]);
     }
+    cmd.args(["--flows", if lab.flows { "on" } else { "off" }]);
     if let Some(mode) = crate::gateway::node_transit_encap(node) {
         cmd.args(["--transit-encap", &mode]);
     }

@@ -167,6 +167,9 @@ pub struct Lab {
     /// Node n1's agent also runs the controller.
     #[serde(default)]
     pub one_process: bool,
+    /// The agents record flows (`seamd --flows on` with the default sampling).
+    #[serde(default)]
+    pub flows: bool,
     /// The controller's segment mode.
     #[serde(default)]
     pub segment_mode: String,

@@ -35,6 +35,8 @@ pub struct LabSpec {
     pub store: LabStore,
     /// Number of `seam-controller` replicas (1 with the embedded store; 1..=5 with etcd).
     pub controllers: usize,
+    /// The agents record flows (`seamd --flows on`, default sampling).
+    pub flows: bool,
 }
 
 /// The lab's topology after `up`: node roles (gateways, hypervisor hosts), the external network
@@ -136,6 +138,7 @@ fn build(spec: &LabSpec) -> Result<Lab> {
         cni_path,
         bin_dir: spec.bin_dir.clone(),
         one_process: spec.one_process,
+        flows: spec.flows,
         segment_mode: spec.segment_mode.clone(),
         store: spec.store,
         controller_args: spec.controller_args.clone(),

@@ -90,6 +90,28 @@ pub struct FlowSampling {
     pub snaplen: u32,
 }
 
+/// The NFLOG group flow samples go to unless the agent is told otherwise (`seamd --flow-group`).
+pub const DEFAULT_FLOW_GROUP: u16 = 6100;
+/// Drop and Pass samples per second of each rule, by default (`seamd --flow-drop-rate`).
+pub const DEFAULT_FLOW_DROP_RATE: u32 = 10;
+/// Allowed-connection samples per second of each rule, by default (`seamd --flow-allow-rate`).
+pub const DEFAULT_FLOW_ALLOW_RATE: u32 = 1000;
+/// Bytes of each sampled packet copied: an IPv4 header with options (60) and the transport ports.
+pub const FLOW_SNAPLEN: u32 = 96;
+
+impl Default for FlowSampling {
+    /// What an agent with the default flags samples (so a table can be compared with one it
+    /// wrote).
+    fn default() -> Self {
+        FlowSampling {
+            group: DEFAULT_FLOW_GROUP,
+            drop_rate: DEFAULT_FLOW_DROP_RATE,
+            allow_rate: Some(DEFAULT_FLOW_ALLOW_RATE),
+            snaplen: FLOW_SNAPLEN,
+        }
+    }
+}
+
 impl FlowSampling {
     /// The sample of a rule of this kind with this comment in one direction's chains: allowed
     /// connections once each (only a connection's first packet reaches a policy rule: the base

@@ -363,6 +363,9 @@ pub enum LabCmd {
         /// Number of seam-controller replicas (1 with the embedded store, 1..=5 with etcd).
         #[arg(long, default_value_t = 1)]
         controllers: usize,
+        /// Whether the agents record flows (`seam flows`, the page): `on` or `off`.
+        #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+        flows: String,
     },
     /// Stop a lab and remove everything it made (also after a crash).
     Down {

@@ -106,18 +106,18 @@ struct Args {
     flows: Switch,
     /// The NFLOG group of the flow samples (one reader per group per node: a group another
     /// process reads is refused at start).
-    #[arg(long, default_value_t = 6100)]
+    #[arg(long, default_value_t = seam_nft::rule::DEFAULT_FLOW_GROUP)]
     flow_group: u16,
     /// Drop (and Pass) samples per second of each policy rule, at most (the kernel counts
     /// what is over and the next record of the rule says how many).
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = seam_nft::rule::DEFAULT_FLOW_DROP_RATE, value_parser = clap::value_parser!(u32).range(1..))]
     flow_drop_rate: u32,
     /// Drop (and Pass) samples per second of the whole node, at most (counted like the above).
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
     flow_node_drop_rate: u32,
     /// Allowed-connection samples per second of each policy rule, at most (0: every new
     /// connection).
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = seam_nft::rule::DEFAULT_FLOW_ALLOW_RATE)]
     flow_allow_rate: u32,
     /// Where the agent's HTTPS API listens (ADDR:PORT): health, readiness, Prometheus metrics
     /// and the rule counters, over TLS 1.3 with the node's certificate (so only with an

@@ -84,6 +84,7 @@ impl TestLab for LabGuard {
             one_process,
             store: seam_lab::LabStore::Embedded,
             controllers: 1,
+            flows: false,
         };
         LabGuard::new(&spec).unwrap_or_else(|e| panic!("lab up {name}: {e}"))
     }
@@ -99,6 +100,7 @@ impl TestLab for LabGuard {
             one_process: false,
             store: seam_lab::LabStore::Etcd,
             controllers,
+            flows: false,
         };
         LabGuard::new(&spec).unwrap_or_else(|e| panic!("lab up {name} --store etcd: {e}"))
     }

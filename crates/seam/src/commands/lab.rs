@@ -137,6 +137,7 @@ pub(crate) fn run(command: LabCmd) -> anyhow::Result<()> {
             one_process,
             store,
             controllers,
+            flows,
         } => {
             let lab = seam_lab::up(&LabSpec {
                 name,
@@ -146,6 +147,7 @@ pub(crate) fn run(command: LabCmd) -> anyhow::Result<()> {
                 one_process,
                 store,
                 controllers,
+                flows: flows == "on",
                 bin_dir: bin_dir()?,
             })?;
             print_lab(&lab, json)

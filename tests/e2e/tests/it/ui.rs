@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use chromiumoxide::browser::{Browser, BrowserConfig};
 use futures::StreamExt;
-use seam_e2e::{controller, eventually, LabGuard, TestLab};
+use seam_e2e::{controller, eventually, LabGuard};
 use seam_lab::probe;
 use serde_json::json;
 
@@ -81,7 +81,19 @@ async fn wait_for_text(
 #[test]
 #[ignore = "privileged: netns, chromium"]
 fn the_page_shows_endpoints_and_a_denied_flow_with_its_rule_and_explains_it_on_click() {
-    let mut g = LabGuard::up("e2e-ui", 2, &[]);
+    seam_e2e::require_root();
+    let mut g = LabGuard::new(&seam_lab::LabSpec {
+        name: "e2e-ui".to_string(),
+        nodes: 2,
+        segment_mode: "namespace".to_string(),
+        bin_dir: seam_e2e::bin_dir(),
+        controller_args: Vec::new(),
+        one_process: false,
+        store: seam_lab::LabStore::Embedded,
+        controllers: 1,
+        flows: true,
+    })
+    .unwrap();
     let web = g
         .lab
         .workloads()
