@@ -434,6 +434,7 @@ async fn a_client_over_its_rate_gets_429_then_recovers() {
         max_watches_per_client: 8,
     });
     let mut refused = None;
+    let started = std::time::Instant::now();
     for i in 0..100 {
         let answer = send(&c, node_caller("n1"), "GET", "/v1/nodes", None).await;
         if answer.status == StatusCode::TOO_MANY_REQUESTS {
@@ -443,9 +444,11 @@ async fn a_client_over_its_rate_gets_429_then_recovers() {
         assert_eq!(answer.status, StatusCode::OK);
     }
     let (count, answer) = refused.expect("the rate limit never refused");
+    // The burst (40), plus what 20/s refilled while the requests ran (a loaded machine is slow).
+    let refilled = (20.0 * started.elapsed().as_secs_f64()).ceil() as usize;
     assert!(
-        (40..=45).contains(&count),
-        "refused after {count} requests (burst 40)"
+        (40..=41 + refilled).contains(&count),
+        "refused after {count} requests (burst 40, {refilled} refilled)"
     );
     assert_eq!(answer.body["reason"], "RateLimited");
     assert_eq!(answer.retry_after.as_deref(), Some("1"));
