@@ -14,7 +14,7 @@ use netlink_packet_route::route::{
 };
 use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleFlags, RuleMessage};
 use netlink_packet_route::AddressFamily;
-use rtnetlink::{IpVersion, LinkUnspec, LinkVxlan, RouteMessageBuilder};
+use rtnetlink::{Handle, IpVersion, LinkUnspec, LinkVxlan, RouteMessageBuilder};
 use seam_dataplane::reply::{
     reply_mark, reply_table, EXTERNAL_SLOT, GATEWAY_ROUTES_RULE_PRIORITY, GATEWAY_ROUTES_TABLE,
     REPLY_MARK_MASK, REPLY_RULE_PRIORITY, REPLY_TABLE_BASE,
@@ -122,6 +122,57 @@ fn gateway_route_message(dst: Ipv4Addr, via: Ipv4Addr, through: Option<u32>) -> 
             .protocol(RouteProtocol::Other(TRANSIT_ROUTE_PROTOCOL))
             .build(),
     }
+}
+
+/// The transit device's index for a route to add through it (`direct`: none, the route goes
+/// over the underlay); the device must exist.
+async fn through_for_add(h: &Handle, direct: bool) -> Result<Option<u32>> {
+    if direct {
+        return Ok(None);
+    }
+    Ok(Some(require_link(h, TRANSIT_DEVICE).await?.header.index))
+}
+
+/// The same for a route to delete; `None` when the device is gone, and the routes through it
+/// with it (nothing left to delete).
+async fn through_for_del(h: &Handle, direct: bool) -> Result<Option<Option<u32>>> {
+    if direct {
+        return Ok(Some(None));
+    }
+    Ok(link_by_name(h, TRANSIT_DEVICE)
+        .await?
+        .map(|link| Some(link.header.index)))
+}
+
+/// Adds (or replaces) `route`; `operation` and `object` name it in an error.
+async fn add_route(
+    h: &Handle,
+    route: RouteMessage,
+    operation: &'static str,
+    object: String,
+) -> Result<()> {
+    h.route()
+        .add(route)
+        .replace()
+        .execute()
+        .await
+        .map_err(kernel_err(operation, object))
+}
+
+/// Deletes `route`; one already gone is no error.
+async fn del_route(
+    h: &Handle,
+    route: RouteMessage,
+    operation: &'static str,
+    object: String,
+) -> Result<()> {
+    ok_if_absent(
+        h.route()
+            .del(route)
+            .execute()
+            .await
+            .map_err(kernel_err(operation, object)),
+    )
 }
 
 /// `ip rule add not fwmark 0xff000000/0xff000000 lookup GATEWAY_ROUTES_TABLE priority
@@ -599,73 +650,48 @@ impl TransitKernel for LinuxKernel {
                     )),
             ),
             TransitOp::ReplyRouteAdd { slot, via, direct } => {
-                let through = match direct {
-                    true => None,
-                    false => Some(require_link(h, TRANSIT_DEVICE).await?.header.index),
-                };
-                h.route()
-                    .add(reply_route_message(*slot, *via, through))
-                    .replace()
-                    .execute()
-                    .await
-                    .map_err(kernel_err(
-                        "reply route add",
-                        format!("default via {via} table {}", reply_table(*slot)),
-                    ))
+                let through = through_for_add(h, *direct).await?;
+                add_route(
+                    h,
+                    reply_route_message(*slot, *via, through),
+                    "reply route add",
+                    format!("default via {via} table {}", reply_table(*slot)),
+                )
+                .await
             }
             TransitOp::ReplyRouteDel { slot, via, direct } => {
-                let through = match direct {
-                    true => None,
-                    false => match link_by_name(h, TRANSIT_DEVICE).await? {
-                        Some(link) => Some(link.header.index),
-                        // Routes through the device went with it.
-                        None => return Ok(()),
-                    },
+                let Some(through) = through_for_del(h, *direct).await? else {
+                    return Ok(());
                 };
-                ok_if_absent(
-                    h.route()
-                        .del(reply_route_message(*slot, *via, through))
-                        .execute()
-                        .await
-                        .map_err(kernel_err(
-                            "reply route del",
-                            format!("default via {via} table {}", reply_table(*slot)),
-                        )),
+                del_route(
+                    h,
+                    reply_route_message(*slot, *via, through),
+                    "reply route del",
+                    format!("default via {via} table {}", reply_table(*slot)),
                 )
+                .await
             }
             TransitOp::GatewayRouteAdd { dst, via, direct } => {
-                let through = match direct {
-                    true => None,
-                    false => Some(require_link(h, TRANSIT_DEVICE).await?.header.index),
-                };
-                h.route()
-                    .add(gateway_route_message(*dst, *via, through))
-                    .replace()
-                    .execute()
-                    .await
-                    .map_err(kernel_err(
-                        "gateway route add",
-                        format!("{dst}/32 via {via} table {GATEWAY_ROUTES_TABLE}"),
-                    ))
+                let through = through_for_add(h, *direct).await?;
+                add_route(
+                    h,
+                    gateway_route_message(*dst, *via, through),
+                    "gateway route add",
+                    format!("{dst}/32 via {via} table {GATEWAY_ROUTES_TABLE}"),
+                )
+                .await
             }
             TransitOp::GatewayRouteDel { dst, via, direct } => {
-                let through = match direct {
-                    true => None,
-                    false => match link_by_name(h, TRANSIT_DEVICE).await? {
-                        Some(link) => Some(link.header.index),
-                        None => return Ok(()),
-                    },
+                let Some(through) = through_for_del(h, *direct).await? else {
+                    return Ok(());
                 };
-                ok_if_absent(
-                    h.route()
-                        .del(gateway_route_message(*dst, *via, through))
-                        .execute()
-                        .await
-                        .map_err(kernel_err(
-                            "gateway route del",
-                            format!("{dst}/32 via {via} table {GATEWAY_ROUTES_TABLE}"),
-                        )),
+                del_route(
+                    h,
+                    gateway_route_message(*dst, *via, through),
+                    "gateway route del",
+                    format!("{dst}/32 via {via} table {GATEWAY_ROUTES_TABLE}"),
                 )
+                .await
             }
             TransitOp::GatewayRuleAdd => {
                 let mut add = h.rule().add().v4();
