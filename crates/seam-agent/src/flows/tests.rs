@@ -450,7 +450,8 @@ async fn the_ring_is_served_as_ndjson_oldest_first() {
 fn metrics_are_registered_under_their_names() {
     let m = FlowMetrics::default();
     m.suppressed.inc_by(7);
-    let mut registry = prometheus_client::registry::Registry::default();
+    // Under the agent's registry prefix, as `/metrics` serves them.
+    let mut registry = prometheus_client::registry::Registry::with_prefix("seam");
     m.register(&mut registry);
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
