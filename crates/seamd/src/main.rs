@@ -106,18 +106,18 @@ struct Args {
     flows: Switch,
     /// The NFLOG group of the flow samples (one reader per group per node: a group another
     /// process reads is refused at start).
-    #[arg(long, default_value_t = seam_nft::rule::DEFAULT_FLOW_GROUP)]
+    #[arg(long, default_value_t = 6100)]
     flow_group: u16,
     /// Drop (and Pass) samples per second of each policy rule, at most (the kernel counts
     /// what is over and the next record of the rule says how many).
-    #[arg(long, default_value_t = seam_nft::rule::DEFAULT_FLOW_DROP_RATE, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     flow_drop_rate: u32,
     /// Drop (and Pass) samples per second of the whole node, at most (counted like the above).
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
     flow_node_drop_rate: u32,
     /// Allowed-connection samples per second of each policy rule, at most (0: every new
     /// connection).
-    #[arg(long, default_value_t = seam_nft::rule::DEFAULT_FLOW_ALLOW_RATE)]
+    #[arg(long, default_value_t = 1000)]
     flow_allow_rate: u32,
     /// Where the agent's HTTPS API listens (ADDR:PORT): health, readiness, Prometheus metrics
     /// and the rule counters, over TLS 1.3 with the node's certificate (so only with an
@@ -128,6 +128,14 @@ struct Args {
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
 }
+
+// The flow flags' defaults are seam_nft's: a lab's conformance run renders the table an agent
+// with them writes.
+const _: () = assert!(
+    seam_nft::rule::DEFAULT_FLOW_GROUP == 6100
+        && seam_nft::rule::DEFAULT_FLOW_DROP_RATE == 10
+        && seam_nft::rule::DEFAULT_FLOW_ALLOW_RATE == 1000
+);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Switch {
