@@ -9,6 +9,7 @@ mod cleanup;
 mod cni;
 mod control;
 mod control_tls;
+mod fast_path;
 mod flows;
 mod flows_follow;
 mod gateway;
@@ -60,6 +61,10 @@ enum Cmd {
     /// Flow recording on vs off (throughput, new-connection rate) and a flood of denied packets
     /// (the recorder's CPU and memory, the rate limit, allowed throughput alongside).
     Flows(flows::FlowsOpts),
+    /// Issue 14: an nftables flowtable for established flows on a routed segment's path (pod ->
+    /// bridge -> node -> underlay -> node -> bridge -> pod), with and without, against no table
+    /// and node -> node: iperf3 and new connections per second. A measurement, no target.
+    FastPath(fast_path::FastPathOpts),
     /// Pod to bare-metal server through a gateway node against the gateway's underlay path
     /// (iperf3; target ratio >= 0.8).
     Gateway(gateway::GatewayOpts),
@@ -197,6 +202,14 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             control::watcher(o)?;
             return Ok(true);
         }
+        Cmd::FastPath(o) => {
+            let s = fast_path::run(o)?;
+            reproduce(&o.command());
+            if !s.flowtable {
+                println!("   (no flowtable in this kernel: see crates/seam-bench/README.md)");
+            }
+            return Ok(true);
+        }
         Cmd::FlowsFollow(o) => {
             let bin_dir = match &cli.bin_dir {
                 Some(d) => d.clone(),
@@ -291,7 +304,8 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         | Cmd::Services(_)
         | Cmd::ServicesMemory(_)
         | Cmd::PropagationWatcher(_)
-        | Cmd::FlowsFollow(_) => Ok(true),
+        | Cmd::FlowsFollow(_)
+        | Cmd::FastPath(_) => Ok(true),
     }
 }
 

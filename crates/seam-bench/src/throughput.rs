@@ -234,7 +234,7 @@ pub(crate) fn iperf_towards(
 pub(crate) fn wait_listening(pid: u32, ip: Ipv4Addr, port: u16) -> anyhow::Result<()> {
     // /proc/net/tcp writes the address as the in-memory u32, i.e. little-endian hex here.
     let want = format!("{:08X}:{port:04X}", u32::from_le_bytes(ip.octets()));
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let table = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).unwrap_or_default();
         let listening = table.lines().skip(1).any(|l| {
@@ -245,7 +245,7 @@ pub(crate) fn wait_listening(pid: u32, ip: Ipv4Addr, port: u16) -> anyhow::Resul
             return Ok(());
         }
         if Instant::now() > deadline {
-            bail!("iperf3 -s (pid {pid}) is not listening on {ip}:{port} after 5 s");
+            bail!("iperf3 -s (pid {pid}) is not listening on {ip}:{port} after 15 s");
         }
         std::thread::sleep(Duration::from_millis(10));
     }
