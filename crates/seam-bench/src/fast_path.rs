@@ -127,8 +127,10 @@ fn ruleset() -> NodeRuleset {
     let mut r = NodeRuleset::default();
     r.sets
         .insert("local".into(), AddrSet::from_addrs([CLIENT, SERVER]));
-    r.sets.insert("client".into(), AddrSet::from_addrs([CLIENT]));
-    r.sets.insert("server".into(), AddrSet::from_addrs([SERVER]));
+    r.sets
+        .insert("client".into(), AddrSet::from_addrs([CLIENT]));
+    r.sets
+        .insert("server".into(), AddrSet::from_addrs([SERVER]));
     r.local = vec![
         LocalEndpoint {
             name: "x/client".into(),
@@ -236,9 +238,15 @@ fn build(scope: &ScopeGuard) -> anyhow::Result<Topology> {
             ],
         )?;
         util::ip(node, &["link", "set", HOST_PORT, "master", BRIDGE, "up"])?;
-        util::ip(pod, &["addr", "add", &format!("{pod_addr}/24"), "dev", "eth0"])?;
+        util::ip(
+            pod,
+            &["addr", "add", &format!("{pod_addr}/24"), "dev", "eth0"],
+        )?;
         util::ip(pod, &["link", "set", "eth0", "up"])?;
-        util::ip(pod, &["route", "add", "default", "via", &GATEWAY.to_string()])?;
+        util::ip(
+            pod,
+            &["route", "add", "default", "via", &GATEWAY.to_string()],
+        )?;
         // What proxy ARP answers for a remote endpoint reached routed: the gateway's MAC.
         util::ip(
             pod,
@@ -451,7 +459,11 @@ fn bench(scope: &ScopeGuard, o: &FastPathOpts) -> anyhow::Result<FastPathSummary
     if flowtable.is_ok() {
         for v in [Variant::FlowtableBridge, Variant::FlowtablePort] {
             apply(&t, v)?;
-            println!("   {:<10} conntrack at node a: {}", v.name(), offload_check(&t, o.seconds)?);
+            println!(
+                "   {:<10} conntrack at node a: {}",
+                v.name(),
+                offload_check(&t, o.seconds)?
+            );
         }
     }
     let mut samples: Vec<Samples> = variants.iter().map(|_| Samples::default()).collect();
