@@ -182,3 +182,66 @@ fn explain_lists_the_pairs_recent_flows() {
         "{none}"
     );
 }
+
+/// `seam explain` to a ClusterIP lists the records of connections sent to it: the agent named
+/// the Service in them (from conntrack), and each names the backend it reached.
+#[test]
+fn explain_to_a_service_address_lists_the_flows_sent_to_it() {
+    let ctl = cluster();
+    ctl.block_on(|c| async move {
+        let service: seam_model::Service = serde_json::from_value(serde_json::json!({
+            "name": "web", "namespace": "blue",
+            "spec": {
+                "selector": {"app": "web-1"},
+                "ports": [{"name": "https", "port": 80, "targetPort": 443}],
+                "clusterIP": {"address": "10.96.0.10"}
+            }
+        }))
+        .unwrap();
+        c.put_service(&service).await.unwrap();
+        let mut through = record(443, true, 500);
+        through.direction = FlowDirection::Egress;
+        through.service = Some(seam_model::flow::FlowService {
+            service: "blue/web".into(),
+            ip: Ipv4Addr::new(10, 96, 0, 10),
+            port: 80,
+        });
+        c.post_flows(&FlowBatch {
+            records: vec![through],
+            dropped: 0,
+        })
+        .await
+        .unwrap();
+    });
+    let text = ctl.ok(&["explain", "green/db-1", "10.96.0.10", "80/tcp"]);
+    assert!(
+        text.contains(
+            "recent flows (newest 1 of green/db-1 -> 10.96.0.10, to the Service's backends):"
+        ),
+        "{text}"
+    );
+    let line = text
+        .lines()
+        .find(|l| l.contains("SERVICE blue/web via 10.96.0.10:80"))
+        .unwrap_or_else(|| panic!("the flow through the Service: {text}"));
+    assert!(
+        line.contains("blue/web-1") && line.contains("TCP/443") && line.contains("allowed"),
+        "{text}"
+    );
+    // The direct records of the pair (no Service) are not the Service's.
+    let json = ctl.ok(&[
+        "explain",
+        "green/db-1",
+        "10.96.0.10",
+        "80/tcp",
+        "-o",
+        "json",
+    ]);
+    let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let recent = value["recentFlows"].as_array().unwrap();
+    assert_eq!(recent.len(), 1, "{json}");
+    assert_eq!(recent[0]["service"]["service"], "blue/web", "{json}");
+    // `seam flows --to` the ClusterIP: the same record.
+    let listed = ctl.ok(&["flows", "--to", "10.96.0.10"]);
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+}
