@@ -6,9 +6,8 @@ use std::net::Ipv4Addr;
 use seam_model::flow::{
     FlowBatch, FlowDirection, FlowPeer, FlowReason, FlowRecord, FlowVerdict, PeerKind,
 };
-use seam_model::{Node, NodeRole};
 
-use crate::api::{endpoint, segment, Controller, SEED};
+use crate::api::{pods_on_n1, Controller, SEED};
 
 fn peer(ip: [u8; 4], ns: &str, name: &str, port: u16) -> FlowPeer {
     FlowPeer {
@@ -57,22 +56,7 @@ fn record(port: u16, allowed: bool, age_ms: u64) -> FlowRecord {
 fn cluster() -> Controller {
     let ctl = Controller::start();
     ctl.block_on(|c| async move {
-        c.put_node(&Node {
-            name: "n1".into(),
-            underlay_ip: [198, 18, 0, 1].into(),
-            role: NodeRole::Worker,
-            transit_encap: Default::default(),
-            underlay_prefix_len: None,
-            underlay_mac: None,
-        })
-        .await
-        .unwrap();
-        c.put_segment(&segment("blue", 1, 100)).await.unwrap();
-        c.put_segment(&segment("green", 2, 101)).await.unwrap();
-        c.claim_block("blue", "n1").await.unwrap();
-        c.claim_block("green", "n1").await.unwrap();
-        c.put_endpoint(&endpoint("blue", "web-1", 1)).await.unwrap();
-        c.put_endpoint(&endpoint("green", "db-1", 2)).await.unwrap();
+        pods_on_n1(&c).await;
         // Root on the controller's socket may post as any node; agents post only their own.
         c.post_flows(&FlowBatch {
             records: vec![record(443, true, 60_000), record(8080, false, 1_000)],
