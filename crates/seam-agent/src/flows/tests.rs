@@ -461,6 +461,8 @@ fn metrics_are_registered_under_their_names() {
     );
     assert!(text.contains("seam_flow_records_emitted_total 0"));
     assert!(text.contains("seam_flow_records_dropped_total 0"));
+    assert!(text.contains("seam_flow_service_lookups_found_total 0"));
+    assert!(text.contains("seam_flow_service_lookups_failed_total 0"));
 }
 
 mod service_lookups {
