@@ -3,7 +3,8 @@
 //! with_sampling`; allowed new connections, drops and Passes under per-rule limits). `seamd`
 //! reads the group (`seam_linux::nflog`) and hands the samples to [`start`]'s recorder, which
 //! turns each into a record ([`decode`]: the rule behind the sample's prefix, both ends resolved
-//! against the view, the Service from the connection's original destination), applies the
+//! against the view, the Service from the connection's original destination when NFLOG gives
+//! it, else looked up in conntrack off the hot path, see [`service`]), applies the
 //! per-node limit, keeps the newest [`ring::RING_CAPACITY`] in a ring (served by [`http::router`])
 //! and queues them for the controller ([`outbox`], `POST /v1/flows` every 200 ms, bounded: what
 //! the controller cannot take is dropped and counted, the agent never waits for it).
@@ -18,6 +19,7 @@ pub mod http;
 pub mod metrics;
 pub mod outbox;
 pub mod ring;
+pub mod service;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -36,6 +38,7 @@ pub use http::router;
 pub use metrics::FlowMetrics;
 pub use outbox::Outbox;
 pub use ring::FlowRing;
+pub use service::{ConntrackGet, ServiceLookups};
 
 /// The agent's flow recording settings (`seamd --flows on --flow-group … --flow-drop-rate …`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +81,23 @@ pub struct SampleBatch {
 /// table); `Err` says why it could not.
 pub type SuppressedReader =
     Arc<dyn Fn() -> Result<BTreeMap<String, u64>, String> + Send + Sync + 'static>;
+
+/// What the recorder reads from the kernel besides the samples.
+pub struct FlowKernel {
+    /// The suppressed counts of the table's rules.
+    pub suppressed: SuppressedReader,
+    /// Conntrack entries by tuple, for the Service of a translated connection (`None`: records
+    /// name the Service only when NFLOG gives the original destination).
+    pub conntrack: Option<ConntrackGet>,
+}
+
+impl std::fmt::Debug for FlowKernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FlowKernel")
+            .field("conntrack", &self.conntrack.is_some())
+            .finish_non_exhaustive()
+    }
+}
 
 /// The recorder's shared state: the ring, the queue to the controller, the metrics.
 #[derive(Debug)]
@@ -151,17 +171,24 @@ pub async fn start<K: NodeKernel + Firewall + 'static>(
     agent: Arc<Agent<K>>,
     config: FlowConfig,
     samples: mpsc::Receiver<SampleBatch>,
-    suppressed: SuppressedReader,
+    kernel: FlowKernel,
 ) -> (Arc<FlowRecorder>, Vec<JoinHandle<()>>) {
     enable(&agent, &config).await;
     let recorder = Arc::new(FlowRecorder::new(&agent.config.node));
+    let lookups = kernel.conntrack.and_then(|get| {
+        ServiceLookups::spawn(get, recorder.clone())
+            .map_err(|e| {
+                tracing::warn!(error = %e, "starting the conntrack lookups of flow records failed: records name the backend, not the Service")
+            })
+            .ok()
+    });
     let tasks = vec![
         tokio::spawn(record(
             agent.clone(),
             recorder.clone(),
             Decoder::new(config.node_drop_rate),
             (samples, config.allow_rate),
-            suppressed,
+            (kernel.suppressed, lookups),
         )),
         tokio::spawn(push(agent, recorder.clone())),
     ];
@@ -216,7 +243,8 @@ impl Resolving {
         if self.revision == Some(view.revision) && same_services {
             return;
         }
-        self.resolver = Resolver::new(&view, &services);
+        let local = view.nodes.get(&agent.config.node).map(|n| n.underlay_ip);
+        self.resolver = Resolver::new(&view, &services).with_local(local);
         self.revision = Some(view.revision);
         self.services = Some(services);
     }
@@ -227,7 +255,7 @@ async fn record<K: NodeKernel + Firewall + 'static>(
     recorder: Arc<FlowRecorder>,
     mut decoder: Decoder,
     (mut samples, allow_rate): (mpsc::Receiver<SampleBatch>, Option<u32>),
-    suppressed: SuppressedReader,
+    (suppressed, lookups): (SuppressedReader, Option<ServiceLookups>),
 ) {
     let rules = agent.flow_rules.subscribe();
     let mut resolving = Resolving {
@@ -265,7 +293,7 @@ async fn record<K: NodeKernel + Firewall + 'static>(
                                 FlowVerdict::Denied => limited = true,
                                 FlowVerdict::Allowed => allowed += 1,
                             }
-                            recorder.keep(*flow);
+                            keep(&recorder, lookups.as_ref(), &resolving.resolver, *flow);
                         }
                         Decoded::Suppressed => {
                             limited = true;
@@ -289,6 +317,23 @@ async fn record<K: NodeKernel + Firewall + 'static>(
                 limited = false;
             }
         }
+    }
+}
+
+/// Keeps a record, after its conntrack lookup when it is a Service backend's (the worker keeps
+/// it then; a full queue keeps it at once, without its Service, counted).
+fn keep(
+    recorder: &FlowRecorder,
+    lookups: Option<&ServiceLookups>,
+    resolver: &Resolver,
+    flow: Flow,
+) {
+    let Some((lookups, lookup)) = lookups.zip(service::plan(&flow, resolver)) else {
+        return recorder.keep(flow);
+    };
+    if let Err(flow) = lookups.submit(flow, lookup) {
+        recorder.metrics.service_failed.inc();
+        recorder.keep(*flow);
     }
 }
 

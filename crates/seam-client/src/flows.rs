@@ -1,15 +1,12 @@
 //! Flow records: `POST /v1/flows` (an agent's batch of its own records) and `GET /v1/flows`
 //! (NDJSON, oldest first, filtered; with `follow`, a live stream: [`FlowStream`]).
 
-use std::time::Duration;
-
-use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use hyper::Method;
 use seam_model::flow::{FlowBatch, FlowFilter, FlowRecord, FlowsLagged, FLOWS_DROPPED_HEADER};
 
 use crate::client::{encode, ControllerClient};
 use crate::error::{ClientError, Result};
+use crate::ndjson::Lines;
 
 /// One line of a flow stream.
 // Events are handed over one at a time and mostly are records: boxing them would cost an
@@ -31,12 +28,7 @@ pub enum FlowEvent {
 /// a heartbeat) for the client's watch idle timeout fails with [`ClientError::Timeout`].
 #[derive(Debug)]
 pub struct FlowStream {
-    body: Incoming,
-    buf: Vec<u8>,
-    idle_timeout: Duration,
-    endpoint: String,
-    request: String,
-    done: bool,
+    lines: Lines,
     agent_dropped: u64,
 }
 
@@ -68,12 +60,12 @@ impl ControllerClient {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         Ok(FlowStream {
-            body,
-            buf: Vec::new(),
-            idle_timeout: self.watch_idle_timeout(),
-            endpoint,
-            request: format!("GET {path}"),
-            done: false,
+            lines: Lines::new(
+                body,
+                self.watch_idle_timeout(),
+                endpoint,
+                format!("GET {path}"),
+            ),
             agent_dropped,
         })
     }
@@ -88,46 +80,23 @@ impl FlowStream {
 
     /// The endpoint that serves the stream.
     pub fn endpoint(&self) -> &str {
-        &self.endpoint
+        self.lines.endpoint()
     }
 
     /// The next line; `None` once the stream has ended. After an error the stream is ended.
     pub async fn next(&mut self) -> Option<Result<FlowEvent, ClientError>> {
-        loop {
-            if let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = self.buf.drain(..=pos).collect();
-                if let Some(event) = self.decode_line(&line) {
-                    return Some(event);
-                }
-                continue;
-            }
-            if self.done {
-                let rest = std::mem::take(&mut self.buf);
-                return self.decode_line(&rest);
-            }
-            match tokio::time::timeout(self.idle_timeout, self.body.frame()).await {
-                Err(_) => {
-                    let after = self.idle_timeout;
-                    return Some(Err(self.fail(|endpoint, request| ClientError::Timeout {
-                        endpoint,
-                        request,
-                        after,
-                    })));
-                }
-                Ok(None) => self.done = true,
-                Ok(Some(Err(e))) => {
-                    return Some(Err(self.fail(|endpoint, request| ClientError::Transport {
-                        endpoint,
-                        request,
-                        source: Box::new(e),
-                    })))
-                }
-                Ok(Some(Ok(frame))) => {
-                    if let Ok(data) = frame.into_data() {
-                        self.buf.extend_from_slice(&data);
-                    }
-                }
-            }
+        let line = match self.lines.next().await? {
+            Ok(line) => line,
+            Err(e) => return Some(Err(e)),
+        };
+        if let Ok(notice) = serde_json::from_slice::<FlowsLagged>(&line) {
+            return Some(Ok(FlowEvent::Lagged(notice.lagged)));
+        }
+        // Plain serde: `FlowRecord` ignores fields it does not know, so a newer controller's
+        // records still decode (the tolerant decoder's bookkeeping costs per record).
+        match serde_json::from_slice::<FlowRecord>(&line) {
+            Ok(record) => Some(Ok(FlowEvent::Record(record))),
+            Err(source) => Some(Err(self.lines.undecodable("FlowRecord", source))),
         }
     }
 
@@ -140,33 +109,5 @@ impl FlowStream {
             }
         }
         Ok(out)
-    }
-
-    /// Ends the stream with the error `make` builds from the endpoint and request.
-    fn fail(&mut self, make: impl FnOnce(String, String) -> ClientError) -> ClientError {
-        self.done = true;
-        self.buf.clear();
-        make(self.endpoint.clone(), self.request.clone())
-    }
-
-    /// Decodes one line; `None` for a heartbeat (blank line).
-    fn decode_line(&mut self, line: &[u8]) -> Option<Result<FlowEvent, ClientError>> {
-        if line.iter().all(u8::is_ascii_whitespace) {
-            return None;
-        }
-        if let Ok(notice) = serde_json::from_slice::<FlowsLagged>(line) {
-            return Some(Ok(FlowEvent::Lagged(notice.lagged)));
-        }
-        // Plain serde: `FlowRecord` ignores fields it does not know, so a newer controller's
-        // records still decode (the tolerant decoder's bookkeeping costs per record).
-        match serde_json::from_slice::<FlowRecord>(line) {
-            Ok(record) => Some(Ok(FlowEvent::Record(record))),
-            Err(source) => Some(Err(self.fail(|endpoint, request| ClientError::Decode {
-                endpoint,
-                request,
-                what: "FlowRecord".to_string(),
-                source,
-            }))),
-        }
     }
 }

@@ -21,6 +21,7 @@ mod client;
 mod error;
 mod flows;
 mod leases;
+mod ndjson;
 mod realization;
 mod services;
 mod transport;

@@ -1,13 +1,15 @@
 //! Conntrack over netlink: deletes the entries of Services' stale flows (a UDP or SCTP frontend
-//! that lost a backend), with the messages `seam_nft::conntrack` builds, on a
-//! `NETLINK_NETFILTER` socket in the calling thread's network namespace.
+//! that lost a backend), and gets one entry by a tuple ([`ConntrackReader`], for the flow
+//! recorder: which Service a connection was sent to), with the messages `seam_nft::conntrack`
+//! builds, on a `NETLINK_NETFILTER` socket in the calling thread's network namespace.
 
 use std::os::fd::AsFd;
 use std::time::Duration;
 
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
 use seam_nft::conntrack::{
-    delete_request, dump_request, parse_dump, CtEntry, StaleFlow, StaleIndex,
+    delete_request, dump_request, get_request, parse_dump, parse_get, CtEntry, CtQuery, GetAnswer,
+    StaleFlow, StaleIndex,
 };
 
 /// How long to wait for each answer of the kernel.
@@ -25,7 +27,7 @@ pub enum ConntrackError {
     /// The kernel refused a request.
     #[error("the kernel refused to {operation} conntrack entries: {errno}")]
     Refused {
-        /// `list` or `delete`.
+        /// `list`, `delete` or `get`.
         operation: &'static str,
         /// Its error.
         errno: nix::errno::Errno,
@@ -67,12 +69,65 @@ pub fn list_entries() -> Result<Vec<CtEntry>, ConntrackError> {
     list(&mut open_socket()?)
 }
 
+/// A socket that gets conntrack entries one at a time by a tuple (`conntrack -G`), for a caller
+/// that asks many times: one socket, a short wait for each answer.
+#[derive(Debug)]
+pub struct ConntrackReader {
+    socket: Socket,
+    seq: u32,
+    rx: Vec<u8>,
+}
+
+impl ConntrackReader {
+    /// Opens the socket in the calling thread's network namespace; each get waits at most
+    /// `timeout` for its answer (a get is a hash lookup in the kernel: it answers at once unless
+    /// the machine is starved).
+    pub fn open(timeout: Duration) -> Result<ConntrackReader, ConntrackError> {
+        Ok(ConntrackReader {
+            socket: open_socket_with(timeout)?,
+            seq: 0,
+            rx: vec![0u8; 4096],
+        })
+    }
+
+    /// `conntrack -G`: the entry with the query's tuple, `None` when there is none.
+    pub fn get(&mut self, query: &CtQuery) -> Result<Option<CtEntry>, ConntrackError> {
+        self.seq = self.seq.wrapping_add(1);
+        self.socket.send(&get_request(query, self.seq), 0)?;
+        loop {
+            self.rx.clear();
+            let n = self.socket.recv(&mut self.rx, 0)?;
+            if n == 0 {
+                return Ok(None);
+            }
+            // An answer to an earlier get that timed out is skipped: read on.
+            match parse_get(self.rx.get(..n).unwrap_or(&[]), self.seq) {
+                Some(GetAnswer::Found(entry)) => return Ok(Some(entry)),
+                Some(GetAnswer::Missing) => return Ok(None),
+                Some(GetAnswer::Refused(errno)) => {
+                    return Err(ConntrackError::Refused {
+                        operation: "get",
+                        errno: nix::errno::Errno::from_raw(errno),
+                    })
+                }
+                None => {}
+            }
+        }
+    }
+}
+
 fn open_socket() -> Result<Socket, ConntrackError> {
+    open_socket_with(ANSWER_TIMEOUT)
+}
+
+fn open_socket_with(timeout: Duration) -> Result<Socket, ConntrackError> {
     let mut socket = Socket::new(NETLINK_NETFILTER)?;
     socket.bind_auto()?;
     socket.connect(&SocketAddr::new(0, 0))?;
-    let timeout =
-        nix::sys::time::TimeVal::new(i64::try_from(ANSWER_TIMEOUT.as_secs()).unwrap_or(5), 0);
+    let timeout = nix::sys::time::TimeVal::new(
+        i64::try_from(timeout.as_secs()).unwrap_or(5),
+        i64::from(timeout.subsec_micros()),
+    );
     nix::sys::socket::setsockopt(
         &socket.as_fd(),
         nix::sys::socket::sockopt::ReceiveTimeout,

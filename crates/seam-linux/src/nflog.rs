@@ -6,7 +6,8 @@
 //! and sent a few dozen at a time or after a few hundredths of a second (fewer wake-ups under a
 //! flood, a bounded delay otherwise), each with its conntrack entry when the kernel can (the
 //! original destination of a Service's connection; `nf_conntrack_netlink` provides it, and
-//! without it the group works without). The receive buffer is raised so a burst is not lost; what
+//! without it the group works without: the agent then gets the entry by tuple, see
+//! `seam_agent::flows::service`). The receive buffer is raised so a burst is not lost; what
 //! the kernel could not queue anyway is reported as [`NflogRead::lost`] (`ENOBUFS`).
 
 use std::os::fd::AsFd;
@@ -138,7 +139,7 @@ impl NflogSocket {
                     group,
                     error = %nix::errno::Errno::from_raw(errno),
                     "NFLOG samples without conntrack entries (the kernel refused them): \
-                     Service connections are recorded without their original address"
+                     the Service of a translated connection is looked up in conntrack instead"
                 );
                 me.conntrack = false;
             }

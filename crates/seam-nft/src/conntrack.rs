@@ -2,7 +2,9 @@
 //! the Services removed, and which frontends got their first backend ([`stale_flows`]), which
 //! kernel entries belong to them ([`CtEntry::is_of`]),
 //! and the ctnetlink messages that list the entries ([`dump_request`], read back by
-//! [`parse_dump`]) and delete one ([`delete_request`]).
+//! [`parse_dump`]), delete one ([`delete_request`]) and get one by a tuple ([`get_request`],
+//! read back by [`parse_get`]: the flow recorder asks it which Service a connection was sent to,
+//! see `seam_agent::flows::service`).
 //!
 //! Why: a UDP (or SCTP) client keeps sending on one 5-tuple, and every datagram matches the
 //! conntrack entry its first one made, whose destination was translated to the backend chosen
@@ -19,7 +21,8 @@
 //! goes from no endpoint to some; Seam deletes those of the frontend that were not translated.
 //!
 //! The messages are `netlink-packet-netfilter`'s conntrack messages (its 0.4 has `Get`,
-//! `Delete`, the tuples and their parsing); only the netlink flags and the selection are Seam's.
+//! `Delete`, both tuples and their parsing); only the netlink flags, the framing of the answers
+//! (the crate parses one message, not a receive buffer) and the selection are Seam's.
 //! The kernel cannot delete by a partial tuple (a flush filters by mark or zone only), so the
 //! caller dumps the IPv4 table, keeps the entries [`CtEntry::is_of`] a stale flow, and deletes
 //! each by its original tuple, as the `conntrack` tool does.
@@ -196,6 +199,8 @@ impl StaleIndex {
 /// ctnetlink's message types are `NFNL_SUBSYS_CTNETLINK << 8 | IPCTNL_MSG_CT_*`.
 const NFNL_SUBSYS_CTNETLINK: u16 = 1;
 const IPCTNL_MSG_CT_NEW: u16 = 0;
+/// An entry, as a dump or a get answers it.
+const CT_NEW: u16 = NFNL_SUBSYS_CTNETLINK << 8 | IPCTNL_MSG_CT_NEW;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 
@@ -251,6 +256,115 @@ pub fn delete_request(entry: &CtEntry, seq: u32) -> Vec<u8> {
     )
 }
 
+/// Which tuple of an entry a lookup names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CtDirection {
+    /// The original direction (`CTA_TUPLE_ORIG`): the client to the address it used.
+    Original,
+    /// The reply direction (`CTA_TUPLE_REPLY`): the server (after translation, the backend) to
+    /// the client (after source NAT, to the address it was translated to).
+    Reply,
+}
+
+/// One lookup of an IPv4 conntrack entry by one of its tuples (`conntrack -G`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CtQuery {
+    /// Which tuple this is.
+    pub direction: CtDirection,
+    /// The IP protocol number.
+    pub protocol: u8,
+    /// The tuple's source address and port.
+    pub src: (Ipv4Addr, u16),
+    /// The tuple's destination address and port.
+    pub dst: (Ipv4Addr, u16),
+}
+
+/// `conntrack -G -p PROTO -s SRC --sport SPORT -d DST --dport DPORT` (with `--reply-src …` for
+/// the reply tuple): a get of the one entry with that tuple. No acknowledgement is asked for:
+/// the kernel answers with the entry or with an error (`ENOENT`: no such entry), one message
+/// either way.
+pub fn get_request(query: &CtQuery, seq: u32) -> Vec<u8> {
+    let tuple = tuple(query.protocol, query.src, query.dst);
+    let attribute = match query.direction {
+        CtDirection::Original => ConntrackAttribute::CtaTupleOrig(tuple),
+        CtDirection::Reply => ConntrackAttribute::CtaTupleReply(tuple),
+    };
+    message(ConntrackMessage::Get(vec![attribute]), NLM_F_REQUEST, seq)
+}
+
+/// The kernel's answer to a [`get_request`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GetAnswer {
+    /// The entry.
+    Found(CtEntry),
+    /// No entry has that tuple (`ENOENT`).
+    Missing,
+    /// The kernel refused: its errno (positive).
+    Refused(i32),
+}
+
+const ENOENT: i32 = 2;
+
+/// Reads the answer to the get of sequence number `seq` from one receive buffer; `None` when
+/// the buffer holds none (an answer to an earlier request that timed out: read again).
+pub fn parse_get(buf: &[u8], seq: u32) -> Option<GetAnswer> {
+    messages(buf)
+        .filter(|m| m.seq == seq)
+        .find_map(|m| match m.kind {
+            NLMSG_ERROR => match m.error() {
+                0 => None,
+                ENOENT => Some(GetAnswer::Missing),
+                errno => Some(GetAnswer::Refused(errno)),
+            },
+            k if k == CT_NEW => {
+                Some(entry_of(m.bytes).map_or(GetAnswer::Missing, GetAnswer::Found))
+            }
+            _ => None,
+        })
+}
+
+/// One netlink message of a receive buffer.
+struct Message<'a> {
+    kind: u16,
+    seq: u32,
+    /// The whole message, header included.
+    bytes: &'a [u8],
+}
+
+impl Message<'_> {
+    /// An `NLMSG_ERROR`'s errno, positive (0: an acknowledgement).
+    fn error(&self) -> i32 {
+        self.bytes
+            .get(16..20)
+            .map(|b| -i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+            .unwrap_or(0)
+    }
+}
+
+/// The messages of a receive buffer, in order, up to the first that is cut short.
+fn messages(buf: &[u8]) -> impl Iterator<Item = Message<'_>> {
+    let mut at = 0usize;
+    std::iter::from_fn(move || {
+        let rest = buf.get(at..)?;
+        let word = |i: usize| {
+            rest.get(i..i + 4)
+                .map(|w| u32::from_ne_bytes([w[0], w[1], w[2], w[3]]))
+        };
+        let len = word(0)? as usize;
+        let kind = (word(4)? & 0xffff) as u16;
+        let seq = word(8)?;
+        if len < 16 || len > rest.len() {
+            return None;
+        }
+        at += (len + 3) & !3;
+        Some(Message {
+            kind,
+            seq,
+            bytes: rest.get(..len)?,
+        })
+    })
+}
+
 /// What one receive of a dump held.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DumpPart {
@@ -266,36 +380,23 @@ pub struct DumpPart {
 /// kernel may add attributes; a half-read entry is not one to delete).
 pub fn parse_dump(buf: &[u8]) -> DumpPart {
     let mut part = DumpPart::default();
-    let mut at = 0usize;
-    while let Some(rest) = buf.get(at..) {
-        if rest.len() < 16 {
-            break;
-        }
-        let len = u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-        let kind = u16::from_ne_bytes([rest[4], rest[5]]);
-        if len < 16 || len > rest.len() {
-            break;
-        }
-        match kind {
+    for m in messages(buf) {
+        match m.kind {
             NLMSG_DONE => part.done = true,
             NLMSG_ERROR => {
-                let code = rest
-                    .get(16..20)
-                    .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
-                    .unwrap_or(0);
-                if code != 0 {
-                    part.error = Some(-code);
+                let errno = m.error();
+                if errno != 0 {
+                    part.error = Some(errno);
                     part.done = true;
                 }
             }
-            k if k == (NFNL_SUBSYS_CTNETLINK << 8 | IPCTNL_MSG_CT_NEW) => {
-                if let Some(entry) = rest.get(..len).and_then(entry_of) {
+            k if k == CT_NEW => {
+                if let Some(entry) = entry_of(m.bytes) {
                     part.entries.push(entry);
                 }
             }
             _ => {}
         }
-        at += (len + 3) & !3;
     }
     part
 }

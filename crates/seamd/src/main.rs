@@ -390,7 +390,24 @@ async fn start_flows(
     let (tx, rx) = tokio::sync::mpsc::channel::<SampleBatch>(1024);
     let suppressed: flows::SuppressedReader =
         std::sync::Arc::new(|| seam_linux::nft::read_suppressed().map_err(|e| e.to_string()));
-    let (recorder, tasks) = flows::start(agent.clone(), config, rx, suppressed).await;
+    // Records of a Service's connections name it from conntrack when NFLOG cannot (see
+    // `seam_agent::flows::service`): a get waits 100 ms at most, on the lookups' own thread.
+    let conntrack = match seam_linux::conntrack::ConntrackReader::open(
+        std::time::Duration::from_millis(100),
+    ) {
+        Ok(mut reader) => Some(Box::new(move |query: &seam_nft::conntrack::CtQuery| {
+            reader.get(query).map_err(|e| e.to_string())
+        }) as flows::ConntrackGet),
+        Err(e) => {
+            tracing::warn!(error = %e, "no conntrack socket: flow records of Service connections name the backend, not the Service");
+            None
+        }
+    };
+    let kernel = flows::FlowKernel {
+        suppressed,
+        conntrack,
+    };
+    let (recorder, tasks) = flows::start(agent.clone(), config, rx, kernel).await;
     let lost = recorder.metrics().lost.clone();
     socket
         .spawn_reader(move |read| {

@@ -16,6 +16,7 @@ use seam_nft::names::SampleKind;
 use seam_nft::nflog::{PacketHeaders, Sample};
 use seam_nft::services::{DesiredServices, FrontendKey};
 
+use super::service::Candidate;
 use crate::ClusterView;
 
 /// What an address is, as a record names it (names shared between records).
@@ -30,12 +31,16 @@ pub struct PeerInfo {
 }
 
 /// The agent's view, indexed for resolving addresses: endpoints (pods, VMs, externals) and
-/// nodes by address, Service frontends by address, protocol and port.
+/// nodes by address, Service frontends by address, protocol and port, and by backend.
 #[derive(Debug, Clone, Default)]
 pub struct Resolver {
     peers: HashMap<Ipv4Addr, PeerInfo>,
     frontends: HashMap<(Ipv4Addr, u8, u16), Arc<str>>,
     node_ports: HashMap<(u8, u16), Arc<str>>,
+    /// The frontends of each backend (address, protocol, port).
+    backends: HashMap<(Ipv4Addr, u8, u16), Arc<[Candidate]>>,
+    /// This node's own (underlay) address: where its NodePorts are reached.
+    local: Option<Ipv4Addr>,
 }
 
 /// `namespace/name:port` (a frontend's label) → `namespace/name`.
@@ -80,8 +85,19 @@ impl Resolver {
         }
         let mut frontends = HashMap::new();
         let mut node_ports = HashMap::new();
+        let mut backends: HashMap<(Ipv4Addr, u8, u16), Vec<Candidate>> = HashMap::new();
         for f in &services.frontends {
             let service: Arc<str> = Arc::from(service_of(&f.service));
+            let protocol = protocol_number(f.key.protocol());
+            for (addr, port) in &f.backends {
+                backends
+                    .entry((*addr, protocol, *port))
+                    .or_default()
+                    .push(Candidate {
+                        key: f.key,
+                        service: service.clone(),
+                    });
+            }
             match f.key {
                 FrontendKey::Address {
                     addr,
@@ -99,7 +115,32 @@ impl Resolver {
             peers,
             frontends,
             node_ports,
+            backends: backends
+                .into_iter()
+                .map(|(k, v)| (k, Arc::from(v)))
+                .collect(),
+            local: None,
         }
+    }
+
+    /// The same, knowing that this node's own address is `local` (its NodePorts' address).
+    pub fn with_local(mut self, local: Option<Ipv4Addr>) -> Resolver {
+        self.local = local;
+        self
+    }
+
+    /// This node's own address, when known.
+    pub fn local(&self) -> Option<Ipv4Addr> {
+        self.local
+    }
+
+    /// The frontends that send connections to the backend at (`ip`, `port`) over `protocol`.
+    pub fn frontends_of(
+        &self,
+        protocol: u8,
+        (ip, port): (Ipv4Addr, u16),
+    ) -> Option<Arc<[Candidate]>> {
+        self.backends.get(&(ip, protocol, port)).cloned()
     }
 
     /// What `ip` is (the world when the view does not know it).

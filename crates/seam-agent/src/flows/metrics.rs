@@ -17,6 +17,11 @@ pub struct FlowMetrics {
     /// how many it dropped is not known), plus batches of samples the recorder could not keep up
     /// with.
     pub lost: Counter,
+    /// Records whose Service was found by a conntrack lookup (`flows::service`).
+    pub service_found: Counter,
+    /// Records left without their Service because its lookup failed: the queue of lookups was
+    /// full, the kernel refused or did not answer, or the connection's entry was gone.
+    pub service_failed: Counter,
 }
 
 impl FlowMetrics {
@@ -41,6 +46,16 @@ impl FlowMetrics {
             "flow_samples_lost",
             "Reads at which the kernel had dropped flow samples (socket buffer full)",
             self.lost.clone(),
+        );
+        registry.register(
+            "flow_service_lookups_found",
+            "Flow records whose Service was found by a conntrack lookup",
+            self.service_found.clone(),
+        );
+        registry.register(
+            "flow_service_lookups_failed",
+            "Flow records of a Service's backend left without the Service (lookup failed or dropped)",
+            self.service_failed.clone(),
         );
     }
 }

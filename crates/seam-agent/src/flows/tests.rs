@@ -461,4 +461,196 @@ fn metrics_are_registered_under_their_names() {
     );
     assert!(text.contains("seam_flow_records_emitted_total 0"));
     assert!(text.contains("seam_flow_records_dropped_total 0"));
+    assert!(text.contains("seam_flow_service_lookups_found_total 0"));
+    assert!(text.contains("seam_flow_service_lookups_failed_total 0"));
+}
+
+mod service_lookups {
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    use seam_nft::conntrack::{CtDirection, CtEntry, CtQuery};
+
+    use super::super::service::{plan, resolve, ConntrackGet, Outcome, ServiceLookups};
+    use super::*;
+
+    const CLIENT: (&str, u16) = ("203.0.113.4", 5555);
+
+    fn resolver() -> Resolver {
+        Resolver::new(&view(), &services()).with_local(Some(ip("172.16.0.1")))
+    }
+
+    /// A record of a connection translated to the pod, from a sample without its original
+    /// tuple (the kernel would not attach conntrack to NFLOG).
+    fn to_backend() -> Flow {
+        let mut d = Decoder::new(100);
+        d.set_rules(rules());
+        let s = sample(
+            "Ai:np/prod/web/ingress/0",
+            tcp(CLIENT.0, CLIENT.1, "10.0.0.5", 8080),
+        );
+        record(d.decode(&s, 1_000, &resolver()))
+    }
+
+    /// Conntrack holding `entries`, answering gets by either tuple; every query asked is logged.
+    fn conntrack(entries: Vec<CtEntry>, asked: mpsc::Sender<CtQuery>) -> ConntrackGet {
+        Box::new(move |q: &CtQuery| {
+            let _ = asked.send(*q);
+            Ok(entries.iter().copied().find(|e| {
+                let tuple = match q.direction {
+                    CtDirection::Original => (e.orig_src, e.orig_dst),
+                    CtDirection::Reply => (e.reply_src, e.reply_dst),
+                };
+                e.protocol == q.protocol && tuple == (q.src, q.dst)
+            }))
+        })
+    }
+
+    fn entry(orig_dst: (&str, u16), reply_dst: (&str, u16)) -> CtEntry {
+        CtEntry {
+            protocol: 6,
+            orig_src: (ip(CLIENT.0), CLIENT.1),
+            orig_dst: (ip(orig_dst.0), orig_dst.1),
+            reply_src: (ip("10.0.0.5"), 8080),
+            reply_dst: (ip(reply_dst.0), reply_dst.1),
+        }
+    }
+
+    #[test]
+    fn a_connection_to_a_backend_names_its_service_from_the_entry_conntrack_finds() {
+        let flow = to_backend();
+        assert_eq!(flow.service, None, "NFLOG gave no original tuple");
+        let lookup = plan(&flow, &resolver()).expect("the pod backs two frontends");
+        let client = (ip(CLIENT.0), CLIENT.1);
+        let pod = (ip("10.0.0.5"), 8080);
+        // The reply tuple first (the packet reversed), then the original tuple of each frontend:
+        // the ClusterIP, and the NodePort at this node's address.
+        assert_eq!(
+            lookup.queries,
+            [
+                (CtDirection::Reply, pod, client),
+                (CtDirection::Original, client, (ip("10.96.0.10"), 80)),
+                (CtDirection::Original, client, (ip("172.16.0.1"), 30080)),
+            ]
+            .map(|(direction, src, dst)| CtQuery {
+                direction,
+                protocol: 6,
+                src,
+                dst
+            })
+        );
+        // Through the ClusterIP: found by the reply tuple.
+        let (tx, asked) = mpsc::channel();
+        let mut get = conntrack(vec![entry(("10.96.0.10", 80), CLIENT)], tx);
+        assert_eq!(
+            resolve(&mut get, &lookup),
+            Outcome::Service("prod/web".into(), ip("10.96.0.10"), 80)
+        );
+        assert_eq!(asked.try_iter().count(), 1);
+        // Through the NodePort, masqueraded to the node's address (the reply goes there): found
+        // by the NodePort's original tuple.
+        let (tx, asked) = mpsc::channel();
+        let mut get = conntrack(
+            vec![entry(("172.16.0.1", 30080), ("172.16.0.1", CLIENT.1))],
+            tx,
+        );
+        assert_eq!(
+            resolve(&mut get, &lookup),
+            Outcome::Service("prod/web".into(), ip("172.16.0.1"), 30080)
+        );
+        assert_eq!(asked.try_iter().count(), 3);
+        // Translated on the client's node: the entry here is to the pod itself.
+        let (tx, asked) = mpsc::channel();
+        let mut get = conntrack(vec![entry(("10.0.0.5", 8080), CLIENT)], tx);
+        assert_eq!(resolve(&mut get, &lookup), Outcome::NotTranslated);
+        assert_eq!(asked.try_iter().count(), 1, "no lookup after an answer");
+        // No entry (the connection ended), or a kernel that does not answer: failed.
+        let (tx, _asked) = mpsc::channel();
+        assert!(matches!(
+            resolve(&mut conntrack(vec![], tx), &lookup),
+            Outcome::Failed(_)
+        ));
+        let mut refusing: ConntrackGet = Box::new(|_: &CtQuery| Err("timed out".to_string()));
+        assert_eq!(
+            resolve(&mut refusing, &lookup),
+            Outcome::Failed("timed out".into())
+        );
+    }
+
+    #[test]
+    fn only_allowed_records_of_a_backend_without_a_service_are_looked_up() {
+        let r = resolver();
+        let flow = to_backend();
+        // Denied: the entry was never confirmed, nothing to find.
+        let denied = Flow {
+            verdict: FlowVerdict::Denied,
+            ..flow.clone()
+        };
+        assert_eq!(plan(&denied, &r), None);
+        // Named already (NFLOG gave the original tuple).
+        let named = Flow {
+            service: Some(("prod/web".into(), ip("10.96.0.10"), 80)),
+            ..flow.clone()
+        };
+        assert_eq!(plan(&named, &r), None);
+        // Not a backend's port.
+        let mut other = flow.clone();
+        other.dst.port = Some(9090);
+        assert_eq!(plan(&other, &r), None);
+        // The reply direction: the backend is the source; the same tuples are asked.
+        let mut reply = flow.clone();
+        std::mem::swap(&mut reply.src, &mut reply.dst);
+        assert_eq!(
+            plan(&reply, &r).map(|l| l.queries),
+            plan(&flow, &r).map(|l| l.queries)
+        );
+    }
+
+    fn eventually(what: &str, f: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !f() {
+            assert!(Instant::now() < deadline, "never: {what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn the_worker_keeps_records_with_their_service_and_a_full_queue_never_waits() {
+        let recorder = Arc::new(FlowRecorder::new("n1"));
+        // A conntrack that answers only once let go: the queue fills meanwhile.
+        let (go, gate) = mpsc::channel::<()>();
+        let (tx, _asked) = mpsc::channel();
+        let mut inner = conntrack(vec![entry(("10.96.0.10", 80), CLIENT)], tx);
+        let get: ConntrackGet = Box::new(move |q: &CtQuery| {
+            let _ = gate.recv();
+            inner(q)
+        });
+        let lookups = ServiceLookups::spawn(get, recorder.clone()).unwrap();
+        let lookup = plan(&to_backend(), &resolver()).unwrap();
+        let mut queued = 0;
+        let handed_back = loop {
+            match lookups.submit(to_backend(), lookup.clone()) {
+                Ok(()) => queued += 1,
+                Err(flow) => break flow,
+            }
+            assert!(queued <= 2_000, "the queue is bounded");
+        };
+        assert_eq!(handed_back.dst.ip, ip("10.0.0.5"));
+        assert!(recorder.recent(0, 10).is_empty(), "nothing kept yet");
+        for _ in 0..queued {
+            go.send(()).unwrap();
+        }
+        eventually("every queued record is kept", || {
+            recorder.metrics().emitted.get() == queued
+        });
+        let kept = recorder.recent(0, 1);
+        let r = kept[0].record("n1");
+        let svc = r.service.expect("named from conntrack");
+        assert_eq!(
+            (svc.service.as_str(), svc.ip, svc.port),
+            ("prod/web", ip("10.96.0.10"), 80)
+        );
+        assert_eq!(r.dst.name.as_deref(), Some("web-1"));
+        assert_eq!(recorder.metrics().service_found.get(), queued);
+    }
 }

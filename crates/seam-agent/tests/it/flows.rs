@@ -24,7 +24,11 @@ async fn an_agent_with_flows_on_samples_its_table_and_records_what_it_reads() {
         node_drop_rate: 100,
         allow_rate: None,
     };
-    let (recorder, tasks) = flows::start(c.n1.agent.clone(), config, rx, suppressed).await;
+    let kernel = flows::FlowKernel {
+        suppressed,
+        conntrack: None,
+    };
+    let (recorder, tasks) = flows::start(c.n1.agent.clone(), config, rx, kernel).await;
     // The table the agent applies samples every rule.
     eventually("the applied table samples its rules", || async {
         let applied = c.n1.agent.applied_firewall.lock().await;

@@ -60,11 +60,11 @@ pub(crate) fn json<T: serde::Serialize>(value: &T) -> Option<Value> {
     Some(serde_json::to_value(value).unwrap())
 }
 
-/// Two nodes, a segment and one block of each.
-async fn cluster() -> (Controller, seam_model::Block, seam_model::Block) {
+/// A store in which `nodes` have joined (epoch 1), as their certificates say: the identity
+/// records a node caller's requests are checked against.
+pub(crate) async fn joined_store(nodes: &[&str]) -> AnyStore {
     let store = AnyStore::memory();
-    // Both nodes have joined (epoch 1), as their certificates say.
-    for name in ["n1", "n2"] {
+    for name in nodes {
         let record = seam_model::NodeIdentity {
             node: name.to_string(),
             epoch: 1,
@@ -77,6 +77,12 @@ async fn cluster() -> (Controller, seam_model::Block, seam_model::Block) {
         );
         seam_store::Datastore::txn(&store, txn).await.unwrap();
     }
+    store
+}
+
+/// Two nodes, a segment and one block of each.
+async fn cluster() -> (Controller, seam_model::Block, seam_model::Block) {
+    let store = joined_store(&["n1", "n2"]).await;
     let c = Controller::new(ControllerConfig::default(), store).unwrap();
     c.put_node(node("n1", 1)).await.unwrap();
     c.put_node(node("n2", 2)).await.unwrap();

@@ -74,20 +74,7 @@ fn batch(records: Vec<FlowRecord>) -> FlowBatch {
 
 /// A controller whose nodes n1 and n2 have joined, with NetworkPolicy db/allow-web stored.
 async fn controller(limits: FlowLimits) -> Controller {
-    let store = AnyStore::memory();
-    for name in ["n1", "n2"] {
-        let record = seam_model::NodeIdentity {
-            node: name.to_string(),
-            epoch: 1,
-            revoked: false,
-            joined_at: "2026-12-07T00:00:00Z".to_string(),
-        };
-        let txn = seam_store::Txn::default().put(
-            seam_controller::identities::identity_key(name),
-            serde_json::to_vec(&record).unwrap(),
-        );
-        seam_store::Datastore::txn(&store, txn).await.unwrap();
-    }
+    let store = crate::authz::joined_store(&["n1", "n2"]).await;
     let c = Controller::new(ControllerConfig::default(), store)
         .unwrap()
         .with_flow_limits(limits);

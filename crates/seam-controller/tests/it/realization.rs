@@ -7,10 +7,9 @@ use seam_controller::{Caller, Controller, ControllerConfig};
 use seam_model::{
     ApplyObject, CallerRole, Identity, NodeRealization, ObjectRealization, RealizationStatus,
 };
-use seam_store::AnyStore;
 use serde_json::{json, Value};
 
-use crate::authz::{assert_forbidden, json, node_caller, send};
+use crate::authz::{assert_forbidden, joined_store, json, node_caller, send};
 use crate::server::node;
 
 const WEB: &str = "Contract/_/web";
@@ -51,21 +50,7 @@ fn report(node: &str, objects: &[(&str, u64, Option<&str>)]) -> NodeRealization 
 
 /// Two nodes, a contract and a tenant written by one apply; the apply's revision.
 async fn cluster() -> (Controller, u64) {
-    let store = AnyStore::memory();
-    // Both nodes have joined (epoch 1), as their certificates say.
-    for name in ["n1", "n2"] {
-        let record = seam_model::NodeIdentity {
-            node: name.to_string(),
-            epoch: 1,
-            revoked: false,
-            joined_at: "2026-12-07T00:00:00Z".to_string(),
-        };
-        let txn = seam_store::Txn::default().put(
-            seam_controller::identities::identity_key(name),
-            serde_json::to_vec(&record).unwrap(),
-        );
-        seam_store::Datastore::txn(&store, txn).await.unwrap();
-    }
+    let store = joined_store(&["n1", "n2"]).await;
     let c = Controller::new(ControllerConfig::default(), store).unwrap();
     c.put_node(node("n1", 1)).await.unwrap();
     c.put_node(node("n2", 2)).await.unwrap();

@@ -6,7 +6,6 @@ use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use seam_controller::{router_as, Caller, Controller, ControllerConfig};
 use seam_model::{CallerRole, Identity};
-use seam_store::AnyStore;
 use serde_json::json;
 use tower::ServiceExt;
 
@@ -41,19 +40,7 @@ fn reader() -> Caller {
 
 /// A web pod and a db pod in `default`; db admits only TCP 5432 from the namespace's pods.
 async fn cluster() -> Controller {
-    let store = AnyStore::memory();
-    // n1 has joined (epoch 1), as its certificate says.
-    let record = seam_model::NodeIdentity {
-        node: "n1".to_string(),
-        epoch: 1,
-        revoked: false,
-        joined_at: "2026-12-07T00:00:00Z".to_string(),
-    };
-    let txn = seam_store::Txn::default().put(
-        seam_controller::identities::identity_key("n1"),
-        serde_json::to_vec(&record).unwrap(),
-    );
-    seam_store::Datastore::txn(&store, txn).await.unwrap();
+    let store = crate::authz::joined_store(&["n1"]).await;
     let c = Controller::new(ControllerConfig::default(), store).unwrap();
     c.put_node(node("n1", 1)).await.unwrap();
     c.put_segment(segment("s1", "192.168.0.0/24", 7))

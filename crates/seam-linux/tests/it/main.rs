@@ -3,6 +3,7 @@
 //! nothing touches the root namespace.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod conntrack;
 mod contract;
 mod delta;
 mod firewall;

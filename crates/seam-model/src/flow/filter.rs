@@ -29,7 +29,10 @@ pub const FLOW_QUERY: &str = "FlowQuery";
 pub struct FlowFilter {
     /// The sender (`from`).
     pub from: Option<PeerFilter>,
-    /// The receiver (`to`).
+    /// The receiver (`to`). An address or range also matches the records of connections sent
+    /// to it as a Service's address (`service.ip`: the ClusterIP, external or LoadBalancer
+    /// address, or the node address of a NodePort, which the record's `dst`, the backend, is
+    /// not).
     pub to: Option<PeerFilter>,
     /// The node whose table decided (`node`).
     pub node: Option<String>,
@@ -121,6 +124,14 @@ impl PeerFilter {
                 peer.kind == PeerKind::Node && peer.name.as_deref() == Some(node)
             }
         }
+    }
+}
+
+impl PeerFilter {
+    /// Whether this is an address or range that holds `ip` (a Service's address, which is no
+    /// peer's: only an address names it).
+    pub fn matches_address(&self, ip: Ipv4Addr) -> bool {
+        matches!(self, PeerFilter::Net(net) if net.contains(&ip))
     }
 }
 
@@ -381,7 +392,13 @@ impl FlowFilter {
     /// what `since` counts back from.
     pub fn matches(&self, record: &FlowRecord, now_ms: u64) -> bool {
         self.from.as_ref().is_none_or(|p| p.matches(&record.src))
-            && self.to.as_ref().is_none_or(|p| p.matches(&record.dst))
+            && self.to.as_ref().is_none_or(|p| {
+                p.matches(&record.dst)
+                    || record
+                        .service
+                        .as_ref()
+                        .is_some_and(|s| p.matches_address(s.ip))
+            })
             && self.node.as_ref().is_none_or(|n| *n == record.node)
             && self.verdict.is_none_or(|v| v == record.verdict)
             && self.policy.as_ref().is_none_or(|p| {

@@ -164,25 +164,48 @@ fn an_entry_is_of_a_flow_when_sent_to_its_frontend_and_answered_by_its_backend()
     assert!(!entry((FE, 54), (FE, 54)).is_of(&untranslated));
 }
 
+/// One entry as the kernel sends it (`IPCTNL_MSG_CT_NEW`), in answer to request `seq`.
+fn entry_message(e: &CtEntry, seq: u32, flags: u16) -> Vec<u8> {
+    let mut header = NetlinkHeader::default();
+    header.flags = flags;
+    header.sequence_number = seq;
+    let body = NetfilterMessage::new(
+        NetfilterHeader::new(NetfilterProtoFamily::IPv4, 0, 0),
+        ConntrackMessage::New(vec![
+            ConntrackAttribute::CtaTupleOrig(tuple(e.protocol, e.orig_src, e.orig_dst)),
+            ConntrackAttribute::CtaTupleReply(tuple(e.protocol, e.reply_src, e.reply_dst)),
+            ConntrackAttribute::CtaMark(0),
+        ]),
+    );
+    let mut m = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(body));
+    m.finalize();
+    let mut bytes = vec![0; m.buffer_len()];
+    m.serialize(&mut bytes);
+    bytes
+}
+
+/// An `NLMSG_ERROR` answering request `seq` with `errno` (0: an acknowledgement).
+fn error_message(errno: i32, seq: u32) -> Vec<u8> {
+    // The header, the negative errno, then the request's header (only its length matters here).
+    let words: [u32; 9] = [
+        36,
+        u32::from(NLMSG_ERROR),
+        seq,
+        0,
+        (-errno) as u32,
+        16,
+        0,
+        0,
+        0,
+    ];
+    words.iter().flat_map(|w| w.to_ne_bytes()).collect()
+}
+
 /// A dump answer as the kernel sends it: one `IPCTNL_MSG_CT_NEW` per entry, then `NLMSG_DONE`.
 fn dump_answer(entries: &[CtEntry]) -> Vec<u8> {
     let mut bytes = Vec::new();
     for e in entries {
-        let mut header = NetlinkHeader::default();
-        header.flags = 2; // NLM_F_MULTIPART
-        let body = NetfilterMessage::new(
-            NetfilterHeader::new(NetfilterProtoFamily::IPv4, 0, 0),
-            ConntrackMessage::New(vec![
-                ConntrackAttribute::CtaTupleOrig(tuple(e.protocol, e.orig_src, e.orig_dst)),
-                ConntrackAttribute::CtaTupleReply(tuple(e.protocol, e.reply_src, e.reply_dst)),
-                ConntrackAttribute::CtaMark(0),
-            ]),
-        );
-        let mut m = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(body));
-        m.finalize();
-        let at = bytes.len();
-        bytes.resize(at + m.buffer_len(), 0);
-        m.serialize(&mut bytes[at..]);
+        bytes.extend(entry_message(e, 0, 2)); // NLM_F_MULTIPART
     }
     // NLMSG_DONE: a header and a zero.
     let done: [u32; 5] = [20, u32::from(NLMSG_DONE) | (2 << 16), 0, 0, 0];
@@ -190,6 +213,69 @@ fn dump_answer(entries: &[CtEntry]) -> Vec<u8> {
         bytes.extend_from_slice(&w.to_ne_bytes());
     }
     bytes
+}
+
+#[test]
+fn a_get_names_one_tuple_and_its_answer_is_the_entry_or_its_absence() {
+    // What the flow recorder asks: the entry whose reply comes from backend A to the client.
+    let query = CtQuery {
+        direction: CtDirection::Reply,
+        protocol: 17,
+        src: A,
+        dst: CLIENT,
+    };
+    let bytes = get_request(&query, 9);
+    let m = NetlinkMessage::<NetfilterMessage>::deserialize(&bytes).unwrap();
+    assert_eq!(m.header.message_type, 1 << 8 | 1); // ctnetlink, IPCTNL_MSG_CT_GET
+    assert_eq!(m.header.flags, NLM_F_REQUEST, "not a dump, no ack");
+    assert_eq!(m.header.sequence_number, 9);
+    let NetlinkPayload::InnerMessage(m) = m.payload else {
+        panic!()
+    };
+    let NetfilterMessageInner::Conntrack(ConntrackMessage::Get(attributes)) = m.inner else {
+        panic!("{m:?}")
+    };
+    assert_eq!(
+        attributes,
+        [ConntrackAttribute::CtaTupleReply(tuple(17, A, CLIENT))]
+    );
+    let original = get_request(
+        &CtQuery {
+            direction: CtDirection::Original,
+            ..query
+        },
+        10,
+    );
+    let m = NetlinkMessage::<NetfilterMessage>::deserialize(&original).unwrap();
+    let NetlinkPayload::InnerMessage(m) = m.payload else {
+        panic!()
+    };
+    let NetfilterMessageInner::Conntrack(ConntrackMessage::Get(attributes)) = m.inner else {
+        panic!("{m:?}")
+    };
+    assert_eq!(
+        attributes,
+        [ConntrackAttribute::CtaTupleOrig(tuple(17, A, CLIENT))]
+    );
+
+    // The answers: the entry, no entry, a refusal; an answer to another request is not this one.
+    let found = entry((FE, 53), A);
+    assert_eq!(
+        parse_get(&entry_message(&found, 9, 0), 9),
+        Some(GetAnswer::Found(found))
+    );
+    assert_eq!(parse_get(&error_message(2, 9), 9), Some(GetAnswer::Missing));
+    assert_eq!(
+        parse_get(&error_message(1, 9), 9),
+        Some(GetAnswer::Refused(1))
+    );
+    assert_eq!(parse_get(&entry_message(&found, 8, 0), 9), None);
+    let mut late_then_ours = error_message(2, 8);
+    late_then_ours.extend(entry_message(&found, 9, 0));
+    assert_eq!(parse_get(&late_then_ours, 9), Some(GetAnswer::Found(found)));
+    // Cut short: nothing read.
+    let whole = entry_message(&found, 9, 0);
+    assert_eq!(parse_get(&whole[..whole.len() - 8], 9), None);
 }
 
 #[test]

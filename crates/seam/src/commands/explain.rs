@@ -2,7 +2,8 @@
 //! address: the Service port and the verdict to each candidate backend), with the deciding
 //! rules' counters read from the agent API of the nodes that enforce them
 //! ([`crate::agents`]), and the pair's recent flow records (what the dataplane decided, from
-//! `GET /v1/flows`).
+//! `GET /v1/flows`; to a Service address, the records of connections sent to it, whose `dst` is
+//! the backend they reached).
 
 use seam_client::ControllerClient;
 use seam_firewall::explain;
@@ -76,7 +77,15 @@ pub(crate) fn run(
                 println!("recent flows: none recorded from {src} to {dst}")
             }
             Ok(records) => {
-                println!("recent flows (newest {} of {src} -> {dst}):", records.len());
+                // To a Service address: the records of connections sent to it, each naming the
+                // backend it reached (`FlowFilter::to` matches a record's Service address).
+                let to = if x.service.is_some() {
+                    ", to the Service's backends"
+                } else {
+                    ""
+                };
+                let n = records.len();
+                println!("recent flows (newest {n} of {src} -> {dst}{to}):");
                 for r in records {
                     let cells = super::flows::row(r);
                     println!("  {}", cells.join("  ").trim_end());

@@ -124,6 +124,31 @@ impl Drop for Controller {
     }
 }
 
+/// Node n1 (a worker at 198.18.0.1).
+pub(crate) fn node_n1() -> Node {
+    Node {
+        name: "n1".into(),
+        underlay_ip: [198, 18, 0, 1].into(),
+        role: NodeRole::Worker,
+        transit_encap: Default::default(),
+        underlay_prefix_len: None,
+        underlay_mac: None,
+    }
+}
+
+/// The cluster most CLI tests start from: node n1, segments blue and green (namespaces of the
+/// same names) with a block of each on n1, and the pods blue/web-1 (10.1.0.5) and green/db-1
+/// (10.2.0.5) on n1. (A pod's address is in a block of its node: the first /26 holds .5.)
+pub(crate) async fn pods_on_n1(c: &ControllerClient) {
+    c.put_node(&node_n1()).await.unwrap();
+    c.put_segment(&segment("blue", 1, 100)).await.unwrap();
+    c.put_segment(&segment("green", 2, 101)).await.unwrap();
+    c.claim_block("blue", "n1").await.unwrap();
+    c.claim_block("green", "n1").await.unwrap();
+    c.put_endpoint(&endpoint("blue", "web-1", 1)).await.unwrap();
+    c.put_endpoint(&endpoint("green", "db-1", 2)).await.unwrap();
+}
+
 pub(crate) fn segment(name: &str, third: u8, vni: u32) -> Segment {
     Segment {
         name: name.into(),
@@ -184,23 +209,7 @@ spec:
 fn apply_get_explain_delete() {
     let ctl = Controller::start();
     ctl.block_on(|c| async move {
-        c.put_node(&Node {
-            name: "n1".into(),
-            underlay_ip: [198, 18, 0, 1].into(),
-            role: NodeRole::Worker,
-            transit_encap: Default::default(),
-            underlay_prefix_len: None,
-            underlay_mac: None,
-        })
-        .await
-        .unwrap();
-        c.put_segment(&segment("blue", 1, 100)).await.unwrap();
-        c.put_segment(&segment("green", 2, 101)).await.unwrap();
-        // A pod's address is in a block of its node (the first /26 holds .5).
-        c.claim_block("blue", "n1").await.unwrap();
-        c.claim_block("green", "n1").await.unwrap();
-        c.put_endpoint(&endpoint("blue", "web-1", 1)).await.unwrap();
-        c.put_endpoint(&endpoint("green", "db-1", 2)).await.unwrap();
+        pods_on_n1(&c).await;
     });
 
     // One bad document: nothing applied, every problem listed with its path.
@@ -283,16 +292,7 @@ fn explain_warns_of_a_stored_policy_it_cannot_read() {
     let store = AnyStore::memory();
     let ctl = Controller::start_on(store.clone());
     ctl.block_on(|c| async move {
-        c.put_node(&Node {
-            name: "n1".into(),
-            underlay_ip: [198, 18, 0, 1].into(),
-            role: NodeRole::Worker,
-            transit_encap: Default::default(),
-            underlay_prefix_len: None,
-            underlay_mac: None,
-        })
-        .await
-        .unwrap();
+        c.put_node(&node_n1()).await.unwrap();
         c.put_segment(&segment("blue", 1, 100)).await.unwrap();
         c.claim_block("blue", "n1").await.unwrap();
         c.put_endpoint(&endpoint("blue", "web-1", 1)).await.unwrap();
@@ -588,22 +588,7 @@ spec: {addresses: [203.0.113.0/30]}
 fn explain_through_a_service_names_each_backend_with_its_verdict() {
     let ctl = Controller::start();
     ctl.block_on(|c| async move {
-        c.put_node(&Node {
-            name: "n1".into(),
-            underlay_ip: [198, 18, 0, 1].into(),
-            role: NodeRole::Worker,
-            transit_encap: Default::default(),
-            underlay_prefix_len: None,
-            underlay_mac: None,
-        })
-        .await
-        .unwrap();
-        c.put_segment(&segment("blue", 1, 100)).await.unwrap();
-        c.put_segment(&segment("green", 2, 101)).await.unwrap();
-        c.claim_block("blue", "n1").await.unwrap();
-        c.claim_block("green", "n1").await.unwrap();
-        c.put_endpoint(&endpoint("blue", "web-1", 1)).await.unwrap();
-        c.put_endpoint(&endpoint("green", "db-1", 2)).await.unwrap();
+        pods_on_n1(&c).await;
         let service: seam_model::Service = serde_json::from_value(serde_json::json!({
             "name": "web", "namespace": "blue",
             "spec": {

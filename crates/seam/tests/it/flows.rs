@@ -6,9 +6,8 @@ use std::net::Ipv4Addr;
 use seam_model::flow::{
     FlowBatch, FlowDirection, FlowPeer, FlowReason, FlowRecord, FlowVerdict, PeerKind,
 };
-use seam_model::{Node, NodeRole};
 
-use crate::api::{endpoint, segment, Controller, SEED};
+use crate::api::{pods_on_n1, Controller, SEED};
 
 fn peer(ip: [u8; 4], ns: &str, name: &str, port: u16) -> FlowPeer {
     FlowPeer {
@@ -57,22 +56,7 @@ fn record(port: u16, allowed: bool, age_ms: u64) -> FlowRecord {
 fn cluster() -> Controller {
     let ctl = Controller::start();
     ctl.block_on(|c| async move {
-        c.put_node(&Node {
-            name: "n1".into(),
-            underlay_ip: [198, 18, 0, 1].into(),
-            role: NodeRole::Worker,
-            transit_encap: Default::default(),
-            underlay_prefix_len: None,
-            underlay_mac: None,
-        })
-        .await
-        .unwrap();
-        c.put_segment(&segment("blue", 1, 100)).await.unwrap();
-        c.put_segment(&segment("green", 2, 101)).await.unwrap();
-        c.claim_block("blue", "n1").await.unwrap();
-        c.claim_block("green", "n1").await.unwrap();
-        c.put_endpoint(&endpoint("blue", "web-1", 1)).await.unwrap();
-        c.put_endpoint(&endpoint("green", "db-1", 2)).await.unwrap();
+        pods_on_n1(&c).await;
         // Root on the controller's socket may post as any node; agents post only their own.
         c.post_flows(&FlowBatch {
             records: vec![record(443, true, 60_000), record(8080, false, 1_000)],
@@ -181,4 +165,67 @@ fn explain_lists_the_pairs_recent_flows() {
         none.contains("recent flows: none recorded from blue/web-1 to green/db-1"),
         "{none}"
     );
+}
+
+/// `seam explain` to a ClusterIP lists the records of connections sent to it: the agent named
+/// the Service in them (from conntrack), and each names the backend it reached.
+#[test]
+fn explain_to_a_service_address_lists_the_flows_sent_to_it() {
+    let ctl = cluster();
+    ctl.block_on(|c| async move {
+        let service: seam_model::Service = serde_json::from_value(serde_json::json!({
+            "name": "web", "namespace": "blue",
+            "spec": {
+                "selector": {"app": "web-1"},
+                "ports": [{"name": "https", "port": 80, "targetPort": 443}],
+                "clusterIP": {"address": "10.96.0.10"}
+            }
+        }))
+        .unwrap();
+        c.put_service(&service).await.unwrap();
+        let mut through = record(443, true, 500);
+        through.direction = FlowDirection::Egress;
+        through.service = Some(seam_model::flow::FlowService {
+            service: "blue/web".into(),
+            ip: Ipv4Addr::new(10, 96, 0, 10),
+            port: 80,
+        });
+        c.post_flows(&FlowBatch {
+            records: vec![through],
+            dropped: 0,
+        })
+        .await
+        .unwrap();
+    });
+    let text = ctl.ok(&["explain", "green/db-1", "10.96.0.10", "80/tcp"]);
+    assert!(
+        text.contains(
+            "recent flows (newest 1 of green/db-1 -> 10.96.0.10, to the Service's backends):"
+        ),
+        "{text}"
+    );
+    let line = text
+        .lines()
+        .find(|l| l.contains("SERVICE blue/web via 10.96.0.10:80"))
+        .unwrap_or_else(|| panic!("the flow through the Service: {text}"));
+    assert!(
+        line.contains("blue/web-1") && line.contains("TCP/443") && line.contains("allowed"),
+        "{text}"
+    );
+    // The direct records of the pair (no Service) are not the Service's.
+    let json = ctl.ok(&[
+        "explain",
+        "green/db-1",
+        "10.96.0.10",
+        "80/tcp",
+        "-o",
+        "json",
+    ]);
+    let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let recent = value["recentFlows"].as_array().unwrap();
+    assert_eq!(recent.len(), 1, "{json}");
+    assert_eq!(recent[0]["service"]["service"], "blue/web", "{json}");
+    // `seam flows --to` the ClusterIP: the same record.
+    let listed = ctl.ok(&["flows", "--to", "10.96.0.10"]);
+    assert_eq!(listed.lines().count(), 2, "{listed}");
 }

@@ -46,7 +46,11 @@ impl Setup {
 /// A lab of `nodes` nodes with the web pods (`web-1` n1, `web-2` n2, `web-3` n1) and the client
 /// pod `client/c1` on n2, made with `seam lab pod-add --labels` as a user would.
 fn setup(name: &str, nodes: usize) -> Setup {
-    let g = LabGuard::up(name, nodes, &[]);
+    setup_in(LabGuard::up(name, nodes, &[]))
+}
+
+/// [`setup`] on a lab that is up.
+fn setup_in(g: LabGuard) -> Setup {
     let mut webs = Vec::new();
     for (pod, node) in [("web-1", "n1"), ("web-2", "n2"), ("web-3", "n1")] {
         let labels = format!("app=web,pod={pod}");
@@ -1053,6 +1057,77 @@ spec:
         let denied = line.to_lowercase().contains("den") || line.to_lowercase().contains("drop");
         assert_eq!(denied, web.name == "web-2", "{line}\n{text}");
     }
+}
+
+/// With flow recording on (the lab's default), a connection of client/c1 (n2) to the ClusterIP
+/// is recorded naming the Service and the address it used, though the policy saw the backend
+/// (the agent asks conntrack when NFLOG does not say), and `seam explain` to the ClusterIP
+/// lists those records.
+#[test]
+#[ignore = "privileged: netns"]
+fn flow_records_of_service_connections_name_the_service_and_explain_lists_them() {
+    seam_e2e::require_root();
+    let g = LabGuard::new(&seam_lab::LabSpec {
+        name: "e2e-svf".to_string(),
+        nodes: 2,
+        segment_mode: "namespace".to_string(),
+        bin_dir: seam_e2e::bin_dir(),
+        controller_args: Vec::new(),
+        one_process: false,
+        store: seam_lab::LabStore::Embedded,
+        controllers: 1,
+        flows: true,
+    })
+    .unwrap();
+    let s = setup_in(g);
+    apply(&s.g, "web", &service_yaml("web", "app: web", "", ""));
+    let vip = cluster_ip(&s.g, "web");
+    reaches(&s.client.netns_path, Transport::Tcp, vip, 80);
+    let webs: BTreeSet<Ipv4Addr> = s.webs.iter().map(|w| w.ip).collect();
+    let lab = s.g.lab.name.clone();
+    let records = |args: &[&str]| -> Vec<serde_json::Value> {
+        let out = seam(&lab, args);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    };
+    // The client's node translated the connection: its egress record names the Service.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let named = loop {
+        reaches(&s.client.netns_path, Transport::Tcp, vip, 80);
+        let named = records(&["flows", "--to", &vip.to_string(), "-o", "json"]);
+        if !named.is_empty() {
+            break named;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no record of client/c1 through the ClusterIP names web/web: {:?}",
+            records(&["flows", "-o", "json"])
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let r = &named[0];
+    assert_eq!(r["service"]["service"], "web/web", "{r}");
+    assert_eq!(r["service"]["ip"], vip.to_string(), "{r}");
+    assert_eq!(r["service"]["port"], 80, "{r}");
+    assert_eq!(r["node"], "n2", "{r}");
+    assert_eq!(r["src"]["name"], "c1", "{r}");
+    let backend: Ipv4Addr = r["dst"]["ip"].as_str().unwrap().parse().unwrap();
+    assert!(
+        webs.contains(&backend),
+        "the backend, not the ClusterIP: {r}"
+    );
+    assert_eq!(r["dst"]["port"], WEB_PORT, "{r}");
+    // `seam explain` to the ClusterIP lists them.
+    let out = seam(&lab, &["explain", "client/c1", &vip.to_string(), "80/tcp"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("to the Service's backends):")
+            && text.contains(&format!("SERVICE web/web via {vip}:80")),
+        "{text}"
+    );
 }
 
 /// `seam lab ARGS…` (the lab verbs name their lab with `--name`).

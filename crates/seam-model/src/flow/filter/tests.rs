@@ -204,3 +204,31 @@ fn a_record_passes_only_when_every_part_matches() {
     let default = record(now, FlowVerdict::Denied, None);
     assert!(!q("policy=allow").matches(&default, now));
 }
+
+#[test]
+fn to_a_services_address_matches_the_records_of_connections_sent_to_it() {
+    let mut r = record(1_000, FlowVerdict::Allowed, None);
+    r.service = Some(crate::flow::FlowService {
+        service: "db/pg".into(),
+        ip: Ipv4Addr::new(10, 96, 0, 10),
+        port: 5432,
+    });
+    let to = |s: &str| FlowFilter {
+        to: Some(PeerFilter::parse(s).unwrap()),
+        ..FlowFilter::default()
+    };
+    // The ClusterIP the client used, and the backend the record names: both match.
+    assert!(to("10.96.0.10").matches(&r, 1_000));
+    assert!(to("10.96.0.0/12").matches(&r, 1_000));
+    assert!(to("10.2.0.7").matches(&r, 1_000));
+    assert!(!to("10.96.0.11").matches(&r, 1_000));
+    // A Service address is no sender, and only an address names it.
+    let from = FlowFilter {
+        from: Some(PeerFilter::parse("10.96.0.10").unwrap()),
+        ..FlowFilter::default()
+    };
+    assert!(!from.matches(&r, 1_000));
+    assert!(!to("db/pg").matches(&r, 1_000));
+    r.service = None;
+    assert!(!to("10.96.0.10").matches(&r, 1_000));
+}
