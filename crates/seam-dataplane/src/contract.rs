@@ -369,6 +369,7 @@ pub fn sample_node(underlay: Underlay) -> DesiredNode {
             ip: a("10.240.0.9"),
             mac: MacAddr([0x02, 0, 0, 0, 0, 9]),
             node_ip: a("198.18.0.12"),
+            routed: false,
         }]
         .into(),
         local_ports: BTreeMap::new(),

@@ -89,7 +89,11 @@ fn host_mac(name: &str) -> MacAddr {
 
 impl NodeKernel for FakeKernel {
     async fn observe(&self) -> Result<Observed> {
-        Ok(self.lock()?.observed.clone())
+        let s = self.lock()?;
+        let mut observed = s.observed.clone();
+        // One routing table: the transit's direct routes are what the segments see.
+        observed.routes = s.transit.direct_routes.clone();
+        Ok(observed)
     }
 
     async fn apply(&self, op: &LinkOp) -> Result<()> {
@@ -365,6 +369,13 @@ impl TransitKernel for FakeKernel {
     async fn observe_transit(&self, desired: &DesiredTransit) -> Result<ObservedTransit> {
         let s = self.lock()?;
         let mut observed = s.transit.clone();
+        observed.routed_neighbours = s
+            .observed
+            .neighbours
+            .iter()
+            .filter(|&&(vni, _, mac)| mac == seam_model::gateway_mac(vni))
+            .map(|&(_, ip, _)| ip)
+            .collect();
         observed.exists = s.transit_device.is_some();
         observed.device_ok = s.transit_device == Some((desired.vni, desired.mac));
         Ok(observed)

@@ -1,4 +1,6 @@
-use crate::types::{DesiredNode, LinkOp, Observed};
+use seam_model::MacAddr;
+
+use crate::types::{DesiredNode, LinkOp, Observed, RemoteEntry};
 
 /// The operations that turn `observed` into `desired`, in a safe order: segments first (so
 /// entries have a device to live on), then additions, then removals (so traffic that is being
@@ -6,6 +8,13 @@ use crate::types::{DesiredNode, LinkOp, Observed};
 ///
 /// Adoption: whatever already matches is left alone, so a restarted agent changes nothing on a
 /// node that is already right.
+///
+/// A routed endpoint ([`crate::RemoteEntry::routed`]) gets the segment's gateway MAC as its
+/// neighbour entry only while its route over the underlay is observed (the transit adds it
+/// first); without the route, or not routed, the endpoint's own MAC. The transit keeps such a
+/// route until the entry is back to the endpoint's MAC
+/// ([`crate::ObservedTransit::routed_neighbours`]), so a pod that cached either MAC always has
+/// a path.
 pub fn plan(desired: &DesiredNode, observed: &Observed) -> Vec<LinkOp> {
     let mut ops = Vec::new();
     for (vni, spec) in &desired.segments {
@@ -28,11 +37,12 @@ pub fn plan(desired: &DesiredNode, observed: &Observed) -> Vec<LinkOp> {
         if !observed.fdb.contains(&(r.vni, r.mac, r.node_ip)) {
             ops.push(LinkOp::FdbAdd(*r));
         }
-        if !observed.neighbours.contains(&(r.vni, r.ip, r.mac)) {
+        let mac = neighbour_mac(desired, observed, r);
+        if !observed.neighbours.contains(&(r.vni, r.ip, mac)) {
             ops.push(LinkOp::NeighAdd {
                 vni: r.vni,
                 ip: r.ip,
-                mac: r.mac,
+                mac,
             });
         }
     }
@@ -108,6 +118,15 @@ pub fn plan(desired: &DesiredNode, observed: &Observed) -> Vec<LinkOp> {
         }
     }
     ops
+}
+
+/// The MAC a remote endpoint's neighbour entry should answer ARP with (see [`plan`]).
+fn neighbour_mac(desired: &DesiredNode, observed: &Observed, r: &RemoteEntry) -> MacAddr {
+    let gateway = desired.segments.get(&r.vni).map(|s| s.gateway_mac);
+    match gateway {
+        Some(gateway) if r.routed && observed.routes.contains(&(r.ip, r.node_ip)) => gateway,
+        _ => r.mac,
+    }
 }
 
 #[cfg(test)]

@@ -49,6 +49,10 @@ pub struct RemoteEntry {
     pub mac: MacAddr,
     /// Underlay address of the endpoint's node.
     pub node_ip: Ipv4Addr,
+    /// Reached routed (see [`crate::routed`]): once the transit's route `IP/32 via NODE_IP`
+    /// exists, the neighbour entry (what proxy ARP answers) is the segment's gateway MAC, so
+    /// pods send to their node, which routes over the underlay. The FDB entry stays either way.
+    pub routed: bool,
 }
 
 /// Everything Seam wants on one node, apart from the attachments' own veths.
@@ -76,6 +80,10 @@ pub struct Observed {
     pub fdb: BTreeSet<(u32, MacAddr, Ipv4Addr)>,
     /// Static neighbour entries on VXLAN devices `(vni, ip, mac)`.
     pub neighbours: BTreeSet<(u32, Ipv4Addr, MacAddr)>,
+    /// Seam's routes to a peer's underlay `(dst /32, via)` (protocol
+    /// [`crate::TRANSIT_ROUTE_PROTOCOL`], kept by the transit): a routed endpoint's neighbour
+    /// entry moves to the gateway MAC only once its route is there.
+    pub routes: BTreeSet<(Ipv4Addr, Ipv4Addr)>,
     /// Host ports found, with the VNI of the bridge they are plugged into (if any).
     pub host_ports: BTreeMap<String, Option<u32>>,
     /// VM ports found (`tv…`), with the VNI of the bridge they are plugged into (if any) and

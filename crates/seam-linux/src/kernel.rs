@@ -553,6 +553,7 @@ impl NodeKernel for LinuxKernel {
                 observed.neighbours.insert((*vni, ip, mac));
             }
         }
+        observed.routes = crate::transit::main_direct_routes(h).await?;
         Ok(observed)
     }
 

@@ -4,10 +4,12 @@
 //! through each gateway: a `fwmark` rule and a table per gateway (`seam_dataplane::reply`). The
 //! NAT table those also need is Seam's nftables: it goes through `Firewall::apply_nat`.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 
 use futures::TryStreamExt;
 use ipnet::Ipv4Net;
+use netlink_packet_route::link::LinkAttribute;
 use netlink_packet_route::neighbour::{NeighbourFlags, NeighbourState};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol,
@@ -21,10 +23,10 @@ use seam_dataplane::reply::{
 };
 use seam_dataplane::snat::{EGRESS_RULE_PRIORITY, EGRESS_TABLE};
 use seam_dataplane::{
-    DesiredTransit, EgressRule, ObservedTransit, Result, TransitKernel, TransitOp, TRANSIT_DEVICE,
+    vni_of_vxlan, DesiredTransit, EgressRule, ObservedTransit, Result, TransitKernel, TransitOp, TRANSIT_DEVICE,
     TRANSIT_ROUTE_PROTOCOL,
 };
-use seam_model::MacAddr;
+use seam_model::{gateway_mac, MacAddr};
 
 use crate::kernel::{
     add_address, delete_link, fdb_del, is_up, kernel_err, link_by_name, link_mac, neigh_del,
@@ -271,6 +273,55 @@ fn route_fields(route: &RouteMessage) -> (Option<u32>, Option<Ipv4Addr>, Option<
     (oif, dst, via)
 }
 
+/// The main table's id (`RT_TABLE_MAIN`).
+const MAIN_TABLE: u32 = 254;
+
+/// Seam's routes to a peer's underlay in the main table `(dst /32, via)` (protocol
+/// [`TRANSIT_ROUTE_PROTOCOL`]): what the segment reconciler needs to know before it points a
+/// routed endpoint's neighbour entry at the gateway MAC.
+pub(crate) async fn main_direct_routes(h: &Handle) -> Result<BTreeSet<(Ipv4Addr, Ipv4Addr)>> {
+    let mut found = BTreeSet::new();
+    let mut routes = h
+        .route()
+        .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+        .execute();
+    while let Some(route) = routes
+        .try_next()
+        .await
+        .map_err(kernel_err("list routes", "main"))?
+    {
+        if route.header.protocol == RouteProtocol::Other(TRANSIT_ROUTE_PROTOCOL)
+            && route.header.destination_prefix_length == 32
+            && route_table(&route) == MAIN_TABLE
+        {
+            if let (_, Some(dst), Some(via)) = route_fields(&route) {
+                found.insert((dst, via));
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// The segments' VXLAN devices, index → VNI.
+async fn segment_vxlans(h: &Handle) -> Result<BTreeMap<u32, u32>> {
+    let mut found = BTreeMap::new();
+    let mut links = h.link().get().execute();
+    while let Some(link) = links
+        .try_next()
+        .await
+        .map_err(kernel_err("list links", "all"))?
+    {
+        let vni = link.attributes.iter().find_map(|a| match a {
+            LinkAttribute::IfName(name) => vni_of_vxlan(name),
+            _ => None,
+        });
+        if let Some(vni) = vni {
+            found.insert(link.header.index, vni);
+        }
+    }
+    Ok(found)
+}
+
 impl LinuxKernel {
     /// Seam's egress rules (`ip rule list`, priorities [`EGRESS_RULE_PRIORITY`] and `+ 1`).
     async fn observe_egress_rules(
@@ -426,9 +477,7 @@ impl TransitKernel for LinuxKernel {
                 }
             }
         }
-        let Some(index) = index else {
-            return Ok(observed);
-        };
+        let vxlans = segment_vxlans(h).await?;
         let mut neigh = h
             .neighbours()
             .get()
@@ -439,13 +488,23 @@ impl TransitKernel for LinuxKernel {
             .await
             .map_err(kernel_err("list neighbours", TRANSIT_DEVICE))?
         {
-            if entry.header.ifindex != index || entry.header.state != NeighbourState::Permanent {
+            if entry.header.state != NeighbourState::Permanent {
                 continue;
             }
-            if let (Some(mac), Some(ip)) = (neigh_mac(&entry), neigh_v4(&entry)) {
+            let (Some(mac), Some(ip)) = (neigh_mac(&entry), neigh_v4(&entry)) else {
+                continue;
+            };
+            if Some(entry.header.ifindex) == index {
                 observed.neighbours.insert((ip, mac));
+            } else if let Some(&vni) = vxlans.get(&entry.header.ifindex) {
+                if mac == gateway_mac(vni) {
+                    observed.routed_neighbours.insert(ip);
+                }
             }
         }
+        let Some(index) = index else {
+            return Ok(observed);
+        };
         let mut fdb = h
             .neighbours()
             .get()

@@ -11,6 +11,7 @@ fn segment() -> Segment {
         block_prefix: 26,
         namespace: Some("default".into()),
         snat: false,
+        forwarding: Default::default(),
     }
 }
 
@@ -332,6 +333,7 @@ fn a_nodes_underlay_mac_is_optional_round_trips_and_must_be_unicast() {
     assert_eq!(back, with);
     let multicast = Node {
         underlay_mac: Some(MacAddr([1, 0, 0x5e, 0, 0, 1])),
+        segment_encap: Default::default(),
         ..with
     };
     let err = multicast.validate().unwrap_err().to_string();

@@ -134,6 +134,7 @@ pub(crate) fn segment(name: &str, third: u8, vni: u32) -> Segment {
         block_prefix: 26,
         namespace: Some(name.into()),
         snat: false,
+        forwarding: Default::default(),
     }
 }
 
@@ -191,6 +192,7 @@ fn apply_get_explain_delete() {
             transit_encap: Default::default(),
             underlay_prefix_len: None,
             underlay_mac: None,
+            segment_encap: Default::default(),
         })
         .await
         .unwrap();
@@ -290,6 +292,7 @@ fn explain_warns_of_a_stored_policy_it_cannot_read() {
             transit_encap: Default::default(),
             underlay_prefix_len: None,
             underlay_mac: None,
+            segment_encap: Default::default(),
         })
         .await
         .unwrap();
@@ -595,6 +598,7 @@ fn explain_through_a_service_names_each_backend_with_its_verdict() {
             transit_encap: Default::default(),
             underlay_prefix_len: None,
             underlay_mac: None,
+            segment_encap: Default::default(),
         })
         .await
         .unwrap();

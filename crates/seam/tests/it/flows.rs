@@ -64,6 +64,7 @@ fn cluster() -> Controller {
             transit_encap: Default::default(),
             underlay_prefix_len: None,
             underlay_mac: None,
+            segment_encap: Default::default(),
         })
         .await
         .unwrap();
