@@ -260,7 +260,10 @@ pub async fn reconcile_once<K: NodeKernel + Firewall + 'static>(
     if !ops.is_empty() {
         tracing::info!(operations = ops.len(), "dataplane reconciled");
     }
-    if ops.iter().any(|op| matches!(op, LinkOp::NeighAdd { .. } | LinkOp::NeighDel { .. })) {
+    if ops
+        .iter()
+        .any(|op| matches!(op, LinkOp::NeighAdd { .. } | LinkOp::NeighDel { .. }))
+    {
         agent
             .transit_now
             .store(true, std::sync::atomic::Ordering::Release);

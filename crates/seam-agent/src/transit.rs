@@ -36,8 +36,8 @@ use std::time::{Duration, Instant};
 
 use ipnet::Ipv4Net;
 use seam_dataplane::reply::{reply_gateways, reply_slots};
-pub use seam_dataplane::routed::{routed_directly, LocalNode};
 use seam_dataplane::routed::{endpoint_routed, routes_segments};
+pub use seam_dataplane::routed::{routed_directly, LocalNode};
 use seam_dataplane::{
     plan_transit, DesiredTransit, Egress, Firewall, NodeKernel, ReplyRoute, TransitKernel,
     TransitRoute, TransitStep,

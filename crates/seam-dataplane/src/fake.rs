@@ -100,13 +100,23 @@ impl NodeKernel for FakeKernel {
         let mut s = self.lock()?;
         let o = &mut s.observed;
         match op {
-            LinkOp::EnsureSegment { spec, .. } => {
+            LinkOp::EnsureSegment { spec, underlay } => {
+                let rebuilt = o
+                    .segments
+                    .get(&spec.vni)
+                    .is_some_and(|s| s.vxlan_local.is_some_and(|ip| ip != underlay.ip));
+                if rebuilt {
+                    // A new device: the old one's entries went with it.
+                    o.fdb.retain(|e| e.0 != spec.vni);
+                    o.neighbours.retain(|e| e.0 != spec.vni);
+                }
                 o.segments.insert(
                     spec.vni,
                     ObservedSegment {
                         bridge_ok: true,
                         vxlan_ok: true,
                         gateway_ok: true,
+                        vxlan_local: Some(underlay.ip),
                     },
                 );
             }

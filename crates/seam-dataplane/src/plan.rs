@@ -1,3 +1,5 @@
+use std::collections::BTreeSet;
+
 use seam_model::MacAddr;
 
 use crate::types::{DesiredNode, LinkOp, Observed, RemoteEntry};
@@ -17,11 +19,29 @@ use crate::types::{DesiredNode, LinkOp, Observed, RemoteEntry};
 /// a path.
 pub fn plan(desired: &DesiredNode, observed: &Observed) -> Vec<LinkOp> {
     let mut ops = Vec::new();
+    // VXLAN devices bound to an old underlay address are made anew, and their entries with them.
+    let rebuilt: BTreeSet<u32> = observed
+        .segments
+        .iter()
+        .filter(|(_, s)| s.vxlan_local.is_some_and(|ip| ip != desired.underlay.ip))
+        .map(|(vni, _)| *vni)
+        .filter(|vni| desired.segments.contains_key(vni))
+        .collect();
+    let kept;
+    let observed = if rebuilt.is_empty() {
+        observed
+    } else {
+        let mut o = observed.clone();
+        o.fdb.retain(|e| !rebuilt.contains(&e.0));
+        o.neighbours.retain(|e| !rebuilt.contains(&e.0));
+        kept = o;
+        &kept
+    };
     for (vni, spec) in &desired.segments {
         let ok = observed
             .segments
             .get(vni)
-            .is_some_and(|s| s.bridge_ok && s.vxlan_ok && s.gateway_ok);
+            .is_some_and(|s| s.bridge_ok && s.vxlan_ok && s.gateway_ok && !rebuilt.contains(vni));
         if !ok {
             ops.push(LinkOp::EnsureSegment {
                 spec: spec.clone(),

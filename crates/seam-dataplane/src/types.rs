@@ -115,12 +115,17 @@ pub struct ObservedSegment {
     pub vxlan_ok: bool,
     /// The gateway address is on the bridge.
     pub gateway_ok: bool,
+    /// The VXLAN device's local (source) address, when it has one: a node whose underlay
+    /// address changed must rebuild the device on the new one.
+    pub vxlan_local: Option<Ipv4Addr>,
 }
 
 /// One change to a node's dataplane.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LinkOp {
-    /// Create or repair the bridge, VXLAN device and gateway of a segment (idempotent).
+    /// Create or repair the bridge, VXLAN device and gateway of a segment (idempotent; a VXLAN
+    /// device bound to another local address than the underlay's is made anew, without its
+    /// entries).
     EnsureSegment {
         /// The segment.
         spec: SegmentSpec,

@@ -23,8 +23,8 @@ use seam_dataplane::reply::{
 };
 use seam_dataplane::snat::{EGRESS_RULE_PRIORITY, EGRESS_TABLE};
 use seam_dataplane::{
-    vni_of_vxlan, DesiredTransit, EgressRule, ObservedTransit, Result, TransitKernel, TransitOp, TRANSIT_DEVICE,
-    TRANSIT_ROUTE_PROTOCOL,
+    vni_of_vxlan, DesiredTransit, EgressRule, ObservedTransit, Result, TransitKernel, TransitOp,
+    TRANSIT_DEVICE, TRANSIT_ROUTE_PROTOCOL,
 };
 use seam_model::{gateway_mac, MacAddr};
 

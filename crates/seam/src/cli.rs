@@ -335,6 +335,10 @@ pub enum ConformanceCmd {
         /// --dataplane: keep the lab afterwards.
         #[arg(long)]
         keep: bool,
+        /// --dataplane: the nodes' `seamd --segment-encap` (`cross-subnet`: the pods' traffic
+        /// between nodes is routed without encapsulation; `always`: VXLAN).
+        #[arg(long, default_value = "cross-subnet", value_parser = seam_lab::gateway::TRANSIT_ENCAP_MODES)]
+        segment_encap: String,
     },
 }
 

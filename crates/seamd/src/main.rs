@@ -90,7 +90,12 @@ struct Args {
     /// VXLAN with every node: use it where the underlay drops source addresses it did not
     /// assign (cloud VPCs with source/destination checks, switches with IP source guard), since
     /// routed packets carry the pods' and VMs' own addresses on the underlay.
-    #[arg(long, env = "SEAM_SEGMENT_ENCAP", value_enum, default_value = "cross-subnet")]
+    #[arg(
+        long,
+        env = "SEAM_SEGMENT_ENCAP",
+        value_enum,
+        default_value = "cross-subnet"
+    )]
     segment_encap: TransitEncapArg,
     /// On a gateway node: the interface on the external network. The LoadBalancer addresses this
     /// gateway owns are added to it as /32s and announced with gratuitous ARP; without it the

@@ -45,6 +45,7 @@ fn realized(d: &DesiredNode) -> Observed {
                         bridge_ok: true,
                         vxlan_ok: true,
                         gateway_ok: true,
+                        vxlan_local: None,
                     },
                 )
             })
@@ -243,4 +244,35 @@ fn a_routed_endpoint_answers_with_the_gateway_mac_only_once_its_route_exists() {
         mac: e.mac,
         dst: e.node_ip
     }));
+}
+
+#[test]
+fn a_vxlan_device_on_an_old_underlay_address_is_made_anew_with_its_entries() {
+    let d = desired();
+    let mut o = realized(&d);
+    if let Some(s) = o.segments.get_mut(&4096) {
+        s.vxlan_local = Some(Ipv4Addr::new(198, 18, 0, 99));
+    }
+    let ops = plan(&d, &o);
+    let e = *d.remote.iter().next().unwrap();
+    assert_eq!(
+        ops,
+        vec![
+            LinkOp::EnsureSegment {
+                spec: d.segments[&4096].clone(),
+                underlay: d.underlay.clone()
+            },
+            LinkOp::FdbAdd(e),
+            LinkOp::NeighAdd {
+                vni: 4096,
+                ip: e.ip,
+                mac: e.mac
+            },
+        ]
+    );
+    // On the right address: nothing.
+    if let Some(s) = o.segments.get_mut(&4096) {
+        s.vxlan_local = Some(d.underlay.ip);
+    }
+    assert!(plan(&d, &o).is_empty());
 }
