@@ -85,6 +85,41 @@ proptest! {
 }
 
 #[test]
+fn forwarding_defaults_to_routed_round_trips_and_refuses_other_values() {
+    let json = serde_json::to_value(segment()).unwrap_or_default();
+    assert!(
+        json.get("forwarding").is_none(),
+        "the default is left out: {json}"
+    );
+    let overlay = Segment {
+        forwarding: SegmentForwarding::Overlay,
+        ..segment()
+    };
+    let json = serde_json::to_value(&overlay).unwrap_or_default();
+    assert_eq!(json["forwarding"], "overlay");
+    let back: Segment = serde_json::from_value(json.clone()).unwrap_or_else(|_| segment());
+    assert_eq!(back, overlay);
+    let mut wrong = json;
+    wrong["forwarding"] = "bridged".into();
+    assert!(serde_json::from_value::<Segment>(wrong).is_err());
+}
+
+#[test]
+fn segment_encap_is_always_when_absent_and_published_only_when_cross_subnet() {
+    let old: Node = serde_json::from_str(r#"{"name":"n1","underlayIp":"198.18.0.11"}"#)
+        .unwrap_or_else(|_| unreachable!());
+    assert_eq!(old.segment_encap, TransitEncap::Always);
+    let json = serde_json::to_value(&old).unwrap_or_default();
+    assert!(json.get("segmentEncap").is_none(), "{json}");
+    let routed = Node {
+        segment_encap: TransitEncap::CrossSubnet,
+        ..old
+    };
+    let json = serde_json::to_value(&routed).unwrap_or_default();
+    assert_eq!(json["segmentEncap"], "crossSubnet");
+}
+
+#[test]
 fn namespace_validation_reports_every_problem() {
     let ns = Namespace::named("blue");
     assert_eq!(ns.validate(), Ok(()));
