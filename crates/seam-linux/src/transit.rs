@@ -55,23 +55,16 @@ fn direct_route_message(dst: Ipv4Addr, via: Ipv4Addr) -> RouteMessage {
         .build()
 }
 
-/// Whether reverse-path filtering on `ifname` is not strict: the kernel applies the larger of
-/// `all` and the interface's value, and 1 is the only strict one.
+/// Whether reverse-path filtering on `ifname` is not strict (see [`crate::sysctl::rp_filter_strict`]).
 fn rp_filter_loose(ifname: &str) -> Result<bool> {
-    let value = |key: String| -> Result<u8> {
-        let text =
-            crate::sysctl::read(&key).map_err(|e| sysctl_error("read rp_filter", ifname, e))?;
-        Ok(text.parse().unwrap_or(1))
-    };
-    let all = value("net/ipv4/conf/all/rp_filter".into())?;
-    let own = value(format!("net/ipv4/conf/{ifname}/rp_filter"))?;
-    Ok(all.max(own) != 1)
+    crate::sysctl::rp_filter_strict(ifname)
+        .map(|strict| !strict)
+        .map_err(|e| sysctl_error("read rp_filter", ifname, e))
 }
 
-/// `rp_filter` 2 (loose) on `ifname`.
+/// `rp_filter` 2 (loose) on `ifname` where it is strict.
 fn loosen_rp_filter(ifname: &str) -> Result<()> {
-    crate::sysctl::write(&format!("net/ipv4/conf/{ifname}/rp_filter"), "2")
-        .map_err(|e| sysctl_error("set rp_filter", ifname, e))
+    crate::sysctl::loosen_rp_filter(ifname).map_err(|e| sysctl_error("set rp_filter", ifname, e))
 }
 
 fn sysctl_error(

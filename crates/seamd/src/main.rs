@@ -85,8 +85,8 @@ struct Args {
     /// How the other nodes send this node's endpoints the traffic of routed segments (every
     /// segment but those with `forwarding: overlay`). `cross-subnet` routes it without
     /// encapsulation between this node and the nodes of its underlay subnet that publish
-    /// `cross-subnet` too (reverse-path filtering on the underlay interface is set loose before
-    /// the node is published), and through the segments' VXLAN with the rest. `always` keeps the
+    /// `cross-subnet` too (strict reverse-path filtering on the underlay interface is set loose
+    /// before the node is published), and through the segments' VXLAN with the rest. `always` keeps the
     /// VXLAN with every node: use it where the underlay drops source addresses it did not
     /// assign (cloud VPCs with source/destination checks, switches with IP source guard), since
     /// routed packets carry the pods' and VMs' own addresses on the underlay.
@@ -274,9 +274,12 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         // Before the Node says `crossSubnet`: from then on peers route their endpoints' traffic
         // here over the underlay, from source addresses this node routes elsewhere while a mode
         // switch is under way, which strict filtering would drop.
-        let key = format!("net/ipv4/conf/{}/rp_filter", args.underlay_interface);
-        seam_linux::sysctl::write(&key, "2")
-            .with_context(|| format!("loosen reverse-path filtering ({key})"))?;
+        seam_linux::sysctl::loosen_rp_filter(&args.underlay_interface).with_context(|| {
+            format!(
+                "loosen reverse-path filtering on {}",
+                args.underlay_interface
+            )
+        })?;
     }
     if let Some(dir) = args.state.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
