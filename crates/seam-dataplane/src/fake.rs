@@ -561,4 +561,18 @@ mod tests {
             contract::sample_nat(0),
         ));
     }
+
+    #[test]
+    fn a_new_underlay_address_rebinds_the_vxlan_devices() {
+        let underlay = |last| crate::Underlay {
+            ifname: "eth0".into(),
+            ip: std::net::Ipv4Addr::new(198, 18, 0, last),
+            prefix_len: 24,
+        };
+        block_on(contract::a_new_underlay_address_rebinds_the_vxlan_devices(
+            &FakeKernel::default(),
+            underlay(11),
+            underlay(12),
+        ));
+    }
 }

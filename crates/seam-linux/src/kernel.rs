@@ -175,7 +175,7 @@ fn hairpin_up_message(index: u32) -> LinkMessage {
 }
 
 /// A VXLAN device's local (source) address.
-fn vxlan_local(link: &LinkMessage) -> Option<Ipv4Addr> {
+pub(crate) fn vxlan_local(link: &LinkMessage) -> Option<Ipv4Addr> {
     link.attributes.iter().find_map(|attr| match attr {
         LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|i| match i {
             LinkInfo::Data(InfoData::Vxlan(data)) => data.iter().find_map(|d| match d {

@@ -30,7 +30,8 @@ use seam_model::{gateway_mac, MacAddr};
 
 use crate::kernel::{
     add_address, delete_link, fdb_del, is_up, kernel_err, link_by_name, link_mac, neigh_del,
-    neigh_mac, neigh_v4, ok_if_absent, ok_if_exists, require_link, LinuxKernel, VXLAN_PORT,
+    neigh_mac, neigh_v4, ok_if_absent, ok_if_exists, require_link, vxlan_local, LinuxKernel,
+    VXLAN_PORT,
 };
 
 /// The address of a gateway's transit device (see the rp_filter note in `EnsureDevice`).
@@ -415,6 +416,11 @@ impl TransitKernel for LinuxKernel {
             observed.exists = true;
             observed.device_ok = is_up(link) && link_mac(link) == Some(desired.mac);
         }
+        // Bound to an old underlay address (the node's address changed): `EnsureDevice` makes it
+        // anew, and what is on it goes with it, so it is observed as absent and planned again.
+        let stale = link
+            .as_ref()
+            .is_some_and(|l| vxlan_local(l).is_some_and(|ip| ip != desired.underlay.ip));
         let mut routes = h
             .route()
             .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
@@ -498,6 +504,15 @@ impl TransitKernel for LinuxKernel {
         let Some(index) = index else {
             return Ok(observed);
         };
+        if stale {
+            observed.device_ok = false;
+            observed.routes.clear();
+            observed.neighbours.clear();
+            observed.egress_routes.clear();
+            observed.reply_routes.retain(|r| r.2);
+            observed.gateway_routes.retain(|r| r.2);
+            return Ok(observed);
+        }
         let mut fdb = h
             .neighbours()
             .get()
@@ -530,7 +545,15 @@ impl TransitKernel for LinuxKernel {
                 underlay,
                 gateway,
             } => {
-                let link = match link_by_name(h, TRANSIT_DEVICE).await? {
+                let found = match link_by_name(h, TRANSIT_DEVICE).await? {
+                    // Bound to an old underlay address: made anew (see `observe_transit`).
+                    Some(link) if vxlan_local(&link).is_some_and(|ip| ip != underlay.ip) => {
+                        delete_link(h, TRANSIT_DEVICE).await?;
+                        None
+                    }
+                    found => found,
+                };
+                let link = match found {
                     Some(link) => link,
                     None => {
                         let dev = require_link(h, &underlay.ifname).await?;
