@@ -167,6 +167,8 @@ impl NodeKernel for FakeKernel {
             LinkOp::SetHairpin { ifname } => {
                 o.unhairpinned.remove(ifname);
             }
+            // Frames to endpoints: nothing the fake's state holds.
+            LinkOp::AnnounceRouted { .. } => {}
             LinkOp::UnplugVmPort { ifname } => {
                 if let Some(port) = o.vm_ports.get_mut(ifname) {
                     port.vni = None;

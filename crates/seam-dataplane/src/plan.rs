@@ -64,6 +64,17 @@ pub fn plan(desired: &DesiredNode, observed: &Observed) -> Vec<LinkOp> {
                 ip: r.ip,
                 mac,
             });
+            // Now reached routed, after the entry moved: pods that resolved it before keep its
+            // own MAC until told.
+            let was_vxlan = observed.neighbours.contains(&(r.vni, r.ip, r.mac));
+            let ports = segment_ports(desired, observed, r.vni);
+            if mac != r.mac && was_vxlan && !ports.is_empty() {
+                ops.push(LinkOp::AnnounceRouted {
+                    ip: r.ip,
+                    mac,
+                    ports,
+                });
+            }
         }
     }
     for &(vni, mac, dst) in &observed.fdb {
@@ -138,6 +149,21 @@ pub fn plan(desired: &DesiredNode, observed: &Observed) -> Vec<LinkOp> {
         }
     }
     ops
+}
+
+/// The host ports of local pods and VMs plugged into segment `vni`.
+fn segment_ports(desired: &DesiredNode, observed: &Observed, vni: u32) -> Vec<String> {
+    let pods = observed
+        .host_ports
+        .iter()
+        .filter(|(name, v)| **v == Some(vni) && desired.local_ports.contains_key(*name))
+        .map(|(name, _)| name.clone());
+    let vms = observed
+        .vm_ports
+        .iter()
+        .filter(|(name, p)| p.vni == Some(vni) && desired.vm_ports.contains_key(*name))
+        .map(|(name, _)| name.clone());
+    pods.chain(vms).collect()
 }
 
 /// The MAC a remote endpoint's neighbour entry should answer ARP with (see [`plan`]).

@@ -185,6 +185,19 @@ pub enum LinkOp {
         /// The port.
         ifname: String,
     },
+    /// Tells the endpoints behind `ports` (local pods' and VMs' host ports of the segment) that
+    /// `ip` is now at `mac` (the segment's gateway MAC: the endpoint is reached routed): one
+    /// gratuitous ARP out of each port, so a pod that cached the endpoint's own MAC while it was
+    /// reached through the VXLAN moves to the routed path (a pod updates an entry it holds).
+    /// Best effort: a pod that misses it keeps the VXLAN path, which still works.
+    AnnounceRouted {
+        /// The routed endpoint's address.
+        ip: Ipv4Addr,
+        /// The segment's gateway MAC.
+        mac: MacAddr,
+        /// The host ports to send it out of.
+        ports: Vec<String>,
+    },
     /// Takes a port of a VM that no longer runs here out of its bridge and sets it down
     /// (`ip link set tv… nomaster down`). The device belongs to the hypervisor: never deleted.
     UnplugVmPort {

@@ -682,6 +682,25 @@ impl NodeKernel for LinuxKernel {
                         .map_err(kernel_err("set bridge port hairpin", ifname)),
                 )
             }
+            LinkOp::AnnounceRouted { ip, mac, ports } => {
+                let (ip, mac, ports) = (*ip, *mac, ports.clone());
+                tokio::task::spawn_blocking(move || {
+                    let frame = seam_dataplane::lb::gratuitous_arp(mac.0, ip);
+                    // Best effort, port by port: a port gone meanwhile does not stop the rest.
+                    for port in &ports {
+                        if let Err(e) = crate::lb::send_frame(port, &frame) {
+                            tracing::debug!(%ip, port, error = %e, "announce routed endpoint");
+                        }
+                    }
+                })
+                .await
+                .map_err(|e| Error::Kernel {
+                    operation: "announce routed endpoint (gratuitous ARP)",
+                    object: ip.to_string(),
+                    errno: None,
+                    message: e.to_string(),
+                })
+            }
             LinkOp::UnplugVmPort { ifname } => {
                 let Some(link) = link_by_name(h, ifname).await? else {
                     return Ok(());

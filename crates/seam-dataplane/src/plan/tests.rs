@@ -205,12 +205,32 @@ fn a_routed_endpoint_answers_with_the_gateway_mac_only_once_its_route_exists() {
     o.routes.insert((e.ip, e.node_ip));
     assert_eq!(
         plan(&want, &o),
+        vec![
+            LinkOp::NeighAdd {
+                vni: 4096,
+                ip: e.ip,
+                mac: gateway_mac(4096)
+            },
+            // The segment's local pods and VMs are told, so those that cached the endpoint's
+            // own MAC move to the routed path too.
+            LinkOp::AnnounceRouted {
+                ip: e.ip,
+                mac: gateway_mac(4096),
+                ports: vec!["sv000000000001".into(), crate::vm_port_name("vm1")],
+            },
+        ],
+        "the FDB entry stays: a pod that cached the endpoint's MAC still reaches it"
+    );
+    // A new endpoint (no entry yet) needs no announcement: nobody cached it.
+    let mut fresh = o.clone();
+    fresh.neighbours.clear();
+    assert_eq!(
+        plan(&want, &fresh),
         vec![LinkOp::NeighAdd {
             vni: 4096,
             ip: e.ip,
             mac: gateway_mac(4096)
-        }],
-        "the FDB entry stays: a pod that cached the endpoint's MAC still reaches it"
+        }]
     );
     // A route to another node (a VM that moved, its route not replaced yet) does not count.
     let mut elsewhere = realized(&d);

@@ -235,6 +235,38 @@ fn pods_and_vms_on_nodes_of_one_subnet_are_routed_without_vxlan_and_always_keeps
     let vxlan_sent = vxlan_tx(&devs) - before;
     // Every echo and every reply crossed a VXLAN device.
     assert!(vxlan_sent >= 120, "only {vxlan_sent} packets through VXLAN");
+
+    // a resolves b again while both keep the VXLAN: it caches b's own MAC. Back to
+    // `cross-subnet`, n1 tells its pods that b is now at the gateway MAC (one gratuitous ARP
+    // per port), so a moves to the routed path at once instead of when its entry expires.
+    let a_ns = netns_name(&a.netns_path);
+    let out = Command::new("ip")
+        .args(["-n", &a_ns, "neigh", "flush", "to", &b.ip.to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(pings(&a_ns, b.ip, 2, "0.02"), (2, 2));
+    assert_ne!(
+        neighbour(&a_ns, b.ip, None),
+        gateway_mac(blue).to_string(),
+        "a cached b's own MAC"
+    );
+    g.lab
+        .topology()
+        .set_segment_encap("n1", "cross-subnet")
+        .unwrap();
+    wait_routed(&n1.netns, blue, b.ip, n2.underlay_ip);
+    wait_routed(&n2.netns, blue, a.ip, n1.underlay_ip);
+    within(5, "a learns b's gateway MAC", || {
+        neighbour(&a_ns, b.ip, None) == gateway_mac(blue).to_string()
+    });
+    let before = vxlan_tx(&devs);
+    assert_eq!(pings(&a_ns, b.ip, 20, "0.02"), (20, 20));
+    let after_switch = vxlan_tx(&devs) - before;
+    assert!(
+        after_switch < 5,
+        "{after_switch} packets went through VXLAN"
+    );
 }
 
 /// A TCP stream from `a` to `b` (a server in `b` that reads everything), writing until `stop`.
