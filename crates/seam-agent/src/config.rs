@@ -18,6 +18,9 @@ pub struct AgentConfig {
     /// The underlay interface's MAC address (published with its `Node`: the routed transit's
     /// source address, by which the other nodes tell this gateway's traffic).
     pub underlay_mac: Option<MacAddr>,
+    /// How other nodes send this node's endpoints the traffic of routed segments (published
+    /// with its `Node`; `seamd --segment-encap`).
+    pub segment_encap: TransitEncap,
     /// MTU of every segment device and endpoint interface (underlay MTU − 50 for VXLAN).
     pub mtu: u32,
     /// The CNI socket (created with mode 0600).

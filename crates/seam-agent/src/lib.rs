@@ -85,6 +85,10 @@ pub struct Agent<K> {
     /// Set by a reconcile pass that found a local VM's port not made yet by the hypervisor: the
     /// loop then looks again soon instead of waiting for the next event.
     pub vm_ports_missing: AtomicBool,
+    /// Set by a reconcile pass that changed neighbour entries of routed segments: the transit
+    /// loop plans at its next poll, since a route it held for a gateway-MAC entry may now go
+    /// (`seam_dataplane::routed`).
+    pub transit_now: AtomicBool,
     /// Segments that vanished from the controller while live leases use them (reported once).
     orphaned_segments: std::sync::Mutex<std::collections::BTreeSet<String>>,
     publish_tx: mpsc::UnboundedSender<sync::Publish>,
@@ -187,6 +191,7 @@ impl<K: NodeKernel + Firewall + 'static> Agent<K> {
             synced: AtomicBool::new(false),
             controller_connected: AtomicBool::new(false),
             vm_ports_missing: AtomicBool::new(false),
+            transit_now: AtomicBool::new(false),
             orphaned_segments: std::sync::Mutex::new(std::collections::BTreeSet::new()),
             publish_tx,
             refused: Mutex::new(std::collections::BTreeMap::new()),

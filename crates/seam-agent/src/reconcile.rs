@@ -64,6 +64,14 @@ pub async fn desired<K: NodeKernel + Firewall + 'static>(agent: &Agent<K>) -> De
     };
     let mut segments: BTreeMap<u32, SegmentSpec> =
         view.segments.values().map(|s| (s.vni, spec(s))).collect();
+    let local = crate::transit::local_node(agent);
+    // Decided once per peer node, not per endpoint.
+    let routed_peers: BTreeSet<&str> = view
+        .nodes
+        .values()
+        .filter(|n| seam_dataplane::routed::routes_segments(&local, n))
+        .map(|n| n.name.as_str())
+        .collect();
     let mut remote = BTreeSet::new();
     for ep in view.endpoints.values() {
         if ep.node == agent.config.node {
@@ -78,6 +86,10 @@ pub async fn desired<K: NodeKernel + Firewall + 'static>(agent: &Agent<K>) -> De
             ip: ep.ip,
             mac: ep.mac,
             node_ip: node.underlay_ip,
+            routed: seam_dataplane::routed::endpoint_routed(
+                seg.forwarding,
+                routed_peers.contains(node.name.as_str()),
+            ),
         });
     }
     // VMs running here: their ports (made by the hypervisor) go into their segment's bridge.
@@ -247,6 +259,14 @@ pub async fn reconcile_once<K: NodeKernel + Firewall + 'static>(
     }
     if !ops.is_empty() {
         tracing::info!(operations = ops.len(), "dataplane reconciled");
+    }
+    if ops
+        .iter()
+        .any(|op| matches!(op, LinkOp::NeighAdd { .. } | LinkOp::NeighDel { .. }))
+    {
+        agent
+            .transit_now
+            .store(true, std::sync::atomic::Ordering::Release);
     }
     // The firewall follows the same level-triggered pass: compile from the view, then change the
     // kernel's table in place by what differs (see `seam_nft::table`).

@@ -56,6 +56,7 @@ fn own_node<K>(agent: &Agent<K>) -> Node {
         transit_encap: agent.config.transit_encap,
         underlay_prefix_len: Some(agent.config.underlay.prefix_len),
         underlay_mac: agent.config.underlay_mac,
+        segment_encap: agent.config.segment_encap,
     }
 }
 

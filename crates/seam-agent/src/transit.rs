@@ -36,12 +36,14 @@ use std::time::{Duration, Instant};
 
 use ipnet::Ipv4Net;
 use seam_dataplane::reply::{reply_gateways, reply_slots};
+use seam_dataplane::routed::{endpoint_routed, routes_segments};
+pub use seam_dataplane::routed::{routed_directly, LocalNode};
 use seam_dataplane::{
     plan_transit, DesiredTransit, Egress, Firewall, NodeKernel, ReplyRoute, TransitKernel,
     TransitRoute, TransitStep,
 };
 use seam_model::{
-    transit_mac, EndpointKind, Node, NodeRole, Service, ServiceType, TrafficPolicy, TransitEncap,
+    transit_mac, EndpointKind, NodeRole, Service, ServiceType, TrafficPolicy, TransitEncap,
     TRANSIT_VNI,
 };
 use seam_nft::nat::DesiredNat;
@@ -59,18 +61,19 @@ pub const RESYNC: Duration = Duration::from_secs(30);
 pub async fn desired_transit<K>(agent: &Agent<K>) -> (DesiredTransit, Option<DesiredNat>) {
     let view = agent.view.read().await;
     let me = &agent.config.node;
-    let local = LocalNode {
-        name: me,
-        role: agent.config.role,
-        transit_encap: agent.config.transit_encap,
-        on_link: agent.config.underlay.subnet(),
-    };
+    let local = local_node(agent);
     let gateway = agent.config.role == NodeRole::Gateway;
     // Decided once per peer node, not per endpoint.
     let routed_peers: BTreeSet<&str> = view
         .nodes
         .values()
         .filter(|n| routed_directly(&local, n))
+        .map(|n| n.name.as_str())
+        .collect();
+    let segment_peers: BTreeSet<&str> = view
+        .nodes
+        .values()
+        .filter(|n| routes_segments(&local, n))
         .map(|n| n.name.as_str())
         .collect();
     // While replies are recorded, a gateway keeps its routes to other gateways' external
@@ -94,12 +97,18 @@ pub async fn desired_transit<K>(agent: &Agent<K>) -> (DesiredTransit, Option<Des
         let Some(node) = view.nodes.get(via) else {
             continue;
         };
-        let direct = routed_peers.contains(node.name.as_str());
+        let transit_direct = routed_peers.contains(node.name.as_str());
+        // A routed segment's endpoint on a peer of this subnet (`seam_dataplane::routed`).
+        let segment_routed = matches!(ep.kind, EndpointKind::Pod | EndpointKind::Vm)
+            && view.segments.get(&ep.segment).is_some_and(|s| {
+                endpoint_routed(s.forwarding, segment_peers.contains(node.name.as_str()))
+            });
+        let direct = transit_direct || segment_routed;
         let wanted = match ep.kind {
             EndpointKind::External => node.role == NodeRole::Gateway,
-            // The way back from a gateway, where the routed transit applies; else the
-            // segment's bridge and VXLAN carry it.
-            EndpointKind::Pod | EndpointKind::Vm => gateway && direct,
+            // Routed segments, and the way back from a gateway where the routed transit
+            // applies (one route serves both); else the segment's bridge and VXLAN carry it.
+            EndpointKind::Pod | EndpointKind::Vm => segment_routed || (gateway && transit_direct),
             EndpointKind::Host => false,
         };
         if wanted {
@@ -178,7 +187,12 @@ pub async fn desired_transit<K>(agent: &Agent<K>) -> (DesiredTransit, Option<Des
         mtu: agent.config.mtu,
         underlay: agent.config.underlay.clone(),
         gateway,
-        loose_underlay: !routed_peers.is_empty() || snats_to_node(view.services.values()),
+        // A node that publishes `segmentEncap: crossSubnet` loosened it before publishing
+        // (seamd); keeping it so repairs drift.
+        loose_underlay: !routed_peers.is_empty()
+            || !segment_peers.is_empty()
+            || agent.config.segment_encap == TransitEncap::CrossSubnet
+            || snats_to_node(view.services.values()),
         routes,
         egress,
         replies,
@@ -252,35 +266,15 @@ pub fn snats_to_node<'a>(services: impl IntoIterator<Item = &'a Service>) -> boo
     })
 }
 
-/// This node, as the routed transit sees it.
-#[derive(Debug, Clone, Copy)]
-pub struct LocalNode<'a> {
-    /// Its name.
-    pub name: &'a str,
-    /// Its role.
-    pub role: NodeRole,
-    /// Its `--transit-encap`.
-    pub transit_encap: TransitEncap,
-    /// Its underlay subnet.
-    pub on_link: Ipv4Net,
-}
-
-/// Whether this node and `peer` send each other the transit's traffic without encapsulation:
-/// one of them is a gateway, both publish `crossSubnet` (an agent from before the setting
-/// publishes nothing, which reads as `always`) and each one's underlay subnet holds the other's
-/// address. Both ends compute the same answer from the same two `Node`s, so neither routes
-/// directly to a peer that would not route back directly (and keep strict filtering).
-pub fn routed_directly(local: &LocalNode<'_>, peer: &Node) -> bool {
-    let peer_on_link = peer
-        .underlay_prefix_len
-        .and_then(|len| Ipv4Net::new(peer.underlay_ip, len).ok())
-        .is_some_and(|net| net.contains(&local.on_link.addr()));
-    peer.name != local.name
-        && (local.role == NodeRole::Gateway || peer.role == NodeRole::Gateway)
-        && local.transit_encap == TransitEncap::CrossSubnet
-        && peer.transit_encap == TransitEncap::CrossSubnet
-        && local.on_link.contains(&peer.underlay_ip)
-        && peer_on_link
+/// This node, as the routed paths see it (`seam_dataplane::routed`).
+pub fn local_node<K>(agent: &Agent<K>) -> LocalNode<'_> {
+    LocalNode {
+        name: &agent.config.node,
+        role: agent.config.role,
+        transit_encap: agent.config.transit_encap,
+        segment_encap: agent.config.segment_encap,
+        on_link: agent.config.underlay.subnet(),
+    }
 }
 
 /// Observes, plans and applies once; returns the number of operations.
@@ -334,12 +328,21 @@ pub async fn run<K: NodeKernel + Firewall + 'static, T: TransitKernel + Firewall
             continue;
         }
         let revision = agent.view.read().await.revision;
-        if seen == Some(revision) && last_pass.elapsed() < RESYNC {
+        let nudged = agent
+            .transit_now
+            .swap(false, std::sync::atomic::Ordering::AcqRel);
+        if seen == Some(revision) && last_pass.elapsed() < RESYNC && !nudged {
             continue;
         }
         let (want, nat) = desired_transit(&agent).await;
         last_pass = Instant::now();
-        match reconcile_transit(&kernel, &want, nat.as_ref()).await {
+        let result = reconcile_transit(&kernel, &want, nat.as_ref()).await;
+        if result.as_ref().is_ok_and(|&ops| ops > 0) {
+            // A routed endpoint's neighbour entry follows its route (the segment reconciler
+            // plans it from the routes it observes): let it look now, not at its resync.
+            agent.reconcile_now.notify_one();
+        }
+        match result {
             Ok(_) => seen = Some(revision),
             Err(e) => tracing::warn!(error = %e, "transit reconcile failed; will retry"),
         }
@@ -349,6 +352,7 @@ pub async fn run<K: NodeKernel + Firewall + 'static, T: TransitKernel + Firewall
 #[cfg(test)]
 mod tests {
     use super::*;
+    use seam_model::Node;
 
     fn node(name: &str, ip: [u8; 4], role: NodeRole, transit_encap: TransitEncap) -> Node {
         Node {
@@ -358,6 +362,7 @@ mod tests {
             transit_encap,
             underlay_prefix_len: Some(24),
             underlay_mac: None,
+            segment_encap: Default::default(),
         }
     }
 
@@ -369,6 +374,7 @@ mod tests {
             name: "n1",
             role,
             transit_encap,
+            segment_encap: TransitEncap::Always,
             on_link: "198.18.0.11/24".parse().unwrap(),
         };
         let n1 = local(Worker, CrossSubnet);
@@ -413,6 +419,7 @@ mod tests {
         let unknown = Node {
             underlay_prefix_len: None,
             underlay_mac: None,
+            segment_encap: Default::default(),
             ..narrow
         };
         assert!(!routed_directly(&n1, &unknown));
@@ -432,6 +439,7 @@ mod tests {
         let mut view = crate::view::ClusterView::default();
         let gw = |name: &str, k: u8, encap| Node {
             underlay_mac: Some(MacAddr([2, 0, 0, 0, 1, k])),
+            segment_encap: Default::default(),
             ..node(name, [198, 18, 0, k], NodeRole::Gateway, encap)
         };
         for n in [
@@ -455,6 +463,7 @@ mod tests {
             name: "n1",
             role: NodeRole::Worker,
             transit_encap: TransitEncap::CrossSubnet,
+            segment_encap: TransitEncap::Always,
             on_link: "198.18.0.11/24".parse().unwrap(),
         };
         let svc = Service {

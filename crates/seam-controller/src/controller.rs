@@ -905,6 +905,7 @@ impl Controller {
             block_prefix: config.block_prefix,
             namespace: ns,
             snat: false,
+            forwarding: Default::default(),
         };
         // Flat mode takes the whole pool, which an explicit segment may already overlap.
         check_segment_fits(&segment, existing)?;

@@ -207,6 +207,7 @@ mod tests {
             transit_encap: Default::default(),
             underlay_prefix_len: None,
             underlay_mac: None,
+            segment_encap: Default::default(),
         }
     }
 
@@ -221,6 +222,7 @@ mod tests {
             block_prefix: 28,
             namespace: namespace.map(str::to_string),
             snat: false,
+            forwarding: Default::default(),
         }
     }
 

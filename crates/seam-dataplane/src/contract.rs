@@ -369,6 +369,7 @@ pub fn sample_node(underlay: Underlay) -> DesiredNode {
             ip: a("10.240.0.9"),
             mac: MacAddr([0x02, 0, 0, 0, 0, 9]),
             node_ip: a("198.18.0.12"),
+            routed: false,
         }]
         .into(),
         local_ports: BTreeMap::new(),
@@ -387,6 +388,42 @@ async fn node_pass<K: NodeKernel>(kernel: &K, want: &DesiredNode) -> Vec<LinkOp>
             .unwrap_or_else(|e| panic!("{op:?}: {e}"));
     }
     ops
+}
+
+/// A node whose underlay address changed (`old` to `new`, both on the interface): the segments'
+/// VXLAN devices and the transit device are bound to the new address after one pass each,
+/// with every entry and route they carried, and the next pass has nothing to do.
+pub async fn a_new_underlay_address_rebinds_the_vxlan_devices<
+    K: NodeKernel + TransitKernel + Firewall,
+>(
+    kernel: &K,
+    old: Underlay,
+    new: Underlay,
+) {
+    for underlay in [old, new] {
+        let node = sample_node(underlay.clone());
+        node_pass(kernel, &node).await;
+        let again = node_pass(kernel, &node).await;
+        assert!(again.is_empty(), "on {}: {again:?}", underlay.ip);
+        let observed = kernel.observe().await.unwrap();
+        assert!(
+            observed
+                .segments
+                .values()
+                .all(|s| s.vxlan_local.is_none_or(|ip| ip == underlay.ip)),
+            "{observed:?}"
+        );
+        assert_eq!(observed.fdb.len(), node.remote.len(), "{observed:?}");
+        let transit = sample_transit(underlay.clone());
+        pass(kernel, &transit, None).await;
+        let again = pass(kernel, &transit, None).await;
+        assert!(again.is_empty(), "transit on {}: {again:?}", underlay.ip);
+        let observed = kernel.observe_transit(&transit).await.unwrap();
+        assert_eq!(
+            observed.routes.len(),
+            transit.routes.iter().filter(|r| !r.direct).count()
+        );
+    }
 }
 
 /// What one pass applies is what the next observes; a pod attached into `sandbox_netns` (a

@@ -89,20 +89,34 @@ fn host_mac(name: &str) -> MacAddr {
 
 impl NodeKernel for FakeKernel {
     async fn observe(&self) -> Result<Observed> {
-        Ok(self.lock()?.observed.clone())
+        let s = self.lock()?;
+        let mut observed = s.observed.clone();
+        // One routing table: the transit's direct routes are what the segments see.
+        observed.routes = s.transit.direct_routes.clone();
+        Ok(observed)
     }
 
     async fn apply(&self, op: &LinkOp) -> Result<()> {
         let mut s = self.lock()?;
         let o = &mut s.observed;
         match op {
-            LinkOp::EnsureSegment { spec, .. } => {
+            LinkOp::EnsureSegment { spec, underlay } => {
+                let rebuilt = o
+                    .segments
+                    .get(&spec.vni)
+                    .is_some_and(|s| s.vxlan_local.is_some_and(|ip| ip != underlay.ip));
+                if rebuilt {
+                    // A new device: the old one's entries went with it.
+                    o.fdb.retain(|e| e.0 != spec.vni);
+                    o.neighbours.retain(|e| e.0 != spec.vni);
+                }
                 o.segments.insert(
                     spec.vni,
                     ObservedSegment {
                         bridge_ok: true,
                         vxlan_ok: true,
                         gateway_ok: true,
+                        vxlan_local: Some(underlay.ip),
                     },
                 );
             }
@@ -153,6 +167,8 @@ impl NodeKernel for FakeKernel {
             LinkOp::SetHairpin { ifname } => {
                 o.unhairpinned.remove(ifname);
             }
+            // Frames to endpoints: nothing the fake's state holds.
+            LinkOp::AnnounceRouted { .. } => {}
             LinkOp::UnplugVmPort { ifname } => {
                 if let Some(port) = o.vm_ports.get_mut(ifname) {
                     port.vni = None;
@@ -365,6 +381,13 @@ impl TransitKernel for FakeKernel {
     async fn observe_transit(&self, desired: &DesiredTransit) -> Result<ObservedTransit> {
         let s = self.lock()?;
         let mut observed = s.transit.clone();
+        observed.routed_neighbours = s
+            .observed
+            .neighbours
+            .iter()
+            .filter(|&&(vni, _, mac)| mac == seam_model::gateway_mac(vni))
+            .map(|&(_, ip, _)| ip)
+            .collect();
         observed.exists = s.transit_device.is_some();
         observed.device_ok = s.transit_device == Some((desired.vni, desired.mac));
         Ok(observed)
@@ -538,6 +561,20 @@ mod tests {
             &FakeKernel::default(),
             contract::sample_transit(underlay),
             contract::sample_nat(0),
+        ));
+    }
+
+    #[test]
+    fn a_new_underlay_address_rebinds_the_vxlan_devices() {
+        let underlay = |last| crate::Underlay {
+            ifname: "eth0".into(),
+            ip: std::net::Ipv4Addr::new(198, 18, 0, last),
+            prefix_len: 24,
+        };
+        block_on(contract::a_new_underlay_address_rebinds_the_vxlan_devices(
+            &FakeKernel::default(),
+            underlay(11),
+            underlay(12),
         ));
     }
 }

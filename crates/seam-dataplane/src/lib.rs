@@ -17,6 +17,7 @@ pub mod lb;
 mod names;
 mod plan;
 pub mod reply;
+pub mod routed;
 pub mod services;
 pub mod snat;
 pub mod transit;

@@ -1,4 +1,8 @@
-use crate::types::{DesiredNode, LinkOp, Observed};
+use std::collections::BTreeSet;
+
+use seam_model::MacAddr;
+
+use crate::types::{DesiredNode, LinkOp, Observed, RemoteEntry};
 
 /// The operations that turn `observed` into `desired`, in a safe order: segments first (so
 /// entries have a device to live on), then additions, then removals (so traffic that is being
@@ -6,13 +10,38 @@ use crate::types::{DesiredNode, LinkOp, Observed};
 ///
 /// Adoption: whatever already matches is left alone, so a restarted agent changes nothing on a
 /// node that is already right.
+///
+/// A routed endpoint ([`crate::RemoteEntry::routed`]) gets the segment's gateway MAC as its
+/// neighbour entry only while its route over the underlay is observed (the transit adds it
+/// first); without the route, or not routed, the endpoint's own MAC. The transit keeps such a
+/// route until the entry is back to the endpoint's MAC
+/// ([`crate::ObservedTransit::routed_neighbours`]), so a pod that cached either MAC always has
+/// a path.
 pub fn plan(desired: &DesiredNode, observed: &Observed) -> Vec<LinkOp> {
     let mut ops = Vec::new();
+    // VXLAN devices bound to an old underlay address are made anew, and their entries with them.
+    let rebuilt: BTreeSet<u32> = observed
+        .segments
+        .iter()
+        .filter(|(_, s)| s.vxlan_local.is_some_and(|ip| ip != desired.underlay.ip))
+        .map(|(vni, _)| *vni)
+        .filter(|vni| desired.segments.contains_key(vni))
+        .collect();
+    let kept;
+    let observed = if rebuilt.is_empty() {
+        observed
+    } else {
+        let mut o = observed.clone();
+        o.fdb.retain(|e| !rebuilt.contains(&e.0));
+        o.neighbours.retain(|e| !rebuilt.contains(&e.0));
+        kept = o;
+        &kept
+    };
     for (vni, spec) in &desired.segments {
         let ok = observed
             .segments
             .get(vni)
-            .is_some_and(|s| s.bridge_ok && s.vxlan_ok && s.gateway_ok);
+            .is_some_and(|s| s.bridge_ok && s.vxlan_ok && s.gateway_ok && !rebuilt.contains(vni));
         if !ok {
             ops.push(LinkOp::EnsureSegment {
                 spec: spec.clone(),
@@ -28,12 +57,24 @@ pub fn plan(desired: &DesiredNode, observed: &Observed) -> Vec<LinkOp> {
         if !observed.fdb.contains(&(r.vni, r.mac, r.node_ip)) {
             ops.push(LinkOp::FdbAdd(*r));
         }
-        if !observed.neighbours.contains(&(r.vni, r.ip, r.mac)) {
+        let mac = neighbour_mac(desired, observed, r);
+        if !observed.neighbours.contains(&(r.vni, r.ip, mac)) {
             ops.push(LinkOp::NeighAdd {
                 vni: r.vni,
                 ip: r.ip,
-                mac: r.mac,
+                mac,
             });
+            // Now reached routed, after the entry moved: pods that resolved it before keep its
+            // own MAC until told.
+            let was_vxlan = observed.neighbours.contains(&(r.vni, r.ip, r.mac));
+            let ports = segment_ports(desired, observed, r.vni);
+            if mac != r.mac && was_vxlan && !ports.is_empty() {
+                ops.push(LinkOp::AnnounceRouted {
+                    ip: r.ip,
+                    mac,
+                    ports,
+                });
+            }
         }
     }
     for &(vni, mac, dst) in &observed.fdb {
@@ -108,6 +149,30 @@ pub fn plan(desired: &DesiredNode, observed: &Observed) -> Vec<LinkOp> {
         }
     }
     ops
+}
+
+/// The host ports of local pods and VMs plugged into segment `vni`.
+fn segment_ports(desired: &DesiredNode, observed: &Observed, vni: u32) -> Vec<String> {
+    let pods = observed
+        .host_ports
+        .iter()
+        .filter(|(name, v)| **v == Some(vni) && desired.local_ports.contains_key(*name))
+        .map(|(name, _)| name.clone());
+    let vms = observed
+        .vm_ports
+        .iter()
+        .filter(|(name, p)| p.vni == Some(vni) && desired.vm_ports.contains_key(*name))
+        .map(|(name, _)| name.clone());
+    pods.chain(vms).collect()
+}
+
+/// The MAC a remote endpoint's neighbour entry should answer ARP with (see [`plan`]).
+fn neighbour_mac(desired: &DesiredNode, observed: &Observed, r: &RemoteEntry) -> MacAddr {
+    let gateway = desired.segments.get(&r.vni).map(|s| s.gateway_mac);
+    match gateway {
+        Some(gateway) if r.routed && observed.routes.contains(&(r.ip, r.node_ip)) => gateway,
+        _ => r.mac,
+    }
 }
 
 #[cfg(test)]

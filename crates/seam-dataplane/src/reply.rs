@@ -147,6 +147,7 @@ mod tests {
             transit_encap: Default::default(),
             underlay_prefix_len: None,
             underlay_mac: None,
+            segment_encap: Default::default(),
         };
         let nodes: BTreeMap<String, Node> = [
             node("gw1", NodeRole::Gateway),

@@ -153,6 +153,10 @@ pub struct ObservedTransit {
     pub routes: BTreeSet<(Ipv4Addr, Ipv4Addr)>,
     /// Routes of the routed transit `(dst /32, via)` (protocol [`TRANSIT_ROUTE_PROTOCOL`]).
     pub direct_routes: BTreeSet<(Ipv4Addr, Ipv4Addr)>,
+    /// Addresses whose static neighbour entry on a segment's VXLAN device is the segment's
+    /// gateway MAC (routed segments, [`crate::routed`]): pods may have just learnt that MAC, so
+    /// their direct route stays until the segment reconciler has put the endpoint's MAC back.
+    pub routed_neighbours: BTreeSet<Ipv4Addr>,
     /// Reverse-path filtering on the underlay interface is loose (`rp_filter` 2).
     pub underlay_loose: bool,
     /// Permanent neighbour entries on the device `(ip, mac)`.
@@ -329,8 +333,9 @@ pub enum TransitStep {
 /// translates before it routes anything new towards the gateway and stops routing before it
 /// stops translating; new egress rules come after the route they lead to. Routes of the routed
 /// transit are added before the device goes and removed after the device's routes are added,
-/// so a switch between the two kinds replaces each route in place. A reply rule is added after
-/// its table's route and removed before it.
+/// so a switch between the two kinds replaces each route in place; one whose address still has
+/// a routed segment's gateway-MAC neighbour entry stays until that entry is gone. A reply rule is
+/// added after its table's route and removed before it.
 pub fn plan_transit(
     desired: &DesiredTransit,
     nat: Option<&DesiredNat>,
@@ -549,7 +554,11 @@ fn plan_device_removals(
 /// place). Routes through a device that goes went with it.
 fn plan_removals(observed: &ObservedTransit, want: &Wanted, ops: &mut Vec<TransitOp>) {
     for &(dst, via) in &observed.direct_routes {
-        if !want.routes.contains(&(dst, via, true)) {
+        // A routed endpoint's route outlives its gateway-MAC neighbour entry (see
+        // `routed_neighbours`), unless another route for it replaced it.
+        let held = observed.routed_neighbours.contains(&dst)
+            && !want.routes.iter().any(|&(d, _, _)| d == dst);
+        if !want.routes.contains(&(dst, via, true)) && !held {
             ops.push(TransitOp::RouteDel {
                 dst,
                 via,
@@ -731,6 +740,56 @@ mod tests {
                     dst,
                     via,
                     direct: false
+                },
+                TransitOp::RouteDel {
+                    dst,
+                    via,
+                    direct: true
+                },
+            ])
+        );
+    }
+
+    #[test]
+    fn a_direct_route_stays_while_its_address_answers_with_a_gateway_mac() {
+        // A routed segment's endpoint that goes back to the VXLAN (or away): its route is held
+        // until the segment reconciler has put the endpoint's MAC back in the neighbour entry.
+        let mut nothing = desired(&[]);
+        nothing.present = false;
+        let dst = Ipv4Addr::new(10, 240, 0, 9);
+        let via = Ipv4Addr::new(198, 18, 0, 12);
+        let mut o = ObservedTransit {
+            direct_routes: BTreeSet::from([(dst, via)]),
+            routed_neighbours: BTreeSet::from([dst]),
+            ..ObservedTransit::default()
+        };
+        assert!(plan(&nothing, &o).is_empty());
+        o.routed_neighbours.clear();
+        assert_eq!(
+            plan(&nothing, &o),
+            kernel([TransitOp::RouteDel {
+                dst,
+                via,
+                direct: true
+            }])
+        );
+        // Moved to another node: replaced in place, the held one is not in the way.
+        o.routed_neighbours.insert(dst);
+        let mut moved = nothing.clone();
+        let to = Ipv4Addr::new(198, 18, 0, 13);
+        moved.routes.insert(TransitRoute {
+            dst,
+            via: to,
+            via_mac: seam_model::transit_mac(to),
+            direct: true,
+        });
+        assert_eq!(
+            plan(&moved, &o),
+            kernel([
+                TransitOp::RouteAdd {
+                    dst,
+                    via: to,
+                    direct: true
                 },
                 TransitOp::RouteDel {
                     dst,

@@ -49,6 +49,10 @@ pub struct RemoteEntry {
     pub mac: MacAddr,
     /// Underlay address of the endpoint's node.
     pub node_ip: Ipv4Addr,
+    /// Reached routed (see [`crate::routed`]): once the transit's route `IP/32 via NODE_IP`
+    /// exists, the neighbour entry (what proxy ARP answers) is the segment's gateway MAC, so
+    /// pods send to their node, which routes over the underlay. The FDB entry stays either way.
+    pub routed: bool,
 }
 
 /// Everything Seam wants on one node, apart from the attachments' own veths.
@@ -76,6 +80,10 @@ pub struct Observed {
     pub fdb: BTreeSet<(u32, MacAddr, Ipv4Addr)>,
     /// Static neighbour entries on VXLAN devices `(vni, ip, mac)`.
     pub neighbours: BTreeSet<(u32, Ipv4Addr, MacAddr)>,
+    /// Seam's routes to a peer's underlay `(dst /32, via)` (protocol
+    /// [`crate::TRANSIT_ROUTE_PROTOCOL`], kept by the transit): a routed endpoint's neighbour
+    /// entry moves to the gateway MAC only once its route is there.
+    pub routes: BTreeSet<(Ipv4Addr, Ipv4Addr)>,
     /// Host ports found, with the VNI of the bridge they are plugged into (if any).
     pub host_ports: BTreeMap<String, Option<u32>>,
     /// VM ports found (`tv…`), with the VNI of the bridge they are plugged into (if any) and
@@ -107,12 +115,17 @@ pub struct ObservedSegment {
     pub vxlan_ok: bool,
     /// The gateway address is on the bridge.
     pub gateway_ok: bool,
+    /// The VXLAN device's local (source) address, when it has one: a node whose underlay
+    /// address changed must rebuild the device on the new one.
+    pub vxlan_local: Option<Ipv4Addr>,
 }
 
 /// One change to a node's dataplane.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LinkOp {
-    /// Create or repair the bridge, VXLAN device and gateway of a segment (idempotent).
+    /// Create or repair the bridge, VXLAN device and gateway of a segment (idempotent; a VXLAN
+    /// device bound to another local address than the underlay's is made anew, without its
+    /// entries).
     EnsureSegment {
         /// The segment.
         spec: SegmentSpec,
@@ -171,6 +184,19 @@ pub enum LinkOp {
     SetHairpin {
         /// The port.
         ifname: String,
+    },
+    /// Tells the endpoints behind `ports` (local pods' and VMs' host ports of the segment) that
+    /// `ip` is now at `mac` (the segment's gateway MAC: the endpoint is reached routed): one
+    /// gratuitous ARP out of each port, so a pod that cached the endpoint's own MAC while it was
+    /// reached through the VXLAN moves to the routed path (a pod updates an entry it holds).
+    /// Best effort: a pod that misses it keeps the VXLAN path, which still works.
+    AnnounceRouted {
+        /// The routed endpoint's address.
+        ip: Ipv4Addr,
+        /// The segment's gateway MAC.
+        mac: MacAddr,
+        /// The host ports to send it out of.
+        ports: Vec<String>,
     },
     /// Takes a port of a VM that no longer runs here out of its bridge and sets it down
     /// (`ip link set tv… nomaster down`). The device belongs to the hypervisor: never deleted.

@@ -58,6 +58,8 @@ pub struct Options {
     pub keep: bool,
     /// How long a node may take to apply a case's policies.
     pub converge: Duration,
+    /// The nodes' `seamd --segment-encap` (`cross-subnet`, seamd's default, or `always`).
+    pub segment_encap: String,
 }
 
 /// Why a dataplane run stopped, or (as a case's failure line) why one case could not be run.
@@ -154,7 +156,9 @@ pub fn run(suite: &Suite, opts: &Options, bin_dir: PathBuf) -> Result<Report> {
         bin_dir,
     })
     .step(|| "bring up the lab".to_string())?;
-    let result = Runner::new(&mut lab, opts).and_then(|mut r| r.run(suite, &plan));
+    let result = set_segment_encap(&mut lab, &opts.segment_encap)
+        .and_then(|()| Runner::new(&mut lab, opts))
+        .and_then(|mut r| r.run(suite, &plan));
     if opts.keep {
         eprintln!("== lab kept: seam lab down --name {} removes it", opts.lab);
     } else if let Err(e) = crate::down(&opts.lab) {
@@ -162,6 +166,20 @@ pub fn run(suite: &Suite, opts: &Options, bin_dir: PathBuf) -> Result<Report> {
     }
     crate::unregister_teardown(&opts.lab);
     result
+}
+
+/// Restarts every node's agent with `--segment-encap MODE` unless it is seamd's default.
+fn set_segment_encap(lab: &mut Lab, mode: &str) -> Result<()> {
+    if mode == "cross-subnet" {
+        return Ok(());
+    }
+    let nodes: Vec<String> = lab.nodes.iter().map(|n| n.name.clone()).collect();
+    for node in nodes {
+        lab.topology()
+            .set_segment_encap(&node, mode)
+            .step(|| format!("restart {node} with --segment-encap {mode}"))?;
+    }
+    Ok(())
 }
 
 /// Policy object key: kind, namespace, name.

@@ -121,6 +121,15 @@ pub fn node_transit_encap(node: &NodeInfo) -> Option<String> {
     (!mode.is_empty()).then(|| mode.to_string())
 }
 
+/// The `--segment-encap` a node's agent runs with, when set by [`Topology::set_segment_encap`]
+/// (the file `segment-encap` next to its socket); else `seamd`'s default (`cross-subnet`).
+pub fn node_segment_encap(node: &NodeInfo) -> Option<String> {
+    let dir = node.agent_socket.parent()?;
+    let mode = std::fs::read_to_string(dir.join("segment-encap")).ok()?;
+    let mode = mode.trim();
+    (!mode.is_empty()).then(|| mode.to_string())
+}
+
 fn external_netns(lab: &str) -> String {
     format!("{lab}-xn")
 }
@@ -174,6 +183,26 @@ impl Topology<'_> {
         }
         if let Some(dir) = node.agent_socket.parent() {
             let file = dir.join("transit-encap");
+            std::fs::write(&file, format!("{mode}\n")).map_err(io_err(&file))?;
+        }
+        let mut processes = self.lab.processes();
+        processes.kill_agent(name, "TERM")?;
+        processes.start_agent(name)
+    }
+
+    /// Restarts node `name`'s agent (any role) with `--segment-encap MODE` (`always` or
+    /// `cross-subnet`), kept for later restarts; waits until the agent is ready. The lab's nodes
+    /// share one underlay subnet, so with `cross-subnet` on both ends two nodes route their
+    /// segments' traffic without encapsulation.
+    pub fn set_segment_encap(&mut self, name: &str, mode: &str) -> Result<()> {
+        if !TRANSIT_ENCAP_MODES.contains(&mode) {
+            return Err(LabError::Invalid(format!(
+                "segment encapsulation {mode:?} is not one of always, cross-subnet"
+            )));
+        }
+        let node = self.lab.node(name)?.clone();
+        if let Some(dir) = node.agent_socket.parent() {
+            let file = dir.join("segment-encap");
             std::fs::write(&file, format!("{mode}\n")).map_err(io_err(&file))?;
         }
         let mut processes = self.lab.processes();

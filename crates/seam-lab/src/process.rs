@@ -184,6 +184,9 @@ pub(crate) fn spawn_agent(
     if let Some(mode) = crate::gateway::node_transit_encap(node) {
         cmd.args(["--transit-encap", &mode]);
     }
+    if let Some(mode) = crate::gateway::node_segment_encap(node) {
+        cmd.args(["--segment-encap", &mode]);
+    }
     if lab.one_process && node.name == "n1" {
         let socket = lab.controller.trim_start_matches("unix:");
         cmd.arg("--with-controller")

@@ -8,8 +8,8 @@ use std::path::Path;
 use futures::TryStreamExt;
 use netlink_packet_route::address::AddressAttribute;
 use netlink_packet_route::link::{
-    InfoBridgePort, InfoData, InfoPortData, InfoVeth, LinkAttribute, LinkFlags, LinkInfo,
-    LinkMessage,
+    InfoBridgePort, InfoData, InfoPortData, InfoVeth, InfoVxlan, LinkAttribute, LinkFlags,
+    LinkInfo, LinkMessage,
 };
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
@@ -172,6 +172,20 @@ async fn hairpin_up(handle: &Handle, port: LinkMessage, ifname: &str) -> Result<
 /// The request of [`hairpin_up`] for the port with this index.
 fn hairpin_up_message(index: u32) -> LinkMessage {
     LinkBridgePort::new(index).hairpin(true).up().build()
+}
+
+/// A VXLAN device's local (source) address.
+pub(crate) fn vxlan_local(link: &LinkMessage) -> Option<Ipv4Addr> {
+    link.attributes.iter().find_map(|attr| match attr {
+        LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|i| match i {
+            LinkInfo::Data(InfoData::Vxlan(data)) => data.iter().find_map(|d| match d {
+                InfoVxlan::Local(ip) => Some(*ip),
+                _ => None,
+            }),
+            _ => None,
+        }),
+        _ => None,
+    })
 }
 
 pub(crate) fn link_mac(link: &LinkMessage) -> Option<MacAddr> {
@@ -364,7 +378,17 @@ impl LinuxKernel {
         )
         .await?;
 
-        let vxlan = match link_by_name(h, &vx).await? {
+        let found = match link_by_name(h, &vx).await? {
+            // Bound to an old underlay address (the node's address changed): its packets would
+            // leave from an address the node no longer has. Made anew; the plan re-adds its
+            // entries.
+            Some(link) if vxlan_local(&link).is_some_and(|ip| ip != underlay.ip) => {
+                delete_link(h, &vx).await?;
+                None
+            }
+            found => found,
+        };
+        let vxlan = match found {
             Some(link) => link,
             None => {
                 let dev = require_link(h, &underlay.ifname).await?;
@@ -422,6 +446,7 @@ impl NodeKernel for LinuxKernel {
             retired: bool,
             mtu: u32,
             hairpin: bool,
+            local: Option<Ipv4Addr>,
         }
         let mut facts = Vec::new();
         let mut links = h.link().get().execute();
@@ -449,6 +474,7 @@ impl NodeKernel for LinuxKernel {
                         .any(|a| matches!(a, LinkAttribute::Group(RETIRED_GROUP))),
                     mtu: link_mtu(&link),
                     hairpin: link_hairpin(&link),
+                    local: vxlan_local(&link),
                 });
             }
         }
@@ -469,11 +495,12 @@ impl NodeKernel for LinuxKernel {
             if let Some(vni) = vni_of_vxlan(&f.name) {
                 vxlan_vni.insert(f.index, vni);
                 let plugged = f.controller.and_then(|c| bridge_vni.get(&c)) == Some(&vni);
-                observed
+                let seg = observed
                     .segments
                     .entry(vni)
-                    .or_insert_with(ObservedSegment::default)
-                    .vxlan_ok = f.up && plugged;
+                    .or_insert_with(ObservedSegment::default);
+                seg.vxlan_ok = f.up && plugged;
+                seg.vxlan_local = f.local;
             } else if is_host_port(&f.name) && !f.retired {
                 let vni = f.controller.and_then(|c| bridge_vni.get(&c)).copied();
                 if vni.is_some() && !f.hairpin {
@@ -553,6 +580,7 @@ impl NodeKernel for LinuxKernel {
                 observed.neighbours.insert((*vni, ip, mac));
             }
         }
+        observed.routes = crate::transit::main_direct_routes(h).await?;
         Ok(observed)
     }
 
@@ -653,6 +681,25 @@ impl NodeKernel for LinuxKernel {
                         .await
                         .map_err(kernel_err("set bridge port hairpin", ifname)),
                 )
+            }
+            LinkOp::AnnounceRouted { ip, mac, ports } => {
+                let (ip, mac, ports) = (*ip, *mac, ports.clone());
+                tokio::task::spawn_blocking(move || {
+                    let frame = seam_dataplane::lb::gratuitous_arp(mac.0, ip);
+                    // Best effort, port by port: a port gone meanwhile does not stop the rest.
+                    for port in &ports {
+                        if let Err(e) = crate::lb::send_frame(port, &frame) {
+                            tracing::debug!(%ip, port, error = %e, "announce routed endpoint");
+                        }
+                    }
+                })
+                .await
+                .map_err(|e| Error::Kernel {
+                    operation: "announce routed endpoint (gratuitous ARP)",
+                    object: ip.to_string(),
+                    errno: None,
+                    message: e.to_string(),
+                })
             }
             LinkOp::UnplugVmPort { ifname } => {
                 let Some(link) = link_by_name(h, ifname).await? else {

@@ -158,6 +158,35 @@ async fn announce(ifname: &str, addr: Ipv4Addr) -> Result<()> {
         })
 }
 
+/// Sends one Ethernet `frame` out of `ifname` as it is (its source MAC included), from the
+/// calling thread's namespace.
+pub fn send_frame(ifname: &str, frame: &[u8]) -> std::io::Result<()> {
+    use nix::sys::socket::{bind, send, socket, AddressFamily, MsgFlags, SockFlag, SockType};
+    let link = nix::ifaddrs::getifaddrs()?
+        .filter(|i| i.interface_name == ifname)
+        .find_map(|i| i.address.and_then(|a| a.as_link_addr().copied()))
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("no link-layer address for {ifname}"),
+            )
+        })?;
+    // Protocol 0: the socket sends and receives nothing.
+    let socket = socket(
+        AddressFamily::Packet,
+        SockType::Raw,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    bind(std::os::fd::AsRawFd::as_raw_fd(&socket), &link)?;
+    send(
+        std::os::fd::AsRawFd::as_raw_fd(&socket),
+        frame,
+        MsgFlags::empty(),
+    )?;
+    Ok(())
+}
+
 /// Sends the announcements from the calling thread (its network namespace).
 pub fn send_announcements(ifname: &str, addr: Ipv4Addr, interval: Duration) -> std::io::Result<()> {
     use nix::sys::socket::{bind, send, socket, AddressFamily, MsgFlags, SockFlag, SockType};

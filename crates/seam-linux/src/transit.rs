@@ -4,10 +4,12 @@
 //! through each gateway: a `fwmark` rule and a table per gateway (`seam_dataplane::reply`). The
 //! NAT table those also need is Seam's nftables: it goes through `Firewall::apply_nat`.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 
 use futures::TryStreamExt;
 use ipnet::Ipv4Net;
+use netlink_packet_route::link::LinkAttribute;
 use netlink_packet_route::neighbour::{NeighbourFlags, NeighbourState};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol,
@@ -21,14 +23,15 @@ use seam_dataplane::reply::{
 };
 use seam_dataplane::snat::{EGRESS_RULE_PRIORITY, EGRESS_TABLE};
 use seam_dataplane::{
-    DesiredTransit, EgressRule, ObservedTransit, Result, TransitKernel, TransitOp, TRANSIT_DEVICE,
-    TRANSIT_ROUTE_PROTOCOL,
+    vni_of_vxlan, DesiredTransit, EgressRule, ObservedTransit, Result, TransitKernel, TransitOp,
+    TRANSIT_DEVICE, TRANSIT_ROUTE_PROTOCOL,
 };
-use seam_model::MacAddr;
+use seam_model::{gateway_mac, MacAddr};
 
 use crate::kernel::{
     add_address, delete_link, fdb_del, is_up, kernel_err, link_by_name, link_mac, neigh_del,
-    neigh_mac, neigh_v4, ok_if_absent, ok_if_exists, require_link, LinuxKernel, VXLAN_PORT,
+    neigh_mac, neigh_v4, ok_if_absent, ok_if_exists, require_link, vxlan_local, LinuxKernel,
+    VXLAN_PORT,
 };
 
 /// The address of a gateway's transit device (see the rp_filter note in `EnsureDevice`).
@@ -53,23 +56,16 @@ fn direct_route_message(dst: Ipv4Addr, via: Ipv4Addr) -> RouteMessage {
         .build()
 }
 
-/// Whether reverse-path filtering on `ifname` is not strict: the kernel applies the larger of
-/// `all` and the interface's value, and 1 is the only strict one.
+/// Whether reverse-path filtering on `ifname` is not strict (see [`crate::sysctl::rp_filter_strict`]).
 fn rp_filter_loose(ifname: &str) -> Result<bool> {
-    let value = |key: String| -> Result<u8> {
-        let text =
-            crate::sysctl::read(&key).map_err(|e| sysctl_error("read rp_filter", ifname, e))?;
-        Ok(text.parse().unwrap_or(1))
-    };
-    let all = value("net/ipv4/conf/all/rp_filter".into())?;
-    let own = value(format!("net/ipv4/conf/{ifname}/rp_filter"))?;
-    Ok(all.max(own) != 1)
+    crate::sysctl::rp_filter_strict(ifname)
+        .map(|strict| !strict)
+        .map_err(|e| sysctl_error("read rp_filter", ifname, e))
 }
 
-/// `rp_filter` 2 (loose) on `ifname`.
+/// `rp_filter` 2 (loose) on `ifname` where it is strict.
 fn loosen_rp_filter(ifname: &str) -> Result<()> {
-    crate::sysctl::write(&format!("net/ipv4/conf/{ifname}/rp_filter"), "2")
-        .map_err(|e| sysctl_error("set rp_filter", ifname, e))
+    crate::sysctl::loosen_rp_filter(ifname).map_err(|e| sysctl_error("set rp_filter", ifname, e))
 }
 
 fn sysctl_error(
@@ -271,6 +267,55 @@ fn route_fields(route: &RouteMessage) -> (Option<u32>, Option<Ipv4Addr>, Option<
     (oif, dst, via)
 }
 
+/// The main table's id (`RT_TABLE_MAIN`).
+const MAIN_TABLE: u32 = 254;
+
+/// Seam's routes to a peer's underlay in the main table `(dst /32, via)` (protocol
+/// [`TRANSIT_ROUTE_PROTOCOL`]): what the segment reconciler needs to know before it points a
+/// routed endpoint's neighbour entry at the gateway MAC.
+pub(crate) async fn main_direct_routes(h: &Handle) -> Result<BTreeSet<(Ipv4Addr, Ipv4Addr)>> {
+    let mut found = BTreeSet::new();
+    let mut routes = h
+        .route()
+        .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+        .execute();
+    while let Some(route) = routes
+        .try_next()
+        .await
+        .map_err(kernel_err("list routes", "main"))?
+    {
+        if route.header.protocol == RouteProtocol::Other(TRANSIT_ROUTE_PROTOCOL)
+            && route.header.destination_prefix_length == 32
+            && route_table(&route) == MAIN_TABLE
+        {
+            if let (_, Some(dst), Some(via)) = route_fields(&route) {
+                found.insert((dst, via));
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// The segments' VXLAN devices, index → VNI.
+async fn segment_vxlans(h: &Handle) -> Result<BTreeMap<u32, u32>> {
+    let mut found = BTreeMap::new();
+    let mut links = h.link().get().execute();
+    while let Some(link) = links
+        .try_next()
+        .await
+        .map_err(kernel_err("list links", "all"))?
+    {
+        let vni = link.attributes.iter().find_map(|a| match a {
+            LinkAttribute::IfName(name) => vni_of_vxlan(name),
+            _ => None,
+        });
+        if let Some(vni) = vni {
+            found.insert(link.header.index, vni);
+        }
+    }
+    Ok(found)
+}
+
 impl LinuxKernel {
     /// Seam's egress rules (`ip rule list`, priorities [`EGRESS_RULE_PRIORITY`] and `+ 1`).
     async fn observe_egress_rules(
@@ -371,6 +416,11 @@ impl TransitKernel for LinuxKernel {
             observed.exists = true;
             observed.device_ok = is_up(link) && link_mac(link) == Some(desired.mac);
         }
+        // Bound to an old underlay address (the node's address changed): `EnsureDevice` makes it
+        // anew, and what is on it goes with it, so it is observed as absent and planned again.
+        let stale = link
+            .as_ref()
+            .is_some_and(|l| vxlan_local(l).is_some_and(|ip| ip != desired.underlay.ip));
         let mut routes = h
             .route()
             .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
@@ -426,9 +476,7 @@ impl TransitKernel for LinuxKernel {
                 }
             }
         }
-        let Some(index) = index else {
-            return Ok(observed);
-        };
+        let vxlans = segment_vxlans(h).await?;
         let mut neigh = h
             .neighbours()
             .get()
@@ -439,12 +487,31 @@ impl TransitKernel for LinuxKernel {
             .await
             .map_err(kernel_err("list neighbours", TRANSIT_DEVICE))?
         {
-            if entry.header.ifindex != index || entry.header.state != NeighbourState::Permanent {
+            if entry.header.state != NeighbourState::Permanent {
                 continue;
             }
-            if let (Some(mac), Some(ip)) = (neigh_mac(&entry), neigh_v4(&entry)) {
+            let (Some(mac), Some(ip)) = (neigh_mac(&entry), neigh_v4(&entry)) else {
+                continue;
+            };
+            if Some(entry.header.ifindex) == index {
                 observed.neighbours.insert((ip, mac));
+            } else if let Some(&vni) = vxlans.get(&entry.header.ifindex) {
+                if mac == gateway_mac(vni) {
+                    observed.routed_neighbours.insert(ip);
+                }
             }
+        }
+        let Some(index) = index else {
+            return Ok(observed);
+        };
+        if stale {
+            observed.device_ok = false;
+            observed.routes.clear();
+            observed.neighbours.clear();
+            observed.egress_routes.clear();
+            observed.reply_routes.retain(|r| r.2);
+            observed.gateway_routes.retain(|r| r.2);
+            return Ok(observed);
         }
         let mut fdb = h
             .neighbours()
@@ -478,7 +545,15 @@ impl TransitKernel for LinuxKernel {
                 underlay,
                 gateway,
             } => {
-                let link = match link_by_name(h, TRANSIT_DEVICE).await? {
+                let found = match link_by_name(h, TRANSIT_DEVICE).await? {
+                    // Bound to an old underlay address: made anew (see `observe_transit`).
+                    Some(link) if vxlan_local(&link).is_some_and(|ip| ip != underlay.ip) => {
+                        delete_link(h, TRANSIT_DEVICE).await?;
+                        None
+                    }
+                    found => found,
+                };
+                let link = match found {
                     Some(link) => link,
                     None => {
                         let dev = require_link(h, &underlay.ifname).await?;

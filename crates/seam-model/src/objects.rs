@@ -64,6 +64,33 @@ pub struct Segment {
     /// addresses everywhere and reach only what the network routes back to them.
     #[serde(default)]
     pub snat: bool,
+    /// How the segment's traffic crosses between nodes: `routed` (the default) lets two nodes
+    /// that allow it (`Node.segmentEncap`) route it without encapsulation; `overlay` keeps the
+    /// VXLAN between every pair of nodes, for what needs a real L2 (non-IP protocols,
+    /// broadcast and multicast between guests).
+    #[serde(default, skip_serializing_if = "SegmentForwarding::is_routed")]
+    pub forwarding: SegmentForwarding,
+}
+
+/// How a segment's traffic crosses between nodes ([`Segment::forwarding`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum SegmentForwarding {
+    /// Routed without encapsulation between nodes of one underlay subnet that both publish
+    /// `segmentEncap: crossSubnet`, through VXLAN otherwise. IP (unicast) only: a remote
+    /// endpoint's ARP answer is the segment's gateway MAC.
+    #[default]
+    Routed,
+    /// Always through VXLAN, with the endpoints' own MACs (what a real L2 gives: non-IP
+    /// protocols, broadcast and multicast between guests).
+    Overlay,
+}
+
+impl SegmentForwarding {
+    /// The default, left out of the wire form.
+    pub fn is_routed(&self) -> bool {
+        *self == SegmentForwarding::Routed
+    }
 }
 
 impl Segment {
@@ -158,6 +185,12 @@ pub struct Node {
     /// through (and route its replies back through it, `seam_dataplane::reply`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub underlay_mac: Option<MacAddr>,
+    /// How other nodes send this node's endpoints the traffic of `routed` segments
+    /// (`seamd --segment-encap`): `crossSubnet` routes it without encapsulation between two
+    /// nodes that both publish it and share an underlay subnet. Absent means `always` (an agent
+    /// that does not know routed segments keeps VXLAN with everyone).
+    #[serde(default, skip_serializing_if = "TransitEncap::is_always")]
+    pub segment_encap: TransitEncap,
 }
 
 /// How nodes reach a gateway node (`seamd --transit-encap`), after Calico's `vxlanMode`.

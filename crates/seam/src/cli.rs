@@ -335,6 +335,10 @@ pub enum ConformanceCmd {
         /// --dataplane: keep the lab afterwards.
         #[arg(long)]
         keep: bool,
+        /// --dataplane: the nodes' `seamd --segment-encap` (`cross-subnet`: the pods' traffic
+        /// between nodes is routed without encapsulation; `always`: VXLAN).
+        #[arg(long, default_value = "cross-subnet", value_parser = seam_lab::gateway::TRANSIT_ENCAP_MODES)]
+        segment_encap: String,
     },
 }
 
@@ -366,6 +370,11 @@ pub enum LabCmd {
         /// Whether the agents record flows (`seam flows`, the page): `on` or `off`.
         #[arg(long, default_value = "on", value_parser = ["on", "off"])]
         flows: String,
+        /// The nodes' `seamd --segment-encap`: `cross-subnet` routes the segments' traffic
+        /// between the lab's nodes (one underlay subnet) without encapsulation, `always` keeps
+        /// the VXLAN.
+        #[arg(long, default_value = "cross-subnet", value_parser = seam_lab::gateway::TRANSIT_ENCAP_MODES)]
+        segment_encap: String,
     },
     /// Stop a lab and remove everything it made (also after a crash).
     Down {

@@ -82,6 +82,21 @@ struct Args {
     /// from every node (for an underlay whose switches drop addresses they do not know).
     #[arg(long, value_enum, default_value = "cross-subnet")]
     transit_encap: TransitEncapArg,
+    /// How the other nodes send this node's endpoints the traffic of routed segments (every
+    /// segment but those with `forwarding: overlay`). `cross-subnet` routes it without
+    /// encapsulation between this node and the nodes of its underlay subnet that publish
+    /// `cross-subnet` too (strict reverse-path filtering on the underlay interface is set loose
+    /// before the node is published), and through the segments' VXLAN with the rest. `always` keeps the
+    /// VXLAN with every node: use it where the underlay drops source addresses it did not
+    /// assign (cloud VPCs with source/destination checks, switches with IP source guard), since
+    /// routed packets carry the pods' and VMs' own addresses on the underlay.
+    #[arg(
+        long,
+        env = "SEAM_SEGMENT_ENCAP",
+        value_enum,
+        default_value = "cross-subnet"
+    )]
+    segment_encap: TransitEncapArg,
     /// On a gateway node: the interface on the external network. The LoadBalancer addresses this
     /// gateway owns are added to it as /32s and announced with gratuitous ARP; without it the
     /// gateway serves none (the other gateways do).
@@ -251,6 +266,21 @@ async fn serve(args: Args) -> anyhow::Result<()> {
              load the br_netfilter module"
         );
     }
+    let segment_encap = match args.segment_encap {
+        TransitEncapArg::Always => TransitEncap::Always,
+        TransitEncapArg::CrossSubnet => TransitEncap::CrossSubnet,
+    };
+    if segment_encap == TransitEncap::CrossSubnet {
+        // Before the Node says `crossSubnet`: from then on peers route their endpoints' traffic
+        // here over the underlay, from source addresses this node routes elsewhere while a mode
+        // switch is under way, which strict filtering would drop.
+        seam_linux::sysctl::loosen_rp_filter(&args.underlay_interface).with_context(|| {
+            format!(
+                "loosen reverse-path filtering on {}",
+                args.underlay_interface
+            )
+        })?;
+    }
     if let Some(dir) = args.state.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     }
@@ -300,6 +330,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             TransitEncapArg::CrossSubnet => TransitEncap::CrossSubnet,
         },
         underlay_mac,
+        segment_encap,
         mtu: underlay_mtu.saturating_sub(VXLAN_OVERHEAD),
         socket: args.socket.clone(),
         controller,

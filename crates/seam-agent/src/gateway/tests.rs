@@ -16,6 +16,7 @@ fn node(name: &str, k: u8, role: NodeRole) -> Node {
         transit_encap: Default::default(),
         underlay_prefix_len: Some(15),
         underlay_mac: None,
+        segment_encap: Default::default(),
     }
 }
 

@@ -132,6 +132,7 @@ fn passes_over_what_changed_end_where_a_pass_over_everything_does() {
             block_prefix: 26,
             namespace: None,
             snat: false,
+            forwarding: Default::default(),
         }],
         endpoints: vec![
             endpoint("a", "web", 2, "n1", "web"),
@@ -288,6 +289,7 @@ fn a_gateway_serves_the_lb_addresses_it_owns_while_it_holds_a_lease() {
         transit_encap: Default::default(),
         underlay_prefix_len: Some(24),
         underlay_mac: None,
+        segment_encap: Default::default(),
     };
     let mut view = ClusterView::default();
     view.reset(Snapshot {
@@ -352,6 +354,7 @@ fn random_changes_end_where_a_pass_over_everything_does() {
                 block_prefix: 26,
                 namespace: None,
                 snat: false,
+                forwarding: Default::default(),
             }],
             ..Snapshot::default()
         });

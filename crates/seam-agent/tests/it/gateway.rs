@@ -82,6 +82,7 @@ async fn a_gateway_serves_what_it_owns_while_its_lease_lives_and_forgets_removed
                 transit_encap: TransitEncap::CrossSubnet,
                 underlay_prefix_len: Some(15),
                 underlay_mac: None,
+                segment_encap: Default::default(),
             },
         );
         view.node_leases

@@ -107,6 +107,7 @@ pub fn agent_config(dir: &Path, node: &str, ip: Ipv4Addr, controller: &Path) -> 
         },
         transit_encap: TransitEncap::CrossSubnet,
         underlay_mac: None,
+        segment_encap: Default::default(),
         external_interface: None,
         mtu: 1450,
         socket: dir.join(format!("{node}-seamd.sock")),

@@ -17,5 +17,6 @@ mod names;
 mod realization;
 mod reassert;
 mod reconcile;
+mod routed;
 mod services;
 mod socket;

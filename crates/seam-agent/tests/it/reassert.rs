@@ -386,6 +386,7 @@ async fn a_pod_name_taken_over_by_another_node_is_left_to_it() {
         transit_encap: Default::default(),
         underlay_prefix_len: None,
         underlay_mac: None,
+        segment_encap: Default::default(),
     };
     c.ctl.client.put_node(&n2).await.unwrap();
     let block = c.ctl.client.claim_block("ns-web", "n2").await.unwrap();

@@ -92,6 +92,7 @@ async fn nothing_is_removed_before_the_first_sync() {
                 bridge_ok: true,
                 vxlan_ok: true,
                 gateway_ok: true,
+                vxlan_local: None,
             },
         );
         s.observed.fdb.insert((stale_vni, stale_mac, N2_IP));

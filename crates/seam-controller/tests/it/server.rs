@@ -71,6 +71,7 @@ pub fn node(name: &str, last_octet: u8) -> Node {
         transit_encap: Default::default(),
         underlay_prefix_len: None,
         underlay_mac: None,
+        segment_encap: Default::default(),
     }
 }
 
@@ -85,6 +86,7 @@ pub fn segment(name: &str, subnet: &str, vni: u32) -> Segment {
         block_prefix: 28,
         namespace: None,
         snat: false,
+        forwarding: Default::default(),
     }
 }
 

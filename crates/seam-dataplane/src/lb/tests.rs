@@ -11,6 +11,7 @@ fn gateway(name: &str, k: u8) -> Node {
         transit_encap: Default::default(),
         underlay_prefix_len: Some(15),
         underlay_mac: None,
+        segment_encap: Default::default(),
     }
 }
 

@@ -26,6 +26,7 @@ fn desired() -> DesiredNode {
             ip: remote_ip,
             mac: endpoint_mac(remote_ip),
             node_ip: Ipv4Addr::new(198, 18, 0, 12),
+            routed: false,
         }]),
         local_ports: BTreeMap::from([("sv000000000001".to_string(), 4096)]),
         vm_ports: BTreeMap::from([(crate::vm_port_name("vm1"), 4096)]),
@@ -44,12 +45,14 @@ fn realized(d: &DesiredNode) -> Observed {
                         bridge_ok: true,
                         vxlan_ok: true,
                         gateway_ok: true,
+                        vxlan_local: None,
                     },
                 )
             })
             .collect(),
         fdb: d.remote.iter().map(|r| (r.vni, r.mac, r.node_ip)).collect(),
         neighbours: d.remote.iter().map(|r| (r.vni, r.ip, r.mac)).collect(),
+        routes: BTreeSet::new(),
         host_ports: d
             .local_ports
             .iter()
@@ -178,4 +181,118 @@ fn ports_without_hairpin_mode_get_it_unless_they_are_replugged_or_unwanted() {
     }
     let ops = plan(&d, &o);
     assert!(!ops.contains(&LinkOp::SetHairpin { ifname: vm }));
+}
+
+/// `d` with its one remote endpoint reached routed.
+fn routed(d: &DesiredNode) -> DesiredNode {
+    let mut r = d.clone();
+    r.remote = d
+        .remote
+        .iter()
+        .map(|e| RemoteEntry { routed: true, ..*e })
+        .collect();
+    r
+}
+
+#[test]
+fn a_routed_endpoint_answers_with_the_gateway_mac_only_once_its_route_exists() {
+    let d = desired();
+    let want = routed(&d);
+    let e = *want.remote.iter().next().unwrap();
+    let mut o = realized(&d);
+    // No route yet (the transit adds it): the endpoint's own MAC stays, the FDB too.
+    assert!(plan(&want, &o).is_empty());
+    o.routes.insert((e.ip, e.node_ip));
+    assert_eq!(
+        plan(&want, &o),
+        vec![
+            LinkOp::NeighAdd {
+                vni: 4096,
+                ip: e.ip,
+                mac: gateway_mac(4096)
+            },
+            // The segment's local pods and VMs are told, so those that cached the endpoint's
+            // own MAC move to the routed path too.
+            LinkOp::AnnounceRouted {
+                ip: e.ip,
+                mac: gateway_mac(4096),
+                ports: vec!["sv000000000001".into(), crate::vm_port_name("vm1")],
+            },
+        ],
+        "the FDB entry stays: a pod that cached the endpoint's MAC still reaches it"
+    );
+    // A new endpoint (no entry yet) needs no announcement: nobody cached it.
+    let mut fresh = o.clone();
+    fresh.neighbours.clear();
+    assert_eq!(
+        plan(&want, &fresh),
+        vec![LinkOp::NeighAdd {
+            vni: 4096,
+            ip: e.ip,
+            mac: gateway_mac(4096)
+        }]
+    );
+    // A route to another node (a VM that moved, its route not replaced yet) does not count.
+    let mut elsewhere = realized(&d);
+    elsewhere
+        .routes
+        .insert((e.ip, Ipv4Addr::new(198, 18, 0, 13)));
+    assert!(plan(&want, &elsewhere).is_empty());
+    // Realized routed: nothing to do (a restarted agent adopts it).
+    o.neighbours = BTreeSet::from([(4096, e.ip, gateway_mac(4096))]);
+    assert!(plan(&want, &o).is_empty());
+    // Back to the VXLAN: the endpoint's MAC returns while the route still exists (the transit
+    // removes it only after).
+    assert_eq!(
+        plan(&d, &o),
+        vec![LinkOp::NeighAdd {
+            vni: 4096,
+            ip: e.ip,
+            mac: e.mac
+        }]
+    );
+    // A routed endpoint that goes: its entries go, whatever MAC the neighbour held.
+    let mut gone = want.clone();
+    gone.remote.clear();
+    let ops = plan(&gone, &o);
+    assert!(ops.contains(&LinkOp::NeighDel {
+        vni: 4096,
+        ip: e.ip
+    }));
+    assert!(ops.contains(&LinkOp::FdbDel {
+        vni: 4096,
+        mac: e.mac,
+        dst: e.node_ip
+    }));
+}
+
+#[test]
+fn a_vxlan_device_on_an_old_underlay_address_is_made_anew_with_its_entries() {
+    let d = desired();
+    let mut o = realized(&d);
+    if let Some(s) = o.segments.get_mut(&4096) {
+        s.vxlan_local = Some(Ipv4Addr::new(198, 18, 0, 99));
+    }
+    let ops = plan(&d, &o);
+    let e = *d.remote.iter().next().unwrap();
+    assert_eq!(
+        ops,
+        vec![
+            LinkOp::EnsureSegment {
+                spec: d.segments[&4096].clone(),
+                underlay: d.underlay.clone()
+            },
+            LinkOp::FdbAdd(e),
+            LinkOp::NeighAdd {
+                vni: 4096,
+                ip: e.ip,
+                mac: e.mac
+            },
+        ]
+    );
+    // On the right address: nothing.
+    if let Some(s) = o.segments.get_mut(&4096) {
+        s.vxlan_local = Some(d.underlay.ip);
+    }
+    assert!(plan(&d, &o).is_empty());
 }

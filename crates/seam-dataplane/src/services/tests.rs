@@ -537,6 +537,7 @@ fn segments_and_served_lb_addresses_pass_through() {
         block_prefix: 26,
         namespace: None,
         snat: false,
+        forwarding: Default::default(),
     };
     let segments = [segment("a", "10.1.0.0/16"), segment("b", "10.2.0.0/16")];
     let served: BTreeSet<Ipv4Addr> = [Ipv4Addr::new(203, 0, 113, 7)].into();

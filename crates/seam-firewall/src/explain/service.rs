@@ -563,6 +563,7 @@ spec:
                     transit_encap: Default::default(),
                     underlay_prefix_len: None,
                     underlay_mac: None,
+                    segment_encap: Default::default(),
                 })
                 .collect(),
             endpoints: vec![

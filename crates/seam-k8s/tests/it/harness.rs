@@ -204,6 +204,7 @@ impl Env {
             transit_encap: Default::default(),
             underlay_prefix_len: None,
             underlay_mac: None,
+            segment_encap: Default::default(),
         })
         .await
         .unwrap();

@@ -72,6 +72,7 @@ async fn a_contract_is_ready_once_every_node_enforces_its_generation() {
                 transit_encap: Default::default(),
                 underlay_prefix_len: None,
                 underlay_mac: None,
+                segment_encap: Default::default(),
             })
             .await
             .unwrap();

@@ -127,6 +127,27 @@ fn the_transit_is_observed_as_applied() {
 
 #[test]
 #[ignore = "privileged: netns"]
+fn a_new_underlay_address_rebinds_the_vxlan_devices() {
+    let underlay = |last| Underlay {
+        ifname: "u0".into(),
+        ip: Ipv4Addr::new(198, 18, 0, last),
+        prefix_len: 24,
+    };
+    let setup: &[&[&str]] = &[
+        &["link", "add", "u0", "type", "veth", "peer", "name", "u1"],
+        &["addr", "add", "198.18.0.11/24", "dev", "u0"],
+        &["addr", "add", "198.18.0.12/24", "dev", "u0"],
+        &["link", "set", "u1", "up"],
+        &["link", "set", "u0", "up"],
+    ];
+    in_fresh_netns("u", setup, |k| async move {
+        contract::a_new_underlay_address_rebinds_the_vxlan_devices(&k, underlay(11), underlay(12))
+            .await
+    });
+}
+
+#[test]
+#[ignore = "privileged: netns"]
 fn a_node_converges_and_attaches() {
     let underlay = Underlay {
         ifname: "u0".into(),

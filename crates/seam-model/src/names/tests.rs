@@ -35,6 +35,7 @@ fn segment(namespace: &str) -> Segment {
         block_prefix: 26,
         namespace: Some(namespace.to_string()),
         snat: false,
+        forwarding: Default::default(),
     }
 }
 

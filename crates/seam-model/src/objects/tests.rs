@@ -11,6 +11,7 @@ fn segment() -> Segment {
         block_prefix: 26,
         namespace: Some("default".into()),
         snat: false,
+        forwarding: Default::default(),
     }
 }
 
@@ -81,6 +82,41 @@ proptest! {
             prop_assert!(subnet.contains(&s.gateway));
         }
     }
+}
+
+#[test]
+fn forwarding_defaults_to_routed_round_trips_and_refuses_other_values() {
+    let json = serde_json::to_value(segment()).unwrap_or_default();
+    assert!(
+        json.get("forwarding").is_none(),
+        "the default is left out: {json}"
+    );
+    let overlay = Segment {
+        forwarding: SegmentForwarding::Overlay,
+        ..segment()
+    };
+    let json = serde_json::to_value(&overlay).unwrap_or_default();
+    assert_eq!(json["forwarding"], "overlay");
+    let back: Segment = serde_json::from_value(json.clone()).unwrap_or_else(|_| segment());
+    assert_eq!(back, overlay);
+    let mut wrong = json;
+    wrong["forwarding"] = "bridged".into();
+    assert!(serde_json::from_value::<Segment>(wrong).is_err());
+}
+
+#[test]
+fn segment_encap_is_always_when_absent_and_published_only_when_cross_subnet() {
+    let old: Node = serde_json::from_str(r#"{"name":"n1","underlayIp":"198.18.0.11"}"#)
+        .unwrap_or_else(|_| unreachable!());
+    assert_eq!(old.segment_encap, TransitEncap::Always);
+    let json = serde_json::to_value(&old).unwrap_or_default();
+    assert!(json.get("segmentEncap").is_none(), "{json}");
+    let routed = Node {
+        segment_encap: TransitEncap::CrossSubnet,
+        ..old
+    };
+    let json = serde_json::to_value(&routed).unwrap_or_default();
+    assert_eq!(json["segmentEncap"], "crossSubnet");
 }
 
 #[test]
@@ -332,6 +368,7 @@ fn a_nodes_underlay_mac_is_optional_round_trips_and_must_be_unicast() {
     assert_eq!(back, with);
     let multicast = Node {
         underlay_mac: Some(MacAddr([1, 0, 0x5e, 0, 0, 1])),
+        segment_encap: Default::default(),
         ..with
     };
     let err = multicast.validate().unwrap_err().to_string();

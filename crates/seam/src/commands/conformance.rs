@@ -18,6 +18,7 @@ pub(crate) fn run(command: ConformanceCmd) -> anyhow::Result<ExitCode> {
         nodes,
         probe_timeout_ms,
         keep,
+        segment_encap,
     } = command;
     let dataplane = if dataplane {
         Some(seam_lab::conformance::Options {
@@ -26,6 +27,7 @@ pub(crate) fn run(command: ConformanceCmd) -> anyhow::Result<ExitCode> {
             timeout: std::time::Duration::from_millis(probe_timeout_ms),
             keep,
             converge: std::time::Duration::from_secs(20),
+            segment_encap,
         })
     } else {
         None

@@ -138,8 +138,9 @@ pub(crate) fn run(command: LabCmd) -> anyhow::Result<()> {
             store,
             controllers,
             flows,
+            segment_encap,
         } => {
-            let lab = seam_lab::up(&LabSpec {
+            let mut lab = seam_lab::up(&LabSpec {
                 name,
                 nodes,
                 segment_mode,
@@ -150,6 +151,13 @@ pub(crate) fn run(command: LabCmd) -> anyhow::Result<()> {
                 flows: flows == "on",
                 bin_dir: bin_dir()?,
             })?;
+            if segment_encap != "cross-subnet" {
+                // seamd's default is cross-subnet: the other mode restarts each agent with it.
+                let nodes: Vec<String> = lab.nodes.iter().map(|n| n.name.clone()).collect();
+                for node in nodes {
+                    lab.topology().set_segment_encap(&node, &segment_encap)?;
+                }
+            }
             print_lab(&lab, json)
         }
         LabCmd::Down { name } => Ok(seam_lab::down(&name)?),

@@ -133,6 +133,7 @@ pub(crate) fn node_n1() -> Node {
         transit_encap: Default::default(),
         underlay_prefix_len: None,
         underlay_mac: None,
+        segment_encap: Default::default(),
     }
 }
 
@@ -159,6 +160,7 @@ pub(crate) fn segment(name: &str, third: u8, vni: u32) -> Segment {
         block_prefix: 26,
         namespace: Some(name.into()),
         snat: false,
+        forwarding: Default::default(),
     }
 }
 

@@ -96,6 +96,7 @@ fn node(name: &str, octet: u8) -> Node {
         transit_encap: Default::default(),
         underlay_prefix_len: None,
         underlay_mac: None,
+        segment_encap: Default::default(),
     }
 }
 

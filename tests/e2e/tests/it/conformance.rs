@@ -8,6 +8,10 @@
 //! and namespace relabelling between steps, and AdminNetworkPolicy Pass / Deny / Allow with a
 //! BaselineAdminNetworkPolicy (denials must be drops). SCTP probes are skipped by the runner
 //! (no SCTP sockets here) and reported, never counted as passed.
+//!
+//! The lab's nodes share an underlay subnet and run seamd's default `--segment-encap
+//! cross-subnet`, so the representative run goes through routed segments; it runs again with
+//! `always`, through the VXLAN.
 
 use std::process::Command;
 
@@ -117,6 +121,13 @@ fn seam(args: &[&str]) -> (bool, String) {
 #[ignore = "privileged: netns"]
 fn a_representative_subset_of_the_conformance_cases_passes_through_the_dataplane() {
     require_root();
+    let last = dataplane_run(&representative_cases(), "e2e-conf", &[]);
+    // Skipped SCTP probes are reported, not passed.
+    assert!(last.contains("SCTP probe(s) skipped, not passed"), "{last}");
+}
+
+/// The representative subset: the upstream cases named above and the hand-written one.
+fn representative_cases() -> Vec<Value> {
     // The model's matrix rows (`pods_order`), as the harness reads them.
     let order = Suite::from_texts(&read("cases.json"), &read("model.json"))
         .unwrap()
@@ -125,11 +136,18 @@ fn a_representative_subset_of_the_conformance_cases_passes_through_the_dataplane
     let mut cases = pick(&load("cases.json"), NETPOL_CASES);
     cases.push(end_port_case(&order));
     cases.extend(pick(&load("anp_cases.json"), ANP_CASES));
+    cases
+}
+
+/// Runs `cases` with `seam conformance netpol` on the engine, then with `--dataplane` on a fresh
+/// 3-node lab `lab` (plus `extra` arguments); asserts every case passed both times and the lab
+/// is gone; returns the dataplane run's last line.
+fn dataplane_run(cases: &[Value], lab: &str, extra: &[&str]) -> String {
     let total = cases.len();
-    let dir = std::env::temp_dir().join(format!("seam-e2e-conf-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("seam-e2e-{lab}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("cases.json");
-    std::fs::write(&file, serde_json::to_vec(&cases).unwrap()).unwrap();
+    std::fs::write(&file, serde_json::to_vec(cases).unwrap()).unwrap();
     let model_path = format!("{TEST_DATA}/model.json");
     let (file, model_path) = (file.to_str().unwrap(), model_path.as_str());
 
@@ -146,7 +164,7 @@ fn a_representative_subset_of_the_conformance_cases_passes_through_the_dataplane
     assert_eq!(out.trim(), format!("{total} passed, 0 failed"));
 
     let started = std::time::Instant::now();
-    let (ok, out) = seam(&[
+    let mut args = vec![
         "conformance",
         "netpol",
         "--cases",
@@ -155,11 +173,13 @@ fn a_representative_subset_of_the_conformance_cases_passes_through_the_dataplane
         model_path,
         "--dataplane",
         "--lab-name",
-        "e2e-conf",
+        lab,
         "--nodes",
         "3",
-    ]);
-    let _ = seam_lab::down("e2e-conf");
+    ];
+    args.extend_from_slice(extra);
+    let (ok, out) = seam(&args);
+    let _ = seam_lab::down(lab);
     let _ = std::fs::remove_dir_all(&dir);
     let last = out.lines().last().unwrap_or_default().to_string();
     assert!(ok, "dataplane run failed:\n{out}");
@@ -167,13 +187,26 @@ fn a_representative_subset_of_the_conformance_cases_passes_through_the_dataplane
         last.starts_with(&format!("{total} passed, 0 failed")),
         "{out}"
     );
-    // Skipped SCTP probes are reported, not passed.
-    assert!(last.contains("SCTP probe(s) skipped, not passed"), "{last}");
     eprintln!("{last} in {:?}", started.elapsed());
     assert!(
         seam_linux::netns::list()
             .iter()
-            .all(|n| !n.starts_with("e2e-conf-")),
+            .all(|n| !n.starts_with(&format!("{lab}-"))),
         "the runner removed its lab"
+    );
+    last
+}
+
+/// The same cases through the segments' VXLAN (`--segment-encap always` on every node): the
+/// run above goes routed (the lab's nodes share a subnet, seamd's default), so policy is checked
+/// in both modes.
+#[test]
+#[ignore = "privileged: netns"]
+fn the_representative_subset_also_passes_through_the_vxlan_dataplane() {
+    require_root();
+    dataplane_run(
+        &representative_cases(),
+        "e2e-confx",
+        &["--segment-encap", "always"],
     );
 }

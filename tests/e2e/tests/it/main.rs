@@ -19,6 +19,7 @@ mod policy;
 mod qemu;
 mod realization;
 mod replicas;
+mod routed;
 mod services;
 mod snat;
 mod tenants;

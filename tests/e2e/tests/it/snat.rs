@@ -115,6 +115,11 @@ fn snat_segments_reach_the_internet_with_the_gateways_address_and_nothing_else_c
         egress_rules(&gw1)
     );
     // Still no NAT towards what Seam knows: the external endpoint, a pod of another segment.
+    // n1 routes db-1 over its underlay interface (routed segments), where the masquerade rule's
+    // `oifname` matches: the destination's segment is in `not_masqueraded`.
+    within(10, "n1 routes db-1 over the underlay", || {
+        seam_e2e::ip_json(&n1, &["route", "get", &db.ip.to_string()])[0]["dev"] == "eth0"
+    });
     assert_eq!(said(&web.netns_path, SERVER_IP, 9000), Some(own("bm1")));
     assert_eq!(said(&web.netns_path, db.ip, 9000), Some(own("db-1")));
     // Inbound is untouched: the server reaches the pod and the pod sees the server's address.
