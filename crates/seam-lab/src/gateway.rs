@@ -181,6 +181,16 @@ impl Topology<'_> {
         processes.start_agent(name)
     }
 
+    /// Restarts node `name`'s agent with `--segment-encap MODE` (`always` or `cross-subnet`).
+    ///
+    /// PLACEHOLDER until routed segments are merged: always refuses.
+    pub fn set_segment_encap(&mut self, name: &str, mode: &str) -> Result<()> {
+        let _ = (name, mode);
+        Err(LabError::Invalid(
+            "segment encapsulation is not built yet".into(),
+        ))
+    }
+
     /// Adds gateway node `name`: on the underlay and on the external network (made on first
     /// use), its `seamd` started with `--role gateway`; waits until the agent is ready.
     pub fn add_gateway(&mut self, name: &str) -> Result<GatewayInfo> {
