@@ -12,7 +12,7 @@
 //!   seconds + burst, the rest counted as suppressed), and iperf3 alongside must keep ≥ 0.9 of
 //!   its throughput without the flood.
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -29,6 +29,7 @@ use seam_nft::FlowSampling;
 use seam_policy::Protocol;
 
 use crate::cleanup::{ChildGuard, ScopeGuard};
+use crate::connector::{self, AcceptServer};
 use crate::stats::{ratio, verdict, Stats};
 use crate::util;
 
@@ -164,13 +165,7 @@ fn build(scope: &ScopeGuard) -> anyhow::Result<Bench> {
         util::ip(pod, &["addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
         util::ip(pod, &["link", "set", "eth0", "up"])?;
     }
-    // The client closes first: its ports wait in TIME_WAIT, so it may reuse them, from a wide
-    // range (thousands of connections a second for seconds).
-    netns::run_in(&netns::path_of(&bench.a), || -> anyhow::Result<()> {
-        seam_linux::sysctl::write("net/ipv4/tcp_tw_reuse", "1")?;
-        seam_linux::sysctl::write("net/ipv4/ip_local_port_range", "1024 65000")?;
-        Ok(())
-    })??;
+    connector::prepare_client(&netns::path_of(&bench.a))?;
     Ok(bench)
 }
 
@@ -210,42 +205,16 @@ fn iperf(bench: &Bench, seconds: u64) -> anyhow::Result<f64> {
 
 /// New connections a → b per second (connect and close, one client) over `seconds`.
 fn connection_rate(bench: &Bench, seconds: u64) -> anyhow::Result<f64> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let listener = netns::run_in(&netns::path_of(&bench.b), || {
-        TcpListener::bind((Ipv4Addr::UNSPECIFIED, CONNECT_PORT))
-    })??;
-    let server = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            // Blocking accepts: a full accept queue drops SYNs, which costs a client a second.
-            while !stop.load(Ordering::Relaxed) {
-                let _ = listener.accept();
-            }
-        })
-    };
-    let (n, failed) = netns::run_in(&netns::path_of(&bench.a), || {
-        let to = SocketAddr::from((B, CONNECT_PORT));
-        let end = Instant::now() + Duration::from_secs(seconds);
-        let (mut n, mut failed) = (0u64, 0u64);
-        while Instant::now() < end {
-            match TcpStream::connect_timeout(&to, Duration::from_secs(3)) {
-                Ok(s) => {
-                    drop(s);
-                    n += 1;
-                }
-                Err(_) => failed += 1,
-            }
-        }
-        stop.store(true, Ordering::Relaxed);
-        // Wakes the server's last accept.
-        let _ = TcpStream::connect_timeout(&to, Duration::from_secs(1));
-        (n, failed)
-    })?;
-    let _ = server.join();
-    if failed > 0 {
-        eprintln!("  ({failed} connections failed)");
+    let _server = AcceptServer::start(&netns::path_of(&bench.b), B, CONNECT_PORT)?;
+    let s = connector::connect_rate(
+        &netns::path_of(&bench.a),
+        SocketAddr::from((B, CONNECT_PORT)),
+        Duration::from_secs(seconds),
+    )?;
+    if s.failed > 0 {
+        eprintln!("  ({} connections failed)", s.failed);
     }
-    Ok(n as f64 / seconds as f64)
+    Ok(s.per_second)
 }
 
 /// CPU time of the calling thread, ms.
