@@ -175,7 +175,7 @@ fn bench(guard: &mut LabGuard, opts: &ConnRateOpts) -> anyhow::Result<ConnRateSu
 }
 
 fn print(s: &ConnRateSummary) {
-    let row = |label: &str, v: &[RateSample]| {
+    let row = |label: &str, v: &[RateSample], of_node: bool| {
         if v.is_empty() {
             return;
         }
@@ -184,10 +184,14 @@ fn print(s: &ConnRateSummary) {
             .map(|r| format!(" {:>8.0}", r.per_second))
             .collect();
         let failed: u64 = v.iter().map(|r| r.failed).sum();
+        let share = if of_node {
+            format!("   / node->node {:.3}", s.ratio_of(v))
+        } else {
+            String::new()
+        };
         println!(
-            "   {label:<30}{rounds}   median {:>8.0}   / node->node {:.3}   failed {failed}",
-            median(v),
-            s.ratio_of(v)
+            "   {label:<30}{rounds}   median {:>8.0}{share}   failed {failed}",
+            median(v)
         );
     };
     let head: String = (1..=s.node_node.len())
@@ -195,9 +199,9 @@ fn print(s: &ConnRateSummary) {
         .collect();
     println!("   {:<30}{head}   (connections/s)", "path");
     let default = s.default_path.short();
-    row(&format!("pod -> pod ({default})"), &s.pod_pod);
-    row("pod -> pod (always: VXLAN)", &s.pod_pod_always);
-    row("node -> node (underlay)", &s.node_node);
+    row(&format!("pod -> pod ({default})"), &s.pod_pod, true);
+    row("pod -> pod (always: VXLAN)", &s.pod_pod_always, true);
+    row("node -> node (underlay)", &s.node_node, false);
     println!(
         "   ratio pod->pod / node->node (medians), default mode ({}): {:.3}   target >= {TARGET}: {}",
         s.default_path,

@@ -26,6 +26,9 @@ pub const ALWAYS: &str = "always";
 
 /// How long a switch of both nodes may take to show in their routes.
 const SWITCH_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a path that is not routed yet may take to become routed after the pods first reach
+/// each other.
+const SETTLE: Duration = Duration::from_secs(5);
 
 /// A client pod on n1 and a server pod on n2 of a 2-node lab that reach each other.
 #[derive(Debug, Clone)]
@@ -164,6 +167,15 @@ pub fn wait_path(
     }
 }
 
+/// The pods' path once it has settled: routed as soon as both nodes route (the routes may follow
+/// the first echo reply by a reconcile pass), else what it is after [`SETTLE`].
+pub fn settled_path(pair: &Pair) -> anyhow::Result<PathKind> {
+    match wait_path(PathKind::Routed, SETTLE, || pair.path())? {
+        Some(_) => Ok(PathKind::Routed),
+        None => pair.path(),
+    }
+}
+
 /// Restarts node `node`'s agent with `--segment-encap MODE`; the error says what it needs.
 pub fn set_mode(lab: &mut Lab, node: &str, mode: &str) -> anyhow::Result<()> {
     lab.topology()
@@ -211,11 +223,11 @@ pub struct Modes {
 }
 
 impl Modes {
-    /// The lab as it came up: the default mode, with the path it gives now.
+    /// The lab as it came up: the default mode, with the path it gives (see [`settled_path`]).
     pub fn new(pair: &Pair) -> anyhow::Result<Modes> {
         Ok(Modes {
             always: false,
-            default_path: pair.path()?,
+            default_path: settled_path(pair)?,
         })
     }
 

@@ -174,7 +174,7 @@ pub fn run(bin_dir: &Path, opts: &ModeSwitchOpts) -> anyhow::Result<ModeSwitchSu
 
 fn bench(guard: &mut LabGuard, opts: &ModeSwitchOpts) -> anyhow::Result<ModeSwitchSummary> {
     let pair = encap::pod_pair(guard, "bmsw")?;
-    let routed = pair.path()?;
+    let routed = encap::settled_path(&pair)?;
     println!(
         "   pod {} (n1) -> pod {} (n2): iperf3 TCP at {} and a ping every {} ms; path with both nodes on {DEFAULT_MODE}: {routed}",
         pair.client.ip, pair.server.ip, opts.rate, opts.ping_ms

@@ -165,10 +165,11 @@ fn bench(guard: &mut LabGuard, opts: &ThroughputOpts) -> anyhow::Result<Throughp
     );
     if let Some(vm) = &vm {
         println!(
-            "   vm->pod : vm {} (n1, hypervisor) -> pod {} (n2), vm eth0 mtu {}",
+            "   vm->pod : vm {} (n1, hypervisor) -> pod {} (n2), vm eth0 mtu {}; path in the default mode: {}",
             vm.ip,
             server.ip,
-            mtu(&vm.netns())
+            mtu(&vm.netns()),
+            encap::path(n1, vm.ip, n2, server.ip)?
         );
     }
     println!(
@@ -229,15 +230,19 @@ fn bench(guard: &mut LabGuard, opts: &ThroughputOpts) -> anyhow::Result<Throughp
 }
 
 fn print(s: &ThroughputSummary) {
-    let row = |label: &str, v: &[f64]| {
+    let row = |label: &str, v: &[f64], of_node: bool| {
         if v.is_empty() {
             return;
         }
         let rounds: String = v.iter().map(|g| format!(" {g:>7.2}")).collect();
+        let share = if of_node {
+            format!("   / node->node {:.3}", s.ratio_of(v))
+        } else {
+            String::new()
+        };
         println!(
-            "   {label:<34}{rounds}   median {:>6.2}   / node->node {:.3}",
-            Stats::of(v).median,
-            s.ratio_of(v)
+            "   {label:<34}{rounds}   median {:>6.2}{share}",
+            Stats::of(v).median
         );
     };
     let head: String = (1..=s.node_node.len())
@@ -245,11 +250,11 @@ fn print(s: &ThroughputSummary) {
         .collect();
     println!("   {:<34}{head}   (Gbit/s, iperf3 sum_received)", "path");
     let default = s.default_path.short();
-    row(&format!("pod -> pod ({default})"), &s.pod_pod);
-    row(&format!("vm -> pod ({default})"), &s.vm_pod);
-    row("pod -> pod (always: VXLAN)", &s.pod_pod_always);
-    row("vm -> pod (always: VXLAN)", &s.vm_pod_always);
-    row("node -> node (underlay)", &s.node_node);
+    row(&format!("pod -> pod ({default})"), &s.pod_pod, true);
+    row(&format!("vm -> pod ({default})"), &s.vm_pod, true);
+    row("pod -> pod (always: VXLAN)", &s.pod_pod_always, true);
+    row("vm -> pod (always: VXLAN)", &s.vm_pod_always, true);
+    row("node -> node (underlay)", &s.node_node, false);
     println!(
         "   ratio pod->pod / node->node (medians), default mode ({}): {:.3}   target >= {TARGET}: {}",
         s.default_path,
