@@ -421,3 +421,69 @@ fn all(bin_dir: &Path, a: &AllOpts) -> anyhow::Result<bool> {
     ));
     Ok(c.latency_ok() && c.concurrency_ok() && t.ok() && m.ok())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(command: &str) -> Cmd {
+        let args = std::iter::once("seam-bench").chain(command.split_whitespace());
+        match Cli::try_parse_from(args) {
+            Ok(cli) => cli.command,
+            Err(e) => panic!("{command}: {e}"),
+        }
+    }
+
+    /// The printed `reproduce:` line runs the same benchmark again.
+    #[test]
+    fn issue_14_commands_reproduce_their_options() {
+        let t = throughput::ThroughputOpts {
+            seconds: 7,
+            rounds: 4,
+            compare_encap: true,
+            vm: true,
+        };
+        match parse(&t.command()) {
+            Cmd::Throughput(o) => {
+                assert_eq!(
+                    (o.seconds, o.rounds, o.compare_encap, o.vm),
+                    (7, 4, true, true)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let plain = throughput::ThroughputOpts {
+            compare_encap: false,
+            vm: false,
+            ..t
+        };
+        match parse(&plain.command()) {
+            Cmd::Throughput(o) => assert!(!o.compare_encap && !o.vm),
+            other => panic!("{other:?}"),
+        }
+        let c = conn_rate::ConnRateOpts {
+            seconds: 3,
+            rounds: 5,
+            compare_encap: true,
+        };
+        match parse(&c.command()) {
+            Cmd::ConnRate(o) => assert_eq!((o.seconds, o.rounds, o.compare_encap), (3, 5, true)),
+            other => panic!("{other:?}"),
+        }
+        let m = mode_switch::ModeSwitchOpts {
+            window: 9,
+            rounds: 2,
+            rate: "500M".into(),
+            ping_ms: 10,
+        };
+        match parse(&m.command()) {
+            Cmd::ModeSwitch(o) => {
+                assert_eq!(
+                    (o.window, o.rounds, o.rate.as_str(), o.ping_ms),
+                    (9, 2, "500M", 10)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -374,3 +374,25 @@ pub(crate) fn wait_listening(pid: u32, ip: Ipv4Addr, port: u16) -> anyhow::Resul
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_vm_counts_only_when_measured() {
+        let mut s = ThroughputSummary::new(PathKind::Routed);
+        s.node_node = vec![10.0, 12.0, 11.0];
+        s.pod_pod = vec![10.6, 10.4, 10.5];
+        assert!((s.ratio() - 10.5 / 11.0).abs() < 1e-9);
+        assert!(s.ok());
+        s.vm_pod = vec![9.0, 9.0, 9.0];
+        assert!(!s.ok());
+        s.vm_pod = vec![10.5; 3];
+        // VXLAN beside it is reported, not judged.
+        s.pod_pod_always = vec![7.0; 3];
+        assert!(s.ok());
+        s.pod_pod = vec![10.0; 3];
+        assert!(!s.ok());
+    }
+}
