@@ -204,7 +204,7 @@ fn print(s: &ConnRateSummary) {
     row("node -> node (underlay)", &s.node_node, false);
     println!(
         "   ratio pod->pod / node->node (medians), default mode ({}): {:.3}   target >= {TARGET}: {}",
-        s.default_path,
+        s.default_path.short(),
         s.ratio(),
         verdict(s.ok())
     );

@@ -24,6 +24,7 @@ mod scrape;
 mod services;
 mod services_lab;
 mod stats;
+mod tcpstat;
 mod throughput;
 mod util;
 mod vm;

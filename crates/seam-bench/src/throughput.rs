@@ -257,7 +257,7 @@ fn print(s: &ThroughputSummary) {
     row("node -> node (underlay)", &s.node_node, false);
     println!(
         "   ratio pod->pod / node->node (medians), default mode ({}): {:.3}   target >= {TARGET}: {}",
-        s.default_path,
+        s.default_path.short(),
         s.ratio(),
         verdict(s.ratio() >= TARGET)
     );
