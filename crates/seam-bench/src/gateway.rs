@@ -21,6 +21,7 @@ use anyhow::{bail, Context};
 use seam_lab::probe;
 
 use crate::cleanup::LabGuard;
+use crate::encap::PathKind;
 use crate::stats::{ratio, verdict, Stats};
 use crate::throughput::iperf_towards;
 use crate::util;
@@ -178,8 +179,21 @@ fn bench(guard: &mut LabGuard, opts: &GatewayOpts) -> anyhow::Result<GatewaySumm
     } else {
         "routed transit"
     };
+    // The way back: gw1 routes the pod to n1's underlay address (routed segments; the route may
+    // follow the first echo reply by a reconcile pass) or hands it to the segment's VXLAN.
+    let gw_netns = lab.node("gw1")?.netns.clone();
+    let back = crate::encap::wait_path(PathKind::Routed, Duration::from_secs(5), || {
+        Ok(
+            if crate::encap::routes_via(&gw_netns, pod.ip, n1.underlay_ip)? {
+                PathKind::Routed
+            } else {
+                PathKind::Vxlan
+            },
+        )
+    })?
+    .map_or("VXLAN", |_| "routed (no encapsulation)");
     println!(
-        "   gateway : pod {} (n1) -> {transit} -> gw1 -> bm1 {OVERLAY_IP}, back through the segment VXLAN",
+        "   gateway : pod {} (n1) -> {transit} -> gw1 -> bm1 {OVERLAY_IP}, back through the segment: {back}",
         pod.ip
     );
     println!(
