@@ -165,7 +165,13 @@ fn build(scope: &ScopeGuard) -> anyhow::Result<Bench> {
         util::ip(pod, &["addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
         util::ip(pod, &["link", "set", "eth0", "up"])?;
     }
-    connector::prepare_client(&netns::path_of(&bench.a))?;
+    // The client closes first: its ports wait in TIME_WAIT, so it may reuse them, from a wide
+    // range (thousands of connections a second for seconds).
+    netns::run_in(&netns::path_of(&bench.a), || -> anyhow::Result<()> {
+        seam_linux::sysctl::write("net/ipv4/tcp_tw_reuse", "1")?;
+        seam_linux::sysctl::write("net/ipv4/ip_local_port_range", "1024 65000")?;
+        Ok(())
+    })??;
     Ok(bench)
 }
 
