@@ -16,9 +16,9 @@ use anyhow::Context;
 use seam_lab::LabSpec;
 
 /// Lab name prefixes this tool uses.
-pub const KINDS: [&str; 12] = [
+pub const KINDS: [&str; 18] = [
     "bcni", "bmem", "btput", "bpol", "bprop", "bfail", "brst", "bcmem", "bctls", "bsvc", "bsvt",
-    "blbt",
+    "blbt", "bgw", "bvm", "bscr", "flows", "bcr", "bmsw",
 ];
 
 static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());

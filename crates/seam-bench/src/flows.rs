@@ -17,7 +17,7 @@
 //!   (the case). The generator is cheap (`sendmmsg`, 64 datagrams a call, paced per
 //!   call) and its CPU is printed; the ratio against iperf3 with no generator is printed too.
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -34,6 +34,7 @@ use seam_nft::FlowSampling;
 use seam_policy::Protocol;
 
 use crate::cleanup::{ChildGuard, ScopeGuard};
+use crate::connector::{self, AcceptServer};
 use crate::stats::{ratio, verdict, Stats};
 use crate::util;
 
@@ -247,42 +248,16 @@ fn iperf(bench: &Bench, seconds: u64) -> anyhow::Result<f64> {
 
 /// New connections a → b per second (connect and close, one client) over `seconds`.
 fn connection_rate(bench: &Bench, seconds: u64) -> anyhow::Result<f64> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let listener = netns::run_in(&netns::path_of(&bench.b), || {
-        TcpListener::bind((Ipv4Addr::UNSPECIFIED, CONNECT_PORT))
-    })??;
-    let server = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            // Blocking accepts: a full accept queue drops SYNs, which costs a client a second.
-            while !stop.load(Ordering::Relaxed) {
-                let _ = listener.accept();
-            }
-        })
-    };
-    let (n, failed) = netns::run_in(&netns::path_of(&bench.a), || {
-        let to = SocketAddr::from((B, CONNECT_PORT));
-        let end = Instant::now() + Duration::from_secs(seconds);
-        let (mut n, mut failed) = (0u64, 0u64);
-        while Instant::now() < end {
-            match TcpStream::connect_timeout(&to, Duration::from_secs(3)) {
-                Ok(s) => {
-                    drop(s);
-                    n += 1;
-                }
-                Err(_) => failed += 1,
-            }
-        }
-        stop.store(true, Ordering::Relaxed);
-        // Wakes the server's last accept.
-        let _ = TcpStream::connect_timeout(&to, Duration::from_secs(1));
-        (n, failed)
-    })?;
-    let _ = server.join();
-    if failed > 0 {
-        eprintln!("  ({failed} connections failed)");
+    let _server = AcceptServer::start(&netns::path_of(&bench.b), B, CONNECT_PORT)?;
+    let s = connector::connect_rate(
+        &netns::path_of(&bench.a),
+        SocketAddr::from((B, CONNECT_PORT)),
+        Duration::from_secs(seconds),
+    )?;
+    if s.failed > 0 {
+        eprintln!("  ({} connections failed)", s.failed);
     }
-    Ok(n as f64 / seconds as f64)
+    Ok(s.per_second)
 }
 
 /// CPU time of the calling thread, ms.

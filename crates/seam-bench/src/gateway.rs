@@ -1,8 +1,8 @@
 //! `seam-bench gateway`: iperf3 between a pod and a bare-metal server through the gateway node
 //! (pod -> node -> transit -> gateway -> external network, no NAT; the way back through the
-//! segment's VXLAN) against the gateway's underlay path (node -> underlay -> gateway -> external
-//! network, routed, not encapsulated), in both directions, alternated in one run. Target: ratio
-//! >= 0.8 each way.
+//! segment, routed or VXLAN as the nodes' `--segment-encap` decide) against the gateway's
+//! underlay path (node -> underlay -> gateway -> external network, routed, not encapsulated), in
+//! both directions, alternated in one run. Target (issue 14): ratio >= 0.9 each way.
 //!
 //! The gateway runs with `--transit-encap cross-subnet` (seamd's default: the node shares its
 //! underlay subnet, so the transit is routed without encapsulation) or, with
@@ -21,12 +21,16 @@ use anyhow::{bail, Context};
 use seam_lab::probe;
 
 use crate::cleanup::LabGuard;
+use crate::encap::PathKind;
 use crate::stats::{ratio, verdict, Stats};
 use crate::throughput::iperf_towards;
 use crate::util;
 
 const OVERLAY_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 const UNDERLAY_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 11);
+
+/// Issue 14: each way at least this share of the gateway's plain routed path (issue 5 asked 0.8).
+pub const TARGET: f64 = 0.9;
 
 /// Options of `seam-bench gateway`.
 #[derive(Debug, Clone, clap::Args)]
@@ -80,9 +84,9 @@ impl GatewaySummary {
             Stats::of(&self.underlay_back).median,
         )
     }
-    /// Both ratios at least 0.8.
+    /// Both ratios at least [`TARGET`].
     pub fn ok(&self) -> bool {
-        self.ratio() >= 0.8 && self.ratio_back() >= 0.8
+        self.ratio() >= TARGET && self.ratio_back() >= TARGET
     }
 }
 
@@ -175,8 +179,21 @@ fn bench(guard: &mut LabGuard, opts: &GatewayOpts) -> anyhow::Result<GatewaySumm
     } else {
         "routed transit"
     };
+    // The way back: gw1 routes the pod to n1's underlay address (routed segments; the route may
+    // follow the first echo reply by a reconcile pass) or hands it to the segment's VXLAN.
+    let gw_netns = lab.node("gw1")?.netns.clone();
+    let back = crate::encap::wait_path(PathKind::Routed, Duration::from_secs(5), || {
+        Ok(
+            if crate::encap::routes_via(&gw_netns, pod.ip, n1.underlay_ip)? {
+                PathKind::Routed
+            } else {
+                PathKind::Vxlan
+            },
+        )
+    })?
+    .map_or("VXLAN", |_| "routed (no encapsulation)");
     println!(
-        "   gateway : pod {} (n1) -> {transit} -> gw1 -> bm1 {OVERLAY_IP}, back through the segment VXLAN",
+        "   gateway : pod {} (n1) -> {transit} -> gw1 -> bm1 {OVERLAY_IP}, back through the segment: {back}",
         pod.ip
     );
     println!(
@@ -216,7 +233,7 @@ fn bench(guard: &mut LabGuard, opts: &GatewayOpts) -> anyhow::Result<GatewaySumm
     row("bm1 -> pod through gw1", &s.gateway_back);
     row("bm1 -> n1 underlay path", &s.underlay_back);
     println!(
-        "   ratio gateway/underlay (medians): pod -> bm1 {:.2}, bm1 -> pod {:.2}   target >= 0.8: {}",
+        "   ratio gateway/underlay (medians): pod -> bm1 {:.2}, bm1 -> pod {:.2}   target >= {TARGET}: {}",
         s.ratio(),
         s.ratio_back(),
         verdict(s.ok())
