@@ -1012,7 +1012,8 @@ fn incremental(
                     tm.cpu[i].push(b.saturating_sub(a) as f64 / 1e6);
                 }
                 tm.model.push(ms(tm_model - t2));
-                tm.ops.push((delta.switch.len() + delta.cleanup.len()) as f64);
+                tm.ops
+                    .push((delta.switch.len() + delta.cleanup.len()) as f64);
                 tm.convert.push(ms(t1 - t0));
                 tm.compile.push(ms(t2 - t1));
                 tm.render.push(ms(t3 - t2));
@@ -1169,6 +1170,9 @@ struct Config {
     egress_rules: usize,
     ingress_before: usize,
     ingress_total: usize,
+    /// Kernel rules in the chains the dispatch sends the SYN through (client's egress class,
+    /// server's ingress class: every chain they jump or go to, whole).
+    kernel_path: (usize, usize),
     samples: Vec<f64>,
     allow_hits: Option<u64>,
 }
@@ -1209,9 +1213,37 @@ fn config(label: &str, view: &View, node: &str) -> anyhow::Result<Config> {
         egress_rules,
         ingress_before,
         ingress_total: rs.ingress.iter().map(|c| c.rules.len()).sum(),
+        kernel_path: kernel_path(&rs, client, server),
         samples: Vec::new(),
         allow_hits: None,
     })
+}
+
+/// Kernel rules on the SYN's path: the class chains the dispatch maps give the client (egress)
+/// and the server (ingress), with every chain they jump or go to.
+fn kernel_path(rs: &NodeRuleset, client: Ipv4Addr, server: Ipv4Addr) -> (usize, usize) {
+    use seam_nft::table::ChainBody;
+    let model = seam_firewall::render::table::model(rs);
+    let rules = |class: Option<&std::sync::Arc<str>>| -> usize {
+        let Some(ChainBody::Dispatch { jumps, goto }) = class.and_then(|c| model.chains.get(&**c))
+        else {
+            return 0;
+        };
+        jumps
+            .iter()
+            .chain(std::iter::once(goto))
+            .map(|c| match model.chains.get(c) {
+                Some(ChainBody::Rules(r)) => r.len(),
+                _ => 0,
+            })
+            .sum::<usize>()
+            + jumps.len()
+            + 1
+    };
+    (
+        rules(model.egress.get(&client)),
+        rules(model.ingress.get(&server)),
+    )
 }
 
 /// The bridged node: node namespace with `br0` (br_netfilter on), client and server pods.
@@ -1364,10 +1396,10 @@ fn latency(
         rounds * batch
     );
     println!(
-        "   {:<30} {:>8} {:>22} {:>8} {:>8} {:>8} {:>8} {:>10}",
+        "   {:<30} {:>8} {:>34} {:>8} {:>8} {:>8} {:>8} {:>10}",
         "configuration",
         "policies",
-        "rules SYN meets e+i",
+        "IR rules e+i / kernel path e+i",
         "median",
         "p99",
         "min",
@@ -1378,14 +1410,16 @@ fn latency(
     for c in &configs {
         let s = Stats::of(&c.samples);
         println!(
-            "   {:<30} {:>8} {:>22} {:>7.3}ms {:>7.3}ms {:>7.3}ms {:>8.2} {:>10}",
+            "   {:<30} {:>8} {:>34} {:>7.3}ms {:>7.3}ms {:>7.3}ms {:>8.2} {:>10}",
             c.label,
             c.policies,
             format!(
-                "{} + {} (of {})",
+                "{} + {} (of {}) / {} + {}",
                 c.egress_rules,
                 c.ingress_before + 1,
-                c.ingress_total
+                c.ingress_total,
+                c.kernel_path.0,
+                c.kernel_path.1
             ),
             s.median,
             s.p99,
