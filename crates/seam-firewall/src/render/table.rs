@@ -595,3 +595,117 @@ impl Renderer {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::{Action, L4Match, LocalEndpoint, RuleId};
+    use crate::render::nft_comment;
+
+    fn a(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    fn rule(id: &str, dst: Vec<AddrMatch>, action: Action) -> Rule {
+        Rule {
+            id: RuleId(id.into()),
+            src: Vec::new(),
+            dst,
+            l4: L4Match::Any,
+            action,
+            log: false,
+        }
+    }
+
+    /// Three local endpoints; the namespace tier's policy `p` has one rule for each of two sets
+    /// and none for the third endpoint, `q` one rule that tests no set the local end must be in.
+    fn ruleset() -> NodeRuleset {
+        let mut rs = NodeRuleset::default();
+        for (name, addrs) in [
+            ("sa", vec![a("10.0.0.1")]),
+            ("sb", vec![a("10.0.0.2")]),
+            ("other", vec![a("10.9.0.0")]),
+        ] {
+            rs.sets.insert(name.into(), AddrSet::from_addrs(addrs));
+        }
+        rs.local = ["a", "b", "c"]
+            .iter()
+            .zip(["10.0.0.1", "10.0.0.2", "10.0.0.3"])
+            .map(|(n, ip)| LocalEndpoint {
+                name: format!("x/{n}"),
+                addresses: vec![a(ip)],
+            })
+            .collect();
+        let into = |s: &str| AddrMatch::In(s.into());
+        rs.ingress = crate::compile::tier_chains(Default::default());
+        for chain in &mut rs.ingress {
+            match chain.tier {
+                Tier::Namespace => {
+                    chain.rules = vec![
+                        rule("np/x/p/ingress/0", vec![into("sa")], Action::Allow),
+                        rule("np/x/p/ingress/1", vec![into("sb")], Action::Deny),
+                        rule(
+                            "np/x/q/ingress/0",
+                            vec![AddrMatch::NotIn("other".into())],
+                            Action::Allow,
+                        ),
+                    ]
+                }
+                Tier::Baseline => {
+                    chain.rules = vec![rule("baseline/ingress", Vec::new(), Action::Deny)]
+                }
+                Tier::Admin => {}
+            }
+        }
+        rs
+    }
+
+    /// The rule chains the class of `addr` jumps to, by the ids of their rules.
+    fn jumps(model: &TableModel, addr: &str) -> Vec<Vec<String>> {
+        let Some(ChainBody::Dispatch { jumps, .. }) = model.chains.get(&*model.ingress[&a(addr)])
+        else {
+            panic!("no class chain for {addr}");
+        };
+        jumps
+            .iter()
+            .map(|j| match &model.chains[j] {
+                ChainBody::Rules(rules) => rules.iter().map(|r| r.comment.clone()).collect(),
+                other => panic!("{j} is {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_class_jumps_only_to_the_blocks_that_can_match_its_endpoints() {
+        let model = model(&ruleset());
+        let p = vec![
+            nft_comment(&RuleId("np/x/p/ingress/0".into())),
+            nft_comment(&RuleId("np/x/p/ingress/1".into())),
+        ];
+        let q = vec![nft_comment(&RuleId("np/x/q/ingress/0".into()))];
+        // `p` tests sa or sb in every rule: only their endpoints meet it; `q` everyone does.
+        assert_eq!(jumps(&model, "10.0.0.1"), [p.clone(), q.clone()]);
+        assert_eq!(jumps(&model, "10.0.0.2"), [p, q.clone()]);
+        assert_eq!(jumps(&model, "10.0.0.3"), [q]);
+    }
+
+    #[test]
+    fn a_reused_direction_renders_what_a_fresh_renderer_does() {
+        let mut renderer = Renderer::default();
+        let mut rs = ruleset();
+        assert_eq!(renderer.model(&rs), model(&rs));
+        // A member joins `sb` (rules unchanged: the direction is reused), then `sb` turns into
+        // an interval set (its rules name it anew), then a rule changes.
+        rs.sets.insert(
+            "sb".into(),
+            AddrSet::from_addrs([a("10.0.0.2"), a("10.0.0.3")]),
+        );
+        assert_eq!(renderer.model(&rs), model(&rs));
+        let mut wide = AddrSet::new();
+        wide.insert_range(u32::from(a("10.0.0.2")), u32::from(a("10.0.255.255")));
+        rs.sets.insert("sb".into(), wide);
+        assert_eq!(renderer.model(&rs), model(&rs));
+        rs.ingress[1].rules[0].action = Action::Deny;
+        assert_eq!(renderer.model(&rs), model(&rs));
+    }
+}
