@@ -1111,6 +1111,8 @@ fn kernel_rule_count() -> anyhow::Result<usize> {
 // ---- connection latency -------------------------------------------------------------------
 
 const PROBE_PORT: u16 = 8443;
+/// The pause after a table swap of the latency test before its warm-up.
+const SWAP_SETTLE: Duration = Duration::from_millis(250);
 const CLIENT_NS: &str = "zz-probe-client";
 const SERVER_NS: &str = "zz-probe-server";
 const ALLOW_PROBE: &str = "allow-probe";
@@ -1378,6 +1380,11 @@ fn latency(
             let text = &configs[i].text;
             netns::run_in(&lab.node, || apply_ruleset(text))?
                 .with_context(|| format!("apply {}", configs[i].label))?;
+            // The kernel frees the replaced table after the swap, in the background (RCU), for
+            // longer the bigger it was: on 2 CPUs that work would land in the next batch and be
+            // counted against the bigger configurations. What is measured is a SYN's way through
+            // the table in place, so the swap settles first.
+            std::thread::sleep(SWAP_SETTLE);
             connects(&lab.client, 10)?; // warm-up after the table swap
             let s = connects(&lab.client, batch)?;
             configs[i].samples.extend(s);
@@ -1441,8 +1448,8 @@ fn latency(
         sum.row(
             format!("connect latency median, {} / {}", c.label, configs[0].label),
             format!("{:.3} / {base:.3} ms = {r:.2}", s.median),
-            "< 1.2",
-            r < 1.2,
+            "< 1.1",
+            r < 1.1,
         );
     }
     Ok(())
