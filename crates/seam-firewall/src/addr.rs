@@ -1,15 +1,32 @@
 //! IPv4 address sets as sorted, disjoint, inclusive intervals: what an nftables `flags interval` set holds.
 
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use ipnet::Ipv4Net;
 
 /// A set of IPv4 addresses (single addresses, CIDRs, CIDRs minus exceptions), kept as sorted, disjoint,
 /// non-adjacent inclusive ranges, so equal sets have equal representations and render identically.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+/// The ranges are shared between clones and never changed in place: the renderer keeps a clone of
+/// each set it rendered, and telling an unchanged set (the compiler's own, a pointer compare) from
+/// a changed one must not cost a walk of hundreds of thousands of ranges per change.
+#[derive(Debug, Clone, Default, Eq)]
 pub struct AddrSet {
-    ranges: Vec<(u32, u32)>,
+    ranges: Arc<[(u32, u32)]>,
+}
+
+impl PartialEq for AddrSet {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.ranges, &other.ranges) || self.ranges == other.ranges
+    }
+}
+
+impl Hash for AddrSet {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.ranges.hash(state);
+    }
 }
 
 impl AddrSet {
@@ -22,13 +39,12 @@ impl AddrSet {
     pub fn from_addrs(addrs: impl IntoIterator<Item = Ipv4Addr>) -> Self {
         // One sort for the whole batch: inserting one by one re-normalizes every time, which
         // made building a set of n members O(n² log n) (the compiler's hot spot at 10k pods).
-        let mut s = Self::new();
-        s.ranges = addrs
-            .into_iter()
-            .map(|a| (u32::from(a), u32::from(a)))
-            .collect();
-        s.normalize();
-        s
+        normalized(
+            addrs
+                .into_iter()
+                .map(|a| (u32::from(a), u32::from(a)))
+                .collect(),
+        )
     }
 
     /// Whether the set holds nothing.
@@ -52,15 +68,16 @@ impl AddrSet {
         if end < start {
             return;
         }
-        self.ranges.push((start, end));
-        self.normalize();
+        let mut ranges = self.ranges.to_vec();
+        ranges.push((start, end));
+        *self = normalized(ranges);
     }
 
     /// Removes every address of `net`.
     pub fn remove_net(&mut self, net: Ipv4Net) {
         let (lo, hi) = (u32::from(net.network()), u32::from(net.broadcast()));
         let mut out = Vec::with_capacity(self.ranges.len() + 1);
-        for &(s, e) in &self.ranges {
+        for &(s, e) in self.ranges.iter() {
             if e < lo || s > hi {
                 out.push((s, e));
                 continue;
@@ -72,13 +89,17 @@ impl AddrSet {
                 out.push((hi + 1, e));
             }
         }
-        self.ranges = out;
+        self.ranges = out.into();
     }
 
     /// Adds every address of `other`.
     pub fn extend(&mut self, other: &AddrSet) {
-        self.ranges.extend_from_slice(&other.ranges);
-        self.normalize();
+        if other.ranges.is_empty() {
+            return;
+        }
+        let mut ranges = self.ranges.to_vec();
+        ranges.extend_from_slice(&other.ranges);
+        *self = normalized(ranges);
     }
 
     /// The addresses in both sets.
@@ -96,9 +117,7 @@ impl AddrSet {
                 j += 1;
             }
         }
-        let mut s = AddrSet { ranges: out };
-        s.normalize();
-        s
+        normalized(out)
     }
 
     /// Whether `addr` is in the set.
@@ -106,6 +125,11 @@ impl AddrSet {
         let a = u32::from(addr);
         let i = self.ranges.partition_point(|&(_, e)| e < a);
         self.ranges.get(i).is_some_and(|&(s, _)| s <= a)
+    }
+
+    /// How many disjoint ranges the set holds.
+    pub fn range_count(&self) -> usize {
+        self.ranges.len()
     }
 
     /// The inclusive ranges, sorted.
@@ -133,18 +157,19 @@ impl AddrSet {
             })
             .collect()
     }
+}
 
-    fn normalize(&mut self) {
-        self.ranges.sort_unstable();
-        let mut out: Vec<(u32, u32)> = Vec::with_capacity(self.ranges.len());
-        for &(s, e) in &self.ranges {
-            match out.last_mut() {
-                Some(last) if u64::from(s) <= u64::from(last.1) + 1 => last.1 = last.1.max(e),
-                _ => out.push((s, e)),
-            }
+/// The set of these ranges (in any order, overlapping or not).
+fn normalized(mut ranges: Vec<(u32, u32)>) -> AddrSet {
+    ranges.sort_unstable();
+    let mut out: Vec<(u32, u32)> = Vec::with_capacity(ranges.len());
+    for (s, e) in ranges {
+        match out.last_mut() {
+            Some(last) if u64::from(s) <= u64::from(last.1) + 1 => last.1 = last.1.max(e),
+            _ => out.push((s, e)),
         }
-        self.ranges = out;
     }
+    AddrSet { ranges: out.into() }
 }
 
 impl fmt::Display for AddrSet {

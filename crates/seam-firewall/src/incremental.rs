@@ -1021,6 +1021,8 @@ struct Dirty {
     objects: BTreeSet<ObjectKey>,
     /// Groups whose members may have changed.
     groups: BTreeSet<String>,
+    /// Groups whose members may have changed only by the changed endpoints' own addresses.
+    groups_by_endpoints: BTreeSet<String>,
     /// The tenants' rules.
     tenancy: bool,
     /// A namespace moved to another tenant: every tenant-scoped contract.
@@ -1066,7 +1068,17 @@ impl Built {
         };
         let ctx = Ctx::new(&world.policies, &idx, &locals, &local_addrs, &self.groups);
         // Groups first: contracts are dirty when a group they name changed members.
-        let changed_groups = refresh_groups(&self.groups, &ctx, &dirty.groups);
+        let endpoint_changes: Vec<(Option<&Endpoint>, Option<&Endpoint>)> = ch
+            .endpoints
+            .iter()
+            .map(|(name, old)| {
+                (
+                    old.as_ref().map(|s| &s.ep),
+                    world.endpoints.get(name).map(|s| &s.ep),
+                )
+            })
+            .collect();
+        let changed_groups = refresh_groups(&self.groups, &ctx, &dirty, &endpoint_changes);
         if !full {
             dirty.add_contracts(world, &changed_groups, &self.groups.borrow());
         }
@@ -1158,7 +1170,7 @@ impl Built {
             }
             for g in self.groups.borrow().keys() {
                 if deps::group_touched(g, &world.policies, old, new, moved, idx) {
-                    dirty.groups.insert(g.clone());
+                    dirty.groups_by_endpoints.insert(g.clone());
                 }
             }
         }
@@ -1203,20 +1215,31 @@ impl Built {
     }
 }
 
-/// Recomputes the members of the `dirty` groups that are kept; returns those whose members changed.
+/// Recomputes the members of the dirty groups that are kept; returns those whose members changed.
+/// A group only the changed endpoints may have joined or left follows them (see
+/// [`Ctx::group_set_after`]) rather than being computed again from every endpoint.
 fn refresh_groups(
     groups: &RefCell<BTreeMap<String, AddrSet>>,
     ctx: &Ctx<'_, '_>,
-    dirty: &BTreeSet<String>,
+    dirty: &Dirty,
+    endpoint_changes: &[(Option<&Endpoint>, Option<&Endpoint>)],
 ) -> BTreeSet<String> {
     let mut changed: BTreeSet<String> = BTreeSet::new();
-    for g in dirty {
-        if !groups.borrow().contains_key(g) {
+    let by_endpoints = dirty
+        .groups_by_endpoints
+        .iter()
+        .filter(|g| !dirty.groups.contains(*g))
+        .map(|g| (g, true));
+    for (g, followed) in dirty.groups.iter().map(|g| (g, false)).chain(by_endpoints) {
+        let Some(before) = groups.borrow().get(g).cloned() else {
             continue;
-        }
-        let members = ctx.group_set_uncached(g);
-        let old = groups.borrow_mut().insert(g.clone(), members.clone());
-        if old.as_ref() != Some(&members) {
+        };
+        let members = followed
+            .then(|| ctx.group_set_after(g, &before, endpoint_changes))
+            .flatten()
+            .unwrap_or_else(|| ctx.group_set_uncached(g));
+        if members != before {
+            groups.borrow_mut().insert(g.clone(), members);
             changed.insert(g.clone());
         }
     }

@@ -115,8 +115,8 @@ pub fn apply_ruleset(text: &str) -> Result<(), NftError> {
     run("apply ruleset", &["-f", "-"], Some(text)).map(|_| ())
 }
 
-/// Changes `table inet seam` in place: the `switch` batch, then the `cleanup` batch (see
-/// [`seam_nft::FirewallDelta`]). A switch that adds the Services part
+/// Changes `table inet seam` in place: the `switch` operations, then the `cleanup` ones, in one
+/// nf_tables batch (see [`seam_nft::FirewallDelta`]). A switch that adds the Services part
 /// ([`seam_nft::TableOp::AddServiceBase`], which has no netlink form) adds it first as `nft -f`
 /// text: empty, it translates nothing, so traffic sees no difference until the batch fills it.
 pub fn apply_delta(delta: &seam_nft::FirewallDelta) -> Result<(), NftError> {
@@ -127,8 +127,17 @@ pub fn apply_delta(delta: &seam_nft::FirewallDelta) -> Result<(), NftError> {
             Some(&seam_nft::services::base_text()),
         )?;
     }
-    crate::nfnl::apply_batch(TABLE_NAME, &delta.switch)?;
-    crate::nfnl::apply_batch(TABLE_NAME, &delta.cleanup)?;
+    // One batch, one commit: the kernel applies it all or nothing, and removes what the switch
+    // left unreferenced only after the switch's operations (each commit of a table with verdict
+    // maps walks every chain the maps reach, so a second batch would cost that walk again).
+    if delta.cleanup.is_empty() {
+        return Ok(crate::nfnl::apply_batch(TABLE_NAME, &delta.switch)?);
+    }
+    if delta.switch.is_empty() {
+        return Ok(crate::nfnl::apply_batch(TABLE_NAME, &delta.cleanup)?);
+    }
+    let ops: Vec<seam_nft::TableOp> = delta.switch.iter().chain(&delta.cleanup).cloned().collect();
+    crate::nfnl::apply_batch(TABLE_NAME, &ops)?;
     Ok(())
 }
 

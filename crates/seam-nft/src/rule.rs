@@ -353,17 +353,16 @@ pub enum TableOp {
     },
 }
 
-/// An in-place change of the table, applied in two netlink batches so that traffic sees the old
-/// policy until one atomic batch switches to the new one:
+/// An in-place change of the table, in two steps that go to the kernel as one netlink batch (the
+/// kernel applies a batch all or nothing, so traffic sees the old policy or the new one):
 /// 1. `switch`: the new sets and rule chains (nothing refers to them until later in the batch), the
-///    set element changes, the new dispatch chains and the dispatch map changes. The kernel applies a
-///    batch all or nothing.
-/// 2. `cleanup`: the chains and sets nothing refers to any more.
+///    set element changes, the new dispatch chains and the dispatch map changes.
+/// 2. `cleanup`: the chains and sets nothing refers to any more once the switch is made.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FirewallDelta {
-    /// The switch, one batch.
+    /// The switch.
     pub switch: Vec<TableOp>,
-    /// What is left unreferenced, one batch.
+    /// What is left unreferenced, after the switch.
     pub cleanup: Vec<TableOp>,
 }
 

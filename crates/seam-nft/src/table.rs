@@ -9,8 +9,8 @@
 //!   established flows, drops invalid ones and dispatches on the local endpoint's address through a verdict map
 //!   (`egress_dispatch` by source, `ingress_dispatch` by destination) to that endpoint's *class chain*. An
 //!   `accept` ends only the base chain it is in, so a flow allowed by egress still meets ingress.
-//! - a class chain (`c_<hash>`) per set of local endpoints that the same policies select: `jump` to each
-//!   admin-tier policy that selects the class (`a_<hash>`), then to each namespace-tier one (`b_<hash>`), in
+//! - a class chain (`c_<hash>`) per set of local endpoints that the same policies can match: `jump` to each
+//!   admin-tier policy that can match the class (`a_<hash>`), then to each namespace-tier one (`b_<hash>`), in
 //!   tier order, then `goto` the direction's baseline chain (`z_<hash>`). Policy chains are shared by every
 //!   class that selects them; only from the first admin policy with a Pass rule on are the class's admin
 //!   rules inlined in one chain, because a Pass must skip the rest of the admin tier at once.

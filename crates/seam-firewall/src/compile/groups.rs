@@ -4,7 +4,9 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::IpNet;
-use seam_policy::{EndpointKind, EndpointSelector, Labels, CLUSTER_GROUP, NAMESPACE_GROUP_PREFIX};
+use seam_policy::{
+    Endpoint, EndpointKind, EndpointSelector, Labels, CLUSTER_GROUP, NAMESPACE_GROUP_PREFIX,
+};
 
 use super::{addrs, insert_ipnet, Ctx};
 use crate::addr::AddrSet;
@@ -84,6 +86,75 @@ impl<'a> Ctx<'_, 'a> {
             }
         }
         out
+    }
+
+    /// The addresses `e` gives the members of `group`, as [`Ctx::group_set_uncached`] counts
+    /// them; `None` when the group also holds addresses no endpoint gives (a selector of
+    /// addresses only).
+    fn member_addrs(&self, group: &str, e: &Endpoint) -> Option<Vec<Ipv4Addr>> {
+        let all = |yes: bool| Some(if yes { e.addresses.clone() } else { Vec::new() });
+        if group == CLUSTER_GROUP {
+            return all(e.kind != EndpointKind::External);
+        }
+        if let Some(ns) = group.strip_prefix(NAMESPACE_GROUP_PREFIX) {
+            return all(e.namespace == ns);
+        }
+        if let Some(d) = seam_policy::deployment_group(group) {
+            return all(
+                e.namespace == d.0 && seam_policy::in_deployment(d, &e.namespace, &e.labels)
+            );
+        }
+        let mut out = Vec::new();
+        let Some(g) = self.set.endpoint_group(group) else {
+            return Some(out);
+        };
+        for s in &g.spec.selectors {
+            if s.is_cidr_only() {
+                return None;
+            }
+            let selected = (s.namespaces.is_empty() || s.namespaces.contains(&e.namespace))
+                && s.namespace_selector
+                    .as_ref()
+                    .is_none_or(|sel| sel.matches(self.ns_labels(&e.namespace)))
+                && (s.kinds.is_empty() || s.kinds.contains(&e.kind))
+                && s.labels.as_ref().is_none_or(|sel| sel.matches(&e.labels));
+            if selected {
+                out.extend(
+                    e.addresses
+                        .iter()
+                        .filter(|a| s.cidrs.is_empty() || s.cidrs.iter().any(|n| in_net(n, **a))),
+                );
+            }
+        }
+        Some(out)
+    }
+
+    /// The members of `group` once the endpoints changed as `changes` say (each before and after),
+    /// from its members `before`, without walking the inventory: what the changed endpoints gave
+    /// goes, what they give now comes (no two endpoints share an address, or the pass is a full
+    /// one). `None` when that cannot be known from the endpoints alone.
+    pub(crate) fn group_set_after(
+        &self,
+        group: &str,
+        before: &AddrSet,
+        changes: &[(Option<&Endpoint>, Option<&Endpoint>)],
+    ) -> Option<AddrSet> {
+        let mut gone = Vec::new();
+        let mut came = Vec::new();
+        for (old, new) in changes {
+            if let Some(old) = old {
+                gone.extend(self.member_addrs(group, old)?);
+            }
+            if let Some(new) = new {
+                came.extend(self.member_addrs(group, new)?);
+            }
+        }
+        let mut out = before.clone();
+        for a in gone {
+            out.remove_net(ipnet::Ipv4Net::from(a));
+        }
+        out.extend(&AddrSet::from_addrs(came));
+        Some(out)
     }
 
     pub(super) fn groups_set(&self, groups: &[String]) -> AddrSet {
