@@ -161,35 +161,32 @@ async fn announce(ifname: &str, addr: Ipv4Addr) -> Result<()> {
 /// Sends one Ethernet `frame` out of `ifname` as it is (its source MAC included), from the
 /// calling thread's namespace.
 pub fn send_frame(ifname: &str, frame: &[u8]) -> std::io::Result<()> {
-    use nix::sys::socket::{bind, send, socket, AddressFamily, MsgFlags, SockFlag, SockType};
-    let link = nix::ifaddrs::getifaddrs()?
-        .filter(|i| i.interface_name == ifname)
-        .find_map(|i| i.address.and_then(|a| a.as_link_addr().copied()))
-        .ok_or_else(|| {
-            std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                format!("no link-layer address for {ifname}"),
-            )
-        })?;
-    // Protocol 0: the socket sends and receives nothing.
-    let socket = socket(
-        AddressFamily::Packet,
-        SockType::Raw,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )?;
-    bind(std::os::fd::AsRawFd::as_raw_fd(&socket), &link)?;
-    send(
-        std::os::fd::AsRawFd::as_raw_fd(&socket),
-        frame,
-        MsgFlags::empty(),
-    )?;
-    Ok(())
+    let (socket, _) = frame_socket(ifname)?;
+    send_on(&socket, frame)
 }
 
 /// Sends the announcements from the calling thread (its network namespace).
 pub fn send_announcements(ifname: &str, addr: Ipv4Addr, interval: Duration) -> std::io::Result<()> {
-    use nix::sys::socket::{bind, send, socket, AddressFamily, MsgFlags, SockFlag, SockType};
+    let (socket, link) = frame_socket(ifname)?;
+    let mac = link
+        .addr()
+        .ok_or_else(|| std::io::Error::other(format!("{ifname} has no MAC address")))?;
+    let frame = gratuitous_arp(mac, addr);
+    for i in 0..ANNOUNCEMENTS {
+        if i > 0 {
+            std::thread::sleep(interval);
+        }
+        send_on(&socket, &frame)?;
+    }
+    Ok(())
+}
+
+/// An `AF_PACKET` socket bound to `ifname` that sends whole frames, with the interface's
+/// link-layer address.
+fn frame_socket(
+    ifname: &str,
+) -> std::io::Result<(std::os::fd::OwnedFd, nix::sys::socket::LinkAddr)> {
+    use nix::sys::socket::{bind, socket, AddressFamily, SockFlag, SockType};
     let link = nix::ifaddrs::getifaddrs()?
         .filter(|i| i.interface_name == ifname)
         .find_map(|i| i.address.and_then(|a| a.as_link_addr().copied()))
@@ -199,9 +196,6 @@ pub fn send_announcements(ifname: &str, addr: Ipv4Addr, interval: Duration) -> s
                 format!("no link-layer address for {ifname}"),
             )
         })?;
-    let mac = link
-        .addr()
-        .ok_or_else(|| std::io::Error::other(format!("{ifname} has no MAC address")))?;
     // Protocol 0: the socket sends and receives nothing, so no queue of incoming frames builds
     // up; the kernel reads each frame's EtherType from its header.
     let socket = socket(
@@ -211,16 +205,15 @@ pub fn send_announcements(ifname: &str, addr: Ipv4Addr, interval: Duration) -> s
         None,
     )?;
     bind(std::os::fd::AsRawFd::as_raw_fd(&socket), &link)?;
-    let frame = gratuitous_arp(mac, addr);
-    for i in 0..ANNOUNCEMENTS {
-        if i > 0 {
-            std::thread::sleep(interval);
-        }
-        send(
-            std::os::fd::AsRawFd::as_raw_fd(&socket),
-            &frame,
-            MsgFlags::empty(),
-        )?;
-    }
+    Ok((socket, link))
+}
+
+fn send_on(socket: &std::os::fd::OwnedFd, frame: &[u8]) -> std::io::Result<()> {
+    use nix::sys::socket::{send, MsgFlags};
+    send(
+        std::os::fd::AsRawFd::as_raw_fd(socket),
+        frame,
+        MsgFlags::empty(),
+    )?;
     Ok(())
 }
