@@ -31,11 +31,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use seam_firewall::ir::{AddrMatch, L4Match, LocalEndpoint, PortRange, Rule, TierChain};
 use seam_firewall::render::table::Renderer;
-use seam_firewall::{Action, AddrSet, NodeRuleset, RuleId, Tier};
+use seam_firewall::NodeRuleset;
 use seam_linux::netns;
-use seam_policy::Protocol;
 
 use crate::cleanup::ScopeGuard;
 use crate::stats::{ratio, Stats};
@@ -110,75 +108,14 @@ pub struct FastPathSummary {
     pub flowtable: bool,
 }
 
-fn rule(id: &str, src: Vec<AddrMatch>, dst: Vec<AddrMatch>, l4: L4Match, action: Action) -> Rule {
-    Rule {
-        id: RuleId(id.into()),
-        src,
-        dst,
-        l4,
-        action,
-        log: false,
-    }
-}
-
 /// The compiled ruleset both nodes enforce: the server isolated but for TCP 5201 and 7000 from
 /// the client (both pods local, so each node's table dispatches on both addresses).
 fn ruleset() -> NodeRuleset {
-    let mut r = NodeRuleset::default();
-    r.sets
-        .insert("local".into(), AddrSet::from_addrs([CLIENT, SERVER]));
-    r.sets
-        .insert("client".into(), AddrSet::from_addrs([CLIENT]));
-    r.sets
-        .insert("server".into(), AddrSet::from_addrs([SERVER]));
-    r.local = vec![
-        LocalEndpoint {
-            name: "x/client".into(),
-            addresses: vec![CLIENT],
-        },
-        LocalEndpoint {
-            name: "x/server".into(),
-            addresses: vec![SERVER],
-        },
-    ];
-    let ports = |p: u16| PortRange { start: p, end: p };
-    let baseline = |dir: &str| TierChain {
-        tier: Tier::Baseline,
-        rules: vec![rule(
-            &format!("default/{dir}"),
-            vec![],
-            vec![],
-            L4Match::Any,
-            Action::Allow,
-        )],
-    };
-    r.egress = vec![baseline("egress")];
-    r.ingress = vec![
-        TierChain {
-            tier: Tier::Namespace,
-            rules: vec![
-                rule(
-                    "np/x/server/ingress/0",
-                    vec![AddrMatch::In("client".into())],
-                    vec![AddrMatch::In("server".into())],
-                    L4Match::Ports {
-                        protocol: Protocol::Tcp,
-                        ranges: vec![ports(5201), ports(CONNECT_PORT)],
-                    },
-                    Action::Allow,
-                ),
-                rule(
-                    "ns-isolation/ingress",
-                    vec![],
-                    vec![AddrMatch::In("server".into())],
-                    L4Match::Any,
-                    Action::Deny,
-                ),
-            ],
-        },
-        baseline("ingress"),
-    ];
-    r
+    crate::rulesets::isolated_server(
+        ("client", CLIENT),
+        ("server", SERVER),
+        &[5201, CONNECT_PORT],
+    )
 }
 
 /// One node of the topology.

@@ -26,12 +26,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use seam_agent::flows::decode::{rule_map, Decoded, Decoder, Resolver};
 use seam_agent::flows::ring::{FlowRing, RING_CAPACITY};
-use seam_firewall::ir::{AddrMatch, L4Match, LocalEndpoint, PortRange, Rule, TierChain};
 use seam_firewall::render::table::Renderer;
-use seam_firewall::{Action, AddrSet, NodeRuleset, RuleId, Tier};
+use seam_firewall::NodeRuleset;
 use seam_linux::netns;
 use seam_nft::FlowSampling;
-use seam_policy::Protocol;
 
 use crate::cleanup::{ChildGuard, ScopeGuard};
 use crate::connector::{self, AcceptServer};
@@ -75,71 +73,9 @@ impl FlowsOpts {
     }
 }
 
-fn rule(id: &str, src: Vec<AddrMatch>, dst: Vec<AddrMatch>, l4: L4Match, action: Action) -> Rule {
-    Rule {
-        id: RuleId(id.into()),
-        src,
-        dst,
-        l4,
-        action,
-        log: false,
-    }
-}
-
 /// The node's compiled ruleset: b's ingress isolated but for TCP 5201 and 7000 from a.
 fn ruleset() -> NodeRuleset {
-    let mut r = NodeRuleset::default();
-    r.sets.insert("local".into(), AddrSet::from_addrs([A, B]));
-    r.sets.insert("a".into(), AddrSet::from_addrs([A]));
-    r.sets.insert("b".into(), AddrSet::from_addrs([B]));
-    r.local = vec![
-        LocalEndpoint {
-            name: "x/a".into(),
-            addresses: vec![A],
-        },
-        LocalEndpoint {
-            name: "x/b".into(),
-            addresses: vec![B],
-        },
-    ];
-    let ports = |p: u16| PortRange { start: p, end: p };
-    let baseline = |dir: &str| TierChain {
-        tier: Tier::Baseline,
-        rules: vec![rule(
-            &format!("default/{dir}"),
-            vec![],
-            vec![],
-            L4Match::Any,
-            Action::Allow,
-        )],
-    };
-    r.egress = vec![baseline("egress")];
-    r.ingress = vec![
-        TierChain {
-            tier: Tier::Namespace,
-            rules: vec![
-                rule(
-                    "np/x/b/ingress/0",
-                    vec![AddrMatch::In("a".into())],
-                    vec![AddrMatch::In("b".into())],
-                    L4Match::Ports {
-                        protocol: Protocol::Tcp,
-                        ranges: vec![ports(IPERF_PORT), ports(CONNECT_PORT)],
-                    },
-                    Action::Allow,
-                ),
-                rule(
-                    "ns-isolation/ingress",
-                    vec![],
-                    vec![AddrMatch::In("b".into())],
-                    L4Match::Any,
-                    Action::Deny,
-                ),
-            ],
-        },
-        baseline("ingress"),
-    ];
-    r
+    crate::rulesets::isolated_server(("a", A), ("b", B), &[IPERF_PORT, CONNECT_PORT])
 }
 
 struct Bench {

@@ -21,6 +21,7 @@ mod memory;
 mod mode_switch;
 mod policy;
 mod policy_gen;
+mod rulesets;
 mod scrape;
 mod services;
 mod services_lab;
