@@ -3,7 +3,7 @@
 //! to class chains, policy chains and baseline chains named by hashes of what they hold; what
 //! the last build rendered is kept ([`Renderer`]) so that the next one renders only what changed.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
@@ -12,7 +12,7 @@ use seam_nft::names::{
     CLASS_CHAIN_PREFIX, NAMESPACE_CHAIN_PREFIX,
 };
 use seam_nft::table::{is_interval, ChainBody, KernelSet, TableModel};
-use seam_nft::{FlowSampling, NftRule};
+use seam_nft::{FirewallDelta, FlowSampling, NftRule};
 use seam_policy::Direction;
 
 use super::nft_rule;
@@ -117,6 +117,10 @@ pub struct Renderer {
     sets: Vec<(String, RenderedSet)>,
     /// By direction (egress, ingress): what the last build made of its rules.
     dirs: [Option<DirectionCache>; 2],
+    /// The local addresses of the last build, sorted.
+    locals: Vec<Ipv4Addr>,
+    /// The last build's table, which the next build changes in place.
+    table: Table,
 }
 
 type RuleCache = HashMap<Rule, Rendered, foldhash::fast::RandomState>;
@@ -292,14 +296,24 @@ impl Blocks {
 struct Class {
     name: Arc<str>,
     chains: Vec<(String, ChainBody)>,
-    /// The last build that used it.
-    used: u64,
+    /// How many local addresses go to it.
+    refs: usize,
 }
+
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// The blocks a local address can meet in one direction, which name its class: the admin
+/// blocks, `usize::MAX`, the namespace blocks.
+type Key = Vec<usize>;
+
+/// Above this many local addresses whose blocks may have changed, they are all found again in one
+/// walk of the blocks' sets ([`Blocks::select`]) rather than one address at a time.
+const FEW_LOCALS: usize = 64;
 
 /// One direction as the last build rendered it. While the ruleset's rules of the direction and the
 /// kinds of the sets stay the same (a pod added or a label changed mostly changes set members and
-/// the dispatch), the next build reuses it whole: only the blocks each local endpoint selects are
-/// found again.
+/// the dispatch), the next build reuses it whole: only the local addresses that came, or that
+/// came into or left one of the blocks' subject sets, have their class found again.
 #[derive(Debug)]
 struct DirectionCache {
     /// The rules it was rendered from.
@@ -314,13 +328,55 @@ struct DirectionCache {
     admin_chains: Vec<String>,
     /// The IR sets its rules test.
     sets: HashSet<String, foldhash::fast::RandomState>,
-    /// Class chains by their key: the admin blocks, `usize::MAX`, the namespace blocks.
-    classes: HashMap<Vec<usize>, Class, foldhash::fast::RandomState>,
+    /// The blocks' subject sets (by IR name) with their members as of the last build.
+    subjects: Vec<(String, AddrSet)>,
+    /// Where each subject set is in `subjects`.
+    subject_index: FastMap<String, usize>,
+    /// Each admin block's subject sets (indices into `subjects`); `None`: the block may match
+    /// any local endpoint (as [`Blocks::select`] decides).
+    admin_subjects: Vec<Option<Vec<usize>>>,
+    /// The same for each namespace block.
+    namespace_subjects: Vec<Option<Vec<usize>>>,
+    /// Each local address's class key.
+    keys: FastMap<Ipv4Addr, Key>,
+    /// Class chains by their key.
+    classes: FastMap<Key, Class>,
+    /// How many classes bring each of the chains classes bring (admin chains, class chains): a
+    /// chain is in the table while one does.
+    chain_refs: FastMap<String, usize>,
 }
 
 /// The kernel objects that realize `ruleset`, rendered from scratch.
 pub fn model(ruleset: &NodeRuleset) -> TableModel {
     Renderer::default().model(ruleset)
+}
+
+/// The subject sets of `blocks` resolved to indices into `subjects` (added as met), or `None` for
+/// a block [`Blocks::select`] sends every local address to (no subject set, or one the ruleset
+/// lacks).
+fn resolve_subjects(
+    blocks: &Blocks,
+    ruleset: &NodeRuleset,
+    subjects: &mut Vec<(String, AddrSet)>,
+    index: &mut FastMap<String, usize>,
+) -> Vec<Option<Vec<usize>>> {
+    blocks
+        .subjects
+        .iter()
+        .map(|names| {
+            let names = names.as_ref()?;
+            names
+                .iter()
+                .map(|n| {
+                    let members = ruleset.sets.get(n)?;
+                    Some(*index.entry(n.clone()).or_insert_with(|| {
+                        subjects.push((n.clone(), members.clone()));
+                        subjects.len() - 1
+                    }))
+                })
+                .collect()
+        })
+        .collect()
 }
 
 impl DirectionCache {
@@ -388,6 +444,11 @@ impl DirectionCache {
                 AddrMatch::In(n) | AddrMatch::NotIn(n) => n.clone(),
             })
             .collect();
+        let mut subjects = Vec::new();
+        let mut subject_index = FastMap::default();
+        let admin_subjects = resolve_subjects(&admin, ruleset, &mut subjects, &mut subject_index);
+        let namespace_subjects =
+            resolve_subjects(&namespace, ruleset, &mut subjects, &mut subject_index);
         DirectionCache {
             rules: ruleset.chains(dir).to_vec(),
             sets,
@@ -396,12 +457,39 @@ impl DirectionCache {
             namespace,
             namespace_chains,
             admin_chains,
-            classes: HashMap::default(),
+            subjects,
+            subject_index,
+            admin_subjects,
+            namespace_subjects,
+            keys: FastMap::default(),
+            classes: FastMap::default(),
+            chain_refs: FastMap::default(),
         }
     }
 
+    /// The class key of `addr`: the blocks one of whose subject sets holds it, or that have none.
+    fn key_of(&self, addr: Ipv4Addr) -> Key {
+        let selects = |subjects: &Option<Vec<usize>>| {
+            subjects.as_ref().is_none_or(|ix| {
+                ix.iter()
+                    .any(|i| self.subjects.get(*i).is_some_and(|(_, s)| s.contains(addr)))
+            })
+        };
+        let blocks = |tier: &[Option<Vec<usize>>]| {
+            tier.iter()
+                .enumerate()
+                .filter(|(_, s)| selects(s))
+                .map(|(b, _)| b)
+                .collect::<Vec<_>>()
+        };
+        let mut key = blocks(&self.admin_subjects);
+        key.push(usize::MAX);
+        key.extend(blocks(&self.namespace_subjects));
+        key
+    }
+
     /// The class chain of the local endpoints that select these admin and namespace blocks.
-    fn class(&self, dir: Direction, admin: &[usize], namespace: &[usize], used: u64) -> Class {
+    fn class(&self, dir: Direction, admin: &[usize], namespace: &[usize]) -> Class {
         let d = crate::compile::direction_str(dir);
         let mut chains = Vec::new();
         let mut jumps = Vec::new();
@@ -460,9 +548,263 @@ impl DirectionCache {
         Class {
             name: Arc::from(name),
             chains,
-            used,
+            refs: 0,
         }
     }
+
+    /// One more local address goes to the class of `key`: the class (and the chains it brings)
+    /// enters the table with its first one.
+    fn acquire(&mut self, dir: Direction, key: &[usize], table: &mut Table) -> Arc<str> {
+        if let Some(class) = self.classes.get_mut(key) {
+            class.refs += 1;
+            return class.name.clone();
+        }
+        let split = key
+            .iter()
+            .position(|b| *b == usize::MAX)
+            .unwrap_or(key.len());
+        let mut class = self.class(dir, &key[..split], key.get(split + 1..).unwrap_or_default());
+        for (name, body) in &class.chains {
+            let refs = self.chain_refs.entry(name.clone()).or_insert(0);
+            *refs += 1;
+            if *refs == 1 {
+                table.put_chain(name, body);
+            }
+        }
+        class.refs = 1;
+        let name = class.name.clone();
+        self.classes.insert(key.to_vec(), class);
+        name
+    }
+
+    /// One local address less goes to the class of `key`: the class (and the chains only it
+    /// brings) leaves the table with its last one.
+    fn release(&mut self, key: &[usize], table: &mut Table) {
+        let Some(class) = self.classes.get_mut(key) else {
+            return;
+        };
+        class.refs = class.refs.saturating_sub(1);
+        if class.refs > 0 {
+            return;
+        }
+        let Some(class) = self.classes.remove(key) else {
+            return;
+        };
+        for (name, _) in &class.chains {
+            if let Some(refs) = self.chain_refs.get_mut(name) {
+                *refs = refs.saturating_sub(1);
+                if *refs == 0 {
+                    self.chain_refs.remove(name);
+                    table.remove_chain(name);
+                }
+            }
+        }
+    }
+
+    /// Sends `addr` to the class of `key` in the dispatch map of direction `i`.
+    fn assign(&mut self, dir: Direction, i: usize, addr: Ipv4Addr, key: Key, table: &mut Table) {
+        if self.keys.get(&addr) == Some(&key) {
+            return;
+        }
+        // The new class first: chains both classes bring stay in the table.
+        let name = self.acquire(dir, &key, table);
+        if let Some(old) = self.keys.insert(addr, key) {
+            self.release(&old, table);
+        }
+        table.put_goto(i, addr, name);
+    }
+
+    /// `addr` is no longer a local address.
+    fn unassign(&mut self, i: usize, addr: Ipv4Addr, table: &mut Table) {
+        if let Some(old) = self.keys.remove(&addr) {
+            self.release(&old, table);
+        }
+        table.remove_goto(i, addr);
+    }
+
+    /// Takes everything this direction put in the table out of it.
+    fn remove_from(&self, i: usize, table: &mut Table) {
+        table.remove_chain(&self.baseline.0);
+        for (name, _) in &self.namespace_chains {
+            table.remove_chain(name);
+        }
+        for name in self.chain_refs.keys() {
+            table.remove_chain(name);
+        }
+        for addr in self.keys.keys() {
+            table.remove_goto(i, *addr);
+        }
+    }
+
+    /// Puts the chains every class may jump to in the table.
+    fn add_to(&self, table: &mut Table) {
+        table.put_chain(&self.baseline.0, &self.baseline.1);
+        for (name, body) in &self.namespace_chains {
+            table.put_chain(name, body);
+        }
+    }
+}
+
+/// What a build changed in the table: each object it touched, as it was before the first change
+/// since the last delta (`None`: absent).
+#[derive(Debug, Default)]
+struct Before {
+    sets: BTreeMap<String, Option<KernelSet>>,
+    chains: BTreeMap<String, Option<ChainBody>>,
+    /// By direction (egress, ingress).
+    dispatch: [BTreeMap<Ipv4Addr, Option<Arc<str>>>; 2],
+}
+
+/// The table the renderer holds, changed in place from build to build, with what changed.
+#[derive(Debug, Default)]
+struct Table {
+    model: TableModel,
+    before: Before,
+}
+
+fn dispatch_of(model: &TableModel, i: usize) -> &BTreeMap<Ipv4Addr, Arc<str>> {
+    if i == 0 {
+        &model.egress
+    } else {
+        &model.ingress
+    }
+}
+
+impl Table {
+    fn put_set(&mut self, name: &str, set: KernelSet) {
+        let old = self.model.sets.insert(name.to_string(), set);
+        self.before.sets.entry(name.to_string()).or_insert(old);
+    }
+
+    fn remove_set(&mut self, name: &str) {
+        if let Some(old) = self.model.sets.remove(name) {
+            self.before
+                .sets
+                .entry(name.to_string())
+                .or_insert(Some(old));
+        }
+    }
+
+    fn put_chain(&mut self, name: &str, body: &ChainBody) {
+        let old = self.model.chains.insert(name.to_string(), body.clone());
+        self.before.chains.entry(name.to_string()).or_insert(old);
+    }
+
+    fn remove_chain(&mut self, name: &str) {
+        if let Some(old) = self.model.chains.remove(name) {
+            self.before
+                .chains
+                .entry(name.to_string())
+                .or_insert(Some(old));
+        }
+    }
+
+    fn put_goto(&mut self, i: usize, addr: Ipv4Addr, class: Arc<str>) {
+        let direction = if i == 0 {
+            Direction::Egress
+        } else {
+            Direction::Ingress
+        };
+        let old = dispatch_mut(&mut self.model, direction).insert(addr, class);
+        self.before.dispatch[i].entry(addr).or_insert(old);
+    }
+
+    fn remove_goto(&mut self, i: usize, addr: Ipv4Addr) {
+        let direction = if i == 0 {
+            Direction::Egress
+        } else {
+            Direction::Ingress
+        };
+        if let Some(old) = dispatch_mut(&mut self.model, direction).remove(&addr) {
+            self.before.dispatch[i].entry(addr).or_insert(Some(old));
+        }
+    }
+
+    /// The change from the table of the last delta to this one: [`delta`](seam_nft::table::delta)
+    /// between the two tables cut down to the objects that were touched in between, which is the
+    /// delta between the whole tables (untouched objects are equal in both, and give no
+    /// operation).
+    fn delta(&mut self) -> FirewallDelta {
+        let before = std::mem::take(&mut self.before);
+        let (mut old, mut new) = (TableModel::default(), TableModel::default());
+        for (name, was) in before.sets {
+            if let Some(now) = self.model.sets.get(&name) {
+                new.sets.insert(name.clone(), now.clone());
+            }
+            if let Some(was) = was {
+                old.sets.insert(name, was);
+            }
+        }
+        for (name, was) in before.chains {
+            if let Some(now) = self.model.chains.get(&name) {
+                new.chains.insert(name.clone(), now.clone());
+            }
+            if let Some(was) = was {
+                old.chains.insert(name, was);
+            }
+        }
+        for (i, touched) in before.dispatch.into_iter().enumerate() {
+            let direction = if i == 0 {
+                Direction::Egress
+            } else {
+                Direction::Ingress
+            };
+            for (addr, was) in touched {
+                if let Some(now) = dispatch_of(&self.model, i).get(&addr) {
+                    dispatch_mut(&mut new, direction).insert(addr, now.clone());
+                }
+                if let Some(was) = was {
+                    dispatch_mut(&mut old, direction).insert(addr, was);
+                }
+            }
+        }
+        seam_nft::table::delta(&old, &new)
+    }
+}
+
+/// The local addresses within `ranges` (sorted), found in the sorted `locals`.
+fn locals_in(ranges: &[(Ipv4Addr, Ipv4Addr)], locals: &[Ipv4Addr], out: &mut Vec<Ipv4Addr>) {
+    for &(s, e) in ranges {
+        let from = locals.partition_point(|a| *a < s);
+        out.extend(locals[from..].iter().take_while(|a| **a <= e));
+    }
+}
+
+/// The ranges of one set and not the other (both sorted): the addresses that came into or left a
+/// set are within them.
+fn ranges_changed(
+    old: &[(Ipv4Addr, Ipv4Addr)],
+    new: &[(Ipv4Addr, Ipv4Addr)],
+) -> Vec<(Ipv4Addr, Ipv4Addr)> {
+    let mut out = Vec::new();
+    let (mut i, mut j) = (0, 0);
+    while i < old.len() && j < new.len() {
+        match old[i].cmp(&new[j]) {
+            std::cmp::Ordering::Less => {
+                out.push(old[i]);
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                out.push(new[j]);
+                j += 1;
+            }
+            std::cmp::Ordering::Equal => {
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    out.extend_from_slice(&old[i..]);
+    out.extend_from_slice(&new[j..]);
+    out.sort_unstable();
+    out
+}
+
+/// A set whose members changed in a build (by IR name): its members before and after.
+struct SetChange {
+    name: String,
+    old: Option<AddrSet>,
+    new: Option<AddrSet>,
 }
 
 impl Renderer {
@@ -483,60 +825,128 @@ impl Renderer {
     /// The kernel objects that realize `ruleset`, rendering only the rules and sets the last build did
     /// not have.
     pub fn model(&mut self, ruleset: &NodeRuleset) -> TableModel {
-        let mut out = TableModel::default();
+        self.update(ruleset);
+        self.table.before = Before::default();
+        self.table.model.clone()
+    }
+
+    /// The kernel objects that realize `ruleset`, and the change to them from the table of this
+    /// renderer's last build ([`Renderer::model`] or this; the empty table before the first):
+    /// what [`delta`](seam_nft::table::delta) between the two returns, made from the objects
+    /// that changed only. The last build's table is changed in place, so its cost follows the
+    /// change, not the table.
+    pub fn model_and_delta(&mut self, ruleset: &NodeRuleset) -> (&TableModel, FirewallDelta) {
+        self.update(ruleset);
+        let delta = self.table.delta();
+        (&self.table.model, delta)
+    }
+
+    /// Brings the table to `ruleset`, noting what changed in it.
+    fn update(&mut self, ruleset: &NodeRuleset) {
         // Both sorted by name: one walk pairs each set with what the last build made of it.
         let mut last_sets = std::mem::take(&mut self.sets).into_iter().peekable();
         let mut sets = Vec::with_capacity(ruleset.sets.len());
         // The sets that came, went or changed kind: rules name sets by kind, so a direction whose
         // rules test one of them is rendered again (through the rule cache), not reused.
         let mut changed_kinds: Vec<String> = Vec::new();
+        let mut changed: Vec<SetChange> = Vec::new();
+        let gone = |(name, set): (String, RenderedSet),
+                    table: &mut Table,
+                    changed_kinds: &mut Vec<String>,
+                    changed: &mut Vec<SetChange>| {
+            table.remove_set(&set.name);
+            changed_kinds.push(name.clone());
+            changed.push(SetChange {
+                name,
+                old: Some(set.members),
+                new: None,
+            });
+        };
         for (name, members) in &ruleset.sets {
-            while let Some((gone, _)) = last_sets.next_if(|(n, _)| n < name) {
-                changed_kinds.push(gone);
+            while let Some(set) = last_sets.next_if(|(n, _)| n < name) {
+                gone(set, &mut self.table, &mut changed_kinds, &mut changed);
             }
             let set = match last_sets.next_if(|(n, _)| n == name) {
                 Some((n, set)) if set.members == *members => (n, set),
                 last => {
                     let ranges: Vec<(Ipv4Addr, Ipv4Addr)> = members.ranges().collect();
                     let interval = is_interval(&ranges);
-                    if last.is_none_or(|(_, l)| l.set.interval != interval) {
+                    let kernel = kernel_set_name(name, interval);
+                    if let Some((_, l)) = &last {
+                        if l.name != kernel {
+                            self.table.remove_set(&l.name);
+                        }
+                    }
+                    if last
+                        .as_ref()
+                        .is_none_or(|(_, l)| l.set.interval != interval)
+                    {
                         changed_kinds.push(name.clone());
                     }
+                    let set = KernelSet {
+                        interval,
+                        ranges: ranges.into(),
+                    };
+                    self.table.put_set(&kernel, set.clone());
+                    changed.push(SetChange {
+                        name: name.clone(),
+                        old: last.map(|(_, l)| l.members),
+                        new: Some(members.clone()),
+                    });
                     (
                         name.clone(),
                         RenderedSet {
                             members: members.clone(),
-                            name: kernel_set_name(name, interval),
-                            set: KernelSet {
-                                interval,
-                                ranges: ranges.into(),
-                            },
+                            name: kernel,
+                            set,
                         },
                     )
                 }
             };
             sets.push(set);
         }
-        changed_kinds.extend(last_sets.map(|(n, _)| n));
-        out.sets = sets
-            .iter()
-            .map(|(_, s)| (s.name.clone(), s.set.clone()))
-            .collect();
-        let kinds: Kinds<'_> = sets
-            .iter()
-            .map(|(n, s)| (n.as_str(), s.set.interval))
-            .collect();
+        for set in last_sets {
+            gone(set, &mut self.table, &mut changed_kinds, &mut changed);
+        }
         self.build += 1;
         let build = self.build;
-        let locals: Vec<Ipv4Addr> = ruleset
+        let mut locals: Vec<Ipv4Addr> = ruleset
             .local
             .iter()
             .flat_map(|e| e.addresses.iter().copied())
-            .collect::<BTreeSet<_>>()
-            .into_iter()
             .collect();
-        let index: HashMap<Ipv4Addr, usize, foldhash::fast::RandomState> =
-            locals.iter().enumerate().map(|(i, a)| (*a, i)).collect();
+        locals.sort_unstable();
+        locals.dedup();
+        let (left, came) = {
+            let mut left = Vec::new();
+            let mut came = Vec::new();
+            let (mut i, mut j) = (0, 0);
+            let old = &self.locals;
+            while i < old.len() || j < locals.len() {
+                match (old.get(i), locals.get(j)) {
+                    (Some(o), Some(n)) if o == n => {
+                        i += 1;
+                        j += 1;
+                    }
+                    (Some(o), Some(n)) if o < n => {
+                        left.push(*o);
+                        i += 1;
+                    }
+                    (Some(o), None) => {
+                        left.push(*o);
+                        i += 1;
+                    }
+                    (_, Some(n)) => {
+                        came.push(*n);
+                        j += 1;
+                    }
+                    (None, None) => break,
+                }
+            }
+            (left, came)
+        };
+        // Whether each set is an interval set, for the rules of a direction rendered again.
+        let mut kinds: Option<Kinds<'_>> = None;
         for (i, dir) in [Direction::Egress, Direction::Ingress]
             .into_iter()
             .enumerate()
@@ -544,55 +954,76 @@ impl Renderer {
             let reuse = self.dirs[i].as_ref().is_some_and(|c| {
                 c.rules == ruleset.chains(dir) && !changed_kinds.iter().any(|n| c.sets.contains(n))
             });
-            if !reuse {
+            let mut all = !reuse;
+            let mut moved = came.clone();
+            if reuse {
+                let Some(cache) = self.dirs[i].as_mut() else {
+                    continue;
+                };
+                for addr in &left {
+                    cache.unassign(i, *addr, &mut self.table);
+                }
+                for change in &changed {
+                    let Some(at) = cache.subject_index.get(&change.name).copied() else {
+                        continue;
+                    };
+                    let ranges = |s: &Option<AddrSet>| -> Vec<(Ipv4Addr, Ipv4Addr)> {
+                        s.as_ref().map(|s| s.ranges().collect()).unwrap_or_default()
+                    };
+                    let differ = ranges_changed(&ranges(&change.old), &ranges(&change.new));
+                    locals_in(&differ, &locals, &mut moved);
+                    if let (Some(new), Some(subject)) = (&change.new, cache.subjects.get_mut(at)) {
+                        subject.1 = new.clone();
+                    }
+                }
+                moved.sort_unstable();
+                moved.dedup();
+                all = moved.len() > FEW_LOCALS;
+            } else {
+                if let Some(old) = self.dirs[i].take() {
+                    old.remove_from(i, &mut self.table);
+                }
+                let kinds = kinds.get_or_insert_with(|| {
+                    sets.iter()
+                        .map(|(n, s): &(String, RenderedSet)| (n.as_str(), s.set.interval))
+                        .collect()
+                });
                 let mut render = RuleRender {
                     cache: &mut self.rules[i],
                     build,
-                    kinds: &kinds,
+                    kinds,
                     sampling: self.sampling.as_ref().map(|s| (s, dir)),
                 };
-                self.dirs[i] = Some(DirectionCache::render(&mut render, ruleset, dir));
+                let cache = DirectionCache::render(&mut render, ruleset, dir);
+                cache.add_to(&mut self.table);
+                self.dirs[i] = Some(cache);
                 // The rules this build did not use go; a reused direction keeps its rules as they were.
                 self.rules[i].retain(|_, r| r.used == build);
             }
             let Some(cache) = self.dirs[i].as_mut() else {
                 continue;
             };
-            out.chains
-                .insert(cache.baseline.0.clone(), cache.baseline.1.clone());
-            for (name, body) in &cache.namespace_chains {
-                out.chains.insert(name.clone(), body.clone());
-            }
-            let admin = cache.admin.select(ruleset, &index, &locals);
-            let namespace = cache.namespace.select(ruleset, &index, &locals);
-            let mut key = Vec::new();
-            for (l, addr) in locals.iter().enumerate() {
-                key.clear();
-                key.extend_from_slice(&admin[l]);
-                key.push(usize::MAX);
-                key.extend_from_slice(&namespace[l]);
-                let class = match cache.classes.get_mut(key.as_slice()) {
-                    Some(class) => class,
-                    None => {
-                        let class = cache.class(dir, &admin[l], &namespace[l], 0);
-                        cache.classes.entry(key.clone()).or_insert(class)
-                    }
-                };
-                if class.used != build {
-                    class.used = build;
-                    for (name, body) in &class.chains {
-                        if !out.chains.contains_key(name) {
-                            out.chains.insert(name.clone(), body.clone());
-                        }
-                    }
+            if all {
+                let index: FastMap<Ipv4Addr, usize> =
+                    locals.iter().enumerate().map(|(i, a)| (*a, i)).collect();
+                let admin = cache.admin.select(ruleset, &index, &locals);
+                let namespace = cache.namespace.select(ruleset, &index, &locals);
+                for ((addr, admin), namespace) in locals.iter().zip(admin).zip(namespace) {
+                    let mut key = admin;
+                    key.push(usize::MAX);
+                    key.extend(namespace);
+                    cache.assign(dir, i, *addr, key, &mut self.table);
                 }
-                dispatch_mut(&mut out, dir).insert(*addr, class.name.clone());
+            } else {
+                for addr in moved {
+                    let key = cache.key_of(addr);
+                    cache.assign(dir, i, addr, key, &mut self.table);
+                }
             }
-            cache.classes.retain(|_, c| c.used == build);
         }
         drop(kinds);
         self.sets = sets;
-        out
+        self.locals = locals;
     }
 }
 
@@ -689,23 +1120,85 @@ mod tests {
         assert_eq!(jumps(&model, "10.0.0.3"), [q]);
     }
 
+    /// Renders `rs` with both renderers: the one that returns its model must give a fresh
+    /// render's, the one that returns its change must give the delta from `last` (the fresh render
+    /// of the step before) to the fresh render, and what that change makes of the kernel's table
+    /// must read back as the fresh render does.
+    fn step(models: &mut Renderer, deltas: &mut Renderer, last: &mut TableModel, rs: &NodeRuleset) {
+        let fresh = model(rs);
+        assert_eq!(models.model(rs), fresh);
+        let (got, d) = deltas.model_and_delta(rs);
+        assert_eq!(*got, fresh);
+        assert_eq!(d, seam_nft::table::delta(last, &fresh));
+        let mut kernel = last.listed();
+        kernel.apply_batch(&d.switch).unwrap();
+        kernel.apply_batch(&d.cleanup).unwrap();
+        assert_eq!(kernel, fresh.listed());
+        *last = fresh;
+    }
+
     #[test]
     fn a_reused_direction_renders_what_a_fresh_renderer_does() {
-        let mut renderer = Renderer::default();
+        let (mut models, mut deltas) = (Renderer::default(), Renderer::default());
+        let mut last = TableModel::default();
         let mut rs = ruleset();
-        assert_eq!(renderer.model(&rs), model(&rs));
+        step(&mut models, &mut deltas, &mut last, &rs);
         // A member joins `sb` (rules unchanged: the direction is reused), then `sb` turns into
         // an interval set (its rules name it anew), then a rule changes.
         rs.sets.insert(
             "sb".into(),
             AddrSet::from_addrs([a("10.0.0.2"), a("10.0.0.3")]),
         );
-        assert_eq!(renderer.model(&rs), model(&rs));
+        step(&mut models, &mut deltas, &mut last, &rs);
+        // An endpoint comes (in `sa`) and another goes: their classes are found again.
+        rs.local.push(LocalEndpoint {
+            name: "x/d".into(),
+            addresses: vec![a("10.0.0.4")],
+        });
+        rs.local.remove(1);
+        rs.sets.insert(
+            "sa".into(),
+            AddrSet::from_addrs([a("10.0.0.1"), a("10.0.0.4")]),
+        );
+        step(&mut models, &mut deltas, &mut last, &rs);
+        // `10.0.0.1` leaves `sa`: the class it was alone in goes.
+        rs.sets
+            .insert("sa".into(), AddrSet::from_addrs([a("10.0.0.4")]));
+        step(&mut models, &mut deltas, &mut last, &rs);
         let mut wide = AddrSet::new();
         wide.insert_range(u32::from(a("10.0.0.2")), u32::from(a("10.0.255.255")));
         rs.sets.insert("sb".into(), wide);
-        assert_eq!(renderer.model(&rs), model(&rs));
+        step(&mut models, &mut deltas, &mut last, &rs);
         rs.ingress[1].rules[0].action = Action::Deny;
-        assert_eq!(renderer.model(&rs), model(&rs));
+        step(&mut models, &mut deltas, &mut last, &rs);
+        // Nothing changed: nothing to do.
+        assert!(deltas.model_and_delta(&rs).1.is_empty());
+    }
+
+    #[test]
+    fn many_endpoints_changing_class_at_once_render_what_a_fresh_renderer_does() {
+        let (mut models, mut deltas) = (Renderer::default(), Renderer::default());
+        let mut last = TableModel::default();
+        let mut rs = ruleset();
+        let many: Vec<Ipv4Addr> = (0..3 * FEW_LOCALS as u32)
+            .map(|i| Ipv4Addr::from(u32::from(a("10.1.0.0")) + i))
+            .collect();
+        rs.local.extend(many.iter().map(|addr| LocalEndpoint {
+            name: format!("x/{addr}"),
+            addresses: vec![*addr],
+        }));
+        step(&mut models, &mut deltas, &mut last, &rs);
+        // More endpoints than are found one by one join `sa`, then half of them go to `sb`.
+        rs.sets
+            .insert("sa".into(), AddrSet::from_addrs(many.clone()));
+        step(&mut models, &mut deltas, &mut last, &rs);
+        let (half, rest) = many.split_at(many.len() / 2);
+        rs.sets
+            .insert("sa".into(), AddrSet::from_addrs(half.iter().copied()));
+        rs.sets
+            .insert("sb".into(), AddrSet::from_addrs(rest.iter().copied()));
+        step(&mut models, &mut deltas, &mut last, &rs);
+        rs.local.truncate(10);
+        step(&mut models, &mut deltas, &mut last, &rs);
     }
 }

@@ -572,8 +572,12 @@ impl View {
 struct Hinted {
     every: Vec<(IncrementalCompiler, ViewChanges)>,
     lagging: (IncrementalCompiler, ViewChanges),
-    /// One per node, fed what the node's compiler returns, as the agent's renderer is.
-    renderers: Vec<seam_firewall::render::table::Renderer>,
+    /// One per node, fed what the node's compiler returns, as the agent's renderer is; with the
+    /// fresh render of the last step.
+    renderers: Vec<(
+        seam_firewall::render::table::Renderer,
+        seam_nft::table::TableModel,
+    )>,
 }
 
 impl Hinted {
@@ -621,12 +625,30 @@ impl Hinted {
             .zip(&mut self.renderers)
         {
             run(inc, pending, node, want, "sync_changes");
-            // The renderer reuses what it rendered for earlier steps; the kernel objects must be
-            // those rendered from scratch.
-            assert!(
-                renderer.model(&want.0) == seam_firewall::render::table::model(&want.0),
-                "the kernel objects rendered for {node} after step {step} differ from a fresh render"
-            );
+            // The renderer changes what it rendered for earlier steps; the kernel objects must be
+            // those rendered from scratch, and the change it returns (every other step, so that
+            // a change also follows a build that returned none) the delta from the fresh render
+            // of the step before.
+            let (renderer, last) = renderer;
+            let fresh = seam_firewall::render::table::model(&want.0);
+            if step % 2 == 0 {
+                assert!(
+                    renderer.model(&want.0) == fresh,
+                    "the kernel objects rendered for {node} after step {step} differ from a fresh render"
+                );
+            } else {
+                let (got, delta) = renderer.model_and_delta(&want.0);
+                assert!(
+                    *got == fresh,
+                    "the kernel objects rendered for {node} after step {step} differ from a fresh render"
+                );
+                assert_eq!(
+                    delta,
+                    seam_nft::table::delta(last, &fresh),
+                    "the renderer's change for {node} at step {step} is not the delta between the fresh renders"
+                );
+            }
+            *last = fresh;
         }
         if step.is_multiple_of(3) {
             let (inc, pending) = &mut self.lagging;
