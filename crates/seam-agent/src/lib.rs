@@ -62,6 +62,11 @@ pub struct Agent<K> {
     /// The firewall table the kernel holds, as far as the agent knows; `None` until it has read the
     /// kernel's table back or written it whole (at start, and after a failed change).
     pub applied_firewall: Mutex<Option<seam_nft::table::TableModel>>,
+    /// The renderer's build ([`seam_firewall::render::table::Renderer::stamp`]) whose table
+    /// `applied_firewall` holds, 0 when it holds another (read back from the kernel) or none: the
+    /// renderer's delta starts from its last build's table, so it is the kernel's change only
+    /// when that is what the kernel holds.
+    pub applied_firewall_stamp: std::sync::atomic::AtomicU64,
     /// Compiles the node's firewall from the view on every pass, recomputing only what changed, and
     /// renders it into kernel objects, rendering only the rules and sets that changed.
     pub firewall_compiler: Mutex<(
@@ -184,6 +189,7 @@ impl<K: NodeKernel + Firewall + 'static> Agent<K> {
             segment_lock: Mutex::new(()),
             reap_now: Notify::new(),
             applied_firewall: Mutex::new(None),
+            applied_firewall_stamp: std::sync::atomic::AtomicU64::new(0),
             firewall_compiler,
             services,
             ready_segments: Mutex::new(std::collections::BTreeSet::new()),

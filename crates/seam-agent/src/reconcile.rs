@@ -152,13 +152,27 @@ fn report_orphaned<K>(agent: &Agent<K>, now: BTreeSet<String>) {
     *reported = now;
 }
 
+/// The change the renderer made to the policy part of its table in one pass: the delta from the
+/// table of its build `from` to that of its build `to` ([`Renderer::stamp`]).
+///
+/// [`Renderer::stamp`]: seam_firewall::render::table::Renderer::stamp
+#[derive(Debug)]
+pub struct PolicyChange {
+    /// The build the delta starts from (0: the empty table).
+    pub from: u64,
+    /// The build it ends in.
+    pub to: u64,
+    /// The policy part's delta (the Services part left as it was).
+    pub delta: seam_nft::FirewallDelta,
+}
+
 /// Compiles this node's firewall from the view (policies, tenants, namespaces, endpoints; only the
 /// node's own endpoints get rules) into the kernel objects that realize it, with what the node
-/// translates for Services ([`crate::services`]) in the same table; returns the table and the
-/// Services it holds.
+/// translates for Services ([`crate::services`]) in the same table; returns the table, the change
+/// the renderer made to its policy part, and the Services it holds.
 pub async fn firewall_ruleset<K: NodeKernel + Firewall + 'static>(
     agent: &Agent<K>,
-) -> Result<(TableModel, Arc<DesiredServices>), String> {
+) -> Result<(TableModel, PolicyChange, Arc<DesiredServices>), String> {
     // What changed is taken and compiled under one hold of the view (write, then read): no event can
     // land between the two and be missed. The compiler compares only the named objects, or everything
     // after a re-list and on its first pass.
@@ -197,7 +211,15 @@ pub async fn firewall_ruleset<K: NodeKernel + Firewall + 'static>(
     for w in warnings {
         tracing::warn!("{w}");
     }
-    let mut model = renderer.model(ruleset);
+    let from = renderer.stamp();
+    let (table, delta) = renderer.model_and_delta(ruleset);
+    // The agent keeps the table as what the kernel holds (its recovery path diffs against it).
+    let mut model = table.clone();
+    let change = PolicyChange {
+        from,
+        to: renderer.stamp(),
+        delta,
+    };
     if let (Some(sampling), true) = (renderer.sampling(), services.enabled) {
         // Refusals of frontends without backends are verdicts too.
         services.refusal_sampling = Some(seam_nft::services::RefusalSampling::of(&sampling));
@@ -211,7 +233,7 @@ pub async fn firewall_ruleset<K: NodeKernel + Firewall + 'static>(
     }
     // One table, one write: policy and Services together.
     model.services = services;
-    Ok((model, desired_services))
+    Ok((model, change, desired_services))
 }
 
 /// Observes once, plans, applies every operation (continuing past failures), and reports how
@@ -271,7 +293,7 @@ pub async fn reconcile_once<K: NodeKernel + Firewall + 'static>(
     // The firewall follows the same level-triggered pass: compile from the view, then change the
     // kernel's table in place by what differs (see `seam_nft::table`).
     let realized = match firewall_ruleset(agent).await {
-        Ok((model, services)) => match apply_firewall(agent, model).await {
+        Ok((model, change, services)) => match apply_firewall(agent, model, change).await {
             Ok(()) => {
                 publish_applied_services(agent, services);
                 agent.realization().enforced()
@@ -321,12 +343,17 @@ fn publish_applied_services<K>(agent: &Agent<K>, services: Arc<DesiredServices>)
 async fn apply_firewall<K: NodeKernel + Firewall + 'static>(
     agent: &Agent<K>,
     model: TableModel,
+    change: PolicyChange,
 ) -> Result<(), seam_dataplane::Error> {
+    use std::sync::atomic::Ordering;
     let mut applied = agent.applied_firewall.lock().await;
+    // Which build's table `applied` holds (0: none of the renderer's), and the table it will hold.
+    let mut base = agent.applied_firewall_stamp.swap(0, Ordering::AcqRel);
     if applied.is_none() {
         match agent.kernel.list_table().await {
             Ok(Some(listed)) => {
                 *applied = Some(listed);
+                base = 0;
                 tracing::info!("adopted the kernel's firewall table");
             }
             Ok(None) => {}
@@ -341,11 +368,24 @@ async fn apply_firewall<K: NodeKernel + Firewall + 'static>(
     {
         *applied = None;
     }
+    let applied_now = |applied: &mut Option<TableModel>, model: TableModel| {
+        *applied = Some(model);
+        agent
+            .applied_firewall_stamp
+            .store(change.to, Ordering::Release);
+    };
     if let Some(old) = applied.as_ref() {
-        let delta = table::delta(old, &model);
+        // The kernel holds the renderer's last table: its change is the renderer's, made from the
+        // objects it touched; otherwise (a table read back, a renderer replaced) both whole
+        // tables are compared.
+        let delta = if base != 0 && base == change.from {
+            table::with_services(change.delta, &old.services, &model.services)
+        } else {
+            table::delta(old, &model)
+        };
         if delta.is_empty() {
             table_written(agent, &model);
-            *applied = Some(model);
+            applied_now(&mut applied, model);
             return Ok(());
         }
         let started = std::time::Instant::now();
@@ -361,7 +401,7 @@ async fn apply_firewall<K: NodeKernel + Firewall + 'static>(
                     "firewall changed in place"
                 );
                 table_written(agent, &model);
-                *applied = Some(model);
+                applied_now(&mut applied, model);
                 return Ok(());
             }
             Err(e) => {
@@ -383,7 +423,7 @@ async fn apply_firewall<K: NodeKernel + Firewall + 'static>(
                 "firewall written whole"
             );
             table_written(agent, &model);
-            *applied = Some(model);
+            applied_now(&mut applied, model);
             Ok(())
         }
         Err(e) => {

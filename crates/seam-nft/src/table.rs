@@ -428,6 +428,18 @@ pub fn delta(old: &TableModel, new: &TableModel) -> FirewallDelta {
     }
 }
 
+/// `policy`, the change between two tables with the same Services part (`seam_firewall`'s renderer
+/// makes it from the objects it touched), followed by the change of the Services part from `old`
+/// to `new`: what [`delta`] returns between the first table with `old` and the second with `new`.
+pub fn with_services(
+    mut policy: FirewallDelta,
+    old: &ServiceModel,
+    new: &ServiceModel,
+) -> FirewallDelta {
+    crate::services::delta(old, new, &mut policy.switch, &mut policy.cleanup);
+    policy
+}
+
 /// Sorted ranges with the adjacent and overlapping ones joined.
 fn merge_adjacent(sorted: &[(Ipv4Addr, Ipv4Addr)]) -> Vec<(Ipv4Addr, Ipv4Addr)> {
     let mut out: Vec<(Ipv4Addr, Ipv4Addr)> = Vec::with_capacity(sorted.len());

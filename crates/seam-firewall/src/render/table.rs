@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use seam_nft::names::{
@@ -121,7 +122,12 @@ pub struct Renderer {
     locals: Vec<Ipv4Addr>,
     /// The last build's table, which the next build changes in place.
     table: Table,
+    /// The last build's [`Renderer::stamp`].
+    stamp: u64,
 }
+
+/// The last stamp given to a build, by any renderer of the process.
+static STAMPS: AtomicU64 = AtomicU64::new(0);
 
 type RuleCache = HashMap<Rule, Rendered, foldhash::fast::RandomState>;
 
@@ -622,17 +628,26 @@ impl DirectionCache {
         table.remove_goto(i, addr);
     }
 
-    /// Takes everything this direction put in the table out of it.
-    fn remove_from(&self, i: usize, table: &mut Table) {
-        table.remove_chain(&self.baseline.0);
-        for (name, _) in &self.namespace_chains {
-            table.remove_chain(name);
-        }
-        for name in self.chain_refs.keys() {
-            table.remove_chain(name);
+    /// The names of the chains this direction has in the table.
+    fn chain_names(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.baseline.0.as_str())
+            .chain(self.namespace_chains.iter().map(|(n, _)| n.as_str()))
+            .chain(self.chain_refs.keys().map(String::as_str))
+    }
+
+    /// Takes what this direction put in the table and `next` (the direction rendered again) did
+    /// not out of it.
+    fn remove_except(&self, next: &DirectionCache, i: usize, table: &mut Table) {
+        let keep: HashSet<&str, foldhash::fast::RandomState> = next.chain_names().collect();
+        for name in self.chain_names() {
+            if !keep.contains(name) {
+                table.remove_chain(name);
+            }
         }
         for addr in self.keys.keys() {
-            table.remove_goto(i, *addr);
+            if !next.keys.contains_key(addr) {
+                table.remove_goto(i, *addr);
+            }
         }
     }
 
@@ -686,6 +701,10 @@ impl Table {
     }
 
     fn put_chain(&mut self, name: &str, body: &ChainBody) {
+        // A direction rendered again puts back mostly what it had (names are hashes of bodies).
+        if self.model.chains.get(name) == Some(body) {
+            return;
+        }
         let old = self.model.chains.insert(name.to_string(), body.clone());
         self.before.chains.entry(name.to_string()).or_insert(old);
     }
@@ -705,7 +724,11 @@ impl Table {
         } else {
             Direction::Ingress
         };
-        let old = dispatch_mut(&mut self.model, direction).insert(addr, class);
+        let map = dispatch_mut(&mut self.model, direction);
+        if map.get(&addr) == Some(&class) {
+            return;
+        }
+        let old = map.insert(addr, class);
         self.before.dispatch[i].entry(addr).or_insert(old);
     }
 
@@ -841,8 +864,16 @@ impl Renderer {
         (&self.table.model, delta)
     }
 
+    /// Which build made this renderer's table: unique among the builds of every renderer of the
+    /// process, 0 before the first. Who keeps a build's table (the agent, as what the kernel
+    /// holds) knows by it whether the next [`Renderer::model_and_delta`] starts from that table.
+    pub fn stamp(&self) -> u64 {
+        self.stamp
+    }
+
     /// Brings the table to `ruleset`, noting what changed in it.
     fn update(&mut self, ruleset: &NodeRuleset) {
+        self.stamp = STAMPS.fetch_add(1, Ordering::Relaxed) + 1;
         // Both sorted by name: one walk pairs each set with what the last build made of it.
         let mut last_sets = std::mem::take(&mut self.sets).into_iter().peekable();
         let mut sets = Vec::with_capacity(ruleset.sets.len());
@@ -956,6 +987,9 @@ impl Renderer {
             });
             let mut all = !reuse;
             let mut moved = came.clone();
+            // The direction as it was, when rendered again: what the new one does not put back
+            // leaves the table after it is in.
+            let mut replaced = None;
             if reuse {
                 let Some(cache) = self.dirs[i].as_mut() else {
                     continue;
@@ -980,9 +1014,7 @@ impl Renderer {
                 moved.dedup();
                 all = moved.len() > FEW_LOCALS;
             } else {
-                if let Some(old) = self.dirs[i].take() {
-                    old.remove_from(i, &mut self.table);
-                }
+                replaced = self.dirs[i].take();
                 let kinds = kinds.get_or_insert_with(|| {
                     sets.iter()
                         .map(|(n, s): &(String, RenderedSet)| (n.as_str(), s.set.interval))
@@ -1019,6 +1051,9 @@ impl Renderer {
                     let key = cache.key_of(addr);
                     cache.assign(dir, i, addr, key, &mut self.table);
                 }
+            }
+            if let Some(old) = replaced {
+                old.remove_except(cache, i, &mut self.table);
             }
         }
         drop(kinds);
