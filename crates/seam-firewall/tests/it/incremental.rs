@@ -631,7 +631,7 @@ impl Hinted {
             // of the step before.
             let (renderer, last) = renderer;
             let fresh = seam_firewall::render::table::model(&want.0);
-            if step % 2 == 0 {
+            if step.is_multiple_of(2) {
                 assert!(
                     renderer.model(&want.0) == fresh,
                     "the kernel objects rendered for {node} after step {step} differ from a fresh render"
