@@ -379,7 +379,11 @@ async fn apply_firewall<K: NodeKernel + Firewall + 'static>(
         // objects it touched; otherwise (a table read back, a renderer replaced) both whole
         // tables are compared.
         let delta = if base != 0 && base == change.from {
-            table::with_services(change.delta, &old.services, &model.services)
+            let delta = table::with_services(change.delta, &old.services, &model.services);
+            // The agent's tests hold it to the whole tables' delta (a wrong one would only show
+            // as a failed change written whole).
+            debug_assert_eq!(delta, table::delta(old, &model));
+            delta
         } else {
             table::delta(old, &model)
         };
