@@ -184,6 +184,21 @@ pub fn removal_text() -> String {
 pub fn full_text(model: &TableModel) -> String {
     let mut out = removal_text();
     let _ = writeln!(out, "table {TABLE} {{");
+    // The dispatch maps first: the kernel finds a set or map by name by walking the table's sets in
+    // the order they were made, and a pod added changes both maps (at the end of ~1,900 sets, the
+    // two lookups cost more than the elements).
+    for (map, entries) in model.maps() {
+        let _ = writeln!(out, "\tmap {map} {{");
+        out.push_str("\t\ttype ipv4_addr : verdict\n");
+        if !entries.is_empty() {
+            let items: Vec<String> = entries
+                .iter()
+                .map(|(a, c)| format!("{a} : goto {c}"))
+                .collect();
+            let _ = writeln!(out, "\t\telements = {{ {} }}", items.join(", "));
+        }
+        out.push_str("\t}\n");
+    }
     for (name, set) in &model.sets {
         let _ = writeln!(out, "\tset {name} {{");
         out.push_str("\t\ttype ipv4_addr\n");
@@ -199,18 +214,6 @@ pub fn full_text(model: &TableModel) -> String {
                     .map(Ipv4Addr::to_string)
                     .collect()
             };
-            let _ = writeln!(out, "\t\telements = {{ {} }}", items.join(", "));
-        }
-        out.push_str("\t}\n");
-    }
-    for (map, entries) in model.maps() {
-        let _ = writeln!(out, "\tmap {map} {{");
-        out.push_str("\t\ttype ipv4_addr : verdict\n");
-        if !entries.is_empty() {
-            let items: Vec<String> = entries
-                .iter()
-                .map(|(a, c)| format!("{a} : goto {c}"))
-                .collect();
             let _ = writeln!(out, "\t\telements = {{ {} }}", items.join(", "));
         }
         out.push_str("\t}\n");
