@@ -459,3 +459,184 @@ fn a_peer_in_another_subnet_gets_the_vxlan_and_a_new_underlay_address_is_followe
         "b -> a routed"
     );
 }
+
+/// `ip -n NETNS` with each of `changes`, in order.
+fn ip_changes(netns: &str, changes: &[&[&str]]) {
+    for args in changes {
+        let out = Command::new("ip")
+            .args(["-n", netns])
+            .args(*args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "ip {args:?}: {out:?}");
+    }
+}
+
+/// Whether `pid` is a live process (not gone, not a zombie).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(") ")
+                .and_then(|(_, rest)| rest.chars().next())
+        })
+        .is_some_and(|state| state != 'Z' && state != 'X')
+}
+
+#[test]
+#[ignore = "privileged: netns"]
+fn a_node_follows_its_own_underlay_address_without_a_restart() {
+    let mut g = LabGuard::up("e2e-rfollow", 2, &[]);
+    strict_rp_filter(&g.lab, &["n1", "n2"]);
+    let a = g.lab.workloads().add_pod("n1", "blue", "a").unwrap();
+    let b = g.lab.workloads().add_pod("n2", "blue", "b").unwrap();
+    let blue = vni(&g.lab, "ns-blue");
+    let (n1, n2) = (g.node("n1"), g.node("n2"));
+    wait_routed(&n1.netns, blue, b.ip, n2.underlay_ip);
+    wait_routed(&n2.netns, blue, a.ip, n1.underlay_ip);
+    let (a_ns, b_ns) = (netns_name(&a.netns_path), netns_name(&b.netns_path));
+    let pid = n2.agent_pid;
+    let published = |lab: &seam_lab::Lab| {
+        let node = controller(lab, async |c| c.get_node("n2").await);
+        (node.underlay_ip, node.underlay_prefix_len)
+    };
+    let vxlan_local = |ip: Ipv4Addr| {
+        let dev = ip_json(&n2.netns, &["-d", "link", "show", "dev", &vxlan(blue)]);
+        dev[0]["linkinfo"]["info_data"]["local"] == ip.to_string()
+    };
+    let fdb_to = |ip: Ipv4Addr| {
+        vxlan_fdb(&n1.netns, &vxlan(blue))
+            .iter()
+            .any(|(_, dst)| *dst == ip.to_string())
+    };
+    let traffic = |what: &str| {
+        assert_eq!(pings(&a_ns, b.ip, 10, "0.02"), (10, 10), "a -> b {what}");
+        assert_eq!(pings(&b_ns, a.ip, 10, "0.02"), (10, 10), "b -> a {what}");
+    };
+    let devs = [
+        (n1.netns.clone(), vxlan(blue)),
+        (n2.netns.clone(), vxlan(blue)),
+    ];
+
+    // n2's address is replaced within the subnet: its Node, n1's route and FDB entry, and its
+    // own VXLAN device follow; the path stays routed.
+    let moved = Ipv4Addr::new(198, 18, 0, 42);
+    ip_changes(
+        &n2.netns,
+        &[
+            &[
+                "addr",
+                "del",
+                &format!("{}/15", n2.underlay_ip),
+                "dev",
+                "eth0",
+            ],
+            &["addr", "add", &format!("{moved}/15"), "dev", "eth0"],
+        ],
+    );
+    within(10, "n2 publishes 198.18.0.42/15", || {
+        published(&g.lab) == (moved, Some(15))
+    });
+    wait_routed(&n1.netns, blue, b.ip, moved);
+    within(10, "n1's FDB entry for b points at 198.18.0.42", || {
+        fdb_to(moved)
+    });
+    within(10, "n2's VXLAN device is bound to 198.18.0.42", || {
+        vxlan_local(moved)
+    });
+    wait_routed(&n2.netns, blue, a.ip, n1.underlay_ip);
+    let before = vxlan_tx(&devs);
+    traffic("routed from the new address");
+    let through_vxlan = vxlan_tx(&devs) - before;
+    assert!(
+        through_vxlan < 5,
+        "{through_vxlan} packets went through VXLAN"
+    );
+
+    // A moment without any IPv4 address: n2 keeps publishing the last one and says so once.
+    let warnings = || {
+        std::fs::read_to_string(&n2.agent_log)
+            .unwrap()
+            .matches("the underlay interface has no IPv4 address")
+            .count()
+    };
+    let before = warnings();
+    ip_changes(&n2.netns, &[&["addr", "flush", "dev", "eth0"]]);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(published(&g.lab), (moved, Some(15)));
+    assert_eq!(warnings() - before, 1, "warned once");
+    assert!(alive(pid), "n2's agent ({pid}) is still running");
+
+    // n2 comes back in another subnet, behind a router (the underlay namespace, which gets an
+    // address there and forwards): n1's subnet no longer holds n2, so both keep the VXLAN.
+    let other = Ipv4Addr::new(192, 0, 2, 12);
+    let underlay_ns = g.lab.underlay_netns.clone();
+    ip_changes(
+        &underlay_ns,
+        &[&["addr", "add", "192.0.2.1/24", "dev", "ul0"]],
+    );
+    let out = Command::new("ip")
+        .args(["netns", "exec", &underlay_ns, "sysctl", "-qw"])
+        .arg("net.ipv4.ip_forward=1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    ip_changes(
+        &n1.netns,
+        &[&["route", "add", "192.0.2.0/24", "via", "198.18.0.1"]],
+    );
+    ip_changes(
+        &n2.netns,
+        &[
+            &["addr", "add", &format!("{other}/24"), "dev", "eth0"],
+            &["route", "add", "198.18.0.0/15", "via", "192.0.2.1"],
+        ],
+    );
+    within(15, "n2 publishes 192.0.2.12/24", || {
+        published(&g.lab) == (other, Some(24))
+    });
+    within(15, "n1 and n2 keep the VXLAN", || {
+        routes83(&n1.netns).is_empty()
+            && routes83(&n2.netns).is_empty()
+            && neighbour(&n1.netns, b.ip, Some(&vxlan(blue))) != gateway_mac(blue).to_string()
+            && neighbour(&n2.netns, a.ip, Some(&vxlan(blue))) != gateway_mac(blue).to_string()
+    });
+    within(10, "n1's FDB entry for b points at 192.0.2.12", || {
+        fdb_to(other)
+    });
+    within(10, "n2's VXLAN device is bound to 192.0.2.12", || {
+        vxlan_local(other)
+    });
+    let before = vxlan_tx(&devs);
+    traffic("over the VXLAN, through the router");
+    assert!(vxlan_tx(&devs) - before >= 40, "every echo through VXLAN");
+
+    // Back into the subnet: routed again.
+    ip_changes(
+        &n2.netns,
+        &[
+            &["addr", "flush", "dev", "eth0"],
+            &["addr", "add", &format!("{moved}/15"), "dev", "eth0"],
+        ],
+    );
+    within(15, "n2 publishes 198.18.0.42/15 again", || {
+        published(&g.lab) == (moved, Some(15))
+    });
+    wait_routed(&n1.netns, blue, b.ip, moved);
+    wait_routed(&n2.netns, blue, a.ip, n1.underlay_ip);
+    let before = vxlan_tx(&devs);
+    traffic("routed again");
+    let through_vxlan = vxlan_tx(&devs) - before;
+    assert!(
+        through_vxlan < 5,
+        "{through_vxlan} packets went through VXLAN"
+    );
+
+    // All of it without a restart.
+    assert_eq!(
+        g.node("n2").agent_pid,
+        pid,
+        "the lab did not restart n2's agent"
+    );
+    assert!(alive(pid), "n2's agent ({pid}) is still running");
+}
