@@ -537,10 +537,17 @@ fn a_node_follows_its_own_underlay_address_without_a_restart() {
         &n2.netns,
         &["addr", "add", &format!("{moved}/15"), "dev", "eth0"],
     );
+    let changed = std::time::Instant::now();
     within(10, "n2 publishes 198.18.0.42/15", || {
         published(&g.lab) == (moved, Some(15))
     });
+    let published_after = changed.elapsed();
     wait_routed(&n1.netns, blue, b.ip, moved);
+    eprintln!(
+        "n2 moved: its Node published after {} ms, n1 routes b to the new address after {} ms",
+        published_after.as_millis(),
+        changed.elapsed().as_millis()
+    );
     within(10, "n1's FDB entry for b points at 198.18.0.42", || {
         fdb_to(moved)
     });
