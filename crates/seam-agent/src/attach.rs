@@ -188,7 +188,7 @@ impl<K: NodeKernel + Firewall + 'static> Agent<K> {
         if !ready {
             let op = LinkOp::EnsureSegment {
                 spec: self.segment_spec(seg),
-                underlay: self.config.underlay.clone(),
+                underlay: self.underlay().underlay,
             };
             self.kernel.apply(&op).await?;
         }

@@ -11,12 +11,13 @@ pub struct AgentConfig {
     pub node: String,
     /// Node role.
     pub role: NodeRole,
-    /// Underlay interface and tunnel address.
+    /// Underlay interface and tunnel address, as read at start: the agent follows the
+    /// interface from there (`Agent::underlay`).
     pub underlay: Underlay,
     /// How other nodes reach this node when it is a gateway (published with its `Node`).
     pub transit_encap: TransitEncap,
-    /// The underlay interface's MAC address (published with its `Node`: the routed transit's
-    /// source address, by which the other nodes tell this gateway's traffic).
+    /// The underlay interface's MAC address as read at start (published with its `Node`: the
+    /// routed transit's source address, by which the other nodes tell this gateway's traffic).
     pub underlay_mac: Option<MacAddr>,
     /// How other nodes send this node's endpoints the traffic of routed segments (published
     /// with its `Node`; `seamd --segment-encap`).

@@ -30,6 +30,7 @@ pub mod server;
 pub mod services;
 pub mod sync;
 pub mod transit;
+pub mod underlay;
 mod view;
 
 pub use config::{AgentConfig, DEFAULT_REASSERT_INTERVAL};
@@ -83,6 +84,11 @@ pub struct Agent<K> {
     pub reap_now: Notify,
     /// Wakes the reconcile loop.
     pub reconcile_now: Notify,
+    /// Where this node is on the underlay now (starts as the configuration's; see [`underlay`]).
+    underlay: tokio::sync::watch::Sender<underlay::NodeUnderlay>,
+    /// Wakes the follower of the underlay interface ([`underlay::run`]): `seamd` calls it on
+    /// every change of the interface's addresses or link.
+    pub underlay_now: Notify,
     /// Set once the first full view of the controller has been applied.
     pub synced: AtomicBool,
     /// Set while the agent follows the controller's watch (cleared when it is lost).
@@ -180,6 +186,10 @@ impl<K: NodeKernel + Firewall + 'static> Agent<K> {
             config.role,
         ));
         let config_node = config.node.clone();
+        let started_on = underlay::NodeUnderlay {
+            underlay: config.underlay.clone(),
+            mac: config.underlay_mac,
+        };
         let agent = Arc::new(Agent {
             config,
             kernel,
@@ -194,6 +204,8 @@ impl<K: NodeKernel + Firewall + 'static> Agent<K> {
             services,
             ready_segments: Mutex::new(std::collections::BTreeSet::new()),
             reconcile_now: Notify::new(),
+            underlay: tokio::sync::watch::Sender::new(started_on),
+            underlay_now: Notify::new(),
             synced: AtomicBool::new(false),
             controller_connected: AtomicBool::new(false),
             vm_ports_missing: AtomicBool::new(false),
@@ -218,6 +230,7 @@ impl<K: NodeKernel + Firewall + 'static> Agent<K> {
             tokio::spawn(reconcile::reaper(agent.clone())),
             tokio::spawn(blocks::run(agent.clone())),
             tokio::spawn(realization::run(agent.clone())),
+            tokio::spawn(underlay::run(agent.clone())),
         ];
         // A gateway's lease says it is alive: LoadBalancer addresses are served by the gateways
         // that hold one. A gateway without an external interface would be given addresses it
@@ -250,6 +263,13 @@ impl<K: NodeKernel + Firewall + 'static> Agent<K> {
 }
 
 impl<K> Agent<K> {
+    /// Where this node is on the underlay now: its address and prefix length (which its
+    /// devices are bound to and its `Node` publishes) and its MAC. Starts as
+    /// [`AgentConfig::underlay`] and follows the interface ([`underlay`]).
+    pub fn underlay(&self) -> underlay::NodeUnderlay {
+        self.underlay.borrow().clone()
+    }
+
     /// Whether the agent is ready for traffic (`GET /readyz`): after its first full view of
     /// the controller and its first write of the node's firewall table; `Err` says what it
     /// still waits for.

@@ -64,7 +64,9 @@ pub async fn desired<K: NodeKernel + Firewall + 'static>(agent: &Agent<K>) -> De
     };
     let mut segments: BTreeMap<u32, SegmentSpec> =
         view.segments.values().map(|s| (s.vni, spec(s))).collect();
-    let local = crate::transit::local_node(agent);
+    // One read: the devices' local address and the routed decisions from the same address.
+    let underlay = agent.underlay().underlay;
+    let local = crate::transit::local_node(agent, &underlay);
     // Decided once per peer node, not per endpoint.
     let routed_peers: BTreeSet<&str> = view
         .nodes
@@ -128,7 +130,7 @@ pub async fn desired<K: NodeKernel + Firewall + 'static>(agent: &Agent<K>) -> De
         .collect();
     report_orphaned(agent, orphaned);
     DesiredNode {
-        underlay: agent.config.underlay.clone(),
+        underlay,
         segments,
         remote,
         local_ports,

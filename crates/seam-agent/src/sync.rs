@@ -49,13 +49,14 @@ pub async fn run<K: NodeKernel + Firewall + 'static>(agent: Arc<Agent<K>>) {
 
 /// The Node this agent publishes.
 fn own_node<K>(agent: &Agent<K>) -> Node {
+    let underlay = agent.underlay();
     Node {
         name: agent.config.node.clone(),
-        underlay_ip: agent.config.underlay.ip,
+        underlay_ip: underlay.underlay.ip,
         role: agent.config.role,
         transit_encap: agent.config.transit_encap,
-        underlay_prefix_len: Some(agent.config.underlay.prefix_len),
-        underlay_mac: agent.config.underlay_mac,
+        underlay_prefix_len: Some(underlay.underlay.prefix_len),
+        underlay_mac: underlay.mac,
         segment_encap: agent.config.segment_encap,
     }
 }
@@ -68,6 +69,8 @@ const REASSERT_DELAY: Duration = Duration::from_millis(200);
 async fn sync_once<K: NodeKernel + Firewall + 'static>(
     agent: &Arc<Agent<K>>,
 ) -> Result<(), seam_client::ClientError> {
+    // Before the Node is read to be published: a move after this starts a new session.
+    let mut underlay = agent.underlay.subscribe();
     agent.client.put_node(&own_node(agent)).await?;
     let snapshot = agent.client.snapshot().await?;
     let from = snapshot.revision + 1;
@@ -111,6 +114,14 @@ async fn sync_once<K: NodeKernel + Firewall + 'static>(
                 }
             }
             _ = periodic.tick() => reassert(agent).await,
+            // The node moved on the underlay (`crate::underlay`): this session's connections
+            // come from an address the node no longer has, and the watch would only fail at
+            // its idle timeout. A new session publishes the Node first, from the new address.
+            Ok(()) = underlay.changed() => {
+                agent.client.forget_idle_connections();
+                tracing::info!("the node's underlay address changed; following the controller from the new one");
+                break;
+            }
             _ = contradicted => {
                 reassert_at = None;
                 reassert(agent).await;

@@ -61,7 +61,9 @@ pub const RESYNC: Duration = Duration::from_secs(30);
 pub async fn desired_transit<K>(agent: &Agent<K>) -> (DesiredTransit, Option<DesiredNat>) {
     let view = agent.view.read().await;
     let me = &agent.config.node;
-    let local = local_node(agent);
+    // One read: the device, its MAC and the routed decisions all from the same address.
+    let underlay = agent.underlay().underlay;
+    let local = local_node(agent, &underlay);
     let gateway = agent.config.role == NodeRole::Gateway;
     // Decided once per peer node, not per endpoint.
     let routed_peers: BTreeSet<&str> = view
@@ -183,9 +185,9 @@ pub async fn desired_transit<K>(agent: &Agent<K>) -> (DesiredTransit, Option<Des
             || egress.is_some()
             || replies.iter().any(|r| !r.direct),
         vni: TRANSIT_VNI,
-        mac: transit_mac(agent.config.underlay.ip),
+        mac: transit_mac(underlay.ip),
         mtu: agent.config.mtu,
-        underlay: agent.config.underlay.clone(),
+        underlay,
         gateway,
         // A node that publishes `segmentEncap: crossSubnet` loosened it before publishing
         // (seamd); keeping it so repairs drift.
@@ -266,14 +268,18 @@ pub fn snats_to_node<'a>(services: impl IntoIterator<Item = &'a Service>) -> boo
     })
 }
 
-/// This node, as the routed paths see it (`seam_dataplane::routed`).
-pub fn local_node<K>(agent: &Agent<K>) -> LocalNode<'_> {
+/// This node, as the routed paths see it (`seam_dataplane::routed`), on `underlay` (its
+/// [`Agent::underlay`] as the caller read it).
+pub fn local_node<'a, K>(
+    agent: &'a Agent<K>,
+    underlay: &seam_dataplane::Underlay,
+) -> LocalNode<'a> {
     LocalNode {
         name: &agent.config.node,
         role: agent.config.role,
         transit_encap: agent.config.transit_encap,
         segment_encap: agent.config.segment_encap,
-        on_link: agent.config.underlay.subnet(),
+        on_link: underlay.subnet(),
     }
 }
 

@@ -128,6 +128,15 @@ impl ControllerClient {
         self
     }
 
+    /// Closes the connections kept for the next request, to every endpoint (clones share
+    /// them): after the node's own address changed they come from one it no longer has, and a
+    /// request sent on one would wait for its timeout.
+    pub fn forget_idle_connections(&self) {
+        for pool in self.pools.iter() {
+            pool.clear();
+        }
+    }
+
     /// The same client with another watch idle timeout.
     pub fn with_watch_idle_timeout(mut self, timeout: Duration) -> Self {
         self.watch_idle_timeout = timeout;

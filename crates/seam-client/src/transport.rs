@@ -282,6 +282,11 @@ impl Pool {
         }
     }
 
+    /// Closes every kept connection.
+    pub(crate) fn clear(&self) {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
     /// Keeps `kept` for the next request, after its response was read to the end.
     pub(crate) fn give_back(&self, mut kept: Kept) {
         if kept.opened.elapsed() >= MAX_AGE || kept.sender.is_closed() {

@@ -426,6 +426,17 @@ pub async fn a_new_underlay_address_rebinds_the_vxlan_devices<
     }
 }
 
+/// The interface `ifname` reads back as it is (`want`: its addresses in the kernel's order,
+/// MAC, MTU); one that does not exist is an error.
+pub async fn the_underlay_interface_reads_back<K: NodeKernel>(
+    kernel: &K,
+    ifname: &str,
+    want: &crate::UnderlayInterface,
+) {
+    assert_eq!(&kernel.underlay_interface(ifname).await.unwrap(), want);
+    assert!(kernel.underlay_interface("seam-absent0").await.is_err());
+}
+
 /// What one pass applies is what the next observes; a pod attached into `sandbox_netns` (a
 /// namespace path) shows as a host port of its segment and passes `check`, and is gone after
 /// `detach` (a second `detach` succeeds); taken away, the segment and its entries are gone.

@@ -12,7 +12,7 @@ use seam_nft::table::TableModel;
 
 use crate::error::{Error, Result};
 use crate::transit::{DesiredTransit, ObservedTransit, TransitKernel, TransitOp};
-use crate::types::{AttachedPort, LinkOp, Observed, ObservedSegment, PodAttach};
+use crate::types::{AttachedPort, LinkOp, Observed, ObservedSegment, PodAttach, UnderlayInterface};
 use crate::{Firewall, NodeKernel};
 
 /// The fake kernel's state, open for assertions.
@@ -53,6 +53,9 @@ pub struct FakeState {
     /// Packets and bytes the rules with these comments have counted, as `rule_counters`
     /// reports them while the table exists.
     pub counters: BTreeMap<String, seam_nft::listing::RuleCounter>,
+    /// Interfaces by name, as `underlay_interface` reports them (set by a test: the node's
+    /// underlay, whose address it may change).
+    pub interfaces: BTreeMap<String, UnderlayInterface>,
 }
 
 /// In-memory kernel.
@@ -247,6 +250,19 @@ impl NodeKernel for FakeKernel {
                 detail: "host port is missing".into(),
             }),
         }
+    }
+
+    async fn underlay_interface(&self, ifname: &str) -> Result<UnderlayInterface> {
+        self.lock()?
+            .interfaces
+            .get(ifname)
+            .cloned()
+            .ok_or_else(|| Error::Kernel {
+                operation: "get link",
+                object: ifname.to_string(),
+                errno: Some(19),
+                message: "no such device".into(),
+            })
     }
 }
 
@@ -561,6 +577,25 @@ mod tests {
             &FakeKernel::default(),
             contract::sample_transit(underlay),
             contract::sample_nat(0),
+        ));
+    }
+
+    #[test]
+    fn the_underlay_interface_reads_back() {
+        let want = crate::UnderlayInterface {
+            addresses: vec![
+                "198.18.0.11/24".parse().unwrap(),
+                "192.0.2.5/28".parse().unwrap(),
+            ],
+            mac: Some(seam_model::MacAddr([2, 0, 0, 0, 0, 0x11])),
+            mtu: 1400,
+        };
+        let kernel = FakeKernel::default();
+        kernel.with_state(|s| {
+            s.interfaces.insert("eth0".into(), want.clone());
+        });
+        block_on(contract::the_underlay_interface_reads_back(
+            &kernel, "eth0", &want,
         ));
     }
 

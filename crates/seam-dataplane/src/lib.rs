@@ -76,6 +76,12 @@ pub trait NodeKernel: Send + Sync {
     /// Verifies that the sandbox interface, its address and default route, and the host port
     /// are all as `spec` says, and returns the host port; the error says what is missing.
     fn check(&self, spec: &PodAttach) -> impl Future<Output = Result<AttachedPort>> + Send;
+    /// The interface `ifname` as it is now: its IPv4 addresses, MAC and MTU (the node's
+    /// underlay, which the agent follows). An interface that does not exist is an error.
+    fn underlay_interface(
+        &self,
+        ifname: &str,
+    ) -> impl Future<Output = Result<UnderlayInterface>> + Send;
 }
 
 /// The node's firewall, as the agent needs it: Seam's nftables tables as values. `table inet seam`

@@ -36,6 +36,38 @@ impl Underlay {
         ipnet::Ipv4Net::new(self.ip, self.prefix_len)
             .unwrap_or_else(|_| ipnet::Ipv4Net::from(self.ip))
     }
+
+    /// Where this node is on the underlay once its interface holds `addresses` (in the kernel's
+    /// order): the same address while the interface still holds it (with the prefix length it
+    /// has now), else the interface's first one. `None` while the interface has no IPv4 address
+    /// at all: the caller keeps what it had.
+    ///
+    /// Staying on an address the interface still holds keeps a node from moving when a second
+    /// one is added (a VIP of keepalived's, say) and makes a replacement one move whatever order
+    /// the add and the delete come in.
+    pub fn follow(&self, addresses: &[Ipv4Net]) -> Option<Underlay> {
+        let now = addresses
+            .iter()
+            .find(|a| a.addr() == self.ip)
+            .or_else(|| addresses.first())?;
+        Some(Underlay {
+            ifname: self.ifname.clone(),
+            ip: now.addr(),
+            prefix_len: now.prefix_len(),
+        })
+    }
+}
+
+/// The underlay interface as the kernel holds it now (`ip -4 addr show dev IFNAME`, `ip link
+/// show dev IFNAME`): what a node's underlay address, its MAC and the overlay MTU come from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UnderlayInterface {
+    /// Its IPv4 addresses with their prefix lengths, in the kernel's order (primary first).
+    pub addresses: Vec<Ipv4Net>,
+    /// Its MAC address, when it has a unicast one.
+    pub mac: Option<MacAddr>,
+    /// Its MTU.
+    pub mtu: u32,
 }
 
 /// An endpoint on another node: reached through the VXLAN device with static entries.
@@ -232,4 +264,50 @@ pub struct PodAttach {
 pub struct AttachedPort {
     /// Host-side veth MAC.
     pub host_mac: MacAddr,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nets(list: &[&str]) -> Vec<Ipv4Net> {
+        list.iter().map(|n| n.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn a_node_follows_its_underlay_address_and_stays_on_one_it_still_holds() {
+        let now = Underlay {
+            ifname: "eth0".into(),
+            ip: Ipv4Addr::new(198, 18, 0, 12),
+            prefix_len: 15,
+        };
+        let at = |ip: [u8; 4], prefix_len| Underlay {
+            ifname: "eth0".into(),
+            ip: ip.into(),
+            prefix_len,
+        };
+        // Unchanged.
+        assert_eq!(now.follow(&nets(&["198.18.0.12/15"])), Some(now.clone()));
+        // Replaced: the new address, in another subnet too.
+        assert_eq!(
+            now.follow(&nets(&["198.18.0.42/15"])),
+            Some(at([198, 18, 0, 42], 15))
+        );
+        assert_eq!(
+            now.follow(&nets(&["192.0.2.12/24"])),
+            Some(at([192, 0, 2, 12], 24))
+        );
+        // A second address, before or after it: the node stays (a replacement half done, or a
+        // VIP), with the prefix length its address has now.
+        assert_eq!(
+            now.follow(&nets(&["198.18.0.42/15", "198.18.0.12/32"])),
+            Some(at([198, 18, 0, 12], 32))
+        );
+        assert_eq!(
+            now.follow(&nets(&["198.18.0.12/15", "198.18.0.99/15"])),
+            Some(now.clone())
+        );
+        // No IPv4 address at all: nothing to follow.
+        assert_eq!(now.follow(&[]), None);
+    }
 }

@@ -6,6 +6,7 @@ use std::os::fd::AsRawFd;
 use std::path::Path;
 
 use futures::TryStreamExt;
+use ipnet::Ipv4Net;
 use netlink_packet_route::address::AddressAttribute;
 use netlink_packet_route::link::{
     InfoBridgePort, InfoData, InfoPortData, InfoVeth, InfoVxlan, LinkAttribute, LinkFlags,
@@ -23,7 +24,7 @@ use rtnetlink::{
 use seam_dataplane::{
     bridge_name, is_host_port, is_vm_port, vni_of_bridge, vni_of_vxlan, vxlan_name, AttachedPort,
     Error, LinkOp, NodeKernel, Observed, ObservedSegment, ObservedVmPort, PodAttach, Result,
-    SegmentSpec, Underlay, RETIRED_GROUP,
+    SegmentSpec, Underlay, UnderlayInterface, RETIRED_GROUP,
 };
 use seam_model::MacAddr;
 use seam_nft::names::{NAT_FAMILY, NAT_TABLE, TABLE};
@@ -778,6 +779,40 @@ impl NodeKernel for LinuxKernel {
         }
     }
 
+    async fn underlay_interface(&self, ifname: &str) -> Result<UnderlayInterface> {
+        let link = require_link(&self.handle, ifname).await?;
+        let mut addresses = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(link.header.index)
+            .execute();
+        let mut found = Vec::new();
+        while let Some(m) = addresses
+            .try_next()
+            .await
+            .map_err(kernel_err("list addresses", ifname))?
+        {
+            // The filter asks the kernel; an older one dumps every interface's.
+            if m.header.index != link.header.index {
+                continue;
+            }
+            for a in &m.attributes {
+                if let AddressAttribute::Address(IpAddr::V4(ip)) = a {
+                    if let Ok(net) = Ipv4Net::new(*ip, m.header.prefix_len) {
+                        found.push(net);
+                    }
+                }
+            }
+        }
+        Ok(UnderlayInterface {
+            addresses: found,
+            // The routed transit tells a gateway's traffic by its source MAC: only a real one.
+            mac: link_mac(&link).filter(|m| m.is_unicast() && m.0 != [0; 6]),
+            mtu: link_mtu(&link),
+        })
+    }
+
     async fn check(&self, spec: &PodAttach) -> Result<AttachedPort> {
         let drift = |what: &str, detail: String| Error::Drift {
             what: what.to_string(),
@@ -1017,54 +1052,6 @@ pub(crate) fn neigh_v4(entry: &NeighbourMessage) -> Option<Ipv4Addr> {
         }
         _ => None,
     })
-}
-
-impl LinuxKernel {
-    /// The MAC address of `ifname` (`ip link show dev IFNAME`), `None` for an interface without
-    /// one: the node publishes its underlay interface's (the routed transit's source address).
-    pub async fn interface_mac(&self, ifname: &str) -> Result<Option<MacAddr>> {
-        let link = require_link(&self.handle, ifname).await?;
-        Ok(link_mac(&link).filter(|m| m.is_unicast() && m.0 != [0; 6]))
-    }
-
-    /// The first IPv4 address and the MTU of `ifname` (`ip -4 addr show dev IFNAME`), used to
-    /// find the node's tunnel endpoint and the overlay MTU.
-    /// Returns the interface's first IPv4 address, its prefix length and the interface's MTU.
-    pub async fn interface_ipv4(&self, ifname: &str) -> Result<(Ipv4Addr, u8, u32)> {
-        let link = require_link(&self.handle, ifname).await?;
-        let mtu = link
-            .attributes
-            .iter()
-            .find_map(|a| match a {
-                LinkAttribute::Mtu(m) => Some(*m),
-                _ => None,
-            })
-            .unwrap_or(1500);
-        let addrs: Vec<_> = self
-            .handle
-            .address()
-            .get()
-            .set_link_index_filter(link.header.index)
-            .execute()
-            .try_collect()
-            .await
-            .map_err(kernel_err("list addresses", ifname))?;
-        let ip = addrs
-            .iter()
-            .find_map(|m| {
-                m.attributes.iter().find_map(|a| match a {
-                    AddressAttribute::Address(IpAddr::V4(ip)) => Some((*ip, m.header.prefix_len)),
-                    _ => None,
-                })
-            })
-            .ok_or_else(|| Error::Kernel {
-                operation: "find underlay address",
-                object: ifname.to_string(),
-                errno: None,
-                message: "the interface has no IPv4 address".into(),
-            })?;
-        Ok((ip.0, ip.1, mtu))
-    }
 }
 
 fn firewall_error(e: impl std::fmt::Display) -> Error {

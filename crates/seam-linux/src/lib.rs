@@ -2,7 +2,7 @@
 //! [`seam_dataplane::NodeKernel`] and `TransitKernel`, the `Firewall` (the policy table and the
 //! NAT table), network namespace helpers, sysctls, and the nftables edge ([`nft`]: apply a
 //! rendered transaction, list a table, read rule counters back; [`nfnl`]: send the nf_tables
-//! batches `seam_nft` builds).
+//! batches `seam_nft` builds), and [`watch`]: an interface's address and link changes.
 //!
 //! Architecture invariant: this is the only crate that opens netlink sockets or enters network
 //! namespaces. Namespace switching happens on a dedicated short-lived thread
@@ -20,6 +20,7 @@ pub mod nfnl;
 pub mod nft;
 pub mod sysctl;
 mod transit;
+pub mod watch;
 
 pub use error::{Error, Result};
 pub use kernel::LinuxKernel;

@@ -270,11 +270,90 @@ fn route_fields(route: &RouteMessage) -> (Option<u32>, Option<Ipv4Addr>, Option<
 /// The main table's id (`RT_TABLE_MAIN`).
 const MAIN_TABLE: u32 = 254;
 
-/// Seam's routes to a peer's underlay in the main table `(dst /32, via)` (protocol
-/// [`TRANSIT_ROUTE_PROTOCOL`]): what the segment reconciler needs to know before it points a
-/// routed endpoint's neighbour entry at the gateway MAC.
-pub(crate) async fn main_direct_routes(h: &Handle) -> Result<BTreeSet<(Ipv4Addr, Ipv4Addr)>> {
-    let mut found = BTreeSet::new();
+/// One IPv4 route as Seam's observers tell them apart: each dump is read once, each route
+/// classified here once, for the segment reconciler and the transit alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SeamRoute {
+    /// A /32 in [`GATEWAY_ROUTES_TABLE`] (a gateway's routes to other gateways' external
+    /// endpoints).
+    Gateway {
+        dst: Ipv4Addr,
+        via: Ipv4Addr,
+        oif: Option<u32>,
+    },
+    /// The default route of a reply table.
+    Reply {
+        slot: u8,
+        via: Ipv4Addr,
+        oif: Option<u32>,
+    },
+    /// A route to a peer's underlay, `DST/32 via PEER proto 83` ([`TRANSIT_ROUTE_PROTOCOL`]).
+    Direct {
+        dst: Ipv4Addr,
+        via: Ipv4Addr,
+        main: bool,
+    },
+    /// The default route of [`EGRESS_TABLE`].
+    Egress { via: Ipv4Addr, oif: Option<u32> },
+    /// Any other /32 with a next hop (the transit's, when its device is the output).
+    Host {
+        dst: Ipv4Addr,
+        via: Ipv4Addr,
+        oif: Option<u32>,
+    },
+}
+
+/// What `route` is to Seam, `None` for routes that are none of its business.
+fn classify_route(route: &RouteMessage) -> Option<SeamRoute> {
+    let (oif, dst, via) = route_fields(route);
+    let table = route_table(route);
+    let prefix = route.header.destination_prefix_length;
+    if table == GATEWAY_ROUTES_TABLE {
+        return (prefix == 32)
+            .then(|| {
+                Some(SeamRoute::Gateway {
+                    dst: dst?,
+                    via: via?,
+                    oif,
+                })
+            })
+            .flatten();
+    }
+    if let Some(slot) = reply_slot(table) {
+        return (prefix == 0)
+            .then(|| {
+                Some(SeamRoute::Reply {
+                    slot,
+                    via: via?,
+                    oif,
+                })
+            })
+            .flatten();
+    }
+    if route.header.protocol == RouteProtocol::Other(TRANSIT_ROUTE_PROTOCOL) && prefix == 32 {
+        return Some(SeamRoute::Direct {
+            dst: dst?,
+            via: via?,
+            main: table == MAIN_TABLE,
+        });
+    }
+    if prefix == 0 && table == EGRESS_TABLE {
+        return Some(SeamRoute::Egress { via: via?, oif });
+    }
+    (prefix == 32)
+        .then(|| {
+            Some(SeamRoute::Host {
+                dst: dst?,
+                via: via?,
+                oif,
+            })
+        })
+        .flatten()
+}
+
+/// Every IPv4 route Seam tells apart, from one dump (`ip route show table all`).
+async fn seam_routes(h: &Handle, object: &str) -> Result<Vec<SeamRoute>> {
+    let mut found = Vec::new();
     let mut routes = h
         .route()
         .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
@@ -282,18 +361,29 @@ pub(crate) async fn main_direct_routes(h: &Handle) -> Result<BTreeSet<(Ipv4Addr,
     while let Some(route) = routes
         .try_next()
         .await
-        .map_err(kernel_err("list routes", "main"))?
+        .map_err(kernel_err("list routes", object))?
     {
-        if route.header.protocol == RouteProtocol::Other(TRANSIT_ROUTE_PROTOCOL)
-            && route.header.destination_prefix_length == 32
-            && route_table(&route) == MAIN_TABLE
-        {
-            if let (_, Some(dst), Some(via)) = route_fields(&route) {
-                found.insert((dst, via));
-            }
-        }
+        found.extend(classify_route(&route));
     }
     Ok(found)
+}
+
+/// Seam's routes to a peer's underlay in the main table `(dst /32, via)` (protocol
+/// [`TRANSIT_ROUTE_PROTOCOL`]): what the segment reconciler needs to know before it points a
+/// routed endpoint's neighbour entry at the gateway MAC.
+pub(crate) async fn main_direct_routes(h: &Handle) -> Result<BTreeSet<(Ipv4Addr, Ipv4Addr)>> {
+    Ok(seam_routes(h, "main")
+        .await?
+        .into_iter()
+        .filter_map(|r| match r {
+            SeamRoute::Direct {
+                dst,
+                via,
+                main: true,
+            } => Some((dst, via)),
+            _ => None,
+        })
+        .collect())
 }
 
 /// The segments' VXLAN devices, index → VNI.
@@ -317,69 +407,48 @@ async fn segment_vxlans(h: &Handle) -> Result<BTreeMap<u32, u32>> {
 }
 
 impl LinuxKernel {
-    /// Seam's egress rules (`ip rule list`, priorities [`EGRESS_RULE_PRIORITY`] and `+ 1`).
-    async fn observe_egress_rules(
-        &self,
-    ) -> Result<std::collections::BTreeSet<(EgressRule, Ipv4Net)>> {
-        let mut out = std::collections::BTreeSet::new();
+    /// Seam's policy rules, from one dump (`ip rule list`): the egress rules (priorities
+    /// [`EGRESS_RULE_PRIORITY`] and `+ 1`) into `observed.egress_rules`, the slots of the reply
+    /// rules (priority [`REPLY_RULE_PRIORITY`]) into `observed.reply_rules`, and whether the rule
+    /// of [`GATEWAY_ROUTES_TABLE`] exists.
+    async fn observe_rules(&self, observed: &mut ObservedTransit) -> Result<()> {
         let mut rules = self.handle.rule().get(IpVersion::V4).execute();
         while let Some(rule) = rules
             .try_next()
             .await
-            .map_err(kernel_err("list rules", "egress"))?
+            .map_err(kernel_err("list rules", "seam"))?
         {
             let mut priority = None;
             let mut source = None;
-            for a in &rule.attributes {
-                match a {
-                    RuleAttribute::Priority(p) => priority = Some(*p),
-                    RuleAttribute::Source(IpAddr::V4(s)) => source = Some(*s),
-                    _ => {}
-                }
-            }
-            let kind = match priority {
-                Some(EGRESS_RULE_PRIORITY) => EgressRule::KeepSpecific,
-                Some(p) if p == EGRESS_RULE_PRIORITY + 1 => EgressRule::ToGateway,
-                _ => continue,
-            };
-            if let Some(net) = source.and_then(|s| Ipv4Net::new(s, rule.header.src_len).ok()) {
-                out.insert((kind, net));
-            }
-        }
-        Ok(out)
-    }
-
-    /// The slots of Seam's reply rules (`ip rule list`, priority [`REPLY_RULE_PRIORITY`]), and
-    /// whether the rule of [`GATEWAY_ROUTES_TABLE`] exists.
-    async fn observe_reply_rules(&self) -> Result<(std::collections::BTreeSet<u8>, bool)> {
-        let mut out = std::collections::BTreeSet::new();
-        let mut gateway_rule = false;
-        let mut rules = self.handle.rule().get(IpVersion::V4).execute();
-        while let Some(rule) = rules
-            .try_next()
-            .await
-            .map_err(kernel_err("list rules", "reply"))?
-        {
-            let mut priority = None;
             let mut table = None;
             for a in &rule.attributes {
                 match a {
                     RuleAttribute::Priority(p) => priority = Some(*p),
+                    RuleAttribute::Source(IpAddr::V4(s)) => source = Some(*s),
                     RuleAttribute::Table(t) => table = Some(*t),
                     _ => {}
                 }
             }
-            if priority == Some(REPLY_RULE_PRIORITY) {
-                if let Some(slot) = table.and_then(reply_slot) {
-                    out.insert(slot);
+            let egress = match priority {
+                Some(EGRESS_RULE_PRIORITY) => Some(EgressRule::KeepSpecific),
+                Some(p) if p == EGRESS_RULE_PRIORITY + 1 => Some(EgressRule::ToGateway),
+                _ => None,
+            };
+            if let Some(kind) = egress {
+                if let Some(net) = source.and_then(|s| Ipv4Net::new(s, rule.header.src_len).ok()) {
+                    observed.egress_rules.insert((kind, net));
                 }
-            }
-            if priority == Some(GATEWAY_ROUTES_RULE_PRIORITY) && table == Some(GATEWAY_ROUTES_TABLE)
+            } else if priority == Some(REPLY_RULE_PRIORITY) {
+                if let Some(slot) = table.and_then(reply_slot) {
+                    observed.reply_rules.insert(slot);
+                }
+            } else if priority == Some(GATEWAY_ROUTES_RULE_PRIORITY)
+                && table == Some(GATEWAY_ROUTES_TABLE)
             {
-                gateway_rule = true;
+                observed.gateway_rule = true;
             }
         }
-        Ok((out, gateway_rule))
+        Ok(())
     }
 
     async fn next_hop_del(&self, index: u32, ip: Ipv4Addr, mac: MacAddr) -> Result<()> {
@@ -400,13 +469,8 @@ impl LinuxKernel {
 impl TransitKernel for LinuxKernel {
     async fn observe_transit(&self, desired: &DesiredTransit) -> Result<ObservedTransit> {
         let h = &self.handle;
-        let (reply_rules, gateway_rule) = self.observe_reply_rules().await?;
-        let mut observed = ObservedTransit {
-            egress_rules: self.observe_egress_rules().await?,
-            reply_rules,
-            gateway_rule,
-            ..ObservedTransit::default()
-        };
+        let mut observed = ObservedTransit::default();
+        self.observe_rules(&mut observed).await?;
         if desired.loose_underlay {
             observed.underlay_loose = rp_filter_loose(&desired.underlay.ifname)?;
         }
@@ -421,59 +485,26 @@ impl TransitKernel for LinuxKernel {
         let stale = link
             .as_ref()
             .is_some_and(|l| vxlan_local(l).is_some_and(|ip| ip != desired.underlay.ip));
-        let mut routes = h
-            .route()
-            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
-            .execute();
-        while let Some(route) = routes
-            .try_next()
-            .await
-            .map_err(kernel_err("list routes", TRANSIT_DEVICE))?
-        {
-            if route_table(&route) == GATEWAY_ROUTES_TABLE {
-                if route.header.destination_prefix_length == 32 {
-                    if let (oif, Some(dst), Some(via)) = route_fields(&route) {
-                        let direct = index.is_none() || oif != index;
-                        observed.gateway_routes.insert((dst, via, direct));
-                    }
+        // Through the transit device, or not (`direct`): the underlay.
+        let direct = |oif: Option<u32>| index.is_none() || oif != index;
+        for route in seam_routes(h, TRANSIT_DEVICE).await? {
+            match route {
+                SeamRoute::Gateway { dst, via, oif } => {
+                    observed.gateway_routes.insert((dst, via, direct(oif)));
                 }
-                continue;
-            }
-            if let Some(slot) = reply_slot(route_table(&route)) {
-                if route.header.destination_prefix_length == 0 {
-                    if let (oif, _, Some(via)) = route_fields(&route) {
-                        let direct = index.is_none() || oif != index;
-                        observed.reply_routes.insert((slot, via, direct));
-                    }
+                SeamRoute::Reply { slot, via, oif } => {
+                    observed.reply_routes.insert((slot, via, direct(oif)));
                 }
-                continue;
-            }
-            if route.header.protocol == RouteProtocol::Other(TRANSIT_ROUTE_PROTOCOL)
-                && route.header.destination_prefix_length == 32
-            {
-                if let (_, Some(dst), Some(via)) = route_fields(&route) {
+                SeamRoute::Direct { dst, via, .. } => {
                     observed.direct_routes.insert((dst, via));
                 }
-                continue;
-            }
-            let Some(index) = index else {
-                continue;
-            };
-            if route.header.destination_prefix_length == 0 && route_table(&route) == EGRESS_TABLE {
-                if let (Some(oif), _, Some(via)) = route_fields(&route) {
-                    if oif == index {
-                        observed.egress_routes.insert(via);
-                    }
+                SeamRoute::Egress { via, oif } if index.is_some() && oif == index => {
+                    observed.egress_routes.insert(via);
                 }
-                continue;
-            }
-            if route.header.destination_prefix_length != 32 {
-                continue;
-            }
-            if let (Some(oif), Some(dst), Some(via)) = route_fields(&route) {
-                if oif == index {
+                SeamRoute::Host { dst, via, oif } if index.is_some() && oif == index => {
                     observed.routes.insert((dst, via));
                 }
+                SeamRoute::Egress { .. } | SeamRoute::Host { .. } => {}
             }
         }
         let vxlans = segment_vxlans(h).await?;

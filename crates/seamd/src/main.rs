@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use seam_agent::{Agent, AgentConfig};
-use seam_dataplane::Underlay;
+use seam_dataplane::{NodeKernel, Underlay};
 use seam_linux::LinuxKernel;
 use seam_model::{NodeRole, TransitEncap};
 use seam_store::AnyStore;
@@ -244,14 +244,20 @@ fn run(args: Args) -> anyhow::Result<()> {
 
 async fn serve(args: Args) -> anyhow::Result<()> {
     let kernel = LinuxKernel::connect().context("open netlink")?;
-    let (underlay_ip, underlay_prefix, underlay_mtu) = kernel
-        .interface_ipv4(&args.underlay_interface)
+    let interface = kernel
+        .underlay_interface(&args.underlay_interface)
         .await
         .with_context(|| format!("read underlay interface {}", args.underlay_interface))?;
-    let underlay_mac = kernel
-        .interface_mac(&args.underlay_interface)
-        .await
-        .with_context(|| format!("read underlay interface {}", args.underlay_interface))?;
+    // The first address, as `ip -4 addr` lists it; the agent follows it from here.
+    let Some(underlay_net) = interface.addresses.first() else {
+        anyhow::bail!(
+            "underlay interface {} has no IPv4 address",
+            args.underlay_interface
+        );
+    };
+    let (underlay_ip, underlay_prefix) = (underlay_net.addr(), underlay_net.prefix_len());
+    let underlay_mac = interface.mac;
+    let underlay_mtu = interface.mtu;
     seam_linux::sysctl::write("net/ipv4/ip_forward", "1").context("enable forwarding")?;
     // Policy between endpoints on one bridge is enforced in the inet forward hook, which sees
     // bridged IPv4 only through br_netfilter (a per-namespace setting). Services need it too: a
@@ -343,6 +349,25 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let running = Agent::start_with_tls(config, tls, kernel, store)
         .await
         .context("start agent")?;
+    // The agent follows its underlay address; this wakes it at each change of the interface
+    // (it also reads it periodically, and does only that when the watch cannot be opened).
+    let underlay_watch = match seam_linux::watch::InterfaceWatch::open(&args.underlay_interface) {
+        Ok(mut watch) => {
+            let agent = running.agent.clone();
+            Some(tokio::spawn(async move {
+                while watch.changed().await {
+                    agent.underlay_now.notify_one();
+                }
+                tracing::warn!(
+                    "the underlay interface's watch ended; its address is read periodically only"
+                );
+            }))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "watching the underlay interface failed; its address is read periodically only");
+            None
+        }
+    };
     // Renews the node certificate before it expires; the agent's client reads the new files.
     let renewal = node_pki.map(|pki| tokio::spawn(pki.run_renewal(running.agent.client.clone())));
     // Routes to external endpoints through gateway nodes, and the gateway role's transit.
@@ -382,6 +407,9 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     tracing::info!("seamd stopping; dataplane left in place");
     transit.abort();
     gateway.abort();
+    if let Some(watch) = underlay_watch {
+        watch.abort();
+    }
     for task in flows.into_iter().flat_map(|(_, tasks)| tasks) {
         task.abort();
     }

@@ -113,6 +113,21 @@ impl TestLab for LabGuard {
     }
 }
 
+/// `ip -n NETNS args…`, which must succeed: a change a test makes to a lab's namespace.
+pub fn ip(netns: &str, args: &[&str]) {
+    let out = Command::new("ip")
+        .arg("-n")
+        .arg(netns)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("ip: {e}"));
+    assert!(
+        out.status.success(),
+        "ip -n {netns} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// `ip -j -n NETNS args…` parsed.
 pub fn ip_json(netns: &str, args: &[&str]) -> serde_json::Value {
     let out = Command::new("ip")

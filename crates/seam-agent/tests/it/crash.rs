@@ -67,6 +67,13 @@ impl NodeKernel for StallingKernel {
     async fn check(&self, spec: &PodAttach) -> seam_dataplane::Result<AttachedPort> {
         self.inner.check(spec).await
     }
+
+    async fn underlay_interface(
+        &self,
+        ifname: &str,
+    ) -> seam_dataplane::Result<seam_dataplane::UnderlayInterface> {
+        self.inner.underlay_interface(ifname).await
+    }
 }
 
 pub(crate) fn runtime() -> Runtime {

@@ -20,3 +20,4 @@ mod reconcile;
 mod routed;
 mod services;
 mod socket;
+mod underlay;

@@ -168,3 +168,39 @@ fn a_node_converges_and_attaches() {
             .await
     });
 }
+
+#[test]
+#[ignore = "privileged: netns"]
+fn the_underlay_interface_reads_back() {
+    let want = seam_dataplane::UnderlayInterface {
+        // The kernel lists the primary addresses first, then the secondaries.
+        addresses: vec![
+            "198.18.0.11/24".parse().unwrap(),
+            "192.0.2.5/28".parse().unwrap(),
+            "198.18.0.12/24".parse().unwrap(),
+        ],
+        mac: Some(seam_model::MacAddr([2, 0, 0, 0, 0, 0x11])),
+        mtu: 1400,
+    };
+    let setup: &[&[&str]] = &[
+        &["link", "add", "u0", "type", "veth", "peer", "name", "u1"],
+        &[
+            "link",
+            "set",
+            "u0",
+            "address",
+            "02:00:00:00:00:11",
+            "mtu",
+            "1400",
+        ],
+        &["addr", "add", "198.18.0.11/24", "dev", "u0"],
+        // A secondary address of the same subnet, and one of another.
+        &["addr", "add", "198.18.0.12/24", "dev", "u0"],
+        &["addr", "add", "192.0.2.5/28", "dev", "u0"],
+        // Another interface's address is not u0's.
+        &["addr", "add", "198.51.100.1/24", "dev", "u1"],
+    ];
+    in_fresh_netns("i", setup, |k| async move {
+        contract::the_underlay_interface_reads_back(&k, "u0", &want).await
+    });
+}

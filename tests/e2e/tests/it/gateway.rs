@@ -46,17 +46,27 @@ pub(crate) fn within(secs: u64, what: &str, cond: impl Fn() -> bool) {
 /// routed transit has to set what it needs itself.
 pub(crate) fn strict_rp_filter(lab: &seam_lab::Lab, nodes: &[&str]) {
     for node in nodes {
-        let netns = format!("{}-{node}", lab.name);
-        let out = Command::new("ip")
-            .args(["netns", "exec", &netns, "sysctl", "-qw"])
-            .args([
+        sysctl(
+            &format!("{}-{node}", lab.name),
+            &[
                 "net.ipv4.conf.all.rp_filter=1",
                 "net.ipv4.conf.default.rp_filter=1",
-            ])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
+            ],
+        );
     }
+}
+
+/// `sysctl -w` of each `key=value` of `settings` in the lab namespace `netns`.
+pub(crate) fn sysctl(netns: &str, settings: &[&str]) {
+    let out = Command::new("ip")
+        .args(["netns", "exec", netns, "sysctl", "-qw"])
+        .args(settings)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "sysctl {settings:?} in {netns}: {out:?}"
+    );
 }
 
 /// `seam external add bm1 --gateway gw1 --address ADDRESS` plus `extra` arguments.

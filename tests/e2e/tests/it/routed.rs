@@ -14,13 +14,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use seam_e2e::{controller, ip_json, netns_name, vxlan_fdb, LabGuard, TestLab};
+use seam_e2e::{controller, ip, ip_json, netns_name, vxlan_fdb, LabGuard, TestLab};
 use seam_lab::probe;
 use seam_lab::vm::VmOptions;
-use seam_lab::PodInfo;
+use seam_lab::{NodeInfo, PodInfo};
 use seam_model::{gateway_mac, SegmentForwarding};
 
-use crate::gateway::{strict_rp_filter, within};
+use crate::gateway::{strict_rp_filter, sysctl, within};
 
 fn vni(lab: &seam_lab::Lab, segment: &str) -> u32 {
     let segs = controller(lab, async |c| c.list_segments().await);
@@ -138,6 +138,36 @@ fn wait_routed(netns: &str, vni: u32, pod: Ipv4Addr, via: Ipv4Addr) {
     });
 }
 
+/// The lab most of these tests start from: `n1` and `n2` with strict reverse-path filtering,
+/// pod `a` of `blue` on n1 and `b` on n2, each node routing the other's pod.
+struct RoutedPair {
+    g: LabGuard,
+    a: PodInfo,
+    b: PodInfo,
+    blue: u32,
+    n1: NodeInfo,
+    n2: NodeInfo,
+}
+
+fn routed_pair(lab: &str) -> RoutedPair {
+    let mut g = LabGuard::up(lab, 2, &[]);
+    strict_rp_filter(&g.lab, &["n1", "n2"]);
+    let a = g.lab.workloads().add_pod("n1", "blue", "a").unwrap();
+    let b = g.lab.workloads().add_pod("n2", "blue", "b").unwrap();
+    let blue = vni(&g.lab, "ns-blue");
+    let (n1, n2) = (g.node("n1"), g.node("n2"));
+    wait_routed(&n1.netns, blue, b.ip, n2.underlay_ip);
+    wait_routed(&n2.netns, blue, a.ip, n1.underlay_ip);
+    RoutedPair {
+        g,
+        a,
+        b,
+        blue,
+        n1,
+        n2,
+    }
+}
+
 #[test]
 #[ignore = "privileged: netns"]
 fn pods_and_vms_on_nodes_of_one_subnet_are_routed_without_vxlan_and_always_keeps_it() {
@@ -240,11 +270,7 @@ fn pods_and_vms_on_nodes_of_one_subnet_are_routed_without_vxlan_and_always_keeps
     // `cross-subnet`, n1 tells its pods that b is now at the gateway MAC (one gratuitous ARP
     // per port), so a moves to the routed path at once instead of when its entry expires.
     let a_ns = netns_name(&a.netns_path);
-    let out = Command::new("ip")
-        .args(["-n", &a_ns, "neigh", "flush", "to", &b.ip.to_string()])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    ip(&a_ns, &["neigh", "flush", "to", &b.ip.to_string()]);
     assert_eq!(pings(&a_ns, b.ip, 2, "0.02"), (2, 2));
     assert_ne!(
         neighbour(&a_ns, b.ip, None),
@@ -308,14 +334,14 @@ fn stream(a: &PodInfo, b: &PodInfo, stop: Arc<AtomicBool>) -> std::thread::JoinH
 #[test]
 #[ignore = "privileged: netns"]
 fn a_mode_switch_while_traffic_flows_loses_at_most_one_packet() {
-    let mut g = LabGuard::up("e2e-rswitch", 2, &[]);
-    strict_rp_filter(&g.lab, &["n1", "n2"]);
-    let a = g.lab.workloads().add_pod("n1", "blue", "a").unwrap();
-    let b = g.lab.workloads().add_pod("n2", "blue", "b").unwrap();
-    let blue = vni(&g.lab, "ns-blue");
-    let (n1, n2) = (g.node("n1"), g.node("n2"));
-    wait_routed(&n1.netns, blue, b.ip, n2.underlay_ip);
-    wait_routed(&n2.netns, blue, a.ip, n1.underlay_ip);
+    let RoutedPair {
+        mut g,
+        a,
+        b,
+        blue,
+        n1,
+        n2,
+    } = routed_pair("e2e-rswitch");
     let stop = Arc::new(AtomicBool::new(false));
     let sent = stream(&a, &b, stop.clone());
     let a_ns = netns_name(&a.netns_path);
@@ -379,12 +405,7 @@ fn with_agent_stopped(g: &mut LabGuard, node: &str, change: &[&[&str]]) {
     g.lab.processes().kill_agent(node, "TERM").unwrap();
     let netns = g.node(node).netns.clone();
     for args in change {
-        let out = Command::new("ip")
-            .args(["-n", &netns])
-            .args(*args)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "ip {args:?}: {out:?}");
+        ip(&netns, args);
     }
     g.lab.processes().start_agent(node).unwrap();
 }
@@ -392,13 +413,14 @@ fn with_agent_stopped(g: &mut LabGuard, node: &str, change: &[&[&str]]) {
 #[test]
 #[ignore = "privileged: netns"]
 fn a_peer_in_another_subnet_gets_the_vxlan_and_a_new_underlay_address_is_followed() {
-    let mut g = LabGuard::up("e2e-rmove", 2, &[]);
-    strict_rp_filter(&g.lab, &["n1", "n2"]);
-    let a = g.lab.workloads().add_pod("n1", "blue", "a").unwrap();
-    let b = g.lab.workloads().add_pod("n2", "blue", "b").unwrap();
-    let blue = vni(&g.lab, "ns-blue");
-    let (n1, n2) = (g.node("n1"), g.node("n2"));
-    wait_routed(&n1.netns, blue, b.ip, n2.underlay_ip);
+    let RoutedPair {
+        mut g,
+        a,
+        b,
+        blue,
+        n1,
+        n2,
+    } = routed_pair("e2e-rmove");
     let a_ns = netns_name(&a.netns_path);
     let old = format!("{}/15", n2.underlay_ip);
     // n2 moves to a subnet of its own (a /32; the rest of the underlay stays reachable on-link,
@@ -458,4 +480,164 @@ fn a_peer_in_another_subnet_gets_the_vxlan_and_a_new_underlay_address_is_followe
         (10, 10),
         "b -> a routed"
     );
+}
+
+/// Whether `pid` is a live process (not gone, not a zombie).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(") ")
+                .and_then(|(_, rest)| rest.chars().next())
+        })
+        .is_some_and(|state| state != 'Z' && state != 'X')
+}
+
+#[test]
+#[ignore = "privileged: netns"]
+fn a_node_follows_its_own_underlay_address_without_a_restart() {
+    let RoutedPair {
+        g,
+        a,
+        b,
+        blue,
+        n1,
+        n2,
+    } = routed_pair("e2e-rfollow");
+    let (a_ns, b_ns) = (netns_name(&a.netns_path), netns_name(&b.netns_path));
+    let pid = n2.agent_pid;
+    let published = |lab: &seam_lab::Lab| {
+        let node = controller(lab, async |c| c.get_node("n2").await);
+        (node.underlay_ip, node.underlay_prefix_len)
+    };
+    let vxlan_local = |ip: Ipv4Addr| {
+        let dev = ip_json(&n2.netns, &["-d", "link", "show", "dev", &vxlan(blue)]);
+        dev[0]["linkinfo"]["info_data"]["local"] == ip.to_string()
+    };
+    let fdb_to = |ip: Ipv4Addr| {
+        vxlan_fdb(&n1.netns, &vxlan(blue))
+            .iter()
+            .any(|(_, dst)| *dst == ip.to_string())
+    };
+    let traffic = |what: &str| {
+        assert_eq!(pings(&a_ns, b.ip, 10, "0.02"), (10, 10), "a -> b {what}");
+        assert_eq!(pings(&b_ns, a.ip, 10, "0.02"), (10, 10), "b -> a {what}");
+    };
+    let devs = [
+        (n1.netns.clone(), vxlan(blue)),
+        (n2.netns.clone(), vxlan(blue)),
+    ];
+
+    // n2's address is replaced within the subnet: its Node, n1's route and FDB entry, and its
+    // own VXLAN device follow; the path stays routed.
+    let moved = Ipv4Addr::new(198, 18, 0, 42);
+    let old = format!("{}/15", n2.underlay_ip);
+    ip(&n2.netns, &["addr", "del", &old, "dev", "eth0"]);
+    ip(
+        &n2.netns,
+        &["addr", "add", &format!("{moved}/15"), "dev", "eth0"],
+    );
+    let changed = std::time::Instant::now();
+    within(10, "n2 publishes 198.18.0.42/15", || {
+        published(&g.lab) == (moved, Some(15))
+    });
+    let published_after = changed.elapsed();
+    wait_routed(&n1.netns, blue, b.ip, moved);
+    eprintln!(
+        "n2 moved: its Node published after {} ms, n1 routes b to the new address after {} ms",
+        published_after.as_millis(),
+        changed.elapsed().as_millis()
+    );
+    within(10, "n1's FDB entry for b points at 198.18.0.42", || {
+        fdb_to(moved)
+    });
+    within(10, "n2's VXLAN device is bound to 198.18.0.42", || {
+        vxlan_local(moved)
+    });
+    wait_routed(&n2.netns, blue, a.ip, n1.underlay_ip);
+    let before = vxlan_tx(&devs);
+    traffic("routed from the new address");
+    let through_vxlan = vxlan_tx(&devs) - before;
+    assert!(
+        through_vxlan < 5,
+        "{through_vxlan} packets went through VXLAN"
+    );
+
+    // A moment without any IPv4 address: n2 keeps publishing the last one and says so once.
+    let warnings = || {
+        std::fs::read_to_string(&n2.agent_log)
+            .unwrap()
+            .matches("the underlay interface has no IPv4 address")
+            .count()
+    };
+    let before = warnings();
+    ip(&n2.netns, &["addr", "flush", "dev", "eth0"]);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(published(&g.lab), (moved, Some(15)));
+    assert_eq!(warnings() - before, 1, "warned once");
+    assert!(alive(pid), "n2's agent ({pid}) is still running");
+
+    // n2 comes back in another subnet, behind a router (the underlay namespace, which gets an
+    // address there and forwards): n1's subnet no longer holds n2, so both keep the VXLAN.
+    let other = Ipv4Addr::new(192, 0, 2, 12);
+    let underlay_ns = g.lab.underlay_netns.clone();
+    ip(&underlay_ns, &["addr", "add", "192.0.2.1/24", "dev", "ul0"]);
+    sysctl(&underlay_ns, &["net.ipv4.ip_forward=1"]);
+    ip(
+        &n1.netns,
+        &["route", "add", "192.0.2.0/24", "via", "198.18.0.1"],
+    );
+    ip(
+        &n2.netns,
+        &["addr", "add", &format!("{other}/24"), "dev", "eth0"],
+    );
+    ip(
+        &n2.netns,
+        &["route", "add", "198.18.0.0/15", "via", "192.0.2.1"],
+    );
+    within(15, "n2 publishes 192.0.2.12/24", || {
+        published(&g.lab) == (other, Some(24))
+    });
+    within(15, "n1 and n2 keep the VXLAN", || {
+        routes83(&n1.netns).is_empty()
+            && routes83(&n2.netns).is_empty()
+            && neighbour(&n1.netns, b.ip, Some(&vxlan(blue))) != gateway_mac(blue).to_string()
+            && neighbour(&n2.netns, a.ip, Some(&vxlan(blue))) != gateway_mac(blue).to_string()
+    });
+    within(10, "n1's FDB entry for b points at 192.0.2.12", || {
+        fdb_to(other)
+    });
+    within(10, "n2's VXLAN device is bound to 192.0.2.12", || {
+        vxlan_local(other)
+    });
+    let before = vxlan_tx(&devs);
+    traffic("over the VXLAN, through the router");
+    assert!(vxlan_tx(&devs) - before >= 40, "every echo through VXLAN");
+
+    // Back into the subnet: routed again.
+    ip(&n2.netns, &["addr", "flush", "dev", "eth0"]);
+    ip(
+        &n2.netns,
+        &["addr", "add", &format!("{moved}/15"), "dev", "eth0"],
+    );
+    within(15, "n2 publishes 198.18.0.42/15 again", || {
+        published(&g.lab) == (moved, Some(15))
+    });
+    wait_routed(&n1.netns, blue, b.ip, moved);
+    wait_routed(&n2.netns, blue, a.ip, n1.underlay_ip);
+    let before = vxlan_tx(&devs);
+    traffic("routed again");
+    let through_vxlan = vxlan_tx(&devs) - before;
+    assert!(
+        through_vxlan < 5,
+        "{through_vxlan} packets went through VXLAN"
+    );
+
+    // All of it without a restart.
+    assert_eq!(
+        g.node("n2").agent_pid,
+        pid,
+        "the lab did not restart n2's agent"
+    );
+    assert!(alive(pid), "n2's agent ({pid}) is still running");
 }
