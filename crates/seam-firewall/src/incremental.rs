@@ -29,8 +29,8 @@ use seam_policy::{
 use crate::addr::AddrSet;
 use crate::cluster;
 use crate::compile::{
-    addrs, default_fragment, isolation_fragment, local_endpoints, slot_of, tier_chains, union_all,
-    Ctx, FragOut, Index, Slot,
+    addrs, default_fragment, forget_peer_members, isolation_fragment, local_endpoints, slot_of,
+    tier_chains, union_all, update_peers, Ctx, FragOut, Index, Peers, Slot,
 };
 use crate::deps::{self, Moved, Version};
 use crate::error::CompileError;
@@ -157,6 +157,8 @@ struct Frag {
     slot: Slot,
     sets: Vec<SetName>,
     iso: [AddrSet; 2],
+    /// The keys of the peers it read.
+    peers: Vec<String>,
 }
 
 /// The compiled state.
@@ -174,6 +176,9 @@ struct Built {
     set_refs: HashMap<SetName, u32>,
     /// Members of the groups contracts name.
     groups: RefCell<BTreeMap<String, AddrSet>>,
+    /// Members of the peers the fragments read, followed through endpoint changes like the groups: a pod added
+    /// recompiles the fragments whose peers it joins, and those would otherwise scan every namespace they select.
+    peers: RefCell<Peers>,
     next_id: u64,
 }
 
@@ -1066,8 +1071,6 @@ impl Built {
         } else {
             self.touched_by(world, ch, &idx)
         };
-        let ctx = Ctx::new(&world.policies, &idx, &locals, &local_addrs, &self.groups);
-        // Groups first: contracts are dirty when a group they name changed members.
         let endpoint_changes: Vec<(Option<&Endpoint>, Option<&Endpoint>)> = ch
             .endpoints
             .iter()
@@ -1078,6 +1081,26 @@ impl Built {
                 )
             })
             .collect();
+        if !full {
+            let peers = self.peers.get_mut();
+            if ch
+                .namespaces
+                .iter()
+                .any(|(_, old, new)| labels_of(old) != labels_of(new))
+            {
+                forget_peer_members(peers);
+            }
+            update_peers(peers, &idx, &endpoint_changes);
+        }
+        let ctx = Ctx::new(
+            &world.policies,
+            &idx,
+            &locals,
+            &local_addrs,
+            &self.groups,
+            &self.peers,
+        );
+        // Groups first: contracts are dirty when a group they name changed members.
         let changed_groups = refresh_groups(&self.groups, &ctx, &dirty, &endpoint_changes);
         if !full {
             dirty.add_contracts(world, &changed_groups, &self.groups.borrow());
@@ -1089,6 +1112,7 @@ impl Built {
             order: &mut self.order,
             segs: &mut self.segs,
             set_refs: &mut self.set_refs,
+            peers: &self.peers,
             next_id: &mut self.next_id,
         };
         let mut splice = Splice {
@@ -1283,6 +1307,7 @@ struct State<'b> {
     order: &'b mut BTreeMap<Slot, u64>,
     segs: &'b mut [[Vec<(u64, usize)>; 3]; 2],
     set_refs: &'b mut HashMap<SetName, u32>,
+    peers: &'b RefCell<Peers>,
     next_id: &'b mut u64,
 }
 
@@ -1362,6 +1387,15 @@ impl State<'_> {
     /// Replaces a fragment by its recompiled output (`None`: removes it): its sets go into the ruleset now, its
     /// rules wait in the splice for [`State::assemble`].
     fn apply(&mut self, key: FragKey, new: Option<(Slot, FragOut)>, splice: &mut Splice) {
+        // Readers counted before the old fragment's go, so that a peer both read is kept.
+        if let Some((_, f)) = &new {
+            let mut peers = self.peers.borrow_mut();
+            for k in &f.peers {
+                if let Some(p) = peers.get_mut(k) {
+                    p.refs += 1;
+                }
+            }
+        }
         let old = self.frags.remove(&key);
         let id = match &old {
             Some(f) => {
@@ -1371,6 +1405,15 @@ impl State<'_> {
                         if *n == 0 {
                             self.set_refs.remove(name);
                             self.out.sets.remove(name);
+                        }
+                    }
+                }
+                let mut peers = self.peers.borrow_mut();
+                for k in &f.peers {
+                    if let Some(p) = peers.get_mut(k) {
+                        p.refs = p.refs.saturating_sub(1);
+                        if p.refs == 0 {
+                            peers.remove(k);
                         }
                     }
                 }
@@ -1390,7 +1433,12 @@ impl State<'_> {
             splice.iso_changed |= *old_iso != no_iso;
             return;
         };
-        let FragOut { rules, sets, iso } = frag;
+        let FragOut {
+            rules,
+            sets,
+            iso,
+            peers,
+        } = frag;
         splice.iso_changed |= *old_iso != iso;
         let mut names = Vec::with_capacity(sets.len());
         for (name, set) in sets {
@@ -1408,6 +1456,7 @@ impl State<'_> {
                 slot,
                 sets: names,
                 iso,
+                peers,
             },
         );
     }

@@ -7,7 +7,7 @@ use seam_policy::{
 };
 
 use super::ports::{port_u16, PortAlt};
-use super::{addrs, dir_index, direction_str, emit, sides, Ctx, FragOut, DIRS};
+use super::{addrs, dir_index, direction_str, emit, sides, Ctx, FragOut, PeerTest, DIRS};
 use crate::addr::AddrSet;
 use crate::ir::{Action, AddrMatch, RuleId};
 
@@ -102,7 +102,15 @@ impl<'a> Ctx<'_, 'a> {
                 };
                 format!("np\0{ns}\0{k}")
             });
-            let members = self.peer_members(key, || match &p.namespace_selector {
+            let test = || PeerTest::Np {
+                ns: p
+                    .namespace_selector
+                    .is_none()
+                    .then(|| policy_ns.to_string()),
+                namespace_selector: p.namespace_selector.clone(),
+                pod_selector: p.pod_selector.clone(),
+            };
+            let members = self.peer_members(key, test, || match &p.namespace_selector {
                 Some(sel) => addrs(self.idx.in_namespaces(|l| sel.matches(l)).filter(pod_ok)),
                 None => addrs(self.idx.in_ns(policy_ns).filter(pod_ok)),
             });
