@@ -1131,7 +1131,11 @@ impl Built {
         st.assemble(&mut splice)?;
         drop(ctx);
 
-        self.keep_named_groups(world);
+        // Only a pass that recompiled every contract, or one whose policies changed, can have kept the members
+        // of a group no contract names any more (the others read only groups their contracts name).
+        if full || !ch.policies.is_empty() {
+            self.keep_named_groups(world);
+        }
         self.valid = true;
         Ok(())
     }

@@ -71,7 +71,7 @@ impl<'a> Ctx<'_, 'a> {
     ) -> AddrSet {
         addrs(
             self.idx
-                .by_ns
+                .by_ns()
                 .iter()
                 .filter_map(|(ns, eps)| {
                     let labels = self.ns_labels(ns);

@@ -196,6 +196,8 @@ pub(crate) struct Ctx<'c, 'a> {
     peers: &'c RefCell<Peers>,
     /// The peers the fragment being compiled read, handed to it in [`FragOut::peers`].
     used: RefCell<Vec<String>>,
+    /// The node's endpoints by namespace, grouped on first use: a NetworkPolicy's subject is in its namespace.
+    locals_by_ns: OnceCell<BTreeMap<&'a str, Vec<&'a Endpoint>>>,
 }
 
 /// What a peer's members are a function of: the test each endpoint is put to, the one its members are computed
@@ -372,6 +374,7 @@ impl<'c, 'a> Ctx<'c, 'a> {
             non_global: OnceCell::new(),
             peers,
             used: RefCell::new(Vec::new()),
+            locals_by_ns: OnceCell::new(),
         }
     }
 
@@ -388,6 +391,18 @@ impl<'c, 'a> Ctx<'c, 'a> {
         }
         f.peers = std::mem::take(&mut *self.used.borrow_mut());
         f
+    }
+
+    /// The node's endpoints in namespace `ns`.
+    fn locals_in(&self, ns: &str) -> impl Iterator<Item = &'a Endpoint> + '_ {
+        let by_ns = self.locals_by_ns.get_or_init(|| {
+            let mut m: BTreeMap<&'a str, Vec<&'a Endpoint>> = BTreeMap::new();
+            for e in self.locals {
+                m.entry(e.namespace.as_str()).or_default().push(e);
+            }
+            m
+        });
+        by_ns.get(ns).into_iter().flatten().copied()
     }
 
     fn ns_labels(&self, ns: &str) -> &'a Labels {

@@ -22,9 +22,10 @@ impl<'a> Ctx<'_, 'a> {
                 continue;
             }
             let ns = np.namespace();
-            let subject = addrs(self.locals.iter().copied().filter(|e| {
-                e.kind.is_podlike() && e.namespace == ns && np.spec.pod_selector.matches(&e.labels)
-            }));
+            let subject = addrs(
+                self.locals_in(ns)
+                    .filter(|e| e.kind.is_podlike() && np.spec.pod_selector.matches(&e.labels)),
+            );
             if subject.is_empty() {
                 continue;
             }
