@@ -83,10 +83,12 @@ struct EpState {
 }
 
 impl EpState {
-    fn version(&self) -> Version<'_> {
+    /// With its namespace's labels (`ns_labels` of its namespace).
+    fn version<'e>(&'e self, ns_labels: &'e Labels) -> Version<'e> {
         Version {
             ep: &self.ep,
             local: self.local,
+            ns_labels,
         }
     }
 }
@@ -1190,14 +1192,15 @@ impl Built {
                     .extend(addresses(new).into_iter().flatten());
             }
             dirty.locals |= old.is_some_and(|s| s.local) || new.is_some_and(|s| s.local);
-            let (old, new) = (old.map(EpState::version), new.map(EpState::version));
+            let old = old.map(|s| s.version(idx.ns_labels(&s.ep.namespace)));
+            let new = new.map(|s| s.version(idx.ns_labels(&s.ep.namespace)));
             for o in world.policies.objects() {
-                if deps::object_touched(o, old, new, moved, idx) {
+                if deps::object_touched(o, old, new, moved) {
                     dirty.objects.insert(o.key());
                 }
             }
             for g in self.groups.borrow().keys() {
-                if deps::group_touched(g, &world.policies, old, new, moved, idx) {
+                if deps::group_touched(g, &world.policies, old, new, moved) {
                     dirty.groups_by_endpoints.insert(g.clone());
                 }
             }
