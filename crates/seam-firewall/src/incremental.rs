@@ -1512,3 +1512,73 @@ impl State<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint(name: &str, app: &str, last: u8, node: &str) -> seam_model::Endpoint {
+        let ip = Ipv4Addr::new(10, 240, 0, last);
+        seam_model::Endpoint {
+            name: name.into(),
+            kind: seam_model::EndpointKind::Pod,
+            namespace: "x".into(),
+            segment: "x".into(),
+            node: node.into(),
+            ip,
+            mac: seam_model::endpoint_mac(ip),
+            labels: [("app".to_string(), app.to_string())].into(),
+            container_id: None,
+            ifname: None,
+            ports: Vec::new(),
+            conditions: None,
+        }
+    }
+
+    /// Ingress to the node's `app: db` from `app: <from>`.
+    fn netpol(name: &str, from: &str) -> PolicyObject {
+        PolicyObject::from_value(serde_json::json!({
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"namespace": "x", "name": name},
+            "spec": {
+                "podSelector": {"matchLabels": {"app": "db"}},
+                "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": from}}}]}]
+            }
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_peer_is_kept_while_a_fragment_reads_it() {
+        let eps = [
+            endpoint("x/db", "db", 2, "n1"),
+            endpoint("x/web", "web", 3, "n2"),
+        ];
+        let (a, b, c) = (netpol("a", "web"), netpol("b", "web"), netpol("c", "api"));
+        let mut compiler = IncrementalCompiler::new("n1");
+        let peers = |compiler: &IncrementalCompiler| {
+            let mut refs: Vec<u32> = compiler
+                .built
+                .peers
+                .borrow()
+                .values()
+                .map(|p| p.refs)
+                .collect();
+            refs.sort();
+            refs
+        };
+        compiler.sync([], [], &eps, [&a, &b, &c]).unwrap();
+        assert_eq!(
+            peers(&compiler),
+            [1, 2],
+            "`app: api` read once, `app: web` twice"
+        );
+        compiler.sync([], [], &eps, [&a]).unwrap();
+        assert_eq!(peers(&compiler), [1]);
+        compiler
+            .sync([], [], &eps, [] as [&PolicyObject; 0])
+            .unwrap();
+        assert_eq!(peers(&compiler), Vec::<u32>::new());
+    }
+}
