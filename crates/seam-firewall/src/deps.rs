@@ -275,14 +275,39 @@ fn visit_group<'p>(name: &'p str, set: &'p PolicySet, f: &mut dyn FnMut(Item<'p>
         .is_some_and(|g| g.spec.selectors.iter().any(|s| f(Item::GroupSelector(s))))
 }
 
-/// Whether an endpoint change can change the fragment of `o` (always false for Contracts and EndpointGroups).
-pub(crate) fn object_touched(
+/// What an endpoint change can change of a fragment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Touch {
+    /// Nothing.
+    None,
+    /// Only the members of a NetworkPolicy's peer sets: its rules and other sets stay.
+    PeerSets,
+    /// Anything.
+    All,
+}
+
+/// What an endpoint change can change of the fragment of `o` (never anything of Contracts and EndpointGroups).
+pub(crate) fn object_touch(
     o: &PolicyObject,
     old: Option<Version<'_>>,
     new: Option<Version<'_>>,
     moved: Moved,
-) -> bool {
-    visit_object(o, &mut |item| item.changed(old, new, moved))
+) -> Touch {
+    let mut peers = false;
+    let all = visit_object(o, &mut |item| {
+        if !item.changed(old, new, moved) {
+            return false;
+        }
+        // A NetworkPolicy peer's members are only the contents of the rule's peer set.
+        let peer = matches!(item, Item::NpPeer { .. });
+        peers |= peer;
+        !peer
+    });
+    match (all, peers) {
+        (true, _) => Touch::All,
+        (false, true) => Touch::PeerSets,
+        (false, false) => Touch::None,
+    }
 }
 
 /// Whether a change of one namespace's labels from `old` to `new` can change the fragment of `o`.

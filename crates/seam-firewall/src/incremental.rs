@@ -1026,6 +1026,8 @@ impl IncrementalCompiler {
 struct Dirty {
     /// Policy objects whose fragments are recompiled (a key without an object in force: its fragment goes).
     objects: BTreeSet<ObjectKey>,
+    /// NetworkPolicies of which only the members of peer sets may have changed.
+    peer_sets: BTreeSet<ObjectKey>,
     /// Groups whose members may have changed.
     groups: BTreeSet<String>,
     /// Groups whose members may have changed only by the changed endpoints' own addresses.
@@ -1122,6 +1124,7 @@ impl Built {
             iso_changed: full,
             ..Splice::default()
         };
+        st.refresh_peer_sets(world, &ctx, &mut dirty);
         st.recompile_objects(world, &ctx, std::mem::take(&mut dirty.objects), &mut splice);
         st.recompile_derived(&ctx, &dirty, full, &mut splice);
         if dirty.locals {
@@ -1195,8 +1198,14 @@ impl Built {
             let old = old.map(|s| s.version(idx.ns_labels(&s.ep.namespace)));
             let new = new.map(|s| s.version(idx.ns_labels(&s.ep.namespace)));
             for o in world.policies.objects() {
-                if deps::object_touched(o, old, new, moved) {
-                    dirty.objects.insert(o.key());
+                match deps::object_touch(o, old, new, moved) {
+                    deps::Touch::All => {
+                        dirty.objects.insert(o.key());
+                    }
+                    deps::Touch::PeerSets => {
+                        dirty.peer_sets.insert(o.key());
+                    }
+                    deps::Touch::None => {}
                 }
             }
             for g in self.groups.borrow().keys() {
@@ -1319,6 +1328,42 @@ struct State<'b> {
 }
 
 impl State<'_> {
+    /// Puts the new members of the NetworkPolicies' peer sets that only those can have changed in (the rules
+    /// and the other sets stay); a policy whose sets are not all where its fragment put them is recompiled.
+    fn refresh_peer_sets(&mut self, world: &World, ctx: &Ctx<'_, '_>, dirty: &mut Dirty) {
+        if dirty.peer_sets.is_empty() {
+            return;
+        }
+        for o in world.policies.objects() {
+            let PolicyObject::NetworkPolicy(np) = o else {
+                continue;
+            };
+            let key = o.key();
+            if !dirty.peer_sets.contains(&key) || dirty.objects.contains(&key) {
+                continue;
+            }
+            let fresh = ctx.np_peer_sets(np);
+            let kept = self
+                .frags
+                .get(&FragKey::Object(key.clone()))
+                .is_some_and(|f| {
+                    f.sets.iter().filter(|n| n.ends_with("/peer")).count() == fresh.len()
+                        && fresh.iter().all(|(name, _)| {
+                            f.sets.contains(name) && self.out.sets.contains_key(name)
+                        })
+                });
+            if !kept {
+                dirty.objects.insert(key);
+                continue;
+            }
+            for (name, set) in fresh {
+                if let Some(s) = self.out.sets.get_mut(&name) {
+                    *s = set;
+                }
+            }
+        }
+    }
+
     /// Recompiles the fragments of the `dirty` objects, in key order merged with the objects in force: a dirty
     /// key without an object was removed, and so is its fragment.
     fn recompile_objects(

@@ -71,6 +71,45 @@ impl<'a> Ctx<'_, 'a> {
             }
         }
     }
+    /// The peer sets of a NetworkPolicy's fragment, by name, as [`Ctx::np_fragment`] interns them: for a
+    /// change that can only have changed their members.
+    pub(crate) fn np_peer_sets(&self, np: &NetworkPolicy) -> Vec<(String, AddrSet)> {
+        let mut out = Vec::new();
+        for dir in DIRS {
+            let policy_type = match dir {
+                Direction::Ingress => PolicyType::Ingress,
+                Direction::Egress => PolicyType::Egress,
+            };
+            if !np.isolates(policy_type) {
+                continue;
+            }
+            let ns = np.namespace();
+            let subject = self
+                .locals_in(ns)
+                .any(|e| e.kind.is_podlike() && np.spec.pod_selector.matches(&e.labels));
+            if !subject {
+                continue;
+            }
+            let prefix = format!("np/{ns}/{}", np.metadata.name);
+            let d = direction_str(dir);
+            let rules: Vec<&[NetworkPolicyPeer]> = match dir {
+                Direction::Ingress => np.spec.ingress.iter().map(|r| r.from.as_slice()).collect(),
+                Direction::Egress => np.spec.egress.iter().map(|r| r.to.as_slice()).collect(),
+            };
+            for (i, peers) in rules.into_iter().enumerate() {
+                if !peers.is_empty() {
+                    out.push((
+                        format!("{prefix}/{d}/{i}/peer"),
+                        self.np_peer_set(ns, peers),
+                    ));
+                }
+            }
+        }
+        // The fragment read these peers already (and keeps counting them).
+        self.used.borrow_mut().clear();
+        out
+    }
+
     fn np_peer_set(&self, policy_ns: &str, peers: &[NetworkPolicyPeer]) -> AddrSet {
         let mut s = AddrSet::new();
         for p in peers {
