@@ -17,8 +17,6 @@ use seam_policy::{
     PolicySet, PortRef, CLUSTER_GROUP, NAMESPACE_GROUP_PREFIX,
 };
 
-use crate::compile::Index;
-
 /// One version of an endpoint: before or after a change.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Version<'e> {
@@ -26,6 +24,8 @@ pub(crate) struct Version<'e> {
     pub(crate) ep: &'e Endpoint,
     /// Whether it is on this node.
     pub(crate) local: bool,
+    /// Its namespace's labels (today's, see the module docs), looked up once for every test.
+    pub(crate) ns_labels: &'e Labels,
 }
 
 /// What changed of an endpoint besides what its membership tests see.
@@ -68,17 +68,17 @@ enum Item<'p> {
     Deployment((&'p str, &'p str)),
 }
 
-fn pods_match(pods: &NamespacedPods, e: &Endpoint, idx: &Index<'_>) -> bool {
-    pods.namespace_selector.matches(idx.ns_labels(&e.namespace))
-        && pods.pod_selector.matches(&e.labels)
+fn pods_match(pods: &NamespacedPods, e: &Endpoint, ns_labels: &Labels) -> bool {
+    pods.namespace_selector.matches(ns_labels) && pods.pod_selector.matches(&e.labels)
 }
 
 impl Item<'_> {
-    fn matches(&self, v: Option<Version<'_>>, idx: &Index<'_>) -> bool {
+    fn matches(&self, v: Option<Version<'_>>) -> bool {
         let Some(v) = v else {
             return false;
         };
         let e = v.ep;
+        let ns_labels = v.ns_labels;
         match self {
             Item::NpSubject { ns, selector } => {
                 v.local && e.kind.is_podlike() && e.namespace == *ns && selector.matches(&e.labels)
@@ -87,7 +87,7 @@ impl Item<'_> {
                 peer.ip_block.is_none()
                     && e.kind.is_podlike()
                     && match &peer.namespace_selector {
-                        Some(s) => s.matches(idx.ns_labels(&e.namespace)),
+                        Some(s) => s.matches(ns_labels),
                         None => e.namespace == *ns,
                     }
                     && peer
@@ -99,15 +99,15 @@ impl Item<'_> {
                 v.local
                     && e.kind.is_podlike()
                     && match (&subject.namespaces, &subject.pods) {
-                        (Some(ns), _) => ns.matches(idx.ns_labels(&e.namespace)),
-                        (None, Some(pods)) => pods_match(pods, e, idx),
+                        (Some(ns), _) => ns.matches(ns_labels),
+                        (None, Some(pods)) => pods_match(pods, e, ns_labels),
                         (None, None) => false,
                     }
             }
             Item::AdminPeer { namespaces, pods } => {
                 e.kind.is_podlike()
-                    && (namespaces.is_some_and(|s| s.matches(idx.ns_labels(&e.namespace)))
-                        || pods.is_some_and(|p| pods_match(p, e, idx)))
+                    && (namespaces.is_some_and(|s| s.matches(ns_labels))
+                        || pods.is_some_and(|p| pods_match(p, e, ns_labels)))
             }
             Item::NamedPort(name) => e.ports.iter().any(|p| p.name.as_deref() == Some(*name)),
             Item::GroupSelector(s) => {
@@ -116,7 +116,7 @@ impl Item<'_> {
                     && (s.namespaces.is_empty() || s.namespaces.contains(&e.namespace))
                     && s.namespace_selector
                         .as_ref()
-                        .is_none_or(|sel| sel.matches(idx.ns_labels(&e.namespace)))
+                        .is_none_or(|sel| sel.matches(ns_labels))
                     && s.labels.as_ref().is_none_or(|sel| sel.matches(&e.labels))
                     && (s.cidrs.is_empty()
                         || e.addresses
@@ -149,14 +149,8 @@ impl Item<'_> {
         }
     }
 
-    fn changed(
-        &self,
-        old: Option<Version<'_>>,
-        new: Option<Version<'_>>,
-        moved: Moved,
-        idx: &Index<'_>,
-    ) -> bool {
-        let (a, b) = (self.matches(old, idx), self.matches(new, idx));
+    fn changed(&self, old: Option<Version<'_>>, new: Option<Version<'_>>, moved: Moved) -> bool {
+        let (a, b) = (self.matches(old), self.matches(new));
         a != b
             || ((a || b)
                 && (moved.addresses || (moved.ports && matches!(self, Item::NamedPort(_)))))
@@ -281,15 +275,39 @@ fn visit_group<'p>(name: &'p str, set: &'p PolicySet, f: &mut dyn FnMut(Item<'p>
         .is_some_and(|g| g.spec.selectors.iter().any(|s| f(Item::GroupSelector(s))))
 }
 
-/// Whether an endpoint change can change the fragment of `o` (always false for Contracts and EndpointGroups).
-pub(crate) fn object_touched(
+/// What an endpoint change can change of a fragment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Touch {
+    /// Nothing.
+    None,
+    /// Only the members of a NetworkPolicy's peer sets: its rules and other sets stay.
+    PeerSets,
+    /// Anything.
+    All,
+}
+
+/// What an endpoint change can change of the fragment of `o` (never anything of Contracts and EndpointGroups).
+pub(crate) fn object_touch(
     o: &PolicyObject,
     old: Option<Version<'_>>,
     new: Option<Version<'_>>,
     moved: Moved,
-    idx: &Index<'_>,
-) -> bool {
-    visit_object(o, &mut |item| item.changed(old, new, moved, idx))
+) -> Touch {
+    let mut peers = false;
+    let all = visit_object(o, &mut |item| {
+        if !item.changed(old, new, moved) {
+            return false;
+        }
+        // A NetworkPolicy peer's members are only the contents of the rule's peer set.
+        let peer = matches!(item, Item::NpPeer { .. });
+        peers |= peer;
+        !peer
+    });
+    match (all, peers) {
+        (true, _) => Touch::All,
+        (false, true) => Touch::PeerSets,
+        (false, false) => Touch::None,
+    }
 }
 
 /// Whether a change of one namespace's labels from `old` to `new` can change the fragment of `o`.
@@ -304,9 +322,8 @@ pub(crate) fn group_touched(
     old: Option<Version<'_>>,
     new: Option<Version<'_>>,
     moved: Moved,
-    idx: &Index<'_>,
 ) -> bool {
-    visit_group(name, set, &mut |item| item.changed(old, new, moved, idx))
+    visit_group(name, set, &mut |item| item.changed(old, new, moved))
 }
 
 /// Whether a change of one namespace's labels can change the members of group `name`.

@@ -29,8 +29,8 @@ use seam_policy::{
 use crate::addr::AddrSet;
 use crate::cluster;
 use crate::compile::{
-    addrs, default_fragment, isolation_fragment, local_endpoints, slot_of, tier_chains, union_all,
-    Ctx, FragOut, Index, Slot,
+    addrs, default_fragment, forget_peer_members, isolation_fragment, local_endpoints, slot_of,
+    tier_chains, union_all, update_peers, Ctx, FragOut, Index, Peers, Slot,
 };
 use crate::deps::{self, Moved, Version};
 use crate::error::CompileError;
@@ -83,10 +83,12 @@ struct EpState {
 }
 
 impl EpState {
-    fn version(&self) -> Version<'_> {
+    /// With its namespace's labels (`ns_labels` of its namespace).
+    fn version<'e>(&'e self, ns_labels: &'e Labels) -> Version<'e> {
         Version {
             ep: &self.ep,
             local: self.local,
+            ns_labels,
         }
     }
 }
@@ -157,6 +159,8 @@ struct Frag {
     slot: Slot,
     sets: Vec<SetName>,
     iso: [AddrSet; 2],
+    /// The keys of the peers it read.
+    peers: Vec<String>,
 }
 
 /// The compiled state.
@@ -174,6 +178,9 @@ struct Built {
     set_refs: HashMap<SetName, u32>,
     /// Members of the groups contracts name.
     groups: RefCell<BTreeMap<String, AddrSet>>,
+    /// Members of the peers the fragments read, followed through endpoint changes like the groups: a pod added
+    /// recompiles the fragments whose peers it joins, and those would otherwise scan every namespace they select.
+    peers: RefCell<Peers>,
     next_id: u64,
 }
 
@@ -1019,6 +1026,8 @@ impl IncrementalCompiler {
 struct Dirty {
     /// Policy objects whose fragments are recompiled (a key without an object in force: its fragment goes).
     objects: BTreeSet<ObjectKey>,
+    /// NetworkPolicies of which only the members of peer sets may have changed.
+    peer_sets: BTreeSet<ObjectKey>,
     /// Groups whose members may have changed.
     groups: BTreeSet<String>,
     /// Groups whose members may have changed only by the changed endpoints' own addresses.
@@ -1066,8 +1075,6 @@ impl Built {
         } else {
             self.touched_by(world, ch, &idx)
         };
-        let ctx = Ctx::new(&world.policies, &idx, &locals, &local_addrs, &self.groups);
-        // Groups first: contracts are dirty when a group they name changed members.
         let endpoint_changes: Vec<(Option<&Endpoint>, Option<&Endpoint>)> = ch
             .endpoints
             .iter()
@@ -1078,6 +1085,26 @@ impl Built {
                 )
             })
             .collect();
+        if !full {
+            let peers = self.peers.get_mut();
+            if ch
+                .namespaces
+                .iter()
+                .any(|(_, old, new)| labels_of(old) != labels_of(new))
+            {
+                forget_peer_members(peers);
+            }
+            update_peers(peers, &idx, &endpoint_changes);
+        }
+        let ctx = Ctx::new(
+            &world.policies,
+            &idx,
+            &locals,
+            &local_addrs,
+            &self.groups,
+            &self.peers,
+        );
+        // Groups first: contracts are dirty when a group they name changed members.
         let changed_groups = refresh_groups(&self.groups, &ctx, &dirty, &endpoint_changes);
         if !full {
             dirty.add_contracts(world, &changed_groups, &self.groups.borrow());
@@ -1089,6 +1116,7 @@ impl Built {
             order: &mut self.order,
             segs: &mut self.segs,
             set_refs: &mut self.set_refs,
+            peers: &self.peers,
             next_id: &mut self.next_id,
         };
         let mut splice = Splice {
@@ -1096,6 +1124,7 @@ impl Built {
             iso_changed: full,
             ..Splice::default()
         };
+        st.refresh_peer_sets(world, &ctx, &mut dirty);
         st.recompile_objects(world, &ctx, std::mem::take(&mut dirty.objects), &mut splice);
         st.recompile_derived(&ctx, &dirty, full, &mut splice);
         if dirty.locals {
@@ -1107,7 +1136,11 @@ impl Built {
         st.assemble(&mut splice)?;
         drop(ctx);
 
-        self.keep_named_groups(world);
+        // Only a pass that recompiled every contract, or one whose policies changed, can have kept the members
+        // of a group no contract names any more (the others read only groups their contracts name).
+        if full || !ch.policies.is_empty() {
+            self.keep_named_groups(world);
+        }
         self.valid = true;
         Ok(())
     }
@@ -1162,14 +1195,21 @@ impl Built {
                     .extend(addresses(new).into_iter().flatten());
             }
             dirty.locals |= old.is_some_and(|s| s.local) || new.is_some_and(|s| s.local);
-            let (old, new) = (old.map(EpState::version), new.map(EpState::version));
+            let old = old.map(|s| s.version(idx.ns_labels(&s.ep.namespace)));
+            let new = new.map(|s| s.version(idx.ns_labels(&s.ep.namespace)));
             for o in world.policies.objects() {
-                if deps::object_touched(o, old, new, moved, idx) {
-                    dirty.objects.insert(o.key());
+                match deps::object_touch(o, old, new, moved) {
+                    deps::Touch::All => {
+                        dirty.objects.insert(o.key());
+                    }
+                    deps::Touch::PeerSets => {
+                        dirty.peer_sets.insert(o.key());
+                    }
+                    deps::Touch::None => {}
                 }
             }
             for g in self.groups.borrow().keys() {
-                if deps::group_touched(g, &world.policies, old, new, moved, idx) {
+                if deps::group_touched(g, &world.policies, old, new, moved) {
                     dirty.groups_by_endpoints.insert(g.clone());
                 }
             }
@@ -1283,10 +1323,47 @@ struct State<'b> {
     order: &'b mut BTreeMap<Slot, u64>,
     segs: &'b mut [[Vec<(u64, usize)>; 3]; 2],
     set_refs: &'b mut HashMap<SetName, u32>,
+    peers: &'b RefCell<Peers>,
     next_id: &'b mut u64,
 }
 
 impl State<'_> {
+    /// Puts the new members of the NetworkPolicies' peer sets that only those can have changed in (the rules
+    /// and the other sets stay); a policy whose sets are not all where its fragment put them is recompiled.
+    fn refresh_peer_sets(&mut self, world: &World, ctx: &Ctx<'_, '_>, dirty: &mut Dirty) {
+        if dirty.peer_sets.is_empty() {
+            return;
+        }
+        for o in world.policies.objects() {
+            let PolicyObject::NetworkPolicy(np) = o else {
+                continue;
+            };
+            let key = o.key();
+            if !dirty.peer_sets.contains(&key) || dirty.objects.contains(&key) {
+                continue;
+            }
+            let fresh = ctx.np_peer_sets(np);
+            let kept = self
+                .frags
+                .get(&FragKey::Object(key.clone()))
+                .is_some_and(|f| {
+                    f.sets.iter().filter(|n| n.ends_with("/peer")).count() == fresh.len()
+                        && fresh.iter().all(|(name, _)| {
+                            f.sets.contains(name) && self.out.sets.contains_key(name)
+                        })
+                });
+            if !kept {
+                dirty.objects.insert(key);
+                continue;
+            }
+            for (name, set) in fresh {
+                if let Some(s) = self.out.sets.get_mut(&name) {
+                    *s = set;
+                }
+            }
+        }
+    }
+
     /// Recompiles the fragments of the `dirty` objects, in key order merged with the objects in force: a dirty
     /// key without an object was removed, and so is its fragment.
     fn recompile_objects(
@@ -1362,6 +1439,15 @@ impl State<'_> {
     /// Replaces a fragment by its recompiled output (`None`: removes it): its sets go into the ruleset now, its
     /// rules wait in the splice for [`State::assemble`].
     fn apply(&mut self, key: FragKey, new: Option<(Slot, FragOut)>, splice: &mut Splice) {
+        // Readers counted before the old fragment's go, so that a peer both read is kept.
+        if let Some((_, f)) = &new {
+            let mut peers = self.peers.borrow_mut();
+            for k in &f.peers {
+                if let Some(p) = peers.get_mut(k) {
+                    p.refs += 1;
+                }
+            }
+        }
         let old = self.frags.remove(&key);
         let id = match &old {
             Some(f) => {
@@ -1371,6 +1457,15 @@ impl State<'_> {
                         if *n == 0 {
                             self.set_refs.remove(name);
                             self.out.sets.remove(name);
+                        }
+                    }
+                }
+                let mut peers = self.peers.borrow_mut();
+                for k in &f.peers {
+                    if let Some(p) = peers.get_mut(k) {
+                        p.refs = p.refs.saturating_sub(1);
+                        if p.refs == 0 {
+                            peers.remove(k);
                         }
                     }
                 }
@@ -1390,7 +1485,12 @@ impl State<'_> {
             splice.iso_changed |= *old_iso != no_iso;
             return;
         };
-        let FragOut { rules, sets, iso } = frag;
+        let FragOut {
+            rules,
+            sets,
+            iso,
+            peers,
+        } = frag;
         splice.iso_changed |= *old_iso != iso;
         let mut names = Vec::with_capacity(sets.len());
         for (name, set) in sets {
@@ -1408,6 +1508,7 @@ impl State<'_> {
                 slot,
                 sets: names,
                 iso,
+                peers,
             },
         );
     }
@@ -1454,5 +1555,75 @@ impl State<'_> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint(name: &str, app: &str, last: u8, node: &str) -> seam_model::Endpoint {
+        let ip = Ipv4Addr::new(10, 240, 0, last);
+        seam_model::Endpoint {
+            name: name.into(),
+            kind: seam_model::EndpointKind::Pod,
+            namespace: "x".into(),
+            segment: "x".into(),
+            node: node.into(),
+            ip,
+            mac: seam_model::endpoint_mac(ip),
+            labels: [("app".to_string(), app.to_string())].into(),
+            container_id: None,
+            ifname: None,
+            ports: Vec::new(),
+            conditions: None,
+        }
+    }
+
+    /// Ingress to the node's `app: db` from `app: <from>`.
+    fn netpol(name: &str, from: &str) -> PolicyObject {
+        PolicyObject::from_value(serde_json::json!({
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"namespace": "x", "name": name},
+            "spec": {
+                "podSelector": {"matchLabels": {"app": "db"}},
+                "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": from}}}]}]
+            }
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_peer_is_kept_while_a_fragment_reads_it() {
+        let eps = [
+            endpoint("x/db", "db", 2, "n1"),
+            endpoint("x/web", "web", 3, "n2"),
+        ];
+        let (a, b, c) = (netpol("a", "web"), netpol("b", "web"), netpol("c", "api"));
+        let mut compiler = IncrementalCompiler::new("n1");
+        let peers = |compiler: &IncrementalCompiler| {
+            let mut refs: Vec<u32> = compiler
+                .built
+                .peers
+                .borrow()
+                .values()
+                .map(|p| p.refs)
+                .collect();
+            refs.sort();
+            refs
+        };
+        compiler.sync([], [], &eps, [&a, &b, &c]).unwrap();
+        assert_eq!(
+            peers(&compiler),
+            [1, 2],
+            "`app: api` read once, `app: web` twice"
+        );
+        compiler.sync([], [], &eps, [&a]).unwrap();
+        assert_eq!(peers(&compiler), [1]);
+        compiler
+            .sync([], [], &eps, [] as [&PolicyObject; 0])
+            .unwrap();
+        assert_eq!(peers(&compiler), Vec::<u32>::new());
     }
 }

@@ -8,7 +8,7 @@ use seam_policy::{
 };
 
 use super::ports::{port_u16, PortAlt};
-use super::{addrs, dir_index, direction_str, emit, insert_ipnet, sides, Ctx, FragOut};
+use super::{addrs, dir_index, direction_str, emit, insert_ipnet, sides, Ctx, FragOut, PeerTest};
 use crate::addr::AddrSet;
 use crate::ir::{Action, AddrMatch, RuleId};
 
@@ -53,7 +53,11 @@ impl<'a> Ctx<'_, 'a> {
         let key = serde_json::to_string(&(namespaces, pods))
             .ok()
             .map(|k| format!("admin\0{k}"));
-        let mut s = self.peer_members(key, || self.admin_peer_members(namespaces, pods));
+        let test = || PeerTest::Admin {
+            namespaces: namespaces.cloned(),
+            pods: pods.cloned(),
+        };
+        let mut s = self.peer_members(key, test, || self.admin_peer_members(namespaces, pods));
         for n in networks.into_iter().flatten() {
             insert_ipnet(&mut s, n);
         }
@@ -67,7 +71,7 @@ impl<'a> Ctx<'_, 'a> {
     ) -> AddrSet {
         addrs(
             self.idx
-                .by_ns
+                .by_ns()
                 .iter()
                 .filter_map(|(ns, eps)| {
                     let labels = self.ns_labels(ns);

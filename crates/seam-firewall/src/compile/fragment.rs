@@ -92,6 +92,8 @@ pub(crate) struct FragOut {
     /// Per direction, the node's addresses it isolates in the namespace tier (NetworkPolicy subjects; for ingress
     /// also the local providers of an allow Contract).
     pub(crate) iso: [AddrSet; 2],
+    /// The keys of the peers it read (see `Ctx::peer_members`), for the incremental compiler's count of readers.
+    pub(crate) peers: Vec<String>,
 }
 
 impl FragOut {

@@ -30,7 +30,7 @@ impl<'a> Ctx<'_, 'a> {
                 .is_none_or(|sel| sel.matches(l))
         };
         let mut members = Vec::new();
-        for (ns, eps) in &self.idx.by_ns {
+        for (ns, eps) in self.idx.by_ns() {
             if !(s.namespaces.is_empty() || s.namespaces.iter().any(|n| n == ns))
                 || !ns_ok(self.ns_labels(ns))
             {

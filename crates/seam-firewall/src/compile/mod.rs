@@ -35,7 +35,9 @@ use std::cell::{OnceCell, RefCell};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use ipnet::IpNet;
-use seam_policy::{Direction, Endpoint, Inventory, Labels, PolicyObject, PolicySet};
+use seam_policy::{
+    Direction, Endpoint, Inventory, LabelSelector, Labels, NamespacedPods, PolicyObject, PolicySet,
+};
 
 use crate::addr::AddrSet;
 use crate::error::CompileError;
@@ -94,7 +96,8 @@ pub fn compile<S: AsRef<str>>(
     );
     let local_addrs = addrs(locals.iter().copied());
     let groups = RefCell::new(BTreeMap::new());
-    let ctx = Ctx::new(policies, &index, &locals, &local_addrs, &groups);
+    let peers = RefCell::new(Peers::new());
+    let ctx = Ctx::new(policies, &index, &locals, &local_addrs, &groups, &peers);
     let mut order: Vec<(Slot, &PolicyObject)> = policies
         .objects()
         .filter_map(|o| slot_of(o).map(|s| (s, o)))
@@ -110,6 +113,7 @@ pub fn compile<S: AsRef<str>>(
             rules,
             sets: frag_sets,
             iso: frag_iso,
+            peers: _,
         } = frag;
         for (d, rules) in rules.into_iter().enumerate() {
             chains[d][tier].extend(rules);
@@ -187,8 +191,114 @@ pub(crate) struct Ctx<'c, 'a> {
     /// Addresses of every endpoint of a non-global tenant, computed on first use.
     non_global: OnceCell<AddrSet>,
     /// Members of peers by their definition: many policies name the same peer (`team: x`, `env: prod` + a
-    /// tier), and each computation scans the namespaces it selects.
-    peers: RefCell<HashMap<String, AddrSet>>,
+    /// tier), and each computation scans the namespaces it selects (the incremental compiler keeps them between
+    /// passes).
+    peers: &'c RefCell<Peers>,
+    /// The peers the fragment being compiled read, handed to it in [`FragOut::peers`].
+    used: RefCell<Vec<String>>,
+    /// The node's endpoints by namespace, grouped on first use: a NetworkPolicy's subject is in its namespace.
+    locals_by_ns: OnceCell<BTreeMap<&'a str, Vec<&'a Endpoint>>>,
+}
+
+/// What a peer's members are a function of: the test each endpoint is put to, the one its members are computed
+/// with. Kept with the members so that a changed endpoint can update them without a scan of the inventory.
+#[derive(Debug, Clone)]
+pub(crate) enum PeerTest {
+    /// A NetworkPolicy peer without an `ipBlock`; in namespace `ns` when it has no namespace selector.
+    Np {
+        ns: Option<String>,
+        namespace_selector: Option<LabelSelector>,
+        pod_selector: Option<LabelSelector>,
+    },
+    /// An ANP/CNP/BANP peer's `namespaces` or `pods`.
+    Admin {
+        namespaces: Option<LabelSelector>,
+        pods: Option<NamespacedPods>,
+    },
+}
+
+impl PeerTest {
+    /// Whether `e` is a member, with the namespace labels of `idx`.
+    fn admits(&self, e: &Endpoint, idx: &Index<'_>) -> bool {
+        if !e.kind.is_podlike() {
+            return false;
+        }
+        match self {
+            PeerTest::Np {
+                ns,
+                namespace_selector,
+                pod_selector,
+            } => {
+                let ns_ok = match (namespace_selector, ns) {
+                    (Some(sel), _) => sel.matches(idx.ns_labels(&e.namespace)),
+                    (None, Some(ns)) => e.namespace == *ns,
+                    (None, None) => false,
+                };
+                ns_ok && pod_selector.as_ref().is_none_or(|s| s.matches(&e.labels))
+            }
+            PeerTest::Admin { namespaces, pods } => {
+                let labels = idx.ns_labels(&e.namespace);
+                namespaces.as_ref().is_some_and(|s| s.matches(labels))
+                    || pods.as_ref().is_some_and(|p| {
+                        p.namespace_selector.matches(labels) && p.pod_selector.matches(&e.labels)
+                    })
+            }
+        }
+    }
+}
+
+/// A peer's members, its test, and how many fragments read it.
+#[derive(Debug)]
+pub(crate) struct Peer {
+    test: PeerTest,
+    /// `None`: to be computed again (namespace labels changed).
+    members: Option<AddrSet>,
+    pub(crate) refs: u32,
+}
+
+/// Peers by their definition (see [`Ctx::peer_members`]).
+pub(crate) type Peers = HashMap<String, Peer>;
+
+/// Brings the members of the kept peers to the endpoints' changes (each before and after), without a scan of the
+/// inventory: what a changed endpoint gave goes, what it gives now comes. Exact only when no two endpoints share
+/// an address (else the incremental compiler compiles in full) and the namespaces' labels did not change (else
+/// [`forget_peer_members`]).
+pub(crate) fn update_peers(
+    peers: &mut Peers,
+    idx: &Index<'_>,
+    changes: &[(Option<&Endpoint>, Option<&Endpoint>)],
+) {
+    for p in peers.values_mut() {
+        let Some(members) = p.members.as_mut() else {
+            continue;
+        };
+        let mut gone = Vec::new();
+        let mut came = Vec::new();
+        for (old, new) in changes {
+            let was = old.filter(|e| p.test.admits(e, idx));
+            let is = new.filter(|e| p.test.admits(e, idx));
+            if let (Some(w), Some(i)) = (was, is) {
+                if w.addresses == i.addresses {
+                    continue;
+                }
+            }
+            gone.extend(was.into_iter().flat_map(|e| e.addresses.iter().copied()));
+            came.extend(is.into_iter().flat_map(|e| e.addresses.iter().copied()));
+        }
+        for a in gone {
+            members.remove_net(ipnet::Ipv4Net::from(a));
+        }
+        if !came.is_empty() {
+            members.extend(&AddrSet::from_addrs(came));
+        }
+    }
+}
+
+/// Marks every kept peer's members to be computed again on next use (their tests read namespace labels).
+pub(crate) fn forget_peer_members(peers: &mut Peers) {
+    for p in peers.values_mut() {
+        p.members = None;
+    }
 }
 
 fn insert_ipnet(set: &mut AddrSet, net: &IpNet) {
@@ -252,6 +362,7 @@ impl<'c, 'a> Ctx<'c, 'a> {
         locals: &'c [&'a Endpoint],
         local_addrs: &'c AddrSet,
         groups: &'c RefCell<BTreeMap<String, AddrSet>>,
+        peers: &'c RefCell<Peers>,
     ) -> Self {
         Ctx {
             set,
@@ -261,7 +372,9 @@ impl<'c, 'a> Ctx<'c, 'a> {
             groups,
             tenant_members: OnceCell::new(),
             non_global: OnceCell::new(),
-            peers: RefCell::new(HashMap::new()),
+            peers,
+            used: RefCell::new(Vec::new()),
+            locals_by_ns: OnceCell::new(),
         }
     }
 
@@ -276,7 +389,20 @@ impl<'c, 'a> Ctx<'c, 'a> {
             PolicyObject::Contract(c) => self.contract_fragment(&mut f, c),
             _ => {}
         }
+        f.peers = std::mem::take(&mut *self.used.borrow_mut());
         f
+    }
+
+    /// The node's endpoints in namespace `ns`.
+    fn locals_in(&self, ns: &str) -> impl Iterator<Item = &'a Endpoint> + '_ {
+        let by_ns = self.locals_by_ns.get_or_init(|| {
+            let mut m: BTreeMap<&'a str, Vec<&'a Endpoint>> = BTreeMap::new();
+            for e in self.locals {
+                m.entry(e.namespace.as_str()).or_default().push(e);
+            }
+            m
+        });
+        by_ns.get(ns).into_iter().flatten().copied()
     }
 
     fn ns_labels(&self, ns: &str) -> &'a Labels {
@@ -284,16 +410,36 @@ impl<'c, 'a> Ctx<'c, 'a> {
     }
 
     /// The members of a peer, computed once per definition (`None`: a definition that cannot be written down,
-    /// never remembered).
-    fn peer_members(&self, key: Option<String>, members: impl FnOnce() -> AddrSet) -> AddrSet {
+    /// never remembered); `test` is what the members are a function of.
+    fn peer_members(
+        &self,
+        key: Option<String>,
+        test: impl FnOnce() -> PeerTest,
+        members: impl FnOnce() -> AddrSet,
+    ) -> AddrSet {
         let Some(key) = key else {
             return members();
         };
-        if let Some(hit) = self.peers.borrow().get(&key) {
-            return hit.clone();
-        }
-        let set = members();
-        self.peers.borrow_mut().insert(key, set.clone());
+        let hit = self
+            .peers
+            .borrow()
+            .get(&key)
+            .and_then(|p| p.members.clone());
+        let set = match hit {
+            Some(set) => set,
+            None => {
+                let set = members();
+                let mut peers = self.peers.borrow_mut();
+                let p = peers.entry(key.clone()).or_insert_with(|| Peer {
+                    test: test(),
+                    members: None,
+                    refs: 0,
+                });
+                p.members = Some(set.clone());
+                set
+            }
+        };
+        self.used.borrow_mut().push(key);
         set
     }
 }

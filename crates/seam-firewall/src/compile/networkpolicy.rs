@@ -7,7 +7,7 @@ use seam_policy::{
 };
 
 use super::ports::{port_u16, PortAlt};
-use super::{addrs, dir_index, direction_str, emit, sides, Ctx, FragOut, DIRS};
+use super::{addrs, dir_index, direction_str, emit, sides, Ctx, FragOut, PeerTest, DIRS};
 use crate::addr::AddrSet;
 use crate::ir::{Action, AddrMatch, RuleId};
 
@@ -22,9 +22,10 @@ impl<'a> Ctx<'_, 'a> {
                 continue;
             }
             let ns = np.namespace();
-            let subject = addrs(self.locals.iter().copied().filter(|e| {
-                e.kind.is_podlike() && e.namespace == ns && np.spec.pod_selector.matches(&e.labels)
-            }));
+            let subject = addrs(
+                self.locals_in(ns)
+                    .filter(|e| e.kind.is_podlike() && np.spec.pod_selector.matches(&e.labels)),
+            );
             if subject.is_empty() {
                 continue;
             }
@@ -70,6 +71,45 @@ impl<'a> Ctx<'_, 'a> {
             }
         }
     }
+    /// The peer sets of a NetworkPolicy's fragment, by name, as [`Ctx::np_fragment`] interns them: for a
+    /// change that can only have changed their members.
+    pub(crate) fn np_peer_sets(&self, np: &NetworkPolicy) -> Vec<(String, AddrSet)> {
+        let mut out = Vec::new();
+        for dir in DIRS {
+            let policy_type = match dir {
+                Direction::Ingress => PolicyType::Ingress,
+                Direction::Egress => PolicyType::Egress,
+            };
+            if !np.isolates(policy_type) {
+                continue;
+            }
+            let ns = np.namespace();
+            let subject = self
+                .locals_in(ns)
+                .any(|e| e.kind.is_podlike() && np.spec.pod_selector.matches(&e.labels));
+            if !subject {
+                continue;
+            }
+            let prefix = format!("np/{ns}/{}", np.metadata.name);
+            let d = direction_str(dir);
+            let rules: Vec<&[NetworkPolicyPeer]> = match dir {
+                Direction::Ingress => np.spec.ingress.iter().map(|r| r.from.as_slice()).collect(),
+                Direction::Egress => np.spec.egress.iter().map(|r| r.to.as_slice()).collect(),
+            };
+            for (i, peers) in rules.into_iter().enumerate() {
+                if !peers.is_empty() {
+                    out.push((
+                        format!("{prefix}/{d}/{i}/peer"),
+                        self.np_peer_set(ns, peers),
+                    ));
+                }
+            }
+        }
+        // The fragment read these peers already (and keeps counting them).
+        self.used.borrow_mut().clear();
+        out
+    }
+
     fn np_peer_set(&self, policy_ns: &str, peers: &[NetworkPolicyPeer]) -> AddrSet {
         let mut s = AddrSet::new();
         for p in peers {
@@ -102,7 +142,15 @@ impl<'a> Ctx<'_, 'a> {
                 };
                 format!("np\0{ns}\0{k}")
             });
-            let members = self.peer_members(key, || match &p.namespace_selector {
+            let test = || PeerTest::Np {
+                ns: p
+                    .namespace_selector
+                    .is_none()
+                    .then(|| policy_ns.to_string()),
+                namespace_selector: p.namespace_selector.clone(),
+                pod_selector: p.pod_selector.clone(),
+            };
+            let members = self.peer_members(key, test, || match &p.namespace_selector {
                 Some(sel) => addrs(self.idx.in_namespaces(|l| sel.matches(l)).filter(pod_ok)),
                 None => addrs(self.idx.in_ns(policy_ns).filter(pod_ok)),
             });

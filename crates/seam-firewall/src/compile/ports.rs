@@ -53,7 +53,7 @@ impl<'a> Ctx<'_, 'a> {
                     ranges.entry(p).or_default().push(PortRange { start, end })
                 }
                 PortAlt::Named(name, proto) => {
-                    let holders = self.idx.named_ports.get(name.as_str());
+                    let holders = self.idx.named_ports().get(name.as_str());
                     for e in holders.into_iter().flatten() {
                         for cp in &e.ports {
                             if cp.name.as_deref() == Some(name.as_str())

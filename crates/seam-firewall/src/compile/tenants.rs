@@ -14,7 +14,7 @@ impl<'a> Ctx<'_, 'a> {
     pub(super) fn tenant_members(&self) -> &BTreeMap<&'a str, AddrSet> {
         self.tenant_members.get_or_init(|| {
             let mut by_tenant: BTreeMap<&'a str, Vec<Ipv4Addr>> = BTreeMap::new();
-            for (ns, eps) in &self.idx.by_ns {
+            for (ns, eps) in self.idx.by_ns() {
                 by_tenant
                     .entry(self.idx.tenant_name(ns))
                     .or_default()
@@ -31,7 +31,7 @@ impl<'a> Ctx<'_, 'a> {
         self.non_global.get_or_init(|| {
             addrs(
                 self.idx
-                    .by_ns
+                    .by_ns()
                     .iter()
                     .filter(|(ns, _)| !self.idx.tenant(self.idx.tenant_name(ns)).global)
                     .flat_map(|(_, eps)| eps.iter().copied()),
