@@ -124,6 +124,9 @@ pub struct Renderer {
     table: Table,
     /// The last build's [`Renderer::stamp`].
     stamp: u64,
+    /// How many directions whose rules changed kept the classes of the blocks that stayed.
+    #[cfg(test)]
+    adopted: usize,
 }
 
 /// The last stamp given to a build, by any renderer of the process.
@@ -204,6 +207,20 @@ struct Blocks {
     passes: Vec<bool>,
     /// The IR sets of [`block_subjects`]; `None`: the block may match any local endpoint.
     subjects: Vec<Option<Vec<String>>>,
+    /// Each block's [`block_id`].
+    ids: Vec<u64>,
+}
+
+/// What names a block in class keys: a hash of its rules' hashes (as its chain's name is) and
+/// whether it passes. Unlike its index it stays while blocks before it come and go, so the
+/// classes of the blocks that stayed stay too.
+fn block_id(hashes: &[u64], passes: bool) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for x in hashes.iter().copied().chain([u64::from(passes)]) {
+        h = (h ^ x).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    // The separator of a class key's tiers.
+    h.min(SEPARATOR - 1)
 }
 
 impl Blocks {
@@ -213,6 +230,7 @@ impl Blocks {
             hashes: Vec::new(),
             passes: Vec::new(),
             subjects: Vec::new(),
+            ids: Vec::new(),
         };
         let mut start = 0;
         while start < rules.len() {
@@ -224,11 +242,13 @@ impl Blocks {
             let block = &rules[start..start + len];
             start += len;
             let rendered: Vec<Rendered> = block.iter().map(|r| render.rule(r)).collect();
-            out.hashes.push(rendered.iter().map(|r| r.hash).collect());
+            let hashes: Vec<u64> = rendered.iter().map(|r| r.hash).collect();
+            let passes = block.iter().any(|r| r.action == crate::ir::Action::Pass);
+            out.ids.push(block_id(&hashes, passes));
+            out.hashes.push(hashes);
             out.bodies
                 .push(rendered.into_iter().map(|r| r.rule).collect());
-            out.passes
-                .push(block.iter().any(|r| r.action == crate::ir::Action::Pass));
+            out.passes.push(passes);
             out.subjects.push(
                 block_subjects(dir, block)
                     .map(|names| names.into_iter().map(str::to_string).collect()),
@@ -309,8 +329,11 @@ struct Class {
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// The blocks a local address can meet in one direction, which name its class: the admin
-/// blocks, `usize::MAX`, the namespace blocks.
-type Key = Vec<usize>;
+/// blocks' ids ([`block_id`]), [`SEPARATOR`], the namespace blocks' ids.
+type Key = Vec<u64>;
+
+/// Ends the admin blocks of a [`Key`].
+const SEPARATOR: u64 = u64::MAX;
 
 /// Above this many local addresses whose blocks may have changed, they are all found again in one
 /// walk of the blocks' sets ([`Blocks::select`]) rather than one address at a time.
@@ -343,6 +366,10 @@ struct DirectionCache {
     admin_subjects: Vec<Option<Vec<usize>>>,
     /// The same for each namespace block.
     namespace_subjects: Vec<Option<Vec<usize>>>,
+    /// Where each admin block is by its id.
+    admin_at: FastMap<u64, usize>,
+    /// Where each namespace block is by its id.
+    namespace_at: FastMap<u64, usize>,
     /// Each local address's class key.
     keys: FastMap<Ipv4Addr, Key>,
     /// Class chains by their key.
@@ -455,7 +482,17 @@ impl DirectionCache {
         let admin_subjects = resolve_subjects(&admin, ruleset, &mut subjects, &mut subject_index);
         let namespace_subjects =
             resolve_subjects(&namespace, ruleset, &mut subjects, &mut subject_index);
+        let at = |blocks: &Blocks| -> FastMap<u64, usize> {
+            blocks
+                .ids
+                .iter()
+                .enumerate()
+                .map(|(b, id)| (*id, b))
+                .collect()
+        };
         DirectionCache {
+            admin_at: at(&admin),
+            namespace_at: at(&namespace),
             rules: ruleset.chains(dir).to_vec(),
             sets,
             baseline,
@@ -481,21 +518,43 @@ impl DirectionCache {
                     .any(|i| self.subjects.get(*i).is_some_and(|(_, s)| s.contains(addr)))
             })
         };
-        let blocks = |tier: &[Option<Vec<usize>>]| {
+        let blocks = |tier: &[Option<Vec<usize>>], ids: &[u64]| {
             tier.iter()
-                .enumerate()
-                .filter(|(_, s)| selects(s))
-                .map(|(b, _)| b)
+                .zip(ids)
+                .filter(|(s, _)| selects(s))
+                .map(|(_, id)| *id)
                 .collect::<Vec<_>>()
         };
-        let mut key = blocks(&self.admin_subjects);
-        key.push(usize::MAX);
-        key.extend(blocks(&self.namespace_subjects));
+        let mut key = blocks(&self.admin_subjects, &self.admin.ids);
+        key.push(SEPARATOR);
+        key.extend(blocks(&self.namespace_subjects, &self.namespace.ids));
         key
     }
 
-    /// The class chain of the local endpoints that select these admin and namespace blocks.
-    fn class(&self, dir: Direction, admin: &[usize], namespace: &[usize]) -> Class {
+    /// The class key of the blocks at these indices ([`Blocks::select`]'s).
+    fn key_at(&self, admin: &[usize], namespace: &[usize]) -> Key {
+        let ids = |blocks: &Blocks, at: &[usize]| -> Vec<u64> {
+            at.iter()
+                .filter_map(|b| blocks.ids.get(*b).copied())
+                .collect()
+        };
+        let mut key = ids(&self.admin, admin);
+        key.push(SEPARATOR);
+        key.extend(ids(&self.namespace, namespace));
+        key
+    }
+
+    /// The class chain of the local endpoints that select these admin and namespace blocks (by
+    /// id).
+    fn class(&self, dir: Direction, admin: &[u64], namespace: &[u64]) -> Class {
+        let admin: Vec<usize> = admin
+            .iter()
+            .filter_map(|id| self.admin_at.get(id).copied())
+            .collect();
+        let namespace: Vec<usize> = namespace
+            .iter()
+            .filter_map(|id| self.namespace_at.get(id).copied())
+            .collect();
         let d = crate::compile::direction_str(dir);
         let mut chains = Vec::new();
         let mut jumps = Vec::new();
@@ -560,14 +619,14 @@ impl DirectionCache {
 
     /// One more local address goes to the class of `key`: the class (and the chains it brings)
     /// enters the table with its first one.
-    fn acquire(&mut self, dir: Direction, key: &[usize], table: &mut Table) -> Arc<str> {
+    fn acquire(&mut self, dir: Direction, key: &[u64], table: &mut Table) -> Arc<str> {
         if let Some(class) = self.classes.get_mut(key) {
             class.refs += 1;
             return class.name.clone();
         }
         let split = key
             .iter()
-            .position(|b| *b == usize::MAX)
+            .position(|b| *b == SEPARATOR)
             .unwrap_or(key.len());
         let mut class = self.class(dir, &key[..split], key.get(split + 1..).unwrap_or_default());
         for (name, body) in &class.chains {
@@ -585,7 +644,7 @@ impl DirectionCache {
 
     /// One local address less goes to the class of `key`: the class (and the chains only it
     /// brings) leaves the table with its last one.
-    fn release(&mut self, key: &[usize], table: &mut Table) {
+    fn release(&mut self, key: &[u64], table: &mut Table) {
         let Some(class) = self.classes.get_mut(key) else {
             return;
         };
@@ -649,6 +708,103 @@ impl DirectionCache {
                 table.remove_goto(i, *addr);
             }
         }
+    }
+
+    /// Takes over the classes of `old`, this direction as the last build rendered it, when the
+    /// two differ in some blocks only (a policy's rules came, went or changed; the baseline
+    /// chain and the order of the blocks both have are the same): the blocks both have are the
+    /// same chains and name the same classes, so only the local addresses a block that came or
+    /// went can match need their class found again. Whether the two differ so.
+    fn can_adopt(&self, old: &DirectionCache) -> bool {
+        // Ids must name one block each, and the blocks both have must come in the same order, for
+        // a key to name the same class chain in both.
+        let same_order = |old: &Blocks, new: &Blocks, new_at: &FastMap<u64, usize>| {
+            let mut last = None;
+            new_at.len() == new.ids.len()
+                && old.ids.iter().all(|id| {
+                    let Some(b) = new_at.get(id) else {
+                        return true;
+                    };
+                    let ordered = last.is_none_or(|l| l < *b);
+                    last = Some(*b);
+                    ordered
+                })
+        };
+        old.baseline.0 == self.baseline.0
+            && old.admin_at.len() == old.admin.ids.len()
+            && old.namespace_at.len() == old.namespace.ids.len()
+            && same_order(&old.admin, &self.admin, &self.admin_at)
+            && same_order(&old.namespace, &self.namespace, &self.namespace_at)
+    }
+
+    /// Takes over the classes of `old`, which [`DirectionCache::can_adopt`]. Returns the local
+    /// addresses whose class must be found again (`None`: maybe all of them).
+    fn adopt(
+        &mut self,
+        old: DirectionCache,
+        locals: &[Ipv4Addr],
+        table: &mut Table,
+    ) -> Option<Vec<Ipv4Addr>> {
+        let mut moved = Vec::new();
+        let mut all = false;
+        let mut touch = |subjects: &Option<Vec<usize>>, sets: &[(String, AddrSet)]| {
+            let Some(subjects) = subjects else {
+                all = true;
+                return;
+            };
+            for (_, members) in subjects.iter().filter_map(|s| sets.get(*s)) {
+                let ranges: Vec<(Ipv4Addr, Ipv4Addr)> = members.ranges().collect();
+                locals_in(&ranges, locals, &mut moved);
+            }
+        };
+        // The blocks that came, with the subject sets' members of this build, and those that
+        // went, with the members the classes were found from.
+        for (tier, ids, at, sets) in [
+            (
+                &self.admin_subjects,
+                &self.admin.ids,
+                &old.admin_at,
+                &self.subjects,
+            ),
+            (
+                &self.namespace_subjects,
+                &self.namespace.ids,
+                &old.namespace_at,
+                &self.subjects,
+            ),
+            (
+                &old.admin_subjects,
+                &old.admin.ids,
+                &self.admin_at,
+                &old.subjects,
+            ),
+            (
+                &old.namespace_subjects,
+                &old.namespace.ids,
+                &self.namespace_at,
+                &old.subjects,
+            ),
+        ] {
+            for (subjects, id) in tier.iter().zip(ids) {
+                if !at.contains_key(id) {
+                    touch(subjects, sets);
+                }
+            }
+        }
+        for (id, (name, body)) in self.namespace.ids.iter().zip(&self.namespace_chains) {
+            if !old.namespace_at.contains_key(id) {
+                table.put_chain(name, body);
+            }
+        }
+        for (id, (name, _)) in old.namespace.ids.iter().zip(&old.namespace_chains) {
+            if !self.namespace_at.contains_key(id) {
+                table.remove_chain(name);
+            }
+        }
+        self.keys = old.keys;
+        self.classes = old.classes;
+        self.chain_refs = old.chain_refs;
+        (!all).then_some(moved)
     }
 
     /// Puts the chains every class may jump to in the table.
@@ -1026,8 +1182,40 @@ impl Renderer {
                     kinds,
                     sampling: self.sampling.as_ref().map(|s| (s, dir)),
                 };
-                let cache = DirectionCache::render(&mut render, ruleset, dir);
-                cache.add_to(&mut self.table);
+                let mut cache = DirectionCache::render(&mut render, ruleset, dir);
+                let adopt = replaced.take_if(|old| cache.can_adopt(old));
+                if let Some(old) = adopt {
+                    let touched = cache.adopt(old, &locals, &mut self.table);
+                    #[cfg(test)]
+                    {
+                        self.adopted += 1;
+                    }
+                    for addr in &left {
+                        cache.unassign(i, *addr, &mut self.table);
+                    }
+                    // The subject sets' members are this build's: the local addresses that
+                    // came into or left one of them are found again.
+                    for change in &changed {
+                        if cache.subject_index.contains_key(&change.name) {
+                            let ranges = |s: &Option<AddrSet>| -> Vec<(Ipv4Addr, Ipv4Addr)> {
+                                s.as_ref().map(|s| s.ranges().collect()).unwrap_or_default()
+                            };
+                            let differ = ranges_changed(&ranges(&change.old), &ranges(&change.new));
+                            locals_in(&differ, &locals, &mut moved);
+                        }
+                    }
+                    match touched {
+                        Some(touched) => {
+                            moved.extend(touched);
+                            moved.sort_unstable();
+                            moved.dedup();
+                            all = moved.len() > FEW_LOCALS;
+                        }
+                        None => all = true,
+                    }
+                } else {
+                    cache.add_to(&mut self.table);
+                }
                 self.dirs[i] = Some(cache);
                 // The rules this build did not use go; a reused direction keeps its rules as they were.
                 self.rules[i].retain(|_, r| r.used == build);
@@ -1041,9 +1229,7 @@ impl Renderer {
                 let admin = cache.admin.select(ruleset, &index, &locals);
                 let namespace = cache.namespace.select(ruleset, &index, &locals);
                 for ((addr, admin), namespace) in locals.iter().zip(admin).zip(namespace) {
-                    let mut key = admin;
-                    key.push(usize::MAX);
-                    key.extend(namespace);
+                    let key = cache.key_at(&admin, &namespace);
                     cache.assign(dir, i, *addr, key, &mut self.table);
                 }
             } else {
@@ -1208,6 +1394,48 @@ mod tests {
         step(&mut models, &mut deltas, &mut last, &rs);
         // Nothing changed: nothing to do.
         assert!(deltas.model_and_delta(&rs).1.is_empty());
+    }
+
+    #[test]
+    fn policies_coming_and_going_keep_the_other_classes_and_render_what_a_fresh_renderer_does() {
+        let (mut models, mut deltas) = (Renderer::default(), Renderer::default());
+        let mut last = TableModel::default();
+        let mut rs = ruleset();
+        let into = |s: &str| AddrMatch::In(s.into());
+        rs.sets
+            .insert("sc".into(), AddrSet::from_addrs([a("10.0.0.3")]));
+        step(&mut models, &mut deltas, &mut last, &rs);
+        fn namespace(rs: &mut NodeRuleset) -> &mut Vec<Rule> {
+            let Some(chain) = rs.ingress.iter_mut().find(|c| c.tier == Tier::Namespace) else {
+                panic!("no namespace tier");
+            };
+            &mut chain.rules
+        }
+        // A policy for `sc` comes between `p` and `q`: only 10.0.0.3 is found a class again.
+        namespace(&mut rs).insert(2, rule("np/x/r/ingress/0", vec![into("sc")], Action::Allow));
+        step(&mut models, &mut deltas, &mut last, &rs);
+        // `p` goes, while 10.0.0.1 joins `sc` and an endpoint comes.
+        namespace(&mut rs).drain(0..2);
+        rs.sets.insert(
+            "sc".into(),
+            AddrSet::from_addrs([a("10.0.0.1"), a("10.0.0.3")]),
+        );
+        rs.local.push(LocalEndpoint {
+            name: "x/d".into(),
+            addresses: vec![a("10.0.0.4")],
+        });
+        step(&mut models, &mut deltas, &mut last, &rs);
+        // An admin policy that passes comes, then `q` changes (it may match every endpoint).
+        if let Some(chain) = rs.ingress.iter_mut().find(|c| c.tier == Tier::Admin) {
+            chain.rules = vec![rule("anp/a/ingress/0", vec![into("sb")], Action::Pass)];
+        }
+        step(&mut models, &mut deltas, &mut last, &rs);
+        namespace(&mut rs)[1].action = Action::Deny;
+        step(&mut models, &mut deltas, &mut last, &rs);
+        // The baseline changes: the direction is rendered again whole.
+        rs.ingress[2].rules[0].action = Action::Allow;
+        step(&mut models, &mut deltas, &mut last, &rs);
+        assert_eq!((models.adopted, deltas.adopted), (4, 4));
     }
 
     #[test]
