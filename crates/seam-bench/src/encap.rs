@@ -170,9 +170,28 @@ pub fn wait_path(
 /// The pods' path once it has settled: routed as soon as both nodes route (the routes may follow
 /// the first echo reply by a reconcile pass), else what it is after [`SETTLE`].
 pub fn settled_path(pair: &Pair) -> anyhow::Result<PathKind> {
-    match wait_path(PathKind::Routed, SETTLE, || pair.path())? {
-        Some(_) => Ok(PathKind::Routed),
-        None => pair.path(),
+    settled_path_of(
+        &pair.n1,
+        pair.client.ip,
+        &pair.n2,
+        pair.server.ip,
+        PathKind::Routed,
+    )
+}
+
+/// The path between `a` on `na` and `b` on `nb` once it is `want`, or what it is after
+/// [`SETTLE`]: a newly attached endpoint's routes may follow its first echo reply by a
+/// reconcile pass, and a mode switch moves each endpoint's routes on its own pass.
+pub fn settled_path_of(
+    na: &NodeInfo,
+    a: Ipv4Addr,
+    nb: &NodeInfo,
+    b: Ipv4Addr,
+    want: PathKind,
+) -> anyhow::Result<PathKind> {
+    match wait_path(want, SETTLE, || path(na, a, nb, b))? {
+        Some(_) => Ok(want),
+        None => path(na, a, nb, b),
     }
 }
 

@@ -169,7 +169,7 @@ fn bench(guard: &mut LabGuard, opts: &ThroughputOpts) -> anyhow::Result<Throughp
             vm.ip,
             server.ip,
             mtu(&vm.netns()),
-            encap::path(n1, vm.ip, n2, server.ip)?
+            encap::settled_path_of(n1, vm.ip, n2, server.ip, modes.default_path())?
         );
     }
     println!(
@@ -205,6 +205,15 @@ fn bench(guard: &mut LabGuard, opts: &ThroughputOpts) -> anyhow::Result<Throughp
             }
             if round % 2 == 1 {
                 clients.reverse();
+            }
+            if let Some(vm) = &vm {
+                // The VM's routes move on their own reconcile pass: measure it on the mode's path.
+                let want = if always {
+                    PathKind::Vxlan
+                } else {
+                    modes.default_path()
+                };
+                encap::settled_path_of(n1, vm.ip, n2, server.ip, want)?;
             }
             for (from, is_vm) in clients {
                 let g = iperf(&server.netns_path, from, server.ip, opts.seconds).with_context(
