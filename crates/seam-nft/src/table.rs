@@ -119,7 +119,7 @@ impl TableModel {
 }
 
 /// What is in `old` and not in `new`, and what is in `new` and not in `old` (both sorted).
-fn sorted_difference<T: Ord + Copy>(old: &[T], new: &[T]) -> (Vec<T>, Vec<T>) {
+pub fn sorted_difference<T: Ord + Copy>(old: &[T], new: &[T]) -> (Vec<T>, Vec<T>) {
     let (mut gone, mut added) = (Vec::new(), Vec::new());
     let (mut i, mut j) = (0, 0);
     while i < old.len() && j < new.len() {

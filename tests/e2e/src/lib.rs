@@ -113,9 +113,10 @@ impl TestLab for LabGuard {
     }
 }
 
-/// `ip -n NETNS args…`, which must succeed: a change a test makes to a lab's namespace.
-pub fn ip(netns: &str, args: &[&str]) {
+/// `ip [-j] -n NETNS args…`, which must succeed; its standard output.
+fn ip_run(json: bool, netns: &str, args: &[&str]) -> Vec<u8> {
     let out = Command::new("ip")
+        .args(json.then_some("-j"))
         .arg("-n")
         .arg(netns)
         .args(args)
@@ -126,23 +127,17 @@ pub fn ip(netns: &str, args: &[&str]) {
         "ip -n {netns} {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    out.stdout
+}
+
+/// `ip -n NETNS args…`, which must succeed: a change a test makes to a lab's namespace.
+pub fn ip(netns: &str, args: &[&str]) {
+    ip_run(false, netns, args);
 }
 
 /// `ip -j -n NETNS args…` parsed.
 pub fn ip_json(netns: &str, args: &[&str]) -> serde_json::Value {
-    let out = Command::new("ip")
-        .arg("-j")
-        .arg("-n")
-        .arg(netns)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("ip: {e}"));
-    assert!(
-        out.status.success(),
-        "ip -n {netns} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+    serde_json::from_slice(&ip_run(true, netns, args)).unwrap_or(serde_json::Value::Null)
 }
 
 /// Names of Seam's host-side veths in a node namespace.

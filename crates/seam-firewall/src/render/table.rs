@@ -955,26 +955,8 @@ fn ranges_changed(
     old: &[(Ipv4Addr, Ipv4Addr)],
     new: &[(Ipv4Addr, Ipv4Addr)],
 ) -> Vec<(Ipv4Addr, Ipv4Addr)> {
-    let mut out = Vec::new();
-    let (mut i, mut j) = (0, 0);
-    while i < old.len() && j < new.len() {
-        match old[i].cmp(&new[j]) {
-            std::cmp::Ordering::Less => {
-                out.push(old[i]);
-                i += 1;
-            }
-            std::cmp::Ordering::Greater => {
-                out.push(new[j]);
-                j += 1;
-            }
-            std::cmp::Ordering::Equal => {
-                i += 1;
-                j += 1;
-            }
-        }
-    }
-    out.extend_from_slice(&old[i..]);
-    out.extend_from_slice(&new[j..]);
+    let (mut out, added) = seam_nft::table::sorted_difference(old, new);
+    out.extend(added);
     out.sort_unstable();
     out
 }
